@@ -1,0 +1,73 @@
+/*
+ * bcache.h — the buffer cache: one buffer per metadata block, shared by all threads,
+ * bounded in size, verified on read, sealed (CRC) on write-back.
+ *
+ * A buffer is held by a reference from mfs_buf_read()/mfs_buf_get() until mfs_buf_put().
+ * Its contents are protected by the caller's locks (the AG lock for AG metadata, the inode
+ * lock for an inode's metadata), not by the cache.  Unreferenced buffers sit on an LRU list;
+ * when the cache is over its budget the oldest are dropped, dirty ones written back first.
+ * A transaction (trans.h) holds references to every buffer it changes, so a half-changed
+ * buffer is never written back by eviction.
+ */
+#ifndef MFS_BCACHE_H
+#define MFS_BCACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "verify.h"
+
+struct mfs_dev;
+struct mfs_bcache;
+
+/* What callers see of a buffer; the cache's bookkeeping is private to bcache.c. */
+struct mfs_buf {
+	uint64_t blkno;          /* fsblock */
+	void *data;              /* blocksize bytes */
+};
+
+struct mfs_bcache_stats {
+	uint64_t hits, misses, reads, writes, evictions;
+	uint64_t over_budget;    /* times every buffer was held and the budget was exceeded */
+	size_t nbufs, ndirty;
+	size_t bytes, max_bytes;
+};
+
+int mfs_bcache_create(struct mfs_dev *dev, uint32_t blocksize, size_t max_bytes,
+		      struct mfs_bcache **out);
+/* Write back dirty buffers, then free everything.  Returns the first write error. */
+int mfs_bcache_destroy(struct mfs_bcache *bc);
+/* Drop every buffer without writing (after an error, or to simulate a crash). */
+void mfs_bcache_discard(struct mfs_bcache *bc);
+
+/* The UUID that verified blocks must carry. */
+void mfs_bcache_set_uuid(struct mfs_bcache *bc, const uint8_t uuid[16]);
+uint32_t mfs_bcache_blocksize(const struct mfs_bcache *bc);
+struct mfs_dev *mfs_bcache_dev(const struct mfs_bcache *bc);
+void mfs_bcache_get_stats(struct mfs_bcache *bc, struct mfs_bcache_stats *st);
+
+/*
+ * Read block `blkno` and, when `exp` is given, verify it (see verify.h); the buffer is then
+ * sealed with a fresh CRC whenever it is written back.  A block that fails verification
+ * is not kept in the cache.  Returns -EFSCORRUPTED/-EFSBADCRC, an I/O errno, or 0.
+ */
+int mfs_buf_read(struct mfs_bcache *bc, uint64_t blkno, const struct mfs_blk_expect *exp,
+		 struct mfs_buf **out);
+
+/* A buffer for a block about to be written whole: zero-filled, nothing read.  `meta`: seal
+ * the CRC at write-back. */
+int mfs_buf_get_new(struct mfs_bcache *bc, uint64_t blkno, int meta, struct mfs_buf **out);
+
+void mfs_buf_hold(struct mfs_buf *bp);
+void mfs_buf_put(struct mfs_buf *bp);
+void mfs_buf_mark_dirty(struct mfs_buf *bp);
+int mfs_buf_is_dirty(const struct mfs_buf *bp);
+/* Seal the CRC at write-back (a block that now holds metadata). */
+void mfs_buf_set_meta(struct mfs_buf *bp);
+
+/* The block was freed: drop its buffer without writing it, if nobody holds it. */
+void mfs_bcache_forget(struct mfs_bcache *bc, uint64_t blkno);
+
+/* Write back every dirty buffer, then make it durable.  No transaction may be open. */
+int mfs_bcache_flush(struct mfs_bcache *bc);
+
+#endif

@@ -1,0 +1,157 @@
+/*
+ * btree.h — the generic btree engine and its bulk loader.
+ *
+ * One engine serves every tree of mendfs (free space by block and by length, inode chunks,
+ * reverse map, inode extent maps); what differs between trees is a small ops table:
+ * record and key sizes, the key comparison, where new blocks come from, and where the root
+ * pointer lives.  Blocks have the layout of struct mfs_btree_block (mendfs_format.h).
+ *
+ * Keys are unique in every mendfs tree (records never overlap), so a key identifies one
+ * record.  A tree always has a root block; an empty tree is one empty leaf.
+ *
+ * A cursor holds the path from the root to its current position.  Changing a tree needs a
+ * transaction (trans.h) in the cursor; read-only cursors have tp == NULL.  The caller holds
+ * the lock that protects the tree (AG lock or inode lock) for the cursor's whole life.
+ */
+#ifndef MFS_BTREE_H
+#define MFS_BTREE_H
+
+#include <stdint.h>
+#include "mendfs_format.h"
+
+struct mfs_fs;
+struct mfs_trans;
+struct mfs_buf;
+struct mfs_btree_cur;
+
+struct mfs_btree_ops {
+	const char *name;           /* "free-space-by-block btree", used in messages */
+	uint32_t magic;
+	uint16_t rec_len;           /* bytes per leaf record */
+	uint16_t key_len;           /* bytes per node key */
+	uint8_t ptr_len;            /* 4: agbno inside cur->agno; 8: fsblock */
+
+	int (*cmp_keys)(const void *k1, const void *k2);     /* <0, 0, >0 */
+	void (*rec_key)(const void *rec, void *key);         /* the key of a record */
+
+	/* Optional: is this record sane on its own (in range, non-empty...)?  0 or
+	 * -EFSCORRUPTED after a message naming the record.  Used by verify. */
+	int (*check_rec)(struct mfs_btree_cur *cur, const void *rec);
+
+	/* A block for a new node (split, new root), and giving one back (merge, root
+	 * collapse).  Required for trees that are modified through the cursor. */
+	int (*alloc_block)(struct mfs_btree_cur *cur, uint64_t *fsb);
+	int (*free_block)(struct mfs_btree_cur *cur, uint64_t fsb);
+
+	/* The root block or the height changed (cur->root has the new values): record them
+	 * (in the AG header, the inode...) inside cur->tp. */
+	int (*set_root)(struct mfs_btree_cur *cur);
+};
+
+struct mfs_btree_root {
+	uint64_t fsb;               /* fsblock of the root block */
+	unsigned levels;            /* >= 1; 1 means the root is a leaf */
+};
+
+struct mfs_btree_level {
+	struct mfs_buf *bp;         /* held buffer of the block at this level, or NULL */
+	int idx;                    /* index of the current record/key in it */
+};
+
+struct mfs_btree_cur {
+	struct mfs_fs *fs;
+	struct mfs_trans *tp;       /* NULL: read-only */
+	const struct mfs_btree_ops *ops;
+	uint64_t owner;             /* block header owner: AG number or inode number */
+	uint32_t agno;              /* AG of 4-byte pointers */
+	struct mfs_btree_root root;
+	void *priv;                 /* for the ops */
+	/* private to btree.c */
+	struct mfs_btree_level path[MFS_BTREE_MAXLEVELS];   /* [0] is the leaf */
+	int valid;                  /* positioned on a record */
+};
+
+void mfs_btree_cur_init(struct mfs_btree_cur *cur, struct mfs_fs *fs, struct mfs_trans *tp,
+			const struct mfs_btree_ops *ops, uint64_t owner, uint32_t agno,
+			const struct mfs_btree_root *root, void *priv);
+/* Release the buffers the cursor holds.  Always call, also after errors. */
+void mfs_btree_cur_release(struct mfs_btree_cur *cur);
+
+/* Records (leaf) and key/pointer pairs (node) that fit in one block. */
+unsigned mfs_btree_maxrecs(const struct mfs_btree_ops *ops, uint32_t blocksize, int leaf);
+unsigned mfs_btree_minrecs(const struct mfs_btree_ops *ops, uint32_t blocksize, int leaf);
+
+enum mfs_btree_lookup {
+	MFS_LOOKUP_EQ,              /* the record with exactly this key */
+	MFS_LOOKUP_LE,              /* the last record with key <= the key */
+	MFS_LOOKUP_GE,              /* the first record with key >= the key */
+};
+
+/* Position the cursor.  *stat = 1 when a record satisfies the lookup, 0 otherwise. */
+int mfs_btree_lookup(struct mfs_btree_cur *cur, const void *key, enum mfs_btree_lookup how,
+		     int *stat);
+/* The record under the cursor (*stat = 0: not positioned on one). */
+int mfs_btree_get(struct mfs_btree_cur *cur, void *rec, int *stat);
+/* Move to the next / previous record (*stat = 0 at the end). */
+int mfs_btree_next(struct mfs_btree_cur *cur, int *stat);
+int mfs_btree_prev(struct mfs_btree_cur *cur, int *stat);
+
+/* Insert a record; -EEXIST if its key is present.  The cursor is left unpositioned. */
+int mfs_btree_insert(struct mfs_btree_cur *cur, const void *rec);
+/* Replace the record under the cursor; the new key must keep the order of the tree. */
+int mfs_btree_update(struct mfs_btree_cur *cur, const void *rec);
+/* Delete the record under the cursor, merging or rebalancing blocks that fall under
+ * minrecs and collapsing the root.  The cursor is left unpositioned. */
+int mfs_btree_delete(struct mfs_btree_cur *cur);
+
+/* Call fn on every record with lo <= key <= hi (NULL bounds are open), in key order.
+ * fn returns 0 to go on, > 0 to stop (returned), < 0 an error (returned). */
+typedef int (*mfs_btree_rec_fn)(struct mfs_btree_cur *cur, const void *rec, void *priv);
+int mfs_btree_query_range(struct mfs_btree_cur *cur, const void *lo, const void *hi,
+			  mfs_btree_rec_fn fn, void *priv);
+
+/* Call fn on every block of the tree (root first, then level by level or depth first). */
+typedef int (*mfs_btree_blk_fn)(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level,
+				void *priv);
+int mfs_btree_visit_blocks(struct mfs_btree_cur *cur, mfs_btree_blk_fn fn, void *priv);
+
+/* Full structural check: every block passes its verifier (magic, CRC, UUID, self, owner,
+ * level), all leaves at the same depth, numrecs within [minrecs, maxrecs] except the root,
+ * keys strictly increasing across the whole tree, each node key equal to the first key of
+ * its child, ops->check_rec on every record, and no block visited twice.  Returns 0 or
+ * -EFSCORRUPTED / -EFSBADCRC with a message naming the tree, block and problem.
+ * Optionally counts records and blocks. */
+int mfs_btree_verify(struct mfs_btree_cur *cur, uint64_t *nrecs, uint64_t *nblocks);
+
+/* ---- bulk loader ------------------------------------------------------------------------ */
+/*
+ * Build a whole tree from a sorted stream of records into blocks reserved beforehand:
+ * first ask mfs_bload_geometry() how many blocks the tree needs, reserve them, then call
+ * mfs_bload_build(), which takes exactly that many blocks from claim_block and asks
+ * get_recs for the records in key order.  Leaves and nodes are filled to fill_pct percent
+ * of their capacity (0: the default, 75), spread so that no block but the root falls
+ * under minrecs.  Nothing is linked anywhere: the caller stores the returned root.
+ */
+struct mfs_bload {
+	const struct mfs_btree_ops *ops;
+	uint64_t owner;
+	uint32_t agno;
+	uint64_t nrecs;
+	unsigned fill_pct;
+	/* Copy the next n records, in key order, into recs. */
+	int (*get_recs)(void *priv, void *recs, unsigned n);
+	/* The next reserved block. */
+	int (*claim_block)(void *priv, uint64_t *fsb);
+	void *priv;
+};
+
+#define MFS_BLOAD_DEFAULT_FILL 75u
+
+int mfs_bload_geometry(const struct mfs_btree_ops *ops, uint32_t blocksize, uint64_t nrecs,
+		       unsigned fill_pct, uint64_t *nblocks, unsigned *levels);
+/* With tp NULL the new blocks are written through the cache (mkfs, offline tools);
+ * with a transaction they join it. */
+int mfs_bload_build(struct mfs_fs *fs, struct mfs_trans *tp, struct mfs_bload *bl,
+		    struct mfs_btree_root *root);
+
+#endif

@@ -1,0 +1,49 @@
+/*
+ * dev.h — the device under a filesystem: an image file or a block device.
+ *
+ * Whole-buffer pread/pwrite (short transfers and EINTR are retried), the device size, I/O
+ * topology, a durable flush, and the exclusive lock that makes one daemon, mkfs or writing
+ * repair per image.
+ */
+#ifndef MFS_DEV_H
+#define MFS_DEV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct mfs_dev;
+
+#define MFS_DEV_RDONLY   0x1u   /* open read-only */
+#define MFS_DEV_EXCL     0x2u   /* take the exclusive lock (flock LOCK_EX|LOCK_NB) */
+#define MFS_DEV_CREATE   0x4u   /* create a regular file if missing */
+
+struct mfs_dev_topology {
+	uint32_t logical_sector;     /* bytes */
+	uint32_t physical_sector;
+	uint32_t min_io;             /* 0: unknown */
+	uint32_t opt_io;             /* 0: unknown */
+	uint64_t alignment_offset;
+};
+
+/* Open `path`.  Returns -EBUSY (with a message) when EXCL is asked and another process holds
+ * the lock. */
+int mfs_dev_open(const char *path, unsigned flags, struct mfs_dev **out);
+int mfs_dev_close(struct mfs_dev *dev);            /* returns the first error of close() */
+
+int mfs_dev_pread(struct mfs_dev *dev, void *buf, size_t len, uint64_t off);
+int mfs_dev_pwrite(struct mfs_dev *dev, const void *buf, size_t len, uint64_t off);
+int mfs_dev_flush(struct mfs_dev *dev);            /* data durable on stable storage */
+
+uint64_t mfs_dev_size(const struct mfs_dev *dev);  /* bytes */
+int mfs_dev_is_blockdev(const struct mfs_dev *dev);
+int mfs_dev_fd(const struct mfs_dev *dev);
+const char *mfs_dev_path(const struct mfs_dev *dev);
+int mfs_dev_readonly(const struct mfs_dev *dev);
+
+/* Grow or shrink an image file (not a block device) to `bytes`, sparse. */
+int mfs_dev_set_size(struct mfs_dev *dev, uint64_t bytes);
+
+/* I/O topology from libblkid for a block device; for a file, 512-byte sectors and unknowns. */
+int mfs_dev_topology(struct mfs_dev *dev, struct mfs_dev_topology *topo);
+
+#endif

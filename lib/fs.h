@@ -1,0 +1,60 @@
+/*
+ * fs.h — an open mendfs: device, buffer cache, geometry and the per-AG state.
+ *
+ * mfs_fs_open() reads and checks the primary superblock and nothing proportional to the
+ * filesystem's size, so opening a 16 TiB image is immediate.  mkfs builds its handle with
+ * mfs_fs_create() from a geometry before any superblock exists.
+ */
+#ifndef MFS_FS_H
+#define MFS_FS_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "geom.h"
+#include "verify.h"
+
+struct mfs_dev;
+struct mfs_bcache;
+struct mfs_buf;
+
+struct mfs_perag {
+	uint32_t agno;
+	pthread_mutex_t lock;     /* serialises changes to this AG's header and btrees */
+};
+
+struct mfs_fs {
+	struct mfs_dev *dev;
+	struct mfs_bcache *bc;
+	struct mfs_geom geo;
+	struct mfs_perag *ag;     /* geo.agcount entries */
+	unsigned flags;
+};
+
+#define MFS_OPEN_RDONLY   0x1u
+#define MFS_OPEN_EXCL     0x2u    /* lock the device against other mendfs processes */
+
+#define MFS_DEFAULT_CACHE_BYTES (64u << 20)
+
+/* Open a formatted device.  `cache_bytes` 0 means the default. */
+int mfs_fs_open(const char *path, unsigned flags, size_t cache_bytes, struct mfs_fs **out);
+/* A handle over an already open device with a given geometry (mkfs).  Takes `dev`. */
+int mfs_fs_create(struct mfs_dev *dev, const struct mfs_geom *geo, size_t cache_bytes,
+		  struct mfs_fs **out);
+/* Flush every dirty buffer and close.  Returns the first error. */
+int mfs_fs_close(struct mfs_fs *fs);
+
+/* What the verifier expects of each kind of AG block. */
+void mfs_expect_sb(const struct mfs_fs *fs, uint32_t agno, struct mfs_blk_expect *e);
+void mfs_expect_agh(const struct mfs_fs *fs, uint32_t agno, struct mfs_blk_expect *e);
+void mfs_expect_agfl(const struct mfs_fs *fs, uint32_t agno, struct mfs_blk_expect *e);
+
+/* Read (and verify) the superblock copy, AG header or AGFL of AG `agno`. */
+int mfs_read_sb(struct mfs_fs *fs, uint32_t agno, struct mfs_buf **out);
+int mfs_read_agh(struct mfs_fs *fs, uint32_t agno, struct mfs_buf **out);
+int mfs_read_agfl(struct mfs_fs *fs, uint32_t agno, struct mfs_buf **out);
+
+/* Sanity of an AG header's fields against the geometry (roots in range, levels, counters). */
+int mfs_agh_check(const struct mfs_fs *fs, uint32_t agno, const struct mfs_agh *agh);
+
+#endif

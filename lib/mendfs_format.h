@@ -1,0 +1,330 @@
+/*
+ * mendfs_format.h — the on-disk format of mendfs, every structure in one place.
+ *
+ * All multi-byte fields are little-endian and of fixed width; every structure has a static
+ * size assertion below it.  The byte layout is also documented for users in mendfs(5);
+ * keep the two in step.
+ *
+ * Geometry
+ * --------
+ * The device is an array of blocks of `blocksize` bytes (a power of two, 1 KiB .. 64 KiB).
+ * It is split into `agcount` allocation groups (AGs) of `agblocks` blocks each; the last AG
+ * may be shorter.  A filesystem block number ("fsblock", 64 bits) is
+ *
+ *         fsblock = agno * agblocks + agbno
+ *
+ * where agbno (32 bits) is the block's number inside its AG.  Inside an AG, btree pointers
+ * are 32-bit agbnos; elsewhere (inode extent maps) pointers are 64-bit fsblocks.
+ *
+ * Every AG starts with three fixed blocks:
+ *
+ *     agbno 0   superblock (AG 0: the primary; other AGs: copies, rewritten by growfs/repair)
+ *     agbno 1   AG header  (roots of the AG's btrees, free/inode counters, free-list indices)
+ *     agbno 2   AG free list (AGFL): a small stock of free blocks from which the free-space
+ *               and reverse-map btrees take blocks when they split, so that allocating a
+ *               block never has to recurse into the trees being changed.
+ *
+ * Self-describing metadata
+ * ------------------------
+ * Every metadata block begins with struct mfs_blkhdr: magic, CRC32C of the whole block
+ * (computed with the crc field as zero), the filesystem UUID, the block's own fsblock
+ * number, its owner (AG number for AG metadata, inode number for inode metadata) and the
+ * journal sequence that last wrote it.  A block read from the wrong place, of the wrong kind,
+ * belonging to another filesystem or torn, fails the verifier on every read.
+ *
+ * Inodes carry their own smaller header (struct mfs_dinode): magic, CRC32C of the inode,
+ * self inode number, and the UUID.
+ *
+ * Inode numbers
+ * -------------
+ * Inodes live in chunks of MFS_INODES_PER_CHUNK consecutive inodes, each chunk aligned to its
+ * own size in blocks.  With inopblog = log2(blocksize / inodesize) and agblklog =
+ * ceil(log2(agblocks)):
+ *
+ *         agino = (agbno << inopblog) | index-in-block
+ *         ino   = (agno << (agblklog + inopblog)) | agino
+ *
+ * so an inode's location is computed, never looked up.  Inode number 0 is never valid.
+ */
+#ifndef MENDFS_FORMAT_H
+#define MENDFS_FORMAT_H
+
+#include <stdint.h>
+#include <assert.h>
+
+typedef uint16_t mfs_le16;
+typedef uint32_t mfs_le32;
+typedef uint64_t mfs_le64;
+
+#define MFS_VERSION             1
+
+#define MFS_MIN_BLOCKSIZE       1024u
+#define MFS_MAX_BLOCKSIZE       65536u
+#define MFS_DEFAULT_BLOCKSIZE   4096u
+#define MFS_MIN_INODESIZE       256u
+#define MFS_MAX_INODESIZE       2048u
+#define MFS_DEFAULT_INODESIZE   256u
+#define MFS_INODES_PER_CHUNK    64u
+#define MFS_NAME_MAX            255u
+
+/* Fixed blocks at the start of every AG. */
+#define MFS_SB_AGBNO            0u
+#define MFS_AGH_AGBNO           1u
+#define MFS_AGFL_AGBNO          2u
+#define MFS_AG_FIXED_BLOCKS     3u
+
+/* Smallest AG: fixed blocks, four tree roots, AGFL stock, and room to allocate. */
+#define MFS_MIN_AGBLOCKS        64u
+#define MFS_MAX_AGBLOCKS        (1u << 31)
+#define MFS_MAX_AGCOUNT         (1u << 20)
+
+/* ---- magic numbers (ASCII, read as little-endian u32) ---------------------------------- */
+#define MFS_MAGIC(a, b, c, d) \
+	((uint32_t)(a) | (uint32_t)(b) << 8 | (uint32_t)(c) << 16 | (uint32_t)(d) << 24)
+
+#define MFS_SB_MAGIC      MFS_MAGIC('M', 'N', 'D', 'S')   /* superblock */
+#define MFS_AGH_MAGIC     MFS_MAGIC('M', 'A', 'G', 'H')   /* AG header */
+#define MFS_AGFL_MAGIC    MFS_MAGIC('M', 'A', 'F', 'L')   /* AG free list */
+#define MFS_BNOBT_MAGIC   MFS_MAGIC('M', 'B', 'N', 'O')   /* free space by block number */
+#define MFS_CNTBT_MAGIC   MFS_MAGIC('M', 'C', 'N', 'T')   /* free space by length */
+#define MFS_INOBT_MAGIC   MFS_MAGIC('M', 'I', 'N', 'O')   /* inode chunks */
+#define MFS_RMAPBT_MAGIC  MFS_MAGIC('M', 'R', 'M', 'P')   /* reverse map */
+#define MFS_BMBT_MAGIC    MFS_MAGIC('M', 'B', 'M', 'P')   /* an inode's extent map btree */
+#define MFS_DINODE_MAGIC  MFS_MAGIC('M', 'I', 'N', 'D')   /* one on-disk inode */
+
+/* ---- feature flags ------------------------------------------------------------------- */
+/* Incompatible: a reader that does not know one must refuse the filesystem. */
+#define MFS_FEAT_INCOMPAT_SUPPORTED    0u
+/* Read-only compatible: a writer that does not know one must mount read-only. */
+#define MFS_FEAT_RO_COMPAT_SUPPORTED   0u
+/* Compatible: safe to ignore. */
+#define MFS_FEAT_COMPAT_SUPPORTED      0u
+
+/* Superblock state. */
+#define MFS_STATE_CLEAN     1u    /* unmounted cleanly */
+#define MFS_STATE_DIRTY     2u    /* mounted read-write, or crashed */
+#define MFS_STATE_ERRORS    4u    /* corruption was found and not yet repaired */
+
+/* ---- the common metadata block header ------------------------------------------------ */
+struct mfs_blkhdr {
+	mfs_le32 magic;
+	mfs_le32 crc;          /* CRC32C of the whole block, this field taken as zero */
+	mfs_le64 blkno;        /* this block's own fsblock number */
+	mfs_le64 owner;        /* AG number, or inode number for inode metadata */
+	mfs_le64 lsn;          /* journal sequence of the last write (0 before the journal) */
+	uint8_t  uuid[16];     /* filesystem UUID */
+};
+static_assert(sizeof(struct mfs_blkhdr) == 48, "mfs_blkhdr");
+
+/* ---- superblock: agbno 0 of every AG --------------------------------------------------- */
+struct mfs_sb {
+	struct mfs_blkhdr hdr;      /* owner = AG number of this copy */
+	mfs_le32 version;           /* MFS_VERSION */
+	mfs_le32 blocksize;
+	mfs_le64 dblocks;           /* blocks in the filesystem */
+	mfs_le32 agblocks;          /* blocks per AG (the last AG may be shorter) */
+	mfs_le32 agcount;
+	mfs_le16 inodesize;
+	uint8_t  blocklog;          /* log2(blocksize) */
+	uint8_t  inopblog;          /* log2(blocksize / inodesize) */
+	uint8_t  agblklog;          /* ceil(log2(agblocks)) */
+	uint8_t  pad0[3];
+	mfs_le64 rootino;           /* root directory */
+	mfs_le64 logstart;          /* fsblock of the journal */
+	mfs_le32 logblocks;         /* journal length in blocks */
+	mfs_le32 sunit;             /* stripe unit in blocks (0: none) */
+	mfs_le32 swidth;            /* stripe width in blocks (0: none) */
+	mfs_le32 state;             /* MFS_STATE_* */
+	mfs_le32 features_compat;
+	mfs_le32 features_ro_compat;
+	mfs_le32 features_incompat;
+	mfs_le32 pad1;
+	mfs_le64 icount;            /* summary: inodes allocated (as of the last clean unmount) */
+	mfs_le64 ifree;             /* summary: free inodes in allocated chunks */
+	mfs_le64 fdblocks;          /* summary: free data blocks */
+	mfs_le64 ctime;             /* mkfs time, seconds since the epoch */
+	mfs_le64 wtime;             /* last write of the superblock */
+	uint8_t  label[32];         /* NUL-padded volume label */
+	mfs_le64 reserved[16];      /* zero */
+};
+static_assert(sizeof(struct mfs_sb) == 328, "mfs_sb");
+
+/* ---- AG header: agbno 1 of every AG ---------------------------------------------------- */
+enum mfs_ag_tree {
+	MFS_BT_BNO = 0,      /* free space by block number */
+	MFS_BT_CNT = 1,      /* free space by length */
+	MFS_BT_INO = 2,      /* inode chunks */
+	MFS_BT_RMAP = 3,     /* reverse map */
+	MFS_AG_NTREES = 4,
+};
+
+#define MFS_AGFL_SIZE_MAX   64u    /* the AGFL holds at most this many blocks */
+
+struct mfs_agh {
+	struct mfs_blkhdr hdr;      /* owner = AG number */
+	mfs_le32 seqno;             /* AG number */
+	mfs_le32 length;            /* blocks in this AG */
+	mfs_le32 roots[MFS_AG_NTREES];   /* agbno of each tree's root, by enum mfs_ag_tree */
+	mfs_le32 levels[MFS_AG_NTREES];  /* height of each tree (1: the root is a leaf) */
+	mfs_le32 freeblks;          /* free blocks in the free-space trees (not the AGFL) */
+	mfs_le32 longest;           /* longest free extent */
+	mfs_le32 btreeblks;         /* blocks used by bno/cnt/rmap trees beyond their roots */
+	mfs_le32 icount;            /* inodes allocated (chunks × 64) */
+	mfs_le32 ifree;             /* free inodes in allocated chunks */
+	mfs_le32 fl_first;          /* AGFL: index of the first valid slot */
+	mfs_le32 fl_count;          /* AGFL: number of valid slots (circular from fl_first) */
+	mfs_le32 pad;
+	mfs_le64 reserved[8];       /* zero */
+};
+static_assert(sizeof(struct mfs_agh) == 184, "mfs_agh");
+
+/* ---- AG free list: agbno 2 of every AG ------------------------------------------------ */
+struct mfs_agfl {
+	struct mfs_blkhdr hdr;      /* owner = AG number */
+	mfs_le32 bno[MFS_AGFL_SIZE_MAX];   /* circular array of agbnos, see mfs_agh.fl_* */
+};
+static_assert(sizeof(struct mfs_agfl) == 48 + 4 * MFS_AGFL_SIZE_MAX, "mfs_agfl");
+
+/* ---- btree blocks --------------------------------------------------------------------- */
+/*
+ * Every btree block: the common header, then level and record count, then either
+ * records (level 0, a leaf) or keys followed by child pointers (level > 0, a node).
+ * In a node, keys[i] is the lowest key in the subtree under ptrs[i].  With `cap` the
+ * block's capacity, the keys occupy cap * keylen bytes after the header and the pointers
+ * follow them, so a node with n entries holds keys[0..n) and ptrs[0..n).
+ */
+#define MFS_BTREE_MAXLEVELS 9
+
+struct mfs_btree_block {
+	struct mfs_blkhdr hdr;
+	mfs_le16 level;             /* 0 = leaf */
+	mfs_le16 numrecs;           /* records (leaf) or key/pointer pairs (node) */
+	mfs_le32 pad;
+	mfs_le64 reserved;          /* zero */
+};
+static_assert(sizeof(struct mfs_btree_block) == 64, "mfs_btree_block");
+
+/* Free space by block number: key = record = (startblock). */
+struct mfs_alloc_rec {
+	mfs_le32 startblock;        /* agbno */
+	mfs_le32 blockcount;
+};
+static_assert(sizeof(struct mfs_alloc_rec) == 8, "mfs_alloc_rec");
+/* The by-block tree keys on startblock; the by-length tree on (blockcount, startblock).
+ * Both use struct mfs_alloc_rec as record and key. */
+
+/* Inode chunks: one record per allocated chunk of 64 inodes. */
+struct mfs_inobt_rec {
+	mfs_le32 startino;          /* agino of the chunk's first inode */
+	mfs_le32 freecount;         /* free inodes in the chunk (popcount of freemask) */
+	mfs_le64 freemask;          /* bit i set: inode startino + i is free */
+};
+static_assert(sizeof(struct mfs_inobt_rec) == 16, "mfs_inobt_rec");
+struct mfs_inobt_key {
+	mfs_le32 startino;
+};
+
+/*
+ * Reverse map: which owner holds each allocated extent of the AG.  Records never overlap;
+ * the key is the start block.  `owner` is an inode number, or one of MFS_OWN_* below for
+ * space that belongs to the filesystem itself.  For inode owners, `offset` is the file
+ * block offset of the extent's first block, with flag bits in its top byte.
+ */
+struct mfs_rmap_rec {
+	mfs_le32 startblock;        /* agbno */
+	mfs_le32 blockcount;
+	mfs_le64 owner;
+	mfs_le64 offset;            /* file offset in blocks | MFS_RMAP_* flags */
+};
+static_assert(sizeof(struct mfs_rmap_rec) == 24, "mfs_rmap_rec");
+struct mfs_rmap_key {
+	mfs_le32 startblock;
+};
+
+#define MFS_RMAP_OFF_MASK     ((1ull << 56) - 1)
+#define MFS_RMAP_ATTR_FORK    (1ull << 63)    /* extent of the attribute fork */
+#define MFS_RMAP_BMBT_BLOCK   (1ull << 62)    /* block of the owner's extent btree */
+
+/* Special owners (never valid inode numbers: inode numbers stay below 2^56). */
+#define MFS_OWN_NULL      (~0ull - 0)     /* no owner (never stored) */
+#define MFS_OWN_FS        (~0ull - 1)     /* superblock, AG header, AGFL block */
+#define MFS_OWN_LOG       (~0ull - 2)     /* journal */
+#define MFS_OWN_AG        (~0ull - 3)     /* bno, cnt and rmap btree blocks, AGFL stock */
+#define MFS_OWN_INOBT     (~0ull - 4)     /* inode btree blocks */
+#define MFS_OWN_INODES    (~0ull - 5)     /* inode chunks */
+#define MFS_OWN_MIN       MFS_OWN_INODES  /* owners >= this are special */
+
+/* An inode's extent map btree (when its extents do not fit inline). */
+struct mfs_bmbt_rec {
+	mfs_le64 startoff;          /* file offset in blocks */
+	mfs_le64 startblock;        /* fsblock */
+	mfs_le32 blockcount;
+	mfs_le32 flags;             /* MFS_EXT_* */
+};
+static_assert(sizeof(struct mfs_bmbt_rec) == 24, "mfs_bmbt_rec");
+struct mfs_bmbt_key {
+	mfs_le64 startoff;
+};
+#define MFS_EXT_UNWRITTEN   1u      /* allocated, reads as zeroes (fallocate) */
+
+/* ---- inodes ---------------------------------------------------------------------------- */
+/* How a fork's data is stored in the inode's literal area. */
+enum mfs_fork_format {
+	MFS_FMT_NONE = 0,       /* no fork (attribute fork absent) */
+	MFS_FMT_DEV = 1,        /* device number only (block/char devices) */
+	MFS_FMT_LOCAL = 2,      /* bytes inline: small file, symlink, small directory/xattrs */
+	MFS_FMT_EXTENTS = 3,    /* an array of struct mfs_bmbt_rec inline */
+	MFS_FMT_BTREE = 4,      /* a struct mfs_fork_root pointing to an extent btree */
+};
+
+struct mfs_timestamp {
+	mfs_le64 sec;               /* seconds since the epoch (signed) */
+	mfs_le32 nsec;
+	mfs_le32 pad;
+};
+static_assert(sizeof(struct mfs_timestamp) == 16, "mfs_timestamp");
+
+struct mfs_dinode {
+	mfs_le32 magic;             /* MFS_DINODE_MAGIC */
+	mfs_le32 crc;               /* CRC32C of the whole inode (inodesize bytes), crc as zero */
+	mfs_le64 ino;               /* self */
+	mfs_le64 lsn;
+	uint8_t  uuid[16];
+	mfs_le16 mode;              /* S_IFMT | permissions; 0 = free inode */
+	uint8_t  dformat;           /* enum mfs_fork_format of the data fork */
+	uint8_t  aformat;           /* enum mfs_fork_format of the attribute fork */
+	mfs_le32 nlink;
+	mfs_le32 uid;
+	mfs_le32 gid;
+	mfs_le64 size;              /* bytes */
+	mfs_le64 nblocks;           /* blocks used, both forks, including btree blocks */
+	struct mfs_timestamp atime, mtime, ctime, btime;
+	mfs_le32 flags;             /* MFS_DIFLAG_* */
+	mfs_le32 generation;
+	mfs_le32 dnext;             /* data fork: extents inline, or btree levels */
+	mfs_le32 anext;             /* attribute fork: the same */
+	mfs_le16 forkoff;           /* attribute fork offset in the literal area, 8-byte units
+	                               (0: no attribute fork) */
+	mfs_le16 pad0;
+	mfs_le32 rdev;              /* device number for MFS_FMT_DEV */
+	mfs_le64 next_unlinked;     /* orphan list: next unlinked-but-open inode (0: end) */
+	mfs_le64 reserved[2];
+	/* the literal area follows, to the end of the inode */
+};
+static_assert(sizeof(struct mfs_dinode) == 184, "mfs_dinode");
+
+/* MFS_FMT_BTREE fork: the root of the extent btree lives in a block. */
+struct mfs_fork_root {
+	mfs_le64 rootblock;         /* fsblock of the extent btree root */
+	mfs_le32 levels;
+	mfs_le32 pad;
+};
+
+#define MFS_DIFLAG_IMMUTABLE   1u
+#define MFS_DIFLAG_APPEND      2u
+#define MFS_DIFLAG_NODUMP      4u
+#define MFS_DIFLAG_NOATIME     8u
+
+/* The root directory is the first inode of the first chunk mkfs allocates in AG 0. */
+
+#endif /* MENDFS_FORMAT_H */

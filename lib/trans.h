@@ -1,0 +1,51 @@
+/*
+ * trans.h — transactions: the set of metadata buffers one change modifies, made durable
+ * together or not at all.
+ *
+ * Rule of use: read buffers as usual (mfs_buf_read), then call mfs_trans_modify() on each
+ * one *before* changing its bytes.  The transaction takes its own reference and remembers
+ * the block's old contents, so mfs_trans_cancel() puts every changed block back exactly as
+ * it was (a failed allocation or an aborted repair leaves no trace), and mfs_trans_commit()
+ * marks them all dirty at once.  Blocks allocated in the transaction come from
+ * mfs_trans_get_new(); blocks freed by it are dropped with mfs_trans_forget().
+ *
+ * For now a commit is "dirty in the buffer cache" and durability comes from
+ * mfs_bcache_flush(); the daemon's write-ahead journal plugs in at commit.
+ */
+#ifndef MFS_TRANS_H
+#define MFS_TRANS_H
+
+#include <stdint.h>
+
+struct mfs_fs;
+struct mfs_buf;
+struct mfs_trans;
+
+int mfs_trans_alloc(struct mfs_fs *fs, struct mfs_trans **out);
+struct mfs_fs *mfs_trans_fs(const struct mfs_trans *tp);
+
+/* Join `bp` (a buffer the caller holds) before changing it.  Idempotent.  -ENOMEM if the
+ * old contents cannot be saved; the buffer is then unchanged and the caller must cancel. */
+int mfs_trans_modify(struct mfs_trans *tp, struct mfs_buf *bp);
+
+/* A new block for this transaction: zero-filled and joined; `meta` seals a CRC on write.
+ * The transaction holds the reference: do not mfs_buf_put() it. */
+int mfs_trans_get_new(struct mfs_trans *tp, uint64_t blkno, int meta, struct mfs_buf **out);
+
+/* The block is freed by this transaction: at commit its buffer is dropped unwritten. */
+int mfs_trans_forget(struct mfs_trans *tp, uint64_t blkno);
+
+/* Lock AG `agno` for the rest of the transaction (released at commit or cancel).
+ * Idempotent.  AGs must be locked in increasing order; -EDEADLK (without waiting) when
+ * asked for an AG below one already held and `trylock` is set, or whenever that AG is busy
+ * and `trylock` is set. */
+int mfs_trans_lock_ag(struct mfs_trans *tp, uint32_t agno, int trylock);
+int mfs_trans_holds_ag(const struct mfs_trans *tp, uint32_t agno);
+
+/* Number of buffers joined so far (callers bound the size of their transactions). */
+unsigned mfs_trans_nbufs(const struct mfs_trans *tp);
+
+int mfs_trans_commit(struct mfs_trans *tp);
+void mfs_trans_cancel(struct mfs_trans *tp);
+
+#endif

@@ -1,0 +1,482 @@
+/*
+ * check_xfarray.c — the fixed-record scratch array: against an in-memory model under
+ * seeded random operations (memfd and O_TMPFILE), sort and binary search, sparse arrays
+ * past 2^40 bytes, I/O failures, and a 10M-record sort with the heap growth measured.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "xfarray.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
+
+enum { SCRATCH_MEMFD, SCRATCH_TMPFILE };
+
+static int scratch_fd(int kind)
+{
+	int fd;
+
+	if (kind == SCRATCH_MEMFD)
+		fd = memfd_create("check_xfarray", MFD_CLOEXEC);
+	else
+		fd = open("/var/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	ck_assert_msg(fd >= 0, "scratch fd: %s", strerror(errno));
+	return fd;
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* xorshift64*: the seeded generator of every random test here. */
+static uint64_t rnd_state;
+static uint64_t rnd(void)
+{
+	rnd_state ^= rnd_state >> 12;
+	rnd_state ^= rnd_state << 25;
+	rnd_state ^= rnd_state >> 27;
+	return rnd_state * 2685821657736338717ull;
+}
+
+/* Records of a variable size whose first 8 bytes are the sort key. */
+static int cmp_key(const void *a, const void *b, void *priv)
+{
+	size_t rs = *(const size_t *)priv;
+
+	return memcmp(a, b, rs);
+}
+
+static void make_rec(unsigned char *r, size_t rs)
+{
+	for (size_t i = 0; i < rs; i++)
+		r[i] = (unsigned char)(rnd() % 4);	/* small alphabet: many equal keys */
+	r[rs - 1] |= 0x80;				/* never all zero */
+}
+
+static int cmp_qsort_rs;
+static int cmp_qsort(const void *a, const void *b)
+{
+	return memcmp(a, b, (size_t)cmp_qsort_rs);
+}
+
+static bool is_zero(const unsigned char *p, size_t n)
+{
+	while (n--)
+		if (*p++)
+			return false;
+	return true;
+}
+
+START_TEST(test_basic)
+{
+	int fd = scratch_fd(SCRATCH_MEMFD);
+	struct mfs_xfarray *a;
+	unsigned char zero[16] = { 0 }, r[16], out[16];
+	uint64_t idx;
+
+	ck_assert_int_eq(mfs_xfarray_create(fd, 0, 0, 0, &a), -EINVAL);
+	ck_assert_int_eq(mfs_xfarray_create(fd, 0, MFS_XFARRAY_MAX_RECSIZE + 1, 0, &a), -EINVAL);
+	ck_assert_int_eq(mfs_xfarray_create(fd, 0, 16, 100, &a), 0);
+	ck_assert_uint_eq(mfs_xfarray_count(a), 0);
+	ck_assert_int_eq(mfs_xfarray_get(a, 0, out), -ENODATA);
+	ck_assert_int_eq(mfs_xfarray_append(a, zero, NULL), -EINVAL);
+	memset(r, 7, sizeof(r));
+	ck_assert_int_eq(mfs_xfarray_append(a, r, &idx), 0);
+	ck_assert_uint_eq(idx, 0);
+	ck_assert_int_eq(mfs_xfarray_set(a, 10, r), 0);
+	ck_assert_uint_eq(mfs_xfarray_count(a), 11);
+	ck_assert_uint_eq(mfs_xfarray_unset_count(a), 9);
+	ck_assert_int_eq(mfs_xfarray_get(a, 5, out), -ENOENT);
+	ck_assert(is_zero(out, 16));
+	ck_assert_int_eq(mfs_xfarray_get(a, 10, out), 0);
+	ck_assert_mem_eq(out, r, 16);
+	ck_assert_int_eq(mfs_xfarray_set(a, 100, r), -EFBIG);
+	ck_assert_int_eq(mfs_xfarray_unset(a, 11), -ENODATA);
+	/* Unsetting the last slot drops the trailing unset run too. */
+	ck_assert_int_eq(mfs_xfarray_unset(a, 10), 0);
+	ck_assert_uint_eq(mfs_xfarray_count(a), 1);
+	ck_assert_uint_eq(mfs_xfarray_unset_count(a), 0);
+	ck_assert_int_eq(mfs_xfarray_flush(a), 0);
+	mfs_xfarray_destroy(a);
+	ck_assert_int_eq(close(fd), 0);
+}
+END_TEST
+
+/* Random operations against a model; then iterate, sort and search, compare each time. */
+static void model_run(int kind, size_t rs, uint64_t seed, unsigned nops, unsigned span)
+{
+	int fd = scratch_fd(kind);
+	struct mfs_xfarray *a;
+	unsigned char *model = calloc(span, rs), *r = malloc(rs), *out = malloc(rs);
+	uint64_t nr = 0, unset = 0;
+	size_t rsv = rs;
+
+	ck_assert(model && r && out);
+	rnd_state = seed;
+	ck_assert_int_eq(mfs_xfarray_create(fd, 4096, rs, span, &a), 0);
+	for (unsigned op = 0; op < nops; op++) {
+		unsigned what = (unsigned)(rnd() % 100);
+		uint64_t i = rnd() % span;
+
+		if (what < 45) {
+			make_rec(r, rs);
+			ck_assert_int_eq(mfs_xfarray_set(a, i, r), 0);
+			if (i >= nr) {
+				unset += i - nr;
+				nr = i + 1;
+			} else if (is_zero(model + i * rs, rs)) {
+				unset--;
+			}
+			memcpy(model + i * rs, r, rs);
+		} else if (what < 55) {
+			if (nr >= span)
+				continue;
+			make_rec(r, rs);
+			uint64_t got;
+			ck_assert_int_eq(mfs_xfarray_append(a, r, &got), 0);
+			ck_assert_uint_eq(got, nr);
+			memcpy(model + nr * rs, r, rs);
+			nr++;
+		} else if (what < 70) {
+			int rc = mfs_xfarray_unset(a, i);
+
+			if (i >= nr) {
+				ck_assert_int_eq(rc, -ENODATA);
+				continue;
+			}
+			ck_assert_int_eq(rc, 0);
+			if (!is_zero(model + i * rs, rs)) {
+				memset(model + i * rs, 0, rs);
+				unset++;
+				while (nr > 0 && is_zero(model + (nr - 1) * rs, rs)) {
+					nr--;
+					unset--;
+				}
+			}
+		} else {
+			int rc = mfs_xfarray_get(a, i, out);
+
+			if (i >= nr)
+				ck_assert_int_eq(rc, -ENODATA);
+			else if (is_zero(model + i * rs, rs))
+				ck_assert_int_eq(rc, -ENOENT);
+			else {
+				ck_assert_int_eq(rc, 0);
+				ck_assert_mem_eq(out, model + i * rs, rs);
+			}
+		}
+		ck_assert_uint_eq(mfs_xfarray_count(a), nr);
+		ck_assert_uint_eq(mfs_xfarray_unset_count(a), unset);
+	}
+
+	/* Iteration visits exactly the set slots, in order. */
+	uint64_t cur = 0, idx, expect = 0, seen = 0;
+	int rc;
+	while ((rc = mfs_xfarray_iter(a, &cur, out, &idx)) == 1) {
+		while (expect < nr && is_zero(model + expect * rs, rs))
+			expect++;
+		ck_assert_uint_eq(idx, expect);
+		ck_assert_mem_eq(out, model + idx * rs, rs);
+		expect++;
+		seen++;
+	}
+	ck_assert_int_eq(rc, 0);
+	ck_assert_uint_eq(seen, nr - unset);
+
+	/* Sort: the model's set records, qsorted, must come back. */
+	uint64_t nset = 0;
+	for (uint64_t k = 0; k < nr; k++)
+		if (!is_zero(model + k * rs, rs))
+			memmove(model + nset++ * rs, model + k * rs, rs);
+	cmp_qsort_rs = (int)rs;
+	qsort(model, nset, rs, cmp_qsort);
+	ck_assert_int_eq(mfs_xfarray_sort(a, cmp_key, &rsv), 0);
+	ck_assert_uint_eq(mfs_xfarray_count(a), nset);
+	ck_assert_uint_eq(mfs_xfarray_unset_count(a), 0);
+	for (uint64_t k = 0; k < nset; k++) {
+		ck_assert_int_eq(mfs_xfarray_get(a, k, out), 0);
+		ck_assert_mem_eq(out, model + k * rs, rs);
+	}
+	/* Binary search finds the first of equal records, and misses absent keys. */
+	for (int k = 0; k < 200 && nset > 0; k++) {
+		uint64_t at = rnd() % nset, got;
+
+		ck_assert_int_eq(mfs_xfarray_bsearch(a, model + at * rs, cmp_key, &rsv, &got, out), 0);
+		ck_assert_mem_eq(out, model + at * rs, rs);
+		ck_assert_uint_le(got, at);
+		ck_assert(got == 0 || memcmp(model + (got - 1) * rs, out, rs) < 0);
+	}
+	memset(r, 0xff, rs);
+	uint64_t got;
+	ck_assert_int_eq(mfs_xfarray_bsearch(a, r, cmp_key, &rsv, &got, NULL), -ENOENT);
+	ck_assert_uint_eq(got, nset);
+
+	mfs_xfarray_destroy(a);
+	ck_assert_int_eq(close(fd), 0);
+	free(model);
+	free(r);
+	free(out);
+}
+
+START_TEST(test_model_memfd)
+{
+	model_run(SCRATCH_MEMFD, 16, 0x1234567 + (uint64_t)_i, 60000, 40000);
+	model_run(SCRATCH_MEMFD, 24, 0x7654321 + (uint64_t)_i, 30000, 300000);
+	model_run(SCRATCH_MEMFD, 100, 0xabcdef + (uint64_t)_i, 20000, 5000);
+}
+END_TEST
+
+START_TEST(test_model_tmpfile)
+{
+	model_run(SCRATCH_TMPFILE, 16, 0x51 + (uint64_t)_i, 60000, 40000);
+	model_run(SCRATCH_TMPFILE, 8, 0x52 + (uint64_t)_i, 30000, 1000000);
+	model_run(SCRATCH_TMPFILE, 4000, 0x53 + (uint64_t)_i, 5000, 3000);
+}
+END_TEST
+
+/* Sorting a large array of mostly equal and of already sorted / reversed records. */
+START_TEST(test_sort_patterns)
+{
+	int fd = scratch_fd(SCRATCH_MEMFD);
+	struct mfs_xfarray *a;
+	size_t rs = 8;
+	const uint64_t n = 600000;	/* > 2 sort buffers: exercises the file partition */
+
+	for (int pattern = 0; pattern < 4; pattern++) {
+		ck_assert_int_eq(ftruncate(fd, 0), 0);
+		ck_assert_int_eq(mfs_xfarray_create(fd, 0, rs, 0, &a), 0);
+		rnd_state = 99 + (uint64_t)pattern;
+		for (uint64_t k = 0; k < n; k++) {
+			uint64_t v;
+
+			switch (pattern) {
+			case 0: v = 5; break;				/* all equal */
+			case 1: v = k + 1; break;			/* sorted */
+			case 2: v = n - k; break;			/* reversed */
+			default: v = rnd() % 3 + 1; break;		/* few distinct */
+			}
+			v = __builtin_bswap64(v);	/* memcmp order = numeric order */
+			ck_assert_int_eq(mfs_xfarray_append(a, &v, NULL), 0);
+		}
+		ck_assert_int_eq(mfs_xfarray_sort(a, cmp_key, &rs), 0);
+		uint64_t prev = 0, v, cur = 0, cnt = 0;
+		int rc;
+		while ((rc = mfs_xfarray_iter(a, &cur, &v, NULL)) == 1) {
+			v = __builtin_bswap64(v);
+			ck_assert_uint_ge(v, prev);
+			prev = v;
+			cnt++;
+		}
+		ck_assert_int_eq(rc, 0);
+		ck_assert_uint_eq(cnt, n);
+		mfs_xfarray_destroy(a);
+	}
+	ck_assert_int_eq(close(fd), 0);
+}
+END_TEST
+
+/* A record past 2^40 bytes into the file: sparse, found quickly by iteration. */
+START_TEST(test_capacity_2_40)
+{
+	int fd = scratch_fd(_i == 0 ? SCRATCH_MEMFD : SCRATCH_TMPFILE);
+	struct mfs_xfarray *a;
+	unsigned char r[16], out[16];
+	uint64_t far = (1ull << 40) / 16 + 12345, cur = 0, idx;
+	struct stat st;
+
+	memset(r, 0x5a, sizeof(r));
+	ck_assert_int_eq(mfs_xfarray_create(fd, 0, 16, 0, &a), 0);
+	ck_assert_int_eq(mfs_xfarray_set(a, 3, r), 0);
+	ck_assert_int_eq(mfs_xfarray_set(a, far, r), 0);
+	ck_assert_uint_eq(mfs_xfarray_count(a), far + 1);
+	ck_assert_uint_eq(mfs_xfarray_unset_count(a), far - 1);
+	ck_assert_int_eq(mfs_xfarray_flush(a), 0);
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	ck_assert_uint_ge((uint64_t)st.st_size, (1ull << 40));
+	ck_assert_int_lt(st.st_blocks * 512, 1 << 20);	/* sparse */
+	ck_assert_int_eq(mfs_xfarray_iter(a, &cur, out, &idx), 1);
+	ck_assert_uint_eq(idx, 3);
+	double t0 = now();
+	ck_assert_int_eq(mfs_xfarray_iter(a, &cur, out, &idx), 1);
+	ck_assert_uint_eq(idx, far);
+	ck_assert_mem_eq(out, r, 16);
+	ck_assert_int_eq(mfs_xfarray_iter(a, &cur, out, &idx), 0);
+	ck_assert_msg(now() - t0 < 1.0, "hole skipping is too slow");
+	ck_assert_int_eq(mfs_xfarray_get(a, far, out), 0);
+	mfs_xfarray_destroy(a);
+	ck_assert_int_eq(close(fd), 0);
+}
+END_TEST
+
+/* A scratch file truncated under the array: -ENOMEM, and the array stays failed. */
+START_TEST(test_truncated_file)
+{
+	int fd = scratch_fd(SCRATCH_MEMFD);
+	struct mfs_xfarray *a;
+	unsigned char r[32], out[32];
+
+	memset(r, 1, sizeof(r));
+	ck_assert_int_eq(mfs_xfarray_create(fd, 0, 32, 0, &a), 0);
+	for (int k = 0; k < 100000; k++)
+		ck_assert_int_eq(mfs_xfarray_append(a, r, NULL), 0);
+	ck_assert_int_eq(mfs_xfarray_flush(a), 0);
+	ck_assert_int_eq(ftruncate(fd, 4096), 0);
+	/* Walk far enough to miss the cache. */
+	int rc = 0;
+	for (uint64_t k = 0; k < 100000 && rc == 0; k += 1000)
+		rc = mfs_xfarray_get(a, k, out);
+	ck_assert_int_eq(rc, -ENOMEM);
+	ck_assert_int_eq(mfs_xfarray_get(a, 0, out), -ENOMEM);
+	ck_assert_int_eq(mfs_xfarray_append(a, r, NULL), -ENOMEM);
+	mfs_xfarray_destroy(a);
+	ck_assert_int_eq(close(fd), 0);
+}
+END_TEST
+
+/* A scratch file sealed against growth: the write error (EPERM) comes back as such. */
+START_TEST(test_sealed_file)
+{
+	int fd = memfd_create("sealed", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	struct mfs_xfarray *a;
+	unsigned char r[16];
+	int rc = 0;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, 65536), 0);
+	ck_assert_int_eq(fcntl(fd, F_ADD_SEALS, F_SEAL_GROW | F_SEAL_SHRINK), 0);
+	memset(r, 3, sizeof(r));
+	ck_assert_int_eq(mfs_xfarray_create(fd, 0, 16, 0, &a), 0);
+	for (int k = 0; k < 1000000 && rc == 0; k++)
+		rc = mfs_xfarray_append(a, r, NULL);
+	ck_assert_int_eq(rc, -EPERM);
+	mfs_xfarray_destroy(a);
+	ck_assert_int_eq(close(fd), 0);
+}
+END_TEST
+
+/* ---- 10M records, heap growth sampled from inside the comparator ------------------------- */
+
+static size_t heap_base, heap_peak;
+static unsigned long long cmp_calls;
+
+static size_t heap_now(void)
+{
+	struct mallinfo2 mi = mallinfo2();
+
+	return mi.uordblks + mi.hblkhd;
+}
+
+static int cmp_u64_sampling(const void *a, const void *b, void *priv)
+{
+	uint64_t x, y;
+
+	if ((++cmp_calls & 0xffff) == 0) {
+		size_t h = heap_now();
+
+		if (h > heap_peak)
+			heap_peak = h;
+	}
+	memcpy(&x, a, 8);
+	memcpy(&y, b, 8);
+	return x < y ? -1 : x > y;
+}
+
+START_TEST(test_sort_10m)
+{
+	const uint64_t n = UNDER_ASAN ? 1000000 : 10000000;
+	int fd = scratch_fd(SCRATCH_MEMFD);
+	struct mfs_xfarray *a;
+	uint64_t r[2], prev = 0, cur = 0, cnt = 0;
+	int rc;
+
+	heap_base = heap_now();
+	heap_peak = heap_base;
+	ck_assert_int_eq(mfs_xfarray_create(fd, 0, 16, 0, &a), 0);
+	rnd_state = 424242;
+	double t0 = now();
+	for (uint64_t k = 0; k < n; k++) {
+		r[0] = rnd() | 1;
+		r[1] = k;
+		ck_assert_int_eq(mfs_xfarray_append(a, r, NULL), 0);
+	}
+	double t1 = now();
+	ck_assert_int_eq(mfs_xfarray_sort(a, cmp_u64_sampling, NULL), 0);
+	double t2 = now();
+	size_t h = heap_now();
+	if (h > heap_peak)
+		heap_peak = h;
+	while ((rc = mfs_xfarray_iter(a, &cur, r, NULL)) == 1) {
+		ck_assert_uint_ge(r[0], prev);
+		prev = r[0];
+		cnt++;
+	}
+	ck_assert_int_eq(rc, 0);
+	ck_assert_uint_eq(cnt, n);
+	printf("xfarray: %llu x 16-byte records: fill %.2f s, sort %.2f s (%.1f M rec/s, "
+	       "%llu comparisons), heap growth peak %.2f MiB, file %.0f MiB\n",
+	       (unsigned long long)n, t1 - t0, t2 - t1, (double)n / (t2 - t1) / 1e6,
+	       cmp_calls, (double)(heap_peak - heap_base) / 1048576.0,
+	       (double)mfs_xfarray_file_bytes(a) / 1048576.0);
+	if (!UNDER_ASAN)
+		ck_assert_uint_lt(heap_peak - heap_base, 8u << 20);
+	mfs_xfarray_destroy(a);
+	ck_assert_int_eq(close(fd), 0);
+}
+END_TEST
+
+static Suite *xfarray_suite(void)
+{
+	Suite *s = suite_create("xfarray");
+	TCase *tc = tcase_create("core");
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_basic);
+	tcase_add_loop_test(tc, test_model_memfd, 0, 2);
+	tcase_add_loop_test(tc, test_model_tmpfile, 0, 2);
+	tcase_add_test(tc, test_sort_patterns);
+	tcase_add_loop_test(tc, test_capacity_2_40, 0, 2);
+	tcase_add_test(tc, test_truncated_file);
+	tcase_add_test(tc, test_sealed_file);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("big");
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_sort_10m);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(xfarray_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
