@@ -1,0 +1,45 @@
+/*
+ * alloc.h — the extent allocator: finds free space in the by-block and by-length trees,
+ * and keeps both of them and the reverse map in step, inside one transaction.
+ */
+#ifndef MFS_ALLOC_H
+#define MFS_ALLOC_H
+
+#include <stdint.h>
+
+struct mfs_trans;
+
+enum mfs_alloc_type {
+	MFS_ALLOC_EXACT,     /* starting exactly at `target` (minlen..maxlen blocks) */
+	MFS_ALLOC_NEAR,      /* as close to `target` as possible, in its AG first */
+	MFS_ALLOC_ANY,       /* anywhere; `target`'s AG is tried first, then the others */
+};
+
+struct mfs_alloc_args {
+	/* in */
+	enum mfs_alloc_type type;
+	uint64_t target;     /* fsblock hint */
+	uint32_t minlen;     /* >= 1 */
+	uint32_t maxlen;     /* >= minlen; the allocator gives as much as it can up to this */
+	uint32_t align;      /* start agbno a multiple of this (0 or 1: none) */
+	uint64_t owner;      /* reverse-map owner: inode number or MFS_OWN_* */
+	uint64_t offset;     /* reverse-map offset (file block | MFS_RMAP_* flags) */
+	/* out */
+	uint64_t fsb;
+	uint32_t len;
+};
+
+/* Allocate an extent.  -ENOSPC when nothing satisfies minlen/align; the transaction is
+ * then unchanged.  Locks the AGs it uses for the rest of the transaction. */
+int mfs_alloc_extent(struct mfs_trans *tp, struct mfs_alloc_args *args);
+
+/* Free an extent previously allocated to (owner, offset); it must match the reverse map
+ * exactly or lie inside one of owner's records (partial free).  Merges with free
+ * neighbours. -EFSCORRUPTED if the space is already free or owned by another. */
+int mfs_free_extent(struct mfs_trans *tp, uint64_t fsb, uint32_t len, uint64_t owner,
+		    uint64_t offset);
+
+/* Free blocks in AG `agno` (from its header), and in the whole filesystem. */
+int mfs_ag_freeblks(struct mfs_trans *tp, uint32_t agno, uint32_t *freeblks);
+
+#endif
