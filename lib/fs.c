@@ -1,0 +1,265 @@
+/*
+ * fs.c — opening and closing a mendfs, and reading its fixed per-AG blocks (see fs.h).
+ */
+#include "fs.h"
+#include "bcache.h"
+#include "byteorder.h"
+#include "dev.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int fs_alloc_ags(struct mfs_fs *fs)
+{
+	fs->ag = calloc(fs->geo.agcount, sizeof(*fs->ag));
+	if (!fs->ag)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < fs->geo.agcount; i++) {
+		fs->ag[i].agno = i;
+		pthread_mutex_init(&fs->ag[i].lock, NULL);
+	}
+	return 0;
+}
+
+static void fs_free(struct mfs_fs *fs)
+{
+	if (fs->ag) {
+		for (uint32_t i = 0; i < fs->geo.agcount; i++)
+			pthread_mutex_destroy(&fs->ag[i].lock);
+		free(fs->ag);
+	}
+	free(fs);
+}
+
+int mfs_fs_create(struct mfs_dev *dev, const struct mfs_geom *geo, size_t cache_bytes,
+		  struct mfs_fs **out)
+{
+	struct mfs_fs *fs;
+	int err;
+
+	*out = NULL;
+	fs = calloc(1, sizeof(*fs));
+	if (!fs)
+		return -ENOMEM;
+	fs->geo = *geo;
+	if (!fs->geo.chunkblocks)
+		fs->geo.chunkblocks = (MFS_INODES_PER_CHUNK >> fs->geo.inopblog) ?
+				      (MFS_INODES_PER_CHUNK >> fs->geo.inopblog) : 1;
+	err = fs_alloc_ags(fs);
+	if (!err)
+		err = mfs_bcache_create(dev, geo->blocksize,
+					cache_bytes ? cache_bytes : MFS_DEFAULT_CACHE_BYTES, &fs->bc);
+	if (err) {
+		fs_free(fs);
+		return err;
+	}
+	mfs_bcache_set_uuid(fs->bc, geo->uuid);
+	fs->dev = dev;
+	*out = fs;
+	return 0;
+}
+
+/*
+ * Read the primary superblock before the block size is known: read the largest possible
+ * block, find the block size in it, then verify the header over that many bytes.
+ */
+static int fs_read_primary_sb(struct mfs_dev *dev, struct mfs_geom *geo)
+{
+	void *buf;
+	struct mfs_sb *sb;
+	struct mfs_blk_expect e = { MFS_SB_MAGIC, 0, MFS_LEVEL_ANY, "superblock" };
+	uint32_t bs;
+	int err;
+
+	if (mfs_dev_size(dev) < MFS_MIN_BLOCKSIZE) {
+		mfs_log(MFS_LOG_ERR, "%s: %llu bytes is too small to hold a mendfs superblock",
+			mfs_dev_path(dev), (unsigned long long)mfs_dev_size(dev));
+		return -EFSCORRUPTED;
+	}
+	buf = calloc(1, MFS_MAX_BLOCKSIZE);
+	if (!buf)
+		return -ENOMEM;
+	bs = mfs_dev_size(dev) < MFS_MAX_BLOCKSIZE ? (uint32_t)mfs_dev_size(dev) : MFS_MAX_BLOCKSIZE;
+	err = mfs_dev_pread(dev, buf, bs, 0);
+	if (err)
+		goto out;
+	sb = buf;
+	if (mfs_get32(sb->hdr.magic) != MFS_SB_MAGIC) {
+		mfs_log(MFS_LOG_ERR, "%s: no mendfs superblock (magic 0x%08x, expected 0x%08x)",
+			mfs_dev_path(dev), mfs_get32(sb->hdr.magic), MFS_SB_MAGIC);
+		err = -EFSCORRUPTED;
+		goto out;
+	}
+	bs = mfs_get32(sb->blocksize);
+	if (bs < MFS_MIN_BLOCKSIZE || bs > MFS_MAX_BLOCKSIZE || (bs & (bs - 1)) ||
+	    bs > mfs_dev_size(dev)) {
+		err = MFS_CORRUPT("superblock: block size %u is not a power of two between %u "
+				  "and %u that fits the device", bs, MFS_MIN_BLOCKSIZE,
+				  MFS_MAX_BLOCKSIZE);
+		goto out;
+	}
+	err = mfs_blk_verify(buf, bs, 0, sb->hdr.uuid, &e, 0);
+	if (err)
+		goto out;
+	err = mfs_geom_from_sb(geo, sb, mfs_dev_size(dev));
+	if (err)
+		goto out;
+	if (mfs_get32(sb->features_incompat) & ~MFS_FEAT_INCOMPAT_SUPPORTED) {
+		mfs_log(MFS_LOG_ERR, "%s: unknown incompatible features 0x%x: this mendfs "
+			"cannot read it", mfs_dev_path(dev),
+			mfs_get32(sb->features_incompat) & ~MFS_FEAT_INCOMPAT_SUPPORTED);
+		err = -EOPNOTSUPP;
+	}
+out:
+	free(buf);
+	return err;
+}
+
+int mfs_fs_open(const char *path, unsigned flags, size_t cache_bytes, struct mfs_fs **out)
+{
+	struct mfs_dev *dev;
+	struct mfs_geom geo;
+	unsigned dflags = 0;
+	int err;
+
+	*out = NULL;
+	if (flags & MFS_OPEN_RDONLY)
+		dflags |= MFS_DEV_RDONLY;
+	if (flags & MFS_OPEN_EXCL)
+		dflags |= MFS_DEV_EXCL;
+	err = mfs_dev_open(path, dflags, &dev);
+	if (err)
+		return err;
+	err = fs_read_primary_sb(dev, &geo);
+	if (!err)
+		err = mfs_fs_create(dev, &geo, cache_bytes, out);
+	if (err) {
+		mfs_dev_close(dev);
+		return err;
+	}
+	(*out)->flags = flags;
+	return 0;
+}
+
+int mfs_fs_close(struct mfs_fs *fs)
+{
+	int err, err2;
+
+	if (!fs)
+		return 0;
+	err = mfs_bcache_destroy(fs->bc);
+	err2 = mfs_dev_close(fs->dev);
+	fs_free(fs);
+	return err ? err : err2;
+}
+
+/* "AG 3 header" and the like, for verifier messages: one static string per kind is not
+ * enough (the AG number varies), so callers pass a buffer. */
+static const char *ag_what(char *buf, size_t len, uint32_t agno, const char *kind)
+{
+	snprintf(buf, len, "AG %u %s", agno, kind);
+	return buf;
+}
+
+static __thread char what_buf[3][48];
+
+void mfs_expect_sb(const struct mfs_fs *fs, uint32_t agno, struct mfs_blk_expect *e)
+{
+	e->magic = MFS_SB_MAGIC;
+	e->owner = agno;
+	e->level = MFS_LEVEL_ANY;
+	e->what = ag_what(what_buf[0], sizeof(what_buf[0]), agno, "superblock");
+}
+
+void mfs_expect_agh(const struct mfs_fs *fs, uint32_t agno, struct mfs_blk_expect *e)
+{
+	e->magic = MFS_AGH_MAGIC;
+	e->owner = agno;
+	e->level = MFS_LEVEL_ANY;
+	e->what = ag_what(what_buf[1], sizeof(what_buf[1]), agno, "header");
+}
+
+void mfs_expect_agfl(const struct mfs_fs *fs, uint32_t agno, struct mfs_blk_expect *e)
+{
+	e->magic = MFS_AGFL_MAGIC;
+	e->owner = agno;
+	e->level = MFS_LEVEL_ANY;
+	e->what = ag_what(what_buf[2], sizeof(what_buf[2]), agno, "free list");
+}
+
+static int read_ag_block(struct mfs_fs *fs, uint32_t agno, uint32_t agbno,
+			 void (*expect)(const struct mfs_fs *, uint32_t, struct mfs_blk_expect *),
+			 struct mfs_buf **out)
+{
+	struct mfs_blk_expect e;
+
+	*out = NULL;
+	if (agno >= fs->geo.agcount)
+		return -EINVAL;
+	expect(fs, agno, &e);
+	return mfs_buf_read(fs->bc, mfs_agbno_to_fsb(&fs->geo, agno, agbno), &e, out);
+}
+
+int mfs_read_sb(struct mfs_fs *fs, uint32_t agno, struct mfs_buf **out)
+{
+	return read_ag_block(fs, agno, MFS_SB_AGBNO, mfs_expect_sb, out);
+}
+
+int mfs_read_agh(struct mfs_fs *fs, uint32_t agno, struct mfs_buf **out)
+{
+	int err = read_ag_block(fs, agno, MFS_AGH_AGBNO, mfs_expect_agh, out);
+
+	if (!err) {
+		err = mfs_agh_check(fs, agno, (*out)->data);
+		if (err) {
+			mfs_buf_put(*out);
+			*out = NULL;
+		}
+	}
+	return err;
+}
+
+int mfs_read_agfl(struct mfs_fs *fs, uint32_t agno, struct mfs_buf **out)
+{
+	return read_ag_block(fs, agno, MFS_AGFL_AGBNO, mfs_expect_agfl, out);
+}
+
+int mfs_agh_check(const struct mfs_fs *fs, uint32_t agno, const struct mfs_agh *agh)
+{
+	static const char *const names[MFS_AG_NTREES] = { "by-block", "by-length", "inode",
+							  "reverse-map" };
+	uint32_t len = mfs_ag_length(&fs->geo, agno);
+
+	if (mfs_get32(agh->seqno) != agno)
+		return MFS_CORRUPT("AG %u header: sequence number %u", agno,
+				   mfs_get32(agh->seqno));
+	if (mfs_get32(agh->length) != len)
+		return MFS_CORRUPT("AG %u header: length %u, expected %u blocks", agno,
+				   mfs_get32(agh->length), len);
+	for (int t = 0; t < MFS_AG_NTREES; t++) {
+		uint32_t root = mfs_get32(agh->roots[t]);
+		uint32_t levels = mfs_get32(agh->levels[t]);
+
+		if (root < MFS_AG_FIXED_BLOCKS || root >= len)
+			return MFS_CORRUPT("AG %u header: %s btree root %u outside %u..%u", agno,
+					   names[t], root, MFS_AG_FIXED_BLOCKS, len - 1);
+		if (levels < 1 || levels > MFS_BTREE_MAXLEVELS)
+			return MFS_CORRUPT("AG %u header: %s btree height %u outside 1..%u", agno,
+					   names[t], levels, MFS_BTREE_MAXLEVELS);
+	}
+	if (mfs_get32(agh->freeblks) > len || mfs_get32(agh->longest) > mfs_get32(agh->freeblks))
+		return MFS_CORRUPT("AG %u header: %u free blocks, longest extent %u, in an AG of "
+				   "%u blocks", agno, mfs_get32(agh->freeblks),
+				   mfs_get32(agh->longest), len);
+	if (mfs_get32(agh->fl_first) >= MFS_AGFL_SIZE_MAX ||
+	    mfs_get32(agh->fl_count) > MFS_AGFL_SIZE_MAX)
+		return MFS_CORRUPT("AG %u header: free list first %u count %u, at most %u slots",
+				   agno, mfs_get32(agh->fl_first), mfs_get32(agh->fl_count),
+				   MFS_AGFL_SIZE_MAX);
+	if (mfs_get32(agh->ifree) > mfs_get32(agh->icount))
+		return MFS_CORRUPT("AG %u header: %u free inodes of %u", agno,
+				   mfs_get32(agh->ifree), mfs_get32(agh->icount));
+	return 0;
+}

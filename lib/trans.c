@@ -1,0 +1,288 @@
+/*
+ * trans.c — transactions over the buffer cache (see trans.h).
+ *
+ * A transaction keeps one item per joined buffer: its own reference to the buffer and,
+ * for blocks that existed before, a copy of their bytes as they were when first joined.
+ * Items are found by block number through a small open-addressing table that grows with
+ * the transaction (bulk loads join thousands of new blocks).
+ *
+ * Commit marks every joined buffer dirty and drops every forgotten block; cancel copies
+ * the saved bytes back (new blocks are simply dropped) so the cache holds exactly what it
+ * held before the transaction began.  Both release the AG locks the transaction took.
+ */
+#include "trans.h"
+#include "bcache.h"
+#include "fs.h"
+#include "log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define TI_NEW     0x1u     /* block allocated by this transaction: nothing to restore */
+#define TI_FORGET  0x2u     /* block freed by this transaction: drop at commit */
+
+struct trans_item {
+	struct mfs_buf *bp;     /* NULL for a forget-only item */
+	uint64_t blkno;
+	void *old;              /* saved bytes (not for TI_NEW) */
+	unsigned flags;
+};
+
+struct mfs_trans {
+	struct mfs_fs *fs;
+	struct trans_item *items;
+	unsigned nitems, cap;
+	unsigned *slots;        /* open addressing: index+1 into items, 0 = empty */
+	unsigned nslots;        /* power of two, >= 2 * cap */
+	uint32_t *ags;          /* AGs locked, in locking order */
+	unsigned nags, agcap;
+};
+
+int mfs_trans_alloc(struct mfs_fs *fs, struct mfs_trans **out)
+{
+	struct mfs_trans *tp = calloc(1, sizeof(*tp));
+
+	*out = NULL;
+	if (!tp)
+		return -ENOMEM;
+	tp->fs = fs;
+	*out = tp;
+	return 0;
+}
+
+struct mfs_fs *mfs_trans_fs(const struct mfs_trans *tp) { return tp->fs; }
+unsigned mfs_trans_nbufs(const struct mfs_trans *tp) { return tp->nitems; }
+
+static unsigned slot_of(const struct mfs_trans *tp, uint64_t blkno)
+{
+	return (unsigned)((blkno * 0x9e3779b97f4a7c15ull) >> 32) & (tp->nslots - 1);
+}
+
+static struct trans_item *item_find(struct mfs_trans *tp, uint64_t blkno)
+{
+	if (!tp->nslots)
+		return NULL;
+	for (unsigned s = slot_of(tp, blkno);; s = (s + 1) & (tp->nslots - 1)) {
+		unsigned i = tp->slots[s];
+
+		if (!i)
+			return NULL;
+		if (tp->items[i - 1].blkno == blkno)
+			return &tp->items[i - 1];
+	}
+}
+
+static void slot_insert(struct mfs_trans *tp, unsigned idx)
+{
+	unsigned s = slot_of(tp, tp->items[idx].blkno);
+
+	while (tp->slots[s])
+		s = (s + 1) & (tp->nslots - 1);
+	tp->slots[s] = idx + 1;
+}
+
+/* Room for one more item; the table is rebuilt when it would be over half full. */
+static int items_grow(struct mfs_trans *tp)
+{
+	if (tp->nitems < tp->cap)
+		return 0;
+	unsigned ncap = tp->cap ? tp->cap * 2 : 16;
+	unsigned nslots = ncap * 2;
+	struct trans_item *items = realloc(tp->items, ncap * sizeof(*items));
+	unsigned *slots;
+
+	if (!items)
+		return -ENOMEM;
+	tp->items = items;
+	slots = calloc(nslots, sizeof(*slots));
+	if (!slots)
+		return -ENOMEM;
+	free(tp->slots);
+	tp->slots = slots;
+	tp->nslots = nslots;
+	tp->cap = ncap;
+	for (unsigned i = 0; i < tp->nitems; i++)
+		slot_insert(tp, i);
+	return 0;
+}
+
+static struct trans_item *item_add(struct mfs_trans *tp, uint64_t blkno, int *err)
+{
+	struct trans_item *it;
+
+	*err = items_grow(tp);
+	if (*err)
+		return NULL;
+	it = &tp->items[tp->nitems];
+	memset(it, 0, sizeof(*it));
+	it->blkno = blkno;
+	slot_insert(tp, tp->nitems);
+	tp->nitems++;
+	return it;
+}
+
+int mfs_trans_modify(struct mfs_trans *tp, struct mfs_buf *bp)
+{
+	uint32_t bs = tp->fs->geo.blocksize;
+	struct trans_item *it = item_find(tp, bp->blkno);
+	void *old;
+	int err;
+
+	if (it && it->bp)
+		return 0;
+	old = malloc(bs);
+	if (!old)
+		return -ENOMEM;
+	memcpy(old, bp->data, bs);
+	if (!it) {
+		it = item_add(tp, bp->blkno, &err);
+		if (!it) {
+			free(old);
+			return err;
+		}
+	}
+	it->old = old;
+	it->bp = bp;
+	it->flags &= ~TI_FORGET;
+	mfs_buf_hold(bp);
+	return 0;
+}
+
+int mfs_trans_get_new(struct mfs_trans *tp, uint64_t blkno, int meta, struct mfs_buf **out)
+{
+	struct trans_item *it = item_find(tp, blkno);
+	struct mfs_buf *bp;
+	int err;
+
+	*out = NULL;
+	if (it && it->bp) {
+		/* Freed and reallocated in the same transaction: keep the saved bytes. */
+		memset(it->bp->data, 0, tp->fs->geo.blocksize);
+		if (meta)
+			mfs_buf_set_meta(it->bp);
+		it->flags &= ~TI_FORGET;
+		*out = it->bp;
+		return 0;
+	}
+	if (!it) {
+		it = item_add(tp, blkno, &err);
+		if (!it)
+			return err;
+	}
+	err = mfs_buf_get_new(tp->fs->bc, blkno, meta, &bp);
+	if (err)
+		return err;    /* the item stays as forget-only or empty: harmless */
+	it->bp = bp;
+	it->flags = TI_NEW;
+	*out = bp;
+	return 0;
+}
+
+int mfs_trans_forget(struct mfs_trans *tp, uint64_t blkno)
+{
+	struct trans_item *it = item_find(tp, blkno);
+	int err;
+
+	if (!it) {
+		it = item_add(tp, blkno, &err);
+		if (!it)
+			return err;
+	}
+	it->flags |= TI_FORGET;
+	return 0;
+}
+
+int mfs_trans_lock_ag(struct mfs_trans *tp, uint32_t agno, int trylock)
+{
+	struct mfs_perag *pag;
+
+	if (agno >= tp->fs->geo.agcount)
+		return -EINVAL;
+	for (unsigned i = 0; i < tp->nags; i++)
+		if (tp->ags[i] == agno)
+			return 0;
+	if (tp->nags == tp->agcap) {
+		unsigned ncap = tp->agcap ? tp->agcap * 2 : 4;
+		uint32_t *ags = realloc(tp->ags, ncap * sizeof(*ags));
+
+		if (!ags)
+			return -ENOMEM;
+		tp->ags = ags;
+		tp->agcap = ncap;
+	}
+	pag = &tp->fs->ag[agno];
+	if (trylock) {
+		if (pthread_mutex_trylock(&pag->lock))
+			return -EDEADLK;
+	} else {
+		for (unsigned i = 0; i < tp->nags; i++)
+			if (tp->ags[i] > agno) {
+				mfs_log(MFS_LOG_ERR, "AG %u locked after AG %u: lock order violated",
+					agno, tp->ags[i]);
+				return -EDEADLK;
+			}
+		pthread_mutex_lock(&pag->lock);
+	}
+	tp->ags[tp->nags++] = agno;
+	return 0;
+}
+
+int mfs_trans_holds_ag(const struct mfs_trans *tp, uint32_t agno)
+{
+	for (unsigned i = 0; i < tp->nags; i++)
+		if (tp->ags[i] == agno)
+			return 1;
+	return 0;
+}
+
+static void trans_free(struct mfs_trans *tp)
+{
+	for (unsigned i = tp->nags; i-- > 0;)
+		pthread_mutex_unlock(&tp->fs->ag[tp->ags[i]].lock);
+	free(tp->ags);
+	free(tp->items);
+	free(tp->slots);
+	free(tp);
+}
+
+int mfs_trans_commit(struct mfs_trans *tp)
+{
+	for (unsigned i = 0; i < tp->nitems; i++) {
+		struct trans_item *it = &tp->items[i];
+
+		if (it->bp) {
+			if (!(it->flags & TI_FORGET))
+				mfs_buf_mark_dirty(it->bp);
+			mfs_buf_put(it->bp);
+		}
+		if (it->flags & TI_FORGET)
+			mfs_bcache_forget(tp->fs->bc, it->blkno);
+		free(it->old);
+	}
+	trans_free(tp);
+	return 0;
+}
+
+void mfs_trans_cancel(struct mfs_trans *tp)
+{
+	uint32_t bs;
+
+	if (!tp)
+		return;
+	bs = tp->fs->geo.blocksize;
+	for (unsigned i = 0; i < tp->nitems; i++) {
+		struct trans_item *it = &tp->items[i];
+
+		if (!it->bp)
+			continue;
+		if (it->flags & TI_NEW) {
+			mfs_buf_put(it->bp);
+			mfs_bcache_forget(tp->fs->bc, it->blkno);
+		} else {
+			memcpy(it->bp->data, it->old, bs);
+			mfs_buf_put(it->bp);
+		}
+		free(it->old);
+	}
+	trans_free(tp);
+}
