@@ -1,2 +1,0 @@
-build/lib/crc32c.o: lib/crc32c.c lib/crc32c.h
-lib/crc32c.h:
