@@ -15,6 +15,7 @@
 #include "mendfs_format.h"
 
 struct mfs_fs;
+struct mfs_geom;
 struct mfs_trans;
 struct mfs_buf;
 
