@@ -524,29 +524,96 @@ static int mem_isort(struct sortctx *s, unsigned char *b, size_t n)
 	return 0;
 }
 
-/* In-memory quicksort of n records at b; explicit stack, smaller side pushed. */
+/* Move record r of the heap b[0, n) down to its place. */
+static int sift_down(struct sortctx *s, unsigned char *b, size_t r, size_t n)
+{
+	size_t rs = s->rs, c;
+	int rc;
+
+	while ((c = 2 * r + 1) < n) {
+		if ((rc = tick(s)))
+			return rc;
+		if (c + 1 < n && rcmp(s, b + c * rs, b + (c + 1) * rs) < 0)
+			c++;
+		if (rcmp(s, b + r * rs, b + c * rs) >= 0)
+			break;
+		mswap(s, b + r * rs, b + c * rs);
+		r = c;
+	}
+	return 0;
+}
+
+/* Heapsort of n records at b: the worst-case guard of mem_sort (introsort). */
+static int mem_heapsort(struct sortctx *s, unsigned char *b, size_t n)
+{
+	int rc;
+
+	for (size_t k = n / 2; k > 0; k--)
+		if ((rc = sift_down(s, b, k - 1, n)))
+			return rc;
+	for (size_t end = n - 1; end > 0; end--) {
+		mswap(s, b, b + end * s->rs);
+		if ((rc = sift_down(s, b, 0, end)))
+			return rc;
+	}
+	return 0;
+}
+
+/* Index of the median of records x, y, z of b. */
+static size_t med3(struct sortctx *s, unsigned char *b, size_t x, size_t y, size_t z)
+{
+	size_t rs = s->rs;
+	unsigned char *X = b + x * rs, *Y = b + y * rs, *Z = b + z * rs;
+
+	if (rcmp(s, X, Y) < 0) {
+		if (rcmp(s, Y, Z) < 0)
+			return y;
+		return rcmp(s, X, Z) < 0 ? z : x;
+	}
+	if (rcmp(s, X, Z) < 0)
+		return x;
+	return rcmp(s, Y, Z) < 0 ? z : y;
+}
+
+/*
+ * In-memory quicksort of n records at b: explicit stack, smaller side pushed, pivot the
+ * median of three (of three medians of three past 128 records), and a heapsort for any
+ * range that is still partitioned deeper than 2*log2(n) levels (introsort), so the worst
+ * case stays O(n log n).
+ */
 static int mem_sort(struct sortctx *s, unsigned char *b, size_t n)
 {
 	size_t stk_lo[STACK_MAX], stk_hi[STACK_MAX];
+	unsigned stk_depth[STACK_MAX], depth = 0, max_depth = 0;
 	size_t rs = s->rs, lo = 0, hi = n - 1;
 	int sp = 0, rc;
 
 	if (n < 2)
 		return 0;
+	for (size_t m = n; m > 1; m >>= 1)
+		max_depth += 2;
 	for (;;) {
 		while (hi - lo + 1 > ISORT_MAX) {
-			size_t mid = lo + (hi - lo) / 2, i, j;
-			unsigned char *L = b + lo * rs, *M = b + mid * rs, *H = b + hi * rs;
+			size_t len = hi - lo + 1, mid = lo + len / 2, pv, i, j;
+			unsigned char *L = b + lo * rs;
 
-			/* Median of three goes to lo, and becomes the pivot. */
-			if (rcmp(s, M, L) < 0)
-				mswap(s, M, L);
-			if (rcmp(s, H, M) < 0) {
-				mswap(s, H, M);
-				if (rcmp(s, M, L) < 0)
-					mswap(s, M, L);
+			if (++depth > max_depth) {
+				rc = mem_heapsort(s, L, len);
+				if (rc)
+					return rc;
+				lo = hi;
+				break;
 			}
-			mswap(s, L, M);
+			if (len > 128) {
+				size_t e = len / 8;
+
+				pv = med3(s, b, med3(s, b, lo, lo + e, lo + 2 * e),
+					  med3(s, b, mid - e, mid, mid + e),
+					  med3(s, b, hi - 2 * e, hi - e, hi));
+			} else {
+				pv = med3(s, b, lo, mid, hi);
+			}
+			mswap(s, L, b + pv * rs);
 			memcpy(s->pivot, L, rs);
 
 			i = lo;
@@ -573,6 +640,7 @@ static int mem_sort(struct sortctx *s, unsigned char *b, size_t n)
 				if (j > lo + 1) {
 					stk_lo[sp] = lo;
 					stk_hi[sp] = j - 1;
+					stk_depth[sp] = depth;
 					sp++;
 				}
 				lo = j + 1;
@@ -582,6 +650,7 @@ static int mem_sort(struct sortctx *s, unsigned char *b, size_t n)
 				if (hi > j + 1) {
 					stk_lo[sp] = j + 1;
 					stk_hi[sp] = hi;
+					stk_depth[sp] = depth;
 					sp++;
 				}
 				if (j <= lo + 1) {
@@ -601,6 +670,7 @@ static int mem_sort(struct sortctx *s, unsigned char *b, size_t n)
 		sp--;
 		lo = stk_lo[sp];
 		hi = stk_hi[sp];
+		depth = stk_depth[sp];
 	}
 }
 
