@@ -472,6 +472,7 @@ struct sortctx {
 	unsigned char *pivot;	/* one record */
 	unsigned char *tmp;	/* one record */
 	unsigned char *nine;	/* 9 sampled records */
+	uint64_t rng;		/* xorshift state for the pivots of too deep ranges */
 };
 
 static int rcmp(struct sortctx *s, const void *x, const void *y)
@@ -729,8 +730,13 @@ static int file_swap(struct sortctx *s, uint64_t x, uint64_t y)
 	return 0;
 }
 
-/* Median of nine evenly spaced records of [lo, hi] is swapped into lo. */
-static int pick_pivot(struct sortctx *s, uint64_t lo, uint64_t hi)
+/*
+ * The median of nine records of [lo, hi] is swapped into lo.  The nine are evenly spaced;
+ * for a range nested too deep (an input that defeats even spacing) they are drawn at
+ * random, which makes quadratic behaviour vanishingly unlikely without a heapsort that
+ * would be slow on a file.
+ */
+static int pick_pivot(struct sortctx *s, uint64_t lo, uint64_t hi, bool deep)
 {
 	uint64_t idx[9], step = (hi - lo) / 8;
 	size_t rs = s->rs;
@@ -739,6 +745,12 @@ static int pick_pivot(struct sortctx *s, uint64_t lo, uint64_t hi)
 
 	for (int k = 0; k < 9; k++) {
 		idx[k] = k == 8 ? hi : lo + (uint64_t)k * step;
+		if (deep) {
+			s->rng ^= s->rng << 13;
+			s->rng ^= s->rng >> 7;
+			s->rng ^= s->rng << 17;
+			idx[k] = lo + s->rng % (hi - lo + 1);
+		}
 		if ((rc = rec_ptr(s->a, idx[k], false, &p)))
 			return rc;
 		memcpy(s->nine + (size_t)k * rs, p, rs);
@@ -758,13 +770,14 @@ static int pick_pivot(struct sortctx *s, uint64_t lo, uint64_t hi)
 }
 
 /* Hoare partition of [lo, hi] of the file around a[lo]; *mid gets the pivot's place. */
-static int file_partition(struct sortctx *s, uint64_t lo, uint64_t hi, uint64_t *mid)
+static int file_partition(struct sortctx *s, uint64_t lo, uint64_t hi, bool deep,
+			  uint64_t *mid)
 {
 	uint64_t i = lo, j = hi + 1;
 	unsigned char *p;
 	int rc;
 
-	if ((rc = pick_pivot(s, lo, hi)))
+	if ((rc = pick_pivot(s, lo, hi, deep)))
 		return rc;
 	if ((rc = rec_ptr(s->a, lo, false, &p)))
 		return rc;
@@ -812,11 +825,14 @@ static int sort_range_in_memory(struct sortctx *s, uint64_t lo, uint64_t hi)
 static int file_sort(struct sortctx *s, uint64_t lo, uint64_t hi)
 {
 	uint64_t stk_lo[STACK_MAX], stk_hi[STACK_MAX], mid;
+	unsigned stk_depth[STACK_MAX], depth = 0, max_depth = 0;
 	int sp = 0, rc;
 
+	for (uint64_t m = hi - lo + 1; m > 1; m >>= 1)
+		max_depth += 2;
 	for (;;) {
 		while (hi > lo && hi - lo + 1 > s->buf_nr) {
-			if ((rc = file_partition(s, lo, hi, &mid)))
+			if ((rc = file_partition(s, lo, hi, ++depth > max_depth, &mid)))
 				return rc;
 			if (sp >= STACK_MAX)
 				return -EOVERFLOW;	/* cannot happen: smaller side first */
@@ -824,6 +840,7 @@ static int file_sort(struct sortctx *s, uint64_t lo, uint64_t hi)
 				if (mid > lo + 1) {
 					stk_lo[sp] = lo;
 					stk_hi[sp] = mid - 1;
+					stk_depth[sp] = depth;
 					sp++;
 				}
 				lo = mid + 1;
@@ -831,6 +848,7 @@ static int file_sort(struct sortctx *s, uint64_t lo, uint64_t hi)
 				if (hi > mid + 1) {
 					stk_lo[sp] = mid + 1;
 					stk_hi[sp] = hi;
+					stk_depth[sp] = depth;
 					sp++;
 				}
 				if (mid == lo) {
@@ -849,12 +867,14 @@ static int file_sort(struct sortctx *s, uint64_t lo, uint64_t hi)
 		sp--;
 		lo = stk_lo[sp];
 		hi = stk_hi[sp];
+		depth = stk_depth[sp];
 	}
 }
 
 int mfs_xfarray_sort(struct mfs_xfarray *a, mfs_xfarray_cmp_fn cmp, void *priv)
 {
-	struct sortctx s = { .a = a, .cmp = cmp, .priv = priv, .rs = a->recsize };
+	struct sortctx s = { .a = a, .cmp = cmp, .priv = priv, .rs = a->recsize,
+			     .rng = 0x9e3779b97f4a7c15ull ^ a->nr };
 	int rc;
 
 	if (a->failed)
