@@ -33,6 +33,13 @@ struct mfs_alloc_args {
  * then unchanged.  Locks the AGs it uses for the rest of the transaction. */
 int mfs_alloc_extent(struct mfs_trans *tp, struct mfs_alloc_args *args);
 
+/* The same inside AG `agno` only, whose header buffer the caller holds (and whose lock tp
+ * holds): for the inode btree's own blocks, which need 4-byte pointers in their AG.  NEAR and
+ * ANY stay in that AG; ENOSPC if it cannot satisfy the request. */
+struct mfs_buf;
+int mfs_alloc_extent_ag(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh_bp,
+			struct mfs_alloc_args *args);
+
 /* Free an extent previously allocated to (owner, offset); it must match the reverse map
  * exactly or lie inside one of owner's records (partial free).  Merges with free
  * neighbours. -EFSCORRUPTED if the space is already free or owned by another. */

@@ -1,0 +1,980 @@
+/*
+ * alloc.c — the extent allocator: finds free space in an AG's by-block and by-length
+ * trees, and keeps both of them, the reverse map and the AG header counters in step, all
+ * inside the caller's transaction.
+ *
+ * Invariants kept for every AG, at the end of every operation:
+ *   - the by-block and by-length trees hold the same free extents, record for record, and
+ *     adjacent free extents are always merged (no two records touch);
+ *   - the reverse map covers exactly the space that is not free: the fixed headers
+ *     (MFS_OWN_FS), the blocks of the bno/cnt/rmap trees and the AGFL stock (MFS_OWN_AG),
+ *     the inode btree (MFS_OWN_INOBT) and every allocated extent with its owner; adjacent
+ *     records of one owner with contiguous offsets are merged;
+ *   - AGH freeblks is the sum of the free extents, longest the largest one.
+ *
+ * The AG free list (agfl.c) is what makes changing the trees safe: their splits take blocks
+ * from it and their merges give blocks back, so a change of free space never recurses into
+ * the allocator.  Before every operation on an AG, agfl_fix() brings the list to at least
+ * mfs_agfl_need() blocks (the worst case of one operation) and trims it back when it holds
+ * more than need + AGFL_SLACK.  The refill is itself a change of the trees; it stays safe
+ * because it puts the blocks it takes on the list *before* removing them from the trees:
+ *
+ *     pick an extent E from the by-length tree (lookups only);
+ *     put E's blocks on the AGFL              -> the list now holds >= need blocks;
+ *     remove E from bno/cnt, add it to the rmap as MFS_OWN_AG
+ *                                             -> any split takes from the list, which may
+ *                                                hand out a block of E itself; that is fine:
+ *                                                E is owned by MFS_OWN_AG whether it sits on
+ *                                                the list or in a tree, and leaves the free
+ *                                                trees before the transaction ends.
+ * and repeats while the list is short.  Trimming takes one block off the list and frees it
+ * (its splits find the list above need).
+ *
+ * To keep frees possible in a full AG, allocations leave need + RESV_EXTRA blocks free in
+ * every AG for the list to be refilled from.
+ *
+ * Errors: any failure after the first change leaves the transaction half-done; the caller
+ * cancels it and trans.c restores every block.  ENOSPC found before any change (the usual
+ * case: the read-only search runs first) leaves the transaction untouched.
+ */
+#include "alloc.h"
+#include "ag.h"
+#include "bcache.h"
+#include "byteorder.h"
+#include "fs.h"
+#include "log.h"
+#include "trans.h"
+
+#include <string.h>
+
+#define AGFL_SLACK   4u      /* the list may hold this many blocks above need */
+#define RESV_EXTRA   8u      /* kept free beyond need, for the list to refill from */
+#define SCAN_RECS    64      /* records looked at in each direction by bounded searches */
+
+/* One AG being worked on, its lock held by tp and its header buffer held by us. */
+struct agx {
+	struct mfs_trans *tp;
+	struct mfs_fs *fs;
+	uint32_t agno;
+	uint32_t aglen;
+	struct mfs_buf *agh_bp;
+};
+
+static struct mfs_agh *agx_agh(const struct agx *x)
+{
+	return x->agh_bp->data;
+}
+
+static void agx_init(struct agx *x, struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh_bp)
+{
+	x->tp = tp;
+	x->fs = mfs_trans_fs(tp);
+	x->agno = agno;
+	x->aglen = mfs_ag_length(&x->fs->geo, agno);
+	x->agh_bp = agh_bp;
+}
+
+/* A cursor changing tree `t` (ro: a read-only one). */
+static void agx_cur(struct agx *x, struct mfs_btree_cur *cur, enum mfs_ag_tree t, int ro)
+{
+	mfs_ag_cur_init(cur, x->fs, ro ? NULL : x->tp, x->agno, t, x->agh_bp);
+}
+
+static void arec_set(struct mfs_alloc_rec *r, uint32_t start, uint32_t len)
+{
+	mfs_put32(r->startblock, start);
+	mfs_put32(r->blockcount, len);
+}
+
+static void rrec_set(struct mfs_rmap_rec *r, uint32_t start, uint32_t len, uint64_t owner,
+		     uint64_t offset)
+{
+	mfs_put32(r->startblock, start);
+	mfs_put32(r->blockcount, len);
+	mfs_put64(r->owner, owner);
+	mfs_put64(r->offset, offset);
+}
+
+/* Position `cur` on the record with key exactly `key`; corruption if missing. */
+static int lookup_eq(struct mfs_btree_cur *cur, const void *key, const char *what, uint32_t a,
+		     uint32_t b)
+{
+	int stat, err = mfs_btree_lookup(cur, key, MFS_LOOKUP_EQ, &stat);
+
+	if (!err && !stat)
+		err = MFS_CORRUPT("AG %u %s: record %s %u+%u vanished during the operation",
+				  cur->agno, cur->ops->name, what, a, b);
+	return err;
+}
+
+/* ---- the AG header counters ------------------------------------------------------------- */
+static int agh_modify(struct agx *x)
+{
+	return mfs_trans_modify(x->tp, x->agh_bp);
+}
+
+/* freeblks += delta; longest from the last record of the by-length tree. */
+static int agh_update_free(struct agx *x, int64_t delta)
+{
+	struct mfs_agh *agh = agx_agh(x);
+	struct mfs_btree_cur cur;
+	struct mfs_alloc_rec key, r;
+	int64_t nfree = (int64_t)mfs_get32(agh->freeblks) + delta;
+	uint32_t longest = 0;
+	int stat, err;
+
+	if (nfree < 0 || nfree > x->aglen)
+		return MFS_CORRUPT("AG %u header: free block count would become %lld",
+				   x->agno, (long long)nfree);
+	agx_cur(x, &cur, MFS_BT_CNT, 1);
+	arec_set(&key, UINT32_MAX, UINT32_MAX);
+	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_LE, &stat);
+	if (!err && stat)
+		err = mfs_btree_get(&cur, &r, &stat);
+	if (!err && stat)
+		longest = mfs_get32(r.blockcount);
+	mfs_btree_cur_release(&cur);
+	if (err)
+		return err;
+	err = agh_modify(x);
+	if (err)
+		return err;
+	mfs_put32(agh->freeblks, (uint32_t)nfree);
+	mfs_put32(agh->longest, longest);
+	return 0;
+}
+
+/* ---- free space: both trees together ------------------------------------------------------ */
+static int cnt_delete(struct agx *x, uint32_t start, uint32_t len)
+{
+	struct mfs_btree_cur cur;
+	struct mfs_alloc_rec key;
+	int stat, err;
+
+	agx_cur(x, &cur, MFS_BT_CNT, 0);
+	arec_set(&key, start, len);
+	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_EQ, &stat);
+	if (!err && !stat)
+		err = MFS_CORRUPT("AG %u free-space-by-length btree: no record for free extent "
+				  "%u+%u of the by-block tree", x->agno, start, len);
+	if (!err)
+		err = mfs_btree_delete(&cur);
+	mfs_btree_cur_release(&cur);
+	return err;
+}
+
+static int cnt_insert(struct agx *x, uint32_t start, uint32_t len)
+{
+	struct mfs_btree_cur cur;
+	struct mfs_alloc_rec r;
+	int err;
+
+	agx_cur(x, &cur, MFS_BT_CNT, 0);
+	arec_set(&r, start, len);
+	err = mfs_btree_insert(&cur, &r);
+	mfs_btree_cur_release(&cur);
+	if (err == -EEXIST)
+		err = MFS_CORRUPT("AG %u free-space-by-length btree: free extent %u+%u is "
+				  "already there", x->agno, start, len);
+	return err;
+}
+
+/* Remove [start, start+len) from free space; it must lie inside one free extent. */
+static int fs_take(struct agx *x, uint32_t start, uint32_t len)
+{
+	struct mfs_btree_cur cur;
+	struct mfs_alloc_rec key, r;
+	uint32_t fs, fl, left, right, end = start + len;
+	int stat, err;
+
+	agx_cur(x, &cur, MFS_BT_BNO, 0);
+	arec_set(&key, start, 0);
+	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_LE, &stat);
+	if (!err && stat)
+		err = mfs_btree_get(&cur, &r, &stat);
+	if (err)
+		goto out;
+	fs = mfs_get32(r.startblock);
+	fl = mfs_get32(r.blockcount);
+	if (!stat || (uint64_t)fs + fl < end) {
+		err = MFS_CORRUPT("AG %u %s: extent %u+%u to allocate is not free", x->agno,
+				  cur.ops->name, start, len);
+		goto out;
+	}
+	left = start - fs;
+	right = fs + fl - end;
+	if (left) {
+		arec_set(&r, fs, left);
+		err = mfs_btree_update(&cur, &r);
+		if (!err && right) {
+			arec_set(&r, end, right);
+			err = mfs_btree_insert(&cur, &r);
+		}
+	} else if (right) {
+		arec_set(&r, end, right);        /* same place in key order: nothing in between */
+		err = mfs_btree_update(&cur, &r);
+	} else {
+		err = mfs_btree_delete(&cur);
+	}
+	mfs_btree_cur_release(&cur);
+	if (!err)
+		err = cnt_delete(x, fs, fl);
+	if (!err && left)
+		err = cnt_insert(x, fs, left);
+	if (!err && right)
+		err = cnt_insert(x, end, right);
+	if (!err)
+		err = agh_update_free(x, -(int64_t)len);
+	return err;
+out:
+	mfs_btree_cur_release(&cur);
+	return err;
+}
+
+/* Add [start, start+len) to free space, merging with free neighbours on both sides. */
+static int fs_give(struct agx *x, uint32_t start, uint32_t len)
+{
+	struct mfs_btree_cur cur;
+	struct mfs_alloc_rec key, r;
+	uint32_t ls = 0, ll = 0, rs = 0, rl = 0, end = start + len;
+	int haveleft = 0, haveright = 0, stat, err;
+
+	if (len == 0 || start < MFS_AG_FIXED_BLOCKS || (uint64_t)start + len > x->aglen)
+		return MFS_CORRUPT("AG %u: freeing extent %u+%u over the AG headers or past the "
+				   "AG end %u", x->agno, start, len, x->aglen);
+	agx_cur(x, &cur, MFS_BT_BNO, 0);
+	arec_set(&key, start, 0);
+	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_LE, &stat);
+	if (!err && stat)
+		err = mfs_btree_get(&cur, &r, &stat);
+	if (err)
+		goto out;
+	if (stat) {
+		ls = mfs_get32(r.startblock);
+		ll = mfs_get32(r.blockcount);
+		if ((uint64_t)ls + ll > start) {
+			err = MFS_CORRUPT("AG %u %s: freeing extent %u+%u, but free extent %u+%u "
+					  "overlaps it (double free)", x->agno, cur.ops->name,
+					  start, len, ls, ll);
+			goto out;
+		}
+		haveleft = ls + ll == start;
+	}
+	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_GE, &stat);
+	if (!err && stat)
+		err = mfs_btree_get(&cur, &r, &stat);
+	if (err)
+		goto out;
+	if (stat) {
+		rs = mfs_get32(r.startblock);
+		rl = mfs_get32(r.blockcount);
+		if (rs < end) {
+			err = MFS_CORRUPT("AG %u %s: freeing extent %u+%u, but free extent %u+%u "
+					  "overlaps it (double free)", x->agno, cur.ops->name,
+					  start, len, rs, rl);
+			goto out;
+		}
+		haveright = rs == end;
+	}
+
+	if (haveleft && haveright) {
+		err = lookup_eq(&cur, (arec_set(&key, rs, 0), &key), "right", rs, rl);
+		if (!err)
+			err = mfs_btree_delete(&cur);
+		if (!err)
+			err = lookup_eq(&cur, (arec_set(&key, ls, 0), &key), "left", ls, ll);
+		arec_set(&r, ls, ll + len + rl);
+	} else if (haveleft) {
+		err = lookup_eq(&cur, (arec_set(&key, ls, 0), &key), "left", ls, ll);
+		arec_set(&r, ls, ll + len);
+	} else if (haveright) {
+		err = lookup_eq(&cur, (arec_set(&key, rs, 0), &key), "right", rs, rl);
+		arec_set(&r, start, len + rl);
+	} else {
+		arec_set(&r, start, len);
+		err = mfs_btree_insert(&cur, &r);
+		goto cnt;
+	}
+	if (!err)
+		err = mfs_btree_update(&cur, &r);
+cnt:
+	mfs_btree_cur_release(&cur);
+	if (!err && haveleft)
+		err = cnt_delete(x, ls, ll);
+	if (!err && haveright)
+		err = cnt_delete(x, rs, rl);
+	if (!err)
+		err = cnt_insert(x, mfs_get32(r.startblock), mfs_get32(r.blockcount));
+	if (!err)
+		err = agh_update_free(x, len);
+	return err;
+out:
+	mfs_btree_cur_release(&cur);
+	return err;
+}
+
+/* ---- reverse map ------------------------------------------------------------------------ */
+static int owner_special(uint64_t owner)
+{
+	return owner >= MFS_OWN_MIN;
+}
+
+/* Offsets carry no position for special owners and extent-btree blocks. */
+static int offset_positional(uint64_t owner, uint64_t offset)
+{
+	return !owner_special(owner) && !(offset & MFS_RMAP_BMBT_BLOCK);
+}
+
+/* Can record a (len alen) be followed by b, adjacent on disk, in one record? */
+static int rmap_mergeable(uint64_t aowner, uint64_t aoff, uint32_t alen, uint64_t bowner,
+			  uint64_t boff)
+{
+	if (aowner != bowner)
+		return 0;
+	if ((aoff & ~MFS_RMAP_OFF_MASK) != (boff & ~MFS_RMAP_OFF_MASK))
+		return 0;
+	if (!offset_positional(aowner, aoff))
+		return aoff == boff;
+	return (aoff & MFS_RMAP_OFF_MASK) + alen == (boff & MFS_RMAP_OFF_MASK);
+}
+
+static uint64_t offset_advance(uint64_t owner, uint64_t offset, uint32_t n)
+{
+	return offset_positional(owner, offset) ? offset + n : offset;
+}
+
+static int rmap_add(struct agx *x, uint32_t start, uint32_t len, uint64_t owner,
+		    uint64_t offset)
+{
+	struct mfs_btree_cur cur;
+	struct mfs_rmap_key key;
+	struct mfs_rmap_rec l, r, n;
+	uint32_t ls = 0, ll = 0, rs = 0, rl = 0, end = start + len;
+	int ml = 0, mr = 0, stat, err;
+
+	agx_cur(x, &cur, MFS_BT_RMAP, 0);
+	mfs_put32(key.startblock, start);
+	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_LE, &stat);
+	if (!err && stat)
+		err = mfs_btree_get(&cur, &l, &stat);
+	if (err)
+		goto out;
+	if (stat) {
+		ls = mfs_get32(l.startblock);
+		ll = mfs_get32(l.blockcount);
+		if ((uint64_t)ls + ll > start) {
+			err = MFS_CORRUPT("AG %u %s: allocating %u+%u, but %u+%u belongs to owner "
+					  "%llu", x->agno, cur.ops->name, start, len, ls, ll,
+					  (unsigned long long)mfs_get64(l.owner));
+			goto out;
+		}
+		ml = ls + ll == start && rmap_mergeable(mfs_get64(l.owner), mfs_get64(l.offset),
+							ll, owner, offset);
+	}
+	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_GE, &stat);
+	if (!err && stat)
+		err = mfs_btree_get(&cur, &r, &stat);
+	if (err)
+		goto out;
+	if (stat) {
+		rs = mfs_get32(r.startblock);
+		rl = mfs_get32(r.blockcount);
+		if (rs < end) {
+			err = MFS_CORRUPT("AG %u %s: allocating %u+%u, but %u+%u belongs to owner "
+					  "%llu", x->agno, cur.ops->name, start, len, rs, rl,
+					  (unsigned long long)mfs_get64(r.owner));
+			goto out;
+		}
+		mr = rs == end && rmap_mergeable(owner, offset, len, mfs_get64(r.owner),
+						 mfs_get64(r.offset));
+	}
+
+	if (ml && mr) {
+		struct mfs_rmap_key k2;
+
+		mfs_put32(k2.startblock, rs);
+		err = lookup_eq(&cur, &k2, "right", rs, rl);
+		if (!err)
+			err = mfs_btree_delete(&cur);
+		mfs_put32(k2.startblock, ls);
+		if (!err)
+			err = lookup_eq(&cur, &k2, "left", ls, ll);
+		n = l;
+		mfs_put32(n.blockcount, ll + len + rl);
+	} else if (ml) {
+		struct mfs_rmap_key k2;
+
+		mfs_put32(k2.startblock, ls);
+		err = lookup_eq(&cur, &k2, "left", ls, ll);
+		n = l;
+		mfs_put32(n.blockcount, ll + len);
+	} else if (mr) {
+		struct mfs_rmap_key k2;
+
+		mfs_put32(k2.startblock, rs);
+		err = lookup_eq(&cur, &k2, "right", rs, rl);
+		rrec_set(&n, start, len + rl, owner, offset);
+	} else {
+		rrec_set(&n, start, len, owner, offset);
+		err = mfs_btree_insert(&cur, &n);
+		goto out;
+	}
+	if (!err)
+		err = mfs_btree_update(&cur, &n);
+out:
+	mfs_btree_cur_release(&cur);
+	return err;
+}
+
+/* Remove [start, start+len) of (owner, offset) from the reverse map: it must lie inside one
+ * record of that owner, at the matching offset. */
+static int rmap_del(struct agx *x, uint32_t start, uint32_t len, uint64_t owner,
+		    uint64_t offset)
+{
+	struct mfs_btree_cur cur;
+	struct mfs_rmap_key key;
+	struct mfs_rmap_rec r, n;
+	uint32_t rs, rl, end = start + len, left, right;
+	uint64_t rowner, roff;
+	int stat, err;
+
+	agx_cur(x, &cur, MFS_BT_RMAP, 0);
+	mfs_put32(key.startblock, start);
+	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_LE, &stat);
+	if (!err && stat)
+		err = mfs_btree_get(&cur, &r, &stat);
+	if (err)
+		goto out;
+	rs = stat ? mfs_get32(r.startblock) : 0;
+	rl = stat ? mfs_get32(r.blockcount) : 0;
+	if (!stat || (uint64_t)rs + rl < end) {
+		err = MFS_CORRUPT("AG %u %s: freeing %u+%u of owner %llu, but no single record "
+				  "covers it (free space, or several owners)", x->agno,
+				  cur.ops->name, start, len, (unsigned long long)owner);
+		goto out;
+	}
+	rowner = mfs_get64(r.owner);
+	roff = mfs_get64(r.offset);
+	if (rowner != owner ||
+	    (roff & ~MFS_RMAP_OFF_MASK) != (offset & ~MFS_RMAP_OFF_MASK) ||
+	    offset_advance(rowner, roff, start - rs) != offset) {
+		err = MFS_CORRUPT("AG %u %s: freeing %u+%u of owner %llu offset 0x%llx, but the "
+				  "space belongs to owner %llu at offset 0x%llx", x->agno,
+				  cur.ops->name, start, len, (unsigned long long)owner,
+				  (unsigned long long)offset, (unsigned long long)rowner,
+				  (unsigned long long)offset_advance(rowner, roff, start - rs));
+		goto out;
+	}
+	left = start - rs;
+	right = rs + rl - end;
+	if (!left && !right) {
+		err = mfs_btree_delete(&cur);
+	} else if (!left) {
+		rrec_set(&n, end, right, rowner, offset_advance(rowner, roff, len));
+		err = mfs_btree_update(&cur, &n);
+	} else {
+		n = r;
+		mfs_put32(n.blockcount, left);
+		err = mfs_btree_update(&cur, &n);
+		if (!err && right) {
+			rrec_set(&n, end, right, rowner, offset_advance(rowner, roff, end - rs));
+			err = mfs_btree_insert(&cur, &n);
+		}
+	}
+out:
+	mfs_btree_cur_release(&cur);
+	return err;
+}
+
+/* ---- keeping the AG free list stocked -------------------------------------------------- */
+/* Put up to `want` blocks from one free extent on the list (see the top of the file). */
+static int agfl_refill(struct agx *x, uint32_t want)
+{
+	struct mfs_btree_cur cur;
+	struct mfs_alloc_rec key, r;
+	uint32_t start, len, take;
+	int stat, err;
+
+	agx_cur(x, &cur, MFS_BT_CNT, 1);
+	arec_set(&key, 0, want);
+	/* the smallest extent that holds them all, else the largest there is */
+	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_GE, &stat);
+	if (!err && !stat) {
+		arec_set(&key, UINT32_MAX, UINT32_MAX);
+		err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_LE, &stat);
+	}
+	if (!err && stat)
+		err = mfs_btree_get(&cur, &r, &stat);
+	mfs_btree_cur_release(&cur);
+	if (err)
+		return err;
+	if (!stat) {
+		mfs_log(MFS_LOG_ERR, "AG %u: no free space left to stock the free list", x->agno);
+		return -ENOSPC;
+	}
+	start = mfs_get32(r.startblock);
+	len = mfs_get32(r.blockcount);
+	take = len < want ? len : want;
+	for (uint32_t i = 0; i < take; i++) {
+		err = mfs_agfl_put(x->tp, x->agno, x->agh_bp, start + i);
+		if (err)
+			return err;
+	}
+	err = fs_take(x, start, take);
+	if (!err)
+		err = rmap_add(x, start, take, MFS_OWN_AG, 0);
+	return err;
+}
+
+static int agfl_trim_one(struct agx *x)
+{
+	uint32_t bno;
+	int err = mfs_agfl_get(x->tp, x->agno, x->agh_bp, &bno);
+
+	if (!err)
+		err = rmap_del(x, bno, 1, MFS_OWN_AG, 0);
+	if (!err)
+		err = fs_give(x, bno, 1);
+	return err;
+}
+
+static int agfl_fix(struct agx *x)
+{
+	for (unsigned iter = 0; iter < 4 * MFS_AGFL_SIZE_MAX; iter++) {
+		const struct mfs_agh *agh = agx_agh(x);
+		uint32_t need = mfs_agfl_need(x->fs, agh);
+		uint32_t count = mfs_get32(agh->fl_count);
+		int err = 0;
+
+		if (count < need)
+			err = agfl_refill(x, need - count);
+		else if (count > need + AGFL_SLACK)
+			err = agfl_trim_one(x);
+		else
+			return 0;
+		if (err)
+			return err;
+	}
+	mfs_log(MFS_LOG_ERR, "AG %u: free list did not settle (free space too fragmented?)",
+		x->agno);
+	return -ENOSPC;
+}
+
+/* Blocks an allocation may take now: what is free minus the list's future refills. */
+static uint32_t agx_avail(struct agx *x, int before_fix)
+{
+	const struct mfs_agh *agh = agx_agh(x);
+	uint64_t need = mfs_agfl_need(x->fs, agh), count = mfs_get32(agh->fl_count);
+	uint64_t keep = need + RESV_EXTRA, nfree = mfs_get32(agh->freeblks);
+
+	if (before_fix && count < need)
+		keep += need - count;
+	return nfree > keep ? (uint32_t)(nfree - keep) : 0;
+}
+
+/* ---- searching ------------------------------------------------------------------------- */
+struct req {
+	enum mfs_alloc_type type;
+	uint32_t target;     /* agbno */
+	uint32_t minlen, maxlen, align;
+};
+
+struct cand {
+	int ok;
+	uint32_t bno, len, dist;
+};
+
+static uint32_t dist_of(uint32_t a, uint32_t b)
+{
+	return a > b ? a - b : b - a;
+}
+
+/* The best piece of free extent [fs, fs+fl) for q: aligned, as long as possible up to
+ * maxlen, then as near the target as possible.  0 if it cannot hold minlen. */
+static int fit(const struct req *q, uint32_t fs, uint32_t fl, struct cand *c)
+{
+	uint64_t a = q->align, end = (uint64_t)fs + fl, lo, len, hi, p, pd, pu;
+	uint32_t t = q->target;
+
+	lo = (fs + a - 1) / a * a;
+	if (lo >= end)
+		return 0;
+	if (q->type == MFS_ALLOC_EXACT) {
+		if (t < fs || t >= end || t % a)
+			return 0;
+		lo = t;
+	}
+	len = end - lo < q->maxlen ? end - lo : q->maxlen;
+	if (len < q->minlen)
+		return 0;
+	if (q->type == MFS_ALLOC_EXACT) {
+		p = t;
+	} else {
+		hi = end - len;
+		p = t < lo ? lo : (t > hi ? hi : t);
+		pd = p / a * a;
+		pu = pd + a;
+		p = pd;
+		if (pu <= hi && dist_of((uint32_t)pu, t) < dist_of((uint32_t)pd, t))
+			p = pu;
+	}
+	c->ok = 1;
+	c->bno = (uint32_t)p;
+	c->len = (uint32_t)len;
+	c->dist = dist_of((uint32_t)p, t);
+	return 1;
+}
+
+static int cand_full(const struct req *q, const struct cand *c)
+{
+	return c->ok && c->len >= q->maxlen;
+}
+
+/* Is a better than b: full length first, then longer, then nearer. */
+static int cand_better(const struct req *q, const struct cand *a, const struct cand *b)
+{
+	int af, bf;
+
+	if (!b->ok)
+		return a->ok;
+	if (!a->ok)
+		return 0;
+	af = cand_full(q, a);
+	bf = cand_full(q, b);
+	if (af != bf)
+		return af;
+	if (!af && a->len != b->len)
+		return a->len > b->len;
+	return a->dist < b->dist;
+}
+
+static void consider(const struct req *q, uint32_t fs, uint32_t fl, struct cand *best)
+{
+	struct cand c;
+
+	if (fit(q, fs, fl, &c) && cand_better(q, &c, best))
+		*best = c;
+}
+
+/* By length: a bounded walk over extents of at least maxlen, then, if none was full, the
+ * largest extents downwards until one fits (exhaustive: finds space whenever any exists). */
+static int search_cnt(struct agx *x, const struct req *q, struct cand *best)
+{
+	struct mfs_btree_cur cur;
+	struct mfs_alloc_rec key, r;
+	int stat, err, n;
+
+	agx_cur(x, &cur, MFS_BT_CNT, 1);
+	arec_set(&key, 0, q->maxlen);
+	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_GE, &stat);
+	for (n = 0; !err && stat && n < SCAN_RECS; n++) {
+		err = mfs_btree_get(&cur, &r, &stat);
+		if (err || !stat)
+			break;
+		consider(q, mfs_get32(r.startblock), mfs_get32(r.blockcount), best);
+		if (cand_full(q, best) && q->type == MFS_ALLOC_ANY)
+			break;
+		err = mfs_btree_next(&cur, &stat);
+	}
+	if (!err && !cand_full(q, best)) {
+		arec_set(&key, UINT32_MAX, UINT32_MAX);
+		err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_LE, &stat);
+		while (!err && stat) {
+			struct cand c = { 0, 0, 0, 0 };
+
+			err = mfs_btree_get(&cur, &r, &stat);
+			if (err || !stat || mfs_get32(r.blockcount) < q->minlen)
+				break;
+			if (fit(q, mfs_get32(r.startblock), mfs_get32(r.blockcount), &c)) {
+				if (cand_better(q, &c, best))
+					*best = c;
+				break;
+			}
+			err = mfs_btree_prev(&cur, &stat);
+		}
+	}
+	mfs_btree_cur_release(&cur);
+	return err;
+}
+
+/* Near the target: walk the by-block tree both ways from it, then by length. */
+static int search_near(struct agx *x, const struct req *q, struct cand *best)
+{
+	struct mfs_btree_cur cur;
+	struct mfs_alloc_rec key, r;
+	uint32_t t = q->target;
+	int stat, err, n;
+
+	agx_cur(x, &cur, MFS_BT_BNO, 1);
+	arec_set(&key, t, 0);
+	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_LE, &stat);
+	for (n = 0; !err && stat && n < SCAN_RECS; n++) {
+		uint32_t fs, fl;
+
+		err = mfs_btree_get(&cur, &r, &stat);
+		if (err || !stat)
+			break;
+		fs = mfs_get32(r.startblock);
+		fl = mfs_get32(r.blockcount);
+		if (cand_full(q, best) && fs + fl <= t && t - (fs + fl) >= best->dist)
+			break;
+		consider(q, fs, fl, best);
+		err = mfs_btree_prev(&cur, &stat);
+	}
+	if (!err)
+		err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_GE, &stat);
+	for (n = 0; !err && stat && n < SCAN_RECS; n++) {
+		uint32_t fs, fl;
+
+		err = mfs_btree_get(&cur, &r, &stat);
+		if (err || !stat)
+			break;
+		fs = mfs_get32(r.startblock);
+		fl = mfs_get32(r.blockcount);
+		if (cand_full(q, best) && fs - t >= best->dist)
+			break;
+		consider(q, fs, fl, best);
+		err = mfs_btree_next(&cur, &stat);
+	}
+	mfs_btree_cur_release(&cur);
+	if (!err && !cand_full(q, best))
+		err = search_cnt(x, q, best);
+	return err;
+}
+
+static int search_exact(struct agx *x, const struct req *q, struct cand *best)
+{
+	struct mfs_btree_cur cur;
+	struct mfs_alloc_rec key, r;
+	int stat, err;
+
+	agx_cur(x, &cur, MFS_BT_BNO, 1);
+	arec_set(&key, q->target, 0);
+	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_LE, &stat);
+	if (!err && stat)
+		err = mfs_btree_get(&cur, &r, &stat);
+	if (!err && stat)
+		consider(q, mfs_get32(r.startblock), mfs_get32(r.blockcount), best);
+	mfs_btree_cur_release(&cur);
+	return err;
+}
+
+static int ag_search(struct agx *x, const struct req *q0, int before_fix, struct cand *best)
+{
+	struct req q = *q0;
+	uint32_t avail = agx_avail(x, before_fix);
+
+	best->ok = 0;
+	if (q.maxlen > avail)
+		q.maxlen = avail;
+	if (q.maxlen < q.minlen || mfs_get32(agx_agh(x)->longest) < q.minlen)
+		return 0;
+	switch (q.type) {
+	case MFS_ALLOC_EXACT:
+		return search_exact(x, &q, best);
+	case MFS_ALLOC_NEAR:
+		return search_near(x, &q, best);
+	default:
+		return search_cnt(x, &q, best);
+	}
+}
+
+/* Allocate inside one AG: search read-only, stock the free list, search again (the
+ * refill may have used the space found), then take the extent. */
+static int ag_alloc(struct agx *x, const struct req *q, struct mfs_alloc_args *args)
+{
+	struct cand c;
+	int err;
+
+	err = ag_search(x, q, 1, &c);
+	if (err)
+		return err;
+	if (!c.ok)
+		return -ENOSPC;
+	err = agfl_fix(x);
+	if (!err)
+		err = ag_search(x, q, 0, &c);
+	if (err)
+		return err;
+	if (!c.ok)
+		return -ENOSPC;
+	err = fs_take(x, c.bno, c.len);
+	if (!err)
+		err = rmap_add(x, c.bno, c.len, args->owner, args->offset);
+	if (err)
+		return err;
+	args->fsb = mfs_agbno_to_fsb(&x->fs->geo, x->agno, c.bno);
+	args->len = c.len;
+	return 0;
+}
+
+/* ---- entry points ---------------------------------------------------------------------- */
+static int owner_offset_ok(const struct mfs_geom *g, uint64_t owner, uint64_t offset)
+{
+	uint64_t flags = offset & ~MFS_RMAP_OFF_MASK;
+
+	if (owner == MFS_OWN_NULL || owner == 0 || (owner >= (1ull << 56) && owner < MFS_OWN_MIN))
+		return 0;
+	if (owner_special(owner))
+		return offset == 0;
+	if (flags & ~(MFS_RMAP_ATTR_FORK | MFS_RMAP_BMBT_BLOCK))
+		return 0;
+	return !(flags & MFS_RMAP_BMBT_BLOCK) || !(offset & MFS_RMAP_OFF_MASK);
+}
+
+static int args_check(const struct mfs_fs *fs, const struct mfs_alloc_args *args)
+{
+	if (args->minlen == 0 || args->maxlen < args->minlen ||
+	    args->maxlen > fs->geo.agblocks || args->target >= fs->geo.dblocks ||
+	    args->align > fs->geo.agblocks ||
+	    (args->type != MFS_ALLOC_EXACT && args->type != MFS_ALLOC_NEAR &&
+	     args->type != MFS_ALLOC_ANY) ||
+	    !owner_offset_ok(&fs->geo, args->owner, args->offset))
+		return -EINVAL;
+	return 0;
+}
+
+static void req_init(struct req *q, const struct mfs_alloc_args *args, uint32_t target)
+{
+	q->type = args->type;
+	q->target = target;
+	q->minlen = args->minlen;
+	q->maxlen = args->maxlen;
+	q->align = args->align ? args->align : 1;
+}
+
+int mfs_alloc_extent_ag(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh_bp,
+			struct mfs_alloc_args *args)
+{
+	struct mfs_fs *fs = mfs_trans_fs(tp);
+	struct agx x;
+	struct req q;
+	uint32_t target = 0;
+	int err;
+
+	args->fsb = 0;
+	args->len = 0;
+	err = args_check(fs, args);
+	if (err)
+		return err;
+	if (agno >= fs->geo.agcount || !mfs_trans_holds_ag(tp, agno))
+		return -EINVAL;
+	if (mfs_fsb_to_agno(&fs->geo, args->target) == agno)
+		target = mfs_fsb_to_agbno(&fs->geo, args->target);
+	else if (args->type == MFS_ALLOC_EXACT)
+		return -ENOSPC;
+	agx_init(&x, tp, agno, agh_bp);
+	req_init(&q, args, target);
+	return ag_alloc(&x, &q, args);
+}
+
+/* Does tp hold an AG above agno (so that locking agno must not wait)? */
+static int holds_above(struct mfs_trans *tp, uint32_t agno, uint32_t agcount)
+{
+	for (uint32_t a = agno + 1; a < agcount; a++)
+		if (mfs_trans_holds_ag(tp, a))
+			return 1;
+	return 0;
+}
+
+/* Lock AG agno in tp without risking deadlock: wait only when no higher AG is held. */
+static int lock_ag(struct mfs_trans *tp, uint32_t agno)
+{
+	struct mfs_fs *fs = mfs_trans_fs(tp);
+
+	if (mfs_trans_holds_ag(tp, agno))
+		return 0;
+	return mfs_trans_lock_ag(tp, agno, holds_above(tp, agno, fs->geo.agcount));
+}
+
+int mfs_alloc_extent(struct mfs_trans *tp, struct mfs_alloc_args *args)
+{
+	struct mfs_fs *fs = mfs_trans_fs(tp);
+	uint32_t tagno, n;
+	int err;
+
+	args->fsb = 0;
+	args->len = 0;
+	err = args_check(fs, args);
+	if (err)
+		return err;
+	tagno = mfs_fsb_to_agno(&fs->geo, args->target);
+	n = args->type == MFS_ALLOC_EXACT ? 1 : fs->geo.agcount;
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t agno = (tagno + i) % fs->geo.agcount;
+		uint32_t target = 0;
+		struct mfs_buf *agh_bp;
+		struct agx x;
+		struct req q;
+
+		err = lock_ag(tp, agno);
+		if (err == -EDEADLK)
+			continue;            /* busy, and waiting could deadlock: skip it */
+		if (err)
+			return err;
+		err = mfs_read_agh(fs, agno, &agh_bp);
+		if (err)
+			return err;
+		agx_init(&x, tp, agno, agh_bp);
+		if (agno == tagno)
+			target = mfs_fsb_to_agbno(&fs->geo, args->target);
+		else if (args->type == MFS_ALLOC_NEAR && agno < tagno)
+			target = x.aglen - 1;    /* nearest the target: this AG's end */
+		req_init(&q, args, target);
+		err = ag_alloc(&x, &q, args);
+		mfs_buf_put(agh_bp);
+		if (err != -ENOSPC)
+			return err;
+	}
+	return -ENOSPC;
+}
+
+int mfs_free_extent(struct mfs_trans *tp, uint64_t fsb, uint32_t len, uint64_t owner,
+		    uint64_t offset)
+{
+	struct mfs_fs *fs = mfs_trans_fs(tp);
+	uint32_t agno, agbno;
+	struct mfs_buf *agh_bp;
+	struct agx x;
+	int err;
+
+	if (fsb >= fs->geo.dblocks || len == 0 || !owner_offset_ok(&fs->geo, owner, offset))
+		return -EINVAL;
+	agno = mfs_fsb_to_agno(&fs->geo, fsb);
+	agbno = mfs_fsb_to_agbno(&fs->geo, fsb);
+	if ((uint64_t)agbno + len > mfs_ag_length(&fs->geo, agno) || agbno < MFS_AG_FIXED_BLOCKS)
+		return -EINVAL;
+	err = lock_ag(tp, agno);
+	if (err)
+		return err;
+	err = mfs_read_agh(fs, agno, &agh_bp);
+	if (err)
+		return err;
+	agx_init(&x, tp, agno, agh_bp);
+	err = agfl_fix(&x);
+	if (!err)
+		err = rmap_del(&x, agbno, len, owner, offset);
+	if (!err)
+		err = fs_give(&x, agbno, len);
+	mfs_buf_put(agh_bp);
+	return err;
+}
+
+int mfs_ag_freeblks(struct mfs_trans *tp, uint32_t agno, uint32_t *freeblks)
+{
+	struct mfs_fs *fs = mfs_trans_fs(tp);
+	struct mfs_buf *agh_bp;
+	int err;
+
+	if (agno >= fs->geo.agcount)
+		return -EINVAL;
+	err = lock_ag(tp, agno);
+	if (err)
+		return err;
+	err = mfs_read_agh(fs, agno, &agh_bp);
+	if (err)
+		return err;
+	*freeblks = mfs_get32(((struct mfs_agh *)agh_bp->data)->freeblks);
+	mfs_buf_put(agh_bp);
+	return 0;
+}

@@ -1,0 +1,650 @@
+/*
+ * check_alloc.c — the extent allocator against a model of who owns every block: EXACT /
+ * NEAR / ANY semantics, alignment, partial frees and reverse-map merging, seeded random
+ * alloc/free (100k operations, transactions of 1..3 operations, some cancelled) with the
+ * whole AG checked after each phase (both free-space trees record for record, the reverse
+ * map block for block, header counters, mfs_btree_verify on all four trees), ENOSPC when
+ * full, and a cancelled transaction leaving the image byte-for-byte unchanged.
+ */
+#include "ag_testlib.h"
+
+#include <time.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
+
+static uint64_t test_seed(void)
+{
+	const char *s = getenv("MFS_SEED");
+	uint64_t seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL) * 2654435761u + getpid();
+
+	if (!seed)
+		seed = 1;
+	return seed;
+}
+
+static int alloc1(struct mfs_trans *tp, enum mfs_alloc_type type, uint64_t target,
+		  uint32_t minlen, uint32_t maxlen, uint32_t align, uint64_t owner,
+		  uint64_t offset, uint64_t *fsb, uint32_t *len)
+{
+	struct mfs_alloc_args a;
+	int err;
+
+	memset(&a, 0, sizeof(a));
+	a.type = type;
+	a.target = target;
+	a.minlen = minlen;
+	a.maxlen = maxlen;
+	a.align = align;
+	a.owner = owner;
+	a.offset = offset;
+	err = mfs_alloc_extent(tp, &a);
+	*fsb = a.fsb;
+	*len = a.len;
+	return err;
+}
+
+/* One allocation in its own transaction; the model learns it. */
+static int alloc_commit(struct tfs *t, enum mfs_alloc_type type, uint64_t target,
+			uint32_t minlen, uint32_t maxlen, uint32_t align, uint64_t owner,
+			uint64_t offset, uint64_t *fsb, uint32_t *len)
+{
+	struct mfs_trans *tp;
+	int err;
+
+	CK_OK(mfs_trans_alloc(t->fs, &tp));
+	err = alloc1(tp, type, target, minlen, maxlen, align, owner, offset, fsb, len);
+	if (err) {
+		mfs_trans_cancel(tp);
+		return err;
+	}
+	CK_OK(mfs_trans_commit(tp));
+	model_set(t, *fsb, *len, owner, offset);
+	return 0;
+}
+
+static int free_commit(struct tfs *t, uint64_t fsb, uint32_t len, uint64_t owner,
+		       uint64_t offset)
+{
+	struct mfs_trans *tp;
+	int err;
+
+	CK_OK(mfs_trans_alloc(t->fs, &tp));
+	err = mfs_free_extent(tp, fsb, len, owner, offset);
+	if (err) {
+		mfs_trans_cancel(tp);
+		return err;
+	}
+	CK_OK(mfs_trans_commit(tp));
+	model_set(t, fsb, len, OWN_FREE, 0);
+	return 0;
+}
+
+static uint32_t ag_free(struct tfs *t, uint32_t agno)
+{
+	struct mfs_buf *bp;
+	uint32_t n;
+
+	CK_OK(mfs_read_agh(t->fs, agno, &bp));
+	n = mfs_get32(((struct mfs_agh *)bp->data)->freeblks);
+	mfs_buf_put(bp);
+	return n;
+}
+
+static uint64_t rmap_count(struct tfs *t, uint32_t agno)
+{
+	uint64_t nrecs[MFS_AG_NTREES];
+
+	check_ag(t, agno, nrecs, NULL);
+	return nrecs[MFS_BT_RMAP];
+}
+
+static uint64_t ino_of(const struct mfs_geom *g, uint32_t agno, uint32_t agbno)
+{
+	return mfs_agino_to_ino(g, agno, mfs_agbno_to_agino(g, agbno));
+}
+
+/* ---- a fresh AG ---------------------------------------------------------------------- */
+START_TEST(test_format_fresh)
+{
+	struct tfs t;
+	uint32_t base;
+
+	tfs_open(&t, 4096, 65536, 4, 4ull * 65536 - 1000);    /* the last AG is shorter */
+	tfs_format_all(&t);
+	check_all(&t);
+	base = MFS_AG_FIXED_BLOCKS + mfs_ag_format_blocks(&t.fs->geo);
+	for (uint32_t a = 0; a < 4; a++)
+		CK_EQ(ag_free(&t, a), mfs_ag_length(&t.fs->geo, a) - base);
+	CK_EQ(rmap_count(&t, 0), 3);   /* headers, inode btree block, AG blocks + AGFL */
+	tfs_close(&t);
+}
+END_TEST
+
+/* ---- the three kinds of allocation, alignment, partial frees, merging --------------------- */
+START_TEST(test_semantics)
+{
+	struct tfs t;
+	const struct mfs_geom *g;
+	uint64_t fsb, fsb2, own, own2;
+	uint32_t len, len2, base;
+	struct mfs_trans *tp;
+
+	tfs_open(&t, 4096, 65536, 4, 4ull * 65536);
+	tfs_format_all(&t);
+	g = &t.fs->geo;
+	base = MFS_AG_FIXED_BLOCKS + mfs_ag_format_blocks(g);
+	own = ino_of(g, 1, 100);
+	own2 = ino_of(g, 2, 200);
+
+	/* EXACT: exactly there, as long as asked */
+	CK_OK(alloc_commit(&t, MFS_ALLOC_EXACT, mfs_agbno_to_fsb(g, 1, 1000), 10, 20, 0, own, 0,
+			   &fsb, &len));
+	CK_EQ(fsb, mfs_agbno_to_fsb(g, 1, 1000));
+	CK_EQ(len, 20);
+	/* EXACT on used space, on the headers, and misaligned: ENOSPC */
+	CK_EQ(alloc_commit(&t, MFS_ALLOC_EXACT, fsb + 5, 1, 1, 0, own, 0, &fsb2, &len2), -ENOSPC);
+	CK_EQ(alloc_commit(&t, MFS_ALLOC_EXACT, mfs_agbno_to_fsb(g, 1, 1), 1, 1, 0, own, 0, &fsb2,
+			   &len2), -ENOSPC);
+	CK_EQ(alloc_commit(&t, MFS_ALLOC_EXACT, mfs_agbno_to_fsb(g, 1, 3001), 1, 1, 8, own, 0,
+			   &fsb2, &len2), -ENOSPC);
+	/* EXACT right after it, same owner, next offset: one reverse-map record */
+	CK_OK(alloc_commit(&t, MFS_ALLOC_EXACT, fsb + 20, 5, 5, 0, own, 20, &fsb2, &len2));
+	CK_EQ(rmap_count(&t, 1), 4);
+	/* and right before it (merges with the right neighbour) */
+	CK_OK(alloc_commit(&t, MFS_ALLOC_EXACT, mfs_agbno_to_fsb(g, 1, 990), 10, 10, 0, own2, 0,
+			   &fsb2, &len2));
+	CK_EQ(rmap_count(&t, 1), 5);
+	/* a hole then filled from both sides merges three records into one */
+	CK_OK(alloc_commit(&t, MFS_ALLOC_EXACT, mfs_agbno_to_fsb(g, 1, 1030), 5, 5, 0, own, 30,
+			   &fsb2, &len2));
+	CK_EQ(rmap_count(&t, 1), 6);
+	CK_OK(alloc_commit(&t, MFS_ALLOC_EXACT, mfs_agbno_to_fsb(g, 1, 1025), 5, 5, 0, own, 25,
+			   &fsb2, &len2));
+	CK_EQ(rmap_count(&t, 1), 5);
+	check_all(&t);
+
+	/* EXACT limited by the free extent: minlen..maxlen gives what is there */
+	CK_OK(alloc_commit(&t, MFS_ALLOC_EXACT, mfs_agbno_to_fsb(g, 1, 980), 5, 50, 0, own2, 100,
+			   &fsb2, &len2));
+	CK_EQ(len2, 10);
+	CK_EQ(alloc_commit(&t, MFS_ALLOC_EXACT, mfs_agbno_to_fsb(g, 1, 970), 11, 50, 0, own2, 200,
+			   &fsb2, &len2), -ENOSPC);
+
+	/* NEAR inside used space: the nearest free block, on either side */
+	CK_OK(alloc_commit(&t, MFS_ALLOC_NEAR, mfs_agbno_to_fsb(g, 1, 1032), 1, 1, 0, own2, 300,
+			   &fsb2, &len2));
+	CK_EQ(fsb2, mfs_agbno_to_fsb(g, 1, 1035));
+	CK_OK(alloc_commit(&t, MFS_ALLOC_NEAR, mfs_agbno_to_fsb(g, 1, 982), 1, 1, 0, own2, 301,
+			   &fsb2, &len2));
+	CK_EQ(fsb2, mfs_agbno_to_fsb(g, 1, 979));
+	/* NEAR with alignment */
+	CK_OK(alloc_commit(&t, MFS_ALLOC_NEAR, mfs_agbno_to_fsb(g, 1, 1037), 4, 4, 16, own2, 400,
+			   &fsb2, &len2));
+	CK_EQ(fsb2, mfs_agbno_to_fsb(g, 1, 1040));
+	CK_EQ(len2, 4);
+	/* ANY: the target's AG first, aligned */
+	CK_OK(alloc_commit(&t, MFS_ALLOC_ANY, mfs_agbno_to_fsb(g, 3, 0), 7, 64, 32, own2, 500,
+			   &fsb2, &len2));
+	CK_EQ(mfs_fsb_to_agno(g, fsb2), 3);
+	CK_EQ(mfs_fsb_to_agbno(g, fsb2) % 32, 0);
+	CK_EQ(len2, 64);
+	check_all(&t);
+
+	/* partial frees: middle (splits the record), head, tail; offsets follow */
+	CK_EQ(rmap_count(&t, 1), 9);
+	CK_OK(free_commit(&t, mfs_agbno_to_fsb(g, 1, 1010), 3, own, 10));
+	CK_EQ(rmap_count(&t, 1), 10);
+	CK_OK(free_commit(&t, mfs_agbno_to_fsb(g, 1, 1000), 2, own, 0));
+	CK_OK(free_commit(&t, mfs_agbno_to_fsb(g, 1, 1033), 2, own, 33));
+	check_all(&t);
+
+	/* wrong owner, wrong offset, double free, free space: corruption, nothing changed */
+	mfs_log_quiet();
+	CK_EQ(free_commit(&t, mfs_agbno_to_fsb(g, 1, 1015), 1, own2, 15), -EFSCORRUPTED);
+	CK_EQ(free_commit(&t, mfs_agbno_to_fsb(g, 1, 1015), 1, own, 16), -EFSCORRUPTED);
+	CK_EQ(free_commit(&t, mfs_agbno_to_fsb(g, 1, 1010), 1, own, 10), -EFSCORRUPTED);
+	CK_EQ(free_commit(&t, mfs_agbno_to_fsb(g, 1, 5000), 4, own, 0), -EFSCORRUPTED);
+	CK_EQ(free_commit(&t, mfs_agbno_to_fsb(g, 1, 1), 1, own, 0), -EINVAL);
+	mfs_log_set_level(MFS_LOG_INFO);
+	check_all(&t);
+
+	/* bad arguments */
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_EQ(alloc1(tp, MFS_ALLOC_ANY, 0, 0, 1, 0, own, 0, &fsb2, &len2), -EINVAL);
+	CK_EQ(alloc1(tp, MFS_ALLOC_ANY, 0, 2, 1, 0, own, 0, &fsb2, &len2), -EINVAL);
+	CK_EQ(alloc1(tp, MFS_ALLOC_ANY, 0, 1, 1, 0, MFS_OWN_NULL, 0, &fsb2, &len2), -EINVAL);
+	CK_EQ(alloc1(tp, MFS_ALLOC_ANY, 0, 1, 1, 0, MFS_OWN_LOG, 5, &fsb2, &len2), -EINVAL);
+	CK_EQ(alloc1(tp, MFS_ALLOC_ANY, g->dblocks, 1, 1, 0, own, 0, &fsb2, &len2), -EINVAL);
+	CK_EQ(mfs_trans_nbufs(tp), 0);
+	mfs_trans_cancel(tp);
+	(void)base;
+	tfs_close(&t);
+}
+END_TEST
+
+/* ---- seeded random allocation and freeing ------------------------------------------------ */
+struct ext {
+	uint64_t fsb;
+	uint32_t len;             /* 0: tombstone */
+	uint64_t owner, offset;
+};
+
+enum { U_ALLOC, U_FREE };
+struct undo {
+	int kind;
+	size_t idx;               /* ext changed (FREE) or added (ALLOC) */
+	struct ext old;           /* FREE: the ext before */
+	size_t pushed;            /* FREE: index of a right piece pushed, or SIZE_MAX */
+	uint64_t fsb;             /* FREE: the piece freed */
+	uint32_t len;
+	uint64_t owner, offset;
+};
+
+struct rnd {
+	struct tfs *t;
+	struct ext *e;
+	size_t n, cap, live;
+	uint64_t owners[8];
+	uint64_t next_off[8];
+	uint64_t nalloc, nfree, nenospc, ncancel, blocks_used, blocks_total;
+};
+
+static size_t ext_push(struct rnd *r, struct ext x)
+{
+	if (r->n == r->cap) {
+		r->cap = r->cap ? 2 * r->cap : 1024;
+		r->e = realloc(r->e, r->cap * sizeof(*r->e));
+		CK_TRUE(r->e != NULL);
+	}
+	r->e[r->n] = x;
+	r->live++;
+	return r->n++;
+}
+
+static void ext_compact(struct rnd *r)
+{
+	size_t j = 0;
+
+	for (size_t i = 0; i < r->n; i++)
+		if (r->e[i].len)
+			r->e[j++] = r->e[i];
+	r->n = j;
+	CK_EQ(r->n, r->live);
+}
+
+static uint64_t off_add(uint64_t owner, uint64_t off, uint32_t n)
+{
+	return owner >= MFS_OWN_MIN ? off : off + n;
+}
+
+static int rnd_alloc(struct rnd *r, struct mfs_trans *tp, struct undo *u)
+{
+	const struct mfs_geom *g = &r->t->fs->geo;
+	uint32_t k = trand_below(100), oi = trand_below(8);
+	enum mfs_alloc_type type = k < 20 ? MFS_ALLOC_EXACT : k < 60 ? MFS_ALLOC_NEAR
+							 : MFS_ALLOC_ANY;
+	uint32_t minlen = 1 + trand_below(64), maxlen = minlen + trand_below(65 - minlen);
+	uint32_t align = trand_below(4) == 0 ? 1u << (1 + trand_below(4)) : 0, len;
+	uint64_t target = trand() % g->dblocks, owner = r->owners[oi], offset, fsb;
+	int err;
+
+	if (type == MFS_ALLOC_EXACT && r->live && trand_below(2)) {
+		/* right after an existing extent, continuing its offsets: rmap merges */
+		const struct ext *x = &r->e[trand_below((uint32_t)r->n)];
+
+		if (x->len && mfs_fsb_to_agno(g, x->fsb + x->len) == mfs_fsb_to_agno(g, x->fsb)) {
+			target = x->fsb + x->len;
+			owner = x->owner;
+			align = 0;
+			for (oi = 0; oi < 8 && r->owners[oi] != owner; oi++)
+				;
+		}
+	}
+	offset = owner >= MFS_OWN_MIN ? 0 : r->next_off[oi];
+	if (target >= g->dblocks)
+		target = 0;
+	err = alloc1(tp, type, target, minlen, maxlen, align, owner, offset, &fsb, &len);
+	if (err == -ENOSPC) {
+		r->nenospc++;
+		return 0;
+	}
+	if (err)
+		return err;
+	/* what the allocator promised */
+	CK_TRUE(len >= minlen && len <= maxlen);
+	CK_EQ(mfs_fsb_to_agno(g, fsb), mfs_fsb_to_agno(g, fsb + len - 1));
+	CK_TRUE(mfs_fsb_to_agbno(g, fsb) >= MFS_AG_FIXED_BLOCKS);
+	if (align)
+		CK_EQ(mfs_fsb_to_agbno(g, fsb) % align, 0);
+	if (type == MFS_ALLOC_EXACT)
+		CK_EQ(fsb, target);
+	for (uint32_t i = 0; i < len; i++)
+		if (r->t->owner[fsb + i] != OWN_FREE)
+			ck_assert_msg(0, "allocated block %llu is already owned by %llx",
+				      (unsigned long long)(fsb + i),
+				      (unsigned long long)r->t->owner[fsb + i]);
+	model_set(r->t, fsb, len, owner, offset);
+	if (oi < 8 && owner < MFS_OWN_MIN)
+		r->next_off[oi] = offset + len + trand_below(2) * 1000;
+	u->kind = U_ALLOC;
+	u->idx = ext_push(r, (struct ext){ fsb, len, owner, offset });
+	r->blocks_used += len;
+	r->nalloc++;
+	return 1;
+}
+
+static int rnd_free(struct rnd *r, struct mfs_trans *tp, struct undo *u)
+{
+	struct ext *x = NULL;
+	size_t idx = 0;
+	uint32_t pf, pl, mode;
+	int err;
+
+	for (int tries = 0; tries < 16 && r->n; tries++) {
+		idx = trand_below((uint32_t)r->n);
+		if (r->e[idx].len) {
+			x = &r->e[idx];
+			break;
+		}
+	}
+	if (!x)
+		return 0;
+	mode = x->len >= 3 ? trand_below(5) : 0;
+	switch (mode) {
+	case 1:                               /* head */
+		pf = 0, pl = 1 + trand_below(x->len - 1);
+		break;
+	case 2:                               /* tail */
+		pl = 1 + trand_below(x->len - 1), pf = x->len - pl;
+		break;
+	case 3:                               /* middle */
+		pf = 1 + trand_below(x->len - 2);
+		pl = 1 + trand_below(x->len - pf - 1);
+		break;
+	default:                              /* whole */
+		pf = 0, pl = x->len;
+		break;
+	}
+	err = mfs_free_extent(tp, x->fsb + pf, pl, x->owner, off_add(x->owner, x->offset, pf));
+	if (err)
+		return err;
+	u->kind = U_FREE;
+	u->idx = idx;
+	u->old = *x;
+	u->pushed = SIZE_MAX;
+	u->fsb = x->fsb + pf;
+	u->len = pl;
+	u->owner = x->owner;
+	u->offset = off_add(x->owner, x->offset, pf);
+	model_set(r->t, u->fsb, pl, OWN_FREE, 0);
+	if (pl == x->len) {
+		x->len = 0;
+		r->live--;
+	} else if (pf == 0) {
+		x->fsb += pl;
+		x->offset = off_add(x->owner, x->offset, pl);
+		x->len -= pl;
+	} else if (pf + pl == x->len) {
+		x->len = pf;
+	} else {
+		struct ext right = { x->fsb + pf + pl, x->len - pf - pl, x->owner,
+				     off_add(x->owner, x->offset, pf + pl) };
+
+		x->len = pf;
+		u->pushed = ext_push(r, right);
+	}
+	r->blocks_used -= pl;
+	r->nfree++;
+	return 1;
+}
+
+static void rnd_undo(struct rnd *r, const struct undo *u)
+{
+	if (u->kind == U_ALLOC) {
+		struct ext *x = &r->e[u->idx];
+
+		model_set(r->t, x->fsb, x->len, OWN_FREE, 0);
+		r->blocks_used -= x->len;
+		x->len = 0;
+		r->live--;
+		return;
+	}
+	if (u->pushed != SIZE_MAX) {
+		r->e[u->pushed].len = 0;
+		r->live--;
+	}
+	if (!r->e[u->idx].len)
+		r->live++;
+	r->e[u->idx] = u->old;
+	model_set(r->t, u->fsb, u->len, u->owner, u->offset);
+	r->blocks_used += u->len;
+}
+
+/* Free everything the model holds, then the AGs must be back to their fresh state. */
+static void rnd_free_all(struct rnd *r)
+{
+	for (size_t i = 0; i < r->n; i++) {
+		struct ext *x = &r->e[i];
+
+		if (!x->len)
+			continue;
+		CK_OK(free_commit(r->t, x->fsb, x->len, x->owner, x->offset));
+		x->len = 0;
+		r->live--;
+	}
+	r->n = 0;
+	r->blocks_used = 0;
+}
+
+START_TEST(test_random)
+{
+	const unsigned nops = UNDER_ASAN ? 20000 : 100000;
+	struct tfs t;
+	struct rnd r;
+	struct undo u[3];
+	uint64_t seed = test_seed();
+	const struct mfs_geom *g;
+	double t0 = 0;
+	struct timespec ts;
+
+	fprintf(stderr, "check_alloc random: seed %llu (MFS_SEED=%llu to replay)\n",
+		(unsigned long long)seed, (unsigned long long)seed);
+	tfs_rand_state = seed;
+	tfs_open(&t, 4096, 65536, 4, 4ull * 65536);
+	tfs_format_all(&t);
+	g = &t.fs->geo;
+	memset(&r, 0, sizeof(r));
+	r.t = &t;
+	r.blocks_total = g->dblocks;
+	for (int i = 0; i < 8; i++)
+		r.owners[i] = i == 7 ? MFS_OWN_INODES : ino_of(g, (uint32_t)i % 4, 64 + 64 * i);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	t0 = ts.tv_sec + ts.tv_nsec / 1e9;
+
+	for (unsigned op = 0; op < nops;) {
+		struct mfs_trans *tp;
+		unsigned nu = 0, k = 1 + trand_below(3);
+		int err = 0;
+
+		CK_OK(mfs_trans_alloc(t.fs, &tp));
+		for (unsigned i = 0; i < k && !err; i++, op++) {
+			double util = (double)r.blocks_used / (double)r.blocks_total;
+			int want_alloc = trand_below(100) < (util < 0.7 ? 60u : 40u);
+			int done;
+
+			memset(&u[nu], 0, sizeof(u[nu]));
+			done = want_alloc || !r.live ? rnd_alloc(&r, tp, &u[nu])
+						     : rnd_free(&r, tp, &u[nu]);
+			if (done < 0)
+				err = done;
+			else if (done)
+				nu++;
+		}
+		if (err)
+			ck_assert_msg(0, "op %u: %s (seed %llu)", op, strerror(-err),
+				      (unsigned long long)seed);
+		if (trand_below(20) == 0) {
+			mfs_trans_cancel(tp);
+			while (nu)
+				rnd_undo(&r, &u[--nu]);
+			r.ncancel++;
+		} else {
+			CK_OK(mfs_trans_commit(tp));
+		}
+		if (r.n > 2 * r.live + 1024)
+			ext_compact(&r);
+		if (op % 10000 < k)
+			check_all(&t);
+	}
+	check_all(&t);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	fprintf(stderr, "check_alloc random: %u ops in %.2f s: %llu allocs, %llu frees, %llu "
+		"ENOSPC, %llu cancelled transactions, %llu blocks in use at the end\n", nops,
+		ts.tv_sec + ts.tv_nsec / 1e9 - t0, (unsigned long long)r.nalloc,
+		(unsigned long long)r.nfree, (unsigned long long)r.nenospc,
+		(unsigned long long)r.ncancel, (unsigned long long)r.blocks_used);
+	for (uint32_t a = 0; a < g->agcount; a++) {
+		unsigned levels[MFS_AG_NTREES];
+		uint64_t nrecs[MFS_AG_NTREES];
+
+		check_ag(&t, a, nrecs, levels);
+		fprintf(stderr, "  AG %u: %llu free extents (height %u/%u), %llu rmap records "
+			"(height %u)\n", a, (unsigned long long)nrecs[MFS_BT_BNO],
+			levels[MFS_BT_BNO], levels[MFS_BT_CNT], (unsigned long long)nrecs[MFS_BT_RMAP],
+			levels[MFS_BT_RMAP]);
+	}
+	rnd_free_all(&r);
+	check_all(&t);
+	/* everything free again: only headers, tree blocks and the AGFL stock are used */
+	for (uint32_t a = 0; a < g->agcount; a++)
+		CK_TRUE(ag_free(&t, a) >= mfs_ag_length(g, a) - 64);
+	free(r.e);
+	tfs_close(&t);
+}
+END_TEST
+
+/* ---- full filesystem, and a cancelled transaction changes nothing ------------------------ */
+START_TEST(test_enospc_and_cancel)
+{
+	struct tfs t;
+	const struct mfs_geom *g;
+	struct mfs_trans *tp;
+	struct ext *e = NULL;
+	size_t n = 0, cap = 0;
+	uint64_t fsb, own;
+	uint32_t len, crc0, crc1, freeblks0[4];
+	int err;
+
+	tfs_rand_state = test_seed();
+	tfs_open(&t, 4096, 2048, 4, 4ull * 2048);
+	tfs_format_all(&t);
+	g = &t.fs->geo;
+	own = ino_of(g, 0, 300);
+	for (uint32_t a = 0; a < 4; a++)
+		freeblks0[a] = ag_free(&t, a);
+
+	/* fill with single-block NEAR allocations alternating with random-length ANY ones */
+	for (unsigned i = 0;; i++) {
+		uint32_t maxlen = i % 2 ? 1 : 1 + trand_below(64);
+
+		err = alloc_commit(&t, i % 2 ? MFS_ALLOC_NEAR : MFS_ALLOC_ANY, trand() % g->dblocks,
+				   1, maxlen, 0, own, (uint64_t)i << 8, &fsb, &len);
+		if (err == -ENOSPC)
+			break;
+		CK_OK(err);
+		if (n == cap) {
+			cap = cap ? 2 * cap : 256;
+			e = realloc(e, cap * sizeof(*e));
+			CK_TRUE(e != NULL);
+		}
+		e[n++] = (struct ext){ fsb, len, own, (uint64_t)i << 8 };
+	}
+	check_all(&t);
+	/* full: every AG down to its reserve for the free list, and ENOSPC is clean */
+	for (uint32_t a = 0; a < 4; a++)
+		CK_TRUE(ag_free(&t, a) <= 2 * MFS_AGFL_SIZE_MAX);
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_EQ(alloc1(tp, MFS_ALLOC_ANY, 0, 1, 1, 0, own, 0, &fsb, &len), -ENOSPC);
+	CK_EQ(alloc1(tp, MFS_ALLOC_NEAR, 5000, 1, 8, 0, own, 0, &fsb, &len), -ENOSPC);
+	CK_EQ(mfs_trans_nbufs(tp), 0);
+	mfs_trans_cancel(tp);
+
+	/* free every other extent: fragmented free space */
+	for (size_t i = 0; i < n; i += 2) {
+		CK_OK(free_commit(&t, e[i].fsb, e[i].len, e[i].owner, e[i].offset));
+		e[i].len = 0;
+	}
+	check_all(&t);
+
+	/* a big transaction, then cancelled: the image is byte-for-byte what it was */
+	crc0 = image_crc(&t);
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	for (size_t i = 1; i < n; i += 4) {
+		CK_OK(mfs_free_extent(tp, e[i].fsb, e[i].len, e[i].owner, e[i].offset));
+	}
+	for (int i = 0; i < 200; i++) {
+		err = alloc1(tp, i % 3 ? MFS_ALLOC_NEAR : MFS_ALLOC_ANY, trand() % g->dblocks, 1,
+			     1 + trand_below(16), i % 5 ? 0 : 4, own, 1ull << 40 | (uint64_t)i << 8,
+			     &fsb, &len);
+		CK_TRUE(err == 0 || err == -ENOSPC);
+	}
+	CK_TRUE(mfs_trans_nbufs(tp) > 10);
+	mfs_trans_cancel(tp);
+	crc1 = image_crc(&t);
+	CK_EQ(crc0, crc1);
+	check_all(&t);
+
+	/* also after an error in the middle: a double free, cancelled */
+	mfs_log_quiet();
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_OK(mfs_free_extent(tp, e[1].fsb, e[1].len, e[1].owner, e[1].offset));
+	CK_EQ(mfs_free_extent(tp, e[1].fsb, e[1].len, e[1].owner, e[1].offset), -EFSCORRUPTED);
+	mfs_trans_cancel(tp);
+	mfs_log_set_level(MFS_LOG_INFO);
+	CK_EQ(image_crc(&t), crc0);
+
+	/* free the rest: all space comes back */
+	for (size_t i = 0; i < n; i++)
+		if (e[i].len)
+			CK_OK(free_commit(&t, e[i].fsb, e[i].len, e[i].owner, e[i].offset));
+	check_all(&t);
+	for (uint32_t a = 0; a < 4; a++)
+		CK_TRUE(ag_free(&t, a) + MFS_AGFL_SIZE_MAX >= freeblks0[a]);
+	free(e);
+	tfs_close(&t);
+}
+END_TEST
+
+static Suite *alloc_suite(void)
+{
+	Suite *s = suite_create("alloc");
+	TCase *tc = tcase_create("core");
+
+	tcase_set_timeout(tc, UNDER_ASAN ? 600 : 120);
+	tcase_add_test(tc, test_format_fresh);
+	tcase_add_test(tc, test_semantics);
+	tcase_add_test(tc, test_enospc_and_cancel);
+	tcase_add_test(tc, test_random);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(alloc_suite());
+	int nf;
+
+	srunner_run_all(sr, CK_NORMAL);
+	nf = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+}
