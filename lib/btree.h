@@ -69,6 +69,7 @@ struct mfs_btree_cur {
 	/* private to btree.c */
 	struct mfs_btree_level path[MFS_BTREE_MAXLEVELS];   /* [0] is the leaf */
 	int valid;                  /* positioned on a record */
+	unsigned maxrecs[2];        /* [0] leaf, [1] node capacity (set by mfs_btree_cur_init) */
 };
 
 void mfs_btree_cur_init(struct mfs_btree_cur *cur, struct mfs_fs *fs, struct mfs_trans *tp,

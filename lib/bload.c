@@ -1,0 +1,315 @@
+/*
+ * bload.c — the btree bulk loader: a whole tree from a sorted stream of records, written
+ * bottom-up into blocks reserved beforehand (btree.h).
+ *
+ * Plan.  Level 0 has N = nrecs entries; a level whose entries fit in one block is the
+ * root.  Otherwise the level gets nb blocks, nb = ceil(N / want) where want is fill_pct of
+ * the capacity (never below minrecs), and its entries are spread evenly: block i holds
+ * N / nb entries, plus one for the first N % nb blocks.  When even spreading would leave
+ * blocks under minrecs, nb drops to floor(N / minrecs); since N > maxrecs there, every
+ * block then holds between minrecs and maxrecs (N / floor(N / minrecs) <= maxrecs because
+ * maxrecs - minrecs >= maxrecs / 2).  The level above has N = nb entries, and so on.
+ *
+ * Build.  Leaves are filled left to right straight from get_recs into the block memory.
+ * Each level keeps one open block; a finished block hands (its first key, its block
+ * number) to the level above, which claims its next block on its first entry.  Blocks are
+ * therefore claimed in the order they are first needed, exactly as many as the plan says,
+ * and mfs_bload_geometry() reports the same plan.
+ *
+ * The stream's order is checked as it arrives: keys must be strictly increasing, or the
+ * build stops with -EINVAL (a repair that feeds unsorted records must not write a tree
+ * the verifier would reject).
+ */
+#include "btree.h"
+#include "bcache.h"
+#include "byteorder.h"
+#include "fs.h"
+#include "log.h"
+#include "trans.h"
+#include "verify.h"
+
+#include <string.h>
+
+#define BL_HDR     ((unsigned)sizeof(struct mfs_btree_block))
+#define BL_KEYBUF  256u
+
+struct bl_plan {
+	unsigned levels;
+	uint64_t nentries[MFS_BTREE_MAXLEVELS];   /* entries at each level */
+	uint64_t nblocks[MFS_BTREE_MAXLEVELS];    /* blocks at each level */
+	uint64_t total;
+};
+
+static int bl_make_plan(const struct mfs_btree_ops *ops, uint32_t blocksize, uint64_t nrecs,
+			unsigned fill_pct, struct bl_plan *p)
+{
+	uint64_t n = nrecs;
+	unsigned lev;
+
+	memset(p, 0, sizeof(*p));
+	if (!ops || !ops->rec_len || !ops->key_len || ops->key_len > BL_KEYBUF ||
+	    (ops->ptr_len != 4 && ops->ptr_len != 8) || fill_pct > 100)
+		return -EINVAL;
+	if (fill_pct == 0)
+		fill_pct = MFS_BLOAD_DEFAULT_FILL;
+	if (mfs_btree_maxrecs(ops, blocksize, 1) < 1 || mfs_btree_maxrecs(ops, blocksize, 0) < 2)
+		return -EINVAL;
+	for (lev = 0; lev < MFS_BTREE_MAXLEVELS; lev++) {
+		uint64_t cap = mfs_btree_maxrecs(ops, blocksize, lev == 0);
+		uint64_t min = cap / 2, want, nb;
+
+		p->nentries[lev] = n;
+		if (n <= cap) {
+			p->nblocks[lev] = 1;
+			p->levels = lev + 1;
+			p->total++;
+			return 0;
+		}
+		want = cap * fill_pct / 100;
+		if (want < min)
+			want = min;
+		if (want < 1)
+			want = 1;
+		nb = (n + want - 1) / want;
+		if (min && n / nb < min)
+			nb = n / min;
+		p->nblocks[lev] = nb;
+		p->total += nb;
+		n = nb;
+	}
+	mfs_log(MFS_LOG_ERR, "%s: %llu records need more than %u levels", ops->name,
+		(unsigned long long)nrecs, MFS_BTREE_MAXLEVELS);
+	return -EFBIG;
+}
+
+int mfs_bload_geometry(const struct mfs_btree_ops *ops, uint32_t blocksize, uint64_t nrecs,
+		       unsigned fill_pct, uint64_t *nblocks, unsigned *levels)
+{
+	struct bl_plan p;
+	int err = bl_make_plan(ops, blocksize, nrecs, fill_pct, &p);
+
+	if (err)
+		return err;
+	if (nblocks)
+		*nblocks = p.total;
+	if (levels)
+		*levels = p.levels;
+	return 0;
+}
+
+/* One level under construction. */
+struct bl_level {
+	struct mfs_buf *bp;          /* the open block, or NULL */
+	unsigned fill;               /* entries in it so far */
+	unsigned target;             /* entries it must get */
+	uint64_t done;               /* blocks finished at this level */
+};
+
+struct bl_state {
+	struct mfs_fs *fs;
+	struct mfs_trans *tp;
+	struct mfs_bload *bl;
+	struct bl_plan plan;
+	unsigned nodecap;
+	struct bl_level lv[MFS_BTREE_MAXLEVELS];
+	uint64_t root;
+};
+
+static unsigned bl_target(const struct bl_state *s, unsigned lev, uint64_t i)
+{
+	uint64_t n = s->plan.nentries[lev], nb = s->plan.nblocks[lev];
+
+	return (unsigned)(n / nb + (i < n % nb ? 1 : 0));
+}
+
+/* Claim the next reserved block and start it as an empty block of level `lev`. */
+static int bl_start_block(struct bl_state *s, unsigned lev)
+{
+	const struct mfs_bload *bl = s->bl;
+	const struct mfs_geom *g = &s->fs->geo;
+	struct mfs_buf *bp;
+	uint64_t fsb;
+	int err;
+
+	err = bl->claim_block(bl->priv, &fsb);
+	if (err)
+		return err;
+	if (fsb >= g->dblocks || mfs_fsb_to_agbno(g, fsb) < MFS_AG_FIXED_BLOCKS ||
+	    (bl->ops->ptr_len == 4 && mfs_fsb_to_agno(g, fsb) != bl->agno)) {
+		mfs_log(MFS_LOG_ERR, "%s: bulk load was given block %llu, outside the %s",
+			bl->ops->name, (unsigned long long)fsb,
+			bl->ops->ptr_len == 4 ? "tree's AG" : "filesystem");
+		return -EINVAL;
+	}
+	if (s->tp)
+		err = mfs_trans_get_new(s->tp, fsb, 1, &bp);
+	else
+		err = mfs_buf_get_new(s->fs->bc, fsb, 1, &bp);
+	if (err)
+		return err;
+	mfs_blk_init(bp->data, g->blocksize, bl->ops->magic, fsb, bl->owner, g->uuid);
+	mfs_put16(((struct mfs_btree_block *)bp->data)->level, (uint16_t)lev);
+	s->lv[lev].bp = bp;
+	s->lv[lev].fill = 0;
+	s->lv[lev].target = bl_target(s, lev, s->lv[lev].done);
+	return 0;
+}
+
+/* Let go of a finished (or abandoned) block. */
+static void bl_release(struct bl_state *s, struct mfs_buf *bp)
+{
+	if (!s->tp) {
+		mfs_buf_mark_dirty(bp);
+		mfs_buf_put(bp);
+	}
+	/* with a transaction, the transaction holds the only reference */
+}
+
+static int bl_add_node_entry(struct bl_state *s, unsigned lev, const void *key, uint64_t fsb);
+
+/* The open block of `lev` is full: close it and hand it to the level above. */
+static int bl_finish_block(struct bl_state *s, unsigned lev)
+{
+	const struct mfs_btree_ops *ops = s->bl->ops;
+	struct bl_level *l = &s->lv[lev];
+	struct mfs_buf *bp = l->bp;
+	uint8_t kbuf[BL_KEYBUF];
+	const void *key;
+	uint64_t fsb = bp->blkno;
+	int err = 0;
+
+	mfs_put16(((struct mfs_btree_block *)bp->data)->numrecs, (uint16_t)l->fill);
+	l->done++;
+	l->bp = NULL;
+	if (lev + 1 == s->plan.levels) {
+		s->root = fsb;
+		bl_release(s, bp);
+		return 0;
+	}
+	if (lev == 0) {
+		ops->rec_key((uint8_t *)bp->data + BL_HDR, kbuf);
+		key = kbuf;
+	} else {
+		memcpy(kbuf, (uint8_t *)bp->data + BL_HDR, ops->key_len);
+		key = kbuf;
+	}
+	bl_release(s, bp);
+	err = bl_add_node_entry(s, lev + 1, key, fsb);
+	return err;
+}
+
+static int bl_add_node_entry(struct bl_state *s, unsigned lev, const void *key, uint64_t fsb)
+{
+	const struct mfs_btree_ops *ops = s->bl->ops;
+	struct bl_level *l = &s->lv[lev];
+	uint8_t *base;
+	int err;
+
+	if (!l->bp) {
+		err = bl_start_block(s, lev);
+		if (err)
+			return err;
+	}
+	base = (uint8_t *)l->bp->data + BL_HDR;
+	memcpy(base + (size_t)l->fill * ops->key_len, key, ops->key_len);
+	base += (size_t)s->nodecap * ops->key_len;
+	if (ops->ptr_len == 4) {
+		uint32_t v;
+
+		mfs_put32(v, mfs_fsb_to_agbno(&s->fs->geo, fsb));
+		memcpy(base + (size_t)l->fill * 4, &v, 4);
+	} else {
+		uint64_t v;
+
+		mfs_put64(v, fsb);
+		memcpy(base + (size_t)l->fill * 8, &v, 8);
+	}
+	if (++l->fill == l->target)
+		return bl_finish_block(s, lev);
+	return 0;
+}
+
+int mfs_bload_build(struct mfs_fs *fs, struct mfs_trans *tp, struct mfs_bload *bl,
+		    struct mfs_btree_root *root)
+{
+	const struct mfs_btree_ops *ops = bl->ops;
+	struct bl_state s;
+	uint8_t kprev[BL_KEYBUF], kcur[BL_KEYBUF];
+	uint8_t *prev = kprev, *curk = kcur, *tmp;
+	uint64_t recs_done = 0;
+	int have_prev = 0, err;
+
+	memset(&s, 0, sizeof(s));
+	s.fs = fs;
+	s.tp = tp;
+	s.bl = bl;
+	err = bl_make_plan(ops, fs->geo.blocksize, bl->nrecs, bl->fill_pct, &s.plan);
+	if (err)
+		return err;
+	if (!bl->claim_block || (bl->nrecs && !bl->get_recs) || !ops->rec_key ||
+	    !ops->cmp_keys)
+		return -EINVAL;
+	if (ops->ptr_len == 4 && bl->agno >= fs->geo.agcount)
+		return -EINVAL;
+	s.nodecap = mfs_btree_maxrecs(ops, fs->geo.blocksize, 0);
+
+	for (uint64_t i = 0; i < s.plan.nblocks[0]; i++) {
+		struct bl_level *l = &s.lv[0];
+		uint8_t *recs;
+
+		err = bl_start_block(&s, 0);
+		if (err)
+			goto fail;
+		recs = (uint8_t *)l->bp->data + BL_HDR;
+		if (l->target) {
+			err = bl->get_recs(bl->priv, recs, l->target);
+			if (err)
+				goto fail;
+		}
+		/* The stream must be strictly increasing. */
+		for (unsigned r = 0; r < l->target; r++) {
+			ops->rec_key(recs + (size_t)r * ops->rec_len, curk);
+			if (have_prev && ops->cmp_keys(prev, curk) >= 0) {
+				mfs_log(MFS_LOG_ERR, "%s: bulk load record %llu is not above the "
+					"one before it (input not sorted or not unique)",
+					ops->name, (unsigned long long)(recs_done + r));
+				err = -EINVAL;
+				goto fail;
+			}
+			tmp = prev;
+			prev = curk;
+			curk = tmp;
+			have_prev = 1;
+		}
+		recs_done += l->target;
+		l->fill = l->target;
+		err = bl_finish_block(&s, 0);
+		if (err)
+			goto fail;
+	}
+	/* Every level closed its last block exactly at its target. */
+	for (unsigned lev = 0; lev < s.plan.levels; lev++) {
+		if (s.lv[lev].bp || s.lv[lev].done != s.plan.nblocks[lev]) {
+			mfs_log(MFS_LOG_ERR, "%s: bulk load plan and build disagree at level %u",
+				ops->name, lev);
+			err = -EIO;
+			goto fail;
+		}
+	}
+	root->fsb = s.root;
+	root->levels = s.plan.levels;
+	return 0;
+fail:
+	/* Half-built blocks are not written: the caller gives the reservation back. */
+	for (unsigned lev = 0; lev < MFS_BTREE_MAXLEVELS; lev++) {
+		struct mfs_buf *bp = s.lv[lev].bp;
+
+		if (bp && !tp) {
+			uint64_t fsb = bp->blkno;
+
+			mfs_buf_put(bp);
+			mfs_bcache_forget(fs->bc, fsb);
+		}
+	}
+	return err;
+}
