@@ -1,0 +1,554 @@
+/*
+ * check_bload.c — the btree bulk loader: trees of 0, 1, a full leaf, a full leaf plus one,
+ * three and four levels, and 10M records, at fill 75/100/50 and the default, built through
+ * the cache and inside a transaction; each must pass mfs_btree_verify, hold exactly the
+ * input, and take exactly the blocks mfs_bload_geometry() predicted.  Also: unsorted input,
+ * failing callbacks and bad parameters are refused, and a loaded tree takes changes.
+ */
+#include <check.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bcache.h"
+#include "btree.h"
+#include "byteorder.h"
+#include "dev.h"
+#include "fs.h"
+#include "geom.h"
+#include "log.h"
+#include "trans.h"
+#include "verify.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- a filesystem on a sparse image -------------------------------------------------- */
+struct tfs {
+	char path[64];
+	struct mfs_geom geo;
+	struct mfs_fs *fs;
+};
+
+static void tfs_open(struct tfs *t, uint32_t bs, uint32_t agblocks)
+{
+	struct mfs_dev *dev;
+	int fd;
+
+	memset(t, 0, sizeof(*t));
+	strcpy(t->path, "/tmp/check_bload.XXXXXX");
+	fd = mkstemp(t->path);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, (off_t)bs * agblocks), 0);
+	close(fd);
+	t->geo.blocksize = bs;
+	t->geo.blocklog = mfs_log2_ceil(bs);
+	t->geo.dblocks = agblocks;
+	t->geo.agblocks = agblocks;
+	t->geo.agcount = 1;
+	t->geo.inodesize = 256;
+	t->geo.inopblog = t->geo.blocklog - 8;
+	t->geo.agblklog = mfs_log2_ceil(agblocks);
+	t->geo.chunkblocks = MFS_INODES_PER_CHUNK >> t->geo.inopblog;
+	t->geo.rootino = 128;
+	for (int i = 0; i < 16; i++)
+		t->geo.uuid[i] = (uint8_t)(rand() >> 3);
+	ck_assert_int_eq(mfs_dev_open(t->path, 0, &dev), 0);
+	ck_assert_int_eq(mfs_fs_create(dev, &t->geo, (size_t)1 << 30, &t->fs), 0);
+}
+
+static void tfs_close(struct tfs *t)
+{
+	unlink(t->path);
+	ck_assert_int_eq(mfs_fs_close(t->fs), 0);
+}
+
+/* ---- the record stream: u64 key, u64 value; key 0 and UINT64_MAX at the ends ----------- */
+static uint64_t gen_key(uint64_t i, uint64_t n)
+{
+	if (i == 0)
+		return 0;
+	if (n > 2 && i == n - 1)
+		return UINT64_MAX;
+	return i * 3 + 1;
+}
+
+static uint64_t gen_val(uint64_t i)
+{
+	return i * 0x9e3779b97f4a7c15ull;
+}
+
+struct stream {
+	uint64_t n, next;
+	uint64_t claimed, reserved, first;   /* blocks handed out from [first, first+reserved) */
+	int fail_recs_at, fail_claim_at, unsorted_at;
+	uint64_t calls;
+};
+
+static int s_get_recs(void *priv, void *recs, unsigned cnt)
+{
+	struct stream *s = priv;
+	uint8_t *r = recs;
+
+	s->calls++;
+	if (s->fail_recs_at && s->calls == (uint64_t)s->fail_recs_at)
+		return -EIO;
+	ck_assert_uint_le(s->next + cnt, s->n);
+	for (unsigned i = 0; i < cnt; i++, s->next++, r += 16) {
+		uint64_t k = gen_key(s->next, s->n), v = gen_val(s->next), x;
+
+		if (s->unsorted_at && s->next == (uint64_t)s->unsorted_at)
+			k = 2;
+		mfs_put64(x, k);
+		memcpy(r, &x, 8);
+		mfs_put64(x, v);
+		memcpy(r + 8, &x, 8);
+	}
+	return 0;
+}
+
+static int s_claim(void *priv, uint64_t *fsb)
+{
+	struct stream *s = priv;
+
+	if (s->fail_claim_at && s->claimed + 1 == (uint64_t)s->fail_claim_at)
+		return -ENOSPC;
+	if (s->claimed >= s->reserved)
+		return -ENOSPC;
+	*fsb = s->first + s->claimed++;
+	return 0;
+}
+
+static int t_cmp(const void *a, const void *b)
+{
+	uint64_t x = mfs_get64(*(const uint64_t *)a), y = mfs_get64(*(const uint64_t *)b);
+
+	return x < y ? -1 : x > y;
+}
+
+static void t_rec_key(const void *rec, void *key)
+{
+	memcpy(key, rec, 8);
+}
+
+/* Blocks for changes after the load come from above the reserved range. */
+static uint64_t next_free;
+static uint64_t nfreed;
+
+static int t_alloc(struct mfs_btree_cur *cur, uint64_t *fsb)
+{
+	(void)cur;
+	*fsb = next_free++;
+	return 0;
+}
+
+static int t_free(struct mfs_btree_cur *cur, uint64_t fsb)
+{
+	(void)cur;
+	(void)fsb;
+	nfreed++;
+	return 0;
+}
+
+static struct mfs_btree_root *set_root_target;
+
+static int t_set_root(struct mfs_btree_cur *cur)
+{
+	*set_root_target = cur->root;
+	return 0;
+}
+
+static const struct mfs_btree_ops ops_ag = {
+	.name = "bload test btree (agbno pointers)", .magic = MFS_MAGIC('T', 'B', 'L', 'D'),
+	.rec_len = 16, .key_len = 8, .ptr_len = 4,
+	.cmp_keys = t_cmp, .rec_key = t_rec_key,
+	.alloc_block = t_alloc, .free_block = t_free, .set_root = t_set_root,
+};
+
+static const struct mfs_btree_ops ops_fsb = {
+	.name = "bload test btree (fsblock pointers)", .magic = MFS_MAGIC('T', 'B', 'L', 'E'),
+	.rec_len = 16, .key_len = 8, .ptr_len = 8,
+	.cmp_keys = t_cmp, .rec_key = t_rec_key,
+	.alloc_block = t_alloc, .free_block = t_free, .set_root = t_set_root,
+};
+
+static uint64_t owner_of(const struct mfs_btree_ops *ops)
+{
+	return ops->ptr_len == 4 ? 0 : 4242;
+}
+
+struct cmpwalk {
+	uint64_t i, n;
+};
+
+static int cmp_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
+{
+	struct cmpwalk *w = priv;
+	uint64_t k, v;
+
+	(void)cur;
+	memcpy(&k, rec, 8);
+	memcpy(&v, (const uint8_t *)rec + 8, 8);
+	if (w->i >= w->n || mfs_get64(k) != gen_key(w->i, w->n) || mfs_get64(v) != gen_val(w->i))
+		ck_abort_msg("record %" PRIu64 ": key %" PRIx64 " value %" PRIx64 " not the input's",
+			     w->i, mfs_get64(k), mfs_get64(v));
+	w->i++;
+	return 0;
+}
+
+/* Check a loaded tree: verify, counts, contents in order, a few lookups. */
+static void check_tree(struct tfs *t, const struct mfs_btree_ops *ops,
+		       const struct mfs_btree_root *root, uint64_t n, uint64_t nblocks)
+{
+	struct mfs_btree_cur cur;
+	struct cmpwalk w = { 0, n };
+	uint64_t vrecs, vblocks;
+	uint8_t key[8], rec[16];
+	int stat;
+
+	mfs_btree_cur_init(&cur, t->fs, NULL, ops, owner_of(ops), 0, root, NULL);
+	ck_assert_int_eq(mfs_btree_verify(&cur, &vrecs, &vblocks), 0);
+	ck_assert_uint_eq(vrecs, n);
+	ck_assert_uint_eq(vblocks, nblocks);
+	ck_assert_int_eq(mfs_btree_query_range(&cur, NULL, NULL, cmp_fn, &w), 0);
+	ck_assert_uint_eq(w.i, n);
+	for (uint64_t j = 0; j < 200 && n; j++) {
+		uint64_t i = (j * 7919) % n, x;
+
+		mfs_put64(x, gen_key(i, n));
+		memcpy(key, &x, 8);
+		ck_assert_int_eq(mfs_btree_lookup(&cur, key, MFS_LOOKUP_EQ, &stat), 0);
+		ck_assert_int_eq(stat, 1);
+		ck_assert_int_eq(mfs_btree_get(&cur, rec, &stat), 0);
+		memcpy(&x, rec + 8, 8);
+		ck_assert_uint_eq(mfs_get64(x), gen_val(i));
+	}
+	mfs_btree_cur_release(&cur);
+}
+
+/* Load n records at fill_pct; returns the levels.  tp: build inside a transaction. */
+static unsigned load_and_check(struct tfs *t, const struct mfs_btree_ops *ops, uint64_t n,
+			       unsigned fill, int use_tp, struct mfs_btree_root *rootp)
+{
+	struct stream s;
+	struct mfs_bload bl;
+	struct mfs_btree_root root;
+	struct mfs_trans *tp = NULL;
+	uint64_t nblocks;
+	unsigned levels;
+
+	ck_assert_int_eq(mfs_bload_geometry(ops, t->geo.blocksize, n, fill, &nblocks, &levels), 0);
+	memset(&s, 0, sizeof(s));
+	s.n = n;
+	s.first = 16;
+	s.reserved = nblocks + 10;      /* more than needed: the build must take exactly nblocks */
+	memset(&bl, 0, sizeof(bl));
+	bl.ops = ops;
+	bl.owner = owner_of(ops);
+	bl.agno = 0;
+	bl.nrecs = n;
+	bl.fill_pct = fill;
+	bl.get_recs = s_get_recs;
+	bl.claim_block = s_claim;
+	bl.priv = &s;
+	if (use_tp)
+		ck_assert_int_eq(mfs_trans_alloc(t->fs, &tp), 0);
+	ck_assert_int_eq(mfs_bload_build(t->fs, tp, &bl, &root), 0);
+	if (tp)
+		ck_assert_int_eq(mfs_trans_commit(tp), 0);
+	ck_assert_uint_eq(s.claimed, nblocks);
+	ck_assert_uint_eq(s.next, n);
+	ck_assert_uint_eq(root.levels, levels);
+	check_tree(t, ops, &root, n, nblocks);
+	if (rootp)
+		*rootp = root;
+	return levels;
+}
+
+START_TEST(test_small_sizes)
+{
+	static const unsigned fills[] = { 75, 100, 50, 0, 1, 99 };
+	static const uint32_t bss[] = { 1024, 4096 };
+	const struct mfs_btree_ops *opss[] = { &ops_ag, &ops_fsb };
+
+	for (unsigned b = 0; b < 2; b++) {
+		struct tfs t;
+
+		tfs_open(&t, bss[b], 1u << 20);
+		for (unsigned o = 0; o < 2; o++) {
+			const struct mfs_btree_ops *ops = opss[o];
+			uint64_t leafmax = mfs_btree_maxrecs(ops, bss[b], 1);
+			uint64_t nodemax = mfs_btree_maxrecs(ops, bss[b], 0);
+			const uint64_t sizes[] = { 0, 1, 2, leafmax - 1, leafmax, leafmax + 1,
+						   2 * leafmax, 2 * leafmax + 1, leafmax * nodemax,
+						   leafmax * nodemax + 1 };
+
+			for (unsigned f = 0; f < sizeof(fills) / sizeof(fills[0]); f++) {
+				for (unsigned i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+					unsigned lv = load_and_check(&t, ops, sizes[i], fills[f],
+								     (int)((i + f) % 2), NULL);
+
+					if (sizes[i] <= leafmax)
+						ck_assert_uint_eq(lv, 1);
+					else
+						ck_assert_uint_ge(lv, 2);
+				}
+			}
+		}
+		tfs_close(&t);
+	}
+}
+END_TEST
+
+START_TEST(test_empty_is_one_leaf)
+{
+	struct tfs t;
+	struct mfs_btree_root root;
+	uint64_t nb;
+	unsigned lv;
+
+	tfs_open(&t, 4096, 1u << 16);
+	ck_assert_int_eq(mfs_bload_geometry(&ops_ag, 4096, 0, 75, &nb, &lv), 0);
+	ck_assert_uint_eq(nb, 1);
+	ck_assert_uint_eq(lv, 1);
+	load_and_check(&t, &ops_ag, 0, 75, 0, &root);
+	ck_assert_uint_eq(root.levels, 1);
+	tfs_close(&t);
+}
+END_TEST
+
+/* Deep trees at 1 KiB: 3 and 4 levels, every fill. */
+START_TEST(test_deep)
+{
+	struct tfs t;
+	static const unsigned fills[] = { 75, 100, 50 };
+
+	tfs_open(&t, 1024, 1u << 22);
+	for (unsigned f = 0; f < 3; f++) {
+		ck_assert_uint_ge(load_and_check(&t, &ops_ag, 20000, fills[f], 0, NULL), 3);
+		ck_assert_uint_ge(load_and_check(&t, &ops_fsb, UNDER_ASAN ? 100000 : 400000,
+						 fills[f], f == 1, NULL), 4);
+	}
+	tfs_close(&t);
+}
+END_TEST
+
+/* Exact geometry: fill 100 packs leaves full; fill 50 gives at least minrecs each. */
+START_TEST(test_geometry_numbers)
+{
+	uint64_t leafmax = mfs_btree_maxrecs(&ops_ag, 4096, 1);   /* 252 */
+	uint64_t nodemax = mfs_btree_maxrecs(&ops_ag, 4096, 0);   /* 336 */
+	uint64_t nb;
+	unsigned lv;
+
+	ck_assert_int_eq(mfs_bload_geometry(&ops_ag, 4096, leafmax, 100, &nb, &lv), 0);
+	ck_assert_uint_eq(nb, 1);
+	ck_assert_int_eq(mfs_bload_geometry(&ops_ag, 4096, leafmax * 10, 100, &nb, &lv), 0);
+	ck_assert_uint_eq(nb, 11);
+	ck_assert_uint_eq(lv, 2);
+	ck_assert_int_eq(mfs_bload_geometry(&ops_ag, 4096, leafmax * nodemax, 100, &nb, &lv), 0);
+	ck_assert_uint_eq(nb, nodemax + 1);
+	ck_assert_uint_eq(lv, 2);
+	ck_assert_int_eq(mfs_bload_geometry(&ops_ag, 4096, leafmax * nodemax + 1, 100, &nb, &lv),
+			 0);
+	ck_assert_uint_eq(lv, 3);
+	/* leafmax + 1 at 50%: two leaves, not three under-full ones */
+	ck_assert_int_eq(mfs_bload_geometry(&ops_ag, 4096, leafmax + 1, 50, &nb, &lv), 0);
+	ck_assert_uint_eq(nb, 3);
+	ck_assert_int_eq(mfs_bload_geometry(&ops_ag, 4096, 10, 101, &nb, &lv), -EINVAL);
+}
+END_TEST
+
+/* A loaded tree takes inserts and deletes (full leaves at 100% split at once). */
+START_TEST(test_modify_after_load)
+{
+	struct tfs t;
+	struct mfs_btree_root root;
+	struct mfs_trans *tp;
+	struct mfs_btree_cur cur;
+	uint64_t n = 50000, vrecs;
+	uint8_t rec[16], key[8];
+	int stat;
+
+	tfs_open(&t, 1024, 1u << 20);
+	load_and_check(&t, &ops_ag, n, 100, 0, &root);
+	next_free = 1u << 19;
+	set_root_target = &root;
+	ck_assert_int_eq(mfs_trans_alloc(t.fs, &tp), 0);
+	mfs_btree_cur_init(&cur, t.fs, tp, &ops_ag, 0, 0, &root, NULL);
+	for (uint64_t i = 1; i < n - 1; i += 5) {
+		uint64_t x;
+
+		mfs_put64(x, gen_key(i, n) + 1);
+		memcpy(rec, &x, 8);
+		memset(rec + 8, 0, 8);
+		ck_assert_int_eq(mfs_btree_insert(&cur, rec), 0);
+	}
+	for (uint64_t i = 1; i < n - 1; i += 3) {
+		uint64_t x;
+
+		mfs_put64(x, gen_key(i, n));
+		memcpy(key, &x, 8);
+		ck_assert_int_eq(mfs_btree_lookup(&cur, key, MFS_LOOKUP_EQ, &stat), 0);
+		ck_assert_int_eq(stat, 1);
+		ck_assert_int_eq(mfs_btree_delete(&cur), 0);
+	}
+	mfs_btree_cur_release(&cur);
+	ck_assert_int_eq(mfs_trans_commit(tp), 0);
+	mfs_btree_cur_init(&cur, t.fs, NULL, &ops_ag, 0, 0, &root, NULL);
+	ck_assert_int_eq(mfs_btree_verify(&cur, &vrecs, NULL), 0);
+	ck_assert_uint_eq(vrecs, n + (n - 2 + 4) / 5 - (n - 2 + 2) / 3);
+	mfs_btree_cur_release(&cur);
+	tfs_close(&t);
+}
+END_TEST
+
+static struct mfs_bload make_bl(const struct mfs_btree_ops *ops, struct stream *s)
+{
+	struct mfs_bload bl = {
+		.ops = ops, .owner = owner_of(ops), .agno = 0, .nrecs = s->n, .fill_pct = 75,
+		.get_recs = s_get_recs, .claim_block = s_claim, .priv = s,
+	};
+	return bl;
+}
+
+START_TEST(test_refusals)
+{
+	struct tfs t;
+	struct stream s;
+	struct mfs_bload bl;
+	struct mfs_btree_root root;
+	int quiet = mfs_log_quiet();
+
+	tfs_open(&t, 1024, 1u << 18);
+	/* unsorted input */
+	memset(&s, 0, sizeof(s));
+	s.n = 5000;
+	s.first = 16;
+	s.reserved = 1000;
+	s.unsorted_at = 3000;
+	bl = make_bl(&ops_ag, &s);
+	ck_assert_int_eq(mfs_bload_build(t.fs, NULL, &bl, &root), -EINVAL);
+	/* a failing record source */
+	memset(&s, 0, sizeof(s));
+	s.n = 5000;
+	s.first = 16;
+	s.reserved = 1000;
+	s.fail_recs_at = 20;
+	bl = make_bl(&ops_ag, &s);
+	ck_assert_int_eq(mfs_bload_build(t.fs, NULL, &bl, &root), -EIO);
+	/* running out of reserved blocks */
+	memset(&s, 0, sizeof(s));
+	s.n = 5000;
+	s.first = 16;
+	s.reserved = 1000;
+	s.fail_claim_at = 50;
+	bl = make_bl(&ops_ag, &s);
+	ck_assert_int_eq(mfs_bload_build(t.fs, NULL, &bl, &root), -ENOSPC);
+	/* a reserved block outside the AG */
+	memset(&s, 0, sizeof(s));
+	s.n = 5000;
+	s.first = (1u << 18) - 20;
+	s.reserved = 1000;
+	bl = make_bl(&ops_ag, &s);
+	ck_assert_int_eq(mfs_bload_build(t.fs, NULL, &bl, &root), -EINVAL);
+	/* bad fill */
+	memset(&s, 0, sizeof(s));
+	s.n = 10;
+	s.first = 16;
+	s.reserved = 10;
+	bl = make_bl(&ops_ag, &s);
+	bl.fill_pct = 150;
+	ck_assert_int_eq(mfs_bload_build(t.fs, NULL, &bl, &root), -EINVAL);
+	mfs_log_set_level(quiet);
+	tfs_close(&t);
+}
+END_TEST
+
+/* 10M records at 4 KiB, fills 75, 100 and 50. */
+START_TEST(test_ten_million)
+{
+	static const unsigned fills[] = { 75, 100, 50 };
+	uint64_t n = UNDER_ASAN ? 500000 : 10000000;
+
+	for (unsigned f = 0; f < 3; f++) {
+		struct tfs t;
+		struct stream s;
+		struct mfs_bload bl;
+		struct mfs_btree_root root;
+		uint64_t nblocks;
+		unsigned levels;
+		double t0, t1;
+
+		tfs_open(&t, 4096, 1u << 20);
+		ck_assert_int_eq(mfs_bload_geometry(&ops_ag, 4096, n, fills[f], &nblocks, &levels),
+				 0);
+		memset(&s, 0, sizeof(s));
+		s.n = n;
+		s.first = 16;
+		s.reserved = nblocks;
+		bl = make_bl(&ops_ag, &s);
+		bl.fill_pct = fills[f];
+		t0 = now();
+		ck_assert_int_eq(mfs_bload_build(t.fs, NULL, &bl, &root), 0);
+		t1 = now();
+		ck_assert_uint_eq(s.claimed, nblocks);
+		ck_assert_uint_eq(root.levels, levels);
+		check_tree(&t, &ops_ag, &root, n, nblocks);
+		printf("check_bload: %" PRIu64 " records at fill %u: %u levels, %" PRIu64
+		       " blocks, built in %.2f s (%.1f M records/s), verified in %.2f s\n", n,
+		       fills[f], levels, nblocks, t1 - t0, (double)n / (t1 - t0) / 1e6,
+		       now() - t1);
+		tfs_close(&t);
+	}
+}
+END_TEST
+
+static Suite *bload_suite(void)
+{
+	Suite *s = suite_create("bload");
+	TCase *tc = tcase_create("bload");
+
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_geometry_numbers);
+	tcase_add_test(tc, test_empty_is_one_leaf);
+	tcase_add_test(tc, test_small_sizes);
+	tcase_add_test(tc, test_deep);
+	tcase_add_test(tc, test_modify_after_load);
+	tcase_add_test(tc, test_refusals);
+	tcase_add_test(tc, test_ten_million);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(bload_suite());
+	int nfail;
+
+	srand((unsigned)time(NULL));
+	srunner_run_all(sr, CK_NORMAL);
+	nfail = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return nfail ? EXIT_FAILURE : EXIT_SUCCESS;
+}
