@@ -327,4 +327,102 @@ struct mfs_fork_root {
 
 /* The root directory is the first inode of the first chunk mkfs allocates in AG 0. */
 
+/* ======================================================================================
+ * The metadata journal (write-ahead log)                       owned by lib/journal.c
+ * ======================================================================================
+ *
+ * The log is the block range [logstart, logstart + logblocks) named by the superblock.
+ * Log blocks 0 and 1 are two copies of the journal header (struct mfs_jhdr), written
+ * alternately: the valid copy with the higher `gen` is current, so a torn header write
+ * leaves the previous one.  Blocks 2 .. logblocks-1 are a circular area of records.
+ *
+ * One record is one committed transaction, `seq` numbers strictly increasing:
+ *
+ *     descriptor block(s)  tags naming the fsblock of every image that follows, and the
+ *                          blocks the transaction freed ("revokes": no image follows)
+ *     image blocks         the full new contents of each logged block, in tag order
+ *     commit block         sequence, block count, CRC32C over every block above
+ *
+ * Every log block is self-describing: it starts with struct mfs_jblk (magic, CRC32C of
+ * the block, sequence, filesystem UUID, index inside its record), so a block left from an
+ * earlier lap round the log (lower sequence), from another filesystem, or torn, is seen.
+ * An image block's first MFS_JBLK_SIZE bytes are moved into its tag ("escaped") and
+ * replaced by that header; replay puts them back.
+ *
+ * Replay starts at the header's tail (tail_blk, expecting tail_seq) and applies records
+ * while each is complete and checks out; the first that does not ends the log.
+ */
+#define MFS_JHDR_MAGIC    MFS_MAGIC('M', 'J', 'H', 'D')   /* journal header */
+#define MFS_JDESC_MAGIC   MFS_MAGIC('M', 'J', 'D', 'S')   /* record descriptor */
+#define MFS_JIMG_MAGIC    MFS_MAGIC('M', 'J', 'I', 'M')   /* escaped block image */
+#define MFS_JCMT_MAGIC    MFS_MAGIC('M', 'J', 'C', 'M')   /* record commit */
+
+#define MFS_JOURNAL_VERSION   1u
+#define MFS_JHDR_COPIES       2u     /* log blocks 0 and 1 */
+#define MFS_JOURNAL_MIN_BLOCKS 8u    /* two headers and room for a small record */
+
+/* The header of every record block (descriptor, image, commit). */
+struct mfs_jblk {
+	mfs_le32 magic;
+	mfs_le32 crc;          /* CRC32C of the whole log block, this field taken as zero */
+	mfs_le64 seq;          /* the record's sequence number */
+	uint8_t  uuid[16];     /* filesystem UUID */
+	mfs_le32 index;        /* block index inside its record (descriptor 0 is index 0) */
+	mfs_le32 pad;
+};
+#define MFS_JBLK_SIZE 40u
+static_assert(sizeof(struct mfs_jblk) == MFS_JBLK_SIZE, "mfs_jblk");
+
+/* Journal header: log blocks 0 and 1. */
+struct mfs_jhdr {
+	mfs_le32 magic;             /* MFS_JHDR_MAGIC */
+	mfs_le32 crc;               /* CRC32C of the whole block, this field taken as zero */
+	mfs_le64 gen;               /* bumped at every header write; the higher valid copy wins */
+	uint8_t  uuid[16];          /* filesystem UUID */
+	mfs_le32 version;           /* MFS_JOURNAL_VERSION */
+	mfs_le32 blocksize;
+	mfs_le64 logstart;          /* must match the superblock */
+	mfs_le32 logblocks;
+	mfs_le32 tail_blk;          /* log block of the oldest live record, 2 .. logblocks-1 */
+	mfs_le64 tail_seq;          /* the sequence expected there (= the next one if empty) */
+	mfs_le32 flags;             /* MFS_JHDR_CLEAN when written by a clean close */
+	mfs_le32 pad;
+	mfs_le64 reserved[8];       /* zero */
+};
+static_assert(sizeof(struct mfs_jhdr) == 136, "mfs_jhdr");
+#define MFS_JHDR_CLEAN  1u
+
+/* A descriptor block: this header, then `ntags` tags. */
+struct mfs_jdesc {
+	struct mfs_jblk hdr;        /* magic MFS_JDESC_MAGIC */
+	mfs_le32 ndesc;             /* descriptor blocks in the record (all come first) */
+	mfs_le32 ntags;             /* tags in this descriptor */
+	mfs_le32 ntags_total;       /* tags in the whole record */
+	mfs_le32 nimages;           /* image blocks in the whole record */
+	mfs_le64 reserved;          /* zero */
+};
+static_assert(sizeof(struct mfs_jdesc) == 64, "mfs_jdesc");
+
+struct mfs_jtag {
+	mfs_le64 fsblock;           /* where the image goes, or the block revoked */
+	mfs_le32 flags;             /* MFS_JTAG_* */
+	mfs_le32 pad;
+	uint8_t  head[MFS_JBLK_SIZE];   /* the image's first bytes, displaced by its mfs_jblk */
+};
+static_assert(sizeof(struct mfs_jtag) == 56, "mfs_jtag");
+#define MFS_JTAG_REVOKE  1u     /* the block was freed: no image; older images are void */
+
+/* The commit block closes a record. */
+struct mfs_jcommit {
+	struct mfs_jblk hdr;        /* magic MFS_JCMT_MAGIC, index = nblocks - 1 */
+	mfs_le32 nblocks;           /* blocks in the record, this one included */
+	mfs_le32 ntags;
+	mfs_le32 data_crc;          /* CRC32C chained over every earlier block of the record,
+	                               as stored in the log */
+	mfs_le32 pad;
+	mfs_le64 time;              /* commit time, seconds since the epoch */
+	mfs_le64 reserved[3];
+};
+static_assert(sizeof(struct mfs_jcommit) == 88, "mfs_jcommit");
+
 #endif /* MENDFS_FORMAT_H */

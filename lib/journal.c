@@ -1,0 +1,804 @@
+/*
+ * journal.c — the metadata journal: commit, group commit, checkpoint, header (see
+ * journal.h for the design; replay lives in journal_replay.c).
+ *
+ * In memory:
+ *
+ *   records   every record from the log tail to the head, in sequence order: those written
+ *             (durable) and those reserved but not yet written.  A record gets its
+ *             sequence and its place in the log (lpos) together, under the lock, so the
+ *             list is ordered by both.  `unwritten` points at the first not yet written.
+ *             A reserved record is "filled" (images stamped and sealed) outside the lock
+ *             and then marked ready; the writer takes only the ready prefix.
+ *   map       fsblock -> the latest committed image of that block, its lsn, and first_lsn,
+ *             the oldest sequence whose change to it is not yet in place.  The log tail may
+ *             not pass min(first_lsn): those records are still needed by a replay.
+ *   lpos      a 64-bit position that only grows; log block = 2 + lpos % usable.  The free
+ *             room is usable - (head_lpos - tail_lpos), with tail_lpos the durable header's.
+ *
+ * Locks: `lock` guards all of the above; the cache lock nests inside it (marking buffers
+ * dirty, mfs_bcache_checkpointed).  `ckpt_lock` serialises checkpoints and is taken
+ * without `lock`.  No I/O is done under `lock`.
+ */
+#include "journal.h"
+#include "journal_priv.h"
+#include "bcache.h"
+#include "byteorder.h"
+#include "crc32c.h"
+#include "dev.h"
+#include "fs.h"
+#include "log.h"
+#include "verify.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define RESERVE_TRIES 16     /* checkpoints tried for room before -ENOSPC */
+
+/* ---- images and the block map -------------------------------------------------------- */
+
+static struct jimg *jimg_alloc(uint32_t bs)
+{
+	struct jimg *im = malloc(sizeof(*im));
+
+	if (!im)
+		return NULL;
+	if (posix_memalign(&im->data, 4096, bs)) {
+		free(im);
+		return NULL;
+	}
+	im->refs = 1;
+	return im;
+}
+
+/* Lock held (or the image not yet shared). */
+static void jimg_put(struct jimg *im)
+{
+	if (im && --im->refs == 0) {
+		free(im->data);
+		free(im);
+	}
+}
+
+static size_t map_slot(const struct mfs_journal *j, uint64_t blkno)
+{
+	return (size_t)((blkno * 0x9e3779b97f4a7c15ull) >> 24) & j->map_mask;
+}
+
+static struct jent *map_find(struct mfs_journal *j, uint64_t blkno)
+{
+	struct jent *e;
+
+	for (e = j->map[map_slot(j, blkno)]; e; e = e->next)
+		if (e->blkno == blkno)
+			return e;
+	return NULL;
+}
+
+static void map_remove(struct mfs_journal *j, uint64_t blkno)
+{
+	struct jent **pp = &j->map[map_slot(j, blkno)];
+
+	for (; *pp; pp = &(*pp)->next) {
+		struct jent *e = *pp;
+
+		if (e->blkno == blkno) {
+			*pp = e->next;
+			jimg_put(e->img);
+			free(e);
+			j->map_count--;
+			return;
+		}
+	}
+}
+
+/* Record that `img` is the block's latest committed contents, as of `lsn`.  Lock held.
+ * The entry is allocated before the lock by the caller (`spare`), so this cannot fail;
+ * returns whether the spare was used. */
+static int map_update(struct mfs_journal *j, struct jent *spare, uint64_t blkno,
+		      struct jimg *img, uint64_t lsn)
+{
+	struct jent *e = map_find(j, blkno);
+
+	img->refs++;
+	if (e) {
+		if (lsn > e->lsn) {
+			jimg_put(e->img);
+			e->img = img;
+			e->lsn = lsn;
+		} else {
+			jimg_put(img);
+		}
+		return 0;
+	}
+	e = spare;
+	e->blkno = blkno;
+	e->img = img;
+	e->lsn = e->first_lsn = lsn;
+	e->next = j->map[map_slot(j, blkno)];
+	j->map[map_slot(j, blkno)] = e;
+	j->map_count++;
+	return 1;
+}
+
+/* ---- records ------------------------------------------------------------------------- */
+
+static void rec_free_images(struct jrec *r)
+{
+	if (r->imgs)
+		for (unsigned i = 0; i < r->nimg; i++)
+			jimg_put(r->imgs[i]);
+	free(r->imgs);
+	free(r->blknos);
+	free(r->bps);
+	r->imgs = NULL;
+	r->blknos = NULL;
+	r->bps = NULL;
+}
+
+static void rec_free(struct jrec *r)
+{
+	rec_free_images(r);
+	free(r);
+}
+
+/* Tags one descriptor block holds. */
+uint32_t mfs_jtags_per_desc(uint32_t bs)
+{
+	return (bs - (uint32_t)sizeof(struct mfs_jdesc)) / (uint32_t)sizeof(struct mfs_jtag);
+}
+
+uint32_t mfs_jrec_blocks(uint32_t bs, uint32_t nimg, uint32_t nrev)
+{
+	uint32_t tpd = mfs_jtags_per_desc(bs);
+	uint32_t ntags = nimg + nrev;
+	uint32_t nd = ntags ? (ntags + tpd - 1) / tpd : 1;
+
+	return nd + nimg + 1;
+}
+
+uint64_t mfs_jlog_offset(const struct mfs_journal *j, uint32_t logblk)
+{
+	return (j->logstart + logblk) * (uint64_t)j->bs;
+}
+
+uint32_t mfs_jlpos_blk(const struct mfs_journal *j, uint64_t lpos)
+{
+	return MFS_JHDR_COPIES + (uint32_t)(lpos % j->usable);
+}
+
+/* Bounded wait: waits are short (I/O of a batch, a memcpy); a long one is reported. */
+static void jwait(struct mfs_journal *j, const char *what)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += MFS_JOURNAL_WAIT_WARN;
+	if (pthread_cond_timedwait(&j->cv, &j->lock, &ts) == ETIMEDOUT)
+		mfs_log(MFS_LOG_WARN, "journal: still waiting for %s after %d s", what,
+			MFS_JOURNAL_WAIT_WARN);
+}
+
+/* ---- header -------------------------------------------------------------------------- */
+
+void mfs_jhdr_build(void *blk, uint32_t bs, const struct mfs_geom *geo, uint64_t gen,
+		    uint32_t tail_blk, uint64_t tail_seq, uint32_t flags)
+{
+	struct mfs_jhdr *h = blk;
+
+	memset(blk, 0, bs);
+	mfs_put32(h->magic, MFS_JHDR_MAGIC);
+	mfs_put64(h->gen, gen);
+	memcpy(h->uuid, geo->uuid, 16);
+	mfs_put32(h->version, MFS_JOURNAL_VERSION);
+	mfs_put32(h->blocksize, bs);
+	mfs_put64(h->logstart, geo->logstart);
+	mfs_put32(h->logblocks, geo->logblocks);
+	mfs_put32(h->tail_blk, tail_blk);
+	mfs_put64(h->tail_seq, tail_seq);
+	mfs_put32(h->flags, flags);
+	mfs_blk_seal(blk, bs);       /* the crc sits at the same offset as in mfs_blkhdr */
+}
+
+/* Write the next header copy (the slot the current one is not in), then flush. */
+int mfs_jhdr_write(struct mfs_journal *j, uint64_t tail_lpos, uint64_t tail_seq,
+		      uint32_t flags)
+{
+	void *blk;
+	uint64_t gen = ++j->hdr_gen;
+	int err;
+
+	if (posix_memalign(&blk, 4096, j->bs))
+		return -ENOMEM;
+	mfs_jhdr_build(blk, j->bs, &j->fs->geo, gen, mfs_jlpos_blk(j, tail_lpos), tail_seq, flags);
+	err = mfs_dev_pwrite(j->dev, blk, j->bs, mfs_jlog_offset(j, (uint32_t)(gen % 2)));
+	free(blk);
+	if (!err)
+		err = mfs_dev_flush(j->dev);
+	pthread_mutex_lock(&j->lock);
+	j->st.flushes++;
+	pthread_mutex_unlock(&j->lock);
+	if (err)
+		mfs_log(MFS_LOG_ERR, "journal: writing the header failed: %s", strerror(-err));
+	return err;
+}
+
+int mfs_journal_format(struct mfs_fs *fs)
+{
+	const struct mfs_geom *g = &fs->geo;
+	uint32_t bs = g->blocksize;
+	void *blk;
+	int err = 0;
+
+	if (g->logblocks < MFS_JOURNAL_MIN_BLOCKS || g->logstart + g->logblocks > g->dblocks) {
+		mfs_log(MFS_LOG_ERR, "journal: log of %u blocks at %llu does not fit (at least %u "
+			"blocks inside the %llu-block filesystem)", g->logblocks,
+			(unsigned long long)g->logstart, MFS_JOURNAL_MIN_BLOCKS,
+			(unsigned long long)g->dblocks);
+		return -EINVAL;
+	}
+	if (posix_memalign(&blk, 4096, bs))
+		return -ENOMEM;
+	/* Copy 0 (gen 2) is current; copy 1 (gen 1) the same, older.  The first record
+	 * block is zeroed so that nothing from a previous filesystem can look like one. */
+	for (uint32_t slot = 0; slot < MFS_JHDR_COPIES && !err; slot++) {
+		mfs_jhdr_build(blk, bs, g, slot == 0 ? 2 : 1, MFS_JHDR_COPIES, 1, MFS_JHDR_CLEAN);
+		err = mfs_dev_pwrite(fs->dev, blk, bs, (g->logstart + slot) * (uint64_t)bs);
+	}
+	if (!err) {
+		memset(blk, 0, bs);
+		err = mfs_dev_pwrite(fs->dev, blk, bs,
+				     (g->logstart + MFS_JHDR_COPIES) * (uint64_t)bs);
+	}
+	free(blk);
+	if (!err)
+		err = mfs_dev_flush(fs->dev);
+	if (err)
+		mfs_log(MFS_LOG_ERR, "journal: formatting the log failed: %s", strerror(-err));
+	return err;
+}
+
+/* ---- commit -------------------------------------------------------------------------- */
+
+int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, unsigned n,
+		       uint64_t *lsn)
+{
+	struct jrec *r;
+	struct jent **spares = NULL;
+	uint32_t nimg = 0, nrev = 0, len;
+	uint64_t pending;
+	int err = 0;
+
+	*lsn = 0;
+	for (unsigned i = 0; i < n; i++) {
+		if (items[i].bp)
+			nimg++;
+		else
+			nrev++;
+	}
+	len = mfs_jrec_blocks(j->bs, nimg, nrev);
+	if (len > j->usable) {
+		mfs_log(MFS_LOG_ERR, "journal: a transaction of %u blocks (%u changed, %u freed) "
+			"does not fit the %u-block log", len, nimg, nrev, j->usable);
+		return -ENOSPC;
+	}
+
+	/* Copy the images (the caller's locks keep the buffers still) and allocate
+	 * everything the locked part needs, so that it cannot fail. */
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->len = len;
+	r->imgs = calloc(nimg ? nimg : 1, sizeof(*r->imgs));
+	r->bps = calloc(nimg ? nimg : 1, sizeof(*r->bps));
+	r->blknos = calloc(n ? n : 1, sizeof(*r->blknos));
+	spares = calloc(nimg ? nimg : 1, sizeof(*spares));
+	if (!r->imgs || !r->bps || !r->blknos || !spares)
+		goto nomem;
+	for (unsigned i = 0; i < n; i++) {
+		if (!items[i].bp) {
+			r->blknos[nimg + r->nrev++] = items[i].blkno;
+			continue;
+		}
+		r->imgs[r->nimg] = jimg_alloc(j->bs);
+		spares[r->nimg] = malloc(sizeof(**spares));
+		if (!r->imgs[r->nimg] || !spares[r->nimg]) {
+			free(spares[r->nimg]);
+			spares[r->nimg] = NULL;
+			jimg_put(r->imgs[r->nimg]);
+			r->imgs[r->nimg] = NULL;
+			goto nomem;
+		}
+		r->bps[r->nimg] = items[i].bp;
+		r->blknos[r->nimg] = items[i].bp->blkno;
+		r->nimg++;
+	}
+
+	/* Reserve the sequence and the log space together. */
+	pthread_mutex_lock(&j->lock);
+	for (int tries = 0;; tries++) {
+		if (j->err) {
+			err = j->err;
+			break;
+		}
+		if (j->head_lpos + len - j->tail_lpos <= j->usable)
+			break;
+		if (tries == RESERVE_TRIES) {
+			mfs_log(MFS_LOG_ERR, "journal: no room for a %u-block transaction after %d "
+				"checkpoints", len, RESERVE_TRIES);
+			err = -ENOSPC;
+			break;
+		}
+		pthread_mutex_unlock(&j->lock);
+		err = mfs_journal_checkpoint(j);
+		pthread_mutex_lock(&j->lock);
+		if (err)
+			break;
+	}
+	if (err) {
+		pthread_mutex_unlock(&j->lock);
+		goto out;
+	}
+	r->seq = j->next_seq++;
+	r->lpos = j->head_lpos;
+	j->head_lpos += len;
+	if (j->rec_last)
+		j->rec_last->next = r;
+	else
+		j->rec_first = r;
+	j->rec_last = r;
+	if (!j->unwritten)
+		j->unwritten = r;
+	pthread_mutex_unlock(&j->lock);
+
+	/* Fill: stamp the sequence into each metadata block, copy and seal. */
+	for (unsigned i = 0; i < r->nimg; i++) {
+		struct mfs_buf *bp = r->bps[i];
+		int meta = mfs_buf_is_meta(bp);
+
+		if (meta)
+			mfs_put64(((struct mfs_blkhdr *)bp->data)->lsn, r->seq);
+		memcpy(r->imgs[i]->data, bp->data, j->bs);
+		if (meta)
+			mfs_blk_seal(r->imgs[i]->data, j->bs);
+	}
+
+	pthread_mutex_lock(&j->lock);
+	for (unsigned i = 0; i < r->nimg; i++) {
+		if (map_update(j, spares[i], r->blknos[i], r->imgs[i], r->seq))
+			spares[i] = NULL;
+		mfs_buf_mark_dirty_lsn(r->bps[i], r->seq);
+	}
+	for (unsigned i = 0; i < r->nrev; i++)
+		map_remove(j, r->blknos[r->nimg + i]);
+	r->ready = 1;
+	j->st.commits++;
+	j->pending_blocks += len;
+	pending = j->pending_blocks;
+	pthread_cond_broadcast(&j->cv);
+	pthread_mutex_unlock(&j->lock);
+	*lsn = r->seq;
+	r = NULL;
+	/* Bound what asynchronous commits leave queued. */
+	if (pending > j->usable / 4)
+		err = mfs_journal_force_lsn(j, *lsn);
+	goto out;
+
+nomem:
+	err = -ENOMEM;
+out:
+	if (spares)
+		for (unsigned i = 0; i < nimg; i++)
+			free(spares[i]);
+	free(spares);
+	if (r)
+		rec_free(r);
+	return err;
+}
+
+/* ---- writing a batch of records ------------------------------------------------------- */
+
+static void jblk_fill(void *blk, uint32_t magic, uint64_t seq, const uint8_t uuid[16],
+		      uint32_t index)
+{
+	struct mfs_jblk *h = blk;
+
+	memset(h, 0, sizeof(*h));
+	mfs_put32(h->magic, magic);
+	mfs_put64(h->seq, seq);
+	memcpy(h->uuid, uuid, 16);
+	mfs_put32(h->index, index);
+}
+
+/* Lay record `r` out in `out` (r->len blocks). */
+static void rec_build(struct mfs_journal *j, const struct jrec *r, char *out)
+{
+	uint32_t bs = j->bs, tpd = mfs_jtags_per_desc(bs);
+	uint32_t ntags = r->nimg + r->nrev;
+	uint32_t nd = r->len - r->nimg - 1;
+	const uint8_t *uuid = j->fs->geo.uuid;
+	struct mfs_jcommit *c;
+	uint32_t crc = 0;
+
+	memset(out, 0, (size_t)nd * bs);
+	for (uint32_t d = 0; d < nd; d++) {
+		struct mfs_jdesc *dh = (struct mfs_jdesc *)(out + (size_t)d * bs);
+		struct mfs_jtag *tags = (struct mfs_jtag *)(dh + 1);
+		uint32_t first = d * tpd;
+		uint32_t cnt = ntags - first < tpd ? ntags - first : tpd;
+
+		jblk_fill(dh, MFS_JDESC_MAGIC, r->seq, uuid, d);
+		mfs_put32(dh->ndesc, nd);
+		mfs_put32(dh->ntags, cnt);
+		mfs_put32(dh->ntags_total, ntags);
+		mfs_put32(dh->nimages, r->nimg);
+		for (uint32_t t = 0; t < cnt; t++) {
+			uint32_t k = first + t;
+
+			mfs_put64(tags[t].fsblock, r->blknos[k]);
+			if (k < r->nimg)
+				memcpy(tags[t].head, r->imgs[k]->data, MFS_JBLK_SIZE);
+			else
+				mfs_put32(tags[t].flags, MFS_JTAG_REVOKE);
+		}
+		mfs_blk_seal(dh, bs);
+	}
+	for (uint32_t i = 0; i < r->nimg; i++) {
+		char *b = out + (size_t)(nd + i) * bs;
+
+		memcpy(b, r->imgs[i]->data, bs);
+		jblk_fill(b, MFS_JIMG_MAGIC, r->seq, uuid, nd + i);
+		mfs_blk_seal(b, bs);
+	}
+	crc = mfs_crc32c(0, out, (size_t)(r->len - 1) * bs);
+	c = (struct mfs_jcommit *)(out + (size_t)(r->len - 1) * bs);
+	memset(c, 0, bs);
+	jblk_fill(c, MFS_JCMT_MAGIC, r->seq, uuid, r->len - 1);
+	mfs_put32(c->nblocks, r->len);
+	mfs_put32(c->ntags, ntags);
+	mfs_put32(c->data_crc, crc);
+	mfs_put64(c->time, (uint64_t)time(NULL));
+	mfs_blk_seal(c, bs);
+}
+
+/* Write records first..last (contiguous in the log) and flush.  No lock held: the records
+ * are ready and nobody changes or frees them until durable_seq passes them. */
+static int batch_write(struct mfs_journal *j, struct jrec *first, struct jrec *last)
+{
+	uint64_t lpos = first->lpos, nblocks = last->lpos + last->len - first->lpos;
+	size_t off = 0;
+	char *buf;
+	int err = 0;
+
+	if (posix_memalign((void **)&buf, 4096, nblocks * j->bs))
+		return -ENOMEM;
+	for (struct jrec *r = first;; r = r->next) {
+		rec_build(j, r, buf + off);
+		off += (size_t)r->len * j->bs;
+		if (r == last)
+			break;
+	}
+	/* One write, or two when the batch wraps round the end of the log. */
+	for (uint64_t done = 0; done < nblocks && !err;) {
+		uint32_t blk = mfs_jlpos_blk(j, lpos + done);
+		uint64_t run = j->logblocks - blk;
+
+		if (run > nblocks - done)
+			run = nblocks - done;
+		err = mfs_dev_pwrite(j->dev, buf + done * j->bs, run * j->bs, mfs_jlog_offset(j, blk));
+		done += run;
+	}
+	free(buf);
+	if (!err)
+		err = mfs_dev_flush(j->dev);
+	if (err)
+		mfs_log(MFS_LOG_ERR, "journal: writing records %llu..%llu failed: %s; the "
+			"filesystem must stop writing", (unsigned long long)first->seq,
+			(unsigned long long)last->seq, strerror(-err));
+	pthread_mutex_lock(&j->lock);
+	j->st.blocks_logged += nblocks;
+	j->st.flushes++;
+	j->st.writes++;
+	pthread_mutex_unlock(&j->lock);
+	return err;
+}
+
+int mfs_journal_force_lsn(struct mfs_journal *j, uint64_t lsn)
+{
+	int err;
+
+	pthread_mutex_lock(&j->lock);
+	while (j->durable_seq < lsn && !j->err) {
+		struct jrec *first = j->unwritten, *last = NULL, *r;
+
+		if (j->writing) {
+			jwait(j, "the log writer");
+			continue;
+		}
+		for (r = first; r && r->ready; r = r->next)
+			last = r;
+		if (!last) {
+			/* The next record is being filled by its committer (a memcpy). */
+			jwait(j, "a transaction being filled");
+			continue;
+		}
+		j->writing = 1;
+		j->unwritten = last->next;
+		pthread_mutex_unlock(&j->lock);
+
+		err = batch_write(j, first, last);
+
+		pthread_mutex_lock(&j->lock);
+		j->writing = 0;
+		if (err) {
+			j->err = err;
+		} else {
+			j->durable_seq = last->seq;
+			for (r = first;; r = r->next) {
+				j->pending_blocks -= r->len;
+				rec_free_images(r);
+				if (r == last)
+					break;
+			}
+		}
+		pthread_cond_broadcast(&j->cv);
+	}
+	err = j->durable_seq >= lsn ? 0 : j->err;
+	pthread_mutex_unlock(&j->lock);
+	return err;
+}
+
+int mfs_journal_force(struct mfs_journal *j)
+{
+	uint64_t lsn;
+
+	pthread_mutex_lock(&j->lock);
+	lsn = j->next_seq - 1;
+	pthread_mutex_unlock(&j->lock);
+	return mfs_journal_force_lsn(j, lsn);
+}
+
+/* ---- checkpoint ---------------------------------------------------------------------- */
+
+struct ckpt_item {
+	uint64_t blkno, lsn;
+	struct jimg *img;
+};
+
+static int ckpt_cmp(const void *a, const void *b)
+{
+	const struct ckpt_item *x = a, *y = b;
+
+	return x->blkno < y->blkno ? -1 : x->blkno > y->blkno;
+}
+
+int mfs_journal_checkpoint(struct mfs_journal *j)
+{
+	struct ckpt_item *items = NULL;
+	size_t n = 0;
+	uint64_t min_first, new_tail_seq, new_tail_lpos, old_tail_seq;
+	int err;
+
+	pthread_mutex_lock(&j->ckpt_lock);
+	err = mfs_journal_force(j);
+	if (err)
+		goto out_unlock;
+
+	/* Take every block whose latest image is durable. */
+	pthread_mutex_lock(&j->lock);
+	if (j->map_count) {
+		items = malloc(j->map_count * sizeof(*items));
+		if (!items) {
+			pthread_mutex_unlock(&j->lock);
+			err = -ENOMEM;
+			goto out_unlock;
+		}
+	}
+	for (size_t s = 0; s <= j->map_mask; s++)
+		for (struct jent *e = j->map[s]; e; e = e->next)
+			if (e->lsn <= j->durable_seq) {
+				e->img->refs++;
+				items[n].blkno = e->blkno;
+				items[n].lsn = e->lsn;
+				items[n].img = e->img;
+				n++;
+			}
+	pthread_mutex_unlock(&j->lock);
+
+	if (n)
+		qsort(items, n, sizeof(*items), ckpt_cmp);
+	for (size_t i = 0; i < n && !err; i++)
+		err = mfs_dev_pwrite(j->dev, items[i].img->data, j->bs,
+				     items[i].blkno * (uint64_t)j->bs);
+	if (!err)
+		err = mfs_dev_flush(j->dev);
+
+	pthread_mutex_lock(&j->lock);
+	j->st.flushes++;
+	for (size_t i = 0; i < n; i++) {
+		struct jent *e = err ? NULL : map_find(j, items[i].blkno);
+
+		if (e && e->lsn == items[i].lsn) {
+			mfs_bcache_checkpointed(j->bc, e->blkno, e->lsn);
+			map_remove(j, e->blkno);
+		} else if (e && e->first_lsn <= items[i].lsn) {
+			e->first_lsn = items[i].lsn + 1;
+		}
+		jimg_put(items[i].img);
+	}
+	if (err) {
+		j->err = err;
+		pthread_mutex_unlock(&j->lock);
+		mfs_log(MFS_LOG_ERR, "journal: checkpoint write failed: %s; the filesystem must "
+			"stop writing", strerror(-err));
+		goto out_unlock;
+	}
+	j->st.checkpoints++;
+	j->st.blocks_checkpointed += n;
+
+	/* The new tail: the oldest change not in place, or every durable record. */
+	min_first = j->durable_seq + 1;
+	for (size_t s = 0; s <= j->map_mask; s++)
+		for (struct jent *e = j->map[s]; e; e = e->next)
+			if (e->first_lsn < min_first)
+				min_first = e->first_lsn;
+	new_tail_seq = min_first;
+	while (j->rec_first && j->rec_first->seq < new_tail_seq) {
+		struct jrec *r = j->rec_first;
+
+		j->rec_first = r->next;
+		if (!j->rec_first)
+			j->rec_last = NULL;
+		rec_free(r);
+	}
+	new_tail_lpos = j->rec_first ? j->rec_first->lpos : j->head_lpos;
+	if (j->rec_first && j->rec_first->seq != new_tail_seq)
+		new_tail_seq = j->rec_first->seq;
+	else if (!j->rec_first)
+		new_tail_seq = j->next_seq;
+	old_tail_seq = j->tail_seq;
+	pthread_mutex_unlock(&j->lock);
+
+	if (new_tail_seq != old_tail_seq) {
+		/* The images are in place and flushed; only now may the header forget the
+		 * records, and only once the header is durable may their space be reused. */
+		err = mfs_jhdr_write(j, new_tail_lpos, new_tail_seq, 0);
+		pthread_mutex_lock(&j->lock);
+		if (err) {
+			j->err = err;
+		} else {
+			j->tail_lpos = new_tail_lpos;
+			j->tail_seq = new_tail_seq;
+		}
+		pthread_cond_broadcast(&j->cv);
+		pthread_mutex_unlock(&j->lock);
+	}
+out_unlock:
+	pthread_mutex_unlock(&j->ckpt_lock);
+	free(items);
+	return err;
+}
+
+/* The cache's flush hook. */
+static int journal_sync(void *priv)
+{
+	return mfs_journal_checkpoint(priv);
+}
+
+/* ---- open, close --------------------------------------------------------------------- */
+
+int mfs_journal_alloc(struct mfs_fs *fs, struct mfs_journal **out)
+{
+	const struct mfs_geom *g = &fs->geo;
+	struct mfs_journal *j;
+	size_t nslots = 256;
+
+	*out = NULL;
+	if (g->logblocks < MFS_JOURNAL_MIN_BLOCKS || g->logstart > g->dblocks ||
+	    g->logblocks > g->dblocks - g->logstart)
+		return MFS_CORRUPT("journal: log of %u blocks at block %llu does not fit the "
+				   "%llu-block filesystem (at least %u blocks)", g->logblocks,
+				   (unsigned long long)g->logstart,
+				   (unsigned long long)g->dblocks, MFS_JOURNAL_MIN_BLOCKS);
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	while (nslots < g->logblocks && nslots < (1u << 20))
+		nslots <<= 1;
+	j->map = calloc(nslots, sizeof(*j->map));
+	if (!j->map) {
+		free(j);
+		return -ENOMEM;
+	}
+	j->map_mask = nslots - 1;
+	j->fs = fs;
+	j->dev = fs->dev;
+	j->bc = fs->bc;
+	j->bs = g->blocksize;
+	j->logstart = g->logstart;
+	j->logblocks = g->logblocks;
+	j->usable = g->logblocks - MFS_JHDR_COPIES;
+	pthread_mutex_init(&j->lock, NULL);
+	pthread_mutex_init(&j->ckpt_lock, NULL);
+	pthread_cond_init(&j->cv, NULL);
+	*out = j;
+	return 0;
+}
+
+void mfs_journal_free(struct mfs_journal *j)
+{
+	struct jrec *r, *next;
+
+	for (r = j->rec_first; r; r = next) {
+		next = r->next;
+		rec_free(r);
+	}
+	for (size_t s = 0; s <= j->map_mask; s++) {
+		struct jent *e, *en;
+
+		for (e = j->map[s]; e; e = en) {
+			en = e->next;
+			jimg_put(e->img);
+			free(e);
+		}
+	}
+	free(j->map);
+	pthread_mutex_destroy(&j->lock);
+	pthread_mutex_destroy(&j->ckpt_lock);
+	pthread_cond_destroy(&j->cv);
+	free(j);
+}
+
+void mfs_journal_attach(struct mfs_journal *j)
+{
+	j->fs->log = j;
+	mfs_bcache_set_log(j->bc, journal_sync, j);
+}
+
+static void journal_detach(struct mfs_journal *j)
+{
+	if (j->fs->log == j)
+		j->fs->log = NULL;
+	if (j->bc)
+		mfs_bcache_set_log(j->bc, NULL, NULL);
+}
+
+int mfs_journal_close(struct mfs_journal *j)
+{
+	int err;
+
+	if (!j)
+		return 0;
+	err = mfs_journal_checkpoint(j);
+	if (!err) {
+		pthread_mutex_lock(&j->lock);
+		err = j->map_count || j->rec_first ? -EBUSY : 0;   /* commits during close */
+		pthread_mutex_unlock(&j->lock);
+		if (err)
+			mfs_log(MFS_LOG_ERR, "journal: transactions committed during close");
+	}
+	if (!err)
+		err = mfs_jhdr_write(j, j->tail_lpos, j->tail_seq, MFS_JHDR_CLEAN);
+	journal_detach(j);
+	mfs_journal_free(j);
+	return err;
+}
+
+void mfs_journal_discard(struct mfs_journal *j)
+{
+	if (!j)
+		return;
+	journal_detach(j);
+	mfs_journal_free(j);
+}
+
+void mfs_journal_get_stats(struct mfs_journal *j, struct mfs_journal_stats *st)
+{
+	pthread_mutex_lock(&j->lock);
+	*st = j->st;
+	st->durable_lsn = j->durable_seq;
+	st->log_used = (uint32_t)(j->head_lpos - j->tail_lpos);
+	st->log_size = j->usable;
+	pthread_mutex_unlock(&j->lock);
+}

@@ -1,0 +1,132 @@
+/*
+ * journal.h — the metadata journal: a write-ahead log of committed transactions,
+ * group-committed, checkpointed in place, replayed at mount.
+ *
+ * On disk (mendfs_format.h, "The metadata journal"): the superblock's log region holds
+ * two alternating header copies and a circular area of records; a record is one
+ * transaction (descriptors naming the blocks, their full images, a commit block whose
+ * CRC32C covers them).  Every log block carries magic, CRC32C, sequence and UUID.
+ *
+ * Life of a transaction (trans.c drives this when fs->log is set):
+ *
+ *   1. mfs_journal_commit() copies every joined buffer, reserves log space and a sequence
+ *      number `lsn`, stamps the lsn into each metadata block's header, and queues the
+ *      record.  The buffers become dirty with that lsn (bcache.h): the cache will neither
+ *      write nor evict them.  It is called while the caller still holds the locks that
+ *      protect the buffers, and returns without I/O (unless the log is full).
+ *   2. mfs_journal_force_lsn() makes the record durable.  Group commit: the first thread
+ *      to ask becomes the writer, takes every queued record, writes them with one or two
+ *      pwrite()s and one device flush; threads arriving meanwhile queue up and wait on a
+ *      condition variable, and the next writer takes them all.  Many small transactions
+ *      from many threads thus share one flush.
+ *   3. mfs_journal_checkpoint() writes the latest committed image of every logged block in
+ *      place (only images whose record is durable: write-ahead), flushes the device, then
+ *      moves the log tail in the header (and flushes again before the freed log space is
+ *      reused).  It runs when the log is full, at close, and from mfs_bcache_flush().
+ *
+ * Write-ahead, by construction: a block's new contents reach its home location only from
+ * the journal's own copy, only after the record holding them is durable.  Ordered data is
+ * the caller's rule: write and flush the data blocks before committing the metadata that
+ * points at them.  A freed block is "revoked" in its transaction's record so that replay
+ * never writes an older image over whatever the block holds later; the allocator must
+ * not reuse a freed block for file data before the freeing transaction is durable.
+ *
+ * Replay (mfs_journal_open) scans from the header's tail and applies every record whose
+ * blocks all check out, in order, and stops at the first incomplete, torn or stale one
+ * (older lap, other filesystem): a crash mid-write loses only transactions that were not
+ * yet acknowledged as durable.  The next sequence then skips past anything a torn batch
+ * could have left in the log, so such remains never match later.  A header with neither
+ * copy valid is -EFSCORRUPTED with a message: the daemon refuses a read-write mount and a
+ * read-only mount may skip recovery (mfs_journal_peek() tells what would be replayed).
+ *
+ * Errors: an I/O error writing the log is sticky — every later commit and force returns
+ * it, since transactions after a lost one cannot be made durable in order; the daemon must
+ * stop writing.  Waits (for the writer, for a record being filled) are bounded by I/O and
+ * a wait longer than MFS_JOURNAL_WAIT_WARN seconds is reported, not silent.
+ *
+ * Simplifications, stated: the checkpoint writes every durable logged block (no partial
+ * checkpoints); the journal holds one copy of each logged block until it is checkpointed,
+ * so its memory is bounded by the log size, as is the number of buffers the cache cannot
+ * evict.  The superblock is read before replay: a replayed change to geometry fields
+ * (growfs) needs the caller to re-read it.
+ */
+#ifndef MFS_JOURNAL_H
+#define MFS_JOURNAL_H
+
+#include <stdint.h>
+
+struct mfs_fs;
+struct mfs_buf;
+struct mfs_journal;
+
+#define MFS_JOURNAL_WAIT_WARN 10     /* seconds */
+
+/* Write an empty journal (both header copies) over the log region of fs->geo; mkfs calls
+ * it after the superblock geometry is fixed.  Writes through the device and flushes. */
+int mfs_journal_format(struct mfs_fs *fs);
+
+/*
+ * Read the journal header, replay every complete record, write a fresh header, and attach
+ * the journal to `fs` (fs->log, and the cache's flush hook).  `flags`: none yet, pass 0.
+ * `out` may be NULL.  -EFSCORRUPTED when the header is unusable or a record that checks
+ * out names a block outside the filesystem.
+ */
+int mfs_journal_open(struct mfs_fs *fs, unsigned flags, struct mfs_journal **out);
+
+/* What a replay would do, without writing anything (read-only, norecovery mounts). */
+struct mfs_journal_info {
+	uint64_t tail_seq;         /* sequence expected at the tail */
+	uint32_t tail_blk;         /* log block of the tail */
+	uint32_t clean;            /* header says: closed cleanly */
+	uint64_t records;          /* complete records found from the tail */
+	uint64_t blocks;           /* image blocks in them */
+};
+int mfs_journal_peek(struct mfs_fs *fs, struct mfs_journal_info *info);
+
+/* One block of a transaction: `bp` set: log its current contents; `bp` NULL: the block
+ * `blkno` was freed (a revoke). */
+struct mfs_jitem {
+	struct mfs_buf *bp;
+	uint64_t blkno;
+};
+
+/*
+ * Queue a transaction (see step 1 above) and return its sequence in *lsn.  Nothing is
+ * durable yet: call mfs_journal_force_lsn(log, *lsn) for that.  Returns -ENOSPC (with a
+ * message) for a transaction larger than the log, or when no room could be made after a
+ * bounded number of checkpoints; -ENOMEM; or the journal's sticky I/O error.  On error
+ * nothing was queued and the buffers were not touched.
+ */
+int mfs_journal_commit(struct mfs_journal *log, const struct mfs_jitem *items, unsigned n,
+		       uint64_t *lsn);
+
+/* Durable up to `lsn` (0 or an old lsn: returns at once).  fsync/fdatasync use this with
+ * the lsn of the inode's last change. */
+int mfs_journal_force_lsn(struct mfs_journal *log, uint64_t lsn);
+/* Every transaction committed so far is durable (syncfs). */
+int mfs_journal_force(struct mfs_journal *log);
+/* Force, write every logged block in place, flush, advance the tail. */
+int mfs_journal_checkpoint(struct mfs_journal *log);
+
+/* Checkpoint, mark the header clean, detach from the fs and free.  Returns the first
+ * error; the journal is freed in any case. */
+int mfs_journal_close(struct mfs_journal *log);
+/* Detach and free without writing anything (after an error, or to simulate a crash). */
+void mfs_journal_discard(struct mfs_journal *log);
+
+struct mfs_journal_stats {
+	uint64_t commits;          /* transactions queued */
+	uint64_t writes;           /* batches written to the log (group commits) */
+	uint64_t flushes;          /* device flushes issued by the journal */
+	uint64_t blocks_logged;    /* log blocks written (descriptors, images, commits) */
+	uint64_t checkpoints;
+	uint64_t blocks_checkpointed;
+	uint64_t replayed_records; /* at open */
+	uint64_t replayed_blocks;
+	uint64_t durable_lsn;      /* every sequence up to this one is durable */
+	uint32_t log_used;         /* log blocks between the tail and the head */
+	uint32_t log_size;         /* usable log blocks (the region minus the headers) */
+};
+void mfs_journal_get_stats(struct mfs_journal *log, struct mfs_journal_stats *st);
+
+#endif

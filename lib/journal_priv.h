@@ -1,0 +1,84 @@
+/*
+ * journal_priv.h — the journal's in-memory state, shared by journal.c (commit, group
+ * commit, checkpoint) and journal_replay.c (header reading, replay, open).  Not an
+ * interface: nothing outside those two files includes it.
+ */
+#ifndef MFS_JOURNAL_PRIV_H
+#define MFS_JOURNAL_PRIV_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include "journal.h"
+
+struct mfs_dev;
+struct mfs_bcache;
+struct mfs_geom;
+
+/* A committed block image, shared by its record (until written) and the block map. */
+struct jimg {
+	unsigned refs;              /* under the journal lock */
+	void *data;
+};
+
+/* A transaction's record, from reservation until the tail passes it. */
+struct jrec {
+	struct jrec *next;
+	uint64_t seq, lpos;
+	uint32_t len;               /* log blocks */
+	uint32_t nimg, nrev;
+	int ready;                  /* filled: the writer may take it */
+	struct jimg **imgs;         /* nimg images, freed once written */
+	struct mfs_buf **bps;
+	uint64_t *blknos;           /* nimg image blocks, then nrev revoked blocks */
+};
+
+/* The latest committed image of a block not yet checkpointed. */
+struct jent {
+	struct jent *next;
+	uint64_t blkno;
+	uint64_t lsn;               /* sequence of the latest change (img) */
+	uint64_t first_lsn;         /* oldest sequence whose change is not in place */
+	struct jimg *img;
+};
+
+struct mfs_journal {
+	struct mfs_fs *fs;
+	struct mfs_dev *dev;
+	struct mfs_bcache *bc;
+	uint32_t bs, logblocks, usable;
+	uint64_t logstart;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cv;          /* a batch became durable, a record ready, tail moved */
+	pthread_mutex_t ckpt_lock;
+
+	uint64_t next_seq;          /* the next sequence to give */
+	uint64_t durable_seq;       /* every record up to this one is durable */
+	uint64_t head_lpos;         /* where the next record goes */
+	uint64_t tail_lpos, tail_seq;   /* as in the durable header */
+	uint64_t hdr_gen;           /* gen of the last header written */
+	uint64_t pending_blocks;    /* reserved, not yet written */
+	int writing;                /* a writer is doing a batch */
+	int err;                    /* sticky log I/O error */
+
+	struct jrec *rec_first, *rec_last, *unwritten;
+	struct jent **map;
+	size_t map_mask, map_count;
+
+	struct mfs_journal_stats st;
+};
+
+uint32_t mfs_jtags_per_desc(uint32_t bs);
+uint32_t mfs_jrec_blocks(uint32_t bs, uint32_t nimg, uint32_t nrev);
+uint64_t mfs_jlog_offset(const struct mfs_journal *j, uint32_t logblk);
+void mfs_jhdr_build(void *blk, uint32_t bs, const struct mfs_geom *geo, uint64_t gen,
+		    uint32_t tail_blk, uint64_t tail_seq, uint32_t flags);
+uint32_t mfs_jlpos_blk(const struct mfs_journal *j, uint64_t lpos);
+/* Write the next header copy (alternating slots, gen + 1) and flush. */
+int mfs_jhdr_write(struct mfs_journal *j, uint64_t tail_lpos, uint64_t tail_seq,
+		   uint32_t flags);
+int mfs_journal_alloc(struct mfs_fs *fs, struct mfs_journal **out);
+void mfs_journal_free(struct mfs_journal *j);
+void mfs_journal_attach(struct mfs_journal *j);
+
+#endif
