@@ -5,6 +5,14 @@
  * outside it: a buffer being filled is in the hash with BUF_LOADING set, and a second
  * reader of the same block waits on the cache's condition variable until the first has
  * finished (or failed, in which case the buffer leaves the hash and the waiter retries).
+ *
+ * Journaled buffers.  When a journal is attached (journal.h), a buffer changed by a
+ * committed transaction is dirty with `lsn` set to that transaction's sequence.  Such a
+ * buffer is never written in place by the cache: the journal writes the committed image
+ * at checkpoint (after the log holds it durably) and then calls mfs_bcache_checkpointed(),
+ * which makes the buffer clean.  Until then it is not evicted either (a re-read would see
+ * the stale block in place); the journal bounds how many there are by its size.
+ * mfs_bcache_flush() asks the journal to force and checkpoint first (the log_sync hook).
  */
 #include "bcache.h"
 #include "dev.h"
@@ -28,6 +36,7 @@ struct bc_buf {
 	struct bc_buf *dirty_prev, *dirty_next;   /* on the dirty list iff BUF_DIRTY */
 	unsigned refs;
 	unsigned flags;
+	uint64_t lsn;            /* journaled: sequence of the last commit (0: not journaled) */
 };
 
 struct bc_list {
@@ -46,6 +55,8 @@ struct mfs_bcache {
 	struct bc_list dirty;
 	size_t nbufs, ndirty, max_bufs;
 	struct mfs_bcache_stats st;
+	int (*log_sync)(void *priv);   /* journal: force the log and checkpoint */
+	void *log_priv;
 };
 
 #define BUF(p) ((struct bc_buf *)(p))
@@ -182,12 +193,19 @@ static int buf_writeback(struct mfs_bcache *bc, struct bc_buf *b)
  * back before it goes; a write error keeps it (dirty) and stops the eviction. */
 static void bcache_shrink(struct mfs_bcache *bc)
 {
+	struct bc_buf *b = bc->lru.head;
+
 	while (bc->nbufs > bc->max_bufs) {
-		struct bc_buf *b = bc->lru.head;
+		struct bc_buf *next;
 
 		if (!b) {
 			bc->st.over_budget++;
 			return;
+		}
+		next = b->lru_next;
+		if (b->lsn) {           /* journaled: stays until the journal checkpoints it */
+			b = next;
+			continue;
 		}
 		if ((b->flags & BUF_DIRTY) && buf_writeback(bc, b))
 			return;
@@ -196,6 +214,7 @@ static void bcache_shrink(struct mfs_bcache *bc)
 		bc->nbufs--;
 		bc->st.evictions++;
 		buf_free(b);
+		b = next;
 	}
 }
 
@@ -393,6 +412,56 @@ void mfs_buf_mark_dirty(struct mfs_buf *bp)
 	pthread_mutex_unlock(&bc->lock);
 }
 
+void mfs_buf_mark_dirty_lsn(struct mfs_buf *bp, uint64_t lsn)
+{
+	struct bc_buf *b = BUF(bp);
+	struct mfs_bcache *bc = b->bc;
+
+	pthread_mutex_lock(&bc->lock);
+	if (!(b->flags & BUF_DIRTY)) {
+		b->flags |= BUF_DIRTY;
+		dirtyl_add_tail(&bc->dirty, b);
+		bc->ndirty++;
+	}
+	if (lsn > b->lsn)
+		b->lsn = lsn;
+	pthread_mutex_unlock(&bc->lock);
+}
+
+void mfs_bcache_checkpointed(struct mfs_bcache *bc, uint64_t blkno, uint64_t lsn)
+{
+	struct bc_buf *b;
+
+	pthread_mutex_lock(&bc->lock);
+	b = hash_find(bc, blkno);
+	if (b && b->lsn && b->lsn <= lsn) {
+		b->lsn = 0;
+		if (b->flags & BUF_DIRTY) {
+			b->flags &= ~BUF_DIRTY;
+			dirtyl_del(&bc->dirty, b);
+			bc->ndirty--;
+		}
+		if (!b->refs)
+			bcache_shrink(bc);
+	}
+	pthread_mutex_unlock(&bc->lock);
+}
+
+void mfs_bcache_set_log(struct mfs_bcache *bc, int (*sync)(void *priv), void *priv)
+{
+	pthread_mutex_lock(&bc->lock);
+	bc->log_sync = sync;
+	bc->log_priv = priv;
+	pthread_mutex_unlock(&bc->lock);
+}
+
+int mfs_buf_is_meta(const struct mfs_buf *bp)
+{
+	const struct bc_buf *b = (const struct bc_buf *)bp;
+
+	return !!(__atomic_load_n(&b->flags, __ATOMIC_RELAXED) & BUF_META);
+}
+
 int mfs_buf_is_dirty(const struct mfs_buf *bp)
 {
 	const struct bc_buf *b = (const struct bc_buf *)bp;
@@ -421,6 +490,7 @@ void mfs_bcache_forget(struct mfs_bcache *bc, uint64_t blkno)
 			dirtyl_del(&bc->dirty, b);
 			bc->ndirty--;
 		}
+		b->lsn = 0;
 		hash_del(bc, b);
 		bc->nbufs--;
 		if (b->refs == 0) {
@@ -434,11 +504,26 @@ void mfs_bcache_forget(struct mfs_bcache *bc, uint64_t blkno)
 
 int mfs_bcache_flush(struct mfs_bcache *bc)
 {
+	int (*log_sync)(void *priv);
+	void *log_priv;
+	struct bc_buf *b, *next;
 	int err = 0;
 
 	pthread_mutex_lock(&bc->lock);
-	while (bc->dirty.head) {
-		err = buf_writeback(bc, bc->dirty.head);
+	log_sync = bc->log_sync;
+	log_priv = bc->log_priv;
+	pthread_mutex_unlock(&bc->lock);
+	if (log_sync) {
+		err = log_sync(log_priv);
+		if (err)
+			return err;
+	}
+	pthread_mutex_lock(&bc->lock);
+	for (b = bc->dirty.head; b; b = next) {
+		next = b->dirty_next;
+		if (b->lsn)
+			continue;      /* committed after the checkpoint: the journal's */
+		err = buf_writeback(bc, b);
 		if (err)
 			break;
 	}

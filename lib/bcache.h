@@ -67,7 +67,24 @@ void mfs_buf_set_meta(struct mfs_buf *bp);
 /* The block was freed: drop its buffer without writing it, if nobody holds it. */
 void mfs_bcache_forget(struct mfs_bcache *bc, uint64_t blkno);
 
-/* Write back every dirty buffer, then make it durable.  No transaction may be open. */
+/* Write back every dirty buffer, then make it durable.  No transaction may be open.
+ * With a journal attached, its log_sync hook runs first (force the log, checkpoint). */
 int mfs_bcache_flush(struct mfs_bcache *bc);
+
+/*
+ * Journal support (journal.h).  A buffer marked dirty with a log sequence `lsn` (nonzero)
+ * belongs to the journal until mfs_bcache_checkpointed(): the cache neither writes it in
+ * place nor evicts it, because the log must hold its contents durably first and the
+ * journal writes the committed image itself at checkpoint.  Call with the lsn of the
+ * commit that changed it; the buffer keeps the highest.
+ */
+void mfs_buf_mark_dirty_lsn(struct mfs_buf *bp, uint64_t lsn);
+/* The contents of `blkno` as of `lsn` are durable in place: the buffer, if its last
+ * journaled change is not newer, becomes clean (and evictable). */
+void mfs_bcache_checkpointed(struct mfs_bcache *bc, uint64_t blkno, uint64_t lsn);
+/* Hook run at the start of mfs_bcache_flush(), without the cache lock (NULL: none). */
+void mfs_bcache_set_log(struct mfs_bcache *bc, int (*sync)(void *priv), void *priv);
+/* Whether the buffer holds metadata (sealed with a CRC on write). */
+int mfs_buf_is_meta(const struct mfs_buf *bp);
 
 #endif

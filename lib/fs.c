@@ -5,6 +5,7 @@
 #include "bcache.h"
 #include "byteorder.h"
 #include "dev.h"
+#include "journal.h"
 #include "log.h"
 
 #include <stdio.h>
@@ -140,6 +141,16 @@ int mfs_fs_open(const char *path, unsigned flags, size_t cache_bytes, struct mfs
 		return err;
 	}
 	(*out)->flags = flags;
+	if ((flags & MFS_OPEN_JOURNAL) && !(flags & MFS_OPEN_RDONLY)) {
+		err = mfs_journal_open(*out, 0, NULL);
+		if (err) {
+			mfs_bcache_discard((*out)->bc);
+			(*out)->bc = NULL;
+			mfs_fs_close(*out);
+			*out = NULL;
+			return err;
+		}
+	}
 	return 0;
 }
 
@@ -149,7 +160,10 @@ int mfs_fs_close(struct mfs_fs *fs)
 
 	if (!fs)
 		return 0;
-	err = mfs_bcache_destroy(fs->bc);
+	err = fs->log ? mfs_journal_close(fs->log) : 0;
+	err2 = mfs_bcache_destroy(fs->bc);
+	if (!err)
+		err = err2;
 	err2 = mfs_dev_close(fs->dev);
 	fs_free(fs);
 	return err ? err : err2;

@@ -17,6 +17,7 @@
 struct mfs_dev;
 struct mfs_bcache;
 struct mfs_buf;
+struct mfs_journal;
 
 struct mfs_perag {
 	uint32_t agno;
@@ -29,10 +30,14 @@ struct mfs_fs {
 	struct mfs_geom geo;
 	struct mfs_perag *ag;     /* geo.agcount entries */
 	unsigned flags;
+	struct mfs_journal *log;  /* attached metadata journal (journal.h), or NULL: then a
+	                             transaction commit only dirties the cache */
 };
 
 #define MFS_OPEN_RDONLY   0x1u
 #define MFS_OPEN_EXCL     0x2u    /* lock the device against other mendfs processes */
+#define MFS_OPEN_JOURNAL  0x4u    /* replay the journal and attach it (read-write only);
+                                     a corrupt journal header fails with -EFSCORRUPTED */
 
 #define MFS_DEFAULT_CACHE_BYTES (64u << 20)
 
@@ -41,7 +46,8 @@ int mfs_fs_open(const char *path, unsigned flags, size_t cache_bytes, struct mfs
 /* A handle over an already open device with a given geometry (mkfs).  Takes `dev`. */
 int mfs_fs_create(struct mfs_dev *dev, const struct mfs_geom *geo, size_t cache_bytes,
 		  struct mfs_fs **out);
-/* Flush every dirty buffer and close.  Returns the first error. */
+/* Close the journal (checkpoint), flush every dirty buffer and close.  Returns the first
+ * error. */
 int mfs_fs_close(struct mfs_fs *fs);
 
 /* What the verifier expects of each kind of AG block. */

@@ -9,10 +9,19 @@
  * Commit marks every joined buffer dirty and drops every forgotten block; cancel copies
  * the saved bytes back (new blocks are simply dropped) so the cache holds exactly what it
  * held before the transaction began.  Both release the AG locks the transaction took.
+ *
+ * With a journal attached (fs->log), commit first hands the joined buffers and the
+ * forgotten blocks to mfs_journal_commit(), while the AG locks still keep the buffers
+ * still; the journal copies them, stamps the commit sequence into each metadata block's
+ * header and marks them dirty with that sequence.  If the journal refuses (no log space,
+ * no memory, a dead log), the transaction is cancelled instead, exactly.  The locks are
+ * released before waiting for the log to be durable, so that other threads' transactions
+ * can join the same group commit.
  */
 #include "trans.h"
 #include "bcache.h"
 #include "fs.h"
+#include "journal.h"
 #include "log.h"
 
 #include <stdlib.h>
@@ -245,13 +254,58 @@ static void trans_free(struct mfs_trans *tp)
 	free(tp);
 }
 
+/* Hand the transaction to the journal: images of the joined buffers, revokes of the
+ * forgotten blocks. */
+static int trans_log(struct mfs_trans *tp, uint64_t *lsn)
+{
+	struct mfs_jitem *items;
+	unsigned n = 0;
+	int err;
+
+	*lsn = 0;
+	if (!tp->nitems)
+		return 0;
+	items = malloc(tp->nitems * sizeof(*items));
+	if (!items)
+		return -ENOMEM;
+	for (unsigned i = 0; i < tp->nitems; i++) {
+		struct trans_item *it = &tp->items[i];
+
+		if (it->flags & TI_FORGET)
+			items[n++] = (struct mfs_jitem){ NULL, it->blkno };
+		else if (it->bp)
+			items[n++] = (struct mfs_jitem){ it->bp, it->blkno };
+	}
+	err = n ? mfs_journal_commit(tp->fs->log, items, n, lsn) : 0;
+	free(items);
+	return err;
+}
+
 int mfs_trans_commit(struct mfs_trans *tp)
 {
+	return mfs_trans_commit_lsn(tp, 0, NULL);
+}
+
+int mfs_trans_commit_lsn(struct mfs_trans *tp, unsigned flags, uint64_t *lsnp)
+{
+	struct mfs_journal *log = tp->fs->log;
+	uint64_t lsn = 0;
+	int err;
+
+	if (lsnp)
+		*lsnp = 0;
+	if (log) {
+		err = trans_log(tp, &lsn);
+		if (err) {
+			mfs_trans_cancel(tp);
+			return err;
+		}
+	}
 	for (unsigned i = 0; i < tp->nitems; i++) {
 		struct trans_item *it = &tp->items[i];
 
 		if (it->bp) {
-			if (!(it->flags & TI_FORGET))
+			if (!(it->flags & TI_FORGET) && !log)
 				mfs_buf_mark_dirty(it->bp);
 			mfs_buf_put(it->bp);
 		}
@@ -260,6 +314,10 @@ int mfs_trans_commit(struct mfs_trans *tp)
 		free(it->old);
 	}
 	trans_free(tp);
+	if (lsnp)
+		*lsnp = lsn;
+	if (log && !(flags & MFS_TRANS_ASYNC))
+		return mfs_journal_force_lsn(log, lsn);
 	return 0;
 }
 

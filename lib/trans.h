@@ -9,8 +9,10 @@
  * marks them all dirty at once.  Blocks allocated in the transaction come from
  * mfs_trans_get_new(); blocks freed by it are dropped with mfs_trans_forget().
  *
- * For now a commit is "dirty in the buffer cache" and durability comes from
- * mfs_bcache_flush(); the daemon's write-ahead journal plugs in at commit.
+ * Without a journal a commit is "dirty in the buffer cache" and durability comes from
+ * mfs_bcache_flush().  With one attached (fs->log, journal.h) a commit is logged: it
+ * returns once the transaction is durable in the log (group-committed with other
+ * threads'), or at once with MFS_TRANS_ASYNC (durable at the next force).
  */
 #ifndef MFS_TRANS_H
 #define MFS_TRANS_H
@@ -45,7 +47,13 @@ int mfs_trans_holds_ag(const struct mfs_trans *tp, uint32_t agno);
 /* Number of buffers joined so far (callers bound the size of their transactions). */
 unsigned mfs_trans_nbufs(const struct mfs_trans *tp);
 
+/* Commit; on a journal error the transaction is cancelled (exactly) and the error
+ * returned.  An error from waiting for durability (log I/O) leaves the change committed
+ * in memory but not durable: the journal is then dead (see journal.h). */
 int mfs_trans_commit(struct mfs_trans *tp);
+#define MFS_TRANS_ASYNC 0x1u     /* do not wait for the log: durable at the next force */
+/* The same, with flags; *lsn (may be NULL) gets the journal sequence (0: no journal). */
+int mfs_trans_commit_lsn(struct mfs_trans *tp, unsigned flags, uint64_t *lsn);
 void mfs_trans_cancel(struct mfs_trans *tp);
 
 #endif
