@@ -256,6 +256,7 @@ struct rnd {
 	uint64_t owners[8];
 	uint64_t next_off[8];
 	uint64_t nalloc, nfree, nenospc, ncancel, blocks_used, blocks_total;
+	uint32_t lenmax;          /* allocation lengths 1..lenmax */
 };
 
 static size_t ext_push(struct rnd *r, struct ext x)
@@ -292,7 +293,8 @@ static int rnd_alloc(struct rnd *r, struct mfs_trans *tp, struct undo *u)
 	uint32_t k = trand_below(100), oi = trand_below(8);
 	enum mfs_alloc_type type = k < 20 ? MFS_ALLOC_EXACT : k < 60 ? MFS_ALLOC_NEAR
 							 : MFS_ALLOC_ANY;
-	uint32_t minlen = 1 + trand_below(64), maxlen = minlen + trand_below(65 - minlen);
+	uint32_t minlen = 1 + trand_below(r->lenmax);
+	uint32_t maxlen = minlen + trand_below(r->lenmax + 1 - minlen);
 	uint32_t align = trand_below(4) == 0 ? 1u << (1 + trand_below(4)) : 0, len;
 	uint64_t target = trand() % g->dblocks, owner = r->owners[oi], offset, fsb;
 	int err;
@@ -445,9 +447,8 @@ static void rnd_free_all(struct rnd *r)
 	r->blocks_used = 0;
 }
 
-START_TEST(test_random)
+static void run_random(uint32_t bs, uint32_t agblocks, uint32_t lenmax, unsigned nops)
 {
-	const unsigned nops = UNDER_ASAN ? 20000 : 100000;
 	struct tfs t;
 	struct rnd r;
 	struct undo u[3];
@@ -456,14 +457,15 @@ START_TEST(test_random)
 	double t0 = 0;
 	struct timespec ts;
 
-	fprintf(stderr, "check_alloc random: seed %llu (MFS_SEED=%llu to replay)\n",
-		(unsigned long long)seed, (unsigned long long)seed);
+	fprintf(stderr, "check_alloc random, %u-byte blocks: seed %llu (MFS_SEED=%llu to "
+		"replay)\n", bs, (unsigned long long)seed, (unsigned long long)seed);
 	tfs_rand_state = seed;
-	tfs_open(&t, 4096, 65536, 4, 4ull * 65536);
+	tfs_open(&t, bs, agblocks, 4, 4ull * agblocks);
 	tfs_format_all(&t);
 	g = &t.fs->geo;
 	memset(&r, 0, sizeof(r));
 	r.t = &t;
+	r.lenmax = lenmax;
 	r.blocks_total = g->dblocks;
 	for (int i = 0; i < 8; i++)
 		r.owners[i] = i == 7 ? MFS_OWN_INODES : ino_of(g, (uint32_t)i % 4, 64 + 64 * i);
@@ -529,6 +531,18 @@ START_TEST(test_random)
 		CK_TRUE(ag_free(&t, a) >= mfs_ag_length(g, a) - 64);
 	free(r.e);
 	tfs_close(&t);
+}
+
+START_TEST(test_random)
+{
+	run_random(4096, 65536, 64, UNDER_ASAN ? 20000 : 100000);
+}
+END_TEST
+
+/* Small blocks and short extents: the trees get three levels under random load. */
+START_TEST(test_random_1k)
+{
+	run_random(1024, 65536, 8, UNDER_ASAN ? 20000 : 100000);
 }
 END_TEST
 
@@ -634,6 +648,7 @@ static Suite *alloc_suite(void)
 	tcase_add_test(tc, test_semantics);
 	tcase_add_test(tc, test_enospc_and_cancel);
 	tcase_add_test(tc, test_random);
+	tcase_add_test(tc, test_random_1k);
 	suite_add_tcase(s, tc);
 	return s;
 }
