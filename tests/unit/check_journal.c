@@ -478,6 +478,42 @@ START_TEST(group_commit)
 }
 END_TEST
 
+/* ---- the cache's flush goes through the journal; a clean close says so ---------------- */
+START_TEST(flush_and_clean_close)
+{
+	struct mfs_fs *fs = fs_up(64, 1, NULL);
+	struct mfs_bcache_stats bst;
+	struct mfs_journal_info info;
+	uint64_t b[2] = { 650, 651 };
+
+	ck_assert_int_eq(tx(fs, b, 2, 3, 1), 0);
+	mfs_bcache_get_stats(fs->bc, &bst);
+	ck_assert_uint_eq(bst.ndirty, 2);       /* journaled: dirty until checkpointed */
+	ck_assert(raw_zero(650));
+	ck_assert_int_eq(mfs_bcache_flush(fs->bc), 0);
+	mfs_bcache_get_stats(fs->bc, &bst);
+	ck_assert_uint_eq(bst.ndirty, 0);
+	ck_assert(!raw_zero(650));
+	ck_assert_int_eq(mfs_journal_peek(fs, &info), 0);
+	ck_assert_uint_eq(info.records, 0);     /* the tail moved past the record */
+	ck_assert(!info.clean);
+	ck_assert_int_eq(mfs_fs_close(fs), 0);
+	{
+		/* A bare handle (no journal opened) sees the header the close left. */
+		struct mfs_geom g = geom(64);
+		struct mfs_dev *dev;
+
+		ck_assert_int_eq(mfs_dev_open(path, 0, &dev), 0);
+		ck_assert_int_eq(mfs_fs_create(dev, &g, 0, &fs), 0);
+		ck_assert_int_eq(mfs_journal_peek(fs, &info), 0);
+		ck_assert(info.clean);
+		ck_assert_uint_eq(info.records, 0);
+		ck_assert_uint_eq(block_val(fs, 651), 3);
+		ck_assert_int_eq(mfs_fs_close(fs), 0);
+	}
+}
+END_TEST
+
 /* ---- a damaged header ----------------------------------------------------------------- */
 START_TEST(corrupt_header)
 {
@@ -559,6 +595,7 @@ static Suite *journal_suite(void)
 	tcase_add_test(tc, wrap_with_checkpoints);
 	tcase_add_test(tc, revoked_blocks);
 	tcase_add_test(tc, group_commit);
+	tcase_add_test(tc, flush_and_clean_close);
 	tcase_add_test(tc, corrupt_header);
 	tcase_add_test(tc, too_big);
 	suite_add_tcase(s, tc);
