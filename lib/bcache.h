@@ -36,7 +36,8 @@ int mfs_bcache_create(struct mfs_dev *dev, uint32_t blocksize, size_t max_bytes,
 		      struct mfs_bcache **out);
 /* Write back dirty buffers, then free everything.  Returns the first write error. */
 int mfs_bcache_destroy(struct mfs_bcache *bc);
-/* Drop every buffer without writing (after an error, or to simulate a crash). */
+/* Free the cache and every buffer without writing any (after an error, or to simulate a
+ * crash); like destroy, `bc` is gone afterwards. */
 void mfs_bcache_discard(struct mfs_bcache *bc);
 
 /* The UUID that verified blocks must carry. */
