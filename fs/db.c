@@ -38,6 +38,16 @@ static const char *const tree_names[MFS_AG_NTREES] = { "bno", "cnt", "ino", "rma
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
+/* strerror() with our two corruption codes spelled out. */
+static const char *errstr(int err)
+{
+	if (err == -EFSBADCRC)
+		return "checksum does not match (damaged block)";
+	if (err == -EFSCORRUPTED)
+		return "corrupt metadata";
+	return strerror(-err);
+}
+
 static int err_msg(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int err_msg(int err, const char *fmt, ...)
 {
@@ -48,7 +58,7 @@ static int err_msg(int err, const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	if (err)
-		fprintf(stderr, ": %s", strerror(-err));
+		fprintf(stderr, ": %s", errstr(err));
 	fputc('\n', stderr);
 	return 1;
 }
@@ -361,7 +371,7 @@ static int cmd_btree(int argc, char **argv)
 	err = ag_cursor(agno, pc.tree, &hbp, &cur);
 	if (err)
 		return err_msg(err, "AG %u header", agno);
-	printf("AG %u %s btree: root %" PRIu64 ", %u levels\n", agno, cur.ops->name,
+	printf("AG %u %s: root %" PRIu64 ", %u levels\n", agno, cur.ops->name,
 	       cur.root.fsb, cur.root.levels);
 	err = mfs_btree_query_range(&cur, NULL, NULL, print_rec_fn, &pc);
 	mfs_btree_cur_release(&cur);
@@ -421,19 +431,30 @@ static int cmd_block(int argc, char **argv)
 		return err_msg(0, "block %" PRIu64 ": not a btree block of a known kind (give the "
 			       "tree: bno, cnt, ino or rmap)", fsb);
 	}
-	if (mfs_get32(b->hdr.magic) != magics[t]) {
-		printf("(magic does not match the %s tree; decoding as asked)\n", tree_names[t]);
-		rc = 1;
-	}
 	ops = mfs_ag_tree_ops(t);
+	{
+		struct mfs_blk_expect e;
+		char what[64];
+		uint32_t agno = mfs_fsb_to_agno(&fs->geo, fsb);
+
+		snprintf(what, sizeof(what), "AG %u %s", agno, ops->name);
+		e.magic = magics[t];
+		e.owner = agno;
+		e.level = MFS_LEVEL_ANY;
+		e.what = what;
+		if (mfs_blk_verify(b, fs->geo.blocksize, fsb, fs->geo.uuid, &e, 0)) {
+			printf("(the block fails its verifier; decoding it as found)\n");
+			rc = 1;
+		}
+	}
 	level = mfs_get16(b->level);
 	numrecs = mfs_get16(b->numrecs);
 	cap = mfs_btree_maxrecs(ops, fs->geo.blocksize, level == 0);
 	printf("level = %u\nnumrecs = %u (capacity %u)\n", level, numrecs, cap);
 	if (level >= MFS_BTREE_MAXLEVELS || numrecs > cap) {
 		mfs_buf_put(bp);
-		return err_msg(0, "%s btree block %" PRIu64 ": %s", ops->name, fsb,
-			       level >= MFS_BTREE_MAXLEVELS ? "level out of range"
+		return err_msg(0, "AG %u %s block %" PRIu64 ": %s",
+			       mfs_fsb_to_agno(&fs->geo, fsb), ops->name, fsb, level >= MFS_BTREE_MAXLEVELS ? "level out of range"
 							    : "more records than fit");
 	}
 	base = (const uint8_t *)bp->data + sizeof(struct mfs_btree_block);
@@ -821,7 +842,7 @@ static int check_ag(uint32_t agno, uint64_t *freeblks, uint64_t *icount, uint64_
 	/* Superblock copy: verifies and carries the same geometry as the primary. */
 	err = mfs_read_sb(fs, agno, &bp);
 	if (err) {
-		problem(agno, &nprob, "superblock copy unreadable: %s", strerror(-err));
+		problem(agno, &nprob, "superblock copy unreadable: %s", errstr(err));
 	} else {
 		err = mfs_geom_from_sb(&cg, bp->data, mfs_dev_size(fs->dev));
 		cg.chunkblocks = g->chunkblocks;
@@ -832,7 +853,7 @@ static int check_ag(uint32_t agno, uint64_t *freeblks, uint64_t *icount, uint64_
 
 	err = mfs_read_agh(fs, agno, &hbp);
 	if (err) {
-		problem(agno, &nprob, "AG header unreadable, trees not checked: %s", strerror(-err));
+		problem(agno, &nprob, "AG header unreadable, trees not checked: %s", errstr(err));
 		return nprob;
 	}
 	agh = hbp->data;
@@ -852,7 +873,7 @@ static int check_ag(uint32_t agno, uint64_t *freeblks, uint64_t *icount, uint64_
 		mfs_btree_cur_release(&cur);
 		if (err < 0) {
 			problem(agno, &nprob, "%s btree is damaged: %s", tree_names[t],
-				strerror(-err));
+				errstr(err));
 			continue;
 		}
 		s.ok[t] = 1;
@@ -958,7 +979,7 @@ static int check_ag(uint32_t agno, uint64_t *freeblks, uint64_t *icount, uint64_
 	/* Free list: slots point inside the AG, past the fixed blocks, owned by the AG. */
 	err = mfs_read_agfl(fs, agno, &bp);
 	if (err) {
-		problem(agno, &nprob, "free list unreadable: %s", strerror(-err));
+		problem(agno, &nprob, "free list unreadable: %s", errstr(err));
 	} else {
 		const struct mfs_agfl *fl = bp->data;
 		uint32_t first = mfs_get32(agh->fl_first), count = mfs_get32(agh->fl_count);
