@@ -173,7 +173,7 @@ static int bl_finish_block(struct bl_state *s, unsigned lev)
 	const struct mfs_btree_ops *ops = s->bl->ops;
 	struct bl_level *l = &s->lv[lev];
 	struct mfs_buf *bp = l->bp;
-	uint8_t kbuf[BL_KEYBUF];
+	_Alignas(8) uint8_t kbuf[BL_KEYBUF];
 	const void *key;
 	uint64_t fsb = bp->blkno;
 	int err = 0;
@@ -234,7 +234,7 @@ int mfs_bload_build(struct mfs_fs *fs, struct mfs_trans *tp, struct mfs_bload *b
 {
 	const struct mfs_btree_ops *ops = bl->ops;
 	struct bl_state s;
-	uint8_t kprev[BL_KEYBUF], kcur[BL_KEYBUF];
+	_Alignas(8) uint8_t kprev[BL_KEYBUF], kcur[BL_KEYBUF];
 	uint8_t *prev = kprev, *curk = kcur, *tmp;
 	uint64_t recs_done = 0;
 	int have_prev = 0, err;

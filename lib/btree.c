@@ -362,7 +362,7 @@ static inline unsigned bt_leaf_search(const struct mfs_btree_cur *cur, const str
 	const uint8_t *recs = bt_rec(cur, bp, 0);
 	unsigned rlen = ops->rec_len;
 	unsigned lo = 0, hi = n;
-	uint8_t kbuf[BT_KEYBUF];
+	_Alignas(8) uint8_t kbuf[BT_KEYBUF];
 	int c;
 
 	bt_prefetch(recs, (size_t)n * rlen);
@@ -606,7 +606,7 @@ static void bt_move(const struct mfs_btree_cur *cur, unsigned lev, struct mfs_bu
 /* An entry to place in a block: a record (leaf), or a key and child pointer (node). */
 struct bt_entry {
 	const void *rec;
-	uint8_t key[BT_KEYBUF];
+	_Alignas(8) uint8_t key[BT_KEYBUF];
 	uint64_t ptr;
 };
 
@@ -627,7 +627,7 @@ static void bt_put_entry(const struct mfs_btree_cur *cur, unsigned lev, struct m
  */
 static int bt_fix_keys(struct mfs_btree_cur *cur, unsigned lev)
 {
-	uint8_t kbuf[BT_KEYBUF];
+	_Alignas(8) uint8_t kbuf[BT_KEYBUF];
 	int err;
 
 	for (; lev + 1 < cur->root.levels; lev++) {
@@ -713,7 +713,7 @@ static int bt_writable(const struct mfs_btree_cur *cur)
 static int bt_insert_at(struct mfs_btree_cur *cur, unsigned lev, unsigned idx,
 			struct bt_entry *e)
 {
-	uint8_t kbuf[BT_KEYBUF];
+	_Alignas(8) uint8_t kbuf[BT_KEYBUF];
 	int err;
 
 	for (;;) {
@@ -795,7 +795,7 @@ static int bt_insert_at(struct mfs_btree_cur *cur, unsigned lev, unsigned idx,
 int mfs_btree_insert(struct mfs_btree_cur *cur, const void *rec)
 {
 	struct bt_entry e;
-	uint8_t key[BT_KEYBUF];
+	_Alignas(8) uint8_t key[BT_KEYBUF];
 	int eq, err;
 
 	err = bt_writable(cur);
@@ -821,7 +821,7 @@ int mfs_btree_insert(struct mfs_btree_cur *cur, const void *rec)
 int mfs_btree_update(struct mfs_btree_cur *cur, const void *rec)
 {
 	const struct mfs_btree_ops *ops = cur->ops;
-	uint8_t key[BT_KEYBUF], nkey[BT_KEYBUF];
+	_Alignas(8) uint8_t key[BT_KEYBUF], nkey[BT_KEYBUF];
 	struct mfs_buf *bp = cur->path[0].bp;
 	unsigned idx = (unsigned)cur->path[0].idx, n;
 	int err;
@@ -863,7 +863,7 @@ static int bt_rebalance(struct mfs_btree_cur *cur, unsigned lev, int *merged)
 	struct mfs_buf *rbp = NULL, *lbp = NULL;
 	unsigned pidx = (unsigned)cur->path[lev + 1].idx, pn = bt_numrecs(pp);
 	unsigned n = bt_numrecs(bp), min = bt_minrecs(cur, lev);
-	uint8_t kbuf[BT_KEYBUF];
+	_Alignas(8) uint8_t kbuf[BT_KEYBUF];
 	uint64_t fsb;
 	int err;
 
@@ -1049,7 +1049,7 @@ int mfs_btree_query_range(struct mfs_btree_cur *cur, const void *lo, const void 
 			  mfs_btree_rec_fn fn, void *priv)
 {
 	const struct mfs_btree_ops *ops = cur->ops;
-	uint8_t kbuf[BT_KEYBUF];
+	_Alignas(8) uint8_t kbuf[BT_KEYBUF];
 	int stat, err;
 
 	if (lo) {
@@ -1138,7 +1138,7 @@ struct bt_walk {
 	void *priv;
 	uint64_t nrecs, nblocks;
 	int have_last;
-	uint8_t last[BT_KEYBUF];     /* last leaf key seen, for the global order check */
+	_Alignas(8) uint8_t last[BT_KEYBUF];     /* last leaf key seen, for the global order check */
 	struct bt_seen seen;
 };
 
@@ -1149,7 +1149,7 @@ static int bt_check_block(struct mfs_btree_cur *cur, struct bt_walk *w, struct m
 	const struct mfs_btree_ops *ops = cur->ops;
 	unsigned n = bt_numrecs(bp);
 	unsigned long long blk = (unsigned long long)bp->blkno;
-	uint8_t kbuf[BT_KEYBUF];
+	_Alignas(8) uint8_t kbuf[BT_KEYBUF];
 	int err;
 
 	if (!isroot && (n < bt_minrecs(cur, lev) || n == 0))
