@@ -17,6 +17,7 @@
 #include "dev.h"
 #include "fs.h"
 #include "geom.h"
+#include "journal.h"
 #include "log.h"
 #include "mendfs_format.h"
 #include "verify.h"
@@ -454,7 +455,8 @@ static int cmd_block(int argc, char **argv)
 	if (level >= MFS_BTREE_MAXLEVELS || numrecs > cap) {
 		mfs_buf_put(bp);
 		return err_msg(0, "AG %u %s block %" PRIu64 ": %s",
-			       mfs_fsb_to_agno(&fs->geo, fsb), ops->name, fsb, level >= MFS_BTREE_MAXLEVELS ? "level out of range"
+			       mfs_fsb_to_agno(&fs->geo, fsb), ops->name, fsb,
+			       level >= MFS_BTREE_MAXLEVELS ? "level out of range"
 							    : "more records than fit");
 	}
 	base = (const uint8_t *)bp->data + sizeof(struct mfs_btree_block);
@@ -1026,6 +1028,7 @@ static int cmd_check(int argc, char **argv)
 	/* Whole-filesystem checks. */
 	if (argc == 1) {
 		struct mfs_buf *ibp;
+		struct mfs_journal_info ji;
 		uint64_t rino = g->rootino;
 		int err;
 
@@ -1043,6 +1046,14 @@ static int cmd_check(int argc, char **argv)
 				total++;
 			}
 			mfs_buf_put(bp);
+		}
+		err = mfs_journal_peek(fs, &ji);
+		if (err) {
+			printf("journal: header unusable: %s\n", errstr(err));
+			total++;
+		} else if (!ji.clean || ji.records) {
+			printf("journal: not clean (%" PRIu64 " records to replay from sequence %"
+			       PRIu64 "): mount or repair to replay it\n", ji.records, ji.tail_seq);
 		}
 		err = mfs_buf_read(fs->bc, mfs_ino_to_fsb(g, rino), NULL, &ibp);
 		if (err) {

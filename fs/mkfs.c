@@ -8,8 +8,8 @@
  *   3. compute the geometry and check it with the same validator mount uses
  *      (mfs_geom_from_sb); -n stops here after printing it;
  *   4. refuse to overwrite an existing signature unless -f, which wipes them;
- *   5. write every AG (mfs_ag_format), the root inode chunk, the first journal block and
- *      the secondary superblocks, flush, and write the primary superblock last, so that an
+ *   5. write every AG (mfs_ag_format), the root inode chunk, an empty journal and the
+ *      secondary superblocks, flush, and write the primary superblock last, so that an
  *      interrupted mkfs never leaves a primary superblock pointing at half-written AGs.
  *
  * The geometry rules are documented in mkfs.mendfs(8); keep the two in step.
@@ -22,6 +22,7 @@
 #include "fs.h"
 #include "geom.h"
 #include "inode_init.h"
+#include "journal.h"
 #include "log.h"
 #include "mendfs_format.h"
 
@@ -594,12 +595,12 @@ static int write_fs(struct mfs_dev *dev, const struct opts *o, const struct layo
 	err = write_root_chunk(fs, L, now);
 	if (err)
 		goto out;
-	/* The journal's first block zeroed: the journal itself comes with the daemon. */
-	err = mfs_buf_get_new(fs->bc, g->logstart, 0, &bp);
-	if (err)
+	/* An empty journal: both header copies (written straight to the device). */
+	err = mfs_journal_format(fs);
+	if (err) {
+		fprintf(stderr, "%s: writing the journal failed: %s\n", progname, strerror(-err));
 		goto out;
-	mfs_buf_mark_dirty(bp);
-	mfs_buf_put(bp);
+	}
 
 	for (uint32_t agno = 1; agno < g->agcount; agno++) {
 		err = write_sb(fs, o, agno, fdblocks, now);

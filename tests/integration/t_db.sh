@@ -123,6 +123,10 @@ cp "$img" "$d"; garble "$d" "$1" $(( $2 + 60 ))
 expect_err "garbled root inode" "inode $rootino" "$DB" -c "inode $rootino" "$d"
 expect_err "garbled root inode (check)" "root inode|inode $rootino" "$DB" -c check "$d"
 
+logstart=$(field logstart "$dir/sb")
+cp "$img" "$d"; zero "$d" "$logstart"; zero "$d" $((logstart + 1))
+expect_err "zeroed journal headers (check)" "journal" "$DB" -c check "$d"
+
 head -c 1M /dev/urandom >"$d"
 expect_err "random bytes" "superblock|magic" "$DB" -c sb "$d"
 : >"$d"
