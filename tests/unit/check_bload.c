@@ -24,6 +24,31 @@
 #include "trans.h"
 #include "verify.h"
 
+/*
+ * Check's ck_assert_* records every passing assertion with a write(2) to its log, which
+ * dominates loops of millions of checks; these report only failures (through
+ * ck_abort_msg, so the file and line and both values are still in the failure message).
+ */
+#define T_CMP(a, op, b, type, fmt)                                                      \
+	do {                                                                            \
+		type _a = (type)(a), _b = (type)(b);                                     \
+		if (!(_a op _b))                                                        \
+			ck_abort_msg("%s:%d: %s %s %s failed: " fmt " vs " fmt, __FILE__,    \
+				     __LINE__, #a, #op, #b, _a, _b);                        \
+	} while (0)
+#define T_IEQ(a, b) T_CMP(a, ==, b, long long, "%lld")
+#define T_IGE(a, b) T_CMP(a, >=, b, long long, "%lld")
+#define T_UEQ(a, b) T_CMP(a, ==, b, unsigned long long, "%llu")
+#define T_UGE(a, b) T_CMP(a, >=, b, unsigned long long, "%llu")
+#define T_UGT(a, b) T_CMP(a, >, b, unsigned long long, "%llu")
+#define T_ULT(a, b) T_CMP(a, <, b, unsigned long long, "%llu")
+#define T_ULE(a, b) T_CMP(a, <=, b, unsigned long long, "%llu")
+#define T_TRUE(c)                                                                       \
+	do {                                                                            \
+		if (!(c))                                                               \
+			ck_abort_msg("%s:%d: %s failed", __FILE__, __LINE__, #c);       \
+	} while (0)
+
 #if defined(__SANITIZE_ADDRESS__)
 #define UNDER_ASAN 1
 #elif defined(__has_feature)
@@ -58,8 +83,8 @@ static void tfs_open(struct tfs *t, uint32_t bs, uint32_t agblocks)
 	memset(t, 0, sizeof(*t));
 	strcpy(t->path, "/tmp/check_bload.XXXXXX");
 	fd = mkstemp(t->path);
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(ftruncate(fd, (off_t)bs * agblocks), 0);
+	T_IGE(fd, 0);
+	T_IEQ(ftruncate(fd, (off_t)bs * agblocks), 0);
 	close(fd);
 	t->geo.blocksize = bs;
 	t->geo.blocklog = mfs_log2_ceil(bs);
@@ -73,14 +98,14 @@ static void tfs_open(struct tfs *t, uint32_t bs, uint32_t agblocks)
 	t->geo.rootino = 128;
 	for (int i = 0; i < 16; i++)
 		t->geo.uuid[i] = (uint8_t)(rand() >> 3);
-	ck_assert_int_eq(mfs_dev_open(t->path, 0, &dev), 0);
-	ck_assert_int_eq(mfs_fs_create(dev, &t->geo, (size_t)1 << 30, &t->fs), 0);
+	T_IEQ(mfs_dev_open(t->path, 0, &dev), 0);
+	T_IEQ(mfs_fs_create(dev, &t->geo, (size_t)1 << 30, &t->fs), 0);
 }
 
 static void tfs_close(struct tfs *t)
 {
 	unlink(t->path);
-	ck_assert_int_eq(mfs_fs_close(t->fs), 0);
+	T_IEQ(mfs_fs_close(t->fs), 0);
 }
 
 /* ---- the record stream: u64 key, u64 value; key 0 and UINT64_MAX at the ends ----------- */
@@ -113,7 +138,7 @@ static int s_get_recs(void *priv, void *recs, unsigned cnt)
 	s->calls++;
 	if (s->fail_recs_at && s->calls == (uint64_t)s->fail_recs_at)
 		return -EIO;
-	ck_assert_uint_le(s->next + cnt, s->n);
+	T_ULE(s->next + cnt, s->n);
 	for (unsigned i = 0; i < cnt; i++, s->next++, r += 16) {
 		uint64_t k = gen_key(s->next, s->n), v = gen_val(s->next), x;
 
@@ -231,21 +256,21 @@ static void check_tree(struct tfs *t, const struct mfs_btree_ops *ops,
 	int stat;
 
 	mfs_btree_cur_init(&cur, t->fs, NULL, ops, owner_of(ops), 0, root, NULL);
-	ck_assert_int_eq(mfs_btree_verify(&cur, &vrecs, &vblocks), 0);
-	ck_assert_uint_eq(vrecs, n);
-	ck_assert_uint_eq(vblocks, nblocks);
-	ck_assert_int_eq(mfs_btree_query_range(&cur, NULL, NULL, cmp_fn, &w), 0);
-	ck_assert_uint_eq(w.i, n);
+	T_IEQ(mfs_btree_verify(&cur, &vrecs, &vblocks), 0);
+	T_UEQ(vrecs, n);
+	T_UEQ(vblocks, nblocks);
+	T_IEQ(mfs_btree_query_range(&cur, NULL, NULL, cmp_fn, &w), 0);
+	T_UEQ(w.i, n);
 	for (uint64_t j = 0; j < 200 && n; j++) {
 		uint64_t i = (j * 7919) % n, x;
 
 		mfs_put64(x, gen_key(i, n));
 		memcpy(key, &x, 8);
-		ck_assert_int_eq(mfs_btree_lookup(&cur, key, MFS_LOOKUP_EQ, &stat), 0);
-		ck_assert_int_eq(stat, 1);
-		ck_assert_int_eq(mfs_btree_get(&cur, rec, &stat), 0);
+		T_IEQ(mfs_btree_lookup(&cur, key, MFS_LOOKUP_EQ, &stat), 0);
+		T_IEQ(stat, 1);
+		T_IEQ(mfs_btree_get(&cur, rec, &stat), 0);
 		memcpy(&x, rec + 8, 8);
-		ck_assert_uint_eq(mfs_get64(x), gen_val(i));
+		T_UEQ(mfs_get64(x), gen_val(i));
 	}
 	mfs_btree_cur_release(&cur);
 }
@@ -261,7 +286,7 @@ static unsigned load_and_check(struct tfs *t, const struct mfs_btree_ops *ops, u
 	uint64_t nblocks;
 	unsigned levels;
 
-	ck_assert_int_eq(mfs_bload_geometry(ops, t->geo.blocksize, n, fill, &nblocks, &levels), 0);
+	T_IEQ(mfs_bload_geometry(ops, t->geo.blocksize, n, fill, &nblocks, &levels), 0);
 	memset(&s, 0, sizeof(s));
 	s.n = n;
 	s.first = 16;
@@ -276,13 +301,13 @@ static unsigned load_and_check(struct tfs *t, const struct mfs_btree_ops *ops, u
 	bl.claim_block = s_claim;
 	bl.priv = &s;
 	if (use_tp)
-		ck_assert_int_eq(mfs_trans_alloc(t->fs, &tp), 0);
-	ck_assert_int_eq(mfs_bload_build(t->fs, tp, &bl, &root), 0);
+		T_IEQ(mfs_trans_alloc(t->fs, &tp), 0);
+	T_IEQ(mfs_bload_build(t->fs, tp, &bl, &root), 0);
 	if (tp)
-		ck_assert_int_eq(mfs_trans_commit(tp), 0);
-	ck_assert_uint_eq(s.claimed, nblocks);
-	ck_assert_uint_eq(s.next, n);
-	ck_assert_uint_eq(root.levels, levels);
+		T_IEQ(mfs_trans_commit(tp), 0);
+	T_UEQ(s.claimed, nblocks);
+	T_UEQ(s.next, n);
+	T_UEQ(root.levels, levels);
 	check_tree(t, ops, &root, n, nblocks);
 	if (rootp)
 		*rootp = root;
@@ -313,9 +338,9 @@ START_TEST(test_small_sizes)
 								     (int)((i + f) % 2), NULL);
 
 					if (sizes[i] <= leafmax)
-						ck_assert_uint_eq(lv, 1);
+						T_UEQ(lv, 1);
 					else
-						ck_assert_uint_ge(lv, 2);
+						T_UGE(lv, 2);
 				}
 			}
 		}
@@ -332,11 +357,11 @@ START_TEST(test_empty_is_one_leaf)
 	unsigned lv;
 
 	tfs_open(&t, 4096, 1u << 16);
-	ck_assert_int_eq(mfs_bload_geometry(&ops_ag, 4096, 0, 75, &nb, &lv), 0);
-	ck_assert_uint_eq(nb, 1);
-	ck_assert_uint_eq(lv, 1);
+	T_IEQ(mfs_bload_geometry(&ops_ag, 4096, 0, 75, &nb, &lv), 0);
+	T_UEQ(nb, 1);
+	T_UEQ(lv, 1);
 	load_and_check(&t, &ops_ag, 0, 75, 0, &root);
-	ck_assert_uint_eq(root.levels, 1);
+	T_UEQ(root.levels, 1);
 	tfs_close(&t);
 }
 END_TEST
@@ -349,8 +374,8 @@ START_TEST(test_deep)
 
 	tfs_open(&t, 1024, 1u << 22);
 	for (unsigned f = 0; f < 3; f++) {
-		ck_assert_uint_ge(load_and_check(&t, &ops_ag, 20000, fills[f], 0, NULL), 3);
-		ck_assert_uint_ge(load_and_check(&t, &ops_fsb, 400000,
+		T_UGE(load_and_check(&t, &ops_ag, 20000, fills[f], 0, NULL), 3);
+		T_UGE(load_and_check(&t, &ops_fsb, 400000,
 						 fills[f], f == 1, NULL), 4);
 	}
 	tfs_close(&t);
@@ -365,21 +390,21 @@ START_TEST(test_geometry_numbers)
 	uint64_t nb;
 	unsigned lv;
 
-	ck_assert_int_eq(mfs_bload_geometry(&ops_ag, 4096, leafmax, 100, &nb, &lv), 0);
-	ck_assert_uint_eq(nb, 1);
-	ck_assert_int_eq(mfs_bload_geometry(&ops_ag, 4096, leafmax * 10, 100, &nb, &lv), 0);
-	ck_assert_uint_eq(nb, 11);
-	ck_assert_uint_eq(lv, 2);
-	ck_assert_int_eq(mfs_bload_geometry(&ops_ag, 4096, leafmax * nodemax, 100, &nb, &lv), 0);
-	ck_assert_uint_eq(nb, nodemax + 1);
-	ck_assert_uint_eq(lv, 2);
-	ck_assert_int_eq(mfs_bload_geometry(&ops_ag, 4096, leafmax * nodemax + 1, 100, &nb, &lv),
+	T_IEQ(mfs_bload_geometry(&ops_ag, 4096, leafmax, 100, &nb, &lv), 0);
+	T_UEQ(nb, 1);
+	T_IEQ(mfs_bload_geometry(&ops_ag, 4096, leafmax * 10, 100, &nb, &lv), 0);
+	T_UEQ(nb, 11);
+	T_UEQ(lv, 2);
+	T_IEQ(mfs_bload_geometry(&ops_ag, 4096, leafmax * nodemax, 100, &nb, &lv), 0);
+	T_UEQ(nb, nodemax + 1);
+	T_UEQ(lv, 2);
+	T_IEQ(mfs_bload_geometry(&ops_ag, 4096, leafmax * nodemax + 1, 100, &nb, &lv),
 			 0);
-	ck_assert_uint_eq(lv, 3);
+	T_UEQ(lv, 3);
 	/* leafmax + 1 at 50%: two leaves, not three under-full ones */
-	ck_assert_int_eq(mfs_bload_geometry(&ops_ag, 4096, leafmax + 1, 50, &nb, &lv), 0);
-	ck_assert_uint_eq(nb, 3);
-	ck_assert_int_eq(mfs_bload_geometry(&ops_ag, 4096, 10, 101, &nb, &lv), -EINVAL);
+	T_IEQ(mfs_bload_geometry(&ops_ag, 4096, leafmax + 1, 50, &nb, &lv), 0);
+	T_UEQ(nb, 3);
+	T_IEQ(mfs_bload_geometry(&ops_ag, 4096, 10, 101, &nb, &lv), -EINVAL);
 }
 END_TEST
 
@@ -398,7 +423,7 @@ START_TEST(test_modify_after_load)
 	load_and_check(&t, &ops_ag, n, 100, 0, &root);
 	next_free = 1u << 19;
 	set_root_target = &root;
-	ck_assert_int_eq(mfs_trans_alloc(t.fs, &tp), 0);
+	T_IEQ(mfs_trans_alloc(t.fs, &tp), 0);
 	mfs_btree_cur_init(&cur, t.fs, tp, &ops_ag, 0, 0, &root, NULL);
 	for (uint64_t i = 1; i < n - 1; i += 5) {
 		uint64_t x;
@@ -406,22 +431,22 @@ START_TEST(test_modify_after_load)
 		mfs_put64(x, gen_key(i, n) + 1);
 		memcpy(rec, &x, 8);
 		memset(rec + 8, 0, 8);
-		ck_assert_int_eq(mfs_btree_insert(&cur, rec), 0);
+		T_IEQ(mfs_btree_insert(&cur, rec), 0);
 	}
 	for (uint64_t i = 1; i < n - 1; i += 3) {
 		uint64_t x;
 
 		mfs_put64(x, gen_key(i, n));
 		memcpy(key, &x, 8);
-		ck_assert_int_eq(mfs_btree_lookup(&cur, key, MFS_LOOKUP_EQ, &stat), 0);
-		ck_assert_int_eq(stat, 1);
-		ck_assert_int_eq(mfs_btree_delete(&cur), 0);
+		T_IEQ(mfs_btree_lookup(&cur, key, MFS_LOOKUP_EQ, &stat), 0);
+		T_IEQ(stat, 1);
+		T_IEQ(mfs_btree_delete(&cur), 0);
 	}
 	mfs_btree_cur_release(&cur);
-	ck_assert_int_eq(mfs_trans_commit(tp), 0);
+	T_IEQ(mfs_trans_commit(tp), 0);
 	mfs_btree_cur_init(&cur, t.fs, NULL, &ops_ag, 0, 0, &root, NULL);
-	ck_assert_int_eq(mfs_btree_verify(&cur, &vrecs, NULL), 0);
-	ck_assert_uint_eq(vrecs, n + (n - 2 + 4) / 5 - (n - 2 + 2) / 3);
+	T_IEQ(mfs_btree_verify(&cur, &vrecs, NULL), 0);
+	T_UEQ(vrecs, n + (n - 2 + 4) / 5 - (n - 2 + 2) / 3);
 	mfs_btree_cur_release(&cur);
 	tfs_close(&t);
 }
@@ -452,7 +477,7 @@ START_TEST(test_refusals)
 	s.reserved = 1000;
 	s.unsorted_at = 3000;
 	bl = make_bl(&ops_ag, &s);
-	ck_assert_int_eq(mfs_bload_build(t.fs, NULL, &bl, &root), -EINVAL);
+	T_IEQ(mfs_bload_build(t.fs, NULL, &bl, &root), -EINVAL);
 	/* a failing record source */
 	memset(&s, 0, sizeof(s));
 	s.n = 5000;
@@ -460,7 +485,7 @@ START_TEST(test_refusals)
 	s.reserved = 1000;
 	s.fail_recs_at = 20;
 	bl = make_bl(&ops_ag, &s);
-	ck_assert_int_eq(mfs_bload_build(t.fs, NULL, &bl, &root), -EIO);
+	T_IEQ(mfs_bload_build(t.fs, NULL, &bl, &root), -EIO);
 	/* running out of reserved blocks */
 	memset(&s, 0, sizeof(s));
 	s.n = 5000;
@@ -468,14 +493,14 @@ START_TEST(test_refusals)
 	s.reserved = 1000;
 	s.fail_claim_at = 50;
 	bl = make_bl(&ops_ag, &s);
-	ck_assert_int_eq(mfs_bload_build(t.fs, NULL, &bl, &root), -ENOSPC);
+	T_IEQ(mfs_bload_build(t.fs, NULL, &bl, &root), -ENOSPC);
 	/* a reserved block outside the AG */
 	memset(&s, 0, sizeof(s));
 	s.n = 5000;
 	s.first = (1u << 18) - 20;
 	s.reserved = 1000;
 	bl = make_bl(&ops_ag, &s);
-	ck_assert_int_eq(mfs_bload_build(t.fs, NULL, &bl, &root), -EINVAL);
+	T_IEQ(mfs_bload_build(t.fs, NULL, &bl, &root), -EINVAL);
 	/* bad fill */
 	memset(&s, 0, sizeof(s));
 	s.n = 10;
@@ -483,7 +508,7 @@ START_TEST(test_refusals)
 	s.reserved = 10;
 	bl = make_bl(&ops_ag, &s);
 	bl.fill_pct = 150;
-	ck_assert_int_eq(mfs_bload_build(t.fs, NULL, &bl, &root), -EINVAL);
+	T_IEQ(mfs_bload_build(t.fs, NULL, &bl, &root), -EINVAL);
 	mfs_log_set_level(quiet);
 	tfs_close(&t);
 }
@@ -505,7 +530,7 @@ START_TEST(test_ten_million)
 		double t0, t1;
 
 		tfs_open(&t, 4096, 1u << 20);
-		ck_assert_int_eq(mfs_bload_geometry(&ops_ag, 4096, n, fills[f], &nblocks, &levels),
+		T_IEQ(mfs_bload_geometry(&ops_ag, 4096, n, fills[f], &nblocks, &levels),
 				 0);
 		memset(&s, 0, sizeof(s));
 		s.n = n;
@@ -514,10 +539,10 @@ START_TEST(test_ten_million)
 		bl = make_bl(&ops_ag, &s);
 		bl.fill_pct = fills[f];
 		t0 = now();
-		ck_assert_int_eq(mfs_bload_build(t.fs, NULL, &bl, &root), 0);
+		T_IEQ(mfs_bload_build(t.fs, NULL, &bl, &root), 0);
 		t1 = now();
-		ck_assert_uint_eq(s.claimed, nblocks);
-		ck_assert_uint_eq(root.levels, levels);
+		T_UEQ(s.claimed, nblocks);
+		T_UEQ(root.levels, levels);
 		check_tree(&t, &ops_ag, &root, n, nblocks);
 		printf("check_bload: %" PRIu64 " records at fill %u: %u levels, %" PRIu64
 		       " blocks, built in %.2f s (%.1f M records/s), verified in %.2f s\n", n,

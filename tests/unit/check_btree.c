@@ -26,6 +26,31 @@
 #include "trans.h"
 #include "verify.h"
 
+/*
+ * Check's ck_assert_* records every passing assertion with a write(2) to its log, which
+ * dominates loops of millions of checks; these report only failures (through
+ * ck_abort_msg, so the file and line and both values are still in the failure message).
+ */
+#define T_CMP(a, op, b, type, fmt)                                                      \
+	do {                                                                            \
+		type _a = (type)(a), _b = (type)(b);                                     \
+		if (!(_a op _b))                                                        \
+			ck_abort_msg("%s:%d: %s %s %s failed: " fmt " vs " fmt, __FILE__,    \
+				     __LINE__, #a, #op, #b, _a, _b);                        \
+	} while (0)
+#define T_IEQ(a, b) T_CMP(a, ==, b, long long, "%lld")
+#define T_IGE(a, b) T_CMP(a, >=, b, long long, "%lld")
+#define T_UEQ(a, b) T_CMP(a, ==, b, unsigned long long, "%llu")
+#define T_UGE(a, b) T_CMP(a, >=, b, unsigned long long, "%llu")
+#define T_UGT(a, b) T_CMP(a, >, b, unsigned long long, "%llu")
+#define T_ULT(a, b) T_CMP(a, <, b, unsigned long long, "%llu")
+#define T_ULE(a, b) T_CMP(a, <=, b, unsigned long long, "%llu")
+#define T_TRUE(c)                                                                       \
+	do {                                                                            \
+		if (!(c))                                                               \
+			ck_abort_msg("%s:%d: %s failed", __FILE__, __LINE__, #c);       \
+	} while (0)
+
 #if defined(__SANITIZE_ADDRESS__)
 #define UNDER_ASAN 1
 #elif defined(__has_feature)
@@ -75,9 +100,9 @@ static void tfs_mount(struct tfs *t)
 	int err;
 
 	err = mfs_dev_open(t->path, 0, &dev);
-	ck_assert_int_eq(err, 0);
+	T_IEQ(err, 0);
 	err = mfs_fs_create(dev, &t->geo, (size_t)1 << 30, &t->fs);
-	ck_assert_int_eq(err, 0);
+	T_IEQ(err, 0);
 }
 
 static void tfs_open(struct tfs *t, uint32_t bs, uint32_t agblocks)
@@ -87,8 +112,8 @@ static void tfs_open(struct tfs *t, uint32_t bs, uint32_t agblocks)
 	memset(t, 0, sizeof(*t));
 	strcpy(t->path, "/tmp/check_btree.XXXXXX");
 	fd = mkstemp(t->path);
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(ftruncate(fd, (off_t)bs * agblocks), 0);
+	T_IGE(fd, 0);
+	T_IEQ(ftruncate(fd, (off_t)bs * agblocks), 0);
 	close(fd);
 	t->geo.blocksize = bs;
 	t->geo.blocklog = mfs_log2_ceil(bs);
@@ -108,14 +133,14 @@ static void tfs_open(struct tfs *t, uint32_t bs, uint32_t agblocks)
 /* Write everything back and drop the cache: the next reads come from the image. */
 static void tfs_remount(struct tfs *t)
 {
-	ck_assert_int_eq(mfs_fs_close(t->fs), 0);
+	T_IEQ(mfs_fs_close(t->fs), 0);
 	t->fs = NULL;
 	tfs_mount(t);
 }
 
 static void tfs_close(struct tfs *t)
 {
-	ck_assert_int_eq(mfs_fs_close(t->fs), 0);
+	T_IEQ(mfs_fs_close(t->fs), 0);
 	unlink(t->path);
 }
 
@@ -236,12 +261,12 @@ static void tt_create(struct ttree *tt, struct tfs *t, const struct mfs_btree_op
 		struct mfs_btree_cur cur;
 
 		cur.priv = tt;
-		ck_assert_int_eq(t_alloc(&cur, &fsb), 0);
+		T_IEQ(t_alloc(&cur, &fsb), 0);
 	}
-	ck_assert_int_eq(mfs_trans_alloc(t->fs, &tp), 0);
-	ck_assert_int_eq(mfs_trans_get_new(tp, fsb, 1, &bp), 0);
+	T_IEQ(mfs_trans_alloc(t->fs, &tp), 0);
+	T_IEQ(mfs_trans_get_new(tp, fsb, 1, &bp), 0);
 	mfs_blk_init(bp->data, t->geo.blocksize, ops->magic, fsb, owner_of(ops), t->geo.uuid);
-	ck_assert_int_eq(mfs_trans_commit(tp), 0);
+	T_IEQ(mfs_trans_commit(tp), 0);
 	tt->root.fsb = fsb;
 	tt->root.levels = 1;
 }
@@ -429,10 +454,10 @@ static int collect_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
 	uint64_t k = rec_k(rec);
 
 	(void)cur;
-	ck_assert_uint_lt(c->next, DOM);
+	T_ULT(c->next, DOM);
 	ck_assert_msg(k == dkey(c->next), "range: key %" PRIx64 ", model expects %" PRIx64,
 		      k, dkey(c->next));
-	ck_assert_uint_eq(rec_v(rec), c->m->val[c->next]);
+	T_UEQ(rec_v(rec), c->m->val[c->next]);
 	c->next = m_next(c->m, c->next + 1);
 	c->seen++;
 	if (c->limit && c->seen == c->limit)
@@ -449,16 +474,16 @@ static void tt_verify(struct ttree *tt, const struct mfs_btree_ops *ops, const s
 	cur_init(&cur, tt, NULL, ops);
 	tt->check_calls = 0;
 	err = mfs_btree_verify(&cur, &nrecs, &nblocks);
-	ck_assert_int_eq(err, 0);
-	ck_assert_uint_eq(tt->check_calls, nrecs);
-	ck_assert_uint_eq(nblocks, tt->used);
+	T_IEQ(err, 0);
+	T_UEQ(tt->check_calls, nrecs);
+	T_UEQ(nblocks, tt->used);
 	if (m) {
 		struct collect c = { .m = m, .next = m_next(m, 0) };
 
-		ck_assert_uint_eq(nrecs, m->count);
-		ck_assert_int_eq(mfs_btree_query_range(&cur, NULL, NULL, collect_fn, &c), 0);
-		ck_assert_uint_eq(c.seen, m->count);
-		ck_assert_uint_eq(c.next, DOM);
+		T_UEQ(nrecs, m->count);
+		T_IEQ(mfs_btree_query_range(&cur, NULL, NULL, collect_fn, &c), 0);
+		T_UEQ(c.seen, m->count);
+		T_UEQ(c.next, DOM);
 	}
 	mfs_btree_cur_release(&cur);
 }
@@ -472,7 +497,7 @@ static void check_lookup(struct mfs_btree_cur *cur, const struct model *m, uint6
 
 	mkkey(key, q);
 	err = mfs_btree_lookup(cur, key, (enum mfs_btree_lookup)how, &stat);
-	ck_assert_int_eq(err, 0);
+	T_IEQ(err, 0);
 	if (how == MFS_LOOKUP_EQ) {
 		uint32_t i = dom_ge(q);
 
@@ -489,13 +514,13 @@ static void check_lookup(struct mfs_btree_cur *cur, const struct model *m, uint6
 		else
 			want = m_prev(m, (int64_t)i - 1);
 	}
-	ck_assert_int_eq(stat, want >= 0);
+	T_IEQ(stat, want >= 0);
 	if (want < 0)
 		return;
-	ck_assert_int_eq(mfs_btree_get(cur, rec, &stat), 0);
-	ck_assert_int_eq(stat, 1);
-	ck_assert_uint_eq(rec_k(rec), dkey((uint32_t)want));
-	ck_assert_uint_eq(rec_v(rec), m->val[want]);
+	T_IEQ(mfs_btree_get(cur, rec, &stat), 0);
+	T_IEQ(stat, 1);
+	T_UEQ(rec_k(rec), dkey((uint32_t)want));
+	T_UEQ(rec_v(rec), m->val[want]);
 
 	/* Walk a few records either way. */
 	{
@@ -504,20 +529,20 @@ static void check_lookup(struct mfs_btree_cur *cur, const struct model *m, uint6
 
 		for (int s = 0; s < steps; s++) {
 			if (dir) {
-				ck_assert_int_eq(mfs_btree_next(cur, &stat), 0);
+				T_IEQ(mfs_btree_next(cur, &stat), 0);
 				pos = m_next(m, (uint32_t)pos + 1);
 				if (pos >= DOM)
 					pos = -1;
 			} else {
-				ck_assert_int_eq(mfs_btree_prev(cur, &stat), 0);
+				T_IEQ(mfs_btree_prev(cur, &stat), 0);
 				pos = m_prev(m, pos - 1);
 			}
-			ck_assert_int_eq(stat, pos >= 0);
+			T_IEQ(stat, pos >= 0);
 			if (pos < 0)
 				break;
-			ck_assert_int_eq(mfs_btree_get(cur, rec, &stat), 0);
-			ck_assert_int_eq(stat, 1);
-			ck_assert_uint_eq(rec_k(rec), dkey((uint32_t)pos));
+			T_IEQ(mfs_btree_get(cur, rec, &stat), 0);
+			T_IEQ(stat, 1);
+			T_UEQ(rec_k(rec), dkey((uint32_t)pos));
 		}
 	}
 }
@@ -558,7 +583,7 @@ static void run_phase(struct ttree *tt, const struct mfs_btree_ops *ops, struct 
 		int stat, err;
 
 		if (!tp) {
-			ck_assert_int_eq(mfs_trans_alloc(tt->t->fs, &tp), 0);
+			T_IEQ(mfs_trans_alloc(tt->t->fs, &tp), 0);
 			cur_init(&cur, tt, tp, ops);
 		}
 		if (r < ph->p_ins) {
@@ -568,9 +593,9 @@ static void run_phase(struct ttree *tt, const struct mfs_btree_ops *ops, struct 
 			mkrec(rec, dkey(i), v);
 			err = mfs_btree_insert(&cur, rec);
 			if (m_has(m, i)) {
-				ck_assert_int_eq(err, -EEXIST);
+				T_IEQ(err, -EEXIST);
 			} else {
-				ck_assert_int_eq(err, 0);
+				T_IEQ(err, 0);
 				m_set(m, i, v);
 			}
 		} else if (r < ph->p_ins + ph->p_del) {
@@ -588,10 +613,10 @@ static void run_phase(struct ttree *tt, const struct mfs_btree_ops *ops, struct 
 				i = j;
 			}
 			mkkey(key, dkey(i));
-			ck_assert_int_eq(mfs_btree_lookup(&cur, key, MFS_LOOKUP_EQ, &stat), 0);
-			ck_assert_int_eq(stat, m_has(m, i));
+			T_IEQ(mfs_btree_lookup(&cur, key, MFS_LOOKUP_EQ, &stat), 0);
+			T_IEQ(stat, m_has(m, i));
 			if (stat) {
-				ck_assert_int_eq(mfs_btree_delete(&cur), 0);
+				T_IEQ(mfs_btree_delete(&cur), 0);
 				m_clear(m, i);
 			}
 		} else if (r < ph->p_ins + ph->p_del + ph->p_upd) {
@@ -601,10 +626,10 @@ static void run_phase(struct ttree *tt, const struct mfs_btree_ops *ops, struct 
 			if (i == DOM)
 				continue;
 			mkkey(key, dkey(i));
-			ck_assert_int_eq(mfs_btree_lookup(&cur, key, MFS_LOOKUP_EQ, &stat), 0);
-			ck_assert_int_eq(stat, 1);
+			T_IEQ(mfs_btree_lookup(&cur, key, MFS_LOOKUP_EQ, &stat), 0);
+			T_IEQ(stat, 1);
 			mkrec(rec, dkey(i), v);
-			ck_assert_int_eq(mfs_btree_update(&cur, rec), 0);
+			T_IEQ(mfs_btree_update(&cur, rec), 0);
 			m_set(m, i, v);
 		} else if (r < ph->p_ins + ph->p_del + ph->p_upd + ph->p_look) {
 			uint64_t q;
@@ -634,17 +659,17 @@ static void run_phase(struct ttree *tt, const struct mfs_btree_ops *ops, struct 
 				/* Stop early through the callback's return value. */
 				c.limit = 1 + rnd() % 5;
 				err = mfs_btree_query_range(&cur, lo, hi, collect_fn, &c);
-				ck_assert_int_ge(err, 0);
+				T_IGE(err, 0);
 			} else {
 				err = mfs_btree_query_range(&cur, lo, hi, collect_fn, &c);
-				ck_assert_int_eq(err, 0);
+				T_IEQ(err, 0);
 				ck_assert_msg(c.next > last, "range stopped early");
 			}
 		}
 		(*opcount)++;
 		if (++in_txn == txn_ops || n + 1 == ph->ops || *opcount % verify_every == 0) {
 			mfs_btree_cur_release(&cur);
-			ck_assert_int_eq(mfs_trans_commit(tp), 0);
+			T_IEQ(mfs_trans_commit(tp), 0);
 			tp = NULL;
 			in_txn = 0;
 		}
@@ -653,7 +678,7 @@ static void run_phase(struct ttree *tt, const struct mfs_btree_ops *ops, struct 
 	}
 	if (tp) {
 		mfs_btree_cur_release(&cur);
-		ck_assert_int_eq(mfs_trans_commit(tp), 0);
+		T_IEQ(mfs_trans_commit(tp), 0);
 	}
 	tt_verify(tt, ops, m);
 }
@@ -667,25 +692,25 @@ static void drain(struct ttree *tt, const struct mfs_btree_ops *ops, struct mode
 	int stat;
 	unsigned n = 0;
 
-	ck_assert_int_eq(mfs_trans_alloc(tt->t->fs, &tp), 0);
+	T_IEQ(mfs_trans_alloc(tt->t->fs, &tp), 0);
 	cur_init(&cur, tt, tp, ops);
 	while (m->count) {
 		int64_t i = back ? m_prev(m, DOM - 1) : (int64_t)m_next(m, 0);
 
 		mkkey(key, dkey((uint32_t)i));
-		ck_assert_int_eq(mfs_btree_lookup(&cur, key, MFS_LOOKUP_EQ, &stat), 0);
-		ck_assert_int_eq(stat, 1);
-		ck_assert_int_eq(mfs_btree_delete(&cur), 0);
+		T_IEQ(mfs_btree_lookup(&cur, key, MFS_LOOKUP_EQ, &stat), 0);
+		T_IEQ(stat, 1);
+		T_IEQ(mfs_btree_delete(&cur), 0);
 		m_clear(m, (uint32_t)i);
 		if (++n % 2000 == 0) {
 			mfs_btree_cur_release(&cur);
-			ck_assert_int_eq(mfs_trans_commit(tp), 0);
-			ck_assert_int_eq(mfs_trans_alloc(tt->t->fs, &tp), 0);
+			T_IEQ(mfs_trans_commit(tp), 0);
+			T_IEQ(mfs_trans_alloc(tt->t->fs, &tp), 0);
 			cur_init(&cur, tt, tp, ops);
 		}
 	}
 	mfs_btree_cur_release(&cur);
-	ck_assert_int_eq(mfs_trans_commit(tp), 0);
+	T_IEQ(mfs_trans_commit(tp), 0);
 }
 
 static unsigned tree_levels_max;
@@ -719,8 +744,8 @@ static void model_test(uint32_t bs, const struct mfs_btree_ops *ops, uint64_t to
 	run_phase(&tt, ops, m, &shrink, vevery, &opcount);
 	drain(&tt, ops, m, 0);
 	tt_verify(&tt, ops, m);
-	ck_assert_uint_eq(tt.root.levels, 1);
-	ck_assert_uint_eq(tt.used, 1);
+	T_UEQ(tt.root.levels, 1);
+	T_UEQ(tt.used, 1);
 
 	/* Dense keys (adjacent pairs, extremes): grow again in a small key space, drain from
 	 * the back. */
@@ -730,8 +755,8 @@ static void model_test(uint32_t bs, const struct mfs_btree_ops *ops, uint64_t to
 		maxlev = tt.root.levels;
 	drain(&tt, ops, m, 1);
 	tt_verify(&tt, ops, m);
-	ck_assert_uint_eq(tt.root.levels, 1);
-	ck_assert_uint_eq(tt.used, 1);
+	T_UEQ(tt.root.levels, 1);
+	T_UEQ(tt.used, 1);
 
 	/* Everything survives a trip through the image. */
 	tfs_remount(&t);
@@ -740,7 +765,7 @@ static void model_test(uint32_t bs, const struct mfs_btree_ops *ops, uint64_t to
 	printf("check_btree: bs %u ptr %u: %" PRIu64 " ops, up to %u levels\n", bs,
 	       ops->ptr_len, opcount, maxlev);
 	tree_levels_max = maxlev;
-	ck_assert_uint_ge(opcount, total_ops / scale * 99 / 100);
+	T_UGE(opcount, total_ops / scale * 99 / 100);
 	tt_destroy(&tt);
 	tfs_close(&t);
 	m_free(m);
@@ -749,14 +774,14 @@ static void model_test(uint32_t bs, const struct mfs_btree_ops *ops, uint64_t to
 START_TEST(test_model_1k_agptr)
 {
 	model_test(1024, &ops_ag, 1020000);
-	ck_assert_uint_ge(tree_levels_max, UNDER_ASAN ? 3 : 4);
+	T_UGE(tree_levels_max, UNDER_ASAN ? 3 : 4);
 }
 END_TEST
 
 START_TEST(test_model_4k_fsbptr)
 {
 	model_test(4096, &ops_fsb, 400000);
-	ck_assert_uint_ge(tree_levels_max, UNDER_ASAN ? 2 : 3);
+	T_UGE(tree_levels_max, UNDER_ASAN ? 2 : 3);
 }
 END_TEST
 
@@ -776,23 +801,23 @@ START_TEST(test_sequential)
 	tfs_open(&t, 1024, 1u << 20);
 	tt_create(&tt, &t, &ops_ag);
 	for (int dir = 0; dir < 2; dir++) {
-		ck_assert_int_eq(mfs_trans_alloc(t.fs, &tp), 0);
+		T_IEQ(mfs_trans_alloc(t.fs, &tp), 0);
 		cur_init(&cur, &tt, tp, &ops_ag);
 		for (unsigned i = 0; i < n; i++) {
 			uint32_t d = dir ? n - 1 - i : i;
 
 			mkrec(rec, dkey(d), d);
-			ck_assert_int_eq(mfs_btree_insert(&cur, rec), 0);
+			T_IEQ(mfs_btree_insert(&cur, rec), 0);
 			m_set(m, d, d);
 		}
 		mfs_btree_cur_release(&cur);
-		ck_assert_int_eq(mfs_trans_commit(tp), 0);
+		T_IEQ(mfs_trans_commit(tp), 0);
 		tt_verify(&tt, &ops_ag, m);
-		ck_assert_uint_ge(tt.root.levels, 3);
+		T_UGE(tt.root.levels, 3);
 		drain(&tt, &ops_ag, m, dir);
 		tt_verify(&tt, &ops_ag, m);
-		ck_assert_uint_eq(tt.used, 1);
-		ck_assert_uint_eq(tt.root.levels, 1);
+		T_UEQ(tt.used, 1);
+		T_UEQ(tt.root.levels, 1);
 	}
 	tt_destroy(&tt);
 	tfs_close(&t);
@@ -815,16 +840,16 @@ START_TEST(test_empty_and_readonly)
 	cur_init(&cur, &tt, NULL, &ops_ag);
 	for (int how = 0; how < 3; how++) {
 		mkkey(key, 5);
-		ck_assert_int_eq(mfs_btree_lookup(&cur, key, (enum mfs_btree_lookup)how, &stat), 0);
-		ck_assert_int_eq(stat, 0);
-		ck_assert_int_eq(mfs_btree_get(&cur, rec, &stat), 0);
-		ck_assert_int_eq(stat, 0);
-		ck_assert_int_eq(mfs_btree_next(&cur, &stat), 0);
-		ck_assert_int_eq(stat, 0);
+		T_IEQ(mfs_btree_lookup(&cur, key, (enum mfs_btree_lookup)how, &stat), 0);
+		T_IEQ(stat, 0);
+		T_IEQ(mfs_btree_get(&cur, rec, &stat), 0);
+		T_IEQ(stat, 0);
+		T_IEQ(mfs_btree_next(&cur, &stat), 0);
+		T_IEQ(stat, 0);
 	}
 	mkrec(rec, 1, 1);
-	ck_assert_int_eq(mfs_btree_insert(&cur, rec), -EROFS);
-	ck_assert_int_eq(mfs_btree_delete(&cur), -EROFS);
+	T_IEQ(mfs_btree_insert(&cur, rec), -EROFS);
+	T_IEQ(mfs_btree_delete(&cur), -EROFS);
 	mfs_btree_cur_release(&cur);
 	tt_verify(&tt, &ops_ag, NULL);
 	tt_destroy(&tt);
@@ -846,8 +871,8 @@ static int copy_fn(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, void
 	struct mfs_buf *bp;
 	struct mfs_blk_expect e = { cur->ops->magic, cur->owner, (int)level, cur->ops->name };
 
-	ck_assert_uint_lt(bc->n, 4096);
-	ck_assert_int_eq(mfs_buf_read(cur->fs->bc, fsb, &e, &bp), 0);
+	T_ULT(bc->n, 4096);
+	T_IEQ(mfs_buf_read(cur->fs->bc, fsb, &e, &bp), 0);
 	bc->fsb[bc->n] = fsb;
 	memcpy(bc->data + bc->n * bc->bs, bp->data, bc->bs);
 	mfs_buf_put(bp);
@@ -862,7 +887,7 @@ static void snapshot(struct ttree *tt, const struct mfs_btree_ops *ops, struct b
 	bc->n = 0;
 	bc->bs = tt->t->geo.blocksize;
 	cur_init(&cur, tt, NULL, ops);
-	ck_assert_int_eq(mfs_btree_visit_blocks(&cur, copy_fn, bc), 0);
+	T_IEQ(mfs_btree_visit_blocks(&cur, copy_fn, bc), 0);
 	mfs_btree_cur_release(&cur);
 }
 
@@ -885,7 +910,7 @@ START_TEST(test_cancel)
 	a->data = malloc(4096 * 1024);
 	b->data = malloc(4096 * 1024);
 	/* A committed tree of a couple of thousand records (2 levels at 1 KiB). */
-	ck_assert_int_eq(mfs_trans_alloc(t.fs, &tp), 0);
+	T_IEQ(mfs_trans_alloc(t.fs, &tp), 0);
 	cur_init(&cur, &tt, tp, &ops_ag);
 	for (unsigned i = 0; i < 2000; i++) {
 		uint32_t d = (uint32_t)(rnd() % DOM);
@@ -895,9 +920,9 @@ START_TEST(test_cancel)
 			m_set(m, d, d);
 	}
 	mfs_btree_cur_release(&cur);
-	ck_assert_int_eq(mfs_trans_commit(tp), 0);
+	T_IEQ(mfs_trans_commit(tp), 0);
 	tt_verify(&tt, &ops_ag, m);
-	ck_assert_uint_ge(tt.root.levels, 2);
+	T_UGE(tt.root.levels, 2);
 	snapshot(&tt, &ops_ag, a);
 
 	for (int round = 0; round < 2; round++) {
@@ -905,7 +930,7 @@ START_TEST(test_cancel)
 		saved = tt;
 		bitmap_copy = malloc((tt.nbits + 7) / 8);
 		memcpy(bitmap_copy, tt.bitmap, (tt.nbits + 7) / 8);
-		ck_assert_int_eq(mfs_trans_alloc(t.fs, &tp), 0);
+		T_IEQ(mfs_trans_alloc(t.fs, &tp), 0);
 		cur_init(&cur, &tt, tp, &ops_ag);
 		for (unsigned i = 0; i < (round ? 200000u : 3000u); i++) {
 			uint32_t d = (uint32_t)(rnd() % DOM);
@@ -914,16 +939,16 @@ START_TEST(test_cancel)
 			(void)mfs_btree_insert(&cur, rec);
 			if (round && i % 3 == 0) {
 				mkkey(key, rnd());
-				ck_assert_int_eq(mfs_btree_lookup(&cur, key, MFS_LOOKUP_GE, &stat), 0);
+				T_IEQ(mfs_btree_lookup(&cur, key, MFS_LOOKUP_GE, &stat), 0);
 				if (stat)
-					ck_assert_int_eq(mfs_btree_delete(&cur), 0);
+					T_IEQ(mfs_btree_delete(&cur), 0);
 			}
 			/* Round 1 goes on until the root has split. */
 			if (round && tt.root.levels > saved.root.levels)
 				break;
 		}
 		if (round)
-			ck_assert_uint_gt(tt.root.levels, saved.root.levels);
+			T_UGT(tt.root.levels, saved.root.levels);
 		mfs_btree_cur_release(&cur);
 		mfs_trans_cancel(tp);
 		/* The allocator and the root pointer are the caller's to restore. */
@@ -934,17 +959,17 @@ START_TEST(test_cancel)
 		tt.hint = saved.hint;
 
 		snapshot(&tt, &ops_ag, b);
-		ck_assert_uint_eq(a->n, b->n);
+		T_UEQ(a->n, b->n);
 		ck_assert_mem_eq(a->fsb, b->fsb, a->n * sizeof(uint64_t));
-		ck_assert_int_eq(memcmp(a->data, b->data, a->n * 1024), 0);
+		T_IEQ(memcmp(a->data, b->data, a->n * 1024), 0);
 		tt_verify(&tt, &ops_ag, m);
 	}
 	/* And on the image too. */
 	tfs_remount(&t);
 	snapshot(&tt, &ops_ag, b);
-	ck_assert_uint_eq(a->n, b->n);
+	T_UEQ(a->n, b->n);
 	for (uint64_t i = 0; i < a->n; i++)
-		ck_assert_int_eq(memcmp(a->data + i * 1024 + 8, b->data + i * 1024 + 8, 1024 - 8), 0);
+		T_IEQ(memcmp(a->data + i * 1024 + 8, b->data + i * 1024 + 8, 1024 - 8), 0);
 	tt_verify(&tt, &ops_ag, m);
 	free(a->data);
 	free(b->data);
@@ -980,14 +1005,14 @@ START_TEST(test_alloc_failure)
 	tfs_open(&t, 1024, 1u << 16);
 	tt_create(&tt, &t, &ops_ag);
 	ops.alloc_block = t_alloc_fail;
-	ck_assert_int_eq(mfs_trans_alloc(t.fs, &tp), 0);
+	T_IEQ(mfs_trans_alloc(t.fs, &tp), 0);
 	cur_init(&cur, &tt, tp, &ops);
 	for (i = 0; i < 1000 && !err; i++) {
 		mkrec(rec, dkey(i), i);
 		err = mfs_btree_insert(&cur, rec);
 	}
-	ck_assert_int_eq(err, -ENOSPC);
-	ck_assert_uint_eq(i, mfs_btree_maxrecs(&ops, 1024, 1) + 1);
+	T_IEQ(err, -ENOSPC);
+	T_UEQ(i, mfs_btree_maxrecs(&ops, 1024, 1) + 1);
 	mfs_btree_cur_release(&cur);
 	mfs_trans_cancel(tp);
 	tt_verify(&tt, &ops_ag, m);
@@ -999,11 +1024,11 @@ END_TEST
 
 START_TEST(test_maxrecs)
 {
-	ck_assert_uint_eq(mfs_btree_maxrecs(&ops_ag, 4096, 1), (4096 - 64) / 16);
-	ck_assert_uint_eq(mfs_btree_maxrecs(&ops_ag, 4096, 0), (4096 - 64) / 12);
-	ck_assert_uint_eq(mfs_btree_maxrecs(&ops_fsb, 1024, 0), (1024 - 64) / 16);
-	ck_assert_uint_eq(mfs_btree_minrecs(&ops_ag, 4096, 1), (4096 - 64) / 16 / 2);
-	ck_assert_uint_eq(mfs_btree_minrecs(&ops_ag, 1024, 0), (1024 - 64) / 12 / 2);
+	T_UEQ(mfs_btree_maxrecs(&ops_ag, 4096, 1), (4096 - 64) / 16);
+	T_UEQ(mfs_btree_maxrecs(&ops_ag, 4096, 0), (4096 - 64) / 12);
+	T_UEQ(mfs_btree_maxrecs(&ops_fsb, 1024, 0), (1024 - 64) / 16);
+	T_UEQ(mfs_btree_minrecs(&ops_ag, 4096, 1), (4096 - 64) / 16 / 2);
+	T_UEQ(mfs_btree_minrecs(&ops_ag, 1024, 0), (1024 - 64) / 12 / 2);
 }
 END_TEST
 
@@ -1043,21 +1068,21 @@ static void corrupt_setup(struct corrupt_env *ce)
 	ce->m = m_new();
 	tfs_open(&ce->t, 1024, 1u << 16);
 	tt_create(&ce->tt, &ce->t, &ops_ag);
-	ck_assert_int_eq(mfs_trans_alloc(ce->t.fs, &tp), 0);
+	T_IEQ(mfs_trans_alloc(ce->t.fs, &tp), 0);
 	cur_init(&cur, &ce->tt, tp, &ops_ag);
 	for (uint32_t i = 0; i < 8000; i++) {
 		mkrec(rec, dkey(i * 3), i);
-		ck_assert_int_eq(mfs_btree_insert(&cur, rec), 0);
+		T_IEQ(mfs_btree_insert(&cur, rec), 0);
 		m_set(ce->m, i * 3, i);
 	}
 	mfs_btree_cur_release(&cur);
-	ck_assert_int_eq(mfs_trans_commit(tp), 0);
-	ck_assert_uint_eq(ce->tt.root.levels, 3);
+	T_IEQ(mfs_trans_commit(tp), 0);
+	T_UEQ(ce->tt.root.levels, 3);
 	cur_init(&cur, &ce->tt, NULL, &ops_ag);
-	ck_assert_int_eq(mfs_btree_visit_blocks(&cur, find_fn, ce), 0);
+	T_IEQ(mfs_btree_visit_blocks(&cur, find_fn, ce), 0);
 	mfs_btree_cur_release(&cur);
 	ce->root = ce->tt.root.fsb;
-	ck_assert(ce->leaf && ce->node);
+	T_TRUE(ce->leaf && ce->node);
 	tfs_remount(&ce->t);
 	tt_verify(&ce->tt, &ops_ag, ce->m);
 	tfs_remount(&ce->t);
@@ -1068,12 +1093,12 @@ static void raw_rw(struct corrupt_env *ce, uint64_t fsb, uint8_t *buf, int write
 	int fd = open(ce->t.path, O_RDWR);
 	ssize_t r;
 
-	ck_assert_int_ge(fd, 0);
+	T_IGE(fd, 0);
 	if (write)
 		r = pwrite(fd, buf, 1024, (off_t)(fsb * 1024));
 	else
 		r = pread(fd, buf, 1024, (off_t)(fsb * 1024));
-	ck_assert_int_eq(r, 1024);
+	T_IEQ(r, 1024);
 	close(fd);
 }
 
@@ -1106,27 +1131,27 @@ static void corrupt_expect(struct corrupt_env *ce, int want)
 	quiet = mfs_log_quiet();
 	cur_init(&cur, &ce->tt, NULL, &ops_ag);
 	err = mfs_btree_query_range(&cur, NULL, NULL, noop_rec, &cnt);
-	ck_assert(err == 0 || mfs_is_corruption(err));
+	T_TRUE(err == 0 || mfs_is_corruption(err));
 	any_err |= err != 0;
 	for (uint32_t i = 0; i < 24000; i += 7) {
 		mkkey(key, dkey(i));
 		err = mfs_btree_lookup(&cur, key, (enum mfs_btree_lookup)(i % 3), &stat);
-		ck_assert(err == 0 || mfs_is_corruption(err));
+		T_TRUE(err == 0 || mfs_is_corruption(err));
 		any_err |= err != 0;
 		if (!err && stat) {
 			err = (i & 8) ? mfs_btree_next(&cur, &stat) : mfs_btree_prev(&cur, &stat);
-			ck_assert(err == 0 || mfs_is_corruption(err));
+			T_TRUE(err == 0 || mfs_is_corruption(err));
 		}
 	}
 	err = mfs_btree_visit_blocks(&cur, NULL, NULL);
-	ck_assert(err == 0 || mfs_is_corruption(err));
+	T_TRUE(err == 0 || mfs_is_corruption(err));
 	mfs_btree_cur_release(&cur);
-	ck_assert_int_eq(mfs_trans_alloc(ce->t.fs, &tp), 0);
+	T_IEQ(mfs_trans_alloc(ce->t.fs, &tp), 0);
 	cur_init(&cur, &ce->tt, tp, &ops_ag);
 	for (uint32_t i = 0; i < 2000; i++) {
 		mkrec(rec, dkey(i * 3 + 1), i);
 		err = mfs_btree_insert(&cur, rec);
-		ck_assert(err == 0 || mfs_is_corruption(err));
+		T_TRUE(err == 0 || mfs_is_corruption(err));
 	}
 	mfs_btree_cur_release(&cur);
 	mfs_trans_cancel(tp);
@@ -1301,18 +1326,18 @@ START_TEST(test_bad_root)
 	quiet = mfs_log_quiet();
 	ce.tt.root.fsb = ce.t.geo.dblocks + 3;
 	cur_init(&cur, &ce.tt, NULL, &ops_ag);
-	ck_assert_int_eq(mfs_btree_verify(&cur, NULL, NULL), -EFSCORRUPTED);
+	T_IEQ(mfs_btree_verify(&cur, NULL, NULL), -EFSCORRUPTED);
 	mkkey(key, 3);
-	ck_assert_int_eq(mfs_btree_lookup(&cur, key, MFS_LOOKUP_EQ, &stat), -EFSCORRUPTED);
+	T_IEQ(mfs_btree_lookup(&cur, key, MFS_LOOKUP_EQ, &stat), -EFSCORRUPTED);
 	ce.tt.root.fsb = ce.root;
 	ce.tt.root.levels = 2;          /* the root is really at level 2 */
 	mfs_btree_cur_release(&cur);
 	cur_init(&cur, &ce.tt, NULL, &ops_ag);
-	ck_assert_int_eq(mfs_btree_verify(&cur, NULL, NULL), -EFSCORRUPTED);
+	T_IEQ(mfs_btree_verify(&cur, NULL, NULL), -EFSCORRUPTED);
 	ce.tt.root.levels = 12;
 	mfs_btree_cur_release(&cur);
 	cur_init(&cur, &ce.tt, NULL, &ops_ag);
-	ck_assert_int_eq(mfs_btree_verify(&cur, NULL, NULL), -EFSCORRUPTED);
+	T_IEQ(mfs_btree_verify(&cur, NULL, NULL), -EFSCORRUPTED);
 	mfs_btree_cur_release(&cur);
 	mfs_log_set_level(quiet);
 	ce.tt.root.levels = 3;
