@@ -10,7 +10,8 @@ MKFS=$BIN/mkfs.mendfs
 DB=$BIN/mendfs_db
 dir=$(mktemp -d /tmp/t_mkfs.XXXXXX) || exit 1
 shmdir=""
-trap 'rm -rf "$dir" ${shmdir:+"$shmdir"}' EXIT
+loopdev=""
+trap '[ -n "$loopdev" ] && losetup -d "$loopdev"; rm -rf "$dir" ${shmdir:+"$shmdir"}' EXIT
 
 fail() { echo "FAIL: $*"; exit 1; }
 ok() { echo "ok: $*"; }
@@ -164,6 +165,38 @@ if command -v mkfs.ext4 >/dev/null 2>&1 && command -v blkid >/dev/null 2>&1; the
 	ok "ext4 refused without -f; -f wipes it (blkid -p no longer reports ext4)"
 else
 	echo "skip: ext4 refusal: mkfs.ext4 or blkid is not installed (apt-get install e2fsprogs util-linux)"
+fi
+# A DOS partition table is refused (named) and wiped with -f.
+truncate -s 64M "$dir/p.img"
+printf '\x00\x20\x21\x00\x83\xfe\xff\xff\x00\x08\x00\x00\x00\xf8\x01\x00' |
+	dd of="$dir/p.img" bs=1 seek=446 conv=notrunc status=none
+printf '\x55\xaa' | dd of="$dir/p.img" bs=1 seek=510 conv=notrunc status=none
+if command -v blkid >/dev/null 2>&1 && blkid -p "$dir/p.img" 2>/dev/null | grep -q 'PTTYPE="dos"'; then
+	"$MKFS" -q "$dir/p.img" >"$dir/out" 2>&1 && fail "mkfs over a partition table succeeded without -f"
+	grep -q "contains a dos partition table" "$dir/out" || fail "partition table not named: $(cat "$dir/out")"
+	"$MKFS" -q -f "$dir/p.img" >"$dir/out" 2>&1 || { cat "$dir/out"; fail "mkfs -f over a partition table"; }
+	blkid -p "$dir/p.img" 2>/dev/null | grep -q PTTYPE && fail "blkid still sees the partition table"
+	ok "a dos partition table is refused without -f and wiped with -f"
+else
+	echo "skip: partition table: blkid missing or does not see the hand-made table"
+fi
+
+# A block device (loop): the whole device, or SIZE below it; SIZE above it is refused.
+if [ "$(id -u)" = 0 ] && command -v losetup >/dev/null 2>&1 && truncate -s 128M "$dir/l.img" &&
+   loopdev=$(losetup -f --show "$dir/l.img" 2>/dev/null) && [ -b "$loopdev" ]; then
+	"$MKFS" -q "$loopdev" >"$dir/out" 2>&1 || { cat "$dir/out"; fail "mkfs on $loopdev"; }
+	"$DB" -c sb "$loopdev" >"$dir/out" 2>&1 || fail "mendfs_db on $loopdev"
+	[ "$(field dblocks "$dir/out")" = 32768 ] || fail "$loopdev: dblocks $(field dblocks "$dir/out"), expected 32768"
+	"$MKFS" -q "$loopdev" >/dev/null 2>&1 && fail "second mkfs on $loopdev succeeded without -f"
+	"$MKFS" -q -f "$loopdev" 64M >"$dir/out" 2>&1 || { cat "$dir/out"; fail "mkfs -f $loopdev 64M"; }
+	"$DB" -c sb -c check "$loopdev" >"$dir/out" 2>&1 || { cat "$dir/out"; fail "check on $loopdev"; }
+	[ "$(field dblocks "$dir/out")" = 16384 ] || fail "$loopdev 64M: dblocks $(field dblocks "$dir/out")"
+	"$MKFS" -q -f "$loopdev" 256M >"$dir/out" 2>&1
+	[ $? -eq 1 ] || fail "SIZE larger than the device was not refused"
+	grep -q "larger than the device" "$dir/out" || fail "no message for SIZE > device: $(cat "$dir/out")"
+	ok "block device $loopdev: whole, 64M of it, refusal of 256M and of a second mkfs"
+else
+	echo "skip: block device: not root, no losetup, or no free loop device"
 fi
 echo "t_mkfs: all checks passed"
 exit 0
