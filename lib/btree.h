@@ -12,6 +12,8 @@
  * A cursor holds the path from the root to its current position.  Changing a tree needs a
  * transaction (trans.h) in the cursor; read-only cursors have tp == NULL.  The caller holds
  * the lock that protects the tree (AG lock or inode lock) for the cursor's whole life.
+ * After mfs_trans_cancel() release the cursor and start a new one from the restored root:
+ * the buffers it holds may describe blocks the cancel dropped.
  */
 #ifndef MFS_BTREE_H
 #define MFS_BTREE_H
