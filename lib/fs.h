@@ -18,6 +18,7 @@ struct mfs_dev;
 struct mfs_bcache;
 struct mfs_buf;
 struct mfs_journal;
+struct mfs_icache;
 
 struct mfs_perag {
 	uint32_t agno;
@@ -32,6 +33,8 @@ struct mfs_fs {
 	unsigned flags;
 	struct mfs_journal *log;  /* attached metadata journal (journal.h), or NULL: then a
 	                             transaction commit only dirties the cache */
+	struct mfs_icache *icache; /* in-core inode cache (inode.h), or NULL: attached with
+	                              mfs_icache_init, destroyed before mfs_fs_close */
 };
 
 #define MFS_OPEN_RDONLY   0x1u

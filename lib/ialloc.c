@@ -1,0 +1,392 @@
+/*
+ * ialloc.c — inode allocation and freeing through the inode btree (see ialloc.h).
+ *
+ * Invariants kept inside each transaction, for every AG it changes:
+ *
+ *   - one inode btree record per allocated chunk; freecount == popcount(freemask);
+ *   - bit i of a chunk's freemask is set exactly when inode startino + i is written as a
+ *     free inode (mode 0, valid header and CRC);
+ *   - AG header icount == 64 * records, ifree == sum of the records' freecounts;
+ *   - a chunk's blocks are owned by MFS_OWN_INODES in the reverse map.
+ *
+ * A new chunk is written whole (every inode a free one) with mfs_trans_get_new() before its
+ * record is inserted, so no reader ever finds a record pointing at unwritten inodes.
+ */
+#include "ialloc.h"
+#include "ag.h"
+#include "alloc.h"
+#include "bcache.h"
+#include "btree.h"
+#include "byteorder.h"
+#include "fs.h"
+#include "geom.h"
+#include "inode.h"
+#include "inode_init.h"
+#include "log.h"
+#include "mendfs_format.h"
+#include "trans.h"
+#include "verify.h"
+
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+/* Lock AG `agno` in tp: wait only when no higher AG is held; -EDEADLK when it is busy and
+ * waiting could deadlock. */
+static int lock_ag(struct mfs_trans *tp, uint32_t agno)
+{
+	struct mfs_fs *fs = mfs_trans_fs(tp);
+	int higher = 0;
+
+	if (mfs_trans_holds_ag(tp, agno))
+		return 0;
+	for (uint32_t a = agno + 1; a < fs->geo.agcount && !higher; a++)
+		higher = mfs_trans_holds_ag(tp, a);
+	return mfs_trans_lock_ag(tp, agno, higher);
+}
+
+static int agh_add(struct mfs_trans *tp, struct mfs_buf *agh_bp, int32_t dicount,
+		   int32_t difree)
+{
+	struct mfs_agh *agh = agh_bp->data;
+	int err = mfs_trans_modify(tp, agh_bp);
+
+	if (err)
+		return err;
+	mfs_put32(agh->icount, mfs_get32(agh->icount) + (uint32_t)dicount);
+	mfs_put32(agh->ifree, mfs_get32(agh->ifree) + (uint32_t)difree);
+	return 0;
+}
+
+static void invalidate_chunk(struct mfs_fs *fs, uint32_t agno, uint32_t startino)
+{
+	if (!fs->icache)
+		return;
+	for (uint32_t i = 0; i < MFS_INODES_PER_CHUNK; i++)
+		mfs_inode_invalidate(fs, mfs_agino_to_ino(&fs->geo, agno, startino + i));
+}
+
+/*
+ * Take a free inode from an existing chunk of the AG: the first chunk at or after the
+ * hint's with a free inode, wrapping round to the AG's first chunk.  *ino = 0 when the
+ * tree has none (the header said otherwise: corruption).
+ */
+static int take_free(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh_bp,
+		     uint32_t hint_agino, uint64_t *ino)
+{
+	struct mfs_fs *fs = mfs_trans_fs(tp);
+	struct mfs_btree_cur cur;
+	struct mfs_inobt_key key;
+	struct mfs_inobt_rec rec;
+	uint32_t start = hint_agino - hint_agino % MFS_INODES_PER_CHUNK;
+	int err, stat = 0, wrapped = 0;
+
+	*ino = 0;
+	mfs_ag_cur_init(&cur, fs, tp, agno, MFS_BT_INO, agh_bp);
+	mfs_put32(key.startino, start);
+	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_GE, &stat);
+	for (;;) {
+		if (err)
+			goto out;
+		if (!stat) {
+			if (wrapped || start == 0)
+				goto out;         /* none free anywhere */
+			wrapped = 1;
+			mfs_put32(key.startino, 0);
+			err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_GE, &stat);
+			continue;
+		}
+		err = mfs_btree_get(&cur, &rec, &stat);
+		if (err)
+			goto out;
+		if (wrapped && mfs_get32(rec.startino) >= start)
+			goto out;
+		if (mfs_get32(rec.freecount) > 0)
+			break;
+		err = mfs_btree_next(&cur, &stat);
+	}
+	{
+		uint64_t mask = mfs_get64(rec.freemask);
+		uint32_t i, fc = mfs_get32(rec.freecount);
+
+		if (!mask || (uint32_t)__builtin_popcountll(mask) != fc) {
+			err = MFS_CORRUPT("AG %u inode btree: chunk at agino %u has free count %u and "
+					  "free mask 0x%llx", agno, mfs_get32(rec.startino), fc,
+					  (unsigned long long)mask);
+			goto out;
+		}
+		i = (uint32_t)__builtin_ctzll(mask);
+		mfs_put64(rec.freemask, mask & ~(1ull << i));
+		mfs_put32(rec.freecount, fc - 1);
+		err = mfs_btree_update(&cur, &rec);
+		if (err)
+			goto out;
+		err = agh_add(tp, agh_bp, 0, -1);
+		if (err)
+			goto out;
+		*ino = mfs_agino_to_ino(&fs->geo, agno, mfs_get32(rec.startino) + i);
+	}
+out:
+	mfs_btree_cur_release(&cur);
+	return err;
+}
+
+/* Allocate, write and record a new chunk in AG `agno` near `target_agbno`; its first inode
+ * is taken.  -ENOSPC when the AG has no aligned room. */
+static int new_chunk(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh_bp,
+		     uint32_t target_agbno, uint64_t *ino)
+{
+	struct mfs_fs *fs = mfs_trans_fs(tp);
+	const struct mfs_geom *g = &fs->geo;
+	uint32_t ipb = 1u << g->inopblog, agbno, startino;
+	struct mfs_alloc_args args;
+	struct mfs_btree_cur cur;
+	struct mfs_inobt_rec rec;
+	int err;
+
+	memset(&args, 0, sizeof(args));
+	args.type = MFS_ALLOC_NEAR;
+	args.target = mfs_agbno_to_fsb(g, agno, target_agbno);
+	args.minlen = args.maxlen = g->chunkblocks;
+	args.align = g->chunkblocks;
+	args.owner = MFS_OWN_INODES;
+	err = mfs_alloc_extent_ag(tp, agno, agh_bp, &args);
+	if (err)
+		return err;
+	agbno = mfs_fsb_to_agbno(g, args.fsb);
+	if (args.len != g->chunkblocks || agbno % g->chunkblocks)
+		return MFS_CORRUPT("AG %u: the allocator gave %u blocks at %u for an inode chunk "
+				   "of %u aligned blocks", agno, args.len, agbno, g->chunkblocks);
+	startino = mfs_agbno_to_agino(g, agbno);
+
+	for (uint32_t b = 0; b < g->chunkblocks; b++) {
+		struct mfs_buf *bp;
+
+		err = mfs_trans_get_new(tp, args.fsb + b, 0, &bp);
+		if (err)
+			return err;
+		for (uint32_t i = 0; i < ipb && b * ipb + i < MFS_INODES_PER_CHUNK; i++) {
+			uint64_t n = mfs_agino_to_ino(g, agno, startino + b * ipb + i);
+
+			mfs_dinode_init((char *)bp->data + mfs_ino_to_offset(g, n), g->inodesize,
+					n, g->uuid, NULL);
+		}
+	}
+	mfs_put32(rec.startino, startino);
+	mfs_put32(rec.freecount, MFS_INODES_PER_CHUNK - 1);
+	mfs_put64(rec.freemask, ~1ull);
+	mfs_ag_cur_init(&cur, fs, tp, agno, MFS_BT_INO, agh_bp);
+	err = mfs_btree_insert(&cur, &rec);
+	mfs_btree_cur_release(&cur);
+	if (err == -EEXIST)
+		err = MFS_CORRUPT("AG %u inode btree: a record for chunk %u exists but its blocks "
+				  "were free", agno, startino);
+	if (!err)
+		err = agh_add(tp, agh_bp, MFS_INODES_PER_CHUNK, MFS_INODES_PER_CHUNK - 1);
+	if (err)
+		return err;
+	invalidate_chunk(fs, agno, startino);
+	*ino = mfs_agino_to_ino(g, agno, startino);
+	return 0;
+}
+
+static uint32_t next_generation(void)
+{
+	static uint64_t seq;
+	struct timespec ts;
+	uint64_t x;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	x = __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED) ^ ((uint64_t)ts.tv_nsec << 20) ^
+	    (uint64_t)ts.tv_sec;
+	/* splitmix64 finaliser */
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return (uint32_t)(x ^ (x >> 31));
+}
+
+/* Write the newly taken inode `ino` (a free inode on disk) as an in-use one. */
+static int init_new_inode(struct mfs_trans *tp, uint64_t ino, uint16_t mode)
+{
+	struct mfs_fs *fs = mfs_trans_fs(tp);
+	const struct mfs_geom *g = &fs->geo;
+	struct mfs_inode_init_args a;
+	struct mfs_buf *bp;
+	char *slot;
+	int err;
+
+	err = mfs_buf_read(fs->bc, mfs_ino_to_fsb(g, ino), NULL, &bp);
+	if (err)
+		return err;
+	slot = (char *)bp->data + mfs_ino_to_offset(g, ino);
+	err = mfs_dinode_verify(slot, g->inodesize, ino, g->uuid);
+	if (!err && mfs_get16(((struct mfs_dinode *)(void *)slot)->mode) != 0)
+		err = MFS_CORRUPT("inode %llu: the inode btree says free, but the inode has mode "
+				  "0%o", (unsigned long long)ino,
+				  mfs_get16(((struct mfs_dinode *)(void *)slot)->mode));
+	if (!err)
+		err = mfs_trans_modify(tp, bp);
+	if (!err) {
+		memset(&a, 0, sizeof(a));
+		a.mode = mode;
+		a.dformat = mfs_inode_default_dformat(mode);
+		a.nlink = 0;
+		clock_gettime(CLOCK_REALTIME, &a.time);
+		a.generation = next_generation();
+		mfs_dinode_init(slot, g->inodesize, ino, g->uuid, &a);
+	}
+	mfs_buf_put(bp);
+	return err;
+}
+
+static int mode_ok(uint16_t mode)
+{
+	switch (mode & S_IFMT) {
+	case S_IFREG: case S_IFDIR: case S_IFLNK: case S_IFCHR: case S_IFBLK: case S_IFIFO:
+	case S_IFSOCK:
+		return 1;
+	}
+	return 0;
+}
+
+int mfs_ialloc(struct mfs_trans *tp, uint64_t parent_hint, uint16_t mode, uint64_t *ino)
+{
+	struct mfs_fs *fs = mfs_trans_fs(tp);
+	const struct mfs_geom *g = &fs->geo;
+	uint32_t pagno = 0, pagino = 0;
+	int skipped = 0, err = 0;
+
+	*ino = 0;
+	if (!mode_ok(mode))
+		return -EINVAL;
+	if (parent_hint && mfs_ino_check(fs, parent_hint) == 0) {
+		pagno = mfs_ino_to_agno(g, parent_hint);
+		pagino = mfs_ino_to_agino(g, parent_hint);
+	}
+	for (uint32_t i = 0; i < g->agcount; i++) {
+		uint32_t agno = (pagno + i) % g->agcount;
+		uint32_t hint = agno == pagno ? pagino : 0;
+		struct mfs_buf *agh_bp;
+		uint64_t got = 0;
+
+		err = lock_ag(tp, agno);
+		if (err == -EDEADLK) {
+			skipped = 1;
+			continue;
+		}
+		if (err)
+			return err;
+		err = mfs_read_agh(fs, agno, &agh_bp);
+		if (err)
+			return err;
+		if (mfs_get32(((struct mfs_agh *)agh_bp->data)->ifree) > 0) {
+			err = take_free(tp, agno, agh_bp, hint, &got);
+			if (!err && !got)
+				err = MFS_CORRUPT("AG %u: header counts %u free inodes but no inode "
+						  "chunk has one", agno,
+						  mfs_get32(((struct mfs_agh *)agh_bp->data)->ifree));
+		} else {
+			err = new_chunk(tp, agno, agh_bp, mfs_agino_to_agbno(g, hint), &got);
+		}
+		mfs_buf_put(agh_bp);
+		if (err == -ENOSPC)
+			continue;
+		if (err)
+			return err;
+		err = init_new_inode(tp, got, mode);
+		if (err)
+			return err;
+		mfs_inode_invalidate(fs, got);
+		*ino = got;
+		return 0;
+	}
+	return skipped ? -EDEADLK : -ENOSPC;
+}
+
+int mfs_ifree(struct mfs_trans *tp, uint64_t ino)
+{
+	struct mfs_fs *fs = mfs_trans_fs(tp);
+	const struct mfs_geom *g = &fs->geo;
+	uint32_t agno, agino, startino, idx, fc;
+	uint64_t mask;
+	struct mfs_btree_cur cur;
+	struct mfs_inobt_key key;
+	struct mfs_inobt_rec rec;
+	struct mfs_buf *agh_bp, *bp;
+	int err, stat = 0, chunk_free;
+
+	if (mfs_ino_check(fs, ino))
+		return -EINVAL;
+	agno = mfs_ino_to_agno(g, ino);
+	agino = mfs_ino_to_agino(g, ino);
+	err = lock_ag(tp, agno);
+	if (err)
+		return err;
+	err = mfs_read_agh(fs, agno, &agh_bp);
+	if (err)
+		return err;
+	mfs_ag_cur_init(&cur, fs, tp, agno, MFS_BT_INO, agh_bp);
+	mfs_put32(key.startino, agino);
+	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_LE, &stat);
+	if (!err && stat)
+		err = mfs_btree_get(&cur, &rec, &stat);
+	if (err)
+		goto out;
+	startino = stat ? mfs_get32(rec.startino) : 0;
+	if (!stat || agino - startino >= MFS_INODES_PER_CHUNK) {
+		err = MFS_CORRUPT("inode %llu: freeing an inode that no chunk of AG %u's inode "
+				  "btree holds", (unsigned long long)ino, agno);
+		goto out;
+	}
+	idx = agino - startino;
+	mask = mfs_get64(rec.freemask);
+	fc = mfs_get32(rec.freecount);
+	if ((mask >> idx) & 1) {
+		err = MFS_CORRUPT("inode %llu: freeing an inode that the inode btree says is free "
+				  "(AG %u chunk %u)", (unsigned long long)ino, agno, startino);
+		goto out;
+	}
+
+	/* the inode itself */
+	err = mfs_buf_read(fs->bc, mfs_ino_to_fsb(g, ino), NULL, &bp);
+	if (err)
+		goto out;
+	err = mfs_trans_modify(tp, bp);
+	if (!err)
+		mfs_dinode_init((char *)bp->data + mfs_ino_to_offset(g, ino), g->inodesize, ino,
+				g->uuid, NULL);
+	mfs_buf_put(bp);
+	if (err)
+		goto out;
+
+	/* its chunk's record, and the chunk itself when it is now all free */
+	mask |= 1ull << idx;
+	fc++;
+	chunk_free = mask == ~0ull;
+	if (chunk_free) {
+		uint64_t fsb = mfs_agbno_to_fsb(g, agno, mfs_agino_to_agbno(g, startino));
+
+		err = mfs_btree_delete(&cur);
+		if (!err)
+			err = agh_add(tp, agh_bp, -(int32_t)MFS_INODES_PER_CHUNK,
+				      -(int32_t)(MFS_INODES_PER_CHUNK - 1));
+		for (uint32_t b = 0; !err && b < g->chunkblocks; b++)
+			err = mfs_trans_forget(tp, fsb + b);
+		if (!err)
+			err = mfs_free_extent(tp, fsb, g->chunkblocks, MFS_OWN_INODES, 0);
+		if (!err)
+			invalidate_chunk(fs, agno, startino);
+	} else {
+		mfs_put64(rec.freemask, mask);
+		mfs_put32(rec.freecount, fc);
+		err = mfs_btree_update(&cur, &rec);
+		if (!err)
+			err = agh_add(tp, agh_bp, 0, 1);
+		if (!err)
+			mfs_inode_invalidate(fs, ino);
+	}
+out:
+	mfs_btree_cur_release(&cur);
+	mfs_buf_put(agh_bp);
+	return err;
+}
