@@ -38,9 +38,10 @@ int mfs_geom_from_sb(struct mfs_geom *g, const struct mfs_sb *sb, uint64_t devby
 		return MFS_CORRUPT("superblock: block size %u (log %u) is not a power of two "
 				   "between %u and %u", g->blocksize, g->blocklog,
 				   MFS_MIN_BLOCKSIZE, MFS_MAX_BLOCKSIZE);
+	/* inopblog is an on-disk byte: bound it before shifting by it. */
 	if (!is_pow2(g->inodesize) || g->inodesize < MFS_MIN_INODESIZE ||
 	    g->inodesize > MFS_MAX_INODESIZE || g->inodesize > g->blocksize ||
-	    (g->inodesize << g->inopblog) != g->blocksize)
+	    g->inopblog > g->blocklog || (g->blocksize >> g->inopblog) != g->inodesize)
 		return MFS_CORRUPT("superblock: inode size %u (%u per block as log %u) does not "
 				   "fit block size %u", g->inodesize, 1u << (g->inopblog & 31),
 				   g->inopblog, g->blocksize);
@@ -66,6 +67,19 @@ int mfs_geom_from_sb(struct mfs_geom *g, const struct mfs_sb *sb, uint64_t devby
 	if (g->logblocks && (g->logstart >= g->dblocks || g->logblocks > g->dblocks - g->logstart))
 		return MFS_CORRUPT("superblock: journal at block %llu, %u blocks, lies outside "
 				   "the filesystem", (unsigned long long)g->logstart, g->logblocks);
+	if (g->logblocks) {
+		/* The journal lies inside one AG, after its fixed headers: replay must never
+		 * be able to write over another structure's home. */
+		uint32_t agno = mfs_fsb_to_agno(g, g->logstart);
+		uint32_t agbno = mfs_fsb_to_agbno(g, g->logstart);
+
+		if (g->logblocks < MFS_JOURNAL_MIN_BLOCKS || agbno < MFS_AG_FIXED_BLOCKS ||
+		    g->logblocks > mfs_ag_length(g, agno) - agbno)
+			return MFS_CORRUPT("superblock: journal at block %llu, %u blocks, must "
+					   "hold at least %u blocks inside one AG after its "
+					   "headers", (unsigned long long)g->logstart,
+					   g->logblocks, MFS_JOURNAL_MIN_BLOCKS);
+	}
 	if (g->rootino == 0 || mfs_ino_to_agno(g, g->rootino) >= g->agcount ||
 	    mfs_agino_to_agbno(g, mfs_ino_to_agino(g, g->rootino)) >=
 		    mfs_ag_length(g, mfs_ino_to_agno(g, g->rootino)))

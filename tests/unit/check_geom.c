@@ -86,6 +86,12 @@ START_TEST(bad_field)
 	case 14: mfs_put64(sb.rootino, 0); break;
 	case 15: mfs_put64(sb.rootino, ~0ull); break;
 	case 16: mfs_put32(sb.agcount, 0xffffffffu); break;
+	case 17: sb.inopblog = 40; break;                        /* would be a shift overflow */
+	case 18: sb.inopblog = 200; break;
+	case 19: mfs_put64(sb.logstart, 0); break;               /* over AG 0's superblock */
+	case 20: mfs_put64(sb.logstart, (1u << 18) - 100); break; /* crosses into AG 1 */
+	case 21: mfs_put64(sb.logstart, (1u << 18) + 1); break;  /* over AG 1's header */
+	case 22: mfs_put32(sb.logblocks, 3); break;              /* too small to be a journal */
 	}
 	ck_assert_int_eq(decode(0), -EFSCORRUPTED);
 }
@@ -108,7 +114,7 @@ int main(void)
 	int nf;
 
 	tcase_add_test(tc, good_geometry);
-	tcase_add_loop_test(tc, bad_field, 0, 17);
+	tcase_add_loop_test(tc, bad_field, 0, 23);
 	tcase_add_test(tc, truncated_device);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
