@@ -321,10 +321,12 @@ static int buf_lookup_locked(struct mfs_bcache *bc, uint64_t blkno, struct bc_bu
 	return 0;
 }
 
-static int buf_check(struct mfs_bcache *bc, struct bc_buf *b, const struct mfs_blk_expect *exp)
+/* Verify a cached buffer; `flags` is its flags as read under the lock.  A buffer that was
+ * verified before, or changed since, is not CRC-checked (its CRC is sealed at write-back). */
+static int buf_check(struct mfs_bcache *bc, struct bc_buf *b, unsigned flags,
+		     const struct mfs_blk_expect *exp)
 {
-	unsigned vflags = (b->flags & BUF_DIRTY) || (b->flags & BUF_VERIFIED) ?
-			  MFS_VERIFY_NOCRC : 0;
+	unsigned vflags = (flags & (BUF_DIRTY | BUF_VERIFIED)) ? MFS_VERIFY_NOCRC : 0;
 
 	return mfs_blk_verify(b->pub.data, bc->blocksize, b->pub.blkno, bc->uuid, exp, vflags);
 }
@@ -343,14 +345,16 @@ int mfs_buf_read(struct mfs_bcache *bc, uint64_t blkno, const struct mfs_blk_exp
 		return err;
 	}
 	if (!created) {
+		unsigned flags = b->flags;     /* snapshot under the lock */
+
 		pthread_mutex_unlock(&bc->lock);
 		if (exp) {
-			err = buf_check(bc, b, exp);
+			err = buf_check(bc, b, flags, exp);
 			if (err) {
 				mfs_buf_put(&b->pub);
 				return err;
 			}
-			if (!(b->flags & BUF_META)) {
+			if (!(flags & BUF_META)) {
 				pthread_mutex_lock(&bc->lock);
 				b->flags |= BUF_META | BUF_VERIFIED;
 				pthread_mutex_unlock(&bc->lock);
@@ -440,24 +444,21 @@ void mfs_buf_put(struct mfs_buf *bp)
 
 void mfs_buf_mark_dirty(struct mfs_buf *bp)
 {
-	struct bc_buf *b = BUF(bp);
-	struct mfs_bcache *bc = b->bc;
-
-	pthread_mutex_lock(&bc->lock);
-	if (!(b->flags & BUF_DIRTY)) {
-		b->flags |= BUF_DIRTY;
-		dirtyl_add_tail(&bc->dirty, b);
-		bc->ndirty++;
-	}
-	pthread_mutex_unlock(&bc->lock);
+	mfs_buf_mark_dirty_lsn(bp, 0);
 }
 
+/* A buffer that left the hash (its block was freed and forgotten) is never made dirty:
+ * it must not reach the disk, and it is freed by its last put. */
 void mfs_buf_mark_dirty_lsn(struct mfs_buf *bp, uint64_t lsn)
 {
 	struct bc_buf *b = BUF(bp);
 	struct mfs_bcache *bc = b->bc;
 
 	pthread_mutex_lock(&bc->lock);
+	if (!(b->flags & BUF_HASHED)) {
+		pthread_mutex_unlock(&bc->lock);
+		return;
+	}
 	if (!(b->flags & BUF_DIRTY)) {
 		b->flags |= BUF_DIRTY;
 		dirtyl_add_tail(&bc->dirty, b);
@@ -495,26 +496,41 @@ void mfs_bcache_set_log(struct mfs_bcache *bc, int (*sync)(void *priv), void *pr
 	pthread_mutex_unlock(&bc->lock);
 }
 
+static unsigned buf_flags(const struct mfs_buf *bp)
+{
+	struct bc_buf *b = BUF(bp);
+	unsigned flags;
+
+	pthread_mutex_lock(&b->bc->lock);
+	flags = b->flags;
+	pthread_mutex_unlock(&b->bc->lock);
+	return flags;
+}
+
 int mfs_buf_is_meta(const struct mfs_buf *bp)
 {
-	const struct bc_buf *b = (const struct bc_buf *)bp;
-
-	return !!(__atomic_load_n(&b->flags, __ATOMIC_RELAXED) & BUF_META);
+	return !!(buf_flags(bp) & BUF_META);
 }
 
 int mfs_buf_is_dirty(const struct mfs_buf *bp)
 {
-	const struct bc_buf *b = (const struct bc_buf *)bp;
-
-	return !!(__atomic_load_n(&b->flags, __ATOMIC_RELAXED) & BUF_DIRTY);
+	return !!(buf_flags(bp) & BUF_DIRTY);
 }
 
 void mfs_buf_set_meta(struct mfs_buf *bp)
 {
+	mfs_buf_set_meta_state(bp, 1);
+}
+
+void mfs_buf_set_meta_state(struct mfs_buf *bp, int meta)
+{
 	struct bc_buf *b = BUF(bp);
 
 	pthread_mutex_lock(&b->bc->lock);
-	b->flags |= BUF_META | BUF_VERIFIED;
+	if (meta)
+		b->flags |= BUF_META | BUF_VERIFIED;
+	else
+		b->flags &= ~(BUF_META | BUF_VERIFIED);
 	pthread_mutex_unlock(&b->bc->lock);
 }
 

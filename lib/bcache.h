@@ -64,6 +64,8 @@ void mfs_buf_mark_dirty(struct mfs_buf *bp);
 int mfs_buf_is_dirty(const struct mfs_buf *bp);
 /* Seal the CRC at write-back (a block that now holds metadata). */
 void mfs_buf_set_meta(struct mfs_buf *bp);
+/* Set (1) or clear (0) "holds metadata": whether a CRC is sealed into it at write-back. */
+void mfs_buf_set_meta_state(struct mfs_buf *bp, int meta);
 
 /* The block was freed: drop its buffer without writing it, if nobody holds it. */
 void mfs_bcache_forget(struct mfs_bcache *bc, uint64_t blkno);

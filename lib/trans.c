@@ -14,9 +14,11 @@
  * forgotten blocks to mfs_journal_commit(), while the AG locks still keep the buffers
  * still; the journal copies them, stamps the commit sequence into each metadata block's
  * header and marks them dirty with that sequence.  If the journal refuses (no log space,
- * no memory, a dead log), the transaction is cancelled instead, exactly.  The locks are
- * released before waiting for the log to be durable, so that other threads' transactions
- * can join the same group commit.
+ * no memory, a dead log), the transaction is cancelled instead, exactly.  Once it accepts,
+ * the transaction is committed: the locks are released, and only then does commit wait for
+ * the log (a synchronous commit, or an asynchronous one that finds too much queued), so
+ * that other threads' transactions can join the same group commit and no log I/O happens
+ * under the AG locks.  An error from that wait is reported but never undoes the change.
  */
 #include "trans.h"
 #include "bcache.h"
@@ -34,6 +36,7 @@ struct trans_item {
 	struct mfs_buf *bp;     /* NULL for a forget-only item */
 	uint64_t blkno;
 	void *old;              /* saved bytes (not for TI_NEW) */
+	int was_meta;           /* whether the saved block was sealed as metadata */
 	unsigned flags;
 };
 
@@ -151,6 +154,7 @@ int mfs_trans_modify(struct mfs_trans *tp, struct mfs_buf *bp)
 		}
 	}
 	it->old = old;
+	it->was_meta = mfs_buf_is_meta(bp);
 	it->bp = bp;
 	it->flags &= ~TI_FORGET;
 	mfs_buf_hold(bp);
@@ -164,26 +168,38 @@ int mfs_trans_get_new(struct mfs_trans *tp, uint64_t blkno, int meta, struct mfs
 	int err;
 
 	*out = NULL;
-	if (it && it->bp) {
-		/* Freed and reallocated in the same transaction: keep the saved bytes. */
-		memset(it->bp->data, 0, tp->fs->geo.blocksize);
-		if (meta)
-			mfs_buf_set_meta(it->bp);
-		it->flags &= ~TI_FORGET;
-		*out = it->bp;
-		return 0;
-	}
 	if (!it) {
+		/* A block this transaction has not seen: free when it began, nothing to keep. */
 		it = item_add(tp, blkno, &err);
 		if (!it)
 			return err;
+		err = mfs_buf_get_new(tp->fs->bc, blkno, meta, &bp);
+		if (err)
+			return err;    /* the item stays empty: harmless */
+		it->bp = bp;
+		it->flags = TI_NEW;
+		*out = bp;
+		return 0;
 	}
-	err = mfs_buf_get_new(tp->fs->bc, blkno, meta, &bp);
-	if (err)
-		return err;    /* the item stays as forget-only or empty: harmless */
-	it->bp = bp;
-	it->flags = TI_NEW;
-	*out = bp;
+	if (!it->bp) {
+		/*
+		 * Freed earlier in this transaction without being changed, and now reused: the
+		 * block was live when the transaction began, so a cancel must bring its bytes
+		 * back.  Join it as a modification first.
+		 */
+		err = mfs_buf_read(tp->fs->bc, blkno, NULL, &bp);
+		if (err)
+			return err;
+		err = mfs_trans_modify(tp, bp);
+		mfs_buf_put(bp);       /* the transaction holds its own reference */
+		if (err)
+			return err;
+	}
+	/* Reused inside the transaction: start from zeroes; the saved bytes stay. */
+	memset(it->bp->data, 0, tp->fs->geo.blocksize);
+	mfs_buf_set_meta_state(it->bp, meta);
+	it->flags &= ~TI_FORGET;
+	*out = it->bp;
 	return 0;
 }
 
@@ -316,9 +332,13 @@ int mfs_trans_commit_lsn(struct mfs_trans *tp, unsigned flags, uint64_t *lsnp)
 	trans_free(tp);
 	if (lsnp)
 		*lsnp = lsn;
-	if (log && !(flags & MFS_TRANS_ASYNC))
-		return mfs_journal_force_lsn(log, lsn);
-	return 0;
+	/* Committed.  Waiting for the log happens only now, with the AG locks released; its
+	 * error is one of durability, never a reason to undo (see journal.h). */
+	if (!log || !lsn)
+		return 0;
+	if (flags & MFS_TRANS_ASYNC)
+		return mfs_journal_throttle(log, lsn);
+	return mfs_journal_force_lsn(log, lsn);
 }
 
 void mfs_trans_cancel(struct mfs_trans *tp)
@@ -338,6 +358,7 @@ void mfs_trans_cancel(struct mfs_trans *tp)
 			mfs_bcache_forget(tp->fs->bc, it->blkno);
 		} else {
 			memcpy(it->bp->data, it->old, bs);
+			mfs_buf_set_meta_state(it->bp, it->was_meta);
 			mfs_buf_put(it->bp);
 		}
 		free(it->old);

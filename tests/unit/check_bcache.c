@@ -274,6 +274,86 @@ START_TEST(trans_ag_lock_order)
 }
 END_TEST
 
+
+/* Review item: a held buffer whose block is forgotten must never be written, even if its
+ * holder marks it dirty afterwards, and its last put must not leave it on the dirty list
+ * (ASan catches the use-after-free this used to cause in flush). */
+START_TEST(forgotten_buffer_never_written)
+{
+	struct mfs_bcache *bc;
+	struct mfs_buf *bp;
+	struct mfs_bcache_stats st;
+	unsigned char raw[BS];
+	int fd;
+
+	ck_assert_int_eq(mfs_bcache_create(dev, BS, 64 * BS, &bc), 0);
+	mfs_bcache_set_uuid(bc, uuid);
+	write_blocks(bc, 8);
+	ck_assert_int_eq(mfs_bcache_flush(bc), 0);
+	ck_assert_int_eq(mfs_buf_get_new(bc, 5, 1, &bp), 0);
+	mfs_bcache_forget(bc, 5);
+	memset(bp->data, 0xee, BS);
+	mfs_buf_mark_dirty(bp);
+	mfs_buf_put(bp);
+	mfs_bcache_get_stats(bc, &st);
+	ck_assert_uint_eq(st.ndirty, 0);
+	ck_assert_int_eq(mfs_bcache_flush(bc), 0);
+	ck_assert_int_eq(mfs_bcache_destroy(bc), 0);
+	fd = open(path, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, raw, BS, 5 * (off_t)BS), BS);
+	close(fd);
+	ck_assert_uint_ne(raw[200], 0xee);
+}
+END_TEST
+
+/* Review item: a block freed and then reused inside one transaction comes back exactly
+ * (bytes and "is metadata") when the transaction is cancelled. */
+START_TEST(trans_cancel_after_forget_and_reuse)
+{
+	struct mfs_fs *fs = make_fs();
+	struct mfs_trans *tp;
+	struct mfs_buf *bp, *nbp;
+	struct mfs_blk_expect e = expect_for(6);
+	unsigned char before[BS], raw[BS];
+	int fd;
+
+	write_blocks(fs->bc, 10);
+	ck_assert_int_eq(mfs_bcache_flush(fs->bc), 0);
+	/* Transaction 1 changes block 6 and commits: live only in the cache. */
+	ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
+	ck_assert_int_eq(mfs_buf_read(fs->bc, 6, &e, &bp), 0);
+	ck_assert_int_eq(mfs_trans_modify(tp, bp), 0);
+	memset((char *)bp->data + 64, 0xab, 64);
+	mfs_buf_put(bp);
+	ck_assert_int_eq(mfs_trans_commit(tp), 0);
+	ck_assert_int_eq(mfs_buf_read(fs->bc, 6, &e, &bp), 0);
+	memcpy(before, bp->data, BS);
+	mfs_buf_put(bp);
+
+	/* Transaction 2 frees it, reuses it as a data block, and is cancelled. */
+	ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
+	ck_assert_int_eq(mfs_trans_forget(tp, 6), 0);
+	ck_assert_int_eq(mfs_trans_get_new(tp, 6, 0, &nbp), 0);
+	memset(nbp->data, 0x11, BS);
+	mfs_trans_cancel(tp);
+
+	ck_assert_int_eq(mfs_buf_read(fs->bc, 6, &e, &bp), 0);
+	ck_assert_mem_eq(bp->data, before, BS);
+	ck_assert(mfs_buf_is_meta(bp));
+	mfs_buf_put(bp);
+	/* Written back sealed: the committed change of transaction 1 reaches the disk. */
+	ck_assert_int_eq(mfs_bcache_flush(fs->bc), 0);
+	fd = open(path, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, raw, BS, 6 * (off_t)BS), BS);
+	close(fd);
+	ck_assert_uint_eq(raw[64], 0xab);
+	ck_assert(mfs_blk_crc_ok(raw, BS));
+	drop_fs(fs);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("bcache");
@@ -288,6 +368,8 @@ int main(void)
 	tcase_add_test(tc, trans_cancel_restores_exactly);
 	tcase_add_test(tc, trans_commit_dirties_and_forgets);
 	tcase_add_test(tc, trans_ag_lock_order);
+	tcase_add_test(tc, forgotten_buffer_never_written);
+	tcase_add_test(tc, trans_cancel_after_forget_and_reuse);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
