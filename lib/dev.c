@@ -2,6 +2,7 @@
  * dev.c — block I/O on an image file or a block device (see dev.h).
  */
 #include "dev.h"
+#include "fdio.h"
 #include "log.h"
 
 #include <blkid.h>
@@ -109,49 +110,22 @@ int mfs_dev_close(struct mfs_dev *dev)
 
 int mfs_dev_pread(struct mfs_dev *dev, void *buf, size_t len, uint64_t off)
 {
-	char *p = buf;
+	size_t done;
+	int err = mfs_pread_full(dev->fd, buf, len, off, &done);
 
-	while (len) {
-		ssize_t n = pread(dev->fd, p, len, (off_t)off);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0) {
-			/* Past the end of an image: the block was never written. */
-			memset(p, 0, len);
-			return off >= dev->size ? -EIO : 0;
-		}
-		p += n;
-		off += (uint64_t)n;
-		len -= (size_t)n;
+	if (err == -ENODATA) {
+		/* The image ends before the block does: a block outside the device. */
+		memset((char *)buf + done, 0, len - done);
+		return -EIO;
 	}
-	return 0;
+	return err;
 }
 
 int mfs_dev_pwrite(struct mfs_dev *dev, const void *buf, size_t len, uint64_t off)
 {
-	const char *p = buf;
-
 	if (dev->flags & MFS_DEV_RDONLY)
 		return -EROFS;
-	while (len) {
-		ssize_t n = pwrite(dev->fd, p, len, (off_t)off);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO;
-		p += n;
-		off += (uint64_t)n;
-		len -= (size_t)n;
-	}
-	return 0;
+	return mfs_pwrite_full(dev->fd, buf, len, off);
 }
 
 int mfs_dev_flush(struct mfs_dev *dev)

@@ -7,6 +7,7 @@
  * field before anything is trusted: magic, own offset, state, class, size within class.
  */
 #include "xblob.h"
+#include "fdio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -54,44 +55,9 @@ struct mfs_xblob {
 
 static int pread_full(int fd, void *buf, size_t len, uint64_t off)
 {
-	unsigned char *p = buf;
+	int err = mfs_pread_full(fd, buf, len, off, NULL);
 
-	while (len > 0) {
-		ssize_t n = pread(fd, p, len, (off_t)off);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -ENOMEM;		/* the file was truncated under us */
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
-
-static int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
-{
-	const unsigned char *p = buf;
-
-	while (len > 0) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -ENOMEM;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
+	return err == -ENODATA ? -ENOMEM : err;    /* the file was truncated under us */
 }
 
 /* ---- slots -------------------------------------------------------------------------------- */
@@ -215,7 +181,7 @@ int mfs_xblob_store(struct mfs_xblob *b, const void *data, size_t len, uint64_t 
 	}
 
 	/* Payload first, header last: a failure leaves no header claiming the slot. */
-	rc = len ? pwrite_full(b->fd, data, len, b->base + off + MFS_XBLOB_HDR_BYTES) : 0;
+	rc = len ? mfs_pwrite_full(b->fd, data, len, b->base + off + MFS_XBLOB_HDR_BYTES) : 0;
 	if (rc == 0) {
 		memset(&h, 0, sizeof(h));
 		h.magic = BLOB_MAGIC;
@@ -224,7 +190,7 @@ int mfs_xblob_store(struct mfs_xblob *b, const void *data, size_t len, uint64_t 
 		h.size = (uint32_t)len;
 		h.self = off;
 		h.seq = ++b->seq;
-		rc = pwrite_full(b->fd, &h, sizeof(h), b->base + off);
+		rc = mfs_pwrite_full(b->fd, &h, sizeof(h), b->base + off);
 	}
 	if (rc) {
 		if (reused)
@@ -279,7 +245,7 @@ int mfs_xblob_free(struct mfs_xblob *b, uint64_t cookie)
 		return rc;
 	h.state = STATE_FREE;
 	h.next_free = b->free_head[h.cls];
-	rc = pwrite_full(b->fd, &h, sizeof(h), b->base + off);
+	rc = mfs_pwrite_full(b->fd, &h, sizeof(h), b->base + off);
 	if (rc)
 		return rc;
 	b->free_head[h.cls] = off;

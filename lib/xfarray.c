@@ -27,6 +27,7 @@
  * the whole range.
  */
 #include "xfarray.h"
+#include "fdio.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -68,54 +69,32 @@ struct mfs_xfarray {
 
 static int read_at(struct mfs_xfarray *a, void *buf, size_t len, uint64_t off)
 {
-	unsigned char *p = buf;
+	size_t done;
+	int err;
 
 	if (off >= a->written_end) {
-		memset(p, 0, len);
+		memset(buf, 0, len);
 		return 0;
 	}
-	while (len > 0) {
-		ssize_t n = pread(a->fd, p, len, (off_t)off);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0) {
-			/* EOF: fine past what we ever wrote, a truncation below it. */
-			if (off < a->written_end)
-				return -ENOMEM;
-			memset(p, 0, len);
-			return 0;
-		}
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
+	err = mfs_pread_full(a->fd, buf, len, off, &done);
+	if (err == -ENODATA) {
+		/* EOF: fine past what we ever wrote, a truncation below it. */
+		if (off + done < a->written_end)
+			return -ENOMEM;
+		memset((unsigned char *)buf + done, 0, len - done);
+		return 0;
 	}
-	return 0;
+	return err;
 }
 
 static int write_at(struct mfs_xfarray *a, const void *buf, size_t len, uint64_t off)
 {
-	const unsigned char *p = buf;
+	int err = mfs_pwrite_full(a->fd, buf, len, off);
 
-	while (len > 0) {
-		ssize_t n = pwrite(a->fd, p, len, (off_t)off);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -ENOMEM;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-		if (off > a->written_end)
-			a->written_end = off;
-	}
+	if (err)
+		return err;
+	if (off + len > a->written_end)
+		a->written_end = off + len;
 	return 0;
 }
 
