@@ -267,7 +267,6 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 	struct jrec *r;
 	struct jent **spares = NULL;
 	uint32_t nimg = 0, nrev = 0, len;
-	uint64_t pending;
 	int err = 0;
 
 	*lsn = 0;
@@ -375,14 +374,12 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 	r->ready = 1;
 	j->st.commits++;
 	j->pending_blocks += len;
-	pending = j->pending_blocks;
 	pthread_cond_broadcast(&j->cv);
 	pthread_mutex_unlock(&j->lock);
+	/* Queued: from here on the change is committed in memory and this returns 0.  Any
+	 * wait for the log is the caller's, after it has released its locks. */
 	*lsn = r->seq;
 	r = NULL;
-	/* Bound what asynchronous commits leave queued. */
-	if (pending > j->usable / 4)
-		err = mfs_journal_force_lsn(j, *lsn);
 	goto out;
 
 nomem:
@@ -547,6 +544,16 @@ int mfs_journal_force_lsn(struct mfs_journal *j, uint64_t lsn)
 	err = j->durable_seq >= lsn ? 0 : j->err;
 	pthread_mutex_unlock(&j->lock);
 	return err;
+}
+
+int mfs_journal_throttle(struct mfs_journal *j, uint64_t lsn)
+{
+	uint64_t pending;
+
+	pthread_mutex_lock(&j->lock);
+	pending = j->pending_blocks;
+	pthread_mutex_unlock(&j->lock);
+	return pending > j->usable / 4 ? mfs_journal_force_lsn(j, lsn) : 0;
 }
 
 int mfs_journal_force(struct mfs_journal *j)

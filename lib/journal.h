@@ -13,7 +13,8 @@
  *      number `lsn`, stamps the lsn into each metadata block's header, and queues the
  *      record.  The buffers become dirty with that lsn (bcache.h): the cache will neither
  *      write nor evict them.  It is called while the caller still holds the locks that
- *      protect the buffers, and returns without I/O (unless the log is full).
+ *      protect the buffers, and returns without I/O (unless the log is full: then it
+ *      checkpoints to make room before queueing anything).
  *   2. mfs_journal_force_lsn() makes the record durable.  Group commit: the first thread
  *      to ask becomes the writer, takes every queued record, writes them with one or two
  *      pwrite()s and one device flush; threads arriving meanwhile queue up and wait on a
@@ -92,13 +93,25 @@ struct mfs_jitem {
 
 /*
  * Queue a transaction (see step 1 above) and return its sequence in *lsn.  Nothing is
- * durable yet: call mfs_journal_force_lsn(log, *lsn) for that.  Returns -ENOSPC (with a
- * message) for a transaction larger than the log, or when no room could be made after a
- * bounded number of checkpoints; -ENOMEM; or the journal's sticky I/O error.  On error
- * nothing was queued and the buffers were not touched.
+ * durable yet: call mfs_journal_force_lsn(log, *lsn) for that, or at least
+ * mfs_journal_throttle(), after releasing the locks that protect the buffers.  Returns
+ * -ENOSPC (with a message) for a transaction larger than the log, or when no room could
+ * be made after a bounded number of checkpoints; -ENOMEM; or the journal's sticky I/O
+ * error.  On error nothing was queued and the buffers were not touched (the caller may
+ * restore them); once the record is queued it returns 0 — the change is committed in
+ * memory and must not be undone — and it never waits for the log's own I/O after that.
  */
 int mfs_journal_commit(struct mfs_journal *log, const struct mfs_jitem *items, unsigned n,
 		       uint64_t *lsn);
+
+/*
+ * Bound what asynchronous commits leave queued: when more than a quarter of the log is
+ * queued but unwritten, force up to `lsn` (the caller's last commit).  Call it after an
+ * asynchronous commit, without locks held.  An error is one of durability: the commit
+ * stays done in memory (never cancel it), the log is dead (the error is sticky) and the
+ * caller must report the error (EIO to the application) and stop writing.
+ */
+int mfs_journal_throttle(struct mfs_journal *log, uint64_t lsn);
 
 /* Durable up to `lsn` (0 or an old lsn: returns at once).  fsync/fdatasync use this with
  * the lsn of the inode's last change. */

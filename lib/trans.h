@@ -49,7 +49,10 @@ unsigned mfs_trans_nbufs(const struct mfs_trans *tp);
 
 /* Commit; on a journal error the transaction is cancelled (exactly) and the error
  * returned.  An error from waiting for durability (log I/O) leaves the change committed
- * in memory but not durable: the journal is then dead (see journal.h). */
+ * in memory but not durable: the journal is then dead (see journal.h); the caller must not
+ * retry or undo, but report the error (EIO) and stop writing.  An MFS_TRANS_ASYNC commit
+ * also waits, after releasing its locks, when much of the log is queued unwritten
+ * (mfs_journal_throttle), and can then return such an error too. */
 int mfs_trans_commit(struct mfs_trans *tp);
 #define MFS_TRANS_ASYNC 0x1u     /* do not wait for the log: durable at the next force */
 /* The same, with flags; *lsn (may be NULL) gets the journal sequence (0: no journal). */

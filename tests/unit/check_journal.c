@@ -582,6 +582,70 @@ START_TEST(too_big)
 }
 END_TEST
 
+/* Make every later write through the handle's device fail (EBADF): its descriptor is
+ * replaced by a read-only one on the same image. */
+static void dev_break(struct mfs_fs *fs)
+{
+	int ro = open(path, O_RDONLY);
+
+	ck_assert_int_ge(ro, 0);
+	ck_assert_int_eq(dup2(ro, mfs_dev_fd(fs->dev)), mfs_dev_fd(fs->dev));
+	close(ro);
+}
+
+/* The block's value in the cache, without any check (it may be dirty, unsealed). */
+static uint64_t cached_val(struct mfs_fs *fs, uint64_t blkno)
+{
+	struct mfs_buf *bp;
+	uint64_t v;
+
+	ck_assert_int_eq(mfs_buf_read(fs->bc, blkno, NULL, &bp), 0);
+	memcpy(&v, (char *)bp->data + PAYLOAD, sizeof(v));
+	mfs_buf_put(bp);
+	return v;
+}
+
+/* ---- a log write failing after the commit: committed in memory, error of durability ---- */
+START_TEST(force_error_after_queue)
+{
+	struct mfs_fs *fs = fs_up(256, 1, NULL);
+	struct mfs_journal_stats st;
+	uint64_t b = 1500, lsn = 0, last = 0;
+	int err = 0, q;
+
+	ck_assert_int_eq(tx(fs, &b, 1, 1, 1), 0);
+	dev_break(fs);
+	q = mfs_log_quiet();
+	/* Asynchronous commits queue without I/O until a quarter of the log is queued; the
+	 * one that crosses that bound forces the log, which fails. */
+	for (uint64_t v = 2; v < 200 && !err; v++) {
+		struct mfs_trans *tp;
+
+		ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
+		put_block(tp, b, v, 0);
+		err = mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, &lsn);
+		last = v;
+	}
+	mfs_log_set_level(q);
+	ck_assert_int_eq(err, -EBADF);
+	/* The failed force did not undo the change the journal had queued: the cache holds
+	 * the journal's latest image, and the caller was given its sequence. */
+	ck_assert_uint_gt(lsn, 0);
+	ck_assert_uint_eq(cached_val(fs, b), last);
+	mfs_journal_get_stats(fs->log, &st);
+	ck_assert_uint_eq(st.commits, last);
+	/* The log is dead: later commits are refused (and cancelled, exactly). */
+	q = mfs_log_quiet();
+	ck_assert_int_eq(tx(fs, &b, 1, 1000, 0), -EBADF);
+	mfs_log_set_level(q);
+	ck_assert_uint_eq(cached_val(fs, b), last);
+	crash(fs);
+	fs = fs_up(256, 0, NULL);
+	ck_assert_uint_eq(block_val(fs, b), 1);     /* only the durable commit survived */
+	ck_assert_int_eq(mfs_fs_close(fs), 0);
+}
+END_TEST
+
 static Suite *journal_suite(void)
 {
 	Suite *s = suite_create("journal");
@@ -598,6 +662,7 @@ static Suite *journal_suite(void)
 	tcase_add_test(tc, flush_and_clean_close);
 	tcase_add_test(tc, corrupt_header);
 	tcase_add_test(tc, too_big);
+	tcase_add_test(tc, force_error_after_queue);
 	suite_add_tcase(s, tc);
 	return s;
 }
