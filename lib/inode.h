@@ -82,8 +82,11 @@ struct mfs_inode {
 #define MFS_LINK_MAX 0x7fffffffu
 
 /*
- * Attach an inode cache to `fs` (fs->icache), keeping at most `max_unused` unreferenced
- * inodes (0: the default, MFS_ICACHE_DEFAULT_UNUSED).  -EEXIST if one is attached.
+ * Attach an inode cache to `fs` (fs->icache), keeping at most about `max_unused`
+ * unreferenced inodes (0: the default, MFS_ICACHE_DEFAULT_UNUSED).  The cache is split in
+ * 64 shards by inode number, each with its own lock, LRU and a limit of
+ * ceil(max_unused / 64), so the bound is max_unused rounded up to a multiple of 64.
+ * -EEXIST if one is attached.
  */
 #define MFS_ICACHE_DEFAULT_UNUSED 65536u
 int mfs_icache_init(struct mfs_fs *fs, unsigned max_unused);
