@@ -773,6 +773,96 @@ START_TEST(test_roundtrip)
 }
 END_TEST
 
+/* ---- ENOSPC: fill a small filesystem with inodes, then drain it ----------------------------- */
+START_TEST(test_enospc)
+{
+	struct timg t;
+	size_t n = 0, cap = 1 << 16;
+	uint64_t *inos = calloc(cap, sizeof(uint64_t));
+	uint64_t icount0, ifree0, icount, ifree;
+	int err = 0;
+
+	CK_TRUE(inos != NULL);
+	memset(&t, 0, sizeof(t));
+	snprintf(t.path, sizeof(t.path), "/tmp/mendfs_inode_XXXXXX");
+	{
+		char cmd[1024];
+		int fd = mkstemp(t.path);
+
+		ck_assert_int_ge(fd, 0);
+		close(fd);
+		snprintf(cmd, sizeof(cmd), "'%s/mkfs.mendfs' -q -f -b 4096 -a 2 %s 16M", bindir,
+			 t.path);
+		CK_EQ(run(cmd), 0);
+	}
+	timg_open(&t);
+	sb_mark_dirty(&t);
+	check_inodes(&t, inos, 0, &icount0, &ifree0);
+	while (!err) {
+		struct mfs_trans *tp;
+		uint32_t crc;
+		size_t n0 = n;
+
+		CK_OK(mfs_trans_alloc(t.fs, &tp));
+		for (int i = 0; i < 64 && !err; i++) {
+			uint64_t ino;
+
+			err = mfs_ialloc(tp, inos[n0 ? n0 - 1 : 0], S_IFREG | 0644, &ino);
+			if (!err) {
+				CK_TRUE(n < cap);
+				inos[n++] = ino;
+			}
+		}
+		if (!err) {
+			CK_OK(mfs_trans_commit(tp));
+			continue;
+		}
+		CK_EQ(err, -ENOSPC);
+		/* the failed transaction is cancelled and leaves nothing behind */
+		mfs_trans_cancel(tp);
+		for (size_t i = n0; i < n; i++)
+			mfs_inode_invalidate(t.fs, inos[i]);
+		n = n0;
+		crc = image_crc(&t);
+		CK_OK(mfs_trans_alloc(t.fs, &tp));
+		for (;;) {
+			uint64_t ino;
+
+			err = mfs_ialloc(tp, 0, S_IFREG | 0644, &ino);
+			if (err)
+				break;
+			inos[n++] = ino;
+		}
+		CK_EQ(err, -ENOSPC);
+		mfs_trans_cancel(tp);
+		for (size_t i = n0; i < n; i++)
+			mfs_inode_invalidate(t.fs, inos[i]);
+		n = n0;
+		CK_EQ(image_crc(&t), crc);
+	}
+	check_inodes(&t, inos, n, &icount, &ifree);
+	printf("ENOSPC after %zu inodes (%" PRIu64 " chunks) in a 16 MiB filesystem\n", n,
+	       icount / MFS_INODES_PER_CHUNK);
+	CK_TRUE(n > 30000);
+	db_check(&t);
+	/* drain */
+	while (n) {
+		struct mfs_trans *tp;
+
+		CK_OK(mfs_trans_alloc(t.fs, &tp));
+		for (int i = 0; i < 100 && n; i++)
+			CK_OK(mfs_ifree(tp, inos[--n]));
+		CK_OK(mfs_trans_commit(tp));
+	}
+	check_inodes(&t, inos, 0, &icount, &ifree);
+	CK_EQ(icount, icount0);
+	CK_EQ(ifree, ifree0);
+	db_check(&t);
+	timg_destroy(&t);
+	free(inos);
+}
+END_TEST
+
 static Suite *inode_suite(void)
 {
 	Suite *s = suite_create("inode");
@@ -783,6 +873,7 @@ static Suite *inode_suite(void)
 	tcase_add_loop_test(tc, test_cancel_exact, 0, 2);
 	tcase_add_test(tc, test_corrupt);
 	tcase_add_test(tc, test_concurrent);
+	tcase_add_test(tc, test_enospc);
 	tcase_add_loop_test(tc, test_roundtrip, 0, 2);
 	suite_add_tcase(s, tc);
 	return s;
