@@ -76,11 +76,12 @@ int mfs_agfl_get(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh_bp, ui
 	if (first >= MFS_AGFL_SIZE_MAX || count > MFS_AGFL_SIZE_MAX)
 		return MFS_CORRUPT("AG %u header: free list first %u count %u, at most %u slots",
 				   agno, first, count, MFS_AGFL_SIZE_MAX);
-	if (count == 0) {
-		mfs_log(MFS_LOG_ERR, "AG %u: free list empty while a btree needs a block "
-			"(the allocator's reserve was not enough)", agno);
-		return -ENOSPC;
-	}
+	/* The allocator stocks the list before every change (alloc.c: agfl_fix), so an empty
+	 * list here is an internal inconsistency in the middle of a change, never "AG full":
+	 * the caller must cancel, not try another AG with a half-changed one. */
+	if (count == 0)
+		return MFS_CORRUPT("AG %u: free list empty while a btree needs a block in the "
+				   "middle of a change (expected at least 1, header says 0)", agno);
 	err = agfl_join(tp, agno, agh_bp, &bp);
 	if (err)
 		return err;
@@ -115,11 +116,9 @@ int mfs_agfl_put(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh_bp, ui
 	if (agbno < MFS_AG_FIXED_BLOCKS || agbno >= aglen)
 		return MFS_CORRUPT("AG %u: block %u given to the free list lies outside %u..%u",
 				   agno, agbno, MFS_AG_FIXED_BLOCKS, aglen - 1);
-	if (count == MFS_AGFL_SIZE_MAX) {
-		mfs_log(MFS_LOG_ERR, "AG %u: free list full (%u blocks) while a btree gives a "
-			"block back", agno, count);
-		return -ENOSPC;
-	}
+	if (count == MFS_AGFL_SIZE_MAX)    /* the same: trimmed before every change */
+		return MFS_CORRUPT("AG %u: free list full (%u blocks) while a btree gives a "
+				   "block back in the middle of a change", agno, count);
 	err = agfl_join(tp, agno, agh_bp, &bp);
 	if (err)
 		return err;

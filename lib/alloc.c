@@ -34,8 +34,12 @@
  * every AG for the list to be refilled from.
  *
  * Errors: any failure after the first change leaves the transaction half-done; the caller
- * cancels it and trans.c restores every block.  ENOSPC found before any change (the usual
- * case: the read-only search runs first) leaves the transaction untouched.
+ * cancels it and trans.c restores every block.  An allocation returns ENOSPC only from its
+ * read-only search, before any change, so ENOSPC leaves the transaction untouched and
+ * mfs_alloc_extent may try the next AG; the refill that follows the search never takes
+ * the extent the search chose, and a failure after that point (an empty free list in the
+ * middle of a split, a refill that finds less space than the header promised) is
+ * -EFSCORRUPTED, never mistaken for a full AG.
  */
 #include "alloc.h"
 #include "ag.h"
@@ -487,33 +491,76 @@ out:
 }
 
 /* ---- keeping the AG free list stocked -------------------------------------------------- */
-/* Put up to `want` blocks from one free extent on the list (see the top of the file). */
-static int agfl_refill(struct agx *x, uint32_t want)
+/* Blocks kept out of a refill: the extent an allocation has already chosen. */
+struct avoid {
+	uint32_t start, len;     /* len 0: nothing */
+};
+
+/* The longest piece of free extent [fs, fs+fl) outside `av`, in *ps / *pl. */
+static void piece_outside(const struct avoid *av, uint32_t fs, uint32_t fl, uint32_t *ps,
+			  uint32_t *pl)
+{
+	uint64_t fe = (uint64_t)fs + fl, ae = (uint64_t)av->start + av->len;
+
+	*ps = fs;
+	*pl = fl;
+	if (!av->len || ae <= fs || av->start >= fe)
+		return;
+	/* the part before the avoided range, or the part after it, whichever is longer */
+	*pl = av->start > fs ? av->start - fs : 0;
+	if (fe > ae && fe - ae > *pl) {
+		*ps = (uint32_t)ae;
+		*pl = (uint32_t)(fe - ae);
+	}
+}
+
+/*
+ * Put up to `want` blocks from one free extent on the list (see the top of the file),
+ * never from `av`.  The extent: the smallest whose usable piece holds them all, else the
+ * largest usable piece there is.  Only one extent can contain `av`, so each walk below
+ * looks at one or two records.
+ */
+static int agfl_refill(struct agx *x, uint32_t want, const struct avoid *av)
 {
 	struct mfs_btree_cur cur;
 	struct mfs_alloc_rec key, r;
-	uint32_t start, len, take;
+	uint32_t start = 0, len = 0, take;
 	int stat, err;
 
 	agx_cur(x, &cur, MFS_BT_CNT, 1);
 	arec_set(&key, 0, want);
-	/* the smallest extent that holds them all, else the largest there is */
 	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_GE, &stat);
-	if (!err && !stat) {
+	while (!err && stat) {
+		err = mfs_btree_get(&cur, &r, &stat);
+		if (err || !stat)
+			break;
+		piece_outside(av, mfs_get32(r.startblock), mfs_get32(r.blockcount), &start, &len);
+		if (len >= want)
+			break;
+		len = 0;
+		err = mfs_btree_next(&cur, &stat);
+	}
+	if (!err && !len) {
 		arec_set(&key, UINT32_MAX, UINT32_MAX);
 		err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_LE, &stat);
+		while (!err && stat) {
+			err = mfs_btree_get(&cur, &r, &stat);
+			if (err || !stat)
+				break;
+			piece_outside(av, mfs_get32(r.startblock), mfs_get32(r.blockcount),
+				      &start, &len);
+			if (len)
+				break;
+			err = mfs_btree_prev(&cur, &stat);
+		}
 	}
-	if (!err && stat)
-		err = mfs_btree_get(&cur, &r, &stat);
 	mfs_btree_cur_release(&cur);
 	if (err)
 		return err;
-	if (!stat) {
+	if (!len) {
 		mfs_log(MFS_LOG_ERR, "AG %u: no free space left to stock the free list", x->agno);
 		return -ENOSPC;
 	}
-	start = mfs_get32(r.startblock);
-	len = mfs_get32(r.blockcount);
 	take = len < want ? len : want;
 	for (uint32_t i = 0; i < take; i++) {
 		err = mfs_agfl_put(x->tp, x->agno, x->agh_bp, start + i);
@@ -538,7 +585,7 @@ static int agfl_trim_one(struct agx *x)
 	return err;
 }
 
-static int agfl_fix(struct agx *x)
+static int agfl_fix(struct agx *x, const struct avoid *av)
 {
 	for (unsigned iter = 0; iter < 4 * MFS_AGFL_SIZE_MAX; iter++) {
 		const struct mfs_agh *agh = agx_agh(x);
@@ -547,7 +594,7 @@ static int agfl_fix(struct agx *x)
 		int err = 0;
 
 		if (count < need)
-			err = agfl_refill(x, need - count);
+			err = agfl_refill(x, need - count, av);
 		else if (count > need + AGFL_SLACK)
 			err = agfl_trim_one(x);
 		else
@@ -779,11 +826,18 @@ static int ag_search(struct agx *x, const struct req *q0, int before_fix, struct
 	}
 }
 
-/* Allocate inside one AG: search read-only, stock the free list, search again (the
- * refill may have used the space found), then take the extent. */
+/*
+ * Allocate inside one AG: search read-only, stock the free list from free space *other
+ * than* the extent found, then take that extent.  ENOSPC comes only from the search, before
+ * any change, so it leaves the transaction as it was (alloc.h).  The search already kept
+ * back what the refill needs (agx_avail), so a refill that runs dry afterwards means the
+ * header's counters and the free-space trees disagree: corruption, not a full AG, and the
+ * caller must cancel rather than try another AG.
+ */
 static int ag_alloc(struct agx *x, const struct req *q, struct mfs_alloc_args *args)
 {
 	struct cand c;
+	struct avoid av;
 	int err;
 
 	err = ag_search(x, q, 1, &c);
@@ -791,13 +845,15 @@ static int ag_alloc(struct agx *x, const struct req *q, struct mfs_alloc_args *a
 		return err;
 	if (!c.ok)
 		return -ENOSPC;
-	err = agfl_fix(x);
-	if (!err)
-		err = ag_search(x, q, 0, &c);
+	av.start = c.bno;
+	av.len = c.len;
+	err = agfl_fix(x, &av);
+	if (err == -ENOSPC)
+		err = MFS_CORRUPT("AG %u: free list could not be stocked around free extent "
+				  "%u+%u that the search found (header counts %u free blocks)",
+				  x->agno, c.bno, c.len, mfs_get32(agx_agh(x)->freeblks));
 	if (err)
 		return err;
-	if (!c.ok)
-		return -ENOSPC;
 	err = fs_take(x, c.bno, c.len);
 	if (!err)
 		err = rmap_add(x, c.bno, c.len, args->owner, args->offset);
@@ -891,6 +947,7 @@ int mfs_alloc_extent(struct mfs_trans *tp, struct mfs_alloc_args *args)
 {
 	struct mfs_fs *fs = mfs_trans_fs(tp);
 	uint32_t tagno, n;
+	unsigned nbufs;
 	int err;
 
 	args->fsb = 0;
@@ -921,10 +978,17 @@ int mfs_alloc_extent(struct mfs_trans *tp, struct mfs_alloc_args *args)
 		else if (args->type == MFS_ALLOC_NEAR && agno < tagno)
 			target = x.aglen - 1;    /* nearest the target: this AG's end */
 		req_init(&q, args, target);
+		nbufs = mfs_trans_nbufs(tp);
 		err = ag_alloc(&x, &q, args);
 		mfs_buf_put(agh_bp);
 		if (err != -ENOSPC)
 			return err;
+		/* Moving on is only safe when this AG was left untouched (ag_alloc's ENOSPC comes
+		 * before any change; this guards that promise). */
+		if (mfs_trans_nbufs(tp) != nbufs)
+			return MFS_CORRUPT("AG %u: allocator ran out of space after changing the "
+					   "AG (%u buffers joined, expected %u)", agno,
+					   mfs_trans_nbufs(tp), nbufs);
 	}
 	return -ENOSPC;
 }
@@ -951,7 +1015,7 @@ int mfs_free_extent(struct mfs_trans *tp, uint64_t fsb, uint32_t len, uint64_t o
 	if (err)
 		return err;
 	agx_init(&x, tp, agno, agh_bp);
-	err = agfl_fix(&x);
+	err = agfl_fix(&x, &(struct avoid){ 0, 0 });
 	if (!err)
 		err = rmap_del(&x, agbno, len, owner, offset);
 	if (!err)

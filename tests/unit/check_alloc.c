@@ -638,6 +638,146 @@ START_TEST(test_enospc_and_cancel)
 }
 END_TEST
 
+/* ---- the AG free list running short ---------------------------------------------------- */
+/* Take blocks off AG agno's free list (committed), leaving `left`; the model keeps them as
+ * the AG's own blocks (they stay MFS_OWN_AG in the reverse map).  Returns need. */
+static uint32_t agfl_drain(struct tfs *t, uint32_t agno, uint32_t left)
+{
+	struct mfs_trans *tp;
+	struct mfs_buf *bp;
+	struct mfs_agh *agh;
+	uint32_t need, b;
+
+	CK_OK(mfs_trans_alloc(t->fs, &tp));
+	CK_OK(mfs_trans_lock_ag(tp, agno, 0));
+	CK_OK(mfs_read_agh(t->fs, agno, &bp));
+	agh = bp->data;
+	need = mfs_agfl_need(t->fs, agh);
+	while (mfs_get32(agh->fl_count) > left) {
+		CK_OK(mfs_agfl_get(tp, agno, bp, &b));
+		model_set(t, mfs_agbno_to_fsb(&t->fs->geo, agno, b), 1, MFS_OWN_AG, 0);
+	}
+	mfs_buf_put(bp);
+	CK_OK(mfs_trans_commit(tp));
+	return need;
+}
+
+/*
+ * Regression: the free list short of need, and the only extent that can hold the request
+ * is also the only one that can refill the list in one go (the list is emptied by hand).  The refill used to eat that
+ * extent, the second search then failed, and ENOSPC came back with the transaction
+ * already changed.  Now the refill leaves the chosen extent alone and the allocation
+ * succeeds there.
+ */
+START_TEST(test_refill_spares_choice)
+{
+	struct tfs t;
+	const struct mfs_geom *g;
+	struct mfs_trans *tp;
+	uint64_t fsb, e, own, pos;
+	uint32_t len, elen, resv, need;
+	int err;
+
+	tfs_open(&t, 4096, 2048, 1, 2048);
+	tfs_format_all(&t);
+	g = &t.fs->geo;
+	own = ino_of(g, 0, 300);
+	/* everything allocatable as one extent; the reserve stays free at the AG's end */
+	CK_OK(alloc_commit(&t, MFS_ALLOC_ANY, 0, 1, 2048, 0, own, 0, &e, &elen));
+	resv = ag_free(&t, 0);
+	CK_TRUE(elen > 200 && resv > 0);
+	/* free 20 pieces of 6 blocks and one of 10 (A), each followed by a used block */
+	pos = e;
+	for (int i = 0; i < 20; i++, pos += 7)
+		CK_OK(free_commit(&t, pos, 6, own, pos - e));
+	CK_OK(free_commit(&t, pos, 10, own, pos - e));
+	/* then take the reserve: free space is 20 x 6 blocks and A */
+	CK_OK(alloc_commit(&t, MFS_ALLOC_EXACT, e + elen, resv, resv, 0, own, elen, &fsb, &len));
+	CK_EQ(fsb, e + elen);
+	CK_EQ(ag_free(&t, 0), 130);
+	/* the list empty: a refill wants `need` (> 6) blocks, and only A holds that many */
+	need = agfl_drain(&t, 0, 0);
+	CK_TRUE(need > 6 && need <= 10);
+	check_all(&t);
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	err = alloc1(tp, MFS_ALLOC_ANY, 0, 10, 10, 0, ino_of(g, 0, 400), 0, &fsb, &len);
+	if (err == -ENOSPC)
+		ck_assert_msg(mfs_trans_nbufs(tp) == 0, "ENOSPC after changing %u buffers",
+			      mfs_trans_nbufs(tp));
+	CK_OK(err);
+	CK_EQ(fsb, pos);
+	CK_EQ(len, 10);
+	CK_OK(mfs_trans_commit(tp));
+	model_set(&t, fsb, len, ino_of(g, 0, 400), 0);
+	check_all(&t);
+	tfs_close(&t);
+}
+END_TEST
+
+/*
+ * Regression: trouble in the middle of an allocation is not "AG full".  AG 0's header
+ * claims 100 more free blocks than its trees hold and its free list is empty, so the search
+ * finds a block but stocking the list runs dry half-way.  That used to be ENOSPC, and the
+ * allocator went on to AG 1 and succeeded, leaving AG 0 half-changed in a transaction the
+ * caller would commit.  Now it is -EFSCORRUPTED and a cancel restores everything.  An
+ * empty free list asked for a block in the middle of a change is -EFSCORRUPTED as well.
+ */
+START_TEST(test_midway_trouble_not_enospc)
+{
+	struct tfs t;
+	const struct mfs_geom *g;
+	struct mfs_trans *tp;
+	struct mfs_buf *bp;
+	struct mfs_agh *agh;
+	uint64_t fsb, e, own;
+	uint32_t len, elen, resv, b, crc0;
+
+	tfs_open(&t, 4096, 2048, 2, 2 * 2048);
+	tfs_format_all(&t);
+	g = &t.fs->geo;
+	own = ino_of(g, 0, 300);
+	CK_OK(alloc_commit(&t, MFS_ALLOC_ANY, 0, 1, 2048, 0, own, 0, &e, &elen));
+	CK_EQ(mfs_fsb_to_agno(g, e), 0);
+	resv = ag_free(&t, 0);
+	CK_TRUE(resv > 3);
+
+	/* the header lies: 100 blocks more than the trees hold */
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_OK(mfs_trans_lock_ag(tp, 0, 0));
+	CK_OK(mfs_read_agh(t.fs, 0, &bp));
+	CK_OK(mfs_trans_modify(tp, bp));
+	agh = bp->data;
+	mfs_put32(agh->freeblks, mfs_get32(agh->freeblks) + 100);
+	mfs_buf_put(bp);
+	CK_OK(mfs_trans_commit(tp));
+	/* leave 3 blocks in the trees (the lie lets the allocator take the reserve) */
+	CK_OK(alloc_commit(&t, MFS_ALLOC_EXACT, e + elen, resv - 3, resv - 3, 0, own, elen, &fsb,
+			   &len));
+	CK_EQ(len, resv - 3);
+	/* the empty list, asked for a block inside a change */
+	agfl_drain(&t, 0, 0);
+	mfs_log_quiet();
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_OK(mfs_trans_lock_ag(tp, 0, 0));
+	CK_OK(mfs_read_agh(t.fs, 0, &bp));
+	CK_EQ(mfs_agfl_get(tp, 0, bp, &b), -EFSCORRUPTED);
+	mfs_buf_put(bp);
+	mfs_trans_cancel(tp);
+	mfs_log_set_level(MFS_LOG_INFO);
+
+	crc0 = image_crc(&t);
+	mfs_log_quiet();
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_EQ(alloc1(tp, MFS_ALLOC_ANY, 0, 1, 1, 0, own, 0, &fsb, &len), -EFSCORRUPTED);
+	CK_TRUE(mfs_trans_nbufs(tp) > 0);
+	mfs_trans_cancel(tp);
+	mfs_log_set_level(MFS_LOG_INFO);
+	CK_EQ(image_crc(&t), crc0);
+	check_ag(&t, 1, NULL, NULL);
+	tfs_close(&t);
+}
+END_TEST
+
 static Suite *alloc_suite(void)
 {
 	Suite *s = suite_create("alloc");
@@ -647,6 +787,8 @@ static Suite *alloc_suite(void)
 	tcase_add_test(tc, test_format_fresh);
 	tcase_add_test(tc, test_semantics);
 	tcase_add_test(tc, test_enospc_and_cancel);
+	tcase_add_test(tc, test_refill_spares_choice);
+	tcase_add_test(tc, test_midway_trouble_not_enospc);
 	tcase_add_test(tc, test_random);
 	tcase_add_test(tc, test_random_1k);
 	suite_add_tcase(s, tc);
