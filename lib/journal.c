@@ -506,6 +506,16 @@ int mfs_journal_force_lsn(struct mfs_journal *j, uint64_t lsn)
 	int err;
 
 	pthread_mutex_lock(&j->lock);
+	if (lsn >= j->next_seq) {
+		/* Never handed out: no record will ever carry it, so waiting would never end.
+		 * (A record being filled already has its sequence, below next_seq.) */
+		uint64_t next = j->next_seq;
+
+		pthread_mutex_unlock(&j->lock);
+		mfs_log(MFS_LOG_ERR, "journal: asked to make sequence %llu durable, but the last "
+			"one given is %llu", (unsigned long long)lsn, (unsigned long long)next - 1);
+		return -EINVAL;
+	}
 	while (j->durable_seq < lsn && !j->err) {
 		struct jrec *first = j->unwritten, *last = NULL, *r;
 

@@ -114,7 +114,8 @@ int mfs_journal_commit(struct mfs_journal *log, const struct mfs_jitem *items, u
 int mfs_journal_throttle(struct mfs_journal *log, uint64_t lsn);
 
 /* Durable up to `lsn` (0 or an old lsn: returns at once).  fsync/fdatasync use this with
- * the lsn of the inode's last change. */
+ * the lsn of the inode's last change.  -EINVAL (with a message) for an lsn never handed
+ * out; the lsn of a transaction still being queued by another thread is waited for. */
 int mfs_journal_force_lsn(struct mfs_journal *log, uint64_t lsn);
 /* Every transaction committed so far is durable (syncfs). */
 int mfs_journal_force(struct mfs_journal *log);

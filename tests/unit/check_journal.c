@@ -646,6 +646,34 @@ START_TEST(force_error_after_queue)
 }
 END_TEST
 
+/* ---- forcing a sequence never handed out is refused, not waited for ------------------- */
+START_TEST(force_future_lsn)
+{
+	struct mfs_fs *fs = fs_up(256, 1, NULL);
+	struct mfs_journal_stats st;
+	struct mfs_trans *tp;
+	uint64_t lsn;
+	int q;
+
+	ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
+	put_block(tp, 1600, 1, 1);
+	ck_assert_int_eq(mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, &lsn), 0);
+	ck_assert_uint_gt(lsn, 0);
+	q = mfs_log_quiet();
+	ck_assert_int_eq(mfs_journal_force_lsn(fs->log, lsn + 1), -EINVAL);
+	ck_assert_int_eq(mfs_journal_force_lsn(fs->log, UINT64_MAX), -EINVAL);
+	mfs_log_set_level(q);
+	mfs_journal_get_stats(fs->log, &st);
+	ck_assert_uint_lt(st.durable_lsn, lsn);     /* the refusal wrote nothing */
+	ck_assert_int_eq(mfs_journal_force_lsn(fs->log, lsn), 0);
+	ck_assert_int_eq(mfs_journal_force_lsn(fs->log, lsn - 1), 0);
+	ck_assert_int_eq(mfs_journal_force_lsn(fs->log, 0), 0);
+	mfs_journal_get_stats(fs->log, &st);
+	ck_assert_uint_eq(st.durable_lsn, lsn);
+	ck_assert_int_eq(mfs_fs_close(fs), 0);
+}
+END_TEST
+
 static Suite *journal_suite(void)
 {
 	Suite *s = suite_create("journal");
@@ -663,6 +691,12 @@ static Suite *journal_suite(void)
 	tcase_add_test(tc, corrupt_header);
 	tcase_add_test(tc, too_big);
 	tcase_add_test(tc, force_error_after_queue);
+	suite_add_tcase(s, tc);
+	/* Short timeout: the bug this guards against is an endless wait. */
+	tc = tcase_create("bounded");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 5);
+	tcase_add_test(tc, force_future_lsn);
 	suite_add_tcase(s, tc);
 	return s;
 }
