@@ -19,6 +19,11 @@
  * The stream's order is checked as it arrives: keys must be strictly increasing, or the
  * build stops with -EINVAL (a repair that feeds unsorted records must not write a tree
  * the verifier would reject).
+ *
+ * Failure.  With a transaction the caller cancels it, which drops every new block.  Without
+ * one, finished blocks are already dirty in the cache; the build remembers every block it
+ * claimed and on failure forgets them all, so that nothing is ever written to blocks the
+ * caller is about to give back (and that may be reused for something else).
  */
 #include "btree.h"
 #include "bcache.h"
@@ -28,6 +33,7 @@
 #include "trans.h"
 #include "verify.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define BL_HDR     ((unsigned)sizeof(struct mfs_btree_block))
@@ -113,6 +119,8 @@ struct bl_state {
 	unsigned nodecap;
 	struct bl_level lv[MFS_BTREE_MAXLEVELS];
 	uint64_t root;
+	uint64_t *claimed;           /* without tp: every block given a buffer, to forget */
+	uint64_t nclaimed;           /* on failure; at most plan.total */
 };
 
 static unsigned bl_target(const struct bl_state *s, unsigned lev, uint64_t i)
@@ -141,12 +149,19 @@ static int bl_start_block(struct bl_state *s, unsigned lev)
 			bl->ops->ptr_len == 4 ? "tree's AG" : "filesystem");
 		return -EINVAL;
 	}
+	if (!s->tp && s->nclaimed >= s->plan.total) {
+		mfs_log(MFS_LOG_ERR, "%s: bulk load claims more than the %llu blocks planned",
+			bl->ops->name, (unsigned long long)s->plan.total);
+		return -EIO;
+	}
 	if (s->tp)
 		err = mfs_trans_get_new(s->tp, fsb, 1, &bp);
 	else
 		err = mfs_buf_get_new(s->fs->bc, fsb, 1, &bp);
 	if (err)
 		return err;
+	if (!s->tp)
+		s->claimed[s->nclaimed++] = fsb;
 	mfs_blk_init(bp->data, g->blocksize, bl->ops->magic, fsb, bl->owner, g->uuid);
 	mfs_put16(((struct mfs_btree_block *)bp->data)->level, (uint16_t)lev);
 	s->lv[lev].bp = bp;
@@ -252,6 +267,11 @@ int mfs_bload_build(struct mfs_fs *fs, struct mfs_trans *tp, struct mfs_bload *b
 	if (ops->ptr_len == 4 && bl->agno >= fs->geo.agcount)
 		return -EINVAL;
 	s.nodecap = mfs_btree_maxrecs(ops, fs->geo.blocksize, 0);
+	if (!tp) {
+		s.claimed = malloc(s.plan.total * sizeof(*s.claimed));
+		if (!s.claimed)
+			return -ENOMEM;
+	}
 
 	for (uint64_t i = 0; i < s.plan.nblocks[0]; i++) {
 		struct bl_level *l = &s.lv[0];
@@ -298,18 +318,19 @@ int mfs_bload_build(struct mfs_fs *fs, struct mfs_trans *tp, struct mfs_bload *b
 	}
 	root->fsb = s.root;
 	root->levels = s.plan.levels;
+	free(s.claimed);
 	return 0;
 fail:
-	/* Half-built blocks are not written: the caller gives the reservation back. */
-	for (unsigned lev = 0; lev < MFS_BTREE_MAXLEVELS; lev++) {
-		struct mfs_buf *bp = s.lv[lev].bp;
-
-		if (bp && !tp) {
-			uint64_t fsb = bp->blkno;
-
-			mfs_buf_put(bp);
-			mfs_bcache_forget(fs->bc, fsb);
-		}
+	/* Nothing built is written: the caller gives the reservation back.  Drop our
+	 * references to the open blocks, then forget every block claimed, open or finished
+	 * (with a transaction, the caller's cancel does this). */
+	if (!tp) {
+		for (unsigned lev = 0; lev < MFS_BTREE_MAXLEVELS; lev++)
+			if (s.lv[lev].bp)
+				mfs_buf_put(s.lv[lev].bp);
+		for (uint64_t i = 0; i < s.nclaimed; i++)
+			mfs_bcache_forget(fs->bc, s.claimed[i]);
 	}
+	free(s.claimed);
 	return err;
 }

@@ -7,6 +7,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -514,6 +515,52 @@ START_TEST(test_refusals)
 }
 END_TEST
 
+/*
+ * Regression: a build without a transaction that fails half-way writes nothing.  Finished
+ * blocks used to stay dirty in the cache and reach the disk at the next flush, over blocks
+ * the caller had given back.  Claim failures early (4th block: two leaves finished) and
+ * late, and a failing record source; after a flush the reserved range is still all zero.
+ */
+START_TEST(test_failure_writes_nothing)
+{
+	static const int claim_at[] = { 4, 100, 0 };
+	struct tfs t;
+	struct stream s;
+	struct mfs_bload bl;
+	struct mfs_btree_root root;
+	int quiet = mfs_log_quiet();
+	uint8_t *buf = malloc(1024 * 1000), *zero = calloc(1024, 1);
+	int fd;
+
+	T_IEQ(buf != NULL && zero != NULL, 1);
+	tfs_open(&t, 1024, 1u << 18);
+	fd = open(t.path, O_RDONLY);
+	T_IGE(fd, 0);
+	for (unsigned c = 0; c < sizeof(claim_at) / sizeof(claim_at[0]); c++) {
+		memset(&s, 0, sizeof(s));
+		s.n = 5000;
+		s.first = 16;
+		s.reserved = 1000;
+		s.fail_claim_at = claim_at[c];
+		s.fail_recs_at = claim_at[c] ? 0 : 60;
+		bl = make_bl(&ops_ag, &s);
+		T_IEQ(mfs_bload_build(t.fs, NULL, &bl, &root), claim_at[c] ? -ENOSPC : -EIO);
+		T_UGE(s.claimed, 3);
+		T_IEQ(mfs_bcache_flush(t.fs->bc), 0);
+		T_IEQ(pread(fd, buf, 1024 * 1000, 16 * 1024), 1024 * 1000);
+		for (unsigned b = 0; b < 1000; b++)
+			if (memcmp(buf + (size_t)b * 1024, zero, 1024))
+				ck_abort_msg("claim failure at %d: block %u of a failed build was "
+					     "written", claim_at[c], 16 + b);
+	}
+	close(fd);
+	free(buf);
+	free(zero);
+	mfs_log_set_level(quiet);
+	tfs_close(&t);
+}
+END_TEST
+
 /* 10M records at 4 KiB, fills 75, 100 and 50. */
 START_TEST(test_ten_million)
 {
@@ -565,6 +612,7 @@ static Suite *bload_suite(void)
 	tcase_add_test(tc, test_deep);
 	tcase_add_test(tc, test_modify_after_load);
 	tcase_add_test(tc, test_refusals);
+	tcase_add_test(tc, test_failure_writes_nothing);
 	tcase_add_test(tc, test_ten_million);
 	suite_add_tcase(s, tc);
 	return s;
