@@ -369,8 +369,18 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 			spares[i] = NULL;
 		mfs_buf_mark_dirty_lsn(r->bps[i], r->seq);
 	}
-	for (unsigned i = 0; i < r->nrev; i++)
-		map_remove(j, r->blknos[r->nimg + i]);
+	for (unsigned i = 0; i < r->nrev; i++) {
+		uint64_t blkno = r->blknos[r->nimg + i];
+		struct jent *e;
+
+		/* Freed while the checkpoint writes its old image in place: once this commit
+		 * returns, the block may be reused, so that write must be over first. */
+		while ((e = map_find(j, blkno)) && e->busy) {
+			j->st.revoke_waits++;
+			jwait(j, "a checkpoint write of a freed block");
+		}
+		map_remove(j, blkno);
+	}
 	r->ready = 1;
 	j->st.commits++;
 	j->pending_blocks += len;
@@ -593,7 +603,7 @@ static int ckpt_cmp(const void *a, const void *b)
 int mfs_journal_checkpoint(struct mfs_journal *j)
 {
 	struct ckpt_item *items = NULL;
-	size_t n = 0;
+	size_t n = 0, written = 0;
 	uint64_t min_first, new_tail_seq, new_tail_lpos, old_tail_seq;
 	int err;
 
@@ -625,9 +635,36 @@ int mfs_journal_checkpoint(struct mfs_journal *j)
 
 	if (n)
 		qsort(items, n, sizeof(*items), ckpt_cmp);
-	for (size_t i = 0; i < n && !err; i++)
+	for (size_t i = 0; i < n && !err; i++) {
+		struct jent *e;
+
+		if (j->ckpt_hook)
+			j->ckpt_hook(j->ckpt_hook_arg, items[i].blkno, 0);
+		/*
+		 * Freed since the snapshot (and maybe reused): the entry is gone, or is a new
+		 * one whose history starts after the chosen image.  Writing the old image now
+		 * could land over the block's new contents: skip it.  Otherwise mark the entry
+		 * busy: a free of the block waits until the write is over (see commit), and
+		 * only a revoke removes an entry outside this checkpoint, so `e` stays valid.
+		 */
+		pthread_mutex_lock(&j->lock);
+		e = map_find(j, items[i].blkno);
+		if (!e || e->first_lsn > items[i].lsn) {
+			pthread_mutex_unlock(&j->lock);
+			continue;
+		}
+		e->busy = 1;
+		pthread_mutex_unlock(&j->lock);
+		if (j->ckpt_hook)
+			j->ckpt_hook(j->ckpt_hook_arg, items[i].blkno, 1);
 		err = mfs_dev_pwrite(j->dev, items[i].img->data, j->bs,
 				     items[i].blkno * (uint64_t)j->bs);
+		written += !err;
+		pthread_mutex_lock(&j->lock);
+		e->busy = 0;
+		pthread_cond_broadcast(&j->cv);
+		pthread_mutex_unlock(&j->lock);
+	}
 	if (!err)
 		err = mfs_dev_flush(j->dev);
 
@@ -652,7 +689,7 @@ int mfs_journal_checkpoint(struct mfs_journal *j)
 		goto out_unlock;
 	}
 	j->st.checkpoints++;
-	j->st.blocks_checkpointed += n;
+	j->st.blocks_checkpointed += written;
 
 	/* The new tail: the oldest change not in place, or every durable record. */
 	min_first = j->durable_seq + 1;
@@ -808,6 +845,14 @@ void mfs_journal_discard(struct mfs_journal *j)
 		return;
 	journal_detach(j);
 	mfs_journal_free(j);
+}
+
+void mfs_journal_set_ckpt_hook(struct mfs_journal *j, mfs_journal_ckpt_hook fn, void *arg)
+{
+	pthread_mutex_lock(&j->ckpt_lock);
+	j->ckpt_hook = fn;
+	j->ckpt_hook_arg = arg;
+	pthread_mutex_unlock(&j->ckpt_lock);
 }
 
 void mfs_journal_get_stats(struct mfs_journal *j, struct mfs_journal_stats *st)

@@ -45,6 +45,13 @@
  * stop writing.  Waits (for the writer, for a record being filled) are bounded by I/O and
  * a wait longer than MFS_JOURNAL_WAIT_WARN seconds is reported, not silent.
  *
+ * Checkpoint against free: the checkpoint chooses its blocks under the lock but writes them
+ * without it.  Just before each write it re-checks, under the lock, that the block is still
+ * logged with the history it chose (not revoked, and not revoked and logged anew), and marks
+ * the block busy for the duration of the write; a transaction that frees a busy block waits
+ * (one block write) before it can commit.  So once a free is committed, no checkpoint write
+ * of the block's old image can land after it, over whatever the block holds next.
+ *
  * Simplifications, stated: the checkpoint writes every durable logged block (no partial
  * checkpoints); the journal holds one copy of each logged block until it is checkpointed,
  * so its memory is bounded by the log size, as is the number of buffers the cache cannot
@@ -135,6 +142,7 @@ struct mfs_journal_stats {
 	uint64_t blocks_logged;    /* log blocks written (descriptors, images, commits) */
 	uint64_t checkpoints;
 	uint64_t blocks_checkpointed;
+	uint64_t revoke_waits;     /* frees that waited for a checkpoint write of the block */
 	uint64_t replayed_records; /* at open */
 	uint64_t replayed_blocks;
 	uint64_t durable_lsn;      /* every sequence up to this one is durable */
@@ -142,5 +150,14 @@ struct mfs_journal_stats {
 	uint32_t log_size;         /* usable log blocks (the region minus the headers) */
 };
 void mfs_journal_get_stats(struct mfs_journal *log, struct mfs_journal_stats *st);
+
+/*
+ * For tests: a function the checkpoint calls, without locks held, for each block it
+ * writes in place: with `writing` 0 after choosing the block and before checking it is
+ * still logged, with `writing` 1 while its write is in progress (a revoke of the block
+ * then waits).  NULL removes it.
+ */
+typedef void (*mfs_journal_ckpt_hook)(void *arg, uint64_t blkno, int writing);
+void mfs_journal_set_ckpt_hook(struct mfs_journal *log, mfs_journal_ckpt_hook fn, void *arg);
 
 #endif

@@ -39,6 +39,7 @@ struct jent {
 	uint64_t lsn;               /* sequence of the latest change (img) */
 	uint64_t first_lsn;         /* oldest sequence whose change is not in place */
 	struct jimg *img;
+	int busy;                   /* the checkpoint is writing it in place right now */
 };
 
 struct mfs_journal {
@@ -66,6 +67,8 @@ struct mfs_journal {
 	size_t map_mask, map_count;
 
 	struct mfs_journal_stats st;
+	mfs_journal_ckpt_hook ckpt_hook;    /* tests only */
+	void *ckpt_hook_arg;
 };
 
 uint32_t mfs_jtags_per_desc(uint32_t bs);

@@ -11,6 +11,7 @@
 #include <check.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -646,6 +647,114 @@ START_TEST(force_error_after_queue)
 }
 END_TEST
 
+/* ---- a checkpoint racing a free never writes the old image over the block's reuse ------- */
+struct race {
+	struct mfs_fs *fs;
+	uint64_t blkno;            /* the block to free from inside the checkpoint */
+	int when;                  /* the hook's `writing` value that triggers it */
+	int fired;
+	pthread_t th;
+	int th_err;
+};
+
+static int free_block(struct mfs_fs *fs, uint64_t blkno)
+{
+	struct mfs_trans *tp;
+	int err = mfs_trans_alloc(fs, &tp);
+
+	if (err)
+		return err;
+	err = mfs_trans_forget(tp, blkno);
+	if (err) {
+		mfs_trans_cancel(tp);
+		return err;
+	}
+	return mfs_trans_commit(tp);
+}
+
+static void *free_main(void *arg)
+{
+	struct race *r = arg;
+
+	r->th_err = free_block(r->fs, r->blkno);
+	return NULL;
+}
+
+static void race_hook(void *arg, uint64_t blkno, int writing)
+{
+	struct race *r = arg;
+	char data[BS];
+
+	if (blkno != r->blkno || writing != r->when || r->fired++)
+		return;
+	if (!writing) {
+		/* Chosen but not yet written: freed, committed, and reused for file data. */
+		ck_assert_int_eq(free_block(r->fs, blkno), 0);
+		memset(data, 0xd7, BS);
+		raw_write(blkno, data);
+		return;
+	}
+	/* Being written: a free of the block from another thread must wait for the write. */
+	{
+		struct mfs_journal_stats st;
+		struct timespec t0, t;
+
+		ck_assert_int_eq(pthread_create(&r->th, NULL, free_main, r), 0);
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		do {
+			sched_yield();
+			mfs_journal_get_stats(r->fs->log, &st);
+			clock_gettime(CLOCK_MONOTONIC, &t);
+			ck_assert_int_lt(t.tv_sec - t0.tv_sec, 20);
+		} while (!st.revoke_waits);
+	}
+}
+
+START_TEST(checkpoint_vs_free)
+{
+	for (int when = 0; when < 2; when++) {
+		struct mfs_fs *fs = fs_up(256, 1, NULL);
+		uint64_t b[2] = { 1700, 1701 };
+		struct mfs_journal_stats st;
+		struct race r = { fs, 1701, when, 0, 0, 0 };
+		char data[BS], back[BS];
+
+		ck_assert_int_eq(tx(fs, b, 2, 4, 1), 0);
+		mfs_journal_set_ckpt_hook(fs->log, race_hook, &r);
+		ck_assert_int_eq(mfs_journal_checkpoint(fs->log), 0);
+		mfs_journal_set_ckpt_hook(fs->log, NULL, NULL);
+		ck_assert_int_eq(r.fired, 1);
+		mfs_journal_get_stats(fs->log, &st);
+		if (when) {
+			/* The free waited for the write, then committed. */
+			pthread_join(r.th, NULL);
+			ck_assert_int_eq(r.th_err, 0);
+			ck_assert_uint_eq(st.revoke_waits, 1);
+			ck_assert_uint_eq(st.blocks_checkpointed, 2);
+			memset(data, 0xd7, BS);
+			raw_write(1701, data);
+		} else {
+			/* The freed block was skipped: its reuse is intact. */
+			ck_assert_uint_eq(st.blocks_checkpointed, 1);
+			memset(data, 0xd7, BS);
+			raw_read(1701, back);
+			ck_assert(!memcmp(data, back, BS));
+		}
+		ck_assert_int_eq(mfs_journal_checkpoint(fs->log), 0);
+		crash(fs);
+		fs = fs_up(256, 0, NULL);
+		raw_read(1701, back);
+		ck_assert(!memcmp(data, back, BS));
+		ck_assert_uint_eq(block_val(fs, 1700), 4);
+		ck_assert_int_eq(mfs_fs_close(fs), 0);
+		raw_read(1701, back);
+		ck_assert(!memcmp(data, back, BS));
+		teardown();
+		setup();
+	}
+}
+END_TEST
+
 /* ---- forcing a sequence never handed out is refused, not waited for ------------------- */
 START_TEST(force_future_lsn)
 {
@@ -691,6 +800,7 @@ static Suite *journal_suite(void)
 	tcase_add_test(tc, corrupt_header);
 	tcase_add_test(tc, too_big);
 	tcase_add_test(tc, force_error_after_queue);
+	tcase_add_test(tc, checkpoint_vs_free);
 	suite_add_tcase(s, tc);
 	/* Short timeout: the bug this guards against is an endless wait. */
 	tc = tcase_create("bounded");
