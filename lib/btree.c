@@ -818,13 +818,44 @@ int mfs_btree_insert(struct mfs_btree_cur *cur, const void *rec)
 
 /* ---- update ------------------------------------------------------------------------------ */
 
+/*
+ * The cursor is on the first record of its leaf: the key of the record before it (the
+ * last of the previous leaf) in `key`, *found = 0 when it is the first of the tree.  Steps
+ * the cursor back and forth, so it ends where it began (the leaf buffer may be reloaded).
+ */
+static int bt_prev_leaf_key(struct mfs_btree_cur *cur, void *key, int *found)
+{
+	unsigned l;
+	int stat, err;
+
+	*found = 0;
+	for (l = 1; l < cur->root.levels; l++)
+		if (cur->path[l].idx > 0)
+			break;
+	if (l >= cur->root.levels)
+		return 0;            /* the leftmost leaf */
+	err = bt_decrement(cur, &stat);
+	if (!err && stat) {
+		cur->ops->rec_key(bt_rec(cur, cur->path[0].bp, (unsigned)cur->path[0].idx), key);
+		*found = 1;
+		err = bt_increment(cur, &stat);
+	}
+	if (!err && !stat) {
+		cur->valid = 0;
+		err = MFS_CORRUPT("%s %llu %s: a node has an entry left of the cursor but no "
+				  "record precedes it", bt_ownerkind(cur), bt_ownerid(cur),
+				  cur->ops->name);
+	}
+	return err;
+}
+
 int mfs_btree_update(struct mfs_btree_cur *cur, const void *rec)
 {
 	const struct mfs_btree_ops *ops = cur->ops;
 	_Alignas(8) uint8_t key[BT_KEYBUF], nkey[BT_KEYBUF];
 	struct mfs_buf *bp = cur->path[0].bp;
 	unsigned idx = (unsigned)cur->path[0].idx, n;
-	int err;
+	int found, err;
 
 	err = bt_writable(cur);
 	if (err)
@@ -836,11 +867,31 @@ int mfs_btree_update(struct mfs_btree_cur *cur, const void *rec)
 		ops->rec_key(bt_rec(cur, bp, idx - 1), nkey);
 		if (ops->cmp_keys(nkey, key) >= 0)
 			return -EINVAL;
+	} else {
+		err = bt_prev_leaf_key(cur, nkey, &found);
+		if (err)
+			return err;
+		if (found && ops->cmp_keys(nkey, key) >= 0)
+			return -EINVAL;
+		bp = cur->path[0].bp;
 	}
 	if (idx + 1 < n) {
 		ops->rec_key(bt_rec(cur, bp, idx + 1), nkey);
 		if (ops->cmp_keys(key, nkey) >= 0)
 			return -EINVAL;
+	} else {
+		/* The next record is the first of the next leaf, whose key the lowest ancestor
+		 * with an entry to the right holds as that entry's key. */
+		for (unsigned l = 1; l < cur->root.levels; l++) {
+			struct mfs_buf *pp = cur->path[l].bp;
+			unsigned pi = (unsigned)cur->path[l].idx;
+
+			if (pi + 1 < bt_numrecs(pp)) {
+				if (ops->cmp_keys(key, bt_key(cur, pp, pi + 1)) >= 0)
+					return -EINVAL;
+				break;
+			}
+		}
 	}
 	err = bt_modify(cur, bp);
 	if (err)

@@ -825,6 +825,69 @@ START_TEST(test_sequential)
 }
 END_TEST
 
+/*
+ * Regression: an update must keep the order across leaves, not only inside its own.  Keys
+ * 10, 20, ... in a 3-level tree; every record is moved onto and past each neighbour's key
+ * (refused: -EINVAL, nothing changed) and into the gaps on both sides (accepted, then put
+ * back).  The first record of a leaf used to accept a key below the previous leaf's last.
+ */
+START_TEST(test_update_keeps_global_order)
+{
+	struct tfs t;
+	struct ttree tt;
+	struct mfs_trans *tp;
+	struct mfs_btree_cur cur;
+	uint8_t rec[16], key[8];
+	const uint64_t n = UNDER_ASAN ? 3000 : 6000;
+	uint64_t nrecs;
+	int stat;
+
+	tfs_open(&t, 1024, 1u << 16);
+	tt_create(&tt, &t, &ops_ag);
+	T_IEQ(mfs_trans_alloc(t.fs, &tp), 0);
+	cur_init(&cur, &tt, tp, &ops_ag);
+	for (uint64_t i = 1; i <= n; i++) {
+		mkrec(rec, 10 * i, i);
+		T_IEQ(mfs_btree_insert(&cur, rec), 0);
+	}
+	T_UGE(cur.root.levels, 3);
+	for (uint64_t i = 1; i <= n; i++) {
+		static const int64_t bad[] = { -10, -11, 10, 11 }, good[] = { -5, 5 };
+		uint64_t k = 10 * i;
+
+		for (unsigned b = 0; b < 4; b++) {
+			if ((i == 1 && bad[b] < 0) || (i == n && bad[b] > 0))
+				continue;
+			mkkey(key, k);
+			T_IEQ(mfs_btree_lookup(&cur, key, MFS_LOOKUP_EQ, &stat), 0);
+			T_IEQ(stat, 1);
+			mkrec(rec, (uint64_t)((int64_t)k + bad[b]), i);
+			if (mfs_btree_update(&cur, rec) != -EINVAL)
+				ck_abort_msg("record %llu: update to key %lld accepted (order broken)",
+					     (unsigned long long)k, (long long)((int64_t)k + bad[b]));
+		}
+		for (unsigned g = 0; g < 2; g++) {
+			mkkey(key, k);
+			T_IEQ(mfs_btree_lookup(&cur, key, MFS_LOOKUP_EQ, &stat), 0);
+			T_IEQ(stat, 1);
+			mkrec(rec, (uint64_t)((int64_t)k + good[g]), i);
+			T_IEQ(mfs_btree_update(&cur, rec), 0);
+			mkkey(key, (uint64_t)((int64_t)k + good[g]));
+			T_IEQ(mfs_btree_lookup(&cur, key, MFS_LOOKUP_EQ, &stat), 0);
+			T_IEQ(stat, 1);
+			mkrec(rec, k, i);
+			T_IEQ(mfs_btree_update(&cur, rec), 0);
+		}
+	}
+	T_IEQ(mfs_btree_verify(&cur, &nrecs, NULL), 0);
+	T_UEQ(nrecs, n);
+	mfs_btree_cur_release(&cur);
+	T_IEQ(mfs_trans_commit(tp), 0);
+	tt_destroy(&tt);
+	tfs_close(&t);
+}
+END_TEST
+
 /* Lookups on an empty tree, and a read-only cursor refusing changes. */
 START_TEST(test_empty_and_readonly)
 {
@@ -1359,6 +1422,7 @@ static Suite *btree_suite(void)
 	tcase_add_test(tc, test_model_1k_agptr);
 	tcase_add_test(tc, test_model_4k_fsbptr);
 	tcase_add_test(tc, test_sequential);
+	tcase_add_test(tc, test_update_keeps_global_order);
 	tcase_add_test(tc, test_cancel);
 	tcase_add_test(tc, test_alloc_failure);
 	suite_add_tcase(s, tc);
