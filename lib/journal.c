@@ -749,6 +749,8 @@ int mfs_journal_alloc(struct mfs_fs *fs, struct mfs_journal **out)
 	size_t nslots = 256;
 
 	*out = NULL;
+	if (!g->agblocks)
+		return MFS_CORRUPT("journal: geometry with 0-block AGs");
 	if (g->logblocks < MFS_JOURNAL_MIN_BLOCKS || g->logstart > g->dblocks ||
 	    g->logblocks > g->dblocks - g->logstart)
 		return MFS_CORRUPT("journal: log of %u blocks at block %llu does not fit the "

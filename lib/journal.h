@@ -76,8 +76,10 @@ int mfs_journal_format(struct mfs_fs *fs);
 /*
  * Read the journal header, replay every complete record, write a fresh header, and attach
  * the journal to `fs` (fs->log, and the cache's flush hook).  `flags`: none yet, pass 0.
- * `out` may be NULL.  -EFSCORRUPTED when the header is unusable or a record that checks
- * out names a block outside the filesystem.
+ * `out` may be NULL.  -EFSCORRUPTED (with a message; nothing is replayed) when the header
+ * is unusable or a record that checks out names a block outside the filesystem or inside
+ * the log, revokes an AG's fixed block, or holds an image for a fixed block (superblock, AG
+ * header, free list) that does not verify as that block.
  */
 int mfs_journal_open(struct mfs_fs *fs, unsigned flags, struct mfs_journal **out);
 

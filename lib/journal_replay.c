@@ -7,7 +7,10 @@
  * counts only when its commit block's CRC over all its other blocks matches.  Lengths are
  * bounded by the log size before anything is read with them.  A record that passes every
  * checksum but whose contents are impossible (counts that disagree, a block outside the
- * filesystem or inside the log) is not a torn write: that is corruption, -EFSCORRUPTED.
+ * filesystem or inside the log, a revoke of an AG's fixed block, an image for a fixed block
+ * that is not that block) is not a torn write: that is corruption, -EFSCORRUPTED.  Every
+ * record is checked in the first pass, before anything is written: a corrupt journal is
+ * refused whole and leaves the filesystem as it was.
  *
  * Replay is two passes over the found records: the first gathers the revokes (block,
  * sequence), the second writes every image whose block was not revoked by the same or a
@@ -148,6 +151,40 @@ struct scan_buf {
 };
 
 /*
+ * Tag `k` of record `seq` puts an image on block `fsb`, one of its AG's fixed blocks
+ * (superblock, AG header, free list).  Those are logged like any metadata block, but a
+ * wrong image there would wreck the filesystem: the restored image (`img`, its first bytes
+ * in `head`) must verify as exactly that block.  0 or -EFSCORRUPTED, -ENOMEM.
+ */
+static int fixed_image_check(struct mfs_journal *j, uint64_t seq, uint32_t k, uint64_t fsb,
+			     const char *img, const uint8_t *head)
+{
+	const struct mfs_geom *g = &j->fs->geo;
+	uint32_t agno = mfs_fsb_to_agno(g, fsb), agbno = mfs_fsb_to_agbno(g, fsb);
+	struct mfs_blk_expect e;
+	char *blk;
+	int err;
+
+	if (agbno == MFS_SB_AGBNO)
+		mfs_expect_sb(j->fs, agno, &e);
+	else if (agbno == MFS_AGH_AGBNO)
+		mfs_expect_agh(j->fs, agno, &e);
+	else
+		mfs_expect_agfl(j->fs, agno, &e);
+	if (posix_memalign((void **)&blk, 4096, j->bs))
+		return -ENOMEM;
+	memcpy(blk, img, j->bs);
+	memcpy(blk, head, MFS_JBLK_SIZE);
+	err = mfs_blk_verify(blk, j->bs, fsb, g->uuid, &e, 0);
+	free(blk);
+	if (err)
+		return MFS_CORRUPT("journal record %llu tag %u: the image for block %llu is not a "
+				   "valid %s; the journal is corrupt and nothing was replayed",
+				   (unsigned long long)seq, k, (unsigned long long)fsb, e.what);
+	return 0;
+}
+
+/*
  * Read and check the record expected at `lpos` with sequence `seq`, at most `room` blocks
  * long.  1: complete, its blocks in sb->data and its length in *lenp; 0: the log ends
  * here; negative: I/O error, ENOMEM, or -EFSCORRUPTED.
@@ -226,9 +263,27 @@ static int rec_read(struct mfs_journal *j, uint64_t lpos, uint64_t seq, uint32_t
 			if (fsb >= g->dblocks ||
 			    (fsb >= j->logstart && fsb < j->logstart + j->logblocks))
 				return MFS_CORRUPT("journal record %llu tag %u: block %llu is "
-						   "outside the filesystem or inside the log",
+						   "outside the filesystem (%llu blocks) or inside "
+						   "the log (blocks %llu..%llu); nothing was "
+						   "replayed", (unsigned long long)seq, k,
+						   (unsigned long long)fsb,
+						   (unsigned long long)g->dblocks,
+						   (unsigned long long)j->logstart,
+						   (unsigned long long)j->logstart +
+						   j->logblocks - 1);
+			if (mfs_fsb_to_agbno(g, fsb) >= MFS_AG_FIXED_BLOCKS)
+				continue;
+			if (k >= nimg)
+				return MFS_CORRUPT("journal record %llu tag %u: revokes block "
+						   "%llu, fixed block %u of AG %u, which is never "
+						   "freed; nothing was replayed",
 						   (unsigned long long)seq, k,
-						   (unsigned long long)fsb);
+						   (unsigned long long)fsb,
+						   mfs_fsb_to_agbno(g, fsb), mfs_fsb_to_agno(g, fsb));
+			err = fixed_image_check(j, seq, k, fsb, sb->data + (size_t)(nd + k) * bs,
+						t[ti].head);
+			if (err)
+				return err;
 		}
 	}
 	*lenp = len;

@@ -20,6 +20,7 @@
 
 #include "bcache.h"
 #include "byteorder.h"
+#include "crc32c.h"
 #include "dev.h"
 #include "fs.h"
 #include "journal.h"
@@ -647,6 +648,94 @@ START_TEST(force_error_after_queue)
 }
 END_TEST
 
+/* ---- records that check out but name impossible blocks: refused whole ----------------- */
+/* Point tag `k` of record `i` (of five_and_crash) at `fsb`, re-sealing what covers it. */
+static void forge_tag(unsigned i, unsigned k, uint64_t fsb)
+{
+	static char rec[4][BS];
+	struct mfs_jdesc *d = (struct mfs_jdesc *)rec[0];
+	struct mfs_jtag *t = (struct mfs_jtag *)(d + 1);
+	struct mfs_jcommit *c = (struct mfs_jcommit *)rec[3];
+
+	for (unsigned b = 0; b < 4; b++)
+		raw_read(REC_BLK(i, b), rec[b]);
+	mfs_put64(t[k].fsblock, fsb);
+	mfs_blk_seal(d, BS);
+	mfs_put32(c->data_crc, mfs_crc32c(0, rec, 3 * BS));
+	mfs_blk_seal(c, BS);
+	raw_write(REC_BLK(i, 0), rec[0]);
+	raw_write(REC_BLK(i, 3), rec[3]);
+}
+
+START_TEST(replay_refuses_bad_tags)
+{
+	/* An image tag pointed at: an AG header, a superblock, a free list (not of that
+	 * kind), inside the log, past the end of the filesystem. */
+	static const uint64_t bad[] = { 1, 0, 2, LOGSTART + 40, DBLOCKS + 5, UINT64_MAX };
+
+	for (unsigned c = 0; c < sizeof(bad) / sizeof(bad[0]); c++) {
+		struct mfs_journal_info info;
+		struct mfs_fs *fs;
+		int jerr, q;
+
+		five_and_crash();
+		forge_tag(4, 1, bad[c]);
+		q = mfs_log_quiet();
+		fs = fs_up(256, 0, &jerr);
+		ck_assert_int_eq(jerr, -EFSCORRUPTED);
+		ck_assert_int_eq(mfs_journal_peek(fs, &info), -EFSCORRUPTED);
+		mfs_log_set_level(q);
+		ck_assert_ptr_null(fs->log);
+		/* Nothing applied, not even the good records before the bad one. */
+		ck_assert(raw_zero(200));
+		ck_assert(raw_zero(bad[c] < DBLOCKS ? bad[c] : 201));
+		ck_assert_int_eq(mfs_fs_close(fs), 0);
+		teardown();
+		setup();
+	}
+}
+END_TEST
+
+START_TEST(replay_fixed_blocks)
+{
+	struct mfs_fs *fs = fs_up(256, 1, NULL);
+	struct mfs_blk_expect e;
+	struct mfs_trans *tp;
+	struct mfs_buf *bp;
+	uint64_t b = 1900, v;
+	char buf[BS];
+	int jerr, q;
+
+	/* A real AG header logged at agbno 1 is replayed like any metadata block. */
+	ck_assert_int_eq(tx(fs, &b, 1, 9, 1), 0);
+	ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
+	ck_assert_int_eq(mfs_trans_get_new(tp, MFS_AGH_AGBNO, 1, &bp), 0);
+	mfs_blk_init(bp->data, BS, MFS_AGH_MAGIC, MFS_AGH_AGBNO, 0, uuid);
+	ck_assert_int_eq(mfs_trans_commit(tp), 0);
+	crash(fs);
+	fs = fs_up(256, 0, NULL);
+	raw_read(MFS_AGH_AGBNO, buf);
+	mfs_expect_agh(fs, 0, &e);
+	ck_assert_int_eq(mfs_blk_verify(buf, BS, MFS_AGH_AGBNO, uuid, &e, 0), 0);
+	ck_assert_uint_eq(block_val(fs, b), 9);
+
+	/* A revoke of a fixed block (never freed) is corruption: refused whole. */
+	ck_assert_int_eq(tx(fs, &b, 1, 10, 0), 0);
+	ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
+	ck_assert_int_eq(mfs_trans_forget(tp, MFS_AGFL_AGBNO), 0);
+	ck_assert_int_eq(mfs_trans_commit(tp), 0);
+	crash(fs);
+	q = mfs_log_quiet();
+	fs = fs_up(256, 0, &jerr);
+	mfs_log_set_level(q);
+	ck_assert_int_eq(jerr, -EFSCORRUPTED);
+	raw_read(b, buf);
+	memcpy(&v, buf + PAYLOAD, sizeof(v));
+	ck_assert_uint_eq(v, 9);     /* the good record before the bad one: not replayed */
+	ck_assert_int_eq(mfs_fs_close(fs), 0);
+}
+END_TEST
+
 /* ---- a checkpoint racing a free never writes the old image over the block's reuse ------- */
 struct race {
 	struct mfs_fs *fs;
@@ -801,6 +890,8 @@ static Suite *journal_suite(void)
 	tcase_add_test(tc, too_big);
 	tcase_add_test(tc, force_error_after_queue);
 	tcase_add_test(tc, checkpoint_vs_free);
+	tcase_add_test(tc, replay_refuses_bad_tags);
+	tcase_add_test(tc, replay_fixed_blocks);
 	suite_add_tcase(s, tc);
 	/* Short timeout: the bug this guards against is an endless wait. */
 	tc = tcase_create("bounded");
