@@ -210,12 +210,44 @@ static int bt_check_cur(const struct mfs_btree_cur *cur)
  * Read block `fsb` expected at level `lev` and check its record count.  Returns a held
  * buffer.  The header (magic, CRC, UUID, self, owner, level) is checked by the cache.
  */
+/*
+ * "AG 3 free-space-by-block btree" (or "inode 1234 ..."): what the block verifier calls
+ * the tree in its messages, so that they say which AG or inode is damaged.  Built by hand
+ * rather than with snprintf because it runs on every block read.
+ */
+#define BT_WHATBUF 128u
+static const char *bt_what(const struct mfs_btree_cur *cur, char buf[BT_WHATBUF])
+{
+	const char *kind = bt_ownerkind(cur), *name = cur->ops->name;
+	unsigned long long id = bt_ownerid(cur);
+	char digits[24];
+	size_t n = 0, nd = 0, klen = strlen(kind), nlen = name ? strlen(name) : 0;
+
+	do {
+		digits[nd++] = (char)('0' + id % 10);
+		id /= 10;
+	} while (id);
+	if (klen + 1 + nd + 1 + nlen + 1 > BT_WHATBUF)
+		return name;
+	memcpy(buf, kind, klen);
+	n = klen;
+	buf[n++] = ' ';
+	while (nd)
+		buf[n++] = digits[--nd];
+	buf[n++] = ' ';
+	if (nlen)
+		memcpy(buf + n, name, nlen);
+	buf[n + nlen] = '\0';
+	return buf;
+}
+
 static int bt_read(struct mfs_btree_cur *cur, uint64_t fsb, unsigned lev, int isroot,
 		   struct mfs_buf **out)
 {
+	char what[BT_WHATBUF];
 	struct mfs_blk_expect exp = {
 		.magic = cur->ops->magic, .owner = cur->owner, .level = (int)lev,
-		.what = cur->ops->name,
+		.what = bt_what(cur, what),
 	};
 	struct mfs_buf *bp;
 	unsigned n;

@@ -181,7 +181,8 @@ static int t_check_rec(struct mfs_btree_cur *cur, const void *rec)
 	memcpy(&v, (const uint8_t *)rec + 8, 8);
 	tt->check_calls++;
 	if (mfs_get64(v) == 0xbadbadbadbadbadbull)
-		return MFS_CORRUPT("test record: poisoned value");
+		return MFS_CORRUPT("AG %u %s: record with a poisoned value", cur->agno,
+				   cur->ops->name);
 	return 0;
 }
 
@@ -1173,22 +1174,47 @@ static int noop_rec(struct mfs_btree_cur *cur, const void *rec, void *priv)
 	return 0;
 }
 
-/* After damage: verify fails with `want`; lookups, walks and changes fail cleanly. */
+/* Error messages of one verify: every one must say which AG the damage is in. */
+struct msgs {
+	unsigned n, bad;
+	char first_bad[300];
+};
+
+static void msg_sink(int level, const char *msg, void *priv)
+{
+	struct msgs *m = priv;
+
+	if (level > MFS_LOG_ERR)
+		return;
+	m->n++;
+	if (!strstr(msg, "AG 0 ") && !m->bad++)
+		snprintf(m->first_bad, sizeof(m->first_bad), "%s", msg);
+}
+
+/* After damage: verify fails with `want`, saying which AG; lookups, walks and changes
+ * fail cleanly. */
 static void corrupt_expect(struct corrupt_env *ce, int want)
 {
 	struct mfs_btree_cur cur;
 	struct mfs_trans *tp;
 	uint8_t key[8], rec[16];
 	uint64_t cnt = 0;
+	struct msgs msgs = { 0, 0, "" };
 	int stat, err, quiet, any_err = 0;
 
 	quiet = mfs_log_quiet();
 	tfs_remount(&ce->t);
+	mfs_log_set_sink(msg_sink, &msgs);
+	mfs_log_set_level(MFS_LOG_ERR);
 	cur_init(&cur, &ce->tt, NULL, &ops_ag);
 	err = mfs_btree_verify(&cur, NULL, NULL);
 	mfs_btree_cur_release(&cur);
+	mfs_log_set_sink(NULL, NULL);
 	mfs_log_set_level(quiet);
 	ck_assert_msg(err == want, "verify returned %d, expected %d", err, want);
+	ck_assert_msg(msgs.n > 0, "verify failed without a message");
+	ck_assert_msg(!msgs.bad, "%u of %u messages do not name the AG, e.g. \"%s\"", msgs.bad,
+		      msgs.n, msgs.first_bad);
 
 	/* Nothing else may crash or loop on the damaged tree. */
 	quiet = mfs_log_quiet();
