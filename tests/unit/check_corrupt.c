@@ -29,7 +29,8 @@
  * level, or the height in the AG header), and any truncation.  Other resealed field
  * changes may be legitimately invisible to structural checks (an unused field, a
  * counter only a cross-check sees) and are only counted.  The journal header is kept in
- * two copies precisely so that one damaged copy is survivable: it is counted, not asserted.
+ * two copies precisely so that one damaged copy is survivable: it is counted, not asserted
+ * (damage to both copies is asserted once, at the end).
  *
  * The seed is printed; MFS_SEED=n replays a run, MFS_ITER=i replays only iteration i;
  * MFS_CORRUPT_ITERS=n runs n iterations without the time bound (longer hunts).
@@ -1019,6 +1020,7 @@ START_TEST(test_random_corruption)
 {
 	char pristine[] = "/tmp/mendfs_corrupt_XXXXXX", work[] = "/tmp/mendfs_corrupt_XXXXXX";
 	static struct cell cells[T_N][K_N];
+	static char example[T_N][240];     /* the first message reporting each target */
 	uint64_t seed = test_seed();
 	const char *iter_env = getenv("MFS_ITER");
 	const char *bin = getenv("BIN");
@@ -1032,6 +1034,7 @@ START_TEST(test_random_corruption)
 	fprintf(stderr, "check_corrupt: seed %" PRIu64 " (MFS_SEED=%" PRIu64 " to replay, "
 		"MFS_ITER=i for one iteration)\n", seed, seed);
 	memset(cells, 0, sizeof(cells));
+	memset(example, 0, sizeof(example));
 	res = mmap(NULL, sizeof(*res), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	ck_assert_ptr_ne(res, MAP_FAILED);
 
@@ -1113,6 +1116,8 @@ START_TEST(test_random_corruption)
 			}
 			if (res->detected)
 				cl->det++;
+			if (res->detected && !example[c.t][0])
+				snprintf(example[c.t], sizeof(example[c.t]), "%s", res->first_msg);
 			if (res->refused)
 				cl->refused++;
 			if (res->detected && !res->nmsgs) {
@@ -1157,6 +1162,27 @@ START_TEST(test_random_corruption)
 	}
 	ck_assert_msg(same_file(pfd, img_fd), "working copy not restored after the run");
 
+	/* One damaged journal header copy is survivable by design; both are not. */
+	{
+		uint8_t j0[BS], j1[BS], z[BS];
+
+		pread_blk(img_fd, j0, geo.logstart);
+		pread_blk(img_fd, j1, geo.logstart + 1);
+		memset(z, 0, sizeof(z));
+		pwrite_blk(img_fd, z, geo.logstart);
+		memcpy(z, j1, BS);
+		z[100] ^= 4;
+		pwrite_blk(img_fd, z, geo.logstart + 1);
+		ck_assert_ptr_null(run_child(work, seed));
+		ck_assert_msg(res->detected && res->nmsgs, "both journal header copies damaged: "
+			      "not reported (%s)", res->refused_what);
+		fprintf(stderr, "  both journal header copies damaged: %s\n", res->first_det);
+		if (have_db)
+			ck_assert_int_eq(run_db(db, work), 1);
+		pwrite_blk(img_fd, j0, geo.logstart);
+		pwrite_blk(img_fd, j1, geo.logstart + 1);
+	}
+
 	/* the table */
 	fprintf(stderr, "check_corrupt: %u iterations in %.1f s (seed %" PRIu64 "), %u mendfs_db "
 		"runs (%u found damage the library paths did not)\n", iter - first,
@@ -1181,6 +1207,10 @@ START_TEST(test_random_corruption)
 		fputc('\n', stderr);
 	}
 	fprintf(stderr, "  calls that reported corruption before any message: %u\n", silent);
+	fprintf(stderr, "  a message for each target:\n");
+	for (int t = 0; t < T_N; t++)
+		if (example[t][0])
+			fprintf(stderr, "    %-13s %s\n", target_names[t], example[t]);
 
 	close(img_fd);
 	close(pfd);
