@@ -81,7 +81,7 @@
 #define AGBLOCKS    16384u
 #define AGCOUNT     4u
 #define LOGBLOCKS   64u
-#define ITERATIONS  (UNDER_ASAN ? 400u : 2000u)
+#define ITERATIONS  (UNDER_ASAN ? 800u : 2000u)
 #define TIME_BOUND  (UNDER_ASAN ? 60.0 : 30.0)     /* seconds for the iterations */
 #define DB_EVERY    20u                             /* mendfs_db check on every n-th image */
 #define CHILD_ALARM 20u                             /* seconds before a child is a hang */
