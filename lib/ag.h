@@ -38,7 +38,9 @@ void mfs_ag_cur_init(struct mfs_btree_cur *cur, struct mfs_fs *fs, struct mfs_tr
 /* Blocks the AGFL should hold before an operation on this AG's trees begins: enough for
  * the worst-case splits of the bno, cnt and rmap trees. */
 unsigned mfs_agfl_need(const struct mfs_fs *fs, const struct mfs_agh *agh);
-/* Take / give one block from / to the AGFL (inside tp, AG locked). */
+/* Take / give one block from / to the AGFL (inside tp, AG locked).  An empty list on take,
+ * or a full one on give, means the fix-up before the operation was wrong or the AG header
+ * is damaged: -EFSCORRUPTED naming the AG (never -ENOSPC, which means "AG full"). */
 int mfs_agfl_get(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh_bp, uint32_t *agbno);
 int mfs_agfl_put(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh_bp, uint32_t agbno);
 
