@@ -116,6 +116,7 @@ static int map_update(struct mfs_journal *j, struct jent *spare, uint64_t blkno,
 	e->blkno = blkno;
 	e->img = img;
 	e->lsn = e->first_lsn = lsn;
+	e->busy = 0;
 	e->next = j->map[map_slot(j, blkno)];
 	j->map[map_slot(j, blkno)] = e;
 	j->map_count++;
