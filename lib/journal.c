@@ -44,7 +44,8 @@ static struct jimg *jimg_alloc(uint32_t bs)
 
 	if (!im)
 		return NULL;
-	if (posix_memalign(&im->data, 4096, bs)) {
+	im->data = mfs_jbuf_alloc(bs, 1);
+	if (!im->data) {
 		free(im);
 		return NULL;
 	}
@@ -181,6 +182,65 @@ static void jwait(struct mfs_journal *j, const char *what)
 			MFS_JOURNAL_WAIT_WARN);
 }
 
+/* ---- I/O (see journal_priv.h) --------------------------------------------------------- */
+
+void *mfs_jbuf_alloc(uint32_t bs, size_t nblocks)
+{
+	void *p;
+
+	return posix_memalign(&p, 4096, nblocks * bs) ? NULL : p;
+}
+
+int mfs_jlog_io(struct mfs_journal *j, uint32_t logblk, uint32_t n, void *buf, int write)
+{
+	size_t len = (size_t)n * j->bs;
+	int err = write ? mfs_dev_pwrite(j->dev, buf, len, mfs_jlog_offset(j, logblk))
+			: mfs_dev_pread(j->dev, buf, len, mfs_jlog_offset(j, logblk));
+
+	if (err)
+		mfs_log(MFS_LOG_ERR, "journal: %s log blocks %u..%u failed: %s",
+			write ? "writing" : "reading", logblk, logblk + n - 1, strerror(-err));
+	return err;
+}
+
+int mfs_jlog_io_lpos(struct mfs_journal *j, uint64_t lpos, uint32_t n, void *buf, int write)
+{
+	int err = 0;
+
+	for (uint32_t done = 0; done < n && !err;) {
+		uint32_t blk = mfs_jlpos_blk(j, lpos + done);
+		uint32_t run = j->logblocks - blk;
+
+		if (run > n - done)
+			run = n - done;
+		err = mfs_jlog_io(j, blk, run, (char *)buf + (size_t)done * j->bs, write);
+		done += run;
+	}
+	return err;
+}
+
+int mfs_jhome_write(struct mfs_journal *j, uint64_t blkno, const void *img)
+{
+	int err = mfs_dev_pwrite(j->dev, img, j->bs, blkno * (uint64_t)j->bs);
+
+	if (err)
+		mfs_log(MFS_LOG_ERR, "journal: writing block %llu in place failed: %s",
+			(unsigned long long)blkno, strerror(-err));
+	return err;
+}
+
+int mfs_jflush(struct mfs_journal *j)
+{
+	int err = mfs_dev_flush(j->dev);
+
+	pthread_mutex_lock(&j->lock);
+	j->st.flushes++;
+	pthread_mutex_unlock(&j->lock);
+	if (err)
+		mfs_log(MFS_LOG_ERR, "journal: flushing the device failed: %s", strerror(-err));
+	return err;
+}
+
 /* ---- header -------------------------------------------------------------------------- */
 
 void mfs_jhdr_build(void *blk, uint32_t bs, const struct mfs_geom *geo, uint64_t gen,
@@ -206,20 +266,17 @@ void mfs_jhdr_build(void *blk, uint32_t bs, const struct mfs_geom *geo, uint64_t
 int mfs_jhdr_write(struct mfs_journal *j, uint64_t tail_lpos, uint64_t tail_seq,
 		      uint32_t flags)
 {
-	void *blk;
+	void *blk = mfs_jbuf_alloc(j->bs, 1);
 	uint64_t gen = ++j->hdr_gen;
 	int err;
 
-	if (posix_memalign(&blk, 4096, j->bs))
+	if (!blk)
 		return -ENOMEM;
 	mfs_jhdr_build(blk, j->bs, &j->fs->geo, gen, mfs_jlpos_blk(j, tail_lpos), tail_seq, flags);
-	err = mfs_dev_pwrite(j->dev, blk, j->bs, mfs_jlog_offset(j, (uint32_t)(gen % 2)));
+	err = mfs_jlog_io(j, (uint32_t)(gen % 2), 1, blk, 1);
 	free(blk);
 	if (!err)
-		err = mfs_dev_flush(j->dev);
-	pthread_mutex_lock(&j->lock);
-	j->st.flushes++;
-	pthread_mutex_unlock(&j->lock);
+		err = mfs_jflush(j);
 	if (err)
 		mfs_log(MFS_LOG_ERR, "journal: writing the header failed: %s", strerror(-err));
 	return err;
@@ -239,7 +296,8 @@ int mfs_journal_format(struct mfs_fs *fs)
 			(unsigned long long)g->dblocks);
 		return -EINVAL;
 	}
-	if (posix_memalign(&blk, 4096, bs))
+	blk = mfs_jbuf_alloc(bs, 1);
+	if (!blk)
 		return -ENOMEM;
 	/* Copy 0 (gen 2) is current; copy 1 (gen 1) the same, older.  The first record
 	 * block is zeroed so that nothing from a previous filesystem can look like one. */
@@ -476,10 +534,10 @@ static int batch_write(struct mfs_journal *j, struct jrec *first, struct jrec *l
 {
 	uint64_t lpos = first->lpos, nblocks = last->lpos + last->len - first->lpos;
 	size_t off = 0;
-	char *buf;
-	int err = 0;
+	char *buf = mfs_jbuf_alloc(j->bs, nblocks);
+	int err;
 
-	if (posix_memalign((void **)&buf, 4096, nblocks * j->bs))
+	if (!buf)
 		return -ENOMEM;
 	for (struct jrec *r = first;; r = r->next) {
 		rec_build(j, r, buf + off);
@@ -488,25 +546,16 @@ static int batch_write(struct mfs_journal *j, struct jrec *first, struct jrec *l
 			break;
 	}
 	/* One write, or two when the batch wraps round the end of the log. */
-	for (uint64_t done = 0; done < nblocks && !err;) {
-		uint32_t blk = mfs_jlpos_blk(j, lpos + done);
-		uint64_t run = j->logblocks - blk;
-
-		if (run > nblocks - done)
-			run = nblocks - done;
-		err = mfs_dev_pwrite(j->dev, buf + done * j->bs, run * j->bs, mfs_jlog_offset(j, blk));
-		done += run;
-	}
+	err = mfs_jlog_io_lpos(j, lpos, (uint32_t)nblocks, buf, 1);
 	free(buf);
 	if (!err)
-		err = mfs_dev_flush(j->dev);
+		err = mfs_jflush(j);
 	if (err)
 		mfs_log(MFS_LOG_ERR, "journal: writing records %llu..%llu failed: %s; the "
 			"filesystem must stop writing", (unsigned long long)first->seq,
 			(unsigned long long)last->seq, strerror(-err));
 	pthread_mutex_lock(&j->lock);
 	j->st.blocks_logged += nblocks;
-	j->st.flushes++;
 	j->st.writes++;
 	pthread_mutex_unlock(&j->lock);
 	return err;
@@ -658,8 +707,7 @@ int mfs_journal_checkpoint(struct mfs_journal *j)
 		pthread_mutex_unlock(&j->lock);
 		if (j->ckpt_hook)
 			j->ckpt_hook(j->ckpt_hook_arg, items[i].blkno, 1);
-		err = mfs_dev_pwrite(j->dev, items[i].img->data, j->bs,
-				     items[i].blkno * (uint64_t)j->bs);
+		err = mfs_jhome_write(j, items[i].blkno, items[i].img->data);
 		written += !err;
 		pthread_mutex_lock(&j->lock);
 		e->busy = 0;
@@ -667,10 +715,9 @@ int mfs_journal_checkpoint(struct mfs_journal *j)
 		pthread_mutex_unlock(&j->lock);
 	}
 	if (!err)
-		err = mfs_dev_flush(j->dev);
+		err = mfs_jflush(j);
 
 	pthread_mutex_lock(&j->lock);
-	j->st.flushes++;
 	for (size_t i = 0; i < n; i++) {
 		struct jent *e = err ? NULL : map_find(j, items[i].blkno);
 

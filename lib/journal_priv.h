@@ -71,6 +71,19 @@ struct mfs_journal {
 	void *ckpt_hook_arg;
 };
 
+/*
+ * The journal's I/O, all through these (journal.c): buffers of whole blocks aligned for
+ * any device; log blocks by position in the region (`logblk`) or by record position
+ * (`lpos`, wrapping round the end of the log: one or two transfers); a block written home
+ * in place; and the device flush, counted.  Each returns 0 or a negative errno, after a
+ * message naming the blocks.
+ */
+void *mfs_jbuf_alloc(uint32_t bs, size_t nblocks);
+int mfs_jlog_io(struct mfs_journal *j, uint32_t logblk, uint32_t n, void *buf, int write);
+int mfs_jlog_io_lpos(struct mfs_journal *j, uint64_t lpos, uint32_t n, void *buf, int write);
+int mfs_jhome_write(struct mfs_journal *j, uint64_t blkno, const void *img);
+int mfs_jflush(struct mfs_journal *j);
+
 uint32_t mfs_jtags_per_desc(uint32_t bs);
 uint32_t mfs_jrec_blocks(uint32_t bs, uint32_t nimg, uint32_t nrev);
 uint64_t mfs_jlog_offset(const struct mfs_journal *j, uint32_t logblk);

@@ -83,17 +83,14 @@ static int read_header(struct mfs_journal *j, struct jhdr_info *out)
 	char why[MFS_JHDR_COPIES][160];
 	struct jhdr_info hi;
 	int found = 0, err = 0;
-	void *blk;
+	void *blk = mfs_jbuf_alloc(j->bs, 1);
 
-	if (posix_memalign(&blk, 4096, j->bs))
+	if (!blk)
 		return -ENOMEM;
 	for (uint32_t slot = 0; slot < MFS_JHDR_COPIES; slot++) {
-		err = mfs_dev_pread(j->dev, blk, j->bs, mfs_jlog_offset(j, slot));
-		if (err) {
-			mfs_log(MFS_LOG_ERR, "journal: reading header copy %u failed: %s", slot,
-				strerror(-err));
+		err = mfs_jlog_io(j, slot, 1, blk, 0);
+		if (err)
 			break;
-		}
 		if (jhdr_check(j, blk, &hi, why[slot], sizeof(why[slot])) &&
 		    (!found || hi.gen > out->gen)) {
 			*out = hi;
@@ -109,28 +106,6 @@ static int read_header(struct mfs_journal *j, struct jhdr_info *out)
 				   "mount read-only without recovery, or repair",
 				   (unsigned long long)j->logstart,
 				   (unsigned long long)j->logstart + 1, why[0], why[1]);
-	return 0;
-}
-
-/* Read `n` log blocks from logical position `lpos` (wrapping) into `buf`. */
-static int log_read(struct mfs_journal *j, uint64_t lpos, uint32_t n, char *buf)
-{
-	for (uint32_t done = 0; done < n;) {
-		uint32_t blk = mfs_jlpos_blk(j, lpos + done);
-		uint32_t run = j->logblocks - blk;
-		int err;
-
-		if (run > n - done)
-			run = n - done;
-		err = mfs_dev_pread(j->dev, buf + (size_t)done * j->bs, (size_t)run * j->bs,
-				    mfs_jlog_offset(j, blk));
-		if (err) {
-			mfs_log(MFS_LOG_ERR, "journal: reading log block %u failed: %s", blk,
-				strerror(-err));
-			return err;
-		}
-		done += run;
-	}
 	return 0;
 }
 
@@ -162,17 +137,17 @@ static int fixed_image_check(struct mfs_journal *j, uint64_t seq, uint32_t k, ui
 	const struct mfs_geom *g = &j->fs->geo;
 	uint32_t agno = mfs_fsb_to_agno(g, fsb), agbno = mfs_fsb_to_agbno(g, fsb);
 	struct mfs_blk_expect e;
-	char *blk;
+	char *blk = mfs_jbuf_alloc(j->bs, 1);
 	int err;
 
+	if (!blk)
+		return -ENOMEM;
 	if (agbno == MFS_SB_AGBNO)
 		mfs_expect_sb(j->fs, agno, &e);
 	else if (agbno == MFS_AGH_AGBNO)
 		mfs_expect_agh(j->fs, agno, &e);
 	else
 		mfs_expect_agfl(j->fs, agno, &e);
-	if (posix_memalign((void **)&blk, 4096, j->bs))
-		return -ENOMEM;
 	memcpy(blk, img, j->bs);
 	memcpy(blk, head, MFS_JBLK_SIZE);
 	err = mfs_blk_verify(blk, j->bs, fsb, g->uuid, &e, 0);
@@ -200,11 +175,12 @@ static int rec_read(struct mfs_journal *j, uint64_t lpos, uint64_t seq, uint32_t
 	int err;
 
 	if (!sb->cap) {
-		if (posix_memalign((void **)&sb->data, 4096, bs))
+		sb->data = mfs_jbuf_alloc(bs, 1);
+		if (!sb->data)
 			return -ENOMEM;
 		sb->cap = 1;
 	}
-	err = log_read(j, lpos, 1, sb->data);
+	err = mfs_jlog_io_lpos(j, lpos, 1, sb->data, 0);
 	if (err)
 		return err;
 	if (!jblk_ok(j, sb->data, MFS_JDESC_MAGIC, seq, 0))
@@ -224,11 +200,12 @@ static int rec_read(struct mfs_journal *j, uint64_t lpos, uint64_t seq, uint32_t
 	if (len > sb->cap) {
 		free(sb->data);
 		sb->cap = 0;
-		if (posix_memalign((void **)&sb->data, 4096, (size_t)len * bs))
+		sb->data = mfs_jbuf_alloc(bs, len);
+		if (!sb->data)
 			return -ENOMEM;
 		sb->cap = len;
 	}
-	err = log_read(j, lpos, len, sb->data);
+	err = mfs_jlog_io_lpos(j, lpos, len, sb->data, 0);
 	if (err)
 		return err;
 	for (uint32_t i = 0; i < len - 1; i++)
@@ -423,7 +400,8 @@ static int replay(struct mfs_journal *j, struct scan *s)
 		return 0;
 	if (s->nrevs)
 		qsort(s->revs, s->nrevs, sizeof(*s->revs), revoke_cmp);
-	if (posix_memalign((void **)&img, 4096, bs))
+	img = mfs_jbuf_alloc(bs, 1);
+	if (!img)
 		return -ENOMEM;
 	for (size_t r = 0; r < s->nrecs && !err; r++) {
 		const struct found_rec *fr = &s->recs[r];
@@ -451,11 +429,8 @@ static int replay(struct mfs_journal *j, struct scan *s)
 			memcpy(img, s->sb.data + (size_t)(nd + k) * bs, bs);
 			memcpy(img, t->head, MFS_JBLK_SIZE);
 			mfs_bcache_forget(j->bc, fsb);
-			err = mfs_dev_pwrite(j->dev, img, bs, fsb * (uint64_t)bs);
-			if (err)
-				mfs_log(MFS_LOG_ERR, "journal: replaying block %llu failed: %s",
-					(unsigned long long)fsb, strerror(-err));
-			else
+			err = mfs_jhome_write(j, fsb, img);
+			if (!err)
 				j->st.replayed_blocks++;
 		}
 		if (!err)
@@ -463,7 +438,7 @@ static int replay(struct mfs_journal *j, struct scan *s)
 	}
 	free(img);
 	if (!err)
-		err = mfs_dev_flush(j->dev);
+		err = mfs_jflush(j);
 	return err;
 }
 
