@@ -5,7 +5,27 @@
  * and shrunk through the allocator (AGFL splits and merges), and the inode btree growing
  * through the allocator (its blocks owned by MFS_OWN_INOBT) and shrinking back.
  */
-#include "ag_testlib.h"
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ag.h"
+#include "alloc.h"
+#include "bcache.h"
+#include "btree.h"
+#include "byteorder.h"
+#include "dev.h"
+#include "fs.h"
+#include "geom.h"
+#include "log.h"
+#include "trans.h"
+
+#include "tu.h"
 
 static uint64_t ino_at(const struct mfs_geom *g, uint32_t agno, uint32_t agbno)
 {
@@ -48,12 +68,12 @@ static int check_rmap_rec(struct mfs_btree_cur *cur, uint32_t s, uint32_t l, uin
 
 START_TEST(test_check_rec)
 {
-	struct tfs t;
+	struct tu_agfs t;
 	struct mfs_btree_cur cur;
 	const struct mfs_geom *g;
 	uint32_t len, cb;
 
-	tfs_open(&t, 4096, 4096, 2, 2 * 4096 - 100);
+	tu_agfs_open(&t, 4096, 4096, 2, 2 * 4096 - 100);
 	g = &t.fs->geo;
 	len = mfs_ag_length(g, 1);
 	cb = g->chunkblocks;
@@ -98,14 +118,14 @@ START_TEST(test_check_rec)
 	mfs_log_set_level(MFS_LOG_INFO);
 	CK_EQ(mfs_ag_tree_ops(MFS_BT_RMAP), &mfs_rmapbt_ops);
 	CK_TRUE(mfs_ag_tree_ops(MFS_AG_NTREES) == NULL);
-	tfs_close(&t);
+	tu_agfs_close(&t);
 }
 END_TEST
 
 /* ---- formatting with multi-block trees ------------------------------------------------------ */
 START_TEST(test_format_big)
 {
-	struct tfs t;
+	struct tu_agfs t;
 	const struct mfs_geom *g;
 	uint32_t base, cb, nused = 0, nchunks = 0, b;
 	struct mfs_ag_extent *used = calloc(4000, sizeof(*used));
@@ -115,7 +135,7 @@ START_TEST(test_format_big)
 	struct mfs_ag_extent bad[2];
 
 	CK_TRUE(used && chunks);
-	tfs_open(&t, 1024, 16384, 2, 2 * 16384);
+	tu_agfs_open(&t, 1024, 16384, 2, 2 * 16384);
 	g = &t.fs->geo;
 	cb = g->chunkblocks;
 	base = MFS_AG_FIXED_BLOCKS + mfs_ag_format_blocks(g);
@@ -141,9 +161,9 @@ START_TEST(test_format_big)
 	CK_OK(mfs_ag_format(t.fs, 0, used, nused, chunks, nchunks));
 	CK_OK(mfs_ag_format(t.fs, 1, NULL, 0, NULL, 0));
 	for (unsigned i = 0; i < nused; i++)
-		model_set(&t, used[i].agbno, used[i].len, used[i].owner, used[i].offset);
-	check_ag(&t, 0, nrecs, levels);
-	check_ag(&t, 1, NULL, NULL);
+		tu_model_set(&t, used[i].agbno, used[i].len, used[i].owner, used[i].offset);
+	tu_check_ag(&t, 0, nrecs, levels);
+	tu_check_ag(&t, 1, NULL, NULL);
 	CK_EQ(nrecs[MFS_BT_INO], 300);
 	CK_TRUE(levels[MFS_BT_INO] >= 2 && levels[MFS_BT_BNO] >= 2 && levels[MFS_BT_RMAP] >= 2);
 	{
@@ -160,8 +180,8 @@ START_TEST(test_format_big)
 		mfs_buf_put(bp);
 	}
 	/* it survives a flush and a cold cache */
-	tfs_reopen(&t);
-	check_ag(&t, 0, NULL, NULL);
+	tu_agfs_reopen(&t);
+	tu_check_ag(&t, 0, NULL, NULL);
 
 	/* bad input changes nothing and says why */
 	mfs_log_quiet();
@@ -179,15 +199,15 @@ START_TEST(test_format_big)
 	CK_EQ(mfs_ag_format(t.fs, 1, NULL, 0, chunks, 1), -EINVAL);          /* no inode space */
 	CK_EQ(mfs_ag_format(t.fs, 2, NULL, 0, NULL, 0), -EINVAL);            /* no such AG */
 	mfs_log_set_level(MFS_LOG_INFO);
-	check_ag(&t, 1, NULL, NULL);
+	tu_check_ag(&t, 1, NULL, NULL);
 	free(used);
 	free(chunks);
-	tfs_close(&t);
+	tu_agfs_close(&t);
 }
 END_TEST
 
 /* ---- deep trees through the allocator ------------------------------------------------------ */
-static int alloc_one(struct tfs *t, uint64_t owner, uint64_t offset, uint64_t target,
+static int alloc_one(struct tu_agfs *t, uint64_t owner, uint64_t offset, uint64_t target,
 		     uint64_t *fsb)
 {
 	struct mfs_alloc_args a;
@@ -207,24 +227,24 @@ static int alloc_one(struct tfs *t, uint64_t owner, uint64_t offset, uint64_t ta
 		return err;
 	}
 	CK_OK(mfs_trans_commit(tp));
-	model_set(t, a.fsb, 1, owner, offset);
+	tu_model_set(t, a.fsb, 1, owner, offset);
 	*fsb = a.fsb;
 	return 0;
 }
 
-static void free_one(struct tfs *t, uint64_t fsb)
+static void free_one(struct tu_agfs *t, uint64_t fsb)
 {
 	struct mfs_trans *tp;
 
 	CK_OK(mfs_trans_alloc(t->fs, &tp));
 	CK_OK(mfs_free_extent(tp, fsb, 1, t->owner[fsb], t->offset[fsb]));
 	CK_OK(mfs_trans_commit(tp));
-	model_set(t, fsb, 1, OWN_FREE, 0);
+	tu_model_set(t, fsb, 1, TU_OWN_FREE, 0);
 }
 
 START_TEST(test_deep_trees)
 {
-	struct tfs t;
+	struct tu_agfs t;
 	const struct mfs_geom *g;
 	uint64_t *blocks = malloc(65536 * sizeof(uint64_t)), fsb, n = 0;
 	uint64_t nrecs[MFS_AG_NTREES];
@@ -232,8 +252,8 @@ START_TEST(test_deep_trees)
 	int err;
 
 	CK_TRUE(blocks != NULL);
-	tfs_open(&t, 1024, 65536, 1, 65536);
-	tfs_format_all(&t);
+	tu_agfs_open(&t, 1024, 65536, 1, 65536);
+	tu_agfs_format_all(&t);
 	g = &t.fs->geo;
 	/* single blocks, owners alternating so that no two reverse-map records merge */
 	for (;;) {
@@ -245,7 +265,7 @@ START_TEST(test_deep_trees)
 		CK_OK(err);
 		blocks[n++] = fsb;
 	}
-	check_ag(&t, 0, nrecs, levels);
+	tu_check_ag(&t, 0, nrecs, levels);
 	fprintf(stderr, "check_agtrees deep: %llu single-block extents, rmap %llu records "
 		"height %u\n", (unsigned long long)n, (unsigned long long)nrecs[MFS_BT_RMAP],
 		levels[MFS_BT_RMAP]);
@@ -254,7 +274,7 @@ START_TEST(test_deep_trees)
 	/* every other one back: tens of thousands of free extents */
 	for (uint64_t i = 0; i < n; i += 2)
 		free_one(&t, blocks[i]);
-	check_ag(&t, 0, nrecs, levels);
+	tu_check_ag(&t, 0, nrecs, levels);
 	fprintf(stderr, "check_agtrees deep: %llu free extents, by-block height %u, by-length "
 		"height %u\n", (unsigned long long)nrecs[MFS_BT_BNO], levels[MFS_BT_BNO],
 		levels[MFS_BT_CNT]);
@@ -263,13 +283,13 @@ START_TEST(test_deep_trees)
 	for (uint64_t i = 1; i < n; i += 2) {
 		uint64_t j = 1 + 2 * ((i / 2 * 7919) % (n / 2));
 
-		if (j < n && t.owner[blocks[j]] != OWN_FREE)
+		if (j < n && t.owner[blocks[j]] != TU_OWN_FREE)
 			free_one(&t, blocks[j]);
 	}
 	for (uint64_t i = 1; i < n; i += 2)
-		if (t.owner[blocks[i]] != OWN_FREE)
+		if (t.owner[blocks[i]] != TU_OWN_FREE)
 			free_one(&t, blocks[i]);
-	check_ag(&t, 0, nrecs, levels);
+	tu_check_ag(&t, 0, nrecs, levels);
 	CK_EQ(levels[MFS_BT_BNO], 1);
 	CK_EQ(levels[MFS_BT_CNT], 1);
 	CK_EQ(levels[MFS_BT_RMAP], 1);
@@ -278,22 +298,22 @@ START_TEST(test_deep_trees)
 	/* what stays used: headers, one block per tree, the AGFL stock (and its slack) */
 	CK_TRUE(nrecs[MFS_BT_BNO] <= 4 + MFS_AGFL_SIZE_MAX);
 	free(blocks);
-	tfs_close(&t);
+	tu_agfs_close(&t);
 }
 END_TEST
 
 /* ---- the inode btree grows through the allocator ---------------------------------------- */
 START_TEST(test_inobt_grow_shrink)
 {
-	struct tfs t;
+	struct tu_agfs t;
 	const struct mfs_geom *g;
 	uint32_t cb, nchunks = 0;
 	uint64_t chunk_fsb[1500];
 	uint64_t nrecs[MFS_AG_NTREES];
 	unsigned levels[MFS_AG_NTREES];
 
-	tfs_open(&t, 1024, 32768, 2, 2 * 32768);
-	tfs_format_all(&t);
+	tu_agfs_open(&t, 1024, 32768, 2, 2 * 32768);
+	tu_agfs_format_all(&t);
 	g = &t.fs->geo;
 	cb = g->chunkblocks;
 	for (unsigned i = 0; i < 1500; i++) {
@@ -323,10 +343,10 @@ START_TEST(test_inobt_grow_shrink)
 		mfs_btree_cur_release(&cur);
 		mfs_buf_put(agh_bp);
 		CK_OK(mfs_trans_commit(tp));
-		model_set(&t, a.fsb, cb, MFS_OWN_INODES, 0);
+		tu_model_set(&t, a.fsb, cb, MFS_OWN_INODES, 0);
 		chunk_fsb[nchunks++] = a.fsb;
 	}
-	check_ag(&t, 1, nrecs, levels);
+	tu_check_ag(&t, 1, nrecs, levels);
 	fprintf(stderr, "check_agtrees inobt: %u chunks, inode btree height %u\n", nchunks,
 		levels[MFS_BT_INO]);
 	CK_TRUE(nchunks >= 1000);
@@ -352,14 +372,14 @@ START_TEST(test_inobt_grow_shrink)
 		mfs_buf_put(agh_bp);
 		CK_OK(mfs_free_extent(tp, chunk_fsb[i], cb, MFS_OWN_INODES, 0));
 		CK_OK(mfs_trans_commit(tp));
-		model_set(&t, chunk_fsb[i], cb, OWN_FREE, 0);
+		tu_model_set(&t, chunk_fsb[i], cb, TU_OWN_FREE, 0);
 		if (i % 500 == 0)
-			check_ag(&t, 1, NULL, NULL);
+			tu_check_ag(&t, 1, NULL, NULL);
 	}
-	check_ag(&t, 1, nrecs, levels);
+	tu_check_ag(&t, 1, nrecs, levels);
 	CK_EQ(nrecs[MFS_BT_INO], 0);
 	CK_EQ(levels[MFS_BT_INO], 1);
-	tfs_close(&t);
+	tu_agfs_close(&t);
 }
 END_TEST
 
@@ -379,11 +399,5 @@ static Suite *agtrees_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(agtrees_suite());
-	int nf;
-
-	srunner_run_all(sr, CK_NORMAL);
-	nf = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tu_run_suite(agtrees_suite());
 }

@@ -6,30 +6,29 @@
  * map block for block, header counters, mfs_btree_verify on all four trees), ENOSPC when
  * full, and a cancelled transaction leaving the image byte-for-byte unchanged.
  */
-#include "ag_testlib.h"
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ag.h"
+#include "alloc.h"
+#include "bcache.h"
+#include "btree.h"
+#include "byteorder.h"
+#include "dev.h"
+#include "fs.h"
+#include "geom.h"
+#include "log.h"
+#include "trans.h"
+
+#include "tu.h"
 
 #include <time.h>
-
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#ifndef UNDER_ASAN
-#define UNDER_ASAN 0
-#endif
-
-static uint64_t test_seed(void)
-{
-	const char *s = getenv("MFS_SEED");
-	uint64_t seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL) * 2654435761u + getpid();
-
-	if (!seed)
-		seed = 1;
-	return seed;
-}
 
 static int alloc1(struct mfs_trans *tp, enum mfs_alloc_type type, uint64_t target,
 		  uint32_t minlen, uint32_t maxlen, uint32_t align, uint64_t owner,
@@ -53,7 +52,7 @@ static int alloc1(struct mfs_trans *tp, enum mfs_alloc_type type, uint64_t targe
 }
 
 /* One allocation in its own transaction; the model learns it. */
-static int alloc_commit(struct tfs *t, enum mfs_alloc_type type, uint64_t target,
+static int alloc_commit(struct tu_agfs *t, enum mfs_alloc_type type, uint64_t target,
 			uint32_t minlen, uint32_t maxlen, uint32_t align, uint64_t owner,
 			uint64_t offset, uint64_t *fsb, uint32_t *len)
 {
@@ -67,11 +66,11 @@ static int alloc_commit(struct tfs *t, enum mfs_alloc_type type, uint64_t target
 		return err;
 	}
 	CK_OK(mfs_trans_commit(tp));
-	model_set(t, *fsb, *len, owner, offset);
+	tu_model_set(t, *fsb, *len, owner, offset);
 	return 0;
 }
 
-static int free_commit(struct tfs *t, uint64_t fsb, uint32_t len, uint64_t owner,
+static int free_commit(struct tu_agfs *t, uint64_t fsb, uint32_t len, uint64_t owner,
 		       uint64_t offset)
 {
 	struct mfs_trans *tp;
@@ -84,11 +83,11 @@ static int free_commit(struct tfs *t, uint64_t fsb, uint32_t len, uint64_t owner
 		return err;
 	}
 	CK_OK(mfs_trans_commit(tp));
-	model_set(t, fsb, len, OWN_FREE, 0);
+	tu_model_set(t, fsb, len, TU_OWN_FREE, 0);
 	return 0;
 }
 
-static uint32_t ag_free(struct tfs *t, uint32_t agno)
+static uint32_t ag_free(struct tu_agfs *t, uint32_t agno)
 {
 	struct mfs_buf *bp;
 	uint32_t n;
@@ -99,11 +98,11 @@ static uint32_t ag_free(struct tfs *t, uint32_t agno)
 	return n;
 }
 
-static uint64_t rmap_count(struct tfs *t, uint32_t agno)
+static uint64_t rmap_count(struct tu_agfs *t, uint32_t agno)
 {
 	uint64_t nrecs[MFS_AG_NTREES];
 
-	check_ag(t, agno, nrecs, NULL);
+	tu_check_ag(t, agno, nrecs, NULL);
 	return nrecs[MFS_BT_RMAP];
 }
 
@@ -115,31 +114,31 @@ static uint64_t ino_of(const struct mfs_geom *g, uint32_t agno, uint32_t agbno)
 /* ---- a fresh AG ---------------------------------------------------------------------- */
 START_TEST(test_format_fresh)
 {
-	struct tfs t;
+	struct tu_agfs t;
 	uint32_t base;
 
-	tfs_open(&t, 4096, 65536, 4, 4ull * 65536 - 1000);    /* the last AG is shorter */
-	tfs_format_all(&t);
-	check_all(&t);
+	tu_agfs_open(&t, 4096, 65536, 4, 4ull * 65536 - 1000);    /* the last AG is shorter */
+	tu_agfs_format_all(&t);
+	tu_check_all(&t);
 	base = MFS_AG_FIXED_BLOCKS + mfs_ag_format_blocks(&t.fs->geo);
 	for (uint32_t a = 0; a < 4; a++)
 		CK_EQ(ag_free(&t, a), mfs_ag_length(&t.fs->geo, a) - base);
 	CK_EQ(rmap_count(&t, 0), 3);   /* headers, inode btree block, AG blocks + AGFL */
-	tfs_close(&t);
+	tu_agfs_close(&t);
 }
 END_TEST
 
 /* ---- the three kinds of allocation, alignment, partial frees, merging --------------------- */
 START_TEST(test_semantics)
 {
-	struct tfs t;
+	struct tu_agfs t;
 	const struct mfs_geom *g;
 	uint64_t fsb, fsb2, own, own2;
 	uint32_t len, len2, base;
 	struct mfs_trans *tp;
 
-	tfs_open(&t, 4096, 65536, 4, 4ull * 65536);
-	tfs_format_all(&t);
+	tu_agfs_open(&t, 4096, 65536, 4, 4ull * 65536);
+	tu_agfs_format_all(&t);
 	g = &t.fs->geo;
 	base = MFS_AG_FIXED_BLOCKS + mfs_ag_format_blocks(g);
 	own = ino_of(g, 1, 100);
@@ -170,7 +169,7 @@ START_TEST(test_semantics)
 	CK_OK(alloc_commit(&t, MFS_ALLOC_EXACT, mfs_agbno_to_fsb(g, 1, 1025), 5, 5, 0, own, 25,
 			   &fsb2, &len2));
 	CK_EQ(rmap_count(&t, 1), 5);
-	check_all(&t);
+	tu_check_all(&t);
 
 	/* EXACT limited by the free extent: minlen..maxlen gives what is there */
 	CK_OK(alloc_commit(&t, MFS_ALLOC_EXACT, mfs_agbno_to_fsb(g, 1, 980), 5, 50, 0, own2, 100,
@@ -197,7 +196,7 @@ START_TEST(test_semantics)
 	CK_EQ(mfs_fsb_to_agno(g, fsb2), 3);
 	CK_EQ(mfs_fsb_to_agbno(g, fsb2) % 32, 0);
 	CK_EQ(len2, 64);
-	check_all(&t);
+	tu_check_all(&t);
 
 	/* partial frees: middle (splits the record), head, tail; offsets follow */
 	CK_EQ(rmap_count(&t, 1), 9);
@@ -205,7 +204,7 @@ START_TEST(test_semantics)
 	CK_EQ(rmap_count(&t, 1), 10);
 	CK_OK(free_commit(&t, mfs_agbno_to_fsb(g, 1, 1000), 2, own, 0));
 	CK_OK(free_commit(&t, mfs_agbno_to_fsb(g, 1, 1033), 2, own, 33));
-	check_all(&t);
+	tu_check_all(&t);
 
 	/* wrong owner, wrong offset, double free, free space: corruption, nothing changed */
 	mfs_log_quiet();
@@ -215,7 +214,7 @@ START_TEST(test_semantics)
 	CK_EQ(free_commit(&t, mfs_agbno_to_fsb(g, 1, 5000), 4, own, 0), -EFSCORRUPTED);
 	CK_EQ(free_commit(&t, mfs_agbno_to_fsb(g, 1, 1), 1, own, 0), -EINVAL);
 	mfs_log_set_level(MFS_LOG_INFO);
-	check_all(&t);
+	tu_check_all(&t);
 
 	/* bad arguments */
 	CK_OK(mfs_trans_alloc(t.fs, &tp));
@@ -227,7 +226,7 @@ START_TEST(test_semantics)
 	CK_EQ(mfs_trans_nbufs(tp), 0);
 	mfs_trans_cancel(tp);
 	(void)base;
-	tfs_close(&t);
+	tu_agfs_close(&t);
 }
 END_TEST
 
@@ -250,7 +249,7 @@ struct undo {
 };
 
 struct rnd {
-	struct tfs *t;
+	struct tu_agfs *t;
 	struct ext *e;
 	size_t n, cap, live;
 	uint64_t owners[8];
@@ -290,18 +289,18 @@ static uint64_t off_add(uint64_t owner, uint64_t off, uint32_t n)
 static int rnd_alloc(struct rnd *r, struct mfs_trans *tp, struct undo *u)
 {
 	const struct mfs_geom *g = &r->t->fs->geo;
-	uint32_t k = trand_below(100), oi = trand_below(8);
+	uint32_t k = tu_rand_below(100), oi = tu_rand_below(8);
 	enum mfs_alloc_type type = k < 20 ? MFS_ALLOC_EXACT : k < 60 ? MFS_ALLOC_NEAR
 							 : MFS_ALLOC_ANY;
-	uint32_t minlen = 1 + trand_below(r->lenmax);
-	uint32_t maxlen = minlen + trand_below(r->lenmax + 1 - minlen);
-	uint32_t align = trand_below(4) == 0 ? 1u << (1 + trand_below(4)) : 0, len;
-	uint64_t target = trand() % g->dblocks, owner = r->owners[oi], offset, fsb;
+	uint32_t minlen = 1 + tu_rand_below(r->lenmax);
+	uint32_t maxlen = minlen + tu_rand_below(r->lenmax + 1 - minlen);
+	uint32_t align = tu_rand_below(4) == 0 ? 1u << (1 + tu_rand_below(4)) : 0, len;
+	uint64_t target = tu_rand() % g->dblocks, owner = r->owners[oi], offset, fsb;
 	int err;
 
-	if (type == MFS_ALLOC_EXACT && r->live && trand_below(2)) {
+	if (type == MFS_ALLOC_EXACT && r->live && tu_rand_below(2)) {
 		/* right after an existing extent, continuing its offsets: rmap merges */
-		const struct ext *x = &r->e[trand_below((uint32_t)r->n)];
+		const struct ext *x = &r->e[tu_rand_below((uint32_t)r->n)];
 
 		if (x->len && mfs_fsb_to_agno(g, x->fsb + x->len) == mfs_fsb_to_agno(g, x->fsb)) {
 			target = x->fsb + x->len;
@@ -330,13 +329,13 @@ static int rnd_alloc(struct rnd *r, struct mfs_trans *tp, struct undo *u)
 	if (type == MFS_ALLOC_EXACT)
 		CK_EQ(fsb, target);
 	for (uint32_t i = 0; i < len; i++)
-		if (r->t->owner[fsb + i] != OWN_FREE)
+		if (r->t->owner[fsb + i] != TU_OWN_FREE)
 			ck_assert_msg(0, "allocated block %llu is already owned by %llx",
 				      (unsigned long long)(fsb + i),
 				      (unsigned long long)r->t->owner[fsb + i]);
-	model_set(r->t, fsb, len, owner, offset);
+	tu_model_set(r->t, fsb, len, owner, offset);
 	if (oi < 8 && owner < MFS_OWN_MIN)
-		r->next_off[oi] = offset + len + trand_below(2) * 1000;
+		r->next_off[oi] = offset + len + tu_rand_below(2) * 1000;
 	u->kind = U_ALLOC;
 	u->idx = ext_push(r, (struct ext){ fsb, len, owner, offset });
 	r->blocks_used += len;
@@ -352,7 +351,7 @@ static int rnd_free(struct rnd *r, struct mfs_trans *tp, struct undo *u)
 	int err;
 
 	for (int tries = 0; tries < 16 && r->n; tries++) {
-		idx = trand_below((uint32_t)r->n);
+		idx = tu_rand_below((uint32_t)r->n);
 		if (r->e[idx].len) {
 			x = &r->e[idx];
 			break;
@@ -360,17 +359,17 @@ static int rnd_free(struct rnd *r, struct mfs_trans *tp, struct undo *u)
 	}
 	if (!x)
 		return 0;
-	mode = x->len >= 3 ? trand_below(5) : 0;
+	mode = x->len >= 3 ? tu_rand_below(5) : 0;
 	switch (mode) {
 	case 1:                               /* head */
-		pf = 0, pl = 1 + trand_below(x->len - 1);
+		pf = 0, pl = 1 + tu_rand_below(x->len - 1);
 		break;
 	case 2:                               /* tail */
-		pl = 1 + trand_below(x->len - 1), pf = x->len - pl;
+		pl = 1 + tu_rand_below(x->len - 1), pf = x->len - pl;
 		break;
 	case 3:                               /* middle */
-		pf = 1 + trand_below(x->len - 2);
-		pl = 1 + trand_below(x->len - pf - 1);
+		pf = 1 + tu_rand_below(x->len - 2);
+		pl = 1 + tu_rand_below(x->len - pf - 1);
 		break;
 	default:                              /* whole */
 		pf = 0, pl = x->len;
@@ -387,7 +386,7 @@ static int rnd_free(struct rnd *r, struct mfs_trans *tp, struct undo *u)
 	u->len = pl;
 	u->owner = x->owner;
 	u->offset = off_add(x->owner, x->offset, pf);
-	model_set(r->t, u->fsb, pl, OWN_FREE, 0);
+	tu_model_set(r->t, u->fsb, pl, TU_OWN_FREE, 0);
 	if (pl == x->len) {
 		x->len = 0;
 		r->live--;
@@ -414,7 +413,7 @@ static void rnd_undo(struct rnd *r, const struct undo *u)
 	if (u->kind == U_ALLOC) {
 		struct ext *x = &r->e[u->idx];
 
-		model_set(r->t, x->fsb, x->len, OWN_FREE, 0);
+		tu_model_set(r->t, x->fsb, x->len, TU_OWN_FREE, 0);
 		r->blocks_used -= x->len;
 		x->len = 0;
 		r->live--;
@@ -427,7 +426,7 @@ static void rnd_undo(struct rnd *r, const struct undo *u)
 	if (!r->e[u->idx].len)
 		r->live++;
 	r->e[u->idx] = u->old;
-	model_set(r->t, u->fsb, u->len, u->owner, u->offset);
+	tu_model_set(r->t, u->fsb, u->len, u->owner, u->offset);
 	r->blocks_used += u->len;
 }
 
@@ -449,19 +448,20 @@ static void rnd_free_all(struct rnd *r)
 
 static void run_random(uint32_t bs, uint32_t agblocks, uint32_t lenmax, unsigned nops)
 {
-	struct tfs t;
+	struct tu_agfs t;
 	struct rnd r;
 	struct undo u[3];
-	uint64_t seed = test_seed();
+	char what[64];
+	uint64_t seed;
 	const struct mfs_geom *g;
 	double t0 = 0;
 	struct timespec ts;
 
-	fprintf(stderr, "check_alloc random, %u-byte blocks: seed %llu (MFS_SEED=%llu to "
-		"replay)\n", bs, (unsigned long long)seed, (unsigned long long)seed);
-	tfs_rand_state = seed;
-	tfs_open(&t, bs, agblocks, 4, 4ull * agblocks);
-	tfs_format_all(&t);
+	snprintf(what, sizeof(what), "check_alloc random, %u-byte blocks", bs);
+	seed = tu_seed("MFS_SEED", what);
+	tu_srand(seed);
+	tu_agfs_open(&t, bs, agblocks, 4, 4ull * agblocks);
+	tu_agfs_format_all(&t);
 	g = &t.fs->geo;
 	memset(&r, 0, sizeof(r));
 	r.t = &t;
@@ -474,13 +474,13 @@ static void run_random(uint32_t bs, uint32_t agblocks, uint32_t lenmax, unsigned
 
 	for (unsigned op = 0; op < nops;) {
 		struct mfs_trans *tp;
-		unsigned nu = 0, k = 1 + trand_below(3);
+		unsigned nu = 0, k = 1 + tu_rand_below(3);
 		int err = 0;
 
 		CK_OK(mfs_trans_alloc(t.fs, &tp));
 		for (unsigned i = 0; i < k && !err; i++, op++) {
 			double util = (double)r.blocks_used / (double)r.blocks_total;
-			int want_alloc = trand_below(100) < (util < 0.7 ? 60u : 40u);
+			int want_alloc = tu_rand_below(100) < (util < 0.7 ? 60u : 40u);
 			int done;
 
 			memset(&u[nu], 0, sizeof(u[nu]));
@@ -494,7 +494,7 @@ static void run_random(uint32_t bs, uint32_t agblocks, uint32_t lenmax, unsigned
 		if (err)
 			ck_assert_msg(0, "op %u: %s (seed %llu)", op, strerror(-err),
 				      (unsigned long long)seed);
-		if (trand_below(20) == 0) {
+		if (tu_rand_below(20) == 0) {
 			mfs_trans_cancel(tp);
 			while (nu)
 				rnd_undo(&r, &u[--nu]);
@@ -505,9 +505,9 @@ static void run_random(uint32_t bs, uint32_t agblocks, uint32_t lenmax, unsigned
 		if (r.n > 2 * r.live + 1024)
 			ext_compact(&r);
 		if (op % 10000 < k)
-			check_all(&t);
+			tu_check_all(&t);
 	}
-	check_all(&t);
+	tu_check_all(&t);
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	fprintf(stderr, "check_alloc random: %u ops in %.2f s: %llu allocs, %llu frees, %llu "
 		"ENOSPC, %llu cancelled transactions, %llu blocks in use at the end\n", nops,
@@ -518,19 +518,19 @@ static void run_random(uint32_t bs, uint32_t agblocks, uint32_t lenmax, unsigned
 		unsigned levels[MFS_AG_NTREES];
 		uint64_t nrecs[MFS_AG_NTREES];
 
-		check_ag(&t, a, nrecs, levels);
+		tu_check_ag(&t, a, nrecs, levels);
 		fprintf(stderr, "  AG %u: %llu free extents (height %u/%u), %llu rmap records "
 			"(height %u)\n", a, (unsigned long long)nrecs[MFS_BT_BNO],
 			levels[MFS_BT_BNO], levels[MFS_BT_CNT], (unsigned long long)nrecs[MFS_BT_RMAP],
 			levels[MFS_BT_RMAP]);
 	}
 	rnd_free_all(&r);
-	check_all(&t);
+	tu_check_all(&t);
 	/* everything free again: only headers, tree blocks and the AGFL stock are used */
 	for (uint32_t a = 0; a < g->agcount; a++)
 		CK_TRUE(ag_free(&t, a) >= mfs_ag_length(g, a) - 64);
 	free(r.e);
-	tfs_close(&t);
+	tu_agfs_close(&t);
 }
 
 START_TEST(test_random)
@@ -549,7 +549,7 @@ END_TEST
 /* ---- full filesystem, and a cancelled transaction changes nothing ------------------------ */
 START_TEST(test_enospc_and_cancel)
 {
-	struct tfs t;
+	struct tu_agfs t;
 	const struct mfs_geom *g;
 	struct mfs_trans *tp;
 	struct ext *e = NULL;
@@ -558,9 +558,9 @@ START_TEST(test_enospc_and_cancel)
 	uint32_t len, crc0, crc1, freeblks0[4];
 	int err;
 
-	tfs_rand_state = test_seed();
-	tfs_open(&t, 4096, 2048, 4, 4ull * 2048);
-	tfs_format_all(&t);
+	tu_srand(tu_seed("MFS_SEED", "check_alloc"));
+	tu_agfs_open(&t, 4096, 2048, 4, 4ull * 2048);
+	tu_agfs_format_all(&t);
 	g = &t.fs->geo;
 	own = ino_of(g, 0, 300);
 	for (uint32_t a = 0; a < 4; a++)
@@ -568,9 +568,9 @@ START_TEST(test_enospc_and_cancel)
 
 	/* fill with single-block NEAR allocations alternating with random-length ANY ones */
 	for (unsigned i = 0;; i++) {
-		uint32_t maxlen = i % 2 ? 1 : 1 + trand_below(64);
+		uint32_t maxlen = i % 2 ? 1 : 1 + tu_rand_below(64);
 
-		err = alloc_commit(&t, i % 2 ? MFS_ALLOC_NEAR : MFS_ALLOC_ANY, trand() % g->dblocks,
+		err = alloc_commit(&t, i % 2 ? MFS_ALLOC_NEAR : MFS_ALLOC_ANY, tu_rand() % g->dblocks,
 				   1, maxlen, 0, own, (uint64_t)i << 8, &fsb, &len);
 		if (err == -ENOSPC)
 			break;
@@ -582,7 +582,7 @@ START_TEST(test_enospc_and_cancel)
 		}
 		e[n++] = (struct ext){ fsb, len, own, (uint64_t)i << 8 };
 	}
-	check_all(&t);
+	tu_check_all(&t);
 	/* full: every AG down to its reserve for the free list, and ENOSPC is clean */
 	for (uint32_t a = 0; a < 4; a++)
 		CK_TRUE(ag_free(&t, a) <= 2 * MFS_AGFL_SIZE_MAX);
@@ -597,25 +597,25 @@ START_TEST(test_enospc_and_cancel)
 		CK_OK(free_commit(&t, e[i].fsb, e[i].len, e[i].owner, e[i].offset));
 		e[i].len = 0;
 	}
-	check_all(&t);
+	tu_check_all(&t);
 
 	/* a big transaction, then cancelled: the image is byte-for-byte what it was */
-	crc0 = image_crc(&t);
+	crc0 = tu_image_crc(t.fs, t.path);
 	CK_OK(mfs_trans_alloc(t.fs, &tp));
 	for (size_t i = 1; i < n; i += 4) {
 		CK_OK(mfs_free_extent(tp, e[i].fsb, e[i].len, e[i].owner, e[i].offset));
 	}
 	for (int i = 0; i < 200; i++) {
-		err = alloc1(tp, i % 3 ? MFS_ALLOC_NEAR : MFS_ALLOC_ANY, trand() % g->dblocks, 1,
-			     1 + trand_below(16), i % 5 ? 0 : 4, own, 1ull << 40 | (uint64_t)i << 8,
+		err = alloc1(tp, i % 3 ? MFS_ALLOC_NEAR : MFS_ALLOC_ANY, tu_rand() % g->dblocks, 1,
+			     1 + tu_rand_below(16), i % 5 ? 0 : 4, own, 1ull << 40 | (uint64_t)i << 8,
 			     &fsb, &len);
 		CK_TRUE(err == 0 || err == -ENOSPC);
 	}
 	CK_TRUE(mfs_trans_nbufs(tp) > 10);
 	mfs_trans_cancel(tp);
-	crc1 = image_crc(&t);
+	crc1 = tu_image_crc(t.fs, t.path);
 	CK_EQ(crc0, crc1);
-	check_all(&t);
+	tu_check_all(&t);
 
 	/* also after an error in the middle: a double free, cancelled */
 	mfs_log_quiet();
@@ -624,24 +624,24 @@ START_TEST(test_enospc_and_cancel)
 	CK_EQ(mfs_free_extent(tp, e[1].fsb, e[1].len, e[1].owner, e[1].offset), -EFSCORRUPTED);
 	mfs_trans_cancel(tp);
 	mfs_log_set_level(MFS_LOG_INFO);
-	CK_EQ(image_crc(&t), crc0);
+	CK_EQ(tu_image_crc(t.fs, t.path), crc0);
 
 	/* free the rest: all space comes back */
 	for (size_t i = 0; i < n; i++)
 		if (e[i].len)
 			CK_OK(free_commit(&t, e[i].fsb, e[i].len, e[i].owner, e[i].offset));
-	check_all(&t);
+	tu_check_all(&t);
 	for (uint32_t a = 0; a < 4; a++)
 		CK_TRUE(ag_free(&t, a) + MFS_AGFL_SIZE_MAX >= freeblks0[a]);
 	free(e);
-	tfs_close(&t);
+	tu_agfs_close(&t);
 }
 END_TEST
 
 /* ---- the AG free list running short ---------------------------------------------------- */
 /* Take blocks off AG agno's free list (committed), leaving `left`; the model keeps them as
  * the AG's own blocks (they stay MFS_OWN_AG in the reverse map).  Returns need. */
-static uint32_t agfl_drain(struct tfs *t, uint32_t agno, uint32_t left)
+static uint32_t agfl_drain(struct tu_agfs *t, uint32_t agno, uint32_t left)
 {
 	struct mfs_trans *tp;
 	struct mfs_buf *bp;
@@ -655,7 +655,7 @@ static uint32_t agfl_drain(struct tfs *t, uint32_t agno, uint32_t left)
 	need = mfs_agfl_need(t->fs, agh);
 	while (mfs_get32(agh->fl_count) > left) {
 		CK_OK(mfs_agfl_get(tp, agno, bp, &b));
-		model_set(t, mfs_agbno_to_fsb(&t->fs->geo, agno, b), 1, MFS_OWN_AG, 0);
+		tu_model_set(t, mfs_agbno_to_fsb(&t->fs->geo, agno, b), 1, MFS_OWN_AG, 0);
 	}
 	mfs_buf_put(bp);
 	CK_OK(mfs_trans_commit(tp));
@@ -671,15 +671,15 @@ static uint32_t agfl_drain(struct tfs *t, uint32_t agno, uint32_t left)
  */
 START_TEST(test_refill_spares_choice)
 {
-	struct tfs t;
+	struct tu_agfs t;
 	const struct mfs_geom *g;
 	struct mfs_trans *tp;
 	uint64_t fsb, e, own, pos;
 	uint32_t len, elen, resv, need;
 	int err;
 
-	tfs_open(&t, 4096, 2048, 1, 2048);
-	tfs_format_all(&t);
+	tu_agfs_open(&t, 4096, 2048, 1, 2048);
+	tu_agfs_format_all(&t);
 	g = &t.fs->geo;
 	own = ino_of(g, 0, 300);
 	/* everything allocatable as one extent; the reserve stays free at the AG's end */
@@ -698,7 +698,7 @@ START_TEST(test_refill_spares_choice)
 	/* the list empty: a refill wants `need` (> 6) blocks, and only A holds that many */
 	need = agfl_drain(&t, 0, 0);
 	CK_TRUE(need > 6 && need <= 10);
-	check_all(&t);
+	tu_check_all(&t);
 	CK_OK(mfs_trans_alloc(t.fs, &tp));
 	err = alloc1(tp, MFS_ALLOC_ANY, 0, 10, 10, 0, ino_of(g, 0, 400), 0, &fsb, &len);
 	if (err == -ENOSPC)
@@ -708,9 +708,9 @@ START_TEST(test_refill_spares_choice)
 	CK_EQ(fsb, pos);
 	CK_EQ(len, 10);
 	CK_OK(mfs_trans_commit(tp));
-	model_set(&t, fsb, len, ino_of(g, 0, 400), 0);
-	check_all(&t);
-	tfs_close(&t);
+	tu_model_set(&t, fsb, len, ino_of(g, 0, 400), 0);
+	tu_check_all(&t);
+	tu_agfs_close(&t);
 }
 END_TEST
 
@@ -724,7 +724,7 @@ END_TEST
  */
 START_TEST(test_midway_trouble_not_enospc)
 {
-	struct tfs t;
+	struct tu_agfs t;
 	const struct mfs_geom *g;
 	struct mfs_trans *tp;
 	struct mfs_buf *bp;
@@ -732,8 +732,8 @@ START_TEST(test_midway_trouble_not_enospc)
 	uint64_t fsb, e, own;
 	uint32_t len, elen, resv, b, crc0;
 
-	tfs_open(&t, 4096, 2048, 2, 2 * 2048);
-	tfs_format_all(&t);
+	tu_agfs_open(&t, 4096, 2048, 2, 2 * 2048);
+	tu_agfs_format_all(&t);
 	g = &t.fs->geo;
 	own = ino_of(g, 0, 300);
 	CK_OK(alloc_commit(&t, MFS_ALLOC_ANY, 0, 1, 2048, 0, own, 0, &e, &elen));
@@ -765,16 +765,16 @@ START_TEST(test_midway_trouble_not_enospc)
 	mfs_trans_cancel(tp);
 	mfs_log_set_level(MFS_LOG_INFO);
 
-	crc0 = image_crc(&t);
+	crc0 = tu_image_crc(t.fs, t.path);
 	mfs_log_quiet();
 	CK_OK(mfs_trans_alloc(t.fs, &tp));
 	CK_EQ(alloc1(tp, MFS_ALLOC_ANY, 0, 1, 1, 0, own, 0, &fsb, &len), -EFSCORRUPTED);
 	CK_TRUE(mfs_trans_nbufs(tp) > 0);
 	mfs_trans_cancel(tp);
 	mfs_log_set_level(MFS_LOG_INFO);
-	CK_EQ(image_crc(&t), crc0);
-	check_ag(&t, 1, NULL, NULL);
-	tfs_close(&t);
+	CK_EQ(tu_image_crc(t.fs, t.path), crc0);
+	tu_check_ag(&t, 1, NULL, NULL);
+	tu_agfs_close(&t);
 }
 END_TEST
 
@@ -797,11 +797,5 @@ static Suite *alloc_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(alloc_suite());
-	int nf;
-
-	srunner_run_all(sr, CK_NORMAL);
-	nf = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tu_run_suite(alloc_suite());
 }

@@ -25,87 +25,31 @@
 #include "trans.h"
 #include "verify.h"
 
-/*
- * Check's ck_assert_* records every passing assertion with a write(2) to its log, which
- * dominates loops of millions of checks; these report only failures (through
- * ck_abort_msg, so the file and line and both values are still in the failure message).
- */
-#define T_CMP(a, op, b, type, fmt)                                                      \
-	do {                                                                            \
-		type _a = (type)(a), _b = (type)(b);                                     \
-		if (!(_a op _b))                                                        \
-			ck_abort_msg("%s:%d: %s %s %s failed: " fmt " vs " fmt, __FILE__,    \
-				     __LINE__, #a, #op, #b, _a, _b);                        \
-	} while (0)
-#define T_IEQ(a, b) T_CMP(a, ==, b, long long, "%lld")
-#define T_IGE(a, b) T_CMP(a, >=, b, long long, "%lld")
-#define T_UEQ(a, b) T_CMP(a, ==, b, unsigned long long, "%llu")
-#define T_UGE(a, b) T_CMP(a, >=, b, unsigned long long, "%llu")
-#define T_UGT(a, b) T_CMP(a, >, b, unsigned long long, "%llu")
-#define T_ULT(a, b) T_CMP(a, <, b, unsigned long long, "%llu")
-#define T_ULE(a, b) T_CMP(a, <=, b, unsigned long long, "%llu")
-#define T_TRUE(c)                                                                       \
-	do {                                                                            \
-		if (!(c))                                                               \
-			ck_abort_msg("%s:%d: %s failed", __FILE__, __LINE__, #c);       \
-	} while (0)
-
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#ifndef UNDER_ASAN
-#define UNDER_ASAN 0
-#endif
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+#include "tu.h"
 
 /* ---- a filesystem on a sparse image -------------------------------------------------- */
 struct tfs {
-	char path[64];
+	char path[TU_PATH_MAX];
 	struct mfs_geom geo;
 	struct mfs_fs *fs;
 };
 
+/* One AG of `agblocks` blocks, nothing formatted, a random UUID. */
 static void tfs_open(struct tfs *t, uint32_t bs, uint32_t agblocks)
 {
-	struct mfs_dev *dev;
-	int fd;
+	uint8_t uuid[16];
 
 	memset(t, 0, sizeof(*t));
-	strcpy(t->path, "/tmp/check_bload.XXXXXX");
-	fd = mkstemp(t->path);
-	T_IGE(fd, 0);
-	T_IEQ(ftruncate(fd, (off_t)bs * agblocks), 0);
-	close(fd);
-	t->geo.blocksize = bs;
-	t->geo.blocklog = mfs_log2_ceil(bs);
-	t->geo.dblocks = agblocks;
-	t->geo.agblocks = agblocks;
-	t->geo.agcount = 1;
-	t->geo.inodesize = 256;
-	t->geo.inopblog = t->geo.blocklog - 8;
-	t->geo.agblklog = mfs_log2_ceil(agblocks);
-	t->geo.chunkblocks = MFS_INODES_PER_CHUNK >> t->geo.inopblog;
-	t->geo.rootino = 128;
+	tu_image_create(t->path, "check_bload", (uint64_t)bs * agblocks);
 	for (int i = 0; i < 16; i++)
-		t->geo.uuid[i] = (uint8_t)(rand() >> 3);
-	T_IEQ(mfs_dev_open(t->path, 0, &dev), 0);
-	T_IEQ(mfs_fs_create(dev, &t->geo, (size_t)1 << 30, &t->fs), 0);
+		uuid[i] = (uint8_t)tu_rand();
+	tu_geom(&t->geo, bs, agblocks, 1, agblocks, uuid);
+	t->fs = tu_fs_create(t->path, &t->geo, (size_t)1 << 30);
 }
 
 static void tfs_close(struct tfs *t)
 {
-	unlink(t->path);
+	tu_image_remove(t->path);
 	T_IEQ(mfs_fs_close(t->fs), 0);
 }
 
@@ -585,16 +529,16 @@ START_TEST(test_ten_million)
 		s.reserved = nblocks;
 		bl = make_bl(&ops_ag, &s);
 		bl.fill_pct = fills[f];
-		t0 = now();
+		t0 = tu_now();
 		T_IEQ(mfs_bload_build(t.fs, NULL, &bl, &root), 0);
-		t1 = now();
+		t1 = tu_now();
 		T_UEQ(s.claimed, nblocks);
 		T_UEQ(root.levels, levels);
 		check_tree(&t, &ops_ag, &root, n, nblocks);
 		printf("check_bload: %" PRIu64 " records at fill %u: %u levels, %" PRIu64
 		       " blocks, built in %.2f s (%.1f M records/s), verified in %.2f s\n", n,
 		       fills[f], levels, nblocks, t1 - t0, (double)n / (t1 - t0) / 1e6,
-		       now() - t1);
+		       tu_now() - t1);
 		tfs_close(&t);
 	}
 }
@@ -620,12 +564,6 @@ static Suite *bload_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(bload_suite());
-	int nfail;
-
-	srand((unsigned)time(NULL));
-	srunner_run_all(sr, CK_NORMAL);
-	nfail = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return nfail ? EXIT_FAILURE : EXIT_SUCCESS;
+	tu_srand((uint64_t)time(NULL));
+	return tu_run_suite(bload_suite());
 }

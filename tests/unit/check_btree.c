@@ -26,107 +26,33 @@
 #include "trans.h"
 #include "verify.h"
 
-/*
- * Check's ck_assert_* records every passing assertion with a write(2) to its log, which
- * dominates loops of millions of checks; these report only failures (through
- * ck_abort_msg, so the file and line and both values are still in the failure message).
- */
-#define T_CMP(a, op, b, type, fmt)                                                      \
-	do {                                                                            \
-		type _a = (type)(a), _b = (type)(b);                                     \
-		if (!(_a op _b))                                                        \
-			ck_abort_msg("%s:%d: %s %s %s failed: " fmt " vs " fmt, __FILE__,    \
-				     __LINE__, #a, #op, #b, _a, _b);                        \
-	} while (0)
-#define T_IEQ(a, b) T_CMP(a, ==, b, long long, "%lld")
-#define T_IGE(a, b) T_CMP(a, >=, b, long long, "%lld")
-#define T_UEQ(a, b) T_CMP(a, ==, b, unsigned long long, "%llu")
-#define T_UGE(a, b) T_CMP(a, >=, b, unsigned long long, "%llu")
-#define T_UGT(a, b) T_CMP(a, >, b, unsigned long long, "%llu")
-#define T_ULT(a, b) T_CMP(a, <, b, unsigned long long, "%llu")
-#define T_ULE(a, b) T_CMP(a, <=, b, unsigned long long, "%llu")
-#define T_TRUE(c)                                                                       \
-	do {                                                                            \
-		if (!(c))                                                               \
-			ck_abort_msg("%s:%d: %s failed", __FILE__, __LINE__, #c);       \
-	} while (0)
+#include "tu.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#ifndef UNDER_ASAN
-#define UNDER_ASAN 0
-#endif
-
-/* ---- random ------------------------------------------------------------------------- */
-static uint64_t rnd_state;
-static uint64_t rnd(void)
-{
-	rnd_state ^= rnd_state >> 12;
-	rnd_state ^= rnd_state << 25;
-	rnd_state ^= rnd_state >> 27;
-	return rnd_state * 2685821657736338717ull;
-}
-
-static uint64_t seed_once(void)
-{
-	static uint64_t seed;
-	const char *env = getenv("BTREE_SEED");
-
-	if (!seed) {
-		seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) * 2654435761u + getpid();
-		if (!seed)
-			seed = 1;
-		printf("check_btree: seed %" PRIu64 " (set BTREE_SEED to repeat)\n", seed);
-		fflush(stdout);
-	}
-	return seed;
-}
+/* The seed of every random test: $BTREE_SEED, or the clock (printed once, in main). */
+static uint64_t btree_seed;
 
 /* ---- a filesystem on a sparse image -------------------------------------------------- */
 struct tfs {
-	char path[64];
+	char path[TU_PATH_MAX];
 	struct mfs_geom geo;
 	struct mfs_fs *fs;
 };
 
 static void tfs_mount(struct tfs *t)
 {
-	struct mfs_dev *dev;
-	int err;
-
-	err = mfs_dev_open(t->path, 0, &dev);
-	T_IEQ(err, 0);
-	err = mfs_fs_create(dev, &t->geo, (size_t)1 << 30, &t->fs);
-	T_IEQ(err, 0);
+	t->fs = tu_fs_create(t->path, &t->geo, (size_t)1 << 30);
 }
 
+/* One AG of `agblocks` blocks, nothing formatted; a random UUID from the test's stream. */
 static void tfs_open(struct tfs *t, uint32_t bs, uint32_t agblocks)
 {
-	int fd;
+	uint8_t uuid[16];
 
 	memset(t, 0, sizeof(*t));
-	strcpy(t->path, "/tmp/check_btree.XXXXXX");
-	fd = mkstemp(t->path);
-	T_IGE(fd, 0);
-	T_IEQ(ftruncate(fd, (off_t)bs * agblocks), 0);
-	close(fd);
-	t->geo.blocksize = bs;
-	t->geo.blocklog = mfs_log2_ceil(bs);
-	t->geo.dblocks = agblocks;
-	t->geo.agblocks = agblocks;
-	t->geo.agcount = 1;
-	t->geo.inodesize = 256;
-	t->geo.inopblog = t->geo.blocklog - 8;
-	t->geo.agblklog = mfs_log2_ceil(agblocks);
-	t->geo.chunkblocks = MFS_INODES_PER_CHUNK >> t->geo.inopblog;
-	t->geo.rootino = 128;
+	tu_image_create(t->path, "check_btree", (uint64_t)bs * agblocks);
 	for (int i = 0; i < 16; i++)
-		t->geo.uuid[i] = (uint8_t)rnd();
+		uuid[i] = (uint8_t)tu_rand();
+	tu_geom(&t->geo, bs, agblocks, 1, agblocks, uuid);
 	tfs_mount(t);
 }
 
@@ -141,7 +67,7 @@ static void tfs_remount(struct tfs *t)
 static void tfs_close(struct tfs *t)
 {
 	T_IEQ(mfs_fs_close(t->fs), 0);
-	unlink(t->path);
+	tu_image_remove(t->path);
 }
 
 /* ---- the test tree: 16-byte records (u64 key, u64 value), 8-byte keys ---------------- */
@@ -525,7 +451,7 @@ static void check_lookup(struct mfs_btree_cur *cur, const struct model *m, uint6
 
 	/* Walk a few records either way. */
 	{
-		int dir = (int)(rnd() % 2), steps = (int)(rnd() % 4);
+		int dir = (int)(tu_rand() % 2), steps = (int)(tu_rand() % 4);
 		int64_t pos = want;
 
 		for (int s = 0; s < steps; s++) {
@@ -557,13 +483,13 @@ struct phase {
 static uint32_t pick_index(uint32_t keyspace)
 {
 	/* Mostly uniform, sometimes an extreme or a neighbour of one. */
-	switch (rnd() % 16) {
+	switch (tu_rand() % 16) {
 	case 0:
-		return (uint32_t)(rnd() % 4);
+		return (uint32_t)(tu_rand() % 4);
 	case 1:
-		return DOM - 1 - (uint32_t)(rnd() % 4);
+		return DOM - 1 - (uint32_t)(tu_rand() % 4);
 	default:
-		return (uint32_t)(rnd() % keyspace);
+		return (uint32_t)(tu_rand() % keyspace);
 	}
 }
 
@@ -579,7 +505,7 @@ static void run_phase(struct ttree *tt, const struct mfs_btree_ops *ops, struct 
 	unsigned txn_ops = 500, in_txn = 0;
 
 	for (uint64_t n = 0; n < ph->ops; n++) {
-		unsigned r = (unsigned)(rnd() % 100);
+		unsigned r = (unsigned)(tu_rand() % 100);
 		uint8_t rec[16], key[8];
 		int stat, err;
 
@@ -589,7 +515,7 @@ static void run_phase(struct ttree *tt, const struct mfs_btree_ops *ops, struct 
 		}
 		if (r < ph->p_ins) {
 			uint32_t i = pick_index(ph->keyspace);
-			uint64_t v = rnd();
+			uint64_t v = tu_rand();
 
 			mkrec(rec, dkey(i), v);
 			err = mfs_btree_insert(&cur, rec);
@@ -604,7 +530,7 @@ static void run_phase(struct ttree *tt, const struct mfs_btree_ops *ops, struct 
 
 			/* Delete what a GE lookup finds most of the time, so that shrinking
 			 * phases do shrink. */
-			if (rnd() % 4) {
+			if (tu_rand() % 4) {
 				uint32_t j = m_next(m, i);
 
 				if (j == DOM)
@@ -622,7 +548,7 @@ static void run_phase(struct ttree *tt, const struct mfs_btree_ops *ops, struct 
 			}
 		} else if (r < ph->p_ins + ph->p_del + ph->p_upd) {
 			uint32_t i = m_next(m, pick_index(ph->keyspace));
-			uint64_t v = rnd();
+			uint64_t v = tu_rand();
 
 			if (i == DOM)
 				continue;
@@ -635,20 +561,20 @@ static void run_phase(struct ttree *tt, const struct mfs_btree_ops *ops, struct 
 		} else if (r < ph->p_ins + ph->p_del + ph->p_upd + ph->p_look) {
 			uint64_t q;
 
-			switch (rnd() % 3) {
+			switch (tu_rand() % 3) {
 			case 0:
 				q = dkey(pick_index(ph->keyspace));
 				break;
 			case 1:
-				q = dkey(pick_index(ph->keyspace)) + (rnd() % 3) - 1;
+				q = dkey(pick_index(ph->keyspace)) + (tu_rand() % 3) - 1;
 				break;
 			default:
-				q = rnd();
+				q = tu_rand();
 			}
-			check_lookup(&cur, m, q, (int)(rnd() % 3));
+			check_lookup(&cur, m, q, (int)(tu_rand() % 3));
 		} else {
 			uint32_t i = pick_index(ph->keyspace);
-			uint32_t span = (uint32_t)(rnd() % 64);
+			uint32_t span = (uint32_t)(tu_rand() % 64);
 			uint8_t lo[8], hi[8];
 			struct collect c = { .m = m };
 			uint32_t last = i + span >= DOM ? DOM - 1 : i + span;
@@ -656,9 +582,9 @@ static void run_phase(struct ttree *tt, const struct mfs_btree_ops *ops, struct 
 			mkkey(lo, dkey(i));
 			mkkey(hi, dkey(last));
 			c.next = m_next(m, i);
-			if (rnd() % 8 == 0) {
+			if (tu_rand() % 8 == 0) {
 				/* Stop early through the callback's return value. */
-				c.limit = 1 + rnd() % 5;
+				c.limit = 1 + tu_rand() % 5;
 				err = mfs_btree_query_range(&cur, lo, hi, collect_fn, &c);
 				T_IGE(err, 0);
 			} else {
@@ -725,7 +651,7 @@ static void model_test(uint32_t bs, const struct mfs_btree_ops *ops, uint64_t to
 	uint64_t scale = UNDER_ASAN ? 4 : 1;
 	unsigned maxlev = 0;
 
-	rnd_state = seed_once() ^ bs ^ ops->ptr_len;
+	tu_srand(btree_seed ^ bs ^ ops->ptr_len);
 	tfs_open(&t, bs, 1u << 22);
 	tt_create(&tt, &t, ops);
 	tt_verify(&tt, ops, m);
@@ -798,7 +724,7 @@ START_TEST(test_sequential)
 	uint8_t rec[16];
 	unsigned n = UNDER_ASAN ? 20000 : 100000;
 
-	rnd_state = seed_once() + 7;
+	tu_srand(btree_seed + 7);
 	tfs_open(&t, 1024, 1u << 20);
 	tt_create(&tt, &t, &ops_ag);
 	for (int dir = 0; dir < 2; dir++) {
@@ -898,7 +824,7 @@ START_TEST(test_empty_and_readonly)
 	uint8_t key[8], rec[16];
 	int stat;
 
-	rnd_state = seed_once() + 11;
+	tu_srand(btree_seed + 11);
 	tfs_open(&t, 4096, 1u << 16);
 	tt_create(&tt, &t, &ops_ag);
 	cur_init(&cur, &tt, NULL, &ops_ag);
@@ -968,7 +894,7 @@ START_TEST(test_cancel)
 	struct ttree saved;
 	int stat;
 
-	rnd_state = seed_once() + 13;
+	tu_srand(btree_seed + 13);
 	tfs_open(&t, 1024, 1u << 18);
 	tt_create(&tt, &t, &ops_ag);
 	a->data = malloc(4096 * 1024);
@@ -977,7 +903,7 @@ START_TEST(test_cancel)
 	T_IEQ(mfs_trans_alloc(t.fs, &tp), 0);
 	cur_init(&cur, &tt, tp, &ops_ag);
 	for (unsigned i = 0; i < 2000; i++) {
-		uint32_t d = (uint32_t)(rnd() % DOM);
+		uint32_t d = (uint32_t)(tu_rand() % DOM);
 
 		mkrec(rec, dkey(d), d);
 		if (mfs_btree_insert(&cur, rec) == 0)
@@ -997,12 +923,12 @@ START_TEST(test_cancel)
 		T_IEQ(mfs_trans_alloc(t.fs, &tp), 0);
 		cur_init(&cur, &tt, tp, &ops_ag);
 		for (unsigned i = 0; i < (round ? 200000u : 3000u); i++) {
-			uint32_t d = (uint32_t)(rnd() % DOM);
+			uint32_t d = (uint32_t)(tu_rand() % DOM);
 
 			mkrec(rec, dkey(d), 1);
 			(void)mfs_btree_insert(&cur, rec);
 			if (round && i % 3 == 0) {
-				mkkey(key, rnd());
+				mkkey(key, tu_rand());
 				T_IEQ(mfs_btree_lookup(&cur, key, MFS_LOOKUP_GE, &stat), 0);
 				if (stat)
 					T_IEQ(mfs_btree_delete(&cur), 0);
@@ -1065,7 +991,7 @@ START_TEST(test_alloc_failure)
 	unsigned i;
 	int err = 0;
 
-	rnd_state = seed_once() + 17;
+	tu_srand(btree_seed + 17);
 	tfs_open(&t, 1024, 1u << 16);
 	tt_create(&tt, &t, &ops_ag);
 	ops.alloc_block = t_alloc_fail;
@@ -1128,7 +1054,7 @@ static void corrupt_setup(struct corrupt_env *ce)
 	uint8_t rec[16];
 
 	memset(ce, 0, sizeof(*ce));
-	rnd_state = seed_once() + 19;
+	tu_srand(btree_seed + 19);
 	ce->m = m_new();
 	tfs_open(&ce->t, 1024, 1u << 16);
 	tt_create(&ce->tt, &ce->t, &ops_ag);
@@ -1480,12 +1406,6 @@ static Suite *btree_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(btree_suite());
-	int nfail;
-
-	seed_once();
-	srunner_run_all(sr, CK_NORMAL);
-	nfail = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return nfail ? EXIT_FAILURE : EXIT_SUCCESS;
+	btree_seed = tu_seed("BTREE_SEED", "check_btree");
+	return tu_run_suite(btree_suite());
 }

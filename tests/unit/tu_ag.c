@@ -1,140 +1,52 @@
 /*
- * ag_testlib.h — helpers shared by check_alloc.c and check_agtrees.c (static functions,
- * included once per test program): build a filesystem in a sparse temporary image without
- * a superblock, keep a model of who owns each block, and check an AG against the model —
- * both free-space trees record for record, the reverse map block for block, the header
- * counters, and mfs_btree_verify on all four trees.
+ * tu_ag.c — the unit-test harness's AG model (see tu.h): a filesystem handle over a sparse
+ * temporary image without a superblock, a model of who owns each block, and the check of
+ * an AG against the model — both free-space trees record for record, the reverse map block
+ * for block, the header counters, and mfs_btree_verify on all four trees.
  */
-#ifndef AG_TESTLIB_H
-#define AG_TESTLIB_H
-
-#include <check.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
+#include "tu.h"
 
 #include "ag.h"
 #include "alloc.h"
 #include "bcache.h"
 #include "btree.h"
 #include "byteorder.h"
-#include "crc32c.h"
 #include "dev.h"
 #include "fs.h"
-#include "geom.h"
-#include "log.h"
-#include "trans.h"
+#include "mendfs_format.h"
 
-#define CK_EQ(x, y) do { long long x_ = (long long)(x), y_ = (long long)(y); \
-		if (x_ != y_) ck_assert_msg(0, "%s == %lld, expected %s == %lld", #x, x_, #y, y_); \
-	} while (0)
-#define CK_TRUE(e) do { if (!(e)) ck_assert_msg(0, "%s", #e); } while (0)
-#define CK_OK(e) do { int e_ = (e); if (e_) ck_assert_msg(0, "%s: %d (%s)", #e, e_, \
-							    strerror(-e_)); } while (0)
-
-#define OWN_FREE 0ull          /* model: the block is free (0 is never an owner) */
-
-struct tfs {
-	char path[64];
-	struct mfs_fs *fs;
-	/* model, one entry per fsblock: owner and rmap offset of the block itself */
-	uint64_t *owner;
-	uint64_t *offset;
-};
-
-static uint64_t tfs_rand_state;
-
-static __attribute__((unused)) uint64_t trand(void)
-{
-	/* xorshift64* */
-	tfs_rand_state ^= tfs_rand_state >> 12;
-	tfs_rand_state ^= tfs_rand_state << 25;
-	tfs_rand_state ^= tfs_rand_state >> 27;
-	return tfs_rand_state * 2685821657736338717ull;
-}
-
-static __attribute__((unused)) uint32_t trand_below(uint32_t n)
-{
-	return (uint32_t)(trand() % n);
-}
-
-static void tfs_geom(struct mfs_geom *g, uint32_t bs, uint32_t agblocks, uint32_t agcount,
-		     uint64_t dblocks)
-{
-	struct mfs_sb sb;
-	struct mfs_geom chk;
-	uint32_t first;
-
-	memset(g, 0, sizeof(*g));
-	g->blocksize = bs;
-	g->blocklog = mfs_log2_ceil(bs);
-	g->dblocks = dblocks;
-	g->agblocks = agblocks;
-	g->agcount = agcount;
-	g->inodesize = 256;
-	g->inopblog = mfs_log2_ceil(bs / 256);
-	g->agblklog = mfs_log2_ceil(agblocks);
-	g->chunkblocks = MFS_INODES_PER_CHUNK >> g->inopblog;
-	if (!g->chunkblocks)
-		g->chunkblocks = 1;
-	first = MFS_AG_FIXED_BLOCKS + mfs_ag_format_blocks(g);
-	first = (first + g->chunkblocks - 1) / g->chunkblocks * g->chunkblocks;
-	g->rootino = mfs_agino_to_ino(g, 0, mfs_agbno_to_agino(g, first));
-	for (int i = 0; i < 16; i++)
-		g->uuid[i] = (uint8_t)(0xa0 + i * 7);
-	memset(&sb, 0, sizeof(sb));
-	mfs_geom_to_sb(g, &sb);
-	CK_OK(mfs_geom_from_sb(&chk, &sb, 0));
-	CK_EQ(chk.chunkblocks, g->chunkblocks);
-}
-
-/* A filesystem handle over a fresh sparse image; AGs not yet formatted. */
-static void tfs_open(struct tfs *t, uint32_t bs, uint32_t agblocks, uint32_t agcount,
-		     uint64_t dblocks)
+void tu_agfs_open(struct tu_agfs *t, uint32_t bs, uint32_t agblocks, uint32_t agcount,
+		  uint64_t dblocks)
 {
 	struct mfs_geom g;
-	struct mfs_dev *dev;
-	int fd;
 
 	memset(t, 0, sizeof(*t));
-	tfs_geom(&g, bs, agblocks, agcount, dblocks);
-	snprintf(t->path, sizeof(t->path), "/tmp/mendfs_ag_XXXXXX");
-	fd = mkstemp(t->path);
-	ck_assert_int_ge(fd, 0);
-	close(fd);
-	CK_OK(mfs_dev_open(t->path, 0, &dev));
-	CK_OK(mfs_dev_set_size(dev, dblocks * bs));
-	CK_OK(mfs_fs_create(dev, &g, 0, &t->fs));
+	tu_geom(&g, bs, agblocks, agcount, dblocks, NULL);
+	tu_image_create(t->path, "mendfs_ag", dblocks * bs);
+	t->fs = tu_fs_create(t->path, &g, 0);
 	t->owner = calloc(dblocks, sizeof(uint64_t));
 	t->offset = calloc(dblocks, sizeof(uint64_t));
 	CK_TRUE(t->owner && t->offset);
 }
 
-/* Close the handle (flushing everything) and open a new one on the image: a cold cache. */
-static __attribute__((unused)) void tfs_reopen(struct tfs *t)
+void tu_agfs_reopen(struct tu_agfs *t)
 {
 	struct mfs_geom g = t->fs->geo;
-	struct mfs_dev *dev;
 
 	CK_OK(mfs_fs_close(t->fs));
-	CK_OK(mfs_dev_open(t->path, 0, &dev));
-	CK_OK(mfs_fs_create(dev, &g, 0, &t->fs));
+	t->fs = tu_fs_create(t->path, &g, 0);
 }
 
-static void tfs_close(struct tfs *t)
+void tu_agfs_close(struct tu_agfs *t)
 {
 	CK_OK(mfs_fs_close(t->fs));
-	unlink(t->path);
+	tu_image_remove(t->path);
 	free(t->owner);
 	free(t->offset);
 }
 
 /* Record in the model that [fsb, fsb+len) belongs to (owner, offset). */
-static void model_set(struct tfs *t, uint64_t fsb, uint32_t len, uint64_t owner,
+void tu_model_set(struct tu_agfs *t, uint64_t fsb, uint32_t len, uint64_t owner,
 		      uint64_t offset)
 {
 	int positional = owner < MFS_OWN_MIN && !(offset & MFS_RMAP_BMBT_BLOCK);
@@ -146,27 +58,10 @@ static void model_set(struct tfs *t, uint64_t fsb, uint32_t len, uint64_t owner,
 }
 
 /* Format every AG with no used extents. */
-static void tfs_format_all(struct tfs *t)
+void tu_agfs_format_all(struct tu_agfs *t)
 {
 	for (uint32_t a = 0; a < t->fs->geo.agcount; a++)
 		CK_OK(mfs_ag_format(t->fs, a, NULL, 0, NULL, 0));
-}
-
-/* Flush and CRC the whole image file. */
-static __attribute__((unused)) uint32_t image_crc(struct tfs *t)
-{
-	static char buf[1 << 16];
-	uint32_t crc = 0;
-	ssize_t n;
-	int fd;
-
-	CK_OK(mfs_bcache_flush(t->fs->bc));
-	fd = open(t->path, O_RDONLY);
-	ck_assert_int_ge(fd, 0);
-	while ((n = read(fd, buf, sizeof(buf))) > 0)
-		crc = mfs_crc32c(crc, buf, (size_t)n);
-	close(fd);
-	return crc;
 }
 
 /* ---- checking one AG against the model ------------------------------------------------- */
@@ -203,7 +98,7 @@ static int mark_block(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, v
 	uint32_t agbno = mfs_fsb_to_agbno(&cur->fs->geo, fsb);
 
 	(void)level;
-	if (m->exp[agbno] != OWN_FREE)
+	if (m->exp[agbno] != TU_OWN_FREE)
 		return -EEXIST;
 	m->exp[agbno] = m->own;
 	m->count++;
@@ -220,7 +115,7 @@ static int cmp_alloc_start(const void *a, const void *b)
 
 /* Everything about AG `agno` that must hold between operations.  Returns the number of
  * records of each tree in nrecs[] and their heights in levels[] when asked. */
-static void check_ag(struct tfs *t, uint32_t agno, uint64_t nrecs_out[MFS_AG_NTREES],
+void tu_check_ag(struct tu_agfs *t, uint32_t agno, uint64_t nrecs_out[MFS_AG_NTREES],
 		     unsigned levels_out[MFS_AG_NTREES])
 {
 	struct mfs_fs *fs = t->fs;
@@ -271,7 +166,7 @@ static void check_ag(struct tfs *t, uint32_t agno, uint64_t nrecs_out[MFS_AG_NTR
 		uint32_t b = mfs_get32(agfl->bno[(first + i) % MFS_AGFL_SIZE_MAX]);
 
 		CK_TRUE(b >= MFS_AG_FIXED_BLOCKS && b < aglen);
-		CK_EQ(exp[b], OWN_FREE);
+		CK_EQ(exp[b], TU_OWN_FREE);
 		exp[b] = MFS_OWN_AG;
 	}
 	mfs_buf_put(agfl_bp);
@@ -282,8 +177,8 @@ static void check_ag(struct tfs *t, uint32_t agno, uint64_t nrecs_out[MFS_AG_NTR
 
 		if (b < MFS_AG_FIXED_BLOCKS)
 			o = MFS_OWN_FS;
-		if (o != OWN_FREE) {
-			if (exp[b] != OWN_FREE)
+		if (o != TU_OWN_FREE) {
+			if (exp[b] != TU_OWN_FREE)
 				ck_assert_msg(0, "AG %u block %u: model owner %llx but also a tree/AGFL "
 					      "block (%llx)", agno, b, (unsigned long long)o,
 					      (unsigned long long)exp[b]);
@@ -314,7 +209,7 @@ static void check_ag(struct tfs *t, uint32_t agno, uint64_t nrecs_out[MFS_AG_NTR
 			CK_TRUE(mfs_get32(p->startblock) + mfs_get32(p->blockcount) < s);
 		}
 		for (uint32_t b = s; b < s + l; b++) {
-			if (exp[b] != OWN_FREE)
+			if (exp[b] != TU_OWN_FREE)
 				ck_assert_msg(0, "AG %u block %u: free in the trees but owned by %llx",
 					      agno, b, (unsigned long long)exp[b]);
 			isfree[b] = 1;
@@ -385,10 +280,8 @@ static void check_ag(struct tfs *t, uint32_t agno, uint64_t nrecs_out[MFS_AG_NTR
 	free(isfree);
 }
 
-static __attribute__((unused)) void check_all(struct tfs *t)
+void tu_check_all(struct tu_agfs *t)
 {
 	for (uint32_t a = 0; a < t->fs->geo.agcount; a++)
-		check_ag(t, a, NULL, NULL);
+		tu_check_ag(t, a, NULL, NULL);
 }
-
-#endif

@@ -1,0 +1,156 @@
+/*
+ * tu.h — the unit tests' shared harness (tu_util.c, tu_fs.c; linked into every test).
+ *
+ *   assertions   T_* report only failures (cheap in loops of millions of checks), CK_* are
+ *                the short forms used around library calls (CK_OK: returns 0);
+ *   UNDER_ASAN   1 in the sanitizer build, where tests scale their counts down;
+ *   random       one seeded xorshift64* stream per process (tu_srand/tu_rand), and
+ *                tu_seed() that takes a seed from an environment variable or the clock and
+ *                prints it, so any failing run can be replayed;
+ *   images       sparse temporary image files, their CRC, and programs from $BIN;
+ *   AG model     tu_ag.c: a handle over an unformatted image plus a model of every block's
+ *                owner, and tu_check_ag() that holds an AG's trees and header to it;
+ *   filesystems  tu_format() formats an image in process with lib/format (the same code
+ *                as mkfs.mendfs), tu_fs_open/close open it; tu_geom() + tu_fs_create() give
+ *                a handle over an unformatted image for tests that build AGs themselves.
+ *
+ * Every helper asserts its own success (a failure fails the calling test), so tests read as
+ * the steps they take.
+ */
+#ifndef TU_H
+#define TU_H
+
+#include <check.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ag.h"
+#include "geom.h"
+
+struct mfs_fs;
+struct mfs_format_opts;
+
+/* ---- assertions ------------------------------------------------------------------------------
+ * Check's ck_assert_* records every passing assertion with a write(2) to its log, which
+ * dominates loops of millions of checks; these report only failures (through ck_abort_msg,
+ * so the file and line and both values are still in the failure message). */
+#define T_CMP(a, op, b, type, fmt)                                                      \
+	do {                                                                            \
+		type _a = (type)(a), _b = (type)(b);                                     \
+		if (!(_a op _b))                                                        \
+			ck_abort_msg("%s:%d: %s %s %s failed: " fmt " vs " fmt, __FILE__,    \
+				     __LINE__, #a, #op, #b, _a, _b);                        \
+	} while (0)
+#define T_IEQ(a, b) T_CMP(a, ==, b, long long, "%lld")
+#define T_IGE(a, b) T_CMP(a, >=, b, long long, "%lld")
+#define T_UEQ(a, b) T_CMP(a, ==, b, unsigned long long, "%llu")
+#define T_UGE(a, b) T_CMP(a, >=, b, unsigned long long, "%llu")
+#define T_UGT(a, b) T_CMP(a, >, b, unsigned long long, "%llu")
+#define T_ULT(a, b) T_CMP(a, <, b, unsigned long long, "%llu")
+#define T_ULE(a, b) T_CMP(a, <=, b, unsigned long long, "%llu")
+#define T_TRUE(c)                                                                       \
+	do {                                                                            \
+		if (!(c))                                                               \
+			ck_abort_msg("%s:%d: %s failed", __FILE__, __LINE__, #c);       \
+	} while (0)
+
+#define CK_EQ(x, y) do { long long x_ = (long long)(x), y_ = (long long)(y); \
+		if (x_ != y_) ck_assert_msg(0, "%s == %lld, expected %s == %lld", #x, x_, #y, y_); \
+	} while (0)
+#define CK_TRUE(e) do { if (!(e)) ck_assert_msg(0, "%s", #e); } while (0)
+#define CK_OK(e) do { int e_ = (e); if (e_) ck_assert_msg(0, "%s: %d (%s)", #e, e_, \
+							    strerror(-e_)); } while (0)
+
+/* ---- the sanitizer build -------------------------------------------------------------------- */
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
+
+/* ---- random numbers --------------------------------------------------------------------------
+ * One xorshift64* stream per process (each Check test runs in its own child).  tu_srand
+ * scrambles the seed (splitmix64), so nearby seeds give unrelated streams and 0 is valid. */
+void tu_srand(uint64_t seed);
+uint64_t tu_rand(void);
+uint32_t tu_rand_below(uint32_t n);          /* 0..n-1; 0 when n is 0 */
+/* A seed from $env (decimal or 0x hex) or else from the clock and pid, never 0; printed on
+ * stdout as "<what>: seed N (set <env>=N to repeat)".  Does not seed the stream. */
+uint64_t tu_seed(const char *env, const char *what);
+
+/* Monotonic seconds. */
+double tu_now(void);
+
+/* ---- temporary images and programs ---------------------------------------------------------- */
+#define TU_PATH_MAX 64
+/* A new sparse file /tmp/<tag>.XXXXXX of `bytes` bytes; its name in path[TU_PATH_MAX]. */
+void tu_image_create(char *path, const char *tag, uint64_t bytes);
+void tu_image_remove(const char *path);
+/* Flush `fs` (when not NULL) and return the CRC32C of the whole file. */
+uint32_t tu_image_crc(struct mfs_fs *fs, const char *path);
+/* The path of a built program, $BIN/<name> (default build/bin) in buf; 0 if executable,
+ * -ENOENT if not. */
+int tu_program(const char *name, char *buf, size_t len);
+/* system(cmd, printf-style): the exit status, or 128 + signal. */
+int tu_run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Run one suite in CK_NORMAL mode; the process exit status (EXIT_SUCCESS/EXIT_FAILURE). */
+int tu_run_suite(Suite *s);
+
+/* ---- filesystems ---------------------------------------------------------------------------- */
+/* Create (or truncate to) a sparse image of `bytes` at `path` and format it in process with
+ * lib/format; `opts` NULL means every default.  Fails the test if the format fails. */
+void tu_format(const char *path, uint64_t bytes, const struct mfs_format_opts *opts);
+/* tu_image_create + tu_format in one step. */
+void tu_format_new(char *path, const char *tag, uint64_t bytes,
+		   const struct mfs_format_opts *opts);
+/* mfs_fs_open with `flags` (MFS_OPEN_*) and the default cache; tu_fs_close closes it. */
+struct mfs_fs *tu_fs_open(const char *path, unsigned flags);
+void tu_fs_close(struct mfs_fs *fs);
+
+/* A valid geometry of `agcount` AGs of `agblocks` blocks (`dblocks` in all) with 256-byte
+ * inodes, no journal, the root chunk where format puts it; `uuid` NULL: a fixed one.  Checked
+ * with the mount validator. */
+void tu_geom(struct mfs_geom *g, uint32_t bs, uint32_t agblocks, uint32_t agcount,
+	     uint64_t dblocks, const uint8_t *uuid);
+/* A handle with geometry `g` over the existing image `path` (nothing read from it); cache
+ * 0: the default. */
+struct mfs_fs *tu_fs_create(const char *path, const struct mfs_geom *g, size_t cache_bytes);
+
+/* ---- the AG model (tu_ag.c) ----------------------------------------------------------------- */
+#define TU_OWN_FREE 0ull          /* model: the block is free (0 is never an owner) */
+
+struct tu_agfs {
+	char path[TU_PATH_MAX];
+	struct mfs_fs *fs;
+	/* model, one entry per fsblock: owner and rmap offset of the block itself */
+	uint64_t *owner;
+	uint64_t *offset;
+};
+
+/* A handle (tu_geom, fixed UUID) over a fresh sparse image; AGs not yet formatted. */
+void tu_agfs_open(struct tu_agfs *t, uint32_t bs, uint32_t agblocks, uint32_t agcount,
+		  uint64_t dblocks);
+/* Close the handle (flushing everything) and open a new one on the image: a cold cache. */
+void tu_agfs_reopen(struct tu_agfs *t);
+void tu_agfs_close(struct tu_agfs *t);
+/* Record in the model that [fsb, fsb+len) belongs to (owner, offset). */
+void tu_model_set(struct tu_agfs *t, uint64_t fsb, uint32_t len, uint64_t owner,
+		  uint64_t offset);
+/* Format every AG with no used extents. */
+void tu_agfs_format_all(struct tu_agfs *t);
+/* Everything about AG `agno` that must hold between operations.  Returns the number of
+ * records of each tree in nrecs_out[] and their heights in levels_out[] when not NULL. */
+void tu_check_ag(struct tu_agfs *t, uint32_t agno, uint64_t nrecs_out[MFS_AG_NTREES],
+		 unsigned levels_out[MFS_AG_NTREES]);
+void tu_check_all(struct tu_agfs *t);
+
+#endif

@@ -1,0 +1,85 @@
+/*
+ * tu_fs.c — the unit-test harness's filesystems: images formatted in process with
+ * lib/format, and handles over unformatted images with a hand-made geometry (see tu.h).
+ */
+#include "tu.h"
+
+#include "ag.h"
+#include "dev.h"
+#include "format.h"
+#include "fs.h"
+#include "mendfs_format.h"
+
+void tu_format(const char *path, uint64_t bytes, const struct mfs_format_opts *opts)
+{
+	static const struct mfs_format_opts defaults;
+	struct mfs_format_layout L;
+	struct mfs_dev *dev;
+
+	if (!opts)
+		opts = &defaults;
+	CK_OK(mfs_format_layout(opts, bytes, NULL, &L));
+	CK_OK(mfs_dev_open(path, MFS_DEV_CREATE | MFS_DEV_EXCL, &dev));
+	CK_OK(mfs_dev_set_size(dev, bytes));
+	CK_OK(mfs_format_write(dev, opts, &L));
+}
+
+void tu_format_new(char *path, const char *tag, uint64_t bytes,
+		   const struct mfs_format_opts *opts)
+{
+	tu_image_create(path, tag, 0);
+	tu_format(path, bytes, opts);
+}
+
+struct mfs_fs *tu_fs_open(const char *path, unsigned flags)
+{
+	struct mfs_fs *fs = NULL;
+
+	CK_OK(mfs_fs_open(path, flags, 0, &fs));
+	return fs;
+}
+
+void tu_fs_close(struct mfs_fs *fs)
+{
+	CK_OK(mfs_fs_close(fs));
+}
+
+void tu_geom(struct mfs_geom *g, uint32_t bs, uint32_t agblocks, uint32_t agcount,
+	     uint64_t dblocks, const uint8_t *uuid)
+{
+	struct mfs_sb sb;
+	struct mfs_geom chk;
+	uint32_t first;
+
+	memset(g, 0, sizeof(*g));
+	g->blocksize = bs;
+	g->blocklog = mfs_log2_ceil(bs);
+	g->dblocks = dblocks;
+	g->agblocks = agblocks;
+	g->agcount = agcount;
+	g->inodesize = 256;
+	g->inopblog = mfs_log2_ceil(bs / 256);
+	g->agblklog = mfs_log2_ceil(agblocks);
+	g->chunkblocks = MFS_INODES_PER_CHUNK >> g->inopblog;
+	if (!g->chunkblocks)
+		g->chunkblocks = 1;
+	first = MFS_AG_FIXED_BLOCKS + mfs_ag_format_blocks(g);
+	first = (first + g->chunkblocks - 1) / g->chunkblocks * g->chunkblocks;
+	g->rootino = mfs_agino_to_ino(g, 0, mfs_agbno_to_agino(g, first));
+	for (int i = 0; i < 16; i++)
+		g->uuid[i] = uuid ? uuid[i] : (uint8_t)(0xa0 + i * 7);
+	memset(&sb, 0, sizeof(sb));
+	mfs_geom_to_sb(g, &sb);
+	CK_OK(mfs_geom_from_sb(&chk, &sb, 0));
+	CK_EQ(chk.chunkblocks, g->chunkblocks);
+}
+
+struct mfs_fs *tu_fs_create(const char *path, const struct mfs_geom *g, size_t cache_bytes)
+{
+	struct mfs_dev *dev;
+	struct mfs_fs *fs = NULL;
+
+	CK_OK(mfs_dev_open(path, 0, &dev));
+	CK_OK(mfs_fs_create(dev, g, cache_bytes, &fs));
+	return fs;
+}
