@@ -5,8 +5,9 @@
  * verification of corrupt inodes, and every field round-tripping through a log and a
  * reopen with the journal.
  *
- * Images are made by the built mkfs.mendfs ($BIN, default build/bin); without it the
- * program skips (exit 77).  After the big run the image is checked by mendfs_db.
+ * Images are formatted in process (tu_format: lib/format, the code of mkfs.mendfs).  After
+ * the big run the image is checked by the built mendfs_db ($BIN, default build/bin); without
+ * it the program skips (exit 77).
  */
 #include <check.h>
 #include <errno.h>
@@ -36,12 +37,8 @@
 #include "trans.h"
 #include "verify.h"
 
-#define CK_EQ(x, y) do { long long x_ = (long long)(x), y_ = (long long)(y); \
-		if (x_ != y_) ck_assert_msg(0, "%s == %lld, expected %s == %lld", #x, x_, #y, y_); \
-	} while (0)
-#define CK_TRUE(e) do { if (!(e)) ck_assert_msg(0, "%s", #e); } while (0)
-#define CK_OK(e) do { int e_ = (e); if (e_) ck_assert_msg(0, "%s: %d (%s)", #e, e_, \
-							    strerror(-e_)); } while (0)
+#include "format.h"
+#include "tu.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define NALLOC 3000u
@@ -51,30 +48,14 @@
 #define NTHREAD_ITERS 40000u
 #endif
 
-static char bindir[512];
+static char db_prog[512];      /* the built mendfs_db */
 static const uint32_t blocksizes[] = { 4096, 1024 };
 
-static uint64_t rng;
-static uint64_t trand(void)
-{
-	rng ^= rng >> 12;
-	rng ^= rng << 25;
-	rng ^= rng >> 27;
-	return rng * 2685821657736338717ull;
-}
-
 struct timg {
-	char path[64];
+	char path[TU_PATH_MAX];
 	struct mfs_fs *fs;
 	unsigned flags;
 };
-
-static int run(const char *cmd)
-{
-	int st = system(cmd);
-
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
 
 static void timg_open(struct timg *t)
 {
@@ -92,17 +73,10 @@ static void timg_close(struct timg *t)
 /* A fresh image of 64 MiB in 4 AGs with block size bs, opened with an inode cache. */
 static void timg_make(struct timg *t, uint32_t bs, unsigned flags)
 {
-	char cmd[1024];
-	int fd;
+	struct mfs_format_opts o = { .blocksize = bs, .agcount = 4 };
 
 	memset(t, 0, sizeof(*t));
-	snprintf(t->path, sizeof(t->path), "/tmp/mendfs_inode_XXXXXX");
-	fd = mkstemp(t->path);
-	ck_assert_int_ge(fd, 0);
-	close(fd);
-	snprintf(cmd, sizeof(cmd), "'%s/mkfs.mendfs' -q -f -b %u -a 4 %s 64M", bindir, bs,
-		 t->path);
-	CK_EQ(run(cmd), 0);
+	tu_format_new(t->path, "mendfs_inode", 64 << 20, &o);
 	t->flags = flags;
 	timg_open(t);
 }
@@ -111,7 +85,7 @@ static void timg_destroy(struct timg *t)
 {
 	if (t->fs)
 		timg_close(t);
-	unlink(t->path);
+	tu_image_remove(t->path);
 }
 
 /* Mark the superblock dirty, as a mounted filesystem's is: its summary counters are then
@@ -129,28 +103,9 @@ static void sb_mark_dirty(struct timg *t)
 /* Close, run mendfs_db's check on the image, reopen. */
 static void db_check(struct timg *t)
 {
-	char cmd[1024];
-
 	timg_close(t);
-	snprintf(cmd, sizeof(cmd), "'%s/mendfs_db' -c check %s >/dev/null", bindir, t->path);
-	CK_EQ(run(cmd), 0);
+	CK_EQ(tu_run("'%s' -c check %s >/dev/null", db_prog, t->path), 0);
 	timg_open(t);
-}
-
-static uint32_t image_crc(struct timg *t)
-{
-	static char buf[1 << 16];
-	uint32_t crc = 0;
-	ssize_t n;
-	int fd;
-
-	CK_OK(mfs_bcache_flush(t->fs->bc));
-	fd = open(t->path, O_RDONLY);
-	ck_assert_int_ge(fd, 0);
-	while ((n = read(fd, buf, sizeof(buf))) > 0)
-		crc = mfs_crc32c(crc, buf, (size_t)n);
-	close(fd);
-	return crc;
 }
 
 /* ---- the inode btree against a model ------------------------------------------------------ */
@@ -265,16 +220,13 @@ START_TEST(test_alloc_random)
 	struct timg t;
 	uint64_t *inos = calloc(NALLOC, sizeof(uint64_t));
 	uint64_t *sorted = calloc(NALLOC, sizeof(uint64_t));
-	uint64_t seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+	char what[64];
 	uint64_t icount0, ifree0, icount, ifree;
 	size_t n = 0, nalloc = 0, nfree = 0;
 	struct timespec t0, t1;
-	const char *env = getenv("SEED");
 
-	if (env)
-		seed = strtoull(env, NULL, 0);
-	printf("inode alloc random (bs %u): seed %" PRIu64 "\n", bs, seed);
-	rng = seed | 1;
+	snprintf(what, sizeof(what), "inode alloc random (bs %u)", bs);
+	tu_srand(tu_seed("SEED", what));
 	CK_TRUE(inos && sorted);
 	timg_make(&t, bs, 0);
 	sb_mark_dirty(&t);
@@ -288,8 +240,8 @@ START_TEST(test_alloc_random)
 		struct mfs_inode *ip;
 
 		CK_OK(mfs_trans_alloc(t.fs, &tp));
-		if (n && trand() % 100 < 30) {
-			size_t k = trand() % n;
+		if (n && tu_rand() % 100 < 30) {
+			size_t k = tu_rand() % n;
 
 			CK_OK(mfs_ifree(tp, inos[k]));
 			CK_OK(mfs_trans_commit(tp));
@@ -297,9 +249,9 @@ START_TEST(test_alloc_random)
 			inos[k] = inos[--n];
 			nfree++;
 		} else {
-			uint64_t hint = n && trand() % 2 ? inos[trand() % n]
-					: ag_hint(&t.fs->geo, (uint32_t)(trand() % t.fs->geo.agcount));
-			uint16_t mode = trand() % 3 ? S_IFREG | 0644 : S_IFDIR | 0755;
+			uint64_t hint = n && tu_rand() % 2 ? inos[tu_rand() % n]
+					: ag_hint(&t.fs->geo, (uint32_t)(tu_rand() % t.fs->geo.agcount));
+			uint16_t mode = tu_rand() % 3 ? S_IFREG | 0644 : S_IFDIR | 0755;
 			uint64_t ino;
 
 			CK_OK(mfs_ialloc(tp, hint, mode, &ino));
@@ -341,11 +293,11 @@ START_TEST(test_alloc_random)
 	/* free everything, in random order, several per transaction */
 	while (n) {
 		struct mfs_trans *tp;
-		unsigned k = 1 + (unsigned)(trand() % 8);
+		unsigned k = 1 + (unsigned)(tu_rand() % 8);
 
 		CK_OK(mfs_trans_alloc(t.fs, &tp));
 		while (k-- && n) {
-			size_t j = trand() % n;
+			size_t j = tu_rand() % n;
 
 			CK_OK(mfs_ifree(tp, inos[j]));
 			inos[j] = inos[--n];
@@ -374,7 +326,7 @@ START_TEST(test_cancel_exact)
 	uint32_t crc0;
 	unsigned n = 0;
 
-	rng = 12345;
+	tu_srand(12345);
 	timg_make(&t, bs, 0);
 	sb_mark_dirty(&t);
 	/* some committed inodes to free inside the cancelled transaction */
@@ -384,7 +336,7 @@ START_TEST(test_cancel_exact)
 	CK_OK(mfs_trans_commit(tp));
 	check_inodes(&t, inos, n, &icount0, &ifree0);
 	CK_OK(mfs_iget(t.fs, inos[7], 0, &ip));
-	crc0 = image_crc(&t);
+	crc0 = tu_image_crc(t.fs, t.path);
 
 	CK_OK(mfs_trans_alloc(t.fs, &tp));
 	for (unsigned i = 0; i < 200; i++)
@@ -404,7 +356,7 @@ START_TEST(test_cancel_exact)
 	for (unsigned i = 0; i < 100; i += 3)
 		mfs_inode_invalidate(t.fs, inos[i]);
 
-	CK_EQ(image_crc(&t), crc0);
+	CK_EQ(tu_image_crc(t.fs, t.path), crc0);
 	check_inodes(&t, inos, n, &icount, &ifree);
 	CK_EQ(icount, icount0);
 	CK_EQ(ifree, ifree0);
@@ -784,17 +736,8 @@ START_TEST(test_enospc)
 
 	CK_TRUE(inos != NULL);
 	memset(&t, 0, sizeof(t));
-	snprintf(t.path, sizeof(t.path), "/tmp/mendfs_inode_XXXXXX");
-	{
-		char cmd[1024];
-		int fd = mkstemp(t.path);
-
-		ck_assert_int_ge(fd, 0);
-		close(fd);
-		snprintf(cmd, sizeof(cmd), "'%s/mkfs.mendfs' -q -f -b 4096 -a 2 %s 16M", bindir,
-			 t.path);
-		CK_EQ(run(cmd), 0);
-	}
+	tu_format_new(t.path, "mendfs_inode", 16 << 20,
+		      &(struct mfs_format_opts){ .blocksize = 4096, .agcount = 2 });
 	timg_open(&t);
 	sb_mark_dirty(&t);
 	check_inodes(&t, inos, 0, &icount0, &ifree0);
@@ -823,7 +766,7 @@ START_TEST(test_enospc)
 		for (size_t i = n0; i < n; i++)
 			mfs_inode_invalidate(t.fs, inos[i]);
 		n = n0;
-		crc = image_crc(&t);
+		crc = tu_image_crc(t.fs, t.path);
 		CK_OK(mfs_trans_alloc(t.fs, &tp));
 		for (;;) {
 			uint64_t ino;
@@ -838,7 +781,7 @@ START_TEST(test_enospc)
 		for (size_t i = n0; i < n; i++)
 			mfs_inode_invalidate(t.fs, inos[i]);
 		n = n0;
-		CK_EQ(image_crc(&t), crc);
+		CK_EQ(tu_image_crc(t.fs, t.path), crc);
 	}
 	check_inodes(&t, inos, n, &icount, &ifree);
 	printf("ENOSPC after %zu inodes (%" PRIu64 " chunks) in a 16 MiB filesystem\n", n,
@@ -881,20 +824,9 @@ static Suite *inode_suite(void)
 
 int main(void)
 {
-	const char *b = getenv("BIN");
-	char mkfs[600];
-	SRunner *sr;
-	int nf;
-
-	snprintf(bindir, sizeof(bindir), "%s", b && *b ? b : "build/bin");
-	snprintf(mkfs, sizeof(mkfs), "%s/mkfs.mendfs", bindir);
-	if (access(mkfs, X_OK)) {
-		printf("check_inode: skipped: no mkfs.mendfs at %s (set BIN)\n", mkfs);
+	if (tu_program("mendfs_db", db_prog, sizeof(db_prog))) {
+		printf("check_inode: skipped: no mendfs_db at %s (set BIN)\n", db_prog);
 		return 77;
 	}
-	sr = srunner_create(inode_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	nf = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return nf ? 1 : 0;
+	return tu_run_suite(inode_suite());
 }
