@@ -4,8 +4,9 @@
  *
  * The promise under test: a corrupt or truncated image gives a clear error naming the
  * structure, never a crash.  A small filesystem (1 KiB blocks, 4 AGs) is formatted in a
- * temporary image through the library, the way mkfs.mendfs does it, and populated through
- * the allocator so that its trees have two and three levels.  Then, for many iterations,
+ * temporary image through lib/format (mkfs.mendfs's code), and populated through the
+ * allocator before its superblocks are written so that its trees have two and three
+ * levels.  Then, for many iterations,
  * one block of the image is damaged (or the image is truncated):
  *
  *   targets   primary superblock, superblock copies, AG headers, AG free lists, blocks of
@@ -66,16 +67,8 @@
 #include "trans.h"
 #include "verify.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#ifndef UNDER_ASAN
-#define UNDER_ASAN 0
-#endif
+#include "format.h"
+#include "tu.h"
 
 #define BS          1024u
 #define AGBLOCKS    16384u
@@ -86,42 +79,8 @@
 #define DB_EVERY    20u                             /* mendfs_db check on every n-th image */
 #define CHILD_ALARM 20u                             /* seconds before a child is a hang */
 
-/* ---- random numbers: one stream per iteration, so any iteration can be replayed ------- */
-static uint64_t rng_state;
-
-static uint64_t rnd(void)
-{
-	/* splitmix64 */
-	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static uint32_t rnd_below(uint32_t n)
-{
-	return n ? (uint32_t)(rnd() % n) : 0;
-}
-
-static uint64_t test_seed(void)
-{
-	const char *s = getenv("MFS_SEED");
-	uint64_t seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL) * 2654435761u + getpid();
-
-	return seed ? seed : 1;
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-#define CK_OK(e) do { int e_ = (e); if (e_) ck_assert_msg(0, "%s: %d (%s)", #e, e_, \
-							    strerror(-e_)); } while (0)
+/* Random numbers: one tu_rand stream per iteration (tu_srand), so any iteration can be
+ * replayed. */
 
 /* ---- targets and kinds ------------------------------------------------------------------ */
 enum target {
@@ -163,36 +122,20 @@ static void blist_add(struct blist *l, uint64_t fsb, unsigned level)
 
 /* ---- building the pristine image ---------------------------------------------------------- */
 static struct mfs_geom geo;
-static uint32_t chunk_agbno, log_agbno;
 
-static void make_geom(void)
+/* The format options of the pristine image: fixed UUID, owner, time and label. */
+static void pristine_opts(struct mfs_format_opts *o)
 {
-	struct mfs_sb sb;
-	struct mfs_geom chk;
-
-	memset(&geo, 0, sizeof(geo));
-	geo.blocksize = BS;
-	geo.blocklog = mfs_log2_ceil(BS);
-	geo.agblocks = AGBLOCKS;
-	geo.agcount = AGCOUNT;
-	geo.dblocks = (uint64_t)AGBLOCKS * AGCOUNT;
-	geo.agblklog = mfs_log2_ceil(AGBLOCKS);
-	geo.inodesize = MFS_DEFAULT_INODESIZE;
-	geo.inopblog = mfs_log2_ceil(BS / geo.inodesize);
-	geo.chunkblocks = MFS_INODES_PER_CHUNK >> geo.inopblog;
-	if (!geo.chunkblocks)
-		geo.chunkblocks = 1;
-	chunk_agbno = MFS_AG_FIXED_BLOCKS + mfs_ag_format_blocks(&geo);
-	chunk_agbno = (chunk_agbno + geo.chunkblocks - 1) / geo.chunkblocks * geo.chunkblocks;
-	log_agbno = chunk_agbno + geo.chunkblocks;
-	geo.logstart = mfs_agbno_to_fsb(&geo, 0, log_agbno);
-	geo.logblocks = LOGBLOCKS;
-	geo.rootino = mfs_agino_to_ino(&geo, 0, mfs_agbno_to_agino(&geo, chunk_agbno));
+	memset(o, 0, sizeof(*o));
+	o->blocksize = BS;
+	o->agsize = (uint64_t)AGBLOCKS * BS;
+	o->logbytes = (uint64_t)LOGBLOCKS * BS;
+	o->label = "corrupt";
 	for (int i = 0; i < 16; i++)
-		geo.uuid[i] = (uint8_t)(0x5c + 13 * i);
-	memset(&sb, 0, sizeof(sb));
-	mfs_geom_to_sb(&geo, &sb);
-	CK_OK(mfs_geom_from_sb(&chk, &sb, geo.dblocks * BS));
+		o->uuid[i] = (uint8_t)(0x5c + 13 * i);
+	o->root_ids = 1;
+	o->root_uid = o->root_gid = 0;
+	o->time = 1700000000;
 }
 
 struct ext {
@@ -229,7 +172,7 @@ static void populate(struct mfs_fs *fs)
 				a.type = MFS_ALLOC_NEAR;
 				a.target = mfs_agbno_to_fsb(&geo, agno, 0);
 				a.minlen = 1;
-				a.maxlen = 1 + rnd_below(2);
+				a.maxlen = 1 + tu_rand_below(2);
 				a.owner = owners[i % 3];
 				a.offset = (uint64_t)i * 16;
 				err = mfs_alloc_extent(tp, &a);
@@ -260,90 +203,32 @@ static void populate(struct mfs_fs *fs)
 	free(e);
 }
 
-static void write_root_chunk(struct mfs_fs *fs)
+static int populate_cb(struct mfs_fs *fs, void *priv)
 {
-	struct mfs_inode_init_args root = {
-		.mode = S_IFDIR | 0755, .dformat = MFS_FMT_LOCAL, .nlink = 2,
-		.time = { .tv_sec = 1700000000, .tv_nsec = 0 },
-	};
-	uint32_t ipb = 1u << geo.inopblog;
-
-	for (uint32_t b = 0; b < geo.chunkblocks; b++) {
-		struct mfs_buf *bp;
-
-		CK_OK(mfs_buf_get_new(fs->bc, mfs_agbno_to_fsb(&geo, 0, chunk_agbno + b), 0, &bp));
-		for (uint32_t i = 0; i < ipb && b * ipb + i < MFS_INODES_PER_CHUNK; i++) {
-			uint64_t ino = geo.rootino + b * ipb + i;
-
-			mfs_dinode_init((char *)bp->data + mfs_ino_to_offset(&geo, ino),
-					geo.inodesize, ino, geo.uuid,
-					ino == geo.rootino ? &root : NULL);
-		}
-		mfs_buf_mark_dirty(bp);
-		mfs_buf_put(bp);
-	}
+	(void)priv;
+	populate(fs);
+	return 0;
 }
 
-static void write_sb(struct mfs_fs *fs, uint32_t agno, uint64_t fdblocks)
-{
-	uint64_t fsb = mfs_agbno_to_fsb(&geo, agno, MFS_SB_AGBNO);
-	struct mfs_buf *bp;
-	struct mfs_sb *sb;
-
-	CK_OK(mfs_buf_get_new(fs->bc, fsb, 1, &bp));
-	mfs_blk_init(bp->data, BS, MFS_SB_MAGIC, fsb, agno, geo.uuid);
-	sb = bp->data;
-	mfs_geom_to_sb(&geo, sb);
-	mfs_put32(sb->state, MFS_STATE_CLEAN);
-	mfs_put64(sb->icount, MFS_INODES_PER_CHUNK);
-	mfs_put64(sb->ifree, MFS_INODES_PER_CHUNK - 1);
-	mfs_put64(sb->fdblocks, fdblocks);
-	mfs_put64(sb->ctime, 1700000000);
-	mfs_put64(sb->wtime, 1700000000);
-	memcpy(sb->label, "corrupt", 7);
-	mfs_buf_mark_dirty(bp);
-	mfs_buf_put(bp);
-}
-
-/* Format and populate a filesystem in `path` (mkfs.mendfs's order of work). */
+/* Format `path` and populate it before the superblocks are written (so their free-block
+ * count is exact), through lib/format. */
 static void build_pristine(const char *path)
 {
-	struct mfs_dev *dev;
-	struct mfs_fs *fs;
-	struct mfs_ag_extent used[2];
-	struct mfs_inobt_rec chunk;
-	uint64_t fdblocks = 0;
+	struct mfs_format_opts o;
+	struct mfs_format_layout L;
+	uint64_t bytes = (uint64_t)AGBLOCKS * AGCOUNT * BS;
 
-	make_geom();
-	CK_OK(mfs_dev_open(path, 0, &dev));
-	CK_OK(mfs_dev_set_size(dev, geo.dblocks * BS));
-	CK_OK(mfs_fs_create(dev, &geo, 0, &fs));
-	used[0] = (struct mfs_ag_extent){ chunk_agbno, geo.chunkblocks, MFS_OWN_INODES, 0 };
-	used[1] = (struct mfs_ag_extent){ log_agbno, geo.logblocks, MFS_OWN_LOG, 0 };
-	mfs_put32(chunk.startino, mfs_agbno_to_agino(&geo, chunk_agbno));
-	mfs_put32(chunk.freecount, MFS_INODES_PER_CHUNK - 1);
-	mfs_put64(chunk.freemask, ~1ull);
-	for (uint32_t agno = 0; agno < AGCOUNT; agno++)
-		CK_OK(agno ? mfs_ag_format(fs, agno, NULL, 0, NULL, 0)
-			   : mfs_ag_format(fs, 0, used, 2, &chunk, 1));
-	write_root_chunk(fs);
-	CK_OK(mfs_journal_format(fs));
-	populate(fs);
-	for (uint32_t agno = 0; agno < AGCOUNT; agno++) {
-		struct mfs_buf *bp;
-
-		CK_OK(mfs_read_agh(fs, agno, &bp));
-		fdblocks += mfs_get32(((struct mfs_agh *)bp->data)->freeblks);
-		mfs_buf_put(bp);
-	}
-	for (uint32_t agno = 1; agno < AGCOUNT; agno++)
-		write_sb(fs, agno, fdblocks);
-	CK_OK(mfs_bcache_flush(fs->bc));
-	write_sb(fs, 0, fdblocks);
-	CK_OK(mfs_fs_close(fs));
+	pristine_opts(&o);
+	CK_OK(mfs_format_layout(&o, bytes, NULL, &L));
+	CK_EQ(L.geo.agblocks, AGBLOCKS);
+	CK_EQ(L.geo.agcount, AGCOUNT);
+	CK_EQ(L.geo.dblocks, (uint64_t)AGBLOCKS * AGCOUNT);
+	CK_EQ(L.geo.logblocks, LOGBLOCKS);
+	geo = L.geo;
+	o.populate = populate_cb;
+	tu_format(path, bytes, &o);
 }
 
-/* ---- the metadata blocks of the pristine image ---------------------------------------- */
 static int add_tree_block(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, void *priv)
 {
 	(void)cur;
@@ -478,9 +363,9 @@ static void random_key(enum mfs_ag_tree t, uint32_t key[4])
 {
 	memset(key, 0, 4 * sizeof(uint32_t));
 	for (unsigned i = 0; i < mfs_ag_tree_ops(t)->key_len / 4 && i < 4; i++)
-		mfs_put32(key[i], rnd_below(i == 1 && t == MFS_BT_CNT ? 8 : 2 * AGBLOCKS));
+		mfs_put32(key[i], tu_rand_below(i == 1 && t == MFS_BT_CNT ? 8 : 2 * AGBLOCKS));
 	if (t == MFS_BT_INO)
-		mfs_put32(key[0], rnd_below(AGBLOCKS << geo.inopblog));
+		mfs_put32(key[0], tu_rand_below(AGBLOCKS << geo.inopblog));
 }
 
 static void run_tree(struct mfs_fs *fs, uint32_t agno, enum mfs_ag_tree t,
@@ -638,7 +523,7 @@ static const char *run_child(const char *path, uint64_t iter_seed)
 	if (pid == 0) {
 		alarm(CHILD_ALARM);
 		mfs_log_set_sink(sink, NULL);
-		rng_state = iter_seed ^ 0x5eed;
+		tu_srand(iter_seed ^ 0x5eed);
 		run_paths(path);
 		_exit(0);
 	}
@@ -768,17 +653,17 @@ static uint32_t header_offset(enum target t)
 	static const uint32_t ino_ranges[][2] = { { 0, 4 }, { 8, 16 }, { 24, 40 } };
 
 	if (t == T_INODE) {
-		unsigned r = rnd_below(3);
+		unsigned r = tu_rand_below(3);
 
-		return rnd_below(BS / geo.inodesize) * geo.inodesize + ino_ranges[r][0] +
-		       rnd_below(ino_ranges[r][1] - ino_ranges[r][0]);
+		return tu_rand_below(BS / geo.inodesize) * geo.inodesize + ino_ranges[r][0] +
+		       tu_rand_below(ino_ranges[r][1] - ino_ranges[r][0]);
 	}
-	if (t == T_AGH && rnd_below(4) == 0)
-		return (uint32_t)offsetof(struct mfs_agh, levels) + rnd_below(4 * MFS_AG_NTREES);
+	if (t == T_AGH && tu_rand_below(4) == 0)
+		return (uint32_t)offsetof(struct mfs_agh, levels) + tu_rand_below(4 * MFS_AG_NTREES);
 	{
-		unsigned r = rnd_below(t >= T_BNO && t <= T_RMAP ? 4 : 3);
+		unsigned r = tu_rand_below(t >= T_BNO && t <= T_RMAP ? 4 : 3);
 
-		return blk_ranges[r][0] + rnd_below(blk_ranges[r][1] - blk_ranges[r][0]);
+		return blk_ranges[r][0] + tu_rand_below(blk_ranges[r][1] - blk_ranges[r][0]);
 	}
 }
 
@@ -794,11 +679,11 @@ static uint32_t btree_live_offset(enum target t, const uint8_t *blk, uint32_t le
 	unsigned level = mfs_get16(b->level), n = mfs_get16(b->numrecs);
 	uint32_t lo = sizeof(*b), hi;
 
-	if (rnd_below(8) == 0)
-		return 48 / len * len + (len < 4 ? rnd_below(4 / len) * len : 0);
+	if (tu_rand_below(8) == 0)
+		return 48 / len * len + (len < 4 ? tu_rand_below(4 / len) * len : 0);
 	if (!level) {
 		hi = lo + n * ops->rec_len;
-	} else if (rnd_below(2)) {
+	} else if (tu_rand_below(2)) {
 		hi = lo + n * ops->key_len;
 	} else {
 		lo += mfs_btree_maxrecs(ops, BS, 0) * ops->key_len;
@@ -808,7 +693,7 @@ static uint32_t btree_live_offset(enum target t, const uint8_t *blk, uint32_t le
 		hi = BS;
 	if (hi < lo + len)
 		return lo / len * len;
-	return (lo + rnd_below(hi - lo - len + 1)) / len * len;
+	return (lo + tu_rand_below(hi - lo - len + 1)) / len * len;
 }
 
 struct corruption {
@@ -866,48 +751,48 @@ static void corrupt(struct corruption *c, uint8_t *orig)
 	uint8_t blk[BS];
 
 	memset(c, 0, sizeof(*c));
-	if (rnd_below(16) == 0) {
-		uint32_t r = rnd_below(3);
+	if (tu_rand_below(16) == 0) {
+		uint32_t r = tu_rand_below(3);
 
 		c->t = T_IMAGE;
 		c->k = K_TRUNC;
-		c->value = r == 0 ? rnd() % img_bytes
-			 : r == 1 ? img_bytes - 1 - rnd_below(64 * BS)
-				  : rnd_below(4 * BS);
+		c->value = r == 0 ? tu_rand() % img_bytes
+			 : r == 1 ? img_bytes - 1 - tu_rand_below(64 * BS)
+				  : tu_rand_below(4 * BS);
 		c->must = 1;
 		ck_assert_int_eq(ftruncate(img_fd, (off_t)c->value), 0);
 		return;
 	}
-	c->t = (enum target)rnd_below(T_NBLOCK);
-	c->k = (enum kind)rnd_below(K_TRUNC);
-	c->fsb = targets[c->t].v[rnd_below((uint32_t)targets[c->t].n)].fsb;
+	c->t = (enum target)tu_rand_below(T_NBLOCK);
+	c->k = (enum kind)tu_rand_below(K_TRUNC);
+	c->fsb = targets[c->t].v[tu_rand_below((uint32_t)targets[c->t].n)].fsb;
 	pread_blk(img_fd, orig, c->fsb);
 	memcpy(blk, orig, BS);
 
 	switch (c->k) {
 	case K_FLIP:
 		/* the structure and a little past it; in inode blocks, anywhere */
-		c->off = rnd_below(c->t == T_INODE || struct_len(c->t) + 64 > BS
+		c->off = tu_rand_below(c->t == T_INODE || struct_len(c->t) + 64 > BS
 					   ? BS : struct_len(c->t) + 64);
-		c->bit = rnd_below(8);
+		c->bit = tu_rand_below(8);
 		c->len = 1;
 		blk[c->off] ^= (uint8_t)(1u << c->bit);
 		c->must = c->t != T_JHDR;     /* any bit of the block is under a CRC */
 		break;
 	case K_FLIP_RESEAL:
 		do {
-			uint32_t r = rnd_below(4);
+			uint32_t r = tu_rand_below(4);
 
 			if (c->t != T_JHDR && r < 2)
 				c->off = header_offset(c->t);
 			else if (c->t >= T_BNO && c->t <= T_RMAP && r == 2)
 				c->off = btree_live_offset(c->t, orig, 1);
 			else
-				c->off = rnd_below(struct_len(c->t));
+				c->off = tu_rand_below(struct_len(c->t));
 			if (c->t == T_INODE && c->off >= BS)
 				c->off %= BS;
 		} while (crc_field(c->t, c->off, 1));
-		c->bit = rnd_below(8);
+		c->bit = tu_rand_below(8);
 		c->len = 1;
 		blk[c->off] ^= (uint8_t)(1u << c->bit);
 		reseal(c->t, blk, c->off);
@@ -918,22 +803,22 @@ static void corrupt(struct corruption *c, uint8_t *orig)
 		uint64_t old = 0, v;
 
 		do {
-			c->len = 1u << rnd_below(4);
+			c->len = 1u << tu_rand_below(4);
 			if (c->t == T_INODE)
-				c->off = rnd_below(BS / geo.inodesize) * geo.inodesize +
-					 rnd_below(struct_len(T_INODE) / c->len) * c->len;
-			else if (c->t >= T_BNO && c->t <= T_RMAP && rnd_below(4))
+				c->off = tu_rand_below(BS / geo.inodesize) * geo.inodesize +
+					 tu_rand_below(struct_len(T_INODE) / c->len) * c->len;
+			else if (c->t >= T_BNO && c->t <= T_RMAP && tu_rand_below(4))
 				c->off = btree_live_offset(c->t, orig, c->len);
 			else
-				c->off = rnd_below(lim / c->len) * c->len;
+				c->off = tu_rand_below(lim / c->len) * c->len;
 		} while (crc_field(c->t, c->off, c->len));
 		memcpy(&old, blk + c->off, c->len);
-		switch (rnd_below(5)) {
+		switch (tu_rand_below(5)) {
 		case 0: v = 0; break;
 		case 1: v = ~0ull; break;
 		case 2: v = old + 1; break;
 		case 3: v = old - 1; break;
-		default: v = rnd(); break;
+		default: v = tu_rand(); break;
 		}
 		if (!memcmp(&v, &old, c->len))
 			v = old ^ 1;
@@ -948,12 +833,12 @@ static void corrupt(struct corruption *c, uint8_t *orig)
 		c->must = c->t != T_JHDR;
 		break;
 	case K_COPY: {
-		if (rnd_below(10) < 7) {
-			enum target s = (enum target)rnd_below(T_NBLOCK);
+		if (tu_rand_below(10) < 7) {
+			enum target s = (enum target)tu_rand_below(T_NBLOCK);
 
-			c->value = targets[s].v[rnd_below((uint32_t)targets[s].n)].fsb;
+			c->value = targets[s].v[tu_rand_below((uint32_t)targets[s].n)].fsb;
 		} else {
-			c->value = rnd() % geo.dblocks;
+			c->value = tu_rand() % geo.dblocks;
 		}
 		if (c->value == c->fsb)
 			c->value = (c->fsb + 1) % geo.dblocks;
@@ -1021,9 +906,8 @@ START_TEST(test_random_corruption)
 	char pristine[] = "/tmp/mendfs_corrupt_XXXXXX", work[] = "/tmp/mendfs_corrupt_XXXXXX";
 	static struct cell cells[T_N][K_N];
 	static char example[T_N][240];     /* the first message reporting each target */
-	uint64_t seed = test_seed();
+	uint64_t seed = tu_seed("MFS_SEED", "check_corrupt (MFS_ITER=i replays iteration i)");
 	const char *iter_env = getenv("MFS_ITER");
-	const char *bin = getenv("BIN");
 	char db[512];
 	int have_db, pfd, failures = 0;
 	unsigned iter, first = 0, last = ITERATIONS, db_runs = 0, db_only = 0;
@@ -1031,24 +915,21 @@ START_TEST(test_random_corruption)
 	double t0, t_end, time_bound = TIME_BOUND;
 	uint8_t orig[BS];
 
-	fprintf(stderr, "check_corrupt: seed %" PRIu64 " (MFS_SEED=%" PRIu64 " to replay, "
-		"MFS_ITER=i for one iteration)\n", seed, seed);
 	memset(cells, 0, sizeof(cells));
 	memset(example, 0, sizeof(example));
 	res = mmap(NULL, sizeof(*res), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	ck_assert_ptr_ne(res, MAP_FAILED);
 
-	snprintf(db, sizeof(db), "%s/mendfs_db", bin && *bin ? bin : "build/bin");
-	have_db = access(db, X_OK) == 0;
+	have_db = tu_program("mendfs_db", db, sizeof(db)) == 0;
 	if (!have_db)
 		fprintf(stderr, "check_corrupt: %s not found (set BIN): mendfs_db runs skipped\n",
 			db);
 
 	/* the pristine image, and a working copy */
-	rng_state = seed;
+	tu_srand(seed);
 	pfd = mkstemp(pristine);
 	ck_assert_int_ge(pfd, 0);
-	t0 = now_s();
+	t0 = tu_now();
 	build_pristine(pristine);
 	collect_targets(pristine);
 	img_bytes = geo.dblocks * BS;
@@ -1062,7 +943,7 @@ START_TEST(test_random_corruption)
 	}
 	ck_assert_msg(same_file(pfd, img_fd), "working copy differs from the pristine image");
 	fprintf(stderr, "check_corrupt: image of %" PRIu64 " blocks built in %.2f s; targets:",
-		geo.dblocks, now_s() - t0);
+		geo.dblocks, tu_now() - t0);
 	for (int t = 0; t < T_NBLOCK; t++)
 		fprintf(stderr, " %s %zu%s", target_names[t], targets[t].n,
 			t + 1 < T_NBLOCK ? "," : "\n");
@@ -1087,9 +968,9 @@ START_TEST(test_random_corruption)
 		first = (unsigned)strtoul(iter_env, NULL, 0);
 		last = first + 1;
 	}
-	t0 = now_s();
+	t0 = tu_now();
 	t_end = t0 + time_bound;
-	for (iter = first; iter < last && now_s() < t_end; iter++) {
+	for (iter = first; iter < last && tu_now() < t_end; iter++) {
 		uint64_t iter_seed = seed ^ ((uint64_t)(iter + 1) * 0x9e3779b97f4a7c15ull);
 		struct corruption c;
 		struct cell *cl;
@@ -1097,7 +978,7 @@ START_TEST(test_random_corruption)
 		char desc[160];
 		int err_here = 0;
 
-		rng_state = iter_seed;
+		tu_srand(iter_seed);
 		corrupt(&c, orig);
 		describe(&c, desc, sizeof(desc));
 		cl = &cells[c.t][c.k];
@@ -1186,7 +1067,7 @@ START_TEST(test_random_corruption)
 	/* the table */
 	fprintf(stderr, "check_corrupt: %u iterations in %.1f s (seed %" PRIu64 "), %u mendfs_db "
 		"runs (%u found damage the library paths did not)\n", iter - first,
-		now_s() - t0, seed, db_runs, db_only);
+		tu_now() - t0, seed, db_runs, db_only);
 	fprintf(stderr, "  detected/corrupted [required: detected/required]\n  %-13s", "");
 	for (int k = 0; k < K_N; k++)
 		fprintf(stderr, "%-17s", kind_names[k]);
@@ -1240,11 +1121,5 @@ static Suite *corrupt_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(corrupt_suite());
-	int nf;
-
-	srunner_run_all(sr, CK_NORMAL);
-	nf = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tu_run_suite(corrupt_suite());
 }
