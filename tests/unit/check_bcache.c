@@ -18,27 +18,23 @@
 #include "trans.h"
 #include "verify.h"
 
+#include "tu.h"
+
 #define BS 4096u
 static const uint8_t uuid[16] = { 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5, 6 };
-static char path[64];
+static char path[TU_PATH_MAX];
 static struct mfs_dev *dev;
 
 static void setup(void)
 {
-	int fd;
-
-	strcpy(path, "/tmp/mfs-bcache-XXXXXX");
-	fd = mkstemp(path);
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(ftruncate(fd, 4096 * (off_t)BS), 0);
-	close(fd);
+	tu_image_create(path, "mfs-bcache", 4096 * (uint64_t)BS);
 	ck_assert_int_eq(mfs_dev_open(path, 0, &dev), 0);
 }
 
 static void teardown(void)
 {
 	mfs_dev_close(dev);
-	unlink(path);
+	tu_image_remove(path);
 }
 
 static struct mfs_blk_expect expect_for(uint64_t blkno)
@@ -147,18 +143,10 @@ END_TEST
 
 static struct mfs_fs *make_fs(void)
 {
-	struct mfs_geom g = { 0 };
+	struct mfs_geom g;
 	struct mfs_fs *fs;
 
-	g.blocksize = BS;
-	g.blocklog = 12;
-	g.dblocks = 4096;
-	g.agblocks = 1024;
-	g.agcount = 4;
-	g.inodesize = 256;
-	g.inopblog = 4;
-	g.agblklog = 10;
-	memcpy(g.uuid, uuid, 16);
+	tu_geom(&g, BS, 1024, 4, 4096, uuid);
 	ck_assert_int_eq(mfs_fs_create(dev, &g, 1 << 20, &fs), 0);
 	return fs;
 }
@@ -358,8 +346,6 @@ int main(void)
 {
 	Suite *s = suite_create("bcache");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int nf;
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 30);
@@ -371,9 +357,5 @@ int main(void)
 	tcase_add_test(tc, forgotten_buffer_never_written);
 	tcase_add_test(tc, trans_cancel_after_forget_and_reuse);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	nf = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return nf ? 1 : 0;
+	return tu_run_suite(s);
 }

@@ -15,6 +15,8 @@
 #include "log.h"
 #include "verify.h"
 
+#include "tu.h"
+
 #define BS 4096u
 static const uint8_t uuid[16] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16 };
 static unsigned char blk[BS];
@@ -121,13 +123,15 @@ END_TEST
 /* Through the cache: a damaged block on disk fails every read and is never cached. */
 START_TEST(cache_rejects_and_does_not_keep)
 {
-	char path[] = "/tmp/mfs-verify-XXXXXX";
-	int fd = mkstemp(path);
+	char path[TU_PATH_MAX];
+	int fd;
 	struct mfs_dev *dev;
 	struct mfs_bcache *bc;
 	struct mfs_buf *bp;
 	struct mfs_bcache_stats st;
 
+	tu_image_create(path, "mfs-verify", 0);
+	fd = open(path, O_RDWR);
 	ck_assert_int_ge(fd, 0);
 	make_block();
 	blk[200] ^= 1;
@@ -147,7 +151,7 @@ START_TEST(cache_rejects_and_does_not_keep)
 	ck_assert_int_eq(mfs_bcache_destroy(bc), 0);
 	ck_assert_int_eq(mfs_dev_close(dev), 0);
 	close(fd);
-	unlink(path);
+	tu_image_remove(path);
 }
 END_TEST
 
@@ -155,8 +159,6 @@ int main(void)
 {
 	Suite *s = suite_create("verify");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int nf;
 
 	tcase_add_test(tc, good_block_passes);
 	tcase_add_test(tc, wrong_magic);
@@ -168,9 +170,5 @@ int main(void)
 	tcase_add_test(tc, inode_verifier);
 	tcase_add_test(tc, cache_rejects_and_does_not_keep);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	nf = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return nf ? 1 : 0;
+	return tu_run_suite(s);
 }
