@@ -425,4 +425,99 @@ struct mfs_jcommit {
 };
 static_assert(sizeof(struct mfs_jcommit) == 88, "mfs_jcommit");
 
+/* ======================================================================================
+ * Directories                                                    owned by lib/dir.c
+ * ======================================================================================
+ *
+ * The data fork of a directory holds its names, in one of two formats (dformat):
+ *
+ * MFS_FMT_LOCAL — small directories, inline in the literal area.  The fork's first `size`
+ * bytes are an le64 parent inode number (the target of "..") followed by packed, unaligned
+ * entries (struct mfs_dir_lent, then the name), sorted by entry id (below).  `size` is
+ * 8 + the sum of (11 + namelen) over the entries; an empty directory has size 8.  (mkfs
+ * writes the root with size 0: an empty directory whose parent is itself — only the root
+ * directory may have size 0.)  "." and ".." are never stored.
+ *
+ * MFS_FMT_BTREE — larger directories: the data fork is a struct mfs_dir_root (the root of
+ * the directory's *name btree*, not an extent map: for a directory, "btree data fork"
+ * means this tree; for a regular file it means the extent btree), dnext = the tree's
+ * levels.  The tree is a generic btree (struct mfs_btree_block, magic MDIR, owner = the
+ * directory's inode number, 8-byte fsblock pointers) of fixed 48-byte records keyed by
+ *
+ *         key = hash << 32 | seq << 8 | part          (le64)
+ *
+ * hash: MFS dir hash of the name — SipHash-2-4 keyed with the 16-byte filesystem UUID, of
+ *       the name's bytes, folded to 32 bits (low 32 bits xor high 32 bits);
+ * seq:  24-bit collision sequence: an entry takes the lowest seq not used by another
+ *       entry of the same hash at the time it is added, and keeps it while it lives;
+ * part: 0 for the head record (struct mfs_dir_rec: inode, type, length and the first
+ *       MFS_DIR_HEAD_NAME bytes of the name); a name longer than that continues in
+ *       records part 1, 2, ... (struct mfs_dir_cont, MFS_DIR_CONT_NAME bytes each), which
+ *       sort right after their head.
+ *
+ * Why one tree of 48-byte records: a name of up to 30 bytes (nearly every real name) is one
+ * record and a lookup is one descent plus a compare; long names cost up to 7 adjacent
+ * records in the same tree rather than a second structure.  The entry id (hash << 24 | seq,
+ * 56 bits) is the same in both formats (local entries carry their seq in a byte), so a
+ * readdir cookie (id + 3; 0, 1, 2 mean start, ".", "..") survives a change of format and
+ * every insertion or removal of other entries.
+ *
+ * Blocks of the name btree are reverse-mapped to (owner = directory inode, offset =
+ * MFS_RMAP_BMBT_BLOCK) and counted in the inode's nblocks.  `size` keeps its local meaning
+ * (8 + sum of (11 + namelen)), so it is a deterministic function of the entries.
+ *
+ * ftype is the dirent type (DT_* values of <dirent.h>: 1 fifo, 2 char device, 4 directory,
+ * 6 block device, 8 regular, 10 symlink, 12 socket).
+ */
+#define MFS_DIRBT_MAGIC    MFS_MAGIC('M', 'D', 'I', 'R')   /* directory name btree */
+
+#define MFS_DIR_REC_SIZE    48u
+#define MFS_DIR_HEAD_NAME   30u     /* name bytes in a head record */
+#define MFS_DIR_CONT_NAME   40u     /* name bytes in a continuation record */
+#define MFS_DIR_MAX_PARTS   7u      /* 30 + 6 * 40 >= MFS_NAME_MAX */
+#define MFS_DIR_SEQ_MAX     0xffffffu
+#define MFS_DIR_COOKIE_FIRST 3u     /* the first cookie of a stored entry (id 0) */
+
+/* A local-format entry: these 11 bytes, then namelen bytes of name (no NUL). */
+struct mfs_dir_lent {
+	uint8_t ino[8];             /* le64, unaligned */
+	uint8_t ftype;
+	uint8_t namelen;            /* 1 .. MFS_NAME_MAX */
+	uint8_t seq;                /* collision sequence (local entries: < 256) */
+};
+static_assert(sizeof(struct mfs_dir_lent) == 11, "mfs_dir_lent");
+#define MFS_DIR_LOCAL_HDR   8u      /* the le64 parent before the entries */
+
+/* The data fork of a btree-format directory. */
+struct mfs_dir_root {
+	mfs_le64 rootblock;         /* fsblock of the name btree's root */
+	mfs_le32 levels;            /* = dnext */
+	mfs_le32 pad;
+	mfs_le64 parent;            /* ".." */
+	mfs_le64 count;             /* entries (head records) in the tree */
+};
+static_assert(sizeof(struct mfs_dir_root) == 32, "mfs_dir_root");
+
+/* Head record (part 0). */
+struct mfs_dir_rec {
+	mfs_le64 key;
+	mfs_le64 ino;
+	uint8_t  ftype;
+	uint8_t  namelen;
+	uint8_t  name[MFS_DIR_HEAD_NAME];
+};
+static_assert(sizeof(struct mfs_dir_rec) == MFS_DIR_REC_SIZE, "mfs_dir_rec");
+
+/* Continuation record (part >= 1) of a name longer than MFS_DIR_HEAD_NAME. */
+struct mfs_dir_cont {
+	mfs_le64 key;
+	uint8_t  name[MFS_DIR_CONT_NAME];
+};
+static_assert(sizeof(struct mfs_dir_cont) == MFS_DIR_REC_SIZE, "mfs_dir_cont");
+
+/* Node keys of the name btree: the le64 key alone. */
+struct mfs_dir_key {
+	mfs_le64 key;
+};
+
 #endif /* MENDFS_FORMAT_H */

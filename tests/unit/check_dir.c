@@ -1,0 +1,926 @@
+/*
+ * check_dir.c — directories (lib/dir.c) against a model: seeded random add / remove /
+ * replace / lookup with names of 1..255 bytes and forced hash collisions, growing one
+ * directory to 100,000 entries and back to empty, with readdir compared to the model and
+ * the directory checked (btree verify, hashes, sizes, counts) after each phase; readdir
+ * cookies stable while the directory changes between chunks (also across the inline ↔
+ * btree conversions); name errors; a cancelled transaction leaving the image byte-for-byte
+ * unchanged; and the rate of adds and lookups.
+ *
+ * Images are made by the built mkfs.mendfs ($BIN, default build/bin); without it the
+ * program skips (exit 77).  SEED=n replays a seed.
+ */
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bcache.h"
+#include "byteorder.h"
+#include "crc32c.h"
+#include "dir.h"
+#include "fs.h"
+#include "geom.h"
+#include "ialloc.h"
+#include "inode.h"
+#include "log.h"
+#include "mendfs_format.h"
+#include "trans.h"
+
+#define CK_EQ(x, y) do { long long x_ = (long long)(x), y_ = (long long)(y); \
+		if (x_ != y_) ck_assert_msg(0, "%s == %lld, expected %s == %lld", #x, x_, #y, y_); \
+	} while (0)
+#define CK_TRUE(e) do { if (!(e)) ck_assert_msg(0, "%s", #e); } while (0)
+#define CK_OK(e) do { int e_ = (e); if (e_) ck_assert_msg(0, "%s: %d (%s)", #e, e_, \
+							    strerror(-e_)); } while (0)
+
+#if defined(__SANITIZE_ADDRESS__)
+#define BIG 10000u
+#define STABLE_N 1500u
+#define TIMED 10000u
+#else
+#define BIG 100000u
+#define STABLE_N 5000u
+#define TIMED 100000u
+#endif
+
+static char bindir[512];
+
+static uint64_t rng;
+static uint64_t trand(void)
+{
+	rng ^= rng >> 12;
+	rng ^= rng << 25;
+	rng ^= rng >> 27;
+	return rng * 2685821657736338717ull;
+}
+
+static uint64_t get_seed(const char *what)
+{
+	uint64_t seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+	const char *env = getenv("SEED");
+
+	if (env)
+		seed = strtoull(env, NULL, 0);
+	printf("%s: seed %" PRIu64 "\n", what, seed);
+	fflush(stdout);
+	rng = seed | 1;
+	return seed;
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- images ----------------------------------------------------------------------------- */
+struct timg {
+	char path[64];
+	struct mfs_fs *fs;
+};
+
+static int run(const char *cmd)
+{
+	int st = system(cmd);
+
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+static void timg_open(struct timg *t)
+{
+	CK_OK(mfs_fs_open(t->path, 0, 0, &t->fs));
+	CK_OK(mfs_icache_init(t->fs, 0));
+}
+
+static void timg_close(struct timg *t)
+{
+	CK_OK(mfs_icache_destroy(t->fs));
+	CK_OK(mfs_fs_close(t->fs));
+	t->fs = NULL;
+}
+
+/* Mark the superblock dirty, as a mounted filesystem's is: its summary counters are then
+ * not expected to match the AGs. */
+static void sb_mark_dirty(struct timg *t)
+{
+	struct mfs_buf *bp;
+
+	CK_OK(mfs_read_sb(t->fs, 0, &bp));
+	mfs_put32(((struct mfs_sb *)bp->data)->state, MFS_STATE_DIRTY);
+	mfs_buf_mark_dirty(bp);
+	mfs_buf_put(bp);
+}
+
+static void timg_make(struct timg *t, uint32_t bs, const char *size)
+{
+	char cmd[1024];
+	int fd;
+
+	memset(t, 0, sizeof(*t));
+	snprintf(t->path, sizeof(t->path), "/tmp/mendfs_dir_XXXXXX");
+	fd = mkstemp(t->path);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	snprintf(cmd, sizeof(cmd), "'%s/mkfs.mendfs' -q -f -b %u -a 4 %s %s", bindir, bs,
+		 t->path, size);
+	CK_EQ(run(cmd), 0);
+	timg_open(t);
+	sb_mark_dirty(t);
+}
+
+static void timg_destroy(struct timg *t)
+{
+	if (t->fs)
+		timg_close(t);
+	unlink(t->path);
+}
+
+/* Close, run mendfs_db's check (free space against the reverse map...), reopen. */
+static void db_check(struct timg *t)
+{
+	char cmd[1024];
+
+	timg_close(t);
+	snprintf(cmd, sizeof(cmd), "'%s/mendfs_db' -c check %s >/dev/null", bindir, t->path);
+	CK_EQ(run(cmd), 0);
+	timg_open(t);
+}
+
+static uint32_t image_crc(struct timg *t)
+{
+	static char buf[1 << 16];
+	uint32_t crc = 0;
+	ssize_t n;
+	int fd;
+
+	CK_OK(mfs_bcache_flush(t->fs->bc));
+	fd = open(t->path, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		crc = mfs_crc32c(crc, buf, (size_t)n);
+	close(fd);
+	return crc;
+}
+
+/* A new, empty directory under the root, returned referenced and locked exclusive. */
+static struct mfs_inode *make_dir(struct timg *t)
+{
+	struct mfs_trans *tp;
+	struct mfs_inode *dp;
+	uint64_t ino;
+
+	CK_OK(mfs_trans_alloc(t->fs, &tp));
+	CK_OK(mfs_ialloc(tp, t->fs->geo.rootino, S_IFDIR | 0755, &ino));
+	CK_OK(mfs_trans_commit(tp));
+	CK_OK(mfs_iget(t->fs, ino, 0, &dp));
+	pthread_rwlock_wrlock(&dp->lock);
+	CK_OK(mfs_trans_alloc(t->fs, &tp));
+	CK_OK(mfs_dir_init(tp, dp, t->fs->geo.rootino));
+	CK_OK(mfs_trans_commit(tp));
+	return dp;
+}
+
+static void put_dir(struct mfs_inode *dp)
+{
+	pthread_rwlock_unlock(&dp->lock);
+	mfs_iput(dp);
+}
+
+/* ---- the model: name -> (ino, ftype) ------------------------------------------------------ */
+struct ment {
+	uint8_t len;
+	char name[MFS_NAME_MAX];
+	uint64_t ino;
+	uint8_t ftype;
+	int next;                   /* hash chain */
+	unsigned seen;              /* readdir */
+	int orig;                   /* present when the iteration started */
+};
+
+#define MBUCKETS (1u << 18)
+
+struct model {
+	struct ment *v;
+	size_t n, cap;
+	int *b;
+};
+
+static void model_init(struct model *m)
+{
+	memset(m, 0, sizeof(*m));
+	m->b = malloc(MBUCKETS * sizeof(int));
+	CK_TRUE(m->b);
+	for (unsigned i = 0; i < MBUCKETS; i++)
+		m->b[i] = -1;
+}
+
+static void model_free(struct model *m)
+{
+	free(m->v);
+	free(m->b);
+}
+
+static unsigned mhash(const char *name, unsigned len)
+{
+	uint32_t h = 2166136261u;
+
+	for (unsigned i = 0; i < len; i++)
+		h = (h ^ (uint8_t)name[i]) * 16777619u;
+	return h & (MBUCKETS - 1);
+}
+
+static int model_find(const struct model *m, const char *name, unsigned len)
+{
+	for (int i = m->b[mhash(name, len)]; i >= 0; i = m->v[i].next)
+		if (m->v[i].len == len && !memcmp(m->v[i].name, name, len))
+			return i;
+	return -1;
+}
+
+static void model_add(struct model *m, const char *name, unsigned len, uint64_t ino,
+		      uint8_t ftype)
+{
+	struct ment *e;
+	unsigned h = mhash(name, len);
+
+	if (m->n == m->cap) {
+		m->cap = m->cap ? 2 * m->cap : 1024;
+		m->v = realloc(m->v, m->cap * sizeof(*m->v));
+		CK_TRUE(m->v);
+	}
+	e = &m->v[m->n];
+	e->len = (uint8_t)len;
+	memcpy(e->name, name, len);
+	e->ino = ino;
+	e->ftype = ftype;
+	e->seen = 0;
+	e->orig = 0;
+	e->next = m->b[h];
+	m->b[h] = (int)m->n++;
+}
+
+static void unlink_idx(struct model *m, int idx)
+{
+	int *pp = &m->b[mhash(m->v[idx].name, m->v[idx].len)];
+
+	while (*pp != idx)
+		pp = &m->v[*pp].next;
+	*pp = m->v[idx].next;
+}
+
+static void model_del(struct model *m, int idx)
+{
+	int last = (int)m->n - 1;
+
+	unlink_idx(m, idx);
+	if (idx != last) {
+		int *pp = &m->b[mhash(m->v[last].name, m->v[last].len)];
+
+		while (*pp != last)
+			pp = &m->v[*pp].next;
+		m->v[idx] = m->v[last];
+		*pp = idx;
+	}
+	m->n--;
+}
+
+static const uint8_t ftypes[] = { DT_REG, DT_DIR, DT_LNK, DT_FIFO, DT_CHR, DT_BLK, DT_SOCK };
+
+static uint64_t rand_ino(void)
+{
+	return 1 + trand() % ((1ull << 56) - 1);
+}
+
+/* A random name not in the model: mostly short, many long, bytes 1..255 except '/'. */
+static unsigned rand_name(const struct model *m, char *buf)
+{
+	for (;;) {
+		unsigned r = (unsigned)(trand() % 100), len;
+
+		if (r < 50)
+			len = 1 + (unsigned)(trand() % MFS_DIR_HEAD_NAME);
+		else if (r < 85)
+			len = 1 + (unsigned)(trand() % MFS_NAME_MAX);
+		else
+			len = 200 + (unsigned)(trand() % 56);
+		for (unsigned i = 0; i < len; i++) {
+			uint8_t c;
+
+			do
+				c = (uint8_t)(1 + trand() % 255);
+			while (c == '/');
+			buf[i] = (char)c;
+		}
+		if ((len == 1 && buf[0] == '.') || (len == 2 && buf[0] == '.' && buf[1] == '.'))
+			continue;
+		if (!m || model_find(m, buf, len) < 0)
+			return len;
+	}
+}
+
+/* ---- comparing a directory with the model ----------------------------------------------- */
+struct walk {
+	struct model *m;
+	struct mfs_inode *dp;
+	uint64_t last_cookie;
+	uint64_t n;
+	int dots;
+	int bad;
+	char msg[256];
+	unsigned limit;             /* stop after this many (0: none) */
+	unsigned taken;
+	uint64_t resume;
+};
+
+static int walk_fn(void *priv, const char *name, unsigned len, uint64_t ino, uint8_t ftype,
+		   uint64_t next)
+{
+	struct walk *w = priv;
+	int i;
+
+	if (w->limit && w->taken == w->limit)
+		return 1;
+	if (next <= w->last_cookie) {
+		snprintf(w->msg, sizeof(w->msg), "cookie %" PRIu64 " after %" PRIu64, next,
+			 w->last_cookie);
+		w->bad = 1;
+		return -EINVAL;
+	}
+	w->last_cookie = next;
+	w->taken++;
+	w->resume = next;
+	if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.')) {
+		w->dots++;
+		return 0;
+	}
+	i = model_find(w->m, name, len);
+	if (i < 0 || w->m->v[i].ino != ino || w->m->v[i].ftype != ftype ||
+	    w->m->v[i].seen) {
+		snprintf(w->msg, sizeof(w->msg), "entry of length %u: model index %d, ino %" PRIu64
+			 " type %u, %s", len, i, ino, ftype,
+			 i >= 0 && w->m->v[i].seen ? "returned twice" : "mismatch");
+		w->bad = 1;
+		return -EINVAL;
+	}
+	w->m->v[i].seen = 1;
+	w->n++;
+	return 0;
+}
+
+/* readdir returns every model entry exactly once (and ".", ".."); the directory checks out;
+ * count and size agree. */
+static void compare(struct mfs_inode *dp, struct model *m)
+{
+	struct walk w;
+	uint64_t count, bytes = 8;
+	int err;
+
+	memset(&w, 0, sizeof(w));
+	w.m = m;
+	for (size_t i = 0; i < m->n; i++) {
+		m->v[i].seen = 0;
+		bytes += 11 + m->v[i].len;
+	}
+	err = mfs_dir_iterate(dp, 0, walk_fn, &w);
+	if (w.bad)
+		ck_assert_msg(0, "readdir: %s", w.msg);
+	CK_OK(err);
+	CK_EQ(w.dots, 2);
+	CK_EQ(w.n, m->n);
+	CK_OK(mfs_dir_count(dp, &count));
+	CK_EQ(count, m->n);
+	CK_EQ(dp->size, bytes);
+	CK_EQ(mfs_dir_is_empty(dp), m->n == 0);
+	CK_OK(mfs_dir_check(dp));
+}
+
+/* One random operation against the directory and the model. */
+static void random_op(struct mfs_trans *tp, struct mfs_inode *dp, struct model *m,
+		      unsigned add_pct)
+{
+	char name[MFS_NAME_MAX + 1];
+	unsigned r = (unsigned)(trand() % 100), len;
+	uint64_t ino, old;
+	uint8_t ft;
+	int i;
+
+	if (r < add_pct || m->n == 0) {
+		if (m->n && trand() % 16 == 0) {          /* an existing name */
+			i = (int)(trand() % m->n);
+			CK_EQ(mfs_dir_add(tp, dp, m->v[i].name, m->v[i].len, rand_ino(), DT_REG),
+			      -EEXIST);
+			return;
+		}
+		len = rand_name(m, name);
+		ino = rand_ino();
+		ft = ftypes[trand() % sizeof(ftypes)];
+		CK_OK(mfs_dir_add(tp, dp, name, len, ino, ft));
+		model_add(m, name, len, ino, ft);
+	} else if (r < add_pct + (100 - add_pct) / 2) {
+		i = (int)(trand() % m->n);
+		CK_OK(mfs_dir_remove(tp, dp, m->v[i].name, m->v[i].len, &old));
+		CK_EQ(old, m->v[i].ino);
+		model_del(m, i);
+	} else if (r % 3 == 0) {
+		i = (int)(trand() % m->n);
+		ino = rand_ino();
+		ft = ftypes[trand() % sizeof(ftypes)];
+		CK_OK(mfs_dir_replace(tp, dp, m->v[i].name, m->v[i].len, ino, ft, &old));
+		CK_EQ(old, m->v[i].ino);
+		m->v[i].ino = ino;
+		m->v[i].ftype = ft;
+	} else if (r % 3 == 1) {
+		i = (int)(trand() % m->n);
+		CK_OK(mfs_dir_lookup(dp, m->v[i].name, m->v[i].len, &ino, &ft));
+		CK_EQ(ino, m->v[i].ino);
+		CK_EQ(ft, m->v[i].ftype);
+	} else {
+		len = rand_name(m, name);
+		CK_EQ(mfs_dir_lookup(dp, name, len, &ino, &ft), -ENOENT);
+		CK_EQ(mfs_dir_remove(tp, dp, name, len, &old), -ENOENT);
+	}
+}
+
+/* Run random operations (1..8 per transaction) until the model has `target` entries. */
+static void drive(struct timg *t, struct mfs_inode *dp, struct model *m, size_t target,
+		  unsigned add_pct)
+{
+	while (m->n != target) {
+		struct mfs_trans *tp;
+		unsigned k = 1 + (unsigned)(trand() % 8);
+
+		CK_OK(mfs_trans_alloc(t->fs, &tp));
+		while (k-- && m->n != target)
+			random_op(tp, dp, m, add_pct);
+		CK_OK(mfs_trans_commit(tp));
+	}
+}
+
+/* ---- tests ---------------------------------------------------------------------------------- */
+START_TEST(test_hash_vectors)
+{
+	uint8_t key[16], msg[15];
+	uint32_t h0, h15;
+
+	for (unsigned i = 0; i < 16; i++)
+		key[i] = (uint8_t)i;
+	for (unsigned i = 0; i < 15; i++)
+		msg[i] = (uint8_t)i;
+	mfs_dir_test_set_hash_mask(0xffffffffu);
+	/* SipHash-2-4 reference outputs for key 00..0f: "" and 00..0e, folded */
+	h0 = mfs_dir_hash(key, (const char *)msg, 0);
+	h15 = mfs_dir_hash(key, (const char *)msg, 15);
+	CK_EQ(h0, 0x726fdb47u ^ 0xdd0e0e31u);
+	CK_EQ(h15, 0xa129ca61u ^ 0x49be45e5u);
+	mfs_dir_test_set_hash_mask(0xfu);
+	CK_EQ(mfs_dir_hash(key, (const char *)msg, 15), (0xa129ca61u ^ 0x49be45e5u) & 0xf);
+	mfs_dir_test_set_hash_mask(0xffffffffu);
+}
+END_TEST
+
+/* Grow one directory to BIG entries and back to empty, against the model. */
+static const uint32_t model_masks[] = { 0xfffu, 0xffffffffu };
+
+START_TEST(test_model_big)
+{
+	static const size_t marks[] = { 3, 60, 1000, 10000, BIG };
+	struct timg t;
+	struct model m;
+	struct mfs_inode *dp;
+	double t0;
+	char what[64];
+
+	snprintf(what, sizeof(what), "dir model (hash mask 0x%x)", model_masks[_i]);
+	get_seed(what);
+	mfs_dir_test_set_hash_mask(model_masks[_i]);
+	timg_make(&t, 4096, "512M");
+	model_init(&m);
+	dp = make_dir(&t);
+	compare(dp, &m);
+	t0 = now();
+	for (size_t k = 0; k < sizeof(marks) / sizeof(marks[0]); k++) {
+		drive(&t, dp, &m, marks[k], 75);
+		compare(dp, &m);
+		CK_EQ(dp->dformat, marks[k] > 100 ? MFS_FMT_BTREE : dp->dformat);
+	}
+	printf("  grew to %zu entries in %.2f s (%u levels, %" PRIu64 " blocks)\n", m.n,
+	       now() - t0, dp->dnext, dp->nblocks);
+	t0 = now();
+	for (size_t k = sizeof(marks) / sizeof(marks[0]) - 1; k-- > 0; ) {
+		drive(&t, dp, &m, marks[k], 25);
+		compare(dp, &m);
+	}
+	drive(&t, dp, &m, 0, 25);
+	compare(dp, &m);
+	printf("  shrank to empty in %.2f s\n", now() - t0);
+	CK_EQ(dp->dformat, MFS_FMT_LOCAL);
+	CK_EQ(dp->nblocks, 0);
+	CK_EQ(dp->size, 8);
+	put_dir(dp);
+	db_check(&t);
+	timg_destroy(&t);
+	model_free(&m);
+	mfs_dir_test_set_hash_mask(0xffffffffu);
+}
+END_TEST
+
+/* Every name in one collision chain (hash mask 0): seqs past 255, long names, a chain
+ * spanning many leaves; 1K blocks. */
+START_TEST(test_one_chain)
+{
+	struct timg t;
+	struct model m;
+	struct mfs_inode *dp;
+
+	get_seed("dir one collision chain");
+	mfs_dir_test_set_hash_mask(0);
+	timg_make(&t, 1024, "64M");
+	model_init(&m);
+	dp = make_dir(&t);
+	drive(&t, dp, &m, 600, 80);
+	compare(dp, &m);
+	drive(&t, dp, &m, 3, 20);
+	compare(dp, &m);
+	drive(&t, dp, &m, 300, 80);
+	compare(dp, &m);
+	drive(&t, dp, &m, 0, 20);
+	compare(dp, &m);
+	CK_EQ(dp->dformat, MFS_FMT_LOCAL);
+	CK_EQ(dp->nblocks, 0);
+	put_dir(dp);
+	db_check(&t);
+	timg_destroy(&t);
+	model_free(&m);
+	mfs_dir_test_set_hash_mask(0xffffffffu);
+}
+END_TEST
+
+/*
+ * readdir in chunks while entries are added and removed between chunks: every entry present
+ * throughout is returned exactly once; nothing is returned twice or that is not there.
+ * Sizes: from inline (crossing into a btree and back) and a big btree; with and without
+ * forced collisions.
+ */
+static void stability_run(struct timg *t, struct mfs_inode *dp, struct model *m, size_t start,
+			  unsigned churn, unsigned add_pct)
+{
+	struct walk w;
+	uint64_t cookie = 0;
+	unsigned rounds = 0;
+
+	drive(t, dp, m, start, 90);
+	for (size_t i = 0; i < m->n; i++) {
+		m->v[i].orig = 1;
+		m->v[i].seen = 0;
+	}
+	memset(&w, 0, sizeof(w));
+	w.m = m;
+	for (;;) {
+		struct mfs_trans *tp;
+		int err;
+
+		w.limit = 1 + (unsigned)(trand() % 40);
+		w.taken = 0;
+		w.resume = cookie;
+		err = mfs_dir_iterate(dp, cookie, walk_fn, &w);
+		if (w.bad)
+			ck_assert_msg(0, "readdir round %u: %s", rounds, w.msg);
+		CK_OK(err);
+		if (w.taken < w.limit)
+			break;                  /* the end */
+		cookie = w.resume;
+		rounds++;
+		/* change the directory between chunks */
+		CK_OK(mfs_trans_alloc(t->fs, &tp));
+		for (unsigned k = 0; k < churn; k++)
+			if (m->n)
+				random_op(tp, dp, m, add_pct);
+		CK_OK(mfs_trans_commit(tp));
+	}
+	for (size_t i = 0; i < m->n; i++)
+		if (m->v[i].orig && m->v[i].seen != 1)
+			ck_assert_msg(0, "an entry present throughout was returned %u times "
+				      "(after %u rounds)", m->v[i].seen, rounds);
+	CK_EQ(w.dots, 2);
+	CK_OK(mfs_dir_check(dp));
+}
+
+static const uint32_t stab_masks[] = { 0xffffffffu, 0xfu };
+
+START_TEST(test_readdir_stable)
+{
+	struct timg t;
+	struct model m;
+	struct mfs_inode *dp;
+	char what[64];
+
+	snprintf(what, sizeof(what), "dir readdir stability (hash mask 0x%x)", stab_masks[_i]);
+	get_seed(what);
+	mfs_dir_test_set_hash_mask(stab_masks[_i]);
+	timg_make(&t, 4096, "128M");
+	for (int variant = 0; variant < 4; variant++) {
+		model_init(&m);
+		dp = make_dir(&t);
+		switch (variant) {
+		case 0:     /* inline, growing into a btree while listed */
+			stability_run(&t, dp, &m, 2, 3, 90);
+			break;
+		case 1:     /* a small btree shrinking back inline while listed */
+			stability_run(&t, dp, &m, 40, 3, 5);
+			break;
+		case 2:     /* a big btree, growing */
+			stability_run(&t, dp, &m, STABLE_N, 30, 70);
+			break;
+		default:    /* a big btree, shrinking */
+			stability_run(&t, dp, &m, STABLE_N, 60, 20);
+			break;
+		}
+		compare(dp, &m);
+		put_dir(dp);
+		model_free(&m);
+	}
+	timg_destroy(&t);
+	mfs_dir_test_set_hash_mask(0xffffffffu);
+}
+END_TEST
+
+static int count_fn(void *priv, const char *name, unsigned len, uint64_t ino, uint8_t ftype,
+		    uint64_t next)
+{
+	(*(unsigned *)priv)++;
+	return 0;
+}
+
+static int first_cookie_fn(void *priv, const char *name, unsigned len, uint64_t ino,
+			   uint8_t ftype, uint64_t next)
+{
+	uint64_t *c = priv;
+
+	if (len == 3 && !memcmp(name, "abc", 3)) {
+		c[0] = next;
+		c[1] = ino;
+	}
+	return 0;
+}
+
+START_TEST(test_names)
+{
+	struct timg t;
+	struct mfs_inode *dp, *root, *reg;
+	struct mfs_trans *tp;
+	char name[300];
+	uint64_t ino, c1[2] = { 0, 0 }, c2[2] = { 0, 0 };
+	uint8_t ft;
+	unsigned n;
+
+	mfs_dir_test_set_hash_mask(0xffffffffu);
+	timg_make(&t, 4096, "64M");
+	dp = make_dir(&t);
+	memset(name, 'x', sizeof(name));
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_EQ(mfs_dir_add(tp, dp, name, 256, 1000, DT_REG), -ENAMETOOLONG);
+	CK_EQ(mfs_dir_lookup(dp, name, 256, &ino, &ft), -ENAMETOOLONG);
+	CK_EQ(mfs_dir_remove(tp, dp, name, 256, &ino), -ENAMETOOLONG);
+	CK_EQ(mfs_dir_replace(tp, dp, name, 256, 5, DT_REG, &ino), -ENAMETOOLONG);
+	CK_EQ(mfs_dir_lookup(dp, "a/b", 3, &ino, &ft), -EINVAL);
+	CK_EQ(mfs_dir_lookup(dp, "a\0b", 3, &ino, &ft), -EINVAL);
+	CK_EQ(mfs_dir_lookup(dp, "", 0, &ino, &ft), -EINVAL);
+	CK_EQ(mfs_dir_add(tp, dp, "a/b", 3, 1000, DT_REG), -EINVAL);
+	CK_EQ(mfs_dir_add(tp, dp, ".", 1, 1000, DT_REG), -EINVAL);
+	CK_EQ(mfs_dir_add(tp, dp, "..", 2, 1000, DT_REG), -EINVAL);
+	CK_EQ(mfs_dir_remove(tp, dp, "..", 2, &ino), -EINVAL);
+	CK_EQ(mfs_dir_add(tp, dp, "ok", 2, 0, DT_REG), -EINVAL);
+	CK_EQ(mfs_dir_add(tp, dp, "ok", 2, 1000, 3), -EINVAL);
+	CK_OK(mfs_dir_lookup(dp, ".", 1, &ino, &ft));
+	CK_EQ(ino, dp->ino);
+	CK_EQ(ft, DT_DIR);
+	CK_OK(mfs_dir_lookup(dp, "..", 2, &ino, &ft));
+	CK_EQ(ino, t.fs->geo.rootino);
+	CK_EQ(mfs_dir_lookup(dp, "abc", 3, &ino, &ft), -ENOENT);
+	/* 255 bytes works, and duplicates are refused */
+	CK_OK(mfs_dir_add(tp, dp, name, 255, 1000, DT_REG));
+	CK_EQ(mfs_dir_add(tp, dp, name, 255, 1001, DT_REG), -EEXIST);
+	CK_OK(mfs_dir_add(tp, dp, "abc", 3, 1002, DT_DIR));
+	CK_OK(mfs_dir_lookup(dp, name, 255, &ino, &ft));
+	CK_EQ(ino, 1000);
+	CK_EQ(mfs_dir_lookup(dp, name, 254, &ino, &ft), -ENOENT);
+	/* replace keeps the cookie */
+	CK_OK(mfs_dir_iterate(dp, 0, first_cookie_fn, c1));
+	CK_OK(mfs_dir_replace(tp, dp, "abc", 3, 2002, DT_REG, &ino));
+	CK_EQ(ino, 1002);
+	CK_OK(mfs_dir_iterate(dp, 0, first_cookie_fn, c2));
+	CK_EQ(c1[0], c2[0]);
+	CK_EQ(c2[1], 2002);
+	CK_EQ(mfs_dir_replace(tp, dp, "abd", 3, 5, DT_REG, &ino), -ENOENT);
+	/* set_parent */
+	CK_OK(mfs_dir_set_parent(tp, dp, 4242));
+	CK_OK(mfs_dir_lookup(dp, "..", 2, &ino, &ft));
+	CK_EQ(ino, 4242);
+	CK_OK(mfs_dir_check(dp));
+	CK_OK(mfs_dir_remove(tp, dp, name, 255, &ino));
+	CK_OK(mfs_dir_lookup(dp, "..", 2, &ino, &ft));
+	CK_EQ(ino, 4242);
+	CK_OK(mfs_trans_commit(tp));
+	/* iteration from the end-of-directory cookie returns nothing */
+	n = 0;
+	CK_OK(mfs_dir_iterate(dp, MFS_DIR_COOKIE_EOF, count_fn, &n));
+	CK_EQ(n, 0);
+	n = 0;
+	CK_OK(mfs_dir_iterate(dp, 2, count_fn, &n));
+	CK_EQ(n, 1);
+	put_dir(dp);
+
+	/* the root as mkfs wrote it (size 0): "..", iteration, then a first entry */
+	CK_OK(mfs_iget(t.fs, t.fs->geo.rootino, 0, &root));
+	pthread_rwlock_wrlock(&root->lock);
+	CK_EQ(root->size, 0);
+	CK_OK(mfs_dir_check(root));
+	CK_OK(mfs_dir_lookup(root, "..", 2, &ino, &ft));
+	CK_EQ(ino, root->ino);
+	n = 0;
+	CK_OK(mfs_dir_iterate(root, 0, count_fn, &n));
+	CK_EQ(n, 2);
+	CK_EQ(mfs_dir_is_empty(root), 1);
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_OK(mfs_dir_add(tp, root, "d", 1, 777, DT_DIR));
+	CK_OK(mfs_trans_commit(tp));
+	CK_EQ(mfs_dir_is_empty(root), 0);
+	CK_OK(mfs_dir_lookup(root, "..", 2, &ino, &ft));
+	CK_EQ(ino, root->ino);
+	CK_OK(mfs_dir_check(root));
+
+	/* not a directory */
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_OK(mfs_ialloc(tp, root->ino, S_IFREG | 0644, &ino));
+	CK_OK(mfs_trans_commit(tp));
+	CK_OK(mfs_iget(t.fs, ino, 0, &reg));
+	CK_EQ(mfs_dir_lookup(reg, "x", 1, &ino, &ft), -ENOTDIR);
+	mfs_iput(reg);
+	put_dir(root);
+	db_check(&t);
+	timg_destroy(&t);
+}
+END_TEST
+
+/* A transaction that converts, splits, removes and replaces, then cancels, leaves every byte
+ * of the image as it was; the reloaded directory is the old one. */
+START_TEST(test_cancel_exact)
+{
+	struct timg t;
+	struct model m;
+	struct mfs_inode *dp, *small;
+	struct mfs_trans *tp;
+	uint32_t crc0;
+	size_t n0;
+	uint64_t nblocks0;
+
+	get_seed("dir cancel");
+	mfs_dir_test_set_hash_mask(0xffffffffu);
+	timg_make(&t, 4096, "64M");
+	model_init(&m);
+	dp = make_dir(&t);
+	small = make_dir(&t);
+	drive(&t, dp, &m, 500, 100);
+	n0 = m.n;
+	nblocks0 = dp->nblocks;
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_OK(mfs_dir_add(tp, small, "one", 3, 11, DT_REG));
+	CK_OK(mfs_trans_commit(tp));
+	CK_EQ(small->dformat, MFS_FMT_LOCAL);
+	crc0 = image_crc(&t);
+
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	for (unsigned i = 0; i < 3000; i++)
+		random_op(tp, dp, &m, 80);
+	for (unsigned i = 0; i < 20; i++) {
+		char name[MFS_NAME_MAX];
+		unsigned len = rand_name(NULL, name);
+
+		CK_OK(mfs_dir_add(tp, small, name, len, 100 + i, DT_REG));
+	}
+	CK_EQ(small->dformat, MFS_FMT_BTREE);
+	mfs_trans_cancel(tp);
+	CK_OK(mfs_inode_reload(dp));
+	CK_OK(mfs_inode_reload(small));
+	CK_EQ(image_crc(&t), crc0);
+	CK_EQ(small->dformat, MFS_FMT_LOCAL);
+	CK_EQ(dp->nblocks, nblocks0);
+	CK_OK(mfs_dir_check(dp));
+	CK_OK(mfs_dir_check(small));
+	(void)n0;
+	put_dir(small);
+	put_dir(dp);
+	db_check(&t);
+	timg_destroy(&t);
+	model_free(&m);
+}
+END_TEST
+
+/* Rates for a directory of TIMED short names, one transaction per add/remove (no journal). */
+START_TEST(test_rates)
+{
+	struct timg t;
+	struct mfs_inode *dp;
+	char name[64];
+	double t0, tadd, tlook, tlist, trm;
+	unsigned n;
+	uint64_t ino;
+	uint8_t ft;
+
+	get_seed("dir rates");
+	mfs_dir_test_set_hash_mask(0xffffffffu);
+	timg_make(&t, 4096, "256M");
+	dp = make_dir(&t);
+	t0 = now();
+	for (unsigned i = 0; i < TIMED; i++) {
+		struct mfs_trans *tp;
+		int len = snprintf(name, sizeof(name), "file-%08u.dat", i);
+
+		CK_OK(mfs_trans_alloc(t.fs, &tp));
+		CK_OK(mfs_dir_add(tp, dp, name, (unsigned)len, 100 + i, DT_REG));
+		CK_OK(mfs_trans_commit(tp));
+	}
+	tadd = now() - t0;
+	t0 = now();
+	for (unsigned i = 0; i < TIMED; i++) {
+		unsigned k = (unsigned)(trand() % TIMED);
+		int len = snprintf(name, sizeof(name), "file-%08u.dat", k);
+
+		CK_OK(mfs_dir_lookup(dp, name, (unsigned)len, &ino, &ft));
+		CK_EQ(ino, 100 + k);
+	}
+	tlook = now() - t0;
+	t0 = now();
+	n = 0;
+	CK_OK(mfs_dir_iterate(dp, 0, count_fn, &n));
+	tlist = now() - t0;
+	CK_EQ(n, TIMED + 2);
+	CK_OK(mfs_dir_check(dp));
+	t0 = now();
+	for (unsigned i = 0; i < TIMED; i++) {
+		struct mfs_trans *tp;
+		int len = snprintf(name, sizeof(name), "file-%08u.dat", i);
+
+		CK_OK(mfs_trans_alloc(t.fs, &tp));
+		CK_OK(mfs_dir_remove(tp, dp, name, (unsigned)len, &ino));
+		CK_OK(mfs_trans_commit(tp));
+	}
+	trm = now() - t0;
+	printf("  %u entries: %.0f adds/s, %.0f lookups/s, %.0f removes/s, readdir %.0f "
+	       "entries/s\n", TIMED, TIMED / tadd, TIMED / tlook, TIMED / trm,
+	       (TIMED + 2) / tlist);
+	CK_EQ(dp->dformat, MFS_FMT_LOCAL);
+	CK_EQ(dp->nblocks, 0);
+	put_dir(dp);
+	timg_destroy(&t);
+}
+END_TEST
+
+static Suite *dir_suite(void)
+{
+	Suite *s = suite_create("dir");
+	TCase *tc = tcase_create("dir");
+
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_hash_vectors);
+	tcase_add_test(tc, test_names);
+	tcase_add_test(tc, test_cancel_exact);
+	tcase_add_loop_test(tc, test_readdir_stable, 0, 2);
+	tcase_add_test(tc, test_one_chain);
+	tcase_add_loop_test(tc, test_model_big, 0, 2);
+	tcase_add_test(tc, test_rates);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	const char *b = getenv("BIN");
+	char mkfs[600];
+	SRunner *sr;
+	int nf;
+
+	snprintf(bindir, sizeof(bindir), "%s", b && *b ? b : "build/bin");
+	snprintf(mkfs, sizeof(mkfs), "%s/mkfs.mendfs", bindir);
+	if (access(mkfs, X_OK)) {
+		printf("check_dir: skipped: no mkfs.mendfs at %s (set BIN)\n", mkfs);
+		return 77;
+	}
+	sr = srunner_create(dir_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	nf = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return nf ? 1 : 0;
+}
