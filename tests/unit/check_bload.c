@@ -27,32 +27,6 @@
 
 #include "tu.h"
 
-/* ---- a filesystem on a sparse image -------------------------------------------------- */
-struct tfs {
-	char path[TU_PATH_MAX];
-	struct mfs_geom geo;
-	struct mfs_fs *fs;
-};
-
-/* One AG of `agblocks` blocks, nothing formatted, a random UUID. */
-static void tfs_open(struct tfs *t, uint32_t bs, uint32_t agblocks)
-{
-	uint8_t uuid[16];
-
-	memset(t, 0, sizeof(*t));
-	tu_image_create(t->path, "check_bload", (uint64_t)bs * agblocks);
-	for (int i = 0; i < 16; i++)
-		uuid[i] = (uint8_t)tu_rand();
-	tu_geom(&t->geo, bs, agblocks, 1, agblocks, uuid);
-	t->fs = tu_fs_create(t->path, &t->geo, (size_t)1 << 30);
-}
-
-static void tfs_close(struct tfs *t)
-{
-	tu_image_remove(t->path);
-	T_IEQ(mfs_fs_close(t->fs), 0);
-}
-
 /* ---- the record stream: u64 key, u64 value; key 0 and UINT64_MAX at the ends ----------- */
 static uint64_t gen_key(uint64_t i, uint64_t n)
 {
@@ -109,22 +83,6 @@ static int s_claim(void *priv, uint64_t *fsb)
 	return 0;
 }
 
-static int t_cmp(const void *a, const void *b)
-{
-	uint64_t x, y;
-
-	memcpy(&x, a, 8);
-	memcpy(&y, b, 8);
-	x = mfs_get64(x);
-	y = mfs_get64(y);
-	return x < y ? -1 : x > y;
-}
-
-static void t_rec_key(const void *rec, void *key)
-{
-	memcpy(key, rec, 8);
-}
-
 /* Blocks for changes after the load come from above the reserved range. */
 static uint64_t next_free;
 static uint64_t nfreed;
@@ -155,14 +113,14 @@ static int t_set_root(struct mfs_btree_cur *cur)
 static const struct mfs_btree_ops ops_ag = {
 	.name = "bload test btree (agbno pointers)", .magic = MFS_MAGIC('T', 'B', 'L', 'D'),
 	.rec_len = 16, .key_len = 8, .ptr_len = 4,
-	.cmp_keys = t_cmp, .rec_key = t_rec_key,
+	.cmp_keys = tu_key64_cmp, .rec_key = tu_key64_of_rec,
 	.alloc_block = t_alloc, .free_block = t_free, .set_root = t_set_root,
 };
 
 static const struct mfs_btree_ops ops_fsb = {
 	.name = "bload test btree (fsblock pointers)", .magic = MFS_MAGIC('T', 'B', 'L', 'E'),
 	.rec_len = 16, .key_len = 8, .ptr_len = 8,
-	.cmp_keys = t_cmp, .rec_key = t_rec_key,
+	.cmp_keys = tu_key64_cmp, .rec_key = tu_key64_of_rec,
 	.alloc_block = t_alloc, .free_block = t_free, .set_root = t_set_root,
 };
 
@@ -191,7 +149,7 @@ static int cmp_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
 }
 
 /* Check a loaded tree: verify, counts, contents in order, a few lookups. */
-static void check_tree(struct tfs *t, const struct mfs_btree_ops *ops,
+static void check_tree(struct tu_scratch *t, const struct mfs_btree_ops *ops,
 		       const struct mfs_btree_root *root, uint64_t n, uint64_t nblocks)
 {
 	struct mfs_btree_cur cur;
@@ -221,7 +179,7 @@ static void check_tree(struct tfs *t, const struct mfs_btree_ops *ops,
 }
 
 /* Load n records at fill_pct; returns the levels.  tp: build inside a transaction. */
-static unsigned load_and_check(struct tfs *t, const struct mfs_btree_ops *ops, uint64_t n,
+static unsigned load_and_check(struct tu_scratch *t, const struct mfs_btree_ops *ops, uint64_t n,
 			       unsigned fill, int use_tp, struct mfs_btree_root *rootp)
 {
 	struct stream s;
@@ -266,9 +224,9 @@ START_TEST(test_small_sizes)
 	const struct mfs_btree_ops *opss[] = { &ops_ag, &ops_fsb };
 
 	for (unsigned b = 0; b < 2; b++) {
-		struct tfs t;
+		struct tu_scratch t;
 
-		tfs_open(&t, bss[b], 1u << 20);
+		tu_scratch_open(&t, "check_bload", bss[b], 1u << 20);
 		for (unsigned o = 0; o < 2; o++) {
 			const struct mfs_btree_ops *ops = opss[o];
 			uint64_t leafmax = mfs_btree_maxrecs(ops, bss[b], 1);
@@ -289,41 +247,41 @@ START_TEST(test_small_sizes)
 				}
 			}
 		}
-		tfs_close(&t);
+		tu_scratch_close(&t);
 	}
 }
 END_TEST
 
 START_TEST(test_empty_is_one_leaf)
 {
-	struct tfs t;
+	struct tu_scratch t;
 	struct mfs_btree_root root;
 	uint64_t nb;
 	unsigned lv;
 
-	tfs_open(&t, 4096, 1u << 16);
+	tu_scratch_open(&t, "check_bload", 4096, 1u << 16);
 	T_IEQ(mfs_bload_geometry(&ops_ag, 4096, 0, 75, &nb, &lv), 0);
 	T_UEQ(nb, 1);
 	T_UEQ(lv, 1);
 	load_and_check(&t, &ops_ag, 0, 75, 0, &root);
 	T_UEQ(root.levels, 1);
-	tfs_close(&t);
+	tu_scratch_close(&t);
 }
 END_TEST
 
 /* Deep trees at 1 KiB: 3 and 4 levels, every fill. */
 START_TEST(test_deep)
 {
-	struct tfs t;
+	struct tu_scratch t;
 	static const unsigned fills[] = { 75, 100, 50 };
 
-	tfs_open(&t, 1024, 1u << 22);
+	tu_scratch_open(&t, "check_bload", 1024, 1u << 22);
 	for (unsigned f = 0; f < 3; f++) {
 		T_UGE(load_and_check(&t, &ops_ag, 20000, fills[f], 0, NULL), 3);
 		T_UGE(load_and_check(&t, &ops_fsb, 400000,
 						 fills[f], f == 1, NULL), 4);
 	}
-	tfs_close(&t);
+	tu_scratch_close(&t);
 }
 END_TEST
 
@@ -356,7 +314,7 @@ END_TEST
 /* A loaded tree takes inserts and deletes (full leaves at 100% split at once). */
 START_TEST(test_modify_after_load)
 {
-	struct tfs t;
+	struct tu_scratch t;
 	struct mfs_btree_root root;
 	struct mfs_trans *tp;
 	struct mfs_btree_cur cur;
@@ -364,7 +322,7 @@ START_TEST(test_modify_after_load)
 	uint8_t rec[16], key[8];
 	int stat;
 
-	tfs_open(&t, 1024, 1u << 20);
+	tu_scratch_open(&t, "check_bload", 1024, 1u << 20);
 	load_and_check(&t, &ops_ag, n, 100, 0, &root);
 	next_free = 1u << 19;
 	set_root_target = &root;
@@ -393,7 +351,7 @@ START_TEST(test_modify_after_load)
 	T_IEQ(mfs_btree_verify(&cur, &vrecs, NULL), 0);
 	T_UEQ(vrecs, n + (n - 2 + 4) / 5 - (n - 2 + 2) / 3);
 	mfs_btree_cur_release(&cur);
-	tfs_close(&t);
+	tu_scratch_close(&t);
 }
 END_TEST
 
@@ -408,13 +366,13 @@ static struct mfs_bload make_bl(const struct mfs_btree_ops *ops, struct stream *
 
 START_TEST(test_refusals)
 {
-	struct tfs t;
+	struct tu_scratch t;
 	struct stream s;
 	struct mfs_bload bl;
 	struct mfs_btree_root root;
 	int quiet = mfs_log_quiet();
 
-	tfs_open(&t, 1024, 1u << 18);
+	tu_scratch_open(&t, "check_bload", 1024, 1u << 18);
 	/* unsorted input */
 	memset(&s, 0, sizeof(s));
 	s.n = 5000;
@@ -455,7 +413,7 @@ START_TEST(test_refusals)
 	bl.fill_pct = 150;
 	T_IEQ(mfs_bload_build(t.fs, NULL, &bl, &root), -EINVAL);
 	mfs_log_set_level(quiet);
-	tfs_close(&t);
+	tu_scratch_close(&t);
 }
 END_TEST
 
@@ -468,7 +426,7 @@ END_TEST
 START_TEST(test_failure_writes_nothing)
 {
 	static const int claim_at[] = { 4, 100, 0 };
-	struct tfs t;
+	struct tu_scratch t;
 	struct stream s;
 	struct mfs_bload bl;
 	struct mfs_btree_root root;
@@ -477,7 +435,7 @@ START_TEST(test_failure_writes_nothing)
 	int fd;
 
 	T_IEQ(buf != NULL && zero != NULL, 1);
-	tfs_open(&t, 1024, 1u << 18);
+	tu_scratch_open(&t, "check_bload", 1024, 1u << 18);
 	fd = open(t.path, O_RDONLY);
 	T_IGE(fd, 0);
 	for (unsigned c = 0; c < sizeof(claim_at) / sizeof(claim_at[0]); c++) {
@@ -501,7 +459,7 @@ START_TEST(test_failure_writes_nothing)
 	free(buf);
 	free(zero);
 	mfs_log_set_level(quiet);
-	tfs_close(&t);
+	tu_scratch_close(&t);
 }
 END_TEST
 
@@ -512,7 +470,7 @@ START_TEST(test_ten_million)
 	uint64_t n = UNDER_ASAN ? 500000 : 10000000;
 
 	for (unsigned f = 0; f < 3; f++) {
-		struct tfs t;
+		struct tu_scratch t;
 		struct stream s;
 		struct mfs_bload bl;
 		struct mfs_btree_root root;
@@ -520,7 +478,7 @@ START_TEST(test_ten_million)
 		unsigned levels;
 		double t0, t1;
 
-		tfs_open(&t, 4096, 1u << 20);
+		tu_scratch_open(&t, "check_bload", 4096, 1u << 20);
 		T_IEQ(mfs_bload_geometry(&ops_ag, 4096, n, fills[f], &nblocks, &levels),
 				 0);
 		memset(&s, 0, sizeof(s));
@@ -539,7 +497,7 @@ START_TEST(test_ten_million)
 		       " blocks, built in %.2f s (%.1f M records/s), verified in %.2f s\n", n,
 		       fills[f], levels, nblocks, t1 - t0, (double)n / (t1 - t0) / 1e6,
 		       tu_now() - t1);
-		tfs_close(&t);
+		tu_scratch_close(&t);
 	}
 }
 END_TEST

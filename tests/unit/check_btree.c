@@ -31,48 +31,9 @@
 /* The seed of every random test: $BTREE_SEED, or the clock (printed once, in main). */
 static uint64_t btree_seed;
 
-/* ---- a filesystem on a sparse image -------------------------------------------------- */
-struct tfs {
-	char path[TU_PATH_MAX];
-	struct mfs_geom geo;
-	struct mfs_fs *fs;
-};
-
-static void tfs_mount(struct tfs *t)
-{
-	t->fs = tu_fs_create(t->path, &t->geo, (size_t)1 << 30);
-}
-
-/* One AG of `agblocks` blocks, nothing formatted; a random UUID from the test's stream. */
-static void tfs_open(struct tfs *t, uint32_t bs, uint32_t agblocks)
-{
-	uint8_t uuid[16];
-
-	memset(t, 0, sizeof(*t));
-	tu_image_create(t->path, "check_btree", (uint64_t)bs * agblocks);
-	for (int i = 0; i < 16; i++)
-		uuid[i] = (uint8_t)tu_rand();
-	tu_geom(&t->geo, bs, agblocks, 1, agblocks, uuid);
-	tfs_mount(t);
-}
-
-/* Write everything back and drop the cache: the next reads come from the image. */
-static void tfs_remount(struct tfs *t)
-{
-	T_IEQ(mfs_fs_close(t->fs), 0);
-	t->fs = NULL;
-	tfs_mount(t);
-}
-
-static void tfs_close(struct tfs *t)
-{
-	T_IEQ(mfs_fs_close(t->fs), 0);
-	tu_image_remove(t->path);
-}
-
 /* ---- the test tree: 16-byte records (u64 key, u64 value), 8-byte keys ---------------- */
 struct ttree {
-	struct tfs *t;
+	struct tu_scratch *t;
 	struct mfs_btree_root root;
 	uint8_t *bitmap;            /* allocated blocks of the AG */
 	uint64_t nbits, used, hint;
@@ -82,22 +43,6 @@ struct ttree {
 
 #define TEST_MAGIC  MFS_MAGIC('T', 'S', 'T', 'B')
 #define TEST_INO    4242u
-
-static int t_cmp(const void *a, const void *b)
-{
-	uint64_t x, y;
-
-	memcpy(&x, a, 8);
-	memcpy(&y, b, 8);
-	x = mfs_get64(x);
-	y = mfs_get64(y);
-	return x < y ? -1 : x > y;
-}
-
-static void t_rec_key(const void *rec, void *key)
-{
-	memcpy(key, rec, 8);
-}
 
 static int t_check_rec(struct mfs_btree_cur *cur, const void *rec)
 {
@@ -155,14 +100,14 @@ static int t_set_root(struct mfs_btree_cur *cur)
 static const struct mfs_btree_ops ops_ag = {
 	.name = "test btree (agbno pointers)", .magic = TEST_MAGIC,
 	.rec_len = 16, .key_len = 8, .ptr_len = 4,
-	.cmp_keys = t_cmp, .rec_key = t_rec_key, .check_rec = t_check_rec,
+	.cmp_keys = tu_key64_cmp, .rec_key = tu_key64_of_rec, .check_rec = t_check_rec,
 	.alloc_block = t_alloc, .free_block = t_free, .set_root = t_set_root,
 };
 
 static const struct mfs_btree_ops ops_fsb = {
 	.name = "test btree (fsblock pointers)", .magic = TEST_MAGIC,
 	.rec_len = 16, .key_len = 8, .ptr_len = 8,
-	.cmp_keys = t_cmp, .rec_key = t_rec_key, .check_rec = t_check_rec,
+	.cmp_keys = tu_key64_cmp, .rec_key = tu_key64_of_rec, .check_rec = t_check_rec,
 	.alloc_block = t_alloc, .free_block = t_free, .set_root = t_set_root,
 };
 
@@ -172,7 +117,7 @@ static uint64_t owner_of(const struct mfs_btree_ops *ops)
 }
 
 /* A new, empty tree: one empty leaf as root. */
-static void tt_create(struct ttree *tt, struct tfs *t, const struct mfs_btree_ops *ops)
+static void tt_create(struct ttree *tt, struct tu_scratch *t, const struct mfs_btree_ops *ops)
 {
 	struct mfs_trans *tp;
 	struct mfs_buf *bp;
@@ -644,7 +589,7 @@ static unsigned tree_levels_max;
 
 static void model_test(uint32_t bs, const struct mfs_btree_ops *ops, uint64_t total_ops)
 {
-	struct tfs t;
+	struct tu_scratch t;
 	struct ttree tt;
 	struct model *m = m_new();
 	uint64_t opcount = 0, vevery = 100000;
@@ -652,7 +597,7 @@ static void model_test(uint32_t bs, const struct mfs_btree_ops *ops, uint64_t to
 	unsigned maxlev = 0;
 
 	tu_srand(btree_seed ^ bs ^ ops->ptr_len);
-	tfs_open(&t, bs, 1u << 22);
+	tu_scratch_open(&t, "check_btree", bs, 1u << 22);
 	tt_create(&tt, &t, ops);
 	tt_verify(&tt, ops, m);
 
@@ -686,7 +631,7 @@ static void model_test(uint32_t bs, const struct mfs_btree_ops *ops, uint64_t to
 	T_UEQ(tt.used, 1);
 
 	/* Everything survives a trip through the image. */
-	tfs_remount(&t);
+	tu_scratch_remount(&t);
 	tt_verify(&tt, ops, m);
 
 	printf("check_btree: bs %u ptr %u: %" PRIu64 " ops, up to %u levels\n", bs,
@@ -694,7 +639,7 @@ static void model_test(uint32_t bs, const struct mfs_btree_ops *ops, uint64_t to
 	tree_levels_max = maxlev;
 	T_UGE(opcount, total_ops / scale * 99 / 100);
 	tt_destroy(&tt);
-	tfs_close(&t);
+	tu_scratch_close(&t);
 	m_free(m);
 }
 
@@ -716,7 +661,7 @@ END_TEST
  * edge cases at each end of the tree. */
 START_TEST(test_sequential)
 {
-	struct tfs t;
+	struct tu_scratch t;
 	struct ttree tt;
 	struct model *m = m_new();
 	struct mfs_trans *tp;
@@ -725,7 +670,7 @@ START_TEST(test_sequential)
 	unsigned n = UNDER_ASAN ? 20000 : 100000;
 
 	tu_srand(btree_seed + 7);
-	tfs_open(&t, 1024, 1u << 20);
+	tu_scratch_open(&t, "check_btree", 1024, 1u << 20);
 	tt_create(&tt, &t, &ops_ag);
 	for (int dir = 0; dir < 2; dir++) {
 		T_IEQ(mfs_trans_alloc(t.fs, &tp), 0);
@@ -747,7 +692,7 @@ START_TEST(test_sequential)
 		T_UEQ(tt.root.levels, 1);
 	}
 	tt_destroy(&tt);
-	tfs_close(&t);
+	tu_scratch_close(&t);
 	m_free(m);
 }
 END_TEST
@@ -760,7 +705,7 @@ END_TEST
  */
 START_TEST(test_update_keeps_global_order)
 {
-	struct tfs t;
+	struct tu_scratch t;
 	struct ttree tt;
 	struct mfs_trans *tp;
 	struct mfs_btree_cur cur;
@@ -769,7 +714,7 @@ START_TEST(test_update_keeps_global_order)
 	uint64_t nrecs;
 	int stat;
 
-	tfs_open(&t, 1024, 1u << 16);
+	tu_scratch_open(&t, "check_btree", 1024, 1u << 16);
 	tt_create(&tt, &t, &ops_ag);
 	T_IEQ(mfs_trans_alloc(t.fs, &tp), 0);
 	cur_init(&cur, &tt, tp, &ops_ag);
@@ -811,21 +756,21 @@ START_TEST(test_update_keeps_global_order)
 	mfs_btree_cur_release(&cur);
 	T_IEQ(mfs_trans_commit(tp), 0);
 	tt_destroy(&tt);
-	tfs_close(&t);
+	tu_scratch_close(&t);
 }
 END_TEST
 
 /* Lookups on an empty tree, and a read-only cursor refusing changes. */
 START_TEST(test_empty_and_readonly)
 {
-	struct tfs t;
+	struct tu_scratch t;
 	struct ttree tt;
 	struct mfs_btree_cur cur;
 	uint8_t key[8], rec[16];
 	int stat;
 
 	tu_srand(btree_seed + 11);
-	tfs_open(&t, 4096, 1u << 16);
+	tu_scratch_open(&t, "check_btree", 4096, 1u << 16);
 	tt_create(&tt, &t, &ops_ag);
 	cur_init(&cur, &tt, NULL, &ops_ag);
 	for (int how = 0; how < 3; how++) {
@@ -843,7 +788,7 @@ START_TEST(test_empty_and_readonly)
 	mfs_btree_cur_release(&cur);
 	tt_verify(&tt, &ops_ag, NULL);
 	tt_destroy(&tt);
-	tfs_close(&t);
+	tu_scratch_close(&t);
 }
 END_TEST
 
@@ -883,7 +828,7 @@ static void snapshot(struct ttree *tt, const struct mfs_btree_ops *ops, struct b
 
 START_TEST(test_cancel)
 {
-	struct tfs t;
+	struct tu_scratch t;
 	struct ttree tt;
 	struct model *m = m_new();
 	struct mfs_trans *tp;
@@ -895,7 +840,7 @@ START_TEST(test_cancel)
 	int stat;
 
 	tu_srand(btree_seed + 13);
-	tfs_open(&t, 1024, 1u << 18);
+	tu_scratch_open(&t, "check_btree", 1024, 1u << 18);
 	tt_create(&tt, &t, &ops_ag);
 	a->data = malloc(4096 * 1024);
 	b->data = malloc(4096 * 1024);
@@ -955,7 +900,7 @@ START_TEST(test_cancel)
 		tt_verify(&tt, &ops_ag, m);
 	}
 	/* And on the image too. */
-	tfs_remount(&t);
+	tu_scratch_remount(&t);
 	snapshot(&tt, &ops_ag, b);
 	T_UEQ(a->n, b->n);
 	for (uint64_t i = 0; i < a->n; i++)
@@ -966,7 +911,7 @@ START_TEST(test_cancel)
 	free(a);
 	free(b);
 	tt_destroy(&tt);
-	tfs_close(&t);
+	tu_scratch_close(&t);
 	m_free(m);
 }
 END_TEST
@@ -981,7 +926,7 @@ static int t_alloc_fail(struct mfs_btree_cur *cur, uint64_t *fsb)
 
 START_TEST(test_alloc_failure)
 {
-	struct tfs t;
+	struct tu_scratch t;
 	struct ttree tt;
 	struct model *m = m_new();
 	struct mfs_btree_ops ops = ops_ag;
@@ -992,7 +937,7 @@ START_TEST(test_alloc_failure)
 	int err = 0;
 
 	tu_srand(btree_seed + 17);
-	tfs_open(&t, 1024, 1u << 16);
+	tu_scratch_open(&t, "check_btree", 1024, 1u << 16);
 	tt_create(&tt, &t, &ops_ag);
 	ops.alloc_block = t_alloc_fail;
 	T_IEQ(mfs_trans_alloc(t.fs, &tp), 0);
@@ -1007,7 +952,7 @@ START_TEST(test_alloc_failure)
 	mfs_trans_cancel(tp);
 	tt_verify(&tt, &ops_ag, m);
 	tt_destroy(&tt);
-	tfs_close(&t);
+	tu_scratch_close(&t);
 	m_free(m);
 }
 END_TEST
@@ -1029,7 +974,7 @@ END_TEST
  * corruption without crashing.
  */
 struct corrupt_env {
-	struct tfs t;
+	struct tu_scratch t;
 	struct ttree tt;
 	struct model *m;
 	uint64_t leaf, node, root;     /* a leaf, a level-1 node, the root (level 2+) */
@@ -1056,7 +1001,7 @@ static void corrupt_setup(struct corrupt_env *ce)
 	memset(ce, 0, sizeof(*ce));
 	tu_srand(btree_seed + 19);
 	ce->m = m_new();
-	tfs_open(&ce->t, 1024, 1u << 16);
+	tu_scratch_open(&ce->t, "check_btree", 1024, 1u << 16);
 	tt_create(&ce->tt, &ce->t, &ops_ag);
 	T_IEQ(mfs_trans_alloc(ce->t.fs, &tp), 0);
 	cur_init(&cur, &ce->tt, tp, &ops_ag);
@@ -1073,9 +1018,9 @@ static void corrupt_setup(struct corrupt_env *ce)
 	mfs_btree_cur_release(&cur);
 	ce->root = ce->tt.root.fsb;
 	T_TRUE(ce->leaf && ce->node);
-	tfs_remount(&ce->t);
+	tu_scratch_remount(&ce->t);
 	tt_verify(&ce->tt, &ops_ag, ce->m);
-	tfs_remount(&ce->t);
+	tu_scratch_remount(&ce->t);
 }
 
 static void raw_rw(struct corrupt_env *ce, uint64_t fsb, uint8_t *buf, int write)
@@ -1129,7 +1074,7 @@ static void corrupt_expect(struct corrupt_env *ce, int want)
 	int stat, err, quiet, any_err = 0;
 
 	quiet = mfs_log_quiet();
-	tfs_remount(&ce->t);
+	tu_scratch_remount(&ce->t);
 	mfs_log_set_sink(msg_sink, &msgs);
 	mfs_log_set_level(MFS_LOG_ERR);
 	cur_init(&cur, &ce->tt, NULL, &ops_ag);
@@ -1175,7 +1120,7 @@ static void corrupt_expect(struct corrupt_env *ce, int want)
 
 	m_free(ce->m);
 	tt_destroy(&ce->tt);
-	tfs_close(&ce->t);
+	tu_scratch_close(&ce->t);
 }
 
 /* Damage one block: `fn` edits its bytes; reseal the CRC unless `keep_crc`. */
@@ -1359,7 +1304,7 @@ START_TEST(test_bad_root)
 	tt_verify(&ce.tt, &ops_ag, ce.m);
 	m_free(ce.m);
 	tt_destroy(&ce.tt);
-	tfs_close(&ce.t);
+	tu_scratch_close(&ce.t);
 }
 END_TEST
 

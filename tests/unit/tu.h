@@ -125,6 +125,23 @@ void tu_geom(struct mfs_geom *g, uint32_t bs, uint32_t agblocks, uint32_t agcoun
  * 0: the default. */
 struct mfs_fs *tu_fs_create(const char *path, const struct mfs_geom *g, size_t cache_bytes);
 
+/* A scratch filesystem for btree tests: one AG of `agblocks` blocks over a fresh sparse
+ * image, nothing formatted, a UUID drawn from the tu_rand stream, a 1 GiB cache. */
+struct tu_scratch {
+	char path[TU_PATH_MAX];
+	struct mfs_geom geo;
+	struct mfs_fs *fs;
+};
+void tu_scratch_open(struct tu_scratch *t, const char *tag, uint32_t bs, uint32_t agblocks);
+/* Write everything back and drop the cache: the next reads come from the image. */
+void tu_scratch_remount(struct tu_scratch *t);
+void tu_scratch_close(struct tu_scratch *t);      /* closes and removes the image */
+
+/* Records of 16 bytes (u64 key, u64 value) with 8-byte keys, all little-endian: the test
+ * trees' key order and record-to-key functions (struct mfs_btree_ops). */
+int tu_key64_cmp(const void *a, const void *b);
+void tu_key64_of_rec(const void *rec, void *key);
+
 /* ---- the AG model (tu_ag.c) ----------------------------------------------------------------- */
 #define TU_OWN_FREE 0ull          /* model: the block is free (0 is never an owner) */
 

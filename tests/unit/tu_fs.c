@@ -5,6 +5,7 @@
 #include "tu.h"
 
 #include "ag.h"
+#include "byteorder.h"
 #include "dev.h"
 #include "format.h"
 #include "fs.h"
@@ -82,4 +83,48 @@ struct mfs_fs *tu_fs_create(const char *path, const struct mfs_geom *g, size_t c
 	CK_OK(mfs_dev_open(path, 0, &dev));
 	CK_OK(mfs_fs_create(dev, g, cache_bytes, &fs));
 	return fs;
+}
+
+#define TU_SCRATCH_CACHE ((size_t)1 << 30)
+
+void tu_scratch_open(struct tu_scratch *t, const char *tag, uint32_t bs, uint32_t agblocks)
+{
+	uint8_t uuid[16];
+
+	memset(t, 0, sizeof(*t));
+	tu_image_create(t->path, tag, (uint64_t)bs * agblocks);
+	for (int i = 0; i < 16; i++)
+		uuid[i] = (uint8_t)tu_rand();
+	tu_geom(&t->geo, bs, agblocks, 1, agblocks, uuid);
+	t->fs = tu_fs_create(t->path, &t->geo, TU_SCRATCH_CACHE);
+}
+
+void tu_scratch_remount(struct tu_scratch *t)
+{
+	CK_OK(mfs_fs_close(t->fs));
+	t->fs = NULL;
+	t->fs = tu_fs_create(t->path, &t->geo, TU_SCRATCH_CACHE);
+}
+
+void tu_scratch_close(struct tu_scratch *t)
+{
+	CK_OK(mfs_fs_close(t->fs));
+	t->fs = NULL;
+	tu_image_remove(t->path);
+}
+
+int tu_key64_cmp(const void *a, const void *b)
+{
+	uint64_t x, y;
+
+	memcpy(&x, a, 8);
+	memcpy(&y, b, 8);
+	x = mfs_get64(x);
+	y = mfs_get64(y);
+	return x < y ? -1 : x > y;
+}
+
+void tu_key64_of_rec(const void *rec, void *key)
+{
+	memcpy(key, rec, 8);
 }
