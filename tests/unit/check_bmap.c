@@ -1025,6 +1025,66 @@ START_TEST(test_merge)
 }
 END_TEST
 
+/* Punch and convert change at most MFS_BMAP_MAX_EXTENTS_PER_CALL extents per call and say
+ * exactly how far they got. */
+START_TEST(test_bounded)
+{
+	struct bimg t;
+	struct model m;
+	struct ctx c;
+	struct mfs_trans *tp;
+	uint64_t done;
+	const unsigned n = 3 * MFS_BMAP_MAX_EXTENTS_PER_CALL + 5;
+
+	rng = seed ^ 0x99ull;
+	bimg_make(&t, 4096, 256, "32M");
+	model_init(&m, t.fs, 512);
+	memset(&c, 0, sizeof(c));
+	c.t = &t;
+	c.m = &m;
+	c.ino = new_file(&t);
+	CK_OK(mfs_iget(t.fs, c.ino, 0, &c.ip));
+	pthread_rwlock_wrlock(&c.ip->lock);
+	for (unsigned i = 0; i < n; i++)
+		op_alloc(&c, 1 + 4 * i, 2, 1);          /* unwritten, holes between */
+	CK_EQ(nexts(c.ip), n);
+
+	/* convert: 16 extents, stopping right after the 16th */
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_OK(mfs_bmap_convert_written(tp, c.ip, 0, 4 * n, &done));
+	CK_OK(mfs_trans_commit(tp));
+	CK_EQ(done, 4 * (MFS_BMAP_MAX_EXTENTS_PER_CALL - 1) + 3);
+	for (uint64_t o = 0; o < done; o++)
+		if (mwin(&m, o) == 0)
+			m.unw[0][o] = 0;
+	CK_EQ(nexts(c.ip), n);                  /* holes between: nothing merges */
+	/* punch: the same bound, from the middle of an extent */
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_OK(mfs_bmap_punch(tp, c.ip, 2, 4 * n, &done));
+	CK_OK(mfs_trans_commit(tp));
+	CK_EQ(done, 4 * (MFS_BMAP_MAX_EXTENTS_PER_CALL - 1) + 1);
+	for (uint64_t o = 2; o < 2 + done; o++) {
+		if (m.map[0][o] != HOLE) {
+			m.owned[m.map[0][o]] = 0;
+			m.map[0][o] = HOLE;
+			m.unw[0][o] = 0;
+			m.mapped--;
+		}
+	}
+	CK_EQ(nexts(c.ip), n - MFS_BMAP_MAX_EXTENTS_PER_CALL + 1);
+	/* a range of holes only is done in one call */
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_OK(mfs_bmap_punch(tp, c.ip, 1000, 1ull << 40, &done));
+	CK_OK(mfs_trans_commit(tp));
+	CK_EQ(done, 1ull << 40);
+	pthread_rwlock_unlock(&c.ip->lock);
+	mfs_iput(c.ip);
+	check_all(&t, &m, c.ino);
+	model_free(&m);
+	bimg_destroy(&t);
+}
+END_TEST
+
 /* Damaged inline records are refused with -EFSCORRUPTED, never followed. */
 START_TEST(test_corrupt_inline)
 {
@@ -1102,6 +1162,7 @@ static Suite *bmap_suite(void)
 	tcase_add_test(tc, test_cancel_exact);
 	tcase_add_test(tc, test_forkoff);
 	tcase_add_test(tc, test_merge);
+	tcase_add_test(tc, test_bounded);
 	tcase_add_test(tc, test_corrupt_inline);
 	suite_add_tcase(s, tc);
 	return s;
