@@ -888,6 +888,135 @@ START_TEST(test_rates)
 }
 END_TEST
 
+/* ---- damaged directories: every path reports corruption, nothing crashes ------------------ */
+static int iter_nop(void *priv, const char *name, unsigned len, uint64_t ino, uint8_t ftype,
+		    uint64_t next)
+{
+	return 0;
+}
+
+/* Every read path fails with -EFSCORRUPTED (lookup of `probe`, iterate, check). */
+static void expect_corrupt(struct mfs_inode *dp, const char *probe, unsigned plen)
+{
+	uint64_t ino;
+
+	CK_EQ(mfs_dir_lookup(dp, probe, plen, &ino, NULL), -EFSCORRUPTED);
+	CK_EQ(mfs_dir_iterate(dp, 0, iter_nop, NULL), -EFSCORRUPTED);
+	CK_EQ(mfs_dir_check(dp), -EFSCORRUPTED);
+}
+
+START_TEST(test_corrupt)
+{
+	struct timg t;
+	struct mfs_inode *dp;
+	struct mfs_trans *tp;
+	struct mfs_dir_root r;
+	struct mfs_buf *bp;
+	uint8_t lit[MFS_MAX_INODESIZE], *blk, saved[MFS_DEFAULT_BLOCKSIZE];
+	char longname[200], name[16];
+	uint64_t size0, ino;
+	unsigned nrecs, ilong = 0, ishort = 0;
+
+	mfs_dir_test_set_hash_mask(0xffffffffu);
+	timg_make(&t, 4096, "64M");
+	dp = make_dir(&t);
+	/* local: "aa", "bb", "cc" */
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_OK(mfs_dir_add(tp, dp, "aa", 2, 100, DT_REG));
+	CK_OK(mfs_dir_add(tp, dp, "bb", 2, 101, DT_REG));
+	CK_OK(mfs_dir_add(tp, dp, "cc", 2, 102, DT_REG));
+	CK_OK(mfs_trans_commit(tp));
+	CK_EQ(dp->dformat, MFS_FMT_LOCAL);
+	memcpy(lit, dp->lit, dp->litsize);
+	size0 = dp->size;
+	dp->lit[8 + 9] = 200;                       /* first name overruns the size */
+	expect_corrupt(dp, "zz", 2);
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_EQ(mfs_dir_add(tp, dp, "zz", 2, 5, DT_REG), -EFSCORRUPTED);
+	mfs_trans_cancel(tp);
+	memcpy(dp->lit, lit, dp->litsize);
+	dp->lit[8 + 9] = 0;                         /* empty name */
+	expect_corrupt(dp, "zz", 2);
+	memcpy(dp->lit, lit, dp->litsize);
+	dp->size = 5;                               /* shorter than the parent field */
+	expect_corrupt(dp, "zz", 2);
+	dp->size = size0;
+	dp->lit[8 + 11] = '/';                      /* a '/' in a stored name */
+	CK_EQ(mfs_dir_check(dp), -EFSCORRUPTED);
+	memcpy(dp->lit, lit, dp->litsize);
+	memcpy(dp->lit + 8, lit + 8 + 13, 13);      /* first two entries swapped: out of order */
+	memcpy(dp->lit + 8 + 13, lit + 8, 13);
+	CK_EQ(mfs_dir_check(dp), -EFSCORRUPTED);
+	memcpy(dp->lit, lit, dp->litsize);
+	memset(dp->lit + 8, 0, 8);                  /* inode 0 */
+	CK_EQ(mfs_dir_check(dp), -EFSCORRUPTED);
+	memcpy(dp->lit, lit, dp->litsize);
+	CK_OK(mfs_dir_check(dp));
+
+	/* btree of one leaf: 20 short names and one of 200 bytes (6 records) */
+	memset(longname, 'L', sizeof(longname));
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	for (unsigned i = 0; i < 20; i++) {
+		snprintf(name, sizeof(name), "short%02u", i);
+		CK_OK(mfs_dir_add(tp, dp, name, 7, 200 + i, DT_REG));
+	}
+	CK_OK(mfs_dir_add(tp, dp, longname, sizeof(longname), 300, DT_DIR));
+	CK_OK(mfs_trans_commit(tp));
+	CK_EQ(dp->dformat, MFS_FMT_BTREE);
+	CK_EQ(dp->dnext, 1);
+	CK_OK(mfs_dir_check(dp));
+	memcpy(&r, dp->lit, sizeof(r));
+	memcpy(lit, dp->lit, dp->litsize);
+	CK_OK(mfs_buf_read(t.fs->bc, mfs_get64(r.rootblock), NULL, &bp));
+	blk = bp->data;
+	memcpy(saved, blk, sizeof(saved));
+	nrecs = mfs_get16(((struct mfs_btree_block *)blk)->numrecs);
+	CK_EQ(nrecs, 3 + 20 + 6);
+	for (unsigned i = 0; i < nrecs; i++) {
+		struct mfs_dir_rec *h = (void *)(blk + 64 + i * MFS_DIR_REC_SIZE);
+
+		if ((mfs_get64(h->key) & 0xff) == 0 && h->namelen == 200)
+			ilong = i;
+		if ((mfs_get64(h->key) & 0xff) == 0 && h->namelen == 7 && h->name[0] == 's')
+			ishort = i;
+	}
+	CK_TRUE(ilong + 5 < nrecs);
+	/* the long head claims a short name: its continuations are orphans */
+	((struct mfs_dir_rec *)(blk + 64 + ilong * MFS_DIR_REC_SIZE))->namelen = 10;
+	CK_EQ(mfs_dir_iterate(dp, 0, iter_nop, NULL), -EFSCORRUPTED);
+	CK_EQ(mfs_dir_check(dp), -EFSCORRUPTED);
+	memcpy(blk, saved, sizeof(saved));
+	/* the last continuation renumbered: the name is incomplete */
+	blk[64 + (ilong + 5) * MFS_DIR_REC_SIZE] = 6;
+	expect_corrupt(dp, longname, sizeof(longname));
+	memcpy(blk, saved, sizeof(saved));
+	/* a short name changed: no longer at its hash */
+	((struct mfs_dir_rec *)(blk + 64 + ishort * MFS_DIR_REC_SIZE))->name[5] ^= 1;
+	CK_EQ(mfs_dir_check(dp), -EFSCORRUPTED);
+	memcpy(blk, saved, sizeof(saved));
+	mfs_buf_put(bp);
+	CK_OK(mfs_dir_check(dp));
+	/* the root in the inode */
+	mfs_put64(r.count, 99);
+	memcpy(dp->lit, &r, sizeof(r));
+	CK_EQ(mfs_dir_check(dp), -EFSCORRUPTED);
+	memcpy(dp->lit, lit, dp->litsize);
+	dp->dnext = 2;                              /* levels disagree */
+	expect_corrupt(dp, "aa", 2);
+	dp->dnext = 1;
+	memcpy(&r, lit, sizeof(r));
+	mfs_put64(r.rootblock, 1);                  /* a fixed AG block */
+	memcpy(dp->lit, &r, sizeof(r));
+	expect_corrupt(dp, "aa", 2);
+	memcpy(dp->lit, lit, dp->litsize);
+	CK_OK(mfs_dir_lookup(dp, longname, sizeof(longname), &ino, NULL));
+	CK_EQ(ino, 300);
+	CK_OK(mfs_dir_check(dp));
+	put_dir(dp);
+	timg_destroy(&t);
+}
+END_TEST
+
 static Suite *dir_suite(void)
 {
 	Suite *s = suite_create("dir");
@@ -897,6 +1026,7 @@ static Suite *dir_suite(void)
 	tcase_add_test(tc, test_hash_vectors);
 	tcase_add_test(tc, test_names);
 	tcase_add_test(tc, test_cancel_exact);
+	tcase_add_test(tc, test_corrupt);
 	tcase_add_loop_test(tc, test_readdir_stable, 0, 2);
 	tcase_add_test(tc, test_one_chain);
 	tcase_add_loop_test(tc, test_model_big, 0, 2);
