@@ -59,14 +59,14 @@ struct timg {
 
 static void timg_open(struct timg *t)
 {
-	CK_OK(mfs_fs_open(t->path, t->flags, 0, &t->fs));
+	t->fs = tu_fs_open(t->path, t->flags);
 	CK_OK(mfs_icache_init(t->fs, 0));
 }
 
 static void timg_close(struct timg *t)
 {
 	CK_OK(mfs_icache_destroy(t->fs));
-	CK_OK(mfs_fs_close(t->fs));
+	tu_fs_close(t->fs);
 	t->fs = NULL;
 }
 
