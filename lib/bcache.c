@@ -1,16 +1,46 @@
 /*
  * bcache.c — the buffer cache (see bcache.h).
  *
- * One mutex guards the hash table, the clock ring and the dirty list.  Device reads happen
- * outside it: a buffer being filled is in the hash with BUF_LOADING set, and a second
- * reader of the same block waits on the cache's condition variable until the first has
- * finished (or failed, in which case the buffer leaves the hash and the waiter retries).
+ * Shards.  The cache is split into 2^k shards by a hash of the block number; each shard
+ * has its own mutex, hash table, clock ring, dirty list and a 1/2^k share of the budget,
+ * so threads working on different blocks do not serialise on one lock.  A small cache
+ * (under 64 buffers a shard) has one shard and behaves exactly like an unsharded one.
  *
- * Eviction is CLOCK, not LRU: every cached buffer sits on one circular ring, a cache hit
- * only sets the buffer's BUF_REF bit, and when the cache is over budget the hand sweeps the
- * ring, giving referenced-bit buffers a second chance and dropping the first unheld one
- * without it.  A hit therefore touches no other buffer's memory, which matters on the
- * btree lookup path (a list unlink and relink per level cost two extra cache misses).
+ * Hash table.  Open addressing with linear probing: a slot holds the block number and the
+ * buffer pointer inline, so a probe reads one cache line and never the buffer itself until
+ * the block is found.  The table grows (doubling) to stay at most half full; a removal
+ * shifts the following entries of its probe run back (no tombstones).
+ *
+ * Reads happen outside the shard lock: a buffer being filled is hashed with BUF_LOADING,
+ * and a second reader of the same block waits on the shard's condition variable until the
+ * first has finished (or failed, in which case the buffer leaves the hash and the waiter
+ * retries).
+ *
+ * Writes happen outside the shard lock too.  A write-back takes a snapshot of the buffer
+ * under the lock (sealed with its CRC in the snapshot, not in the live buffer), clears
+ * BUF_DIRTY, sets BUF_WRITING, drops the lock and writes the snapshot.  The snapshot is
+ * consistent because only unheld buffers are evicted and mfs_bcache_flush() runs with no
+ * transaction open, so nobody is half-way through changing it; the live buffer stays
+ * usable — readers read it and a transaction may change it and mark it dirty again — while
+ * the write is in flight.  What must not happen is a second, newer write of the same block
+ * reaching the disk before this older one, so:
+ *   - the cache never starts a write of a buffer that is BUF_WRITING (it waits or skips);
+ *   - mfs_buf_mark_dirty_lsn() with a journal sequence waits for BUF_WRITING to clear
+ *     (the journal writes that block itself at checkpoint, after the commit);
+ *   - mfs_bcache_forget() waits for BUF_WRITING to clear (the block may be reused and
+ *     written by its next owner);
+ *   - mfs_bcache_flush() waits for every write in flight before it syncs the device.
+ * A failed write makes the buffer dirty again.  A BUF_WRITING buffer is never freed.
+ *
+ * Reference counts.  `refs` goes from 0 to 1 and from 1 to 0 only under the shard lock
+ * (lookup, and the last mfs_buf_put); any other change (a hold, or a put that leaves it
+ * above zero) is an atomic add without the lock.  So under the lock "refs == 0" is stable:
+ * the eviction and forget decisions that test it cannot race with a holder.
+ *
+ * Eviction is CLOCK, not LRU: every cached buffer sits on its shard's circular ring, a hit
+ * only sets the buffer's BUF_REF bit, and when the shard is over budget the hand sweeps
+ * the ring, giving referenced-bit buffers a second chance and dropping the first unheld
+ * one without it.  A hit therefore touches no other buffer's memory.
  *
  * Journaled buffers.  When a journal is attached (journal.h), a buffer changed by a
  * committed transaction is dirty with `lsn` set to that transaction's sequence.  Such a
@@ -32,149 +62,282 @@
 #define BUF_META     0x2u    /* seal the CRC at write-back */
 #define BUF_LOADING  0x4u    /* being read from the device */
 #define BUF_VERIFIED 0x8u    /* contents passed a full verifier at least once */
-#define BUF_HASHED   0x10u    /* in the hash table and on the clock ring */
-#define BUF_REF      0x20u    /* used since the hand last passed */
+#define BUF_HASHED   0x10u   /* in the hash table and on the clock ring */
+#define BUF_REF      0x20u   /* used since the hand last passed */
+#define BUF_WRITING  0x40u   /* a snapshot of it is being written to the device */
+
+#define BC_MAXSHARDS     64u
+#define BC_SHARD_MINBUFS 64u   /* fewer buffers a shard than this: fewer shards */
+
+struct bc_shard;
 
 struct bc_buf {
 	struct mfs_buf pub;
-	struct mfs_bcache *bc;
-	struct bc_buf *hnext;
+	unsigned refs;           /* see "Reference counts" above */
+	unsigned flags;          /* under the shard lock */
+	uint64_t lsn;            /* journaled: sequence of the last commit (0: not journaled) */
+	struct bc_shard *sh;
 	struct bc_buf *ring_prev, *ring_next;     /* the clock ring, iff BUF_HASHED */
 	struct bc_buf *dirty_prev, *dirty_next;   /* on the dirty list iff BUF_DIRTY */
-	unsigned refs;
-	unsigned flags;
-	uint64_t lsn;            /* journaled: sequence of the last commit (0: not journaled) */
 };
 
 struct bc_list {
 	struct bc_buf *head, *tail;
 };
 
-struct mfs_bcache {
+struct bc_slot {
+	uint64_t blkno;
+	struct bc_buf *b;        /* NULL: empty */
+	void *data;              /* b->pub.data: a hit starts fetching the block at once */
+	void *unused;            /* two slots to a cache line */
+};
+
+struct bc_shard {
 	pthread_mutex_t lock;
-	pthread_cond_t loaded;
-	struct mfs_dev *dev;
-	uint32_t blocksize;
-	uint8_t uuid[16];
-	struct bc_buf **hash;
-	size_t hash_mask;
+	pthread_cond_t done;     /* a load or a write finished */
+	struct mfs_bcache *bc;
+	struct bc_slot *slots;
+	size_t mask;             /* slots - 1 */
 	struct bc_buf *hand;     /* the clock hand: next eviction candidate (NULL: ring empty) */
 	struct bc_list dirty;
-	size_t nbufs, ndirty, max_bufs;
+	size_t nbufs, ndirty, max_bufs, nwriting;
 	struct mfs_bcache_stats st;
+} __attribute__((aligned(64)));
+
+struct mfs_bcache {
+	struct mfs_dev *dev;
+	uint32_t blocksize;
+	unsigned shard_mask;
+	uint8_t uuid[16];
+	pthread_mutex_t log_lock;
 	int (*log_sync)(void *priv);   /* journal: force the log and checkpoint */
 	void *log_priv;
+	struct bc_shard *shards;
 };
 
 #define BUF(p) ((struct bc_buf *)(p))
 
-/* ---- intrusive lists: one routine for both lists, parameterised by the link fields ---- */
-#define LIST_OPS(name, prev, next)                                                        \
-static void name##_add_tail(struct bc_list *l, struct bc_buf *b)                          \
-{                                                                                         \
-	b->prev = l->tail;                                                                \
-	b->next = NULL;                                                                   \
-	if (l->tail)                                                                      \
-		l->tail->next = b;                                                        \
-	else                                                                              \
-		l->head = b;                                                              \
-	l->tail = b;                                                                      \
-}                                                                                         \
-static void name##_del(struct bc_list *l, struct bc_buf *b)                               \
-{                                                                                         \
-	if (b->prev)                                                                      \
-		b->prev->next = b->next;                                                  \
-	else                                                                              \
-		l->head = b->next;                                                        \
-	if (b->next)                                                                      \
-		b->next->prev = b->prev;                                                  \
-	else                                                                              \
-		l->tail = b->prev;                                                        \
-	b->prev = b->next = NULL;                                                         \
-}
-LIST_OPS(dirtyl, dirty_prev, dirty_next)
-
-static size_t hash_of(const struct mfs_bcache *bc, uint64_t blkno)
+/* ---- intrusive list ---- */
+static void dirtyl_add_tail(struct bc_list *l, struct bc_buf *b)
 {
-	return (size_t)((blkno * 0x9e3779b97f4a7c15ull) >> 20) & bc->hash_mask;
+	b->dirty_prev = l->tail;
+	b->dirty_next = NULL;
+	if (l->tail)
+		l->tail->dirty_next = b;
+	else
+		l->head = b;
+	l->tail = b;
 }
 
-static struct bc_buf *hash_find(struct mfs_bcache *bc, uint64_t blkno)
+static void dirtyl_del(struct bc_list *l, struct bc_buf *b)
 {
-	struct bc_buf *b;
+	if (b->dirty_prev)
+		b->dirty_prev->dirty_next = b->dirty_next;
+	else
+		l->head = b->dirty_next;
+	if (b->dirty_next)
+		b->dirty_next->dirty_prev = b->dirty_prev;
+	else
+		l->tail = b->dirty_prev;
+	b->dirty_prev = b->dirty_next = NULL;
+}
 
-	for (b = bc->hash[hash_of(bc, blkno)]; b; b = b->hnext)
-		if (b->pub.blkno == blkno)
-			return b;
+static void buf_set_dirty(struct bc_shard *sh, struct bc_buf *b)
+{
+	if (!(b->flags & BUF_DIRTY)) {
+		b->flags |= BUF_DIRTY;
+		dirtyl_add_tail(&sh->dirty, b);
+		sh->ndirty++;
+	}
+}
+
+static void buf_clear_dirty(struct bc_shard *sh, struct bc_buf *b)
+{
+	if (b->flags & BUF_DIRTY) {
+		b->flags &= ~BUF_DIRTY;
+		dirtyl_del(&sh->dirty, b);
+		sh->ndirty--;
+	}
+}
+
+/* ---- hashing ---- */
+
+/* A 64-bit mix of the block number: the low bits pick the shard, the rest the slot. */
+static inline uint64_t blk_hash(uint64_t blkno)
+{
+	blkno ^= blkno >> 33;
+	blkno *= 0xff51afd7ed558ccdull;
+	blkno ^= blkno >> 33;
+	return blkno;
+}
+
+static inline struct bc_shard *shard_of(const struct mfs_bcache *bc, uint64_t h)
+{
+	return &bc->shards[h & bc->shard_mask];
+}
+
+static inline size_t slot_home(const struct bc_shard *sh, uint64_t blkno)
+{
+	return (size_t)(blk_hash(blkno) >> 8) & sh->mask;
+}
+
+static struct bc_buf *hash_find(struct bc_shard *sh, uint64_t blkno)
+{
+	const struct bc_slot *slots = sh->slots;
+	size_t i = slot_home(sh, blkno);
+
+	for (; slots[i].b; i = (i + 1) & sh->mask) {
+		if (slots[i].blkno == blkno) {
+			/* The caller reads the block's header next (verify, numrecs): start
+			 * that fetch now, alongside the fetch of the buffer's bookkeeping. */
+			__builtin_prefetch(slots[i].data);
+			return slots[i].b;
+		}
+	}
 	return NULL;
 }
 
-/* Put a new buffer on the clock ring, just behind the hand (swept last). */
-static void ring_add(struct mfs_bcache *bc, struct bc_buf *b)
+static void slot_put(struct bc_slot *slots, size_t mask, size_t home, uint64_t blkno,
+		     struct bc_buf *b)
 {
-	if (!bc->hand) {
-		b->ring_prev = b->ring_next = b;
-		bc->hand = b;
-		return;
-	}
-	b->ring_next = bc->hand;
-	b->ring_prev = bc->hand->ring_prev;
-	b->ring_prev->ring_next = b;
-	bc->hand->ring_prev = b;
+	size_t i = home;
+
+	while (slots[i].b)
+		i = (i + 1) & mask;
+	slots[i].blkno = blkno;
+	slots[i].b = b;
+	slots[i].data = b->pub.data;
 }
 
-static void ring_del(struct mfs_bcache *bc, struct bc_buf *b)
+/* Double the table.  Returns -ENOMEM (the table is unchanged, still usable) or 0. */
+static int hash_grow(struct bc_shard *sh)
+{
+	size_t nsize = (sh->mask + 1) * 2, nmask = nsize - 1;
+	struct bc_slot *ns = calloc(nsize, sizeof(*ns));
+
+	if (!ns)
+		return -ENOMEM;
+	for (size_t i = 0; i <= sh->mask; i++) {
+		struct bc_slot *s = &sh->slots[i];
+
+		if (s->b)
+			slot_put(ns, nmask, (size_t)(blk_hash(s->blkno) >> 8) & nmask, s->blkno,
+				 s->b);
+	}
+	free(sh->slots);
+	sh->slots = ns;
+	sh->mask = nmask;
+	return 0;
+}
+
+/* Whether slot j's entry, whose home is k, may move back to the hole at i (it may when
+ * its home is not in the cyclic range (i, j]). */
+static inline int slot_may_fill(size_t i, size_t j, size_t k)
+{
+	return i <= j ? (k <= i || k > j) : (k <= i && k > j);
+}
+
+/* Put a new buffer on the clock ring, just behind the hand (swept last). */
+static void ring_add(struct bc_shard *sh, struct bc_buf *b)
+{
+	if (!sh->hand) {
+		b->ring_prev = b->ring_next = b;
+		sh->hand = b;
+		return;
+	}
+	b->ring_next = sh->hand;
+	b->ring_prev = sh->hand->ring_prev;
+	b->ring_prev->ring_next = b;
+	sh->hand->ring_prev = b;
+}
+
+static void ring_del(struct bc_shard *sh, struct bc_buf *b)
 {
 	if (b->ring_next == b) {
-		bc->hand = NULL;
+		sh->hand = NULL;
 	} else {
-		if (bc->hand == b)
-			bc->hand = b->ring_next;
+		if (sh->hand == b)
+			sh->hand = b->ring_next;
 		b->ring_prev->ring_next = b->ring_next;
 		b->ring_next->ring_prev = b->ring_prev;
 	}
 	b->ring_prev = b->ring_next = NULL;
 }
 
+/* Hash a new buffer and put it on the ring (room in the table assured by the caller). */
+static void hash_add(struct bc_shard *sh, struct bc_buf *b)
+{
+	slot_put(sh->slots, sh->mask, slot_home(sh, b->pub.blkno), b->pub.blkno, b);
+	b->flags |= BUF_HASHED;
+	ring_add(sh, b);
+	sh->nbufs++;
+}
+
 /* Take a buffer out of the hash and off the ring; it is freed by whoever drops the last
  * reference (now, if there is none). */
-static void hash_del(struct mfs_bcache *bc, struct bc_buf *b)
+static void hash_del(struct bc_shard *sh, struct bc_buf *b)
 {
-	struct bc_buf **pp = &bc->hash[hash_of(bc, b->pub.blkno)];
+	struct bc_slot *slots = sh->slots;
+	size_t i = slot_home(sh, b->pub.blkno), j;
 
-	while (*pp != b)
-		pp = &(*pp)->hnext;
-	*pp = b->hnext;
-	b->hnext = NULL;
+	while (slots[i].b != b)
+		i = (i + 1) & sh->mask;
+	/* Backward-shift deletion: refill the hole from later entries of the run. */
+	for (j = (i + 1) & sh->mask; slots[j].b; j = (j + 1) & sh->mask) {
+		if (slot_may_fill(i, j, slot_home(sh, slots[j].blkno))) {
+			slots[i] = slots[j];
+			i = j;
+		}
+	}
+	memset(&slots[i], 0, sizeof(slots[i]));
 	b->flags &= ~BUF_HASHED;
-	ring_del(bc, b);
+	ring_del(sh, b);
+	sh->nbufs--;
 }
+
+/* ---- cache ---- */
 
 int mfs_bcache_create(struct mfs_dev *dev, uint32_t blocksize, size_t max_bytes,
 		      struct mfs_bcache **out)
 {
 	struct mfs_bcache *bc;
-	size_t nhash = 1024;
+	size_t max_bufs = blocksize ? max_bytes / blocksize : 0;
+	unsigned nshards = 1;
 
 	*out = NULL;
+	if (max_bufs < 64)
+		max_bufs = 64;
+	while (nshards < BC_MAXSHARDS && max_bufs / (nshards * 2) >= BC_SHARD_MINBUFS)
+		nshards *= 2;
 	bc = calloc(1, sizeof(*bc));
 	if (!bc)
 		return -ENOMEM;
-	bc->dev = dev;
-	bc->blocksize = blocksize;
-	bc->max_bufs = max_bytes / blocksize;
-	if (bc->max_bufs < 64)
-		bc->max_bufs = 64;
-	while (nhash < bc->max_bufs && nhash < (1u << 22))
-		nhash <<= 1;
-	bc->hash = calloc(nhash, sizeof(*bc->hash));
-	if (!bc->hash) {
+	if (posix_memalign((void **)&bc->shards, 64, nshards * sizeof(*bc->shards))) {
 		free(bc);
 		return -ENOMEM;
 	}
-	bc->hash_mask = nhash - 1;
-	pthread_mutex_init(&bc->lock, NULL);
-	pthread_cond_init(&bc->loaded, NULL);
+	memset(bc->shards, 0, nshards * sizeof(*bc->shards));
+	bc->dev = dev;
+	bc->blocksize = blocksize;
+	bc->shard_mask = nshards - 1;
+	pthread_mutex_init(&bc->log_lock, NULL);
+	for (unsigned s = 0; s < nshards; s++) {
+		struct bc_shard *sh = &bc->shards[s];
+
+		sh->bc = bc;
+		sh->max_bufs = max_bufs / nshards;
+		sh->mask = 63;
+		sh->slots = calloc(sh->mask + 1, sizeof(*sh->slots));
+		if (!sh->slots) {
+			while (s--)
+				free(bc->shards[s].slots);
+			free(bc->shards);
+			free(bc);
+			return -ENOMEM;
+		}
+		pthread_mutex_init(&sh->lock, NULL);
+		pthread_cond_init(&sh->done, NULL);
+	}
 	*out = bc;
 	return 0;
 }
@@ -189,13 +352,23 @@ struct mfs_dev *mfs_bcache_dev(const struct mfs_bcache *bc) { return bc->dev; }
 
 void mfs_bcache_get_stats(struct mfs_bcache *bc, struct mfs_bcache_stats *st)
 {
-	pthread_mutex_lock(&bc->lock);
-	*st = bc->st;
-	st->nbufs = bc->nbufs;
-	st->ndirty = bc->ndirty;
-	st->bytes = bc->nbufs * bc->blocksize;
-	st->max_bytes = bc->max_bufs * bc->blocksize;
-	pthread_mutex_unlock(&bc->lock);
+	memset(st, 0, sizeof(*st));
+	for (unsigned s = 0; s <= bc->shard_mask; s++) {
+		struct bc_shard *sh = &bc->shards[s];
+
+		pthread_mutex_lock(&sh->lock);
+		st->hits += sh->st.hits;
+		st->misses += sh->st.misses;
+		st->reads += sh->st.reads;
+		st->writes += sh->st.writes;
+		st->evictions += sh->st.evictions;
+		st->over_budget += sh->st.over_budget;
+		st->nbufs += sh->nbufs;
+		st->ndirty += sh->ndirty;
+		st->max_bytes += sh->max_bufs * bc->blocksize;
+		pthread_mutex_unlock(&sh->lock);
+	}
+	st->bytes = st->nbufs * bc->blocksize;
 }
 
 static void buf_free(struct bc_buf *b)
@@ -204,62 +377,98 @@ static void buf_free(struct bc_buf *b)
 	free(b);
 }
 
-/* Write one dirty buffer (lock held: the buffer is unreferenced or held by the flusher). */
-static int buf_writeback(struct mfs_bcache *bc, struct bc_buf *b)
+/*
+ * Write a dirty buffer back, without the shard lock during the write (see the top of the
+ * file).  Called and returns with the lock held, which it drops in between; `snap` is a
+ * blocksize scratch buffer.  The buffer must be dirty, not journaled, not BUF_WRITING, and
+ * either unheld or held by nobody who is changing it.
+ */
+static int buf_writeback(struct bc_shard *sh, struct bc_buf *b, void *snap)
 {
+	struct mfs_bcache *bc = sh->bc;
 	int err;
 
+	memcpy(snap, b->pub.data, bc->blocksize);
 	if (b->flags & BUF_META)
-		mfs_blk_seal(b->pub.data, bc->blocksize);
-	err = mfs_dev_pwrite(bc->dev, b->pub.data, bc->blocksize,
-			     b->pub.blkno * (uint64_t)bc->blocksize);
-	if (err) {
+		mfs_blk_seal(snap, bc->blocksize);
+	buf_clear_dirty(sh, b);
+	b->flags |= BUF_WRITING;
+	sh->nwriting++;
+	pthread_mutex_unlock(&sh->lock);
+
+	err = mfs_dev_pwrite(bc->dev, snap, bc->blocksize, b->pub.blkno * (uint64_t)bc->blocksize);
+	if (err)
 		mfs_log(MFS_LOG_ERR, "block %llu: write failed: %s",
 			(unsigned long long)b->pub.blkno, strerror(-err));
-		return err;
-	}
-	bc->st.writes++;
-	b->flags &= ~BUF_DIRTY;
-	dirtyl_del(&bc->dirty, b);
-	bc->ndirty--;
-	return 0;
+
+	pthread_mutex_lock(&sh->lock);
+	b->flags &= ~BUF_WRITING;
+	sh->nwriting--;
+	if (err)
+		buf_set_dirty(sh, b);     /* still hashed: forget waits for BUF_WRITING */
+	else
+		sh->st.writes++;
+	pthread_cond_broadcast(&sh->done);
+	return err;
+}
+
+/* Whether an unheld buffer may leave the cache now. */
+static inline int buf_evictable(const struct bc_buf *b)
+{
+	return !b->refs && !b->lsn && !(b->flags & (BUF_LOADING | BUF_WRITING));
+}
+
+static void buf_evict(struct bc_shard *sh, struct bc_buf *b)
+{
+	hash_del(sh, b);
+	sh->st.evictions++;
+	buf_free(b);
 }
 
 /*
- * Drop unheld buffers until the cache is under budget, sweeping the clock ring: a buffer
- * with BUF_REF loses the bit and is passed over once; held, loading and journaled buffers
- * (the journal writes those itself) are passed over.  A dirty buffer is written back
- * before it goes; a write error keeps it (dirty) and stops the eviction.  Two full turns
- * without a victim mean everything is held: the budget is exceeded and counted.
+ * Drop unheld buffers until the shard is under budget, sweeping the clock ring: a buffer
+ * with BUF_REF loses the bit and is passed over once; held, loading, writing and journaled
+ * buffers (the journal writes those itself) are passed over.  A dirty buffer is written
+ * back first — the lock is dropped during the write, so the caller must expect the shard
+ * to have changed — and evicted afterwards if still unused and clean.  A write error stops
+ * the eviction (the buffer stays, dirty).  Two full turns without a victim mean everything
+ * is held: the budget is exceeded and counted.
  */
-static void bcache_shrink(struct mfs_bcache *bc)
+static void shard_shrink(struct bc_shard *sh)
 {
-	size_t budget = 2 * bc->nbufs + 1;
+	size_t budget = 2 * sh->nbufs + 1;
+	void *snap = NULL;
 
-	while (bc->nbufs > bc->max_bufs) {
-		struct bc_buf *b = bc->hand;
+	while (sh->nbufs > sh->max_bufs) {
+		struct bc_buf *b = sh->hand;
 
 		if (!b || budget-- == 0) {
-			bc->st.over_budget++;
-			return;
+			sh->st.over_budget++;
+			break;
 		}
-		bc->hand = b->ring_next;
-		if (b->refs || b->lsn || (b->flags & BUF_LOADING))
+		sh->hand = b->ring_next;
+		if (!buf_evictable(b))
 			continue;
 		if (b->flags & BUF_REF) {
 			b->flags &= ~BUF_REF;
 			continue;
 		}
-		if ((b->flags & BUF_DIRTY) && buf_writeback(bc, b))
-			return;
-		hash_del(bc, b);
-		bc->nbufs--;
-		bc->st.evictions++;
-		buf_free(b);
+		if (b->flags & BUF_DIRTY) {
+			if (!snap && !(snap = malloc(sh->bc->blocksize)))
+				break;      /* no memory to write it: stay over budget for now */
+			if (buf_writeback(sh, b, snap))
+				break;
+			/* Used, changed or forgotten meanwhile: not a victim now. */
+			if (!(b->flags & BUF_HASHED) || !buf_evictable(b) ||
+			    (b->flags & (BUF_DIRTY | BUF_REF)))
+				continue;
+		}
+		buf_evict(sh, b);
 	}
+	free(snap);
 }
 
-static struct bc_buf *buf_alloc(struct mfs_bcache *bc, uint64_t blkno)
+static struct bc_buf *buf_alloc(struct mfs_bcache *bc, struct bc_shard *sh, uint64_t blkno)
 {
 	struct bc_buf *b = calloc(1, sizeof(*b));
 
@@ -270,52 +479,45 @@ static struct bc_buf *buf_alloc(struct mfs_bcache *bc, uint64_t blkno)
 		return NULL;
 	}
 	b->pub.blkno = blkno;
-	b->bc = bc;
+	b->sh = sh;
 	return b;
 }
 
 /* Find or create the buffer for `blkno`, referenced.  *created says whether the caller
- * must fill it (it is then BUF_LOADING).  Lock held. */
-static int buf_lookup_locked(struct mfs_bcache *bc, uint64_t blkno, struct bc_buf **out,
+ * must fill it: it is then hashed with BUF_LOADING, which the caller clears (waking the
+ * shard's waiters).  Lock held. */
+static int buf_lookup_locked(struct bc_shard *sh, uint64_t blkno, struct bc_buf **out,
 			     int *created)
 {
 	struct bc_buf *b;
 
 	for (;;) {
-		b = hash_find(bc, blkno);
+		b = hash_find(sh, blkno);
 		if (!b)
 			break;
-		b->refs++;
+		__atomic_add_fetch(&b->refs, 1, __ATOMIC_RELAXED);
 		b->flags |= BUF_REF;
-		if (!(b->flags & BUF_LOADING)) {
-			bc->st.hits++;
-			*created = 0;
-			*out = b;
-			return 0;
-		}
 		while (b->flags & BUF_LOADING)
-			pthread_cond_wait(&bc->loaded, &bc->lock);
+			pthread_cond_wait(&sh->done, &sh->lock);
 		if (b->flags & BUF_HASHED) {
-			bc->st.hits++;
+			sh->st.hits++;
 			*created = 0;
 			*out = b;
 			return 0;
 		}
 		/* The load failed and the buffer left the hash: drop our ref and retry. */
-		if (--b->refs == 0)
+		if (__atomic_sub_fetch(&b->refs, 1, __ATOMIC_RELAXED) == 0)
 			buf_free(b);
 	}
-	b = buf_alloc(bc, blkno);
+	if (2 * (sh->nbufs + 1) > sh->mask + 1 && hash_grow(sh))
+		return -ENOMEM;
+	b = buf_alloc(sh->bc, sh, blkno);
 	if (!b)
 		return -ENOMEM;
 	b->refs = 1;
-	b->flags = BUF_HASHED;
-	b->hnext = bc->hash[hash_of(bc, blkno)];
-	bc->hash[hash_of(bc, blkno)] = b;
-	ring_add(bc, b);
-	bc->nbufs++;
-	bc->st.misses++;
-	bcache_shrink(bc);
+	b->flags = BUF_LOADING;
+	hash_add(sh, b);
+	sh->st.misses++;
 	*created = 1;
 	*out = b;
 	return 0;
@@ -334,20 +536,21 @@ static int buf_check(struct mfs_bcache *bc, struct bc_buf *b, unsigned flags,
 int mfs_buf_read(struct mfs_bcache *bc, uint64_t blkno, const struct mfs_blk_expect *exp,
 		 struct mfs_buf **out)
 {
+	struct bc_shard *sh = shard_of(bc, blk_hash(blkno));
 	struct bc_buf *b;
 	int created, err;
 
 	*out = NULL;
-	pthread_mutex_lock(&bc->lock);
-	err = buf_lookup_locked(bc, blkno, &b, &created);
+	pthread_mutex_lock(&sh->lock);
+	err = buf_lookup_locked(sh, blkno, &b, &created);
 	if (err) {
-		pthread_mutex_unlock(&bc->lock);
+		pthread_mutex_unlock(&sh->lock);
 		return err;
 	}
 	if (!created) {
 		unsigned flags = b->flags;     /* snapshot under the lock */
 
-		pthread_mutex_unlock(&bc->lock);
+		pthread_mutex_unlock(&sh->lock);
 		if (exp) {
 			err = buf_check(bc, b, flags, exp);
 			if (err) {
@@ -355,16 +558,17 @@ int mfs_buf_read(struct mfs_bcache *bc, uint64_t blkno, const struct mfs_blk_exp
 				return err;
 			}
 			if (!(flags & BUF_META)) {
-				pthread_mutex_lock(&bc->lock);
+				pthread_mutex_lock(&sh->lock);
 				b->flags |= BUF_META | BUF_VERIFIED;
-				pthread_mutex_unlock(&bc->lock);
+				pthread_mutex_unlock(&sh->lock);
 			}
 		}
 		*out = &b->pub;
 		return 0;
 	}
-	b->flags |= BUF_LOADING;
-	pthread_mutex_unlock(&bc->lock);
+	if (sh->nbufs > sh->max_bufs)
+		shard_shrink(sh);
+	pthread_mutex_unlock(&sh->lock);
 
 	err = mfs_dev_pread(bc->dev, b->pub.data, bc->blocksize, blkno * (uint64_t)bc->blocksize);
 	if (err)
@@ -373,20 +577,19 @@ int mfs_buf_read(struct mfs_bcache *bc, uint64_t blkno, const struct mfs_blk_exp
 	else if (exp)
 		err = mfs_blk_verify(b->pub.data, bc->blocksize, blkno, bc->uuid, exp, 0);
 
-	pthread_mutex_lock(&bc->lock);
-	bc->st.reads++;
+	pthread_mutex_lock(&sh->lock);
+	sh->st.reads++;
 	b->flags &= ~BUF_LOADING;
 	if (err) {
 		/* Not kept: the next reader reads the device again. */
-		hash_del(bc, b);
-		bc->nbufs--;
-		if (--b->refs == 0)
+		hash_del(sh, b);
+		if (__atomic_sub_fetch(&b->refs, 1, __ATOMIC_RELAXED) == 0)
 			buf_free(b);
 	} else if (exp) {
 		b->flags |= BUF_META | BUF_VERIFIED;
 	}
-	pthread_cond_broadcast(&bc->loaded);
-	pthread_mutex_unlock(&bc->lock);
+	pthread_cond_broadcast(&sh->done);
+	pthread_mutex_unlock(&sh->lock);
 	if (err)
 		return err;
 	*out = &b->pub;
@@ -395,51 +598,60 @@ int mfs_buf_read(struct mfs_bcache *bc, uint64_t blkno, const struct mfs_blk_exp
 
 int mfs_buf_get_new(struct mfs_bcache *bc, uint64_t blkno, int meta, struct mfs_buf **out)
 {
+	struct bc_shard *sh = shard_of(bc, blk_hash(blkno));
 	struct bc_buf *b;
 	int created, err;
 
 	*out = NULL;
-	pthread_mutex_lock(&bc->lock);
-	err = buf_lookup_locked(bc, blkno, &b, &created);
+	pthread_mutex_lock(&sh->lock);
+	err = buf_lookup_locked(sh, blkno, &b, &created);
 	if (!err) {
 		memset(b->pub.data, 0, bc->blocksize);
-		b->flags &= ~BUF_VERIFIED;
+		b->flags &= ~(BUF_VERIFIED | BUF_LOADING);
 		if (meta)
 			b->flags |= BUF_META | BUF_VERIFIED;
 		else
 			b->flags &= ~BUF_META;
+		if (created) {
+			pthread_cond_broadcast(&sh->done);
+			if (sh->nbufs > sh->max_bufs)
+				shard_shrink(sh);
+		}
 		*out = &b->pub;
 	}
-	pthread_mutex_unlock(&bc->lock);
+	pthread_mutex_unlock(&sh->lock);
 	return err;
 }
 
 void mfs_buf_hold(struct mfs_buf *bp)
 {
-	struct bc_buf *b = BUF(bp);
-
-	/* The caller holds a reference, so the buffer is not on the LRU list. */
-	pthread_mutex_lock(&b->bc->lock);
-	b->refs++;
-	pthread_mutex_unlock(&b->bc->lock);
+	/* The caller holds a reference, so the count is not 0: no lock (see the top). */
+	__atomic_add_fetch(&BUF(bp)->refs, 1, __ATOMIC_RELAXED);
 }
 
 void mfs_buf_put(struct mfs_buf *bp)
 {
 	struct bc_buf *b = BUF(bp);
-	struct mfs_bcache *bc;
+	struct bc_shard *sh;
+	unsigned r;
 
 	if (!bp)
 		return;
-	bc = b->bc;
-	pthread_mutex_lock(&bc->lock);
-	if (--b->refs == 0) {
+	/* Above 1 the count drops without the lock; 1 -> 0 only under it (see the top). */
+	r = __atomic_load_n(&b->refs, __ATOMIC_RELAXED);
+	while (r > 1)
+		if (__atomic_compare_exchange_n(&b->refs, &r, r - 1, 1, __ATOMIC_RELEASE,
+						__ATOMIC_RELAXED))
+			return;
+	sh = b->sh;
+	pthread_mutex_lock(&sh->lock);
+	if (__atomic_sub_fetch(&b->refs, 1, __ATOMIC_RELAXED) == 0) {
 		if (!(b->flags & BUF_HASHED))
 			buf_free(b);
-		else if (bc->nbufs > bc->max_bufs)
-			bcache_shrink(bc);
+		else if (sh->nbufs > sh->max_bufs)
+			shard_shrink(sh);
 	}
-	pthread_mutex_unlock(&bc->lock);
+	pthread_mutex_unlock(&sh->lock);
 }
 
 void mfs_buf_mark_dirty(struct mfs_buf *bp)
@@ -452,48 +664,43 @@ void mfs_buf_mark_dirty(struct mfs_buf *bp)
 void mfs_buf_mark_dirty_lsn(struct mfs_buf *bp, uint64_t lsn)
 {
 	struct bc_buf *b = BUF(bp);
-	struct mfs_bcache *bc = b->bc;
+	struct bc_shard *sh = b->sh;
 
-	pthread_mutex_lock(&bc->lock);
-	if (!(b->flags & BUF_HASHED)) {
-		pthread_mutex_unlock(&bc->lock);
-		return;
+	pthread_mutex_lock(&sh->lock);
+	/* The journal writes this block itself later: the older in-place write must land
+	 * first. */
+	while (lsn && (b->flags & BUF_WRITING))
+		pthread_cond_wait(&sh->done, &sh->lock);
+	if (b->flags & BUF_HASHED) {
+		buf_set_dirty(sh, b);
+		if (lsn > b->lsn)
+			b->lsn = lsn;
 	}
-	if (!(b->flags & BUF_DIRTY)) {
-		b->flags |= BUF_DIRTY;
-		dirtyl_add_tail(&bc->dirty, b);
-		bc->ndirty++;
-	}
-	if (lsn > b->lsn)
-		b->lsn = lsn;
-	pthread_mutex_unlock(&bc->lock);
+	pthread_mutex_unlock(&sh->lock);
 }
 
 void mfs_bcache_checkpointed(struct mfs_bcache *bc, uint64_t blkno, uint64_t lsn)
 {
+	struct bc_shard *sh = shard_of(bc, blk_hash(blkno));
 	struct bc_buf *b;
 
-	pthread_mutex_lock(&bc->lock);
-	b = hash_find(bc, blkno);
+	pthread_mutex_lock(&sh->lock);
+	b = hash_find(sh, blkno);
 	if (b && b->lsn && b->lsn <= lsn) {
 		b->lsn = 0;
-		if (b->flags & BUF_DIRTY) {
-			b->flags &= ~BUF_DIRTY;
-			dirtyl_del(&bc->dirty, b);
-			bc->ndirty--;
-		}
-		if (!b->refs)
-			bcache_shrink(bc);
+		buf_clear_dirty(sh, b);
+		if (!b->refs && sh->nbufs > sh->max_bufs)
+			shard_shrink(sh);
 	}
-	pthread_mutex_unlock(&bc->lock);
+	pthread_mutex_unlock(&sh->lock);
 }
 
 void mfs_bcache_set_log(struct mfs_bcache *bc, int (*sync)(void *priv), void *priv)
 {
-	pthread_mutex_lock(&bc->lock);
+	pthread_mutex_lock(&bc->log_lock);
 	bc->log_sync = sync;
 	bc->log_priv = priv;
-	pthread_mutex_unlock(&bc->lock);
+	pthread_mutex_unlock(&bc->log_lock);
 }
 
 static unsigned buf_flags(const struct mfs_buf *bp)
@@ -501,9 +708,9 @@ static unsigned buf_flags(const struct mfs_buf *bp)
 	struct bc_buf *b = BUF(bp);
 	unsigned flags;
 
-	pthread_mutex_lock(&b->bc->lock);
+	pthread_mutex_lock(&b->sh->lock);
 	flags = b->flags;
-	pthread_mutex_unlock(&b->bc->lock);
+	pthread_mutex_unlock(&b->sh->lock);
 	return flags;
 }
 
@@ -526,62 +733,84 @@ void mfs_buf_set_meta_state(struct mfs_buf *bp, int meta)
 {
 	struct bc_buf *b = BUF(bp);
 
-	pthread_mutex_lock(&b->bc->lock);
+	pthread_mutex_lock(&b->sh->lock);
 	if (meta)
 		b->flags |= BUF_META | BUF_VERIFIED;
 	else
 		b->flags &= ~(BUF_META | BUF_VERIFIED);
-	pthread_mutex_unlock(&b->bc->lock);
+	pthread_mutex_unlock(&b->sh->lock);
 }
 
 void mfs_bcache_forget(struct mfs_bcache *bc, uint64_t blkno)
 {
+	struct bc_shard *sh = shard_of(bc, blk_hash(blkno));
 	struct bc_buf *b;
 
-	pthread_mutex_lock(&bc->lock);
-	b = hash_find(bc, blkno);
+	pthread_mutex_lock(&sh->lock);
+	/* An in-place write of the old contents must land before the block is reused. */
+	while ((b = hash_find(sh, blkno)) && (b->flags & BUF_WRITING))
+		pthread_cond_wait(&sh->done, &sh->lock);
 	if (b && !(b->flags & BUF_LOADING)) {
-		if (b->flags & BUF_DIRTY) {
-			b->flags &= ~BUF_DIRTY;
-			dirtyl_del(&bc->dirty, b);
-			bc->ndirty--;
-		}
+		buf_clear_dirty(sh, b);
 		b->lsn = 0;
-		hash_del(bc, b);
-		bc->nbufs--;
+		hash_del(sh, b);
 		if (b->refs == 0)
 			buf_free(b);
 		/* else: freed by the last mfs_buf_put, never written */
 	}
-	pthread_mutex_unlock(&bc->lock);
+	pthread_mutex_unlock(&sh->lock);
+}
+
+/* Write back every dirty, unjournaled buffer of one shard and wait for every write in
+ * flight (eviction's too) to finish. */
+static int shard_flush(struct bc_shard *sh, void *snap)
+{
+	int err = 0;
+
+	pthread_mutex_lock(&sh->lock);
+	for (;;) {
+		struct bc_buf *b;
+
+		/* Journaled ones are the journal's (committed after the checkpoint); a buffer
+		 * still being written is written again once that write is done. */
+		for (b = sh->dirty.head; b; b = b->dirty_next)
+			if (!b->lsn && !(b->flags & BUF_WRITING))
+				break;
+		if (b) {
+			err = buf_writeback(sh, b, snap);
+			if (err)
+				break;
+			continue;
+		}
+		if (!sh->nwriting)
+			break;
+		pthread_cond_wait(&sh->done, &sh->lock);
+	}
+	pthread_mutex_unlock(&sh->lock);
+	return err;
 }
 
 int mfs_bcache_flush(struct mfs_bcache *bc)
 {
 	int (*log_sync)(void *priv);
-	void *log_priv;
-	struct bc_buf *b, *next;
+	void *log_priv, *snap;
 	int err = 0;
 
-	pthread_mutex_lock(&bc->lock);
+	pthread_mutex_lock(&bc->log_lock);
 	log_sync = bc->log_sync;
 	log_priv = bc->log_priv;
-	pthread_mutex_unlock(&bc->lock);
+	pthread_mutex_unlock(&bc->log_lock);
 	if (log_sync) {
 		err = log_sync(log_priv);
 		if (err)
 			return err;
 	}
-	pthread_mutex_lock(&bc->lock);
-	for (b = bc->dirty.head; b; b = next) {
-		next = b->dirty_next;
-		if (b->lsn)
-			continue;      /* committed after the checkpoint: the journal's */
-		err = buf_writeback(bc, b);
-		if (err)
-			break;
-	}
-	pthread_mutex_unlock(&bc->lock);
+	snap = malloc(bc->blocksize);
+	if (!snap)
+		return -ENOMEM;
+	for (unsigned s = 0; s <= bc->shard_mask && !err; s++)
+		err = shard_flush(&bc->shards[s], snap);
+	free(snap);
 	if (!err)
 		err = mfs_dev_flush(bc->dev);
 	return err;
@@ -589,22 +818,25 @@ int mfs_bcache_flush(struct mfs_bcache *bc)
 
 static void bcache_free_all(struct mfs_bcache *bc)
 {
-	for (size_t i = 0; i <= bc->hash_mask; i++) {
-		struct bc_buf *b = bc->hash[i];
+	for (unsigned s = 0; s <= bc->shard_mask; s++) {
+		struct bc_shard *sh = &bc->shards[s];
 
-		while (b) {
-			struct bc_buf *next = b->hnext;
+		for (size_t i = 0; i <= sh->mask; i++) {
+			struct bc_buf *b = sh->slots[i].b;
 
+			if (!b)
+				continue;
 			if (b->refs)
 				mfs_log(MFS_LOG_WARN, "block %llu: buffer still held at cache teardown",
 					(unsigned long long)b->pub.blkno);
 			buf_free(b);
-			b = next;
 		}
+		free(sh->slots);
+		pthread_mutex_destroy(&sh->lock);
+		pthread_cond_destroy(&sh->done);
 	}
-	free(bc->hash);
-	pthread_mutex_destroy(&bc->lock);
-	pthread_cond_destroy(&bc->loaded);
+	pthread_mutex_destroy(&bc->log_lock);
+	free(bc->shards);
 	free(bc);
 }
 

@@ -6,6 +6,7 @@
 #include <check.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -342,6 +343,266 @@ START_TEST(trans_cancel_after_forget_and_reuse)
 }
 END_TEST
 
+/* ---- the hash table and the write-back outside the lock ---------------------------------- */
+
+/* A block's body for version `v`: its number, the version, and a pattern over the rest,
+ * so a torn or stale image is told apart from the right one. */
+static void fill_version(void *data, unsigned blkno, unsigned v)
+{
+	unsigned char *p = data;
+
+	memcpy(p + 100, &blkno, sizeof(blkno));
+	memcpy(p + 104, &v, sizeof(v));
+	memset(p + 128, (int)((v * 7 + blkno) & 0xff), BS - 128);
+}
+
+/* 0 when `data` is block `blkno` at version `v` (sealed header checked elsewhere). */
+static int check_version(const void *data, unsigned blkno, unsigned v)
+{
+	const unsigned char *p = data;
+	unsigned b, ver;
+
+	memcpy(&b, p + 100, sizeof(b));
+	memcpy(&ver, p + 104, sizeof(ver));
+	if (b != blkno || ver != v)
+		return -1;
+	for (unsigned i = 128; i < BS; i++)
+		if (p[i] != ((v * 7 + blkno) & 0xff))
+			return -1;
+	return 0;
+}
+
+static void new_version(struct mfs_bcache *bc, unsigned blkno, unsigned v)
+{
+	struct mfs_buf *bp;
+
+	ck_assert_int_eq(mfs_buf_get_new(bc, blkno, 1, &bp), 0);
+	mfs_blk_init(bp->data, BS, MFS_RMAPBT_MAGIC, blkno, blkno % 7, uuid);
+	fill_version(bp->data, blkno, v);
+	mfs_buf_mark_dirty(bp);
+	mfs_buf_put(bp);
+}
+
+/* Every block on the device holds its model version, with a good CRC. */
+static void check_disk(unsigned first, unsigned n, const unsigned *model)
+{
+	unsigned char *raw = malloc(BS);
+	int fd = open(path, O_RDONLY);
+
+	ck_assert_ptr_nonnull(raw);
+	ck_assert_int_ge(fd, 0);
+	for (unsigned b = first; b < first + n; b++) {
+		ck_assert_int_eq(pread(fd, raw, BS, b * (off_t)BS), BS);
+		ck_assert_msg(mfs_blk_crc_ok(raw, BS), "block %u: bad CRC on disk", b);
+		ck_assert_msg(check_version(raw, b, model[b - first]) == 0,
+			      "block %u: not version %u on disk", b, model[b - first]);
+	}
+	close(fd);
+	free(raw);
+}
+
+/* Many shards, each table growing and losing entries (backward-shift deletion): every
+ * lookup still finds its own block, changed or not, cached or written back and re-read. */
+START_TEST(hash_churn)
+{
+	enum { NBLK = 2048 };
+	struct mfs_bcache *bc;
+	struct mfs_bcache_stats st;
+	static unsigned model[NBLK];
+	unsigned seed = 42;
+
+	ck_assert_int_eq(mfs_bcache_create(dev, BS, 1024 * BS, &bc), 0);
+	mfs_bcache_set_uuid(bc, uuid);
+	for (unsigned b = 0; b < NBLK; b++) {
+		model[b] = 1;
+		new_version(bc, b, 1);
+	}
+	for (int i = 0; i < 60000; i++) {
+		unsigned b = (unsigned)rand_r(&seed) % NBLK, op = (unsigned)rand_r(&seed) % 10;
+		struct mfs_blk_expect e = expect_for(b);
+		struct mfs_buf *bp;
+
+		if (op < 6) {
+			ck_assert_int_eq(mfs_buf_read(bc, b, &e, &bp), 0);
+			ck_assert_msg(check_version(bp->data, b, model[b]) == 0, "block %u", b);
+			mfs_buf_put(bp);
+		} else if (op < 8) {
+			ck_assert_int_eq(mfs_buf_read(bc, b, &e, &bp), 0);
+			fill_version(bp->data, b, ++model[b]);
+			mfs_buf_mark_dirty(bp);
+			mfs_buf_put(bp);
+		} else {
+			mfs_bcache_forget(bc, b);
+			new_version(bc, b, ++model[b]);
+		}
+	}
+	mfs_bcache_get_stats(bc, &st);
+	ck_assert_uint_le(st.nbufs, 1024);
+	ck_assert_uint_gt(st.evictions, 0);
+	ck_assert_int_eq(mfs_bcache_destroy(bc), 0);
+	check_disk(0, NBLK, model);
+}
+END_TEST
+
+#if defined(__SANITIZE_ADDRESS__)
+#define STRESS_OPS 6000
+#else
+#define STRESS_OPS 40000
+#endif
+#define ST_THREADS 4
+#define ST_SHARED 64u
+#define ST_OWN 192u
+
+struct stress_arg {
+	struct mfs_bcache *bc;
+	unsigned id, seed;
+	unsigned model[ST_OWN];
+	int errors;
+};
+
+static volatile int stress_stop;
+/* Changers hold it shared, the flusher exclusive: flush runs with no change in progress
+ * (bcache.h: no transaction open), while eviction write-back runs at any time. */
+static pthread_rwlock_t stress_txlock = PTHREAD_RWLOCK_INITIALIZER;
+
+static unsigned own_blk(const struct stress_arg *a, unsigned i)
+{
+	return ST_SHARED + a->id * ST_OWN + i;
+}
+
+static int stress_read_check(struct mfs_bcache *bc, unsigned b, unsigned v, struct mfs_buf **out)
+{
+	struct mfs_blk_expect e = expect_for(b);
+
+	if (mfs_buf_read(bc, b, &e, out))
+		return -1;
+	if (check_version((*out)->data, b, v)) {
+		mfs_buf_put(*out);
+		return -1;
+	}
+	return 0;
+}
+
+static void *stress_worker(void *p)
+{
+	struct stress_arg *a = p;
+
+	for (int n = 0; n < STRESS_OPS; n++) {
+		unsigned op = (unsigned)rand_r(&a->seed) % 100;
+		unsigned i = (unsigned)rand_r(&a->seed) % ST_OWN, b = own_blk(a, i);
+		unsigned s = (unsigned)rand_r(&a->seed) % ST_SHARED;
+		struct mfs_buf *bp, *sp;
+
+		if (op < 30) {                       /* read an own block */
+			if (stress_read_check(a->bc, b, a->model[i], &bp)) {
+				a->errors++;
+				continue;
+			}
+			mfs_buf_put(bp);
+		} else if (op < 55) {                /* read a shared block, hold it a while */
+			if (stress_read_check(a->bc, s, 0, &sp)) {
+				a->errors++;
+				continue;
+			}
+			mfs_buf_hold(sp);
+			mfs_buf_put(sp);
+			if (stress_read_check(a->bc, b, a->model[i], &bp) == 0)
+				mfs_buf_put(bp);
+			else
+				a->errors++;
+			mfs_buf_put(sp);
+		} else if (op < 85) {                /* change an own block */
+			pthread_rwlock_rdlock(&stress_txlock);
+			if (stress_read_check(a->bc, b, a->model[i], &bp)) {
+				pthread_rwlock_unlock(&stress_txlock);
+				a->errors++;
+				continue;
+			}
+			fill_version(bp->data, b, ++a->model[i]);
+			mfs_buf_mark_dirty(bp);
+			mfs_buf_put(bp);
+			pthread_rwlock_unlock(&stress_txlock);
+		} else {                             /* free it and reuse it */
+			pthread_rwlock_rdlock(&stress_txlock);
+			mfs_bcache_forget(a->bc, b);
+			if (mfs_buf_get_new(a->bc, b, 1, &bp)) {
+				pthread_rwlock_unlock(&stress_txlock);
+				a->errors++;
+				continue;
+			}
+			mfs_blk_init(bp->data, BS, MFS_RMAPBT_MAGIC, b, b % 7, uuid);
+			fill_version(bp->data, b, ++a->model[i]);
+			mfs_buf_mark_dirty(bp);
+			mfs_buf_put(bp);
+			pthread_rwlock_unlock(&stress_txlock);
+		}
+	}
+	return NULL;
+}
+
+static void *stress_flusher(void *p)
+{
+	struct mfs_bcache *bc = p;
+	intptr_t errors = 0;
+
+	while (!__atomic_load_n(&stress_stop, __ATOMIC_RELAXED)) {
+		pthread_rwlock_wrlock(&stress_txlock);
+		errors += mfs_bcache_flush(bc) != 0;
+		pthread_rwlock_unlock(&stress_txlock);
+	}
+	return (void *)errors;
+}
+
+/*
+ * Several threads read, change, forget and reuse their own blocks and read shared ones
+ * while a flusher thread writes back, all under a budget of a third of the working set:
+ * eviction writes back constantly (outside the shard lock), loads race with loads, forget
+ * races with write-back.  Every read sees its block's latest version; afterwards the disk
+ * holds exactly the latest version of every block, sealed.
+ */
+START_TEST(stress_threads)
+{
+	struct mfs_bcache *bc;
+	struct mfs_bcache_stats st;
+	static struct stress_arg args[ST_THREADS];
+	unsigned zero[ST_SHARED] = { 0 };
+	pthread_t th[ST_THREADS], fl;
+	void *flush_errors;
+
+	ck_assert_int_eq(mfs_bcache_create(dev, BS, 256 * BS, &bc), 0);
+	mfs_bcache_set_uuid(bc, uuid);
+	for (unsigned b = 0; b < ST_SHARED; b++)
+		new_version(bc, b, 0);
+	for (unsigned t = 0; t < ST_THREADS; t++) {
+		args[t] = (struct stress_arg){ .bc = bc, .id = t, .seed = 7 + t };
+		for (unsigned i = 0; i < ST_OWN; i++) {
+			args[t].model[i] = 1;
+			new_version(bc, own_blk(&args[t], i), 1);
+		}
+	}
+	stress_stop = 0;
+	ck_assert_int_eq(pthread_create(&fl, NULL, stress_flusher, bc), 0);
+	for (unsigned t = 0; t < ST_THREADS; t++)
+		ck_assert_int_eq(pthread_create(&th[t], NULL, stress_worker, &args[t]), 0);
+	for (unsigned t = 0; t < ST_THREADS; t++) {
+		pthread_join(th[t], NULL);
+		ck_assert_int_eq(args[t].errors, 0);
+	}
+	__atomic_store_n(&stress_stop, 1, __ATOMIC_RELAXED);
+	pthread_join(fl, &flush_errors);
+	ck_assert_ptr_null(flush_errors);
+	ck_assert_int_eq(mfs_bcache_flush(bc), 0);
+	mfs_bcache_get_stats(bc, &st);
+	ck_assert_uint_eq(st.ndirty, 0);
+	ck_assert_uint_gt(st.evictions, 0);
+	ck_assert_uint_le(st.nbufs, 256);
+	ck_assert_int_eq(mfs_bcache_destroy(bc), 0);
+	check_disk(0, ST_SHARED, zero);
+	for (unsigned t = 0; t < ST_THREADS; t++)
+		check_disk(own_blk(&args[t], 0), ST_OWN, args[t].model);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("bcache");
@@ -356,6 +617,8 @@ int main(void)
 	tcase_add_test(tc, trans_ag_lock_order);
 	tcase_add_test(tc, forgotten_buffer_never_written);
 	tcase_add_test(tc, trans_cancel_after_forget_and_reuse);
+	tcase_add_test(tc, hash_churn);
+	tcase_add_test(tc, stress_threads);
 	suite_add_tcase(s, tc);
 	return tu_run_suite(s);
 }
