@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1017,6 +1018,92 @@ START_TEST(test_corrupt)
 }
 END_TEST
 
+/* Lookups and readdir from several threads under the shared lock of one btree directory. */
+#define PAR_THREADS 4
+#if defined(__SANITIZE_ADDRESS__)
+#define PAR_N 3000u
+#else
+#define PAR_N 20000u
+#endif
+
+struct par {
+	struct mfs_inode *dp;
+	uint64_t seed;
+	int errors;
+};
+
+static int par_count(void *priv, const char *name, unsigned len, uint64_t ino, uint8_t ftype,
+		     uint64_t next)
+{
+	(*(unsigned *)priv)++;
+	return 0;
+}
+
+static void *par_worker(void *arg)
+{
+	struct par *p = arg;
+	uint64_t x = p->seed | 1;
+
+	for (unsigned i = 0; i < PAR_N; i++) {
+		char name[32];
+		uint64_t ino;
+		unsigned k, n = 0;
+		int len;
+
+		x ^= x >> 12;
+		x ^= x << 25;
+		x ^= x >> 27;
+		k = (unsigned)((x * 2685821657736338717ull) >> 33) % PAR_N;
+		len = snprintf(name, sizeof(name), "entry.%u", k);
+		pthread_rwlock_rdlock(&p->dp->lock);
+		if (mfs_dir_lookup(p->dp, name, (unsigned)len, &ino, NULL) || ino != 1000 + k)
+			p->errors++;
+		if (i % 4000 == 0 && (mfs_dir_iterate(p->dp, 0, par_count, &n) || n != PAR_N + 2))
+			p->errors++;
+		pthread_rwlock_unlock(&p->dp->lock);
+	}
+	return NULL;
+}
+
+START_TEST(test_parallel_readers)
+{
+	struct timg t;
+	struct mfs_inode *dp;
+	struct mfs_trans *tp;
+	pthread_t th[PAR_THREADS];
+	struct par p[PAR_THREADS];
+
+	mfs_dir_test_set_hash_mask(0xffffffffu);
+	timg_make(&t, 4096, "64M");
+	dp = make_dir(&t);
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	for (unsigned i = 0; i < PAR_N; i++) {
+		char name[32];
+		int len = snprintf(name, sizeof(name), "entry.%u", i);
+
+		CK_OK(mfs_dir_add(tp, dp, name, (unsigned)len, 1000 + i, DT_REG));
+	}
+	CK_OK(mfs_trans_commit(tp));
+	pthread_rwlock_unlock(&dp->lock);
+	/* a cold cache: every thread reads blocks in */
+	CK_OK(mfs_bcache_flush(t.fs->bc));
+	for (int i = 0; i < PAR_THREADS; i++) {
+		p[i].dp = dp;
+		p[i].seed = 77 + (uint64_t)i * 1000003;
+		p[i].errors = 0;
+		CK_EQ(pthread_create(&th[i], NULL, par_worker, &p[i]), 0);
+	}
+	for (int i = 0; i < PAR_THREADS; i++) {
+		pthread_join(th[i], NULL);
+		CK_EQ(p[i].errors, 0);
+	}
+	pthread_rwlock_wrlock(&dp->lock);
+	CK_OK(mfs_dir_check(dp));
+	put_dir(dp);
+	timg_destroy(&t);
+}
+END_TEST
+
 static Suite *dir_suite(void)
 {
 	Suite *s = suite_create("dir");
@@ -1027,6 +1114,7 @@ static Suite *dir_suite(void)
 	tcase_add_test(tc, test_names);
 	tcase_add_test(tc, test_cancel_exact);
 	tcase_add_test(tc, test_corrupt);
+	tcase_add_test(tc, test_parallel_readers);
 	tcase_add_loop_test(tc, test_readdir_stable, 0, 2);
 	tcase_add_test(tc, test_one_chain);
 	tcase_add_loop_test(tc, test_model_big, 0, 2);
