@@ -8,11 +8,13 @@
  *                tu_seed() that takes a seed from an environment variable or the clock and
  *                prints it, so any failing run can be replayed;
  *   images       sparse temporary image files, their CRC, and programs from $BIN;
+ *                scratch descriptors (memfd / O_TMPFILE) and an open-descriptor count;
  *   AG model     tu_ag.c: a handle over an unformatted image plus a model of every block's
  *                owner, and tu_check_ag() that holds an AG's trees and header to it;
  *   filesystems  tu_format() formats an image in process with lib/format (the same code
  *                as mkfs.mendfs), tu_fs_open/close open it; tu_geom() + tu_fs_create() give
- *                a handle over an unformatted image for tests that build AGs themselves.
+ *                a handle over an unformatted image for tests that build AGs themselves;
+ *                tu_img_* a formatted image with an inode cache, checked by mendfs_db.
  *
  * Every helper asserts its own success (a failure fails the calling test), so tests read as
  * the steps they take.
@@ -105,6 +107,12 @@ int tu_run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Run one suite in CK_NORMAL mode; the process exit status (EXIT_SUCCESS/EXIT_FAILURE). */
 int tu_run_suite(Suite *s);
 
+/* A scratch file descriptor for the scratch stores (xfarray, xblob): a memfd, or with
+ * `tmpfile` an unnamed O_TMPFILE in /var/tmp.  Fails the test if it cannot be made. */
+int tu_scratch_fd(int tmpfile);
+/* The number of entries in /proc/self/fd: descriptor leak checks compare two counts. */
+int tu_count_fds(void);
+
 /* ---- filesystems ---------------------------------------------------------------------------- */
 /* Create (or truncate to) a sparse image of `bytes` at `path` and format it in process with
  * lib/format; `opts` NULL means every default.  Fails the test if the format fails. */
@@ -115,6 +123,27 @@ void tu_format_new(char *path, const char *tag, uint64_t bytes,
 /* mfs_fs_open with `flags` (MFS_OPEN_*) and the default cache; tu_fs_close closes it. */
 struct mfs_fs *tu_fs_open(const char *path, unsigned flags);
 void tu_fs_close(struct mfs_fs *fs);
+
+/* Mark the superblock dirty, as a mounted filesystem's is: its summary counters are then
+ * not expected to match the AGs (mendfs_db's check recounts them). */
+void tu_sb_mark_dirty(struct mfs_fs *fs);
+
+/* A formatted image opened with an inode cache: the filesystem of the tests that work on
+ * inodes, directories and extent maps.  `flags` (MFS_OPEN_*) are used for every open. */
+struct tu_img {
+	char path[TU_PATH_MAX];
+	struct mfs_fs *fs;
+	unsigned flags;
+};
+/* A new image /tmp/<tag>.XXXXXX of `bytes` formatted with `opts` (tu_format_new), opened. */
+void tu_img_make(struct tu_img *t, const char *tag, uint64_t bytes,
+		 const struct mfs_format_opts *opts, unsigned flags);
+void tu_img_open(struct tu_img *t);              /* tu_fs_open + mfs_icache_init */
+void tu_img_close(struct tu_img *t);             /* mfs_icache_destroy + tu_fs_close */
+void tu_img_destroy(struct tu_img *t);           /* closes if open, removes the image */
+/* Close, run the built mendfs_db's check on the image (it must exit 0), reopen.  The
+ * program must exist: test mains skip (exit 77) without it (tu_program). */
+void tu_img_db_check(struct tu_img *t);
 
 /* A valid geometry of `agcount` AGs of `agblocks` blocks (`dblocks` in all) with 256-byte
  * inodes, no journal, the root chunk where format puts it; `uuid` NULL: a fixed one.  Checked
