@@ -4,10 +4,12 @@
  */
 #include "tu.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -143,4 +145,26 @@ int tu_run_suite(Suite *s)
 	nf = srunner_ntests_failed(sr);
 	srunner_free(sr);
 	return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+int tu_scratch_fd(int tmpfile)
+{
+	int fd = tmpfile ? open("/var/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)
+			 : memfd_create("tu_scratch", MFD_CLOEXEC);
+
+	ck_assert_msg(fd >= 0, "scratch fd (%s): %s", tmpfile ? "O_TMPFILE" : "memfd",
+		      strerror(errno));
+	return fd;
+}
+
+int tu_count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
 }
