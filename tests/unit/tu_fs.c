@@ -5,10 +5,12 @@
 #include "tu.h"
 
 #include "ag.h"
+#include "bcache.h"
 #include "byteorder.h"
 #include "dev.h"
 #include "format.h"
 #include "fs.h"
+#include "inode.h"
 #include "mendfs_format.h"
 
 void tu_format(const char *path, uint64_t bytes, const struct mfs_format_opts *opts)
@@ -43,6 +45,55 @@ struct mfs_fs *tu_fs_open(const char *path, unsigned flags)
 void tu_fs_close(struct mfs_fs *fs)
 {
 	CK_OK(mfs_fs_close(fs));
+}
+
+void tu_sb_mark_dirty(struct mfs_fs *fs)
+{
+	struct mfs_buf *bp;
+
+	CK_OK(mfs_read_sb(fs, 0, &bp));
+	mfs_put32(((struct mfs_sb *)bp->data)->state, MFS_STATE_DIRTY);
+	mfs_buf_mark_dirty(bp);
+	mfs_buf_put(bp);
+}
+
+void tu_img_make(struct tu_img *t, const char *tag, uint64_t bytes,
+		 const struct mfs_format_opts *opts, unsigned flags)
+{
+	memset(t, 0, sizeof(*t));
+	tu_format_new(t->path, tag, bytes, opts);
+	t->flags = flags;
+	tu_img_open(t);
+}
+
+void tu_img_open(struct tu_img *t)
+{
+	t->fs = tu_fs_open(t->path, t->flags);
+	CK_OK(mfs_icache_init(t->fs, 0));
+}
+
+void tu_img_close(struct tu_img *t)
+{
+	CK_OK(mfs_icache_destroy(t->fs));
+	tu_fs_close(t->fs);
+	t->fs = NULL;
+}
+
+void tu_img_destroy(struct tu_img *t)
+{
+	if (t->fs)
+		tu_img_close(t);
+	tu_image_remove(t->path);
+}
+
+void tu_img_db_check(struct tu_img *t)
+{
+	char db[512];
+
+	ck_assert_msg(tu_program("mendfs_db", db, sizeof(db)) == 0, "no mendfs_db at %s", db);
+	tu_img_close(t);
+	CK_EQ(tu_run("'%s' -c check %s >/dev/null", db, t->path), 0);
+	tu_img_open(t);
 }
 
 void tu_geom(struct mfs_geom *g, uint32_t bs, uint32_t agblocks, uint32_t agcount,
