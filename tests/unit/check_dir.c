@@ -7,13 +7,13 @@
  * btree conversions); name errors; a cancelled transaction leaving the image byte-for-byte
  * unchanged; and the rate of adds and lookups.
  *
- * Images are made by the built mkfs.mendfs ($BIN, default build/bin); without it the
- * program skips (exit 77).  SEED=n replays a seed.
+ * Images are formatted in process (tu_format: lib/format, the code of mkfs.mendfs) and
+ * checked by the built mendfs_db ($BIN, default build/bin); without it the program skips
+ * (exit 77).  SEED=n replays a seed.
  */
 #include <check.h>
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -21,13 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "bcache.h"
 #include "byteorder.h"
-#include "crc32c.h"
 #include "dir.h"
 #include "fs.h"
 #include "geom.h"
@@ -37,14 +33,10 @@
 #include "mendfs_format.h"
 #include "trans.h"
 
-#define CK_EQ(x, y) do { long long x_ = (long long)(x), y_ = (long long)(y); \
-		if (x_ != y_) ck_assert_msg(0, "%s == %lld, expected %s == %lld", #x, x_, #y, y_); \
-	} while (0)
-#define CK_TRUE(e) do { if (!(e)) ck_assert_msg(0, "%s", #e); } while (0)
-#define CK_OK(e) do { int e_ = (e); if (e_) ck_assert_msg(0, "%s: %d (%s)", #e, e_, \
-							    strerror(-e_)); } while (0)
+#include "format.h"
+#include "tu.h"
 
-#if defined(__SANITIZE_ADDRESS__)
+#if UNDER_ASAN
 #define BIG 10000u
 #define STABLE_N 1500u
 #define TIMED 10000u
@@ -54,129 +46,19 @@
 #define TIMED 100000u
 #endif
 
-static char bindir[512];
-
-static uint64_t rng;
-static uint64_t trand(void)
-{
-	rng ^= rng >> 12;
-	rng ^= rng << 25;
-	rng ^= rng >> 27;
-	return rng * 2685821657736338717ull;
-}
-
-static uint64_t get_seed(const char *what)
-{
-	uint64_t seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-	const char *env = getenv("SEED");
-
-	if (env)
-		seed = strtoull(env, NULL, 0);
-	printf("%s: seed %" PRIu64 "\n", what, seed);
-	fflush(stdout);
-	rng = seed | 1;
-	return seed;
-}
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* ---- images ----------------------------------------------------------------------------- */
-struct timg {
-	char path[64];
-	struct mfs_fs *fs;
-};
-
-static int run(const char *cmd)
+/* A fresh image of `bytes` in 4 AGs with block size bs, opened with an inode cache, its
+ * superblock dirty as a mounted filesystem's is. */
+static void timg_make(struct tu_img *t, uint32_t bs, uint64_t bytes)
 {
-	int st = system(cmd);
+	struct mfs_format_opts o = { .blocksize = bs, .agcount = 4 };
 
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
-static void timg_open(struct timg *t)
-{
-	CK_OK(mfs_fs_open(t->path, 0, 0, &t->fs));
-	CK_OK(mfs_icache_init(t->fs, 0));
-}
-
-static void timg_close(struct timg *t)
-{
-	CK_OK(mfs_icache_destroy(t->fs));
-	CK_OK(mfs_fs_close(t->fs));
-	t->fs = NULL;
-}
-
-/* Mark the superblock dirty, as a mounted filesystem's is: its summary counters are then
- * not expected to match the AGs. */
-static void sb_mark_dirty(struct timg *t)
-{
-	struct mfs_buf *bp;
-
-	CK_OK(mfs_read_sb(t->fs, 0, &bp));
-	mfs_put32(((struct mfs_sb *)bp->data)->state, MFS_STATE_DIRTY);
-	mfs_buf_mark_dirty(bp);
-	mfs_buf_put(bp);
-}
-
-static void timg_make(struct timg *t, uint32_t bs, const char *size)
-{
-	char cmd[1024];
-	int fd;
-
-	memset(t, 0, sizeof(*t));
-	snprintf(t->path, sizeof(t->path), "/tmp/mendfs_dir_XXXXXX");
-	fd = mkstemp(t->path);
-	ck_assert_int_ge(fd, 0);
-	close(fd);
-	snprintf(cmd, sizeof(cmd), "'%s/mkfs.mendfs' -q -f -b %u -a 4 %s %s", bindir, bs,
-		 t->path, size);
-	CK_EQ(run(cmd), 0);
-	timg_open(t);
-	sb_mark_dirty(t);
-}
-
-static void timg_destroy(struct timg *t)
-{
-	if (t->fs)
-		timg_close(t);
-	unlink(t->path);
-}
-
-/* Close, run mendfs_db's check (free space against the reverse map...), reopen. */
-static void db_check(struct timg *t)
-{
-	char cmd[1024];
-
-	timg_close(t);
-	snprintf(cmd, sizeof(cmd), "'%s/mendfs_db' -c check %s >/dev/null", bindir, t->path);
-	CK_EQ(run(cmd), 0);
-	timg_open(t);
-}
-
-static uint32_t image_crc(struct timg *t)
-{
-	static char buf[1 << 16];
-	uint32_t crc = 0;
-	ssize_t n;
-	int fd;
-
-	CK_OK(mfs_bcache_flush(t->fs->bc));
-	fd = open(t->path, O_RDONLY);
-	ck_assert_int_ge(fd, 0);
-	while ((n = read(fd, buf, sizeof(buf))) > 0)
-		crc = mfs_crc32c(crc, buf, (size_t)n);
-	close(fd);
-	return crc;
+	tu_img_make(t, "mendfs_dir", bytes, &o, 0);
+	tu_sb_mark_dirty(t->fs);
 }
 
 /* A new, empty directory under the root, returned referenced and locked exclusive. */
-static struct mfs_inode *make_dir(struct timg *t)
+static struct mfs_inode *make_dir(struct tu_img *t)
 {
 	struct mfs_trans *tp;
 	struct mfs_inode *dp;
@@ -301,26 +183,26 @@ static const uint8_t ftypes[] = { DT_REG, DT_DIR, DT_LNK, DT_FIFO, DT_CHR, DT_BL
 
 static uint64_t rand_ino(void)
 {
-	return 1 + trand() % ((1ull << 56) - 1);
+	return 1 + tu_rand() % ((1ull << 56) - 1);
 }
 
 /* A random name not in the model: mostly short, many long, bytes 1..255 except '/'. */
 static unsigned rand_name(const struct model *m, char *buf)
 {
 	for (;;) {
-		unsigned r = (unsigned)(trand() % 100), len;
+		unsigned r = (unsigned)(tu_rand() % 100), len;
 
 		if (r < 50)
-			len = 1 + (unsigned)(trand() % MFS_DIR_HEAD_NAME);
+			len = 1 + (unsigned)(tu_rand() % MFS_DIR_HEAD_NAME);
 		else if (r < 85)
-			len = 1 + (unsigned)(trand() % MFS_NAME_MAX);
+			len = 1 + (unsigned)(tu_rand() % MFS_NAME_MAX);
 		else
-			len = 200 + (unsigned)(trand() % 56);
+			len = 200 + (unsigned)(tu_rand() % 56);
 		for (unsigned i = 0; i < len; i++) {
 			uint8_t c;
 
 			do
-				c = (uint8_t)(1 + trand() % 255);
+				c = (uint8_t)(1 + tu_rand() % 255);
 			while (c == '/');
 			buf[i] = (char)c;
 		}
@@ -412,38 +294,38 @@ static void random_op(struct mfs_trans *tp, struct mfs_inode *dp, struct model *
 		      unsigned add_pct)
 {
 	char name[MFS_NAME_MAX + 1];
-	unsigned r = (unsigned)(trand() % 100), len;
+	unsigned r = (unsigned)(tu_rand() % 100), len;
 	uint64_t ino, old;
 	uint8_t ft;
 	int i;
 
 	if (r < add_pct || m->n == 0) {
-		if (m->n && trand() % 16 == 0) {          /* an existing name */
-			i = (int)(trand() % m->n);
+		if (m->n && tu_rand() % 16 == 0) {          /* an existing name */
+			i = (int)(tu_rand() % m->n);
 			CK_EQ(mfs_dir_add(tp, dp, m->v[i].name, m->v[i].len, rand_ino(), DT_REG),
 			      -EEXIST);
 			return;
 		}
 		len = rand_name(m, name);
 		ino = rand_ino();
-		ft = ftypes[trand() % sizeof(ftypes)];
+		ft = ftypes[tu_rand() % sizeof(ftypes)];
 		CK_OK(mfs_dir_add(tp, dp, name, len, ino, ft));
 		model_add(m, name, len, ino, ft);
 	} else if (r < add_pct + (100 - add_pct) / 2) {
-		i = (int)(trand() % m->n);
+		i = (int)(tu_rand() % m->n);
 		CK_OK(mfs_dir_remove(tp, dp, m->v[i].name, m->v[i].len, &old));
 		CK_EQ(old, m->v[i].ino);
 		model_del(m, i);
 	} else if (r % 3 == 0) {
-		i = (int)(trand() % m->n);
+		i = (int)(tu_rand() % m->n);
 		ino = rand_ino();
-		ft = ftypes[trand() % sizeof(ftypes)];
+		ft = ftypes[tu_rand() % sizeof(ftypes)];
 		CK_OK(mfs_dir_replace(tp, dp, m->v[i].name, m->v[i].len, ino, ft, &old));
 		CK_EQ(old, m->v[i].ino);
 		m->v[i].ino = ino;
 		m->v[i].ftype = ft;
 	} else if (r % 3 == 1) {
-		i = (int)(trand() % m->n);
+		i = (int)(tu_rand() % m->n);
 		CK_OK(mfs_dir_lookup(dp, m->v[i].name, m->v[i].len, &ino, &ft));
 		CK_EQ(ino, m->v[i].ino);
 		CK_EQ(ft, m->v[i].ftype);
@@ -455,12 +337,12 @@ static void random_op(struct mfs_trans *tp, struct mfs_inode *dp, struct model *
 }
 
 /* Run random operations (1..8 per transaction) until the model has `target` entries. */
-static void drive(struct timg *t, struct mfs_inode *dp, struct model *m, size_t target,
+static void drive(struct tu_img *t, struct mfs_inode *dp, struct model *m, size_t target,
 		  unsigned add_pct)
 {
 	while (m->n != target) {
 		struct mfs_trans *tp;
-		unsigned k = 1 + (unsigned)(trand() % 8);
+		unsigned k = 1 + (unsigned)(tu_rand() % 8);
 
 		CK_OK(mfs_trans_alloc(t->fs, &tp));
 		while (k-- && m->n != target)
@@ -497,41 +379,41 @@ static const uint32_t model_masks[] = { 0xfffu, 0xffffffffu };
 START_TEST(test_model_big)
 {
 	static const size_t marks[] = { 3, 60, 1000, 10000, BIG };
-	struct timg t;
+	struct tu_img t;
 	struct model m;
 	struct mfs_inode *dp;
 	double t0;
 	char what[64];
 
 	snprintf(what, sizeof(what), "dir model (hash mask 0x%x)", model_masks[_i]);
-	get_seed(what);
+	tu_srand(tu_seed("SEED", what));
 	mfs_dir_test_set_hash_mask(model_masks[_i]);
-	timg_make(&t, 4096, "512M");
+	timg_make(&t, 4096, 512ull << 20);
 	model_init(&m);
 	dp = make_dir(&t);
 	compare(dp, &m);
-	t0 = now();
+	t0 = tu_now();
 	for (size_t k = 0; k < sizeof(marks) / sizeof(marks[0]); k++) {
 		drive(&t, dp, &m, marks[k], 75);
 		compare(dp, &m);
 		CK_EQ(dp->dformat, marks[k] > 100 ? MFS_FMT_BTREE : dp->dformat);
 	}
 	printf("  grew to %zu entries in %.2f s (%u levels, %" PRIu64 " blocks)\n", m.n,
-	       now() - t0, dp->dnext, dp->nblocks);
-	t0 = now();
+	       tu_now() - t0, dp->dnext, dp->nblocks);
+	t0 = tu_now();
 	for (size_t k = sizeof(marks) / sizeof(marks[0]) - 1; k-- > 0; ) {
 		drive(&t, dp, &m, marks[k], 25);
 		compare(dp, &m);
 	}
 	drive(&t, dp, &m, 0, 25);
 	compare(dp, &m);
-	printf("  shrank to empty in %.2f s\n", now() - t0);
+	printf("  shrank to empty in %.2f s\n", tu_now() - t0);
 	CK_EQ(dp->dformat, MFS_FMT_LOCAL);
 	CK_EQ(dp->nblocks, 0);
 	CK_EQ(dp->size, 8);
 	put_dir(dp);
-	db_check(&t);
-	timg_destroy(&t);
+	tu_img_db_check(&t);
+	tu_img_destroy(&t);
 	model_free(&m);
 	mfs_dir_test_set_hash_mask(0xffffffffu);
 }
@@ -541,13 +423,13 @@ END_TEST
  * spanning many leaves; 1K blocks. */
 START_TEST(test_one_chain)
 {
-	struct timg t;
+	struct tu_img t;
 	struct model m;
 	struct mfs_inode *dp;
 
-	get_seed("dir one collision chain");
+	tu_srand(tu_seed("SEED", "dir one collision chain"));
 	mfs_dir_test_set_hash_mask(0);
-	timg_make(&t, 1024, "64M");
+	timg_make(&t, 1024, 64ull << 20);
 	model_init(&m);
 	dp = make_dir(&t);
 	drive(&t, dp, &m, 600, 80);
@@ -561,8 +443,8 @@ START_TEST(test_one_chain)
 	CK_EQ(dp->dformat, MFS_FMT_LOCAL);
 	CK_EQ(dp->nblocks, 0);
 	put_dir(dp);
-	db_check(&t);
-	timg_destroy(&t);
+	tu_img_db_check(&t);
+	tu_img_destroy(&t);
 	model_free(&m);
 	mfs_dir_test_set_hash_mask(0xffffffffu);
 }
@@ -574,7 +456,7 @@ END_TEST
  * Sizes: from inline (crossing into a btree and back) and a big btree; with and without
  * forced collisions.
  */
-static void stability_run(struct timg *t, struct mfs_inode *dp, struct model *m, size_t start,
+static void stability_run(struct tu_img *t, struct mfs_inode *dp, struct model *m, size_t start,
 			  unsigned churn, unsigned add_pct)
 {
 	struct walk w;
@@ -592,7 +474,7 @@ static void stability_run(struct timg *t, struct mfs_inode *dp, struct model *m,
 		struct mfs_trans *tp;
 		int err;
 
-		w.limit = 1 + (unsigned)(trand() % 40);
+		w.limit = 1 + (unsigned)(tu_rand() % 40);
 		w.taken = 0;
 		w.resume = cookie;
 		err = mfs_dir_iterate(dp, cookie, walk_fn, &w);
@@ -622,15 +504,15 @@ static const uint32_t stab_masks[] = { 0xffffffffu, 0xfu };
 
 START_TEST(test_readdir_stable)
 {
-	struct timg t;
+	struct tu_img t;
 	struct model m;
 	struct mfs_inode *dp;
 	char what[64];
 
 	snprintf(what, sizeof(what), "dir readdir stability (hash mask 0x%x)", stab_masks[_i]);
-	get_seed(what);
+	tu_srand(tu_seed("SEED", what));
 	mfs_dir_test_set_hash_mask(stab_masks[_i]);
-	timg_make(&t, 4096, "128M");
+	timg_make(&t, 4096, 128ull << 20);
 	for (int variant = 0; variant < 4; variant++) {
 		model_init(&m);
 		dp = make_dir(&t);
@@ -652,7 +534,7 @@ START_TEST(test_readdir_stable)
 		put_dir(dp);
 		model_free(&m);
 	}
-	timg_destroy(&t);
+	tu_img_destroy(&t);
 	mfs_dir_test_set_hash_mask(0xffffffffu);
 }
 END_TEST
@@ -678,7 +560,7 @@ static int first_cookie_fn(void *priv, const char *name, unsigned len, uint64_t 
 
 START_TEST(test_names)
 {
-	struct timg t;
+	struct tu_img t;
 	struct mfs_inode *dp, *root, *reg;
 	struct mfs_trans *tp;
 	char name[300];
@@ -687,7 +569,7 @@ START_TEST(test_names)
 	unsigned n;
 
 	mfs_dir_test_set_hash_mask(0xffffffffu);
-	timg_make(&t, 4096, "64M");
+	timg_make(&t, 4096, 64ull << 20);
 	dp = make_dir(&t);
 	memset(name, 'x', sizeof(name));
 	CK_OK(mfs_trans_alloc(t.fs, &tp));
@@ -770,8 +652,8 @@ START_TEST(test_names)
 	CK_EQ(mfs_dir_lookup(reg, "x", 1, &ino, &ft), -ENOTDIR);
 	mfs_iput(reg);
 	put_dir(root);
-	db_check(&t);
-	timg_destroy(&t);
+	tu_img_db_check(&t);
+	tu_img_destroy(&t);
 }
 END_TEST
 
@@ -779,7 +661,7 @@ END_TEST
  * of the image as it was; the reloaded directory is the old one. */
 START_TEST(test_cancel_exact)
 {
-	struct timg t;
+	struct tu_img t;
 	struct model m;
 	struct mfs_inode *dp, *small;
 	struct mfs_trans *tp;
@@ -787,9 +669,9 @@ START_TEST(test_cancel_exact)
 	size_t n0;
 	uint64_t nblocks0;
 
-	get_seed("dir cancel");
+	tu_srand(tu_seed("SEED", "dir cancel"));
 	mfs_dir_test_set_hash_mask(0xffffffffu);
-	timg_make(&t, 4096, "64M");
+	timg_make(&t, 4096, 64ull << 20);
 	model_init(&m);
 	dp = make_dir(&t);
 	small = make_dir(&t);
@@ -800,7 +682,7 @@ START_TEST(test_cancel_exact)
 	CK_OK(mfs_dir_add(tp, small, "one", 3, 11, DT_REG));
 	CK_OK(mfs_trans_commit(tp));
 	CK_EQ(small->dformat, MFS_FMT_LOCAL);
-	crc0 = image_crc(&t);
+	crc0 = tu_image_crc(t.fs, t.path);
 
 	CK_OK(mfs_trans_alloc(t.fs, &tp));
 	for (unsigned i = 0; i < 3000; i++)
@@ -815,7 +697,7 @@ START_TEST(test_cancel_exact)
 	mfs_trans_cancel(tp);
 	CK_OK(mfs_inode_reload(dp));
 	CK_OK(mfs_inode_reload(small));
-	CK_EQ(image_crc(&t), crc0);
+	CK_EQ(tu_image_crc(t.fs, t.path), crc0);
 	CK_EQ(small->dformat, MFS_FMT_LOCAL);
 	CK_EQ(dp->nblocks, nblocks0);
 	CK_OK(mfs_dir_check(dp));
@@ -823,8 +705,8 @@ START_TEST(test_cancel_exact)
 	(void)n0;
 	put_dir(small);
 	put_dir(dp);
-	db_check(&t);
-	timg_destroy(&t);
+	tu_img_db_check(&t);
+	tu_img_destroy(&t);
 	model_free(&m);
 }
 END_TEST
@@ -832,7 +714,7 @@ END_TEST
 /* Rates for a directory of TIMED short names, one transaction per add/remove (no journal). */
 START_TEST(test_rates)
 {
-	struct timg t;
+	struct tu_img t;
 	struct mfs_inode *dp;
 	char name[64];
 	double t0, tadd, tlook, tlist, trm;
@@ -840,11 +722,11 @@ START_TEST(test_rates)
 	uint64_t ino;
 	uint8_t ft;
 
-	get_seed("dir rates");
+	tu_srand(tu_seed("SEED", "dir rates"));
 	mfs_dir_test_set_hash_mask(0xffffffffu);
-	timg_make(&t, 4096, "256M");
+	timg_make(&t, 4096, 256ull << 20);
 	dp = make_dir(&t);
-	t0 = now();
+	t0 = tu_now();
 	for (unsigned i = 0; i < TIMED; i++) {
 		struct mfs_trans *tp;
 		int len = snprintf(name, sizeof(name), "file-%08u.dat", i);
@@ -853,23 +735,23 @@ START_TEST(test_rates)
 		CK_OK(mfs_dir_add(tp, dp, name, (unsigned)len, 100 + i, DT_REG));
 		CK_OK(mfs_trans_commit(tp));
 	}
-	tadd = now() - t0;
-	t0 = now();
+	tadd = tu_now() - t0;
+	t0 = tu_now();
 	for (unsigned i = 0; i < TIMED; i++) {
-		unsigned k = (unsigned)(trand() % TIMED);
+		unsigned k = (unsigned)(tu_rand() % TIMED);
 		int len = snprintf(name, sizeof(name), "file-%08u.dat", k);
 
 		CK_OK(mfs_dir_lookup(dp, name, (unsigned)len, &ino, &ft));
 		CK_EQ(ino, 100 + k);
 	}
-	tlook = now() - t0;
-	t0 = now();
+	tlook = tu_now() - t0;
+	t0 = tu_now();
 	n = 0;
 	CK_OK(mfs_dir_iterate(dp, 0, count_fn, &n));
-	tlist = now() - t0;
+	tlist = tu_now() - t0;
 	CK_EQ(n, TIMED + 2);
 	CK_OK(mfs_dir_check(dp));
-	t0 = now();
+	t0 = tu_now();
 	for (unsigned i = 0; i < TIMED; i++) {
 		struct mfs_trans *tp;
 		int len = snprintf(name, sizeof(name), "file-%08u.dat", i);
@@ -878,14 +760,14 @@ START_TEST(test_rates)
 		CK_OK(mfs_dir_remove(tp, dp, name, (unsigned)len, &ino));
 		CK_OK(mfs_trans_commit(tp));
 	}
-	trm = now() - t0;
+	trm = tu_now() - t0;
 	printf("  %u entries: %.0f adds/s, %.0f lookups/s, %.0f removes/s, readdir %.0f "
 	       "entries/s\n", TIMED, TIMED / tadd, TIMED / tlook, TIMED / trm,
 	       (TIMED + 2) / tlist);
 	CK_EQ(dp->dformat, MFS_FMT_LOCAL);
 	CK_EQ(dp->nblocks, 0);
 	put_dir(dp);
-	timg_destroy(&t);
+	tu_img_destroy(&t);
 }
 END_TEST
 
@@ -908,7 +790,7 @@ static void expect_corrupt(struct mfs_inode *dp, const char *probe, unsigned ple
 
 START_TEST(test_corrupt)
 {
-	struct timg t;
+	struct tu_img t;
 	struct mfs_inode *dp;
 	struct mfs_trans *tp;
 	struct mfs_dir_root r;
@@ -919,7 +801,7 @@ START_TEST(test_corrupt)
 	unsigned nrecs, ilong = 0, ishort = 0;
 
 	mfs_dir_test_set_hash_mask(0xffffffffu);
-	timg_make(&t, 4096, "64M");
+	timg_make(&t, 4096, 64ull << 20);
 	dp = make_dir(&t);
 	/* local: "aa", "bb", "cc" */
 	CK_OK(mfs_trans_alloc(t.fs, &tp));
@@ -1014,13 +896,13 @@ START_TEST(test_corrupt)
 	CK_EQ(ino, 300);
 	CK_OK(mfs_dir_check(dp));
 	put_dir(dp);
-	timg_destroy(&t);
+	tu_img_destroy(&t);
 }
 END_TEST
 
 /* Lookups and readdir from several threads under the shared lock of one btree directory. */
 #define PAR_THREADS 4
-#if defined(__SANITIZE_ADDRESS__)
+#if UNDER_ASAN
 #define PAR_N 3000u
 #else
 #define PAR_N 20000u
@@ -1067,14 +949,14 @@ static void *par_worker(void *arg)
 
 START_TEST(test_parallel_readers)
 {
-	struct timg t;
+	struct tu_img t;
 	struct mfs_inode *dp;
 	struct mfs_trans *tp;
 	pthread_t th[PAR_THREADS];
 	struct par p[PAR_THREADS];
 
 	mfs_dir_test_set_hash_mask(0xffffffffu);
-	timg_make(&t, 4096, "64M");
+	timg_make(&t, 4096, 64ull << 20);
 	dp = make_dir(&t);
 	CK_OK(mfs_trans_alloc(t.fs, &tp));
 	for (unsigned i = 0; i < PAR_N; i++) {
@@ -1100,7 +982,7 @@ START_TEST(test_parallel_readers)
 	pthread_rwlock_wrlock(&dp->lock);
 	CK_OK(mfs_dir_check(dp));
 	put_dir(dp);
-	timg_destroy(&t);
+	tu_img_destroy(&t);
 }
 END_TEST
 
@@ -1125,20 +1007,11 @@ static Suite *dir_suite(void)
 
 int main(void)
 {
-	const char *b = getenv("BIN");
-	char mkfs[600];
-	SRunner *sr;
-	int nf;
+	char db[512];
 
-	snprintf(bindir, sizeof(bindir), "%s", b && *b ? b : "build/bin");
-	snprintf(mkfs, sizeof(mkfs), "%s/mkfs.mendfs", bindir);
-	if (access(mkfs, X_OK)) {
-		printf("check_dir: skipped: no mkfs.mendfs at %s (set BIN)\n", mkfs);
+	if (tu_program("mendfs_db", db, sizeof(db))) {
+		printf("check_dir: skipped: no mendfs_db at %s (set BIN)\n", db);
 		return 77;
 	}
-	sr = srunner_create(dir_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	nf = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return nf ? 1 : 0;
+	return tu_run_suite(dir_suite());
 }
