@@ -19,28 +19,24 @@
  * image byte-identical; an attribute fork (forkoff) shrinks the inline list and its bytes
  * are never touched; damaged inline records are reported, not followed.
  *
- * Images are made by the built mkfs.mendfs ($BIN, default build/bin); without it the
- * program skips (exit 77).  MFS_SEED=n replays a run.
+ * Images are formatted in process (tu_format: lib/format, the code of mkfs.mendfs) and
+ * checked by the built mendfs_db ($BIN, default build/bin); without it the program skips
+ * (exit 77).  MFS_SEED=n replays a run.
  */
 #include <check.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "ag.h"
 #include "bcache.h"
 #include "bmap.h"
 #include "btree.h"
 #include "byteorder.h"
-#include "crc32c.h"
 #include "fs.h"
 #include "geom.h"
 #include "ialloc.h"
@@ -49,116 +45,33 @@
 #include "mendfs_format.h"
 #include "trans.h"
 
-#define CK_EQ(x, y) do { long long x_ = (long long)(x), y_ = (long long)(y); \
-		if (x_ != y_) ck_assert_msg(0, "%s == %lld, expected %s == %lld", #x, x_, #y, y_); \
-	} while (0)
-#define CK_TRUE(e) do { if (!(e)) ck_assert_msg(0, "%s", #e); } while (0)
-#define CK_OK(e) do { int e_ = (e); if (e_) ck_assert_msg(0, "%s: %d (%s)", #e, e_, \
-							    strerror(-e_)); } while (0)
+#include "format.h"
+#include "tu.h"
 
 #define NOPS 48000u      /* about 0.3 s plain, 3 s under ASan */
 #define NPHASES 8u
 
-static char bindir[512];
-static uint64_t seed;
-
-static uint64_t rng;
-static uint64_t trand(void)
-{
-	rng ^= rng >> 12;
-	rng ^= rng << 25;
-	rng ^= rng >> 27;
-	return rng * 2685821657736338717ull;
-}
-
-static uint64_t rbelow(uint64_t n)
-{
-	return trand() % n;
-}
+static uint64_t seed;            /* MFS_SEED, or from the clock; each test derives its stream */
 
 /* ---- images ----------------------------------------------------------------------------- */
-struct bimg {
-	char path[64];
-	struct mfs_fs *fs;
-};
-
-static int run(const char *cmd)
+/* A fresh image of `bytes` in 4 AGs with block size bs and inode size isize, opened with an
+ * inode cache. */
+static void bimg_make(struct tu_img *t, uint32_t bs, uint32_t isize, uint64_t bytes)
 {
-	int st = system(cmd);
+	struct mfs_format_opts o = { .blocksize = bs, .inodesize = isize, .agcount = 4 };
 
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
-static void bimg_open(struct bimg *t)
-{
-	CK_OK(mfs_fs_open(t->path, 0, 0, &t->fs));
-	CK_OK(mfs_icache_init(t->fs, 0));
-}
-
-static void bimg_close(struct bimg *t)
-{
-	CK_OK(mfs_icache_destroy(t->fs));
-	CK_OK(mfs_fs_close(t->fs));
-	t->fs = NULL;
-}
-
-static void bimg_make(struct bimg *t, uint32_t bs, uint32_t isize, const char *size)
-{
-	char cmd[1024];
-	int fd;
-
-	memset(t, 0, sizeof(*t));
-	snprintf(t->path, sizeof(t->path), "/tmp/mendfs_bmap_XXXXXX");
-	fd = mkstemp(t->path);
-	ck_assert_int_ge(fd, 0);
-	close(fd);
-	snprintf(cmd, sizeof(cmd), "'%s/mkfs.mendfs' -q -f -b %u -I %u -a 4 %s %s", bindir, bs,
-		 isize, t->path, size);
-	CK_EQ(run(cmd), 0);
-	bimg_open(t);
-}
-
-static void bimg_destroy(struct bimg *t)
-{
-	if (t->fs)
-		bimg_close(t);
-	unlink(t->path);
+	tu_img_make(t, "mendfs_bmap", bytes, &o, 0);
 }
 
 /* Mark the superblock dirty (as a mounted filesystem's is), close, run mendfs_db's check,
  * reopen. */
-static void db_check(struct bimg *t)
+static void db_check(struct tu_img *t)
 {
-	struct mfs_buf *bp;
-	char cmd[1024];
-
-	CK_OK(mfs_read_sb(t->fs, 0, &bp));
-	mfs_put32(((struct mfs_sb *)bp->data)->state, MFS_STATE_DIRTY);
-	mfs_buf_mark_dirty(bp);
-	mfs_buf_put(bp);
-	bimg_close(t);
-	snprintf(cmd, sizeof(cmd), "'%s/mendfs_db' -c check %s >/dev/null", bindir, t->path);
-	CK_EQ(run(cmd), 0);
-	bimg_open(t);
+	tu_sb_mark_dirty(t->fs);
+	tu_img_db_check(t);
 }
 
-static uint32_t image_crc(struct bimg *t)
-{
-	static char buf[1 << 16];
-	uint32_t crc = 0;
-	ssize_t n;
-	int fd;
-
-	CK_OK(mfs_bcache_flush(t->fs->bc));
-	fd = open(t->path, O_RDONLY);
-	ck_assert_int_ge(fd, 0);
-	while ((n = read(fd, buf, sizeof(buf))) > 0)
-		crc = mfs_crc32c(crc, buf, (size_t)n);
-	close(fd);
-	return crc;
-}
-
-static uint64_t new_file(struct bimg *t)
+static uint64_t new_file(struct tu_img *t)
 {
 	struct mfs_trans *tp;
 	struct mfs_inode *ip;
@@ -398,7 +311,7 @@ struct stats {
 };
 
 /* Everything about inode ino against the model; returns the number of extents. */
-static size_t check_all(struct bimg *t, struct model *m, uint64_t ino)
+static size_t check_all(struct tu_img *t, struct model *m, uint64_t ino)
 {
 	const struct mfs_geom *g = &t->fs->geo;
 	struct collect walk = { 0 }, blocks = { 0 };
@@ -525,7 +438,7 @@ static size_t check_all(struct bimg *t, struct model *m, uint64_t ino)
 
 /* ---- operations ----------------------------------------------------------------------------- */
 struct ctx {
-	struct bimg *t;
+	struct tu_img *t;
 	struct model *m;
 	uint64_t ino;
 	struct mfs_inode *ip;       /* held, locked exclusive by the caller of each op */
@@ -692,15 +605,15 @@ static void op_seek(struct ctx *c, uint64_t off)
 /* A random offset: mostly inside a window, sometimes just around one. */
 static uint64_t roff(const struct model *m, int *win)
 {
-	unsigned w = (unsigned)rbelow(NWIN);
+	unsigned w = (unsigned)tu_rand_below(NWIN);
 
 	*win = (int)w;
-	return m->base[w] + rbelow(m->w);
+	return m->base[w] + tu_rand_below(m->w);
 }
 
 static uint64_t rlen(const struct model *m, uint64_t off, int w, uint64_t max)
 {
-	uint64_t room = m->base[w] + m->w - off, len = 1 + rbelow(max);
+	uint64_t room = m->base[w] + m->w - off, len = 1 + tu_rand_below(max);
 
 	return len < room ? len : room;
 }
@@ -708,25 +621,25 @@ static uint64_t rlen(const struct model *m, uint64_t off, int w, uint64_t max)
 /* ---- tests ------------------------------------------------------------------------------------ */
 static const struct {
 	uint32_t bs, isize;
-	const char *size;
+	uint64_t size;
 	uint32_t w;
 } configs[] = {
-	{ 1024, 256, "256M", 4096 },
-	{ 4096, 512, "128M", 2048 },
+	{ 1024, 256, 256ull << 20, 4096 },
+	{ 4096, 512, 128ull << 20, 2048 },
 };
 
 START_TEST(test_random)
 {
-	struct bimg t;
+	struct tu_img t;
 	struct model m;
 	struct ctx c;
-	struct timespec t0, t1;
+	double t0;
 
-	rng = seed + (uint64_t)_i * 0x9e3779b97f4a7c15ull;
+	tu_srand(seed + (uint64_t)_i * 0x9e3779b97f4a7c15ull);
 	longest = 0;
 	printf("check_bmap random: seed %" PRIu64 ", block size %u, inode size %u\n", seed,
 	       configs[_i].bs, configs[_i].isize);
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	t0 = tu_now();
 	bimg_make(&t, configs[_i].bs, configs[_i].isize, configs[_i].size);
 	model_init(&m, t.fs, configs[_i].w);
 	memset(&c, 0, sizeof(c));
@@ -743,21 +656,21 @@ START_TEST(test_random)
 		CK_OK(mfs_iget(t.fs, c.ino, 0, &c.ip));
 		pthread_rwlock_wrlock(&c.ip->lock);
 		for (unsigned i = 0; i < NOPS / NPHASES; i++) {
-			unsigned p = (unsigned)rbelow(100);
+			unsigned p = (unsigned)tu_rand_below(100);
 			int w;
 			uint64_t off = roff(&m, &w);
 
 			if (p < grow) {
 				/* small pieces of alternating state make many extents */
 				op_alloc(&c, off, rlen(&m, off, w, phase % 8 < 4 ? 24 : 3),
-					 (int)rbelow(2));
+					 (int)tu_rand_below(2));
 			} else if (p < grow + punch) {
 				op_punch(&c, off, rlen(&m, off, w, phase % 4 < 2 ? 16 : 400));
 			} else if (p < grow + punch + 10) {
 				op_convert(&c, off, rlen(&m, off, w, 64));
 			} else if (p < grow + punch + 20) {
 				op_lookup(&c, off);
-				op_lookup(&c, off - (off > 0 ? 1 + rbelow(off < 5000 ? off : 5000) : 0));
+				op_lookup(&c, off - (off > 0 ? 1 + tu_rand_below(off < 5000 ? off : 5000) : 0));
 			} else {
 				op_seek(&c, off);
 				if (off > 3)
@@ -793,10 +706,8 @@ START_TEST(test_random)
 	}
 	db_check(&t);
 	model_free(&m);
-	bimg_destroy(&t);
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	printf("check_bmap random: %.2f s\n",
-	       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+	tu_img_destroy(&t);
+	printf("check_bmap random: %.2f s\n", tu_now() - t0);
 }
 END_TEST
 
@@ -804,12 +715,12 @@ END_TEST
  * byte for byte what it was, and the reloaded inode still matches the model. */
 START_TEST(test_cancel_exact)
 {
-	struct bimg t;
+	struct tu_img t;
 	struct model m;
 	struct ctx c;
 
-	rng = seed ^ 0x5bd1e995ull;
-	bimg_make(&t, 1024, 256, "32M");
+	tu_srand(seed ^ 0x5bd1e995ull);
+	bimg_make(&t, 1024, 256, 32ull << 20);
 	model_init(&m, t.fs, 1024);
 	memset(&c, 0, sizeof(c));
 	c.t = &t;
@@ -830,7 +741,7 @@ START_TEST(test_cancel_exact)
 			int w;
 			uint64_t off = roff(&m, &w);
 
-			op_alloc(&c, off, rlen(&m, off, w, 4), (int)rbelow(2));
+			op_alloc(&c, off, rlen(&m, off, w, 4), (int)tu_rand_below(2));
 		}
 		if (round % 3 == 0)
 			for (unsigned w = 0; w < NWIN; w++)
@@ -838,7 +749,7 @@ START_TEST(test_cancel_exact)
 		pthread_rwlock_unlock(&c.ip->lock);
 		mfs_iput(c.ip);
 		check_all(&t, &m, c.ino);
-		crc0 = image_crc(&t);
+		crc0 = tu_image_crc(t.fs, t.path);
 
 		/* a big mixed transaction, then cancel */
 		CK_OK(mfs_iget(t.fs, c.ino, 0, &c.ip));
@@ -848,10 +759,10 @@ START_TEST(test_cancel_exact)
 			int w;
 			uint64_t off = roff(&m, &w);
 
-			switch (rbelow(3)) {
+			switch (tu_rand_below(3)) {
 			case 0:
 				CK_OK(mfs_bmap_alloc(tp, c.ip, off, rlen(&m, off, w, 8),
-						     (unsigned)rbelow(2), &e));
+						     (unsigned)tu_rand_below(2), &e));
 				break;
 			case 1:
 				CK_OK(mfs_bmap_punch(tp, c.ip, off, rlen(&m, off, w, 100), &done));
@@ -875,13 +786,13 @@ START_TEST(test_cancel_exact)
 		CK_OK(mfs_inode_reload(c.ip));
 		pthread_rwlock_unlock(&c.ip->lock);
 		mfs_iput(c.ip);
-		crc1 = image_crc(&t);
+		crc1 = tu_image_crc(t.fs, t.path);
 		CK_EQ(crc1, crc0);
 		check_all(&t, &m, c.ino);
 	}
 	db_check(&t);
 	model_free(&m);
-	bimg_destroy(&t);
+	tu_img_destroy(&t);
 }
 END_TEST
 
@@ -889,14 +800,14 @@ END_TEST
  * the attribute bytes are never touched, also through btree conversions. */
 START_TEST(test_forkoff)
 {
-	struct bimg t;
+	struct tu_img t;
 	struct model m;
 	struct ctx c;
 	uint8_t pattern[512];
 	uint32_t asize;
 
-	rng = seed ^ 0x1234567ull;
-	bimg_make(&t, 4096, 256, "32M");
+	tu_srand(seed ^ 0x1234567ull);
+	bimg_make(&t, 4096, 256, 32ull << 20);
 	model_init(&m, t.fs, 512);
 	memset(&c, 0, sizeof(c));
 	c.t = &t;
@@ -930,8 +841,8 @@ START_TEST(test_forkoff)
 		int w;
 		uint64_t off = roff(&m, &w);
 
-		if (rbelow(3))
-			op_alloc(&c, off, rlen(&m, off, w, 3), (int)rbelow(2));
+		if (tu_rand_below(3))
+			op_alloc(&c, off, rlen(&m, off, w, 3), (int)tu_rand_below(2));
 		else
 			op_punch(&c, off, rlen(&m, off, w, 20));
 		CK_TRUE(!memcmp(c.ip->lit + 48, pattern, asize));
@@ -952,7 +863,7 @@ START_TEST(test_forkoff)
 	mfs_iput(c.ip);
 	db_check(&t);
 	model_free(&m);
-	bimg_destroy(&t);
+	tu_img_destroy(&t);
 }
 END_TEST
 
@@ -975,13 +886,13 @@ static unsigned nexts(struct mfs_inode *ip)
  * next extent, a gap filled exactly (three-way merge), a punched hole refilled. */
 START_TEST(test_merge)
 {
-	struct bimg t;
+	struct tu_img t;
 	struct model m;
 	struct ctx c;
 	struct mfs_bmap_ext e;
 
-	rng = seed ^ 0x77ull;
-	bimg_make(&t, 4096, 256, "32M");
+	tu_srand(seed ^ 0x77ull);
+	bimg_make(&t, 4096, 256, 32ull << 20);
 	model_init(&m, t.fs, 512);
 	memset(&c, 0, sizeof(c));
 	c.t = &t;
@@ -1021,7 +932,7 @@ START_TEST(test_merge)
 	check_all(&t, &m, c.ino);
 	db_check(&t);
 	model_free(&m);
-	bimg_destroy(&t);
+	tu_img_destroy(&t);
 }
 END_TEST
 
@@ -1029,15 +940,15 @@ END_TEST
  * exactly how far they got. */
 START_TEST(test_bounded)
 {
-	struct bimg t;
+	struct tu_img t;
 	struct model m;
 	struct ctx c;
 	struct mfs_trans *tp;
 	uint64_t done;
 	const unsigned n = 3 * MFS_BMAP_MAX_EXTENTS_PER_CALL + 5;
 
-	rng = seed ^ 0x99ull;
-	bimg_make(&t, 4096, 256, "32M");
+	tu_srand(seed ^ 0x99ull);
+	bimg_make(&t, 4096, 256, 32ull << 20);
 	model_init(&m, t.fs, 512);
 	memset(&c, 0, sizeof(c));
 	c.t = &t;
@@ -1081,14 +992,14 @@ START_TEST(test_bounded)
 	mfs_iput(c.ip);
 	check_all(&t, &m, c.ino);
 	model_free(&m);
-	bimg_destroy(&t);
+	tu_img_destroy(&t);
 }
 END_TEST
 
 /* Damaged inline records are refused with -EFSCORRUPTED, never followed. */
 START_TEST(test_corrupt_inline)
 {
-	struct bimg t;
+	struct tu_img t;
 	struct model m;
 	struct ctx c;
 	struct mfs_bmap_ext e;
@@ -1096,8 +1007,8 @@ START_TEST(test_corrupt_inline)
 	uint64_t res;
 	int quiet;
 
-	rng = seed ^ 0xabcdefull;
-	bimg_make(&t, 4096, 256, "32M");
+	tu_srand(seed ^ 0xabcdefull);
+	bimg_make(&t, 4096, 256, 32ull << 20);
 	model_init(&m, t.fs, 64);
 	memset(&c, 0, sizeof(c));
 	c.t = &t;
@@ -1148,7 +1059,7 @@ START_TEST(test_corrupt_inline)
 	pthread_rwlock_unlock(&c.ip->lock);
 	mfs_iput(c.ip);
 	model_free(&m);
-	bimg_destroy(&t);
+	tu_img_destroy(&t);
 }
 END_TEST
 
@@ -1170,24 +1081,12 @@ static Suite *bmap_suite(void)
 
 int main(void)
 {
-	const char *b = getenv("BIN"), *sd = getenv("MFS_SEED");
-	char mkfs[600];
-	SRunner *sr;
-	int nf;
+	char db[512];
 
-	snprintf(bindir, sizeof(bindir), "%s", b && *b ? b : "build/bin");
-	snprintf(mkfs, sizeof(mkfs), "%s/mkfs.mendfs", bindir);
-	if (access(mkfs, X_OK)) {
-		printf("check_bmap: skipped: no mkfs.mendfs at %s (set BIN)\n", mkfs);
+	if (tu_program("mendfs_db", db, sizeof(db))) {
+		printf("check_bmap: skipped: no mendfs_db at %s (set BIN)\n", db);
 		return 77;
 	}
-	seed = sd && *sd ? strtoull(sd, NULL, 0) : (uint64_t)time(NULL) * 2654435761u + 1;
-	if (!seed)
-		seed = 1;
-	printf("check_bmap: seed %" PRIu64 " (MFS_SEED=%" PRIu64 " to replay)\n", seed, seed);
-	sr = srunner_create(bmap_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	nf = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return nf ? 1 : 0;
+	seed = tu_seed("MFS_SEED", "check_bmap");
+	return tu_run_suite(bmap_suite());
 }
