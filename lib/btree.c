@@ -372,10 +372,19 @@ static inline unsigned bt_node_search(const struct mfs_btree_cur *cur, const str
 	const uint8_t *keys = bt_key(cur, bp, 0);
 	unsigned klen = cur->ops->key_len;
 	unsigned lo = 0, hi = n;      /* answer in [lo, hi): first key > key is at hi */
+	int ptrs_fetched = 0;
 
 	bt_prefetch(keys, (size_t)n * klen);
 	while (lo < hi) {
 		unsigned mid = (lo + hi) / 2;
+
+		/* The child pointer read next lies in another part of the block: once the
+		 * answer is narrowed to a few lines' worth of pointers, fetch those too. */
+		if (!ptrs_fetched && (hi - lo) * cur->ops->ptr_len <= 4 * 64) {
+			bt_prefetch(bt_ptr(cur, bp, lo ? lo - 1 : 0),
+				    (size_t)(hi - lo + 1) * cur->ops->ptr_len);
+			ptrs_fetched = 1;
+		}
 
 		if (cmp(keys + (size_t)mid * klen, key) <= 0)
 			lo = mid + 1;
