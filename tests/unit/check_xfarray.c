@@ -14,62 +14,16 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "xfarray.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#ifndef UNDER_ASAN
-#define UNDER_ASAN 0
-#endif
+#include "tu.h"
 
-/*
- * Check's ck_assert_* records a "mark point" (a write to its log) even when the assertion
- * holds; in hot loops these wrappers only call into Check on failure.
- */
-#define CK_EQ(x, y) do { long long x_ = (long long)(x), y_ = (long long)(y); \
-		if (x_ != y_) ck_assert_int_eq(x_, y_); } while (0)
-#define CK_TRUE(e) do { if (!(e)) ck_assert(e); } while (0)
+/* Like tu.h's CK_EQ / CK_TRUE, calls into Check only on failure (hot loops). */
 #define CK_MEM(a, b, n) do { if (memcmp((a), (b), (n))) ck_assert_mem_eq(a, b, n); } while (0)
 
-enum { SCRATCH_MEMFD, SCRATCH_TMPFILE };
-
-static int scratch_fd(int kind)
-{
-	int fd;
-
-	if (kind == SCRATCH_MEMFD)
-		fd = memfd_create("check_xfarray", MFD_CLOEXEC);
-	else
-		fd = open("/var/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	ck_assert_msg(fd >= 0, "scratch fd: %s", strerror(errno));
-	return fd;
-}
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* xorshift64*: the seeded generator of every random test here. */
-static uint64_t rnd_state;
-static uint64_t rnd(void)
-{
-	rnd_state ^= rnd_state >> 12;
-	rnd_state ^= rnd_state << 25;
-	rnd_state ^= rnd_state >> 27;
-	return rnd_state * 2685821657736338717ull;
-}
+enum { SCRATCH_MEMFD, SCRATCH_TMPFILE };     /* tu_scratch_fd(tmpfile) */
 
 /* Records of a variable size whose first 8 bytes are the sort key. */
 static int cmp_key(const void *a, const void *b, void *priv)
@@ -82,7 +36,7 @@ static int cmp_key(const void *a, const void *b, void *priv)
 static void make_rec(unsigned char *r, size_t rs)
 {
 	for (size_t i = 0; i < rs; i++)
-		r[i] = (unsigned char)(rnd() % 4);	/* small alphabet: many equal keys */
+		r[i] = (unsigned char)(tu_rand() % 4);	/* small alphabet: many equal keys */
 	r[rs - 1] |= 0x80;				/* never all zero */
 }
 
@@ -102,7 +56,7 @@ static bool is_zero(const unsigned char *p, size_t n)
 
 START_TEST(test_basic)
 {
-	int fd = scratch_fd(SCRATCH_MEMFD);
+	int fd = tu_scratch_fd(SCRATCH_MEMFD);
 	struct mfs_xfarray *a;
 	unsigned char zero[16] = { 0 }, r[16], out[16];
 	uint64_t idx;
@@ -138,18 +92,18 @@ END_TEST
 /* Random operations against a model; then iterate, sort and search, compare each time. */
 static void model_run(int kind, size_t rs, uint64_t seed, unsigned nops, unsigned span)
 {
-	int fd = scratch_fd(kind);
+	int fd = tu_scratch_fd(kind);
 	struct mfs_xfarray *a;
 	unsigned char *model = calloc(span, rs), *r = malloc(rs), *out = malloc(rs);
 	uint64_t nr = 0, unset = 0;
 	size_t rsv = rs;
 
 	ck_assert(model && r && out);
-	rnd_state = seed;
+	tu_srand(seed);
 	CK_EQ(mfs_xfarray_create(fd, 4096, rs, span, &a), 0);
 	for (unsigned op = 0; op < nops; op++) {
-		unsigned what = (unsigned)(rnd() % 100);
-		uint64_t i = rnd() % span;
+		unsigned what = (unsigned)(tu_rand() % 100);
+		uint64_t i = tu_rand() % span;
 
 		if (what < 45) {
 			make_rec(r, rs);
@@ -232,7 +186,7 @@ static void model_run(int kind, size_t rs, uint64_t seed, unsigned nops, unsigne
 	}
 	/* Binary search finds the first of equal records, and misses absent keys. */
 	for (int k = 0; k < 200 && nset > 0; k++) {
-		uint64_t at = rnd() % nset, got;
+		uint64_t at = tu_rand() % nset, got;
 
 		CK_EQ(mfs_xfarray_bsearch(a, model + at * rs, cmp_key, &rsv, &got, out), 0);
 		CK_MEM(out, model + at * rs, rs);
@@ -270,7 +224,7 @@ END_TEST
 /* Sorting a large array of mostly equal and of already sorted / reversed records. */
 START_TEST(test_sort_patterns)
 {
-	int fd = scratch_fd(SCRATCH_MEMFD);
+	int fd = tu_scratch_fd(SCRATCH_MEMFD);
 	struct mfs_xfarray *a;
 	size_t rs = 8;
 	const uint64_t n = 600000;	/* > 2 sort buffers: exercises the file partition */
@@ -278,7 +232,7 @@ START_TEST(test_sort_patterns)
 	for (int pattern = 0; pattern < 4; pattern++) {
 		CK_EQ(ftruncate(fd, 0), 0);
 		CK_EQ(mfs_xfarray_create(fd, 0, rs, 0, &a), 0);
-		rnd_state = 99 + (uint64_t)pattern;
+		tu_srand(99 + (uint64_t)pattern);
 		for (uint64_t k = 0; k < n; k++) {
 			uint64_t v;
 
@@ -286,7 +240,7 @@ START_TEST(test_sort_patterns)
 			case 0: v = 5; break;				/* all equal */
 			case 1: v = k + 1; break;			/* sorted */
 			case 2: v = n - k; break;			/* reversed */
-			default: v = rnd() % 3 + 1; break;		/* few distinct */
+			default: v = tu_rand() % 3 + 1; break;		/* few distinct */
 			}
 			v = __builtin_bswap64(v);	/* memcmp order = numeric order */
 			CK_EQ(mfs_xfarray_append(a, &v, NULL), 0);
@@ -311,7 +265,7 @@ END_TEST
 /* A record past 2^40 bytes into the file: sparse, found quickly by iteration. */
 START_TEST(test_capacity_2_40)
 {
-	int fd = scratch_fd(_i == 0 ? SCRATCH_MEMFD : SCRATCH_TMPFILE);
+	int fd = tu_scratch_fd(_i == 0 ? SCRATCH_MEMFD : SCRATCH_TMPFILE);
 	struct mfs_xfarray *a;
 	unsigned char r[16], out[16];
 	uint64_t far = (1ull << 40) / 16 + 12345, cur = 0, idx;
@@ -329,12 +283,12 @@ START_TEST(test_capacity_2_40)
 	ck_assert_int_lt(st.st_blocks * 512, 1 << 20);	/* sparse */
 	CK_EQ(mfs_xfarray_iter(a, &cur, out, &idx), 1);
 	CK_EQ(idx, 3);
-	double t0 = now();
+	double t0 = tu_now();
 	CK_EQ(mfs_xfarray_iter(a, &cur, out, &idx), 1);
 	CK_EQ(idx, far);
 	CK_MEM(out, r, 16);
 	CK_EQ(mfs_xfarray_iter(a, &cur, out, &idx), 0);
-	ck_assert_msg(now() - t0 < 1.0, "hole skipping is too slow");
+	ck_assert_msg(tu_now() - t0 < 1.0, "hole skipping is too slow");
 	CK_EQ(mfs_xfarray_get(a, far, out), 0);
 	mfs_xfarray_destroy(a);
 	CK_EQ(close(fd), 0);
@@ -344,7 +298,7 @@ END_TEST
 /* A scratch file truncated under the array: -ENOMEM, and the array stays failed. */
 START_TEST(test_truncated_file)
 {
-	int fd = scratch_fd(SCRATCH_MEMFD);
+	int fd = tu_scratch_fd(SCRATCH_MEMFD);
 	struct mfs_xfarray *a;
 	unsigned char r[32], out[32];
 
@@ -417,7 +371,7 @@ static int cmp_u64_sampling(const void *a, const void *b, void *priv)
 START_TEST(test_sort_10m)
 {
 	const uint64_t n = UNDER_ASAN ? 1000000 : 10000000;
-	int fd = scratch_fd(SCRATCH_MEMFD);
+	int fd = tu_scratch_fd(SCRATCH_MEMFD);
 	struct mfs_xfarray *a;
 	uint64_t r[2], prev = 0, cur = 0, cnt = 0;
 	int rc;
@@ -425,16 +379,16 @@ START_TEST(test_sort_10m)
 	heap_base = heap_now();
 	heap_peak = heap_base;
 	CK_EQ(mfs_xfarray_create(fd, 0, 16, 0, &a), 0);
-	rnd_state = 424242;
-	double t0 = now();
+	tu_srand(424242);
+	double t0 = tu_now();
 	for (uint64_t k = 0; k < n; k++) {
-		r[0] = rnd() | 1;
+		r[0] = tu_rand() | 1;
 		r[1] = k;
 		CK_EQ(mfs_xfarray_append(a, r, NULL), 0);
 	}
-	double t1 = now();
+	double t1 = tu_now();
 	CK_EQ(mfs_xfarray_sort(a, cmp_u64_sampling, NULL), 0);
-	double t2 = now();
+	double t2 = tu_now();
 	size_t h = heap_now();
 	if (h > heap_peak)
 		heap_peak = h;
@@ -481,11 +435,5 @@ static Suite *xfarray_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(xfarray_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return tu_run_suite(xfarray_suite());
 }
