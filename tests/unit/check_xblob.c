@@ -17,37 +17,16 @@
 
 #include "xblob.h"
 
-/* Check's assertions log a mark point even when they hold: hot loops use these. */
-#define CK_EQ(x, y) do { long long x_ = (long long)(x), y_ = (long long)(y); \
-		if (x_ != y_) ck_assert_int_eq(x_, y_); } while (0)
-#define CK_TRUE(e) do { if (!(e)) ck_assert(e); } while (0)
-
-static uint64_t rnd_state;
-static uint64_t rnd(void)
-{
-	rnd_state ^= rnd_state >> 12;
-	rnd_state ^= rnd_state << 25;
-	rnd_state ^= rnd_state >> 27;
-	return rnd_state * 2685821657736338717ull;
-}
-
-static int scratch_fd(int tmpfile)
-{
-	int fd = tmpfile ? open("/var/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)
-			 : memfd_create("check_xblob", MFD_CLOEXEC);
-
-	ck_assert_msg(fd >= 0, "scratch fd: %s", strerror(errno));
-	return fd;
-}
+#include "tu.h"
 
 static size_t rnd_len(void)
 {
-	switch (rnd() % 10) {
+	switch (tu_rand() % 10) {
 	case 0: return 0;
-	case 1: return (size_t)(rnd() % (MFS_XBLOB_MAX_BYTES + 1));	/* up to ~128 KiB */
+	case 1: return (size_t)(tu_rand() % (MFS_XBLOB_MAX_BYTES + 1));	/* up to ~128 KiB */
 	case 2: return 65536;
-	case 3: return (size_t)(rnd() % 8192);
-	default: return (size_t)(rnd() % 200);
+	case 3: return (size_t)(tu_rand() % 8192);
+	default: return (size_t)(tu_rand() % 200);
 	}
 }
 
@@ -72,26 +51,26 @@ static void model_run(int tmpfile, uint64_t seed, unsigned nops)
 	unsigned nlive = 0, ndead = 0;
 	uint64_t bytes = 0, max_extent = 0;
 	struct mfs_xblob *b;
-	int fd = scratch_fd(tmpfile);
+	int fd = tu_scratch_fd(tmpfile);
 	size_t len;
 
 	ck_assert(live && dead && buf && want);
-	rnd_state = seed;
+	tu_srand(seed);
 	ck_assert_int_eq(mfs_xblob_create(fd, 0, &b), 0);
 	for (unsigned op = 0; op < nops; op++) {
-		unsigned what = (unsigned)(rnd() % 100);
+		unsigned what = (unsigned)(tu_rand() % 100);
 
 		if (what < 40 && nlive < MAXLIVE) {
 			struct live *l = &live[nlive++];
 
 			l->len = rnd_len();
-			l->tag = rnd();
+			l->tag = tu_rand();
 			fill(want, l->len, l->tag);
 			CK_EQ(mfs_xblob_store(b, want, l->len, &l->cookie), 0);
 			CK_TRUE(l->cookie != 0);
 			bytes += l->len;
 		} else if (what < 70 && nlive > 0) {
-			unsigned k = (unsigned)(rnd() % nlive);
+			unsigned k = (unsigned)(tu_rand() % nlive);
 			struct live *l = &live[k];
 
 			CK_EQ(mfs_xblob_free(b, l->cookie), 0);
@@ -100,7 +79,7 @@ static void model_run(int tmpfile, uint64_t seed, unsigned nops)
 			dead[ndead++ % MAXDEAD] = l->cookie;
 			*l = live[--nlive];
 		} else if (what < 90 && nlive > 0) {
-			struct live *l = &live[rnd() % nlive];
+			struct live *l = &live[tu_rand() % nlive];
 
 			CK_EQ(mfs_xblob_size(b, l->cookie, &len), 0);
 			CK_EQ(len, l->len);
@@ -112,15 +91,16 @@ static void model_run(int tmpfile, uint64_t seed, unsigned nops)
 				CK_EQ(mfs_xblob_load(b, l->cookie, buf, l->len - 1, NULL), -EFBIG);
 		} else if (what < 95 && ndead > 0) {
 			/* A freed cookie never loads again, even after its slot was reused. */
-			uint64_t c = dead[rnd() % (ndead < MAXDEAD ? ndead : MAXDEAD)];
+			uint64_t c = dead[tu_rand() % (ndead < MAXDEAD ? ndead : MAXDEAD)];
 			int rc = mfs_xblob_load(b, c, buf, MFS_XBLOB_MAX_BYTES, &len);
 
 			CK_EQ(rc, -ENODATA);
 		} else {
 			/* A made-up cookie gives -EINVAL or -ENODATA, never data of a live blob
 			 * unless it is exactly that blob's cookie. */
-			uint64_t c = rnd() % 4 == 0 ? rnd() : (rnd() & 0xffffff0000000000ull) |
-				     (rnd() % (mfs_xblob_extent(b) / 64 + 2));
+			uint64_t c = tu_rand() % 4 == 0 ? tu_rand()
+				     : (tu_rand() & 0xffffff0000000000ull) |
+				       (tu_rand() % (mfs_xblob_extent(b) / 64 + 2));
 			int rc = mfs_xblob_load(b, c, buf, MFS_XBLOB_MAX_BYTES, &len);
 			bool known = false;
 
@@ -166,7 +146,7 @@ END_TEST
 
 START_TEST(test_basic_and_reuse)
 {
-	int fd = scratch_fd(0);
+	int fd = tu_scratch_fd(0);
 	struct mfs_xblob *b;
 	unsigned char big[65536], out[65536];
 	uint64_t c1, c2, c3;
@@ -239,7 +219,7 @@ START_TEST(test_failures)
 	mfs_xblob_destroy(b);
 	ck_assert_int_eq(close(fd), 0);
 
-	fd = scratch_fd(0);
+	fd = tu_scratch_fd(0);
 	ck_assert_int_eq(mfs_xblob_create(fd, 0, &b), 0);
 	for (int k = 0; k < 50; k++)
 		ck_assert_int_eq(mfs_xblob_store(b, data, sizeof(data), &c), 0);
@@ -266,11 +246,5 @@ static Suite *xblob_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(xblob_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return tu_run_suite(xblob_suite());
 }
