@@ -441,10 +441,16 @@ static int buf_writeback(struct bc_shard *sh, struct bc_buf *b, void *snap)
 	return err;
 }
 
+/* The reference count, read under the shard lock: stable as to "is it 0" there. */
+static inline unsigned buf_refs(const struct bc_buf *b)
+{
+	return __atomic_load_n(&b->refs, __ATOMIC_RELAXED);
+}
+
 /* Whether an unheld buffer may leave the cache now. */
 static inline int buf_evictable(const struct bc_buf *b)
 {
-	return !b->refs && !b->lsn && !(b->flags & (BUF_LOADING | BUF_WRITING));
+	return !buf_refs(b) && !b->lsn && !(b->flags & (BUF_LOADING | BUF_WRITING));
 }
 
 static void buf_evict(struct bc_shard *sh, struct bc_buf *b)
@@ -750,7 +756,7 @@ void mfs_bcache_checkpointed(struct mfs_bcache *bc, uint64_t blkno, uint64_t lsn
 	if (b && b->lsn && b->lsn <= lsn) {
 		b->lsn = 0;
 		buf_clear_dirty(sh, b);
-		if (!b->refs && sh->nbufs > sh->max_bufs)
+		if (!buf_refs(b) && sh->nbufs > sh->max_bufs)
 			shard_shrink(sh);
 	}
 	pthread_mutex_unlock(&sh->lock);
@@ -815,7 +821,7 @@ void mfs_bcache_forget(struct mfs_bcache *bc, uint64_t blkno)
 		buf_clear_dirty(sh, b);
 		b->lsn = 0;
 		hash_del(sh, b);
-		if (b->refs == 0)
+		if (buf_refs(b) == 0)
 			buf_free(sh, b);
 		/* else: freed by the last mfs_buf_put, never written */
 	}
@@ -887,7 +893,7 @@ static void bcache_free_all(struct mfs_bcache *bc)
 
 			if (!b)
 				continue;
-			if (b->refs)
+			if (buf_refs(b))
 				mfs_log(MFS_LOG_WARN, "block %llu: buffer still held at cache teardown",
 					(unsigned long long)b->pub.blkno);
 		}
