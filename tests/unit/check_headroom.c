@@ -5,7 +5,6 @@
  * Tests that need root, cgroups or mounts print "SKIP: reason" and pass when they cannot run.
  */
 #include <check.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -24,19 +23,9 @@
 
 #include "headroom.h"
 
+#include "tu.h"
+
 #define MiB (1ull << 20)
-
-static int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	int n = 0;
-
-	ck_assert_ptr_nonnull(d);
-	while (readdir(d))
-		n++;
-	closedir(d);
-	return n;
-}
 
 START_TEST(test_probe)
 {
@@ -369,7 +358,7 @@ START_TEST(test_reserve_enospc_tmpfs)
 		rmdir(dir);
 		return;
 	}
-	fds0 = count_fds();
+	fds0 = tu_count_fds();
 	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	memset(page, 'p', sizeof(page));
 	bool setup = fd >= 0 && pwrite(fd, page, sizeof(page), 0) == (ssize_t)sizeof(page) &&
@@ -379,7 +368,7 @@ START_TEST(test_reserve_enospc_tmpfs)
 	bool data_ok = setup && pread(fd, page, sizeof(page), 0) == (ssize_t)sizeof(page) &&
 		       page[0] == 'p' && page[4095] == 'p';
 	int close_rc = fd >= 0 ? close(fd) : -1;
-	int fds1 = count_fds();
+	int fds1 = tu_count_fds();
 	int umount_rc = umount2(dir, 0);
 	int rmdir_rc = rmdir(dir);
 
@@ -418,11 +407,5 @@ static Suite *headroom_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(headroom_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return tu_run_suite(headroom_suite());
 }
