@@ -4,14 +4,12 @@
  * notification stopping a running sort of 100M records within 100 ms.
  */
 #include <check.h>
-#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,39 +17,15 @@
 #include "pressure.h"
 #include "xfarray.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#else
-#define UNDER_ASAN 0
-#endif
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	int n = 0;
-
-	ck_assert_ptr_nonnull(d);
-	while (readdir(d))
-		n++;
-	closedir(d);
-	return n;
-}
+#include "tu.h"
 
 /* Wait (bounded) for the watcher thread to raise the flag. */
 static bool wait_flag(struct mfs_pressure *p, double limit)
 {
-	double t0 = now();
+	double t0 = tu_now();
 
 	while (!mfs_pressure_aborted(p)) {
-		if (now() - t0 > limit)
+		if (tu_now() - t0 > limit)
 			return false;
 		struct timespec ts = { 0, 100000 };
 		nanosleep(&ts, NULL);
@@ -95,7 +69,7 @@ END_TEST
 
 START_TEST(test_fire_reset_stop)
 {
-	int fds0 = count_fds();
+	int fds0 = tu_count_fds();
 	struct mfs_pressure *p;
 
 	ck_assert_int_eq(mfs_pressure_start(NULL, &p), 0);
@@ -110,17 +84,17 @@ START_TEST(test_fire_reset_stop)
 	ck_assert(!mfs_pressure_aborted(p));
 	ck_assert_int_eq(mfs_pressure_fire_for_test(p), 0);
 	ck_assert(wait_flag(p, 1.0));
-	double t0 = now();
+	double t0 = tu_now();
 	mfs_pressure_stop(p);
-	double dt = now() - t0;
+	double dt = tu_now() - t0;
 	ck_assert_msg(dt < 0.1, "stop took %.3f s", dt);
-	ck_assert_int_eq(count_fds(), fds0);
+	ck_assert_int_eq(tu_count_fds(), fds0);
 	/* Start/stop many times: nothing leaks, stop never hangs. */
 	for (int k = 0; k < 50; k++) {
 		ck_assert_int_eq(mfs_pressure_start(NULL, &p), 0);
 		mfs_pressure_stop(p);
 	}
-	ck_assert_int_eq(count_fds(), fds0);
+	ck_assert_int_eq(tu_count_fds(), fds0);
 }
 END_TEST
 
@@ -150,7 +124,7 @@ static void *sort_thread(void *arg)
 	struct sorter *s = arg;
 
 	s->rc = mfs_xfarray_sort(s->a, cmp_u64, NULL);
-	s->done_at = now();
+	s->done_at = tu_now();
 	return NULL;
 }
 
@@ -161,10 +135,9 @@ START_TEST(test_pressure_stops_sort)
 	struct sorter s = { 0 };
 	pthread_t th;
 	uint64_t st = 88172645463325252ull, rec[2], cnt = 0, cur = 0, sum0 = 0, sum1 = 0;
-	int fd = memfd_create("pressure-sort", MFD_CLOEXEC);
-	double t0 = now();
+	int fd = tu_scratch_fd(0);
+	double t0 = tu_now();
 
-	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(mfs_pressure_start(NULL, &p), 0);
 	ck_assert_int_eq(mfs_xfarray_create(fd, 0, 16, 0, &s.a), 0);
 	mfs_xfarray_set_abort(s.a, mfs_pressure_flag(p));
@@ -179,7 +152,7 @@ START_TEST(test_pressure_stops_sort)
 		if (rc)
 			ck_abort_msg("append %llu: %d", (unsigned long long)k, rc);
 	}
-	double t1 = now();
+	double t1 = tu_now();
 
 	ck_assert_int_eq(pthread_create(&th, NULL, sort_thread, &s), 0);
 	/* Fire once the sort is well under way (a million comparisons in). */
@@ -187,7 +160,7 @@ START_TEST(test_pressure_stops_sort)
 		struct timespec ts = { 0, 1000000 };
 		nanosleep(&ts, NULL);
 	}
-	double fired = now();
+	double fired = tu_now();
 	ck_assert_int_eq(mfs_pressure_fire_for_test(p), 0);
 	pthread_join(th, NULL);
 	double latency = s.done_at - fired;
@@ -237,11 +210,5 @@ static Suite *pressure_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(pressure_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return tu_run_suite(pressure_suite());
 }
