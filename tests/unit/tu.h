@@ -106,6 +106,9 @@ int tu_run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Run one suite in CK_NORMAL mode; the process exit status (EXIT_SUCCESS/EXIT_FAILURE). */
 int tu_run_suite(Suite *s);
+/* The same, unless the built program `prog` ($BIN) is missing: then a "skipped" line and
+ * 77, the test runner's skip status (the suite is freed unrun). */
+int tu_run_suite_needing(const char *prog, Suite *s);
 
 /* A scratch file descriptor for the scratch stores (xfarray, xblob): a memfd, or with
  * `tmpfile` an unnamed O_TMPFILE in /var/tmp.  Fails the test if it cannot be made. */
