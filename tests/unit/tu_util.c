@@ -147,6 +147,19 @@ int tu_run_suite(Suite *s)
 	return nf ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
+int tu_run_suite_needing(const char *prog, Suite *s)
+{
+	char path[512];
+
+	if (tu_program(prog, path, sizeof(path))) {
+		printf("%s: skipped: no %s at %s (set BIN)\n", program_invocation_short_name, prog,
+		       path);
+		srunner_free(srunner_create(s));      /* frees the suite */
+		return 77;
+	}
+	return tu_run_suite(s);
+}
+
 int tu_scratch_fd(int tmpfile)
 {
 	int fd = tmpfile ? open("/var/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)
