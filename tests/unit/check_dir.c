@@ -1007,11 +1007,5 @@ static Suite *dir_suite(void)
 
 int main(void)
 {
-	char db[512];
-
-	if (tu_program("mendfs_db", db, sizeof(db))) {
-		printf("check_dir: skipped: no mendfs_db at %s (set BIN)\n", db);
-		return 77;
-	}
-	return tu_run_suite(dir_suite());
+	return tu_run_suite_needing("mendfs_db", dir_suite());
 }
