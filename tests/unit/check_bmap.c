@@ -1081,12 +1081,6 @@ static Suite *bmap_suite(void)
 
 int main(void)
 {
-	char db[512];
-
-	if (tu_program("mendfs_db", db, sizeof(db))) {
-		printf("check_bmap: skipped: no mendfs_db at %s (set BIN)\n", db);
-		return 77;
-	}
 	seed = tu_seed("MFS_SEED", "check_bmap");
-	return tu_run_suite(bmap_suite());
+	return tu_run_suite_needing("mendfs_db", bmap_suite());
 }
