@@ -520,4 +520,125 @@ struct mfs_dir_key {
 	mfs_le64 key;
 };
 
+/* ======================================================================================
+ * Extended attributes                                            owned by lib/xattr.c
+ * ======================================================================================
+ *
+ * An inode's extended attributes live in its attribute fork: the part of the literal area
+ * from byte forkoff * 8 to the end (forkoff 0, aformat MFS_FMT_NONE: no attribute).  The
+ * data fork keeps [0, forkoff * 8) and never moves; only the boundary does.  Every name
+ * belongs to a namespace (MFS_XATTR_NS_*: user, trusted, security, system — POSIX ACLs are
+ * system.posix_acl_access / system.posix_acl_default, stored as opaque bytes) and is 1..255
+ * bytes without NUL (the prefix "user." etc. is not stored); a value is 0..65536 bytes.
+ *
+ * MFS_FMT_LOCAL — the attributes inline: `anext` packed, unaligned entries (struct
+ * mfs_xattr_lent, then the name, then the value) in no particular order, from the start of
+ * the fork; the bytes after the last entry are zero.  The fork is exactly as large as the
+ * entries need, rounded up to 8 bytes: forkoff = (litsize - roundup8(bytes)) / 8, so the data
+ * fork keeps every other byte.  It is recomputed at every change, and a change is made inline
+ * only while the data fork keeps at least what it uses (inline extents, inline directory
+ * entries, a btree root; at least 8 bytes).
+ *
+ * MFS_FMT_BTREE — when the entries do not fit inline: the fork is a struct mfs_fork_root
+ * (16 bytes: forkoff = (litsize - 16) / 8), anext = levels, of the inode's *attribute btree*
+ * (generic btree, magic MXAT, owner = the inode, 8-byte fsblock pointers) of fixed 64-byte
+ * records keyed, like directory names, by
+ *
+ *         key = namespace << 56 | hash << 24 | seq << 8 | part          (le64)
+ *
+ * hash: the directory name hash of the name (SipHash-2-4 keyed with the UUID, folded to 32
+ *       bits; see "Directories");
+ * seq:  collision sequence, 0..MFS_XATTR_SEQ_MAX: the lowest not used by another name of the
+ *       same namespace and hash when the attribute was created; kept while it lives (a
+ *       replaced value keeps its seq);
+ * part: 0 for the head record (struct mfs_xattr_rec), 1, 2, ... for continuations (struct
+ *       mfs_xattr_cont).  The entry's bytes — the name, then either the value (valuelen <=
+ *       MFS_XATTR_INREC_MAX) or a struct mfs_xattr_remote (head flag MFS_XATTR_REMOTE) — fill
+ *       the head's 48 data bytes and then 56 per continuation; unused bytes are zero.
+ *
+ * A larger value lives in one extent of `blocks` blocks of its own ("value blocks"), each a
+ * struct mfs_xattr_vblk header (magic MXAV, owner = inode, the entry's head key, offset and
+ * length of the value bytes it holds) followed by up to blocksize - 64 value bytes.  The
+ * remote descriptor also holds the CRC32C of the whole value.
+ *
+ * Reverse map: attribute btree blocks are (owner = inode, offset = MFS_RMAP_ATTR_FORK |
+ * MFS_RMAP_BMBT_BLOCK); value block i of an entry is (owner = inode, offset =
+ * MFS_RMAP_ATTR_FORK | MFS_XATTR_RMAP_OFF(namespace, hash, seq, i)): the attribute fork's
+ * logical block number, unique in the inode, from which repair finds the entry.  Both kinds
+ * count in the inode's nblocks.
+ *
+ * A btree whose entries fit inline again (one leaf, no value blocks) goes back inline after
+ * the removal or replacement that made them fit.
+ */
+#define MFS_XATTRBT_MAGIC   MFS_MAGIC('M', 'X', 'A', 'T')   /* attribute btree */
+#define MFS_XATTRV_MAGIC    MFS_MAGIC('M', 'X', 'A', 'V')   /* attribute value block */
+
+#define MFS_XATTR_NS_USER       1u
+#define MFS_XATTR_NS_TRUSTED    2u
+#define MFS_XATTR_NS_SECURITY   3u
+#define MFS_XATTR_NS_SYSTEM     4u
+#define MFS_XATTR_NS_MAX        4u
+
+#define MFS_XATTR_NAME_MAX      255u      /* name bytes after the namespace prefix */
+#define MFS_XATTR_SIZE_MAX      65536u    /* value bytes */
+#define MFS_XATTR_REC_SIZE      64u
+#define MFS_XATTR_HEAD_DATA     48u       /* entry bytes in a head record */
+#define MFS_XATTR_CONT_DATA     56u       /* entry bytes in a continuation record */
+#define MFS_XATTR_INREC_MAX     512u      /* larger values go to value blocks */
+#define MFS_XATTR_MAX_PARTS     14u       /* 48 + 13 * 56 >= 255 + 512 */
+#define MFS_XATTR_SEQ_MAX       0x3fffu
+#define MFS_XATTR_REMOTE        1u        /* head flag: the value is in value blocks */
+
+/* The attribute fork's logical block of value block i (i < 128) of entry (ns, hash, seq). */
+#define MFS_XATTR_RMAP_OFF(ns, hash, seq, i) \
+	((uint64_t)((ns) - 1) << 53 | (uint64_t)(hash) << 21 | (uint64_t)(seq) << 7 | (i))
+
+/* A local-format entry: these 4 bytes, then namelen bytes of name, then valuelen bytes. */
+struct mfs_xattr_lent {
+	uint8_t ns;                 /* MFS_XATTR_NS_* */
+	uint8_t namelen;            /* 1 .. 255 */
+	uint8_t valuelen[2];        /* le16, unaligned */
+};
+static_assert(sizeof(struct mfs_xattr_lent) == 4, "mfs_xattr_lent");
+
+/* Head record (part 0). */
+struct mfs_xattr_rec {
+	mfs_le64 key;
+	mfs_le32 valuelen;          /* 0 .. MFS_XATTR_SIZE_MAX */
+	uint8_t  namelen;           /* 1 .. 255 */
+	uint8_t  flags;             /* MFS_XATTR_REMOTE */
+	mfs_le16 pad;               /* zero */
+	uint8_t  data[MFS_XATTR_HEAD_DATA];
+};
+static_assert(sizeof(struct mfs_xattr_rec) == MFS_XATTR_REC_SIZE, "mfs_xattr_rec");
+
+/* Continuation record (part >= 1). */
+struct mfs_xattr_cont {
+	mfs_le64 key;
+	uint8_t  data[MFS_XATTR_CONT_DATA];
+};
+static_assert(sizeof(struct mfs_xattr_cont) == MFS_XATTR_REC_SIZE, "mfs_xattr_cont");
+
+/* Where a value larger than MFS_XATTR_INREC_MAX lives (after the name in the entry). */
+struct mfs_xattr_remote {
+	mfs_le64 fsblock;           /* first value block */
+	mfs_le32 blocks;            /* ceil(valuelen / (blocksize - 64)) */
+	mfs_le32 crc;               /* CRC32C of the value */
+};
+static_assert(sizeof(struct mfs_xattr_remote) == 16, "mfs_xattr_remote");
+
+/* Header of a value block; the value bytes follow. */
+struct mfs_xattr_vblk {
+	struct mfs_blkhdr hdr;      /* magic MFS_XATTRV_MAGIC, owner = inode */
+	mfs_le64 key;               /* head key of the entry */
+	mfs_le32 offset;            /* of this block's bytes in the value */
+	mfs_le32 bytes;             /* value bytes in this block */
+};
+static_assert(sizeof(struct mfs_xattr_vblk) == 64, "mfs_xattr_vblk");
+
+/* Node keys of the attribute btree: the le64 key alone. */
+struct mfs_xattr_key {
+	mfs_le64 key;
+};
+
 #endif /* MENDFS_FORMAT_H */
