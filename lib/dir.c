@@ -1265,6 +1265,22 @@ int mfs_dir_is_empty(struct mfs_inode *dp)
 	return err ? err : n == 0;
 }
 
+int mfs_dir_to_btree(struct mfs_trans *tp, struct mfs_inode *dp)
+{
+	int err = dir_ok(dp);
+
+	if (!err)
+		err = fmt_known(dp);
+	if (err || dp->dformat == MFS_FMT_BTREE)
+		return err;
+	err = lock_dir_ag(tp, dp);
+	if (!err)
+		err = convert_to_btree(tp, dp);
+	if (!err)
+		err = mfs_inode_log(tp, dp);
+	return err;
+}
+
 /* ---- readdir -------------------------------------------------------------------------------- */
 struct iter {
 	mfs_dir_iter_fn fn;

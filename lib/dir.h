@@ -102,6 +102,15 @@ int mfs_dir_iterate(struct mfs_inode *dp, uint64_t cookie, mfs_dir_iter_fn fn, v
  */
 int mfs_dir_check(struct mfs_inode *dp);
 
+/*
+ * Convert a local-format directory to the name-btree format (nothing to do for one already
+ * in it), so that its data fork holds only the 32-byte root: for the attribute fork
+ * (xattr.c), which needs literal-area bytes the inline entries use.  Same transaction rules
+ * as mfs_dir_add; the entries, their cookies and dp->size do not change.  A later removal
+ * converts the directory back when its entries fit the (then smaller) data fork.
+ */
+int mfs_dir_to_btree(struct mfs_trans *tp, struct mfs_inode *dp);
+
 /* The 32-bit name hash of the filesystem with UUID `uuid` (mendfs_format.h). */
 uint32_t mfs_dir_hash(const uint8_t uuid[16], const char *name, unsigned len);
 
