@@ -27,6 +27,7 @@
 #include "xattr.h"
 #include "alloc.h"
 #include "bcache.h"
+#include "bmap.h"
 #include "btree.h"
 #include "byteorder.h"
 #include "crc32c.h"
@@ -984,6 +985,78 @@ out:
 	return err < 0 ? err : 0;
 }
 
+/* ---- room in the literal area -------------------------------------------------------------- */
+/*
+ * Make the data fork use at most litsize - need bytes, for an attribute fork of `need` bytes.
+ * A directory's inline entries that are in the way move into its name btree (dir.h:
+ * mfs_dir_to_btree); a regular file's inline extent list becomes an extent btree — bmap's
+ * own btree format, built through the extent-btree engine (bmap.h: mfs_bmbt_ops and
+ * mfs_bmbt_cur_init), so the fork then holds only its 16-byte root and bmap finds a tree it
+ * made itself (with more records than fit inline next to the attribute fork, so it does not
+ * convert it straight back).  Anything else that fills the literal area (a long inline
+ * symlink target): -ENOSPC.
+ */
+static int data_make_room(struct mfs_trans *tp, struct mfs_inode *ip, uint32_t need)
+{
+	struct mfs_fs *fs = ip->fs;
+	uint32_t n = ip->dnext, fsz = ip->forkoff ? (uint32_t)ip->forkoff * 8u : ip->litsize;
+	struct mfs_alloc_args a = {
+		.type = MFS_ALLOC_NEAR, .target = mfs_ino_to_fsb(&fs->geo, ip->ino),
+		.minlen = 1, .maxlen = 1, .owner = ip->ino, .offset = MFS_RMAP_BMBT_BLOCK,
+	};
+	struct mfs_bmbt_rec *saved;
+	struct mfs_fork_root fr;
+	struct mfs_btree_cur cur;
+	struct mfs_buf *bp;
+	int err;
+
+	if ((uint64_t)data_used(ip) + need <= ip->litsize)
+		return 0;
+	if (S_ISDIR(ip->mode) && ip->dformat == MFS_FMT_LOCAL &&
+	    sizeof(struct mfs_dir_root) + need <= ip->litsize)
+		return mfs_dir_to_btree(tp, ip);
+	if (!S_ISREG(ip->mode) || ip->dformat != MFS_FMT_EXTENTS ||
+	    (uint64_t)ROOT_SIZE + need > ip->litsize)
+		return -ENOSPC;
+	if ((uint64_t)n * sizeof(*saved) > fsz)
+		return MFS_CORRUPT("inode %llu: %u extents inline in a %u-byte data fork",
+				   ULL(ip->ino), n, fsz);
+	saved = malloc(n * sizeof(*saved) + 1);
+	if (!saved)
+		return -ENOMEM;
+	memcpy(saved, ip->lit, n * sizeof(*saved));
+	err = mfs_alloc_extent(tp, &a);
+	if (err)
+		goto out;
+	ip->nblocks++;
+	err = mfs_trans_get_new(tp, a.fsb, 1, &bp);
+	if (err)
+		goto out;
+	mfs_blk_init(bp->data, fs->geo.blocksize, MFS_BMBT_MAGIC, a.fsb, ip->ino, fs->geo.uuid);
+	memset(ip->lit, 0, fsz);
+	memset(&fr, 0, sizeof(fr));
+	mfs_put64(fr.rootblock, a.fsb);
+	mfs_put32(fr.levels, 1);
+	memcpy(ip->lit, &fr, sizeof(fr));
+	ip->dformat = MFS_FMT_BTREE;
+	ip->dnext = 1;
+	err = mfs_bmbt_cur_init(&cur, tp, ip);
+	if (err)
+		goto out;
+	for (uint32_t i = 0; i < n && !err; i++) {
+		err = mfs_bmbt_check_rec(fs, ip->ino, &saved[i]);
+		if (!err)
+			err = mfs_btree_insert(&cur, &saved[i]);
+		if (err == -EEXIST)
+			err = MFS_CORRUPT("inode %llu: inline extent %u repeats a file offset",
+					  ULL(ip->ino), i);
+	}
+	mfs_btree_cur_release(&cur);
+out:
+	free(saved);
+	return err;
+}
+
 /* ---- public operations -------------------------------------------------------------------- */
 int mfs_xattr_get(struct mfs_inode *ip, unsigned ns, const char *name, unsigned len,
 		  void *buf, size_t bufsize, size_t *valuelen)
@@ -1139,6 +1212,13 @@ int mfs_xattr_set(struct mfs_trans *tp, struct mfs_inode *ip, unsigned ns, const
 		return err;
 	if (ip->aformat != MFS_FMT_BTREE) {
 		err = local_set(ip, ns, name, len, value, (uint32_t)vlen, flags);
+		if (err == 1) {
+			/* not inline next to the data fork as it is: make room for at least the
+			 * btree root, then try inline again (the data fork may now be smaller) */
+			err = data_make_room(tp, ip, ROOT_SIZE);
+			if (!err)
+				err = local_set(ip, ns, name, len, value, (uint32_t)vlen, flags);
+		}
 		if (err <= 0)
 			return err ? err : mfs_inode_log(tp, ip);
 		err = convert_to_btree(tp, ip);

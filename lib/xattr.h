@@ -16,10 +16,13 @@
  *   the caller's business.
  * - On any error from a change, the caller cancels the transaction and reloads the inode
  *   (mfs_inode_reload / mfs_inode_invalidate): the in-core copy may be half changed.
- * - The data fork is never moved: the attribute fork only ever takes literal-area bytes
- *   the data fork does not use (inline extents, inline directory entries, a btree root),
- *   and gives them back when it shrinks.  When the data fork leaves no room even for the
- *   16-byte attribute btree root, a change that needs it fails with -ENOSPC.
+ * - The attribute fork only ever takes literal-area bytes the data fork does not use
+ *   (inline extents, inline directory entries, a btree root), and gives them back when it
+ *   shrinks.  When the data fork leaves no room even for the 16-byte attribute btree root,
+ *   set first moves it into its own btree format: a directory's inline entries into its
+ *   name btree (mfs_dir_to_btree), a regular file's inline extents into an extent btree,
+ *   so its contents stay where bmap and dir look for them.  Only an inline symlink target
+ *   filling the literal area leaves no way: -ENOSPC.
  *
  * Errors: -ENODATA (no such attribute), -EEXIST (XATTR_CREATE and it exists), -ERANGE (a
  * name longer than 255 bytes; get: buffer too small), -E2BIG (value over 64 KiB), -EINVAL

@@ -38,11 +38,11 @@
 #include "tu.h"
 
 #if UNDER_ASAN
-#define MODEL_OPS  1500u
-#define MANY       1500u
-#else
 #define MODEL_OPS  4000u
 #define MANY       5000u
+#else
+#define MODEL_OPS  12000u
+#define MANY       20000u
 #endif
 
 /* ---- images ------------------------------------------------------------------------------- */
@@ -524,7 +524,7 @@ START_TEST(test_model)
 END_TEST
 
 /* Thousands of attributes on one inode; hash mask 0xff forces long collision chains. */
-static const uint32_t many_masks[] = { 0xffffffffu, 0xffu };
+static const uint32_t many_masks[] = { 0xffffffffu, 0xffu, 0 };
 
 START_TEST(test_many)
 {
@@ -536,6 +536,8 @@ START_TEST(test_many)
 	double t0, tset, tget, tlist, trm;
 	uint64_t nblk, ino;
 	struct listck l;
+	/* mask 0: one collision chain per namespace, every lookup walks it */
+	unsigned nmany = many_masks[_i] ? MANY : MANY / 10;
 
 	tu_srand(tu_seed("MFS_SEED", "xattr many"));
 	mfs_dir_test_set_hash_mask(many_masks[_i]);
@@ -545,7 +547,7 @@ START_TEST(test_many)
 	ino = ip->ino;
 	data_blocks = 0;
 	t0 = tu_now();
-	for (unsigned i = 0; i < MANY; i++) {
+	for (unsigned i = 0; i < nmany; i++) {
 		struct mfs_trans *tp;
 		unsigned ns = 1 + i % MFS_XATTR_NS_MAX;
 		int len = snprintf(name, sizeof(name), "attribute-%06u", i);
@@ -597,15 +599,15 @@ START_TEST(test_many)
 		CK_OK(mfs_xattr_remove(tp, ip, m.v[k].ns, m.v[k].name, m.v[k].len));
 		CK_OK(mfs_trans_commit(tp));
 		model_del(&m, (int)k);
-		if (m.n == MANY / 2)
+		if (m.n == nmany / 2)
 			compare(ip, &m);
 	}
 	trm = tu_now() - t0;
 	compare(ip, &m);
 	CK_EQ(ip->nblocks, 0);
 	printf("  %u attributes (mask 0x%x, %llu blocks): %.0f sets/s, %.0f gets/s, "
-	       "list %.0f names/s, %.0f removes/s\n", MANY, many_masks[_i],
-	       (unsigned long long)nblk, MANY / tset, MANY / tget, MANY / tlist, MANY / trm);
+	       "list %.0f names/s, %.0f removes/s\n", nmany, many_masks[_i],
+	       (unsigned long long)nblk, nmany / tset, nmany / tget, nmany / tlist, nmany / trm);
 	put_inode(ip);
 	db_check(&t);
 	mfs_dir_test_set_hash_mask(0xffffffffu);
@@ -721,44 +723,6 @@ START_TEST(test_dir_inline)
 }
 END_TEST
 
-/* A directory whose inline entries fill the literal area leaves no room even for the
- * attribute btree root: -ENOSPC, and the cancel restores everything. */
-START_TEST(test_dir_full)
-{
-	struct ximg t;
-	struct mfs_inode *dp;
-	struct mfs_trans *tp;
-	uint64_t ino;
-	uint32_t crc0;
-
-	mfs_dir_test_set_hash_mask(0xffffffffu);
-	ximg_make(&t, 4096, 256, 64ull << 20);
-	dp = make_inode(&t, S_IFDIR | 0755);
-	CK_OK(mfs_trans_alloc(t.fs, &tp));
-	CK_OK(mfs_dir_add(tp, dp, "a1", 2, 1000, DT_REG));
-	CK_OK(mfs_dir_add(tp, dp, "a2", 2, 1001, DT_REG));
-	CK_OK(mfs_dir_add(tp, dp, "a3", 2, 1002, DT_REG));
-	CK_OK(mfs_dir_add(tp, dp, "a4", 2, 1003, DT_REG));
-	CK_OK(mfs_trans_commit(tp));
-	CK_EQ(dp->dformat, MFS_FMT_LOCAL);
-	CK_EQ(dp->size, 8 + 4 * 13);
-	crc0 = tu_image_crc(t.fs, t.path);
-	CK_OK(mfs_trans_alloc(t.fs, &tp));
-	CK_EQ(mfs_xattr_set(tp, dp, MFS_XATTR_NS_USER, "x", 1, "0123456789", 10, 0), -ENOSPC);
-	mfs_trans_cancel(tp);
-	CK_OK(mfs_inode_reload(dp));
-	CK_EQ(tu_image_crc(t.fs, t.path), crc0);
-	CK_EQ(dp->aformat, MFS_FMT_NONE);
-	CK_OK(mfs_dir_check(dp));
-	CK_OK(mfs_dir_lookup(dp, "a4", 2, &ino, NULL));
-	CK_EQ(ino, 1003);
-	put_inode(dp);
-	ximg_destroy(&t);
-}
-END_TEST
-
-/* A regular file with inline extents: the attribute fork never takes their bytes, and the
- * extent map reads the same through every transition. */
 struct walkck {
 	struct mfs_bmap_ext e[8];
 	unsigned n;
@@ -775,6 +739,160 @@ static int walk_fn(struct mfs_inode *ip, const struct mfs_bmap_ext *ext, void *p
 	return 0;
 }
 
+/* A directory whose inline entries fill the literal area: its entries move into its name
+ * btree to make room (a cancel restores everything), lookups keep working, and it goes back
+ * inline next to the attribute fork when it shrinks.  An inline symlink target filling the
+ * literal area leaves no way: -ENOSPC. */
+START_TEST(test_dir_full)
+{
+	struct ximg t;
+	struct model m;
+	struct mfs_inode *dp, *lp;
+	struct mfs_trans *tp;
+	uint64_t ino;
+	uint32_t crc0;
+	char name[4] = "a0";
+
+	mfs_dir_test_set_hash_mask(0xffffffffu);
+	memset(&m, 0, sizeof(m));
+	ximg_make(&t, 4096, 256, 64ull << 20);
+	dp = make_inode(&t, S_IFDIR | 0755);
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	for (unsigned i = 1; i <= 4; i++) {
+		name[1] = (char)('0' + i);
+		CK_OK(mfs_dir_add(tp, dp, name, 2, 1000 + i, DT_REG));
+	}
+	CK_OK(mfs_trans_commit(tp));
+	CK_EQ(dp->dformat, MFS_FMT_LOCAL);
+	CK_EQ(dp->size, 8 + 4 * 13);
+	crc0 = tu_image_crc(t.fs, t.path);
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_OK(mfs_xattr_set(tp, dp, MFS_XATTR_NS_USER, "x", 1, "0123456789", 10, 0));
+	CK_EQ(dp->dformat, MFS_FMT_BTREE);
+	CK_EQ(dp->aformat, MFS_FMT_LOCAL);
+	mfs_trans_cancel(tp);
+	CK_OK(mfs_inode_reload(dp));
+	CK_EQ(tu_image_crc(t.fs, t.path), crc0);
+	CK_EQ(dp->aformat, MFS_FMT_NONE);
+	CK_EQ(dp->dformat, MFS_FMT_LOCAL);
+	CK_OK(mfs_dir_check(dp));
+
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_OK(mfs_xattr_set(tp, dp, MFS_XATTR_NS_USER, "x", 1, "0123456789", 10, 0));
+	CK_OK(mfs_trans_commit(tp));
+	model_put(&m, MFS_XATTR_NS_USER, "x", 1, (const uint8_t *)"0123456789", 10);
+	CK_EQ(dp->dformat, MFS_FMT_BTREE);
+	CK_OK(mfs_dir_check(dp));
+	for (unsigned i = 1; i <= 4; i++) {
+		name[1] = (char)('0' + i);
+		CK_OK(mfs_dir_lookup(dp, name, 2, &ino, NULL));
+		CK_EQ(ino, 1000 + i);
+	}
+	data_blocks = 1;                            /* the name btree's root */
+	compare(dp, &m);
+	/* shrinking: back inline in the data fork that the attribute fork leaves */
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	for (unsigned i = 1; i <= 3; i++) {
+		name[1] = (char)('0' + i);
+		CK_OK(mfs_dir_remove(tp, dp, name, 2, &ino));
+	}
+	CK_OK(mfs_trans_commit(tp));
+	CK_EQ(dp->dformat, MFS_FMT_LOCAL);
+	CK_OK(mfs_dir_check(dp));
+	CK_OK(mfs_dir_lookup(dp, "a4", 2, &ino, NULL));
+	CK_EQ(ino, 1004);
+	data_blocks = 0;
+	compare(dp, &m);
+
+	/* a symlink whose inline target fills the literal area */
+	lp = make_inode(&t, S_IFLNK | 0777);
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	lp->dformat = MFS_FMT_LOCAL;
+	lp->size = lp->litsize - 2;
+	memset(lp->lit, 't', lp->size);
+	CK_OK(mfs_inode_log(tp, lp));
+	CK_OK(mfs_trans_commit(tp));
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_EQ(mfs_xattr_set(tp, lp, MFS_XATTR_NS_SECURITY, "selinux", 7, "ctx", 3, 0), -ENOSPC);
+	mfs_trans_cancel(tp);
+	CK_OK(mfs_inode_reload(lp));
+	CK_EQ(lp->aformat, MFS_FMT_NONE);
+	put_inode(lp);
+	put_inode(dp);
+	db_check(&t);
+	model_free(&m);
+	ximg_destroy(&t);
+}
+END_TEST
+
+/* A regular file whose inline extents fill the literal area: they move into an extent
+ * btree to make room and read back the same. */
+START_TEST(test_file_full)
+{
+	struct ximg t;
+	struct model m;
+	struct mfs_inode *ip;
+	struct mfs_trans *tp;
+	struct mfs_bmap_ext e;
+	struct walkck w0, w1;
+
+	tu_srand(tu_seed("MFS_SEED", "xattr file full"));
+	mfs_dir_test_set_hash_mask(0xffffffffu);
+	memset(&m, 0, sizeof(m));
+	ximg_make(&t, 4096, 256, 64ull << 20);
+	ip = make_inode(&t, S_IFREG | 0644);
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_OK(mfs_bmap_alloc(tp, ip, 0, 2, 0, &e));
+	CK_OK(mfs_bmap_alloc(tp, ip, 100, 3, 0, &e));
+	CK_OK(mfs_bmap_alloc(tp, ip, 1000, 1, MFS_BMAP_UNWRITTEN, &e));
+	CK_OK(mfs_trans_commit(tp));
+	CK_EQ(ip->dformat, MFS_FMT_EXTENTS);
+	CK_EQ(ip->dnext, 3);
+	CK_EQ(ip->dnext * sizeof(struct mfs_bmbt_rec), ip->litsize);
+	memset(&w0, 0, sizeof(w0));
+	CK_OK(mfs_bmap_walk(ip, walk_fn, &w0));
+	CK_EQ(w0.n, 3);
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_OK(mfs_xattr_set(tp, ip, MFS_XATTR_NS_SYSTEM, "posix_acl_access", 16, vbuf, 28, 0));
+	CK_OK(mfs_trans_commit(tp));
+	model_put(&m, MFS_XATTR_NS_SYSTEM, "posix_acl_access", 16, vbuf, 28);
+	CK_EQ(ip->dformat, MFS_FMT_BTREE);
+	data_blocks = 6 + 1;                        /* the extents and the extent btree root */
+	compare(ip, &m);
+	memset(&w1, 0, sizeof(w1));
+	CK_OK(mfs_bmap_walk(ip, walk_fn, &w1));
+	CK_EQ(w1.n, 3);
+	for (unsigned i = 0; i < 3; i++) {
+		CK_EQ(w1.e[i].startoff, w0.e[i].startoff);
+		CK_EQ(w1.e[i].len, w0.e[i].len);
+		CK_EQ(w1.e[i].startblock, w0.e[i].startblock);
+		CK_EQ(w1.e[i].unwritten, w0.e[i].unwritten);
+	}
+	/* both forks keep working */
+	drive(t.fs, ip, &m, 20, 200, 5);
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_OK(mfs_bmap_alloc(tp, ip, 2000, 4, 0, &e));
+	CK_OK(mfs_trans_commit(tp));
+	{
+		uint64_t nblk;
+
+		CK_OK(mfs_xattr_check(ip, &nblk, NULL));
+		data_blocks = ip->nblocks - nblk;
+		CK_EQ(data_blocks, 6 + 4 + 1);
+	}
+	compare(ip, &m);
+	memset(&w1, 0, sizeof(w1));
+	CK_OK(mfs_bmap_walk(ip, walk_fn, &w1));
+	CK_EQ(w1.n, 4);
+	put_inode(ip);
+	db_check(&t);
+	model_free(&m);
+	ximg_destroy(&t);
+}
+END_TEST
+
+/* A regular file with inline extents: the attribute fork never takes their bytes, and the
+ * extent map reads the same through every transition. */
 START_TEST(test_file_extents)
 {
 	struct ximg t;
@@ -1256,9 +1374,10 @@ static Suite *xattr_suite(void)
 	tcase_add_test(tc, test_dir_inline);
 	tcase_add_test(tc, test_dir_full);
 	tcase_add_test(tc, test_file_extents);
+	tcase_add_test(tc, test_file_full);
 	tcase_add_test(tc, test_free_all);
 	tcase_add_loop_test(tc, test_model, 0, sizeof(geoms) / sizeof(geoms[0]));
-	tcase_add_loop_test(tc, test_many, 0, 2);
+	tcase_add_loop_test(tc, test_many, 0, 3);
 	suite_add_tcase(s, tc);
 	return s;
 }
