@@ -14,32 +14,31 @@
  *
  * The AG free list (agfl.c) is what makes changing the trees safe: their splits take blocks
  * from it and their merges give blocks back, so a change of free space never recurses into
- * the allocator.  Before every operation on an AG, agfl_fix() brings the list to at least
- * mfs_agfl_need() blocks (the worst case of one operation) and trims it back when it holds
- * more than need + AGFL_SLACK.  The refill is itself a change of the trees; it stays safe
- * because it puts the blocks it takes on the list *before* removing them from the trees:
+ * the allocator.  The list and the reserve obey:
  *
- *     pick an extent E from the by-length tree (lookups only);
- *     put E's blocks on the AGFL              -> the list now holds >= need blocks;
- *     remove E from bno/cnt, add it to the rmap as MFS_OWN_AG
- *                                             -> any split takes from the list, which may
- *                                                hand out a block of E itself; that is fine:
- *                                                E is owned by MFS_OWN_AG whether it sits on
- *                                                the list or in a tree, and leaves the free
- *                                                trees before the transaction ends.
- * and repeats while the list is short.  Trimming takes one block off the list and frees it
- * (its splits find the list above need).
+ *   (L) when an operation's tree changes begin, the list holds >= mfs_agfl_need() blocks
+ *       (the worst case of one operation), and has AGFL_ROOM empty slots for give-backs;
+ *   (R) an allocation leaves need + RESV_EXTRA blocks free besides what its refill takes:
+ *       the reserve that a later free's refill takes from, so frees work in a full AG.
  *
- * To keep frees possible in a full AG, allocations leave need + RESV_EXTRA blocks free in
- * every AG for the list to be refilled from.
+ * The refill (agfl_plan/agfl_make, below) takes free blocks onto the list; doing so changes
+ * bno/cnt/rmap, which may split and take list blocks back.  With fragmented space (many
+ * 1-block extents) every block taken costs an rmap insert, so "how much free space is
+ * enough" depends on the trees, not on a count: the refill is *planned* read-only with
+ * pessimistic costs and only made when the plan reaches need.  "AG full" therefore means:
+ * the search finds no extent within freeblks minus (R), or the plan cannot restock the list
+ * from the rest, or what is left would be under (R).  All three are decided before the first
+ * change, so ENOSPC always leaves the transaction untouched and mfs_alloc_extent may try the
+ * next AG.  The refill puts a piece's blocks on the list *before* removing them from the
+ * trees, so the splits that removal causes can draw on them (they stay MFS_OWN_AG either way).
+ * Trimming a list grown too long happens after an operation only, never in the same
+ * fix-up as a refill: need follows the tree heights, which both change (chasing need in both
+ * directions went round for ever: "free list did not settle").
  *
- * Errors: any failure after the first change leaves the transaction half-done; the caller
- * cancels it and trans.c restores every block.  An allocation returns ENOSPC only from its
- * read-only search, before any change, so ENOSPC leaves the transaction untouched and
- * mfs_alloc_extent may try the next AG; the refill that follows the search never takes
- * the extent the search chose, and a failure after that point (an empty free list in the
- * middle of a split, a refill that finds less space than the header promised) is
- * -EFSCORRUPTED, never mistaken for a full AG.
+ * Errors: any failure after the first change is a real error (I/O, -EFSCORRUPTED when the
+ * header's counters disagree with the trees, e.g. the plan walked every free extent and
+ * they do not add up to freeblks); the caller cancels the transaction and trans.c restores
+ * every block.
  */
 #include "alloc.h"
 #include "ag.h"
@@ -49,6 +48,7 @@
 #include "log.h"
 #include "trans.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define AGFL_SLACK   4u      /* the list may hold this many blocks above need */
@@ -515,61 +515,229 @@ static void piece_outside(const struct avoid *av, uint32_t fs, uint32_t fl, uint
 }
 
 /*
- * Put up to `want` blocks from one free extent on the list (see the top of the file),
- * never from `av`.  The extent: the smallest whose usable piece holds them all, else the
- * largest usable piece there is.  Only one extent can contain `av`, so each walk below
- * looks at one or two records.
+ * The refill is planned before it is made.  agfl_plan() looks (read-only) at the free
+ * extents, largest first, and lists the pieces it will take, charging each piece the most
+ * list blocks its own tree changes can cost:
+ *
+ *   - a whole free extent leaves bno and cnt by deletes (which never take a block);
+ *   - a piece that leaves part of its extent behind may insert one bno and two cnt records;
+ *   - every piece inserts one rmap record (MFS_OWN_AG);
+ *   - an insert costs nothing when its leaf has room, and at most (tree height + 1) blocks
+ *     when the leaf is full (every level splits and a new root is added).  The plan counts
+ *     the inserts it sends to each leaf, so a leaf with room is charged only once it would
+ *     be full; after a split the leaf that receives the next records has at least
+ *     cap / 2 - 1 free slots, so the plan resumes counting from there.  A charged split may
+ *     add a level, which raises need (2 blocks per level of bno/cnt, 1 of rmap): the plan's
+ *     target grows with it.
+ *
+ * The plan succeeds when its pessimistic count reaches the target (need + PLAN_MARGIN);
+ * agfl_make() then takes exactly those pieces, and since every real cost is at most its
+ * charge, the list ends at least as full as planned.  Because each piece leaves free space
+ * for good, a refill always ends; and because the plan changes nothing, a plan that fails
+ * is a clean ENOSPC (the transaction untouched).  Deletes may join leaves and give blocks
+ * back; a join can also leave a fuller leaf than the plan counted, which PLAN_MARGIN covers.
  */
-static int agfl_refill(struct agx *x, uint32_t want, const struct avoid *av)
+#define PLAN_MAX     MFS_AGFL_SIZE_MAX       /* pieces in one refill */
+#define PLAN_LEAVES  (4 * PLAN_MAX)          /* leaves whose inserts the plan counts */
+#define PLAN_MARGIN  2u                      /* stocked beyond need */
+#define AGFL_ROOM    8u                      /* slots kept empty for merges' give-backs */
+
+struct plan_leaf {
+	int tree;
+	uint64_t blk;
+	unsigned used;          /* records in it after the planned inserts */
+};
+
+struct plan {
+	unsigned n;
+	uint32_t start[PLAN_MAX], len[PLAN_MAX];
+	uint64_t total;                     /* blocks the pieces take */
+	unsigned nleaf;
+	struct plan_leaf leaf[PLAN_LEAVES];
+	unsigned grow[MFS_AG_NTREES];       /* levels a tree may gain (0 or 1 per charge) */
+	int64_t count;                      /* the list, pessimistically */
+};
+
+static unsigned plan_level(const struct agx *x, const struct plan *p, enum mfs_ag_tree t)
+{
+	return mfs_get32(agx_agh(x)->levels[t]) + p->grow[t];
+}
+
+/* need at the plan's (pessimistic) heights; mfs_agfl_need() is linear in the heights. */
+static int64_t plan_need(const struct agx *x, const struct plan *p)
+{
+	return (int64_t)mfs_agfl_need(x->fs, agx_agh(x)) + 2 * p->grow[MFS_BT_BNO] +
+	       2 * p->grow[MFS_BT_CNT] + p->grow[MFS_BT_RMAP];
+}
+
+/* What inserting `key` into tree t may cost, given the inserts planned so far. */
+static int plan_insert(struct agx *x, struct plan *p, enum mfs_ag_tree t, const void *key,
+		       unsigned *charge)
 {
 	struct mfs_btree_cur cur;
-	struct mfs_alloc_rec key, r;
-	uint32_t start = 0, len = 0, take;
+	struct plan_leaf *l = NULL;
+	struct mfs_buf *leaf;
+	unsigned cap, i;
 	int stat, err;
 
+	agx_cur(x, &cur, t, 1);
+	err = mfs_btree_lookup(&cur, key, MFS_LOOKUP_EQ, &stat);
+	if (err) {
+		mfs_btree_cur_release(&cur);
+		return err;
+	}
+	/* The leaf an insert of `key` goes to (the cursor's path, read-only). */
+	leaf = cur.path[0].bp;
+	cap = cur.maxrecs[0];
+	for (i = 0; leaf && i < p->nleaf; i++)
+		if (p->leaf[i].tree == (int)t && p->leaf[i].blk == leaf->blkno)
+			l = &p->leaf[i];
+	if (leaf && !l && p->nleaf < PLAN_LEAVES) {
+		l = &p->leaf[p->nleaf++];
+		l->tree = (int)t;
+		l->blk = leaf->blkno;
+		l->used = mfs_get16(((const struct mfs_btree_block *)leaf->data)->numrecs);
+	}
+	mfs_btree_cur_release(&cur);
+	if (l && l->used < cap) {
+		l->used++;
+		*charge = 0;
+		return 0;
+	}
+	*charge = plan_level(x, p, t) + 1;
+	p->grow[t] = 1;     /* the cap of a node is far above what one refill inserts */
+	if (l)
+		l->used = cap - (cap / 2 > 1 ? cap / 2 - 1 : 0) + 1;
+	return 0;
+}
+
+/* Charge taking [s, s+t) of free extent [fs, fs+fl). */
+static int plan_piece(struct agx *x, struct plan *p, uint32_t fs, uint32_t fl, uint32_t s,
+		      uint32_t t)
+{
+	uint32_t left = s - fs, right = fs + fl - s - t;
+	struct mfs_alloc_rec k;
+	struct mfs_rmap_key rk;
+	unsigned c;
+	int err = 0;
+
+	p->start[p->n] = s;
+	p->len[p->n] = t;
+	p->n++;
+	p->total += t;
+	p->count += t;
+	if (left && right) {
+		arec_set(&k, s + t, 0);
+		err = plan_insert(x, p, MFS_BT_BNO, &k, &c);
+		p->count -= err ? 0 : c;
+	}
+	if (!err && left) {
+		arec_set(&k, fs, left);
+		err = plan_insert(x, p, MFS_BT_CNT, &k, &c);
+		p->count -= err ? 0 : c;
+	}
+	if (!err && right) {
+		arec_set(&k, s + t, right);
+		err = plan_insert(x, p, MFS_BT_CNT, &k, &c);
+		p->count -= err ? 0 : c;
+	}
+	if (!err) {
+		mfs_put32(rk.startblock, s);
+		err = plan_insert(x, p, MFS_BT_RMAP, &rk, &c);
+		p->count -= err ? 0 : c;
+	}
+	return err;
+}
+
+/*
+ * Plan the refill of the list to need + PLAN_MARGIN from free space outside `av`.
+ * 0 with p->n == 0: nothing to do.  -ENOSPC: the free space outside `av` cannot restock
+ * the list (or the list has no room for what it would take).  -EFSCORRUPTED: the walk saw
+ * every free extent and they do not add up to the header's free count.
+ */
+static int agfl_plan(struct agx *x, const struct avoid *av, struct plan *p)
+{
+	const struct mfs_agh *agh = agx_agh(x);
+	struct mfs_btree_cur cur;
+	struct mfs_alloc_rec key, r;
+	uint64_t seen = 0;
+	int stat, err, all = 0;
+
+	p->n = 0;
+	p->total = 0;
+	p->nleaf = 0;
+	memset(p->grow, 0, sizeof(p->grow));
+	p->count = mfs_get32(agh->fl_count);
+	if (p->count >= (int64_t)mfs_agfl_need(x->fs, agh))
+		return 0;
 	agx_cur(x, &cur, MFS_BT_CNT, 1);
-	arec_set(&key, 0, want);
-	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_GE, &stat);
-	while (!err && stat) {
+	arec_set(&key, UINT32_MAX, UINT32_MAX);
+	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_LE, &stat);
+	while (!err && p->count < plan_need(x, p) + PLAN_MARGIN) {
+		uint32_t fs, fl, ps, pl, take;
+		int64_t want;
+
+		if (!stat) {
+			all = 1;
+			break;
+		}
+		if (p->n == PLAN_MAX)
+			break;
 		err = mfs_btree_get(&cur, &r, &stat);
 		if (err || !stat)
 			break;
-		piece_outside(av, mfs_get32(r.startblock), mfs_get32(r.blockcount), &start, &len);
-		if (len >= want)
-			break;
-		len = 0;
-		err = mfs_btree_next(&cur, &stat);
-	}
-	if (!err && !len) {
-		arec_set(&key, UINT32_MAX, UINT32_MAX);
-		err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_LE, &stat);
-		while (!err && stat) {
-			err = mfs_btree_get(&cur, &r, &stat);
-			if (err || !stat)
-				break;
-			piece_outside(av, mfs_get32(r.startblock), mfs_get32(r.blockcount),
-				      &start, &len);
-			if (len)
-				break;
-			err = mfs_btree_prev(&cur, &stat);
+		fs = mfs_get32(r.startblock);
+		fl = mfs_get32(r.blockcount);
+		seen += fl;
+		piece_outside(av, fs, fl, &ps, &pl);
+		if (pl) {
+			/* enough for the target and the worst a partial piece can cost */
+			want = plan_need(x, p) + PLAN_MARGIN - p->count +
+			       (plan_level(x, p, MFS_BT_BNO) + 1) +
+			       2 * (plan_level(x, p, MFS_BT_CNT) + 1) +
+			       plan_level(x, p, MFS_BT_RMAP) + 1;
+			take = (int64_t)pl < want ? pl : (uint32_t)want;
+			err = plan_piece(x, p, fs, fl, ps, take);
 		}
+		if (!err)
+			err = mfs_btree_prev(&cur, &stat);
 	}
 	mfs_btree_cur_release(&cur);
 	if (err)
 		return err;
-	if (!len) {
-		mfs_log(MFS_LOG_ERR, "AG %u: no free space left to stock the free list", x->agno);
-		return -ENOSPC;
+	if (p->count >= plan_need(x, p) + PLAN_MARGIN) {
+		if (mfs_get32(agh->fl_count) + p->total > MFS_AGFL_SIZE_MAX - AGFL_ROOM) {
+			mfs_log(MFS_LOG_DEBUG, "AG %u: refilling the free list would take %llu "
+				"blocks onto a list of %u", x->agno,
+				(unsigned long long)p->total, mfs_get32(agh->fl_count));
+			return -ENOSPC;
+		}
+		return 0;
 	}
-	take = len < want ? len : want;
-	for (uint32_t i = 0; i < take; i++) {
-		err = mfs_agfl_put(x->tp, x->agno, x->agh_bp, start + i);
-		if (err)
-			return err;
+	if (all && seen != mfs_get32(agh->freeblks))
+		return MFS_CORRUPT("AG %u header: %u free blocks, but the free-space-by-length "
+				   "btree holds %llu", x->agno, mfs_get32(agh->freeblks),
+				   (unsigned long long)seen);
+	return -ENOSPC;
+}
+
+/* Take the planned pieces onto the list (see the top of the file for why in this order). */
+static int agfl_make(struct agx *x, const struct plan *p)
+{
+	int err = 0;
+
+	for (unsigned i = 0; i < p->n && !err; i++) {
+		for (uint32_t b = 0; b < p->len[i] && !err; b++)
+			err = mfs_agfl_put(x->tp, x->agno, x->agh_bp, p->start[i] + b);
+		if (!err)
+			err = fs_take(x, p->start[i], p->len[i]);
+		if (!err)
+			err = rmap_add(x, p->start[i], p->len[i], MFS_OWN_AG, 0);
 	}
-	err = fs_take(x, start, take);
-	if (!err)
-		err = rmap_add(x, start, take, MFS_OWN_AG, 0);
+	if (!err && mfs_get32(agx_agh(x)->fl_count) < mfs_agfl_need(x->fs, agx_agh(x)))
+		err = MFS_CORRUPT("AG %u: free list holds %u blocks after a refill planned to "
+				  "reach %u", x->agno, mfs_get32(agx_agh(x)->fl_count),
+				  mfs_agfl_need(x->fs, agx_agh(x)));
 	return err;
 }
 
@@ -585,36 +753,41 @@ static int agfl_trim_one(struct agx *x)
 	return err;
 }
 
-static int agfl_fix(struct agx *x, const struct avoid *av)
+/*
+ * After an operation: give back what the list holds above 2 * need + AGFL_SLACK (a
+ * refill's pessimistic charges overshoot need; a band that wide keeps them on the list).  Only here,
+ * never before an operation, and never followed by a refill: need follows the tree heights,
+ * which trimming and refilling themselves change, and a fix-up that chased need both ways
+ * could go round for ever (a refill from 1-block extents shrinks the free-space trees and
+ * need with them, the trim that follows grows them again...).  A trim starts far above
+ * need, so its own splits cannot empty the list; its blocks go back to free space.
+ */
+static int agfl_trim(struct agx *x)
 {
-	for (unsigned iter = 0; iter < 4 * MFS_AGFL_SIZE_MAX; iter++) {
+	for (unsigned i = 0; i < MFS_AGFL_SIZE_MAX; i++) {
 		const struct mfs_agh *agh = agx_agh(x);
-		uint32_t need = mfs_agfl_need(x->fs, agh);
-		uint32_t count = mfs_get32(agh->fl_count);
-		int err = 0;
+		uint32_t hi = 2 * mfs_agfl_need(x->fs, agh) + AGFL_SLACK;
+		int err;
 
-		if (count < need)
-			err = agfl_refill(x, need - count, av);
-		else if (count > need + AGFL_SLACK)
-			err = agfl_trim_one(x);
-		else
+		if (hi > MFS_AGFL_SIZE_MAX - AGFL_ROOM)
+			hi = MFS_AGFL_SIZE_MAX - AGFL_ROOM;
+		if (mfs_get32(agh->fl_count) <= hi)
 			return 0;
+		err = agfl_trim_one(x);
 		if (err)
 			return err;
 	}
-	mfs_log(MFS_LOG_ERR, "AG %u: free list did not settle (free space too fragmented?)",
-		x->agno);
-	return -ENOSPC;
+	return 0;
 }
 
 /* Blocks an allocation may take now: what is free minus the list's future refills. */
-static uint32_t agx_avail(struct agx *x, int before_fix)
+static uint32_t agx_avail(struct agx *x)
 {
 	const struct mfs_agh *agh = agx_agh(x);
 	uint64_t need = mfs_agfl_need(x->fs, agh), count = mfs_get32(agh->fl_count);
 	uint64_t keep = need + RESV_EXTRA, nfree = mfs_get32(agh->freeblks);
 
-	if (before_fix && count < need)
+	if (count < need)
 		keep += need - count;
 	return nfree > keep ? (uint32_t)(nfree - keep) : 0;
 }
@@ -806,10 +979,10 @@ static int search_exact(struct agx *x, const struct req *q, struct cand *best)
 	return err;
 }
 
-static int ag_search(struct agx *x, const struct req *q0, int before_fix, struct cand *best)
+static int ag_search(struct agx *x, const struct req *q0, struct cand *best)
 {
 	struct req q = *q0;
-	uint32_t avail = agx_avail(x, before_fix);
+	uint32_t avail = agx_avail(x);
 
 	best->ok = 0;
 	if (q.maxlen > avail)
@@ -827,41 +1000,83 @@ static int ag_search(struct agx *x, const struct req *q0, int before_fix, struct
 }
 
 /*
- * Allocate inside one AG: search read-only, stock the free list from free space *other
- * than* the extent found, then take that extent.  ENOSPC comes only from the search, before
- * any change, so it leaves the transaction as it was (alloc.h).  The search already kept
- * back what the refill needs (agx_avail), so a refill that runs dry afterwards means the
- * header's counters and the free-space trees disagree: corruption, not a full AG, and the
- * caller must cancel rather than try another AG.
+ * Allocate inside one AG: search read-only, plan the list's refill from free space *other
+ * than* the extent found (read-only too), check that the reserve for later frees is still
+ * there, and only then change anything: refill, take the extent, trim the list.  So every
+ * ENOSPC (nothing fits, the list cannot be restocked, the reserve would be touched) leaves
+ * the transaction as it was (alloc.h), and mfs_alloc_extent may try another AG; an error
+ * after the first change is a real one (I/O, corruption), and the caller must cancel.
  */
 static int ag_alloc(struct agx *x, const struct req *q, struct mfs_alloc_args *args)
 {
+	struct plan *p;
 	struct cand c;
 	struct avoid av;
+	uint64_t nfree, keep, left;
 	int err;
 
-	err = ag_search(x, q, 1, &c);
+	err = ag_search(x, q, &c);
 	if (err)
 		return err;
 	if (!c.ok)
 		return -ENOSPC;
+	p = malloc(sizeof(*p));
+	if (!p)
+		return -ENOMEM;
 	av.start = c.bno;
 	av.len = c.len;
-	err = agfl_fix(x, &av);
-	if (err == -ENOSPC)
-		err = MFS_CORRUPT("AG %u: free list could not be stocked around free extent "
-				  "%u+%u that the search found (header counts %u free blocks)",
-				  x->agno, c.bno, c.len, mfs_get32(agx_agh(x)->freeblks));
+	err = agfl_plan(x, &av, p);
 	if (err)
-		return err;
-	err = fs_take(x, c.bno, c.len);
+		goto out;
+	/* What stays free after the refill and the extent: at least the reserve (shorten the
+	 * extent down to minlen to keep it). */
+	nfree = mfs_get32(agx_agh(x)->freeblks);
+	keep = mfs_agfl_need(x->fs, agx_agh(x)) + RESV_EXTRA;
+	left = nfree >= p->total + c.len ? nfree - p->total - c.len : 0;
+	if (left < keep) {
+		if (c.len < q->minlen + (keep - left)) {
+			err = -ENOSPC;
+			goto out;
+		}
+		c.len -= (uint32_t)(keep - left);
+	}
+	err = agfl_make(x, p);
+	if (!err)
+		err = fs_take(x, c.bno, c.len);
 	if (!err)
 		err = rmap_add(x, c.bno, c.len, args->owner, args->offset);
+	if (!err)
+		err = agfl_trim(x);
 	if (err)
-		return err;
+		goto out;
 	args->fsb = mfs_agbno_to_fsb(&x->fs->geo, x->agno, c.bno);
 	args->len = c.len;
-	return 0;
+out:
+	free(p);
+	return err;
+}
+
+/* Stock the list before a free.  Allocations leave need + RESV_EXTRA blocks free, which
+ * is what this refill takes (a shortfall of at most one operation's splits, plus charges),
+ * and every free adds space, so in an AG filled by this allocator the plan succeeds; if
+ * it cannot (an AG filled by other means), ENOSPC with nothing changed. */
+static int agfl_free_fix(struct agx *x, uint32_t agbno, uint32_t len, uint64_t owner,
+			 uint64_t offset)
+{
+	struct plan *p = malloc(sizeof(*p));
+	int err;
+
+	if (!p)
+		return -ENOMEM;
+	err = agfl_plan(x, &(struct avoid){ 0, 0 }, p);
+	if (err == -ENOSPC)
+		mfs_log(MFS_LOG_ERR, "AG %u: no free space to stock the free list before freeing "
+			"%u+%u of owner %llu offset 0x%llx", x->agno, agbno, len,
+			(unsigned long long)owner, (unsigned long long)offset);
+	if (!err)
+		err = agfl_make(x, p);
+	free(p);
+	return err;
 }
 
 /* ---- entry points ---------------------------------------------------------------------- */
@@ -1015,11 +1230,13 @@ int mfs_free_extent(struct mfs_trans *tp, uint64_t fsb, uint32_t len, uint64_t o
 	if (err)
 		return err;
 	agx_init(&x, tp, agno, agh_bp);
-	err = agfl_fix(&x, &(struct avoid){ 0, 0 });
+	err = agfl_free_fix(&x, agbno, len, owner, offset);
 	if (!err)
 		err = rmap_del(&x, agbno, len, owner, offset);
 	if (!err)
 		err = fs_give(&x, agbno, len);
+	if (!err)
+		err = agfl_trim(&x);
 	mfs_buf_put(agh_bp);
 	return err;
 }
