@@ -537,7 +537,10 @@ struct mfs_dir_key {
  * entries need, rounded up to 8 bytes: forkoff = (litsize - roundup8(bytes)) / 8, so the data
  * fork keeps every other byte.  It is recomputed at every change, and a change is made inline
  * only while the data fork keeps at least what it uses (inline extents, inline directory
- * entries, a btree root; at least 8 bytes).
+ * entries, a btree root; at least 8 bytes).  When the data fork leaves no room even for the
+ * btree root below, it is first moved into its own btree format (a directory's entries into
+ * its name btree, a file's extents into an extent btree); an inline symlink target filling
+ * the literal area cannot move, and the attribute is refused (ENOSPC).
  *
  * MFS_FMT_BTREE — when the entries do not fit inline: the fork is a struct mfs_fork_root
  * (16 bytes: forkoff = (litsize - 16) / 8), anext = levels, of the inode's *attribute btree*

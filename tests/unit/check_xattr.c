@@ -1148,6 +1148,18 @@ START_TEST(test_api)
 END_TEST
 
 /* ---- damaged attribute forks: every path reports corruption, nothing crashes ------------- */
+/* Corruption messages naming the inode under test ("inode N"). */
+static char msg_want[32];
+static unsigned msg_count;
+
+static void msg_sink(int level, const char *msg, void *priv)
+{
+	(void)level;
+	(void)priv;
+	if (strstr(msg, msg_want))
+		msg_count++;
+}
+
 #define expect_corrupt(t, ip, ns, probe, plen) expect_corrupt_(t, ip, ns, probe, plen, __LINE__)
 static void expect_corrupt_(struct ximg *t, struct mfs_inode *ip, unsigned ns,
 			    const char *probe, unsigned plen, int line)
@@ -1157,9 +1169,13 @@ static void expect_corrupt_(struct ximg *t, struct mfs_inode *ip, unsigned ns,
 	size_t vl;
 
 	(void)line;
+	msg_count = 0;
 	CK_EQ(mfs_xattr_get(ip, ns, probe, plen, vbuf, sizeof(vbuf), &vl), -EFSCORRUPTED);
+	CK_EQ(msg_count, 1);
 	CK_EQ(mfs_xattr_check(ip, NULL, NULL), -EFSCORRUPTED);
+	CK_EQ(msg_count, 2);
 	CK_EQ(mfs_xattr_list(ip, count_fn, &n), -EFSCORRUPTED);
+	CK_EQ(msg_count, 3);
 	CK_OK(mfs_trans_alloc(t->fs, &tp));
 	CK_EQ(mfs_xattr_set(tp, ip, ns, probe, plen, "v", 1, 0), -EFSCORRUPTED);
 	CK_EQ(mfs_xattr_remove(tp, ip, ns, probe, plen), -EFSCORRUPTED);
@@ -1193,12 +1209,13 @@ START_TEST(test_corrupt)
 	char longname[100];
 	uint64_t root, ino, rfsb = 0;
 	unsigned nrecs, ilong = 0, ishort = 0, iremote = 0;
-	int quiet = mfs_log_quiet();
 
 	mfs_dir_test_set_hash_mask(0xffffffffu);
 	ximg_make(&t, 4096, 512, 64ull << 20);
 	ip = make_inode(&t, S_IFREG | 0644);
 	ino = ip->ino;
+	snprintf(msg_want, sizeof(msg_want), "inode %llu", (unsigned long long)ino);
+	mfs_log_set_sink(msg_sink, NULL);
 	/* local: two entries */
 	CK_OK(mfs_trans_alloc(t.fs, &tp));
 	CK_OK(mfs_xattr_set(tp, ip, MFS_XATTR_NS_USER, "aa", 2, "11", 2, 0));
@@ -1355,7 +1372,7 @@ START_TEST(test_corrupt)
 	expect_corrupt(&t, ip, MFS_XATTR_NS_USER, "short01", 7);
 	CK_OK(mfs_xattr_check(ip, NULL, NULL));
 	CK_OK(mfs_xattr_get(ip, MFS_XATTR_NS_USER, longname, sizeof(longname), NULL, 0, NULL));
-	mfs_log_set_level(quiet);
+	mfs_log_set_sink(NULL, NULL);
 	put_inode(ip);
 	db_check(&t);
 	ximg_destroy(&t);
