@@ -1537,6 +1537,14 @@ static int chk_local(struct chk *k)
 	}
 	if (!err && ip->anext == 0)
 		err = MFS_CORRUPT("inode %llu: inline attribute fork with no entry", ULL(ip->ino));
+	/* the fork is exactly as large as its entries need, and zero after them */
+	if (!err && cap != ROUND8(off))
+		err = MFS_CORRUPT("inode %llu: inline attribute fork of %u bytes, its entries need "
+				  "%u", ULL(ip->ino), cap, ROUND8(off));
+	for (uint32_t i = off; !err && i < cap; i++)
+		if (afork(ip)[i])
+			err = MFS_CORRUPT("inode %llu: inline attribute fork has a nonzero byte at %u, "
+					  "after its last entry", ULL(ip->ino), i);
 	return err;
 }
 

@@ -24,6 +24,9 @@
  *   so its contents stay where bmap and dir look for them.  Only an inline symlink target
  *   filling the literal area leaves no way: -ENOSPC.
  *
+ * The btree's name hash is the directory name hash (mfs_dir_hash), so the tests' hash mask
+ * (mfs_dir_test_set_hash_mask) forces attribute-name collisions too.
+ *
  * Errors: -ENODATA (no such attribute), -EEXIST (XATTR_CREATE and it exists), -ERANGE (a
  * name longer than 255 bytes; get: buffer too small), -E2BIG (value over 64 KiB), -EINVAL
  * (empty name, a NUL in it, unknown namespace or flags), -ENOSPC, I/O errors, and

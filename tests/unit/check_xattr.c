@@ -1237,6 +1237,16 @@ START_TEST(test_corrupt)
 	CK_EQ(mfs_xattr_check(ip, NULL, NULL), -EFSCORRUPTED);
 	CK_OK(mfs_inode_reload(ip));
 	CK_OK(mfs_xattr_check(ip, NULL, NULL));
+	/* "aa" of 8 bytes, then "bb" of 7: a stray byte in the padding after them */
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_OK(mfs_xattr_set(tp, ip, MFS_XATTR_NS_USER, "bb", 2, "2", 1, XATTR_REPLACE));
+	CK_OK(mfs_trans_commit(tp));
+	CK_OK(mfs_xattr_check(ip, NULL, NULL));
+	ip->lit[ip->forkoff * 8 + 15] = 1;
+	CK_EQ(mfs_xattr_check(ip, NULL, NULL), -EFSCORRUPTED);
+	CK_OK(mfs_xattr_get(ip, MFS_XATTR_NS_USER, "bb", 2, NULL, 0, NULL));
+	CK_OK(mfs_inode_reload(ip));
+	CK_OK(mfs_xattr_check(ip, NULL, NULL));
 
 	/* btree of one leaf: 20 short names, one of 100 bytes, one remote value */
 	memset(longname, 'L', sizeof(longname));
