@@ -932,7 +932,9 @@ static void brim_ops(struct rnd *r, struct brim_stats *st, unsigned nops, unsign
 }
 
 /*
- * Fill the last corners: single-block ANY allocations (which try every AG) until one is
+ * Fill the last corners: single-block ANY allocations (which try every AG), and when one is
+ * ENOSPC, NEAR ones at a random block of each AG (the AG-full decision depends on the
+ * extent the search picked, which differs between the kinds), until all of them are
  * ENOSPC.  Then no AG can give one block, whatever the request: a CRC-checked transaction
  * asks each AG for one block NEAR a random target, EXACT at a random block, and aligned, all
  * ENOSPC with no buffer joined, and its cancel leaves the image byte-identical.
@@ -951,6 +953,10 @@ static void brim_fill_last(struct rnd *r)
 		CK_OK(mfs_trans_alloc(t->fs, &tp));
 		done = rnd_do_alloc(r, tp, &u, MFS_ALLOC_ANY, tu_rand() % g->dblocks, 1, 1, 0,
 				    0, r->owners[0]);
+		for (uint32_t a = 0; !done && a < g->agcount; a++)
+			done = rnd_do_alloc(r, tp, &u, MFS_ALLOC_NEAR,
+					    mfs_agbno_to_fsb(g, a, tu_rand_below(mfs_ag_length(g, a))),
+					    1, 1, 0, 0, r->owners[0]);
 		CK_TRUE(done >= 0);
 		if (done)
 			CK_OK(mfs_trans_commit(tp));
@@ -1001,6 +1007,64 @@ static void brim_report(struct rnd *r, const char *when)
 			levels[MFS_BT_CNT], s.fl_count, (unsigned long long)nrecs[MFS_BT_RMAP],
 			levels[MFS_BT_RMAP]);
 		CK_TRUE(s.freeblks <= 2 * MFS_AGFL_SIZE_MAX);
+	}
+}
+
+/*
+ * Frees in a full AG whose free list is short.  An operation may begin with the list at
+ * exactly need (no refill) and take from it whatever its splits cost; at the brim the
+ * free-space trees are single leaves far from full, so only the reverse map can split:
+ * every level and a new root, rmap height + 1 blocks.  A free may therefore find the list
+ * that far under need, and its refill must come from the reserve (R) the allocations left,
+ * which at the brim is 1-block pieces, every one of them costing a reverse-map insert.
+ * For each AG, in one transaction: the list drained to need - (rmap height + 1), then single
+ * blocks of a few extents freed (all must succeed); cancelled, and the first AG's cancel is
+ * CRC-checked.
+ */
+static void brim_short_list_frees(struct rnd *r)
+{
+	struct tu_agfs *t = r->t;
+	const struct mfs_geom *g = &t->fs->geo;
+
+	ext_compact(r);
+	for (uint32_t a = 0; a < g->agcount; a++) {
+		struct mfs_trans *tp;
+		struct mfs_buf *bp;
+		const struct mfs_agh *agh;
+		uint32_t crc0 = a == 0 ? tu_image_crc(t->fs, t->path) : 0, b;
+		unsigned nfreed = 0, need, low;
+
+		CK_OK(mfs_trans_alloc(t->fs, &tp));
+		CK_OK(mfs_trans_lock_ag(tp, a, 0));
+		CK_OK(mfs_read_agh(t->fs, a, &bp));
+		agh = bp->data;
+		need = mfs_agfl_need(t->fs, agh);
+		low = need - (mfs_get32(agh->levels[MFS_BT_RMAP]) + 1);
+		CK_TRUE(mfs_get32(agh->levels[MFS_BT_BNO]) == 1 &&
+			mfs_get32(agh->levels[MFS_BT_CNT]) == 1);
+		while (mfs_get32(agh->fl_count) > low)
+			CK_OK(mfs_agfl_get(tp, a, bp, &b));
+		mfs_buf_put(bp);
+		for (size_t i = tu_rand_below((uint32_t)r->n); nfreed < 4 && i < r->n; i++) {
+			const struct ext *x = &r->e[i];
+			uint32_t pf = tu_rand_below(x->len);
+			int err;
+
+			if (mfs_fsb_to_agno(g, x->fsb) != a)
+				continue;
+			err = mfs_free_extent(tp, x->fsb + pf, 1, x->owner,
+					      off_add(x->owner, x->offset, pf));
+			if (err)
+				ck_assert_msg(0, "AG %u full, free list drained to %u (need %u): freeing "
+					      "%llu of owner %llx: %s (seed %llu)", a, low, need,
+					      (unsigned long long)(x->fsb + pf),
+					      (unsigned long long)x->owner, strerror(-err),
+					      (unsigned long long)r->seed);
+			nfreed++;
+		}
+		mfs_trans_cancel(tp);
+		if (a == 0)
+			CK_EQ(tu_image_crc(t->fs, t->path), crc0);
 	}
 }
 
@@ -1087,7 +1151,8 @@ static void brim_free_all(struct rnd *r)
  * Four small AGs filled to the brim with short extents while earlier ones are freed, so
  * free space ends up in many 1-block pieces; twice over (the second round starts with the
  * tree blocks and list stock scattered by the first):
- *   fill and churn at the brim, then 1-block requests until every AG refuses;
+ *   fill and churn at the brim, then 1-block requests until every AG refuses; frees with
+ *   the free list short (brim_short_list_frees);
  *   punch 1-block holes into a fifth of the used space and fill those again;
  *   free everything in random order: back to the fresh AGs' counts.
  */
@@ -1127,6 +1192,7 @@ static void run_brim(uint32_t bs, uint32_t agblocks, unsigned rounds)
 		brim_ops(&r, &st, nops, 75);
 		brim_fill_last(&r);
 		brim_report(&r, "full");
+		brim_short_list_frees(&r);
 		/* a fifth of the used blocks freed one at a time, then filled again */
 		r.free1 = 100;
 		brim_ops(&r, &st, (unsigned)(r.blocks_used / 5), 0);
@@ -1135,6 +1201,7 @@ static void run_brim(uint32_t bs, uint32_t agblocks, unsigned rounds)
 		brim_ops(&r, &st, nops, 85);
 		brim_fill_last(&r);
 		brim_report(&r, "full again");
+		brim_short_list_frees(&r);
 		brim_free_all(&r);
 		tu_check_all(&t);
 		check_back_to_format(&t, fresh);
