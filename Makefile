@@ -52,9 +52,10 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(O)/%.o)
 LIBA     := $(O)/libmendfs.a
 
 # --- programs: name and sources ------------------------------------------------------------
-PROGS := mkfs.mendfs mendfs_db
+PROGS := mkfs.mendfs mendfs_db mendfs
 mkfs.mendfs_SRCS := fs/mkfs.c
 mendfs_db_SRCS   := fs/db.c
+mendfs_SRCS      := fs/mendfs.c fs/node.c fs/attr.c fs/namei.c fs/fileio.c
 
 define prog_rule
 $(BIN)/$(1): $$($(1)_SRCS:%.c=$(O)/%.o) $(LIBA)

@@ -1,0 +1,752 @@
+/*
+ * fileio.c — file data: open/release, read, write, truncate, fallocate, lseek and fsync.
+ *
+ * Data blocks are read and written straight on the device (mfs_dev_pread/pwrite), never
+ * through the metadata buffer cache.  Readers take the inode's lock shared, writers
+ * exclusive; different files never share a lock.
+ *
+ * Ordered data: a block newly mapped into a file (allocated, or converted from unwritten)
+ * gets its data written to the device BEFORE the transaction that maps it is committed, so
+ * a crash can never expose a block's stale contents.  Blocks already mapped and written
+ * are overwritten in place.  The part of a block the write does not cover is zero in a new
+ * or unwritten block, and read back from the device in a written one.
+ *
+ * Invariant: the bytes of the last block past the end of file are zero (writes pad new
+ * blocks with zeroes, truncate zeroes the tail of the new last block), so growing a file
+ * never needs to zero anything.
+ *
+ * Freed blocks: a data block freed by truncate or punch must not be reused for another
+ * file's data before the transaction that freed it is durable (journal.h).  This first
+ * version forces the journal after every transaction batch that frees data blocks, before
+ * replying; a concurrent allocation between the commit and the force can still take such a
+ * block (a crash in that window could show the other file's new data in the old file): the
+ * busy-extent list that closes that window is future work.
+ *
+ * Transactions are bounded: one new extent per allocation transaction, at most
+ * MFS_BMAP_MAX_EXTENTS_PER_CALL extents per punch or conversion; long operations roll
+ * through several transactions, each consistent on its own.
+ */
+#include "mendfs_int.h"
+
+#include "bmap.h"
+#include "dev.h"
+#include "journal.h"
+#include "log.h"
+#include "trans.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define EDEADLK_RETRIES 1000
+
+static uint64_t max_bytes(const struct mfs_fs *fs)
+{
+	/* 2^63 would not fit in off_t: the last byte of the last block is left out. */
+	return (mfs_bmap_max_blocks(fs) << fs->geo.blocklog) - 1;
+}
+
+int mfsd_force(struct mfsd *d)
+{
+	int err = d->fs->log ? mfs_journal_force(d->fs->log) : 0;
+
+	if (!err)
+		err = mfs_dev_flush(d->fs->dev);
+	return err;
+}
+
+static int has_extents(const struct mfs_inode *ip)
+{
+	return ip->dformat == MFS_FMT_EXTENTS || ip->dformat == MFS_FMT_BTREE;
+}
+
+/* Commit without waiting for the log (durable at the next force: fsync, or unmount). */
+static int commit_async(struct mfs_trans *tp)
+{
+	return mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, NULL);
+}
+
+/* Log ip's in-core fields in a transaction of their own. */
+static int log_inode(struct mfsd *d, struct mfs_inode *ip)
+{
+	struct mfs_trans *tp;
+	int err = mfs_trans_alloc(d->fs, &tp);
+
+	if (err)
+		return err;
+	err = mfs_inode_log(tp, ip);
+	if (err) {
+		mfs_trans_cancel(tp);
+		mfs_inode_reload(ip);
+		return err;
+	}
+	err = commit_async(tp);
+	if (err)
+		mfs_inode_reload(ip);
+	return err;
+}
+
+/*
+ * Write the part of [pos, end) (bytes; user data `buf` starts at file byte `bufpos`) that
+ * falls in file blocks [b, b + n), mapped from disk block `fsb`.  `fresh`: the blocks hold
+ * nothing yet (new or unwritten): partial blocks are padded with zeroes; otherwise they are
+ * read, patched and written back.  `tmp` is one block of scratch.
+ */
+static int write_mapped(struct mfs_fs *fs, uint64_t fsb, uint64_t b, uint64_t n,
+			uint64_t pos, uint64_t end, const char *buf, uint64_t bufpos, int fresh,
+			char *tmp)
+{
+	uint32_t bs = fs->geo.blocksize, blog = fs->geo.blocklog;
+	uint64_t cur = pos > (b << blog) ? pos : b << blog;
+	uint64_t stop = (b + n) << blog;
+	int err;
+
+	if (end < stop)
+		stop = end;
+	while (cur < stop) {
+		uint64_t blk = cur >> blog, boff = cur & (bs - 1);
+		uint64_t disk = (fsb + (blk - b)) << blog;
+
+		if (boff == 0 && stop - cur >= bs) {
+			uint64_t len = (stop - cur) & ~(uint64_t)(bs - 1);
+
+			err = mfs_dev_pwrite(fs->dev, buf + (cur - bufpos), len, disk);
+			if (err)
+				return err;
+			cur += len;
+		} else {
+			uint64_t take = bs - boff;
+
+			if (take > stop - cur)
+				take = stop - cur;
+			if (fresh)
+				memset(tmp, 0, bs);
+			else if ((err = mfs_dev_pread(fs->dev, tmp, bs, disk)) != 0)
+				return err;
+			memcpy(tmp + boff, buf + (cur - bufpos), take);
+			err = mfs_dev_pwrite(fs->dev, tmp, bs, disk);
+			if (err)
+				return err;
+			cur += take;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Map a hole at file block b (at most n blocks) and write data into it, in one transaction
+ * committed after the data is on the device.  *mapped gets the blocks mapped.  `newsize`:
+ * the file size to log with the mapping (the caller's size after this piece).
+ */
+static int write_alloc(struct mfsd *d, struct mfs_inode *ip, uint64_t b, uint64_t n,
+		       uint64_t pos, uint64_t end, const char *buf, uint64_t bufpos, char *tmp,
+		       uint64_t *mapped)
+{
+	struct mfs_fs *fs = d->fs;
+	struct mfs_bmap_ext ext;
+	struct mfs_trans *tp;
+	int err, tries = 0;
+
+again:
+	err = mfs_trans_alloc(fs, &tp);
+	if (err)
+		return err;
+	err = mfs_bmap_alloc(tp, ip, b, n, 0, &ext);
+	if (!err)
+		err = write_mapped(fs, ext.startblock, b, ext.len, pos, end, buf, bufpos, 1, tmp);
+	if (!err) {
+		uint64_t piece_end = (b + ext.len) << fs->geo.blocklog;
+
+		if (piece_end > end)
+			piece_end = end;
+		if (piece_end > ip->size)
+			ip->size = piece_end;
+		err = mfs_inode_log(tp, ip);
+	}
+	if (err) {
+		mfs_trans_cancel(tp);
+		mfs_inode_reload(ip);
+		if (err == -EDEADLK && ++tries < EDEADLK_RETRIES) {
+			sched_yield();
+			goto again;
+		}
+		return err;
+	}
+	err = commit_async(tp);
+	if (err) {
+		mfs_inode_reload(ip);
+		return err;
+	}
+	*mapped = ext.len;
+	return 0;
+}
+
+/* Mark [b, b + n) written, in as many bounded transactions as it takes. */
+static int convert_written(struct mfsd *d, struct mfs_inode *ip, uint64_t b, uint64_t n)
+{
+	uint64_t done = 0;
+
+	while (done < n) {
+		struct mfs_trans *tp;
+		uint64_t got = 0;
+		int err = mfs_trans_alloc(d->fs, &tp);
+
+		if (err)
+			return err;
+		err = mfs_bmap_convert_written(tp, ip, b + done, n - done, &got);
+		if (err) {
+			mfs_trans_cancel(tp);
+			mfs_inode_reload(ip);
+			if (err == -EDEADLK) {
+				sched_yield();
+				continue;
+			}
+			return err;
+		}
+		err = commit_async(tp);
+		if (err) {
+			mfs_inode_reload(ip);
+			return err;
+		}
+		done += got;
+		if (got == 0)
+			break;
+	}
+	return 0;
+}
+
+int mfsd_write_new(struct mfs_trans *tp, struct mfs_inode *ip, const char *data,
+		   uint64_t len)
+{
+	struct mfs_fs *fs = ip->fs;
+	uint32_t bs = fs->geo.blocksize, blog = fs->geo.blocklog;
+	uint64_t nb = (len + bs - 1) >> blog, b = 0;
+	char *tmp = malloc(bs);
+	int err = 0;
+
+	if (!tmp)
+		return -ENOMEM;
+	while (b < nb && !err) {
+		struct mfs_bmap_ext ext;
+
+		err = mfs_bmap_alloc(tp, ip, b, nb - b, 0, &ext);
+		if (err)
+			break;
+		err = write_mapped(fs, ext.startblock, b, ext.len, 0, len, data, 0, 1, tmp);
+		b += ext.len;
+	}
+	free(tmp);
+	if (!err)
+		ip->size = len;
+	return err;
+}
+
+/* Write [off, off + size) of a file whose lock the caller holds exclusive.  *written gets
+ * the bytes written (all, or a prefix when an error stopped the write). */
+static int do_write(struct mfsd *d, struct mfs_inode *ip, const char *buf, size_t size,
+		    uint64_t off, int killpriv, size_t *written)
+{
+	struct mfs_fs *fs = d->fs;
+	uint32_t bs = fs->geo.blocksize, blog = fs->geo.blocklog;
+	uint64_t end = off + size, pos = off;
+	struct timespec now;
+	char *tmp;
+	int err = 0;
+
+	*written = 0;
+	if (!has_extents(ip))
+		return -EINVAL;
+	if (size == 0)
+		return 0;
+	if (end < off || end > max_bytes(fs))
+		return -EFBIG;
+	tmp = malloc(bs);
+	if (!tmp)
+		return -ENOMEM;
+	while (pos < end) {
+		uint64_t b = pos >> blog, eb = (end + bs - 1) >> blog, n;
+		struct mfs_bmap_ext ext;
+
+		err = mfs_bmap_lookup(ip, b, &ext);
+		if (err)
+			break;
+		n = (ext.startoff + ext.len < eb ? ext.startoff + ext.len : eb) - b;
+		if (ext.startblock == MFS_BMAP_HOLE) {
+			err = write_alloc(d, ip, b, n, pos, end, buf, off, tmp, &n);
+		} else {
+			uint64_t fsb = ext.startblock + (b - ext.startoff);
+
+			err = write_mapped(fs, fsb, b, n, pos, end, buf, off, ext.unwritten, tmp);
+			if (!err && ext.unwritten)
+				err = convert_written(d, ip, b, n);
+		}
+		if (err)
+			break;
+		pos = (b + n) << blog;
+	}
+	free(tmp);
+	if (pos > end)
+		pos = end;
+	if (pos == off)
+		return err;
+	/* Whatever was written counts: size, times and privileges move with it. */
+	mfsd_now(&now);
+	if (pos > ip->size)
+		ip->size = pos;
+	ip->mtime = now;
+	ip->ctime = now;
+	if (killpriv)
+		mfsd_kill_suid(ip);
+	{
+		int err2 = log_inode(d, ip);
+
+		if (!err)
+			err = err2;
+	}
+	if (!err || pos > off)
+		*written = (size_t)(pos - off);
+	return *written ? 0 : err;
+}
+
+void mfsd_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		struct fuse_file_info *fi)
+{
+	struct mfsd *d = mfsd_of(req);
+	struct mfs_inode *ip;
+	size_t written = 0;
+	int err;
+
+	if (d->ro) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	err = mfsd_iget(d, ino, &ip);
+	if (err) {
+		mfsd_reply_err(req, err);
+		return;
+	}
+	pthread_rwlock_wrlock(&ip->lock);
+	err = do_write(d, ip, buf, size, (uint64_t)off, fuse_req_ctx(req)->uid != 0, &written);
+	pthread_rwlock_unlock(&ip->lock);
+	mfsd_iput(d, ip);
+	if (err)
+		mfsd_reply_err(req, err);
+	else
+		fuse_reply_write(req, written);
+}
+
+/* Read [off, off + len) into buf (the caller clipped it to the file size). */
+int mfsd_read_data(struct mfs_inode *ip, char *buf, uint64_t off, uint64_t len)
+{
+	struct mfs_fs *fs = ip->fs;
+	uint32_t blog = fs->geo.blocklog;
+	uint64_t pos = off, end = off + len;
+
+	while (pos < end) {
+		uint64_t b = pos >> blog;
+		struct mfs_bmap_ext ext;
+		uint64_t stop;
+		int err = mfs_bmap_lookup(ip, b, &ext);
+
+		if (err)
+			return err;
+		stop = (ext.startoff + ext.len) << blog;
+		if (stop > end || stop == 0)
+			stop = end;
+		if (ext.startblock == MFS_BMAP_HOLE || ext.unwritten) {
+			memset(buf + (pos - off), 0, stop - pos);
+		} else {
+			uint64_t disk = ((ext.startblock + (b - ext.startoff)) << blog) +
+					(pos & (fs->geo.blocksize - 1));
+
+			err = mfs_dev_pread(fs->dev, buf + (pos - off), stop - pos, disk);
+			if (err)
+				return err;
+		}
+		pos = stop;
+	}
+	return 0;
+}
+
+void mfsd_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+	       struct fuse_file_info *fi)
+{
+	struct mfsd *d = mfsd_of(req);
+	struct mfs_inode *ip;
+	char *buf = NULL;
+	uint64_t len = 0;
+	int err;
+
+	err = mfsd_iget(d, ino, &ip);
+	if (err) {
+		mfsd_reply_err(req, err);
+		return;
+	}
+	pthread_rwlock_rdlock(&ip->lock);
+	if (!has_extents(ip))
+		err = S_ISDIR(ip->mode) ? -EISDIR : -EINVAL;
+	else if (off >= 0 && (uint64_t)off < ip->size) {
+		len = ip->size - (uint64_t)off;
+		if (len > size)
+			len = size;
+		buf = malloc(len);
+		if (!buf)
+			err = -ENOMEM;
+		else
+			err = mfsd_read_data(ip, buf, (uint64_t)off, len);
+	}
+	pthread_rwlock_unlock(&ip->lock);
+	mfsd_iput(d, ip);
+	if (err)
+		mfsd_reply_err(req, err);
+	else
+		fuse_reply_buf(req, buf, len);
+	free(buf);
+}
+
+/* ---- freeing blocks --------------------------------------------------------------------- */
+
+/*
+ * Unmap [first, last) blocks in bounded transactions.  `setsize`: the first transaction
+ * also logs the in-core fields the caller changed (size, times).  Forces the journal after
+ * freeing (see the top of this file).
+ */
+static int punch_blocks(struct mfsd *d, struct mfs_inode *ip, uint64_t first, uint64_t last,
+			int log_first)
+{
+	uint64_t nblocks0 = ip->nblocks, off = first;
+	int err = 0, tries = 0;
+
+	while (off < last || log_first) {
+		struct mfs_trans *tp;
+		uint64_t done = 0;
+
+		err = mfs_trans_alloc(d->fs, &tp);
+		if (err)
+			break;
+		if (off < last)
+			err = mfs_bmap_punch(tp, ip, off, last - off, &done);
+		if (!err && log_first)
+			err = mfs_inode_log(tp, ip);
+		if (err) {
+			mfs_trans_cancel(tp);
+			mfs_inode_reload(ip);
+			if (err == -EDEADLK && ++tries < EDEADLK_RETRIES) {
+				sched_yield();
+				continue;
+			}
+			break;
+		}
+		err = commit_async(tp);
+		if (err) {
+			mfs_inode_reload(ip);
+			break;
+		}
+		log_first = 0;
+		off += done;
+		if (done == 0 && off < last) {
+			err = -EIO;   /* no progress: never loop forever */
+			mfs_log(MFS_LOG_ERR, "inode %llu: punch made no progress at block %llu",
+				(unsigned long long)ip->ino, (unsigned long long)off);
+			break;
+		}
+	}
+	if (ip->nblocks != nblocks0) {
+		int err2 = mfsd_force(d);
+
+		if (!err)
+			err = err2;
+	}
+	return err;
+}
+
+int mfsd_free_all_blocks(struct mfsd *d, struct mfs_inode *ip)
+{
+	if (!has_extents(ip))
+		return 0;
+	return punch_blocks(d, ip, 0, mfs_bmap_max_blocks(d->fs), 0);
+}
+
+/* Zero bytes [from, to) of one block (inside a single block) if it is mapped and written. */
+static int zero_partial(struct mfs_inode *ip, uint64_t from, uint64_t to)
+{
+	struct mfs_fs *fs = ip->fs;
+	uint32_t bs = fs->geo.blocksize, blog = fs->geo.blocklog;
+	struct mfs_bmap_ext ext;
+	uint64_t disk;
+	char *tmp;
+	int err;
+
+	if (from >= to)
+		return 0;
+	err = mfs_bmap_lookup(ip, from >> blog, &ext);
+	if (err || ext.startblock == MFS_BMAP_HOLE || ext.unwritten)
+		return err;
+	disk = (ext.startblock + ((from >> blog) - ext.startoff)) << blog;
+	tmp = malloc(bs);
+	if (!tmp)
+		return -ENOMEM;
+	err = mfs_dev_pread(fs->dev, tmp, bs, disk);
+	if (!err) {
+		memset(tmp + (from & (bs - 1)), 0, to - from);
+		err = mfs_dev_pwrite(fs->dev, tmp, bs, disk);
+	}
+	free(tmp);
+	return err;
+}
+
+int mfsd_truncate(struct mfsd *d, struct mfs_inode *ip, uint64_t size, int killpriv)
+{
+	struct mfs_fs *fs = d->fs;
+	uint32_t bs = fs->geo.blocksize, blog = fs->geo.blocklog;
+	struct timespec now;
+	int err;
+
+	if (size > max_bytes(fs))
+		return -EFBIG;
+	if (!has_extents(ip))
+		return -EINVAL;
+	mfsd_now(&now);
+	if (size < ip->size && (size & (bs - 1))) {
+		uint64_t blkend = (size | (bs - 1)) + 1;
+
+		err = zero_partial(ip, size, blkend);
+		if (err)
+			return err;
+	}
+	ip->mtime = now;
+	ip->ctime = now;
+	if (killpriv)
+		mfsd_kill_suid(ip);
+	if (size >= ip->size) {
+		ip->size = size;
+		return log_inode(d, ip);
+	}
+	ip->size = size;
+	return punch_blocks(d, ip, (size + bs - 1) >> blog, mfs_bmap_max_blocks(fs), 1);
+}
+
+/* ---- open, release, flush, fsync ------------------------------------------------------- */
+
+void mfsd_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct mfsd *d = mfsd_of(req);
+	struct mfs_inode *ip;
+	int err;
+
+	if (d->ro && (fi->flags & O_ACCMODE) != O_RDONLY) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	err = mfsd_iget(d, ino, &ip);
+	if (err) {
+		mfsd_reply_err(req, err);
+		return;
+	}
+	if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
+		pthread_rwlock_wrlock(&ip->lock);
+		if (S_ISREG(ip->mode))
+			err = mfsd_truncate(d, ip, 0, fuse_req_ctx(req)->uid != 0);
+		pthread_rwlock_unlock(&ip->lock);
+	}
+	if (!err)
+		err = mfsd_node_open(d, ip);
+	mfsd_iput(d, ip);
+	if (err) {
+		mfsd_reply_err(req, err);
+		return;
+	}
+	fi->keep_cache = 1;
+	if (fuse_reply_open(req, fi) != 0)
+		mfsd_node_release(d, mfsd_ino(d, ino));
+}
+
+void mfsd_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct mfsd *d = mfsd_of(req);
+
+	mfsd_node_release(d, mfsd_ino(d, ino));
+	fuse_reply_err(req, 0);
+}
+
+void mfsd_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	/* Every write reached the device before its reply: nothing is buffered here. */
+	fuse_reply_err(req, 0);
+}
+
+void mfsd_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct mfsd *d = mfsd_of(req);
+
+	if (d->ro) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	mfsd_reply_err(req, mfsd_force(d));
+}
+
+/* ---- fallocate, lseek -------------------------------------------------------------------- */
+
+/* Map every hole of blocks [b, e) as unwritten extents. */
+static int alloc_unwritten(struct mfsd *d, struct mfs_inode *ip, uint64_t b, uint64_t e)
+{
+	while (b < e) {
+		struct mfs_bmap_ext ext;
+		struct mfs_trans *tp;
+		int err = mfs_bmap_lookup(ip, b, &ext);
+
+		if (err)
+			return err;
+		if (ext.startblock != MFS_BMAP_HOLE) {
+			b = ext.startoff + ext.len;
+			continue;
+		}
+		err = mfs_trans_alloc(d->fs, &tp);
+		if (err)
+			return err;
+		err = mfs_bmap_alloc(tp, ip, b, (ext.startoff + ext.len < e ?
+						 ext.startoff + ext.len : e) - b,
+				     MFS_BMAP_UNWRITTEN, &ext);
+		if (err) {
+			mfs_trans_cancel(tp);
+			mfs_inode_reload(ip);
+			if (err == -EDEADLK) {
+				sched_yield();
+				continue;
+			}
+			return err;
+		}
+		err = commit_async(tp);
+		if (err) {
+			mfs_inode_reload(ip);
+			return err;
+		}
+		b += ext.len;
+	}
+	return 0;
+}
+
+static int do_fallocate(struct mfsd *d, struct mfs_inode *ip, int mode, uint64_t off,
+			uint64_t len)
+{
+	struct mfs_fs *fs = d->fs;
+	uint32_t bs = fs->geo.blocksize, blog = fs->geo.blocklog;
+	uint64_t end = off + len;
+	struct timespec now;
+	int err = 0;
+
+	if (!S_ISREG(ip->mode))
+		return S_ISDIR(ip->mode) ? -EISDIR : -ENODEV;
+	if (end < off || end > max_bytes(fs))
+		return -EFBIG;
+	mfsd_now(&now);
+	if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+		uint64_t fb = (off + bs - 1) >> blog, lb = end >> blog;
+
+		if (fb > lb) {                  /* inside one block */
+			err = zero_partial(ip, off, end);
+		} else {
+			err = zero_partial(ip, off, fb << blog);
+			if (!err)
+				err = zero_partial(ip, lb << blog, end);
+		}
+		if (!err && fb < lb)
+			err = punch_blocks(d, ip, fb, lb, 0);
+		if (!err && (mode & FALLOC_FL_ZERO_RANGE) && fb < lb)
+			err = alloc_unwritten(d, ip, fb, lb);
+		if (err)
+			return err;
+		ip->mtime = now;
+	} else {
+		err = alloc_unwritten(d, ip, off >> blog, (end + bs - 1) >> blog);
+		if (err)
+			return err;
+	}
+	if (!(mode & FALLOC_FL_KEEP_SIZE) && end > ip->size)
+		ip->size = end;
+	ip->ctime = now;
+	return log_inode(d, ip);
+}
+
+void mfsd_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+		    struct fuse_file_info *fi)
+{
+	struct mfsd *d = mfsd_of(req);
+	struct mfs_inode *ip;
+	int err;
+
+	if (d->ro) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	if (offset < 0 || length <= 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	err = mfsd_iget(d, ino, &ip);
+	if (err) {
+		mfsd_reply_err(req, err);
+		return;
+	}
+	pthread_rwlock_wrlock(&ip->lock);
+	err = do_fallocate(d, ip, mode, (uint64_t)offset, (uint64_t)length);
+	pthread_rwlock_unlock(&ip->lock);
+	mfsd_iput(d, ip);
+	mfsd_reply_err(req, err);
+}
+
+void mfsd_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		struct fuse_file_info *fi)
+{
+	struct mfsd *d = mfsd_of(req);
+	uint32_t blog = d->fs->geo.blocklog;
+	struct mfs_inode *ip;
+	uint64_t res = 0, pos = 0;
+	int err;
+
+	if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	err = mfsd_iget(d, ino, &ip);
+	if (err) {
+		mfsd_reply_err(req, err);
+		return;
+	}
+	pthread_rwlock_rdlock(&ip->lock);
+	if (off < 0 || (uint64_t)off >= ip->size) {
+		err = -ENXIO;
+	} else if (!has_extents(ip)) {
+		pos = whence == SEEK_DATA ? (uint64_t)off : ip->size;
+	} else {
+		err = mfs_bmap_seek(ip, (uint64_t)off >> blog, whence, &res);
+		if (!err) {
+			pos = res << blog;
+			if (pos < (uint64_t)off)
+				pos = (uint64_t)off;
+			if (pos > ip->size || res >= mfs_bmap_max_blocks(d->fs))
+				pos = ip->size;
+			if (whence == SEEK_DATA && pos >= ip->size)
+				err = -ENXIO;
+		}
+	}
+	pthread_rwlock_unlock(&ip->lock);
+	mfsd_iput(d, ip);
+	if (err)
+		mfsd_reply_err(req, err);
+	else
+		fuse_reply_lseek(req, (off_t)pos);
+}

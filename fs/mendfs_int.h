@@ -1,0 +1,156 @@
+/*
+ * mendfs_int.h — the daemon's private interface: the mount state shared by every request,
+ * the kernel's references to inodes (lookup and open counts), the worker that frees unlinked
+ * inodes, and the request handlers of each file.
+ *
+ * Nodeids are inode numbers, except that the root directory is FUSE_ROOT_ID (1) towards the
+ * kernel (inode number 1 can never exist: it would lie in AG 0's superblock block).
+ *
+ * Lock order (outermost first):
+ *   1. inode rwlocks (ip->lock), several at once only in increasing inode number;
+ *   2. transaction AG locks (mfs_trans_lock_ag; inside the lib: increasing AG number);
+ *   3. the node table's mutex and the worker queue's mutex (leaf locks, never held across
+ *      I/O or while taking another lock).
+ * There is no lock around the whole filesystem: requests on different inodes run in
+ * parallel, readers of one inode share its lock.
+ */
+#ifndef MENDFS_INT_H
+#define MENDFS_INT_H
+
+#define FUSE_USE_VERSION 34
+#include <fuse_lowlevel.h>
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "fs.h"
+#include "inode.h"
+
+struct mfsd_node;
+struct mfsd_work;
+
+struct mfsd {
+	struct mfs_fs *fs;
+	int ro;
+	double timeout;                 /* entry and attribute timeout, seconds */
+
+	/* node table (node.c): inodes the kernel holds, by inode number */
+	pthread_mutex_t node_lock;
+	struct mfsd_node **node_hash;
+	uint64_t node_buckets;
+	uint64_t nnodes;
+
+	/* the inactivation worker (node.c) */
+	pthread_mutex_t work_lock;
+	pthread_cond_t work_cond;       /* work queued, or stop */
+	pthread_cond_t idle_cond;       /* queue empty and nothing in progress */
+	struct mfsd_work *work_head, *work_tail;
+	int work_busy, work_stop, work_started;
+	pthread_t worker;
+	uint64_t inactivated;           /* inodes freed by the worker (statistics) */
+
+	/* Renames of a directory into another parent, one at a time, so that the loop check
+	 * (is the target under the directory moved?) sees a stable tree.  Taken before any
+	 * inode lock. */
+	pthread_mutex_t rename_lock;
+};
+
+/* ---- mendfs.c --------------------------------------------------------------------------- */
+static inline struct mfsd *mfsd_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+uint64_t mfsd_ino(const struct mfsd *d, fuse_ino_t nodeid);
+fuse_ino_t mfsd_nodeid(const struct mfsd *d, uint64_t ino);
+/* Map a library error to the errno the kernel gets (corruption: EUCLEAN, logged). */
+int mfsd_errno(int err);
+/* Reply with error `err` (a negative errno or 0), mapped. */
+void mfsd_reply_err(fuse_req_t req, int err);
+
+/* ---- node.c: the kernel's references ------------------------------------------------------ */
+int mfsd_nodes_init(struct mfsd *d);
+/* The kernel got one more reference to `ip` (an entry reply): count it; the table keeps
+ * its own inode reference while the kernel holds any. */
+int mfsd_node_lookup(struct mfsd *d, struct mfs_inode *ip);
+void mfsd_node_forget(struct mfsd *d, uint64_t ino, uint64_t nlookup);
+/* Open count (files and directories opened through the kernel). */
+int mfsd_node_open(struct mfsd *d, struct mfs_inode *ip);
+void mfsd_node_release(struct mfsd *d, uint64_t ino);
+/* Drop a reference of the caller's: an unlinked inode whose last user this was is queued to
+ * the worker instead of being put. */
+void mfsd_iput(struct mfsd *d, struct mfs_inode *ip);
+/* At unmount: drop every reference the kernel still had, and free unlinked inodes. */
+void mfsd_nodes_shutdown(struct mfsd *d);
+int mfsd_worker_start(struct mfsd *d);
+/* Wait until no inactivation is queued or running. */
+void mfsd_worker_drain(struct mfsd *d);
+void mfsd_worker_stop(struct mfsd *d);
+
+/* ---- attr.c ------------------------------------------------------------------------------- */
+void mfsd_fill_stat(const struct mfs_inode *ip, struct stat *st);
+/* Fill an entry reply for `ip` (caller holds at least its shared lock). */
+void mfsd_fill_entry(struct mfsd *d, struct mfs_inode *ip, struct fuse_entry_param *e);
+/* Count the reference and send the entry reply; drops the caller's reference to ip. */
+void mfsd_reply_entry(fuse_req_t req, struct mfs_inode *ip);
+void mfsd_now(struct timespec *ts);
+void mfsd_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void mfsd_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		  struct fuse_file_info *fi);
+void mfsd_statfs(fuse_req_t req, fuse_ino_t ino);
+/* Read an inode from a request's nodeid (the kernel holds it: it exists). */
+int mfsd_iget(struct mfsd *d, fuse_ino_t nodeid, struct mfs_inode **ipp);
+
+/* ---- namei.c: names ---------------------------------------------------------------------- */
+void mfsd_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
+void mfsd_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev);
+void mfsd_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode);
+void mfsd_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		 struct fuse_file_info *fi);
+void mfsd_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name);
+void mfsd_readlink(fuse_req_t req, fuse_ino_t ino);
+void mfsd_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname);
+void mfsd_unlink(fuse_req_t req, fuse_ino_t parent, const char *name);
+void mfsd_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name);
+void mfsd_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		 const char *newname, unsigned int flags);
+void mfsd_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void mfsd_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		  struct fuse_file_info *fi);
+void mfsd_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		      struct fuse_file_info *fi);
+void mfsd_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void mfsd_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
+
+/* ---- fileio.c: file data ----------------------------------------------------------------- */
+void mfsd_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void mfsd_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void mfsd_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+	       struct fuse_file_info *fi);
+void mfsd_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		struct fuse_file_info *fi);
+void mfsd_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void mfsd_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
+void mfsd_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+		    struct fuse_file_info *fi);
+void mfsd_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		struct fuse_file_info *fi);
+/* Change the size of a regular file (caller holds ip->lock exclusive): zero the tail of the
+ * new last block, free the blocks past it in bounded transactions, log the size and times. */
+int mfsd_truncate(struct mfsd *d, struct mfs_inode *ip, uint64_t size, int killpriv);
+/* Free every data block of an inode (inactivation), in bounded transactions. */
+int mfsd_free_all_blocks(struct mfsd *d, struct mfs_inode *ip);
+/* Read [off, off + len) of an extent-mapped inode (holes read as zeroes); shared lock. */
+int mfsd_read_data(struct mfs_inode *ip, char *buf, uint64_t off, uint64_t len);
+/* Map and write `len` bytes as the whole contents of an empty extent-mapped inode, inside
+ * the caller's transaction (a long symlink target); the data reaches the device before
+ * the caller commits.  Sets ip->size. */
+int mfsd_write_new(struct mfs_trans *tp, struct mfs_inode *ip, const char *data,
+		   uint64_t len);
+/* Make every committed transaction durable (fsync, and after freeing data blocks). */
+int mfsd_force(struct mfsd *d);
+/* Clear setuid (and setgid when group-executable) of a regular file, as the kernel does on
+ * write or truncate by an unprivileged caller.  Returns 1 if the mode changed. */
+int mfsd_kill_suid(struct mfs_inode *ip);
+
+#endif

@@ -1,0 +1,346 @@
+/*
+ * node.c — the kernel's references to inodes, and the worker that frees unlinked inodes.
+ *
+ * The node table maps an inode number to what the kernel holds of it: its lookup count
+ * (one per entry reply, minus forget) and its open count (open/opendir/create minus
+ * release/releasedir).  While either is nonzero the table keeps one in-core reference
+ * (mfs_iget) to the inode, so the inode stays cached and its number is never reused.
+ *
+ * Invariant: an inode with link count 0 is freed exactly when the table drops its entry
+ * (both counts zero) — or, when the kernel held no reference at all at the time its last
+ * name went away, by the request that removed the name.  Freeing (releasing every data
+ * block, then mfs_ifree) is done by the worker thread, never in forget or release, which
+ * the kernel may send under memory pressure: those paths only queue the reference.
+ *
+ * The link count of an inode only drops to 0 in unlink, rmdir and rename, which run while
+ * the kernel holds the victim (it looked the name up), so forget and the last unlink do not
+ * race; and a link count of 0 never rises again (link refuses such an inode).
+ */
+#include "mendfs_int.h"
+
+#include "ialloc.h"
+#include "log.h"
+#include "trans.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct mfsd_node {
+	uint64_t ino;
+	uint64_t nlookup;
+	uint64_t nopen;
+	struct mfs_inode *ip;       /* the table's reference */
+	struct mfsd_node *next;
+};
+
+struct mfsd_work {
+	struct mfs_inode *ip;       /* a reference handed to the worker */
+	struct mfsd_work *next;
+};
+
+#define NODE_BUCKETS_MIN (1u << 12)
+
+static uint64_t node_hash(const struct mfsd *d, uint64_t ino)
+{
+	return (ino * 0x9e3779b97f4a7c15ull >> 20) & (d->node_buckets - 1);
+}
+
+int mfsd_nodes_init(struct mfsd *d)
+{
+	pthread_mutex_init(&d->node_lock, NULL);
+	pthread_mutex_init(&d->work_lock, NULL);
+	pthread_cond_init(&d->work_cond, NULL);
+	pthread_cond_init(&d->idle_cond, NULL);
+	pthread_mutex_init(&d->rename_lock, NULL);
+	d->node_buckets = NODE_BUCKETS_MIN;
+	d->node_hash = calloc(d->node_buckets, sizeof(*d->node_hash));
+	return d->node_hash ? 0 : -ENOMEM;
+}
+
+/* Double the table when it gets crowded; a failed allocation just keeps longer chains. */
+static void node_grow(struct mfsd *d)
+{
+	uint64_t nb = d->node_buckets * 2, old = d->node_buckets;
+	struct mfsd_node **nh = calloc(nb, sizeof(*nh)), **oh = d->node_hash;
+
+	if (!nh)
+		return;
+	d->node_hash = nh;
+	d->node_buckets = nb;
+	for (uint64_t i = 0; i < old; i++) {
+		struct mfsd_node *n = oh[i], *next;
+
+		for (; n; n = next) {
+			uint64_t h = node_hash(d, n->ino);
+
+			next = n->next;
+			n->next = nh[h];
+			nh[h] = n;
+		}
+	}
+	free(oh);
+}
+
+static struct mfsd_node **node_find(struct mfsd *d, uint64_t ino)
+{
+	struct mfsd_node **pp = &d->node_hash[node_hash(d, ino)];
+
+	while (*pp && (*pp)->ino != ino)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+/* Count one more lookup (`open` 0) or open (`open` 1) of ip. */
+static int node_ref(struct mfsd *d, struct mfs_inode *ip, int open)
+{
+	struct mfsd_node **pp, *n;
+
+	pthread_mutex_lock(&d->node_lock);
+	pp = node_find(d, ip->ino);
+	n = *pp;
+	if (!n) {
+		n = calloc(1, sizeof(*n));
+		if (!n) {
+			pthread_mutex_unlock(&d->node_lock);
+			return -ENOMEM;
+		}
+		n->ino = ip->ino;
+		n->ip = ip;
+		mfs_ihold(ip);
+		*pp = n;
+		if (++d->nnodes > 4 * d->node_buckets)
+			node_grow(d);
+	}
+	if (open)
+		n->nopen++;
+	else
+		n->nlookup++;
+	pthread_mutex_unlock(&d->node_lock);
+	return 0;
+}
+
+int mfsd_node_lookup(struct mfsd *d, struct mfs_inode *ip)
+{
+	return node_ref(d, ip, 0);
+}
+
+int mfsd_node_open(struct mfsd *d, struct mfs_inode *ip)
+{
+	return node_ref(d, ip, 1);
+}
+
+static void queue_inactive(struct mfsd *d, struct mfs_inode *ip)
+{
+	struct mfsd_work *w = malloc(sizeof(*w));
+
+	if (!w) {
+		/* The inode stays allocated but unreachable until a repair reclaims it; keep
+		 * serving rather than free it here, in a path the kernel may drive. */
+		mfs_log(MFS_LOG_ERR, "inode %llu: out of memory queueing it to be freed; its "
+			"space stays in use until the next repair",
+			(unsigned long long)ip->ino);
+		mfs_iput(ip);
+		return;
+	}
+	w->ip = ip;
+	w->next = NULL;
+	pthread_mutex_lock(&d->work_lock);
+	if (d->work_tail)
+		d->work_tail->next = w;
+	else
+		d->work_head = w;
+	d->work_tail = w;
+	pthread_cond_signal(&d->work_cond);
+	pthread_mutex_unlock(&d->work_lock);
+}
+
+/* A reference nobody else uses any more: free the inode if it has no name left. */
+static void put_last(struct mfsd *d, struct mfs_inode *ip)
+{
+	uint32_t nlink;
+	uint16_t mode;
+
+	pthread_rwlock_rdlock(&ip->lock);
+	nlink = ip->nlink;
+	mode = ip->mode;
+	pthread_rwlock_unlock(&ip->lock);
+	if (nlink == 0 && mode != 0 && !d->ro)
+		queue_inactive(d, ip);
+	else
+		mfs_iput(ip);
+}
+
+/* Drop count `which` by `n`; when both counts are zero the entry goes. */
+static void node_unref(struct mfsd *d, uint64_t ino, uint64_t cnt, int open)
+{
+	struct mfsd_node **pp, *n;
+	struct mfs_inode *ip = NULL;
+
+	pthread_mutex_lock(&d->node_lock);
+	pp = node_find(d, ino);
+	n = *pp;
+	if (!n) {
+		pthread_mutex_unlock(&d->node_lock);
+		mfs_log(MFS_LOG_WARN, "inode %llu: %s of an inode the kernel does not hold",
+			(unsigned long long)ino, open ? "release" : "forget");
+		return;
+	}
+	if (open)
+		n->nopen -= cnt < n->nopen ? cnt : n->nopen;
+	else
+		n->nlookup -= cnt < n->nlookup ? cnt : n->nlookup;
+	if (n->nlookup == 0 && n->nopen == 0) {
+		*pp = n->next;
+		d->nnodes--;
+		ip = n->ip;
+		free(n);
+	}
+	pthread_mutex_unlock(&d->node_lock);
+	if (ip)
+		put_last(d, ip);
+}
+
+void mfsd_node_forget(struct mfsd *d, uint64_t ino, uint64_t nlookup)
+{
+	node_unref(d, ino, nlookup, 0);
+}
+
+void mfsd_node_release(struct mfsd *d, uint64_t ino)
+{
+	node_unref(d, ino, 1, 1);
+}
+
+void mfsd_iput(struct mfsd *d, struct mfs_inode *ip)
+{
+	int held;
+
+	pthread_mutex_lock(&d->node_lock);
+	held = *node_find(d, ip->ino) != NULL;
+	pthread_mutex_unlock(&d->node_lock);
+	if (held)
+		mfs_iput(ip);
+	else
+		put_last(d, ip);
+}
+
+void mfsd_nodes_shutdown(struct mfsd *d)
+{
+	for (;;) {
+		struct mfs_inode *ip = NULL;
+
+		pthread_mutex_lock(&d->node_lock);
+		for (uint64_t i = 0; i < d->node_buckets && !ip; i++) {
+			struct mfsd_node *n = d->node_hash[i];
+
+			if (n) {
+				d->node_hash[i] = n->next;
+				d->nnodes--;
+				ip = n->ip;
+				free(n);
+			}
+		}
+		pthread_mutex_unlock(&d->node_lock);
+		if (!ip)
+			break;
+		put_last(d, ip);
+	}
+	free(d->node_hash);
+	d->node_hash = NULL;
+}
+
+/* ---- the worker ---------------------------------------------------------------------- */
+
+/* Free an unlinked inode: its data blocks in bounded transactions, then the inode. */
+static void inactivate(struct mfsd *d, struct mfs_inode *ip)
+{
+	struct mfs_trans *tp;
+	int err;
+
+	pthread_rwlock_wrlock(&ip->lock);
+	if (ip->nlink != 0 || ip->mode == 0) {
+		pthread_rwlock_unlock(&ip->lock);
+		return;
+	}
+	err = mfsd_free_all_blocks(d, ip);
+	if (!err)
+		err = mfs_trans_alloc(d->fs, &tp);
+	if (!err) {
+		err = mfs_ifree(tp, ip->ino);
+		if (!err)
+			err = mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, NULL);
+		else
+			mfs_trans_cancel(tp);
+	}
+	if (err) {
+		mfs_log(MFS_LOG_ERR, "inode %llu: freeing the unlinked inode failed: %s; its "
+			"space stays in use until the next repair", (unsigned long long)ip->ino,
+			strerror(-mfsd_errno(err)));
+		mfs_inode_invalidate(d->fs, ip->ino);
+	}
+	pthread_rwlock_unlock(&ip->lock);
+}
+
+static void *worker_main(void *arg)
+{
+	struct mfsd *d = arg;
+
+	pthread_mutex_lock(&d->work_lock);
+	for (;;) {
+		struct mfsd_work *w = d->work_head;
+
+		if (!w) {
+			pthread_cond_broadcast(&d->idle_cond);
+			if (d->work_stop)
+				break;
+			pthread_cond_wait(&d->work_cond, &d->work_lock);
+			continue;
+		}
+		d->work_head = w->next;
+		if (!d->work_head)
+			d->work_tail = NULL;
+		d->work_busy = 1;
+		pthread_mutex_unlock(&d->work_lock);
+
+		inactivate(d, w->ip);
+		mfs_iput(w->ip);
+		free(w);
+
+		pthread_mutex_lock(&d->work_lock);
+		d->work_busy = 0;
+		d->inactivated++;
+	}
+	pthread_mutex_unlock(&d->work_lock);
+	return NULL;
+}
+
+int mfsd_worker_start(struct mfsd *d)
+{
+	int err = pthread_create(&d->worker, NULL, worker_main, d);
+
+	if (err)
+		return -err;
+	d->work_started = 1;
+	return 0;
+}
+
+void mfsd_worker_drain(struct mfsd *d)
+{
+	pthread_mutex_lock(&d->work_lock);
+	while (d->work_head || d->work_busy)
+		pthread_cond_wait(&d->idle_cond, &d->work_lock);
+	pthread_mutex_unlock(&d->work_lock);
+}
+
+void mfsd_worker_stop(struct mfsd *d)
+{
+	if (!d->work_started)
+		return;
+	pthread_mutex_lock(&d->work_lock);
+	d->work_stop = 1;
+	pthread_cond_signal(&d->work_cond);
+	pthread_mutex_unlock(&d->work_lock);
+	pthread_join(d->worker, NULL);
+	d->work_started = 0;
+}
