@@ -381,6 +381,7 @@ out_close:
 				mfsd_worker_drain(&d);
 		}
 		mfsd_worker_stop(&d);
+		mfsd_nodes_free(&d);
 	}
 	if (d.fs) {
 		if (!d.ro && d.fs->log) {

@@ -82,6 +82,8 @@ void mfsd_node_release(struct mfsd *d, uint64_t ino);
 void mfsd_iput(struct mfsd *d, struct mfs_inode *ip);
 /* At unmount: drop every reference the kernel still had, and free unlinked inodes. */
 void mfsd_nodes_shutdown(struct mfsd *d);
+/* After the worker stopped: free the table. */
+void mfsd_nodes_free(struct mfsd *d);
 int mfsd_worker_start(struct mfsd *d);
 /* Wait until no inactivation is queued or running. */
 void mfsd_worker_drain(struct mfsd *d);

@@ -31,12 +31,14 @@ struct mfsd_node {
 	uint64_t ino;
 	uint64_t nlookup;
 	uint64_t nopen;
-	struct mfs_inode *ip;       /* the table's reference */
+	struct mfs_inode *ip;       /* the table's reference (NULL while dying) */
+	int dying;                  /* unlinked, queued to (or being freed by) the worker */
 	struct mfsd_node *next;
 };
 
 struct mfsd_work {
 	struct mfs_inode *ip;       /* a reference handed to the worker */
+	uint32_t generation;        /* of the inode that was seen unlinked */
 	struct mfsd_work *next;
 };
 
@@ -100,6 +102,13 @@ static int node_ref(struct mfsd *d, struct mfs_inode *ip, int open)
 	pthread_mutex_lock(&d->node_lock);
 	pp = node_find(d, ip->ino);
 	n = *pp;
+	if (n && n->dying) {
+		/* The number was freed and already reused while the worker finished: the
+		 * entry is the new inode's now. */
+		n->dying = 0;
+		n->ip = ip;
+		mfs_ihold(ip);
+	}
 	if (!n) {
 		n = calloc(1, sizeof(*n));
 		if (!n) {
@@ -131,7 +140,7 @@ int mfsd_node_open(struct mfsd *d, struct mfs_inode *ip)
 	return node_ref(d, ip, 1);
 }
 
-static void queue_inactive(struct mfsd *d, struct mfs_inode *ip)
+static void queue_inactive(struct mfsd *d, struct mfs_inode *ip, uint32_t gen)
 {
 	struct mfsd_work *w = malloc(sizeof(*w));
 
@@ -145,6 +154,7 @@ static void queue_inactive(struct mfsd *d, struct mfs_inode *ip)
 		return;
 	}
 	w->ip = ip;
+	w->generation = gen;
 	w->next = NULL;
 	pthread_mutex_lock(&d->work_lock);
 	if (d->work_tail)
@@ -156,20 +166,66 @@ static void queue_inactive(struct mfsd *d, struct mfs_inode *ip)
 	pthread_mutex_unlock(&d->work_lock);
 }
 
-/* A reference nobody else uses any more: free the inode if it has no name left. */
+/*
+ * A reference nobody else uses any more: free the inode if it has no name left.  Several
+ * threads can get here for one inode (a forget racing with the unlink that dropped the
+ * last name): the first one leaves a "dying" entry in the node table and queues the
+ * inode; the others find an entry and only drop their reference.
+ */
 static void put_last(struct mfsd *d, struct mfs_inode *ip)
 {
-	uint32_t nlink;
+	struct mfsd_node **pp, *n;
+	uint32_t nlink, gen;
 	uint16_t mode;
 
 	pthread_rwlock_rdlock(&ip->lock);
 	nlink = ip->nlink;
 	mode = ip->mode;
+	gen = ip->generation;
 	pthread_rwlock_unlock(&ip->lock);
-	if (nlink == 0 && mode != 0 && !d->ro)
-		queue_inactive(d, ip);
-	else
+	if (nlink != 0 || mode == 0 || d->ro) {
 		mfs_iput(ip);
+		return;
+	}
+	pthread_mutex_lock(&d->node_lock);
+	pp = node_find(d, ip->ino);
+	if (*pp) {
+		/* Held by the kernel again, or already queued. */
+		pthread_mutex_unlock(&d->node_lock);
+		mfs_iput(ip);
+		return;
+	}
+	n = calloc(1, sizeof(*n));
+	if (!n) {
+		pthread_mutex_unlock(&d->node_lock);
+		mfs_log(MFS_LOG_ERR, "inode %llu: out of memory queueing it to be freed; its "
+			"space stays in use until the next repair",
+			(unsigned long long)ip->ino);
+		mfs_iput(ip);
+		return;
+	}
+	n->ino = ip->ino;
+	n->dying = 1;
+	*pp = n;
+	d->nnodes++;
+	pthread_mutex_unlock(&d->node_lock);
+	queue_inactive(d, ip, gen);
+}
+
+/* The worker is done with a dying inode: drop its entry (unless the number was reused). */
+static void node_dead(struct mfsd *d, uint64_t ino)
+{
+	struct mfsd_node **pp, *n;
+
+	pthread_mutex_lock(&d->node_lock);
+	pp = node_find(d, ino);
+	n = *pp;
+	if (n && n->dying) {
+		*pp = n->next;
+		d->nnodes--;
+		free(n);
+	}
+	pthread_mutex_unlock(&d->node_lock);
 }
 
 /* Drop count `which` by `n`; when both counts are zero the entry goes. */
@@ -181,7 +237,7 @@ static void node_unref(struct mfsd *d, uint64_t ino, uint64_t cnt, int open)
 	pthread_mutex_lock(&d->node_lock);
 	pp = node_find(d, ino);
 	n = *pp;
-	if (!n) {
+	if (!n || n->dying) {
 		pthread_mutex_unlock(&d->node_lock);
 		mfs_log(MFS_LOG_WARN, "inode %llu: %s of an inode the kernel does not hold",
 			(unsigned long long)ino, open ? "release" : "forget");
@@ -232,10 +288,14 @@ void mfsd_nodes_shutdown(struct mfsd *d)
 
 		pthread_mutex_lock(&d->node_lock);
 		for (uint64_t i = 0; i < d->node_buckets && !ip; i++) {
-			struct mfsd_node *n = d->node_hash[i];
+			struct mfsd_node **pp = &d->node_hash[i], *n;
 
+			/* Dying entries stay: the worker removes them when it is done. */
+			while (*pp && (*pp)->dying)
+				pp = &(*pp)->next;
+			n = *pp;
 			if (n) {
-				d->node_hash[i] = n->next;
+				*pp = n->next;
 				d->nnodes--;
 				ip = n->ip;
 				free(n);
@@ -246,20 +306,39 @@ void mfsd_nodes_shutdown(struct mfsd *d)
 			break;
 		put_last(d, ip);
 	}
+}
+
+void mfsd_nodes_free(struct mfsd *d)
+{
+	for (uint64_t i = 0; d->node_hash && i < d->node_buckets; i++)
+		while (d->node_hash[i]) {
+			struct mfsd_node *n = d->node_hash[i];
+
+			d->node_hash[i] = n->next;
+			if (n->ip)
+				mfs_iput(n->ip);
+			free(n);
+		}
 	free(d->node_hash);
 	d->node_hash = NULL;
 }
 
 /* ---- the worker ---------------------------------------------------------------------- */
 
-/* Free an unlinked inode: its data blocks in bounded transactions, then the inode. */
-static void inactivate(struct mfsd *d, struct mfs_inode *ip)
+/*
+ * Free an unlinked inode: its data blocks in bounded transactions, then the inode.  The
+ * in-core copy is read again first: the decision to free was taken on a copy that may have
+ * been stale (an inode already freed, whose number may even be in use again), and only the
+ * same inode (generation), still unlinked, is freed.
+ */
+static void inactivate(struct mfsd *d, struct mfs_inode *ip, uint32_t gen)
 {
 	struct mfs_trans *tp;
 	int err;
 
 	pthread_rwlock_wrlock(&ip->lock);
-	if (ip->nlink != 0 || ip->mode == 0) {
+	if (mfs_inode_reload(ip) != 0 || ip->nlink != 0 || ip->mode == 0 ||
+	    ip->generation != gen) {
 		pthread_rwlock_unlock(&ip->lock);
 		return;
 	}
@@ -276,7 +355,7 @@ static void inactivate(struct mfsd *d, struct mfs_inode *ip)
 	if (err) {
 		mfs_log(MFS_LOG_ERR, "inode %llu: freeing the unlinked inode failed: %s; its "
 			"space stays in use until the next repair", (unsigned long long)ip->ino,
-			strerror(-mfsd_errno(err)));
+			strerror(mfsd_errno(err)));
 		mfs_inode_invalidate(d->fs, ip->ino);
 	}
 	pthread_rwlock_unlock(&ip->lock);
@@ -303,7 +382,8 @@ static void *worker_main(void *arg)
 		d->work_busy = 1;
 		pthread_mutex_unlock(&d->work_lock);
 
-		inactivate(d, w->ip);
+		inactivate(d, w->ip, w->generation);
+		node_dead(d, w->ip->ino);
 		mfs_iput(w->ip);
 		free(w);
 

@@ -303,16 +303,45 @@ for i in range(0, 20000, 2):
 [ "$(ls many | wc -l)" = 10000 ] || fail "after unlink: $(ls many | wc -l) entries"
 ok "20,000 entries: create $((20000 * 1000000000 / (t1 - t0 + 1)))/s, readdir complete, 10,000 unlinked"
 
+# --- concurrency: six writers racing creates, appends, renames, links, unlinks, rmdirs -----------
+stress() {
+	local M=$1 w pids=""
+	mkdir -p "$M/a" "$M/b"
+	for w in 1 2 3 4 5 6; do
+		( end=$((SECONDS + $2)); i=0
+		  while [ $SECONDS -lt $end ]; do i=$((i + 1))
+			d=$([ $((i % 2)) = 0 ] && echo a || echo b)
+			echo "$w $i" >"$M/$d/f$w.$i"; head -c $((i % 50 * 300)) /dev/zero >>"$M/$d/f$w.$i"
+			mv "$M/$d/f$w.$i" "$M/b/g$((i % 17))"
+			mkdir "$M/a/d$w.$((i % 5))"; mv "$M/a/d$w.$((i % 5))" "$M/b/"; rmdir "$M/b/d$w.$((i % 3))"
+			ln "$M/b/g$((i % 7))" "$M/a/l$w.$i"; rm -f "$M/a/l$w.$((i - 3))"
+			truncate -s $((i % 13 * 1000)) "$M/b/g$((i % 11))"
+			ls "$M/a" "$M/b" >/dev/null
+		  done ) 2>/dev/null &
+		pids="$pids $!"
+	done
+	# shellcheck disable=SC2086
+	wait $pids
+}
+stress "$mnt/stress" 4
+ok "six concurrent writers for 4 s: no hang"
+
 # --- unmount, check, remount, compare -------------------------------------------------------------------
 manifest >"$dir/manifest1" || fail "manifest"
 umount_fs
 db_check "after a clean unmount"
+grep -Ei "corrupt|failed" "$log" && fail "the daemon reported errors"
 "$DB" -c sb "$img" | grep -q '^state = 1 (clean)' || fail "superblock not clean after unmount"
 ok "clean unmount: daemon exited, mendfs_db check clean, superblock clean"
 mount_fs
 manifest >"$dir/manifest2" || fail "manifest after remount"
 diff "$dir/manifest1" "$dir/manifest2" >"$dir/manifest.diff" || { head -20 "$dir/manifest.diff"; fail "content or metadata changed across a remount"; }
 ok "remount: $(wc -l <"$dir/manifest1") lines of names, metadata and checksums identical"
+"$DB" -c sb "$img" >"$dir/sb.out" 2>&1
+used=$(( $(sed -n 's/^icount = //p' "$dir/sb.out") - $(sed -n 's/^ifree = //p' "$dir/sb.out") ))
+reach=$(find "$mnt" -printf '%i\n' | sort -u | wc -l)
+[ "$used" = "$reach" ] || fail "$used inodes in use but $reach reachable: unlinked inodes leaked"
+ok "$used inodes in use, all reachable (unlinked ones were freed)"
 
 # --- crash: SIGKILL after fsync, journal replay -------------------------------------------------------
 cd "$mnt" || fail "cd"
