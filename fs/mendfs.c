@@ -324,6 +324,10 @@ int main(int argc, char **argv)
 		err = mfsd_nodes_init(&d);
 	if (!err && !d.ro)
 		err = sb_set_state(d.fs, MFS_STATE_DIRTY);
+	/* Write the DIRTY superblock in place now, not at the next checkpoint: tools that read
+	 * the image without replaying the journal must see that it was in use. */
+	if (!err && !d.ro && d.fs->log)
+		err = mfs_journal_checkpoint(d.fs->log);
 	if (err) {
 		fprintf(stderr, "%s: %s: %s\n", progname, c.image, strerror(mfsd_errno(err)));
 		goto out_close;
