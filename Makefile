@@ -123,8 +123,7 @@ RUN_IMAGE ?= $(O)/mendfs.img
 RUN_SIZE  ?= 1G
 run: deps
 	@$(MAKE) --no-print-directory all
-	$(BIN)/mkfs.mendfs -f $(RUN_IMAGE) $(RUN_SIZE)
-	$(BIN)/mendfs_db -c sb -c "agh 0" -c freesp $(RUN_IMAGE)
+	@bash tests/demo.sh $(BIN) $(RUN_IMAGE) $(RUN_SIZE)
 
 install: all
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5
