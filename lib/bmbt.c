@@ -75,43 +75,17 @@ static int bmbt_check_rec(struct mfs_btree_cur *cur, const void *rec)
 
 static int bmbt_alloc_block(struct mfs_btree_cur *cur, uint64_t *fsb)
 {
-	struct mfs_inode *ip = cur->priv;
-	struct mfs_alloc_args args;
-	int err;
+	int err = mfs_inode_btree_alloc(cur, cur->priv, MFS_RMAP_BMBT_BLOCK, fsb);
 
-	if (!cur->tp || !ip)
-		return -EINVAL;
-	memset(&args, 0, sizeof(args));
-	args.type = MFS_ALLOC_NEAR;
-	args.target = mfs_ino_to_fsb(&cur->fs->geo, ip->ino);
-	args.minlen = args.maxlen = 1;
-	args.owner = ip->ino;
-	args.offset = MFS_RMAP_BMBT_BLOCK;
-	err = mfs_alloc_extent(cur->tp, &args);
-	if (err)
-		return err;
-	ip->nblocks++;
-	*fsb = args.fsb;
-	return mfs_inode_log(cur->tp, ip);
+	return err ? err : mfs_inode_log(cur->tp, cur->priv);
 }
 
 /* (the engine drops the freed block's buffer from the transaction itself) */
 static int bmbt_free_block(struct mfs_btree_cur *cur, uint64_t fsb)
 {
-	struct mfs_inode *ip = cur->priv;
-	int err;
+	int err = mfs_inode_btree_free(cur, cur->priv, MFS_RMAP_BMBT_BLOCK, fsb);
 
-	if (!cur->tp || !ip)
-		return -EINVAL;
-	err = mfs_free_extent(cur->tp, fsb, 1, ip->ino, MFS_RMAP_BMBT_BLOCK);
-	if (err)
-		return err;
-	if (ip->nblocks == 0)
-		return MFS_CORRUPT("inode %llu: block count already 0 when freeing extent btree "
-				   "block %llu", (unsigned long long)ip->ino,
-				   (unsigned long long)fsb);
-	ip->nblocks--;
-	return mfs_inode_log(cur->tp, ip);
+	return err ? err : mfs_inode_log(cur->tp, cur->priv);
 }
 
 static int bmbt_set_root(struct mfs_btree_cur *cur)

@@ -376,30 +376,12 @@ static int dirbt_check_rec(struct mfs_btree_cur *cur, const void *rec)
 
 static int dirbt_alloc_block(struct mfs_btree_cur *cur, uint64_t *fsb)
 {
-	struct mfs_inode *dp = cur->priv;
-	struct mfs_alloc_args a = {
-		.type = MFS_ALLOC_NEAR,
-		.target = cur->root.fsb ? cur->root.fsb : mfs_ino_to_fsb(&dp->fs->geo, dp->ino),
-		.minlen = 1, .maxlen = 1, .owner = dp->ino, .offset = MFS_RMAP_BMBT_BLOCK,
-	};
-	int err = mfs_alloc_extent(cur->tp, &a);
-
-	if (err)
-		return err;
-	dp->nblocks++;
-	*fsb = a.fsb;
-	return 0;
+	return mfs_inode_btree_alloc(cur, cur->priv, MFS_RMAP_BMBT_BLOCK, fsb);
 }
 
 static int dirbt_free_block(struct mfs_btree_cur *cur, uint64_t fsb)
 {
-	struct mfs_inode *dp = cur->priv;
-	int err = mfs_free_extent(cur->tp, fsb, 1, dp->ino, MFS_RMAP_BMBT_BLOCK);
-
-	if (err)
-		return err;
-	dp->nblocks--;
-	return 0;
+	return mfs_inode_btree_free(cur, cur->priv, MFS_RMAP_BMBT_BLOCK, fsb);
 }
 
 static void root_get(const struct mfs_inode *dp, struct mfs_dir_root *r)

@@ -21,6 +21,7 @@
  */
 #include "inode.h"
 #include "ag.h"
+#include "alloc.h"
 #include "bcache.h"
 #include "btree.h"
 #include "byteorder.h"
@@ -732,4 +733,47 @@ int mfs_inode_log(struct mfs_trans *tp, struct mfs_inode *ip)
 	}
 	mfs_buf_put(bp);
 	return err;
+}
+
+/* ---- blocks of inode-owned btrees ----------------------------------------------------- */
+
+int mfs_inode_btree_alloc(struct mfs_btree_cur *cur, struct mfs_inode *ip,
+			  uint64_t rmap_offset, uint64_t *fsb)
+{
+	struct mfs_alloc_args a = {
+		.type = MFS_ALLOC_NEAR,
+		.minlen = 1,
+		.maxlen = 1,
+		.owner = ip ? ip->ino : 0,
+		.offset = rmap_offset,
+	};
+	int err;
+
+	if (!cur->tp || !ip)
+		return -EINVAL;
+	a.target = cur->root.fsb ? cur->root.fsb : mfs_ino_to_fsb(&ip->fs->geo, ip->ino);
+	err = mfs_alloc_extent(cur->tp, &a);
+	if (err)
+		return err;
+	ip->nblocks++;
+	*fsb = a.fsb;
+	return 0;
+}
+
+int mfs_inode_btree_free(struct mfs_btree_cur *cur, struct mfs_inode *ip,
+			 uint64_t rmap_offset, uint64_t fsb)
+{
+	int err;
+
+	if (!cur->tp || !ip)
+		return -EINVAL;
+	if (ip->nblocks == 0)
+		return MFS_CORRUPT("inode %llu: block count already 0 when freeing %s block %llu",
+				   (unsigned long long)ip->ino, cur->ops->name,
+				   (unsigned long long)fsb);
+	err = mfs_free_extent(cur->tp, fsb, 1, ip->ino, rmap_offset);
+	if (err)
+		return err;
+	ip->nblocks--;
+	return 0;
 }

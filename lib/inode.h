@@ -135,6 +135,19 @@ int mfs_inode_needs_inactive(struct mfs_inode *ip);
  * CRC; locks the inode's AG in `tp` (see above).  Caller holds ip->lock exclusive. */
 int mfs_inode_log(struct mfs_trans *tp, struct mfs_inode *ip);
 
+/*
+ * Blocks of the btrees an inode owns (its extent map, directory names, attributes): one
+ * block allocated near the tree's root (or the inode when the tree has none yet) with
+ * reverse-map owner (ip->ino, rmap_offset), counted in ip->nblocks; and freeing one.  For
+ * the ops tables' alloc_block/free_block; `cur` must carry a transaction.  The caller logs
+ * the inode.
+ */
+struct mfs_btree_cur;
+int mfs_inode_btree_alloc(struct mfs_btree_cur *cur, struct mfs_inode *ip,
+			  uint64_t rmap_offset, uint64_t *fsb);
+int mfs_inode_btree_free(struct mfs_btree_cur *cur, struct mfs_inode *ip,
+			 uint64_t rmap_offset, uint64_t fsb);
+
 /* Read the on-disk inode again into the in-core one (after a cancel).  Caller holds the
  * exclusive lock.  On error the in-core copy is left unchanged and marked stale. */
 int mfs_inode_reload(struct mfs_inode *ip);

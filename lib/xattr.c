@@ -392,42 +392,15 @@ static int xabt_check_rec(struct mfs_btree_cur *cur, const void *rec)
 
 static int xabt_alloc_block(struct mfs_btree_cur *cur, uint64_t *fsb)
 {
-	struct mfs_inode *ip = cur->priv;
-	struct mfs_alloc_args a = {
-		.type = MFS_ALLOC_NEAR,
-		.target = cur->root.fsb ? cur->root.fsb : mfs_ino_to_fsb(&ip->fs->geo, ip->ino),
-		.minlen = 1, .maxlen = 1, .owner = ip->ino,
-		.offset = MFS_RMAP_ATTR_FORK | MFS_RMAP_BMBT_BLOCK,
-	};
-	int err;
-
-	if (!cur->tp)
-		return -EINVAL;
-	err = mfs_alloc_extent(cur->tp, &a);
-	if (err)
-		return err;
-	ip->nblocks++;
-	*fsb = a.fsb;
-	return 0;
+	return mfs_inode_btree_alloc(cur, cur->priv, MFS_RMAP_ATTR_FORK | MFS_RMAP_BMBT_BLOCK,
+				     fsb);
 }
 
 /* (the engine drops the freed block's buffer from the transaction itself) */
 static int xabt_free_block(struct mfs_btree_cur *cur, uint64_t fsb)
 {
-	struct mfs_inode *ip = cur->priv;
-	int err;
-
-	if (!cur->tp)
-		return -EINVAL;
-	if (ip->nblocks == 0)
-		return MFS_CORRUPT("inode %llu: block count already 0 when freeing attribute "
-				   "btree block %llu", ULL(ip->ino), ULL(fsb));
-	err = mfs_free_extent(cur->tp, fsb, 1, ip->ino,
-			      MFS_RMAP_ATTR_FORK | MFS_RMAP_BMBT_BLOCK);
-	if (err)
-		return err;
-	ip->nblocks--;
-	return 0;
+	return mfs_inode_btree_free(cur, cur->priv, MFS_RMAP_ATTR_FORK | MFS_RMAP_BMBT_BLOCK,
+				    fsb);
 }
 
 static int xabt_set_root(struct mfs_btree_cur *cur)
