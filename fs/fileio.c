@@ -37,12 +37,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#define EDEADLK_RETRIES 1000
 
 static uint64_t max_bytes(const struct mfs_fs *fs)
 {
@@ -149,7 +146,8 @@ static int write_alloc(struct mfsd *d, struct mfs_inode *ip, uint64_t b, uint64_
 	struct mfs_fs *fs = d->fs;
 	struct mfs_bmap_ext ext;
 	struct mfs_trans *tp;
-	int err, tries = 0;
+	int err;
+	unsigned tries = 0;
 
 again:
 	err = mfs_trans_alloc(fs, &tp);
@@ -170,10 +168,8 @@ again:
 	if (err) {
 		mfs_trans_cancel(tp);
 		mfs_inode_reload(ip);
-		if (err == -EDEADLK && ++tries < EDEADLK_RETRIES) {
-			sched_yield();
+		if (mfsd_should_retry(err, &tries))
 			goto again;
-		}
 		return err;
 	}
 	err = commit_async(tp);
@@ -189,6 +185,7 @@ again:
 static int convert_written(struct mfsd *d, struct mfs_inode *ip, uint64_t b, uint64_t n)
 {
 	uint64_t done = 0;
+	unsigned tries = 0;
 
 	while (done < n) {
 		struct mfs_trans *tp;
@@ -201,10 +198,8 @@ static int convert_written(struct mfsd *d, struct mfs_inode *ip, uint64_t b, uin
 		if (err) {
 			mfs_trans_cancel(tp);
 			mfs_inode_reload(ip);
-			if (err == -EDEADLK) {
-				sched_yield();
+			if (mfsd_should_retry(err, &tries))
 				continue;
-			}
 			return err;
 		}
 		err = commit_async(tp);
@@ -423,7 +418,8 @@ static int punch_blocks(struct mfsd *d, struct mfs_inode *ip, uint64_t first, ui
 			int log_first)
 {
 	uint64_t nblocks0 = ip->nblocks, off = first;
-	int err = 0, tries = 0;
+	int err = 0;
+	unsigned tries = 0;
 
 	while (off < last || log_first) {
 		struct mfs_trans *tp;
@@ -439,10 +435,8 @@ static int punch_blocks(struct mfsd *d, struct mfs_inode *ip, uint64_t first, ui
 		if (err) {
 			mfs_trans_cancel(tp);
 			mfs_inode_reload(ip);
-			if (err == -EDEADLK && ++tries < EDEADLK_RETRIES) {
-				sched_yield();
+			if (mfsd_should_retry(err, &tries))
 				continue;
-			}
 			break;
 		}
 		err = commit_async(tp);
@@ -599,6 +593,8 @@ void mfsd_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_i
 /* Map every hole of blocks [b, e) as unwritten extents. */
 static int alloc_unwritten(struct mfsd *d, struct mfs_inode *ip, uint64_t b, uint64_t e)
 {
+	unsigned tries = 0;
+
 	while (b < e) {
 		struct mfs_bmap_ext ext;
 		struct mfs_trans *tp;
@@ -619,10 +615,8 @@ static int alloc_unwritten(struct mfsd *d, struct mfs_inode *ip, uint64_t b, uin
 		if (err) {
 			mfs_trans_cancel(tp);
 			mfs_inode_reload(ip);
-			if (err == -EDEADLK) {
-				sched_yield();
+			if (mfsd_should_retry(err, &tries))
 				continue;
-			}
 			return err;
 		}
 		err = commit_async(tp);

@@ -20,7 +20,9 @@
 #define FUSE_USE_VERSION 34
 #include <fuse_lowlevel.h>
 
+#include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <sys/stat.h>
 
@@ -57,6 +59,21 @@ struct mfsd {
 };
 
 /* ---- mendfs.c --------------------------------------------------------------------------- */
+/*
+ * A transaction that met -EDEADLK (an AG below one it already held was busy, see
+ * mfs_trans_lock_ag) has been cancelled and its inodes reloaded by the caller; it is tried
+ * again, a bounded number of times, so a lock-order conflict never waits forever.
+ * Returns 1 when the caller should try again.
+ */
+#define MFSD_LOCK_RETRIES 1000u
+static inline int mfsd_should_retry(int err, unsigned *tries)
+{
+	if (err != -EDEADLK || ++*tries >= MFSD_LOCK_RETRIES)
+		return 0;
+	sched_yield();
+	return 1;
+}
+
 static inline struct mfsd *mfsd_of(fuse_req_t req)
 {
 	return fuse_req_userdata(req);

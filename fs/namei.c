@@ -23,12 +23,9 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define RETRIES 1000
 
 static int check_name(const char *name, unsigned *len)
 {
@@ -305,10 +302,8 @@ again:
 	}
 retry:
 	mfs_inode_reload(dp);
-	if (err == -EDEADLK && ++tries < RETRIES) {
-		sched_yield();
+	if (mfsd_should_retry(err, &tries))
 		goto again;
-	}
 out_unlock:
 	pthread_rwlock_unlock(&dp->lock);
 	mfsd_iput(d, dp);
@@ -485,10 +480,9 @@ void mfsd_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char 
 		if (!err)
 			break;
 		ls_reload(&ls);
-		if (err != -EDEADLK || ++tries >= RETRIES)
+		if (!mfsd_should_retry(err, &tries))
 			break;
 		err = 0;
-		sched_yield();
 	}
 	ls_unlock(&ls);
 out:
@@ -542,7 +536,7 @@ static int remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, int 
 			ls_unlock(&ls);
 			mfsd_iput(d, ip);
 			ip = NULL;
-			if (++tries >= RETRIES) {
+			if (++tries >= MFSD_LOCK_RETRIES) {
 				err = -EAGAIN;
 				break;
 			}
@@ -586,10 +580,9 @@ static int remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, int 
 			if (!err)
 				break;
 			ls_reload(&ls);
-			if (err != -EDEADLK || ++tries >= RETRIES)
+			if (!mfsd_should_retry(err, &tries))
 				break;
 			err = 0;
-			sched_yield();
 		}
 		ls_unlock(&ls);
 		break;
@@ -835,7 +828,7 @@ void mfsd_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t
 				 (!terr) != (a.tip != NULL))
 				err = -EAGAIN;
 		}
-		if (err == -EAGAIN && ++tries < RETRIES) {
+		if (err == -EAGAIN && ++tries < MFSD_LOCK_RETRIES) {
 			ls_unlock(&ls);
 			mfsd_iput(d, a.sip);
 			if (a.tip)
@@ -868,10 +861,9 @@ void mfsd_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t
 			if (!err)
 				break;
 			ls_reload(&ls);
-			if (err != -EDEADLK || ++tries >= RETRIES)
+			if (!mfsd_should_retry(err, &tries))
 				break;
 			err = 0;
-			sched_yield();
 		}
 		ls_unlock(&ls);
 		break;
