@@ -132,9 +132,7 @@ static int agh_update_free(struct agx *x, int64_t delta)
 				   x->agno, (long long)nfree);
 	agx_cur(x, &cur, MFS_BT_CNT, 1);
 	arec_set(&key, UINT32_MAX, UINT32_MAX);
-	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_LE, &stat);
-	if (!err && stat)
-		err = mfs_btree_get(&cur, &r, &stat);
+	err = mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_LE, &r, &stat);
 	if (!err && stat)
 		longest = mfs_get32(r.blockcount);
 	mfs_btree_cur_release(&cur);
@@ -193,9 +191,7 @@ static int fs_take(struct agx *x, uint32_t start, uint32_t len)
 
 	agx_cur(x, &cur, MFS_BT_BNO, 0);
 	arec_set(&key, start, 0);
-	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_LE, &stat);
-	if (!err && stat)
-		err = mfs_btree_get(&cur, &r, &stat);
+	err = mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_LE, &r, &stat);
 	if (err)
 		goto out;
 	fs = mfs_get32(r.startblock);
@@ -248,9 +244,7 @@ static int fs_give(struct agx *x, uint32_t start, uint32_t len)
 				   "AG end %u", x->agno, start, len, x->aglen);
 	agx_cur(x, &cur, MFS_BT_BNO, 0);
 	arec_set(&key, start, 0);
-	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_LE, &stat);
-	if (!err && stat)
-		err = mfs_btree_get(&cur, &r, &stat);
+	err = mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_LE, &r, &stat);
 	if (err)
 		goto out;
 	if (stat) {
@@ -264,9 +258,7 @@ static int fs_give(struct agx *x, uint32_t start, uint32_t len)
 		}
 		haveleft = ls + ll == start;
 	}
-	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_GE, &stat);
-	if (!err && stat)
-		err = mfs_btree_get(&cur, &r, &stat);
+	err = mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_GE, &r, &stat);
 	if (err)
 		goto out;
 	if (stat) {
@@ -358,9 +350,7 @@ static int rmap_add(struct agx *x, uint32_t start, uint32_t len, uint64_t owner,
 
 	agx_cur(x, &cur, MFS_BT_RMAP, 0);
 	mfs_put32(key.startblock, start);
-	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_LE, &stat);
-	if (!err && stat)
-		err = mfs_btree_get(&cur, &l, &stat);
+	err = mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_LE, &l, &stat);
 	if (err)
 		goto out;
 	if (stat) {
@@ -375,9 +365,7 @@ static int rmap_add(struct agx *x, uint32_t start, uint32_t len, uint64_t owner,
 		ml = ls + ll == start && rmap_mergeable(mfs_get64(l.owner), mfs_get64(l.offset),
 							ll, owner, offset);
 	}
-	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_GE, &stat);
-	if (!err && stat)
-		err = mfs_btree_get(&cur, &r, &stat);
+	err = mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_GE, &r, &stat);
 	if (err)
 		goto out;
 	if (stat) {
@@ -444,9 +432,7 @@ static int rmap_del(struct agx *x, uint32_t start, uint32_t len, uint64_t owner,
 
 	agx_cur(x, &cur, MFS_BT_RMAP, 0);
 	mfs_put32(key.startblock, start);
-	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_LE, &stat);
-	if (!err && stat)
-		err = mfs_btree_get(&cur, &r, &stat);
+	err = mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_LE, &r, &stat);
 	if (err)
 		goto out;
 	rs = stat ? mfs_get32(r.startblock) : 0;
@@ -970,9 +956,7 @@ static int search_exact(struct agx *x, const struct req *q, struct cand *best)
 
 	agx_cur(x, &cur, MFS_BT_BNO, 1);
 	arec_set(&key, q->target, 0);
-	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_LE, &stat);
-	if (!err && stat)
-		err = mfs_btree_get(&cur, &r, &stat);
+	err = mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_LE, &r, &stat);
 	if (!err && stat)
 		consider(q, mfs_get32(r.startblock), mfs_get32(r.blockcount), best);
 	mfs_btree_cur_release(&cur);

@@ -1369,3 +1369,13 @@ int mfs_btree_verify(struct mfs_btree_cur *cur, uint64_t *nrecs, uint64_t *nbloc
 		*nblocks = w.nblocks;
 	return err;
 }
+
+int mfs_btree_lookup_get(struct mfs_btree_cur *cur, const void *key, enum mfs_btree_lookup how,
+			 void *rec, int *stat)
+{
+	int err = mfs_btree_lookup(cur, key, how, stat);
+
+	if (!err && *stat)
+		err = mfs_btree_get(cur, rec, stat);
+	return err;
+}

@@ -93,6 +93,10 @@ enum mfs_btree_lookup {
 /* Position the cursor.  *stat = 1 when a record satisfies the lookup, 0 otherwise. */
 int mfs_btree_lookup(struct mfs_btree_cur *cur, const void *key, enum mfs_btree_lookup how,
 		     int *stat);
+/* mfs_btree_lookup, then mfs_btree_get of the record found: *stat = 1 with `rec` filled
+ * when a record satisfies the lookup, 0 otherwise (rec untouched). */
+int mfs_btree_lookup_get(struct mfs_btree_cur *cur, const void *key, enum mfs_btree_lookup how,
+			 void *rec, int *stat);
 /* The record under the cursor (*stat = 0: not positioned on one). */
 int mfs_btree_get(struct mfs_btree_cur *cur, void *rec, int *stat);
 /* Move to the next / previous record (*stat = 0 at the end). */

@@ -1186,9 +1186,7 @@ int mfs_dir_replace(struct mfs_trans *tp, struct mfs_inode *dp, const char *name
 		int stat = 0;
 
 		store_le64(key, KEY(dp_hash(dp, name, len), c.seq, 0));
-		err = mfs_btree_lookup(&cur, key, MFS_LOOKUP_EQ, &stat);
-		if (!err && stat)
-			err = mfs_btree_get(&cur, &h, &stat);
+		err = mfs_btree_lookup_get(&cur, key, MFS_LOOKUP_EQ, &h, &stat);
 		if (!err && !stat)
 			err = MFS_CORRUPT("directory %llu name btree: record 0x%llx vanished",
 					  ULL(dp->ino), ULL(load_le64(key)));

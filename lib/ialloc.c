@@ -327,9 +327,7 @@ int mfs_ifree(struct mfs_trans *tp, uint64_t ino)
 		return err;
 	mfs_ag_cur_init(&cur, fs, tp, agno, MFS_BT_INO, agh_bp);
 	mfs_put32(key.startino, agino);
-	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_LE, &stat);
-	if (!err && stat)
-		err = mfs_btree_get(&cur, &rec, &stat);
+	err = mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_LE, &rec, &stat);
 	if (err)
 		goto out;
 	startino = stat ? mfs_get32(rec.startino) : 0;

@@ -476,9 +476,7 @@ static int inobt_says_inuse(struct mfs_fs *fs, uint64_t ino)
 		goto out;
 	mfs_ag_cur_init(&cur, fs, NULL, agno, MFS_BT_INO, agh_bp);
 	mfs_put32(key.startino, agino);
-	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_LE, &stat);
-	if (!err && stat)
-		err = mfs_btree_get(&cur, &rec, &stat);
+	err = mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_LE, &rec, &stat);
 	mfs_btree_cur_release(&cur);
 	mfs_buf_put(agh_bp);
 	if (!err) {
