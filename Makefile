@@ -52,13 +52,34 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(O)/%.o)
 LIBA     := $(O)/libmendfs.a
 
 # --- programs: name and sources ------------------------------------------------------------
+# --- librepair: the checkers and rebuilders (repair/*.c but the offline tool's main) ------
+REPAIR_SRCS := $(filter-out repair/mendfs_repair.c,$(wildcard repair/*.c))
+REPAIR_OBJS := $(REPAIR_SRCS:%.c=$(O)/%.o)
+REPAIRA     := $(O)/librepair.a
+$(REPAIR_OBJS): ALL_CFLAGS += -Irepair
+
+# Programs.  The daemon is every fs/*.c but the two tools'; mendfs_scrub every scrub/*.c
+# but scrub_all's; each program links librepair (when it exists) and libmendfs.
 PROGS := mkfs.mendfs mendfs_db mendfs
 mkfs.mendfs_SRCS := fs/mkfs.c
 mendfs_db_SRCS   := fs/db.c
-mendfs_SRCS      := fs/mendfs.c fs/node.c fs/attr.c fs/namei.c fs/fileio.c
+mendfs_SRCS      := $(filter-out fs/mkfs.c fs/db.c,$(wildcard fs/*.c))
+ifneq ($(wildcard scrub/*.c),)
+PROGS += mendfs_scrub
+mendfs_scrub_SRCS := $(filter-out scrub/scrub_all.c,$(wildcard scrub/*.c))
+endif
+ifneq ($(wildcard scrub/scrub_all.c),)
+PROGS += mendfs_scrub_all
+mendfs_scrub_all_SRCS := scrub/scrub_all.c
+endif
+ifneq ($(wildcard repair/mendfs_repair.c),)
+PROGS += mendfs_repair
+mendfs_repair_SRCS := repair/mendfs_repair.c
+endif
+$(O)/fs/%.o $(O)/repair/%.o: ALL_CFLAGS += -Irepair
 
 define prog_rule
-$(BIN)/$(1): $$($(1)_SRCS:%.c=$(O)/%.o) $(LIBA)
+$(BIN)/$(1): $$($(1)_SRCS:%.c=$(O)/%.o) $(REPAIRA) $(LIBA)
 	@mkdir -p $$(@D)
 	$$(if $(Q),@echo "  LD      $$@")
 	$(Q)$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(ALL_LIBS)
@@ -71,12 +92,30 @@ UNIT_SRCS  := $(wildcard tests/unit/check_*.c)
 UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(O)/tests/%)
 TU_OBJS    := $(patsubst %.c,$(O)/%.o,$(wildcard tests/unit/tu_*.c))
 
-$(O)/tests/%: $(O)/tests/unit/%.o $(TU_OBJS) $(LIBA)
+$(O)/tests/%: $(O)/tests/unit/%.o $(TU_OBJS) $(REPAIRA) $(LIBA)
 	@mkdir -p $(@D)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(ALL_LIBS)
 
-$(O)/tests/unit/%.o: ALL_CFLAGS += $(CHECK_CFLAGS)
+$(O)/tests/unit/%.o: ALL_CFLAGS += $(CHECK_CFLAGS) -Irepair
+
+# --- test tools: every tests/tools/*.c is one program; tests/stress/*.c is mendfs_stress --
+TOOL_SRCS   := $(wildcard tests/tools/*.c)
+TOOL_BINS   := $(TOOL_SRCS:tests/tools/%.c=$(O)/tools/%)
+STRESS_SRCS := $(wildcard tests/stress/*.c)
+ifneq ($(STRESS_SRCS),)
+TOOL_BINS   += $(O)/tools/mendfs_stress
+endif
+
+$(O)/tools/%: $(O)/tests/tools/%.o $(LIBA)
+	@mkdir -p $(@D)
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(ALL_LIBS)
+
+$(O)/tools/mendfs_stress: $(STRESS_SRCS:%.c=$(O)/%.o) $(LIBA)
+	@mkdir -p $(@D)
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(ALL_LIBS)
 
 # --- benchmarks: every tests/bench/bench_*.c -----------------------------------------------
 BENCH_SRCS := $(wildcard tests/bench/bench_*.c)
@@ -93,13 +132,19 @@ $(O)/%.o: %.c
 	$(if $(Q),@echo "  CC      $<")
 	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
+# An empty librepair is still a valid archive, so every link line can name it.
+$(REPAIRA): $(REPAIR_OBJS)
+	@mkdir -p $(@D)
+	$(if $(Q),@echo "  AR      $@")
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+
 $(LIBA): $(LIB_OBJS)
 	@mkdir -p $(@D)
 	$(if $(Q),@echo "  AR      $@")
 	$(Q)rm -f $@ && $(AR) rcs $@ $^
 
 .PHONY: all deps check check-run asan bench run install clean
-all: $(PROG_BINS)
+all: $(PROG_BINS) $(TOOL_BINS)
 
 deps:
 	@sh .ci/deps.sh
@@ -108,8 +153,8 @@ deps:
 check: deps
 	@$(MAKE) --no-print-directory check-run
 
-check-run: $(PROG_BINS) $(UNIT_BINS)
-	@BIN=$(abspath $(BIN)) O=$(abspath $(O)) sh tests/run-tests.sh $(UNIT_BINS:%=$(abspath %)) \
+check-run: $(PROG_BINS) $(UNIT_BINS) $(TOOL_BINS)
+	@BIN=$(abspath $(BIN)) O=$(abspath $(O)) TOOLS=$(abspath $(O)/tools) sh tests/run-tests.sh $(UNIT_BINS:%=$(abspath %)) \
 		$(abspath $(wildcard tests/integration/t_*.sh))
 
 asan: deps

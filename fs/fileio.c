@@ -26,6 +26,7 @@
  * MFS_BMAP_MAX_EXTENTS_PER_CALL extents per punch or conversion; long operations roll
  * through several transactions, each consistent on its own.
  */
+#include "mem.h"
 #include "mendfs_int.h"
 
 #include "bmap.h"
@@ -220,7 +221,7 @@ int mfsd_write_new(struct mfs_trans *tp, struct mfs_inode *ip, const char *data,
 	struct mfs_fs *fs = ip->fs;
 	uint32_t bs = fs->geo.blocksize, blog = fs->geo.blocklog;
 	uint64_t nb = (len + bs - 1) >> blog, b = 0;
-	char *tmp = malloc(bs);
+	char *tmp = mfs_malloc(bs);
 	int err = 0;
 
 	if (!tmp)
@@ -259,7 +260,7 @@ static int do_write(struct mfsd *d, struct mfs_inode *ip, const char *buf, size_
 		return 0;
 	if (end < off || end > max_bytes(fs))
 		return -EFBIG;
-	tmp = malloc(bs);
+	tmp = mfs_malloc(bs);
 	if (!tmp)
 		return -ENOMEM;
 	while (pos < end) {
@@ -392,7 +393,7 @@ void mfsd_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		len = ip->size - (uint64_t)off;
 		if (len > size)
 			len = size;
-		buf = malloc(len);
+		buf = mfs_malloc(len);
 		if (!buf)
 			err = -ENOMEM;
 		else
@@ -485,7 +486,7 @@ static int zero_partial(struct mfs_inode *ip, uint64_t from, uint64_t to)
 	if (err || ext.startblock == MFS_BMAP_HOLE || ext.unwritten)
 		return err;
 	disk = (ext.startblock + ((from >> blog) - ext.startoff)) << blog;
-	tmp = malloc(bs);
+	tmp = mfs_malloc(bs);
 	if (!tmp)
 		return -ENOMEM;
 	err = mfs_dev_pread(fs->dev, tmp, bs, disk);

@@ -13,6 +13,7 @@
  *
  * Link counts: a directory has 2 + its subdirectories; anything else one per name.
  */
+#include "mem.h"
 #include "mendfs_int.h"
 
 #include "dir.h"
@@ -400,7 +401,7 @@ void mfsd_readlink(fuse_req_t req, fuse_ino_t ino)
 	if (!S_ISLNK(ip->mode) || ip->size == 0 || ip->size >= 4096) {
 		err = S_ISLNK(ip->mode) ? -EUCLEAN : -EINVAL;
 	} else {
-		buf = malloc(ip->size + 1);
+		buf = mfs_malloc(ip->size + 1);
 		if (!buf)
 			err = -ENOMEM;
 		else if (ip->dformat == MFS_FMT_LOCAL)
@@ -975,8 +976,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, i
 		return;
 	}
 	c.max = size / (plus ? 152 : 32) + 2;
-	c.v = malloc(c.max * sizeof(*c.v));
-	buf = malloc(size);
+	c.v = mfs_malloc(c.max * sizeof(*c.v));
+	buf = mfs_malloc(size);
 	if (!c.v || !buf) {
 		free(c.v);
 		free(buf);

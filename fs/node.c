@@ -16,6 +16,7 @@
  * the kernel holds the victim (it looked the name up), so forget and the last unlink do not
  * race; and a link count of 0 never rises again (link refuses such an inode).
  */
+#include "mem.h"
 #include "mendfs_int.h"
 
 #include "ialloc.h"
@@ -57,7 +58,7 @@ int mfsd_nodes_init(struct mfsd *d)
 	pthread_cond_init(&d->idle_cond, NULL);
 	pthread_mutex_init(&d->rename_lock, NULL);
 	d->node_buckets = NODE_BUCKETS_MIN;
-	d->node_hash = calloc(d->node_buckets, sizeof(*d->node_hash));
+	d->node_hash = mfs_calloc(d->node_buckets, sizeof(*d->node_hash));
 	return d->node_hash ? 0 : -ENOMEM;
 }
 
@@ -65,7 +66,7 @@ int mfsd_nodes_init(struct mfsd *d)
 static void node_grow(struct mfsd *d)
 {
 	uint64_t nb = d->node_buckets * 2, old = d->node_buckets;
-	struct mfsd_node **nh = calloc(nb, sizeof(*nh)), **oh = d->node_hash;
+	struct mfsd_node **nh = mfs_calloc(nb, sizeof(*nh)), **oh = d->node_hash;
 
 	if (!nh)
 		return;
@@ -110,7 +111,7 @@ static int node_ref(struct mfsd *d, struct mfs_inode *ip, int open)
 		mfs_ihold(ip);
 	}
 	if (!n) {
-		n = calloc(1, sizeof(*n));
+		n = mfs_calloc(1, sizeof(*n));
 		if (!n) {
 			pthread_mutex_unlock(&d->node_lock);
 			return -ENOMEM;
@@ -142,7 +143,7 @@ int mfsd_node_open(struct mfsd *d, struct mfs_inode *ip)
 
 static void queue_inactive(struct mfsd *d, struct mfs_inode *ip, uint32_t gen)
 {
-	struct mfsd_work *w = malloc(sizeof(*w));
+	struct mfsd_work *w = mfs_malloc(sizeof(*w));
 
 	if (!w) {
 		/* The inode stays allocated but unreachable until a repair reclaims it; keep
@@ -195,7 +196,7 @@ static void put_last(struct mfsd *d, struct mfs_inode *ip)
 		mfs_iput(ip);
 		return;
 	}
-	n = calloc(1, sizeof(*n));
+	n = mfs_calloc(1, sizeof(*n));
 	if (!n) {
 		pthread_mutex_unlock(&d->node_lock);
 		mfs_log(MFS_LOG_ERR, "inode %llu: out of memory queueing it to be freed; its "

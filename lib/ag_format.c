@@ -18,6 +18,7 @@
  * most a few reverse-map records); any block claimed beyond the final need joins the AGFL
  * stock.
  */
+#include "mem.h"
 #include "ag.h"
 #include "bcache.h"
 #include "byteorder.h"
@@ -105,7 +106,7 @@ static int rmap_push(struct fmt_plan *p, uint32_t start, uint32_t len, uint64_t 
 	}
 	if (p->nrmap == p->caprmap) {
 		uint64_t ncap = p->caprmap ? 2 * p->caprmap : 64;
-		struct mfs_rmap_rec *n = realloc(p->rmap, ncap * sizeof(*n));
+		struct mfs_rmap_rec *n = mfs_realloc(p->rmap, ncap * sizeof(*n));
 
 		if (!n)
 			return -ENOMEM;
@@ -124,7 +125,7 @@ static int free_push(struct fmt_plan *p, uint32_t start, uint32_t len)
 {
 	if (p->nfree == p->capfree) {
 		uint64_t ncap = p->capfree ? 2 * p->capfree : 64;
-		struct mfs_alloc_rec *n = realloc(p->bno, ncap * sizeof(*n));
+		struct mfs_alloc_rec *n = mfs_realloc(p->bno, ncap * sizeof(*n));
 
 		if (!n)
 			return -ENOMEM;
@@ -140,7 +141,7 @@ static int free_push(struct fmt_plan *p, uint32_t start, uint32_t len)
 /* Claim the first n free blocks at or after base (not in `used`). */
 static int plan_claim(struct fmt_plan *p, uint32_t n)
 {
-	uint32_t *c = realloc(p->claimed, (n ? n : 1) * sizeof(*c));
+	uint32_t *c = mfs_realloc(p->claimed, (n ? n : 1) * sizeof(*c));
 	uint32_t b = p->base, got = 0;
 	unsigned i = 0;
 
@@ -400,8 +401,8 @@ int mfs_ag_format(struct mfs_fs *fs, uint32_t agno, const struct mfs_ag_extent *
 	p.base = MFS_AG_FIXED_BLOCKS + mfs_ag_format_blocks(g);
 	if (p.aglen < p.base + 1)
 		return -EINVAL;
-	u = malloc((nused ? nused : 1) * sizeof(*u));
-	c = malloc((nchunks ? nchunks : 1) * sizeof(*c));
+	u = mfs_malloc((nused ? nused : 1) * sizeof(*u));
+	c = mfs_malloc((nchunks ? nchunks : 1) * sizeof(*c));
 	err = u && c ? 0 : -ENOMEM;
 	if (err)
 		goto out;
@@ -460,7 +461,7 @@ int mfs_ag_format(struct mfs_fs *fs, uint32_t agno, const struct mfs_ag_extent *
 	}
 
 	/* blocks for each tree: its root in the reserved area, then its share of the claim */
-	blocks = malloc((p.nclaimed + 4) * sizeof(*blocks));
+	blocks = mfs_malloc((p.nclaimed + 4) * sizeof(*blocks));
 	err = blocks ? 0 : -ENOMEM;
 	if (err)
 		goto out;
@@ -475,7 +476,7 @@ int mfs_ag_format(struct mfs_fs *fs, uint32_t agno, const struct mfs_ag_extent *
 		};
 		struct mfs_alloc_rec *cnt;
 
-		cnt = malloc((p.nfree ? p.nfree : 1) * sizeof(*cnt));
+		cnt = mfs_malloc((p.nfree ? p.nfree : 1) * sizeof(*cnt));
 		err = cnt ? 0 : -ENOMEM;
 		if (err)
 			goto out;

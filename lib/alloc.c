@@ -40,6 +40,7 @@
  * they do not add up to freeblks); the caller cancels the transaction and trans.c restores
  * every block.
  */
+#include "mem.h"
 #include "alloc.h"
 #include "ag.h"
 #include "bcache.h"
@@ -1004,7 +1005,7 @@ static int ag_alloc(struct agx *x, const struct req *q, struct mfs_alloc_args *a
 		return err;
 	if (!c.ok)
 		return -ENOSPC;
-	p = malloc(sizeof(*p));
+	p = mfs_malloc(sizeof(*p));
 	if (!p)
 		return -ENOMEM;
 	av.start = c.bno;
@@ -1047,7 +1048,7 @@ out:
 static int agfl_free_fix(struct agx *x, uint32_t agbno, uint32_t len, uint64_t owner,
 			 uint64_t offset)
 {
-	struct plan *p = malloc(sizeof(*p));
+	struct plan *p = mfs_malloc(sizeof(*p));
 	int err;
 
 	if (!p)

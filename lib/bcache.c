@@ -50,6 +50,7 @@
  * the stale block in place); the journal bounds how many there are by its size.
  * mfs_bcache_flush() asks the journal to force and checkpoint first (the log_sync hook).
  */
+#include "mem.h"
 #include "bcache.h"
 #include "dev.h"
 #include "log.h"
@@ -234,7 +235,7 @@ static void slot_put(struct bc_slot *slots, size_t mask, size_t home, uint64_t b
 static int hash_grow(struct bc_shard *sh)
 {
 	size_t nsize = (sh->mask + 1) * 2, nmask = nsize - 1;
-	struct bc_slot *ns = calloc(nsize, sizeof(*ns));
+	struct bc_slot *ns = mfs_calloc(nsize, sizeof(*ns));
 
 	if (!ns)
 		return -ENOMEM;
@@ -330,10 +331,10 @@ int mfs_bcache_create(struct mfs_dev *dev, uint32_t blocksize, size_t max_bytes,
 		max_bufs = 64;
 	while (nshards < BC_MAXSHARDS && max_bufs / (nshards * 2) >= BC_SHARD_MINBUFS)
 		nshards *= 2;
-	bc = calloc(1, sizeof(*bc));
+	bc = mfs_calloc(1, sizeof(*bc));
 	if (!bc)
 		return -ENOMEM;
-	if (posix_memalign((void **)&bc->shards, 64, nshards * sizeof(*bc->shards))) {
+	if (mfs_posix_memalign((void **)&bc->shards, 64, nshards * sizeof(*bc->shards))) {
 		free(bc);
 		return -ENOMEM;
 	}
@@ -351,7 +352,7 @@ int mfs_bcache_create(struct mfs_dev *dev, uint32_t blocksize, size_t max_bytes,
 		if (sh->chunk_bufs > sh->max_bufs)
 			sh->chunk_bufs = (unsigned)sh->max_bufs;
 		sh->mask = 63;
-		sh->slots = calloc(sh->mask + 1, sizeof(*sh->slots));
+		sh->slots = mfs_calloc(sh->mask + 1, sizeof(*sh->slots));
 		if (!sh->slots) {
 			while (s--)
 				free(bc->shards[s].slots);
@@ -488,7 +489,7 @@ static void shard_shrink(struct bc_shard *sh)
 			continue;
 		}
 		if (b->flags & BUF_DIRTY) {
-			if (!snap && !(snap = malloc(sh->bc->blocksize)))
+			if (!snap && !(snap = mfs_malloc(sh->bc->blocksize)))
 				break;      /* no memory to write it: stay over budget for now */
 			if (buf_writeback(sh, b, snap))
 				break;
@@ -519,13 +520,13 @@ static struct bc_buf *buf_alloc(struct bc_shard *sh, uint64_t blkno)
 	void *data;
 
 	if (!sh->free_bufs) {
-		struct bc_chunk *c = calloc(1, sizeof(*c));
+		struct bc_chunk *c = mfs_calloc(1, sizeof(*c));
 		size_t n = sh->chunk_bufs, bytes = n * bs;
 
 		if (!c)
 			return NULL;
-		c->bufs = calloc(n, sizeof(*c->bufs));
-		if (!c->bufs || posix_memalign(&c->data, bytes >= BC_CHUNK_BYTES ?
+		c->bufs = mfs_calloc(n, sizeof(*c->bufs));
+		if (!c->bufs || mfs_posix_memalign(&c->data, bytes >= BC_CHUNK_BYTES ?
 					       BC_CHUNK_BYTES : 4096, bytes)) {
 			free(c->bufs);
 			free(c);
@@ -872,7 +873,7 @@ int mfs_bcache_flush(struct mfs_bcache *bc)
 		if (err)
 			return err;
 	}
-	snap = malloc(bc->blocksize);
+	snap = mfs_malloc(bc->blocksize);
 	if (!snap)
 		return -ENOMEM;
 	for (unsigned s = 0; s <= bc->shard_mask && !err; s++)

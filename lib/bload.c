@@ -25,6 +25,7 @@
  * claimed and on failure forgets them all, so that nothing is ever written to blocks the
  * caller is about to give back (and that may be reused for something else).
  */
+#include "mem.h"
 #include "btree.h"
 #include "bcache.h"
 #include "byteorder.h"
@@ -268,7 +269,7 @@ int mfs_bload_build(struct mfs_fs *fs, struct mfs_trans *tp, struct mfs_bload *b
 		return -EINVAL;
 	s.nodecap = mfs_btree_maxrecs(ops, fs->geo.blocksize, 0);
 	if (!tp) {
-		s.claimed = malloc(s.plan.total * sizeof(*s.claimed));
+		s.claimed = mfs_malloc(s.plan.total * sizeof(*s.claimed));
 		if (!s.claimed)
 			return -ENOMEM;
 	}

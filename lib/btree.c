@@ -35,6 +35,7 @@
  * level is verified on every block read, so a corrupt tree yields -EFSCORRUPTED (or the
  * verifier's -EFSBADCRC), never a crash or an endless walk.
  */
+#include "mem.h"
 #include "btree.h"
 #include "bcache.h"
 #include "byteorder.h"
@@ -1197,7 +1198,7 @@ static int seen_add(struct bt_seen *s, uint64_t fsb)
 
 	if ((s->count + 1) * 2 > s->mask + 1) {
 		size_t nsz = s->mask ? (s->mask + 1) * 2 : 1024;
-		uint64_t *ns = calloc(nsz, sizeof(*ns));
+		uint64_t *ns = mfs_calloc(nsz, sizeof(*ns));
 
 		if (!ns)
 			return -ENOMEM;

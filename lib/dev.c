@@ -1,6 +1,7 @@
 /*
  * dev.c — block I/O on an image file or a block device (see dev.h).
  */
+#include "mem.h"
 #include "dev.h"
 #include "fdio.h"
 #include "log.h"
@@ -55,10 +56,10 @@ int mfs_dev_open(const char *path, unsigned flags, struct mfs_dev **out)
 	*out = NULL;
 	if (flags & MFS_DEV_CREATE)
 		oflags |= O_CREAT;
-	dev = calloc(1, sizeof(*dev));
+	dev = mfs_calloc(1, sizeof(*dev));
 	if (!dev)
 		return -ENOMEM;
-	dev->path = strdup(path);
+	dev->path = mfs_strdup(path);
 	if (!dev->path) {
 		free(dev);
 		return -ENOMEM;

@@ -22,6 +22,7 @@
  * fork, and goes back to local when, after a removal, its entries fit again and every seq is
  * below 256 (a local entry stores seq in one byte).
  */
+#include "mem.h"
 #include "dir.h"
 #include "alloc.h"
 #include "bcache.h"
@@ -700,7 +701,7 @@ static int convert_to_btree(struct mfs_trans *tp, struct mfs_inode *dp)
 		return -ENOSPC;
 	if (dp->size == 0)
 		end = MFS_DIR_LOCAL_HDR;
-	saved = malloc(fsz);
+	saved = mfs_malloc(fsz);
 	if (!saved)
 		return -ENOMEM;
 	memcpy(saved, dp->lit, fsz);
@@ -807,7 +808,7 @@ static int maybe_convert_to_local(struct mfs_trans *tp, struct mfs_inode *dp)
 
 	if (dp->size > fsz)
 		return 0;
-	t.buf = calloc(1, fsz);
+	t.buf = mfs_calloc(1, fsz);
 	if (!t.buf)
 		return -ENOMEM;
 	root_get(dp, &r);
@@ -829,7 +830,7 @@ static int maybe_convert_to_local(struct mfs_trans *tp, struct mfs_inode *dp)
 	}
 	err = mfs_btree_verify(&cur, NULL, &nblk);
 	if (!err) {
-		blocks = calloc(nblk ? nblk : 1, sizeof(*blocks));
+		blocks = mfs_calloc(nblk ? nblk : 1, sizeof(*blocks));
 		bend = blocks;
 		err = blocks ? mfs_btree_visit_blocks(&cur, collect_block, &bend) : -ENOMEM;
 		if (!err && (uint64_t)(bend - blocks) != nblk)
@@ -1367,7 +1368,7 @@ static int chk_dup(struct chk *k, uint32_t hash, uint64_t id, const uint8_t *nam
 					   ULL(k->dp->ino), ULL(id));
 	if (k->nnames == k->cap) {
 		size_t nc = k->cap ? 2 * k->cap : 16;
-		void *nv = realloc(k->names, nc * sizeof(*k->names));
+		void *nv = mfs_realloc(k->names, nc * sizeof(*k->names));
 
 		if (!nv)
 			return -ENOMEM;

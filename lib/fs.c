@@ -1,6 +1,7 @@
 /*
  * fs.c — opening and closing a mendfs, and reading its fixed per-AG blocks (see fs.h).
  */
+#include "mem.h"
 #include "fs.h"
 #include "bcache.h"
 #include "byteorder.h"
@@ -14,7 +15,7 @@
 
 static int fs_alloc_ags(struct mfs_fs *fs)
 {
-	fs->ag = calloc(fs->geo.agcount, sizeof(*fs->ag));
+	fs->ag = mfs_calloc(fs->geo.agcount, sizeof(*fs->ag));
 	if (!fs->ag)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < fs->geo.agcount; i++) {
@@ -41,7 +42,7 @@ int mfs_fs_create(struct mfs_dev *dev, const struct mfs_geom *geo, size_t cache_
 	int err;
 
 	*out = NULL;
-	fs = calloc(1, sizeof(*fs));
+	fs = mfs_calloc(1, sizeof(*fs));
 	if (!fs)
 		return -ENOMEM;
 	fs->geo = *geo;
@@ -79,7 +80,7 @@ static int fs_read_primary_sb(struct mfs_dev *dev, struct mfs_geom *geo)
 			mfs_dev_path(dev), (unsigned long long)mfs_dev_size(dev));
 		return -EFSCORRUPTED;
 	}
-	buf = calloc(1, MFS_MAX_BLOCKSIZE);
+	buf = mfs_calloc(1, MFS_MAX_BLOCKSIZE);
 	if (!buf)
 		return -ENOMEM;
 	bs = mfs_dev_size(dev) < MFS_MAX_BLOCKSIZE ? (uint32_t)mfs_dev_size(dev) : MFS_MAX_BLOCKSIZE;

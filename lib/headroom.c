@@ -2,6 +2,7 @@
  * headroom.c — scratch estimates, the memory headroom probe (meminfo + memory cgroup v1/v2)
  * and the chunked, headroom-checked reserve.  See headroom.h.
  */
+#include "mem.h"
 #include "headroom.h"
 
 #include "xblob.h"
@@ -343,7 +344,7 @@ int mfs_reserve(int fd, uint64_t offset, uint64_t bytes, const struct mfs_reserv
 		}
 	}
 	if (offset < (uint64_t)st.st_size) {
-		punch = calloc(nchunks / 8 + 1, 1);
+		punch = mfs_calloc(nchunks / 8 + 1, 1);
 		if (!punch)
 			return -ENOMEM;
 	}

@@ -19,6 +19,7 @@
  * in-core copy: set by mfs_inode_invalidate() (inode allocation and freeing, callers after
  * a cancel), cleared by a reload, which mfs_iget() does under the inode's exclusive lock.
  */
+#include "mem.h"
 #include "inode.h"
 #include "ag.h"
 #include "alloc.h"
@@ -79,7 +80,7 @@ int mfs_icache_init(struct mfs_fs *fs, unsigned max_unused)
 
 	if (fs->icache)
 		return -EEXIST;
-	ic = calloc(1, sizeof(*ic));
+	ic = mfs_calloc(1, sizeof(*ic));
 	if (!ic)
 		return -ENOMEM;
 	ic->fs = fs;
@@ -561,7 +562,7 @@ int mfs_iget(struct mfs_fs *fs, uint64_t ino, unsigned flags, struct mfs_inode *
 		pthread_mutex_unlock(&sh->lock);
 	} else {
 		sh->misses++;
-		ip = calloc(1, sizeof(*ip) + fs->geo.inodesize - sizeof(struct mfs_dinode));
+		ip = mfs_calloc(1, sizeof(*ip) + fs->geo.inodesize - sizeof(struct mfs_dinode));
 		if (!ip) {
 			pthread_mutex_unlock(&sh->lock);
 			return -ENOMEM;

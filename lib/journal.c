@@ -20,6 +20,7 @@
  * dirty, mfs_bcache_checkpointed).  `ckpt_lock` serialises checkpoints and is taken
  * without `lock`.  No I/O is done under `lock`.
  */
+#include "mem.h"
 #include "journal.h"
 #include "journal_priv.h"
 #include "bcache.h"
@@ -40,7 +41,7 @@
 
 static struct jimg *jimg_alloc(uint32_t bs)
 {
-	struct jimg *im = malloc(sizeof(*im));
+	struct jimg *im = mfs_malloc(sizeof(*im));
 
 	if (!im)
 		return NULL;
@@ -188,7 +189,7 @@ void *mfs_jbuf_alloc(uint32_t bs, size_t nblocks)
 {
 	void *p;
 
-	return posix_memalign(&p, 4096, nblocks * bs) ? NULL : p;
+	return mfs_posix_memalign(&p, 4096, nblocks * bs) ? NULL : p;
 }
 
 int mfs_jlog_io(struct mfs_journal *j, uint32_t logblk, uint32_t n, void *buf, int write)
@@ -344,14 +345,14 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 
 	/* Copy the images (the caller's locks keep the buffers still) and allocate
 	 * everything the locked part needs, so that it cannot fail. */
-	r = calloc(1, sizeof(*r));
+	r = mfs_calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
 	r->len = len;
-	r->imgs = calloc(nimg ? nimg : 1, sizeof(*r->imgs));
-	r->bps = calloc(nimg ? nimg : 1, sizeof(*r->bps));
-	r->blknos = calloc(n ? n : 1, sizeof(*r->blknos));
-	spares = calloc(nimg ? nimg : 1, sizeof(*spares));
+	r->imgs = mfs_calloc(nimg ? nimg : 1, sizeof(*r->imgs));
+	r->bps = mfs_calloc(nimg ? nimg : 1, sizeof(*r->bps));
+	r->blknos = mfs_calloc(n ? n : 1, sizeof(*r->blknos));
+	spares = mfs_calloc(nimg ? nimg : 1, sizeof(*spares));
 	if (!r->imgs || !r->bps || !r->blknos || !spares)
 		goto nomem;
 	for (unsigned i = 0; i < n; i++) {
@@ -360,7 +361,7 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 			continue;
 		}
 		r->imgs[r->nimg] = jimg_alloc(j->bs);
-		spares[r->nimg] = malloc(sizeof(**spares));
+		spares[r->nimg] = mfs_malloc(sizeof(**spares));
 		if (!r->imgs[r->nimg] || !spares[r->nimg]) {
 			free(spares[r->nimg]);
 			spares[r->nimg] = NULL;
@@ -665,7 +666,7 @@ int mfs_journal_checkpoint(struct mfs_journal *j)
 	/* Take every block whose latest image is durable. */
 	pthread_mutex_lock(&j->lock);
 	if (j->map_count) {
-		items = malloc(j->map_count * sizeof(*items));
+		items = mfs_malloc(j->map_count * sizeof(*items));
 		if (!items) {
 			pthread_mutex_unlock(&j->lock);
 			err = -ENOMEM;
@@ -805,12 +806,12 @@ int mfs_journal_alloc(struct mfs_fs *fs, struct mfs_journal **out)
 				   "%llu-block filesystem (at least %u blocks)", g->logblocks,
 				   (unsigned long long)g->logstart,
 				   (unsigned long long)g->dblocks, MFS_JOURNAL_MIN_BLOCKS);
-	j = calloc(1, sizeof(*j));
+	j = mfs_calloc(1, sizeof(*j));
 	if (!j)
 		return -ENOMEM;
 	while (nslots < g->logblocks && nslots < (1u << 20))
 		nslots <<= 1;
-	j->map = calloc(nslots, sizeof(*j->map));
+	j->map = mfs_calloc(nslots, sizeof(*j->map));
 	if (!j->map) {
 		free(j);
 		return -ENOMEM;

@@ -16,6 +16,7 @@
  * sequence), the second writes every image whose block was not revoked by the same or a
  * later record, in sequence order, so the last image of each block wins.
  */
+#include "mem.h"
 #include "journal.h"
 #include "journal_priv.h"
 #include "bcache.h"
@@ -311,7 +312,7 @@ static int grow(void **arr, size_t *cap, size_t need, size_t size)
 	if (need <= *cap)
 		return 0;
 	ncap = *cap ? *cap * 2 : 64;
-	p = realloc(*arr, ncap * size);
+	p = mfs_realloc(*arr, ncap * size);
 	if (!p)
 		return -ENOMEM;
 	*arr = p;

@@ -3,6 +3,7 @@
  * eventfds and cgroup v2 memory.events, and the poll loop that raises the abort flag.
  * See pressure.h.
  */
+#include "mem.h"
 #include "pressure.h"
 
 #include "headroom.h"
@@ -240,7 +241,7 @@ int mfs_pressure_start(const struct mfs_pressure_opts *opts, struct mfs_pressure
 	int rc;
 
 	*out = NULL;
-	p = calloc(1, sizeof(*p));
+	p = mfs_calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
 	atomic_init(&p->flag, 0);

@@ -20,6 +20,7 @@
  * that other threads' transactions can join the same group commit and no log I/O happens
  * under the AG locks.  An error from that wait is reported but never undoes the change.
  */
+#include "mem.h"
 #include "trans.h"
 #include "bcache.h"
 #include "fs.h"
@@ -52,7 +53,7 @@ struct mfs_trans {
 
 int mfs_trans_alloc(struct mfs_fs *fs, struct mfs_trans **out)
 {
-	struct mfs_trans *tp = calloc(1, sizeof(*tp));
+	struct mfs_trans *tp = mfs_calloc(1, sizeof(*tp));
 
 	*out = NULL;
 	if (!tp)
@@ -100,13 +101,13 @@ static int items_grow(struct mfs_trans *tp)
 		return 0;
 	unsigned ncap = tp->cap ? tp->cap * 2 : 16;
 	unsigned nslots = ncap * 2;
-	struct trans_item *items = realloc(tp->items, ncap * sizeof(*items));
+	struct trans_item *items = mfs_realloc(tp->items, ncap * sizeof(*items));
 	unsigned *slots;
 
 	if (!items)
 		return -ENOMEM;
 	tp->items = items;
-	slots = calloc(nslots, sizeof(*slots));
+	slots = mfs_calloc(nslots, sizeof(*slots));
 	if (!slots)
 		return -ENOMEM;
 	free(tp->slots);
@@ -142,7 +143,7 @@ int mfs_trans_modify(struct mfs_trans *tp, struct mfs_buf *bp)
 
 	if (it && it->bp)
 		return 0;
-	old = malloc(bs);
+	old = mfs_malloc(bs);
 	if (!old)
 		return -ENOMEM;
 	memcpy(old, bp->data, bs);
@@ -228,7 +229,7 @@ int mfs_trans_lock_ag(struct mfs_trans *tp, uint32_t agno, int trylock)
 			return 0;
 	if (tp->nags == tp->agcap) {
 		unsigned ncap = tp->agcap ? tp->agcap * 2 : 4;
-		uint32_t *ags = realloc(tp->ags, ncap * sizeof(*ags));
+		uint32_t *ags = mfs_realloc(tp->ags, ncap * sizeof(*ags));
 
 		if (!ags)
 			return -ENOMEM;
@@ -281,7 +282,7 @@ static int trans_log(struct mfs_trans *tp, uint64_t *lsn)
 	*lsn = 0;
 	if (!tp->nitems)
 		return 0;
-	items = malloc(tp->nitems * sizeof(*items));
+	items = mfs_malloc(tp->nitems * sizeof(*items));
 	if (!items)
 		return -ENOMEM;
 	for (unsigned i = 0; i < tp->nitems; i++) {

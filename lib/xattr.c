@@ -24,6 +24,7 @@
  * have no value blocks.  The name hash is the directory name hash (mfs_dir_hash in dir.h),
  * shared rather than copied.
  */
+#include "mem.h"
 #include "xattr.h"
 #include "alloc.h"
 #include "bcache.h"
@@ -840,7 +841,7 @@ static int convert_to_btree(struct mfs_trans *tp, struct mfs_inode *ip)
 
 	if ((uint64_t)data_used(ip) + ROOT_SIZE > ip->litsize)
 		return -ENOSPC;
-	saved = malloc(cap ? cap : 1);
+	saved = mfs_malloc(cap ? cap : 1);
 	if (!saved)
 		return -ENOMEM;
 	if (ip->aformat == MFS_FMT_NONE)
@@ -925,7 +926,7 @@ static int maybe_convert_to_local(struct mfs_trans *tp, struct mfs_inode *ip)
 	t.cap = ip->litsize - data_used(ip);
 	t.cap &= ~7u;
 	t.fits = 1;
-	t.buf = calloc(1, t.cap ? t.cap : 1);
+	t.buf = mfs_calloc(1, t.cap ? t.cap : 1);
 	if (!t.buf)
 		return -ENOMEM;
 	memset(&s, 0, sizeof(s));
@@ -994,7 +995,7 @@ static int data_make_room(struct mfs_trans *tp, struct mfs_inode *ip, uint32_t n
 	if ((uint64_t)n * sizeof(*saved) > fsz)
 		return MFS_CORRUPT("inode %llu: %u extents inline in a %u-byte data fork",
 				   ULL(ip->ino), n, fsz);
-	saved = malloc(n * sizeof(*saved) + 1);
+	saved = mfs_malloc(n * sizeof(*saved) + 1);
 	if (!saved)
 		return -ENOMEM;
 	memcpy(saved, ip->lit, n * sizeof(*saved));
@@ -1061,7 +1062,7 @@ int mfs_xattr_get(struct mfs_inode *ip, unsigned ns, const char *name, unsigned 
 	} else {
 		struct mfs_btree_cur cur;
 		struct bfind f;
-		struct xent *x = malloc(sizeof(*x));
+		struct xent *x = mfs_malloc(sizeof(*x));
 
 		if (!x)
 			return -ENOMEM;
@@ -1107,7 +1108,7 @@ static int local_set(struct mfs_inode *ip, unsigned ns, const char *name, unsign
 	nused = used - (f.found ? f.e.size : 0) + LENT_SIZE(len, vlen);
 	if (!local_fits(ip, nused))
 		return 1;
-	img = calloc(1, ip->litsize);
+	img = mfs_calloc(1, ip->litsize);
 	if (!img)
 		return -ENOMEM;
 	count = ip->aformat == MFS_FMT_LOCAL ? ip->anext : 0;
@@ -1129,7 +1130,7 @@ static int bt_set(struct mfs_trans *tp, struct mfs_inode *ip, unsigned ns, const
 {
 	struct mfs_btree_cur cur;
 	struct bfind f;
-	struct xent *x = malloc(sizeof(*x));
+	struct xent *x = mfs_malloc(sizeof(*x));
 	uint32_t seq;
 	int err;
 
@@ -1227,7 +1228,7 @@ int mfs_xattr_remove(struct mfs_trans *tp, struct mfs_inode *ip, unsigned ns,
 			return err;
 		if (!f.found)
 			return -ENODATA;
-		img = calloc(1, ip->litsize);
+		img = mfs_calloc(1, ip->litsize);
 		if (!img)
 			return -ENOMEM;
 		memcpy(img, afork(ip), f.e.off);
@@ -1237,7 +1238,7 @@ int mfs_xattr_remove(struct mfs_trans *tp, struct mfs_inode *ip, unsigned ns,
 	} else {
 		struct mfs_btree_cur cur;
 		struct bfind f;
-		struct xent *x = malloc(sizeof(*x));
+		struct xent *x = mfs_malloc(sizeof(*x));
 
 		if (!x)
 			return -ENOMEM;
@@ -1292,7 +1293,7 @@ int mfs_xattr_list(struct mfs_inode *ip, mfs_xattr_list_fn fn, void *priv)
 		return local_walk(ip, afork(ip), asize(ip), ip->anext, list_local_fn, &l, NULL);
 	} else {
 		struct mfs_btree_cur cur;
-		struct asm_state *s = calloc(1, sizeof(*s));
+		struct asm_state *s = mfs_calloc(1, sizeof(*s));
 
 		if (!s)
 			return -ENOMEM;
@@ -1334,8 +1335,8 @@ int mfs_xattr_free_all(struct mfs_trans *tp, struct mfs_inode *ip)
 		set_fork(ip, MFS_FMT_NONE, 0, NULL, 0, 0);
 		return mfs_inode_log(tp, ip);
 	}
-	s = calloc(1, sizeof(*s));
-	x = malloc(sizeof(*x));
+	s = mfs_calloc(1, sizeof(*s));
+	x = mfs_malloc(sizeof(*x));
 	if (!s || !x) {
 		err = -ENOMEM;
 		goto out_free;
@@ -1458,7 +1459,7 @@ static int chk_dup(struct chk *k, uint64_t chain, uint64_t id, const uint8_t *na
 					   ULL(k->ip->ino), ULL(id));
 	if (k->nnames == k->cap) {
 		size_t nc = k->cap ? 2 * k->cap : 16;
-		void *nv = realloc(k->names, nc * sizeof(*k->names));
+		void *nv = mfs_realloc(k->names, nc * sizeof(*k->names));
 
 		if (!nv)
 			return -ENOMEM;
@@ -1534,10 +1535,10 @@ int mfs_xattr_check(struct mfs_inode *ip, uint64_t *nblocks, uint64_t *count)
 		err = chk_local(&k);
 	} else if (ip->aformat == MFS_FMT_BTREE) {
 		struct mfs_btree_cur cur;
-		struct asm_state *s = calloc(1, sizeof(*s));
+		struct asm_state *s = mfs_calloc(1, sizeof(*s));
 		uint64_t nblk = 0;
 
-		k.vbuf = malloc(MFS_XATTR_SIZE_MAX);
+		k.vbuf = mfs_malloc(MFS_XATTR_SIZE_MAX);
 		if (!s || !k.vbuf) {
 			free(s);
 			free(k.vbuf);

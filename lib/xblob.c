@@ -6,6 +6,7 @@
  * cursor, the sequence counter and two counters.  Every header read is checked field by
  * field before anything is trusted: magic, own offset, state, class, size within class.
  */
+#include "mem.h"
 #include "xblob.h"
 #include "fdio.h"
 
@@ -134,7 +135,7 @@ int mfs_xblob_create(int fd, uint64_t base, struct mfs_xblob **out)
 		return -errno;
 	if (!S_ISREG(st.st_mode))
 		return -EINVAL;
-	b = calloc(1, sizeof(*b));
+	b = mfs_calloc(1, sizeof(*b));
 	if (!b)
 		return -ENOMEM;
 	b->fd = fd;

@@ -26,6 +26,7 @@
  * stack holds at most log2(n) frames.  glibc's qsort is not used: it may malloc a copy of
  * the whole range.
  */
+#include "mem.h"
 #include "xfarray.h"
 #include "fdio.h"
 
@@ -222,7 +223,7 @@ int mfs_xfarray_create(int fd, uint64_t base, size_t recsize, uint64_t max_nr,
 	while (((size_t)2 << shift) * recsize <= MFS_XFARRAY_WINDOW_BYTES)
 		shift++;
 
-	a = calloc(1, sizeof(*a));
+	a = mfs_calloc(1, sizeof(*a));
 	if (!a)
 		return -ENOMEM;
 	a->fd = fd;
@@ -232,12 +233,12 @@ int mfs_xfarray_create(int fd, uint64_t base, size_t recsize, uint64_t max_nr,
 	a->rpw_shift = shift;
 	a->wbytes = ((size_t)1 << shift) * recsize;
 	a->written_end = (uint64_t)st.st_size;
-	a->tmp = malloc(recsize);
+	a->tmp = mfs_malloc(recsize);
 	if (!a->tmp)
 		goto nomem;
 	for (unsigned i = 0; i < MFS_XFARRAY_CACHE_WINDOWS; i++) {
 		a->win[i].widx = NO_WINDOW;
-		a->win[i].buf = malloc(a->wbytes);
+		a->win[i].buf = mfs_malloc(a->wbytes);
 		if (!a->win[i].buf)
 			goto nomem;
 	}
@@ -864,7 +865,7 @@ int mfs_xfarray_sort(struct mfs_xfarray *a, mfs_xfarray_cmp_fn cmp, void *priv)
 		return -ECANCELED;
 	s.nulls = a->unset > 0;
 	s.buf_nr = MFS_XFARRAY_SORTBUF_BYTES / a->recsize;
-	s.buf = malloc(s.buf_nr * a->recsize + 11 * a->recsize);
+	s.buf = mfs_malloc(s.buf_nr * a->recsize + 11 * a->recsize);
 	if (!s.buf)
 		return -ENOMEM;
 	s.pivot = s.buf + s.buf_nr * a->recsize;

@@ -1,0 +1,45 @@
+/*
+ * scrub.h — the checkers: one function per metadata object kind (enum mfs_scrub_type in
+ * mendfs_ctl.h), run inside the daemon (and by the offline tools) on an open filesystem.
+ *
+ * SEED contract between the checkers (repair/scrub_*.c) and their callers (fs/ctl.c, the
+ * offline tools): the caller fills a struct mfs_scrub_ctx and calls mfs_scrub(); each
+ * problem found is reported through ctx->report with the object named and what was
+ * expected versus found, and ORed into ctx->oflags.  The checker takes the locks it needs
+ * (the AG's mutex for AG objects, the inode's rwlock for inode objects) and re-checks
+ * anything it read before taking them, so that a check under concurrent writes never
+ * reports corruption that is not there.  Whole-filesystem checks that need a stable
+ * namespace (link counts) call ctx->quiesce(ctx->hook_arg, 1) before and (…, 0) after:
+ * the daemon then holds new namespace changes back for that time (NULL: nothing else runs).
+ */
+#ifndef MFS_SCRUB_H
+#define MFS_SCRUB_H
+
+#include <stdint.h>
+
+#include "mendfs_ctl.h"
+
+struct mfs_fs;
+
+struct mfs_scrub_ctx {
+	struct mfs_fs *fs;
+	uint32_t type;          /* enum mfs_scrub_type */
+	uint32_t agno;          /* AG objects */
+	uint64_t ino;           /* inode objects */
+
+	/* Called once per finding: flag is one MFS_SCRUB_OFLAG_*, msg names the object. */
+	void (*report)(void *arg, uint32_t flag, const char *msg);
+	int (*quiesce)(void *arg, int on);
+	/* Polled during long checks: nonzero = stop now with -ECANCELED (client gone). */
+	int (*cancelled)(void *arg);
+	void *hook_arg;
+
+	uint32_t oflags;        /* out: OR of the flags reported */
+};
+
+/* Run one check.  0 when it ran (the findings are in oflags, maybe none); a negative errno
+ * when it could not (-EINVAL unknown type or AG/inode out of range, -ENOENT a free inode,
+ * -ECANCELED, -ENOMEM, -EIO). */
+int mfs_scrub(struct mfs_scrub_ctx *ctx);
+
+#endif
