@@ -201,6 +201,8 @@ int mfs_jlog_io(struct mfs_journal *j, uint32_t logblk, uint32_t n, void *buf, i
 	if (err)
 		mfs_log(MFS_LOG_ERR, "journal: %s log blocks %u..%u failed: %s",
 			write ? "writing" : "reading", logblk, logblk + n - 1, strerror(-err));
+	else if (write && j->io_hook)
+		j->io_hook(j->io_hook_arg, MFS_JIO_LOG_WRITE, logblk, n);
 	return err;
 }
 
@@ -227,6 +229,8 @@ int mfs_jhome_write(struct mfs_journal *j, uint64_t blkno, const void *img)
 	if (err)
 		mfs_log(MFS_LOG_ERR, "journal: writing block %llu in place failed: %s",
 			(unsigned long long)blkno, strerror(-err));
+	else if (j->io_hook)
+		j->io_hook(j->io_hook_arg, MFS_JIO_HOME_WRITE, blkno, 1);
 	return err;
 }
 
@@ -239,6 +243,8 @@ int mfs_jflush(struct mfs_journal *j)
 	pthread_mutex_unlock(&j->lock);
 	if (err)
 		mfs_log(MFS_LOG_ERR, "journal: flushing the device failed: %s", strerror(-err));
+	else if (j->io_hook)
+		j->io_hook(j->io_hook_arg, MFS_JIO_FLUSH, 0, 0);
 	return err;
 }
 
@@ -529,8 +535,18 @@ static void rec_build(struct mfs_journal *j, const struct jrec *r, char *out)
 	mfs_blk_seal(c, bs);
 }
 
-/* Write records first..last (contiguous in the log) and flush.  No lock held: the records
- * are ready and nobody changes or frees them until durable_seq passes them. */
+/*
+ * Write records first..last (contiguous in the log) between two device flushes.  No lock
+ * held: the records are ready and nobody changes or frees them until durable_seq passes
+ * them.
+ *
+ * Ordered data, as jbd2 and XFS do it: every data block a record maps was written (pwrite)
+ * by its committer before the commit queued the record, but a write is only in the
+ * device's volatile cache until a flush.  The flush BEFORE the log write makes those data
+ * blocks durable before any commit block that maps them can be; the flush AFTER makes the
+ * records themselves durable before anyone is told so.  Group commit keeps this at two
+ * flushes per batch, however many transactions it carries.
+ */
 static int batch_write(struct mfs_journal *j, struct jrec *first, struct jrec *last)
 {
 	uint64_t lpos = first->lpos, nblocks = last->lpos + last->len - first->lpos;
@@ -546,8 +562,10 @@ static int batch_write(struct mfs_journal *j, struct jrec *first, struct jrec *l
 		if (r == last)
 			break;
 	}
+	err = mfs_jflush(j);
 	/* One write, or two when the batch wraps round the end of the log. */
-	err = mfs_jlog_io_lpos(j, lpos, (uint32_t)nblocks, buf, 1);
+	if (!err)
+		err = mfs_jlog_io_lpos(j, lpos, (uint32_t)nblocks, buf, 1);
 	free(buf);
 	if (!err)
 		err = mfs_jflush(j);
@@ -904,6 +922,12 @@ void mfs_journal_set_ckpt_hook(struct mfs_journal *j, mfs_journal_ckpt_hook fn, 
 	j->ckpt_hook = fn;
 	j->ckpt_hook_arg = arg;
 	pthread_mutex_unlock(&j->ckpt_lock);
+}
+
+void mfs_journal_set_io_hook(struct mfs_journal *j, mfs_journal_io_hook fn, void *arg)
+{
+	j->io_hook = fn;
+	j->io_hook_arg = arg;
 }
 
 void mfs_journal_get_stats(struct mfs_journal *j, struct mfs_journal_stats *st)

@@ -16,10 +16,12 @@
  *      protect the buffers, and returns without I/O (unless the log is full: then it
  *      checkpoints to make room before queueing anything).
  *   2. mfs_journal_force_lsn() makes the record durable.  Group commit: the first thread
- *      to ask becomes the writer, takes every queued record, writes them with one or two
- *      pwrite()s and one device flush; threads arriving meanwhile queue up and wait on a
- *      condition variable, and the next writer takes them all.  Many small transactions
- *      from many threads thus share one flush.
+ *      to ask becomes the writer, takes every queued record, and issues: a device flush
+ *      (the data blocks the records map, written by their committers before commit, are
+ *      durable from here), one or two pwrite()s of the records with their commit blocks,
+ *      and a second flush (the records are durable).  Threads arriving meanwhile queue up
+ *      and wait on a condition variable, and the next writer takes them all.  Many small
+ *      transactions from many threads thus share one pair of flushes.
  *   3. mfs_journal_checkpoint() writes the latest committed image of every logged block in
  *      place (only images whose record is durable: write-ahead), flushes the device, then
  *      moves the log tail in the header (and flushes again before the freed log space is
@@ -27,10 +29,13 @@
  *
  * Write-ahead, by construction: a block's new contents reach its home location only from
  * the journal's own copy, only after the record holding them is durable.  Ordered data is
- * the caller's rule: write and flush the data blocks before committing the metadata that
- * points at them.  A freed block is "revoked" in its transaction's record so that replay
- * never writes an older image over whatever the block holds later; the allocator must
- * not reuse a freed block for file data before the freeing transaction is durable.
+ * shared: the caller writes (pwrite) the data blocks before committing the metadata that
+ * points at them, and the journal flushes the device before it writes any commit block.
+ * A freed block is "revoked" in its transaction's record so that replay never writes an
+ * older image over whatever the block holds later.  A freed extent stays "busy" (busy.h)
+ * until the freeing transaction is durable: the journal owns the busy list and clears
+ * entries as batches become durable, and the allocator does not give busy blocks to file
+ * data before then (mfs_journal_busy()).
  *
  * Replay (mfs_journal_open) scans from the header's tail and applies every record whose
  * blocks all check out, in order, and stops at the first incomplete, torn or stale one
@@ -161,5 +166,16 @@ void mfs_journal_get_stats(struct mfs_journal *log, struct mfs_journal_stats *st
  */
 typedef void (*mfs_journal_ckpt_hook)(void *arg, uint64_t blkno, int writing);
 void mfs_journal_set_ckpt_hook(struct mfs_journal *log, mfs_journal_ckpt_hook fn, void *arg);
+
+/*
+ * For tests: a function called after each successful write or flush the journal issues, in
+ * the order they complete (from the thread that issued them): MFS_JIO_LOG_WRITE for `n`
+ * log blocks from log block `blkno` (records and headers), MFS_JIO_HOME_WRITE for a block
+ * written in place by a checkpoint, MFS_JIO_FLUSH for a device flush.  Set it while no
+ * other thread uses the journal; NULL removes it.
+ */
+enum mfs_jio { MFS_JIO_LOG_WRITE, MFS_JIO_HOME_WRITE, MFS_JIO_FLUSH };
+typedef void (*mfs_journal_io_hook)(void *arg, enum mfs_jio what, uint64_t blkno, uint32_t n);
+void mfs_journal_set_io_hook(struct mfs_journal *log, mfs_journal_io_hook fn, void *arg);
 
 #endif

@@ -69,6 +69,8 @@ struct mfs_journal {
 	struct mfs_journal_stats st;
 	mfs_journal_ckpt_hook ckpt_hook;    /* tests only */
 	void *ckpt_hook_arg;
+	mfs_journal_io_hook io_hook;        /* tests only; set while the journal is idle */
+	void *io_hook_arg;
 };
 
 /*

@@ -2,7 +2,8 @@
  * check_journal.c — the metadata journal: committed transactions survive a crash and
  * nothing else does; torn records are not replayed; the circular log wraps with
  * checkpoints; concurrent committers share device flushes; a corrupt header is refused;
- * a transaction bigger than the log fails cleanly.
+ * a transaction bigger than the log fails cleanly; data written before a commit is flushed
+ * before its record reaches the log, and the record flushed before it counts as durable.
  *
  * Each test builds a filesystem handle by hand over a sparse image (one AG, a log region
  * at a fixed place) and uses plain metadata blocks with a test magic.  A "crash" drops the
@@ -872,6 +873,100 @@ START_TEST(force_future_lsn)
 }
 END_TEST
 
+/* ---- ordered data: flush, records, flush ---------------------------------------------- */
+/*
+ * The I/O the journal issues, in order, with the test's own data writes in between (what
+ * the daemon does: pwrite the data, then commit the mapping).  A record may reach the log
+ * only after a flush that follows every data write before its commit, and is durable only
+ * after a second flush; a batch of several commits shares one pair of flushes; the
+ * checkpoint writes in place, flushes, then writes the header and flushes again.
+ */
+#define EV_DATA 100
+struct ev { int what; uint64_t blkno; uint32_t n; };
+static struct ev evs[64];
+static unsigned nev;
+
+static void io_hook(void *arg, enum mfs_jio what, uint64_t blkno, uint32_t n)
+{
+	ck_assert_ptr_eq(arg, &nev);
+	ck_assert_uint_lt(nev, 64);
+	evs[nev++] = (struct ev){ (int)what, blkno, n };
+}
+
+static void data_write(struct mfs_fs *fs, uint64_t blkno)
+{
+	static char buf[BS];
+
+	memset(buf, 0x5a, BS);
+	ck_assert_int_eq(mfs_dev_pwrite(fs->dev, buf, BS, blkno * BS), 0);
+	evs[nev++] = (struct ev){ EV_DATA, blkno, 1 };
+}
+
+static uint64_t async_tx(struct mfs_fs *fs, uint64_t blkno, uint64_t val)
+{
+	struct mfs_trans *tp;
+	uint64_t lsn;
+
+	ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
+	put_block(tp, blkno, val, 1);
+	ck_assert_int_eq(mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, &lsn), 0);
+	return lsn;
+}
+
+START_TEST(ordered_flushes)
+{
+	struct mfs_fs *fs = fs_up(256, 1, NULL);
+	uint64_t lsn;
+
+	mfs_journal_set_io_hook(fs->log, io_hook, &nev);
+	nev = 0;
+	/* Two transactions, each after its data write, forced together. */
+	data_write(fs, 400);
+	async_tx(fs, 600, 1);
+	data_write(fs, 401);
+	lsn = async_tx(fs, 601, 2);
+	ck_assert_uint_eq(nev, 2);                   /* commit does no I/O */
+	ck_assert_int_eq(mfs_journal_force_lsn(fs->log, lsn), 0);
+	ck_assert_uint_eq(nev, 5);
+	ck_assert_int_eq(evs[2].what, MFS_JIO_FLUSH);          /* the data first */
+	ck_assert_int_eq(evs[3].what, MFS_JIO_LOG_WRITE);      /* both records, one write */
+	ck_assert_uint_eq(evs[3].blkno, 2);
+	ck_assert_uint_eq(evs[3].n, 2 * 3);
+	ck_assert_int_eq(evs[4].what, MFS_JIO_FLUSH);          /* then they are durable */
+	ck_assert_int_eq(mfs_journal_force_lsn(fs->log, lsn), 0);
+	ck_assert_uint_eq(nev, 5);                   /* already durable: no I/O */
+
+	/* A synchronous commit: the same three steps. */
+	nev = 0;
+	data_write(fs, 402);
+	{
+		uint64_t b = 602;
+
+		ck_assert_int_eq(tx(fs, &b, 1, 3, 1), 0);
+	}
+	ck_assert_uint_eq(nev, 4);
+	ck_assert_int_eq(evs[1].what, MFS_JIO_FLUSH);
+	ck_assert_int_eq(evs[2].what, MFS_JIO_LOG_WRITE);
+	ck_assert_uint_eq(evs[2].blkno, 8);
+	ck_assert_int_eq(evs[3].what, MFS_JIO_FLUSH);
+
+	/* Checkpoint: blocks in place, flush, header, flush. */
+	nev = 0;
+	ck_assert_int_eq(mfs_journal_checkpoint(fs->log), 0);
+	ck_assert_uint_eq(nev, 6);
+	for (unsigned i = 0; i < 3; i++) {
+		ck_assert_int_eq(evs[i].what, MFS_JIO_HOME_WRITE);
+		ck_assert_uint_eq(evs[i].blkno, 600 + i);
+	}
+	ck_assert_int_eq(evs[3].what, MFS_JIO_FLUSH);
+	ck_assert_int_eq(evs[4].what, MFS_JIO_LOG_WRITE);
+	ck_assert_uint_lt(evs[4].blkno, 2);                    /* a header copy */
+	ck_assert_int_eq(evs[5].what, MFS_JIO_FLUSH);
+	mfs_journal_set_io_hook(fs->log, NULL, NULL);
+	ck_assert_int_eq(mfs_fs_close(fs), 0);
+}
+END_TEST
+
 static Suite *journal_suite(void)
 {
 	Suite *s = suite_create("journal");
@@ -892,6 +987,7 @@ static Suite *journal_suite(void)
 	tcase_add_test(tc, checkpoint_vs_free);
 	tcase_add_test(tc, replay_refuses_bad_tags);
 	tcase_add_test(tc, replay_fixed_blocks);
+	tcase_add_test(tc, ordered_flushes);
 	suite_add_tcase(s, tc);
 	/* Short timeout: the bug this guards against is an endless wait. */
 	tc = tcase_create("bounded");
