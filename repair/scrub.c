@@ -1,0 +1,383 @@
+/*
+ * scrub.c — mfs_scrub(): validate the request and dispatch to the checker of its object
+ * kind; and what the checkers share (scrub_priv.h): reporting, record arrays, the AG walk
+ * under the AG's lock, taking an inode for an inode checker.
+ */
+#include "ag.h"
+#include "bcache.h"
+#include "btree.h"
+#include "byteorder.h"
+#include "fs.h"
+#include "geom.h"
+#include "inode.h"
+#include "log.h"
+#include "mem.h"
+#include "scrub_priv.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const scrub_tree_names[MFS_AG_NTREES] = { "bnobt", "cntbt", "inobt", "rmapbt" };
+
+/* ---- findings ---------------------------------------------------------------------------- */
+
+void scrub_report(struct mfs_scrub_ctx *ctx, uint32_t flag, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	ctx->oflags |= flag;
+	if (ctx->report)
+		ctx->report(ctx->hook_arg, flag, msg);
+}
+
+int scrub_cancelled(struct mfs_scrub_ctx *ctx)
+{
+	return ctx->cancelled && ctx->cancelled(ctx->hook_arg) ? -ECANCELED : 0;
+}
+
+const char *scrub_errstr(int err)
+{
+	if (err == -EFSBADCRC)
+		return "checksum does not match";
+	if (err == -EFSCORRUPTED)
+		return "corrupt metadata";
+	return strerror(-err);
+}
+
+const char *scrub_owner_name(uint64_t owner, char *buf, size_t len)
+{
+	switch (owner) {
+	case MFS_OWN_NULL: return "null";
+	case MFS_OWN_FS: return "fs";
+	case MFS_OWN_LOG: return "log";
+	case MFS_OWN_AG: return "ag";
+	case MFS_OWN_INOBT: return "inobt";
+	case MFS_OWN_INODES: return "inodes";
+	}
+	snprintf(buf, len, "inode %llu", (unsigned long long)owner);
+	return buf;
+}
+
+/* ---- record arrays ------------------------------------------------------------------------ */
+
+void scrub_recs_init(struct scrub_recs *r, size_t len)
+{
+	memset(r, 0, sizeof(*r));
+	r->len = len;
+}
+
+int scrub_recs_add(struct scrub_recs *r, const void *rec)
+{
+	if (r->n == r->cap) {
+		size_t nc = r->cap ? r->cap * 2 : 64;
+		uint8_t *nv = mfs_realloc(r->v, nc * r->len);
+
+		if (!nv)
+			return -ENOMEM;
+		r->v = nv;
+		r->cap = nc;
+	}
+	memcpy(r->v + r->n * r->len, rec, r->len);
+	r->n++;
+	return 0;
+}
+
+void scrub_recs_free(struct scrub_recs *r)
+{
+	free(r->v);
+	r->v = NULL;
+	r->n = r->cap = 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+void scrub_sort_u32(struct scrub_recs *r)
+{
+	if (r->n > 1)
+		qsort(r->v, r->n, sizeof(uint32_t), cmp_u32);
+}
+
+void scrub_sort_u64(struct scrub_recs *r)
+{
+	if (r->n > 1)
+		qsort(r->v, r->n, sizeof(uint64_t), cmp_u64);
+}
+
+int scrub_u32_has(const struct scrub_recs *r, uint32_t v)
+{
+	return r->n && bsearch(&v, r->v, r->n, sizeof(uint32_t), cmp_u32) != NULL;
+}
+
+/* Both the bno and the rmap records start with an le32 startblock and an le32 blockcount. */
+static uint32_t rec_start(const struct scrub_recs *r, size_t i)
+{
+	uint32_t v;
+
+	memcpy(&v, scrub_rec(r, i), 4);
+	return mfs_get32(v);
+}
+
+static uint32_t rec_count(const struct scrub_recs *r, size_t i)
+{
+	uint32_t v;
+
+	memcpy(&v, (const uint8_t *)scrub_rec(r, i) + 4, 4);
+	return mfs_get32(v);
+}
+
+long scrub_find_le(const struct scrub_recs *r, uint32_t agbno)
+{
+	size_t lo = 0, hi = r->n;
+
+	while (lo < hi) {               /* first record starting after agbno */
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (rec_start(r, mid) <= agbno)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return (long)lo - 1;
+}
+
+int scrub_any_free(const struct scrub_recs *bno, uint32_t agbno, uint32_t len)
+{
+	uint64_t end = (uint64_t)agbno + len;
+	long i = scrub_find_le(bno, agbno);
+
+	/* The record at or before agbno, and those starting inside the range. */
+	if (i >= 0 && (uint64_t)rec_start(bno, (size_t)i) + rec_count(bno, (size_t)i) > agbno)
+		return 1;
+	/* Sorted and disjoint: only the next record can start inside the range. */
+	return (size_t)(i + 1) < bno->n && rec_start(bno, (size_t)(i + 1)) < end;
+}
+
+const struct mfs_rmap_rec *scrub_rmap_covering(const struct scrub_recs *rmap, uint32_t agbno,
+					       uint32_t len)
+{
+	long i = scrub_find_le(rmap, agbno);
+
+	if (i < 0 || (uint64_t)rec_start(rmap, (size_t)i) + rec_count(rmap, (size_t)i) <
+		     (uint64_t)agbno + len)
+		return NULL;
+	return scrub_rec(rmap, (size_t)i);
+}
+
+/* ---- one AG, walked under its lock ------------------------------------------------------------ */
+
+void scrub_ag_lock(struct mfs_fs *fs, uint32_t agno)
+{
+	pthread_mutex_lock(&fs->ag[agno].lock);
+}
+
+void scrub_ag_unlock(struct mfs_fs *fs, uint32_t agno)
+{
+	pthread_mutex_unlock(&fs->ag[agno].lock);
+}
+
+static int collect_rec(struct mfs_btree_cur *cur, const void *rec, void *priv)
+{
+	return scrub_recs_add(priv, rec);
+}
+
+static int collect_blk(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, void *priv)
+{
+	uint32_t agbno = mfs_fsb_to_agbno(&cur->fs->geo, fsb);
+
+	return scrub_recs_add(priv, &agbno);
+}
+
+static const size_t tree_reclen[MFS_AG_NTREES] = {
+	sizeof(struct mfs_alloc_rec), sizeof(struct mfs_alloc_rec),
+	sizeof(struct mfs_inobt_rec), sizeof(struct mfs_rmap_rec),
+};
+
+int scrub_ag_scan(struct mfs_scrub_ctx *ctx, uint32_t agno, unsigned want, struct scrub_ag *sa)
+{
+	struct mfs_fs *fs = ctx->fs;
+	struct mfs_buf *bp;
+	int err;
+
+	memset(sa, 0, sizeof(*sa));
+	sa->agno = agno;
+	sa->len = mfs_ag_length(&fs->geo, agno);
+	for (int t = 0; t < MFS_AG_NTREES; t++) {
+		scrub_recs_init(&sa->recs[t], tree_reclen[t]);
+		scrub_recs_init(&sa->blocks[t], sizeof(uint32_t));
+	}
+	scrub_recs_init(&sa->agfl, sizeof(uint32_t));
+	sa->agh_err = mfs_read_agh(fs, agno, &sa->agh_bp);
+	if (sa->agh_err) {
+		sa->agh_bp = NULL;
+		if (!mfs_is_corruption(sa->agh_err))
+			return sa->agh_err;
+		return 0;
+	}
+	sa->agh = sa->agh_bp->data;
+	for (int t = 0; t < MFS_AG_NTREES; t++) {
+		struct mfs_btree_cur cur;
+
+		if (!(want & (1u << t)))
+			continue;
+		err = scrub_cancelled(ctx);
+		if (err)
+			return err;
+		mfs_ag_cur_init(&cur, fs, NULL, agno, (enum mfs_ag_tree)t, sa->agh_bp);
+		err = mfs_btree_verify(&cur, NULL, NULL);
+		if (!err)
+			err = mfs_btree_visit_blocks(&cur, collect_blk, &sa->blocks[t]);
+		if (!err)
+			err = mfs_btree_query_range(&cur, NULL, NULL, collect_rec, &sa->recs[t]);
+		mfs_btree_cur_release(&cur);
+		if (err == -ENOMEM)
+			return err;
+		sa->tree_err[t] = err < 0 ? err : 0;
+		if (err < 0) {
+			scrub_recs_free(&sa->recs[t]);
+			scrub_recs_free(&sa->blocks[t]);
+			continue;
+		}
+		scrub_sort_u32(&sa->blocks[t]);
+		sa->have |= 1u << t;
+	}
+	if (!(want & SCRUB_WANT_AGFL))
+		return 0;
+	err = mfs_read_agfl(fs, agno, &bp);
+	if (err) {
+		if (!mfs_is_corruption(err))
+			return err;
+		sa->agfl_err = err;
+		return 0;
+	}
+	{
+		const struct mfs_agfl *fl = bp->data;
+		uint32_t first = mfs_get32(sa->agh->fl_first);
+		uint32_t count = mfs_get32(sa->agh->fl_count);
+
+		for (uint32_t i = 0; i < count && i < MFS_AGFL_SIZE_MAX && !err; i++) {
+			uint32_t b = mfs_get32(fl->bno[(first + i) % MFS_AGFL_SIZE_MAX]);
+
+			err = scrub_recs_add(&sa->agfl, &b);
+		}
+	}
+	mfs_buf_put(bp);
+	if (err)
+		return err;
+	sa->have |= SCRUB_WANT_AGFL;
+	return 0;
+}
+
+void scrub_ag_release(struct scrub_ag *sa)
+{
+	for (int t = 0; t < MFS_AG_NTREES; t++) {
+		scrub_recs_free(&sa->recs[t]);
+		scrub_recs_free(&sa->blocks[t]);
+	}
+	scrub_recs_free(&sa->agfl);
+	if (sa->agh_bp)
+		mfs_buf_put(sa->agh_bp);
+	sa->agh_bp = NULL;
+	sa->agh = NULL;
+}
+
+/* ---- inode objects ----------------------------------------------------------------------------- */
+
+int scrub_iget(struct mfs_scrub_ctx *ctx, struct mfs_inode **ipp)
+{
+	struct mfs_inode *ip;
+	int err;
+
+	*ipp = NULL;
+	err = mfs_iget(ctx->fs, ctx->ino, MFS_IGET_UNTRUSTED, &ip);
+	if (mfs_is_corruption(err)) {
+		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "inode %llu: cannot be loaded: %s",
+			     (unsigned long long)ctx->ino, scrub_errstr(err));
+		return 0;
+	}
+	if (err)
+		return err;
+	pthread_rwlock_rdlock(&ip->lock);
+	if (ip->mode == 0) {
+		scrub_irele(ip);
+		return -ENOENT;
+	}
+	*ipp = ip;
+	return 0;
+}
+
+void scrub_irele(struct mfs_inode *ip)
+{
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+}
+
+/* ---- dispatch ------------------------------------------------------------------------------------ */
+
+enum obj_kind { OBJ_NONE, OBJ_AG, OBJ_INODE, OBJ_FS };
+
+static const struct {
+	enum obj_kind kind;
+	int (*fn)(struct mfs_scrub_ctx *ctx);
+} checkers[MFS_SCRUB_NTYPES] = {
+	[MFS_SCRUB_PROBE]   = { OBJ_NONE, NULL },
+	[MFS_SCRUB_SB]      = { OBJ_AG, scrub_sb },
+	[MFS_SCRUB_AGH]     = { OBJ_AG, scrub_agh },
+	[MFS_SCRUB_AGFL]    = { OBJ_AG, scrub_agfl },
+	[MFS_SCRUB_BNOBT]   = { OBJ_AG, NULL },
+	[MFS_SCRUB_CNTBT]   = { OBJ_AG, NULL },
+	[MFS_SCRUB_INOBT]   = { OBJ_AG, NULL },
+	[MFS_SCRUB_RMAPBT]  = { OBJ_AG, NULL },
+	[MFS_SCRUB_JOURNAL] = { OBJ_FS, NULL },
+	[MFS_SCRUB_INODE]   = { OBJ_INODE, NULL },
+	[MFS_SCRUB_BMAP]    = { OBJ_INODE, NULL },
+	[MFS_SCRUB_DIR]     = { OBJ_INODE, NULL },
+	[MFS_SCRUB_XATTR]   = { OBJ_INODE, NULL },
+	[MFS_SCRUB_SYMLINK] = { OBJ_INODE, NULL },
+	[MFS_SCRUB_NLINKS]  = { OBJ_FS, NULL },
+	[MFS_SCRUB_ORPHANS] = { OBJ_FS, NULL },
+	[MFS_SCRUB_SUMMARY] = { OBJ_FS, NULL },
+};
+
+int mfs_scrub(struct mfs_scrub_ctx *ctx)
+{
+	if (!ctx || !ctx->fs || ctx->type >= MFS_SCRUB_NTYPES)
+		return -EINVAL;
+	ctx->oflags = 0;
+	switch (checkers[ctx->type].kind) {
+	case OBJ_AG:
+		if (ctx->agno >= ctx->fs->geo.agcount)
+			return -EINVAL;
+		break;
+	case OBJ_INODE:
+		if (!ctx->fs->icache || mfs_ino_check(ctx->fs, ctx->ino))
+			return -EINVAL;
+		break;
+	case OBJ_FS:
+	case OBJ_NONE:
+		break;
+	}
+	if (ctx->type == MFS_SCRUB_PROBE)
+		return 0;
+	if (!checkers[ctx->type].fn)
+		return -EOPNOTSUPP;     /* not written yet */
+	return checkers[ctx->type].fn(ctx);
+}

@@ -1,0 +1,130 @@
+/*
+ * scrub_priv.h — what the checkers (repair/scrub_*.c) share: reporting findings, record
+ * arrays, and one AG's trees walked and collected under the AG's lock.
+ *
+ * Locking rules of every checker (see scrub.h):
+ *   - AG objects: scrub_ag_lock() (the AG's mutex, the one transactions take through
+ *     mfs_trans_lock_ag) around every read of the AG's header, free list and trees, so the
+ *     checker sees only committed states;
+ *   - inode objects: a referenced inode (mfs_iget) and ip->lock shared; AGs are then locked
+ *     one at a time for cross-references (inode lock before AG lock, like transactions);
+ *   - never an inode lock while holding an AG lock: a checker that must look at inodes from
+ *     an AG walk (the reverse map's owners) collects under the AG lock, drops it, takes the
+ *     inode, re-takes the AG and re-checks that what it collected is still there.
+ * Nothing read from the image is trusted: every number is range-checked before use.
+ */
+#ifndef MFS_SCRUB_PRIV_H
+#define MFS_SCRUB_PRIV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mendfs_format.h"
+#include "scrub.h"
+
+struct mfs_fs;
+struct mfs_buf;
+struct mfs_inode;
+
+/* ---- findings ---------------------------------------------------------------------------- */
+/* One finding: the message names the object, the problem, expected versus found. */
+void scrub_report(struct mfs_scrub_ctx *ctx, uint32_t flag, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* -ECANCELED when the caller asked to stop, else 0. */
+int scrub_cancelled(struct mfs_scrub_ctx *ctx);
+/* strerror with the two corruption codes spelled out. */
+const char *scrub_errstr(int err);
+
+/* ---- growable arrays of fixed-size records ------------------------------------------------- */
+struct scrub_recs {
+	uint8_t *v;
+	size_t n, cap, len;        /* len: bytes per record */
+};
+void scrub_recs_init(struct scrub_recs *r, size_t len);
+int scrub_recs_add(struct scrub_recs *r, const void *rec);    /* 0 or -ENOMEM */
+void scrub_recs_free(struct scrub_recs *r);
+static inline const void *scrub_rec(const struct scrub_recs *r, size_t i)
+{
+	return r->v + i * r->len;
+}
+/* Sort an array of host-order uint32_t / uint64_t values. */
+void scrub_sort_u32(struct scrub_recs *r);
+void scrub_sort_u64(struct scrub_recs *r);
+
+/* ---- one AG, walked under its lock ----------------------------------------------------------- */
+#define SCRUB_WANT_BNO    (1u << MFS_BT_BNO)
+#define SCRUB_WANT_CNT    (1u << MFS_BT_CNT)
+#define SCRUB_WANT_INO    (1u << MFS_BT_INO)
+#define SCRUB_WANT_RMAP   (1u << MFS_BT_RMAP)
+#define SCRUB_WANT_TREES  0xfu
+#define SCRUB_WANT_AGFL   0x10u
+
+struct scrub_ag {
+	uint32_t agno;
+	uint32_t len;                       /* blocks in the AG (geometry) */
+	struct mfs_buf *agh_bp;             /* NULL when the header is unreadable */
+	const struct mfs_agh *agh;
+	int agh_err;
+	unsigned have;                      /* SCRUB_WANT_* walked without error */
+	int tree_err[MFS_AG_NTREES];        /* the walk's error for each wanted tree */
+	struct scrub_recs recs[MFS_AG_NTREES];     /* records, in key order */
+	struct scrub_recs blocks[MFS_AG_NTREES];   /* uint32_t agbno of each tree block, sorted */
+	struct scrub_recs agfl;             /* uint32_t agbno of each valid free-list slot */
+	int agfl_err;
+};
+
+void scrub_ag_lock(struct mfs_fs *fs, uint32_t agno);
+void scrub_ag_unlock(struct mfs_fs *fs, uint32_t agno);
+/*
+ * With the AG locked: read its header and walk the wanted trees (mfs_btree_verify, then
+ * every block and every record), and the free list.  Damage is recorded in the struct
+ * (agh_err, tree_err, agfl_err), not returned: the return is 0 or an operational error
+ * (-ENOMEM, -ECANCELED).  Release with scrub_ag_release() (before unlocking).
+ */
+int scrub_ag_scan(struct mfs_scrub_ctx *ctx, uint32_t agno, unsigned want, struct scrub_ag *sa);
+void scrub_ag_release(struct scrub_ag *sa);
+/* The tree names used in findings: "bnobt", "cntbt", "inobt", "rmapbt". */
+extern const char *const scrub_tree_names[MFS_AG_NTREES];
+
+/* Index of the last record of a collected, startblock-sorted tree (bno or rmap) that starts
+ * at or before agbno, or -1. */
+long scrub_find_le(const struct scrub_recs *r, uint32_t agbno);
+/* Is any block of [agbno, agbno + len) free in the collected bno records? */
+int scrub_any_free(const struct scrub_recs *bno, uint32_t agbno, uint32_t len);
+/* The collected rmap record that covers all of [agbno, agbno + len), or NULL. */
+const struct mfs_rmap_rec *scrub_rmap_covering(const struct scrub_recs *rmap, uint32_t agbno,
+					       uint32_t len);
+/* Is agbno in a sorted uint32_t array? */
+int scrub_u32_has(const struct scrub_recs *r, uint32_t v);
+
+/* "fs", "log", "ag", "inobt", "inodes", or "inode N" into buf. */
+const char *scrub_owner_name(uint64_t owner, char *buf, size_t len);
+
+/* ---- the checkers ------------------------------------------------------------------------------ */
+int scrub_sb(struct mfs_scrub_ctx *ctx);
+int scrub_agh(struct mfs_scrub_ctx *ctx);
+int scrub_agfl(struct mfs_scrub_ctx *ctx);
+int scrub_bnobt(struct mfs_scrub_ctx *ctx);
+int scrub_cntbt(struct mfs_scrub_ctx *ctx);
+int scrub_inobt(struct mfs_scrub_ctx *ctx);
+int scrub_rmapbt(struct mfs_scrub_ctx *ctx);
+int scrub_journal(struct mfs_scrub_ctx *ctx);
+int scrub_inode(struct mfs_scrub_ctx *ctx);
+int scrub_bmap(struct mfs_scrub_ctx *ctx);
+int scrub_dir(struct mfs_scrub_ctx *ctx);
+int scrub_xattr(struct mfs_scrub_ctx *ctx);
+int scrub_symlink(struct mfs_scrub_ctx *ctx);
+int scrub_nlinks(struct mfs_scrub_ctx *ctx);
+int scrub_orphans(struct mfs_scrub_ctx *ctx);
+int scrub_summary(struct mfs_scrub_ctx *ctx);
+
+/* ---- inode objects ---------------------------------------------------------------------------- */
+/*
+ * Take inode ctx->ino for an inode checker: referenced and locked shared.  0 with *ipp set;
+ * -ENOENT for a free inode; an inode the library refuses to load as corrupt is reported
+ * (CORRUPT) and *ipp left NULL with 0 returned, so the checker just returns.
+ */
+int scrub_iget(struct mfs_scrub_ctx *ctx, struct mfs_inode **ipp);
+void scrub_irele(struct mfs_inode *ip);
+
+#endif

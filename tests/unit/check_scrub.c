@@ -1,0 +1,428 @@
+/*
+ * check_scrub.c — the checkers of repair/ (mfs_scrub), in process.
+ *
+ * Each test formats a small image (4 AGs, 1 KiB blocks) through lib/format, populates it
+ * through the library (directories in both formats, hard links, a file of several extents
+ * and one whose map is a btree, symlinks, attributes), and first asserts that every checker
+ * on every object reports nothing.  Then it damages exactly one structure — in the buffer
+ * cache, resealing the CRC so that the damage is logical — and asserts that the checker of
+ * that structure reports it (CORRUPT or XCORRUPT) with a message naming the object.
+ */
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ag.h"
+#include "bcache.h"
+#include "bmap.h"
+#include "btree.h"
+#include "byteorder.h"
+#include "dir.h"
+#include "fs.h"
+#include "geom.h"
+#include "ialloc.h"
+#include "inode.h"
+#include "log.h"
+#include "mendfs_format.h"
+#include "trans.h"
+#include "verify.h"
+#include "xattr.h"
+
+#include "format.h"
+#include "scrub.h"
+#include "tu.h"
+
+/* ---- findings collected from ctx->report ---------------------------------------------------- */
+struct findings {
+	unsigned n;
+	uint32_t flags;
+	char first[512];
+};
+
+static void collect(void *arg, uint32_t flag, const char *msg)
+{
+	struct findings *f = arg;
+
+	if (!f->n)
+		snprintf(f->first, sizeof(f->first), "%s", msg);
+	f->n++;
+	f->flags |= flag;
+	if (getenv("MFS_SCRUB_VERBOSE"))
+		fprintf(stderr, "finding 0x%x: %s\n", flag, msg);
+}
+
+/* Run one check; returns its errno, the findings in *f. */
+static int run(struct mfs_fs *fs, uint32_t type, uint32_t agno, uint64_t ino,
+	       struct findings *f)
+{
+	struct mfs_scrub_ctx ctx;
+	int err;
+
+	memset(&ctx, 0, sizeof(ctx));
+	memset(f, 0, sizeof(*f));
+	ctx.fs = fs;
+	ctx.type = type;
+	ctx.agno = agno;
+	ctx.ino = ino;
+	ctx.report = collect;
+	ctx.hook_arg = f;
+	err = mfs_scrub(&ctx);
+	ck_assert_uint_eq(ctx.oflags, f->flags);
+	return err;
+}
+
+/* ---- the populated image --------------------------------------------------------------------- */
+struct img {
+	struct tu_img t;
+	uint64_t d1, d2, f1, f2, big, sl, xf;
+};
+
+/* A new inode of `mode` named `name` in directory `dpino`, with nlink set; returned ino. */
+static uint64_t mk(struct img *m, uint64_t dpino, const char *name, uint16_t mode)
+{
+	struct mfs_fs *fs = m->t.fs;
+	struct mfs_trans *tp;
+	struct mfs_inode *dp, *ip;
+	uint64_t ino;
+
+	CK_OK(mfs_iget(fs, dpino, 0, &dp));
+	pthread_rwlock_wrlock(&dp->lock);
+	CK_OK(mfs_trans_alloc(fs, &tp));
+	CK_OK(mfs_ialloc(tp, dpino, mode, &ino));
+	CK_OK(mfs_iget(fs, ino, 0, &ip));
+	pthread_rwlock_wrlock(&ip->lock);
+	ip->nlink = S_ISDIR(mode) ? 2 : 1;
+	if (S_ISDIR(mode)) {
+		CK_OK(mfs_dir_init(tp, ip, dpino));
+		dp->nlink++;
+	}
+	CK_OK(mfs_inode_log(tp, ip));
+	CK_OK(mfs_dir_add(tp, dp, name, (unsigned)strlen(name), ino,
+			  S_ISDIR(mode) ? DT_DIR : S_ISLNK(mode) ? DT_LNK : DT_REG));
+	CK_OK(mfs_inode_log(tp, dp));
+	CK_OK(mfs_trans_commit(tp));
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+	pthread_rwlock_unlock(&dp->lock);
+	mfs_iput(dp);
+	return ino;
+}
+
+static void link_to(struct img *m, uint64_t dpino, const char *name, uint64_t ino)
+{
+	struct mfs_fs *fs = m->t.fs;
+	struct mfs_trans *tp;
+	struct mfs_inode *dp, *ip;
+
+	CK_OK(mfs_iget(fs, dpino, 0, &dp));
+	pthread_rwlock_wrlock(&dp->lock);
+	CK_OK(mfs_iget(fs, ino, 0, &ip));
+	pthread_rwlock_wrlock(&ip->lock);
+	CK_OK(mfs_trans_alloc(fs, &tp));
+	ip->nlink++;
+	CK_OK(mfs_inode_log(tp, ip));
+	CK_OK(mfs_dir_add(tp, dp, name, (unsigned)strlen(name), ino, DT_REG));
+	CK_OK(mfs_inode_log(tp, dp));
+	CK_OK(mfs_trans_commit(tp));
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+	pthread_rwlock_unlock(&dp->lock);
+	mfs_iput(dp);
+}
+
+/* Give file `ino` `n` extents of `len` blocks with a one-block hole between them. */
+static void give_extents(struct img *m, uint64_t ino, unsigned n, uint64_t len)
+{
+	struct mfs_inode *ip;
+
+	CK_OK(mfs_iget(m->t.fs, ino, 0, &ip));
+	pthread_rwlock_wrlock(&ip->lock);
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t off = i * (len + 1), got = 0;
+
+		while (got < len) {
+			struct mfs_trans *tp;
+			struct mfs_bmap_ext ext;
+
+			CK_OK(mfs_trans_alloc(m->t.fs, &tp));
+			CK_OK(mfs_bmap_alloc(tp, ip, off + got, len - got, 0, &ext));
+			CK_OK(mfs_trans_commit(tp));
+			got += ext.len;
+		}
+	}
+	ip->size = (uint64_t)n * (len + 1) * m->t.fs->geo.blocksize;
+	{
+		struct mfs_trans *tp;
+
+		CK_OK(mfs_trans_alloc(m->t.fs, &tp));
+		CK_OK(mfs_inode_log(tp, ip));
+		CK_OK(mfs_trans_commit(tp));
+	}
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+}
+
+static void set_symlink(struct img *m, uint64_t ino, const char *target)
+{
+	struct mfs_inode *ip;
+	struct mfs_trans *tp;
+
+	CK_OK(mfs_iget(m->t.fs, ino, 0, &ip));
+	pthread_rwlock_wrlock(&ip->lock);
+	ip->dformat = MFS_FMT_LOCAL;
+	memset(ip->lit, 0, ip->litsize);
+	memcpy(ip->lit, target, strlen(target));
+	ip->size = strlen(target);
+	CK_OK(mfs_trans_alloc(m->t.fs, &tp));
+	CK_OK(mfs_inode_log(tp, ip));
+	CK_OK(mfs_trans_commit(tp));
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+}
+
+static void set_xattr(struct img *m, uint64_t ino, const char *name, size_t vlen)
+{
+	struct mfs_inode *ip;
+	struct mfs_trans *tp;
+	char *v = malloc(vlen + 1);
+
+	CK_TRUE(v);
+	memset(v, 'v', vlen);
+	CK_OK(mfs_iget(m->t.fs, ino, 0, &ip));
+	pthread_rwlock_wrlock(&ip->lock);
+	CK_OK(mfs_trans_alloc(m->t.fs, &tp));
+	CK_OK(mfs_xattr_set(tp, ip, MFS_XATTR_NS_USER, name, (unsigned)strlen(name), v, vlen, 0));
+	CK_OK(mfs_trans_commit(tp));
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+	free(v);
+}
+
+static void img_make(struct img *m)
+{
+	struct mfs_format_opts o = { .blocksize = 1024, .agcount = 4 };
+	uint64_t root;
+	char name[32];
+
+	memset(m, 0, sizeof(*m));
+	tu_img_make(&m->t, "mendfs_scrub", 64ull << 20, &o, 0);
+	tu_sb_mark_dirty(m->t.fs);
+	root = m->t.fs->geo.rootino;
+	m->d1 = mk(m, root, "d1", S_IFDIR | 0755);
+	m->d2 = mk(m, m->d1, "d2", S_IFDIR | 0755);
+	m->f1 = mk(m, m->d1, "f1", S_IFREG | 0644);
+	m->f2 = mk(m, root, "f2", S_IFREG | 0644);
+	link_to(m, m->d2, "f2link", m->f2);
+	m->sl = mk(m, m->d1, "sl", S_IFLNK | 0777);
+	set_symlink(m, m->sl, "../f2");
+	give_extents(m, m->f1, 4, 3);
+	m->big = mk(m, root, "big", S_IFREG | 0644);
+	give_extents(m, m->big, 60, 2);               /* more than fit inline: a btree */
+	m->xf = mk(m, root, "xf", S_IFREG | 0600);
+	set_xattr(m, m->xf, "small", 10);
+	for (int i = 0; i < 40; i++) {                 /* a name btree in d2 */
+		snprintf(name, sizeof(name), "entry-with-a-longish-name-%03d", i);
+		mk(m, m->d2, name, S_IFREG | 0644);
+	}
+	CK_OK(mfs_bcache_flush(m->t.fs->bc));
+}
+
+static void img_destroy(struct img *m)
+{
+	tu_img_destroy(&m->t);
+}
+
+/* Every inode in use, by walking every AG's inode btree. */
+struct ino_list {
+	uint64_t *v;
+	size_t n;
+};
+
+static int ino_collect(struct mfs_btree_cur *cur, const void *rec, void *priv)
+{
+	const struct mfs_inobt_rec *r = rec;
+	struct ino_list *l = priv;
+	uint64_t mask = mfs_get64(r->freemask);
+
+	for (unsigned i = 0; i < MFS_INODES_PER_CHUNK; i++) {
+		if (mask >> i & 1)
+			continue;
+		l->v = realloc(l->v, (l->n + 1) * sizeof(*l->v));
+		CK_TRUE(l->v);
+		l->v[l->n++] = mfs_agino_to_ino(&cur->fs->geo, cur->agno,
+						mfs_get32(r->startino) + i);
+	}
+	return 0;
+}
+
+static void inodes_in_use(struct mfs_fs *fs, struct ino_list *l)
+{
+	memset(l, 0, sizeof(*l));
+	for (uint32_t agno = 0; agno < fs->geo.agcount; agno++) {
+		struct mfs_btree_cur cur;
+		struct mfs_buf *hbp;
+
+		CK_OK(mfs_read_agh(fs, agno, &hbp));
+		mfs_ag_cur_init(&cur, fs, NULL, agno, MFS_BT_INO, hbp);
+		CK_OK(mfs_btree_query_range(&cur, NULL, NULL, ino_collect, l));
+		mfs_btree_cur_release(&cur);
+		mfs_buf_put(hbp);
+	}
+}
+
+static const uint32_t ag_types[] = { MFS_SCRUB_SB, MFS_SCRUB_AGH, MFS_SCRUB_AGFL,
+				     MFS_SCRUB_BNOBT, MFS_SCRUB_CNTBT, MFS_SCRUB_INOBT,
+				     MFS_SCRUB_RMAPBT };
+static const uint32_t ino_types[] = { MFS_SCRUB_INODE, MFS_SCRUB_BMAP, MFS_SCRUB_DIR,
+				      MFS_SCRUB_XATTR, MFS_SCRUB_SYMLINK };
+static const uint32_t fs_types[] = { MFS_SCRUB_JOURNAL, MFS_SCRUB_NLINKS, MFS_SCRUB_ORPHANS,
+				     MFS_SCRUB_SUMMARY };
+
+/* Every checker on every object: nothing reported.  Types not written yet answer
+ * -EOPNOTSUPP and are skipped. */
+static void assert_all_clean(struct mfs_fs *fs)
+{
+	struct findings f;
+	struct ino_list l;
+	int err;
+
+	for (uint32_t agno = 0; agno < fs->geo.agcount; agno++)
+		for (size_t i = 0; i < sizeof(ag_types) / sizeof(ag_types[0]); i++) {
+			err = run(fs, ag_types[i], agno, 0, &f);
+			if (err == -EOPNOTSUPP)
+				continue;
+			ck_assert_msg(err == 0 && f.n == 0, "type %u AG %u: err %d, %u findings: %s",
+				      ag_types[i], agno, err, f.n, f.first);
+		}
+	inodes_in_use(fs, &l);
+	ck_assert_uint_gt(l.n, 40);
+	for (size_t j = 0; j < l.n; j++)
+		for (size_t i = 0; i < sizeof(ino_types) / sizeof(ino_types[0]); i++) {
+			err = run(fs, ino_types[i], 0, l.v[j], &f);
+			if (err == -EOPNOTSUPP)
+				continue;
+			ck_assert_msg(err == 0 && f.n == 0, "type %u inode %llu: err %d, %u "
+				      "findings: %s", ino_types[i], (unsigned long long)l.v[j], err,
+				      f.n, f.first);
+		}
+	free(l.v);
+	for (size_t i = 0; i < sizeof(fs_types) / sizeof(fs_types[0]); i++) {
+		err = run(fs, fs_types[i], 0, 0, &f);
+		if (err == -EOPNOTSUPP)
+			continue;
+		ck_assert_msg(err == 0 && f.n == 0, "type %u: err %d, %u findings: %s", fs_types[i],
+			      err, f.n, f.first);
+	}
+}
+
+/* Assert that a check reports the damage, naming `what` in the first message. */
+static void assert_found(struct mfs_fs *fs, uint32_t type, uint32_t agno, uint64_t ino,
+			 const char *what)
+{
+	struct findings f;
+	int err = run(fs, type, agno, ino, &f);
+
+	ck_assert_msg(err == 0, "type %u: err %d", type, err);
+	ck_assert_msg(f.flags & (MFS_SCRUB_OFLAG_CORRUPT | MFS_SCRUB_OFLAG_XCORRUPT),
+		      "type %u AG %u inode %llu: damage not reported (flags 0x%x)", type, agno,
+		      (unsigned long long)ino, f.flags);
+	ck_assert_msg(strstr(f.first, what), "type %u: first finding '%s' does not name '%s'",
+		      type, f.first, what);
+}
+
+/* ---- damaging one structure in the buffer cache ----------------------------------------------- */
+
+/* Read block fsb raw, let `fn` change it, mark it dirty; `meta` reseals at write-back. */
+static void *blk_get(struct mfs_fs *fs, uint64_t fsb, struct mfs_buf **bp)
+{
+	CK_OK(mfs_buf_read(fs->bc, fsb, NULL, bp));
+	return (*bp)->data;
+}
+
+static void blk_put(struct mfs_fs *fs, struct mfs_buf *bp)
+{
+	mfs_blk_seal(bp->data, fs->geo.blocksize);
+	mfs_buf_mark_dirty(bp);
+	mfs_buf_put(bp);
+}
+
+START_TEST(test_clean)
+{
+	struct img m;
+
+	img_make(&m);
+	assert_all_clean(m.t.fs);
+	img_destroy(&m);
+}
+END_TEST
+
+START_TEST(test_sb)
+{
+	struct img m;
+	struct mfs_fs *fs;
+	struct mfs_buf *bp;
+	struct mfs_sb *sb;
+
+	img_make(&m);
+	fs = m.t.fs;
+	sb = blk_get(fs, mfs_agbno_to_fsb(&fs->geo, 2, MFS_SB_AGBNO), &bp);
+	mfs_put32(sb->agblocks, mfs_get32(sb->agblocks) - 8);
+	blk_put(fs, bp);
+	assert_found(fs, MFS_SCRUB_SB, 2, 0, "AG 2 superblock");
+	sb = blk_get(fs, mfs_agbno_to_fsb(&fs->geo, 1, MFS_SB_AGBNO), &bp);
+	mfs_put64(sb->reserved[3], 1);
+	blk_put(fs, bp);
+	assert_found(fs, MFS_SCRUB_SB, 1, 0, "AG 1 superblock: reserved");
+	img_destroy(&m);
+}
+END_TEST
+
+START_TEST(test_agh)
+{
+	struct img m;
+	struct mfs_fs *fs;
+	struct mfs_buf *bp;
+	struct mfs_agh *agh;
+
+	img_make(&m);
+	fs = m.t.fs;
+	agh = blk_get(fs, mfs_agbno_to_fsb(&fs->geo, 1, MFS_AGH_AGBNO), &bp);
+	mfs_put32(agh->freeblks, mfs_get32(agh->freeblks) + 1);
+	blk_put(fs, bp);
+	assert_found(fs, MFS_SCRUB_AGH, 1, 0, "AG 1 header: freeblks");
+	agh = blk_get(fs, mfs_agbno_to_fsb(&fs->geo, 0, MFS_AGH_AGBNO), &bp);
+	mfs_put32(agh->ifree, mfs_get32(agh->ifree) + 1);
+	blk_put(fs, bp);
+	assert_found(fs, MFS_SCRUB_AGH, 0, 0, "AG 0 header: ifree");
+	agh = blk_get(fs, mfs_agbno_to_fsb(&fs->geo, 3, MFS_AGH_AGBNO), &bp);
+	mfs_put32(agh->roots[MFS_BT_RMAP], mfs_get32(agh->roots[MFS_BT_BNO]));
+	blk_put(fs, bp);
+	assert_found(fs, MFS_SCRUB_AGH, 3, 0, "AG 3 header: rmapbt root");
+	img_destroy(&m);
+}
+END_TEST
+
+static Suite *scrub_suite(void)
+{
+	Suite *s = suite_create("scrub");
+	TCase *tc = tcase_create("checkers");
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_clean);
+	tcase_add_test(tc, test_sb);
+	tcase_add_test(tc, test_agh);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return tu_run_suite(scrub_suite());
+}
