@@ -155,7 +155,9 @@ static int setattr_meta(struct mfsd *d, fuse_req_t req, struct mfs_inode *ip,
 		ip->ctime = attr->st_ctim;
 	else
 		ip->ctime = now;
-	err = mfs_inode_log(tp, ip);
+	err = (to_set & FUSE_SET_ATTR_MODE) ? mfsd_acl_chmod(tp, ip) : 0;
+	if (!err)
+		err = mfs_inode_log(tp, ip);
 	if (err) {
 		mfs_trans_cancel(tp);
 		mfs_inode_reload(ip);

@@ -134,6 +134,13 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	/* POSIX ACLs (xattr.c): the kernel enforces them, we keep them in sync with the mode
+	 * and inherit default ACLs; it then sends modes unmasked, with the umask beside them,
+	 * which applies only where no default ACL does. */
+	if (conn->capable & FUSE_CAP_POSIX_ACL)
+		conn->want |= FUSE_CAP_POSIX_ACL;
+	if (conn->capable & FUSE_CAP_DONT_MASK)
+		conn->want |= FUSE_CAP_DONT_MASK;
 	conn->time_gran = 1;
 }
 
@@ -184,6 +191,10 @@ static const struct fuse_lowlevel_ops mfsd_ops = {
 	.create = mfsd_create,
 	.fallocate = mfsd_fallocate,
 	.lseek = mfsd_lseek,
+	.setxattr = mfsd_setxattr,
+	.getxattr = mfsd_getxattr,
+	.listxattr = mfsd_listxattr,
+	.removexattr = mfsd_removexattr,
 };
 
 /* ---- command line ---------------------------------------------------------------------- */

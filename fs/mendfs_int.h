@@ -31,6 +31,8 @@
 
 struct mfsd_node;
 struct mfsd_work;
+struct mfs_orphans;
+struct mfs_trans;
 
 struct mfsd {
 	struct mfs_fs *fs;
@@ -51,6 +53,12 @@ struct mfsd {
 	int work_busy, work_stop, work_started;
 	pthread_t worker;
 	uint64_t inactivated;           /* inodes freed by the worker (statistics) */
+
+	/* mount options and state of mendfs.c (options.c, node.c) */
+	int atime_mode;                 /* MFSD_ATIME_* */
+	struct mfs_orphans *orphans;    /* predecessor hints of the orphan lists (orphan.h) */
+	int errors_seen;                /* corruption met: the superblock is (being) marked */
+	int errors_pending;             /* the worker still has to mark it */
 
 	/* Renames of a directory into another parent, one at a time, so that the loop check
 	 * (is the target under the directory moved?) sees a stable tree.  Taken before any
@@ -85,6 +93,16 @@ int mfsd_errno(int err);
 /* Reply with error `err` (a negative errno or 0), mapped. */
 void mfsd_reply_err(fuse_req_t req, int err);
 
+/* Corruption seen by a request (mfsd_errno): marks the filesystem as needing a scrub
+ * (MFS_STATE_ERRORS in the superblock, written by the worker) the first time. */
+void mfsd_note_corruption(void);
+
+/* ---- atime.c: access times ------------------------------------------------------------- */
+enum { MFSD_ATIME_RELATIME = 0, MFSD_ATIME_NOATIME = 1, MFSD_ATIME_STRICT = 2 };
+/* A read or readdir of `ip` happened (no lock held; caller holds a reference): update the
+ * access time per the mount's policy, in an asynchronous transaction. */
+void mfsd_touch_atime(struct mfsd *d, struct mfs_inode *ip);
+
 /* ---- node.c: the kernel's references ------------------------------------------------------ */
 int mfsd_nodes_init(struct mfsd *d);
 /* The kernel got one more reference to `ip` (an entry reply): count it; the table keeps
@@ -102,6 +120,12 @@ void mfsd_nodes_shutdown(struct mfsd *d);
 /* After the worker stopped: free the table. */
 void mfsd_nodes_free(struct mfsd *d);
 int mfsd_worker_start(struct mfsd *d);
+/* Read-write mount, after journal replay and before serving: free every inode left on the
+ * AGs' orphan lists (unlinked while open when the filesystem went down). */
+int mfsd_orphans_recover(struct mfsd *d);
+/* An inode whose link count the transaction `tp` dropped to 0 (exclusive lock held,
+ * before logging it): put it on its AG's orphan list. */
+int mfsd_orphan_add(struct mfsd *d, struct mfs_trans *tp, struct mfs_inode *ip);
 /* Wait until no inactivation is queued or running. */
 void mfsd_worker_drain(struct mfsd *d);
 void mfsd_worker_stop(struct mfsd *d);
@@ -171,5 +195,23 @@ int mfsd_force(struct mfsd *d);
 /* Clear setuid (and setgid when group-executable) of a regular file, as the kernel does on
  * write or truncate by an unprivileged caller.  Returns 1 if the mode changed. */
 int mfsd_kill_suid(struct mfs_inode *ip);
+
+/* ---- xattr.c: extended attributes and POSIX ACLs ------------------------------------------ */
+void mfsd_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+		   size_t size, int flags);
+void mfsd_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);
+void mfsd_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void mfsd_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
+/* A new inode `ip` in directory `dp` (both locked exclusive, inside the creating
+ * transaction, ip->mode set to the requested mode): inherit dp's default ACL (access ACL
+ * masked by the mode; a directory also gets the default ACL), or, when dp has none, apply
+ * the caller's umask.  Updates ip->mode.  Not for symlinks (a no-op). */
+int mfsd_acl_inherit(struct mfs_trans *tp, struct mfs_inode *dp, struct mfs_inode *ip,
+		     mode_t umask);
+/* After ip->mode changed by chmod (exclusive lock, inside tp): the access ACL, if any,
+ * takes the new owner, group-class and other bits. */
+int mfsd_acl_chmod(struct mfs_trans *tp, struct mfs_inode *ip);
+/* Free an unlinked inode's attribute fork in bounded transactions (exclusive lock). */
+int mfsd_xattr_free_all(struct mfsd *d, struct mfs_inode *ip);
 
 #endif

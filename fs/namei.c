@@ -275,6 +275,8 @@ again:
 			err = mfsd_write_new(tp, ip, target, tlen);
 		}
 		if (!err)
+			err = mfsd_acl_inherit(tp, dp, ip, ctx->umask);
+		if (!err)
 			err = mfs_inode_log(tp, ip);
 		if (!err)
 			err = mfs_dir_add(tp, dp, name, len, ino, ftype_of((uint16_t)mode));

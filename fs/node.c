@@ -15,12 +15,21 @@
  * The link count of an inode only drops to 0 in unlink, rmdir and rename, which run while
  * the kernel holds the victim (it looked the name up), so forget and the last unlink do not
  * race; and a link count of 0 never rises again (link refuses such an inode).
+ *
+ * Crash safety (lib/orphan.h): the transaction that drops a link count to 0 also puts the
+ * inode on its AG's orphan list (mfsd_orphan_add), and the transaction that frees it takes
+ * it off, so an inode that was unlinked while open when the filesystem went down is still
+ * on a list at the next mount, which frees it (mfsd_orphans_recover) before serving.
+ * Only the worker (and the recovery before it starts) takes inodes off the lists, so
+ * removals never race each other.
  */
 #include "mem.h"
 #include "mendfs_int.h"
 
 #include "ialloc.h"
 #include "log.h"
+#include "mendfs_format.h"
+#include "orphan.h"
 #include "trans.h"
 
 #include <errno.h>
@@ -324,7 +333,47 @@ void mfsd_nodes_free(struct mfsd *d)
 	d->node_hash = NULL;
 }
 
-/* ---- the worker ---------------------------------------------------------------------- */
+/* ---- the orphan lists ----------------------------------------------------------------- */
+
+int mfsd_orphan_add(struct mfsd *d, struct mfs_trans *tp, struct mfs_inode *ip)
+{
+	return mfs_orphan_add(tp, d->orphans, ip);
+}
+
+/*
+ * The transaction that frees an unlinked inode whose blocks are gone: off its orphan list,
+ * then free.  Taking it off the middle of a list locks the inode before it, which may be
+ * busy (-EDEADLK): cancel and try again, a bounded number of times.
+ */
+static int free_inode(struct mfsd *d, struct mfs_inode *ip)
+{
+	unsigned tries = 0;
+	int err;
+
+	for (;;) {
+		struct mfs_inode *pred = NULL;
+		struct mfs_trans *tp;
+
+		err = mfs_trans_alloc(d->fs, &tp);
+		if (err)
+			return err;
+		err = mfs_orphan_remove(tp, d->orphans, ip, &pred);
+		if (err == -ENOENT)
+			err = 0;        /* not on a list (reported): free it all the same */
+		if (!err)
+			err = mfs_ifree(tp, ip->ino);
+		if (!err)
+			err = mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, NULL);
+		else
+			mfs_trans_cancel(tp);
+		mfs_orphan_pred_release(pred, err != 0);
+		if (!err)
+			return 0;
+		mfs_inode_reload(ip);
+		if (!mfsd_should_retry(err, &tries))
+			return err;
+	}
+}
 
 /*
  * Free an unlinked inode: its data blocks in bounded transactions, then the inode.  The
@@ -332,35 +381,103 @@ void mfsd_nodes_free(struct mfsd *d)
  * been stale (an inode already freed, whose number may even be in use again), and only the
  * same inode (generation), still unlinked, is freed.
  */
-static void inactivate(struct mfsd *d, struct mfs_inode *ip, uint32_t gen)
+static int inactivate(struct mfsd *d, struct mfs_inode *ip, uint32_t gen)
 {
-	struct mfs_trans *tp;
 	int err;
 
 	pthread_rwlock_wrlock(&ip->lock);
 	if (mfs_inode_reload(ip) != 0 || ip->nlink != 0 || ip->mode == 0 ||
 	    ip->generation != gen) {
 		pthread_rwlock_unlock(&ip->lock);
-		return;
+		return 0;
 	}
 	err = mfsd_free_all_blocks(d, ip);
 	if (!err)
-		err = mfs_trans_alloc(d->fs, &tp);
-	if (!err) {
-		err = mfs_ifree(tp, ip->ino);
-		if (!err)
-			err = mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, NULL);
-		else
-			mfs_trans_cancel(tp);
-	}
+		err = mfsd_xattr_free_all(d, ip);
+	if (!err)
+		err = free_inode(d, ip);
 	if (err) {
-		mfs_log(MFS_LOG_ERR, "inode %llu: freeing the unlinked inode failed: %s; its "
-			"space stays in use until the next repair", (unsigned long long)ip->ino,
+		mfs_log(MFS_LOG_ERR, "inode %llu: freeing the unlinked inode failed: %s; it stays "
+			"on its orphan list until the next mount", (unsigned long long)ip->ino,
 			strerror(mfsd_errno(err)));
 		mfs_inode_invalidate(d->fs, ip->ino);
 	}
 	pthread_rwlock_unlock(&ip->lock);
+	return err;
 }
+
+/* Free the inodes on AG `agno`'s list, from the head (each removal is then O(1)). */
+static int recover_ag(struct mfsd *d, uint32_t agno, uint64_t *freed)
+{
+	struct mfs_fs *fs = d->fs;
+	struct mfs_inode *ip;
+	struct mfs_buf *bp;
+	uint64_t ino, bound, n = 0;
+	int err;
+
+	err = mfs_read_agh(fs, agno, &bp);
+	if (err)
+		return err;
+	bound = (uint64_t)mfs_get32(((const struct mfs_agh *)bp->data)->icount);
+	mfs_buf_put(bp);
+	for (;;) {
+		uint32_t nlink, gen;
+		uint16_t mode;
+
+		err = mfs_orphan_head(fs, agno, &ino);
+		if (err || !ino)
+			return err;
+		if (++n > bound)
+			return MFS_CORRUPT("AG %u orphan list: more than %llu inodes freed from it "
+					   "(a loop?)", agno, (unsigned long long)bound);
+		err = mfs_iget(fs, ino, 0, &ip);
+		if (err == -ENOENT)
+			return MFS_CORRUPT("AG %u orphan list: inode %llu is free", agno,
+					   (unsigned long long)ino);
+		if (err)
+			return err;
+		pthread_rwlock_rdlock(&ip->lock);
+		nlink = ip->nlink;
+		mode = ip->mode;
+		gen = ip->generation;
+		pthread_rwlock_unlock(&ip->lock);
+		if (nlink != 0 || mode == 0) {
+			mfs_iput(ip);
+			return MFS_CORRUPT("AG %u orphan list: inode %llu has %u links, expected 0",
+					   agno, (unsigned long long)ino, nlink);
+		}
+		err = inactivate(d, ip, gen);
+		mfs_iput(ip);
+		if (err)
+			return err;
+		++*freed;
+	}
+}
+
+int mfsd_orphans_recover(struct mfsd *d)
+{
+	uint64_t freed = 0;
+	int ret = 0;
+
+	for (uint32_t agno = 0; agno < d->fs->geo.agcount; agno++) {
+		int err = recover_ag(d, agno, &freed);
+
+		if (err) {
+			/* Leave the rest of that list to repair; keep mounting. */
+			mfs_log(MFS_LOG_ERR, "AG %u: freeing the orphaned inodes failed: %s; the "
+				"rest of its orphan list is left for mendfs_repair", agno,
+				strerror(mfsd_errno(err)));
+			if (!ret)
+				ret = err;
+		}
+	}
+	if (freed)
+		mfs_log(MFS_LOG_INFO, "freed %llu inode%s unlinked while in use before the "
+			"filesystem went down", (unsigned long long)freed, freed == 1 ? "" : "s");
+	return ret;
+}
+
+/* ---- the worker ---------------------------------------------------------------------- */
 
 static void *worker_main(void *arg)
 {
@@ -370,6 +487,15 @@ static void *worker_main(void *arg)
 	for (;;) {
 		struct mfsd_work *w = d->work_head;
 
+		if (d->errors_pending) {
+			d->errors_pending = 0;
+			d->work_busy = 1;
+			pthread_mutex_unlock(&d->work_lock);
+			mfsd_mark_errors(d);
+			pthread_mutex_lock(&d->work_lock);
+			d->work_busy = 0;
+			continue;
+		}
 		if (!w) {
 			pthread_cond_broadcast(&d->idle_cond);
 			if (d->work_stop)

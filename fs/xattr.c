@@ -1,0 +1,762 @@
+/*
+ * xattr.c — extended attributes and POSIX ACLs in the daemon: the setxattr, getxattr,
+ * listxattr and removexattr requests; the ACL xattr format (validated, compared with the
+ * mode); a directory's default ACL inherited by the inodes created in it; the access ACL
+ * following a chmod; and freeing an unlinked inode's attribute fork.
+ *
+ * Storage is lib/xattr.c's (inline after the data fork, or a hashed attribute btree with
+ * large values in blocks of their own).  Every change is one transaction under the inode's
+ * exclusive lock, retried on a lock-order conflict (mfsd_should_retry), and sets ctime.
+ *
+ * Who checks what
+ * ---------------
+ * Before a request reaches us the kernel has already checked (VFS, with default_permissions,
+ * which FUSE_CAP_POSIX_ACL turns on in any case): the full name's length (ERANGE over 255
+ * bytes), the value's size (E2BIG over 64 KiB), write permission for user.*, user.* only on
+ * regular files and directories (EPERM to change, ENODATA to read elsewhere), CAP_SYS_ADMIN
+ * for trusted.* (same errnos), the owner for ACLs, and an ACL's format.  We check the same
+ * again (a request is input from outside: nothing unchecked reaches the image), and do what
+ * the kernel leaves to filesystems:
+ *   - listxattr: trusted.* names are left out for callers without CAP_SYS_ADMIN (the kernel
+ *     passes the list through);
+ *   - unknown namespaces, and system.* names other than the two ACLs: EOPNOTSUPP.
+ *
+ * POSIX ACLs
+ * ----------
+ * They are the xattrs system.posix_acl_access and system.posix_acl_default, in the kernel's
+ * xattr format: a little-endian u32 version (2), then entries of { u16 tag, u16 perm,
+ * u32 id }, sorted: one USER_OBJ, USER entries by increasing uid, one GROUP_OBJ, GROUP
+ * entries by increasing gid, a MASK (required when there is any USER or GROUP entry), one
+ * OTHER.  Anything else is EINVAL.  With FUSE_CAP_POSIX_ACL the kernel caches the ACLs,
+ * reads them with getxattr and enforces them in its permission checks; the filesystem keeps
+ * the mode in sync:
+ *   - setting an access ACL sets the mode's permission bits from it (owner from USER_OBJ,
+ *     group from MASK if any else GROUP_OBJ, other from OTHER); an ACL equivalent to the mode
+ *     (no USER, GROUP or MASK entry) is not stored (an old one is removed); setgid is cleared
+ *     when the caller is neither in the file's group nor has CAP_FSETID;
+ *   - chmod rewrites the access ACL's USER_OBJ, MASK (else GROUP_OBJ) and OTHER (mfsd_acl_chmod);
+ *   - default ACLs only on directories (EACCES elsewhere, as Linux); a new inode in a
+ *     directory with a default ACL gets it as its access ACL masked by the requested mode
+ *     (and a new directory also as its default ACL); the caller's umask applies only when
+ *     the directory has none (mfsd_acl_inherit; FUSE_CAP_DONT_MASK makes the kernel send the
+ *     mode unmasked with the umask beside it).
+ */
+#include "mem.h"
+#include "mendfs_int.h"
+
+#include "byteorder.h"
+#include "log.h"
+#include "mendfs_format.h"
+#include "trans.h"
+#include "xattr.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CAP_FSETID_BIT     4u
+#define CAP_SYS_ADMIN_BIT 21u
+
+/* ---- the caller ----------------------------------------------------------------------- */
+
+/*
+ * Does the caller hold capability `cap` in its effective set?  The kernel does not send
+ * capabilities, so they are read from /proc/<tid>/status; when that fails (the caller has
+ * gone, or its pid is 0 because it lives in another pid namespace) uid 0 stands for it.
+ */
+static int caller_capable(fuse_req_t req, unsigned cap)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	char path[48], buf[4096];
+	ssize_t n = -1;
+	int fd;
+
+	if (ctx->pid > 0) {
+		snprintf(path, sizeof(path), "/proc/%d/status", (int)ctx->pid);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			n = read(fd, buf, sizeof(buf) - 1);
+			close(fd);
+		}
+	}
+	if (n > 0) {
+		char *p;
+
+		buf[n] = 0;
+		p = strstr(buf, "\nCapEff:");
+		if (p)
+			return (int)((strtoull(p + 8, NULL, 16) >> cap) & 1);
+	}
+	return ctx->uid == 0;
+}
+
+/* Is the caller in group `gid` (its fsgid or a supplementary group) or holding CAP_FSETID? */
+static int caller_in_group_or_fsetid(fuse_req_t req, uint32_t gid)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	gid_t groups[256];
+	int n;
+
+	if (ctx->gid == gid)
+		return 1;
+	n = fuse_req_getgroups(req, 256, groups);
+	for (int i = 0; i < n && i < 256; i++)
+		if (groups[i] == gid)
+			return 1;
+	return caller_capable(req, CAP_FSETID_BIT);
+}
+
+/* ---- the ACL xattr format --------------------------------------------------------------- */
+
+#define ACL_VERSION     2u
+#define ACL_HDR_SIZE    4u
+#define ACL_ENT_SIZE    8u
+#define ACL_UNDEFINED   0xffffffffu
+enum {
+	ACL_USER_OBJ = 0x01, ACL_USER = 0x02, ACL_GROUP_OBJ = 0x04, ACL_GROUP = 0x08,
+	ACL_MASK = 0x10, ACL_OTHER = 0x20,
+};
+
+struct acl_ent {
+	uint16_t tag, perm;
+	uint32_t id;
+};
+
+struct acl {
+	unsigned n;
+	struct acl_ent e[];
+};
+
+static const char ACL_ACCESS[] = "posix_acl_access";
+static const char ACL_DEFAULT[] = "posix_acl_default";
+
+/* The xattr form, little-endian (mfs_get/mfs_put): a header, then the entries. */
+struct acl_xattr_ent {
+	uint16_t tag, perm;
+	uint32_t id;
+};
+static_assert(sizeof(struct acl_xattr_ent) == ACL_ENT_SIZE, "acl_xattr_ent");
+
+/*
+ * Decode and validate an ACL xattr into *out (mfs_malloc'ed; n may be 0: no ACL).
+ * -EINVAL for a wrong size or version, an unknown tag, permission bits beyond rwx, entries
+ * out of order, a missing or repeated USER_OBJ/GROUP_OBJ/OTHER, named entries without a
+ * MASK, or a named entry repeated.
+ *
+ * The order is a walk through the states USER_OBJ → USER* → GROUP_OBJ → GROUP* → MASK? →
+ * OTHER; an entry's tag must be the current state's or a later one, and the ids of named
+ * entries strictly increase within their tag.
+ */
+static int acl_decode(const void *value, size_t size, struct acl **out)
+{
+	const uint8_t *p = value;
+	uint32_t version;
+	struct acl *a;
+	unsigned n, state = ACL_USER_OBJ, named = 0, mask = 0;
+	uint32_t last_id = 0;
+	int have_last = 0;
+
+	if (size < ACL_HDR_SIZE || (size - ACL_HDR_SIZE) % ACL_ENT_SIZE ||
+	    size > MFS_XATTR_SIZE_MAX)
+		return -EINVAL;
+	memcpy(&version, p, sizeof(version));
+	if (mfs_get32(version) != ACL_VERSION)
+		return -EINVAL;
+	n = (unsigned)((size - ACL_HDR_SIZE) / ACL_ENT_SIZE);
+	a = mfs_malloc(sizeof(*a) + n * sizeof(a->e[0]));
+	if (!a)
+		return -ENOMEM;
+	a->n = n;
+	for (unsigned i = 0; i < n; i++) {
+		struct acl_ent *e = &a->e[i];
+		struct acl_xattr_ent x;
+
+		memcpy(&x, p + ACL_HDR_SIZE + i * ACL_ENT_SIZE, sizeof(x));
+		e->tag = mfs_get16(x.tag);
+		e->perm = mfs_get16(x.perm);
+		e->id = mfs_get32(x.id);
+		if (e->perm & ~7u)
+			goto bad;
+		switch (e->tag) {
+		case ACL_USER_OBJ:
+			if (state != ACL_USER_OBJ)
+				goto bad;
+			state = ACL_USER;
+			have_last = 0;
+			break;
+		case ACL_USER:
+		case ACL_GROUP:
+			if (e->tag == ACL_USER ? state != ACL_USER
+					       : state != ACL_GROUP)
+				goto bad;
+			if (have_last && e->id <= last_id)
+				goto bad;
+			last_id = e->id;
+			have_last = 1;
+			named++;
+			break;
+		case ACL_GROUP_OBJ:
+			if (state != ACL_USER)
+				goto bad;
+			state = ACL_GROUP;
+			have_last = 0;
+			break;
+		case ACL_MASK:
+			if (state != ACL_GROUP)
+				goto bad;
+			state = ACL_MASK;
+			mask = 1;
+			break;
+		case ACL_OTHER:
+			if (state != ACL_GROUP && state != ACL_MASK)
+				goto bad;
+			state = ACL_OTHER + 1;     /* nothing may follow */
+			break;
+		default:
+			goto bad;
+		}
+		if (e->tag != ACL_USER && e->tag != ACL_GROUP)
+			e->id = ACL_UNDEFINED;
+	}
+	if (n && (state != ACL_OTHER + 1 || (named && !mask)))
+		goto bad;
+	*out = a;
+	return 0;
+bad:
+	free(a);
+	return -EINVAL;
+}
+
+static size_t acl_size(const struct acl *a)
+{
+	return ACL_HDR_SIZE + (size_t)a->n * ACL_ENT_SIZE;
+}
+
+/* Encode into buf (acl_size(a) bytes). */
+static void acl_encode(const struct acl *a, uint8_t *buf)
+{
+	uint32_t version;
+
+	mfs_put32(version, ACL_VERSION);
+	memcpy(buf, &version, sizeof(version));
+	for (unsigned i = 0; i < a->n; i++) {
+		struct acl_xattr_ent x;
+
+		mfs_put16(x.tag, a->e[i].tag);
+		mfs_put16(x.perm, a->e[i].perm);
+		mfs_put32(x.id, a->e[i].id);
+		memcpy(buf + ACL_HDR_SIZE + i * ACL_ENT_SIZE, &x, sizeof(x));
+	}
+}
+
+/*
+ * The permission bits an access ACL gives the mode, into *mode (its other bits kept).
+ * Returns 1 when the ACL says more than the mode can (USER, GROUP or MASK entries), 0 when
+ * it is equivalent to the mode.
+ */
+static int acl_equiv_mode(const struct acl *a, uint16_t *mode)
+{
+	unsigned u = 0, g = 0, o = 0, m = 0;
+	int has_mask = 0, not_equiv = 0;
+
+	for (unsigned i = 0; i < a->n; i++) {
+		const struct acl_ent *e = &a->e[i];
+
+		switch (e->tag) {
+		case ACL_USER_OBJ: u = e->perm; break;
+		case ACL_GROUP_OBJ: g = e->perm; break;
+		case ACL_OTHER: o = e->perm; break;
+		case ACL_MASK: m = e->perm; has_mask = 1; not_equiv = 1; break;
+		default: not_equiv = 1; break;
+		}
+	}
+	*mode = (uint16_t)((*mode & ~0777u) | u << 6 | (has_mask ? m : g) << 3 | o);
+	return not_equiv;
+}
+
+/* The entry that stands for the group class (MASK if any, else GROUP_OBJ). */
+static struct acl_ent *acl_group_class(struct acl *a)
+{
+	struct acl_ent *g = NULL;
+
+	for (unsigned i = 0; i < a->n; i++) {
+		if (a->e[i].tag == ACL_MASK)
+			return &a->e[i];
+		if (a->e[i].tag == ACL_GROUP_OBJ)
+			g = &a->e[i];
+	}
+	return g;
+}
+
+/*
+ * A default ACL turned into a new inode's access ACL: the owner, group class and other
+ * entries limited by the requested mode, and the mode limited by them.  Returns 1 when the
+ * result must be stored (not equivalent to the mode).
+ */
+static int acl_create_masq(struct acl *a, uint16_t *mode)
+{
+	unsigned req = *mode & 0777u, got = 0;
+	struct acl_ent *gc = acl_group_class(a);
+
+	for (unsigned i = 0; i < a->n; i++) {
+		struct acl_ent *e = &a->e[i];
+
+		if (e->tag == ACL_USER_OBJ) {
+			e->perm &= (uint16_t)((req >> 6) & 7);
+			got |= (unsigned)e->perm << 6;
+		} else if (e->tag == ACL_OTHER) {
+			e->perm &= (uint16_t)(req & 7);
+			got |= e->perm;
+		}
+	}
+	if (gc) {
+		gc->perm &= (uint16_t)((req >> 3) & 7);
+		got |= (unsigned)gc->perm << 3;
+	}
+	*mode = (uint16_t)((*mode & ~0777u) | got);
+	return acl_equiv_mode(a, &(uint16_t){ 0 });
+}
+
+/* chmod: the owner, group class and other entries take the mode's bits. */
+static void acl_chmod(struct acl *a, uint16_t mode)
+{
+	struct acl_ent *gc = acl_group_class(a);
+
+	for (unsigned i = 0; i < a->n; i++) {
+		if (a->e[i].tag == ACL_USER_OBJ)
+			a->e[i].perm = (uint16_t)((mode >> 6) & 7);
+		else if (a->e[i].tag == ACL_OTHER)
+			a->e[i].perm = (uint16_t)(mode & 7);
+	}
+	if (gc)
+		gc->perm = (uint16_t)((mode >> 3) & 7);
+}
+
+/*
+ * Read and decode one of ip's ACLs (caller holds ip->lock).  -ENODATA when it has none.
+ * A stored ACL that does not decode is corruption: we validate every ACL before storing.
+ */
+static int acl_load(struct mfs_inode *ip, const char *which, struct acl **out)
+{
+	size_t len = 0;
+	void *buf;
+	int err;
+
+	if (ip->aformat == MFS_FMT_NONE)
+		return -ENODATA;
+	err = mfs_xattr_get(ip, MFS_XATTR_NS_SYSTEM, which, (unsigned)strlen(which), NULL, 0,
+			    &len);
+	if (err)
+		return err;
+	buf = mfs_malloc(len ? len : 1);
+	if (!buf)
+		return -ENOMEM;
+	err = mfs_xattr_get(ip, MFS_XATTR_NS_SYSTEM, which, (unsigned)strlen(which), buf, len,
+			    &len);
+	if (!err) {
+		err = acl_decode(buf, len, out);
+		if (err == -EINVAL)
+			err = MFS_CORRUPT("inode %llu: system.%s: %zu bytes that are not a valid "
+					  "POSIX ACL", (unsigned long long)ip->ino, which, len);
+	}
+	free(buf);
+	return err;
+}
+
+/* Store `a` as ip's ACL `which` inside tp. */
+static int acl_store(struct mfs_trans *tp, struct mfs_inode *ip, const char *which,
+		     const struct acl *a)
+{
+	size_t size = acl_size(a);
+	uint8_t *buf = mfs_malloc(size);
+	int err;
+
+	if (!buf)
+		return -ENOMEM;
+	acl_encode(a, buf);
+	err = mfs_xattr_set(tp, ip, MFS_XATTR_NS_SYSTEM, which, (unsigned)strlen(which), buf,
+			    size, 0);
+	free(buf);
+	return err;
+}
+
+/* ---- changes in transactions ----------------------------------------------------------- */
+
+struct xchange {
+	unsigned ns;
+	const char *name;
+	unsigned len;
+	const void *value;          /* NULL: remove */
+	size_t size;
+	int flags;
+	int missing_ok;             /* removing an absent attribute is no error */
+	int set_mode;               /* and the mode becomes `mode` */
+	uint16_t mode;
+};
+
+/*
+ * Apply one change to ip (caller holds ip->lock exclusive) in a transaction with ctime
+ * set, retried a bounded number of times on a lock-order conflict; on failure the in-core
+ * inode is read again.
+ */
+static int xchange_commit(struct mfsd *d, struct mfs_inode *ip, const struct xchange *c)
+{
+	unsigned tries = 0;
+	int err;
+
+	for (;;) {
+		struct mfs_trans *tp;
+		struct timespec now;
+
+		mfsd_now(&now);
+		err = mfs_trans_alloc(d->fs, &tp);
+		if (err)
+			return err;
+		if (c->value)
+			err = mfs_xattr_set(tp, ip, c->ns, c->name, c->len, c->value, c->size,
+					    c->flags);
+		else
+			err = mfs_xattr_remove(tp, ip, c->ns, c->name, c->len);
+		if (err == -ENODATA && c->missing_ok)
+			err = 0;
+		if (!err) {
+			if (c->set_mode)
+				ip->mode = c->mode;
+			ip->ctime = now;
+			err = mfs_inode_log(tp, ip);
+		}
+		if (!err) {
+			err = mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, NULL);
+			if (err)
+				mfs_inode_reload(ip);
+			return err;
+		}
+		mfs_trans_cancel(tp);
+		mfs_inode_reload(ip);
+		if (!mfsd_should_retry(err, &tries))
+			return err;
+	}
+}
+
+/*
+ * Turn a request to set an ACL into the change to make (caller holds ip->lock exclusive):
+ * *c->value may be replaced by *bufp (the normalized ACL, to be freed by the caller).
+ */
+static int acl_prepare(fuse_req_t req, struct mfs_inode *ip, struct xchange *c,
+		       uint8_t **bufp)
+{
+	int is_default = strcmp(c->name, ACL_DEFAULT) == 0;
+	struct acl *a;
+	int err;
+
+	if (S_ISLNK(ip->mode))
+		return -EOPNOTSUPP;
+	if (is_default && !S_ISDIR(ip->mode))
+		return -EACCES;
+	err = acl_decode(c->value, c->size, &a);
+	if (err)
+		return err;
+	if (a->n == 0) {
+		/* An empty ACL is no ACL. */
+		c->value = NULL;
+		c->missing_ok = 1;
+		free(a);
+		return 0;
+	}
+	if (!is_default) {
+		uint16_t mode = ip->mode;
+
+		if (!acl_equiv_mode(a, &mode)) {
+			/* Said entirely by the mode: not stored. */
+			c->value = NULL;
+			c->missing_ok = 1;
+		}
+		if (!caller_in_group_or_fsetid(req, ip->gid))
+			mode &= (uint16_t)~S_ISGID;
+		c->set_mode = 1;
+		c->mode = mode;
+	}
+	if (c->value) {
+		*bufp = mfs_malloc(acl_size(a));
+		if (!*bufp) {
+			free(a);
+			return -ENOMEM;
+		}
+		acl_encode(a, *bufp);
+		c->value = *bufp;
+		c->size = acl_size(a);
+	}
+	free(a);
+	return 0;
+}
+
+/* ---- requests ---------------------------------------------------------------------------- */
+
+/* Split a full name; the whole name is limited to 255 bytes as Linux does (ERANGE). */
+static int xname(const char *full, unsigned *ns, const char **name, unsigned *len)
+{
+	int err;
+
+	if (strlen(full) > MFS_XATTR_NAME_MAX)
+		return -ERANGE;
+	err = mfs_xattr_parse_name(full, ns, name);
+	if (!err)
+		*len = (unsigned)strlen(*name);
+	return err;
+}
+
+/* Namespace rules for a change (the kernel's, checked again): 0 or the errno. */
+static int may_change(fuse_req_t req, const struct mfs_inode *ip, unsigned ns)
+{
+	if (ns == MFS_XATTR_NS_USER && !S_ISREG(ip->mode) && !S_ISDIR(ip->mode))
+		return -EPERM;
+	if (ns == MFS_XATTR_NS_TRUSTED && !caller_capable(req, CAP_SYS_ADMIN_BIT))
+		return -EPERM;
+	return 0;
+}
+
+static int may_read(fuse_req_t req, const struct mfs_inode *ip, unsigned ns)
+{
+	if (ns == MFS_XATTR_NS_USER && !S_ISREG(ip->mode) && !S_ISDIR(ip->mode))
+		return -ENODATA;
+	if (ns == MFS_XATTR_NS_TRUSTED && !caller_capable(req, CAP_SYS_ADMIN_BIT))
+		return -ENODATA;
+	return 0;
+}
+
+/* The common path of setxattr and removexattr, once the change is parsed. */
+static void change_request(fuse_req_t req, fuse_ino_t ino, struct xchange *c)
+{
+	struct mfsd *d = mfsd_of(req);
+	struct mfs_inode *ip;
+	uint8_t *aclbuf = NULL;
+	int err = mfsd_iget(d, ino, &ip);
+
+	if (err) {
+		mfsd_reply_err(req, err);
+		return;
+	}
+	pthread_rwlock_wrlock(&ip->lock);
+	if (ip->mode == 0)
+		err = -ENOENT;
+	else
+		err = may_change(req, ip, c->ns);
+	if (!err && c->ns == MFS_XATTR_NS_SYSTEM) {
+		if (c->value)
+			err = acl_prepare(req, ip, c, &aclbuf);
+		else if (S_ISLNK(ip->mode))
+			err = -EOPNOTSUPP;
+	}
+	if (!err)
+		err = xchange_commit(d, ip, c);
+	pthread_rwlock_unlock(&ip->lock);
+	mfsd_iput(d, ip);
+	free(aclbuf);
+	mfsd_reply_err(req, err);
+}
+
+void mfsd_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+		   size_t size, int flags)
+{
+	struct xchange c = { .value = value ? value : "", .size = size, .flags = flags };
+	int err;
+
+	if (mfsd_of(req)->ro) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	err = xname(name, &c.ns, &c.name, &c.len);
+	if (!err && size > MFS_XATTR_SIZE_MAX)
+		err = -E2BIG;
+	if (!err && ((flags & ~(XATTR_CREATE | XATTR_REPLACE)) ||
+		     flags == (XATTR_CREATE | XATTR_REPLACE)))
+		err = -EINVAL;
+	if (err)
+		mfsd_reply_err(req, err);
+	else
+		change_request(req, ino, &c);
+}
+
+void mfsd_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	struct xchange c = { .value = NULL };
+	int err;
+
+	if (mfsd_of(req)->ro) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	err = xname(name, &c.ns, &c.name, &c.len);
+	if (err)
+		mfsd_reply_err(req, err);
+	else
+		change_request(req, ino, &c);
+}
+
+void mfsd_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct mfsd *d = mfsd_of(req);
+	struct mfs_inode *ip;
+	const char *n;
+	unsigned ns, len;
+	size_t vlen = 0, bufsize = size < MFS_XATTR_SIZE_MAX ? size : MFS_XATTR_SIZE_MAX;
+	char *buf = NULL;
+	int err = xname(name, &ns, &n, &len);
+
+	if (!err && bufsize && !(buf = mfs_malloc(bufsize)))
+		err = -ENOMEM;
+	if (!err)
+		err = mfsd_iget(d, ino, &ip);
+	if (err) {
+		free(buf);
+		mfsd_reply_err(req, err);
+		return;
+	}
+	pthread_rwlock_rdlock(&ip->lock);
+	err = may_read(req, ip, ns);
+	if (!err)
+		err = mfs_xattr_get(ip, ns, n, len, buf, bufsize, &vlen);
+	pthread_rwlock_unlock(&ip->lock);
+	mfsd_iput(d, ip);
+	if (err)
+		mfsd_reply_err(req, err);
+	else if (size == 0)
+		fuse_reply_xattr(req, vlen);
+	else
+		fuse_reply_buf(req, buf, vlen);
+	free(buf);
+}
+
+struct xlist {
+	char *buf;                  /* NULL: only count */
+	size_t size, used;
+	int hide_trusted;
+};
+
+static int xlist_fn(void *priv, unsigned ns, const char *name, unsigned len, size_t valuelen)
+{
+	struct xlist *l = priv;
+	const char *prefix = mfs_xattr_ns_prefix(ns);
+	size_t pl, need;
+
+	if (!prefix || (ns == MFS_XATTR_NS_TRUSTED && l->hide_trusted))
+		return 0;
+	pl = strlen(prefix);
+	need = pl + len + 1;
+	if (l->buf) {
+		if (l->used + need > l->size)
+			return -ERANGE;
+		memcpy(l->buf + l->used, prefix, pl);
+		memcpy(l->buf + l->used + pl, name, len);
+		l->buf[l->used + pl + len] = 0;
+	}
+	l->used += need;
+	return 0;
+}
+
+void mfsd_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct mfsd *d = mfsd_of(req);
+	struct xlist l = { .size = size };
+	struct mfs_inode *ip;
+	int err = 0;
+
+	if (size && !(l.buf = mfs_malloc(size)))
+		err = -ENOMEM;
+	if (!err)
+		err = mfsd_iget(d, ino, &ip);
+	if (err) {
+		free(l.buf);
+		mfsd_reply_err(req, err);
+		return;
+	}
+	l.hide_trusted = !caller_capable(req, CAP_SYS_ADMIN_BIT);
+	pthread_rwlock_rdlock(&ip->lock);
+	err = ip->aformat == MFS_FMT_NONE ? 0 : mfs_xattr_list(ip, xlist_fn, &l);
+	pthread_rwlock_unlock(&ip->lock);
+	mfsd_iput(d, ip);
+	if (err)
+		mfsd_reply_err(req, err);
+	else if (size == 0)
+		fuse_reply_xattr(req, l.used);
+	else
+		fuse_reply_buf(req, l.buf, l.used);
+	free(l.buf);
+}
+
+/* ---- helpers for the other handlers ------------------------------------------------------- */
+
+int mfsd_acl_inherit(struct mfs_trans *tp, struct mfs_inode *dp, struct mfs_inode *ip,
+		     mode_t umask)
+{
+	uint16_t mode = ip->mode;
+	struct acl *a;
+	int err;
+
+	if (S_ISLNK(mode))
+		return 0;
+	err = acl_load(dp, ACL_DEFAULT, &a);
+	if (err == -ENODATA || (!err && a->n == 0)) {
+		if (!err)
+			free(a);
+		ip->mode = (uint16_t)(mode & ~(umask & 0777));
+		return 0;
+	}
+	if (err)
+		return err;
+	if (S_ISDIR(mode))
+		err = acl_store(tp, ip, ACL_DEFAULT, a);
+	if (!err && acl_create_masq(a, &mode))
+		err = acl_store(tp, ip, ACL_ACCESS, a);
+	free(a);
+	if (!err)
+		ip->mode = mode;
+	return err;
+}
+
+int mfsd_acl_chmod(struct mfs_trans *tp, struct mfs_inode *ip)
+{
+	struct acl *a;
+	int err;
+
+	if (S_ISLNK(ip->mode))
+		return 0;
+	err = acl_load(ip, ACL_ACCESS, &a);
+	if (err)
+		return err == -ENODATA ? 0 : err;
+	acl_chmod(a, ip->mode);
+	err = acl_store(tp, ip, ACL_ACCESS, a);
+	free(a);
+	return err;
+}
+
+int mfsd_xattr_free_all(struct mfsd *d, struct mfs_inode *ip)
+{
+	unsigned tries = 0;
+
+	while (ip->aformat != MFS_FMT_NONE) {
+		struct mfs_trans *tp;
+		int more, err = mfs_trans_alloc(d->fs, &tp);
+
+		if (err)
+			return err;
+		more = mfs_xattr_free_all(tp, ip);
+		if (more < 0) {
+			mfs_trans_cancel(tp);
+			mfs_inode_reload(ip);
+			if (mfsd_should_retry(more, &tries))
+				continue;
+			return more;
+		}
+		err = mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, NULL);
+		if (err) {
+			mfs_inode_reload(ip);
+			return err;
+		}
+	}
+	return 0;
+}
