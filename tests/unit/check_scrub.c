@@ -353,6 +353,83 @@ static void blk_put(struct mfs_fs *fs, struct mfs_buf *bp)
 	mfs_buf_put(bp);
 }
 
+
+/* The fsblock of the first leaf of one of AG agno's trees. */
+struct leaf_find {
+	uint64_t fsb;
+	int found;
+};
+
+static int leaf_fn(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, void *priv)
+{
+	struct leaf_find *lf = priv;
+
+	if (level == 0 && !lf->found) {
+		lf->fsb = fsb;
+		lf->found = 1;
+	}
+	return 0;
+}
+
+static uint64_t first_leaf(struct mfs_fs *fs, uint32_t agno, enum mfs_ag_tree t)
+{
+	struct mfs_btree_cur cur;
+	struct mfs_buf *hbp;
+	struct leaf_find lf = { 0, 0 };
+
+	CK_OK(mfs_read_agh(fs, agno, &hbp));
+	mfs_ag_cur_init(&cur, fs, NULL, agno, t, hbp);
+	CK_OK(mfs_btree_visit_blocks(&cur, leaf_fn, &lf));
+	mfs_btree_cur_release(&cur);
+	mfs_buf_put(hbp);
+	CK_TRUE(lf.found);
+	return lf.fsb;
+}
+
+/* Record i of a leaf block. */
+static void *leaf_rec(void *blk, size_t reclen, unsigned i)
+{
+	return (uint8_t *)blk + sizeof(struct mfs_btree_block) + (size_t)i * reclen;
+}
+
+/* The leaf block and index of the rmap record that starts at fsb. */
+static uint64_t rmap_rec_at(struct mfs_fs *fs, uint64_t fsb, unsigned *idx)
+{
+	uint32_t agno = mfs_fsb_to_agno(&fs->geo, fsb);
+	struct mfs_btree_cur cur;
+	struct mfs_buf *hbp;
+	struct mfs_rmap_key key;
+	struct mfs_rmap_rec rec;
+	uint64_t leaf;
+	int stat;
+
+	mfs_put32(key.startblock, mfs_fsb_to_agbno(&fs->geo, fsb));
+	CK_OK(mfs_read_agh(fs, agno, &hbp));
+	mfs_ag_cur_init(&cur, fs, NULL, agno, MFS_BT_RMAP, hbp);
+	CK_OK(mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_EQ, &rec, &stat));
+	CK_TRUE(stat);
+	leaf = cur.path[0].bp->blkno;
+	*idx = (unsigned)cur.path[0].idx;
+	mfs_btree_cur_release(&cur);
+	mfs_buf_put(hbp);
+	return leaf;
+}
+
+/* The disk block of file block `off` of inode `ino`. */
+static uint64_t file_block(struct mfs_fs *fs, uint64_t ino, uint64_t off)
+{
+	struct mfs_inode *ip;
+	struct mfs_bmap_ext ext;
+
+	CK_OK(mfs_iget(fs, ino, 0, &ip));
+	pthread_rwlock_rdlock(&ip->lock);
+	CK_OK(mfs_bmap_lookup(ip, off, &ext));
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+	CK_TRUE(ext.startblock != MFS_BMAP_HOLE);
+	return ext.startblock + (off - ext.startoff);
+}
+
 START_TEST(test_clean)
 {
 	struct img m;
@@ -409,6 +486,105 @@ START_TEST(test_agh)
 }
 END_TEST
 
+
+START_TEST(test_agfl)
+{
+	struct img m;
+	struct mfs_fs *fs;
+	struct mfs_buf *bp, *hbp;
+	struct mfs_agfl *fl;
+	uint32_t first;
+
+	img_make(&m);
+	fs = m.t.fs;
+	CK_OK(mfs_read_agh(fs, 2, &hbp));
+	CK_TRUE(mfs_get32(((struct mfs_agh *)hbp->data)->fl_count) > 0);
+	first = mfs_get32(((struct mfs_agh *)hbp->data)->fl_first);
+	fl = blk_get(fs, mfs_agbno_to_fsb(&fs->geo, 2, MFS_AGFL_AGBNO), &bp);
+	mfs_put32(fl->bno[first], mfs_get32(((struct mfs_agh *)hbp->data)->roots[MFS_BT_CNT]));
+	mfs_buf_put(hbp);
+	blk_put(fs, bp);
+	assert_found(fs, MFS_SCRUB_AGFL, 2, 0, "AG 2 free list slot");
+	img_destroy(&m);
+}
+END_TEST
+
+START_TEST(test_bnobt)
+{
+	struct img m;
+	struct mfs_fs *fs;
+	struct mfs_buf *bp;
+	struct mfs_alloc_rec *r;
+
+	img_make(&m);
+	fs = m.t.fs;
+	r = leaf_rec(blk_get(fs, first_leaf(fs, 1, MFS_BT_BNO), &bp), sizeof(*r), 0);
+	mfs_put32(r->blockcount, mfs_get32(r->blockcount) - 1);
+	blk_put(fs, bp);
+	assert_found(fs, MFS_SCRUB_BNOBT, 1, 0, "AG 1 bnobt record 0");
+	img_destroy(&m);
+}
+END_TEST
+
+START_TEST(test_cntbt)
+{
+	struct img m;
+	struct mfs_fs *fs;
+	struct mfs_buf *bp;
+	struct mfs_alloc_rec *r;
+
+	img_make(&m);
+	fs = m.t.fs;
+	r = leaf_rec(blk_get(fs, first_leaf(fs, 0, MFS_BT_CNT), &bp), sizeof(*r), 0);
+	mfs_put32(r->startblock, mfs_get32(r->startblock) + 1);
+	blk_put(fs, bp);
+	assert_found(fs, MFS_SCRUB_CNTBT, 0, 0, "AG 0 cntbt");
+	img_destroy(&m);
+}
+END_TEST
+
+START_TEST(test_inobt)
+{
+	struct img m;
+	struct mfs_fs *fs;
+	struct mfs_buf *bp;
+	struct mfs_inobt_rec *r;
+
+	img_make(&m);
+	fs = m.t.fs;
+	r = leaf_rec(blk_get(fs, first_leaf(fs, 0, MFS_BT_INO), &bp), sizeof(*r), 0);
+	/* inode 0 of the root chunk is the root directory: mark it free */
+	mfs_put64(r->freemask, mfs_get64(r->freemask) | 1);
+	mfs_put32(r->freecount, mfs_get32(r->freecount) + 1);
+	blk_put(fs, bp);
+	assert_found(fs, MFS_SCRUB_INOBT, 0, 0, "AG 0 inobt record 0: inode");
+	img_destroy(&m);
+}
+END_TEST
+
+START_TEST(test_rmapbt)
+{
+	struct img m;
+	struct mfs_fs *fs;
+	struct mfs_buf *bp;
+	struct mfs_rmap_rec *r;
+	uint64_t fsb, leaf;
+	unsigned idx = 0;
+
+	img_make(&m);
+	fs = m.t.fs;
+	/* f1's first extent said to belong to f2 */
+	fsb = file_block(fs, m.f1, 0);
+	leaf = rmap_rec_at(fs, fsb, &idx);
+	r = leaf_rec(blk_get(fs, leaf, &bp), sizeof(*r), idx);
+	CK_EQ(mfs_get64(r->owner), m.f1);
+	mfs_put64(r->owner, m.f2);
+	blk_put(fs, bp);
+	assert_found(fs, MFS_SCRUB_RMAPBT, mfs_fsb_to_agno(&fs->geo, fsb), 0, "rmapbt extent");
+	img_destroy(&m);
+}
+END_TEST
+
 static Suite *scrub_suite(void)
 {
 	Suite *s = suite_create("scrub");
@@ -418,6 +594,11 @@ static Suite *scrub_suite(void)
 	tcase_add_test(tc, test_clean);
 	tcase_add_test(tc, test_sb);
 	tcase_add_test(tc, test_agh);
+	tcase_add_test(tc, test_agfl);
+	tcase_add_test(tc, test_bnobt);
+	tcase_add_test(tc, test_cntbt);
+	tcase_add_test(tc, test_inobt);
+	tcase_add_test(tc, test_rmapbt);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -1,0 +1,141 @@
+/*
+ * scrub_ialloc.c — the inode btree checker of one AG, under the AG lock.
+ *
+ * The tree passes the structural check; each record is a chunk of 64 inodes whose first
+ * inode is 64-aligned, whose blocks are aligned to the chunk size and lie inside the AG past
+ * its fixed blocks, and whose free count is the population of its free mask.
+ * Cross-references: the chunk's blocks are owned by "inodes" in the reverse map and are not
+ * free; every inode of the chunk verifies, and is free (mode 0) exactly when its bit in the
+ * free mask says so (the inode cluster buffers are read under the AG lock, which every
+ * transaction logging an inode holds: committed state); the tree's own blocks are owned by
+ * "inobt" in the reverse map.
+ */
+#include "bcache.h"
+#include "byteorder.h"
+#include "fs.h"
+#include "geom.h"
+#include "log.h"
+#include "scrub_priv.h"
+#include "verify.h"
+
+static void check_chunk_inodes(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, size_t i,
+			       const struct mfs_inobt_rec *c)
+{
+	const struct mfs_geom *g = &ctx->fs->geo;
+	uint32_t startino = mfs_get32(c->startino);
+	uint64_t mask = mfs_get64(c->freemask);
+	struct mfs_buf *bp = NULL;
+
+	for (uint32_t k = 0; k < MFS_INODES_PER_CHUNK; k++) {
+		uint64_t ino = mfs_agino_to_ino(g, sa->agno, startino + k);
+		uint64_t fsb = mfs_ino_to_fsb(g, ino);
+		const struct mfs_dinode *d;
+		int isfree = (int)(mask >> k & 1), err;
+
+		if (!bp || bp->blkno != fsb) {
+			if (bp)
+				mfs_buf_put(bp);
+			bp = NULL;
+			err = mfs_buf_read(ctx->fs->bc, fsb, NULL, &bp);
+			if (err) {
+				scrub_report(ctx, MFS_SCRUB_OFLAG_INCOMPLETE, "AG %u inobt record "
+					     "%zu: inode block %llu unreadable: %s", sa->agno, i,
+					     (unsigned long long)fsb, scrub_errstr(err));
+				return;
+			}
+		}
+		d = (const void *)((const char *)bp->data + mfs_ino_to_offset(g, ino));
+		if (mfs_dinode_verify(d, g->inodesize, ino, g->uuid))
+			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u inobt record %zu: inode "
+				     "%llu fails its verifier", sa->agno, i, (unsigned long long)ino);
+		else if (isfree != (mfs_get16(d->mode) == 0))
+			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u inobt record %zu: inode "
+				     "%llu is %s in the free mask, its mode is 0%o", sa->agno, i,
+				     (unsigned long long)ino, isfree ? "free" : "in use",
+				     mfs_get16(d->mode));
+	}
+	if (bp)
+		mfs_buf_put(bp);
+}
+
+int scrub_inobt(struct mfs_scrub_ctx *ctx)
+{
+	const struct mfs_geom *g = &ctx->fs->geo;
+	const uint32_t C = MFS_SCRUB_OFLAG_CORRUPT, X = MFS_SCRUB_OFLAG_XCORRUPT;
+	struct scrub_ag sa;
+	const struct scrub_recs *ir;
+	char ob[32];
+	int err;
+
+	scrub_ag_lock(ctx->fs, ctx->agno);
+	err = scrub_ag_scan(ctx, ctx->agno, SCRUB_WANT_INO | SCRUB_WANT_BNO | SCRUB_WANT_RMAP,
+			    &sa);
+	if (err)
+		goto out;
+	if (!sa.agh) {
+		scrub_report(ctx, MFS_SCRUB_OFLAG_INCOMPLETE, "AG %u inobt: not checked, the AG "
+			     "header is unreadable", ctx->agno);
+		goto out;
+	}
+	if (sa.tree_err[MFS_BT_INO]) {
+		scrub_report(ctx, C, "AG %u inobt (root %u, %u levels): %s", sa.agno,
+			     mfs_get32(sa.agh->roots[MFS_BT_INO]),
+			     mfs_get32(sa.agh->levels[MFS_BT_INO]),
+			     scrub_errstr(sa.tree_err[MFS_BT_INO]));
+		goto out;
+	}
+	ir = &sa.recs[MFS_BT_INO];
+	for (size_t i = 0; i < ir->n; i++) {
+		const struct mfs_inobt_rec *c = scrub_rec(ir, i);
+		uint32_t startino = mfs_get32(c->startino);
+		uint32_t agbno = mfs_agino_to_agbno(g, startino);
+		uint64_t mask = mfs_get64(c->freemask);
+		const struct mfs_rmap_rec *r;
+
+		err = scrub_cancelled(ctx);
+		if (err)
+			goto out;
+		if (startino % MFS_INODES_PER_CHUNK || agbno % g->chunkblocks ||
+		    agbno < MFS_AG_FIXED_BLOCKS ||
+		    (uint64_t)agbno + g->chunkblocks > sa.len ||
+		    (uint64_t)startino + MFS_INODES_PER_CHUNK > (1ull << (g->agblklog + g->inopblog))) {
+			scrub_report(ctx, C, "AG %u inobt record %zu: chunk at agino %u (block %u) "
+				     "is misaligned or outside the AG", sa.agno, i, startino, agbno);
+			continue;
+		}
+		if (mfs_get32(c->freecount) != (uint32_t)__builtin_popcountll(mask))
+			scrub_report(ctx, C, "AG %u inobt record %zu: chunk %u free count %u, its "
+				     "free mask 0x%016llx has %d bits", sa.agno, i, startino,
+				     mfs_get32(c->freecount), (unsigned long long)mask,
+				     __builtin_popcountll(mask));
+		if ((sa.have & SCRUB_WANT_BNO) &&
+		    scrub_any_free(&sa.recs[MFS_BT_BNO], agbno, g->chunkblocks))
+			scrub_report(ctx, X, "AG %u inobt record %zu: chunk %u (blocks %u+%u) lies "
+				     "in free space", sa.agno, i, startino, agbno, g->chunkblocks);
+		if (sa.have & SCRUB_WANT_RMAP) {
+			r = scrub_rmap_covering(&sa.recs[MFS_BT_RMAP], agbno, g->chunkblocks);
+			if (!r || mfs_get64(r->owner) != MFS_OWN_INODES)
+				scrub_report(ctx, X, "AG %u inobt record %zu: chunk %u (blocks %u+%u) "
+					     "is owned by %s in the rmapbt, expected inodes", sa.agno,
+					     i, startino, agbno, g->chunkblocks,
+					     r ? scrub_owner_name(mfs_get64(r->owner), ob, sizeof(ob))
+					       : "nobody");
+		}
+		check_chunk_inodes(ctx, &sa, i, c);
+	}
+	/* The tree's own blocks. */
+	for (size_t i = 0; (sa.have & SCRUB_WANT_RMAP) && i < sa.blocks[MFS_BT_INO].n; i++) {
+		uint32_t b = *(const uint32_t *)scrub_rec(&sa.blocks[MFS_BT_INO], i);
+		const struct mfs_rmap_rec *r = scrub_rmap_covering(&sa.recs[MFS_BT_RMAP], b, 1);
+
+		if (!r || mfs_get64(r->owner) != MFS_OWN_INOBT)
+			scrub_report(ctx, X, "AG %u inobt block %u is owned by %s in the rmapbt, "
+				     "expected inobt", sa.agno, b,
+				     r ? scrub_owner_name(mfs_get64(r->owner), ob, sizeof(ob))
+				       : "nobody");
+	}
+out:
+	scrub_ag_release(&sa);
+	scrub_ag_unlock(ctx->fs, ctx->agno);
+	return err;
+}

@@ -1,0 +1,436 @@
+/*
+ * scrub_rmap.c — the reverse-map checker of one AG.
+ *
+ * Under the AG lock: the tree passes the structural check; each record is non-empty, inside
+ * the AG, does not overlap the previous one (no owner shares blocks in mendfs), and names a
+ * known owner — a special one (offset 0) or a valid inode number (offset flags known).
+ * Every block of the AG is either free (bnobt) or owned, never both, never neither.  The
+ * special owners hold exactly what they should:
+ *
+ *     fs      the fixed blocks 0..2
+ *     log     the journal, when it lies in this AG (nothing otherwise)
+ *     ag      every bnobt, cntbt and rmapbt block and every block on the free list
+ *     inobt   every inobt block
+ *     inodes  every inode chunk of the inobt
+ *
+ * Then, with the AG unlocked, each inode owner is taken (its lock shared, then the AG lock
+ * again, the order transactions use) and the record looked up again: if it is still there
+ * it must match the inode — allocated, and for a data extent, mapped by the inode's extent
+ * map at that file offset; for btree or attribute-fork blocks, a fork of that format.
+ */
+#include "ag.h"
+#include "bcache.h"
+#include "bmap.h"
+#include "btree.h"
+#include "byteorder.h"
+#include "fs.h"
+#include "geom.h"
+#include "inode.h"
+#include "log.h"
+#include "scrub_priv.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define RMAP_KNOWN_FLAGS (MFS_RMAP_ATTR_FORK | MFS_RMAP_BMBT_BLOCK)
+
+static int special_owner(uint64_t owner)
+{
+	return owner == MFS_OWN_FS || owner == MFS_OWN_LOG || owner == MFS_OWN_AG ||
+	       owner == MFS_OWN_INOBT || owner == MFS_OWN_INODES;
+}
+
+/* Blocks the rmap gives to `owner`. */
+static uint64_t owned_blocks(const struct scrub_recs *rm, uint64_t owner)
+{
+	uint64_t sum = 0;
+
+	for (size_t i = 0; i < rm->n; i++) {
+		const struct mfs_rmap_rec *r = scrub_rec(rm, i);
+
+		if (mfs_get64(r->owner) == owner)
+			sum += mfs_get32(r->blockcount);
+	}
+	return sum;
+}
+
+/* Each block of a sorted list must be owned by `owner`; their number is what it owns. */
+static void expect_owner(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa,
+			 const uint32_t *blk, size_t n, uint64_t owner, const char *what)
+{
+	const struct scrub_recs *rm = &sa->recs[MFS_BT_RMAP];
+	uint64_t distinct = 0;
+	char ob[32];
+
+	for (size_t i = 0; i < n; i++) {
+		const struct mfs_rmap_rec *r;
+
+		if (i && blk[i] == blk[i - 1])
+			continue;
+		distinct++;
+		r = scrub_rmap_covering(rm, blk[i], 1);
+		if (!r || mfs_get64(r->owner) != owner)
+			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: %s block %u is "
+				     "owned by %s, expected %s", sa->agno, what, blk[i],
+				     r ? scrub_owner_name(mfs_get64(r->owner), ob, sizeof(ob))
+				       : "nobody", scrub_owner_name(owner, ob, sizeof(ob)));
+	}
+	if (owned_blocks(rm, owner) != distinct)
+		scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: owner %s holds %llu "
+			     "blocks, the AG has %llu %s blocks", sa->agno,
+			     scrub_owner_name(owner, ob, sizeof(ob)),
+			     (unsigned long long)owned_blocks(rm, owner),
+			     (unsigned long long)distinct, what);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int check_special(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa)
+{
+	const struct mfs_geom *g = &ctx->fs->geo;
+	const struct scrub_recs *rm = &sa->recs[MFS_BT_RMAP];
+	const struct mfs_rmap_rec *r;
+	struct scrub_recs ag;
+	uint32_t fixed[MFS_AG_FIXED_BLOCKS];
+	int err = 0;
+
+	for (uint32_t b = 0; b < MFS_AG_FIXED_BLOCKS; b++)
+		fixed[b] = b;
+	expect_owner(ctx, sa, fixed, MFS_AG_FIXED_BLOCKS, MFS_OWN_FS, "fixed header");
+	if (g->logblocks && mfs_fsb_to_agno(g, g->logstart) == sa->agno) {
+		uint32_t start = mfs_fsb_to_agbno(g, g->logstart);
+
+		r = scrub_rmap_covering(rm, start, g->logblocks);
+		if (!r || mfs_get64(r->owner) != MFS_OWN_LOG ||
+		    owned_blocks(rm, MFS_OWN_LOG) != g->logblocks)
+			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: the journal "
+				     "(blocks %u+%u) is not exactly what owner log holds (%llu "
+				     "blocks)", sa->agno, start, g->logblocks,
+				     (unsigned long long)owned_blocks(rm, MFS_OWN_LOG));
+	} else if (owned_blocks(rm, MFS_OWN_LOG)) {
+		scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: owner log holds %llu "
+			     "blocks, the journal is not in this AG", sa->agno,
+			     (unsigned long long)owned_blocks(rm, MFS_OWN_LOG));
+	}
+	/* The AG's own trees and free list. */
+	if ((sa->have & (SCRUB_WANT_BNO | SCRUB_WANT_CNT | SCRUB_WANT_AGFL)) ==
+	    (SCRUB_WANT_BNO | SCRUB_WANT_CNT | SCRUB_WANT_AGFL)) {
+		scrub_recs_init(&ag, sizeof(uint32_t));
+		for (int t = 0; t < MFS_AG_NTREES && !err; t++)
+			for (size_t i = 0; t != MFS_BT_INO && i < sa->blocks[t].n && !err; i++)
+				err = scrub_recs_add(&ag, scrub_rec(&sa->blocks[t], i));
+		for (size_t i = 0; i < sa->agfl.n && !err; i++)
+			err = scrub_recs_add(&ag, scrub_rec(&sa->agfl, i));
+		if (!err) {
+			if (ag.n > 1)
+				qsort(ag.v, ag.n, sizeof(uint32_t), cmp_u32);
+			expect_owner(ctx, sa, (const uint32_t *)ag.v, ag.n, MFS_OWN_AG,
+				     "bnobt/cntbt/rmapbt/free list");
+		}
+		scrub_recs_free(&ag);
+		if (err)
+			return err;
+	}
+	if (sa->have & SCRUB_WANT_INO) {
+		const struct scrub_recs *ir = &sa->recs[MFS_BT_INO];
+		uint64_t want = (uint64_t)ir->n * g->chunkblocks;
+
+		expect_owner(ctx, sa, (const uint32_t *)sa->blocks[MFS_BT_INO].v,
+			     sa->blocks[MFS_BT_INO].n, MFS_OWN_INOBT, "inobt");
+		if (owned_blocks(rm, MFS_OWN_INODES) != want)
+			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: owner inodes "
+				     "holds %llu blocks, the inobt's %zu chunks take %llu", sa->agno,
+				     (unsigned long long)owned_blocks(rm, MFS_OWN_INODES), ir->n,
+				     (unsigned long long)want);
+	}
+	return 0;
+}
+
+/*
+ * Every block is free or owned: walk the free extents and the rmap records in start order
+ * together; a gap between them is leaked space.  (Free space that is also owned is
+ * reported record by record.)
+ */
+static void check_coverage(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa)
+{
+	const struct scrub_recs *bno = &sa->recs[MFS_BT_BNO], *rm = &sa->recs[MFS_BT_RMAP];
+	size_t i = 0, j = 0;
+	uint64_t pos = 0;
+
+	while (i < bno->n || j < rm->n) {
+		const struct mfs_alloc_rec *f = i < bno->n ? scrub_rec(bno, i) : NULL;
+		const struct mfs_rmap_rec *r = j < rm->n ? scrub_rec(rm, j) : NULL;
+		uint64_t fstart = f ? mfs_get32(f->startblock) : UINT64_MAX;
+		uint64_t rstart = r ? mfs_get32(r->startblock) : UINT64_MAX;
+		uint64_t start, n;
+
+		if (fstart <= rstart) {
+			start = fstart;
+			n = mfs_get32(f->blockcount);
+			i++;
+		} else {
+			start = rstart;
+			n = mfs_get32(r->blockcount);
+			j++;
+		}
+		if (start > pos)
+			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: blocks %llu..%llu "
+				     "are neither free nor owned (leaked)", sa->agno,
+				     (unsigned long long)pos, (unsigned long long)start - 1);
+		if (start + n > pos)
+			pos = start + n;
+	}
+	if (pos < sa->len)
+		scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: blocks %llu..%u are "
+			     "neither free nor owned (leaked)", sa->agno, (unsigned long long)pos,
+			     sa->len - 1);
+}
+
+/* Records on their own and against the previous one; inode-owned ones are collected. */
+static int check_records(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa,
+			 struct scrub_recs *inode_recs)
+{
+	const struct scrub_recs *rm = &sa->recs[MFS_BT_RMAP];
+	const uint32_t C = MFS_SCRUB_OFLAG_CORRUPT;
+	uint64_t prev_end = 0;
+	int err;
+
+	for (size_t i = 0; i < rm->n; i++) {
+		const struct mfs_rmap_rec *r = scrub_rec(rm, i);
+		uint32_t start = mfs_get32(r->startblock), n = mfs_get32(r->blockcount);
+		uint64_t owner = mfs_get64(r->owner), off = mfs_get64(r->offset);
+
+		if (n == 0 || (uint64_t)start + n > sa->len) {
+			scrub_report(ctx, C, "AG %u rmapbt record %zu: extent %u+%u is empty or "
+				     "outside the AG (%u blocks)", sa->agno, i, start, n, sa->len);
+			continue;
+		}
+		if (i && start < prev_end)
+			scrub_report(ctx, C, "AG %u rmapbt record %zu: startblock %u overlaps the "
+				     "previous record ending at %llu", sa->agno, i, start,
+				     (unsigned long long)prev_end);
+		prev_end = (uint64_t)start + n;
+		if ((sa->have & SCRUB_WANT_BNO) && scrub_any_free(&sa->recs[MFS_BT_BNO], start, n))
+			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt record %zu: "
+				     "extent %u+%u is also free in the bnobt", sa->agno, i, start, n);
+		if (special_owner(owner)) {
+			if (off)
+				scrub_report(ctx, C, "AG %u rmapbt record %zu: special owner with "
+					     "offset 0x%llx, expected 0", sa->agno, i,
+					     (unsigned long long)off);
+			continue;
+		}
+		if (owner >= MFS_OWN_MIN || mfs_ino_check(ctx->fs, owner)) {
+			scrub_report(ctx, C, "AG %u rmapbt record %zu: extent %u+%u: owner %llu is "
+				     "neither a special owner nor a valid inode number", sa->agno, i,
+				     start, n, (unsigned long long)owner);
+			continue;
+		}
+		if (off & ~MFS_RMAP_OFF_MASK & ~RMAP_KNOWN_FLAGS) {
+			scrub_report(ctx, C, "AG %u rmapbt record %zu: offset 0x%llx has unknown "
+				     "flags", sa->agno, i, (unsigned long long)off);
+			continue;
+		}
+		err = scrub_recs_add(inode_recs, r);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* With the AG locked: is exactly this record still in the reverse map? */
+static int rmap_still_there(struct mfs_fs *fs, uint32_t agno, const struct mfs_rmap_rec *rec,
+			    int *there)
+{
+	struct mfs_btree_cur cur;
+	struct mfs_rmap_rec got;
+	struct mfs_rmap_key key;
+	struct mfs_buf *hbp;
+	int err, stat = 0;
+
+	*there = 0;
+	err = mfs_read_agh(fs, agno, &hbp);
+	if (err)
+		return err;
+	key.startblock = rec->startblock;
+	mfs_ag_cur_init(&cur, fs, NULL, agno, MFS_BT_RMAP, hbp);
+	err = mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_EQ, &got, &stat);
+	mfs_btree_cur_release(&cur);
+	mfs_buf_put(hbp);
+	*there = !err && stat && !memcmp(&got, rec, sizeof(got));
+	return err;
+}
+
+/* The record's data blocks are mapped by ip at its file offset, block for block. */
+static int data_mapped(struct mfs_inode *ip, uint64_t fsb, uint64_t off, uint32_t len,
+		       uint64_t *bad)
+{
+	uint64_t pos = 0;
+
+	while (pos < len) {
+		struct mfs_bmap_ext ext;
+		uint64_t delta, run;
+		int err = mfs_bmap_lookup(ip, off + pos, &ext);
+
+		if (err)
+			return err;
+		delta = off + pos - ext.startoff;
+		if (ext.startblock == MFS_BMAP_HOLE || ext.startblock + delta != fsb + pos) {
+			*bad = off + pos;
+			return 1;
+		}
+		run = ext.len - delta;
+		pos += run < len - pos ? run : len - pos;
+	}
+	return 0;
+}
+
+static void check_against_inode(struct mfs_scrub_ctx *ctx, uint32_t agno,
+				const struct mfs_rmap_rec *r, struct mfs_inode *ip)
+{
+	const struct mfs_geom *g = &ctx->fs->geo;
+	uint32_t start = mfs_get32(r->startblock), n = mfs_get32(r->blockcount);
+	uint64_t off = mfs_get64(r->offset), bad = 0;
+	const uint32_t X = MFS_SCRUB_OFLAG_XCORRUPT;
+	int err;
+
+	if (off & MFS_RMAP_ATTR_FORK) {
+		if (ip->aformat != MFS_FMT_BTREE)
+			scrub_report(ctx, X, "AG %u rmapbt extent %u+%u: attribute-fork blocks of "
+				     "inode %llu, whose attribute fork is not a btree", agno, start,
+				     n, (unsigned long long)ip->ino);
+		return;
+	}
+	if (off & MFS_RMAP_BMBT_BLOCK) {
+		if (ip->dformat != MFS_FMT_BTREE)
+			scrub_report(ctx, X, "AG %u rmapbt extent %u+%u: btree blocks of inode "
+				     "%llu, whose data fork is not a btree", agno, start, n,
+				     (unsigned long long)ip->ino);
+		return;
+	}
+	if (ip->dformat != MFS_FMT_EXTENTS && ip->dformat != MFS_FMT_BTREE) {
+		scrub_report(ctx, X, "AG %u rmapbt extent %u+%u: data of inode %llu at file block "
+			     "%llu, whose data fork holds no extent map", agno, start, n,
+			     (unsigned long long)ip->ino, (unsigned long long)off);
+		return;
+	}
+	if (S_ISDIR(ip->mode)) {
+		scrub_report(ctx, X, "AG %u rmapbt extent %u+%u: data blocks of directory %llu",
+			     agno, start, n, (unsigned long long)ip->ino);
+		return;
+	}
+	err = data_mapped(ip, mfs_agbno_to_fsb(g, agno, start), off, n, &bad);
+	if (err > 0)
+		scrub_report(ctx, X, "AG %u rmapbt extent %u+%u owned by inode %llu at file "
+			     "block %llu: the inode maps file block %llu elsewhere", agno, start, n, (unsigned long long)ip->ino, (unsigned long long)off,
+			     (unsigned long long)bad);
+	else if (err < 0)
+		scrub_report(ctx, X, "AG %u rmapbt extent %u+%u owned by inode %llu: its extent "
+			     "map cannot be read: %s", agno, start, n,
+			     (unsigned long long)ip->ino, scrub_errstr(err));
+}
+
+/* Phase two, AG unlocked on entry and exit: each inode owner against its inode. */
+static int check_owners(struct mfs_scrub_ctx *ctx, const struct scrub_recs *recs)
+{
+	uint32_t agno = ctx->agno;
+	struct mfs_inode *ip = NULL;
+	int err = 0, there;
+
+	for (size_t i = 0; i < recs->n && !err; i++) {
+		const struct mfs_rmap_rec *r = scrub_rec(recs, i);
+		uint64_t owner = mfs_get64(r->owner);
+
+		err = scrub_cancelled(ctx);
+		if (err)
+			break;
+		if (!ip || ip->ino != owner) {
+			if (ip)
+				scrub_irele(ip);
+			ip = NULL;
+			err = mfs_iget(ctx->fs, owner, MFS_IGET_UNTRUSTED, &ip);
+			if (err == -ENOENT || mfs_is_corruption(err)) {
+				int e2 = err;
+
+				ip = NULL;
+				scrub_ag_lock(ctx->fs, agno);
+				err = rmap_still_there(ctx->fs, agno, r, &there);
+				scrub_ag_unlock(ctx->fs, agno);
+				if (!err && there)
+					scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt "
+						     "extent %u+%u: owner inode %llu %s", agno,
+						     mfs_get32(r->startblock),
+						     mfs_get32(r->blockcount),
+						     (unsigned long long)owner,
+						     e2 == -ENOENT ? "is not allocated"
+								   : "cannot be loaded");
+				if (mfs_is_corruption(err))
+					err = 0;
+				continue;
+			}
+			if (err)
+				break;
+			pthread_rwlock_rdlock(&ip->lock);
+		}
+		scrub_ag_lock(ctx->fs, agno);
+		err = rmap_still_there(ctx->fs, agno, r, &there);
+		if (!err && there) {
+			if (ip->mode == 0)
+				scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt extent "
+					     "%u+%u: owner inode %llu is free", agno,
+					     mfs_get32(r->startblock), mfs_get32(r->blockcount),
+					     (unsigned long long)owner);
+			else
+				check_against_inode(ctx, agno, r, ip);
+		}
+		scrub_ag_unlock(ctx->fs, agno);
+		if (mfs_is_corruption(err))
+			err = 0;        /* the tree itself is reported by the first phase */
+	}
+	if (ip)
+		scrub_irele(ip);
+	return err;
+}
+
+int scrub_rmapbt(struct mfs_scrub_ctx *ctx)
+{
+	struct scrub_recs inode_recs;
+	struct scrub_ag sa;
+	int err;
+
+	scrub_recs_init(&inode_recs, sizeof(struct mfs_rmap_rec));
+	scrub_ag_lock(ctx->fs, ctx->agno);
+	err = scrub_ag_scan(ctx, ctx->agno, SCRUB_WANT_TREES | SCRUB_WANT_AGFL, &sa);
+	if (err)
+		goto unlock;
+	if (!sa.agh) {
+		scrub_report(ctx, MFS_SCRUB_OFLAG_INCOMPLETE, "AG %u rmapbt: not checked, the AG "
+			     "header is unreadable", ctx->agno);
+		goto unlock;
+	}
+	if (sa.tree_err[MFS_BT_RMAP]) {
+		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "AG %u rmapbt (root %u, %u levels): %s",
+			     sa.agno, mfs_get32(sa.agh->roots[MFS_BT_RMAP]),
+			     mfs_get32(sa.agh->levels[MFS_BT_RMAP]),
+			     scrub_errstr(sa.tree_err[MFS_BT_RMAP]));
+		goto unlock;
+	}
+	err = check_records(ctx, &sa, &inode_recs);
+	if (!err)
+		err = check_special(ctx, &sa);
+	if (!err && (sa.have & SCRUB_WANT_BNO))
+		check_coverage(ctx, &sa);
+unlock:
+	scrub_ag_release(&sa);
+	scrub_ag_unlock(ctx->fs, ctx->agno);
+	if (!err && ctx->fs->icache)
+		err = check_owners(ctx, &inode_recs);
+	scrub_recs_free(&inode_recs);
+	return err;
+}
