@@ -20,6 +20,7 @@
 #include "journal.h"
 #include "log.h"
 #include "mendfs_format.h"
+#include "orphan.h"
 #include "verify.h"
 
 #include <ctype.h>
@@ -240,6 +241,7 @@ static void print_agh(const struct mfs_agh *agh, uint64_t blkno)
 	printf("ifree = %u\n", mfs_get32(agh->ifree));
 	printf("fl_first = %u\n", mfs_get32(agh->fl_first));
 	printf("fl_count = %u\n", mfs_get32(agh->fl_count));
+	printf("unlinked = %" PRIu64 "\n", mfs_get64(agh->unlinked));
 }
 
 static int cmd_agh(int argc, char **argv)
@@ -802,6 +804,9 @@ static void check_coverage(uint32_t agno, uint32_t len, const struct recs *bno,
 			", past the AG's end (%u blocks)", pos - 1, len);
 }
 
+/* In-use inodes without links (they must all be on the AG's orphan list). */
+static uint64_t check_nolinks;
+
 static void check_inodes(uint32_t agno, const struct mfs_inobt_rec *c, int *nprob)
 {
 	const struct mfs_geom *g = &fs->geo;
@@ -824,6 +829,8 @@ static void check_inodes(uint32_t agno, const struct mfs_inobt_rec *c, int *npro
 		else if (isfree != (mfs_get16(d->mode) == 0))
 			problem(agno, nprob, "inode %" PRIu64 ": the inode btree says %s, the inode "
 				"has mode 0%o", ino, isfree ? "free" : "in use", mfs_get16(d->mode));
+		else if (!isfree && mfs_get32(d->nlink) == 0)
+			check_nolinks++;
 		mfs_buf_put(bp);
 	}
 }
@@ -839,6 +846,8 @@ static int check_ag(uint32_t agno, uint64_t *freeblks, uint64_t *icount, uint64_
 	uint32_t len = mfs_ag_length(g, agno);
 	uint64_t sum, longest, btreeblks;
 	int nprob = 0, err;
+
+	check_nolinks = 0;
 
 	memset(&s, 0, sizeof(s));
 	/* Superblock copy: verifies and carries the same geometry as the primary. */
@@ -999,6 +1008,18 @@ static int check_ag(uint32_t agno, uint64_t *freeblks, uint64_t *icount, uint64_
 					"the reverse map", b);
 		}
 		mfs_buf_put(bp);
+	}
+	/* Orphan list: well formed, and holding every in-use inode without links. */
+	{
+		uint64_t norph = 0;
+
+		err = mfs_orphan_check(fs, agno, &norph);
+		if (err)
+			problem(agno, &nprob, "orphan list: %s", errstr(err));
+		else if (s.ok[MFS_BT_INO] && norph != check_nolinks)
+			problem(agno, &nprob, "%" PRIu64 " in-use inodes have no links, the orphan "
+				"list holds %" PRIu64, check_nolinks, norph);
+		check_nolinks = 0;
 	}
 	mfs_buf_put(hbp);
 	for (int t = 0; t < MFS_AG_NTREES; t++)

@@ -400,6 +400,8 @@ void mfsd_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			err = mfsd_read_data(ip, buf, (uint64_t)off, len);
 	}
 	pthread_rwlock_unlock(&ip->lock);
+	if (!err)
+		mfsd_touch_atime(d, ip);
 	mfsd_iput(d, ip);
 	if (err)
 		mfsd_reply_err(req, err);

@@ -27,6 +27,7 @@
 #include "journal.h"
 #include "log.h"
 #include "mendfs_format.h"
+#include "orphan.h"
 #include "trans.h"
 
 #include <errno.h>
@@ -54,8 +55,10 @@ int mfsd_errno(int err)
 {
 	if (err >= 0)
 		return 0;
-	if (err == -EFSBADCRC || err == -EFSCORRUPTED)
+	if (err == -EFSBADCRC || err == -EFSCORRUPTED) {
+		mfsd_note_corruption();
 		return EUCLEAN;
+	}
 	if (err == -EDEADLK)        /* lock-order retries exhausted: transient */
 		return EAGAIN;
 	return -err;
@@ -110,7 +113,8 @@ static int sb_set_state(struct mfs_fs *fs, uint32_t state)
 		goto out_cancel;
 	}
 	sb = bp->data;
-	mfs_put32(sb->state, state);
+	/* The errors mark stays until a repair clears it. */
+	mfs_put32(sb->state, state | (mfs_get32(sb->state) & MFS_STATE_ERRORS));
 	mfs_put64(sb->wtime, (uint64_t)time(NULL));
 	if (state == MFS_STATE_CLEAN) {
 		mfs_put64(sb->icount, icount);
@@ -202,19 +206,37 @@ static const struct fuse_lowlevel_ops mfsd_ops = {
 struct cmdline {
 	const char *image;
 	int nonopts;
-	int ro;
+	int ro, norecovery, atime_mode;
 	double timeout;
 	unsigned long cache_mb;
 	int help, version;
 };
 
-enum { KEY_RO, KEY_HELP, KEY_VERSION };
+enum { KEY_RO, KEY_RW, KEY_NORECOVERY, KEY_NOATIME, KEY_RELATIME, KEY_STRICTATIME,
+       KEY_IGNORE, KEY_HELP, KEY_VERSION };
 
-#define MFSD_OPT(t, p) { t, offsetof(struct cmdline, p), 1 }
 static const struct fuse_opt mfsd_opts[] = {
 	{ "timeout=%lf", offsetof(struct cmdline, timeout), 0 },
 	{ "cache_size=%lu", offsetof(struct cmdline, cache_mb), 0 },
 	FUSE_OPT_KEY("ro", KEY_RO),
+	FUSE_OPT_KEY("rw", KEY_RW),
+	FUSE_OPT_KEY("norecovery", KEY_NORECOVERY),
+	FUSE_OPT_KEY("noatime", KEY_NOATIME),
+	FUSE_OPT_KEY("relatime", KEY_RELATIME),
+	FUSE_OPT_KEY("atime", KEY_RELATIME),
+	FUSE_OPT_KEY("strictatime", KEY_STRICTATIME),
+	/* What mount(8) and fstab lines carry for mount itself, not for the filesystem. */
+	FUSE_OPT_KEY("defaults", KEY_IGNORE),
+	FUSE_OPT_KEY("auto", KEY_IGNORE),
+	FUSE_OPT_KEY("noauto", KEY_IGNORE),
+	FUSE_OPT_KEY("_netdev", KEY_IGNORE),
+	FUSE_OPT_KEY("nofail", KEY_IGNORE),
+	FUSE_OPT_KEY("user", KEY_IGNORE),
+	FUSE_OPT_KEY("users", KEY_IGNORE),
+	FUSE_OPT_KEY("nouser", KEY_IGNORE),
+	FUSE_OPT_KEY("owner", KEY_IGNORE),
+	FUSE_OPT_KEY("group", KEY_IGNORE),
+	FUSE_OPT_KEY("comment=", KEY_IGNORE),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
 	FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -236,6 +258,23 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	case KEY_RO:
 		c->ro = 1;
 		return 1;                    /* and a mount option too */
+	case KEY_RW:
+		c->ro = 0;
+		return 1;
+	case KEY_NORECOVERY:
+		c->norecovery = 1;
+		return 0;
+	case KEY_NOATIME:
+		c->atime_mode = MFSD_ATIME_NOATIME;
+		return 1;                    /* the kernel's mount flag too (shown in mounts) */
+	case KEY_RELATIME:
+		c->atime_mode = MFSD_ATIME_RELATIME;
+		return 0;
+	case KEY_STRICTATIME:
+		c->atime_mode = MFSD_ATIME_STRICT;
+		return 0;
+	case KEY_IGNORE:
+		return 0;
 	case KEY_HELP:
 		c->help = 1;
 		return 0;
@@ -243,6 +282,9 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 		c->version = 1;
 		return 0;
 	default:
+		/* x-systemd.*, x-gvfs-* and the like belong to other programs. */
+		if (key == FUSE_OPT_KEY_OPT && strncmp(arg, "x-", 2) == 0)
+			return 0;
 		return 1;
 	}
 }
@@ -254,7 +296,14 @@ static void usage(FILE *f)
 		"  -f                 stay in the foreground\n"
 		"  -d                 debug: print every request (implies -f)\n"
 		"  -s                 single-threaded\n"
-		"  -o ro              mount read-only (the journal is not replayed)\n"
+		"  -o ro              mount read-only (a journal holding changes is replayed "
+		"first)\n"
+		"  -o rw              mount read-write (the default)\n"
+		"  -o norecovery      with ro only: do not replay the journal\n"
+		"  -o relatime        update access times when older than the modification or "
+		"change time, or a day old (the default)\n"
+		"  -o noatime         never update access times\n"
+		"  -o strictatime     update the access time on every read and readdir\n"
 		"  -o timeout=SECS    entry and attribute cache timeout (default 86400)\n"
 		"  -o cache_size=MiB  metadata buffer cache size (default 64)\n"
 		"  -o allow_other, default_permissions, fsname=, ... as for every FUSE "
@@ -262,9 +311,137 @@ static void usage(FILE *f)
 		"See mendfs(8).\n", progname);
 }
 
-static void syslog_sink(int level, const char *msg, void *priv)
+/* ---- opening the image ------------------------------------------------------------------- */
+
+static void say_journal_damaged(const char *image)
 {
-	syslog(level, "%s", msg);
+	fprintf(stderr, "%s: %s: the journal is damaged (see the message above): refusing to "
+		"mount read-write.  Mount with -o ro,norecovery to read the filesystem as it "
+		"is on disk (without the changes still in the journal), or run mendfs_repair.\n",
+		progname, image);
+}
+
+static void say_open_failed(const char *image, int err)
+{
+	if (err == -EBUSY || err == -EWOULDBLOCK)
+		fprintf(stderr, "%s: %s is in use (mounted, or being checked or formatted); "
+			"refusing to mount it twice\n", progname, image);
+	else
+		fprintf(stderr, "%s: cannot open %s: %s\n", progname, image,
+			strerror(mfsd_errno(err)));
+}
+
+/* Read-write, with the journal replayed and attached. */
+static int open_rw(const struct cmdline *c, struct mfs_fs **out)
+{
+	struct mfs_fs *fs;
+	int err;
+
+	err = mfs_fs_open(c->image, MFS_OPEN_EXCL, (size_t)c->cache_mb << 20, &fs);
+	if (err) {
+		say_open_failed(c->image, err);
+		return err;
+	}
+	err = mfs_journal_open(fs, 0, NULL);
+	if (err) {
+		if (mfs_is_corruption(err))
+			say_journal_damaged(c->image);
+		else
+			fprintf(stderr, "%s: %s: replaying the journal failed: %s\n", progname,
+				c->image, strerror(mfsd_errno(err)));
+		/* Nothing of a failed replay may reach the disk. */
+		mfs_bcache_discard(fs->bc);
+		fs->bc = NULL;
+		mfs_fs_close(fs);
+		return err;
+	}
+	*out = fs;
+	return 0;
+}
+
+/*
+ * Read-only.  Unless norecovery, a journal that holds committed changes is replayed first
+ * (the device opened read-write for that moment only), so that what is served is the
+ * filesystem as last committed; a damaged journal refuses, pointing at norecovery.
+ */
+static int open_ro(const struct cmdline *c, struct mfs_fs **out)
+{
+	struct mfs_journal_info ji;
+	unsigned flags = MFS_OPEN_RDONLY | MFS_OPEN_EXCL;
+	size_t cache = (size_t)c->cache_mb << 20;
+	struct mfs_fs *fs;
+	int err, perr;
+
+	err = mfs_fs_open(c->image, flags, cache, &fs);
+	if (err) {
+		say_open_failed(c->image, err);
+		return err;
+	}
+	perr = mfs_journal_peek(fs, &ji);
+	if (c->norecovery) {
+		if (perr || ji.records)
+			fprintf(stderr, "%s: %s: norecovery: %s; what is served may be out of "
+				"date or inconsistent\n", progname, c->image,
+				perr ? "the journal is unreadable" :
+				"committed changes in the journal are not replayed");
+		*out = fs;
+		return 0;
+	}
+	if (perr) {
+		mfs_fs_close(fs);
+		if (mfs_is_corruption(perr))
+			fprintf(stderr, "%s: %s: the journal is damaged (see the message above): "
+				"it cannot be replayed.  Mount with -o ro,norecovery to read the "
+				"filesystem as it is on disk, or run mendfs_repair.\n", progname,
+				c->image);
+		else
+			fprintf(stderr, "%s: %s: reading the journal failed: %s\n", progname,
+				c->image, strerror(mfsd_errno(perr)));
+		return perr;
+	}
+	if (ji.records == 0) {
+		*out = fs;
+		return 0;
+	}
+	/* Replay, then start again read-only. */
+	mfs_fs_close(fs);
+	err = mfs_fs_open(c->image, MFS_OPEN_EXCL | MFS_OPEN_JOURNAL, cache, &fs);
+	if (err) {
+		if (err == -EROFS || err == -EACCES || err == -EPERM)
+			fprintf(stderr, "%s: %s: the journal holds %llu committed transaction%s "
+				"to replay but the image cannot be written (%s).  Mount with -o "
+				"ro,norecovery to read it without them.\n", progname, c->image,
+				(unsigned long long)ji.records, ji.records == 1 ? "" : "s",
+				strerror(-err));
+		else if (mfs_is_corruption(err))
+			say_journal_damaged(c->image);
+		else
+			say_open_failed(c->image, err);
+		return err;
+	}
+	err = mfs_fs_close(fs);
+	if (err) {
+		fprintf(stderr, "%s: %s: writing the replayed journal failed: %s\n", progname,
+			c->image, strerror(mfsd_errno(err)));
+		return err;
+	}
+	err = mfs_fs_open(c->image, flags, cache, out);
+	if (err)
+		say_open_failed(c->image, err);
+	return err;
+}
+
+/* A filesystem marked as damaged is served, with a word about it. */
+static void warn_if_errors(struct mfs_fs *fs, const char *image)
+{
+	struct mfs_buf *bp;
+
+	if (mfs_read_sb(fs, 0, &bp) != 0)
+		return;
+	if (mfs_get32(((const struct mfs_sb *)bp->data)->state) & MFS_STATE_ERRORS)
+		mfs_log(MFS_LOG_WARN, "%s: corruption was found earlier and not yet repaired: "
+			"run mendfs_scrub on the mount point (or mendfs_repair unmounted)", image);
+	mfs_buf_put(bp);
 }
 
 int main(int argc, char **argv)
@@ -275,7 +452,6 @@ int main(int argc, char **argv)
 	struct fuse_session *se = NULL;
 	struct mfsd d;
 	char *fsopts = NULL;
-	unsigned oflags;
 	int err, ret = 1, mounted = 0;
 
 	memset(&d, 0, sizeof(d));
@@ -305,10 +481,16 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: timeout must not be negative\n", progname);
 		goto out_args;
 	}
+	if (c.norecovery && !c.ro) {
+		fprintf(stderr, "%s: norecovery is only allowed with ro: a read-write mount must "
+			"replay the journal first (use -o ro,norecovery)\n", progname);
+		goto out_args;
+	}
 	if (fo.debug) {
 		mfs_log_set_level(MFS_LOG_DEBUG);
 		fo.foreground = 1;
 	}
+	mfs_log_set_sink(mfsd_log_once_sink, NULL);
 
 	/* Our defaults first, so that options given on the command line override them. */
 	if (asprintf(&fsopts, "-osubtype=mendfs,fsname=%s,default_permissions", c.image) < 0 ||
@@ -317,22 +499,19 @@ int main(int argc, char **argv)
 		goto out_args;
 	}
 
-	oflags = MFS_OPEN_EXCL | (c.ro ? MFS_OPEN_RDONLY : MFS_OPEN_JOURNAL);
-	err = mfs_fs_open(c.image, oflags, (size_t)c.cache_mb << 20, &d.fs);
-	if (err) {
-		if (err == -EBUSY || err == -EWOULDBLOCK)
-			fprintf(stderr, "%s: %s is in use (mounted, or being checked or "
-				"formatted); refusing to mount it twice\n", progname, c.image);
-		else
-			fprintf(stderr, "%s: cannot open %s: %s\n", progname, c.image,
-				strerror(mfsd_errno(err)));
+	err = c.ro ? open_ro(&c, &d.fs) : open_rw(&c, &d.fs);
+	if (err)
 		goto out_args;
-	}
 	d.ro = c.ro;
 	d.timeout = c.timeout;
+	d.atime_mode = c.atime_mode;
+	mfsd_health_init(&d);
+	warn_if_errors(d.fs, c.image);
 	err = mfs_icache_init(d.fs, 0);
 	if (!err)
 		err = mfsd_nodes_init(&d);
+	if (!err)
+		err = mfs_orphans_create(&d.orphans);
 	if (!err && !d.ro)
 		err = sb_set_state(d.fs, MFS_STATE_DIRTY);
 	/* Write the DIRTY superblock in place now, not at the next checkpoint: tools that read
@@ -343,6 +522,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: %s: %s\n", progname, c.image, strerror(mfsd_errno(err)));
 		goto out_close;
 	}
+	/* Files unlinked while open when the filesystem went down: freed before serving.  A
+	 * damaged list is reported (and marks the filesystem) but does not stop the mount. */
+	if (!d.ro)
+		mfsd_orphans_recover(&d);
 
 	se = fuse_session_new(&args, &mfsd_ops, sizeof(mfsd_ops), &d);
 	if (!se)
@@ -354,7 +537,7 @@ int main(int argc, char **argv)
 	mounted = 1;
 	if (!fo.foreground) {
 		openlog(progname, LOG_PID, LOG_DAEMON);
-		mfs_log_set_sink(syslog_sink, NULL);
+		mfs_log_set_sink(mfsd_log_once_sink, (void *)1);
 	}
 	fuse_daemonize(fo.foreground);
 	/* Threads only now: they would not survive daemonize's fork. */
@@ -398,6 +581,8 @@ out_close:
 		mfsd_worker_stop(&d);
 		mfsd_nodes_free(&d);
 	}
+	mfsd_health_init(NULL);
+	mfs_orphans_free(d.orphans);
 	if (d.fs) {
 		if (!d.ro && d.fs->log) {
 			err = sb_set_state(d.fs, MFS_STATE_CLEAN);

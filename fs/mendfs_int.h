@@ -96,6 +96,11 @@ void mfsd_reply_err(fuse_req_t req, int err);
 /* Corruption seen by a request (mfsd_errno): marks the filesystem as needing a scrub
  * (MFS_STATE_ERRORS in the superblock, written by the worker) the first time. */
 void mfsd_note_corruption(void);
+/* health.c: the daemon whose state mfsd_note_corruption marks (NULL: none yet); a log sink
+ * that reports each distinct error message once; the worker's job of writing the mark. */
+void mfsd_health_init(struct mfsd *d);
+void mfsd_log_once_sink(int level, const char *msg, void *priv);
+void mfsd_mark_errors(struct mfsd *d);
 
 /* ---- atime.c: access times ------------------------------------------------------------- */
 enum { MFSD_ATIME_RELATIME = 0, MFSD_ATIME_NOATIME = 1, MFSD_ATIME_STRICT = 2 };

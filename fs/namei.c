@@ -574,7 +574,10 @@ static int remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, int 
 				}
 				ip->ctime = now;
 				dp->mtime = dp->ctime = now;
-				err = ls_log(&ls, tp);
+				if (ip->nlink == 0)
+					err = mfsd_orphan_add(d, tp, ip);
+				if (!err)
+					err = ls_log(&ls, tp);
 			}
 			if (!err)
 				err = mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, NULL);
@@ -752,6 +755,11 @@ static int rename_trans(struct mfsd *d, struct rename_args *a, struct mfs_trans 
 				a->tip->nlink--;
 			}
 			a->tip->ctime = now;
+			if (a->tip->nlink == 0) {
+				err = mfsd_orphan_add(d, tp, a->tip);
+				if (err)
+					return err;
+			}
 		}
 	}
 	a->sip->ctime = now;
@@ -995,6 +1003,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, i
 	else
 		err = mfs_dir_iterate(dp, (uint64_t)off, rd_collect, &c);
 	pthread_rwlock_unlock(&dp->lock);
+	if (!err)
+		mfsd_touch_atime(d, dp);
 
 	for (size_t i = 0; !err && i < c.n; i++) {
 		struct rd_ent *e = &c.v[i];

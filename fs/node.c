@@ -26,6 +26,8 @@
 #include "mem.h"
 #include "mendfs_int.h"
 
+#include "bcache.h"
+#include "byteorder.h"
 #include "ialloc.h"
 #include "log.h"
 #include "mendfs_format.h"
@@ -535,7 +537,7 @@ int mfsd_worker_start(struct mfsd *d)
 void mfsd_worker_drain(struct mfsd *d)
 {
 	pthread_mutex_lock(&d->work_lock);
-	while (d->work_head || d->work_busy)
+	while (d->work_head || d->work_busy || d->errors_pending)
 		pthread_cond_wait(&d->idle_cond, &d->work_lock);
 	pthread_mutex_unlock(&d->work_lock);
 }

@@ -174,7 +174,9 @@ struct mfs_agh {
 	mfs_le32 fl_first;          /* AGFL: index of the first valid slot */
 	mfs_le32 fl_count;          /* AGFL: number of valid slots (circular from fl_first) */
 	mfs_le32 pad;
-	mfs_le64 reserved[8];       /* zero */
+	mfs_le64 unlinked;          /* head of the AG's orphan list: the inode number of an
+	                               unlinked inode still in use, 0: empty (lib/orphan.h) */
+	mfs_le64 reserved[7];       /* zero */
 };
 static_assert(sizeof(struct mfs_agh) == 184, "mfs_agh");
 

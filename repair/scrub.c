@@ -299,6 +299,77 @@ void scrub_ag_release(struct scrub_ag *sa)
 	sa->agh = NULL;
 }
 
+/* ---- cross-referencing one extent ---------------------------------------------------------- */
+
+int scrub_xref_extent(struct mfs_scrub_ctx *ctx, uint64_t fsb, uint32_t len, uint64_t owner,
+		      uint64_t offset, int data, const char *what)
+{
+	struct mfs_fs *fs = ctx->fs;
+	const struct mfs_geom *g = &fs->geo;
+	uint32_t agno = mfs_fsb_to_agno(g, fsb), agbno = mfs_fsb_to_agbno(g, fsb);
+	struct mfs_btree_cur cur;
+	struct mfs_buf *hbp;
+	struct mfs_rmap_rec rr;
+	struct mfs_rmap_key rk;
+	struct mfs_alloc_rec ar, ak;
+	char ob[32], ob2[32];
+	int err, stat = 0;
+
+	if (agno >= g->agcount || (uint64_t)agbno + len > mfs_ag_length(g, agno)) {
+		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "%s: blocks %llu+%u lie outside the "
+			     "filesystem's AGs", what, (unsigned long long)fsb, len);
+		return 0;
+	}
+	scrub_ag_lock(fs, agno);
+	err = mfs_read_agh(fs, agno, &hbp);
+	if (err)
+		goto out_unlock;
+	/* The reverse map: one record of this owner covering the extent. */
+	mfs_put32(rk.startblock, agbno);
+	mfs_ag_cur_init(&cur, fs, NULL, agno, MFS_BT_RMAP, hbp);
+	err = mfs_btree_lookup_get(&cur, &rk, MFS_LOOKUP_LE, &rr, &stat);
+	mfs_btree_cur_release(&cur);
+	if (err)
+		goto out_put;
+	if (!stat || (uint64_t)mfs_get32(rr.startblock) + mfs_get32(rr.blockcount) <
+		     (uint64_t)agbno + len) {
+		scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "%s: blocks %llu+%u are not covered "
+			     "by one reverse-map record", what, (unsigned long long)fsb, len);
+	} else {
+		uint64_t want = offset + (data ? agbno - mfs_get32(rr.startblock) : 0);
+
+		if (mfs_get64(rr.owner) != owner || mfs_get64(rr.offset) != want)
+			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "%s: blocks %llu+%u are "
+				     "reverse-mapped to %s offset 0x%llx, expected %s offset 0x%llx",
+				     what, (unsigned long long)fsb, len,
+				     scrub_owner_name(mfs_get64(rr.owner), ob, sizeof(ob)),
+				     (unsigned long long)mfs_get64(rr.offset),
+				     scrub_owner_name(owner, ob2, sizeof(ob2)),
+				     (unsigned long long)want);
+	}
+	/* Free space: the last free extent starting at or before the end must end before
+	 * the start. */
+	mfs_put32(ak.startblock, agbno + len - 1);
+	mfs_put32(ak.blockcount, 0);
+	mfs_ag_cur_init(&cur, fs, NULL, agno, MFS_BT_BNO, hbp);
+	err = mfs_btree_lookup_get(&cur, &ak, MFS_LOOKUP_LE, &ar, &stat);
+	mfs_btree_cur_release(&cur);
+	if (!err && stat && (uint64_t)mfs_get32(ar.startblock) + mfs_get32(ar.blockcount) > agbno)
+		scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "%s: blocks %llu+%u overlap free "
+			     "extent %u+%u of AG %u", what, (unsigned long long)fsb, len,
+			     mfs_get32(ar.startblock), mfs_get32(ar.blockcount), agno);
+out_put:
+	mfs_buf_put(hbp);
+out_unlock:
+	scrub_ag_unlock(fs, agno);
+	if (mfs_is_corruption(err)) {
+		scrub_report(ctx, MFS_SCRUB_OFLAG_INCOMPLETE, "%s: not cross-referenced, AG %u's "
+			     "trees are damaged: %s", what, agno, scrub_errstr(err));
+		err = 0;
+	}
+	return err;
+}
+
 /* ---- inode objects ----------------------------------------------------------------------------- */
 
 int scrub_iget(struct mfs_scrub_ctx *ctx, struct mfs_inode **ipp)
@@ -347,11 +418,11 @@ static const struct {
 	[MFS_SCRUB_INOBT]   = { OBJ_AG, scrub_inobt },
 	[MFS_SCRUB_RMAPBT]  = { OBJ_AG, scrub_rmapbt },
 	[MFS_SCRUB_JOURNAL] = { OBJ_FS, NULL },
-	[MFS_SCRUB_INODE]   = { OBJ_INODE, NULL },
-	[MFS_SCRUB_BMAP]    = { OBJ_INODE, NULL },
-	[MFS_SCRUB_DIR]     = { OBJ_INODE, NULL },
-	[MFS_SCRUB_XATTR]   = { OBJ_INODE, NULL },
-	[MFS_SCRUB_SYMLINK] = { OBJ_INODE, NULL },
+	[MFS_SCRUB_INODE]   = { OBJ_INODE, scrub_inode },
+	[MFS_SCRUB_BMAP]    = { OBJ_INODE, scrub_bmap },
+	[MFS_SCRUB_DIR]     = { OBJ_INODE, scrub_dir },
+	[MFS_SCRUB_XATTR]   = { OBJ_INODE, scrub_xattr },
+	[MFS_SCRUB_SYMLINK] = { OBJ_INODE, scrub_symlink },
 	[MFS_SCRUB_NLINKS]  = { OBJ_FS, NULL },
 	[MFS_SCRUB_ORPHANS] = { OBJ_FS, NULL },
 	[MFS_SCRUB_SUMMARY] = { OBJ_FS, NULL },

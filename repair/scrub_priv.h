@@ -97,6 +97,16 @@ const struct mfs_rmap_rec *scrub_rmap_covering(const struct scrub_recs *rmap, ui
 /* Is agbno in a sorted uint32_t array? */
 int scrub_u32_has(const struct scrub_recs *r, uint32_t v);
 
+/*
+ * Cross-reference one extent an inode uses ([fsb, fsb + len), e.g. "inode 131 data extent
+ * at file block 8"): locks its AG, and reports (XCORRUPT) unless a single reverse-map record
+ * covers it with `owner` and the offset `offset` (+ the distance from the record's start
+ * for data extents, when `data`), and unless none of it is free.  0 or an operational
+ * error; damaged AG trees are reported as INCOMPLETE cross-references.
+ */
+int scrub_xref_extent(struct mfs_scrub_ctx *ctx, uint64_t fsb, uint32_t len, uint64_t owner,
+		      uint64_t offset, int data, const char *what);
+
 /* "fs", "log", "ag", "inobt", "inodes", or "inode N" into buf. */
 const char *scrub_owner_name(uint64_t owner, char *buf, size_t len);
 

@@ -222,12 +222,12 @@ static void img_make(struct img *m)
 	link_to(m, m->d2, "f2link", m->f2);
 	m->sl = mk(m, m->d1, "sl", S_IFLNK | 0777);
 	set_symlink(m, m->sl, "../f2");
-	give_extents(m, m->f1, 4, 3);
+	give_extents(m, m->f1, 2, 3);              /* inline: 3 extents fit */
 	m->big = mk(m, root, "big", S_IFREG | 0644);
 	give_extents(m, m->big, 60, 2);               /* more than fit inline: a btree */
 	m->xf = mk(m, root, "xf", S_IFREG | 0600);
 	set_xattr(m, m->xf, "small", 10);
-	for (int i = 0; i < 40; i++) {                 /* a name btree in d2 */
+	for (int i = 0; i < 15; i++) {                 /* a one-leaf name btree in d2 */
 		snprintf(name, sizeof(name), "entry-with-a-longish-name-%03d", i);
 		mk(m, m->d2, name, S_IFREG | 0644);
 	}
@@ -302,7 +302,7 @@ static void assert_all_clean(struct mfs_fs *fs)
 				      ag_types[i], agno, err, f.n, f.first);
 		}
 	inodes_in_use(fs, &l);
-	ck_assert_uint_gt(l.n, 40);
+	ck_assert_uint_gt(l.n, 15);
 	for (size_t j = 0; j < l.n; j++)
 		for (size_t i = 0; i < sizeof(ino_types) / sizeof(ino_types[0]); i++) {
 			err = run(fs, ino_types[i], 0, l.v[j], &f);
@@ -585,6 +585,164 @@ START_TEST(test_rmapbt)
 }
 END_TEST
 
+
+/* The on-disk inode `ino` in its cluster buffer, to damage; dino_put reseals its CRC and
+ * makes the inode cache read it again. */
+static struct mfs_dinode *dino_get(struct mfs_fs *fs, uint64_t ino, struct mfs_buf **bp)
+{
+	uint8_t *blk = blk_get(fs, mfs_ino_to_fsb(&fs->geo, ino), bp);
+
+	return (struct mfs_dinode *)(blk + mfs_ino_to_offset(&fs->geo, ino));
+}
+
+static void dino_put(struct mfs_fs *fs, struct mfs_buf *bp, struct mfs_dinode *d)
+{
+	uint64_t ino = mfs_get64(d->ino);
+
+	mfs_dinode_seal(d, fs->geo.inodesize);
+	mfs_buf_mark_dirty(bp);
+	mfs_buf_put(bp);
+	mfs_inode_invalidate(fs, ino);
+}
+
+static uint8_t *lit(struct mfs_dinode *d)
+{
+	return (uint8_t *)(d + 1);
+}
+
+START_TEST(test_inode)
+{
+	struct img m;
+	struct mfs_fs *fs;
+	struct mfs_buf *bp;
+	struct mfs_dinode *d;
+	char what[64];
+
+	img_make(&m);
+	fs = m.t.fs;
+	d = dino_get(fs, m.f1, &bp);
+	mfs_put32(d->mtime.nsec, 2000000000u);
+	dino_put(fs, bp, d);
+	snprintf(what, sizeof(what), "inode %llu: core fields", (unsigned long long)m.f1);
+	assert_found(fs, MFS_SCRUB_INODE, 0, m.f1, what);
+	d = dino_get(fs, m.f2, &bp);
+	mfs_put64(d->reserved[1], 7);
+	dino_put(fs, bp, d);
+	snprintf(what, sizeof(what), "inode %llu: padding", (unsigned long long)m.f2);
+	assert_found(fs, MFS_SCRUB_INODE, 0, m.f2, what);
+	d = dino_get(fs, m.d2, &bp);
+	mfs_put32(d->nlink, 1);
+	dino_put(fs, bp, d);
+	snprintf(what, sizeof(what), "inode %llu: directory with 1", (unsigned long long)m.d2);
+	assert_found(fs, MFS_SCRUB_INODE, 0, m.d2, what);
+	img_destroy(&m);
+}
+END_TEST
+
+START_TEST(test_bmap)
+{
+	struct img m;
+	struct mfs_fs *fs;
+	struct mfs_buf *bp;
+	struct mfs_dinode *d;
+	struct mfs_bmbt_rec r;
+	char what[64];
+
+	img_make(&m);
+	fs = m.t.fs;
+	d = dino_get(fs, m.f1, &bp);
+	CK_EQ(d->dformat, MFS_FMT_EXTENTS);
+	memcpy(&r, lit(d) + sizeof(r), sizeof(r));       /* the second extent moves by one */
+	mfs_put64(r.startblock, mfs_get64(r.startblock) + 1);
+	memcpy(lit(d) + sizeof(r), &r, sizeof(r));
+	dino_put(fs, bp, d);
+	snprintf(what, sizeof(what), "inode %llu data extent at file block 4",
+		 (unsigned long long)m.f1);
+	assert_found(fs, MFS_SCRUB_BMAP, 0, m.f1, what);
+	d = dino_get(fs, m.big, &bp);
+	CK_EQ(d->dformat, MFS_FMT_BTREE);
+	mfs_put64(d->nblocks, mfs_get64(d->nblocks) + 1);
+	dino_put(fs, bp, d);
+	snprintf(what, sizeof(what), "inode %llu: nblocks", (unsigned long long)m.big);
+	assert_found(fs, MFS_SCRUB_BMAP, 0, m.big, what);
+	img_destroy(&m);
+}
+END_TEST
+
+START_TEST(test_dir)
+{
+	struct img m;
+	struct mfs_fs *fs;
+	struct mfs_buf *bp;
+	struct mfs_dinode *d;
+	struct mfs_dir_root root;
+	struct mfs_dir_rec *rec;
+	char what[64];
+
+	img_make(&m);
+	fs = m.t.fs;
+	/* d1 (inline): the first entry's file type */
+	d = dino_get(fs, m.d1, &bp);
+	CK_EQ(d->dformat, MFS_FMT_LOCAL);
+	lit(d)[MFS_DIR_LOCAL_HDR + 8] = DT_SOCK;
+	dino_put(fs, bp, d);
+	snprintf(what, sizeof(what), "directory %llu entry", (unsigned long long)m.d1);
+	assert_found(fs, MFS_SCRUB_DIR, 0, m.d1, what);
+	/* d2 (name btree): the first entry names an inode that is not allocated */
+	d = dino_get(fs, m.d2, &bp);
+	CK_EQ(d->dformat, MFS_FMT_BTREE);
+	memcpy(&root, lit(d), sizeof(root));
+	mfs_buf_put(bp);
+	CK_EQ(mfs_get32(root.levels), 1);
+	rec = leaf_rec(blk_get(fs, mfs_get64(root.rootblock), &bp), sizeof(*rec), 0);
+	mfs_put64(rec->ino, m.big + 20);
+	blk_put(fs, bp);
+	mfs_inode_invalidate(fs, m.d2);
+	snprintf(what, sizeof(what), "directory %llu entry", (unsigned long long)m.d2);
+	assert_found(fs, MFS_SCRUB_DIR, 0, m.d2, what);
+	img_destroy(&m);
+}
+END_TEST
+
+START_TEST(test_symlink)
+{
+	struct img m;
+	struct mfs_fs *fs;
+	struct mfs_buf *bp;
+	struct mfs_dinode *d;
+	char what[64];
+
+	img_make(&m);
+	fs = m.t.fs;
+	d = dino_get(fs, m.sl, &bp);
+	lit(d)[2] = 0;
+	dino_put(fs, bp, d);
+	snprintf(what, sizeof(what), "symlink %llu", (unsigned long long)m.sl);
+	assert_found(fs, MFS_SCRUB_SYMLINK, 0, m.sl, what);
+	img_destroy(&m);
+}
+END_TEST
+
+START_TEST(test_xattr)
+{
+	struct img m;
+	struct mfs_fs *fs;
+	struct mfs_buf *bp;
+	struct mfs_dinode *d;
+	char what[64];
+
+	img_make(&m);
+	fs = m.t.fs;
+	d = dino_get(fs, m.xf, &bp);
+	CK_EQ(d->aformat, MFS_FMT_LOCAL);
+	lit(d)[mfs_get16(d->forkoff) * 8u] = 9;         /* the first entry's namespace */
+	dino_put(fs, bp, d);
+	snprintf(what, sizeof(what), "inode %llu attribute fork", (unsigned long long)m.xf);
+	assert_found(fs, MFS_SCRUB_XATTR, 0, m.xf, what);
+	img_destroy(&m);
+}
+END_TEST
+
 static Suite *scrub_suite(void)
 {
 	Suite *s = suite_create("scrub");
@@ -599,6 +757,11 @@ static Suite *scrub_suite(void)
 	tcase_add_test(tc, test_cntbt);
 	tcase_add_test(tc, test_inobt);
 	tcase_add_test(tc, test_rmapbt);
+	tcase_add_test(tc, test_inode);
+	tcase_add_test(tc, test_bmap);
+	tcase_add_test(tc, test_dir);
+	tcase_add_test(tc, test_symlink);
+	tcase_add_test(tc, test_xattr);
 	suite_add_tcase(s, tc);
 	return s;
 }

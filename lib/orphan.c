@@ -1,0 +1,401 @@
+/*
+ * orphan.c — the per-AG lists of unlinked inodes still in use (see orphan.h for the
+ * structure, its invariant and its locks), and the table of predecessor hints.
+ */
+#include "orphan.h"
+
+#include "bcache.h"
+#include "byteorder.h"
+#include "fs.h"
+#include "geom.h"
+#include "inode.h"
+#include "log.h"
+#include "mem.h"
+#include "mendfs_format.h"
+#include "trans.h"
+#include "verify.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+/* ---- hints: inode -> the inode before it on its list --------------------------------- */
+
+struct hent {
+	uint64_t ino, prev;
+	struct hent *next;
+};
+
+struct mfs_orphans {
+	pthread_mutex_t lock;       /* leaf lock: never held while taking another */
+	struct hent **b;
+	uint64_t nb, n;
+};
+
+#define HINT_BUCKETS_MIN 256u
+
+int mfs_orphans_create(struct mfs_orphans **out)
+{
+	struct mfs_orphans *o = mfs_calloc(1, sizeof(*o));
+
+	*out = NULL;
+	if (!o)
+		return -ENOMEM;
+	o->nb = HINT_BUCKETS_MIN;
+	o->b = mfs_calloc(o->nb, sizeof(*o->b));
+	if (!o->b) {
+		free(o);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&o->lock, NULL);
+	*out = o;
+	return 0;
+}
+
+void mfs_orphans_free(struct mfs_orphans *o)
+{
+	if (!o)
+		return;
+	for (uint64_t i = 0; i < o->nb; i++)
+		while (o->b[i]) {
+			struct hent *e = o->b[i];
+
+			o->b[i] = e->next;
+			free(e);
+		}
+	free(o->b);
+	pthread_mutex_destroy(&o->lock);
+	free(o);
+}
+
+static struct hent **hint_find(struct mfs_orphans *o, uint64_t ino)
+{
+	struct hent **pp = &o->b[(ino * 0x9e3779b97f4a7c15ull >> 24) & (o->nb - 1)];
+
+	while (*pp && (*pp)->ino != ino)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+/* Double the buckets when crowded; failing to is harmless (longer chains). */
+static void hint_grow(struct mfs_orphans *o)
+{
+	uint64_t onb = o->nb;
+	struct hent **ob = o->b, **nb = mfs_calloc(onb * 2, sizeof(*nb));
+
+	if (!nb)
+		return;
+	o->b = nb;
+	o->nb = onb * 2;
+	for (uint64_t i = 0; i < onb; i++)
+		while (ob[i]) {
+			struct hent *e = ob[i], **pp;
+
+			ob[i] = e->next;
+			pp = hint_find(o, e->ino);
+			e->next = *pp;
+			*pp = e;
+		}
+	free(ob);
+}
+
+/* prev 0: forget the hint.  A hint that cannot be stored is simply missing. */
+static void hint_set(struct mfs_orphans *o, uint64_t ino, uint64_t prev)
+{
+	struct hent **pp, *e;
+
+	if (!o || !ino)
+		return;
+	pthread_mutex_lock(&o->lock);
+	pp = hint_find(o, ino);
+	e = *pp;
+	if (e && prev) {
+		e->prev = prev;
+	} else if (e) {
+		*pp = e->next;
+		o->n--;
+		free(e);
+	} else if (prev && (e = mfs_malloc(sizeof(*e))) != NULL) {
+		e->ino = ino;
+		e->prev = prev;
+		e->next = NULL;
+		*pp = e;
+		if (++o->n > 2 * o->nb)
+			hint_grow(o);
+	}
+	pthread_mutex_unlock(&o->lock);
+}
+
+static uint64_t hint_get(struct mfs_orphans *o, uint64_t ino)
+{
+	struct hent *e;
+	uint64_t prev = 0;
+
+	if (!o)
+		return 0;
+	pthread_mutex_lock(&o->lock);
+	e = *hint_find(o, ino);
+	if (e)
+		prev = e->prev;
+	pthread_mutex_unlock(&o->lock);
+	return prev;
+}
+
+/* ---- on-disk pieces --------------------------------------------------------------------- */
+
+static int in_ag(const struct mfs_fs *fs, uint64_t ino, uint32_t agno)
+{
+	return mfs_ino_check(fs, ino) == 0 && mfs_ino_to_agno(&fs->geo, ino) == agno;
+}
+
+/* Read the AG header and its list head (checked). */
+static int read_head(struct mfs_fs *fs, uint32_t agno, struct mfs_buf **bpp, uint64_t *head)
+{
+	struct mfs_buf *bp;
+	int err = mfs_read_agh(fs, agno, &bp);
+
+	if (err)
+		return err;
+	*head = mfs_get64(((const struct mfs_agh *)bp->data)->unlinked);
+	if (*head && !in_ag(fs, *head, agno)) {
+		mfs_buf_put(bp);
+		return MFS_CORRUPT("AG %u header: orphan list head %llu is not an inode of the AG",
+				   agno, (unsigned long long)*head);
+	}
+	if (bpp)
+		*bpp = bp;
+	else
+		mfs_buf_put(bp);
+	return 0;
+}
+
+struct link_info {
+	uint64_t next;
+	uint16_t mode;
+	uint32_t nlink;
+};
+
+/* The on-disk inode `ino` of AG `agno`, verified: its list link, mode and link count. */
+static int read_link(struct mfs_fs *fs, uint64_t ino, uint32_t agno, struct link_info *li)
+{
+	const struct mfs_geom *g = &fs->geo;
+	const struct mfs_dinode *d;
+	struct mfs_buf *bp;
+	int err;
+
+	err = mfs_buf_read(fs->bc, mfs_ino_to_fsb(g, ino), NULL, &bp);
+	if (err)
+		return err;
+	d = (const void *)((const char *)bp->data + mfs_ino_to_offset(g, ino));
+	err = mfs_dinode_verify(d, g->inodesize, ino, g->uuid);
+	if (!err) {
+		li->next = mfs_get64(d->next_unlinked);
+		li->mode = mfs_get16(d->mode);
+		li->nlink = mfs_get32(d->nlink);
+	}
+	mfs_buf_put(bp);
+	if (!err && li->next && !in_ag(fs, li->next, agno))
+		err = MFS_CORRUPT("AG %u orphan list: inode %llu links to %llu, not an inode of "
+				  "the AG", agno, (unsigned long long)ino,
+				  (unsigned long long)li->next);
+	return err;
+}
+
+/* Lock the AG in tp: without waiting when the transaction already holds a higher AG (the
+ * lock order; -EDEADLK then). */
+static int lock_ag(struct mfs_trans *tp, uint32_t agno)
+{
+	struct mfs_fs *fs = mfs_trans_fs(tp);
+	int higher = 0;
+
+	if (mfs_trans_holds_ag(tp, agno))
+		return 0;
+	for (uint32_t a = agno + 1; a < fs->geo.agcount && !higher; a++)
+		higher = mfs_trans_holds_ag(tp, a);
+	return mfs_trans_lock_ag(tp, agno, higher);
+}
+
+/* The most inodes a list of AG `agno` can hold: a longer walk is a loop. */
+static uint64_t list_bound(struct mfs_buf *agh_bp)
+{
+	return (uint64_t)mfs_get32(((const struct mfs_agh *)agh_bp->data)->icount) + 1;
+}
+
+/* ---- changing the list ------------------------------------------------------------------ */
+
+int mfs_orphan_add(struct mfs_trans *tp, struct mfs_orphans *o, struct mfs_inode *ip)
+{
+	struct mfs_fs *fs = ip->fs;
+	uint32_t agno = mfs_ino_to_agno(&fs->geo, ip->ino);
+	struct mfs_buf *bp;
+	uint64_t head;
+	int err;
+
+	err = lock_ag(tp, agno);
+	if (err)
+		return err;
+	err = read_head(fs, agno, &bp, &head);
+	if (err)
+		return err;
+	if (head == ip->ino) {
+		mfs_buf_put(bp);
+		return MFS_CORRUPT("inode %llu: already at the head of AG %u's orphan list",
+				   (unsigned long long)ip->ino, agno);
+	}
+	err = mfs_trans_modify(tp, bp);
+	if (!err)
+		mfs_put64(((struct mfs_agh *)bp->data)->unlinked, ip->ino);
+	mfs_buf_put(bp);
+	if (err)
+		return err;
+	ip->next_unlinked = head;
+	/* Hints describe the list as of this transaction; a cancel leaves stale ones, which
+	 * the check before every use catches. */
+	hint_set(o, head, ip->ino);
+	hint_set(o, ip->ino, 0);
+	return 0;
+}
+
+/* Find the inode whose on-disk link is `ino`: the hint first, else walk from `head`. */
+static int find_pred(struct mfs_fs *fs, struct mfs_orphans *o, uint32_t agno, uint64_t head,
+		     uint64_t bound, uint64_t ino, uint64_t *pred)
+{
+	struct link_info li;
+	uint64_t cur = hint_get(o, ino), steps = 0;
+	int err;
+
+	if (cur && in_ag(fs, cur, agno) && read_link(fs, cur, agno, &li) == 0 &&
+	    li.next == ino && li.mode != 0 && li.nlink == 0) {
+		*pred = cur;
+		return 0;
+	}
+	for (cur = head; cur; cur = li.next) {
+		if (++steps > bound)
+			return MFS_CORRUPT("AG %u orphan list: more than %llu inodes (a loop?)",
+					   agno, (unsigned long long)(bound - 1));
+		err = read_link(fs, cur, agno, &li);
+		if (err)
+			return err;
+		if (li.next == ino) {
+			*pred = cur;
+			return 0;
+		}
+	}
+	mfs_log(MFS_LOG_WARN, "inode %llu: unlinked but not on AG %u's orphan list",
+		(unsigned long long)ino, agno);
+	return -ENOENT;
+}
+
+int mfs_orphan_remove(struct mfs_trans *tp, struct mfs_orphans *o, struct mfs_inode *ip,
+		      struct mfs_inode **pred)
+{
+	struct mfs_fs *fs = ip->fs;
+	uint32_t agno = mfs_ino_to_agno(&fs->geo, ip->ino);
+	uint64_t head, next = ip->next_unlinked, p = 0;
+	struct mfs_inode *pip;
+	struct mfs_buf *bp;
+	int err;
+
+	*pred = NULL;
+	if (next && !in_ag(fs, next, agno))
+		return MFS_CORRUPT("inode %llu: next unlinked inode %llu is not an inode of AG %u",
+				   (unsigned long long)ip->ino, (unsigned long long)next, agno);
+	err = lock_ag(tp, agno);
+	if (err)
+		return err;
+	err = read_head(fs, agno, &bp, &head);
+	if (err)
+		return err;
+	if (head == ip->ino) {
+		err = mfs_trans_modify(tp, bp);
+		if (!err)
+			mfs_put64(((struct mfs_agh *)bp->data)->unlinked, next);
+		mfs_buf_put(bp);
+		if (err)
+			return err;
+		goto done;
+	}
+	err = find_pred(fs, o, agno, head, list_bound(bp), ip->ino, &p);
+	mfs_buf_put(bp);
+	if (err)
+		return err;
+	if (p == ip->ino)
+		return MFS_CORRUPT("AG %u orphan list: inode %llu links to itself", agno,
+				   (unsigned long long)p);
+	err = mfs_iget(fs, p, 0, &pip);
+	if (err)
+		return err == -ENOENT ? MFS_CORRUPT("AG %u orphan list: inode %llu is free",
+						    agno, (unsigned long long)p) : err;
+	if (pthread_rwlock_trywrlock(&pip->lock) != 0) {
+		mfs_iput(pip);
+		return -EDEADLK;
+	}
+	*pred = pip;
+	if (pip->next_unlinked != ip->ino)
+		return MFS_CORRUPT("inode %llu: in core it links to %llu, on disk to %llu",
+				   (unsigned long long)p,
+				   (unsigned long long)pip->next_unlinked,
+				   (unsigned long long)ip->ino);
+	pip->next_unlinked = next;
+	err = mfs_inode_log(tp, pip);
+	if (err)
+		return err;
+done:
+	hint_set(o, next, p);
+	hint_set(o, ip->ino, 0);
+	ip->next_unlinked = 0;
+	return 0;
+}
+
+void mfs_orphan_pred_release(struct mfs_inode *pred, int cancelled)
+{
+	if (!pred)
+		return;
+	if (cancelled)
+		mfs_inode_reload(pred);
+	pthread_rwlock_unlock(&pred->lock);
+	mfs_iput(pred);
+}
+
+/* ---- reading the list -------------------------------------------------------------------- */
+
+int mfs_orphan_head(struct mfs_fs *fs, uint32_t agno, uint64_t *ino)
+{
+	*ino = 0;
+	if (agno >= fs->geo.agcount)
+		return -EINVAL;
+	return read_head(fs, agno, NULL, ino);
+}
+
+int mfs_orphan_check(struct mfs_fs *fs, uint32_t agno, uint64_t *count)
+{
+	struct link_info li;
+	struct mfs_buf *bp;
+	uint64_t cur, bound, n = 0;
+	int err;
+
+	*count = 0;
+	if (agno >= fs->geo.agcount)
+		return -EINVAL;
+	err = read_head(fs, agno, &bp, &cur);
+	if (err)
+		return err;
+	bound = list_bound(bp);
+	mfs_buf_put(bp);
+	for (; cur; cur = li.next) {
+		if (++n > bound)
+			return MFS_CORRUPT("AG %u orphan list: more than %llu inodes (a loop?)",
+					   agno, (unsigned long long)(bound - 1));
+		err = read_link(fs, cur, agno, &li);
+		if (err)
+			return err;
+		if (li.mode == 0)
+			return MFS_CORRUPT("AG %u orphan list: inode %llu is free", agno,
+					   (unsigned long long)cur);
+		if (li.nlink != 0)
+			return MFS_CORRUPT("AG %u orphan list: inode %llu has %u links, expected 0",
+					   agno, (unsigned long long)cur, li.nlink);
+	}
+	*count = n;
+	return 0;
+}

@@ -1,0 +1,216 @@
+/*
+ * scrub_dir.c — the directory checker: a directory's names as stored, and each entry
+ * against the inode it names.
+ *
+ * The storage (inline entries or name btree) must pass mfs_dir_check: entries in bounds
+ * and sorted by hash, names hashing to their keys, continuations complete, the stored count
+ * and size matching the entries.  Then every entry, walked in hash order with the
+ * directory's lock shared: a valid name (1..255 bytes, no '/' or NUL, neither "." nor
+ * ".."), a valid inode number that is allocated, whose file type matches the entry's, and
+ * never the directory itself.  ".." must name an allocated directory (the root's is the
+ * root).  Whether the parent really holds this directory is counted by the NLINKS checker.
+ */
+#include "byteorder.h"
+#include "dir.h"
+#include "fs.h"
+#include "geom.h"
+#include "inode.h"
+#include "log.h"
+#include "scrub_priv.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* The dirent type of a mode. */
+static uint8_t ftype_of(uint16_t mode)
+{
+	switch (mode & S_IFMT) {
+	case S_IFREG: return DT_REG;
+	case S_IFDIR: return DT_DIR;
+	case S_IFLNK: return DT_LNK;
+	case S_IFCHR: return DT_CHR;
+	case S_IFBLK: return DT_BLK;
+	case S_IFIFO: return DT_FIFO;
+	case S_IFSOCK: return DT_SOCK;
+	}
+	return DT_UNKNOWN;
+}
+
+struct dir_walk {
+	struct mfs_scrub_ctx *ctx;
+	struct mfs_inode *dp;
+	uint64_t n;
+};
+
+/*
+ * The mode of inode `ino` (0 with -ENOENT when not allocated).  Its lock is only tried:
+ * this runs under the directory's lock, and a writer of the child may be waiting for the
+ * directory; when busy the type is read without it (a file type never changes while the
+ * inode is allocated, and an entry keeps it allocated).
+ */
+static int mode_of(struct mfs_scrub_ctx *ctx, struct mfs_inode *dp, uint64_t ino,
+		   uint16_t *mode)
+{
+	struct mfs_inode *ip;
+	int err, locked;
+
+	*mode = 0;
+	if (ino == dp->ino) {
+		*mode = dp->mode;
+		return 0;
+	}
+	err = mfs_iget(ctx->fs, ino, MFS_IGET_UNTRUSTED, &ip);
+	if (err)
+		return err;
+	locked = pthread_rwlock_tryrdlock(&ip->lock) == 0;
+	*mode = __atomic_load_n(&ip->mode, __ATOMIC_RELAXED);
+	if (locked)
+		pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+	return *mode ? 0 : -ENOENT;
+}
+
+static int entry_fn(void *priv, const char *name, unsigned len, uint64_t ino, uint8_t ftype,
+		    uint64_t next_cookie)
+{
+	struct dir_walk *w = priv;
+	struct mfs_scrub_ctx *ctx = w->ctx;
+	unsigned long long d = (unsigned long long)w->dp->ino;
+	char shown[64];
+	uint16_t mode;
+	int err;
+
+	if (next_cookie <= MFS_DIR_COOKIE_DOTDOT)
+		return 0;               /* "." and "..": checked by the caller */
+	err = scrub_cancelled(ctx);
+	if (err)
+		return err;
+	w->n++;
+	snprintf(shown, sizeof(shown), "%.*s%s", len < 48 ? (int)len : 48, name,
+		 len < 48 ? "" : "...");
+	for (unsigned i = 0; i < len; i++)
+		if (name[i] == '/' || name[i] == '\0') {
+			scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "directory %llu entry '%s': the "
+				     "name holds a '/' or NUL byte", d, shown);
+			break;
+		}
+	if (len == 0 || len > MFS_NAME_MAX || (len == 1 && name[0] == '.') ||
+	    (len == 2 && name[0] == '.' && name[1] == '.'))
+		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "directory %llu entry '%s': name of %u "
+			     "bytes is not a storable name", d, shown, len);
+	if (ino == w->dp->ino) {
+		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "directory %llu entry '%s': names the "
+			     "directory itself", d, shown);
+		return 0;
+	}
+	if (mfs_ino_check(ctx->fs, ino)) {
+		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "directory %llu entry '%s': inode "
+			     "number %llu is not valid", d, shown, (unsigned long long)ino);
+		return 0;
+	}
+	err = mode_of(ctx, w->dp, ino, &mode);
+	if (err == -ENOENT || mfs_is_corruption(err)) {
+		scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "directory %llu entry '%s': inode %llu "
+			     "%s", d, shown, (unsigned long long)ino,
+			     err == -ENOENT ? "is not allocated" : "cannot be loaded");
+		return 0;
+	}
+	if (err)
+		return err;
+	if (ftype_of(mode) != ftype)
+		scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "directory %llu entry '%s': file type "
+			     "%u, inode %llu has mode 0%o (type %u)", d, shown, ftype,
+			     (unsigned long long)ino, mode, ftype_of(mode));
+	return 0;
+}
+
+static int check_parent(struct mfs_scrub_ctx *ctx, struct mfs_inode *dp)
+{
+	unsigned long long d = (unsigned long long)dp->ino;
+	uint64_t parent;
+	uint16_t mode;
+	int err;
+
+	err = mfs_dir_get_parent(dp, &parent);
+	if (err)
+		return err;
+	if (dp->ino == ctx->fs->geo.rootino || parent == dp->ino) {
+		if (dp->ino != ctx->fs->geo.rootino || parent != dp->ino)
+			scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "directory %llu: parent (\"..\") "
+				     "is %llu%s", d, (unsigned long long)parent,
+				     dp->ino == ctx->fs->geo.rootino ? ", the root's must be itself"
+								     : ", itself");
+		return 0;
+	}
+	if (dp->nlink == 0)
+		return 0;       /* removed while open: its parent may be gone */
+	if (mfs_ino_check(ctx->fs, parent)) {
+		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "directory %llu: parent (\"..\") %llu is "
+			     "not a valid inode number", d, (unsigned long long)parent);
+		return 0;
+	}
+	err = mode_of(ctx, dp, parent, &mode);
+	if (err == -ENOENT || mfs_is_corruption(err)) {
+		scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "directory %llu: parent (\"..\") %llu "
+			     "%s", d, (unsigned long long)parent,
+			     err == -ENOENT ? "is not allocated" : "cannot be loaded");
+		return 0;
+	}
+	if (err)
+		return err;
+	if (!S_ISDIR(mode))
+		scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "directory %llu: parent (\"..\") %llu "
+			     "has mode 0%o, not a directory", d, (unsigned long long)parent, mode);
+	return 0;
+}
+
+int scrub_dir(struct mfs_scrub_ctx *ctx)
+{
+	struct mfs_inode *dp;
+	struct dir_walk w;
+	uint64_t count;
+	int err;
+
+	err = scrub_iget(ctx, &dp);
+	if (err || !dp)
+		return err;
+	if (!S_ISDIR(dp->mode))
+		goto out;
+	err = mfs_dir_check(dp);
+	if (mfs_is_corruption(err)) {
+		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "directory %llu: names (%s format, size "
+			     "%llu): %s", (unsigned long long)dp->ino,
+			     dp->dformat == MFS_FMT_LOCAL ? "inline" : "btree",
+			     (unsigned long long)dp->size, scrub_errstr(err));
+		err = 0;
+		goto out;
+	}
+	if (err)
+		goto out;
+	err = check_parent(ctx, dp);
+	if (mfs_is_corruption(err)) {
+		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "directory %llu: parent unreadable: %s",
+			     (unsigned long long)dp->ino, scrub_errstr(err));
+		err = 0;
+	}
+	if (err)
+		goto out;
+	memset(&w, 0, sizeof(w));
+	w.ctx = ctx;
+	w.dp = dp;
+	err = mfs_dir_iterate(dp, 0, entry_fn, &w);
+	if (!err && !mfs_dir_count(dp, &count) && count != w.n)
+		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "directory %llu: %llu entries counted, "
+			     "%llu iterated", (unsigned long long)dp->ino,
+			     (unsigned long long)count, (unsigned long long)w.n);
+	if (mfs_is_corruption(err)) {
+		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "directory %llu: entries unreadable: %s",
+			     (unsigned long long)dp->ino, scrub_errstr(err));
+		err = 0;
+	}
+out:
+	scrub_irele(dp);
+	return err;
+}

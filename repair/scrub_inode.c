@@ -1,0 +1,248 @@
+/*
+ * scrub_inode.c — the inode core checker and the extent map (data fork) checker.
+ *
+ * INODE: the on-disk inode as committed (its cluster buffer, read under the inode's AG
+ * lock while the inode lock is held shared) verifies (magic, CRC, self number, UUID), and
+ * its fields pass the loader's checks (mfs_dinode_check: a known file type, fork formats
+ * valid for it, forks inside the literal area, link count, nanoseconds < 10^9, known
+ * flags, size below 2^63); besides: padding and reserved words are zero, a directory has
+ * at least two links, and an inode in use has links unless something may hold it open
+ * (a mounted filesystem: unlinked-but-open inodes are the orphan list's business).
+ *
+ * BMAP: the extent list or extent btree (mfs_bmap_walk: records sane, sorted, not
+ * overlapping; the btree's blocks verify) and, for each extent and each btree block, the
+ * reverse map (one record of this inode at this offset) and free space (none of it free).
+ * The block count (nblocks) equals data blocks + extent-btree blocks + attribute-fork
+ * blocks.  Directories' data forks are name trees, checked by the DIR checker.
+ */
+#include "bcache.h"
+#include "bmap.h"
+#include "btree.h"
+#include "byteorder.h"
+#include "fs.h"
+#include "geom.h"
+#include "inode.h"
+#include "log.h"
+#include "scrub_priv.h"
+#include "verify.h"
+#include "xattr.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* ---- INODE --------------------------------------------------------------------------------- */
+
+/* Copy the committed on-disk inode (caller holds the inode lock, if it has the inode). */
+static int read_dinode(struct mfs_scrub_ctx *ctx, uint8_t *buf)
+{
+	struct mfs_fs *fs = ctx->fs;
+	uint32_t agno = mfs_ino_to_agno(&fs->geo, ctx->ino);
+	struct mfs_buf *bp;
+	int err;
+
+	scrub_ag_lock(fs, agno);
+	err = mfs_buf_read(fs->bc, mfs_ino_to_fsb(&fs->geo, ctx->ino), NULL, &bp);
+	if (!err) {
+		memcpy(buf, (const uint8_t *)bp->data + mfs_ino_to_offset(&fs->geo, ctx->ino),
+		       fs->geo.inodesize);
+		mfs_buf_put(bp);
+	}
+	scrub_ag_unlock(fs, agno);
+	return err;
+}
+
+static void check_dinode(struct mfs_scrub_ctx *ctx, const struct mfs_dinode *d, int loaded)
+{
+	const struct mfs_geom *g = &ctx->fs->geo;
+	const uint32_t C = MFS_SCRUB_OFLAG_CORRUPT;
+	unsigned long long ino = (unsigned long long)ctx->ino;
+	uint16_t mode = mfs_get16(d->mode);
+	const struct mfs_timestamp *ts[4] = { &d->atime, &d->mtime, &d->ctime, &d->btime };
+	int err;
+
+	err = mfs_dinode_verify(d, g->inodesize, ctx->ino, g->uuid);
+	if (err) {
+		scrub_report(ctx, C, "inode %llu: header (magic 0x%08x, self %llu): %s", ino,
+			     mfs_get32(d->magic), (unsigned long long)mfs_get64(d->ino),
+			     scrub_errstr(err));
+		return;
+	}
+	err = mfs_dinode_check(d, g->inodesize, ctx->ino);
+	if (err) {
+		scrub_report(ctx, C, "inode %llu: core fields are invalid (mode 0%o, formats %u/%u, "
+			     "%u links, fork offset %u, flags 0x%x): %s", ino, mode, d->dformat,
+			     d->aformat, mfs_get32(d->nlink), mfs_get16(d->forkoff),
+			     mfs_get32(d->flags), scrub_errstr(err));
+		return;
+	}
+	if (!loaded) {
+		scrub_report(ctx, C, "inode %llu: the inode loader refuses it", ino);
+		return;
+	}
+	for (int i = 0; i < 4; i++)
+		if (ts[i]->pad) {
+			scrub_report(ctx, C, "inode %llu: timestamp padding is not zero", ino);
+			break;
+		}
+	if (d->pad0 || d->reserved[0] || d->reserved[1])
+		scrub_report(ctx, C, "inode %llu: padding or reserved words are not zero", ino);
+	if (S_ISDIR(mode) && mfs_get32(d->nlink) < 2)
+		scrub_report(ctx, C, "inode %llu: directory with %u links, at least 2 expected",
+			     ino, mfs_get32(d->nlink));
+	/* Offline nothing can hold an unlinked inode open.  Mounted, an inode with no links
+	 * may be open: the orphan list checker accounts for those. */
+	if (!S_ISDIR(mode) && mfs_get32(d->nlink) == 0 && !ctx->fs->log)
+		scrub_report(ctx, C, "inode %llu: in use (mode 0%o) with no links, and nothing "
+			     "can hold it open", ino, mode);
+	if (S_ISLNK(mode) && (mfs_get64(d->size) == 0 || mfs_get64(d->size) >= 4096))
+		scrub_report(ctx, C, "inode %llu: symlink size %llu, expected 1..4095", ino,
+			     (unsigned long long)mfs_get64(d->size));
+}
+
+int scrub_inode(struct mfs_scrub_ctx *ctx)
+{
+	uint8_t buf[MFS_MAX_INODESIZE];
+	struct mfs_inode *ip = NULL;
+	int err;
+
+	err = mfs_iget(ctx->fs, ctx->ino, MFS_IGET_UNTRUSTED, &ip);
+	if (err == -ENOENT || err == -EINVAL)
+		return err;
+	if (err && !mfs_is_corruption(err))
+		return err;
+	if (ip) {
+		pthread_rwlock_rdlock(&ip->lock);
+		if (ip->mode == 0) {
+			scrub_irele(ip);
+			return -ENOENT;
+		}
+	}
+	err = read_dinode(ctx, buf);
+	if (err) {
+		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "inode %llu: its block %llu cannot be "
+			     "read: %s", (unsigned long long)ctx->ino,
+			     (unsigned long long)mfs_ino_to_fsb(&ctx->fs->geo, ctx->ino),
+			     scrub_errstr(err));
+		err = mfs_is_corruption(err) ? 0 : err;
+	} else {
+		check_dinode(ctx, (const struct mfs_dinode *)buf, ip != NULL);
+	}
+	if (ip)
+		scrub_irele(ip);
+	return err;
+}
+
+/* ---- BMAP --------------------------------------------------------------------------------- */
+
+struct bmap_walk {
+	struct mfs_scrub_ctx *ctx;
+	uint64_t blocks;
+	int err;
+};
+
+static int bmap_ext_fn(struct mfs_inode *ip, const struct mfs_bmap_ext *ext, void *priv)
+{
+	struct bmap_walk *w = priv;
+	char what[96];
+	int err;
+
+	err = scrub_cancelled(w->ctx);
+	if (err)
+		return err;
+	w->blocks += ext->len;
+	if (ext->len > UINT32_MAX) {
+		scrub_report(w->ctx, MFS_SCRUB_OFLAG_CORRUPT, "inode %llu data extent at file block "
+			     "%llu: %llu blocks", (unsigned long long)ip->ino,
+			     (unsigned long long)ext->startoff, (unsigned long long)ext->len);
+		return 0;
+	}
+	snprintf(what, sizeof(what), "inode %llu data extent at file block %llu",
+		 (unsigned long long)ip->ino, (unsigned long long)ext->startoff);
+	return scrub_xref_extent(w->ctx, ext->startblock, (uint32_t)ext->len, ip->ino,
+				 ext->startoff, 1, what);
+}
+
+static int bmbt_blk_fn(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, void *priv)
+{
+	struct bmap_walk *w = priv;
+	char what[96];
+
+	w->blocks++;
+	snprintf(what, sizeof(what), "inode %llu extent btree block %llu (level %u)",
+		 (unsigned long long)cur->owner, (unsigned long long)fsb, level);
+	/* Collected errors are kept aside: a visit callback error would read as damage. */
+	if (!w->err)
+		w->err = scrub_xref_extent(w->ctx, fsb, 1, cur->owner, MFS_RMAP_BMBT_BLOCK, 0, what);
+	return 0;
+}
+
+int scrub_bmap(struct mfs_scrub_ctx *ctx)
+{
+	struct mfs_inode *ip;
+	struct bmap_walk data = { ctx, 0, 0 }, tree = { ctx, 0, 0 };
+	uint64_t attr_blocks = 0;
+	int err, counted = 1;
+
+	err = scrub_iget(ctx, &ip);
+	if (err || !ip)
+		return err;
+	if (S_ISDIR(ip->mode) ||
+	    (ip->dformat != MFS_FMT_EXTENTS && ip->dformat != MFS_FMT_BTREE))
+		goto attr;      /* no extent map in the data fork */
+	if (ip->dformat == MFS_FMT_BTREE) {
+		struct mfs_btree_cur cur;
+
+		err = mfs_bmbt_cur_init(&cur, NULL, ip);
+		if (!err)
+			err = mfs_btree_verify(&cur, NULL, NULL);
+		if (!err)
+			err = mfs_btree_visit_blocks(&cur, bmbt_blk_fn, &tree);
+		mfs_btree_cur_release(&cur);
+		if (!err)
+			err = tree.err;
+		if (mfs_is_corruption(err)) {
+			scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "inode %llu extent btree: %s",
+				     (unsigned long long)ip->ino, scrub_errstr(err));
+			err = 0;
+			counted = 0;
+			goto out;
+		}
+		if (err)
+			goto out;
+	}
+	err = mfs_bmap_walk(ip, bmap_ext_fn, &data);
+	if (mfs_is_corruption(err)) {
+		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "inode %llu extent map: %s",
+			     (unsigned long long)ip->ino, scrub_errstr(err));
+		err = 0;
+		counted = 0;
+		goto out;
+	}
+	if (err)
+		goto out;
+attr:
+	if (ip->aformat != MFS_FMT_NONE) {
+		/* Damage is the XATTR checker's to report; here only its block count. */
+		int aerr = mfs_xattr_check(ip, &attr_blocks, NULL);
+
+		if (aerr && !mfs_is_corruption(aerr)) {
+			err = aerr;
+			goto out;
+		}
+		if (aerr)
+			counted = 0;
+	}
+	if (S_ISDIR(ip->mode))
+		counted = 0;    /* name-tree blocks: the DIR checker counts them */
+	if (counted && ip->nblocks != data.blocks + tree.blocks + attr_blocks)
+		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "inode %llu: nblocks %llu, the forks "
+			     "hold %llu (%llu data, %llu extent btree, %llu attribute)",
+			     (unsigned long long)ip->ino, (unsigned long long)ip->nblocks,
+			     (unsigned long long)(data.blocks + tree.blocks + attr_blocks),
+			     (unsigned long long)data.blocks, (unsigned long long)tree.blocks,
+			     (unsigned long long)attr_blocks);
+out:
+	scrub_irele(ip);
+	return err;
+}

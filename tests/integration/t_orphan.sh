@@ -1,0 +1,196 @@
+#!/bin/bash
+# t_orphan.sh — unlinked-but-open files (the orphan lists): a file unlinked while open keeps
+# its data for its users and is freed at the last close (statfs back to its baseline), in
+# any order of closes (removals from the middle of a list); files unlinked while open when
+# the daemon is killed (SIGKILL) are freed by the next mount, after journal replay; every
+# image is then clean for `mendfs_db check` (which also checks the lists).
+set -u
+BIN=${BIN:?BIN must name the directory of the built programs}
+MKFS=$BIN/mkfs.mendfs
+DB=$BIN/mendfs_db
+MENDFS=$BIN/mendfs
+
+[ -c /dev/fuse ] || { echo "skip: /dev/fuse is missing"; exit 77; }
+command -v fusermount3 >/dev/null || { echo "skip: fusermount3 is missing"; exit 77; }
+command -v python3 >/dev/null || { echo "skip: python3 is missing"; exit 77; }
+
+dir=$(mktemp -d /tmp/t_orphan.XXXXXX) || exit 1
+img=$dir/img
+mnt=$dir/m
+log=$dir/log
+pid=""
+mkdir "$mnt"
+
+cleanup() {
+	cd /
+	grep -q " $mnt fuse" /proc/self/mounts && { fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -uz "$mnt"; }
+	[ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
+	wait 2>/dev/null
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*"; [ -s "$log" ] && { echo "--- daemon log"; tail -20 "$log"; }; exit 1; }
+ok() { echo "ok: $*"; }
+mounted() { grep -q " $1 fuse.mendfs " /proc/self/mounts; }
+
+mount_fs() {
+	"$MENDFS" -f "$@" "$img" "$mnt" >>"$log" 2>&1 &
+	pid=$!
+	for _ in $(seq 400); do
+		mounted "$mnt" && return 0
+		kill -0 "$pid" 2>/dev/null || fail "the daemon exited before mounting"
+		sleep 0.025
+	done
+	fail "no mount after 10 s"
+}
+
+wait_exit() {
+	for _ in $(seq 1200); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.025
+	done
+	kill -0 "$pid" 2>/dev/null && fail "the daemon did not exit within 30 s"
+	wait "$pid"
+	local rc=$?
+	pid=""
+	[ "$rc" -eq 0 ] || fail "the daemon exited with status $rc"
+}
+
+umount_fs() {
+	cd /
+	fusermount3 -u "$mnt" || fail "fusermount3 -u failed"
+	wait_exit
+}
+
+db_check() {
+	"$DB" -c check "$img" >"$dir/db.out" 2>&1 || { cat "$dir/db.out"; fail "mendfs_db check: $1"; }
+	for a in 0 1 2 3; do
+		"$DB" -c "agh $a" "$img" 2>/dev/null | grep -qx "unlinked = 0" ||
+			fail "$1: AG $a orphan list not empty"
+	done
+}
+
+counts() { stat -f -c "%f %d" "$mnt"; }
+
+# wait_counts WANT: the worker frees asynchronously after the last close; poll (bounded)
+wait_counts() {
+	for _ in $(seq 400); do
+		[ "$(counts)" = "$1" ] && return 0
+		sleep 0.025
+	done
+	return 1
+}
+
+"$MKFS" -q -a 4 "$img" 256M >/dev/null || fail "mkfs"
+mount_fs
+base=$(counts)
+
+# 1. one file: unlinked while open, written and read after, freed at the close
+python3 - "$mnt" <<'PY' || fail "unlinked-but-open file"
+import os, sys
+m = sys.argv[1]
+fd = os.open(m + "/a", os.O_CREAT | os.O_RDWR, 0o644)
+data = os.urandom(1 << 20) * 4
+os.write(fd, data)
+os.unlink(m + "/a")
+assert not os.path.exists(m + "/a")
+assert os.fstat(fd).st_nlink == 0
+os.pwrite(fd, b"tail" * 1024, len(data))
+os.fsync(fd)
+assert os.pread(fd, len(data), 0) == data, "data of the unlinked file changed"
+assert os.pread(fd, 4096, len(data)) == b"tail" * 1024
+st = os.statvfs(m)
+print(st.f_bfree)
+os.close(fd)
+PY
+wait_counts "$base" || fail "space not back after the last close: $(counts), baseline $base"
+ok "unlinked-but-open file usable, freed at the last close"
+
+# 2. several orphans (files and an open directory) closed in an order that takes them off
+#    the middle of the list
+python3 - "$mnt" <<'PY' || fail "several orphans"
+import os, sys
+m = sys.argv[1]
+fds = []
+for i in range(8):
+    fd = os.open("%s/f%d" % (m, i), os.O_CREAT | os.O_RDWR, 0o644)
+    os.write(fd, bytes([65 + i]) * (100000 * (i + 1)))
+    fds.append(fd)
+os.mkdir(m + "/d")
+dfd = os.open(m + "/d", os.O_RDONLY | os.O_DIRECTORY)
+for i in range(8):
+    os.unlink("%s/f%d" % (m, i))
+os.rmdir(m + "/d")
+for i in (3, 6, 0, 5, 1, 7, 2, 4):
+    assert os.pread(fds[i], 10, 1000) == bytes([65 + i]) * 10
+    os.close(fds[i])
+os.close(dfd)
+PY
+wait_counts "$base" || fail "space not back after closing 8 orphans: $(counts), baseline $base"
+ok "eight orphans and a removed directory freed, closed out of order"
+
+# 3. the same while renames replace open files
+python3 - "$mnt" <<'PY' || fail "rename over open files"
+import os, sys
+m = sys.argv[1]
+fds = []
+for i in range(4):
+    fd = os.open("%s/r%d" % (m, i), os.O_CREAT | os.O_RDWR, 0o644)
+    os.write(fd, b"r" * 300000)
+    fds.append(fd)
+    open("%s/n%d" % (m, i), "w").write("new")
+    os.rename("%s/n%d" % (m, i), "%s/r%d" % (m, i))
+for fd in reversed(fds):
+    assert os.pread(fd, 3, 0) == b"rrr"
+    os.close(fd)
+for i in range(4):
+    os.unlink("%s/r%d" % (m, i))
+PY
+wait_counts "$base" || fail "space not back after rename over open files: $(counts), baseline $base"
+ok "files replaced by rename while open are freed at their close"
+umount_fs
+db_check "after clean unmount"
+
+# 4. crash with orphans open: the next mount frees them
+mount_fs
+python3 - "$mnt" "$pid" <<'PY' || fail "orphans at crash"
+import os, sys, signal
+m, daemon = sys.argv[1], int(sys.argv[2])
+fds = []
+for i in range(5):
+    fd = os.open("%s/c%d" % (m, i), os.O_CREAT | os.O_RDWR, 0o644)
+    os.write(fd, os.urandom(700000))
+    fds.append(fd)
+open(m + "/keep", "w").write("kept")
+for i in range(5):
+    os.unlink("%s/c%d" % (m, i))
+os.write(fds[2], b"more" * 10000)
+os.fsync(fds[2])              # forces the journal: the unlinks are durable
+os.kill(daemon, signal.SIGKILL)
+PY
+wait "$pid" 2>/dev/null
+pid=""
+fusermount3 -uz "$mnt" 2>/dev/null
+mount_fs
+grep -q "freed 5 inodes unlinked while in use" "$log" || fail "the mount did not report freeing 5 orphans"
+[ "$(cat "$mnt/keep")" = kept ] || fail "a file written before the crash is missing"
+rm "$mnt/keep"
+wait_counts "$base" || fail "space not back after recovery: $(counts), baseline $base"
+ok "orphans left by a crash freed by the next mount"
+umount_fs
+db_check "after recovery"
+
+# 5. a crash without orphans: nothing to free, nothing reported
+mount_fs
+echo x > "$mnt/y"
+sync "$mnt/y"
+kill -9 "$pid"; wait "$pid" 2>/dev/null; pid=""
+fusermount3 -uz "$mnt" 2>/dev/null
+: >"$log"
+mount_fs
+grep -q "unlinked while in use" "$log" && fail "a mount after a crash without orphans freed some"
+umount_fs
+db_check "after a crash without orphans"
+ok "clean images after every step"
+exit 0

@@ -1,0 +1,97 @@
+#!/bin/bash
+# t_posix.sh — the POSIX behaviour suite (tests/tools/posix_suite.c) against a real mount:
+# regular files, directories, rename, links, special files, attributes and times,
+# setuid/setgid clearing, name limits, statfs, unlinked-but-open files, exact lookup
+# counts, readdir cookies, and the permission checks of an unprivileged user (nobody).
+# The filesystem is mounted with allow_other (default_permissions is mendfs's default);
+# after a clean unmount (waiting for the daemon) `mendfs_db check` must be clean and the
+# daemon's log free of errors.
+set -u
+BIN=${BIN:?BIN must name the directory of the built programs}
+TOOLS=${TOOLS:-${O:-$(dirname "$BIN")}/tools}
+MKFS=$BIN/mkfs.mendfs
+DB=$BIN/mendfs_db
+MENDFS=$BIN/mendfs
+SUITE=$TOOLS/posix_suite
+
+[ -c /dev/fuse ] || { echo "skip: /dev/fuse is missing"; exit 77; }
+command -v fusermount3 >/dev/null || { echo "skip: fusermount3 is missing"; exit 77; }
+[ "$(id -u)" = 0 ] || { echo "skip: the suite needs root (it switches to nobody)"; exit 77; }
+[ -x "$SUITE" ] || { echo "FAIL: $SUITE is not built"; exit 1; }
+
+dir=$(mktemp -d /tmp/t_posix.XXXXXX) || exit 1
+img=$dir/img
+mnt=$dir/m
+log=$dir/log
+pid=""
+mkdir "$mnt"
+chmod 755 "$dir"   # nobody must reach the mount point
+
+cleanup() {
+	cd /
+	grep -q " $mnt fuse" /proc/self/mounts && { fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"; }
+	if [ -n "$pid" ]; then
+		for _ in $(seq 400); do kill -0 "$pid" 2>/dev/null || break; sleep 0.025; done
+		kill -9 "$pid" 2>/dev/null
+	fi
+	wait 2>/dev/null
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*"; [ -s "$log" ] && { echo "--- daemon log"; tail -20 "$log"; }; exit 1; }
+
+mounted() { grep -q " $1 fuse.mendfs " /proc/self/mounts; }
+
+mount_fs() {
+	"$MENDFS" -f -o allow_other "$@" "$img" "$mnt" >>"$log" 2>&1 &
+	pid=$!
+	for _ in $(seq 400); do
+		mounted "$mnt" && return 0
+		kill -0 "$pid" 2>/dev/null || fail "the daemon exited before mounting"
+		sleep 0.025
+	done
+	fail "no mount after 10 s"
+}
+
+# Unmount and wait (bounded) for the daemon to exit with status 0: it flushes after
+# fusermount3 -u returns.
+umount_fs() {
+	cd /
+	fusermount3 -u "$mnt" || fail "fusermount3 -u failed"
+	for _ in $(seq 1200); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.025
+	done
+	kill -0 "$pid" 2>/dev/null && fail "the daemon did not exit within 30 s of the unmount"
+	wait "$pid"
+	local rc=$?
+	pid=""
+	[ "$rc" -eq 0 ] || fail "the daemon exited with status $rc"
+}
+
+"$MKFS" -q "$img" 4G >"$dir/mkfs.out" 2>&1 || { cat "$dir/mkfs.out"; fail "mkfs"; }
+mount_fs
+mkdir "$mnt/posix" && chmod 755 "$mnt/posix" || fail "mkdir in the mount"
+"$SUITE" -v "$mnt/posix"
+rc=$?
+# What the suite left (names, types, modes, links, owners, sizes, device numbers,
+# nanosecond modification and change times, symlink targets, contents of files under
+# 100 MB) must survive a remount; access times move with the reading itself.
+manifest() {
+	(cd "$mnt/posix" && find . -printf '%p %y %m %n %U %G %s %T@ %C@ %l\n' | sort &&
+	 find . \( -type b -o -type c \) -printf '%p ' -exec stat -c '%t %T' {} \; | sort &&
+	 find . -type f -size -100M -print0 | sort -z | xargs -0 md5sum)
+}
+manifest >"$dir/manifest1" || fail "manifest"
+umount_fs
+"$DB" -c check "$img" >"$dir/db.out" 2>&1 || { cat "$dir/db.out"; fail "mendfs_db check after the suite"; }
+grep -Ei "corrupt|failed|error" "$log" && fail "the daemon reported errors"
+[ "$rc" -eq 0 ] || fail "posix_suite: some tests failed"
+echo "ok: posix suite passed; clean unmount; mendfs_db check clean"
+mount_fs
+manifest >"$dir/manifest2" || fail "manifest after remount"
+diff "$dir/manifest1" "$dir/manifest2" >"$dir/manifest.diff" || { head -20 "$dir/manifest.diff"; fail "what the suite left changed across a remount"; }
+umount_fs
+echo "ok: remount: $(wc -l <"$dir/manifest1") lines of names, metadata and checksums identical"
+exit 0
