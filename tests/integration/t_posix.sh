@@ -11,7 +11,6 @@ BIN=${BIN:?BIN must name the directory of the built programs}
 TOOLS=${TOOLS:-${O:-$(dirname "$BIN")}/tools}
 MKFS=$BIN/mkfs.mendfs
 DB=$BIN/mendfs_db
-MENDFS=$BIN/mendfs
 SUITE=$TOOLS/posix_suite
 
 [ -c /dev/fuse ] || { echo "skip: /dev/fuse is missing"; exit 77; }
@@ -23,52 +22,18 @@ dir=$(mktemp -d /tmp/t_posix.XXXXXX) || exit 1
 img=$dir/img
 mnt=$dir/m
 log=$dir/log
-pid=""
 mkdir "$mnt"
 chmod 755 "$dir"   # nobody must reach the mount point
 
+# shellcheck source=mountlib.sh
+. "$(dirname "$0")/mountlib.sh"
 cleanup() {
-	cd /
-	grep -q " $mnt fuse" /proc/self/mounts && { fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"; }
-	if [ -n "$pid" ]; then
-		for _ in $(seq 400); do kill -0 "$pid" 2>/dev/null || break; sleep 0.025; done
-		kill -9 "$pid" 2>/dev/null
-	fi
-	wait 2>/dev/null
+	ml_cleanup
 	rm -rf "$dir"
 }
 trap cleanup EXIT
 
 fail() { echo "FAIL: $*"; [ -s "$log" ] && { echo "--- daemon log"; tail -20 "$log"; }; exit 1; }
-
-mounted() { grep -q " $1 fuse.mendfs " /proc/self/mounts; }
-
-mount_fs() {
-	"$MENDFS" -f -o allow_other "$@" "$img" "$mnt" >>"$log" 2>&1 &
-	pid=$!
-	for _ in $(seq 400); do
-		mounted "$mnt" && return 0
-		kill -0 "$pid" 2>/dev/null || fail "the daemon exited before mounting"
-		sleep 0.025
-	done
-	fail "no mount after 10 s"
-}
-
-# Unmount and wait (bounded) for the daemon to exit with status 0: it flushes after
-# fusermount3 -u returns.
-umount_fs() {
-	cd /
-	fusermount3 -u "$mnt" || fail "fusermount3 -u failed"
-	for _ in $(seq 1200); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.025
-	done
-	kill -0 "$pid" 2>/dev/null && fail "the daemon did not exit within 30 s of the unmount"
-	wait "$pid"
-	local rc=$?
-	pid=""
-	[ "$rc" -eq 0 ] || fail "the daemon exited with status $rc"
-}
 
 "$MKFS" -q "$img" 4G >"$dir/mkfs.out" 2>&1 || { cat "$dir/mkfs.out"; fail "mkfs"; }
 mount_fs
