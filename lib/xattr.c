@@ -110,7 +110,9 @@ static int name_check(unsigned ns, const char *name, unsigned len)
 
 /* ---- the literal area split --------------------------------------------------------------- */
 /* Bytes at the start of the literal area the data fork uses now (at least 8, rounded to 8):
- * the attribute fork must never start below this. */
+ * the attribute fork must never start below this.  An extent list counts at least a btree
+ * root, so that the file can always grow: bmap turns a full inline list into a btree, which
+ * needs ROOT_SIZE bytes of fork (an 8-byte fork made every write of such a file ENOSPC). */
 static uint32_t data_used(const struct mfs_inode *ip)
 {
 	uint64_t u = 0;
@@ -118,6 +120,8 @@ static uint32_t data_used(const struct mfs_inode *ip)
 	switch (ip->dformat) {
 	case MFS_FMT_EXTENTS:
 		u = (uint64_t)ip->dnext * sizeof(struct mfs_bmbt_rec);
+		if (u < ROOT_SIZE)
+			u = ROOT_SIZE;
 		break;
 	case MFS_FMT_BTREE:
 		u = S_ISDIR(ip->mode) ? sizeof(struct mfs_dir_root) : sizeof(struct mfs_fork_root);
