@@ -417,15 +417,15 @@ static const struct {
 	[MFS_SCRUB_CNTBT]   = { OBJ_AG, scrub_cntbt },
 	[MFS_SCRUB_INOBT]   = { OBJ_AG, scrub_inobt },
 	[MFS_SCRUB_RMAPBT]  = { OBJ_AG, scrub_rmapbt },
-	[MFS_SCRUB_JOURNAL] = { OBJ_FS, NULL },
+	[MFS_SCRUB_JOURNAL] = { OBJ_FS, scrub_journal },
 	[MFS_SCRUB_INODE]   = { OBJ_INODE, scrub_inode },
 	[MFS_SCRUB_BMAP]    = { OBJ_INODE, scrub_bmap },
 	[MFS_SCRUB_DIR]     = { OBJ_INODE, scrub_dir },
 	[MFS_SCRUB_XATTR]   = { OBJ_INODE, scrub_xattr },
 	[MFS_SCRUB_SYMLINK] = { OBJ_INODE, scrub_symlink },
-	[MFS_SCRUB_NLINKS]  = { OBJ_FS, NULL },
-	[MFS_SCRUB_ORPHANS] = { OBJ_FS, NULL },
-	[MFS_SCRUB_SUMMARY] = { OBJ_FS, NULL },
+	[MFS_SCRUB_NLINKS]  = { OBJ_FS, scrub_nlinks },
+	[MFS_SCRUB_ORPHANS] = { OBJ_FS, scrub_orphans },
+	[MFS_SCRUB_SUMMARY] = { OBJ_FS, scrub_summary },
 };
 
 int mfs_scrub(struct mfs_scrub_ctx *ctx)

@@ -5,9 +5,9 @@
  * lock while the inode lock is held shared) verifies (magic, CRC, self number, UUID), and
  * its fields pass the loader's checks (mfs_dinode_check: a known file type, fork formats
  * valid for it, forks inside the literal area, link count, nanoseconds < 10^9, known
- * flags, size below 2^63); besides: padding and reserved words are zero, a directory has
- * at least two links, and an inode in use has links unless something may hold it open
- * (a mounted filesystem: unlinked-but-open inodes are the orphan list's business).
+ * flags, size below 2^63); besides: padding and reserved words are zero, a linked
+ * directory has at least two links, an inode without links is on its AG's orphan list
+ * (lib/orphan.h) and a linked one has no orphan list pointer.
  *
  * BMAP: the extent list or extent btree (mfs_bmap_walk: records sane, sorted, not
  * overlapping; the btree's blocks verify) and, for each extent and each btree block, the
@@ -87,14 +87,21 @@ static void check_dinode(struct mfs_scrub_ctx *ctx, const struct mfs_dinode *d, 
 		}
 	if (d->pad0 || d->reserved[0] || d->reserved[1])
 		scrub_report(ctx, C, "inode %llu: padding or reserved words are not zero", ino);
-	if (S_ISDIR(mode) && mfs_get32(d->nlink) < 2)
-		scrub_report(ctx, C, "inode %llu: directory with %u links, at least 2 expected",
-			     ino, mfs_get32(d->nlink));
-	/* Offline nothing can hold an unlinked inode open.  Mounted, an inode with no links
-	 * may be open: the orphan list checker accounts for those. */
-	if (!S_ISDIR(mode) && mfs_get32(d->nlink) == 0 && !ctx->fs->log)
-		scrub_report(ctx, C, "inode %llu: in use (mode 0%o) with no links, and nothing "
-			     "can hold it open", ino, mode);
+	if (S_ISDIR(mode) && mfs_get32(d->nlink) == 1)
+		scrub_report(ctx, C, "inode %llu: directory with 1 link, at least 2 expected", ino);
+	/* No links exactly when on the AG's orphan list (unlinked but still in use). */
+	if (mfs_get32(d->nlink) == 0) {
+		int listed = 0;
+
+		err = scrub_orphan_listed(ctx, ctx->ino, &listed);
+		if (!err && !listed)
+			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "inode %llu: in use (mode 0%o) "
+				     "with no links, and not on AG %u's orphan list", ino, mode,
+				     mfs_ino_to_agno(g, ctx->ino));
+	} else if (mfs_get64(d->next_unlinked)) {
+		scrub_report(ctx, C, "inode %llu: %u links but an orphan list pointer %llu", ino,
+			     mfs_get32(d->nlink), (unsigned long long)mfs_get64(d->next_unlinked));
+	}
 	if (S_ISLNK(mode) && (mfs_get64(d->size) == 0 || mfs_get64(d->size) >= 4096))
 		scrub_report(ctx, C, "inode %llu: symlink size %llu, expected 1..4095", ino,
 			     (unsigned long long)mfs_get64(d->size));

@@ -136,5 +136,7 @@ int scrub_summary(struct mfs_scrub_ctx *ctx);
  */
 int scrub_iget(struct mfs_scrub_ctx *ctx, struct mfs_inode **ipp);
 void scrub_irele(struct mfs_inode *ip);
+/* Is `ino` on its AG's orphan list (takes the AG lock)?  0 or an error (damaged list). */
+int scrub_orphan_listed(struct mfs_scrub_ctx *ctx, uint64_t ino, int *listed);
 
 #endif

@@ -1,0 +1,314 @@
+/*
+ * scrub_nlinks.c — the link count checker: counted references against each inode's link
+ * count, and reachability from the root.  It needs a stable namespace, so it runs between
+ * ctx->quiesce(1) and ctx->quiesce(0) (the daemon holds new namespace changes back).
+ *
+ *   1. Every inode in use, with its mode and link count, from each AG's inode chunks (the
+ *      committed cluster buffers, read under the AG lock).
+ *   2. Every directory's entries (its lock shared): one edge parent -> child per entry, and
+ *      the directory's "..".
+ *   3. Counting: a file's links are the entries naming it; a directory's are the one entry
+ *      naming it (a directory has exactly one), its "." and the ".." of each subdirectory:
+ *      refs + 1 + subdirs (the root has no entry; its ".." is itself: 2 + subdirs).  A
+ *      subdirectory's ".." names the directory that holds it.
+ *   4. Reachability: breadth first from the root over the edges; an inode in use with
+ *      links that is not reached is disconnected.  Inodes without links are the orphan
+ *      list's.
+ */
+#include "byteorder.h"
+#include "bcache.h"
+#include "dir.h"
+#include "fs.h"
+#include "geom.h"
+#include "inode.h"
+#include "log.h"
+#include "mem.h"
+#include "scrub_priv.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct nl_inode {
+	uint64_t ino;
+	uint64_t dotdot;            /* directories: the stored parent */
+	uint64_t holder;            /* the (last) directory seen naming it */
+	uint32_t nlink;
+	uint32_t refs;              /* entries naming it */
+	uint32_t subdirs;           /* directories: entries naming a directory */
+	uint16_t mode;
+	uint8_t reached;
+};
+
+struct nl_edge {
+	uint64_t parent, child;
+};
+
+struct nl_state {
+	struct mfs_scrub_ctx *ctx;
+	struct scrub_recs inodes;   /* struct nl_inode, sorted by ino */
+	struct scrub_recs edges;    /* struct nl_edge, sorted by parent */
+	uint64_t cur_dir;
+};
+
+static int cmp_ino(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static struct nl_inode *nl_find(struct nl_state *st, uint64_t ino)
+{
+	return st->inodes.n ? bsearch(&ino, st->inodes.v, st->inodes.n, sizeof(struct nl_inode),
+				      cmp_ino) : NULL;
+}
+
+/* 1: the inodes in use of AG agno (AG locked by the caller). */
+static int collect_ag(struct nl_state *st, uint32_t agno)
+{
+	struct mfs_scrub_ctx *ctx = st->ctx;
+	const struct mfs_geom *g = &ctx->fs->geo;
+	struct scrub_ag sa;
+	int err;
+
+	err = scrub_ag_scan(ctx, agno, SCRUB_WANT_INO, &sa);
+	if (!err && !(sa.have & SCRUB_WANT_INO))
+		scrub_report(ctx, MFS_SCRUB_OFLAG_INCOMPLETE, "link counts: AG %u's inodes are "
+			     "not counted, its inode btree is unreadable", agno);
+	for (size_t i = 0; !err && (sa.have & SCRUB_WANT_INO) && i < sa.recs[MFS_BT_INO].n; i++) {
+		const struct mfs_inobt_rec *c = scrub_rec(&sa.recs[MFS_BT_INO], i);
+		uint64_t mask = mfs_get64(c->freemask);
+		struct mfs_buf *bp = NULL;
+
+		for (uint32_t k = 0; k < MFS_INODES_PER_CHUNK && !err; k++) {
+			uint64_t ino = mfs_agino_to_ino(g, agno, mfs_get32(c->startino) + k);
+			const struct mfs_dinode *d;
+			struct nl_inode ni;
+
+			if (mask >> k & 1 || mfs_ino_check(ctx->fs, ino))
+				continue;
+			if (!bp || bp->blkno != mfs_ino_to_fsb(g, ino)) {
+				if (bp)
+					mfs_buf_put(bp);
+				bp = NULL;
+				err = mfs_buf_read(ctx->fs->bc, mfs_ino_to_fsb(g, ino), NULL, &bp);
+				if (err)
+					break;
+			}
+			d = (const void *)((const char *)bp->data + mfs_ino_to_offset(g, ino));
+			if (!mfs_get16(d->mode))
+				continue;       /* the INOBT checker reports the mismatch */
+			memset(&ni, 0, sizeof(ni));
+			ni.ino = ino;
+			ni.mode = mfs_get16(d->mode);
+			ni.nlink = mfs_get32(d->nlink);
+			err = scrub_recs_add(&st->inodes, &ni);
+		}
+		if (bp)
+			mfs_buf_put(bp);
+	}
+	scrub_ag_release(&sa);
+	if (mfs_is_corruption(err)) {
+		scrub_report(ctx, MFS_SCRUB_OFLAG_INCOMPLETE, "link counts: AG %u's inodes are "
+			     "not all counted: %s", agno, scrub_errstr(err));
+		err = 0;
+	}
+	return err;
+}
+
+static int edge_fn(void *priv, const char *name, unsigned len, uint64_t ino, uint8_t ftype,
+		   uint64_t next_cookie)
+{
+	struct nl_state *st = priv;
+	struct nl_edge e = { st->cur_dir, ino };
+
+	if (next_cookie <= 2)
+		return 0;               /* "." and ".." */
+	return scrub_recs_add(&st->edges, &e);
+}
+
+/* 2: the entries of every directory. */
+static int collect_edges(struct nl_state *st)
+{
+	struct mfs_scrub_ctx *ctx = st->ctx;
+	int err = 0;
+
+	for (size_t i = 0; i < st->inodes.n && !err; i++) {
+		struct nl_inode *ni = (struct nl_inode *)(st->inodes.v + i * st->inodes.len);
+		struct mfs_inode *dp;
+
+		if (!S_ISDIR(ni->mode))
+			continue;
+		err = scrub_cancelled(ctx);
+		if (err)
+			break;
+		err = mfs_iget(ctx->fs, ni->ino, 0, &dp);
+		if (err == -ENOENT || mfs_is_corruption(err)) {
+			scrub_report(ctx, MFS_SCRUB_OFLAG_INCOMPLETE, "link counts: directory %llu "
+				     "cannot be read: %s", (unsigned long long)ni->ino,
+				     scrub_errstr(err));
+			err = 0;
+			continue;
+		}
+		if (err)
+			break;
+		pthread_rwlock_rdlock(&dp->lock);
+		st->cur_dir = dp->ino;
+		err = mfs_dir_get_parent(dp, &ni->dotdot);
+		if (!err)
+			err = mfs_dir_iterate(dp, 0, edge_fn, st);
+		pthread_rwlock_unlock(&dp->lock);
+		mfs_iput(dp);
+		if (mfs_is_corruption(err)) {
+			scrub_report(ctx, MFS_SCRUB_OFLAG_INCOMPLETE, "link counts: directory %llu's "
+				     "entries cannot all be read: %s", (unsigned long long)ni->ino,
+				     scrub_errstr(err));
+			err = 0;
+		}
+	}
+	return err;
+}
+
+static int cmp_edge(const void *a, const void *b)
+{
+	const struct nl_edge *x = a, *y = b;
+
+	if (x->parent != y->parent)
+		return x->parent < y->parent ? -1 : 1;
+	return x->child < y->child ? -1 : x->child > y->child;
+}
+
+/* 3 and 4. */
+static int count_and_walk(struct nl_state *st)
+{
+	struct mfs_scrub_ctx *ctx = st->ctx;
+	uint64_t root = ctx->fs->geo.rootino;
+	struct scrub_recs queue;
+	struct nl_inode *ni;
+	int err = 0;
+
+	for (size_t i = 0; i < st->edges.n; i++) {
+		const struct nl_edge *e = scrub_rec(&st->edges, i);
+		struct nl_inode *c = nl_find(st, e->child), *p = nl_find(st, e->parent);
+
+		if (!c || !p)
+			continue;       /* an entry naming a free inode: the DIR checker's */
+		c->refs++;
+		c->holder = e->parent;
+		if (S_ISDIR(c->mode))
+			p->subdirs++;
+	}
+	if (st->edges.n > 1)
+		qsort(st->edges.v, st->edges.n, sizeof(struct nl_edge), cmp_edge);
+	/* Breadth first from the root, over directories. */
+	scrub_recs_init(&queue, sizeof(uint64_t));
+	ni = nl_find(st, root);
+	if (!ni || !S_ISDIR(ni->mode)) {
+		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "link counts: the root directory %llu "
+			     "is not an allocated directory", (unsigned long long)root);
+	} else {
+		ni->reached = 1;
+		err = scrub_recs_add(&queue, &root);
+	}
+	for (size_t q = 0; q < queue.n && !err; q++) {
+		uint64_t dir = *(const uint64_t *)scrub_rec(&queue, q);
+		struct nl_edge key = { dir, 0 };
+		size_t lo = 0, hi = st->edges.n;
+
+		while (lo < hi) {       /* first edge of this parent */
+			size_t mid = lo + (hi - lo) / 2;
+
+			if (cmp_edge(scrub_rec(&st->edges, mid), &key) < 0)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		for (; lo < st->edges.n && !err; lo++) {
+			const struct nl_edge *e = scrub_rec(&st->edges, lo);
+			struct nl_inode *c;
+
+			if (e->parent != dir)
+				break;
+			c = nl_find(st, e->child);
+			if (!c || c->reached)
+				continue;
+			c->reached = 1;
+			if (S_ISDIR(c->mode))
+				err = scrub_recs_add(&queue, &c->ino);
+		}
+	}
+	scrub_recs_free(&queue);
+	if (err)
+		return err;
+	for (size_t i = 0; i < st->inodes.n; i++) {
+		const struct nl_inode *n = scrub_rec(&st->inodes, i);
+		unsigned long long ino = (unsigned long long)n->ino;
+		uint64_t want;
+
+		if (S_ISDIR(n->mode)) {
+			if (n->ino == root)
+				want = n->refs ? 0 : 2ull + n->subdirs;
+			else
+				want = n->refs ? (uint64_t)n->refs + 1 + n->subdirs : 0;
+			if (n->refs > 1 || (n->ino == root && n->refs))
+				scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "directory %llu: named by "
+					     "%u entries, a directory has one (the root none)", ino,
+					     n->refs);
+			else if (n->refs == 1 && n->dotdot != n->holder)
+				scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "directory %llu: parent "
+					     "(\"..\") is %llu, it is held by directory %llu", ino,
+					     (unsigned long long)n->dotdot,
+					     (unsigned long long)n->holder);
+		} else {
+			want = n->refs;
+		}
+		if (n->nlink && n->nlink != want && !(S_ISDIR(n->mode) && n->refs > 1))
+			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "inode %llu: link count %u, "
+				     "counted %llu", ino, n->nlink, (unsigned long long)want);
+		else if (!n->nlink && n->refs)
+			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "inode %llu: link count 0, but "
+				     "%u entries name it", ino, n->refs);
+		if (n->nlink && !n->reached)
+			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "inode %llu: %u links but not "
+				     "reachable from the root directory", ino, n->nlink);
+	}
+	return 0;
+}
+
+int scrub_nlinks(struct mfs_scrub_ctx *ctx)
+{
+	struct nl_state st;
+	int err = 0, quiesced = 0;
+
+	if (!ctx->fs->icache)
+		return -EINVAL;
+	memset(&st, 0, sizeof(st));
+	st.ctx = ctx;
+	scrub_recs_init(&st.inodes, sizeof(struct nl_inode));
+	scrub_recs_init(&st.edges, sizeof(struct nl_edge));
+	if (ctx->quiesce) {
+		err = ctx->quiesce(ctx->hook_arg, 1);
+		if (err)
+			return err;
+		quiesced = 1;
+	}
+	for (uint32_t agno = 0; agno < ctx->fs->geo.agcount && !err; agno++) {
+		err = scrub_cancelled(ctx);
+		if (err)
+			break;
+		scrub_ag_lock(ctx->fs, agno);
+		err = collect_ag(&st, agno);
+		scrub_ag_unlock(ctx->fs, agno);
+	}
+	/* Chunks come in AG then inode order: already sorted by inode number. */
+	if (!err)
+		err = collect_edges(&st);
+	if (!err)
+		err = count_and_walk(&st);
+	if (quiesced)
+		ctx->quiesce(ctx->hook_arg, 0);
+	scrub_recs_free(&st.inodes);
+	scrub_recs_free(&st.edges);
+	return err;
+}
