@@ -561,7 +561,8 @@ void mfsd_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		mfsd_reply_err(req, err);
 		return;
 	}
-	fi->keep_cache = 1;
+	/* strictatime: every open reads through the daemon, which sees the reads (atime.c) */
+	fi->keep_cache = d->atime_mode != MFSD_ATIME_STRICT;
 	if (fuse_reply_open(req, fi) != 0)
 		mfsd_node_release(d, mfsd_ino(d, ino));
 }

@@ -1,53 +1,97 @@
-# mountlib.sh — sourced by the integration tests that mount mendfs for real (not a test of
-# its own: run-tests.sh runs only t_*.sh).
+# mountlib.sh — helpers sourced by the integration tests that mount mendfs for real (not a
+# test itself: `make check` runs only t_*.sh).
 #
-# The caller sets BIN (built programs), img (the image), mnt (the mount point), log (the
-# daemon's output) and defines fail MESSAGE (print, exit nonzero).  Provides:
-#   mount_fs [mendfs options...]  start the daemon in the foreground with allow_other and
-#                                 wait (bounded, 10 s) for the mount; $pid is the daemon
-#   umount_fs                     fusermount3 -u, then wait (bounded, 30 s) for the daemon
-#                                 to exit with status 0: the unmount returns before the
-#                                 daemon has flushed and marked the image clean, and only
-#                                 its exit releases the image
-#   mounted DIR                   is a mendfs mounted at DIR?
-#   ml_cleanup                    for an EXIT trap: unmount if mounted, wait for (and at
-#                                 last kill) the daemon
-pid=""
+#   . "$(dirname "$0")/mountlib.sh"; ml_setup NAME
+#
+# gives $dir (a fresh temporary directory, removed at exit), $img, $mnt (created), $log
+# (the daemon's output) and $pid (the daemon in the foreground), and these functions:
+#   fail MSG / ok MSG             report; fail exits 1 with the end of the daemon's log
+#   mounted DIR                   whether DIR is a mendfs mount now
+#   mount_fs ARGS...              start `mendfs -f ARGS... $img $mnt`, wait (bounded) for it
+#   mount_refused ARGS...         the same must exit non-zero without mounting ($dir/out)
+#   wait_exit                     wait (bounded) for the daemon to exit, with status 0
+#   umount_fs                     fusermount3 -u, then wait_exit
+#   crash                         SIGKILL the daemon and drop its mount
+# At exit every mount is undone, the daemon killed and $dir removed.
+BIN=${BIN:?BIN must name the directory of the built programs}
+MKFS=$BIN/mkfs.mendfs
+DB=$BIN/mendfs_db
+MENDFS=$BIN/mendfs
 
+[ -c /dev/fuse ] || { echo "skip: /dev/fuse is missing"; exit 77; }
+command -v fusermount3 >/dev/null || { echo "skip: fusermount3 is missing"; exit 77; }
+command -v python3 >/dev/null || { echo "skip: python3 is missing"; exit 77; }
+
+ml_cleanup() {
+	cd /
+	grep -q " $mnt fuse" /proc/self/mounts &&
+		{ fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -uz "$mnt"; }
+	[ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
+	wait 2>/dev/null
+	[ -n "${ml_extra_cleanup:-}" ] && $ml_extra_cleanup
+	rm -rf "$dir"
+}
+
+ml_setup() {
+	dir=$(mktemp -d "/tmp/$1.XXXXXX") || exit 1
+	img=$dir/img
+	mnt=$dir/m
+	log=$dir/log
+	pid=""
+	mkdir "$mnt"
+	trap ml_cleanup EXIT
+}
+
+fail() { echo "FAIL: $*"; [ -s "$log" ] && { echo "--- daemon log"; tail -20 "$log"; }; exit 1; }
+ok() { echo "ok: $*"; }
 mounted() { grep -q " $1 fuse.mendfs " /proc/self/mounts; }
 
 mount_fs() {
-	"$BIN/mendfs" -f -o allow_other "$@" "$img" "$mnt" >>"$log" 2>&1 &
+	"$MENDFS" -f "$@" "$img" "$mnt" >>"$log" 2>&1 &
 	pid=$!
 	for _ in $(seq 400); do
 		mounted "$mnt" && return 0
-		kill -0 "$pid" 2>/dev/null || fail "the daemon exited before mounting"
+		kill -0 "$pid" 2>/dev/null || fail "the daemon exited before mounting ($*)"
 		sleep 0.025
 	done
 	fail "no mount after 10 s"
 }
 
-umount_fs() {
-	local rc
-	cd / || return
-	fusermount3 -u "$mnt" || fail "fusermount3 -u failed"
+mount_refused() {
+	"$MENDFS" -f "$@" "$img" "$mnt" >"$dir/out" 2>&1 &
+	local p=$! rc
+	for _ in $(seq 400); do
+		kill -0 "$p" 2>/dev/null || break
+		mounted "$mnt" && { pid=$p; fail "mounted with $*"; }
+		sleep 0.025
+	done
+	kill -0 "$p" 2>/dev/null && { pid=$p; fail "still running with $*"; }
+	wait "$p"
+	rc=$?
+	[ "$rc" -ne 0 ] || fail "exit status 0 with $*"
+}
+
+wait_exit() {
 	for _ in $(seq 1200); do
 		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.025
 	done
-	kill -0 "$pid" 2>/dev/null && fail "the daemon did not exit within 30 s of the unmount"
+	kill -0 "$pid" 2>/dev/null && fail "the daemon did not exit within 30 s"
 	wait "$pid"
-	rc=$?
+	local rc=$?
 	pid=""
 	[ "$rc" -eq 0 ] || fail "the daemon exited with status $rc"
 }
 
-ml_cleanup() {
+umount_fs() {
 	cd /
-	grep -q " $mnt fuse" /proc/self/mounts && { fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"; }
-	if [ -n "$pid" ]; then
-		for _ in $(seq 400); do kill -0 "$pid" 2>/dev/null || break; sleep 0.025; done
-		kill -9 "$pid" 2>/dev/null
-	fi
-	wait 2>/dev/null
+	fusermount3 -u "$mnt" || fail "fusermount3 -u failed"
+	wait_exit
+}
+
+crash() {
+	kill -9 "$pid"
+	wait "$pid" 2>/dev/null
+	pid=""
+	fusermount3 -uz "$mnt" 2>/dev/null
 }

@@ -5,63 +5,8 @@
 # the daemon is killed (SIGKILL) are freed by the next mount, after journal replay; every
 # image is then clean for `mendfs_db check` (which also checks the lists).
 set -u
-BIN=${BIN:?BIN must name the directory of the built programs}
-MKFS=$BIN/mkfs.mendfs
-DB=$BIN/mendfs_db
-MENDFS=$BIN/mendfs
-
-[ -c /dev/fuse ] || { echo "skip: /dev/fuse is missing"; exit 77; }
-command -v fusermount3 >/dev/null || { echo "skip: fusermount3 is missing"; exit 77; }
-command -v python3 >/dev/null || { echo "skip: python3 is missing"; exit 77; }
-
-dir=$(mktemp -d /tmp/t_orphan.XXXXXX) || exit 1
-img=$dir/img
-mnt=$dir/m
-log=$dir/log
-pid=""
-mkdir "$mnt"
-
-cleanup() {
-	cd /
-	grep -q " $mnt fuse" /proc/self/mounts && { fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -uz "$mnt"; }
-	[ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
-	wait 2>/dev/null
-	rm -rf "$dir"
-}
-trap cleanup EXIT
-
-fail() { echo "FAIL: $*"; [ -s "$log" ] && { echo "--- daemon log"; tail -20 "$log"; }; exit 1; }
-ok() { echo "ok: $*"; }
-mounted() { grep -q " $1 fuse.mendfs " /proc/self/mounts; }
-
-mount_fs() {
-	"$MENDFS" -f "$@" "$img" "$mnt" >>"$log" 2>&1 &
-	pid=$!
-	for _ in $(seq 400); do
-		mounted "$mnt" && return 0
-		kill -0 "$pid" 2>/dev/null || fail "the daemon exited before mounting"
-		sleep 0.025
-	done
-	fail "no mount after 10 s"
-}
-
-wait_exit() {
-	for _ in $(seq 1200); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.025
-	done
-	kill -0 "$pid" 2>/dev/null && fail "the daemon did not exit within 30 s"
-	wait "$pid"
-	local rc=$?
-	pid=""
-	[ "$rc" -eq 0 ] || fail "the daemon exited with status $rc"
-}
-
-umount_fs() {
-	cd /
-	fusermount3 -u "$mnt" || fail "fusermount3 -u failed"
-	wait_exit
-}
+. "$(dirname "$0")/mountlib.sh"
+ml_setup t_orphan
 
 db_check() {
 	"$DB" -c check "$img" >"$dir/db.out" 2>&1 || { cat "$dir/db.out"; fail "mendfs_db check: $1"; }
@@ -73,7 +18,6 @@ db_check() {
 
 counts() { stat -f -c "%f %d" "$mnt"; }
 
-# wait_counts WANT: the worker frees asynchronously after the last close; poll (bounded)
 wait_counts() {
 	for _ in $(seq 400); do
 		[ "$(counts)" = "$1" ] && return 0
