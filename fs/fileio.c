@@ -16,11 +16,8 @@
  * never needs to zero anything.
  *
  * Freed blocks: a data block freed by truncate or punch must not be reused for another
- * file's data before the transaction that freed it is durable (journal.h).  This first
- * version forces the journal after every transaction batch that frees data blocks, before
- * replying; a concurrent allocation between the commit and the force can still take such a
- * block (a crash in that window could show the other file's new data in the old file): the
- * busy-extent list that closes that window is future work.
+ * file's data before the transaction that freed it is durable.  The allocator sees to it
+ * (busy extents, lib/busy.h): frees need no log force here.
  *
  * Transactions are bounded: one new extent per allocation transaction, at most
  * MFS_BMAP_MAX_EXTENTS_PER_CALL extents per punch or conversion; long operations roll
@@ -414,13 +411,12 @@ void mfsd_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 /*
  * Unmap [first, last) blocks in bounded transactions.  `setsize`: the first transaction
- * also logs the in-core fields the caller changed (size, times).  Forces the journal after
- * freeing (see the top of this file).
+ * also logs the in-core fields the caller changed (size, times).
  */
 static int punch_blocks(struct mfsd *d, struct mfs_inode *ip, uint64_t first, uint64_t last,
 			int log_first)
 {
-	uint64_t nblocks0 = ip->nblocks, off = first;
+	uint64_t off = first;
 	int err = 0;
 	unsigned tries = 0;
 
@@ -455,12 +451,6 @@ static int punch_blocks(struct mfsd *d, struct mfs_inode *ip, uint64_t first, ui
 				(unsigned long long)ip->ino, (unsigned long long)off);
 			break;
 		}
-	}
-	if (ip->nblocks != nblocks0) {
-		int err2 = mfsd_force(d);
-
-		if (!err)
-			err = err2;
 	}
 	return err;
 }

@@ -44,8 +44,10 @@
 #include "alloc.h"
 #include "ag.h"
 #include "bcache.h"
+#include "busy.h"
 #include "byteorder.h"
 #include "fs.h"
+#include "journal.h"
 #include "log.h"
 #include "trans.h"
 
@@ -243,6 +245,10 @@ static int fs_give(struct agx *x, uint32_t start, uint32_t len)
 	if (len == 0 || start < MFS_AG_FIXED_BLOCKS || (uint64_t)start + len > x->aglen)
 		return MFS_CORRUPT("AG %u: freeing extent %u+%u over the AG headers or past the "
 				   "AG end %u", x->agno, start, len, x->aglen);
+	/* Busy until this transaction is durable: no file data may land on it before. */
+	err = mfs_trans_busy(x->tp, x->agno, start, len);
+	if (err)
+		return err;
 	agx_cur(x, &cur, MFS_BT_BNO, 0);
 	arec_set(&key, start, 0);
 	err = mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_LE, &r, &stat);
@@ -784,6 +790,8 @@ struct req {
 	enum mfs_alloc_type type;
 	uint32_t target;     /* agbno */
 	uint32_t minlen, maxlen, align;
+	struct mfs_busy *busy;   /* file data: skip busy ranges of AG `agno` (busy.h) */
+	uint32_t agno;
 };
 
 struct cand {
@@ -855,12 +863,36 @@ static int cand_better(const struct req *q, const struct cand *a, const struct c
 	return a->dist < b->dist;
 }
 
-static void consider(const struct req *q, uint32_t fs, uint32_t fl, struct cand *best)
+/* Offer free extent [fs, fs+fl) to the search: for file data, each piece of it that is not
+ * busy.  Returns whether some piece could hold the request at all. */
+static int consider(const struct req *q, uint32_t fs, uint32_t fl, struct cand *best)
 {
 	struct cand c;
+	uint32_t s = fs, e = fs + fl, gs, ge;
+	int any = 0;
 
-	if (fit(q, fs, fl, &c) && cand_better(q, &c, best))
-		*best = c;
+	if (!q->busy) {
+		if (!fit(q, fs, fl, &c))
+			return 0;
+		if (cand_better(q, &c, best))
+			*best = c;
+		return 1;
+	}
+	for (int first = 1; s < e; first = 0) {
+		int found = mfs_busy_gap(q->busy, q->agno, s, e, &gs, &ge);
+
+		if (first && (!found || gs != fs || ge != e))
+			mfs_busy_count_trim(q->busy);
+		if (!found)
+			break;
+		if (fit(q, gs, ge - gs, &c)) {
+			any = 1;
+			if (cand_better(q, &c, best))
+				*best = c;
+		}
+		s = ge;
+	}
+	return any;
 }
 
 /* By length: a bounded walk over extents of at least maxlen, then, if none was full, the
@@ -887,16 +919,11 @@ static int search_cnt(struct agx *x, const struct req *q, struct cand *best)
 		arec_set(&key, UINT32_MAX, UINT32_MAX);
 		err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_LE, &stat);
 		while (!err && stat) {
-			struct cand c = { 0, 0, 0, 0 };
-
 			err = mfs_btree_get(&cur, &r, &stat);
 			if (err || !stat || mfs_get32(r.blockcount) < q->minlen)
 				break;
-			if (fit(q, mfs_get32(r.startblock), mfs_get32(r.blockcount), &c)) {
-				if (cand_better(q, &c, best))
-					*best = c;
+			if (consider(q, mfs_get32(r.startblock), mfs_get32(r.blockcount), best))
 				break;
-			}
 			err = mfs_btree_prev(&cur, &stat);
 		}
 	}
@@ -1090,13 +1117,30 @@ static int args_check(const struct mfs_fs *fs, const struct mfs_alloc_args *args
 	return 0;
 }
 
-static void req_init(struct req *q, const struct mfs_alloc_args *args, uint32_t target)
+/* File data: written in place before its mapping commits, so it must not land on space a
+ * transaction not yet durable has freed (busy.h).  Metadata reaches its place only through
+ * the journal, after every earlier record: it may reuse busy space. */
+static int args_data(const struct mfs_alloc_args *args)
+{
+	return !owner_special(args->owner) &&
+	       !(args->offset & (MFS_RMAP_ATTR_FORK | MFS_RMAP_BMBT_BLOCK));
+}
+
+static struct mfs_busy *args_busy(const struct mfs_fs *fs, const struct mfs_alloc_args *args)
+{
+	return fs->log && args_data(args) ? mfs_journal_busy(fs->log) : NULL;
+}
+
+static void req_init(struct req *q, const struct mfs_fs *fs, uint32_t agno,
+		     const struct mfs_alloc_args *args, uint32_t target)
 {
 	q->type = args->type;
 	q->target = target;
 	q->minlen = args->minlen;
 	q->maxlen = args->maxlen;
 	q->align = args->align ? args->align : 1;
+	q->busy = args_busy(fs, args);
+	q->agno = agno;
 }
 
 int mfs_alloc_extent_ag(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh_bp,
@@ -1120,7 +1164,7 @@ int mfs_alloc_extent_ag(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh
 	else if (args->type == MFS_ALLOC_EXACT)
 		return -ENOSPC;
 	agx_init(&x, tp, agno, agh_bp);
-	req_init(&q, args, target);
+	req_init(&q, fs, agno, args, target);
 	return ag_alloc(&x, &q, args);
 }
 
@@ -1143,7 +1187,31 @@ static int lock_ag(struct mfs_trans *tp, uint32_t agno)
 	return mfs_trans_lock_ag(tp, agno, holds_above(tp, agno, fs->geo.agcount));
 }
 
+static int alloc_extent(struct mfs_trans *tp, struct mfs_alloc_args *args);
+
+/*
+ * File data that found only busy space: make the freeing transactions durable (one log
+ * force, without the AG locks being needed by anything the force waits for: see
+ * journal.h) and search once more.  The transaction's own frees stay busy.
+ */
 int mfs_alloc_extent(struct mfs_trans *tp, struct mfs_alloc_args *args)
+{
+	struct mfs_fs *fs = mfs_trans_fs(tp);
+	struct mfs_busy *busy;
+	struct mfs_busy_stats st;
+	int err = alloc_extent(tp, args);
+
+	if (err != -ENOSPC || !(busy = args_busy(fs, args)))
+		return err;
+	mfs_busy_get_stats(busy, &st);
+	if (!st.committed)
+		return err;
+	mfs_busy_count_force(busy);
+	err = mfs_journal_force(fs->log);
+	return err ? err : alloc_extent(tp, args);
+}
+
+static int alloc_extent(struct mfs_trans *tp, struct mfs_alloc_args *args)
 {
 	struct mfs_fs *fs = mfs_trans_fs(tp);
 	uint32_t tagno, n;
@@ -1177,7 +1245,7 @@ int mfs_alloc_extent(struct mfs_trans *tp, struct mfs_alloc_args *args)
 			target = mfs_fsb_to_agbno(&fs->geo, args->target);
 		else if (args->type == MFS_ALLOC_NEAR && agno < tagno)
 			target = x.aglen - 1;    /* nearest the target: this AG's end */
-		req_init(&q, args, target);
+		req_init(&q, fs, agno, args, target);
 		nbufs = mfs_trans_nbufs(tp);
 		err = ag_alloc(&x, &q, args);
 		mfs_buf_put(agh_bp);

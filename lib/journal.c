@@ -24,6 +24,7 @@
 #include "journal.h"
 #include "journal_priv.h"
 #include "bcache.h"
+#include "busy.h"
 #include "byteorder.h"
 #include "crc32c.h"
 #include "dev.h"
@@ -621,6 +622,7 @@ int mfs_journal_force_lsn(struct mfs_journal *j, uint64_t lsn)
 			j->err = err;
 		} else {
 			j->durable_seq = last->seq;
+			mfs_busy_durable(j->busy, last->seq);
 			for (r = first;; r = r->next) {
 				j->pending_blocks -= r->len;
 				rec_free_images(r);
@@ -834,6 +836,11 @@ int mfs_journal_alloc(struct mfs_fs *fs, struct mfs_journal **out)
 		free(j);
 		return -ENOMEM;
 	}
+	if (mfs_busy_create(g->agcount ? g->agcount : 1, &j->busy)) {
+		free(j->map);
+		free(j);
+		return -ENOMEM;
+	}
 	j->map_mask = nslots - 1;
 	j->fs = fs;
 	j->dev = fs->dev;
@@ -867,6 +874,7 @@ void mfs_journal_free(struct mfs_journal *j)
 		}
 	}
 	free(j->map);
+	mfs_busy_destroy(j->busy);
 	pthread_mutex_destroy(&j->lock);
 	pthread_mutex_destroy(&j->ckpt_lock);
 	pthread_cond_destroy(&j->cv);
@@ -922,6 +930,11 @@ void mfs_journal_set_ckpt_hook(struct mfs_journal *j, mfs_journal_ckpt_hook fn, 
 	j->ckpt_hook = fn;
 	j->ckpt_hook_arg = arg;
 	pthread_mutex_unlock(&j->ckpt_lock);
+}
+
+struct mfs_busy *mfs_journal_busy(struct mfs_journal *j)
+{
+	return j->busy;
 }
 
 void mfs_journal_set_io_hook(struct mfs_journal *j, mfs_journal_io_hook fn, void *arg)

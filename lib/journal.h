@@ -142,6 +142,11 @@ int mfs_journal_close(struct mfs_journal *log);
 /* Detach and free without writing anything (after an error, or to simulate a crash). */
 void mfs_journal_discard(struct mfs_journal *log);
 
+/* The busy extents (busy.h) of the filesystem: entries are cleared as sequences become
+ * durable.  Lives as long as the journal. */
+struct mfs_busy;
+struct mfs_busy *mfs_journal_busy(struct mfs_journal *log);
+
 struct mfs_journal_stats {
 	uint64_t commits;          /* transactions queued */
 	uint64_t writes;           /* batches written to the log (group commits) */

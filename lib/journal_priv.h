@@ -12,6 +12,7 @@
 
 struct mfs_dev;
 struct mfs_bcache;
+struct mfs_busy;
 struct mfs_geom;
 
 /* A committed block image, shared by its record (until written) and the block map. */
@@ -65,6 +66,8 @@ struct mfs_journal {
 	struct jrec *rec_first, *rec_last, *unwritten;
 	struct jent **map;
 	size_t map_mask, map_count;
+
+	struct mfs_busy *busy;      /* freed extents until their sequence is durable */
 
 	struct mfs_journal_stats st;
 	mfs_journal_ckpt_hook ckpt_hook;    /* tests only */

@@ -10,6 +10,11 @@
  * the saved bytes back (new blocks are simply dropped) so the cache holds exactly what it
  * held before the transaction began.  Both release the AG locks the transaction took.
  *
+ * Busy extents (busy.h): space the transaction gives back is entered in the busy list
+ * tagged with the transaction (mfs_trans_busy, from the allocator); commit stamps the
+ * entries with its journal sequence and cancel drops them, both while the AG locks are
+ * still held, so no other transaction ever sees an entry of a transaction that is gone.
+ *
  * With a journal attached (fs->log), commit first hands the joined buffers and the
  * forgotten blocks to mfs_journal_commit(), while the AG locks still keep the buffers
  * still; the journal copies them, stamps the commit sequence into each metadata block's
@@ -23,6 +28,7 @@
 #include "mem.h"
 #include "trans.h"
 #include "bcache.h"
+#include "busy.h"
 #include "fs.h"
 #include "journal.h"
 #include "log.h"
@@ -49,6 +55,7 @@ struct mfs_trans {
 	unsigned nslots;        /* power of two, >= 2 * cap */
 	uint32_t *ags;          /* AGs locked, in locking order */
 	unsigned nags, agcap;
+	int busy;               /* space given back: busy entries tagged with tp (busy.h) */
 };
 
 int mfs_trans_alloc(struct mfs_fs *fs, struct mfs_trans **out)
@@ -261,6 +268,37 @@ int mfs_trans_holds_ag(const struct mfs_trans *tp, uint32_t agno)
 	return 0;
 }
 
+int mfs_trans_busy(struct mfs_trans *tp, uint32_t agno, uint32_t agbno, uint32_t len)
+{
+	int err;
+
+	if (!tp->fs->log)
+		return 0;
+	if (!mfs_trans_holds_ag(tp, agno))
+		return -EINVAL;
+	err = mfs_busy_insert(mfs_journal_busy(tp->fs->log), agno, agbno, len, tp);
+	if (!err)
+		tp->busy = 1;
+	return err;
+}
+
+/* Stamp (lsn) or drop (cancel) tp's busy entries; the AG locks are still held. */
+static void trans_busy_done(struct mfs_trans *tp, uint64_t lsn, int cancel)
+{
+	struct mfs_busy *b;
+
+	if (!tp->busy || !tp->fs->log)
+		return;
+	b = mfs_journal_busy(tp->fs->log);
+	for (unsigned i = 0; i < tp->nags; i++) {
+		if (cancel)
+			mfs_busy_cancel(b, tp->ags[i], tp);
+		else
+			mfs_busy_commit(b, tp->ags[i], tp, lsn);
+	}
+	tp->busy = 0;
+}
+
 static void trans_free(struct mfs_trans *tp)
 {
 	for (unsigned i = tp->nags; i-- > 0;)
@@ -317,6 +355,7 @@ int mfs_trans_commit_lsn(struct mfs_trans *tp, unsigned flags, uint64_t *lsnp)
 			mfs_trans_cancel(tp);
 			return err;
 		}
+		trans_busy_done(tp, lsn, 0);
 	}
 	for (unsigned i = 0; i < tp->nitems; i++) {
 		struct trans_item *it = &tp->items[i];
@@ -349,6 +388,7 @@ void mfs_trans_cancel(struct mfs_trans *tp)
 	if (!tp)
 		return;
 	bs = tp->fs->geo.blocksize;
+	trans_busy_done(tp, 0, 1);
 	for (unsigned i = 0; i < tp->nitems; i++) {
 		struct trans_item *it = &tp->items[i];
 

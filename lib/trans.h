@@ -37,6 +37,11 @@ int mfs_trans_get_new(struct mfs_trans *tp, uint64_t blkno, int meta, struct mfs
 /* The block is freed by this transaction: at commit its buffer is dropped unwritten. */
 int mfs_trans_forget(struct mfs_trans *tp, uint64_t blkno);
 
+/* Space [agbno, agbno + len) of AG `agno` (whose lock tp holds) goes back to free space in
+ * this transaction: keep it busy (busy.h) until the commit is durable.  No-op without a
+ * journal.  -ENOMEM; the caller then cancels. */
+int mfs_trans_busy(struct mfs_trans *tp, uint32_t agno, uint32_t agbno, uint32_t len);
+
 /* Lock AG `agno` for the rest of the transaction (released at commit or cancel).
  * Idempotent.  AGs must be locked in increasing order; -EDEADLK (without waiting) when
  * asked for an AG below one already held and `trylock` is set, or whenever that AG is busy
