@@ -126,6 +126,14 @@ $(O)/bench/%: $(O)/tests/bench/%.o $(LIBA)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(ALL_LIBS)
 
+# The filesystem benchmark's helpers (tests/bench/bench_fs.sh): the FUSE ceiling (a
+# passthrough of our own) and the metadata workload tool.  Not linked with libmendfs.
+BENCH_TOOLS := $(O)/bench/passthrough_ll $(O)/bench/metaops
+$(BENCH_TOOLS): $(O)/bench/%: $(O)/tests/bench/%.o
+	@mkdir -p $(@D)
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(ALL_LIBS)
+
 # --- generic rules ---------------------------------------------------------------------------
 $(O)/%.o: %.c
 	@mkdir -p $(@D)
@@ -160,9 +168,14 @@ check-run: $(PROG_BINS) $(UNIT_BINS) $(TOOL_BINS)
 asan: deps
 	@$(MAKE) --no-print-directory O=build-asan SANITIZE=1 check-run
 
+# BENCH_QUICK=1: smaller sizes; BENCH_RUNS=n: runs per figure; BENCH_TMPFS=1: images on
+# tmpfs instead of the disk; BENCH_ONLY="mendfs fuse2fs ...": some columns.
 bench: deps
-	@$(MAKE) --no-print-directory $(BENCH_BINS) $(PROG_BINS)
+	@sh tests/bench/bench_deps.sh
+	@$(MAKE) --no-print-directory $(BENCH_BINS) $(BENCH_TOOLS) $(PROG_BINS)
 	@for b in $(BENCH_BINS); do echo "== $$b"; $$b || exit 1; done
+	@echo "== tests/bench/bench_fs.sh"
+	@BIN=$(abspath $(BIN)) BENCH_BIN=$(abspath $(O)/bench) bash tests/bench/bench_fs.sh
 
 RUN_IMAGE ?= $(O)/mendfs.img
 RUN_SIZE  ?= 1G
