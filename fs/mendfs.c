@@ -530,6 +530,7 @@ int main(int argc, char **argv)
 	se = fuse_session_new(&args, &mfsd_ops, sizeof(mfsd_ops), &d);
 	if (!se)
 		goto out_close;
+	d.se = se;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_close;
 	if (fuse_session_mount(se, fo.mountpoint) != 0)

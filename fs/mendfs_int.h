@@ -36,6 +36,7 @@ struct mfs_trans;
 
 struct mfsd {
 	struct mfs_fs *fs;
+	struct fuse_session *se;        /* for notifications to the kernel (xattr.c) */
 	int ro;
 	double timeout;                 /* entry and attribute timeout, seconds */
 

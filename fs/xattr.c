@@ -556,6 +556,11 @@ static void change_request(fuse_req_t req, fuse_ino_t ino, struct xchange *c)
 	pthread_rwlock_unlock(&ip->lock);
 	mfsd_iput(d, ip);
 	free(aclbuf);
+	/* The kernel keeps its copy of the attributes after an xattr change (it only sets
+	 * ctime itself): have it read them again (blocks, mode, ctime), before the reply so
+	 * that the caller's next stat sees them. */
+	if (!err && d->se)
+		fuse_lowlevel_notify_inval_inode(d->se, ino, -1, 0);
 	mfsd_reply_err(req, err);
 }
 

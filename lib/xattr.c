@@ -110,9 +110,10 @@ static int name_check(unsigned ns, const char *name, unsigned len)
 
 /* ---- the literal area split --------------------------------------------------------------- */
 /* Bytes at the start of the literal area the data fork uses now (at least 8, rounded to 8):
- * the attribute fork must never start below this.  An extent list counts at least a btree
- * root, so that the file can always grow: bmap turns a full inline list into a btree, which
- * needs ROOT_SIZE bytes of fork (an 8-byte fork made every write of such a file ENOSPC). */
+ * the attribute fork must never start below this.  An extent list and a directory's inline
+ * entries count at least their btree root, so that the file can always grow: bmap and dir
+ * turn a full inline fork into a btree, which needs the root's bytes of fork (an 8-byte
+ * fork made every write of such a file, every entry added to an empty directory, ENOSPC). */
 static uint32_t data_used(const struct mfs_inode *ip)
 {
 	uint64_t u = 0;
@@ -128,8 +129,8 @@ static uint32_t data_used(const struct mfs_inode *ip)
 		break;
 	case MFS_FMT_LOCAL:
 		u = ip->size;
-		if (S_ISDIR(ip->mode) && u < MFS_DIR_LOCAL_HDR)
-			u = MFS_DIR_LOCAL_HDR;    /* the size-0 root gets its header when it grows */
+		if (S_ISDIR(ip->mode) && u < sizeof(struct mfs_dir_root))
+			u = sizeof(struct mfs_dir_root);
 		break;
 	default:
 		break;

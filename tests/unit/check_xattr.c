@@ -723,6 +723,72 @@ START_TEST(test_dir_inline)
 }
 END_TEST
 
+/* An empty directory given an attribute (an ACL, say) that would fit inline only right after
+ * its 8-byte header keeps room for its name btree's root: entries can still be added
+ * (inline, then into the btree) and removed. */
+START_TEST(test_dir_empty_grows)
+{
+	struct ximg t;
+	struct model m;
+	struct mfs_inode *dp;
+	struct mfs_trans *tp;
+	uint8_t val[512];
+	unsigned vlen;
+	uint64_t ino;
+	char name[32];
+
+	mfs_dir_test_set_hash_mask(0xffffffffu);
+	memset(&m, 0, sizeof(m));
+	ximg_make(&t, 4096, 256, 64ull << 20);
+	dp = make_inode(&t, S_IFDIR | 0755);
+	data_blocks = 0;
+	/* an entry that would fit inline only if it took everything past the 8-byte header */
+	memset(val, 5, sizeof(val));
+	vlen = dp->litsize - 24;
+	ck_assert_uint_le(vlen, sizeof(val));
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_OK(mfs_xattr_set(tp, dp, MFS_XATTR_NS_USER, "a", 1, val, vlen, 0));
+	CK_OK(mfs_trans_commit(tp));
+	model_put(&m, MFS_XATTR_NS_USER, "a", 1, val, vlen);
+	CK_EQ(dp->dformat, MFS_FMT_LOCAL);
+	CK_TRUE(dp->forkoff * 8u >= sizeof(struct mfs_dir_root));
+	for (unsigned i = 0; i < 100; i++) {
+		int len = snprintf(name, sizeof(name), "e%u", i);
+
+		CK_OK(mfs_trans_alloc(t.fs, &tp));
+		CK_OK(mfs_dir_add(tp, dp, name, (unsigned)len, 3000 + i, DT_REG));
+		CK_OK(mfs_trans_commit(tp));
+		if (i == 0)
+			CK_EQ(dp->dformat, MFS_FMT_LOCAL);
+	}
+	CK_EQ(dp->dformat, MFS_FMT_BTREE);
+	CK_OK(mfs_dir_check(dp));
+	CK_OK(mfs_dir_lookup(dp, "e57", 3, &ino, NULL));
+	CK_EQ(ino, 3057);
+	{
+		uint64_t nblk;
+
+		CK_OK(mfs_xattr_check(dp, &nblk, NULL));
+		data_blocks = dp->nblocks - nblk;
+	}
+	compare(dp, &m);
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	for (unsigned i = 0; i < 100; i++) {
+		int len = snprintf(name, sizeof(name), "e%u", i);
+
+		CK_OK(mfs_dir_remove(tp, dp, name, (unsigned)len, &ino));
+	}
+	CK_OK(mfs_trans_commit(tp));
+	data_blocks = 0;
+	CK_OK(mfs_dir_check(dp));
+	compare(dp, &m);
+	put_inode(dp);
+	db_check(&t);
+	model_free(&m);
+	ximg_destroy(&t);
+}
+END_TEST
+
 struct walkck {
 	struct mfs_bmap_ext e[8];
 	unsigned n;
@@ -1399,6 +1465,7 @@ static Suite *xattr_suite(void)
 	tcase_add_test(tc, test_corrupt);
 	tcase_add_test(tc, test_cancel_exact);
 	tcase_add_test(tc, test_dir_inline);
+	tcase_add_test(tc, test_dir_empty_grows);
 	tcase_add_test(tc, test_dir_full);
 	tcase_add_test(tc, test_file_extents);
 	tcase_add_test(tc, test_file_full);
