@@ -207,6 +207,7 @@ struct cmdline {
 	const char *image;
 	int nonopts;
 	int ro, norecovery, atime_mode;
+	unsigned commit_secs;
 	double timeout;
 	unsigned long cache_mb;
 	int help, version;
@@ -218,6 +219,7 @@ enum { KEY_RO, KEY_RW, KEY_NORECOVERY, KEY_NOATIME, KEY_RELATIME, KEY_STRICTATIM
 static const struct fuse_opt mfsd_opts[] = {
 	{ "timeout=%lf", offsetof(struct cmdline, timeout), 0 },
 	{ "cache_size=%lu", offsetof(struct cmdline, cache_mb), 0 },
+	{ "commit=%u", offsetof(struct cmdline, commit_secs), 0 },
 	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_KEY("rw", KEY_RW),
 	FUSE_OPT_KEY("norecovery", KEY_NORECOVERY),
@@ -306,6 +308,8 @@ static void usage(FILE *f)
 		"  -o strictatime     update the access time on every read and readdir\n"
 		"  -o timeout=SECS    entry and attribute cache timeout (default 86400)\n"
 		"  -o cache_size=MiB  metadata buffer cache size (default 64)\n"
+		"  -o commit=SECS     make committed changes durable at least this often "
+		"(default 5; 0: only on fsync)\n"
 		"  -o allow_other, default_permissions, fsname=, ... as for every FUSE "
 		"filesystem\n"
 		"See mendfs(8).\n", progname);
@@ -448,7 +452,7 @@ int main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct fuse_cmdline_opts fo;
-	struct cmdline c = { .timeout = 86400.0 };
+	struct cmdline c = { .timeout = 86400.0, .commit_secs = 5 };
 	struct fuse_session *se = NULL;
 	struct mfsd d;
 	char *fsopts = NULL;
@@ -505,6 +509,7 @@ int main(int argc, char **argv)
 	d.ro = c.ro;
 	d.timeout = c.timeout;
 	d.atime_mode = c.atime_mode;
+	d.commit_secs = c.commit_secs;
 	mfsd_health_init(&d);
 	warn_if_errors(d.fs, c.image);
 	err = mfs_icache_init(d.fs, 0);

@@ -29,6 +29,7 @@
 #include "bcache.h"
 #include "byteorder.h"
 #include "ialloc.h"
+#include "journal.h"
 #include "log.h"
 #include "mendfs_format.h"
 #include "orphan.h"
@@ -38,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 struct mfsd_node {
 	uint64_t ino;
@@ -65,7 +67,15 @@ int mfsd_nodes_init(struct mfsd *d)
 {
 	pthread_mutex_init(&d->node_lock, NULL);
 	pthread_mutex_init(&d->work_lock, NULL);
-	pthread_cond_init(&d->work_cond, NULL);
+	{
+		pthread_condattr_t ca;
+
+		/* The worker's periodic journal force waits on the monotonic clock. */
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&d->work_cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	pthread_cond_init(&d->idle_cond, NULL);
 	pthread_mutex_init(&d->rename_lock, NULL);
 	d->node_buckets = NODE_BUCKETS_MIN;
@@ -481,6 +491,47 @@ int mfsd_orphans_recover(struct mfsd *d)
 
 /* ---- the worker ---------------------------------------------------------------------- */
 
+/*
+ * Asynchronous commits (most metadata changes) are durable at the next force: an fsync of
+ * any file, or this one, every `commit_secs` seconds when something was committed since
+ * the last.  The kernel never passes syncfs(2) to a FUSE filesystem of this kind (libfuse
+ * 3.14 has no such operation), so this bounds what a crash can lose.  Called with
+ * work_lock held, which it drops around the force.
+ */
+static void periodic_force(struct mfsd *d)
+{
+	struct mfs_journal_stats st;
+	int err;
+
+	if (!d->fs->log)
+		return;
+	mfs_journal_get_stats(d->fs->log, &st);
+	if (st.commits == d->forced_commits)
+		return;
+	d->work_busy = 1;
+	pthread_mutex_unlock(&d->work_lock);
+	err = mfsd_force(d);
+	if (err)
+		mfs_log(MFS_LOG_ERR, "periodic journal force failed: %s", strerror(mfsd_errno(err)));
+	pthread_mutex_lock(&d->work_lock);
+	d->work_busy = 0;
+	d->forced_commits = st.commits;
+}
+
+/* Wait for work (work_lock held); 1 when the commit interval passed without any. */
+static int worker_wait(struct mfsd *d)
+{
+	struct timespec ts;
+
+	if (!d->commit_secs || d->ro) {
+		pthread_cond_wait(&d->work_cond, &d->work_lock);
+		return 0;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += d->commit_secs;
+	return pthread_cond_timedwait(&d->work_cond, &d->work_lock, &ts) == ETIMEDOUT;
+}
+
 static void *worker_main(void *arg)
 {
 	struct mfsd *d = arg;
@@ -502,7 +553,8 @@ static void *worker_main(void *arg)
 			pthread_cond_broadcast(&d->idle_cond);
 			if (d->work_stop)
 				break;
-			pthread_cond_wait(&d->work_cond, &d->work_lock);
+			if (worker_wait(d))
+				periodic_force(d);
 			continue;
 		}
 		d->work_head = w->next;
