@@ -11,68 +11,14 @@
 # unlinked file's attributes given back; everything identical after a remount; EROFS on a
 # read-only mount; `mendfs_db check` clean.
 set -u
-BIN=${BIN:?BIN must name the directory of the built programs}
-MKFS=$BIN/mkfs.mendfs
-DB=$BIN/mendfs_db
-MENDFS=$BIN/mendfs
-
-[ -c /dev/fuse ] || { echo "skip: /dev/fuse is missing"; exit 77; }
-for t in fusermount3 python3 setfattr getfattr attr setfacl getfacl setpriv; do
+# shellcheck source=mountlib.sh
+. "$(dirname "$0")/mountlib.sh"
+for t in setfattr getfattr attr setfacl getfacl setpriv; do
 	command -v $t >/dev/null || { echo "skip: $t is missing (.ci/deps.sh installs it)"; exit 77; }
 done
 [ "$(id -u)" = 0 ] || { echo "skip: needs root (trusted.* and a second user)"; exit 77; }
-
-dir=$(mktemp -d /tmp/t_xattr.XXXXXX) || exit 1
-img=$dir/img
-mnt=$dir/m
-log=$dir/log
-pid=""
-mkdir "$mnt"
+ml_setup t_xattr
 chmod 755 "$dir"   # nobody must reach the mount
-
-cleanup() {
-	cd /
-	grep -q " $mnt fuse" /proc/self/mounts && { fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"; }
-	if [ -n "$pid" ]; then
-		for _ in $(seq 400); do kill -0 "$pid" 2>/dev/null || break; sleep 0.025; done
-		kill -9 "$pid" 2>/dev/null
-	fi
-	wait 2>/dev/null
-	rm -rf "$dir"
-}
-trap cleanup EXIT
-
-fail() { echo "FAIL: $*"; [ -s "$log" ] && { echo "--- daemon log"; tail -20 "$log"; }; exit 1; }
-ok() { echo "ok: $*"; }
-
-mounted() { grep -q " $1 fuse.mendfs " /proc/self/mounts; }
-
-# mount_fs [options...]: start the daemon in the foreground, wait (bounded) for the mount
-mount_fs() {
-	"$MENDFS" -f -o allow_other "$@" "$img" "$mnt" >>"$log" 2>&1 &
-	pid=$!
-	for _ in $(seq 400); do
-		mounted "$mnt" && return 0
-		kill -0 "$pid" 2>/dev/null || fail "the daemon exited before mounting"
-		sleep 0.025
-	done
-	fail "no mount after 10 s"
-}
-
-# umount_fs: unmount, then wait (bounded) for the daemon to finish flushing and exit 0
-umount_fs() {
-	cd /
-	fusermount3 -u "$mnt" || fail "fusermount3 -u failed"
-	for _ in $(seq 1200); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.025
-	done
-	kill -0 "$pid" 2>/dev/null && fail "the daemon did not exit within 30 s of the unmount"
-	wait "$pid"
-	local rc=$?
-	pid=""
-	[ "$rc" -eq 0 ] || fail "the daemon exited with status $rc"
-}
 
 db_check() {
 	"$DB" -c check "$img" >"$dir/db.out" 2>&1 || { cat "$dir/db.out"; fail "mendfs_db check: $1"; }
@@ -117,7 +63,7 @@ py_nobody() { (cd "$mnt" && as_nobody $PY_NOBODY -c "$PYLIB$1") || fail "${2:-py
 
 t_start=$(date +%s)
 "$MKFS" -q "$img" 2G >"$dir/mkfs.out" 2>&1 || { cat "$dir/mkfs.out"; fail "mkfs"; }
-mount_fs
+mount_fs -o allow_other
 cd "$mnt" || fail "cd mount"
 
 # --- round trips with the tools, every namespace --------------------------------------------
@@ -359,7 +305,7 @@ snap() { (cd "$mnt" && getfattr -R -h -d -m - -e hex . 2>/dev/null; getfacl -R -
 s1=$(snap)
 umount_fs
 db_check "after a clean unmount"
-mount_fs
+mount_fs -o allow_other
 s2=$(snap)
 [ "$s1" = "$s2" ] || fail "attributes or ACLs differ after a remount"
 cd "$mnt"
@@ -381,7 +327,7 @@ umount_fs
 db_check "after removing the attributes"
 ok "identical after a remount; mendfs_db check clean"
 
-mount_fs -o ro
+mount_fs -o allow_other -o ro
 cd "$mnt"
 [ "$(getfattr --only-values -n user.color f)" = green ] || fail "getfattr on a read-only mount"
 py 'expect_errno(errno.EROFS, os.setxattr, "f", "user.x", b"1"); expect_errno(errno.EROFS, os.removexattr, "f", "user.color")' "EROFS"
