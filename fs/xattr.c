@@ -27,7 +27,7 @@
  * xattr format: a little-endian u32 version (2), then entries of { u16 tag, u16 perm,
  * u32 id }, sorted: one USER_OBJ, USER entries by increasing uid, one GROUP_OBJ, GROUP
  * entries by increasing gid, a MASK (required when there is any USER or GROUP entry), one
- * OTHER.  Anything else is EINVAL.  With FUSE_CAP_POSIX_ACL the kernel caches the ACLs,
+ * OTHER.  Anything else is EINVAL (another version: EOPNOTSUPP, as Linux).  With FUSE_CAP_POSIX_ACL the kernel caches the ACLs,
  * reads them with getxattr and enforces them in its permission checks; the filesystem keeps
  * the mode in sync:
  *   - setting an access ACL sets the mode's permission bits from it (owner from USER_OBJ,
@@ -143,13 +143,13 @@ static_assert(sizeof(struct acl_xattr_ent) == ACL_ENT_SIZE, "acl_xattr_ent");
 
 /*
  * Decode and validate an ACL xattr into *out (mfs_malloc'ed; n may be 0: no ACL).
- * -EINVAL for a wrong size or version, an unknown tag, permission bits beyond rwx, entries
- * out of order, a missing or repeated USER_OBJ/GROUP_OBJ/OTHER, named entries without a
- * MASK, or a named entry repeated.
+ * -EOPNOTSUPP for a version other than 2 (as Linux); -EINVAL for a wrong size, an unknown
+ * tag, permission bits beyond rwx, entries out of order, a missing or repeated
+ * USER_OBJ/GROUP_OBJ/OTHER, named entries without a MASK, or a named entry repeated.
  *
  * The order is a walk through the states USER_OBJ → USER* → GROUP_OBJ → GROUP* → MASK? →
- * OTHER; an entry's tag must be the current state's or a later one, and the ids of named
- * entries strictly increase within their tag.
+ * OTHER; each tag is accepted only in its state (which it may advance), and the ids of
+ * named entries strictly increase within their tag.
  */
 static int acl_decode(const void *value, size_t size, struct acl **out)
 {
@@ -165,7 +165,7 @@ static int acl_decode(const void *value, size_t size, struct acl **out)
 		return -EINVAL;
 	memcpy(&version, p, sizeof(version));
 	if (mfs_get32(version) != ACL_VERSION)
-		return -EINVAL;
+		return -EOPNOTSUPP;     /* as the kernel's posix_acl_from_xattr */
 	n = (unsigned)((size - ACL_HDR_SIZE) / ACL_ENT_SIZE);
 	a = mfs_malloc(sizeof(*a) + n * sizeof(a->e[0]));
 	if (!a)
@@ -359,7 +359,7 @@ static int acl_load(struct mfs_inode *ip, const char *which, struct acl **out)
 			    &len);
 	if (!err) {
 		err = acl_decode(buf, len, out);
-		if (err == -EINVAL)
+		if (err == -EINVAL || err == -EOPNOTSUPP)
 			err = MFS_CORRUPT("inode %llu: system.%s: %zu bytes that are not a valid "
 					  "POSIX ACL", (unsigned long long)ip->ino, which, len);
 	}
