@@ -17,10 +17,12 @@
 #include "dev.h"
 #include "fs.h"
 #include "geom.h"
+#include "inode.h"
 #include "journal.h"
 #include "log.h"
 #include "mendfs_format.h"
 #include "orphan.h"
+#include "scrub.h"
 #include "verify.h"
 
 #include <ctype.h>
@@ -671,437 +673,180 @@ static int cmd_geom(int argc, char **argv)
 }
 
 /* ---- check -------------------------------------------------------------------------------- */
-
-/* A growable array of fixed-size records collected from a tree walk. */
-struct recs {
-	uint8_t *v;
-	size_t n, cap, len;
-};
-
-static int collect_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
-{
-	struct recs *r = priv;
-
-	if (r->n == r->cap) {
-		size_t nc = r->cap ? r->cap * 2 : 64;
-		uint8_t *nv = realloc(r->v, nc * r->len);
-
-		if (!nv)
-			return -ENOMEM;
-		r->v = nv;
-		r->cap = nc;
-	}
-	memcpy(r->v + r->n * r->len, rec, r->len);
-	r->n++;
-	return 0;
-}
-
-/* One AG's trees, walked and collected. */
-struct ag_scan {
-	struct recs t[MFS_AG_NTREES];
-	uint64_t nblocks[MFS_AG_NTREES];
-	int ok[MFS_AG_NTREES];
-};
-
-static int problem(uint32_t agno, int *nprob, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static int problem(uint32_t agno, int *nprob, const char *fmt, ...)
-{
-	va_list ap;
-
-	printf("AG %u: ", agno);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	(*nprob)++;
-	return 0;
-}
-
-static int cmp_alloc_bno(const void *a, const void *b)
-{
-	uint32_t x = mfs_get32(((const struct mfs_alloc_rec *)a)->startblock);
-	uint32_t y = mfs_get32(((const struct mfs_alloc_rec *)b)->startblock);
-
-	return x < y ? -1 : x > y;
-}
-
-/* Blocks owned by `owner` in the reverse map, and whether [agbno, agbno+len) lies inside
- * one record of that owner. */
-static uint64_t rmap_owned(const struct recs *rm, uint64_t owner)
-{
-	uint64_t sum = 0;
-
-	for (size_t i = 0; i < rm->n; i++) {
-		const struct mfs_rmap_rec *r = (const void *)(rm->v + i * rm->len);
-
-		if (mfs_get64(r->owner) == owner)
-			sum += mfs_get32(r->blockcount);
-	}
-	return sum;
-}
-
-static int rmap_covers(const struct recs *rm, uint32_t agbno, uint32_t len, uint64_t owner)
-{
-	for (size_t i = 0; i < rm->n; i++) {
-		const struct mfs_rmap_rec *r = (const void *)(rm->v + i * rm->len);
-		uint64_t s = mfs_get32(r->startblock), e = s + mfs_get32(r->blockcount);
-
-		if (mfs_get64(r->owner) == owner && s <= agbno && agbno + (uint64_t)len <= e)
-			return 1;
-	}
-	return 0;
-}
-
 /*
- * Every block of the AG is exactly once either free (by-block tree) or owned (reverse
- * map): walk both sorted lists and check they tile [0, length).
+ * One implementation of the checks: the checkers of repair/ (mfs_scrub, scrub.h), the same
+ * the daemon runs online.  Per AG: superblock copy, AG header, free list, the four trees;
+ * then the journal, orphan lists and summary counters.  With -f ("full") also every inode
+ * in use (found through the inode btrees): core, extent map, directory, attributes,
+ * symlink, the reverse map's inode owners, and the link counts.  (Without -f the check is
+ * structural, as for images whose inodes are synthetic: tests that allocate extents for
+ * made-up owners.)
+ * Each finding is printed on its own line; CORRUPT, XCORRUPT and INCOMPLETE ones count as
+ * problems.
  */
-static void check_coverage(uint32_t agno, uint32_t len, const struct recs *bno,
-			   const struct recs *rm, int *nprob)
+struct check_state {
+	unsigned problems;          /* findings that count, since the last reset */
+	unsigned total;
+};
+
+static void check_report(void *arg, uint32_t flag, const char *msg)
 {
-	size_t i = 0, j = 0;
-	uint64_t pos = 0;
+	struct check_state *st = arg;
+	const char *tag = "";
 
-	while (i < bno->n || j < rm->n) {
-		const struct mfs_alloc_rec *f = i < bno->n ? (const void *)(bno->v + i * bno->len)
-							   : NULL;
-		const struct mfs_rmap_rec *r = j < rm->n ? (const void *)(rm->v + j * rm->len)
-							 : NULL;
-		uint64_t fs_ = f ? mfs_get32(f->startblock) : UINT64_MAX;
-		uint64_t rs = r ? mfs_get32(r->startblock) : UINT64_MAX;
-		uint64_t start, n;
-		const char *what;
-
-		if (fs_ <= rs) {
-			start = fs_;
-			n = mfs_get32(f->blockcount);
-			what = "free extent";
-			i++;
-		} else {
-			start = rs;
-			n = mfs_get32(r->blockcount);
-			what = "reverse-map record";
-			j++;
-		}
-		if (start > pos) {
-			problem(agno, nprob, "blocks %" PRIu64 "..%" PRIu64 " are neither free nor "
-				"in the reverse map (leaked)", pos, start - 1);
-		} else if (start < pos) {
-			problem(agno, nprob, "%s at block %" PRIu64 " (%" PRIu64 " blocks) overlaps "
-				"space already free or owned up to block %" PRIu64, what, start, n,
-				pos - 1);
-			if (start + n <= pos)
-				continue;
-		}
-		pos = start + n;
+	if (flag & (MFS_SCRUB_OFLAG_CORRUPT | MFS_SCRUB_OFLAG_XCORRUPT |
+		    MFS_SCRUB_OFLAG_INCOMPLETE)) {
+		st->problems++;
+		st->total++;
 	}
-	if (pos < len)
-		problem(agno, nprob, "blocks %" PRIu64 "..%u are neither free nor in the reverse "
-			"map (leaked)", pos, len - 1);
-	else if (pos > len)
-		problem(agno, nprob, "free space or reverse map reaches block %" PRIu64
-			", past the AG's end (%u blocks)", pos - 1, len);
+	if (flag & MFS_SCRUB_OFLAG_XCORRUPT)
+		tag = " (cross-reference)";
+	else if (flag & MFS_SCRUB_OFLAG_INCOMPLETE)
+		tag = " (check incomplete)";
+	else if (flag & MFS_SCRUB_OFLAG_WARNING)
+		tag = " (warning)";
+	else if (flag & MFS_SCRUB_OFLAG_PREEN)
+		tag = " (could be optimised)";
+	printf("%s%s\n", msg, tag);
 }
 
-/* In-use inodes without links (they must all be on the AG's orphan list). */
-static uint64_t check_nolinks;
+static const char *const scrub_names[MFS_SCRUB_NTYPES] = {
+	"probe", "superblock", "AG header", "free list", "bnobt", "cntbt", "inobt", "rmapbt",
+	"journal", "inode", "extent map", "directory", "attributes", "symlink", "link counts",
+	"orphan lists", "summary counters",
+};
 
-static void check_inodes(uint32_t agno, const struct mfs_inobt_rec *c, int *nprob)
+static void check_one(struct check_state *st, uint32_t type, uint32_t agno, uint64_t ino)
 {
-	const struct mfs_geom *g = &fs->geo;
-	uint32_t startino = mfs_get32(c->startino);
-	uint64_t mask = mfs_get64(c->freemask);
+	struct mfs_scrub_ctx ctx;
+	int err;
+
+	memset(&ctx, 0, sizeof(ctx));
+	ctx.fs = fs;
+	ctx.type = type;
+	ctx.agno = agno;
+	ctx.ino = ino;
+	ctx.report = check_report;
+	ctx.hook_arg = st;
+	err = mfs_scrub(&ctx);
+	if (err && err != -ENOENT) {
+		printf("%s check of %s %llu could not run: %s\n", scrub_names[type],
+		       ino ? "inode" : "AG", ino ? (unsigned long long)ino : agno, errstr(err));
+		st->problems++;
+		st->total++;
+	}
+}
+
+struct check_inodes {
+	struct check_state *st;
+};
+
+static int check_chunk_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
+{
+	static const uint32_t types[] = { MFS_SCRUB_INODE, MFS_SCRUB_BMAP, MFS_SCRUB_DIR,
+					  MFS_SCRUB_XATTR, MFS_SCRUB_SYMLINK };
+	const struct mfs_inobt_rec *r = rec;
+	struct check_inodes *ci = priv;
+	uint64_t mask = mfs_get64(r->freemask);
 
 	for (uint32_t i = 0; i < MFS_INODES_PER_CHUNK; i++) {
-		uint64_t ino = mfs_agino_to_ino(g, agno, startino + i);
-		struct mfs_buf *bp;
-		const struct mfs_dinode *d;
-		int isfree = (int)((mask >> i) & 1);
+		uint64_t ino = mfs_agino_to_ino(&fs->geo, cur->agno, mfs_get32(r->startino) + i);
 
-		if (mfs_buf_read(fs->bc, mfs_ino_to_fsb(g, ino), NULL, &bp)) {
-			problem(agno, nprob, "inode %" PRIu64 ": read failed", ino);
+		if (mask >> i & 1 || mfs_ino_check(fs, ino))
 			continue;
-		}
-		d = (const void *)((const char *)bp->data + mfs_ino_to_offset(g, ino));
-		if (mfs_dinode_verify(d, g->inodesize, ino, g->uuid))
-			problem(agno, nprob, "inode %" PRIu64 ": fails its verifier", ino);
-		else if (isfree != (mfs_get16(d->mode) == 0))
-			problem(agno, nprob, "inode %" PRIu64 ": the inode btree says %s, the inode "
-				"has mode 0%o", ino, isfree ? "free" : "in use", mfs_get16(d->mode));
-		else if (!isfree && mfs_get32(d->nlink) == 0)
-			check_nolinks++;
-		mfs_buf_put(bp);
+		for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++)
+			check_one(ci->st, types[t], 0, ino);
 	}
+	return 0;
 }
 
-/* Check AG `agno`; adds its counters to the totals.  Returns the number of problems. */
-static int check_ag(uint32_t agno, uint64_t *freeblks, uint64_t *icount, uint64_t *ifree)
+/* The inodes in use of AG agno, found through its inode btree (read without the AG lock:
+ * mendfs_db is alone on the image; each checker takes its own locks). */
+static void check_ag_inodes(struct check_state *st, uint32_t agno)
 {
-	const struct mfs_geom *g = &fs->geo;
-	struct mfs_buf *bp, *hbp;
-	struct mfs_geom cg;
-	struct ag_scan s;
-	const struct mfs_agh *agh;
-	uint32_t len = mfs_ag_length(g, agno);
-	uint64_t sum, longest, btreeblks;
-	int nprob = 0, err;
+	struct check_inodes ci = { st };
+	struct mfs_btree_cur cur;
+	struct mfs_buf *hbp;
 
-	check_nolinks = 0;
-
-	memset(&s, 0, sizeof(s));
-	/* Superblock copy: verifies and carries the same geometry as the primary. */
-	err = mfs_read_sb(fs, agno, &bp);
-	if (err) {
-		problem(agno, &nprob, "superblock copy unreadable: %s", errstr(err));
-	} else {
-		err = mfs_geom_from_sb(&cg, bp->data, mfs_dev_size(fs->dev));
-		cg.chunkblocks = g->chunkblocks;
-		if (err || memcmp(&cg, g, sizeof(cg)))
-			problem(agno, &nprob, "superblock copy disagrees with the primary's geometry");
-		mfs_buf_put(bp);
-	}
-
-	err = mfs_read_agh(fs, agno, &hbp);
-	if (err) {
-		problem(agno, &nprob, "AG header unreadable, trees not checked: %s", errstr(err));
-		return nprob;
-	}
-	agh = hbp->data;
-
-	for (int t = 0; t < MFS_AG_NTREES; t++) {
-		struct mfs_btree_cur cur;
-		uint64_t nrecs = 0;
-		static const size_t reclen[MFS_AG_NTREES] = {
-			sizeof(struct mfs_alloc_rec), sizeof(struct mfs_alloc_rec),
-			sizeof(struct mfs_inobt_rec), sizeof(struct mfs_rmap_rec) };
-
-		s.t[t].len = reclen[t];
-		mfs_ag_cur_init(&cur, fs, NULL, agno, (enum mfs_ag_tree)t, hbp);
-		err = mfs_btree_verify(&cur, &nrecs, &s.nblocks[t]);
-		if (!err)
-			err = mfs_btree_query_range(&cur, NULL, NULL, collect_fn, &s.t[t]);
-		mfs_btree_cur_release(&cur);
-		if (err < 0) {
-			problem(agno, &nprob, "%s btree is damaged: %s", tree_names[t],
-				errstr(err));
-			continue;
-		}
-		s.ok[t] = 1;
-		if (s.t[t].n != nrecs)
-			problem(agno, &nprob, "%s btree: verify counted %" PRIu64 " records, the walk "
-				"%zu", tree_names[t], nrecs, s.t[t].n);
-	}
-
-	/* Free space: both trees hold the same extents, and the header's counters match. */
-	if (s.ok[MFS_BT_BNO]) {
-		sum = longest = 0;
-		for (size_t i = 0; i < s.t[MFS_BT_BNO].n; i++) {
-			const struct mfs_alloc_rec *r = (const void *)(s.t[MFS_BT_BNO].v + i * 8);
-			uint32_t n = mfs_get32(r->blockcount);
-
-			sum += n;
-			if (n > longest)
-				longest = n;
-		}
-		*freeblks += sum;
-		if (sum != mfs_get32(agh->freeblks))
-			problem(agno, &nprob, "header says %u free blocks, the by-block btree holds "
-				"%" PRIu64, mfs_get32(agh->freeblks), sum);
-		if (longest != mfs_get32(agh->longest))
-			problem(agno, &nprob, "header says the longest free extent is %u blocks, the "
-				"by-block btree's is %" PRIu64, mfs_get32(agh->longest), longest);
-	}
-	if (s.ok[MFS_BT_BNO] && s.ok[MFS_BT_CNT]) {
-		struct recs *c = &s.t[MFS_BT_CNT];
-
-		qsort(c->v, c->n, c->len, cmp_alloc_bno);
-		if (c->n != s.t[MFS_BT_BNO].n || memcmp(c->v, s.t[MFS_BT_BNO].v, c->n * c->len))
-			problem(agno, &nprob, "the by-block (%zu extents) and by-length (%zu extents) "
-				"btrees do not hold the same free extents", s.t[MFS_BT_BNO].n, c->n);
-	}
-	if (s.ok[MFS_BT_BNO] && s.ok[MFS_BT_CNT] && s.ok[MFS_BT_RMAP]) {
-		btreeblks = s.nblocks[MFS_BT_BNO] + s.nblocks[MFS_BT_CNT] + s.nblocks[MFS_BT_RMAP] - 3;
-		if (btreeblks != mfs_get32(agh->btreeblks))
-			problem(agno, &nprob, "header says %u btree blocks beyond the roots, the "
-				"trees have %" PRIu64, mfs_get32(agh->btreeblks), btreeblks);
-	}
-
-	/* Inodes: the header's counters, each chunk's free count, each inode's state. */
-	if (s.ok[MFS_BT_INO]) {
-		uint64_t ic = 0, ifr = 0;
-
-		for (size_t i = 0; i < s.t[MFS_BT_INO].n; i++) {
-			const struct mfs_inobt_rec *r = (const void *)(s.t[MFS_BT_INO].v + i * 16);
-			uint32_t startino = mfs_get32(r->startino);
-			uint32_t agbno = mfs_agino_to_agbno(g, startino);
-
-			ic += MFS_INODES_PER_CHUNK;
-			ifr += mfs_get32(r->freecount);
-			if ((uint32_t)__builtin_popcountll(mfs_get64(r->freemask)) !=
-			    mfs_get32(r->freecount))
-				problem(agno, &nprob, "inode chunk %u: free count %u, free mask has %d "
-					"bits", startino, mfs_get32(r->freecount),
-					__builtin_popcountll(mfs_get64(r->freemask)));
-			if (startino % MFS_INODES_PER_CHUNK || agbno % g->chunkblocks ||
-			    agbno + g->chunkblocks > len) {
-				problem(agno, &nprob, "inode chunk %u: misaligned or outside the AG",
-					startino);
-				continue;
-			}
-			if (s.ok[MFS_BT_RMAP] &&
-			    !rmap_covers(&s.t[MFS_BT_RMAP], agbno, g->chunkblocks, MFS_OWN_INODES))
-				problem(agno, &nprob, "inode chunk %u (block %u): not owned by inodes "
-					"in the reverse map", startino, agbno);
-			check_inodes(agno, r, &nprob);
-		}
-		*icount += ic;
-		*ifree += ifr;
-		if (ic != mfs_get32(agh->icount) || ifr != mfs_get32(agh->ifree))
-			problem(agno, &nprob, "header says %u inodes, %u free; the inode btree has "
-				"%" PRIu64 ", %" PRIu64 " free", mfs_get32(agh->icount),
-				mfs_get32(agh->ifree), ic, ifr);
-	}
-
-	/* Reverse map: tiles the AG with the free space; the AG's own blocks are accounted. */
-	if (s.ok[MFS_BT_RMAP]) {
-		const struct recs *rm = &s.t[MFS_BT_RMAP];
-		uint64_t own_ag = s.nblocks[MFS_BT_BNO] + s.nblocks[MFS_BT_CNT] +
-				  s.nblocks[MFS_BT_RMAP] + mfs_get32(agh->fl_count);
-
-		if (s.ok[MFS_BT_BNO])
-			check_coverage(agno, len, &s.t[MFS_BT_BNO], rm, &nprob);
-		if (!rmap_covers(rm, 0, MFS_AG_FIXED_BLOCKS, MFS_OWN_FS))
-			problem(agno, &nprob, "the fixed header blocks 0..%u are not owned by the "
-				"filesystem in the reverse map", MFS_AG_FIXED_BLOCKS - 1);
-		if (s.ok[MFS_BT_BNO] && s.ok[MFS_BT_CNT] && rmap_owned(rm, MFS_OWN_AG) != own_ag)
-			problem(agno, &nprob, "reverse map gives %" PRIu64 " blocks to the AG's trees "
-				"and free list, they use %" PRIu64, rmap_owned(rm, MFS_OWN_AG), own_ag);
-		if (s.ok[MFS_BT_INO] && rmap_owned(rm, MFS_OWN_INOBT) != s.nblocks[MFS_BT_INO])
-			problem(agno, &nprob, "reverse map gives %" PRIu64 " blocks to the inode "
-				"btree, it has %" PRIu64, rmap_owned(rm, MFS_OWN_INOBT),
-				s.nblocks[MFS_BT_INO]);
-		if (g->logblocks && mfs_fsb_to_agno(g, g->logstart) == agno &&
-		    !rmap_covers(rm, mfs_fsb_to_agbno(g, g->logstart), g->logblocks, MFS_OWN_LOG))
-			problem(agno, &nprob, "the journal (block %" PRIu64 ", %u blocks) is not "
-				"owned by the log in the reverse map", g->logstart, g->logblocks);
-	}
-
-	/* Free list: slots point inside the AG, past the fixed blocks, owned by the AG. */
-	err = mfs_read_agfl(fs, agno, &bp);
-	if (err) {
-		problem(agno, &nprob, "free list unreadable: %s", errstr(err));
-	} else {
-		const struct mfs_agfl *fl = bp->data;
-		uint32_t first = mfs_get32(agh->fl_first), count = mfs_get32(agh->fl_count);
-
-		for (uint32_t i = 0; i < count; i++) {
-			uint32_t b = mfs_get32(fl->bno[(first + i) % MFS_AGFL_SIZE_MAX]);
-
-			if (b < MFS_AG_FIXED_BLOCKS || b >= len)
-				problem(agno, &nprob, "free list slot %u: block %u outside %u..%u",
-					(first + i) % MFS_AGFL_SIZE_MAX, b, MFS_AG_FIXED_BLOCKS,
-					len - 1);
-			else if (s.ok[MFS_BT_RMAP] &&
-				 !rmap_covers(&s.t[MFS_BT_RMAP], b, 1, MFS_OWN_AG))
-				problem(agno, &nprob, "free list block %u is not owned by the AG in "
-					"the reverse map", b);
-		}
-		mfs_buf_put(bp);
-	}
-	/* Orphan list: well formed, and holding every in-use inode without links. */
-	{
-		uint64_t norph = 0;
-
-		err = mfs_orphan_check(fs, agno, &norph);
-		if (err)
-			problem(agno, &nprob, "orphan list: %s", errstr(err));
-		else if (s.ok[MFS_BT_INO] && norph != check_nolinks)
-			problem(agno, &nprob, "%" PRIu64 " in-use inodes have no links, the orphan "
-				"list holds %" PRIu64, check_nolinks, norph);
-		check_nolinks = 0;
-	}
+	if (ag_cursor(agno, MFS_BT_INO, &hbp, &cur))
+		return;         /* reported by the AG header checker */
+	mfs_btree_query_range(&cur, NULL, NULL, check_chunk_fn, &ci);
+	mfs_btree_cur_release(&cur);
 	mfs_buf_put(hbp);
-	for (int t = 0; t < MFS_AG_NTREES; t++)
-		free(s.t[t].v);
-	return nprob;
 }
 
 static int cmd_check(int argc, char **argv)
 {
+	static const uint32_t ag_types[] = { MFS_SCRUB_SB, MFS_SCRUB_AGH, MFS_SCRUB_AGFL,
+					     MFS_SCRUB_BNOBT, MFS_SCRUB_CNTBT, MFS_SCRUB_INOBT,
+					     MFS_SCRUB_RMAPBT };
 	const struct mfs_geom *g = &fs->geo;
 	uint32_t lo = 0, hi = g->agcount - 1;
 	uint64_t freeblks = 0, icount = 0, ifree = 0;
-	int total = 0, bad_ags = 0;
-	struct mfs_buf *bp;
+	struct check_state st = { 0, 0 };
+	unsigned bad_ags = 0;
+	int full = 0, whole = 1, err;
 
-	if (argc > 1) {
-		if (parse_agno(argv[1], &lo))
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "-f")) {
+			full = 1;
+			continue;
+		}
+		if (parse_agno(argv[i], &lo))
 			return 1;
 		hi = lo;
+		whole = 0;
+	}
+	/* Without an inode cache the reverse-map checker skips its inode owners and the
+	 * inode checkers do not run: the structural check. */
+	if (full && !fs->icache) {
+		err = mfs_icache_init(fs, 0);
+		if (err)
+			return err_msg(err, "check: no inode cache");
 	}
 	for (uint32_t agno = lo; agno <= hi; agno++) {
-		int n = check_ag(agno, &freeblks, &icount, &ifree);
+		struct mfs_buf *hbp;
 
-		total += n;
-		bad_ags += n > 0;
-	}
-	/* Whole-filesystem checks. */
-	if (argc == 1) {
-		struct mfs_buf *ibp;
-		struct mfs_journal_info ji;
-		uint64_t rino = g->rootino;
-		int err;
+		st.problems = 0;
+		for (size_t t = 0; t < sizeof(ag_types) / sizeof(ag_types[0]); t++)
+			check_one(&st, ag_types[t], agno, 0);
+		bad_ags += st.problems > 0;
+		if (mfs_read_agh(fs, agno, &hbp) == 0) {
+			const struct mfs_agh *agh = hbp->data;
 
-		if (mfs_read_sb(fs, 0, &bp) == 0) {
-			const struct mfs_sb *sb = bp->data;
-
-			if ((mfs_get32(sb->state) & MFS_STATE_CLEAN) &&
-			    (mfs_get64(sb->fdblocks) != freeblks || mfs_get64(sb->icount) != icount ||
-			     mfs_get64(sb->ifree) != ifree)) {
-				printf("superblock: summary says %" PRIu64 " free blocks, %" PRIu64
-				       " inodes, %" PRIu64 " free; the AGs have %" PRIu64 ", %" PRIu64
-				       ", %" PRIu64 "\n", mfs_get64(sb->fdblocks),
-				       mfs_get64(sb->icount), mfs_get64(sb->ifree), freeblks, icount,
-				       ifree);
-				total++;
-			}
-			mfs_buf_put(bp);
+			freeblks += mfs_get32(agh->freeblks);
+			icount += mfs_get32(agh->icount);
+			ifree += mfs_get32(agh->ifree);
+			mfs_buf_put(hbp);
 		}
-		err = mfs_journal_peek(fs, &ji);
-		if (err) {
-			printf("journal: header unusable: %s\n", errstr(err));
-			total++;
-		} else if (!ji.clean || ji.records) {
+	}
+	for (uint32_t agno = lo; full && agno <= hi; agno++)
+		check_ag_inodes(&st, agno);
+	if (whole) {
+		struct mfs_journal_info ji;
+
+		check_one(&st, MFS_SCRUB_JOURNAL, 0, 0);
+		if (full)
+			check_one(&st, MFS_SCRUB_NLINKS, 0, 0);
+		check_one(&st, MFS_SCRUB_ORPHANS, 0, 0);
+		check_one(&st, MFS_SCRUB_SUMMARY, 0, 0);
+		if (g->logblocks && !mfs_journal_peek(fs, &ji) && (!ji.clean || ji.records))
 			printf("journal: not clean (%" PRIu64 " records to replay from sequence %"
 			       PRIu64 "): mount or repair to replay it\n", ji.records, ji.tail_seq);
-		}
-		err = mfs_buf_read(fs->bc, mfs_ino_to_fsb(g, rino), NULL, &ibp);
-		if (err) {
-			printf("root inode %" PRIu64 ": read failed\n", rino);
-			total++;
-		} else {
-			const struct mfs_dinode *d =
-				(const void *)((const char *)ibp->data + mfs_ino_to_offset(g, rino));
-
-			if (mfs_dinode_verify(d, g->inodesize, rino, g->uuid)) {
-				printf("root inode %" PRIu64 ": fails its verifier\n", rino);
-				total++;
-			} else if (!S_ISDIR(mfs_get16(d->mode))) {
-				printf("root inode %" PRIu64 ": mode 0%o is not a directory\n", rino,
-				       mfs_get16(d->mode));
-				total++;
-			}
-			mfs_buf_put(ibp);
-		}
 	}
-	if (total) {
-		printf("check: %d problem%s found (%d of %u AGs damaged)\n", total,
-		       total == 1 ? "" : "s", bad_ags, hi - lo + 1);
+	if (fs->icache) {
+		err = mfs_icache_destroy(fs);
+		if (err)
+			return err_msg(err, "check: inode cache");
+	}
+	if (st.total) {
+		printf("check: %u problem%s found (%u of %u AGs damaged)\n", st.total,
+		       st.total == 1 ? "" : "s", bad_ags, hi - lo + 1);
 		return 1;
 	}
 	printf("check: clean (%u AG%s, %" PRIu64 " free blocks, %" PRIu64 " inodes, %" PRIu64
-	       " free)\n", hi - lo + 1, hi > lo ? "s" : "", freeblks, icount, ifree);
+	       " free%s)\n", hi - lo + 1, hi > lo ? "s" : "", freeblks, icount, ifree,
+	       full ? "; every inode, link counts" : "");
 	return 0;
 }
 
@@ -1127,8 +872,9 @@ static const struct command commands[] = {
 	{ "inode", cmd_inode, 1, 1, "ino", "every field of an inode" },
 	{ "freesp", cmd_freesp, 0, 1, "[agno]", "free extents: histogram and totals" },
 	{ "geom", cmd_geom, 0, 0, "", "the geometry in use" },
-	{ "check", cmd_check, 0, 1, "[agno]",
-	  "verify every AG header and btree and cross-check their counters" },
+	{ "check", cmd_check, 0, 2, "[-f] [agno]",
+	  "run the checkers (repair/): AG metadata, journal, orphans, counters; -f also "
+	  "every inode, extent map, directory, attribute, symlink and the link counts" },
 	{ "help", cmd_help, 0, 0, "", "this list" },
 };
 
