@@ -27,14 +27,15 @@
  * xattr format: a little-endian u32 version (2), then entries of { u16 tag, u16 perm,
  * u32 id }, sorted: one USER_OBJ, USER entries by increasing uid, one GROUP_OBJ, GROUP
  * entries by increasing gid, a MASK (required when there is any USER or GROUP entry), one
- * OTHER.  Anything else is EINVAL (another version: EOPNOTSUPP, as Linux).  With FUSE_CAP_POSIX_ACL the kernel caches the ACLs,
- * reads them with getxattr and enforces them in its permission checks; the filesystem keeps
- * the mode in sync:
+ * OTHER.  Anything else is EINVAL (another version: EOPNOTSUPP, as Linux).  With
+ * FUSE_CAP_POSIX_ACL the kernel caches the ACLs, reads them with getxattr and enforces them
+ * in its permission checks; the filesystem keeps the mode in sync:
  *   - setting an access ACL sets the mode's permission bits from it (owner from USER_OBJ,
  *     group from MASK if any else GROUP_OBJ, other from OTHER); an ACL equivalent to the mode
  *     (no USER, GROUP or MASK entry) is not stored (an old one is removed); setgid is cleared
  *     when the caller is neither in the file's group nor has CAP_FSETID;
- *   - chmod rewrites the access ACL's USER_OBJ, MASK (else GROUP_OBJ) and OTHER (mfsd_acl_chmod);
+ *   - chmod rewrites the access ACL's USER_OBJ, MASK (else GROUP_OBJ) and OTHER entries
+ *     (mfsd_acl_chmod);
  *   - default ACLs only on directories (EACCES elsewhere, as Linux); a new inode in a
  *     directory with a default ACL gets it as its access ACL masked by the requested mode
  *     (and a new directory also as its default ACL); the caller's umask applies only when
@@ -494,7 +495,7 @@ static int acl_prepare(fuse_req_t req, struct mfs_inode *ip, struct xchange *c,
 	return 0;
 }
 
-/* ---- requests ---------------------------------------------------------------------------- */
+/* ---- requests ---------------------------------------------------------------------- */
 
 /* Split a full name; the whole name is limited to 255 bytes as Linux does (ERANGE). */
 static int xname(const char *full, unsigned *ns, const char **name, unsigned *len)
@@ -693,7 +694,7 @@ void mfsd_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	free(l.buf);
 }
 
-/* ---- helpers for the other handlers ------------------------------------------------------- */
+/* ---- helpers for the other handlers ---------------------------------------------------- */
 
 int mfsd_acl_inherit(struct mfs_trans *tp, struct mfs_inode *dp, struct mfs_inode *ip,
 		     mode_t umask)
