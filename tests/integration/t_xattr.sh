@@ -2,14 +2,14 @@
 # t_xattr.sh — extended attributes and POSIX ACLs through a real mount: setfattr/getfattr
 # and attr round trips in every namespace; the errnos of the limits (name over 255 bytes,
 # value over 64 KiB, XATTR_CREATE/REPLACE, size probes and short buffers, unknown
-# namespaces, user.* on symlinks and devices, trusted.* for an unprivileged caller); ctime on
-# every change; 64 KiB values (value blocks) and 3000 attributes on one file (attribute
-# btree); setfacl/getfacl round trips with the mode kept in sync (equivalent ACLs not stored,
-# mask as group bits, chmod rewriting the ACL); malformed ACLs refused; default ACLs only on
-# directories and inherited by files, directories and fifos (umask ignored then, applied
-# otherwise); the kernel's permission checks using the ACL for user nobody; the space of an
-# unlinked file's attributes given back; everything identical after a remount; EROFS on a
-# read-only mount; `mendfs_db check` clean.
+# namespaces, user.* on symlinks and devices, trusted.* for an unprivileged caller); ctime
+# on every change; 64 KiB values (value blocks) and 3000 attributes on one file (attribute
+# btree); four concurrent writers; setfacl/getfacl round trips with the mode kept in sync
+# (equivalent ACLs not stored, mask as group bits, chmod rewriting the ACL); malformed ACLs
+# refused; default ACLs only on directories and inherited by files, directories and fifos
+# (umask ignored then, applied otherwise); the kernel's permission checks using the ACL for
+# user nobody; the space of an unlinked file's attributes given back; everything identical
+# after a remount; EROFS on a read-only mount; `mendfs_db check` clean.
 set -u
 # shellcheck source=mountlib.sh
 . "$(dirname "$0")/mountlib.sh"
@@ -190,6 +190,42 @@ assert len(os.listxattr("manyd")) == 200 and len(os.listdir("manyd")) == 200
 [ "$(stat -c %b many)" -gt 0 ] || fail "3000 attributes use no blocks"
 [ "$(stat -f -c %f .)" -lt "$free_base" ] || fail "large values and many attributes took no space"
 ok "8 values near 64 KiB and 3000 attributes on one file, 200 on a 200-entry directory"
+
+# concurrent changes: four writers on one file (own names and a shared one) and on files of
+# their own; every writer's final set must be exactly there
+py '
+import random
+open("conc", "w").close()
+kids = []
+for w in range(4):
+    pid = os.fork()
+    if pid == 0:
+        rnd = random.Random(w)
+        own = "conc%d" % w
+        open(own, "w").close()
+        have = {}
+        try:
+            for i in range(400):
+                k = "user.w%d.%d" % (w, rnd.randrange(60))
+                if k in have and rnd.random() < 0.4:
+                    os.removexattr("conc", k); os.removexattr(own, k); del have[k]
+                else:
+                    v = os.urandom(rnd.choice((3, 100, 700, 3000)))
+                    os.setxattr("conc", k, v); os.setxattr(own, k, v); have[k] = v
+                os.setxattr("conc", "user.shared", b"%d" % w)
+            for f in ("conc", own):
+                got = {n for n in os.listxattr(f) if n.startswith("user.w%d." % w)}
+                assert got == set(have), (f, sorted(got ^ set(have)))
+                for k, v in have.items():
+                    assert os.getxattr(f, k) == v, (f, k)
+        except BaseException as e:
+            print("writer", w, repr(e)); os._exit(1)
+        os._exit(0)
+    kids.append(pid)
+assert all(os.waitpid(p, 0)[1] == 0 for p in kids), "a writer failed"
+assert os.getxattr("conc", "user.shared") in (b"0", b"1", b"2", b"3")
+' "concurrent writers"
+ok "four concurrent writers on a shared file and their own"
 
 # the space of an unlinked file's attributes comes back (freed by the daemon's worker)
 cp --preserve=xattr big big2 2>/dev/null || py 'os.open("big2", os.O_CREAT | os.O_WRONLY)
