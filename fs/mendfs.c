@@ -561,7 +561,8 @@ int main(int argc, char **argv)
 			mfs_log(MFS_LOG_ERR, "out of memory");
 			goto out_close;
 		}
-		fuse_loop_cfg_set_clone_fd(cfg, fo.clone_fd);
+		fuse_loop_cfg_set_clone_fd(cfg, (unsigned)fo.clone_fd);
+		fuse_loop_cfg_set_idle_threads(cfg, fo.max_idle_threads);
 		fuse_loop_cfg_set_max_threads(cfg, fo.max_threads);
 		ret = fuse_session_loop_mt(se, cfg);
 		fuse_loop_cfg_destroy(cfg);

@@ -17,7 +17,10 @@
 #ifndef MENDFS_INT_H
 #define MENDFS_INT_H
 
-#define FUSE_USE_VERSION 34
+/* 3.12: fuse_parse_cmdline and fuse_session_loop_mt take the versioned structures that
+ * fuse_loop_cfg_create makes (with 34 the loop read that structure as the old public one:
+ * max_idle_threads 0, a thread created and destroyed for every request). */
+#define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
 #include <errno.h>
