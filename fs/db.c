@@ -1,5 +1,6 @@
 /*
- * db.c — mendfs_db: a read-only inspector for mendfs images, in the manner of xfs_db.
+ * db.c — mendfs_db: an inspector for mendfs images, in the manner of xfs_db; with -w it
+ * also damages them on purpose (write, fuzz, trash: for the checkers' tests and the fuzzer).
  *
  * Commands come from -c options, or from standard input when there is none (with a prompt
  * on a terminal).  Every command reads through the verifying buffer cache; a structure
@@ -32,7 +33,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stddef.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char *progname = "mendfs_db";
@@ -850,6 +853,609 @@ static int cmd_check(int argc, char **argv)
 	return 0;
 }
 
+/* ---- write, fuzz, trash ------------------------------------------------------------------- */
+/*
+ * Changing the image on purpose, for tests (the checkers' and the fuzzer's): refused unless
+ * mendfs_db was started with -w.  An object is named as in the printing commands:
+ *
+ *     sb AGNO | agh AGNO | agfl AGNO | block FSBLOCK | inode INO | log N
+ *
+ * and a field by its name as printed (freeblks, roots[2], atime.nsec...), or inside a
+ * block: rec[N].FIELD of a btree leaf (by the block's magic), key[N] and ptr[N] of a node;
+ * inside an inode: ext[N].FIELD (inline extents), dirent[N].FIELD (inline directory
+ * entries: ino, ftype, namelen, seq, name), lit[N] (a byte of the literal area); in any
+ * object byte[N].  After the change the object's CRC is computed again (the damage is
+ * logical, not a checksum error) unless -c is given or the field is the CRC itself.
+ */
+static int writable;
+static uint64_t rng_state;
+
+static uint64_t db_rand(void)
+{
+	uint64_t x = rng_state;
+
+	if (!x) {
+		const char *s = getenv("MFS_DB_SEED");
+
+		x = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+		x = x * 0x9e3779b97f4a7c15ull + 1;
+	}
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	rng_state = x;
+	return x * 0x2545f4914f6cdd1dull;
+}
+
+struct field {
+	const char *name;
+	uint32_t off, size;         /* bytes */
+	uint32_t count;             /* 0: a scalar; n: an array name[0..n) */
+};
+
+#define FLD(type, m) { #m, (uint32_t)offsetof(type, m), (uint32_t)sizeof(((type *)0)->m), 0 }
+#define ARR(type, m) { #m, (uint32_t)offsetof(type, m), (uint32_t)sizeof(((type *)0)->m[0]), \
+		       (uint32_t)(sizeof(((type *)0)->m) / sizeof(((type *)0)->m[0])) }
+#define FEND { NULL, 0, 0, 0 }
+
+static const struct field hdr_fields[] = {
+	FLD(struct mfs_blkhdr, magic), FLD(struct mfs_blkhdr, crc), FLD(struct mfs_blkhdr, blkno),
+	FLD(struct mfs_blkhdr, owner), FLD(struct mfs_blkhdr, lsn), FLD(struct mfs_blkhdr, uuid),
+	FEND
+};
+static const struct field sb_fields[] = {
+	FLD(struct mfs_sb, version), FLD(struct mfs_sb, blocksize), FLD(struct mfs_sb, dblocks),
+	FLD(struct mfs_sb, agblocks), FLD(struct mfs_sb, agcount), FLD(struct mfs_sb, inodesize),
+	FLD(struct mfs_sb, blocklog), FLD(struct mfs_sb, inopblog), FLD(struct mfs_sb, agblklog),
+	FLD(struct mfs_sb, rootino), FLD(struct mfs_sb, logstart), FLD(struct mfs_sb, logblocks),
+	FLD(struct mfs_sb, sunit), FLD(struct mfs_sb, swidth), FLD(struct mfs_sb, state),
+	FLD(struct mfs_sb, features_compat), FLD(struct mfs_sb, features_ro_compat),
+	FLD(struct mfs_sb, features_incompat), FLD(struct mfs_sb, icount),
+	FLD(struct mfs_sb, ifree), FLD(struct mfs_sb, fdblocks), FLD(struct mfs_sb, ctime),
+	FLD(struct mfs_sb, wtime), FLD(struct mfs_sb, label), ARR(struct mfs_sb, reserved),
+	FEND
+};
+static const struct field agh_fields[] = {
+	FLD(struct mfs_agh, seqno), FLD(struct mfs_agh, length), ARR(struct mfs_agh, roots),
+	ARR(struct mfs_agh, levels), FLD(struct mfs_agh, freeblks), FLD(struct mfs_agh, longest),
+	FLD(struct mfs_agh, btreeblks), FLD(struct mfs_agh, icount), FLD(struct mfs_agh, ifree),
+	FLD(struct mfs_agh, fl_first), FLD(struct mfs_agh, fl_count), FLD(struct mfs_agh, pad),
+	FLD(struct mfs_agh, unlinked), ARR(struct mfs_agh, reserved), FEND
+};
+static const struct field agfl_fields[] = { ARR(struct mfs_agfl, bno), FEND };
+static const struct field btb_fields[] = {
+	FLD(struct mfs_btree_block, level), FLD(struct mfs_btree_block, numrecs),
+	FLD(struct mfs_btree_block, pad), FLD(struct mfs_btree_block, reserved), FEND
+};
+static const struct field alloc_rec_fields[] = {
+	FLD(struct mfs_alloc_rec, startblock), FLD(struct mfs_alloc_rec, blockcount), FEND
+};
+static const struct field inobt_rec_fields[] = {
+	FLD(struct mfs_inobt_rec, startino), FLD(struct mfs_inobt_rec, freecount),
+	FLD(struct mfs_inobt_rec, freemask), FEND
+};
+static const struct field rmap_rec_fields[] = {
+	FLD(struct mfs_rmap_rec, startblock), FLD(struct mfs_rmap_rec, blockcount),
+	FLD(struct mfs_rmap_rec, owner), FLD(struct mfs_rmap_rec, offset), FEND
+};
+static const struct field bmbt_rec_fields[] = {
+	FLD(struct mfs_bmbt_rec, startoff), FLD(struct mfs_bmbt_rec, startblock),
+	FLD(struct mfs_bmbt_rec, blockcount), FLD(struct mfs_bmbt_rec, flags), FEND
+};
+static const struct field dir_rec_fields[] = {
+	FLD(struct mfs_dir_rec, key), FLD(struct mfs_dir_rec, ino), FLD(struct mfs_dir_rec, ftype),
+	FLD(struct mfs_dir_rec, namelen), FLD(struct mfs_dir_rec, name), FEND
+};
+static const struct field xattr_rec_fields[] = {
+	FLD(struct mfs_xattr_rec, key), FLD(struct mfs_xattr_rec, valuelen),
+	FLD(struct mfs_xattr_rec, namelen), FLD(struct mfs_xattr_rec, flags),
+	FLD(struct mfs_xattr_rec, pad), FLD(struct mfs_xattr_rec, data), FEND
+};
+static const struct field dinode_fields[] = {
+	FLD(struct mfs_dinode, magic), FLD(struct mfs_dinode, crc), FLD(struct mfs_dinode, ino),
+	FLD(struct mfs_dinode, lsn), FLD(struct mfs_dinode, uuid), FLD(struct mfs_dinode, mode),
+	FLD(struct mfs_dinode, dformat), FLD(struct mfs_dinode, aformat),
+	FLD(struct mfs_dinode, nlink), FLD(struct mfs_dinode, uid), FLD(struct mfs_dinode, gid),
+	FLD(struct mfs_dinode, size), FLD(struct mfs_dinode, nblocks),
+	FLD(struct mfs_dinode, atime.sec), FLD(struct mfs_dinode, atime.nsec),
+	FLD(struct mfs_dinode, mtime.sec), FLD(struct mfs_dinode, mtime.nsec),
+	FLD(struct mfs_dinode, ctime.sec), FLD(struct mfs_dinode, ctime.nsec),
+	FLD(struct mfs_dinode, btime.sec), FLD(struct mfs_dinode, btime.nsec),
+	FLD(struct mfs_dinode, flags), FLD(struct mfs_dinode, generation),
+	FLD(struct mfs_dinode, dnext), FLD(struct mfs_dinode, anext),
+	FLD(struct mfs_dinode, forkoff), FLD(struct mfs_dinode, pad0), FLD(struct mfs_dinode, rdev),
+	FLD(struct mfs_dinode, next_unlinked), ARR(struct mfs_dinode, reserved), FEND
+};
+static const struct field jhdr_fields[] = {
+	FLD(struct mfs_jhdr, magic), FLD(struct mfs_jhdr, crc), FLD(struct mfs_jhdr, gen),
+	FLD(struct mfs_jhdr, uuid), FLD(struct mfs_jhdr, version), FLD(struct mfs_jhdr, blocksize),
+	FLD(struct mfs_jhdr, logstart), FLD(struct mfs_jhdr, logblocks),
+	FLD(struct mfs_jhdr, tail_blk), FLD(struct mfs_jhdr, tail_seq), FLD(struct mfs_jhdr, flags),
+	FEND
+};
+static const struct field dirent_fields[] = {
+	FLD(struct mfs_dir_lent, ino), FLD(struct mfs_dir_lent, ftype),
+	FLD(struct mfs_dir_lent, namelen), FLD(struct mfs_dir_lent, seq), FEND
+};
+
+/* Btree blocks by magic: leaf record fields and sizes, node key and pointer sizes. */
+static const struct {
+	uint32_t magic;
+	const struct field *rec;
+	uint32_t rec_len, key_len, ptr_len;
+} bt_kinds[] = {
+	{ MFS_BNOBT_MAGIC, alloc_rec_fields, 8, 8, 4 },
+	{ MFS_CNTBT_MAGIC, alloc_rec_fields, 8, 8, 4 },
+	{ MFS_INOBT_MAGIC, inobt_rec_fields, 16, 4, 4 },
+	{ MFS_RMAPBT_MAGIC, rmap_rec_fields, 24, 4, 4 },
+	{ MFS_BMBT_MAGIC, bmbt_rec_fields, 24, 8, 8 },
+	{ MFS_DIRBT_MAGIC, dir_rec_fields, MFS_DIR_REC_SIZE, 8, 8 },
+	{ MFS_XATTRBT_MAGIC, xattr_rec_fields, MFS_XATTR_REC_SIZE, 8, 8 },
+};
+
+enum wobj { W_BLOCK, W_INODE, W_LOG };
+
+/* The object being changed: its buffer, the bytes of the object in it, how to reseal. */
+struct wtarget {
+	enum wobj kind;
+	struct mfs_buf *bp;
+	uint8_t *base;              /* the object's first byte */
+	uint32_t len;               /* its bytes */
+	const struct field *fields; /* besides the block header */
+	int has_hdr;                /* a self-describing metadata block (mfs_blkhdr) */
+	char desc[64];
+};
+
+/* Parse "OBJECT ARG": fills t and returns the number of argv words used, or -1. */
+static int wtarget_get(char **argv, int argc, struct wtarget *t)
+{
+	const struct mfs_geom *g = &fs->geo;
+	uint64_t v, fsb;
+	uint32_t agno;
+
+	memset(t, 0, sizeof(*t));
+	if (argc < 2) {
+		err_msg(0, "name an object: sb|agh|agfl AGNO, block FSBLOCK, inode INO or log N");
+		return -1;
+	}
+	if (!strcmp(argv[0], "sb") || !strcmp(argv[0], "agh") || !strcmp(argv[0], "agfl")) {
+		if (parse_agno(argv[1], &agno))
+			return -1;
+		fsb = mfs_agbno_to_fsb(g, agno, argv[0][1] == 'b' ? MFS_SB_AGBNO :
+					  !strcmp(argv[0], "agh") ? MFS_AGH_AGBNO : MFS_AGFL_AGBNO);
+		t->fields = argv[0][1] == 'b' ? sb_fields : !strcmp(argv[0], "agh") ? agh_fields
+										       : agfl_fields;
+		t->has_hdr = 1;
+		snprintf(t->desc, sizeof(t->desc), "%s %u", argv[0], agno);
+	} else if (!strcmp(argv[0], "block")) {
+		if (parse_u64(argv[1], &fsb)) {
+			err_msg(0, "'%s' is not a block number", argv[1]);
+			return -1;
+		}
+		t->fields = btb_fields;
+		snprintf(t->desc, sizeof(t->desc), "block %" PRIu64, fsb);
+	} else if (!strcmp(argv[0], "inode")) {
+		if (parse_u64(argv[1], &v) || mfs_ino_check(fs, v)) {
+			err_msg(0, "'%s' is not an inode number of this filesystem", argv[1]);
+			return -1;
+		}
+		if (read_raw(mfs_ino_to_fsb(g, v), &t->bp))
+			return -1;
+		t->kind = W_INODE;
+		t->base = (uint8_t *)t->bp->data + mfs_ino_to_offset(g, v);
+		t->len = g->inodesize;
+		t->fields = dinode_fields;
+		snprintf(t->desc, sizeof(t->desc), "inode %" PRIu64, v);
+		return 2;
+	} else if (!strcmp(argv[0], "log")) {
+		if (parse_u64(argv[1], &v) || !g->logblocks || v >= g->logblocks) {
+			err_msg(0, "'%s' is not a block of the journal (%u blocks)", argv[1],
+				g->logblocks);
+			return -1;
+		}
+		fsb = g->logstart + v;
+		t->kind = W_LOG;
+		t->fields = v < MFS_JHDR_COPIES ? jhdr_fields : NULL;
+		snprintf(t->desc, sizeof(t->desc), "log block %" PRIu64, v);
+	} else {
+		err_msg(0, "unknown object '%s' (sb, agh, agfl, block, inode, log)", argv[0]);
+		return -1;
+	}
+	if (read_raw(fsb, &t->bp))
+		return -1;
+	t->base = t->bp->data;
+	t->len = g->blocksize;
+	if (t->kind == W_BLOCK && !t->has_hdr) {
+		uint32_t magic = mfs_get32(((const struct mfs_blkhdr *)t->base)->magic);
+
+		for (size_t i = 0; i < sizeof(bt_kinds) / sizeof(bt_kinds[0]); i++)
+			if (bt_kinds[i].magic == magic)
+				t->has_hdr = 1;
+		if (magic == MFS_XATTRV_MAGIC || magic == MFS_SB_MAGIC || magic == MFS_AGH_MAGIC ||
+		    magic == MFS_AGFL_MAGIC)
+			t->has_hdr = 1;
+	}
+	return 2;
+}
+
+static void wtarget_put(struct wtarget *t)
+{
+	if (t->bp)
+		mfs_buf_put(t->bp);
+	t->bp = NULL;
+}
+
+/* "name[3].sub" -> name, 3 (or -1) and sub (or NULL) */
+static int split_field(char *s, char **name, long *idx, char **sub)
+{
+	char *br = strchr(s, '['), *dot;
+
+	*name = s;
+	*idx = -1;
+	*sub = NULL;
+	if (br) {
+		char *end;
+
+		*br = '\0';
+		errno = 0;
+		*idx = strtol(br + 1, &end, 10);
+		if (errno || end == br + 1 || *end != ']' || *idx < 0)
+			return -1;
+		dot = end + 1;
+	} else {
+		/* "atime.nsec" is one field of the inode; "rec.x" would be a sub-field */
+		dot = strchr(s, '.');
+		if (!dot || (dot - s == 5 && strchr("amcb", s[0]) && !strncmp(s + 1, "time", 4)))
+			return 0;
+		*dot = '\0';
+		*sub = dot + 1;
+		return 0;
+	}
+	if (*dot == '.')
+		*sub = dot + 1;
+	else if (*dot)
+		return -1;
+	return 0;
+}
+
+static const struct field *find_field(const struct field *tab, const char *name)
+{
+	for (; tab && tab->name; tab++)
+		if (!strcmp(tab->name, name))
+			return tab;
+	return NULL;
+}
+
+/* Locate a field of the target: its offset from t->base and its size. */
+static int locate(struct wtarget *t, const char *spec, uint32_t *off, uint32_t *size)
+{
+	char buf[96], *name, *sub;
+	const struct field *f;
+	long idx;
+	uint64_t o;
+
+	snprintf(buf, sizeof(buf), "%s", spec);
+	if (split_field(buf, &name, &idx, &sub))
+		return err_msg(0, "%s: cannot parse field '%s'", t->desc, spec);
+	if (!strcmp(name, "byte") || (!strcmp(name, "lit") && t->kind == W_INODE)) {
+		o = (uint64_t)idx + (name[0] == 'l' ? sizeof(struct mfs_dinode) : 0);
+		if (idx < 0 || sub || o >= t->len)
+			return err_msg(0, "%s: %s[N] with N below %u", t->desc, name,
+				       t->len - (name[0] == 'l' ? (uint32_t)sizeof(struct mfs_dinode)
+								 : 0));
+		*off = (uint32_t)o;
+		*size = 1;
+		return 0;
+	}
+	if (t->kind == W_INODE && (!strcmp(name, "ext") || !strcmp(name, "dirent"))) {
+		const struct mfs_dinode *d = (const void *)t->base;
+		uint32_t lit = t->len - (uint32_t)sizeof(*d);
+
+		if (idx < 0 || !sub)
+			return err_msg(0, "%s: %s[N].FIELD", t->desc, name);
+		if (name[0] == 'e') {
+			f = find_field(bmbt_rec_fields, sub);
+			o = (uint64_t)idx * sizeof(struct mfs_bmbt_rec);
+			if (!f || o + sizeof(struct mfs_bmbt_rec) > lit)
+				return err_msg(0, "%s: no extent field %s[%ld].%s", t->desc, name,
+					       idx, sub);
+		} else {
+			/* walk the packed local entries to the idx-th one */
+			uint64_t pos = MFS_DIR_LOCAL_HDR, end = mfs_get64(d->size);
+			const uint8_t *l = (const uint8_t *)(d + 1);
+
+			if (end > lit)
+				end = lit;
+			for (long i = 0; i < idx && pos + sizeof(struct mfs_dir_lent) <= end; i++)
+				pos += sizeof(struct mfs_dir_lent) + l[pos + 9];
+			if (pos + sizeof(struct mfs_dir_lent) > end)
+				return err_msg(0, "%s: no inline directory entry %ld", t->desc, idx);
+			if (!strcmp(sub, "name")) {
+				*off = (uint32_t)(sizeof(*d) + pos + sizeof(struct mfs_dir_lent));
+				*size = l[pos + 9];
+				if (!*size || *off + *size > t->len)
+					return err_msg(0, "%s: entry %ld's name is out of bounds",
+						       t->desc, idx);
+				return 0;
+			}
+			f = find_field(dirent_fields, sub);
+			if (!f)
+				return err_msg(0, "%s: no directory entry field '%s'", t->desc, sub);
+			o = pos;
+		}
+		*off = (uint32_t)(sizeof(*d) + o + f->off);
+		*size = f->size;
+		return 0;
+	}
+	if (t->kind == W_BLOCK && t->has_hdr && (!strcmp(name, "rec") || !strcmp(name, "key") ||
+						 !strcmp(name, "ptr"))) {
+		uint32_t magic = mfs_get32(((const struct mfs_blkhdr *)t->base)->magic);
+		uint32_t level = mfs_get16(((const struct mfs_btree_block *)t->base)->level);
+		size_t k = 0;
+
+		while (k < sizeof(bt_kinds) / sizeof(bt_kinds[0]) && bt_kinds[k].magic != magic)
+			k++;
+		if (k == sizeof(bt_kinds) / sizeof(bt_kinds[0]) || idx < 0)
+			return err_msg(0, "%s: not a btree block, or no index", t->desc);
+		if (name[0] == 'r') {
+			if (level || !sub || !(f = find_field(bt_kinds[k].rec, sub)))
+				return err_msg(0, "%s: rec[N].FIELD of a leaf", t->desc);
+			o = sizeof(struct mfs_btree_block) + (uint64_t)idx * bt_kinds[k].rec_len +
+			    f->off;
+			*size = f->size;
+		} else {
+			uint32_t per = bt_kinds[k].key_len + bt_kinds[k].ptr_len;
+			uint32_t cap = (t->len - (uint32_t)sizeof(struct mfs_btree_block)) / per;
+
+			if (!level || sub || (uint64_t)idx >= cap)
+				return err_msg(0, "%s: key[N] or ptr[N] of a node, N below %u",
+					       t->desc, cap);
+			o = sizeof(struct mfs_btree_block) + (name[0] == 'k' ?
+				(uint64_t)idx * bt_kinds[k].key_len :
+				(uint64_t)cap * bt_kinds[k].key_len + (uint64_t)idx * bt_kinds[k].ptr_len);
+			*size = name[0] == 'k' ? bt_kinds[k].key_len : bt_kinds[k].ptr_len;
+		}
+		if (o + *size > t->len)
+			return err_msg(0, "%s: %s[%ld] lies past the block's end", t->desc, name,
+				       idx);
+		*off = (uint32_t)o;
+		return 0;
+	}
+	f = t->has_hdr || t->kind == W_BLOCK ? find_field(hdr_fields, name) : NULL;
+	if (!f || (t->kind == W_BLOCK && !t->has_hdr))
+		f = find_field(t->fields, name);
+	if (!f || (f->count && (idx < 0 || (uint64_t)idx >= f->count)) || (!f->count && idx >= 0) ||
+	    sub)
+		return err_msg(0, "%s: no field '%s'%s", t->desc, spec,
+			       f && f->count ? " (give an index in range)" : "");
+	*off = f->off + (f->count ? (uint32_t)idx * f->size : 0);
+	*size = f->size;
+	return 0;
+}
+
+static uint64_t get_le(const uint8_t *p, uint32_t size)
+{
+	uint64_t v = 0;
+
+	for (uint32_t i = size; i-- > 0;)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static void put_le(uint8_t *p, uint32_t size, uint64_t v)
+{
+	for (uint32_t i = 0; i < size; i++, v >>= 8)
+		p[i] = (uint8_t)v;
+}
+
+/* Reseal (unless nocrc), write the object back, report. */
+static int wtarget_commit(struct wtarget *t, int nocrc)
+{
+	int err;
+
+	if (!nocrc) {
+		if (t->kind == W_INODE)
+			mfs_dinode_seal(t->base, t->len);
+		else if (t->has_hdr || t->kind == W_LOG)
+			mfs_blk_seal(t->base, t->len);
+	}
+	/* Sealed (or left stale) by hand: the cache must not reseal it at write-back. */
+	mfs_buf_set_meta_state(t->bp, 0);
+	mfs_buf_mark_dirty(t->bp);
+	wtarget_put(t);
+	err = mfs_bcache_flush(fs->bc);
+	if (err)
+		return err_msg(err, "%s: write", t->desc);
+	return 0;
+}
+
+static int parse_value(const char *s, uint64_t *v)
+{
+	char *end;
+
+	errno = 0;
+	if (*s == '-')
+		*v = (uint64_t)strtoll(s, &end, 0);
+	else
+		*v = strtoull(s, &end, 0);
+	return errno || end == s || *end ? -EINVAL : 0;
+}
+
+/* Leading options of write and fuzz: -c (keep the old CRC).  Returns the first argument. */
+static int write_opts(int argc, char **argv, int *nocrc)
+{
+	int i = 1;
+
+	*nocrc = 0;
+	if (i < argc && !strcmp(argv[i], "-c")) {
+		*nocrc = 1;
+		i++;
+	}
+	return i;
+}
+
+static int refuse_readonly(const char *cmd)
+{
+	if (writable)
+		return 0;
+	return err_msg(0, "%s: the image is open read-only (start mendfs_db with -w to write)",
+		       cmd);
+}
+
+static int cmd_write(int argc, char **argv)
+{
+	struct wtarget t;
+	uint32_t off, size;
+	uint64_t v, old;
+	int nocrc, i, n;
+
+	if (refuse_readonly("write"))
+		return 1;
+	i = write_opts(argc, argv, &nocrc);
+	n = wtarget_get(argv + i, argc - i, &t);
+	if (n < 0)
+		return 1;
+	i += n;
+	if (argc - i != 2) {
+		wtarget_put(&t);
+		return err_msg(0, "usage: write [-c] OBJECT ARG FIELD VALUE");
+	}
+	if (locate(&t, argv[i], &off, &size)) {
+		wtarget_put(&t);
+		return 1;
+	}
+	if (size > 8) {
+		/* strings and byte arrays (label, uuid, names): the value's bytes, zero-padded */
+		size_t l = strlen(argv[i + 1]);
+
+		memset(t.base + off, 0, size);
+		memcpy(t.base + off, argv[i + 1], l < size ? l : size);
+		printf("%s %s = \"%.*s\"\n", t.desc, argv[i], (int)(l < size ? l : size),
+		       argv[i + 1]);
+	} else {
+		if (parse_value(argv[i + 1], &v)) {
+			wtarget_put(&t);
+			return err_msg(0, "write: '%s' is not a number", argv[i + 1]);
+		}
+		old = get_le(t.base + off, size);
+		put_le(t.base + off, size, v);
+		printf("%s %s = %" PRIu64 " (was %" PRIu64 ")\n", t.desc, argv[i],
+		       get_le(t.base + off, size), old);
+	}
+	return wtarget_commit(&t, nocrc || !strcmp(argv[i], "crc"));
+}
+
+static int cmd_fuzz(int argc, char **argv)
+{
+	struct wtarget t;
+	uint32_t off, size;
+	uint64_t arg = 0, old = 0;
+	const char *verb;
+	uint8_t *p;
+	int nocrc, i, n, has_arg;
+
+	if (refuse_readonly("fuzz"))
+		return 1;
+	i = write_opts(argc, argv, &nocrc);
+	n = wtarget_get(argv + i, argc - i, &t);
+	if (n < 0)
+		return 1;
+	i += n;
+	if (argc - i < 2 || argc - i > 3) {
+		wtarget_put(&t);
+		return err_msg(0, "usage: fuzz [-c] OBJECT ARG FIELD zeroes|ones|random|firstbit|"
+			       "middlebit|lastbit|add [N]|sub [N]|bitflip [N]");
+	}
+	if (locate(&t, argv[i], &off, &size)) {
+		wtarget_put(&t);
+		return 1;
+	}
+	verb = argv[i + 1];
+	has_arg = argc - i == 3;
+	if (has_arg && parse_value(argv[i + 2], &arg)) {
+		wtarget_put(&t);
+		return err_msg(0, "fuzz: '%s' is not a number", argv[i + 2]);
+	}
+	p = t.base + off;
+	if (size <= 8)
+		old = get_le(p, size);
+	if (!strcmp(verb, "zeroes")) {
+		memset(p, 0, size);
+	} else if (!strcmp(verb, "ones")) {
+		memset(p, 0xff, size);
+	} else if (!strcmp(verb, "random")) {
+		for (uint32_t k = 0; k < size; k++)
+			p[k] = (uint8_t)db_rand();
+	} else if (!strcmp(verb, "add") || !strcmp(verb, "sub")) {
+		if (size > 8) {
+			wtarget_put(&t);
+			return err_msg(0, "fuzz: %s needs a numeric field", verb);
+		}
+		if (!has_arg)
+			arg = 1;
+		put_le(p, size, verb[0] == 'a' ? old + arg : old - arg);
+	} else if (!strcmp(verb, "bitflip") || !strcmp(verb, "firstbit") ||
+		   !strcmp(verb, "middlebit") || !strcmp(verb, "lastbit")) {
+		uint64_t bit = verb[1] == 'i' ? (has_arg ? arg : db_rand() % (size * 8ull)) :
+			       verb[0] == 'f' ? 0 : verb[0] == 'm' ? size * 4ull : size * 8ull - 1;
+
+		if (bit >= size * 8ull) {
+			wtarget_put(&t);
+			return err_msg(0, "fuzz: bit %" PRIu64 " is outside the %u-bit field", bit,
+				       size * 8);
+		}
+		p[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+	} else {
+		wtarget_put(&t);
+		return err_msg(0, "fuzz: unknown verb '%s'", verb);
+	}
+	if (size <= 8)
+		printf("%s %s: %" PRIu64 " -> %" PRIu64 " (%s)\n", t.desc, argv[i], old,
+		       get_le(p, size), verb);
+	else
+		printf("%s %s: %u bytes fuzzed (%s)\n", t.desc, argv[i], size, verb);
+	return wtarget_commit(&t, nocrc || !strcmp(argv[i], "crc"));
+}
+
+/* Whole blocks of garbage: the CRC is left as it falls (a torn or rotten block). */
+static int cmd_trash(int argc, char **argv)
+{
+	struct mfs_buf *bp;
+	uint64_t fsb, count = 1;
+	const char *how = "random";
+	int err;
+
+	if (refuse_readonly("trash"))
+		return 1;
+	if (parse_u64(argv[1], &fsb))
+		return err_msg(0, "'%s' is not a block number", argv[1]);
+	for (int i = 2; i < argc; i++) {
+		if (!strcmp(argv[i], "random") || !strcmp(argv[i], "zeroes") ||
+		    !strcmp(argv[i], "ones"))
+			how = argv[i];
+		else if (parse_u64(argv[i], &count) || count == 0)
+			return err_msg(0, "trash: '%s' is neither a count nor random|zeroes|ones",
+				       argv[i]);
+	}
+	for (uint64_t b = fsb; b < fsb + count; b++) {
+		if (read_raw(b, &bp))
+			return 1;
+		if (how[0] == 'r')
+			for (uint32_t k = 0; k < fs->geo.blocksize; k++)
+				((uint8_t *)bp->data)[k] = (uint8_t)db_rand();
+		else
+			memset(bp->data, how[0] == 'z' ? 0 : 0xff, fs->geo.blocksize);
+		mfs_buf_set_meta_state(bp, 0);
+		mfs_buf_mark_dirty(bp);
+		mfs_buf_put(bp);
+	}
+	err = mfs_bcache_flush(fs->bc);
+	if (err)
+		return err_msg(err, "trash: write");
+	printf("blocks %" PRIu64 "..%" PRIu64 ": %s\n", fsb, fsb + count - 1, how);
+	return 0;
+}
+
 /* ---- command table and loop ----------------------------------------------------------------- */
 
 static int cmd_help(int argc, char **argv);
@@ -875,6 +1481,12 @@ static const struct command commands[] = {
 	{ "check", cmd_check, 0, 2, "[-f] [agno]",
 	  "run the checkers (repair/): AG metadata, journal, orphans, counters; -f also "
 	  "every inode, extent map, directory, attribute, symlink and the link counts" },
+	{ "write", cmd_write, 4, 5, "[-c] OBJ ARG FIELD VALUE",
+	  "set a field (-w; OBJ: sb|agh|agfl AGNO, block FSB, inode INO, log N)" },
+	{ "fuzz", cmd_fuzz, 4, 6, "[-c] OBJ ARG FIELD VERB [N]",
+	  "damage a field (-w): zeroes ones random firstbit middlebit lastbit add sub bitflip" },
+	{ "trash", cmd_trash, 1, 3, "FSBLOCK [COUNT] [random|zeroes|ones]",
+	  "overwrite whole blocks with garbage (-w)" },
 	{ "help", cmd_help, 0, 0, "", "this list" },
 };
 
@@ -917,7 +1529,7 @@ static int run_command(char *line)
 
 static void usage(void)
 {
-	fprintf(stderr, "Usage: %s [-c command]... IMAGE\n"
+	fprintf(stderr, "Usage: %s [-w] [-c command]... IMAGE\n"
 		"Without -c, commands are read from standard input.  Commands:\n", progname);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(stderr, "  %-7s %-28s %s\n", commands[i].name, commands[i].args,
@@ -932,10 +1544,13 @@ int main(int argc, char **argv)
 	cmds = calloc((size_t)argc, sizeof(*cmds));
 	if (!cmds)
 		return 1;
-	while ((c = getopt(argc, argv, "c:h")) != -1) {
+	while ((c = getopt(argc, argv, "c:hw")) != -1) {
 		switch (c) {
 		case 'c':
 			cmds[ncmds++] = optarg;
+			break;
+		case 'w':
+			writable = 1;
 			break;
 		case 'h':
 			usage();
@@ -952,7 +1567,7 @@ int main(int argc, char **argv)
 		free(cmds);
 		return 1;
 	}
-	err = mfs_fs_open(argv[optind], MFS_OPEN_RDONLY, 0, &fs);
+	err = mfs_fs_open(argv[optind], writable ? MFS_OPEN_EXCL : MFS_OPEN_RDONLY, 0, &fs);
 	if (err) {
 		err_msg(err, "%s: cannot open", argv[optind]);
 		free(cmds);

@@ -20,15 +20,39 @@
 #include "log.h"
 #include "mem.h"
 #include "scrub_priv.h"
+#include "verify.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 static void report_unreadable_agh(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa)
 {
+	const struct mfs_geom *g = &ctx->fs->geo;
+	uint64_t fsb = mfs_agbno_to_fsb(g, sa->agno, MFS_AGH_AGBNO);
+	struct mfs_blk_expect e;
+	struct mfs_buf *bp;
+	const struct mfs_agh *agh;
+
+	/* A header that verifies but fails the field sanity check: show the fields. */
+	mfs_expect_agh(ctx->fs, sa->agno, &e);
+	if (sa->agh_err == -EFSCORRUPTED && !mfs_buf_read(ctx->fs->bc, fsb, NULL, &bp)) {
+		agh = bp->data;
+		if (!mfs_blk_verify(agh, g->blocksize, fsb, g->uuid, &e, 0)) {
+			scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "AG %u header (block %llu): fields "
+				     "out of range: seqno %u, length %u (expected %u), freeblks %u, "
+				     "longest %u, icount %u, ifree %u, fl_first %u, fl_count %u",
+				     sa->agno, (unsigned long long)fsb, mfs_get32(agh->seqno),
+				     mfs_get32(agh->length), sa->len, mfs_get32(agh->freeblks),
+				     mfs_get32(agh->longest), mfs_get32(agh->icount),
+				     mfs_get32(agh->ifree), mfs_get32(agh->fl_first),
+				     mfs_get32(agh->fl_count));
+			mfs_buf_put(bp);
+			return;
+		}
+		mfs_buf_put(bp);
+	}
 	scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "AG %u header (block %llu): %s", sa->agno,
-		     (unsigned long long)mfs_agbno_to_fsb(&ctx->fs->geo, sa->agno, MFS_AGH_AGBNO),
-		     scrub_errstr(sa->agh_err));
+		     (unsigned long long)fsb, scrub_errstr(sa->agh_err));
 }
 
 static void agh_counters(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa)
