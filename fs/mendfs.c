@@ -5,17 +5,26 @@
  *   mendfs [-f] [-d] [-s] [-o opts] IMAGE|DEVICE MOUNTPOINT
  *
  * Life of a mount:
- *   1. open the image with the journal (replayed here) and the exclusive lock, so a second
- *      mendfs, mkfs.mendfs or a writing repair is refused while we run;
+ *   1. open the image with the exclusive lock, so a second mendfs, mkfs.mendfs or a writing
+ *      repair is refused while we run.  Read-write: replay the journal (a damaged one
+ *      refuses the mount, pointing at ro,norecovery).  Read-only: a journal holding
+ *      records is replayed first (the image opened read-write for that moment), unless
+ *      norecovery, which serves the image exactly as it is on disk;
  *   2. read-write: mark the superblock DIRTY in a journaled transaction, so a crash is seen
- *      at the next mount;
+ *      at the next mount, and free the inodes left on the orphan lists (files unlinked
+ *      while open when the filesystem went down, node.c);
  *   3. mount, daemonize (unless -f), start the worker, serve requests (multithreaded unless
  *      -s) until the kernel ends the session (fusermount3 -u, umount, a signal);
  *   4. drop every inode the kernel still held (freeing unlinked ones), drain the worker,
- *      recompute the superblock's summary counters from the AG headers, mark it CLEAN,
- *      checkpoint the journal, flush and close.  Only then does the process exit and
- *      release the lock: `fusermount3 -u` returns before that, so scripts wait for the
- *      daemon's exit before touching the image.
+ *      recompute the superblock's summary counters from the AG headers, mark it CLEAN
+ *      (keeping an ERRORS mark, health.c), checkpoint the journal, flush and close.  Only
+ *      then does the process exit and release the lock: `fusermount3 -u` returns before
+ *      that, so scripts wait for the daemon's exit before touching the image.
+ *
+ * Options: besides FUSE's own, those of mendfs(8) (ro/rw, norecovery, relatime, noatime,
+ * strictatime, commit=, timeout=, cache_size=); what mount(8) and fstab lines carry for
+ * mount itself (noauto, _netdev, nofail, x-*, ...) is accepted and dropped, so that
+ * `mount -t fuse.mendfs` and fstab lines work through mount.fuse3.
  */
 #include "mendfs_int.h"
 
