@@ -209,7 +209,7 @@ static void img_make(struct img *m)
 {
 	struct mfs_format_opts o = { .blocksize = 1024, .agcount = 4 };
 	uint64_t root;
-	char name[32];
+	char name[48];
 
 	memset(m, 0, sizeof(*m));
 	tu_img_make(&m->t, "mendfs_scrub", 64ull << 20, &o, 0);
