@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -863,6 +864,310 @@ START_TEST(test_journal)
 }
 END_TEST
 
+
+/* ---- no false positives under concurrent changes ------------------------------------------------ */
+/*
+ * Two writer threads change the filesystem through the library, with the daemon's locking
+ * rules (directory lock, then the inode's, exclusive; transactions lock AGs; -EDEADLK:
+ * cancel, read the inodes again, retry), each in its own directory: create files, hard link
+ * them, grow and punch their extent maps, set attributes.  Meanwhile the main thread runs
+ * every checker on every object, again and again.  Nothing may be reported.  Namespace
+ * changes hold `ns` shared; the link-count checker's quiesce hook takes it exclusive.
+ */
+#define CW_FILES 24u
+
+struct cworker {
+	struct img *m;
+	uint64_t dir, sub;
+	uint64_t files[CW_FILES];
+	unsigned nfiles;
+	uint64_t seed;
+	unsigned ops;
+};
+
+static pthread_rwlock_t ns = PTHREAD_RWLOCK_INITIALIZER;
+static volatile int cw_stop;
+
+static uint64_t cw_rand(struct cworker *w)
+{
+	w->seed ^= w->seed << 13;
+	w->seed ^= w->seed >> 7;
+	w->seed ^= w->seed << 17;
+	return w->seed;
+}
+
+static int quiesce_hook(void *arg, int on)
+{
+	if (on)
+		pthread_rwlock_wrlock(&ns);
+	else
+		pthread_rwlock_unlock(&ns);
+	return 0;
+}
+
+/* Run fn in a transaction until it does not meet -EDEADLK; inodes ips[0..n) are held
+ * exclusive by the caller and read again after a cancel. */
+typedef int (*cw_fn)(struct mfs_trans *tp, struct mfs_inode **ips, void *arg);
+
+static int cw_trans(struct mfs_fs *fs, struct mfs_inode **ips, unsigned n, cw_fn fn, void *arg)
+{
+	for (unsigned tries = 0;; tries++) {
+		struct mfs_trans *tp;
+		int err;
+
+		CK_OK(mfs_trans_alloc(fs, &tp));
+		err = fn(tp, ips, arg);
+		if (!err)
+			return mfs_trans_commit(tp);
+		mfs_trans_cancel(tp);
+		for (unsigned i = 0; i < n; i++)
+			CK_OK(mfs_inode_reload(ips[i]));
+		if (err != -EDEADLK || tries > 100000)
+			return err;
+		sched_yield();
+	}
+}
+
+struct cw_create {
+	const char *name;
+	uint16_t mode;
+	uint64_t ino;
+};
+
+static int cw_create_fn(struct mfs_trans *tp, struct mfs_inode **ips, void *arg)
+{
+	struct cw_create *c = arg;
+	struct mfs_inode *dp = ips[0], *ip;
+	int err;
+
+	err = mfs_trans_lock_ag(tp, mfs_ino_to_agno(&dp->fs->geo, dp->ino), 0);
+	if (!err)
+		err = mfs_ialloc(tp, dp->ino, c->mode, &c->ino);
+	if (err)
+		return err;
+	err = mfs_iget(dp->fs, c->ino, 0, &ip);
+	if (err)
+		return err;
+	pthread_rwlock_wrlock(&ip->lock);
+	ip->nlink = 1;
+	err = mfs_inode_log(tp, ip);
+	if (!err)
+		err = mfs_dir_add(tp, dp, c->name, (unsigned)strlen(c->name), c->ino, DT_REG);
+	if (!err)
+		err = mfs_inode_log(tp, dp);
+	if (err)
+		mfs_inode_invalidate(dp->fs, c->ino);
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+	return err;
+}
+
+struct cw_link {
+	const char *name;
+	uint64_t ino;
+};
+
+static int cw_link_fn(struct mfs_trans *tp, struct mfs_inode **ips, void *arg)
+{
+	struct cw_link *l = arg;
+	int err;
+
+	ips[1]->nlink++;
+	err = mfs_inode_log(tp, ips[1]);
+	if (!err)
+		err = mfs_dir_add(tp, ips[0], l->name, (unsigned)strlen(l->name), l->ino, DT_REG);
+	if (!err)
+		err = mfs_inode_log(tp, ips[0]);
+	return err;
+}
+
+struct cw_ext {
+	uint64_t off, len;
+	int punch;
+};
+
+static int cw_ext_fn(struct mfs_trans *tp, struct mfs_inode **ips, void *arg)
+{
+	struct cw_ext *e = arg;
+	struct mfs_bmap_ext ext;
+	uint64_t done;
+
+	if (e->punch)
+		return mfs_bmap_punch(tp, ips[0], e->off, e->len, &done);
+	return mfs_bmap_alloc(tp, ips[0], e->off, e->len, 0, &ext);
+}
+
+static int cw_xattr_fn(struct mfs_trans *tp, struct mfs_inode **ips, void *arg)
+{
+	static const char val[200] = "value";
+	unsigned n = *(const unsigned *)arg;
+	char name[16];
+
+	snprintf(name, sizeof(name), "a%u", n % 40);
+	return mfs_xattr_set(tp, ips[0], MFS_XATTR_NS_USER, name, (unsigned)strlen(name), val,
+			     n % 2 ? 200 : 8, 0);
+}
+
+static void cw_step(struct cworker *w)
+{
+	struct mfs_fs *fs = w->m->t.fs;
+	struct mfs_inode *ips[2];
+	unsigned what = (unsigned)(cw_rand(w) % 8);
+	char name[48];
+	int err;
+
+	if (w->nfiles < 2 || (what == 0 && w->nfiles < CW_FILES)) {
+		struct cw_create c = { name, S_IFREG | 0644, 0 };
+
+		snprintf(name, sizeof(name), "f%u", w->ops);
+		pthread_rwlock_rdlock(&ns);
+		CK_OK(mfs_iget(fs, w->dir, 0, &ips[0]));
+		pthread_rwlock_wrlock(&ips[0]->lock);
+		err = cw_trans(fs, ips, 1, cw_create_fn, &c);
+		pthread_rwlock_unlock(&ips[0]->lock);
+		mfs_iput(ips[0]);
+		pthread_rwlock_unlock(&ns);
+		if (err != -ENOSPC) {
+			CK_OK(err);
+			w->files[w->nfiles++] = c.ino;
+		}
+	} else if (what == 1) {
+		struct cw_link l = { name, w->files[cw_rand(w) % w->nfiles] };
+
+		snprintf(name, sizeof(name), "l%u", w->ops);
+		pthread_rwlock_rdlock(&ns);
+		CK_OK(mfs_iget(fs, w->sub, 0, &ips[0]));
+		CK_OK(mfs_iget(fs, l.ino, 0, &ips[1]));
+		pthread_rwlock_wrlock(&ips[0]->lock);
+		pthread_rwlock_wrlock(&ips[1]->lock);
+		err = cw_trans(fs, ips, 2, cw_link_fn, &l);
+		pthread_rwlock_unlock(&ips[1]->lock);
+		pthread_rwlock_unlock(&ips[0]->lock);
+		mfs_iput(ips[1]);
+		mfs_iput(ips[0]);
+		pthread_rwlock_unlock(&ns);
+		CK_TRUE(err == 0 || err == -ENOSPC);
+	} else {
+		struct cw_ext e = { cw_rand(w) % 200, 1 + cw_rand(w) % 6, what >= 6 };
+		unsigned n = w->ops;
+
+		CK_OK(mfs_iget(fs, w->files[cw_rand(w) % w->nfiles], 0, &ips[0]));
+		pthread_rwlock_wrlock(&ips[0]->lock);
+		if (what == 5)
+			err = cw_trans(fs, ips, 1, cw_xattr_fn, &n);
+		else
+			err = cw_trans(fs, ips, 1, cw_ext_fn, &e);
+		pthread_rwlock_unlock(&ips[0]->lock);
+		mfs_iput(ips[0]);
+		CK_TRUE(err == 0 || err == -ENOSPC);
+	}
+	w->ops++;
+}
+
+static void *cw_main(void *arg)
+{
+	struct cworker *w = arg;
+
+	while (!cw_stop)
+		cw_step(w);
+	return NULL;
+}
+
+/* Every checker on every object once; returns the number of findings (printed). */
+static unsigned scrub_everything(struct mfs_fs *fs)
+{
+	struct findings f;
+	struct ino_list l;
+	struct mfs_scrub_ctx ctx;
+	unsigned n = 0;
+	int err;
+
+	for (uint32_t agno = 0; agno < fs->geo.agcount; agno++)
+		for (size_t i = 0; i < sizeof(ag_types) / sizeof(ag_types[0]); i++) {
+			CK_OK(run(fs, ag_types[i], agno, 0, &f));
+			if (f.n)
+				fprintf(stderr, "under load: %s\n", f.first);
+			n += f.n;
+		}
+	memset(&l, 0, sizeof(l));
+	for (uint32_t agno = 0; agno < fs->geo.agcount; agno++) {
+		struct mfs_btree_cur cur;
+		struct mfs_buf *hbp;
+
+		/* the inode btree is read under the AG lock: writers are running */
+		pthread_mutex_lock(&fs->ag[agno].lock);
+		CK_OK(mfs_read_agh(fs, agno, &hbp));
+		mfs_ag_cur_init(&cur, fs, NULL, agno, MFS_BT_INO, hbp);
+		CK_OK(mfs_btree_query_range(&cur, NULL, NULL, ino_collect, &l));
+		mfs_btree_cur_release(&cur);
+		mfs_buf_put(hbp);
+		pthread_mutex_unlock(&fs->ag[agno].lock);
+	}
+	for (size_t j = 0; j < l.n; j++)
+		for (size_t i = 0; i < sizeof(ino_types) / sizeof(ino_types[0]); i++) {
+			err = run(fs, ino_types[i], 0, l.v[j], &f);
+			CK_TRUE(err == 0 || err == -ENOENT);
+			if (f.n)
+				fprintf(stderr, "under load: %s\n", f.first);
+			n += f.n;
+		}
+	free(l.v);
+	for (size_t i = 0; i < sizeof(fs_types) / sizeof(fs_types[0]); i++) {
+		memset(&ctx, 0, sizeof(ctx));
+		memset(&f, 0, sizeof(f));
+		ctx.fs = fs;
+		ctx.type = fs_types[i];
+		ctx.report = collect;
+		ctx.quiesce = quiesce_hook;
+		ctx.hook_arg = &f;
+		CK_OK(mfs_scrub(&ctx));
+		if (f.n)
+			fprintf(stderr, "under load: %s\n", f.first);
+		n += f.n;
+	}
+	return n;
+}
+
+START_TEST(test_concurrent)
+{
+	struct img m;
+	struct cworker w[2];
+	pthread_t th[2];
+	unsigned rounds = 0, findings = 0;
+	double t0;
+
+	img_make(&m);
+	for (int i = 0; i < 2; i++) {
+		char name[16];
+
+		memset(&w[i], 0, sizeof(w[i]));
+		w[i].m = &m;
+		snprintf(name, sizeof(name), "w%d", i);
+		w[i].dir = mk(&m, m.t.fs->geo.rootino, name, S_IFDIR | 0755);
+		w[i].sub = mk(&m, w[i].dir, "sub", S_IFDIR | 0755);
+		w[i].seed = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1);
+	}
+	cw_stop = 0;
+	for (int i = 0; i < 2; i++)
+		ck_assert_int_eq(pthread_create(&th[i], NULL, cw_main, &w[i]), 0);
+	t0 = tu_now();
+	while (tu_now() - t0 < (UNDER_ASAN ? 6.0 : 3.0) || rounds < 3) {
+		findings += scrub_everything(m.t.fs);
+		rounds++;
+	}
+	cw_stop = 1;
+	for (int i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	printf("check_scrub concurrent: %u full scrubs while the writers made %u + %u changes\n",
+	       rounds, w[0].ops, w[1].ops);
+	ck_assert_uint_gt(w[0].ops + w[1].ops, 50);
+	ck_assert_uint_eq(findings, 0);
+	/* and at rest, still clean */
+	assert_all_clean(m.t.fs);
+	img_destroy(&m);
+}
+END_TEST
+
 static Suite *scrub_suite(void)
 {
 	Suite *s = suite_create("scrub");
@@ -887,6 +1192,10 @@ static Suite *scrub_suite(void)
 	tcase_add_test(tc, test_orphans);
 	tcase_add_test(tc, test_summary);
 	tcase_add_test(tc, test_journal);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("concurrent");
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_concurrent);
 	suite_add_tcase(s, tc);
 	return s;
 }
