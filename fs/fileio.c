@@ -567,8 +567,10 @@ void mfsd_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 void mfsd_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	/* Every write reached the device before its reply: nothing is buffered here. */
-	fuse_reply_err(req, 0);
+	/* Every write reached the device before its reply: nothing is buffered here, and
+	 * ENOSYS tells the kernel to send no FLUSH again (one round trip less per close; the
+	 * kernel still writes its cached pages back before close returns). */
+	fuse_reply_err(req, ENOSYS);
 }
 
 void mfsd_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
