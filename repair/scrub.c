@@ -194,9 +194,35 @@ void scrub_ag_unlock(struct mfs_fs *fs, uint32_t agno)
 	pthread_mutex_unlock(&fs->ag[agno].lock);
 }
 
+struct collect {
+	struct scrub_recs *recs, *where;
+};
+
 static int collect_rec(struct mfs_btree_cur *cur, const void *rec, void *priv)
 {
-	return scrub_recs_add(priv, rec);
+	struct collect *c = priv;
+	struct scrub_recloc loc = { 0, 0 };
+	int err = scrub_recs_add(c->recs, rec);
+
+	/* The leaf under the cursor during a range query is the record's block. */
+	if (cur->path[0].bp) {
+		loc.agbno = mfs_fsb_to_agbno(&cur->fs->geo, cur->path[0].bp->blkno);
+		loc.idx = (uint32_t)cur->path[0].idx;
+	}
+	return err ? err : scrub_recs_add(c->where, &loc);
+}
+
+const char *scrub_rec_where(const struct scrub_ag *sa, int t, size_t i, char *buf, size_t len)
+{
+	const struct scrub_recloc *loc;
+
+	if (i >= sa->where[t].n) {
+		snprintf(buf, len, "record %zu", i);
+		return buf;
+	}
+	loc = scrub_rec(&sa->where[t], i);
+	snprintf(buf, len, "block %u record %u", loc->agbno, loc->idx);
+	return buf;
 }
 
 static int collect_blk(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, void *priv)
@@ -222,6 +248,7 @@ int scrub_ag_scan(struct mfs_scrub_ctx *ctx, uint32_t agno, unsigned want, struc
 	sa->len = mfs_ag_length(&fs->geo, agno);
 	for (int t = 0; t < MFS_AG_NTREES; t++) {
 		scrub_recs_init(&sa->recs[t], tree_reclen[t]);
+		scrub_recs_init(&sa->where[t], sizeof(struct scrub_recloc));
 		scrub_recs_init(&sa->blocks[t], sizeof(uint32_t));
 	}
 	scrub_recs_init(&sa->agfl, sizeof(uint32_t));
@@ -234,6 +261,7 @@ int scrub_ag_scan(struct mfs_scrub_ctx *ctx, uint32_t agno, unsigned want, struc
 	}
 	sa->agh = sa->agh_bp->data;
 	for (int t = 0; t < MFS_AG_NTREES; t++) {
+		struct collect c = { &sa->recs[t], &sa->where[t] };
 		struct mfs_btree_cur cur;
 
 		if (!(want & (1u << t)))
@@ -246,13 +274,14 @@ int scrub_ag_scan(struct mfs_scrub_ctx *ctx, uint32_t agno, unsigned want, struc
 		if (!err)
 			err = mfs_btree_visit_blocks(&cur, collect_blk, &sa->blocks[t]);
 		if (!err)
-			err = mfs_btree_query_range(&cur, NULL, NULL, collect_rec, &sa->recs[t]);
+			err = mfs_btree_query_range(&cur, NULL, NULL, collect_rec, &c);
 		mfs_btree_cur_release(&cur);
 		if (err == -ENOMEM)
 			return err;
 		sa->tree_err[t] = err < 0 ? err : 0;
 		if (err < 0) {
 			scrub_recs_free(&sa->recs[t]);
+			scrub_recs_free(&sa->where[t]);
 			scrub_recs_free(&sa->blocks[t]);
 			continue;
 		}
@@ -290,6 +319,7 @@ void scrub_ag_release(struct scrub_ag *sa)
 {
 	for (int t = 0; t < MFS_AG_NTREES; t++) {
 		scrub_recs_free(&sa->recs[t]);
+		scrub_recs_free(&sa->where[t]);
 		scrub_recs_free(&sa->blocks[t]);
 	}
 	scrub_recs_free(&sa->agfl);

@@ -55,10 +55,13 @@ static void alloc_end(struct mfs_scrub_ctx *ctx, struct scrub_ag *sa)
 static int rec_sane(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, int t, size_t i,
 		    uint32_t start, uint32_t n)
 {
+	char wb[48];
+
 	if (n == 0 || start < MFS_AG_FIXED_BLOCKS || (uint64_t)start + n > sa->len) {
-		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "AG %u %s record %zu: extent %u+%u "
-			     "is empty or outside the AG's free-able blocks %u..%u", sa->agno,
-			     scrub_tree_names[t], i, start, n, MFS_AG_FIXED_BLOCKS, sa->len - 1);
+		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "AG %u %s %s: extent %u+%u is empty or "
+			     "outside the AG's free-able blocks %u..%u", sa->agno,
+			     scrub_tree_names[t], scrub_rec_where(sa, t, i, wb, sizeof(wb)), start,
+			     n, MFS_AG_FIXED_BLOCKS, sa->len - 1);
 		return 0;
 	}
 	return 1;
@@ -69,6 +72,7 @@ static void xref_rmap(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, int 
 		      uint32_t start, uint32_t n)
 {
 	const struct scrub_recs *rm = &sa->recs[MFS_BT_RMAP];
+	char wb[48];
 	long j;
 
 	if (!(sa->have & SCRUB_WANT_RMAP))
@@ -80,9 +84,10 @@ static void xref_rmap(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, int 
 		char ob[32];
 
 		if (re > start)
-			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u %s record %zu: free "
-				     "extent %u+%u overlaps rmapbt extent %llu+%llu owned by %s",
-				     sa->agno, scrub_tree_names[t], i, start, n,
+			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u %s %s: free extent "
+				     "%u+%u overlaps rmapbt extent %llu+%llu owned by %s", sa->agno,
+				     scrub_tree_names[t], scrub_rec_where(sa, t, i, wb, sizeof(wb)),
+				     start, n,
 				     (unsigned long long)rs, (unsigned long long)(re - rs),
 				     scrub_owner_name(mfs_get64(r->owner), ob, sizeof(ob)));
 	}
@@ -141,22 +146,24 @@ int scrub_bnobt(struct mfs_scrub_ctx *ctx)
 	for (size_t i = 0; i < bno->n; i++) {
 		const struct mfs_alloc_rec *r = scrub_rec(bno, i);
 		uint32_t start = mfs_get32(r->startblock), n = mfs_get32(r->blockcount);
+		char wb[48];
 
 		if (!rec_sane(ctx, &sa, MFS_BT_BNO, i, start, n))
 			continue;
+		scrub_rec_where(&sa, MFS_BT_BNO, i, wb, sizeof(wb));
 		if (i && start < prev_end)
-			scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "AG %u bnobt record %zu: "
-				     "startblock %u overlaps the previous record ending at %llu",
-				     sa.agno, i, start, (unsigned long long)prev_end);
+			scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "AG %u bnobt %s: startblock %u "
+				     "overlaps the previous record ending at %llu", sa.agno, wb,
+				     start, (unsigned long long)prev_end);
 		else if (i && start == prev_end)
-			scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "AG %u bnobt record %zu: extent "
-				     "%u+%u touches the previous free extent (not merged)", sa.agno,
-				     i, start, n);
+			scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "AG %u bnobt %s: extent %u+%u "
+				     "touches the previous free extent (not merged)", sa.agno, wb,
+				     start, n);
 		prev_end = (uint64_t)start + n;
 		xref_rmap(ctx, &sa, MFS_BT_BNO, i, start, n);
 		if ((sa.have & SCRUB_WANT_CNT) && !has_extent(&bycnt, start, n))
-			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u bnobt record %zu: free "
-				     "extent %u+%u is not in the cntbt", sa.agno, i, start, n);
+			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u bnobt %s: free extent "
+				     "%u+%u is not in the cntbt", sa.agno, wb, start, n);
 	}
 out:
 	scrub_recs_free(&bycnt);
@@ -178,13 +185,15 @@ int scrub_cntbt(struct mfs_scrub_ctx *ctx)
 	for (size_t i = 0; i < cnt->n; i++) {
 		const struct mfs_alloc_rec *r = scrub_rec(cnt, i);
 		uint32_t start = mfs_get32(r->startblock), n = mfs_get32(r->blockcount);
+		char wb[48];
 
 		if (!rec_sane(ctx, &sa, MFS_BT_CNT, i, start, n))
 			continue;
 		xref_rmap(ctx, &sa, MFS_BT_CNT, i, start, n);
 		if ((sa.have & SCRUB_WANT_BNO) && !has_extent(&sa.recs[MFS_BT_BNO], start, n))
-			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u cntbt record %zu: free "
-				     "extent %u+%u is not in the bnobt", sa.agno, i, start, n);
+			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u cntbt %s: free extent "
+				     "%u+%u is not in the bnobt", sa.agno,
+				     scrub_rec_where(&sa, MFS_BT_CNT, i, wb, sizeof(wb)), start, n);
 	}
 	/* No two extents overlap (checked in start order). */
 	err = sorted_by_start(cnt, &bystart);

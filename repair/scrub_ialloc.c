@@ -18,8 +18,8 @@
 #include "scrub_priv.h"
 #include "verify.h"
 
-static void check_chunk_inodes(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, size_t i,
-			       const struct mfs_inobt_rec *c)
+static void check_chunk_inodes(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa,
+			       const char *wb, const struct mfs_inobt_rec *c)
 {
 	const struct mfs_geom *g = &ctx->fs->geo;
 	uint32_t startino = mfs_get32(c->startino);
@@ -38,19 +38,19 @@ static void check_chunk_inodes(struct mfs_scrub_ctx *ctx, const struct scrub_ag 
 			bp = NULL;
 			err = mfs_buf_read(ctx->fs->bc, fsb, NULL, &bp);
 			if (err) {
-				scrub_report(ctx, MFS_SCRUB_OFLAG_INCOMPLETE, "AG %u inobt record "
-					     "%zu: inode block %llu unreadable: %s", sa->agno, i,
+				scrub_report(ctx, MFS_SCRUB_OFLAG_INCOMPLETE, "AG %u inobt %s: "
+					     "inode block %llu unreadable: %s", sa->agno, wb,
 					     (unsigned long long)fsb, scrub_errstr(err));
 				return;
 			}
 		}
 		d = (const void *)((const char *)bp->data + mfs_ino_to_offset(g, ino));
 		if (mfs_dinode_verify(d, g->inodesize, ino, g->uuid))
-			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u inobt record %zu: inode "
-				     "%llu fails its verifier", sa->agno, i, (unsigned long long)ino);
+			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u inobt %s: inode "
+				     "%llu fails its verifier", sa->agno, wb, (unsigned long long)ino);
 		else if (isfree != (mfs_get16(d->mode) == 0))
-			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u inobt record %zu: inode "
-				     "%llu is %s in the free mask, its mode is 0%o", sa->agno, i,
+			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u inobt %s: inode "
+				     "%llu is %s in the free mask, its mode is 0%o", sa->agno, wb,
 				     (unsigned long long)ino, isfree ? "free" : "in use",
 				     mfs_get16(d->mode));
 	}
@@ -91,7 +91,9 @@ int scrub_inobt(struct mfs_scrub_ctx *ctx)
 		uint32_t agbno = mfs_agino_to_agbno(g, startino);
 		uint64_t mask = mfs_get64(c->freemask);
 		const struct mfs_rmap_rec *r;
+		char wb[48];
 
+		scrub_rec_where(&sa, MFS_BT_INO, i, wb, sizeof(wb));
 		err = scrub_cancelled(ctx);
 		if (err)
 			goto out;
@@ -99,29 +101,29 @@ int scrub_inobt(struct mfs_scrub_ctx *ctx)
 		    agbno < MFS_AG_FIXED_BLOCKS ||
 		    (uint64_t)agbno + g->chunkblocks > sa.len ||
 		    (uint64_t)startino + MFS_INODES_PER_CHUNK > (1ull << (g->agblklog + g->inopblog))) {
-			scrub_report(ctx, C, "AG %u inobt record %zu: chunk at agino %u (block %u) "
-				     "is misaligned or outside the AG", sa.agno, i, startino, agbno);
+			scrub_report(ctx, C, "AG %u inobt %s: chunk at agino %u (block %u) "
+				     "is misaligned or outside the AG", sa.agno, wb, startino, agbno);
 			continue;
 		}
 		if (mfs_get32(c->freecount) != (uint32_t)__builtin_popcountll(mask))
-			scrub_report(ctx, C, "AG %u inobt record %zu: chunk %u free count %u, its "
-				     "free mask 0x%016llx has %d bits", sa.agno, i, startino,
+			scrub_report(ctx, C, "AG %u inobt %s: chunk %u free count %u, its "
+				     "free mask 0x%016llx has %d bits", sa.agno, wb, startino,
 				     mfs_get32(c->freecount), (unsigned long long)mask,
 				     __builtin_popcountll(mask));
 		if ((sa.have & SCRUB_WANT_BNO) &&
 		    scrub_any_free(&sa.recs[MFS_BT_BNO], agbno, g->chunkblocks))
-			scrub_report(ctx, X, "AG %u inobt record %zu: chunk %u (blocks %u+%u) lies "
-				     "in free space", sa.agno, i, startino, agbno, g->chunkblocks);
+			scrub_report(ctx, X, "AG %u inobt %s: chunk %u (blocks %u+%u) lies "
+				     "in free space", sa.agno, wb, startino, agbno, g->chunkblocks);
 		if (sa.have & SCRUB_WANT_RMAP) {
 			r = scrub_rmap_covering(&sa.recs[MFS_BT_RMAP], agbno, g->chunkblocks);
 			if (!r || mfs_get64(r->owner) != MFS_OWN_INODES)
-				scrub_report(ctx, X, "AG %u inobt record %zu: chunk %u (blocks %u+%u) "
+				scrub_report(ctx, X, "AG %u inobt %s: chunk %u (blocks %u+%u) "
 					     "is owned by %s in the rmapbt, expected inodes", sa.agno,
-					     i, startino, agbno, g->chunkblocks,
+					     wb, startino, agbno, g->chunkblocks,
 					     r ? scrub_owner_name(mfs_get64(r->owner), ob, sizeof(ob))
 					       : "nobody");
 		}
-		check_chunk_inodes(ctx, &sa, i, c);
+		check_chunk_inodes(ctx, &sa, wb, c);
 	}
 	/* The tree's own blocks. */
 	for (size_t i = 0; (sa.have & SCRUB_WANT_RMAP) && i < sa.blocks[MFS_BT_INO].n; i++) {

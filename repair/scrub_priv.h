@@ -68,10 +68,19 @@ struct scrub_ag {
 	unsigned have;                      /* SCRUB_WANT_* walked without error */
 	int tree_err[MFS_AG_NTREES];        /* the walk's error for each wanted tree */
 	struct scrub_recs recs[MFS_AG_NTREES];     /* records, in key order */
+	struct scrub_recs where[MFS_AG_NTREES];    /* struct scrub_recloc of each record */
 	struct scrub_recs blocks[MFS_AG_NTREES];   /* uint32_t agbno of each tree block, sorted */
 	struct scrub_recs agfl;             /* uint32_t agbno of each valid free-list slot */
 	int agfl_err;
 };
+
+/* Where a collected record lies: its leaf block (agbno) and index in that leaf. */
+struct scrub_recloc {
+	uint32_t agbno;
+	uint32_t idx;
+};
+/* "block 1234 record 7" for record i of tree t, into buf. */
+const char *scrub_rec_where(const struct scrub_ag *sa, int t, size_t i, char *buf, size_t len);
 
 void scrub_ag_lock(struct mfs_fs *fs, uint32_t agno);
 void scrub_ag_unlock(struct mfs_fs *fs, uint32_t agno);

@@ -205,36 +205,39 @@ static int check_records(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa,
 		const struct mfs_rmap_rec *r = scrub_rec(rm, i);
 		uint32_t start = mfs_get32(r->startblock), n = mfs_get32(r->blockcount);
 		uint64_t owner = mfs_get64(r->owner), off = mfs_get64(r->offset);
+		char wb[48];
+
+		scrub_rec_where(sa, MFS_BT_RMAP, i, wb, sizeof(wb));
 
 		if (n == 0 || (uint64_t)start + n > sa->len) {
-			scrub_report(ctx, C, "AG %u rmapbt record %zu: extent %u+%u is empty or "
-				     "outside the AG (%u blocks)", sa->agno, i, start, n, sa->len);
+			scrub_report(ctx, C, "AG %u rmapbt %s: extent %u+%u is empty or "
+				     "outside the AG (%u blocks)", sa->agno, wb, start, n, sa->len);
 			continue;
 		}
 		if (i && start < prev_end)
-			scrub_report(ctx, C, "AG %u rmapbt record %zu: startblock %u overlaps the "
-				     "previous record ending at %llu", sa->agno, i, start,
+			scrub_report(ctx, C, "AG %u rmapbt %s: startblock %u overlaps the "
+				     "previous record ending at %llu", sa->agno, wb, start,
 				     (unsigned long long)prev_end);
 		prev_end = (uint64_t)start + n;
 		if ((sa->have & SCRUB_WANT_BNO) && scrub_any_free(&sa->recs[MFS_BT_BNO], start, n))
-			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt record %zu: "
-				     "extent %u+%u is also free in the bnobt", sa->agno, i, start, n);
+			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt %s: "
+				     "extent %u+%u is also free in the bnobt", sa->agno, wb, start, n);
 		if (special_owner(owner)) {
 			if (off)
-				scrub_report(ctx, C, "AG %u rmapbt record %zu: special owner with "
-					     "offset 0x%llx, expected 0", sa->agno, i,
+				scrub_report(ctx, C, "AG %u rmapbt %s: special owner with "
+					     "offset 0x%llx, expected 0", sa->agno, wb,
 					     (unsigned long long)off);
 			continue;
 		}
 		if (owner >= MFS_OWN_MIN || mfs_ino_check(ctx->fs, owner)) {
-			scrub_report(ctx, C, "AG %u rmapbt record %zu: extent %u+%u: owner %llu is "
-				     "neither a special owner nor a valid inode number", sa->agno, i,
+			scrub_report(ctx, C, "AG %u rmapbt %s: extent %u+%u: owner %llu is "
+				     "neither a special owner nor a valid inode number", sa->agno, wb,
 				     start, n, (unsigned long long)owner);
 			continue;
 		}
 		if (off & ~MFS_RMAP_OFF_MASK & ~RMAP_KNOWN_FLAGS) {
-			scrub_report(ctx, C, "AG %u rmapbt record %zu: offset 0x%llx has unknown "
-				     "flags", sa->agno, i, (unsigned long long)off);
+			scrub_report(ctx, C, "AG %u rmapbt %s: offset 0x%llx has unknown "
+				     "flags", sa->agno, wb, (unsigned long long)off);
 			continue;
 		}
 		err = scrub_recs_add(inode_recs, r);

@@ -91,7 +91,7 @@ damage "sb copy agblocks (fuzz add)" "^AG 2 superblock" check -- "fuzz sb 2 agbl
 grep -Eq "^sb 2 agblocks: $agblocks -> $((agblocks + 1)) \(add\)" "$dir/wout" || { cat "$dir/wout"; fail "fuzz did not report old and new values"; }
 damage "sb copy reserved (fuzz ones)" "^AG 1 superblock: reserved word 2" check -- \
 	"fuzz sb 1 reserved[2] ones"
-damage "bnobt record (fuzz sub)" "^AG 1 bnobt record 0" check -- \
+damage "bnobt record (fuzz sub)" "^AG 1 bnobt block $bnoroot1 record 0" check -- \
 	"fuzz block $((agblocks + bnoroot1)) rec[0].blockcount sub 3"
 damage "cntbt record (fuzz bitflip)" "^AG 2 (cntbt|header)" check -- \
 	"fuzz block $((2 * agblocks + cntroot2)) rec[0].startblock bitflip 4"

@@ -515,7 +515,7 @@ START_TEST(test_bnobt)
 	r = leaf_rec(blk_get(fs, first_leaf(fs, 1, MFS_BT_BNO), &bp), sizeof(*r), 0);
 	mfs_put32(r->blockcount, mfs_get32(r->blockcount) - 1);
 	blk_put(fs, bp);
-	assert_found(fs, MFS_SCRUB_BNOBT, 1, 0, "AG 1 bnobt record 0");
+	assert_found(fs, MFS_SCRUB_BNOBT, 1, 0, "AG 1 bnobt block ");
 	img_destroy(&m);
 }
 END_TEST
@@ -543,6 +543,7 @@ START_TEST(test_inobt)
 	struct mfs_fs *fs;
 	struct mfs_buf *bp;
 	struct mfs_inobt_rec *r;
+	char what[64];
 
 	img_make(&m);
 	fs = m.t.fs;
@@ -551,7 +552,9 @@ START_TEST(test_inobt)
 	mfs_put64(r->freemask, mfs_get64(r->freemask) | 1);
 	mfs_put32(r->freecount, mfs_get32(r->freecount) + 1);
 	blk_put(fs, bp);
-	assert_found(fs, MFS_SCRUB_INOBT, 0, 0, "AG 0 inobt record 0: inode");
+	snprintf(what, sizeof(what), "record 0: inode %llu is free",
+		 (unsigned long long)fs->geo.rootino);
+	assert_found(fs, MFS_SCRUB_INOBT, 0, 0, what);
 	img_destroy(&m);
 }
 END_TEST
