@@ -21,7 +21,7 @@ ml_setup t_xattr
 chmod 755 "$dir"   # nobody must reach the mount
 
 db_check() {
-	"$DB" -c check "$img" >"$dir/db.out" 2>&1 || { cat "$dir/db.out"; fail "mendfs_db check: $1"; }
+	"$DB" -c "check -f" "$img" >"$dir/db.out" 2>&1 || { cat "$dir/db.out"; fail "mendfs_db check: $1"; }
 }
 
 as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
