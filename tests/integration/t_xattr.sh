@@ -9,7 +9,7 @@
 # refused; default ACLs only on directories and inherited by files, directories and fifos
 # (umask ignored then, applied otherwise); the kernel's permission checks using the ACL for
 # user nobody; the space of an unlinked file's attributes given back; everything identical
-# after a remount; EROFS on a read-only mount; `mendfs_db check` clean.
+# after a remount; EROFS on a read-only mount; `mendfs_db check -f` clean.
 set -u
 # shellcheck source=mountlib.sh
 . "$(dirname "$0")/mountlib.sh"
