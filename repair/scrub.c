@@ -329,6 +329,40 @@ void scrub_ag_release(struct scrub_ag *sa)
 	sa->agh = NULL;
 }
 
+/* ---- inode chunks -------------------------------------------------------------------------- */
+
+int scrub_chunk_walk(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct mfs_inobt_rec *c,
+		     scrub_dinode_fn fn, void *priv, uint64_t *bad_fsb)
+{
+	const struct mfs_geom *g = &ctx->fs->geo;
+	uint64_t mask = mfs_get64(c->freemask);
+	struct mfs_buf *bp = NULL;
+	int err = 0;
+
+	for (uint32_t k = 0; k < MFS_INODES_PER_CHUNK && !err; k++) {
+		uint64_t ino = mfs_agino_to_ino(g, agno, mfs_get32(c->startino) + k);
+		uint64_t fsb = mfs_ino_to_fsb(g, ino);
+
+		if (mfs_ino_check(ctx->fs, ino))
+			continue;
+		if (!bp || bp->blkno != fsb) {
+			if (bp)
+				mfs_buf_put(bp);
+			bp = NULL;
+			err = mfs_buf_read(ctx->fs->bc, fsb, NULL, &bp);
+			if (err) {
+				*bad_fsb = fsb;
+				break;
+			}
+		}
+		err = fn(priv, ino, (const void *)((const char *)bp->data +
+						   mfs_ino_to_offset(g, ino)), (int)(mask >> k & 1));
+	}
+	if (bp)
+		mfs_buf_put(bp);
+	return err;
+}
+
 /* ---- cross-referencing one extent ---------------------------------------------------------- */
 
 int scrub_xref_extent(struct mfs_scrub_ctx *ctx, uint64_t fsb, uint32_t len, uint64_t owner,

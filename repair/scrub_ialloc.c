@@ -18,44 +18,39 @@
 #include "scrub_priv.h"
 #include "verify.h"
 
+struct chunk_check {
+	struct mfs_scrub_ctx *ctx;
+	const struct scrub_ag *sa;
+	const char *wb;
+};
+
+static int chunk_inode_fn(void *priv, uint64_t ino, const struct mfs_dinode *d, int isfree)
+{
+	struct chunk_check *cc = priv;
+	const struct mfs_geom *g = &cc->ctx->fs->geo;
+
+	if (mfs_dinode_verify(d, g->inodesize, ino, g->uuid))
+		scrub_report(cc->ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u inobt %s: inode %llu fails "
+			     "its verifier", cc->sa->agno, cc->wb, (unsigned long long)ino);
+	else if (isfree != (mfs_get16(d->mode) == 0))
+		scrub_report(cc->ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u inobt %s: inode %llu is %s "
+			     "in the free mask, its mode is 0%o", cc->sa->agno, cc->wb,
+			     (unsigned long long)ino, isfree ? "free" : "in use", mfs_get16(d->mode));
+	return 0;
+}
+
+/* Every inode of the chunk verifies and is free exactly when the mask says so. */
 static void check_chunk_inodes(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa,
 			       const char *wb, const struct mfs_inobt_rec *c)
 {
-	const struct mfs_geom *g = &ctx->fs->geo;
-	uint32_t startino = mfs_get32(c->startino);
-	uint64_t mask = mfs_get64(c->freemask);
-	struct mfs_buf *bp = NULL;
+	struct chunk_check cc = { ctx, sa, wb };
+	uint64_t fsb = 0;
+	int err = scrub_chunk_walk(ctx, sa->agno, c, chunk_inode_fn, &cc, &fsb);
 
-	for (uint32_t k = 0; k < MFS_INODES_PER_CHUNK; k++) {
-		uint64_t ino = mfs_agino_to_ino(g, sa->agno, startino + k);
-		uint64_t fsb = mfs_ino_to_fsb(g, ino);
-		const struct mfs_dinode *d;
-		int isfree = (int)(mask >> k & 1), err;
-
-		if (!bp || bp->blkno != fsb) {
-			if (bp)
-				mfs_buf_put(bp);
-			bp = NULL;
-			err = mfs_buf_read(ctx->fs->bc, fsb, NULL, &bp);
-			if (err) {
-				scrub_report(ctx, MFS_SCRUB_OFLAG_INCOMPLETE, "AG %u inobt %s: "
-					     "inode block %llu unreadable: %s", sa->agno, wb,
-					     (unsigned long long)fsb, scrub_errstr(err));
-				return;
-			}
-		}
-		d = (const void *)((const char *)bp->data + mfs_ino_to_offset(g, ino));
-		if (mfs_dinode_verify(d, g->inodesize, ino, g->uuid))
-			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u inobt %s: inode "
-				     "%llu fails its verifier", sa->agno, wb, (unsigned long long)ino);
-		else if (isfree != (mfs_get16(d->mode) == 0))
-			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u inobt %s: inode "
-				     "%llu is %s in the free mask, its mode is 0%o", sa->agno, wb,
-				     (unsigned long long)ino, isfree ? "free" : "in use",
-				     mfs_get16(d->mode));
-	}
-	if (bp)
-		mfs_buf_put(bp);
+	if (err)
+		scrub_report(ctx, MFS_SCRUB_OFLAG_INCOMPLETE, "AG %u inobt %s: inode block %llu "
+			     "unreadable: %s", sa->agno, wb, (unsigned long long)fsb,
+			     scrub_errstr(err));
 }
 
 int scrub_inobt(struct mfs_scrub_ctx *ctx)

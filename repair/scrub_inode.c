@@ -208,22 +208,14 @@ int scrub_bmap(struct mfs_scrub_ctx *ctx)
 		mfs_btree_cur_release(&cur);
 		if (!err)
 			err = tree.err;
-		if (mfs_is_corruption(err)) {
-			scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "inode %llu extent btree: %s",
-				     (unsigned long long)ip->ino, scrub_errstr(err));
-			err = 0;
-			counted = 0;
-			goto out;
-		}
-		if (err)
-			goto out;
 	}
-	err = mfs_bmap_walk(ip, bmap_ext_fn, &data);
+	if (!err)
+		err = mfs_bmap_walk(ip, bmap_ext_fn, &data);
 	if (mfs_is_corruption(err)) {
-		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "inode %llu extent map: %s",
-			     (unsigned long long)ip->ino, scrub_errstr(err));
+		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "inode %llu extent %s: %s",
+			     (unsigned long long)ip->ino,
+			     ip->dformat == MFS_FMT_BTREE ? "btree" : "list", scrub_errstr(err));
 		err = 0;
-		counted = 0;
 		goto out;
 	}
 	if (err)

@@ -64,54 +64,40 @@ static struct nl_inode *nl_find(struct nl_state *st, uint64_t ino)
 				      cmp_ino) : NULL;
 }
 
+static int inode_fn(void *priv, uint64_t ino, const struct mfs_dinode *d, int isfree)
+{
+	struct nl_state *st = priv;
+	struct nl_inode ni;
+
+	if (isfree || !mfs_get16(d->mode))
+		return 0;       /* a mismatch with the mask is the INOBT checker's */
+	memset(&ni, 0, sizeof(ni));
+	ni.ino = ino;
+	ni.mode = mfs_get16(d->mode);
+	ni.nlink = mfs_get32(d->nlink);
+	return scrub_recs_add(&st->inodes, &ni);
+}
+
 /* 1: the inodes in use of AG agno (AG locked by the caller). */
 static int collect_ag(struct nl_state *st, uint32_t agno)
 {
 	struct mfs_scrub_ctx *ctx = st->ctx;
-	const struct mfs_geom *g = &ctx->fs->geo;
 	struct scrub_ag sa;
+	uint64_t fsb = 0;
 	int err;
 
 	err = scrub_ag_scan(ctx, agno, SCRUB_WANT_INO, &sa);
 	if (!err && !(sa.have & SCRUB_WANT_INO))
 		scrub_report(ctx, MFS_SCRUB_OFLAG_INCOMPLETE, "link counts: AG %u's inodes are "
 			     "not counted, its inode btree is unreadable", agno);
-	for (size_t i = 0; !err && (sa.have & SCRUB_WANT_INO) && i < sa.recs[MFS_BT_INO].n; i++) {
-		const struct mfs_inobt_rec *c = scrub_rec(&sa.recs[MFS_BT_INO], i);
-		uint64_t mask = mfs_get64(c->freemask);
-		struct mfs_buf *bp = NULL;
-
-		for (uint32_t k = 0; k < MFS_INODES_PER_CHUNK && !err; k++) {
-			uint64_t ino = mfs_agino_to_ino(g, agno, mfs_get32(c->startino) + k);
-			const struct mfs_dinode *d;
-			struct nl_inode ni;
-
-			if (mask >> k & 1 || mfs_ino_check(ctx->fs, ino))
-				continue;
-			if (!bp || bp->blkno != mfs_ino_to_fsb(g, ino)) {
-				if (bp)
-					mfs_buf_put(bp);
-				bp = NULL;
-				err = mfs_buf_read(ctx->fs->bc, mfs_ino_to_fsb(g, ino), NULL, &bp);
-				if (err)
-					break;
-			}
-			d = (const void *)((const char *)bp->data + mfs_ino_to_offset(g, ino));
-			if (!mfs_get16(d->mode))
-				continue;       /* the INOBT checker reports the mismatch */
-			memset(&ni, 0, sizeof(ni));
-			ni.ino = ino;
-			ni.mode = mfs_get16(d->mode);
-			ni.nlink = mfs_get32(d->nlink);
-			err = scrub_recs_add(&st->inodes, &ni);
-		}
-		if (bp)
-			mfs_buf_put(bp);
-	}
+	for (size_t i = 0; !err && (sa.have & SCRUB_WANT_INO) && i < sa.recs[MFS_BT_INO].n; i++)
+		err = scrub_chunk_walk(ctx, agno, scrub_rec(&sa.recs[MFS_BT_INO], i), inode_fn, st,
+				       &fsb);
 	scrub_ag_release(&sa);
 	if (mfs_is_corruption(err)) {
 		scrub_report(ctx, MFS_SCRUB_OFLAG_INCOMPLETE, "link counts: AG %u's inodes are "
-			     "not all counted: %s", agno, scrub_errstr(err));
+			     "not all counted: block %llu: %s", agno, (unsigned long long)fsb,
+			     scrub_errstr(err));
 		err = 0;
 	}
 	return err;

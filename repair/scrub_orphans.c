@@ -14,41 +14,24 @@
 #include "orphan.h"
 #include "scrub_priv.h"
 
+static int nolinks_fn(void *priv, uint64_t ino, const struct mfs_dinode *d, int isfree)
+{
+	if (!isfree && mfs_get16(d->mode) && mfs_get32(d->nlink) == 0)
+		(*(uint64_t *)priv)++;
+	return 0;
+}
+
 /* In-use inodes without links in the collected inode chunks of one AG (AG locked). */
 static int count_nolinks(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, uint64_t *n)
 {
-	const struct mfs_geom *g = &ctx->fs->geo;
 	const struct scrub_recs *ir = &sa->recs[MFS_BT_INO];
+	uint64_t fsb;
+	int err = 0;
 
 	*n = 0;
-	for (size_t i = 0; i < ir->n; i++) {
-		const struct mfs_inobt_rec *c = scrub_rec(ir, i);
-		uint64_t mask = mfs_get64(c->freemask);
-		struct mfs_buf *bp = NULL;
-
-		for (uint32_t k = 0; k < MFS_INODES_PER_CHUNK; k++) {
-			uint64_t ino = mfs_agino_to_ino(g, sa->agno, mfs_get32(c->startino) + k);
-			const struct mfs_dinode *d;
-			int err;
-
-			if (mask >> k & 1 || mfs_ino_check(ctx->fs, ino))
-				continue;
-			if (!bp || bp->blkno != mfs_ino_to_fsb(g, ino)) {
-				if (bp)
-					mfs_buf_put(bp);
-				bp = NULL;
-				err = mfs_buf_read(ctx->fs->bc, mfs_ino_to_fsb(g, ino), NULL, &bp);
-				if (err)
-					return err;
-			}
-			d = (const void *)((const char *)bp->data + mfs_ino_to_offset(g, ino));
-			if (mfs_get16(d->mode) && mfs_get32(d->nlink) == 0)
-				(*n)++;
-		}
-		if (bp)
-			mfs_buf_put(bp);
-	}
-	return 0;
+	for (size_t i = 0; i < ir->n && !err; i++)
+		err = scrub_chunk_walk(ctx, sa->agno, scrub_rec(ir, i), nolinks_fn, n, &fsb);
+	return err;
 }
 
 int scrub_orphans(struct mfs_scrub_ctx *ctx)

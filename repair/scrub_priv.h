@@ -116,6 +116,17 @@ int scrub_u32_has(const struct scrub_recs *r, uint32_t v);
 int scrub_xref_extent(struct mfs_scrub_ctx *ctx, uint64_t fsb, uint32_t len, uint64_t owner,
 		      uint64_t offset, int data, const char *what);
 
+/*
+ * Call fn for each of the 64 inodes of inode chunk c of AG agno (the caller holds the AG
+ * lock: the cluster buffers are the committed ones), with the on-disk inode and whether
+ * the chunk's free mask says it is free.  fn returns 0 to go on, else that is returned;
+ * otherwise 0 or a read error (-EFSCORRUPTED... for an unreadable cluster block).
+ */
+typedef int (*scrub_dinode_fn)(void *priv, uint64_t ino, const struct mfs_dinode *d,
+			       int isfree);
+int scrub_chunk_walk(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct mfs_inobt_rec *c,
+		     scrub_dinode_fn fn, void *priv, uint64_t *bad_fsb);
+
 /* "fs", "log", "ag", "inobt", "inodes", or "inode N" into buf. */
 const char *scrub_owner_name(uint64_t owner, char *buf, size_t len);
 
