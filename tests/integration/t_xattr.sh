@@ -292,6 +292,14 @@ as_nobody touch "$mnt/pd/x" || fail "nobody cannot create in a directory whose A
 echo gsecret >gp; chmod 600 gp; setfacl -m g:nogroup:r gp
 [ "$(setpriv --reuid=65534 --regid="$(getent group nogroup | cut -d: -f3)" --clear-groups cat gp)" = gsecret ] ||
 	fail "a named group entry does not grant read"
+# setting an access ACL clears setgid when the caller is not in the file's group (and lacks
+# CAP_FSETID), as Linux does; root keeps it
+echo s >sg; chown nobody:root sg; chmod 2775 sg
+as_nobody setfacl -m u:daemon:r "$mnt/sg" || fail "nobody cannot set an ACL on its own file"
+[ "$(stat -c %a sg)" = 775 ] || fail "setgid kept ($(stat -c %a sg)) after nobody, not in the group, set an ACL"
+chmod 2775 sg; setfacl -m u:daemon:rw sg
+[ "$(stat -c %a sg)" = 2775 ] || fail "setgid lost ($(stat -c %a sg)) when root set an ACL"
+as_nobody setfacl -m u:daemon:r "$mnt/p" 2>/dev/null && fail "nobody set an ACL on root's file"
 ok "the kernel enforces ACL entries, the mask and removed entries for user nobody"
 
 # default ACL inheritance
