@@ -238,6 +238,8 @@ int mfsd_write_new(struct mfs_trans *tp, struct mfs_inode *ip, const char *data,
 	return err;
 }
 
+static int zero_mapped(struct mfs_inode *ip, uint64_t from, uint64_t to, char *tmp);
+
 /* Write [off, off + size) of a file whose lock the caller holds exclusive.  *written gets
  * the bytes written (all, or a prefix when an error stopped the write). */
 static int do_write(struct mfsd *d, struct mfs_inode *ip, const char *buf, size_t size,
@@ -281,26 +283,50 @@ static int do_write(struct mfsd *d, struct mfs_inode *ip, const char *buf, size_
 			break;
 		pos = (b + n) << blog;
 	}
-	free(tmp);
 	if (pos > end)
 		pos = end;
-	if (pos == off)
+	if (pos == off) {
+		free(tmp);
 		return err;
-	/* Whatever was written counts: size, times and privileges move with it. */
+	}
+	/* Whatever was written counts: size, times and privileges move with it.  A failed
+	 * log reloads the inode; a transient failure (no memory) is retried a few times. */
 	mfsd_now(&now);
-	if (pos > ip->size)
-		ip->size = pos;
-	ip->mtime = now;
-	ip->ctime = now;
-	if (killpriv)
-		mfsd_kill_suid(ip);
-	{
-		int err2 = log_inode(d, ip);
+	for (unsigned tries = 0;; tries++) {
+		int err2;
 
+		if (pos > ip->size)
+			ip->size = pos;
+		ip->mtime = now;
+		ip->ctime = now;
+		if (killpriv)
+			mfsd_kill_suid(ip);
+		err2 = log_inode(d, ip);
+		if (!err2)
+			break;
 		if (!err)
 			err = err2;
+		if (err2 != -ENOMEM || tries == 3) {
+			/* The size stayed where it was logged: bytes past it are not the file's
+			 * (the count says so), and must be zero again on the device (see the
+			 * invariant at the top), or growing the file later would show them. */
+			if (pos > ip->size) {
+				uint64_t keep = ip->size > off ? ip->size : off;
+				int err3 = zero_mapped(ip, keep, pos, tmp);
+
+				if (err3)
+					mfs_log(MFS_LOG_ERR, "inode %llu: zeroing bytes %llu..%llu past "
+						"the end of file after a failed write failed: %s",
+						(unsigned long long)ip->ino,
+						(unsigned long long)keep,
+						(unsigned long long)pos, strerror(-err3));
+				pos = keep;
+			}
+			break;
+		}
 	}
-	if (!err || pos > off)
+	free(tmp);
+	if (pos > off)
 		*written = (size_t)(pos - off);
 	return *written ? 0 : err;
 }
@@ -462,30 +488,48 @@ int mfsd_free_all_blocks(struct mfsd *d, struct mfs_inode *ip)
 	return punch_blocks(d, ip, 0, mfs_bmap_max_blocks(d->fs), 0);
 }
 
-/* Zero bytes [from, to) of one block (inside a single block) if it is mapped and written. */
-static int zero_partial(struct mfs_inode *ip, uint64_t from, uint64_t to)
+/* Zero bytes [from, to) where they lie in mapped, written blocks (`tmp`: one block). */
+static int zero_mapped(struct mfs_inode *ip, uint64_t from, uint64_t to, char *tmp)
 {
 	struct mfs_fs *fs = ip->fs;
 	uint32_t bs = fs->geo.blocksize, blog = fs->geo.blocklog;
-	struct mfs_bmap_ext ext;
-	uint64_t disk;
+
+	while (from < to) {
+		uint64_t b = from >> blog, boff = from & (bs - 1), take = bs - boff, disk;
+		struct mfs_bmap_ext ext;
+		int err = mfs_bmap_lookup(ip, b, &ext);
+
+		if (err)
+			return err;
+		if (take > to - from)
+			take = to - from;
+		if (ext.startblock != MFS_BMAP_HOLE && !ext.unwritten) {
+			disk = (ext.startblock + (b - ext.startoff)) << blog;
+			err = take == bs ? 0 : mfs_dev_pread(fs->dev, tmp, bs, disk);
+			if (!err) {
+				memset(tmp + boff, 0, take);
+				err = mfs_dev_pwrite(fs->dev, tmp, bs, disk);
+			}
+			if (err)
+				return err;
+		}
+		from += take;
+	}
+	return 0;
+}
+
+/* Zero bytes [from, to) of one block (inside a single block) if it is mapped and written. */
+static int zero_partial(struct mfs_inode *ip, uint64_t from, uint64_t to)
+{
 	char *tmp;
 	int err;
 
 	if (from >= to)
 		return 0;
-	err = mfs_bmap_lookup(ip, from >> blog, &ext);
-	if (err || ext.startblock == MFS_BMAP_HOLE || ext.unwritten)
-		return err;
-	disk = (ext.startblock + ((from >> blog) - ext.startoff)) << blog;
-	tmp = mfs_malloc(bs);
+	tmp = mfs_malloc(ip->fs->geo.blocksize);
 	if (!tmp)
 		return -ENOMEM;
-	err = mfs_dev_pread(fs->dev, tmp, bs, disk);
-	if (!err) {
-		memset(tmp + (from & (bs - 1)), 0, to - from);
-		err = mfs_dev_pwrite(fs->dev, tmp, bs, disk);
-	}
+	err = zero_mapped(ip, from, to, tmp);
 	free(tmp);
 	return err;
 }
@@ -495,6 +539,7 @@ int mfsd_truncate(struct mfsd *d, struct mfs_inode *ip, uint64_t size, int killp
 	struct mfs_fs *fs = d->fs;
 	uint32_t bs = fs->geo.blocksize, blog = fs->geo.blocklog;
 	struct timespec now;
+	char *tmp = NULL;
 	int err;
 
 	if (size > max_bytes(fs))
@@ -502,13 +547,6 @@ int mfsd_truncate(struct mfsd *d, struct mfs_inode *ip, uint64_t size, int killp
 	if (!has_extents(ip))
 		return -EINVAL;
 	mfsd_now(&now);
-	if (size < ip->size && (size & (bs - 1))) {
-		uint64_t blkend = (size | (bs - 1)) + 1;
-
-		err = zero_partial(ip, size, blkend);
-		if (err)
-			return err;
-	}
 	ip->mtime = now;
 	ip->ctime = now;
 	if (killpriv)
@@ -517,8 +555,31 @@ int mfsd_truncate(struct mfsd *d, struct mfs_inode *ip, uint64_t size, int killp
 		ip->size = size;
 		return log_inode(d, ip);
 	}
+	/* The tail of the new last block is zeroed once the new size is logged (the first
+	 * punch transaction), never before: a truncate that fails (no memory) changes
+	 * nothing.  Its buffer is taken first so that the zeroing itself needs none. */
+	if (size & (bs - 1)) {
+		tmp = mfs_malloc(bs);
+		if (!tmp) {
+			mfs_inode_reload(ip);
+			return -ENOMEM;
+		}
+	}
 	ip->size = size;
-	return punch_blocks(d, ip, (size + bs - 1) >> blog, mfs_bmap_max_blocks(fs), 1);
+	err = punch_blocks(d, ip, (size + bs - 1) >> blog, mfs_bmap_max_blocks(fs), 1);
+	if (tmp && ip->size == size) {
+		int err2 = zero_mapped(ip, size, (size | (bs - 1)) + 1, tmp);
+
+		if (err2) {
+			mfs_log(MFS_LOG_ERR, "inode %llu: zeroing the tail of the last block after "
+				"truncating to %llu failed: %s", (unsigned long long)ip->ino,
+				(unsigned long long)size, strerror(-err2));
+			if (!err)
+				err = err2;
+		}
+	}
+	free(tmp);
+	return err;
 }
 
 /* ---- open, release, flush, fsync ------------------------------------------------------- */

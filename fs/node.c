@@ -50,6 +50,54 @@ struct mfsd_node {
 	struct mfsd_node *next;
 };
 
+/*
+ * Spare nodes.  A reference taken right after a namespace change has committed (create,
+ * mkdir, link: the name exists) or while queueing an unlinked inode must not fail for want
+ * of memory: the request would report ENOMEM for a change that happened, or the inode would
+ * stay allocated.  node_alloc() draws on a small pool when the allocator fails, and tops
+ * the pool up whenever it succeeds; entries that go refill it.  Under node_lock (one
+ * daemon per process, so one pool).  Only a long run of failures empties it.
+ */
+#define SPARE_NODES 32
+static struct mfsd_node *spare_nodes;
+static unsigned nspare;
+
+static struct mfsd_node *node_alloc(void)
+{
+	struct mfsd_node *n = mfs_calloc(1, sizeof(*n));
+
+	if (n) {
+		while (nspare < SPARE_NODES) {
+			struct mfsd_node *s = mfs_calloc(1, sizeof(*s));
+
+			if (!s)
+				break;
+			s->next = spare_nodes;
+			spare_nodes = s;
+			nspare++;
+		}
+		return n;
+	}
+	n = spare_nodes;
+	if (n) {
+		spare_nodes = n->next;
+		nspare--;
+		memset(n, 0, sizeof(*n));
+	}
+	return n;
+}
+
+static void node_free(struct mfsd_node *n)
+{
+	if (nspare < SPARE_NODES) {
+		n->next = spare_nodes;
+		spare_nodes = n;
+		nspare++;
+	} else {
+		free(n);
+	}
+}
+
 struct mfsd_work {
 	struct mfs_inode *ip;       /* a reference handed to the worker */
 	uint32_t generation;        /* of the inode that was seen unlinked */
@@ -132,7 +180,7 @@ static int node_ref(struct mfsd *d, struct mfs_inode *ip, int open)
 		mfs_ihold(ip);
 	}
 	if (!n) {
-		n = mfs_calloc(1, sizeof(*n));
+		n = node_alloc();
 		if (!n) {
 			pthread_mutex_unlock(&d->node_lock);
 			return -ENOMEM;
@@ -217,7 +265,7 @@ static void put_last(struct mfsd *d, struct mfs_inode *ip)
 		mfs_iput(ip);
 		return;
 	}
-	n = mfs_calloc(1, sizeof(*n));
+	n = node_alloc();
 	if (!n) {
 		pthread_mutex_unlock(&d->node_lock);
 		mfs_log(MFS_LOG_ERR, "inode %llu: out of memory queueing it to be freed; its "
@@ -245,7 +293,7 @@ static void node_dead(struct mfsd *d, uint64_t ino)
 	if (n && n->dying) {
 		*pp = n->next;
 		d->nnodes--;
-		free(n);
+		node_free(n);
 	}
 	pthread_mutex_unlock(&d->node_lock);
 }
@@ -273,7 +321,7 @@ static void node_unref(struct mfsd *d, uint64_t ino, uint64_t cnt, int open)
 		*pp = n->next;
 		d->nnodes--;
 		ip = n->ip;
-		free(n);
+		node_free(n);
 	}
 	pthread_mutex_unlock(&d->node_lock);
 	if (ip)
@@ -320,7 +368,7 @@ void mfsd_nodes_shutdown(struct mfsd *d)
 				*pp = n->next;
 				d->nnodes--;
 				ip = n->ip;
-				free(n);
+				node_free(n);
 			}
 		}
 		pthread_mutex_unlock(&d->node_lock);
@@ -343,6 +391,13 @@ void mfsd_nodes_free(struct mfsd *d)
 		}
 	free(d->node_hash);
 	d->node_hash = NULL;
+	while (spare_nodes) {
+		struct mfsd_node *n = spare_nodes;
+
+		spare_nodes = n->next;
+		free(n);
+	}
+	nspare = 0;
 }
 
 /* ---- the orphan lists ----------------------------------------------------------------- */

@@ -37,6 +37,7 @@
 #include <time.h>
 
 #define RESERVE_TRIES 16     /* checkpoints tried for room before -ENOSPC */
+#define WBUF_BLOCKS   256    /* the writer's stream buffer (at most the log's size) */
 
 /* ---- images and the block map -------------------------------------------------------- */
 
@@ -274,15 +275,12 @@ void mfs_jhdr_build(void *blk, uint32_t bs, const struct mfs_geom *geo, uint64_t
 int mfs_jhdr_write(struct mfs_journal *j, uint64_t tail_lpos, uint64_t tail_seq,
 		      uint32_t flags)
 {
-	void *blk = mfs_jbuf_alloc(j->bs, 1);
+	void *blk = j->hbuf;           /* preallocated: a header write never fails for memory */
 	uint64_t gen = ++j->hdr_gen;
 	int err;
 
-	if (!blk)
-		return -ENOMEM;
 	mfs_jhdr_build(blk, j->bs, &j->fs->geo, gen, mfs_jlpos_blk(j, tail_lpos), tail_seq, flags);
 	err = mfs_jlog_io(j, (uint32_t)(gen % 2), 1, blk, 1);
-	free(blk);
 	if (!err)
 		err = mfs_jflush(j);
 	if (err)
@@ -485,9 +483,42 @@ static void jblk_fill(void *blk, uint32_t magic, uint64_t seq, const uint8_t uui
 	mfs_put32(h->index, index);
 }
 
-/* Lay record `r` out in `out` (r->len blocks). */
-static void rec_build(struct mfs_journal *j, const struct jrec *r, char *out)
+/*
+ * The writer's stream: log blocks are laid out one at a time in the journal's own buffer
+ * (allocated at open, WBUF_BLOCKS blocks) and written out each time it fills, so that
+ * writing a batch never allocates.  A force that failed for want of memory would have to
+ * either leave committed transactions unwritable or kill the log; with no allocation on
+ * this path, the only errors here are the device's.
+ */
+struct jstream {
+	struct mfs_journal *j;
+	uint64_t lpos;              /* log position of the first buffered block */
+	uint32_t used;              /* blocks buffered */
+	int err;
+};
+
+static int js_flush(struct jstream *st)
 {
+	if (st->used && !st->err)
+		st->err = mfs_jlog_io_lpos(st->j, st->lpos, st->used, st->j->wbuf, 1);
+	st->lpos += st->used;
+	st->used = 0;
+	return st->err;
+}
+
+/* The next block of the stream (its bytes undefined). */
+static void *js_next(struct jstream *st)
+{
+	if (st->used == st->j->wbuf_blocks)
+		js_flush(st);
+	return (char *)st->j->wbuf + (size_t)st->used++ * st->j->bs;
+}
+
+/* Lay record `r` out in the stream: descriptors, images, and the commit block whose CRC
+ * covers every block before it. */
+static void rec_stream(struct jstream *st, const struct jrec *r)
+{
+	struct mfs_journal *j = st->j;
 	uint32_t bs = j->bs, tpd = mfs_jtags_per_desc(bs);
 	uint32_t ntags = r->nimg + r->nrev;
 	uint32_t nd = r->len - r->nimg - 1;
@@ -495,13 +526,13 @@ static void rec_build(struct mfs_journal *j, const struct jrec *r, char *out)
 	struct mfs_jcommit *c;
 	uint32_t crc = 0;
 
-	memset(out, 0, (size_t)nd * bs);
 	for (uint32_t d = 0; d < nd; d++) {
-		struct mfs_jdesc *dh = (struct mfs_jdesc *)(out + (size_t)d * bs);
+		struct mfs_jdesc *dh = js_next(st);
 		struct mfs_jtag *tags = (struct mfs_jtag *)(dh + 1);
 		uint32_t first = d * tpd;
 		uint32_t cnt = ntags - first < tpd ? ntags - first : tpd;
 
+		memset(dh, 0, bs);
 		jblk_fill(dh, MFS_JDESC_MAGIC, r->seq, uuid, d);
 		mfs_put32(dh->ndesc, nd);
 		mfs_put32(dh->ntags, cnt);
@@ -517,16 +548,17 @@ static void rec_build(struct mfs_journal *j, const struct jrec *r, char *out)
 				mfs_put32(tags[t].flags, MFS_JTAG_REVOKE);
 		}
 		mfs_blk_seal(dh, bs);
+		crc = mfs_crc32c(crc, dh, bs);
 	}
 	for (uint32_t i = 0; i < r->nimg; i++) {
-		char *b = out + (size_t)(nd + i) * bs;
+		char *b = js_next(st);
 
 		memcpy(b, r->imgs[i]->data, bs);
 		jblk_fill(b, MFS_JIMG_MAGIC, r->seq, uuid, nd + i);
 		mfs_blk_seal(b, bs);
+		crc = mfs_crc32c(crc, b, bs);
 	}
-	crc = mfs_crc32c(0, out, (size_t)(r->len - 1) * bs);
-	c = (struct mfs_jcommit *)(out + (size_t)(r->len - 1) * bs);
+	c = js_next(st);
 	memset(c, 0, bs);
 	jblk_fill(c, MFS_JCMT_MAGIC, r->seq, uuid, r->len - 1);
 	mfs_put32(c->nblocks, r->len);
@@ -539,7 +571,7 @@ static void rec_build(struct mfs_journal *j, const struct jrec *r, char *out)
 /*
  * Write records first..last (contiguous in the log) between two device flushes.  No lock
  * held: the records are ready and nobody changes or frees them until durable_seq passes
- * them.
+ * them; only the one writer (j->writing) uses the stream buffer.
  *
  * Ordered data, as jbd2 and XFS do it: every data block a record maps was written (pwrite)
  * by its committer before the commit queued the record, but a write is only in the
@@ -550,24 +582,19 @@ static void rec_build(struct mfs_journal *j, const struct jrec *r, char *out)
  */
 static int batch_write(struct mfs_journal *j, struct jrec *first, struct jrec *last)
 {
-	uint64_t lpos = first->lpos, nblocks = last->lpos + last->len - first->lpos;
-	size_t off = 0;
-	char *buf = mfs_jbuf_alloc(j->bs, nblocks);
+	uint64_t nblocks = last->lpos + last->len - first->lpos;
+	struct jstream st = { j, first->lpos, 0, 0 };
 	int err;
 
-	if (!buf)
-		return -ENOMEM;
-	for (struct jrec *r = first;; r = r->next) {
-		rec_build(j, r, buf + off);
-		off += (size_t)r->len * j->bs;
-		if (r == last)
-			break;
-	}
 	err = mfs_jflush(j);
-	/* One write, or two when the batch wraps round the end of the log. */
-	if (!err)
-		err = mfs_jlog_io_lpos(j, lpos, (uint32_t)nblocks, buf, 1);
-	free(buf);
+	if (!err) {
+		for (struct jrec *r = first;; r = r->next) {
+			rec_stream(&st, r);
+			if (r == last || st.err)
+				break;
+		}
+		err = js_flush(&st);
+	}
 	if (!err)
 		err = mfs_jflush(j);
 	if (err)
@@ -836,7 +863,13 @@ int mfs_journal_alloc(struct mfs_fs *fs, struct mfs_journal **out)
 		free(j);
 		return -ENOMEM;
 	}
-	if (mfs_busy_create(g->agcount ? g->agcount : 1, &j->busy)) {
+	j->wbuf_blocks = g->logblocks - MFS_JHDR_COPIES < WBUF_BLOCKS ?
+			 g->logblocks - MFS_JHDR_COPIES : WBUF_BLOCKS;
+	j->wbuf = mfs_jbuf_alloc(g->blocksize, j->wbuf_blocks);
+	j->hbuf = mfs_jbuf_alloc(g->blocksize, 1);
+	if (!j->wbuf || !j->hbuf || mfs_busy_create(g->agcount ? g->agcount : 1, &j->busy)) {
+		free(j->wbuf);
+		free(j->hbuf);
 		free(j->map);
 		free(j);
 		return -ENOMEM;
@@ -874,6 +907,8 @@ void mfs_journal_free(struct mfs_journal *j)
 		}
 	}
 	free(j->map);
+	free(j->wbuf);
+	free(j->hbuf);
 	mfs_busy_destroy(j->busy);
 	pthread_mutex_destroy(&j->lock);
 	pthread_mutex_destroy(&j->ckpt_lock);

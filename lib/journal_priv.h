@@ -68,6 +68,9 @@ struct mfs_journal {
 	size_t map_mask, map_count;
 
 	struct mfs_busy *busy;      /* freed extents until their sequence is durable */
+	void *wbuf;                 /* the writer's stream buffer (only the writer uses it) */
+	uint32_t wbuf_blocks;
+	void *hbuf;                 /* one block for header writes (checkpoint, open, close) */
 
 	struct mfs_journal_stats st;
 	mfs_journal_ckpt_hook ckpt_hook;    /* tests only */

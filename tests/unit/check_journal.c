@@ -26,6 +26,7 @@
 #include "fs.h"
 #include "journal.h"
 #include "log.h"
+#include "mem.h"
 #include "trans.h"
 #include "verify.h"
 
@@ -967,6 +968,36 @@ START_TEST(ordered_flushes)
 }
 END_TEST
 
+/* ---- no memory: a force needs none, a failed checkpoint or commit leaves the log alive ---- */
+START_TEST(nomem_not_sticky)
+{
+	struct mfs_fs *fs = fs_up(256, 1, NULL);
+	uint64_t lsn, b = 610;
+	struct mfs_trans *tp;
+
+	lsn = async_tx(fs, 700, 5);
+	mfs_mem_fault_arm(0, 0);                     /* every allocation fails */
+	ck_assert_int_eq(mfs_journal_force_lsn(fs->log, lsn), 0);
+	ck_assert_int_eq(mfs_journal_checkpoint(fs->log), -ENOMEM);
+	mfs_mem_fault_disarm();
+	/* A commit that cannot copy its images fails cleanly, and the next one works. */
+	ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
+	put_block(tp, 701, 6, 1);
+	mfs_mem_fault_arm(0, 0);
+	ck_assert_int_eq(mfs_trans_commit(tp), -ENOMEM);
+	mfs_mem_fault_disarm();
+	ck_assert_int_eq(tx(fs, &b, 1, 7, 1), 0);
+	ck_assert_int_eq(mfs_journal_checkpoint(fs->log), 0);
+	crash(fs);
+
+	fs = fs_up(256, 0, NULL);
+	ck_assert_uint_eq(block_val(fs, 700), 5);
+	ck_assert_uint_eq(block_val(fs, 610), 7);
+	ck_assert(raw_zero(701));
+	ck_assert_int_eq(mfs_fs_close(fs), 0);
+}
+END_TEST
+
 static Suite *journal_suite(void)
 {
 	Suite *s = suite_create("journal");
@@ -988,6 +1019,7 @@ static Suite *journal_suite(void)
 	tcase_add_test(tc, replay_refuses_bad_tags);
 	tcase_add_test(tc, replay_fixed_blocks);
 	tcase_add_test(tc, ordered_flushes);
+	tcase_add_test(tc, nomem_not_sticky);
 	suite_add_tcase(s, tc);
 	/* Short timeout: the bug this guards against is an endless wait. */
 	tc = tcase_create("bounded");
