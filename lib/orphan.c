@@ -322,15 +322,20 @@ int mfs_orphan_remove(struct mfs_trans *tp, struct mfs_orphans *o, struct mfs_in
 	if (p == ip->ino)
 		return MFS_CORRUPT("AG %u orphan list: inode %llu links to itself", agno,
 				   (unsigned long long)p);
-	err = mfs_iget(fs, p, 0, &pip);
+	/* MFS_IGET_FREE: a plain mfs_iget read-locks the inode to look at its mode, and this
+	 * thread holds the AG: a writer of the predecessor waiting for the AG deadlocked it
+	 * (found by mendfs_stress).  Only the trylock below may wait for the inode. */
+	err = mfs_iget(fs, p, MFS_IGET_FREE, &pip);
 	if (err)
-		return err == -ENOENT ? MFS_CORRUPT("AG %u orphan list: inode %llu is free",
-						    agno, (unsigned long long)p) : err;
+		return err;
 	if (pthread_rwlock_trywrlock(&pip->lock) != 0) {
 		mfs_iput(pip);
 		return -EDEADLK;
 	}
 	*pred = pip;
+	if (pip->mode == 0)
+		return MFS_CORRUPT("AG %u orphan list: inode %llu is free", agno,
+				   (unsigned long long)p);
 	if (pip->next_unlinked != ip->ino)
 		return MFS_CORRUPT("inode %llu: in core it links to %llu, on disk to %llu",
 				   (unsigned long long)p,
