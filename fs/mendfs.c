@@ -547,6 +547,9 @@ int main(int argc, char **argv)
 	d.se = se;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_close;
+	/* The control socket before the mount appears: a client that sees the mount finds
+	 * it (a failure is logged: files are served, scrub is not). */
+	mfsd_ctl_open(&d, fo.mountpoint);
 	if (fuse_session_mount(se, fo.mountpoint) != 0)
 		goto out_close;
 	mounted = 1;
@@ -561,6 +564,7 @@ int main(int argc, char **argv)
 		mfs_log(MFS_LOG_ERR, "cannot start the worker thread: %s", strerror(-err));
 		goto out_close;
 	}
+	mfsd_ctl_start(&d);
 	if (fo.singlethread) {
 		ret = fuse_session_loop(se);
 	} else {
@@ -579,6 +583,7 @@ int main(int argc, char **argv)
 	ret = ret < 0 ? 1 : 0;
 
 out_close:
+	mfsd_ctl_close(&d);          /* clients stopped, socket removed: before the fs goes */
 	if (se) {
 		if (mounted)
 			fuse_session_unmount(se);

@@ -76,6 +76,9 @@ struct mfsd {
 	 * (is the target under the directory moved?) sees a stable tree.  Taken before any
 	 * inode lock. */
 	pthread_mutex_t rename_lock;
+
+	/* The control socket (ctl.c), NULL when there is none. */
+	struct mfsd_ctl *ctl;
 };
 
 /* ---- mendfs.c --------------------------------------------------------------------------- */
@@ -119,6 +122,20 @@ enum { MFSD_ATIME_RELATIME = 0, MFSD_ATIME_NOATIME = 1, MFSD_ATIME_STRICT = 2 };
 /* A read or readdir of `ip` happened (no lock held; caller holds a reference): update the
  * access time per the mount's policy, in an asynchronous transaction. */
 void mfsd_touch_atime(struct mfsd *d, struct mfs_inode *ip);
+
+/* ---- ctl.c: the control socket (lib/mendfs_ctl.h, mendfs(8)) ------------------------------ */
+/* Make the socket for `mountpoint` (before mounting); without one (error, logged) the
+ * daemon serves files but cannot be scrubbed.  Threads start with mfsd_ctl_start (after
+ * daemonizing); mfsd_ctl_close (after the session loop) stops every client, removes the
+ * socket and frees it all.  Safe to call when there is none. */
+int mfsd_ctl_open(struct mfsd *d, const char *mountpoint);
+int mfsd_ctl_start(struct mfsd *d);
+void mfsd_ctl_close(struct mfsd *d);
+/* Namespace changes (create, link, unlink, rename) run between these two, taken before
+ * any other lock of the request, so that a link-count check can hold them back.  Begin
+ * fails (-EAGAIN) only after waiting two minutes, which is logged. */
+int mfsd_ns_begin(struct mfsd *d);
+void mfsd_ns_end(struct mfsd *d);
 
 /* ---- node.c: the kernel's references ------------------------------------------------------ */
 int mfsd_nodes_init(struct mfsd *d);

@@ -188,8 +188,8 @@ void mfsd_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
  * Create `name` in directory `parent`: a new inode of `mode` (rdev for devices, `target`
  * for symlinks), all in one transaction.  *out gets a referenced inode.
  */
-static int make_node(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-		     dev_t rdev, const char *target, struct mfs_inode **out)
+static int do_make_node(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+			dev_t rdev, const char *target, struct mfs_inode **out)
 {
 	struct mfsd *d = mfsd_of(req);
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
@@ -313,6 +313,20 @@ out_unlock:
 	return err;
 }
 
+/* Namespace changes run under mfsd_ns_begin/end (a link-count check can hold them back). */
+static int make_node(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		     dev_t rdev, const char *target, struct mfs_inode **out)
+{
+	struct mfsd *d = mfsd_of(req);
+	int err = mfsd_ns_begin(d);
+
+	if (!err) {
+		err = do_make_node(req, parent, name, mode, rdev, target, out);
+		mfsd_ns_end(d);
+	}
+	return err;
+}
+
 void mfsd_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
 	struct mfs_inode *ip;
@@ -424,7 +438,7 @@ void mfsd_readlink(fuse_req_t req, fuse_ino_t ino)
 
 /* ---- link, unlink, rmdir ---------------------------------------------------------------- */
 
-void mfsd_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+static void do_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
 	struct mfsd *d = mfsd_of(req);
 	struct mfs_inode *ip = NULL, *dp = NULL;
@@ -500,8 +514,20 @@ out:
 	mfsd_reply_entry(req, ip);
 }
 
+void mfsd_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct mfsd *d = mfsd_of(req);
+
+	if (mfsd_ns_begin(d) != 0) {
+		fuse_reply_err(req, EAGAIN);
+		return;
+	}
+	do_link(req, ino, newparent, newname);
+	mfsd_ns_end(d);
+}
+
 /* Remove `name` from `parent`: a directory when `isdir`, anything else otherwise. */
-static int remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, int isdir)
+static int do_remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, int isdir)
 {
 	struct mfsd *d = mfsd_of(req);
 	struct mfs_inode *dp, *ip = NULL;
@@ -596,6 +622,18 @@ static int remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, int 
 	if (ip)
 		mfsd_iput(d, ip);        /* frees it if the kernel holds no reference */
 	mfsd_iput(d, dp);
+	return err;
+}
+
+static int remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, int isdir)
+{
+	struct mfsd *d = mfsd_of(req);
+	int err = mfsd_ns_begin(d);
+
+	if (!err) {
+		err = do_remove_name(req, parent, name, isdir);
+		mfsd_ns_end(d);
+	}
 	return err;
 }
 
@@ -768,8 +806,8 @@ static int rename_trans(struct mfsd *d, struct rename_args *a, struct mfs_trans 
 	return 0;
 }
 
-void mfsd_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
-		 const char *newname, unsigned int flags)
+static void do_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      fuse_ino_t newparent, const char *newname, unsigned int flags)
 {
 	struct mfsd *d = mfsd_of(req);
 	struct rename_args a = { .sname = name, .tname = newname, .flags = flags };
@@ -888,6 +926,19 @@ void mfsd_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t
 	mfsd_iput(d, a.sdp);
 	mfsd_iput(d, a.tdp);
 	mfsd_reply_err(req, err);
+}
+
+void mfsd_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		 const char *newname, unsigned int flags)
+{
+	struct mfsd *d = mfsd_of(req);
+
+	if (mfsd_ns_begin(d) != 0) {
+		fuse_reply_err(req, EAGAIN);
+		return;
+	}
+	do_rename(req, parent, name, newparent, newname, flags);
+	mfsd_ns_end(d);
 }
 
 /* ---- directories: open, read, release, fsync --------------------------------------------- */

@@ -2,14 +2,16 @@
  * mendfs_ctl.h — the control protocol between the daemon and its clients (mendfs_scrub,
  * mendfs_scrub_all): the only header the scrub/ folder includes.
  *
- * SEED: the object kinds and result flags below are fixed; the framing (header, commands,
- * replies, socket location) is completed by the control-socket work and documented in
- * mendfs(8).  Every value here is on the wire: never renumber, only append.
+ * The object kinds and result flags come first, then the socket's location and the framing
+ * (also described in mendfs(8)).  Every value here is on the wire: never renumber, only
+ * append; a change of any layout is a new MFS_CTL_VERSION.
  */
 #ifndef MFS_CTL_H
 #define MFS_CTL_H
 
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* Metadata objects the daemon can check (and later rebuild).  "AG" objects take an AG
  * number, "inode" objects an inode number, the others neither. */
@@ -42,5 +44,243 @@ enum mfs_scrub_type {
 #define MFS_SCRUB_OFLAG_INCOMPLETE  0x10u  /* the check could not finish (why: message) */
 #define MFS_SCRUB_OFLAG_REPAIRED    0x20u  /* a repair rebuilt it (repair issue) */
 #define MFS_SCRUB_OFLAG_UNFIXED     0x40u  /* a repair was asked and could not be done */
+
+/* ==== the control socket =====================================================================
+ *
+ * Where it is
+ * -----------
+ * One Unix stream socket per mount, created by the daemon before the mount appears and
+ * removed at unmount, named after the mount point's canonical path (realpath(3)):
+ *
+ *     RUNDIR/<16 hex digits of mfs_ctl_hash(path)>.sock
+ *
+ * RUNDIR is $MENDFS_RUNDIR when set (daemon and client alike: tests); otherwise the daemon
+ * uses /run/mendfs when running as root and /run/user/<uid>/mendfs for another user, and
+ * the client tries /run/mendfs, then /run/user/<user_id>/mendfs with the user_id option of
+ * the FUSE mount (/proc/self/mountinfo).  A hash can collide and a socket can be stale, so
+ * the client trusts it only after HELLO: the mount point in the reply must be the path it
+ * asked for, and the st_dev in the reply the st_dev of stat(2) on that path.
+ *
+ * Framing
+ * -------
+ * Every message, both ways, is a struct mfs_ctl_hdr followed by `len` payload bytes.
+ * Fields are in host byte order (the socket is local) and payloads are read with memcpy
+ * (no alignment is promised).  A reply echoes the request's reqid; its command is the
+ * request's | MFS_CTL_REPLY, or MFS_CTL_ERROR with a struct mfs_ctl_error and a message.
+ * Requests on one connection are answered in order, one at a time: a client that wants
+ * parallel checks opens several connections.
+ *
+ * Bad input: a header with the wrong magic or version, or a length over
+ * MFS_CTL_MAX_REQUEST, is answered with an error and the connection closed (its framing
+ * cannot be trusted); an unknown command, a payload of the wrong size, bad values or
+ * descriptors where none belong are answered with an error and the connection goes on.
+ *
+ * Descriptors (SCM_RIGHTS) travel with the first byte of a REPAIR request, at most
+ * MFS_CTL_MAX_FDS; each must be a regular file opened read-write, not on this mendfs, and
+ * not sealed against growth or writes (F_SEAL_GROW, F_SEAL_WRITE, F_SEAL_FUTURE_WRITE).
+ * Descriptors that come with any other message, or too many, are closed and the message
+ * refused.
+ *
+ * Who may connect: root, or the user the daemon runs as (the user that mounted), checked
+ * with SO_PEERCRED; others get an EACCES error and the connection is closed.
+ *
+ * A client that disconnects cancels what its connection was doing; so does CANCEL.
+ */
+#define MFS_CTL_MAGIC      0x4c54434du      /* "MCTL" read as little-endian */
+#define MFS_CTL_VERSION    1u
+#define MFS_CTL_RUNDIR     "/run/mendfs"
+#define MFS_CTL_RUNDIR_ENV "MENDFS_RUNDIR"
+
+#define MFS_CTL_MAX_REQUEST  4096u          /* request payload bytes */
+#define MFS_CTL_MAX_REPLY    (1u << 20)     /* reply payload bytes */
+#define MFS_CTL_MAX_FDS      2u             /* descriptors with one REPAIR request */
+#define MFS_CTL_MAX_INODES   4096u          /* inodes in one INODES reply */
+
+struct mfs_ctl_hdr {
+	uint32_t magic;             /* MFS_CTL_MAGIC */
+	uint16_t version;           /* MFS_CTL_VERSION */
+	uint16_t command;           /* enum mfs_ctl_cmd, | MFS_CTL_REPLY in replies */
+	uint32_t flags;             /* none defined: 0 */
+	uint32_t len;               /* payload bytes that follow */
+	uint64_t reqid;             /* the client's, echoed in the reply */
+};
+
+enum mfs_ctl_cmd {
+	MFS_CTL_HELLO   = 1,        /* mfs_ctl_hello_req -> mfs_ctl_hello_reply + mountpoint */
+	MFS_CTL_SCRUB   = 2,        /* mfs_ctl_scrub_req -> mfs_ctl_scrub_reply + findings */
+	MFS_CTL_INODES  = 3,        /* mfs_ctl_inodes_req -> mfs_ctl_inodes_reply + inodes */
+	MFS_CTL_CANCEL  = 4,        /* mfs_ctl_cancel_req -> mfs_ctl_cancel_reply */
+	MFS_CTL_REPAIR  = 5,        /* mfs_ctl_scrub_req + descriptors (repair issue; for now
+	                               every REPAIR gets an EOPNOTSUPP error) */
+	MFS_CTL_REPLY   = 0x8000,   /* bit set in the command of every successful reply */
+	MFS_CTL_ERROR   = 0xffff,   /* error reply: mfs_ctl_error + message text */
+};
+
+struct mfs_ctl_error {
+	int32_t error;              /* a positive errno */
+	uint32_t pad;
+	/* then the message, payload length - 8 bytes, no NUL */
+};
+
+/* HELLO: who are you.  The first request of a client, though any order is served. */
+#define MFS_CTL_HELLO_BACKGROUND 0x1u   /* this connection's work runs at idle priority */
+struct mfs_ctl_hello_req {
+	uint32_t flags;             /* MFS_CTL_HELLO_* */
+	uint32_t pad;
+};
+#define MFS_CTL_FS_RDONLY 0x1u
+struct mfs_ctl_hello_reply {
+	uint32_t version;           /* protocol version the daemon speaks */
+	uint32_t pid;               /* the daemon's */
+	uint64_t dev;               /* st_dev of the mount's root as the daemon sees it (0:
+	                               could not tell) */
+	uint32_t agcount;
+	uint32_t agino_bits;        /* inode numbers of AG a: [a << bits, (a + 1) << bits) */
+	uint32_t blocksize;
+	uint32_t inodesize;
+	uint64_t dblocks;
+	uint64_t rootino;
+	uint64_t icount;            /* inodes in allocated chunks (sum of the AG headers) */
+	uint64_t ifree;             /* of which free */
+	uint32_t fsflags;           /* MFS_CTL_FS_* */
+	uint32_t mntlen;            /* bytes of the mount point's path that follow (no NUL) */
+};
+
+/* SCRUB: check one object.  `agno` for AG objects, `ino` for inode objects. */
+struct mfs_ctl_scrub_req {
+	uint32_t type;              /* enum mfs_scrub_type */
+	uint32_t agno;
+	uint64_t ino;
+	uint32_t flags;             /* none defined: 0 */
+	uint32_t pad;
+};
+struct mfs_ctl_scrub_reply {
+	uint32_t oflags;            /* MFS_SCRUB_OFLAG_* */
+	int32_t error;              /* 0: the check ran; else a negative errno: -ENOENT the
+	                               inode is free (freed since it was listed), -ECANCELED */
+	uint32_t nfindings;         /* struct mfs_ctl_finding records that follow */
+	uint32_t ndropped;          /* findings not sent (reply size bound) */
+};
+struct mfs_ctl_finding {
+	uint32_t flag;              /* one MFS_SCRUB_OFLAG_* */
+	uint32_t len;               /* text bytes that follow (no NUL) */
+};
+
+/* INODES: allocated inodes of AG `agno` with numbers >= `cursor` (0: from the start),
+ * at most `max` (1..MFS_CTL_MAX_INODES), in increasing order. */
+struct mfs_ctl_inodes_req {
+	uint32_t agno;
+	uint32_t max;
+	uint64_t cursor;
+};
+#define MFS_CTL_INODES_END 0x1u     /* no allocated inode after these in this AG */
+struct mfs_ctl_inodes_reply {
+	uint64_t next;              /* cursor for the next batch */
+	uint32_t count;             /* struct mfs_ctl_inode records that follow */
+	uint32_t flags;             /* MFS_CTL_INODES_* */
+};
+struct mfs_ctl_inode {
+	uint64_t ino;
+	uint32_t mode;              /* as on disk (0 would mean a damaged inode) */
+	uint32_t pad;
+};
+
+/* CANCEL: stop the request `reqid` (0: whatever runs) of this connection.  Sent while a
+ * request runs, it stops it (that request's reply: error ECANCELED), then gets its own
+ * reply. */
+struct mfs_ctl_cancel_req {
+	uint64_t reqid;
+};
+struct mfs_ctl_cancel_reply {
+	uint32_t cancelled;         /* 1 if a running request was stopped */
+	uint32_t pad;
+};
+
+/* FNV-1a, 64 bits: the socket's name from the mount point's canonical path. */
+static inline uint64_t mfs_ctl_hash(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (; *s; s++) {
+		h ^= (uint8_t)*s;
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
+/* Decode, in place, the octal escapes (\040 for a space...) of a path field of
+ * /proc/self/mounts or /proc/self/mountinfo. */
+static inline void mfs_ctl_unescape(char *s)
+{
+	char *o = s;
+
+	for (; *s; s++, o++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*o = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
+			s += 3;
+		} else {
+			*o = *s;
+		}
+	}
+	*o = 0;
+}
+
+/* One line of /proc/self/mountinfo, split in place. */
+struct mfs_ctl_mountinfo {
+	unsigned major, minor;      /* st_dev of the mount */
+	char *mountpoint;           /* unescaped */
+	char *fstype;               /* "fuse.mendfs" for ours */
+	char *options;              /* super options: "rw,user_id=0,group_id=0,..." */
+};
+
+/* 0, or -1 for a line of another shape. */
+static inline int mfs_ctl_mountinfo_line(char *line, struct mfs_ctl_mountinfo *mi)
+{
+	char *field[5], *sep = strstr(line, " - "), *p = line, *end;
+	int n;
+
+	if (!sep)
+		return -1;
+	*sep = 0;
+	for (n = 0; n < 5 && p; n++) {          /* id parent major:minor root mountpoint */
+		field[n] = p;
+		p = strchr(p, ' ');
+		if (p)
+			*p++ = 0;
+	}
+	if (n < 5)
+		return -1;
+	mi->major = (unsigned)strtoul(field[2], &end, 10);
+	if (*end != ':')
+		return -1;
+	mi->minor = (unsigned)strtoul(end + 1, NULL, 10);
+	mfs_ctl_unescape(field[4]);
+	mi->mountpoint = field[4];
+	mi->fstype = sep + 3;                   /* fstype source options */
+	p = strchr(mi->fstype, ' ');
+	if (!p)
+		return -1;
+	*p++ = 0;
+	p = strchr(p, ' ');
+	if (!p)
+		return -1;
+	mi->options = p + 1;
+	mi->options[strcspn(mi->options, " \n")] = 0;
+	return 0;
+}
+
+/* "<16 hex digits>.sock" into name[22]. */
+#define MFS_CTL_SOCK_NAME_LEN 22
+static inline void mfs_ctl_sock_name(const char *canon_mnt, char name[MFS_CTL_SOCK_NAME_LEN])
+{
+	static const char hex[] = "0123456789abcdef";
+	uint64_t h = mfs_ctl_hash(canon_mnt);
+
+	for (int i = 0; i < 16; i++)
+		name[i] = hex[(h >> (60 - 4 * i)) & 15];
+	name[16] = '.'; name[17] = 's'; name[18] = 'o'; name[19] = 'c'; name[20] = 'k';
+	name[21] = 0;
+}
 
 #endif

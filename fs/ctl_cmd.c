@@ -1,0 +1,398 @@
+/*
+ * ctl_cmd.c — what each control command does in the daemon: HELLO (who we are, the
+ * geometry), SCRUB (run one checker, repair/scrub.h, and send its findings), INODES (list
+ * allocated inodes of an AG after a cursor, from the inode btree under the AG's lock) and
+ * REPAIR (its descriptors checked as DESIGN.md says; the engine is not there yet).
+ *
+ * Each handler validates its payload itself: exact size, known flags, values in range.
+ */
+#include "ctl_int.h"
+
+#include "ag.h"
+#include "bcache.h"
+#include "btree.h"
+#include "byteorder.h"
+#include "geom.h"
+#include "log.h"
+#include "mem.h"
+#include "scrub.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/ioprio.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef FUSE_SUPER_MAGIC
+#define FUSE_SUPER_MAGIC 0x65735546
+#endif
+
+#define BAD_SIZE(c, want) \
+	mfsd_ctl_error((c)->fd, (c)->msg.hdr.reqid, EINVAL, "payload of %u bytes, expected %zu", \
+		       (c)->msg.hdr.len, (size_t)(want))
+
+/* ---- HELLO ------------------------------------------------------------------------------------ */
+
+/* This thread's CPU and I/O priority: idle (a background scrub). */
+static void go_idle(void)
+{
+	pid_t tid = (pid_t)syscall(SYS_gettid);
+
+	if (setpriority(PRIO_PROCESS, (id_t)tid, 19) != 0)
+		mfs_log(MFS_LOG_DEBUG, "control: setpriority: %s", strerror(errno));
+	if (syscall(SYS_ioprio_set, IOPRIO_WHO_PROCESS, tid,
+		    IOPRIO_PRIO_VALUE(IOPRIO_CLASS_IDLE, 0)) != 0)
+		mfs_log(MFS_LOG_DEBUG, "control: ioprio_set: %s", strerror(errno));
+}
+
+int mfsd_ctl_hello(struct mfsd_client *c)
+{
+	struct mfsd_ctl *ctl = c->ctl;
+	struct mfs_fs *fs = ctl->d->fs;
+	struct mfs_ctl_hello_req req;
+	struct mfs_ctl_hello_reply r;
+	size_t mlen = strlen(ctl->mountpoint);
+
+	if (c->msg.hdr.len != sizeof(req))
+		return BAD_SIZE(c, sizeof(req));
+	memcpy(&req, c->msg.payload, sizeof(req));
+	if (req.flags & ~MFS_CTL_HELLO_BACKGROUND)
+		return mfsd_ctl_error(c->fd, c->msg.hdr.reqid, EINVAL, "unknown HELLO flags 0x%x",
+				      req.flags);
+	if ((req.flags & MFS_CTL_HELLO_BACKGROUND) && !c->background) {
+		c->background = 1;
+		go_idle();
+	}
+	memset(&r, 0, sizeof(r));
+	r.version = MFS_CTL_VERSION;
+	r.pid = (uint32_t)getpid();
+	r.dev = (uint64_t)mfsd_ctl_mount_dev(ctl);
+	r.agcount = fs->geo.agcount;
+	r.agino_bits = fs->geo.agblklog + fs->geo.inopblog;
+	r.blocksize = fs->geo.blocksize;
+	r.inodesize = fs->geo.inodesize;
+	r.dblocks = fs->geo.dblocks;
+	r.rootino = fs->geo.rootino;
+	r.fsflags = ctl->d->ro ? MFS_CTL_FS_RDONLY : 0;
+	for (uint32_t agno = 0; agno < fs->geo.agcount; agno++) {
+		struct mfs_buf *bp;
+
+		pthread_mutex_lock(&fs->ag[agno].lock);
+		if (mfs_read_agh(fs, agno, &bp) == 0) {
+			const struct mfs_agh *agh = bp->data;
+
+			r.icount += mfs_get32(agh->icount);
+			r.ifree += mfs_get32(agh->ifree);
+			mfs_buf_put(bp);
+		}
+		pthread_mutex_unlock(&fs->ag[agno].lock);
+	}
+	r.mntlen = (uint32_t)mlen;
+	return mfsd_ctl_reply(c, &c->msg.hdr, &r, sizeof(r), ctl->mountpoint, mlen);
+}
+
+/* ---- SCRUB -------------------------------------------------------------------------------------- */
+
+static void on_report(void *arg, uint32_t flag, const char *msg)
+{
+	struct mfsd_client *c = arg;
+	struct mfsd_findings *f = &c->findings;
+	struct mfs_ctl_finding rec = { .flag = flag, .len = (uint32_t)strnlen(msg, 4096) };
+	size_t need = sizeof(rec) + rec.len;
+
+	if (f->len + need > MFS_CTL_MAX_REPLY - sizeof(struct mfs_ctl_scrub_reply)) {
+		f->dropped++;
+		return;
+	}
+	if (f->len + need > f->cap) {
+		size_t nc = f->cap ? f->cap * 2 : 1024;
+		uint8_t *nb;
+
+		while (nc < f->len + need)
+			nc *= 2;
+		nb = mfs_realloc(f->buf, nc);
+		if (!nb) {
+			f->dropped++;
+			return;
+		}
+		f->buf = nb;
+		f->cap = nc;
+	}
+	memcpy(f->buf + f->len, &rec, sizeof(rec));
+	memcpy(f->buf + f->len + sizeof(rec), msg, rec.len);
+	f->len += need;
+	f->n++;
+}
+
+static int on_quiesce(void *arg, int on)
+{
+	return mfsd_ctl_quiesce(arg, on);
+}
+
+static int on_cancelled(void *arg)
+{
+	return mfsd_ctl_cancelled(arg);
+}
+
+static int is_ag_type(uint32_t type)
+{
+	return type == MFS_SCRUB_SB || type == MFS_SCRUB_AGH || type == MFS_SCRUB_AGFL ||
+	       type == MFS_SCRUB_BNOBT || type == MFS_SCRUB_CNTBT || type == MFS_SCRUB_INOBT ||
+	       type == MFS_SCRUB_RMAPBT;
+}
+
+static int is_inode_type(uint32_t type)
+{
+	return type == MFS_SCRUB_INODE || type == MFS_SCRUB_BMAP || type == MFS_SCRUB_DIR ||
+	       type == MFS_SCRUB_XATTR || type == MFS_SCRUB_SYMLINK;
+}
+
+/* The request's object, checked against the geometry: 0 or an error already answered (> 0
+ * means "answered": the caller returns the send result in *sent). */
+static int scrub_req_valid(struct mfsd_client *c, const struct mfs_ctl_scrub_req *q, int *sent)
+{
+	const struct mfs_geom *g = &c->ctl->d->fs->geo;
+	uint64_t reqid = c->msg.hdr.reqid;
+
+	*sent = 0;
+	if (q->type >= MFS_SCRUB_NTYPES)
+		*sent = mfsd_ctl_error(c->fd, reqid, EINVAL, "unknown object type %u", q->type);
+	else if (q->flags || q->pad)
+		*sent = mfsd_ctl_error(c->fd, reqid, EINVAL, "unknown scrub flags 0x%x", q->flags);
+	else if (is_ag_type(q->type) && q->agno >= g->agcount)
+		*sent = mfsd_ctl_error(c->fd, reqid, EINVAL, "AG %u does not exist (%u AGs)",
+				       q->agno, g->agcount);
+	else if (is_inode_type(q->type) && (q->ino == 0 || mfs_ino_check(c->ctl->d->fs, q->ino)))
+		*sent = mfsd_ctl_error(c->fd, reqid, EINVAL, "%llu is not a valid inode number",
+				       (unsigned long long)q->ino);
+	else
+		return 0;
+	return 1;
+}
+
+int mfsd_ctl_scrub(struct mfsd_client *c)
+{
+	struct mfs_ctl_scrub_req q;
+	struct mfs_ctl_scrub_reply r;
+	struct mfs_scrub_ctx ctx;
+	struct mfsd_findings *f = &c->findings;
+	int err, sent;
+
+	if (c->msg.hdr.len != sizeof(q))
+		return BAD_SIZE(c, sizeof(q));
+	memcpy(&q, c->msg.payload, sizeof(q));
+	if (scrub_req_valid(c, &q, &sent))
+		return sent;
+	memset(f, 0, sizeof(*f));
+	memset(&ctx, 0, sizeof(ctx));
+	ctx.fs = c->ctl->d->fs;
+	ctx.type = q.type;
+	ctx.agno = q.agno;
+	ctx.ino = q.ino;
+	ctx.report = on_report;
+	ctx.quiesce = on_quiesce;
+	ctx.cancelled = on_cancelled;
+	ctx.hook_arg = c;
+	err = mfs_scrub(&ctx);
+	mfsd_ctl_quiesce(c, 0);
+	if (err == -EINVAL) {
+		free(f->buf);
+		f->buf = NULL;
+		return mfsd_ctl_error(c->fd, c->msg.hdr.reqid, EINVAL, "object type %u, AG %u, "
+				      "inode %llu cannot be checked", q.type, q.agno,
+				      (unsigned long long)q.ino);
+	}
+	memset(&r, 0, sizeof(r));
+	r.oflags = ctx.oflags;
+	r.error = err;
+	r.nfindings = f->n;
+	r.ndropped = f->dropped;
+	err = mfsd_ctl_reply(c, &c->msg.hdr, &r, sizeof(r), f->buf, f->len);
+	free(f->buf);
+	f->buf = NULL;
+	return err;
+}
+
+/* ---- INODES --------------------------------------------------------------------------------------- */
+
+struct enum_state {
+	struct mfs_fs *fs;
+	uint32_t agno;
+	uint64_t cursor;                /* first inode number wanted */
+	struct mfs_ctl_inode *out;
+	uint32_t n, max;
+	uint64_t next;
+};
+
+/* Mode of every in-use inode of one chunk at or after the cursor, from the cluster blocks
+ * (the AG lock is held: no transaction is changing them). */
+static int enum_chunk(struct mfs_btree_cur *cur, const void *rec, void *priv)
+{
+	const struct mfs_inobt_rec *ir = rec;
+	struct enum_state *es = priv;
+	const struct mfs_geom *g = &es->fs->geo;
+	uint32_t start = mfs_get32(ir->startino);
+	uint64_t freemask = mfs_get64(ir->freemask);
+	struct mfs_buf *bp = NULL;
+	uint64_t bp_fsb = 0;
+	int err = 0;
+
+	for (uint32_t i = 0; i < MFS_INODES_PER_CHUNK; i++) {
+		uint64_t ino = mfs_agino_to_ino(g, es->agno, start + i);
+		uint64_t fsb;
+		uint16_t mode;
+
+		if (ino < es->cursor || ((freemask >> i) & 1))
+			continue;
+		if (es->n == es->max)
+			return 1;                  /* full: this inode starts the next batch */
+		fsb = mfs_ino_to_fsb(g, ino);
+		if (!bp || bp_fsb != fsb) {
+			if (bp)
+				mfs_buf_put(bp);
+			bp = NULL;
+			err = mfs_buf_read(es->fs->bc, fsb, NULL, &bp);
+			if (err)
+				break;
+			bp_fsb = fsb;
+		}
+		memcpy(&mode, (const uint8_t *)bp->data + mfs_ino_to_offset(g, ino) +
+		       offsetof(struct mfs_dinode, mode), sizeof(mode));
+		es->out[es->n].ino = ino;
+		es->out[es->n].mode = mfs_get16(mode);
+		es->out[es->n].pad = 0;
+		es->n++;
+		es->next = ino + 1;
+	}
+	if (bp)
+		mfs_buf_put(bp);
+	return err;
+}
+
+int mfsd_ctl_inodes(struct mfsd_client *c)
+{
+	struct mfs_fs *fs = c->ctl->d->fs;
+	const struct mfs_geom *g = &fs->geo;
+	struct mfs_ctl_inodes_reply r;
+	struct mfs_ctl_inodes_req q;
+	struct enum_state es;
+	struct mfs_btree_cur cur;
+	struct mfs_inobt_key lo;
+	struct mfs_buf *agh_bp;
+	unsigned bits = g->agblklog + g->inopblog;
+	uint64_t ag_first;
+	int err;
+
+	if (c->msg.hdr.len != sizeof(q))
+		return BAD_SIZE(c, sizeof(q));
+	memcpy(&q, c->msg.payload, sizeof(q));
+	if (q.agno >= g->agcount || q.max == 0 || q.max > MFS_CTL_MAX_INODES)
+		return mfsd_ctl_error(c->fd, c->msg.hdr.reqid, EINVAL, "AG %u (of %u), batch of "
+				      "%u (1..%u): out of range", q.agno, g->agcount, q.max,
+				      MFS_CTL_MAX_INODES);
+	ag_first = (uint64_t)q.agno << bits;
+	if (q.cursor != 0 && (q.cursor < ag_first || q.cursor > ag_first + (1ull << bits)))
+		return mfsd_ctl_error(c->fd, c->msg.hdr.reqid, EINVAL, "cursor %llu is not in "
+				      "AG %u", (unsigned long long)q.cursor, q.agno);
+	memset(&es, 0, sizeof(es));
+	es.fs = fs;
+	es.agno = q.agno;
+	es.cursor = q.cursor ? q.cursor : ag_first;
+	es.max = q.max;
+	es.next = es.cursor;
+	es.out = mfs_calloc(q.max, sizeof(*es.out));
+	if (!es.out)
+		return mfsd_ctl_error(c->fd, c->msg.hdr.reqid, ENOMEM, "out of memory");
+	memset(&r, 0, sizeof(r));
+	err = 0;
+	if (es.cursor < ag_first + (1ull << bits)) {
+		/* The chunk holding the cursor starts at most 63 inodes before it. */
+		uint32_t agino = mfs_ino_to_agino(g, es.cursor);
+
+		mfs_put32(lo.startino, agino >= MFS_INODES_PER_CHUNK ?
+			  agino - (MFS_INODES_PER_CHUNK - 1) : 0);
+		pthread_mutex_lock(&fs->ag[q.agno].lock);
+		err = mfs_read_agh(fs, q.agno, &agh_bp);
+		if (!err) {
+			mfs_ag_cur_init(&cur, fs, NULL, q.agno, MFS_BT_INO, agh_bp);
+			err = mfs_btree_query_range(&cur, &lo, NULL, enum_chunk, &es);
+			mfs_btree_cur_release(&cur);
+			mfs_buf_put(agh_bp);
+		}
+		pthread_mutex_unlock(&fs->ag[q.agno].lock);
+	}
+	if (err < 0) {
+		free(es.out);
+		return mfsd_ctl_error(c->fd, c->msg.hdr.reqid, -err, "listing the inodes of AG "
+				      "%u: %s", q.agno, mfs_is_corruption(err) ?
+				      "the inode btree is corrupt" : strerror(-err));
+	}
+	r.next = es.next;
+	r.count = es.n;
+	r.flags = err == 1 ? 0 : MFS_CTL_INODES_END;
+	err = mfsd_ctl_reply(c, &c->msg.hdr, &r, sizeof(r), es.out,
+			     (size_t)es.n * sizeof(*es.out));
+	free(es.out);
+	return err;
+}
+
+/* ---- REPAIR ------------------------------------------------------------------------------------- */
+
+/* One scratch descriptor as DESIGN.md (step 3) wants it; 0 or an error answered (1). */
+static int check_scratch_fd(struct mfsd_client *c, unsigned idx, int fd, int *sent)
+{
+	uint64_t reqid = c->msg.hdr.reqid;
+	struct statfs sfs;
+	struct stat st;
+	dev_t mdev;
+	int fl, seals;
+
+	*sent = 0;
+	if (fstat(fd, &st) != 0)
+		*sent = mfsd_ctl_error(c->fd, reqid, EBADF, "descriptor %u: %s", idx,
+				       strerror(errno));
+	else if (!S_ISREG(st.st_mode))
+		*sent = mfsd_ctl_error(c->fd, reqid, EINVAL, "descriptor %u is not a regular file "
+				       "(type 0%o)", idx, (unsigned)(st.st_mode & S_IFMT));
+	else if ((fl = fcntl(fd, F_GETFL)) < 0 || (fl & O_PATH) || (fl & O_ACCMODE) != O_RDWR)
+		*sent = mfsd_ctl_error(c->fd, reqid, EBADF, "descriptor %u is not open "
+				       "read-write", idx);
+	else if (((mdev = mfsd_ctl_mount_dev(c->ctl)) != 0 && st.st_dev == mdev) ||
+		 (mdev == 0 && fstatfs(fd, &sfs) == 0 && sfs.f_type == FUSE_SUPER_MAGIC))
+		*sent = mfsd_ctl_error(c->fd, reqid, EDEADLK, "descriptor %u lies on the "
+				       "filesystem being repaired (that would deadlock)", idx);
+	else if ((seals = fcntl(fd, F_GET_SEALS)) > 0 &&
+		 (seals & (F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)))
+		*sent = mfsd_ctl_error(c->fd, reqid, EPERM, "descriptor %u is sealed against "
+				       "growth or writes", idx);
+	else
+		return 0;
+	return 1;
+}
+
+int mfsd_ctl_repair(struct mfsd_client *c)
+{
+	struct mfs_ctl_scrub_req q;
+	int sent;
+
+	if (c->msg.hdr.len != sizeof(q))
+		return BAD_SIZE(c, sizeof(q));
+	memcpy(&q, c->msg.payload, sizeof(q));
+	if (scrub_req_valid(c, &q, &sent))
+		return sent;
+	if (c->msg.nfds == 0)
+		return mfsd_ctl_error(c->fd, c->msg.hdr.reqid, EINVAL, "REPAIR needs 1 to %u "
+				      "scratch descriptors (SCM_RIGHTS), none came",
+				      MFS_CTL_MAX_FDS);
+	for (unsigned i = 0; i < c->msg.nfds; i++)
+		if (check_scratch_fd(c, i, c->msg.fds[i], &sent))
+			return sent;
+	return mfsd_ctl_error(c->fd, c->msg.hdr.reqid, EOPNOTSUPP,
+			      "repair is not available yet");
+}

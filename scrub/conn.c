@@ -1,0 +1,265 @@
+/*
+ * conn.c — the client's side of the control socket: finding it from the mount point
+ * alone (lib/mendfs_ctl.h says where the daemon puts it), checking with HELLO that the
+ * daemon behind it serves this mount, and one framed request/reply.
+ */
+#include "scrub.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static void setmsg(char *msg, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void setmsg(char *msg, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, len, fmt, ap);
+	va_end(ap);
+}
+
+/* The FUSE mount at `mnt` in /proc/self/mountinfo (the top one): is it mendfs, and which
+ * user mounted it (the user_id option).  0, -ENOENT (not a mount), -EMEDIUMTYPE. */
+static int mount_owner(const char *mnt, long *uid)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *line = NULL;
+	size_t cap = 0;
+	int err = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (getline(&line, &cap, f) > 0) {
+		struct mfs_ctl_mountinfo mi;
+		char *p;
+
+		if (mfs_ctl_mountinfo_line(line, &mi) != 0 || strcmp(mi.mountpoint, mnt) != 0)
+			continue;
+		if (strcmp(mi.fstype, "fuse.mendfs") != 0) {
+			err = -EMEDIUMTYPE;
+			continue;
+		}
+		err = 0;
+		p = strstr(mi.options, "user_id=");
+		*uid = p ? strtol(p + 8, NULL, 10) : -1;
+	}
+	free(line);
+	fclose(f);
+	return err;
+}
+
+static int send_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+static int recv_all(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+
+	while (len) {
+		ssize_t r = recv(fd, p, len, 0);
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (r == 0)
+			return -ECONNRESET;
+		p += r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
+
+int scrub_rpc(struct scrub_conn *c, uint16_t cmd, const void *req, size_t len,
+	      struct scrub_reply *r)
+{
+	struct mfs_ctl_hdr h = { .magic = MFS_CTL_MAGIC, .version = MFS_CTL_VERSION,
+				 .command = cmd, .len = (uint32_t)len,
+				 .reqid = ++c->next_reqid };
+	struct mfs_ctl_hdr rh;
+	uint8_t *buf = NULL;
+	int err;
+
+	memset(r, 0, sizeof(*r));
+	if (c->broken || c->fd < 0) {
+		r->err = EPIPE;
+		setmsg(r->msg, sizeof(r->msg), "the connection to the daemon is lost");
+		return -EPIPE;
+	}
+	err = send_all(c->fd, &h, sizeof(h));
+	if (!err && len)
+		err = send_all(c->fd, req, len);
+	if (!err)
+		err = recv_all(c->fd, &rh, sizeof(rh));
+	if (!err && (rh.magic != MFS_CTL_MAGIC || rh.version != MFS_CTL_VERSION ||
+		     rh.len > MFS_CTL_MAX_REPLY || rh.reqid != h.reqid ||
+		     (rh.command != (cmd | MFS_CTL_REPLY) && rh.command != MFS_CTL_ERROR)))
+		err = -EPROTO;
+	if (!err && rh.len) {
+		buf = malloc(rh.len + 1);
+		err = buf ? recv_all(c->fd, buf, rh.len) : -ENOMEM;
+	}
+	if (err) {
+		free(buf);
+		c->broken = 1;
+		r->err = -err;
+		setmsg(r->msg, sizeof(r->msg), "talking to the daemon: %s", err == -EPROTO ?
+		       "malformed reply" : err == -ECONNRESET ? "the daemon closed the connection"
+		       : strerror(-err));
+		return err;
+	}
+	if (rh.command == MFS_CTL_ERROR) {
+		struct mfs_ctl_error e = { .error = EPROTO };
+		size_t tl = 0;
+
+		if (rh.len >= sizeof(e)) {
+			memcpy(&e, buf, sizeof(e));
+			tl = rh.len - sizeof(e);
+		}
+		r->err = e.error > 0 ? e.error : EPROTO;
+		setmsg(r->msg, sizeof(r->msg), "%.*s", (int)(tl < 512 ? tl : 512),
+		       buf ? (char *)buf + sizeof(e) : "");
+		free(buf);
+		return -r->err;
+	}
+	r->buf = buf;
+	r->len = rh.len;
+	return 0;
+}
+
+void scrub_disconnect(struct scrub_conn *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+}
+
+/* Connect to `path` and HELLO; the reply must name `mnt` (when given) and come with a
+ * device equal to `dev`. */
+static int try_socket(const char *path, const char *mnt, dev_t dev, unsigned flags,
+		      struct scrub_conn *c, struct scrub_fsinfo *info, char *msg, size_t msglen)
+{
+	struct mfs_ctl_hello_req hq = { .flags = flags };
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct scrub_reply r;
+	int err;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	memset(c, 0, sizeof(*c));
+	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c->fd < 0)
+		return -errno;
+	if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		err = -errno;
+		setmsg(msg, msglen, "cannot connect to %s: %s", path, strerror(-err));
+		scrub_disconnect(c);
+		return err;
+	}
+	err = scrub_rpc(c, MFS_CTL_HELLO, &hq, sizeof(hq), &r);
+	if (err) {
+		setmsg(msg, msglen, "%s: %s", path, r.msg);
+		scrub_disconnect(c);
+		return err;
+	}
+	if (r.len < sizeof(info->h)) {
+		err = -EPROTO;
+	} else {
+		memcpy(&info->h, r.buf, sizeof(info->h));
+		if (info->h.mntlen != r.len - sizeof(info->h))
+			err = -EPROTO;
+		else if (mnt && (strlen(mnt) != info->h.mntlen ||
+				 memcmp(mnt, r.buf + sizeof(info->h), info->h.mntlen) != 0))
+			err = -ESTALE;
+		else if (info->h.dev != (uint64_t)dev)
+			err = -ESTALE;
+	}
+	free(r.buf);
+	if (err) {
+		setmsg(msg, msglen, "%s answers for another mount (or an older one)", path);
+		scrub_disconnect(c);
+		return err;
+	}
+	snprintf(info->sockpath, sizeof(info->sockpath), "%s", path);
+	return 0;
+}
+
+int scrub_connect(const char *mnt, unsigned hello_flags, struct scrub_conn *c,
+		  struct scrub_fsinfo *info, char *msg, size_t msglen)
+{
+	char name[MFS_CTL_SOCK_NAME_LEN], dirs[2][PATH_MAX], path[2 * PATH_MAX + 32];
+	const char *env = getenv(MFS_CTL_RUNDIR_ENV);
+	struct stat st;
+	long uid = -1;
+	int ndirs = 0, err;
+
+	err = mount_owner(mnt, &uid);
+	if (err) {
+		setmsg(msg, msglen, "%s is not %s", mnt, err == -EMEDIUMTYPE ?
+		       "a mendfs filesystem" : "a mount point of a mendfs filesystem");
+		return err;
+	}
+	if (stat(mnt, &st) != 0) {
+		err = -errno;
+		setmsg(msg, msglen, "cannot stat %s: %s", mnt, strerror(-err));
+		return err;
+	}
+	if (env && *env) {
+		snprintf(dirs[ndirs++], PATH_MAX, "%s", env);
+	} else {
+		snprintf(dirs[ndirs++], PATH_MAX, "%s", MFS_CTL_RUNDIR);
+		if (uid > 0)
+			snprintf(dirs[ndirs++], PATH_MAX, "/run/user/%ld/mendfs", uid);
+	}
+	mfs_ctl_sock_name(mnt, name);
+	err = -ENOENT;
+	setmsg(msg, msglen, "no control socket for %s (looked in %s%s%s): is its daemon "
+	       "running?", mnt, dirs[0], ndirs > 1 ? " and " : "", ndirs > 1 ? dirs[1] : "");
+	for (int i = 0; i < ndirs; i++) {
+		char why[600];
+
+		int n = snprintf(path, sizeof(path), "%s/%s", dirs[i], name);
+
+		if (n < 0 || (size_t)n >= sizeof(path) || access(path, F_OK) != 0)
+			continue;
+		err = try_socket(path, mnt, st.st_dev, hello_flags, c, info, why, sizeof(why));
+		if (!err)
+			return 0;
+		setmsg(msg, msglen, "%s", why);
+	}
+	return err;
+}
+
+int scrub_reconnect(const struct scrub_fsinfo *info, unsigned hello_flags,
+		    struct scrub_conn *c, char *msg, size_t msglen)
+{
+	struct scrub_fsinfo again;
+
+	return try_socket(info->sockpath, NULL, (dev_t)info->h.dev, hello_flags, c, &again,
+			  msg, msglen);
+}

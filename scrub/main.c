@@ -1,0 +1,308 @@
+/*
+ * main.c — mendfs_scrub: check every piece of metadata of a mounted mendfs, online.
+ *
+ *   mendfs_scrub [-n] [-v] [-x] [-b] [-C fd] [-T scratchdir] [--json] MOUNTPOINT
+ *
+ * The checks run in the daemon (SCRUB requests over its control socket); this program
+ * decides what to check in which order, in phases as xfs_scrub does:
+ *   1 filesystem metadata: the superblock of each AG, the journal;
+ *   2 per-AG metadata: header, free list, both free-space btrees, inode btree, reverse map
+ *     (AGs in parallel);
+ *   3 every allocated inode: core, extent map, attributes, symlink target (in parallel);
+ *   4 every directory;
+ *   5 link counts, orphan list, summary counters;
+ *   6 (-x) the data of every regular file, read through the mount.
+ * Later phases trust what earlier ones checked (a directory check walks names the inode
+ * checks already vouched for), which is why the order is fixed.
+ */
+#include "scrub.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <linux/ioprio.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *progname = "mendfs_scrub";
+static struct scrub_run *the_run;       /* for the signal handler */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: %s [-n] [-v] [-x] [-b] [-C fd] [-T scratchdir] [--json] MOUNTPOINT\n"
+		"  -n          check only (the default until online repair exists)\n"
+		"  -v          say what each phase does and how long it took\n"
+		"  -x          also read the data of every regular file\n"
+		"  -b          background: lowest CPU and I/O priority, one request at a time\n"
+		"  -C fd       write \"phase current max mountpoint\" progress lines to fd\n"
+		"  -T dir      directory for repair scratch files (default: memory files)\n"
+		"  --json      one JSON object per finding, then a summary object\n"
+		"Exit status: 0 clean, 1 corruption, 2 optimizations possible, 4 operational\n"
+		"error, 8 usage error, 16 incomplete (bits combine).  See mendfs_scrub(8).\n",
+		progname);
+}
+
+static void on_signal(int sig)
+{
+	struct scrub_run *run = the_run;
+
+	if (!run)
+		return;
+	atomic_store(&run->stop, 1);
+	/* A request in flight ends at once; the daemon sees the hang-up and cancels it. */
+	for (unsigned i = 0; i < run->nthreads; i++)
+		if (run->conns[i].fd >= 0)
+			shutdown(run->conns[i].fd, SHUT_RDWR);
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- phases 1, 2 and 5 --------------------------------------------------------------------- */
+
+static void fs_meta_job(struct scrub_run *run, struct scrub_conn *c, size_t job)
+{
+	if (job < run->info.h.agcount)
+		scrub_check(run, c, MFS_SCRUB_SB, (uint32_t)job, 0);
+	else
+		scrub_check(run, c, MFS_SCRUB_JOURNAL, 0, 0);
+	scrub_progress_add(run, 1);
+}
+
+static const uint32_t ag_types[] = {
+	MFS_SCRUB_AGH, MFS_SCRUB_AGFL, MFS_SCRUB_BNOBT, MFS_SCRUB_CNTBT, MFS_SCRUB_INOBT,
+	MFS_SCRUB_RMAPBT,
+};
+#define N_AG_TYPES (sizeof(ag_types) / sizeof(ag_types[0]))
+
+static void ag_job(struct scrub_run *run, struct scrub_conn *c, size_t job)
+{
+	for (size_t i = 0; i < N_AG_TYPES && !atomic_load(&run->stop); i++) {
+		scrub_check(run, c, ag_types[i], (uint32_t)job, 0);
+		scrub_progress_add(run, 1);
+	}
+}
+
+static const uint32_t summary_types[] = {
+	MFS_SCRUB_NLINKS, MFS_SCRUB_ORPHANS, MFS_SCRUB_SUMMARY,
+};
+
+static void summary_job(struct scrub_run *run, struct scrub_conn *c, size_t job)
+{
+	scrub_check(run, c, summary_types[job], 0, 0);
+	scrub_progress_add(run, 1);
+}
+
+/* ---- setup ------------------------------------------------------------------------------------ */
+
+static void go_background(void)
+{
+	if (setpriority(PRIO_PROCESS, 0, 19) != 0)
+		perror("setpriority");
+	if (syscall(SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0,
+		    IOPRIO_PRIO_VALUE(IOPRIO_CLASS_IDLE, 0)) != 0)
+		perror("ioprio_set");
+}
+
+/* The workers' connections: the first one is made, the others join it. */
+static int open_conns(struct scrub_run *run)
+{
+	unsigned flags = run->o.background ? MFS_CTL_HELLO_BACKGROUND : 0;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	char msg[700];
+	unsigned want;
+	int err;
+
+	want = run->o.background ? 1 : ncpu > 0 ? (unsigned)ncpu : 1;
+	if (want > SCRUB_MAX_THREADS)
+		want = SCRUB_MAX_THREADS;
+	run->conns = calloc(want, sizeof(*run->conns));
+	if (!run->conns)
+		return -ENOMEM;
+	for (unsigned i = 0; i < want; i++)
+		run->conns[i].fd = -1;
+	err = scrub_connect(run->mnt, flags, &run->conns[0], &run->info, msg, sizeof(msg));
+	if (err) {
+		fprintf(stderr, "%s: %s\n", progname, msg);
+		return err;
+	}
+	run->nthreads = 1;
+	for (unsigned i = 1; i < want; i++) {
+		if (scrub_reconnect(&run->info, flags, &run->conns[i], msg, sizeof(msg)) != 0)
+			break;
+		run->nthreads++;
+	}
+	return 0;
+}
+
+static int parse_fd(const char *s)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || *end || end == s || v < 0 || v > 1000000 || fcntl((int)v, F_GETFD) < 0)
+		return -1;
+	return (int)v;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "json", no_argument, NULL, 'J' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct scrub_run run;
+	struct sigaction sa;
+	double t0 = now();
+	char *canon;
+	int opt, code;
+
+	memset(&run, 0, sizeof(run));
+	run.o.cfd = -1;
+	pthread_mutex_init(&run.lock, NULL);
+	pthread_mutex_init(&run.enum_lock, NULL);
+	while ((opt = getopt_long(argc, argv, "nvxbC:T:hV", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'n': run.o.dry_run = 1; break;
+		case 'v': run.o.verbose = 1; break;
+		case 'x': run.o.media = 1; break;
+		case 'b': run.o.background = 1; break;
+		case 'J': run.o.json = 1; break;
+		case 'C':
+			run.o.cfd = parse_fd(optarg);
+			if (run.o.cfd < 0) {
+				fprintf(stderr, "%s: -C %s: not an open descriptor\n", progname,
+					optarg);
+				return SCRUB_EXIT_USAGE;
+			}
+			break;
+		case 'T': {
+			struct stat st;
+
+			if (stat(optarg, &st) != 0 || !S_ISDIR(st.st_mode) ||
+			    access(optarg, W_OK) != 0) {
+				fprintf(stderr, "%s: -T %s: not a writable directory\n", progname,
+					optarg);
+				return SCRUB_EXIT_USAGE;
+			}
+			run.o.tmpdir = optarg;
+			break;
+		}
+		case 'V':
+			printf("%s (control protocol %u)\n", progname, MFS_CTL_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return SCRUB_EXIT_USAGE;
+		}
+	}
+	if (optind != argc - 1) {
+		usage(stderr);
+		return SCRUB_EXIT_USAGE;
+	}
+	canon = realpath(argv[optind], NULL);
+	if (!canon || strlen(canon) >= sizeof(run.mnt)) {
+		fprintf(stderr, "%s: %s: %s\n", progname, argv[optind],
+			canon ? "path too long" : strerror(errno));
+		free(canon);
+		return SCRUB_EXIT_OPERROR;
+	}
+	strcpy(run.mnt, canon);
+	free(canon);
+	if (run.o.background)
+		go_background();
+	if (open_conns(&run) != 0)
+		return SCRUB_EXIT_OPERROR;
+
+	the_run = &run;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	scrub_progress_init(&run);
+	if (run.o.verbose)
+		scrub_say(&run, "%s: %u AGs, %llu inodes in use; %u worker%s%s", run.mnt,
+			  run.info.h.agcount,
+			  (unsigned long long)(run.info.h.icount - run.info.h.ifree),
+			  run.nthreads, run.nthreads == 1 ? "" : "s",
+			  run.o.dry_run ? "" : "; online repair is not available yet: checking only");
+
+	struct {
+		int phase;
+		const char *label;
+	} phases[] = {
+		{ 1, "filesystem metadata" }, { 2, "AG metadata" }, { 3, "inodes" },
+		{ 4, "directories" }, { 5, "link counts and summaries" }, { 6, "file data" },
+	};
+	for (size_t i = 0; i < sizeof(phases) / sizeof(phases[0]); i++) {
+		uint32_t agc = run.info.h.agcount;
+		double ts = now();
+
+		if (atomic_load(&run.stop))
+			break;
+		if (phases[i].phase == 6 && !run.o.media)
+			break;
+		switch (phases[i].phase) {
+		case 1:
+			scrub_progress_phase(&run, 1, (uint64_t)agc + 1, phases[i].label);
+			scrub_run_jobs(&run, (size_t)agc + 1, fs_meta_job);
+			scrub_progress_done(&run);
+			break;
+		case 2:
+			scrub_progress_phase(&run, 2, (uint64_t)agc * N_AG_TYPES, phases[i].label);
+			scrub_run_jobs(&run, agc, ag_job);
+			scrub_progress_done(&run);
+			break;
+		case 3:
+			scrub_phase_inodes(&run);
+			break;
+		case 4:
+			scrub_phase_dirs(&run);
+			break;
+		case 5:
+			/* One at a time: the link count check holds namespace changes back. */
+			scrub_progress_phase(&run, 5, 3, phases[i].label);
+			for (size_t j = 0; j < 3 && !atomic_load(&run.stop); j++)
+				summary_job(&run, &run.conns[0], j);
+			scrub_progress_done(&run);
+			break;
+		case 6:
+			scrub_phase_media(&run);
+			break;
+		}
+		if (run.o.verbose)
+			scrub_say(&run, "Phase %d: %s: done in %.2f s", phases[i].phase,
+				  phases[i].label, now() - ts);
+	}
+	code = scrub_exit_code(&run);
+	scrub_summary(&run, code, now() - t0);
+	the_run = NULL;
+	for (unsigned i = 0; i < run.nthreads; i++)
+		scrub_disconnect(&run.conns[i]);
+	free(run.conns);
+	free(run.dirs);
+	return code;
+}

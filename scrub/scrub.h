@@ -1,0 +1,147 @@
+/*
+ * scrub.h — private to mendfs_scrub: the run's state shared by its files, and their
+ * interfaces.
+ *
+ *   main.c      options, the phases in order, the summary and the exit code
+ *   conn.c      finding the control socket from the mount point, HELLO, one request
+ *   work.c      worker threads (one connection each) and checking one object
+ *   inodes.c    phases 3 and 4: inodes listed through the daemon, checked in parallel
+ *   media.c     phase 6 (-x): read every regular file's data through the mount
+ *   report.c    findings and the summary: text or JSON lines
+ *   progress.c  the progress bar on a terminal, and fsck-style lines on -C fd
+ *
+ * Only lib/mendfs_ctl.h is shared with the daemon.
+ */
+#ifndef SCRUB_H
+#define SCRUB_H
+
+#include "mendfs_ctl.h"
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Exit codes (bits combine), as xfs_scrub's. */
+#define SCRUB_EXIT_CLEAN       0
+#define SCRUB_EXIT_CORRUPT     1
+#define SCRUB_EXIT_PREEN       2
+#define SCRUB_EXIT_OPERROR     4
+#define SCRUB_EXIT_USAGE       8
+#define SCRUB_EXIT_INCOMPLETE  16
+
+#define SCRUB_MAX_THREADS 16u
+#define SCRUB_INODE_BATCH 1024u
+
+/* ---- conn.c ----------------------------------------------------------------------------- */
+struct scrub_conn {
+	int fd;
+	uint64_t next_reqid;
+	int broken;                 /* a transport error: no more requests on it */
+};
+
+/* A reply: buf/len (malloc'd) on success; on failure err (positive errno) and msg. */
+struct scrub_reply {
+	uint8_t *buf;
+	size_t len;
+	int err;
+	char msg[600];
+};
+
+/* What HELLO told us, and where. */
+struct scrub_fsinfo {
+	struct mfs_ctl_hello_reply h;
+	char sockpath[108];
+};
+
+/* Find the socket of the mendfs mounted at `mnt` (canonical), connect, HELLO and check it
+ * is ours (mount point and device).  0, or -errno with the reason in msg. */
+int scrub_connect(const char *mnt, unsigned hello_flags, struct scrub_conn *c,
+		  struct scrub_fsinfo *info, char *msg, size_t msglen);
+/* Connect again to a socket found by scrub_connect (one connection per worker). */
+int scrub_reconnect(const struct scrub_fsinfo *info, unsigned hello_flags,
+		    struct scrub_conn *c, char *msg, size_t msglen);
+/* One request and its reply.  0; -errno for an error reply (r->err, r->msg) or a transport
+ * failure (c->broken set, r->msg says what).  Free r->buf after success. */
+int scrub_rpc(struct scrub_conn *c, uint16_t cmd, const void *req, size_t len,
+	      struct scrub_reply *r);
+void scrub_disconnect(struct scrub_conn *c);
+
+/* ---- the run ---------------------------------------------------------------------------- */
+struct scrub_opts {
+	int verbose, media, background, json, dry_run;
+	int cfd;                    /* -C fd, or -1 */
+	const char *tmpdir;
+};
+
+struct scrub_counts {
+	uint64_t objects;           /* checks that ran */
+	uint64_t corrupt, xcorrupt, preen, warnings, incomplete, errors;
+	uint64_t skipped;           /* kinds the daemon cannot check, inodes freed meanwhile */
+};
+
+struct scrub_run {
+	struct scrub_opts o;
+	char mnt[PATH_MAX];         /* canonical mount point */
+	struct scrub_fsinfo info;
+	unsigned nthreads;
+	struct scrub_conn *conns;   /* nthreads connections */
+
+	pthread_mutex_t lock;       /* counts, output, unsupported */
+	struct scrub_counts n;
+	uint32_t unsupported;       /* bit per enum mfs_scrub_type the daemon lacks */
+	atomic_int stop;            /* interrupted or the daemon went away */
+	int phase;
+
+	/* phases 3-4 */
+	pthread_mutex_t enum_lock;
+	uint32_t enum_ag;
+	uint64_t enum_cursor;
+	uint64_t *dirs;             /* directories seen in phase 3 */
+	size_t ndirs, dirs_cap;
+	atomic_size_t next_job;
+};
+
+/* ---- work.c ----------------------------------------------------------------------------- */
+typedef void (*scrub_job_fn)(struct scrub_run *run, struct scrub_conn *c, size_t job);
+/* Run jobs 0..njobs-1 on the workers, each job on one worker. */
+void scrub_run_jobs(struct scrub_run *run, size_t njobs, scrub_job_fn fn);
+/* Check one object and report what was found.  Returns the scrub reply's error (0, or a
+ * negative errno; the caller decides nothing: this counts and reports). */
+int scrub_check(struct scrub_run *run, struct scrub_conn *c, uint32_t type, uint32_t agno,
+		uint64_t ino);
+const char *scrub_type_name(uint32_t type);
+
+/* ---- inodes.c ----------------------------------------------------------------------------- */
+void scrub_phase_inodes(struct scrub_run *run);
+void scrub_phase_dirs(struct scrub_run *run);
+
+/* ---- media.c ------------------------------------------------------------------------------ */
+void scrub_phase_media(struct scrub_run *run);
+
+/* ---- report.c ----------------------------------------------------------------------------- */
+/* A finding of one check (flag: one MFS_SCRUB_OFLAG_*), counted and printed. */
+void scrub_finding(struct scrub_run *run, uint32_t type, uint32_t agno, uint64_t ino,
+		   uint32_t flag, const char *text, size_t len);
+/* An operational error (a check that could not run, a file that could not be read). */
+void scrub_error(struct scrub_run *run, uint32_t type, uint32_t agno, uint64_t ino,
+		 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* An object named by a path (phase 6). */
+void scrub_path_error(struct scrub_run *run, const char *path, int err);
+void scrub_summary(struct scrub_run *run, int exitcode, double secs);
+int scrub_exit_code(const struct scrub_run *run);
+/* Print a line of text output (not in JSON mode), keeping the progress bar intact. */
+void scrub_say(struct scrub_run *run, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- progress.c --------------------------------------------------------------------------- */
+void scrub_progress_init(struct scrub_run *run);
+/* Begin phase `phase` of `max` units. */
+void scrub_progress_phase(struct scrub_run *run, int phase, uint64_t max, const char *label);
+void scrub_progress_add(struct scrub_run *run, uint64_t n);
+void scrub_progress_done(struct scrub_run *run);
+/* Erase the bar before other output (caller holds run->lock). */
+void scrub_progress_clear(struct scrub_run *run);
+
+#endif

@@ -1,0 +1,182 @@
+/*
+ * work.c — the worker threads of mendfs_scrub, each with its own connection to the daemon
+ * (a connection answers one request at a time), and checking one object: a SCRUB request
+ * whose findings are reported and counted.
+ */
+#include "scrub.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const type_names[MFS_SCRUB_NTYPES] = {
+	[MFS_SCRUB_PROBE] = "probe",
+	[MFS_SCRUB_SB] = "superblock",
+	[MFS_SCRUB_AGH] = "AG header",
+	[MFS_SCRUB_AGFL] = "AG free list",
+	[MFS_SCRUB_BNOBT] = "free space by block btree",
+	[MFS_SCRUB_CNTBT] = "free space by length btree",
+	[MFS_SCRUB_INOBT] = "inode btree",
+	[MFS_SCRUB_RMAPBT] = "reverse map btree",
+	[MFS_SCRUB_JOURNAL] = "journal",
+	[MFS_SCRUB_INODE] = "inode record",
+	[MFS_SCRUB_BMAP] = "extent map",
+	[MFS_SCRUB_DIR] = "directory",
+	[MFS_SCRUB_XATTR] = "extended attributes",
+	[MFS_SCRUB_SYMLINK] = "symbolic link",
+	[MFS_SCRUB_NLINKS] = "link counts",
+	[MFS_SCRUB_ORPHANS] = "orphan list",
+	[MFS_SCRUB_SUMMARY] = "summary counters",
+};
+
+const char *scrub_type_name(uint32_t type)
+{
+	return type < MFS_SCRUB_NTYPES ? type_names[type] : "filesystem";
+}
+
+struct worker {
+	struct scrub_run *run;
+	struct scrub_conn *conn;
+	size_t njobs;
+	scrub_job_fn fn;
+};
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct scrub_run *run = w->run;
+
+	for (;;) {
+		size_t job = atomic_fetch_add(&run->next_job, 1);
+
+		if (job >= w->njobs || atomic_load(&run->stop))
+			break;
+		w->fn(run, w->conn, job);
+	}
+	return NULL;
+}
+
+void scrub_run_jobs(struct scrub_run *run, size_t njobs, scrub_job_fn fn)
+{
+	struct worker w[SCRUB_MAX_THREADS];
+	pthread_t tid[SCRUB_MAX_THREADS];
+	int started[SCRUB_MAX_THREADS] = { 0 };
+	unsigned n = run->nthreads;
+
+	if (n > njobs)
+		n = njobs ? (unsigned)njobs : 1;
+	atomic_store(&run->next_job, 0);
+	for (unsigned i = 0; i < n; i++) {
+		w[i] = (struct worker){ .run = run, .conn = &run->conns[i], .njobs = njobs,
+					.fn = fn };
+		/* Thread 0 is this one; the others only when they can be had. */
+		if (i > 0 && pthread_create(&tid[i], NULL, worker_main, &w[i]) == 0)
+			started[i] = 1;
+	}
+	worker_main(&w[0]);
+	for (unsigned i = 1; i < n; i++)
+		if (started[i])
+			pthread_join(tid[i], NULL);
+}
+
+/* Walk the findings of a SCRUB reply; returns the OR of their flags. */
+static uint32_t report_findings(struct scrub_run *run, uint32_t type, uint32_t agno, uint64_t ino,
+			    const struct scrub_reply *r, const struct mfs_ctl_scrub_reply *sr)
+{
+	size_t off = sizeof(*sr);
+	uint32_t seen = 0;
+
+	for (uint32_t i = 0; i < sr->nfindings; i++) {
+		struct mfs_ctl_finding f;
+
+		if (r->len - off < sizeof(f))
+			break;
+		memcpy(&f, r->buf + off, sizeof(f));
+		off += sizeof(f);
+		if (f.len > r->len - off)
+			break;
+		scrub_finding(run, type, agno, ino, f.flag, (const char *)r->buf + off, f.len);
+		seen |= f.flag;
+		off += f.len;
+	}
+	if (sr->ndropped) {
+		char text[128];
+		int n = snprintf(text, sizeof(text), "%u more findings were not sent (too many)",
+				 sr->ndropped);
+
+		scrub_finding(run, type, agno, ino, MFS_SCRUB_OFLAG_WARNING, text, (size_t)n);
+	}
+	return seen;
+}
+
+int scrub_check(struct scrub_run *run, struct scrub_conn *c, uint32_t type, uint32_t agno,
+		uint64_t ino)
+{
+	struct mfs_ctl_scrub_req q = { .type = type, .agno = agno, .ino = ino };
+	struct mfs_ctl_scrub_reply sr;
+	struct scrub_reply r;
+	uint32_t seen;
+	int err;
+
+	err = scrub_rpc(c, MFS_CTL_SCRUB, &q, sizeof(q), &r);
+	if (err) {
+		if (c->broken) {
+			if (!atomic_exchange(&run->stop, 1))
+				scrub_error(run, type, agno, ino, "%s", r.msg);
+		} else {
+			scrub_error(run, type, agno, ino, "the daemon refused the check: %s",
+				    r.msg);
+		}
+		return err;
+	}
+	if (r.len < sizeof(sr)) {
+		free(r.buf);
+		scrub_error(run, type, agno, ino, "short reply from the daemon");
+		return -EPROTO;
+	}
+	memcpy(&sr, r.buf, sizeof(sr));
+	seen = report_findings(run, type, agno, ino, &r, &sr);
+	free(r.buf);
+	/* Flags without a finding that explains them (should not happen) still count. */
+	for (uint32_t bit = 1; bit <= MFS_SCRUB_OFLAG_UNFIXED; bit <<= 1)
+		if ((sr.oflags & bit) && !(seen & bit))
+			scrub_finding(run, type, agno, ino, bit, "flagged by the daemon without a "
+				      "message", strlen("flagged by the daemon without a message"));
+	pthread_mutex_lock(&run->lock);
+	if (sr.error == 0)
+		run->n.objects++;
+	pthread_mutex_unlock(&run->lock);
+	switch (sr.error) {
+	case 0:
+		break;
+	case -ENOENT:                   /* an inode freed since it was listed */
+		pthread_mutex_lock(&run->lock);
+		run->n.skipped++;
+		pthread_mutex_unlock(&run->lock);
+		break;
+	case -EOPNOTSUPP: {
+		int first;
+
+		pthread_mutex_lock(&run->lock);
+		first = !(run->unsupported & (1u << type));
+		run->unsupported |= 1u << type;
+		run->n.skipped++;
+		pthread_mutex_unlock(&run->lock);
+		if (first && run->o.verbose)
+			scrub_say(run, "note: the daemon cannot check the %s yet: skipped",
+				  scrub_type_name(type));
+		break;
+	}
+	case -ECANCELED:
+		pthread_mutex_lock(&run->lock);
+		run->n.incomplete++;
+		pthread_mutex_unlock(&run->lock);
+		break;
+	default:
+		scrub_error(run, type, agno, ino, "the check could not run: %s",
+			    strerror(-sr.error));
+		break;
+	}
+	return sr.error;
+}
