@@ -170,6 +170,13 @@ void seg_write(struct obj *ob, uint64_t start, uint64_t end, uint64_t tag)
 	}
 }
 
+void obj_write(struct obj *ob, uint64_t off, uint64_t len, uint64_t tag)
+{
+	seg_write(ob, off, off + len, tag);
+	if (off + len > ob->size)
+		ob->size = off + len;
+}
+
 void obj_truncate(struct obj *ob, uint64_t size)
 {
 	if (size < ob->size)

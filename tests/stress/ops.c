@@ -331,8 +331,7 @@ static int op_creat(struct proc *p)
 			r = n < 0 ? step_failed(p, errno, "write new", path)
 				  : fail(p, "write new %s: %zd of %zu bytes", path, n, len);
 		} else {
-			seg_write(d->obj, 0, len, tag);
-			d->obj->size = len;
+			obj_write(d->obj, 0, len, tag);
 			p->st->bytes_written += len;
 		}
 	}
@@ -630,9 +629,7 @@ static int op_write(struct proc *p, int append)
 	else if (r == OUT_OK && (size_t)n != len)
 		r = fail(p, "write %s: %zd of %zu bytes", path, n, len);
 	else if (r == OUT_OK) {
-		seg_write(ob, off, off + len, tag);
-		if (off + len > ob->size)
-			ob->size = off + len;
+		obj_write(ob, off, len, tag);
 		p->st->bytes_written += len;
 		if (rng_below(p, 5) == 0)	/* the size, at once */
 			r = check_stat(p, d, "after write");
@@ -1094,9 +1091,7 @@ static int op_orphan(struct proc *p)
 			r = n < 0 ? step_failed(p, errno, "write to an unlinked file", path)
 				  : fail(p, "write unlinked %s: %zd of %zu", path, n, len);
 		else {
-			seg_write(ob, off, off + len, tag);
-			if (off + len > ob->size)
-				ob->size = off + len;
+			obj_write(ob, off, len, tag);
 		}
 	}
 	if (!r && fstat(fd, &st))

@@ -148,6 +148,7 @@ struct dent *dent_child(const struct proc *p, const struct dent *dir, const char
 int dent_is_ancestor(const struct dent *a, const struct dent *d);	/* a == d or above */
 size_t dent_path(const struct dent *d, char *buf, size_t size);	/* relative to the root */
 void seg_write(struct obj *ob, uint64_t start, uint64_t end, uint64_t tag);
+void obj_write(struct obj *ob, uint64_t off, uint64_t len, uint64_t tag);	/* and extend */
 void obj_truncate(struct obj *ob, uint64_t size);
 void model_free(struct proc *p);
 
