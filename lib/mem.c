@@ -6,7 +6,8 @@
 atomic_int mfs_mem_fault_armed;
 
 static atomic_uint_fast64_t fault_skip;     /* allocations still allowed before failing */
-static atomic_uint_fast64_t fault_left;     /* failures still to inject (0: unlimited) */
+static atomic_uint_fast64_t fault_left;     /* failures still to inject */
+static atomic_int fault_unlimited;          /* armed with count 0: fail until disarmed */
 static atomic_uint_fast64_t fault_every;    /* fail one in this many (0: use skip/left) */
 static atomic_uint_fast64_t fault_tick;
 static atomic_uint_fast64_t fault_count;    /* failures injected */
@@ -27,11 +28,13 @@ int mfs_mem_fault_hit(void)
 		if (atomic_compare_exchange_weak(&fault_skip, &s, s - 1))
 			return 0;
 	}
-	uint64_t left = atomic_load(&fault_left);
-	if (left) {
+	if (!atomic_load(&fault_unlimited)) {
+		uint64_t left = atomic_load(&fault_left);
+
 		for (;;) {
 			if (!left)
-				return 0;           /* another thread took the last one */
+				return 0;           /* the count is used up (another thread took
+						       the last one after we saw the hook armed) */
 			if (atomic_compare_exchange_weak(&fault_left, &left, left - 1))
 				break;
 		}
@@ -48,6 +51,7 @@ void mfs_mem_fault_arm(uint64_t skip, uint64_t count)
 	atomic_store(&fault_every, 0);
 	atomic_store(&fault_skip, skip);
 	atomic_store(&fault_left, count);
+	atomic_store(&fault_unlimited, count == 0);
 	atomic_store(&mfs_mem_fault_armed, 1);
 }
 
@@ -65,6 +69,7 @@ void mfs_mem_fault_disarm(void)
 	atomic_store(&mfs_mem_fault_armed, 0);
 	atomic_store(&fault_every, 0);
 	atomic_store(&fault_left, 0);
+	atomic_store(&fault_unlimited, 0);
 	atomic_store(&fault_skip, 0);
 }
 
