@@ -329,6 +329,16 @@ void scrub_ag_release(struct scrub_ag *sa)
 	sa->agh = NULL;
 }
 
+long scrub_nonzero(const void *blk, size_t from, size_t to)
+{
+	const uint8_t *p = blk;
+
+	for (size_t i = from; i < to; i++)
+		if (p[i])
+			return (long)i;
+	return -1;
+}
+
 /* ---- inode chunks -------------------------------------------------------------------------- */
 
 int scrub_chunk_walk(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct mfs_inobt_rec *c,

@@ -132,6 +132,10 @@ int scrub_agh(struct mfs_scrub_ctx *ctx)
 				     "are not zero", ctx->agno);
 			break;
 		}
+	if (scrub_nonzero(agh, sizeof(*agh), ctx->fs->geo.blocksize) >= 0)
+		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "AG %u header: byte %ld, past the header, "
+			     "is not zero", ctx->agno,
+			     scrub_nonzero(agh, sizeof(*agh), ctx->fs->geo.blocksize));
 	for (int t = 0; t < MFS_AG_NTREES; t++)
 		if (sa.tree_err[t])
 			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u header: %s root %u "

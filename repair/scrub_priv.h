@@ -127,6 +127,10 @@ typedef int (*scrub_dinode_fn)(void *priv, uint64_t ino, const struct mfs_dinode
 int scrub_chunk_walk(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct mfs_inobt_rec *c,
 		     scrub_dinode_fn fn, void *priv, uint64_t *bad_fsb);
 
+/* Offset of the first nonzero byte of blk[from, to), or -1 (blocks are zeroed at init:
+ * bytes past a header structure stay zero). */
+long scrub_nonzero(const void *blk, size_t from, size_t to);
+
 /* "fs", "log", "ag", "inobt", "inodes", or "inode N" into buf. */
 const char *scrub_owner_name(uint64_t owner, char *buf, size_t len);
 

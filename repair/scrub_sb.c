@@ -120,6 +120,10 @@ int scrub_sb(struct mfs_scrub_ctx *ctx)
 	}
 	check_geometry(ctx, agno, bp->data);
 	check_fields(ctx, agno, bp->data);
+	if (scrub_nonzero(bp->data, sizeof(struct mfs_sb), ctx->fs->geo.blocksize) >= 0)
+		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "AG %u superblock: byte %ld, past the "
+			     "superblock, is not zero", agno,
+			     scrub_nonzero(bp->data, sizeof(struct mfs_sb), ctx->fs->geo.blocksize));
 	mfs_buf_put(bp);
 	scrub_ag_unlock(ctx->fs, agno);
 	return 0;
