@@ -1,0 +1,126 @@
+#!/bin/bash
+# t_ctl_proto.sh — bad input on the mendfs control socket: a truncated header, a wrong magic
+# or version, absurd lengths, garbage, unknown commands, payloads of the wrong size or with
+# bad values, descriptors that are not regular files, read-only, on the mendfs itself,
+# sealed, too many, none, or sent with the wrong command, and a peer that is neither root
+# nor the mounting user.  Each gets an error reply naming the problem (the connection is
+# closed where its framing cannot be trusted); afterwards the daemon is alive, a normal
+# mendfs_scrub finds nothing, and at unmount the socket file is removed.
+set -u
+BIN=${BIN:?BIN must name the directory of the built programs}
+O=${O:-$(dirname "$BIN")}
+TOOLS=${TOOLS:-$O/tools}
+CLIENT=$TOOLS/ctl_client
+
+[ -c /dev/fuse ] || { echo "skip: /dev/fuse is missing"; exit 77; }
+command -v fusermount3 >/dev/null || { echo "skip: fusermount3 is missing"; exit 77; }
+[ -x "$CLIENT" ] || { echo "skip: $CLIENT is not built"; exit 77; }
+
+dir=$(mktemp -d /tmp/t_ctl_proto.XXXXXX) || exit 1
+img=$dir/img
+mnt=$dir/m
+log=$dir/log
+pid=""
+mkdir "$mnt" "$dir/run"
+chmod 755 "$dir" "$dir/run"          # the non-root peer must reach the socket
+export MENDFS_RUNDIR=$dir/run
+
+cleanup() {
+	cd /
+	grep -q " $mnt fuse" /proc/self/mounts && { fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"; }
+	if [ -n "$pid" ]; then
+		for _ in $(seq 400); do kill -0 "$pid" 2>/dev/null || break; sleep 0.025; done
+		kill -9 "$pid" 2>/dev/null
+	fi
+	wait 2>/dev/null
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*"; [ -s "$log" ] && { echo "--- daemon log"; tail -20 "$log"; }; exit 1; }
+ok() { echo "ok: $*"; }
+
+"$BIN/mkfs.mendfs" -q -a 4 "$img" 64M || fail "mkfs"
+"$BIN/mendfs" -f "$img" "$mnt" >>"$log" 2>&1 &
+pid=$!
+for _ in $(seq 400); do
+	grep -q " $mnt fuse.mendfs " /proc/self/mounts && break
+	kill -0 "$pid" 2>/dev/null || fail "the daemon exited before mounting"
+	sleep 0.025
+done
+grep -q " $mnt fuse.mendfs " /proc/self/mounts || fail "no mount after 10 s"
+sock=$(ls "$dir/run"/*.sock 2>/dev/null)
+[ -S "$sock" ] || fail "no control socket in $dir/run"
+ok "control socket $sock"
+mkdir "$mnt/d" && echo data >"$mnt/d/f" || fail "populate"
+
+# expect CASE REGEX [ARG]: the client's output must match (one reply, or an error)
+expect() {
+	local case=$1 re=$2 out
+	out=$("$CLIENT" "$mnt" "$case" ${3:+"$3"} 2>&1 | tr "\n" " ")
+	echo "$out" | grep -Eq "$re" || fail "$case: expected /$re/, got: $out"
+	kill -0 "$pid" 2>/dev/null || fail "the daemon died after $case"
+	ok "$case: $out"
+}
+
+expect hello '^reply 1 '
+expect truncated-header '^error EPROTO: truncated header.*closed'
+expect bad-magic '^error EPROTO: bad magic'
+expect bad-version '^error EPROTONOSUPPORT: protocol version 99'
+expect huge-length '^error EMSGSIZE: payload of 4294967280 bytes'
+expect garbage '^error EPROTO'
+expect unknown-command '^error EBADRQC: unknown command 77'
+"$CLIENT" "$mnt" unknown-command | grep -q '^reply 1 ' || fail "the connection was not served after an unknown command"
+expect short-payload '^error EINVAL: payload of 4 bytes'
+expect truncated-payload '^error EPROTO: truncated message'
+expect bad-type '^error EINVAL: unknown object type 999'
+expect bad-agno '^error EINVAL: AG 1000000 does not exist'
+expect bad-ino '^error EINVAL: 1 is not a valid inode number'
+expect bad-flags '^error EINVAL: unknown scrub flags'
+expect fd-pipe '^error EINVAL: descriptor 0 is not a regular file'
+expect fd-readonly '^error EBADF: descriptor 0 is not open read-write'
+expect fd-self '^error EDEADLK: descriptor 0 lies on the filesystem being repaired' "$mnt/scratch"
+expect fd-sealed '^error EPERM: descriptor 0 is sealed'
+expect fd-too-many '^error E2BIG: too many descriptors'
+expect fd-none '^error EINVAL: REPAIR needs 1 to 2 scratch descriptors'
+expect fd-with-hello '^error EINVAL: descriptors come only with REPAIR'
+expect fd-good '^error EOPNOTSUPP: repair is not available yet'
+expect inodes '^reply 3 '
+expect cancel '^reply 4 8 cancelled 0'
+expect scrub '^reply 2 16 oflags 0x0 error 0 findings 0' 1:0:0
+
+# A peer that is neither root nor the mounting user (root here) is refused with a reason.
+if command -v setpriv >/dev/null && id nobody >/dev/null 2>&1; then
+	out=$(setpriv --reuid=nobody --regid="$(id -g nobody)" --clear-groups "$CLIENT" "$mnt" hello 2>/dev/null)
+	echo "$out" | grep -q '^error EACCES: only root or the user that mounted' ||
+		fail "non-root peer: got: $out"
+	ok "non-root peer: $out"
+else
+	echo "note: setpriv or user nobody missing: the non-root peer case is not run"
+fi
+
+# Many clients at once, each doing a little; the daemon serves them all.
+for i in $(seq 8); do "$CLIENT" "$mnt" scrub 2:$((i % 4)):0 >"$dir/par.$i" 2>&1 & done
+wait_ok=1
+for i in $(seq 8); do
+	for _ in $(seq 400); do grep -q . "$dir/par.$i" 2>/dev/null && break; sleep 0.025; done
+	grep -q '^reply 2 ' "$dir/par.$i" || wait_ok=0
+done
+[ $wait_ok = 1 ] || fail "parallel clients: $(cat "$dir"/par.*)"
+ok "8 clients at once"
+
+kill -0 "$pid" 2>/dev/null || fail "the daemon is gone"
+"$BIN/mendfs_scrub" "$mnt" >"$dir/scrub.out" 2>&1
+rc=$?
+[ $rc -eq 0 ] || { cat "$dir/scrub.out"; fail "mendfs_scrub after the bad input: exit $rc"; }
+ok "mendfs_scrub after it all: $(tail -1 "$dir/scrub.out")"
+
+cd /
+fusermount3 -u "$mnt" || fail "fusermount3 -u"
+for _ in $(seq 1200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.025; done
+kill -0 "$pid" 2>/dev/null && fail "the daemon did not exit within 30 s of the unmount"
+wait "$pid"; rc=$?; pid=""
+[ $rc -eq 0 ] || fail "the daemon exited with status $rc"
+[ -e "$sock" ] && fail "the socket $sock is still there after unmount"
+ok "socket removed at unmount"
+exit 0
