@@ -24,12 +24,10 @@
  * POSIX ACLs
  * ----------
  * They are the xattrs system.posix_acl_access and system.posix_acl_default, in the kernel's
- * xattr format: a little-endian u32 version (2), then entries of { u16 tag, u16 perm,
- * u32 id }, sorted: one USER_OBJ, USER entries by increasing uid, one GROUP_OBJ, GROUP
- * entries by increasing gid, a MASK (required when there is any USER or GROUP entry), one
- * OTHER.  Anything else is EINVAL (another version: EOPNOTSUPP, as Linux).  With
- * FUSE_CAP_POSIX_ACL the kernel caches the ACLs, reads them with getxattr and enforces them
- * in its permission checks; the filesystem keeps the mode in sync:
+ * xattr format, validated on every change (lib/acl.h: EINVAL, or EOPNOTSUPP for another
+ * version, as Linux).  With FUSE_CAP_POSIX_ACL the kernel caches the ACLs, reads them with
+ * getxattr and enforces them in its permission checks; the filesystem keeps the mode in
+ * sync:
  *   - setting an access ACL sets the mode's permission bits from it (owner from USER_OBJ,
  *     group from MASK if any else GROUP_OBJ, other from OTHER); an ACL equivalent to the mode
  *     (no USER, GROUP or MASK entry) is not stored (an old one is removed); setgid is cleared
@@ -45,13 +43,12 @@
 #include "mem.h"
 #include "mendfs_int.h"
 
-#include "byteorder.h"
+#include "acl.h"
 #include "log.h"
 #include "mendfs_format.h"
 #include "trans.h"
 #include "xattr.h"
 
-#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -111,237 +108,16 @@ static int caller_in_group_or_fsetid(fuse_req_t req, uint32_t gid)
 	return caller_capable(req, CAP_FSETID_BIT);
 }
 
-/* ---- the ACL xattr format --------------------------------------------------------------- */
-
-#define ACL_VERSION     2u
-#define ACL_HDR_SIZE    4u
-#define ACL_ENT_SIZE    8u
-#define ACL_UNDEFINED   0xffffffffu
-enum {
-	ACL_USER_OBJ = 0x01, ACL_USER = 0x02, ACL_GROUP_OBJ = 0x04, ACL_GROUP = 0x08,
-	ACL_MASK = 0x10, ACL_OTHER = 0x20,
-};
-
-struct acl_ent {
-	uint16_t tag, perm;
-	uint32_t id;
-};
-
-struct acl {
-	unsigned n;
-	struct acl_ent e[];
-};
+/* ---- ACLs on inodes (the format is lib/acl.c's) ----------------------------------------- */
 
 static const char ACL_ACCESS[] = "posix_acl_access";
 static const char ACL_DEFAULT[] = "posix_acl_default";
-
-/* The xattr form, little-endian (mfs_get/mfs_put): a header, then the entries. */
-struct acl_xattr_ent {
-	uint16_t tag, perm;
-	uint32_t id;
-};
-static_assert(sizeof(struct acl_xattr_ent) == ACL_ENT_SIZE, "acl_xattr_ent");
-
-/*
- * Decode and validate an ACL xattr into *out (mfs_malloc'ed; n may be 0: no ACL).
- * -EOPNOTSUPP for a version other than 2 (as Linux); -EINVAL for a wrong size, an unknown
- * tag, permission bits beyond rwx, entries out of order, a missing or repeated
- * USER_OBJ/GROUP_OBJ/OTHER, named entries without a MASK, or a named entry repeated.
- *
- * The order is a walk through the states USER_OBJ → USER* → GROUP_OBJ → GROUP* → MASK? →
- * OTHER; each tag is accepted only in its state (which it may advance), and the ids of
- * named entries strictly increase within their tag.
- */
-static int acl_decode(const void *value, size_t size, struct acl **out)
-{
-	const uint8_t *p = value;
-	uint32_t version;
-	struct acl *a;
-	unsigned n, state = ACL_USER_OBJ, named = 0, mask = 0;
-	uint32_t last_id = 0;
-	int have_last = 0;
-
-	if (size < ACL_HDR_SIZE || (size - ACL_HDR_SIZE) % ACL_ENT_SIZE ||
-	    size > MFS_XATTR_SIZE_MAX)
-		return -EINVAL;
-	memcpy(&version, p, sizeof(version));
-	if (mfs_get32(version) != ACL_VERSION)
-		return -EOPNOTSUPP;     /* as the kernel's posix_acl_from_xattr */
-	n = (unsigned)((size - ACL_HDR_SIZE) / ACL_ENT_SIZE);
-	a = mfs_malloc(sizeof(*a) + n * sizeof(a->e[0]));
-	if (!a)
-		return -ENOMEM;
-	a->n = n;
-	for (unsigned i = 0; i < n; i++) {
-		struct acl_ent *e = &a->e[i];
-		struct acl_xattr_ent x;
-
-		memcpy(&x, p + ACL_HDR_SIZE + i * ACL_ENT_SIZE, sizeof(x));
-		e->tag = mfs_get16(x.tag);
-		e->perm = mfs_get16(x.perm);
-		e->id = mfs_get32(x.id);
-		if (e->perm & ~7u)
-			goto bad;
-		switch (e->tag) {
-		case ACL_USER_OBJ:
-			if (state != ACL_USER_OBJ)
-				goto bad;
-			state = ACL_USER;
-			have_last = 0;
-			break;
-		case ACL_USER:
-		case ACL_GROUP:
-			if (e->tag == ACL_USER ? state != ACL_USER
-					       : state != ACL_GROUP)
-				goto bad;
-			if (have_last && e->id <= last_id)
-				goto bad;
-			last_id = e->id;
-			have_last = 1;
-			named++;
-			break;
-		case ACL_GROUP_OBJ:
-			if (state != ACL_USER)
-				goto bad;
-			state = ACL_GROUP;
-			have_last = 0;
-			break;
-		case ACL_MASK:
-			if (state != ACL_GROUP)
-				goto bad;
-			state = ACL_MASK;
-			mask = 1;
-			break;
-		case ACL_OTHER:
-			if (state != ACL_GROUP && state != ACL_MASK)
-				goto bad;
-			state = ACL_OTHER + 1;     /* nothing may follow */
-			break;
-		default:
-			goto bad;
-		}
-		if (e->tag != ACL_USER && e->tag != ACL_GROUP)
-			e->id = ACL_UNDEFINED;
-	}
-	if (n && (state != ACL_OTHER + 1 || (named && !mask)))
-		goto bad;
-	*out = a;
-	return 0;
-bad:
-	free(a);
-	return -EINVAL;
-}
-
-static size_t acl_size(const struct acl *a)
-{
-	return ACL_HDR_SIZE + (size_t)a->n * ACL_ENT_SIZE;
-}
-
-/* Encode into buf (acl_size(a) bytes). */
-static void acl_encode(const struct acl *a, uint8_t *buf)
-{
-	uint32_t version;
-
-	mfs_put32(version, ACL_VERSION);
-	memcpy(buf, &version, sizeof(version));
-	for (unsigned i = 0; i < a->n; i++) {
-		struct acl_xattr_ent x;
-
-		mfs_put16(x.tag, a->e[i].tag);
-		mfs_put16(x.perm, a->e[i].perm);
-		mfs_put32(x.id, a->e[i].id);
-		memcpy(buf + ACL_HDR_SIZE + i * ACL_ENT_SIZE, &x, sizeof(x));
-	}
-}
-
-/*
- * The permission bits an access ACL gives the mode, into *mode (its other bits kept).
- * Returns 1 when the ACL says more than the mode can (USER, GROUP or MASK entries), 0 when
- * it is equivalent to the mode.
- */
-static int acl_equiv_mode(const struct acl *a, uint16_t *mode)
-{
-	unsigned u = 0, g = 0, o = 0, m = 0;
-	int has_mask = 0, not_equiv = 0;
-
-	for (unsigned i = 0; i < a->n; i++) {
-		const struct acl_ent *e = &a->e[i];
-
-		switch (e->tag) {
-		case ACL_USER_OBJ: u = e->perm; break;
-		case ACL_GROUP_OBJ: g = e->perm; break;
-		case ACL_OTHER: o = e->perm; break;
-		case ACL_MASK: m = e->perm; has_mask = 1; not_equiv = 1; break;
-		default: not_equiv = 1; break;
-		}
-	}
-	*mode = (uint16_t)((*mode & ~0777u) | u << 6 | (has_mask ? m : g) << 3 | o);
-	return not_equiv;
-}
-
-/* The entry that stands for the group class (MASK if any, else GROUP_OBJ). */
-static struct acl_ent *acl_group_class(struct acl *a)
-{
-	struct acl_ent *g = NULL;
-
-	for (unsigned i = 0; i < a->n; i++) {
-		if (a->e[i].tag == ACL_MASK)
-			return &a->e[i];
-		if (a->e[i].tag == ACL_GROUP_OBJ)
-			g = &a->e[i];
-	}
-	return g;
-}
-
-/*
- * A default ACL turned into a new inode's access ACL: the owner, group class and other
- * entries limited by the requested mode, and the mode limited by them.  Returns 1 when the
- * result must be stored (not equivalent to the mode).
- */
-static int acl_create_masq(struct acl *a, uint16_t *mode)
-{
-	unsigned req = *mode & 0777u, got = 0;
-	struct acl_ent *gc = acl_group_class(a);
-
-	for (unsigned i = 0; i < a->n; i++) {
-		struct acl_ent *e = &a->e[i];
-
-		if (e->tag == ACL_USER_OBJ) {
-			e->perm &= (uint16_t)((req >> 6) & 7);
-			got |= (unsigned)e->perm << 6;
-		} else if (e->tag == ACL_OTHER) {
-			e->perm &= (uint16_t)(req & 7);
-			got |= e->perm;
-		}
-	}
-	if (gc) {
-		gc->perm &= (uint16_t)((req >> 3) & 7);
-		got |= (unsigned)gc->perm << 3;
-	}
-	*mode = (uint16_t)((*mode & ~0777u) | got);
-	return acl_equiv_mode(a, &(uint16_t){ 0 });
-}
-
-/* chmod: the owner, group class and other entries take the mode's bits. */
-static void acl_chmod(struct acl *a, uint16_t mode)
-{
-	struct acl_ent *gc = acl_group_class(a);
-
-	for (unsigned i = 0; i < a->n; i++) {
-		if (a->e[i].tag == ACL_USER_OBJ)
-			a->e[i].perm = (uint16_t)((mode >> 6) & 7);
-		else if (a->e[i].tag == ACL_OTHER)
-			a->e[i].perm = (uint16_t)(mode & 7);
-	}
-	if (gc)
-		gc->perm = (uint16_t)((mode >> 3) & 7);
-}
 
 /*
  * Read and decode one of ip's ACLs (caller holds ip->lock).  -ENODATA when it has none.
  * A stored ACL that does not decode is corruption: we validate every ACL before storing.
  */
-static int acl_load(struct mfs_inode *ip, const char *which, struct acl **out)
+static int acl_load(struct mfs_inode *ip, const char *which, struct mfs_acl **out)
 {
 	size_t len = 0;
 	void *buf;
@@ -359,7 +135,7 @@ static int acl_load(struct mfs_inode *ip, const char *which, struct acl **out)
 	err = mfs_xattr_get(ip, MFS_XATTR_NS_SYSTEM, which, (unsigned)strlen(which), buf, len,
 			    &len);
 	if (!err) {
-		err = acl_decode(buf, len, out);
+		err = mfs_acl_decode(buf, len, out);
 		if (err == -EINVAL || err == -EOPNOTSUPP)
 			err = MFS_CORRUPT("inode %llu: system.%s: %zu bytes that are not a valid "
 					  "POSIX ACL", (unsigned long long)ip->ino, which, len);
@@ -370,15 +146,15 @@ static int acl_load(struct mfs_inode *ip, const char *which, struct acl **out)
 
 /* Store `a` as ip's ACL `which` inside tp. */
 static int acl_store(struct mfs_trans *tp, struct mfs_inode *ip, const char *which,
-		     const struct acl *a)
+		     const struct mfs_acl *a)
 {
-	size_t size = acl_size(a);
+	size_t size = mfs_acl_size(a);
 	uint8_t *buf = mfs_malloc(size);
 	int err;
 
 	if (!buf)
 		return -ENOMEM;
-	acl_encode(a, buf);
+	mfs_acl_encode(a, buf);
 	err = mfs_xattr_set(tp, ip, MFS_XATTR_NS_SYSTEM, which, (unsigned)strlen(which), buf,
 			    size, 0);
 	free(buf);
@@ -451,14 +227,14 @@ static int acl_prepare(fuse_req_t req, struct mfs_inode *ip, struct xchange *c,
 		       uint8_t **bufp)
 {
 	int is_default = strcmp(c->name, ACL_DEFAULT) == 0;
-	struct acl *a;
+	struct mfs_acl *a;
 	int err;
 
 	if (S_ISLNK(ip->mode))
 		return -EOPNOTSUPP;
 	if (is_default && !S_ISDIR(ip->mode))
 		return -EACCES;
-	err = acl_decode(c->value, c->size, &a);
+	err = mfs_acl_decode(c->value, c->size, &a);
 	if (err)
 		return err;
 	if (a->n == 0) {
@@ -471,7 +247,7 @@ static int acl_prepare(fuse_req_t req, struct mfs_inode *ip, struct xchange *c,
 	if (!is_default) {
 		uint16_t mode = ip->mode;
 
-		if (!acl_equiv_mode(a, &mode)) {
+		if (!mfs_acl_equiv_mode(a, &mode)) {
 			/* Said entirely by the mode: not stored. */
 			c->value = NULL;
 			c->missing_ok = 1;
@@ -482,14 +258,14 @@ static int acl_prepare(fuse_req_t req, struct mfs_inode *ip, struct xchange *c,
 		c->mode = mode;
 	}
 	if (c->value) {
-		*bufp = mfs_malloc(acl_size(a));
+		*bufp = mfs_malloc(mfs_acl_size(a));
 		if (!*bufp) {
 			free(a);
 			return -ENOMEM;
 		}
-		acl_encode(a, *bufp);
+		mfs_acl_encode(a, *bufp);
 		c->value = *bufp;
-		c->size = acl_size(a);
+		c->size = mfs_acl_size(a);
 	}
 	free(a);
 	return 0;
@@ -700,7 +476,7 @@ int mfsd_acl_inherit(struct mfs_trans *tp, struct mfs_inode *dp, struct mfs_inod
 		     mode_t umask)
 {
 	uint16_t mode = ip->mode;
-	struct acl *a;
+	struct mfs_acl *a;
 	int err;
 
 	if (S_ISLNK(mode))
@@ -716,7 +492,7 @@ int mfsd_acl_inherit(struct mfs_trans *tp, struct mfs_inode *dp, struct mfs_inod
 		return err;
 	if (S_ISDIR(mode))
 		err = acl_store(tp, ip, ACL_DEFAULT, a);
-	if (!err && acl_create_masq(a, &mode))
+	if (!err && mfs_acl_create_masq(a, &mode))
 		err = acl_store(tp, ip, ACL_ACCESS, a);
 	free(a);
 	if (!err)
@@ -726,7 +502,7 @@ int mfsd_acl_inherit(struct mfs_trans *tp, struct mfs_inode *dp, struct mfs_inod
 
 int mfsd_acl_chmod(struct mfs_trans *tp, struct mfs_inode *ip)
 {
-	struct acl *a;
+	struct mfs_acl *a;
 	int err;
 
 	if (S_ISLNK(ip->mode))
@@ -734,7 +510,7 @@ int mfsd_acl_chmod(struct mfs_trans *tp, struct mfs_inode *ip)
 	err = acl_load(ip, ACL_ACCESS, &a);
 	if (err)
 		return err == -ENODATA ? 0 : err;
-	acl_chmod(a, ip->mode);
+	mfs_acl_chmod(a, ip->mode);
 	err = acl_store(tp, ip, ACL_ACCESS, a);
 	free(a);
 	return err;
