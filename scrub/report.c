@@ -291,7 +291,7 @@ void scrub_summary(struct scrub_run *run, int code, double secs)
 			printf("Online repair is not available yet: nothing was changed.\n");
 	}
 	if (code & SCRUB_EXIT_INCOMPLETE)
-		printf("The scrub did not finish: run it again.\n");
+		printf("Some checks did not finish: run mendfs_scrub again.\n");
 	fflush(stdout);
 	pthread_mutex_unlock(&run->lock);
 }

@@ -7,48 +7,19 @@
 # closed where its framing cannot be trusted); afterwards the daemon is alive, a normal
 # mendfs_scrub finds nothing, and at unmount the socket file is removed.
 set -u
-BIN=${BIN:?BIN must name the directory of the built programs}
+. "$(dirname "$0")/mountlib.sh"
 O=${O:-$(dirname "$BIN")}
 TOOLS=${TOOLS:-$O/tools}
 CLIENT=$TOOLS/ctl_client
-
-[ -c /dev/fuse ] || { echo "skip: /dev/fuse is missing"; exit 77; }
-command -v fusermount3 >/dev/null || { echo "skip: fusermount3 is missing"; exit 77; }
 [ -x "$CLIENT" ] || { echo "skip: $CLIENT is not built"; exit 77; }
 
-dir=$(mktemp -d /tmp/t_ctl_proto.XXXXXX) || exit 1
-img=$dir/img
-mnt=$dir/m
-log=$dir/log
-pid=""
-mkdir "$mnt" "$dir/run"
+ml_setup t_ctl_proto
+mkdir "$dir/run"
 chmod 755 "$dir" "$dir/run"          # the non-root peer must reach the socket
 export MENDFS_RUNDIR=$dir/run
 
-cleanup() {
-	cd /
-	grep -q " $mnt fuse" /proc/self/mounts && { fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt"; }
-	if [ -n "$pid" ]; then
-		for _ in $(seq 400); do kill -0 "$pid" 2>/dev/null || break; sleep 0.025; done
-		kill -9 "$pid" 2>/dev/null
-	fi
-	wait 2>/dev/null
-	rm -rf "$dir"
-}
-trap cleanup EXIT
-
-fail() { echo "FAIL: $*"; [ -s "$log" ] && { echo "--- daemon log"; tail -20 "$log"; }; exit 1; }
-ok() { echo "ok: $*"; }
-
-"$BIN/mkfs.mendfs" -q -a 4 "$img" 64M || fail "mkfs"
-"$BIN/mendfs" -f "$img" "$mnt" >>"$log" 2>&1 &
-pid=$!
-for _ in $(seq 400); do
-	grep -q " $mnt fuse.mendfs " /proc/self/mounts && break
-	kill -0 "$pid" 2>/dev/null || fail "the daemon exited before mounting"
-	sleep 0.025
-done
-grep -q " $mnt fuse.mendfs " /proc/self/mounts || fail "no mount after 10 s"
+"$MKFS" -q -a 4 "$img" 64M || fail "mkfs"
+mount_fs
 sock=$(ls "$dir/run"/*.sock 2>/dev/null)
 [ -S "$sock" ] || fail "no control socket in $dir/run"
 ok "control socket $sock"
@@ -115,12 +86,7 @@ rc=$?
 [ $rc -eq 0 ] || { cat "$dir/scrub.out"; fail "mendfs_scrub after the bad input: exit $rc"; }
 ok "mendfs_scrub after it all: $(tail -1 "$dir/scrub.out")"
 
-cd /
-fusermount3 -u "$mnt" || fail "fusermount3 -u"
-for _ in $(seq 1200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.025; done
-kill -0 "$pid" 2>/dev/null && fail "the daemon did not exit within 30 s of the unmount"
-wait "$pid"; rc=$?; pid=""
-[ $rc -eq 0 ] || fail "the daemon exited with status $rc"
+umount_fs
 [ -e "$sock" ] && fail "the socket $sock is still there after unmount"
 ok "socket removed at unmount"
 exit 0
