@@ -160,6 +160,20 @@ pid=""
 	{ cat "$dir/inodes"; fail "the daemon's inode numbers are not the image's"; }
 ok "a filesystem populated through the daemon checks clean with check -f"
 img=$pop
+# random values in many fields: check -f never dies from a signal, and says something
+for spec in "agh 0 roots[3]" "agh 0 levels[1]" "agh 1 fl_count" "agh 2 fl_first" \
+	    "agh 0 unlinked" "sb 3 agcount" "inode $dirino dformat" "inode $dirino size" \
+	    "inode $dataino dnext" "inode $dataino forkoff" "inode $dataino ext[0].blockcount" \
+	    "inode $dirino dirent[0].namelen" "inode $dirino dirent[1].ino" "inode $f1ino mode" \
+	    "log 1 tail_blk" "inode $dataino nblocks"; do
+	cp "$pop" "$d"
+	"$DB" -w -c "fuzz $spec random" "$d" >"$dir/wout" 2>&1 || { cat "$dir/wout"; fail "fuzz $spec"; }
+	"$DB" -c "check -f" "$d" >"$dir/out" 2>&1
+	rc=$?
+	[ $rc -le 1 ] || { cat "$dir/wout" "$dir/out"; fail "check -f after fuzz $spec: exit $rc"; }
+	[ -s "$dir/out" ] || fail "check -f after fuzz $spec: no output"
+done
+ok "random values in 16 fields: check -f never crashes"
 damage "directory entry file type (write)" "^directory $dirino entry" "check -f" -- \
 	"write inode $dirino dirent[0].ftype 12"
 damage "extent start block (fuzz add)" "^inode $dataino data extent|^AG [0-9]+ rmapbt extent" \
