@@ -56,6 +56,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#define CAP_FOWNER_BIT     3u
 #define CAP_FSETID_BIT     4u
 #define CAP_SYS_ADMIN_BIT 21u
 
@@ -286,13 +287,19 @@ static int xname(const char *full, unsigned *ns, const char **name, unsigned *le
 	return err;
 }
 
-/* Namespace rules for a change (the kernel's, checked again): 0 or the errno. */
+/*
+ * Namespace rules for a change (the kernel's, checked again): 0 or the errno.  Permission
+ * to write the file itself (user.*) is the kernel's alone (default_permissions).
+ */
 static int may_change(fuse_req_t req, const struct mfs_inode *ip, unsigned ns)
 {
 	if (ns == MFS_XATTR_NS_USER && !S_ISREG(ip->mode) && !S_ISDIR(ip->mode))
 		return -EPERM;
 	if (ns == MFS_XATTR_NS_TRUSTED && !caller_capable(req, CAP_SYS_ADMIN_BIT))
 		return -EPERM;
+	if (ns == MFS_XATTR_NS_SYSTEM && fuse_req_ctx(req)->uid != ip->uid &&
+	    !caller_capable(req, CAP_FOWNER_BIT))
+		return -EPERM;      /* only the owner changes an ACL */
 	return 0;
 }
 
@@ -414,9 +421,10 @@ void mfsd_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size
 }
 
 struct xlist {
+	fuse_req_t req;
 	char *buf;                  /* NULL: only count */
 	size_t size, used;
-	int hide_trusted;
+	int hide_trusted;           /* -1: not asked yet (only when a trusted.* name shows) */
 };
 
 static int xlist_fn(void *priv, unsigned ns, const char *name, unsigned len, size_t valuelen)
@@ -425,8 +433,14 @@ static int xlist_fn(void *priv, unsigned ns, const char *name, unsigned len, siz
 	const char *prefix = mfs_xattr_ns_prefix(ns);
 	size_t pl, need;
 
-	if (!prefix || (ns == MFS_XATTR_NS_TRUSTED && l->hide_trusted))
+	if (!prefix)
 		return 0;
+	if (ns == MFS_XATTR_NS_TRUSTED) {
+		if (l->hide_trusted < 0)
+			l->hide_trusted = !caller_capable(l->req, CAP_SYS_ADMIN_BIT);
+		if (l->hide_trusted)
+			return 0;
+	}
 	pl = strlen(prefix);
 	need = pl + len + 1;
 	if (l->buf) {
@@ -443,7 +457,7 @@ static int xlist_fn(void *priv, unsigned ns, const char *name, unsigned len, siz
 void mfsd_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	struct mfsd *d = mfsd_of(req);
-	struct xlist l = { .size = size };
+	struct xlist l = { .req = req, .size = size, .hide_trusted = -1 };
 	struct mfs_inode *ip;
 	int err = 0;
 
@@ -456,7 +470,6 @@ void mfsd_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		mfsd_reply_err(req, err);
 		return;
 	}
-	l.hide_trusted = !caller_capable(req, CAP_SYS_ADMIN_BIT);
 	pthread_rwlock_rdlock(&ip->lock);
 	err = ip->aformat == MFS_FMT_NONE ? 0 : mfs_xattr_list(ip, xlist_fn, &l);
 	pthread_rwlock_unlock(&ip->lock);
