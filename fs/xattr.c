@@ -14,9 +14,10 @@
  * which FUSE_CAP_POSIX_ACL turns on in any case): the full name's length (ERANGE over 255
  * bytes), the value's size (E2BIG over 64 KiB), write permission for user.*, user.* only on
  * regular files and directories (EPERM to change, ENODATA to read elsewhere), CAP_SYS_ADMIN
- * for trusted.* (same errnos), the owner for ACLs, and an ACL's format.  We check the same
- * again (a request is input from outside: nothing unchecked reaches the image), and do what
- * the kernel leaves to filesystems:
+ * for trusted.* (same errnos), the owner for ACLs, and an ACL's format (seen on Linux 6.18:
+ * such refused requests never reach the daemon).  We check the same again, but for write
+ * permission (a request is input from outside: nothing unchecked reaches the image), and do
+ * what the kernel leaves to filesystems:
  *   - listxattr: trusted.* names are left out for callers without CAP_SYS_ADMIN (the kernel
  *     passes the list through);
  *   - unknown namespaces, and system.* names other than the two ACLs: EOPNOTSUPP.
