@@ -31,6 +31,7 @@
 #include "ialloc.h"
 #include "inode.h"
 #include "log.h"
+#include "mem.h"
 #include "mendfs_format.h"
 #include "trans.h"
 #include "verify.h"
@@ -1339,6 +1340,97 @@ START_TEST(test_garbage)
 }
 END_TEST
 
+
+/* ---- the contract: errors, cancellation, allocation failures ------------------------------------- */
+static int cancel_now(void *arg)
+{
+	return 1;
+}
+
+START_TEST(test_contract)
+{
+	struct img m;
+	struct mfs_fs *fs;
+	struct mfs_scrub_ctx ctx;
+	struct findings f;
+
+	img_make(&m);
+	fs = m.t.fs;
+	/* unknown type, AG out of range, bad inode numbers, a free inode, no fs */
+	CK_EQ(run(fs, MFS_SCRUB_NTYPES, 0, 0, &f), -EINVAL);
+	CK_EQ(run(fs, MFS_SCRUB_AGH, fs->geo.agcount, 0, &f), -EINVAL);
+	CK_EQ(run(fs, MFS_SCRUB_INODE, 0, 0, &f), -EINVAL);
+	CK_EQ(run(fs, MFS_SCRUB_BMAP, 0, 1ull << 60, &f), -EINVAL);
+	CK_EQ(run(fs, MFS_SCRUB_INODE, 0, m.f1 + 200, &f), -ENOENT);
+	CK_EQ(run(fs, MFS_SCRUB_DIR, 0, m.f1 + 200, &f), -ENOENT);
+	CK_OK(run(fs, MFS_SCRUB_PROBE, 0, 0, &f));
+	memset(&ctx, 0, sizeof(ctx));
+	ctx.type = MFS_SCRUB_SB;
+	CK_EQ(mfs_scrub(&ctx), -EINVAL);
+	CK_EQ(mfs_scrub(NULL), -EINVAL);
+	/* a client that went away: long checks stop with -ECANCELED */
+	for (uint32_t t = MFS_SCRUB_SB; t < MFS_SCRUB_NTYPES; t++) {
+		int err;
+
+		memset(&ctx, 0, sizeof(ctx));
+		memset(&f, 0, sizeof(f));
+		ctx.fs = fs;
+		ctx.type = t;
+		ctx.ino = m.d2;
+		ctx.report = collect;
+		ctx.hook_arg = &f;
+		ctx.cancelled = cancel_now;
+		err = mfs_scrub(&ctx);
+		CK_TRUE(err == 0 || err == -ECANCELED);
+		CK_EQ(f.n, 0);
+		if (t == MFS_SCRUB_AGH || t == MFS_SCRUB_RMAPBT || t == MFS_SCRUB_NLINKS ||
+		    t == MFS_SCRUB_DIR || t == MFS_SCRUB_SUMMARY)
+			CK_EQ(err, -ECANCELED);
+	}
+	img_destroy(&m);
+}
+END_TEST
+
+/* Allocation failures at every point of every checker: -ENOMEM or a result, never a
+ * crash, a false finding or a leak (the sanitizer build checks leaks). */
+START_TEST(test_enomem)
+{
+	struct img m;
+	struct mfs_fs *fs;
+	struct findings f;
+	unsigned failed = 0;
+	const uint32_t types[] = { MFS_SCRUB_AGH, MFS_SCRUB_AGFL, MFS_SCRUB_BNOBT,
+				   MFS_SCRUB_CNTBT, MFS_SCRUB_INOBT, MFS_SCRUB_RMAPBT,
+				   MFS_SCRUB_BMAP, MFS_SCRUB_DIR, MFS_SCRUB_XATTR, MFS_SCRUB_NLINKS,
+				   MFS_SCRUB_ORPHANS, MFS_SCRUB_SUMMARY };
+
+	img_make(&m);
+	fs = m.t.fs;
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+		for (uint64_t skip = 0; skip < 40; skip++) {
+			uint64_t ino = types[i] == MFS_SCRUB_BMAP ? m.big :
+				       types[i] == MFS_SCRUB_XATTR ? m.xf : m.d2;
+			int err;
+
+			mfs_mem_fault_arm(skip, 1);
+			err = run(fs, types[i], 0, ino, &f);
+			mfs_mem_fault_disarm();
+			CK_TRUE(err == 0 || err == -ENOMEM);
+			failed += err == -ENOMEM;
+			ck_assert_msg(f.n == 0 || err == 0 || (f.flags & MFS_SCRUB_OFLAG_INCOMPLETE),
+				      "type %u skip %llu: finding under ENOMEM: %s", types[i],
+				      (unsigned long long)skip, f.first);
+			if (!err)
+				ck_assert_msg(f.n == 0 || (f.flags & ~MFS_SCRUB_OFLAG_INCOMPLETE) == 0,
+					      "type %u skip %llu: %s", types[i],
+					      (unsigned long long)skip, f.first);
+		}
+	ck_assert_uint_gt(failed, 10);
+	assert_all_clean(fs);
+	img_destroy(&m);
+}
+END_TEST
+
 static Suite *scrub_suite(void)
 {
 	Suite *s = suite_create("scrub");
@@ -1363,6 +1455,8 @@ static Suite *scrub_suite(void)
 	tcase_add_test(tc, test_orphans);
 	tcase_add_test(tc, test_summary);
 	tcase_add_test(tc, test_journal);
+	tcase_add_test(tc, test_contract);
+	tcase_add_test(tc, test_enomem);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("concurrent");
 	tcase_set_timeout(tc, 120);
