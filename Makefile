@@ -13,6 +13,8 @@
 PREFIX  ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
 MANDIR  ?= $(PREFIX)/share/man
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+CRONDIR ?= /etc/cron.d
 DESTDIR ?=
 O       ?= build
 PKG_CONFIG ?= pkg-config
@@ -188,6 +190,12 @@ install: all
 	install -m 755 $(PROG_BINS) $(DESTDIR)$(SBINDIR)/
 	install -m 644 $(wildcard man/*.8) $(DESTDIR)$(MANDIR)/man8/
 	install -m 644 $(wildcard man/*.5) $(DESTDIR)$(MANDIR)/man5/
+	install -d $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(CRONDIR)
+	for u in mendfs_scrub_all.service mendfs_scrub_all.timer; do \
+		sed 's|@SBINDIR@|$(SBINDIR)|g' scrub/$$u >$(DESTDIR)$(SYSTEMDUNITDIR)/$$u && \
+		chmod 644 $(DESTDIR)$(SYSTEMDUNITDIR)/$$u || exit 1; done
+	sed 's|@SBINDIR@|$(SBINDIR)|g' scrub/mendfs_scrub_all.cron >$(DESTDIR)$(CRONDIR)/mendfs_scrub_all
+	chmod 644 $(DESTDIR)$(CRONDIR)/mendfs_scrub_all
 
 clean:
 	rm -rf build build-asan
