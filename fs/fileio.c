@@ -247,7 +247,7 @@ static int do_write(struct mfsd *d, struct mfs_inode *ip, const char *buf, size_
 {
 	struct mfs_fs *fs = d->fs;
 	uint32_t bs = fs->geo.blocksize, blog = fs->geo.blocklog;
-	uint64_t end = off + size, pos = off;
+	uint64_t end = off + size, pos = off, logged = ip->size;
 	struct timespec now;
 	char *tmp;
 	int err = 0;
@@ -272,6 +272,8 @@ static int do_write(struct mfsd *d, struct mfs_inode *ip, const char *buf, size_
 		n = (ext.startoff + ext.len < eb ? ext.startoff + ext.len : eb) - b;
 		if (ext.startblock == MFS_BMAP_HOLE) {
 			err = write_alloc(d, ip, b, n, pos, end, buf, off, tmp, &n);
+			if (!err && ip->size > logged)
+				logged = ip->size;       /* logged with the mapping */
 		} else {
 			uint64_t fsb = ext.startblock + (b - ext.startoff);
 
@@ -309,9 +311,12 @@ static int do_write(struct mfsd *d, struct mfs_inode *ip, const char *buf, size_
 		if (err2 != -ENOMEM || tries == 3) {
 			/* The size stayed where it was logged: bytes past it are not the file's
 			 * (the count says so), and must be zero again on the device (see the
-			 * invariant at the top), or growing the file later would show them. */
-			if (pos > ip->size) {
-				uint64_t keep = ip->size > off ? ip->size : off;
+			 * invariant at the top), or growing the file later would show them.
+			 * `logged`, not ip->size: the reload after the failure may have failed
+			 * too (then the inode is marked stale and reloaded at its next use). */
+			ip->size = logged;
+			if (pos > logged) {
+				uint64_t keep = logged > off ? logged : off;
 				int err3 = zero_mapped(ip, keep, pos, tmp);
 
 				if (err3)
@@ -436,11 +441,13 @@ void mfsd_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 /* ---- freeing blocks --------------------------------------------------------------------- */
 
 /*
- * Unmap [first, last) blocks in bounded transactions.  `setsize`: the first transaction
- * also logs the in-core fields the caller changed (size, times).
+ * Unmap [first, last) blocks in bounded transactions.  `log_first`: the first transaction
+ * also logs the in-core fields the caller changed (size, times); *logged (may be NULL) is
+ * set once it has committed.  (After a failure the in-core inode is reloaded, but a reload
+ * can fail too: only this flag says what was logged.)
  */
 static int punch_blocks(struct mfsd *d, struct mfs_inode *ip, uint64_t first, uint64_t last,
-			int log_first)
+			int log_first, int *logged)
 {
 	uint64_t off = first;
 	int err = 0;
@@ -469,6 +476,8 @@ static int punch_blocks(struct mfsd *d, struct mfs_inode *ip, uint64_t first, ui
 			mfs_inode_reload(ip);
 			break;
 		}
+		if (log_first && logged)
+			*logged = 1;
 		log_first = 0;
 		off += done;
 		if (done == 0 && off < last) {
@@ -485,7 +494,7 @@ int mfsd_free_all_blocks(struct mfsd *d, struct mfs_inode *ip)
 {
 	if (!has_extents(ip))
 		return 0;
-	return punch_blocks(d, ip, 0, mfs_bmap_max_blocks(d->fs), 0);
+	return punch_blocks(d, ip, 0, mfs_bmap_max_blocks(d->fs), 0, NULL);
 }
 
 /* Zero bytes [from, to) where they lie in mapped, written blocks (`tmp`: one block). */
@@ -540,7 +549,7 @@ int mfsd_truncate(struct mfsd *d, struct mfs_inode *ip, uint64_t size, int killp
 	uint32_t bs = fs->geo.blocksize, blog = fs->geo.blocklog;
 	struct timespec now;
 	char *tmp = NULL;
-	int err;
+	int err, logged = 0;
 
 	if (size > max_bytes(fs))
 		return -EFBIG;
@@ -566,8 +575,8 @@ int mfsd_truncate(struct mfsd *d, struct mfs_inode *ip, uint64_t size, int killp
 		}
 	}
 	ip->size = size;
-	err = punch_blocks(d, ip, (size + bs - 1) >> blog, mfs_bmap_max_blocks(fs), 1);
-	if (tmp && ip->size == size) {
+	err = punch_blocks(d, ip, (size + bs - 1) >> blog, mfs_bmap_max_blocks(fs), 1, &logged);
+	if (tmp && logged) {
 		int err2 = zero_mapped(ip, size, (size | (bs - 1)) + 1, tmp);
 
 		if (err2) {
@@ -711,7 +720,7 @@ static int do_fallocate(struct mfsd *d, struct mfs_inode *ip, int mode, uint64_t
 				err = zero_partial(ip, lb << blog, end);
 		}
 		if (!err && fb < lb)
-			err = punch_blocks(d, ip, fb, lb, 0);
+			err = punch_blocks(d, ip, fb, lb, 0, NULL);
 		if (!err && (mode & FALLOC_FL_ZERO_RANGE) && fb < lb)
 			err = alloc_unwritten(d, ip, fb, lb);
 		if (err)

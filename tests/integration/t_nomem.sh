@@ -1,7 +1,8 @@
 #!/bin/bash
 # t_nomem.sh — the daemon under allocation failures: mounted with MENDFS_TEST_FAULTS, one
 # allocation in 7 fails (SIGUSR1) while a seeded random workload creates, writes, mkdirs,
-# renames, symlinks, unlinks, rmdirs, truncates, chmods and utimes against a model.  Every operation
+# renames, symlinks, unlinks, rmdirs, truncates, chmods, utimes, sets and removes extended
+# attributes against a model.  Every operation
 # must either succeed or fail with ENOMEM and then have changed nothing (the model is not
 # updated); no EIO, no hang, no crash.  Then failures stop (SIGUSR2) and the same kinds of
 # operations must all succeed; the tree is compared with the model (names, types, sizes,
@@ -33,10 +34,11 @@ if os.path.exists(state):
         st = json.load(f)
     files = {k: bytearray.fromhex(v["d"]) for k, v in st["files"].items()}
     modes = {k: v["m"] for k, v in st["files"].items()}
+    xattrs = {k: {n: bytes.fromhex(x) for n, x in v["x"].items()} for k, v in st["files"].items()}
     dirs = set(st["dirs"])
     links = st["links"]
 else:
-    files, modes, dirs, links = {}, {}, {""}, {}
+    files, modes, dirs, links, xattrs = {}, {}, {""}, {}, {}
 enomem = 0
 counts = {}
 
@@ -53,7 +55,7 @@ def op_create():
     global desc; desc = p
     fd = os.open(P(p), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     os.close(fd)
-    files[p] = bytearray(); modes[p] = 0o644
+    files[p] = bytearray(); modes[p] = 0o644; xattrs[p] = {}
 def op_write():
     if not files: return
     p = rng.choice(sorted(files)); off = rng.randrange(0, 65536); n = rng.randrange(1, 20000)
@@ -81,7 +83,7 @@ def op_rename():
     global desc; desc = "%s -> %s" % (src, dst)
     os.rename(P(src), P(dst))
     if src in files:
-        files[dst] = files.pop(src); modes[dst] = modes.pop(src)
+        files[dst] = files.pop(src); modes[dst] = modes.pop(src); xattrs[dst] = xattrs.pop(src)
     else:
         links[dst] = links.pop(src)
 def op_unlink():
@@ -90,7 +92,7 @@ def op_unlink():
     p = rng.choice(allp)
     global desc; desc = p
     os.unlink(P(p))
-    if p in files: del files[p]; del modes[p]
+    if p in files: del files[p]; del modes[p]; del xattrs[p]
     else: del links[p]
 def op_rmdir():
     empty = [d for d in dirs if d and not children(d)]
@@ -121,6 +123,18 @@ def op_symlink():
     t = "t" * rng.choice([5, 60, 300])
     global desc; desc = "%s len %d" % (p, len(t))
     os.symlink(t, P(p)); links[p] = t
+def op_setxattr():
+    if not files: return
+    p = rng.choice(sorted(files)); n = "user.a%d" % rng.randrange(12)
+    v = bytes([rng.randrange(256)]) * rng.choice([10, 300, 2000])
+    global desc; desc = "%s %s %d" % (p, n, len(v))
+    os.setxattr(P(p), n, v); xattrs[p][n] = v
+def op_rmxattr():
+    cand = sorted((p, n) for p in xattrs for n in xattrs[p])
+    if not cand: return
+    p, n = rng.choice(cand)
+    global desc; desc = "%s %s" % (p, n)
+    os.removexattr(P(p), n); del xattrs[p][n]
 def op_stat():
     allp = sorted(list(files) + list(dirs))
     p = rng.choice(allp)
@@ -130,7 +144,7 @@ def op_readdir():
 
 ops = [(op_create, 14), (op_write, 20), (op_mkdir, 6), (op_rename, 10), (op_unlink, 8),
        (op_rmdir, 3), (op_truncate, 8), (op_chmod, 6), (op_utime, 5), (op_symlink, 5),
-       (op_stat, 8), (op_readdir, 5)]
+       (op_setxattr, 6), (op_rmxattr, 3), (op_stat, 8), (op_readdir, 5)]
 table = [f for f, w in ops for _ in range(w)]
 
 def verify():
@@ -147,6 +161,9 @@ def verify():
                 with open(P(p), "rb") as f:
                     os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)   # the daemon's bytes, not the page cache's
                     seen_f[p] = f.read()
+                got = {n: os.getxattr(P(p), n) for n in os.listxattr(P(p)) if n.startswith("user.")}
+                if got != xattrs.get(p):
+                    sys.exit("xattrs of %s: %s, model %s" % (p, sorted(got), sorted(xattrs.get(p, {}))))
                 if stat.S_IMODE(s.st_mode) != modes.get(p):
                     sys.exit("mode of %s: %o, model %o" % (p, stat.S_IMODE(s.st_mode), modes.get(p, 0)))
     if set(seen_f) != set(files): sys.exit("files differ: extra %s missing %s" % (sorted(set(seen_f) - set(files))[:5], sorted(set(files) - set(seen_f))[:5]))
@@ -175,7 +192,7 @@ for i in range(nops):
             continue
         sys.exit("op %d %s (%s): unexpected %s" % (i, f.__name__, desc, e))
 with open(state, "w") as f:
-    json.dump({"files": {k: {"d": bytes(v).hex(), "m": modes[k]} for k, v in files.items()},
+    json.dump({"files": {k: {"d": bytes(v).hex(), "m": modes[k], "x": {n: x.hex() for n, x in xattrs[k].items()}} for k, v in files.items()},
                "dirs": sorted(dirs), "links": links}, f)
 print("%s: %d ops, %d ENOMEM; done: %s" % (phase, nops, enomem, " ".join("%s=%d" % (k[3:], v) for k, v in sorted(counts.items()))))
 if phase == "faults" and enomem == 0: sys.exit("no operation met an allocation failure")
