@@ -10,7 +10,8 @@
 # (umask ignored then, applied otherwise); the kernel's permission checks using the ACL for
 # user nobody; the space of an unlinked file's attributes given back; everything identical
 # after a remount; EROFS on a read-only mount; SIGKILL during attribute changes (fsync'd
-# ones intact, the others whole after replay); `mendfs_db check -f` clean.
+# ones intact, the others whole after replay); allocation failures in ACL changes, chmod
+# and inheritance (ENOMEM only, ACLs and modes agree after); `mendfs_db check -f` clean.
 set -u
 # shellcheck source=mountlib.sh
 . "$(dirname "$0")/mountlib.sh"
@@ -57,6 +58,7 @@ def acl(*ents):
     return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", t, p, i) for t, p, i in ents)
 UO, U, GO, G, M, O, X = 1, 2, 4, 8, 0x10, 0x20, 0xffffffff
 '
+export NMSTATE="$dir/nomem.json"
 py() { (cd "$mnt" && python3 -c "$PYLIB$1") || fail "${2:-python check}"; }
 # nobody may not be able to run a per-user python3 (pyenv shims): the system's, if any
 PY_NOBODY=python3; [ -x /usr/bin/python3 ] && PY_NOBODY=/usr/bin/python3
@@ -440,6 +442,98 @@ print("  %d attributes whole after the crash" % len(names))
 umount_fs
 db_check "after a crash and replay"
 ok "SIGKILL during attribute changes: attributes made durable by fsync intact, the others whole, check clean"
+
+# --- allocation failures: ACL changes, chmod and inheritance at one failure in 100 --------
+# (lib/mem.h fault injection, fs/testfaults.c).  Every operation succeeds or fails with
+# ENOMEM; afterwards every access ACL agrees with its file's mode, every inode created under
+# the default ACL carries its inherited ACL, a failed create left nothing, and the image
+# checks clean.
+MENDFS_TEST_FAULTS=100 mount_fs -o allow_other
+grep -q "test fault injection enabled" "$log" || fail "MENDFS_TEST_FAULTS did not enable the signals"
+cd "$mnt"
+mkdir nm; setfacl -d -m u:nobody:rwx,u:daemon:r,g::rx,o::- nm
+for i in $(seq 0 19); do echo $i >nm_f$i; done
+kill -USR1 "$pid"
+py '
+import random, json
+rnd = random.Random(11)
+made, nomem, done = [], 0, 0
+def ok_or_nomem(fn, *a):
+    global nomem, done
+    try:
+        fn(*a); done += 1; return True
+    except OSError as e:
+        if e.errno != errno.ENOMEM:
+            raise
+        nomem += 1; return False
+for r in range(600):
+    f = "nm_f%d" % rnd.randrange(20)
+    k = rnd.randrange(6)
+    if k == 0:
+        users = sorted(rnd.sample(range(1000, 1100), rnd.randrange(0, 30)))
+        ents = [(UO, rnd.randrange(8), X)] + [(U, rnd.randrange(8), u) for u in users] + \
+               [(GO, rnd.randrange(8), X)] + ([(M, rnd.randrange(8), X)] if users else []) + \
+               [(O, rnd.randrange(8), X)]
+        ok_or_nomem(os.setxattr, f, "system.posix_acl_access", acl(*ents))
+    elif k == 1:
+        ok_or_nomem(os.chmod, f, rnd.randrange(0o1000))
+    elif k == 2:
+        n = "nm/c%d" % r
+        def mk(n=n):
+            if rnd.random() < 0.5:
+                os.close(os.open(n, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o640))
+            else:
+                os.mkdir(n, 0o750)
+        made.append((n, ok_or_nomem(mk)))
+    elif k == 3:
+        ok_or_nomem(os.setxattr, f, "user.v%d" % rnd.randrange(8), os.urandom(rnd.choice((5, 300, 3000))))
+    elif k == 4:
+        try:
+            ok_or_nomem(os.removexattr, f, "user.v%d" % rnd.randrange(8))
+        except OSError as e:
+            if e.errno != errno.ENODATA: raise
+    else:
+        try:
+            ok_or_nomem(os.removexattr, f, "system.posix_acl_access")
+        except OSError as e:
+            if e.errno != errno.ENODATA: raise
+json.dump(made, open(os.environ["NMSTATE"], "w"))
+print("  %d operations done, %d failed with ENOMEM" % (done, nomem))
+assert nomem > 0 and done > 0
+' "operations under allocation failures" 
+kill -USR2 "$pid"
+for _ in $(seq 200); do grep -q "test faults: [0-9]* injected" "$log" && break; sleep 0.025; done
+grep -q "test faults: [1-9][0-9]* injected" "$log" || fail "no allocation failure was injected"
+py '
+import json, struct
+def parse(v):
+    n = (len(v) - 4) // 8
+    return [struct.unpack_from("<HHI", v, 4 + 8 * i) for i in range(n)]
+def consistent(p):
+    mode = stat.S_IMODE(os.stat(p).st_mode)
+    try:
+        ents = parse(os.getxattr(p, "system.posix_acl_access"))
+    except OSError as e:
+        assert e.errno == errno.ENODATA; return False
+    perm = {t: q for t, q, i in ents if t in (UO, GO, M, O)}
+    g = perm.get(M, perm[GO])
+    assert mode & 0o777 == perm[UO] << 6 | g << 3 | perm[O], (p, oct(mode), ents)
+    return True
+for i in range(20):
+    consistent("nm_f%d" % i)
+made = json.load(open(os.environ["NMSTATE"]))
+for n, ok in made:
+    if not ok:
+        assert not os.path.exists(n), n + " exists after its create failed"
+        continue
+    assert consistent(n), n + " did not inherit the default ACL"
+    if os.path.isdir(n):
+        assert os.getxattr(n, "system.posix_acl_default") == os.getxattr("nm", "system.posix_acl_default")
+print("  %d inodes created under the default ACL checked" % sum(ok for n, ok in made))
+' "state after allocation failures"
+umount_fs
+db_check "after allocation failures"
+ok "allocation failures in ACL changes, chmod and inheritance: ENOMEM only, ACLs and modes agree, failed creates left nothing, check clean"
 
 grep -qi "corrupt\|error" "$log" && { cat "$log"; fail "the daemon logged errors"; }
 echo "t_xattr: all passed in $(($(date +%s) - t_start)) s"
