@@ -121,28 +121,29 @@ static const char ACL_DEFAULT[] = "posix_acl_default";
  */
 static int acl_load(struct mfs_inode *ip, const char *which, struct mfs_acl **out)
 {
-	size_t len = 0;
-	void *buf;
+	unsigned len = (unsigned)strlen(which);
+	uint8_t small[512];         /* most ACLs: one lookup, no allocation for the bytes */
+	uint8_t *buf = small;
+	size_t vlen = 0;
 	int err;
 
 	if (ip->aformat == MFS_FMT_NONE)
 		return -ENODATA;
-	err = mfs_xattr_get(ip, MFS_XATTR_NS_SYSTEM, which, (unsigned)strlen(which), NULL, 0,
-			    &len);
-	if (err)
-		return err;
-	buf = mfs_malloc(len ? len : 1);
-	if (!buf)
-		return -ENOMEM;
-	err = mfs_xattr_get(ip, MFS_XATTR_NS_SYSTEM, which, (unsigned)strlen(which), buf, len,
-			    &len);
+	err = mfs_xattr_get(ip, MFS_XATTR_NS_SYSTEM, which, len, small, sizeof(small), &vlen);
+	if (err == -ERANGE) {
+		buf = mfs_malloc(vlen);
+		if (!buf)
+			return -ENOMEM;
+		err = mfs_xattr_get(ip, MFS_XATTR_NS_SYSTEM, which, len, buf, vlen, &vlen);
+	}
 	if (!err) {
-		err = mfs_acl_decode(buf, len, out);
+		err = mfs_acl_decode(buf, vlen, out);
 		if (err == -EINVAL || err == -EOPNOTSUPP)
 			err = MFS_CORRUPT("inode %llu: system.%s: %zu bytes that are not a valid "
-					  "POSIX ACL", (unsigned long long)ip->ino, which, len);
+					  "POSIX ACL", (unsigned long long)ip->ino, which, vlen);
 	}
-	free(buf);
+	if (buf != small)
+		free(buf);
 	return err;
 }
 
