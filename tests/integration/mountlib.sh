@@ -12,6 +12,10 @@
 #   wait_exit                     wait (bounded) for the daemon to exit, with status 0
 #   umount_fs                     fusermount3 -u, then wait_exit
 #   crash                         SIGKILL the daemon and drop its mount
+#   bounded SECS CMD...           run CMD, waiting at most SECS s; a CMD still running then
+#                                 means the filesystem hangs: print the daemon's threads
+#                                 (gdb, if installed), crash it (its pending requests fail)
+#                                 and fail; else CMD's exit status
 # At exit every mount is undone, the daemon killed and $dir removed.
 BIN=${BIN:?BIN must name the directory of the built programs}
 MKFS=$BIN/mkfs.mendfs
@@ -94,4 +98,28 @@ crash() {
 	wait "$pid" 2>/dev/null
 	pid=""
 	fusermount3 -uz "$mnt" 2>/dev/null
+}
+
+bounded() {
+	local secs=$1 p
+	shift
+	"$@" &
+	p=$!
+	for _ in $(seq $((secs * 10))); do
+		kill -0 "$p" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$p" 2>/dev/null; then
+		echo "FAIL: '$*' still running after $secs s: the filesystem hangs"
+		if [ -n "$pid" ] && command -v gdb >/dev/null; then
+			echo "--- the daemon's threads"
+			timeout 60 gdb -p "$pid" "/proc/$pid/exe" -batch -ex "thread apply all bt" \
+				2>/dev/null | grep -E '^(Thread|#)' | head -100
+		fi
+		[ -n "$pid" ] && crash
+		kill -9 "$p" 2>/dev/null
+		wait "$p" 2>/dev/null
+		fail "hang"
+	fi
+	wait "$p"
 }

@@ -7,38 +7,21 @@
 # after a clean unmount (waiting for the daemon) `mendfs_db check` must be clean and the
 # daemon's log free of errors.
 set -u
-BIN=${BIN:?BIN must name the directory of the built programs}
+# shellcheck source=mountlib.sh
+. "$(dirname "$0")/mountlib.sh"
 TOOLS=${TOOLS:-${O:-$(dirname "$BIN")}/tools}
-MKFS=$BIN/mkfs.mendfs
-DB=$BIN/mendfs_db
 SUITE=$TOOLS/posix_suite
 
-[ -c /dev/fuse ] || { echo "skip: /dev/fuse is missing"; exit 77; }
-command -v fusermount3 >/dev/null || { echo "skip: fusermount3 is missing"; exit 77; }
 [ "$(id -u)" = 0 ] || { echo "skip: the suite needs root (it switches to nobody)"; exit 77; }
 [ -x "$SUITE" ] || { echo "FAIL: $SUITE is not built"; exit 1; }
 
-dir=$(mktemp -d /tmp/t_posix.XXXXXX) || exit 1
-img=$dir/img
-mnt=$dir/m
-log=$dir/log
-mkdir "$mnt"
+ml_setup t_posix
 chmod 755 "$dir"   # nobody must reach the mount point
 
-# shellcheck source=mountlib.sh
-. "$(dirname "$0")/mountlib.sh"
-cleanup() {
-	ml_cleanup
-	rm -rf "$dir"
-}
-trap cleanup EXIT
-
-fail() { echo "FAIL: $*"; [ -s "$log" ] && { echo "--- daemon log"; tail -20 "$log"; }; exit 1; }
-
 "$MKFS" -q "$img" 4G >"$dir/mkfs.out" 2>&1 || { cat "$dir/mkfs.out"; fail "mkfs"; }
-mount_fs
+mount_fs -o allow_other
 mkdir "$mnt/posix" && chmod 755 "$mnt/posix" || fail "mkdir in the mount"
-"$SUITE" -v "$mnt/posix"
+bounded 300 "$SUITE" -v "$mnt/posix"
 rc=$?
 # What the suite left (names, types, modes, links, owners, sizes, device numbers,
 # nanosecond modification and change times, symlink targets, contents of files under
@@ -54,7 +37,7 @@ umount_fs
 grep -Ei "corrupt|failed|error" "$log" && fail "the daemon reported errors"
 [ "$rc" -eq 0 ] || fail "posix_suite: some tests failed"
 echo "ok: posix suite passed; clean unmount; mendfs_db check clean"
-mount_fs
+mount_fs -o allow_other
 manifest >"$dir/manifest2" || fail "manifest after remount"
 diff "$dir/manifest1" "$dir/manifest2" >"$dir/manifest.diff" || { head -20 "$dir/manifest.diff"; fail "what the suite left changed across a remount"; }
 umount_fs
