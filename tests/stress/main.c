@@ -197,7 +197,9 @@ static int worker(int idx, double t0, int dirfd)
 		}
 	}
 	if ((r || p->st->failed) && o.gone_ok && (p->st->gone || fs_gone(p))) {
+		/* what failed was the filesystem going away */
 		p->st->gone = 1;
+		p->st->failed = 0;
 		return 0;
 	}
 	if (r || p->st->failed) {
