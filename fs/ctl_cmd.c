@@ -331,7 +331,7 @@ int mfsd_ctl_inodes(struct mfsd_client *c)
 		free(es.out);
 		return mfsd_ctl_error(c->fd, c->msg.hdr.reqid, -err, "listing the inodes of AG "
 				      "%u: %s", q.agno, mfs_is_corruption(err) ?
-				      "the inode btree is corrupt" : strerror(-err));
+				      "its header or inode btree is damaged" : strerror(-err));
 	}
 	r.next = es.next;
 	r.count = es.n;

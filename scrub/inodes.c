@@ -11,6 +11,7 @@
 #include "scrub.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -31,8 +32,20 @@ static uint32_t next_batch(struct scrub_run *run, struct scrub_conn *c,
 		if (scrub_rpc(c, MFS_CTL_INODES, &q, sizeof(q), &rep) != 0) {
 			if (c->broken)
 				atomic_store(&run->stop, 1);
-			scrub_error(run, MFS_SCRUB_INOBT, run->enum_ag, 0, "listing the inodes "
-				    "of this AG: %s", rep.msg);
+			if (rep.err == EUCLEAN || rep.err == EBADMSG) {
+				/* Damage phase 2 reported: these inodes go unchecked. */
+				char text[700];
+				int len = snprintf(text, sizeof(text), "the inodes of this AG were "
+						   "not checked: %s", rep.msg);
+
+				scrub_finding(run, MFS_SCRUB_INOBT, run->enum_ag, 0,
+					      MFS_SCRUB_OFLAG_INCOMPLETE, text,
+					      len < 0 ? 0 : (size_t)len < sizeof(text) ? (size_t)len
+					      : sizeof(text) - 1);
+			} else {
+				scrub_error(run, MFS_SCRUB_INOBT, run->enum_ag, 0, "listing the "
+					    "inodes of this AG: %s", rep.msg);
+			}
 			run->enum_ag++;
 			run->enum_cursor = 0;
 			continue;
