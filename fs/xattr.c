@@ -22,6 +22,11 @@
  *     passes the list through);
  *   - unknown namespaces, and system.* names other than the two ACLs: EOPNOTSUPP.
  *
+ * Cost: once getxattr is served, the kernel asks for security.capability before every
+ * write to a regular file (file_remove_privs; only FUSE_HANDLE_KILLPRIV_V2 makes the
+ * superblock SB_NOSEC, and libfuse 3.14 cannot ask for it), one more request per write
+ * (measured: 4 KiB writes 12-35% slower, 128 KiB ones within noise).
+ *
  * POSIX ACLs
  * ----------
  * They are the xattrs system.posix_acl_access and system.posix_acl_default, in the kernel's
