@@ -1,0 +1,64 @@
+#!/bin/bash
+# t_scrub_load.sh — no false positives: a filesystem under a heavy random workload
+# (mendfs_stress, 6 processes of the full mix of creates, writes, truncates, renames, links,
+# unlinks, attributes, fsyncs) is scrubbed SCRUB_ROUNDS times in a row (default 20); every
+# scrub must report nothing and exit 0 — a check that races with writers re-checks under
+# the object's lock instead of reporting what is not there.  Afterwards the workload's own
+# verification passes, the daemon is alive, one more scrub of the quiet filesystem is
+# clean, and the unmounted image passes mendfs_db check.
+#
+# PENDING (not in tests/integration yet, so `make check` does not run it): it fails today
+# on false positives of the checkers in repair/ — scrub_xref_extent's expected rmap
+# offset has its sign reversed (offset + delta instead of offset - delta, every run), the
+# inode check reports an inode being freed ("in use (mode 00) with no links, and not on
+# the orphan list") and the rmap check an inode whose fork is converting ("btree blocks of
+# inode N, whose data fork is not a btree") without re-checking under the inode's lock.
+# Move it to tests/integration/ once it passes.  Run it by hand:
+#   BIN=build/bin O=build bash tests/pending/t_scrub_load.sh
+set -u
+. "$(dirname "$0")/../integration/mountlib.sh"
+. "$(dirname "$0")/../integration/stresslib.sh"
+ml_setup t_scrub_load
+mkdir "$dir/run"
+export MENDFS_RUNDIR=$dir/run
+rounds=${SCRUB_ROUNDS:-20}
+
+"$MKFS" -q -a 4 "$img" 1G >"$dir/mkfs.out" 2>&1 || { cat "$dir/mkfs.out"; fail "mkfs"; }
+mount_fs -o allow_other
+mkdir "$mnt/load" || fail "mkdir"
+# The load runs until told to stop (a file it cannot see: we kill it), so it outlasts the
+# scrubs however slow the machine is; its verdict comes from a final verified run.
+"$STRESS" -p 6 -t 3600 -e 300 -z 1M ${STRESS_SEED:+-s "$STRESS_SEED"} "$mnt/load" \
+	>"$dir/stress.out" 2>&1 &
+spid=$!
+# mendfs_stress forks its workers: stop them by their parent's id, then the parent.
+stop_load() {
+	[ -n "$spid" ] || return 0
+	kill $(pgrep -P "$spid") "$spid" 2>/dev/null
+	wait "$spid" 2>/dev/null
+	for _ in $(seq 400); do [ -z "$(pgrep -P "$spid")" ] && break; sleep 0.025; done
+	spid=""
+}
+ml_extra_cleanup=stop_load
+# Let it build up some tree first (bounded).
+for _ in $(seq 200); do
+	[ "$(find "$mnt/load" -maxdepth 3 2>/dev/null | wc -l)" -gt 200 ] && break
+	sleep 0.05
+done
+for r in $(seq "$rounds"); do
+	kill -0 "$spid" 2>/dev/null || { cat "$dir/stress.out"; fail "the workload stopped early"; }
+	bounded 300 "$BIN/mendfs_scrub" --json "$mnt" >"$dir/scrub.$r" 2>"$dir/scrub.$r.err"
+	rc=$?
+	[ $rc -eq 0 ] || { cat "$dir/scrub.$r" "$dir/scrub.$r.err"; fail "scrub $r under load: exit $rc"; }
+	grep -q '"kind":"finding"' "$dir/scrub.$r" && { cat "$dir/scrub.$r"; fail "scrub $r reported findings"; }
+done
+objs=$(sed -n 's/.*"objects":\([0-9]*\).*/\1/p' "$dir/scrub.$rounds")
+ok "$rounds scrubs under load, all clean (last: $objs objects)"
+stop_load
+daemon_alive "after the scrubs"
+"$BIN/mendfs_scrub" "$mnt" >"$dir/quiet.out" 2>&1 || { cat "$dir/quiet.out"; fail "scrub of the quiet fs"; }
+ok "quiet: $(cat "$dir/quiet.out")"
+umount_fs
+check_clean "after the load"
+ok "mendfs_db check clean"
+exit 0
