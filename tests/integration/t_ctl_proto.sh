@@ -3,9 +3,11 @@
 # or version, absurd lengths, garbage, unknown commands, payloads of the wrong size or with
 # bad values, descriptors that are not regular files, read-only, on the mendfs itself,
 # sealed, too many, none, or sent with the wrong command, and a peer that is neither root
-# nor the mounting user.  Each gets an error reply naming the problem (the connection is
-# closed where its framing cannot be trusted); afterwards the daemon is alive, a normal
-# mendfs_scrub finds nothing, and at unmount the socket file is removed.
+# nor the mounting user: each gets an error reply naming the problem (the connection is
+# closed where its framing cannot be trusted).  A running link count check stops
+# (ECANCELED) on CANCEL and when its client shuts its side of the connection.  Afterwards
+# the daemon is alive, a normal mendfs_scrub finds nothing, and at unmount the socket file
+# is removed.
 set -u
 . "$(dirname "$0")/mountlib.sh"
 O=${O:-$(dirname "$BIN")}
@@ -59,6 +61,10 @@ expect fd-good '^error EOPNOTSUPP: repair is not available yet'
 expect inodes '^reply 3 '
 expect cancel '^reply 4 8 cancelled 0'
 expect scrub '^reply 2 16 oflags 0x0 error 0 findings 0' 1:0:0
+# Cancelling a running check: by CANCEL, and by the client going away.
+expect cancel-running '^reply 2 16 oflags 0x0 error -125 findings 0 reply 4 8 cancelled 1'
+expect hangup-running '^reply 2 16 oflags 0x0 error -125 findings 0'
+expect scrub '^reply 2 16 oflags 0x0 error 0 findings 0' 14:0:0
 
 # A peer that is neither root nor the mounting user (root here) is refused with a reason.
 if command -v setpriv >/dev/null && id nobody >/dev/null 2>&1; then

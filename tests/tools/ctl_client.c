@@ -10,7 +10,9 @@
  * ended the connection.  Exit 0 when a reply of either kind came, 1 when none did, 2 for a
  * usage error.  CASEs: hello, truncated-header, bad-magic, bad-version, huge-length,
  * unknown-command (then a HELLO on the same connection), short-payload, truncated-payload,
- * garbage, bad-type, bad-agno, bad-ino, bad-flags, inodes, cancel, fd-pipe, fd-readonly,
+ * garbage, bad-type, bad-agno, bad-ino, bad-flags, inodes, cancel, cancel-running (a link
+ * count check with a CANCEL behind it), hangup-running (the same, write side shut instead),
+ * fd-pipe, fd-readonly,
  * fd-self FILE (a file on the mendfs itself), fd-sealed, fd-too-many, fd-none, fd-with-hello,
  * fd-good, scrub TYPE:AGNO:INO.
  */
@@ -256,6 +258,34 @@ int main(int argc, char **argv)
 		struct mfs_ctl_cancel_req cq = { 0 };
 
 		send_req(MFS_CTL_CANCEL, &cq, sizeof(cq), NULL, 0);
+	} else if (!strcmp(c, "cancel-running") || !strcmp(c, "hangup-running")) {
+		/* A link count check with a CANCEL already waiting behind it, or with our
+		 * side of the connection shut: it must stop (ECANCELED) at its first poll. */
+		uint8_t two[2 * sizeof(struct mfs_ctl_hdr) + sizeof(sq) +
+			    sizeof(struct mfs_ctl_cancel_req)];
+		struct mfs_ctl_hdr h = { .magic = MFS_CTL_MAGIC, .version = MFS_CTL_VERSION,
+					 .command = MFS_CTL_SCRUB, .len = sizeof(sq), .reqid = 7 };
+		struct mfs_ctl_cancel_req cq = { .reqid = 7 };
+		size_t len = sizeof(h) + sizeof(sq);
+
+		sq.type = MFS_SCRUB_NLINKS;
+		memcpy(two, &h, sizeof(h));
+		memcpy(two + sizeof(h), &sq, sizeof(sq));
+		if (!strcmp(c, "cancel-running")) {
+			h.command = MFS_CTL_CANCEL;
+			h.len = sizeof(cq);
+			h.reqid = 8;
+			memcpy(two + len, &h, sizeof(h));
+			memcpy(two + len + sizeof(h), &cq, sizeof(cq));
+			len += sizeof(h) + sizeof(cq);
+		}
+		send_raw(two, len, NULL, 0);
+		if (!strcmp(c, "hangup-running"))
+			shutdown(sock, SHUT_WR);
+		got = show_reply();
+		if (!strcmp(c, "cancel-running"))
+			got &= show_reply();
+		return got ? 0 : 1;
 	} else if (!strcmp(c, "scrub") && argc > 3) {
 		unsigned t, a;
 		unsigned long long ino;
