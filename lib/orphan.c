@@ -287,16 +287,15 @@ static int find_pred(struct mfs_fs *fs, struct mfs_orphans *o, uint32_t agno, ui
 }
 
 int mfs_orphan_remove(struct mfs_trans *tp, struct mfs_orphans *o, struct mfs_inode *ip,
-		      struct mfs_inode **pred)
+		      struct mfs_inode *pred, uint64_t *need)
 {
 	struct mfs_fs *fs = ip->fs;
 	uint32_t agno = mfs_ino_to_agno(&fs->geo, ip->ino);
 	uint64_t head, next = ip->next_unlinked, p = 0;
-	struct mfs_inode *pip;
 	struct mfs_buf *bp;
 	int err;
 
-	*pred = NULL;
+	*need = 0;
 	if (next && !in_ag(fs, next, agno))
 		return MFS_CORRUPT("inode %llu: next unlinked inode %llu is not an inode of AG %u",
 				   (unsigned long long)ip->ino, (unsigned long long)next, agno);
@@ -322,27 +321,19 @@ int mfs_orphan_remove(struct mfs_trans *tp, struct mfs_orphans *o, struct mfs_in
 	if (p == ip->ino)
 		return MFS_CORRUPT("AG %u orphan list: inode %llu links to itself", agno,
 				   (unsigned long long)p);
-	/* MFS_IGET_FREE: a plain mfs_iget read-locks the inode to look at its mode, and this
-	 * thread holds the AG: a writer of the predecessor waiting for the AG deadlocked it
-	 * (found by mendfs_stress).  Only the trylock below may wait for the inode. */
-	err = mfs_iget(fs, p, MFS_IGET_FREE, &pip);
-	if (err)
-		return err;
-	if (pthread_rwlock_trywrlock(&pip->lock) != 0) {
-		mfs_iput(pip);
-		return -EDEADLK;
+	if (!pred || pred->ino != p) {
+		*need = p;
+		return -EAGAIN;
 	}
-	*pred = pip;
-	if (pip->mode == 0)
-		return MFS_CORRUPT("AG %u orphan list: inode %llu is free", agno,
-				   (unsigned long long)p);
-	if (pip->next_unlinked != ip->ino)
+	if (pred->next_unlinked != ip->ino)
+		mfs_inode_reload(pred);     /* an in-core copy marked stale meanwhile */
+	if (pred->next_unlinked != ip->ino)
 		return MFS_CORRUPT("inode %llu: in core it links to %llu, on disk to %llu",
 				   (unsigned long long)p,
-				   (unsigned long long)pip->next_unlinked,
+				   (unsigned long long)pred->next_unlinked,
 				   (unsigned long long)ip->ino);
-	pip->next_unlinked = next;
-	err = mfs_inode_log(tp, pip);
+	pred->next_unlinked = next;
+	err = mfs_inode_log(tp, pred);
 	if (err)
 		return err;
 done:
@@ -350,16 +341,6 @@ done:
 	hint_set(o, ip->ino, 0);
 	ip->next_unlinked = 0;
 	return 0;
-}
-
-void mfs_orphan_pred_release(struct mfs_inode *pred, int cancelled)
-{
-	if (!pred)
-		return;
-	if (cancelled)
-		mfs_inode_reload(pred);
-	pthread_rwlock_unlock(&pred->lock);
-	mfs_iput(pred);
 }
 
 /* ---- reading the list -------------------------------------------------------------------- */

@@ -26,10 +26,13 @@
  * exclusive lock AND its AG's lock (held by the transaction); the head only under the AG
  * lock.  With the AG lock held, the on-disk pointers in the cluster buffers are the
  * committed ones (every change to those buffers needs the AG lock), so the walk reads
- * them, never the in-core copies of inodes it does not hold.  Removing takes the
- * predecessor's lock out of order (the caller already holds the inode being freed, and
- * the AG lock): it only tries (-EDEADLK when busy: cancel, then retry) and keeps the lock
- * until the caller's transaction is over (mfs_orphan_pred_release).
+ * them, never the in-core copies of inodes it does not hold.  Removing from the middle
+ * changes the predecessor, whose lock must be taken like any inode lock: in increasing
+ * inode number and before the AG lock.  So mfs_orphan_remove never takes it: it tells
+ * the caller which inode it needs (-EAGAIN), the caller cancels, locks both inodes in
+ * order and tries again.  Pointers of inodes already on a list change only when an inode
+ * is taken off, and only one thread takes inodes off (the daemon's worker), so the answer
+ * stays true between the two tries.
  */
 #ifndef MFS_ORPHAN_H
 #define MFS_ORPHAN_H
@@ -56,17 +59,15 @@ int mfs_orphan_add(struct mfs_trans *tp, struct mfs_orphans *o, struct mfs_inode
 /*
  * Take `ip` off its AG's list, inside `tp` (the transaction that frees it), with ip->lock
  * held exclusive.  Sets ip->next_unlinked to 0 and logs nothing of ip (the caller frees or
- * logs it).  When ip is not the head, its predecessor is changed and logged, and returned
- * LOCKED in *pred: after committing, or after cancelling, call mfs_orphan_pred_release().
- * Returns 0; -EDEADLK when the predecessor's lock is busy (cancel and retry); -ENOENT,
+ * logs it).  When ip is not the head, the inode before it is changed and logged: the
+ * caller passes it in `pred`, locked exclusive (NULL when it does not know it yet).
+ * Returns 0; -EAGAIN with *need set to the predecessor's number when `pred` is not it
+ * (nothing changed: cancel, lock both inodes in inode-number order, try again); -ENOENT,
  * with a message, when ip is not on the list (a filesystem from before the list, or a
  * damaged one: the caller may free the inode anyway); -EFSCORRUPTED for a damaged list.
  */
 int mfs_orphan_remove(struct mfs_trans *tp, struct mfs_orphans *o, struct mfs_inode *ip,
-		      struct mfs_inode **pred);
-/* Unlock and drop the predecessor returned by mfs_orphan_remove; `cancelled`: the
- * transaction was cancelled, so its in-core copy is read again first. */
-void mfs_orphan_pred_release(struct mfs_inode *pred, int cancelled);
+		      struct mfs_inode *pred, uint64_t *need);
 
 /* The head of AG `agno`'s list (0: empty), checked to be an inode of that AG. */
 int mfs_orphan_head(struct mfs_fs *fs, uint32_t agno, uint64_t *ino);

@@ -1,8 +1,8 @@
 /*
  * check_orphan.c — the per-AG orphan lists (lib/orphan.h): inodes added in order and taken
  * off in random order (with the hint table and without it), the list and mendfs_db's check
- * agreeing after every step; a busy predecessor gives -EDEADLK and a cancel restores every
- * byte; a cancelled removal leaves a stale hint that is caught; an unlinked inode not on
+ * agreeing after every step; a removal without its predecessor (or with another inode)
+ * names it with -EAGAIN and a cancel restores every byte; a cancelled removal leaves a stale hint that is caught; an unlinked inode not on
  * the list is -ENOENT; damaged lists (a loop, a head outside the AG, a member with links)
  * are -EFSCORRUPTED.
  */
@@ -71,19 +71,34 @@ static void unlink_ino(struct mfs_orphans *o, uint64_t ino)
 	mfs_iput(ip);
 }
 
-/* Take `ino` off its list and free it, in one transaction. */
+/* Take `ino` off its list and free it, in one transaction: the first try tells which
+ * predecessor to lock (if any), the second succeeds. */
 static void free_ino(struct mfs_orphans *o, uint64_t ino)
 {
-	struct mfs_inode *ip, *pred;
+	struct mfs_inode *ip, *pred = NULL;
 	struct mfs_trans *tp;
+	uint64_t need;
+	int err;
 
 	CK_OK(mfs_iget(t.fs, ino, 0, &ip));
 	pthread_rwlock_wrlock(&ip->lock);
 	CK_OK(mfs_trans_alloc(t.fs, &tp));
-	CK_OK(mfs_orphan_remove(tp, o, ip, &pred));
+	err = mfs_orphan_remove(tp, o, ip, NULL, &need);
+	if (err == -EAGAIN) {
+		mfs_trans_cancel(tp);
+		T_TRUE(need != 0);
+		CK_OK(mfs_iget(t.fs, need, 0, &pred));
+		pthread_rwlock_wrlock(&pred->lock);
+		CK_OK(mfs_trans_alloc(t.fs, &tp));
+		err = mfs_orphan_remove(tp, o, ip, pred, &need);
+	}
+	CK_OK(err);
 	CK_OK(mfs_ifree(tp, ino));
 	CK_OK(mfs_trans_commit(tp));
-	mfs_orphan_pred_release(pred, 0);
+	if (pred) {
+		pthread_rwlock_unlock(&pred->lock);
+		mfs_iput(pred);
+	}
 	pthread_rwlock_unlock(&ip->lock);
 	mfs_iput(ip);
 	mfs_inode_invalidate(t.fs, ino);
@@ -176,40 +191,55 @@ START_TEST(test_walk)
 }
 END_TEST
 
-/* The predecessor is busy: -EDEADLK, and the cancel restores the image exactly. */
-START_TEST(test_busy_pred)
+/* Without its predecessor: -EAGAIN naming it, and the cancel restores the image exactly;
+ * with the wrong one the same; with the right one it goes. */
+START_TEST(test_need_pred)
 {
 	struct mfs_orphans *o;
-	struct mfs_inode *a, *b, *pred;
+	struct mfs_inode *a, *b, *c;
 	struct mfs_trans *tp;
-	uint64_t ia, ib;
+	uint64_t ia, ib, ic, need;
 	uint32_t crc;
 
 	img_make();
 	CK_OK(mfs_orphans_create(&o));
 	ia = new_file();
 	ib = new_file();
+	ic = new_file();
 	unlink_ino(o, ia);
-	unlink_ino(o, ib);                 /* list: ib -> ia */
+	unlink_ino(o, ib);
+	unlink_ino(o, ic);                 /* list: ic -> ib -> ia */
 	crc = tu_image_crc(t.fs, t.path);
-	CK_OK(mfs_iget(t.fs, ib, 0, &b));
-	pthread_rwlock_rdlock(&b->lock);   /* someone reads ib */
 	CK_OK(mfs_iget(t.fs, ia, 0, &a));
+	CK_OK(mfs_iget(t.fs, ib, 0, &b));
+	CK_OK(mfs_iget(t.fs, ic, 0, &c));
 	pthread_rwlock_wrlock(&a->lock);
+	pthread_rwlock_wrlock(&b->lock);
+	pthread_rwlock_wrlock(&c->lock);
 	CK_OK(mfs_trans_alloc(t.fs, &tp));
-	CK_EQ(mfs_orphan_remove(tp, o, a, &pred), -EDEADLK);
-	CK_TRUE(pred == NULL);
+	CK_EQ(mfs_orphan_remove(tp, o, a, NULL, &need), -EAGAIN);
+	CK_EQ(need, ib);
+	CK_EQ(mfs_orphan_remove(tp, o, a, c, &need), -EAGAIN);
+	CK_EQ(need, ib);
 	mfs_trans_cancel(tp);
-	CK_OK(mfs_inode_reload(a));
 	CK_EQ(a->next_unlinked, 0);
+	CK_EQ(tu_image_crc(t.fs, t.path), crc);
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_OK(mfs_orphan_remove(tp, o, a, b, &need));
+	CK_EQ(b->next_unlinked, 0);
+	CK_OK(mfs_ifree(tp, ia));
+	CK_OK(mfs_trans_commit(tp));
+	pthread_rwlock_unlock(&c->lock);
+	pthread_rwlock_unlock(&b->lock);
 	pthread_rwlock_unlock(&a->lock);
 	mfs_iput(a);
-	pthread_rwlock_unlock(&b->lock);
 	mfs_iput(b);
-	CK_EQ(tu_image_crc(t.fs, t.path), crc);
-	free_ino(o, ia);                   /* now it goes */
-	CK_EQ(list_count(0), 1);
+	mfs_iput(c);
+	mfs_inode_invalidate(t.fs, ia);
+	CK_EQ(list_count(0), 2);
+	CK_EQ(disk_next(ib), 0);
 	free_ino(o, ib);
+	free_ino(o, ic);
 	CK_EQ(list_count(0), 0);
 	mfs_orphans_free(o);
 	tu_img_db_check(&t);
@@ -223,7 +253,7 @@ START_TEST(test_stale_hint)
 	struct mfs_orphans *o;
 	struct mfs_inode *ip, *pred;
 	struct mfs_trans *tp;
-	uint64_t i1, i2, i3;
+	uint64_t i1, i2, i3, need;
 
 	img_make();
 	CK_OK(mfs_orphans_create(&o));
@@ -234,16 +264,19 @@ START_TEST(test_stale_hint)
 	unlink_ino(o, i2);
 	unlink_ino(o, i3);                 /* list: i3 -> i2 -> i1 */
 	CK_OK(mfs_iget(t.fs, i2, 0, &ip));
+	CK_OK(mfs_iget(t.fs, i3, 0, &pred));
 	pthread_rwlock_wrlock(&ip->lock);
+	pthread_rwlock_wrlock(&pred->lock);
 	CK_OK(mfs_trans_alloc(t.fs, &tp));
-	CK_OK(mfs_orphan_remove(tp, o, ip, &pred));   /* hint: i1 follows i3 */
-	CK_TRUE(pred != NULL);
-	CK_EQ(pred->ino, i3);
+	CK_OK(mfs_orphan_remove(tp, o, ip, pred, &need));   /* hint: i1 follows i3 */
 	mfs_trans_cancel(tp);
-	mfs_orphan_pred_release(pred, 1);
+	CK_OK(mfs_inode_reload(pred));
 	CK_OK(mfs_inode_reload(ip));
 	CK_EQ(ip->next_unlinked, i1);
+	CK_EQ(pred->next_unlinked, i2);
+	pthread_rwlock_unlock(&pred->lock);
 	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(pred);
 	mfs_iput(ip);
 	CK_EQ(list_count(0), 3);
 	CK_EQ(disk_next(i3), i2);
@@ -261,9 +294,9 @@ END_TEST
 /* Not on the list: -ENOENT, nothing changed. */
 START_TEST(test_not_listed)
 {
-	struct mfs_inode *ip, *pred;
+	struct mfs_inode *ip;
 	struct mfs_trans *tp;
-	uint64_t i1, i2;
+	uint64_t i1, i2, need;
 	int q;
 
 	img_make();
@@ -274,9 +307,8 @@ START_TEST(test_not_listed)
 	pthread_rwlock_wrlock(&ip->lock);
 	CK_OK(mfs_trans_alloc(t.fs, &tp));
 	q = mfs_log_quiet();
-	CK_EQ(mfs_orphan_remove(tp, NULL, ip, &pred), -ENOENT);
+	CK_EQ(mfs_orphan_remove(tp, NULL, ip, NULL, &need), -ENOENT);
 	mfs_log_set_level(q);
-	CK_TRUE(pred == NULL);
 	mfs_trans_cancel(tp);
 	pthread_rwlock_unlock(&ip->lock);
 	mfs_iput(ip);
@@ -353,7 +385,7 @@ static Suite *orphan_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_hints);
 	tcase_add_test(tc, test_walk);
-	tcase_add_test(tc, test_busy_pred);
+	tcase_add_test(tc, test_need_pred);
 	tcase_add_test(tc, test_stale_hint);
 	tcase_add_test(tc, test_not_listed);
 	tcase_add_test(tc, test_damaged);
