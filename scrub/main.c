@@ -231,8 +231,10 @@ int main(int argc, char **argv)
 	free(canon);
 	if (run.o.background)
 		go_background();
-	if (open_conns(&run) != 0)
+	if (open_conns(&run) != 0) {
+		free(run.conns);
 		return SCRUB_EXIT_OPERROR;
+	}
 
 	the_run = &run;
 	memset(&sa, 0, sizeof(sa));
