@@ -68,6 +68,7 @@ struct mfsd {
 	int atime_mode;                 /* MFSD_ATIME_* */
 	unsigned commit_secs;           /* force the journal this often (0: only on fsync) */
 	uint64_t forced_commits;        /* journal commits as of the last periodic force */
+	struct timespec force_due;      /* the next periodic force (CLOCK_MONOTONIC) */
 	struct mfs_orphans *orphans;    /* predecessor hints of the orphan lists (orphan.h) */
 	int errors_seen;                /* corruption met: the superblock is (being) marked */
 	int errors_pending;             /* the worker still has to mark it */

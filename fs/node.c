@@ -598,8 +598,8 @@ int mfsd_orphans_recover(struct mfsd *d)
 
 /*
  * Asynchronous commits (most metadata changes) are durable at the next force: an fsync of
- * any file, or this one, every `commit_secs` seconds when something was committed since
- * the last.  The kernel never passes syncfs(2) to a FUSE filesystem of this kind (libfuse
+ * any file, or this one, every `commit_secs` seconds (busy or idle) when something was
+ * committed since the last.  The kernel never passes syncfs(2) to a FUSE filesystem of this kind (libfuse
  * 3.14 has no such operation), so this bounds what a crash can lose.  Called with
  * work_lock held, which it drops around the force.
  */
@@ -623,18 +623,34 @@ static void periodic_force(struct mfsd *d)
 	d->forced_commits = st.commits;
 }
 
-/* Wait for work (work_lock held); 1 when the commit interval passed without any. */
-static int worker_wait(struct mfsd *d)
+/* The next periodic force is due at d->force_due (monotonic); 0: none scheduled. */
+static int force_is_due(struct mfsd *d, struct timespec *now)
 {
-	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, now);
+	return d->commit_secs && !d->ro &&
+	       (now->tv_sec > d->force_due.tv_sec ||
+		(now->tv_sec == d->force_due.tv_sec && now->tv_nsec >= d->force_due.tv_nsec));
+}
 
-	if (!d->commit_secs || d->ro) {
+/* Force when due (work_lock held), whether or not the queue is busy, and plan the next. */
+static void force_if_due(struct mfsd *d)
+{
+	struct timespec now;
+
+	if (!force_is_due(d, &now))
+		return;
+	d->force_due = now;
+	d->force_due.tv_sec += d->commit_secs;
+	periodic_force(d);
+}
+
+/* Wait for work (work_lock held), at most until the next force is due. */
+static void worker_wait(struct mfsd *d)
+{
+	if (!d->commit_secs || d->ro)
 		pthread_cond_wait(&d->work_cond, &d->work_lock);
-		return 0;
-	}
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += d->commit_secs;
-	return pthread_cond_timedwait(&d->work_cond, &d->work_lock, &ts) == ETIMEDOUT;
+	else
+		pthread_cond_timedwait(&d->work_cond, &d->work_lock, &d->force_due);
 }
 
 static void *worker_main(void *arg)
@@ -642,9 +658,12 @@ static void *worker_main(void *arg)
 	struct mfsd *d = arg;
 
 	pthread_mutex_lock(&d->work_lock);
+	clock_gettime(CLOCK_MONOTONIC, &d->force_due);
+	d->force_due.tv_sec += d->commit_secs;
 	for (;;) {
 		struct mfsd_work *w = d->work_head;
 
+		force_if_due(d);
 		if (d->errors_pending) {
 			d->errors_pending = 0;
 			d->work_busy = 1;
@@ -658,8 +677,7 @@ static void *worker_main(void *arg)
 			pthread_cond_broadcast(&d->idle_cond);
 			if (d->work_stop)
 				break;
-			if (worker_wait(d))
-				periodic_force(d);
+			worker_wait(d);
 			continue;
 		}
 		d->work_head = w->next;
