@@ -977,6 +977,14 @@ static void t_mknod(void)
 	EQ(major(st.st_rdev), 259);
 	EQ(minor(st.st_rdev), 300000);
 	TRUE(S_ISREG(st_of("reg").st_mode), "mknod S_IFREG");
+	{
+		int fd = OK(open("reg", O_RDWR));
+
+		EQ(put(fd, 10, 5000, 3), 0);           /* a regular file like any other */
+		SAME(fd, 0, 10, 0);
+		SAME(fd, 10, 5000, 3);
+		close(fd);
+	}
 	ERR(mknod("fifo", S_IFIFO | 0600, 0), EEXIST);
 	/* The fifo works (the kernel serves it, the name comes from us). */
 	{
@@ -1263,6 +1271,10 @@ static void suid_nobody(void *arg)
 	EQ(st_of("w3").st_mode & 07777, 0777);
 	OK(truncate("w4", 0));
 	EQ(st_of("w4").st_mode & 07777, 0766);
+	fd = OK(open("w5", O_WRONLY | O_TRUNC));
+	close(fd);
+	EQ(st_of("w5").st_mode & 07777, 0777);
+	EQ(st_of("w5").st_size, 0);
 	/* nobody owns "own": a chgrp to its own group clears both. */
 	OK(chown("own", (uid_t)-1, NOBODY));
 	EQ(st_of("own").st_mode & 07777, 0755);
@@ -1284,6 +1296,8 @@ static void t_suid_clear(void)
 	EQ(mkfile("w2", 06766, 1, 1), 0);
 	EQ(mkfile("w3", 06777, 1, 1), 0);
 	EQ(mkfile("w4", 04766, 1, 1), 0);
+	EQ(mkfile("w5", 06777, 1, 1), 0);
+	OK(chmod("w5", 06777));
 	EQ(mkfile("own", 0644, 1, 1), 0);
 	EQ(mkfile("root", 06777, 1, 1), 0);
 	EQ(mkfile("rc", 06755, 1, 1), 0);
@@ -1553,7 +1567,7 @@ static void t_lookup_counts(void)
 /* ---- readdir -------------------------------------------------------------------------- */
 
 struct dent {
-	char name[64];
+	char name[260];
 	long long off;
 };
 
@@ -1603,7 +1617,7 @@ static void seek_read(int fd, long long off, size_t bufsize, char *name)
 {
 	struct dent one[70];
 
-	snprintf(name, 64, "(end)");
+	snprintf(name, 260, "(end)");
 	if (lseek(fd, off, SEEK_SET) != off) {
 		failf(__LINE__, "lseek to cookie %lld: %s", off, ename(errno));
 		return;
@@ -1613,7 +1627,7 @@ static void seek_read(int fd, long long off, size_t bufsize, char *name)
 
 		for (int i = 0; i < m; i++)
 			if (one[i].name[0] != 'c') {
-				snprintf(name, 64, "%s", one[i].name);
+				snprintf(name, 260, "%s", one[i].name);
 				return;
 			}
 		if (m == 0)
@@ -1621,12 +1635,25 @@ static void seek_read(int fd, long long off, size_t bufsize, char *name)
 	}
 }
 
+/* The name of entry i of a kind ('a' original, 'b' added, 'c' added while seeking): six
+ * bytes, or with `longnames` padded to 6..255 bytes (names of several btree records). */
+static const char *dname(char kind, int i, int longnames)
+{
+	static char buf[256];
+	int len = longnames ? 6 + (i * 37) % 250 : 6;
+
+	snprintf(buf, sizeof(buf), "%c%05d", kind, i);
+	memset(buf + 6, 'x', (size_t)(len - 6));
+	buf[len] = 0;
+	return buf;
+}
+
 /* One directory of `nent` entries: read part, change it, read on; then seek back. */
-static void readdir_case(const char *dir, int nent, size_t bufsize)
+static void readdir_case(const char *dir, int nent, size_t bufsize, int longnames)
 {
 	int total = nent * 3 + 200, n1, n2, fd;
 	struct dent *v = calloc((size_t)total + 128, sizeof(*v));
-	char path[256];
+	char path[600];
 
 	if (!v) {
 		failf(__LINE__, "calloc");
@@ -1634,7 +1661,7 @@ static void readdir_case(const char *dir, int nent, size_t bufsize)
 	}
 	OK(mkdir(dir, 0755));
 	for (int i = 0; i < nent; i++) {
-		snprintf(path, sizeof(path), "%s/a%05d", dir, i);
+		snprintf(path, sizeof(path), "%s/%s", dir, dname('a', i, longnames));
 		EQ(mkfile(path, 0644, 0, 0), 0);
 	}
 	fd = OK(open(dir, O_RDONLY | O_DIRECTORY));
@@ -1642,11 +1669,11 @@ static void readdir_case(const char *dir, int nent, size_t bufsize)
 	TRUE(n1 >= nent / 3, "read only %d entries of %d", n1, nent + 2);
 	/* Remove every third original name, add as many new ones as there were. */
 	for (int i = 0; i < nent; i += 3) {
-		snprintf(path, sizeof(path), "%s/a%05d", dir, i);
+		snprintf(path, sizeof(path), "%s/%s", dir, dname('a', i, longnames));
 		OK(unlink(path));
 	}
 	for (int i = 0; i < nent; i++) {
-		snprintf(path, sizeof(path), "%s/b%05d", dir, i);
+		snprintf(path, sizeof(path), "%s/%s", dir, dname('b', i, longnames));
 		EQ(mkfile(path, 0644, 0, 0), 0);
 	}
 	n2 = read_some(fd, v + n1, total - n1, bufsize);
@@ -1657,7 +1684,7 @@ static void readdir_case(const char *dir, int nent, size_t bufsize)
 	for (int i = 0; i < nent; i++) {
 		int c;
 
-		snprintf(path, sizeof(path), "a%05d", i);
+		snprintf(path, sizeof(path), "%s", dname('a', i, longnames));
 		c = dcount(v, n1 + n2, path);
 		if (i % 3 != 0 && c != 1)
 			failf(__LINE__, "%s (%d entries): %s, present throughout, returned %d times",
@@ -1666,7 +1693,7 @@ static void readdir_case(const char *dir, int nent, size_t bufsize)
 			failf(__LINE__, "%s: %s returned after its removal", dir, path);
 		if (i % 3 == 0 && c > 1)
 			failf(__LINE__, "%s: %s returned %d times", dir, path, c);
-		snprintf(path, sizeof(path), "b%05d", i);
+		snprintf(path, sizeof(path), "%s", dname('b', i, longnames));
 		c = dcount(v, n1 + n2, path);
 		if (c > 1)
 			failf(__LINE__, "%s: new entry %s returned %d times", dir, path, c);
@@ -1684,7 +1711,7 @@ static void readdir_case(const char *dir, int nent, size_t bufsize)
 		EQ(read_some(fd, one, 1, bufsize), 0);
 	}
 	for (int k = 1; k + 2 < n1; k += (n1 / 7) + 1) {
-		char got[64];
+		char got[260];
 
 		seek_read(fd, v[k].off, bufsize, got);
 		TRUE(strcmp(got, v[k + 1].name) == 0,
@@ -1695,7 +1722,7 @@ static void readdir_case(const char *dir, int nent, size_t bufsize)
 		if (v[k + 1].name[0] != '.') {
 			snprintf(path, sizeof(path), "%s/%s", dir, v[k + 1].name);
 			OK(unlink(path));
-			snprintf(path, sizeof(path), "%s/c%05d", dir, k);
+			snprintf(path, sizeof(path), "%s/%s", dir, dname('c', k, longnames));
 			EQ(mkfile(path, 0644, 0, 0), 0);
 			seek_read(fd, v[k].off, bufsize, got);
 			TRUE(strcmp(got, v[k + 2].name) == 0,
@@ -1709,8 +1736,9 @@ static void readdir_case(const char *dir, int nent, size_t bufsize)
 
 static void t_readdir_cookies(void)
 {
-	readdir_case("small", 12, 64);       /* an inline directory, one entry per call */
-	readdir_case("large", 1500, 600);    /* a directory btree */
+	readdir_case("small", 12, 64, 0);    /* an inline directory, one entry per call */
+	readdir_case("large", 1500, 600, 0); /* a directory btree */
+	readdir_case("long", 400, 700, 1);   /* names of 6..255 bytes */
 }
 
 /* ---- permissions as nobody ------------------------------------------------------------ */
