@@ -168,6 +168,22 @@ static int far_file(unsigned i)
 	return i % 10 == 0;
 }
 
+/* Room for one more segment. */
+static int seg_room(struct mfile *f)
+{
+	size_t nm = f->max ? f->max * 2 : 16;
+	struct seg *nv;
+
+	if (f->n < f->max)
+		return 0;
+	nv = realloc(f->v, nm * sizeof(*nv));
+	if (!nv)
+		return -1;
+	f->v = nv;
+	f->max = nm;
+	return 0;
+}
+
 /* Remove [a, b) from f's segments (splitting those that straddle an edge). */
 static int seg_cut(struct mfile *f, uint64_t a, uint64_t b)
 {
@@ -203,15 +219,8 @@ static int seg_cut(struct mfile *f, uint64_t a, uint64_t b)
 	if (have_extra) {
 		size_t i;
 
-		if (f->n == f->max) {
-			size_t nm = f->max ? f->max * 2 : 16;
-			struct seg *nv = realloc(f->v, nm * sizeof(*nv));
-
-			if (!nv)
-				return -1;
-			f->v = nv;
-			f->max = nm;
-		}
+		if (seg_room(f) != 0)
+			return -1;
 		for (i = f->n; i > 0 && f->v[i - 1].start > extra.start; i--)
 			f->v[i] = f->v[i - 1];
 		f->v[i] = extra;
@@ -226,15 +235,8 @@ static int seg_put(struct mfile *f, uint64_t a, uint64_t b, uint64_t gen)
 
 	if (seg_cut(f, a, b) != 0)
 		return -1;
-	if (f->n == f->max) {
-		size_t nm = f->max ? f->max * 2 : 16;
-		struct seg *nv = realloc(f->v, nm * sizeof(*nv));
-
-		if (!nv)
-			return -1;
-		f->v = nv;
-		f->max = nm;
-	}
+	if (seg_room(f) != 0)
+		return -1;
 	for (i = f->n; i > 0 && f->v[i - 1].start > a; i--)
 		f->v[i] = f->v[i - 1];
 	f->v[i] = (struct seg){ a, b, gen };
