@@ -1833,6 +1833,257 @@ static void t_permissions(void)
 	EQ(st_of("mine").st_gid, NOBODY);
 }
 
+/* ---- concurrency ---------------------------------------------------------------------- */
+
+/* Run fn(i) in n child processes at once; each returns its own count of something. */
+static void in_parallel(int n, long (*fn)(int), long *out)
+{
+	long *res = mmap(NULL, sizeof(long) * (size_t)n, PROT_READ | PROT_WRITE,
+			 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	pid_t pids[16];
+
+	if (res == MAP_FAILED) {
+		failf(__LINE__, "mmap: %s", ename(errno));
+		return;
+	}
+	fflush(stdout);
+	for (int i = 0; i < n; i++) {
+		pids[i] = fork();
+		if (pids[i] == 0) {
+			res[i] = fn(i);
+			fflush(stdout);
+			_exit(0);
+		}
+	}
+	for (int i = 0; i < n; i++) {
+		int status;
+
+		if (pids[i] < 0 || waitpid(pids[i], &status, 0) != pids[i] || !WIFEXITED(status))
+			failf(__LINE__, "child %d did not exit normally", i);
+		out[i] = res[i];
+	}
+	munmap(res, sizeof(long) * (size_t)n);
+}
+
+#define RACERS 6
+#define ROUNDS 150
+
+/* Every round all racers try to create "x<round>" exclusively: one may win. */
+static long race_excl(int me)
+{
+	long won = 0;
+
+	for (int r = 0; r < ROUNDS; r++) {
+		char n[32];
+		int fd;
+
+		snprintf(n, sizeof(n), "excl/x%d", r);
+		fd = open(n, O_CREAT | O_EXCL | O_WRONLY, 0644);
+		if (fd >= 0) {
+			won++;
+			if (write(fd, &me, sizeof(me)) != sizeof(me))
+				failf(__LINE__, "write: %s", ename(errno));
+			close(fd);
+		} else if (errno != EEXIST) {
+			failf(__LINE__, "racer %d: open(O_EXCL) %s: %s", me, n, ename(errno));
+		}
+		snprintf(n, sizeof(n), "excl/d%d", r);
+		if (mkdir(n, 0755) == 0)
+			won += 1000;
+		else if (errno != EEXIST)
+			failf(__LINE__, "racer %d: mkdir %s: %s", me, n, ename(errno));
+	}
+	return won;
+}
+
+/* Racers move their own files and directories between p and q, over each other's names,
+ * link and unlink, and remove directories that may hold others' entries. */
+static long race_moves(int me)
+{
+	long errs = 0;
+
+	for (int r = 0; r < ROUNDS * 2; r++) {
+		char a[64], b[96];
+		int k = (r * 7 + me) % 5;
+
+		snprintf(a, sizeof(a), "%s/f%d", r & 1 ? "p" : "q", k);
+		snprintf(b, sizeof(b), "%s/f%d", r & 1 ? "q" : "p", (k + me) % 5);
+		if (rename(a, b) != 0 && errno != ENOENT)
+			errs++, failf(__LINE__, "rename %s %s: %s", a, b, ename(errno));
+		snprintf(a, sizeof(a), "%s/d%d", r & 2 ? "p" : "q", k);
+		snprintf(b, sizeof(b), "%s/d%d", r & 2 ? "q" : "p", k);
+		if (rename(a, b) != 0 && errno != ENOENT && errno != ENOTEMPTY &&
+		    errno != EEXIST)
+			errs++, failf(__LINE__, "rename %s %s: %s", a, b, ename(errno));
+		snprintf(a, sizeof(a), "p/d%d", (k + 1) % 5);
+		if (mkdir(a, 0755) != 0 && errno != EEXIST)
+			errs++, failf(__LINE__, "mkdir %s: %s", a, ename(errno));
+		snprintf(b, sizeof(b), "%s/f%d", a, me);
+		if (mkfile(b, 0644, 0, 0) != 0 && errno != ENOENT)
+			errs++, failf(__LINE__, "create %s: %s", b, ename(errno));
+		if (r % 3 == 0 && unlink(b) != 0 && errno != ENOENT)
+			errs++, failf(__LINE__, "unlink %s: %s", b, ename(errno));
+		snprintf(a, sizeof(a), "q/d%d", (k + 2) % 5);
+		if (rmdir(a) != 0 && errno != ENOENT && errno != ENOTEMPTY)
+			errs++, failf(__LINE__, "rmdir %s: %s", a, ename(errno));
+		snprintf(a, sizeof(a), "p/f%d", k);
+		snprintf(b, sizeof(b), "q/l%d.%d", me, r % 4);
+		if (link(a, b) != 0 && errno != ENOENT && errno != EEXIST)
+			errs++, failf(__LINE__, "link %s %s: %s", a, b, ename(errno));
+		snprintf(b, sizeof(b), "q/l%d.%d", me, (r + 2) % 4);
+		if (unlink(b) != 0 && errno != ENOENT)
+			errs++, failf(__LINE__, "unlink %s: %s", b, ename(errno));
+		if (r % 10 == 0) {
+			snprintf(a, sizeof(a), "q/f%d", k);
+			if (mkfile(a, 0644, 100, 1) != 0)
+				errs++, failf(__LINE__, "create %s: %s", a, ename(errno));
+		}
+	}
+	return errs;
+}
+
+/* Readers list "stable" (whose s* names never change) while writers churn other names in
+ * it: every s* name once per listing. */
+static long race_readdir(int me)
+{
+	long bad = 0;
+
+	if (me >= 2) {
+		for (int r = 0; r < ROUNDS * 4; r++) {
+			char n[64];
+
+			snprintf(n, sizeof(n), "stable/t%d.%d", me, r % 50);
+			if (r % 2 == 0) {
+				if (mkfile(n, 0644, 0, 0) != 0)
+					bad++, failf(__LINE__, "create %s: %s", n, ename(errno));
+			} else if (unlink(n) != 0 && errno != ENOENT) {
+				bad++, failf(__LINE__, "unlink %s: %s", n, ename(errno));
+			}
+		}
+		return bad;
+	}
+	for (int r = 0; r < 30; r++) {
+		DIR *d = opendir("stable");
+		struct dirent *de;
+		static unsigned char seen[200];
+		int count = 0;
+
+		memset(seen, 0, sizeof(seen));
+		while (d && (de = readdir(d))) {
+			int i;
+
+			if (sscanf(de->d_name, "s%d", &i) == 1 && i >= 0 && i < 200) {
+				if (seen[i]++)
+					bad++, failf(__LINE__, "listing %d: %s twice", r, de->d_name);
+				count++;
+			}
+		}
+		if (d)
+			closedir(d);
+		if (count != 200)
+			bad++, failf(__LINE__, "listing %d: %d of the 200 stable names", r, count);
+	}
+	return bad;
+}
+
+static int count_subdirs(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *de;
+	int n = 0;
+
+	while (d && (de = readdir(d))) {
+		char p[600];
+
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		snprintf(p, sizeof(p), "%s/%s", path, de->d_name);
+		n += S_ISDIR(st_of(p).st_mode);
+	}
+	if (d)
+		closedir(d);
+	return n;
+}
+
+static void t_races(void)
+{
+	struct statvfs s0 = vfs_of(".");
+	long res[RACERS];
+	long wins = 0;
+
+	OK(mkdir("excl", 0755));
+	in_parallel(RACERS, race_excl, res);
+	for (int i = 0; i < RACERS; i++)
+		wins += res[i];
+	EQ(wins, ROUNDS * 1001L);           /* exactly one winner of each name */
+	EQ(st_of("excl").st_nlink, 2 + ROUNDS);
+
+	OK(mkdir("p", 0755));
+	OK(mkdir("q", 0755));
+	for (int k = 0; k < 5; k++) {
+		char n[32];
+
+		snprintf(n, sizeof(n), "p/f%d", k);
+		EQ(mkfile(n, 0644, 10, 1), 0);
+		snprintf(n, sizeof(n), "q/d%d", k);
+		OK(mkdir(n, 0755));
+	}
+	in_parallel(RACERS, race_moves, res);
+	/* Directory link counts match what is in them; every file's link count matches its
+	 * names. */
+	EQ(st_of("p").st_nlink, 2 + count_subdirs("p"));
+	EQ(st_of("q").st_nlink, 2 + count_subdirs("q"));
+	{
+		const char *dirs[] = { "p", "q" };
+		struct { ino_t ino; nlink_t nlink; int names; } seen[512];
+		int nseen = 0;
+
+		for (int di = 0; di < 2; di++) {
+			DIR *d = opendir(dirs[di]);
+			struct dirent *de;
+
+			while (d && (de = readdir(d))) {
+				char path[600];
+				struct stat st;
+				int j;
+
+				snprintf(path, sizeof(path), "%s/%s", dirs[di], de->d_name);
+				st = st_of(path);
+				if (!S_ISREG(st.st_mode))
+					continue;
+				for (j = 0; j < nseen && seen[j].ino != st.st_ino; j++)
+					;
+				if (j == nseen && nseen < 512)
+					seen[nseen++] = (typeof(seen[0])){ st.st_ino, st.st_nlink, 0 };
+				if (j < 512)
+					seen[j].names++;
+			}
+			if (d)
+				closedir(d);
+		}
+		for (int j = 0; j < nseen; j++)
+			if ((int)seen[j].nlink != seen[j].names)
+				failf(__LINE__, "inode %llu: link count %d, %d names",
+				      (unsigned long long)seen[j].ino, (int)seen[j].nlink, seen[j].names);
+	}
+
+	OK(mkdir("stable", 0755));
+	for (int i = 0; i < 200; i++) {
+		char n[32];
+
+		snprintf(n, sizeof(n), "stable/s%d", i);
+		EQ(mkfile(n, 0644, 0, 0), 0);
+	}
+	in_parallel(4, race_readdir, res);
+
+	/* Everything removed: every inode comes back. */
+	if (system("rm -rf excl p q stable") != 0)
+		failf(__LINE__, "rm -rf failed");
+	if (wait_free(".", 0, used_inodes(&s0)) != 0)
+		failf(__LINE__, "inodes in use: %llu, %llu before the races",
+		      used_inodes(&(struct statvfs[]){ vfs_of(".") }[0]), used_inodes(&s0));
+}
+
 /* ---- the table ------------------------------------------------------------------------ */
 
 struct test {
@@ -1876,6 +2127,7 @@ static const struct test tests[] = {
 	{ "lookup_counts", t_lookup_counts },
 	{ "readdir_cookies", t_readdir_cookies },
 	{ "permissions_nobody", t_permissions },
+	{ "concurrent_namespace", t_races },
 };
 
 static int wanted(const char *name, char **only, int nonly)
