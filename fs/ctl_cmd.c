@@ -99,6 +99,28 @@ int mfsd_ctl_hello(struct mfsd_client *c)
 
 /* ---- SCRUB -------------------------------------------------------------------------------------- */
 
+/* Append to the reply being built (c->findings); 0 or -ENOMEM. */
+static int out_append(struct mfsd_findings *f, const void *p, size_t len)
+{
+	if (f->len + len > f->cap) {
+		size_t nc = f->cap ? f->cap * 2 : 1024;
+		uint8_t *nb;
+
+		while (nc < f->len + len)
+			nc *= 2;
+		nb = mfs_realloc(f->buf, nc);
+		if (!nb)
+			return -ENOMEM;
+		f->buf = nb;
+		f->cap = nc;
+	}
+	memcpy(f->buf + f->len, p, len);
+	f->len += len;
+	return 0;
+}
+
+/* A finding of the running check: appended unless the reply would outgrow its bound
+ * (room is kept for the result headers of a whole batch); else counted as dropped. */
 static void on_report(void *arg, uint32_t flag, const char *msg)
 {
 	struct mfsd_client *c = arg;
@@ -106,27 +128,17 @@ static void on_report(void *arg, uint32_t flag, const char *msg)
 	struct mfs_ctl_finding rec = { .flag = flag, .len = (uint32_t)strnlen(msg, 4096) };
 	size_t need = sizeof(rec) + rec.len;
 
-	if (f->len + need > MFS_CTL_MAX_REPLY - sizeof(struct mfs_ctl_scrub_reply)) {
+	if (f->len + need > MFS_CTL_MAX_REPLY -
+			    MFS_CTL_MAX_BATCH * sizeof(struct mfs_ctl_scrub_reply) ||
+	    out_append(f, &rec, sizeof(rec)) != 0) {
 		f->dropped++;
 		return;
 	}
-	if (f->len + need > f->cap) {
-		size_t nc = f->cap ? f->cap * 2 : 1024;
-		uint8_t *nb;
-
-		while (nc < f->len + need)
-			nc *= 2;
-		nb = mfs_realloc(f->buf, nc);
-		if (!nb) {
-			f->dropped++;
-			return;
-		}
-		f->buf = nb;
-		f->cap = nc;
+	if (out_append(f, msg, rec.len) != 0) {
+		f->len -= sizeof(rec);
+		f->dropped++;
+		return;
 	}
-	memcpy(f->buf + f->len, &rec, sizeof(rec));
-	memcpy(f->buf + f->len + sizeof(rec), msg, rec.len);
-	f->len += need;
 	f->n++;
 }
 
@@ -176,12 +188,61 @@ static int scrub_req_valid(struct mfsd_client *c, const struct mfs_ctl_scrub_req
 	return 1;
 }
 
-int mfsd_ctl_scrub(struct mfsd_client *c)
+/*
+ * Run one check and append its result (struct mfs_ctl_scrub_reply, then its findings) to
+ * the reply being built.  Returns the check's own result (0 or a negative errno), or
+ * -ENOMEM with nothing appended when the result header itself did not fit.
+ */
+static int run_one(struct mfsd_client *c, const struct mfs_ctl_scrub_req *q, int skip)
 {
-	struct mfs_ctl_scrub_req q;
+	struct mfsd_findings *f = &c->findings;
 	struct mfs_ctl_scrub_reply r;
 	struct mfs_scrub_ctx ctx;
+	size_t at = f->len;
+	int err;
+
+	memset(&r, 0, sizeof(r));
+	if (out_append(f, &r, sizeof(r)) != 0)
+		return -ENOMEM;
+	f->n = f->dropped = 0;
+	memset(&ctx, 0, sizeof(ctx));
+	if (skip) {
+		err = -ECANCELED;
+	} else {
+		ctx.fs = c->ctl->d->fs;
+		ctx.type = q->type;
+		ctx.agno = q->agno;
+		ctx.ino = q->ino;
+		ctx.report = on_report;
+		ctx.quiesce = on_quiesce;
+		ctx.cancelled = on_cancelled;
+		ctx.hook_arg = c;
+		err = mfs_scrub(&ctx);
+		mfsd_ctl_quiesce(c, 0);
+	}
+	r.oflags = ctx.oflags;
+	r.error = err;
+	r.nfindings = f->n;
+	r.ndropped = f->dropped;
+	memcpy(f->buf + at, &r, sizeof(r));
+	return err;
+}
+
+/* Send the reply built in c->findings, and forget it. */
+static int send_built(struct mfsd_client *c)
+{
 	struct mfsd_findings *f = &c->findings;
+	int err = mfsd_ctl_reply(c, &c->msg.hdr, f->buf, f->len, NULL, 0);
+
+	free(f->buf);
+	memset(f, 0, sizeof(*f));
+	return err;
+}
+
+int mfsd_ctl_scrub(struct mfsd_client *c)
+{
+	struct mfsd_findings *f = &c->findings;
+	struct mfs_ctl_scrub_req q;
 	int err, sent;
 
 	if (c->msg.hdr.len != sizeof(q))
@@ -190,33 +251,45 @@ int mfsd_ctl_scrub(struct mfsd_client *c)
 	if (scrub_req_valid(c, &q, &sent))
 		return sent;
 	memset(f, 0, sizeof(*f));
-	memset(&ctx, 0, sizeof(ctx));
-	ctx.fs = c->ctl->d->fs;
-	ctx.type = q.type;
-	ctx.agno = q.agno;
-	ctx.ino = q.ino;
-	ctx.report = on_report;
-	ctx.quiesce = on_quiesce;
-	ctx.cancelled = on_cancelled;
-	ctx.hook_arg = c;
-	err = mfs_scrub(&ctx);
-	mfsd_ctl_quiesce(c, 0);
-	if (err == -EINVAL) {
+	err = run_one(c, &q, 0);
+	if (err == -EINVAL || err == -ENOMEM) {
 		free(f->buf);
-		f->buf = NULL;
+		memset(f, 0, sizeof(*f));
+		if (err == -ENOMEM)
+			return mfsd_ctl_error(c->fd, c->msg.hdr.reqid, ENOMEM, "out of memory");
 		return mfsd_ctl_error(c->fd, c->msg.hdr.reqid, EINVAL, "object type %u, AG %u, "
 				      "inode %llu cannot be checked", q.type, q.agno,
 				      (unsigned long long)q.ino);
 	}
-	memset(&r, 0, sizeof(r));
-	r.oflags = ctx.oflags;
-	r.error = err;
-	r.nfindings = f->n;
-	r.ndropped = f->dropped;
-	err = mfsd_ctl_reply(c, &c->msg.hdr, &r, sizeof(r), f->buf, f->len);
-	free(f->buf);
-	f->buf = NULL;
-	return err;
+	return send_built(c);
+}
+
+int mfsd_ctl_scrub_batch(struct mfsd_client *c)
+{
+	struct mfsd_findings *f = &c->findings;
+	struct mfs_ctl_scrub_req q;
+	uint32_t n = c->msg.hdr.len / (uint32_t)sizeof(q);
+	int sent;
+
+	if (c->msg.hdr.len % sizeof(q) || n == 0 || n > MFS_CTL_MAX_BATCH)
+		return mfsd_ctl_error(c->fd, c->msg.hdr.reqid, EINVAL, "a batch is 1 to %u "
+				      "checks of %zu bytes, not %u bytes", MFS_CTL_MAX_BATCH,
+				      sizeof(q), c->msg.hdr.len);
+	for (uint32_t i = 0; i < n; i++) {
+		memcpy(&q, c->msg.payload + i * sizeof(q), sizeof(q));
+		if (scrub_req_valid(c, &q, &sent))
+			return sent;
+	}
+	memset(f, 0, sizeof(*f));
+	for (uint32_t i = 0; i < n; i++) {
+		memcpy(&q, c->msg.payload + i * sizeof(q), sizeof(q));
+		if (run_one(c, &q, mfsd_ctl_cancelled(c)) == -ENOMEM && f->len == 0) {
+			free(f->buf);
+			memset(f, 0, sizeof(*f));
+			return mfsd_ctl_error(c->fd, c->msg.hdr.reqid, ENOMEM, "out of memory");
+		}
+	}
+	return send_built(c);
 }
 
 /* ---- INODES --------------------------------------------------------------------------------------- */

@@ -304,6 +304,8 @@ static int dispatch(struct mfsd_client *c)
 		return do_cancel(c);
 	case MFS_CTL_REPAIR:
 		return mfsd_ctl_repair(c);
+	case MFS_CTL_SCRUB_BATCH:
+		return mfsd_ctl_scrub_batch(c);
 	}
 	return mfsd_ctl_error(c->fd, h->reqid, EBADRQC, "unknown command %u", h->command);
 }

@@ -57,7 +57,8 @@ struct mfsd_msg {
 	int fds_overflow;             /* more descriptors came than may (closed) */
 };
 
-/* The findings of the running check, packed as they go on the wire. */
+/* The reply of a SCRUB (or SCRUB_BATCH) being built, as it goes on the wire; n and
+ * dropped count the findings of the check that runs. */
 struct mfsd_findings {
 	uint8_t *buf;
 	size_t len, cap;
@@ -95,6 +96,7 @@ int mfsd_ctl_cancelled(struct mfsd_client *c);
  * errno when the connection must be closed. */
 int mfsd_ctl_hello(struct mfsd_client *c);
 int mfsd_ctl_scrub(struct mfsd_client *c);
+int mfsd_ctl_scrub_batch(struct mfsd_client *c);
 int mfsd_ctl_inodes(struct mfsd_client *c);
 int mfsd_ctl_repair(struct mfsd_client *c);
 

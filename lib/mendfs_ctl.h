@@ -112,6 +112,8 @@ enum mfs_ctl_cmd {
 	MFS_CTL_CANCEL  = 4,        /* mfs_ctl_cancel_req -> mfs_ctl_cancel_reply */
 	MFS_CTL_REPAIR  = 5,        /* mfs_ctl_scrub_req + descriptors (repair issue; for now
 	                               every REPAIR gets an EOPNOTSUPP error) */
+	MFS_CTL_SCRUB_BATCH = 6,    /* 1..MFS_CTL_MAX_BATCH mfs_ctl_scrub_req -> for each, in
+	                               order, mfs_ctl_scrub_reply + its findings */
 	MFS_CTL_REPLY   = 0x8000,   /* bit set in the command of every successful reply */
 	MFS_CTL_ERROR   = 0xffff,   /* error reply: mfs_ctl_error + message text */
 };
@@ -165,6 +167,12 @@ struct mfs_ctl_finding {
 	uint32_t flag;              /* one MFS_SCRUB_OFLAG_* */
 	uint32_t len;               /* text bytes that follow (no NUL) */
 };
+
+/* SCRUB_BATCH: several checks in one round trip (the inodes of phase 3).  An invalid
+ * object anywhere refuses the whole batch (error reply); otherwise each check's result is
+ * as SCRUB's, its error field holding what the single request's error reply would have
+ * said (-EINVAL).  A cancelled batch answers -ECANCELED for every check not run. */
+#define MFS_CTL_MAX_BATCH 128u
 
 /* INODES: allocated inodes of AG `agno` with numbers >= `cursor` (0: from the start),
  * at most `max` (1..MFS_CTL_MAX_INODES), in increasing order. */

@@ -100,6 +100,45 @@ static void add_dir(struct scrub_run *run, uint64_t ino)
 	pthread_mutex_unlock(&run->enum_lock);
 }
 
+/* Check inodes batch[0..n): their checks go to the daemon MFS_CTL_MAX_BATCH at a time. */
+static void check_inodes(struct scrub_run *run, struct scrub_conn *c,
+			 const struct mfs_ctl_inode *batch, uint32_t n)
+{
+	struct mfs_ctl_scrub_req q[MFS_CTL_MAX_BATCH];
+	int errs[MFS_CTL_MAX_BATCH];
+	uint32_t i = 0;
+
+	while (i < n && !atomic_load(&run->stop)) {
+		unsigned nq = 0, first = i;
+
+		/* Whole inodes only: at most 4 checks each. */
+		for (; i < n && nq + 4 <= MFS_CTL_MAX_BATCH; i++) {
+			mode_t mode = batch[i].mode;
+			uint64_t ino = batch[i].ino;
+
+			q[nq++] = (struct mfs_ctl_scrub_req){ .type = MFS_SCRUB_INODE, .ino = ino };
+			if (!mode)      /* damaged: its record check says how */
+				continue;
+			if (S_ISREG(mode) || S_ISDIR(mode) || S_ISLNK(mode))
+				q[nq++] = (struct mfs_ctl_scrub_req){ .type = MFS_SCRUB_BMAP,
+								      .ino = ino };
+			q[nq++] = (struct mfs_ctl_scrub_req){ .type = MFS_SCRUB_XATTR, .ino = ino };
+			if (S_ISLNK(mode))
+				q[nq++] = (struct mfs_ctl_scrub_req){ .type = MFS_SCRUB_SYMLINK,
+								      .ino = ino };
+		}
+		if (scrub_check_batch(run, c, q, nq, errs) != 0)
+			return;
+		/* Directories go to phase 4 unless freed meanwhile. */
+		for (unsigned k = 0; k < nq; k++)
+			if (q[k].type == MFS_SCRUB_INODE && errs[k] != -ENOENT)
+				for (uint32_t b = first; b < i; b++)
+					if (batch[b].ino == q[k].ino && S_ISDIR(batch[b].mode))
+						add_dir(run, q[k].ino);
+		scrub_progress_add(run, i - first);
+	}
+}
+
 static void inode_job(struct scrub_run *run, struct scrub_conn *c, size_t job)
 {
 	struct mfs_ctl_inode *batch = malloc(SCRUB_INODE_BATCH * sizeof(*batch));
@@ -109,27 +148,8 @@ static void inode_job(struct scrub_run *run, struct scrub_conn *c, size_t job)
 		scrub_error(run, MFS_SCRUB_INODE, 0, 0, "out of memory");
 		return;
 	}
-	while ((n = next_batch(run, c, batch)) != 0) {
-		for (uint32_t i = 0; i < n && !atomic_load(&run->stop); i++) {
-			uint64_t ino = batch[i].ino;
-			mode_t mode = batch[i].mode;
-
-			/* A freed inode (-ENOENT) has nothing more to check; a kind the
-			 * daemon cannot check yet does not stop the others. */
-			int err = scrub_check(run, c, MFS_SCRUB_INODE, 0, ino);
-
-			if (err != -ENOENT && !c->broken && mode) {
-				if (S_ISREG(mode) || S_ISDIR(mode) || S_ISLNK(mode))
-					scrub_check(run, c, MFS_SCRUB_BMAP, 0, ino);
-				scrub_check(run, c, MFS_SCRUB_XATTR, 0, ino);
-				if (S_ISLNK(mode))
-					scrub_check(run, c, MFS_SCRUB_SYMLINK, 0, ino);
-				if (S_ISDIR(mode))
-					add_dir(run, ino);
-			}
-			scrub_progress_add(run, 1);
-		}
-	}
+	while ((n = next_batch(run, c, batch)) != 0 && !atomic_load(&run->stop))
+		check_inodes(run, c, batch, n);
 	free(batch);
 }
 
@@ -148,13 +168,20 @@ void scrub_phase_inodes(struct scrub_run *run)
 
 static void dir_job(struct scrub_run *run, struct scrub_conn *c, size_t job)
 {
-	scrub_check(run, c, MFS_SCRUB_DIR, 0, run->dirs[job]);
-	scrub_progress_add(run, 1);
+	struct mfs_ctl_scrub_req q[MFS_CTL_MAX_BATCH];
+	int errs[MFS_CTL_MAX_BATCH];
+	size_t first = job * MFS_CTL_MAX_BATCH;
+	unsigned n = 0;
+
+	for (; n < MFS_CTL_MAX_BATCH && first + n < run->ndirs; n++)
+		q[n] = (struct mfs_ctl_scrub_req){ .type = MFS_SCRUB_DIR, .ino = run->dirs[first + n] };
+	if (scrub_check_batch(run, c, q, n, errs) == 0)
+		scrub_progress_add(run, n);
 }
 
 void scrub_phase_dirs(struct scrub_run *run)
 {
 	scrub_progress_phase(run, 4, run->ndirs, "directories");
-	scrub_run_jobs(run, run->ndirs, dir_job);
+	scrub_run_jobs(run, (run->ndirs + MFS_CTL_MAX_BATCH - 1) / MFS_CTL_MAX_BATCH, dir_job);
 	scrub_progress_done(run);
 }

@@ -112,6 +112,11 @@ void scrub_run_jobs(struct scrub_run *run, size_t njobs, scrub_job_fn fn);
  * negative errno; the caller decides nothing: this counts and reports). */
 int scrub_check(struct scrub_run *run, struct scrub_conn *c, uint32_t type, uint32_t agno,
 		uint64_t ino);
+/* Several checks in one round trip (SCRUB_BATCH, at most MFS_CTL_MAX_BATCH): each result
+ * reported and counted as scrub_check's, its error in errs[i].  0, or the request's error
+ * (nothing in errs). */
+int scrub_check_batch(struct scrub_run *run, struct scrub_conn *c,
+		      const struct mfs_ctl_scrub_req *q, unsigned n, int *errs);
 const char *scrub_type_name(uint32_t type);
 
 /* ---- inodes.c ----------------------------------------------------------------------------- */

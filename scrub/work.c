@@ -80,103 +80,147 @@ void scrub_run_jobs(struct scrub_run *run, size_t njobs, scrub_job_fn fn)
 			pthread_join(tid[i], NULL);
 }
 
-/* Walk the findings of a SCRUB reply; returns the OR of their flags. */
-static uint32_t report_findings(struct scrub_run *run, uint32_t type, uint32_t agno, uint64_t ino,
-			    const struct scrub_reply *r, const struct mfs_ctl_scrub_reply *sr)
+/* The findings of one result at buf[*off...) (after its header), reported; *off moves past
+ * them.  Returns the OR of their flags. */
+static uint32_t report_findings(struct scrub_run *run, const struct mfs_ctl_scrub_req *q,
+				const uint8_t *buf, size_t len, size_t *off,
+				const struct mfs_ctl_scrub_reply *sr)
 {
-	size_t off = sizeof(*sr);
 	uint32_t seen = 0;
 
 	for (uint32_t i = 0; i < sr->nfindings; i++) {
 		struct mfs_ctl_finding f;
 
-		if (r->len - off < sizeof(f))
+		if (len - *off < sizeof(f))
 			break;
-		memcpy(&f, r->buf + off, sizeof(f));
-		off += sizeof(f);
-		if (f.len > r->len - off)
+		memcpy(&f, buf + *off, sizeof(f));
+		*off += sizeof(f);
+		if (f.len > len - *off)
 			break;
-		scrub_finding(run, type, agno, ino, f.flag, (const char *)r->buf + off, f.len);
+		scrub_finding(run, q->type, q->agno, q->ino, f.flag, (const char *)buf + *off,
+			      f.len);
 		seen |= f.flag;
-		off += f.len;
+		*off += f.len;
 	}
 	if (sr->ndropped) {
 		char text[128];
 		int n = snprintf(text, sizeof(text), "%u more findings were not sent (too many)",
 				 sr->ndropped);
 
-		scrub_finding(run, type, agno, ino, MFS_SCRUB_OFLAG_WARNING, text, (size_t)n);
+		scrub_finding(run, q->type, q->agno, q->ino, MFS_SCRUB_OFLAG_WARNING, text,
+			      (size_t)n);
 	}
 	return seen;
+}
+
+static void count(struct scrub_run *run, uint64_t *what)
+{
+	pthread_mutex_lock(&run->lock);
+	(*what)++;
+	pthread_mutex_unlock(&run->lock);
+}
+
+/* One check's result at buf[*off...): reported and counted; *off moves past it.  Returns
+ * the check's error (0 or negative), -EPROTO for a short reply. */
+static int take_result(struct scrub_run *run, const struct mfs_ctl_scrub_req *q,
+		       const uint8_t *buf, size_t len, size_t *off)
+{
+	static const char unexplained[] = "flagged by the daemon without a message";
+	struct mfs_ctl_scrub_reply sr;
+	uint32_t seen;
+
+	if (len - *off < sizeof(sr)) {
+		scrub_error(run, q->type, q->agno, q->ino, "short reply from the daemon");
+		return -EPROTO;
+	}
+	memcpy(&sr, buf + *off, sizeof(sr));
+	*off += sizeof(sr);
+	seen = report_findings(run, q, buf, len, off, &sr);
+	/* Flags without a finding that explains them (should not happen) still count. */
+	for (uint32_t bit = 1; bit <= MFS_SCRUB_OFLAG_UNFIXED; bit <<= 1)
+		if ((sr.oflags & bit) && !(seen & bit))
+			scrub_finding(run, q->type, q->agno, q->ino, bit, unexplained,
+				      sizeof(unexplained) - 1);
+	switch (sr.error) {
+	case 0:
+		count(run, &run->n.objects);
+		break;
+	case -ENOENT:                   /* an inode freed since it was listed */
+		count(run, &run->n.skipped);
+		break;
+	case -EOPNOTSUPP: {
+		int first;
+
+		pthread_mutex_lock(&run->lock);
+		first = !(run->unsupported & (1u << q->type));
+		run->unsupported |= 1u << q->type;
+		run->n.skipped++;
+		pthread_mutex_unlock(&run->lock);
+		if (first && run->o.verbose)
+			scrub_say(run, "note: the daemon cannot check the %s yet: skipped",
+				  scrub_type_name(q->type));
+		break;
+	}
+	case -ECANCELED:
+		count(run, &run->n.incomplete);
+		break;
+	default:
+		scrub_error(run, q->type, q->agno, q->ino, "the check could not run: %s",
+			    strerror(-sr.error));
+		break;
+	}
+	return sr.error;
+}
+
+/* A request that got no results: say why (once when the connection broke). */
+static void rpc_failed(struct scrub_run *run, struct scrub_conn *c,
+		       const struct mfs_ctl_scrub_req *q, const struct scrub_reply *r)
+{
+	if (!c->broken)
+		scrub_error(run, q->type, q->agno, q->ino, "the daemon refused the check: %s",
+			    r->msg);
+	else if (!atomic_exchange(&run->stop, 1))
+		scrub_error(run, q->type, q->agno, q->ino, "%s", r->msg);
 }
 
 int scrub_check(struct scrub_run *run, struct scrub_conn *c, uint32_t type, uint32_t agno,
 		uint64_t ino)
 {
 	struct mfs_ctl_scrub_req q = { .type = type, .agno = agno, .ino = ino };
-	struct mfs_ctl_scrub_reply sr;
 	struct scrub_reply r;
-	uint32_t seen;
+	size_t off = 0;
 	int err;
 
 	err = scrub_rpc(c, MFS_CTL_SCRUB, &q, sizeof(q), &r);
 	if (err) {
-		if (c->broken) {
-			if (!atomic_exchange(&run->stop, 1))
-				scrub_error(run, type, agno, ino, "%s", r.msg);
-		} else {
-			scrub_error(run, type, agno, ino, "the daemon refused the check: %s",
-				    r.msg);
-		}
+		rpc_failed(run, c, &q, &r);
 		return err;
 	}
-	if (r.len < sizeof(sr)) {
-		free(r.buf);
-		scrub_error(run, type, agno, ino, "short reply from the daemon");
-		return -EPROTO;
-	}
-	memcpy(&sr, r.buf, sizeof(sr));
-	seen = report_findings(run, type, agno, ino, &r, &sr);
+	err = take_result(run, &q, r.buf, r.len, &off);
 	free(r.buf);
-	/* Flags without a finding that explains them (should not happen) still count. */
-	for (uint32_t bit = 1; bit <= MFS_SCRUB_OFLAG_UNFIXED; bit <<= 1)
-		if ((sr.oflags & bit) && !(seen & bit))
-			scrub_finding(run, type, agno, ino, bit, "flagged by the daemon without a "
-				      "message", strlen("flagged by the daemon without a message"));
-	pthread_mutex_lock(&run->lock);
-	if (sr.error == 0)
-		run->n.objects++;
-	pthread_mutex_unlock(&run->lock);
-	switch (sr.error) {
-	case 0:
-		break;
-	case -ENOENT:                   /* an inode freed since it was listed */
-		pthread_mutex_lock(&run->lock);
-		run->n.skipped++;
-		pthread_mutex_unlock(&run->lock);
-		break;
-	case -EOPNOTSUPP: {
-		int first;
+	return err;
+}
 
-		pthread_mutex_lock(&run->lock);
-		first = !(run->unsupported & (1u << type));
-		run->unsupported |= 1u << type;
-		run->n.skipped++;
-		pthread_mutex_unlock(&run->lock);
-		if (first && run->o.verbose)
-			scrub_say(run, "note: the daemon cannot check the %s yet: skipped",
-				  scrub_type_name(type));
-		break;
+int scrub_check_batch(struct scrub_run *run, struct scrub_conn *c,
+		      const struct mfs_ctl_scrub_req *q, unsigned n, int *errs)
+{
+	struct scrub_reply r;
+	size_t off = 0;
+	int err;
+
+	err = scrub_rpc(c, MFS_CTL_SCRUB_BATCH, q, n * sizeof(*q), &r);
+	if (err) {
+		rpc_failed(run, c, &q[0], &r);
+		return err;
 	}
-	case -ECANCELED:
-		pthread_mutex_lock(&run->lock);
-		run->n.incomplete++;
-		pthread_mutex_unlock(&run->lock);
-		break;
-	default:
-		scrub_error(run, type, agno, ino, "the check could not run: %s",
-			    strerror(-sr.error));
-		break;
+	for (unsigned i = 0; i < n; i++) {
+		errs[i] = take_result(run, &q[i], r.buf, r.len, &off);
+		if (errs[i] == -EPROTO) {
+			while (++i < n)
+				errs[i] = -EPROTO;
+			err = -EPROTO;
+		}
 	}
-	return sr.error;
+	free(r.buf);
+	return err;
 }

@@ -58,6 +58,8 @@ expect fd-too-many '^error E2BIG: too many descriptors'
 expect fd-none '^error EINVAL: REPAIR needs 1 to 2 scratch descriptors'
 expect fd-with-hello '^error EINVAL: descriptors come only with REPAIR'
 expect fd-good '^error EOPNOTSUPP: repair is not available yet'
+expect bad-batch '^error EINVAL: a batch is 1 to 128 checks of 24 bytes, not 25 bytes'
+expect batch '^reply 6 32 '
 expect inodes '^reply 3 '
 expect cancel '^reply 4 8 cancelled 0'
 expect scrub '^reply 2 16 oflags 0x0 error 0 findings 0' 1:0:0

@@ -10,7 +10,7 @@
  * ended the connection.  Exit 0 when a reply of either kind came, 1 when none did, 2 for a
  * usage error.  CASEs: hello, truncated-header, bad-magic, bad-version, huge-length,
  * unknown-command (then a HELLO on the same connection), short-payload, truncated-payload,
- * garbage, bad-type, bad-agno, bad-ino, bad-flags, inodes, cancel, cancel-running (a link
+ * garbage, bad-type, bad-agno, bad-ino, bad-flags, bad-batch, batch, inodes, cancel, cancel-running (a link
  * count check with a CANCEL behind it), hangup-running (the same, write side shut instead),
  * fd-pipe, fd-readonly,
  * fd-self FILE (a file on the mendfs itself), fd-sealed, fd-too-many, fd-none, fd-with-hello,
@@ -250,6 +250,15 @@ int main(int argc, char **argv)
 	} else if (!strcmp(c, "bad-flags")) {
 		sq.flags = 0x80;
 		send_req(MFS_CTL_SCRUB, &sq, sizeof(sq), NULL, 0);
+	} else if (!strcmp(c, "bad-batch")) {
+		uint8_t odd[sizeof(sq) + 1] = { 0 };
+
+		send_req(MFS_CTL_SCRUB_BATCH, odd, sizeof(odd), NULL, 0);
+	} else if (!strcmp(c, "batch")) {
+		struct mfs_ctl_scrub_req two[2] = { { .type = MFS_SCRUB_SB },
+						    { .type = MFS_SCRUB_AGH, .agno = 1 } };
+
+		send_req(MFS_CTL_SCRUB_BATCH, two, sizeof(two), NULL, 0);
 	} else if (!strcmp(c, "inodes")) {
 		struct mfs_ctl_inodes_req iq = { .agno = 0, .max = 16 };
 
