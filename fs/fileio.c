@@ -45,13 +45,13 @@ static uint64_t max_bytes(const struct mfs_fs *fs)
 	return (mfs_bmap_max_blocks(fs) << fs->geo.blocklog) - 1;
 }
 
+/* Everything committed durable and every data write before the call on stable storage:
+ * the journal's own flushes serve when it writes a batch (mfs_journal_sync). */
 int mfsd_force(struct mfsd *d)
 {
-	int err = d->fs->log ? mfs_journal_force(d->fs->log) : 0;
-
-	if (!err)
-		err = mfs_dev_flush(d->fs->dev);
-	return err;
+	if (d->fs->log)
+		return mfs_journal_sync(d->fs->log);
+	return mfs_dev_flush(d->fs->dev);
 }
 
 static int has_extents(const struct mfs_inode *ip)

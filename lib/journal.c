@@ -236,12 +236,21 @@ int mfs_jhome_write(struct mfs_journal *j, uint64_t blkno, const void *img)
 	return err;
 }
 
+/* Flushes are numbered as they start; flush_covered is the highest number of one that
+ * completed, so every write completed before that flush began is durable. */
 int mfs_jflush(struct mfs_journal *j)
 {
-	int err = mfs_dev_flush(j->dev);
+	uint64_t my;
+	int err;
 
 	pthread_mutex_lock(&j->lock);
+	my = ++j->flush_started;
+	pthread_mutex_unlock(&j->lock);
+	err = mfs_dev_flush(j->dev);
+	pthread_mutex_lock(&j->lock);
 	j->st.flushes++;
+	if (!err && my > j->flush_covered)
+		j->flush_covered = my;
 	pthread_mutex_unlock(&j->lock);
 	if (err)
 		mfs_log(MFS_LOG_ERR, "journal: flushing the device failed: %s", strerror(-err));
@@ -682,6 +691,25 @@ int mfs_journal_force(struct mfs_journal *j)
 	lsn = j->next_seq - 1;
 	pthread_mutex_unlock(&j->lock);
 	return mfs_journal_force_lsn(j, lsn);
+}
+
+int mfs_journal_sync(struct mfs_journal *j)
+{
+	uint64_t started;
+	int err, covered;
+
+	pthread_mutex_lock(&j->lock);
+	started = j->flush_started;
+	pthread_mutex_unlock(&j->lock);
+	err = mfs_journal_force(j);
+	if (err)
+		return err;
+	/* A flush that began after this call did (the log's own, when the force wrote a
+	 * batch) covers every write issued before it; otherwise flush now. */
+	pthread_mutex_lock(&j->lock);
+	covered = j->flush_covered > started;
+	pthread_mutex_unlock(&j->lock);
+	return covered ? 0 : mfs_jflush(j);
 }
 
 /* ---- checkpoint ---------------------------------------------------------------------- */

@@ -61,6 +61,8 @@ struct mfs_journal {
 	uint64_t hdr_gen;           /* gen of the last header written */
 	uint64_t pending_blocks;    /* reserved, not yet written */
 	int writing;                /* a writer is doing a batch */
+	uint64_t flush_started;     /* device flushes begun (mfs_jflush numbers them) */
+	uint64_t flush_covered;     /* the highest number of a flush that completed */
 	int err;                    /* sticky log I/O error */
 
 	struct jrec *rec_first, *rec_last, *unwritten;

@@ -963,6 +963,22 @@ START_TEST(ordered_flushes)
 	ck_assert_int_eq(evs[4].what, MFS_JIO_LOG_WRITE);
 	ck_assert_uint_lt(evs[4].blkno, 2);                    /* a header copy */
 	ck_assert_int_eq(evs[5].what, MFS_JIO_FLUSH);
+
+	/* fsync (mfs_journal_sync): with nothing to write, one flush for the data written
+	 * before it; with a record to write, the batch's own flushes serve. */
+	nev = 0;
+	data_write(fs, 403);
+	ck_assert_int_eq(mfs_journal_sync(fs->log), 0);
+	ck_assert_uint_eq(nev, 2);
+	ck_assert_int_eq(evs[1].what, MFS_JIO_FLUSH);
+	nev = 0;
+	async_tx(fs, 603, 4);
+	data_write(fs, 404);
+	ck_assert_int_eq(mfs_journal_sync(fs->log), 0);
+	ck_assert_uint_eq(nev, 4);
+	ck_assert_int_eq(evs[1].what, MFS_JIO_FLUSH);
+	ck_assert_int_eq(evs[2].what, MFS_JIO_LOG_WRITE);
+	ck_assert_int_eq(evs[3].what, MFS_JIO_FLUSH);
 	mfs_journal_set_io_hook(fs->log, NULL, NULL);
 	ck_assert_int_eq(mfs_fs_close(fs), 0);
 }
