@@ -241,9 +241,12 @@ int mfsd_write_new(struct mfs_trans *tp, struct mfs_inode *ip, const char *data,
 static int zero_mapped(struct mfs_inode *ip, uint64_t from, uint64_t to, char *tmp);
 
 /* Write [off, off + size) of a file whose lock the caller holds exclusive.  *written gets
- * the bytes written (all, or a prefix when an error stopped the write). */
+ * the bytes written (all, or a prefix when an error stopped the write).  `cached`: the
+ * kernel's writeback of its page cache (FUSE_WRITE_CACHE): the kernel keeps the times of
+ * such writes itself and sends them with a SETATTR, so an overwrite inside the logged
+ * size that changes no privilege needs no transaction at all. */
 static int do_write(struct mfsd *d, struct mfs_inode *ip, const char *buf, size_t size,
-		    uint64_t off, int killpriv, size_t *written)
+		    uint64_t off, int killpriv, int cached, size_t *written)
 {
 	struct mfs_fs *fs = d->fs;
 	uint32_t bs = fs->geo.blocksize, blog = fs->geo.blocklog;
@@ -295,14 +298,20 @@ static int do_write(struct mfsd *d, struct mfs_inode *ip, const char *buf, size_
 	 * log reloads the inode; a transient failure (no memory) is retried a few times. */
 	mfsd_now(&now);
 	for (unsigned tries = 0;; tries++) {
-		int err2;
+		int err2, dirty;
 
 		if (pos > ip->size)
 			ip->size = pos;
-		ip->mtime = now;
-		ip->ctime = now;
-		if (killpriv)
-			mfsd_kill_suid(ip);
+		dirty = ip->size != logged;
+		if (!cached) {
+			ip->mtime = now;
+			ip->ctime = now;
+			dirty = 1;
+		}
+		if (killpriv && mfsd_kill_suid(ip))
+			dirty = 1;
+		if (!dirty)
+			break;
 		err2 = log_inode(d, ip);
 		if (!err2)
 			break;
@@ -358,7 +367,8 @@ void mfsd_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, of
 		return;
 	}
 	pthread_rwlock_wrlock(&ip->lock);
-	err = do_write(d, ip, buf, size, (uint64_t)off, fuse_req_ctx(req)->uid != 0, &written);
+	err = do_write(d, ip, buf, size, (uint64_t)off, fuse_req_ctx(req)->uid != 0,
+		       fi->writepage, &written);
 	pthread_rwlock_unlock(&ip->lock);
 	mfsd_iput(d, ip);
 	if (err)

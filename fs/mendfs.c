@@ -40,6 +40,7 @@
 #include "trans.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,10 +142,23 @@ out_cancel:
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
+	struct mfsd *d = userdata;
+
 	/* We clear setuid/setgid ourselves on write, truncate and chown (HANDLE_KILLPRIV,
-	 * libfuse's default when the kernel offers it). Writeback caching stays off for now:
-	 * every write reaches the daemon, so sizes and times are ours. */
-	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	 * libfuse's default when the kernel offers it).
+	 *
+	 * Writeback cache: write() fills the kernel's page cache, which the kernel writes back
+	 * in large requests (and before fsync and close return).  The kernel then owns the
+	 * file's size and times while it has dirty pages: it sends mtime and ctime with a
+	 * SETATTR (fileio.c logs no times for its writeback), and asks for the pages it must
+	 * fill around a partial write with READ even on a file opened write-only (mfsd_read
+	 * does not look at the open mode).  Appends are placed by the kernel.  Off unless
+	 * -o writeback_cache: errors (ENOSPC, EIO) then surface at fsync or close instead of
+	 * write, and reads served from the cache do not update access times. */
+	if (d->writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
+		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	else
+		conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	/* POSIX ACLs (xattr.c): the kernel enforces them, we keep them in sync with the mode
@@ -218,6 +232,7 @@ struct cmdline {
 	int ro, norecovery, atime_mode;
 	unsigned commit_secs;
 	double timeout;
+	int writeback;
 	unsigned long cache_mb;
 	int help, version;
 };
@@ -227,6 +242,7 @@ enum { KEY_RO, KEY_RW, KEY_NORECOVERY, KEY_NOATIME, KEY_RELATIME, KEY_STRICTATIM
 
 static const struct fuse_opt mfsd_opts[] = {
 	{ "timeout=%lf", offsetof(struct cmdline, timeout), 0 },
+	{ "writeback_cache", offsetof(struct cmdline, writeback), 1 },
 	{ "cache_size=%lu", offsetof(struct cmdline, cache_mb), 0 },
 	{ "commit=%u", offsetof(struct cmdline, commit_secs), 0 },
 	FUSE_OPT_KEY("ro", KEY_RO),
@@ -317,6 +333,8 @@ static void usage(FILE *f)
 		"  -o strictatime     update the access time on every read and readdir\n"
 		"  -o timeout=SECS    entry and attribute cache timeout (default 86400)\n"
 		"  -o cache_size=MiB  metadata buffer cache size (default 64)\n"
+		"  -o writeback_cache the kernel caches writes (faster small writes; errors\n"
+		"                     show at fsync or close; cached reads keep access times)\n"
 		"  -o commit=SECS     make committed changes durable at least this often "
 		"(default 5; 0: only on fsync)\n"
 		"  -o allow_other, default_permissions, fsname=, ... as for every FUSE "
@@ -517,6 +535,7 @@ int main(int argc, char **argv)
 		goto out_args;
 	d.ro = c.ro;
 	d.timeout = c.timeout;
+	d.writeback = c.writeback;
 	d.atime_mode = c.atime_mode;
 	d.commit_secs = c.commit_secs;
 	mfsd_health_init(&d);
@@ -575,7 +594,8 @@ int main(int argc, char **argv)
 			goto out_close;
 		}
 		fuse_loop_cfg_set_clone_fd(cfg, (unsigned)fo.clone_fd);
-		fuse_loop_cfg_set_idle_threads(cfg, fo.max_idle_threads);
+		if (fo.max_idle_threads != UINT_MAX)    /* UINT_MAX: keep every thread */
+			fuse_loop_cfg_set_idle_threads(cfg, fo.max_idle_threads);
 		fuse_loop_cfg_set_max_threads(cfg, fo.max_threads);
 		ret = fuse_session_loop_mt(se, cfg);
 		fuse_loop_cfg_destroy(cfg);

@@ -48,6 +48,7 @@ struct mfsd {
 	struct fuse_session *se;        /* for notifications to the kernel (xattr.c) */
 	int ro;
 	double timeout;                 /* entry and attribute timeout, seconds */
+	int writeback;                  /* -o writeback_cache: the kernel's write cache */
 
 	/* node table (node.c): inodes the kernel holds, by inode number */
 	pthread_mutex_t node_lock;
