@@ -11,10 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define NPHASES 6
-
 static struct {
 	int tty, drawn;
+	int nphases;                    /* 5, or 6 with -x */
 	int phase;
 	uint64_t max;
 	atomic_uint_fast64_t cur;
@@ -35,6 +34,7 @@ static uint64_t now(void)
 void scrub_progress_init(struct scrub_run *run)
 {
 	pg.tty = !run->o.json && isatty(STDOUT_FILENO);
+	pg.nphases = run->o.media ? 6 : 5;
 }
 
 void scrub_progress_clear(struct scrub_run *run)
@@ -67,7 +67,7 @@ static void draw(struct scrub_run *run, int force)
 		memset(bar + fill, ' ', 40 - fill);
 		bar[40] = 0;
 		printf("\r[%s] %3u%% phase %d/%d: %s", bar, max ? (unsigned)(cur * 100 / max) : 100,
-		       pg.phase, NPHASES, pg.label);
+		       pg.phase, pg.nphases, pg.label);
 		fflush(stdout);
 		pg.drawn = 1;
 	}
