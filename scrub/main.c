@@ -118,6 +118,19 @@ static void go_background(void)
 		perror("ioprio_set");
 }
 
+/* If memory runs out, this process should be the one killed, not the daemon or anything
+ * else: its death only cancels the checks (DESIGN.md, repair step 6). */
+static void prefer_oom_kill(void)
+{
+	int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+
+	if (fd >= 0) {
+		if (write(fd, "1000", 4) != 4 && errno != EACCES)
+			perror("oom_score_adj");
+		close(fd);
+	}
+}
+
 /* The workers' connections: the first one is made, the others join it. */
 static int open_conns(struct scrub_run *run)
 {
@@ -231,6 +244,7 @@ int main(int argc, char **argv)
 	free(canon);
 	if (run.o.background)
 		go_background();
+	prefer_oom_kill();
 	if (open_conns(&run) != 0) {
 		free(run.conns);
 		return SCRUB_EXIT_OPERROR;

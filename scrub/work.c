@@ -209,6 +209,12 @@ int scrub_check_batch(struct scrub_run *run, struct scrub_conn *c,
 	int err;
 
 	err = scrub_rpc(c, MFS_CTL_SCRUB_BATCH, q, n * sizeof(*q), &r);
+	if (err == -EBADRQC && !c->broken) {
+		/* A daemon from before SCRUB_BATCH: one check at a time. */
+		for (unsigned i = 0; i < n; i++)
+			errs[i] = scrub_check(run, c, q[i].type, q[i].agno, q[i].ino);
+		return 0;
+	}
 	if (err) {
 		rpc_failed(run, c, &q[0], &r);
 		return err;
