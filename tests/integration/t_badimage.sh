@@ -1,9 +1,9 @@
 #!/bin/bash
-# t_badimage.sh — corrupt images: for each kind of metadata block (primary superblock, AG
-# headers, AG free list, each AG btree root, an inode cluster, a directory btree block, an
-# extent-map block, attribute btree and value blocks, the journal header copies), a
-# populated image gets that block overwritten with random bytes (mendfs_db trash), then is
-# mounted.  Either the mount is refused, with a message, by a daemon that exits with an
+# t_badimage.sh — corrupt images: for each kind of metadata block (primary superblock and a
+# copy, AG headers, AG free list, each AG btree root, inode clusters, directory btree root
+# and leaf, an extent-map root, attribute btree and value blocks, the journal header
+# copies), a populated image gets that block overwritten with random bytes (mendfs_db
+# trash), then is mounted.  Either the mount is refused, with a message, by a daemon that exits with an
 # error status (not a signal); or it mounts, and then every operation of a fixed set
 # (lookups, reads, readdir, xattrs, stat, and creating, writing, reading back and removing
 # a new file) either works or fails with EIO/EUCLEAN, the operation that reads the damaged
@@ -60,6 +60,14 @@ def inode_sect(ino): return t[t.index("inode %s (" % ino):]
 def cluster(ino):
     a, b = re.search(r"inode %s \(AG (\d+) block (\d+)" % ino, t).groups()
     return int(a) * agblocks + int(b)
+def dir_leaf(ino, root):
+    for l in t.splitlines():
+        m = re.search(r"startblock (\d+) blockcount (\d+) owner ino %s offset 0 bmbt$" % ino, l)
+        if m:
+            for b in range(int(m.group(1)), int(m.group(1)) + int(m.group(2))):
+                if b != root:
+                    return b
+    raise SystemExit("no directory btree block of inode %s besides its root" % ino)
 def attr_block(kind):
     for l in t.splitlines():
         m = re.search(r"startblock (\d+) blockcount \d+ owner ino %s offset \d+ (attr.*)$" % inos["attrs"], l)
@@ -71,6 +79,7 @@ cases = [
     ("superblock", 0, "-"),
     ("AG 0 header", g(r"^blkno = (\d+)", ag0), "-"),
     ("AG 1 header", g(r"^blkno = (\d+)", ag1), "-"),
+    ("superblock copy in AG 1", g(r"^blkno = (\d+)", ag1) - 1, "-"),
     ("AG 0 free list", g(r"^blkno = (\d+)", t[t.index("AG 0 free list"):]), "-"),
     ("AG 0 free-space-by-block root", g(r"^bno root = (\d+)", ag0), "-"),
     ("AG 0 free-space-by-length root", g(r"^cnt root = (\d+)", ag0), "-"),
@@ -79,6 +88,7 @@ cases = [
     ("inode cluster of /plain", cluster(inos["plain"]), "plain"),
     ("inode cluster of the root", cluster(g(r"^rootino = (\d+)")), "root"),
     ("directory btree root of /big", g(r"data fork btree root (\d+)", inode_sect(inos["big"])), "big"),
+    ("directory btree leaf of /big", dir_leaf(inos["big"], g(r"data fork btree root (\d+)", inode_sect(inos["big"]))), "big"),
     ("extent-map root of /frag", g(r"data fork btree root (\d+)", inode_sect(inos["frag"])), "frag"),
     ("attribute btree block of /attrs", attr_block("attr bmbt"), "attrs"),
     ("attribute value block of /attrs", attr_block("attr"), "bigval"),
@@ -174,4 +184,4 @@ while IFS='|' read -r blk count touch name; do
 	[ "$rc" -ge 128 ] && fail "$name (block $blk): the daemon died of signal $((rc - 128)) at unmount"
 	ok "$name (block $blk): mounted; $out; unmounted (daemon status $rc)"
 done <"$dir/cases"
-[ "$n" -ge 16 ] || fail "only $n cases"
+[ "$n" -ge 18 ] || fail "only $n cases"
