@@ -1,0 +1,355 @@
+/*
+ * repair.c — the repair engine's core: checks the request, dispatches to the rebuilder of
+ * the object's type, reserves the scratch up front, provides the abort checks and the sort
+ * wrapper, returns the scratch afterwards, and re-runs the object's checker on the result.
+ *
+ * The promise "abort leaves the filesystem bit-for-bit unchanged" is kept by structure, not
+ * by care in each rebuilder: a rebuilder makes every change inside one transaction (trans.h)
+ * and commits it last; any error before that cancels the transaction, which restores every
+ * block it touched.  Nothing is written to the image in between (a transaction's buffers
+ * are held, so the cache cannot write them back).
+ */
+#include "repair_priv.h"
+
+#include "fs.h"
+#include "log.h"
+#include "mem.h"
+#include "scrub.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define REP_ALIGN        (64u * 1024)
+#define REP_POLL_EVERY   256u        /* comparisons between two polls in a sort */
+
+int rep_fail(struct rep *r, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!r->rc->reason[0]) {
+		va_start(ap, fmt);
+		vsnprintf(r->rc->reason, sizeof(r->rc->reason), fmt, ap);
+		va_end(ap);
+	}
+	return err;
+}
+
+int rep_scratch_err(struct rep *r, int err, const char *what)
+{
+	if (err == -ECANCELED && r->stop_err)
+		return r->stop_err;          /* the reason was set when stop was raised */
+	if (err == -ENOMEM)
+		return rep_fail(r, err, "scratch exhausted while %s (a short read or write of "
+				"the scratch file, or no memory): give a scratch directory on "
+				"disk (-T DIR) or more memory", what);
+	return rep_fail(r, err, "scratch file error while %s: %s", what, strerror(-err));
+}
+
+static void rep_raise(struct rep *r, int err)
+{
+	if (!r->stop_err)
+		r->stop_err = err;
+	atomic_store(&r->stop, 1);
+}
+
+int rep_poll(struct rep *r)
+{
+	struct mfs_repair_ctx *rc = r->rc;
+
+	if (r->stop_err)
+		return r->stop_err;
+	if (rc->abort && atomic_load(rc->abort)) {
+		rep_raise(r, rep_fail(r, -ECANCELED, "memory pressure: the repair stopped before "
+				      "changing anything; retry later or with more memory"));
+		return r->stop_err;
+	}
+	if (rc->cancelled && rc->cancelled(rc->hook_arg)) {
+		rep_raise(r, rep_fail(r, -ECANCELED, "cancelled: the repair stopped before "
+				      "changing anything"));
+		return r->stop_err;
+	}
+	return 0;
+}
+
+int rep_hook(struct rep *r, enum mfs_repair_point at)
+{
+	int err;
+
+	if (!r->rc->test_hook)
+		return 0;
+	err = r->rc->test_hook(r->rc->hook_arg, at);
+	if (err) {
+		rep_raise(r, rep_fail(r, err < 0 ? err : -ECANCELED, "stopped by the test hook at "
+				      "point %d", (int)at));
+		return r->stop_err;
+	}
+	return 0;
+}
+
+/* ---- scratch ------------------------------------------------------------------------------ */
+static uint64_t round_up(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) / a * a;
+}
+
+int rep_reserve(struct rep *r, const struct rep_array_plan *plan, unsigned n)
+{
+	struct mfs_repair_ctx *rc = r->rc;
+	struct mfs_reserve_estimate e = { 0, 0 };
+	struct mfs_reserve_opts o;
+	struct mfs_reserve_result *res;
+	uint64_t layout = 0, want;
+	int err;
+
+	for (unsigned i = 0; i < n; i++) {
+		mfs_reserve_estimate_xfarray(&e, plan[i].max_nr, plan[i].recsize);
+		layout += round_up(plan[i].max_nr * plan[i].recsize, REP_ALIGN);
+	}
+	r->end = r->base0 + layout;
+	want = mfs_reserve_estimate_bytes(&e);
+	if (want < layout)
+		want = layout;
+	rc->estimate = e.file_bytes;
+	res = mfs_calloc(1, sizeof(*res));
+	if (!res)
+		return rep_fail(r, -ENOMEM, "no memory for the scratch reserve");
+	memset(&o, 0, sizeof(o));
+	o.margin = rc->margin;
+	o.abort = rc->abort;
+	err = mfs_reserve(rc->fds[0], r->base0, want, &o, res);
+	if (err) {
+		if (err == -ECANCELED)
+			rep_poll(r);
+		if (err == -ENOMEM)
+			rep_fail(r, err, "refused: the repair needs about %llu bytes of scratch "
+				 "(%llu reserved with headroom); %s; give a scratch directory on "
+				 "disk (-T DIR) or more memory", (unsigned long long)e.file_bytes,
+				 (unsigned long long)want, res->msg);
+		else
+			rep_fail(r, err, "could not reserve %llu bytes of scratch for an estimate "
+				 "of %llu: %s%s%s; give a scratch directory with more room (-T DIR) "
+				 "or more memory", (unsigned long long)want,
+				 (unsigned long long)e.file_bytes, strerror(-err),
+				 res->msg[0] ? ": " : "", res->msg);
+		free(res);
+		return err;
+	}
+	rc->reserved = res->reserved;
+	free(res);
+	r->next = r->base0;
+	return 0;
+}
+
+int rep_array(struct rep *r, size_t recsize, uint64_t max_nr, struct mfs_xfarray **out)
+{
+	int err;
+
+	*out = NULL;
+	if (r->narr == REP_MAX_ARRAYS)
+		return rep_fail(r, -EINVAL, "internal: too many scratch arrays");
+	if (max_nr == 0)
+		max_nr = 1;
+	err = mfs_xfarray_create(r->rc->fds[0], r->next, recsize, max_nr, out);
+	if (err)
+		return rep_scratch_err(r, err, "creating a scratch array");
+	mfs_xfarray_set_abort(*out, &r->stop);
+	r->arr[r->narr++] = *out;
+	r->next += round_up(max_nr * recsize, REP_ALIGN);
+	return 0;
+}
+
+/* Give the scratch back: arrays freed, the bytes punched, the file at its size on entry. */
+static void rep_release(struct rep *r)
+{
+	struct mfs_repair_ctx *rc = r->rc;
+	uint64_t used = 0;
+
+	for (unsigned i = 0; i < r->narr; i++) {
+		used += mfs_xfarray_count(r->arr[i]) * mfs_xfarray_recsize(r->arr[i]);
+		mfs_xfarray_destroy(r->arr[i]);
+		r->arr[i] = NULL;
+	}
+	r->narr = 0;
+	if (used > rc->scratch_used)
+		rc->scratch_used = used;
+	if (!r->end)
+		return;              /* nothing was reserved: the descriptor is untouched */
+	if (r->end > r->base0)
+		(void)fallocate(rc->fds[0], FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, r->base0,
+				(off_t)(r->end - r->base0));
+	(void)ftruncate(rc->fds[0], (off_t)r->size0);
+}
+
+/* ---- sorting ------------------------------------------------------------------------------ */
+struct rep_cmp {
+	struct rep *r;
+	mfs_xfarray_cmp_fn cmp;
+};
+
+static int rep_cmp_fn(const void *a, const void *b, void *priv)
+{
+	struct rep_cmp *c = priv;
+	struct rep *r = c->r;
+
+	if (!r->sort_hooked) {
+		r->sort_hooked = 1;
+		rep_hook(r, MFS_REPAIR_AT_SORTING);
+	}
+	if (++r->ncmp % REP_POLL_EVERY == 0)
+		rep_poll(r);
+	return c->cmp(a, b, NULL);
+}
+
+int rep_sort(struct rep *r, struct mfs_xfarray *a, mfs_xfarray_cmp_fn cmp, const char *what)
+{
+	struct rep_cmp c = { r, cmp };
+	int err = mfs_xfarray_sort(a, rep_cmp_fn, &c);
+
+	/* A sort small enough to run in memory may finish without looking at the flag. */
+	if (!err)
+		err = rep_poll(r);
+	return err ? rep_scratch_err(r, err, what) : 0;
+}
+
+/* ---- the entry point ------------------------------------------------------------------------ */
+int mfs_repair_supported(uint32_t type)
+{
+	return type == MFS_SCRUB_BNOBT || type == MFS_SCRUB_CNTBT || type == MFS_SCRUB_INOBT;
+}
+
+static int check_fd(struct rep *r, unsigned i)
+{
+	int fd = r->rc->fds[i], fl;
+	struct stat st;
+
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return rep_fail(r, -EINVAL, "scratch descriptor %u (%d) is not open", i, fd);
+	if (!S_ISREG(st.st_mode))
+		return rep_fail(r, -EINVAL, "scratch descriptor %u is not a regular file", i);
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || (fl & O_ACCMODE) != O_RDWR)
+		return rep_fail(r, -EINVAL, "scratch descriptor %u is not open read-write", i);
+	if (i == 0) {
+		r->size0 = (uint64_t)st.st_size;
+		r->base0 = round_up(r->size0, REP_ALIGN);
+	}
+	return 0;
+}
+
+struct recheck {
+	unsigned n;
+	uint32_t flags;
+	char first[512];
+};
+
+static void recheck_report(void *arg, uint32_t flag, const char *msg)
+{
+	struct recheck *rk = arg;
+
+	if (!(flag & (MFS_SCRUB_OFLAG_CORRUPT | MFS_SCRUB_OFLAG_XCORRUPT)))
+		return;
+	if (!rk->n++)
+		snprintf(rk->first, sizeof(rk->first), "%s", msg);
+	rk->flags |= flag;
+}
+
+/* The checker of each object the rebuild replaced must now find it clean. */
+static int revalidate(struct rep *r)
+{
+	struct mfs_repair_ctx *rc = r->rc;
+	uint32_t types[2] = { rc->type, 0 };
+	unsigned nt = 1;
+
+	if (rc->type == MFS_SCRUB_BNOBT || rc->type == MFS_SCRUB_CNTBT) {
+		types[0] = MFS_SCRUB_BNOBT;
+		types[1] = MFS_SCRUB_CNTBT;
+		nt = 2;
+	}
+	for (unsigned i = 0; i < nt; i++) {
+		struct mfs_scrub_ctx sc;
+		struct recheck rk;
+		int err;
+
+		memset(&sc, 0, sizeof(sc));
+		memset(&rk, 0, sizeof(rk));
+		sc.fs = rc->fs;
+		sc.type = types[i];
+		sc.agno = rc->agno;
+		sc.ino = rc->ino;
+		sc.report = recheck_report;
+		sc.hook_arg = &rk;
+		err = mfs_scrub(&sc);
+		if (err)
+			return rep_fail(r, err, "rebuilt, but the check afterwards failed: %s",
+					strerror(-err));
+		if (rk.n)
+			return rep_fail(r, -EFSCORRUPTED, "rebuilt, but the check afterwards still "
+					"finds %u problem(s): %s", rk.n, rk.first);
+	}
+	return 0;
+}
+
+int mfs_repair(struct mfs_repair_ctx *rc)
+{
+	struct rep *r;
+	int err;
+
+	if (!rc)
+		return -EINVAL;
+	rc->reason[0] = 0;
+	rc->estimate = rc->reserved = rc->scratch_used = rc->records = 0;
+	if (!rc->fs)
+		return -EINVAL;
+	r = mfs_calloc(1, sizeof(*r));
+	if (!r) {
+		snprintf(rc->reason, sizeof(rc->reason), "no memory to start the repair");
+		return -ENOMEM;
+	}
+	r->rc = rc;
+	r->fs = rc->fs;
+	atomic_init(&r->stop, 0);
+	if (!mfs_repair_supported(rc->type)) {
+		err = rep_fail(r, -EOPNOTSUPP, "no rebuilder for objects of type %u yet", rc->type);
+		goto out;
+	}
+	if (rc->agno >= rc->fs->geo.agcount) {
+		err = rep_fail(r, -EINVAL, "AG %u out of range (the filesystem has %u)", rc->agno,
+			       rc->fs->geo.agcount);
+		goto out;
+	}
+	if (rc->nfds < 1 || rc->nfds > MFS_REPAIR_MAX_FDS) {
+		err = rep_fail(r, -EINVAL, "a repair needs 1 to %u scratch descriptors, got %u",
+			       MFS_REPAIR_MAX_FDS, rc->nfds);
+		goto out;
+	}
+	for (unsigned i = 0; i < rc->nfds; i++) {
+		err = check_fd(r, i);
+		if (err)
+			goto out;
+	}
+	err = rep_poll(r);
+	if (err)
+		goto out;
+	if (rc->type == MFS_SCRUB_INOBT)
+		err = rep_inobt(r);
+	else
+		err = rep_allocbt(r);
+	rep_release(r);
+	if (!err)
+		err = revalidate(r);
+out:
+	rep_release(r);
+	if (err && !rc->reason[0])
+		snprintf(rc->reason, sizeof(rc->reason), "%s", strerror(-err));
+	if (err)
+		mfs_log(MFS_LOG_WARN, "repair of object type %u AG %u: %s", rc->type, rc->agno,
+			rc->reason);
+	free(r);
+	return err;
+}

@@ -1,0 +1,96 @@
+/*
+ * repair.h — the online repair engine: rebuild one metadata object of an open filesystem
+ * from the other metadata that describes it, with scratch memory the client provides.
+ *
+ * Contract between the engine (repair/repair*.c) and its callers (the control socket's
+ * REPAIR command in fs/, the offline tool mendfs_repair, tests):
+ *
+ *   - the caller fills a struct mfs_repair_ctx (the object as in struct mfs_scrub_ctx, the
+ *     scratch descriptors, hooks) and calls mfs_repair();
+ *   - the engine estimates the scratch it needs, checks the memory headroom and refuses up
+ *     front when the estimate does not fit (rc->reason names both figures and what to do:
+ *     a scratch directory on disk with -T, or more memory), otherwise reserves about 1.5x
+ *     the estimate in the first descriptor (fallocate in chunks, headroom and pressure
+ *     re-checked between chunks: lib/headroom.h);
+ *   - it gathers records into fixed-record arrays in that descriptor (lib/xfarray.h),
+ *     sorts them, bulk-loads the new structure into blocks it takes out of the space it is
+ *     rebuilding (or allocates), and commits the new roots, counters and reverse-map
+ *     changes in ONE transaction, under the object's lock (AG objects: the AG lock; other
+ *     AGs keep serving, allocations that need this AG wait for it);
+ *   - anywhere before that commit it aborts on a scratch I/O failure (-ENOMEM: "scratch
+ *     exhausted"), on the pressure flag (-ECANCELED), on cancelled() (-ECANCELED), or on
+ *     corruption of the metadata it rebuilds from (-EFSCORRUPTED): the transaction is
+ *     cancelled, so the filesystem is bit-for-bit unchanged; the scratch it used is punched
+ *     out and the descriptor truncated back to its size on entry, whatever the outcome;
+ *   - after the commit it runs the object's checker again; a rebuilt object the checker
+ *     still finds wrong is reported as -EFSCORRUPTED ("could not repair").
+ *
+ * The descriptors stay the caller's: the engine never closes them.  They must be regular
+ * files opened read-write (memfd_create(2), or O_TMPFILE in a directory not on this
+ * filesystem); the control socket checks the rest (seals, which filesystem) on receipt.
+ */
+#ifndef MFS_REPAIR_H
+#define MFS_REPAIR_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "mendfs_ctl.h"
+
+struct mfs_fs;
+
+#define MFS_REPAIR_MAX_FDS   2u
+
+/* Points where the test hook is called (tests and torture only). */
+enum mfs_repair_point {
+	MFS_REPAIR_AT_RESERVED = 1,   /* scratch reserved, nothing gathered */
+	MFS_REPAIR_AT_GATHERED = 2,   /* records gathered into scratch, before the sort */
+	MFS_REPAIR_AT_SORTING = 3,    /* inside the sort (its first comparison) */
+	MFS_REPAIR_AT_BUILT = 4,      /* new structure built in the transaction, not committed */
+};
+
+struct mfs_repair_ctx {
+	struct mfs_fs *fs;
+	uint32_t type;              /* enum mfs_scrub_type */
+	uint32_t agno;              /* AG objects */
+	uint64_t ino;               /* inode objects */
+
+	int fds[MFS_REPAIR_MAX_FDS];   /* scratch descriptors, the caller's; fds[0] required */
+	unsigned nfds;
+
+	/* Abort sources.  `abort`: a flag raised asynchronously (the memory-pressure watcher's,
+	 * lib/pressure.h), may be NULL.  cancelled(hook_arg): polled, nonzero = the client is
+	 * gone or sent CANCEL.  Either stops the repair with -ECANCELED before its commit. */
+	const atomic_int *abort;
+	int (*cancelled)(void *arg);
+	/* Tests: called at each enum mfs_repair_point; a nonzero return (a negative errno)
+	 * aborts the repair with that error. */
+	int (*test_hook)(void *arg, enum mfs_repair_point at);
+	void *hook_arg;
+
+	/* Headroom to leave when reserving (0: MFS_RESERVE_MARGIN_DEFAULT of headroom.h). */
+	uint64_t margin;
+
+	/* out */
+	uint64_t estimate;          /* scratch bytes the engine estimated */
+	uint64_t reserved;          /* bytes it reserved (about 1.5x the estimate) */
+	uint64_t scratch_used;      /* bytes of scratch its arrays used at the peak */
+	uint64_t records;           /* records of the rebuilt structure(s) */
+	char reason[1024];          /* why it failed or refused; "" on success */
+};
+
+/* Whether the engine can rebuild objects of this type. */
+int mfs_repair_supported(uint32_t type);
+
+/*
+ * Rebuild one object.  0 when it was rebuilt and its checker now finds it clean; a
+ * negative errno otherwise, with rc->reason saying why (and the filesystem unchanged unless
+ * the error came after the commit): -EOPNOTSUPP no rebuilder for this type, -EINVAL bad
+ * object or descriptors, -ENOMEM refused for lack of memory or scratch exhausted,
+ * -ENOSPC / -EFBIG... scratch could not be reserved, -ECANCELED pressure or cancel,
+ * -EFSCORRUPTED the metadata it would rebuild from is damaged too (or the rebuilt object
+ * still fails its check), -EIO.
+ */
+int mfs_repair(struct mfs_repair_ctx *rc);
+
+#endif

@@ -1,0 +1,1152 @@
+/*
+ * repair_agbtree.c — rebuilders of an AG's btrees: the two free-space trees (by block and
+ * by length) from the reverse map, and the inode btree from the inode chunks the reverse
+ * map names and the modes of their inodes.
+ *
+ * Both run under the AG lock for their whole length (allocations in this AG wait, other AGs
+ * go on; readers of files never take it) and inside ONE transaction: the new trees, the
+ * AG header's roots, levels and counters, the reverse-map changes for the blocks that change
+ * hands and the freeing of the old blocks are committed together, or — on any error,
+ * pressure, cancel — the transaction is cancelled and every block is as it was.
+ *
+ * Free-space trees: where the new blocks come from
+ * -------------------------------------------------
+ * The allocator cannot be used: its trees are what is being rebuilt.  The reverse map is
+ * trusted (it is verified first); MFS_OWN_AG in it covers three kinds of blocks: the
+ * reverse map's own blocks (R), the AGFL stock (L), and the old by-block and by-length
+ * tree blocks, whatever state those trees are in (O = OWN_AG - R - L).  The space no record
+ * covers is free (F).  After the rebuild the free space is
+ *
+ *         free' = F + O - N
+ *
+ * where N are the blocks of the new trees.  N is taken from O first (those blocks stay
+ * MFS_OWN_AG: no reverse-map change) and, only when O is too small, from the front of F
+ * (those get an MFS_OWN_AG record).  What is left of O becomes free: first up to a few
+ * blocks onto the AGFL (they are MFS_OWN_AG already), the rest has its MFS_OWN_AG record
+ * cut out and joins free'.  The size of N depends on the record count of free', which
+ * depends on N: the plan is iterated until the geometry stops changing (in practice once
+ * or twice; blocks of a last overshoot go onto the AGFL too).  Reverse-map changes take
+ * their split blocks from the AGFL like any change of that tree.
+ *
+ * Inode btree
+ * -----------
+ * Each MFS_OWN_INODES extent of the reverse map is a whole number of aligned chunks; a
+ * chunk's free mask has bit i set when inode i has mode 0 (inode cluster buffers read under
+ * the AG lock, which every transaction that logs an inode holds: committed state).  The new
+ * tree's blocks are the old tree's (MFS_OWN_INOBT) first; more are allocated with the
+ * ordinary allocator in this AG, and old blocks left over are freed with it — all in the
+ * same transaction.
+ */
+#include "repair_priv.h"
+
+#include "ag.h"
+#include "alloc.h"
+#include "bcache.h"
+#include "btree.h"
+#include "byteorder.h"
+#include "fs.h"
+#include "geom.h"
+#include "inode.h"
+#include "log.h"
+#include "mem.h"
+#include "trans.h"
+#include "verify.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define AGFL_EXTRA_CAP  (MFS_AGFL_SIZE_MAX / 2)   /* leftover blocks put on the AGFL up to */
+#define PLAN_ROUNDS     8
+#define POLL_RECS       4096u
+
+/* An extent in scratch, host order (start >= 3: never an all-zero record). */
+struct rext {
+	uint32_t start, len;
+};
+
+enum { OWN_I_AG, OWN_I_INODES, OWN_I_INOBT, OWN_I_N };
+
+struct agrep {
+	struct rep *r;
+	struct mfs_fs *fs;
+	uint32_t agno, aglen;
+	struct mfs_trans *tp;
+	struct mfs_buf *agh_bp;
+	uint64_t nrmap, rmap_blocks;
+	uint64_t own_blocks[OWN_I_N];
+	uint64_t seen;
+};
+
+static struct mfs_agh *agh_of(const struct agrep *ar)
+{
+	return ar->agh_bp->data;
+}
+
+static int own_index(uint64_t owner)
+{
+	return owner == MFS_OWN_AG ? OWN_I_AG : owner == MFS_OWN_INODES ? OWN_I_INODES :
+	       owner == MFS_OWN_INOBT ? OWN_I_INOBT : -1;
+}
+
+static int survey_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
+{
+	const struct mfs_rmap_rec *rr = rec;
+	struct agrep *ar = priv;
+	int i = own_index(mfs_get64(rr->owner));
+
+	if (i >= 0)
+		ar->own_blocks[i] += mfs_get32(rr->blockcount);
+	return ++ar->seen % POLL_RECS ? 0 : rep_poll(ar->r);
+}
+
+/* Lock the AG, read its header, verify the reverse map and count what it holds. */
+static int ag_begin(struct rep *r, struct agrep *ar)
+{
+	struct mfs_btree_cur cur;
+	int err;
+
+	memset(ar, 0, sizeof(*ar));
+	ar->r = r;
+	ar->fs = r->fs;
+	ar->agno = r->rc->agno;
+	ar->aglen = mfs_ag_length(&ar->fs->geo, ar->agno);
+	err = mfs_trans_alloc(ar->fs, &ar->tp);
+	if (err)
+		return rep_fail(r, err, "no memory for the repair's transaction");
+	err = mfs_trans_lock_ag(ar->tp, ar->agno, 0);
+	if (err)
+		return rep_fail(r, err, "could not lock AG %u: %s", ar->agno, strerror(-err));
+	err = mfs_read_agh(ar->fs, ar->agno, &ar->agh_bp);
+	if (!err)
+		err = mfs_agh_check(ar->fs, ar->agno, agh_of(ar));
+	if (err)
+		return rep_fail(r, err, "AG %u header is damaged (%s): repair the AG header first",
+				ar->agno, strerror(-err));
+	mfs_ag_cur_init(&cur, ar->fs, NULL, ar->agno, MFS_BT_RMAP, ar->agh_bp);
+	err = mfs_btree_verify(&cur, &ar->nrmap, &ar->rmap_blocks);
+	if (!err)
+		err = mfs_btree_query_range(&cur, NULL, NULL, survey_fn, ar);
+	mfs_btree_cur_release(&cur);
+	if (err == -ECANCELED)
+		return err;
+	if (err)
+		return rep_fail(r, err, "AG %u reverse map is damaged (%s): this rebuild trusts it; "
+				"rebuild the reverse map first", ar->agno, strerror(-err));
+	return 0;
+}
+
+static void ag_cancel(struct agrep *ar)
+{
+	if (ar->agh_bp)
+		mfs_buf_put(ar->agh_bp);
+	ar->agh_bp = NULL;
+	if (ar->tp)
+		mfs_trans_cancel(ar->tp);
+	ar->tp = NULL;
+}
+
+static int ag_commit(struct agrep *ar)
+{
+	int err = mfs_trans_commit(ar->tp);
+
+	ar->tp = NULL;
+	mfs_buf_put(ar->agh_bp);
+	ar->agh_bp = NULL;
+	if (err)
+		return rep_fail(ar->r, err, "AG %u: committing the rebuilt trees failed: %s "
+				"(nothing changed unless the journal reported an I/O error)",
+				ar->agno, strerror(-err));
+	return 0;
+}
+
+/* The last chance to stop (test hook, pressure, cancel), then the one commit. */
+static int ag_finish(struct agrep *ar)
+{
+	int err = rep_hook(ar->r, MFS_REPAIR_AT_BUILT);
+
+	if (!err)
+		err = rep_poll(ar->r);
+	return err ? err : ag_commit(ar);
+}
+
+static uint64_t geo_blocks(const struct mfs_btree_ops *ops, uint32_t bs, uint64_t n,
+			   unsigned *levels)
+{
+	uint64_t nb = 0;
+	unsigned lv = 0;
+
+	if (mfs_bload_geometry(ops, bs, n, 0, &nb, &lv))
+		return UINT64_MAX;
+	if (levels)
+		*levels = lv;
+	return nb;
+}
+
+/* Join a block the new tree will be written into, so a cancel restores its bytes. */
+static int join_block(struct agrep *ar, uint32_t agbno)
+{
+	struct mfs_buf *bp;
+	int err = mfs_buf_read(ar->fs->bc, mfs_agbno_to_fsb(&ar->fs->geo, ar->agno, agbno),
+			       NULL, &bp);
+
+	if (err)
+		return rep_fail(ar->r, err, "AG %u: block %u for the new tree unreadable: %s",
+				ar->agno, agbno, strerror(-err));
+	err = mfs_trans_modify(ar->tp, bp);
+	mfs_buf_put(bp);
+	return err ? rep_fail(ar->r, err, "no memory to join block %u", agbno) : 0;
+}
+
+/* ---- extents in scratch --------------------------------------------------------------------- */
+/* Call fn on the blocks [skip, skip + limit) of the extents of `a`, in order, as pieces. */
+typedef int (*piece_fn)(struct agrep *ar, uint32_t start, uint32_t len, void *priv);
+
+static int ext_pieces(struct agrep *ar, struct mfs_xfarray *a, uint64_t skip, uint64_t limit,
+		      piece_fn fn, void *priv)
+{
+	uint64_t n = mfs_xfarray_count(a);
+	struct rext e;
+	int err;
+
+	for (uint64_t i = 0; i < n && limit; i++) {
+		uint32_t s, l;
+
+		err = mfs_xfarray_get(a, i, &e);
+		if (err)
+			return rep_scratch_err(ar->r, err, "reading extents");
+		if (skip >= e.len) {
+			skip -= e.len;
+			continue;
+		}
+		s = e.start + (uint32_t)skip;
+		l = e.len - (uint32_t)skip;
+		skip = 0;
+		if (l > limit)
+			l = (uint32_t)limit;
+		limit -= l;
+		err = fn(ar, s, l, priv);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static uint64_t ext_blocks(struct mfs_xfarray *a, uint64_t *err_out)
+{
+	uint64_t n = mfs_xfarray_count(a), t = 0;
+	struct rext e;
+
+	for (uint64_t i = 0; i < n; i++) {
+		int err = mfs_xfarray_get(a, i, &e);
+
+		if (err) {
+			*err_out = (uint64_t)-err;
+			return 0;
+		}
+		t += e.len;
+	}
+	return t;
+}
+
+/* One extent stream of a merge: the array's extents after the first `skip` blocks. */
+struct stream {
+	struct mfs_xfarray *a;
+	uint64_t i, n, skip;
+	struct rext cur;
+	int have;
+};
+
+static int stream_next(struct stream *s)
+{
+	s->have = 0;
+	while (s->i < s->n) {
+		int err = mfs_xfarray_get(s->a, s->i++, &s->cur);
+
+		if (err)
+			return err;
+		if (s->skip >= s->cur.len) {
+			s->skip -= s->cur.len;
+			continue;
+		}
+		s->cur.start += (uint32_t)s->skip;
+		s->cur.len -= (uint32_t)s->skip;
+		s->skip = 0;
+		s->have = 1;
+		break;
+	}
+	return 0;
+}
+
+struct free_sum {
+	uint64_t nrecs, blocks;
+	uint32_t longest;
+};
+
+/* The free extents F + O - N (N: the first take_o blocks of O, the first take_f of F),
+ * merged, counted and (out not NULL) appended to out in block order. */
+static int free_walk(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray *O,
+		     uint64_t take_o, uint64_t take_f, struct mfs_xfarray *out,
+		     struct free_sum *fsum)
+{
+	struct stream sf = { F, 0, mfs_xfarray_count(F), take_f, { 0, 0 }, 0 };
+	struct stream so = { O, 0, mfs_xfarray_count(O), take_o, { 0, 0 }, 0 };
+	struct rext pend = { 0, 0 };
+	int err = stream_next(&sf);
+
+	if (!err)
+		err = stream_next(&so);
+	memset(fsum, 0, sizeof(*fsum));
+	while (!err && (sf.have || so.have)) {
+		struct stream *s = !so.have || (sf.have && sf.cur.start < so.cur.start) ? &sf : &so;
+
+		if (pend.len && (uint64_t)pend.start + pend.len > s->cur.start)
+			return rep_fail(ar->r, -EFSCORRUPTED, "AG %u: free extent %u+%u overlaps "
+					"%u+%u while merging", ar->agno, pend.start, pend.len,
+					s->cur.start, s->cur.len);
+		if (pend.len && pend.start + pend.len == s->cur.start) {
+			pend.len += s->cur.len;
+		} else {
+			if (pend.len) {
+				fsum->nrecs++;
+				if (out)
+					err = mfs_xfarray_append(out, &pend, NULL);
+			}
+			pend = s->cur;
+		}
+		fsum->blocks += s->cur.len;
+		if (pend.len > fsum->longest)
+			fsum->longest = pend.len;
+		if (!err)
+			err = stream_next(s);
+	}
+	if (!err && pend.len) {
+		fsum->nrecs++;
+		if (out)
+			err = mfs_xfarray_append(out, &pend, NULL);
+	}
+	return err ? rep_scratch_err(ar->r, err, "merging free extents") : 0;
+}
+
+/* ---- gathering from the reverse map ---------------------------------------------------------- */
+struct gather {
+	struct agrep *ar;
+	struct mfs_xfarray *S, *F, *O;     /* rmapbt+AGFL blocks (sorted), free, old trees */
+	uint64_t sidx, ns;
+	uint32_t scur;                     /* S[sidx], UINT32_MAX past the end */
+	uint32_t next;                     /* first block after the last record */
+};
+
+static int s_load(struct gather *g)
+{
+	int err;
+
+	g->scur = UINT32_MAX;
+	if (g->sidx >= g->ns)
+		return 0;
+	err = mfs_xfarray_get(g->S, g->sidx, &g->scur);
+	return err ? rep_scratch_err(g->ar->r, err, "reading the tree blocks") : 0;
+}
+
+static int add_ext(struct agrep *ar, struct mfs_xfarray *a, uint32_t s, uint32_t l)
+{
+	struct rext e = { s, l };
+	int err = mfs_xfarray_append(a, &e, NULL);
+
+	return err ? rep_scratch_err(ar->r, err, "gathering extents") : 0;
+}
+
+static int s_block_fn(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, void *priv)
+{
+	struct gather *g = priv;
+	uint32_t b = mfs_fsb_to_agbno(&cur->fs->geo, fsb);
+	int err = mfs_xfarray_append(g->S, &b, NULL);
+
+	return err ? rep_scratch_err(g->ar->r, err, "listing the reverse map's blocks") : 0;
+}
+
+static int cmp_u32(const void *a, const void *b, void *priv)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int cmp_by_len(const void *a, const void *b, void *priv)
+{
+	const struct rext *x = a, *y = b;
+
+	if (x->len != y->len)
+		return x->len < y->len ? -1 : 1;
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* S = the reverse map's own blocks and the AGFL stock, sorted, each once. */
+static int gather_s(struct gather *g)
+{
+	struct agrep *ar = g->ar;
+	struct mfs_btree_cur cur;
+	struct mfs_buf *bp;
+	const struct mfs_agh *agh = agh_of(ar);
+	uint32_t first = mfs_get32(agh->fl_first), count = mfs_get32(agh->fl_count), prev = 0;
+	int err;
+
+	mfs_ag_cur_init(&cur, ar->fs, NULL, ar->agno, MFS_BT_RMAP, ar->agh_bp);
+	err = mfs_btree_visit_blocks(&cur, s_block_fn, g);
+	mfs_btree_cur_release(&cur);
+	if (err)
+		return err;
+	err = mfs_read_agfl(ar->fs, ar->agno, &bp);
+	if (err)
+		return rep_fail(ar->r, err, "AG %u free list unreadable (%s): repair it first",
+				ar->agno, strerror(-err));
+	for (uint32_t i = 0; i < count && !err; i++) {
+		const struct mfs_agfl *fl = bp->data;
+		uint32_t b = mfs_get32(fl->bno[(first + i) % MFS_AGFL_SIZE_MAX]);
+
+		if (b < MFS_AG_FIXED_BLOCKS || b >= ar->aglen)
+			err = rep_fail(ar->r, -EFSCORRUPTED, "AG %u free list slot %u holds block "
+				       "%u, outside the AG: repair the free list first", ar->agno,
+				       (first + i) % MFS_AGFL_SIZE_MAX, b);
+		else
+			err = mfs_xfarray_append(g->S, &b, NULL);
+	}
+	mfs_buf_put(bp);
+	if (err)
+		return err < 0 && err != -EFSCORRUPTED ?
+		       rep_scratch_err(ar->r, err, "listing the free list") : err;
+	err = rep_sort(ar->r, g->S, cmp_u32, "sorting the reverse map's blocks");
+	if (err)
+		return err;
+	g->ns = mfs_xfarray_count(g->S);
+	for (uint64_t i = 0; i < g->ns; i++) {
+		uint32_t b;
+
+		err = mfs_xfarray_get(g->S, i, &b);
+		if (err)
+			return rep_scratch_err(ar->r, err, "reading the tree blocks");
+		if (i && b == prev)
+			return rep_fail(ar->r, -EFSCORRUPTED, "AG %u: block %u is both in the "
+					"reverse map btree and on the free list (or twice in one): "
+					"repair the free list first", ar->agno, b);
+		prev = b;
+	}
+	g->sidx = 0;
+	return s_load(g);
+}
+
+static int gather_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
+{
+	const struct mfs_rmap_rec *rr = rec;
+	struct gather *g = priv;
+	struct agrep *ar = g->ar;
+	uint32_t s = mfs_get32(rr->startblock), l = mfs_get32(rr->blockcount), end = s + l;
+	uint64_t owner = mfs_get64(rr->owner);
+	int err = 0;
+
+	if (++ar->seen % POLL_RECS == 0 && (err = rep_poll(ar->r)))
+		return err;
+	if (s < g->next)
+		return rep_fail(ar->r, -EFSCORRUPTED, "AG %u reverse map: record %u+%u overlaps "
+				"the one before it (ending at %u)", ar->agno, s, l, g->next);
+	if (s > g->next) {
+		if (g->next < MFS_AG_FIXED_BLOCKS)
+			return rep_fail(ar->r, -EFSCORRUPTED, "AG %u reverse map: the AG headers "
+					"are not owned", ar->agno);
+		err = add_ext(ar, g->F, g->next, s - g->next);
+		if (err)
+			return err;
+	}
+	g->next = end;
+	if (g->scur < s || (owner != MFS_OWN_AG && g->scur < end))
+		return rep_fail(ar->r, -EFSCORRUPTED, "AG %u: block %u of the reverse map btree or "
+				"free list is not owned by the AG in the reverse map", ar->agno,
+				g->scur);
+	if (owner != MFS_OWN_AG)
+		return 0;
+	for (uint32_t pos = s; pos < end && !err;) {
+		if (g->scur < end) {
+			if (g->scur > pos)
+				err = add_ext(ar, g->O, pos, g->scur - pos);
+			pos = g->scur + 1;
+			g->sidx++;
+			if (!err)
+				err = s_load(g);
+		} else {
+			err = add_ext(ar, g->O, pos, end - pos);
+			pos = end;
+		}
+	}
+	return err;
+}
+
+static int gather_free(struct gather *g)
+{
+	struct agrep *ar = g->ar;
+	struct mfs_btree_cur cur;
+	int err;
+
+	g->next = 0;
+	ar->seen = 0;
+	mfs_ag_cur_init(&cur, ar->fs, NULL, ar->agno, MFS_BT_RMAP, ar->agh_bp);
+	err = mfs_btree_query_range(&cur, NULL, NULL, gather_fn, g);
+	mfs_btree_cur_release(&cur);
+	if (err)
+		return err == -EFSCORRUPTED || err == -ECANCELED ? err :
+		       rep_fail(ar->r, err, "AG %u: walking the reverse map: %s", ar->agno,
+				strerror(-err));
+	if (g->next < ar->aglen) {
+		if (g->next < MFS_AG_FIXED_BLOCKS)
+			return rep_fail(ar->r, -EFSCORRUPTED, "AG %u reverse map: the AG headers "
+					"are not owned", ar->agno);
+		err = add_ext(ar, g->F, g->next, ar->aglen - g->next);
+		if (err)
+			return err;
+	}
+	if (g->sidx < g->ns)
+		return rep_fail(ar->r, -EFSCORRUPTED, "AG %u: block %u of the reverse map btree or "
+				"free list lies in space the reverse map says is free", ar->agno,
+				g->scur);
+	return 0;
+}
+
+/* ---- reverse-map changes for blocks that change hands ------------------------------------------ */
+static void rrec_fill(struct mfs_rmap_rec *r, uint32_t s, uint32_t l)
+{
+	memset(r, 0, sizeof(*r));
+	mfs_put32(r->startblock, s);
+	mfs_put32(r->blockcount, l);
+	mfs_put64(r->owner, MFS_OWN_AG);
+}
+
+/* [s, s+l) stops being MFS_OWN_AG: cut it out of the one record that covers it. */
+static int rmap_cut(struct agrep *ar, uint32_t s, uint32_t l, void *priv)
+{
+	struct mfs_btree_cur cur;
+	struct mfs_rmap_key key;
+	struct mfs_rmap_rec rec, n;
+	uint32_t rs, re, end = s + l;
+	int stat, err;
+
+	mfs_ag_cur_init(&cur, ar->fs, ar->tp, ar->agno, MFS_BT_RMAP, ar->agh_bp);
+	mfs_put32(key.startblock, s);
+	err = mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_LE, &rec, &stat);
+	if (err)
+		goto out;
+	rs = mfs_get32(rec.startblock);
+	re = rs + mfs_get32(rec.blockcount);
+	if (!stat || re < end || mfs_get64(rec.owner) != MFS_OWN_AG) {
+		err = rep_fail(ar->r, -EFSCORRUPTED, "AG %u reverse map: no AG-owned record covers "
+			       "old tree blocks %u+%u", ar->agno, s, l);
+		goto out;
+	}
+	if (rs == s && re == end) {
+		err = mfs_btree_delete(&cur);
+	} else if (rs == s) {
+		rrec_fill(&n, end, re - end);
+		err = mfs_btree_update(&cur, &n);
+	} else {
+		rrec_fill(&n, rs, s - rs);
+		err = mfs_btree_update(&cur, &n);
+		if (!err && re > end) {
+			rrec_fill(&n, end, re - end);
+			err = mfs_btree_insert(&cur, &n);
+		}
+	}
+out:
+	mfs_btree_cur_release(&cur);
+	return err;
+}
+
+/* [s, s+l) (free until now) becomes MFS_OWN_AG, merged with AG-owned neighbours. */
+static int rmap_join(struct agrep *ar, uint32_t s, uint32_t l, void *priv)
+{
+	struct mfs_btree_cur cur;
+	struct mfs_rmap_key key;
+	struct mfs_rmap_rec lrec, rrec, n;
+	uint32_t end = s + l, ls = 0, rl = 0;
+	int lst, rst, left = 0, right = 0, err;
+
+	mfs_ag_cur_init(&cur, ar->fs, ar->tp, ar->agno, MFS_BT_RMAP, ar->agh_bp);
+	mfs_put32(key.startblock, s);
+	err = mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_LE, &lrec, &lst);
+	if (!err)
+		err = mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_GE, &rrec, &rst);
+	if (err)
+		goto out;
+	if (lst) {
+		ls = mfs_get32(lrec.startblock);
+		left = mfs_get64(lrec.owner) == MFS_OWN_AG &&
+		       ls + mfs_get32(lrec.blockcount) == s;
+		if (ls + mfs_get32(lrec.blockcount) > s)
+			err = -EFSCORRUPTED;
+	}
+	if (rst) {
+		rl = mfs_get32(rrec.blockcount);
+		right = mfs_get64(rrec.owner) == MFS_OWN_AG && mfs_get32(rrec.startblock) == end;
+		if (mfs_get32(rrec.startblock) < end)
+			err = -EFSCORRUPTED;
+	}
+	if (err) {
+		err = rep_fail(ar->r, err, "AG %u reverse map: blocks %u+%u for the new trees are "
+			       "not free", ar->agno, s, l);
+		goto out;
+	}
+	if (right) {
+		/* the cursor sits on the right neighbour (GE lookup) */
+		if (left) {
+			err = mfs_btree_delete(&cur);
+			mfs_put32(key.startblock, ls);
+			if (!err)
+				err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_EQ, &lst);
+			rrec_fill(&n, ls, end + rl - ls);
+		} else {
+			rrec_fill(&n, s, l + rl);
+		}
+		if (!err)
+			err = mfs_btree_update(&cur, &n);
+	} else if (left) {
+		mfs_put32(key.startblock, ls);
+		err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_EQ, &lst);
+		rrec_fill(&n, ls, end - ls);
+		if (!err)
+			err = mfs_btree_update(&cur, &n);
+	} else {
+		rrec_fill(&n, s, l);
+		err = mfs_btree_insert(&cur, &n);
+	}
+out:
+	mfs_btree_cur_release(&cur);
+	return err;
+}
+
+/* Old tree blocks that become free: busy until the commit is durable, buffers dropped. */
+static int release_old(struct agrep *ar, uint32_t s, uint32_t l, void *priv)
+{
+	int err = mfs_trans_busy(ar->tp, ar->agno, s, l);
+
+	for (uint32_t b = 0; b < l && !err; b++)
+		err = mfs_trans_forget(ar->tp, mfs_agbno_to_fsb(&ar->fs->geo, ar->agno, s + b));
+	return err;
+}
+
+/* ---- feeding the bulk loader ----------------------------------------------------------------- */
+/* The new trees' blocks, in the order the loaders claim them. */
+struct blocks {
+	uint32_t *v;
+	uint64_t n, cap, next;
+};
+
+static int blocks_add(struct agrep *ar, uint32_t s, uint32_t l, void *priv)
+{
+	struct blocks *b = priv;
+
+	for (uint32_t i = 0; i < l; i++) {
+		if (b->n == b->cap)
+			return rep_fail(ar->r, -EFSCORRUPTED, "internal: more new-tree blocks than "
+					"planned");
+		b->v[b->n++] = s + i;
+	}
+	return 0;
+}
+
+/* mfs_bload gives one priv to both callbacks. */
+struct loader {
+	struct agrep *ar;
+	struct mfs_xfarray *a;
+	uint64_t i;
+	int alloc_rec;               /* records are struct rext: convert to mfs_alloc_rec */
+	struct blocks *b;
+};
+
+static int loader_recs(void *priv, void *recs, unsigned n)
+{
+	struct loader *l = priv;
+	size_t rs = l->alloc_rec ? sizeof(struct mfs_alloc_rec) : mfs_xfarray_recsize(l->a);
+
+	for (unsigned k = 0; k < n; k++) {
+		void *out = (char *)recs + (size_t)k * rs;
+		struct rext e;
+		int err = mfs_xfarray_get(l->a, l->i++, l->alloc_rec ? (void *)&e : out);
+
+		if (err)
+			return rep_scratch_err(l->ar->r, err, "loading the new tree");
+		if (l->alloc_rec) {
+			struct mfs_alloc_rec *ar = out;
+
+			mfs_put32(ar->startblock, e.start);
+			mfs_put32(ar->blockcount, e.len);
+		}
+	}
+	return 0;
+}
+
+static int loader_claim(void *priv, uint64_t *fsb)
+{
+	struct loader *l = priv;
+
+	if (l->b->next >= l->b->n)
+		return rep_fail(l->ar->r, -EFSCORRUPTED, "internal: the bulk loader wants more "
+				"blocks than planned");
+	*fsb = mfs_agbno_to_fsb(&l->ar->fs->geo, l->ar->agno, l->b->v[l->b->next++]);
+	return 0;
+}
+
+static int load_tree(struct agrep *ar, enum mfs_ag_tree t, struct mfs_xfarray *a,
+		     struct blocks *b, struct mfs_btree_root *root)
+{
+	struct loader l = { ar, a, 0, t == MFS_BT_BNO || t == MFS_BT_CNT, b };
+	struct mfs_bload bl;
+	int err;
+
+	memset(&bl, 0, sizeof(bl));
+	bl.ops = mfs_ag_tree_ops(t);
+	bl.owner = ar->agno;
+	bl.agno = ar->agno;
+	bl.nrecs = mfs_xfarray_count(a);
+	bl.get_recs = loader_recs;
+	bl.claim_block = loader_claim;
+	bl.priv = &l;
+	ar->r->rc->records += bl.nrecs;
+	err = mfs_bload_build(ar->fs, ar->tp, &bl, root);
+	if (err)
+		return rep_fail(ar->r, err, "AG %u: bulk loading the new %s failed: %s", ar->agno,
+				bl.ops->name, strerror(-err));
+	return 0;
+}
+
+static int count_blocks_fn(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, void *priv)
+{
+	(*(uint64_t *)priv)++;
+	return 0;
+}
+
+/* Blocks of tree t as it stands in the transaction. */
+static int tree_blocks(struct agrep *ar, enum mfs_ag_tree t, uint64_t *n)
+{
+	struct mfs_btree_cur cur;
+	int err;
+
+	*n = 0;
+	mfs_ag_cur_init(&cur, ar->fs, NULL, ar->agno, t, ar->agh_bp);
+	err = mfs_btree_visit_blocks(&cur, count_blocks_fn, n);
+	mfs_btree_cur_release(&cur);
+	return err ? rep_fail(ar->r, err, "AG %u: counting the blocks of the %s: %s", ar->agno,
+			      cur.ops->name, strerror(-err)) : 0;
+}
+
+static void set_root(struct mfs_agh *agh, enum mfs_ag_tree t, const struct mfs_fs *fs,
+		     const struct mfs_btree_root *root)
+{
+	mfs_put32(agh->roots[t], mfs_fsb_to_agbno(&fs->geo, root->fsb));
+	mfs_put32(agh->levels[t], root->levels);
+}
+
+/* ---- free-space trees ------------------------------------------------------------------------ */
+struct abt_plan {
+	uint64_t nf, no;             /* blocks in F and O */
+	uint64_t m;                  /* blocks of the two new trees */
+	uint64_t take_o, take_f;     /* blocks taken from the front of O and of F */
+	uint64_t extra;              /* of those, put on the AGFL (the last ones, all from O) */
+	struct free_sum sum;         /* the free space that results */
+};
+
+static uint64_t abt_blocks(uint32_t bs, uint64_t nrecs)
+{
+	uint64_t b = geo_blocks(&mfs_bnobt_ops, bs, nrecs, NULL);
+	uint64_t c = geo_blocks(&mfs_cntbt_ops, bs, nrecs, NULL);
+
+	return b == UINT64_MAX || c == UINT64_MAX ? UINT64_MAX : b + c;
+}
+
+/* Take m tree blocks (and what the AGFL can hold of O's remainder); -ENOSPC if F + O is too
+ * small. */
+static int abt_take(struct agrep *ar, struct abt_plan *p, uint64_t m, uint64_t room)
+{
+	uint64_t t = m;
+
+	if (p->no > m)
+		t += p->no - m < room ? p->no - m : room;
+	if (t > p->no + p->nf)
+		return rep_fail(ar->r, -ENOSPC, "AG %u: the new free-space trees need %llu blocks, "
+				"only %llu are free or old tree blocks", ar->agno,
+				(unsigned long long)m, (unsigned long long)(p->no + p->nf));
+	p->m = m;
+	p->extra = t - m;
+	p->take_o = t < p->no ? t : p->no;
+	p->take_f = t - p->take_o;
+	return 0;
+}
+
+static int abt_plan(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray *O,
+		    struct abt_plan *p)
+{
+	uint32_t bs = ar->fs->geo.blocksize, cnt = mfs_get32(agh_of(ar)->fl_count);
+	uint64_t room = cnt < AGFL_EXTRA_CAP ? AGFL_EXTRA_CAP - cnt : 0, m, e = 0;
+	int err;
+
+	p->nf = ext_blocks(F, &e);
+	p->no = ext_blocks(O, &e);
+	if (e)
+		return rep_scratch_err(ar->r, -(int)e, "counting extents");
+	err = free_walk(ar, F, O, 0, 0, NULL, &p->sum);
+	m = err ? 0 : abt_blocks(bs, p->sum.nrecs);
+	for (unsigned round = 0; !err && round <= 2 * PLAN_ROUNDS; round++) {
+		uint64_t m2;
+
+		err = abt_take(ar, p, m, room);
+		if (!err)
+			err = free_walk(ar, F, O, p->take_o, p->take_f, NULL, &p->sum);
+		if (err)
+			break;
+		m2 = abt_blocks(bs, p->sum.nrecs);
+		if (m2 == m)
+			return 0;
+		if (m2 < m && round >= PLAN_ROUNDS &&
+		    cnt + p->extra + (m - m2) <= MFS_AGFL_SIZE_MAX - 8) {
+			/* A plan that does not settle: the spare blocks (AG-owned once taken)
+			 * go on the AGFL with the extras. */
+			p->extra += m - m2;
+			p->m = m2;
+			return 0;
+		}
+		m = round < PLAN_ROUNDS || m2 > m ? m2 : m;
+	}
+	return err ? err : rep_fail(ar->r, -EAGAIN, "AG %u: the size of the new free-space trees "
+				    "did not settle; try again", ar->agno);
+}
+
+int rep_allocbt(struct rep *r)
+{
+	struct agrep ar;
+	struct gather g;
+	struct abt_plan p;
+	struct blocks b = { NULL, 0, 0, 0 };
+	struct mfs_xfarray *S, *F, *O, *B, *C;
+	struct mfs_btree_root broot, croot;
+	struct mfs_agh *agh;
+	uint64_t rmapblks;
+	int err;
+
+	err = ag_begin(r, &ar);
+	if (err)
+		goto out;
+	{
+		uint64_t nf = ar.nrmap + 1, no = ar.own_blocks[OWN_I_AG] + 1;
+		const struct rep_array_plan plan[5] = {
+			{ sizeof(uint32_t), ar.rmap_blocks + MFS_AGFL_SIZE_MAX },
+			{ sizeof(struct rext), nf }, { sizeof(struct rext), no },
+			{ sizeof(struct rext), nf + no }, { sizeof(struct rext), nf + no },
+		};
+
+		err = rep_reserve(r, plan, 5);
+		if (!err)
+			err = rep_hook(r, MFS_REPAIR_AT_RESERVED);
+		if (!err)
+			err = rep_array(r, plan[0].recsize, plan[0].max_nr, &S);
+		if (!err)
+			err = rep_array(r, plan[1].recsize, plan[1].max_nr, &F);
+		if (!err)
+			err = rep_array(r, plan[2].recsize, plan[2].max_nr, &O);
+		if (!err)
+			err = rep_array(r, plan[3].recsize, plan[3].max_nr, &B);
+		if (!err)
+			err = rep_array(r, plan[4].recsize, plan[4].max_nr, &C);
+		if (err)
+			goto out;
+	}
+	memset(&g, 0, sizeof(g));
+	g.ar = &ar;
+	g.S = S;
+	g.F = F;
+	g.O = O;
+	err = gather_s(&g);
+	if (!err)
+		err = gather_free(&g);
+	if (!err)
+		err = rep_hook(r, MFS_REPAIR_AT_GATHERED);
+	if (!err)
+		err = abt_plan(&ar, F, O, &p);
+	if (err)
+		goto out;
+	/* The new records, by block, then a copy sorted by length. */
+	err = free_walk(&ar, F, O, p.take_o, p.take_f, B, &p.sum);
+	for (uint64_t i = 0; !err && i < mfs_xfarray_count(B); i++) {
+		struct rext e;
+
+		err = mfs_xfarray_get(B, i, &e);
+		if (!err)
+			err = mfs_xfarray_append(C, &e, NULL);
+		if (err)
+			err = rep_scratch_err(r, err, "copying the free extents");
+	}
+	if (!err)
+		err = rep_sort(r, C, cmp_by_len, "sorting the free extents by length");
+	if (!err)
+		err = rep_poll(r);
+	if (err)
+		goto out;
+
+	/* The blocks: the trees' first (from O, then F), the AGFL extras last. */
+	b.cap = p.m + p.extra;
+	b.v = mfs_malloc((b.cap ? b.cap : 1) * sizeof(*b.v));
+	if (!b.v) {
+		err = rep_fail(r, -ENOMEM, "no memory for the list of %llu new tree blocks",
+			       (unsigned long long)b.cap);
+		goto out;
+	}
+	err = ext_pieces(&ar, O, 0, p.take_o, blocks_add, &b);
+	if (!err)
+		err = ext_pieces(&ar, F, 0, p.take_f, blocks_add, &b);
+	for (uint64_t i = 0; !err && i < p.m; i++)
+		err = join_block(&ar, b.v[i]);
+	for (uint64_t i = p.m; !err && i < b.n; i++)
+		err = mfs_agfl_put(ar.tp, ar.agno, ar.agh_bp, b.v[i]);
+	if (!err)
+		err = ext_pieces(&ar, F, 0, p.take_f, rmap_join, NULL);
+	if (!err)
+		err = ext_pieces(&ar, O, p.take_o, UINT64_MAX, rmap_cut, NULL);
+	if (!err)
+		err = ext_pieces(&ar, O, p.take_o, UINT64_MAX, release_old, NULL);
+	if (err)
+		goto out;
+	b.n = p.m;
+	err = load_tree(&ar, MFS_BT_CNT, C, &b, &croot);
+	if (!err)
+		err = load_tree(&ar, MFS_BT_BNO, B, &b, &broot);
+	if (!err && b.next != b.n)
+		err = rep_fail(r, -EFSCORRUPTED, "internal: the new trees used %llu of %llu "
+			       "planned blocks", (unsigned long long)b.next,
+			       (unsigned long long)b.n);
+	if (!err)
+		err = tree_blocks(&ar, MFS_BT_RMAP, &rmapblks);
+	if (!err)
+		err = mfs_trans_modify(ar.tp, ar.agh_bp);
+	if (err)
+		goto out;
+	agh = agh_of(&ar);
+	set_root(agh, MFS_BT_BNO, ar.fs, &broot);
+	set_root(agh, MFS_BT_CNT, ar.fs, &croot);
+	mfs_put32(agh->freeblks, (uint32_t)p.sum.blocks);
+	mfs_put32(agh->longest, p.sum.longest);
+	mfs_put32(agh->btreeblks, (uint32_t)(p.m - 2 + rmapblks - 1));
+	err = ag_finish(&ar);
+out:
+	ag_cancel(&ar);
+	free(b.v);
+	return err;
+}
+
+/* ---- inode btree ----------------------------------------------------------------------------- */
+struct igather {
+	struct agrep *ar;
+	struct mfs_xfarray *I, *O;   /* chunk records; old inode btree extents */
+	uint64_t icount, ifree;
+};
+
+/* The free mask of the chunk at agbno: inodes whose mode is 0. */
+static int chunk_mask(struct agrep *ar, uint32_t agbno, struct mfs_inobt_rec *rec)
+{
+	const struct mfs_geom *g = &ar->fs->geo;
+	uint32_t startino = mfs_agbno_to_agino(g, agbno);
+	struct mfs_buf *bp = NULL;
+	uint64_t mask = 0;
+	int err = 0;
+
+	for (uint32_t k = 0; k < MFS_INODES_PER_CHUNK && !err; k++) {
+		uint64_t ino = mfs_agino_to_ino(g, ar->agno, startino + k);
+		uint64_t fsb = mfs_ino_to_fsb(g, ino);
+		const struct mfs_dinode *d;
+
+		if (mfs_ino_check(ar->fs, ino)) {
+			mask |= 1ull << k;
+			continue;
+		}
+		if (!bp || bp->blkno != fsb) {
+			if (bp)
+				mfs_buf_put(bp);
+			bp = NULL;
+			err = mfs_buf_read(ar->fs->bc, fsb, NULL, &bp);
+			if (err) {
+				err = rep_fail(ar->r, err, "AG %u: inode block %llu unreadable (%s): "
+					       "its inodes' state cannot be told", ar->agno,
+					       (unsigned long long)fsb, strerror(-err));
+				break;
+			}
+		}
+		d = (const void *)((const char *)bp->data + mfs_ino_to_offset(g, ino));
+		if (mfs_get16(d->mode) == 0)
+			mask |= 1ull << k;
+	}
+	if (bp)
+		mfs_buf_put(bp);
+	memset(rec, 0, sizeof(*rec));
+	mfs_put32(rec->startino, startino);
+	mfs_put32(rec->freecount, (uint32_t)__builtin_popcountll(mask));
+	mfs_put64(rec->freemask, mask);
+	return err;
+}
+
+static int igather_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
+{
+	const struct mfs_rmap_rec *rr = rec;
+	struct igather *ig = priv;
+	struct agrep *ar = ig->ar;
+	uint32_t s = mfs_get32(rr->startblock), l = mfs_get32(rr->blockcount);
+	uint32_t cb = ar->fs->geo.chunkblocks;
+	uint64_t owner = mfs_get64(rr->owner);
+	int err = 0;
+
+	if (++ar->seen % POLL_RECS == 0 && (err = rep_poll(ar->r)))
+		return err;
+	if (owner == MFS_OWN_INOBT)
+		return add_ext(ar, ig->O, s, l);
+	if (owner != MFS_OWN_INODES)
+		return 0;
+	if (s % cb || l % cb)
+		return rep_fail(ar->r, -EFSCORRUPTED, "AG %u reverse map: inode extent %u+%u is "
+				"not made of whole aligned chunks of %u blocks", ar->agno, s, l, cb);
+	for (uint32_t c = s; c < s + l && !err; c += cb) {
+		struct mfs_inobt_rec ir;
+
+		err = chunk_mask(ar, c, &ir);
+		if (err)
+			return err;
+		err = mfs_xfarray_append(ig->I, &ir, NULL);
+		if (err)
+			return rep_scratch_err(ar->r, err, "gathering inode chunks");
+		ig->icount += MFS_INODES_PER_CHUNK;
+		ig->ifree += mfs_get32(ir.freecount);
+	}
+	return 0;
+}
+
+static int cmp_startino(const void *a, const void *b, void *priv)
+{
+	uint32_t x = mfs_get32(((const struct mfs_inobt_rec *)a)->startino);
+	uint32_t y = mfs_get32(((const struct mfs_inobt_rec *)b)->startino);
+
+	return x < y ? -1 : x > y;
+}
+
+/* Old inode btree blocks left over: freed by the allocator, their buffers dropped. */
+static int free_old_inobt(struct agrep *ar, uint32_t s, uint32_t l, void *priv)
+{
+	const struct mfs_geom *g = &ar->fs->geo;
+	int err = mfs_free_extent(ar->tp, mfs_agbno_to_fsb(g, ar->agno, s), l, MFS_OWN_INOBT, 0);
+
+	if (err)
+		return rep_fail(ar->r, err, "AG %u: freeing old inode btree blocks %u+%u: %s",
+				ar->agno, s, l, strerror(-err));
+	for (uint32_t b = 0; b < l && !err; b++)
+		err = mfs_trans_forget(ar->tp, mfs_agbno_to_fsb(g, ar->agno, s + b));
+	return err;
+}
+
+/* More blocks for the new inode btree than the old one had: from the allocator. */
+static int alloc_inobt(struct agrep *ar, struct blocks *b, uint64_t want)
+{
+	const struct mfs_geom *g = &ar->fs->geo;
+	uint32_t near = mfs_get32(agh_of(ar)->roots[MFS_BT_INO]);
+
+	while (want) {
+		struct mfs_alloc_args a;
+		int err;
+
+		memset(&a, 0, sizeof(a));
+		a.type = MFS_ALLOC_NEAR;
+		a.target = mfs_agbno_to_fsb(g, ar->agno, near < ar->aglen ? near : 0);
+		a.minlen = 1;
+		a.maxlen = want < g->agblocks ? (uint32_t)want : g->agblocks;
+		a.owner = MFS_OWN_INOBT;
+		err = mfs_alloc_extent_ag(ar->tp, ar->agno, ar->agh_bp, &a);
+		if (!err)
+			err = blocks_add(ar, mfs_fsb_to_agbno(g, a.fsb), a.len, b);
+		if (err)
+			return rep_fail(ar->r, err, "AG %u: allocating blocks for the new inode "
+					"btree: %s", ar->agno, strerror(-err));
+		want -= a.len;
+	}
+	return 0;
+}
+
+int rep_inobt(struct rep *r)
+{
+	struct agrep ar;
+	struct igather ig;
+	struct blocks b = { NULL, 0, 0, 0 };
+	struct mfs_btree_root root;
+	struct mfs_btree_cur cur;
+	struct mfs_agh *agh;
+	uint64_t m, nold, e = 0;
+	int err;
+
+	memset(&ig, 0, sizeof(ig));
+	err = ag_begin(r, &ar);
+	if (err)
+		goto out;
+	{
+		const struct rep_array_plan plan[2] = {
+			{ sizeof(struct mfs_inobt_rec),
+			  ar.own_blocks[OWN_I_INODES] / ar.fs->geo.chunkblocks + 1 },
+			{ sizeof(struct rext), ar.own_blocks[OWN_I_INOBT] + 1 },
+		};
+
+		err = rep_reserve(r, plan, 2);
+		if (!err)
+			err = rep_hook(r, MFS_REPAIR_AT_RESERVED);
+		if (!err)
+			err = rep_array(r, plan[0].recsize, plan[0].max_nr, &ig.I);
+		if (!err)
+			err = rep_array(r, plan[1].recsize, plan[1].max_nr, &ig.O);
+		if (err)
+			goto out;
+	}
+	ig.ar = &ar;
+	ar.seen = 0;
+	mfs_ag_cur_init(&cur, ar.fs, NULL, ar.agno, MFS_BT_RMAP, ar.agh_bp);
+	err = mfs_btree_query_range(&cur, NULL, NULL, igather_fn, &ig);
+	mfs_btree_cur_release(&cur);
+	if (err && !r->rc->reason[0])
+		err = rep_fail(r, err, "AG %u: walking the reverse map: %s", ar.agno, strerror(-err));
+	if (!err)
+		err = rep_hook(r, MFS_REPAIR_AT_GATHERED);
+	if (!err)
+		err = rep_sort(r, ig.I, cmp_startino, "sorting the inode chunks");
+	if (err)
+		goto out;
+	m = geo_blocks(&mfs_inobt_ops, ar.fs->geo.blocksize, mfs_xfarray_count(ig.I), NULL);
+	nold = ext_blocks(ig.O, &e);
+	if (e) {
+		err = rep_scratch_err(r, -(int)e, "counting the old inode btree blocks");
+		goto out;
+	}
+	b.cap = m;
+	b.v = mfs_malloc((m ? m : 1) * sizeof(*b.v));
+	if (!b.v) {
+		err = rep_fail(r, -ENOMEM, "no memory for the list of %llu new tree blocks",
+			       (unsigned long long)m);
+		goto out;
+	}
+	err = ext_pieces(&ar, ig.O, 0, m, blocks_add, &b);
+	for (uint64_t i = 0; !err && i < b.n; i++)
+		err = join_block(&ar, b.v[i]);
+	if (!err && m > nold)
+		err = alloc_inobt(&ar, &b, m - nold);
+	if (!err)
+		err = load_tree(&ar, MFS_BT_INO, ig.I, &b, &root);
+	if (!err && nold > m)
+		err = ext_pieces(&ar, ig.O, m, UINT64_MAX, free_old_inobt, NULL);
+	if (!err)
+		err = mfs_trans_modify(ar.tp, ar.agh_bp);
+	if (err)
+		goto out;
+	agh = agh_of(&ar);
+	set_root(agh, MFS_BT_INO, ar.fs, &root);
+	mfs_put32(agh->icount, (uint32_t)ig.icount);
+	mfs_put32(agh->ifree, (uint32_t)ig.ifree);
+	err = ag_finish(&ar);
+out:
+	ag_cancel(&ar);
+	free(b.v);
+	return err;
+}

@@ -1,0 +1,72 @@
+/*
+ * repair_priv.h — what the rebuilders (repair_*.c) share with the engine's core (repair.c):
+ * one repair in progress, its scratch layout in the client's descriptor, the abort checks,
+ * the sort wrapper, and the reason string.
+ *
+ * Scratch layout: arrays are carved one after another out of fds[0], from the descriptor's
+ * size on entry (rounded up to 64 KiB) on, each bounded by the record count its estimate
+ * allows (a store past it fails with -EFBIG: the estimate was wrong, the repair aborts),
+ * so the reserve made up front covers all of them.  Everything written there is punched out
+ * and the file truncated back to its size on entry when the repair ends, however it ends.
+ */
+#ifndef MFS_REPAIR_PRIV_H
+#define MFS_REPAIR_PRIV_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "headroom.h"
+#include "repair.h"
+#include "xfarray.h"
+
+#define REP_MAX_ARRAYS 8u
+
+struct rep_array_plan {
+	size_t recsize;
+	uint64_t max_nr;
+};
+
+struct rep {
+	struct mfs_repair_ctx *rc;
+	struct mfs_fs *fs;
+	atomic_int stop;            /* raised by rep_poll(): the arrays' abort flag */
+	int stop_err;               /* why stop was raised (a negative errno) */
+	unsigned ncmp;              /* comparisons seen by the sort wrapper */
+	int sort_hooked;            /* MFS_REPAIR_AT_SORTING was called */
+	uint64_t base0;             /* first byte of fds[0] the repair uses */
+	uint64_t size0;             /* size of fds[0] on entry */
+	uint64_t next;              /* next free byte of the layout */
+	uint64_t end;               /* end of the layout (what the reserve covers) */
+	struct mfs_xfarray *arr[REP_MAX_ARRAYS];
+	unsigned narr;
+};
+
+/* Record a reason (the first one wins) and return err. */
+int rep_fail(struct rep *r, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* A failed scratch operation: the reason names `what` and the errno (-ENOMEM for a short
+ * transfer: scratch exhausted). */
+int rep_scratch_err(struct rep *r, int err, const char *what);
+
+/* Abort checks: 0, or -ECANCELED (pressure flag, cancelled hook) with the reason set; also
+ * raises r->stop so that a sort in progress stops. */
+int rep_poll(struct rep *r);
+/* The test hook at `at` (0 without one). */
+int rep_hook(struct rep *r, enum mfs_repair_point at);
+
+/*
+ * Plan the scratch for `n` arrays, probe the headroom and reserve 1.5 times the estimate in
+ * fds[0]: 0, or the refusal (-ENOMEM headroom, -ENOSPC/-EFBIG/-EPERM... from fallocate,
+ * -ECANCELED) with a reason naming the figures and what to do.  Then rep_array() hands the
+ * arrays out in the planned order.
+ */
+int rep_reserve(struct rep *r, const struct rep_array_plan *plan, unsigned n);
+int rep_array(struct rep *r, size_t recsize, uint64_t max_nr, struct mfs_xfarray **out);
+
+/* Sort with cmp, polling the abort sources and calling the AT_SORTING hook. */
+int rep_sort(struct rep *r, struct mfs_xfarray *a, mfs_xfarray_cmp_fn cmp, const char *what);
+
+/* Rebuilders (repair_agbtree.c). */
+int rep_allocbt(struct rep *r);     /* MFS_SCRUB_BNOBT and MFS_SCRUB_CNTBT: both trees */
+int rep_inobt(struct rep *r);       /* MFS_SCRUB_INOBT */
+
+#endif
