@@ -5,6 +5,7 @@
 #   make asan            the same tests under AddressSanitizer + UBSan (in build-asan/)
 #   make bench           benchmarks (printed figures, never pass/fail)
 #   make run             deps, build, format a default image and show it
+#   make torture DURATION=600   long stress with scrubs beside it, then the offline checks
 #   make install PREFIX=/usr/local DESTDIR=
 #
 # DEVELOPER=1 (or CI=true) turns warnings into errors; packagers get plain -Wall -Wextra.
@@ -153,7 +154,7 @@ $(LIBA): $(LIB_OBJS)
 	$(if $(Q),@echo "  AR      $@")
 	$(Q)rm -f $@ && $(AR) rcs $@ $^
 
-.PHONY: all deps check check-run asan bench run install clean
+.PHONY: all deps check check-run asan bench run torture install clean
 all: $(PROG_BINS) $(TOOL_BINS)
 
 deps:
@@ -184,6 +185,11 @@ RUN_SIZE  ?= 1G
 run: deps
 	@$(MAKE) --no-print-directory all
 	@bash tests/demo.sh $(BIN) $(RUN_IMAGE) $(RUN_SIZE)
+
+DURATION ?= 600
+torture: deps
+	@$(MAKE) --no-print-directory all
+	@bash tests/torture.sh $(BIN) $(O)/tools $(DURATION)
 
 install: all
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5
