@@ -410,9 +410,12 @@ int scrub_xref_extent(struct mfs_scrub_ctx *ctx, uint64_t fsb, uint32_t len, uin
 		scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "%s: blocks %llu+%u are not covered "
 			     "by one reverse-map record", what, (unsigned long long)fsb, len);
 	} else {
-		uint64_t want = offset + (data ? agbno - mfs_get32(rr.startblock) : 0);
+		/* The record's offset is that of its first block: an extent starting d blocks
+		 * into the record is at file block record offset + d. */
+		uint32_t d = data ? agbno - mfs_get32(rr.startblock) : 0;
+		uint64_t want = offset - d;
 
-		if (mfs_get64(rr.owner) != owner || mfs_get64(rr.offset) != want)
+		if (mfs_get64(rr.owner) != owner || offset < d || mfs_get64(rr.offset) != want)
 			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "%s: blocks %llu+%u are "
 				     "reverse-mapped to %s offset 0x%llx, expected %s offset 0x%llx",
 				     what, (unsigned long long)fsb, len,
@@ -461,12 +464,38 @@ int scrub_iget(struct mfs_scrub_ctx *ctx, struct mfs_inode **ipp)
 	if (err)
 		return err;
 	pthread_rwlock_rdlock(&ip->lock);
-	if (ip->mode == 0) {
+	err = ip->mode ? scrub_inode_current(ctx, ip) : -ENOENT;
+	if (err) {
 		scrub_irele(ip);
-		return -ENOENT;
+		if (mfs_is_corruption(err)) {
+			scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "inode %llu: its block cannot "
+				     "be read: %s", (unsigned long long)ctx->ino, scrub_errstr(err));
+			err = 0;
+		}
+		return err;
 	}
 	*ipp = ip;
 	return 0;
+}
+
+int scrub_inode_current(struct mfs_scrub_ctx *ctx, struct mfs_inode *ip)
+{
+	const struct mfs_geom *g = &ctx->fs->geo;
+	uint32_t agno = mfs_ino_to_agno(g, ip->ino);
+	const struct mfs_dinode *d;
+	struct mfs_buf *bp;
+	int err;
+
+	scrub_ag_lock(ctx->fs, agno);
+	err = mfs_buf_read(ctx->fs->bc, mfs_ino_to_fsb(g, ip->ino), NULL, &bp);
+	if (!err) {
+		d = (const void *)((const char *)bp->data + mfs_ino_to_offset(g, ip->ino));
+		if (!mfs_get16(d->mode) || mfs_get32(d->generation) != ip->generation)
+			err = -ENOENT;
+		mfs_buf_put(bp);
+	}
+	scrub_ag_unlock(ctx->fs, agno);
+	return err;
 }
 
 void scrub_irele(struct mfs_inode *ip)

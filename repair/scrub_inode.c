@@ -33,26 +33,37 @@
 
 /* ---- INODE --------------------------------------------------------------------------------- */
 
-/* Copy the committed on-disk inode (caller holds the inode lock, if it has the inode). */
-static int read_dinode(struct mfs_scrub_ctx *ctx, uint8_t *buf)
+/*
+ * Copy the committed on-disk inode (the caller holds the inode lock, if it has the inode)
+ * and, for an inode in use without links, whether it is on its AG's orphan list — both
+ * under one hold of the AG lock, so that an inode being freed meanwhile is seen either
+ * before (listed) or after (free), never half way.  *listed: 1, 0, or -1 (list unreadable).
+ */
+static int read_dinode(struct mfs_scrub_ctx *ctx, uint8_t *buf, int *listed)
 {
 	struct mfs_fs *fs = ctx->fs;
 	uint32_t agno = mfs_ino_to_agno(&fs->geo, ctx->ino);
+	const struct mfs_dinode *d = (const void *)buf;
 	struct mfs_buf *bp;
 	int err;
 
+	*listed = -1;
 	scrub_ag_lock(fs, agno);
 	err = mfs_buf_read(fs->bc, mfs_ino_to_fsb(&fs->geo, ctx->ino), NULL, &bp);
 	if (!err) {
 		memcpy(buf, (const uint8_t *)bp->data + mfs_ino_to_offset(&fs->geo, ctx->ino),
 		       fs->geo.inodesize);
 		mfs_buf_put(bp);
+		if (mfs_get16(d->mode) && mfs_get32(d->nlink) == 0 &&
+		    scrub_orphan_listed(ctx, ctx->ino, listed))
+			*listed = -1;
 	}
 	scrub_ag_unlock(fs, agno);
 	return err;
 }
 
-static void check_dinode(struct mfs_scrub_ctx *ctx, const struct mfs_dinode *d, int loaded)
+static void check_dinode(struct mfs_scrub_ctx *ctx, const struct mfs_dinode *d, int loaded,
+			 int listed)
 {
 	const struct mfs_geom *g = &ctx->fs->geo;
 	const uint32_t C = MFS_SCRUB_OFLAG_CORRUPT;
@@ -91,10 +102,7 @@ static void check_dinode(struct mfs_scrub_ctx *ctx, const struct mfs_dinode *d, 
 		scrub_report(ctx, C, "inode %llu: directory with 1 link, at least 2 expected", ino);
 	/* No links exactly when on the AG's orphan list (unlinked but still in use). */
 	if (mfs_get32(d->nlink) == 0) {
-		int listed = 0;
-
-		err = scrub_orphan_listed(ctx, ctx->ino, &listed);
-		if (!err && !listed)
+		if (listed == 0)
 			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "inode %llu: in use (mode 0%o) "
 				     "with no links, and not on AG %u's orphan list", ino, mode,
 				     mfs_ino_to_agno(g, ctx->ino));
@@ -111,7 +119,7 @@ int scrub_inode(struct mfs_scrub_ctx *ctx)
 {
 	uint8_t buf[MFS_MAX_INODESIZE];
 	struct mfs_inode *ip = NULL;
-	int err;
+	int err, listed;
 
 	err = mfs_iget(ctx->fs, ctx->ino, MFS_IGET_UNTRUSTED, &ip);
 	if (err == -ENOENT || err == -EINVAL)
@@ -125,15 +133,21 @@ int scrub_inode(struct mfs_scrub_ctx *ctx)
 			return -ENOENT;
 		}
 	}
-	err = read_dinode(ctx, buf);
+	err = read_dinode(ctx, buf, &listed);
 	if (err) {
 		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "inode %llu: its block %llu cannot be "
 			     "read: %s", (unsigned long long)ctx->ino,
 			     (unsigned long long)mfs_ino_to_fsb(&ctx->fs->geo, ctx->ino),
 			     scrub_errstr(err));
 		err = mfs_is_corruption(err) ? 0 : err;
+	} else if (!mfs_get16(((const struct mfs_dinode *)buf)->mode) ||
+		   (ip && mfs_get32(((const struct mfs_dinode *)buf)->generation) !=
+			  ip->generation)) {
+		/* Free on disk, or another inode by now: freed since it was looked up (the
+		 * inode btree checker holds the free masks against the modes). */
+		err = -ENOENT;
 	} else {
-		check_dinode(ctx, (const struct mfs_dinode *)buf, ip != NULL);
+		check_dinode(ctx, (const struct mfs_dinode *)buf, ip != NULL, listed);
 	}
 	if (ip)
 		scrub_irele(ip);

@@ -84,7 +84,6 @@ int scrub_orphan_listed(struct mfs_scrub_ctx *ctx, uint64_t ino, int *listed)
 	int err;
 
 	*listed = 0;
-	scrub_ag_lock(fs, agno);
 	err = mfs_orphan_head(fs, agno, &cur);
 	/* Bounded by the inodes an AG can hold: a loop ends the walk. */
 	while (!err && cur && n++ < (1ull << (g->agblklog + g->inopblog))) {
@@ -104,6 +103,5 @@ int scrub_orphan_listed(struct mfs_scrub_ctx *ctx, uint64_t ino, int *listed)
 		cur = mfs_get64(d->next_unlinked);
 		mfs_buf_put(bp);
 	}
-	scrub_ag_unlock(fs, agno);
 	return err;
 }

@@ -109,8 +109,9 @@ int scrub_u32_has(const struct scrub_recs *r, uint32_t v);
 /*
  * Cross-reference one extent an inode uses ([fsb, fsb + len), e.g. "inode 131 data extent
  * at file block 8"): locks its AG, and reports (XCORRUPT) unless a single reverse-map record
- * covers it with `owner` and the offset `offset` (+ the distance from the record's start
- * for data extents, when `data`), and unless none of it is free.  0 or an operational
+ * covers it with `owner` and, for data extents (`data`), the file offset `offset` at the
+ * extent's first block (the record's own offset is that of its first block), else exactly
+ * the offset `offset`; and unless none of it is free.  0 or an operational
  * error; damaged AG trees are reported as INCOMPLETE cross-references.
  */
 int scrub_xref_extent(struct mfs_scrub_ctx *ctx, uint64_t fsb, uint32_t len, uint64_t owner,
@@ -160,7 +161,15 @@ int scrub_summary(struct mfs_scrub_ctx *ctx);
  */
 int scrub_iget(struct mfs_scrub_ctx *ctx, struct mfs_inode **ipp);
 void scrub_irele(struct mfs_inode *ip);
-/* Is `ino` on its AG's orphan list (takes the AG lock)?  0 or an error (damaged list). */
+/*
+ * With ip->lock held (shared): is the in-core inode still the one on disk — allocated
+ * there, same generation?  An inode freed while we waited for its lock (the daemon frees
+ * unlinked inodes under the exclusive lock, writing the free inode to disk only) is not:
+ * the checkers then treat it as gone (-ENOENT).  0: current; -ENOENT; or a read error.
+ */
+int scrub_inode_current(struct mfs_scrub_ctx *ctx, struct mfs_inode *ip);
+/* Is `ino` on its AG's orphan list (the caller holds that AG's lock)?  0 or an error (a
+ * damaged list). */
 int scrub_orphan_listed(struct mfs_scrub_ctx *ctx, uint64_t ino, int *listed);
 
 #endif

@@ -339,6 +339,51 @@ static void check_against_inode(struct mfs_scrub_ctx *ctx, uint32_t agno,
 			     (unsigned long long)ip->ino, scrub_errstr(err));
 }
 
+/* The owner of record r is not allocated (or cannot be loaded): if the record is still in
+ * the reverse map, that is a finding.  AG unlocked on entry and exit. */
+static int owner_missing(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct mfs_rmap_rec *r,
+			 const char *why)
+{
+	int err, there;
+
+	scrub_ag_lock(ctx->fs, agno);
+	err = rmap_still_there(ctx->fs, agno, r, &there);
+	scrub_ag_unlock(ctx->fs, agno);
+	if (!err && there)
+		scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt extent %u+%u: owner "
+			     "inode %llu %s", agno, mfs_get32(r->startblock),
+			     mfs_get32(r->blockcount), (unsigned long long)mfs_get64(r->owner),
+			     why);
+	return mfs_is_corruption(err) ? 0 : err;   /* a damaged tree: the first phase's */
+}
+
+/* Take the owner of r, locked shared and current (0 with *ipp NULL: reported or gone). */
+static int owner_get(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct mfs_rmap_rec *r,
+		     struct mfs_inode **ipp)
+{
+	struct mfs_inode *ip;
+	int err;
+
+	*ipp = NULL;
+	err = mfs_iget(ctx->fs, mfs_get64(r->owner), MFS_IGET_UNTRUSTED, &ip);
+	if (err == -ENOENT || mfs_is_corruption(err))
+		return owner_missing(ctx, agno, r, err == -ENOENT ? "is not allocated"
+								  : "cannot be loaded");
+	if (err)
+		return err;
+	pthread_rwlock_rdlock(&ip->lock);
+	err = scrub_inode_current(ctx, ip);
+	if (err) {
+		/* Freed while we waited for its lock. */
+		scrub_irele(ip);
+		if (err != -ENOENT && !mfs_is_corruption(err))
+			return err;
+		return owner_missing(ctx, agno, r, "is not allocated");
+	}
+	*ipp = ip;
+	return 0;
+}
+
 /* Phase two, AG unlocked on entry and exit: each inode owner against its inode. */
 static int check_owners(struct mfs_scrub_ctx *ctx, const struct scrub_recs *recs)
 {
@@ -348,50 +393,21 @@ static int check_owners(struct mfs_scrub_ctx *ctx, const struct scrub_recs *recs
 
 	for (size_t i = 0; i < recs->n && !err; i++) {
 		const struct mfs_rmap_rec *r = scrub_rec(recs, i);
-		uint64_t owner = mfs_get64(r->owner);
 
 		err = scrub_cancelled(ctx);
 		if (err)
 			break;
-		if (!ip || ip->ino != owner) {
+		if (!ip || ip->ino != mfs_get64(r->owner)) {
 			if (ip)
 				scrub_irele(ip);
-			ip = NULL;
-			err = mfs_iget(ctx->fs, owner, MFS_IGET_UNTRUSTED, &ip);
-			if (err == -ENOENT || mfs_is_corruption(err)) {
-				int e2 = err;
-
-				ip = NULL;
-				scrub_ag_lock(ctx->fs, agno);
-				err = rmap_still_there(ctx->fs, agno, r, &there);
-				scrub_ag_unlock(ctx->fs, agno);
-				if (!err && there)
-					scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt "
-						     "extent %u+%u: owner inode %llu %s", agno,
-						     mfs_get32(r->startblock),
-						     mfs_get32(r->blockcount),
-						     (unsigned long long)owner,
-						     e2 == -ENOENT ? "is not allocated"
-								   : "cannot be loaded");
-				if (mfs_is_corruption(err))
-					err = 0;
+			err = owner_get(ctx, agno, r, &ip);
+			if (err || !ip)
 				continue;
-			}
-			if (err)
-				break;
-			pthread_rwlock_rdlock(&ip->lock);
 		}
 		scrub_ag_lock(ctx->fs, agno);
 		err = rmap_still_there(ctx->fs, agno, r, &there);
-		if (!err && there) {
-			if (ip->mode == 0)
-				scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt extent "
-					     "%u+%u: owner inode %llu is free", agno,
-					     mfs_get32(r->startblock), mfs_get32(r->blockcount),
-					     (unsigned long long)owner);
-			else
-				check_against_inode(ctx, agno, r, ip);
-		}
+		if (!err && there)
+			check_against_inode(ctx, agno, r, ip);
 		scrub_ag_unlock(ctx->fs, agno);
 		if (mfs_is_corruption(err))
 			err = 0;        /* the tree itself is reported by the first phase */

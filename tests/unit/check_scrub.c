@@ -171,6 +171,34 @@ static void give_extents(struct img *m, uint64_t ino, unsigned n, uint64_t len)
 	mfs_iput(ip);
 }
 
+/* Four unwritten blocks of which the last two are then written: two extents in the map,
+ * one record in the reverse map (which does not record the state), the second extent
+ * starting two blocks into it. */
+static void give_split_extent(struct img *m, uint64_t ino)
+{
+	struct mfs_inode *ip;
+	struct mfs_trans *tp;
+	struct mfs_bmap_ext ext;
+	uint64_t done = 0;
+
+	CK_OK(mfs_iget(m->t.fs, ino, 0, &ip));
+	pthread_rwlock_wrlock(&ip->lock);
+	CK_OK(mfs_trans_alloc(m->t.fs, &tp));
+	CK_OK(mfs_bmap_alloc(tp, ip, 0, 4, MFS_BMAP_UNWRITTEN, &ext));
+	CK_OK(mfs_trans_commit(tp));
+	CK_EQ(ext.len, 4);
+	CK_OK(mfs_trans_alloc(m->t.fs, &tp));
+	CK_OK(mfs_bmap_convert_written(tp, ip, 2, 2, &done));
+	CK_OK(mfs_trans_commit(tp));
+	CK_EQ(done, 2);
+	ip->size = 4ull * m->t.fs->geo.blocksize;
+	CK_OK(mfs_trans_alloc(m->t.fs, &tp));
+	CK_OK(mfs_inode_log(tp, ip));
+	CK_OK(mfs_trans_commit(tp));
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+}
+
 static void set_symlink(struct img *m, uint64_t ino, const char *target)
 {
 	struct mfs_inode *ip;
@@ -227,6 +255,7 @@ static void img_make(struct img *m)
 	give_extents(m, m->f1, 2, 3);              /* inline: 3 extents fit */
 	m->big = mk(m, root, "big", S_IFREG | 0644);
 	give_extents(m, m->big, 60, 2);               /* more than fit inline: a btree */
+	give_split_extent(m, mk(m, root, "split", S_IFREG | 0644));
 	m->xf = mk(m, root, "xf", S_IFREG | 0600);
 	set_xattr(m, m->xf, "small", 10);
 	for (int i = 0; i < 15; i++) {                 /* a one-leaf name btree in d2 */
