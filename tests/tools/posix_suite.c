@@ -1349,7 +1349,7 @@ static void t_name_max(void)
 	memcpy(n255, name_of(255, 'c'), 256);
 	OK(mkdir(n255, 0755));
 	{
-		char path[600];
+		char path[800];
 
 		snprintf(path, sizeof(path), "%s/%s", n255, name_of(255, 'd'));
 		OK(symlink("x", path));
