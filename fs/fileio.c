@@ -456,18 +456,34 @@ void mfsd_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
  * set once it has committed.  (After a failure the in-core inode is reloaded, but a reload
  * can fail too: only this flag says what was logged.)
  */
+/*
+ * Once a truncate's new size is logged, the rest of its punch must happen: blocks left
+ * mapped past the end of file would show again if the file grew.  A transient lack of
+ * memory there is retried, a bounded number of times (yielding in between).
+ */
+#define PUNCH_NOMEM_RETRIES 1000u
+static int punch_must_go_on(int err, const int *logged, unsigned *nomem)
+{
+	if (err != -ENOMEM || !logged || !*logged || ++*nomem >= PUNCH_NOMEM_RETRIES)
+		return 0;
+	sched_yield();
+	return 1;
+}
+
 static int punch_blocks(struct mfsd *d, struct mfs_inode *ip, uint64_t first, uint64_t last,
 			int log_first, int *logged)
 {
 	uint64_t off = first;
 	int err = 0;
-	unsigned tries = 0;
+	unsigned tries = 0, nomem = 0;
 
 	while (off < last || log_first) {
 		struct mfs_trans *tp;
 		uint64_t done = 0;
 
 		err = mfs_trans_alloc(d->fs, &tp);
+		if (err && punch_must_go_on(err, logged, &nomem))
+			continue;
 		if (err)
 			break;
 		if (off < last)
@@ -477,13 +493,15 @@ static int punch_blocks(struct mfsd *d, struct mfs_inode *ip, uint64_t first, ui
 		if (err) {
 			mfs_trans_cancel(tp);
 			mfs_inode_reload(ip);
-			if (mfsd_should_retry(err, &tries))
+			if (mfsd_should_retry(err, &tries) || punch_must_go_on(err, logged, &nomem))
 				continue;
 			break;
 		}
 		err = commit_async(tp);
 		if (err) {
 			mfs_inode_reload(ip);
+			if (punch_must_go_on(err, logged, &nomem))
+				continue;       /* not committed (no memory to queue it) */
 			break;
 		}
 		if (log_first && logged)

@@ -69,6 +69,22 @@ def op_write():
     b = files[p]
     if off + w > len(b): b.extend(b"\0" * (off + w - len(b)))
     b[off:off + w] = data[:w]
+def op_sparse():
+    # one byte every other block: an extent per byte, so a truncate takes several
+    # transactions (at most 16 extents each)
+    if not files: return
+    p = rng.choice(sorted(files)); v = bytes([rng.randrange(1, 256)])
+    global desc; desc = "%s sparse byte %d" % (p, v[0])
+    fd = os.open(P(p), os.O_WRONLY)
+    try:
+        for k in range(40):
+            off = 8192 * k + 100
+            os.pwrite(fd, v, off)
+            b = files[p]
+            if off + 1 > len(b): b.extend(b"\0" * (off + 1 - len(b)))
+            b[off] = v[0]
+    finally:
+        os.close(fd)
 def op_mkdir():
     d = pick_dir(); p = (d + "/" if d else "") + newname()
     if p in files or p in dirs or p in links or p.count("/") > 3: return
@@ -103,7 +119,7 @@ def op_rmdir():
     dirs.discard(d)
 def op_truncate():
     if not files: return
-    p = rng.choice(sorted(files)); n = rng.randrange(0, 80000)
+    p = rng.choice(sorted(files)); n = rng.randrange(0, max(80000, len(files[p])))
     global desc; desc = "%s to %d" % (p, n)
     os.truncate(P(p), n)
     b = files[p]
@@ -142,7 +158,7 @@ def op_stat():
 def op_readdir():
     os.listdir(P(pick_dir()))
 
-ops = [(op_create, 14), (op_write, 20), (op_mkdir, 6), (op_rename, 10), (op_unlink, 8),
+ops = [(op_create, 14), (op_write, 20), (op_sparse, 3), (op_mkdir, 6), (op_rename, 10), (op_unlink, 8),
        (op_rmdir, 3), (op_truncate, 8), (op_chmod, 6), (op_utime, 5), (op_symlink, 5),
        (op_setxattr, 6), (op_rmxattr, 3), (op_stat, 8), (op_readdir, 5)]
 table = [f for f, w in ops for _ in range(w)]
