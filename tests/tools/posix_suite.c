@@ -111,7 +111,7 @@ static struct stat st_of(const char *path)
 	struct stat st;
 
 	memset(&st, 0, sizeof(st));
-	if (lstat(path, &st) != 0)
+	if (!path || lstat(path, &st) != 0)
 		st.st_ino = 0;
 	return st;
 }
