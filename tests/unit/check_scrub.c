@@ -903,7 +903,8 @@ END_TEST
  * Two writer threads change the filesystem through the library, with the daemon's locking
  * rules (directory lock, then the inode's, exclusive; transactions lock AGs; -EDEADLK:
  * cancel, read the inodes again, retry), each in its own directory: create files, hard link
- * them, grow and punch their extent maps, set attributes.  Meanwhile the main thread runs
+ * them, grow their extent maps (written and unwritten), convert and punch them, set
+ * attributes.  Meanwhile the main thread runs
  * every checker on every object, again and again.  Nothing may be reported.  Namespace
  * changes hold `ns` shared; the link-count checker's quiesce hook takes it exclusive.
  */
@@ -1025,9 +1026,12 @@ static int cw_ext_fn(struct mfs_trans *tp, struct mfs_inode **ips, void *arg)
 	struct mfs_bmap_ext ext;
 	uint64_t done;
 
-	if (e->punch)
+	if (e->punch == 1)
 		return mfs_bmap_punch(tp, ips[0], e->off, e->len, &done);
-	return mfs_bmap_alloc(tp, ips[0], e->off, e->len, 0, &ext);
+	if (e->punch == 2)
+		return mfs_bmap_convert_written(tp, ips[0], e->off, e->len, &done);
+	return mfs_bmap_alloc(tp, ips[0], e->off, e->len, e->punch == 3 ? MFS_BMAP_UNWRITTEN : 0,
+			      &ext);
 }
 
 static int cw_xattr_fn(struct mfs_trans *tp, struct mfs_inode **ips, void *arg)
@@ -1081,7 +1085,8 @@ static void cw_step(struct cworker *w)
 		pthread_rwlock_unlock(&ns);
 		CK_TRUE(err == 0 || err == -ENOSPC);
 	} else {
-		struct cw_ext e = { cw_rand(w) % 200, 1 + cw_rand(w) % 6, what >= 6 };
+		struct cw_ext e = { cw_rand(w) % 200, 1 + cw_rand(w) % 6,
+				    what == 7 ? 1 : what == 6 ? (int)(cw_rand(w) % 3) + 1 : 0 };
 		unsigned n = w->ops;
 
 		CK_OK(mfs_iget(fs, w->files[cw_rand(w) % w->nfiles], 0, &ips[0]));
