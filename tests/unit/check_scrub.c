@@ -904,9 +904,9 @@ END_TEST
  * rules (directory lock, then the inode's, exclusive; transactions lock AGs; -EDEADLK:
  * cancel, read the inodes again, retry), each in its own directory: create files, hard link
  * them, grow their extent maps (written and unwritten), convert and punch them, set
- * attributes.  Meanwhile the main thread runs
- * every checker on every object, again and again.  Nothing may be reported.  Namespace
- * changes hold `ns` shared; the link-count checker's quiesce hook takes it exclusive.
+ * attributes.  Meanwhile the main thread runs every checker on every object, again and
+ * again.  Nothing may be reported.  Namespace changes hold `ns` shared; the link-count
+ * checker's quiesce hook takes it exclusive.
  */
 #define CW_FILES 24u
 
