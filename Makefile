@@ -196,6 +196,9 @@ install: all
 	install -m 755 $(PROG_BINS) $(DESTDIR)$(SBINDIR)/
 	install -m 644 $(wildcard man/*.8) $(DESTDIR)$(MANDIR)/man8/
 	install -m 644 $(wildcard man/*.5) $(DESTDIR)$(MANDIR)/man5/
+	if [ -e $(BIN)/mendfs_repair ]; then \
+		ln -sf mendfs_repair $(DESTDIR)$(SBINDIR)/fsck.mendfs && \
+		ln -sf mendfs_repair.8 $(DESTDIR)$(MANDIR)/man8/fsck.mendfs.8 || exit 1; fi
 	install -d $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(CRONDIR)
 	for u in mendfs_scrub_all.service mendfs_scrub_all.timer; do \
 		sed 's|@SBINDIR@|$(SBINDIR)|g' scrub/$$u >$(DESTDIR)$(SYSTEMDUNITDIR)/$$u && \

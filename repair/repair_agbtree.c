@@ -99,9 +99,28 @@ static int survey_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
 	return ++ar->seen % POLL_RECS ? 0 : rep_poll(ar->r);
 }
 
-/* Lock the AG, read its header, verify the reverse map and count what it holds. */
-static int ag_begin(struct rep *r, struct agrep *ar)
+/*
+ * The fields of the AG header a free-space rebuild reads: its identity, the reverse map's
+ * root and the free list's indices.  The counters it rewrites (freeblks, longest,
+ * btreeblks) and the free-space roots it replaces may be wrong: that is what it repairs.
+ */
+static int agh_usable(const struct agrep *ar)
 {
+	const struct mfs_agh *agh = agh_of(ar);
+	uint32_t root = mfs_get32(agh->roots[MFS_BT_RMAP]);
+	uint32_t levels = mfs_get32(agh->levels[MFS_BT_RMAP]);
+
+	return mfs_get32(agh->seqno) == ar->agno && mfs_get32(agh->length) == ar->aglen &&
+	       root >= MFS_AG_FIXED_BLOCKS && root < ar->aglen && levels >= 1 &&
+	       levels <= MFS_BTREE_MAXLEVELS && mfs_get32(agh->fl_first) < MFS_AGFL_SIZE_MAX &&
+	       mfs_get32(agh->fl_count) <= MFS_AGFL_SIZE_MAX;
+}
+
+/* Lock the AG, read its header, verify the reverse map and count what it holds.
+ * counters_only: a header whose only faults are what the rebuild rewrites is accepted. */
+static int ag_begin(struct rep *r, struct agrep *ar, int counters_only)
+{
+	struct mfs_blk_expect e;
 	struct mfs_btree_cur cur;
 	int err;
 
@@ -116,9 +135,15 @@ static int ag_begin(struct rep *r, struct agrep *ar)
 	err = mfs_trans_lock_ag(ar->tp, ar->agno, 0);
 	if (err)
 		return rep_fail(r, err, "could not lock AG %u: %s", ar->agno, strerror(-err));
-	err = mfs_read_agh(ar->fs, ar->agno, &ar->agh_bp);
-	if (!err)
-		err = mfs_agh_check(ar->fs, ar->agno, agh_of(ar));
+	/* mfs_read_agh() without its field check, which is made here */
+	mfs_expect_agh(ar->fs, ar->agno, &e);
+	err = mfs_buf_read(ar->fs->bc, mfs_agbno_to_fsb(&ar->fs->geo, ar->agno, MFS_AGH_AGBNO),
+			   &e, &ar->agh_bp);
+	if (err)
+		ar->agh_bp = NULL;
+	if (!err && mfs_agh_check(ar->fs, ar->agno, agh_of(ar)) &&
+	    !(counters_only && agh_usable(ar)))
+		err = -EFSCORRUPTED;
 	if (err)
 		return rep_fail(r, err, "AG %u header is damaged (%s): repair the AG header first",
 				ar->agno, strerror(-err));
@@ -827,7 +852,7 @@ int rep_allocbt(struct rep *r)
 	uint64_t rmapblks;
 	int err;
 
-	err = ag_begin(r, &ar);
+	err = ag_begin(r, &ar, 1);
 	if (err)
 		goto out;
 	{
@@ -1081,7 +1106,7 @@ int rep_inobt(struct rep *r)
 	int err;
 
 	memset(&ig, 0, sizeof(ig));
-	err = ag_begin(r, &ar);
+	err = ag_begin(r, &ar, 0);
 	if (err)
 		goto out;
 	{
