@@ -410,6 +410,69 @@ int mfsd_read_data(struct mfs_inode *ip, char *buf, uint64_t off, uint64_t len)
 	return 0;
 }
 
+/*
+ * Reads are answered with the device's file descriptor: a vector of (image fd, offset)
+ * pieces for written extents and zeroes for holes and unwritten ones, which libfuse splices
+ * or reads straight into the reply (no copy through a buffer of ours).  It is sent while
+ * the caller holds the inode's lock shared, so no truncate can free and reuse the blocks
+ * before they are read.  A range in more than READ_MAX_PIECES pieces, or longer than the
+ * zero page run, is copied the old way.
+ */
+#define READ_MAX_PIECES 16
+#define READ_ZEROES (1u << 20)
+static const char read_zeroes[READ_ZEROES];
+
+/* Returns 0 when the reply was sent, 1 when the caller must copy instead, or a negative
+ * errno (nothing sent). */
+static int reply_read_fd(fuse_req_t req, struct mfs_inode *ip, uint64_t off, uint64_t len)
+{
+	struct mfs_fs *fs = ip->fs;
+	uint32_t blog = fs->geo.blocklog;
+	struct fuse_bufvec *bv;
+	uint64_t pos = off, end = off + len;
+	size_t n = 0;
+	int err = 0;
+
+	if (len > READ_ZEROES)
+		return 1;
+	bv = mfs_calloc(1, sizeof(*bv) + (READ_MAX_PIECES - 1) * sizeof(bv->buf[0]));
+	if (!bv)
+		return 1;
+	while (pos < end && !err) {
+		uint64_t b = pos >> blog, stop;
+		struct mfs_bmap_ext ext;
+		struct fuse_buf *fb;
+
+		err = mfs_bmap_lookup(ip, b, &ext);
+		if (err)
+			break;
+		if (n == READ_MAX_PIECES) {
+			err = 1;
+			break;
+		}
+		stop = (ext.startoff + ext.len) << blog;
+		if (stop > end || stop == 0)
+			stop = end;
+		fb = &bv->buf[n++];
+		fb->size = stop - pos;
+		if (ext.startblock == MFS_BMAP_HOLE || ext.unwritten) {
+			fb->mem = (void *)read_zeroes;
+		} else {
+			fb->flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY;
+			fb->fd = mfs_dev_fd(fs->dev);
+			fb->pos = (off_t)(((ext.startblock + (b - ext.startoff)) << blog) +
+					  (pos & (fs->geo.blocksize - 1)));
+		}
+		pos = stop;
+	}
+	if (!err) {
+		bv->count = n;
+		fuse_reply_data(req, bv, FUSE_BUF_SPLICE_MOVE);
+	}
+	free(bv);
+	return err;
+}
+
 void mfsd_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	       struct fuse_file_info *fi)
 {
@@ -417,13 +480,15 @@ void mfsd_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct mfs_inode *ip;
 	char *buf = NULL;
 	uint64_t len = 0;
-	int err;
+	int err, replied = 0;
 
 	err = mfsd_iget(d, ino, &ip);
 	if (err) {
 		mfsd_reply_err(req, err);
 		return;
 	}
+	/* The access time first: the reply may leave before this function returns. */
+	mfsd_touch_atime(d, ip);
 	pthread_rwlock_rdlock(&ip->lock);
 	if (!has_extents(ip))
 		err = S_ISDIR(ip->mode) ? -EISDIR : -EINVAL;
@@ -431,19 +496,18 @@ void mfsd_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		len = ip->size - (uint64_t)off;
 		if (len > size)
 			len = size;
-		buf = mfs_malloc(len);
-		if (!buf)
-			err = -ENOMEM;
-		else
-			err = mfsd_read_data(ip, buf, (uint64_t)off, len);
+		err = reply_read_fd(req, ip, (uint64_t)off, len);
+		replied = err == 0;
+		if (err == 1) {
+			buf = mfs_malloc(len);
+			err = buf ? mfsd_read_data(ip, buf, (uint64_t)off, len) : -ENOMEM;
+		}
 	}
 	pthread_rwlock_unlock(&ip->lock);
-	if (!err)
-		mfsd_touch_atime(d, ip);
 	mfsd_iput(d, ip);
 	if (err)
 		mfsd_reply_err(req, err);
-	else
+	else if (!replied)
 		fuse_reply_buf(req, buf, len);
 	free(buf);
 }

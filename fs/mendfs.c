@@ -161,6 +161,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	/* Read replies name the image's descriptor (fileio.c): splice them into the kernel's
+	 * request pages instead of reading them into a buffer and writing that out. */
+	conn->want |= conn->capable & (FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
 	/* POSIX ACLs (xattr.c): the kernel enforces them, we keep them in sync with the mode
 	 * and inherit default ACLs; it then sends modes unmasked, with the umask beside them,
 	 * which applies only where no default ACL does. */
