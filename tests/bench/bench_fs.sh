@@ -12,7 +12,8 @@
 #   BENCH_QUICK 1: small sizes (256 MiB files, 10,000 files, a 2,000-file tree, 3 s runs)
 #   BENCH_TMPFS 1: images and directories on a tmpfs mounted for the run (not the disk)
 #   BENCH_DIR   where the images go on the disk (default /var/tmp)
-#   BENCH_ONLY  the columns to run, of: mendfs fuse2fs ceiling bindfs kernel (default all)
+#   BENCH_ONLY  the columns to run, of: mendfs mendfs_wb fuse2fs ceiling bindfs kernel
+#               (default all; mendfs_wb is mendfs -o writeback_cache)
 #   BENCH_SKIP  workloads to leave out, of: seq rand meta tree mount
 #   BENCH_MENDFS_OPTS  extra -o options for mendfs (e.g. to compare a setting)
 #
@@ -28,7 +29,7 @@ BENCH_BIN=${BENCH_BIN:?BENCH_BIN must name the directory of passthrough_ll and m
 RUNS=${BENCH_RUNS:-3}
 QUICK=${BENCH_QUICK:-0}
 TMPFS=${BENCH_TMPFS:-0}
-ONLY=${BENCH_ONLY:-mendfs fuse2fs ceiling bindfs kernel}
+ONLY=${BENCH_ONLY:-mendfs mendfs_wb fuse2fs ceiling bindfs kernel}
 SKIP=${BENCH_SKIP:-}
 MOPTS=${BENCH_MENDFS_OPTS:-}
 
@@ -51,7 +52,7 @@ for c in $ONLY; do
 	case $c in
 	fuse2fs) command -v fuse2fs >/dev/null || { echo "(no fuse2fs: column left out)"; continue; } ;;
 	bindfs) command -v bindfs >/dev/null || { echo "(no bindfs: column left out)"; continue; } ;;
-	mendfs|ceiling|kernel) ;;
+	mendfs|mendfs_wb|ceiling|kernel) ;;
 	*) echo "bench_fs: unknown column $c"; exit 2 ;;
 	esac
 	cols="$cols $c"
@@ -120,10 +121,11 @@ mount_col() {
 	rm -rf "$area/img" "$area/src" "$area/kdir"
 	dpid=""
 	case $col in
-	mendfs)
+	mendfs|mendfs_wb)
 		"$BIN/mkfs.mendfs" -f -q "$area/img" $IMG_SIZE || return 1
-		"$BIN/mendfs" -f -o allow_other${MOPTS:+,$MOPTS} "$area/img" "$mnt" \
-			2>>"$work/daemon.log" &
+		o=allow_other${MOPTS:+,$MOPTS}
+		[ $col = mendfs_wb ] && o=$o,writeback_cache
+		"$BIN/mendfs" -f -o $o "$area/img" "$mnt" 2>>"$work/daemon.log" &
 		dpid=$! ;;
 	fuse2fs)
 		truncate -s $IMG_SIZE "$area/img" && mkfs.ext4 -F -q "$area/img" || return 1
