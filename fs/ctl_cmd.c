@@ -2,7 +2,8 @@
  * ctl_cmd.c — what each control command does in the daemon: HELLO (who we are, the
  * geometry), SCRUB (run one checker, repair/scrub.h, and send its findings), INODES (list
  * allocated inodes of an AG after a cursor, from the inode btree under the AG's lock) and
- * REPAIR (its descriptors checked as DESIGN.md says; the engine is not there yet).
+ * REPAIR (its descriptors checked as DESIGN.md says, then the object rebuilt by the repair
+ * engine, repair/repair.h, with them as scratch).
  *
  * Each handler validates its payload itself: exact size, known flags, values in range.
  */
@@ -15,12 +16,14 @@
 #include "geom.h"
 #include "log.h"
 #include "mem.h"
+#include "repair.h"
 #include "scrub.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/ioprio.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -449,6 +452,54 @@ static int check_scratch_fd(struct mfsd_client *c, unsigned idx, int fd, int *se
 	return 1;
 }
 
+/*
+ * Rebuild the object with the engine (repair/repair.h), scratch in the client's
+ * descriptors, cancelled by CANCEL or the client going away.  The reply is a SCRUB reply:
+ * oflags REPAIRED or UNFIXED, error 0 or the engine's, and one finding of that flag saying
+ * what was done or why not.
+ */
+static int run_repair(struct mfsd_client *c, const struct mfs_ctl_scrub_req *q)
+{
+	struct mfsd_findings *f = &c->findings;
+	struct mfs_repair_ctx *rc = mfs_calloc(1, sizeof(*rc));
+	struct mfs_ctl_scrub_reply r;
+	char done[256];
+	int err;
+
+	if (!rc)
+		return mfsd_ctl_error(c->fd, c->msg.hdr.reqid, ENOMEM, "out of memory");
+	rc->fs = c->ctl->d->fs;
+	rc->type = q->type;
+	rc->agno = q->agno;
+	rc->ino = q->ino;
+	for (unsigned i = 0; i < c->msg.nfds; i++)
+		rc->fds[i] = c->msg.fds[i];
+	rc->nfds = c->msg.nfds;
+	rc->cancelled = on_cancelled;
+	rc->hook_arg = c;
+	err = mfs_repair(rc);
+	snprintf(done, sizeof(done), "rebuilt: %llu records; scratch estimate %llu bytes, "
+		 "reserved %llu, used %llu", (unsigned long long)rc->records,
+		 (unsigned long long)rc->estimate, (unsigned long long)rc->reserved,
+		 (unsigned long long)rc->scratch_used);
+	memset(f, 0, sizeof(*f));
+	memset(&r, 0, sizeof(r));
+	r.oflags = err ? MFS_SCRUB_OFLAG_UNFIXED : MFS_SCRUB_OFLAG_REPAIRED;
+	r.error = err;
+	if (out_append(f, &r, sizeof(r)) == 0)
+		on_report(c, r.oflags, err ? rc->reason : done);
+	free(rc);
+	if (f->len < sizeof(r)) {
+		free(f->buf);
+		memset(f, 0, sizeof(*f));
+		return mfsd_ctl_error(c->fd, c->msg.hdr.reqid, ENOMEM, "out of memory");
+	}
+	r.nfindings = f->n;
+	r.ndropped = f->dropped;
+	memcpy(f->buf, &r, sizeof(r));
+	return send_built(c);
+}
+
 int mfsd_ctl_repair(struct mfsd_client *c)
 {
 	struct mfs_ctl_scrub_req q;
@@ -466,6 +517,10 @@ int mfsd_ctl_repair(struct mfsd_client *c)
 	for (unsigned i = 0; i < c->msg.nfds; i++)
 		if (check_scratch_fd(c, i, c->msg.fds[i], &sent))
 			return sent;
-	return mfsd_ctl_error(c->fd, c->msg.hdr.reqid, EOPNOTSUPP,
-			      "repair is not available yet");
+	if (c->ctl->d->ro)
+		return mfsd_ctl_error(c->fd, c->msg.hdr.reqid, EROFS, "mounted read-only");
+	if (!mfs_repair_supported(q.type))
+		return mfsd_ctl_error(c->fd, c->msg.hdr.reqid, EOPNOTSUPP, "repair is not "
+				      "available yet for objects of type %u", q.type);
+	return run_repair(c, &q);
 }
