@@ -7,7 +7,7 @@
  * decides what to check in which order, in phases as xfs_scrub does:
  *   1 filesystem metadata: the superblock of each AG, the journal;
  *   2 per-AG metadata: header, free list, both free-space btrees, inode btree, reverse map
- *     (AGs in parallel);
+ *     (in parallel, AG by AG and tree by tree);
  *   3 every allocated inode: core, extent map, attributes, symlink target (in parallel);
  *   4 every directory;
  *   5 link counts, orphan list, summary counters;
@@ -89,12 +89,12 @@ static const uint32_t ag_types[] = {
 };
 #define N_AG_TYPES (sizeof(ag_types) / sizeof(ag_types[0]))
 
+/* One object of one AG: the jobs are (AG, kind) pairs, so that the big trees of a busy AG
+ * (its reverse map above all) are checked side by side rather than one after another. */
 static void ag_job(struct scrub_run *run, struct scrub_conn *c, size_t job)
 {
-	for (size_t i = 0; i < N_AG_TYPES && !atomic_load(&run->stop); i++) {
-		scrub_check(run, c, ag_types[i], (uint32_t)job, 0);
-		scrub_progress_add(run, 1);
-	}
+	scrub_check(run, c, ag_types[job % N_AG_TYPES], (uint32_t)(job / N_AG_TYPES), 0);
+	scrub_progress_add(run, 1);
 }
 
 static const uint32_t summary_types[] = {
@@ -289,7 +289,7 @@ int main(int argc, char **argv)
 			break;
 		case 2:
 			scrub_progress_phase(&run, 2, (uint64_t)agc * N_AG_TYPES, phases[i].label);
-			scrub_run_jobs(&run, agc, ag_job);
+			scrub_run_jobs(&run, (size_t)agc * N_AG_TYPES, ag_job);
 			scrub_progress_done(&run);
 			break;
 		case 3:
