@@ -2,8 +2,8 @@
 # t_badimage.sh — corrupt images: for each kind of metadata block (primary superblock and a
 # copy, AG headers, AG free list, each AG btree root, inode clusters, directory btree root
 # and leaf, an extent-map root, attribute btree and value blocks, the journal header
-# copies), a populated image gets that block overwritten with random bytes (mendfs_db
-# trash), then is mounted.  Either the mount is refused, with a message, by a daemon that exits with an
+# copies, and a journal record after a crash), a populated image gets that block
+# overwritten with random bytes (mendfs_db trash), then is mounted.  Either the mount is refused, with a message, by a daemon that exits with an
 # error status (not a signal); or it mounts, and then every operation of a fixed set
 # (lookups, reads, readdir, xattrs, stat, and creating, writing, reading back and removing
 # a new file) either works or fails with EIO/EUCLEAN, the operation that reads the damaged
@@ -185,3 +185,54 @@ while IFS='|' read -r blk count touch name; do
 	ok "$name (block $blk): mounted; $out; unmounted (daemon status $rc)"
 done <"$dir/cases"
 [ "$n" -ge 18 ] || fail "only $n cases"
+
+# A journal record: the daemon is killed with transactions in the log (a dozen fsync'd
+# files, not yet checkpointed), a block of the log 20 blocks past the tail (in the third
+# record or so) is trashed, and the mount must replay the records before it, stop there
+# (so not every file comes back), serve, and leave a filesystem that checks clean (a
+# prefix of the history is a consistent state).
+cp --sparse=always "$dir/pristine" "$img"
+: >"$log"
+mount_fs -o commit=0
+python3 - "$mnt" <<'PY' || fail "crash workload"
+import os, sys
+m = sys.argv[1]
+os.mkdir(m + "/c")
+for i in range(12):
+    p = m + "/c/f%02d" % i
+    with open(p, "wb") as f:
+        f.write(os.urandom(5000 + 300 * i)); f.flush(); os.fsync(f.fileno())
+    if i % 3 == 0:
+        os.rename(p, p + ".r")
+os.unlink(m + "/c/f01")
+fd = os.open(m + "/c", os.O_RDONLY); os.fsync(fd); os.close(fd)
+PY
+crash
+logstart=$(sed -n 's/^logstart = //p' "$dir/db.txt")
+bs=$(sed -n 's/^blocksize = //p' "$dir/db.txt")
+blk=$(python3 - "$img" "$logstart" "$bs" <<'PY'
+import struct, sys
+img, logstart, bs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+best = None
+with open(img, "rb") as f:
+    for copy in (0, 1):
+        f.seek((logstart + copy) * bs)
+        h = f.read(136)
+        gen, = struct.unpack_from("<Q", h, 8)
+        nlog, tail = struct.unpack_from("<II", h, 48)
+        if best is None or gen > best[0]:
+            best = (gen, tail, nlog)
+gen, tail, nlog = best
+print(logstart + 2 + (tail - 2 + 20) % (nlog - 2))     # log blocks 0, 1: the headers
+PY
+)
+"$DB" -w -c "trash $blk 1 random" "$img" >"$dir/trash.out" 2>&1 || { cat "$dir/trash.out"; fail "trashing log block $blk"; }
+: >"$log"
+mount_fs
+out=$(timeout 60 python3 "$dir/poke.py" "$mnt" - 2>&1) || fail "journal record (block $blk): $out"
+kill -0 "$pid" 2>/dev/null || fail "journal record: the daemon died"
+names=$(ls "$mnt/c" 2>/dev/null | wc -l)
+umount_fs
+[ "$names" -lt 11 ] || fail "journal record (block $blk): all $names files came back: the replay did not stop at the damaged record"
+"$DB" -c check "$img" >"$dir/db.out" 2>&1 || { tail "$dir/db.out"; fail "journal record (block $blk): the replayed image does not check clean"; }
+ok "journal record: log block $blk trashed after a crash: mounted, $names names in /c; $out; check clean"
