@@ -162,6 +162,28 @@ static int open_conns(struct scrub_run *run)
 	return 0;
 }
 
+/* -T: scratch files will be O_TMPFILE files there; on the filesystem being repaired they
+ * would deadlock it (the daemon refuses them too). */
+static int check_tmpdir(const struct scrub_run *run)
+{
+	struct stat st;
+	int fd;
+
+	if (stat(run->o.tmpdir, &st) == 0 && (uint64_t)st.st_dev == run->info.h.dev) {
+		fprintf(stderr, "%s: -T %s lies on the filesystem being scrubbed\n", progname,
+			run->o.tmpdir);
+		return -1;
+	}
+	fd = open(run->o.tmpdir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		fprintf(stderr, "%s: -T %s: cannot make a scratch file there: %s\n", progname,
+			run->o.tmpdir, strerror(errno));
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
 static int parse_fd(const char *s)
 {
 	char *end;
@@ -248,6 +270,12 @@ int main(int argc, char **argv)
 	if (open_conns(&run) != 0) {
 		free(run.conns);
 		return SCRUB_EXIT_OPERROR;
+	}
+	if (run.o.tmpdir && check_tmpdir(&run) != 0) {
+		for (unsigned i = 0; i < run.nthreads; i++)
+			scrub_disconnect(&run.conns[i]);
+		free(run.conns);
+		return SCRUB_EXIT_USAGE;
 	}
 
 	the_run = &run;

@@ -89,10 +89,15 @@ run_scrub usage
 [ $rc -eq 8 ] || fail "no mount point: exit $rc, expected 8"
 run_scrub badfd -C 77 "$mnt"
 [ $rc -eq 8 ] || fail "-C on a closed descriptor: exit $rc, expected 8"
+run_scrub tmpdir -T "$mnt/a" "$mnt"
+[ $rc -eq 8 ] && grep -q "lies on the filesystem being scrubbed" "$dir/tmpdir.err" ||
+	fail "-T on the mendfs itself: exit $rc, $(cat "$dir/tmpdir.err")"
+run_scrub tmpdir2 -T "$dir" "$mnt"
+[ $rc -eq 0 ] || fail "-T $dir: exit $rc, $(cat "$dir/tmpdir2.err")"
 run_scrub notours "$dir"
 [ $rc -eq 4 ] && grep -q "not a mount point of a mendfs" "$dir/notours.err" ||
 	fail "a plain directory: exit $rc, $(cat "$dir/notours.err")"
-ok "usage errors exit 8, a directory that is no mendfs 4"
+ok "usage errors exit 8 (-T on the mendfs too), a directory that is no mendfs 4"
 
 # Damage AG 1's free-space-by-block btree root in the unmounted image.
 umount_fs

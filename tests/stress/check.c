@@ -4,6 +4,7 @@
  * device number), a directory's full listing (names, inode numbers, types; nothing missing,
  * nothing extra, no duplicates), a file's whole content, an object's xattrs; and the final
  * walk of everything a process owns.  Every mismatch is a failure (fail() in main.c).
+ * Whole-file checks drop the file's cached pages first, so they read what the daemon has.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -137,6 +138,8 @@ int check_content(struct proc *p, struct dent *d, int fd)
 	uint64_t off = 0, size = d->obj->size;
 
 	dent_path(d, path, sizeof(path));
+	/* from the daemon, not the kernel's page cache (which FUSE keeps across opens) */
+	posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
 	while (off <= size) {
 		size_t want = BUFSZ;
 		ssize_t n = pread(fd, p->buf, want, (off_t)off);

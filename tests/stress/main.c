@@ -48,6 +48,7 @@ static void usage(FILE *f)
 "              change, for a check after a crash\n"
 "  -V LOG      check DIR against LOG: every file fsync'd and not changed since is intact\n"
 "  -c          remove everything after the final check\n"
+"  -P          paranoid: after each operation, check the whole file it changed\n"
 "  -v          print every operation\n");
 }
 
@@ -103,7 +104,7 @@ static void report_failure(struct proc *p)
 		(unsigned long long)p->opno, p->failmsg);
 	fprintf(stderr, "  seed %llu: mendfs_stress -s %llu -p %d -n %llu ... reproduces it\n",
 		(unsigned long long)o.seed, (unsigned long long)o.seed, o.nprocs,
-		(unsigned long long)p->opno);
+		(unsigned long long)p->opno + 1);
 	fprintf(stderr, "  last operations of p%d:\n", p->idx);
 	for (uint64_t i = first; i <= p->opno; i++)
 		if (p->ring[i % RING][0])
@@ -134,6 +135,24 @@ static int cleanup(struct proc *p)
 		dent_del(p, d);
 	}
 	return check_dir(p, &p->root);
+}
+
+/* -P: the whole content of the file the last operation changed, through one of its names. */
+static int check_touched(struct proc *p)
+{
+	char path[4096];
+
+	for (size_t i = 0; i < p->ndents; i++)
+		if (p->dents[i]->obj == p->touched) {
+			dent_path(p->dents[i], path, sizeof(path));
+			int fd = openat(p->rootfd, path, O_RDONLY);
+			if (fd < 0)
+				return fail(p, "open %s: %s", path, strerror(errno));
+			int r = check_content(p, p->dents[i], fd);
+			close(fd);
+			return r;
+		}
+	return 0;
 }
 
 static int worker(int idx, double t0, int dirfd)
@@ -183,7 +202,10 @@ static int worker(int idx, double t0, int dirfd)
 		while (x >= cum[k])
 			k++;
 		p->st->ops++;
+		p->touched = NULL;
 		if ((r = run_op(p, (enum op_kind)k)))
+			break;
+		if (o.paranoid && p->touched && (r = check_touched(p)))
 			break;
 	}
 	if (!r && !p->st->failed) {
@@ -300,7 +322,7 @@ int main(int argc, char **argv)
 	pid_t pids[MAXPROCS];
 
 	memcpy(o.weights, op_default_weights, sizeof(o.weights));
-	while ((c = getopt(argc, argv, "p:n:t:s:f:e:z:SkcvVl:h")) != -1) {
+	while ((c = getopt(argc, argv, "p:n:t:s:f:e:z:SkcPvVl:h")) != -1) {
 		switch (c) {
 		case 'p': o.nprocs = atoi(optarg); break;
 		case 'n': o.nops = strtoull(optarg, NULL, 0); break;
@@ -312,6 +334,7 @@ int main(int argc, char **argv)
 		case 'S': o.allow_enospc = 1; break;
 		case 'k': o.gone_ok = 1; break;
 		case 'c': o.cleanup = 1; break;
+		case 'P': o.paranoid = 1; break;
 		case 'v': o.verbose = 1; break;
 		case 'V': verify = ""; break;
 		case 'l': o.synclog = optarg; break;

@@ -256,6 +256,8 @@ static int file_open(struct proc *p, struct dent *d, int flags, char *path, size
 	fd = openat(p->rootfd, path, flags);
 	if (fd < 0)
 		return step_failed(p, errno, "open", path);
+	if (S_ISREG(d->obj->type))
+		p->touched = d->obj;
 	return fd;
 }
 
@@ -295,6 +297,36 @@ static int content_unknown(struct proc *p, struct obj *ob, int fd, const char *p
 	return 0;
 }
 
+/*
+ * Write len bytes of a new pattern at off (append: at the end, which must be off) through fd
+ * and record them in the model.  A short count is an answer only under -S (ENOSPC part way):
+ * what was written is known, the rest of the range is not.  0, or OUT_FAIL / OUT_GONE.
+ */
+static int model_pwrite(struct proc *p, struct obj *ob, int fd, const char *path, uint64_t off,
+			size_t len, int append)
+{
+	uint64_t tag = p->nexttag++;
+	ssize_t n;
+	int r;
+
+	pattern_fill(p->o->seed, tag, off, p->buf, len);
+	n = append ? write(fd, p->buf, len) : pwrite(fd, p->buf, len, (off_t)off);
+	r = outcome(p, append ? OP_APPEND : OP_WRITE, n < 0 ? -1 : 0, 0, "write");
+	if (r == OUT_NOSPC)
+		return content_unknown(p, ob, fd, path, off, off + len);
+	if (r != OUT_OK)
+		return r;
+	obj_write(ob, off, (uint64_t)n, tag);
+	p->st->bytes_written += (uint64_t)n;
+	if ((size_t)n == len)
+		return 0;
+	if (!p->o->allow_enospc)
+		return fail(p, "write %s at %llu: %zd of %zu bytes", path, (unsigned long long)off,
+			    n, len);
+	p->st->enospc[append ? OP_APPEND : OP_WRITE]++;
+	return content_unknown(p, ob, fd, path, off + (uint64_t)n, off + len);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 
 static int op_creat(struct proc *p)
@@ -318,23 +350,8 @@ static int op_creat(struct proc *p)
 		close(fd);
 		return r;
 	}
-	if (rng_below(p, 2)) {
-		/* some first content through the creating descriptor */
-		size_t len = 1 + rng_below(p, 16384);
-		uint64_t tag = p->nexttag++;
-		pattern_fill(p->o->seed, tag, 0, p->buf, len);
-		ssize_t n = write(fd, p->buf, len);
-		if (n < 0 && errno == ENOSPC && p->o->allow_enospc) {
-			p->st->enospc[OP_WRITE]++;
-			r = content_unknown(p, d->obj, fd, path, 0, len);
-		} else if (n != (ssize_t)len) {
-			r = n < 0 ? step_failed(p, errno, "write new", path)
-				  : fail(p, "write new %s: %zd of %zu bytes", path, n, len);
-		} else {
-			obj_write(d->obj, 0, len, tag);
-			p->st->bytes_written += len;
-		}
-	}
+	if (rng_below(p, 2))	/* some first content through the creating descriptor */
+		r = model_pwrite(p, d->obj, fd, path, 0, 1 + rng_below(p, 16384), 0);
 	return finish(p, fd, path, r);
 }
 
@@ -595,9 +612,8 @@ static int op_write(struct proc *p, int append)
 	struct dent *d = pick(p, T(S_IFREG));
 	struct obj *ob;
 	char path[4096];
-	uint64_t off, tag;
+	uint64_t off;
 	size_t len;
-	ssize_t n;
 	int fd, r;
 
 	if (!d)
@@ -619,21 +635,10 @@ static int op_write(struct proc *p, int append)
 		return fd;
 	note_op(p, "%s %s off=%llu len=%zu", append ? "append" : "write", path,
 		(unsigned long long)off, len);
-	tag = p->nexttag++;
-	pattern_fill(p->o->seed, tag, off, p->buf, len);
 	synclog_dirty_obj(p, ob);
-	n = append ? write(fd, p->buf, len) : pwrite(fd, p->buf, len, (off_t)off);
-	r = outcome(p, append ? OP_APPEND : OP_WRITE, n < 0 ? -1 : 0, 0, "write");
-	if (r == OUT_NOSPC)
-		r = content_unknown(p, ob, fd, path, off, off + len);
-	else if (r == OUT_OK && (size_t)n != len)
-		r = fail(p, "write %s: %zd of %zu bytes", path, n, len);
-	else if (r == OUT_OK) {
-		obj_write(ob, off, len, tag);
-		p->st->bytes_written += len;
-		if (rng_below(p, 5) == 0)	/* the size, at once */
-			r = check_stat(p, d, "after write");
-	}
+	r = model_pwrite(p, ob, fd, path, off, len, append);
+	if (!r && rng_below(p, 5) == 0)	/* the size, at once */
+		r = check_stat(p, d, "after write");
 	return finish(p, fd, path, r);
 }
 
@@ -663,6 +668,8 @@ static int op_read(struct proc *p)
 	}
 	pick_range(p, ob->size, &off, &len, BUFSZ);
 	note_op(p, "read %s off=%llu len=%zu", path, (unsigned long long)off, len);
+	if (rng_below(p, 2))	/* half the reads reach the daemon, not the page cache */
+		posix_fadvise(fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
 	n = pread(fd, p->buf, len, (off_t)off);
 	want = off >= ob->size ? 0 : (size_t)(ob->size - off < len ? ob->size - off : len);
 	r = outcome(p, OP_READ, n < 0 ? -1 : 0, 0, "read");
@@ -798,6 +805,7 @@ static int op_truncate(struct proc *p)
 	note_op(p, "truncate %s %llu -> %llu%s", path, (unsigned long long)ob->size,
 		(unsigned long long)size, viaopen ? " (O_TRUNC)" : "");
 	synclog_dirty_obj(p, ob);
+	p->touched = ob;
 	fd = openat(p->rootfd, path, O_WRONLY | (viaopen ? O_TRUNC : 0));
 	if (fd < 0)
 		r = outcome(p, OP_TRUNCATE, -1, 0, "open for truncate");
@@ -1060,7 +1068,7 @@ static int op_orphan(struct proc *p)
 	struct obj *ob;
 	struct stat st;
 	char path[4096];
-	uint64_t off, tag;
+	uint64_t off;
 	size_t len;
 	int fd, r;
 
@@ -1080,20 +1088,7 @@ static int op_orphan(struct proc *p)
 	ob->nlink++;		/* the descriptor's hold */
 	dent_del(p, d);
 	pick_range(p, ob->size, &off, &len, 65536);
-	tag = p->nexttag++;
-	pattern_fill(p->o->seed, tag, off, p->buf, len);
-	r = 0;
-	if (len) {
-		ssize_t n = pwrite(fd, p->buf, len, (off_t)off);
-		if (n < 0 && errno == ENOSPC && p->o->allow_enospc)
-			r = content_unknown(p, ob, fd, path, off, off + len);
-		else if (n != (ssize_t)len)
-			r = n < 0 ? step_failed(p, errno, "write to an unlinked file", path)
-				  : fail(p, "write unlinked %s: %zd of %zu", path, n, len);
-		else {
-			obj_write(ob, off, len, tag);
-		}
-	}
+	r = len ? model_pwrite(p, ob, fd, path, off, len, 0) : 0;
 	if (!r && fstat(fd, &st))
 		r = step_failed(p, errno, "fstat unlinked", path);
 	if (!r && ((int)st.st_nlink != ob->nlink - 1 || (uint64_t)st.st_size != ob->size))
@@ -1107,6 +1102,7 @@ static int op_orphan(struct proc *p)
 	}
 	ob->nlink--;
 	obj_put(ob);
+	p->touched = NULL;	/* it may be gone */
 	return finish(p, fd, path, r);
 }
 

@@ -96,6 +96,7 @@ struct opts {
 	int gone_ok;			/* -k: ENOTCONN ends the run quietly (crash tests) */
 	int verbose;
 	int cleanup;			/* -c: remove everything after the final check */
+	int paranoid;			/* -P: check a file's whole content after each change */
 	unsigned max_entries;		/* names per process */
 	uint64_t max_size;		/* bytes per file */
 	const char *synclog;		/* -l FILE */
@@ -118,6 +119,7 @@ struct proc {
 	double t0;
 	int synclogfd;
 	int xattr_off;			/* the filesystem said ENOTSUP */
+	struct obj *touched;		/* the file the current operation opened (-P) */
 	unsigned char *buf, *buf2;	/* BUFSZ each */
 	char ring[RING][200];		/* the last operations, for a failure report */
 	char failmsg[1024];		/* the first failure */
