@@ -101,8 +101,12 @@ static void node_free(struct mfsd_node *n)
 struct mfsd_work {
 	struct mfs_inode *ip;       /* a reference handed to the worker */
 	uint32_t generation;        /* of the inode that was seen unlinked */
+	unsigned attempts;          /* failed tries so far (transient errors are retried) */
 	struct mfsd_work *next;
 };
+
+/* Tries of one inode before it is left on its orphan list for the next mount. */
+#define INACTIVE_ATTEMPTS 8u
 
 #define NODE_BUCKETS_MIN (1u << 12)
 
@@ -217,14 +221,15 @@ static void queue_inactive(struct mfsd *d, struct mfs_inode *ip, uint32_t gen)
 	if (!w) {
 		/* The inode stays allocated but unreachable until a repair reclaims it; keep
 		 * serving rather than free it here, in a path the kernel may drive. */
-		mfs_log(MFS_LOG_ERR, "inode %llu: out of memory queueing it to be freed; its "
-			"space stays in use until the next repair",
+		mfs_log(MFS_LOG_ERR, "inode %llu: out of memory queueing it to be freed; it "
+			"stays on its orphan list until the next mount",
 			(unsigned long long)ip->ino);
 		mfs_iput(ip);
 		return;
 	}
 	w->ip = ip;
 	w->generation = gen;
+	w->attempts = 0;
 	w->next = NULL;
 	pthread_mutex_lock(&d->work_lock);
 	if (d->work_tail)
@@ -268,8 +273,8 @@ static void put_last(struct mfsd *d, struct mfs_inode *ip)
 	n = node_alloc();
 	if (!n) {
 		pthread_mutex_unlock(&d->node_lock);
-		mfs_log(MFS_LOG_ERR, "inode %llu: out of memory queueing it to be freed; its "
-			"space stays in use until the next repair",
+		mfs_log(MFS_LOG_ERR, "inode %llu: out of memory queueing it to be freed; it "
+			"stays on its orphan list until the next mount",
 			(unsigned long long)ip->ino);
 		mfs_iput(ip);
 		return;
@@ -503,24 +508,26 @@ static int inactivate(struct mfsd *d, struct mfs_inode *ip, uint32_t gen)
 	int err;
 
 	pthread_rwlock_wrlock(&ip->lock);
-	if (mfs_inode_reload(ip) != 0 || ip->nlink != 0 || ip->mode == 0 ||
-	    ip->generation != gen) {
+	err = mfs_inode_reload(ip);
+	if (err || ip->nlink != 0 || ip->mode == 0 || ip->generation != gen) {
 		pthread_rwlock_unlock(&ip->lock);
-		return 0;
+		return err;
 	}
 	err = mfsd_free_all_blocks(d, ip);
 	if (!err)
 		err = mfsd_xattr_free_all(d, ip);
 	if (!err)
 		err = free_inode(d, ip);
-	if (err) {
-		mfs_log(MFS_LOG_ERR, "inode %llu: freeing the unlinked inode failed: %s; it stays "
-			"on its orphan list until the next mount", (unsigned long long)ip->ino,
-			strerror(mfsd_errno(err)));
+	if (err)
 		mfs_inode_invalidate(d->fs, ip->ino);
-	}
 	pthread_rwlock_unlock(&ip->lock);
 	return err;
+}
+
+/* Errors worth another try later: memory, lock-order conflicts, a busy predecessor. */
+static int transient(int err)
+{
+	return err == -ENOMEM || err == -EDEADLK || err == -EAGAIN;
 }
 
 /* Free the inodes on AG `agno`'s list, from the head (each removal is then O(1)). */
@@ -656,6 +663,7 @@ static void worker_wait(struct mfsd *d)
 static void *worker_main(void *arg)
 {
 	struct mfsd *d = arg;
+	int err;
 
 	pthread_mutex_lock(&d->work_lock);
 	clock_gettime(CLOCK_MONOTONIC, &d->force_due);
@@ -686,7 +694,23 @@ static void *worker_main(void *arg)
 		d->work_busy = 1;
 		pthread_mutex_unlock(&d->work_lock);
 
-		inactivate(d, w->ip, w->generation);
+		err = inactivate(d, w->ip, w->generation);
+		if (err && transient(err) && ++w->attempts < INACTIVE_ATTEMPTS) {
+			/* Again after the rest of the queue (its blocks freed so far stay so). */
+			pthread_mutex_lock(&d->work_lock);
+			w->next = NULL;
+			if (d->work_tail)
+				d->work_tail->next = w;
+			else
+				d->work_head = w;
+			d->work_tail = w;
+			d->work_busy = 0;
+			continue;
+		}
+		if (err)
+			mfs_log(MFS_LOG_ERR, "inode %llu: freeing the unlinked inode failed: %s; it "
+				"stays on its orphan list until the next mount",
+				(unsigned long long)w->ip->ino, strerror(mfsd_errno(err)));
 		node_dead(d, w->ip->ino);
 		mfs_iput(w->ip);
 		free(w);
