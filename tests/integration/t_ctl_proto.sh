@@ -6,8 +6,8 @@
 # nor the mounting user: each gets an error reply naming the problem (the connection is
 # closed where its framing cannot be trusted).  A running link count check stops
 # (ECANCELED) on a CANCEL queued behind it; one whose client shuts its side is answered.
-# Afterwards the daemon is alive, a normal mendfs_scrub finds nothing, and at unmount the
-# socket file is removed.
+# Afterwards the daemon is alive, a normal mendfs_scrub finds nothing, and an unmount with
+# clients connected closes them, exits 0 and removes the socket file.
 set -u
 . "$(dirname "$0")/mountlib.sh"
 O=${O:-$(dirname "$BIN")}
@@ -96,7 +96,17 @@ rc=$?
 [ $rc -eq 0 ] || { cat "$dir/scrub.out"; fail "mendfs_scrub after the bad input: exit $rc"; }
 ok "mendfs_scrub after it all: $(tail -1 "$dir/scrub.out")"
 
+# Two clients stay connected across the unmount: the daemon closes them and exits.
+for i in 1 2; do "$CLIENT" "$mnt" idle >"$dir/idle.$i" 2>&1 & done
+for i in 1 2; do
+	for _ in $(seq 400); do grep -q '^reply 1 ' "$dir/idle.$i" 2>/dev/null && break; sleep 0.025; done
+done
 umount_fs
+for i in 1 2; do
+	for _ in $(seq 400); do grep -q '^closed' "$dir/idle.$i" && break; sleep 0.025; done
+	grep -q '^closed' "$dir/idle.$i" || fail "connected client $i: $(cat "$dir/idle.$i")"
+done
+wait
 [ -e "$sock" ] && fail "the socket $sock is still there after unmount"
-ok "socket removed at unmount"
+ok "unmount with two clients connected: they are closed, the daemon exits 0, the socket is removed"
 exit 0

@@ -10,7 +10,8 @@
  * ended the connection.  Exit 0 when a reply of either kind came, 1 when none did, 2 for a
  * usage error.  CASEs: hello, truncated-header, bad-magic, bad-version, huge-length,
  * unknown-command (then a HELLO on the same connection), short-payload, truncated-payload,
- * garbage, bad-type, bad-agno, bad-ino, bad-flags, bad-batch, batch, inodes, cancel, cancel-running (a link
+ * garbage, bad-type, bad-agno, bad-ino, bad-flags, bad-batch, batch, idle (HELLO, then wait
+ * up to 60 s for the daemon to close the connection), inodes, cancel, cancel-running (a link
  * count check with a CANCEL behind it), hangup-running (the same, write side shut instead),
  * fd-pipe, fd-readonly,
  * fd-self FILE (a file on the mendfs itself), fd-sealed, fd-too-many, fd-none, fd-with-hello,
@@ -250,6 +251,20 @@ int main(int argc, char **argv)
 	} else if (!strcmp(c, "bad-flags")) {
 		sq.flags = 0x80;
 		send_req(MFS_CTL_SCRUB, &sq, sizeof(sq), NULL, 0);
+	} else if (!strcmp(c, "idle")) {
+		/* HELLO, then stay connected until the daemon closes (its unmount). */
+		struct pollfd pfd = { .fd = sock, .events = POLLIN };
+		char byte;
+
+		send_req(MFS_CTL_HELLO, &hq, sizeof(hq), NULL, 0);
+		if (!show_reply())
+			return 1;
+		fflush(stdout);
+		if (poll(&pfd, 1, 60000) == 1 && recv(sock, &byte, 1, 0) <= 0) {
+			printf("closed\n");
+			return 0;
+		}
+		return 1;
 	} else if (!strcmp(c, "bad-batch")) {
 		uint8_t odd[sizeof(sq) + 1] = { 0 };
 
