@@ -447,6 +447,65 @@ out_unlock:
 	return err;
 }
 
+/* ---- the blocks of an inode's own btrees -------------------------------------------------- */
+
+static int le64_cmp(const void *k1, const void *k2)
+{
+	uint64_t a, b;
+
+	memcpy(&a, k1, 8);
+	memcpy(&b, k2, 8);
+	a = mfs_get64(a);
+	b = mfs_get64(b);
+	return a < b ? -1 : a > b;
+}
+
+static void le64_rec_key(const void *rec, void *key)
+{
+	memcpy(key, rec, 8);
+}
+
+struct tree_xref {
+	struct mfs_scrub_ctx *ctx;
+	uint64_t rmap_offset;
+	const char *what;
+	int err;
+};
+
+static int tree_blk_fn(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, void *priv)
+{
+	struct tree_xref *tx = priv;
+	char what[128];
+
+	snprintf(what, sizeof(what), "%s block %llu (level %u)", tx->what,
+		 (unsigned long long)fsb, level);
+	if (!tx->err)
+		tx->err = scrub_xref_extent(tx->ctx, fsb, 1, cur->owner, tx->rmap_offset, 0, what);
+	return 0;
+}
+
+int scrub_xref_tree_blocks(struct mfs_scrub_ctx *ctx, struct mfs_inode *ip, uint32_t magic,
+			   uint16_t rec_len, uint64_t root, uint32_t levels, uint64_t rmap_offset,
+			   const char *what)
+{
+	/* Only what walking the blocks needs: the layout, and keys to find nothing with. */
+	const struct mfs_btree_ops ops = {
+		.name = what, .magic = magic, .rec_len = rec_len, .key_len = 8, .ptr_len = 8,
+		.cmp_keys = le64_cmp, .rec_key = le64_rec_key,
+	};
+	struct mfs_btree_root r = { root, levels };
+	struct tree_xref tx = { ctx, rmap_offset, what, 0 };
+	struct mfs_btree_cur cur;
+	int err;
+
+	mfs_btree_cur_init(&cur, ctx->fs, NULL, &ops, ip->ino, 0, &r, ip);
+	err = mfs_btree_visit_blocks(&cur, tree_blk_fn, &tx);
+	mfs_btree_cur_release(&cur);
+	if (tx.err)
+		return tx.err;
+	return mfs_is_corruption(err) ? 0 : err;
+}
+
 /* ---- inode objects ----------------------------------------------------------------------------- */
 
 int scrub_iget(struct mfs_scrub_ctx *ctx, struct mfs_inode **ipp)

@@ -9,9 +9,11 @@
  * ".."), a valid inode number that is allocated, whose file type matches the entry's, and
  * never the directory itself.  ".." must name an allocated directory (the root's is the
  * root).  Whether the parent really holds this directory is counted by the NLINKS checker.
+ * Each block of a name btree is reverse-mapped to the directory (btree block), not free.
  */
 #include "byteorder.h"
 #include "dir.h"
+#include "mendfs_format.h"
 #include "fs.h"
 #include "geom.h"
 #include "inode.h"
@@ -189,6 +191,19 @@ int scrub_dir(struct mfs_scrub_ctx *ctx)
 	}
 	if (err)
 		goto out;
+	if (dp->dformat == MFS_FMT_BTREE) {
+		struct mfs_dir_root root;
+		char what[64];
+
+		memcpy(&root, dp->lit, sizeof(root));
+		snprintf(what, sizeof(what), "directory %llu name btree",
+			 (unsigned long long)dp->ino);
+		err = scrub_xref_tree_blocks(ctx, dp, MFS_DIRBT_MAGIC, MFS_DIR_REC_SIZE,
+					     mfs_get64(root.rootblock), mfs_get32(root.levels),
+					     MFS_RMAP_BMBT_BLOCK, what);
+		if (err)
+			goto out;
+	}
 	err = check_parent(ctx, dp);
 	if (mfs_is_corruption(err)) {
 		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "directory %llu: parent unreadable: %s",

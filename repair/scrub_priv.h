@@ -132,6 +132,17 @@ int scrub_chunk_walk(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct mfs_
  * bytes past a header structure stay zero). */
 long scrub_nonzero(const void *blk, size_t from, size_t to);
 
+/*
+ * Every block of one of inode ip's own btrees with le64 keys (directory names: MFS_DIRBT_MAGIC
+ * and 48-byte records; attributes: MFS_XATTRBT_MAGIC and 64-byte records), from the root in
+ * its fork, cross-referenced like scrub_xref_extent with owner ip->ino and `rmap_offset`.
+ * The tree's structure is its own checker's (mfs_dir_check, mfs_xattr_check): a block that
+ * cannot be read ends the walk quietly.  ip->lock held shared.
+ */
+int scrub_xref_tree_blocks(struct mfs_scrub_ctx *ctx, struct mfs_inode *ip, uint32_t magic,
+			   uint16_t rec_len, uint64_t root, uint32_t levels, uint64_t rmap_offset,
+			   const char *what);
+
 /* "fs", "log", "ag", "inobt", "inodes", or "inode N" into buf. */
 const char *scrub_owner_name(uint64_t owner, char *buf, size_t len);
 

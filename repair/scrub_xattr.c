@@ -4,14 +4,17 @@
  * complete and in hash order, names hashing to their keys, value blocks verifying and
  * matching their CRC, i.e. remote values reachable); then every listed attribute has a
  * known namespace and a 1..255-byte name without NUL, and the listing holds as many
- * attributes as the check counted.
+ * attributes as the check counted.  Each block of an attribute btree is reverse-mapped to
+ * the inode (attribute fork, btree block) and not free.
  */
+#include "byteorder.h"
 #include "fs.h"
 #include "inode.h"
 #include "log.h"
 #include "scrub_priv.h"
 #include "xattr.h"
 
+#include <stdio.h>
 #include <string.h>
 
 struct xattr_walk {
@@ -55,6 +58,19 @@ int scrub_xattr(struct mfs_scrub_ctx *ctx)
 	}
 	if (err)
 		goto out;
+	if (ip->aformat == MFS_FMT_BTREE && ip->forkoff) {
+		struct mfs_fork_root root;
+		char what[64];
+
+		memcpy(&root, ip->lit + (uint32_t)ip->forkoff * 8u, sizeof(root));
+		snprintf(what, sizeof(what), "inode %llu attribute btree",
+			 (unsigned long long)ip->ino);
+		err = scrub_xref_tree_blocks(ctx, ip, MFS_XATTRBT_MAGIC, MFS_XATTR_REC_SIZE,
+					     mfs_get64(root.rootblock), mfs_get32(root.levels),
+					     MFS_RMAP_ATTR_FORK | MFS_RMAP_BMBT_BLOCK, what);
+		if (err)
+			goto out;
+	}
 	err = mfs_xattr_list(ip, xattr_fn, &w);
 	if (mfs_is_corruption(err)) {
 		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "inode %llu attribute fork: listing "

@@ -83,7 +83,7 @@ static int run(struct mfs_fs *fs, uint32_t type, uint32_t agno, uint64_t ino,
 /* ---- the populated image --------------------------------------------------------------------- */
 struct img {
 	struct tu_img t;
-	uint64_t d1, d2, f1, f2, big, sl, xf;
+	uint64_t d1, d2, f1, f2, big, sl, xf, xb;
 };
 
 /* A new inode of `mode` named `name` in directory `dpino`, with nlink set; returned ino. */
@@ -258,6 +258,11 @@ static void img_make(struct img *m)
 	give_split_extent(m, mk(m, root, "split", S_IFREG | 0644));
 	m->xf = mk(m, root, "xf", S_IFREG | 0600);
 	set_xattr(m, m->xf, "small", 10);
+	m->xb = mk(m, root, "xb", S_IFREG | 0600);     /* an attribute btree, a remote value */
+	for (int i = 0; i < 12; i++) {
+		snprintf(name, sizeof(name), "attribute-%02d", i);
+		set_xattr(m, m->xb, name, i == 5 ? 3000 : 90);
+	}
 	for (int i = 0; i < 15; i++) {                 /* a one-leaf name btree in d2 */
 		snprintf(name, sizeof(name), "entry-with-a-longish-name-%03d", i);
 		mk(m, m->d2, name, S_IFREG | 0644);
@@ -1375,6 +1380,48 @@ START_TEST(test_garbage)
 END_TEST
 
 
+START_TEST(test_fork_blocks)
+{
+	struct img m;
+	struct mfs_fs *fs;
+	struct mfs_buf *bp;
+	struct mfs_dinode *d;
+	struct mfs_rmap_rec *r;
+	struct mfs_dir_root droot;
+	struct mfs_fork_root aroot;
+	uint64_t leaf;
+	unsigned idx = 0;
+	char what[64];
+
+	img_make(&m);
+	fs = m.t.fs;
+	/* d2's name-btree root said to be a data block of d2 */
+	d = dino_get(fs, m.d2, &bp);
+	memcpy(&droot, lit(d), sizeof(droot));
+	mfs_buf_put(bp);
+	leaf = rmap_rec_at(fs, mfs_get64(droot.rootblock), &idx);
+	r = leaf_rec(blk_get(fs, leaf, &bp), sizeof(*r), idx);
+	CK_EQ(mfs_get64(r->owner), m.d2);
+	mfs_put64(r->offset, 0);
+	blk_put(fs, bp);
+	snprintf(what, sizeof(what), "directory %llu name btree block", (unsigned long long)m.d2);
+	assert_found(fs, MFS_SCRUB_DIR, 0, m.d2, what);
+	/* xb's attribute-btree root said to belong to xf */
+	d = dino_get(fs, m.xb, &bp);
+	CK_EQ(d->aformat, MFS_FMT_BTREE);
+	memcpy(&aroot, lit(d) + mfs_get16(d->forkoff) * 8u, sizeof(aroot));
+	mfs_buf_put(bp);
+	leaf = rmap_rec_at(fs, mfs_get64(aroot.rootblock), &idx);
+	r = leaf_rec(blk_get(fs, leaf, &bp), sizeof(*r), idx);
+	CK_EQ(mfs_get64(r->owner), m.xb);
+	mfs_put64(r->owner, m.xf);
+	blk_put(fs, bp);
+	snprintf(what, sizeof(what), "inode %llu attribute btree block", (unsigned long long)m.xb);
+	assert_found(fs, MFS_SCRUB_XATTR, 0, m.xb, what);
+	img_destroy(&m);
+}
+END_TEST
+
 /* ---- the contract: errors, cancellation, allocation failures ------------------------------------- */
 static int cancel_now(void *arg)
 {
@@ -1489,6 +1536,7 @@ static Suite *scrub_suite(void)
 	tcase_add_test(tc, test_orphans);
 	tcase_add_test(tc, test_summary);
 	tcase_add_test(tc, test_journal);
+	tcase_add_test(tc, test_fork_blocks);
 	tcase_add_test(tc, test_contract);
 	tcase_add_test(tc, test_enomem);
 	suite_add_tcase(s, tc);
