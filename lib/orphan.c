@@ -201,18 +201,29 @@ static int read_link(struct mfs_fs *fs, uint64_t ino, uint32_t agno, struct link
 	return err;
 }
 
-/* Lock the AG in tp: without waiting when the transaction already holds a higher AG (the
- * lock order; -EDEADLK then). */
-static int lock_ag(struct mfs_trans *tp, uint32_t agno)
+/*
+ * In `tp`: lock AG `agno` (the caller holds no higher AG, or has locked this one already:
+ * the lock order), read its header and head, and join the header to the transaction.
+ */
+static int head_for_change(struct mfs_trans *tp, uint32_t agno, struct mfs_buf **bpp,
+			   uint64_t *head)
 {
-	struct mfs_fs *fs = mfs_trans_fs(tp);
-	int higher = 0;
+	int err = mfs_trans_lock_ag(tp, agno, 0);
 
-	if (mfs_trans_holds_ag(tp, agno))
-		return 0;
-	for (uint32_t a = agno + 1; a < fs->geo.agcount && !higher; a++)
-		higher = mfs_trans_holds_ag(tp, a);
-	return mfs_trans_lock_ag(tp, agno, higher);
+	if (!err)
+		err = read_head(mfs_trans_fs(tp), agno, bpp, head);
+	return err;
+}
+
+/* Set the head (the header is held by the caller and released here). */
+static int set_head(struct mfs_trans *tp, struct mfs_buf *bp, uint64_t ino)
+{
+	int err = mfs_trans_modify(tp, bp);
+
+	if (!err)
+		mfs_put64(((struct mfs_agh *)bp->data)->unlinked, ino);
+	mfs_buf_put(bp);
+	return err;
 }
 
 /* The most inodes a list of AG `agno` can hold: a longer walk is a loop. */
@@ -231,10 +242,7 @@ int mfs_orphan_add(struct mfs_trans *tp, struct mfs_orphans *o, struct mfs_inode
 	uint64_t head;
 	int err;
 
-	err = lock_ag(tp, agno);
-	if (err)
-		return err;
-	err = read_head(fs, agno, &bp, &head);
+	err = head_for_change(tp, agno, &bp, &head);
 	if (err)
 		return err;
 	if (head == ip->ino) {
@@ -242,10 +250,7 @@ int mfs_orphan_add(struct mfs_trans *tp, struct mfs_orphans *o, struct mfs_inode
 		return MFS_CORRUPT("inode %llu: already at the head of AG %u's orphan list",
 				   (unsigned long long)ip->ino, agno);
 	}
-	err = mfs_trans_modify(tp, bp);
-	if (!err)
-		mfs_put64(((struct mfs_agh *)bp->data)->unlinked, ip->ino);
-	mfs_buf_put(bp);
+	err = set_head(tp, bp, ip->ino);
 	if (err)
 		return err;
 	ip->next_unlinked = head;
@@ -299,17 +304,11 @@ int mfs_orphan_remove(struct mfs_trans *tp, struct mfs_orphans *o, struct mfs_in
 	if (next && !in_ag(fs, next, agno))
 		return MFS_CORRUPT("inode %llu: next unlinked inode %llu is not an inode of AG %u",
 				   (unsigned long long)ip->ino, (unsigned long long)next, agno);
-	err = lock_ag(tp, agno);
-	if (err)
-		return err;
-	err = read_head(fs, agno, &bp, &head);
+	err = head_for_change(tp, agno, &bp, &head);
 	if (err)
 		return err;
 	if (head == ip->ino) {
-		err = mfs_trans_modify(tp, bp);
-		if (!err)
-			mfs_put64(((struct mfs_agh *)bp->data)->unlinked, next);
-		mfs_buf_put(bp);
+		err = set_head(tp, bp, next);
 		if (err)
 			return err;
 		goto done;

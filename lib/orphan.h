@@ -51,14 +51,15 @@ void mfs_orphans_free(struct mfs_orphans *o);
 /*
  * Put `ip` at the head of its AG's list, inside `tp`.  Call in the transaction that drops
  * its link count to 0, with ip->lock held exclusive, BEFORE logging ip (this sets
- * ip->next_unlinked; the caller's mfs_inode_log writes it).  Locks the AG in tp.
+ * ip->next_unlinked; the caller's mfs_inode_log writes it).  Locks the inode's AG in tp:
+ * the transaction must hold no higher AG, or have locked this one already (lock order).
  * -EFSCORRUPTED if the head read from the AG header is not an inode of that AG.
  */
 int mfs_orphan_add(struct mfs_trans *tp, struct mfs_orphans *o, struct mfs_inode *ip);
 
 /*
  * Take `ip` off its AG's list, inside `tp` (the transaction that frees it), with ip->lock
- * held exclusive.  Sets ip->next_unlinked to 0 and logs nothing of ip (the caller frees or
+ * held exclusive; the AG is locked as by mfs_orphan_add.  Sets ip->next_unlinked to 0 and logs nothing of ip (the caller frees or
  * logs it).  When ip is not the head, the inode before it is changed and logged: the
  * caller passes it in `pred`, locked exclusive (NULL when it does not know it yet).
  * Returns 0; -EAGAIN with *need set to the predecessor's number when `pred` is not it
