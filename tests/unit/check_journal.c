@@ -3,7 +3,9 @@
  * nothing else does; torn records are not replayed; the circular log wraps with
  * checkpoints; concurrent committers share device flushes; a corrupt header is refused;
  * a transaction bigger than the log fails cleanly; data written before a commit is flushed
- * before its record reaches the log, and the record flushed before it counts as durable.
+ * before its record reaches the log, and the record flushed before it counts as durable;
+ * a force needs no memory; forged records that pass every checksum are replayed or
+ * refused whole, nothing else.
  *
  * Each test builds a filesystem handle by hand over a sparse image (one AG, a log region
  * at a fixed place) and uses plain metadata blocks with a test magic.  A "crash" drops the
@@ -29,6 +31,8 @@
 #include "mem.h"
 #include "trans.h"
 #include "verify.h"
+
+#include "tu.h"
 
 #define BS        4096u
 #define DBLOCKS   4096u
@@ -1014,6 +1018,87 @@ START_TEST(nomem_not_sticky)
 }
 END_TEST
 
+/* ---- forged records: anything that passes the checksums is either replayed or refused ---- */
+/*
+ * Random bytes written into a record's descriptor or image (header fields, counts, tags,
+ * image contents), the block resealed and the commit's CRC recomputed, so the record looks
+ * complete and intact: opening must either replay (0) or refuse the journal
+ * (-EFSCORRUPTED), never anything else, never touch memory it should not (run under ASan),
+ * and a refusal applies nothing.
+ */
+START_TEST(replay_forged_fuzz)
+{
+	uint64_t seed = tu_seed("JOURNAL_FUZZ_SEED", "check_journal forged records");
+	unsigned rounds = UNDER_ASAN ? 40 : 150, refused = 0, replayed = 0;
+	static char save[5 * 4][BS], hdr[2][BS], after[BS];
+
+	tu_srand(seed);
+	five_and_crash();
+	for (unsigned i = 0; i < 5; i++)
+		for (unsigned b = 0; b < 4; b++)
+			raw_read(REC_BLK(i, b), save[i * 4 + b]);
+	raw_read(LOGSTART, hdr[0]);          /* an open rewrites the header: restore it too */
+	raw_read(LOGSTART + 1, hdr[1]);
+	raw_read(REC_BLK(5, 0), after);
+	for (unsigned r = 0; r < rounds; r++) {
+		static char rec[4][BS];
+		unsigned i = tu_rand_below(5), b = tu_rand_below(4) ? 0 : 1 + tu_rand_below(2);
+		unsigned n = 1 + tu_rand_below(8);
+		struct mfs_jcommit *c = (struct mfs_jcommit *)rec[3];
+		struct mfs_fs *fs;
+		int jerr, q;
+
+		for (unsigned x = 0; x < 5 * 4; x++)
+			raw_write(REC_BLK(x / 4, x % 4), save[x]);
+		raw_write(LOGSTART, hdr[0]);
+		raw_write(LOGSTART + 1, hdr[1]);
+		raw_write(REC_BLK(5, 0), after);
+		for (unsigned k = 0; k < 4; k++)
+			memcpy(rec[k], save[i * 4 + k], BS);
+		for (unsigned m = 0; m < n; m++) {
+			/* past the block header (which would only end the log): the counts
+			 * and first tags of a descriptor, or an image's bytes; now and then
+			 * anywhere */
+			unsigned off = MFS_JBLK_SIZE + (b == 0 ? tu_rand_below(24 + 2 * 56)
+							       : tu_rand_below(BS - MFS_JBLK_SIZE));
+
+			if (b == 0 && tu_rand_below(2))      /* a tag's block number or flags */
+				off = 64 + 56 * tu_rand_below(2) + tu_rand_below(12);
+			if (tu_rand_below(8) == 0)
+				off = tu_rand_below(BS);
+
+			rec[b][off] = (char)tu_rand();
+		}
+		mfs_blk_seal(rec[b], BS);
+		mfs_put32(c->data_crc, mfs_crc32c(0, rec, 3 * BS));
+		mfs_blk_seal(c, BS);
+		raw_write(REC_BLK(i, b), rec[b]);
+		raw_write(REC_BLK(i, 3), rec[3]);
+		for (uint64_t z = 200; z < 210; z++) {
+			static char zero[BS];
+
+			raw_write(z, zero);
+		}
+		q = mfs_log_quiet();
+		fs = fs_up(256, 0, &jerr);
+		mfs_log_set_level(q);
+		if (jerr == -EFSCORRUPTED) {
+			refused++;
+			ck_assert_ptr_null(fs->log);
+			for (uint64_t z = 200; z < 210; z++)
+				ck_assert(raw_zero(z));
+		} else {
+			ck_assert_int_eq(jerr, 0);
+			replayed++;
+		}
+		crash(fs);
+	}
+	printf("check_journal forged records: %u rounds, %u refused, %u replayed\n", rounds,
+	       refused, replayed);
+	ck_assert_uint_gt(refused, 0);
+}
+END_TEST
+
 static Suite *journal_suite(void)
 {
 	Suite *s = suite_create("journal");
@@ -1036,6 +1121,7 @@ static Suite *journal_suite(void)
 	tcase_add_test(tc, replay_fixed_blocks);
 	tcase_add_test(tc, ordered_flushes);
 	tcase_add_test(tc, nomem_not_sticky);
+	tcase_add_test(tc, replay_forged_fuzz);
 	suite_add_tcase(s, tc);
 	/* Short timeout: the bug this guards against is an endless wait. */
 	tc = tcase_create("bounded");
