@@ -45,6 +45,20 @@ static int atime_due(const struct mfsd *d, const struct mfs_inode *ip,
 	       now->tv_sec - ip->atime.tv_sec >= RELATIME_SECS || now->tv_sec < ip->atime.tv_sec;
 }
 
+int mfsd_atime_due(struct mfsd *d, struct mfs_inode *ip)
+{
+	struct timespec now;
+	int due;
+
+	if (d->ro || d->atime_mode == MFSD_ATIME_NOATIME)
+		return 0;
+	mfsd_now(&now);
+	pthread_rwlock_rdlock(&ip->lock);
+	due = atime_due(d, ip, &now);
+	pthread_rwlock_unlock(&ip->lock);
+	return due;
+}
+
 void mfsd_touch_atime(struct mfsd *d, struct mfs_inode *ip)
 {
 	struct timespec now;

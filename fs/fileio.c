@@ -342,7 +342,12 @@ static int do_write(struct mfsd *d, struct mfs_inode *ip, const char *buf, size_
 	free(tmp);
 	if (pos > off)
 		*written = (size_t)(pos - off);
-	return *written ? 0 : err;
+	/* A short count is how write(2) learns of an ENOSPC part way, but the kernel's
+	 * writeback (cached: pages of a mapping or of the writeback cache) ignores the count
+	 * of its requests: there the error must be the answer, or the data of the pages not
+	 * written is dropped without a word (found by mendfs_stress -S: mmap'd writes into
+	 * holes lost on a nearly full filesystem, msync and fsync returning 0). */
+	return *written && !cached ? 0 : err;
 }
 
 void mfsd_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
@@ -708,13 +713,17 @@ void mfsd_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	if (!err)
 		err = mfsd_node_open(d, ip);
+	/* The kernel serves reads from its page cache without telling us: when a read would
+	 * update the access time (every read with strictatime; with relatime, the first since
+	 * a change or in a day — a change of mtime drops the cache anyway, one of ctime or of
+	 * atime alone does not), the open drops the cached pages so the reads reach the
+	 * daemon, which sees them (atime.c). */
+	fi->keep_cache = (fi->flags & O_ACCMODE) == O_WRONLY || !mfsd_atime_due(d, ip);
 	mfsd_iput(d, ip);
 	if (err) {
 		mfsd_reply_err(req, err);
 		return;
 	}
-	/* strictatime: every open reads through the daemon, which sees the reads (atime.c) */
-	fi->keep_cache = d->atime_mode != MFSD_ATIME_STRICT;
 	if (fuse_reply_open(req, fi) != 0)
 		mfsd_node_release(d, mfsd_ino(d, ino));
 }

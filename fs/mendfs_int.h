@@ -124,6 +124,9 @@ enum { MFSD_ATIME_RELATIME = 0, MFSD_ATIME_NOATIME = 1, MFSD_ATIME_STRICT = 2 };
 /* A read or readdir of `ip` happened (no lock held; caller holds a reference): update the
  * access time per the mount's policy, in an asynchronous transaction. */
 void mfsd_touch_atime(struct mfsd *d, struct mfs_inode *ip);
+/* Would a read of `ip` now update its access time (no lock held)?  An open then drops the
+ * kernel's cached pages (no keep_cache), so that the first read reaches the daemon. */
+int mfsd_atime_due(struct mfsd *d, struct mfs_inode *ip);
 
 /* ---- ctl.c: the control socket (lib/mendfs_ctl.h, mendfs(8)) ------------------------------ */
 /* Make the socket for `mountpoint` (before mounting); without one (error, logged) the

@@ -1834,6 +1834,92 @@ static void t_permissions(void)
 	EQ(st_of("mine").st_gid, NOBODY);
 }
 
+/* Access times (relatime, the default): a read or listing after a change moves atime;
+ * one right after that need not. */
+static int read_all(const char *path)
+{
+	char buf[4096];
+	int fd = open(path, O_RDONLY);
+	ssize_t r;
+
+	if (fd < 0)
+		return -1;
+	while ((r = read(fd, buf, sizeof(buf))) > 0)
+		;
+	close(fd);
+	return r < 0 ? -1 : 0;
+}
+
+static void t_atime(void)
+{
+	struct timespec old[2] = { { 1000, 0 }, { 0, UTIME_OMIT } };
+	struct stat st0, st1;
+
+	EQ(mkfile("f", 0644, 8192, 1), 0);        /* whole pages: all in the page cache */
+	st0 = st_of("f");
+	OK(read_all("f"));
+	st1 = st_of("f");
+	TRUE(ts_cmp(st1.st_atim, st0.st_mtim) > 0,
+	     "read after the file was written: atime %lld.%09ld, mtime %lld.%09ld",
+	     (long long)st1.st_atim.tv_sec, st1.st_atim.tv_nsec,
+	     (long long)st0.st_mtim.tv_sec, st0.st_mtim.tv_nsec);
+	/* Written again (mtime moves past atime): the next read moves atime again. */
+	{
+		int fd = OK(open("f", O_WRONLY));
+
+		EQ(write(fd, "again", 5), 5);
+		close(fd);
+	}
+	st0 = st_of("f");
+	OK(read_all("f"));
+	st1 = st_of("f");
+	TRUE(ts_cmp(st1.st_atim, st0.st_mtim) > 0,
+	     "read after a rewrite: atime %lld.%09ld, mtime %lld.%09ld",
+	     (long long)st1.st_atim.tv_sec, st1.st_atim.tv_nsec,
+	     (long long)st0.st_mtim.tv_sec, st0.st_mtim.tv_nsec);
+	/* An access time a day old moves on the next read. */
+	OK(utimensat(AT_FDCWD, "f", old, 0));
+	OK(read_all("f"));
+	TRUE(st_of("f").st_atim.tv_sec > 1000, "a read did not move a day-old atime");
+	/* Not by stat, write, chmod (atime is the reads' only). */
+	OK(utimensat(AT_FDCWD, "f", old, 0));
+	{
+		int fd = OK(open("f", O_WRONLY));
+
+		EQ(write(fd, "x", 1), 1);
+		close(fd);
+	}
+	OK(chmod("f", 0600));
+	EQ(st_of("f").st_atim.tv_sec, 1000);
+	/* After a read has set atime past mtime and ctime, a change of ctime alone (the
+	 * cached pages stay valid) still makes the next read move it. */
+	OK(read_all("f"));
+	OK(read_all("f"));
+	OK(chmod("f", 0640));
+	st0 = st_of("f");
+	OK(read_all("f"));
+	st1 = st_of("f");
+	TRUE(ts_cmp(st1.st_atim, st0.st_ctim) > 0,
+	     "read after a chmod: atime %lld.%09ld, ctime %lld.%09ld",
+	     (long long)st1.st_atim.tv_sec, st1.st_atim.tv_nsec,
+	     (long long)st0.st_ctim.tv_sec, st0.st_ctim.tv_nsec);
+	/* A directory listed after it changed. */
+	OK(mkdir("d", 0755));
+	EQ(mkfile("d/x", 0644, 0, 0), 0);
+	st0 = st_of("d");
+	{
+		DIR *dir = opendir("d");
+
+		while (dir && readdir(dir))
+			;
+		if (dir)
+			closedir(dir);
+	}
+	st1 = st_of("d");
+	TRUE(ts_cmp(st1.st_atim, st0.st_mtim) > 0, "listing a changed directory: atime %lld, mtime %lld",
+	     (long long)st1.st_atim.tv_sec, (long long)st0.st_mtim.tv_sec);
+}
+
 /* ---- concurrency ---------------------------------------------------------------------- */
 
 /* Run fn(i) in n child processes at once; each returns its own count of something. */
@@ -2128,6 +2214,7 @@ static const struct test tests[] = {
 	{ "lookup_counts", t_lookup_counts },
 	{ "readdir_cookies", t_readdir_cookies },
 	{ "permissions_nobody", t_permissions },
+	{ "atime_relatime", t_atime },
 	{ "concurrent_namespace", t_races },
 };
 
