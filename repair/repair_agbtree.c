@@ -184,6 +184,31 @@ static int ag_commit(struct agrep *ar)
 	return 0;
 }
 
+/*
+ * The rebuild commits in one journal transaction, which must fit in the log: refuse before
+ * building anything when it cannot (the journal would refuse the commit anyway, after all
+ * the work).  nimg: blocks the transaction changes (the new trees plus a margin for the
+ * header, the free list and the reverse-map leaves it touches), nrev: blocks it frees.
+ * The record size is estimated on the high side (a 56-byte tag per block).
+ */
+static int log_fits(struct agrep *ar, uint64_t nimg, uint64_t nrev, const char *what)
+{
+	const struct mfs_geom *g = &ar->fs->geo;
+	uint64_t per_desc = (g->blocksize - 64) / 56, need, room;
+
+	if (!ar->fs->log)
+		return 0;
+	nimg += 64;
+	need = nimg + (nimg + nrev) / per_desc + 2;
+	room = g->logblocks > 2 ? g->logblocks - 2 : 0;
+	if (need <= room)
+		return 0;
+	return rep_fail(ar->r, -ENOSPC, "AG %u: rebuilding the %s takes one journal transaction "
+			"of about %llu blocks, and the journal holds %llu: nothing was changed; "
+			"a filesystem made with a larger journal (mkfs.mendfs -J) can rebuild it",
+			ar->agno, what, (unsigned long long)need, (unsigned long long)room);
+}
+
 /* The last chance to stop (test hook, pressure, cancel), then the one commit. */
 static int ag_finish(struct agrep *ar)
 {
@@ -891,6 +916,9 @@ int rep_allocbt(struct rep *r)
 		err = rep_hook(r, MFS_REPAIR_AT_GATHERED);
 	if (!err)
 		err = abt_plan(&ar, F, O, &p);
+	if (!err)
+		err = log_fits(&ar, p.m, p.no > p.take_o ? p.no - p.take_o : 0,
+			       "free-space btrees");
 	if (err)
 		goto out;
 	/* The new records, by block, then a copy sorted by length. */
@@ -1145,6 +1173,9 @@ int rep_inobt(struct rep *r)
 		err = rep_scratch_err(r, -(int)e, "counting the old inode btree blocks");
 		goto out;
 	}
+	err = log_fits(&ar, m, nold > m ? nold - m : 0, "inode btree");
+	if (err)
+		goto out;
 	b.cap = m;
 	b.v = mfs_malloc((m ? m : 1) * sizeof(*b.v));
 	if (!b.v) {

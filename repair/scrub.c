@@ -5,6 +5,7 @@
  */
 #include "ag.h"
 #include "bcache.h"
+#include "bmap.h"
 #include "btree.h"
 #include "byteorder.h"
 #include "fs.h"
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 const char *const scrub_tree_names[MFS_AG_NTREES] = { "bnobt", "cntbt", "inobt", "rmapbt" };
 
@@ -125,6 +127,11 @@ void scrub_sort_u64(struct scrub_recs *r)
 int scrub_u32_has(const struct scrub_recs *r, uint32_t v)
 {
 	return r->n && bsearch(&v, r->v, r->n, sizeof(uint32_t), cmp_u32) != NULL;
+}
+
+int scrub_u64_has(const struct scrub_recs *r, uint64_t v)
+{
+	return r->n && bsearch(&v, r->v, r->n, sizeof(uint64_t), cmp_u64) != NULL;
 }
 
 /* Both the bno and the rmap records start with an le32 startblock and an le32 blockcount. */
@@ -465,6 +472,47 @@ static void le64_rec_key(const void *rec, void *key)
 	memcpy(key, rec, 8);
 }
 
+int scrub_fork_cur(struct mfs_inode *ip, int attr, struct mfs_btree_ops *ops,
+		   struct mfs_btree_cur *cur)
+{
+	struct mfs_btree_root r;
+	struct mfs_fork_root fr;
+	struct mfs_dir_root dr;
+	uint32_t magic;
+	uint16_t rec_len;
+
+	memset(cur, 0, sizeof(*cur));
+	if (!attr && ip->dformat == MFS_FMT_BTREE && !S_ISDIR(ip->mode))
+		return mfs_bmbt_cur_init(cur, NULL, ip);
+	if (!attr && ip->dformat == MFS_FMT_BTREE) {
+		memcpy(&dr, ip->lit, sizeof(dr));
+		r.fsb = mfs_get64(dr.rootblock);
+		r.levels = mfs_get32(dr.levels);
+		magic = MFS_DIRBT_MAGIC;
+		rec_len = MFS_DIR_REC_SIZE;
+	} else if (attr && ip->aformat == MFS_FMT_BTREE && ip->forkoff &&
+		   (uint32_t)ip->forkoff * 8u + sizeof(fr) <= ip->litsize) {
+		memcpy(&fr, ip->lit + (uint32_t)ip->forkoff * 8u, sizeof(fr));
+		r.fsb = mfs_get64(fr.rootblock);
+		r.levels = mfs_get32(fr.levels);
+		magic = MFS_XATTRBT_MAGIC;
+		rec_len = MFS_XATTR_REC_SIZE;
+	} else {
+		return -EINVAL;
+	}
+	/* Only what walking the blocks needs: the layout, and keys to find nothing with. */
+	memset(ops, 0, sizeof(*ops));
+	ops->name = attr ? "attribute btree" : "directory name btree";
+	ops->magic = magic;
+	ops->rec_len = rec_len;
+	ops->key_len = 8;
+	ops->ptr_len = 8;
+	ops->cmp_keys = le64_cmp;
+	ops->rec_key = le64_rec_key;
+	mfs_btree_cur_init(cur, ip->fs, NULL, ops, ip->ino, 0, &r, ip);
+	return 0;
+}
+
 struct tree_xref {
 	struct mfs_scrub_ctx *ctx;
 	uint64_t rmap_offset;
@@ -484,26 +532,45 @@ static int tree_blk_fn(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, 
 	return 0;
 }
 
-int scrub_xref_tree_blocks(struct mfs_scrub_ctx *ctx, struct mfs_inode *ip, uint32_t magic,
-			   uint16_t rec_len, uint64_t root, uint32_t levels, uint64_t rmap_offset,
+int scrub_xref_tree_blocks(struct mfs_scrub_ctx *ctx, struct mfs_inode *ip, int attr,
 			   const char *what)
 {
-	/* Only what walking the blocks needs: the layout, and keys to find nothing with. */
-	const struct mfs_btree_ops ops = {
-		.name = what, .magic = magic, .rec_len = rec_len, .key_len = 8, .ptr_len = 8,
-		.cmp_keys = le64_cmp, .rec_key = le64_rec_key,
-	};
-	struct mfs_btree_root r = { root, levels };
-	struct tree_xref tx = { ctx, rmap_offset, what, 0 };
+	struct mfs_btree_ops ops;
 	struct mfs_btree_cur cur;
+	struct tree_xref tx = { ctx, attr ? MFS_RMAP_ATTR_FORK | MFS_RMAP_BMBT_BLOCK
+					  : MFS_RMAP_BMBT_BLOCK, what, 0 };
 	int err;
 
-	mfs_btree_cur_init(&cur, ctx->fs, NULL, &ops, ip->ino, 0, &r, ip);
-	err = mfs_btree_visit_blocks(&cur, tree_blk_fn, &tx);
+	err = scrub_fork_cur(ip, attr, &ops, &cur);
+	if (!err)
+		err = mfs_btree_visit_blocks(&cur, tree_blk_fn, &tx);
 	mfs_btree_cur_release(&cur);
 	if (tx.err)
 		return tx.err;
-	return mfs_is_corruption(err) ? 0 : err;
+	return mfs_is_corruption(err) || err == -EINVAL ? 0 : err;
+}
+
+static int collect_fsb(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, void *priv)
+{
+	return scrub_recs_add(priv, &fsb);
+}
+
+int scrub_tree_block_list(struct mfs_inode *ip, int attr, struct scrub_recs *out)
+{
+	struct mfs_btree_ops ops;
+	struct mfs_btree_cur cur;
+	int err;
+
+	scrub_recs_init(out, sizeof(uint64_t));
+	err = scrub_fork_cur(ip, attr, &ops, &cur);
+	if (!err)
+		err = mfs_btree_visit_blocks(&cur, collect_fsb, out);
+	mfs_btree_cur_release(&cur);
+	if (err)
+		scrub_recs_free(out);
+	else
+		scrub_sort_u64(out);
+	return err;
 }
 
 /* ---- inode objects ----------------------------------------------------------------------------- */

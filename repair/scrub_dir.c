@@ -192,15 +192,11 @@ int scrub_dir(struct mfs_scrub_ctx *ctx)
 	if (err)
 		goto out;
 	if (dp->dformat == MFS_FMT_BTREE) {
-		struct mfs_dir_root root;
 		char what[64];
 
-		memcpy(&root, dp->lit, sizeof(root));
 		snprintf(what, sizeof(what), "directory %llu name btree",
 			 (unsigned long long)dp->ino);
-		err = scrub_xref_tree_blocks(ctx, dp, MFS_DIRBT_MAGIC, MFS_DIR_REC_SIZE,
-					     mfs_get64(root.rootblock), mfs_get32(root.levels),
-					     MFS_RMAP_BMBT_BLOCK, what);
+		err = scrub_xref_tree_blocks(ctx, dp, 0, what);
 		if (err)
 			goto out;
 	}

@@ -103,8 +103,9 @@ int scrub_any_free(const struct scrub_recs *bno, uint32_t agbno, uint32_t len);
 /* The collected rmap record that covers all of [agbno, agbno + len), or NULL. */
 const struct mfs_rmap_rec *scrub_rmap_covering(const struct scrub_recs *rmap, uint32_t agbno,
 					       uint32_t len);
-/* Is agbno in a sorted uint32_t array? */
+/* Is v in a sorted uint32_t / uint64_t array? */
 int scrub_u32_has(const struct scrub_recs *r, uint32_t v);
+int scrub_u64_has(const struct scrub_recs *r, uint64_t v);
 
 /*
  * Cross-reference one extent an inode uses ([fsb, fsb + len), e.g. "inode 131 data extent
@@ -133,15 +134,22 @@ int scrub_chunk_walk(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct mfs_
 long scrub_nonzero(const void *blk, size_t from, size_t to);
 
 /*
- * Every block of one of inode ip's own btrees with le64 keys (directory names: MFS_DIRBT_MAGIC
- * and 48-byte records; attributes: MFS_XATTRBT_MAGIC and 64-byte records), from the root in
- * its fork, cross-referenced like scrub_xref_extent with owner ip->ino and `rmap_offset`.
- * The tree's structure is its own checker's (mfs_dir_check, mfs_xattr_check): a block that
- * cannot be read ends the walk quietly.  ip->lock held shared.
+ * The btrees an inode owns besides its extent map's inline form: its data fork's tree (the
+ * extent btree of a file, the name btree of a directory: attr 0) or its attribute btree
+ * (attr 1).  scrub_fork_cur sets up a read-only cursor on it (-EINVAL when that fork is not
+ * a btree; `ops` must outlive the cursor); ip->lock held shared throughout.
  */
-int scrub_xref_tree_blocks(struct mfs_scrub_ctx *ctx, struct mfs_inode *ip, uint32_t magic,
-			   uint16_t rec_len, uint64_t root, uint32_t levels, uint64_t rmap_offset,
+struct mfs_btree_ops;
+struct mfs_btree_cur;
+int scrub_fork_cur(struct mfs_inode *ip, int attr, struct mfs_btree_ops *ops,
+		   struct mfs_btree_cur *cur);
+/* Every block of that tree cross-referenced like scrub_xref_extent (owner ip->ino, offset
+ * btree block, attribute fork for attr).  Its structure is its own checker's: a block that
+ * cannot be read ends the walk quietly. */
+int scrub_xref_tree_blocks(struct mfs_scrub_ctx *ctx, struct mfs_inode *ip, int attr,
 			   const char *what);
+/* The sorted fsblocks (uint64_t) of that tree; 0, -EINVAL (not a btree) or a read error. */
+int scrub_tree_block_list(struct mfs_inode *ip, int attr, struct scrub_recs *out);
 
 /* "fs", "log", "ag", "inobt", "inodes", or "inode N" into buf. */
 const char *scrub_owner_name(uint64_t owner, char *buf, size_t len);

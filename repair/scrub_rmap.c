@@ -16,7 +16,8 @@
  * Then, with the AG unlocked, each inode owner is taken (its lock shared, then the AG lock
  * again, the order transactions use) and the record looked up again: if it is still there
  * it must match the inode — allocated, and for a data extent, mapped by the inode's extent
- * map at that file offset; for btree or attribute-fork blocks, a fork of that format.
+ * map at that file offset; for btree blocks, a block of that fork's tree (extent btree,
+ * directory name btree, attribute btree); for attribute value blocks, an attribute btree.
  */
 #include "ag.h"
 #include "bcache.h"
@@ -90,6 +91,7 @@ static int cmp_u32(const void *a, const void *b)
 
 	return x < y ? -1 : x > y;
 }
+
 
 static int check_special(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa)
 {
@@ -294,10 +296,58 @@ static int data_mapped(struct mfs_inode *ip, uint64_t fsb, uint64_t off, uint32_
 	return 0;
 }
 
-static void check_against_inode(struct mfs_scrub_ctx *ctx, uint32_t agno,
-				const struct mfs_rmap_rec *r, struct mfs_inode *ip)
+/* The owner being checked, with the block lists of its btrees, read when first needed. */
+struct owner {
+	struct mfs_inode *ip;
+	struct scrub_recs trees[2];         /* [0] data-fork tree, [1] attribute btree */
+	int loaded[2], err[2];
+};
+
+static void owner_drop(struct owner *o)
+{
+	for (int a = 0; a < 2; a++) {
+		if (o->loaded[a] && !o->err[a])
+			scrub_recs_free(&o->trees[a]);
+		o->loaded[a] = 0;
+	}
+	if (o->ip)
+		scrub_irele(o->ip);
+	o->ip = NULL;
+}
+
+/* Btree-block records: each block is a block of the owner's tree of that fork. */
+static void check_tree_blocks(struct mfs_scrub_ctx *ctx, uint32_t agno,
+			      const struct mfs_rmap_rec *r, struct owner *o, int attr)
 {
 	const struct mfs_geom *g = &ctx->fs->geo;
+	uint32_t start = mfs_get32(r->startblock), n = mfs_get32(r->blockcount);
+	struct mfs_inode *ip = o->ip;
+	const char *tree = attr ? "attribute" : S_ISDIR(ip->mode) ? "name" : "extent";
+
+	if (!o->loaded[attr]) {
+		o->err[attr] = scrub_tree_block_list(ip, attr, &o->trees[attr]);
+		o->loaded[attr] = 1;
+	}
+	if (o->err[attr])
+		return;         /* a damaged tree is the owner's checker's finding */
+	for (uint32_t b = 0; b < n; b++) {
+		uint64_t fsb = mfs_agbno_to_fsb(g, agno, start + b);
+
+		if (!scrub_u64_has(&o->trees[attr], fsb)) {
+			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt extent %u+%u: "
+				     "block %llu is not a block of inode %llu's %s btree (leaked?)",
+				     agno, start, n, (unsigned long long)fsb,
+				     (unsigned long long)ip->ino, tree);
+			return;
+		}
+	}
+}
+
+static void check_against_inode(struct mfs_scrub_ctx *ctx, uint32_t agno,
+				const struct mfs_rmap_rec *r, struct owner *o)
+{
+	const struct mfs_geom *g = &ctx->fs->geo;
+	struct mfs_inode *ip = o->ip;
 	uint32_t start = mfs_get32(r->startblock), n = mfs_get32(r->blockcount);
 	uint64_t off = mfs_get64(r->offset), bad = 0;
 	const uint32_t X = MFS_SCRUB_OFLAG_XCORRUPT;
@@ -308,13 +358,17 @@ static void check_against_inode(struct mfs_scrub_ctx *ctx, uint32_t agno,
 			scrub_report(ctx, X, "AG %u rmapbt extent %u+%u: attribute-fork blocks of "
 				     "inode %llu, whose attribute fork is not a btree", agno, start,
 				     n, (unsigned long long)ip->ino);
+		else if (off & MFS_RMAP_BMBT_BLOCK)
+			check_tree_blocks(ctx, agno, r, o, 1);
 		return;
 	}
 	if (off & MFS_RMAP_BMBT_BLOCK) {
 		if (ip->dformat != MFS_FMT_BTREE)
 			scrub_report(ctx, X, "AG %u rmapbt extent %u+%u: btree blocks of inode "
-				     "%llu, whose data fork is not a btree", agno, start, n,
+				     "%llu, whose data fork is not a btree (leaked?)", agno, start, n,
 				     (unsigned long long)ip->ino);
+		else
+			check_tree_blocks(ctx, agno, r, o, 0);
 		return;
 	}
 	if (ip->dformat != MFS_FMT_EXTENTS && ip->dformat != MFS_FMT_BTREE) {
@@ -388,32 +442,31 @@ static int owner_get(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct mfs_
 static int check_owners(struct mfs_scrub_ctx *ctx, const struct scrub_recs *recs)
 {
 	uint32_t agno = ctx->agno;
-	struct mfs_inode *ip = NULL;
+	struct owner o;
 	int err = 0, there;
 
+	memset(&o, 0, sizeof(o));
 	for (size_t i = 0; i < recs->n && !err; i++) {
 		const struct mfs_rmap_rec *r = scrub_rec(recs, i);
 
 		err = scrub_cancelled(ctx);
 		if (err)
 			break;
-		if (!ip || ip->ino != mfs_get64(r->owner)) {
-			if (ip)
-				scrub_irele(ip);
-			err = owner_get(ctx, agno, r, &ip);
-			if (err || !ip)
+		if (!o.ip || o.ip->ino != mfs_get64(r->owner)) {
+			owner_drop(&o);
+			err = owner_get(ctx, agno, r, &o.ip);
+			if (err || !o.ip)
 				continue;
 		}
 		scrub_ag_lock(ctx->fs, agno);
 		err = rmap_still_there(ctx->fs, agno, r, &there);
 		if (!err && there)
-			check_against_inode(ctx, agno, r, ip);
+			check_against_inode(ctx, agno, r, &o);
 		scrub_ag_unlock(ctx->fs, agno);
 		if (mfs_is_corruption(err))
 			err = 0;        /* the tree itself is reported by the first phase */
 	}
-	if (ip)
-		scrub_irele(ip);
+	owner_drop(&o);
 	return err;
 }
 

@@ -58,16 +58,12 @@ int scrub_xattr(struct mfs_scrub_ctx *ctx)
 	}
 	if (err)
 		goto out;
-	if (ip->aformat == MFS_FMT_BTREE && ip->forkoff) {
-		struct mfs_fork_root root;
+	if (ip->aformat == MFS_FMT_BTREE) {
 		char what[64];
 
-		memcpy(&root, ip->lit + (uint32_t)ip->forkoff * 8u, sizeof(root));
 		snprintf(what, sizeof(what), "inode %llu attribute btree",
 			 (unsigned long long)ip->ino);
-		err = scrub_xref_tree_blocks(ctx, ip, MFS_XATTRBT_MAGIC, MFS_XATTR_REC_SIZE,
-					     mfs_get64(root.rootblock), mfs_get32(root.levels),
-					     MFS_RMAP_ATTR_FORK | MFS_RMAP_BMBT_BLOCK, what);
+		err = scrub_xref_tree_blocks(ctx, ip, 1, what);
 		if (err)
 			goto out;
 	}

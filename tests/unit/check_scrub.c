@@ -1418,6 +1418,17 @@ START_TEST(test_fork_blocks)
 	blk_put(fs, bp);
 	snprintf(what, sizeof(what), "inode %llu attribute btree block", (unsigned long long)m.xb);
 	assert_found(fs, MFS_SCRUB_XATTR, 0, m.xb, what);
+	/* a data extent of big (whose map is a btree) said to be extent-btree blocks: blocks
+	 * the reverse map gives to a tree that does not hold them (leaked) */
+	leaf = rmap_rec_at(fs, file_block(fs, m.big, 0), &idx);
+	r = leaf_rec(blk_get(fs, leaf, &bp), sizeof(*r), idx);
+	CK_EQ(mfs_get64(r->owner), m.big);
+	mfs_put64(r->offset, MFS_RMAP_BMBT_BLOCK);
+	blk_put(fs, bp);
+	snprintf(what, sizeof(what), "is not a block of inode %llu's extent btree (leaked?)",
+		 (unsigned long long)m.big);
+	assert_found(fs, MFS_SCRUB_RMAPBT, mfs_fsb_to_agno(&fs->geo, file_block(fs, m.big, 0)),
+		     0, what);
 	img_destroy(&m);
 }
 END_TEST
