@@ -123,8 +123,9 @@ $(O)/tools/mendfs_stress: $(STRESS_SRCS:%.c=$(O)/%.o) $(LIBA)
 # --- benchmarks: every tests/bench/bench_*.c -----------------------------------------------
 BENCH_SRCS := $(wildcard tests/bench/bench_*.c)
 BENCH_BINS := $(BENCH_SRCS:tests/bench/%.c=$(O)/bench/%)
+$(O)/tests/bench/%.o: ALL_CFLAGS += -Irepair
 
-$(O)/bench/%: $(O)/tests/bench/%.o $(LIBA)
+$(O)/bench/%: $(O)/tests/bench/%.o $(REPAIRA) $(LIBA)
 	@mkdir -p $(@D)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(ALL_LIBS)

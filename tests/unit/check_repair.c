@@ -40,6 +40,7 @@
 #include "ialloc.h"
 #include "inode.h"
 #include "log.h"
+#include "mem.h"
 #include "mendfs_format.h"
 #include "pressure.h"
 #include "trans.h"
@@ -662,6 +663,49 @@ START_TEST(test_bad_requests)
 }
 END_TEST
 
+/* Every allocation of a repair failing in turn: each failure before the commit leaves the
+ * image unchanged; the walk ends with a repair that met no failure (or failed only in the
+ * check after its commit), and the result is clean. */
+START_TEST(test_enomem)
+{
+	struct rimg m;
+	char reason[1024];
+	uint32_t crc0;
+	uint64_t skip = 0, fails = 0;
+	int fd, err = -1, done = 0;
+
+	img_make(&m);
+	damage(m.t.fs, 0, _i ? MFS_BT_INO : MFS_BT_BNO, D_FIELD);
+	crc0 = tu_image_crc(m.t.fs, m.t.path);
+	fd = tu_scratch_fd(0);
+	while (!done && skip < 20000) {
+		uint64_t before = mfs_mem_fault_injected();
+
+		mfs_mem_fault_arm(skip, 1);
+		err = repair(m.t.fs, _i ? MFS_SCRUB_INOBT : MFS_SCRUB_BNOBT, 0, fd, NULL, 0, reason,
+			     sizeof(reason));
+		mfs_mem_fault_disarm();
+		if (mfs_mem_fault_injected() == before || !err ||
+		    !strncmp(reason, "rebuilt,", 8)) {
+			done = 1;
+			break;
+		}
+		fails++;
+		ck_assert_msg(err == -ENOMEM, "allocation %llu failing: %d (%s)",
+			      (unsigned long long)skip, err, reason);
+		CK_EQ(tu_image_crc(m.t.fs, m.t.path), crc0);
+		skip += skip < 300 ? 1 : 1 + skip / 50;
+	}
+	CK_TRUE(done);
+	ck_assert_uint_gt(fails, 10);
+	close(fd);
+	if (err)
+		repair_ok(&m, _i ? MFS_SCRUB_INOBT : MFS_SCRUB_BNOBT, 0);
+	assert_repaired(&m);
+	tu_img_destroy(&m.t);
+}
+END_TEST
+
 static Suite *repair_suite(void)
 {
 	Suite *s = suite_create("repair");
@@ -672,6 +716,7 @@ static Suite *repair_suite(void)
 	tcase_add_loop_test(tc, test_rebuild_clean, 0, 2);
 	tcase_add_loop_test(tc, test_abort, 0, A_NKINDS);
 	tcase_add_test(tc, test_bad_requests);
+	tcase_add_loop_test(tc, test_enomem, 0, 2);
 	suite_add_tcase(s, tc);
 	return s;
 }
