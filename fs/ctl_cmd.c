@@ -16,6 +16,7 @@
 #include "geom.h"
 #include "log.h"
 #include "mem.h"
+#include "pressure.h"
 #include "repair.h"
 #include "scrub.h"
 
@@ -454,7 +455,7 @@ static int check_scratch_fd(struct mfsd_client *c, unsigned idx, int fd, int *se
 
 /*
  * Rebuild the object with the engine (repair/repair.h), scratch in the client's
- * descriptors, cancelled by CANCEL or the client going away.  The reply is a SCRUB reply:
+ * descriptors, stopped by CANCEL, the client going away or memory pressure.  The reply is a SCRUB reply:
  * oflags REPAIRED or UNFIXED, error 0 or the engine's, and one finding of that flag saying
  * what was done or why not.
  */
@@ -462,6 +463,7 @@ static int run_repair(struct mfsd_client *c, const struct mfs_ctl_scrub_req *q)
 {
 	struct mfsd_findings *f = &c->findings;
 	struct mfs_repair_ctx *rc = mfs_calloc(1, sizeof(*rc));
+	struct mfs_pressure *pressure = NULL;
 	struct mfs_ctl_scrub_reply r;
 	char done[256];
 	int err;
@@ -477,7 +479,13 @@ static int run_repair(struct mfsd_client *c, const struct mfs_ctl_scrub_req *q)
 	rc->nfds = c->msg.nfds;
 	rc->cancelled = on_cancelled;
 	rc->hook_arg = c;
+	/* Memory pressure stops the repair too (PSI, cgroup events; whatever this system
+	 * offers: an unavailable source is not an error, and no watcher at all only means no
+	 * early stop — the headroom check before the reserve still holds). */
+	if (mfs_pressure_start(NULL, &pressure) == 0)
+		rc->abort = mfs_pressure_flag(pressure);
 	err = mfs_repair(rc);
+	mfs_pressure_stop(pressure);
 	snprintf(done, sizeof(done), "rebuilt: %llu records; scratch estimate %llu bytes, "
 		 "reserved %llu, used %llu", (unsigned long long)rc->records,
 		 (unsigned long long)rc->estimate, (unsigned long long)rc->reserved,
