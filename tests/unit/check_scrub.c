@@ -1041,13 +1041,18 @@ static int cw_ext_fn(struct mfs_trans *tp, struct mfs_inode **ips, void *arg)
 
 static int cw_xattr_fn(struct mfs_trans *tp, struct mfs_inode **ips, void *arg)
 {
-	static const char val[200] = "value";
+	static const char val[1000] = "value";
 	unsigned n = *(const unsigned *)arg;
 	char name[16];
+	int err;
 
-	snprintf(name, sizeof(name), "a%u", n % 40);
+	snprintf(name, sizeof(name), "a%u", n % 7);
+	if (n % 3 == 0) {
+		err = mfs_xattr_remove(tp, ips[0], MFS_XATTR_NS_USER, name, (unsigned)strlen(name));
+		return err == -ENODATA ? 0 : err;
+	}
 	return mfs_xattr_set(tp, ips[0], MFS_XATTR_NS_USER, name, (unsigned)strlen(name), val,
-			     n % 2 ? 200 : 8, 0);
+			     (n * 37) % 1000, 0);
 }
 
 static void cw_step(struct cworker *w)
