@@ -1479,14 +1479,14 @@ static const struct command commands[] = {
 	{ "freesp", cmd_freesp, 0, 1, "[agno]", "free extents: histogram and totals" },
 	{ "geom", cmd_geom, 0, 0, "", "the geometry in use" },
 	{ "check", cmd_check, 0, 2, "[-f] [agno]",
-	  "run the checkers (repair/): AG metadata, journal, orphans, counters; -f also "
-	  "every inode, extent map, directory, attribute, symlink and the link counts" },
+	  "the checkers of repair/ (AG metadata, journal, orphans, counters); -f: and "
+	  "every inode, link counts" },
 	{ "write", cmd_write, 4, 5, "[-c] OBJ ARG FIELD VALUE",
 	  "set a field (-w; OBJ: sb|agh|agfl AGNO, block FSB, inode INO, log N)" },
 	{ "fuzz", cmd_fuzz, 4, 6, "[-c] OBJ ARG FIELD VERB [N]",
-	  "damage a field (-w): zeroes ones random firstbit middlebit lastbit add sub bitflip" },
-	{ "trash", cmd_trash, 1, 3, "FSBLOCK [COUNT] [random|zeroes|ones]",
-	  "overwrite whole blocks with garbage (-w)" },
+	  "damage a field (-w; VERB: zeroes ones random add sub bitflip firstbit...)" },
+	{ "trash", cmd_trash, 1, 3, "FSBLOCK [COUNT] [HOW]",
+	  "overwrite whole blocks with garbage (-w; HOW: random, zeroes or ones)" },
 	{ "help", cmd_help, 0, 0, "", "this list" },
 };
 
