@@ -17,7 +17,8 @@
  * Test fault injection (testfaults.c): with MENDFS_TEST_FAULTS in its environment at
  * start, the daemon fails one allocation in N (lib/mem.h; N is the variable's value when
  * it is a number >= 2, else 7) after SIGUSR1, and stops after SIGUSR2, logging "mendfs:
- * test faults: <count> injected".  Without the variable the signals keep their default
+ * test faults: <count> injected"; with "N,start" failures begin at once (opening the
+ * image, journal replay, mount).  Without the variable the signals keep their default
  * action.  tests/integration/t_nomem.sh uses it.
  */
 #ifndef MENDFS_INT_H

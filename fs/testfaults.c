@@ -6,6 +6,8 @@
  * SIGUSR1 makes one allocation in N fail (lib/mem.h, mfs_mem_fault_every; N is the
  * variable's value when it is a number >= 2, else 7) and SIGUSR2 stops it and writes the
  * number of failures injected so far to stderr as "mendfs: test faults: N injected".
+ * "N,start" fails one in N from the start (opening the image, replay, mount), as if
+ * SIGUSR1 had come first.
  * Both handlers only store atomics and write(2): async-signal-safe.  The setup runs as a
  * constructor, before main, so the daemon's own code needs no hook.
  */
@@ -61,7 +63,7 @@ __attribute__((constructor)) static void mfsd_test_faults_setup(void)
 	if (!v || !*v)
 		return;
 	n = strtoull(v, &end, 10);
-	if (!*end && n >= 2)
+	if ((!*end || !strcmp(end, ",start")) && n >= 2)
 		fault_every = n;
 	memset(&sa, 0, sizeof(sa));
 	sigemptyset(&sa.sa_mask);
@@ -72,4 +74,6 @@ __attribute__((constructor)) static void mfsd_test_faults_setup(void)
 	sigaction(SIGUSR2, &sa, NULL);
 	fprintf(stderr, "mendfs: test fault injection enabled: SIGUSR1 fails one allocation "
 		"in %llu, SIGUSR2 stops\n", (unsigned long long)fault_every);
+	if (strstr(v, ",start"))
+		on_arm(SIGUSR1);         /* failing from the start: mount, replay, recovery */
 }

@@ -8,8 +8,9 @@
 # operations must all succeed; the tree is compared with the model (names, types, sizes,
 # modes, contents); unmount (the daemon exits 0), `mendfs_db -c check` is clean, and after
 # a remount the tree still matches the model.  Then the same at one failure in 40 (more
-# operations get far enough to fail late).  NOMEM_SEED repeats a run; NOMEM_TRACE=file logs
-# every operation and its result.
+# operations get far enough to fail late).  Finally mount and journal replay themselves
+# under allocation failures, after a crash.  NOMEM_SEED repeats a run; NOMEM_TRACE=file
+# logs every operation and its result.
 set -u
 . "$(dirname "$0")/mountlib.sh"
 ml_setup t_nomem
@@ -252,3 +253,52 @@ mount_fs
 python3 "$dir/work.py" "$mnt" verify 0 0 "$dir/state" || fail "tree differs from the model after remount"
 umount_fs
 ok "remount: the tree matches the model"
+
+# Mount and journal replay under allocation failures: the daemon is killed with fsync'd
+# files in the log, then started with one allocation in N failing from the start
+# (MENDFS_TEST_FAULTS=N,start), N growing until it mounts.  Each refusal is an exit status
+# of 1 with a message (never a signal) and leaves the image replayable; once mounted (and
+# failures stopped) every fsync'd file is there, and the image checks clean.
+for round in 1 2; do
+	mount_fs -o commit=0
+	python3 - "$mnt" "$round" <<'PY' || fail "crash workload $round"
+import os, sys
+m, r = sys.argv[1], sys.argv[2]
+os.mkdir("%s/crash%s" % (m, r))
+for k in range(20):
+    with open("%s/crash%s/f%02d" % (m, r, k), "wb") as f:
+        f.write(os.urandom(3000)); f.flush(); os.fsync(f.fileno())
+fd = os.open("%s/crash%s" % (m, r), os.O_RDONLY); os.fsync(fd); os.close(fd)
+PY
+	crash
+	mounted_at=""
+	for n in 40 70 100 130 160 190 220 250 280 310 400 800; do
+		: >"$log"
+		MENDFS_TEST_FAULTS=$n,start "$MENDFS" -f "$img" "$mnt" >>"$log" 2>&1 &
+		pid=$!
+		for _ in $(seq 400); do
+			mounted "$mnt" && break
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.025
+		done
+		if mounted "$mnt"; then
+			mounted_at=$n
+			break
+		fi
+		kill -0 "$pid" 2>/dev/null && fail "one allocation in $n failing: neither mounted nor refused in 10 s"
+		wait "$pid"
+		rc=$?
+		pid=""
+		[ "$rc" -eq 1 ] || fail "one allocation in $n failing at mount: exit status $rc"
+		grep -v "test fault injection enabled" "$log" | grep -q . ||
+			fail "one allocation in $n failing at mount: refused without a message"
+	done
+	[ -n "$mounted_at" ] || fail "no mount even with one allocation in 800 failing"
+	kill -USR2 "$pid"
+	for _ in $(seq 200); do grep -q "test faults: [0-9]* injected" "$log" && break; sleep 0.025; done
+	n=$(ls "$mnt/crash$round" 2>/dev/null | wc -l)
+	[ "$n" -eq 20 ] || fail "crash $round: $n of 20 fsync'd files after the replay"
+	umount_fs
+	"$DB" -c check "$img" >"$dir/db.out" 2>&1 || { cat "$dir/db.out"; fail "mendfs_db check after replay under failures"; }
+	ok "crash $round: mount and replay refused cleanly while allocations failed, mounted at one in $mounted_at, 20 fsync'd files, check clean"
+done
