@@ -2073,6 +2073,97 @@ static long race_readdir(int me)
 	return bad;
 }
 
+/* Appenders: every O_APPEND write lands whole at the end of file, none over another. */
+#define APPENDS 400
+#define RECLEN 97
+
+static long race_append(int me)
+{
+	int fd = open("log", O_WRONLY | O_APPEND);
+	long bad = 0;
+
+	if (fd < 0) {
+		failf(__LINE__, "open log: %s", ename(errno));
+		return 1;
+	}
+	for (int r = 0; r < APPENDS; r++) {
+		char rec[RECLEN];
+
+		memset(rec, 'a' + me, sizeof(rec));
+		snprintf(rec, sizeof(rec), "%d %d ", me, r);
+		rec[RECLEN - 1] = '\n';
+		if (write(fd, rec, sizeof(rec)) != (ssize_t)sizeof(rec))
+			bad++, failf(__LINE__, "append: %s", ename(errno));
+	}
+	close(fd);
+	return bad;
+}
+
+/* Writers of disjoint, unaligned pieces of one file, all at once. */
+static long race_pieces(int me)
+{
+	int fd = open("pieces", O_WRONLY);
+	long bad = 0;
+
+	if (fd < 0)
+		return 1;
+	for (int r = 0; r < 64; r++) {
+		uint64_t off = ((uint64_t)r * RACERS + (uint64_t)me) * 3001;
+
+		if (put(fd, off, 3001, 40 + (unsigned)me) != 0)
+			bad++, failf(__LINE__, "pwrite at %llu: %s", (unsigned long long)off,
+				     ename(errno));
+	}
+	close(fd);
+	return bad;
+}
+
+static void t_concurrent_io(void)
+{
+	long res[RACERS];
+	char *buf;
+	int fd;
+
+	EQ(mkfile("log", 0644, 0, 0), 0);
+	in_parallel(RACERS, race_append, res);
+	EQ(st_of("log").st_size, (long long)RACERS * APPENDS * RECLEN);
+	buf = malloc((size_t)RACERS * APPENDS * RECLEN);
+	fd = OK(open("log", O_RDONLY));
+	if (buf && fd >= 0 &&
+	    read(fd, buf, (size_t)RACERS * APPENDS * RECLEN) == (ssize_t)RACERS * APPENDS * RECLEN) {
+		int next[RACERS] = { 0 };
+
+		for (long i = 0; i < (long)RACERS * APPENDS; i++) {
+			const char *rec = buf + i * RECLEN;
+			int who, r;
+
+			if (sscanf(rec, "%d %d ", &who, &r) != 2 || who < 0 || who >= RACERS ||
+			    r != next[who] || rec[RECLEN - 1] != '\n' ||
+			    rec[RECLEN - 2] != 'a' + who) {
+				failf(__LINE__, "record %ld is torn or out of order: '%.20s'", i, rec);
+				break;
+			}
+			next[who]++;
+		}
+	} else {
+		failf(__LINE__, "reading the appended log back failed");
+	}
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+
+	EQ(mkfile("pieces", 0644, 0, 0), 0);
+	in_parallel(RACERS, race_pieces, res);
+	fd = OK(open("pieces", O_RDONLY));
+	posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+	EQ(fst_of(fd).st_size, 64LL * RACERS * 3001);
+	for (int r = 0; r < 64; r++)
+		for (int me = 0; me < RACERS; me++)
+			SAME(fd, ((uint64_t)r * RACERS + (uint64_t)me) * 3001, 3001,
+			     40 + (unsigned)me);
+	close(fd);
+}
+
 static int count_subdirs(const char *path)
 {
 	DIR *d = opendir(path);
@@ -2216,6 +2307,7 @@ static const struct test tests[] = {
 	{ "permissions_nobody", t_permissions },
 	{ "atime_relatime", t_atime },
 	{ "concurrent_namespace", t_races },
+	{ "concurrent_io", t_concurrent_io },
 };
 
 static int wanted(const char *name, char **only, int nonly)
