@@ -9,7 +9,7 @@
 # modes, contents); unmount (the daemon exits 0), `mendfs_db -c check` is clean, and after
 # a remount the tree still matches the model.  Then the same at one failure in 40 (more
 # operations get far enough to fail late).  Finally mount and journal replay themselves
-# under allocation failures, after a crash.  NOMEM_SEED repeats a run; NOMEM_TRACE=file
+# under allocation failures, after a crash; and unmount under allocation failures.  NOMEM_SEED repeats a run; NOMEM_TRACE=file
 # logs every operation and its result.
 set -u
 . "$(dirname "$0")/mountlib.sh"
@@ -301,4 +301,39 @@ PY
 	umount_fs
 	"$DB" -c check "$img" >"$dir/db.out" 2>&1 || { cat "$dir/db.out"; fail "mendfs_db check after replay under failures"; }
 	ok "crash $round: mount and replay refused cleanly while allocations failed, mounted at one in $mounted_at, 20 fsync'd files, check clean"
+done
+
+# Unmount under allocation failures: the daemon flushes what it can and exits by itself
+# (status 0, or 1 with a message when it could not mark the filesystem clean); the next
+# mount finds every file, and the image checks clean.
+for n in 7 20; do
+	MENDFS_TEST_FAULTS=$n mount_fs
+	python3 - "$mnt" "$n" <<'PY' || fail "workload before the unmount under failures"
+import os, sys
+m, n = sys.argv[1], sys.argv[2]
+os.mkdir("%s/u%s" % (m, n))
+for k in range(30):
+    with open("%s/u%s/f%02d" % (m, n, k), "wb") as f:
+        f.write(os.urandom(7000))
+for k in range(0, 30, 3):
+    os.unlink("%s/u%s/f%02d" % (m, n, k))
+PY
+	kill -USR1 "$pid"
+	cd /
+	fusermount3 -u "$mnt" || fail "fusermount3 -u with allocations failing"
+	for _ in $(seq 1200); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.025
+	done
+	kill -0 "$pid" 2>/dev/null && fail "the daemon did not exit within 30 s of an unmount under failures"
+	wait "$pid"
+	rc=$?
+	pid=""
+	[ "$rc" -le 1 ] || fail "unmount with one allocation in $n failing: exit status $rc"
+	mount_fs
+	got=$(ls "$mnt/u$n" | wc -l)
+	umount_fs
+	[ "$got" -eq 20 ] || fail "after an unmount under failures: $got of 20 files"
+	"$DB" -c check "$img" >"$dir/db.out" 2>&1 || { cat "$dir/db.out"; fail "mendfs_db check after an unmount under failures"; }
+	ok "unmount with one allocation in $n failing: daemon status $rc; remount finds every file; check clean"
 done
