@@ -18,8 +18,10 @@
  *   2. mfs_journal_force_lsn() makes the record durable.  Group commit: the first thread
  *      to ask becomes the writer, takes every queued record, and issues: a device flush
  *      (the data blocks the records map, written by their committers before commit, are
- *      durable from here), one or two pwrite()s of the records with their commit blocks,
- *      and a second flush (the records are durable).  Threads arriving meanwhile queue up
+ *      durable from here), pwrite()s of the records with their commit blocks (laid out
+ *      in a buffer allocated at open, up to 256 blocks a write: a force never allocates,
+ *      so it cannot fail for want of memory), and a second flush (the records are
+ *      durable).  Threads arriving meanwhile queue up
  *      and wait on a condition variable, and the next writer takes them all.  Many small
  *      transactions from many threads thus share one pair of flushes.
  *   3. mfs_journal_checkpoint() writes the latest committed image of every logged block in
