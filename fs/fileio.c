@@ -882,6 +882,13 @@ void mfsd_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
+	/* With the writeback cache the kernel holds data (and a size) we have not seen yet and
+	 * does not write it back before asking: ENOSYS makes it answer from its own size,
+	 * the whole file being data (POSIX allows that), instead of our map missing it. */
+	if (d->writeback) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 	err = mfsd_iget(d, ino, &ip);
 	if (err) {
 		mfsd_reply_err(req, err);
