@@ -65,7 +65,7 @@ static struct mfs_inode *make_dir(struct tu_img *t)
 	uint64_t ino;
 
 	CK_OK(mfs_trans_alloc(t->fs, &tp));
-	CK_OK(mfs_ialloc(tp, t->fs->geo.rootino, S_IFDIR | 0755, &ino));
+	CK_OK(tu_ialloc_linked(tp, t->fs->geo.rootino, S_IFDIR | 0755, &ino));
 	CK_OK(mfs_trans_commit(tp));
 	CK_OK(mfs_iget(t->fs, ino, 0, &dp));
 	pthread_rwlock_wrlock(&dp->lock);
@@ -646,7 +646,7 @@ START_TEST(test_names)
 
 	/* not a directory */
 	CK_OK(mfs_trans_alloc(t.fs, &tp));
-	CK_OK(mfs_ialloc(tp, root->ino, S_IFREG | 0644, &ino));
+	CK_OK(tu_ialloc_linked(tp, root->ino, S_IFREG | 0644, &ino));
 	CK_OK(mfs_trans_commit(tp));
 	CK_OK(mfs_iget(t.fs, ino, 0, &reg));
 	CK_EQ(mfs_dir_lookup(reg, "x", 1, &ino, &ft), -ENOTDIR);

@@ -104,7 +104,8 @@ static void sb_mark_dirty(struct timg *t)
 static void db_check(struct timg *t)
 {
 	timg_close(t);
-	CK_EQ(tu_run("'%s' -c check %s >/dev/null", db_prog, t->path), 0);
+	CK_EQ(tu_run("out=$('%s' -c check %s 2>&1) || { printf '%%s\\n' \"$out\" | tail -5 >&2; exit 1; }",
+		     db_prog, t->path), 0);
 	timg_open(t);
 }
 
@@ -254,11 +255,11 @@ START_TEST(test_alloc_random)
 			uint16_t mode = tu_rand() % 3 ? S_IFREG | 0644 : S_IFDIR | 0755;
 			uint64_t ino;
 
-			CK_OK(mfs_ialloc(tp, hint, mode, &ino));
+			CK_OK(tu_ialloc_linked(tp, hint, mode, &ino));
 			CK_OK(mfs_trans_commit(tp));
 			CK_OK(mfs_iget(t.fs, ino, 0, &ip));
 			CK_EQ(ip->mode, mode);
-			CK_EQ(ip->nlink, 0);
+			CK_EQ(ip->nlink, 1);
 			mfs_iput(ip);
 			inos[n++] = ino;
 			nalloc++;
@@ -332,7 +333,7 @@ START_TEST(test_cancel_exact)
 	/* some committed inodes to free inside the cancelled transaction */
 	CK_OK(mfs_trans_alloc(t.fs, &tp));
 	for (; n < 100; n++)
-		CK_OK(mfs_ialloc(tp, ag_hint(&t.fs->geo, n % 4), S_IFREG | 0600, &inos[n]));
+		CK_OK(tu_ialloc_linked(tp, ag_hint(&t.fs->geo, n % 4), S_IFREG | 0600, &inos[n]));
 	CK_OK(mfs_trans_commit(tp));
 	check_inodes(&t, inos, n, &icount0, &ifree0);
 	CK_OK(mfs_iget(t.fs, inos[7], 0, &ip));
@@ -340,7 +341,7 @@ START_TEST(test_cancel_exact)
 
 	CK_OK(mfs_trans_alloc(t.fs, &tp));
 	for (unsigned i = 0; i < 200; i++)
-		CK_OK(mfs_ialloc(tp, ag_hint(&t.fs->geo, i % 4), S_IFDIR | 0700, &inos[n + i]));
+		CK_OK(tu_ialloc_linked(tp, ag_hint(&t.fs->geo, i % 4), S_IFDIR | 0700, &inos[n + i]));
 	for (unsigned i = 0; i < 100; i += 3)
 		if (i != 7)
 			CK_OK(mfs_ifree(tp, inos[i]));
@@ -363,7 +364,7 @@ START_TEST(test_cancel_exact)
 	/* the in-core copies read the restored inodes again */
 	mfs_iput(ip);
 	CK_OK(mfs_iget(t.fs, inos[7], 0, &ip));
-	CK_EQ(ip->nlink, 0);
+	CK_EQ(ip->nlink, 1);
 	CK_EQ(ip->size, 0);
 	mfs_iput(ip);
 	for (unsigned i = 0; i < 200; i++) {
@@ -376,7 +377,7 @@ START_TEST(test_cancel_exact)
 	}
 	/* and the filesystem goes on working */
 	CK_OK(mfs_trans_alloc(t.fs, &tp));
-	CK_OK(mfs_ialloc(tp, 0, S_IFLNK | 0777, &ino));
+	CK_OK(tu_ialloc_linked(tp, 0, S_IFLNK | 0777, &ino));
 	CK_OK(mfs_trans_commit(tp));
 	inos[n++] = ino;
 	check_inodes(&t, inos, n, &icount, &ifree);
@@ -392,7 +393,7 @@ static uint64_t alloc_one(struct timg *t, uint16_t mode)
 	uint64_t ino;
 
 	CK_OK(mfs_trans_alloc(t->fs, &tp));
-	CK_OK(mfs_ialloc(tp, 0, mode, &ino));
+	CK_OK(tu_ialloc_linked(tp, 0, mode, &ino));
 	CK_OK(mfs_trans_commit(tp));
 	return ino;
 }
@@ -491,7 +492,7 @@ START_TEST(test_corrupt)
 		CK_EQ(mfs_ifree(tp, freeino), -EFSCORRUPTED);
 		CK_EQ(mfs_ifree(tp, ag_hint(g, 3)), -EFSCORRUPTED);
 		CK_EQ(mfs_ifree(tp, 0), -EINVAL);
-		CK_EQ(mfs_ialloc(tp, 0, 0644, &ino), -EINVAL);
+		CK_EQ(tu_ialloc_linked(tp, 0, 0644, &ino), -EINVAL);
 		mfs_trans_cancel(tp);
 		mfs_log_set_level(lvl);
 	}
@@ -580,7 +581,7 @@ START_TEST(test_concurrent)
 	for (unsigned i = 0; i < NSHARED; i++) {
 		struct mfs_inode *ip;
 
-		CK_OK(mfs_ialloc(tp, ag_hint(&t.fs->geo, i % 4), S_IFREG | 0640, &s.inos[i]));
+		CK_OK(tu_ialloc_linked(tp, ag_hint(&t.fs->geo, i % 4), S_IFREG | 0640, &s.inos[i]));
 		CK_OK(mfs_iget(t.fs, s.inos[i], 0, &ip));
 		pthread_rwlock_wrlock(&ip->lock);
 		ip->uid = i;
@@ -626,8 +627,8 @@ START_TEST(test_roundtrip)
 
 	timg_make(&t, bs, MFS_OPEN_JOURNAL);
 	CK_OK(mfs_trans_alloc(t.fs, &tp));
-	CK_OK(mfs_ialloc(tp, t.fs->geo.rootino, S_IFREG | 0640, &ino));
-	CK_OK(mfs_ialloc(tp, t.fs->geo.rootino, S_IFCHR | 0600, &ino2));
+	CK_OK(tu_ialloc_linked(tp, t.fs->geo.rootino, S_IFREG | 0640, &ino));
+	CK_OK(tu_ialloc_linked(tp, t.fs->geo.rootino, S_IFCHR | 0600, &ino2));
 	CK_OK(mfs_iget(t.fs, ino, 0, &ip));
 	CK_EQ(ip->dformat, MFS_FMT_EXTENTS);
 	CK_TRUE(ip->generation != 0 || ip->ctime.tv_sec != 0);
@@ -750,7 +751,7 @@ START_TEST(test_enospc)
 		for (int i = 0; i < 64 && !err; i++) {
 			uint64_t ino;
 
-			err = mfs_ialloc(tp, inos[n0 ? n0 - 1 : 0], S_IFREG | 0644, &ino);
+			err = tu_ialloc_linked(tp, inos[n0 ? n0 - 1 : 0], S_IFREG | 0644, &ino);
 			if (!err) {
 				CK_TRUE(n < cap);
 				inos[n++] = ino;
@@ -771,7 +772,7 @@ START_TEST(test_enospc)
 		for (;;) {
 			uint64_t ino;
 
-			err = mfs_ialloc(tp, 0, S_IFREG | 0644, &ino);
+			err = tu_ialloc_linked(tp, 0, S_IFREG | 0644, &ino);
 			if (err)
 				break;
 			inos[n++] = ino;

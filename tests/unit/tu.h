@@ -147,6 +147,10 @@ void tu_img_destroy(struct tu_img *t);           /* closes if open, removes the 
 /* Close, run the built mendfs_db's check on the image (it must exit 0), reopen.  The
  * program must exist: test mains skip (exit 77) without it (tu_program). */
 void tu_img_db_check(struct tu_img *t);
+/* mfs_ialloc, then give the new inode one link (as a directory entry would), so that
+ * whole-filesystem checks do not take it for an unlinked inode missing from the orphan
+ * list.  For tests of allocation that never name their inodes. */
+int tu_ialloc_linked(struct mfs_trans *tp, uint64_t hint, uint16_t mode, uint64_t *ino);
 
 /* A valid geometry of `agcount` AGs of `agblocks` blocks (`dblocks` in all) with 256-byte
  * inodes, no journal, the root chunk where format puts it; `uuid` NULL: a fixed one.  Checked

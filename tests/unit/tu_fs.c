@@ -10,8 +10,10 @@
 #include "dev.h"
 #include "format.h"
 #include "fs.h"
+#include "ialloc.h"
 #include "inode.h"
 #include "mendfs_format.h"
+#include "trans.h"
 
 void tu_format(const char *path, uint64_t bytes, const struct mfs_format_opts *opts)
 {
@@ -92,8 +94,26 @@ void tu_img_db_check(struct tu_img *t)
 
 	ck_assert_msg(tu_program("mendfs_db", db, sizeof(db)) == 0, "no mendfs_db at %s", db);
 	tu_img_close(t);
-	CK_EQ(tu_run("'%s' -c check %s >/dev/null", db, t->path), 0);
+	CK_EQ(tu_run("out=$('%s' -c check %s 2>&1) || { printf '%%s\\n' \"$out\" | tail -5 >&2; exit 1; }", db, t->path), 0);
 	tu_img_open(t);
+}
+
+int tu_ialloc_linked(struct mfs_trans *tp, uint64_t hint, uint16_t mode, uint64_t *ino)
+{
+	struct mfs_inode *ip;
+	int err = mfs_ialloc(tp, hint, mode, ino);
+
+	if (err)
+		return err;
+	err = mfs_iget(mfs_trans_fs(tp), *ino, 0, &ip);
+	if (err)
+		return err;
+	pthread_rwlock_wrlock(&ip->lock);
+	ip->nlink = 1;
+	err = mfs_inode_log(tp, ip);
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+	return err;
 }
 
 void tu_geom(struct mfs_geom *g, uint32_t bs, uint32_t agblocks, uint32_t agcount,
