@@ -11,6 +11,7 @@
 #   mount_refused ARGS...         the same must exit non-zero without mounting ($dir/out)
 #   wait_exit                     wait (bounded) for the daemon to exit, with status 0
 #   umount_fs                     fusermount3 -u, then wait_exit
+#   umount_status                 fusermount3 -u, wait (bounded); the exit status in $rc
 #   crash                         SIGKILL the daemon and drop its mount
 #   bounded SECS CMD...           run CMD, waiting at most SECS s; a CMD still running then
 #                                 means the filesystem hangs: print the daemon's threads
@@ -75,15 +76,21 @@ mount_refused() {
 	[ "$rc" -ne 0 ] || fail "exit status 0 with $*"
 }
 
-wait_exit() {
+# ml_wait_gone: wait (bounded) for the daemon to exit; its exit status in $rc, no verdict
+ml_wait_gone() {
 	for _ in $(seq 1200); do
 		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.025
 	done
 	kill -0 "$pid" 2>/dev/null && fail "the daemon did not exit within 30 s"
 	wait "$pid"
-	local rc=$?
+	rc=$?
 	pid=""
+}
+
+wait_exit() {
+	local rc
+	ml_wait_gone
 	[ "$rc" -eq 0 ] || fail "the daemon exited with status $rc"
 }
 
@@ -91,6 +98,13 @@ umount_fs() {
 	cd /
 	fusermount3 -u "$mnt" || fail "fusermount3 -u failed"
 	wait_exit
+}
+
+# umount_status: fusermount3 -u, then ml_wait_gone ($rc: the daemon's exit status)
+umount_status() {
+	cd /
+	fusermount3 -u "$mnt" || fail "fusermount3 -u failed"
+	ml_wait_gone
 }
 
 crash() {

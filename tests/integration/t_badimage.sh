@@ -171,16 +171,7 @@ while IFS='|' read -r blk count touch name; do
 	kill -0 "$pid" 2>/dev/null || fail "$name (block $blk): the daemon died during the operations ($out)"
 	mounted "$mnt" || fail "$name (block $blk): the mount went away ($out)"
 	[ "$rc" -eq 0 ] || fail "$name (block $blk): $out (status $rc)"
-	cd /
-	fusermount3 -u "$mnt" || fail "$name: fusermount3 -u failed"
-	for _ in $(seq 1200); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.025
-	done
-	kill -0 "$pid" 2>/dev/null && fail "$name: the daemon did not exit within 30 s of the unmount"
-	wait "$pid"
-	rc=$?
-	pid=""
+	umount_status
 	[ "$rc" -ge 128 ] && fail "$name (block $blk): the daemon died of signal $((rc - 128)) at unmount"
 	ok "$name (block $blk): mounted; $out; unmounted (daemon status $rc)"
 done <"$dir/cases"
