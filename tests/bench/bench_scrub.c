@@ -224,7 +224,7 @@ static int populate(uint64_t nfiles)
 static void bench_one(uint64_t nfiles)
 {
 	char scrub[PATH_MAX + 32], mkfs[PATH_MAX + 32], ext4[PATH_MAX + 16], out[PATH_MAX + 16];
-	char size[32], objects[64] = "?";
+	char size[32], objects[64] = "?", phases[256] = "";
 	double t0, t_pop, t_scrub, t_fsck;
 	int rc_scrub, rc_fsck;
 	FILE *f;
@@ -253,7 +253,7 @@ static void bench_one(uint64_t nfiles)
 	if (mount_fs() != 0)
 		return;
 	{
-		char *argv[] = { scrub, mnt, NULL };
+		char *argv[] = { scrub, "-v", mnt, NULL };
 
 		t0 = now();
 		rc_scrub = run(out, argv);
@@ -266,9 +266,20 @@ static void bench_one(uint64_t nfiles)
 		while (fgets(line, sizeof(line), f)) {
 			char *p = strstr(line, "(");
 
+			int ph;
+			double secs;
+
 			if (p && strstr(p, "objects checked"))
 				snprintf(objects, sizeof(objects), "%.*s", (int)strcspn(p + 1, " "),
 					 p + 1);
+			/* "Phase N: label: done in S s" */
+			if (sscanf(line, "Phase %d:", &ph) == 1 && (p = strstr(line, "done in ")) &&
+			    sscanf(p, "done in %lf", &secs) == 1) {
+				size_t l = strlen(phases);
+
+				snprintf(phases + l, sizeof(phases) - l, "%s%d:%.2f", l ? " " : "",
+					 ph, secs);
+			}
 		}
 		fclose(f);
 	}
@@ -291,10 +302,11 @@ static void bench_one(uint64_t nfiles)
 		t_fsck = now() - t0;
 	}
 	printf("%9llu files  populate %6.1f s | mendfs_scrub %6.2f s (%s checks, exit %d, "
-	       "%.1f us/file) | e2fsck -fn %6.2f s (exit %d, %.1f us/file) | scrub/e2fsck %.2f\n",
+	       "%.1f us/file; phase seconds %s) | e2fsck -fn %6.2f s (exit %d, %.1f us/file) | "
+	       "scrub/e2fsck %.2f\n",
 	       (unsigned long long)nfiles, t_pop, t_scrub, objects, rc_scrub,
-	       t_scrub * 1e6 / (double)nfiles, t_fsck, rc_fsck, t_fsck * 1e6 / (double)nfiles,
-	       t_fsck > 0 ? t_scrub / t_fsck : 0.0);
+	       t_scrub * 1e6 / (double)nfiles, phases, t_fsck, rc_fsck,
+	       t_fsck * 1e6 / (double)nfiles, t_fsck > 0 ? t_scrub / t_fsck : 0.0);
 	fflush(stdout);
 	unlink(ext4);
 	unlink(img);
