@@ -4,10 +4,11 @@
  * engine's rebuilders (repair/repair.h) on what they can rebuild, with scratch in a memfd
  * (or an O_TMPFILE file in the directory given with -T).
  *
- * Order: per AG, the superblock copy, header, free list and reverse map are checked first
- * (the rebuilders trust them), then the free-space and inode btrees, which are rebuilt when
- * damaged — or when the AG header's counters disagree with them, since a rebuild rewrites
- * those — and the AG is checked again.  Then every inode in use, then the whole-filesystem
+ * Order: per AG, the superblock copy, header, free list and reverse map are checked first,
+ * then the free-space and inode btrees.  A damaged reverse map is rebuilt first (from every
+ * owner; the other rebuilds trust it), then the free-space and inode btrees when damaged —
+ * or when the AG header's counters disagree with them, since a rebuild rewrites those —
+ * and the AG is checked again.  Then every inode in use, then the whole-filesystem
  * checks (journal, link counts, orphan lists, summary counters).
  *
  * Exit status, as fsck(8): 0 clean, 1 errors corrected, 4 errors left uncorrected,
@@ -135,6 +136,7 @@ static int rebuild(struct tool *t, uint32_t type, uint32_t agno)
 	rc->agno = agno;
 	rc->fds[0] = scratch_fd(t);
 	rc->nfds = 1;
+	rc->flags = MFS_REPAIR_OFFLINE;      /* the device is locked: nothing else runs */
 	rc->abort = t->pressure ? mfs_pressure_flag(t->pressure) : NULL;
 	if (rc->fds[0] < 0) {
 		free(rc);
@@ -160,7 +162,7 @@ static const uint32_t ag_trees[] = { MFS_SCRUB_BNOBT, MFS_SCRUB_CNTBT, MFS_SCRUB
 static void do_ag(struct tool *t, uint32_t agno)
 {
 	unsigned bad_first = 0, bad_tree[NELEM(ag_trees)] = { 0 }, total, left = 0;
-	int agh_bad = 0, rebuilt = 0;
+	int agh_bad = 0, rmap_bad = 0, rebuilt = 0;
 
 	for (size_t i = 0; i < NELEM(ag_first); i++) {
 		int n = check(t, ag_first[i], agno, 0, "");
@@ -168,6 +170,7 @@ static void do_ag(struct tool *t, uint32_t agno)
 		if (n > 0) {
 			bad_first += (unsigned)n;
 			agh_bad |= ag_first[i] == MFS_SCRUB_AGH;
+			rmap_bad |= ag_first[i] == MFS_SCRUB_RMAPBT;
 		}
 	}
 	for (size_t i = 0; i < NELEM(ag_trees); i++) {
@@ -181,8 +184,11 @@ static void do_ag(struct tool *t, uint32_t agno)
 		t->unfixed += total;
 		return;
 	}
-	/* The header's counters are rewritten by the rebuilds: a header that disagrees is
-	 * worth a rebuild of both kinds of tree. */
+	/* The reverse map first: the other rebuilds trust it.  The header's counters are
+	 * rewritten by the rebuilds: a header that disagrees is worth a rebuild of both kinds
+	 * of tree. */
+	if (rmap_bad)
+		rebuilt |= rebuild(t, MFS_SCRUB_RMAPBT, agno) == 0;
 	if (bad_tree[0] || bad_tree[1] || agh_bad)
 		rebuilt |= rebuild(t, MFS_SCRUB_BNOBT, agno) == 0;
 	if (bad_tree[2] || agh_bad)

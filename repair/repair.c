@@ -220,7 +220,8 @@ int rep_sort(struct rep *r, struct mfs_xfarray *a, mfs_xfarray_cmp_fn cmp, const
 /* ---- the entry point ------------------------------------------------------------------------ */
 int mfs_repair_supported(uint32_t type)
 {
-	return type == MFS_SCRUB_BNOBT || type == MFS_SCRUB_CNTBT || type == MFS_SCRUB_INOBT;
+	return type == MFS_SCRUB_BNOBT || type == MFS_SCRUB_CNTBT || type == MFS_SCRUB_INOBT ||
+	       type == MFS_SCRUB_RMAPBT;
 }
 
 static int check_fd(struct rep *r, unsigned i)
@@ -338,6 +339,8 @@ int mfs_repair(struct mfs_repair_ctx *rc)
 		goto out;
 	if (rc->type == MFS_SCRUB_INOBT)
 		err = rep_inobt(r);
+	else if (rc->type == MFS_SCRUB_RMAPBT)
+		err = rep_rmapbt(r);
 	else
 		err = rep_allocbt(r);
 	rep_release(r);

@@ -41,6 +41,10 @@ struct mfs_fs;
 
 #define MFS_REPAIR_MAX_FDS   2u
 
+/* The caller guarantees that nothing else uses the filesystem (the offline tool): needed
+ * by the reverse-map rebuild, which reads every inode's extent maps. */
+#define MFS_REPAIR_OFFLINE   0x1u
+
 /* Points where the test hook is called (tests and torture only). */
 enum mfs_repair_point {
 	MFS_REPAIR_AT_RESERVED = 1,   /* scratch reserved, nothing gathered */
@@ -70,6 +74,7 @@ struct mfs_repair_ctx {
 
 	/* Headroom to leave when reserving (0: MFS_RESERVE_MARGIN_DEFAULT of headroom.h). */
 	uint64_t margin;
+	unsigned flags;             /* MFS_REPAIR_* */
 
 	/* out */
 	uint64_t estimate;          /* scratch bytes the engine estimated */

@@ -68,5 +68,13 @@ int rep_sort(struct rep *r, struct mfs_xfarray *a, mfs_xfarray_cmp_fn cmp, const
 /* Rebuilders (repair_agbtree.c). */
 int rep_allocbt(struct rep *r);     /* MFS_SCRUB_BNOBT and MFS_SCRUB_CNTBT: both trees */
 int rep_inobt(struct rep *r);       /* MFS_SCRUB_INOBT */
+int rep_rmapbt(struct rep *r);      /* MFS_SCRUB_RMAPBT (offline only) */
+
+/* The space inode ip owns in AG agno, as reverse-map pieces (repair_owners.c): fn is called
+ * with (priv, ino, agbno, len, rmap offset) for each; its non-zero return stops the walk. */
+struct mfs_inode;
+typedef int (*rep_owned_fn)(void *priv, uint64_t ino, uint32_t agbno, uint32_t len,
+			    uint64_t offset);
+int rep_inode_owned(struct mfs_inode *ip, uint32_t agno, rep_owned_fn fn, void *priv);
 
 #endif

@@ -422,6 +422,8 @@ static int cancel_fn(void *arg)
 	return h->cancel_after && ++h->polls >= h->cancel_after;
 }
 
+static unsigned repair_flags;       /* MFS_REPAIR_* for every repair of the test */
+
 static int repair(struct mfs_fs *fs, uint32_t type, uint32_t agno, int fd, struct hooks *h,
 		  uint64_t margin, char *reason, size_t rlen)
 {
@@ -435,6 +437,7 @@ static int repair(struct mfs_fs *fs, uint32_t type, uint32_t agno, int fd, struc
 	rc.fds[0] = fd;
 	rc.nfds = 1;
 	rc.margin = margin ? margin : 1;
+	rc.flags = repair_flags;
 	if (h) {
 		rc.test_hook = hook_fn;
 		rc.cancelled = cancel_fn;
@@ -663,6 +666,38 @@ START_TEST(test_bad_requests)
 }
 END_TEST
 
+/* The reverse map (offline: the flag says nothing else runs), damaged in each way. */
+START_TEST(test_repair_rmap)
+{
+	enum damage how = (enum damage)_i;
+	char reason[1024];
+	struct rimg m;
+	uint32_t crc;
+	int fd;
+
+	img_make(&m);
+	ck_assert_uint_ge(tree_levels(m.t.fs, 0, MFS_BT_RMAP), 2);
+	damage(m.t.fs, 0, MFS_BT_RMAP, how);
+	assert_damaged(m.t.fs, MFS_SCRUB_RMAPBT, 0);
+	/* online: refused, nothing changed */
+	crc = tu_image_crc(m.t.fs, m.t.path);
+	fd = tu_scratch_fd(0);
+	CK_EQ(repair(m.t.fs, MFS_SCRUB_RMAPBT, 0, fd, NULL, 0, reason, sizeof(reason)),
+	      -EOPNOTSUPP);
+	ck_assert_msg(strstr(reason, "offline"), "%s", reason);
+	close(fd);
+	CK_EQ(tu_image_crc(m.t.fs, m.t.path), crc);
+	repair_flags = MFS_REPAIR_OFFLINE;
+	repair_ok(&m, MFS_SCRUB_RMAPBT, 0);
+	assert_repaired(&m);
+	/* and a clean one rebuilt in every AG */
+	for (uint32_t agno = 0; agno < m.t.fs->geo.agcount; agno++)
+		repair_ok(&m, MFS_SCRUB_RMAPBT, agno);
+	assert_repaired(&m);
+	tu_img_destroy(&m.t);
+}
+END_TEST
+
 /* Every allocation of a repair failing in turn: each failure before the commit leaves the
  * image unchanged; the walk ends with a repair that met no failure (or failed only in the
  * check after its commit), and the result is clean. */
@@ -717,6 +752,10 @@ static Suite *repair_suite(void)
 	tcase_add_loop_test(tc, test_abort, 0, A_NKINDS);
 	tcase_add_test(tc, test_bad_requests);
 	tcase_add_loop_test(tc, test_enomem, 0, 2);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("rmap");
+	tcase_set_timeout(tc, UNDER_ASAN ? 120 : 30);
+	tcase_add_loop_test(tc, test_repair_rmap, 0, 3);
 	suite_add_tcase(s, tc);
 	return s;
 }
