@@ -627,6 +627,15 @@ static void t_mkdir(void)
 	ERR(mkdir("l", 0755), EEXIST);
 	OK(mkdir("d/sub", 0700));
 	EQ(st_of("d").st_nlink, 3);
+	OK(mkdir("sticky", 01777));
+	EQ(st_of("sticky").st_mode & 07777, 01777);
+	{
+		int fd = OK(open("d", O_RDONLY | O_DIRECTORY));
+		char c[8];
+
+		ERR(read(fd, c, sizeof(c)), EISDIR);
+		close(fd);
+	}
 	EQ(st_of("d/sub/..").st_ino, st_of("d").st_ino);
 	EQ(st_of("d/sub/.").st_ino, st_of("d/sub").st_ino);
 }
@@ -1460,6 +1469,33 @@ static void t_statfs(void)
 	TRUE(s2.f_bfree + 4 >= s0.f_bfree && s2.f_bfree <= s0.f_bfree,
 	     "free blocks %llu before, %llu after deleting everything",
 	     (unsigned long long)s0.f_bfree, (unsigned long long)s2.f_bfree);
+	/* Long symlink targets live in blocks of their own: taken and given back. */
+	{
+		char target[3001];
+
+		memset(target, 't', 3000);
+		target[3000] = 0;
+		s0 = vfs_of(".");
+		for (int i = 0; i < 50; i++) {
+			char n[16];
+
+			snprintf(n, sizeof(n), "l%d", i);
+			OK(symlink(target, n));
+		}
+		s1 = vfs_of(".");
+		TRUE(s0.f_bfree - s1.f_bfree >= 50, "50 symlinks of 3000 bytes took %lld blocks",
+		     (long long)(s0.f_bfree - s1.f_bfree));
+		for (int i = 0; i < 50; i++) {
+			char n[16];
+
+			snprintf(n, sizeof(n), "l%d", i);
+			OK(unlink(n));
+		}
+		if (wait_free(".", s0.f_bfree - 4, used_inodes(&s0)) != 0)
+			failf(__LINE__, "the blocks of 50 removed symlinks did not come back: free "
+			      "%llu, baseline %llu", (unsigned long long)vfs_of(".").f_bfree,
+			      (unsigned long long)s0.f_bfree);
+	}
 }
 
 static void t_unlinked_open(void)
@@ -1779,11 +1815,57 @@ static void readdir_case(const char *dir, int nent, size_t bufsize, int longname
 	free(v);
 }
 
+/* A listing that spans a change of the directory's format: started while it is small
+ * (inline), continued after 2000 more names made it a btree, and again after they went
+ * (inline again): the names present throughout come exactly once. */
+static void readdir_convert(void)
+{
+	struct dent *v = calloc(2600, sizeof(*v));
+	char path[64];
+	int n = 0, fd;
+
+	if (!v) {
+		failf(__LINE__, "calloc");
+		return;
+	}
+	OK(mkdir("conv", 0755));
+	for (int i = 0; i < 10; i++) {
+		snprintf(path, sizeof(path), "conv/k%d", i);
+		EQ(mkfile(path, 0644, 0, 0), 0);
+	}
+	fd = OK(open("conv", O_RDONLY | O_DIRECTORY));
+	n += read_some(fd, v + n, 4, 64);
+	for (int i = 0; i < 2000; i++) {
+		snprintf(path, sizeof(path), "conv/m%d", i);
+		EQ(mkfile(path, 0644, 0, 0), 0);
+	}
+	n += read_some(fd, v + n, 3, 64);
+	for (int i = 0; i < 2000; i++) {
+		snprintf(path, sizeof(path), "conv/m%d", i);
+		OK(unlink(path));
+	}
+	n += read_some(fd, v + n, 2400 - n, 64);
+	close(fd);
+	EQ(dcount(v, n, "."), 1);
+	EQ(dcount(v, n, ".."), 1);
+	for (int i = 0; i < 10; i++) {
+		snprintf(path, sizeof(path), "k%d", i);
+		if (dcount(v, n, path) != 1)
+			failf(__LINE__, "%s, present throughout, returned %d times across the "
+			      "conversions", path, dcount(v, n, path));
+	}
+	for (int i = 0; i < n; i++)
+		if (v[i].name[0] == 'm' && dcount(v, n, v[i].name) != 1)
+			failf(__LINE__, "%s returned %d times", v[i].name, dcount(v, n, v[i].name));
+	free(v);
+}
+
 static void t_readdir_cookies(void)
 {
 	readdir_case("small", 12, 64, 0);    /* an inline directory, one entry per call */
 	readdir_case("large", 1500, 600, 0); /* a directory btree */
 	readdir_case("long", 400, 700, 1);   /* names of 6..255 bytes */
+	readdir_convert();
 }
 
 /* ---- permissions as nobody ------------------------------------------------------------ */
