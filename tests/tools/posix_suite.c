@@ -1160,6 +1160,17 @@ static void t_utimens(void)
 		EQ(st.st_atim.tv_sec, -100);
 		TRUE(st_of("f").st_mtim.tv_sec > 1000000000, "the target's times changed");
 	}
+	/* Past 2038 and far before 1970. */
+	{
+		struct timespec t6[2] = { { -(1LL << 35), 1 }, { 1LL << 34, 999999999 } };
+
+		OK(utimensat(AT_FDCWD, "f", t6, 0));
+		st = st_of("f");
+		EQ(st.st_mtim.tv_sec, 1LL << 34);
+		EQ(st.st_mtim.tv_nsec, 999999999);
+		EQ(st.st_atim.tv_sec, -(1LL << 35));
+		EQ(st.st_atim.tv_nsec, 1);
+	}
 	{
 		struct timespec bad[2] = { { 0, 1000000000 }, { 0, 0 } };
 
