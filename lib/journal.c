@@ -728,7 +728,7 @@ static int ckpt_cmp(const void *a, const void *b)
 
 int mfs_journal_checkpoint(struct mfs_journal *j)
 {
-	struct ckpt_item *items = NULL;
+	struct ckpt_item *items = NULL, *own = NULL;
 	size_t n = 0, written = 0;
 	uint64_t min_first, new_tail_seq, new_tail_lpos, old_tail_seq;
 	int err;
@@ -738,10 +738,14 @@ int mfs_journal_checkpoint(struct mfs_journal *j)
 	if (err)
 		goto out_unlock;
 
-	/* Take every block whose latest image is durable. */
+	/* Take every block whose latest image is durable.  The list is the journal's own,
+	 * allocated at open: each entry of the map has its image in a live record, so there
+	 * are never more than the log's usable blocks, and a checkpoint needs no memory (a
+	 * larger map, which would be a bug, gets an allocation of its own). */
 	pthread_mutex_lock(&j->lock);
-	if (j->map_count) {
-		items = mfs_malloc(j->map_count * sizeof(*items));
+	items = j->ckpt_items;
+	if (j->map_count > j->usable) {
+		items = own = mfs_malloc(j->map_count * sizeof(*items));
 		if (!items) {
 			pthread_mutex_unlock(&j->lock);
 			err = -ENOMEM;
@@ -854,7 +858,7 @@ int mfs_journal_checkpoint(struct mfs_journal *j)
 	}
 out_unlock:
 	pthread_mutex_unlock(&j->ckpt_lock);
-	free(items);
+	free(own);
 	return err;
 }
 
@@ -895,7 +899,11 @@ int mfs_journal_alloc(struct mfs_fs *fs, struct mfs_journal **out)
 			 g->logblocks - MFS_JHDR_COPIES : WBUF_BLOCKS;
 	j->wbuf = mfs_jbuf_alloc(g->blocksize, j->wbuf_blocks);
 	j->hbuf = mfs_jbuf_alloc(g->blocksize, 1);
-	if (!j->wbuf || !j->hbuf || mfs_busy_create(g->agcount ? g->agcount : 1, &j->busy)) {
+	j->ckpt_items = mfs_malloc((size_t)(g->logblocks - MFS_JHDR_COPIES) *
+				   sizeof(struct ckpt_item));
+	if (!j->wbuf || !j->hbuf || !j->ckpt_items ||
+	    mfs_busy_create(g->agcount ? g->agcount : 1, &j->busy)) {
+		free(j->ckpt_items);
 		free(j->wbuf);
 		free(j->hbuf);
 		free(j->map);
@@ -937,6 +945,7 @@ void mfs_journal_free(struct mfs_journal *j)
 	free(j->map);
 	free(j->wbuf);
 	free(j->hbuf);
+	free(j->ckpt_items);
 	mfs_busy_destroy(j->busy);
 	pthread_mutex_destroy(&j->lock);
 	pthread_mutex_destroy(&j->ckpt_lock);

@@ -13,6 +13,7 @@
 struct mfs_dev;
 struct mfs_bcache;
 struct mfs_busy;
+struct ckpt_item;
 struct mfs_geom;
 
 /* A committed block image, shared by its record (until written) and the block map. */
@@ -73,6 +74,7 @@ struct mfs_journal {
 	void *wbuf;                 /* the writer's stream buffer (only the writer uses it) */
 	uint32_t wbuf_blocks;
 	void *hbuf;                 /* one block for header writes (checkpoint, open, close) */
+	struct ckpt_item *ckpt_items;   /* the checkpoint's list: usable entries (ckpt_lock) */
 
 	struct mfs_journal_stats st;
 	mfs_journal_ckpt_hook ckpt_hook;    /* tests only */
