@@ -45,6 +45,7 @@
 #include "pressure.h"
 #include "trans.h"
 #include "verify.h"
+#include "xattr.h"
 
 #include "format.h"
 #include "repair.h"
@@ -283,6 +284,27 @@ static void img_make_flags(struct rimg *m, unsigned flags)
 	for (unsigned i = 0; i < NFILES; i++) {
 		snprintf(name, sizeof(name), "file-%03u", i);
 		new_inode(m->t.fs, m->t.fs->geo.rootino, name, S_IFREG | 0644);
+	}
+	{
+		/* attributes in an attribute btree, one value in value blocks */
+		uint64_t ino = new_inode(m->t.fs, m->t.fs->geo.rootino, "attrs", S_IFREG | 0644);
+		static char big[3000];
+		struct mfs_inode *ip;
+		struct mfs_trans *tp;
+
+		memset(big, 'v', sizeof(big));
+		CK_OK(mfs_iget(m->t.fs, ino, 0, &ip));
+		pthread_rwlock_wrlock(&ip->lock);
+		for (unsigned i = 0; i < 6; i++) {
+			snprintf(name, sizeof(name), "attr-%u", i);
+			CK_OK(mfs_trans_alloc(m->t.fs, &tp));
+			CK_OK(mfs_xattr_set(tp, ip, MFS_XATTR_NS_USER, name, (unsigned)strlen(name),
+					    big, i ? 200 : sizeof(big), 0));
+			CK_OK(mfs_trans_commit(tp));
+		}
+		CK_EQ(ip->aformat, MFS_FMT_BTREE);
+		pthread_rwlock_unlock(&ip->lock);
+		mfs_iput(ip);
 	}
 	CK_OK(mfs_bcache_flush(m->t.fs->bc));
 	m->data_crc = frag_data(m, 1);
