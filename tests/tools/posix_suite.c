@@ -1827,11 +1827,11 @@ static void readdir_case(const char *dir, int nent, size_t bufsize, int longname
 }
 
 /* A listing that spans a change of the directory's format: started while it is small
- * (inline), continued after 2000 more names made it a btree, and again after they went
+ * (inline), continued after 1200 more names made it a btree, and again after they went
  * (inline again): the names present throughout come exactly once. */
 static void readdir_convert(void)
 {
-	struct dent *v = calloc(2600, sizeof(*v));
+	struct dent *v = calloc(1800, sizeof(*v));
 	char path[64];
 	int n = 0, fd;
 
@@ -1846,16 +1846,16 @@ static void readdir_convert(void)
 	}
 	fd = OK(open("conv", O_RDONLY | O_DIRECTORY));
 	n += read_some(fd, v + n, 4, 64);
-	for (int i = 0; i < 2000; i++) {
+	for (int i = 0; i < 1200; i++) {
 		snprintf(path, sizeof(path), "conv/m%d", i);
 		EQ(mkfile(path, 0644, 0, 0), 0);
 	}
 	n += read_some(fd, v + n, 3, 64);
-	for (int i = 0; i < 2000; i++) {
+	for (int i = 0; i < 1200; i++) {
 		snprintf(path, sizeof(path), "conv/m%d", i);
 		OK(unlink(path));
 	}
-	n += read_some(fd, v + n, 2400 - n, 64);
+	n += read_some(fd, v + n, 1700 - n, 64);
 	close(fd);
 	EQ(dcount(v, n, "."), 1);
 	EQ(dcount(v, n, ".."), 1);
@@ -1874,8 +1874,8 @@ static void readdir_convert(void)
 static void t_readdir_cookies(void)
 {
 	readdir_case("small", 12, 64, 0);    /* an inline directory, one entry per call */
-	readdir_case("large", 1500, 600, 0); /* a directory btree */
-	readdir_case("long", 400, 700, 1);   /* names of 6..255 bytes */
+	readdir_case("large", 900, 600, 0);  /* a directory btree */
+	readdir_case("long", 300, 700, 1);   /* names of 6..255 bytes */
 	readdir_convert();
 }
 
@@ -2090,7 +2090,7 @@ static void in_parallel(int n, long (*fn)(int), long *out)
 }
 
 #define RACERS 6
-#define ROUNDS 150
+#define ROUNDS 100
 
 /* Every round all racers try to create "x<round>" exclusively: one may win. */
 static long race_excl(int me)
