@@ -225,8 +225,18 @@ void mfsd_statfs(fuse_req_t req, fuse_ino_t ino)
 		pthread_mutex_lock(&fs->ag[agno].lock);
 		err = mfs_read_agh(fs, agno, &bp);
 		if (!err) {
+			uint32_t fl, need;
+
 			agh = bp->data;
 			freeblks += mfs_get32(agh->freeblks);
+			/* The free list's stock above what the AG's trees need is free space
+			 * too: the list grows in a busy spell and is trimmed only down to twice
+			 * the need (alloc.c), so without it statfs stayed below its baseline
+			 * after everything was deleted (found by t_enospc). */
+			fl = mfs_get32(agh->fl_count);
+			need = mfs_agfl_need(fs, agh);
+			if (fl > need)
+				freeblks += fl - need;
 			icount += mfs_get32(agh->icount);
 			ifree += mfs_get32(agh->ifree);
 			mfs_buf_put(bp);
