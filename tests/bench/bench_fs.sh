@@ -5,6 +5,9 @@
 # filesystem underneath; one table, each figure the median of BENCH_RUNS runs, with the
 # ratios mendfs/fuse2fs and mendfs/ceiling beside the aims of issue 8.  Never pass/fail.
 #
+# A full run (6 columns, 3 runs) takes one to two hours on the 2-core machine kind;
+# BENCH_QUICK=1 about 15 minutes.
+#
 # Environment:
 #   BIN         the built programs (mkfs.mendfs, mendfs)         (required)
 #   BENCH_BIN   passthrough_ll and metaops                        (required)
