@@ -4,7 +4,8 @@
  * and values of 0..65536 bytes, through the inline → btree → inline transitions; thousands
  * of attributes on one inode (also with forced hash collisions); a directory with inline
  * entries and a file with inline extents next to the attribute fork (their data forks stay
- * intact); the whole fork freed in bounded steps; a cancelled transaction leaving the image
+ * intact); a file's extent btree left only its root's bytes by an inline attribute fork
+ * freed with its last extent; the whole fork freed in bounded steps; a cancelled transaction leaving the image
  * byte-identical; argument errors; damaged records reported as corruption.
  *
  * After each phase: the model against get and list, mfs_xattr_check (btree verify, hashes,
@@ -142,7 +143,7 @@ static struct mfs_inode *get_inode(struct ximg *t, uint64_t ino)
 
 /* ---- reverse map: the blocks of `ino` mapped to its attribute fork ------------------------ */
 struct rmsum {
-	uint64_t ino, attr_blocks, bmbt_attr;
+	uint64_t ino, attr_blocks, bmbt_attr, all_blocks;
 };
 
 static int rm_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
@@ -152,6 +153,8 @@ static int rm_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
 	uint64_t off = mfs_get64(r->offset);
 
 	(void)cur;
+	if (mfs_get64(r->owner) == s->ino)
+		s->all_blocks += mfs_get32(r->blockcount);
 	if (mfs_get64(r->owner) == s->ino && (off & MFS_RMAP_ATTR_FORK)) {
 		s->attr_blocks += mfs_get32(r->blockcount);
 		if (off & MFS_RMAP_BMBT_BLOCK)
@@ -160,7 +163,7 @@ static int rm_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
 	return 0;
 }
 
-static uint64_t rmap_attr_blocks(struct mfs_fs *fs, uint64_t ino)
+static struct rmsum rmap_sum(struct mfs_fs *fs, uint64_t ino)
 {
 	struct rmsum s = { .ino = ino };
 
@@ -174,7 +177,12 @@ static uint64_t rmap_attr_blocks(struct mfs_fs *fs, uint64_t ino)
 		mfs_btree_cur_release(&cur);
 		mfs_buf_put(agh);
 	}
-	return s.attr_blocks;
+	return s;
+}
+
+static uint64_t rmap_attr_blocks(struct mfs_fs *fs, uint64_t ino)
+{
+	return rmap_sum(fs, ino).attr_blocks;
 }
 
 /* ---- the model ---------------------------------------------------------------------------- */
@@ -1027,6 +1035,69 @@ START_TEST(test_file_extents)
 }
 END_TEST
 
+/* An inline attribute fork that leaves the data fork only its btree root (no room for one
+ * inline record): the data fork is an extent btree even when it maps one block, and when
+ * its last extent goes the tree goes too — back to an empty inline list, its root freed and
+ * gone from the reverse map (it used to stay, an empty leaf that outlived the file: the
+ * leak mendfs_stress found with setxattr and writes).  A new extent makes a tree again. */
+START_TEST(test_file_empty_btree)
+{
+	struct ximg t;
+	struct mfs_inode *ip;
+	struct mfs_trans *tp;
+	struct mfs_bmap_ext e;
+	struct rmsum s;
+	uint8_t val[512];
+	size_t vl = 0;
+	uint32_t v;
+	uint64_t done;
+
+	ximg_make(&t, 4096, 256, 64ull << 20);
+	ip = make_inode(&t, S_IFREG | 0644);
+	/* 20 one-block extents: more than fit inline, an extent btree */
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	for (uint64_t off = 0; off < 40; off += 2)
+		CK_OK(mfs_bmap_alloc(tp, ip, off, 1, 0, &e));
+	CK_OK(mfs_trans_commit(tp));
+	CK_EQ(ip->dformat, MFS_FMT_BTREE);
+	CK_EQ(ip->nblocks, 21);
+	memset(val, 0xa5, sizeof(val));
+	/* the smallest inline value that leaves the data fork only its root */
+	for (v = 1; v < ip->litsize && mfs_bmap_inline_max(ip) > 0; v++) {
+		CK_OK(mfs_trans_alloc(t.fs, &tp));
+		CK_OK(mfs_xattr_set(tp, ip, MFS_XATTR_NS_TRUSTED, "t2", 2, val, v, 0));
+		CK_OK(mfs_trans_commit(tp));
+	}
+	CK_EQ(mfs_bmap_inline_max(ip), 0);
+	CK_EQ(ip->aformat, MFS_FMT_LOCAL);
+	CK_EQ(ip->dformat, MFS_FMT_BTREE);
+	CK_EQ(ip->nblocks, 21);
+	for (uint64_t off = 0; off < 64;) {
+		CK_OK(mfs_trans_alloc(t.fs, &tp));
+		CK_OK(mfs_bmap_punch(tp, ip, off, 64 - off, &done));
+		CK_OK(mfs_trans_commit(tp));
+		off += done;
+	}
+	CK_EQ(ip->dformat, MFS_FMT_EXTENTS);
+	CK_EQ(ip->dnext, 0);
+	CK_EQ(ip->nblocks, 0);
+	s = rmap_sum(t.fs, ip->ino);
+	CK_EQ(s.all_blocks, 0);
+	/* a write maps a block through a new tree; the attribute is untouched throughout */
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_OK(mfs_bmap_alloc(tp, ip, 5, 1, 0, &e));
+	CK_OK(mfs_trans_commit(tp));
+	CK_EQ(ip->dformat, MFS_FMT_BTREE);
+	CK_EQ(ip->nblocks, 2);
+	CK_EQ(rmap_sum(t.fs, ip->ino).all_blocks, 2);
+	CK_OK(mfs_xattr_get(ip, MFS_XATTR_NS_TRUSTED, "t2", 2, val, sizeof(val), &vl));
+	CK_EQ(vl, v - 1);
+	put_inode(ip);
+	db_check(&t);
+	ximg_destroy(&t);
+}
+END_TEST
+
 /* The whole fork freed in bounded steps. */
 START_TEST(test_free_all)
 {
@@ -1469,6 +1540,7 @@ static Suite *xattr_suite(void)
 	tcase_add_test(tc, test_dir_full);
 	tcase_add_test(tc, test_file_extents);
 	tcase_add_test(tc, test_file_full);
+	tcase_add_test(tc, test_file_empty_btree);
 	tcase_add_test(tc, test_free_all);
 	tcase_add_loop_test(tc, test_model, 0, sizeof(geoms) / sizeof(geoms[0]));
 	tcase_add_loop_test(tc, test_many, 0, 3);
