@@ -5,8 +5,8 @@
  * of attributes on one inode (also with forced hash collisions); a directory with inline
  * entries and a file with inline extents next to the attribute fork (their data forks stay
  * intact); a file's extent btree left only its root's bytes by an inline attribute fork
- * freed with its last extent; the whole fork freed in bounded steps; a cancelled transaction leaving the image
- * byte-identical; argument errors; damaged records reported as corruption.
+ * freed with its last extent; the whole fork freed in bounded steps; a cancelled transaction
+ * leaving the image byte-identical; argument errors; damaged records reported as corruption.
  *
  * After each phase: the model against get and list, mfs_xattr_check (btree verify, hashes,
  * value CRCs), the inode's block count, the reverse map's attribute-fork records of the
