@@ -3,23 +3,26 @@
  * the same tree, at several sizes (is it linear in the metadata?).  Printed, never
  * pass/fail.
  *
- * For each size N (files), a tree shaped like a source or home directory is written
- * through a fresh mendfs mount by 4 threads: directories of about 40 entries, two levels
- * deep; file sizes 70% up to 512 bytes, 25% up to 8 KiB, 5% up to 32 KiB; 2% of the names
- * symlinks and 1% hard links.  The filesystem is remounted (cold daemon caches) and
- * `mendfs_scrub` timed; then the same tree is copied into an ext4 image with
- * `mkfs.ext4 -d` (from the mount) and `e2fsck -fn` timed on it.  Both images stay in the
- * host's page cache: both checks read metadata from memory, the comparison is of the
- * checkers' work.
+ * For each size N (files), a tree shaped like a source or home directory (directories of
+ * 40 entries, two levels deep; file sizes 70% up to 512 bytes, 25% up to 8 KiB, 5% up to
+ * 32 KiB; 2% of the names symlinks and 1% hard links) is written into a fresh mendfs image
+ * offline, in this process, through libmendfs (a transaction per file, as the daemon makes
+ * them: filling through FUSE runs at a few thousand files a second, too slow for a million).
+ * The image is mounted (cold daemon caches) and `mendfs_scrub` timed.  The same tree is
+ * written as ordinary files on tmpfs, copied into an ext4 image with `mkfs.ext4 -d`, and
+ * `e2fsck -fn` timed on it.  Both images stay in the host's page cache: both checks read
+ * metadata from memory, the comparison is of the checkers' work.
  *
- * Environment: BENCH_SCRUB_FILES (sizes, default "100000 300000 1000000"; BENCH_QUICK=1:
- * "20000 40000 80000"), BENCH_DIR (default /var/tmp).  The programs are found in ../bin
- * beside this one (build/bench -> build/bin).
+ * Environment: BENCH_SCRUB_FILES (sizes; default "20000 50000 100000", BENCH_QUICK=1:
+ * "10000 20000 40000", BENCH_SCRUB_FULL=1: "100000 300000 1000000"), BENCH_DIR (the images, default /var/tmp), BENCH_TREE_DIR (the
+ * ext4 side's tree, default /dev/shm).  The programs are found in ../bin beside this one
+ * (build/bench -> build/bin).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -31,10 +34,19 @@
 #include <time.h>
 #include <unistd.h>
 
-#define NTHREADS 4
+#include "bmap.h"
+#include "dir.h"
+#include "fs.h"
+#include "geom.h"
+#include "ialloc.h"
+#include "inode.h"
+#include "mendfs_format.h"
+#include "trans.h"
+
 #define FANOUT   40
 
 static char bindir[PATH_MAX + 16], work[PATH_MAX], mnt[PATH_MAX + 16], img[PATH_MAX + 16];
+static char tmpdir[PATH_MAX];
 static pid_t daemon_pid;
 
 /* snprintf that refuses to truncate (a cut path would name something else). */
@@ -137,10 +149,23 @@ static void umount_fs(void)
 
 /* ---- the tree ------------------------------------------------------------------------------ */
 
-struct filler {
-	uint64_t first, n;      /* file indexes */
-	unsigned seed;
-	int err;
+/*
+ * The tree is one deterministic sequence of entries, written twice: into the mendfs image
+ * offline, in this process, through libmendfs (a transaction per entry, as the daemon does),
+ * and as ordinary files into a directory on tmpfs that mkfs.ext4 -d copies.  File i lives in
+ * d<i / FANOUT^2>/s<i / FANOUT % FANOUT>/file_<i>.c; 2% are symlinks to the previous file of
+ * the directory, 1% hard links to it, the rest regular files of 0..32 KiB.
+ */
+struct entry {
+	uint64_t i, top, mid;
+	int kind;               /* 0 file, 1 symlink, 2 hard link */
+	unsigned size;
+	uint64_t prev;          /* the previous regular file of the directory (kind 1, 2) */
+};
+
+struct tree_ops {
+	int (*mkdir)(void *p, uint64_t top, int has_mid, uint64_t mid);
+	int (*add)(void *p, const struct entry *e);
 };
 
 static char data[32768];
@@ -151,72 +176,253 @@ static unsigned rnd(unsigned *s)
 	return *s >> 8;
 }
 
-/* File i lives in d<i / FANOUT^2>/d<i / FANOUT % FANOUT>/, named by its index. */
-static void *fill(void *arg)
+static int walk_tree(uint64_t nfiles, const struct tree_ops *ops, void *p)
 {
-	struct filler *w = arg;
-	char path[PATH_MAX + 64], prev[PATH_MAX + 64] = "";
+	unsigned seed = 7;
+	uint64_t prev = UINT64_MAX;
+	int err = 0;
 
-	for (uint64_t i = w->first; i < w->first + w->n && !w->err; i++) {
-		uint64_t top = i / (FANOUT * FANOUT), mid = i / FANOUT % FANOUT;
-		unsigned r = rnd(&w->seed) % 100, size;
-		int fd;
+	for (uint64_t i = 0; i < nfiles && !err; i++) {
+		struct entry e = { .i = i, .top = i / (FANOUT * FANOUT), .mid = i / FANOUT % FANOUT };
+		unsigned r = rnd(&seed) % 100;
 
-		if (i % FANOUT == 0 || i == w->first) {
-			fmt(path, sizeof(path), "%s/d%llu", mnt, (unsigned long long)top);
-			mkdir(path, 0755);
-			fmt(path, sizeof(path), "%s/d%llu/s%llu", mnt, (unsigned long long)top,
-				 (unsigned long long)mid);
-			mkdir(path, 0755);
+		if (i % (FANOUT * FANOUT) == 0)
+			err = ops->mkdir(p, e.top, 0, 0);
+		if (!err && i % FANOUT == 0) {
+			err = ops->mkdir(p, e.top, 1, e.mid);
+			prev = UINT64_MAX;
 		}
-		fmt(path, sizeof(path), "%s/d%llu/s%llu/file_%llu.c", mnt,
-			 (unsigned long long)top, (unsigned long long)mid, (unsigned long long)i);
-		if (r < 2 && prev[0]) {
-			if (symlink(prev, path) != 0)
-				w->err = errno;
-			continue;
+		if (err)
+			break;
+		if (r < 3 && prev != UINT64_MAX) {
+			e.kind = r < 2 ? 1 : 2;
+			e.prev = prev;
+		} else {
+			r = rnd(&seed) % 100;
+			e.size = r < 70 ? rnd(&seed) % 513 : r < 95 ? rnd(&seed) % 8193
+								   : rnd(&seed) % 32769;
+			prev = i;
 		}
-		if (r < 3 && prev[0]) {
-			if (link(prev, path) != 0)
-				w->err = errno;
-			continue;
-		}
-		r = rnd(&w->seed) % 100;
-		size = r < 70 ? rnd(&w->seed) % 513 : r < 95 ? rnd(&w->seed) % 8193
-						    : rnd(&w->seed) % 32769;
-		fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
-		if (fd < 0 || (size && write(fd, data, size) != (ssize_t)size)) {
-			w->err = errno;
-			if (fd >= 0)
-				close(fd);
-			continue;
-		}
-		close(fd);
-		memcpy(prev, path, sizeof(prev));
+		err = ops->add(p, &e);
 	}
-	return NULL;
+	return err;
 }
 
-static int populate(uint64_t nfiles)
-{
-	struct filler w[NTHREADS];
-	pthread_t t[NTHREADS];
-	uint64_t per = (nfiles / NTHREADS / FANOUT + 1) * FANOUT, at = 0;
+/* -- into the mendfs image, offline ---------------------------------------------------------- */
 
-	for (int i = 0; i < NTHREADS; i++) {
-		w[i] = (struct filler){ .first = at, .n = at < nfiles ? (nfiles - at < per ?
-							nfiles - at : per) : 0, .seed = 7u + (unsigned)i };
-		at += w[i].n;
-		pthread_create(&t[i], NULL, fill, &w[i]);
+struct lib_tree {
+	struct mfs_fs *fs;
+	uint64_t root, top, mid;        /* the current directories */
+	uint64_t prev_ino;              /* inode of the previous regular file */
+	const char *what;
+};
+
+/* Make an inode of `mode` named `name` in directory `dir` (or link `link_ino` there). */
+static int lib_make(struct lib_tree *t, uint64_t dir, const char *name, uint16_t mode,
+		    unsigned size, const char *target, uint64_t link_ino, uint64_t *out)
+{
+	struct mfs_fs *fs = t->fs;
+	struct mfs_inode *dp, *ip;
+	struct mfs_trans *tp;
+	struct timespec now;
+	uint64_t ino = link_ino;
+	int err;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	err = mfs_iget(fs, dir, 0, &dp);
+	if (err)
+		return err;
+	err = mfs_trans_alloc(fs, &tp);
+	if (err) {
+		mfs_iput(dp);
+		return err;
 	}
-	for (int i = 0; i < NTHREADS; i++)
-		pthread_join(t[i], NULL);
-	for (int i = 0; i < NTHREADS; i++)
-		if (w[i].err) {
-			fprintf(stderr, "bench_scrub: populating: %s\n", strerror(w[i].err));
-			return -1;
+	err = mfs_trans_lock_ag(tp, mfs_ino_to_agno(&fs->geo, dir), 0);
+	if (!err && !link_ino)
+		err = mfs_ialloc(tp, dir, mode, &ino);
+	if (!err)
+		err = mfs_iget(fs, ino, 0, &ip);
+	if (err) {
+		mfs_trans_cancel(tp);
+		mfs_iput(dp);
+		return err;
+	}
+	if (link_ino) {
+		ip->nlink++;
+		ip->ctime = now;
+	} else {
+		ip->mode = mode;
+		ip->nlink = S_ISDIR(mode) ? 2 : 1;
+		ip->uid = getuid();
+		ip->gid = getgid();
+		ip->atime = ip->mtime = ip->ctime = ip->btime = now;
+	}
+	if (S_ISDIR(mode) && !link_ino) {
+		err = mfs_dir_init(tp, ip, dir);
+		if (!err)
+			dp->nlink++;
+	} else if (target) {
+		size_t tlen = strlen(target);
+
+		if (tlen > ip->litsize)
+			err = -ENAMETOOLONG;
+		else {
+			ip->dformat = MFS_FMT_LOCAL;
+			memcpy(ip->lit, target, tlen);
+			ip->size = tlen;
 		}
+	} else if (!link_ino && size) {
+		/* The blocks are mapped (and reverse-mapped) like a write's; the sparse image
+		 * reads them as zeroes. */
+		uint64_t nb = (size + fs->geo.blocksize - 1) >> fs->geo.blocklog, b = 0;
+
+		while (b < nb && !err) {
+			struct mfs_bmap_ext ext;
+
+			err = mfs_bmap_alloc(tp, ip, b, nb - b, 0, &ext);
+			b += err ? 0 : ext.len;
+		}
+		ip->size = size;
+	}
+	if (!err)
+		err = mfs_inode_log(tp, ip);
+	if (!err)
+		err = mfs_dir_add(tp, dp, name, (unsigned)strlen(name), ino,
+				  (uint8_t)IFTODT(mode));
+	if (!err) {
+		dp->mtime = dp->ctime = now;
+		err = mfs_inode_log(tp, dp);
+	}
+	if (!err)
+		err = mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, NULL);
+	else
+		mfs_trans_cancel(tp);
+	mfs_iput(ip);
+	mfs_iput(dp);
+	*out = ino;
+	return err;
+}
+
+static int lib_mkdir(void *p, uint64_t top, int has_mid, uint64_t mid)
+{
+	struct lib_tree *t = p;
+	char name[64];
+
+	if (!has_mid) {
+		snprintf(name, sizeof(name), "d%llu", (unsigned long long)top);
+		return lib_make(t, t->root, name, S_IFDIR | 0755, 0, NULL, 0, &t->top);
+	}
+	snprintf(name, sizeof(name), "s%llu", (unsigned long long)mid);
+	return lib_make(t, t->top, name, S_IFDIR | 0755, 0, NULL, 0, &t->mid);
+}
+
+static int lib_add(void *p, const struct entry *e)
+{
+	struct lib_tree *t = p;
+	char name[64], target[64];
+	uint64_t ino;
+
+	snprintf(name, sizeof(name), "file_%llu.c", (unsigned long long)e->i);
+	snprintf(target, sizeof(target), "file_%llu.c", (unsigned long long)e->prev);
+	if (e->kind == 1)
+		return lib_make(t, t->mid, name, S_IFLNK | 0777, 0, target, 0, &ino);
+	if (e->kind == 2)
+		return lib_make(t, t->mid, name, S_IFREG | 0644, 0, NULL, t->prev_ino, &ino);
+	return lib_make(t, t->mid, name, S_IFREG | 0644, e->size, NULL, 0, &t->prev_ino);
+}
+
+static int populate_mendfs(uint64_t nfiles)
+{
+	static const struct tree_ops ops = { lib_mkdir, lib_add };
+	struct lib_tree t = { 0 };
+	int err, err2;
+
+	/* Without the journal (as mkfs writes): transactions leave their buffers dirty in the
+	 * cache, written back when it fills and at close, with no log force per file. */
+	err = mfs_fs_open(img, MFS_OPEN_EXCL, 512u << 20, &t.fs);
+	if (err)
+		return err;
+	err = mfs_icache_init(t.fs, 0);
+	if (!err) {
+		t.root = t.fs->geo.rootino;
+		err = walk_tree(nfiles, &ops, &t);
+		err2 = mfs_icache_destroy(t.fs);
+		if (!err)
+			err = err2;
+	}
+	err2 = mfs_fs_close(t.fs);
+	return err ? err : err2;
+}
+
+/* -- into a directory (tmpfs), for mkfs.ext4 -d ------------------------------------------------ */
+
+struct dir_tree {
+	char base[PATH_MAX];
+	char top[PATH_MAX + 32], mid[PATH_MAX + 64];
+};
+
+static int dir_mkdir(void *p, uint64_t top, int has_mid, uint64_t mid)
+{
+	struct dir_tree *t = p;
+
+	if (!has_mid) {
+		fmt(t->top, sizeof(t->top), "%s/d%llu", t->base, (unsigned long long)top);
+		return mkdir(t->top, 0755) ? -errno : 0;
+	}
+	fmt(t->mid, sizeof(t->mid), "%s/s%llu", t->top, (unsigned long long)mid);
+	return mkdir(t->mid, 0755) ? -errno : 0;
+}
+
+static int dir_add(void *p, const struct entry *e)
+{
+	struct dir_tree *t = p;
+	char path[PATH_MAX + 128], prev[PATH_MAX + 128], target[64];
+	int fd;
+
+	fmt(path, sizeof(path), "%s/file_%llu.c", t->mid, (unsigned long long)e->i);
+	fmt(target, sizeof(target), "file_%llu.c", (unsigned long long)e->prev);
+	if (e->kind == 1)
+		return symlink(target, path) ? -errno : 0;
+	if (e->kind == 2) {
+		fmt(prev, sizeof(prev), "%s/%s", t->mid, target);
+		return link(prev, path) ? -errno : 0;
+	}
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	if (fd < 0)
+		return -errno;
+	if (e->size && write(fd, data, e->size) != (ssize_t)e->size) {
+		close(fd);
+		return -EIO;
+	}
+	close(fd);
 	return 0;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static void rm_tree(const char *dir)
+{
+	nftw(dir, rm_one, 64, FTW_DEPTH | FTW_PHYS);
+}
+
+static int populate_dir(uint64_t nfiles, const char *base)
+{
+	static const struct tree_ops ops = { dir_mkdir, dir_add };
+	struct dir_tree *t = calloc(1, sizeof(*t));
+	int err;
+
+	if (!t)
+		return -ENOMEM;
+	fmt(t->base, sizeof(t->base), "%s", base);
+	err = mkdir(base, 0755) ? -errno : walk_tree(nfiles, &ops, t);
+	free(t);
+	return err;
 }
 
 /* ---- one size ------------------------------------------------------------------------------- */
@@ -224,34 +430,40 @@ static int populate(uint64_t nfiles)
 static void bench_one(uint64_t nfiles)
 {
 	char scrub[PATH_MAX + 32], mkfs[PATH_MAX + 32], ext4[PATH_MAX + 16], out[PATH_MAX + 16];
-	char size[32], objects[64] = "?", phases[256] = "";
+	char size[32], inodes[32], objects[64] = "?", phases[256] = "", tree[PATH_MAX + 16];
 	double t0, t_pop, t_scrub, t_fsck;
-	int rc_scrub, rc_fsck;
+	int rc_scrub, rc_fsck, err;
 	FILE *f;
 
 	fmt(mkfs, sizeof(mkfs), "%s/mkfs.mendfs", bindir);
 	fmt(scrub, sizeof(scrub), "%s/mendfs_scrub", bindir);
 	fmt(ext4, sizeof(ext4), "%s/ext4.img", work);
 	fmt(out, sizeof(out), "%s/scrub.out", work);
+	fmt(tree, sizeof(tree), "%s/tree", tmpdir);
 	/* Room for the data (about 3 KiB a file) and the metadata, sparse. */
 	snprintf(size, sizeof(size), "%lluM", (unsigned long long)(nfiles * 12 / 1024 + 512));
+	snprintf(inodes, sizeof(inodes), "%llu", (unsigned long long)(nfiles + nfiles / 8 + 4096));
 	{
 		char *argv[] = { mkfs, "-q", "-f", img, size, NULL };
 
-		if (run(NULL, argv) != 0 || mount_fs() != 0) {
-			fprintf(stderr, "bench_scrub: cannot make or mount %s\n", img);
+		if (run(NULL, argv) != 0) {
+			fprintf(stderr, "bench_scrub: cannot make %s\n", img);
 			return;
 		}
 	}
 	t0 = now();
-	if (populate(nfiles) != 0) {
-		umount_fs();
+	err = populate_mendfs(nfiles);
+	t_pop = now() - t0;
+	if (err) {
+		fprintf(stderr, "bench_scrub: populating %s: %s\n", img, strerror(-err));
+		unlink(img);
 		return;
 	}
-	t_pop = now() - t0;
-	umount_fs();
-	if (mount_fs() != 0)
+	if (mount_fs() != 0) {
+		fprintf(stderr, "bench_scrub: cannot mount %s\n", img);
+		unlink(img);
 		return;
+	}
 	{
 		char *argv[] = { scrub, "-v", mnt, NULL };
 
@@ -259,6 +471,8 @@ static void bench_one(uint64_t nfiles)
 		rc_scrub = run(out, argv);
 		t_scrub = now() - t0;
 	}
+	umount_fs();
+	unlink(img);
 	f = fopen(out, "r");
 	if (f) {
 		char line[1024];
@@ -283,17 +497,22 @@ static void bench_one(uint64_t nfiles)
 		}
 		fclose(f);
 	}
-	{
-		/* Same tree into ext4, read from the mount (not timed). */
-		char *argv[] = { "mkfs.ext4", "-q", "-F", "-d", mnt, ext4, size, NULL };
+	unlink(out);
+	/* The same tree into ext4 (not timed). */
+	err = populate_dir(nfiles, tree);
+	if (!err) {
+		char *argv[] = { "mkfs.ext4", "-q", "-F", "-N", inodes, "-d", tree, ext4, size,
+				 NULL };
 
-		if (run(NULL, argv) != 0) {
-			fprintf(stderr, "bench_scrub: mkfs.ext4 -d failed\n");
-			umount_fs();
-			return;
-		}
+		err = run(NULL, argv) != 0 ? -EIO : 0;
 	}
-	umount_fs();
+	rm_tree(tree);
+	if (err) {
+		fprintf(stderr, "bench_scrub: the ext4 image (tree in %s, mkfs.ext4 -d): %s\n",
+			tree, strerror(-err));
+		unlink(ext4);
+		return;
+	}
 	{
 		char *argv[] = { "e2fsck", "-fn", ext4, NULL };
 
@@ -301,24 +520,25 @@ static void bench_one(uint64_t nfiles)
 		rc_fsck = run(NULL, argv);
 		t_fsck = now() - t0;
 	}
+	unlink(ext4);
 	printf("%9llu files  populate %6.1f s | mendfs_scrub %6.2f s (%s checks, exit %d, "
-	       "%.1f us/file; phase seconds %s) | e2fsck -fn %6.2f s (exit %d, %.1f us/file) | "
+	       "%.0f files/s; phase seconds %s) | e2fsck -fn %6.2f s (exit %d, %.0f files/s) | "
 	       "scrub/e2fsck %.2f\n",
 	       (unsigned long long)nfiles, t_pop, t_scrub, objects, rc_scrub,
-	       t_scrub * 1e6 / (double)nfiles, phases, t_fsck, rc_fsck,
-	       t_fsck * 1e6 / (double)nfiles, t_fsck > 0 ? t_scrub / t_fsck : 0.0);
+	       (double)nfiles / t_scrub, phases, t_fsck, rc_fsck, (double)nfiles / t_fsck,
+	       t_fsck > 0 ? t_scrub / t_fsck : 0.0);
 	fflush(stdout);
-	unlink(ext4);
-	unlink(img);
-	unlink(out);
 }
 
 int main(int argc, char **argv)
 {
 	const char *sizes = getenv("BENCH_SCRUB_FILES"), *base = getenv("BENCH_DIR");
+	const char *tbase = getenv("BENCH_TREE_DIR"), *full = getenv("BENCH_SCRUB_FULL");
 	char self[PATH_MAX], *copy, *tok, *save = NULL, *slash, rundir[PATH_MAX + 8];
 	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 
+	(void)argc;
+	(void)argv;
 	if (n <= 0)
 		return 1;
 	self[n] = 0;
@@ -326,11 +546,18 @@ int main(int argc, char **argv)
 	*slash = 0;
 	fmt(bindir, sizeof(bindir), "%s/../bin", self);
 	if (!sizes)
-		sizes = getenv("BENCH_QUICK") && !strcmp(getenv("BENCH_QUICK"), "1") ?
-			"20000 40000 80000" : "100000 300000 1000000";
+		sizes = full && !strcmp(full, "1") ? "100000 300000 1000000" :
+			getenv("BENCH_QUICK") && !strcmp(getenv("BENCH_QUICK"), "1") ?
+			"10000 20000 40000" : "20000 50000 100000";
 	fmt(work, sizeof(work), "%s/bench_scrub.XXXXXX", base ? base : "/var/tmp");
+	fmt(tmpdir, sizeof(tmpdir), "%s/bench_scrub_tree.XXXXXX", tbase ? tbase : "/dev/shm");
 	if (access("/dev/fuse", R_OK | W_OK) != 0 || !mkdtemp(work)) {
 		printf("bench_scrub: skipped (no /dev/fuse or no %s)\n", base ? base : "/var/tmp");
+		return 0;
+	}
+	if (!mkdtemp(tmpdir)) {
+		printf("bench_scrub: skipped (no %s)\n", tbase ? tbase : "/dev/shm");
+		rmdir(work);
 		return 0;
 	}
 	fmt(mnt, sizeof(mnt), "%s/m", work);
@@ -342,7 +569,8 @@ int main(int argc, char **argv)
 	memset(data, 'x', sizeof(data));
 	printf("bench_scrub: full online scrub vs e2fsck -fn on the same tree (%s)\n", work);
 	copy = strdup(sizes);
-	for (tok = strtok_r(copy, " ,", &save); tok; tok = strtok_r(NULL, " ,", &save)) {
+	for (tok = copy ? strtok_r(copy, " ,", &save) : NULL; tok;
+	     tok = strtok_r(NULL, " ,", &save)) {
 		uint64_t nf = strtoull(tok, NULL, 10);
 
 		if (nf)
@@ -352,5 +580,6 @@ int main(int argc, char **argv)
 	rmdir(mnt);
 	rmdir(rundir);
 	rmdir(work);
+	rmdir(tmpdir);
 	return 0;
 }
