@@ -220,6 +220,11 @@ run_seq() {
 
 run_rand() {
 	local col=$1 f=$work/fio.json file=$root/seq1/seq1.0.0
+	if [ ! -f "$file" ]; then       # the sequential workloads were skipped: lay it out
+		mkdir -p "$root/seq1"
+		fio_run "$f" --name=seq1 --directory="$root/seq1" --rw=write --bs=1M \
+			--size=${SEQ_MB}M --end_fsync=1 || return 1
+	fi
 	drop_caches
 	begin
 	fio_run "$f" --name=rr --filename="$file" --rw=randread --bs=4k --direct=1 \
