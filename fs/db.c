@@ -581,6 +581,15 @@ static int cmd_inode(int argc, char **argv)
 		printf("data fork btree root %" PRIu64 ", %u levels\n", mfs_get64(r.rootblock),
 		       mfs_get32(r.levels));
 	}
+	if (!err && d->aformat == MFS_FMT_BTREE && mfs_get16(d->forkoff) &&
+	    mfs_get16(d->forkoff) * 8u + sizeof(struct mfs_fork_root) <= fs->geo.inodesize -
+									 sizeof(*d)) {
+		struct mfs_fork_root r;
+
+		memcpy(&r, (const char *)(d + 1) + mfs_get16(d->forkoff) * 8u, sizeof(r));
+		printf("attribute fork btree root %" PRIu64 ", %u levels\n",
+		       mfs_get64(r.rootblock), mfs_get32(r.levels));
+	}
 	mfs_buf_put(bp);
 	if (err)
 		return err_msg(err, "inode %" PRIu64, ino);
@@ -1417,6 +1426,126 @@ static int cmd_fuzz(int argc, char **argv)
 	return wtarget_commit(&t, nocrc || !strcmp(argv[i], "crc"));
 }
 
+/* ---- fields: every field the write and fuzz commands can name in one object ---------------- */
+
+static uint64_t get_le(const uint8_t *p, uint32_t size);
+
+/* One line: name, size, and the value of a numeric field (at most 8 bytes) at base + off. */
+static void list_one(const char *name, uint32_t size, const uint8_t *base, uint32_t off)
+{
+	if (size <= 8)
+		printf("%s %u %" PRIu64 "\n", name, size, get_le(base + off, size));
+	else
+		printf("%s %u -\n", name, size);
+}
+
+/* The fields of a table at base (a record or the object); prefix names the record. */
+static void list_table(const struct field *tab, const char *prefix, const uint8_t *base)
+{
+	char name[64];
+
+	for (; tab && tab->name; tab++) {
+		if (!tab->count) {
+			snprintf(name, sizeof(name), "%s%s", prefix, tab->name);
+			list_one(name, tab->size, base, tab->off);
+			continue;
+		}
+		for (uint32_t i = 0; i < tab->count; i++) {
+			snprintf(name, sizeof(name), "%s%s[%u]", prefix, tab->name, i);
+			list_one(name, tab->size, base, tab->off + i * tab->size);
+		}
+	}
+}
+
+/*
+ * One line per field, "NAME SIZE VALUE" (SIZE in bytes, VALUE "-" for a field wider than
+ * 8 bytes), NAME as write and fuzz take it: the block
+ * header's fields, the object's own (arrays one line per element), and the records in use:
+ * rec[N].FIELD of a btree leaf or key[N]/ptr[N] of a node (N below numrecs, bounded by the
+ * block's capacity), ext[N].FIELD of an inode's inline extents (N below dnext) and
+ * dirent[N].FIELD of an inline directory.  byte[N] and lit[N] are not listed.
+ */
+static int cmd_fields(int argc, char **argv)
+{
+	struct wtarget t;
+	int n;
+
+	n = wtarget_get(argv + 1, argc - 1, &t);
+	if (n < 0)
+		return 1;
+	if (argc != 3) {
+		wtarget_put(&t);
+		return err_msg(0, "usage: fields OBJECT ARG");
+	}
+	if (t.has_hdr && t.kind == W_BLOCK)
+		list_table(hdr_fields, "", t.base);
+	if (t.kind == W_INODE) {
+		const struct mfs_dinode *d = (const void *)t.base;
+		uint32_t lit = t.len - (uint32_t)sizeof(*d);
+
+		list_table(t.fields, "", t.base);
+		if (d->dformat == MFS_FMT_EXTENTS) {
+			uint32_t next = mfs_get32(d->dnext);
+			char pfx[32];
+
+			for (uint32_t i = 0; i < next && (i + 1) * sizeof(struct mfs_bmbt_rec) <= lit;
+			     i++) {
+				snprintf(pfx, sizeof(pfx), "ext[%u].", i);
+				list_table(bmbt_rec_fields, pfx,
+					   (const uint8_t *)(d + 1) + i * sizeof(struct mfs_bmbt_rec));
+			}
+		} else if (d->dformat == MFS_FMT_LOCAL && S_ISDIR(mfs_get16(d->mode))) {
+			const uint8_t *l = (const uint8_t *)(d + 1);
+			uint64_t pos = MFS_DIR_LOCAL_HDR, end = mfs_get64(d->size);
+			char pfx[32];
+
+			if (end > lit)
+				end = lit;
+			for (uint32_t i = 0; pos + sizeof(struct mfs_dir_lent) <= end; i++) {
+				snprintf(pfx, sizeof(pfx), "dirent[%u].", i);
+				list_table(dirent_fields, pfx, l + pos);
+				if (l[pos + 9])
+					printf("dirent[%u].name %u -\n", i, l[pos + 9]);
+				pos += sizeof(struct mfs_dir_lent) + l[pos + 9];
+			}
+		}
+	} else if (t.kind == W_BLOCK && t.has_hdr && t.fields == btb_fields) {
+		uint32_t magic = mfs_get32(((const struct mfs_blkhdr *)t.base)->magic);
+		const struct mfs_btree_block *b = (const void *)t.base;
+		uint32_t level = mfs_get16(b->level), nr = mfs_get16(b->numrecs);
+		size_t k = 0;
+
+		while (k < sizeof(bt_kinds) / sizeof(bt_kinds[0]) && bt_kinds[k].magic != magic)
+			k++;
+		if (k < sizeof(bt_kinds) / sizeof(bt_kinds[0])) {
+			uint32_t room = t.len - (uint32_t)sizeof(*b);
+			uint32_t cap = level ? room / (bt_kinds[k].key_len + bt_kinds[k].ptr_len)
+					     : room / bt_kinds[k].rec_len;
+			char pfx[32];
+
+			list_table(btb_fields, "", t.base);
+			for (uint32_t i = 0; i < nr && i < cap; i++) {
+				const uint8_t *recs = t.base + sizeof(*b);
+
+				if (level) {
+					snprintf(pfx, sizeof(pfx), "key[%u]", i);
+					list_one(pfx, bt_kinds[k].key_len, recs, i * bt_kinds[k].key_len);
+					snprintf(pfx, sizeof(pfx), "ptr[%u]", i);
+					list_one(pfx, bt_kinds[k].ptr_len, recs,
+						 cap * bt_kinds[k].key_len + i * bt_kinds[k].ptr_len);
+					continue;
+				}
+				snprintf(pfx, sizeof(pfx), "rec[%u].", i);
+				list_table(bt_kinds[k].rec, pfx, recs + i * bt_kinds[k].rec_len);
+			}
+		}
+	} else if (t.fields != btb_fields) {
+		list_table(t.fields, "", t.base);
+	}
+	wtarget_put(&t);
+	return 0;
+}
+
 /* Whole blocks of garbage: the CRC is left as it falls (a torn or rotten block). */
 static int cmd_trash(int argc, char **argv)
 {
@@ -1485,6 +1614,8 @@ static const struct command commands[] = {
 	  "set a field (-w; OBJ: sb|agh|agfl AGNO, block FSB, inode INO, log N)" },
 	{ "fuzz", cmd_fuzz, 4, 6, "[-c] OBJ ARG FIELD VERB [N]",
 	  "damage a field (-w; VERB: zeroes ones random add sub bitflip firstbit...)" },
+	{ "fields", cmd_fields, 2, 2, "OBJ ARG",
+	  "list the fields write and fuzz can name in an object (NAME SIZE VALUE)" },
 	{ "trash", cmd_trash, 1, 3, "FSBLOCK [COUNT] [HOW]",
 	  "overwrite whole blocks with garbage (-w; HOW: random, zeroes or ones)" },
 	{ "help", cmd_help, 0, 0, "", "this list" },

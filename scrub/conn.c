@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -28,7 +29,7 @@ static void setmsg(char *msg, size_t len, const char *fmt, ...)
 
 /* The FUSE mount at `mnt` in /proc/self/mountinfo (the top one): is it mendfs, and which
  * user mounted it (the user_id option).  0, -ENOENT (not a mount), -EMEDIUMTYPE. */
-static int mount_owner(const char *mnt, long *uid)
+static int mount_owner(const char *mnt, long *uid, dev_t *dev)
 {
 	FILE *f = fopen("/proc/self/mountinfo", "re");
 	char *line = NULL;
@@ -48,6 +49,7 @@ static int mount_owner(const char *mnt, long *uid)
 			continue;
 		}
 		err = 0;
+		*dev = makedev(mi.major, mi.minor);
 		p = strstr(mi.options, "user_id=");
 		*uid = p ? strtol(p + 8, NULL, 10) : -1;
 	}
@@ -215,19 +217,27 @@ int scrub_connect(const char *mnt, unsigned hello_flags, struct scrub_conn *c,
 	char name[MFS_CTL_SOCK_NAME_LEN], dirs[2][PATH_MAX], path[2 * PATH_MAX + 32];
 	const char *env = getenv(MFS_CTL_RUNDIR_ENV);
 	struct stat st;
+	dev_t mdev = 0;
 	long uid = -1;
 	int ndirs = 0, err;
 
-	err = mount_owner(mnt, &uid);
+	err = mount_owner(mnt, &uid, &mdev);
 	if (err) {
 		setmsg(msg, msglen, "%s is not %s", mnt, err == -EMEDIUMTYPE ?
 		       "a mendfs filesystem" : "a mount point of a mendfs filesystem");
 		return err;
 	}
+	/*
+	 * A root directory the daemon cannot load (EUCLEAN) must not keep the scrub from
+	 * reaching it and saying why: the mount's device number is in mountinfo too.
+	 */
 	if (stat(mnt, &st) != 0) {
 		err = -errno;
-		setmsg(msg, msglen, "cannot stat %s: %s", mnt, strerror(-err));
-		return err;
+		if (err != -EUCLEAN && err != -EIO) {
+			setmsg(msg, msglen, "cannot stat %s: %s", mnt, strerror(-err));
+			return err;
+		}
+		st.st_dev = mdev;
 	}
 	if (env && *env) {
 		snprintf(dirs[ndirs++], PATH_MAX, "%s", env);

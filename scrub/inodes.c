@@ -119,9 +119,8 @@ static void check_inodes(struct scrub_run *run, struct scrub_conn *c,
 			q[nq++] = (struct mfs_ctl_scrub_req){ .type = MFS_SCRUB_INODE, .ino = ino };
 			if (!mode)      /* damaged: its record check says how */
 				continue;
-			if (S_ISREG(mode) || S_ISDIR(mode) || S_ISLNK(mode))
-				q[nq++] = (struct mfs_ctl_scrub_req){ .type = MFS_SCRUB_BMAP,
-								      .ino = ino };
+			/* every file type: a special file's block count is checked there too */
+			q[nq++] = (struct mfs_ctl_scrub_req){ .type = MFS_SCRUB_BMAP, .ino = ino };
 			q[nq++] = (struct mfs_ctl_scrub_req){ .type = MFS_SCRUB_XATTR, .ino = ino };
 			if (S_ISLNK(mode))
 				q[nq++] = (struct mfs_ctl_scrub_req){ .type = MFS_SCRUB_SYMLINK,

@@ -1,0 +1,302 @@
+#!/bin/bash
+# fieldfuzz.sh — metadata field fuzzing (issue 7): every field of every structure of a
+# populated image × every fuzz verb of `mendfs_db fuzz`, each on its own copy of the image:
+#
+#   (a) mount: a clean refusal (non-zero exit, no signal, a message) or a mount;
+#   (b) if mounted: the tree is walked and read (the daemon must serve or fail requests,
+#       never die), `mendfs_scrub -n` (exit bit 1 = corruption found), unmount, and the
+#       daemon must exit by itself without a signal;
+#   (c) the offline check `mendfs_db -c "check -f"` on the fuzzed image (before mounting)
+#       and after the unmount must agree with the scrub;
+#   (d) no program is killed by a signal or hangs (every step bounded by timeout).
+#
+# Each case is classified:
+#   refused   the mount was refused cleanly
+#   detected  mounted, and the scrub found corruption
+#   benign    mounted, neither the scrub nor the offline check found anything (the new value
+#             is still legal, or the field is not checked by anybody)
+#   healed    mounted, the scrub found nothing, the offline check found the damage before
+#             the mount and not after it: the mount recomputed the field (summary counters)
+#   MISS      mounted, the offline check found damage the scrub did not report (or the
+#             scrub could not run: exit status 4)
+#   CRASH     a daemon, scrub or mendfs_db killed by a signal, a daemon that exited non-zero
+#             after serving, or a hang
+#   (skip)    the verb does not apply (add/sub of a byte string): not counted
+#
+#   fieldfuzz.sh [-s SAMPLE] [-o TSV] [-k]
+#     -s N   a sample: every Nth case of the full list (deterministic), for make check
+#     -o F   the TSV of results (default $O/fieldfuzz.tsv)
+#     -k     keep the populated image in $O/fieldfuzz.img (reused when present with -k)
+#     -m RE  only the cases whose "OBJECT FIELD VERB" matches the extended regexp RE
+# Environment: BIN (the built programs), O (the build directory).  Exit status 0 when there
+# was no MISS and no CRASH, 1 otherwise, 77 when FUSE is not usable.
+set -u
+BIN=${BIN:?BIN must name the directory of the built programs}
+O=${O:-build}
+SCRUB=$BIN/mendfs_scrub    # (MKFS, DB and MENDFS: mountlib.sh)
+sample=1
+tsv=$O/fieldfuzz.tsv
+keep=0
+match=""
+while getopts "s:o:km:" c; do
+	case $c in
+	s) sample=$OPTARG ;;
+	o) tsv=$OPTARG ;;
+	k) keep=1 ;;
+	m) match=$OPTARG ;;
+	*) echo "usage: $0 [-s N] [-o TSV] [-k] [-m RE]"; exit 2 ;;
+	esac
+done
+command -v setfattr >/dev/null || { echo "skip: setfattr is missing"; exit 77; }
+
+VERBS="zeroes ones random add sub firstbit middlebit lastbit"
+export MFS_DB_SEED=${MFS_DB_SEED:-12345}
+
+# $dir, $mnt, $img, $pid and the cleanup at exit (every mount undone, the daemon killed)
+. "$(dirname "$0")/../integration/mountlib.sh"
+ml_setup fieldfuzz
+die() { echo "FAIL: $*"; exit 1; }
+
+# start_daemon IMG LOG: 0 mounted ($pid set); 1 refused (exit status in $drc); 2 hang
+start_daemon() {
+	"$MENDFS" -f "$1" "$mnt" >"$2" 2>&1 &
+	pid=$!
+	for _ in $(seq 400); do
+		mounted "$mnt" && return 0
+		if ! kill -0 "$pid" 2>/dev/null; then
+			wait "$pid"
+			drc=$?
+			pid=""
+			return 1
+		fi
+		sleep 0.025
+	done
+	kill -9 "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	pid=""
+	fusermount3 -uz "$mnt" 2>/dev/null
+	drc=137
+	return 2
+}
+
+# stop_daemon: unmount, wait (bounded) for the daemon; its status in $drc (124: hung)
+stop_daemon() {
+	cd /
+	fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -uz "$mnt" 2>/dev/null
+	for _ in $(seq 800); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.025
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -9 "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+		drc=124
+	else
+		wait "$pid"
+		drc=$?
+	fi
+	pid=""
+}
+
+# --- the populated image (made once) --------------------------------------------------------
+base=$dir/base.img
+if [ "$keep" = 1 ] && [ -s "$O/fieldfuzz.img" ]; then
+	cp --sparse=always "$O/fieldfuzz.img" "$base"
+else
+	"$MKFS" -q "$base" 48M || die "mkfs"
+	start_daemon "$base" "$dir/log.base" || die "populate: mount failed: $(tail -3 "$dir/log.base")"
+	(
+		set -e
+		cd "$mnt"
+		mkdir -p a/b/c small big
+		echo hello >a/file
+		head -c 20000 /dev/urandom >a/b/mid
+		head -c 300 /dev/urandom >a/b/c/tiny
+		ln -s file a/link
+		ln -s "$(printf 'x%.0s' $(seq 300))" a/longlink
+		ln a/file a/hardlink
+		mknod small/fifo p
+		touch small/one small/two
+		setfattr -n user.small -v v1 a/file
+		setfattr -n trusted.t -v 12345 a/file
+		for i in $(seq 40); do setfattr -n "user.attr$i" -v "value-$i" a/b/mid; done
+		setfattr -n user.big -v "0s$(head -c 3000 /dev/urandom | base64 -w0)" a/b/c/tiny
+		for i in $(seq 300); do : >"big/entry-with-a-long-name-$i"; done
+		# two files written in turns, block by block: each gets many small extents
+		for i in $(seq 0 199); do
+			dd if=/dev/urandom of=frag bs=4096 count=1 seek="$i" conv=notrunc status=none
+			dd if=/dev/urandom of=frag2 bs=4096 count=1 seek="$i" conv=notrunc status=none
+			[ $((i % 20)) = 0 ] && sync frag frag2
+		done
+		rm frag2
+		sync .
+	) || die "populate failed"
+	stop_daemon
+	[ "$drc" = 0 ] || die "populate: the daemon exited with $drc"
+	[ "$keep" = 1 ] && cp --sparse=always "$base" "$O/fieldfuzz.img"
+fi
+timeout 60 "$DB" -c "check -f" "$base" >"$dir/out" 2>&1 || { cat "$dir/out"; die "the populated image does not check clean"; }
+
+# --- the objects: AG headers, tree blocks, inodes, journal header ---------------------------
+db() { timeout 30 "$DB" "$@" "$base" 2>&1; }
+start_daemon "$base" "$dir/log.base" || die "mount to list inodes"
+ino_of() { stat -c %i "$mnt/$1"; }
+declare -A INO
+for p in a a/file a/b/mid a/b/c/tiny a/link a/longlink small small/fifo big frag; do
+	INO[$p]=$(ino_of "$p") || die "stat $p"
+done
+stop_daemon
+[ "$drc" = 0 ] || die "the daemon exited with $drc"
+rootino=$(db -c sb | sed -n 's/^rootino = //p')
+objs=("sb 0" "sb 1" "agh 0" "agh 1" "agfl 0" "log 0" "inode $rootino")
+for p in a a/file a/b/mid a/b/c/tiny a/link a/longlink small small/fifo big frag; do
+	objs+=("inode ${INO[$p]}")
+done
+# the roots of AG 0's trees, and a leaf under each node
+for t in bno cnt ino rmap; do
+	r=$(db -c "agh 0" | sed -n "s/^$t root = \([0-9]*\),.*/\1/p")
+	[ -n "$r" ] || die "no $t root in agh 0"
+	objs+=("block $r")
+	child=$(db -c "fields block $r" | sed -n 's/^ptr\[0\] [0-9]* \([0-9]*\)$/\1/p')
+	[ -n "$child" ] && objs+=("block $child")
+done
+# tree blocks of inodes (the big directory, the fragmented file, the attribute btrees):
+# each root, and a leaf under a root that is a node
+for p in big frag a/b/mid a/b/c/tiny; do
+	while read -r r levels; do
+		objs+=("block $r")
+		[ "$levels" -gt 1 ] || continue
+		child=$(db -c "fields block $r" | sed -n 's/^ptr\[0\] [0-9]* \([0-9]*\)$/\1/p')
+		[ -n "$child" ] && objs+=("block $child")
+	done < <(db -c "inode ${INO[$p]}" |
+		 sed -n 's/.*fork btree root \([0-9][0-9]*\), \([0-9]*\) levels/\1 \2/p')
+done
+printf '%s\n' "${objs[@]}" | awk '!seen[$0]++' >"$dir/objs"
+
+# every field of every object; arrays and record lists are cut down to their first two and
+# last elements and the first two non-zero ones (the free list's slots in use; the rest
+# behaves the same)
+: >"$dir/cases"
+while read -r obj; do
+	db -c "fields $obj" >"$dir/f" || { cat "$dir/f"; die "fields $obj"; }
+	awk -v obj="$obj" '
+	{ name = $1; size = $2; grp = name; gsub(/\[[0-9]+\]/, "[]", grp)
+	  n = ++cnt[grp]; names[grp, n] = name; sizes[grp, n] = size
+	  pick[grp, n] = n <= 2 || ($3 != "-" && $3 != "0" && ++nz[grp] <= 2)
+	  if (!(grp in order)) { order[grp] = ++ng; grps[ng] = grp } }
+	END { for (g = 1; g <= ng; g++) { k = grps[g]; c = cnt[k]
+		for (i = 1; i <= c; i++)
+			if (pick[k, i] || i == c) print obj "\t" names[k, i] "\t" sizes[k, i] } }' \
+		"$dir/f" >>"$dir/cases"
+done <"$dir/objs"
+nfields=$(wc -l <"$dir/cases")
+
+# --- the walk -------------------------------------------------------------------------------
+printf 'object\tfield\tverb\tchange\tresult\tmount\tscrub\tcheck_before\tcheck_after\tdaemon\n' >"$tsv"
+n=0
+ran=0
+declare -A tot
+one_case() {
+	local obj=$1 field=$2 verb=$3 change res mnt_s="-" scrub_s="-" pre post="-" dmn="-" src
+	rm -f "$img"
+	cp --sparse=always "$base" "$img"
+	if ! timeout 30 "$DB" -w -c "fuzz $obj $field $verb" "$img" >"$dir/fz" 2>&1; then
+		src=$?
+		if [ "$src" -ge 124 ]; then
+			res=CRASH
+			change="mendfs_db fuzz: status $src"
+		else
+			return 1    # the verb does not apply to this field
+		fi
+	fi
+	change=${change:-$(sed -n 's/.*: \(.* -> .*\) (.*/\1/p; s/.*: \([0-9]* bytes fuzzed\).*/\1/p' "$dir/fz" | head -1)}
+	[ -z "$change" ] && change="?"
+	timeout 60 "$DB" -c "check -f" "$img" >"$dir/pre" 2>&1
+	src=$?
+	case $src in 0) pre=clean ;; 1) pre=damage ;; *) pre="status$src"; res=CRASH ;; esac
+	start_daemon "$img" "$dir/dlog"
+	case $? in
+	1)  mnt_s=refused
+	    [ "$drc" -ge 128 ] && { res=CRASH; dmn="signal$((drc - 128))"; }
+	    [ "$drc" = 0 ] && { res=CRASH; dmn="exit0-unmounted"; }
+	    [ -s "$dir/dlog" ] || { res=${res:-CRASH}; dmn="no message"; }
+	    res=${res:-refused} ;;
+	2)  mnt_s=hang; res=CRASH ;;
+	0)  mnt_s=mounted
+	    timeout 120 "$SCRUB" -n "$mnt" >"$dir/scrub" 2>&1
+	    src=$?
+	    if [ "$src" -ge 124 ]; then scrub_s="status$src"; res=CRASH
+	    elif [ $((src & 1)) = 1 ]; then scrub_s=found
+	    elif [ $((src & 4)) = 4 ]; then scrub_s=error
+	    else scrub_s=clean; fi
+	    # then exercise the daemon: stat, read and list the attributes of everything
+	    timeout 60 find "$mnt" -exec stat {} + >/dev/null 2>&1
+	    timeout 60 find "$mnt" -type f -exec cat {} + >/dev/null 2>&1
+	    timeout 60 find "$mnt" -exec getfattr -d -m - {} + >/dev/null 2>&1
+	    kill -0 "$pid" 2>/dev/null || { dmn=died; res=CRASH; }
+	    stop_daemon
+	    # exit 1 with a message (flushing at unmount failed on the damage) is an orderly
+	    # refusal; a signal, a hang or an exit without a message is a crash
+	    if [ "$drc" -ge 124 ]; then dmn="signal/hang$drc"; res=CRASH
+	    elif [ "$drc" != 0 ]; then dmn="exit$drc"
+		 [ -s "$dir/dlog" ] || res=CRASH
+	    elif [ "$dmn" != died ]; then dmn=ok; fi
+	    timeout 60 "$DB" -c "check -f" "$img" >"$dir/post" 2>&1
+	    src=$?
+	    case $src in 0) post=clean ;; 1) post=damage ;; *) post="status$src"; res=CRASH ;; esac
+	    if [ -z "${res:-}" ]; then
+		if [ "$scrub_s" = found ]; then res=detected
+		elif [ "$pre" = clean ] && [ "$post" = clean ] && [ "$scrub_s" = clean ]; then res=benign
+		elif [ "$pre" = damage ] && [ "$post" = clean ] && [ "$scrub_s" = clean ]; then
+			res=healed
+		else res=MISS; fi
+	    fi ;;
+	esac
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$obj" "$field" "$verb" "$change" "$res" \
+		"$mnt_s" "$scrub_s" "$pre" "$post" "$dmn" >>"$tsv"
+	printf '%-16s %-22s %-10s %-28s %s\n' "$obj" "$field" "$verb" "$change" "$res"
+	tot[$res]=$((${tot[$res]:-0} + 1))
+	if [ "$res" = MISS ] || [ "$res" = CRASH ]; then
+		mkdir -p "$O/fieldfuzz.fail"
+		local tag
+		tag=$(echo "$obj.$field.$verb" | tr ' []/' '_()_')
+		{ echo "== fuzz"; cat "$dir/fz"; echo "== check before"; tail -5 "$dir/pre"
+		  echo "== scrub"; tail -8 "$dir/scrub" 2>/dev/null; echo "== check after"
+		  tail -5 "$dir/post" 2>/dev/null; echo "== daemon"; tail -8 "$dir/dlog"; } \
+			>"$O/fieldfuzz.fail/$tag.txt" 2>/dev/null
+	fi
+	return 0
+}
+
+echo "fieldfuzz: objects: $(paste -sd, "$dir/objs")"
+echo "fieldfuzz: $(wc -l <"$dir/objs") objects, $nfields fields × $(echo $VERBS | wc -w) verbs, sample 1/$sample"
+rm -rf "$O/fieldfuzz.fail"
+start=$(date +%s)
+while IFS=$'\t' read -r obj field size; do
+	for verb in $VERBS; do
+		n=$((n + 1))
+		[ $((n % sample)) = 0 ] || continue
+		[ -z "$match" ] || [[ "$obj $field $verb" =~ $match ]] || continue
+		# add/sub/bits of byte strings longer than 8 bytes: zeroes, ones and random only
+		case $verb in add|sub) [ "$size" -gt 8 ] && continue ;; esac
+		one_case "$obj" "$field" "$verb" </dev/null && ran=$((ran + 1))
+	done
+done <"$dir/cases"
+rm -f "$img"
+el=$(($(date +%s) - start))
+
+damaging=$((${tot[refused]:-0} + ${tot[detected]:-0} + ${tot[healed]:-0} + ${tot[MISS]:-0}))
+echo
+echo "fieldfuzz: $ran cases in ${el}s: refused ${tot[refused]:-0}, detected ${tot[detected]:-0}," \
+	"benign ${tot[benign]:-0}, healed ${tot[healed]:-0}, MISS ${tot[MISS]:-0}, CRASH ${tot[CRASH]:-0}; repair: n/a"
+[ "$damaging" -gt 0 ] &&
+	echo "fieldfuzz: of the damaging fuzzes (refused+detected+healed+MISS)" \
+		"$(( (damaging - ${tot[MISS]:-0}) * 100 / damaging ))% caught," \
+		"detected by the scrub: $(( ${tot[detected]:-0} * 100 / damaging ))%"
+echo "fieldfuzz: table in $tsv${tot[MISS]:+, details of misses and crashes in $O/fieldfuzz.fail/}"
+if [ "${tot[MISS]:-0}" != 0 ] || [ "${tot[CRASH]:-0}" != 0 ]; then
+	echo "misses and crashes:"
+	awk -F'\t' '$5 == "MISS" || $5 == "CRASH" { printf "  %s.%s %s (%s): %s mount=%s scrub=%s check before=%s after=%s daemon=%s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 }' "$tsv"
+	exit 1
+fi
+exit 0
