@@ -9,7 +9,8 @@
  * owner; the other rebuilds trust it), then the free-space and inode btrees when damaged —
  * or when the AG header's counters disagree with them, since a rebuild rewrites those —
  * and the AG is checked again.  Then every inode in use, then the whole-filesystem
- * checks (journal, link counts, orphan lists, summary counters).
+ * checks (journal, link counts, orphan lists, summary counters; the superblock's summary
+ * counters are rewritten from the AG headers when they disagree).
  *
  * Exit status, as fsck(8): 0 clean, 1 errors corrected, 4 errors left uncorrected,
  * 8 operational error, 16 usage error (bits combine: 1|4 when some were fixed and some not).
@@ -123,8 +124,9 @@ static int scratch_fd(struct tool *t)
 	return fd;
 }
 
-/* Rebuild one object; 0 when rebuilt (and checked clean by the engine). */
-static int rebuild(struct tool *t, uint32_t type, uint32_t agno)
+/* Rebuild one object (AG objects: agno; others: where = ""); 0 when rebuilt (and checked
+ * clean by the engine). */
+static int rebuild_obj(struct tool *t, uint32_t type, uint32_t agno, const char *where)
 {
 	struct mfs_repair_ctx *rc = calloc(1, sizeof(*rc));
 	int err;
@@ -144,14 +146,27 @@ static int rebuild(struct tool *t, uint32_t type, uint32_t agno)
 	}
 	err = mfs_repair(rc);
 	if (err)
-		printf("AG %u %s: could not rebuild: %s\n", agno, type_name(type), rc->reason);
+		printf("%s%s: could not rebuild: %s\n", where, type_name(type), rc->reason);
 	else
-		printf("AG %u %s: rebuilt (%llu records, %llu bytes of scratch)\n", agno,
+		printf("%s%s: rebuilt (%llu records, %llu bytes of scratch)\n", where,
 		       type_name(type), (unsigned long long)rc->records,
 		       (unsigned long long)rc->scratch_used);
 	close(rc->fds[0]);
 	free(rc);
 	return err;
+}
+
+static int rebuild(struct tool *t, uint32_t type, uint32_t agno)
+{
+	char where[32];
+
+	snprintf(where, sizeof(where), "AG %u ", agno);
+	return rebuild_obj(t, type, agno, where);
+}
+
+static int rebuild_fs(struct tool *t, uint32_t type)
+{
+	return rebuild_obj(t, type, 0, "");
 }
 
 static const uint32_t ag_first[] = { MFS_SCRUB_SB, MFS_SCRUB_AGH, MFS_SCRUB_AGFL,
@@ -348,10 +363,15 @@ int main(int argc, char **argv)
 		for (size_t i = 0; i < NELEM(fs_types); i++) {
 			int n = check(&t, fs_types[i], 0, 0, "");
 
-			if (n > 0) {
-				t.found += (unsigned)n;
+			if (n <= 0)
+				continue;
+			t.found += (unsigned)n;
+			if (!t.dry_run && fs_types[i] == MFS_SCRUB_SUMMARY &&
+			    rebuild_fs(&t, MFS_SCRUB_SUMMARY) == 0 &&
+			    check(&t, MFS_SCRUB_SUMMARY, 0, 0, "still ") == 0)
+				t.fixed += (unsigned)n;
+			else
 				t.unfixed += (unsigned)n;
-			}
 		}
 	}
 	mfs_pressure_stop(t.pressure);

@@ -2,7 +2,8 @@
 # t_repair_offline.sh — mendfs_repair (fsck.mendfs) on unmounted images: a populated image
 # (fragmented free space: 400 one-block files, every other one deleted) is clean (exit 0);
 # a mounted one is refused (exit 8); damage to the free-space trees (a field, a bad
-# checksum), the inode btree, the reverse map and the AG header's counters, made with
+# checksum), the inode btree, the reverse map, the AG header's counters and the
+# superblock's summary counters, made with
 # mendfs_db, is found
 # by -n (exit 4, nothing changed), repaired (exit 1), and afterwards -n and mendfs_db's
 # check are clean and every file reads back the same; usage errors exit 16; fsck.mendfs
@@ -70,6 +71,7 @@ case_ "inobt free count" "fuzz block $ino0 rec[0].freecount add 1"
 case_ "AG header free count" "write agh 1 freeblks $((free1 - 1))"
 case_ "rmapbt record owner" "write block $((3 * agblocks + rmap3)) rec[0].owner 12345"
 case_ "rmapbt record length" "fuzz block $((3 * agblocks + rmap3)) rec[1].blockcount add 1"
+case_ "superblock summary counter" "write sb 0 fdblocks 5"
 case_ "bnobt numrecs, scratch on disk (-T)" "fuzz block $bno0 numrecs sub 1" "-T $dir"
 
 "$REPAIR" >/dev/null 2>&1; rc=$?
