@@ -6,6 +6,8 @@
 #   make bench           benchmarks (printed figures, never pass/fail)
 #   make run             deps, build, format a default image and show it
 #   make torture DURATION=600   long stress with scrubs beside it, then the offline checks
+#   make fuzz FUZZ_TIME=1800    each libFuzzer target (tests/fuzz) for that many seconds
+#                               (clang, ASan+UBSan, in build-fuzz/)
 #   make install PREFIX=/usr/local DESTDIR=
 #
 # DEVELOPER=1 (or CI=true) turns warnings into errors; packagers get plain -Wall -Wextra.
@@ -32,6 +34,14 @@ WARN     := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wfo
             -Wno-unused-parameter -Wvla -fno-common
 ifneq ($(filter 1,$(DEVELOPER))$(filter true,$(CI)),)
 WARN     += -Werror
+endif
+# FUZZ=1 (make fuzz): clang with libFuzzer's coverage and ASan+UBSan on every object; not
+# -Werror: clang's warnings differ from gcc's, and the fuzzers must build anyway.
+ifeq ($(FUZZ),1)
+CFLAGS   += -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
+            -fno-sanitize-recover=undefined
+LDFLAGS  += -fsanitize=address,undefined
+WARN     := $(filter-out -Werror,$(WARN))
 endif
 ifeq ($(SANITIZE),1)
 CFLAGS   += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -138,6 +148,20 @@ $(BENCH_TOOLS): $(O)/bench/%: $(O)/tests/bench/%.o
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(ALL_LIBS)
 
+# --- fuzz targets: every tests/fuzz/fuzz_*.c, linked with tests/fuzz/fz_*.c (make fuzz) --
+# fuzz_ctl also takes the control socket's objects of the daemon (fs/ctl*.c).
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(O)/fuzz/%)
+FZ_OBJS   := $(patsubst %.c,$(O)/%.o,$(wildcard tests/fuzz/fz_*.c))
+$(O)/tests/fuzz/%.o: ALL_CFLAGS += -Irepair -Ifs
+.PRECIOUS: $(O)/tests/fuzz/%.o
+$(O)/fuzz/fuzz_ctl: $(patsubst %.c,$(O)/%.o,$(wildcard fs/ctl*.c))
+
+$(O)/fuzz/%: $(O)/tests/fuzz/%.o $(FZ_OBJS) $(REPAIRA) $(LIBA)
+	@mkdir -p $(@D)
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $(filter %.o,$^) $(REPAIRA) $(LIBA) $(ALL_LIBS)
+
 # --- generic rules ---------------------------------------------------------------------------
 $(O)/%.o: %.c
 	@mkdir -p $(@D)
@@ -155,7 +179,7 @@ $(LIBA): $(LIB_OBJS)
 	$(if $(Q),@echo "  AR      $@")
 	$(Q)rm -f $@ && $(AR) rcs $@ $^
 
-.PHONY: all deps check check-run asan bench run torture install clean
+.PHONY: all deps check check-run asan bench run torture fuzz fuzz-build fuzz-run install clean
 all: $(PROG_BINS) $(TOOL_BINS)
 
 deps:
@@ -171,6 +195,17 @@ check-run: $(PROG_BINS) $(UNIT_BINS) $(TOOL_BINS)
 
 asan: deps
 	@$(MAKE) --no-print-directory O=build-asan SANITIZE=1 check-run
+
+# Each target from its seeds (tests/fuzz/corpus/<name>) plus what earlier runs found
+# (build-fuzz/corpus/<name>), FUZZ_TIME seconds; a crash stops with the input's path.
+FUZZ_TIME ?= 1800
+fuzz: deps
+	@$(MAKE) --no-print-directory O=build-fuzz CC=clang FUZZ=1 fuzz-run
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz-run: fuzz-build
+	@FUZZ_TIME=$(FUZZ_TIME) bash tests/fuzz/run.sh $(abspath $(O)) $(FUZZ_BINS:%=$(abspath %))
 
 # BENCH_QUICK=1: smaller sizes; BENCH_RUNS=n: runs per figure; BENCH_TMPFS=1: images on
 # tmpfs instead of the disk; BENCH_ONLY="mendfs fuse2fs ...": some columns.
@@ -208,6 +243,6 @@ install: all
 	chmod 644 $(DESTDIR)$(CRONDIR)/mendfs_scrub_all
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(shell find $(O) -name '*.d' 2>/dev/null)
