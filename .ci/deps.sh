@@ -13,6 +13,7 @@ have_pc check || need="$need check"
 command -v fusermount3 >/dev/null 2>&1 || need="$need fuse3"
 command -v mkfs.ext4 >/dev/null 2>&1 || need="$need e2fsprogs"
 command -v blkid >/dev/null 2>&1 || need="$need util-linux"
+command -v clang >/dev/null 2>&1 || need="$need clang"   # the fuzz targets (t_fuzz)
 command -v setfattr >/dev/null 2>&1 || need="$need attr"; command -v setfacl >/dev/null 2>&1 || need="$need acl"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ]; then

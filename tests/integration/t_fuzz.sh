@@ -17,7 +17,8 @@ if ! clang -fsanitize=fuzzer,address,undefined -o "$probe/p" "$probe/p.c" >/dev/
 fi
 fo=${FUZZ_O:-${O:-$top/build}/fuzzbuild}
 echo "t_fuzz: building the fuzz targets into $fo"
-if ! make -C "$top" --no-print-directory -j2 O="$fo" CC=clang FUZZ=1 fuzz-build >"$probe/build.log" 2>&1; then
+# Not the flags of a make this runs under (make asan's O and SANITIZE, its jobserver).
+if ! env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -C "$top" --no-print-directory -j2 O="$fo" CC=clang FUZZ=1 fuzz-build >"$probe/build.log" 2>&1; then
 	tail -n 40 "$probe/build.log"
 	echo "t_fuzz: FAIL: the fuzz targets do not build"
 	exit 1
