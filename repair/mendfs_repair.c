@@ -5,8 +5,9 @@
  * (or an O_TMPFILE file in the directory given with -T).
  *
  * Order: per AG, the superblock copy, header, free list and reverse map are checked first,
- * then the free-space and inode btrees.  A damaged reverse map is rebuilt first (from every
- * owner; the other rebuilds trust it), then the free-space and inode btrees when damaged —
+ * then the free-space and inode btrees.  A damaged free list is rebuilt first (from the
+ * reverse map and the trees), then a damaged reverse map (from every owner; the other
+ * rebuilds trust it), then the free-space and inode btrees when damaged —
  * or when the AG header's counters disagree with them, since a rebuild rewrites those —
  * and the AG is checked again.  Then every inode in use, then the whole-filesystem
  * checks (journal, link counts, orphan lists, summary counters; the superblock's summary
@@ -177,7 +178,7 @@ static const uint32_t ag_trees[] = { MFS_SCRUB_BNOBT, MFS_SCRUB_CNTBT, MFS_SCRUB
 static void do_ag(struct tool *t, uint32_t agno)
 {
 	unsigned bad_first = 0, bad_tree[NELEM(ag_trees)] = { 0 }, total, left = 0;
-	int agh_bad = 0, rmap_bad = 0, rebuilt = 0;
+	int agh_bad = 0, rmap_bad = 0, agfl_bad = 0, agfl_ok = 0, rebuilt = 0;
 
 	for (size_t i = 0; i < NELEM(ag_first); i++) {
 		int n = check(t, ag_first[i], agno, 0, "");
@@ -186,6 +187,7 @@ static void do_ag(struct tool *t, uint32_t agno)
 			bad_first += (unsigned)n;
 			agh_bad |= ag_first[i] == MFS_SCRUB_AGH;
 			rmap_bad |= ag_first[i] == MFS_SCRUB_RMAPBT;
+			agfl_bad |= ag_first[i] == MFS_SCRUB_AGFL;
 		}
 	}
 	for (size_t i = 0; i < NELEM(ag_trees); i++) {
@@ -202,8 +204,12 @@ static void do_ag(struct tool *t, uint32_t agno)
 	/* The reverse map first: the other rebuilds trust it.  The header's counters are
 	 * rewritten by the rebuilds: a header that disagrees is worth a rebuild of both kinds
 	 * of tree. */
+	if (agfl_bad)
+		rebuilt |= agfl_ok = rebuild(t, MFS_SCRUB_AGFL, agno) == 0;
 	if (rmap_bad)
 		rebuilt |= rebuild(t, MFS_SCRUB_RMAPBT, agno) == 0;
+	if (agfl_bad && !agfl_ok)            /* it needed the reverse map */
+		rebuilt |= rebuild(t, MFS_SCRUB_AGFL, agno) == 0;
 	if (bad_tree[0] || bad_tree[1] || agh_bad)
 		rebuilt |= rebuild(t, MFS_SCRUB_BNOBT, agno) == 0;
 	if (bad_tree[2] || agh_bad)

@@ -221,7 +221,7 @@ int rep_sort(struct rep *r, struct mfs_xfarray *a, mfs_xfarray_cmp_fn cmp, const
 int mfs_repair_supported(uint32_t type)
 {
 	return type == MFS_SCRUB_BNOBT || type == MFS_SCRUB_CNTBT || type == MFS_SCRUB_INOBT ||
-	       type == MFS_SCRUB_RMAPBT || type == MFS_SCRUB_SUMMARY;
+	       type == MFS_SCRUB_RMAPBT || type == MFS_SCRUB_SUMMARY || type == MFS_SCRUB_AGFL;
 }
 
 static int check_fd(struct rep *r, unsigned i)
@@ -343,6 +343,8 @@ int mfs_repair(struct mfs_repair_ctx *rc)
 		err = rep_rmapbt(r);
 	else if (rc->type == MFS_SCRUB_SUMMARY)
 		err = rep_summary(r);
+	else if (rc->type == MFS_SCRUB_AGFL)
+		err = rep_agfl(r);
 	else
 		err = rep_allocbt(r);
 	rep_release(r);

@@ -69,6 +69,7 @@ int rep_sort(struct rep *r, struct mfs_xfarray *a, mfs_xfarray_cmp_fn cmp, const
 int rep_allocbt(struct rep *r);     /* MFS_SCRUB_BNOBT and MFS_SCRUB_CNTBT: both trees */
 int rep_inobt(struct rep *r);       /* MFS_SCRUB_INOBT */
 int rep_rmapbt(struct rep *r);      /* MFS_SCRUB_RMAPBT (offline only) */
+int rep_agfl(struct rep *r);        /* MFS_SCRUB_AGFL */
 int rep_summary(struct rep *r);     /* MFS_SCRUB_SUMMARY (offline only; repair_summary.c) */
 
 /* The space inode ip owns in AG agno, as reverse-map pieces (repair_owners.c): fn is called

@@ -2,8 +2,8 @@
 # t_repair_offline.sh — mendfs_repair (fsck.mendfs) on unmounted images: a populated image
 # (fragmented free space: 400 one-block files, every other one deleted) is clean (exit 0);
 # a mounted one is refused (exit 8); damage to the free-space trees (a field, a bad
-# checksum), the inode btree, the reverse map, the AG header's counters and the
-# superblock's summary counters, made with
+# checksum), the inode btree, the reverse map, the AG free list, the AG header's counters
+# and the superblock's summary counters, made with
 # mendfs_db, is found
 # by -n (exit 4, nothing changed), repaired (exit 1), and afterwards -n and mendfs_db's
 # check are clean and every file reads back the same; usage errors exit 16; fsck.mendfs
@@ -39,7 +39,8 @@ agfield() { "$DB" -c "agh $1" "$pop" | sed -n "s/^$2 = \([0-9]*\).*/\1/p"; }
 agblocks=$(agfield 0 length)
 bno0=$(agfield 0 "bno root") cnt0=$(agfield 0 "cnt root") ino0=$(agfield 0 "ino root")
 free1=$(agfield 1 freeblks) bno2=$(agfield 2 "bno root") rmap3=$(agfield 3 "rmap root")
-for v in agblocks bno0 cnt0 ino0 free1 bno2 rmap3; do [ -n "${!v}" ] || fail "cannot read $v"; done
+flfirst2=$(agfield 2 fl_first) cnt2=$(agfield 2 "cnt root")
+for v in agblocks bno0 cnt0 ino0 free1 bno2 rmap3 flfirst2 cnt2; do [ -n "${!v}" ] || fail "cannot read $v"; done
 
 # case DESC DB-COMMAND: damage a copy, -n finds it, repair fixes it, all clean after.
 case_() {
@@ -72,6 +73,7 @@ case_ "AG header free count" "write agh 1 freeblks $((free1 - 1))"
 case_ "rmapbt record owner" "write block $((3 * agblocks + rmap3)) rec[0].owner 12345"
 case_ "rmapbt record length" "fuzz block $((3 * agblocks + rmap3)) rec[1].blockcount add 1"
 case_ "superblock summary counter" "write sb 0 fdblocks 5"
+case_ "AG free list slot naming a tree block" "write agfl 2 bno[$flfirst2] $cnt2"
 case_ "bnobt numrecs, scratch on disk (-T)" "fuzz block $bno0 numrecs sub 1" "-T $dir"
 
 "$REPAIR" >/dev/null 2>&1; rc=$?

@@ -719,6 +719,45 @@ START_TEST(test_repair_rmap)
 }
 END_TEST
 
+/* The AG free list: a slot naming a tree block, a garbage block, blocks lost from the list
+ * (its count lowered: they stay AG-owned and on no list). */
+START_TEST(test_repair_agfl)
+{
+	struct mfs_fs *fs;
+	struct mfs_buf *bp, *hbp;
+	struct mfs_agh *agh;
+	struct rimg m;
+
+	img_make(&m);
+	fs = m.t.fs;
+	CK_OK(mfs_buf_read(fs->bc, mfs_agbno_to_fsb(&fs->geo, 0, MFS_AGH_AGBNO), NULL, &hbp));
+	agh = hbp->data;
+	CK_OK(mfs_buf_read(fs->bc, mfs_agbno_to_fsb(&fs->geo, 0, MFS_AGFL_AGBNO), NULL, &bp));
+	ck_assert_uint_ge(mfs_get32(agh->fl_count), 3);
+	if (_i == 0) {
+		struct mfs_agfl *fl = bp->data;
+
+		mfs_put32(fl->bno[mfs_get32(agh->fl_first)], mfs_get32(agh->roots[MFS_BT_CNT]));
+		mfs_blk_seal(bp->data, fs->geo.blocksize);
+	} else if (_i == 1) {
+		for (uint32_t k = 0; k < fs->geo.blocksize; k++)
+			((uint8_t *)bp->data)[k] = (uint8_t)tu_rand();
+	} else {
+		mfs_put32(agh->fl_count, mfs_get32(agh->fl_count) - 2);
+		mfs_blk_seal(hbp->data, fs->geo.blocksize);
+		mfs_buf_mark_dirty(hbp);
+	}
+	mfs_buf_mark_dirty(bp);
+	mfs_buf_put(bp);
+	mfs_buf_put(hbp);
+	CK_OK(mfs_bcache_flush(fs->bc));
+	assert_damaged(fs, MFS_SCRUB_AGFL, 0);
+	repair_ok(&m, MFS_SCRUB_AGFL, 0);
+	assert_repaired(&m);
+	tu_img_destroy(&m.t);
+}
+END_TEST
+
 /* Every allocation of a repair failing in turn: each failure before the commit leaves the
  * image unchanged; the walk ends with a repair that met no failure (or failed only in the
  * check after its commit), and the result is clean. */
@@ -777,6 +816,7 @@ static Suite *repair_suite(void)
 	tc = tcase_create("rmap");
 	tcase_set_timeout(tc, UNDER_ASAN ? 120 : 30);
 	tcase_add_loop_test(tc, test_repair_rmap, 0, 3);
+	tcase_add_loop_test(tc, test_repair_agfl, 0, 3);
 	suite_add_tcase(s, tc);
 	return s;
 }
