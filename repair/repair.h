@@ -84,6 +84,19 @@ struct mfs_repair_ctx {
 	char reason[1024];          /* why it failed or refused; "" on success */
 };
 
+/*
+ * Rebuilders so far (the others give -EOPNOTSUPP):
+ *   MFS_SCRUB_BNOBT, MFS_SCRUB_CNTBT  both free-space trees of the AG, from the reverse map
+ *   MFS_SCRUB_INOBT                   the inode btree, from the reverse map's inode chunks
+ *                                     and the inodes' modes
+ *   MFS_SCRUB_AGFL                    the AG free list, from the reverse map and the trees
+ *   MFS_SCRUB_RMAPBT                  the reverse map, from every owner (MFS_REPAIR_OFFLINE)
+ *   MFS_SCRUB_SUMMARY                 the superblock's summary counters, from the AG headers
+ *                                     (MFS_REPAIR_OFFLINE)
+ * Each commits in one journal transaction, which must fit in the log: a rebuild that would
+ * not is refused up front (-ENOSPC, both sizes named).
+ */
+
 /* Whether the engine can rebuild objects of this type. */
 int mfs_repair_supported(uint32_t type);
 
