@@ -48,6 +48,9 @@ while getopts "s:o:km:" c; do
 	esac
 done
 command -v setfattr >/dev/null || { echo "skip: setfattr is missing"; exit 77; }
+mkdir -p "$O" || exit 1
+O=$(cd "$O" && pwd)
+case $tsv in /*) ;; *) tsv=$PWD/$tsv ;; esac
 
 VERBS="zeroes ones random add sub firstbit middlebit lastbit"
 export MFS_DB_SEED=${MFS_DB_SEED:-12345}
@@ -55,6 +58,9 @@ export MFS_DB_SEED=${MFS_DB_SEED:-12345}
 # $dir, $mnt, $img, $pid and the cleanup at exit (every mount undone, the daemon killed)
 . "$(dirname "$0")/../integration/mountlib.sh"
 ml_setup fieldfuzz
+# a copy of the programs: a build running meanwhile must not swap them under a case
+mkdir "$dir/bin" && cp "$MKFS" "$DB" "$MENDFS" "$SCRUB" "$dir/bin/" || exit 1
+MKFS=$dir/bin/mkfs.mendfs DB=$dir/bin/mendfs_db MENDFS=$dir/bin/mendfs SCRUB=$dir/bin/mendfs_scrub
 die() { echo "FAIL: $*"; exit 1; }
 
 # start_daemon IMG LOG: 0 mounted ($pid set); 1 refused (exit status in $drc); 2 hang
