@@ -12,7 +12,9 @@
  * so that each input byte lands on a byte of metadata that means something:
  *
  *     input[0]        flags: bit 0 reseal the CRC of every block (and inode) touched, so
- *                     that the structural checks behind the CRC are reached;
+ *                     that the structural checks behind the CRC are reached; bit 1
+ *                     open read-write with the journal (replay, as the daemon mounts),
+ *                     after which the whole image is restored;
  *     input[1..]      the bytes of the windows, in order; a shorter input leaves the rest
  *                     of the image as formatted, a longer one is cut.
  *
@@ -59,6 +61,7 @@
 #define FZ_CACHE     (2u << 20)
 
 #define FZ_RESEAL    0x1u
+#define FZ_REPLAY    0x2u
 
 struct window {
 	uint64_t off;                 /* byte offset in the image */
@@ -272,20 +275,26 @@ static void check_everything(struct mfs_fs *fs)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	unsigned flags = size ? data[0] : 0;
 	struct mfs_fs *fs = NULL;
 	int err;
 
 	lay_input(data, size);
-	err = mfs_fs_open(img_path, MFS_OPEN_RDONLY, FZ_CACHE, &fs);
+	err = mfs_fs_open(img_path, flags & FZ_REPLAY ? MFS_OPEN_JOURNAL : MFS_OPEN_RDONLY,
+			  FZ_CACHE, &fs);
 	if (err) {
 		if (verbose)
 			fprintf(stderr, "open: %s\n", strerror(-err));
-		return 0;
+		goto out;
 	}
 	if (mfs_icache_init(fs, 0) == 0) {
 		check_everything(fs);
 		mfs_icache_destroy(fs);
 	}
 	mfs_fs_close(fs);
+out:
+	/* A replay writes anywhere; the windows are restored by the next input anyway. */
+	if ((flags & FZ_REPLAY) && pwrite(img_fd, pristine, FZ_BYTES, 0) != (ssize_t)FZ_BYTES)
+		fz_die("restore the image", errno);
 	return 0;
 }

@@ -29,6 +29,19 @@
 #include <dirent.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
+
+/*
+ * The fuzz programs' clock stands still: time(2) is this one for everything linked in, so
+ * the journal's commit records (which carry time(NULL)) are the same on every run, and so
+ * is every byte of the image: an input means the same thing in every run of the fuzzer.
+ */
+time_t time(time_t *t)
+{
+	if (t)
+		*t = 1700000000;
+	return 1700000000;
+}
 
 void fz_die(const char *what, int err)
 {
@@ -37,6 +50,17 @@ void fz_die(const char *what, int err)
 }
 
 /* ---- content, through the library as the daemon makes it --------------------------------- */
+
+/* Times, owner and generation fixed, so that the image is the same on every run (an input
+ * must mean the same thing in every run of the fuzzer). */
+static void fix_inode(struct mfs_inode *ip)
+{
+	struct timespec t = { .tv_sec = 1700000000, .tv_nsec = 0 };
+
+	ip->atime = ip->mtime = ip->ctime = ip->btime = t;
+	ip->uid = ip->gid = 0;
+	ip->generation = (uint32_t)ip->ino;
+}
 
 /* A new inode of `mode` named `name` in directory `dp`; its number in *ino. */
 static int mk(struct mfs_fs *fs, struct mfs_inode *dp, const char *name, uint16_t mode,
@@ -62,11 +86,13 @@ static int mk(struct mfs_fs *fs, struct mfs_inode *dp, const char *name, uint16_
 		err = mfs_dir_init(tp, ip, dp->ino);
 		dp->nlink++;
 	}
+	fix_inode(ip);
 	if (!err)
 		err = mfs_inode_log(tp, ip);
 	if (!err)
 		err = mfs_dir_add(tp, dp, name, (unsigned)strlen(name), *ino,
 				  S_ISDIR(mode) ? DT_DIR : DT_REG);
+	fix_inode(dp);
 	if (!err)
 		err = mfs_inode_log(tp, dp);
 	if (err)
@@ -100,6 +126,7 @@ static int give_extents(struct mfs_fs *fs, struct mfs_inode *ip, unsigned n)
 			return err;
 	}
 	ip->size = 2ull * n * fs->geo.blocksize;
+	fix_inode(ip);
 	err = mfs_trans_alloc(fs, &tp);
 	if (err)
 		return err;
@@ -127,6 +154,9 @@ static int give_xattrs(struct mfs_fs *fs, struct mfs_inode *ip, unsigned n)
 			return err;
 		err = mfs_xattr_set(tp, ip, MFS_XATTR_NS_USER, name, (unsigned)strlen(name),
 				    big, i == n ? sizeof(big) : 8 + i, 0);
+		fix_inode(ip);
+		if (!err)
+			err = mfs_inode_log(tp, ip);
 		if (err)
 			mfs_trans_cancel(tp);
 		else

@@ -6,7 +6,8 @@
 #
 # image/: the pristine windows with the reseal flag (fuzz_image.c: the whole valid image),
 #         their first 8 KiB (superblock, AG 0 header, free list, tree roots), and one-byte
-#         inputs (the pristine image with and without resealing).
+#         inputs (the pristine image with and without resealing, and opened with its
+#         journal).
 # ctl/:   well-formed conversations: HELLO; SCRUB of each AG object; the whole-filesystem
 #         checks; INODES then inode checks; SCRUB_BATCH; CANCEL, REPAIR without descriptors
 #         and an unknown command; a wrong payload size and a wrong version.
@@ -20,6 +21,7 @@ mkdir -p "$img" "$ctl"
 FUZZ_IMAGE_SEED=$img/pristine "$build/fuzz/fuzz_image" -runs=0 >/dev/null 2>&1
 head -c 8192 "$img/pristine" >"$img/pristine-8k"
 printf '\001' >"$img/reseal-only"
+printf '\003' >"$img/replay-only"
 printf '\000' >"$img/plain-only"
 python3 - "$ctl" <<'PY'
 import os, struct, sys
