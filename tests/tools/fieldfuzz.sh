@@ -8,7 +8,11 @@
 #       daemon must exit by itself without a signal;
 #   (c) the offline check `mendfs_db -c "check -f"` on the fuzzed image (before mounting)
 #       and after the unmount must agree with the scrub;
-#   (d) no program is killed by a signal or hangs (every step bounded by timeout).
+#   (d) no program is killed by a signal or hangs (every step bounded by timeout);
+#   (e) repair: online repair is not available in the client yet ("n/a"); a damaged image
+#       (the offline check finds something after the unmount, or before a refused mount)
+#       goes through the offline `mendfs_repair` and is checked again: "fixed" or
+#       "unfixable" (its own column, not part of the verdict except for a crash).
 #
 # Each case is classified:
 #   refused   the mount was refused cleanly
@@ -34,6 +38,7 @@ set -u
 BIN=${BIN:?BIN must name the directory of the built programs}
 O=${O:-build}
 SCRUB=$BIN/mendfs_scrub    # (MKFS, DB and MENDFS: mountlib.sh)
+REPAIR=$BIN/mendfs_repair
 sample=1
 tsv=$O/fieldfuzz.tsv
 keep=0
@@ -59,8 +64,9 @@ export MFS_DB_SEED=${MFS_DB_SEED:-12345}
 . "$(dirname "$0")/../integration/mountlib.sh"
 ml_setup fieldfuzz
 # a copy of the programs: a build running meanwhile must not swap them under a case
-mkdir "$dir/bin" && cp "$MKFS" "$DB" "$MENDFS" "$SCRUB" "$dir/bin/" || exit 1
+mkdir "$dir/bin" && cp "$MKFS" "$DB" "$MENDFS" "$SCRUB" "$REPAIR" "$dir/bin/" || exit 1
 MKFS=$dir/bin/mkfs.mendfs DB=$dir/bin/mendfs_db MENDFS=$dir/bin/mendfs SCRUB=$dir/bin/mendfs_scrub
+REPAIR=$dir/bin/mendfs_repair
 die() { echo "FAIL: $*"; exit 1; }
 
 # start_daemon IMG LOG: 0 mounted ($pid set); 1 refused (exit status in $drc); 2 hang
@@ -198,12 +204,13 @@ done <"$dir/objs"
 nfields=$(wc -l <"$dir/cases")
 
 # --- the walk -------------------------------------------------------------------------------
-printf 'object\tfield\tverb\tchange\tresult\tmount\tscrub\tcheck_before\tcheck_after\tdaemon\n' >"$tsv"
+printf 'object\tfield\tverb\tchange\tresult\tmount\tscrub\tcheck_before\tcheck_after\tdaemon\trepair\n' >"$tsv"
 n=0
 ran=0
 declare -A tot
 one_case() {
 	local obj=$1 field=$2 verb=$3 change res mnt_s="-" scrub_s="-" pre post="-" dmn="-" src
+	local rep="n/a"
 	rm -f "$img"
 	cp --sparse=always "$base" "$img"
 	if ! timeout 30 "$DB" -w -c "fuzz $obj $field $verb" "$img" >"$dir/fz" 2>&1; then
@@ -258,9 +265,18 @@ one_case() {
 		else res=MISS; fi
 	    fi ;;
 	esac
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$obj" "$field" "$verb" "$change" "$res" \
-		"$mnt_s" "$scrub_s" "$pre" "$post" "$dmn" >>"$tsv"
-	printf '%-16s %-22s %-10s %-28s %s\n' "$obj" "$field" "$verb" "$change" "$res"
+	# offline repair of what is still damaged
+	if [ "$post" = damage ] || { [ "$mnt_s" = refused ] && [ "$pre" = damage ]; }; then
+		timeout 120 "$REPAIR" "$img" >"$dir/rep" 2>&1
+		src=$?
+		if [ "$src" -ge 124 ]; then rep="repair-status$src"; res=CRASH
+		elif timeout 60 "$DB" -c "check -f" "$img" >"$dir/rcheck" 2>&1; then rep="n/a;offline:fixed"
+			tot[fixed]=$((${tot[fixed]:-0} + 1))
+		else rep="n/a;offline:unfixable"; tot[unfixable]=$((${tot[unfixable]:-0} + 1)); fi
+	fi
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$obj" "$field" "$verb" "$change" \
+		"$res" "$mnt_s" "$scrub_s" "$pre" "$post" "$dmn" "$rep" >>"$tsv"
+	printf '%-16s %-22s %-10s %-28s %-9s %s\n' "$obj" "$field" "$verb" "$change" "$res" "${rep#n/a;}"
 	tot[$res]=$((${tot[$res]:-0} + 1))
 	if [ "$res" = MISS ] || [ "$res" = CRASH ]; then
 		mkdir -p "$O/fieldfuzz.fail"
@@ -268,7 +284,8 @@ one_case() {
 		tag=$(echo "$obj.$field.$verb" | tr ' []/' '_()_')
 		{ echo "== fuzz"; cat "$dir/fz"; echo "== check before"; tail -5 "$dir/pre"
 		  echo "== scrub"; tail -8 "$dir/scrub" 2>/dev/null; echo "== check after"
-		  tail -5 "$dir/post" 2>/dev/null; echo "== daemon"; tail -8 "$dir/dlog"; } \
+		  tail -5 "$dir/post" 2>/dev/null; echo "== daemon"; tail -8 "$dir/dlog"
+		  echo "== offline repair"; tail -5 "$dir/rep" 2>/dev/null; } \
 			>"$O/fieldfuzz.fail/$tag.txt" 2>/dev/null
 	fi
 	return 0
@@ -294,7 +311,8 @@ el=$(($(date +%s) - start))
 damaging=$((${tot[refused]:-0} + ${tot[detected]:-0} + ${tot[healed]:-0} + ${tot[MISS]:-0}))
 echo
 echo "fieldfuzz: $ran cases in ${el}s: refused ${tot[refused]:-0}, detected ${tot[detected]:-0}," \
-	"benign ${tot[benign]:-0}, healed ${tot[healed]:-0}, MISS ${tot[MISS]:-0}, CRASH ${tot[CRASH]:-0}; repair: n/a"
+	"benign ${tot[benign]:-0}, healed ${tot[healed]:-0}, MISS ${tot[MISS]:-0}, CRASH ${tot[CRASH]:-0}; online repair: n/a;" \
+	"offline repair: fixed ${tot[fixed]:-0}, unfixable ${tot[unfixable]:-0}"
 [ "$damaging" -gt 0 ] &&
 	echo "fieldfuzz: of the damaging fuzzes (refused+detected+healed+MISS)" \
 		"$(( (damaging - ${tot[MISS]:-0}) * 100 / damaging ))% caught," \
@@ -302,7 +320,7 @@ echo "fieldfuzz: $ran cases in ${el}s: refused ${tot[refused]:-0}, detected ${to
 echo "fieldfuzz: table in $tsv${tot[MISS]:+, details of misses and crashes in $O/fieldfuzz.fail/}"
 if [ "${tot[MISS]:-0}" != 0 ] || [ "${tot[CRASH]:-0}" != 0 ]; then
 	echo "misses and crashes:"
-	awk -F'\t' '$5 == "MISS" || $5 == "CRASH" { printf "  %s.%s %s (%s): %s mount=%s scrub=%s check before=%s after=%s daemon=%s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 }' "$tsv"
+	awk -F'\t' '$5 == "MISS" || $5 == "CRASH" { printf "  %s.%s %s (%s): %s mount=%s scrub=%s check before=%s after=%s daemon=%s repair=%s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 }' "$tsv"
 	exit 1
 fi
 exit 0
