@@ -11,6 +11,9 @@
  * root).  Whether the parent really holds this directory is counted by the NLINKS checker.
  * Each block of a name btree is reverse-mapped to the directory (btree block), not free.
  */
+#include "ag.h"
+#include "bcache.h"
+#include "btree.h"
 #include "byteorder.h"
 #include "dir.h"
 #include "mendfs_format.h"
@@ -40,11 +43,62 @@ static uint8_t ftype_of(uint16_t mode)
 	return DT_UNKNOWN;
 }
 
+/*
+ * The inode chunk record (inobt) last looked up for this directory's entries: its first
+ * inode and free mask as they were under the AG lock.  With the directory locked, an inode
+ * an entry names cannot be freed (the entry would have to go first), so an inode the record
+ * showed allocated is still allocated while the walk lasts: entries naming inodes of the
+ * same chunk (the usual case, children are allocated near their parent) need no lookup.
+ * A free bit is never trusted from the cache: such an entry is looked up again.
+ */
+struct chunk_cache {
+	uint64_t first;         /* inode number of the chunk's first inode */
+	uint64_t freemask;
+	int valid;
+};
+
 struct dir_walk {
 	struct mfs_scrub_ctx *ctx;
 	struct mfs_inode *dp;
 	uint64_t n;
+	struct chunk_cache cc;
 };
+
+/* 0 when the inobt says `ino` is allocated, -ENOENT when it lies in no chunk or is free,
+ * or a read or corruption error (like mfs_iget's MFS_IGET_UNTRUSTED check). */
+static int ino_allocated(struct mfs_scrub_ctx *ctx, struct chunk_cache *cc, uint64_t ino)
+{
+	struct mfs_fs *fs = ctx->fs;
+	const struct mfs_geom *g = &fs->geo;
+	uint32_t agno = mfs_ino_to_agno(g, ino), agino = mfs_ino_to_agino(g, ino);
+	struct mfs_inobt_key key;
+	struct mfs_inobt_rec rec;
+	struct mfs_btree_cur cur;
+	struct mfs_buf *hbp;
+	int err, stat = 0;
+
+	if (cc->valid && ino >= cc->first && ino - cc->first < MFS_INODES_PER_CHUNK &&
+	    !((cc->freemask >> (ino - cc->first)) & 1))
+		return 0;
+	scrub_ag_lock(fs, agno);
+	err = mfs_read_agh(fs, agno, &hbp);
+	if (!err) {
+		mfs_ag_cur_init(&cur, fs, NULL, agno, MFS_BT_INO, hbp);
+		mfs_put32(key.startino, agino);
+		err = mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_LE, &rec, &stat);
+		mfs_btree_cur_release(&cur);
+		mfs_buf_put(hbp);
+	}
+	scrub_ag_unlock(fs, agno);
+	if (err)
+		return err;
+	if (!stat || agino - mfs_get32(rec.startino) >= MFS_INODES_PER_CHUNK)
+		return -ENOENT;
+	cc->first = mfs_agino_to_ino(g, agno, mfs_get32(rec.startino));
+	cc->freemask = mfs_get64(rec.freemask);
+	cc->valid = 1;
+	return (cc->freemask >> (ino - cc->first)) & 1 ? -ENOENT : 0;
+}
 
 /*
  * The mode of inode `ino` (0 with -ENOENT when not allocated).  Its lock is only tried:
@@ -52,8 +106,8 @@ struct dir_walk {
  * directory; when busy the type is read without it (a file type never changes while the
  * inode is allocated, and an entry keeps it allocated).
  */
-static int mode_of(struct mfs_scrub_ctx *ctx, struct mfs_inode *dp, uint64_t ino,
-		   uint16_t *mode)
+static int mode_of(struct mfs_scrub_ctx *ctx, struct mfs_inode *dp, struct chunk_cache *cc,
+		   uint64_t ino, uint16_t *mode)
 {
 	struct mfs_inode *ip;
 	int err, locked;
@@ -63,7 +117,11 @@ static int mode_of(struct mfs_scrub_ctx *ctx, struct mfs_inode *dp, uint64_t ino
 		*mode = dp->mode;
 		return 0;
 	}
-	err = mfs_iget(ctx->fs, ino, MFS_IGET_UNTRUSTED, &ip);
+	/* The inobt is asked here (through the chunk cache), so the inode is loaded as a
+	 * trusted number. */
+	err = ino_allocated(ctx, cc, ino);
+	if (!err)
+		err = mfs_iget(ctx->fs, ino, 0, &ip);
 	if (err)
 		return err;
 	locked = pthread_rwlock_tryrdlock(&ip->lock) == 0;
@@ -112,7 +170,7 @@ static int entry_fn(void *priv, const char *name, unsigned len, uint64_t ino, ui
 			     "number %llu is not valid", d, shown, (unsigned long long)ino);
 		return 0;
 	}
-	err = mode_of(ctx, w->dp, ino, &mode);
+	err = mode_of(ctx, w->dp, &w->cc, ino, &mode);
 	if (err == -ENOENT || mfs_is_corruption(err)) {
 		scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "directory %llu entry '%s': inode %llu "
 			     "%s", d, shown, (unsigned long long)ino,
@@ -131,6 +189,7 @@ static int entry_fn(void *priv, const char *name, unsigned len, uint64_t ino, ui
 static int check_parent(struct mfs_scrub_ctx *ctx, struct mfs_inode *dp)
 {
 	unsigned long long d = (unsigned long long)dp->ino;
+	struct chunk_cache cc = { 0 };
 	uint64_t parent;
 	uint16_t mode;
 	int err;
@@ -153,7 +212,7 @@ static int check_parent(struct mfs_scrub_ctx *ctx, struct mfs_inode *dp)
 			     "not a valid inode number", d, (unsigned long long)parent);
 		return 0;
 	}
-	err = mode_of(ctx, dp, parent, &mode);
+	err = mode_of(ctx, dp, &cc, parent, &mode);
 	if (err == -ENOENT || mfs_is_corruption(err)) {
 		scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "directory %llu: parent (\"..\") %llu "
 			     "%s", d, (unsigned long long)parent,

@@ -13,9 +13,10 @@
  *     inobt   every inobt block
  *     inodes  every inode chunk of the inobt
  *
- * Then, with the AG unlocked, each inode owner is taken (its lock shared, then the AG lock
- * again, the order transactions use) and the record looked up again: if it is still there
- * it must match the inode — allocated, and for a data extent, mapped by the inode's extent
+ * Then, with the AG unlocked, each inode owner is taken (its lock shared) and the record
+ * compared with it; a record that does not match is looked up again with the AG locked
+ * (inode lock, then AG lock: the order transactions use) and reported if still there.  It
+ * must match the inode — allocated, and for a data extent, mapped by the inode's extent
  * map at that file offset; for btree blocks, a block of that fork's tree (extent btree,
  * directory name btree, attribute btree); for attribute value blocks, an attribute btree.
  */
@@ -30,6 +31,8 @@
 #include "log.h"
 #include "scrub_priv.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -301,7 +304,27 @@ struct owner {
 	struct mfs_inode *ip;
 	struct scrub_recs trees[2];         /* [0] data-fork tree, [1] attribute btree */
 	int loaded[2], err[2];
+	int dry;                            /* first look: note a mismatch, report nothing */
+	int mismatch;                       /* the first look found one */
 };
+
+/* A finding about a record against its owner: reported, or only noted on the first look. */
+static void owner_finding(struct mfs_scrub_ctx *ctx, struct owner *o, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void owner_finding(struct mfs_scrub_ctx *ctx, struct owner *o, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	if (o->dry) {
+		o->mismatch = 1;
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "%s", msg);
+}
 
 static void owner_drop(struct owner *o)
 {
@@ -334,10 +357,9 @@ static void check_tree_blocks(struct mfs_scrub_ctx *ctx, uint32_t agno,
 		uint64_t fsb = mfs_agbno_to_fsb(g, agno, start + b);
 
 		if (!scrub_u64_has(&o->trees[attr], fsb)) {
-			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt extent %u+%u: "
-				     "block %llu is not a block of inode %llu's %s btree (leaked?)",
-				     agno, start, n, (unsigned long long)fsb,
-				     (unsigned long long)ip->ino, tree);
+			owner_finding(ctx, o, "AG %u rmapbt extent %u+%u: block %llu is not a "
+				      "block of inode %llu's %s btree (leaked?)", agno, start, n,
+				      (unsigned long long)fsb, (unsigned long long)ip->ino, tree);
 			return;
 		}
 	}
@@ -350,12 +372,11 @@ static void check_against_inode(struct mfs_scrub_ctx *ctx, uint32_t agno,
 	struct mfs_inode *ip = o->ip;
 	uint32_t start = mfs_get32(r->startblock), n = mfs_get32(r->blockcount);
 	uint64_t off = mfs_get64(r->offset), bad = 0;
-	const uint32_t X = MFS_SCRUB_OFLAG_XCORRUPT;
 	int err;
 
 	if (off & MFS_RMAP_ATTR_FORK) {
 		if (ip->aformat != MFS_FMT_BTREE)
-			scrub_report(ctx, X, "AG %u rmapbt extent %u+%u: attribute-fork blocks of "
+			owner_finding(ctx, o, "AG %u rmapbt extent %u+%u: attribute-fork blocks of "
 				     "inode %llu, whose attribute fork is not a btree", agno, start,
 				     n, (unsigned long long)ip->ino);
 		else if (off & MFS_RMAP_BMBT_BLOCK)
@@ -364,7 +385,7 @@ static void check_against_inode(struct mfs_scrub_ctx *ctx, uint32_t agno,
 	}
 	if (off & MFS_RMAP_BMBT_BLOCK) {
 		if (ip->dformat != MFS_FMT_BTREE)
-			scrub_report(ctx, X, "AG %u rmapbt extent %u+%u: btree blocks of inode "
+			owner_finding(ctx, o, "AG %u rmapbt extent %u+%u: btree blocks of inode "
 				     "%llu, whose data fork is not a btree (leaked?)", agno, start, n,
 				     (unsigned long long)ip->ino);
 		else
@@ -372,23 +393,23 @@ static void check_against_inode(struct mfs_scrub_ctx *ctx, uint32_t agno,
 		return;
 	}
 	if (ip->dformat != MFS_FMT_EXTENTS && ip->dformat != MFS_FMT_BTREE) {
-		scrub_report(ctx, X, "AG %u rmapbt extent %u+%u: data of inode %llu at file block "
+		owner_finding(ctx, o, "AG %u rmapbt extent %u+%u: data of inode %llu at file block "
 			     "%llu, whose data fork holds no extent map", agno, start, n,
 			     (unsigned long long)ip->ino, (unsigned long long)off);
 		return;
 	}
 	if (S_ISDIR(ip->mode)) {
-		scrub_report(ctx, X, "AG %u rmapbt extent %u+%u: data blocks of directory %llu",
+		owner_finding(ctx, o, "AG %u rmapbt extent %u+%u: data blocks of directory %llu",
 			     agno, start, n, (unsigned long long)ip->ino);
 		return;
 	}
 	err = data_mapped(ip, mfs_agbno_to_fsb(g, agno, start), off, n, &bad);
 	if (err > 0)
-		scrub_report(ctx, X, "AG %u rmapbt extent %u+%u owned by inode %llu at file "
+		owner_finding(ctx, o, "AG %u rmapbt extent %u+%u owned by inode %llu at file "
 			     "block %llu: the inode maps file block %llu elsewhere", agno, start, n, (unsigned long long)ip->ino, (unsigned long long)off,
 			     (unsigned long long)bad);
 	else if (err < 0)
-		scrub_report(ctx, X, "AG %u rmapbt extent %u+%u owned by inode %llu: its extent "
+		owner_finding(ctx, o, "AG %u rmapbt extent %u+%u owned by inode %llu: its extent "
 			     "map cannot be read: %s", agno, start, n,
 			     (unsigned long long)ip->ino, scrub_errstr(err));
 }
@@ -458,6 +479,16 @@ static int check_owners(struct mfs_scrub_ctx *ctx, const struct scrub_recs *recs
 			if (err || !o.ip)
 				continue;
 		}
+		/* First look, with the inode locked and the AG not: a record that matches its
+		 * owner needs nothing more (the inode cannot change under its lock, and the
+		 * record was in the tree when collected).  Only a mismatch is looked at again
+		 * with the AG locked, and reported if the record is still there. */
+		o.dry = 1;
+		o.mismatch = 0;
+		check_against_inode(ctx, agno, r, &o);
+		o.dry = 0;
+		if (!o.mismatch)
+			continue;
 		scrub_ag_lock(ctx->fs, agno);
 		err = rmap_still_there(ctx->fs, agno, r, &there);
 		if (!err && there)
