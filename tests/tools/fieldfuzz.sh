@@ -25,6 +25,7 @@
 #             scrub could not run: exit status 4)
 #   CRASH     a daemon, scrub or mendfs_db killed by a signal, a daemon that exited non-zero
 #             after serving, or a hang
+#   unchanged the fuzz left the image as it was (zeroes of a zero field): not mounted
 #   (skip)    the verb does not apply (add/sub of a byte string): not counted
 #
 #   fieldfuzz.sh [-s SAMPLE] [-o TSV] [-k]
@@ -160,7 +161,7 @@ done
 stop_daemon
 [ "$drc" = 0 ] || die "the daemon exited with $drc"
 rootino=$(db -c sb | sed -n 's/^rootino = //p')
-objs=("sb 0" "sb 1" "agh 0" "agh 1" "agfl 0" "log 0" "inode $rootino")
+objs=("sb 0" "sb 1" "agh 0" "agh 1" "agfl 0" "log 0" "log 1" "inode $rootino")
 for p in a a/file a/b/mid a/b/c/tiny a/link a/longlink small small/fifo big frag; do
 	objs+=("inode ${INO[$p]}")
 done
@@ -224,6 +225,13 @@ one_case() {
 	fi
 	change=${change:-$(sed -n 's/.*: \(.* -> .*\) (.*/\1/p; s/.*: \([0-9]* bytes fuzzed\).*/\1/p' "$dir/fz" | head -1)}
 	[ -z "$change" ] && change="?"
+	if [ -z "${res:-}" ] && cmp -s "$base" "$img"; then
+		# the new value is the old one (zeroes of a zero field...): nothing to see
+		printf '%s\t%s\t%s\t%s\tunchanged\t-\t-\t-\t-\t-\t-\n' "$obj" "$field" "$verb" \
+			"$change" >>"$tsv"
+		tot[unchanged]=$((${tot[unchanged]:-0} + 1))
+		return 0
+	fi
 	timeout 60 "$DB" -c "check -f" "$img" >"$dir/pre" 2>&1
 	src=$?
 	case $src in 0) pre=clean ;; 1) pre=damage ;; *) pre="status$src"; res=CRASH ;; esac
@@ -311,7 +319,7 @@ el=$(($(date +%s) - start))
 damaging=$((${tot[refused]:-0} + ${tot[detected]:-0} + ${tot[healed]:-0} + ${tot[MISS]:-0}))
 echo
 echo "fieldfuzz: $ran cases in ${el}s: refused ${tot[refused]:-0}, detected ${tot[detected]:-0}," \
-	"benign ${tot[benign]:-0}, healed ${tot[healed]:-0}, MISS ${tot[MISS]:-0}, CRASH ${tot[CRASH]:-0}; online repair: n/a;" \
+	"benign ${tot[benign]:-0}, unchanged ${tot[unchanged]:-0}, healed ${tot[healed]:-0}, MISS ${tot[MISS]:-0}, CRASH ${tot[CRASH]:-0}; online repair: n/a;" \
 	"offline repair: fixed ${tot[fixed]:-0}, unfixable ${tot[unfixable]:-0}"
 [ "$damaging" -gt 0 ] &&
 	echo "fieldfuzz: of the damaging fuzzes (refused+detected+healed+MISS)" \
