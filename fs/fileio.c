@@ -134,12 +134,13 @@ static int write_mapped(struct mfs_fs *fs, uint64_t fsb, uint64_t b, uint64_t n,
 
 /*
  * Map a hole at file block b (at most n blocks) and write data into it, in one transaction
- * committed after the data is on the device.  *mapped gets the blocks mapped.  `newsize`:
- * the file size to log with the mapping (the caller's size after this piece).
+ * committed after the data is on the device.  *mapped gets the blocks mapped.  The inode
+ * is logged with the size reached by this piece and, unless `times` is NULL, the write's
+ * modification and change times (so that an append needs no second transaction).
  */
 static int write_alloc(struct mfsd *d, struct mfs_inode *ip, uint64_t b, uint64_t n,
 		       uint64_t pos, uint64_t end, const char *buf, uint64_t bufpos, char *tmp,
-		       uint64_t *mapped)
+		       const struct timespec *times, uint64_t *mapped)
 {
 	struct mfs_fs *fs = d->fs;
 	struct mfs_bmap_ext ext;
@@ -161,6 +162,10 @@ again:
 			piece_end = end;
 		if (piece_end > ip->size)
 			ip->size = piece_end;
+		if (times) {
+			ip->mtime = *times;
+			ip->ctime = *times;
+		}
 		err = mfs_inode_log(tp, ip);
 	}
 	if (err) {
@@ -253,7 +258,7 @@ static int do_write(struct mfsd *d, struct mfs_inode *ip, const char *buf, size_
 	uint64_t end = off + size, pos = off, logged = ip->size;
 	struct timespec now;
 	char *tmp;
-	int err = 0;
+	int err = 0, times_logged = 0;
 
 	*written = 0;
 	if (!has_extents(ip))
@@ -262,6 +267,7 @@ static int do_write(struct mfsd *d, struct mfs_inode *ip, const char *buf, size_
 		return 0;
 	if (end < off || end > max_bytes(fs))
 		return -EFBIG;
+	mfsd_now(&now);
 	tmp = mfs_malloc(bs);
 	if (!tmp)
 		return -ENOMEM;
@@ -274,9 +280,12 @@ static int do_write(struct mfsd *d, struct mfs_inode *ip, const char *buf, size_
 			break;
 		n = (ext.startoff + ext.len < eb ? ext.startoff + ext.len : eb) - b;
 		if (ext.startblock == MFS_BMAP_HOLE) {
-			err = write_alloc(d, ip, b, n, pos, end, buf, off, tmp, &n);
+			err = write_alloc(d, ip, b, n, pos, end, buf, off, tmp,
+					  cached ? NULL : &now, &n);
 			if (!err && ip->size > logged)
 				logged = ip->size;       /* logged with the mapping */
+			if (!err && !cached)
+				times_logged = 1;        /* and so were the times */
 		} else {
 			uint64_t fsb = ext.startblock + (b - ext.startoff);
 
@@ -296,14 +305,13 @@ static int do_write(struct mfsd *d, struct mfs_inode *ip, const char *buf, size_
 	}
 	/* Whatever was written counts: size, times and privileges move with it.  A failed
 	 * log reloads the inode; a transient failure (no memory) is retried a few times. */
-	mfsd_now(&now);
 	for (unsigned tries = 0;; tries++) {
 		int err2, dirty;
 
 		if (pos > ip->size)
 			ip->size = pos;
 		dirty = ip->size != logged;
-		if (!cached) {
+		if (!cached && !times_logged) {
 			ip->mtime = now;
 			ip->ctime = now;
 			dirty = 1;
