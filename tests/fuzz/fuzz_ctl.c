@@ -37,6 +37,7 @@
 
 static struct mfsd daemon_state;
 static struct mfsd_ctl ctl;
+static int verbose;               /* FUZZ_VERBOSE set: the library's messages, the replies */
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -46,7 +47,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 	(void)argc;
 	(void)argv;
-	if (!getenv("FUZZ_VERBOSE"))
+	verbose = getenv("FUZZ_VERBOSE") != NULL;
+	if (!verbose)
 		mfs_log_quiet();
 	fz_image_make(path);
 	err = mfs_fs_open(path, MFS_OPEN_RDONLY, 4u << 20, &daemon_state.fs);
@@ -77,7 +79,41 @@ struct peer {
 	int fd;
 	const uint8_t *data;
 	size_t size;
+	/* verbose: where the reply being read stands */
+	struct mfs_ctl_hdr hdr;
+	size_t hdr_got, payload_left;
 };
+
+/* Verbose: one line per reply (command, request id, length; an error's errno). */
+static void show_replies(struct peer *p, const uint8_t *buf, size_t n)
+{
+	while (n > 0) {
+		size_t take;
+
+		if (p->payload_left) {
+			take = n < p->payload_left ? n : p->payload_left;
+			p->payload_left -= take;
+		} else {
+			take = sizeof(p->hdr) - p->hdr_got;
+			take = n < take ? n : take;
+			memcpy((uint8_t *)&p->hdr + p->hdr_got, buf, take);
+			p->hdr_got += take;
+			if (p->hdr_got == sizeof(p->hdr)) {
+				int32_t e = 0;
+
+				if (p->hdr.command == MFS_CTL_ERROR && n - take >= sizeof(e))
+					memcpy(&e, buf + take, sizeof(e));
+				fprintf(stderr, "reply: command 0x%x reqid %llu, %u bytes%s%s\n",
+					p->hdr.command, (unsigned long long)p->hdr.reqid,
+					p->hdr.len, e ? ", error " : "", e ? strerror(e) : "");
+				p->payload_left = p->hdr.len;
+				p->hdr_got = 0;
+			}
+		}
+		buf += take;
+		n -= take;
+	}
+}
 
 /* Write the input and the trailer, reading (and dropping) replies all along so that
  * neither side blocks on a full socket; then read until the daemon closes. */
@@ -100,6 +136,8 @@ static void *peer_main(void *arg)
 		}
 		if (pf.revents & POLLIN) {
 			n = read(p->fd, sink, sizeof(sink));
+			if (n > 0 && verbose)
+				show_replies(p, sink, (size_t)n);
 			if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
 				break;
 		}
