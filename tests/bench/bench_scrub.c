@@ -14,7 +14,8 @@
  * metadata from memory, the comparison is of the checkers' work.
  *
  * Environment: BENCH_SCRUB_FILES (sizes; default "20000 50000 100000", BENCH_QUICK=1:
- * "10000 20000 40000", BENCH_SCRUB_FULL=1: "100000 300000 1000000"), BENCH_DIR (the images, default /var/tmp), BENCH_TREE_DIR (the
+ * "10000 20000 40000", BENCH_SCRUB_FULL=1: "100000 300000 1000000"), BENCH_SCRUB_CACHE_MB
+ * (the daemon's -o cache_size, default its own), BENCH_DIR (the images, default /var/tmp), BENCH_TREE_DIR (the
  * ext4 side's tree, default /dev/shm).  The programs are found in ../bin beside this one
  * (build/bench -> build/bin).
  */
@@ -46,7 +47,7 @@
 #define FANOUT   40
 
 static char bindir[PATH_MAX + 16], work[PATH_MAX], mnt[PATH_MAX + 16], img[PATH_MAX + 16];
-static char tmpdir[PATH_MAX];
+static char tmpdir[PATH_MAX], cache_opt[64];
 static pid_t daemon_pid;
 
 /* snprintf that refuses to truncate (a cut path would name something else). */
@@ -123,7 +124,10 @@ static int mount_fs(void)
 
 		dup2(fd, STDOUT_FILENO);
 		dup2(fd, STDERR_FILENO);
-		execl(prog, prog, "-f", img, mnt, (char *)NULL);
+		if (cache_opt[0])
+			execl(prog, prog, "-f", "-o", cache_opt, img, mnt, (char *)NULL);
+		else
+			execl(prog, prog, "-f", img, mnt, (char *)NULL);
 		_exit(127);
 	}
 	for (int i = 0; i < 800; i++) {
@@ -560,6 +564,9 @@ int main(int argc, char **argv)
 		rmdir(work);
 		return 0;
 	}
+	if (getenv("BENCH_SCRUB_CACHE_MB"))
+		fmt(cache_opt, sizeof(cache_opt), "cache_size=%lu",
+		    strtoul(getenv("BENCH_SCRUB_CACHE_MB"), NULL, 10));
 	fmt(mnt, sizeof(mnt), "%s/m", work);
 	fmt(img, sizeof(img), "%s/mendfs.img", work);
 	fmt(rundir, sizeof(rundir), "%s/run", work);
@@ -567,7 +574,8 @@ int main(int argc, char **argv)
 	mkdir(rundir, 0755);
 	setenv("MENDFS_RUNDIR", rundir, 1);
 	memset(data, 'x', sizeof(data));
-	printf("bench_scrub: full online scrub vs e2fsck -fn on the same tree (%s)\n", work);
+	printf("bench_scrub: full online scrub vs e2fsck -fn on the same tree (%s; daemon %s)\n",
+	       work, cache_opt[0] ? cache_opt : "default cache_size");
 	copy = strdup(sizes);
 	for (tok = copy ? strtok_r(copy, " ,", &save) : NULL; tok;
 	     tok = strtok_r(NULL, " ,", &save)) {
