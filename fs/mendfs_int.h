@@ -35,6 +35,7 @@
 #include <sched.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "fs.h"
 #include "inode.h"
@@ -91,12 +92,26 @@ struct mfsd {
  * again, a bounded number of times, so a lock-order conflict never waits forever.
  * Returns 1 when the caller should try again.
  */
-#define MFSD_LOCK_RETRIES 1000u
+#define MFSD_LOCK_RETRIES 2000u
+/* Wait before try number `tries` (1, 2, ...): a yield for the first few, then a sleep that
+ * grows to 1 ms, so that a conflict with a long transaction on a loaded machine is waited
+ * out (about 2 s in all before the caller gives up with EAGAIN) without spinning. */
+static inline void mfsd_retry_backoff(unsigned tries)
+{
+	if (tries < 16) {
+		sched_yield();
+	} else {
+		struct timespec ts = { 0, (long)(tries < 256 ? tries : 256) * 4000L };
+
+		nanosleep(&ts, NULL);
+	}
+}
+
 static inline int mfsd_should_retry(int err, unsigned *tries)
 {
 	if (err != -EDEADLK || ++*tries >= MFSD_LOCK_RETRIES)
 		return 0;
-	sched_yield();
+	mfsd_retry_backoff(*tries);
 	return 1;
 }
 

@@ -879,6 +879,7 @@ static void do_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		}
 		if (err == -EAGAIN && ++tries < MFSD_LOCK_RETRIES) {
 			ls_unlock(&ls);
+			mfsd_retry_backoff(tries);
 			mfsd_iput(d, a.sip);
 			if (a.tip)
 				mfsd_iput(d, a.tip);

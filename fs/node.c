@@ -485,6 +485,7 @@ static int free_inode(struct mfsd *d, struct mfs_inode *ip)
 			mfs_inode_reload(pred);
 		if (err == -EAGAIN && need && ++tries < MFSD_LOCK_RETRIES) {
 			unlock_pred(&pred);
+			mfsd_retry_backoff(tries);
 			err = lock_pred(d, ip, need, &pred);
 			if (err)
 				break;
