@@ -1,7 +1,9 @@
 /*
  * repair_agbtree.c — rebuilders of an AG's btrees: the two free-space trees (by block and
  * by length) from the reverse map, and the inode btree from the inode chunks the reverse
- * map names and the modes of their inodes.
+ * map names and the modes of their inodes; and the helpers every AG rebuild shares
+ * (repair_ag.h; the reverse map's and the free list's rebuilders are repair_rmapbt.c and
+ * repair_agfl.c).
  *
  * Both run under the AG lock for their whole length (allocations in this AG wait, other AGs
  * go on; readers of files never take it) and inside ONE transaction: the new trees, the
@@ -37,7 +39,7 @@
  * ordinary allocator in this AG, and old blocks left over are freed with it — all in the
  * same transaction.
  */
-#include "repair_priv.h"
+#include "repair_ag.h"
 
 #include "ag.h"
 #include "alloc.h"
@@ -55,30 +57,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define AGFL_EXTRA_CAP  (MFS_AGFL_SIZE_MAX / 2)   /* leftover blocks put on the AGFL up to */
 #define PLAN_ROUNDS     8
 #define POLL_RECS       4096u
 
-/* An extent in scratch, host order (start >= 3: never an all-zero record). */
-struct rext {
-	uint32_t start, len;
-};
 
-enum { OWN_I_AG, OWN_I_INODES, OWN_I_INOBT, OWN_I_N };
 
-struct agrep {
-	struct rep *r;
-	struct mfs_fs *fs;
-	uint32_t agno, aglen;
-	struct mfs_trans *tp;
-	struct mfs_buf *agh_bp;
-	uint64_t nrmap, rmap_blocks;
-	uint64_t own_blocks[OWN_I_N];
-	uint64_t seen;
-	int fl_rewritten;            /* the free list's indices are being rewritten */
-};
 
-static struct mfs_agh *agh_of(const struct agrep *ar)
+struct mfs_agh *rep_agh(const struct agrep *ar)
 {
 	return ar->agh_bp->data;
 }
@@ -107,7 +92,7 @@ static int survey_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
  */
 static int agh_usable(const struct agrep *ar)
 {
-	const struct mfs_agh *agh = agh_of(ar);
+	const struct mfs_agh *agh = rep_agh(ar);
 	uint32_t root = mfs_get32(agh->roots[MFS_BT_RMAP]);
 	uint32_t levels = mfs_get32(agh->levels[MFS_BT_RMAP]);
 
@@ -122,7 +107,7 @@ static int agh_usable(const struct agrep *ar)
  * counters_only: a header whose only faults are what the rebuild rewrites is accepted (2:
  * the free list's indices too); negative: the reverse map is not looked at (its own
  * rebuild). */
-static int ag_begin(struct rep *r, struct agrep *ar, int counters_only)
+int rep_ag_begin(struct rep *r, struct agrep *ar, int counters_only)
 {
 	struct mfs_blk_expect e;
 	struct mfs_btree_cur cur;
@@ -146,7 +131,7 @@ static int ag_begin(struct rep *r, struct agrep *ar, int counters_only)
 			   &e, &ar->agh_bp);
 	if (err)
 		ar->agh_bp = NULL;
-	if (!err && mfs_agh_check(ar->fs, ar->agno, agh_of(ar)) &&
+	if (!err && mfs_agh_check(ar->fs, ar->agno, rep_agh(ar)) &&
 	    !(counters_only > 0 && agh_usable(ar)))
 		err = -EFSCORRUPTED;
 	if (err)
@@ -167,7 +152,7 @@ static int ag_begin(struct rep *r, struct agrep *ar, int counters_only)
 	return 0;
 }
 
-static void ag_cancel(struct agrep *ar)
+void rep_ag_cancel(struct agrep *ar)
 {
 	if (ar->agh_bp)
 		mfs_buf_put(ar->agh_bp);
@@ -198,7 +183,7 @@ static int ag_commit(struct agrep *ar)
  * header, the free list and the reverse-map leaves it touches), nrev: blocks it frees.
  * The record size is estimated on the high side (a 56-byte tag per block).
  */
-static int log_fits(struct agrep *ar, uint64_t nimg, uint64_t nrev, const char *what)
+int rep_log_fits(struct agrep *ar, uint64_t nimg, uint64_t nrev, const char *what)
 {
 	const struct mfs_geom *g = &ar->fs->geo;
 	uint64_t per_desc = (g->blocksize - 64) / 56, need, room;
@@ -217,7 +202,7 @@ static int log_fits(struct agrep *ar, uint64_t nimg, uint64_t nrev, const char *
 }
 
 /* The last chance to stop (test hook, pressure, cancel), then the one commit. */
-static int ag_finish(struct agrep *ar)
+int rep_ag_finish(struct agrep *ar)
 {
 	int err = rep_hook(ar->r, MFS_REPAIR_AT_BUILT);
 
@@ -226,7 +211,7 @@ static int ag_finish(struct agrep *ar)
 	return err ? err : ag_commit(ar);
 }
 
-static uint64_t geo_blocks(const struct mfs_btree_ops *ops, uint32_t bs, uint64_t n,
+uint64_t rep_geo_blocks(const struct mfs_btree_ops *ops, uint32_t bs, uint64_t n,
 			   unsigned *levels)
 {
 	uint64_t nb = 0;
@@ -240,7 +225,7 @@ static uint64_t geo_blocks(const struct mfs_btree_ops *ops, uint32_t bs, uint64_
 }
 
 /* Join a block the new tree will be written into, so a cancel restores its bytes. */
-static int join_block(struct agrep *ar, uint32_t agbno)
+int rep_join_block(struct agrep *ar, uint32_t agbno)
 {
 	struct mfs_buf *bp;
 	int err = mfs_buf_read(ar->fs->bc, mfs_agbno_to_fsb(&ar->fs->geo, ar->agno, agbno),
@@ -255,11 +240,9 @@ static int join_block(struct agrep *ar, uint32_t agbno)
 }
 
 /* ---- extents in scratch --------------------------------------------------------------------- */
-/* Call fn on the blocks [skip, skip + limit) of the extents of `a`, in order, as pieces. */
-typedef int (*piece_fn)(struct agrep *ar, uint32_t start, uint32_t len, void *priv);
 
-static int ext_pieces(struct agrep *ar, struct mfs_xfarray *a, uint64_t skip, uint64_t limit,
-		      piece_fn fn, void *priv)
+int rep_ext_pieces(struct agrep *ar, struct mfs_xfarray *a, uint64_t skip, uint64_t limit,
+		      rep_piece_fn fn, void *priv)
 {
 	uint64_t n = mfs_xfarray_count(a);
 	struct rext e;
@@ -288,7 +271,7 @@ static int ext_pieces(struct agrep *ar, struct mfs_xfarray *a, uint64_t skip, ui
 	return 0;
 }
 
-static uint64_t ext_blocks(struct mfs_xfarray *a, uint64_t *err_out)
+uint64_t rep_ext_blocks(struct mfs_xfarray *a, uint64_t *err_out)
 {
 	uint64_t n = mfs_xfarray_count(a), t = 0;
 	struct rext e;
@@ -404,7 +387,7 @@ static int s_load(struct gather *g)
 	return err ? rep_scratch_err(g->ar->r, err, "reading the tree blocks") : 0;
 }
 
-static int add_ext(struct agrep *ar, struct mfs_xfarray *a, uint32_t s, uint32_t l)
+int rep_add_ext(struct agrep *ar, struct mfs_xfarray *a, uint32_t s, uint32_t l)
 {
 	struct rext e = { s, l };
 	int err = mfs_xfarray_append(a, &e, NULL);
@@ -421,7 +404,7 @@ static int s_block_fn(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, v
 	return err ? rep_scratch_err(g->ar->r, err, "listing the reverse map's blocks") : 0;
 }
 
-static int cmp_u32(const void *a, const void *b, void *priv)
+int rep_cmp_u32(const void *a, const void *b, void *priv)
 {
 	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
 
@@ -443,7 +426,7 @@ static int gather_s(struct gather *g)
 	struct agrep *ar = g->ar;
 	struct mfs_btree_cur cur;
 	struct mfs_buf *bp;
-	const struct mfs_agh *agh = agh_of(ar);
+	const struct mfs_agh *agh = rep_agh(ar);
 	uint32_t first = mfs_get32(agh->fl_first), count = mfs_get32(agh->fl_count), prev = 0;
 	int err;
 
@@ -471,7 +454,7 @@ static int gather_s(struct gather *g)
 	if (err)
 		return err < 0 && err != -EFSCORRUPTED ?
 		       rep_scratch_err(ar->r, err, "listing the free list") : err;
-	err = rep_sort(ar->r, g->S, cmp_u32, "sorting the reverse map's blocks");
+	err = rep_sort(ar->r, g->S, rep_cmp_u32, "sorting the reverse map's blocks");
 	if (err)
 		return err;
 	g->ns = mfs_xfarray_count(g->S);
@@ -509,7 +492,7 @@ static int gather_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
 		if (g->next < MFS_AG_FIXED_BLOCKS)
 			return rep_fail(ar->r, -EFSCORRUPTED, "AG %u reverse map: the AG headers "
 					"are not owned", ar->agno);
-		err = add_ext(ar, g->F, g->next, s - g->next);
+		err = rep_add_ext(ar, g->F, g->next, s - g->next);
 		if (err)
 			return err;
 	}
@@ -523,13 +506,13 @@ static int gather_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
 	for (uint32_t pos = s; pos < end && !err;) {
 		if (g->scur < end) {
 			if (g->scur > pos)
-				err = add_ext(ar, g->O, pos, g->scur - pos);
+				err = rep_add_ext(ar, g->O, pos, g->scur - pos);
 			pos = g->scur + 1;
 			g->sidx++;
 			if (!err)
 				err = s_load(g);
 		} else {
-			err = add_ext(ar, g->O, pos, end - pos);
+			err = rep_add_ext(ar, g->O, pos, end - pos);
 			pos = end;
 		}
 	}
@@ -555,7 +538,7 @@ static int gather_free(struct gather *g)
 		if (g->next < MFS_AG_FIXED_BLOCKS)
 			return rep_fail(ar->r, -EFSCORRUPTED, "AG %u reverse map: the AG headers "
 					"are not owned", ar->agno);
-		err = add_ext(ar, g->F, g->next, ar->aglen - g->next);
+		err = rep_add_ext(ar, g->F, g->next, ar->aglen - g->next);
 		if (err)
 			return err;
 	}
@@ -687,13 +670,8 @@ static int release_old(struct agrep *ar, uint32_t s, uint32_t l, void *priv)
 }
 
 /* ---- feeding the bulk loader ----------------------------------------------------------------- */
-/* The new trees' blocks, in the order the loaders claim them. */
-struct blocks {
-	uint32_t *v;
-	uint64_t n, cap, next;
-};
 
-static int blocks_add(struct agrep *ar, uint32_t s, uint32_t l, void *priv)
+int rep_blocks_add(struct agrep *ar, uint32_t s, uint32_t l, void *priv)
 {
 	struct blocks *b = priv;
 
@@ -748,7 +726,7 @@ static int loader_claim(void *priv, uint64_t *fsb)
 	return 0;
 }
 
-static int load_tree(struct agrep *ar, enum mfs_ag_tree t, struct mfs_xfarray *a,
+int rep_load_tree(struct agrep *ar, enum mfs_ag_tree t, struct mfs_xfarray *a,
 		     struct blocks *b, struct mfs_btree_root *root)
 {
 	struct loader l = { ar, a, 0, t == MFS_BT_BNO || t == MFS_BT_CNT, b };
@@ -791,7 +769,7 @@ static int tree_blocks(struct agrep *ar, enum mfs_ag_tree t, uint64_t *n)
 			      cur.ops->name, strerror(-err)) : 0;
 }
 
-static void set_root(struct mfs_agh *agh, enum mfs_ag_tree t, const struct mfs_fs *fs,
+void rep_set_root(struct mfs_agh *agh, enum mfs_ag_tree t, const struct mfs_fs *fs,
 		     const struct mfs_btree_root *root)
 {
 	mfs_put32(agh->roots[t], mfs_fsb_to_agbno(&fs->geo, root->fsb));
@@ -809,8 +787,8 @@ struct abt_plan {
 
 static uint64_t abt_blocks(uint32_t bs, uint64_t nrecs)
 {
-	uint64_t b = geo_blocks(&mfs_bnobt_ops, bs, nrecs, NULL);
-	uint64_t c = geo_blocks(&mfs_cntbt_ops, bs, nrecs, NULL);
+	uint64_t b = rep_geo_blocks(&mfs_bnobt_ops, bs, nrecs, NULL);
+	uint64_t c = rep_geo_blocks(&mfs_cntbt_ops, bs, nrecs, NULL);
 
 	return b == UINT64_MAX || c == UINT64_MAX ? UINT64_MAX : b + c;
 }
@@ -837,12 +815,12 @@ static int abt_take(struct agrep *ar, struct abt_plan *p, uint64_t m, uint64_t r
 static int abt_plan(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray *O,
 		    struct abt_plan *p)
 {
-	uint32_t bs = ar->fs->geo.blocksize, cnt = mfs_get32(agh_of(ar)->fl_count);
-	uint64_t room = cnt < AGFL_EXTRA_CAP ? AGFL_EXTRA_CAP - cnt : 0, m, e = 0;
+	uint32_t bs = ar->fs->geo.blocksize, cnt = mfs_get32(rep_agh(ar)->fl_count);
+	uint64_t room = cnt < REP_AGFL_EXTRA_CAP ? REP_AGFL_EXTRA_CAP - cnt : 0, m, e = 0;
 	int err;
 
-	p->nf = ext_blocks(F, &e);
-	p->no = ext_blocks(O, &e);
+	p->nf = rep_ext_blocks(F, &e);
+	p->no = rep_ext_blocks(O, &e);
 	if (e)
 		return rep_scratch_err(ar->r, -(int)e, "counting extents");
 	err = free_walk(ar, F, O, 0, 0, NULL, &p->sum);
@@ -884,7 +862,7 @@ int rep_allocbt(struct rep *r)
 	uint64_t rmapblks;
 	int err;
 
-	err = ag_begin(r, &ar, 1);
+	err = rep_ag_begin(r, &ar, 1);
 	if (err)
 		goto out;
 	{
@@ -924,7 +902,7 @@ int rep_allocbt(struct rep *r)
 	if (!err)
 		err = abt_plan(&ar, F, O, &p);
 	if (!err)
-		err = log_fits(&ar, p.m, p.no > p.take_o ? p.no - p.take_o : 0,
+		err = rep_log_fits(&ar, p.m, p.no > p.take_o ? p.no - p.take_o : 0,
 			       "free-space btrees");
 	if (err)
 		goto out;
@@ -954,25 +932,25 @@ int rep_allocbt(struct rep *r)
 			       (unsigned long long)b.cap);
 		goto out;
 	}
-	err = ext_pieces(&ar, O, 0, p.take_o, blocks_add, &b);
+	err = rep_ext_pieces(&ar, O, 0, p.take_o, rep_blocks_add, &b);
 	if (!err)
-		err = ext_pieces(&ar, F, 0, p.take_f, blocks_add, &b);
+		err = rep_ext_pieces(&ar, F, 0, p.take_f, rep_blocks_add, &b);
 	for (uint64_t i = 0; !err && i < p.m; i++)
-		err = join_block(&ar, b.v[i]);
+		err = rep_join_block(&ar, b.v[i]);
 	for (uint64_t i = p.m; !err && i < b.n; i++)
 		err = mfs_agfl_put(ar.tp, ar.agno, ar.agh_bp, b.v[i]);
 	if (!err)
-		err = ext_pieces(&ar, F, 0, p.take_f, rmap_join, NULL);
+		err = rep_ext_pieces(&ar, F, 0, p.take_f, rmap_join, NULL);
 	if (!err)
-		err = ext_pieces(&ar, O, p.take_o, UINT64_MAX, rmap_cut, NULL);
+		err = rep_ext_pieces(&ar, O, p.take_o, UINT64_MAX, rmap_cut, NULL);
 	if (!err)
-		err = ext_pieces(&ar, O, p.take_o, UINT64_MAX, release_old, NULL);
+		err = rep_ext_pieces(&ar, O, p.take_o, UINT64_MAX, release_old, NULL);
 	if (err)
 		goto out;
 	b.n = p.m;
-	err = load_tree(&ar, MFS_BT_CNT, C, &b, &croot);
+	err = rep_load_tree(&ar, MFS_BT_CNT, C, &b, &croot);
 	if (!err)
-		err = load_tree(&ar, MFS_BT_BNO, B, &b, &broot);
+		err = rep_load_tree(&ar, MFS_BT_BNO, B, &b, &broot);
 	if (!err && b.next != b.n)
 		err = rep_fail(r, -EFSCORRUPTED, "internal: the new trees used %llu of %llu "
 			       "planned blocks", (unsigned long long)b.next,
@@ -983,15 +961,15 @@ int rep_allocbt(struct rep *r)
 		err = mfs_trans_modify(ar.tp, ar.agh_bp);
 	if (err)
 		goto out;
-	agh = agh_of(&ar);
-	set_root(agh, MFS_BT_BNO, ar.fs, &broot);
-	set_root(agh, MFS_BT_CNT, ar.fs, &croot);
+	agh = rep_agh(&ar);
+	rep_set_root(agh, MFS_BT_BNO, ar.fs, &broot);
+	rep_set_root(agh, MFS_BT_CNT, ar.fs, &croot);
 	mfs_put32(agh->freeblks, (uint32_t)p.sum.blocks);
 	mfs_put32(agh->longest, p.sum.longest);
 	mfs_put32(agh->btreeblks, (uint32_t)(p.m - 2 + rmapblks - 1));
-	err = ag_finish(&ar);
+	err = rep_ag_finish(&ar);
 out:
-	ag_cancel(&ar);
+	rep_ag_cancel(&ar);
 	free(b.v);
 	return err;
 }
@@ -1059,7 +1037,7 @@ static int igather_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
 	if (++ar->seen % POLL_RECS == 0 && (err = rep_poll(ar->r)))
 		return err;
 	if (owner == MFS_OWN_INOBT)
-		return add_ext(ar, ig->O, s, l);
+		return rep_add_ext(ar, ig->O, s, l);
 	if (owner != MFS_OWN_INODES)
 		return 0;
 	if (s % cb || l % cb)
@@ -1106,7 +1084,7 @@ static int free_old_inobt(struct agrep *ar, uint32_t s, uint32_t l, void *priv)
 static int alloc_inobt(struct agrep *ar, struct blocks *b, uint64_t want)
 {
 	const struct mfs_geom *g = &ar->fs->geo;
-	uint32_t near = mfs_get32(agh_of(ar)->roots[MFS_BT_INO]);
+	uint32_t near = mfs_get32(rep_agh(ar)->roots[MFS_BT_INO]);
 
 	while (want) {
 		struct mfs_alloc_args a;
@@ -1120,7 +1098,7 @@ static int alloc_inobt(struct agrep *ar, struct blocks *b, uint64_t want)
 		a.owner = MFS_OWN_INOBT;
 		err = mfs_alloc_extent_ag(ar->tp, ar->agno, ar->agh_bp, &a);
 		if (!err)
-			err = blocks_add(ar, mfs_fsb_to_agbno(g, a.fsb), a.len, b);
+			err = rep_blocks_add(ar, mfs_fsb_to_agbno(g, a.fsb), a.len, b);
 		if (err)
 			return rep_fail(ar->r, err, "AG %u: allocating blocks for the new inode "
 					"btree: %s", ar->agno, strerror(-err));
@@ -1141,7 +1119,7 @@ int rep_inobt(struct rep *r)
 	int err;
 
 	memset(&ig, 0, sizeof(ig));
-	err = ag_begin(r, &ar, 0);
+	err = rep_ag_begin(r, &ar, 0);
 	if (err)
 		goto out;
 	{
@@ -1174,13 +1152,13 @@ int rep_inobt(struct rep *r)
 		err = rep_sort(r, ig.I, cmp_startino, "sorting the inode chunks");
 	if (err)
 		goto out;
-	m = geo_blocks(&mfs_inobt_ops, ar.fs->geo.blocksize, mfs_xfarray_count(ig.I), NULL);
-	nold = ext_blocks(ig.O, &e);
+	m = rep_geo_blocks(&mfs_inobt_ops, ar.fs->geo.blocksize, mfs_xfarray_count(ig.I), NULL);
+	nold = rep_ext_blocks(ig.O, &e);
 	if (e) {
 		err = rep_scratch_err(r, -(int)e, "counting the old inode btree blocks");
 		goto out;
 	}
-	err = log_fits(&ar, m, nold > m ? nold - m : 0, "inode btree");
+	err = rep_log_fits(&ar, m, nold > m ? nold - m : 0, "inode btree");
 	if (err)
 		goto out;
 	b.cap = m;
@@ -1190,684 +1168,26 @@ int rep_inobt(struct rep *r)
 			       (unsigned long long)m);
 		goto out;
 	}
-	err = ext_pieces(&ar, ig.O, 0, m, blocks_add, &b);
+	err = rep_ext_pieces(&ar, ig.O, 0, m, rep_blocks_add, &b);
 	for (uint64_t i = 0; !err && i < b.n; i++)
-		err = join_block(&ar, b.v[i]);
+		err = rep_join_block(&ar, b.v[i]);
 	if (!err && m > nold)
 		err = alloc_inobt(&ar, &b, m - nold);
 	if (!err)
-		err = load_tree(&ar, MFS_BT_INO, ig.I, &b, &root);
+		err = rep_load_tree(&ar, MFS_BT_INO, ig.I, &b, &root);
 	if (!err && nold > m)
-		err = ext_pieces(&ar, ig.O, m, UINT64_MAX, free_old_inobt, NULL);
+		err = rep_ext_pieces(&ar, ig.O, m, UINT64_MAX, free_old_inobt, NULL);
 	if (!err)
 		err = mfs_trans_modify(ar.tp, ar.agh_bp);
 	if (err)
 		goto out;
-	agh = agh_of(&ar);
-	set_root(agh, MFS_BT_INO, ar.fs, &root);
+	agh = rep_agh(&ar);
+	rep_set_root(agh, MFS_BT_INO, ar.fs, &root);
 	mfs_put32(agh->icount, (uint32_t)ig.icount);
 	mfs_put32(agh->ifree, (uint32_t)ig.ifree);
-	err = ag_finish(&ar);
+	err = rep_ag_finish(&ar);
 out:
-	ag_cancel(&ar);
+	rep_ag_cancel(&ar);
 	free(b.v);
-	return err;
-}
-
-/* ---- reverse map ------------------------------------------------------------------------------- */
-/*
- * Offline only.  The records come from every owner: the fixed blocks (fs), the journal
- * (log), the free-space trees' blocks and the AGFL stock (ag), the inode btree's blocks
- * (inobt) and its chunks (inodes), and every inode in use in any AG (its extents and tree
- * blocks in this AG).  What is neither free (the by-block tree, trusted and verified) nor
- * owned is the old reverse map's blocks (and any leaked block): it becomes MFS_OWN_AG, the
- * new tree is written into its first blocks, and the rest goes onto the AGFL (as far as it
- * has room) or back to free space once the new tree is in place.  The record count does not
- * depend on which of those blocks the tree takes (all of them are MFS_OWN_AG), so the
- * geometry needs no iteration.  Two owners of one block (cross-linked), or a block both
- * free and owned, cannot be rebuilt: -EFSCORRUPTED naming it.
- */
-struct rgather {
-	struct agrep *ar;
-	struct mfs_xfarray *R, *F;
-	int err;
-};
-
-static int radd(struct rgather *g, uint32_t s, uint32_t l, uint64_t owner, uint64_t offset)
-{
-	struct mfs_rmap_rec rec;
-	int err;
-
-	if (!l || (uint64_t)s + l > g->ar->aglen)
-		return rep_fail(g->ar->r, -EFSCORRUPTED, "AG %u: owner %llu claims blocks %u+%u "
-				"outside the AG", g->ar->agno, (unsigned long long)owner, s, l);
-	memset(&rec, 0, sizeof(rec));
-	mfs_put32(rec.startblock, s);
-	mfs_put32(rec.blockcount, l);
-	mfs_put64(rec.owner, owner);
-	mfs_put64(rec.offset, offset);
-	err = mfs_xfarray_append(g->R, &rec, NULL);
-	return err ? rep_scratch_err(g->ar->r, err, "gathering reverse mappings") : 0;
-}
-
-struct rvisit {
-	struct rgather *g;
-	uint64_t owner;
-	uint64_t blocks;
-};
-
-static int rvisit_fn(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, void *priv)
-{
-	struct rvisit *v = priv;
-
-	v->blocks++;
-	return radd(v->g, mfs_fsb_to_agbno(&cur->fs->geo, fsb), 1, v->owner, 0);
-}
-
-static int rtree_blocks(struct rgather *g, enum mfs_ag_tree t, uint64_t owner, uint64_t *n)
-{
-	struct agrep *ar = g->ar;
-	struct rvisit v = { g, owner, 0 };
-	struct mfs_btree_cur cur;
-	uint64_t nrecs, nblocks;
-	int err;
-
-	mfs_ag_cur_init(&cur, ar->fs, NULL, ar->agno, t, ar->agh_bp);
-	err = mfs_btree_verify(&cur, &nrecs, &nblocks);
-	if (err) {
-		mfs_btree_cur_release(&cur);
-		return rep_fail(ar->r, err, "AG %u %s is damaged (%s): the reverse map is rebuilt "
-				"from it; repair it first", ar->agno, cur.ops->name, strerror(-err));
-	}
-	err = mfs_btree_visit_blocks(&cur, rvisit_fn, &v);
-	mfs_btree_cur_release(&cur);
-	if (n)
-		*n = v.blocks;
-	return err;
-}
-
-static int rfree_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
-{
-	const struct mfs_alloc_rec *a = rec;
-	struct rgather *g = priv;
-	struct rext e = { mfs_get32(a->startblock), mfs_get32(a->blockcount) };
-	int err = mfs_xfarray_append(g->F, &e, NULL);
-
-	return err ? rep_scratch_err(g->ar->r, err, "gathering free extents") : 0;
-}
-
-static int rchunk_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
-{
-	const struct mfs_inobt_rec *ir = rec;
-	struct rgather *g = priv;
-	const struct mfs_geom *geo = &cur->fs->geo;
-
-	return radd(g, mfs_agino_to_agbno(geo, mfs_get32(ir->startino)), geo->chunkblocks,
-		    MFS_OWN_INODES, 0);
-}
-
-static int rowned_fn(void *priv, uint64_t ino, uint32_t agbno, uint32_t len, uint64_t offset)
-{
-	return radd(priv, agbno, len, ino, offset);
-}
-
-/* Every inode in use of AG a: what it owns in our AG. */
-static int rinode_chunk_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
-{
-	const struct mfs_inobt_rec *ir = rec;
-	struct rgather *g = priv;
-	uint64_t mask = mfs_get64(ir->freemask);
-	int err = 0;
-
-	for (unsigned i = 0; i < MFS_INODES_PER_CHUNK && !err; i++) {
-		uint64_t ino = mfs_agino_to_ino(&cur->fs->geo, cur->agno,
-						mfs_get32(ir->startino) + i);
-		struct mfs_inode *ip;
-
-		if (mask >> i & 1 || mfs_ino_check(cur->fs, ino))
-			continue;
-		err = mfs_iget(cur->fs, ino, 0, &ip);   /* trusted: the inobt says in use */
-		if (err == -ENOENT) {
-			err = 0;
-			continue;
-		}
-		if (err)
-			return rep_fail(g->ar->r, err, "inode %llu cannot be loaded (%s): its space "
-					"cannot be told; repair it first", (unsigned long long)ino,
-					strerror(-err));
-		pthread_rwlock_rdlock(&ip->lock);
-		err = rep_inode_owned(ip, g->ar->agno, rowned_fn, g);
-		pthread_rwlock_unlock(&ip->lock);
-		mfs_iput(ip);
-		if (err && !g->ar->r->rc->reason[0])
-			rep_fail(g->ar->r, err, "inode %llu: its extent maps cannot be read (%s): "
-				 "repair it first", (unsigned long long)ino, strerror(-err));
-	}
-	if (!err && ++g->ar->seen % 64 == 0)
-		err = rep_poll(g->ar->r);
-	return err;
-}
-
-static int rgather_inodes(struct rgather *g)
-{
-	struct mfs_fs *fs = g->ar->fs;
-	int err = 0;
-
-	for (uint32_t a = 0; a < fs->geo.agcount && !err; a++) {
-		struct mfs_btree_cur cur;
-		struct mfs_buf *hbp = g->ar->agh_bp;
-
-		if (a != g->ar->agno) {
-			err = mfs_read_agh(fs, a, &hbp);
-			if (err)
-				return rep_fail(g->ar->r, err, "AG %u header unreadable (%s): its "
-						"inodes' space cannot be told", a, strerror(-err));
-		}
-		mfs_ag_cur_init(&cur, fs, NULL, a, MFS_BT_INO, hbp);
-		err = mfs_btree_query_range(&cur, NULL, NULL, rinode_chunk_fn, g);
-		mfs_btree_cur_release(&cur);
-		if (a != g->ar->agno)
-			mfs_buf_put(hbp);
-		if (err && !g->ar->r->rc->reason[0])
-			rep_fail(g->ar->r, err, "AG %u inode btree unreadable (%s)", a,
-				 strerror(-err));
-	}
-	return err;
-}
-
-static int cmp_rmap(const void *a, const void *b, void *priv)
-{
-	uint32_t x = mfs_get32(((const struct mfs_rmap_rec *)a)->startblock);
-	uint32_t y = mfs_get32(((const struct mfs_rmap_rec *)b)->startblock);
-
-	return x < y ? -1 : x > y;
-}
-
-static int rmap_special(uint64_t owner)
-{
-	return owner >= MFS_OWN_MIN;
-}
-
-/* Can b follow a (adjacent on disk) in one record? */
-static int rmap_follows(const struct mfs_rmap_rec *a, const struct mfs_rmap_rec *b)
-{
-	uint64_t ao = mfs_get64(a->owner), aoff = mfs_get64(a->offset);
-	uint64_t boff = mfs_get64(b->offset);
-
-	if (ao != mfs_get64(b->owner) ||
-	    mfs_get32(a->startblock) + mfs_get32(a->blockcount) != mfs_get32(b->startblock) ||
-	    (aoff & ~MFS_RMAP_OFF_MASK) != (boff & ~MFS_RMAP_OFF_MASK))
-		return 0;
-	if (rmap_special(ao) || (aoff & MFS_RMAP_BMBT_BLOCK))
-		return aoff == boff;
-	return (aoff & MFS_RMAP_OFF_MASK) + mfs_get32(a->blockcount) ==
-	       (boff & MFS_RMAP_OFF_MASK);
-}
-
-/* The merged, gap-filled records, and the old reverse-map blocks (the gaps). */
-struct rmerge {
-	struct agrep *ar;
-	struct mfs_xfarray *out;
-	struct mfs_rmap_rec pend;
-	int have;
-	struct rext *gaps;
-	uint64_t ngaps, gapcap, gapblocks;
-};
-
-static int rm_emit(struct rmerge *m, const struct mfs_rmap_rec *rec)
-{
-	int err = 0;
-
-	if (m->have && rmap_follows(&m->pend, rec)) {
-		mfs_put32(m->pend.blockcount, mfs_get32(m->pend.blockcount) +
-			  mfs_get32(rec->blockcount));
-		return 0;
-	}
-	if (m->have)
-		err = mfs_xfarray_append(m->out, &m->pend, NULL);
-	m->pend = *rec;
-	m->have = 1;
-	return err ? rep_scratch_err(m->ar->r, err, "merging reverse mappings") : 0;
-}
-
-/* [s, e) is neither owned nor free: an old reverse-map (or leaked) block range. */
-static int rm_gap(struct rmerge *m, uint32_t s, uint32_t e)
-{
-	struct mfs_rmap_rec rec;
-
-	if (s >= e)
-		return 0;
-	if (m->ngaps == m->gapcap) {
-		uint64_t nc = m->gapcap ? 2 * m->gapcap : 64;
-		struct rext *ng = mfs_realloc(m->gaps, nc * sizeof(*ng));
-
-		if (!ng)
-			return rep_fail(m->ar->r, -ENOMEM, "no memory for the old reverse map's "
-					"block list");
-		m->gaps = ng;
-		m->gapcap = nc;
-	}
-	m->gaps[m->ngaps].start = s;
-	m->gaps[m->ngaps].len = e - s;
-	m->ngaps++;
-	m->gapblocks += e - s;
-	memset(&rec, 0, sizeof(rec));
-	mfs_put32(rec.startblock, s);
-	mfs_put32(rec.blockcount, e - s);
-	mfs_put64(rec.owner, MFS_OWN_AG);
-	return rm_emit(m, &rec);
-}
-
-/* Walk the sorted records and the free extents together: records must not overlap each
- * other or free space; the holes left are gaps. */
-static int rmerge_all(struct rmerge *m, struct mfs_xfarray *R, struct mfs_xfarray *F)
-{
-	struct agrep *ar = m->ar;
-	uint64_t nr = mfs_xfarray_count(R), nf = mfs_xfarray_count(F), fi = 0;
-	struct rext fe = { UINT32_MAX, 0 };
-	uint32_t pos = 0;
-	int err = 0;
-
-	if (nf) {
-		err = mfs_xfarray_get(F, fi++, &fe);
-		if (err)
-			return rep_scratch_err(ar->r, err, "reading free extents");
-	}
-	for (uint64_t i = 0; i <= nr && !err; i++) {
-		struct mfs_rmap_rec rec;
-		uint32_t s = ar->aglen, l = 0;
-
-		if (i < nr) {
-			err = mfs_xfarray_get(R, i, &rec);
-			if (err)
-				return rep_scratch_err(ar->r, err, "reading reverse mappings");
-			s = mfs_get32(rec.startblock);
-			l = mfs_get32(rec.blockcount);
-		}
-		if (s < pos)
-			return rep_fail(ar->r, -EFSCORRUPTED, "AG %u: blocks %u+%u are claimed by "
-					"owner %llu and by another owner too (cross-linked): this "
-					"cannot be rebuilt", ar->agno, s, l,
-					(unsigned long long)mfs_get64(rec.owner));
-		/* the space between pos and s: free extents and gaps */
-		while (pos < s && !err) {
-			if (fe.start < pos)
-				return rep_fail(ar->r, -EFSCORRUPTED, "AG %u: free extent %u+%u "
-						"overlaps owned space", ar->agno, fe.start, fe.len);
-			if (fe.start >= s) {
-				err = rm_gap(m, pos, s);
-				pos = s;
-				break;
-			}
-			err = rm_gap(m, pos, fe.start);
-			if ((uint64_t)fe.start + fe.len > s)
-				return rep_fail(ar->r, -EFSCORRUPTED, "AG %u: free extent %u+%u "
-						"overlaps blocks %u+%u owned by %llu", ar->agno,
-						fe.start, fe.len, s, l,
-						(unsigned long long)mfs_get64(rec.owner));
-			pos = fe.start + fe.len;
-			fe.start = UINT32_MAX;
-			if (fi < nf) {
-				err = mfs_xfarray_get(F, fi++, &fe);
-				if (err)
-					err = rep_scratch_err(ar->r, err, "reading free extents");
-			}
-		}
-		if (fe.start < s + l && fe.start != UINT32_MAX && i < nr)
-			return rep_fail(ar->r, -EFSCORRUPTED, "AG %u: free extent %u+%u overlaps "
-					"blocks %u+%u owned by %llu", ar->agno, fe.start, fe.len,
-					s, l, (unsigned long long)mfs_get64(rec.owner));
-		if (!err && i < nr) {
-			err = rm_emit(m, &rec);
-			pos = s + l;
-		}
-	}
-	if (!err && m->have)
-		err = mfs_xfarray_append(m->out, &m->pend, NULL) ?
-		      rep_scratch_err(ar->r, -ENOMEM, "merging reverse mappings") : 0;
-	return err;
-}
-
-/* Leftover old blocks past what the AGFL takes: back to free space, through the new tree. */
-static int rfree_left(struct agrep *ar, uint32_t s, uint32_t l)
-{
-	const struct mfs_geom *g = &ar->fs->geo;
-	int err = mfs_free_extent(ar->tp, mfs_agbno_to_fsb(g, ar->agno, s), l, MFS_OWN_AG, 0);
-
-	for (uint32_t b = 0; b < l && !err; b++)
-		err = mfs_trans_forget(ar->tp, mfs_agbno_to_fsb(g, ar->agno, s + b));
-	return err ? rep_fail(ar->r, err, "AG %u: freeing old reverse-map blocks %u+%u: %s",
-			      ar->agno, s, l, strerror(-err)) : 0;
-}
-
-int rep_rmapbt(struct rep *r)
-{
-	struct agrep ar;
-	struct rgather g;
-	struct rmerge m;
-	struct blocks b = { NULL, 0, 0, 0 };
-	struct mfs_xfarray *R, *R2, *F;
-	struct mfs_btree_root root;
-	struct mfs_agh *agh;
-	uint64_t nbno = 0, ncnt = 0, used, nfree, mblk, room, k;
-	const struct mfs_geom *geo = &r->fs->geo;
-	int err;
-
-	memset(&m, 0, sizeof(m));
-	if (!(r->rc->flags & MFS_REPAIR_OFFLINE))
-		return rep_fail(r, -EOPNOTSUPP, "the reverse map is rebuilt offline only "
-				"(mendfs_repair): it is gathered from every inode's extent maps, "
-				"which must hold still");
-	err = ag_begin(r, &ar, -1);
-	if (err)
-		goto out;
-	/* Records: at most one per owned block; with the gaps between them, twice that.
-	 * Free extents: at most one per two blocks, and no more than the free blocks. */
-	nfree = mfs_get32(agh_of(&ar)->freeblks) < ar.aglen ? mfs_get32(agh_of(&ar)->freeblks) :
-		ar.aglen;
-	used = ar.aglen - nfree;
-	{
-		const struct rep_array_plan plan[3] = {
-			{ sizeof(struct mfs_rmap_rec), used + 16 },
-			{ sizeof(struct mfs_rmap_rec), 2 * used + 32 },
-			{ sizeof(struct rext), (nfree < ar.aglen / 2 ? nfree : ar.aglen / 2) + 2 },
-		};
-
-		err = rep_reserve(r, plan, 3);
-		if (!err)
-			err = rep_hook(r, MFS_REPAIR_AT_RESERVED);
-		if (!err)
-			err = rep_array(r, plan[0].recsize, plan[0].max_nr, &R);
-		if (!err)
-			err = rep_array(r, plan[1].recsize, plan[1].max_nr, &R2);
-		if (!err)
-			err = rep_array(r, plan[2].recsize, plan[2].max_nr, &F);
-		if (err)
-			goto out;
-	}
-	memset(&g, 0, sizeof(g));
-	g.ar = &ar;
-	g.R = R;
-	g.F = F;
-	err = radd(&g, 0, MFS_AG_FIXED_BLOCKS, MFS_OWN_FS, 0);
-	if (!err && geo->logblocks && mfs_fsb_to_agno(geo, geo->logstart) == ar.agno)
-		err = radd(&g, mfs_fsb_to_agbno(geo, geo->logstart), geo->logblocks, MFS_OWN_LOG, 0);
-	if (!err)
-		err = rtree_blocks(&g, MFS_BT_BNO, MFS_OWN_AG, &nbno);
-	if (!err)
-		err = rtree_blocks(&g, MFS_BT_CNT, MFS_OWN_AG, &ncnt);
-	if (!err)
-		err = rtree_blocks(&g, MFS_BT_INO, MFS_OWN_INOBT, NULL);
-	if (!err) {
-		struct mfs_btree_cur cur;
-
-		mfs_ag_cur_init(&cur, ar.fs, NULL, ar.agno, MFS_BT_INO, ar.agh_bp);
-		err = mfs_btree_query_range(&cur, NULL, NULL, rchunk_fn, &g);
-		if (!err) {
-			mfs_btree_cur_release(&cur);
-			mfs_ag_cur_init(&cur, ar.fs, NULL, ar.agno, MFS_BT_BNO, ar.agh_bp);
-			err = mfs_btree_query_range(&cur, NULL, NULL, rfree_fn, &g);
-		}
-		mfs_btree_cur_release(&cur);
-	}
-	if (!err) {
-		/* the AGFL stock */
-		struct mfs_buf *bp;
-		const struct mfs_agh *h = agh_of(&ar);
-
-		err = mfs_read_agfl(ar.fs, ar.agno, &bp);
-		if (err)
-			rep_fail(r, err, "AG %u free list unreadable (%s): repair it first", ar.agno,
-				 strerror(-err));
-		for (uint32_t i = 0; !err && i < mfs_get32(h->fl_count); i++) {
-			const struct mfs_agfl *fl = bp->data;
-
-			err = radd(&g, mfs_get32(fl->bno[(mfs_get32(h->fl_first) + i) %
-							 MFS_AGFL_SIZE_MAX]), 1, MFS_OWN_AG, 0);
-		}
-		if (bp)
-			mfs_buf_put(bp);
-	}
-	if (!err)
-		err = rgather_inodes(&g);
-	if (!err)
-		err = rep_hook(r, MFS_REPAIR_AT_GATHERED);
-	if (!err)
-		err = rep_sort(r, R, cmp_rmap, "sorting the reverse mappings");
-	if (err)
-		goto out;
-	m.ar = &ar;
-	m.out = R2;
-	err = rmerge_all(&m, R, F);
-	if (err)
-		goto out;
-	mblk = geo_blocks(&mfs_rmapbt_ops, geo->blocksize, mfs_xfarray_count(R2), NULL);
-	if (mblk > m.gapblocks) {
-		err = rep_fail(r, -ENOSPC, "AG %u: the new reverse map needs %llu blocks, the old "
-			       "one left %llu", ar.agno, (unsigned long long)mblk,
-			       (unsigned long long)m.gapblocks);
-		goto out;
-	}
-	err = log_fits(&ar, mblk, m.gapblocks - mblk, "reverse map btree");
-	if (err)
-		goto out;
-	b.cap = m.gapblocks;
-	b.v = mfs_malloc((b.cap ? b.cap : 1) * sizeof(*b.v));
-	if (!b.v) {
-		err = rep_fail(r, -ENOMEM, "no memory for the new reverse map's block list");
-		goto out;
-	}
-	for (uint64_t i = 0; !err && i < m.ngaps; i++)
-		err = blocks_add(&ar, m.gaps[i].start, m.gaps[i].len, &b);
-	for (uint64_t i = 0; !err && i < mblk; i++)
-		err = join_block(&ar, b.v[i]);
-	if (err)
-		goto out;
-	b.n = mblk;
-	err = load_tree(&ar, MFS_BT_RMAP, R2, &b, &root);
-	if (!err)
-		err = mfs_trans_modify(ar.tp, ar.agh_bp);
-	if (err)
-		goto out;
-	agh = agh_of(&ar);
-	set_root(agh, MFS_BT_RMAP, ar.fs, &root);
-	mfs_put32(agh->btreeblks, (uint32_t)(nbno - 1 + ncnt - 1 + mblk - 1));
-	/* What the new tree did not take: onto the AGFL, then back to free space. */
-	room = mfs_get32(agh->fl_count) < AGFL_EXTRA_CAP ? AGFL_EXTRA_CAP -
-	       mfs_get32(agh->fl_count) : 0;
-	for (k = mblk; !err && k < m.gapblocks && k - mblk < room; k++)
-		err = mfs_agfl_put(ar.tp, ar.agno, ar.agh_bp, b.v[k]);
-	while (!err && k < m.gapblocks) {
-		uint32_t s = b.v[k], l = 1;
-
-		while (k + l < m.gapblocks && b.v[k + l] == s + l)
-			l++;
-		err = rfree_left(&ar, s, l);
-		k += l;
-	}
-	if (!err)
-		err = ag_finish(&ar);
-out:
-	ag_cancel(&ar);
-	free(b.v);
-	free(m.gaps);
-	return err;
-}
-
-/* ---- AG free list ---------------------------------------------------------------------------- */
-/*
- * The free list's stock is what the reverse map says the AG owns (MFS_OWN_AG) minus the
- * blocks of the by-block, by-length and reverse-map trees (all verified first).  The list
- * block is rewritten with up to MFS_AGFL_SIZE_MAX - 8 of them (room kept for give-backs);
- * the rest goes back to free space, in the same transaction.
- */
-struct fgather {
-	struct agrep *ar;
-	struct mfs_xfarray *S, *L;
-	uint64_t sidx, ns;
-	uint32_t scur;
-};
-
-static int f_block_fn(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, void *priv)
-{
-	struct fgather *g = priv;
-	uint32_t b = mfs_fsb_to_agbno(&cur->fs->geo, fsb);
-	int err = mfs_xfarray_append(g->S, &b, NULL);
-
-	return err ? rep_scratch_err(g->ar->r, err, "listing tree blocks") : 0;
-}
-
-static int f_load(struct fgather *g)
-{
-	int err;
-
-	g->scur = UINT32_MAX;
-	if (g->sidx >= g->ns)
-		return 0;
-	err = mfs_xfarray_get(g->S, g->sidx, &g->scur);
-	return err ? rep_scratch_err(g->ar->r, err, "reading tree blocks") : 0;
-}
-
-static int f_rmap_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
-{
-	const struct mfs_rmap_rec *rr = rec;
-	struct fgather *g = priv;
-	uint32_t s = mfs_get32(rr->startblock), end = s + mfs_get32(rr->blockcount);
-	int err = 0;
-
-	if (mfs_get64(rr->owner) != MFS_OWN_AG)
-		return 0;
-	for (uint32_t b = s; b < end && !err; b++) {
-		while (g->scur < b && !err) {
-			g->sidx++;
-			err = f_load(g);
-		}
-		if (!err && g->scur != b)
-			err = add_ext(g->ar, g->L, b, 1);
-	}
-	return err;
-}
-
-/* Leftover stock: back to free space (the new list is in place in the transaction). */
-static int free_stock(struct agrep *ar, uint32_t s, uint32_t l, void *priv)
-{
-	int err = mfs_free_extent(ar->tp, mfs_agbno_to_fsb(&ar->fs->geo, ar->agno, s), l,
-				  MFS_OWN_AG, 0);
-
-	return err ? rep_fail(ar->r, err, "AG %u: freeing surplus free-list block %u: %s",
-			      ar->agno, s, strerror(-err)) : 0;
-}
-
-struct fill {
-	struct mfs_agfl *fl;
-	uint32_t n, max;
-};
-
-static int fill_fn(struct agrep *ar, uint32_t s, uint32_t l, void *priv)
-{
-	struct fill *f = priv;
-
-	for (uint32_t i = 0; i < l && f->n < f->max; i++)
-		mfs_put32(f->fl->bno[f->n++], s + i);
-	return 0;
-}
-
-int rep_agfl(struct rep *r)
-{
-	const uint32_t keep_max = MFS_AGFL_SIZE_MAX - 8;
-	struct agrep ar;
-	struct fgather g;
-	struct mfs_xfarray *S, *L;
-	struct mfs_btree_cur cur;
-	struct mfs_buf *bp = NULL;
-	struct fill f;
-	uint64_t nl, e = 0;
-	int err;
-
-	memset(&g, 0, sizeof(g));
-	err = ag_begin(r, &ar, 2);
-	if (err)
-		goto out;
-	{
-		const struct rep_array_plan plan[2] = {
-			{ sizeof(uint32_t), ar.own_blocks[OWN_I_AG] + 1 },
-			{ sizeof(struct rext), ar.own_blocks[OWN_I_AG] + 1 },
-		};
-
-		err = rep_reserve(r, plan, 2);
-		if (!err)
-			err = rep_hook(r, MFS_REPAIR_AT_RESERVED);
-		if (!err)
-			err = rep_array(r, plan[0].recsize, plan[0].max_nr, &S);
-		if (!err)
-			err = rep_array(r, plan[1].recsize, plan[1].max_nr, &L);
-		if (err)
-			goto out;
-	}
-	g.ar = &ar;
-	g.S = S;
-	g.L = L;
-	for (int t = MFS_BT_BNO; t <= MFS_BT_RMAP && !err; t++) {
-		if (t == MFS_BT_INO)
-			continue;
-		mfs_ag_cur_init(&cur, ar.fs, NULL, ar.agno, (enum mfs_ag_tree)t, ar.agh_bp);
-		err = mfs_btree_verify(&cur, NULL, NULL);
-		if (err)
-			rep_fail(r, err, "AG %u %s is damaged (%s): repair it first", ar.agno,
-				 cur.ops->name, strerror(-err));
-		else
-			err = mfs_btree_visit_blocks(&cur, f_block_fn, &g);
-		mfs_btree_cur_release(&cur);
-	}
-	if (!err)
-		err = rep_sort(r, S, cmp_u32, "sorting the tree blocks");
-	if (err)
-		goto out;
-	g.ns = mfs_xfarray_count(S);
-	err = f_load(&g);
-	if (!err) {
-		mfs_ag_cur_init(&cur, ar.fs, NULL, ar.agno, MFS_BT_RMAP, ar.agh_bp);
-		err = mfs_btree_query_range(&cur, NULL, NULL, f_rmap_fn, &g);
-		mfs_btree_cur_release(&cur);
-	}
-	if (!err)
-		err = rep_hook(r, MFS_REPAIR_AT_GATHERED);
-	if (err)
-		goto out;
-	nl = ext_blocks(L, &e);
-	if (e) {
-		err = rep_scratch_err(r, -(int)e, "counting the stock");
-		goto out;
-	}
-	/* the list block: joined (a cancel restores it) and written afresh */
-	err = mfs_buf_read(ar.fs->bc, mfs_agbno_to_fsb(&ar.fs->geo, ar.agno, MFS_AGFL_AGBNO), NULL,
-			   &bp);
-	if (!err)
-		err = mfs_trans_modify(ar.tp, bp);
-	if (!err)
-		err = mfs_trans_modify(ar.tp, ar.agh_bp);
-	if (err) {
-		rep_fail(r, err, "AG %u free list block: %s", ar.agno, strerror(-err));
-		goto out;
-	}
-	mfs_blk_init(bp->data, ar.fs->geo.blocksize, MFS_AGFL_MAGIC, bp->blkno, ar.agno,
-		     ar.fs->geo.uuid);
-	mfs_buf_set_meta(bp);
-	f.fl = bp->data;
-	f.n = 0;
-	f.max = keep_max;
-	err = ext_pieces(&ar, L, 0, keep_max, fill_fn, &f);
-	mfs_put32(agh_of(&ar)->fl_first, 0);
-	mfs_put32(agh_of(&ar)->fl_count, f.n);
-	ar.fl_rewritten = 0;
-	r->rc->records = nl;
-	if (!err && nl > keep_max)
-		err = ext_pieces(&ar, L, keep_max, UINT64_MAX, free_stock, NULL);
-	if (!err)
-		err = ag_finish(&ar);
-out:
-	if (bp)
-		mfs_buf_put(bp);
-	ag_cancel(&ar);
 	return err;
 }

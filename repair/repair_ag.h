@@ -1,0 +1,93 @@
+/*
+ * repair_ag.h — what the rebuilders of an AG's structures share (repair_agbtree.c: the
+ * free-space and inode btrees and these helpers; repair_rmapbt.c: the reverse map;
+ * repair_agfl.c: the free list): one AG being rebuilt — its lock and header held in the
+ * one transaction of the rebuild — and the pieces every rebuild uses: extents in scratch,
+ * the list of a new tree's blocks, the bulk load, the journal-size check and the commit.
+ */
+#ifndef MFS_REPAIR_AG_H
+#define MFS_REPAIR_AG_H
+
+#include <stdint.h>
+
+#include "ag.h"
+#include "btree.h"
+#include "repair_priv.h"
+
+struct mfs_agh;
+struct mfs_buf;
+struct mfs_fs;
+struct mfs_trans;
+
+#define REP_AGFL_EXTRA_CAP  (MFS_AGFL_SIZE_MAX / 2)   /* leftover blocks put on the AGFL up to */
+
+/* An extent in scratch, host order (start >= 3: never an all-zero record). */
+struct rext {
+	uint32_t start, len;
+};
+
+/* Blocks of the special owners counted by the survey of the reverse map. */
+enum { OWN_I_AG, OWN_I_INODES, OWN_I_INOBT, OWN_I_N };
+
+/* One AG being rebuilt: tp holds its lock, agh_bp its header (both from rep_ag_begin). */
+struct agrep {
+	struct rep *r;
+	struct mfs_fs *fs;
+	uint32_t agno, aglen;
+	struct mfs_trans *tp;
+	struct mfs_buf *agh_bp;
+	uint64_t nrmap, rmap_blocks;
+	uint64_t own_blocks[OWN_I_N];
+	uint64_t seen;
+	int fl_rewritten;            /* the free list's indices are being rewritten */
+};
+
+/* The new trees' blocks, in the order the loaders claim them. */
+struct blocks {
+	uint32_t *v;
+	uint64_t n, cap, next;
+};
+
+struct mfs_agh *rep_agh(const struct agrep *ar);
+
+/*
+ * Lock the AG in a new transaction, read its header, verify the reverse map and count what
+ * it holds.  counters_only: a header whose only faults are what the rebuild rewrites is
+ * accepted (2: the free list's indices too); negative: the reverse map is not looked at.
+ * Every outcome ends with rep_ag_cancel() (after a commit it only releases).
+ */
+int rep_ag_begin(struct rep *r, struct agrep *ar, int counters_only);
+void rep_ag_cancel(struct agrep *ar);
+/* The last chance to stop (test hook, pressure, cancel), then the one commit. */
+int rep_ag_finish(struct agrep *ar);
+/* Refuse (-ENOSPC, both sizes named) a rebuild whose one transaction cannot fit the log:
+ * nimg blocks changed (the new tree; a margin is added), nrev freed. */
+int rep_log_fits(struct agrep *ar, uint64_t nimg, uint64_t nrev, const char *what);
+
+/* Blocks of a tree of n records as the bulk loader builds it (UINT64_MAX on error). */
+uint64_t rep_geo_blocks(const struct mfs_btree_ops *ops, uint32_t bs, uint64_t n,
+			unsigned *levels);
+/* Join a block the new tree will be written into, so that a cancel restores its bytes. */
+int rep_join_block(struct agrep *ar, uint32_t agbno);
+/* Append [s, s+l) to b (a rep_piece_fn). */
+int rep_blocks_add(struct agrep *ar, uint32_t s, uint32_t l, void *priv);
+/* Bulk-load tree t from a (sorted; struct rext records for the free-space trees, on-disk
+ * records otherwise) into the blocks of b, in the transaction. */
+int rep_load_tree(struct agrep *ar, enum mfs_ag_tree t, struct mfs_xfarray *a,
+		  struct blocks *b, struct mfs_btree_root *root);
+void rep_set_root(struct mfs_agh *agh, enum mfs_ag_tree t, const struct mfs_fs *fs,
+		  const struct mfs_btree_root *root);
+
+/* Call fn on the blocks [skip, skip + limit) of the extents of `a`, in order, as pieces. */
+typedef int (*rep_piece_fn)(struct agrep *ar, uint32_t start, uint32_t len, void *priv);
+
+int rep_ext_pieces(struct agrep *ar, struct mfs_xfarray *a, uint64_t skip, uint64_t limit,
+		   rep_piece_fn fn, void *priv);
+/* Blocks in the extents of a; a scratch error goes to *err_out (positive errno). */
+uint64_t rep_ext_blocks(struct mfs_xfarray *a, uint64_t *err_out);
+/* Append the extent [s, s+l) to a. */
+int rep_add_ext(struct agrep *ar, struct mfs_xfarray *a, uint32_t s, uint32_t l);
+/* Order of uint32_t records (tree block lists). */
+int rep_cmp_u32(const void *a, const void *b, void *priv);
+
+#endif
