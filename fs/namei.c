@@ -241,13 +241,20 @@ again:
 		err = mfs_trans_lock_ag(tp, mfs_ino_to_agno(&fs->geo, dp->ino), 0);
 		if (!err)
 			err = mfs_ialloc(tp, dp->ino, (uint16_t)mode, &ino);
+		/* The new inode is locked while its AG is: never wait for it (a reader that
+		 * took the old in-core copy before it was freed, e.g. a scrub, may hold it and
+		 * want this AG next): -EDEADLK, cancel and retry. */
 		if (!err)
-			err = mfs_iget(fs, ino, 0, &ip);
+			err = mfs_iget(fs, ino, MFS_IGET_NOWAIT, &ip);
+		if (!err && pthread_rwlock_trywrlock(&ip->lock)) {
+			mfs_iput(ip);
+			ip = NULL;
+			err = -EDEADLK;
+		}
 		if (err) {
 			mfs_trans_cancel(tp);
 			goto retry;
 		}
-		pthread_rwlock_wrlock(&ip->lock);
 		ip->uid = ctx->uid;
 		ip->gid = ctx->gid;
 		if (dp->mode & S_ISGID) {

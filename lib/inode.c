@@ -600,7 +600,12 @@ int mfs_iget(struct mfs_fs *fs, uint64_t ino, unsigned flags, struct mfs_inode *
 	}
 
 	if (__atomic_load_n(&ip->stale, __ATOMIC_SEQ_CST)) {
-		pthread_rwlock_wrlock(&ip->lock);
+		if (!(flags & MFS_IGET_NOWAIT))
+			pthread_rwlock_wrlock(&ip->lock);
+		else if (pthread_rwlock_trywrlock(&ip->lock)) {
+			mfs_iput(ip);
+			return -EDEADLK;
+		}
 		err = 0;
 		if (__atomic_load_n(&ip->stale, __ATOMIC_SEQ_CST)) {
 			err = inode_load(ip);
@@ -617,7 +622,12 @@ int mfs_iget(struct mfs_fs *fs, uint64_t ino, unsigned flags, struct mfs_inode *
 	if (!(flags & MFS_IGET_FREE)) {
 		uint16_t mode;
 
-		pthread_rwlock_rdlock(&ip->lock);
+		if (!(flags & MFS_IGET_NOWAIT))
+			pthread_rwlock_rdlock(&ip->lock);
+		else if (pthread_rwlock_tryrdlock(&ip->lock)) {
+			mfs_iput(ip);
+			return -EDEADLK;
+		}
 		mode = ip->mode;
 		pthread_rwlock_unlock(&ip->lock);
 		if (mode == 0) {

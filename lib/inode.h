@@ -109,13 +109,21 @@ void mfs_icache_get_stats(struct mfs_fs *fs, struct mfs_icache_stats *st);
                                        inode in no allocated chunk, or free, is -ENOENT.
                                        Locks the inode's AG for the lookup: not to be used
                                        inside a transaction that holds AG locks. */
+#define MFS_IGET_NOWAIT     0x4u    /* never wait for the inode's lock (a stale copy is
+                                       reloaded under it, a free one checked under it):
+                                       -EDEADLK when another thread holds it.  For a caller
+                                       holding AG locks (the lock order puts inode locks
+                                       first), e.g. taking the inode it just allocated, whose
+                                       old in-core copy a reader may still hold: cancel and
+                                       retry. */
 
 /*
  * Get a referenced in-core inode.  Reads and verifies the on-disk inode on a cache miss:
  * header and CRC (mfs_dinode_verify), then the fields (a known file type, fork formats
  * valid for it, fork offset and extent counts inside the literal area, link count, time
- * nanoseconds).  Returns 0, -ENOENT (a free inode without MFS_IGET_FREE), -EINVAL, an I/O
- * errno, -ENOMEM, or -EFSCORRUPTED/-EFSBADCRC after a message naming the inode.
+ * nanoseconds).  Returns 0, -ENOENT (a free inode without MFS_IGET_FREE), -EDEADLK (its
+ * lock busy, with MFS_IGET_NOWAIT), -EINVAL, an I/O errno, -ENOMEM, or
+ * -EFSCORRUPTED/-EFSBADCRC after a message naming the inode.
  */
 int mfs_iget(struct mfs_fs *fs, uint64_t ino, unsigned flags, struct mfs_inode **out);
 /* Take another reference to an inode already held. */
