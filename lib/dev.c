@@ -1,5 +1,6 @@
 /*
- * dev.c — block I/O on an image file or a block device (see dev.h).
+ * dev.c — block I/O on an image file or a block device (see dev.h), and the write log of
+ * crash-point tests (MENDFS_WRITELOG, see dev.h and tests/tools/replaylog.c).
  */
 #include "mem.h"
 #include "dev.h"
@@ -10,20 +11,102 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
+/*
+ * The write log.  When the environment names MENDFS_WRITELOG at a writable open, every
+ * write, flush and resize of the device is appended to that file as one record (struct
+ * mfs_dev_wlog_rec, then the data of a write).  Order is the point of the log: a write is
+ * done and recorded under wlog_lock, so the records of writes are in the order the image
+ * saw them; a flush is recorded before fdatasync() is called, so every write recorded
+ * before a flush record had completed when the flush was issued (that flush makes it
+ * durable), and a write recorded after it may or may not be covered by it — the replayer
+ * treats it as not.  Without the variable wlog_fd is -1 and the I/O paths test only that.
+ */
 struct mfs_dev {
 	int fd;
 	unsigned flags;
 	int blockdev;
 	uint64_t size;
 	char *path;
+	int wlog_fd;                 /* -1: no write log */
+	uint64_t wlog_seq;           /* next record's sequence number; under wlog_lock */
+	pthread_mutex_t wlog_lock;
 };
+
+static uint64_t wlog_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Append one record (and `len` bytes of data for a write), under wlog_lock.  A failure is
+ * returned: a log with a gap would rebuild images that never existed. */
+static int wlog_append(struct mfs_dev *dev, uint32_t kind, uint64_t off, uint64_t len,
+		       const void *data)
+{
+	struct mfs_dev_wlog_rec rec = {
+		.magic = MFS_DEV_WLOG_MAGIC, .kind = kind, .seq = dev->wlog_seq++,
+		.time_ns = wlog_now(), .off = off, .len = len,
+	};
+	struct iovec iov[2] = {
+		{ .iov_base = &rec, .iov_len = sizeof(rec) },
+		{ .iov_base = (void *)data, .iov_len = data ? len : 0 },
+	};
+	int cnt = data ? 2 : 1;
+
+	while (cnt) {
+		ssize_t n = writev(dev->wlog_fd, iov, cnt);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			mfs_log(MFS_LOG_ERR, "%s: write log: %s", dev->path,
+				n < 0 ? strerror(errno) : "nothing written");
+			return n < 0 ? -errno : -EIO;
+		}
+		/* a short append: go on after what went (O_APPEND, we hold the lock) */
+		while (cnt && (size_t)n >= iov[0].iov_len) {
+			n -= (ssize_t)iov[0].iov_len;
+			iov[0] = iov[1];
+			cnt--;
+		}
+		if (cnt) {
+			iov[0].iov_base = (char *)iov[0].iov_base + n;
+			iov[0].iov_len -= (size_t)n;
+		}
+	}
+	return 0;
+}
+
+static int wlog_open(struct mfs_dev *dev)
+{
+	const char *path = getenv("MENDFS_WRITELOG");
+
+	dev->wlog_fd = -1;
+	if (!path || !*path || (dev->flags & MFS_DEV_RDONLY))
+		return 0;
+	dev->wlog_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	if (dev->wlog_fd < 0) {
+		int err = -errno;
+
+		mfs_log(MFS_LOG_ERR, "MENDFS_WRITELOG %s: %s", path, strerror(-err));
+		return err;
+	}
+	pthread_mutex_init(&dev->wlog_lock, NULL);
+	mfs_log(MFS_LOG_INFO, "%s: logging every write and flush to %s", dev->path, path);
+	return 0;
+}
 
 static int dev_probe_size(struct mfs_dev *dev)
 {
@@ -65,6 +148,7 @@ int mfs_dev_open(const char *path, unsigned flags, struct mfs_dev **out)
 		return -ENOMEM;
 	}
 	dev->flags = flags;
+	dev->wlog_fd = -1;
 	dev->fd = open(path, oflags | O_CLOEXEC, 0644);
 	if (dev->fd < 0) {
 		err = -errno;
@@ -86,6 +170,9 @@ int mfs_dev_open(const char *path, unsigned flags, struct mfs_dev **out)
 			goto fail;
 		}
 	}
+	err = wlog_open(dev);
+	if (err)
+		goto fail;
 	*out = dev;
 	return 0;
 fail:
@@ -104,6 +191,11 @@ int mfs_dev_close(struct mfs_dev *dev)
 		return 0;
 	if (close(dev->fd) < 0)
 		err = -errno;
+	if (dev->wlog_fd >= 0) {
+		if (close(dev->wlog_fd) < 0 && !err)
+			err = -errno;
+		pthread_mutex_destroy(&dev->wlog_lock);
+	}
 	free(dev->path);
 	free(dev);
 	return err;
@@ -124,15 +216,33 @@ int mfs_dev_pread(struct mfs_dev *dev, void *buf, size_t len, uint64_t off)
 
 int mfs_dev_pwrite(struct mfs_dev *dev, const void *buf, size_t len, uint64_t off)
 {
+	int err;
+
 	if (dev->flags & MFS_DEV_RDONLY)
 		return -EROFS;
-	return mfs_pwrite_full(dev->fd, buf, len, off);
+	if (dev->wlog_fd < 0)
+		return mfs_pwrite_full(dev->fd, buf, len, off);
+	pthread_mutex_lock(&dev->wlog_lock);
+	err = mfs_pwrite_full(dev->fd, buf, len, off);
+	if (!err)
+		err = wlog_append(dev, MFS_DEV_WLOG_WRITE, off, len, buf);
+	pthread_mutex_unlock(&dev->wlog_lock);
+	return err;
 }
 
 int mfs_dev_flush(struct mfs_dev *dev)
 {
 	if (dev->flags & MFS_DEV_RDONLY)
 		return 0;
+	if (dev->wlog_fd >= 0) {
+		int err;
+
+		pthread_mutex_lock(&dev->wlog_lock);
+		err = wlog_append(dev, MFS_DEV_WLOG_FLUSH, 0, 0, NULL);
+		pthread_mutex_unlock(&dev->wlog_lock);
+		if (err)
+			return err;
+	}
 	if (fdatasync(dev->fd) < 0)
 		return -errno;
 	return 0;
@@ -148,8 +258,20 @@ int mfs_dev_set_size(struct mfs_dev *dev, uint64_t bytes)
 {
 	if (dev->blockdev)
 		return -ENOTTY;
-	if (ftruncate(dev->fd, (off_t)bytes) < 0)
+	if (dev->wlog_fd >= 0) {
+		int err = 0;
+
+		pthread_mutex_lock(&dev->wlog_lock);
+		if (ftruncate(dev->fd, (off_t)bytes) < 0)
+			err = -errno;
+		else
+			err = wlog_append(dev, MFS_DEV_WLOG_RESIZE, bytes, 0, NULL);
+		pthread_mutex_unlock(&dev->wlog_lock);
+		if (err)
+			return err;
+	} else if (ftruncate(dev->fd, (off_t)bytes) < 0) {
 		return -errno;
+	}
 	dev->size = bytes;
 	return 0;
 }

@@ -11,7 +11,10 @@
  *                              of <path> or of anything below it (write, truncate, punch,
  *                              rename, unlink, rmdir...; every name of a changed file).
  * Paths are relative to the stress directory.  An S line followed by no D line for its path
- * or a parent's is a promise the filesystem must keep through the crash.
+ * or a parent's is a promise the filesystem must keep through the crash.  Each line ends with
+ * " @<ns>", CLOCK_MONOTONIC when it was written (after the fsync returned; before the
+ * change): the crash-point test keeps the lines older than a point of the daemon's write log
+ * (t_crashpoints.sh); -V ignores it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <time.h>
 #include "crc32c.h"
 #include "stress.h"
 
@@ -27,9 +31,15 @@
 static void logline(struct proc *p, int synced, const char *path, uint64_t size, uint32_t crc)
 {
 	char line[4300];
-	int n = synced ? snprintf(line, sizeof(line), "S %s/%s %llu %08x\n", p->rootname, path,
-				  (unsigned long long)size, crc)
-		       : snprintf(line, sizeof(line), "D %s/%s\n", p->rootname, path);
+	struct timespec ts;
+	unsigned long long now;
+	int n;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
+	n = synced ? snprintf(line, sizeof(line), "S %s/%s %llu %08x @%llu\n", p->rootname, path,
+			      (unsigned long long)size, crc, now)
+		   : snprintf(line, sizeof(line), "D %s/%s @%llu\n", p->rootname, path, now);
 
 	if (n > 0 && (size_t)n < sizeof(line) && write(p->synclogfd, line, (size_t)n) != n) {
 		fprintf(stderr, "mendfs_stress: writing the sync log: %s\n", strerror(errno));
