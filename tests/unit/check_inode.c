@@ -726,6 +726,39 @@ START_TEST(test_roundtrip)
 }
 END_TEST
 
+/* ---- MFS_IGET_NOWAIT: a caller holding AG locks never waits for an inode's lock ---------- */
+START_TEST(test_iget_nowait)
+{
+	struct timg t;
+	struct mfs_inode *ip, *ip2;
+	uint64_t ino;
+
+	timg_make(&t, 4096, 0);
+	ino = alloc_one(&t, S_IFREG | 0644);
+	CK_OK(mfs_iget(t.fs, ino, 0, &ip));
+	/* a reader holds a copy that went stale (freed and allocated again elsewhere) */
+	pthread_rwlock_rdlock(&ip->lock);
+	mfs_inode_invalidate(t.fs, ino);
+	CK_EQ(mfs_iget(t.fs, ino, MFS_IGET_NOWAIT, &ip2), -EDEADLK);
+	CK_TRUE(ip2 == NULL);
+	pthread_rwlock_unlock(&ip->lock);
+	CK_OK(mfs_iget(t.fs, ino, MFS_IGET_NOWAIT, &ip2));
+	CK_TRUE(ip2 == ip);
+	CK_EQ(__atomic_load_n(&ip->stale, __ATOMIC_SEQ_CST), 0);
+	mfs_iput(ip2);
+	/* a writer holds a current copy: the free-inode check would wait; MFS_IGET_FREE does
+	 * not look */
+	pthread_rwlock_wrlock(&ip->lock);
+	CK_EQ(mfs_iget(t.fs, ino, MFS_IGET_NOWAIT, &ip2), -EDEADLK);
+	CK_OK(mfs_iget(t.fs, ino, MFS_IGET_NOWAIT | MFS_IGET_FREE, &ip2));
+	CK_TRUE(ip2 == ip);
+	mfs_iput(ip2);
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+	timg_destroy(&t);      /* every reference dropped: the cache empties */
+}
+END_TEST
+
 /* ---- ENOSPC: fill a small filesystem with inodes, then drain it ----------------------------- */
 START_TEST(test_enospc)
 {
@@ -818,6 +851,7 @@ static Suite *inode_suite(void)
 	tcase_add_test(tc, test_corrupt);
 	tcase_add_test(tc, test_concurrent);
 	tcase_add_test(tc, test_enospc);
+	tcase_add_test(tc, test_iget_nowait);
 	tcase_add_loop_test(tc, test_roundtrip, 0, 2);
 	suite_add_tcase(s, tc);
 	return s;
