@@ -39,6 +39,7 @@ stop_load() {
 	spid=""
 }
 ml_extra_cleanup=stop_load
+scrub_to() { "$BIN/mendfs_scrub" --json "$mnt" >"$1" 2>"$1.err"; }
 # Let it build up some tree first (bounded).
 for _ in $(seq 200); do
 	[ "$(find "$mnt/load" -maxdepth 3 2>/dev/null | wc -l)" -gt 200 ] && break
@@ -46,7 +47,8 @@ for _ in $(seq 200); do
 done
 for r in $(seq "$rounds"); do
 	kill -0 "$spid" 2>/dev/null || { cat "$dir/stress.out"; fail "the workload stopped early"; }
-	bounded 300 "$BIN/mendfs_scrub" --json "$mnt" >"$dir/scrub.$r" 2>"$dir/scrub.$r.err"
+	# (redirected inside: bounded's own report of a hang must reach the test's output)
+	bounded 300 scrub_to "$dir/scrub.$r"
 	rc=$?
 	[ $rc -eq 0 ] || { cat "$dir/scrub.$r" "$dir/scrub.$r.err"; fail "scrub $r under load: exit $rc"; }
 	grep -q '"kind":"finding"' "$dir/scrub.$r" && { cat "$dir/scrub.$r"; fail "scrub $r reported findings"; }
