@@ -26,6 +26,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/integration/mountlib.sh"
 . "$here/integration/stresslib.sh"
 ml_setup torture
+# a signal (a closed pipe, ^C) ends the run through exit, so the EXIT trap unmounts
+trap 'exit 1' INT TERM HUP PIPE
 t0=$(date +%s)
 echo "torture: $PROCS stress processes for $DURATION s, scrub loop: $([ -x "$BIN/mendfs_scrub" ] && echo yes || echo 'no (not built)')"
 

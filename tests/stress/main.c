@@ -322,6 +322,11 @@ int main(int argc, char **argv)
 	pid_t pids[MAXPROCS];
 
 	memcpy(o.weights, op_default_weights, sizeof(o.weights));
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--help")) {
+			usage(stdout);
+			return 0;
+		}
 	while ((c = getopt(argc, argv, "p:n:t:s:f:e:z:SkcPvVl:h")) != -1) {
 		switch (c) {
 		case 'p': o.nprocs = atoi(optarg); break;
