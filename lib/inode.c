@@ -207,9 +207,10 @@ int mfs_ino_check(const struct mfs_fs *fs, uint64_t ino)
 
 	if (ino == 0 || ino >= (1ull << 56))
 		return -EINVAL;
-	agno = mfs_ino_to_agno(g, ino);
-	if (agno >= g->agcount)
+	/* the AG part whole: mfs_ino_to_agno keeps only its low 32 bits */
+	if ((ino >> (g->agblklog + g->inopblog)) >= g->agcount)
 		return -EINVAL;
+	agno = mfs_ino_to_agno(g, ino);
 	agino = mfs_ino_to_agino(g, ino);
 	agbno = mfs_agino_to_agbno(g, agino);
 	first = agbno - agbno % g->chunkblocks;        /* the chunk that would hold it */
