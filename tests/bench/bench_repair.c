@@ -62,9 +62,13 @@ static long status_kb(const char *key)
 	return v;
 }
 
+static char path[4096];        /* the image, removed however the bench ends */
+
 static int die(const char *what, int err)
 {
 	fprintf(stderr, "bench_repair: %s: %s\n", what, strerror(err < 0 ? -err : err));
+	if (path[0])
+		unlink(path);
 	exit(1);
 }
 
@@ -158,7 +162,6 @@ int main(int argc, char **argv)
 	struct mfs_fs *fs;
 	struct lat l;
 	pthread_t th;
-	char path[4096];
 	uint32_t agblocks, first;
 	uint64_t bytes;
 	long rss0, hwm;
@@ -249,6 +252,8 @@ int main(int argc, char **argv)
 	pthread_join(th, NULL);
 	if (err) {
 		fprintf(stderr, "bench_repair: repair: %s\n", rc->reason);
+		mfs_fs_close(fs);
+		unlink(path);
 		return 1;
 	}
 	if (l.err)
