@@ -1,7 +1,7 @@
 /*
  * scrub_symlink.c — the symlink checker: the target is 1..4095 bytes, exactly `size`,
  * without a NUL byte; inline (it fits the data fork's part of the literal area) or in data
- * blocks every one of which is mapped.
+ * blocks every one of which is mapped (unless unlinked: blocks of an orphan may be gone).
  */
 #include "bmap.h"
 #include "dev.h"
@@ -91,6 +91,12 @@ int scrub_symlink(struct mfs_scrub_ctx *ctx)
 			     "no target", ino, ip->dformat);
 		goto out;
 	}
+	/* An unlinked symlink (on its orphan list) is being freed: its blocks go first, in
+	 * their own transactions, and the inode after them, so it can rest without its target
+	 * block (its freeing met a transient error and is tried again later, or a crash came
+	 * in between: the next mount finishes it). */
+	if (ip->nlink == 0)
+		goto out;
 	target = mfs_malloc((size_t)ip->size);
 	if (!target) {
 		err = -ENOMEM;
