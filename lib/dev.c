@@ -29,7 +29,8 @@
  * saw them; a flush is recorded before fdatasync() is called, so every write recorded
  * before a flush record had completed when the flush was issued (that flush makes it
  * durable), and a write recorded after it may or may not be covered by it — the replayer
- * treats it as not.  Without the variable wlog_fd is -1 and the I/O paths test only that.
+ * treats it as not.  Its return is recorded too (FLUSHED): from there on the writes before
+ * its FLUSH record are on stable storage; before it, a crash may still lose them.  Without the variable wlog_fd is -1 and the I/O paths test only that.
  */
 struct mfs_dev {
 	int fd;
@@ -232,12 +233,14 @@ int mfs_dev_pwrite(struct mfs_dev *dev, const void *buf, size_t len, uint64_t of
 
 int mfs_dev_flush(struct mfs_dev *dev)
 {
+	uint64_t issued = 0;
+	int err = 0;
+
 	if (dev->flags & MFS_DEV_RDONLY)
 		return 0;
 	if (dev->wlog_fd >= 0) {
-		int err;
-
 		pthread_mutex_lock(&dev->wlog_lock);
+		issued = dev->wlog_seq;
 		err = wlog_append(dev, MFS_DEV_WLOG_FLUSH, 0, 0, NULL);
 		pthread_mutex_unlock(&dev->wlog_lock);
 		if (err)
@@ -245,7 +248,12 @@ int mfs_dev_flush(struct mfs_dev *dev)
 	}
 	if (fdatasync(dev->fd) < 0)
 		return -errno;
-	return 0;
+	if (dev->wlog_fd >= 0) {
+		pthread_mutex_lock(&dev->wlog_lock);
+		err = wlog_append(dev, MFS_DEV_WLOG_FLUSHED, issued, 0, NULL);
+		pthread_mutex_unlock(&dev->wlog_lock);
+	}
+	return err;
 }
 
 uint64_t mfs_dev_size(const struct mfs_dev *dev) { return dev->size; }

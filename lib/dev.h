@@ -48,18 +48,23 @@ int mfs_dev_set_size(struct mfs_dev *dev, uint64_t bytes);
  * writable open appends to FILE (O_APPEND) one record per write, flush and resize, in the
  * order the device saw them: a write's record follows the write's completion, a flush's
  * record precedes the fdatasync() (so the writes recorded before it are exactly the ones it
- * was issued after).  A write's record is followed by its `len` bytes of data.  Host byte
+ * was issued after) and a FLUSHED record follows its return.  A write's record is followed by its `len` bytes of data.  Host byte
  * order; tests/tools/replaylog.c rebuilds the image at any point of it.  A failure to append
  * fails the I/O.  Without the variable the I/O paths cost one test.
  */
 #define MFS_DEV_WLOG_MAGIC  0x474c574du     /* "MWLG" */
-enum { MFS_DEV_WLOG_WRITE = 1, MFS_DEV_WLOG_FLUSH = 2, MFS_DEV_WLOG_RESIZE = 3 };
+enum {
+	MFS_DEV_WLOG_WRITE = 1,
+	MFS_DEV_WLOG_FLUSH = 2,         /* a flush issued (recorded before the fdatasync) */
+	MFS_DEV_WLOG_RESIZE = 3,
+	MFS_DEV_WLOG_FLUSHED = 4,       /* the fdatasync of FLUSH record number `off` returned */
+};
 struct mfs_dev_wlog_rec {
 	uint32_t magic;
 	uint32_t kind;          /* MFS_DEV_WLOG_* */
 	uint64_t seq;           /* 0, 1, 2... per open */
 	uint64_t time_ns;       /* CLOCK_MONOTONIC when recorded */
-	uint64_t off;           /* byte offset (write); new size (resize) */
+	uint64_t off;           /* byte offset (write); new size (resize); seq (flushed) */
 	uint64_t len;           /* bytes of data after the record (write); else 0 */
 };
 

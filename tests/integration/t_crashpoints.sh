@@ -6,7 +6,7 @@
 # with CLOCK_MONOTONIC), unmount.  Then rebuild with tests/tools/replaylog the image a crash
 # would have left at flush points (every one, or an evenly spread sample of CP_POINTS, default
 # 40, when there are more) and at CP_INSIDE (default 8) random points inside segments between
-# flushes, with unflushed writes dropped or torn.  Each state: mount (the journal is
+# flushes (the segment of a random write), with unflushed writes dropped or torn.  Each state: mount (the journal is
 # replayed), every file fsync'd before that point and not changed since is intact (mendfs_stress
 # -V on the fsync record cut at the state's bounds), every file reads back, clean unmount
 # (waiting for the daemon), `mendfs_db -c "check -f"` clean.  Prints one line per state and a
@@ -42,7 +42,11 @@ check_clean "the logged run"
 "$REPLAY" -i "$dir/wlog" >"$dir/info" || fail "replaylog -i"
 nflush=$(sed -n 's/^records .* flushes \([0-9]*\)$/\1/p' "$dir/info")
 [ -n "$nflush" ] && [ "$nflush" -gt 0 ] || { cat "$dir/info"; fail "no flushes in the write log"; }
-read -r -a segs <<<"$(sed -n 's/^segments with writes://p' "$dir/info")"
+# the segments with writes, each as many times as it has writes (a random write's segment)
+segs=()
+for sw in $(sed -n 's/^segments with writes://p' "$dir/info"); do
+	for _ in $(seq "${sw#*:}"); do segs+=("${sw%%:*}"); done
+done
 echo "write log: $(head -1 "$dir/info"); $(grep -c '^S ' "$dir/sync") fsyncs recorded"
 sed -n 2p "$dir/info"
 

@@ -4,7 +4,7 @@
  * replayer of t_crashpoints.sh, like fstests' replay-log over dm-log-writes.
  *
  *   replaylog -i LOG                       count the records and the points, list the
- *                                          segments with writes
+ *                                          segments with writes (K:number of writes)
  *   replaylog -p K LOG BASE OUT            flush point K
  *   replaylog -m K -r SEED LOG BASE OUT    a point inside segment K, chosen by SEED
  *
@@ -16,16 +16,18 @@
  * each, in any order, and may write a multi-sector write in part).
  *   Flush point K (0..n+1): every write recorded before FK applied, nothing after (K = 0 is
  *   the base image, K = n+1 everything: the image after the unmount).
- *   A point inside segment K: every write before FK, then a cut: the first c writes of the
- *   segment (c drawn from 1..all of them) each applied, dropped (1 in 3) or torn (1 in 6:
- *   only its first s of its sectors, 1 <= s < sectors); nothing after the cut.
+ *   A point inside segment K: a cut after one of the segment's writes (drawn from all of
+ *   them); the writes before the latest-issued flush whose return (FLUSHED record) precedes
+ *   the cut applied; every later write up to the cut applied, dropped (1 in 3) or torn (1 in
+ *   6: only its first s of its sectors, 1 <= s < sectors) — FK itself may not have returned
+ *   yet, so writes of earlier segments may be lost too; nothing after the cut.
  * Resize records are always applied in order.
  *
  * Each build prints one line for the test that keeps the fsync record of the workload
  * consistent with the state: "bounds <sync> <change>": a file the workload saw fsync'd
  * before CLOCK_MONOTONIC <sync> must be intact, unless a change to it began before
- * <change> (the first: the time of the last flush record wholly applied; the second: that of
- * the last record the state contains).
+ * <change> (the first: the time of the flush record before which every write is applied; the
+ * second: that of the last record the state may contain, the cut).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -82,7 +84,7 @@ static int load(const char *path)
 			break;
 		}
 		if (h.magic != MFS_DEV_WLOG_MAGIC || h.kind < MFS_DEV_WLOG_WRITE ||
-		    h.kind > MFS_DEV_WLOG_RESIZE || (h.kind != MFS_DEV_WLOG_WRITE && h.len)) {
+		    h.kind > MFS_DEV_WLOG_FLUSHED || (h.kind != MFS_DEV_WLOG_WRITE && h.len)) {
 			fprintf(stderr, "replaylog: %s: bad record at byte %lld (magic %08x, kind "
 				"%u)\n", path, (long long)pos, h.magic, h.kind);
 			exit(2);
@@ -121,6 +123,27 @@ static long flush_index(unsigned long k, unsigned long *nflush)
 	if (k == seen + 1)
 		return (long)nrecs;
 	return at;
+}
+
+/*
+ * The writes surely on stable storage at a crash just after record `c`: those recorded
+ * before the latest-issued flush whose return (FLUSHED) is recorded before c.  Returns that
+ * flush record's index, or -1 (no flush had returned: every write may be lost).
+ */
+static long durable_before(long c)
+{
+	long best = -1;
+
+	for (long i = 0; i < c; i++) {
+		if (recs[i].h.kind != MFS_DEV_WLOG_FLUSHED)
+			continue;
+		for (long j = i - 1; j > best; j--)
+			if (recs[j].h.kind == MFS_DEV_WLOG_FLUSH && recs[j].h.seq == recs[i].h.off) {
+				best = j;
+				break;
+			}
+	}
+	return best;
 }
 
 /* Copy the base image to `out`, sparse (zero chunks are skipped). */
@@ -227,7 +250,7 @@ int main(int argc, char **argv)
 				inside += seg_writes;
 				nonempty += seg_writes > 0;
 				if (seg_writes && lf)
-					fprintf(lf, " %lu", k);
+					fprintf(lf, " %lu:%lu", k, seg_writes);
 				seg_writes = 0;
 				k++;
 				continue;
@@ -261,12 +284,15 @@ int main(int argc, char **argv)
 			point >= 0 ? point : seg, nflush, nflush + 1, nflush);
 		return 2;
 	}
-	for (long i = 0; i < lo; i++)
-		apply(logfd, fd, (size_t)i, recs[i].h.len);
-	tsync = lo < 0 ? 0 : lo == (long)nrecs ? UINT64_MAX : recs[lo].h.time_ns;
-	tchange = tsync;
-	if (seg >= 0) {
+	if (point >= 0) {
+		for (long i = 0; i < lo; i++)
+			apply(logfd, fd, (size_t)i, recs[i].h.len);
+		tsync = lo < 0 ? 0 : lo == (long)nrecs ? UINT64_MAX : recs[lo].h.time_ns;
+		tchange = tsync;
+		printf("flush point %ld: records 0..%ld applied\n", point, lo - 1);
+	} else {
 		unsigned long nw = 0, cut, kept = 0, dropped = 0, torn = 0;
+		long c = lo, durable = -1;
 
 		for (hi = lo + 1; hi < (long)nrecs && recs[hi].h.kind != MFS_DEV_WLOG_FLUSH; hi++)
 			nw += recs[hi].h.kind == MFS_DEV_WLOG_WRITE;
@@ -276,35 +302,38 @@ int main(int argc, char **argv)
 		}
 		rnd_state = seed * 0x9e3779b97f4a7c15ull + (uint64_t)seg + 1;
 		cut = 1 + (unsigned long)(rnd() % nw);
-		printf("segment %ld (records %ld..%ld, %lu writes): cut after write %lu;", seg,
-		       lo + 1, hi - 1, nw, cut);
-		for (long i = lo + 1; i < hi && cut; i++) {
+		for (unsigned long w = 0; w < cut; w += recs[c].h.kind == MFS_DEV_WLOG_WRITE)
+			c++;
+		durable = durable_before(c);
+		printf("segment %ld (records %ld..%ld, %lu writes): cut after record %ld; durable "
+		       "before record %ld;", seg, lo + 1, hi - 1, nw, c, durable);
+		for (long i = 0; i < durable; i++)
+			apply(logfd, fd, (size_t)i, recs[i].h.len);
+		for (long i = durable < 0 ? 0 : durable; i <= c; i++) {
 			uint64_t len = recs[i].h.len, r, sect = (len + SECTOR - 1) / SECTOR;
 
-			tchange = recs[i].h.time_ns;
 			if (recs[i].h.kind != MFS_DEV_WLOG_WRITE) {
 				apply(logfd, fd, (size_t)i, 0);
 				continue;
 			}
-			cut--;
 			r = rnd() % 6;
 			if (r < 2) {
 				dropped++;
 			} else if (r == 2 && sect > 1) {
-				uint64_t s = 1 + rnd() % (sect - 1);
+				uint64_t sct = 1 + rnd() % (sect - 1);
 
-				apply(logfd, fd, (size_t)i, s * SECTOR);
+				apply(logfd, fd, (size_t)i, sct * SECTOR);
 				printf(" torn #%ld (%" PRIu64 "/%" PRIu64 " sectors at %" PRIu64 ");",
-				       i, s, sect, recs[i].h.off);
+				       i, sct, sect, recs[i].h.off);
 				torn++;
 			} else {
 				apply(logfd, fd, (size_t)i, len);
 				kept++;
 			}
 		}
+		tsync = durable < 0 ? 0 : recs[durable].h.time_ns;
+		tchange = recs[c].h.time_ns;
 		printf(" %lu applied, %lu dropped, %lu torn\n", kept, dropped, torn);
-	} else {
-		printf("flush point %ld: records 0..%ld applied\n", point, lo - 1);
 	}
 	printf("bounds %" PRIu64 " %" PRIu64 "\n", tsync, tchange);
 	if (close(fd) < 0)
