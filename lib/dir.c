@@ -1266,6 +1266,7 @@ int mfs_dir_to_btree(struct mfs_trans *tp, struct mfs_inode *dp)
 struct iter {
 	mfs_dir_iter_fn fn;
 	void *priv;
+	uint64_t from;              /* the first entry id asked for */
 };
 
 static int iter_emit(struct asm_state *s, uint64_t key0, const uint8_t *name, unsigned len,
@@ -1274,6 +1275,15 @@ static int iter_emit(struct asm_state *s, uint64_t key0, const uint8_t *name, un
 	struct iter *it = s->priv;
 	uint64_t id = key0 >> 8;
 
+	/*
+	 * The range query hands back ids >= from in a well-ordered tree.  An earlier one means
+	 * node keys out of order: emitting it would move the cookie backwards, and a listing
+	 * resumed from it would never end.
+	 */
+	if (id < it->from)
+		return MFS_CORRUPT("directory %llu name btree: entry 0x%llx returned for a "
+				   "listing from 0x%llx (keys out of order)", ULL(s->dp->ino),
+				   ULL(id), ULL(it->from));
 	return it->fn(it->priv, (const char *)name, len, ino, ftype,
 		      id + 1 + MFS_DIR_COOKIE_FIRST);
 }
@@ -1329,7 +1339,7 @@ int mfs_dir_iterate(struct mfs_inode *dp, uint64_t cookie, mfs_dir_iter_fn fn, v
 	} else {
 		struct mfs_btree_cur cur;
 		struct asm_state s;
-		struct iter it = { fn, priv };
+		struct iter it = { fn, priv, from };
 
 		memset(&s, 0, sizeof(s));
 		s.dp = dp;

@@ -26,6 +26,8 @@
 #   CRASH     a daemon, scrub or mendfs_db killed by a signal, a daemon that exited non-zero
 #             after serving, or a hang
 #   unchanged the fuzz left the image as it was (zeroes of a zero field): not mounted
+#   HANG      mounted, and a walk of the tree (stat, read, list attributes) did not end in
+#             60 s (a listing that loops, a request that never returns)
 #   (skip)    the verb does not apply (add/sub of a byte string): not counted
 #
 #   fieldfuzz.sh [-s SAMPLE] [-o TSV] [-k]
@@ -251,17 +253,21 @@ one_case() {
 	    elif [ $((src & 4)) = 4 ]; then scrub_s=error
 	    else scrub_s=clean; fi
 	    # then exercise the daemon: stat, read and list the attributes of everything
+	    # (a listing that never ends, a request that never returns: HANG)
 	    timeout 60 find "$mnt" -exec stat {} + >/dev/null 2>&1
+	    [ $? = 124 ] && { res=HANG; dmn="find/stat hangs"; }
 	    timeout 60 find "$mnt" -type f -exec cat {} + >/dev/null 2>&1
+	    [ $? = 124 ] && { res=HANG; dmn="find/cat hangs"; }
 	    timeout 60 find "$mnt" -exec getfattr -d -m - {} + >/dev/null 2>&1
+	    [ $? = 124 ] && { res=HANG; dmn="find/getfattr hangs"; }
 	    kill -0 "$pid" 2>/dev/null || { dmn=died; res=CRASH; }
 	    stop_daemon
 	    # exit 1 with a message (flushing at unmount failed on the damage) is an orderly
 	    # refusal; a signal, a hang or an exit without a message is a crash
 	    if [ "$drc" -ge 124 ]; then dmn="signal/hang$drc"; res=CRASH
-	    elif [ "$drc" != 0 ]; then dmn="exit$drc"
+	    elif [ "$drc" != 0 ]; then [ "$dmn" = - ] && dmn=""; dmn="${dmn:+$dmn, }exit$drc"
 		 [ -s "$dir/dlog" ] || res=CRASH
-	    elif [ "$dmn" != died ]; then dmn=ok; fi
+	    elif [ "$dmn" = - ]; then dmn=ok; fi
 	    timeout 60 "$DB" -c "check -f" "$img" >"$dir/post" 2>&1
 	    src=$?
 	    case $src in 0) post=clean ;; 1) post=damage ;; *) post="status$src"; res=CRASH ;; esac
@@ -286,7 +292,7 @@ one_case() {
 		"$res" "$mnt_s" "$scrub_s" "$pre" "$post" "$dmn" "$rep" >>"$tsv"
 	printf '%-16s %-22s %-10s %-28s %-9s %s\n' "$obj" "$field" "$verb" "$change" "$res" "${rep#n/a;}"
 	tot[$res]=$((${tot[$res]:-0} + 1))
-	if [ "$res" = MISS ] || [ "$res" = CRASH ]; then
+	if [ "$res" = MISS ] || [ "$res" = CRASH ] || [ "$res" = HANG ]; then
 		mkdir -p "$O/fieldfuzz.fail"
 		local tag
 		tag=$(echo "$obj.$field.$verb" | tr ' []/' '_()_')
@@ -319,16 +325,16 @@ el=$(($(date +%s) - start))
 damaging=$((${tot[refused]:-0} + ${tot[detected]:-0} + ${tot[healed]:-0} + ${tot[MISS]:-0}))
 echo
 echo "fieldfuzz: $ran cases in ${el}s: refused ${tot[refused]:-0}, detected ${tot[detected]:-0}," \
-	"benign ${tot[benign]:-0}, unchanged ${tot[unchanged]:-0}, healed ${tot[healed]:-0}, MISS ${tot[MISS]:-0}, CRASH ${tot[CRASH]:-0}; online repair: n/a;" \
+	"benign ${tot[benign]:-0}, unchanged ${tot[unchanged]:-0}, healed ${tot[healed]:-0}, MISS ${tot[MISS]:-0}, CRASH ${tot[CRASH]:-0}, HANG ${tot[HANG]:-0}; online repair: n/a;" \
 	"offline repair: fixed ${tot[fixed]:-0}, unfixable ${tot[unfixable]:-0}"
 [ "$damaging" -gt 0 ] &&
 	echo "fieldfuzz: of the damaging fuzzes (refused+detected+healed+MISS)" \
 		"$(( (damaging - ${tot[MISS]:-0}) * 100 / damaging ))% caught," \
 		"detected by the scrub: $(( ${tot[detected]:-0} * 100 / damaging ))%"
 echo "fieldfuzz: table in $tsv${tot[MISS]:+, details of misses and crashes in $O/fieldfuzz.fail/}"
-if [ "${tot[MISS]:-0}" != 0 ] || [ "${tot[CRASH]:-0}" != 0 ]; then
-	echo "misses and crashes:"
-	awk -F'\t' '$5 == "MISS" || $5 == "CRASH" { printf "  %s.%s %s (%s): %s mount=%s scrub=%s check before=%s after=%s daemon=%s repair=%s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 }' "$tsv"
+if [ "${tot[MISS]:-0}" != 0 ] || [ "${tot[CRASH]:-0}" != 0 ] || [ "${tot[HANG]:-0}" != 0 ]; then
+	echo "misses, crashes and hangs:"
+	awk -F'\t' '$5 == "MISS" || $5 == "CRASH" || $5 == "HANG" { printf "  %s.%s %s (%s): %s mount=%s scrub=%s check before=%s after=%s daemon=%s repair=%s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 }' "$tsv"
 	exit 1
 fi
 exit 0
