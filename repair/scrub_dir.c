@@ -100,11 +100,29 @@ static int ino_allocated(struct mfs_scrub_ctx *ctx, struct chunk_cache *cc, uint
 	return (cc->freemask >> (ino - cc->first)) & 1 ? -ENOENT : 0;
 }
 
+/* The mode in inode `ino`'s on-disk copy (for an inode whose in-core copy is stale and
+ * locked by another thread; the buffer is read as scrub_inode_current does). */
+static int disk_mode(struct mfs_scrub_ctx *ctx, uint64_t ino, uint16_t *mode)
+{
+	const struct mfs_geom *g = &ctx->fs->geo;
+	const struct mfs_dinode *d;
+	struct mfs_buf *bp;
+	int err = mfs_buf_read(ctx->fs->bc, mfs_ino_to_fsb(g, ino), NULL, &bp);
+
+	if (err)
+		return err;
+	d = (const void *)((const char *)bp->data + mfs_ino_to_offset(g, ino));
+	*mode = mfs_get16(d->mode);
+	mfs_buf_put(bp);
+	return *mode ? 0 : -ENOENT;
+}
+
 /*
- * The mode of inode `ino` (0 with -ENOENT when not allocated).  Its lock is only tried:
- * this runs under the directory's lock, and a writer of the child may be waiting for the
- * directory; when busy the type is read without it (a file type never changes while the
- * inode is allocated, and an entry keeps it allocated).
+ * The mode of inode `ino` (0 with -ENOENT when not allocated).  Its lock is never waited
+ * for, not even inside mfs_iget (MFS_IGET_NOWAIT, MFS_IGET_FREE): this runs under the
+ * directory's lock, and a writer of the child (a rename, which locks in inode-number
+ * order) may be waiting for the directory; when busy the type is read without it (a file
+ * type never changes while the inode is allocated, and an entry keeps it allocated).
  */
 static int mode_of(struct mfs_scrub_ctx *ctx, struct mfs_inode *dp, struct chunk_cache *cc,
 		   uint64_t ino, uint16_t *mode)
@@ -121,7 +139,9 @@ static int mode_of(struct mfs_scrub_ctx *ctx, struct mfs_inode *dp, struct chunk
 	 * trusted number. */
 	err = ino_allocated(ctx, cc, ino);
 	if (!err)
-		err = mfs_iget(ctx->fs, ino, 0, &ip);
+		err = mfs_iget(ctx->fs, ino, MFS_IGET_NOWAIT | MFS_IGET_FREE, &ip);
+	if (err == -EDEADLK)
+		return disk_mode(ctx, ino, mode);       /* stale, and its lock busy */
 	if (err)
 		return err;
 	locked = pthread_rwlock_tryrdlock(&ip->lock) == 0;
