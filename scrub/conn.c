@@ -96,8 +96,44 @@ static int recv_all(int fd, void *buf, size_t len)
 	return 0;
 }
 
+/* The header with descriptors attached to its first byte (SCM_RIGHTS), the rest plainly. */
+static int send_hdr_fds(int fd, const void *hdr, size_t len, const int *fds, unsigned nfds)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * MFS_CTL_MAX_FDS)];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { .iov_base = (void *)hdr, .iov_len = 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct cmsghdr *cm;
+	ssize_t w;
+
+	if (nfds > MFS_CTL_MAX_FDS)
+		return -EINVAL;
+	memset(&u, 0, sizeof(u));
+	mh.msg_control = u.buf;
+	mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+	cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+	memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
+	do
+		w = sendmsg(fd, &mh, MSG_NOSIGNAL);
+	while (w < 0 && errno == EINTR);
+	if (w < 0)
+		return -errno;
+	return send_all(fd, (const char *)hdr + 1, len - 1);
+}
+
 int scrub_rpc(struct scrub_conn *c, uint16_t cmd, const void *req, size_t len,
 	      struct scrub_reply *r)
+{
+	return scrub_rpc_fds(c, cmd, req, len, NULL, 0, r);
+}
+
+int scrub_rpc_fds(struct scrub_conn *c, uint16_t cmd, const void *req, size_t len,
+		  const int *fds, unsigned nfds, struct scrub_reply *r)
 {
 	struct mfs_ctl_hdr h = { .magic = MFS_CTL_MAGIC, .version = MFS_CTL_VERSION,
 				 .command = cmd, .len = (uint32_t)len,
@@ -112,7 +148,8 @@ int scrub_rpc(struct scrub_conn *c, uint16_t cmd, const void *req, size_t len,
 		setmsg(r->msg, sizeof(r->msg), "the connection to the daemon is lost");
 		return -EPIPE;
 	}
-	err = send_all(c->fd, &h, sizeof(h));
+	err = nfds ? send_hdr_fds(c->fd, &h, sizeof(h), fds, nfds) :
+		     send_all(c->fd, &h, sizeof(h));
 	if (!err && len)
 		err = send_all(c->fd, req, len);
 	if (!err)

@@ -1,7 +1,8 @@
 /*
  * main.c — mendfs_scrub: check every piece of metadata of a mounted mendfs, online.
  *
- *   mendfs_scrub [-n] [-v] [-x] [-b] [-C fd] [-T scratchdir] [--json] MOUNTPOINT
+ *   mendfs_scrub [-n] [-v] [-x] [-b] [-C fd] [-T scratchdir] [--force-rebuild] [--json]
+ *                MOUNTPOINT
  *
  * The checks run in the daemon (SCRUB requests over its control socket); this program
  * decides what to check in which order, in phases as xfs_scrub does:
@@ -13,7 +14,10 @@
  *   5 link counts, orphan list, summary counters;
  *   6 (-x) the data of every regular file, read through the mount.
  * Later phases trust what earlier ones checked (a directory check walks names the inode
- * checks already vouched for), which is why the order is fixed.
+ * checks already vouched for), which is why the order is fixed.  Unless -n, what a check
+ * finds damaged is repaired online (fix.c) before the next phase: phase 2's objects once
+ * the whole phase is checked, AG by AG in dependency order; the others right after their
+ * check.
  */
 #include "scrub.h"
 
@@ -38,14 +42,16 @@ static struct scrub_run *the_run;       /* for the signal handler */
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"Usage: %s [-n] [-v] [-x] [-b] [-C fd] [-T scratchdir] [--json] MOUNTPOINT\n"
-		"  -n          check only (the default until online repair exists)\n"
+		"Usage: %s [-n] [-v] [-x] [-b] [-C fd] [-T scratchdir] [--force-rebuild] [--json]\n"
+		"       MOUNTPOINT\n"
+		"  -n          check only (default: repair online what is found damaged)\n"
 		"  -v          say what each phase does and how long it took\n"
 		"  -x          also read the data of every regular file\n"
 		"  -b          background: lowest CPU and I/O priority, one request at a time\n"
 		"  -C fd       write \"phase current max mountpoint\" progress lines to fd\n"
 		"  -T dir      directory for repair scratch files (default: memory files)\n"
-		"  --json      one JSON object per finding, then a summary object\n"
+		"  --force-rebuild  rebuild every object that can be, damaged or not (tests)\n"
+		"  --json      one JSON object per finding or repair, then a summary object\n"
 		"Exit status: 0 clean, 1 corruption, 2 optimizations possible, 4 operational\n"
 		"error, 8 usage error, 16 incomplete (bits combine).  See mendfs_scrub(8).\n",
 		progname);
@@ -74,12 +80,22 @@ static double now(void)
 
 /* ---- phases 1, 2 and 5 --------------------------------------------------------------------- */
 
+/* Check one object, then repair it if it needs it (and unless -n). */
+static void check_fix(struct scrub_run *run, struct scrub_conn *c, uint32_t type,
+		      uint32_t agno)
+{
+	unsigned nbad;
+
+	if (scrub_check_n(run, c, type, agno, 0, &nbad) == 0)
+		scrub_fix(run, c, type, agno, 0, nbad);
+}
+
 static void fs_meta_job(struct scrub_run *run, struct scrub_conn *c, size_t job)
 {
 	if (job < run->info.h.agcount)
-		scrub_check(run, c, MFS_SCRUB_SB, (uint32_t)job, 0);
+		check_fix(run, c, MFS_SCRUB_SB, (uint32_t)job);
 	else
-		scrub_check(run, c, MFS_SCRUB_JOURNAL, 0, 0);
+		check_fix(run, c, MFS_SCRUB_JOURNAL, 0);
 	scrub_progress_add(run, 1);
 }
 
@@ -93,7 +109,11 @@ static const uint32_t ag_types[] = {
  * (its reverse map above all) are checked side by side rather than one after another. */
 static void ag_job(struct scrub_run *run, struct scrub_conn *c, size_t job)
 {
-	scrub_check(run, c, ag_types[job % N_AG_TYPES], (uint32_t)(job / N_AG_TYPES), 0);
+	uint32_t type = ag_types[job % N_AG_TYPES], agno = (uint32_t)(job / N_AG_TYPES);
+	unsigned nbad = 0;
+
+	if (scrub_check_n(run, c, type, agno, 0, &nbad) == 0 && run->agbad)
+		run->agbad[(size_t)agno * MFS_SCRUB_NTYPES + type] = nbad;
 	scrub_progress_add(run, 1);
 }
 
@@ -103,7 +123,7 @@ static const uint32_t summary_types[] = {
 
 static void summary_job(struct scrub_run *run, struct scrub_conn *c, size_t job)
 {
-	scrub_check(run, c, summary_types[job], 0, 0);
+	check_fix(run, c, summary_types[job], 0);
 	scrub_progress_add(run, 1);
 }
 
@@ -200,6 +220,7 @@ int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "json", no_argument, NULL, 'J' },
+		{ "force-rebuild", no_argument, NULL, 'F' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -220,6 +241,7 @@ int main(int argc, char **argv)
 		case 'x': run.o.media = 1; break;
 		case 'b': run.o.background = 1; break;
 		case 'J': run.o.json = 1; break;
+		case 'F': run.o.force_rebuild = 1; break;
 		case 'C':
 			run.o.cfd = parse_fd(optarg);
 			if (run.o.cfd < 0) {
@@ -271,11 +293,28 @@ int main(int argc, char **argv)
 		free(run.conns);
 		return SCRUB_EXIT_OPERROR;
 	}
+	if (run.o.force_rebuild && run.o.dry_run) {
+		fprintf(stderr, "%s: --force-rebuild and -n contradict each other\n", progname);
+		code = SCRUB_EXIT_USAGE;
+		goto out_conns;
+	}
+	if (!run.o.dry_run && (run.info.h.fsflags & MFS_CTL_FS_RDONLY)) {
+		fprintf(stderr, "%s: %s is mounted read-only: checking only\n", progname, run.mnt);
+		run.o.dry_run = 1;
+		run.o.force_rebuild = 0;
+	}
+	if (!run.o.dry_run) {
+		run.agbad = calloc((size_t)run.info.h.agcount * MFS_SCRUB_NTYPES,
+				   sizeof(*run.agbad));
+		if (!run.agbad) {
+			fprintf(stderr, "%s: out of memory\n", progname);
+			code = SCRUB_EXIT_OPERROR;
+			goto out_conns;
+		}
+	}
 	if (run.o.tmpdir && check_tmpdir(&run) != 0) {
-		for (unsigned i = 0; i < run.nthreads; i++)
-			scrub_disconnect(&run.conns[i]);
-		free(run.conns);
-		return SCRUB_EXIT_USAGE;
+		code = SCRUB_EXIT_USAGE;
+		goto out_conns;
 	}
 
 	the_run = &run;
@@ -292,7 +331,8 @@ int main(int argc, char **argv)
 			  run.info.h.agcount,
 			  (unsigned long long)(run.info.h.icount - run.info.h.ifree),
 			  run.nthreads, run.nthreads == 1 ? "" : "s",
-			  run.o.dry_run ? "" : "; online repair is not available yet: checking only");
+			  run.o.dry_run ? "; checking only" : run.o.force_rebuild ?
+			  "; repairing, and rebuilding every rebuildable object" : "; repairing");
 
 	struct {
 		int phase;
@@ -319,6 +359,8 @@ int main(int argc, char **argv)
 			scrub_progress_phase(&run, 2, (uint64_t)agc * N_AG_TYPES, phases[i].label);
 			scrub_run_jobs(&run, (size_t)agc * N_AG_TYPES, ag_job);
 			scrub_progress_done(&run);
+			if (!run.o.dry_run && !atomic_load(&run.stop))
+				scrub_run_jobs(&run, agc, scrub_fix_ag);
 			break;
 		case 3:
 			scrub_phase_inodes(&run);
@@ -344,9 +386,11 @@ int main(int argc, char **argv)
 	code = scrub_exit_code(&run);
 	scrub_summary(&run, code, now() - t0);
 	the_run = NULL;
+out_conns:
 	for (unsigned i = 0; i < run.nthreads; i++)
 		scrub_disconnect(&run.conns[i]);
 	free(run.conns);
 	free(run.dirs);
+	free(run.agbad);
 	return code;
 }

@@ -39,13 +39,16 @@ static const char *sev_title(uint32_t flag)
 	return "Error";
 }
 
-static const char *action(uint32_t flag)
+static const char *action(const struct scrub_run *run, uint32_t flag)
 {
 	switch (flag) {
 	case MFS_SCRUB_OFLAG_CORRUPT:
 	case MFS_SCRUB_OFLAG_XCORRUPT:
+		return run->o.dry_run ? "unmount and run mendfs_repair, or run mendfs_scrub "
+					"without -n to repair it online" :
+					"online repair follows";
 	case MFS_SCRUB_OFLAG_UNFIXED:
-		return "unmount and run mendfs_repair (online repair is not available yet)";
+		return "unmount and run mendfs_repair";
 	case MFS_SCRUB_OFLAG_PREEN:
 		return "nothing is wrong; a repair would optimise it";
 	case MFS_SCRUB_OFLAG_WARNING:
@@ -134,11 +137,11 @@ static void emit(struct scrub_run *run, uint32_t type, uint32_t agno, uint64_t i
 		fprintf(stdout, ",\"severity\":\"%s\",\"message\":", sev_word(flag));
 		json_str(stdout, text, len);
 		fputs(",\"action\":", stdout);
-		json_cstr(stdout, action(flag));
+		json_cstr(stdout, action(run, flag));
 		fputs("}\n", stdout);
 	} else {
 		fprintf(stdout, "%s: %s: %.*s. Action: %s.\n", sev_title(flag), obj, (int)len,
-			text, action(flag));
+			text, action(run, flag));
 	}
 	fflush(stdout);
 }
@@ -146,8 +149,8 @@ static void emit(struct scrub_run *run, uint32_t type, uint32_t agno, uint64_t i
 static void count(struct scrub_run *run, uint32_t flag)
 {
 	switch (flag) {
-	case MFS_SCRUB_OFLAG_CORRUPT:
-	case MFS_SCRUB_OFLAG_UNFIXED: run->n.corrupt++; break;
+	case MFS_SCRUB_OFLAG_CORRUPT: run->n.corrupt++; break;
+	case MFS_SCRUB_OFLAG_UNFIXED: break;     /* its corruption is counted already */
 	case MFS_SCRUB_OFLAG_XCORRUPT: run->n.xcorrupt++; break;
 	case MFS_SCRUB_OFLAG_PREEN: run->n.preen++; break;
 	case MFS_SCRUB_OFLAG_WARNING: run->n.warnings++; break;
@@ -197,6 +200,43 @@ void scrub_path_error(struct scrub_run *run, const char *path, int err)
 	pthread_mutex_unlock(&run->lock);
 }
 
+void scrub_repair_report(struct scrub_run *run, uint32_t type, uint32_t agno, uint64_t ino,
+			 const char *result, const char *text, const char *recheck)
+{
+	int ok = strcmp(result, "repaired") == 0;
+	const char *act = ok ? "none" : "unmount and run mendfs_repair";
+	char obj[PATH_MAX + 64];
+
+	object_name(obj, sizeof(obj), type, agno, ino);
+	pthread_mutex_lock(&run->lock);
+	scrub_progress_clear(run);
+	if (run->o.json) {
+		fputs("{\"kind\":\"repair\",\"mountpoint\":", stdout);
+		json_cstr(stdout, run->mnt);
+		fprintf(stdout, ",\"phase\":%d,\"object\":", run->phase);
+		json_cstr(stdout, scrub_type_name(type));
+		if (is_ag_type(type))
+			fprintf(stdout, ",\"agno\":%u", agno);
+		if (is_inode_type(type))
+			fprintf(stdout, ",\"ino\":%llu", (unsigned long long)ino);
+		fputs(",\"name\":", stdout);
+		json_cstr(stdout, obj);
+		fprintf(stdout, ",\"severity\":\"%s\",\"result\":\"%s\",\"message\":",
+			ok ? "repaired" : "unfixed", result);
+		json_cstr(stdout, text);
+		fputs(",\"recheck\":", stdout);
+		json_cstr(stdout, recheck);
+		fputs(",\"action\":", stdout);
+		json_cstr(stdout, act);
+		fputs("}\n", stdout);
+	} else {
+		fprintf(stdout, "%s: %s: %s%s%s. Action: %s.\n", ok ? "Repaired" : "Not repaired",
+			obj, text, recheck[0] ? "; checked again: " : "", recheck, act);
+	}
+	fflush(stdout);
+	pthread_mutex_unlock(&run->lock);
+}
+
 void scrub_say(struct scrub_run *run, const char *fmt, ...)
 {
 	FILE *f = run->o.json ? stderr : stdout;
@@ -216,7 +256,7 @@ int scrub_exit_code(const struct scrub_run *run)
 {
 	int code = 0;
 
-	if (run->n.corrupt || run->n.xcorrupt)
+	if (run->n.corrupt + run->n.xcorrupt > run->n.cleared)
 		code |= SCRUB_EXIT_CORRUPT;
 	if (run->n.preen)
 		code |= SCRUB_EXIT_PREEN;
@@ -246,11 +286,13 @@ void scrub_summary(struct scrub_run *run, int code, double secs)
 		json_cstr(stdout, run->mnt);
 		fprintf(stdout, ",\"objects\":%llu,\"corruptions\":%llu,\"xref\":%llu,"
 			"\"preen\":%llu,\"warnings\":%llu,\"incomplete\":%llu,\"errors\":%llu,"
-			"\"skipped\":%llu,\"unsupported\":[", (unsigned long long)n->objects,
+			"\"skipped\":%llu,\"repaired\":%llu,\"unfixed\":%llu,\"unsupported\":[",
+			(unsigned long long)n->objects,
 			(unsigned long long)n->corrupt, (unsigned long long)n->xcorrupt,
 			(unsigned long long)n->preen, (unsigned long long)n->warnings,
 			(unsigned long long)n->incomplete, (unsigned long long)n->errors,
-			(unsigned long long)n->skipped);
+			(unsigned long long)n->skipped, (unsigned long long)n->repaired,
+			(unsigned long long)n->unfixed);
 		for (uint32_t t = 0; t < MFS_SCRUB_NTYPES; t++) {
 			if (!(run->unsupported & (1u << t)))
 				continue;
@@ -270,9 +312,12 @@ void scrub_summary(struct scrub_run *run, int code, double secs)
 	plural(d, sizeof(d), n->warnings, "warning", "warnings");
 	plural(e, sizeof(e), n->incomplete, "incomplete check", "incomplete checks");
 	plural(f, sizeof(f), n->errors, "operational error", "operational errors");
-	if (!code)
+	if (!code && !n->corrupt && !n->xcorrupt)
 		printf("%s: no problems found (%llu objects checked in %.1f s).\n", run->mnt,
 		       (unsigned long long)n->objects, secs);
+	else if (!code)
+		printf("%s: %s and %s found, all repaired (%llu objects checked in %.1f s).\n",
+		       run->mnt, a, b, (unsigned long long)n->objects, secs);
 	else
 		printf("%s: %s, %s, %s, %s, %s, %s (%llu objects checked in %.1f s).\n",
 		       run->mnt, a, b, c, d, e, f, (unsigned long long)n->objects, secs);
@@ -285,10 +330,17 @@ void scrub_summary(struct scrub_run *run, int code, double secs)
 			}
 		printf(".\n");
 	}
+	if (n->repaired || n->unfixed)
+		printf("Online repair: %llu object%s repaired, %llu left damaged.\n",
+		       (unsigned long long)n->repaired, n->repaired == 1 ? "" : "s",
+		       (unsigned long long)n->unfixed);
 	if (code & SCRUB_EXIT_CORRUPT) {
-		printf("Unmount %s and run mendfs_repair on its image to repair it.\n", run->mnt);
-		if (!run->o.dry_run)
-			printf("Online repair is not available yet: nothing was changed.\n");
+		if (run->o.dry_run)
+			printf("Run mendfs_scrub without -n to repair online what can be, or "
+			       "unmount %s and run mendfs_repair on its image.\n", run->mnt);
+		else
+			printf("Unmount %s and run mendfs_repair on its image to repair the "
+			       "rest.\n", run->mnt);
 	}
 	if (code & SCRUB_EXIT_INCOMPLETE)
 		printf("Some checks did not finish: run mendfs_scrub again.\n");

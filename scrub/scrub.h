@@ -6,6 +6,8 @@
  *   conn.c      finding the control socket from the mount point, HELLO, one request
  *   work.c      worker threads (one connection each) and checking one object
  *   inodes.c    phases 3 and 4: inodes listed through the daemon, checked in parallel
+ *   fix.c       online repair of what a check found (REPAIR with scratch descriptors),
+ *               and the check again afterwards
  *   media.c     phase 6 (-x): read every regular file's data through the mount
  *   report.c    findings and the summary: text or JSON lines
  *   progress.c  the progress bar on a terminal, and fsck-style lines on -C fd
@@ -67,11 +69,16 @@ int scrub_reconnect(const struct scrub_fsinfo *info, unsigned hello_flags,
  * failure (c->broken set, r->msg says what).  Free r->buf after success. */
 int scrub_rpc(struct scrub_conn *c, uint16_t cmd, const void *req, size_t len,
 	      struct scrub_reply *r);
+/* The same with descriptors (at most MFS_CTL_MAX_FDS) passed along the request (REPAIR);
+ * they stay the caller's to close. */
+int scrub_rpc_fds(struct scrub_conn *c, uint16_t cmd, const void *req, size_t len,
+		  const int *fds, unsigned nfds, struct scrub_reply *r);
 void scrub_disconnect(struct scrub_conn *c);
 
 /* ---- the run ---------------------------------------------------------------------------- */
 struct scrub_opts {
 	int verbose, media, background, json, dry_run;
+	int force_rebuild;          /* --force-rebuild: rebuild clean objects too */
 	int cfd;                    /* -C fd, or -1 */
 	const char *tmpdir;
 };
@@ -80,6 +87,11 @@ struct scrub_counts {
 	uint64_t objects;           /* checks that ran */
 	uint64_t corrupt, xcorrupt, preen, warnings, incomplete, errors;
 	uint64_t skipped;           /* kinds the daemon cannot check, inodes freed meanwhile */
+	uint64_t repaired;          /* objects rebuilt (or set right by another's rebuild) and
+	                               found clean when checked again */
+	uint64_t unfixed;           /* damaged objects left damaged (not rebuildable, refused,
+	                               failed, or still wrong when checked again) */
+	uint64_t cleared;           /* corrupt + xref findings of the repaired objects */
 };
 
 struct scrub_run {
@@ -92,6 +104,10 @@ struct scrub_run {
 	pthread_mutex_t lock;       /* counts, output, unsupported */
 	struct scrub_counts n;
 	uint32_t unsupported;       /* bit per enum mfs_scrub_type the daemon lacks */
+	uint32_t norepair;          /* bit per type the daemon cannot rebuild online */
+	char norepair_why[MFS_SCRUB_NTYPES][300];
+	unsigned *agbad;            /* phase 2: [agno * MFS_SCRUB_NTYPES + type] = corrupt and
+	                               xref findings of that object (repairs after the phase) */
 	atomic_int stop;            /* interrupted or the daemon went away */
 	int phase;
 
@@ -112,12 +128,27 @@ void scrub_run_jobs(struct scrub_run *run, size_t njobs, scrub_job_fn fn);
  * negative errno; the caller decides nothing: this counts and reports). */
 int scrub_check(struct scrub_run *run, struct scrub_conn *c, uint32_t type, uint32_t agno,
 		uint64_t ino);
+/* The same, and *nbad = its corrupt and xref findings. */
+int scrub_check_n(struct scrub_run *run, struct scrub_conn *c, uint32_t type, uint32_t agno,
+		  uint64_t ino, unsigned *nbad);
 /* Several checks in one round trip (SCRUB_BATCH, at most MFS_CTL_MAX_BATCH): each result
- * reported and counted as scrub_check's, its error in errs[i].  0, or the request's error
- * (nothing in errs). */
+ * reported and counted as scrub_check's, its error in errs[i], its corrupt and xref
+ * findings in nbad[i].  0, or the request's error (nothing in errs).  Then, unless -n, each
+ * object found damaged (every one with --force-rebuild) goes through scrub_fix. */
 int scrub_check_batch(struct scrub_run *run, struct scrub_conn *c,
 		      const struct mfs_ctl_scrub_req *q, unsigned n, int *errs);
 const char *scrub_type_name(uint32_t type);
+
+/* ---- fix.c -------------------------------------------------------------------------------- */
+/* One object checked with `nbad` corrupt and xref findings: unless -n, when nbad > 0 or
+ * with --force-rebuild, rebuild it (REPAIR with scratch descriptors), report what was done,
+ * check it again and count the outcome. */
+void scrub_fix(struct scrub_run *run, struct scrub_conn *c, uint32_t type, uint32_t agno,
+	       uint64_t ino, unsigned nbad);
+/* After phase 2: the objects of AG `job` (run->agbad), rebuilt in dependency order (free
+ * list, free-space trees, inode btree; the header's counters come with the trees), then
+ * every object that was damaged or rebuilt checked again. */
+void scrub_fix_ag(struct scrub_run *run, struct scrub_conn *c, size_t job);
 
 /* ---- inodes.c ----------------------------------------------------------------------------- */
 void scrub_phase_inodes(struct scrub_run *run);
@@ -135,6 +166,10 @@ void scrub_error(struct scrub_run *run, uint32_t type, uint32_t agno, uint64_t i
 		 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 /* An object named by a path (phase 6). */
 void scrub_path_error(struct scrub_run *run, const char *path, int err);
+/* What a repair did to one object, and what checking it again found (recheck: "clean",
+ * "corrupt", or "" when not checked); result: "repaired", "unfixed", "unsupported". */
+void scrub_repair_report(struct scrub_run *run, uint32_t type, uint32_t agno, uint64_t ino,
+			 const char *result, const char *text, const char *recheck);
 void scrub_summary(struct scrub_run *run, int exitcode, double secs);
 int scrub_exit_code(const struct scrub_run *run);
 /* Print a line of text output (not in JSON mode), keeping the progress bar intact. */

@@ -84,7 +84,7 @@ void scrub_run_jobs(struct scrub_run *run, size_t njobs, scrub_job_fn fn)
  * them.  Returns the OR of their flags. */
 static uint32_t report_findings(struct scrub_run *run, const struct mfs_ctl_scrub_req *q,
 				const uint8_t *buf, size_t len, size_t *off,
-				const struct mfs_ctl_scrub_reply *sr)
+				const struct mfs_ctl_scrub_reply *sr, unsigned *nbad)
 {
 	uint32_t seen = 0;
 
@@ -100,6 +100,7 @@ static uint32_t report_findings(struct scrub_run *run, const struct mfs_ctl_scru
 		scrub_finding(run, q->type, q->agno, q->ino, f.flag, (const char *)buf + *off,
 			      f.len);
 		seen |= f.flag;
+		*nbad += (f.flag & (MFS_SCRUB_OFLAG_CORRUPT | MFS_SCRUB_OFLAG_XCORRUPT)) != 0;
 		*off += f.len;
 	}
 	if (sr->ndropped) {
@@ -120,27 +121,31 @@ static void count(struct scrub_run *run, uint64_t *what)
 	pthread_mutex_unlock(&run->lock);
 }
 
-/* One check's result at buf[*off...): reported and counted; *off moves past it.  Returns
- * the check's error (0 or negative), -EPROTO for a short reply. */
+/* One check's result at buf[*off...): reported and counted; *off moves past it, *nbad =
+ * its corrupt and xref findings.  Returns the check's error (0 or negative), -EPROTO for a
+ * short reply. */
 static int take_result(struct scrub_run *run, const struct mfs_ctl_scrub_req *q,
-		       const uint8_t *buf, size_t len, size_t *off)
+		       const uint8_t *buf, size_t len, size_t *off, unsigned *nbad)
 {
 	static const char unexplained[] = "flagged by the daemon without a message";
 	struct mfs_ctl_scrub_reply sr;
 	uint32_t seen;
 
+	*nbad = 0;
 	if (len - *off < sizeof(sr)) {
 		scrub_error(run, q->type, q->agno, q->ino, "short reply from the daemon");
 		return -EPROTO;
 	}
 	memcpy(&sr, buf + *off, sizeof(sr));
 	*off += sizeof(sr);
-	seen = report_findings(run, q, buf, len, off, &sr);
+	seen = report_findings(run, q, buf, len, off, &sr, nbad);
 	/* Flags without a finding that explains them (should not happen) still count. */
 	for (uint32_t bit = 1; bit <= MFS_SCRUB_OFLAG_UNFIXED; bit <<= 1)
-		if ((sr.oflags & bit) && !(seen & bit))
+		if ((sr.oflags & bit) && !(seen & bit)) {
 			scrub_finding(run, q->type, q->agno, q->ino, bit, unexplained,
 				      sizeof(unexplained) - 1);
+			*nbad += (bit & (MFS_SCRUB_OFLAG_CORRUPT | MFS_SCRUB_OFLAG_XCORRUPT)) != 0;
+		}
 	switch (sr.error) {
 	case 0:
 		count(run, &run->n.objects);
@@ -183,50 +188,65 @@ static void rpc_failed(struct scrub_run *run, struct scrub_conn *c,
 		scrub_error(run, q->type, q->agno, q->ino, "%s", r->msg);
 }
 
-int scrub_check(struct scrub_run *run, struct scrub_conn *c, uint32_t type, uint32_t agno,
-		uint64_t ino)
+int scrub_check_n(struct scrub_run *run, struct scrub_conn *c, uint32_t type, uint32_t agno,
+		  uint64_t ino, unsigned *nbad)
 {
 	struct mfs_ctl_scrub_req q = { .type = type, .agno = agno, .ino = ino };
 	struct scrub_reply r;
 	size_t off = 0;
 	int err;
 
+	*nbad = 0;
 	err = scrub_rpc(c, MFS_CTL_SCRUB, &q, sizeof(q), &r);
 	if (err) {
 		rpc_failed(run, c, &q, &r);
 		return err;
 	}
-	err = take_result(run, &q, r.buf, r.len, &off);
+	err = take_result(run, &q, r.buf, r.len, &off, nbad);
 	free(r.buf);
 	return err;
+}
+
+int scrub_check(struct scrub_run *run, struct scrub_conn *c, uint32_t type, uint32_t agno,
+		uint64_t ino)
+{
+	unsigned nbad;
+
+	return scrub_check_n(run, c, type, agno, ino, &nbad);
 }
 
 int scrub_check_batch(struct scrub_run *run, struct scrub_conn *c,
 		      const struct mfs_ctl_scrub_req *q, unsigned n, int *errs)
 {
+	unsigned nbad[MFS_CTL_MAX_BATCH] = { 0 };
 	struct scrub_reply r;
 	size_t off = 0;
 	int err;
 
+	if (n > MFS_CTL_MAX_BATCH)
+		return -EINVAL;
 	err = scrub_rpc(c, MFS_CTL_SCRUB_BATCH, q, n * sizeof(*q), &r);
 	if (err == -EBADRQC && !c->broken) {
 		/* A daemon from before SCRUB_BATCH: one check at a time. */
 		for (unsigned i = 0; i < n; i++)
-			errs[i] = scrub_check(run, c, q[i].type, q[i].agno, q[i].ino);
-		return 0;
-	}
-	if (err) {
+			errs[i] = scrub_check_n(run, c, q[i].type, q[i].agno, q[i].ino, &nbad[i]);
+		err = 0;
+	} else if (err) {
 		rpc_failed(run, c, &q[0], &r);
 		return err;
-	}
-	for (unsigned i = 0; i < n; i++) {
-		errs[i] = take_result(run, &q[i], r.buf, r.len, &off);
-		if (errs[i] == -EPROTO) {
-			while (++i < n)
-				errs[i] = -EPROTO;
-			err = -EPROTO;
+	} else {
+		for (unsigned i = 0; i < n; i++) {
+			errs[i] = take_result(run, &q[i], r.buf, r.len, &off, &nbad[i]);
+			if (errs[i] == -EPROTO) {
+				while (++i < n)
+					errs[i] = -EPROTO;
+				err = -EPROTO;
+			}
 		}
+		free(r.buf);
 	}
-	free(r.buf);
+	for (unsigned i = 0; i < n && !atomic_load(&run->stop); i++)
+		if (errs[i] == 0)
+			scrub_fix(run, c, q[i].type, q[i].agno, q[i].ino, nbad[i]);
 	return err;
 }

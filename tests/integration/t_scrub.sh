@@ -1,11 +1,11 @@
 #!/bin/bash
 # t_scrub.sh — mendfs_scrub on a mounted filesystem: a clean, populated one reports nothing
-# and exits 0 (plain, -v, -b, -x and with a repair request, which says repair is not
-# available and exits as -n); --json output is one JSON object per line ending with a
+# and exits 0 (plain, -v, -b, -x and without -n, which repairs: nothing to do); --json output is one JSON object per line ending with a
 # summary; -C fd writes "phase current max mountpoint" lines for phases 1-5 (and 6 with
 # -x) that end each phase at its maximum; usage errors exit 8 and a directory that is not
 # a mendfs exits 4.  Then a free-space btree block of AG 1 is overwritten in the unmounted
-# image: the scrub names that object as corrupt (text and JSON) and exits 1.
+# image: the scrub -n names that object as corrupt (text and JSON) and exits 1 (the
+# repair itself: t_scrub_repair).
 set -u
 . "$(dirname "$0")/mountlib.sh"
 ml_setup t_scrub
@@ -106,13 +106,13 @@ agblocks=$("$DB" -c "agh 1" "$img" | sed -n 's/^length = \([0-9]*\)$/\1/p')
 [ -n "$bno" ] && [ -n "$agblocks" ] || fail "cannot find AG 1's bno root"
 "$DB" -w -c "trash $((agblocks + bno)) 1 random" "$img" >/dev/null || fail "trash"
 mount_fs
-run_scrub corrupt "$mnt"
+run_scrub corrupt -n "$mnt"
 # 1 (corruption), maybe with 16 (checks that could not finish because of it)
 [ $((rc & ~16)) -eq 1 ] || { cat "$dir/corrupt.out"; fail "damaged bnobt: exit $rc, expected 1 (or 17)"; }
 grep -q "^Corruption: AG 1 free space by block btree: " "$dir/corrupt.out" ||
 	{ cat "$dir/corrupt.out"; fail "the damaged bnobt is not named"; }
 grep -q "Action: unmount and run mendfs_repair" "$dir/corrupt.out" || fail "no action said"
-run_scrub corruptjson --json "$mnt"
+run_scrub corruptjson -n --json "$mnt"
 [ $((rc & ~16)) -eq 1 ] || fail "damaged bnobt, --json: exit $rc"
 python3 - "$dir/corruptjson.out" <<'EOF' || fail "--json on the damaged image: $(cat "$dir/corruptjson.out")"
 import json, sys

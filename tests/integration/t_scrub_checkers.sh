@@ -2,7 +2,7 @@
 # t_scrub_checkers.sh — every checker, online: a populated image is damaged in exactly one
 # structure at a time with mendfs_db's write commands (superblock copy, AG header, AG free
 # list, each of the four AG btrees, an inode's core, an extent map, a directory entry, a
-# link count, the orphan list, a symlink target, an inline attribute), mounted, scrubbed with mendfs_scrub --json: the
+# link count, the orphan list, a symlink target, an inline attribute), mounted, scrubbed with mendfs_scrub -n --json: the
 # damaged object is reported (corrupt or cross-reference mismatch, naming its AG or inode)
 # and the exit status has bit 1.  The undamaged image scrubs clean with status 0.  (The
 # journal and summary counters are not here: a mount rewrites the journal headers, and
@@ -61,7 +61,7 @@ damage() {
 	cp "$pop" "$img"
 	"$DB" -w "${args[@]}" "$img" >"$dir/wout" 2>&1 || { cat "$dir/wout"; fail "$desc: the write failed"; }
 	mount_fs
-	"$BIN/mendfs_scrub" --json "$mnt" >"$dir/out" 2>"$dir/err"
+	"$BIN/mendfs_scrub" -n --json "$mnt" >"$dir/out" 2>"$dir/err"
 	local rc=$?
 	umount_damaged
 	[ $((rc & 1)) -eq 1 ] && [ $((rc & 12)) -eq 0 ] ||

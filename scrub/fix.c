@@ -1,0 +1,401 @@
+/*
+ * fix.c — online repair in mendfs_scrub: for an object a check found damaged (or every
+ * object with --force-rebuild), scratch descriptors are made (memfd_create, or O_TMPFILE
+ * files in the -T directory), sent with a REPAIR request (SCM_RIGHTS), the daemon's answer
+ * is reported, and the object is checked again.
+ *
+ * Accounting (report.c turns it into the exit code): the corrupt and xref findings of an
+ * object are counted when its check reports them; an object found clean when checked
+ * again after a repair adds them to `cleared`, so "corruption left" is corrupt + xref >
+ * cleared.  A recheck's findings are not counted again for an object already counted;
+ * an object that was clean and is damaged after a forced rebuild is counted then.
+ *
+ * Which types the daemon can rebuild online is its business: a type it answers
+ * EOPNOTSUPP for (no rebuilder, or offline only) is remembered with the reason, and later
+ * objects of that type are not sent.
+ */
+#include "scrub.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+enum fix_outcome {
+	FIX_NONE = -1,          /* not tried */
+	FIX_DONE = 0,           /* the daemon rebuilt it */
+	FIX_FAILED,             /* refused or failed: why says */
+	FIX_UNSUPPORTED,        /* the daemon cannot rebuild this type online */
+	FIX_STOPPED,            /* the run stops (signal, the daemon is gone) */
+};
+
+struct fixobj {
+	uint32_t type, agno;
+	uint64_t ino;
+	unsigned bad;           /* corrupt + xref findings counted for it */
+	int outcome;            /* enum fix_outcome */
+	char why[700];          /* the daemon's message (done: what was rebuilt) */
+};
+
+/* nfds scratch files: memfds, or O_TMPFILE files in the -T directory.  0 or -errno. */
+static int make_scratch(const struct scrub_run *run, int *fds, unsigned nfds, char *msg,
+			size_t len)
+{
+	for (unsigned i = 0; i < nfds; i++) {
+		fds[i] = run->o.tmpdir ?
+			open(run->o.tmpdir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600) :
+			memfd_create("mendfs_scrub-scratch", MFD_CLOEXEC);
+		if (fds[i] < 0) {
+			int err = -errno;
+
+			snprintf(msg, len, "cannot make a scratch file%s%s: %s",
+				 run->o.tmpdir ? " in " : "", run->o.tmpdir ? run->o.tmpdir : "",
+				 strerror(-err));
+			while (i--)
+				close(fds[i]);
+			return err;
+		}
+	}
+	return 0;
+}
+
+static void mark_norepair(struct scrub_run *run, uint32_t type, const char *why)
+{
+	if (type >= MFS_SCRUB_NTYPES)
+		return;
+	pthread_mutex_lock(&run->lock);
+	if (!(run->norepair & (1u << type))) {
+		run->norepair |= 1u << type;
+		snprintf(run->norepair_why[type], sizeof(run->norepair_why[type]), "%.299s", why);
+	}
+	pthread_mutex_unlock(&run->lock);
+}
+
+static int is_norepair(struct scrub_run *run, uint32_t type, char *why, size_t len)
+{
+	int no;
+
+	pthread_mutex_lock(&run->lock);
+	no = type < MFS_SCRUB_NTYPES && (run->norepair & (1u << type));
+	if (no && why)
+		snprintf(why, len, "%s", run->norepair_why[type]);
+	pthread_mutex_unlock(&run->lock);
+	return no;
+}
+
+/* The first finding of a SCRUB/REPAIR reply (after its header) into text. */
+static void first_finding(const uint8_t *buf, size_t len, const struct mfs_ctl_scrub_reply *sr,
+			  uint32_t want, char *text, size_t tlen)
+{
+	size_t off = sizeof(*sr);
+
+	text[0] = 0;
+	for (uint32_t i = 0; i < sr->nfindings; i++) {
+		struct mfs_ctl_finding f;
+
+		if (len - off < sizeof(f))
+			return;
+		memcpy(&f, buf + off, sizeof(f));
+		off += sizeof(f);
+		if (f.len > len - off)
+			return;
+		if (!want || (f.flag & want)) {
+			snprintf(text, tlen, "%.*s", (int)f.len, (const char *)buf + off);
+			return;
+		}
+		off += f.len;
+	}
+}
+
+/* Ask the daemon to rebuild o; o->outcome and o->why say how it went. */
+static void try_repair(struct scrub_run *run, struct scrub_conn *c, struct fixobj *o)
+{
+	struct mfs_ctl_scrub_req q = { .type = o->type, .agno = o->agno, .ino = o->ino };
+	struct mfs_ctl_scrub_reply sr;
+	int fds[MFS_CTL_MAX_FDS];
+	struct scrub_reply r;
+	int err;
+
+	if (is_norepair(run, o->type, o->why, sizeof(o->why))) {
+		o->outcome = FIX_UNSUPPORTED;
+		return;
+	}
+	if (atomic_load(&run->stop)) {
+		o->outcome = FIX_STOPPED;
+		return;
+	}
+	if (make_scratch(run, fds, MFS_CTL_MAX_FDS, o->why, sizeof(o->why)) != 0) {
+		o->outcome = FIX_FAILED;
+		return;
+	}
+	err = scrub_rpc_fds(c, MFS_CTL_REPAIR, &q, sizeof(q), fds, MFS_CTL_MAX_FDS, &r);
+	for (unsigned i = 0; i < MFS_CTL_MAX_FDS; i++)
+		close(fds[i]);
+	if (err) {
+		snprintf(o->why, sizeof(o->why), "%s", r.msg);
+		if (c->broken) {
+			o->outcome = FIX_STOPPED;
+			if (!atomic_exchange(&run->stop, 1))
+				scrub_error(run, o->type, o->agno, o->ino, "%s", r.msg);
+		} else if (r.err == EOPNOTSUPP) {
+			o->outcome = FIX_UNSUPPORTED;
+			mark_norepair(run, o->type, r.msg);
+		} else {
+			o->outcome = FIX_FAILED;
+			snprintf(o->why, sizeof(o->why), "the daemon refused the repair: %s", r.msg);
+		}
+		return;
+	}
+	if (r.len < sizeof(sr)) {
+		free(r.buf);
+		o->outcome = FIX_FAILED;
+		snprintf(o->why, sizeof(o->why), "short REPAIR reply from the daemon");
+		return;
+	}
+	memcpy(&sr, r.buf, sizeof(sr));
+	first_finding(r.buf, r.len, &sr, 0, o->why, sizeof(o->why));
+	free(r.buf);
+	if (!o->why[0])
+		snprintf(o->why, sizeof(o->why), "%s", sr.error ? strerror(-sr.error) : "rebuilt");
+	if (sr.error == 0 && (sr.oflags & MFS_SCRUB_OFLAG_REPAIRED)) {
+		o->outcome = FIX_DONE;
+	} else if (sr.error == -EOPNOTSUPP) {
+		o->outcome = FIX_UNSUPPORTED;
+		mark_norepair(run, o->type, o->why);
+	} else if (sr.error == -ECANCELED && atomic_load(&run->stop)) {
+		o->outcome = FIX_STOPPED;
+	} else {
+		o->outcome = FIX_FAILED;
+	}
+}
+
+/* Check o again without reporting: its corrupt and xref findings (>= 0), the first one's
+ * text in text; or a negative errno when the check could not run. */
+static int recheck(struct scrub_run *run, struct scrub_conn *c, const struct fixobj *o,
+		   char *text, size_t tlen)
+{
+	struct mfs_ctl_scrub_req q = { .type = o->type, .agno = o->agno, .ino = o->ino };
+	const uint32_t badf = MFS_SCRUB_OFLAG_CORRUPT | MFS_SCRUB_OFLAG_XCORRUPT;
+	struct mfs_ctl_scrub_reply sr;
+	struct scrub_reply r;
+	size_t off = sizeof(sr);
+	int n = 0, err;
+
+	text[0] = 0;
+	err = scrub_rpc(c, MFS_CTL_SCRUB, &q, sizeof(q), &r);
+	if (err) {
+		snprintf(text, tlen, "%s", r.msg);
+		if (c->broken)
+			atomic_store(&run->stop, 1);
+		return err;
+	}
+	if (r.len < sizeof(sr)) {
+		free(r.buf);
+		snprintf(text, tlen, "short reply from the daemon");
+		return -EPROTO;
+	}
+	memcpy(&sr, r.buf, sizeof(sr));
+	if (sr.error) {
+		free(r.buf);
+		snprintf(text, tlen, "%s", strerror(-sr.error));
+		return sr.error;
+	}
+	for (uint32_t i = 0; i < sr.nfindings; i++) {
+		struct mfs_ctl_finding f;
+
+		if (r.len - off < sizeof(f))
+			break;
+		memcpy(&f, r.buf + off, sizeof(f));
+		off += sizeof(f);
+		if (f.len > r.len - off)
+			break;
+		n += (f.flag & badf) != 0;
+		off += f.len;
+	}
+	if (!n && (sr.oflags & badf))
+		n = 1;
+	first_finding(r.buf, r.len, &sr, badf, text, tlen);
+	if (n && !text[0])
+		snprintf(text, tlen, "flagged by the daemon without a message");
+	free(r.buf);
+	return n;
+}
+
+/*
+ * What became of o: checked again (once more after a second repair when `retry` and the
+ * first could not be done — another object it depends on may have been rebuilt since),
+ * reported and counted.  `by` names what else was rebuilt, for an object set right by
+ * another's rebuild.
+ */
+static void verdict(struct scrub_run *run, struct scrub_conn *c, struct fixobj *o, int retry,
+		    const char *by)
+{
+	char text[1400], first[600];
+	int n;
+
+	if (o->outcome == FIX_STOPPED || atomic_load(&run->stop))
+		return;
+	n = recheck(run, c, o, first, sizeof(first));
+	if (n > 0 && retry && (o->outcome == FIX_NONE || o->outcome == FIX_FAILED)) {
+		try_repair(run, c, o);
+		if (o->outcome == FIX_STOPPED)
+			return;
+		n = recheck(run, c, o, first, sizeof(first));
+	}
+	if (n == -ENOENT || atomic_load(&run->stop))
+		return;                 /* an inode freed meanwhile; or the run stops */
+	if (n < 0) {
+		snprintf(text, sizeof(text), "%s%.650s; it could not be checked again: %.550s",
+			 o->outcome == FIX_DONE ? "" : "not repaired: ", o->why, first);
+		pthread_mutex_lock(&run->lock);
+		run->n.errors++;
+		if (o->bad)
+			run->n.unfixed++;
+		pthread_mutex_unlock(&run->lock);
+		scrub_repair_report(run, o->type, o->agno, o->ino, "unfixed", text, "");
+		return;
+	}
+	if (n == 0) {
+		if (!o->bad && o->outcome != FIX_DONE) {
+			/* A forced rebuild that could not run is an operational error; one asked
+			 * for the sake of a damaged neighbour is reported with that one. */
+			if (o->outcome == FIX_FAILED && run->o.force_rebuild) {
+				pthread_mutex_lock(&run->lock);
+				run->n.errors++;
+				pthread_mutex_unlock(&run->lock);
+				scrub_repair_report(run, o->type, o->agno, o->ino, "unfixed", o->why,
+						    "clean");
+			}
+			return;
+		}
+		if (o->outcome == FIX_DONE)
+			snprintf(text, sizeof(text), "%s", o->why);
+		else
+			snprintf(text, sizeof(text), "set right by the rebuild of %.100s", by);
+		pthread_mutex_lock(&run->lock);
+		run->n.repaired++;
+		run->n.cleared += o->bad;
+		pthread_mutex_unlock(&run->lock);
+		scrub_repair_report(run, o->type, o->agno, o->ino, "repaired", text, "clean");
+		return;
+	}
+	switch (o->outcome) {
+	case FIX_UNSUPPORTED:
+		snprintf(text, sizeof(text), "not rebuildable online yet: %.700s", o->why);
+		break;
+	case FIX_FAILED:
+		snprintf(text, sizeof(text), "could not repair: %.700s", o->why);
+		break;
+	case FIX_DONE:
+		snprintf(text, sizeof(text), "rebuilt (%.650s), but checking it again still "
+			 "finds: %.550s", o->why, first);
+		break;
+	default:
+		snprintf(text, sizeof(text), "still damaged after the rebuild of %.100s: %.550s", by,
+			 first);
+		break;
+	}
+	pthread_mutex_lock(&run->lock);
+	if (o->bad)
+		run->n.unfixed++;
+	else
+		run->n.corrupt += (unsigned)n;  /* clean before, damaged by the rebuild */
+	pthread_mutex_unlock(&run->lock);
+	scrub_repair_report(run, o->type, o->agno, o->ino,
+			    o->outcome == FIX_UNSUPPORTED ? "unsupported" : "unfixed", text,
+			    "corrupt");
+}
+
+static void obj_init(struct fixobj *o, uint32_t type, uint32_t agno, uint64_t ino,
+		     unsigned bad)
+{
+	memset(o, 0, sizeof(*o));
+	o->type = type;
+	o->agno = agno;
+	o->ino = ino;
+	o->bad = bad;
+	o->outcome = FIX_NONE;
+}
+
+void scrub_fix(struct scrub_run *run, struct scrub_conn *c, uint32_t type, uint32_t agno,
+	       uint64_t ino, unsigned nbad)
+{
+	struct fixobj *o;
+
+	if (run->o.dry_run || atomic_load(&run->stop) || (!nbad && !run->o.force_rebuild))
+		return;
+	if (!nbad && is_norepair(run, type, NULL, 0))
+		return;                 /* forced, but this type cannot be rebuilt online */
+	o = malloc(sizeof(*o));
+	if (!o) {
+		scrub_error(run, type, agno, ino, "out of memory: not repaired");
+		return;
+	}
+	obj_init(o, type, agno, ino, nbad);
+	try_repair(run, c, o);
+	if (!(o->outcome == FIX_UNSUPPORTED && !nbad))
+		verdict(run, c, o, 0, "");
+	free(o);
+}
+
+/* The AG objects in the order their verdicts are given: the rebuildable ones first, then
+ * those another rebuild may have set right (the reverse map's cross-references to the free
+ * space, the header's counters). */
+static const uint32_t ag_order[] = {
+	MFS_SCRUB_AGFL, MFS_SCRUB_BNOBT, MFS_SCRUB_CNTBT, MFS_SCRUB_INOBT, MFS_SCRUB_RMAPBT,
+	MFS_SCRUB_AGH, MFS_SCRUB_SB,
+};
+#define N_AG_ORDER (sizeof(ag_order) / sizeof(ag_order[0]))
+
+void scrub_fix_ag(struct scrub_run *run, struct scrub_conn *c, size_t job)
+{
+	const unsigned *bad = run->agbad + job * MFS_SCRUB_NTYPES;
+	uint32_t agno = (uint32_t)job;
+	int force = run->o.force_rebuild, any = force;
+	struct fixobj *o;
+
+	for (size_t i = 0; i < N_AG_ORDER; i++)
+		any |= bad[ag_order[i]] != 0;
+	if (!any || run->o.dry_run || atomic_load(&run->stop))
+		return;
+	o = calloc(MFS_SCRUB_NTYPES, sizeof(*o));
+	if (!o) {
+		scrub_error(run, MFS_SCRUB_AGH, agno, 0, "out of memory: not repaired");
+		return;
+	}
+	for (size_t i = 0; i < N_AG_ORDER; i++)
+		obj_init(&o[ag_order[i]], ag_order[i], agno, 0, bad[ag_order[i]]);
+
+	/* The free list first (the trees' rebuilds take blocks from it); then both free-space
+	 * trees in one rebuild (asked for the damaged one), which rewrites the header's free
+	 * counters; then the inode btree (its counters too). */
+	if (bad[MFS_SCRUB_AGFL] || force)
+		try_repair(run, c, &o[MFS_SCRUB_AGFL]);
+	if (bad[MFS_SCRUB_BNOBT] || bad[MFS_SCRUB_CNTBT] || bad[MFS_SCRUB_AGH] || force) {
+		uint32_t t = bad[MFS_SCRUB_CNTBT] && !bad[MFS_SCRUB_BNOBT] ? MFS_SCRUB_CNTBT :
+			     MFS_SCRUB_BNOBT;
+		uint32_t other = t == MFS_SCRUB_BNOBT ? MFS_SCRUB_CNTBT : MFS_SCRUB_BNOBT;
+
+		try_repair(run, c, &o[t]);
+		o[other].outcome = o[t].outcome;
+		memcpy(o[other].why, o[t].why, sizeof(o[other].why));
+		if (o[t].outcome == FIX_DONE)
+			snprintf(o[other].why, sizeof(o[other].why), "rebuilt with the %s",
+				 scrub_type_name(t));
+	}
+	if (bad[MFS_SCRUB_INOBT] || bad[MFS_SCRUB_AGH] || force)
+		try_repair(run, c, &o[MFS_SCRUB_INOBT]);
+	if (force && !is_norepair(run, MFS_SCRUB_RMAPBT, NULL, 0))
+		try_repair(run, c, &o[MFS_SCRUB_RMAPBT]);
+
+	for (size_t i = 0; i < N_AG_ORDER && !atomic_load(&run->stop); i++) {
+		struct fixobj *x = &o[ag_order[i]];
+
+		if (x->bad || x->outcome == FIX_DONE || x->outcome == FIX_FAILED)
+			verdict(run, c, x, 1, "this AG's other structures");
+	}
+	free(o);
+}

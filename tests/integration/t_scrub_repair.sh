@@ -1,0 +1,192 @@
+#!/bin/bash
+# t_scrub_repair.sh — mendfs_scrub repairs online: a populated image is damaged offline
+# (mendfs_db -w) in each structure the daemon rebuilds online — the free-space btrees by
+# block and by length, the inode btree, the AG free list — a field here, a whole block
+# trashed there, several AGs per round; mounted with mendfs_stress loading a subdirectory,
+# `mendfs_scrub MNT` reports every damaged object repaired and exits 0, `mendfs_scrub -n` is
+# then clean, every file written before the damage reads back the same, and after unmount
+# `mendfs_repair -n` is clean.  Abort triggers: scratch (-T) on a tmpfs too small for the
+# repair is refused with the reason, exit 1, and the AG metadata is the same before and
+# after (mendfs_db dumps), the daemon serving all along; the repair after it (memfd
+# scratch) succeeds.  A client killed with SIGKILL at random points of forced rebuilds
+# (--force-rebuild) leaves the daemon alive and the filesystem clean.
+set -u
+. "$(dirname "$0")/mountlib.sh"
+. "$(dirname "$0")/stresslib.sh"
+ml_setup t_scrub_repair
+mkdir "$dir/run"
+export MENDFS_RUNDIR=$dir/run
+SCRUB=$BIN/mendfs_scrub
+pop=$dir/pop.img
+tmpfs=$dir/tmpfs
+ml_extra_cleanup=cleanup_extra
+cleanup_extra() {
+	[ -n "${spid:-}" ] && kill -9 "$spid" 2>/dev/null
+	mountpoint -q "$tmpfs" 2>/dev/null && umount -l "$tmpfs"
+}
+
+# A populated image with fragmented free space (AG btrees of two levels) in every AG.
+"$MKFS" -q -a 4 -b 1024 "$img" 64M || fail "mkfs"
+mount_fs
+for a in 0 1 2 3; do
+	mkdir -p "$mnt/d$a" || fail "mkdir"
+	head -c 200000 /dev/urandom >"$mnt/d$a/data" || fail "data"
+	for i in $(seq 150); do head -c 1500 /dev/urandom >"$mnt/d$a/f$i" || fail "f$i"; done
+	for i in $(seq 1 2 150); do rm "$mnt/d$a/f$i" || fail "rm"; done
+done
+mkdir "$mnt/stress" || fail "mkdir stress"
+(cd "$mnt" && find d? -type f -print0 | sort -z | xargs -0 md5sum) >"$dir/sums" || fail "md5sum"
+umount_fs
+cp --sparse=always "$img" "$pop"
+
+agfield() { "$DB" -c "agh $1" "$pop" | sed -n "s/^$2 = \([0-9]*\).*/\1/p"; }
+agblocks=$(agfield 1 length)
+[ -n "$agblocks" ] || fail "cannot read the AG length"
+for a in 0 1 2 3; do
+	eval "bno$a=\$(( a * agblocks + \$(agfield $a 'bno root') ))"
+	eval "cnt$a=\$(( a * agblocks + \$(agfield $a 'cnt root') ))"
+	eval "ino$a=\$(( a * agblocks + \$(agfield $a 'ino root') ))"
+	eval "flf$a=\$(agfield $a fl_first)"
+done
+agfl3=$("$DB" -c "agfl 3" "$pop" | sed -n 's/^blkno = \([0-9]*\).*/\1/p')
+[ -n "$agfl3" ] || fail "no AG 3 free list block"
+for v in bno0 bno1 cnt0 cnt2 cnt3 ino0 flf2 flf3; do [ -n "${!v}" ] || fail "no $v"; done
+
+checksums() { (cd "$mnt" && md5sum --quiet -c "$dir/sums") >"$dir/md5" 2>&1 ||
+	{ cat "$dir/md5"; fail "$1: file contents changed"; }; }
+
+# The daemon of a damaged filesystem may end with status 1 (it could not mark it clean).
+umount_any() {
+	cd /
+	fusermount3 -u "$mnt" || fail "fusermount3 -u failed"
+	ml_wait_gone
+}
+
+# A load beside the repair: short mendfs_stress runs one after another, each in a fresh
+# subdirectory, until $dir/stop appears.  Before the repair they may meet the damage
+# (EUCLEAN) and fail; the count of runs and of failures is reported.
+stress_start() {
+	rm -f "$dir/stop" "$dir/stress.out"
+	( n=0 bad=0
+	  while [ ! -e "$dir/stop" ] && [ $n -lt 200 ]; do
+		n=$((n + 1))
+		if ! { mkdir "$mnt/stress/r$n" && "$STRESS" -p 2 -n 100 -e 20 -z 32K -S \
+			"$mnt/stress/r$n" >>"$dir/stress.out" 2>&1; } 2>/dev/null; then
+			bad=$((bad + 1))
+			sleep 0.02              # a damaged fs fails at once: do not spin
+		fi
+	  done
+	  echo "$n runs, $bad failed" >"$dir/stress.n" ) &
+	spid=$!
+}
+stress_stop() {
+	touch "$dir/stop"
+	wait "$spid"
+	spid=""
+}
+
+# round NAME WANT DB-COMMANDS...: WANT = extended regexps of the objects ("AG n name") that
+# must be reported repaired, separated by ';'.
+round() {
+	local name=$1 want=$2 args=() t0=$SECONDS
+	shift 2
+	for c in "$@"; do args+=(-c "$c"); done
+	cp --sparse=always "$pop" "$img"
+	"$DB" -w "${args[@]}" "$img" >"$dir/wout" 2>&1 || { cat "$dir/wout"; fail "$name: damage"; }
+	mount_fs
+	stress_start
+	bounded 60 "$SCRUB" "$mnt" >"$dir/out" 2>&1
+	local rc=$?
+	stress_stop
+	daemon_alive "$name"
+	[ $rc -eq 0 ] || { cat "$dir/out"; fail "$name: mendfs_scrub exit $rc, expected 0"; }
+	local IFS=';'
+	for w in $want; do
+		grep -Eq "^Repaired: $w: " "$dir/out" || { cat "$dir/out"; fail "$name: '$w' not repaired"; }
+	done
+	unset IFS
+	grep -q "all repaired" "$dir/out" || { cat "$dir/out"; fail "$name: no 'all repaired'"; }
+	# a short load after the repair must succeed whatever happened before
+	mkdir "$mnt/after" || fail "$name: mkdir after the repair"
+	"$STRESS" -p 2 -n 150 -e 30 -z 32K -S -c "$mnt/after" >"$dir/stress2.out" 2>&1 ||
+		{ tail "$dir/stress2.out"; fail "$name: load after the repair failed"; }
+	rmdir "$mnt/after" || fail "$name: rmdir after the load"
+	"$SCRUB" -n "$mnt" >"$dir/out2" 2>&1 || { cat "$dir/out2"; fail "$name: second scrub -n not clean"; }
+	checksums "$name"
+	umount_fs
+	"$BIN/mendfs_repair" -n "$img" >"$dir/rep" 2>&1 || { cat "$dir/rep"; fail "$name: mendfs_repair -n"; }
+	ok "$name: $(grep -c '^Repaired' "$dir/out") repaired (load beside it: $(cat "$dir/stress.n")), second scrub," \
+		"mendfs_repair -n clean, files unchanged ($((SECONDS - t0)) s)"
+}
+
+# Inodes live in AG 0 only; the other AGs' trees are small but checked all the same.
+fs="free space by (block|length) btree"
+round "fields" "AG 0 $fs;AG 0 inode btree;AG 2 AG free list;AG 3 $fs" \
+	"fuzz block $bno0 numrecs sub 1" "fuzz block $ino0 rec[0].freecount add 1" \
+	"write agfl 2 bno[$flf2] $((cnt2 - 2 * agblocks))" "fuzz block $cnt3 rec[0].startblock bitflip 4"
+round "trashed blocks" "AG 0 inode btree;AG 1 $fs;AG 2 $fs;AG 3 AG free list" \
+	"trash $ino0 1 random" "trash $bno1 1 random" "trash $cnt2 1 zeroes" "trash $agfl3 1 random"
+round "more fields" "AG 0 inode btree;AG 3 AG free list;AG 1 $fs;AG 0 $fs" \
+	"fuzz block $ino0 rec[1].freemask bitflip 3" "fuzz agfl 3 bno[$flf3] ones" \
+	"fuzz block $bno1 rec[0].startblock add 1" "trash $cnt0 1 ones"
+
+# ---- abort: scratch on a tmpfs too small ------------------------------------------------------
+dump_meta() {
+	for a in 0 1 2 3; do
+		for t in bno cnt ino rmap; do "$DB" -c "btree $a $t" "$img" 2>&1; done
+		"$DB" -c "agfl $a" "$img" 2>&1
+		"$DB" -c "agh $a" "$img" 2>&1 | grep -v -i "time\|lsn"
+	done
+}
+if mkdir "$tmpfs" && mount -t tmpfs -o size=32k tmpfs "$tmpfs" 2>/dev/null; then
+	cp --sparse=always "$pop" "$img"
+	"$DB" -w -c "fuzz block $bno0 numrecs sub 1" "$img" >/dev/null 2>&1 || fail "damage"
+	dump_meta >"$dir/meta.before"
+	mount_fs
+	"$SCRUB" -T "$tmpfs" "$mnt" >"$dir/out" 2>&1; rc=$?
+	[ $rc -eq 1 ] || { cat "$dir/out"; fail "tiny scratch: exit $rc, expected 1"; }
+	grep -Eq "^Not repaired: AG 0 $fs: could not repair: .*(scratch|reserve)" \
+		"$dir/out" || { cat "$dir/out"; fail "tiny scratch: no reason given"; }
+	checksums "tiny scratch"               # the daemon serves
+	ls "$mnt/d1" >/dev/null || fail "tiny scratch: ls"
+	umount_any
+	dump_meta >"$dir/meta.after"
+	cmp -s "$dir/meta.before" "$dir/meta.after" ||
+		{ diff "$dir/meta.before" "$dir/meta.after" | head; fail "tiny scratch: metadata changed"; }
+	ok "scratch on a 32 KiB tmpfs refused, metadata unchanged: $(grep -m1 '^Not repaired' "$dir/out" | cut -c1-160)"
+	umount "$tmpfs"
+	mount_fs
+	"$SCRUB" "$mnt" >"$dir/out" 2>&1 || { cat "$dir/out"; fail "the repair after the refused one"; }
+	"$SCRUB" -n "$mnt" >"$dir/out2" 2>&1 || { cat "$dir/out2"; fail "scrub -n after the repair"; }
+	umount_fs
+	ok "the repair with memfd scratch after it succeeds"
+else
+	echo "note: cannot mount a tmpfs (not root?): the small-scratch case is not run"
+fi
+
+# ---- forced rebuilds under load; abort: the client killed at random points --------------------
+cp --sparse=always "$pop" "$img"
+mount_fs
+"$STRESS" -p 2 -t 30 -n 800 -e 40 -z 64K -S "$mnt/stress" >"$dir/stress.out" 2>&1 &
+spid=$!
+"$SCRUB" --force-rebuild --json "$mnt" >"$dir/force.json" 2>&1 || { cat "$dir/force.json"; fail "--force-rebuild on a clean fs"; }
+nforced=$(grep -c '"kind":"repair",.*"result":"repaired"' "$dir/force.json")
+[ "$nforced" -ge 16 ] || { cat "$dir/force.json"; fail "--force-rebuild rebuilt only $nforced objects"; }
+killed=0
+for i in $(seq 8); do
+	"$SCRUB" --force-rebuild "$mnt" >/dev/null 2>&1 &
+	k=$!
+	sleep "0.$((RANDOM % 40))"
+	kill -9 "$k" 2>/dev/null && killed=$((killed + 1))
+	wait "$k" 2>/dev/null
+	daemon_alive "client killed (round $i)"
+done
+wait "$spid"; src=$?; spid=""
+[ $src -eq 0 ] || { tail "$dir/stress.out"; fail "the load beside the forced rebuilds failed: exit $src"; }
+"$SCRUB" -n "$mnt" >"$dir/out" 2>&1 || { cat "$dir/out"; fail "scrub -n after the kills"; }
+checksums "after the kills"
+umount_fs
+"$BIN/mendfs_repair" -n "$img" >"$dir/rep" 2>&1 || { cat "$dir/rep"; fail "mendfs_repair -n after the kills"; }
+ok "--force-rebuild rebuilt $nforced objects under load (mendfs_stress passed); client killed" \
+	"$killed times ($(grep -c 'cancelled' "$log") repairs cancelled by it): daemon alive, clean"
+exit 0
