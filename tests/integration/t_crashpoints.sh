@@ -29,7 +29,7 @@ echo "t_crashpoints: seed $seed"
 mix="none,creat=10,mkdir=4,write=8,append=4,truncate=3,punch=2,falloc=1,rename=6,exchange=2"
 mix="$mix,link=3,unlink=5,rmdir=2,symlink=3,setxattr=2,chmod=1,fsync=10,fdatasync=5,stat=2"
 
-"$MKFS" -q "$img" 64M >"$dir/mkfs.out" 2>&1 || { cat "$dir/mkfs.out"; fail "mkfs"; }
+"$MKFS" -q ${CP_MKFS_OPTS--J 128K} "$img" 64M >"$dir/mkfs.out" 2>&1 || { cat "$dir/mkfs.out"; fail "mkfs"; }
 cp --sparse=always "$img" "$dir/base" || fail "copying the base image"
 export MENDFS_WRITELOG=$dir/wlog
 mount_fs
