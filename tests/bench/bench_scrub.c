@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -75,11 +76,15 @@ static double now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* CPU seconds of the last program run() waited for (user + system). */
+static double last_cpu;
+
 /* Run argv (program from bindir unless it contains a slash or is a system tool); wait.
  * out: where its standard output goes (NULL: /dev/null).  Returns the exit status. */
 static int run(const char *out, char *const argv[])
 {
 	pid_t pid = fork();
+	struct rusage ru;
 	int st;
 
 	if (pid == 0) {
@@ -93,9 +98,35 @@ static int run(const char *out, char *const argv[])
 		execvp(argv[0], argv);
 		_exit(127);
 	}
-	if (pid < 0 || waitpid(pid, &st, 0) < 0)
+	if (pid < 0 || wait4(pid, &st, 0, &ru) < 0)
 		return -1;
+	last_cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+		   (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* CPU seconds the daemon has used so far (utime + stime from /proc/PID/stat). */
+static double daemon_cpu(void)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long ut = 0, st = 0;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)daemon_pid);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	p = strrchr(buf, ')');      /* the command name may hold spaces */
+	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+			 &ut, &st) != 2)
+		return 0;
+	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
 static int mounted(void)
@@ -435,7 +466,7 @@ static void bench_one(uint64_t nfiles)
 {
 	char scrub[PATH_MAX + 32], mkfs[PATH_MAX + 32], ext4[PATH_MAX + 16], out[PATH_MAX + 16];
 	char size[32], inodes[32], objects[64] = "?", phases[256] = "", tree[PATH_MAX + 16];
-	double t0, t_pop, t_scrub, t_fsck;
+	double t0, t_pop, t_scrub, t_fsck, cpu_d, cpu_c, cpu_fsck;
 	int rc_scrub, rc_fsck, err;
 	FILE *f;
 
@@ -471,9 +502,12 @@ static void bench_one(uint64_t nfiles)
 	{
 		char *argv[] = { scrub, "-v", mnt, NULL };
 
+		cpu_d = daemon_cpu();
 		t0 = now();
 		rc_scrub = run(out, argv);
 		t_scrub = now() - t0;
+		cpu_c = last_cpu;
+		cpu_d = daemon_cpu() - cpu_d;
 	}
 	umount_fs();
 	unlink(img);
@@ -523,14 +557,18 @@ static void bench_one(uint64_t nfiles)
 		t0 = now();
 		rc_fsck = run(NULL, argv);
 		t_fsck = now() - t0;
+		cpu_fsck = last_cpu;
 	}
 	unlink(ext4);
-	printf("%9llu files  populate %6.1f s | mendfs_scrub %6.2f s (%s checks, exit %d, "
-	       "%.0f files/s; phase seconds %s) | e2fsck -fn %6.2f s (exit %d, %.0f files/s) | "
-	       "scrub/e2fsck %.2f\n",
-	       (unsigned long long)nfiles, t_pop, t_scrub, objects, rc_scrub,
-	       (double)nfiles / t_scrub, phases, t_fsck, rc_fsck, (double)nfiles / t_fsck,
-	       t_fsck > 0 ? t_scrub / t_fsck : 0.0);
+	/* Wall time swings with the machine's load; CPU seconds (the daemon's and the
+	 * client's for the scrub) are steadier. */
+	printf("%9llu files  populate %6.1f s | mendfs_scrub %6.2f s, CPU %.2f daemon + %.2f "
+	       "client (%s checks, exit %d, %.0f files/s; phase seconds %s) | e2fsck -fn %6.2f s, "
+	       "CPU %.2f (exit %d, %.0f files/s) | scrub/e2fsck %.2f, CPU %.2f\n",
+	       (unsigned long long)nfiles, t_pop, t_scrub, cpu_d, cpu_c, objects, rc_scrub,
+	       (double)nfiles / t_scrub, phases, t_fsck, cpu_fsck, rc_fsck,
+	       (double)nfiles / t_fsck, t_fsck > 0 ? t_scrub / t_fsck : 0.0,
+	       cpu_fsck > 0 ? (cpu_d + cpu_c) / cpu_fsck : 0.0);
 	fflush(stdout);
 }
 
