@@ -6,8 +6,8 @@
 # in a log outside the filesystem), kill -9 the daemon, drop the dead mount, check that the
 # superblock says dirty, remount (the journal is replayed), verify that every file fsync'd and
 # not changed since is intact, in this round's directory and every earlier one, read every
-# file and directory back (no EIO, no EUCLEAN), unmount cleanly (waiting for the daemon) and
-# `mendfs_db -c check` must be clean.  CRASH_SEED=N repeats the delays and the loads.
+# file and directory back (no EIO, no EUCLEAN), `mendfs_scrub -n` finds nothing (when built),
+# unmount cleanly (waiting for the daemon) and `mendfs_db -c check` must be clean.  CRASH_SEED=N repeats the delays and the loads.
 #
 # A SIGKILL loses what the daemon had not written yet but not what it wrote into the image
 # (the kernel keeps it); dropped device writes are the crash-point replayer's (issue 7).
@@ -59,10 +59,12 @@ for r in $(seq "$rounds"); do
 	bounded 120 find "$mnt" -xdev -type f -exec cat {} + >/dev/null 2>"$dir/read.err" ||
 		{ head "$dir/read.err"; fail "round $r: reading the replayed filesystem failed"; }
 	nent=$(bounded 60 find "$mnt" -xdev | wc -l)
+	scrub_said=""
+	scrub_idle "round $r, after the replay"
 	umount_fs
 	check_clean "round $r, after replay and a clean unmount"
 	total_promises=$kept
-	echo "round $r: killed ${delay}s into the load ($fsyncs fsyncs), replayed; $kept fsync'd files intact (rounds 1-$r), $nent names read back, check clean"
+	echo "round $r: killed ${delay}s into the load ($fsyncs fsyncs), replayed; $kept fsync'd files intact (rounds 1-$r), $nent names read back${scrub_said:+, scrub clean}, check clean"
 done
 grep -Ei "corrupt|checksum|EUCLEAN|structure needs|bad magic" "$log" &&
 	fail "the daemon reported damaged metadata"

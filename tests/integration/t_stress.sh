@@ -1,8 +1,9 @@
 #!/bin/bash
 # t_stress.sh — mendfs_stress on a real mount: 4 processes for STRESS_SECONDS (default 20)
 # of the full weighted mix, every result, read and final state checked against the tool's
-# model; the daemon must stay up and report no damage; then a clean unmount (waiting for the
-# daemon's exit) and `mendfs_db -c check` clean.  Then the same for 10 s more on a remount
+# model; the daemon must stay up and report no damage; `mendfs_scrub -n` of the idle mount
+# finds nothing; then a clean unmount (waiting for the daemon's exit) and `mendfs_db -c
+# check` clean.  Then the same for 10 s more on a remount
 # with -o writeback_cache (the kernel caches writes and sends them later, from writeback).
 # STRESS_SEED=N repeats a run.
 set -u
@@ -26,6 +27,9 @@ one_run() {
 	daemon_alive "during the stress run ($what)"
 	[ "$rc" -eq 0 ] || fail "mendfs_stress exit status $rc ($what)"
 	ok "mendfs_stress ($what): $(grep -o 'seed [0-9]*' "$dir/stress.out" | head -1), 4 processes, $secs s, all verified"
+	scrub_said="(no mendfs_scrub)"
+	scrub_idle "after the stress run ($what)"
+	ok "mendfs_scrub -n of the idle mount: $scrub_said"
 	umount_fs
 	check_clean "after the stress run ($what)"
 	grep -Ei "corrupt|checksum|EUCLEAN|structure needs|bad magic|I/O error" "$log" &&
