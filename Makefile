@@ -13,6 +13,9 @@
 # DEVELOPER=1 (or CI=true) turns warnings into errors; packagers get plain -Wall -Wextra.
 # V=1 shows the commands.  O=dir puts every output under dir (default: build).
 
+# `make` alone builds everything (the first rule below is a program's, not `all`).
+.DEFAULT_GOAL := all
+
 PREFIX  ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
 MANDIR  ?= $(PREFIX)/share/man
