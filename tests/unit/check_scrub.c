@@ -755,6 +755,37 @@ START_TEST(test_symlink)
 }
 END_TEST
 
+/* A symlink whose target block is not mapped: corrupt while it has links; once unlinked
+ * (on its orphan list, its blocks freed before the inode) its target is not checked. */
+START_TEST(test_symlink_orphan)
+{
+	struct img m;
+	struct mfs_fs *fs;
+	struct mfs_buf *bp;
+	struct mfs_dinode *d;
+	struct findings f;
+	char what[80];
+
+	img_make(&m);
+	fs = m.t.fs;
+	d = dino_get(fs, m.sl, &bp);
+	d->dformat = MFS_FMT_EXTENTS;
+	mfs_put32(d->dnext, 0);
+	memset(lit(d), 0, 16);
+	mfs_put64(d->size, fs->geo.inodesize + 100);    /* too long to be inline */
+	dino_put(fs, bp, d);
+	snprintf(what, sizeof(what), "symlink %llu: target block 0 is not mapped",
+		 (unsigned long long)m.sl);
+	assert_found(fs, MFS_SCRUB_SYMLINK, 0, m.sl, what);
+	d = dino_get(fs, m.sl, &bp);
+	mfs_put32(d->nlink, 0);
+	dino_put(fs, bp, d);
+	CK_OK(run(fs, MFS_SCRUB_SYMLINK, 0, m.sl, &f));
+	CK_EQ(f.n, 0);
+	img_destroy(&m);
+}
+END_TEST
+
 START_TEST(test_xattr)
 {
 	struct img m;
@@ -1546,6 +1577,7 @@ static Suite *scrub_suite(void)
 	tcase_add_test(tc, test_bmap);
 	tcase_add_test(tc, test_dir);
 	tcase_add_test(tc, test_symlink);
+	tcase_add_test(tc, test_symlink_orphan);
 	tcase_add_test(tc, test_xattr);
 	tcase_add_test(tc, test_nlinks);
 	tcase_add_test(tc, test_nlinks_disconnected);
