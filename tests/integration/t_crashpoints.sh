@@ -12,7 +12,8 @@
 # (waiting for the daemon), `mendfs_db -c "check -f"` clean.  Prints one line per state and a
 # summary; on a bad state, the command that rebuilds it and where the log and base image were
 # kept.  CP_SEED=N repeats the load's seed and the choice of states (the log itself depends on
-# thread timing: a kept log is the exact reproduction).
+# thread timing: a kept log is the exact reproduction); CP_PROCS and CP_OPS size the load,
+# CP_MKFS_OPTS (default -J 128K: checkpoints and log wraps inside the load) the image.
 set -u
 . "$(dirname "$0")/mountlib.sh"
 . "$(dirname "$0")/stresslib.sh"
@@ -35,7 +36,7 @@ export MENDFS_WRITELOG=$dir/wlog
 mount_fs
 unset MENDFS_WRITELOG
 mkdir "$mnt/w" || fail "mkdir w"
-bounded 60 "$STRESS" -p 2 -n 60 -z 1M -s "$seed" -f "$mix" -l "$dir/sync" "$mnt/w" \
+bounded 60 "$STRESS" -p "${CP_PROCS:-2}" -n "${CP_OPS:-60}" -z 1M -s "$seed" -f "$mix" -l "$dir/sync" "$mnt/w" \
 	>"$dir/stress.out" 2>&1 || { cat "$dir/stress.out"; fail "the logged load failed"; }
 umount_fs
 check_clean "the logged run"
@@ -135,6 +136,14 @@ state() {
 for k in "${points[@]}"; do
 	state "flush point $k/$last" -p "$k"
 done
+# the verification can fail: the base image (point 0) with every promise of the load
+if grep -q '^S ' "$dir/sync"; then
+	"$REPLAY" -p 0 "$dir/wlog" "$dir/base" "$img" >/dev/null || fail "replaylog -p 0"
+	mount_fs
+	bounded 60 "$STRESS" -V "$dir/sync" "$mnt/w" >"$dir/verify.out" 2>&1 &&
+		fail "the base image kept promises made after it: the check cannot fail"
+	umount_fs
+fi
 for i in $(seq "$ninside"); do
 	[ "${#segs[@]}" -gt 0 ] || break
 	s=${segs[$((RANDOM % ${#segs[@]}))]}
