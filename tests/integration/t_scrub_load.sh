@@ -14,8 +14,8 @@
 # entries taking a lower-numbered child's lock, b66164a): a scrub that hangs fails after
 # 120 s with the daemon's threads.  STRESS_SEED=N repeats the workload's seed.
 set -u
-. "$(dirname "$0")/../integration/mountlib.sh"
-. "$(dirname "$0")/../integration/stresslib.sh"
+. "$(dirname "$0")/mountlib.sh"
+. "$(dirname "$0")/stresslib.sh"
 ml_setup t_scrub_load
 mkdir "$dir/run"
 export MENDFS_RUNDIR=$dir/run
