@@ -84,6 +84,12 @@ int mfs_blk_verify(const void *blk, uint32_t blocksize, uint64_t blkno, const ui
 		if (level != (unsigned)e->level)
 			return MFS_CORRUPT("%s block %llu: level %u, expected %d", what_of(e),
 					   (unsigned long long)blkno, level, e->level);
+		/* written as zero, never used: anything else is damage */
+		if (mfs_get32(b->pad) || mfs_get64(b->reserved))
+			return MFS_CORRUPT("%s block %llu: padding 0x%x or reserved 0x%llx of the "
+					   "btree block header not zero", what_of(e),
+					   (unsigned long long)blkno, mfs_get32(b->pad),
+					   (unsigned long long)mfs_get64(b->reserved));
 	}
 	return 0;
 }

@@ -1,6 +1,7 @@
 /*
  * check_verify.c — the metadata block and inode verifiers catch each kind of damage:
- * wrong magic, bad CRC, wrong self number, wrong owner, wrong UUID, wrong level; and a
+ * wrong magic, bad CRC, wrong self number, wrong owner, wrong UUID, wrong level, a btree
+ * block header's padding or reserved word not zero; and a
  * block that fails is reported by the buffer cache and not kept in it.
  */
 #include <check.h>
@@ -103,6 +104,25 @@ START_TEST(wrong_level)
 }
 END_TEST
 
+START_TEST(btree_header_padding_not_zero)
+{
+	struct mfs_btree_block *b = (void *)blk;
+	struct mfs_blk_expect any = exp_leaf;
+
+	make_block();
+	mfs_put32(b->pad, 0x100);
+	mfs_blk_seal(blk, BS);
+	ck_assert_int_eq(mfs_blk_verify(blk, BS, 777, uuid, &exp_leaf, 0), -EFSCORRUPTED);
+	make_block();
+	mfs_put64(b->reserved, 1ull << 63);
+	mfs_blk_seal(blk, BS);
+	ck_assert_int_eq(mfs_blk_verify(blk, BS, 777, uuid, &exp_leaf, 0), -EFSCORRUPTED);
+	/* not a btree block (no level expected): the words are not the header's */
+	any.level = MFS_LEVEL_ANY;
+	ck_assert_int_eq(mfs_blk_verify(blk, BS, 777, uuid, &any, 0), 0);
+}
+END_TEST
+
 START_TEST(inode_verifier)
 {
 	unsigned char ino[256] = { 0 };
@@ -167,6 +187,7 @@ int main(void)
 	tcase_add_test(tc, wrong_owner);
 	tcase_add_test(tc, wrong_uuid);
 	tcase_add_test(tc, wrong_level);
+	tcase_add_test(tc, btree_header_padding_not_zero);
 	tcase_add_test(tc, inode_verifier);
 	tcase_add_test(tc, cache_rejects_and_does_not_keep);
 	suite_add_tcase(s, tc);
