@@ -14,8 +14,9 @@
  *     inodes  every inode chunk of the inobt
  *
  * Then, with the AG unlocked, each inode owner is taken (its lock shared) and the record
- * compared with it; a record that does not match is looked up again with the AG locked
- * (inode lock, then AG lock: the order transactions use) and reported if still there.  It
+ * compared with it; for a record that does not match, the inode is checked to be the
+ * committed one (not freed meanwhile) and the record looked up again with the AG locked
+ * (inode lock, then AG lock: the order transactions use), and reported if still there.  It
  * must match the inode — allocated, and for a data extent, mapped by the inode's extent
  * map at that file offset; for btree blocks, a block of that fork's tree (extent btree,
  * directory name btree, attribute btree); for attribute value blocks, an attribute btree.
@@ -304,6 +305,7 @@ struct owner {
 	struct mfs_inode *ip;
 	struct scrub_recs trees[2];         /* [0] data-fork tree, [1] attribute btree */
 	int loaded[2], err[2];
+	int current;                        /* checked against the committed on-disk inode */
 	int dry;                            /* first look: note a mismatch, report nothing */
 	int mismatch;                       /* the first look found one */
 };
@@ -336,6 +338,7 @@ static void owner_drop(struct owner *o)
 	if (o->ip)
 		scrub_irele(o->ip);
 	o->ip = NULL;
+	o->current = 0;
 }
 
 /* Btree-block records: each block is a block of the owner's tree of that fork. */
@@ -351,8 +354,13 @@ static void check_tree_blocks(struct mfs_scrub_ctx *ctx, uint32_t agno,
 		o->err[attr] = scrub_tree_block_list(ip, attr, &o->trees[attr]);
 		o->loaded[attr] = 1;
 	}
-	if (o->err[attr])
-		return;         /* a damaged tree is the owner's checker's finding */
+	if (o->err[attr]) {
+		/* A damaged tree is the owner's checker's finding; but on the first look the
+		 * inode may be one freed meanwhile: look again once it is known current. */
+		if (o->dry)
+			o->mismatch = 1;
+		return;
+	}
 	for (uint32_t b = 0; b < n; b++) {
 		uint64_t fsb = mfs_agbno_to_fsb(g, agno, start + b);
 
@@ -432,7 +440,9 @@ static int owner_missing(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct 
 	return mfs_is_corruption(err) ? 0 : err;   /* a damaged tree: the first phase's */
 }
 
-/* Take the owner of r, locked shared and current (0 with *ipp NULL: reported or gone). */
+/* Take the owner of r, locked shared (0 with *ipp NULL: reported or gone).  Whether it is
+ * still the committed inode (not freed while we waited for its lock) is asked only when a
+ * record does not match it. */
 static int owner_get(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct mfs_rmap_rec *r,
 		     struct mfs_inode **ipp)
 {
@@ -447,16 +457,30 @@ static int owner_get(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct mfs_
 	if (err)
 		return err;
 	pthread_rwlock_rdlock(&ip->lock);
-	err = scrub_inode_current(ctx, ip);
-	if (err) {
-		/* Freed while we waited for its lock. */
-		scrub_irele(ip);
-		if (err != -ENOENT && !mfs_is_corruption(err))
-			return err;
-		return owner_missing(ctx, agno, r, "is not allocated");
-	}
 	*ipp = ip;
 	return 0;
+}
+
+/* Before reporting against it: is o's inode still allocated, the one on disk?  0 if so;
+ * else it is dropped and record r handled as the record of a missing owner. */
+static int owner_current(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct mfs_rmap_rec *r,
+			 struct owner *o)
+{
+	int err;
+
+	if (o->current)
+		return 0;
+	err = scrub_inode_current(ctx, o->ip);
+	if (!err) {
+		o->current = 1;
+		return 0;
+	}
+	/* Freed while we waited for its lock. */
+	owner_drop(o);
+	if (err != -ENOENT && !mfs_is_corruption(err))
+		return err;
+	err = owner_missing(ctx, agno, r, "is not allocated");
+	return err ? err : 1;
 }
 
 /* Phase two, AG unlocked on entry and exit: each inode owner against its inode. */
@@ -489,6 +513,11 @@ static int check_owners(struct mfs_scrub_ctx *ctx, const struct scrub_recs *recs
 		o.dry = 0;
 		if (!o.mismatch)
 			continue;
+		err = owner_current(ctx, agno, r, &o);
+		if (err) {
+			err = err > 0 ? 0 : err;
+			continue;
+		}
 		scrub_ag_lock(ctx->fs, agno);
 		err = rmap_still_there(ctx->fs, agno, r, &there);
 		if (!err && there)
