@@ -322,6 +322,19 @@ done <"$dir/cases"
 rm -f "$img"
 el=$(($(date +%s) - start))
 
+# the table: one row per field, one column per verb
+echo
+awk -F'\t' -v verbs="$VERBS" '
+BEGIN { nv = split(verbs, v, " ")
+	ab["refused"] = "refused"; ab["detected"] = "detect"; ab["benign"] = "benign"
+	ab["unchanged"] = "same"; ab["healed"] = "healed"; ab["MISS"] = "MISS"
+	ab["CRASH"] = "CRASH"; ab["HANG"] = "HANG"
+	printf "%-34s", "object.field"; for (i = 1; i <= nv; i++) printf " %-9s", v[i]; print "" }
+NR > 1 { k = $1 "." $2; if (!(k in seen)) { seen[k] = 1; rows[++n] = k }; r[k, $3] = ab[$5] }
+END { for (j = 1; j <= n; j++) { printf "%-34s", rows[j]
+		for (i = 1; i <= nv; i++) printf " %-9s", ((rows[j], v[i]) in r) ? r[rows[j], v[i]] : "."
+		print "" } }' "$tsv" | tee "${tsv%.tsv}.table"
+
 damaging=$((${tot[refused]:-0} + ${tot[detected]:-0} + ${tot[healed]:-0} + ${tot[MISS]:-0}))
 echo
 echo "fieldfuzz: $ran cases in ${el}s: refused ${tot[refused]:-0}, detected ${tot[detected]:-0}," \
@@ -331,7 +344,7 @@ echo "fieldfuzz: $ran cases in ${el}s: refused ${tot[refused]:-0}, detected ${to
 	echo "fieldfuzz: of the damaging fuzzes (refused+detected+healed+MISS)" \
 		"$(( (damaging - ${tot[MISS]:-0}) * 100 / damaging ))% caught," \
 		"detected by the scrub: $(( ${tot[detected]:-0} * 100 / damaging ))%"
-echo "fieldfuzz: table in $tsv${tot[MISS]:+, details of misses and crashes in $O/fieldfuzz.fail/}"
+echo "fieldfuzz: table in ${tsv%.tsv}.table, results in $tsv${tot[MISS]:+, details of misses and crashes in $O/fieldfuzz.fail/}"
 if [ "${tot[MISS]:-0}" != 0 ] || [ "${tot[CRASH]:-0}" != 0 ] || [ "${tot[HANG]:-0}" != 0 ]; then
 	echo "misses, crashes and hangs:"
 	awk -F'\t' '$5 == "MISS" || $5 == "CRASH" || $5 == "HANG" { printf "  %s.%s %s (%s): %s mount=%s scrub=%s check before=%s after=%s daemon=%s repair=%s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 }' "$tsv"
