@@ -130,6 +130,11 @@ static int collect_edges(struct nl_state *st)
 		if (err)
 			break;
 		err = mfs_iget(ctx->fs, ni->ino, 0, &dp);
+		if (err == -ENOENT && ni->nlink == 0) {
+			err = 0;        /* removed, and freed since by the daemon's worker (not a
+					 * namespace change: quiesce does not hold it back) */
+			continue;
+		}
 		if (err == -ENOENT || mfs_is_corruption(err)) {
 			scrub_report(ctx, MFS_SCRUB_OFLAG_INCOMPLETE, "link counts: directory %llu "
 				     "cannot be read: %s", (unsigned long long)ni->ino,
