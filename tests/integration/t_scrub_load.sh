@@ -9,7 +9,8 @@
 #
 # It found: an extent-btree leaf leaked when an inline attribute fork left the data fork no
 # room for one record (87b0f4b, check_xattr test_file_empty_btree), false positives on an
-# orphan symlink being freed (3bbe7c4), and two deadlocks between the scrub and the daemon
+# orphan symlink being freed (3bbe7c4) and on a removed directory freed during the link
+# count check (eea92e6), and two deadlocks between the scrub and the daemon
 # (a create taking a just-reallocated inode's lock under its AG, eba922d; a directory's
 # entries taking a lower-numbered child's lock, b66164a): a scrub that hangs fails after
 # 120 s with the daemon's threads.  STRESS_SEED=N repeats the workload's seed.
