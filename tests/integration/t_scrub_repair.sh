@@ -174,9 +174,16 @@ nforced=$(grep -c '"kind":"repair",.*"result":"repaired"' "$dir/force.json")
 [ "$nforced" -ge 16 ] || { cat "$dir/force.json"; fail "--force-rebuild rebuilt only $nforced objects"; }
 killed=0
 for i in $(seq 8); do
-	"$SCRUB" --force-rebuild "$mnt" >/dev/null 2>&1 &
+	# killed a random 0-90 ms after its first rebuild was reported: mid-way through the
+	# rebuilds of phase 2 (each takes milliseconds here)
+	"$SCRUB" --force-rebuild --json "$mnt" >"$dir/k.json" 2>&1 &
 	k=$!
-	sleep "0.$((RANDOM % 40))"
+	for _ in $(seq 400); do
+		grep -q '"kind":"repair"' "$dir/k.json" 2>/dev/null && break
+		kill -0 "$k" 2>/dev/null || break
+		sleep 0.01
+	done
+	sleep "0.0$((RANDOM % 10))"
 	kill -9 "$k" 2>/dev/null && killed=$((killed + 1))
 	wait "$k" 2>/dev/null
 	daemon_alive "client killed (round $i)"
