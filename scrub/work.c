@@ -1,7 +1,8 @@
 /*
  * work.c — the worker threads of mendfs_scrub, each with its own connection to the daemon
  * (a connection answers one request at a time), and checking one object: a SCRUB request
- * whose findings are reported and counted.
+ * whose findings are reported and counted.  A batch of checks (phases 3 and 4) is followed
+ * by the repair of what it found damaged (fix.c), on the same connection.
  */
 #include "scrub.h"
 
