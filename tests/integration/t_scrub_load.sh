@@ -40,7 +40,7 @@ stop_load() {
 	spid=""
 }
 ml_extra_cleanup=stop_load
-scrub_to() { "$BIN/mendfs_scrub" --json "$mnt" >"$1" 2>"$1.err"; }
+scrub_to() { "$BIN/mendfs_scrub" -n --json "$mnt" >"$1" 2>"$1.err"; }
 # Let it build up some tree first (bounded).
 for _ in $(seq 200); do
 	[ "$(find "$mnt/load" -maxdepth 3 2>/dev/null | wc -l)" -gt 200 ] && break
@@ -61,7 +61,7 @@ daemon_alive "after the scrubs"
 mkdir "$mnt/verify" && bounded 120 "$STRESS" -p 2 -n 300 -z 1M "$mnt/verify" >"$dir/verify.out" 2>&1 ||
 	{ cat "$dir/verify.out"; fail "the verified run after the scrubs"; }
 ok "verified run: $(grep -o 'seed [0-9]*' "$dir/verify.out" | head -1), all results as expected"
-"$BIN/mendfs_scrub" "$mnt" >"$dir/quiet.out" 2>&1 || { cat "$dir/quiet.out"; fail "scrub of the quiet fs"; }
+"$BIN/mendfs_scrub" -n "$mnt" >"$dir/quiet.out" 2>&1 || { cat "$dir/quiet.out"; fail "scrub of the quiet fs"; }
 ok "quiet: $(cat "$dir/quiet.out")"
 umount_fs
 check_clean "after the load"
