@@ -22,6 +22,7 @@
 #include "inode.h"
 #include "log.h"
 #include "scrub_priv.h"
+#include "verify.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -100,55 +101,48 @@ static int ino_allocated(struct mfs_scrub_ctx *ctx, struct chunk_cache *cc, uint
 	return (cc->freemask >> (ino - cc->first)) & 1 ? -ENOENT : 0;
 }
 
-/* The mode in inode `ino`'s on-disk copy (for an inode whose in-core copy is stale and
- * locked by another thread; the buffer is read as scrub_inode_current does). */
-static int disk_mode(struct mfs_scrub_ctx *ctx, uint64_t ino, uint16_t *mode)
-{
-	const struct mfs_geom *g = &ctx->fs->geo;
-	const struct mfs_dinode *d;
-	struct mfs_buf *bp;
-	int err = mfs_buf_read(ctx->fs->bc, mfs_ino_to_fsb(g, ino), NULL, &bp);
-
-	if (err)
-		return err;
-	d = (const void *)((const char *)bp->data + mfs_ino_to_offset(g, ino));
-	*mode = mfs_get16(d->mode);
-	mfs_buf_put(bp);
-	return *mode ? 0 : -ENOENT;
-}
-
 /*
- * The mode of inode `ino` (0 with -ENOENT when not allocated).  Its lock is never waited
- * for, not even inside mfs_iget (MFS_IGET_NOWAIT, MFS_IGET_FREE): this runs under the
- * directory's lock, and a writer of the child (a rename, which locks in inode-number
- * order) may be waiting for the directory; when busy the type is read without it (a file
- * type never changes while the inode is allocated, and an entry keeps it allocated).
+ * The mode of inode `ino` (0 with -ENOENT when not allocated), from its committed on-disk
+ * copy (its cluster buffer, read under the AG lock) rather than the inode cache: a file
+ * type is set when the inode is made, in the transaction that adds its first entry, and
+ * never changes while the inode is allocated — and an entry of this directory, locked,
+ * keeps it allocated.  A walk of a large tree thus does not churn the inode cache.
+ * The child's lock is never taken (a rename holding it may wait for this directory), nor
+ * is mfs_iget called.  An inode that does not verify or whose fields are insane:
+ * -EFSCORRUPTED (its own checker names the damage).
  */
 static int mode_of(struct mfs_scrub_ctx *ctx, struct mfs_inode *dp, struct chunk_cache *cc,
 		   uint64_t ino, uint16_t *mode)
 {
-	struct mfs_inode *ip;
-	int err, locked;
+	struct mfs_fs *fs = ctx->fs;
+	const struct mfs_geom *g = &fs->geo;
+	uint32_t agno = mfs_ino_to_agno(g, ino);
+	const struct mfs_dinode *d;
+	struct mfs_buf *bp;
+	int err;
 
 	*mode = 0;
 	if (ino == dp->ino) {
 		*mode = dp->mode;
 		return 0;
 	}
-	/* The inobt is asked here (through the chunk cache), so the inode is loaded as a
-	 * trusted number. */
 	err = ino_allocated(ctx, cc, ino);
-	if (!err)
-		err = mfs_iget(ctx->fs, ino, MFS_IGET_NOWAIT | MFS_IGET_FREE, &ip);
-	if (err == -EDEADLK)
-		return disk_mode(ctx, ino, mode);       /* stale, and its lock busy */
 	if (err)
 		return err;
-	locked = pthread_rwlock_tryrdlock(&ip->lock) == 0;
-	*mode = __atomic_load_n(&ip->mode, __ATOMIC_RELAXED);
-	if (locked)
-		pthread_rwlock_unlock(&ip->lock);
-	mfs_iput(ip);
+	scrub_ag_lock(fs, agno);
+	err = mfs_buf_read(fs->bc, mfs_ino_to_fsb(g, ino), NULL, &bp);
+	if (!err) {
+		d = (const void *)((const char *)bp->data + mfs_ino_to_offset(g, ino));
+		err = mfs_dinode_verify(d, g->inodesize, ino, g->uuid);
+		if (!err)
+			err = mfs_dinode_check(d, g->inodesize, ino);
+		if (!err)
+			*mode = mfs_get16(d->mode);
+		mfs_buf_put(bp);
+	}
+	scrub_ag_unlock(fs, agno);
+	if (err)
+		return err;
 	return *mode ? 0 : -ENOENT;
 }
 
