@@ -34,7 +34,8 @@ int mfs_geom_from_sb(struct mfs_geom *g, const struct mfs_sb *sb, uint64_t devby
 		return MFS_CORRUPT("superblock: format version %u, this mendfs knows %u",
 				   mfs_get32(sb->version), MFS_VERSION);
 	if (!is_pow2(g->blocksize) || g->blocksize < MFS_MIN_BLOCKSIZE ||
-	    g->blocksize > MFS_MAX_BLOCKSIZE || (1u << (g->blocklog & 31)) != g->blocksize)
+	    g->blocksize > MFS_MAX_BLOCKSIZE || g->blocklog > 31 ||
+	    (1u << g->blocklog) != g->blocksize)
 		return MFS_CORRUPT("superblock: block size %u (log %u) is not a power of two "
 				   "between %u and %u", g->blocksize, g->blocklog,
 				   MFS_MIN_BLOCKSIZE, MFS_MAX_BLOCKSIZE);
