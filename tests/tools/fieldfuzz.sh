@@ -9,10 +9,11 @@
 #   (c) the offline check `mendfs_db -c "check -f"` on the fuzzed image (before mounting)
 #       and after the unmount must agree with the scrub;
 #   (d) no program is killed by a signal or hangs (every step bounded by timeout);
-#   (e) repair: online repair is not available in the client yet ("n/a"); a damaged image
+#   (e) repair: what the scrub found is repaired online (mendfs_scrub without -n) and
+#       scrubbed again: "online:repaired" or "online:unfixable"; an image still damaged
 #       (the offline check finds something after the unmount, or before a refused mount)
-#       goes through the offline `mendfs_repair` and is checked again: "fixed" or
-#       "unfixable" (its own column, not part of the verdict except for a crash).
+#       goes through the offline `mendfs_repair` and is checked again: "offline:fixed" or
+#       "offline:unfixable" (own column, not part of the verdict except for a crash).
 #
 # Each case is classified:
 #   refused   the mount was refused cleanly
@@ -213,7 +214,7 @@ ran=0
 declare -A tot
 one_case() {
 	local obj=$1 field=$2 verb=$3 change res mnt_s="-" scrub_s="-" pre post="-" dmn="-" src
-	local rep="n/a"
+	local rep="-"
 	rm -f "$img"
 	cp --sparse=always "$base" "$img"
 	if ! timeout 30 "$DB" -w -c "fuzz $obj $field $verb" "$img" >"$dir/fz" 2>&1; then
@@ -252,6 +253,15 @@ one_case() {
 	    elif [ $((src & 1)) = 1 ]; then scrub_s=found
 	    elif [ $((src & 4)) = 4 ]; then scrub_s=error
 	    else scrub_s=clean; fi
+	    # online repair of what the scrub found (mendfs_scrub without -n), checked again
+	    if [ "$scrub_s" = found ]; then
+		timeout 120 "$SCRUB" "$mnt" >"$dir/orep" 2>&1
+		src=$?
+		if [ "$src" -ge 124 ]; then rep="online:status$src"; res=CRASH
+		elif timeout 120 "$SCRUB" -n "$mnt" >"$dir/orep2" 2>&1; then rep="online:repaired"
+			tot[orepaired]=$((${tot[orepaired]:-0} + 1))
+		else rep="online:unfixable"; tot[ounfixable]=$((${tot[ounfixable]:-0} + 1)); fi
+	    fi
 	    # then exercise the daemon: stat, read and list the attributes of everything
 	    # (a listing that never ends, a request that never returns: HANG)
 	    timeout 60 find "$mnt" -exec stat {} + >/dev/null 2>&1
@@ -283,14 +293,14 @@ one_case() {
 	if [ "$post" = damage ] || { [ "$mnt_s" = refused ] && [ "$pre" = damage ]; }; then
 		timeout 120 "$REPAIR" "$img" >"$dir/rep" 2>&1
 		src=$?
-		if [ "$src" -ge 124 ]; then rep="repair-status$src"; res=CRASH
-		elif timeout 60 "$DB" -c "check -f" "$img" >"$dir/rcheck" 2>&1; then rep="n/a;offline:fixed"
-			tot[fixed]=$((${tot[fixed]:-0} + 1))
-		else rep="n/a;offline:unfixable"; tot[unfixable]=$((${tot[unfixable]:-0} + 1)); fi
+		if [ "$src" -ge 124 ]; then rep="$rep;offline:status$src"; res=CRASH
+		elif timeout 60 "$DB" -c "check -f" "$img" >"$dir/rcheck" 2>&1; then
+			rep="$rep;offline:fixed"; tot[fixed]=$((${tot[fixed]:-0} + 1))
+		else rep="$rep;offline:unfixable"; tot[unfixable]=$((${tot[unfixable]:-0} + 1)); fi
 	fi
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$obj" "$field" "$verb" "$change" \
 		"$res" "$mnt_s" "$scrub_s" "$pre" "$post" "$dmn" "$rep" >>"$tsv"
-	printf '%-16s %-22s %-10s %-28s %-9s %s\n' "$obj" "$field" "$verb" "$change" "$res" "${rep#n/a;}"
+	printf '%-16s %-22s %-10s %-28s %-9s %s\n' "$obj" "$field" "$verb" "$change" "$res" "${rep#-;}"
 	tot[$res]=$((${tot[$res]:-0} + 1))
 	if [ "$res" = MISS ] || [ "$res" = CRASH ] || [ "$res" = HANG ]; then
 		mkdir -p "$O/fieldfuzz.fail"
@@ -299,6 +309,7 @@ one_case() {
 		{ echo "== fuzz"; cat "$dir/fz"; echo "== check before"; tail -5 "$dir/pre"
 		  echo "== scrub"; tail -8 "$dir/scrub" 2>/dev/null; echo "== check after"
 		  tail -5 "$dir/post" 2>/dev/null; echo "== daemon"; tail -8 "$dir/dlog"
+		  echo "== online repair"; tail -5 "$dir/orep" 2>/dev/null
 		  echo "== offline repair"; tail -5 "$dir/rep" 2>/dev/null; } \
 			>"$O/fieldfuzz.fail/$tag.txt" 2>/dev/null
 	fi
@@ -338,7 +349,7 @@ END { for (j = 1; j <= n; j++) { printf "%-34s", rows[j]
 damaging=$((${tot[refused]:-0} + ${tot[detected]:-0} + ${tot[healed]:-0} + ${tot[MISS]:-0}))
 echo
 echo "fieldfuzz: $ran cases in ${el}s: refused ${tot[refused]:-0}, detected ${tot[detected]:-0}," \
-	"benign ${tot[benign]:-0}, unchanged ${tot[unchanged]:-0}, healed ${tot[healed]:-0}, MISS ${tot[MISS]:-0}, CRASH ${tot[CRASH]:-0}, HANG ${tot[HANG]:-0}; online repair: n/a;" \
+	"benign ${tot[benign]:-0}, unchanged ${tot[unchanged]:-0}, healed ${tot[healed]:-0}, MISS ${tot[MISS]:-0}, CRASH ${tot[CRASH]:-0}, HANG ${tot[HANG]:-0}; online repair: repaired ${tot[orepaired]:-0}, unfixable ${tot[ounfixable]:-0};" \
 	"offline repair: fixed ${tot[fixed]:-0}, unfixable ${tot[unfixable]:-0}"
 [ "$damaging" -gt 0 ] &&
 	echo "fieldfuzz: of the damaging fuzzes (refused+detected+healed+MISS)" \
