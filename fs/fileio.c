@@ -553,10 +553,23 @@ static int punch_blocks(struct mfsd *d, struct mfs_inode *ip, uint64_t first, ui
 	uint64_t off = first;
 	int err = 0;
 	unsigned tries = 0, nomem = 0;
+	/* The in-core changes the first transaction must log (a truncate's size, times and
+	 * mode): a cancelled try reloads the inode from its buffer, which undoes them, so they
+	 * are put back before the next try. */
+	const uint64_t want_size = ip->size;
+	const struct timespec want_mtime = ip->mtime, want_ctime = ip->ctime;
+	const uint16_t want_mode = ip->mode;
 
 	while (off < last || log_first) {
 		struct mfs_trans *tp;
 		uint64_t done = 0;
+
+		if (log_first) {
+			ip->size = want_size;
+			ip->mtime = want_mtime;
+			ip->ctime = want_ctime;
+			ip->mode = want_mode;
+		}
 
 		err = mfs_trans_alloc(d->fs, &tp);
 		if (err && punch_must_go_on(err, logged, &nomem))
