@@ -1143,11 +1143,17 @@ static void cw_step(struct cworker *w)
 	w->ops++;
 }
 
+/* Each writer stops after this many changes even if the scrubs are still running: the
+ * rmap checker reloads an owner's tree-block list whenever consecutive records change
+ * owner, so a scrub's cost grows faster than the filesystem, and unbounded writers on a
+ * fast machine made the three rounds below take minutes. */
+#define CW_MAX_OPS 4000u
+
 static void *cw_main(void *arg)
 {
 	struct cworker *w = arg;
 
-	while (!cw_stop)
+	while (!cw_stop && w->ops < CW_MAX_OPS)
 		cw_step(w);
 	return NULL;
 }
