@@ -82,10 +82,7 @@ void mfsd_touch_atime(struct mfsd *d, struct mfs_inode *ip)
 	err = mfs_trans_alloc(d->fs, &tp);
 	if (!err) {
 		err = mfs_inode_log(tp, ip);
-		if (!err)
-			err = mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, NULL);
-		else
-			mfs_trans_cancel(tp);
+		err = mfsd_trans_end(tp, err);
 	}
 	if (err) {
 		mfs_inode_reload(ip);

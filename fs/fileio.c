@@ -59,12 +59,6 @@ static int has_extents(const struct mfs_inode *ip)
 	return ip->dformat == MFS_FMT_EXTENTS || ip->dformat == MFS_FMT_BTREE;
 }
 
-/* Commit without waiting for the log (durable at the next force: fsync, or unmount). */
-static int commit_async(struct mfs_trans *tp)
-{
-	return mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, NULL);
-}
-
 /* Log ip's in-core fields in a transaction of their own. */
 static int log_inode(struct mfsd *d, struct mfs_inode *ip)
 {
@@ -79,7 +73,7 @@ static int log_inode(struct mfsd *d, struct mfs_inode *ip)
 		mfs_inode_reload(ip);
 		return err;
 	}
-	err = commit_async(tp);
+	err = mfsd_trans_end(tp, 0);
 	if (err)
 		mfs_inode_reload(ip);
 	return err;
@@ -175,7 +169,7 @@ again:
 			goto again;
 		return err;
 	}
-	err = commit_async(tp);
+	err = mfsd_trans_end(tp, 0);
 	if (err) {
 		mfs_inode_reload(ip);
 		return err;
@@ -198,16 +192,11 @@ static int convert_written(struct mfsd *d, struct mfs_inode *ip, uint64_t b, uin
 		if (err)
 			return err;
 		err = mfs_bmap_convert_written(tp, ip, b + done, n - done, &got);
+		err = mfsd_trans_end(tp, err);
 		if (err) {
-			mfs_trans_cancel(tp);
 			mfs_inode_reload(ip);
 			if (mfsd_should_retry(err, &tries))
 				continue;
-			return err;
-		}
-		err = commit_async(tp);
-		if (err) {
-			mfs_inode_reload(ip);
 			return err;
 		}
 		done += got;
@@ -587,7 +576,7 @@ static int punch_blocks(struct mfsd *d, struct mfs_inode *ip, uint64_t first, ui
 				continue;
 			break;
 		}
-		err = commit_async(tp);
+		err = mfsd_trans_end(tp, 0);
 		if (err) {
 			mfs_inode_reload(ip);
 			if (punch_must_go_on(err, logged, &nomem))
@@ -800,16 +789,11 @@ static int alloc_unwritten(struct mfsd *d, struct mfs_inode *ip, uint64_t b, uin
 		err = mfs_bmap_alloc(tp, ip, b, (ext.startoff + ext.len < e ?
 						 ext.startoff + ext.len : e) - b,
 				     MFS_BMAP_UNWRITTEN, &ext);
+		err = mfsd_trans_end(tp, err);
 		if (err) {
-			mfs_trans_cancel(tp);
 			mfs_inode_reload(ip);
 			if (mfsd_should_retry(err, &tries))
 				continue;
-			return err;
-		}
-		err = commit_async(tp);
-		if (err) {
-			mfs_inode_reload(ip);
 			return err;
 		}
 		b += ext.len;

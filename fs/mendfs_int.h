@@ -39,6 +39,7 @@
 
 #include "fs.h"
 #include "inode.h"
+#include "trans.h"
 
 struct mfsd_node;
 struct mfsd_work;
@@ -105,6 +106,18 @@ static inline void mfsd_retry_backoff(unsigned tries)
 
 		nanosleep(&ts, NULL);
 	}
+}
+
+/* End a request's transaction: commit it without waiting for the log (durable at the next
+ * force: fsync, commit= or unmount) when `err` is 0, cancel it otherwise.  Returns the
+ * commit's error, or `err`. */
+static inline int mfsd_trans_end(struct mfs_trans *tp, int err)
+{
+	if (err) {
+		mfs_trans_cancel(tp);
+		return err;
+	}
+	return mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, NULL);
 }
 
 static inline int mfsd_should_retry(int err, unsigned *tries)

@@ -497,10 +497,7 @@ static void do_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 			dp->mtime = dp->ctime = now;
 			err = ls_log(&ls, tp);
 		}
-		if (!err)
-			err = mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, NULL);
-		else
-			mfs_trans_cancel(tp);
+		err = mfsd_trans_end(tp, err);
 		if (!err)
 			break;
 		ls_reload(&ls);
@@ -612,10 +609,7 @@ static int do_remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, i
 				if (!err)
 					err = ls_log(&ls, tp);
 			}
-			if (!err)
-				err = mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, NULL);
-			else
-				mfs_trans_cancel(tp);
+			err = mfsd_trans_end(tp, err);
 			if (!err)
 				break;
 			ls_reload(&ls);
@@ -911,10 +905,7 @@ static void do_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 				err = rename_trans(d, &a, tp);
 			if (!err)
 				err = ls_log(&ls, tp);
-			if (!err)
-				err = mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, NULL);
-			else
-				mfs_trans_cancel(tp);
+			err = mfsd_trans_end(tp, err);
 			if (!err)
 				break;
 			ls_reload(&ls);

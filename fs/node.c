@@ -474,10 +474,7 @@ static int free_inode(struct mfsd *d, struct mfs_inode *ip)
 			err = 0;        /* not on a list (reported): free it all the same */
 		if (!err)
 			err = mfs_ifree(tp, ip->ino);
-		if (!err)
-			err = mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, NULL);
-		else
-			mfs_trans_cancel(tp);
+		err = mfsd_trans_end(tp, err);
 		if (!err)
 			break;
 		mfs_inode_reload(ip);
