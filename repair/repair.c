@@ -218,10 +218,33 @@ int rep_sort(struct rep *r, struct mfs_xfarray *a, mfs_xfarray_cmp_fn cmp, const
 }
 
 /* ---- the entry point ------------------------------------------------------------------------ */
+/*
+ * The rebuilders, one line each: the object type and the function that rebuilds it
+ * (declared in repair_priv.h).  A type missing here gives -EOPNOTSUPP.
+ */
+static const struct {
+	uint32_t type;
+	int (*rebuild)(struct rep *r);
+} rep_rebuilders[] = {
+	{ MFS_SCRUB_BNOBT, rep_allocbt },
+	{ MFS_SCRUB_CNTBT, rep_allocbt },
+	{ MFS_SCRUB_INOBT, rep_inobt },
+	{ MFS_SCRUB_AGFL, rep_agfl },
+	{ MFS_SCRUB_RMAPBT, rep_rmapbt },
+	{ MFS_SCRUB_SUMMARY, rep_summary },
+};
+
+static int (*rep_rebuilder(uint32_t type))(struct rep *)
+{
+	for (size_t i = 0; i < sizeof(rep_rebuilders) / sizeof(rep_rebuilders[0]); i++)
+		if (rep_rebuilders[i].type == type)
+			return rep_rebuilders[i].rebuild;
+	return NULL;
+}
+
 int mfs_repair_supported(uint32_t type)
 {
-	return type == MFS_SCRUB_BNOBT || type == MFS_SCRUB_CNTBT || type == MFS_SCRUB_INOBT ||
-	       type == MFS_SCRUB_RMAPBT || type == MFS_SCRUB_SUMMARY || type == MFS_SCRUB_AGFL;
+	return rep_rebuilder(type) != NULL;
 }
 
 static int check_fd(struct rep *r, unsigned i)
@@ -337,16 +360,7 @@ int mfs_repair(struct mfs_repair_ctx *rc)
 	err = rep_poll(r);
 	if (err)
 		goto out;
-	if (rc->type == MFS_SCRUB_INOBT)
-		err = rep_inobt(r);
-	else if (rc->type == MFS_SCRUB_RMAPBT)
-		err = rep_rmapbt(r);
-	else if (rc->type == MFS_SCRUB_SUMMARY)
-		err = rep_summary(r);
-	else if (rc->type == MFS_SCRUB_AGFL)
-		err = rep_agfl(r);
-	else
-		err = rep_allocbt(r);
+	err = rep_rebuilder(rc->type)(r);
 	rep_release(r);
 	if (!err)
 		err = revalidate(r);
