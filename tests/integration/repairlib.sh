@@ -1,0 +1,85 @@
+# repairlib.sh — helpers sourced, after mountlib.sh and stresslib.sh, by the tests of online
+# repair (not a test itself: `make check` runs only t_*.sh).
+#
+#   SCRUB                     the mendfs_scrub program
+#   checksums WHEN            every file listed in $dir/sums (md5sum format, paths relative
+#                             to the mount) still reads back the same
+#   umount_any                unmount and wait for the daemon, whatever its exit status (the
+#                             daemon of a damaged filesystem may end with status 1)
+#   stress_start/stress_stop  short mendfs_stress runs in $mnt/stress/rN beside a repair
+#   round NAME WANT DB-CMDS.. copy $pop to $img, damage it with `mendfs_db -w -c CMD...`,
+#                             mount, scrub (repairing) under load: every object matching the
+#                             ';'-separated regexps WANT reported repaired, exit 0; then a
+#                             load, `mendfs_scrub -n` clean, checksums, unmount,
+#                             `mendfs_repair -n` clean
+# The caller provides $pop (a populated, unmounted image) and $dir/sums, and creates
+# $mnt/stress in $pop.
+SCRUB=${SCRUB:-$BIN/mendfs_scrub}
+
+checksums() { (cd "$mnt" && md5sum --quiet -c "$dir/sums") >"$dir/md5" 2>&1 ||
+	{ cat "$dir/md5"; fail "$1: file contents changed"; }; }
+
+# The daemon of a damaged filesystem may end with status 1 (it could not mark it clean).
+umount_any() {
+	cd /
+	fusermount3 -u "$mnt" || fail "fusermount3 -u failed"
+	ml_wait_gone
+}
+
+# A load beside the repair: short mendfs_stress runs one after another, each in a fresh
+# subdirectory, until $dir/stop appears.  Before the repair they may meet the damage
+# (EUCLEAN) and fail; the count of runs and of failures is reported.
+stress_start() {
+	rm -f "$dir/stop" "$dir/stress.out"
+	( n=0 bad=0
+	  while [ ! -e "$dir/stop" ] && [ $n -lt 200 ]; do
+		n=$((n + 1))
+		if ! { mkdir "$mnt/stress/r$n" && "$STRESS" -p 2 -n 100 -e 20 -z 32K -S \
+			"$mnt/stress/r$n" >>"$dir/stress.out" 2>&1; } 2>/dev/null; then
+			bad=$((bad + 1))
+			sleep 0.02              # a damaged fs fails at once: do not spin
+		fi
+	  done
+	  echo "$n runs, $bad failed" >"$dir/stress.n" ) &
+	spid=$!
+}
+stress_stop() {
+	touch "$dir/stop"
+	wait "$spid"
+	spid=""
+}
+
+# round NAME WANT DB-COMMANDS...: WANT = extended regexps of the objects ("AG n name") that
+# must be reported repaired, separated by ';'.
+round() {
+	local name=$1 want=$2 args=() t0=$SECONDS
+	shift 2
+	for c in "$@"; do args+=(-c "$c"); done
+	cp --sparse=always "$pop" "$img"
+	"$DB" -w "${args[@]}" "$img" >"$dir/wout" 2>&1 || { cat "$dir/wout"; fail "$name: damage"; }
+	mount_fs
+	stress_start
+	bounded 60 "$SCRUB" "$mnt" >"$dir/out" 2>&1
+	local rc=$?
+	stress_stop
+	daemon_alive "$name"
+	[ $rc -eq 0 ] || { cat "$dir/out"; fail "$name: mendfs_scrub exit $rc, expected 0"; }
+	local IFS=';'
+	for w in $want; do
+		grep -Eq "^Repaired: $w: " "$dir/out" || { cat "$dir/out"; fail "$name: '$w' not repaired"; }
+	done
+	unset IFS
+	grep -q "all repaired" "$dir/out" || { cat "$dir/out"; fail "$name: no 'all repaired'"; }
+	# a short load after the repair must succeed whatever happened before
+	mkdir "$mnt/after" || fail "$name: mkdir after the repair"
+	"$STRESS" -p 2 -n 150 -e 30 -z 32K -S -c "$mnt/after" >"$dir/stress2.out" 2>&1 ||
+		{ tail "$dir/stress2.out"; fail "$name: load after the repair failed"; }
+	rmdir "$mnt/after" || fail "$name: rmdir after the load"
+	"$SCRUB" -n "$mnt" >"$dir/out2" 2>&1 || { cat "$dir/out2"; fail "$name: second scrub -n not clean"; }
+	checksums "$name"
+	umount_fs
+	"$BIN/mendfs_repair" -n "$img" >"$dir/rep" 2>&1 || { cat "$dir/rep"; fail "$name: mendfs_repair -n"; }
+	ok "$name: $(grep -c '^Repaired' "$dir/out") repaired (load beside it: $(cat "$dir/stress.n")), second scrub," \
+		"mendfs_repair -n clean, files unchanged ($((SECONDS - t0)) s)"
+}
+
