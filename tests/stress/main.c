@@ -1,6 +1,7 @@
 /*
  * main.c — mendfs_stress: options, the worker processes, the failure report and the
- * summary.  See stress.h for the model, ops.c for the operations, synclog.c for -l/-V.
+ * summary.  See stress.h for the model, ops.c for the operations, synclog.c for -l/-V,
+ * manifest.c for -m/-M.
  *
  * Exit status: 0 when every operation did what the model said and every surviving file,
  * directory and attribute was verified at the end; 1 on any failure (reported with the seed,
@@ -27,6 +28,7 @@ static void usage(FILE *f)
 	fprintf(f,
 "usage: mendfs_stress [options] DIR\n"
 "       mendfs_stress -V LOG DIR\n"
+"       mendfs_stress -M MANIFEST DIR\n"
 "Runs N processes of seeded random filesystem operations in DIR (each in its own DIR/pN),\n"
 "checks every result and every read against a model of what each process wrote, verifies\n"
 "everything left at the end, and prints the operation counts and a summary.  Run it as root\n"
@@ -47,7 +49,11 @@ static void usage(FILE *f)
 "  -l LOG      append 'S path size crc32c' after each file fsync and 'D path' before each\n"
 "              change, for a check after a crash\n"
 "  -V LOG      check DIR against LOG: every file fsync'd and not changed since is intact\n"
-"  -c          remove everything after the final check\n"
+"  -m FILE     after the final check, append to FILE a manifest of everything left (every\n"
+"              name, its inode, mode, owner, links, size, content crc32c, xattrs)\n"
+"  -M FILE     check DIR against the manifest FILE (after a remount, say): everything\n"
+"              listed intact, nothing else there\n"
+"  -c          remove everything after the final check (not with -m)\n"
 "  -P          paranoid: after each operation, check the whole file it changed\n"
 "  -v          print every operation\n");
 }
@@ -211,6 +217,10 @@ static int worker(int idx, double t0, int dirfd)
 	if (!r && !p->st->failed) {
 		note_op(p, "final check");
 		r = check_all(p);
+		if (!r && o.manifest) {
+			note_op(p, "manifest");
+			r = manifest_write(p, o.manifest);
+		}
 		if (!r && o.cleanup) {
 			note_op(p, "cleanup");
 			r = cleanup(p);
@@ -317,7 +327,7 @@ static void summary(double secs)
 
 int main(int argc, char **argv)
 {
-	const char *verify = NULL;
+	const char *verify = NULL, *mverify = NULL;
 	int c, seeded = 0, status = 0;
 	pid_t pids[MAXPROCS];
 
@@ -327,7 +337,7 @@ int main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		}
-	while ((c = getopt(argc, argv, "p:n:t:s:f:e:z:SkcPvVl:h")) != -1) {
+	while ((c = getopt(argc, argv, "p:n:t:s:f:e:z:SkcPvVl:m:Mh")) != -1) {
 		switch (c) {
 		case 'p': o.nprocs = atoi(optarg); break;
 		case 'n': o.nops = strtoull(optarg, NULL, 0); break;
@@ -343,18 +353,21 @@ int main(int argc, char **argv)
 		case 'v': o.verbose = 1; break;
 		case 'V': verify = ""; break;
 		case 'l': o.synclog = optarg; break;
+		case 'm': o.manifest = optarg; break;
+		case 'M': mverify = ""; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
-	if (verify) {
-		if (argc - optind != 2) {
+	if (verify || mverify) {
+		if (argc - optind != 2 || (verify && mverify)) {
 			usage(stderr);
 			return 2;
 		}
-		return synclog_verify(argv[optind], argv[optind + 1]);
+		return verify ? synclog_verify(argv[optind], argv[optind + 1]) :
+				manifest_verify(argv[optind], argv[optind + 1]);
 	}
-	if (argc - optind != 1 || o.nprocs < 1 || o.nprocs > MAXPROCS || o.max_entries < 1 ||
+	if (argc - optind != 1 || (o.manifest && o.cleanup) || o.nprocs < 1 || o.nprocs > MAXPROCS || o.max_entries < 1 ||
 	    o.max_size < 4096) {
 		usage(stderr);
 		return 2;

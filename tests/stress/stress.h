@@ -100,6 +100,7 @@ struct opts {
 	unsigned max_entries;		/* names per process */
 	uint64_t max_size;		/* bytes per file */
 	const char *synclog;		/* -l FILE */
+	const char *manifest;		/* -m FILE */
 	const char *dir;
 };
 
@@ -171,6 +172,10 @@ void synclog_dirty(struct proc *p, const struct dent *d);	/* d and everything be
 void synclog_dirty_obj(struct proc *p, const struct obj *ob);	/* every name of ob */
 void synclog_synced(struct proc *p, const struct dent *d);
 int synclog_verify(const char *log, const char *dir);
+
+/* manifest.c: the list of everything left (-m), checked later (-M) */
+int manifest_write(struct proc *p, const char *file);
+int manifest_verify(const char *file, const char *dir);
 
 /* main.c: reporting */
 int fail(struct proc *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
