@@ -478,6 +478,7 @@ static int run_repair(struct mfsd_client *c, const struct mfs_ctl_scrub_req *q)
 		rc->fds[i] = c->msg.fds[i];
 	rc->nfds = c->msg.nfds;
 	rc->cancelled = on_cancelled;
+	rc->quiesce = on_quiesce;
 	rc->hook_arg = c;
 	/* Memory pressure stops the repair too (PSI, cgroup events; whatever this system
 	 * offers: an unavailable source is not an error, and no watcher at all only means no
@@ -485,6 +486,7 @@ static int run_repair(struct mfsd_client *c, const struct mfs_ctl_scrub_req *q)
 	if (mfs_pressure_start(NULL, &pressure) == 0)
 		rc->abort = mfs_pressure_flag(pressure);
 	err = mfs_repair(rc);
+	mfsd_ctl_quiesce(c, 0);
 	mfs_pressure_stop(pressure);
 	snprintf(done, sizeof(done), "rebuilt: %llu records; scratch estimate %llu bytes, "
 		 "reserved %llu, used %llu", (unsigned long long)rc->records,

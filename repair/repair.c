@@ -267,10 +267,18 @@ static int check_fd(struct rep *r, unsigned i)
 }
 
 struct recheck {
+	struct mfs_repair_ctx *rc;
 	unsigned n;
 	uint32_t flags;
 	char first[512];
 };
+
+static int recheck_quiesce(void *arg, int on)
+{
+	struct recheck *rk = arg;
+
+	return rk->rc->quiesce(rk->rc->hook_arg, on);
+}
 
 static void recheck_report(void *arg, uint32_t flag, const char *msg)
 {
@@ -307,7 +315,10 @@ static int revalidate(struct rep *r)
 		sc.agno = rc->agno;
 		sc.ino = rc->ino;
 		sc.report = recheck_report;
+		if (rc->quiesce)
+			sc.quiesce = recheck_quiesce;
 		sc.hook_arg = &rk;
+		rk.rc = rc;
 		err = mfs_scrub(&sc);
 		if (err)
 			return rep_fail(r, err, "rebuilt, but the check afterwards failed: %s",

@@ -67,6 +67,10 @@ struct mfs_repair_ctx {
 	 * gone or sent CANCEL.  Either stops the repair with -ECANCELED before its commit. */
 	const atomic_int *abort;
 	int (*cancelled)(void *arg);
+	/* Online: hold the namespace changes back (on 1) and let them go (on 0), as
+	 * mfs_scrub_ctx.quiesce does; NULL when nothing else changes names (offline).  The
+	 * link-count and orphan-list rebuilds and their checks afterwards run inside it. */
+	int (*quiesce)(void *arg, int on);
 	/* Tests: called at each enum mfs_repair_point; a nonzero return (a negative errno)
 	 * aborts the repair with that error. */
 	int (*test_hook)(void *arg, enum mfs_repair_point at);

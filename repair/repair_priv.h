@@ -71,6 +71,22 @@ int rep_inobt(struct rep *r);       /* MFS_SCRUB_INOBT */
 int rep_rmapbt(struct rep *r);      /* MFS_SCRUB_RMAPBT (offline only) */
 int rep_agfl(struct rep *r);        /* MFS_SCRUB_AGFL */
 int rep_summary(struct rep *r);     /* MFS_SCRUB_SUMMARY (offline only; repair_summary.c) */
+int rep_nlinks(struct rep *r);      /* MFS_SCRUB_NLINKS (repair_nlinks.c) */
+int rep_orphans(struct rep *r);     /* MFS_SCRUB_ORPHANS: every AG's list (repair_orphans.c) */
+
+/*
+ * Link inode `ino` into /lost+found (repair_lostfound.c), for an inode that lost its last
+ * name (link counts) or whose entry a directory rebuild could not keep.  The name is
+ * "#<ino>" ("#<ino>.<n>" when that is taken); /lost+found (a directory, mode 0700, owner
+ * root) is made in the root when the root has no entry of that name.  A directory's ".."
+ * becomes /lost+found, which gains a link.  `nlink`: the inode's link count afterwards
+ * (0: left as it is, the caller counted the new entry already).  One transaction,
+ * committed here.  The caller holds no inode lock and no AG lock (online: inside the
+ * namespace quiesce, rc->quiesce, so that no name changes meanwhile).  0; -ENOENT (the inode
+ * is free), -EINVAL (the root or /lost+found itself), -EFSCORRUPTED (the root, or a
+ * /lost+found that is not a directory), or another negative errno; r's reason says why.
+ */
+int rep_lostfound_link(struct rep *r, uint64_t ino, uint32_t nlink);
 
 /* The space inode ip owns in AG agno, as reverse-map pieces (repair_owners.c): fn is called
  * with (priv, ino, agbno, len, rmap offset) for each; its non-zero return stops the walk. */
