@@ -59,14 +59,17 @@ static int has_extents(const struct mfs_inode *ip)
 	return ip->dformat == MFS_FMT_EXTENTS || ip->dformat == MFS_FMT_BTREE;
 }
 
-/* Log ip's in-core fields in a transaction of their own. */
+/* Log ip's in-core fields in a transaction of their own.  On failure the in-core inode is
+ * reloaded from its buffer: the caller's changes are undone, as the reply says. */
 static int log_inode(struct mfsd *d, struct mfs_inode *ip)
 {
 	struct mfs_trans *tp;
 	int err = mfs_trans_alloc(d->fs, &tp);
 
-	if (err)
+	if (err) {
+		mfs_inode_reload(ip);
 		return err;
+	}
 	err = mfs_inode_log(tp, ip);
 	if (err) {
 		mfs_trans_cancel(tp);
@@ -563,8 +566,14 @@ static int punch_blocks(struct mfsd *d, struct mfs_inode *ip, uint64_t first, ui
 		err = mfs_trans_alloc(d->fs, &tp);
 		if (err && punch_must_go_on(err, logged, &nomem))
 			continue;
-		if (err)
+		if (err) {
+			/* Nothing of the first transaction's changes is logged: undo them in
+			 * core too (a truncate that fails leaves the size as it was; before,
+			 * the new size stayed in core and the next transaction logged it). */
+			if (log_first)
+				mfs_inode_reload(ip);
 			break;
+		}
 		if (off < last)
 			err = mfs_bmap_punch(tp, ip, off, last - off, &done);
 		if (!err && log_first)
