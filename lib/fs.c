@@ -119,6 +119,79 @@ out:
 	return err;
 }
 
+/*
+ * MFS_OPEN_SB_COPY: the primary is unusable, so neither the block size nor the AG size is
+ * known.  A copy of AG n sits at fsblock n * agblocks: scan the device for the superblock
+ * magic at every MFS_MIN_BLOCKSIZE boundary, and take the first block there that verifies
+ * over its own block size, carries a valid geometry, names itself (blkno = owner x
+ * agblocks, owner >= 1) and whose incompatible features this mendfs knows.  The scan reads
+ * in chunks of 1 MiB and stops at the first copy (AG 1's, at a quarter of a default mkfs).
+ */
+#define SB_SCAN_CHUNK (1u << 20)
+
+static int sb_copy_ok(struct mfs_dev *dev, uint64_t off, void *blk, struct mfs_geom *geo)
+{
+	const struct mfs_sb *sb = blk;
+	struct mfs_blk_expect e = { MFS_SB_MAGIC, 0, MFS_LEVEL_ANY, "superblock copy" };
+	uint32_t bs = mfs_get32(sb->blocksize);
+	uint64_t owner = mfs_get64(sb->hdr.owner);
+
+	if (bs < MFS_MIN_BLOCKSIZE || bs > MFS_MAX_BLOCKSIZE || (bs & (bs - 1)) || off % bs ||
+	    off + bs > mfs_dev_size(dev) || owner == 0 || owner >= MFS_MAX_AGCOUNT ||
+	    mfs_get64(sb->hdr.blkno) != off / bs)
+		return 0;
+	if (mfs_dev_pread(dev, blk, bs, off))
+		return 0;
+	e.owner = owner;
+	if (!mfs_blk_crc_ok(blk, bs) || mfs_geom_from_sb(geo, sb, mfs_dev_size(dev)) ||
+	    owner >= geo->agcount || owner * geo->agblocks != off / bs ||
+	    mfs_blk_verify(blk, bs, off / bs, sb->hdr.uuid, &e, 0) ||
+	    (mfs_get32(sb->features_incompat) & ~MFS_FEAT_INCOMPAT_SUPPORTED))
+		return 0;
+	return 1;
+}
+
+static int fs_read_sb_copy(struct mfs_dev *dev, struct mfs_geom *geo)
+{
+	uint64_t size = mfs_dev_size(dev);
+	char *buf = mfs_malloc(SB_SCAN_CHUNK), *blk = mfs_malloc(MFS_MAX_BLOCKSIZE);
+	int err = -EFSCORRUPTED;
+
+	if (!buf || !blk) {
+		free(buf);
+		free(blk);
+		return -ENOMEM;
+	}
+	for (uint64_t pos = 0; pos < size && err == -EFSCORRUPTED; pos += SB_SCAN_CHUNK) {
+		size_t n = size - pos < SB_SCAN_CHUNK ? (size_t)(size - pos) : SB_SCAN_CHUNK;
+
+		if (mfs_dev_pread(dev, buf, n, pos))
+			break;
+		for (size_t o = pos ? 0 : MFS_MIN_BLOCKSIZE; o + sizeof(struct mfs_sb) <= n;
+		     o += MFS_MIN_BLOCKSIZE) {
+			const struct mfs_sb *sb = (const void *)(buf + o);
+
+			if (mfs_get32(sb->hdr.magic) != MFS_SB_MAGIC)
+				continue;
+			memcpy(blk, buf + o, sizeof(struct mfs_sb));
+			if (sb_copy_ok(dev, pos + o, blk, geo)) {
+				mfs_log(MFS_LOG_WARN, "%s: the primary superblock is unusable; using "
+					"the copy of AG %llu (block %llu)", mfs_dev_path(dev),
+					(unsigned long long)mfs_get64(sb->hdr.owner),
+					(unsigned long long)((pos + o) / geo->blocksize));
+				err = 0;
+				break;
+			}
+		}
+	}
+	if (err)
+		mfs_log(MFS_LOG_ERR, "%s: the primary superblock is unusable and no superblock "
+			"copy was found", mfs_dev_path(dev));
+	free(buf);
+	free(blk);
+	return err;
+}
+
 int mfs_fs_open(const char *path, unsigned flags, size_t cache_bytes, struct mfs_fs **out)
 {
 	struct mfs_dev *dev;
@@ -135,6 +208,8 @@ int mfs_fs_open(const char *path, unsigned flags, size_t cache_bytes, struct mfs
 	if (err)
 		return err;
 	err = fs_read_primary_sb(dev, &geo);
+	if (mfs_is_corruption(err) && (flags & MFS_OPEN_SB_COPY))
+		err = fs_read_sb_copy(dev, &geo);
 	if (!err)
 		err = mfs_fs_create(dev, &geo, cache_bytes, out);
 	if (err) {

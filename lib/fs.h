@@ -41,6 +41,9 @@ struct mfs_fs {
 #define MFS_OPEN_EXCL     0x2u    /* lock the device against other mendfs processes */
 #define MFS_OPEN_JOURNAL  0x4u    /* replay the journal and attach it (read-write only);
                                      a corrupt journal header fails with -EFSCORRUPTED */
+#define MFS_OPEN_SB_COPY  0x8u    /* the primary superblock unusable: take the geometry from
+                                     the first superblock copy that verifies (a scan of the
+                                     device; mendfs_repair), and say so in a message */
 
 #define MFS_DEFAULT_CACHE_BYTES (64u << 20)
 

@@ -178,13 +178,14 @@ static const uint32_t ag_trees[] = { MFS_SCRUB_BNOBT, MFS_SCRUB_CNTBT, MFS_SCRUB
 static void do_ag(struct tool *t, uint32_t agno)
 {
 	unsigned bad_first = 0, bad_tree[NELEM(ag_trees)] = { 0 }, total, left = 0;
-	int agh_bad = 0, rmap_bad = 0, agfl_bad = 0, agfl_ok = 0, rebuilt = 0;
+	int sb_bad = 0, agh_bad = 0, rmap_bad = 0, agfl_bad = 0, agfl_ok = 0, rebuilt = 0;
 
 	for (size_t i = 0; i < NELEM(ag_first); i++) {
 		int n = check(t, ag_first[i], agno, 0, "");
 
 		if (n > 0) {
 			bad_first += (unsigned)n;
+			sb_bad |= ag_first[i] == MFS_SCRUB_SB;
 			agh_bad |= ag_first[i] == MFS_SCRUB_AGH;
 			rmap_bad |= ag_first[i] == MFS_SCRUB_RMAPBT;
 			agfl_bad |= ag_first[i] == MFS_SCRUB_AGFL;
@@ -201,9 +202,11 @@ static void do_ag(struct tool *t, uint32_t agno)
 		t->unfixed += total;
 		return;
 	}
-	/* The reverse map first: the other rebuilds trust it.  The header's counters are
-	 * rewritten by the rebuilds: a header that disagrees is worth a rebuild of both kinds
-	 * of tree. */
+	/* The superblock first (from the geometry in use).  Then the reverse map: the other
+	 * rebuilds trust it.  The header's counters are rewritten by the rebuilds: a header
+	 * that disagrees is worth a rebuild of both kinds of tree. */
+	if (sb_bad)
+		rebuilt |= rebuild(t, MFS_SCRUB_SB, agno) == 0;
 	if (agfl_bad)
 		rebuilt |= agfl_ok = rebuild(t, MFS_SCRUB_AGFL, agno) == 0;
 	if (rmap_bad)
@@ -296,7 +299,7 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
 	struct tool t;
-	unsigned flags = MFS_OPEN_EXCL;
+	unsigned flags = MFS_OPEN_EXCL | MFS_OPEN_SB_COPY;
 	int c, err, ex;
 
 	memset(&t, 0, sizeof(t));

@@ -232,6 +232,7 @@ static const struct {
 	{ MFS_SCRUB_AGFL, rep_agfl },
 	{ MFS_SCRUB_RMAPBT, rep_rmapbt },
 	{ MFS_SCRUB_SUMMARY, rep_summary },
+	{ MFS_SCRUB_SB, rep_sb },
 };
 
 static int (*rep_rebuilder(uint32_t type))(struct rep *)

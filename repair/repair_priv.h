@@ -71,6 +71,7 @@ int rep_inobt(struct rep *r);       /* MFS_SCRUB_INOBT */
 int rep_rmapbt(struct rep *r);      /* MFS_SCRUB_RMAPBT (offline only) */
 int rep_agfl(struct rep *r);        /* MFS_SCRUB_AGFL */
 int rep_summary(struct rep *r);     /* MFS_SCRUB_SUMMARY (offline only; repair_summary.c) */
+int rep_sb(struct rep *r);          /* MFS_SCRUB_SB: a superblock copy or the primary (repair_sb.c) */
 int rep_nlinks(struct rep *r);      /* MFS_SCRUB_NLINKS (repair_nlinks.c) */
 int rep_orphans(struct rep *r);     /* MFS_SCRUB_ORPHANS: every AG's list (repair_orphans.c) */
 

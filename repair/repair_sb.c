@@ -1,0 +1,186 @@
+/*
+ * repair_sb.c — the superblock rebuilder: the primary (AG 0) or the copy of AG n rewritten
+ * whole from the geometry the filesystem runs with.
+ *
+ * The geometry in memory (fs->geo) is the truth: the daemon read it from a primary that
+ * verified when it mounted, and mendfs_repair from the primary or, when the primary was
+ * unreadable, from a copy (MFS_OPEN_SB_COPY in fs.h).  The rest of a superblock (state,
+ * features, summary counters, times, label) is taken from the best source there is, in
+ * this order: the primary if it verifies and agrees with fs->geo; else (rebuilding the
+ * primary) the block being rebuilt if it verifies; else the first copy that does; else
+ * nothing — counters 0 and state DIRTY, which the daemon's unmount or the offline summary
+ * rebuild sets right.  What is taken is sanitised the way the checker (scrub_sb.c) wants it:
+ * unknown feature and state bits dropped, "clean and dirty" made dirty, padding, reserved
+ * words, label bytes after the NUL and everything past the structure zero.
+ *
+ * One transaction under the AG's lock rewrites the block, so a cancel (or a crash before the
+ * commit) leaves the old one.  The primary is the block every tool opens first: the journal
+ * logs it like any other, and replay checks that its image verifies as a superblock.
+ */
+#include "repair_priv.h"
+
+#include "bcache.h"
+#include "byteorder.h"
+#include "dev.h"
+#include "fs.h"
+#include "geom.h"
+#include "log.h"
+#include "mem.h"
+#include "trans.h"
+#include "verify.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define SB_STATES (MFS_STATE_CLEAN | MFS_STATE_DIRTY | MFS_STATE_ERRORS)
+
+/* Whether sb holds the geometry the filesystem runs with. */
+static int sb_matches(const struct mfs_fs *fs, const struct mfs_sb *sb)
+{
+	struct mfs_geom g;
+	const struct mfs_geom *m = &fs->geo;
+
+	if (mfs_geom_from_sb(&g, sb, mfs_dev_size(fs->dev)))
+		return 0;
+	return g.blocksize == m->blocksize && g.dblocks == m->dblocks &&
+	       g.agblocks == m->agblocks && g.agcount == m->agcount &&
+	       g.inodesize == m->inodesize && g.rootino == m->rootino &&
+	       g.logstart == m->logstart && g.logblocks == m->logblocks &&
+	       !memcmp(sb->hdr.uuid, m->uuid, sizeof(m->uuid));
+}
+
+/*
+ * The source of the non-geometry fields: copied into *src (a whole struct mfs_sb).  0 when
+ * one was found (*from names it), -ENOENT when none was; never fails otherwise.  tp holds
+ * the locks of AG 0 and agno.
+ */
+static int sb_source(struct rep *r, struct mfs_trans *tp, uint32_t agno, struct mfs_sb *src,
+		     const char **from)
+{
+	struct mfs_fs *fs = r->fs;
+
+	for (uint32_t a = 0; a < fs->geo.agcount; a++) {
+		struct mfs_buf *bp;
+		int ok;
+
+		/* A copy is read under its AG's lock (another repair may be rewriting it),
+		 * taken without waiting: the locks below agno are out of order. */
+		if ((a && a == agno) || (a && mfs_trans_lock_ag(tp, a, 1)) ||
+		    mfs_read_sb(fs, a, &bp))
+			continue;
+		ok = sb_matches(fs, bp->data);
+		if (ok)
+			memcpy(src, bp->data, sizeof(*src));
+		mfs_buf_put(bp);
+		if (ok) {
+			*from = a == agno ? "its own fields" : a ? "a superblock copy" :
+				"the primary";
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+/* Fill blk (a whole block) with the superblock of AG agno: geometry from fs->geo, the
+ * other fields from src (or defaults without one), sanitised. */
+static void sb_build(const struct mfs_fs *fs, uint32_t agno, const struct mfs_sb *src,
+		     void *blk)
+{
+	const struct mfs_geom *g = &fs->geo;
+	struct mfs_sb *sb = blk;
+	uint32_t state = MFS_STATE_DIRTY;
+
+	mfs_blk_init(blk, g->blocksize, MFS_SB_MAGIC, mfs_agbno_to_fsb(g, agno, MFS_SB_AGBNO),
+		     agno, g->uuid);
+	mfs_geom_to_sb(g, sb);
+	if (src) {
+		state = mfs_get32(src->state) & SB_STATES;
+		if ((state & MFS_STATE_CLEAN) && (state & MFS_STATE_DIRTY))
+			state &= ~MFS_STATE_CLEAN;
+		mfs_put32(sb->features_compat,
+			  mfs_get32(src->features_compat) & MFS_FEAT_COMPAT_SUPPORTED);
+		mfs_put32(sb->features_ro_compat,
+			  mfs_get32(src->features_ro_compat) & MFS_FEAT_RO_COMPAT_SUPPORTED);
+		mfs_put32(sb->features_incompat,
+			  mfs_get32(src->features_incompat) & MFS_FEAT_INCOMPAT_SUPPORTED);
+		sb->icount = src->icount;
+		sb->ifree = src->ifree;
+		sb->fdblocks = src->fdblocks;
+		sb->ctime = src->ctime;
+		sb->wtime = src->wtime;
+		for (size_t i = 0; i < sizeof(sb->label) && src->label[i]; i++)
+			sb->label[i] = src->label[i];
+	}
+	mfs_put32(sb->state, state);
+	mfs_blk_seal(blk, g->blocksize);
+}
+
+int rep_sb(struct rep *r)
+{
+	struct mfs_fs *fs = r->fs;
+	uint32_t agno = r->rc->agno;
+	uint64_t fsb = mfs_agbno_to_fsb(&fs->geo, agno, MFS_SB_AGBNO);
+	struct mfs_sb *src;
+	struct mfs_trans *tp = NULL;
+	struct mfs_buf *bp = NULL;
+	const char *from = "nothing (defaults)";
+	int err, have;
+
+	src = mfs_malloc(sizeof(*src));
+	if (!src)
+		return rep_fail(r, -ENOMEM, "no memory for the superblock");
+	err = mfs_trans_alloc(fs, &tp);
+	if (err) {
+		free(src);
+		return rep_fail(r, err, "no memory for the transaction");
+	}
+	/* AG 0's lock guards the primary (which every other rebuild of a superblock reads),
+	 * agno's the block rewritten. */
+	err = mfs_trans_lock_ag(tp, 0, 0);
+	if (!err)
+		err = mfs_trans_lock_ag(tp, agno, 0);
+	if (err) {
+		rep_fail(r, err, "could not lock AG %u: %s", agno, strerror(-err));
+		goto out;
+	}
+	have = sb_source(r, tp, agno, src, &from) == 0;
+	err = rep_poll(r);
+	if (err)
+		goto out;
+	/* The block whatever it holds: joined, then written whole. */
+	err = mfs_buf_read(fs->bc, fsb, NULL, &bp);
+	if (err) {
+		rep_fail(r, err, "AG %u superblock (block %llu) unreadable: %s", agno,
+			 (unsigned long long)fsb, strerror(-err));
+		goto out;
+	}
+	err = mfs_trans_modify(tp, bp);
+	if (err) {
+		rep_fail(r, err, "no memory to join the superblock");
+		goto out;
+	}
+	sb_build(fs, agno, have ? src : NULL, bp->data);
+	mfs_buf_set_meta(bp);
+	r->rc->records = 1;
+	err = rep_hook(r, MFS_REPAIR_AT_BUILT);
+	if (!err)
+		err = rep_poll(r);
+	if (err)
+		goto out;
+	mfs_buf_put(bp);
+	bp = NULL;
+	err = mfs_trans_commit(tp);
+	tp = NULL;
+	if (err)
+		rep_fail(r, err, "committing the AG %u superblock: %s", agno, strerror(-err));
+	else
+		mfs_log(MFS_LOG_INFO, "AG %u superblock rewritten from the geometry in use and %s",
+			agno, from);
+out:
+	if (bp)
+		mfs_buf_put(bp);
+	if (tp)
+		mfs_trans_cancel(tp);
+	free(src);
+	return err;
+}
