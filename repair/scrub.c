@@ -14,6 +14,7 @@
 #include "log.h"
 #include "mem.h"
 #include "scrub_priv.h"
+#include "verify.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -622,6 +623,46 @@ int scrub_inode_current(struct mfs_scrub_ctx *ctx, struct mfs_inode *ip)
 	}
 	scrub_ag_unlock(ctx->fs, agno);
 	return err;
+}
+
+int scrub_dinode_read(struct mfs_scrub_ctx *ctx, uint64_t ino, void *buf)
+{
+	const struct mfs_geom *g = &ctx->fs->geo;
+	uint32_t agno = mfs_ino_to_agno(g, ino);
+	struct mfs_buf *bp;
+	int err;
+
+	scrub_ag_lock(ctx->fs, agno);
+	err = mfs_buf_read(ctx->fs->bc, mfs_ino_to_fsb(g, ino), NULL, &bp);
+	if (!err) {
+		memcpy(buf, (const char *)bp->data + mfs_ino_to_offset(g, ino), g->inodesize);
+		mfs_buf_put(bp);
+	}
+	scrub_ag_unlock(ctx->fs, agno);
+	return err;
+}
+
+int scrub_dinode_usable(struct mfs_scrub_ctx *ctx, uint64_t ino, const struct mfs_dinode *d)
+{
+	const struct mfs_geom *g = &ctx->fs->geo;
+	uint64_t nu = mfs_get64(d->next_unlinked);
+
+	return mfs_get16(d->mode) && !mfs_dinode_verify(d, g->inodesize, ino, g->uuid) &&
+	       !mfs_dinode_check(d, g->inodesize, ino) && !(nu && mfs_ino_check(ctx->fs, nu));
+}
+
+long scrub_dinode_extents(struct mfs_scrub_ctx *ctx, const struct mfs_dinode *d,
+			  const uint8_t **recs)
+{
+	uint32_t litsize = ctx->fs->geo.inodesize - (uint32_t)sizeof(*d);
+	uint32_t forkoff = mfs_get16(d->forkoff), n = mfs_get32(d->dnext);
+	uint64_t room = forkoff ? (uint64_t)forkoff * 8 : litsize;
+
+	if (d->dformat != MFS_FMT_EXTENTS || room > litsize ||
+	    (uint64_t)n * sizeof(struct mfs_bmbt_rec) > room)
+		return -1;
+	*recs = (const uint8_t *)d + sizeof(*d);
+	return (long)n;
 }
 
 void scrub_irele(struct mfs_inode *ip)

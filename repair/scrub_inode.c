@@ -115,43 +115,31 @@ static void check_dinode(struct mfs_scrub_ctx *ctx, const struct mfs_dinode *d, 
 			     (unsigned long long)mfs_get64(d->size));
 }
 
+/*
+ * The committed on-disk inode is what is checked: no in-core inode is needed (nor loaded
+ * into the cache).  An inode freed since it was listed reads as free (-ENOENT).  The inode
+ * btree's free mask against the modes is the inode btree checker's.
+ */
 int scrub_inode(struct mfs_scrub_ctx *ctx)
 {
-	uint8_t buf[MFS_MAX_INODESIZE];
-	struct mfs_inode *ip = NULL;
+	uint64_t buf[MFS_MAX_INODESIZE / 8];
+	const struct mfs_dinode *d = (const void *)buf;
+	uint64_t nu;
 	int err, listed;
 
-	err = mfs_iget(ctx->fs, ctx->ino, MFS_IGET_UNTRUSTED, &ip);
-	if (err == -ENOENT || err == -EINVAL)
-		return err;
-	if (err && !mfs_is_corruption(err))
-		return err;
-	if (ip) {
-		pthread_rwlock_rdlock(&ip->lock);
-		if (ip->mode == 0) {
-			scrub_irele(ip);
-			return -ENOENT;
-		}
-	}
-	err = read_dinode(ctx, buf, &listed);
+	err = read_dinode(ctx, (uint8_t *)buf, &listed);
 	if (err) {
 		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "inode %llu: its block %llu cannot be "
 			     "read: %s", (unsigned long long)ctx->ino,
 			     (unsigned long long)mfs_ino_to_fsb(&ctx->fs->geo, ctx->ino),
 			     scrub_errstr(err));
-		err = mfs_is_corruption(err) ? 0 : err;
-	} else if (!mfs_get16(((const struct mfs_dinode *)buf)->mode) ||
-		   (ip && mfs_get32(((const struct mfs_dinode *)buf)->generation) !=
-			  ip->generation)) {
-		/* Free on disk, or another inode by now: freed since it was looked up (the
-		 * inode btree checker holds the free masks against the modes). */
-		err = -ENOENT;
-	} else {
-		check_dinode(ctx, (const struct mfs_dinode *)buf, ip != NULL, listed);
+		return mfs_is_corruption(err) ? 0 : err;
 	}
-	if (ip)
-		scrub_irele(ip);
-	return err;
+	if (!mfs_get16(d->mode))
+		return -ENOENT;         /* freed since it was listed */
+	nu = mfs_get64(d->next_unlinked);
+	check_dinode(ctx, d, !(nu && mfs_ino_check(ctx->fs, nu)), listed);
+	return 0;
 }
 
 /* ---- BMAP --------------------------------------------------------------------------------- */
@@ -198,6 +186,59 @@ static int bmbt_blk_fn(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, 
 	return 0;
 }
 
+/*
+ * The quick look (scrub_priv.h): 1 when the committed inode has no attribute fork and its
+ * extent map needs no walk of a tree — a directory (its name tree is the DIR checker's),
+ * a file without extents and without blocks, or an inline extent list whose records are
+ * sane, sorted, cross-referenced without a finding and add up to nblocks; 0 when the full
+ * look must decide (and report); -ENOENT for a free inode; or an operational error.  The
+ * cross-references run on a copy of the context that reports nothing.
+ */
+static int bmap_quick(struct mfs_scrub_ctx *ctx)
+{
+	uint64_t buf[MFS_MAX_INODESIZE / 8];
+	const struct mfs_dinode *d = (const void *)buf;
+	struct mfs_scrub_ctx quiet = *ctx;
+	uint64_t blocks = 0, next = 0;
+	const uint8_t *recs;
+	long n;
+	int err;
+
+	err = scrub_dinode_read(ctx, ctx->ino, buf);
+	if (err)
+		return mfs_is_corruption(err) ? 0 : err;
+	if (!mfs_get16(d->mode))
+		return -ENOENT;
+	if (!scrub_dinode_usable(ctx, ctx->ino, d) || d->aformat != MFS_FMT_NONE)
+		return 0;
+	if (S_ISDIR(mfs_get16(d->mode)))
+		return 1;
+	n = scrub_dinode_extents(ctx, d, &recs);
+	if (n < 0)
+		return d->dformat != MFS_FMT_BTREE && mfs_get64(d->nblocks) == 0;
+	quiet.report = NULL;
+	quiet.oflags = 0;
+	for (long i = 0; i < n; i++) {
+		struct mfs_bmbt_rec e;
+		uint64_t so, len;
+
+		memcpy(&e, recs + (size_t)i * sizeof(e), sizeof(e));
+		so = mfs_get64(e.startoff);
+		len = mfs_get32(e.blockcount);
+		if (mfs_bmbt_check_rec(ctx->fs, ctx->ino, &e) || so < next)
+			return 0;
+		next = so + len;
+		blocks += len;
+		err = scrub_xref_extent(&quiet, mfs_get64(e.startblock), (uint32_t)len, ctx->ino, so,
+					1, "quick look");
+		if (err)
+			return err;
+		if (quiet.oflags)
+			return 0;
+	}
+	return blocks == mfs_get64(d->nblocks);
+}
+
 int scrub_bmap(struct mfs_scrub_ctx *ctx)
 {
 	struct mfs_inode *ip;
@@ -205,6 +246,9 @@ int scrub_bmap(struct mfs_scrub_ctx *ctx)
 	uint64_t attr_blocks = 0;
 	int err, counted = 1;
 
+	err = bmap_quick(ctx);
+	if (err)
+		return err > 0 ? 0 : err;
 	err = scrub_iget(ctx, &ip);
 	if (err || !ip)
 		return err;

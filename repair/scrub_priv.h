@@ -187,6 +187,27 @@ void scrub_irele(struct mfs_inode *ip);
  * the checkers then treat it as gone (-ENOENT).  0: current; -ENOENT; or a read error.
  */
 int scrub_inode_current(struct mfs_scrub_ctx *ctx, struct mfs_inode *ip);
+/*
+ * Committed on-disk inodes, without the inode cache.  The checkers that look at many inodes
+ * (the inode core, extent map and attribute checks of every inode, the reverse map's owner
+ * check) first look at the committed copy: its cluster buffer read under the inode's AG
+ * lock, which every transaction that logs the inode holds until it commits.  A copy that
+ * shows nothing wrong ends the check; anything else (a mismatch, a form the quick look does
+ * not handle, damage) is looked at again the slow way, with the inode taken and locked,
+ * and only that look reports.  So the quick look never reports, and no inode is loaded
+ * into the cache (where a million inodes would evict each other) unless it needs to be.
+ *
+ * scrub_dinode_read: the inodesize bytes of inode `ino` into buf; 0 or a read error.
+ * scrub_dinode_usable: the copy is in use (mode != 0), verifies and passes the loader's
+ * field checks (the ones mfs_iget would make).
+ * scrub_dinode_extents: the inline extent list of its data fork (dformat EXTENTS): the
+ * number of records at *recs (unaligned: read with memcpy), or -1 for another format.
+ */
+int scrub_dinode_read(struct mfs_scrub_ctx *ctx, uint64_t ino, void *buf);
+int scrub_dinode_usable(struct mfs_scrub_ctx *ctx, uint64_t ino, const struct mfs_dinode *d);
+long scrub_dinode_extents(struct mfs_scrub_ctx *ctx, const struct mfs_dinode *d,
+			  const uint8_t **recs);
+
 /* Is `ino` on its AG's orphan list (the caller holds that AG's lock)?  0 or an error (a
  * damaged list). */
 int scrub_orphan_listed(struct mfs_scrub_ctx *ctx, uint64_t ino, int *listed);

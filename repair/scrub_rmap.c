@@ -13,8 +13,11 @@
  *     inobt   every inobt block
  *     inodes  every inode chunk of the inobt
  *
- * Then, with the AG unlocked, each inode owner is taken (its lock shared) and the record
- * compared with it; for a record that does not match, the inode is checked to be the
+ * Then, with the AG unlocked, the inode-owned records are taken owner by owner (sorted by
+ * owner: each owner is read once, whatever the interleaving of the owners' extents on
+ * disk).  When the owner's committed on-disk inode maps all of them (data extents of an
+ * inline extent list, scrub_priv.h) nothing more is needed; otherwise the owner is taken
+ * (its lock shared) and each record compared with it; for a record that does not match, the inode is checked to be the
  * committed one (not freed meanwhile) and the record looked up again with the AG locked
  * (inode lock, then AG lock: the order transactions use), and reported if still there.  It
  * must match the inode — allocated, and for a data extent, mapped by the inode's extent
@@ -89,13 +92,6 @@ static void expect_owner(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa,
 			     (unsigned long long)distinct, what);
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 
 static int check_special(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa)
 {
@@ -134,8 +130,7 @@ static int check_special(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa)
 		for (size_t i = 0; i < sa->agfl.n && !err; i++)
 			err = scrub_recs_add(&ag, scrub_rec(&sa->agfl, i));
 		if (!err) {
-			if (ag.n > 1)
-				qsort(ag.v, ag.n, sizeof(uint32_t), cmp_u32);
+			scrub_sort_u32(&ag);
 			expect_owner(ctx, sa, (const uint32_t *)ag.v, ag.n, MFS_OWN_AG,
 				     "bnobt/cntbt/rmapbt/free list");
 		}
@@ -483,48 +478,140 @@ static int owner_current(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct 
 	return err ? err : 1;
 }
 
-/* Phase two, AG unlocked on entry and exit: each inode owner against its inode. */
-static int check_owners(struct mfs_scrub_ctx *ctx, const struct scrub_recs *recs)
+/* Inode-owned records by owner, then start: each owner's records in one run. */
+static int cmp_owner(const void *a, const void *b)
+{
+	const struct mfs_rmap_rec *x = a, *y = b;
+	uint64_t ox = mfs_get64(x->owner), oy = mfs_get64(y->owner);
+	uint32_t sx = mfs_get32(x->startblock), sy = mfs_get32(y->startblock);
+
+	if (ox != oy)
+		return ox < oy ? -1 : 1;
+	return sx < sy ? -1 : sx > sy;
+}
+
+/* Is [fsb, fsb + len) mapped at file block off, block for block, by the inline extent list
+ * recs[0..n) (sorted by file offset)? */
+static int inline_maps(const uint8_t *recs, long n, uint64_t fsb, uint64_t off, uint32_t len)
+{
+	uint64_t pos = 0;
+	long i = 0;
+
+	while (pos < len) {
+		struct mfs_bmbt_rec e;
+		uint64_t so = 0, cnt = 0, delta, run;
+
+		for (; i < n; i++) {
+			memcpy(&e, recs + (size_t)i * sizeof(e), sizeof(e));
+			so = mfs_get64(e.startoff);
+			cnt = mfs_get32(e.blockcount);
+			if (so + cnt > off + pos)
+				break;
+		}
+		if (i == n || so > off + pos)
+			return 0;
+		delta = off + pos - so;
+		if (mfs_get64(e.startblock) + delta != fsb + pos)
+			return 0;
+		run = cnt - delta;
+		pos += run < len - pos ? run : len - pos;
+	}
+	return 1;
+}
+
+/*
+ * The quick look at one owner's records recs[i..j) (scrub_priv.h, "Committed on-disk
+ * inodes"): 1 when they are all data extents of a file whose committed inode, its extent
+ * list inline, maps each of them block for block; 0 when they need the full look.
+ */
+static int owner_quick(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct scrub_recs *recs,
+		       size_t i, size_t j)
+{
+	const struct mfs_geom *g = &ctx->fs->geo;
+	uint64_t buf[MFS_MAX_INODESIZE / 8];
+	const struct mfs_dinode *d = (const void *)buf;
+	uint64_t owner = mfs_get64(((const struct mfs_rmap_rec *)scrub_rec(recs, i))->owner);
+	const uint8_t *ext;
+	long n;
+
+	if (scrub_dinode_read(ctx, owner, buf) || !scrub_dinode_usable(ctx, owner, d) ||
+	    S_ISDIR(mfs_get16(d->mode)))
+		return 0;
+	n = scrub_dinode_extents(ctx, d, &ext);
+	if (n < 0)
+		return 0;
+	for (size_t k = i; k < j; k++) {
+		const struct mfs_rmap_rec *r = scrub_rec(recs, k);
+		uint64_t off = mfs_get64(r->offset);
+
+		if ((off & ~MFS_RMAP_OFF_MASK) ||
+		    !inline_maps(ext, n, mfs_agbno_to_fsb(g, agno, mfs_get32(r->startblock)), off,
+				 mfs_get32(r->blockcount)))
+			return 0;
+	}
+	return 1;
+}
+
+/*
+ * Phase two, AG unlocked on entry and exit: each inode owner against its inode.  The
+ * records are taken owner by owner (sorted by owner), so each owner is read once per AG
+ * and its btree block lists built once: the cost is linear in the records (plus the sort),
+ * however the owners' extents interleave on disk.  An owner's records that its committed
+ * inode accounts for need nothing more; the others go through the full look below.
+ */
+static int check_owners(struct mfs_scrub_ctx *ctx, struct scrub_recs *recs)
 {
 	uint32_t agno = ctx->agno;
 	struct owner o;
 	int err = 0, there;
 
+	if (recs->n > 1)
+		qsort(recs->v, recs->n, recs->len, cmp_owner);
 	memset(&o, 0, sizeof(o));
-	for (size_t i = 0; i < recs->n && !err; i++) {
-		const struct mfs_rmap_rec *r = scrub_rec(recs, i);
+	for (size_t i = 0, j; i < recs->n && !err; i = j) {
+		uint64_t owner = mfs_get64(((const struct mfs_rmap_rec *)scrub_rec(recs, i))->owner);
 
+		for (j = i + 1; j < recs->n; j++)
+			if (mfs_get64(((const struct mfs_rmap_rec *)scrub_rec(recs, j))->owner) !=
+			    owner)
+				break;
 		err = scrub_cancelled(ctx);
-		if (err)
-			break;
-		if (!o.ip || o.ip->ino != mfs_get64(r->owner)) {
-			owner_drop(&o);
-			err = owner_get(ctx, agno, r, &o.ip);
-			if (err || !o.ip)
-				continue;
-		}
-		/* First look, with the inode locked and the AG not: a record that matches its
-		 * owner needs nothing more (the inode cannot change under its lock, and the
-		 * record was in the tree when collected).  Only a mismatch is looked at again
-		 * with the AG locked, and reported if the record is still there. */
-		o.dry = 1;
-		o.mismatch = 0;
-		check_against_inode(ctx, agno, r, &o);
-		o.dry = 0;
-		if (!o.mismatch)
+		if (err || owner_quick(ctx, agno, recs, i, j))
 			continue;
-		err = owner_current(ctx, agno, r, &o);
-		if (err) {
-			err = err > 0 ? 0 : err;
-			continue;
-		}
-		scrub_ag_lock(ctx->fs, agno);
-		err = rmap_still_there(ctx->fs, agno, r, &there);
-		if (!err && there)
+		for (size_t k = i; k < j && !err; k++) {
+			const struct mfs_rmap_rec *r = scrub_rec(recs, k);
+
+			if (!o.ip) {
+				/* Once per owner (again only after a record found it gone). */
+				err = owner_get(ctx, agno, r, &o.ip);
+				if (err || !o.ip)
+					continue;
+			}
+			/* First look, with the inode locked and the AG not: a record that matches
+			 * its owner needs nothing more (the inode cannot change under its lock,
+			 * and the record was in the tree when collected).  Only a mismatch is
+			 * looked at again with the AG locked, and reported if the record is still
+			 * there. */
+			o.dry = 1;
+			o.mismatch = 0;
 			check_against_inode(ctx, agno, r, &o);
-		scrub_ag_unlock(ctx->fs, agno);
-		if (mfs_is_corruption(err))
-			err = 0;        /* the tree itself is reported by the first phase */
+			o.dry = 0;
+			if (!o.mismatch)
+				continue;
+			err = owner_current(ctx, agno, r, &o);
+			if (err) {
+				err = err > 0 ? 0 : err;
+				continue;
+			}
+			scrub_ag_lock(ctx->fs, agno);
+			err = rmap_still_there(ctx->fs, agno, r, &there);
+			if (!err && there)
+				check_against_inode(ctx, agno, r, &o);
+			scrub_ag_unlock(ctx->fs, agno);
+			if (mfs_is_corruption(err))
+				err = 0;        /* the tree itself is reported by the first phase */
+		}
+		owner_drop(&o);
 	}
 	owner_drop(&o);
 	return err;

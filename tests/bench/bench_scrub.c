@@ -15,8 +15,10 @@
  *
  * Environment: BENCH_SCRUB_FILES (sizes; default "20000 50000 100000", BENCH_QUICK=1:
  * "10000 20000 40000", BENCH_SCRUB_FULL=1: "100000 300000 1000000"), BENCH_SCRUB_CACHE_MB
- * (the daemon's -o cache_size, default its own), BENCH_DIR (the images, default /var/tmp), BENCH_TREE_DIR (the
- * ext4 side's tree, default /dev/shm).  The programs are found in ../bin beside this one
+ * (the daemon's -o cache_size, default its own), BENCH_DIR (the images, default /var/tmp),
+ * BENCH_TREE_DIR (the ext4 side's tree, default /dev/shm), BENCH_SCRUB_PERF (a file name
+ * prefix: `perf record -g` is attached to the daemon during each scrub, writing
+ * PREFIX.<files>.data), BENCH_SCRUB_NO_EXT4=1 (the mendfs side only).  The programs are found in ../bin beside this one
  * (build/bench -> build/bin).
  */
 #include <dirent.h>
@@ -50,6 +52,8 @@
 static char bindir[PATH_MAX + 16], work[PATH_MAX], mnt[PATH_MAX + 16], img[PATH_MAX + 16];
 static char tmpdir[PATH_MAX], cache_opt[64];
 static pid_t daemon_pid;
+static const char *perf_prefix;
+static int no_ext4;
 
 /* snprintf that refuses to truncate (a cut path would name something else). */
 static int fmt(char *buf, size_t len, const char *f, ...) __attribute__((format(printf, 3, 4)));
@@ -460,6 +464,43 @@ static int populate_dir(uint64_t nfiles, const char *base)
 	return err;
 }
 
+/* ---- profiling (BENCH_SCRUB_PERF) ------------------------------------------------------------ */
+
+/* perf record -g attached to the daemon, into PREFIX.<nfiles>.data; its pid or 0. */
+static pid_t perf_start(uint64_t nfiles)
+{
+	char pid[32], out[PATH_MAX];
+	pid_t p;
+
+	if (!perf_prefix)
+		return 0;
+	fmt(out, sizeof(out), "%s.%llu.data", perf_prefix, (unsigned long long)nfiles);
+	snprintf(pid, sizeof(pid), "%d", (int)daemon_pid);
+	p = fork();
+	if (p == 0) {
+		int fd = open("/dev/null", O_WRONLY);
+
+		dup2(fd, STDOUT_FILENO);
+		dup2(fd, STDERR_FILENO);
+		execlp("perf", "perf", "record", "-q", "-g", "-p", pid, "-o", out, (char *)NULL);
+		_exit(127);
+	}
+	if (p > 0) {
+		struct timespec ts = { 0, 500000000 };
+
+		nanosleep(&ts, NULL);   /* let it attach (a profile, not a measurement) */
+	}
+	return p > 0 ? p : 0;
+}
+
+static void perf_stop(pid_t p)
+{
+	if (p <= 0)
+		return;
+	kill(p, SIGINT);
+	waitpid(p, NULL, 0);
+}
+
 /* ---- one size ------------------------------------------------------------------------------- */
 
 static void bench_one(uint64_t nfiles)
@@ -468,6 +509,7 @@ static void bench_one(uint64_t nfiles)
 	char size[32], inodes[32], objects[64] = "?", phases[256] = "", tree[PATH_MAX + 16];
 	double t0, t_pop, t_scrub, t_fsck, cpu_d, cpu_c, cpu_fsck;
 	int rc_scrub, rc_fsck, err;
+	pid_t perf;
 	FILE *f;
 
 	fmt(mkfs, sizeof(mkfs), "%s/mkfs.mendfs", bindir);
@@ -502,12 +544,14 @@ static void bench_one(uint64_t nfiles)
 	{
 		char *argv[] = { scrub, "-n", "-v", mnt, NULL };
 
+		perf = perf_start(nfiles);
 		cpu_d = daemon_cpu();
 		t0 = now();
 		rc_scrub = run(out, argv);
 		t_scrub = now() - t0;
 		cpu_c = last_cpu;
 		cpu_d = daemon_cpu() - cpu_d;
+		perf_stop(perf);
 	}
 	umount_fs();
 	unlink(img);
@@ -536,6 +580,14 @@ static void bench_one(uint64_t nfiles)
 		fclose(f);
 	}
 	unlink(out);
+	if (no_ext4) {
+		printf("%9llu files  populate %6.1f s | mendfs_scrub %6.2f s, CPU %.2f daemon + "
+		       "%.2f client (%s checks, exit %d, %.0f files/s; phase seconds %s)\n",
+		       (unsigned long long)nfiles, t_pop, t_scrub, cpu_d, cpu_c, objects,
+		       rc_scrub, (double)nfiles / t_scrub, phases);
+		fflush(stdout);
+		return;
+	}
 	/* The same tree into ext4 (not timed). */
 	err = populate_dir(nfiles, tree);
 	if (!err) {
@@ -602,6 +654,8 @@ int main(int argc, char **argv)
 		rmdir(work);
 		return 0;
 	}
+	perf_prefix = getenv("BENCH_SCRUB_PERF");
+	no_ext4 = getenv("BENCH_SCRUB_NO_EXT4") && !strcmp(getenv("BENCH_SCRUB_NO_EXT4"), "1");
 	if (getenv("BENCH_SCRUB_CACHE_MB"))
 		fmt(cache_opt, sizeof(cache_opt), "cache_size=%lu",
 		    strtoul(getenv("BENCH_SCRUB_CACHE_MB"), NULL, 10));
