@@ -862,6 +862,31 @@ out_unlock:
 	return err;
 }
 
+int mfs_journal_rewrite_header(struct mfs_journal *j)
+{
+	uint64_t tail_lpos, tail_seq;
+	int err = mfs_journal_checkpoint(j);
+
+	if (err)
+		return err;
+	pthread_mutex_lock(&j->ckpt_lock);      /* no other header write meanwhile */
+	pthread_mutex_lock(&j->lock);
+	tail_lpos = j->tail_lpos;
+	tail_seq = j->tail_seq;
+	err = j->err;
+	pthread_mutex_unlock(&j->lock);
+	for (uint32_t i = 0; i < MFS_JHDR_COPIES && !err; i++)
+		err = mfs_jhdr_write(j, tail_lpos, tail_seq, 0);
+	if (err) {
+		pthread_mutex_lock(&j->lock);
+		if (!j->err)
+			j->err = err;           /* as a failed checkpoint header write */
+		pthread_mutex_unlock(&j->lock);
+	}
+	pthread_mutex_unlock(&j->ckpt_lock);
+	return err;
+}
+
 /* The cache's flush hook. */
 static int journal_sync(void *priv)
 {

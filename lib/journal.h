@@ -142,6 +142,11 @@ int mfs_journal_sync(struct mfs_journal *log);
 /* Force, write every logged block in place, flush, advance the tail. */
 int mfs_journal_checkpoint(struct mfs_journal *log);
 
+/* Online repair of a damaged journal (repair/repair_journal.c): checkpoint (every committed
+ * change in place, the tail moved past every durable record: a damaged record in the log is
+ * no longer live), then write BOTH header copies from the state in memory. */
+int mfs_journal_rewrite_header(struct mfs_journal *log);
+
 /* Checkpoint, mark the header clean, detach from the fs and free.  Returns the first
  * error; the journal is freed in any case. */
 int mfs_journal_close(struct mfs_journal *log);

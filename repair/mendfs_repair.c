@@ -4,14 +4,20 @@
  * engine's rebuilders (repair/repair.h) on what they can rebuild, with scratch in a memfd
  * (or an O_TMPFILE file in the directory given with -T).
  *
+ * Opening: a primary superblock that is unusable is replaced by the first copy that
+ * verifies (MFS_OPEN_SB_COPY), and the primary is then rebuilt from it; a journal that cannot
+ * be opened is reset when the filesystem was unmounted cleanly (repair_journal.c).
+ *
  * Order: per AG, the superblock copy, header, free list and reverse map are checked first,
- * then the free-space and inode btrees.  A damaged free list is rebuilt first (from the
- * reverse map and the trees), then a damaged reverse map (from every owner; the other
+ * then the free-space and inode btrees.  A damaged superblock and AG header are rebuilt
+ * first, then a damaged free list (from the reverse map and the trees), then a damaged
+ * reverse map (from every owner; the other
  * rebuilds trust it), then the free-space and inode btrees when damaged —
  * or when the AG header's counters disagree with them, since a rebuild rewrites those —
  * and the AG is checked again.  Then every inode in use, then the whole-filesystem
  * checks (journal, link counts, orphan lists, summary counters; the superblock's summary
- * counters are rewritten from the AG headers when they disagree).
+ * counters are rewritten from the AG headers when they disagree, a damaged journal header
+ * from the journal in memory).
  *
  * Exit status, as fsck(8): 0 clean, 1 errors corrected, 4 errors left uncorrected,
  * 8 operational error, 16 usage error (bits combine: 1|4 when some were fixed and some not).
@@ -202,11 +208,14 @@ static void do_ag(struct tool *t, uint32_t agno)
 		t->unfixed += total;
 		return;
 	}
-	/* The superblock first (from the geometry in use).  Then the reverse map: the other
-	 * rebuilds trust it.  The header's counters are rewritten by the rebuilds: a header
-	 * that disagrees is worth a rebuild of both kinds of tree. */
+	/* The superblock (from the geometry in use) and the AG header (its roots found, its
+	 * counters recomputed) first: every other rebuild reads the header.  Then the reverse
+	 * map: the other rebuilds trust it.  The header's counters are rewritten by the
+	 * rebuilds too: a header that disagrees is worth a rebuild of both kinds of tree. */
 	if (sb_bad)
 		rebuilt |= rebuild(t, MFS_SCRUB_SB, agno) == 0;
+	if (agh_bad)
+		rebuilt |= rebuild(t, MFS_SCRUB_AGH, agno) == 0;
 	if (agfl_bad)
 		rebuilt |= agfl_ok = rebuild(t, MFS_SCRUB_AGFL, agno) == 0;
 	if (rmap_bad)
@@ -287,6 +296,32 @@ static void do_inodes(struct tool *t, uint32_t agno)
 	}
 }
 
+/*
+ * The journal could not be opened (its header, or a record in it, is damaged): open without
+ * it, check it, reset it when the filesystem was unmounted cleanly (repair_journal.c says
+ * why not otherwise), and open again with it.
+ */
+static int open_reset_journal(struct tool *t, unsigned flags)
+{
+	int n, err = mfs_fs_open(t->image, flags & ~MFS_OPEN_JOURNAL, 0, &t->fs);
+
+	if (err)
+		return err;
+	n = check(t, MFS_SCRUB_JOURNAL, 0, 0, "");
+	if (n > 0) {
+		t->found += (unsigned)n;
+		if (rebuild_fs(t, MFS_SCRUB_JOURNAL) == 0)
+			t->fixed += (unsigned)n;
+		else
+			t->unfixed += (unsigned)n;
+	}
+	err = mfs_fs_close(t->fs);
+	t->fs = NULL;
+	if (!err)
+		err = mfs_fs_open(t->image, flags, 0, &t->fs);
+	return err;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: mendfs_repair [-n] [-v] [-T dir] image|device\n"
@@ -335,6 +370,8 @@ int main(int argc, char **argv)
 	t.image = argv[optind];
 	flags |= t.dry_run ? MFS_OPEN_RDONLY : MFS_OPEN_JOURNAL;
 	err = mfs_fs_open(t.image, flags, 0, &t.fs);
+	if (mfs_is_corruption(err) && !t.dry_run)
+		err = open_reset_journal(&t, flags);
 	if (err) {
 		fprintf(stderr, "mendfs_repair: %s: cannot open%s: %s\n", t.image,
 			err == -EBUSY ? " (mounted, or in use by another mendfs program)" : "",
@@ -375,9 +412,10 @@ int main(int argc, char **argv)
 			if (n <= 0)
 				continue;
 			t.found += (unsigned)n;
-			if (!t.dry_run && fs_types[i] == MFS_SCRUB_SUMMARY &&
-			    rebuild_fs(&t, MFS_SCRUB_SUMMARY) == 0 &&
-			    check(&t, MFS_SCRUB_SUMMARY, 0, 0, "still ") == 0)
+			if (!t.dry_run && (fs_types[i] == MFS_SCRUB_SUMMARY ||
+					   fs_types[i] == MFS_SCRUB_JOURNAL) &&
+			    rebuild_fs(&t, fs_types[i]) == 0 &&
+			    check(&t, fs_types[i], 0, 0, "still ") == 0)
 				t.fixed += (unsigned)n;
 			else
 				t.unfixed += (unsigned)n;

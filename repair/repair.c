@@ -165,7 +165,7 @@ int rep_array(struct rep *r, size_t recsize, uint64_t max_nr, struct mfs_xfarray
 }
 
 /* Give the scratch back: arrays freed, the bytes punched, the file at its size on entry. */
-static void rep_release(struct rep *r)
+void rep_release(struct rep *r)
 {
 	struct mfs_repair_ctx *rc = r->rc;
 	uint64_t used = 0;
@@ -233,6 +233,8 @@ static const struct {
 	{ MFS_SCRUB_RMAPBT, rep_rmapbt },
 	{ MFS_SCRUB_SUMMARY, rep_summary },
 	{ MFS_SCRUB_SB, rep_sb },
+	{ MFS_SCRUB_AGH, rep_aghdr },
+	{ MFS_SCRUB_JOURNAL, rep_journal },
 };
 
 static int (*rep_rebuilder(uint32_t type))(struct rep *)

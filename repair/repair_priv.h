@@ -70,8 +70,31 @@ int rep_allocbt(struct rep *r);     /* MFS_SCRUB_BNOBT and MFS_SCRUB_CNTBT: both
 int rep_inobt(struct rep *r);       /* MFS_SCRUB_INOBT */
 int rep_rmapbt(struct rep *r);      /* MFS_SCRUB_RMAPBT (offline only) */
 int rep_agfl(struct rep *r);        /* MFS_SCRUB_AGFL */
-int rep_summary(struct rep *r);     /* MFS_SCRUB_SUMMARY (offline only; repair_summary.c) */
+int rep_summary(struct rep *r);     /* MFS_SCRUB_SUMMARY (repair_summary.c) */
 int rep_sb(struct rep *r);          /* MFS_SCRUB_SB: a superblock copy or the primary (repair_sb.c) */
+int rep_aghdr(struct rep *r);       /* MFS_SCRUB_AGH: roots, counters, fields (repair_agh.c) */
+int rep_journal(struct rep *r);     /* MFS_SCRUB_JOURNAL: header online, reset offline */
+
+/* Give the scratch back (the engine does it after a rebuild; a rebuild that runs another
+ * rebuilder after its own commit does it in between). */
+void rep_release(struct rep *r);
+
+/* An AG header's counters recounted from its trees (repair_agh.c), under the AG lock the
+ * caller holds: `which` the trees to verify and count — REP_AGH_FREE (freeblks, longest,
+ * btreeblks) and/or REP_AGH_INODES (icount, ifree).  A tree that does not verify fails
+ * with -EFSCORRUPTED and a reason naming it. */
+struct mfs_agh;
+struct mfs_buf;
+#define REP_AGH_FREE   ((1u << MFS_BT_BNO) | (1u << MFS_BT_CNT) | (1u << MFS_BT_RMAP))
+#define REP_AGH_INODES (1u << MFS_BT_INO)
+struct rep_agh_counts {
+	uint64_t freeblks, longest, btreeblks, icount, ifree;
+};
+int rep_agh_counters(struct rep *r, uint32_t agno, struct mfs_buf *agh_bp, unsigned which,
+		     struct rep_agh_counts *c);
+/* Whether agh's counters of `which` differ from c; out (may be agh, or NULL) gets them. */
+int rep_agh_put_counts(const struct mfs_agh *agh, unsigned which, const struct rep_agh_counts *c,
+		       struct mfs_agh *out);
 int rep_nlinks(struct rep *r);      /* MFS_SCRUB_NLINKS (repair_nlinks.c) */
 int rep_orphans(struct rep *r);     /* MFS_SCRUB_ORPHANS: every AG's list (repair_orphans.c) */
 

@@ -354,7 +354,7 @@ void scrub_fix_ag(struct scrub_run *run, struct scrub_conn *c, size_t job)
 {
 	const unsigned *bad = run->agbad + job * MFS_SCRUB_NTYPES;
 	uint32_t agno = (uint32_t)job;
-	int force = run->o.force_rebuild, any = force;
+	int force = run->o.force_rebuild, any = force, agh_left = bad[MFS_SCRUB_AGH] != 0;
 	struct fixobj *o;
 
 	for (size_t i = 0; i < N_AG_ORDER; i++)
@@ -369,12 +369,19 @@ void scrub_fix_ag(struct scrub_run *run, struct scrub_conn *c, size_t job)
 	for (size_t i = 0; i < N_AG_ORDER; i++)
 		obj_init(&o[ag_order[i]], ag_order[i], agno, 0, bad[ag_order[i]]);
 
-	/* The free list first (the trees' rebuilds take blocks from it); then both free-space
-	 * trees in one rebuild (asked for the damaged one), which rewrites the header's free
-	 * counters; then the inode btree (its counters too). */
+	/* The header first: every other object of the AG is read through it (its rebuild
+	 * finds lost roots, recounts, and rebuilds a tree whose root it lost).  Then the free
+	 * list (the trees' rebuilds take blocks from it); then both free-space trees in one
+	 * rebuild (asked for the damaged one), which rewrites the header's free counters; then
+	 * the inode btree (its counters too) — for a damaged header also when its own rebuild
+	 * could not be done. */
+	if (bad[MFS_SCRUB_AGH]) {
+		try_repair(run, c, &o[MFS_SCRUB_AGH]);
+		agh_left = o[MFS_SCRUB_AGH].outcome != FIX_DONE;
+	}
 	if (bad[MFS_SCRUB_AGFL] || force)
 		try_repair(run, c, &o[MFS_SCRUB_AGFL]);
-	if (bad[MFS_SCRUB_BNOBT] || bad[MFS_SCRUB_CNTBT] || bad[MFS_SCRUB_AGH] || force) {
+	if (bad[MFS_SCRUB_BNOBT] || bad[MFS_SCRUB_CNTBT] || agh_left || force) {
 		uint32_t t = bad[MFS_SCRUB_CNTBT] && !bad[MFS_SCRUB_BNOBT] ? MFS_SCRUB_CNTBT :
 			     MFS_SCRUB_BNOBT;
 		uint32_t other = t == MFS_SCRUB_BNOBT ? MFS_SCRUB_CNTBT : MFS_SCRUB_BNOBT;
@@ -386,7 +393,7 @@ void scrub_fix_ag(struct scrub_run *run, struct scrub_conn *c, size_t job)
 			snprintf(o[other].why, sizeof(o[other].why), "rebuilt with the %s",
 				 scrub_type_name(t));
 	}
-	if (bad[MFS_SCRUB_INOBT] || bad[MFS_SCRUB_AGH] || force)
+	if (bad[MFS_SCRUB_INOBT] || agh_left || force)
 		try_repair(run, c, &o[MFS_SCRUB_INOBT]);
 	if (force && !is_norepair(run, MFS_SCRUB_RMAPBT, NULL, 0))
 		try_repair(run, c, &o[MFS_SCRUB_RMAPBT]);
