@@ -235,6 +235,8 @@ static const struct {
 	{ MFS_SCRUB_SB, rep_sb },
 	{ MFS_SCRUB_AGH, rep_aghdr },
 	{ MFS_SCRUB_JOURNAL, rep_journal },
+	{ MFS_SCRUB_BMAP, rep_bmap },
+	{ MFS_SCRUB_INODE, rep_inode },
 };
 
 static int (*rep_rebuilder(uint32_t type))(struct rep *)
@@ -323,6 +325,8 @@ static int revalidate(struct rep *r)
 		sc.hook_arg = &rk;
 		rk.rc = rc;
 		err = mfs_scrub(&sc);
+		if (err == -ENOENT && rc->type == MFS_SCRUB_INODE)
+			continue;       /* an inode beyond repair was cleared (repair_inode.c) */
 		if (err)
 			return rep_fail(r, err, "rebuilt, but the check afterwards failed: %s",
 					strerror(-err));

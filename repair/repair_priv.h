@@ -97,6 +97,8 @@ int rep_agh_put_counts(const struct mfs_agh *agh, unsigned which, const struct r
 		       struct mfs_agh *out);
 int rep_nlinks(struct rep *r);      /* MFS_SCRUB_NLINKS (repair_nlinks.c) */
 int rep_orphans(struct rep *r);     /* MFS_SCRUB_ORPHANS: every AG's list (repair_orphans.c) */
+int rep_bmap(struct rep *r);        /* MFS_SCRUB_BMAP: an inode's extent map (repair_bmap.c) */
+int rep_inode(struct rep *r);       /* MFS_SCRUB_INODE: an inode's core (repair_inode.c) */
 
 /*
  * Link inode `ino` into /lost+found (repair_lostfound.c), for an inode that lost its last

@@ -1,0 +1,480 @@
+/*
+ * repair_inode.c — rebuilder of an inode's core fields (MFS_SCRUB_INODE).
+ *
+ * Two cases, told apart by whether the inode loads:
+ *
+ * It loads (mfs_iget): its fields pass the loader's checks, and what the checker may still
+ * find is what the in-core inode does not carry or carries wrongly — padding and reserved
+ * words not zero (logging the inode writes them as zeroes), an orphan list pointer on an
+ * inode with links (cleared: the orphan lists are rebuilt from the inodes without links),
+ * a symlink whose size is not its target's length (measured from the target).  Changed
+ * under the inode's exclusive lock and logged: the daemon's cached inode is the one fixed.
+ *
+ * It does not load (corrupt fields, bad checksum): no in-core copy can exist (a failed
+ * load is never cached), so nobody can read or change it while it is fixed from the
+ * committed cluster buffer, in ONE transaction under its AG lock:
+ *   - a header naming another inode, another filesystem or no inode at all, or a mode with
+ *     no file type: beyond repair, below;
+ *   - unknown flags cleared, impossible nanoseconds zeroed, a link count over the maximum
+ *     set to 1 (2 for a directory: the link count rebuild counts the real one), an orphan
+ *     pointer outside the filesystem or on a linked inode cleared, padding zeroed;
+ *   - the attribute fork: a btree when the reverse map gives the inode attribute blocks and
+ *     the root in its place is sane; inline when the entries there parse to exactly the
+ *     count; otherwise dropped (its blocks freed), with a warning in the log;
+ *   - the data fork from the file type and the reverse map: a regular file's extent map, a
+ *     symlink's target extent, rebuilt from the reverse map (repair_bmap.h); a directory's
+ *     name btree root kept when its levels are sane, else inline with the entries that
+ *     parse (size recomputed); device files DEV;
+ *   - size: a regular file's past 2^63 from its last extent, an inline symlink's from its
+ *     target; the block count from the reverse map.
+ * The result must pass the loader's checks, else nothing is written.
+ *
+ * Beyond repair: every block the reverse map gives the inode is freed, and the inode is
+ * freed in its chunk (mfs_ifree), in one transaction; the reason says so.  Entries that
+ * still name it are the directory and link-count rebuilders' to drop.
+ */
+#include "repair_bmap.h"
+#include "repair_ag.h"
+
+#include "alloc.h"
+#include "bcache.h"
+#include "bmap.h"
+#include "byteorder.h"
+#include "fs.h"
+#include "geom.h"
+#include "ialloc.h"
+#include "inode.h"
+#include "log.h"
+#include "mem.h"
+#include "trans.h"
+#include "verify.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define SYMLINK_MAX     4095u
+#define KNOWN_DIFLAGS   (MFS_DIFLAG_IMMUTABLE | MFS_DIFLAG_APPEND | MFS_DIFLAG_NODUMP | \
+			 MFS_DIFLAG_NOATIME)
+
+/* ---- an inode that loads -------------------------------------------------------------------- */
+
+/* A symlink's target length: inline, or in its first data block. */
+static int symlink_len(struct rep *r, struct mfs_inode *ip, uint64_t *len)
+{
+	uint32_t forksize = ip->forkoff ? ip->forkoff * 8u : ip->litsize;
+	struct mfs_bmap_ext e;
+	struct mfs_buf *bp;
+	int err;
+
+	if (ip->dformat == MFS_FMT_LOCAL) {
+		*len = strnlen((const char *)ip->lit, forksize < SYMLINK_MAX ? forksize :
+			       SYMLINK_MAX);
+		return 0;
+	}
+	err = mfs_bmap_lookup(ip, 0, &e);
+	if (!err && e.startblock == MFS_BMAP_HOLE)
+		err = -EFSCORRUPTED;
+	if (!err)
+		err = mfs_buf_read(r->fs->bc, e.startblock, NULL, &bp);
+	if (err)
+		return rep_fail(r, err, "symlink %llu: its target cannot be read (%s): repair its "
+				"extent map first", (unsigned long long)ip->ino, strerror(-err));
+	*len = strnlen(bp->data, r->fs->geo.blocksize < SYMLINK_MAX ? r->fs->geo.blocksize :
+		       SYMLINK_MAX);
+	mfs_buf_put(bp);
+	return 0;
+}
+
+static int inode_incore(struct rep *r, struct mfs_inode *ip)
+{
+	struct mfs_trans *tp;
+	int err = 0;
+
+	if (ip->nlink && ip->next_unlinked)
+		ip->next_unlinked = 0;
+	if (S_ISLNK(ip->mode) && (ip->size == 0 || ip->size > SYMLINK_MAX)) {
+		uint64_t len = 0;
+
+		err = symlink_len(r, ip, &len);
+		if (!err && len == 0)
+			err = rep_fail(r, -EFSCORRUPTED, "symlink %llu: its target is empty",
+				       (unsigned long long)ip->ino);
+		if (err)
+			return err;
+		ip->size = len;
+	}
+	err = mfs_trans_alloc(r->fs, &tp);
+	if (err)
+		return rep_fail(r, err, "no memory for the repair's transaction");
+	err = mfs_inode_log(tp, ip);
+	if (err)
+		rep_fail(r, err, "inode %llu: logging it: %s", (unsigned long long)ip->ino,
+			 strerror(-err));
+	err = rep_ino_finish(r, tp, ip->ino, err);
+	if (err && mfs_inode_reload(ip))
+		mfs_inode_invalidate(r->fs, ip->ino);
+	return err;
+}
+
+/* ---- an inode that does not load ------------------------------------------------------------- */
+
+struct raw {
+	struct rep *r;
+	struct mfs_fs *fs;
+	uint64_t ino;
+	uint32_t litsize;
+	struct rep_fmap *m;
+	const struct rep_owned_sum *s;
+	uint8_t buf[MFS_MAX_INODESIZE];     /* the dinode being fixed */
+	int drop_attr;                      /* free the attribute fork's blocks */
+	const char *beyond;                 /* why it is beyond repair, NULL: it is not */
+};
+
+static struct mfs_dinode *rd(struct raw *x)
+{
+	return (struct mfs_dinode *)x->buf;
+}
+
+static uint8_t *rlit(struct raw *x)
+{
+	return x->buf + sizeof(struct mfs_dinode);
+}
+
+/* Inline attribute entries from byte `at` of the literal area: how many parse, or -1. */
+static long local_attrs(struct raw *x, uint32_t at)
+{
+	const uint8_t *p = rlit(x);
+	uint32_t pos = at;
+	long n = 0;
+
+	while (pos + sizeof(struct mfs_xattr_lent) <= x->litsize) {
+		const struct mfs_xattr_lent *e = (const void *)(p + pos);
+		uint32_t vlen = (uint32_t)e->valuelen[0] | (uint32_t)e->valuelen[1] << 8;
+
+		if (e->ns == 0 && e->namelen == 0)
+			break;                  /* the zeroes after the last entry */
+		if (e->ns < 1 || e->ns > MFS_XATTR_NS_MAX || e->namelen == 0 ||
+		    pos + sizeof(*e) + e->namelen + vlen > x->litsize)
+			return -1;
+		pos += (uint32_t)sizeof(*e) + e->namelen + vlen;
+		n++;
+	}
+	return n;
+}
+
+static void fix_attr(struct raw *x)
+{
+	struct mfs_dinode *d = rd(x);
+	uint32_t fo = mfs_get16(d->forkoff);
+	struct mfs_fork_root fr;
+
+	if (x->s->attr_recs) {
+		uint32_t bfo = (x->litsize - (uint32_t)sizeof(fr)) / 8;
+
+		memcpy(&fr, rlit(x) + bfo * 8, sizeof(fr));
+		if (mfs_get32(fr.levels) >= 1 && mfs_get32(fr.levels) <= MFS_BTREE_MAXLEVELS &&
+		    mfs_get64(fr.rootblock) < x->fs->geo.dblocks) {
+			mfs_put16(d->forkoff, (uint16_t)bfo);
+			d->aformat = MFS_FMT_BTREE;
+			mfs_put32(d->anext, mfs_get32(fr.levels));
+			return;
+		}
+	} else if (fo && (uint64_t)fo * 8 < x->litsize && d->aformat == MFS_FMT_LOCAL &&
+		   local_attrs(x, fo * 8) == (long)mfs_get32(d->anext)) {
+		return;
+	}
+	if (fo || d->aformat != MFS_FMT_NONE || x->s->attr_recs)
+		mfs_log(MFS_LOG_WARN, "repair: inode %llu: its attribute fork (offset %u, format "
+			"%u, %llu blocks) cannot be told: dropped", (unsigned long long)x->ino, fo,
+			d->aformat, (unsigned long long)x->s->attr_blocks);
+	if (fo && fo * 8u < x->litsize)
+		memset(rlit(x) + fo * 8u, 0, x->litsize - fo * 8u);
+	mfs_put16(d->forkoff, 0);
+	d->aformat = MFS_FMT_NONE;
+	mfs_put32(d->anext, 0);
+	x->drop_attr = x->s->attr_recs != 0;
+}
+
+/* The size of an inline directory: 8 + its entries that parse, each (11 + name). */
+static uint64_t local_dir_size(struct raw *x, uint32_t forksize)
+{
+	const uint8_t *p = rlit(x);
+	uint32_t pos = MFS_DIR_LOCAL_HDR;
+
+	if (forksize < MFS_DIR_LOCAL_HDR)
+		return 0;
+	while (pos + sizeof(struct mfs_dir_lent) <= forksize) {
+		const struct mfs_dir_lent *e = (const void *)(p + pos);
+
+		if (e->namelen == 0 || pos + sizeof(*e) + e->namelen > forksize)
+			break;
+		pos += (uint32_t)sizeof(*e) + e->namelen;
+	}
+	return pos;
+}
+
+/* The data fork by the file type; 0 or an error (x->beyond set: clear it). */
+static int fix_data(struct raw *x, struct mfs_trans *tp, uint64_t *tree_blocks)
+{
+	struct mfs_dinode *d = rd(x);
+	uint16_t mode = mfs_get16(d->mode);
+	uint32_t fo = mfs_get16(d->forkoff), forksize = fo ? fo * 8u : x->litsize;
+	struct rep_dfork *df;
+	int err;
+
+	*tree_blocks = x->s->tree_blocks;
+	if (S_ISREG(mode) || (S_ISLNK(mode) && x->s->data_recs)) {
+		df = mfs_malloc(sizeof(*df));
+		if (!df)
+			return rep_fail(x->r, -ENOMEM, "no memory for the new data fork");
+		err = rep_fmap_build(x->m, tp, forksize, S_ISREG(mode), df);
+		if (!err) {
+			memset(rlit(x), 0, forksize);
+			memcpy(rlit(x), df->lit, forksize);
+			d->dformat = df->format;
+			mfs_put32(d->dnext, df->next);
+			*tree_blocks = df->tree_blocks;
+		}
+		free(df);
+		if (err)
+			return err;
+		if (S_ISREG(mode) && mfs_get64(d->size) > (uint64_t)INT64_MAX) {
+			uint64_t n = 0;
+			struct mfs_bmbt_rec e;
+
+			/* the end of the last extent (inline: in the fork; else recount) */
+			if (d->dformat == MFS_FMT_EXTENTS && mfs_get32(d->dnext)) {
+				memcpy(&e, rlit(x) + (mfs_get32(d->dnext) - 1) * sizeof(e), sizeof(e));
+				n = mfs_get64(e.startoff) + mfs_get32(e.blockcount);
+			} else {
+				n = x->s->data_blocks;
+			}
+			mfs_put64(d->size, n << x->fs->geo.blocklog);
+		}
+		if (S_ISLNK(mode) && (mfs_get64(d->size) == 0 || mfs_get64(d->size) > SYMLINK_MAX))
+			x->beyond = "symlink whose target length is lost";
+		return 0;
+	}
+	if (S_ISLNK(mode)) {
+		uint64_t len = strnlen((const char *)rlit(x), forksize < SYMLINK_MAX ? forksize :
+				       SYMLINK_MAX);
+
+		if (!len)
+			x->beyond = "inline symlink without a target";
+		d->dformat = MFS_FMT_LOCAL;
+		mfs_put32(d->dnext, 0);
+		mfs_put64(d->size, len);
+		return 0;
+	}
+	if (S_ISDIR(mode)) {
+		if (x->s->tree_recs) {
+			struct mfs_dir_root dr;
+
+			memcpy(&dr, rlit(x), sizeof(dr));
+			if (forksize < sizeof(dr) || mfs_get32(dr.levels) < 1 ||
+			    mfs_get32(dr.levels) > MFS_BTREE_MAXLEVELS) {
+				x->beyond = "directory whose name btree root is lost";
+				return 0;
+			}
+			d->dformat = MFS_FMT_BTREE;
+			mfs_put32(d->dnext, mfs_get32(dr.levels));
+			if (mfs_get64(d->size) > (uint64_t)INT64_MAX)
+				mfs_put64(d->size, MFS_DIR_LOCAL_HDR);
+			return 0;
+		}
+		d->dformat = MFS_FMT_LOCAL;
+		mfs_put32(d->dnext, 0);
+		if (mfs_get64(d->size) > forksize)
+			mfs_put64(d->size, local_dir_size(x, forksize));
+		return 0;
+	}
+	d->dformat = MFS_FMT_DEV;
+	mfs_put32(d->dnext, 0);
+	*tree_blocks = 0;
+	return 0;
+}
+
+/* Everything but the forks. */
+static void fix_core(struct raw *x)
+{
+	struct mfs_dinode *d = rd(x);
+	uint16_t mode = mfs_get16(d->mode);
+	struct mfs_timestamp *ts[4] = { &d->atime, &d->mtime, &d->ctime, &d->btime };
+	uint64_t nu = mfs_get64(d->next_unlinked);
+
+	mfs_put32(d->flags, mfs_get32(d->flags) & KNOWN_DIFLAGS);
+	for (int i = 0; i < 4; i++) {
+		if (mfs_get32(ts[i]->nsec) >= 1000000000u)
+			mfs_put32(ts[i]->nsec, 0);
+		ts[i]->pad = 0;
+	}
+	if (mfs_get32(d->nlink) > MFS_LINK_MAX)
+		mfs_put32(d->nlink, S_ISDIR(mode) ? 2 : 1);
+	if (nu && (mfs_get32(d->nlink) || mfs_ino_check(x->fs, nu)))
+		mfs_put64(d->next_unlinked, 0);
+	d->pad0 = 0;
+	d->reserved[0] = d->reserved[1] = 0;
+}
+
+static int type_known(uint16_t mode)
+{
+	switch (mode & S_IFMT) {
+	case S_IFREG: case S_IFDIR: case S_IFLNK: case S_IFCHR: case S_IFBLK: case S_IFIFO:
+	case S_IFSOCK:
+		return 1;
+	}
+	return 0;
+}
+
+/* The header is this inode's (only the checksum may be wrong)? */
+static int header_ours(struct raw *x)
+{
+	const struct mfs_dinode *d = rd(x);
+
+	return mfs_get32(d->magic) == MFS_DINODE_MAGIC && mfs_get64(d->ino) == x->ino &&
+	       !memcmp(d->uuid, x->fs->geo.uuid, sizeof(d->uuid));
+}
+
+/* Read the committed dinode into x->buf (the caller holds its AG in tp). */
+static int raw_read(struct raw *x, struct mfs_buf **bpp)
+{
+	const struct mfs_geom *g = &x->fs->geo;
+	int err = mfs_buf_read(x->fs->bc, mfs_ino_to_fsb(g, x->ino), NULL, bpp);
+
+	if (err)
+		return rep_fail(x->r, err, "inode %llu: its block %llu cannot be read: %s",
+				(unsigned long long)x->ino,
+				(unsigned long long)mfs_ino_to_fsb(g, x->ino), strerror(-err));
+	memcpy(x->buf, (const uint8_t *)(*bpp)->data + mfs_ino_to_offset(g, x->ino),
+	       g->inodesize);
+	return 0;
+}
+
+static int raw_fix(struct raw *x, struct mfs_trans *tp)
+{
+	const struct mfs_geom *g = &x->fs->geo;
+	struct mfs_dinode *d = rd(x);
+	struct mfs_buf *bp = NULL;
+	uint64_t tree = 0;
+	int err;
+
+	err = raw_read(x, &bp);
+	if (err)
+		return err;
+	if (!header_ours(x))
+		x->beyond = "its header names another inode or filesystem";
+	else if (!mfs_get16(d->mode))
+		err = rep_fail(x->r, -ENOENT, "inode %llu is free", (unsigned long long)x->ino);
+	else if (!type_known(mfs_get16(d->mode)))
+		x->beyond = "its mode has no file type";
+	if (!err && !x->beyond) {
+		fix_core(x);
+		fix_attr(x);
+		err = fix_data(x, tp, &tree);
+	}
+	if (!err && x->beyond) {
+		mfs_buf_put(bp);
+		return 1;
+	}
+	if (!err) {
+		mfs_put64(d->nblocks, x->s->data_blocks + tree +
+			  (x->drop_attr ? 0 : x->s->attr_blocks));
+		err = mfs_dinode_check(d, g->inodesize, x->ino);
+		if (err)
+			rep_fail(x->r, err, "inode %llu: its fields cannot be made valid: nothing "
+				 "was changed", (unsigned long long)x->ino);
+	}
+	if (!err)
+		err = mfs_trans_modify(tp, bp);
+	if (!err) {
+		uint8_t *slot = (uint8_t *)bp->data + mfs_ino_to_offset(g, x->ino);
+
+		memcpy(x->buf + offsetof(struct mfs_dinode, lsn),
+		       slot + offsetof(struct mfs_dinode, lsn), sizeof(d->lsn));
+		mfs_dinode_seal(d, g->inodesize);
+		memcpy(slot, d, g->inodesize);
+	}
+	mfs_buf_put(bp);
+	return err;
+}
+
+static int inode_raw(struct rep *r)
+{
+	struct raw *x = mfs_calloc(1, sizeof(*x));
+	struct mfs_trans *tp = NULL;
+	int err;
+
+	if (!x)
+		return rep_fail(r, -ENOMEM, "no memory to repair the inode");
+	x->r = r;
+	x->fs = r->fs;
+	x->ino = r->rc->ino;
+	x->litsize = r->fs->geo.inodesize - (uint32_t)sizeof(struct mfs_dinode);
+	err = rep_fmap_gather(r, x->ino, NULL, &x->m);
+	if (!err) {
+		x->s = rep_fmap_sum(x->m);
+		err = mfs_trans_alloc(r->fs, &tp);
+		if (err)
+			rep_fail(r, err, "no memory for the repair's transaction");
+	}
+	if (!err)
+		err = rep_fmap_lock(x->m, tp, 1);
+	if (!err)
+		err = raw_fix(x, tp);
+	if (err == 1) {
+		/* beyond repair: a fresh transaction (the fix may have begun) */
+		mfs_trans_cancel(tp);
+		tp = NULL;
+		err = mfs_trans_alloc(r->fs, &tp);
+		if (err) {
+			tp = NULL;
+			rep_fail(r, err, "no memory for the repair's transaction");
+		}
+		if (!err)
+			err = rep_fmap_lock(x->m, tp, 1);
+		if (!err)
+			err = rep_fmap_free_all(x->m, tp);
+		if (!err) {
+			err = mfs_ifree(tp, x->ino);
+			if (err)
+				rep_fail(r, err, "inode %llu: freeing it: %s",
+					 (unsigned long long)x->ino, strerror(-err));
+		}
+		if (!err)
+			mfs_log(MFS_LOG_WARN, "repair: inode %llu is beyond repair (%s): cleared, "
+				"%llu blocks freed", (unsigned long long)x->ino, x->beyond,
+				(unsigned long long)(x->s->data_blocks + x->s->tree_blocks +
+						     x->s->attr_blocks));
+	} else if (!err && x->drop_attr) {
+		err = rep_fmap_free_attr(x->m, tp);
+	}
+	if (tp)
+		err = rep_ino_finish(r, tp, x->ino, err);
+	mfs_inode_invalidate(r->fs, x->ino);
+	rep_fmap_free(x->m);
+	free(x);
+	return err;
+}
+
+int rep_inode(struct rep *r)
+{
+	struct mfs_inode *ip;
+	int err;
+
+	/* (not MFS_IGET_UNTRUSTED: a damaged inode btree must not read as a damaged inode;
+	 * the client asks only for inodes the inode btree lists) */
+	err = mfs_iget(r->fs, r->rc->ino, 0, &ip);
+	if (mfs_is_corruption(err))
+		return inode_raw(r);
+	if (err)
+		return rep_fail(r, err, "inode %llu: %s", (unsigned long long)r->rc->ino,
+				err == -ENOENT ? "it is free" : strerror(-err));
+	pthread_rwlock_wrlock(&ip->lock);
+	err = ip->mode ? inode_incore(r, ip) :
+	      rep_fail(r, -ENOENT, "inode %llu was freed", (unsigned long long)ip->ino);
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+	return err;
+}
