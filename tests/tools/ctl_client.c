@@ -15,7 +15,8 @@
  * count check with a CANCEL behind it), hangup-running (the same, write side shut instead),
  * fd-pipe, fd-readonly,
  * fd-self FILE (a file on the mendfs itself), fd-sealed, fd-too-many, fd-none, fd-with-hello,
- * fd-good, scrub TYPE:AGNO:INO.
+ * fd-good (a type without a rebuilder), scrub TYPE:AGNO:INO, repair TYPE:AGNO:INO (one
+ * memfd as scratch).
  */
 #include "mendfs_ctl.h"
 
@@ -151,7 +152,8 @@ static int show_reply(void)
 		printf("error %s: %s\n", nm ? nm : "?", (char *)buf + sizeof(e));
 	} else {
 		printf("reply %u %u", h.command & ~MFS_CTL_REPLY, h.len);
-		if (h.command == (MFS_CTL_SCRUB | MFS_CTL_REPLY) &&
+		if ((h.command == (MFS_CTL_SCRUB | MFS_CTL_REPLY) ||
+		     h.command == (MFS_CTL_REPAIR | MFS_CTL_REPLY)) &&
 		    h.len >= sizeof(struct mfs_ctl_scrub_reply)) {
 			struct mfs_ctl_scrub_reply r;
 
@@ -353,6 +355,19 @@ int main(int argc, char **argv)
 			cmd = MFS_CTL_HELLO;
 			fds[0] = memfd(0);
 		} else if (!strcmp(c, "fd-good")) {
+			/* good descriptors for a type that has no rebuilder: they are checked,
+			 * then the request is refused (EOPNOTSUPP), nothing rebuilt */
+			sq.type = MFS_SCRUB_PROBE;
+			fds[0] = memfd(0);
+		} else if (!strcmp(c, "repair") && argc > 3) {
+			unsigned t, a;
+			unsigned long long ino;
+
+			if (sscanf(argv[3], "%u:%u:%llu", &t, &a, &ino) != 3)
+				return 2;
+			sq.type = t;
+			sq.agno = a;
+			sq.ino = ino;
 			fds[0] = memfd(0);
 		} else {
 			return 2;
