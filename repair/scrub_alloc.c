@@ -128,6 +128,8 @@ static int has_extent(const struct scrub_recs *r, uint32_t start, uint32_t n)
 	return mfs_get32(a->startblock) == start && mfs_get32(a->blockcount) == n;
 }
 
+/* Where record i lies, formatted only for a finding. */
+#define WHERE scrub_rec_where(&sa, MFS_BT_BNO, i, wb, sizeof(wb))
 int scrub_bnobt(struct mfs_scrub_ctx *ctx)
 {
 	const struct scrub_recs *bno;
@@ -150,26 +152,26 @@ int scrub_bnobt(struct mfs_scrub_ctx *ctx)
 
 		if (!rec_sane(ctx, &sa, MFS_BT_BNO, i, start, n))
 			continue;
-		scrub_rec_where(&sa, MFS_BT_BNO, i, wb, sizeof(wb));
 		if (i && start < prev_end)
 			scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "AG %u bnobt %s: startblock %u "
-				     "overlaps the previous record ending at %llu", sa.agno, wb,
+				     "overlaps the previous record ending at %llu", sa.agno, WHERE,
 				     start, (unsigned long long)prev_end);
 		else if (i && start == prev_end)
 			scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "AG %u bnobt %s: extent %u+%u "
-				     "touches the previous free extent (not merged)", sa.agno, wb,
+				     "touches the previous free extent (not merged)", sa.agno, WHERE,
 				     start, n);
 		prev_end = (uint64_t)start + n;
 		xref_rmap(ctx, &sa, MFS_BT_BNO, i, start, n);
 		if ((sa.have & SCRUB_WANT_CNT) && !has_extent(&bycnt, start, n))
 			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u bnobt %s: free extent "
-				     "%u+%u is not in the cntbt", sa.agno, wb, start, n);
+				     "%u+%u is not in the cntbt", sa.agno, WHERE, start, n);
 	}
 out:
 	scrub_recs_free(&bycnt);
 	alloc_end(ctx, &sa);
 	return err;
 }
+#undef WHERE
 
 int scrub_cntbt(struct mfs_scrub_ctx *ctx)
 {

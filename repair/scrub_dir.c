@@ -146,6 +146,14 @@ static int mode_of(struct mfs_scrub_ctx *ctx, struct mfs_inode *dp, struct chunk
 	return *mode ? 0 : -ENOENT;
 }
 
+/* The entry's name for a finding (the first 48 bytes), formatted only then. */
+static const char *shown_name(char *buf, size_t size, const char *name, unsigned len)
+{
+	snprintf(buf, size, "%.*s%s", len < 48 ? (int)len : 48, name, len < 48 ? "" : "...");
+	return buf;
+}
+
+#define SHOWN shown_name(shown, sizeof(shown), name, len)
 static int entry_fn(void *priv, const char *name, unsigned len, uint64_t ino, uint8_t ftype,
 		    uint64_t next_cookie)
 {
@@ -162,32 +170,30 @@ static int entry_fn(void *priv, const char *name, unsigned len, uint64_t ino, ui
 	if (err)
 		return err;
 	w->n++;
-	snprintf(shown, sizeof(shown), "%.*s%s", len < 48 ? (int)len : 48, name,
-		 len < 48 ? "" : "...");
 	for (unsigned i = 0; i < len; i++)
 		if (name[i] == '/' || name[i] == '\0') {
 			scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "directory %llu entry '%s': the "
-				     "name holds a '/' or NUL byte", d, shown);
+				     "name holds a '/' or NUL byte", d, SHOWN);
 			break;
 		}
 	if (len == 0 || len > MFS_NAME_MAX || (len == 1 && name[0] == '.') ||
 	    (len == 2 && name[0] == '.' && name[1] == '.'))
 		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "directory %llu entry '%s': name of %u "
-			     "bytes is not a storable name", d, shown, len);
+			     "bytes is not a storable name", d, SHOWN, len);
 	if (ino == w->dp->ino) {
 		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "directory %llu entry '%s': names the "
-			     "directory itself", d, shown);
+			     "directory itself", d, SHOWN);
 		return 0;
 	}
 	if (mfs_ino_check(ctx->fs, ino)) {
 		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "directory %llu entry '%s': inode "
-			     "number %llu is not valid", d, shown, (unsigned long long)ino);
+			     "number %llu is not valid", d, SHOWN, (unsigned long long)ino);
 		return 0;
 	}
 	err = mode_of(ctx, w->dp, &w->cc, ino, &mode);
 	if (err == -ENOENT || mfs_is_corruption(err)) {
 		scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "directory %llu entry '%s': inode %llu "
-			     "%s", d, shown, (unsigned long long)ino,
+			     "%s", d, SHOWN, (unsigned long long)ino,
 			     err == -ENOENT ? "is not allocated" : "cannot be loaded");
 		return 0;
 	}
@@ -195,10 +201,11 @@ static int entry_fn(void *priv, const char *name, unsigned len, uint64_t ino, ui
 		return err;
 	if (ftype_of(mode) != ftype)
 		scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "directory %llu entry '%s': file type "
-			     "%u, inode %llu has mode 0%o (type %u)", d, shown, ftype,
+			     "%u, inode %llu has mode 0%o (type %u)", d, SHOWN, ftype,
 			     (unsigned long long)ino, mode, ftype_of(mode));
 	return 0;
 }
+#undef SHOWN
 
 static int check_parent(struct mfs_scrub_ctx *ctx, struct mfs_inode *dp)
 {

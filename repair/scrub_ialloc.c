@@ -53,6 +53,8 @@ static void check_chunk_inodes(struct mfs_scrub_ctx *ctx, const struct scrub_ag 
 			     scrub_errstr(err));
 }
 
+/* Where record i lies, formatted only for a finding. */
+#define WHERE scrub_rec_where(&sa, MFS_BT_INO, i, wb, sizeof(wb))
 int scrub_inobt(struct mfs_scrub_ctx *ctx)
 {
 	const struct mfs_geom *g = &ctx->fs->geo;
@@ -88,7 +90,6 @@ int scrub_inobt(struct mfs_scrub_ctx *ctx)
 		const struct mfs_rmap_rec *r;
 		char wb[48];
 
-		scrub_rec_where(&sa, MFS_BT_INO, i, wb, sizeof(wb));
 		err = scrub_cancelled(ctx);
 		if (err)
 			goto out;
@@ -97,28 +98,28 @@ int scrub_inobt(struct mfs_scrub_ctx *ctx)
 		    (uint64_t)agbno + g->chunkblocks > sa.len ||
 		    (uint64_t)startino + MFS_INODES_PER_CHUNK > (1ull << (g->agblklog + g->inopblog))) {
 			scrub_report(ctx, C, "AG %u inobt %s: chunk at agino %u (block %u) "
-				     "is misaligned or outside the AG", sa.agno, wb, startino, agbno);
+				     "is misaligned or outside the AG", sa.agno, WHERE, startino, agbno);
 			continue;
 		}
 		if (mfs_get32(c->freecount) != (uint32_t)__builtin_popcountll(mask))
 			scrub_report(ctx, C, "AG %u inobt %s: chunk %u free count %u, its "
-				     "free mask 0x%016llx has %d bits", sa.agno, wb, startino,
+				     "free mask 0x%016llx has %d bits", sa.agno, WHERE, startino,
 				     mfs_get32(c->freecount), (unsigned long long)mask,
 				     __builtin_popcountll(mask));
 		if ((sa.have & SCRUB_WANT_BNO) &&
 		    scrub_any_free(&sa.recs[MFS_BT_BNO], agbno, g->chunkblocks))
 			scrub_report(ctx, X, "AG %u inobt %s: chunk %u (blocks %u+%u) lies "
-				     "in free space", sa.agno, wb, startino, agbno, g->chunkblocks);
+				     "in free space", sa.agno, WHERE, startino, agbno, g->chunkblocks);
 		if (sa.have & SCRUB_WANT_RMAP) {
 			r = scrub_rmap_covering(&sa.recs[MFS_BT_RMAP], agbno, g->chunkblocks);
 			if (!r || mfs_get64(r->owner) != MFS_OWN_INODES)
 				scrub_report(ctx, X, "AG %u inobt %s: chunk %u (blocks %u+%u) "
 					     "is owned by %s in the rmapbt, expected inodes", sa.agno,
-					     wb, startino, agbno, g->chunkblocks,
+					     WHERE, startino, agbno, g->chunkblocks,
 					     r ? scrub_owner_name(mfs_get64(r->owner), ob, sizeof(ob))
 					       : "nobody");
 		}
-		check_chunk_inodes(ctx, &sa, wb, c);
+		check_chunk_inodes(ctx, &sa, WHERE, c);
 	}
 	/* The tree's own blocks. */
 	for (size_t i = 0; (sa.have & SCRUB_WANT_RMAP) && i < sa.blocks[MFS_BT_INO].n; i++) {
@@ -136,3 +137,4 @@ out:
 	scrub_ag_unlock(ctx->fs, ctx->agno);
 	return err;
 }
+#undef WHERE

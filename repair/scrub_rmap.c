@@ -17,10 +17,10 @@
  * owner: each owner is read once, whatever the interleaving of the owners' extents on
  * disk).  When the owner's committed on-disk inode maps all of them (data extents of an
  * inline extent list, scrub_priv.h) nothing more is needed; otherwise the owner is taken
- * (its lock shared) and each record compared with it; for a record that does not match, the inode is checked to be the
- * committed one (not freed meanwhile) and the record looked up again with the AG locked
- * (inode lock, then AG lock: the order transactions use), and reported if still there.  It
- * must match the inode — allocated, and for a data extent, mapped by the inode's extent
+ * (its lock shared) and each record compared with it; for a record that does not match,
+ * the inode is checked to be the committed one (not freed meanwhile) and the record looked
+ * up again with the AG locked (inode lock, then AG lock: the order transactions use), and
+ * reported if still there.  It must match the inode — allocated, and for a data extent, mapped by the inode's extent
  * map at that file offset; for btree blocks, a block of that fork's tree (extent btree,
  * directory name btree, attribute btree); for attribute value blocks, an attribute btree.
  */
@@ -193,6 +193,8 @@ static void check_coverage(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa)
 			     sa->len - 1);
 }
 
+/* Where record i lies, formatted only for a finding. */
+#define WHERE scrub_rec_where(sa, MFS_BT_RMAP, i, wb, sizeof(wb))
 /* Records on their own and against the previous one; inode-owned ones are collected. */
 static int check_records(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa,
 			 struct scrub_recs *inode_recs)
@@ -208,37 +210,36 @@ static int check_records(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa,
 		uint64_t owner = mfs_get64(r->owner), off = mfs_get64(r->offset);
 		char wb[48];
 
-		scrub_rec_where(sa, MFS_BT_RMAP, i, wb, sizeof(wb));
 
 		if (n == 0 || (uint64_t)start + n > sa->len) {
 			scrub_report(ctx, C, "AG %u rmapbt %s: extent %u+%u is empty or "
-				     "outside the AG (%u blocks)", sa->agno, wb, start, n, sa->len);
+				     "outside the AG (%u blocks)", sa->agno, WHERE, start, n, sa->len);
 			continue;
 		}
 		if (i && start < prev_end)
 			scrub_report(ctx, C, "AG %u rmapbt %s: startblock %u overlaps the "
-				     "previous record ending at %llu", sa->agno, wb, start,
+				     "previous record ending at %llu", sa->agno, WHERE, start,
 				     (unsigned long long)prev_end);
 		prev_end = (uint64_t)start + n;
 		if ((sa->have & SCRUB_WANT_BNO) && scrub_any_free(&sa->recs[MFS_BT_BNO], start, n))
 			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt %s: "
-				     "extent %u+%u is also free in the bnobt", sa->agno, wb, start, n);
+				     "extent %u+%u is also free in the bnobt", sa->agno, WHERE, start, n);
 		if (special_owner(owner)) {
 			if (off)
 				scrub_report(ctx, C, "AG %u rmapbt %s: special owner with "
-					     "offset 0x%llx, expected 0", sa->agno, wb,
+					     "offset 0x%llx, expected 0", sa->agno, WHERE,
 					     (unsigned long long)off);
 			continue;
 		}
 		if (owner >= MFS_OWN_MIN || mfs_ino_check(ctx->fs, owner)) {
 			scrub_report(ctx, C, "AG %u rmapbt %s: extent %u+%u: owner %llu is "
-				     "neither a special owner nor a valid inode number", sa->agno, wb,
+				     "neither a special owner nor a valid inode number", sa->agno, WHERE,
 				     start, n, (unsigned long long)owner);
 			continue;
 		}
 		if (off & ~MFS_RMAP_OFF_MASK & ~RMAP_KNOWN_FLAGS) {
 			scrub_report(ctx, C, "AG %u rmapbt %s: offset 0x%llx has unknown "
-				     "flags", sa->agno, wb, (unsigned long long)off);
+				     "flags", sa->agno, WHERE, (unsigned long long)off);
 			continue;
 		}
 		err = scrub_recs_add(inode_recs, r);
@@ -247,6 +248,7 @@ static int check_records(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa,
 	}
 	return 0;
 }
+#undef WHERE
 
 /* With the AG locked: is exactly this record still in the reverse map? */
 static int rmap_still_there(struct mfs_fs *fs, uint32_t agno, const struct mfs_rmap_rec *rec,

@@ -17,8 +17,8 @@
  * "10000 20000 40000", BENCH_SCRUB_FULL=1: "100000 300000 1000000"), BENCH_SCRUB_CACHE_MB
  * (the daemon's -o cache_size, default its own), BENCH_DIR (the images, default /var/tmp),
  * BENCH_TREE_DIR (the ext4 side's tree, default /dev/shm), BENCH_SCRUB_PERF (a file name
- * prefix: `perf record -g` is attached to the daemon during each scrub, writing
- * PREFIX.<files>.data), BENCH_SCRUB_NO_EXT4=1 (the mendfs side only).  The programs are found in ../bin beside this one
+ * prefix: `perf record -g -a` runs during each scrub, writing PREFIX.<files>.data; the
+ * daemon's pid is printed for `perf report --pid`), BENCH_SCRUB_NO_EXT4=1 (the mendfs side only).  The programs are found in ../bin beside this one
  * (build/bench -> build/bin).
  */
 #include <dirent.h>
@@ -466,23 +466,26 @@ static int populate_dir(uint64_t nfiles, const char *base)
 
 /* ---- profiling (BENCH_SCRUB_PERF) ------------------------------------------------------------ */
 
-/* perf record -g attached to the daemon, into PREFIX.<nfiles>.data; its pid or 0. */
+/* perf record -g -a into PREFIX.<nfiles>.data while a scrub runs; its pid or 0. */
 static pid_t perf_start(uint64_t nfiles)
 {
-	char pid[32], out[PATH_MAX];
+	char out[PATH_MAX];
 	pid_t p;
 
 	if (!perf_prefix)
 		return 0;
 	fmt(out, sizeof(out), "%s.%llu.data", perf_prefix, (unsigned long long)nfiles);
-	snprintf(pid, sizeof(pid), "%d", (int)daemon_pid);
+	printf("bench_scrub: perf record -a into %s, the daemon is pid %d\n", out,
+	       (int)daemon_pid);
 	p = fork();
 	if (p == 0) {
 		int fd = open("/dev/null", O_WRONLY);
 
 		dup2(fd, STDOUT_FILENO);
 		dup2(fd, STDERR_FILENO);
-		execlp("perf", "perf", "record", "-q", "-g", "-p", pid, "-o", out, (char *)NULL);
+		/* System-wide: the daemon's worker threads start after an attach with -p, which
+		 * would not follow them.  `perf report --pid` picks the daemon out. */
+		execlp("perf", "perf", "record", "-q", "-g", "-a", "-o", out, (char *)NULL);
 		_exit(127);
 	}
 	if (p > 0) {
