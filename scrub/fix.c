@@ -30,6 +30,7 @@ enum fix_outcome {
 	FIX_FAILED,             /* refused or failed: why says */
 	FIX_UNSUPPORTED,        /* the daemon cannot rebuild this type online */
 	FIX_STOPPED,            /* the run stops (signal, the daemon is gone) */
+	FIX_GONE,               /* the inode was freed since it was listed: nothing to do */
 };
 
 struct fixobj {
@@ -167,6 +168,8 @@ static void try_repair(struct scrub_run *run, struct scrub_conn *c, struct fixob
 		mark_norepair(run, o->type, o->why);
 	} else if (sr.error == -ECANCELED && atomic_load(&run->stop)) {
 		o->outcome = FIX_STOPPED;
+	} else if (sr.error == -ENOENT && o->ino) {
+		o->outcome = FIX_GONE;  /* as a recheck answering ENOENT, below */
 	} else {
 		o->outcome = FIX_FAILED;
 	}
@@ -236,7 +239,7 @@ static void verdict(struct scrub_run *run, struct scrub_conn *c, struct fixobj *
 	char text[1400], first[600];
 	int n;
 
-	if (o->outcome == FIX_STOPPED || atomic_load(&run->stop))
+	if (o->outcome == FIX_STOPPED || o->outcome == FIX_GONE || atomic_load(&run->stop))
 		return;
 	n = recheck(run, c, o, first, sizeof(first));
 	if (n > 0 && retry && (o->outcome == FIX_NONE || o->outcome == FIX_FAILED)) {
