@@ -5,7 +5,8 @@
 #   make asan            the same tests under AddressSanitizer + UBSan (in build-asan/)
 #   make bench           benchmarks (printed figures, never pass/fail)
 #   make run             deps, build, format a default image and show it
-#   make torture DURATION=600   long stress with scrubs beside it, then the offline checks
+#   make torture DURATION=600 PROCS=4   long stress beside scrub and forced-rebuild loops,
+#                               then the offline checks and every file verified
 #   make fuzz FUZZ_TIME=1800    each libFuzzer target (tests/fuzz) for that many seconds
 #                               (clang, ASan+UBSan, in build-fuzz/)
 #   make install PREFIX=/usr/local DESTDIR=
@@ -225,10 +226,13 @@ run: deps
 	@$(MAKE) --no-print-directory all
 	@bash tests/demo.sh $(BIN) $(RUN_IMAGE) $(RUN_SIZE)
 
+# tests/torture.sh: PROCS stress processes for DURATION s beside a checking-scrub loop and a
+# forced-rebuild loop, offline checks, every surviving file verified after a remount
 DURATION ?= 600
+PROCS    ?= 4
 torture: deps
 	@$(MAKE) --no-print-directory all
-	@bash tests/torture.sh $(BIN) $(O)/tools $(DURATION)
+	@O=$(abspath $(O)) bash tests/torture.sh $(BIN) $(O)/tools $(DURATION) $(PROCS)
 
 # The whole metadata field fuzzing walk (every field of every structure × every fuzz verb;
 # t_fieldfuzz in make check runs a sample): a table, $(O)/fieldfuzz.tsv, MISS/CRASH details
