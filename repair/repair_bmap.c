@@ -80,6 +80,7 @@ struct rep_fmap {
 	uint64_t seen;
 	struct mfs_xfarray *O;       /* struct orec: every record */
 	struct mfs_xfarray *E;       /* struct mfs_bmbt_rec: the data extents */
+	struct mfs_xfarray *M;       /* struct mfs_bmbt_rec: the old map (when it walks) */
 	uint64_t next_new;           /* bulk loader: next record of E */
 	uint64_t *newblk;            /* the new btree's blocks */
 	uint64_t nnew, claimed;
@@ -275,6 +276,191 @@ static int count_old_fn(struct mfs_inode *ip, const struct mfs_bmap_ext *ext, vo
 	return 0;
 }
 
+static int keep_old_fn(struct mfs_inode *ip, const struct mfs_bmap_ext *ext, void *priv)
+{
+	struct rep_fmap *m = priv;
+	struct mfs_bmbt_rec e;
+	int err;
+
+	memset(&e, 0, sizeof(e));
+	mfs_put64(e.startoff, ext->startoff);
+	mfs_put64(e.startblock, ext->startblock);
+	mfs_put32(e.blockcount, (uint32_t)ext->len);
+	err = mfs_xfarray_append(m->M, &e, NULL);
+	return err ? rep_scratch_err(m->r, err, "keeping the old extent map") : 0;
+}
+
+/*
+ * Whose word wins when the old map still reads cleanly and disagrees with the reverse map?
+ * The reverse map's, where the old map's claim is shown false: blocks it maps that are free
+ * or the reverse map gives to another owner (a fuzzed start or length), or file blocks it
+ * lost (the reverse map maps them, the old map not).  Not where the reverse map may be the
+ * damaged one: blocks the old map holds that the reverse map gives to nobody (a lost
+ * record), or the same blocks at other file offsets (which offset is right cannot be told).
+ * Then nothing is rebuilt (-EFSCORRUPTED): the reverse map is to be rebuilt first.
+ */
+struct claim {
+	uint32_t agbno, end;
+	uint32_t covered;            /* blocks from agbno on covered so far (in order) */
+};
+
+static int claim_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
+{
+	struct claim *c = priv;
+	uint32_t s = mfs_get32(((const struct mfs_alloc_rec *)rec)->startblock);
+	uint32_t e = s + mfs_get32(((const struct mfs_alloc_rec *)rec)->blockcount);
+	uint32_t at = c->agbno + c->covered;
+
+	if (s > at)
+		return 1;                /* this tree leaves block `at` uncovered */
+	if (e > at)
+		c->covered = (e < c->end ? e : c->end) - c->agbno;
+	return c->agbno + c->covered >= c->end;
+}
+
+/* Are the blocks [fsb, fsb + len) all free or owned in the reverse map (any owner)?  The
+ * two trees are asked in turn from the first block not yet covered, until neither helps. */
+static int all_claimed(struct rep_fmap *m, uint64_t fsb, uint32_t len, int *yes)
+{
+	const struct mfs_geom *g = &m->fs->geo;
+	uint32_t a = mfs_fsb_to_agno(g, fsb), before = UINT32_MAX;
+	struct claim c = { mfs_fsb_to_agbno(g, fsb), mfs_fsb_to_agbno(g, fsb) + len, 0 };
+	struct mfs_buf *hbp;
+	int err;
+
+	*yes = 0;
+	pthread_mutex_lock(&m->fs->ag[a].lock);
+	err = mfs_read_agh(m->fs, a, &hbp);
+	if (err) {
+		pthread_mutex_unlock(&m->fs->ag[a].lock);
+		return rep_fail(m->r, err, "AG %u header unreadable: %s", a, strerror(-err));
+	}
+	while (!err && c.covered != before && c.agbno + c.covered < c.end) {
+		before = c.covered;
+		/* free extents and reverse-map records both begin with startblock, blockcount */
+		for (int t = 0; !err && t < 2; t++) {
+			struct mfs_btree_cur cur;
+			struct mfs_rmap_rec lo, rec;
+			int stat = 0;
+
+			memset(&lo, 0, sizeof(lo));
+			mfs_put32(lo.startblock, c.agbno + c.covered);
+			mfs_ag_cur_init(&cur, m->fs, NULL, a, t ? MFS_BT_RMAP : MFS_BT_BNO, hbp);
+			err = mfs_btree_lookup_get(&cur, &lo, MFS_LOOKUP_LE, &rec, &stat);
+			if (!err && stat)
+				lo.startblock = rec.startblock;
+			if (!err)
+				err = mfs_btree_query_range(&cur, &lo, NULL, claim_fn, &c);
+			mfs_btree_cur_release(&cur);
+			if (err > 0)
+				err = 0;
+		}
+	}
+	mfs_buf_put(hbp);
+	pthread_mutex_unlock(&m->fs->ag[a].lock);
+	if (err)
+		return rep_fail(m->r, err, "AG %u: reading its free space and reverse map: %s", a,
+				strerror(-err));
+	*yes = c.agbno + c.covered >= c.end;
+	return 0;
+}
+
+/* How many of [fsb, fsb + len) the reverse map gives the inode as data. */
+static int owned_data(struct rep_fmap *m, uint64_t fsb, uint32_t len, uint64_t *nown)
+{
+	uint64_t n = mfs_xfarray_count(m->O);
+
+	*nown = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		struct orec o;
+		uint64_t s, e;
+		int err = mfs_xfarray_get(m->O, i, &o);
+
+		if (err)
+			return rep_scratch_err(m->r, err, "reading the reverse mappings");
+		if (o.offset & (MFS_RMAP_ATTR_FORK | MFS_RMAP_BMBT_BLOCK))
+			continue;
+		s = o.fsb > fsb ? o.fsb : fsb;
+		e = o.fsb + o.len < fsb + len ? o.fsb + o.len : fsb + len;
+		if (s < e)
+			*nown += e - s;
+	}
+	return 0;
+}
+
+/* A piece the old map has and the new one not: may the rebuild drop it?  Only when the old
+ * map is shown wrong there: some of its blocks are not the inode's in the reverse map, and
+ * each of them is free or another owner's. */
+static int drop_ok(struct rep_fmap *m, uint64_t off, uint64_t fsb, uint32_t len)
+{
+	uint64_t nown;
+	int yes, err = owned_data(m, fsb, len, &nown);
+
+	if (!err && nown == len)
+		return rep_fail(m->r, -EFSCORRUPTED, "inode %llu: its extent map and the reverse "
+				"map put blocks %llu+%u at different file offsets (the map at %llu): "
+				"which is right cannot be told; nothing was changed",
+				(unsigned long long)m->ino, (unsigned long long)fsb, len,
+				(unsigned long long)off);
+	if (!err)
+		err = all_claimed(m, fsb, len, &yes);
+	if (!err && !yes)
+		return rep_fail(m->r, -EFSCORRUPTED, "inode %llu: its extent map holds blocks "
+				"%llu+%u (file block %llu) that the reverse map gives to nobody: the "
+				"reverse map may have lost them; rebuild it first", (unsigned long long)
+				m->ino, (unsigned long long)fsb, len, (unsigned long long)off);
+	return err;
+}
+
+/* Walk the old map (M) against the new (E), both by file block: every old piece the new
+ * map does not keep as it is must be droppable. */
+static int old_map_agrees(struct rep_fmap *m)
+{
+	uint64_t nm = mfs_xfarray_count(m->M), ne = mfs_xfarray_count(m->E), j = 0;
+	struct mfs_bmbt_rec a, b;
+	int err = 0, haveb = 0;
+
+	memset(&b, 0, sizeof(b));
+	for (uint64_t i = 0; i < nm && !err; i++) {
+		uint64_t off, fsb, end;
+
+		err = mfs_xfarray_get(m->M, i, &a);
+		if (err)
+			return rep_scratch_err(m->r, err, "reading the old extent map");
+		off = mfs_get64(a.startoff);
+		fsb = mfs_get64(a.startblock);
+		end = off + mfs_get32(a.blockcount);
+		while (off < end && !err) {
+			uint64_t bs, be, n;
+
+			/* the first new extent that ends after off */
+			while (!haveb || mfs_get64(b.startoff) + mfs_get32(b.blockcount) <= off) {
+				if (j >= ne) {
+					haveb = 0;
+					break;
+				}
+				err = mfs_xfarray_get(m->E, j++, &b);
+				if (err)
+					return rep_scratch_err(m->r, err, "reading the extents");
+				haveb = 1;
+			}
+			bs = haveb ? mfs_get64(b.startoff) : UINT64_MAX;
+			be = haveb ? bs + mfs_get32(b.blockcount) : UINT64_MAX;
+			if (bs > off) {                 /* a hole in the new map */
+				n = (bs < end ? bs : end) - off;
+				err = drop_ok(m, off, fsb, (uint32_t)n);
+			} else {
+				n = (be < end ? be : end) - off;
+				if (mfs_get64(b.startblock) + (off - bs) != fsb)
+					err = drop_ok(m, off, fsb, (uint32_t)n);
+			}
+			off += n;
+			fsb += n;
+		}
+	}
+	return err;
+}
+
 int rep_fmap_gather(struct rep *r, uint64_t ino, struct mfs_inode *old, struct rep_fmap **out)
 {
 	struct rep_fmap *m = mfs_calloc(1, sizeof(*m));
@@ -303,19 +489,26 @@ int rep_fmap_gather(struct rep *r, uint64_t ino, struct mfs_inode *old, struct r
 	m->counting = 1;
 	err = fmap_pass(m);
 	if (!err) {
-		const struct rep_array_plan plan[2] = {
+		const struct rep_array_plan plan[3] = {
 			{ sizeof(struct orec), m->sum.data_recs + m->sum.tree_recs +
 			  m->sum.attr_recs + 1 },
 			{ sizeof(struct mfs_bmbt_rec), m->npieces + 1 },
+			{ sizeof(struct mfs_bmbt_rec), nold + 1 },
 		};
 
-		err = rep_reserve(r, plan, 2);
+		err = rep_reserve(r, plan, 3);
 		if (!err)
 			err = rep_hook(r, MFS_REPAIR_AT_RESERVED);
 		if (!err)
 			err = rep_array(r, plan[0].recsize, plan[0].max_nr, &m->O);
 		if (!err)
 			err = rep_array(r, plan[1].recsize, plan[1].max_nr, &m->E);
+		if (!err)
+			err = rep_array(r, plan[2].recsize, plan[2].max_nr, &m->M);
+		if (!err && m->old)
+			err = mfs_bmap_walk(old, keep_old_fn, m);
+		if (err > 0)
+			err = -EFSCORRUPTED;
 	}
 	if (!err) {
 		uint64_t n = m->npieces;
@@ -332,6 +525,8 @@ int rep_fmap_gather(struct rep *r, uint64_t ino, struct mfs_inode *old, struct r
 		err = rep_sort(r, m->E, cmp_startoff, "sorting the extents");
 	if (!err)
 		err = fmap_check(m);
+	if (!err && m->old)
+		err = old_map_agrees(m);
 	if (err) {
 		rep_fmap_free(m);
 		return err;
