@@ -413,45 +413,6 @@ int mfsd_orphan_add(struct mfsd *d, struct mfs_trans *tp, struct mfs_inode *ip)
 }
 
 /*
- * Lock the inode before `ip` on its orphan list (number `need`) as well as `ip` itself
- * (held exclusive on entry and on return), in increasing inode number: `ip` is let go
- * and taken again, which is harmless for an unlinked inode nobody else can reach.
- */
-static int lock_pred(struct mfsd *d, struct mfs_inode *ip, uint64_t need,
-		     struct mfs_inode **predp)
-{
-	struct mfs_inode *p;
-	int err;
-
-	pthread_rwlock_unlock(&ip->lock);
-	err = mfs_iget(d->fs, need, 0, &p);
-	if (err) {
-		pthread_rwlock_wrlock(&ip->lock);
-		return err == -ENOENT ? MFS_CORRUPT("orphan list: inode %llu, before inode "
-						    "%llu, is free", (unsigned long long)need,
-						    (unsigned long long)ip->ino) : err;
-	}
-	if (need < ip->ino) {
-		pthread_rwlock_wrlock(&p->lock);
-		pthread_rwlock_wrlock(&ip->lock);
-	} else {
-		pthread_rwlock_wrlock(&ip->lock);
-		pthread_rwlock_wrlock(&p->lock);
-	}
-	*predp = p;
-	return 0;
-}
-
-static void unlock_pred(struct mfs_inode **predp)
-{
-	if (*predp) {
-		pthread_rwlock_unlock(&(*predp)->lock);
-		mfs_iput(*predp);
-		*predp = NULL;
-	}
-}
-
-/*
  * The transaction that frees an unlinked inode whose blocks are gone: off its orphan list,
  * then free.  Taking it off the middle of a list changes the inode before it, whose lock
  * is taken (in order, outside the transaction) when the list says which it is.
@@ -481,9 +442,9 @@ static int free_inode(struct mfsd *d, struct mfs_inode *ip)
 		if (pred)
 			mfs_inode_reload(pred);
 		if (err == -EAGAIN && need && ++tries < MFSD_LOCK_RETRIES) {
-			unlock_pred(&pred);
+			mfs_orphan_unlock_pred(&pred);
 			mfsd_retry_backoff(tries);
-			err = lock_pred(d, ip, need, &pred);
+			err = mfs_orphan_lock_pred(ip, need, &pred);
 			if (err)
 				break;
 			continue;
@@ -491,7 +452,7 @@ static int free_inode(struct mfsd *d, struct mfs_inode *ip)
 		if (!mfsd_should_retry(err, &tries))
 			break;
 	}
-	unlock_pred(&pred);
+	mfs_orphan_unlock_pred(&pred);
 	return err;
 }
 

@@ -342,6 +342,40 @@ done:
 	return 0;
 }
 
+int mfs_orphan_lock_pred(struct mfs_inode *ip, uint64_t need, struct mfs_inode **pred)
+{
+	struct mfs_inode *p;
+	int err;
+
+	*pred = NULL;
+	pthread_rwlock_unlock(&ip->lock);
+	err = mfs_iget(ip->fs, need, 0, &p);
+	if (err) {
+		pthread_rwlock_wrlock(&ip->lock);
+		return err == -ENOENT ? MFS_CORRUPT("orphan list: inode %llu, before inode %llu, "
+						    "is free", (unsigned long long)need,
+						    (unsigned long long)ip->ino) : err;
+	}
+	if (need < ip->ino) {
+		pthread_rwlock_wrlock(&p->lock);
+		pthread_rwlock_wrlock(&ip->lock);
+	} else {
+		pthread_rwlock_wrlock(&ip->lock);
+		pthread_rwlock_wrlock(&p->lock);
+	}
+	*pred = p;
+	return 0;
+}
+
+void mfs_orphan_unlock_pred(struct mfs_inode **pred)
+{
+	if (*pred) {
+		pthread_rwlock_unlock(&(*pred)->lock);
+		mfs_iput(*pred);
+		*pred = NULL;
+	}
+}
+
 /* ---- reading the list -------------------------------------------------------------------- */
 
 int mfs_orphan_head(struct mfs_fs *fs, uint32_t agno, uint64_t *ino)

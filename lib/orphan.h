@@ -70,6 +70,16 @@ int mfs_orphan_add(struct mfs_trans *tp, struct mfs_orphans *o, struct mfs_inode
 int mfs_orphan_remove(struct mfs_trans *tp, struct mfs_orphans *o, struct mfs_inode *ip,
 		      struct mfs_inode *pred, uint64_t *need);
 
+/*
+ * After mfs_orphan_remove's -EAGAIN: take the inode `need` before `ip` on its list, and
+ * lock it and `ip` exclusive in increasing inode number (`ip` is held exclusive on entry and
+ * on return: it is let go and taken again, harmless for an unlinked inode nobody else can
+ * reach).  *pred gets it, referenced and locked; mfs_orphan_unlock_pred lets it go (and
+ * sets *pred to NULL; NULL is fine).  -EFSCORRUPTED, after a message, when `need` is free.
+ */
+int mfs_orphan_lock_pred(struct mfs_inode *ip, uint64_t need, struct mfs_inode **pred);
+void mfs_orphan_unlock_pred(struct mfs_inode **pred);
+
 /* The head of AG `agno`'s list (0: empty), checked to be an inode of that AG. */
 int mfs_orphan_head(struct mfs_fs *fs, uint32_t agno, uint64_t *ino);
 

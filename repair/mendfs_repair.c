@@ -412,8 +412,7 @@ int main(int argc, char **argv)
 			if (n <= 0)
 				continue;
 			t.found += (unsigned)n;
-			if (!t.dry_run && (fs_types[i] == MFS_SCRUB_SUMMARY ||
-					   fs_types[i] == MFS_SCRUB_JOURNAL) &&
+			if (!t.dry_run && mfs_repair_supported(fs_types[i]) &&
 			    rebuild_fs(&t, fs_types[i]) == 0 &&
 			    check(&t, fs_types[i], 0, 0, "still ") == 0)
 				t.fixed += (unsigned)n;

@@ -237,6 +237,8 @@ static const struct {
 	{ MFS_SCRUB_JOURNAL, rep_journal },
 	{ MFS_SCRUB_BMAP, rep_bmap },
 	{ MFS_SCRUB_INODE, rep_inode },
+	{ MFS_SCRUB_NLINKS, rep_nlinks },
+	{ MFS_SCRUB_ORPHANS, rep_orphans },
 };
 
 static int (*rep_rebuilder(uint32_t type))(struct rep *)

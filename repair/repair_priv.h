@@ -114,6 +114,24 @@ int rep_inode(struct rep *r);       /* MFS_SCRUB_INODE: an inode's core (repair_
  */
 int rep_lostfound_link(struct rep *r, uint64_t ino, uint32_t nlink);
 
+/*
+ * Call fn on every inode of AG agno's allocated chunks, from the committed cluster buffers
+ * (repair_orphans.c), in inode order: fn(priv, ino, dinode, isfree) as scrub_chunk_walk's.
+ * `locked`: the caller holds the AG lock (else it is taken for the walk: fn must then not
+ * take an inode lock).  An unreadable header, inode btree or inode block is -EFSCORRUPTED
+ * with the reason set.
+ */
+struct mfs_dinode;
+typedef int (*rep_dinode_fn)(void *priv, uint64_t ino, const struct mfs_dinode *d, int isfree);
+int rep_walk_inodes(struct rep *r, uint32_t agno, int locked, rep_dinode_fn fn, void *priv);
+/* The orphan list of one AG (repair_orphans.c): *cands gets how many inodes a rebuild of
+ * it gathers (the size of the array rep_orphans_ag needs, before a margin); rep_orphans_ag
+ * rebuilds it if it is wrong, with C an empty array of that many records (left empty), the
+ * namespace quiesced (online); *listed gets the members. */
+#define REP_ORPHAN_RECSIZE 24u
+int rep_orphans_count(struct rep *r, uint32_t agno, uint64_t *cands);
+int rep_orphans_ag(struct rep *r, uint32_t agno, struct mfs_xfarray *C, uint64_t *listed);
+
 /* The space inode ip owns in AG agno, as reverse-map pieces (repair_owners.c): fn is called
  * with (priv, ino, agbno, len, rmap offset) for each; its non-zero return stops the walk. */
 struct mfs_inode;

@@ -11,7 +11,11 @@
 #                             mount, scrub (repairing) under load: every object matching the
 #                             ';'-separated regexps WANT reported repaired, exit 0; then a
 #                             load, `mendfs_scrub -n` clean, checksums, unmount,
-#                             `mendfs_repair -n` clean
+#                             `mendfs_repair -n` clean.  ROUND_SCRUB_OK=BITS: those exit bits
+#                             of the scrub accepted too when it left nothing damaged (16: checks
+#                             that could not run before a repair).  ROUND_LEFT=REGEXP: "Not repaired"
+#                             lines matching it are allowed (exit 1 then), for findings
+#                             that a later repair of another object fixes
 # The caller provides $pop (a populated, unmounted image) and $dir/sums, and creates
 # $mnt/stress in $pop.
 SCRUB=${SCRUB:-$BIN/mendfs_scrub}
@@ -63,13 +67,26 @@ round() {
 	local rc=$?
 	stress_stop
 	daemon_alive "$name"
+	# ROUND_LEFT (a regexp): objects the scrub may leave unrepaired when their findings
+	# are fixed by a later repair of another object (the second scrub -n proves it)
+	if [ $rc -eq 1 ] && [ -n "${ROUND_LEFT:-}" ] && grep -q '^Not repaired: ' "$dir/out" &&
+		! grep '^Not repaired: ' "$dir/out" | grep -Evq "$ROUND_LEFT"; then
+		rc=0
+	fi
+	# ROUND_SCRUB_OK=BITS: exit bits accepted too when nothing was left damaged (16: checks
+	# that could not run until a header was repaired; the second scrub -n runs them)
+	if [ $rc -ne 0 ] && [ -n "${ROUND_SCRUB_OK:-}" ] && [ $((rc & ~ROUND_SCRUB_OK)) -eq 0 ] &&
+		grep -q "repaired, 0 left damaged" "$dir/out"; then
+		rc=0
+	fi
 	[ $rc -eq 0 ] || { cat "$dir/out"; fail "$name: mendfs_scrub exit $rc, expected 0"; }
 	local IFS=';'
 	for w in $want; do
 		grep -Eq "^Repaired: $w: " "$dir/out" || { cat "$dir/out"; fail "$name: '$w' not repaired"; }
 	done
 	unset IFS
-	grep -q "all repaired" "$dir/out" || { cat "$dir/out"; fail "$name: no 'all repaired'"; }
+	grep -Eq "all repaired|repaired, 0 left damaged" "$dir/out" || [ -n "${ROUND_LEFT:-}" ] ||
+		{ cat "$dir/out"; fail "$name: no 'all repaired'"; }
 	# a short load after the repair must succeed whatever happened before
 	mkdir "$mnt/after" || fail "$name: mkdir after the repair"
 	"$STRESS" -p 2 -n 150 -e 30 -z 32K -S -c "$mnt/after" >"$dir/stress2.out" 2>&1 ||

@@ -678,7 +678,7 @@ START_TEST(test_bad_requests)
 	rc.agno = 99;
 	CK_EQ(mfs_repair(&rc), -EINVAL);                  /* AG out of range */
 	rc.agno = 0;
-	rc.type = MFS_SCRUB_NLINKS;
+	rc.type = MFS_SCRUB_PROBE;                       /* nothing to rebuild */
 	CK_EQ(mfs_repair(&rc), -EOPNOTSUPP);
 	ck_assert_msg(rc.reason[0], "no reason");
 	close(rc.fds[0]);
