@@ -28,8 +28,10 @@ static int fs_alloc_ags(struct mfs_fs *fs)
 static void fs_free(struct mfs_fs *fs)
 {
 	if (fs->ag) {
-		for (uint32_t i = 0; i < fs->geo.agcount; i++)
+		for (uint32_t i = 0; i < fs->geo.agcount; i++) {
 			pthread_mutex_destroy(&fs->ag[i].lock);
+			free(fs->ag[i].ichunks);
+		}
 		free(fs->ag);
 	}
 	free(fs);

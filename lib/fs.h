@@ -23,6 +23,11 @@ struct mfs_icache;
 struct mfs_perag {
 	uint32_t agno;
 	pthread_mutex_t lock;     /* serialises changes to this AG's header and btrees */
+	/* ialloc.c's hint, under `lock`: sorted start inodes of chunks that may have a free
+	 * inode (nichunks of them); see ialloc.c for what it promises. */
+	uint32_t *ichunks;
+	uint32_t nichunks, ichunks_cap;
+	int ichunks_loaded;
 };
 
 struct mfs_fs {

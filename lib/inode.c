@@ -4,7 +4,9 @@
  *
  * The cache is split into ICACHE_SHARDS shards by inode number, so that lookups of
  * different inodes rarely meet on a lock.  Each shard has its own mutex, hash buckets, LRU
- * list of unreferenced inodes and limit on them.  Invariants, under the shard's mutex:
+ * list of unreferenced inodes and limit on them.  A shard's bucket array doubles when it
+ * holds over two inodes a bucket (the kernel can keep a million inodes referenced: fixed
+ * buckets made every lookup walk a chain of 30).  Invariants, under the shard's mutex:
  *
  *   - an inode is in its shard's hash while it is LOADING or READY; a FAILED one has been
  *     unhashed and lives only until its last waiter drops its reference;
@@ -39,14 +41,15 @@
 #include <sys/stat.h>
 
 #define ICACHE_SHARDS   64u
-#define SHARD_BUCKETS   512u
+#define SHARD_BUCKETS   512u            /* initial buckets per shard (a power of 2) */
 
 enum { IS_LOADING = 1, IS_READY = 2, IS_FAILED = 3 };
 
 struct icache_shard {
 	pthread_mutex_t lock;
 	pthread_cond_t loaded;            /* broadcast when a LOADING inode settles */
-	struct mfs_inode *buckets[SHARD_BUCKETS];
+	struct mfs_inode **buckets;       /* nbuckets, a power of 2 */
+	uint64_t nbuckets;
 	struct mfs_inode *lru_head, *lru_tail;   /* head: most recently released */
 	uint64_t cached, unused, max_unused;
 	uint64_t hits, misses, evictions, reloads;
@@ -70,7 +73,31 @@ static struct icache_shard *shard_of(struct mfs_icache *ic, uint64_t ino)
 
 static struct mfs_inode **bucket_of(struct icache_shard *sh, uint64_t ino)
 {
-	return &sh->buckets[(ino_hash(ino) >> 32) & (SHARD_BUCKETS - 1)];
+	return &sh->buckets[(ino_hash(ino) >> 32) & (sh->nbuckets - 1)];
+}
+
+/* Double the shard's buckets (shard locked); a failed allocation keeps longer chains. */
+static void shard_grow(struct icache_shard *sh)
+{
+	uint64_t old = sh->nbuckets;
+	struct mfs_inode **oh = sh->buckets, **nh = mfs_calloc(old * 2, sizeof(*nh));
+
+	if (!nh)
+		return;
+	sh->buckets = nh;
+	sh->nbuckets = old * 2;
+	for (uint64_t i = 0; i < old; i++) {
+		struct mfs_inode *ip = oh[i], *next;
+
+		for (; ip; ip = next) {
+			struct mfs_inode **b = bucket_of(sh, ip->ino);
+
+			next = ip->hnext;
+			ip->hnext = *b;
+			*b = ip;
+		}
+	}
+	free(oh);
 }
 
 /* ---- the cache ---------------------------------------------------------------------------- */
@@ -85,6 +112,18 @@ int mfs_icache_init(struct mfs_fs *fs, unsigned max_unused)
 		return -ENOMEM;
 	ic->fs = fs;
 	ic->max_unused = max_unused ? max_unused : MFS_ICACHE_DEFAULT_UNUSED;
+	for (unsigned s = 0; s < ICACHE_SHARDS; s++) {
+		struct icache_shard *sh = &ic->shards[s];
+
+		sh->buckets = mfs_calloc(SHARD_BUCKETS, sizeof(*sh->buckets));
+		if (!sh->buckets) {
+			while (s--)
+				free(ic->shards[s].buckets);
+			free(ic);
+			return -ENOMEM;
+		}
+		sh->nbuckets = SHARD_BUCKETS;
+	}
 	for (unsigned s = 0; s < ICACHE_SHARDS; s++) {
 		struct icache_shard *sh = &ic->shards[s];
 
@@ -171,6 +210,7 @@ int mfs_icache_destroy(struct mfs_fs *fs)
 		}
 		pthread_cond_destroy(&sh->loaded);
 		pthread_mutex_destroy(&sh->lock);
+		free(sh->buckets);
 	}
 	free(ic);
 	fs->icache = NULL;
@@ -578,6 +618,8 @@ int mfs_iget(struct mfs_fs *fs, uint64_t ino, unsigned flags, struct mfs_inode *
 		}
 		ip->refs = 1;
 		ip->state = IS_LOADING;
+		if (sh->cached >= 2 * sh->nbuckets)
+			shard_grow(sh);
 		ip->hnext = *bucket_of(sh, ino);
 		*bucket_of(sh, ino) = ip;
 		sh->cached++;

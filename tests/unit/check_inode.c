@@ -386,6 +386,80 @@ START_TEST(test_cancel_exact)
 }
 END_TEST
 
+/* Allocation takes the first chunk at or after the hint's with a free inode, wrapping round;
+ * a chunk whose last free inode was taken by a cancelled transaction is found again (ialloc.c
+ * keeps an in-core list of chunks with free inodes: this is what it must not change). */
+static uint64_t alloc_near(struct timg *t, uint64_t hint, int commit)
+{
+	struct mfs_trans *tp;
+	uint64_t ino;
+
+	CK_OK(mfs_trans_alloc(t->fs, &tp));
+	CK_OK(tu_ialloc_linked(tp, hint, S_IFREG | 0644, &ino));
+	if (commit) {
+		CK_OK(mfs_trans_commit(tp));
+	} else {
+		mfs_trans_cancel(tp);
+		mfs_inode_invalidate(t->fs, ino);
+	}
+	return ino;
+}
+
+static void free_one(struct timg *t, uint64_t ino)
+{
+	struct mfs_trans *tp;
+
+	CK_OK(mfs_trans_alloc(t->fs, &tp));
+	CK_OK(mfs_ifree(tp, ino));
+	CK_OK(mfs_trans_commit(tp));
+}
+
+START_TEST(test_alloc_nearest)
+{
+	enum { NCHUNK = 8, N = NCHUNK * MFS_INODES_PER_CHUNK };
+	struct timg t;
+	const struct mfs_geom *g;
+	uint64_t inos[N], h, a, b, c, ino;
+	struct mfs_trans *tp;
+
+	timg_make(&t, 4096, 0);
+	sb_mark_dirty(&t);
+	g = &t.fs->geo;
+	h = ag_hint(g, 1);
+	for (unsigned i = 0; i < N; i += MFS_INODES_PER_CHUNK) {
+		CK_OK(mfs_trans_alloc(t.fs, &tp));
+		for (unsigned k = 0; k < MFS_INODES_PER_CHUNK; k++)
+			CK_OK(tu_ialloc_linked(tp, h, S_IFREG | 0644, &inos[i + k]));
+		CK_OK(mfs_trans_commit(tp));
+	}
+	qsort(inos, N, sizeof(inos[0]), cmp_u64);
+	for (unsigned k = 0; k < NCHUNK; k++) {        /* eight whole chunks of AG 1 */
+		CK_EQ(mfs_ino_to_agno(g, inos[k * MFS_INODES_PER_CHUNK]), 1);
+		CK_EQ(mfs_ino_to_agino(g, inos[k * MFS_INODES_PER_CHUNK]) % MFS_INODES_PER_CHUNK, 0);
+		CK_EQ(inos[k * MFS_INODES_PER_CHUNK + MFS_INODES_PER_CHUNK - 1],
+		      inos[k * MFS_INODES_PER_CHUNK] + MFS_INODES_PER_CHUNK - 1);
+	}
+	a = inos[2 * MFS_INODES_PER_CHUNK + 5];
+	b = inos[5 * MFS_INODES_PER_CHUNK + 9];
+	c = inos[6 * MFS_INODES_PER_CHUNK + 1];
+	free_one(&t, a);
+	free_one(&t, b);
+	h = inos[3 * MFS_INODES_PER_CHUNK];
+	CK_EQ(alloc_near(&t, h, 1), b);                /* the first free one after chunk 3 */
+	CK_EQ(alloc_near(&t, h, 1), a);                /* wrapped round */
+	free_one(&t, a);
+	free_one(&t, c);
+	CK_EQ(alloc_near(&t, inos[0], 0), a);          /* taken, then cancelled */
+	CK_EQ(alloc_near(&t, inos[N - 1], 1), a);      /* still found first (wrapping) */
+	CK_EQ(alloc_near(&t, inos[N - 1], 1), c);
+	ino = alloc_near(&t, inos[N - 1], 1);          /* none free: a new chunk in AG 1 */
+	CK_EQ(mfs_ino_to_agno(g, ino), 1);
+	CK_TRUE(ino < inos[0] || ino > inos[N - 1]);
+	db_check(&t);
+	timg_destroy(&t);
+}
+END_TEST
+
 /* ---- corrupt inodes ------------------------------------------------------------------------ */
 static uint64_t alloc_one(struct timg *t, uint16_t mode)
 {
@@ -848,6 +922,7 @@ static Suite *inode_suite(void)
 	tcase_set_timeout(tc, 240);
 	tcase_add_loop_test(tc, test_alloc_random, 0, 2);
 	tcase_add_loop_test(tc, test_cancel_exact, 0, 2);
+	tcase_add_test(tc, test_alloc_nearest);
 	tcase_add_test(tc, test_corrupt);
 	tcase_add_test(tc, test_concurrent);
 	tcase_add_test(tc, test_enospc);
