@@ -42,6 +42,7 @@ struct nl_inode {
 
 struct nl_edge {
 	uint64_t parent, child;
+	uint64_t cidx;              /* the child's index in inodes (counting sets it; ~0: free) */
 };
 
 struct nl_state {
@@ -107,7 +108,7 @@ static int edge_fn(void *priv, const char *name, unsigned len, uint64_t ino, uin
 		   uint64_t next_cookie)
 {
 	struct nl_state *st = priv;
-	struct nl_edge e = { st->cur_dir, ino };
+	struct nl_edge e = { st->cur_dir, ino, ~0ull };
 
 	if (next_cookie <= 2)
 		return 0;               /* "." and ".." */
@@ -179,12 +180,18 @@ static int count_and_walk(struct nl_state *st)
 	struct nl_inode *ni;
 	int err = 0;
 
-	for (size_t i = 0; i < st->edges.n; i++) {
-		const struct nl_edge *e = scrub_rec(&st->edges, i);
-		struct nl_inode *c = nl_find(st, e->child), *p = nl_find(st, e->parent);
+	struct nl_inode *p = NULL;
 
+	for (size_t i = 0; i < st->edges.n; i++) {
+		struct nl_edge *e = (struct nl_edge *)(st->edges.v + i * st->edges.len);
+		struct nl_inode *c = nl_find(st, e->child);
+
+		/* A directory's edges were collected together: one parent lookup for them. */
+		if (!p || p->ino != e->parent)
+			p = nl_find(st, e->parent);
 		if (!c || !p)
 			continue;       /* an entry naming a free inode: the DIR checker's */
+		e->cidx = (uint64_t)(c - (struct nl_inode *)st->inodes.v);
 		c->refs++;
 		c->holder = e->parent;
 		if (S_ISDIR(c->mode))
@@ -204,7 +211,7 @@ static int count_and_walk(struct nl_state *st)
 	}
 	for (size_t q = 0; q < queue.n && !err; q++) {
 		uint64_t dir = *(const uint64_t *)scrub_rec(&queue, q);
-		struct nl_edge key = { dir, 0 };
+		struct nl_edge key = { dir, 0, 0 };
 		size_t lo = 0, hi = st->edges.n;
 
 		while (lo < hi) {       /* first edge of this parent */
@@ -221,8 +228,10 @@ static int count_and_walk(struct nl_state *st)
 
 			if (e->parent != dir)
 				break;
-			c = nl_find(st, e->child);
-			if (!c || c->reached)
+			if (e->cidx == ~0ull)
+				continue;
+			c = (struct nl_inode *)(st->inodes.v + e->cidx * st->inodes.len);
+			if (c->reached)
 				continue;
 			c->reached = 1;
 			if (S_ISDIR(c->mode))
