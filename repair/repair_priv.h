@@ -139,4 +139,77 @@ typedef int (*rep_owned_fn)(void *priv, uint64_t ino, uint32_t agbno, uint32_t l
 			    uint64_t offset);
 int rep_inode_owned(struct mfs_inode *ip, uint32_t agno, rep_owned_fn fn, void *priv);
 
+/* ---- one inode's forks (repair_ifork.c; the directory, attribute and symlink rebuilders) -- */
+struct mfs_trans;
+/* One extent the reverse map gives an inode (scratch record; fsb is never 0). */
+struct rep_iext {
+	uint64_t fsb;
+	uint64_t offset;            /* the rmap offset, flags included */
+	uint32_t len;
+	uint32_t pad;
+};
+/* Blocks the reverse map gives an inode, by kind. */
+struct rep_iblocks {
+	uint64_t data;              /* data extents */
+	uint64_t data_bt;           /* blocks of the data fork's btree (extent map or names) */
+	uint64_t attr;              /* attribute fork: btree and value blocks */
+};
+typedef int (*rep_iext_want_fn)(uint64_t offset);
+
+/* Take inode rc->ino for a rebuild: referenced, locked exclusive, still the committed one.
+ * An inode not of file type ifmt (S_IFDIR...; 0: any) has nothing to rebuild, as its checker
+ * finds nothing to check: 0 with *ipp NULL. */
+int rep_inode_take(struct rep *r, uint16_t ifmt, const char *what, struct mfs_inode **ipp);
+void rep_inode_drop(struct mfs_inode *ip);
+/* Walk every AG's reverse map (each AG locked in turn): count the inode's blocks into *n and
+ * append the extents `want` accepts to `a` (a NULL: count only). */
+int rep_inode_rmap(struct rep *r, uint64_t ino, rep_iext_want_fn want, struct mfs_xfarray *a,
+		   struct rep_iblocks *n);
+/* Another inode's committed on-disk copy (under its AG lock, never its inode lock): its mode
+ * and, for a directory, the ".." it stores (0 if none).  -EINVAL bad number, -ENOENT not
+ * allocated, or a read / corruption error. */
+int rep_inode_peek(struct mfs_fs *fs, uint64_t ino, uint16_t *mode, uint64_t *parent);
+/* The scratch of a fork rebuild, all in fds[0]: the inode's old extents (`want`), the raw
+ * records of its surviving leaves, the entries kept, and an xblob for their variable parts. */
+struct mfs_xblob;
+struct rep_iscratch {
+	struct mfs_xfarray *old, *raw, *keep;
+	struct mfs_xblob *blob;
+};
+/* Reserve it for at most nrec raw records of reclen bytes, nkeep entries of keeplen and
+ * blob_bytes of blobs (nb: the inode's blocks, as counted), gather the old extents and call
+ * the MFS_REPAIR_AT_RESERVED hook.  rep_inode_scratch_done() frees the xblob's control
+ * block (the arrays are the engine's). */
+int rep_inode_scratch(struct rep *r, struct mfs_inode *ip, rep_iext_want_fn want,
+		      const struct rep_iblocks *nb, uint64_t nrec, uint32_t reclen, uint64_t nkeep,
+		      uint32_t keeplen, uint64_t blob_bytes, struct rep_iscratch *s);
+void rep_inode_scratch_done(struct rep_iscratch *s);
+/* The records of every leaf among the `old` extents `want` accepts that verifies as a block
+ * of this inode's btree of `magic` (also leaves a damaged node no longer reaches), appended
+ * to raw (reclen bytes each, all-zero ones skipped); blocks that do not verify are counted
+ * in *unreadable.  Then rep_sort(raw, rep_cmp_le64) puts them in key order. */
+int rep_inode_leaves(struct rep *r, struct mfs_inode *ip, struct mfs_xfarray *old,
+		     rep_iext_want_fn want, uint32_t magic, uint32_t reclen, const char *what,
+		     struct mfs_xfarray *raw, uint64_t *unreadable);
+int rep_cmp_le64(const void *a, const void *b, void *priv);   /* records keyed by an le64 */
+/* The rebuild's transaction, with the inode's AG and those of the old extents locked. */
+int rep_inode_trans(struct rep *r, struct mfs_inode *ip, struct mfs_xfarray *old,
+		    struct mfs_trans **tpp);
+/* Free the old extents in tp (buffers forgotten), subtracting them from ip->nblocks. */
+int rep_inode_free(struct rep *r, struct mfs_trans *tp, struct mfs_inode *ip,
+		   struct mfs_xfarray *old);
+/* Refuse a rebuild whose transaction would not fit in the journal (see rep_log_fits). */
+int rep_inode_log_fits(struct rep *r, struct mfs_inode *ip, uint64_t nimg, uint64_t nrev,
+		       const char *what);
+/* The test hook and abort checks, the inode logged, the commit; on any error the
+ * transaction is cancelled and the in-core inode read again. */
+int rep_inode_commit(struct rep *r, struct mfs_trans *tp, struct mfs_inode *ip,
+		     const char *what);
+void rep_inode_cancel(struct mfs_trans *tp, struct mfs_inode *ip);
+
+/* Rebuilders of inode objects (rc->ino): repair_dir.c, repair_xattr.c, repair_symlink.c. */
+int rep_dir(struct rep *r);         /* MFS_SCRUB_DIR */
+int rep_xattr(struct rep *r);       /* MFS_SCRUB_XATTR */
+int rep_symlink(struct rep *r);     /* MFS_SCRUB_SYMLINK */
+
 #endif
