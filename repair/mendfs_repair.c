@@ -376,7 +376,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "mendfs_repair: %s: cannot open%s: %s\n", t.image,
 			err == -EBUSY ? " (mounted, or in use by another mendfs program)" : "",
 			strerror(-err));
-		return EX_OPERROR;
+		return EX_OPERROR | (t.unfixed ? EX_UNFIXED : 0);   /* a journal not reset */
 	}
 	if (t.dry_run) {
 		struct mfs_journal_info ji;

@@ -24,6 +24,16 @@
  *                checker judges the list itself), else 0;
  *   the rest     reserved words, padding and the bytes past the structure zero.
  *
+ * What is committed when.  A header that needs nothing but the rebuild of a lost tree is not
+ * written at all: the tree's rebuilder takes it as it is (its field check passes) and
+ * rewrites the root and counters in its own one transaction — a refused or aborted rebuild
+ * then leaves the AG exactly as it was.  Otherwise the header is committed first, then the
+ * lost trees are rebuilt; an abort of one of those leaves the new header (with its
+ * placeholder root: the tree was lost before and still is), which a later repair completes.
+ * A tree whose root is right but which is damaged below it is left to its own repair: the
+ * header keeps its counters for that tree, and a header with nothing else wrong is not
+ * changed (-EFSCORRUPTED saying which tree).
+ *
  * Finding a lost reverse-map root.  The journal is checkpointed first (the AG is locked, so
  * every committed change to it is then in place), and the AG is read from the device: every
  * block that carries the reverse map's magic, this AG as owner, its own block number and a
@@ -113,16 +123,34 @@ static int tree_walk(struct mfs_fs *fs, uint32_t agno, enum mfs_ag_tree t,
 	return err;
 }
 
+struct rmap_sum {
+	uint64_t mapped, inode_blocks;
+};
+
+static int rmap_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
+{
+	const struct mfs_rmap_rec *rr = rec;
+	struct rmap_sum *s = priv;
+
+	s->mapped += mfs_get32(rr->blockcount);
+	if (mfs_get64(rr->owner) == MFS_OWN_INODES)
+		s->inode_blocks += mfs_get32(rr->blockcount);
+	return 0;
+}
+
 int rep_agh_counters(struct rep *r, uint32_t agno, struct mfs_buf *agh_bp, unsigned which,
 		     struct rep_agh_counts *c)
 {
 	struct mfs_fs *fs = r->fs;
 	uint64_t nb[MFS_AG_NTREES] = { 0 };
-	struct bno_sum bs = { 0, 0 };
+	struct bno_sum bs = { 0, 0 }, cs = { 0, 0 };
 	struct ino_sum is = { 0, 0 };
+	struct rmap_sum rs = { 0, 0 };
+	uint32_t aglen = mfs_ag_length(&fs->geo, agno);
 	int err = 0;
 
 	memset(c, 0, sizeof(*c));
+	which |= 1u << MFS_BT_RMAP;          /* the reference both counts are checked against */
 	for (int t = 0; t < MFS_AG_NTREES && !err; t++) {
 		if (!(which & (1u << t)))
 			continue;     /* REP_AGH_FREE and REP_AGH_INODES are sets of trees */
@@ -132,14 +160,31 @@ int rep_agh_counters(struct rep *r, uint32_t agno, struct mfs_buf *agh_bp, unsig
 					agno, mfs_ag_tree_ops((enum mfs_ag_tree)t)->name,
 					strerror(-err));
 	}
-	if ((which & REP_AGH_FREE) == REP_AGH_FREE) {
+	err = tree_walk(fs, agno, MFS_BT_RMAP, agh_bp, rmap_fn, &rs);
+	if (!err && (which & REP_AGH_FREE) == REP_AGH_FREE) {
 		err = tree_walk(fs, agno, MFS_BT_BNO, agh_bp, bno_fn, &bs);
+		if (!err)
+			err = tree_walk(fs, agno, MFS_BT_CNT, agh_bp, bno_fn, &cs);
+		if (!err && (bs.sum != cs.sum || bs.longest != cs.longest ||
+			     rs.mapped > aglen || bs.sum != aglen - rs.mapped))
+			return rep_fail(r, -EFSCORRUPTED, "AG %u: the free-space trees disagree (by "
+					"block %llu free blocks, by length %llu, the reverse map leaves "
+					"%llu): rebuild them first", agno, (unsigned long long)bs.sum,
+					(unsigned long long)cs.sum,
+					(unsigned long long)(rs.mapped > aglen ? 0 : aglen - rs.mapped));
 		c->freeblks = bs.sum;
 		c->longest = bs.longest;
 		c->btreeblks = nb[MFS_BT_BNO] + nb[MFS_BT_CNT] + nb[MFS_BT_RMAP] - 3;
 	}
 	if (!err && (which & REP_AGH_INODES) == REP_AGH_INODES) {
+		uint64_t chunks = rs.inode_blocks / fs->geo.chunkblocks;
+
 		err = tree_walk(fs, agno, MFS_BT_INO, agh_bp, ino_fn, &is);
+		if (!err && is.icount != chunks * MFS_INODES_PER_CHUNK)
+			return rep_fail(r, -EFSCORRUPTED, "AG %u: the inode btree holds %llu inodes, "
+					"the reverse map's inode chunks %llu: rebuild it first", agno,
+					(unsigned long long)is.icount,
+					(unsigned long long)(chunks * MFS_INODES_PER_CHUNK));
 		c->icount = is.icount;
 		c->ifree = is.ifree;
 	}
@@ -182,8 +227,10 @@ struct aghrep {
 	uint32_t agno, aglen;
 	struct mfs_trans *tp;
 	struct mfs_buf *bp;          /* the header block, joined */
-	struct mfs_agh *old;         /* its contents on entry (a copy), NULL if it did not verify */
+	void *oldblk;                /* its contents on entry (a copy of the block) */
+	struct mfs_agh *old;         /* oldblk if it verified, else NULL */
 	unsigned lost;               /* trees whose root is lost (1 << enum mfs_ag_tree) */
+	unsigned broken;             /* trees whose root is right but which do not verify */
 };
 
 /* Whether the block at the header's root of tree t is a block of that tree at the height the
@@ -357,6 +404,11 @@ static int agh_build(struct aghrep *h)
 		memcpy(agh->roots, old->roots, sizeof(agh->roots));
 		memcpy(agh->levels, old->levels, sizeof(agh->levels));
 		agh->unlinked = old->unlinked;
+		agh->freeblks = old->freeblks;
+		agh->longest = old->longest;
+		agh->btreeblks = old->btreeblks;
+		agh->icount = old->icount;
+		agh->ifree = old->ifree;
 		if (mfs_get32(old->fl_first) < MFS_AGFL_SIZE_MAX &&
 		    mfs_get32(old->fl_count) <= MFS_AGFL_SIZE_MAX) {
 			agh->fl_first = old->fl_first;
@@ -379,12 +431,12 @@ static int agh_build(struct aghrep *h)
 	if (tree_verify(h->fs, h->agno, MFS_BT_RMAP, h->bp, NULL))
 		return rep_fail(h->r, -EFSCORRUPTED, "AG %u: the reverse map does not verify: it "
 				"must be rebuilt first (offline, mendfs_repair)", h->agno);
-	/* A tree whose root is fine but which does not verify is rebuilt too: its counts
-	 * cannot be taken from it. */
+	/* A tree whose root is right but which does not verify is damaged below its root: its
+	 * own rebuild repairs it, and its counters are left as they are meanwhile. */
 	for (int t = MFS_BT_BNO; t <= MFS_BT_INO; t++)
 		if (!(h->lost & (1u << t)) &&
 		    tree_verify(h->fs, h->agno, (enum mfs_ag_tree)t, h->bp, NULL))
-			h->lost |= 1u << t;
+			h->broken |= 1u << t;
 	if (h->lost & (1u << MFS_BT_CNT))
 		h->lost |= 1u << MFS_BT_BNO;     /* one rebuild makes both */
 	if (h->lost & (1u << MFS_BT_BNO))
@@ -395,24 +447,93 @@ static int agh_build(struct aghrep *h)
 			agh->roots[t] = agh->roots[MFS_BT_RMAP];
 			mfs_put32(agh->levels[t], 1);
 		}
-	if (!(h->lost & (1u << MFS_BT_BNO)))
+	if (h->lost & (1u << MFS_BT_BNO)) {
+		agh->freeblks = agh->longest = agh->btreeblks = 0;
+	} else if (!(h->broken & ((1u << MFS_BT_BNO) | (1u << MFS_BT_CNT)))) {
 		which |= REP_AGH_FREE;
-	if (!(h->lost & (1u << MFS_BT_INO)))
+	}
+	if (h->lost & (1u << MFS_BT_INO))
+		agh->icount = agh->ifree = 0;
+	else if (!(h->broken & (1u << MFS_BT_INO)))
 		which |= REP_AGH_INODES;
-	err = rep_agh_counters(h->r, h->agno, h->bp, which, &cnt);
-	if (err)
-		return err;
-	rep_agh_put_counts(agh, which, &cnt, agh);
+	/* Each group of counters from its trees, when those agree with each other and with the
+	 * reverse map; trees that do not are damaged below their roots (their own repair). */
+	for (unsigned grp = 0; grp < 2; grp++) {
+		unsigned w = grp ? REP_AGH_INODES : REP_AGH_FREE;
+
+		if (!(which & w))
+			continue;
+		err = rep_agh_counters(h->r, h->agno, h->bp, w, &cnt);
+		if (err == -EFSCORRUPTED) {
+			h->broken |= grp ? 1u << MFS_BT_INO : 1u << MFS_BT_BNO;
+			h->r->rc->reason[0] = 0;  /* not this repair's failure */
+			continue;
+		}
+		if (err)
+			return err;
+		rep_agh_put_counts(agh, w, &cnt, agh);
+	}
+	if (mfs_get32(agh->longest) > mfs_get32(agh->freeblks) ||
+	    mfs_get32(agh->freeblks) > h->aglen)
+		agh->freeblks = agh->longest = 0;          /* rebuilt by the free-space rebuild */
+	if (mfs_get32(agh->ifree) > mfs_get32(agh->icount))
+		agh->icount = agh->ifree = 0;              /* by the inode btree's */
 	return 0;
+}
+
+/*
+ * Whether the new header (h->bp) is the old block but for its journal sequence and CRC and
+ * for the fields the rebuilds of the lost trees rewrite themselves: then nothing needs
+ * committing before those rebuilds, which accept the old header as it is (it passes the
+ * field check) — and a rebuild refused leaves the AG exactly as it was.
+ */
+static int agh_unchanged(const struct aghrep *h)
+{
+	uint32_t bs = h->fs->geo.blocksize;
+	struct mfs_agh *a, *b;
+	int same;
+
+	if (!h->old || mfs_agh_check(h->fs, h->agno, h->old))
+		return 0;
+	a = mfs_malloc(bs);
+	b = mfs_malloc(bs);
+	if (!a || !b) {
+		free(a);
+		free(b);
+		return 0;
+	}
+	memcpy(a, h->oldblk, bs);
+	memcpy(b, h->bp->data, bs);
+	a->hdr.lsn = b->hdr.lsn = 0;
+	a->hdr.crc = b->hdr.crc = 0;
+	for (int t = MFS_BT_BNO; t <= MFS_BT_INO; t++)
+		if (h->lost & (1u << t)) {
+			b->roots[t] = a->roots[t];
+			b->levels[t] = a->levels[t];
+		}
+	if (h->lost & (1u << MFS_BT_BNO)) {
+		b->freeblks = a->freeblks;
+		b->longest = a->longest;
+		b->btreeblks = a->btreeblks;
+	}
+	if (h->lost & (1u << MFS_BT_INO)) {
+		b->icount = a->icount;
+		b->ifree = a->ifree;
+	}
+	same = !memcmp(a, b, bs);
+	free(a);
+	free(b);
+	return same;
 }
 
 int rep_aghdr(struct rep *r)
 {
 	struct mfs_fs *fs = r->fs;
+	uint32_t bs = fs->geo.blocksize;
 	struct aghrep h;
 	struct mfs_blk_expect e;
 	uint64_t fsb;
-	int err;
+	int err, unchanged;
 
 	memset(&h, 0, sizeof(h));
 	h.r = r;
@@ -434,50 +555,71 @@ int rep_aghdr(struct rep *r)
 			 (unsigned long long)fsb, strerror(-err));
 		goto out;
 	}
-	h.old = mfs_malloc(sizeof(*h.old));
-	if (!h.old) {
+	h.oldblk = mfs_malloc(bs);
+	if (!h.oldblk) {
 		err = rep_fail(r, -ENOMEM, "no memory for the AG header");
 		goto out;
 	}
 	mfs_expect_agh(fs, h.agno, &e);
-	memcpy(h.old, h.bp->data, sizeof(*h.old));
-	if (mfs_blk_verify(h.bp->data, fs->geo.blocksize, fsb, fs->geo.uuid, &e, 0)) {
-		free(h.old);
-		h.old = NULL;
-	}
+	memcpy(h.oldblk, h.bp->data, bs);
+	if (!mfs_blk_verify(h.bp->data, bs, fsb, fs->geo.uuid, &e, 0))
+		h.old = h.oldblk;
 	err = mfs_trans_modify(h.tp, h.bp);
 	if (err) {
 		rep_fail(r, err, "no memory to join the AG header");
 		goto out;
 	}
 	err = agh_build(&h);
-	if (!err) {
+	if (err)
+		goto out;
+	unchanged = agh_unchanged(&h);
+	if (unchanged && !h.lost) {
+		/* Nothing wrong in the header itself. */
+		mfs_trans_cancel(h.tp);
+		h.tp = NULL;
+		for (int t = MFS_BT_BNO; t <= MFS_BT_INO; t++)
+			if (h.broken & (1u << t)) {
+				err = rep_fail(r, -EFSCORRUPTED, "AG %u header: its own fields are "
+					       "right; what its check finds comes from the %s, "
+					       "damaged below its root: that tree's repair rebuilds it",
+					       h.agno, mfs_ag_tree_ops((enum mfs_ag_tree)t)->name);
+				break;
+			}
+		goto out;
+	}
+	if (!unchanged) {
 		mfs_buf_set_meta(h.bp);
 		r->rc->records = 1;
 		err = rep_hook(r, MFS_REPAIR_AT_BUILT);
-	}
-	if (!err)
-		err = rep_poll(r);
-	if (err)
-		goto out;
-	mfs_buf_put(h.bp);
-	h.bp = NULL;
-	err = mfs_trans_commit(h.tp);
-	h.tp = NULL;
-	if (err) {
-		rep_fail(r, err, "committing the AG %u header: %s", h.agno, strerror(-err));
-		goto out;
+		if (!err)
+			err = rep_poll(r);
+		if (err)
+			goto out;
+		mfs_buf_put(h.bp);
+		h.bp = NULL;
+		err = mfs_trans_commit(h.tp);
+		h.tp = NULL;
+		if (err) {
+			rep_fail(r, err, "committing the AG %u header: %s", h.agno, strerror(-err));
+			goto out;
+		}
+	} else {
+		mfs_buf_put(h.bp);
+		h.bp = NULL;
+		mfs_trans_cancel(h.tp);      /* the old header serves the tree rebuilds */
+		h.tp = NULL;
 	}
 	/* The trees whose root was lost, each rebuilt from the reverse map in a transaction of
 	 * its own (they lock the AG again).  Their scratch is handed out afresh each time. */
 	if (h.lost & (1u << MFS_BT_BNO)) {
-		mfs_log(MFS_LOG_INFO, "AG %u header rewritten; rebuilding its free-space trees",
-			h.agno);
+		mfs_log(MFS_LOG_INFO, "AG %u header %s; rebuilding its free-space trees", h.agno,
+			unchanged ? "kept" : "rewritten");
 		err = rep_allocbt(r);
 		rep_release(r);
 	}
 	if (!err && (h.lost & (1u << MFS_BT_INO))) {
-		mfs_log(MFS_LOG_INFO, "AG %u header rewritten; rebuilding its inode btree", h.agno);
+		mfs_log(MFS_LOG_INFO, "AG %u header %s; rebuilding its inode btree", h.agno,
+			unchanged ? "kept" : "rewritten");
 		err = rep_inobt(r);
 		rep_release(r);
 	}
@@ -485,14 +627,15 @@ int rep_aghdr(struct rep *r)
 		char why[sizeof(r->rc->reason)];
 
 		snprintf(why, sizeof(why), "%s", r->rc->reason);
-		snprintf(r->rc->reason, sizeof(r->rc->reason), "AG %u header rewritten, but "
-			 "rebuilding a tree whose root it had lost failed: %.900s", h.agno, why);
+		snprintf(r->rc->reason, sizeof(r->rc->reason), "AG %u header %s, but rebuilding a "
+			 "tree whose root it had lost failed: %.900s", h.agno,
+			 unchanged ? "unchanged" : "rewritten", why);
 	}
 out:
 	if (h.bp)
 		mfs_buf_put(h.bp);
 	if (h.tp)
 		mfs_trans_cancel(h.tp);
-	free(h.old);
+	free(h.oldblk);
 	return err;
 }

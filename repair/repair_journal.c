@@ -45,8 +45,9 @@ static int journal_reset(struct rep *r)
 
 	err = mfs_read_sb(fs, 0, &bp);
 	if (err)
-		return rep_fail(r, err, "the primary superblock is unreadable (%s): repair it "
-				"first", strerror(-err));
+		return rep_fail(r, err, "the journal is not reset: the primary superblock, which "
+				"says whether the filesystem was unmounted cleanly, is unreadable "
+				"(%s)", strerror(-err));
 	state = mfs_get32(((const struct mfs_sb *)bp->data)->state);
 	mfs_buf_put(bp);
 	if (!(state & MFS_STATE_CLEAN) || (state & MFS_STATE_DIRTY))

@@ -81,8 +81,9 @@ void rep_release(struct rep *r);
 
 /* An AG header's counters recounted from its trees (repair_agh.c), under the AG lock the
  * caller holds: `which` the trees to verify and count — REP_AGH_FREE (freeblks, longest,
- * btreeblks) and/or REP_AGH_INODES (icount, ifree).  A tree that does not verify fails
- * with -EFSCORRUPTED and a reason naming it. */
+ * btreeblks) and/or REP_AGH_INODES (icount, ifree).  A tree that does not verify, or
+ * trees that disagree (the two free-space trees and the space the reverse map leaves; the
+ * inode btree and the reverse map's inode chunks) fail with -EFSCORRUPTED and a reason. */
 struct mfs_agh;
 struct mfs_buf;
 #define REP_AGH_FREE   ((1u << MFS_BT_BNO) | (1u << MFS_BT_CNT) | (1u << MFS_BT_RMAP))

@@ -2,11 +2,11 @@
 # t_scrub_checkers.sh — every checker, online: a populated image is damaged in exactly one
 # structure at a time with mendfs_db's write commands (superblock copy, AG header, AG free
 # list, each of the four AG btrees, an inode's core, an extent map, a directory entry, a
-# link count, the orphan list, a symlink target, an inline attribute), mounted, scrubbed with mendfs_scrub -n --json: the
+# link count, the orphan list, a symlink target, an inline attribute, the journal header,
+# the superblock's summary counters), mounted, scrubbed with mendfs_scrub -n --json: the
 # damaged object is reported (corrupt or cross-reference mismatch, naming its AG or inode)
-# and the exit status has bit 1.  The undamaged image scrubs clean with status 0.  (The
-# journal and summary counters are not here: a mount rewrites the journal headers, and
-# damaged AG counters are the AG header check's; t_db_write covers them offline.)
+# and the exit status has bit 1.  The undamaged image scrubs clean with status 0.  The
+# journal and the summary counters are mounted read-only (see there).
 set -u
 . "$(dirname "$0")/mountlib.sh"
 ml_setup t_scrub_checkers
@@ -36,8 +36,9 @@ bnoroot1=$(agfield 1 "bno root") cntroot2=$(agfield 2 "cnt root")
 inoroot0=$(agfield 0 "ino root") rmaproot3=$(agfield 3 "rmap root") flfirst2=$(agfield 2 fl_first)
 freeblks1=$(agfield 1 freeblks)
 rootino=$("$DB" -c "sb" "$pop" | sed -n 's/^rootino = \([0-9]*\).*/\1/p')
+logstart=$("$DB" -c "sb" "$pop" | sed -n 's/^logstart = \([0-9]*\).*/\1/p')
 forkoff3=$("$DB" -c "inode $f3ino" "$pop" | sed -n 's/^forkoff = \([0-9]*\).*/\1/p')
-for v in agblocks bnoroot1 cntroot2 inoroot0 rmaproot3 flfirst2 freeblks1 rootino; do
+for v in agblocks bnoroot1 cntroot2 inoroot0 rmaproot3 flfirst2 freeblks1 rootino logstart; do
 	[ -n "${!v}" ] || fail "cannot read $v from mendfs_db"
 done
 
@@ -52,7 +53,8 @@ umount_damaged() {
 }
 
 # damage DESC OBJECT KEY=VALUE -- DB-COMMANDS...: OBJECT is the JSON "object" expected
-# in a corrupt or xref finding, KEY=VALUE (agno=N or ino=N, or -) its place.
+# in a corrupt or xref finding, KEY=VALUE (agno=N or ino=N, or -) its place.  DAMAGE_MOUNT:
+# the daemon's mount options.
 damage() {
 	local desc=$1 object=$2 where=$3
 	shift 4
@@ -60,7 +62,7 @@ damage() {
 	for c in "$@"; do args+=(-c "$c"); done
 	cp "$pop" "$img"
 	"$DB" -w "${args[@]}" "$img" >"$dir/wout" 2>&1 || { cat "$dir/wout"; fail "$desc: the write failed"; }
-	mount_fs
+	mount_fs ${DAMAGE_MOUNT:-}
 	"$BIN/mendfs_scrub" -n --json "$mnt" >"$dir/out" 2>"$dir/err"
 	local rc=$?
 	umount_damaged
@@ -99,6 +101,11 @@ damage "directory entry" "directory" ino=$dirino -- "write inode $dirino dirent[
 damage "link count" "link counts" - -- "write inode $f1ino nlink 1"
 damage "orphan list" "orphan list" - -- "write agh 0 unlinked $rootino"
 damage "symlink target" "symbolic link" ino=$symino -- "write inode $symino lit[2] 0"
+# A read-write mount rewrites the journal header (and refuses one it cannot read), and the
+# superblock's summary counters are compared only while it says clean: both are mounted
+# read-only (the journal without recovery), as a rescue would.
+DAMAGE_MOUNT="-o ro,norecovery" damage "journal header" "journal" - -- "trash $logstart 2 random"
+DAMAGE_MOUNT="-o ro" damage "summary counters" "summary counters" - -- "fuzz sb 0 fdblocks add 7"
 if [ $have_xattr = 1 ] && [ -n "$forkoff3" ] && [ "$forkoff3" -gt 0 ]; then
 	# the first byte of the inline attribute fork: the first entry's namespace
 	damage "inline attribute" "extended attributes" ino=$f3ino -- \

@@ -322,7 +322,7 @@ int main(int argc, char **argv)
 		sq.agno = a;
 		sq.ino = ino;
 		send_req(MFS_CTL_SCRUB, &sq, sizeof(sq), NULL, 0);
-	} else if (!strncmp(c, "fd-", 3)) {
+	} else if (!strncmp(c, "fd-", 3) || !strcmp(c, "repair")) {
 		unsigned n = 1;
 		uint16_t cmd = MFS_CTL_REPAIR;
 
