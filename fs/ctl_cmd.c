@@ -480,11 +480,13 @@ static int run_repair(struct mfsd_client *c, const struct mfs_ctl_scrub_req *q)
 	rc->cancelled = on_cancelled;
 	rc->quiesce = on_quiesce;
 	rc->hook_arg = c;
+	rc->client_pid = c->pid;       /* its memory cgroup limits the reserve too */
 	/* Memory pressure stops the repair too (PSI, cgroup events; whatever this system
 	 * offers: an unavailable source is not an error, and no watcher at all only means no
 	 * early stop — the headroom check before the reserve still holds). */
 	if (mfs_pressure_start(NULL, &pressure) == 0)
 		rc->abort = mfs_pressure_flag(pressure);
+	mfsd_test_repair_arm(rc, pressure);   /* tests only */
 	err = mfs_repair(rc);
 	mfsd_ctl_quiesce(c, 0);
 	mfs_pressure_stop(pressure);

@@ -15,6 +15,7 @@
 #include "bcache.h"
 #include "btree.h"
 #include "byteorder.h"
+#include "crc32c.h"
 #include "dev.h"
 #include "fs.h"
 #include "geom.h"
@@ -1587,6 +1588,136 @@ static int cmd_trash(int argc, char **argv)
 
 /* ---- command table and loop ----------------------------------------------------------------- */
 
+/* ---- metasum ------------------------------------------------------------------------------- */
+/*
+ * One line per metadata block with a CRC32C of its bytes as they are on disk (not verified:
+ * a damaged block is summed like any other), for tests that must show that a failed
+ * repair changed nothing: the superblock of every AG (without the fields a mount and an
+ * unmount rewrite: its header CRC and LSN, state and wtime), every AG header and free list,
+ * every block of the four AG btrees and of every inode chunk.  A tree that cannot be
+ * walked gives one line saying so (the same damage gives the same line).
+ */
+static uint32_t block_sum(const struct mfs_buf *bp)
+{
+	return mfs_crc32c(0, bp->data, fs->geo.blocksize);
+}
+
+static void sum_fixed(const char *what, uint32_t agno, uint32_t agbno)
+{
+	uint64_t fsb = mfs_agbno_to_fsb(&fs->geo, agno, agbno);
+	struct mfs_buf *bp;
+
+	if (mfs_buf_read(fs->bc, fsb, NULL, &bp)) {
+		printf("%s %u %" PRIu64 " unreadable\n", what, agno, fsb);
+		return;
+	}
+	if (agbno == MFS_SB_AGBNO) {
+		uint8_t *copy = malloc(fs->geo.blocksize);
+		struct mfs_sb *sb = (struct mfs_sb *)copy;
+
+		if (!copy) {
+			printf("%s %u %" PRIu64 " no memory\n", what, agno, fsb);
+			mfs_buf_put(bp);
+			return;
+		}
+		memcpy(copy, bp->data, fs->geo.blocksize);
+		memset(&sb->hdr.crc, 0, sizeof(sb->hdr.crc));
+		memset(&sb->hdr.lsn, 0, sizeof(sb->hdr.lsn));
+		memset(&sb->state, 0, sizeof(sb->state));
+		memset(&sb->wtime, 0, sizeof(sb->wtime));
+		printf("%s %u %" PRIu64 " %08x\n", what, agno, fsb,
+		       mfs_crc32c(0, copy, fs->geo.blocksize));
+		free(copy);
+	} else {
+		printf("%s %u %" PRIu64 " %08x\n", what, agno, fsb, block_sum(bp));
+	}
+	mfs_buf_put(bp);
+}
+
+struct sum_ctx {
+	const char *what;
+	uint32_t agno;
+};
+
+static int sum_block_fn(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, void *priv)
+{
+	struct sum_ctx *sc = priv;
+	struct mfs_buf *bp;
+
+	(void)cur;
+	if (mfs_buf_read(fs->bc, fsb, NULL, &bp)) {
+		printf("%s %u %" PRIu64 " level %u unreadable\n", sc->what, sc->agno, fsb, level);
+		return 0;
+	}
+	printf("%s %u %" PRIu64 " level %u %08x\n", sc->what, sc->agno, fsb, level,
+	       block_sum(bp));
+	mfs_buf_put(bp);
+	return 0;
+}
+
+static int sum_chunk_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
+{
+	const struct mfs_inobt_rec *r = rec;
+	uint32_t agno = *(const uint32_t *)priv;
+	uint32_t agbno = mfs_agino_to_agbno(&fs->geo, mfs_get32(r->startino));
+
+	(void)cur;
+	for (uint32_t b = 0; b < fs->geo.chunkblocks; b++) {
+		uint64_t fsb = mfs_agbno_to_fsb(&fs->geo, agno, agbno + b);
+		struct mfs_buf *bp;
+
+		if (agbno + b >= mfs_ag_length(&fs->geo, agno)) {
+			printf("inodes %u %u+%u past the AG's end\n", agno, agbno, b);
+			break;
+		}
+		if (mfs_buf_read(fs->bc, fsb, NULL, &bp)) {
+			printf("inodes %u %" PRIu64 " unreadable\n", agno, fsb);
+			continue;
+		}
+		printf("inodes %u %" PRIu64 " %08x\n", agno, fsb, block_sum(bp));
+		mfs_buf_put(bp);
+	}
+	return 0;
+}
+
+static int cmd_metasum(int argc, char **argv)
+{
+	int rc = 0;
+
+	(void)argc;
+	(void)argv;
+	for (uint32_t agno = 0; agno < fs->geo.agcount; agno++) {
+		struct mfs_btree_cur cur;
+		struct mfs_buf *hbp;
+		int err;
+
+		sum_fixed("sb", agno, MFS_SB_AGBNO);
+		sum_fixed("agh", agno, MFS_AGH_AGBNO);
+		sum_fixed("agfl", agno, MFS_AGFL_AGBNO);
+		err = mfs_read_agh(fs, agno, &hbp);
+		if (err) {
+			printf("AG %u header unusable: no tree walked\n", agno);
+			rc = err_msg(err, "AG %u header", agno);
+			continue;
+		}
+		for (int t = 0; t < MFS_AG_NTREES; t++) {
+			struct sum_ctx sc = { tree_names[t], agno };
+
+			mfs_ag_cur_init(&cur, fs, NULL, agno, (enum mfs_ag_tree)t, hbp);
+			err = mfs_btree_visit_blocks(&cur, sum_block_fn, &sc);
+			if (!err && t == MFS_BT_INO)
+				err = mfs_btree_query_range(&cur, NULL, NULL, sum_chunk_fn, &agno);
+			mfs_btree_cur_release(&cur);
+			if (err < 0) {
+				printf("%s %u walk stopped: %s\n", tree_names[t], agno, errstr(err));
+				rc = err_msg(err, "AG %u %s btree", agno, tree_names[t]);
+			}
+		}
+		mfs_buf_put(hbp);
+	}
+	return rc;
+}
+
 static int cmd_help(int argc, char **argv);
 
 struct command {
@@ -1618,6 +1749,8 @@ static const struct command commands[] = {
 	  "list the fields write and fuzz can name in an object (NAME SIZE VALUE)" },
 	{ "trash", cmd_trash, 1, 3, "FSBLOCK [COUNT] [HOW]",
 	  "overwrite whole blocks with garbage (-w; HOW: random, zeroes or ones)" },
+	{ "metasum", cmd_metasum, 0, 0, "",
+	  "a CRC32C of every metadata block (AG headers, trees, inode chunks)" },
 	{ "help", cmd_help, 0, 0, "", "this list" },
 };
 

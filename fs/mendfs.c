@@ -533,6 +533,7 @@ int main(int argc, char **argv)
 		goto out_args;
 	}
 
+	(void)mfsd_oom_protect();      /* a refusal is logged, not fatal */
 	err = c.ro ? open_ro(&c, &d.fs) : open_rw(&c, &d.fs);
 	if (err)
 		goto out_args;

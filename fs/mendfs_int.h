@@ -148,6 +148,16 @@ void mfsd_health_init(struct mfsd *d);
 void mfsd_log_once_sink(int level, const char *msg, void *priv);
 void mfsd_mark_errors(struct mfsd *d);
 
+/* oom.c: lower this process's oom_score_adj (the scrub client is the one to kill); a
+ * refusal is logged, 0 or -errno. */
+int mfsd_oom_protect(void);
+
+/* testrepair.c: the repair engine's test hook (MENDFS_TEST_REPAIR_DIR; inert without it),
+ * armed for the repair rc that this thread runs, with its pressure watcher (may be NULL). */
+struct mfs_repair_ctx;
+struct mfs_pressure;
+void mfsd_test_repair_arm(struct mfs_repair_ctx *rc, struct mfs_pressure *pressure);
+
 /* ---- atime.c: access times ------------------------------------------------------------- */
 enum { MFSD_ATIME_RELATIME = 0, MFSD_ATIME_NOATIME = 1, MFSD_ATIME_STRICT = 2 };
 /* A read or readdir of `ip` happened (no lock held; caller holds a reference): update the

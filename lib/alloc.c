@@ -51,8 +51,11 @@
 #include "log.h"
 #include "trans.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define AGFL_SLACK   4u      /* the list may hold this many blocks above need */
 #define RESV_EXTRA   8u      /* kept free beyond need, for the list to refill from */
@@ -1187,6 +1190,53 @@ static int lock_ag(struct mfs_trans *tp, uint32_t agno)
 	return mfs_trans_lock_ag(tp, agno, holds_above(tp, agno, fs->geo.agcount));
 }
 
+/*
+ * Bounded wait for a busy AG.  An online repair rebuilding one AG's trees holds that AG's
+ * lock from its first read to its commit (repair/repair_agbtree.c), which may take seconds
+ * on a large AG.  An allocation that may go to another AG (NEAR or ANY, several AGs) waits
+ * for a busy AG at most AG_WAIT_BOUND_NS and then moves on to the next AG (-EAGAIN here);
+ * only when no other AG can satisfy it does alloc_extent come back and wait for the AGs it
+ * skipped without a bound.  A lock held for the usual short time of a transaction is
+ * waited for as before, so placement does not change on a quiet filesystem.
+ *
+ * trans.c only offers a blocking or a try lock; the bounded wait is made of the AG's mutex
+ * itself: wait for it with a deadline, let it go at once and take it through the
+ * transaction with a try lock (another thread may win it in between: then wait again, as
+ * long as the deadline allows).
+ */
+#define AG_WAIT_BOUND_NS 20000000L   /* 20 ms */
+
+static int lock_ag_bounded(struct mfs_trans *tp, uint32_t agno)
+{
+	struct mfs_fs *fs = mfs_trans_fs(tp);
+	pthread_mutex_t *m = &fs->ag[agno].lock;
+	struct timespec deadline;
+	int err, rc;
+
+	if (mfs_trans_holds_ag(tp, agno) || holds_above(tp, agno, fs->geo.agcount))
+		return lock_ag(tp, agno);    /* held already, or may not wait at all */
+	err = mfs_trans_lock_ag(tp, agno, 1);
+	if (err != -EDEADLK)
+		return err;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_nsec += AG_WAIT_BOUND_NS;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	for (;;) {
+		rc = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &deadline);
+		if (rc == ETIMEDOUT)
+			return -EAGAIN;
+		if (rc)
+			return -rc;
+		pthread_mutex_unlock(m);
+		err = mfs_trans_lock_ag(tp, agno, 1);
+		if (err != -EDEADLK)
+			return err;
+	}
+}
+
 static int alloc_extent(struct mfs_trans *tp, struct mfs_alloc_args *args);
 
 /*
@@ -1211,12 +1261,44 @@ int mfs_alloc_extent(struct mfs_trans *tp, struct mfs_alloc_args *args)
 	return err ? err : alloc_extent(tp, args);
 }
 
+/* Try AG agno (locked by the caller) for args; tagno is the target's AG.  -ENOSPC when it
+ * cannot satisfy args, the AG then untouched. */
+static int try_ag(struct mfs_trans *tp, struct mfs_alloc_args *args, uint32_t agno,
+		  uint32_t tagno)
+{
+	struct mfs_fs *fs = mfs_trans_fs(tp);
+	uint32_t target = 0;
+	struct mfs_buf *agh_bp;
+	struct agx x;
+	struct req q;
+	unsigned nbufs;
+	int err;
+
+	err = mfs_read_agh(fs, agno, &agh_bp);
+	if (err)
+		return err;
+	agx_init(&x, tp, agno, agh_bp);
+	if (agno == tagno)
+		target = mfs_fsb_to_agbno(&fs->geo, args->target);
+	else if (args->type == MFS_ALLOC_NEAR && agno < tagno)
+		target = x.aglen - 1;    /* nearest the target: this AG's end */
+	req_init(&q, fs, agno, args, target);
+	nbufs = mfs_trans_nbufs(tp);
+	err = ag_alloc(&x, &q, args);
+	mfs_buf_put(agh_bp);
+	/* Moving on is only safe when this AG was left untouched (ag_alloc's ENOSPC comes
+	 * before any change; this guards that promise). */
+	if (err == -ENOSPC && mfs_trans_nbufs(tp) != nbufs)
+		return MFS_CORRUPT("AG %u: allocator ran out of space after changing the AG (%u "
+				   "buffers joined, expected %u)", agno, mfs_trans_nbufs(tp), nbufs);
+	return err;
+}
+
 static int alloc_extent(struct mfs_trans *tp, struct mfs_alloc_args *args)
 {
 	struct mfs_fs *fs = mfs_trans_fs(tp);
 	uint32_t tagno, n;
-	unsigned nbufs;
-	int err;
+	int err, skipped = 0;
 
 	args->fsb = 0;
 	args->len = 0;
@@ -1227,36 +1309,35 @@ static int alloc_extent(struct mfs_trans *tp, struct mfs_alloc_args *args)
 	n = args->type == MFS_ALLOC_EXACT ? 1 : fs->geo.agcount;
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t agno = (tagno + i) % fs->geo.agcount;
-		uint32_t target = 0;
-		struct mfs_buf *agh_bp;
-		struct agx x;
-		struct req q;
 
-		err = lock_ag(tp, agno);
+		err = n > 1 ? lock_ag_bounded(tp, agno) : lock_ag(tp, agno);
+		if (err == -EAGAIN) {
+			skipped = 1;         /* busy for long (a rebuild?): the others first */
+			continue;
+		}
 		if (err == -EDEADLK)
 			continue;            /* busy, and waiting could deadlock: skip it */
 		if (err)
 			return err;
-		err = mfs_read_agh(fs, agno, &agh_bp);
-		if (err)
-			return err;
-		agx_init(&x, tp, agno, agh_bp);
-		if (agno == tagno)
-			target = mfs_fsb_to_agbno(&fs->geo, args->target);
-		else if (args->type == MFS_ALLOC_NEAR && agno < tagno)
-			target = x.aglen - 1;    /* nearest the target: this AG's end */
-		req_init(&q, fs, agno, args, target);
-		nbufs = mfs_trans_nbufs(tp);
-		err = ag_alloc(&x, &q, args);
-		mfs_buf_put(agh_bp);
+		err = try_ag(tp, args, agno, tagno);
 		if (err != -ENOSPC)
 			return err;
-		/* Moving on is only safe when this AG was left untouched (ag_alloc's ENOSPC comes
-		 * before any change; this guards that promise). */
-		if (mfs_trans_nbufs(tp) != nbufs)
-			return MFS_CORRUPT("AG %u: allocator ran out of space after changing the "
-					   "AG (%u buffers joined, expected %u)", agno,
-					   mfs_trans_nbufs(tp), nbufs);
+	}
+	/* Nothing elsewhere: wait for the AGs skipped above (those not held now), without a
+	 * bound where the lock order allows waiting. */
+	for (uint32_t i = 0; skipped && i < n; i++) {
+		uint32_t agno = (tagno + i) % fs->geo.agcount;
+
+		if (mfs_trans_holds_ag(tp, agno))
+			continue;            /* tried above */
+		err = lock_ag(tp, agno);
+		if (err == -EDEADLK)
+			continue;
+		if (err)
+			return err;
+		err = try_ag(tp, args, agno, tagno);
+		if (err != -ENOSPC)
+			return err;
 	}
 	return -ENOSPC;
 }

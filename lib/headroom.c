@@ -116,19 +116,26 @@ static int find_mount(int version, char *mnt, size_t mntlen, char *root, size_t 
 	return rc;
 }
 
-int mfs_headroom_cgroup_dir(int version, char *buf, size_t len)
+/* The memory cgroup directory of process pid (0: this one), as seen from our mounts. */
+static int cgroup_dir_of(pid_t pid, int version, char *buf, size_t len)
 {
-	char mnt[1024], root[1024], line[2048], path[1024] = "";
+	char mnt[1024], root[1024], line[2048], path[1024] = "", cgfile[64];
 	bool found = false;
 	FILE *f;
 	int rc;
 
 	if (version != 1 && version != 2)
 		return -EINVAL;
+	if (pid < 0)
+		return -EINVAL;
 	rc = find_mount(version, mnt, sizeof(mnt), root, sizeof(root));
 	if (rc)
 		return rc;
-	f = fopen("/proc/self/cgroup", "re");
+	if (pid)
+		snprintf(cgfile, sizeof(cgfile), "/proc/%d/cgroup", (int)pid);
+	else
+		snprintf(cgfile, sizeof(cgfile), "/proc/self/cgroup");
+	f = fopen(cgfile, "re");
 	if (!f)
 		return -errno;
 	while (!found && fgets(line, sizeof(line), f)) {
@@ -163,12 +170,18 @@ int mfs_headroom_cgroup_dir(int version, char *buf, size_t len)
 	return 0;
 }
 
-/* Tightest room under the limits of dir and its ancestors up to the mount point. */
-static void cgroup_room(int version, struct mfs_headroom *h)
+int mfs_headroom_cgroup_dir(int version, char *buf, size_t len)
+{
+	return cgroup_dir_of(0, version, buf, len);
+}
+
+/* Tightest room under the limits of pid's cgroup (0: ours) and its ancestors up to the
+ * mount point. */
+static void cgroup_room(pid_t pid, int version, struct mfs_headroom *h)
 {
 	char dir[512], mnt[1024], root[1024];
 
-	if (mfs_headroom_cgroup_dir(version, dir, sizeof(dir)) ||
+	if (cgroup_dir_of(pid, version, dir, sizeof(dir)) ||
 	    find_mount(version, mnt, sizeof(mnt), root, sizeof(root)))
 		return;
 	for (;;) {
@@ -192,6 +205,7 @@ static void cgroup_room(int version, struct mfs_headroom *h)
 			if (room < h->cgroup_room) {
 				h->cgroup_room = room;
 				h->cgroup_version = version;
+				h->cgroup_pid = pid;
 				snprintf(h->cgroup_dir, sizeof(h->cgroup_dir), "%s", dir);
 			}
 		}
@@ -204,6 +218,11 @@ static void cgroup_room(int version, struct mfs_headroom *h)
 }
 
 int mfs_headroom_probe(struct mfs_headroom *h)
+{
+	return mfs_headroom_probe_pid(0, h);
+}
+
+int mfs_headroom_probe_pid(pid_t pid, struct mfs_headroom *h)
 {
 	char buf[8192];
 	uint64_t avail = 0, swap = 0;
@@ -228,8 +247,15 @@ int mfs_headroom_probe(struct mfs_headroom *h)
 		return -ENODATA;
 	h->mem_available = avail + swap;
 	h->cgroup_room = MFS_HEADROOM_UNLIMITED;
-	cgroup_room(1, h);
-	cgroup_room(2, h);
+	cgroup_room(0, 1, h);
+	cgroup_room(0, 2, h);
+	/* The process the scratch is for: a client in a smaller cgroup than ours is held to
+	 * its limit, although the pages we fallocate are charged to ours.  A process that is
+	 * gone (or whose cgroup we cannot see) adds nothing. */
+	if (pid > 0 && pid != getpid()) {
+		cgroup_room(pid, 1, h);
+		cgroup_room(pid, 2, h);
+	}
 	h->headroom = h->mem_available < h->cgroup_room ? h->mem_available : h->cgroup_room;
 	return 0;
 }
@@ -271,16 +297,18 @@ static void mib(char *buf, size_t len, uint64_t bytes)
 static void refuse_msg(struct mfs_reserve_result *res, const struct mfs_headroom *h,
 		       uint64_t want, uint64_t margin, const char *when)
 {
-	char a[32], b[32], c[32];
+	char a[32], b[32], c[32], who[48] = "";
+	bool cg = h->cgroup_room < h->mem_available;
 
 	mib(a, sizeof(a), want);
 	mib(b, sizeof(b), margin);
 	mib(c, sizeof(c), h->headroom);
+	if (cg && h->cgroup_pid)
+		snprintf(who, sizeof(who), " of the client, pid %d", (int)h->cgroup_pid);
 	snprintf(res->msg, sizeof(res->msg),
 		 "scratch reserve %s: needs %s (+%s margin) but only %s of memory is available "
-		 "(%s%s)", when, a, b, c,
-		 h->cgroup_room < h->mem_available ? "memory cgroup " : "MemAvailable+SwapFree",
-		 h->cgroup_room < h->mem_available ? h->cgroup_dir : "");
+		 "(%s%s%s)", when, a, b, c, cg ? "memory cgroup " : "MemAvailable+SwapFree",
+		 cg ? h->cgroup_dir : "", who);
 }
 
 static bool memory_backed(int fd)
@@ -333,7 +361,7 @@ int mfs_reserve(int fd, uint64_t offset, uint64_t bytes, const struct mfs_reserv
 
 	/* Up front: does the whole reserve fit? */
 	if (res->memory_backed) {
-		rc = mfs_headroom_probe(&h);
+		rc = mfs_headroom_probe_pid(o->peer, &h);
 		if (rc)
 			return rc;
 		res->available = h.headroom;
@@ -361,7 +389,7 @@ int mfs_reserve(int fd, uint64_t offset, uint64_t bytes, const struct mfs_reserv
 		/* Before every chunk: the cgroup OOM killer, not ENOMEM, is what fallocate past
 		 * the limit would meet. */
 		if (res->memory_backed) {
-			rc = mfs_headroom_probe(&h);
+			rc = mfs_headroom_probe_pid(o->peer, &h);
 			if (rc)
 				break;
 			res->available = h.headroom;

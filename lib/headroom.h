@@ -8,7 +8,9 @@
  *    cgroup of this process (found through /proc/self/cgroup and /proc/self/mountinfo) the
  *    room left under its limit: v1 memory.limit_in_bytes - memory.usage_in_bytes, v2
  *    memory.max - memory.current, for the cgroup and every ancestor; the headroom is the
- *    smallest of these;
+ *    smallest of these.  A daemon reserving scratch for a client also counts the client's
+ *    memory cgroup (found through /proc/PID/cgroup): a client confined to a small cgroup
+ *    is refused although the daemon, which fallocates, is charged in its own;
  *  - the reserve: fallocate() the scratch file in chunks.  On a memory-backed file (memfd,
  *    tmpfs, hugetlbfs) the pages are charged to the memory cgroup of the caller, and
  *    fallocate past the cgroup's limit does NOT fail with ENOMEM: the cgroup's OOM killer
@@ -24,6 +26,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define MFS_HEADROOM_UNLIMITED UINT64_MAX
 
@@ -33,11 +36,15 @@ struct mfs_headroom {
 	uint64_t headroom;		/* min of the two */
 	int cgroup_version;		/* version of the tightest cgroup, 0 if none limits */
 	char cgroup_dir[512];		/* its directory, "" if none */
+	pid_t cgroup_pid;		/* it is the cgroup of this process; 0: ours */
 };
 
 /* Probe the headroom now.  Missing cgroup files are skipped; -errno only when
  * /proc/meminfo cannot be read. */
 int mfs_headroom_probe(struct mfs_headroom *h);
+/* The same, with the memory cgroup of process pid (and its ancestors) counted too; pid 0
+ * or our own: mfs_headroom_probe().  A pid that is gone adds nothing. */
+int mfs_headroom_probe_pid(pid_t pid, struct mfs_headroom *h);
 
 /*
  * Directory of this process's cgroup in the v1 "memory" hierarchy (version 1) or in the
@@ -73,6 +80,8 @@ struct mfs_reserve_opts {
 	 * with that value, which must be a negative errno.  May be NULL. */
 	int (*after_chunk)(void *priv, uint64_t done);
 	void *priv;
+	pid_t peer;			/* the client the scratch is for: its memory cgroup's
+					 * room counts too (mfs_headroom_probe_pid); 0: none */
 };
 
 struct mfs_reserve_result {

@@ -121,6 +121,7 @@ int rep_reserve(struct rep *r, const struct rep_array_plan *plan, unsigned n)
 		return rep_fail(r, -ENOMEM, "no memory for the scratch reserve");
 	memset(&o, 0, sizeof(o));
 	o.margin = rc->margin;
+	o.peer = rc->client_pid;
 	o.abort = rc->abort;
 	err = mfs_reserve(rc->fds[0], r->base0, want, &o, res);
 	if (err) {

@@ -34,6 +34,7 @@
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "mendfs_ctl.h"
 
@@ -78,6 +79,9 @@ struct mfs_repair_ctx {
 
 	/* Headroom to leave when reserving (0: MFS_RESERVE_MARGIN_DEFAULT of headroom.h). */
 	uint64_t margin;
+	/* The client the repair is for (0: none): its memory cgroup's room counts in the
+	 * headroom too (headroom.h, mfs_headroom_probe_pid). */
+	pid_t client_pid;
 	unsigned flags;             /* MFS_REPAIR_* */
 
 	/* out */
