@@ -98,7 +98,11 @@ struct mfs_repair_ctx {
  *   MFS_SCRUB_INOBT                   the inode btree, from the reverse map's inode chunks
  *                                     and the inodes' modes
  *   MFS_SCRUB_AGFL                    the AG free list, from the reverse map and the trees
- *   MFS_SCRUB_RMAPBT                  the reverse map, from every owner (MFS_REPAIR_OFFLINE)
+ *   MFS_SCRUB_RMAPBT                  the reverse map, from every owner (online: owners
+ *                                     scanned, then settled under the AG lock)
+ *   MFS_SCRUB_BMAP                    an inode's extent map and block count, from the
+ *                                     reverse map (repair_bmap.c)
+ *   MFS_SCRUB_INODE                   an inode's core fields (repair_inode.c)
  *   MFS_SCRUB_SUMMARY                 the superblock's summary counters, from the AG headers
  *                                     (MFS_REPAIR_OFFLINE)
  * Each commits in one journal transaction, which must fit in the log: a rebuild that would

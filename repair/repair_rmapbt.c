@@ -1,10 +1,14 @@
 /*
  * repair_rmapbt.c — rebuilder of an AG's reverse-map btree.
  *
- * Offline only.  The records come from every owner: the fixed blocks (fs), the journal
- * (log), the free-space trees' blocks and the AGFL stock (ag), the inode btree's blocks
- * (inobt) and its chunks (inodes), and every inode in use in any AG (its extents and tree
- * blocks in this AG).  What is neither free (the by-block tree, trusted and verified) nor
+ * Online and offline alike.  The records come from every owner: the fixed blocks (fs), the
+ * journal (log), the free-space trees' blocks and the AGFL stock (ag), the inode btree's
+ * blocks (inobt) and its chunks (inodes), read under the AG lock; and every inode in use in
+ * any AG (its extents and tree blocks in this AG), scanned first without the AG lock and
+ * then settled under it against the old tree, so that inodes changing meanwhile are seen
+ * as they are at the commit (repair_rmap_live.c explains how, and why it is sound; an
+ * owner whose own map seems to be the damaged side makes the rebuild refuse rather than
+ * free its data).  What is neither free (the by-block tree, trusted and verified) nor
  * owned is the old reverse map's blocks (and any leaked block): it becomes MFS_OWN_AG, the
  * new tree is written into its first blocks, and the rest goes onto the AGFL (as far as it
  * has room) or back to free space once the new tree is in place.  The record count does not
@@ -13,6 +17,7 @@
  * free and owned, cannot be rebuilt: -EFSCORRUPTED naming it.
  */
 #include "repair_ag.h"
+#include "repair_rmap_live.h"
 
 #include "ag.h"
 #include "alloc.h"
@@ -110,73 +115,10 @@ static int rchunk_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
 		    MFS_OWN_INODES, 0);
 }
 
-static int rowned_fn(void *priv, uint64_t ino, uint32_t agbno, uint32_t len, uint64_t offset)
+static int remit_fn(void *priv, const struct mfs_rmap_rec *rec)
 {
-	return radd(priv, agbno, len, ino, offset);
-}
-
-/* Every inode in use of AG a: what it owns in our AG. */
-static int rinode_chunk_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
-{
-	const struct mfs_inobt_rec *ir = rec;
-	struct rgather *g = priv;
-	uint64_t mask = mfs_get64(ir->freemask);
-	int err = 0;
-
-	for (unsigned i = 0; i < MFS_INODES_PER_CHUNK && !err; i++) {
-		uint64_t ino = mfs_agino_to_ino(&cur->fs->geo, cur->agno,
-						mfs_get32(ir->startino) + i);
-		struct mfs_inode *ip;
-
-		if (mask >> i & 1 || mfs_ino_check(cur->fs, ino))
-			continue;
-		err = mfs_iget(cur->fs, ino, 0, &ip);   /* trusted: the inobt says in use */
-		if (err == -ENOENT) {
-			err = 0;
-			continue;
-		}
-		if (err)
-			return rep_fail(g->ar->r, err, "inode %llu cannot be loaded (%s): its space "
-					"cannot be told; repair it first", (unsigned long long)ino,
-					strerror(-err));
-		pthread_rwlock_rdlock(&ip->lock);
-		err = rep_inode_owned(ip, g->ar->agno, rowned_fn, g);
-		pthread_rwlock_unlock(&ip->lock);
-		mfs_iput(ip);
-		if (err && !g->ar->r->rc->reason[0])
-			rep_fail(g->ar->r, err, "inode %llu: its extent maps cannot be read (%s): "
-				 "repair it first", (unsigned long long)ino, strerror(-err));
-	}
-	if (!err && ++g->ar->seen % 64 == 0)
-		err = rep_poll(g->ar->r);
-	return err;
-}
-
-static int rgather_inodes(struct rgather *g)
-{
-	struct mfs_fs *fs = g->ar->fs;
-	int err = 0;
-
-	for (uint32_t a = 0; a < fs->geo.agcount && !err; a++) {
-		struct mfs_btree_cur cur;
-		struct mfs_buf *hbp = g->ar->agh_bp;
-
-		if (a != g->ar->agno) {
-			err = mfs_read_agh(fs, a, &hbp);
-			if (err)
-				return rep_fail(g->ar->r, err, "AG %u header unreadable (%s): its "
-						"inodes' space cannot be told", a, strerror(-err));
-		}
-		mfs_ag_cur_init(&cur, fs, NULL, a, MFS_BT_INO, hbp);
-		err = mfs_btree_query_range(&cur, NULL, NULL, rinode_chunk_fn, g);
-		mfs_btree_cur_release(&cur);
-		if (a != g->ar->agno)
-			mfs_buf_put(hbp);
-		if (err && !g->ar->r->rc->reason[0])
-			rep_fail(g->ar->r, err, "AG %u inode btree unreadable (%s)", a,
-				 strerror(-err));
-	}
-	return err;
+	return radd(priv, mfs_get32(rec->startblock), mfs_get32(rec->blockcount),
+		    mfs_get64(rec->owner), mfs_get64(rec->offset));
 }
 
 static int cmp_rmap(const void *a, const void *b, void *priv)
@@ -192,8 +134,7 @@ static int rmap_special(uint64_t owner)
 	return owner >= MFS_OWN_MIN;
 }
 
-/* Can b follow a (adjacent on disk) in one record? */
-static int rmap_follows(const struct mfs_rmap_rec *a, const struct mfs_rmap_rec *b)
+int rep_rmap_follows(const struct mfs_rmap_rec *a, const struct mfs_rmap_rec *b)
 {
 	uint64_t ao = mfs_get64(a->owner), aoff = mfs_get64(a->offset);
 	uint64_t boff = mfs_get64(b->offset);
@@ -222,7 +163,7 @@ static int rm_emit(struct rmerge *m, const struct mfs_rmap_rec *rec)
 {
 	int err = 0;
 
-	if (m->have && rmap_follows(&m->pend, rec)) {
+	if (m->have && rep_rmap_follows(&m->pend, rec)) {
 		mfs_put32(m->pend.blockcount, mfs_get32(m->pend.blockcount) +
 			  mfs_get32(rec->blockcount));
 		return 0;
@@ -344,40 +285,64 @@ static int rfree_left(struct agrep *ar, uint32_t s, uint32_t l)
 			      ar->agno, s, l, strerror(-err)) : 0;
 }
 
+/* Free blocks of the AG, from its header (read under its lock): sizes the scratch. */
+static int ag_free_blocks(struct rep *r, uint64_t *nfree)
+{
+	struct mfs_fs *fs = r->fs;
+	uint32_t agno = r->rc->agno, aglen = mfs_ag_length(&fs->geo, agno);
+	struct mfs_buf *hbp;
+	int err;
+
+	pthread_mutex_lock(&fs->ag[agno].lock);
+	err = mfs_read_agh(fs, agno, &hbp);
+	if (!err) {
+		uint32_t f = mfs_get32(((const struct mfs_agh *)hbp->data)->freeblks);
+
+		*nfree = f < aglen ? f : aglen;
+		mfs_buf_put(hbp);
+	}
+	pthread_mutex_unlock(&fs->ag[agno].lock);
+	return err ? rep_fail(r, err, "AG %u header is damaged (%s): repair the AG header "
+			      "first", agno, strerror(-err)) : 0;
+}
+
 int rep_rmapbt(struct rep *r)
 {
 	struct agrep ar;
+	struct rep_live lv;
 	struct rgather g;
 	struct rmerge m;
 	struct blocks b = { NULL, 0, 0, 0 };
 	struct mfs_xfarray *R, *R2, *F;
 	struct mfs_btree_root root;
 	struct mfs_agh *agh;
-	uint64_t nbno = 0, ncnt = 0, used, nfree, mblk, room, k;
+	uint64_t nbno = 0, ncnt = 0, used, nfree = 0, mblk, room, k;
 	const struct mfs_geom *geo = &r->fs->geo;
+	uint32_t aglen = mfs_ag_length(geo, r->rc->agno);
 	int err;
 
 	memset(&m, 0, sizeof(m));
-	if (!(r->rc->flags & MFS_REPAIR_OFFLINE))
-		return rep_fail(r, -EOPNOTSUPP, "the reverse map is rebuilt offline only "
-				"(mendfs_repair): it is gathered from every inode's extent maps, "
-				"which must hold still");
-	err = rep_ag_begin(r, &ar, -1);
+	memset(&ar, 0, sizeof(ar));
+	memset(&lv, 0, sizeof(lv));
+	/* Records: at most one per owned block (more may be owned by the time the AG is
+	 * locked again: a margin); with the gaps between them, twice that.  Free extents: at
+	 * most one per two blocks.  The owners' scans: every record once, and again for those
+	 * scanned again; the old tree's inode records: one per owned block. */
+	err = ag_free_blocks(r, &nfree);
 	if (err)
 		goto out;
-	/* Records: at most one per owned block; with the gaps between them, twice that.
-	 * Free extents: at most one per two blocks, and no more than the free blocks. */
-	nfree = mfs_get32(rep_agh(&ar)->freeblks) < ar.aglen ? mfs_get32(rep_agh(&ar)->freeblks) :
-		ar.aglen;
-	used = ar.aglen - nfree;
+	used = aglen - nfree;
+	used += used / 4 + 64;
 	{
-		const struct rep_array_plan plan[3] = {
+		const struct rep_array_plan plan[5] = {
 			{ sizeof(struct mfs_rmap_rec), used + 16 },
 			{ sizeof(struct mfs_rmap_rec), 2 * used + 32 },
-			{ sizeof(struct rext), (nfree < ar.aglen / 2 ? nfree : ar.aglen / 2) + 2 },
+			{ sizeof(struct rext), aglen / 2 + 2 },
+			{ sizeof(struct rep_srec), 2 * used + 1024 },
+			{ sizeof(struct mfs_rmap_rec), used + 16 },
 		};
 
-		err = rep_reserve(r, plan, 3);
+		err = rep_reserve(r, plan, 5);
 		if (!err)
 			err = rep_hook(r, MFS_REPAIR_AT_RESERVED);
 		if (!err)
@@ -386,9 +351,32 @@ int rep_rmapbt(struct rep *r)
 			err = rep_array(r, plan[1].recsize, plan[1].max_nr, &R2);
 		if (!err)
 			err = rep_array(r, plan[2].recsize, plan[2].max_nr, &F);
+		if (!err)
+			err = rep_array(r, plan[3].recsize, plan[3].max_nr, &lv.S);
+		if (!err)
+			err = rep_array(r, plan[4].recsize, plan[4].max_nr, &lv.C);
 		if (err)
 			goto out;
 	}
+	/* The owners without the AG lock, then settled under it (repair_rmap_live.c). */
+	lv.r = r;
+	lv.fs = r->fs;
+	lv.agno = r->rc->agno;
+	lv.aglen = aglen;
+	err = rep_live_scan(&lv);
+	while (!err) {
+		int settled = 0;
+
+		err = rep_ag_begin(r, &ar, -1);
+		if (!err)
+			err = rep_live_settle(&lv, &ar, &settled);
+		if (err || settled)
+			break;
+		rep_ag_cancel(&ar);
+		err = rep_live_wait_busy(&lv);
+	}
+	if (err)
+		goto out;
 	memset(&g, 0, sizeof(g));
 	g.ar = &ar;
 	g.R = R;
@@ -433,7 +421,7 @@ int rep_rmapbt(struct rep *r)
 			mfs_buf_put(bp);
 	}
 	if (!err)
-		err = rgather_inodes(&g);
+		err = rep_live_emit(&lv, remit_fn, &g);
 	if (!err)
 		err = rep_hook(r, MFS_REPAIR_AT_GATHERED);
 	if (!err)
@@ -443,6 +431,8 @@ int rep_rmapbt(struct rep *r)
 	m.ar = &ar;
 	m.out = R2;
 	err = rmerge_all(&m, R, F);
+	if (!err)
+		err = rep_live_check_gaps(&lv, m.gaps, m.ngaps);
 	if (err)
 		goto out;
 	mblk = rep_geo_blocks(&mfs_rmapbt_ops, geo->blocksize, mfs_xfarray_count(R2), NULL);
@@ -493,6 +483,7 @@ int rep_rmapbt(struct rep *r)
 		err = rep_ag_finish(&ar);
 out:
 	rep_ag_cancel(&ar);
+	rep_live_release(&lv);
 	free(b.v);
 	free(m.gaps);
 	return err;
