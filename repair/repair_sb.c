@@ -82,9 +82,10 @@ static int sb_source(struct rep *r, struct mfs_trans *tp, uint32_t agno, struct 
 }
 
 /* Fill blk (a whole block) with the superblock of AG agno: geometry from fs->geo, the
- * other fields from src (or defaults without one), sanitised. */
+ * other fields from src (or defaults without one), sanitised; `mounted`: the daemon serves
+ * the filesystem read-write. */
 static void sb_build(const struct mfs_fs *fs, uint32_t agno, const struct mfs_sb *src,
-		     void *blk)
+		     int mounted, void *blk)
 {
 	const struct mfs_geom *g = &fs->geo;
 	struct mfs_sb *sb = blk;
@@ -111,6 +112,10 @@ static void sb_build(const struct mfs_fs *fs, uint32_t agno, const struct mfs_sb
 		for (size_t i = 0; i < sizeof(sb->label) && src->label[i]; i++)
 			sb->label[i] = src->label[i];
 	}
+	/* The primary of a filesystem mounted read-write says so, whatever the source said
+	 * (a copy keeps the state of its last rewrite). */
+	if (agno == 0 && mounted)
+		state = (state & MFS_STATE_ERRORS) | MFS_STATE_DIRTY;
 	mfs_put32(sb->state, state);
 	mfs_blk_seal(blk, g->blocksize);
 }
@@ -159,7 +164,8 @@ int rep_sb(struct rep *r)
 		rep_fail(r, err, "no memory to join the superblock");
 		goto out;
 	}
-	sb_build(fs, agno, have ? src : NULL, bp->data);
+	sb_build(fs, agno, have ? src : NULL, !(r->rc->flags & MFS_REPAIR_OFFLINE) && fs->log,
+		 bp->data);
 	mfs_buf_set_meta(bp);
 	r->rc->records = 1;
 	err = rep_hook(r, MFS_REPAIR_AT_BUILT);
