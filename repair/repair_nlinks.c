@@ -30,8 +30,10 @@
  * (same mode, same link count), and skipped otherwise.  Each change is its own small
  * transaction that leaves the filesystem consistent: a count set (an inode going from 0
  * links to some also leaves its orphan list in the same transaction), or an inode linked into
- * /lost+found.  Nothing is changed before all the counting is done, so an abort before the
- * first change (pressure, cancel, scratch) leaves the filesystem untouched.
+ * /lost+found.  The counts' transactions are committed without waiting for the log; one
+ * force after the last makes them all durable before the repair answers.  Nothing is changed
+ * before all the counting is done, so an abort before the first change (pressure, cancel,
+ * scratch) leaves the filesystem untouched.
  */
 #include "repair_priv.h"
 
@@ -40,6 +42,7 @@
 #include "fs.h"
 #include "geom.h"
 #include "inode.h"
+#include "journal.h"
 #include "log.h"
 #include "orphan.h"
 #include "scrub_priv.h"
@@ -85,6 +88,7 @@ struct nl {
 	/* results */
 	uint64_t set, linked, skipped;
 	int orphans_bad;            /* a list could not be left cleanly: rebuild it after */
+	uint64_t last_lsn;          /* journal sequence of the last count set */
 	uint64_t cur_dir;
 	unsigned seen;
 };
@@ -383,8 +387,13 @@ static int set_count(struct nl *st, struct mfs_inode *ip, const struct nl_fix *f
 			err = mfs_inode_log(tp, ip);
 		}
 		if (!err) {
-			err = mfs_trans_commit(tp);
+			uint64_t lsn = 0;
+
+			/* Not waited for: the last one's force at the end covers them all. */
+			err = mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, &lsn);
 			if (!err) {
+				if (lsn > st->last_lsn)
+					st->last_lsn = lsn;
 				st->set++;
 				break;
 			}
@@ -523,6 +532,13 @@ static int nl_run(struct nl *st)
 		err = apply(st, NL_SET);
 	if (!err)
 		err = apply(st, NL_LOSTFOUND);
+	if (st->last_lsn && r->fs->log) {
+		int ferr = mfs_journal_force_lsn(r->fs->log, st->last_lsn);
+
+		if (ferr && !err)
+			err = rep_fail(r, ferr, "making the new link counts durable: %s",
+				       strerror(-ferr));
+	}
 	for (uint32_t agno = 0; !err && st->orphans_bad && agno < r->fs->geo.agcount; agno++) {
 		uint64_t listed;
 
