@@ -377,9 +377,10 @@ static int rs_next(struct rstream *s, struct mfs_rmap_rec *out, int *got)
 	return err;
 }
 
-/* Do the owner's records in S (from index si) and in C (from ci) agree? */
+/* Do the owner's records in S (from index si) and in C (from ci) agree?  *any: whether
+ * there were records at all (of the kind looked at). */
 static int same_recs(struct rep_live *lv, uint64_t owner, uint64_t si, uint64_t ci,
-		     int blocks_only, int *same)
+		     int blocks_only, int *same, int *any)
 {
 	struct rstream a, b;
 	int err = 0;
@@ -387,6 +388,7 @@ static int same_recs(struct rep_live *lv, uint64_t owner, uint64_t si, uint64_t 
 	rs_init(&a, lv, 1, si, owner, blocks_only);
 	rs_init(&b, lv, 0, ci, owner, blocks_only);
 	*same = 1;
+	*any = 0;
 	while (!err && *same) {
 		struct mfs_rmap_rec x, y;
 		int gx, gy;
@@ -396,6 +398,7 @@ static int same_recs(struct rep_live *lv, uint64_t owner, uint64_t si, uint64_t 
 			err = rs_next(&b, &y, &gy);
 		if (err || (!gx && !gy))
 			break;
+		*any = 1;
 		*same = gx && gy && !memcmp(&x, &y, sizeof(x));
 	}
 	return err;
@@ -453,7 +456,7 @@ static int compare(struct rep_live *lv, int check)
 
 	while (!err && (si < ns || ci < nc)) {
 		uint64_t so = UINT64_MAX, co = UINT64_MAX, o;
-		int same = 0, same_blocks = 0;
+		int same = 0, same_blocks = 0, any = 0;
 
 		if (si < ns)
 			err = get_owner(lv, 1, si, &so);
@@ -463,14 +466,14 @@ static int compare(struct rep_live *lv, int check)
 			break;
 		o = so < co ? so : co;
 		if (!check && lv->c_ok)
-			err = same_recs(lv, o, si, ci, 0, &same);
+			err = same_recs(lv, o, si, ci, 0, &same, &any);
 		if (!err && !check && !same)
 			err = vec_add(lv->r, &lv->todo, &lv->ntodo, &lv->captodo, o);
 		if (!err && check && in_todo(lv, o)) {
-			err = same_recs(lv, o, si, ci, 0, &same);
+			err = same_recs(lv, o, si, ci, 0, &same, &any);
 			if (!err && !same)
-				err = same_recs(lv, o, si, ci, 1, &same_blocks);
-			if (!err && !same && same_blocks)
+				err = same_recs(lv, o, si, ci, 1, &same_blocks, &any);
+			if (!err && !same && same_blocks && any)
 				return rep_fail(lv->r, -EFSCORRUPTED, "AG %u: inode %llu and the reverse "
 						"map hold the same data blocks at different file "
 						"offsets: which is right cannot be told; nothing was "
