@@ -533,7 +533,6 @@ int main(int argc, char **argv)
 		goto out_args;
 	}
 
-	(void)mfsd_oom_protect();      /* a refusal is logged, not fatal */
 	err = c.ro ? open_ro(&c, &d.fs) : open_rw(&c, &d.fs);
 	if (err)
 		goto out_args;
@@ -581,6 +580,9 @@ int main(int argc, char **argv)
 		mfs_log_set_sink(mfsd_log_once_sink, (void *)1);
 	}
 	fuse_daemonize(fo.foreground);
+	/* Serving now: the OOM killer should take a scrub client rather than us (a refusal
+	 * is logged, not fatal; not earlier, so that a refused mount logs only why). */
+	(void)mfsd_oom_protect();
 	/* Threads only now: they would not survive daemonize's fork. */
 	err = mfsd_worker_start(&d);
 	if (err) {
