@@ -197,7 +197,7 @@ serving() {       # the small files only: the big one is read back at the end
 }
 # held POINT: wait (bounded) until the daemon holds a repair at POINT
 held() {
-	for _ in $(seq 1500); do [ -e "$hk/held-$1" ] && return 0; sleep 0.02; done
+	for _ in $(seq 3000); do [ -e "$hk/held-$1" ] && return 0; sleep 0.02; done
 	fail "no repair was held at $1"
 }
 # abort_done NAME [REGEXP]: after the trigger ran on the mount: daemon serving, unmount,
@@ -257,7 +257,7 @@ head -c 1000000 /dev/urandom >"$dir/tail"
 wpid=$!
 ( md5sum "$mnt/d/f2" >/dev/null && touch "$dir/read" ) &
 reader=$!
-for _ in $(seq 1500); do [ -e "$dir/appended" ] && [ -e "$dir/read" ] && break; sleep 0.02; done
+for _ in $(seq 3000); do [ -e "$dir/appended" ] && [ -e "$dir/read" ] && break; sleep 0.02; done
 [ -e "$dir/appended" ] && stillheld=$(ls "$hk" | grep -c held-built)
 rm "$hk/built"
 wait "$wpid" || fail "the append failed"
