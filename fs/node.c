@@ -358,11 +358,21 @@ void mfsd_iput(struct mfsd *d, struct mfs_inode *ip)
 
 void mfsd_nodes_shutdown(struct mfsd *d)
 {
+	/* The scan goes on from the bucket where it found the last entry (the buckets before
+	 * it hold only dying entries, and nothing but dying entries is added now): starting
+	 * again from bucket 0 for every entry took hours with a million inodes referenced.
+	 * A table that grew meanwhile is scanned again from the start. */
+	uint64_t i = 0, nb = 0;
+
 	for (;;) {
 		struct mfs_inode *ip = NULL;
 
 		pthread_mutex_lock(&d->node_lock);
-		for (uint64_t i = 0; i < d->node_buckets && !ip; i++) {
+		if (nb != d->node_buckets) {
+			nb = d->node_buckets;
+			i = 0;
+		}
+		for (; i < d->node_buckets && !ip; i++) {
 			struct mfsd_node **pp = &d->node_hash[i], *n;
 
 			/* Dying entries stay: the worker removes them when it is done. */
@@ -374,6 +384,7 @@ void mfsd_nodes_shutdown(struct mfsd *d)
 				d->nnodes--;
 				ip = n->ip;
 				node_free(n);
+				i--;        /* the bucket may hold more */
 			}
 		}
 		pthread_mutex_unlock(&d->node_lock);
@@ -477,7 +488,11 @@ static int inactivate(struct mfsd *d, struct mfs_inode *ip, uint32_t gen)
 		err = mfsd_xattr_free_all(d, ip);
 	if (!err)
 		err = free_inode(d, ip);
-	if (err)
+	/* Freed: the in-core copy becomes the free inode (mode 0) before the lock goes.  Whoever
+	 * took a reference before the free and waits for the lock (an online repair of this
+	 * inode) must find it free; with the old fields it would log them over the free inode
+	 * (torture: "the inode btree says free, but the inode has mode 0100640", nlink 0). */
+	if (err || mfs_inode_reload(ip))
 		mfs_inode_invalidate(d->fs, ip->ino);
 	pthread_rwlock_unlock(&ip->lock);
 	return err;
