@@ -165,10 +165,12 @@ daemon_alive "at the end of the load"
 grep -Eqi "corrupt|checksum|EUCLEAN|structure needs|bad magic" "$log" &&
 	finding "the daemon's log reports damaged metadata"
 umount_fs
-"$BIN/mendfs_repair" -n "$img" >"$dir/repair.out" 2>&1 ||
-	{ tail -20 "$dir/repair.out"; finding "mendfs_repair -n: status $? (repair.out)"; }
-"$DB" -c check "$img" >"$dir/db.out" 2>&1 ||
-	{ tail -20 "$dir/db.out"; finding "mendfs_db -c check: status $? (db.out)"; }
+"$BIN/mendfs_repair" -n "$img" >"$dir/repair.out" 2>&1
+rc=$?
+[ "$rc" -eq 0 ] || { tail -20 "$dir/repair.out"; finding "mendfs_repair -n: status $rc (repair.out)"; }
+"$DB" -c check "$img" >"$dir/db.out" 2>&1
+rc=$?
+[ "$rc" -eq 0 ] || { tail -20 "$dir/db.out"; finding "mendfs_db -c check: status $rc (db.out)"; }
 mverify="not run"
 if [ ! -s "$dir/findings" ]; then
 	mount_fs -o allow_other
