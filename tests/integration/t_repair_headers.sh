@@ -1,6 +1,7 @@
 #!/bin/bash
 # t_repair_headers.sh — online repair of the superblocks, the AG headers, the journal header
-# and the summary counters; offline repair of a primary superblock and a journal header.
+# and the summary counters; offline repair of a primary superblock, a journal header and AG
+# headers.
 #
 # A populated image (4 AGs, a large journal) is damaged with mendfs_db -w, mounted, and
 # `mendfs_scrub` repairs it under a mendfs_stress load (repairlib.sh's `round`): fields of
@@ -15,9 +16,10 @@
 # cannot fill the log, whose checkpoint would rewrite a copy itself).  The summary counters'
 # rebuilder, asked for online (ctl_client) under load, recounts a wrong AG header.  Rebuilds
 # of those objects when clean, under load, all succeed and leave the filesystem clean.  Offline:
-# a trashed primary superblock and journal header: `mendfs_repair` finds a copy, rebuilds the
-# primary, resets the clean journal (exit 1), then `-n` is clean and the files mount intact;
-# the journal of a filesystem that was not unmounted cleanly is not reset (exit 4).
+# a trashed primary superblock, journal header, AG headers: `mendfs_repair` finds a copy and
+# rebuilds the primary, resets the clean journal, rebuilds the headers (exit 1), then `-n` is
+# clean and the files mount intact; the journal of a filesystem that was not unmounted
+# cleanly is not reset (exit 12: 4 left uncorrected, 8 it cannot be opened).
 set -u
 . "$(dirname "$0")/mountlib.sh"
 . "$(dirname "$0")/stresslib.sh"
@@ -151,6 +153,8 @@ offline() {
 offline "primary superblock and a copy trashed" "AG 0 superblock;AG 2 superblock" \
 	-c "trash 0 1 random" -c "trash $((2 * agblocks)) 1 zeroes"
 offline "journal header trashed" "journal" -c "trash $logstart 2 random"
+offline "AG headers trashed" "AG 0 AG header;AG 1 AG header" \
+	-c "trash 1 1 random" -c "trash $((agblocks + 1)) 1 zeroes"
 
 # A filesystem not unmounted cleanly: its journal may hold what is nowhere else, no reset.
 cp --sparse=always "$pop" "$img"
