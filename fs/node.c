@@ -488,11 +488,15 @@ static int inactivate(struct mfsd *d, struct mfs_inode *ip, uint32_t gen)
 		err = mfsd_xattr_free_all(d, ip);
 	if (!err)
 		err = free_inode(d, ip);
-	/* Freed: the in-core copy becomes the free inode (mode 0) before the lock goes.  Whoever
-	 * took a reference before the free and waits for the lock (an online repair of this
-	 * inode) must find it free; with the old fields it would log them over the free inode
-	 * (torture: "the inode btree says free, but the inode has mode 0100640", nlink 0). */
-	if (err || mfs_inode_reload(ip))
+	/* Freed: the in-core copy says so (mode 0) before the lock goes.  Whoever took a
+	 * reference before the free and waits for the lock (an online repair of this inode)
+	 * must find it free; with the old fields it would log them over the free inode
+	 * (torture: "the inode btree says free, but the inode has mode 0100640", nlink 0).
+	 * Not a reload: the AG is no longer locked, and an allocation may be writing the slot
+	 * now; mfs_ifree left the copy stale, so the next mfs_iget reads the disk. */
+	if (!err)
+		ip->mode = 0;
+	else
 		mfs_inode_invalidate(d->fs, ip->ino);
 	pthread_rwlock_unlock(&ip->lock);
 	return err;
