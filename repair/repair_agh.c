@@ -6,8 +6,8 @@
  *
  *   identity     magic, block number, owner, UUID, seqno and length: from the geometry;
  *   roots        each of the four trees' root and height is kept when the block there is a
- *                block of that tree at the height the header says and the tree verifies
- *                (mfs_btree_verify).  The reverse map is the one every other rebuild trusts:
+ *                block of that tree at the height the header says.  The reverse map, which
+ *                must then verify whole, is the one every other rebuild trusts:
  *                when its root is lost it is searched for (below).  A lost free-space or
  *                inode btree root is not searched for: the tree is rebuilt from the reverse
  *                map by its own rebuilder (rep_allocbt, rep_inobt), each in a transaction of
@@ -16,7 +16,9 @@
  *                fails on it as it did on the garbage before;
  *   counters     freeblks and longest from the by-block tree, btreeblks from the block counts
  *                of the by-block, by-length and reverse-map trees, icount and ifree from the
- *                inode btree (rewritten by the tree rebuilds when those are rebuilt);
+ *                inode btree — each group only from trees that verify and agree with each
+ *                other and with the reverse map (rep_agh_counters), else kept; rewritten by
+ *                the tree rebuilds when those are rebuilt;
  *   free list    fl_first and fl_count kept when in range, else the list is emptied (its
  *                blocks stay MFS_OWN_AG, and the free-space rebuild that follows takes them
  *                back: a header whose list indices are damaged always gets one);
