@@ -642,6 +642,44 @@ int scrub_dinode_read(struct mfs_scrub_ctx *ctx, uint64_t ino, void *buf)
 	return err;
 }
 
+int scrub_cluster_dinode(struct mfs_scrub_ctx *ctx, struct scrub_cluster *cl, uint64_t ino,
+			 const struct mfs_dinode **d)
+{
+	const struct mfs_geom *g = &ctx->fs->geo;
+	uint64_t fsb = mfs_ino_to_fsb(g, ino);
+	uint32_t agno = mfs_ino_to_agno(g, ino);
+	struct mfs_buf *bp;
+	int err;
+
+	*d = NULL;
+	if (!cl->blk || cl->fsb != fsb) {
+		if (!cl->blk) {
+			cl->blk = mfs_malloc(g->blocksize);
+			if (!cl->blk)
+				return -ENOMEM;
+		}
+		cl->fsb = UINT64_MAX;
+		scrub_ag_lock(ctx->fs, agno);
+		err = mfs_buf_read(ctx->fs->bc, fsb, NULL, &bp);
+		if (!err) {
+			memcpy(cl->blk, bp->data, g->blocksize);
+			mfs_buf_put(bp);
+			cl->fsb = fsb;
+		}
+		scrub_ag_unlock(ctx->fs, agno);
+		if (err)
+			return err;
+	}
+	*d = (const void *)(cl->blk + mfs_ino_to_offset(g, ino));
+	return 0;
+}
+
+void scrub_cluster_release(struct scrub_cluster *cl)
+{
+	free(cl->blk);
+	cl->blk = NULL;
+}
+
 int scrub_dinode_usable(struct mfs_scrub_ctx *ctx, uint64_t ino, const struct mfs_dinode *d)
 {
 	const struct mfs_geom *g = &ctx->fs->geo;

@@ -56,6 +56,7 @@ struct chunk_cache {
 	uint64_t first;         /* inode number of the chunk's first inode */
 	uint64_t freemask;
 	int valid;
+	struct scrub_cluster *cl;   /* NULL, or the cluster block last read (see mode_of) */
 };
 
 struct dir_walk {
@@ -129,6 +130,20 @@ static int mode_of(struct mfs_scrub_ctx *ctx, struct mfs_inode *dp, struct chunk
 	err = ino_allocated(ctx, cc, ino);
 	if (err)
 		return err;
+	if (cc->cl) {
+		/* The copy of the cluster block serves the directory's other children in it:
+		 * each is kept allocated, its mode unchanged, by its entry (the directory is
+		 * locked) since before the copy was taken. */
+		err = scrub_cluster_dinode(ctx, cc->cl, ino, &d);
+		if (!err)
+			err = mfs_dinode_verify(d, g->inodesize, ino, g->uuid);
+		if (!err)
+			err = mfs_dinode_check(d, g->inodesize, ino);
+		if (err)
+			return err;
+		*mode = mfs_get16(d->mode);
+		return *mode ? 0 : -ENOENT;
+	}
 	scrub_ag_lock(fs, agno);
 	err = mfs_buf_read(fs->bc, mfs_ino_to_fsb(g, ino), NULL, &bp);
 	if (!err) {
@@ -252,6 +267,7 @@ int scrub_dir(struct mfs_scrub_ctx *ctx)
 {
 	struct mfs_inode *dp;
 	struct dir_walk w;
+	struct scrub_cluster cl = { 0, NULL };
 	uint64_t count;
 	int err;
 
@@ -291,7 +307,9 @@ int scrub_dir(struct mfs_scrub_ctx *ctx)
 	memset(&w, 0, sizeof(w));
 	w.ctx = ctx;
 	w.dp = dp;
+	w.cc.cl = &cl;
 	err = mfs_dir_iterate(dp, 0, entry_fn, &w);
+	scrub_cluster_release(&cl);
 	if (!err && !mfs_dir_count(dp, &count) && count != w.n)
 		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "directory %llu: %llu entries counted, "
 			     "%llu iterated", (unsigned long long)dp->ino,

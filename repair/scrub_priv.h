@@ -208,6 +208,22 @@ int scrub_dinode_usable(struct mfs_scrub_ctx *ctx, uint64_t ino, const struct mf
 long scrub_dinode_extents(struct mfs_scrub_ctx *ctx, const struct mfs_dinode *d,
 			  const uint8_t **recs);
 
+/*
+ * A copy of the inode cluster block last read: walks that look at many inodes in number
+ * order (a directory's children, the reverse map's owners) take each block once under its
+ * AG lock instead of once per inode.  The copy is a committed state of every inode in it
+ * as of when it was taken; the caller says why that is recent enough.  scrub_cluster_dinode
+ * points *d at inode ino in the copy (taken anew when ino lies in another block): 0, -ENOMEM
+ * or a read error.  Zero-initialise; release with scrub_cluster_release.
+ */
+struct scrub_cluster {
+	uint64_t fsb;
+	uint8_t *blk;               /* NULL: nothing copied yet */
+};
+int scrub_cluster_dinode(struct mfs_scrub_ctx *ctx, struct scrub_cluster *cl, uint64_t ino,
+			 const struct mfs_dinode **d);
+void scrub_cluster_release(struct scrub_cluster *cl);
+
 /* Is `ino` on its AG's orphan list (the caller holds that AG's lock)?  0 or an error (a
  * damaged list). */
 int scrub_orphan_listed(struct mfs_scrub_ctx *ctx, uint64_t ino, int *listed);

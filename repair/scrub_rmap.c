@@ -524,19 +524,20 @@ static int inline_maps(const uint8_t *recs, long n, uint64_t fsb, uint64_t off, 
 /*
  * The quick look at one owner's records recs[i..j) (scrub_priv.h, "Committed on-disk
  * inodes"): 1 when they are all data extents of a file whose committed inode, its extent
- * list inline, maps each of them block for block; 0 when they need the full look.
+ * list inline, maps each of them block for block; 0 when they need the full look.  The
+ * inode is read through the cluster copy cl: any committed state after the records were
+ * collected will do (a record that no longer matches goes to the full look).
  */
 static int owner_quick(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct scrub_recs *recs,
-		       size_t i, size_t j)
+		       size_t i, size_t j, struct scrub_cluster *cl)
 {
 	const struct mfs_geom *g = &ctx->fs->geo;
-	uint64_t buf[MFS_MAX_INODESIZE / 8];
-	const struct mfs_dinode *d = (const void *)buf;
+	const struct mfs_dinode *d;
 	uint64_t owner = mfs_get64(((const struct mfs_rmap_rec *)scrub_rec(recs, i))->owner);
 	const uint8_t *ext;
 	long n;
 
-	if (scrub_dinode_read(ctx, owner, buf) || !scrub_dinode_usable(ctx, owner, d) ||
+	if (scrub_cluster_dinode(ctx, cl, owner, &d) || !scrub_dinode_usable(ctx, owner, d) ||
 	    S_ISDIR(mfs_get16(d->mode)))
 		return 0;
 	n = scrub_dinode_extents(ctx, d, &ext);
@@ -564,6 +565,7 @@ static int owner_quick(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct sc
 static int check_owners(struct mfs_scrub_ctx *ctx, struct scrub_recs *recs)
 {
 	uint32_t agno = ctx->agno;
+	struct scrub_cluster cl = { 0, NULL };
 	struct owner o;
 	int err = 0, there;
 
@@ -578,7 +580,7 @@ static int check_owners(struct mfs_scrub_ctx *ctx, struct scrub_recs *recs)
 			    owner)
 				break;
 		err = scrub_cancelled(ctx);
-		if (err || owner_quick(ctx, agno, recs, i, j))
+		if (err || owner_quick(ctx, agno, recs, i, j, &cl))
 			continue;
 		for (size_t k = i; k < j && !err; k++) {
 			const struct mfs_rmap_rec *r = scrub_rec(recs, k);
@@ -616,6 +618,7 @@ static int check_owners(struct mfs_scrub_ctx *ctx, struct scrub_recs *recs)
 		owner_drop(&o);
 	}
 	owner_drop(&o);
+	scrub_cluster_release(&cl);
 	return err;
 }
 
