@@ -360,7 +360,7 @@ void mfsd_nodes_shutdown(struct mfsd *d)
 {
 	/* The scan goes on from the bucket where it found the last entry (the buckets before
 	 * it hold only dying entries, and nothing but dying entries is added now): starting
-	 * again from bucket 0 for every entry took hours with a million inodes referenced.
+	 * again from bucket 0 for every entry took minutes with a million inodes referenced.
 	 * A table that grew meanwhile is scanned again from the start. */
 	uint64_t i = 0, nb = 0;
 
