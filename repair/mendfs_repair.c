@@ -322,6 +322,21 @@ static int open_reset_journal(struct tool *t, unsigned flags)
 	return err;
 }
 
+/* A whole-filesystem object: checked, and rebuilt when damaged and the engine can. */
+static void do_fs(struct tool *t, uint32_t type)
+{
+	int n = check(t, type, 0, 0, "");
+
+	if (n <= 0)
+		return;
+	t->found += (unsigned)n;
+	if (!t->dry_run && mfs_repair_supported(type) && rebuild_fs(t, type) == 0 &&
+	    check(t, type, 0, 0, "still ") == 0)
+		t->fixed += (unsigned)n;
+	else
+		t->unfixed += (unsigned)n;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: mendfs_repair [-n] [-v] [-T dir] image|device\n"
@@ -400,25 +415,19 @@ int main(int argc, char **argv)
 		t.pressure = NULL;
 	for (uint32_t agno = 0; agno < t.fs->geo.agcount; agno++)
 		do_ag(&t, agno);
+	/* The orphan lists depend on nothing but the inodes' link counts: settled before the
+	 * inodes are checked, since an inode without links is looked up on its list (the link
+	 * count rebuild after keeps them right: an inode given links back leaves its list in
+	 * the same transaction). */
+	do_fs(&t, MFS_SCRUB_ORPHANS);
 	for (uint32_t agno = 0; agno < t.fs->geo.agcount; agno++)
 		do_inodes(&t, agno);
 	{
 		static const uint32_t fs_types[] = { MFS_SCRUB_JOURNAL, MFS_SCRUB_NLINKS,
-						     MFS_SCRUB_ORPHANS, MFS_SCRUB_SUMMARY };
+						     MFS_SCRUB_SUMMARY };
 
-		for (size_t i = 0; i < NELEM(fs_types); i++) {
-			int n = check(&t, fs_types[i], 0, 0, "");
-
-			if (n <= 0)
-				continue;
-			t.found += (unsigned)n;
-			if (!t.dry_run && mfs_repair_supported(fs_types[i]) &&
-			    rebuild_fs(&t, fs_types[i]) == 0 &&
-			    check(&t, fs_types[i], 0, 0, "still ") == 0)
-				t.fixed += (unsigned)n;
-			else
-				t.unfixed += (unsigned)n;
-		}
+		for (size_t i = 0; i < NELEM(fs_types); i++)
+			do_fs(&t, fs_types[i]);
 	}
 	mfs_pressure_stop(t.pressure);
 	err = mfs_icache_destroy(t.fs);
