@@ -152,7 +152,7 @@ void mfsd_mark_errors(struct mfsd *d);
  * refusal is logged, 0 or -errno. */
 int mfsd_oom_protect(void);
 
-/* testrepair.c: the repair engine's test hook (MENDFS_TEST_REPAIR_DIR; inert without it),
+/* ctl_testhook.c: the repair engine's test hook (MENDFS_TEST_REPAIR_DIR; inert without it),
  * armed for the repair rc that this thread runs, with its pressure watcher (may be NULL). */
 struct mfs_repair_ctx;
 struct mfs_pressure;

@@ -1,7 +1,7 @@
 #!/bin/bash
 # t_repair_memory.sh — online repair and memory: the promises of DESIGN.md "Scrub and
 # repair" step 6 on a mounted filesystem, with the daemon's repair test hook
-# (MENDFS_TEST_REPAIR_DIR, fs/testrepair.c) to act while a rebuild is at a known step.
+# (MENDFS_TEST_REPAIR_DIR, fs/ctl_testhook.c) to act while a rebuild is at a known step.
 #
 #   - the daemon lowers its oom_score_adj at start (-500, or 0 without CAP_SYS_RESOURCE:
 #     it is started with 300 here), and mendfs_scrub runs with 1000 while it repairs;

@@ -1,5 +1,5 @@
 /*
- * testrepair.c — test-only control of the online repair engine's points (repair.h,
+ * ctl_testhook.c — test-only control of the online repair engine's points (repair.h,
  * enum mfs_repair_point) in a running daemon, for integration tests that must act while a
  * rebuild is at a known step: hold it there, fire the memory-pressure watcher, or fail.
  *
@@ -15,7 +15,8 @@
  *             kernel had reported pressure, and the repair goes on to meet the flag;
  *   fail      the repair fails there with EINTR.
  * The file is read afresh at every point, so a test changes what happens between repairs
- * without remounting.  The hook runs on the control-socket thread that runs the repair.
+ * without remounting.  The hook runs on the control-socket thread that runs the repair
+ * (a ctl_ file: the control socket's fuzz target links it with the others).
  */
 #include "mendfs_int.h"
 #include "ctl_int.h"
