@@ -131,6 +131,16 @@ static int collect_edges(struct nl_state *st)
 		if (err)
 			break;
 		err = mfs_iget(ctx->fs, ni->ino, 0, &dp);
+		if (!err) {
+			pthread_rwlock_rdlock(&dp->lock);
+			if (!dp->mode) {
+				/* freed by the worker while we waited for its lock (the in-core
+				 * copy of an inode freed says so: fs/node.c inactivate) */
+				pthread_rwlock_unlock(&dp->lock);
+				mfs_iput(dp);
+				err = -ENOENT;
+			}
+		}
 		if (err == -ENOENT && ni->nlink == 0) {
 			err = 0;        /* removed, and freed since by the daemon's worker (not a
 					 * namespace change: quiesce does not hold it back) */
@@ -145,7 +155,6 @@ static int collect_edges(struct nl_state *st)
 		}
 		if (err)
 			break;
-		pthread_rwlock_rdlock(&dp->lock);
 		st->cur_dir = dp->ino;
 		err = mfs_dir_get_parent(dp, &ni->dotdot);
 		if (!err)
