@@ -151,6 +151,16 @@ static int on_quiesce(void *arg, int on)
 	return mfsd_ctl_quiesce(arg, on);
 }
 
+/* A repair changed an inode's attributes: the kernel's copy goes (attributes only: no
+ * lock the kernel takes for it is held by a request waiting for the quiesce). */
+static void on_changed(void *arg, uint64_t ino)
+{
+	struct mfsd *d = ((struct mfsd_client *)arg)->ctl->d;
+
+	if (d->se)
+		(void)fuse_lowlevel_notify_inval_inode(d->se, mfsd_nodeid(d, ino), -1, 0);
+}
+
 static int on_cancelled(void *arg)
 {
 	return mfsd_ctl_cancelled(arg);
@@ -479,6 +489,7 @@ static int run_repair(struct mfsd_client *c, const struct mfs_ctl_scrub_req *q)
 	rc->nfds = c->msg.nfds;
 	rc->cancelled = on_cancelled;
 	rc->quiesce = on_quiesce;
+	rc->changed = on_changed;
 	rc->hook_arg = c;
 	rc->client_pid = c->pid;       /* its memory cgroup limits the reserve too */
 	/* Memory pressure stops the repair too (PSI, cgroup events; whatever this system

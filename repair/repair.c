@@ -92,6 +92,12 @@ int rep_hook(struct rep *r, enum mfs_repair_point at)
 	return 0;
 }
 
+void rep_changed(struct rep *r, uint64_t ino)
+{
+	if (r->rc->changed)
+		r->rc->changed(r->rc->hook_arg, ino);
+}
+
 /* ---- scratch ------------------------------------------------------------------------------ */
 static uint64_t round_up(uint64_t v, uint64_t a)
 {

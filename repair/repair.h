@@ -72,6 +72,11 @@ struct mfs_repair_ctx {
 	 * mfs_scrub_ctx.quiesce does; NULL when nothing else changes names (offline).  The
 	 * link-count and orphan-list rebuilds and their checks afterwards run inside it. */
 	int (*quiesce)(void *arg, int on);
+	/* Online: an inode's attributes (link count, times...) were changed by a committed
+	 * rebuild behind the kernel's back; called with hook_arg, possibly inside the quiesce,
+	 * so it must not wait for anything a namespace change holds (the daemon has the kernel
+	 * drop its cached attributes).  NULL: nobody to tell. */
+	void (*changed)(void *arg, uint64_t ino);
 	/* Tests: called at each enum mfs_repair_point; a nonzero return (a negative errno)
 	 * aborts the repair with that error. */
 	int (*test_hook)(void *arg, enum mfs_repair_point at);

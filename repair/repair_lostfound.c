@@ -107,6 +107,7 @@ static int lf_make(struct rep *r, struct mfs_inode *root, uint64_t *lf_ino)
 			mfs_iput(lf);
 		}
 		if (!err) {
+			rep_changed(r, root->ino);
 			*lf_ino = ino;
 			mfs_log(MFS_LOG_INFO, "repair: made /lost+found (inode %llu)",
 				(unsigned long long)ino);
@@ -257,6 +258,8 @@ int rep_lostfound_link(struct rep *r, uint64_t ino, uint32_t nlink)
 	if (err)
 		return rep_fail(r, err, "linking inode %llu into /lost+found: %s",
 				(unsigned long long)ino, scrub_errstr(err));
+	rep_changed(r, ino);
+	rep_changed(r, lf_ino);
 	mfs_log(MFS_LOG_INFO, "repair: inode %llu linked into /lost+found",
 		(unsigned long long)ino);
 	return 0;

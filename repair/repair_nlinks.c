@@ -395,6 +395,7 @@ static int set_count(struct nl *st, struct mfs_inode *ip, const struct nl_fix *f
 				if (lsn > st->last_lsn)
 					st->last_lsn = lsn;
 				st->set++;
+				rep_changed(r, ip->ino);
 				break;
 			}
 		} else {

@@ -52,6 +52,8 @@ int rep_scratch_err(struct rep *r, int err, const char *what);
 int rep_poll(struct rep *r);
 /* The test hook at `at` (0 without one). */
 int rep_hook(struct rep *r, enum mfs_repair_point at);
+/* Tell the caller (rc->changed) that inode ino's attributes changed in a committed rebuild. */
+void rep_changed(struct rep *r, uint64_t ino);
 
 /*
  * Plan the scratch for `n` arrays, probe the headroom and reserve 1.5 times the estimate in
