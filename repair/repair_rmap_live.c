@@ -533,6 +533,7 @@ int rep_live_settle(struct rep_live *lv, struct agrep *ar, int *settled)
 		err = compare(lv, 0);
 	for (size_t k = 0; k < lv->ntodo && !err; k++) {
 		err = scan_owner(lv, lv->todo[k], ++lv->epoch, 1, 0);
+		lv->rescanned += err == 0;
 		if (err == 1)
 			err = vec_add(lv->r, &lv->busy, &lv->nbusy, &lv->capbusy, lv->todo[k]);
 	}
@@ -553,6 +554,7 @@ int rep_live_wait_busy(struct rep_live *lv)
 
 	for (size_t k = 0; k < lv->nbusy && !err; k++)
 		err = scan_owner(lv, lv->busy[k], ++lv->epoch, 0, 0);
+	lv->waited += lv->nbusy;
 	return err;
 }
 

@@ -32,6 +32,7 @@ struct rep_live {
 	size_t ntodo, nbusy, captodo, capbusy;
 	uint64_t seen;
 	unsigned rounds;
+	uint64_t rescanned, waited;  /* owners scanned again under the lock; after waiting */
 };
 
 /* The owners' records: every inode in use, each under its own lock (shared), no AG lock

@@ -316,7 +316,7 @@ int rep_rmapbt(struct rep *r)
 	struct mfs_xfarray *R, *R2, *F;
 	struct mfs_btree_root root;
 	struct mfs_agh *agh;
-	uint64_t nbno = 0, ncnt = 0, used, nfree = 0, mblk, room, k;
+	uint64_t nbno = 0, ncnt = 0, used, nfree = 0, mblk, room, k, short_by, total;
 	const struct mfs_geom *geo = &r->fs->geo;
 	uint32_t aglen = mfs_ag_length(geo, r->rc->agno);
 	int err;
@@ -436,16 +436,22 @@ int rep_rmapbt(struct rep *r)
 	if (err)
 		goto out;
 	mblk = rep_geo_blocks(&mfs_rmapbt_ops, geo->blocksize, mfs_xfarray_count(R2), NULL);
-	if (mblk > m.gapblocks) {
+	/* The new tree goes into the old one's blocks; when it needs more (the bulk loader
+	 * fills blocks less than the old tree had them, or the AG gained records while the
+	 * rebuild ran) the rest comes from the free list's stock: MFS_OWN_AG blocks already,
+	 * so the records do not change. */
+	short_by = mblk > m.gapblocks ? mblk - m.gapblocks : 0;
+	if (short_by > mfs_get32(rep_agh(&ar)->fl_count)) {
 		err = rep_fail(r, -ENOSPC, "AG %u: the new reverse map needs %llu blocks, the old "
-			       "one left %llu", ar.agno, (unsigned long long)mblk,
-			       (unsigned long long)m.gapblocks);
+			       "one left %llu and the free list holds %u", ar.agno,
+			       (unsigned long long)mblk, (unsigned long long)m.gapblocks,
+			       mfs_get32(rep_agh(&ar)->fl_count));
 		goto out;
 	}
-	err = rep_log_fits(&ar, mblk, m.gapblocks - mblk, "reverse map btree");
+	err = rep_log_fits(&ar, mblk, m.gapblocks + short_by - mblk, "reverse map btree");
 	if (err)
 		goto out;
-	b.cap = m.gapblocks;
+	b.cap = m.gapblocks + short_by;
 	b.v = mfs_malloc((b.cap ? b.cap : 1) * sizeof(*b.v));
 	if (!b.v) {
 		err = rep_fail(r, -ENOMEM, "no memory for the new reverse map's block list");
@@ -453,10 +459,21 @@ int rep_rmapbt(struct rep *r)
 	}
 	for (uint64_t i = 0; !err && i < m.ngaps; i++)
 		err = rep_blocks_add(&ar, m.gaps[i].start, m.gaps[i].len, &b);
+	for (uint64_t i = 0; !err && i < short_by; i++) {
+		uint32_t bno;
+
+		err = mfs_agfl_get(ar.tp, ar.agno, ar.agh_bp, &bno);
+		if (!err)
+			err = rep_blocks_add(&ar, bno, 1, &b);
+		else
+			rep_fail(r, err, "AG %u: taking a block off the free list: %s", ar.agno,
+				 strerror(-err));
+	}
 	for (uint64_t i = 0; !err && i < mblk; i++)
 		err = rep_join_block(&ar, b.v[i]);
 	if (err)
 		goto out;
+	total = b.n;
 	b.n = mblk;
 	err = rep_load_tree(&ar, MFS_BT_RMAP, R2, &b, &root);
 	if (!err)
@@ -469,18 +486,23 @@ int rep_rmapbt(struct rep *r)
 	/* What the new tree did not take: onto the AGFL, then back to free space. */
 	room = mfs_get32(agh->fl_count) < REP_AGFL_EXTRA_CAP ? REP_AGFL_EXTRA_CAP -
 	       mfs_get32(agh->fl_count) : 0;
-	for (k = mblk; !err && k < m.gapblocks && k - mblk < room; k++)
+	for (k = mblk; !err && k < total && k - mblk < room; k++)
 		err = mfs_agfl_put(ar.tp, ar.agno, ar.agh_bp, b.v[k]);
-	while (!err && k < m.gapblocks) {
+	while (!err && k < total) {
 		uint32_t s = b.v[k], l = 1;
 
-		while (k + l < m.gapblocks && b.v[k + l] == s + l)
+		while (k + l < total && b.v[k + l] == s + l)
 			l++;
 		err = rfree_left(&ar, s, l);
 		k += l;
 	}
 	if (!err)
 		err = rep_ag_finish(&ar);
+	if (!err)
+		mfs_log(MFS_LOG_INFO, "AG %u: reverse map rebuilt, %llu records; settled in %u "
+			"round(s), %llu owner(s) scanned again under the AG lock, %llu after waiting "
+			"for them", ar.agno, (unsigned long long)mfs_xfarray_count(R2), lv.rounds,
+			(unsigned long long)lv.rescanned, (unsigned long long)lv.waited);
 out:
 	rep_ag_cancel(&ar);
 	rep_live_release(&lv);
