@@ -185,6 +185,16 @@ static int gather_edges(struct nl *st)
 		if (err)
 			return err;
 		err = mfs_iget(r->fs, ni.ino, 0, &dp);
+		if (!err) {
+			pthread_rwlock_rdlock(&dp->lock);
+			if (!dp->mode) {
+				/* freed by the worker while we waited for its lock (the in-core
+				 * copy of a freed inode says mode 0) */
+				pthread_rwlock_unlock(&dp->lock);
+				mfs_iput(dp);
+				err = -ENOENT;
+			}
+		}
 		if (err == -ENOENT && ni.nlink == 0)
 			continue;       /* removed, and freed since by the daemon's worker */
 		if (err)
@@ -192,7 +202,6 @@ static int gather_edges(struct nl *st)
 					-EFSCORRUPTED : err, "directory %llu cannot be read (%s): "
 					"its entries cannot be counted; repair it first",
 					(unsigned long long)ni.ino, scrub_errstr(err));
-		pthread_rwlock_rdlock(&dp->lock);
 		st->cur_dir = dp->ino;
 		err = mfs_dir_iterate(dp, 0, edge_fn, st);
 		pthread_rwlock_unlock(&dp->lock);
