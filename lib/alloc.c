@@ -1196,8 +1196,12 @@ static int lock_ag(struct mfs_trans *tp, uint32_t agno)
  * on a large AG.  An allocation that may go to another AG (NEAR or ANY, several AGs) waits
  * for a busy AG at most AG_WAIT_BOUND_NS and then moves on to the next AG (-EAGAIN here);
  * only when no other AG can satisfy it does alloc_extent come back and wait for the AGs it
- * skipped without a bound.  A lock held for the usual short time of a transaction is
- * waited for as before, so placement does not change on a quiet filesystem.
+ * skipped without a bound.  The AGs it tried meanwhile stay locked (until the transaction
+ * ends), so the lock order may forbid that wait: it then returns -EDEADLK, not -ENOSPC,
+ * and the caller retries the transaction as for any lock-order conflict (the daemon does;
+ * each try waits the bound again, so a retrying writer waits for the rebuild in steps).
+ * A lock held for the usual short time of a transaction is waited for as before, so
+ * placement does not change on a quiet filesystem.
  *
  * trans.c only offers a blocking or a try lock; the bounded wait is made of the AG's mutex
  * itself: wait for it with a deadline, let it go at once and take it through the
@@ -1298,7 +1302,7 @@ static int alloc_extent(struct mfs_trans *tp, struct mfs_alloc_args *args)
 {
 	struct mfs_fs *fs = mfs_trans_fs(tp);
 	uint32_t tagno, n;
-	int err, skipped = 0;
+	int err, skipped = 0, deadlock = 0;
 
 	args->fsb = 0;
 	args->len = 0;
@@ -1324,22 +1328,25 @@ static int alloc_extent(struct mfs_trans *tp, struct mfs_alloc_args *args)
 			return err;
 	}
 	/* Nothing elsewhere: wait for the AGs skipped above (those not held now), without a
-	 * bound where the lock order allows waiting. */
+	 * bound where the lock order allows waiting; where it does not, the space there may
+	 * still be had by a retry: -EDEADLK. */
 	for (uint32_t i = 0; skipped && i < n; i++) {
 		uint32_t agno = (tagno + i) % fs->geo.agcount;
 
 		if (mfs_trans_holds_ag(tp, agno))
 			continue;            /* tried above */
 		err = lock_ag(tp, agno);
-		if (err == -EDEADLK)
+		if (err == -EDEADLK) {
+			deadlock = 1;
 			continue;
+		}
 		if (err)
 			return err;
 		err = try_ag(tp, args, agno, tagno);
 		if (err != -ENOSPC)
 			return err;
 	}
-	return -ENOSPC;
+	return deadlock ? -EDEADLK : -ENOSPC;
 }
 
 int mfs_free_extent(struct mfs_trans *tp, uint64_t fsb, uint32_t len, uint64_t owner,

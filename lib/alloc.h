@@ -30,7 +30,10 @@ struct mfs_alloc_args {
 };
 
 /* Allocate an extent.  -ENOSPC when nothing satisfies minlen/align; the transaction is
- * then unchanged.  Locks the AGs it uses for the rest of the transaction. */
+ * then unchanged.  Locks the AGs it uses for the rest of the transaction.  NEAR and ANY
+ * wait for a busy AG only briefly (an online rebuild holds one for long) and try the
+ * others; -EDEADLK (transaction unchanged: cancel and retry) when none of those had room
+ * and the lock order now forbids waiting for the busy one. */
 int mfs_alloc_extent(struct mfs_trans *tp, struct mfs_alloc_args *args);
 
 /* The same inside AG `agno` only, whose header buffer the caller holds (and whose lock tp
