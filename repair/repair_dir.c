@@ -623,9 +623,10 @@ int rep_dir(struct rep *r)
 	r->rc->records = d->kept;
 	if (d->lost || d->unreadable || d->norph)
 		mfs_log(MFS_LOG_WARN, "directory %llu rebuilt: %llu entries kept, %llu lost, %llu "
-			"unreadable blocks; %u subdirectories without an entry left to the link "
-			"count repair%s", ULL(d->dp->ino), ULL(d->kept), ULL(d->lost),
-			ULL(d->unreadable), d->norph, d->orph_overflow ? " (and more)" : "");
+			"unreadable blocks; %u subdirectories without an entry (first: %llu) left "
+			"to the link count repair%s", ULL(d->dp->ino), ULL(d->kept), ULL(d->lost),
+			ULL(d->unreadable), d->norph, ULL(d->norph ? d->orph[0] : 0),
+			d->orph_overflow ? " (and more)" : "");
 out:
 	rep_inode_scratch_done(&d->s);
 	rep_inode_drop(d->dp);

@@ -1,0 +1,481 @@
+/*
+ * check_repair_dir.c — the rebuilders of one inode's forks (repair_dir.c, repair_xattr.c,
+ * repair_symlink.c) on an image in process.  Each object is damaged (a name-btree node
+ * trashed on disk and a record's key moved out of hash order; an inline entry's inode
+ * number; ".."; an attribute-btree leaf trashed; a NUL in a symlink target), its checker
+ * must see it, a repair stopped by the test hook at each point of the engine must leave
+ * the image bit for bit as it was, and the repair after that must leave the checker clean
+ * with what survived in place: every name, the subdirectory joined again under its name,
+ * the parent found again, the attributes of the surviving leaves, the target's prefix.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bcache.h"
+#include "byteorder.h"
+#include "dir.h"
+#include "fs.h"
+#include "geom.h"
+#include "ialloc.h"
+#include "inode.h"
+#include "log.h"
+#include "mendfs_format.h"
+#include "trans.h"
+#include "verify.h"
+#include "xattr.h"
+
+#include "format.h"
+#include "repair.h"
+#include "scrub.h"
+#include "tu.h"
+
+#define NBIG   150u         /* entries of the btree directory: two levels of 1 KiB blocks */
+#define NATTR  40u          /* attributes of the btree attribute fork */
+
+struct dimg {
+	struct tu_img t;
+	uint64_t big, sub, kid, file, ln, attrs;
+};
+
+/* ---- population ------------------------------------------------------------------------------ */
+static uint64_t mk(struct mfs_fs *fs, uint64_t dir, const char *name, uint16_t mode,
+		   const char *target)
+{
+	struct mfs_inode *dp, *ip;
+	struct mfs_trans *tp;
+	uint64_t ino;
+
+	CK_OK(mfs_iget(fs, dir, 0, &dp));
+	pthread_rwlock_wrlock(&dp->lock);
+	CK_OK(mfs_trans_alloc(fs, &tp));
+	CK_OK(mfs_ialloc(tp, dir, mode, &ino));
+	CK_OK(mfs_iget(fs, ino, 0, &ip));
+	pthread_rwlock_wrlock(&ip->lock);
+	ip->mode = mode;
+	ip->nlink = S_ISDIR(mode) ? 2 : 1;
+	if (S_ISDIR(mode)) {
+		CK_OK(mfs_dir_init(tp, ip, dir));
+		dp->nlink++;
+	} else if (target) {
+		ip->dformat = MFS_FMT_LOCAL;
+		memcpy(ip->lit, target, strlen(target));
+		ip->size = strlen(target);
+	}
+	CK_OK(mfs_inode_log(tp, ip));
+	CK_OK(mfs_dir_add(tp, dp, name, (unsigned)strlen(name), ino, (uint8_t)IFTODT(mode)));
+	CK_OK(mfs_inode_log(tp, dp));
+	CK_OK(mfs_trans_commit(tp));
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+	pthread_rwlock_unlock(&dp->lock);
+	mfs_iput(dp);
+	return ino;
+}
+
+static void img_make(struct dimg *m)
+{
+	struct mfs_format_opts o = { .blocksize = 1024, .agcount = 2 };
+	struct mfs_fs *fs;
+	struct mfs_inode *ip;
+	char name[32];
+
+	memset(m, 0, sizeof(*m));
+	tu_srand(tu_seed("MFS_TEST_SEED", "check_repair_dir"));
+	tu_img_make(&m->t, "mendfs_repair_dir", 32ull << 20, &o, 0);
+	fs = m->t.fs;
+	tu_sb_mark_dirty(fs);
+	m->big = mk(fs, fs->geo.rootino, "big", S_IFDIR | 0755, NULL);
+	for (unsigned i = 0; i < NBIG; i++) {
+		snprintf(name, sizeof(name), "n-%03u", i);
+		mk(fs, m->big, name, S_IFREG | 0644, NULL);
+	}
+	m->sub = mk(fs, fs->geo.rootino, "sub", S_IFDIR | 0755, NULL);
+	m->kid = mk(fs, m->sub, "kid", S_IFDIR | 0755, NULL);
+	m->file = mk(fs, m->sub, "f", S_IFREG | 0644, NULL);
+	m->ln = mk(fs, fs->geo.rootino, "ln", S_IFLNK | 0777, "abcdefgh");
+	m->attrs = mk(fs, fs->geo.rootino, "attrs", S_IFREG | 0644, NULL);
+	CK_OK(mfs_iget(fs, m->attrs, 0, &ip));
+	pthread_rwlock_wrlock(&ip->lock);
+	for (unsigned i = 0; i < NATTR; i++) {
+		struct mfs_trans *tp;
+
+		snprintf(name, sizeof(name), "k%u", i);
+		CK_OK(mfs_trans_alloc(fs, &tp));
+		CK_OK(mfs_xattr_set(tp, ip, MFS_XATTR_NS_USER, name, (unsigned)strlen(name), name,
+				    strlen(name), 0));
+		CK_OK(mfs_trans_commit(tp));
+	}
+	CK_EQ(ip->aformat, MFS_FMT_BTREE);
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+	CK_OK(mfs_bcache_flush(fs->bc));
+}
+
+/* ---- checks -------------------------------------------------------------------------------- */
+struct findings {
+	unsigned n;
+	char first[512];
+};
+
+static void collect(void *arg, uint32_t flag, const char *msg)
+{
+	struct findings *f = arg;
+
+	if (!(flag & (MFS_SCRUB_OFLAG_CORRUPT | MFS_SCRUB_OFLAG_XCORRUPT)))
+		return;
+	if (!f->n++)
+		snprintf(f->first, sizeof(f->first), "%s", msg);
+}
+
+static unsigned findings(struct mfs_fs *fs, uint32_t type, uint64_t ino)
+{
+	struct mfs_scrub_ctx ctx;
+	struct findings f = { 0, "" };
+
+	memset(&ctx, 0, sizeof(ctx));
+	ctx.fs = fs;
+	ctx.type = type;
+	ctx.ino = ino;
+	ctx.report = collect;
+	ctx.hook_arg = &f;
+	CK_OK(mfs_scrub(&ctx));
+	return f.n;
+}
+
+static int fail_at;
+
+static int hook_fn(void *arg, enum mfs_repair_point at)
+{
+	(void)arg;
+	return (int)at == fail_at ? -ECANCELED : 0;
+}
+
+static int repair(struct mfs_fs *fs, uint32_t type, uint64_t ino, int hook, char *reason,
+		  size_t len)
+{
+	struct mfs_repair_ctx rc;
+	struct stat st;
+	int err;
+
+	memset(&rc, 0, sizeof(rc));
+	rc.fs = fs;
+	rc.type = type;
+	rc.ino = ino;
+	rc.fds[0] = tu_scratch_fd(0);
+	rc.nfds = 1;
+	rc.margin = 1;
+	if (hook)
+		rc.test_hook = hook_fn;
+	err = mfs_repair(&rc);
+	snprintf(reason, len, "%s", rc.reason);
+	CK_EQ(fstat(rc.fds[0], &st), 0);
+	CK_EQ(st.st_size, 0);                  /* the scratch given back, however it ended */
+	close(rc.fds[0]);
+	if (!err)
+		ck_assert_uint_le(rc.scratch_used, rc.estimate);
+	return err;
+}
+
+/* Stopped at each point: nothing changes; then the repair leaves the checker clean. */
+static void abort_then_repair(struct dimg *m, uint32_t type, uint64_t ino)
+{
+	/* The sort last: with fewer than two records to sort it is never reached, and that
+	 * repair goes through. */
+	static const int points[] = { MFS_REPAIR_AT_RESERVED, MFS_REPAIR_AT_GATHERED,
+				      MFS_REPAIR_AT_BUILT, MFS_REPAIR_AT_SORTING };
+	char reason[1024];
+	uint32_t crc = tu_image_crc(m->t.fs, m->t.path);
+	int err;
+
+	ck_assert_msg(findings(m->t.fs, type, ino) > 0, "type %u inode %llu: damage not seen",
+		      type, (unsigned long long)ino);
+	for (unsigned i = 0; i < sizeof(points) / sizeof(points[0]); i++) {
+		fail_at = points[i];
+		err = repair(m->t.fs, type, ino, 1, reason, sizeof(reason));
+		if (points[i] == MFS_REPAIR_AT_SORTING && err == 0)
+			break;                  /* nothing to sort had two records: not reached */
+		ck_assert_msg(err == -ECANCELED, "stopped at %d: %d: %s", points[i], err, reason);
+		CK_EQ(tu_image_crc(m->t.fs, m->t.path), crc);
+		CK_TRUE(findings(m->t.fs, type, ino) > 0);
+	}
+	err = repair(m->t.fs, type, ino, 0, reason, sizeof(reason));
+	ck_assert_msg(err == 0, "repair: %d: %s", err, reason);
+	CK_EQ(findings(m->t.fs, type, ino), 0);
+	tu_img_close(&m->t);            /* and from disk */
+	tu_img_open(&m->t);
+	CK_EQ(findings(m->t.fs, type, ino), 0);
+}
+
+/* ---- damage ---------------------------------------------------------------------------------- */
+/* Change an inode's in-core fields with fn, then log and commit them. */
+static void edit_inode(struct mfs_fs *fs, uint64_t ino, void (*fn)(struct mfs_inode *ip,
+							      void *priv), void *priv)
+{
+	struct mfs_inode *ip;
+	struct mfs_trans *tp;
+
+	CK_OK(mfs_iget(fs, ino, 0, &ip));
+	pthread_rwlock_wrlock(&ip->lock);
+	fn(ip, priv);
+	CK_OK(mfs_trans_alloc(fs, &tp));
+	CK_OK(mfs_inode_log(tp, ip));
+	CK_OK(mfs_trans_commit(tp));
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+	CK_OK(mfs_bcache_flush(fs->bc));
+}
+
+/* The root block of a btree fork (data: a directory's name btree; attr: attributes). */
+static uint64_t fork_root(struct mfs_fs *fs, uint64_t ino, int attr)
+{
+	struct mfs_inode *ip;
+	uint64_t v;
+
+	CK_OK(mfs_iget(fs, ino, 0, &ip));
+	pthread_rwlock_rdlock(&ip->lock);
+	CK_EQ(attr ? ip->aformat : ip->dformat, MFS_FMT_BTREE);
+	memcpy(&v, ip->lit + (attr ? ip->forkoff * 8u : 0), 8);
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+	return mfs_get64(v);
+}
+
+/* Read (buf != NULL: write) one block straight on the image, the filesystem closed. */
+static void raw_block(struct dimg *m, uint64_t fsb, void *rd, const void *wr)
+{
+	uint32_t bs = m->t.fs->geo.blocksize;
+	int fd;
+
+	tu_img_close(&m->t);
+	fd = open(m->t.path, O_RDWR);
+	CK_TRUE(fd >= 0);
+	if (rd)
+		CK_EQ(pread(fd, rd, bs, (off_t)(fsb * bs)), bs);
+	if (wr)
+		CK_EQ(pwrite(fd, wr, bs, (off_t)(fsb * bs)), bs);
+	close(fd);
+	tu_img_open(&m->t);
+}
+
+static void trash(struct dimg *m, uint64_t fsb)
+{
+	uint8_t buf[4096];
+
+	for (unsigned i = 0; i < sizeof(buf); i++)
+		buf[i] = (uint8_t)tu_rand();
+	raw_block(m, fsb, NULL, buf);
+}
+
+/* The child pointer i of node block fsb (8-byte keys and pointers). */
+static uint64_t node_ptr(struct dimg *m, uint64_t fsb, unsigned i)
+{
+	uint8_t buf[4096];
+	const struct mfs_btree_block *h = (const void *)buf;
+	uint32_t maxkeys = (m->t.fs->geo.blocksize - (uint32_t)sizeof(*h)) / 16u;   /* 8 + 8 */
+	uint64_t v;
+
+	raw_block(m, fsb, buf, NULL);
+	CK_TRUE(mfs_get16(h->level) > 0 && i < mfs_get16(h->numrecs));
+	memcpy(&v, buf + sizeof(*h) + maxkeys * 8u + i * 8u, 8);
+	return mfs_get64(v);
+}
+
+static int lookup(struct mfs_fs *fs, uint64_t dir, const char *name, uint64_t *ino)
+{
+	struct mfs_inode *dp;
+	int err;
+
+	CK_OK(mfs_iget(fs, dir, 0, &dp));
+	pthread_rwlock_rdlock(&dp->lock);
+	err = mfs_dir_lookup(dp, name, (unsigned)strlen(name), ino, NULL);
+	pthread_rwlock_unlock(&dp->lock);
+	mfs_iput(dp);
+	return err;
+}
+
+/* ---- the tests -------------------------------------------------------------------------------- */
+/* A name-btree root trashed on disk and a leaf record's key moved out of hash order. */
+START_TEST(test_dir_btree)
+{
+	struct dimg m;
+	uint8_t buf[4096];
+	uint64_t root, leaf, key, ino;
+	char name[32];
+
+	img_make(&m);
+	root = fork_root(m.t.fs, m.big, 0);
+	leaf = node_ptr(&m, root, 1);
+	raw_block(&m, leaf, buf, NULL);
+	memcpy(&key, buf + sizeof(struct mfs_btree_block) + 2 * MFS_DIR_REC_SIZE, 8);
+	key = mfs_get64(key) ^ (1ull << 63);            /* its hash's top bit */
+	key = mfs_get64(key);
+	memcpy(buf + sizeof(struct mfs_btree_block) + 2 * MFS_DIR_REC_SIZE, &key, 8);
+	mfs_blk_seal(buf, m.t.fs->geo.blocksize);
+	raw_block(&m, leaf, NULL, buf);
+	trash(&m, root);
+	abort_then_repair(&m, MFS_SCRUB_DIR, m.big);
+	for (unsigned i = 0; i < NBIG; i++) {
+		snprintf(name, sizeof(name), "n-%03u", i);
+		ck_assert_msg(lookup(m.t.fs, m.big, name, &ino) == 0, "%s lost", name);
+	}
+	tu_img_destroy(&m.t);
+}
+END_TEST
+
+static void bad_kid_ino(struct mfs_inode *ip, void *priv)
+{
+	uint64_t kid = *(uint64_t *)priv;
+
+	/* the inline entries: [le64 parent][ino 8, type, len, seq, name]... */
+	for (uint32_t off = MFS_DIR_LOCAL_HDR; off < ip->size; off += 11u + ip->lit[off + 9]) {
+		uint64_t v;
+
+		memcpy(&v, ip->lit + off, 8);
+		if (mfs_get64(v) == kid) {
+			v = mfs_get64(0xffffffffffull);
+			memcpy(ip->lit + off, &v, 8);
+		}
+	}
+}
+
+static void bad_parent(struct mfs_inode *ip, void *priv)
+{
+	uint64_t v = mfs_get64(*(uint64_t *)priv);
+
+	memcpy(ip->lit, &v, 8);
+}
+
+/* An inline entry's inode number; a directory's "..". */
+START_TEST(test_dir_inline)
+{
+	struct dimg m;
+	uint64_t ino, notdir;
+
+	img_make(&m);
+	edit_inode(m.t.fs, m.sub, bad_kid_ino, &m.kid);
+	abort_then_repair(&m, MFS_SCRUB_DIR, m.sub);
+	CK_OK(lookup(m.t.fs, m.sub, "kid", &ino));
+	CK_EQ(ino, m.kid);                       /* joined again under its name */
+	CK_OK(lookup(m.t.fs, m.sub, "f", &ino));
+	CK_EQ(ino, m.file);
+
+	notdir = m.file;
+	edit_inode(m.t.fs, m.kid, bad_parent, &notdir);
+	abort_then_repair(&m, MFS_SCRUB_DIR, m.kid);
+	CK_OK(lookup(m.t.fs, m.kid, "..", &ino));
+	CK_EQ(ino, m.sub);                       /* found again: sub names it */
+	tu_img_destroy(&m.t);
+}
+END_TEST
+
+struct listed {
+	unsigned n;
+	int bad;
+};
+
+static int list_fn(void *priv, unsigned ns, const char *name, unsigned len, size_t vlen)
+{
+	struct listed *l = priv;
+
+	l->n++;
+	if (ns != MFS_XATTR_NS_USER || vlen != len || len < 2 || name[0] != 'k')
+		l->bad = 1;
+	return 0;
+}
+
+/* A trashed leaf of the attribute btree: the others' attributes kept, values intact. */
+START_TEST(test_xattr)
+{
+	struct dimg m;
+	struct listed l = { 0, 0 };
+	struct mfs_inode *ip;
+	char name[32], val[32];
+	uint64_t root;
+	size_t vlen;
+
+	img_make(&m);
+	root = fork_root(m.t.fs, m.attrs, 1);
+	trash(&m, node_ptr(&m, root, 0));
+	abort_then_repair(&m, MFS_SCRUB_XATTR, m.attrs);
+	CK_OK(mfs_iget(m.t.fs, m.attrs, 0, &ip));
+	pthread_rwlock_rdlock(&ip->lock);
+	CK_OK(mfs_xattr_list(ip, list_fn, &l));
+	CK_TRUE(!l.bad && l.n > 0 && l.n < NATTR);
+	for (unsigned i = 0; i < NATTR; i++) {
+		snprintf(name, sizeof(name), "k%u", i);
+		if (mfs_xattr_get(ip, MFS_XATTR_NS_USER, name, (unsigned)strlen(name), val,
+				  sizeof(val), &vlen))
+			continue;
+		ck_assert_msg(vlen == strlen(name) && !memcmp(val, name, vlen), "%s", name);
+	}
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+	tu_img_destroy(&m.t);
+}
+END_TEST
+
+static void nul_in_target(struct mfs_inode *ip, void *priv)
+{
+	(void)priv;
+	ip->lit[3] = 0;
+}
+
+/* A NUL in an inline target: the bytes before it stay. */
+START_TEST(test_symlink)
+{
+	struct dimg m;
+	struct mfs_inode *ip;
+
+	img_make(&m);
+	edit_inode(m.t.fs, m.ln, nul_in_target, NULL);
+	abort_then_repair(&m, MFS_SCRUB_SYMLINK, m.ln);
+	CK_OK(mfs_iget(m.t.fs, m.ln, 0, &ip));
+	pthread_rwlock_rdlock(&ip->lock);
+	CK_EQ(ip->size, 3);
+	CK_TRUE(!memcmp(ip->lit, "abc", 3));
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+	tu_img_destroy(&m.t);
+}
+END_TEST
+
+/* Asked for an inode of another type, a rebuilder has nothing to do, like its checker. */
+START_TEST(test_other_types)
+{
+	struct dimg m;
+	char reason[1024];
+	uint32_t crc;
+
+	img_make(&m);
+	crc = tu_image_crc(m.t.fs, m.t.path);
+	CK_OK(repair(m.t.fs, MFS_SCRUB_DIR, m.file, 0, reason, sizeof(reason)));
+	CK_OK(repair(m.t.fs, MFS_SCRUB_SYMLINK, m.big, 0, reason, sizeof(reason)));
+	CK_EQ(tu_image_crc(m.t.fs, m.t.path), crc);
+	tu_img_destroy(&m.t);
+}
+END_TEST
+
+static Suite *repair_dir_suite(void)
+{
+	Suite *s = suite_create("repair_dir");
+	TCase *tc = tcase_create("core");
+
+	tcase_set_timeout(tc, UNDER_ASAN ? 120 : 30);
+	tcase_add_test(tc, test_dir_btree);
+	tcase_add_test(tc, test_dir_inline);
+	tcase_add_test(tc, test_xattr);
+	tcase_add_test(tc, test_symlink);
+	tcase_add_test(tc, test_other_types);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	mfs_log_quiet();
+	return tu_run_suite(repair_dir_suite());
+}
