@@ -1,0 +1,348 @@
+/*
+ * check_repair_bmap.c — the extent map and inode core rebuilders (repair/repair_bmap.c,
+ * repair/repair_inode.c) on an image in process: a rebuild from the reverse map gives the
+ * same extents, keeps the unwritten ones unwritten (the reverse map does not record it), in
+ * both fork formats; a reverse map that puts the very blocks at another file offset makes
+ * the rebuild refuse with the image unchanged; an inode whose data fork format no longer
+ * loads gets its map back from the reverse map.
+ */
+#include "tu.h"
+
+#include "bcache.h"
+#include "bmap.h"
+#include "btree.h"
+#include "byteorder.h"
+#include "dir.h"
+#include "format.h"
+#include "fs.h"
+#include "ialloc.h"
+#include "inode.h"
+#include "log.h"
+#include "repair.h"
+#include "scrub.h"
+#include "trans.h"
+#include "verify.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define NBLK 60u            /* file blocks of the test file */
+#define MAXEXT 64u
+
+struct map {
+	struct mfs_bmap_ext e[MAXEXT];
+	unsigned n;
+	uint64_t nblocks;
+	uint8_t dformat;
+};
+
+static uint64_t new_file(struct mfs_fs *fs, const char *name)
+{
+	struct mfs_inode *dp, *ip;
+	struct mfs_trans *tp;
+	uint64_t ino;
+
+	CK_OK(mfs_iget(fs, fs->geo.rootino, 0, &dp));
+	pthread_rwlock_wrlock(&dp->lock);
+	CK_OK(mfs_trans_alloc(fs, &tp));
+	CK_OK(mfs_ialloc(tp, dp->ino, S_IFREG | 0644, &ino));
+	CK_OK(mfs_iget(fs, ino, 0, &ip));
+	pthread_rwlock_wrlock(&ip->lock);
+	ip->nlink = 1;
+	CK_OK(mfs_inode_log(tp, ip));
+	CK_OK(mfs_dir_add(tp, dp, name, (unsigned)strlen(name), ino, DT_REG));
+	CK_OK(mfs_inode_log(tp, dp));
+	CK_OK(mfs_trans_commit(tp));
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+	pthread_rwlock_unlock(&dp->lock);
+	mfs_iput(dp);
+	return ino;
+}
+
+/* Map [off, off + len) (unwritten or not), one transaction per extent. */
+static void map_range(struct mfs_inode *ip, uint64_t off, uint64_t len, unsigned flags)
+{
+	while (len) {
+		struct mfs_bmap_ext e;
+		struct mfs_trans *tp;
+
+		CK_OK(mfs_trans_alloc(ip->fs, &tp));
+		CK_OK(mfs_bmap_alloc(tp, ip, off, len, flags, &e));
+		CK_OK(mfs_trans_commit(tp));
+		off += e.len;
+		len -= e.len;
+	}
+}
+
+static void punch(struct mfs_inode *ip, uint64_t off)
+{
+	struct mfs_trans *tp;
+	uint64_t done = 0;
+
+	CK_OK(mfs_trans_alloc(ip->fs, &tp));
+	CK_OK(mfs_bmap_punch(tp, ip, off, 1, &done));
+	CK_OK(mfs_trans_commit(tp));
+	CK_EQ(done, 1);
+}
+
+/*
+ * A file of NBLK blocks: [0, 20) written, [20, 40) unwritten, [40, 60) written; with
+ * `holes`, every third block punched out (an extent btree: more extents than fit inline).
+ */
+static uint64_t make_file(struct mfs_fs *fs, const char *name, int holes)
+{
+	uint64_t ino = new_file(fs, name);
+	struct mfs_inode *ip;
+
+	CK_OK(mfs_iget(fs, ino, 0, &ip));
+	pthread_rwlock_wrlock(&ip->lock);
+	map_range(ip, 0, 20, 0);
+	map_range(ip, 20, 20, MFS_BMAP_UNWRITTEN);
+	map_range(ip, 40, 20, 0);
+	for (uint64_t b = 1; holes && b < NBLK; b += 3)
+		punch(ip, b);
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+	return ino;
+}
+
+static int snap_fn(struct mfs_inode *ip, const struct mfs_bmap_ext *ext, void *priv)
+{
+	struct map *m = priv;
+
+	ck_assert_uint_lt(m->n, MAXEXT);
+	m->e[m->n++] = *ext;
+	return 0;
+}
+
+static void snapshot(struct mfs_fs *fs, uint64_t ino, struct map *m)
+{
+	struct mfs_inode *ip;
+
+	memset(m, 0, sizeof(*m));
+	CK_OK(mfs_iget(fs, ino, 0, &ip));
+	pthread_rwlock_rdlock(&ip->lock);
+	CK_OK(mfs_bmap_walk(ip, snap_fn, m));
+	m->nblocks = ip->nblocks;
+	m->dformat = ip->dformat;
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+}
+
+static void same_map(const struct map *a, const struct map *b)
+{
+	CK_EQ(a->n, b->n);
+	CK_EQ(a->nblocks, b->nblocks);
+	for (unsigned i = 0; i < a->n; i++) {
+		CK_EQ(a->e[i].startoff, b->e[i].startoff);
+		CK_EQ(a->e[i].startblock, b->e[i].startblock);
+		CK_EQ(a->e[i].len, b->e[i].len);
+		CK_EQ(a->e[i].unwritten, b->e[i].unwritten);
+	}
+}
+
+/* The map as the reverse map alone tells it: every extent written, neighbours contiguous in
+ * the file and on disk merged. */
+static void all_written(struct map *m)
+{
+	unsigned k = 0;
+
+	for (unsigned i = 0; i < m->n; i++) {
+		m->e[i].unwritten = 0;
+		if (k && m->e[k - 1].startoff + m->e[k - 1].len == m->e[i].startoff &&
+		    m->e[k - 1].startblock + m->e[k - 1].len == m->e[i].startblock)
+			m->e[k - 1].len += m->e[i].len;
+		else
+			m->e[k++] = m->e[i];
+	}
+	m->n = k;
+}
+
+static void report_fn(void *arg, uint32_t flag, const char *msg)
+{
+	(void)msg;
+	*(uint32_t *)arg |= flag;
+}
+
+/* The flags of one inode check. */
+static uint32_t check(struct mfs_fs *fs, uint32_t type, uint64_t ino)
+{
+	struct mfs_scrub_ctx sc;
+	uint32_t flags = 0;
+
+	memset(&sc, 0, sizeof(sc));
+	sc.fs = fs;
+	sc.type = type;
+	sc.ino = ino;
+	sc.report = report_fn;
+	sc.hook_arg = &flags;
+	CK_OK(mfs_scrub(&sc));
+	return flags & (MFS_SCRUB_OFLAG_CORRUPT | MFS_SCRUB_OFLAG_XCORRUPT);
+}
+
+static int repair(struct mfs_fs *fs, uint32_t type, uint64_t ino, char *reason, size_t len)
+{
+	struct mfs_repair_ctx rc;
+	int err;
+
+	memset(&rc, 0, sizeof(rc));
+	rc.fs = fs;
+	rc.type = type;
+	rc.ino = ino;
+	rc.fds[0] = tu_scratch_fd(0);
+	rc.nfds = 1;
+	rc.margin = 1;
+	err = mfs_repair(&rc);
+	close(rc.fds[0]);
+	snprintf(reason, len, "%s", rc.reason);
+	if (!err)
+		ck_assert_uint_le(rc.scratch_used, rc.estimate);
+	return err;
+}
+
+/* Change the on-disk inode with fn (the cache forgets it), resealed. */
+static void poke_inode(struct mfs_fs *fs, uint64_t ino, void (*fn)(struct mfs_dinode *d))
+{
+	struct mfs_buf *bp;
+	struct mfs_dinode *d;
+
+	CK_OK(mfs_buf_read(fs->bc, mfs_ino_to_fsb(&fs->geo, ino), NULL, &bp));
+	d = (void *)((char *)bp->data + mfs_ino_to_offset(&fs->geo, ino));
+	fn(d);
+	mfs_dinode_seal(d, fs->geo.inodesize);
+	mfs_buf_mark_dirty(bp);
+	mfs_buf_put(bp);
+	mfs_inode_invalidate(fs, ino);
+}
+
+static void add_nblocks(struct mfs_dinode *d)
+{
+	mfs_put64(d->nblocks, mfs_get64(d->nblocks) + 5);
+}
+
+static void bad_dformat(struct mfs_dinode *d)
+{
+	d->dformat = MFS_FMT_DEV;
+}
+
+static void img(struct tu_img *t)
+{
+	struct mfs_format_opts o = { .blocksize = 1024, .agcount = 4 };
+
+	tu_srand(tu_seed("MFS_TEST_SEED", "check_repair_bmap"));
+	tu_img_make(t, "mendfs_repair_bmap", 64ull << 20, &o, 0);
+	tu_sb_mark_dirty(t->fs);
+}
+
+/* A wrong block count: rebuilt, the very same extents (unwritten kept), in both formats. */
+START_TEST(test_rebuild_keeps_map)
+{
+	struct tu_img t;
+	struct map before, after;
+	char reason[1024];
+	uint64_t ino;
+
+	img(&t);
+	ino = make_file(t.fs, "f", _i);
+	snapshot(t.fs, ino, &before);
+	CK_EQ(before.dformat, _i ? MFS_FMT_BTREE : MFS_FMT_EXTENTS);
+	poke_inode(t.fs, ino, add_nblocks);
+	ck_assert_uint_ne(check(t.fs, MFS_SCRUB_BMAP, ino), 0);
+	ck_assert_msg(repair(t.fs, MFS_SCRUB_BMAP, ino, reason, sizeof(reason)) == 0, "%s",
+		      reason);
+	snapshot(t.fs, ino, &after);
+	same_map(&before, &after);
+	CK_EQ(after.dformat, before.dformat);
+	CK_EQ(check(t.fs, MFS_SCRUB_BMAP, ino), 0);
+	tu_img_db_check(&t);
+	tu_img_destroy(&t);
+}
+END_TEST
+
+/* The reverse map moves one extent to another file offset: which side is right cannot be
+ * told, the rebuild refuses and nothing changes. */
+START_TEST(test_offset_disagreement_refused)
+{
+	struct tu_img t;
+	struct map before;
+	struct mfs_btree_cur cur;
+	struct mfs_rmap_rec rec;
+	struct mfs_rmap_key key;
+	struct mfs_trans *tp;
+	struct mfs_buf *hbp;
+	char reason[1024];
+	uint64_t ino, fsb;
+	uint32_t agno, crc;
+	int stat = 0;
+
+	img(&t);
+	ino = make_file(t.fs, "f", 0);
+	snapshot(t.fs, ino, &before);
+	fsb = before.e[before.n - 1].startblock;
+	agno = mfs_fsb_to_agno(&t.fs->geo, fsb);
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_OK(mfs_trans_lock_ag(tp, agno, 0));
+	CK_OK(mfs_read_agh(t.fs, agno, &hbp));
+	mfs_ag_cur_init(&cur, t.fs, tp, agno, MFS_BT_RMAP, hbp);
+	mfs_put32(key.startblock, mfs_fsb_to_agbno(&t.fs->geo, fsb));
+	CK_OK(mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_LE, &rec, &stat));
+	CK_EQ(stat, 1);
+	CK_EQ(mfs_get64(rec.owner), ino);
+	mfs_put64(rec.offset, mfs_get64(rec.offset) + 100);
+	CK_OK(mfs_btree_update(&cur, &rec));
+	mfs_btree_cur_release(&cur);
+	mfs_buf_put(hbp);
+	CK_OK(mfs_trans_commit(tp));
+	CK_OK(mfs_bcache_flush(t.fs->bc));
+	ck_assert_uint_ne(check(t.fs, MFS_SCRUB_BMAP, ino), 0);
+	crc = tu_image_crc(t.fs, t.path);
+	CK_EQ(repair(t.fs, MFS_SCRUB_BMAP, ino, reason, sizeof(reason)), -EFSCORRUPTED);
+	ck_assert_msg(strstr(reason, "different file offsets"), "%s", reason);
+	CK_EQ(tu_image_crc(t.fs, t.path), crc);
+	tu_img_destroy(&t);
+}
+END_TEST
+
+/* A data fork format the loader refuses: the inode rebuilt from its committed copy and the
+ * reverse map (the unwritten extents come back written: the old map cannot be read). */
+START_TEST(test_inode_format)
+{
+	struct tu_img t;
+	struct map before, after;
+	char reason[1024];
+	struct mfs_inode *ip;
+	uint64_t ino;
+
+	img(&t);
+	ino = make_file(t.fs, "f", _i);
+	snapshot(t.fs, ino, &before);
+	poke_inode(t.fs, ino, bad_dformat);
+	ck_assert_int_lt(mfs_iget(t.fs, ino, 0, &ip), 0);
+	ck_assert_msg(repair(t.fs, MFS_SCRUB_INODE, ino, reason, sizeof(reason)) == 0, "%s",
+		      reason);
+	snapshot(t.fs, ino, &after);
+	all_written(&before);
+	same_map(&before, &after);
+	CK_EQ(check(t.fs, MFS_SCRUB_INODE, ino), 0);
+	CK_EQ(check(t.fs, MFS_SCRUB_BMAP, ino), 0);
+	tu_img_db_check(&t);
+	tu_img_destroy(&t);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("repair_bmap");
+	TCase *tc = tcase_create("core");
+
+	mfs_log_quiet();
+	tcase_set_timeout(tc, 60);
+	tcase_add_loop_test(tc, test_rebuild_keeps_map, 0, 2);
+	tcase_add_test(tc, test_offset_disagreement_refused);
+	tcase_add_loop_test(tc, test_inode_format, 0, 2);
+	suite_add_tcase(s, tc);
+	return tu_run_suite_needing("mendfs_db", s);
+}
