@@ -105,7 +105,11 @@ cp --sparse=always "$pop" "$img"
 "$DB" -w -c "write inode $B nlink 3" "$img" >/dev/null 2>&1 || fail "damage for the cache"
 mount_fs
 [ "$(stat -c %h "$mnt/L/b")" = 3 ] || fail "L/b: $(stat -c %h "$mnt/L/b") links before the repair"
-"$SCRUB" "$mnt" >"$dir/out" 2>&1 || { cat "$dir/out"; fail "the repair for the cache"; }
+for try in 1 2 3 4 5; do        # again when memory pressure stopped it (it changed nothing)
+	"$SCRUB" "$mnt" >"$dir/out" 2>&1 && break
+	grep -q "memory pressure: the repair stopped" "$dir/out" || try=5
+	[ $try -lt 5 ] || { cat "$dir/out"; fail "the repair for the cache"; }
+done
 [ "$(stat -c %h "$mnt/L/b")" = 1 ] || fail "L/b: still $(stat -c %h "$mnt/L/b") links seen after the repair"
 umount_fs
 ok "the kernel's cached link count follows the online repair"
