@@ -92,6 +92,12 @@ static void hint_unload(struct mfs_perag *pag)
 	pag->ichunks_loaded = 0;
 }
 
+void mfs_ialloc_forget_hint(struct mfs_fs *fs, uint32_t agno)
+{
+	if (agno < fs->geo.agcount)
+		hint_unload(&fs->ag[agno]);
+}
+
 /* Index of the first entry >= startino (nichunks if none). */
 static uint32_t hint_search(const struct mfs_perag *pag, uint32_t startino)
 {

@@ -15,6 +15,7 @@
 
 #include <stdint.h>
 
+struct mfs_fs;
 struct mfs_trans;
 
 /*
@@ -39,5 +40,14 @@ int mfs_ialloc(struct mfs_trans *tp, uint64_t parent_hint, uint16_t mode, uint64
  * chunks' area, -EFSCORRUPTED if no chunk holds it or it is already free.
  */
 int mfs_ifree(struct mfs_trans *tp, uint64_t ino);
+
+/*
+ * Forget AG `agno`'s in-core list of chunks that may have a free inode (ialloc.c); the next
+ * allocation there loads it again from the inode btree.  For whoever rebuilds that btree
+ * (online repair), with the AG locked: the list is only a hint — every entry is checked
+ * against its record before use — but a chunk missing from it is found again only when the
+ * list runs empty, so a rebuilt tree is best followed by a reload.
+ */
+void mfs_ialloc_forget_hint(struct mfs_fs *fs, uint32_t agno);
 
 #endif
