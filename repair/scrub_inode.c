@@ -214,8 +214,10 @@ static int bmap_quick(struct mfs_scrub_ctx *ctx)
 	if (S_ISDIR(mfs_get16(d->mode)))
 		return 1;
 	n = scrub_dinode_extents(ctx, d, &recs);
-	if (n < 0)
-		return d->dformat != MFS_FMT_BTREE && mfs_get64(d->nblocks) == 0;
+	if (n < 0)      /* no extent map in the data fork (an inline list that does not fit
+			 * is the full look's to report) */
+		return d->dformat != MFS_FMT_EXTENTS && d->dformat != MFS_FMT_BTREE &&
+		       mfs_get64(d->nblocks) == 0;
 	quiet.report = NULL;
 	quiet.oflags = 0;
 	for (long i = 0; i < n; i++) {
