@@ -13,8 +13,8 @@
  * It does not load (corrupt fields, bad checksum): no in-core copy can exist (a failed
  * load is never cached), so nobody can read or change it while it is fixed from the
  * committed cluster buffer, in ONE transaction under its AG lock:
- *   - a header naming another inode, another filesystem or no inode at all, or a mode with
- *     no file type: beyond repair, below;
+ *   - the header's magic, self number and UUID set right when two of them are (a damaged
+ *     field); fewer, or a mode with no file type: beyond repair, below;
  *   - unknown flags cleared, impossible nanoseconds zeroed, a link count over the maximum
  *     set to 1 (2 for a directory: the link count rebuild counts the real one), an orphan
  *     pointer outside the filesystem or on a linked inode cleared, padding zeroed;
@@ -328,13 +328,21 @@ static int type_known(uint16_t mode)
 	return 0;
 }
 
-/* The header is this inode's (only the checksum may be wrong)? */
-static int header_ours(struct raw *x)
+/* The header: its three identity fields are known from where the inode sits; two of them
+ * right mean a damaged field (set right here), fewer a block that holds no inode of ours
+ * (0: beyond repair). */
+static int header_fix(struct raw *x)
 {
-	const struct mfs_dinode *d = rd(x);
+	struct mfs_dinode *d = rd(x);
+	int ok = (mfs_get32(d->magic) == MFS_DINODE_MAGIC) + (mfs_get64(d->ino) == x->ino) +
+		 !memcmp(d->uuid, x->fs->geo.uuid, sizeof(d->uuid));
 
-	return mfs_get32(d->magic) == MFS_DINODE_MAGIC && mfs_get64(d->ino) == x->ino &&
-	       !memcmp(d->uuid, x->fs->geo.uuid, sizeof(d->uuid));
+	if (ok < 2)
+		return 0;
+	mfs_put32(d->magic, MFS_DINODE_MAGIC);
+	mfs_put64(d->ino, x->ino);
+	memcpy(d->uuid, x->fs->geo.uuid, sizeof(d->uuid));
+	return 1;
 }
 
 /* Read the committed dinode into x->buf (the caller holds its AG in tp). */
@@ -363,8 +371,8 @@ static int raw_fix(struct raw *x, struct mfs_trans *tp)
 	err = raw_read(x, &bp);
 	if (err)
 		return err;
-	if (!header_ours(x))
-		x->beyond = "its header names another inode or filesystem";
+	if (!header_fix(x))
+		x->beyond = "its header is not an inode's of this filesystem";
 	else if (!mfs_get16(d->mode))
 		err = rep_fail(x->r, -ENOENT, "inode %llu is free", (unsigned long long)x->ino);
 	else if (!type_known(mfs_get16(d->mode)))

@@ -4,7 +4,8 @@
  * same extents, keeps the unwritten ones unwritten (the reverse map does not record it), in
  * both fork formats; a reverse map that puts the very blocks at another file offset makes
  * the rebuild refuse with the image unchanged; an inode whose data fork format no longer
- * loads gets its map back from the reverse map.
+ * loads gets its map back from the reverse map; a damaged header field is set right, a
+ * garbage inode cleared.
  */
 #include "tu.h"
 
@@ -20,6 +21,7 @@
 #include "log.h"
 #include "repair.h"
 #include "scrub.h"
+#include "alloc.h"
 #include "trans.h"
 #include "verify.h"
 
@@ -228,6 +230,18 @@ static void bad_dformat(struct mfs_dinode *d)
 	d->dformat = MFS_FMT_DEV;
 }
 
+static void bad_self(struct mfs_dinode *d)
+{
+	mfs_put64(d->ino, mfs_get64(d->ino) + 1);
+}
+
+static void garbage(struct mfs_dinode *d)
+{
+	for (size_t k = 0; k < sizeof(*d); k++)
+		((uint8_t *)d)[k] = (uint8_t)tu_rand();
+	mfs_put16(d->mode, S_IFREG | 0644);     /* a file type: only the header tells */
+}
+
 static void img(struct tu_img *t)
 {
 	struct mfs_format_opts o = { .blocksize = 1024, .agcount = 4 };
@@ -306,29 +320,69 @@ START_TEST(test_offset_disagreement_refused)
 }
 END_TEST
 
-/* A data fork format the loader refuses: the inode rebuilt from its committed copy and the
- * reverse map (the unwritten extents come back written: the old map cannot be read). */
-START_TEST(test_inode_format)
+/* Damage inode ino with fn so that it no longer loads, repair it: its map comes back from
+ * the reverse map (the unwritten extents written: the old map cannot be read), and both
+ * checkers find it clean. */
+static void unloadable_repaired(struct tu_img *t, uint64_t ino, void (*fn)(struct mfs_dinode *))
 {
-	struct tu_img t;
 	struct map before, after;
 	char reason[1024];
 	struct mfs_inode *ip;
-	uint64_t ino;
 
-	img(&t);
-	ino = make_file(t.fs, "f", _i);
-	snapshot(t.fs, ino, &before);
-	poke_inode(t.fs, ino, bad_dformat);
-	ck_assert_int_lt(mfs_iget(t.fs, ino, 0, &ip), 0);
-	ck_assert_msg(repair(t.fs, MFS_SCRUB_INODE, ino, reason, sizeof(reason)) == 0, "%s",
+	snapshot(t->fs, ino, &before);
+	poke_inode(t->fs, ino, fn);
+	ck_assert_int_lt(mfs_iget(t->fs, ino, 0, &ip), 0);
+	ck_assert_msg(repair(t->fs, MFS_SCRUB_INODE, ino, reason, sizeof(reason)) == 0, "%s",
 		      reason);
-	snapshot(t.fs, ino, &after);
+	snapshot(t->fs, ino, &after);
 	all_written(&before);
 	same_map(&before, &after);
-	CK_EQ(check(t.fs, MFS_SCRUB_INODE, ino), 0);
-	CK_EQ(check(t.fs, MFS_SCRUB_BMAP, ino), 0);
+	CK_EQ(check(t->fs, MFS_SCRUB_INODE, ino), 0);
+	CK_EQ(check(t->fs, MFS_SCRUB_BMAP, ino), 0);
+}
+
+/* A data fork format the loader refuses, a damaged self number: repaired. */
+START_TEST(test_inode_unloadable)
+{
+	struct tu_img t;
+
+	img(&t);
+	unloadable_repaired(&t, make_file(t.fs, "f", _i & 1), _i & 2 ? bad_self : bad_dformat);
 	tu_img_db_check(&t);
+	tu_img_destroy(&t);
+}
+END_TEST
+
+static uint32_t ag_free(struct mfs_fs *fs, uint32_t agno)
+{
+	struct mfs_trans *tp;
+	uint32_t n = 0;
+
+	CK_OK(mfs_trans_alloc(fs, &tp));
+	CK_OK(mfs_ag_freeblks(tp, agno, &n));
+	mfs_trans_cancel(tp);
+	return n;
+}
+
+/* An inode whose header is garbage is cleared: its blocks freed, the inode free. */
+START_TEST(test_inode_cleared)
+{
+	struct tu_img t;
+	struct map m;
+	char reason[1024];
+	struct mfs_inode *ip;
+	uint64_t ino;
+	uint32_t freeb;
+
+	img(&t);
+	ino = make_file(t.fs, "f", 1);
+	snapshot(t.fs, ino, &m);
+	freeb = ag_free(t.fs, 0);
+	poke_inode(t.fs, ino, garbage);
+	ck_assert_msg(repair(t.fs, MFS_SCRUB_INODE, ino, reason, sizeof(reason)) == 0, "%s",
+		      reason);
+	CK_EQ(mfs_iget(t.fs, ino, 0, &ip), -ENOENT);
+	CK_EQ(ag_free(t.fs, 0), freeb + m.nblocks);
 	tu_img_destroy(&t);
 }
 END_TEST
@@ -342,7 +396,8 @@ int main(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_loop_test(tc, test_rebuild_keeps_map, 0, 2);
 	tcase_add_test(tc, test_offset_disagreement_refused);
-	tcase_add_loop_test(tc, test_inode_format, 0, 2);
+	tcase_add_loop_test(tc, test_inode_unloadable, 0, 4);
+	tcase_add_test(tc, test_inode_cleared);
 	suite_add_tcase(s, tc);
 	return tu_run_suite_needing("mendfs_db", s);
 }
