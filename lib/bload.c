@@ -24,6 +24,16 @@
  * one, finished blocks are already dirty in the cache; the build remembers every block it
  * claimed and on failure forgets them all, so that nothing is ever written to blocks the
  * caller is about to give back (and that may be reused for something else).
+ *
+ * Ordered new blocks (MFS_BLOAD_ORDERED, with a transaction).  The blocks are built in the
+ * loader's own memory, one open block per level, never in the buffer cache, and each is
+ * handed to mfs_trans_ordered_write() the moment it is finished: written in place, not
+ * logged (trans.h).  The loader's memory is therefore a few blocks whatever the size of the
+ * tree, and the transaction holds no item for them.  This is sound only because the
+ * caller's blocks are free space that nothing on disk points at until the transaction
+ * that stores the new root commits: a crash or a cancel before that leaves free space
+ * holding garbage, after it the whole tree is on disk (the journal flushes the device
+ * before it writes the commit).  A failure needs nothing undone.
  */
 #include "mem.h"
 #include "btree.h"
@@ -106,7 +116,10 @@ int mfs_bload_geometry(const struct mfs_btree_ops *ops, uint32_t blocksize, uint
 
 /* One level under construction. */
 struct bl_level {
-	struct mfs_buf *bp;          /* the open block, or NULL */
+	struct mfs_buf *bp;          /* the open block, or NULL (ordered: see data) */
+	void *data;                  /* the open block's bytes (bp->data, or ordered: mem) */
+	void *mem;                   /* ordered: this level's block memory, kept for reuse */
+	uint64_t fsb;                /* the open block's number */
 	unsigned fill;               /* entries in it so far */
 	unsigned target;             /* entries it must get */
 	uint64_t done;               /* blocks finished at this level */
@@ -122,6 +135,7 @@ struct bl_state {
 	uint64_t root;
 	uint64_t *claimed;           /* without tp: every block given a buffer, to forget */
 	uint64_t nclaimed;           /* on failure; at most plan.total */
+	int ordered;                 /* MFS_BLOAD_ORDERED: written in place, not joined */
 };
 
 static unsigned bl_target(const struct bl_state *s, unsigned lev, uint64_t i)
@@ -155,30 +169,46 @@ static int bl_start_block(struct bl_state *s, unsigned lev)
 			bl->ops->name, (unsigned long long)s->plan.total);
 		return -EIO;
 	}
-	if (s->tp)
-		err = mfs_trans_get_new(s->tp, fsb, 1, &bp);
-	else
-		err = mfs_buf_get_new(s->fs->bc, fsb, 1, &bp);
-	if (err)
-		return err;
-	if (!s->tp)
-		s->claimed[s->nclaimed++] = fsb;
-	mfs_blk_init(bp->data, g->blocksize, bl->ops->magic, fsb, bl->owner, g->uuid);
-	mfs_put16(((struct mfs_btree_block *)bp->data)->level, (uint16_t)lev);
+	if (s->ordered) {
+		if (!s->lv[lev].mem) {
+			s->lv[lev].mem = mfs_malloc(g->blocksize);
+			if (!s->lv[lev].mem)
+				return -ENOMEM;
+		}
+		bp = NULL;
+		s->lv[lev].data = s->lv[lev].mem;
+	} else {
+		if (s->tp)
+			err = mfs_trans_get_new(s->tp, fsb, 1, &bp);
+		else
+			err = mfs_buf_get_new(s->fs->bc, fsb, 1, &bp);
+		if (err)
+			return err;
+		if (!s->tp)
+			s->claimed[s->nclaimed++] = fsb;
+		s->lv[lev].data = bp->data;
+	}
+	mfs_blk_init(s->lv[lev].data, g->blocksize, bl->ops->magic, fsb, bl->owner, g->uuid);
+	mfs_put16(((struct mfs_btree_block *)s->lv[lev].data)->level, (uint16_t)lev);
 	s->lv[lev].bp = bp;
+	s->lv[lev].fsb = fsb;
 	s->lv[lev].fill = 0;
 	s->lv[lev].target = bl_target(s, lev, s->lv[lev].done);
 	return 0;
 }
 
-/* Let go of a finished (or abandoned) block. */
-static void bl_release(struct bl_state *s, struct mfs_buf *bp)
+/* Let go of a finished block: ordered, write it in place now (its memory is reused for
+ * the level's next block). */
+static int bl_release(struct bl_state *s, uint64_t fsb, void *data, struct mfs_buf *bp)
 {
+	if (s->ordered)
+		return mfs_trans_ordered_write(s->tp, fsb, data, 1);
 	if (!s->tp) {
 		mfs_buf_mark_dirty(bp);
 		mfs_buf_put(bp);
 	}
 	/* with a transaction, the transaction holds the only reference */
+	return 0;
 }
 
 static int bl_add_node_entry(struct bl_state *s, unsigned lev, const void *key, uint64_t fsb);
@@ -190,28 +220,24 @@ static int bl_finish_block(struct bl_state *s, unsigned lev)
 	struct bl_level *l = &s->lv[lev];
 	struct mfs_buf *bp = l->bp;
 	_Alignas(8) uint8_t kbuf[BL_KEYBUF];
-	const void *key;
-	uint64_t fsb = bp->blkno;
-	int err = 0;
+	uint8_t *data = l->data;
+	uint64_t fsb = l->fsb;
+	int err;
 
-	mfs_put16(((struct mfs_btree_block *)bp->data)->numrecs, (uint16_t)l->fill);
+	mfs_put16(((struct mfs_btree_block *)data)->numrecs, (uint16_t)l->fill);
 	l->done++;
 	l->bp = NULL;
+	l->data = NULL;
 	if (lev + 1 == s->plan.levels) {
 		s->root = fsb;
-		bl_release(s, bp);
-		return 0;
+		return bl_release(s, fsb, data, bp);
 	}
-	if (lev == 0) {
-		ops->rec_key((uint8_t *)bp->data + BL_HDR, kbuf);
-		key = kbuf;
-	} else {
-		memcpy(kbuf, (uint8_t *)bp->data + BL_HDR, ops->key_len);
-		key = kbuf;
-	}
-	bl_release(s, bp);
-	err = bl_add_node_entry(s, lev + 1, key, fsb);
-	return err;
+	if (lev == 0)
+		ops->rec_key(data + BL_HDR, kbuf);
+	else
+		memcpy(kbuf, data + BL_HDR, ops->key_len);
+	err = bl_release(s, fsb, data, bp);
+	return err ? err : bl_add_node_entry(s, lev + 1, kbuf, fsb);
 }
 
 static int bl_add_node_entry(struct bl_state *s, unsigned lev, const void *key, uint64_t fsb)
@@ -221,12 +247,12 @@ static int bl_add_node_entry(struct bl_state *s, unsigned lev, const void *key, 
 	uint8_t *base;
 	int err;
 
-	if (!l->bp) {
+	if (!l->data) {
 		err = bl_start_block(s, lev);
 		if (err)
 			return err;
 	}
-	base = (uint8_t *)l->bp->data + BL_HDR;
+	base = (uint8_t *)l->data + BL_HDR;
 	memcpy(base + (size_t)l->fill * ops->key_len, key, ops->key_len);
 	base += (size_t)s->nodecap * ops->key_len;
 	if (ops->ptr_len == 4) {
@@ -259,6 +285,9 @@ int mfs_bload_build(struct mfs_fs *fs, struct mfs_trans *tp, struct mfs_bload *b
 	s.fs = fs;
 	s.tp = tp;
 	s.bl = bl;
+	s.ordered = !!(bl->flags & MFS_BLOAD_ORDERED);
+	if (s.ordered && !tp)
+		return -EINVAL;
 	err = bl_make_plan(ops, fs->geo.blocksize, bl->nrecs, bl->fill_pct, &s.plan);
 	if (err)
 		return err;
@@ -281,7 +310,7 @@ int mfs_bload_build(struct mfs_fs *fs, struct mfs_trans *tp, struct mfs_bload *b
 		err = bl_start_block(&s, 0);
 		if (err)
 			goto fail;
-		recs = (uint8_t *)l->bp->data + BL_HDR;
+		recs = (uint8_t *)l->data + BL_HDR;
 		if (l->target) {
 			err = bl->get_recs(bl->priv, recs, l->target);
 			if (err)
@@ -310,7 +339,7 @@ int mfs_bload_build(struct mfs_fs *fs, struct mfs_trans *tp, struct mfs_bload *b
 	}
 	/* Every level closed its last block exactly at its target. */
 	for (unsigned lev = 0; lev < s.plan.levels; lev++) {
-		if (s.lv[lev].bp || s.lv[lev].done != s.plan.nblocks[lev]) {
+		if (s.lv[lev].data || s.lv[lev].done != s.plan.nblocks[lev]) {
 			mfs_log(MFS_LOG_ERR, "%s: bulk load plan and build disagree at level %u",
 				ops->name, lev);
 			err = -EIO;
@@ -319,12 +348,15 @@ int mfs_bload_build(struct mfs_fs *fs, struct mfs_trans *tp, struct mfs_bload *b
 	}
 	root->fsb = s.root;
 	root->levels = s.plan.levels;
+	for (unsigned lev = 0; lev < MFS_BTREE_MAXLEVELS; lev++)
+		free(s.lv[lev].mem);
 	free(s.claimed);
 	return 0;
 fail:
 	/* Nothing built is written: the caller gives the reservation back.  Drop our
 	 * references to the open blocks, then forget every block claimed, open or finished
-	 * (with a transaction, the caller's cancel does this). */
+	 * (with a transaction, the caller's cancel does this; ordered blocks written already
+	 * are free space nothing points at). */
 	if (!tp) {
 		for (unsigned lev = 0; lev < MFS_BTREE_MAXLEVELS; lev++)
 			if (s.lv[lev].bp)
@@ -332,6 +364,8 @@ fail:
 		for (uint64_t i = 0; i < s.nclaimed; i++)
 			mfs_bcache_forget(fs->bc, s.claimed[i]);
 	}
+	for (unsigned lev = 0; lev < MFS_BTREE_MAXLEVELS; lev++)
+		free(s.lv[lev].mem);
 	free(s.claimed);
 	return err;
 }

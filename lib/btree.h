@@ -145,6 +145,7 @@ struct mfs_bload {
 	uint32_t agno;
 	uint64_t nrecs;
 	unsigned fill_pct;
+	unsigned flags;              /* MFS_BLOAD_ORDERED */
 	/* Copy the next n records, in key order, into recs. */
 	int (*get_recs)(void *priv, void *recs, unsigned n);
 	/* The next reserved block. */
@@ -153,11 +154,16 @@ struct mfs_bload {
 };
 
 #define MFS_BLOAD_DEFAULT_FILL 75u
+/* Ordered new blocks (needs a transaction): every block is built in the loader's memory
+ * and written in place as soon as it is finished (mfs_trans_ordered_write), never joined to
+ * the transaction or kept in the cache.  Only for blocks that are free space nothing on disk
+ * points at until the transaction storing the new root commits (see trans.h). */
+#define MFS_BLOAD_ORDERED      0x1u
 
 int mfs_bload_geometry(const struct mfs_btree_ops *ops, uint32_t blocksize, uint64_t nrecs,
 		       unsigned fill_pct, uint64_t *nblocks, unsigned *levels);
 /* With tp NULL the new blocks are written through the cache (mkfs, offline tools);
- * with a transaction they join it. */
+ * with a transaction they join it, or with MFS_BLOAD_ORDERED are written in place. */
 int mfs_bload_build(struct mfs_fs *fs, struct mfs_trans *tp, struct mfs_bload *bl,
 		    struct mfs_btree_root *root);
 

@@ -24,14 +24,26 @@
  * the log (a synchronous commit, or an asynchronous one that finds too much queued), so
  * that other threads' transactions can join the same group commit and no log I/O happens
  * under the AG locks.  An error from that wait is reported but never undoes the change.
+ *
+ * Ordered new blocks (mfs_trans_ordered_write, for bulk loads of whole new trees) are not
+ * items at all: written in place at once, counted, and left out of the log.  Their order
+ * against the commit comes from the journal's force, which flushes the device before it
+ * writes any commit block; without a journal, nothing orders anything (mfs_bcache_flush
+ * makes it all durable).  Cancel need not undo them (free space, which nothing reads), but
+ * with an undo array (mfs_trans_ordered_undo: the old bytes, saved in the caller's
+ * scratch before each write) it writes the old bytes back, so that an aborted repair
+ * leaves the device exactly as it found it.
  */
 #include "mem.h"
 #include "trans.h"
 #include "bcache.h"
 #include "busy.h"
+#include "dev.h"
 #include "fs.h"
 #include "journal.h"
 #include "log.h"
+#include "verify.h"
+#include "xfarray.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +68,9 @@ struct mfs_trans {
 	uint32_t *ags;          /* AGs locked, in locking order */
 	unsigned nags, agcap;
 	int busy;               /* space given back: busy entries tagged with tp (busy.h) */
+	uint64_t nordered;      /* blocks written by mfs_trans_ordered_write */
+	struct mfs_xfarray *undo; /* their old bytes (block number, then the block), or NULL */
+	uint8_t *ubuf;          /* one undo record */
 };
 
 int mfs_trans_alloc(struct mfs_fs *fs, struct mfs_trans **out)
@@ -225,6 +240,95 @@ int mfs_trans_forget(struct mfs_trans *tp, uint64_t blkno)
 	return 0;
 }
 
+int mfs_trans_ordered_write(struct mfs_trans *tp, uint64_t blkno, void *data, int meta)
+{
+	const struct mfs_geom *g = &tp->fs->geo;
+	int err;
+
+	if (blkno >= g->dblocks || item_find(tp, blkno)) {
+		mfs_log(MFS_LOG_ERR, "ordered write of block %llu: %s",
+			(unsigned long long)blkno, blkno >= g->dblocks ? "outside the filesystem" :
+			"the transaction has joined it");
+		return -EINVAL;
+	}
+	if (!tp->nordered && tp->fs->log) {
+		/* frees of earlier transactions durable before their blocks are overwritten */
+		err = mfs_journal_force(tp->fs->log);
+		if (err)
+			return err;
+	}
+	/* no stale cached copy outlives the write (waits for a write-back in flight) */
+	mfs_bcache_forget(tp->fs->bc, blkno);
+	if (tp->undo) {
+		if (!tp->ubuf) {
+			tp->ubuf = mfs_malloc(MFS_TRANS_UNDO_RECSIZE(g->blocksize));
+			if (!tp->ubuf)
+				return -ENOMEM;
+		}
+		memcpy(tp->ubuf, &blkno, 8);
+		err = mfs_dev_pread(mfs_bcache_dev(tp->fs->bc), tp->ubuf + 8, g->blocksize,
+				    blkno * g->blocksize);
+		if (!err)
+			err = mfs_xfarray_append(tp->undo, tp->ubuf, NULL);
+		if (err)
+			return err;
+	}
+	if (meta)
+		mfs_blk_seal(data, g->blocksize);
+	err = mfs_dev_pwrite(mfs_bcache_dev(tp->fs->bc), data, g->blocksize,
+			     blkno * g->blocksize);
+	if (err) {
+		mfs_log(MFS_LOG_ERR, "ordered write of block %llu: %s", (unsigned long long)blkno,
+			strerror(-err));
+		return err;
+	}
+	tp->nordered++;
+	return 0;
+}
+
+uint64_t mfs_trans_nordered(const struct mfs_trans *tp) { return tp->nordered; }
+
+void mfs_trans_log_size(const struct mfs_trans *tp, uint64_t *nimg, uint64_t *nrev)
+{
+	*nimg = *nrev = 0;
+	for (unsigned i = 0; i < tp->nitems; i++) {
+		if (tp->items[i].flags & TI_FORGET)
+			(*nrev)++;
+		else if (tp->items[i].bp)
+			(*nimg)++;
+	}
+}
+
+void mfs_trans_ordered_undo(struct mfs_trans *tp, struct mfs_xfarray *undo)
+{
+	tp->undo = undo;
+}
+
+/* Cancel: the ordered blocks' old bytes back in place (see mfs_trans_ordered_undo).  A
+ * failure is reported and the rest still restored: the blocks are free space either way. */
+static void trans_ordered_restore(struct mfs_trans *tp)
+{
+	uint32_t bs = tp->fs->geo.blocksize;
+	uint64_t n = tp->undo ? mfs_xfarray_count(tp->undo) : 0, blkno;
+	int err = 0, e;
+
+	for (uint64_t i = 0; i < n; i++) {
+		e = tp->ubuf ? mfs_xfarray_get(tp->undo, i, tp->ubuf) : -ENOMEM;
+		if (!e) {
+			memcpy(&blkno, tp->ubuf, 8);
+			mfs_bcache_forget(tp->fs->bc, blkno);
+			e = mfs_dev_pwrite(mfs_bcache_dev(tp->fs->bc), tp->ubuf + 8, bs,
+					   blkno * bs);
+		}
+		if (e && !err)
+			err = e;
+	}
+	if (err)
+		mfs_log(MFS_LOG_WARN, "cancelled transaction: putting back the old bytes of its "
+			"%llu ordered blocks (free space) failed: %s", (unsigned long long)n,
+			strerror(-err));
+}
+
 int mfs_trans_lock_ag(struct mfs_trans *tp, uint32_t agno, int trylock)
 {
 	struct mfs_perag *pag;
@@ -306,6 +410,7 @@ static void trans_free(struct mfs_trans *tp)
 	free(tp->ags);
 	free(tp->items);
 	free(tp->slots);
+	free(tp->ubuf);
 	free(tp);
 }
 
@@ -389,6 +494,7 @@ void mfs_trans_cancel(struct mfs_trans *tp)
 		return;
 	bs = tp->fs->geo.blocksize;
 	trans_busy_done(tp, 0, 1);
+	trans_ordered_restore(tp);
 	for (unsigned i = 0; i < tp->nitems; i++) {
 		struct trans_item *it = &tp->items[i];
 

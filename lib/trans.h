@@ -49,8 +49,40 @@ int mfs_trans_busy(struct mfs_trans *tp, uint32_t agno, uint32_t agbno, uint32_t
 int mfs_trans_lock_ag(struct mfs_trans *tp, uint32_t agno, int trylock);
 int mfs_trans_holds_ag(const struct mfs_trans *tp, uint32_t agno);
 
+/*
+ * Ordered new blocks: the "write in place, log only the pointer" mode of bulk loads (like
+ * XFS's ordered buffers).  `data` (blocksize bytes; sealed here when `meta`) is written to
+ * block `blkno` now, through the device, and never logged: the transaction keeps only a
+ * count.  The caller guarantees the block is free space that nothing on disk points at
+ * until this transaction commits the pointer to it (a new tree's root in the AG header),
+ * and that the transaction does not join the block otherwise (-EINVAL if it has).  Then a
+ * crash or a cancel before the commit leaves free space holding garbage and the old
+ * structure intact; the commit makes the pointer durable only after the block: with a
+ * journal, its force flushes the device before it writes any commit (journal.h, ordered
+ * data), so the rebuilt tree costs the log a few blocks however large it is.
+ *
+ * The first ordered write forces the log: a block freed by a transaction not yet durable
+ * (busy.h) must not be overwritten before that free is on disk.  Any cached copy of the
+ * block is dropped (a later read sees what was written).  Errors: the device's (the
+ * caller cancels; nothing on disk points at the block), or the log's force.
+ */
+int mfs_trans_ordered_write(struct mfs_trans *tp, uint64_t blkno, void *data, int meta);
+/* Keep the old bytes of every block written by mfs_trans_ordered_write() from now on in
+ * `undo` (an array of MFS_TRANS_UNDO_RECSIZE(blocksize)-byte records, in the caller's
+ * scratch file), and have mfs_trans_cancel() write them back: a cancelled transaction then
+ * leaves the device bit-for-bit as it was, free space included.  The array must outlive
+ * the transaction.  Without it, a cancel leaves the ordered blocks' new bytes in free
+ * space. */
+struct mfs_xfarray;
+void mfs_trans_ordered_undo(struct mfs_trans *tp, struct mfs_xfarray *undo);
+#define MFS_TRANS_UNDO_RECSIZE(bs) ((size_t)(bs) + 8)
+/* Blocks written by mfs_trans_ordered_write() in this transaction. */
+uint64_t mfs_trans_nordered(const struct mfs_trans *tp);
+
 /* Number of buffers joined so far (callers bound the size of their transactions). */
 unsigned mfs_trans_nbufs(const struct mfs_trans *tp);
+/* What a commit now would log: block images (*nimg) and revokes (*nrev). */
+void mfs_trans_log_size(const struct mfs_trans *tp, uint64_t *nimg, uint64_t *nrev);
 
 /* Commit; on a journal error the transaction is cancelled (exactly) and the error
  * returned.  An error from waiting for durability (log I/O) leaves the change committed

@@ -40,6 +40,9 @@ struct agrep {
 	uint64_t own_blocks[OWN_I_N];
 	uint64_t seen;
 	int fl_rewritten;            /* the free list's indices are being rewritten */
+	int ordered;                 /* the new trees' blocks are free space nothing points
+				      * at: rep_load_tree writes them in place, unlogged
+				      * (MFS_BLOAD_ORDERED, trans.h) */
 };
 
 /* The new trees' blocks, in the order the loaders claim them. */

@@ -6,8 +6,9 @@
  * repair_agfl.c).
  *
  * Both run under the AG lock for their whole length (allocations in this AG wait, other AGs
- * go on; readers of files never take it) and inside ONE transaction: the new trees, the
- * AG header's roots, levels and counters, the reverse-map changes for the blocks that change
+ * go on; readers of files never take it) and inside ONE transaction: the new trees (as
+ * ordered new blocks where they go into free space), the AG header's roots, levels and
+ * counters, the reverse-map changes for the blocks that change
  * hands and the freeing of the old blocks are committed together, or — on any error,
  * pressure, cancel — the transaction is cancelled and every block is as it was.
  *
@@ -21,11 +22,16 @@
  *
  *         free' = F + O - N
  *
- * where N are the blocks of the new trees.  N is taken from O first (those blocks stay
- * MFS_OWN_AG: no reverse-map change) and, only when O is too small, from the front of F
- * (those get an MFS_OWN_AG record).  What is left of O becomes free: first up to a few
- * blocks onto the AGFL (they are MFS_OWN_AG already), the rest has its MFS_OWN_AG record
- * cut out and joins free'.  The size of N depends on the record count of free', which
+ * where N are the blocks of the new trees.  N is taken from the front of F (those get an
+ * MFS_OWN_AG record), so that the new trees are written in place, unlogged, while the old
+ * ones are still what the disk points at (ordered new blocks, trans.h): the transaction
+ * logs only the header, the free list and the reverse-map leaves that change, whatever
+ * the size of the trees, and holds no copy of them in memory.  Only when F is too small
+ * for that is N taken from O first (those blocks stay MFS_OWN_AG: no reverse-map change;
+ * they are then joined and logged, since the old trees' blocks must not be overwritten
+ * before the commit).  What is left of O becomes free: first up to a few blocks onto the
+ * AGFL (they are MFS_OWN_AG already), the rest has its MFS_OWN_AG record cut out and
+ * joins free'.  The size of N depends on the record count of free', which
  * depends on N: the plan is iterated until the geometry stops changing (in practice once
  * or twice; blocks of a last overshoot go onto the AGFL too).  Reverse-map changes take
  * their split blocks from the AGFL like any change of that tree.
@@ -179,8 +185,9 @@ static int ag_commit(struct agrep *ar)
 /*
  * The rebuild commits in one journal transaction, which must fit in the log: refuse before
  * building anything when it cannot (the journal would refuse the commit anyway, after all
- * the work).  nimg: blocks the transaction changes (the new trees plus a margin for the
- * header, the free list and the reverse-map leaves it touches), nrev: blocks it frees.
+ * the work).  nimg: blocks the transaction logs (the new trees unless they are ordered new
+ * blocks, the reverse-map leaves it touches; a margin is added for the header and the free
+ * list), nrev: blocks it frees.
  * The record size is estimated on the high side (a 56-byte tag per block).
  */
 int rep_log_fits(struct agrep *ar, uint64_t nimg, uint64_t nrev, const char *what)
@@ -741,6 +748,7 @@ int rep_load_tree(struct agrep *ar, enum mfs_ag_tree t, struct mfs_xfarray *a,
 	bl.get_recs = loader_recs;
 	bl.claim_block = loader_claim;
 	bl.priv = &l;
+	bl.flags = ar->ordered ? MFS_BLOAD_ORDERED : 0;
 	ar->r->rc->records += bl.nrecs;
 	err = mfs_bload_build(ar->fs, ar->tp, &bl, root);
 	if (err)
@@ -781,7 +789,8 @@ struct abt_plan {
 	uint64_t nf, no;             /* blocks in F and O */
 	uint64_t m;                  /* blocks of the two new trees */
 	uint64_t take_o, take_f;     /* blocks taken from the front of O and of F */
-	uint64_t extra;              /* of those, put on the AGFL (the last ones, all from O) */
+	uint64_t extra;              /* of those, put on the AGFL (the last ones) */
+	int ordered;                 /* the trees from F (written in place), extras from O */
 	struct free_sum sum;         /* the free space that results */
 };
 
@@ -799,6 +808,17 @@ static int abt_take(struct agrep *ar, struct abt_plan *p, uint64_t m, uint64_t r
 {
 	uint64_t t = m;
 
+	if (p->ordered) {
+		/* the trees from F only; -ENOSPC without a message: the caller plans again
+		 * the logged way */
+		if (m > p->nf)
+			return -ENOSPC;
+		p->m = m;
+		p->take_f = m;
+		p->take_o = p->no < room ? p->no : room;
+		p->extra = p->take_o;
+		return 0;
+	}
 	if (p->no > m)
 		t += p->no - m < room ? p->no - m : room;
 	if (t > p->no + p->nf)
@@ -812,8 +832,8 @@ static int abt_take(struct agrep *ar, struct abt_plan *p, uint64_t m, uint64_t r
 	return 0;
 }
 
-static int abt_plan(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray *O,
-		    struct abt_plan *p)
+static int abt_plan_mode(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray *O,
+			 struct abt_plan *p)
 {
 	uint32_t bs = ar->fs->geo.blocksize, cnt = mfs_get32(rep_agh(ar)->fl_count);
 	uint64_t room = cnt < REP_AGFL_EXTRA_CAP ? REP_AGFL_EXTRA_CAP - cnt : 0, m, e = 0;
@@ -850,13 +870,28 @@ static int abt_plan(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray 
 				    "did not settle; try again", ar->agno);
 }
 
+/* Ordered new blocks when F holds the trees, else the trees in O's blocks, logged. */
+static int abt_plan(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray *O,
+		    struct abt_plan *p)
+{
+	int err;
+
+	memset(p, 0, sizeof(*p));
+	p->ordered = 1;
+	err = abt_plan_mode(ar, F, O, p);
+	if (err != -ENOSPC || !p->ordered)
+		return err;
+	memset(p, 0, sizeof(*p));
+	return abt_plan_mode(ar, F, O, p);
+}
+
 int rep_allocbt(struct rep *r)
 {
 	struct agrep ar;
 	struct gather g;
 	struct abt_plan p;
 	struct blocks b = { NULL, 0, 0, 0 };
-	struct mfs_xfarray *S, *F, *O, *B, *C;
+	struct mfs_xfarray *S, *F, *O, *B, *C, *U;
 	struct mfs_btree_root broot, croot;
 	struct mfs_agh *agh;
 	uint64_t rmapblks;
@@ -866,14 +901,20 @@ int rep_allocbt(struct rep *r)
 	if (err)
 		goto out;
 	{
+		/* U: the old bytes of the free blocks the new trees are written into (a cancel
+		 * puts them back); at most the trees of nf + no records, and a plan that does not
+		 * settle takes a few more */
 		uint64_t nf = ar.nrmap + 1, no = ar.own_blocks[OWN_I_AG] + 1;
-		const struct rep_array_plan plan[5] = {
+		uint64_t mmax = abt_blocks(ar.fs->geo.blocksize, nf + no);
+		const struct rep_array_plan plan[6] = {
 			{ sizeof(uint32_t), ar.rmap_blocks + MFS_AGFL_SIZE_MAX },
 			{ sizeof(struct rext), nf }, { sizeof(struct rext), no },
 			{ sizeof(struct rext), nf + no }, { sizeof(struct rext), nf + no },
+			{ MFS_TRANS_UNDO_RECSIZE(ar.fs->geo.blocksize),
+			  (mmax == UINT64_MAX ? 0 : mmax) + 16 },
 		};
 
-		err = rep_reserve(r, plan, 5);
+		err = rep_reserve(r, plan, 6);
 		if (!err)
 			err = rep_hook(r, MFS_REPAIR_AT_RESERVED);
 		if (!err)
@@ -886,6 +927,8 @@ int rep_allocbt(struct rep *r)
 			err = rep_array(r, plan[3].recsize, plan[3].max_nr, &B);
 		if (!err)
 			err = rep_array(r, plan[4].recsize, plan[4].max_nr, &C);
+		if (!err)
+			err = rep_array(r, plan[5].recsize, plan[5].max_nr, &U);
 		if (err)
 			goto out;
 	}
@@ -901,9 +944,12 @@ int rep_allocbt(struct rep *r)
 		err = rep_hook(r, MFS_REPAIR_AT_GATHERED);
 	if (!err)
 		err = abt_plan(&ar, F, O, &p);
-	if (!err)
+	/* Logged, the new trees are most of the transaction: refuse now if it cannot fit.
+	 * Ordered, it logs the header, the free list and the reverse-map leaves that change:
+	 * counted exactly once those changes are made, before the trees are built. */
+	if (!err && !p.ordered)
 		err = rep_log_fits(&ar, p.m, p.no > p.take_o ? p.no - p.take_o : 0,
-			       "free-space btrees");
+				   "free-space btrees");
 	if (err)
 		goto out;
 	/* The new records, by block, then a copy sorted by length. */
@@ -924,18 +970,25 @@ int rep_allocbt(struct rep *r)
 	if (err)
 		goto out;
 
-	/* The blocks: the trees' first (from O, then F), the AGFL extras last. */
+	/* The blocks: the trees' first (ordered: from F; else from O, then F), the AGFL
+	 * extras last.  Ordered blocks are not joined: nothing is logged or saved for them. */
 	b.cap = p.m + p.extra;
+	ar.ordered = p.ordered;
+	if (p.ordered)
+		mfs_trans_ordered_undo(ar.tp, U);
 	b.v = mfs_malloc((b.cap ? b.cap : 1) * sizeof(*b.v));
 	if (!b.v) {
 		err = rep_fail(r, -ENOMEM, "no memory for the list of %llu new tree blocks",
 			       (unsigned long long)b.cap);
 		goto out;
 	}
-	err = rep_ext_pieces(&ar, O, 0, p.take_o, rep_blocks_add, &b);
+	if (!p.ordered)
+		err = rep_ext_pieces(&ar, O, 0, p.take_o, rep_blocks_add, &b);
 	if (!err)
 		err = rep_ext_pieces(&ar, F, 0, p.take_f, rep_blocks_add, &b);
-	for (uint64_t i = 0; !err && i < p.m; i++)
+	if (!err && p.ordered)
+		err = rep_ext_pieces(&ar, O, 0, p.take_o, rep_blocks_add, &b);
+	for (uint64_t i = 0; !err && !p.ordered && i < p.m; i++)
 		err = rep_join_block(&ar, b.v[i]);
 	for (uint64_t i = p.m; !err && i < b.n; i++)
 		err = mfs_agfl_put(ar.tp, ar.agno, ar.agh_bp, b.v[i]);
@@ -945,6 +998,12 @@ int rep_allocbt(struct rep *r)
 		err = rep_ext_pieces(&ar, O, p.take_o, UINT64_MAX, rmap_cut, NULL);
 	if (!err)
 		err = rep_ext_pieces(&ar, O, p.take_o, UINT64_MAX, release_old, NULL);
+	if (!err && p.ordered) {
+		uint64_t nimg, nrev;
+
+		mfs_trans_log_size(ar.tp, &nimg, &nrev);
+		err = rep_log_fits(&ar, nimg, nrev, "free-space btrees");
+	}
 	if (err)
 		goto out;
 	b.n = p.m;
