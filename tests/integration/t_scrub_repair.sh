@@ -103,7 +103,23 @@ cp --sparse=always "$pop" "$img"
 mount_fs
 "$STRESS" -p 2 -t 30 -n 800 -e 40 -z 64K -S "$mnt/stress" >"$dir/stress.out" 2>&1 &
 spid=$!
-"$SCRUB" --force-rebuild --json "$mnt" >"$dir/force.json" 2>&1 || { cat "$dir/force.json"; fail "--force-rebuild on a clean fs"; }
+# Exit 0; or 4 when the only trouble is rebuilds the engine refused under memory pressure
+# (the loaded machine's PSI: each stopped before changing anything and checks clean).
+"$SCRUB" --force-rebuild --json "$mnt" >"$dir/force.json" 2>&1 ||
+	python3 - "$dir/force.json" <<'EOF' || { cat "$dir/force.json"; fail "--force-rebuild on a clean fs"; }
+import json, sys
+objs = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+summ = [o for o in objs if o["kind"] == "summary"]
+left = [o for o in objs if o["kind"] == "repair" and o["result"] != "repaired"]
+ok = (summ and summ[-1]["exit"] == 4 and left and summ[-1]["errors"] == len(left) and
+      all("memory pressure" in o["message"] and o.get("recheck") == "clean" for o in left) and
+      all(summ[-1][k] == 0 for k in ("corruptions", "xref", "unfixed", "incomplete")) and
+      all(o["kind"] in ("repair", "summary") for o in objs))
+if ok:
+    print("note: %d forced rebuilds refused under memory pressure (changed nothing, clean)"
+          % len(left))
+sys.exit(0 if ok else 1)
+EOF
 nforced=$(grep -c '"kind":"repair",.*"result":"repaired"' "$dir/force.json")
 [ "$nforced" -ge 16 ] || { cat "$dir/force.json"; fail "--force-rebuild rebuilt only $nforced objects"; }
 killed=0
