@@ -30,6 +30,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/falloc.h>
@@ -198,6 +199,7 @@ struct col {
 	int ran, ok;
 	char why[1100];
 	uint64_t records;
+	double nrec;                   /* records, for the table */
 	double wall, cpu, rss_mb;      /* rss_mb < 0: not measured */
 	double used_mb, est_mb;        /* < 0: not applicable */
 	double p99_idle, p99_busy;     /* us; < 0: not applicable */
@@ -551,35 +553,29 @@ static void cell(const struct col *c, double v, int prec)
 	printf(" %16s", s);
 }
 
+/* One row: the double at byte offset `off` of each column. */
+static void row(const struct col *c, unsigned nc, const char *label, size_t off, int prec)
+{
+	printf("\n%-28s", label);
+	for (unsigned i = 0; i < nc; i++)
+		cell(&c[i], *(const double *)((const char *)&c[i] + off), prec);
+}
+
 static void table(struct col *c, unsigned nc)
 {
 	printf("\n%-28s", "");
-	for (unsigned i = 0; i < nc; i++)
+	for (unsigned i = 0; i < nc; i++) {
 		printf(" %16s", c[i].name);
-	printf("\n%-28s", "records / extents");
-	for (unsigned i = 0; i < nc; i++)
-		cell(&c[i], (double)c[i].records, 0);
-	printf("\n%-28s", "wall s");
-	for (unsigned i = 0; i < nc; i++)
-		cell(&c[i], c[i].wall, 2);
-	printf("\n%-28s", "CPU s");
-	for (unsigned i = 0; i < nc; i++)
-		cell(&c[i], c[i].cpu, 2);
-	printf("\n%-28s", "RSS growth / peak MiB");
-	for (unsigned i = 0; i < nc; i++)
-		cell(&c[i], c[i].rss_mb, 1);
-	printf("\n%-28s", "scratch used MiB");
-	for (unsigned i = 0; i < nc; i++)
-		cell(&c[i], c[i].used_mb, 1);
-	printf("\n%-28s", "scratch estimate MiB");
-	for (unsigned i = 0; i < nc; i++)
-		cell(&c[i], c[i].est_mb, 1);
-	printf("\n%-28s", "p99 4K write AG 0 idle us");
-	for (unsigned i = 0; i < nc; i++)
-		cell(&c[i], c[i].p99_idle, 0);
-	printf("\n%-28s", "p99 ... during rebuild us");
-	for (unsigned i = 0; i < nc; i++)
-		cell(&c[i], c[i].p99_busy, 0);
+		c[i].nrec = (double)c[i].records;
+	}
+	row(c, nc, "records / extents", offsetof(struct col, nrec), 0);
+	row(c, nc, "wall s", offsetof(struct col, wall), 2);
+	row(c, nc, "CPU s", offsetof(struct col, cpu), 2);
+	row(c, nc, "RSS growth / peak MiB", offsetof(struct col, rss_mb), 1);
+	row(c, nc, "scratch used MiB", offsetof(struct col, used_mb), 1);
+	row(c, nc, "scratch estimate MiB", offsetof(struct col, est_mb), 1);
+	row(c, nc, "p99 4K write AG 0 idle us", offsetof(struct col, p99_idle), 0);
+	row(c, nc, "p99 ... during rebuild us", offsetof(struct col, p99_busy), 0);
 	printf("\n");
 	for (unsigned i = 0; i < nc; i++)
 		if (c[i].why[0])
