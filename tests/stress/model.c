@@ -162,8 +162,10 @@ void seg_write(struct obj *ob, uint64_t start, uint64_t end, uint64_t tag)
 		ob->segs[j - 1].start = end;
 		j--;
 	}
-	memmove(ob->segs + i, ob->segs + j, (ob->nsegs - j) * sizeof(*ob->segs));
-	ob->nsegs -= j - i;
+	if (j > i) {         /* (an object without segments has no array: segs NULL) */
+		memmove(ob->segs + i, ob->segs + j, (ob->nsegs - j) * sizeof(*ob->segs));
+		ob->nsegs -= j - i;
+	}
 	if (tag) {
 		seg_open(ob, i, 1);
 		ob->segs[i] = (struct seg){ start, end, tag };
