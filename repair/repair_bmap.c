@@ -827,6 +827,8 @@ int rep_bmap(struct rep *r)
 		err = bmap_commit(r, m, ip);
 	rep_fmap_free(m);
 	pthread_rwlock_unlock(&ip->lock);
+	if (!err)
+		rep_changed(r, ip->ino);        /* its block count, as the kernel caches it */
 	mfs_iput(ip);
 	return err;
 }

@@ -461,6 +461,8 @@ static int inode_raw(struct rep *r)
 	if (tp)
 		err = rep_ino_finish(r, tp, x->ino, err);
 	mfs_inode_invalidate(r->fs, x->ino);
+	if (!err)
+		rep_changed(r, x->ino);
 	rep_fmap_free(x->m);
 	free(x);
 	return err;
@@ -483,6 +485,8 @@ int rep_inode(struct rep *r)
 	err = ip->mode ? inode_incore(r, ip) :
 	      rep_fail(r, -ENOENT, "inode %llu was freed", (unsigned long long)ip->ino);
 	pthread_rwlock_unlock(&ip->lock);
+	if (!err)
+		rep_changed(r, ip->ino);        /* size, block count, as the kernel caches them */
 	mfs_iput(ip);
 	return err;
 }
