@@ -22,15 +22,17 @@
  *
  *         free' = F + O - N
  *
- * where N are the blocks of the new trees.  N is taken from the front of F (those get an
- * MFS_OWN_AG record), so that the new trees are written in place, unlogged, while the old
- * ones are still what the disk points at (ordered new blocks, trans.h): the transaction
- * logs only the header, the free list and the reverse-map leaves that change, whatever
- * the size of the trees, and holds no copy of them in memory.  Only when F is too small
- * for that is N taken from O first (those blocks stay MFS_OWN_AG: no reverse-map change;
- * they are then joined and logged, since the old trees' blocks must not be overwritten
- * before the commit).  What is left of O becomes free: first up to a few blocks onto the
- * AGFL (they are MFS_OWN_AG already), the rest has its MFS_OWN_AG record cut out and
+ * where N are the blocks of the new trees.  N is taken from the end of F, where an AG's
+ * long free extents usually are (those get an MFS_OWN_AG record, one per piece), so that
+ * the new trees are written in place, unlogged, while the old ones are still what the disk
+ * points at (ordered new blocks, trans.h): the transaction logs only the header, the free
+ * list and the reverse-map leaves that change, whatever the size of the trees, and holds
+ * no copy of them in memory.  Only when F is too small for that, or the records for N's
+ * pieces would need more split blocks than the free list can be given from O, is N taken
+ * from O first (those blocks stay MFS_OWN_AG: no reverse-map change; they are then joined
+ * and logged, since the old trees' blocks must not be overwritten before the commit).
+ * What is left of O becomes free: first up to a few blocks onto the AGFL (they are
+ * MFS_OWN_AG already), the rest has its MFS_OWN_AG record cut out and
  * joins free'.  The size of N depends on the record count of free', which
  * depends on N: the plan is iterated until the geometry stops changing (in practice once
  * or twice; blocks of a last overshoot go onto the AGFL too).  Reverse-map changes take
@@ -301,12 +303,13 @@ struct stream {
 	uint64_t i, n, skip;
 	struct rext cur;
 	int have;
+	uint64_t left;               /* blocks still to give (UINT64_MAX: all) */
 };
 
 static int stream_next(struct stream *s)
 {
 	s->have = 0;
-	while (s->i < s->n) {
+	while (s->i < s->n && s->left) {
 		int err = mfs_xfarray_get(s->a, s->i++, &s->cur);
 
 		if (err)
@@ -318,6 +321,9 @@ static int stream_next(struct stream *s)
 		s->cur.start += (uint32_t)s->skip;
 		s->cur.len -= (uint32_t)s->skip;
 		s->skip = 0;
+		if (s->cur.len > s->left)
+			s->cur.len = (uint32_t)s->left;
+		s->left -= s->cur.len;
 		s->have = 1;
 		break;
 	}
@@ -329,14 +335,16 @@ struct free_sum {
 	uint32_t longest;
 };
 
-/* The free extents F + O - N (N: the first take_o blocks of O, the first take_f of F),
- * merged, counted and (out not NULL) appended to out in block order. */
+/* The free extents F + O - N (N: the first take_o blocks of O, the first take_f of F, or
+ * with f_tail its last take_f of nf), merged, counted and (out not NULL) appended to out in
+ * block order. */
 static int free_walk(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray *O,
-		     uint64_t take_o, uint64_t take_f, struct mfs_xfarray *out,
-		     struct free_sum *fsum)
+		     uint64_t take_o, uint64_t take_f, uint64_t f_tail_of,
+		     struct mfs_xfarray *out, struct free_sum *fsum)
 {
-	struct stream sf = { F, 0, mfs_xfarray_count(F), take_f, { 0, 0 }, 0 };
-	struct stream so = { O, 0, mfs_xfarray_count(O), take_o, { 0, 0 }, 0 };
+	struct stream sf = { F, 0, mfs_xfarray_count(F), f_tail_of ? 0 : take_f, { 0, 0 }, 0,
+			     f_tail_of ? f_tail_of - take_f : UINT64_MAX };
+	struct stream so = { O, 0, mfs_xfarray_count(O), take_o, { 0, 0 }, 0, UINT64_MAX };
 	struct rext pend = { 0, 0 };
 	int err = stream_next(&sf);
 
@@ -788,9 +796,11 @@ void rep_set_root(struct mfs_agh *agh, enum mfs_ag_tree t, const struct mfs_fs *
 struct abt_plan {
 	uint64_t nf, no;             /* blocks in F and O */
 	uint64_t m;                  /* blocks of the two new trees */
-	uint64_t take_o, take_f;     /* blocks taken from the front of O and of F */
+	uint64_t take_o, take_f;     /* blocks taken from the front of O and of F (ordered: from
+				      * the end of F, where an AG's long free extents are) */
 	uint64_t extra;              /* of those, put on the AGFL (the last ones) */
 	int ordered;                 /* the trees from F (written in place), extras from O */
+	uint64_t agfl_room;          /* ordered: extras wanted on the AGFL (reverse-map splits) */
 	struct free_sum sum;         /* the free space that results */
 };
 
@@ -837,20 +847,24 @@ static int abt_plan_mode(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfa
 {
 	uint32_t bs = ar->fs->geo.blocksize, cnt = mfs_get32(rep_agh(ar)->fl_count);
 	uint64_t room = cnt < REP_AGFL_EXTRA_CAP ? REP_AGFL_EXTRA_CAP - cnt : 0, m, e = 0;
+
+	if (p->agfl_room > room)
+		room = p->agfl_room;
 	int err;
 
 	p->nf = rep_ext_blocks(F, &e);
 	p->no = rep_ext_blocks(O, &e);
 	if (e)
 		return rep_scratch_err(ar->r, -(int)e, "counting extents");
-	err = free_walk(ar, F, O, 0, 0, NULL, &p->sum);
+	err = free_walk(ar, F, O, 0, 0, 0, NULL, &p->sum);
 	m = err ? 0 : abt_blocks(bs, p->sum.nrecs);
 	for (unsigned round = 0; !err && round <= 2 * PLAN_ROUNDS; round++) {
 		uint64_t m2;
 
 		err = abt_take(ar, p, m, room);
 		if (!err)
-			err = free_walk(ar, F, O, p->take_o, p->take_f, NULL, &p->sum);
+			err = free_walk(ar, F, O, p->take_o, p->take_f, p->ordered ? p->nf : 0, NULL,
+				&p->sum);
 		if (err)
 			break;
 		m2 = abt_blocks(bs, p->sum.nrecs);
@@ -870,17 +884,56 @@ static int abt_plan_mode(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfa
 				    "did not settle; try again", ar->agno);
 }
 
-/* Ordered new blocks when F holds the trees, else the trees in O's blocks, logged. */
+static int count_piece(struct agrep *ar, uint32_t s, uint32_t l, void *priv)
+{
+	(void)ar; (void)s; (void)l;
+	++*(uint64_t *)priv;
+	return 0;
+}
+
+/*
+ * Blocks the free list must hold for the reverse-map records the ordered plan adds (one
+ * per piece of F taken): a leaf split per half leaf of them, and a split of every level
+ * above.  The free list is filled from O before those records go in.
+ */
+static int abt_agfl_need(struct agrep *ar, struct mfs_xfarray *F, const struct abt_plan *p,
+			 uint64_t *need)
+{
+	uint64_t pieces = 0, half = mfs_btree_maxrecs(&mfs_rmapbt_ops,
+						     ar->fs->geo.blocksize, 1) / 2;
+	int err = rep_ext_pieces(ar, F, p->nf - p->take_f, p->take_f, count_piece, &pieces);
+
+	*need = 2 * ((pieces + half - 1) / (half ? half : 1)) + MFS_BTREE_MAXLEVELS + 2;
+	return err;
+}
+
+/* Ordered new blocks when F holds the trees and the free list can feed the reverse-map
+ * changes that takes, else the trees in O's blocks, logged. */
 static int abt_plan(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray *O,
 		    struct abt_plan *p)
 {
+	uint32_t cnt = mfs_get32(rep_agh(ar)->fl_count);
+	uint64_t cap = cnt + 8 < MFS_AGFL_SIZE_MAX ? MFS_AGFL_SIZE_MAX - 8 - cnt : 0, need = 0;
 	int err;
 
 	memset(p, 0, sizeof(*p));
 	p->ordered = 1;
 	err = abt_plan_mode(ar, F, O, p);
-	if (err != -ENOSPC || !p->ordered)
+	if (!err)
+		err = abt_agfl_need(ar, F, p, &need);
+	if (!err && need > cnt + p->extra && need - cnt <= cap && need - cnt <= p->no) {
+		/* again, with that many of O's blocks kept for the free list */
+		memset(p, 0, sizeof(*p));
+		p->ordered = 1;
+		p->agfl_room = need - cnt;
+		err = abt_plan_mode(ar, F, O, p);
+		if (!err)
+			err = abt_agfl_need(ar, F, p, &need);
+	}
+	if (err && (err != -ENOSPC || !p->ordered))
 		return err;
+	if (!err && need <= cnt + p->extra)
+		return 0;
 	memset(p, 0, sizeof(*p));
 	return abt_plan_mode(ar, F, O, p);
 }
@@ -953,7 +1006,7 @@ int rep_allocbt(struct rep *r)
 	if (err)
 		goto out;
 	/* The new records, by block, then a copy sorted by length. */
-	err = free_walk(&ar, F, O, p.take_o, p.take_f, B, &p.sum);
+	err = free_walk(&ar, F, O, p.take_o, p.take_f, p.ordered ? p.nf : 0, B, &p.sum);
 	for (uint64_t i = 0; !err && i < mfs_xfarray_count(B); i++) {
 		struct rext e;
 
@@ -985,7 +1038,8 @@ int rep_allocbt(struct rep *r)
 	if (!p.ordered)
 		err = rep_ext_pieces(&ar, O, 0, p.take_o, rep_blocks_add, &b);
 	if (!err)
-		err = rep_ext_pieces(&ar, F, 0, p.take_f, rep_blocks_add, &b);
+		err = rep_ext_pieces(&ar, F, p.ordered ? p.nf - p.take_f : 0, p.take_f,
+				     rep_blocks_add, &b);
 	if (!err && p.ordered)
 		err = rep_ext_pieces(&ar, O, 0, p.take_o, rep_blocks_add, &b);
 	for (uint64_t i = 0; !err && !p.ordered && i < p.m; i++)
@@ -993,7 +1047,8 @@ int rep_allocbt(struct rep *r)
 	for (uint64_t i = p.m; !err && i < b.n; i++)
 		err = mfs_agfl_put(ar.tp, ar.agno, ar.agh_bp, b.v[i]);
 	if (!err)
-		err = rep_ext_pieces(&ar, F, 0, p.take_f, rmap_join, NULL);
+		err = rep_ext_pieces(&ar, F, p.ordered ? p.nf - p.take_f : 0, p.take_f,
+				     rmap_join, NULL);
 	if (!err)
 		err = rep_ext_pieces(&ar, O, p.take_o, UINT64_MAX, rmap_cut, NULL);
 	if (!err)
