@@ -580,7 +580,7 @@ int rep_dir(struct rep *r)
 	struct rep_iblocks nb;
 	uint64_t nrec, nent, blob;
 	uint32_t per_leaf;
-	int err;
+	int err, inline_fork;
 
 	if (!d)
 		return rep_fail(r, -ENOMEM, "no memory for the directory rebuild");
@@ -589,7 +589,11 @@ int rep_dir(struct rep *r)
 	if (err || !d->dp)
 		goto out;
 	/* Count, plan the scratch, reserve, then gather. */
-	err = rep_inode_rmap(r, d->dp->ino, want_names, NULL, &nb);
+	/* An inline directory owns no name block: its blocks are the attribute fork's. */
+	inline_fork = d->dp->dformat == MFS_FMT_LOCAL;
+	memset(&nb, 0, sizeof(nb));
+	nb.attr = d->dp->nblocks;
+	err = inline_fork ? 0 : rep_inode_rmap(r, d->dp->ino, want_names, NULL, &nb);
 	if (err)
 		goto out;
 	per_leaf = (r->fs->geo.blocksize - (uint32_t)sizeof(struct mfs_btree_block)) /
@@ -597,7 +601,8 @@ int rep_dir(struct rep *r)
 	nrec = nb.data_bt * per_leaf + 1;
 	nent = nrec + (d->dp->dformat == MFS_FMT_LOCAL ? fork_size(d->dp) / 12 + 1 : 0);
 	blob = nent * NAME_SLOT_BYTES + 65536;
-	err = rep_inode_scratch(r, d->dp, want_names, &nb, nrec, MFS_DIR_REC_SIZE, nent,
+	err = rep_inode_scratch(r, d->dp, inline_fork ? NULL : want_names, &nb, nrec,
+				MFS_DIR_REC_SIZE, nent,
 				sizeof(struct dent), blob, &d->s);
 	if (err)
 		goto out;

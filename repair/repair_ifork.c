@@ -274,7 +274,7 @@ int rep_inode_scratch(struct rep *r, struct mfs_inode *ip, rep_iext_want_fn want
 			err = rep_scratch_err(r, err, "creating the blob store");
 		r->next += plan[3].max_nr * 64;
 	}
-	if (!err)
+	if (!err && want)
 		err = rep_inode_rmap(r, ip->ino, want, s->old, &again);
 	if (!err)
 		err = rep_hook(r, MFS_REPAIR_AT_RESERVED);

@@ -180,8 +180,9 @@ struct rep_iscratch {
 	struct mfs_xblob *blob;
 };
 /* Reserve it for at most nrec raw records of reclen bytes, nkeep entries of keeplen and
- * blob_bytes of blobs (nb: the inode's blocks, as counted), gather the old extents and call
- * the MFS_REPAIR_AT_RESERVED hook.  rep_inode_scratch_done() frees the xblob's control
+ * blob_bytes of blobs (nb: the inode's blocks, as counted), gather the old extents (none
+ * with want NULL: a fork stored inline owns no block, and a forced rebuild of every inode
+ * then walks no reverse map) and call the MFS_REPAIR_AT_RESERVED hook.  rep_inode_scratch_done() frees the xblob's control
  * block (the arrays are the engine's). */
 int rep_inode_scratch(struct rep *r, struct mfs_inode *ip, rep_iext_want_fn want,
 		      const struct rep_iblocks *nb, uint64_t nrec, uint32_t reclen, uint64_t nkeep,

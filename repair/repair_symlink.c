@@ -84,7 +84,7 @@ int rep_symlink(struct rep *r)
 	uint8_t *buf = mfs_malloc(TARGET_MAX + 1), *blk = mfs_malloc(g->blocksize);
 	const uint8_t *nul;
 	size_t len;
-	int err;
+	int err, inline_fork;
 
 	if (!buf || !blk) {
 		err = rep_fail(r, -ENOMEM, "no memory for the symlink rebuild");
@@ -93,8 +93,11 @@ int rep_symlink(struct rep *r)
 	err = rep_inode_take(r, S_IFLNK, "symlink", &ip);
 	if (err || !ip)
 		goto out;
-	if (!err)
-		err = rep_inode_rmap(r, ip->ino, want_data_fork, NULL, &nb);
+	/* An inline target owns no block: the inode's are the attribute fork's. */
+	inline_fork = ip->dformat == MFS_FMT_LOCAL;
+	memset(&nb, 0, sizeof(nb));
+	nb.attr = ip->nblocks;
+	err = inline_fork ? 0 : rep_inode_rmap(r, ip->ino, want_data_fork, NULL, &nb);
 	if (err)
 		goto out;
 	plan.recsize = sizeof(struct rep_iext);
@@ -102,7 +105,7 @@ int rep_symlink(struct rep *r)
 	err = rep_reserve(r, &plan, 1);
 	if (!err)
 		err = rep_array(r, plan.recsize, plan.max_nr, &old);
-	if (!err)
+	if (!err && !inline_fork)
 		err = rep_inode_rmap(r, ip->ino, want_data_fork, old, &nb);
 	if (!err)
 		err = rep_hook(r, MFS_REPAIR_AT_RESERVED);

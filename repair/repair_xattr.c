@@ -352,7 +352,7 @@ int rep_xattr(struct rep *r)
 	struct rep_iblocks nb;
 	uint64_t nrec, nent, blob;
 	uint32_t per_leaf;
-	int err;
+	int err, inline_fork;
 
 	if (!x)
 		return rep_fail(r, -ENOMEM, "no memory for the attribute rebuild");
@@ -365,7 +365,11 @@ int rep_xattr(struct rep *r)
 	err = rep_inode_take(r, 0, "inode", &x->ip);
 	if (err || !x->ip)
 		goto out;
-	err = rep_inode_rmap(r, x->ip->ino, want_attr, NULL, &nb);
+	/* No attribute fork, or an inline one, owns no block: the inode's are the data fork's. */
+	inline_fork = x->ip->aformat == MFS_FMT_NONE || x->ip->aformat == MFS_FMT_LOCAL;
+	memset(&nb, 0, sizeof(nb));
+	nb.data = x->ip->nblocks;
+	err = inline_fork ? 0 : rep_inode_rmap(r, x->ip->ino, want_attr, NULL, &nb);
 	if (err)
 		goto out;
 	per_leaf = (r->fs->geo.blocksize - (uint32_t)sizeof(struct mfs_btree_block)) /
@@ -375,7 +379,8 @@ int rep_xattr(struct rep *r)
 	/* Every byte the fork holds, twice over (power-of-two slots), a slot header each. */
 	blob = 2 * ((uint64_t)nb.attr * r->fs->geo.blocksize + x->ip->litsize) + nent * 128 +
 	       (1u << 18);
-	err = rep_inode_scratch(r, x->ip, want_attr, &nb, nrec, MFS_XATTR_REC_SIZE, nent,
+	err = rep_inode_scratch(r, x->ip, inline_fork ? NULL : want_attr, &nb, nrec,
+				MFS_XATTR_REC_SIZE, nent,
 				sizeof(struct xkeep), blob, &x->s);
 	if (err)
 		goto out;
