@@ -634,7 +634,7 @@ int rep_dir(struct rep *r)
 			d->orph_overflow ? " (and more)" : "");
 out:
 	rep_inode_scratch_done(&d->s);
-	rep_inode_drop(d->dp);
+	rep_inode_done(r, d->dp, !err);
 	free(d);
 	return err;
 }

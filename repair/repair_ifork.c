@@ -87,6 +87,16 @@ void rep_inode_drop(struct mfs_inode *ip)
 	mfs_iput(ip);
 }
 
+void rep_inode_done(struct rep *r, struct mfs_inode *ip, int rebuilt)
+{
+	uint64_t ino = ip ? ip->ino : 0;
+
+	rep_inode_drop(ip);
+	/* The kernel's cached attributes (size, blocks) are stale now: tell it, no lock held. */
+	if (rebuilt && ino && r->rc->changed)
+		r->rc->changed(r->rc->hook_arg, ino);
+}
+
 /* ---- the inode's blocks, from the reverse map ------------------------------------------- */
 struct rmap_walk {
 	struct rep *r;

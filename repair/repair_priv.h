@@ -164,6 +164,9 @@ typedef int (*rep_iext_want_fn)(uint64_t offset);
  * finds nothing to check: 0 with *ipp NULL. */
 int rep_inode_take(struct rep *r, uint16_t ifmt, const char *what, struct mfs_inode **ipp);
 void rep_inode_drop(struct mfs_inode *ip);
+/* The end of a rebuild: the inode dropped, then (rebuilt: the commit went through) the
+ * daemon told through rc->changed that its attributes changed behind the kernel's back. */
+void rep_inode_done(struct rep *r, struct mfs_inode *ip, int rebuilt);
 /* Walk every AG's reverse map (each AG locked in turn): count the inode's blocks into *n and
  * append the extents `want` accepts to `a` (a NULL: count only). */
 int rep_inode_rmap(struct rep *r, uint64_t ino, rep_iext_want_fn want, struct mfs_xfarray *a,

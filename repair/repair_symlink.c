@@ -144,7 +144,7 @@ int rep_symlink(struct rep *r)
 	if (!err)
 		r->rc->records = 1;
 out:
-	rep_inode_drop(ip);
+	rep_inode_done(r, ip, !err);
 	free(buf);
 	free(blk);
 	return err;

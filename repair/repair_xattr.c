@@ -405,7 +405,7 @@ int rep_xattr(struct rep *r)
 			ULL(x->unreadable));
 out:
 	rep_inode_scratch_done(&x->s);
-	rep_inode_drop(x->ip);
+	rep_inode_done(r, x->ip, !err);
 	free(x->buf);
 	free(x);
 	return err;
