@@ -38,7 +38,7 @@ free_blocks() {
 free0=$(free_blocks "of the new image")
 mount_fs
 mkdir "$mnt/data" || fail "mkdir in the mount"
-bounded 300 "$TOOL" run -s "$seed" -f 50 -n "$ops" -p 4 -j 2 "$mnt/data" "$state" ||
+bounded 900 "$TOOL" run -s "$seed" -f 50 -n "$ops" -p 4 -j 2 "$mnt/data" "$state" ||
 	fail "round 1 (seed $seed)"
 bounded 120 "$TOOL" verify "$mnt/data" "$state" || fail "verify after round 1 (seed $seed)"
 umount_fs
@@ -48,7 +48,7 @@ ok "round 1: $ops operations in 4 phases, verified after each; check clean"
 mount_fs
 bounded 120 "$TOOL" verify "$mnt/data" "$state" || fail "verify after remount (seed $seed)"
 ok "remount: every file matches the model"
-bounded 300 "$TOOL" run -n $((ops / 2)) -p 2 -j 2 "$mnt/data" "$state" ||
+bounded 900 "$TOOL" run -n $((ops / 2)) -p 2 -j 2 "$mnt/data" "$state" ||
 	fail "round 2 on the remounted filesystem (seed $seed)"
 umount_fs
 db_check "after round 2"
@@ -82,7 +82,7 @@ ok "removing everything: free blocks $free0 -> $free1 (AG free lists refilled), 
 rm -f "$state"
 mount_fs -o writeback_cache
 mkdir "$mnt/wb" || fail "mkdir in the mount"
-bounded 300 "$TOOL" run -s "$seed" -f 50 -n $((ops / 2)) -p 3 -j 2 "$mnt/wb" "$state" ||
+bounded 900 "$TOOL" run -s "$seed" -f 50 -n $((ops / 2)) -p 3 -j 2 "$mnt/wb" "$state" ||
 	fail "writeback cache (seed $seed)"
 umount_fs
 db_check "after the run with the writeback cache"
@@ -95,7 +95,7 @@ ok "writeback cache: $((ops / 2)) operations, verified after each phase and afte
 rm -f "$state"
 mount_fs
 mkdir "$mnt/data" || fail "mkdir in the mount"
-bounded 300 "$TOOL" run -s "$seed" -f 50 -n $((ops / 2)) -p 3 -j 2 "$mnt/data" "$state" ||
+bounded 900 "$TOOL" run -s "$seed" -f 50 -n $((ops / 2)) -p 3 -j 2 "$mnt/data" "$state" ||
 	fail "64 KiB blocks (seed $seed)"
 umount_fs
 db_check "after the run on 64 KiB blocks"

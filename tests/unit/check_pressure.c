@@ -49,7 +49,7 @@ START_TEST(test_psi_armed)
 	ck_assert(armed & MFS_PRESSURE_PSI_SYSTEM);
 	ck_assert(armed & MFS_PRESSURE_TEST);
 	ck_assert_ptr_nonnull(strstr(desc, "psi-system(/proc/pressure/memory)"));
-	ck_assert(!mfs_pressure_aborted(p));
+	/* (Not asserted: that nothing fired yet. Real pressure on a busy machine may.) */
 	mfs_pressure_stop(p);
 }
 END_TEST
@@ -71,8 +71,10 @@ START_TEST(test_fire_reset_stop)
 {
 	int fds0 = tu_count_fds();
 	struct mfs_pressure *p;
+	/* The test source alone: real pressure on a busy machine may fire at any moment. */
+	const struct mfs_pressure_opts only_test = { .sources = MFS_PRESSURE_TEST };
 
-	ck_assert_int_eq(mfs_pressure_start(NULL, &p), 0);
+	ck_assert_int_eq(mfs_pressure_start(&only_test, &p), 0);
 	ck_assert(!mfs_pressure_aborted(p));
 	ck_assert_uint_eq(mfs_pressure_reason(p), 0);
 	ck_assert_int_eq(mfs_pressure_fire_for_test(p), 0);
@@ -87,7 +89,9 @@ START_TEST(test_fire_reset_stop)
 	double t0 = tu_now();
 	mfs_pressure_stop(p);
 	double dt = tu_now() - t0;
-	ck_assert_msg(dt < 0.1, "stop took %.3f s", dt);
+	/* Stop joins the watcher, which polls its stop pipe: prompt, not timed to the
+	 * millisecond (a loaded machine may not schedule it for a while). */
+	ck_assert_msg(dt < 2.0, "stop took %.3f s", dt);
 	ck_assert_int_eq(tu_count_fds(), fds0);
 	/* Start/stop many times: nothing leaks, stop never hangs. */
 	for (int k = 0; k < 50; k++) {
@@ -117,6 +121,7 @@ struct sorter {
 	struct mfs_xfarray *a;
 	int rc;
 	double done_at;
+	atomic_int finished;
 };
 
 static void *sort_thread(void *arg)
@@ -125,6 +130,7 @@ static void *sort_thread(void *arg)
 
 	s->rc = mfs_xfarray_sort(s->a, cmp_u64, NULL);
 	s->done_at = tu_now();
+	atomic_store(&s->finished, 1);
 	return NULL;
 }
 
@@ -137,8 +143,12 @@ START_TEST(test_pressure_stops_sort)
 	uint64_t st = 88172645463325252ull, rec[2], cnt = 0, cur = 0, sum0 = 0, sum1 = 0;
 	int fd = tu_scratch_fd(0);
 	double t0 = tu_now();
+	/* Only the test source: real pressure on a busy machine (filling 1.6 GB of memfd may
+	 * cause some) would stop the sort before the notification this test sends, and the
+	 * wait below for a million comparisons would never end. */
+	const struct mfs_pressure_opts only_test = { .sources = MFS_PRESSURE_TEST };
 
-	ck_assert_int_eq(mfs_pressure_start(NULL, &p), 0);
+	ck_assert_int_eq(mfs_pressure_start(&only_test, &p), 0);
 	ck_assert_int_eq(mfs_xfarray_create(fd, 0, 16, 0, &s.a), 0);
 	mfs_xfarray_set_abort(s.a, mfs_pressure_flag(p));
 	for (uint64_t k = 0; k < n; k++) {
@@ -156,7 +166,7 @@ START_TEST(test_pressure_stops_sort)
 
 	ck_assert_int_eq(pthread_create(&th, NULL, sort_thread, &s), 0);
 	/* Fire once the sort is well under way (a million comparisons in). */
-	while (atomic_load(&cmp_calls) < 1000000) {
+	while (atomic_load(&cmp_calls) < 1000000 && !atomic_load(&s.finished)) {
 		struct timespec ts = { 0, 1000000 };
 		nanosleep(&ts, NULL);
 	}
@@ -169,7 +179,9 @@ START_TEST(test_pressure_stops_sort)
 	       "notification, rc %d\n", (unsigned long long)n, t1 - t0, latency * 1e3, s.rc);
 	ck_assert_int_eq(s.rc, -ECANCELED);
 	ck_assert_uint_eq(mfs_pressure_reason(p), MFS_PRESSURE_TEST);
-	ck_assert_msg(latency < 0.1, "sort stopped %.3f s after the notification", latency);
+	/* The sort polls the flag every few thousand comparisons (milliseconds; printed
+	 * above); the bound only catches a sort that ignores it, whatever the load. */
+	ck_assert_msg(latency < 2.0, "sort stopped %.3f s after the notification", latency);
 	/* The records are all still there (an interrupted sort only permutes). */
 	ck_assert_uint_eq(mfs_xfarray_count(s.a), n);
 	if (!UNDER_ASAN || n <= 10000000) {
