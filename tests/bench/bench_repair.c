@@ -26,13 +26,15 @@
  *
  * The machine may be shared and loaded: CPU time and RSS are steadier than wall time.
  *
- *   bench_repair [N]          BENCH_QUICK=1: N = 100,000; BENCH_DIR: where the images go
+ *   bench_repair [N]          BENCH_QUICK=1: N = 100,000; BENCH_DIR: where the images go;
+ *                             BENCH_REPAIR_MALLOC_STATS=1: malloc_stats() after each rebuild
  */
 #include <dirent.h>
 #include <errno.h>
 #include <stddef.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <linux/falloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -246,6 +248,12 @@ static void rebuild(struct mfs_fs *fs, struct lat *l, uint32_t type, struct col 
 	atomic_store(&l->phase, 2);
 	hwm = status_kb("VmHWM:");
 	mfs_bcache_get_stats(fs->bc, &st1);
+	if (getenv("BENCH_REPAIR_MALLOC_STATS")) {
+		/* where the RSS went: the heap in use now against what it took at its peak */
+		fprintf(stderr, "after the rebuild of type %u (cache %zu buffers, %zu dirty):\n",
+			type, st1.nbufs, st1.ndirty);
+		malloc_stats();
+	}
 	c->rss_mb = (double)(hwm - rss0) / 1024.0;
 	c->cache_mb = ((double)st1.bytes - (double)st0.bytes) / 1048576.0;
 	c->records = rc->records;
