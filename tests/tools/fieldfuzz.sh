@@ -31,6 +31,19 @@
 #             60 s (a listing that loops, a request that never returns)
 #   (skip)    the verb does not apply (add/sub of a byte string): not counted
 #
+# The table per structure (fieldfuzz.structures beside the TSV) counts, for each kind of
+# structure (superblock, AG header, inode of each type, each kind of tree block):
+#   invalid   refused + detected + healed + MISS: the fuzz made the structure invalid (a
+#             benign or unchanged case does not count anywhere but "cases")
+#   detected  of the invalid cases that mounted and were still invalid when the scrub ran
+#             (detected + MISS; a "healed" one was set right by the mount), those the scrub
+#             found: this must be 100%
+#   repaired online: of those detected, the ones whose online repair left the scrub clean
+#             and the offline check after the unmount clean ("online:repaired"); the others
+#             are listed with the repair's reasons (TSV column "reason")
+#   refused   a refused mount is no online-repair case: counted in its own column (the
+#             offline repair's result is in the TSV)
+#
 #   fieldfuzz.sh [-s SAMPLE] [-o TSV] [-k]
 #     -s N   a sample: every Nth case of the full list (deterministic), for make check
 #     -o F   the TSV of results (default $O/fieldfuzz.tsv)
@@ -164,57 +177,72 @@ done
 stop_daemon
 [ "$drc" = 0 ] || die "the daemon exited with $drc"
 rootino=$(db -c sb | sed -n 's/^rootino = //p')
-objs=("sb 0" "sb 1" "agh 0" "agh 1" "agfl 0" "log 0" "log 1" "inode $rootino")
+# each object with the structure it is, for the table per structure ($dir/objs: OBJ<TAB>KIND)
+objs=("sb 0	superblock" "sb 1	superblock copy" "agh 0	AG header" "agh 1	AG header"
+      "agfl 0	AG free list" "log 0	journal header" "log 1	journal header"
+      "inode $rootino	inode: directory")
+declare -A KIND=([a]=directory [small]=directory [big]=directory [a/file]=file
+		 [a/b/mid]=file [a/b/c/tiny]=file [frag]=file [a/link]=symlink
+		 [a/longlink]=symlink [small/fifo]=special)
 for p in a a/file a/b/mid a/b/c/tiny a/link a/longlink small small/fifo big frag; do
-	objs+=("inode ${INO[$p]}")
+	objs+=("inode ${INO[$p]}	inode: ${KIND[$p]}")
 done
+# a tree block's kind, from its magic number
+block_kind() {
+	case $(db -c "block $1" | sed -n 's/^magic = .*(\(.*\))$/\1/p') in
+	MBNO) echo "free-space btree (bno)" ;; MCNT) echo "free-space btree (cnt)" ;;
+	MINO) echo "inode btree" ;; MRMP) echo "reverse-map btree" ;;
+	MDIR) echo "directory btree" ;; MBMP) echo "extent-map btree" ;;
+	MXAT) echo "attribute btree" ;; *) echo "tree block" ;;
+	esac
+}
 # the roots of AG 0's trees, and a leaf under each node
 for t in bno cnt ino rmap; do
 	r=$(db -c "agh 0" | sed -n "s/^$t root = \([0-9]*\),.*/\1/p")
 	[ -n "$r" ] || die "no $t root in agh 0"
-	objs+=("block $r")
+	objs+=("block $r	$(block_kind "$r")")
 	child=$(db -c "fields block $r" | sed -n 's/^ptr\[0\] [0-9]* \([0-9]*\)$/\1/p')
-	[ -n "$child" ] && objs+=("block $child")
+	[ -n "$child" ] && objs+=("block $child	$(block_kind "$child")")
 done
 # tree blocks of inodes (the big directory, the fragmented file, the attribute btrees):
 # each root, and a leaf under a root that is a node
 for p in big frag a/b/mid a/b/c/tiny; do
 	while read -r r levels; do
-		objs+=("block $r")
+		objs+=("block $r	$(block_kind "$r")")
 		[ "$levels" -gt 1 ] || continue
 		child=$(db -c "fields block $r" | sed -n 's/^ptr\[0\] [0-9]* \([0-9]*\)$/\1/p')
-		[ -n "$child" ] && objs+=("block $child")
+		[ -n "$child" ] && objs+=("block $child	$(block_kind "$child")")
 	done < <(db -c "inode ${INO[$p]}" |
 		 sed -n 's/.*fork btree root \([0-9][0-9]*\), \([0-9]*\) levels/\1 \2/p')
 done
-printf '%s\n' "${objs[@]}" | awk '!seen[$0]++' >"$dir/objs"
+printf '%s\n' "${objs[@]}" | awk -F'\t' '!seen[$1]++' >"$dir/objs"
 
 # every field of every object; arrays and record lists are cut down to their first two and
 # last elements and the first two non-zero ones (the free list's slots in use; the rest
 # behaves the same)
 : >"$dir/cases"
-while read -r obj; do
+while IFS=$'\t' read -r obj kind; do
 	db -c "fields $obj" >"$dir/f" || { cat "$dir/f"; die "fields $obj"; }
-	awk -v obj="$obj" '
+	awk -v obj="$obj" -v kind="$kind" '
 	{ name = $1; size = $2; grp = name; gsub(/\[[0-9]+\]/, "[]", grp)
 	  n = ++cnt[grp]; names[grp, n] = name; sizes[grp, n] = size
 	  pick[grp, n] = n <= 2 || ($3 != "-" && $3 != "0" && ++nz[grp] <= 2)
 	  if (!(grp in order)) { order[grp] = ++ng; grps[ng] = grp } }
 	END { for (g = 1; g <= ng; g++) { k = grps[g]; c = cnt[k]
 		for (i = 1; i <= c; i++)
-			if (pick[k, i] || i == c) print obj "\t" names[k, i] "\t" sizes[k, i] } }' \
+			if (pick[k, i] || i == c) print obj "\t" names[k, i] "\t" sizes[k, i] "\t" kind } }' \
 		"$dir/f" >>"$dir/cases"
 done <"$dir/objs"
 nfields=$(wc -l <"$dir/cases")
 
 # --- the walk -------------------------------------------------------------------------------
-printf 'object\tfield\tverb\tchange\tresult\tmount\tscrub\tcheck_before\tcheck_after\tdaemon\trepair\n' >"$tsv"
+printf 'object\tfield\tverb\tchange\tresult\tmount\tscrub\tcheck_before\tcheck_after\tdaemon\trepair\tstructure\treason\n' >"$tsv"
 n=0
 ran=0
 declare -A tot
 one_case() {
-	local obj=$1 field=$2 verb=$3 change res mnt_s="-" scrub_s="-" pre post="-" dmn="-" src
-	local rep="-"
+	local obj=$1 field=$2 verb=$3 kind=$4 change res mnt_s="-" scrub_s="-" pre post="-"
+	local dmn="-" src rep="-" why="-"
 	rm -f "$img"
 	cp --sparse=always "$base" "$img"
 	if ! timeout 30 "$DB" -w -c "fuzz $obj $field $verb" "$img" >"$dir/fz" 2>&1; then
@@ -230,8 +258,8 @@ one_case() {
 	[ -z "$change" ] && change="?"
 	if [ -z "${res:-}" ] && cmp -s "$base" "$img"; then
 		# the new value is the old one (zeroes of a zero field...): nothing to see
-		printf '%s\t%s\t%s\t%s\tunchanged\t-\t-\t-\t-\t-\t-\n' "$obj" "$field" "$verb" \
-			"$change" >>"$tsv"
+		printf '%s\t%s\t%s\t%s\tunchanged\t-\t-\t-\t-\t-\t-\t%s\t-\n' "$obj" "$field" \
+			"$verb" "$change" "$kind" >>"$tsv"
 		tot[unchanged]=$((${tot[unchanged]:-0} + 1))
 		return 0
 	fi
@@ -259,8 +287,18 @@ one_case() {
 		src=$?
 		if [ "$src" -ge 124 ]; then rep="online:status$src"; res=CRASH
 		elif timeout 120 "$SCRUB" -n "$mnt" >"$dir/orep2" 2>&1; then rep="online:repaired"
-			tot[orepaired]=$((${tot[orepaired]:-0} + 1))
-		else rep="online:unfixable"; tot[ounfixable]=$((${tot[ounfixable]:-0} + 1)); fi
+		else rep="online:unfixable"
+		     # why: the engine's reasons for the objects not repaired (each cut to 240
+		     # characters), else what the scrub after the repair still finds
+		     why=$(grep '^Not repaired' "$dir/orep" | cut -c1-240 | paste -sd'|')
+		     [ -n "$why" ] || why=$(grep -m1 -v '^ *$' "$dir/orep2")
+		     why=$(printf '%.1000s' "${why//$'\t'/ }")
+		     mkdir -p "$O/fieldfuzz.fail"
+		     { echo "== fuzz"; cat "$dir/fz"; echo "== scrub"; cat "$dir/scrub"
+		       echo "== online repair"; cat "$dir/orep"; echo "== scrub again"
+		       cat "$dir/orep2"; } >"$O/fieldfuzz.fail/unrepaired.$(echo "$obj.$field.$verb" |
+			tr ' []/' '_()_').txt" 2>/dev/null
+		fi
 	    fi
 	    # then exercise the daemon: stat, read and list the attributes of everything
 	    # (a listing that never ends, a request that never returns: HANG)
@@ -281,6 +319,17 @@ one_case() {
 	    timeout 60 "$DB" -c "check -f" "$img" >"$dir/post" 2>&1
 	    src=$?
 	    case $src in 0) post=clean ;; 1) post=damage ;; *) post="status$src"; res=CRASH ;; esac
+	    # repaired online: the scrub after the repair is clean and so is the offline check
+	    # after the unmount
+	    if [ "$rep" = online:repaired ] && [ "$post" != clean ]; then
+		rep="online:unfixable"
+		why="the scrub after the repair is clean, the offline check is not: $(grep -m1 -v '^ *$' "$dir/post")"
+		why=$(printf '%.300s' "${why//$'\t'/ }")
+	    fi
+	    case $rep in
+	    online:repaired) tot[orepaired]=$((${tot[orepaired]:-0} + 1)) ;;
+	    online:unfixable) tot[ounfixable]=$((${tot[ounfixable]:-0} + 1)) ;;
+	    esac
 	    if [ -z "${res:-}" ]; then
 		if [ "$scrub_s" = found ]; then res=detected
 		elif [ "$pre" = clean ] && [ "$post" = clean ] && [ "$scrub_s" = clean ]; then res=benign
@@ -298,8 +347,8 @@ one_case() {
 			rep="$rep;offline:fixed"; tot[fixed]=$((${tot[fixed]:-0} + 1))
 		else rep="$rep;offline:unfixable"; tot[unfixable]=$((${tot[unfixable]:-0} + 1)); fi
 	fi
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$obj" "$field" "$verb" "$change" \
-		"$res" "$mnt_s" "$scrub_s" "$pre" "$post" "$dmn" "$rep" >>"$tsv"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$obj" "$field" "$verb" \
+		"$change" "$res" "$mnt_s" "$scrub_s" "$pre" "$post" "$dmn" "$rep" "$kind" "$why" >>"$tsv"
 	printf '%-16s %-22s %-10s %-28s %-9s %s\n' "$obj" "$field" "$verb" "$change" "$res" "${rep#-;}"
 	tot[$res]=$((${tot[$res]:-0} + 1))
 	if [ "$res" = MISS ] || [ "$res" = CRASH ] || [ "$res" = HANG ]; then
@@ -316,18 +365,18 @@ one_case() {
 	return 0
 }
 
-echo "fieldfuzz: objects: $(paste -sd, "$dir/objs")"
+echo "fieldfuzz: objects: $(cut -f1 "$dir/objs" | paste -sd,)"
 echo "fieldfuzz: $(wc -l <"$dir/objs") objects, $nfields fields × $(echo $VERBS | wc -w) verbs, sample 1/$sample"
 rm -rf "$O/fieldfuzz.fail"
 start=$(date +%s)
-while IFS=$'\t' read -r obj field size; do
+while IFS=$'\t' read -r obj field size kind; do
 	for verb in $VERBS; do
 		n=$((n + 1))
 		[ $((n % sample)) = 0 ] || continue
 		[ -z "$match" ] || [[ "$obj $field $verb" =~ $match ]] || continue
 		# add/sub/bits of byte strings longer than 8 bytes: zeroes, ones and random only
 		case $verb in add|sub) [ "$size" -gt 8 ] && continue ;; esac
-		one_case "$obj" "$field" "$verb" </dev/null && ran=$((ran + 1))
+		one_case "$obj" "$field" "$verb" "$kind" </dev/null && ran=$((ran + 1))
 	done
 done <"$dir/cases"
 rm -f "$img"
@@ -346,6 +395,41 @@ END { for (j = 1; j <= n; j++) { printf "%-34s", rows[j]
 		for (i = 1; i <= nv; i++) printf " %-9s", ((rows[j], v[i]) in r) ? r[rows[j], v[i]] : "."
 		print "" } }' "$tsv" | tee "${tsv%.tsv}.table"
 
+# the table per structure.  invalid: the fuzz made the structure invalid (the mount refused
+# it, the scrub or the offline check found it); benign and unchanged cases are not counted.
+# detected: of the invalid ones that mounted and were still invalid when the scrub ran
+# (not healed by the mount), those the scrub found.  repaired online: of those detected,
+# the ones the online repair set right (the scrub after it clean, and the offline check
+# after the unmount).  A refused mount is no online-repair case: its column says how many,
+# and how many of those the offline repair fixed.
+echo
+awk -F'\t' '
+function row(k,   d, r) {
+	d = c[k, "detected"] + c[k, "MISS"]
+	r = c[k, "detected"]
+	printf "%-24s %5d %7d %8d %7d %8s %6d %8d %8s %7d %7d %7d\n", k, c[k, "n"], c[k, "inv"],
+		c[k, "detected"], c[k, "MISS"], d ? sprintf("%d%%", int(100 * c[k, "detected"] / d)) : "-",
+		c[k, "orep"], r - c[k, "orep"], r ? sprintf("%d%%", int(100 * c[k, "orep"] / r)) : "-",
+		c[k, "refused"], c[k, "healed"], c[k, "CRASH"] + c[k, "HANG"]
+}
+NR > 1 { k = $12; if (!(k in seen)) { seen[k] = 1; ks[++nk] = k }
+	 for (j = 0; j < 2; j++) {
+		c[k, "n"]++; c[k, $5]++
+		if ($5 == "refused" || $5 == "detected" || $5 == "healed" || $5 == "MISS") c[k, "inv"]++
+		if ($11 ~ /^online:repaired/) c[k, "orep"]++
+		k = "ALL"
+	 } }
+END {	printf "%-24s %5s %7s %8s %7s %8s %6s %8s %8s %7s %7s %7s\n", "structure", "cases",
+		"invalid", "detected", "missed", "detect%", "rep.on", "unrep.on", "repair%",
+		"refused", "healed", "crashes"
+	for (i = 1; i <= nk; i++) row(ks[i])
+	row("ALL") }' "$tsv" | tee "${tsv%.tsv}.structures"
+if [ "${tot[ounfixable]:-0}" != 0 ]; then
+	echo
+	echo "not repaired online (the reason: the engine's, or what the scrub still finds):"
+	awk -F'\t' '$11 ~ /^online:unfixable/ { printf "  %s.%s %s (%s): %s\n", $1, $2, $3, $4, $13 }' "$tsv"
+fi
+
 damaging=$((${tot[refused]:-0} + ${tot[detected]:-0} + ${tot[healed]:-0} + ${tot[MISS]:-0}))
 echo
 echo "fieldfuzz: $ran cases in ${el}s: refused ${tot[refused]:-0}, detected ${tot[detected]:-0}," \
@@ -355,6 +439,12 @@ echo "fieldfuzz: $ran cases in ${el}s: refused ${tot[refused]:-0}, detected ${to
 	echo "fieldfuzz: of the damaging fuzzes (refused+detected+healed+MISS)" \
 		"$(( (damaging - ${tot[MISS]:-0}) * 100 / damaging ))% caught," \
 		"detected by the scrub: $(( ${tot[detected]:-0} * 100 / damaging ))%"
+scrubbed=$((${tot[detected]:-0} + ${tot[MISS]:-0}))
+[ "$scrubbed" -gt 0 ] &&
+	echo "fieldfuzz: invalid when the scrub ran: $scrubbed; detected by the scrub" \
+		"$(( ${tot[detected]:-0} * 100 / scrubbed ))%; repaired online" \
+		"${tot[orepaired]:-0} of ${tot[detected]:-0}" \
+		"($(( ${tot[detected]:-0} ? ${tot[orepaired]:-0} * 100 / ${tot[detected]:-1} : 0 ))%)"
 echo "fieldfuzz: table in ${tsv%.tsv}.table, results in $tsv${tot[MISS]:+, details of misses and crashes in $O/fieldfuzz.fail/}"
 if [ "${tot[MISS]:-0}" != 0 ] || [ "${tot[CRASH]:-0}" != 0 ] || [ "${tot[HANG]:-0}" != 0 ]; then
 	echo "misses, crashes and hangs:"
