@@ -543,6 +543,9 @@ int rep_aghdr(struct rep *r)
 	h.agno = r->rc->agno;
 	h.aglen = mfs_ag_length(&fs->geo, h.agno);
 	fsb = mfs_agbno_to_fsb(&fs->geo, h.agno, MFS_AGH_AGBNO);
+	err = rep_geo_check(r);         /* a primary with a wrong agblocks (repair_sb.c) */
+	if (err)
+		return err;
 	err = mfs_trans_alloc(fs, &h.tp);
 	if (err)
 		return rep_fail(r, err, "no memory for the transaction");

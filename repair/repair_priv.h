@@ -74,6 +74,7 @@ int rep_rmapbt(struct rep *r);      /* MFS_SCRUB_RMAPBT (offline only) */
 int rep_agfl(struct rep *r);        /* MFS_SCRUB_AGFL */
 int rep_summary(struct rep *r);     /* MFS_SCRUB_SUMMARY (repair_summary.c) */
 int rep_sb(struct rep *r);          /* MFS_SCRUB_SB: a superblock copy or the primary (repair_sb.c) */
+int rep_geo_check(struct rep *r);   /* the geometry finds AG 1's superblock and header (repair_sb.c) */
 int rep_aghdr(struct rep *r);       /* MFS_SCRUB_AGH: roots, counters, fields (repair_agh.c) */
 int rep_journal(struct rep *r);     /* MFS_SCRUB_JOURNAL: header online, reset offline */
 
