@@ -51,16 +51,6 @@
 
 static const char *progname = "mendfs";
 
-uint64_t mfsd_ino(const struct mfsd *d, fuse_ino_t nodeid)
-{
-	return nodeid == FUSE_ROOT_ID ? d->fs->geo.rootino : (uint64_t)nodeid;
-}
-
-fuse_ino_t mfsd_nodeid(const struct mfsd *d, uint64_t ino)
-{
-	return ino == d->fs->geo.rootino ? FUSE_ROOT_ID : (fuse_ino_t)ino;
-}
-
 int mfsd_errno(int err)
 {
 	if (err >= 0)

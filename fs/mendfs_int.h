@@ -132,8 +132,17 @@ static inline struct mfsd *mfsd_of(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
 }
-uint64_t mfsd_ino(const struct mfsd *d, fuse_ino_t nodeid);
-fuse_ino_t mfsd_nodeid(const struct mfsd *d, uint64_t ino);
+/* FUSE node ids are inode numbers, but for the root (FUSE_ROOT_ID).  Inline: the control
+ * socket's code (fs/ctl*.c, also linked alone into its fuzz target) uses them too. */
+static inline uint64_t mfsd_ino(const struct mfsd *d, fuse_ino_t nodeid)
+{
+	return nodeid == FUSE_ROOT_ID ? d->fs->geo.rootino : (uint64_t)nodeid;
+}
+
+static inline fuse_ino_t mfsd_nodeid(const struct mfsd *d, uint64_t ino)
+{
+	return ino == d->fs->geo.rootino ? FUSE_ROOT_ID : (fuse_ino_t)ino;
+}
 /* Map a library error to the errno the kernel gets (corruption: EUCLEAN, logged). */
 int mfsd_errno(int err);
 /* Reply with error `err` (a negative errno or 0), mapped. */
