@@ -71,33 +71,20 @@ struct dir_walk {
 static int ino_allocated(struct mfs_scrub_ctx *ctx, struct chunk_cache *cc, uint64_t ino)
 {
 	struct mfs_fs *fs = ctx->fs;
-	const struct mfs_geom *g = &fs->geo;
-	uint32_t agno = mfs_ino_to_agno(g, ino), agino = mfs_ino_to_agino(g, ino);
-	struct mfs_inobt_key key;
-	struct mfs_inobt_rec rec;
-	struct mfs_btree_cur cur;
-	struct mfs_buf *hbp;
-	int err, stat = 0;
+	uint32_t agno = mfs_ino_to_agno(&fs->geo, ino);
+	uint64_t first, freemask;
+	int err;
 
 	if (cc->valid && ino >= cc->first && ino - cc->first < MFS_INODES_PER_CHUNK &&
 	    !((cc->freemask >> (ino - cc->first)) & 1))
 		return 0;
 	scrub_ag_lock(fs, agno);
-	err = mfs_read_agh(fs, agno, &hbp);
-	if (!err) {
-		mfs_ag_cur_init(&cur, fs, NULL, agno, MFS_BT_INO, hbp);
-		mfs_put32(key.startino, agino);
-		err = mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_LE, &rec, &stat);
-		mfs_btree_cur_release(&cur);
-		mfs_buf_put(hbp);
-	}
+	err = scrub_inobt_chunk_locked(fs, ino, &first, &freemask);
 	scrub_ag_unlock(fs, agno);
 	if (err)
 		return err;
-	if (!stat || agino - mfs_get32(rec.startino) >= MFS_INODES_PER_CHUNK)
-		return -ENOENT;
-	cc->first = mfs_agino_to_ino(g, agno, mfs_get32(rec.startino));
-	cc->freemask = mfs_get64(rec.freemask);
+	cc->first = first;
+	cc->freemask = freemask;
 	cc->valid = 1;
 	return (cc->freemask >> (ino - cc->first)) & 1 ? -ENOENT : 0;
 }

@@ -38,6 +38,8 @@
  * and, for an inode in use without links, whether it is on its AG's orphan list — both
  * under one hold of the AG lock, so that an inode being freed meanwhile is seen either
  * before (listed) or after (free), never half way.  *listed: 1, 0, or -1 (list unreadable).
+ * -ENOENT when the slot does not verify and the inode btree says the inode is free (its
+ * chunk freed, and maybe reused, since the inode was listed).
  */
 static int read_dinode(struct mfs_scrub_ctx *ctx, uint8_t *buf, int *listed)
 {
@@ -54,9 +56,19 @@ static int read_dinode(struct mfs_scrub_ctx *ctx, uint8_t *buf, int *listed)
 		memcpy(buf, (const uint8_t *)bp->data + mfs_ino_to_offset(&fs->geo, ctx->ino),
 		       fs->geo.inodesize);
 		mfs_buf_put(bp);
-		if (mfs_get16(d->mode) && mfs_get32(d->nlink) == 0 &&
-		    scrub_orphan_listed(ctx, ctx->ino, listed))
+		if (mfs_dinode_verify(d, fs->geo.inodesize, ctx->ino, fs->geo.uuid)) {
+			/* A slot that does not verify is damage only while the inode btree
+			 * says the inode is allocated: since phase 3 listed it, its whole
+			 * chunk may have been freed and its blocks reused (file data). */
+			uint64_t first, freemask;
+			int e = scrub_inobt_chunk_locked(fs, ctx->ino, &first, &freemask);
+
+			if (e == -ENOENT || (!e && ((freemask >> (ctx->ino - first)) & 1)))
+				err = -ENOENT;
+		} else if (mfs_get16(d->mode) && mfs_get32(d->nlink) == 0 &&
+			   scrub_orphan_listed(ctx, ctx->ino, listed)) {
 			*listed = -1;
+		}
 	}
 	scrub_ag_unlock(fs, agno);
 	return err;
@@ -128,6 +140,8 @@ int scrub_inode(struct mfs_scrub_ctx *ctx)
 	int err, listed;
 
 	err = read_dinode(ctx, (uint8_t *)buf, &listed);
+	if (err == -ENOENT)
+		return err;             /* its chunk freed since it was listed */
 	if (err) {
 		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "inode %llu: its block %llu cannot be "
 			     "read: %s", (unsigned long long)ctx->ino,
