@@ -235,8 +235,8 @@ torture: deps
 	@O=$(abspath $(O)) bash tests/torture.sh $(BIN) $(O)/tools $(DURATION) $(PROCS)
 
 # The whole metadata field fuzzing walk (every field of every structure × every fuzz verb;
-# t_fieldfuzz in make check runs a sample): a table, $(O)/fieldfuzz.tsv, MISS/CRASH details
-# in $(O)/fieldfuzz.fail/.  FIELDFUZZ_ARGS="-s 5" for every fifth case, "-m REGEXP" for some.
+# t_fieldfuzz in make check runs a sample): tables per field and per structure, $(O)/fieldfuzz.tsv,
+# MISS/CRASH and unrepaired details in $(O)/fieldfuzz.fail/.  FIELDFUZZ_ARGS="-s 5": every 5th case.
 fieldfuzz: deps
 	@$(MAKE) --no-print-directory $(PROG_BINS)
 	@BIN=$(abspath $(BIN)) O=$(abspath $(O)) bash tests/tools/fieldfuzz.sh $(FIELDFUZZ_ARGS)
