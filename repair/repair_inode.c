@@ -487,6 +487,20 @@ int rep_inode(struct rep *r)
 	struct mfs_inode *ip;
 	int err;
 
+	/* An inode whose chunk was freed (and maybe reused) since the client listed it is not
+	 * loaded: the loader's verifier would log the slot's new bytes as corruption. */
+	{
+		uint32_t agno = mfs_ino_to_agno(&r->fs->geo, r->rc->ino);
+		uint64_t first, freemask;
+		int e;
+
+		scrub_ag_lock(r->fs, agno);
+		e = scrub_inobt_chunk_locked(r->fs, r->rc->ino, &first, &freemask);
+		scrub_ag_unlock(r->fs, agno);
+		if (e == -ENOENT || (!e && ((freemask >> (r->rc->ino - first)) & 1)))
+			return rep_fail(r, -ENOENT, "inode %llu: it is free",
+					(unsigned long long)r->rc->ino);
+	}
 	/* (not MFS_IGET_UNTRUSTED: a damaged inode btree must not read as a damaged inode;
 	 * the client asks only for inodes the inode btree lists) */
 	err = mfs_iget(r->fs, r->rc->ino, 0, &ip);
