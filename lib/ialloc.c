@@ -564,3 +564,43 @@ out:
 	mfs_buf_put(agh_bp);
 	return err;
 }
+
+int mfs_inobt_chunk_locked(struct mfs_fs *fs, uint64_t ino, uint64_t *first,
+			   uint64_t *freemask)
+{
+	const struct mfs_geom *g = &fs->geo;
+	uint32_t agno = mfs_ino_to_agno(g, ino), agino = mfs_ino_to_agino(g, ino);
+	struct mfs_inobt_key key;
+	struct mfs_inobt_rec rec;
+	struct mfs_btree_cur cur;
+	struct mfs_buf *hbp;
+	int err, stat = 0;
+
+	err = mfs_read_agh(fs, agno, &hbp);
+	if (err)
+		return err;
+	mfs_ag_cur_init(&cur, fs, NULL, agno, MFS_BT_INO, hbp);
+	mfs_put32(key.startino, agino);
+	err = mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_LE, &rec, &stat);
+	mfs_btree_cur_release(&cur);
+	mfs_buf_put(hbp);
+	if (err)
+		return err;
+	if (!stat || agino - mfs_get32(rec.startino) >= MFS_INODES_PER_CHUNK)
+		return -ENOENT;
+	if (first)
+		*first = mfs_agino_to_ino(g, agno, mfs_get32(rec.startino));
+	if (freemask)
+		*freemask = mfs_get64(rec.freemask);
+	return 0;
+}
+
+int mfs_ino_in_use_locked(struct mfs_fs *fs, uint64_t ino)
+{
+	uint64_t first, freemask;
+	int err = mfs_inobt_chunk_locked(fs, ino, &first, &freemask);
+
+	if (err)
+		return err;
+	return (freemask >> (ino - first)) & 1 ? -ENOENT : 0;
+}

@@ -30,6 +30,7 @@
 #include "byteorder.h"
 #include "fs.h"
 #include "geom.h"
+#include "ialloc.h"
 #include "log.h"
 #include "mendfs_format.h"
 #include "trans.h"
@@ -504,31 +505,11 @@ fail:
  * error reading the inode btree. */
 static int inobt_says_inuse(struct mfs_fs *fs, uint64_t ino)
 {
-	const struct mfs_geom *g = &fs->geo;
-	uint32_t agno = mfs_ino_to_agno(g, ino), agino = mfs_ino_to_agino(g, ino);
-	struct mfs_inobt_key key;
-	struct mfs_inobt_rec rec;
-	struct mfs_btree_cur cur;
-	struct mfs_buf *agh_bp;
-	int err, stat = 0;
+	uint32_t agno = mfs_ino_to_agno(&fs->geo, ino);
+	int err;
 
 	pthread_mutex_lock(&fs->ag[agno].lock);
-	err = mfs_read_agh(fs, agno, &agh_bp);
-	if (err)
-		goto out;
-	mfs_ag_cur_init(&cur, fs, NULL, agno, MFS_BT_INO, agh_bp);
-	mfs_put32(key.startino, agino);
-	err = mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_LE, &rec, &stat);
-	mfs_btree_cur_release(&cur);
-	mfs_buf_put(agh_bp);
-	if (!err) {
-		uint32_t start = stat ? mfs_get32(rec.startino) : 0;
-
-		if (!stat || agino - start >= MFS_INODES_PER_CHUNK ||
-		    ((mfs_get64(rec.freemask) >> (agino - start)) & 1))
-			err = -ENOENT;
-	}
-out:
+	err = mfs_ino_in_use_locked(fs, ino);
 	pthread_mutex_unlock(&fs->ag[agno].lock);
 	return err;
 }

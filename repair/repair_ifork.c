@@ -28,6 +28,7 @@
 #include "byteorder.h"
 #include "fs.h"
 #include "geom.h"
+#include "ialloc.h"
 #include "inode.h"
 #include "log.h"
 #include "mem.h"
@@ -168,34 +169,6 @@ int rep_inode_rmap(struct rep *r, uint64_t ino, rep_iext_want_fn want, struct mf
 }
 
 /* ---- another inode, as committed on disk ---------------------------------------------- */
-/* Is `ino` allocated by its AG's inode btree?  0, -ENOENT, or an error (AG locked). */
-static int ino_in_use(struct mfs_fs *fs, uint64_t ino)
-{
-	const struct mfs_geom *g = &fs->geo;
-	uint32_t agno = mfs_ino_to_agno(g, ino), agino = mfs_ino_to_agino(g, ino), first;
-	struct mfs_inobt_key key;
-	struct mfs_inobt_rec rec;
-	struct mfs_btree_cur cur;
-	struct mfs_buf *hbp;
-	int err, stat = 0;
-
-	err = mfs_read_agh(fs, agno, &hbp);
-	if (err)
-		return err;
-	mfs_ag_cur_init(&cur, fs, NULL, agno, MFS_BT_INO, hbp);
-	mfs_put32(key.startino, agino);
-	err = mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_LE, &rec, &stat);
-	mfs_btree_cur_release(&cur);
-	mfs_buf_put(hbp);
-	if (err)
-		return err;
-	first = mfs_get32(rec.startino);
-	if (!stat || agino - first >= MFS_INODES_PER_CHUNK ||
-	    (mfs_get64(rec.freemask) >> (agino - first) & 1))
-		return -ENOENT;
-	return 0;
-}
-
 /* The ".." a directory's on-disk literal area holds (0 when it holds none). */
 static uint64_t disk_dir_parent(const struct mfs_dinode *d, uint32_t litsize, uint64_t ino)
 {
@@ -235,7 +208,7 @@ int rep_inode_peek(struct mfs_fs *fs, uint64_t ino, uint16_t *mode, uint64_t *pa
 		return -EINVAL;
 	agno = mfs_ino_to_agno(g, ino);
 	scrub_ag_lock(fs, agno);
-	err = ino_in_use(fs, ino);
+	err = mfs_ino_in_use_locked(fs, ino);
 	if (!err)
 		err = mfs_buf_read(fs->bc, mfs_ino_to_fsb(g, ino), NULL, &bp);
 	if (!err) {

@@ -372,18 +372,13 @@ static int raw_fix(struct raw *x, struct mfs_trans *tp)
 	err = raw_read(x, &bp);
 	if (err)
 		return err;
-	{
-		/* The inode btree first, under the AG lock tp holds: the client listed the
-		 * inode as allocated, but its whole chunk may have been freed since and its
-		 * blocks reused (file data: not an inode to fix or clear; found by torture). */
-		uint64_t first, freemask;
-		int e = scrub_inobt_chunk_locked(x->fs, x->ino, &first, &freemask);
-
-		if (e == -ENOENT || (!e && ((freemask >> (x->ino - first)) & 1))) {
-			mfs_buf_put(bp);
-			return rep_fail(x->r, -ENOENT, "inode %llu is free (its chunk was freed "
-					"since it was listed)", (unsigned long long)x->ino);
-		}
+	/* The inode btree first, under the AG lock tp holds: the client listed the inode as
+	 * allocated, but its whole chunk may have been freed since and its blocks reused
+	 * (file data: not an inode to fix or clear; found by torture). */
+	if (mfs_ino_in_use_locked(x->fs, x->ino) == -ENOENT) {
+		mfs_buf_put(bp);
+		return rep_fail(x->r, -ENOENT, "inode %llu is free (its chunk was freed since it "
+				"was listed)", (unsigned long long)x->ino);
 	}
 	if (!header_fix(x))
 		x->beyond = "its header is not an inode's of this filesystem";
@@ -485,22 +480,17 @@ static int inode_raw(struct rep *r)
 int rep_inode(struct rep *r)
 {
 	struct mfs_inode *ip;
+	uint32_t agno;
 	int err;
 
 	/* An inode whose chunk was freed (and maybe reused) since the client listed it is not
 	 * loaded: the loader's verifier would log the slot's new bytes as corruption. */
-	{
-		uint32_t agno = mfs_ino_to_agno(&r->fs->geo, r->rc->ino);
-		uint64_t first, freemask;
-		int e;
-
-		scrub_ag_lock(r->fs, agno);
-		e = scrub_inobt_chunk_locked(r->fs, r->rc->ino, &first, &freemask);
-		scrub_ag_unlock(r->fs, agno);
-		if (e == -ENOENT || (!e && ((freemask >> (r->rc->ino - first)) & 1)))
-			return rep_fail(r, -ENOENT, "inode %llu: it is free",
-					(unsigned long long)r->rc->ino);
-	}
+	agno = mfs_ino_to_agno(&r->fs->geo, r->rc->ino);
+	scrub_ag_lock(r->fs, agno);
+	err = mfs_ino_in_use_locked(r->fs, r->rc->ino);
+	scrub_ag_unlock(r->fs, agno);
+	if (err == -ENOENT)
+		return rep_fail(r, err, "inode %llu: it is free", (unsigned long long)r->rc->ino);
 	/* (not MFS_IGET_UNTRUSTED: a damaged inode btree must not read as a damaged inode;
 	 * the client asks only for inodes the inode btree lists) */
 	err = mfs_iget(r->fs, r->rc->ino, 0, &ip);

@@ -760,36 +760,3 @@ int mfs_scrub(struct mfs_scrub_ctx *ctx)
 		return -EOPNOTSUPP;     /* not written yet */
 	return checkers[ctx->type].fn(ctx);
 }
-
-/*
- * The inode btree's record of the chunk holding `ino`, the caller holding its AG's lock:
- * 0 with the chunk's first inode and free mask, -ENOENT when no chunk holds it, or a read
- * or corruption error.
- */
-int scrub_inobt_chunk_locked(struct mfs_fs *fs, uint64_t ino, uint64_t *first,
-			     uint64_t *freemask)
-{
-	const struct mfs_geom *g = &fs->geo;
-	uint32_t agno = mfs_ino_to_agno(g, ino), agino = mfs_ino_to_agino(g, ino);
-	struct mfs_inobt_key key;
-	struct mfs_inobt_rec rec;
-	struct mfs_btree_cur cur;
-	struct mfs_buf *hbp;
-	int err, stat = 0;
-
-	err = mfs_read_agh(fs, agno, &hbp);
-	if (err)
-		return err;
-	mfs_ag_cur_init(&cur, fs, NULL, agno, MFS_BT_INO, hbp);
-	mfs_put32(key.startino, agino);
-	err = mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_LE, &rec, &stat);
-	mfs_btree_cur_release(&cur);
-	mfs_buf_put(hbp);
-	if (err)
-		return err;
-	if (!stat || agino - mfs_get32(rec.startino) >= MFS_INODES_PER_CHUNK)
-		return -ENOENT;
-	*first = mfs_agino_to_ino(g, agno, mfs_get32(rec.startino));
-	*freemask = mfs_get64(rec.freemask);
-	return 0;
-}

@@ -19,6 +19,7 @@
 #include "mendfs_format.h"
 #include "fs.h"
 #include "geom.h"
+#include "ialloc.h"
 #include "inode.h"
 #include "log.h"
 #include "scrub_priv.h"
@@ -79,7 +80,7 @@ static int ino_allocated(struct mfs_scrub_ctx *ctx, struct chunk_cache *cc, uint
 	    !((cc->freemask >> (ino - cc->first)) & 1))
 		return 0;
 	scrub_ag_lock(fs, agno);
-	err = scrub_inobt_chunk_locked(fs, ino, &first, &freemask);
+	err = mfs_inobt_chunk_locked(fs, ino, &first, &freemask);
 	scrub_ag_unlock(fs, agno);
 	if (err)
 		return err;

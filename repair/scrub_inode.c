@@ -21,6 +21,7 @@
 #include "byteorder.h"
 #include "fs.h"
 #include "geom.h"
+#include "ialloc.h"
 #include "inode.h"
 #include "log.h"
 #include "scrub_priv.h"
@@ -61,10 +62,7 @@ static int read_dinode(struct mfs_scrub_ctx *ctx, uint8_t *buf, int *listed)
 			 * says the inode is allocated: since phase 3 listed it, its whole
 			 * chunk may have been freed and its blocks reused (file data).  (Not
 			 * mfs_dinode_verify here: it logs every failure as corruption.) */
-			uint64_t first, freemask;
-			int e = scrub_inobt_chunk_locked(fs, ctx->ino, &first, &freemask);
-
-			if (e == -ENOENT || (!e && ((freemask >> (ctx->ino - first)) & 1)))
+			if (mfs_ino_in_use_locked(fs, ctx->ino) == -ENOENT)
 				err = -ENOENT;
 		} else if (mfs_get16(d->mode) && mfs_get32(d->nlink) == 0 &&
 			   scrub_orphan_listed(ctx, ctx->ino, listed)) {

@@ -83,10 +83,6 @@ struct scrub_recloc {
 const char *scrub_rec_where(const struct scrub_ag *sa, int t, size_t i, char *buf, size_t len);
 
 void scrub_ag_lock(struct mfs_fs *fs, uint32_t agno);
-/* The inode btree's chunk record for `ino` (its AG locked by the caller): 0 with the
- * chunk's first inode and free mask, -ENOENT in no chunk, or an error (scrub.c). */
-int scrub_inobt_chunk_locked(struct mfs_fs *fs, uint64_t ino, uint64_t *first,
-			     uint64_t *freemask);
 void scrub_ag_unlock(struct mfs_fs *fs, uint32_t agno);
 /*
  * With the AG locked: read its header and walk the wanted trees (mfs_btree_verify, then
