@@ -64,26 +64,7 @@ struct rimg {
 /* ---- population ------------------------------------------------------------------------------ */
 static uint64_t new_inode(struct mfs_fs *fs, uint64_t dir, const char *name, uint16_t mode)
 {
-	struct mfs_inode *dp, *ip;
-	struct mfs_trans *tp;
-	uint64_t ino;
-
-	CK_OK(mfs_iget(fs, dir, 0, &dp));
-	pthread_rwlock_wrlock(&dp->lock);
-	CK_OK(mfs_trans_alloc(fs, &tp));
-	CK_OK(mfs_ialloc(tp, dir, mode, &ino));
-	CK_OK(mfs_iget(fs, ino, 0, &ip));
-	pthread_rwlock_wrlock(&ip->lock);
-	ip->nlink = 1;
-	CK_OK(mfs_inode_log(tp, ip));
-	CK_OK(mfs_dir_add(tp, dp, name, (unsigned)strlen(name), ino, DT_REG));
-	CK_OK(mfs_inode_log(tp, dp));
-	CK_OK(mfs_trans_commit(tp));
-	pthread_rwlock_unlock(&ip->lock);
-	mfs_iput(ip);
-	pthread_rwlock_unlock(&dp->lock);
-	mfs_iput(dp);
-	return ino;
+	return tu_mknode(fs, dir, name, mode, 0, NULL);
 }
 
 /* The fragmented file: FRAG_BLOCKS blocks allocated, then every odd one punched out. */
@@ -157,42 +138,16 @@ static uint32_t frag_data(struct rimg *m, int write_pattern)
 }
 
 /* ---- checking --------------------------------------------------------------------------------- */
-struct findings {
-	unsigned n;
-	uint32_t flags;
-	char first[512];
-};
-
-static void collect(void *arg, uint32_t flag, const char *msg)
-{
-	struct findings *f = arg;
-
-	if (!f->n)
-		snprintf(f->first, sizeof(f->first), "%s", msg);
-	f->n++;
-	f->flags |= flag;
-}
-
 static int check(struct mfs_fs *fs, uint32_t type, uint32_t agno, uint64_t ino,
-		 struct findings *f)
+		 struct tu_findings *f)
 {
-	struct mfs_scrub_ctx ctx;
-
-	memset(&ctx, 0, sizeof(ctx));
-	memset(f, 0, sizeof(*f));
-	ctx.fs = fs;
-	ctx.type = type;
-	ctx.agno = agno;
-	ctx.ino = ino;
-	ctx.report = collect;
-	ctx.hook_arg = f;
-	return mfs_scrub(&ctx);
+	return tu_scrub_one(fs, type, agno, ino, 0, f);
 }
 
 static int inode_in_use_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
 {
 	const struct mfs_inobt_rec *r = rec;
-	struct findings *all = priv;
+	struct tu_findings *all = priv;
 	uint64_t mask = mfs_get64(r->freemask);
 	static const uint32_t types[] = { MFS_SCRUB_INODE, MFS_SCRUB_BMAP, MFS_SCRUB_DIR,
 					  MFS_SCRUB_XATTR, MFS_SCRUB_SYMLINK };
@@ -204,7 +159,7 @@ static int inode_in_use_fn(struct mfs_btree_cur *cur, const void *rec, void *pri
 		if (mask >> i & 1)
 			continue;
 		for (unsigned t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
-			struct findings f;
+			struct tu_findings f;
 			int err = check(cur->fs, types[t], 0, ino, &f);
 
 			ck_assert_msg(err == 0 && f.n == 0, "type %u inode %llu: err %d: %s",
@@ -223,7 +178,7 @@ static void assert_all_clean(struct mfs_fs *fs)
 					     MFS_SCRUB_RMAPBT };
 	static const uint32_t fs_types[] = { MFS_SCRUB_JOURNAL, MFS_SCRUB_NLINKS,
 					     MFS_SCRUB_ORPHANS, MFS_SCRUB_SUMMARY };
-	struct findings f, inodes = { 0, 0, "" };
+	struct tu_findings f, inodes = { 0, 0, "" };
 
 	for (uint32_t agno = 0; agno < fs->geo.agcount; agno++) {
 		struct mfs_btree_cur cur;
@@ -256,7 +211,7 @@ static void assert_damaged(struct mfs_fs *fs, uint32_t type, uint32_t agno)
 {
 	static const uint32_t others[] = { MFS_SCRUB_AGH, MFS_SCRUB_BNOBT, MFS_SCRUB_CNTBT,
 					   MFS_SCRUB_INOBT, MFS_SCRUB_RMAPBT };
-	struct findings f;
+	struct tu_findings f;
 	uint32_t seen = 0;
 	int err = check(fs, type, agno, 0, &f);
 

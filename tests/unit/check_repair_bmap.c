@@ -40,30 +40,6 @@ struct map {
 	uint8_t dformat;
 };
 
-static uint64_t new_file(struct mfs_fs *fs, const char *name)
-{
-	struct mfs_inode *dp, *ip;
-	struct mfs_trans *tp;
-	uint64_t ino;
-
-	CK_OK(mfs_iget(fs, fs->geo.rootino, 0, &dp));
-	pthread_rwlock_wrlock(&dp->lock);
-	CK_OK(mfs_trans_alloc(fs, &tp));
-	CK_OK(mfs_ialloc(tp, dp->ino, S_IFREG | 0644, &ino));
-	CK_OK(mfs_iget(fs, ino, 0, &ip));
-	pthread_rwlock_wrlock(&ip->lock);
-	ip->nlink = 1;
-	CK_OK(mfs_inode_log(tp, ip));
-	CK_OK(mfs_dir_add(tp, dp, name, (unsigned)strlen(name), ino, DT_REG));
-	CK_OK(mfs_inode_log(tp, dp));
-	CK_OK(mfs_trans_commit(tp));
-	pthread_rwlock_unlock(&ip->lock);
-	mfs_iput(ip);
-	pthread_rwlock_unlock(&dp->lock);
-	mfs_iput(dp);
-	return ino;
-}
-
 /* Map [off, off + len) (unwritten or not), one transaction per extent. */
 static void map_range(struct mfs_inode *ip, uint64_t off, uint64_t len, unsigned flags)
 {
@@ -96,7 +72,7 @@ static void punch(struct mfs_inode *ip, uint64_t off)
  */
 static uint64_t make_file(struct mfs_fs *fs, const char *name, int holes)
 {
-	uint64_t ino = new_file(fs, name);
+	uint64_t ino = tu_mknode(fs, fs->geo.rootino, name, S_IFREG | 0644, 0, NULL);
 	struct mfs_inode *ip;
 
 	CK_OK(mfs_iget(fs, ino, 0, &ip));
@@ -163,45 +139,22 @@ static void all_written(struct map *m)
 	m->n = k;
 }
 
-static void report_fn(void *arg, uint32_t flag, const char *msg)
-{
-	(void)msg;
-	*(uint32_t *)arg |= flag;
-}
-
-/* The flags of one inode check. */
+/* The corruption flags of one inode check. */
 static uint32_t check(struct mfs_fs *fs, uint32_t type, uint64_t ino)
 {
-	struct mfs_scrub_ctx sc;
-	uint32_t flags = 0;
+	const uint32_t bad = MFS_SCRUB_OFLAG_CORRUPT | MFS_SCRUB_OFLAG_XCORRUPT;
+	struct tu_findings f;
 
-	memset(&sc, 0, sizeof(sc));
-	sc.fs = fs;
-	sc.type = type;
-	sc.ino = ino;
-	sc.report = report_fn;
-	sc.hook_arg = &flags;
-	CK_OK(mfs_scrub(&sc));
-	return flags & (MFS_SCRUB_OFLAG_CORRUPT | MFS_SCRUB_OFLAG_XCORRUPT);
+	CK_OK(tu_scrub_one(fs, type, 0, ino, bad, &f));
+	return f.flags & bad;
 }
 
 static int repair(struct mfs_fs *fs, uint32_t type, uint64_t ino, char *reason, size_t len)
 {
 	struct mfs_repair_ctx rc;
-	int err;
+	int err = tu_repair_one(fs, type, 0, ino, NULL, NULL, &rc);
 
-	memset(&rc, 0, sizeof(rc));
-	rc.fs = fs;
-	rc.type = type;
-	rc.ino = ino;
-	rc.fds[0] = tu_scratch_fd(0);
-	rc.nfds = 1;
-	rc.margin = 1;
-	err = mfs_repair(&rc);
-	close(rc.fds[0]);
 	snprintf(reason, len, "%s", rc.reason);
-	if (!err)
-		ck_assert_uint_le(rc.scratch_used, rc.estimate);
 	return err;
 }
 

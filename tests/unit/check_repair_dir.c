@@ -45,35 +45,7 @@ struct dimg {
 static uint64_t mk(struct mfs_fs *fs, uint64_t dir, const char *name, uint16_t mode,
 		   const char *target)
 {
-	struct mfs_inode *dp, *ip;
-	struct mfs_trans *tp;
-	uint64_t ino;
-
-	CK_OK(mfs_iget(fs, dir, 0, &dp));
-	pthread_rwlock_wrlock(&dp->lock);
-	CK_OK(mfs_trans_alloc(fs, &tp));
-	CK_OK(mfs_ialloc(tp, dir, mode, &ino));
-	CK_OK(mfs_iget(fs, ino, 0, &ip));
-	pthread_rwlock_wrlock(&ip->lock);
-	ip->mode = mode;
-	ip->nlink = S_ISDIR(mode) ? 2 : 1;
-	if (S_ISDIR(mode)) {
-		CK_OK(mfs_dir_init(tp, ip, dir));
-		dp->nlink++;
-	} else if (target) {
-		ip->dformat = MFS_FMT_LOCAL;
-		memcpy(ip->lit, target, strlen(target));
-		ip->size = strlen(target);
-	}
-	CK_OK(mfs_inode_log(tp, ip));
-	CK_OK(mfs_dir_add(tp, dp, name, (unsigned)strlen(name), ino, (uint8_t)IFTODT(mode)));
-	CK_OK(mfs_inode_log(tp, dp));
-	CK_OK(mfs_trans_commit(tp));
-	pthread_rwlock_unlock(&ip->lock);
-	mfs_iput(ip);
-	pthread_rwlock_unlock(&dp->lock);
-	mfs_iput(dp);
-	return ino;
+	return tu_mknode(fs, dir, name, mode, 0, target);
 }
 
 static void img_make(struct dimg *m)
@@ -116,33 +88,12 @@ static void img_make(struct dimg *m)
 }
 
 /* ---- checks -------------------------------------------------------------------------------- */
-struct findings {
-	unsigned n;
-	char first[512];
-};
-
-static void collect(void *arg, uint32_t flag, const char *msg)
-{
-	struct findings *f = arg;
-
-	if (!(flag & (MFS_SCRUB_OFLAG_CORRUPT | MFS_SCRUB_OFLAG_XCORRUPT)))
-		return;
-	if (!f->n++)
-		snprintf(f->first, sizeof(f->first), "%s", msg);
-}
-
 static unsigned findings(struct mfs_fs *fs, uint32_t type, uint64_t ino)
 {
-	struct mfs_scrub_ctx ctx;
-	struct findings f = { 0, "" };
+	struct tu_findings f;
 
-	memset(&ctx, 0, sizeof(ctx));
-	ctx.fs = fs;
-	ctx.type = type;
-	ctx.ino = ino;
-	ctx.report = collect;
-	ctx.hook_arg = &f;
-	CK_OK(mfs_scrub(&ctx));
+	CK_OK(tu_scrub_one(fs, type, 0, ino, MFS_SCRUB_OFLAG_CORRUPT | MFS_SCRUB_OFLAG_XCORRUPT,
+			   &f));
 	return f.n;
 }
 
@@ -158,25 +109,9 @@ static int repair(struct mfs_fs *fs, uint32_t type, uint64_t ino, int hook, char
 		  size_t len)
 {
 	struct mfs_repair_ctx rc;
-	struct stat st;
-	int err;
+	int err = tu_repair_one(fs, type, 0, ino, hook ? hook_fn : NULL, NULL, &rc);
 
-	memset(&rc, 0, sizeof(rc));
-	rc.fs = fs;
-	rc.type = type;
-	rc.ino = ino;
-	rc.fds[0] = tu_scratch_fd(0);
-	rc.nfds = 1;
-	rc.margin = 1;
-	if (hook)
-		rc.test_hook = hook_fn;
-	err = mfs_repair(&rc);
 	snprintf(reason, len, "%s", rc.reason);
-	CK_EQ(fstat(rc.fds[0], &st), 0);
-	CK_EQ(st.st_size, 0);                  /* the scratch given back, however it ended */
-	close(rc.fds[0]);
-	if (!err)
-		ck_assert_uint_le(rc.scratch_used, rc.estimate);
 	return err;
 }
 

@@ -52,30 +52,7 @@ static void img(struct tu_img *t)
 static uint64_t mk(struct mfs_fs *fs, uint64_t dir, const char *name, uint16_t mode,
 		   uint32_t nlink)
 {
-	struct mfs_inode *dp, *ip;
-	struct mfs_trans *tp;
-	uint64_t ino;
-
-	CK_OK(mfs_iget(fs, dir, 0, &dp));
-	pthread_rwlock_wrlock(&dp->lock);
-	CK_OK(mfs_trans_alloc(fs, &tp));
-	CK_OK(mfs_ialloc(tp, dir, mode, &ino));
-	CK_OK(mfs_iget(fs, ino, 0, &ip));
-	pthread_rwlock_wrlock(&ip->lock);
-	ip->nlink = nlink ? nlink : S_ISDIR(mode) ? 2 : 1;
-	if (S_ISDIR(mode)) {
-		CK_OK(mfs_dir_init(tp, ip, dir));
-		dp->nlink++;
-	}
-	CK_OK(mfs_inode_log(tp, ip));
-	CK_OK(mfs_dir_add(tp, dp, name, (unsigned)strlen(name), ino, (uint8_t)IFTODT(mode)));
-	CK_OK(mfs_inode_log(tp, dp));
-	CK_OK(mfs_trans_commit(tp));
-	pthread_rwlock_unlock(&ip->lock);
-	mfs_iput(ip);
-	pthread_rwlock_unlock(&dp->lock);
-	mfs_iput(dp);
-	return ino;
+	return tu_mknode(fs, dir, name, mode, nlink, NULL);
 }
 
 /* Set an inode's link count and/or orphan pointer straight (damage). */
@@ -138,35 +115,14 @@ static void set_head(struct mfs_fs *fs, uint32_t agno, uint64_t ino)
 
 /* ---- checking and repairing --------------------------------------------------------------------- */
 
-struct findings {
-	unsigned n;
-	char first[512];
-};
-
-static void collect(void *arg, uint32_t flag, const char *msg)
-{
-	struct findings *f = arg;
-
-	if (!(flag & (MFS_SCRUB_OFLAG_CORRUPT | MFS_SCRUB_OFLAG_XCORRUPT)))
-		return;
-	if (!f->n++)
-		snprintf(f->first, sizeof(f->first), "%s", msg);
-}
-
 static unsigned check(struct mfs_fs *fs, uint32_t type, uint64_t ino, char *first)
 {
-	struct mfs_scrub_ctx ctx;
-	struct findings f = { 0, "" };
+	struct tu_findings f;
 
-	memset(&ctx, 0, sizeof(ctx));
-	ctx.fs = fs;
-	ctx.type = type;
-	ctx.ino = ino;
-	ctx.report = collect;
-	ctx.hook_arg = &f;
-	CK_OK(mfs_scrub(&ctx));
+	CK_OK(tu_scrub_one(fs, type, 0, ino, MFS_SCRUB_OFLAG_CORRUPT | MFS_SCRUB_OFLAG_XCORRUPT,
+			   &f));
 	if (first)
-		snprintf(first, 512, "%s", f.first);
+		snprintf(first, sizeof(f.first), "%s", f.first);
 	return f.n;
 }
 
@@ -196,22 +152,11 @@ static int hook_fn(void *arg, enum mfs_repair_point at)
 static int repair(struct mfs_fs *fs, uint32_t type, struct hook *h, uint64_t *records)
 {
 	struct mfs_repair_ctx rc;
-	int err;
+	int err = tu_repair_one(fs, type, 0, 0, h ? hook_fn : NULL, h, &rc);
 
-	memset(&rc, 0, sizeof(rc));
-	rc.fs = fs;
-	rc.type = type;
-	rc.fds[0] = tu_scratch_fd(0);
-	rc.nfds = 1;
-	if (h) {
-		rc.test_hook = hook_fn;
-		rc.hook_arg = h;
-	}
-	err = mfs_repair(&rc);
 	ck_assert_msg(h || !err, "repair of type %u: %s", type, rc.reason);
 	if (records)
 		*records = rc.records;
-	close(rc.fds[0]);
 	return err;
 }
 

@@ -93,32 +93,7 @@ struct img {
 /* A new inode of `mode` named `name` in directory `dpino`, with nlink set; returned ino. */
 static uint64_t mk(struct img *m, uint64_t dpino, const char *name, uint16_t mode)
 {
-	struct mfs_fs *fs = m->t.fs;
-	struct mfs_trans *tp;
-	struct mfs_inode *dp, *ip;
-	uint64_t ino;
-
-	CK_OK(mfs_iget(fs, dpino, 0, &dp));
-	pthread_rwlock_wrlock(&dp->lock);
-	CK_OK(mfs_trans_alloc(fs, &tp));
-	CK_OK(mfs_ialloc(tp, dpino, mode, &ino));
-	CK_OK(mfs_iget(fs, ino, 0, &ip));
-	pthread_rwlock_wrlock(&ip->lock);
-	ip->nlink = S_ISDIR(mode) ? 2 : 1;
-	if (S_ISDIR(mode)) {
-		CK_OK(mfs_dir_init(tp, ip, dpino));
-		dp->nlink++;
-	}
-	CK_OK(mfs_inode_log(tp, ip));
-	CK_OK(mfs_dir_add(tp, dp, name, (unsigned)strlen(name), ino,
-			  S_ISDIR(mode) ? DT_DIR : S_ISLNK(mode) ? DT_LNK : DT_REG));
-	CK_OK(mfs_inode_log(tp, dp));
-	CK_OK(mfs_trans_commit(tp));
-	pthread_rwlock_unlock(&ip->lock);
-	mfs_iput(ip);
-	pthread_rwlock_unlock(&dp->lock);
-	mfs_iput(dp);
-	return ino;
+	return tu_mknode(m->t.fs, dpino, name, mode, 0, NULL);
 }
 
 static void link_to(struct img *m, uint64_t dpino, const char *name, uint64_t ino)

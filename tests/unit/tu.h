@@ -31,6 +31,7 @@
 
 #include "ag.h"
 #include "geom.h"
+#include "repair.h"
 
 struct mfs_fs;
 struct mfs_format_opts;
@@ -151,6 +152,29 @@ void tu_img_db_check(struct tu_img *t);
  * whole-filesystem checks do not take it for an unlinked inode missing from the orphan
  * list.  For tests of allocation that never name their inodes. */
 int tu_ialloc_linked(struct mfs_trans *tp, uint64_t hint, uint16_t mode, uint64_t *ino);
+
+/* ---- scrub and repair (tu_scrub.c) ---- */
+/* A new inode of `mode` named `name` in directory `dir`, in one transaction as the daemon
+ * makes it (a directory gets "." and ".." and its parent a link); `nlink` the count written
+ * (0: the right one); `target` an inline symlink target or NULL.  Returns its number. */
+uint64_t tu_mknode(struct mfs_fs *fs, uint64_t dir, const char *name, uint16_t mode,
+		   uint32_t nlink, const char *target);
+/* The findings of one checker run: how many, their flags or-ed, the first one's text. */
+struct tu_findings {
+	unsigned n;
+	uint32_t flags;
+	char first[512];
+};
+/* Run the checker of one object; count the findings whose flag is in `mask` (0: all).
+ * Returns mfs_scrub()'s status. */
+int tu_scrub_one(struct mfs_fs *fs, uint32_t type, uint32_t agno, uint64_t ino,
+		 uint32_t mask, struct tu_findings *f);
+/* Repair one object with memfd scratch (margin 1, the test hook if any); asserts that the
+ * scratch was given back (size 0 after) and, on success, used within the estimate.
+ * Returns mfs_repair()'s status; *out (may be NULL) gets the context (reason, records). */
+int tu_repair_one(struct mfs_fs *fs, uint32_t type, uint32_t agno, uint64_t ino,
+		  int (*hook)(void *arg, enum mfs_repair_point at), void *hook_arg,
+		  struct mfs_repair_ctx *out);
 
 /* A valid geometry of `agcount` AGs of `agblocks` blocks (`dblocks` in all) with 256-byte
  * inodes, no journal, the root chunk where format puts it; `uuid` NULL: a fixed one.  Checked
