@@ -13,6 +13,7 @@
 #   umount_fs                     fusermount3 -u, then wait_exit
 #   umount_status                 fusermount3 -u, wait (bounded); the exit status in $rc
 #   crash                         SIGKILL the daemon and drop its mount
+#   db_field IMAGE CMD FIELD      the number `mendfs_db -c CMD IMAGE` prints for FIELD
 #   bounded SECS CMD...           run CMD, waiting at most SECS s; a CMD still running then
 #                                 means the filesystem hangs: print the daemon's threads
 #                                 (gdb, if installed), crash it (its pending requests fail)
@@ -137,3 +138,7 @@ bounded() {
 	fi
 	wait "$p"
 }
+
+# db_field IMAGE CMD FIELD: the number mendfs_db's CMD ("agh 1", "sb"...) prints as
+# "FIELD = N" (empty when it prints none)
+db_field() { "$DB" -c "$2" "$1" | sed -n "s/^$3 = \([0-9]*\).*/\1/p"; }

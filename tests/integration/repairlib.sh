@@ -18,8 +18,12 @@
 #                             that could not run before a repair).  ROUND_LEFT=REGEXP: "Not repaired"
 #                             lines matching it are allowed (exit 1 then), for findings
 #                             that a later repair of another object fixes
+#   populate_ags DATA NFILES MKFS-ARGS...  $pop: an image made with `mkfs.mendfs -q -a 4
+#                             -b 1024 MKFS-ARGS $img 64M`, each AG's directory d0..d3 holding a
+#                             DATA-byte file and NFILES 1500-byte files of which the odd ones
+#                             are removed (fragmented free space), $mnt/stress made; $dir/sums
 # The caller provides $pop (a populated, unmounted image) and $dir/sums, and creates
-# $mnt/stress in $pop.
+# $mnt/stress in $pop (populate_ags does all three).
 SCRUB=${SCRUB:-$BIN/mendfs_scrub}
 
 checksums() { (cd "$mnt" && md5sum --quiet -c "$dir/sums") >"$dir/md5" 2>&1 ||
@@ -112,3 +116,19 @@ round() {
 		"mendfs_repair -n clean, files unchanged ($((SECONDS - t0)) s)"
 }
 
+populate_ags() {
+	local data=$1 n=$2 a i
+	shift 2
+	"$MKFS" -q -a 4 -b 1024 "$@" "$img" 64M || fail "mkfs"
+	mount_fs
+	for a in 0 1 2 3; do
+		mkdir -p "$mnt/d$a" || fail "mkdir"
+		head -c "$data" /dev/urandom >"$mnt/d$a/data" || fail "data"
+		for i in $(seq "$n"); do head -c 1500 /dev/urandom >"$mnt/d$a/f$i" || fail "f$i"; done
+		for i in $(seq 1 2 "$n"); do rm "$mnt/d$a/f$i" || fail "rm"; done
+	done
+	mkdir "$mnt/stress" || fail "mkdir stress"
+	(cd "$mnt" && find d? -type f -print0 | sort -z | xargs -0 md5sum) >"$dir/sums" || fail "md5sum"
+	umount_fs
+	cp --sparse=always "$img" "$pop"
+}

@@ -34,21 +34,10 @@ ml_extra_cleanup=cleanup_extra
 cleanup_extra() { [ -n "${spid:-}" ] && kill -9 "$spid" 2>/dev/null; }
 
 # ---- a populated image ----------------------------------------------------------------------
-"$MKFS" -q -a 4 -b 1024 -J 8M "$img" 64M || fail "mkfs"
-mount_fs
-for a in 0 1 2 3; do
-	mkdir -p "$mnt/d$a" || fail "mkdir"
-	head -c 100000 /dev/urandom >"$mnt/d$a/data" || fail "data"
-	for i in $(seq 80); do head -c 1500 /dev/urandom >"$mnt/d$a/f$i" || fail "f$i"; done
-	for i in $(seq 1 2 80); do rm "$mnt/d$a/f$i" || fail "rm"; done
-done
-mkdir "$mnt/stress" || fail "mkdir stress"
-(cd "$mnt" && find d? -type f -print0 | sort -z | xargs -0 md5sum) >"$dir/sums" || fail "md5sum"
-umount_fs
-cp --sparse=always "$img" "$pop"
+populate_ags 100000 80 -J 8M
 
-agfield() { "$DB" -c "agh $1" "$pop" | sed -n "s/^$2 = \([0-9]*\).*/\1/p"; }
-sbfield() { "$DB" -c "sb" "$pop" | sed -n "s/^$1 = \([0-9]*\).*/\1/p"; }
+agfield() { db_field "$pop" "agh $1" "$2"; }
+sbfield() { db_field "$pop" sb "$1"; }
 agblocks=$(agfield 1 length) logstart=$(sbfield logstart) bs=$(sbfield blocksize)
 free1=$(agfield 1 freeblks) icount0=$(agfield 0 icount)
 for v in agblocks logstart bs free1 icount0; do [ -n "${!v}" ] || fail "cannot read $v"; done

@@ -66,7 +66,7 @@ it=$(dirent "$N" "$T")
 [ -n "$iq" ] && [ -n "$it" ] || fail "M and N are not inline directories"
 # field INO NAME: a field of an inode of $img
 field() { "$DB" -c "inode $1" "$img" | sed -n "s/^$2 = \([0-9]*\).*/\1/p"; }
-agfield() { "$DB" -c "agh $1" "$img" | sed -n "s/^$2 = \([0-9]*\).*/\1/p"; }
+agfield() { db_field "$img" "agh $1" "$2"; }
 want_links() {      # want_links WHEN INO N...
 	local when=$1
 	shift

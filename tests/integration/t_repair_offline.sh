@@ -35,7 +35,7 @@ mount_fs
 umount_fs
 ok "mounted filesystem refused (exit 8)"
 
-agfield() { "$DB" -c "agh $1" "$pop" | sed -n "s/^$2 = \([0-9]*\).*/\1/p"; }
+agfield() { db_field "$pop" "agh $1" "$2"; }
 agblocks=$(agfield 0 length)
 bno0=$(agfield 0 "bno root") cnt0=$(agfield 0 "cnt root") ino0=$(agfield 0 "ino root")
 free1=$(agfield 1 freeblks) bno2=$(agfield 2 "bno root") rmap3=$(agfield 3 "rmap root")

@@ -66,7 +66,7 @@ for i in $(seq 1 2 400); do rm "$mnt/d/e/f$i" || fail "rm f$i"; done
 umount_fs
 cp --sparse=always "$img" "$pop"
 
-agfield() { "$DB" -c "agh $1" "$pop" | sed -n "s/^$2 = \([0-9]*\).*/\1/p"; }
+agfield() { db_field "$pop" "agh $1" "$2"; }
 bno0=$(agfield 0 "bno root") ino0=$(agfield 0 "ino root")
 bnolv=$("$DB" -c "agh 0" "$pop" | sed -n 's/^bno root = [0-9]*, levels = \([0-9]*\).*/\1/p')
 [ "${bnolv:-0}" -ge 2 ] || fail "AG 0's bnobt has ${bnolv:-?} levels, expected 2 or more"

@@ -30,7 +30,7 @@ ok "populated: $(cat "$dir/out")"
 umount_fs
 cp "$img" "$pop"
 
-agfield() { "$DB" -c "agh $1" "$pop" | sed -n "s/^$2 = \([0-9]*\).*/\1/p"; }
+agfield() { db_field "$pop" "agh $1" "$2"; }
 agblocks=$(agfield 1 length)
 bnoroot1=$(agfield 1 "bno root") cntroot2=$(agfield 2 "cnt root")
 inoroot0=$(agfield 0 "ino root") rmaproot3=$(agfield 3 "rmap root") flfirst2=$(agfield 2 fl_first)

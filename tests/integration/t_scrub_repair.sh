@@ -27,20 +27,9 @@ cleanup_extra() {
 }
 
 # A populated image with fragmented free space (AG btrees of two levels) in every AG.
-"$MKFS" -q -a 4 -b 1024 "$img" 64M || fail "mkfs"
-mount_fs
-for a in 0 1 2 3; do
-	mkdir -p "$mnt/d$a" || fail "mkdir"
-	head -c 200000 /dev/urandom >"$mnt/d$a/data" || fail "data"
-	for i in $(seq 150); do head -c 1500 /dev/urandom >"$mnt/d$a/f$i" || fail "f$i"; done
-	for i in $(seq 1 2 150); do rm "$mnt/d$a/f$i" || fail "rm"; done
-done
-mkdir "$mnt/stress" || fail "mkdir stress"
-(cd "$mnt" && find d? -type f -print0 | sort -z | xargs -0 md5sum) >"$dir/sums" || fail "md5sum"
-umount_fs
-cp --sparse=always "$img" "$pop"
+populate_ags 200000 150
 
-agfield() { "$DB" -c "agh $1" "$pop" | sed -n "s/^$2 = \([0-9]*\).*/\1/p"; }
+agfield() { db_field "$pop" "agh $1" "$2"; }
 agblocks=$(agfield 1 length)
 [ -n "$agblocks" ] || fail "cannot read the AG length"
 for a in 0 1 2 3; do
