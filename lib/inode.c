@@ -663,6 +663,28 @@ int mfs_iget(struct mfs_fs *fs, uint64_t ino, unsigned flags, struct mfs_inode *
 	return 0;
 }
 
+int mfs_iget_locked(struct mfs_fs *fs, uint64_t ino, unsigned flags, int excl,
+		    struct mfs_inode **out)
+{
+	struct mfs_inode *ip;
+	int err = mfs_iget(fs, ino, flags, &ip);
+
+	*out = NULL;
+	if (err)
+		return err;
+	if (excl)
+		pthread_rwlock_wrlock(&ip->lock);
+	else
+		pthread_rwlock_rdlock(&ip->lock);
+	if (!ip->mode) {
+		pthread_rwlock_unlock(&ip->lock);
+		mfs_iput(ip);
+		return -ENOENT;
+	}
+	*out = ip;
+	return 0;
+}
+
 void mfs_ihold(struct mfs_inode *ip)
 {
 	struct icache_shard *sh = shard_of(ip->fs->icache, ip->ino);

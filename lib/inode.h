@@ -126,6 +126,12 @@ void mfs_icache_get_stats(struct mfs_fs *fs, struct mfs_icache_stats *st);
  * -EFSCORRUPTED/-EFSBADCRC after a message naming the inode.
  */
 int mfs_iget(struct mfs_fs *fs, uint64_t ino, unsigned flags, struct mfs_inode **out);
+/* mfs_iget, then the inode's lock, shared or (excl) exclusive: -ENOENT also when the inode
+ * was freed while this waited for its lock (the in-core copy of an inode the daemon freed
+ * says mode 0), reference and lock then dropped.  On success the caller unlocks and puts.
+ * Not with MFS_IGET_FREE (a free inode is what it refuses). */
+int mfs_iget_locked(struct mfs_fs *fs, uint64_t ino, unsigned flags, int excl,
+		    struct mfs_inode **out);
 /* Take another reference to an inode already held. */
 void mfs_ihold(struct mfs_inode *ip);
 /* Drop a reference.  Cheap: never does I/O and never frees disk space. */

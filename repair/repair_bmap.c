@@ -812,17 +812,13 @@ int rep_bmap(struct rep *r)
 	struct rep_fmap *m = NULL;
 	int err;
 
-	err = mfs_iget(r->fs, r->rc->ino, MFS_IGET_UNTRUSTED, &ip);
+	err = mfs_iget_locked(r->fs, r->rc->ino, MFS_IGET_UNTRUSTED, 1, &ip);
 	if (err == -ENOENT)
 		return rep_fail(r, err, "inode %llu is free", (unsigned long long)r->rc->ino);
 	if (err)
 		return rep_fail(r, err, "inode %llu cannot be loaded (%s): repair the inode record "
 				"first", (unsigned long long)r->rc->ino, strerror(-err));
-	pthread_rwlock_wrlock(&ip->lock);
-	if (ip->mode == 0)
-		err = rep_fail(r, -ENOENT, "inode %llu was freed", (unsigned long long)ip->ino);
-	if (!err)
-		err = rep_fmap_gather(r, ip->ino, ip, &m);
+	err = rep_fmap_gather(r, ip->ino, ip, &m);
 	if (!err)
 		err = bmap_commit(r, m, ip);
 	rep_fmap_free(m);

@@ -56,16 +56,15 @@ int rep_inode_take(struct rep *r, uint16_t ifmt, const char *what, struct mfs_in
 	*ipp = NULL;
 	if (mfs_ino_check(r->fs, ino))
 		return rep_fail(r, -EINVAL, "inode %llu is not a valid inode number", ULL(ino));
-	err = mfs_iget(r->fs, ino, MFS_IGET_UNTRUSTED, &ip);
+	err = mfs_iget_locked(r->fs, ino, MFS_IGET_UNTRUSTED, 1, &ip);
 	if (err == -ENOENT)
 		return rep_fail(r, err, "inode %llu is not in use", ULL(ino));
 	if (err)
 		return rep_fail(r, err, "inode %llu (a %s to rebuild) cannot be loaded (%s): its "
 				"inode record must be repaired first", ULL(ino), what, strerror(-err));
-	pthread_rwlock_wrlock(&ip->lock);
 	memset(&sc, 0, sizeof(sc));
 	sc.fs = r->fs;
-	err = ip->mode ? scrub_inode_current(&sc, ip) : -ENOENT;
+	err = scrub_inode_current(&sc, ip);
 	if (!err && ifmt && (ip->mode & S_IFMT) != ifmt) {
 		rep_inode_drop(ip);         /* not a `what`: nothing to rebuild, like its checker */
 		return 0;

@@ -493,15 +493,13 @@ int rep_inode(struct rep *r)
 		return rep_fail(r, err, "inode %llu: it is free", (unsigned long long)r->rc->ino);
 	/* (not MFS_IGET_UNTRUSTED: a damaged inode btree must not read as a damaged inode;
 	 * the client asks only for inodes the inode btree lists) */
-	err = mfs_iget(r->fs, r->rc->ino, 0, &ip);
+	err = mfs_iget_locked(r->fs, r->rc->ino, 0, 1, &ip);
 	if (mfs_is_corruption(err))
 		return inode_raw(r);
 	if (err)
 		return rep_fail(r, err, "inode %llu: %s", (unsigned long long)r->rc->ino,
 				err == -ENOENT ? "it is free" : strerror(-err));
-	pthread_rwlock_wrlock(&ip->lock);
-	err = ip->mode ? inode_incore(r, ip) :
-	      rep_fail(r, -ENOENT, "inode %llu was freed", (unsigned long long)ip->ino);
+	err = inode_incore(r, ip);
 	pthread_rwlock_unlock(&ip->lock);
 	if (!err)
 		rep_changed(r, ip->ino);        /* size, block count, as the kernel caches them */

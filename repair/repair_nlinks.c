@@ -184,17 +184,7 @@ static int gather_edges(struct nl *st)
 		err = nl_poll(st);
 		if (err)
 			return err;
-		err = mfs_iget(r->fs, ni.ino, 0, &dp);
-		if (!err) {
-			pthread_rwlock_rdlock(&dp->lock);
-			if (!dp->mode) {
-				/* freed by the worker while we waited for its lock (the in-core
-				 * copy of a freed inode says mode 0) */
-				pthread_rwlock_unlock(&dp->lock);
-				mfs_iput(dp);
-				err = -ENOENT;
-			}
-		}
+		err = mfs_iget_locked(r->fs, ni.ino, 0, 0, &dp);
 		if (err == -ENOENT && ni.nlink == 0)
 			continue;       /* removed, and freed since by the daemon's worker */
 		if (err)

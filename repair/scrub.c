@@ -582,7 +582,7 @@ int scrub_iget(struct mfs_scrub_ctx *ctx, struct mfs_inode **ipp)
 	int err;
 
 	*ipp = NULL;
-	err = mfs_iget(ctx->fs, ctx->ino, MFS_IGET_UNTRUSTED, &ip);
+	err = mfs_iget_locked(ctx->fs, ctx->ino, MFS_IGET_UNTRUSTED, 0, &ip);
 	if (mfs_is_corruption(err)) {
 		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "inode %llu: cannot be loaded: %s",
 			     (unsigned long long)ctx->ino, scrub_errstr(err));
@@ -590,8 +590,7 @@ int scrub_iget(struct mfs_scrub_ctx *ctx, struct mfs_inode **ipp)
 	}
 	if (err)
 		return err;
-	pthread_rwlock_rdlock(&ip->lock);
-	err = ip->mode ? scrub_inode_current(ctx, ip) : -ENOENT;
+	err = scrub_inode_current(ctx, ip);
 	if (err) {
 		scrub_irele(ip);
 		if (mfs_is_corruption(err)) {

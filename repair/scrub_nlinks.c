@@ -130,17 +130,7 @@ static int collect_edges(struct nl_state *st)
 		err = scrub_cancelled(ctx);
 		if (err)
 			break;
-		err = mfs_iget(ctx->fs, ni->ino, 0, &dp);
-		if (!err) {
-			pthread_rwlock_rdlock(&dp->lock);
-			if (!dp->mode) {
-				/* freed by the worker while we waited for its lock (the in-core
-				 * copy of an inode freed says so: fs/node.c inactivate) */
-				pthread_rwlock_unlock(&dp->lock);
-				mfs_iput(dp);
-				err = -ENOENT;
-			}
-		}
+		err = mfs_iget_locked(ctx->fs, ni->ino, 0, 0, &dp);
 		if (err == -ENOENT && ni->nlink == 0) {
 			err = 0;        /* removed, and freed since by the daemon's worker (not a
 					 * namespace change: quiesce does not hold it back) */
