@@ -15,6 +15,7 @@
 #include "log.h"
 #include "mem.h"
 #include "scrub.h"
+#include "trans.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -90,6 +91,29 @@ int rep_hook(struct rep *r, enum mfs_repair_point at)
 		return r->stop_err;
 	}
 	return 0;
+}
+
+int rep_commit(struct rep *r, struct mfs_trans *tp, int err, const char *fmt, ...)
+{
+	char what[160];
+	va_list ap;
+
+	if (!err)
+		err = rep_hook(r, MFS_REPAIR_AT_BUILT);
+	if (!err)
+		err = rep_poll(r);
+	if (err) {
+		mfs_trans_cancel(tp);
+		return err;
+	}
+	err = mfs_trans_commit(tp);
+	if (!err)
+		return 0;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	return rep_fail(r, err, "committing %s failed: %s (nothing changed unless the journal "
+			"reported an I/O error)", what, strerror(-err));
 }
 
 void rep_changed(struct rep *r, uint64_t ino)

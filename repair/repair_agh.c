@@ -598,19 +598,12 @@ int rep_aghdr(struct rep *r)
 	if (!unchanged) {
 		mfs_buf_set_meta(h.bp);
 		r->rc->records = 1;
-		err = rep_hook(r, MFS_REPAIR_AT_BUILT);
-		if (!err)
-			err = rep_poll(r);
-		if (err)
-			goto out;
 		mfs_buf_put(h.bp);
 		h.bp = NULL;
-		err = mfs_trans_commit(h.tp);
+		err = rep_commit(r, h.tp, 0, "the AG %u header", h.agno);
 		h.tp = NULL;
-		if (err) {
-			rep_fail(r, err, "committing the AG %u header: %s", h.agno, strerror(-err));
+		if (err)
 			goto out;
-		}
 	} else {
 		mfs_buf_put(h.bp);
 		h.bp = NULL;

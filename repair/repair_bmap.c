@@ -725,17 +725,7 @@ int rep_fmap_build(struct rep_fmap *m, struct mfs_trans *tp, uint32_t forksize, 
 
 int rep_ino_finish(struct rep *r, struct mfs_trans *tp, uint64_t ino, int err)
 {
-	if (!err)
-		err = rep_hook(r, MFS_REPAIR_AT_BUILT);
-	if (!err)
-		err = rep_poll(r);
-	if (err) {
-		mfs_trans_cancel(tp);
-		return err;
-	}
-	err = mfs_trans_commit(tp);
-	return err ? rep_fail(r, err, "inode %llu: committing the repair failed: %s",
-			      (unsigned long long)ino, strerror(-err)) : 0;
+	return rep_commit(r, tp, err, "the repair of inode %llu", (unsigned long long)ino);
 }
 
 /* ---- MFS_SCRUB_BMAP ------------------------------------------------------------------------ */

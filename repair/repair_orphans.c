@@ -268,19 +268,7 @@ static int orph_rewrite(struct rep *r, uint32_t agno, struct mfs_xfarray *C, uin
 			mfs_put64(((struct mfs_agh *)hbp->data)->unlinked, next);
 		mfs_buf_put(hbp);
 	}
-	if (!err)
-		err = rep_hook(r, MFS_REPAIR_AT_BUILT);
-	if (!err)
-		err = rep_poll(r);
-	if (!err) {
-		err = mfs_trans_commit(tp);
-		if (err)
-			rep_fail(r, err, "AG %u: committing the new orphan list: %s", agno,
-				 strerror(-err));
-		tp = NULL;
-	}
-	if (err && tp)
-		mfs_trans_cancel(tp);
+	err = rep_commit(r, tp, err, "AG %u's new orphan list", agno);
 	if (err) {
 		/* Cancelled: the in-core copies go back to the restored blocks. */
 		for (uint64_t i = start; i < end; i++)

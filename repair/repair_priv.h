@@ -41,6 +41,8 @@ struct rep {
 	unsigned narr;
 };
 
+struct mfs_trans;
+
 /* Record a reason (the first one wins) and return err. */
 int rep_fail(struct rep *r, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* A failed scratch operation: the reason names `what` and the errno (-ENOMEM for a short
@@ -52,6 +54,13 @@ int rep_scratch_err(struct rep *r, int err, const char *what);
 int rep_poll(struct rep *r);
 /* The test hook at `at` (0 without one). */
 int rep_hook(struct rep *r, enum mfs_repair_point at);
+/* The end of a rebuild that changes the filesystem in one transaction: unless `err` is set
+ * already, the test hook at MFS_REPAIR_AT_BUILT and the abort checks (rep_poll); then commit
+ * `tp`, or cancel it when any of them says stop.  `tp` is consumed either way.  A failed
+ * commit's reason names the object (`fmt`, printf-style: "the AG 3 header").  0 or the
+ * error, with the reason set. */
+int rep_commit(struct rep *r, struct mfs_trans *tp, int err, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 /* Tell the caller (rc->changed) that inode ino's attributes changed in a committed rebuild. */
 void rep_changed(struct rep *r, uint64_t ino);
 

@@ -294,18 +294,11 @@ int rep_sb(struct rep *r)
 		 bp->data);
 	mfs_buf_set_meta(bp);
 	r->rc->records = 1;
-	err = rep_hook(r, MFS_REPAIR_AT_BUILT);
-	if (!err)
-		err = rep_poll(r);
-	if (err)
-		goto out;
 	mfs_buf_put(bp);
 	bp = NULL;
-	err = mfs_trans_commit(tp);
+	err = rep_commit(r, tp, 0, "the AG %u superblock", agno);
 	tp = NULL;
-	if (err)
-		rep_fail(r, err, "committing the AG %u superblock: %s", agno, strerror(-err));
-	else
+	if (!err)
 		mfs_log(MFS_LOG_INFO, "AG %u superblock rewritten from the geometry in use and %s",
 			agno, from);
 out:

@@ -139,16 +139,11 @@ int rep_summary(struct rep *r)
 		mfs_put64(sb->icount, icount);
 		mfs_put64(sb->ifree, ifree);
 		r->rc->records = fs->geo.agcount;
-		err = rep_hook(r, MFS_REPAIR_AT_BUILT);
 	}
 	mfs_buf_put(bp);
-	if (err) {
-		mfs_trans_cancel(tp);
-		return err;
-	}
-	err = mfs_trans_commit(tp);
+	err = rep_commit(r, tp, err, "the summary counters");
 	if (err)
-		return rep_fail(r, err, "committing the summary counters: %s", strerror(-err));
+		return err;
 	if (fixed)
 		mfs_log(MFS_LOG_INFO, "summary counters: %u AG header(s) recounted from their trees",
 			fixed);
