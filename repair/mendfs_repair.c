@@ -1,26 +1,39 @@
 /*
  * mendfs_repair.c — the offline checker and repairer (also installed as fsck.mendfs): every
  * checker of repair/scrub.h on every object of an unmounted filesystem, and the online
- * engine's rebuilders (repair/repair.h) on what they can rebuild, with scratch in a memfd
- * (or an O_TMPFILE file in the directory given with -T).
+ * engine's rebuilders (repair/repair.h) on every object they can rebuild, with scratch in a
+ * memfd (or an O_TMPFILE file in the directory given with -T).
  *
  * Opening: a primary superblock that is unusable is replaced by the first copy that
  * verifies (MFS_OPEN_SB_COPY), and the primary is then rebuilt from it; a journal that cannot
  * be opened is reset when the filesystem was unmounted cleanly (repair_journal.c).
  *
- * Order: per AG, the superblock copy, header, free list and reverse map are checked first,
- * then the free-space and inode btrees.  A damaged superblock and AG header are rebuilt
- * first, then a damaged free list (from the reverse map and the trees), then a damaged
- * reverse map (from every owner; the other
- * rebuilds trust it), then the free-space and inode btrees when damaged —
- * or when the AG header's counters disagree with them, since a rebuild rewrites those —
- * and the AG is checked again.  Then every inode in use, then the whole-filesystem
- * checks (journal, link counts, orphan lists, summary counters; the superblock's summary
- * counters are rewritten from the AG headers when they disagree, a damaged journal header
- * from the journal in memory).
+ * A pass checks every object, and (unless -n) rebuilds each damaged one as soon as what it
+ * is rebuilt from has had its turn, in this order — later steps trust the earlier ones:
+ *   1. per AG: superblock copy, AG header, free list, reverse map, free-space trees, inode
+ *      btree (the header first, then the free list, the reverse map, both free-space trees,
+ *      the inode btree; the trees also when the header's counters disagree with them);
+ *   2. the orphan lists (the check of an inode without links looks it up on its list);
+ *   3. every inode in use, listed from the inode btrees chunk by chunk (the listing starts
+ *      again after each chunk, so that rebuilds that free or allocate inodes meanwhile do not
+ *      disturb it): its core (an inode beyond repair is freed), then its extent map (from
+ *      the reverse map), its extended attributes and its symbolic link target;
+ *   4. every directory, once every inode has been set right (a directory check looks at the
+ *      inodes its entries name);
+ *   5. link counts (an inode no directory names goes to /lost+found), the orphan lists again
+ *      when anything was rebuilt since step 2, the journal, the summary counters.
+ * A rebuild may be refused because what it is rebuilt from is damaged too (a reverse map
+ * whose disagreement is an owner's damaged extent map, set right in step 3): so when the
+ * first pass found anything, a second pass checks everything again and rebuilds what is
+ * still damaged; when that second pass rebuilt anything, a last check-only pass says what
+ * is left.  The engine's hooks for a daemon (quiesce, changed, cancelled) stay NULL: nobody
+ * else uses the filesystem (the device is locked) and no kernel caches its inodes.  Memory
+ * pressure stops a rebuild before its commit (nothing changed): it is tried again, a few
+ * times, once the pressure is gone.
  *
- * Exit status, as fsck(8): 0 clean, 1 errors corrected, 4 errors left uncorrected,
- * 8 operational error, 16 usage error (bits combine: 1|4 when some were fixed and some not).
+ * Exit status, as fsck(8): 0 clean, 1 errors corrected, 4 errors left uncorrected (-n:
+ * anything found), 8 operational error, 16 usage error (bits combine: 1|4 when some were
+ * fixed and some not).
  */
 #include "ag.h"
 #include "bcache.h"
@@ -35,13 +48,17 @@
 #include "pressure.h"
 #include "repair.h"
 #include "scrub.h"
+#include "scrub_priv.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define EX_CLEAN      0
@@ -50,18 +67,26 @@
 #define EX_OPERROR    8
 #define EX_USAGE     16
 
+#define INODE_BATCH   256u      /* inodes listed at a time (one AG, from a cursor) */
+#define PRESSURE_TRIES  4u      /* a rebuild memory pressure stopped is tried this often */
+
 struct tool {
 	const char *image;
 	struct mfs_fs *fs;
 	int dry_run, verbose;
 	const char *tmpdir;
 	struct mfs_pressure *pressure;
-	unsigned found, fixed, unfixed, operr;
+	int scratch;                 /* the scratch descriptor, made at the first rebuild */
+	/* the pass in progress */
+	int repairing;               /* it rebuilds what it finds damaged */
+	const char *prefix;          /* before each finding it prints */
+	unsigned damaged;            /* objects it found damaged */
+	unsigned rebuilt;            /* rebuilds that succeeded, in every pass */
+	unsigned operr;              /* checks or rebuilds that could not run */
 };
 
 struct run {
 	struct tool *t;
-	const char *prefix;          /* "" or "still: " */
 	unsigned n;
 };
 
@@ -69,11 +94,50 @@ static const char *type_name(uint32_t type)
 {
 	static const char *const names[MFS_SCRUB_NTYPES] = {
 		"probe", "superblock", "AG header", "AG free list", "bnobt", "cntbt", "inobt",
-		"rmapbt", "journal", "inode", "extent map", "directory", "xattrs", "symlink",
-		"link counts", "orphan lists", "summary counters",
+		"rmapbt", "journal", "inode record", "extent map", "directory", "xattrs",
+		"symlink", "link counts", "orphan lists", "summary counters",
 	};
 
 	return type < MFS_SCRUB_NTYPES ? names[type] : "?";
+}
+
+static int is_ag_type(uint32_t type)
+{
+	return type >= MFS_SCRUB_SB && type <= MFS_SCRUB_RMAPBT;
+}
+
+/* "AG 2 bnobt", "inode 134 extent map", "link counts". */
+static void obj_name(char *buf, size_t len, uint32_t type, uint32_t agno, uint64_t ino)
+{
+	if (ino)
+		snprintf(buf, len, "inode %llu %s", (unsigned long long)ino, type_name(type));
+	else if (is_ag_type(type))
+		snprintf(buf, len, "AG %u %s", agno, type_name(type));
+	else
+		snprintf(buf, len, "%s", type_name(type));
+}
+
+/* The library's messages: on stderr, each at most once in a while (a damaged inode is
+ * reported by the loader every time a checker tries it); all of them with -v. */
+#define LOG_RECENT 16u
+static struct {
+	int verbose;
+	unsigned next;
+	char recent[LOG_RECENT][160];
+} logs;
+
+static void log_sink(int level, const char *msg, void *priv)
+{
+	(void)level;
+	(void)priv;
+	if (!logs.verbose) {
+		for (unsigned i = 0; i < LOG_RECENT; i++)
+			if (strncmp(logs.recent[i], msg, sizeof(logs.recent[i]) - 1) == 0)
+				return;
+		snprintf(logs.recent[logs.next], sizeof(logs.recent[0]), "%s", msg);
+		logs.next = (logs.next + 1) % LOG_RECENT;
+	}
+	fprintf(stderr, "mendfs_repair: %s\n", msg);
 }
 
 static void on_report(void *arg, uint32_t flag, const char *msg)
@@ -83,18 +147,19 @@ static void on_report(void *arg, uint32_t flag, const char *msg)
 
 	r->n += bad;
 	if (bad || r->t->verbose)
-		printf("%s%s: %s\n", r->prefix, flag & MFS_SCRUB_OFLAG_CORRUPT ? "corrupt" :
+		printf("%s%s: %s\n", r->t->prefix, flag & MFS_SCRUB_OFLAG_CORRUPT ? "corrupt" :
 		       flag & MFS_SCRUB_OFLAG_XCORRUPT ? "disagrees" :
 		       flag & MFS_SCRUB_OFLAG_INCOMPLETE ? "not checked" :
 		       flag & MFS_SCRUB_OFLAG_PREEN ? "could be optimised" : "warning", msg);
 }
 
 /* Run one checker: the number of corruptions it reported (printed), or -errno (an
- * operational error, told and counted). */
-static int check(struct tool *t, uint32_t type, uint32_t agno, uint64_t ino, const char *prefix)
+ * operational error, told and counted).  A free inode is clean (0). */
+static int check(struct tool *t, uint32_t type, uint32_t agno, uint64_t ino)
 {
-	struct run r = { t, prefix, 0 };
+	struct run r = { t, 0 };
 	struct mfs_scrub_ctx ctx;
+	char name[64];
 	int err;
 
 	memset(&ctx, 0, sizeof(ctx));
@@ -106,235 +171,324 @@ static int check(struct tool *t, uint32_t type, uint32_t agno, uint64_t ino, con
 	ctx.hook_arg = &r;
 	err = mfs_scrub(&ctx);
 	if (err == -ENOENT && ino)
-		return 0;                    /* a free inode */
+		return 0;                    /* a free inode (maybe freed by its rebuild) */
 	if (err) {
-		fprintf(stderr, "mendfs_repair: checking the %s (AG %u, inode %llu): %s\n",
-			type_name(type), agno, (unsigned long long)ino, strerror(-err));
+		obj_name(name, sizeof(name), type, agno, ino);
+		fprintf(stderr, "mendfs_repair: checking the %s: %s\n", name, strerror(-err));
 		t->operr++;
 		return err;
 	}
 	return (int)r.n;
 }
 
-/* A scratch descriptor: a memfd, or an unnamed file in -T's directory. */
+/* The scratch descriptor, made once: a memfd, or an unnamed file in -T's directory (the
+ * engine gives back what a rebuild used, so every rebuild can have it). */
 static int scratch_fd(struct tool *t)
 {
-	int fd;
-
+	if (t->scratch >= 0)
+		return t->scratch;
 	if (t->tmpdir)
-		fd = open(t->tmpdir, O_TMPFILE | O_RDWR | O_EXCL | O_CLOEXEC, 0600);
+		t->scratch = open(t->tmpdir, O_TMPFILE | O_RDWR | O_EXCL | O_CLOEXEC, 0600);
 	else
-		fd = memfd_create("mendfs_repair", MFD_CLOEXEC);
-	if (fd < 0)
+		t->scratch = memfd_create("mendfs_repair", MFD_CLOEXEC);
+	if (t->scratch < 0)
 		fprintf(stderr, "mendfs_repair: scratch file%s%s: %s\n", t->tmpdir ? " in " : "",
 			t->tmpdir ? t->tmpdir : "", strerror(errno));
-	return fd;
+	return t->scratch;
 }
 
-/* Rebuild one object (AG objects: agno; others: where = ""); 0 when rebuilt (and checked
- * clean by the engine). */
-static int rebuild_obj(struct tool *t, uint32_t type, uint32_t agno, const char *where)
+/* Memory pressure stopped a rebuild (nothing changed): wait for it to pass, a little
+ * longer each time, before the next try. */
+static void pressure_pause(unsigned try)
 {
-	struct mfs_repair_ctx *rc = calloc(1, sizeof(*rc));
-	int err;
+	struct timespec ts = { 0, 250000000L * (long)try };
 
-	if (!rc)
-		return -ENOMEM;
-	rc->fs = t->fs;
-	rc->type = type;
-	rc->agno = agno;
-	rc->fds[0] = scratch_fd(t);
-	rc->nfds = 1;
-	rc->flags = MFS_REPAIR_OFFLINE;      /* the device is locked: nothing else runs */
-	rc->abort = t->pressure ? mfs_pressure_flag(t->pressure) : NULL;
-	if (rc->fds[0] < 0) {
-		free(rc);
+	while (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	nanosleep(&ts, NULL);
+}
+
+/*
+ * Rebuild one object with the engine: 0 when rebuilt (and checked clean by the engine), or
+ * its error.  Offline, the hooks a daemon gives (quiesce, changed, cancelled) are NULL —
+ * nothing else runs, no kernel caches the inodes — and MFS_REPAIR_OFFLINE says so.
+ */
+static int rebuild(struct tool *t, uint32_t type, uint32_t agno, uint64_t ino)
+{
+	struct mfs_repair_ctx *rc;
+	char name[64];
+	int err = -ENOMEM;
+
+	if (scratch_fd(t) < 0) {
+		t->operr++;
 		return -EIO;
 	}
-	err = mfs_repair(rc);
-	if (err)
-		printf("%s%s: could not rebuild: %s\n", where, type_name(type), rc->reason);
-	else
-		printf("%s%s: rebuilt (%llu records, %llu bytes of scratch)\n", where,
-		       type_name(type), (unsigned long long)rc->records,
-		       (unsigned long long)rc->scratch_used);
-	close(rc->fds[0]);
+	rc = calloc(1, sizeof(*rc));
+	if (!rc) {
+		fprintf(stderr, "mendfs_repair: out of memory\n");
+		t->operr++;
+		return -ENOMEM;
+	}
+	obj_name(name, sizeof(name), type, agno, ino);
+	for (unsigned try = 0; try < PRESSURE_TRIES; try++) {
+		memset(rc, 0, sizeof(*rc));
+		rc->fs = t->fs;
+		rc->type = type;
+		rc->agno = agno;
+		rc->ino = ino;
+		rc->fds[0] = t->scratch;
+		rc->nfds = 1;
+		rc->flags = MFS_REPAIR_OFFLINE;      /* the device is locked: nothing else runs */
+		if (t->pressure) {
+			mfs_pressure_reset(t->pressure);
+			rc->abort = mfs_pressure_flag(t->pressure);
+		}
+		err = mfs_repair(rc);
+		if (err != -ECANCELED || !t->pressure || !mfs_pressure_aborted(t->pressure))
+			break;
+		printf("%s: stopped by memory pressure before any change%s\n", name,
+		       try + 1 < PRESSURE_TRIES ? ", tried again" : "");
+		pressure_pause(try + 1);
+	}
+	if (err == -ENOENT && ino) {
+		err = 0;                     /* freed since it was listed: nothing to rebuild */
+	} else if (err) {
+		printf("%s: could not rebuild: %s\n", name, rc->reason);
+	} else {
+		printf("%s: rebuilt (%llu records, %llu bytes of scratch)\n", name,
+		       (unsigned long long)rc->records, (unsigned long long)rc->scratch_used);
+		t->rebuilt++;
+	}
 	free(rc);
 	return err;
 }
 
-static int rebuild(struct tool *t, uint32_t type, uint32_t agno)
+/* Check one object; rebuild it when damaged (and the pass repairs).  Its findings. */
+static int fix(struct tool *t, uint32_t type, uint32_t agno, uint64_t ino)
 {
-	char where[32];
+	int n = check(t, type, agno, ino);
 
-	snprintf(where, sizeof(where), "AG %u ", agno);
-	return rebuild_obj(t, type, agno, where);
+	if (n <= 0)
+		return n;
+	t->damaged++;
+	if (t->repairing && mfs_repair_supported(type))
+		rebuild(t, type, agno, ino);
+	return n;
 }
 
-static int rebuild_fs(struct tool *t, uint32_t type)
-{
-	return rebuild_obj(t, type, 0, "");
-}
-
-static const uint32_t ag_first[] = { MFS_SCRUB_SB, MFS_SCRUB_AGH, MFS_SCRUB_AGFL,
-				     MFS_SCRUB_RMAPBT };
-static const uint32_t ag_trees[] = { MFS_SCRUB_BNOBT, MFS_SCRUB_CNTBT, MFS_SCRUB_INOBT };
+/* ---- one AG's objects ----------------------------------------------------------------------- */
+static const uint32_t ag_types[] = { MFS_SCRUB_SB, MFS_SCRUB_AGH, MFS_SCRUB_AGFL,
+				     MFS_SCRUB_RMAPBT, MFS_SCRUB_BNOBT, MFS_SCRUB_CNTBT,
+				     MFS_SCRUB_INOBT };
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 static void do_ag(struct tool *t, uint32_t agno)
 {
-	unsigned bad_first = 0, bad_tree[NELEM(ag_trees)] = { 0 }, total, left = 0;
-	int sb_bad = 0, agh_bad = 0, rmap_bad = 0, agfl_bad = 0, agfl_ok = 0, rebuilt = 0;
+	unsigned bad[MFS_SCRUB_NTYPES] = { 0 };
+	int agfl_ok = 0;
 
-	for (size_t i = 0; i < NELEM(ag_first); i++) {
-		int n = check(t, ag_first[i], agno, 0, "");
+	for (size_t i = 0; i < NELEM(ag_types); i++) {
+		int n = check(t, ag_types[i], agno, 0);
 
 		if (n > 0) {
-			bad_first += (unsigned)n;
-			sb_bad |= ag_first[i] == MFS_SCRUB_SB;
-			agh_bad |= ag_first[i] == MFS_SCRUB_AGH;
-			rmap_bad |= ag_first[i] == MFS_SCRUB_RMAPBT;
-			agfl_bad |= ag_first[i] == MFS_SCRUB_AGFL;
+			bad[ag_types[i]] = (unsigned)n;
+			t->damaged++;
 		}
 	}
-	for (size_t i = 0; i < NELEM(ag_trees); i++) {
-		int n = check(t, ag_trees[i], agno, 0, "");
-
-		bad_tree[i] = n > 0 ? (unsigned)n : 0;
-	}
-	total = bad_first + bad_tree[0] + bad_tree[1] + bad_tree[2];
-	t->found += total;
-	if (!total || t->dry_run) {
-		t->unfixed += total;
+	if (!t->repairing)
 		return;
-	}
 	/* The superblock (from the geometry in use) and the AG header (its roots found, its
 	 * counters recomputed) first: every other rebuild reads the header.  Then the reverse
-	 * map: the other rebuilds trust it.  The header's counters are rewritten by the
-	 * rebuilds too: a header that disagrees is worth a rebuild of both kinds of tree. */
-	if (sb_bad)
-		rebuilt |= rebuild(t, MFS_SCRUB_SB, agno) == 0;
-	if (agh_bad)
-		rebuilt |= rebuild(t, MFS_SCRUB_AGH, agno) == 0;
-	if (agfl_bad)
-		rebuilt |= agfl_ok = rebuild(t, MFS_SCRUB_AGFL, agno) == 0;
-	if (rmap_bad)
-		rebuilt |= rebuild(t, MFS_SCRUB_RMAPBT, agno) == 0;
-	if (agfl_bad && !agfl_ok)            /* it needed the reverse map */
-		rebuilt |= rebuild(t, MFS_SCRUB_AGFL, agno) == 0;
-	if (bad_tree[0] || bad_tree[1] || agh_bad)
-		rebuilt |= rebuild(t, MFS_SCRUB_BNOBT, agno) == 0;
-	if (bad_tree[2] || agh_bad)
-		rebuilt |= rebuild(t, MFS_SCRUB_INOBT, agno) == 0;
-	for (size_t i = 0; i < NELEM(ag_first); i++) {
-		int n = check(t, ag_first[i], agno, 0, "still ");
-
-		left += n > 0 ? (unsigned)n : 0;
-	}
-	for (size_t i = 0; i < NELEM(ag_trees); i++) {
-		int n = check(t, ag_trees[i], agno, 0, "still ");
-
-		left += n > 0 ? (unsigned)n : 0;
-	}
-	if (left) {
-		t->unfixed += left;
-		t->fixed += rebuilt && total > left ? total - left : 0;
-	} else {
-		t->fixed += total;
-	}
+	 * map: the other rebuilds trust it (the free list first tries without it).  The
+	 * header's counters are rewritten by the tree rebuilds too: a header that disagrees is
+	 * worth a rebuild of both kinds of tree. */
+	if (bad[MFS_SCRUB_SB])
+		rebuild(t, MFS_SCRUB_SB, agno, 0);
+	if (bad[MFS_SCRUB_AGH])
+		rebuild(t, MFS_SCRUB_AGH, agno, 0);
+	if (bad[MFS_SCRUB_AGFL])
+		agfl_ok = rebuild(t, MFS_SCRUB_AGFL, agno, 0) == 0;
+	if (bad[MFS_SCRUB_RMAPBT])
+		rebuild(t, MFS_SCRUB_RMAPBT, agno, 0);
+	if (bad[MFS_SCRUB_AGFL] && !agfl_ok)            /* it needed the reverse map */
+		rebuild(t, MFS_SCRUB_AGFL, agno, 0);
+	if (bad[MFS_SCRUB_BNOBT] || bad[MFS_SCRUB_CNTBT] || bad[MFS_SCRUB_AGH])
+		rebuild(t, MFS_SCRUB_BNOBT, agno, 0);
+	if (bad[MFS_SCRUB_INOBT] || bad[MFS_SCRUB_AGH])
+		rebuild(t, MFS_SCRUB_INOBT, agno, 0);
 }
 
-/* Every inode in use of AG agno (from its inode btree, if it can be read), checked. */
-struct inode_walk {
-	struct tool *t;
-	uint32_t agno;
+/* ---- the inodes ------------------------------------------------------------------------------ */
+/* A batch of inodes in use of one AG, from a cursor on, with the mode their records hold
+ * (maybe damaged: the checkers say). */
+struct ibatch {
+	uint64_t cursor;             /* first inode number wanted */
+	uint64_t ino[INODE_BATCH];
+	uint16_t mode[INODE_BATCH];
+	unsigned n;
 };
 
-static int inode_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
+static int batch_fn(void *priv, uint64_t ino, const struct mfs_dinode *d, int isfree)
 {
-	static const uint32_t types[] = { MFS_SCRUB_INODE, MFS_SCRUB_BMAP, MFS_SCRUB_DIR,
-					  MFS_SCRUB_XATTR, MFS_SCRUB_SYMLINK };
-	const struct mfs_inobt_rec *ir = rec;
-	struct inode_walk *w = priv;
-	uint64_t mask = mfs_get64(ir->freemask);
+	struct ibatch *b = priv;
 
-	for (unsigned i = 0; i < MFS_INODES_PER_CHUNK; i++) {
-		uint64_t ino = mfs_agino_to_ino(&cur->fs->geo, w->agno,
-						mfs_get32(ir->startino) + i);
+	if (isfree || ino < b->cursor)
+		return 0;
+	if (b->n == INODE_BATCH)
+		return 1;                    /* full: this inode starts the next batch */
+	b->ino[b->n] = ino;
+	b->mode[b->n] = mfs_get16(d->mode);
+	b->n++;
+	return 0;
+}
 
-		if (mask >> i & 1 || mfs_ino_check(cur->fs, ino))
-			continue;
-		for (size_t k = 0; k < NELEM(types); k++) {
-			int n = check(w->t, types[k], 0, ino, "");
+struct bwalk {
+	struct mfs_scrub_ctx sc;     /* scrub_chunk_walk's context: only the filesystem */
+	uint32_t agno;
+	struct ibatch *b;
+	uint64_t bad_fsb;
+};
 
-			if (n > 0) {
-				w->t->found += (unsigned)n;
-				w->t->unfixed += (unsigned)n;
-			}
-		}
+static int bwalk_chunk(struct mfs_btree_cur *cur, const void *rec, void *priv)
+{
+	struct bwalk *w = priv;
+
+	(void)cur;
+	return scrub_chunk_walk(&w->sc, w->agno, rec, batch_fn, w->b, &w->bad_fsb);
+}
+
+/* The next batch of AG agno's inodes in use from b->cursor on (b->n = 0: none left); the
+ * AG locked meanwhile, as the daemon's listing does. */
+static int next_batch(struct tool *t, uint32_t agno, struct ibatch *b)
+{
+	struct mfs_fs *fs = t->fs;
+	uint32_t agino = mfs_ino_to_agino(&fs->geo, b->cursor);
+	struct mfs_inobt_key lo;
+	struct mfs_btree_cur cur;
+	struct mfs_buf *hbp;
+	struct bwalk w;
+	int err;
+
+	memset(&w, 0, sizeof(w));
+	w.sc.fs = fs;
+	w.agno = agno;
+	w.b = b;
+	b->n = 0;
+	/* The chunk holding the cursor starts at most 63 inodes before it. */
+	mfs_put32(lo.startino, agino >= MFS_INODES_PER_CHUNK ?
+		  agino - (MFS_INODES_PER_CHUNK - 1) : 0);
+	pthread_mutex_lock(&fs->ag[agno].lock);
+	err = mfs_read_agh(fs, agno, &hbp);
+	if (!err) {
+		mfs_ag_cur_init(&cur, fs, NULL, agno, MFS_BT_INO, hbp);
+		err = mfs_btree_query_range(&cur, &lo, NULL, bwalk_chunk, &w);
+		mfs_btree_cur_release(&cur);
+		mfs_buf_put(hbp);
+	}
+	pthread_mutex_unlock(&fs->ag[agno].lock);
+	if (err < 0) {
+		printf("%snot checked: the inodes of AG %u from inode %llu on (its header, inode "
+		       "btree or inode block %llu: %s)\n", t->prefix, agno,
+		       (unsigned long long)b->cursor, (unsigned long long)w.bad_fsb,
+		       strerror(-err));
+		t->damaged++;
+		return err;
 	}
 	return 0;
 }
 
-static void do_inodes(struct tool *t, uint32_t agno)
+/* One inode's objects: dirs = 0 its core, extent map, attributes and symlink target (as
+ * mendfs_scrub's phase 3: the forks of a record whose mode is 0 are its check's to
+ * report); dirs = 1 its directory (phase 4). */
+static void do_inode(struct tool *t, uint64_t ino, uint16_t mode, int dirs)
 {
-	struct inode_walk w = { t, agno };
-	struct mfs_btree_cur cur;
-	struct mfs_buf *hbp;
-	int err = mfs_read_agh(t->fs, agno, &hbp);
+	if (dirs) {
+		if (S_ISDIR(mode))
+			fix(t, MFS_SCRUB_DIR, 0, ino);
+		return;
+	}
+	fix(t, MFS_SCRUB_INODE, 0, ino);
+	if (!mode)
+		return;
+	fix(t, MFS_SCRUB_BMAP, 0, ino);
+	fix(t, MFS_SCRUB_XATTR, 0, ino);
+	if (S_ISLNK(mode))
+		fix(t, MFS_SCRUB_SYMLINK, 0, ino);
+}
 
-	if (!err) {
-		mfs_ag_cur_init(&cur, t->fs, NULL, agno, MFS_BT_INO, hbp);
-		err = mfs_btree_query_range(&cur, NULL, NULL, inode_fn, &w);
-		mfs_btree_cur_release(&cur);
-		mfs_buf_put(hbp);
+static void do_inodes(struct tool *t, int dirs)
+{
+	struct ibatch *b = malloc(sizeof(*b));
+	const struct mfs_geom *g = &t->fs->geo;
+
+	if (!b) {
+		fprintf(stderr, "mendfs_repair: out of memory: the inodes are not checked\n");
+		t->operr++;
+		return;
 	}
-	if (err) {
-		printf("not checked: the inodes of AG %u (its header or inode btree: %s)\n", agno,
-		       strerror(-err));
-		t->unfixed++;
+	for (uint32_t agno = 0; agno < g->agcount; agno++) {
+		b->cursor = mfs_agino_to_ino(g, agno, 0);
+		while (next_batch(t, agno, b) == 0 && b->n) {
+			/* The mode again for each (a rebuild of the inode record before may
+			 * have set it right; the batch holds what the record held). */
+			for (unsigned i = 0; i < b->n; i++)
+				do_inode(t, b->ino[i], b->mode[i], dirs);
+			b->cursor = b->ino[b->n - 1] + 1;
+		}
 	}
+	free(b);
+}
+
+/* ---- passes ------------------------------------------------------------------------------------ */
+/* Every object once, in the order of the file's top comment; the damaged objects found. */
+static unsigned pass(struct tool *t, int repairing, const char *prefix)
+{
+	unsigned rebuilt0;
+
+	t->repairing = repairing;
+	t->prefix = prefix;
+	t->damaged = 0;
+	for (uint32_t agno = 0; agno < t->fs->geo.agcount; agno++)
+		do_ag(t, agno);
+	fix(t, MFS_SCRUB_ORPHANS, 0, 0);
+	rebuilt0 = t->rebuilt;
+	do_inodes(t, 0);
+	do_inodes(t, 1);
+	fix(t, MFS_SCRUB_NLINKS, 0, 0);
+	/* The link-count rebuild keeps the orphan lists right, but an inode freed or rebuilt
+	 * since step 2 may have left one wrong: checked again then. */
+	if (t->rebuilt != rebuilt0)
+		fix(t, MFS_SCRUB_ORPHANS, 0, 0);
+	fix(t, MFS_SCRUB_JOURNAL, 0, 0);
+	fix(t, MFS_SCRUB_SUMMARY, 0, 0);
+	return t->damaged;
 }
 
 /*
  * The journal could not be opened (its header, or a record in it, is damaged): open without
  * it, check it, reset it when the filesystem was unmounted cleanly (repair_journal.c says
- * why not otherwise), and open again with it.
+ * why not otherwise), and open again with it.  *found / *left: 1 when it was damaged / still
+ * is.
  */
-static int open_reset_journal(struct tool *t, unsigned flags)
+static int open_reset_journal(struct tool *t, unsigned flags, unsigned *found, unsigned *left)
 {
 	int n, err = mfs_fs_open(t->image, flags & ~MFS_OPEN_JOURNAL, 0, &t->fs);
 
 	if (err)
 		return err;
-	n = check(t, MFS_SCRUB_JOURNAL, 0, 0, "");
+	t->prefix = "";
+	n = check(t, MFS_SCRUB_JOURNAL, 0, 0);
 	if (n > 0) {
-		t->found += (unsigned)n;
-		if (rebuild_fs(t, MFS_SCRUB_JOURNAL) == 0)
-			t->fixed += (unsigned)n;
-		else
-			t->unfixed += (unsigned)n;
+		*found = 1;
+		*left = rebuild(t, MFS_SCRUB_JOURNAL, 0, 0) != 0;
 	}
 	err = mfs_fs_close(t->fs);
 	t->fs = NULL;
 	if (!err)
 		err = mfs_fs_open(t->image, flags, 0, &t->fs);
 	return err;
-}
-
-/* A whole-filesystem object: checked, and rebuilt when damaged and the engine can. */
-static void do_fs(struct tool *t, uint32_t type)
-{
-	int n = check(t, type, 0, 0, "");
-
-	if (n <= 0)
-		return;
-	t->found += (unsigned)n;
-	if (!t->dry_run && mfs_repair_supported(type) && rebuild_fs(t, type) == 0 &&
-	    check(t, type, 0, 0, "still ") == 0)
-		t->fixed += (unsigned)n;
-	else
-		t->unfixed += (unsigned)n;
 }
 
 static void usage(FILE *f)
@@ -349,10 +503,11 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
 	struct tool t;
-	unsigned flags = MFS_OPEN_EXCL | MFS_OPEN_SB_COPY;
+	unsigned flags = MFS_OPEN_EXCL | MFS_OPEN_SB_COPY, found = 0, left = 0, passes = 0;
 	int c, err, ex;
 
 	memset(&t, 0, sizeof(t));
+	t.scratch = -1;
 	while ((c = getopt(argc, argv, "hnvT:apyfC:")) != -1) {
 		switch (c) {
 		case 'a':                    /* fsck(8)'s: repair without asking, as always */
@@ -383,15 +538,19 @@ int main(int argc, char **argv)
 		return EX_USAGE;
 	}
 	t.image = argv[optind];
+	logs.verbose = t.verbose;
+	mfs_log_set_sink(log_sink, NULL);
 	flags |= t.dry_run ? MFS_OPEN_RDONLY : MFS_OPEN_JOURNAL;
 	err = mfs_fs_open(t.image, flags, 0, &t.fs);
 	if (mfs_is_corruption(err) && !t.dry_run)
-		err = open_reset_journal(&t, flags);
+		err = open_reset_journal(&t, flags, &found, &left);
 	if (err) {
 		fprintf(stderr, "mendfs_repair: %s: cannot open%s: %s\n", t.image,
 			err == -EBUSY ? " (mounted, or in use by another mendfs program)" : "",
 			strerror(-err));
-		return EX_OPERROR | (t.unfixed ? EX_UNFIXED : 0);   /* a journal not reset */
+		if (t.scratch >= 0)
+			close(t.scratch);
+		return EX_OPERROR | (left ? EX_UNFIXED : 0);   /* a journal not reset */
 	}
 	if (t.dry_run) {
 		struct mfs_journal_info ji;
@@ -401,8 +560,8 @@ int main(int argc, char **argv)
 			       "the check below sees the filesystem without them (mount it once, "
 			       "or run without -n, to apply them)\n",
 			       (unsigned long long)ji.records);
-			t.found++;
-			t.unfixed++;
+			found++;
+			left++;
 		}
 	}
 	err = mfs_icache_init(t.fs, 0);
@@ -413,23 +572,27 @@ int main(int argc, char **argv)
 	}
 	if (!t.dry_run && mfs_pressure_start(NULL, &t.pressure) != 0)
 		t.pressure = NULL;
-	for (uint32_t agno = 0; agno < t.fs->geo.agcount; agno++)
-		do_ag(&t, agno);
-	/* The orphan lists depend on nothing but the inodes' link counts: settled before the
-	 * inodes are checked, since an inode without links is looked up on its list (the link
-	 * count rebuild after keeps them right: an inode given links back leaves its list in
-	 * the same transaction). */
-	do_fs(&t, MFS_SCRUB_ORPHANS);
-	for (uint32_t agno = 0; agno < t.fs->geo.agcount; agno++)
-		do_inodes(&t, agno);
-	{
-		static const uint32_t fs_types[] = { MFS_SCRUB_JOURNAL, MFS_SCRUB_NLINKS,
-						     MFS_SCRUB_SUMMARY };
+	/* -n: one pass, what it finds is left.  Else a first pass repairs; a second one checks
+	 * everything again and rebuilds what is still damaged (a rebuild the first refused
+	 * because what it is rebuilt from was damaged too); when it rebuilt anything, a last
+	 * pass only checks.  The last pass that rebuilt nothing says what is left. */
+	found += pass(&t, !t.dry_run, "");
+	passes = 1;
+	if (t.dry_run) {
+		left += t.damaged;
+	} else if (found > left) {
+		unsigned rebuilt = t.rebuilt, n = pass(&t, 1, "still ");
 
-		for (size_t i = 0; i < NELEM(fs_types); i++)
-			do_fs(&t, fs_types[i]);
+		passes++;
+		if (n && t.rebuilt != rebuilt) {
+			n = pass(&t, 0, "left after repair: ");
+			passes++;
+		}
+		left += n;
 	}
 	mfs_pressure_stop(t.pressure);
+	if (t.scratch >= 0)
+		close(t.scratch);
 	err = mfs_icache_destroy(t.fs);
 	if (!err)
 		err = mfs_fs_close(t.fs);
@@ -439,10 +602,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "mendfs_repair: %s: closing: %s\n", t.image, strerror(-err));
 		t.operr++;
 	}
-	ex = (t.fixed ? EX_FIXED : 0) | (t.unfixed ? EX_UNFIXED : 0) |
+	ex = (left ? EX_UNFIXED : found ? EX_FIXED : 0) | (left && t.rebuilt ? EX_FIXED : 0) |
 	     (t.operr ? EX_OPERROR : 0);
-	if (t.verbose || t.found || t.operr)
-		printf("%s: %u problem(s) found, %u fixed, %u left%s\n", t.image, t.found,
-		       t.fixed, t.unfixed, t.operr ? ", and operational errors" : "");
+	if (t.verbose || found || t.operr)
+		printf("%s: %u damaged object(s) found, %u rebuilt, %u left damaged (%u "
+		       "pass%s)%s\n", t.image, found, t.rebuilt, left, passes,
+		       passes > 1 ? "es" : "", t.operr ? ", and operational errors" : "");
 	return ex;
 }
