@@ -29,6 +29,7 @@
  * of its hash chain in the rebuilt directory, i.e. every entry but later members of a hash
  * collision chain.  Link counts are not changed here: the NLINKS checker compares them.
  */
+#include "repair_dirwalk.h"
 #include "repair_priv.h"
 #include "scrub_priv.h"
 
@@ -271,25 +272,6 @@ static int salvage_btree(struct dirrep *d)
 }
 
 /* ---- step 3: ".." ----------------------------------------------------------------------- */
-struct holds {
-	uint64_t ino;
-	int found;
-};
-
-static int holds_fn(void *priv, const char *name, unsigned len, uint64_t ino, uint8_t ftype,
-		    uint64_t next_cookie)
-{
-	struct holds *h = priv;
-
-	(void)name;
-	(void)len;
-	(void)ftype;
-	if (next_cookie <= MFS_DIR_COOKIE_DOTDOT || ino != h->ino)
-		return 0;
-	h->found = 1;
-	return 1;
-}
-
 /*
  * Does directory pino hold an entry naming this directory?  1 yes, 0 no, -EAGAIN when its
  * lock could not be had (a lower-numbered inode is only tried: the lock order forbids
@@ -298,7 +280,7 @@ static int holds_fn(void *priv, const char *name, unsigned len, uint64_t ino, ui
 static int parent_holds(struct dirrep *d, uint64_t pino)
 {
 	struct mfs_inode *pp;
-	struct holds h = { d->dp->ino, 0 };
+	struct rep_names h;
 	int err;
 	unsigned tries = 0;
 
@@ -318,67 +300,18 @@ static int parent_holds(struct dirrep *d, uint64_t pino)
 			sched_yield();
 		}
 	}
-	if (S_ISDIR(pp->mode) && pp->nlink > 0) {
-		err = mfs_dir_iterate(pp, 0, holds_fn, &h);
-		if (mfs_is_corruption(err))
-			err = 0;            /* a damaged parent is its own repair's */
-	}
+	memset(&h, 0, sizeof(h));
+	err = rep_dir_names(pp, d->dp->ino, &h);
+	if (mfs_is_corruption(err))
+		err = 0;                    /* a damaged parent is its own repair's */
 	pthread_rwlock_unlock(&pp->lock);
 	mfs_iput(pp);
-	return err ? err : h.found;
+	return err ? err : h.n > 0;
 }
 
-/* Every allocated directory of the filesystem, with the ".." its disk copy stores. */
-typedef int (*dir_fn)(struct dirrep *d, uint64_t ino, uint64_t parent);
-
-static int walk_dirs(struct dirrep *d, dir_fn fn)
+static int find_parent_fn(void *priv, uint64_t ino, uint64_t parent)
 {
-	struct mfs_fs *fs = d->dp->fs;
-	struct mfs_scrub_ctx sc;
-	int err = 0;
-
-	memset(&sc, 0, sizeof(sc));
-	sc.fs = fs;
-	for (uint32_t agno = 0; agno < fs->geo.agcount && !err; agno++) {
-		struct scrub_ag sa;
-
-		scrub_ag_lock(fs, agno);
-		err = scrub_ag_scan(&sc, agno, SCRUB_WANT_INO, &sa);
-		if (!err && !(sa.have & SCRUB_WANT_INO))
-			err = -EFSCORRUPTED;
-		scrub_ag_unlock(fs, agno);
-		for (size_t c = 0; !err && c < sa.recs[MFS_BT_INO].n; c++) {
-			const struct mfs_inobt_rec *cr = scrub_rec(&sa.recs[MFS_BT_INO], c);
-			uint64_t mask = mfs_get64(cr->freemask);
-
-			for (unsigned k = 0; k < MFS_INODES_PER_CHUNK && !err; k++) {
-				uint64_t ino = mfs_agino_to_ino(&fs->geo, agno,
-								mfs_get32(cr->startino) + k);
-				uint64_t parent;
-				uint16_t mode;
-
-				if (mask >> k & 1)
-					continue;
-				err = rep_poll(d->r);
-				if (err)
-					break;
-				if (rep_inode_peek(fs, ino, &mode, &parent) || !S_ISDIR(mode))
-					continue;
-				err = fn(d, ino, parent);
-			}
-		}
-		scrub_ag_lock(fs, agno);
-		scrub_ag_release(&sa);
-		scrub_ag_unlock(fs, agno);
-		if (mfs_is_corruption(err))
-			return rep_fail(d->r, err, "AG %u's inode btree is damaged: the directory "
-					"rebuild searches every directory; rebuild it first", agno);
-	}
-	return err > 0 ? 0 : err;
-}
-
-static int find_parent_fn(struct dirrep *d, uint64_t ino, uint64_t parent)
-{
+	struct dirrep *d = priv;
 	int err;
 
 	(void)parent;
@@ -392,8 +325,10 @@ static int find_parent_fn(struct dirrep *d, uint64_t ino, uint64_t parent)
 	return err == -EAGAIN ? 0 : err;
 }
 
-static int orphan_fn(struct dirrep *d, uint64_t ino, uint64_t parent)
+static int orphan_fn(void *priv, uint64_t ino, uint64_t parent)
 {
+	struct dirrep *d = priv;
+
 	if (parent != d->dp->ino || ino == d->dp->ino)
 		return 0;
 	if (d->norph < MAX_ORPHANS)
@@ -427,7 +362,7 @@ static int choose_parent(struct dirrep *d, uint64_t stored)
 					ULL(dp->ino), ULL(stored), strerror(-err));
 	}
 	d->parent = 0;
-	err = walk_dirs(d, find_parent_fn);
+	err = rep_walk_dirs(d->r, find_parent_fn, d);
 	if (err)
 		return err;
 	if (!d->parent) {
@@ -454,7 +389,7 @@ static int find_orphans(struct dirrep *d)
 	int err;
 
 	d->norph = 0;
-	err = walk_dirs(d, orphan_fn);
+	err = rep_walk_dirs(d->r, orphan_fn, d);
 	if (err || !d->norph)
 		return err;
 	qsort(d->orph, d->norph, sizeof(d->orph[0]), cmp_u64);
@@ -580,7 +515,7 @@ int rep_dir(struct rep *r)
 	struct rep_iblocks nb;
 	uint64_t nrec, nent, blob;
 	uint32_t per_leaf;
-	int err, inline_fork;
+	int err, no_walk;
 
 	if (!d)
 		return rep_fail(r, -ENOMEM, "no memory for the directory rebuild");
@@ -588,12 +523,16 @@ int rep_dir(struct rep *r)
 	err = rep_inode_take(r, S_IFDIR, "directory", &d->dp);
 	if (err || !d->dp)
 		goto out;
-	/* Count, plan the scratch, reserve, then gather. */
-	/* An inline directory owns no name block: its blocks are the attribute fork's. */
-	inline_fork = d->dp->dformat == MFS_FMT_LOCAL;
+	/* Count, plan the scratch, reserve, then gather.  The blocks are counted in the
+	 * reverse map, never taken from nblocks (the damaged field, maybe).  An inline
+	 * directory without attribute blocks that counts none owns none: no walk (a forced
+	 * rebuild of every directory stays cheap); one that counts some, or has an attribute
+	 * fork in blocks, is counted there too — and name-btree blocks found for it (its
+	 * format was the damage) are salvaged and freed like a btree directory's. */
+	no_walk = d->dp->dformat == MFS_FMT_LOCAL && d->dp->nblocks == 0 &&
+		      d->dp->aformat != MFS_FMT_EXTENTS && d->dp->aformat != MFS_FMT_BTREE;
 	memset(&nb, 0, sizeof(nb));
-	nb.attr = d->dp->nblocks;
-	err = inline_fork ? 0 : rep_inode_rmap(r, d->dp->ino, want_names, NULL, &nb);
+	err = no_walk ? 0 : rep_inode_rmap(r, d->dp->ino, want_names, NULL, &nb);
 	if (err)
 		goto out;
 	per_leaf = (r->fs->geo.blocksize - (uint32_t)sizeof(struct mfs_btree_block)) /
@@ -601,7 +540,7 @@ int rep_dir(struct rep *r)
 	nrec = nb.data_bt * per_leaf + 1;
 	nent = nrec + (d->dp->dformat == MFS_FMT_LOCAL ? fork_size(d->dp) / 12 + 1 : 0);
 	blob = nent * NAME_SLOT_BYTES + 65536;
-	err = rep_inode_scratch(r, d->dp, inline_fork ? NULL : want_names, &nb, nrec,
+	err = rep_inode_scratch(r, d->dp, no_walk ? NULL : want_names, &nb, nrec,
 				MFS_DIR_REC_SIZE, nent,
 				sizeof(struct dent), blob, &d->s);
 	if (err)

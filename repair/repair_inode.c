@@ -34,6 +34,7 @@
  * still name it are the directory and link-count rebuilders' to drop.
  */
 #include "repair_bmap.h"
+#include "repair_dirwalk.h"
 #include "repair_ag.h"
 #include "scrub_priv.h"
 
@@ -50,6 +51,7 @@
 #include "trans.h"
 #include "verify.h"
 
+#include <dirent.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +97,8 @@ static int inode_incore(struct rep *r, struct mfs_inode *ip)
 
 	if (ip->nlink && ip->next_unlinked)
 		ip->next_unlinked = 0;
+	if (!S_ISREG(ip->mode) && !S_ISDIR(ip->mode) && !S_ISLNK(ip->mode))
+		ip->size = 0;           /* a device, fifo or socket holds no data */
 	if (S_ISLNK(ip->mode) && (ip->size == 0 || ip->size > SYMLINK_MAX)) {
 		uint64_t len = 0;
 
@@ -131,6 +135,8 @@ struct raw {
 	uint8_t buf[MFS_MAX_INODESIZE];     /* the dinode being fixed */
 	int drop_attr;                      /* free the attribute fork's blocks */
 	const char *beyond;                 /* why it is beyond repair, NULL: it is not */
+	uint16_t oldmode;                   /* the damaged mode the type was decided for */
+	uint16_t newtype;                   /* its file type from the evidence (0: none) */
 };
 
 static struct mfs_dinode *rd(struct raw *x)
@@ -184,6 +190,12 @@ static void fix_attr(struct raw *x)
 		}
 	} else if (fo && (uint64_t)fo * 8 < x->litsize && d->aformat == MFS_FMT_LOCAL &&
 		   local_attrs(x, fo * 8) == (long)mfs_get32(d->anext)) {
+		return;
+	} else if (d->aformat == MFS_FMT_NONE && !mfs_get32(d->anext)) {
+		/* No attribute fork and no attribute block: a fork offset is the damage.  The
+		 * bytes past it are the data fork's (a name btree root, inline entries): the
+		 * offset goes, the literal area stays as it is. */
+		mfs_put16(d->forkoff, 0);
 		return;
 	}
 	if (fo || d->aformat != MFS_FMT_NONE || x->s->attr_recs)
@@ -291,8 +303,10 @@ static int fix_data(struct raw *x, struct mfs_trans *tp, uint64_t *tree_blocks)
 			mfs_put64(d->size, local_dir_size(x, forksize));
 		return 0;
 	}
+	/* A device, fifo or socket: no data, size 0. */
 	d->dformat = MFS_FMT_DEV;
 	mfs_put32(d->dnext, 0);
+	mfs_put64(d->size, 0);
 	*tree_blocks = 0;
 	return 0;
 }
@@ -361,6 +375,213 @@ static int raw_read(struct raw *x, struct mfs_buf **bpp)
 	return 0;
 }
 
+/* ---- the file type, when the mode's is the damage ---------------------------------------- */
+
+/*
+ * A mode whose file type is unknown, or does not fit the data fork's format (a directory
+ * whose type bits say socket, a symlink's that say character device), lost its type, not
+ * the inode: the type is told again from the evidence, the way a reader would —
+ *   - the data fork: DEV is a device, fifo or socket; inline bytes that parse as a
+ *     directory (a ".." naming an allocated directory, or the root's own, and entries
+ *     adding up to the size) or as a symlink target (size bytes without a NUL, then a NUL
+ *     or the fork's end); an extent list is a file's, or a symlink's (one block at file
+ *     block 0 holding a target of `size` bytes); a btree of names (reverse map: tree
+ *     blocks, no data) a directory's, one with data extents a file's;
+ *   - the entries naming the inode, and the file type each gives.
+ * They must agree: the entries' one type, one the fork allows; without entries, the fork's
+ * one type.  Entries that disagree among themselves or with the fork: refused, nothing
+ * changed (which is right cannot be told).  Neither: beyond repair, as before.
+ * The permission bits are kept, but for set-user-ID and set-group-ID: a damaged mode must
+ * not give privileges.
+ */
+#define TBIT(ifmt)      (1u << ((ifmt) >> 12))
+#define SPECIAL_TYPES   (TBIT(S_IFCHR) | TBIT(S_IFBLK) | TBIT(S_IFIFO) | TBIT(S_IFSOCK))
+
+static int type_fits(uint16_t mode, uint8_t fmt)
+{
+	switch (mode & S_IFMT) {
+	case S_IFREG:
+	case S_IFDIR:
+		return fmt == MFS_FMT_LOCAL || fmt == MFS_FMT_EXTENTS || fmt == MFS_FMT_BTREE;
+	case S_IFLNK:
+		return fmt == MFS_FMT_LOCAL || fmt == MFS_FMT_EXTENTS;
+	case S_IFCHR: case S_IFBLK: case S_IFIFO: case S_IFSOCK:
+		return fmt == MFS_FMT_DEV;
+	}
+	return 0;
+}
+
+static uint16_t ifmt_of_dt(unsigned dt)
+{
+	switch (dt) {
+	case DT_REG: return S_IFREG;
+	case DT_DIR: return S_IFDIR;
+	case DT_LNK: return S_IFLNK;
+	case DT_CHR: return S_IFCHR;
+	case DT_BLK: return S_IFBLK;
+	case DT_FIFO: return S_IFIFO;
+	case DT_SOCK: return S_IFSOCK;
+	}
+	return 0;
+}
+
+static const char *type_name(unsigned bits)
+{
+	switch (bits) {
+	case TBIT(S_IFREG): return "a regular file";
+	case TBIT(S_IFDIR): return "a directory";
+	case TBIT(S_IFLNK): return "a symlink";
+	case TBIT(S_IFCHR): return "a character device";
+	case TBIT(S_IFBLK): return "a block device";
+	case TBIT(S_IFIFO): return "a fifo";
+	case TBIT(S_IFSOCK): return "a socket";
+	case 0: return "nothing known";
+	}
+	return (bits & ~SPECIAL_TYPES) ? "several types" : "a device, fifo or socket";
+}
+
+/* The data fork's size in the literal area (a damaged fork offset: the whole area). */
+static uint32_t ev_forksize(struct raw *x)
+{
+	uint32_t fo = mfs_get16(rd(x)->forkoff);
+
+	return fo && fo * 8u < x->litsize ? fo * 8u : x->litsize;
+}
+
+/* Inline bytes that are a directory's: its ".." and entries adding up to the size. */
+static int ev_local_dir(struct raw *x)
+{
+	uint64_t size = mfs_get64(rd(x)->size), parent;
+	uint32_t forksize = ev_forksize(x);
+	uint16_t pmode = 0;
+
+	if (size == 0)
+		return x->ino == x->fs->geo.rootino;        /* mkfs's empty root */
+	if (size < MFS_DIR_LOCAL_HDR || size > forksize || local_dir_size(x, forksize) != size)
+		return 0;
+	memcpy(&parent, rlit(x), 8);
+	parent = mfs_get64(parent);
+	if (parent == x->ino)
+		return x->ino == x->fs->geo.rootino;
+	return rep_inode_peek(x->fs, parent, &pmode, NULL) == 0 && S_ISDIR(pmode);
+}
+
+/* A symlink target of `size` bytes in `p` (room bytes): no NUL in it, a NUL or the end after. */
+static int ev_target(const uint8_t *p, uint32_t room, uint64_t size)
+{
+	return size >= 1 && size <= SYMLINK_MAX && size <= room &&
+	       strnlen((const char *)p, room) == size;
+}
+
+/* An extent list that could be a symlink's: one block at file block 0 holding a target. */
+static int ev_extent_link(struct raw *x)
+{
+	struct mfs_dinode *d = rd(x);
+	struct mfs_bmbt_rec e;
+	struct mfs_buf *bp;
+	uint64_t fsb;
+	int ok;
+
+	if (x->s->data_recs != 1 || x->s->data_blocks != 1 || x->s->tree_recs ||
+	    mfs_get32(d->dnext) != 1 || ev_forksize(x) < sizeof(e))
+		return 0;
+	memcpy(&e, rlit(x), sizeof(e));
+	fsb = mfs_get64(e.startblock);
+	if (mfs_get64(e.startoff) != 0 || mfs_get32(e.blockcount) != 1 || !fsb ||
+	    fsb >= x->fs->geo.dblocks)
+		return 0;
+	if (mfs_buf_read(x->fs->bc, fsb, NULL, &bp))
+		return 0;
+	ok = ev_target(bp->data, x->fs->geo.blocksize, mfs_get64(d->size));
+	mfs_buf_put(bp);
+	return ok;
+}
+
+/* The types the data fork allows, as TBIT()s. */
+static unsigned ev_fork(struct raw *x)
+{
+	struct mfs_dinode *d = rd(x);
+	unsigned t = 0;
+
+	switch (d->dformat) {
+	case MFS_FMT_DEV:
+		return SPECIAL_TYPES;
+	case MFS_FMT_LOCAL:
+		if (ev_local_dir(x))
+			t |= TBIT(S_IFDIR);
+		if (ev_target(rlit(x), ev_forksize(x), mfs_get64(d->size)))
+			t |= TBIT(S_IFLNK);
+		return t;
+	case MFS_FMT_EXTENTS:
+		return TBIT(S_IFREG) | (ev_extent_link(x) ? TBIT(S_IFLNK) : 0);
+	case MFS_FMT_BTREE:
+		if (x->s->data_recs)
+			return TBIT(S_IFREG);
+		return x->s->tree_recs ? TBIT(S_IFDIR) : 0;
+	}
+	return 0;
+}
+
+/* Decide x->newtype for an inode whose mode lost its type (nothing to do otherwise): 0, or
+ * -EFSCORRUPTED with the reason when the evidence disagrees.  No lock held: it reads the
+ * committed copy (nobody changes an inode nobody can load) and searches the directories. */
+static int decide_type(struct raw *x)
+{
+	struct mfs_dinode *d = rd(x);
+	struct mfs_buf *bp = NULL;
+	struct rep_names nm;
+	uint16_t mode;
+	unsigned fork, cur, ent = 0;
+	uint32_t agno = mfs_ino_to_agno(&x->fs->geo, x->ino);
+	int err;
+
+	scrub_ag_lock(x->fs, agno);
+	err = raw_read(x, &bp);
+	if (!err)
+		mfs_buf_put(bp);
+	scrub_ag_unlock(x->fs, agno);
+	if (err)
+		return err;
+	mode = mfs_get16(d->mode);
+	if (!header_fix(x) || !mode || (type_known(mode) && type_fits(mode, d->dformat)))
+		return 0;
+	cur = type_known(mode) ? TBIT(mode & S_IFMT) : 0;
+	fork = ev_fork(x);
+	err = rep_inode_named(x->r, x->ino, &nm);
+	if (err)
+		return err;
+	for (unsigned dt = 0; dt < 16; dt++)
+		if (nm.dtypes >> dt & 1)
+			ent |= ifmt_of_dt(dt) ? TBIT(ifmt_of_dt(dt)) : 0;
+	if (cur && ent == cur)
+		return 0;           /* the entries confirm the type: the format is the damage */
+	if ((ent & (ent - 1)) || (ent && !(ent & fork)))
+		return rep_fail(x->r, -EFSCORRUPTED, "inode %llu: its mode 0%o %s, and the "
+				"evidence disagrees: its data fork (format %u) holds %s, the %llu "
+				"entries naming it say %s: which is right cannot be told; nothing "
+				"was changed", (unsigned long long)x->ino, mode,
+				cur ? "does not fit its data fork" : "has no file type", d->dformat,
+				type_name(fork), (unsigned long long)nm.n, type_name(ent));
+	if (!ent && (!fork || (fork & (fork - 1)) || (fork & cur)))
+		return 0;           /* nothing to tell it by: as before (beyond repair, or the
+				     * data fork rebuilt for the type the mode has) */
+	x->oldmode = mode;
+	x->newtype = (uint16_t)(__builtin_ctz(ent ? ent : fork) << 12);
+	return 0;
+}
+
+/* The decided type into the mode: permission bits kept, set-ID bits dropped. */
+static void set_type(struct raw *x)
+{
+	struct mfs_dinode *d = rd(x);
+	uint16_t mode = (uint16_t)(x->newtype | (x->oldmode & 07777 & ~(S_ISUID | S_ISGID)));
+
+	mfs_put16(d->mode, mode);
+	mfs_log(MFS_LOG_WARN, "repair: inode %llu: mode 0%o lost its file type: 0%o from its "
+		"data fork and the entries naming it", (unsigned long long)x->ino, x->oldmode,
+		mode);
+}
+
 static int raw_fix(struct raw *x, struct mfs_trans *tp)
 {
 	const struct mfs_geom *g = &x->fs->geo;
@@ -384,6 +605,8 @@ static int raw_fix(struct raw *x, struct mfs_trans *tp)
 		x->beyond = "its header is not an inode's of this filesystem";
 	else if (!mfs_get16(d->mode))
 		err = rep_fail(x->r, -ENOENT, "inode %llu is free", (unsigned long long)x->ino);
+	else if (x->newtype && mfs_get16(d->mode) == x->oldmode)
+		set_type(x);
 	else if (!type_known(mfs_get16(d->mode)))
 		x->beyond = "its mode has no file type";
 	if (!err && !x->beyond) {
@@ -432,6 +655,9 @@ static int inode_raw(struct rep *r)
 	err = rep_fmap_gather(r, x->ino, NULL, &x->m);
 	if (!err) {
 		x->s = rep_fmap_sum(x->m);
+		err = decide_type(x);
+	}
+	if (!err) {
 		err = mfs_trans_alloc(r->fs, &tp);
 		if (err)
 			rep_fail(r, err, "no memory for the repair's transaction");
