@@ -20,6 +20,12 @@
  * prefix: `perf record -g -a` runs during each scrub, writing PREFIX.<files>.data; the
  * daemon's pid is printed for `perf report --pid`), BENCH_SCRUB_NO_EXT4=1 (the mendfs side only).  The programs are found in ../bin beside this one
  * (build/bench -> build/bin).
+ *
+ * Comparing two builds on a loaded machine: BENCH_SCRUB_IMAGES=dir keeps the populated
+ * images there (mendfs.<files>.img, ext4.<files>.img) and reuses them on the next run;
+ * BENCH_SCRUB_ALT=bindir (another build's bin directory) with BENCH_SCRUB_REPEAT=n mounts
+ * and scrubs n times with each build, alternately (A B A B ...), each on a fresh mount
+ * (cold daemon caches), and prints a line per scrub and the median CPU of each build.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -50,7 +56,8 @@
 #define FANOUT   40
 
 static char bindir[PATH_MAX + 16], work[PATH_MAX], mnt[PATH_MAX + 16], img[PATH_MAX + 16];
-static char tmpdir[PATH_MAX], cache_opt[64];
+static char tmpdir[PATH_MAX], cache_opt[64], images[PATH_MAX], alt_bindir[PATH_MAX];
+static int repeat = 1;
 static pid_t daemon_pid;
 static const char *perf_prefix;
 static int no_ext4;
@@ -148,11 +155,11 @@ static int mounted(void)
 	return found;
 }
 
-static int mount_fs(void)
+static int mount_fs(const char *bin)
 {
 	char prog[PATH_MAX + 16];
 
-	fmt(prog, sizeof(prog), "%s/mendfs", bindir);
+	fmt(prog, sizeof(prog), "%s/mendfs", bin);
 	daemon_pid = fork();
 	if (daemon_pid == 0) {
 		int fd = open("/dev/null", O_WRONLY);
@@ -506,124 +513,208 @@ static void perf_stop(pid_t p)
 
 /* ---- one size ------------------------------------------------------------------------------- */
 
-static void bench_one(uint64_t nfiles)
+/* One timed scrub: wall and CPU seconds (daemon, client), what it printed. */
+struct scrub_result {
+	double wall, cpu_d, cpu_c;
+	int rc;
+	char objects[64], phases[256];
+};
+
+/* Mount the image with the daemon of `bin`, time `mendfs_scrub -n -v` of `bin`, unmount. */
+static int scrub_once(const char *bin, uint64_t nfiles, struct scrub_result *res)
 {
-	char scrub[PATH_MAX + 32], mkfs[PATH_MAX + 32], ext4[PATH_MAX + 16], out[PATH_MAX + 16];
-	char size[32], inodes[32], objects[64] = "?", phases[256] = "", tree[PATH_MAX + 16];
-	double t0, t_pop, t_scrub, t_fsck, cpu_d, cpu_c, cpu_fsck;
-	int rc_scrub, rc_fsck, err;
+	char scrub[PATH_MAX + 32], out[PATH_MAX + 16];
+	double t0;
 	pid_t perf;
 	FILE *f;
 
-	fmt(mkfs, sizeof(mkfs), "%s/mkfs.mendfs", bindir);
-	fmt(scrub, sizeof(scrub), "%s/mendfs_scrub", bindir);
-	fmt(ext4, sizeof(ext4), "%s/ext4.img", work);
+	memset(res, 0, sizeof(*res));
+	snprintf(res->objects, sizeof(res->objects), "?");
+	fmt(scrub, sizeof(scrub), "%s/mendfs_scrub", bin);
 	fmt(out, sizeof(out), "%s/scrub.out", work);
-	fmt(tree, sizeof(tree), "%s/tree", tmpdir);
-	/* Room for the data (about 3 KiB a file) and the metadata, sparse. */
-	snprintf(size, sizeof(size), "%lluM", (unsigned long long)(nfiles * 12 / 1024 + 512));
-	snprintf(inodes, sizeof(inodes), "%llu", (unsigned long long)(nfiles + nfiles / 8 + 4096));
-	{
-		char *argv[] = { mkfs, "-q", "-f", img, size, NULL };
-
-		if (run(NULL, argv) != 0) {
-			fprintf(stderr, "bench_scrub: cannot make %s\n", img);
-			return;
-		}
-	}
-	t0 = now();
-	err = populate_mendfs(nfiles);
-	t_pop = now() - t0;
-	if (err) {
-		fprintf(stderr, "bench_scrub: populating %s: %s\n", img, strerror(-err));
-		unlink(img);
-		return;
-	}
-	if (mount_fs() != 0) {
-		fprintf(stderr, "bench_scrub: cannot mount %s\n", img);
-		unlink(img);
-		return;
+	if (mount_fs(bin) != 0) {
+		fprintf(stderr, "bench_scrub: cannot mount %s with %s/mendfs\n", img, bin);
+		return -1;
 	}
 	{
 		char *argv[] = { scrub, "-n", "-v", mnt, NULL };
 
 		perf = perf_start(nfiles);
-		cpu_d = daemon_cpu();
+		res->cpu_d = daemon_cpu();
 		t0 = now();
-		rc_scrub = run(out, argv);
-		t_scrub = now() - t0;
-		cpu_c = last_cpu;
-		cpu_d = daemon_cpu() - cpu_d;
+		res->rc = run(out, argv);
+		res->wall = now() - t0;
+		res->cpu_c = last_cpu;
+		res->cpu_d = daemon_cpu() - res->cpu_d;
 		perf_stop(perf);
 	}
 	umount_fs();
-	unlink(img);
 	f = fopen(out, "r");
 	if (f) {
 		char line[1024];
 
 		while (fgets(line, sizeof(line), f)) {
 			char *p = strstr(line, "(");
-
 			int ph;
 			double secs;
 
 			if (p && strstr(p, "objects checked"))
-				snprintf(objects, sizeof(objects), "%.*s", (int)strcspn(p + 1, " "),
-					 p + 1);
+				snprintf(res->objects, sizeof(res->objects), "%.*s",
+					 (int)strcspn(p + 1, " "), p + 1);
 			/* "Phase N: label: done in S s" */
 			if (sscanf(line, "Phase %d:", &ph) == 1 && (p = strstr(line, "done in ")) &&
 			    sscanf(p, "done in %lf", &secs) == 1) {
-				size_t l = strlen(phases);
+				size_t l = strlen(res->phases);
 
-				snprintf(phases + l, sizeof(phases) - l, "%s%d:%.2f", l ? " " : "",
-					 ph, secs);
+				snprintf(res->phases + l, sizeof(res->phases) - l, "%s%d:%.2f",
+					 l ? " " : "", ph, secs);
 			}
 		}
 		fclose(f);
 	}
 	unlink(out);
+	return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+#define MAX_REPEAT 16
+
+static void bench_one(uint64_t nfiles)
+{
+	char mkfs[PATH_MAX + 32], ext4[PATH_MAX + 32], size[32], inodes[32];
+	char tree[PATH_MAX + 16];
+	const char *bins[2] = { bindir, alt_bindir[0] ? alt_bindir : NULL };
+	double cpu[2][MAX_REPEAT], wall[2][MAX_REPEAT];
+	struct scrub_result res = { 0 }, res_a = { 0 };
+	double t0, t_pop = 0, t_fsck, cpu_fsck, cpu_a, wall_a;
+	int rc_fsck = -1, err, nrun[2] = { 0, 0 }, reused = 0;
+
+	fmt(mkfs, sizeof(mkfs), "%s/mkfs.mendfs", bindir);
+	if (images[0]) {
+		fmt(img, sizeof(img), "%s/mendfs.%llu.img", images, (unsigned long long)nfiles);
+		fmt(ext4, sizeof(ext4), "%s/ext4.%llu.img", images, (unsigned long long)nfiles);
+	} else {
+		fmt(img, sizeof(img), "%s/mendfs.img", work);
+		fmt(ext4, sizeof(ext4), "%s/ext4.img", work);
+	}
+	fmt(tree, sizeof(tree), "%s/tree", tmpdir);
+	/* Room for the data (about 3 KiB a file) and the metadata, sparse. */
+	snprintf(size, sizeof(size), "%lluM", (unsigned long long)(nfiles * 12 / 1024 + 512));
+	snprintf(inodes, sizeof(inodes), "%llu", (unsigned long long)(nfiles + nfiles / 8 + 4096));
+	if (images[0] && access(img, R_OK | W_OK) == 0) {
+		reused = 1;
+	} else {
+		char *argv[] = { mkfs, "-q", "-f", img, size, NULL };
+
+		if (run(NULL, argv) != 0) {
+			fprintf(stderr, "bench_scrub: cannot make %s\n", img);
+			return;
+		}
+		t0 = now();
+		err = populate_mendfs(nfiles);
+		t_pop = now() - t0;
+		if (err) {
+			fprintf(stderr, "bench_scrub: populating %s: %s\n", img, strerror(-err));
+			unlink(img);
+			return;
+		}
+	}
+	/* A B A B ...: the same load for both builds, as far as can be had. */
+	for (int r = 0; r < repeat; r++) {
+		for (int b = 0; b < 2; b++) {
+			if (!bins[b] || scrub_once(bins[b], nfiles, &res) != 0)
+				continue;
+			if (b == 0)
+				res_a = res;
+			cpu[b][nrun[b]] = res.cpu_d + res.cpu_c;
+			wall[b][nrun[b]++] = res.wall;
+			if (repeat > 1 || bins[1])
+				printf("%9llu files  %s: mendfs_scrub %6.2f s, CPU %.2f daemon + %.2f "
+				       "client = %.2f (exit %d; phase seconds %s)\n",
+				       (unsigned long long)nfiles, b ? "B" : "A", res.wall, res.cpu_d,
+				       res.cpu_c, res.cpu_d + res.cpu_c, res.rc, res.phases);
+			fflush(stdout);
+		}
+	}
+	res = res_a;
+	if (!images[0])
+		unlink(img);
+	if (!nrun[0])
+		return;
+	cpu_a = median(cpu[0], nrun[0]);
+	wall_a = median(wall[0], nrun[0]);
+	if (nrun[1])
+		printf("%9llu files  median of %d: A CPU %.2f s, wall %.2f s | B CPU %.2f s, wall "
+		       "%.2f s | B/A CPU %.2f\n", (unsigned long long)nfiles, nrun[0], cpu_a, wall_a,
+		       median(cpu[1], nrun[1]), median(wall[1], nrun[1]),
+		       cpu_a > 0 ? median(cpu[1], nrun[1]) / cpu_a : 0.0);
 	if (no_ext4) {
-		printf("%9llu files  populate %6.1f s | mendfs_scrub %6.2f s, CPU %.2f daemon + "
+		printf("%9llu files  populate %6.1f s%s | mendfs_scrub %6.2f s, CPU %.2f daemon + "
 		       "%.2f client (%s checks, exit %d, %.0f files/s; phase seconds %s)\n",
-		       (unsigned long long)nfiles, t_pop, t_scrub, cpu_d, cpu_c, objects,
-		       rc_scrub, (double)nfiles / t_scrub, phases);
+		       (unsigned long long)nfiles, t_pop, reused ? " (reused)" : "", wall_a,
+		       res.cpu_d, res.cpu_c, res.objects, res.rc, (double)nfiles / wall_a,
+		       res.phases);
 		fflush(stdout);
 		return;
 	}
 	/* The same tree into ext4 (not timed). */
-	err = populate_dir(nfiles, tree);
-	if (!err) {
-		char *argv[] = { "mkfs.ext4", "-q", "-F", "-N", inodes, "-d", tree, ext4, size,
-				 NULL };
+	if (!images[0] || access(ext4, R_OK) != 0) {
+		err = populate_dir(nfiles, tree);
+		if (!err) {
+			char *argv[] = { "mkfs.ext4", "-q", "-F", "-N", inodes, "-d", tree, ext4,
+					 size, NULL };
 
-		err = run(NULL, argv) != 0 ? -EIO : 0;
-	}
-	rm_tree(tree);
-	if (err) {
-		fprintf(stderr, "bench_scrub: the ext4 image (tree in %s, mkfs.ext4 -d): %s\n",
-			tree, strerror(-err));
-		unlink(ext4);
-		return;
+			err = run(NULL, argv) != 0 ? -EIO : 0;
+		}
+		rm_tree(tree);
+		if (err) {
+			fprintf(stderr, "bench_scrub: the ext4 image (tree in %s, mkfs.ext4 -d): %s\n",
+				tree, strerror(-err));
+			unlink(ext4);
+			return;
+		}
 	}
 	{
 		char *argv[] = { "e2fsck", "-fn", ext4, NULL };
+		double fc[MAX_REPEAT], fw[MAX_REPEAT];
 
-		t0 = now();
-		rc_fsck = run(NULL, argv);
-		t_fsck = now() - t0;
-		cpu_fsck = last_cpu;
+		for (int r = 0; r < repeat; r++) {
+			t0 = now();
+			rc_fsck = run(NULL, argv);
+			fw[r] = now() - t0;
+			fc[r] = last_cpu;
+		}
+		t_fsck = median(fw, repeat);
+		cpu_fsck = median(fc, repeat);
 	}
-	unlink(ext4);
+	if (!images[0])
+		unlink(ext4);
 	/* Wall time swings with the machine's load; CPU seconds (the daemon's and the
-	 * client's for the scrub) are steadier. */
-	printf("%9llu files  populate %6.1f s | mendfs_scrub %6.2f s, CPU %.2f daemon + %.2f "
+	 * client's for the scrub) are steadier.  With repeats: medians of build A. */
+	printf("%9llu files  populate %6.1f s%s | mendfs_scrub %6.2f s, CPU %.2f daemon + %.2f "
 	       "client (%s checks, exit %d, %.0f files/s; phase seconds %s) | e2fsck -fn %6.2f s, "
 	       "CPU %.2f (exit %d, %.0f files/s) | scrub/e2fsck %.2f, CPU %.2f\n",
-	       (unsigned long long)nfiles, t_pop, t_scrub, cpu_d, cpu_c, objects, rc_scrub,
-	       (double)nfiles / t_scrub, phases, t_fsck, cpu_fsck, rc_fsck,
-	       (double)nfiles / t_fsck, t_fsck > 0 ? t_scrub / t_fsck : 0.0,
-	       cpu_fsck > 0 ? (cpu_d + cpu_c) / cpu_fsck : 0.0);
+	       (unsigned long long)nfiles, t_pop, reused ? " (reused)" : "", wall_a, res.cpu_d,
+	       res.cpu_c, res.objects, res.rc, (double)nfiles / wall_a, res.phases, t_fsck,
+	       cpu_fsck, rc_fsck, (double)nfiles / t_fsck, t_fsck > 0 ? wall_a / t_fsck : 0.0,
+	       cpu_fsck > 0 ? cpu_a / cpu_fsck : 0.0);
+	if (nrun[1])
+		printf("%9llu files  B: median CPU %.2f s, wall %.2f s | scrub/e2fsck %.2f, CPU "
+		       "%.2f\n", (unsigned long long)nfiles, median(cpu[1], nrun[1]),
+		       median(wall[1], nrun[1]), t_fsck > 0 ? median(wall[1], nrun[1]) / t_fsck : 0.0,
+		       cpu_fsck > 0 ? median(cpu[1], nrun[1]) / cpu_fsck : 0.0);
 	fflush(stdout);
 }
 
@@ -662,6 +753,14 @@ int main(int argc, char **argv)
 	if (getenv("BENCH_SCRUB_CACHE_MB"))
 		fmt(cache_opt, sizeof(cache_opt), "cache_size=%lu",
 		    strtoul(getenv("BENCH_SCRUB_CACHE_MB"), NULL, 10));
+	if (getenv("BENCH_SCRUB_IMAGES"))
+		fmt(images, sizeof(images), "%s", getenv("BENCH_SCRUB_IMAGES"));
+	if (getenv("BENCH_SCRUB_ALT"))
+		fmt(alt_bindir, sizeof(alt_bindir), "%s", getenv("BENCH_SCRUB_ALT"));
+	if (getenv("BENCH_SCRUB_REPEAT")) {
+		repeat = atoi(getenv("BENCH_SCRUB_REPEAT"));
+		repeat = repeat < 1 ? 1 : repeat > MAX_REPEAT ? MAX_REPEAT : repeat;
+	}
 	fmt(mnt, sizeof(mnt), "%s/m", work);
 	fmt(img, sizeof(img), "%s/mendfs.img", work);
 	fmt(rundir, sizeof(rundir), "%s/run", work);
