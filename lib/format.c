@@ -28,9 +28,15 @@
 
 #define FMT_DEFAULT_AGCOUNT 4u
 #define FMT_MAX_AG_BYTES    TiB          /* AGs are never larger than this */
-#define FMT_LOG_RATIO       1024u        /* default journal: 1/1024 of the filesystem */
+/* Default journal: 1/128 of the filesystem, at least min(32 MiB, 1/64 of it) and 1 MiB, at
+ * most 128 MiB and a quarter of AG 0.  A log this size holds seconds of metadata changes,
+ * so checkpoints (every logged block written in place) are rare and run in the background
+ * (journal.h); small filesystems keep a small log. */
+#define FMT_LOG_RATIO       128u
+#define FMT_LOG_FLOOR_RATIO 64u
+#define FMT_LOG_FLOOR_BYTES (32 * MiB)
 #define FMT_LOG_MIN_BYTES   MiB
-#define FMT_LOG_MAX_BYTES   (64 * MiB)
+#define FMT_LOG_MAX_BYTES   (128 * MiB)
 #define FMT_LOG_MIN_BLOCKS  16u
 #define FMT_AG0_SLACK       16u          /* free blocks AG 0 keeps after the journal */
 
@@ -156,7 +162,12 @@ static int place_journal(const struct mfs_format_opts *o, uint64_t bytes,
 		}
 	} else {
 		uint64_t lb = bytes / FMT_LOG_RATIO;
+		uint64_t floor = bytes / FMT_LOG_FLOOR_RATIO;
 
+		if (floor > FMT_LOG_FLOOR_BYTES)
+			floor = FMT_LOG_FLOOR_BYTES;
+		if (lb < floor)
+			lb = floor;
 		if (lb < FMT_LOG_MIN_BYTES)
 			lb = FMT_LOG_MIN_BYTES;
 		if (lb > FMT_LOG_MAX_BYTES)

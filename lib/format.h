@@ -40,8 +40,8 @@ struct mfs_format_opts {
 	uint32_t agcount;           /* 0: 4, or fewer AGs of at most 1 TiB; not with agsize */
 	uint64_t agsize;            /* bytes, a multiple of the block size (and stripe unit);
 	                               0: from agcount */
-	uint64_t logbytes;          /* journal size, rounded up to whole blocks; 0: 1/1024 of
-	                               the filesystem, 1..64 MiB, at most a quarter of AG 0 */
+	uint64_t logbytes;          /* journal size, rounded up to whole blocks; 0: the default
+	                               (format.c: 1/128 of the filesystem, 1..128 MiB) */
 	const char *label;          /* NULL or at most 31 bytes */
 	uint8_t uuid[16];           /* all zero: a random (version 4) UUID, unless nil_uuid */
 	int nil_uuid;               /* nonzero: an all-zero uuid is kept as given */
