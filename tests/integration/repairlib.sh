@@ -22,6 +22,10 @@
 #                             -b 1024 MKFS-ARGS $img 64M`, each AG's directory d0..d3 holding a
 #                             DATA-byte file and NFILES 1500-byte files of which the odd ones
 #                             are removed (fragmented free space), $mnt/stress made; $dir/sums
+#   db_fields IMAGE OBJ FIELD the value `mendfs_db -c "fields OBJ"` lists for FIELD (OBJ:
+#                             "block FSB", "inode INO"...)
+#   fork_root IMAGE INO data|attr  the root block of that fork's btree (empty: not a btree)
+#   owned_blocks IMAGE INO    every block the reverse maps give inode INO, one a line
 # The caller provides $pop (a populated, unmounted image) and $dir/sums, and creates
 # $mnt/stress in $pop (populate_ags does all three).
 SCRUB=${SCRUB:-$BIN/mendfs_scrub}
@@ -131,4 +135,14 @@ populate_ags() {
 	(cd "$mnt" && find d? -type f -print0 | sort -z | xargs -0 md5sum) >"$dir/sums" || fail "md5sum"
 	umount_fs
 	cp --sparse=always "$img" "$pop"
+}
+
+db_fields() { "$DB" -c "fields $2" "$1" | awk -v f="$3" '$1 == f { print $3 }'; }
+fork_root() { "$DB" -c "inode $2" "$1" | sed -n "s/^$3 fork btree root \([0-9]*\),.*/\1/p"; }
+owned_blocks() {
+	local agb agc a
+	agb=$(db_field "$1" sb agblocks) agc=$(db_field "$1" sb agcount)
+	for a in $(seq 0 $((agc - 1))); do "$DB" -c "btree $a rmap" "$1" |
+		awk -v o="$2" -v base=$((a * agb)) '$7 == "ino" && $8 == o { for (i = 0; i < $5; i++) print base + $3 + i }'
+	done
 }

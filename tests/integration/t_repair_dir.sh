@@ -54,15 +54,9 @@ umount_fs
 cp --sparse=always "$img" "$pop"
 
 # ---- where the damage goes --------------------------------------------------------------------
-field() { "$DB" -c "fields $1" "$pop" | awk -v f="$2" '$1 == f { print $3 }'; }
-root_of() { "$DB" -c "inode $1" "$pop" | sed -n "s/^$2 fork btree root \([0-9]*\),.*/\1/p"; }
-# blocks of inode $1's btrees (owner ino $1 in the reverse map of AG 0 and 1)
-owned() {
-	local agb=$("$DB" -c "agh 1" "$pop" | sed -n 's/^length = \([0-9]*\).*/\1/p') a
-	for a in 0 1; do "$DB" -c "btree $a rmap" "$pop" |
-		awk -v o="$1" -v base=$((a * agb)) '$7 == "ino" && $8 == o { for (i = 0; i < $5; i++) print base + $3 + i }'
-	done
-}
+field() { db_fields "$pop" "$@"; }
+root_of() { fork_root "$pop" "$@"; }
+owned() { owned_blocks "$pop" "$1"; }      # blocks of inode $1 (its btrees, its data)
 bigroot=$(root_of "$BIG" data)
 [ -n "$bigroot" ] || fail "no name btree root for big"
 bigleaf=""
