@@ -43,7 +43,9 @@ struct mfs_fs;
 #define MFS_REPAIR_MAX_FDS   2u
 
 /* The caller guarantees that nothing else uses the filesystem (the offline tool): needed
- * by the reverse-map rebuild, which reads every inode's extent maps. */
+ * by the reverse-map rebuild, which reads every inode's extent maps.  Such a caller leaves
+ * quiesce, changed and cancelled NULL (no daemon: no namespace changes to hold back, no
+ * kernel cache to invalidate, no client to lose); every rebuilder runs without them. */
 #define MFS_REPAIR_OFFLINE   0x1u
 
 /* Points where the test hook is called (tests and torture only). */
@@ -98,7 +100,7 @@ struct mfs_repair_ctx {
 };
 
 /*
- * Rebuilders so far (the others give -EOPNOTSUPP):
+ * Rebuilders (rep_rebuilders[] in repair.c; a type without one gives -EOPNOTSUPP):
  *   MFS_SCRUB_BNOBT, MFS_SCRUB_CNTBT  both free-space trees of the AG, from the reverse map
  *   MFS_SCRUB_INOBT                   the inode btree, from the reverse map's inode chunks
  *                                     and the inodes' modes
@@ -108,6 +110,10 @@ struct mfs_repair_ctx {
  *   MFS_SCRUB_BMAP                    an inode's extent map and block count, from the
  *                                     reverse map (repair_bmap.c)
  *   MFS_SCRUB_INODE                   an inode's core fields (repair_inode.c)
+ *   MFS_SCRUB_DIR, _XATTR, _SYMLINK   an inode's names, attributes, target, from what
+ *                                     survives of them (repair_dir.c, _xattr.c, _symlink.c)
+ *   MFS_SCRUB_NLINKS, _ORPHANS        link counts (and /lost+found), the orphan lists
+ *   MFS_SCRUB_SB, _AGH, _JOURNAL      superblocks, AG headers, the journal header
  *   MFS_SCRUB_SUMMARY                 the superblock's summary counters, from the AG headers
  *                                     (MFS_REPAIR_OFFLINE)
  * Each commits in one journal transaction, which must fit in the log: a rebuild that would
