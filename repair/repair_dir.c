@@ -161,9 +161,11 @@ static int consider(struct dirrep *d, const uint8_t *name, unsigned len, uint64_
 	if (err)
 		return rep_fail(d->r, err, "directory %llu: reading inode %llu: %s", ULL(dp->ino),
 				ULL(ino), strerror(-err));
-	/* A subdirectory whose ".." names another, real directory lives there. */
+	/* A subdirectory whose ".." names another, real directory lives there: this entry's
+	 * inode number is the damage (it named an orphan of ours, maybe: step 4). */
 	if (S_ISDIR(mode) && cparent != dp->ino && cparent != 0 &&
 	    rep_inode_peek(fs, cparent, &pmode, &pp) == 0 && S_ISDIR(pmode)) {
+		note_dropped_dir(d, name, len);
 		d->lost++;
 		return 0;
 	}

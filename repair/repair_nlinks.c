@@ -56,6 +56,7 @@
 
 #define NL_POLL_EVERY  256u      /* directories or records between two abort checks */
 #define NL_TRIES       8u        /* lock-order conflicts retried per change */
+#define NL_TWICE_MAX   16u       /* directories named twice settled in one repair */
 
 struct nl_ino {
 	uint64_t ino;
@@ -91,6 +92,13 @@ struct nl {
 	uint64_t last_lsn;          /* journal sequence of the last count set */
 	uint64_t cur_dir;
 	unsigned seen;
+	/* directories named by more than one entry (or the root, named by any) */
+	uint64_t twice[NL_TWICE_MAX];
+	unsigned ntwice;
+	int second;                 /* the pass after the false entries were dropped */
+	/* directories holding an entry that names another's subdirectory: rebuilt */
+	uint64_t false_dirs[NL_TWICE_MAX];
+	unsigned nfalse;
 };
 
 static int nl_poll(struct nl *st)
@@ -321,8 +329,12 @@ static int merge_counts(struct nl *st)
 		f.was = ni.nlink;
 		f.mode = ni.mode;
 		if (S_ISDIR(ni.mode)) {
-			if (ni.refs > 1 || (ni.ino == root && ni.refs))
-				continue;       /* the directory repair's */
+			if (ni.refs > 1 || (ni.ino == root && ni.refs)) {
+				/* named twice: settled by twice_settle(), or left as it is */
+				if (st->ntwice < NL_TWICE_MAX)
+					st->twice[st->ntwice++] = ni.ino;
+				continue;
+			}
 			want = 2ull + ni.subdirs;
 		} else {
 			want = ni.refs;
@@ -474,6 +486,112 @@ static int apply(struct nl *st, int action)
 	return err < 0 ? rep_scratch_err(r, err, "reading the changes back") : 0;
 }
 
+/* ---- a directory named twice ------------------------------------------------------------- */
+
+/*
+ * A directory has one entry: the one in the directory its ".." names.  An entry elsewhere
+ * naming it is damage (an entry's inode number changed into a subdirectory's, usually: the
+ * subdirectory it named lost its only entry).  For each directory E names twice: when
+ * exactly one of its entries is in its ".." directory, the directories holding the others
+ * are rebuilt (repair_dir.c drops such an entry, and joins an orphaned subdirectory again
+ * under the dropped name when there is one of each); an entry naming the root is always
+ * false.  When none or several of the entries are in the ".." directory (two names of one
+ * directory in its parent), which one is its own cannot be told: left as it is, and said.
+ * Returns how many directories are to be rebuilt (st->false_dirs), or an error.
+ */
+static int twice_settle(struct nl *st)
+{
+	struct rep *r = st->r;
+	uint64_t root = r->fs->geo.rootino, n = mfs_xfarray_count(st->E);
+	struct nl_edge e;
+	int err = 0;
+
+	for (unsigned t = 0; t < st->ntwice && !err; t++) {
+		uint64_t dir = st->twice[t], dotdot = 0, lo = 0, hi = n, own = 0, refs = 0;
+		uint64_t other = 0;
+		uint16_t mode;
+
+		if (dir != root && rep_inode_peek(r->fs, dir, &mode, &dotdot))
+			continue;
+		/* its edges: E is sorted by child */
+		while (lo < hi) {
+			uint64_t mid = lo + (hi - lo) / 2;
+
+			err = mfs_xfarray_get(st->E, mid, &e);
+			if (err)
+				return rep_scratch_err(r, err, "reading the entries back");
+			if (e.child < dir)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		for (uint64_t i = lo; i < n; i++) {
+			err = mfs_xfarray_get(st->E, i, &e);
+			if (err)
+				return rep_scratch_err(r, err, "reading the entries back");
+			if (e.child != dir)
+				break;
+			refs++;
+			if (dir != root && e.parent == dotdot)
+				own++;
+			else if (!other)
+				other = e.parent;
+		}
+		if (dir != root && own != 1) {
+			rep_fail(r, 0, "directory %llu is named by %llu entries, %llu of them in "
+				 "directory %llu its \"..\" names: which entry is its own cannot be "
+				 "told; left as it is", (unsigned long long)dir,
+				 (unsigned long long)refs, (unsigned long long)own,
+				 (unsigned long long)dotdot);
+			continue;
+		}
+		for (uint64_t i = lo; i < n; i++) {
+			unsigned k;
+
+			err = mfs_xfarray_get(st->E, i, &e);
+			if (err)
+				return rep_scratch_err(r, err, "reading the entries back");
+			if (e.child != dir)
+				break;
+			if (dir != root && e.parent == dotdot)
+				continue;
+			for (k = 0; k < st->nfalse && st->false_dirs[k] != e.parent; k++)
+				;
+			if (k == st->nfalse && st->nfalse < NL_TWICE_MAX)
+				st->false_dirs[st->nfalse++] = e.parent;
+			mfs_log(MFS_LOG_WARN, "repair: link counts: directory %llu's entry naming "
+				"directory %llu is not its own (%s): the directory is rebuilt",
+				(unsigned long long)e.parent, (unsigned long long)dir,
+				dir == root ? "an entry naming the root" : "its \"..\" names another");
+		}
+	}
+	return err ? err : (int)st->nfalse;
+}
+
+/* Rebuild each directory holding a false entry (repair_dir.c, through the engine: its own
+ * scratch in the same descriptor, its own check afterwards), inside this repair's quiesce. */
+static int twice_drop(struct nl *st)
+{
+	struct rep *r = st->r;
+
+	for (unsigned k = 0; k < st->nfalse; k++) {
+		struct mfs_repair_ctx sub = *r->rc;
+		int err;
+
+		sub.type = MFS_SCRUB_DIR;
+		sub.agno = 0;
+		sub.ino = st->false_dirs[k];
+		sub.quiesce = NULL;         /* held already, by this repair */
+		sub.test_hook = NULL;
+		err = mfs_repair(&sub);
+		if (err)
+			return rep_fail(r, err, "directory %llu, holding an entry that names another's "
+					"subdirectory, could not be rebuilt: %s",
+					(unsigned long long)sub.ino, sub.reason);
+	}
+	return 0;
+}
+
 static int nl_run(struct nl *st)
 {
 	struct rep *r = st->r;
@@ -521,11 +639,19 @@ static int nl_run(struct nl *st)
 		err = rep_sort(r, st->D, cmp_u64, "sorting the subdirectories");
 	if (!err)
 		err = merge_counts(st);
+	if (!err && st->ntwice && !st->second)
+		err = twice_settle(st);     /* > 0: false entries to drop first */
 	/* The last point where stopping leaves everything as it was. */
-	if (!err)
-		err = rep_hook(r, MFS_REPAIR_AT_BUILT);
-	if (!err)
-		err = rep_poll(r);
+	if (err >= 0) {
+		int e2 = rep_hook(r, MFS_REPAIR_AT_BUILT);
+
+		if (!e2)
+			e2 = rep_poll(r);
+		if (e2)
+			err = e2;
+	}
+	if (err > 0)
+		return err;
 	/* Counts first (the root's and /lost+found's among them), then the links into
 	 * /lost+found, which add to the counts of the directories they change. */
 	if (!err)
@@ -551,6 +677,7 @@ int rep_nlinks(struct rep *r)
 {
 	struct mfs_repair_ctx *rc = r->rc;
 	struct nl st;
+	unsigned dropped = 0;
 	int err;
 
 	if (!r->fs->icache)
@@ -564,9 +691,22 @@ int rep_nlinks(struct rep *r)
 					strerror(-err));
 	}
 	err = nl_run(&st);
+	if (err > 0) {
+		dropped = st.nfalse;
+		/* Directories named twice: the false entries dropped, then everything counted
+		 * again (nothing else was changed yet). */
+		rep_release(r);
+		err = twice_drop(&st);
+		if (!err) {
+			memset(&st, 0, sizeof(st));
+			st.r = r;
+			st.second = 1;
+			err = nl_run(&st);
+		}
+	}
 	if (rc->quiesce)
 		rc->quiesce(rc->hook_arg, 0);
-	rc->records = st.set + st.linked;
+	rc->records = st.set + st.linked + dropped;
 	if (st.set || st.linked || st.skipped)
 		mfs_log(MFS_LOG_INFO, "repair: link counts: %llu set, %llu inodes linked into "
 			"/lost+found, %llu skipped (changed meanwhile)", (unsigned long long)st.set,

@@ -378,6 +378,196 @@ START_TEST(test_symlink)
 }
 END_TEST
 
+static void set_nblocks(struct mfs_inode *ip, void *priv)
+{
+	ip->nblocks = *(uint64_t *)priv;
+}
+
+/* An inline directory's block count damaged (a small and a huge value): the rebuild counts
+ * the blocks it owns in the reverse map (none), the names all stay. */
+START_TEST(test_dir_inline_nblocks)
+{
+	struct dimg m;
+	char reason[1024];
+	uint64_t ino, n = 5;
+	struct mfs_inode *ip;
+
+	img_make(&m);
+	edit_inode(m.t.fs, m.sub, set_nblocks, &n);
+	abort_then_repair(&m, MFS_SCRUB_DIR, m.sub);
+	n = ~0ull - 7;                  /* once planned the scratch from it: refused */
+	edit_inode(m.t.fs, m.sub, set_nblocks, &n);
+	CK_TRUE(findings(m.t.fs, MFS_SCRUB_DIR, m.sub) > 0);
+	ck_assert_msg(repair(m.t.fs, MFS_SCRUB_DIR, m.sub, 0, reason, sizeof(reason)) == 0, "%s",
+		      reason);
+	CK_EQ(findings(m.t.fs, MFS_SCRUB_DIR, m.sub), 0);
+	CK_OK(mfs_iget(m.t.fs, m.sub, 0, &ip));
+	CK_EQ(ip->nblocks, 0);
+	mfs_iput(ip);
+	CK_OK(lookup(m.t.fs, m.sub, "kid", &ino));
+	CK_EQ(ino, m.kid);
+	CK_OK(lookup(m.t.fs, m.sub, "f", &ino));
+	CK_EQ(ino, m.file);
+	tu_img_db_check(&m.t);
+	tu_img_destroy(&m.t);
+}
+END_TEST
+
+/* Change inode ino's committed copy with fn, straight on the image (resealed). */
+static void raw_dinode(struct dimg *m, uint64_t ino, void (*fn)(struct mfs_dinode *d, void *priv),
+		       void *priv)
+{
+	const struct mfs_geom *g = &m->t.fs->geo;
+	uint64_t fsb = mfs_ino_to_fsb(g, ino);
+	uint32_t off = mfs_ino_to_offset(g, ino), isz = g->inodesize;
+	uint8_t buf[4096];
+
+	raw_block(m, fsb, buf, NULL);
+	fn((struct mfs_dinode *)(buf + off), priv);
+	mfs_dinode_seal(buf + off, isz);
+	raw_block(m, fsb, NULL, buf);
+}
+
+static void put_mode(struct mfs_dinode *d, void *priv)
+{
+	mfs_put16(d->mode, *(uint16_t *)priv);
+}
+
+/* A mode whose file type is the damage (none, or one that does not fit the data fork): the
+ * inode repair tells the type from the data fork and the entries naming the inode, keeps
+ * the permission bits (not set-ID), and the inode's contents stay. */
+START_TEST(test_inode_type)
+{
+	static const struct { uint16_t bad, want; } c[] = {
+		{ 0140755, S_IFDIR | 0755 },        /* sub: socket, inline names */
+		{ 0020777, S_IFLNK | 0777 },        /* ln: character device, inline target */
+		{ 0000644, S_IFREG | 0644 },        /* f: no type, an extent list */
+		{ 0177777, S_IFDIR | 01777 },       /* the root: no type; set-ID dropped */
+		{ 0110644, S_IFIFO | 0644 },        /* a fifo: no type, DEV */
+		{ 0140700, S_IFDIR | 0700 },        /* big: socket, a name btree */
+	};
+	struct dimg m;
+	char reason[1024], name[32];
+	uint64_t ino = 0, got;
+	uint16_t bad = c[_i].bad;
+	struct mfs_inode *ip;
+
+	img_make(&m);
+	switch (_i) {
+	case 0: ino = m.sub; break;
+	case 1: ino = m.ln; break;
+	case 2: ino = m.file; break;
+	case 3: ino = m.t.fs->geo.rootino; break;
+	case 4: ino = mk(m.t.fs, m.sub, "fifo", S_IFIFO | 0644, NULL); break;
+	case 5: ino = m.big; break;
+	}
+	raw_dinode(&m, ino, put_mode, &bad);
+	CK_TRUE(findings(m.t.fs, MFS_SCRUB_INODE, ino) > 0);
+	ck_assert_msg(repair(m.t.fs, MFS_SCRUB_INODE, ino, 0, reason, sizeof(reason)) == 0, "%s",
+		      reason);
+	CK_OK(mfs_iget(m.t.fs, ino, 0, &ip));
+	CK_EQ(ip->mode, c[_i].want);
+	mfs_iput(ip);
+	CK_EQ(findings(m.t.fs, MFS_SCRUB_INODE, ino), 0);
+	CK_EQ(findings(m.t.fs, MFS_SCRUB_BMAP, ino), 0);
+	if (S_ISDIR(c[_i].want))
+		CK_EQ(findings(m.t.fs, MFS_SCRUB_DIR, ino), 0);
+	if (S_ISLNK(c[_i].want))
+		CK_EQ(findings(m.t.fs, MFS_SCRUB_SYMLINK, ino), 0);
+	CK_EQ(findings(m.t.fs, MFS_SCRUB_NLINKS, 0), 0);
+	if (_i == 0) {
+		CK_OK(lookup(m.t.fs, m.sub, "kid", &got));
+		CK_EQ(got, m.kid);
+	}
+	for (unsigned i = 0; _i == 5 && i < NBIG; i++) {
+		snprintf(name, sizeof(name), "n-%03u", i);
+		ck_assert_msg(lookup(m.t.fs, m.big, name, &got) == 0, "%s lost", name);
+	}
+	tu_img_db_check(&m.t);
+	tu_img_destroy(&m.t);
+}
+END_TEST
+
+static void no_type_dev(struct mfs_dinode *d, void *priv)
+{
+	(void)priv;
+	mfs_put16(d->mode, 0644);
+	d->dformat = MFS_FMT_DEV;
+	mfs_put32(d->dnext, 0);
+}
+
+/* The data fork (DEV) and the entry (a regular file) disagree about a mode without type:
+ * refused with the reason, nothing changed. */
+START_TEST(test_inode_type_refused)
+{
+	struct dimg m;
+	char reason[1024];
+	uint32_t crc;
+
+	img_make(&m);
+	raw_dinode(&m, m.file, no_type_dev, NULL);
+	crc = tu_image_crc(m.t.fs, m.t.path);
+	CK_EQ(repair(m.t.fs, MFS_SCRUB_INODE, m.file, 0, reason, sizeof(reason)), -EFSCORRUPTED);
+	ck_assert_msg(strstr(reason, "disagrees") && strstr(reason, "a regular file"), "%s",
+		      reason);
+	CK_EQ(tu_image_crc(m.t.fs, m.t.path), crc);
+	tu_img_destroy(&m.t);
+}
+END_TEST
+
+static void put_forkoff(struct mfs_dinode *d, void *priv)
+{
+	mfs_put16(d->forkoff, *(uint16_t *)priv);
+}
+
+static void put_size(struct mfs_dinode *d, void *priv)
+{
+	mfs_put64(d->size, *(uint64_t *)priv);
+}
+
+/* A fork offset on inodes without attributes (a name btree's root and inline names behind
+ * it: they stay), and a fifo's size past 2^63 (0 again). */
+START_TEST(test_inode_forkoff_size)
+{
+	struct dimg m;
+	char reason[1024], name[32];
+	uint16_t fo = 1;
+	uint64_t got, size = ~0ull, fifo;
+	uint64_t inos[2];
+	struct mfs_inode *ip;
+
+	img_make(&m);
+	inos[0] = m.big;
+	inos[1] = m.sub;
+	for (unsigned k = 0; k < 2; k++) {
+		raw_dinode(&m, inos[k], put_forkoff, &fo);
+		CK_TRUE(findings(m.t.fs, MFS_SCRUB_INODE, inos[k]) > 0);
+		ck_assert_msg(repair(m.t.fs, MFS_SCRUB_INODE, inos[k], 0, reason,
+				     sizeof(reason)) == 0, "%s", reason);
+		CK_EQ(findings(m.t.fs, MFS_SCRUB_INODE, inos[k]), 0);
+		CK_EQ(findings(m.t.fs, MFS_SCRUB_DIR, inos[k]), 0);
+	}
+	for (unsigned i = 0; i < NBIG; i++) {
+		snprintf(name, sizeof(name), "n-%03u", i);
+		ck_assert_msg(lookup(m.t.fs, m.big, name, &got) == 0, "%s lost", name);
+	}
+	CK_OK(lookup(m.t.fs, m.sub, "kid", &got));
+	CK_EQ(got, m.kid);
+	fifo = mk(m.t.fs, m.sub, "fifo", S_IFIFO | 0644, NULL);
+	raw_dinode(&m, fifo, put_size, &size);
+	CK_TRUE(findings(m.t.fs, MFS_SCRUB_INODE, fifo) > 0);
+	ck_assert_msg(repair(m.t.fs, MFS_SCRUB_INODE, fifo, 0, reason, sizeof(reason)) == 0, "%s",
+		      reason);
+	CK_OK(mfs_iget(m.t.fs, fifo, 0, &ip));
+	CK_EQ(ip->size, 0);
+	CK_EQ(ip->mode, S_IFIFO | 0644);
+	mfs_iput(ip);
+	CK_EQ(findings(m.t.fs, MFS_SCRUB_INODE, fifo), 0);
+	tu_img_db_check(&m.t);
+	tu_img_destroy(&m.t);
+}
+END_TEST
+
 /* Asked for an inode of another type, a rebuilder has nothing to do, like its checker. */
 START_TEST(test_other_types)
 {
@@ -405,6 +595,10 @@ static Suite *repair_dir_suite(void)
 	tcase_add_test(tc, test_xattr);
 	tcase_add_test(tc, test_symlink);
 	tcase_add_test(tc, test_other_types);
+	tcase_add_test(tc, test_dir_inline_nblocks);
+	tcase_add_loop_test(tc, test_inode_type, 0, 6);
+	tcase_add_test(tc, test_inode_type_refused);
+	tcase_add_test(tc, test_inode_forkoff_size);
 	suite_add_tcase(s, tc);
 	return s;
 }

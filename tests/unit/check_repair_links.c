@@ -27,6 +27,7 @@
 #include "geom.h"
 #include "ialloc.h"
 #include "inode.h"
+#include "log.h"
 #include "mendfs_format.h"
 #include "orphan.h"
 #include "trans.h"
@@ -271,6 +272,88 @@ START_TEST(test_lostfound_dir)
 }
 END_TEST
 
+/* Point dir's entry `name` at inode `to` (damage: an entry's inode number changed). */
+static void retarget(struct mfs_fs *fs, uint64_t dir, const char *name, uint64_t to)
+{
+	struct mfs_inode *dp;
+	struct mfs_trans *tp;
+	unsigned len = (unsigned)strlen(name);
+
+	CK_OK(mfs_iget(fs, dir, 0, &dp));
+	pthread_rwlock_wrlock(&dp->lock);
+	CK_OK(mfs_trans_alloc(fs, &tp));
+	CK_OK(mfs_dir_remove(tp, dp, name, len, NULL));
+	CK_OK(mfs_dir_add(tp, dp, name, len, to, DT_DIR));
+	CK_OK(mfs_inode_log(tp, dp));
+	CK_OK(mfs_trans_commit(tp));
+	pthread_rwlock_unlock(&dp->lock);
+	mfs_iput(dp);
+}
+
+static uint64_t named(struct mfs_fs *fs, uint64_t dir, const char *name)
+{
+	struct mfs_inode *dp;
+	uint64_t ino = 0;
+
+	CK_OK(mfs_iget(fs, dir, 0, &dp));
+	pthread_rwlock_rdlock(&dp->lock);
+	CK_OK(mfs_dir_lookup(dp, name, (unsigned)strlen(name), &ino, NULL));
+	pthread_rwlock_unlock(&dp->lock);
+	mfs_iput(dp);
+	return ino;
+}
+
+/*
+ * A directory named twice, an entry's inode number turned into another's subdirectory:
+ *   0: root's "b" names a/kid: the entry in a (kid's "..") is its own, root's is dropped
+ *      and b, orphaned, joined again under "b";
+ *   1: a's "kid" names the root (named by no entry): dropped, kid joined again;
+ *   2: root's "b" names a: both entries in the root, a's ".." — which is a's own cannot
+ *      be told: refused with the reason.
+ */
+START_TEST(test_dir_named_twice)
+{
+	struct tu_img t;
+	struct mfs_repair_ctx rc;
+	uint64_t root, a, b, kid, records = 0;
+	int err;
+
+	img(&t);
+	root = t.fs->geo.rootino;
+	a = mk(t.fs, root, "a", S_IFDIR | 0755, 0);
+	b = mk(t.fs, root, "b", S_IFDIR | 0755, 0);
+	kid = mk(t.fs, a, "kid", S_IFDIR | 0755, 0);
+	mk(t.fs, b, "file", S_IFREG | 0644, 0);
+	if (_i == 0)
+		retarget(t.fs, root, "b", kid);
+	else if (_i == 1)
+		retarget(t.fs, a, "kid", root);
+	else
+		retarget(t.fs, root, "b", a);
+	CK_OK(mfs_bcache_flush(t.fs->bc));
+	CK_TRUE(check(t.fs, MFS_SCRUB_NLINKS, 0, NULL) >= 1);
+	if (_i == 2) {
+		err = tu_repair_one(t.fs, MFS_SCRUB_NLINKS, 0, 0, NULL, NULL, &rc);
+		CK_EQ(err, -EFSCORRUPTED);
+		ck_assert_msg(strstr(rc.reason, "cannot be told"), "%s", rc.reason);
+		tu_img_destroy(&t);
+		return;
+	}
+	CK_OK(repair(t.fs, MFS_SCRUB_NLINKS, NULL, &records));
+	CK_TRUE(records >= 1);
+	assert_clean(t.fs, MFS_SCRUB_NLINKS);
+	CK_EQ(check(t.fs, MFS_SCRUB_DIR, root, NULL), 0);
+	CK_EQ(check(t.fs, MFS_SCRUB_DIR, a, NULL), 0);
+	CK_EQ(named(t.fs, root, "a"), a);
+	CK_EQ(named(t.fs, root, "b"), b);
+	CK_EQ(named(t.fs, a, "kid"), kid);
+	CK_EQ(links(t.fs, root), 4);
+	CK_EQ(links(t.fs, a), 3);
+	tu_img_db_check(&t);
+	tu_img_destroy(&t);
+}
+END_TEST
+
 /* Orphans in every AG off their lists, a live inode at AG 0's head. */
 START_TEST(test_orphans)
 {
@@ -360,6 +443,7 @@ static Suite *links_suite(void)
 	tcase_add_test(tc, test_counts_at_size);
 	tcase_add_test(tc, test_lostfound_dir);
 	tcase_add_test(tc, test_orphans);
+	tcase_add_loop_test(tc, test_dir_named_twice, 0, 3);
 	tcase_add_loop_test(tc, test_abort, 0, 8);
 	suite_add_tcase(s, tc);
 	return s;
