@@ -13,6 +13,10 @@
 #   - inode records that no longer load: data fork format fuzzed (a btree file, an inline
 #     one, one with an inline attribute, which keeps its attribute), all flags set; a
 #     symlink's size zeroed;
+#   - file types: modes whose type bits are lost or say another type (a symlink whose target
+#     is in a block, a file, an inline directory, a fifo with a size too), told again from
+#     the data fork and the entries naming them; a fork offset on a directory without
+#     attributes, an inline directory's block count;
 #   - reverse-map records: an owner, a start and a length fuzzed, a record lost.
 # The extent map damage also makes the reverse map's check report its owners' mismatches in
 # phase 2, before the inodes are looked at: the reverse map's rebuild then refuses (the
@@ -52,8 +56,14 @@ head -c 3000 /dev/urandom >"$mnt/d/xf" || fail "xf"
 [ $have_xattr = 1 ] && { setfattr -n user.kept -v "an inline value" "$mnt/d/xf" || fail "setfattr"; }
 target=$(printf 'long-target-%.0s' $(seq 12))
 ln -s "$target" "$mnt/d/sym" || fail "symlink"
+mkdir -p "$mnt/e/sub" "$mnt/e2/sub2" || fail "mkdir e"
+: >"$mnt/e/sub/x" && : >"$mnt/e2/sub2/y" || fail "touch"
+mknod "$mnt/e/fifo" p || fail "mknod"
 (cd "$mnt" && find d -type f -print0 | sort -z | xargs -0 md5sum) >"$dir/sums" || fail "md5sum"
 for f in frag1 frag2 frag3 small big xf sym; do eval "i_$f=$(stat -c %i "$mnt/d/$f")"; done
+for f in esub:e/sub fifo:e/fifo e2:e2 e2sub:e2/sub2; do eval "i_${f%%:*}=$(stat -c %i "$mnt/${f#*:}")"; done
+(cd "$mnt" && find . -path ./stress -prune -o -printf '%p %y %m %n %s\n' | sort) >"$dir/tree" ||
+	fail "listing"
 umount_fs
 cp --sparse=always "$img" "$pop"
 
@@ -92,6 +102,22 @@ if [ $have_xattr = 1 ]; then
 fi
 umount_fs
 ok "the symlink's target and the inline attribute survived their inodes' repair"
+# the whole tree (names, types, permissions, link counts, sizes) as before
+same_tree() {
+	mount_fs
+	(cd "$mnt" && find . -path ./stress -prune -o -printf '%p %y %m %n %s\n' | sort) >"$dir/tree2"
+	umount_fs
+	diff "$dir/tree" "$dir/tree2" || fail "$1: the tree changed"
+}
+round "file types" "inode $i_sym $ir;inode $i_small $ir;inode $i_esub $ir;inode $i_fifo $ir" \
+	"fuzz inode $i_sym mode lastbit" "write inode $i_small mode 420" \
+	"fuzz inode $i_esub mode lastbit" "fuzz inode $i_fifo mode lastbit" \
+	"fuzz inode $i_fifo size ones"
+same_tree "file types"
+round "fork offset, block count" "inode $i_e2 $ir;inode $i_e2sub directory" \
+	"write inode $i_e2 forkoff 1" "write inode $i_e2sub nblocks 3"
+same_tree "fork offset, block count"
+ok "file types, fork offset, block count: the tree as it was"
 unset ROUND_LEFT
 round "reverse map records" "AG 0 reverse map btree" \
 	"fuzz block $rl0 rec[5].owner add 1" "fuzz block $rl0 rec[9].startblock add 1" \
