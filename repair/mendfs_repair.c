@@ -221,17 +221,14 @@ static int rebuild(struct tool *t, uint32_t type, uint32_t agno, uint64_t ino)
 	char name[64];
 	int err = -ENOMEM;
 
-	if (scratch_fd(t) < 0) {
-		t->operr++;
-		return -EIO;
-	}
-	rc = calloc(1, sizeof(*rc));
-	if (!rc) {
-		fprintf(stderr, "mendfs_repair: out of memory\n");
-		t->operr++;
-		return -ENOMEM;
-	}
 	obj_name(name, sizeof(name), type, agno, ino);
+	rc = scratch_fd(t) < 0 ? NULL : calloc(1, sizeof(*rc));
+	if (!rc) {
+		printf("%s: could not rebuild: %s\n", name, t->scratch < 0 ? "no scratch file" :
+		       "out of memory");
+		t->operr++;
+		return t->scratch < 0 ? -EIO : -ENOMEM;
+	}
 	for (unsigned try = 0; try < PRESSURE_TRIES; try++) {
 		memset(rc, 0, sizeof(*rc));
 		rc->fs = t->fs;
@@ -538,6 +535,9 @@ int main(int argc, char **argv)
 		return EX_USAGE;
 	}
 	t.image = argv[optind];
+	/* A scratch directory that cannot hold one is said before anything is looked at. */
+	if (!t.dry_run && t.tmpdir && scratch_fd(&t) < 0)
+		return EX_OPERROR;
 	logs.verbose = t.verbose;
 	mfs_log_set_sink(log_sink, NULL);
 	flags |= t.dry_run ? MFS_OPEN_RDONLY : MFS_OPEN_JOURNAL;

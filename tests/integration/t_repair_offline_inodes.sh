@@ -22,7 +22,8 @@
 # `check -f` (every inode, link counts) is clean, and after a mount every file the damage
 # did not destroy reads back the same (md5), with the named results looked at (symlink
 # targets, attributes kept, the lost file's contents in /lost+found).  Last, several
-# structures at once, with the scratch on disk (-T).
+# structures at once, with the scratch on disk (-T); a -T directory that is missing is
+# refused (exit 8) before the image is touched.
 set -u
 . "$(dirname "$0")/mountlib.sh"
 . "$(dirname "$0")/repairlib.sh"
@@ -202,4 +203,13 @@ case_ "several structures at once (-T)" "inode $LARGE;inode $FRAG2;directory $BI
 	"write inode $LARGE dformat 2" "trash $leaf2 1 random" "trash $bigroot 1 random" \
 	"trash $manyleaf 1 random" "write inode $SL lit[3] 0" "write inode $F1 nlink 7"
 umount_fs
+# a scratch directory that cannot hold a file: refused before anything is looked at
+cp --sparse=always "$pop" "$img"
+"$DB" -w -c "write inode $SL lit[3] 0" "$img" >/dev/null 2>&1 || fail "-T missing: damage"
+sum0=$(md5sum <"$img")
+"$REPAIR" -T "$dir/missing" "$img" >"$dir/out" 2>&1; rc=$?
+[ $rc -eq 8 ] && grep -q "scratch file in $dir/missing" "$dir/out" ||
+	{ cat "$dir/out"; fail "-T missing directory: exit $rc, expected 8 naming it"; }
+[ "$(md5sum <"$img")" = "$sum0" ] || fail "-T missing directory: the image changed"
+ok "-T naming a missing directory: exit 8 before anything is looked at, image unchanged"
 exit 0
