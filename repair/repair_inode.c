@@ -525,7 +525,7 @@ static unsigned ev_fork(struct raw *x)
 /* Decide x->newtype for an inode whose mode lost its type (nothing to do otherwise): 0, or
  * -EFSCORRUPTED with the reason when the evidence disagrees.  No lock held: it reads the
  * committed copy (nobody changes an inode nobody can load) and searches the directories. */
-static int decide_type(struct raw *x)
+static int decide_type(struct raw *x, int loaded)
 {
 	struct mfs_dinode *d = rd(x);
 	struct mfs_buf *bp = NULL;
@@ -543,10 +543,13 @@ static int decide_type(struct raw *x)
 	if (err)
 		return err;
 	mode = mfs_get16(d->mode);
-	if (!header_fix(x) || !mode || (type_known(mode) && type_fits(mode, d->dformat)))
+	if (!header_fix(x) || !mode ||
+	    (!loaded && type_known(mode) && type_fits(mode, d->dformat)))
 		return 0;
 	cur = type_known(mode) ? TBIT(mode & S_IFMT) : 0;
 	fork = ev_fork(x);
+	if (loaded && (fork & cur))
+		return 0;           /* the fork is the type's: something else is the damage */
 	err = rep_inode_named(x->r, x->ino, &nm);
 	if (err)
 		return err;
@@ -655,7 +658,7 @@ static int inode_raw(struct rep *r)
 	err = rep_fmap_gather(r, x->ino, NULL, &x->m);
 	if (!err) {
 		x->s = rep_fmap_sum(x->m);
-		err = decide_type(x);
+		err = decide_type(x, 0);
 	}
 	if (!err) {
 		err = mfs_trans_alloc(r->fs, &tp);
@@ -703,6 +706,46 @@ static int inode_raw(struct rep *r)
 	return err;
 }
 
+/*
+ * An inode that loads with a type its data fork does not hold: a mode that says directory
+ * on a file, a symlink (their type fits the formats a directory may have, so the loader
+ * takes them; the checker sees a directory with one link).  Told as for an inode that does
+ * not load (decide_type), with the inode's lock dropped meanwhile (the walk of every
+ * directory takes their locks; an unlink holding one may wait for this inode's); then, the
+ * lock taken again and the mode unchanged, the new type set in the in-core inode.  0 (and
+ * nothing changed when nothing could be told), or the refusal.
+ */
+static int incore_type(struct rep *r, struct mfs_inode *ip)
+{
+	struct raw *x = mfs_calloc(1, sizeof(*x));
+	uint16_t mode = ip->mode;
+	int err;
+
+	if (!x)
+		return rep_fail(r, -ENOMEM, "no memory to repair the inode");
+	x->r = r;
+	x->fs = r->fs;
+	x->ino = ip->ino;
+	x->litsize = r->fs->geo.inodesize - (uint32_t)sizeof(struct mfs_dinode);
+	pthread_rwlock_unlock(&ip->lock);
+	err = rep_fmap_gather(r, x->ino, NULL, &x->m);
+	if (!err) {
+		x->s = rep_fmap_sum(x->m);
+		err = decide_type(x, 1);
+	}
+	pthread_rwlock_wrlock(&ip->lock);
+	if (!err && x->newtype && ip->mode == mode && mfs_get16(rd(x)->mode) == mode &&
+	    ip->nlink) {
+		ip->mode = (uint16_t)(x->newtype | (mode & 07777 & ~(S_ISUID | S_ISGID)));
+		mfs_log(MFS_LOG_WARN, "repair: inode %llu: mode 0%o says a directory: 0%o from its "
+			"data fork and the entries naming it", (unsigned long long)ip->ino, mode,
+			ip->mode);
+	}
+	rep_fmap_free(x->m);
+	free(x);
+	return err;
+}
+
 int rep_inode(struct rep *r)
 {
 	struct mfs_inode *ip;
@@ -725,7 +768,11 @@ int rep_inode(struct rep *r)
 	if (err)
 		return rep_fail(r, err, "inode %llu: %s", (unsigned long long)r->rc->ino,
 				err == -ENOENT ? "it is free" : strerror(-err));
-	err = inode_incore(r, ip);
+	err = 0;
+	if (S_ISDIR(ip->mode) && ip->nlink == 1)
+		err = incore_type(r, ip);       /* a directory has two links at least */
+	if (!err)
+		err = inode_incore(r, ip);
 	pthread_rwlock_unlock(&ip->lock);
 	if (!err)
 		rep_changed(r, ip->ino);        /* size, block count, as the kernel caches them */

@@ -433,9 +433,10 @@ static void put_mode(struct mfs_dinode *d, void *priv)
 	mfs_put16(d->mode, *(uint16_t *)priv);
 }
 
-/* A mode whose file type is the damage (none, or one that does not fit the data fork): the
- * inode repair tells the type from the data fork and the entries naming the inode, keeps
- * the permission bits (not set-ID), and the inode's contents stay. */
+/* A mode whose file type is the damage (none, or one that does not fit the data fork, or a
+ * directory's on a file or symlink, which loads): the inode repair tells the type from the
+ * data fork and the entries naming the inode, keeps the permission bits (not set-ID), and
+ * the inode's contents stay. */
 START_TEST(test_inode_type)
 {
 	static const struct { uint16_t bad, want; } c[] = {
@@ -445,6 +446,8 @@ START_TEST(test_inode_type)
 		{ 0177777, S_IFDIR | 01777 },       /* the root: no type; set-ID dropped */
 		{ 0110644, S_IFIFO | 0644 },        /* a fifo: no type, DEV */
 		{ 0140700, S_IFDIR | 0700 },        /* big: socket, a name btree */
+		{ 0040644, S_IFREG | 0644 },        /* f: a directory (loads, one link) */
+		{ 0040777, S_IFLNK | 0777 },        /* ln: a directory (loads, one link) */
 	};
 	struct dimg m;
 	char reason[1024], name[32];
@@ -460,6 +463,8 @@ START_TEST(test_inode_type)
 	case 3: ino = m.t.fs->geo.rootino; break;
 	case 4: ino = mk(m.t.fs, m.sub, "fifo", S_IFIFO | 0644, NULL); break;
 	case 5: ino = m.big; break;
+	case 6: ino = m.file; break;
+	case 7: ino = m.ln; break;
 	}
 	raw_dinode(&m, ino, put_mode, &bad);
 	CK_TRUE(findings(m.t.fs, MFS_SCRUB_INODE, ino) > 0);
@@ -596,7 +601,7 @@ static Suite *repair_dir_suite(void)
 	tcase_add_test(tc, test_symlink);
 	tcase_add_test(tc, test_other_types);
 	tcase_add_test(tc, test_dir_inline_nblocks);
-	tcase_add_loop_test(tc, test_inode_type, 0, 6);
+	tcase_add_loop_test(tc, test_inode_type, 0, 8);
 	tcase_add_test(tc, test_inode_type_refused);
 	tcase_add_test(tc, test_inode_forkoff_size);
 	suite_add_tcase(s, tc);
