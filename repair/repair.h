@@ -117,9 +117,11 @@ struct mfs_repair_ctx {
  *   MFS_SCRUB_SUMMARY                 the superblock's summary counters, from the AG headers
  *                                     (MFS_REPAIR_OFFLINE)
  * Each commits in one journal transaction, which must fit in the log: a rebuild that would
- * not is refused up front (-ENOSPC, both sizes named).  The free-space trees are written as
- * ordered new blocks (trans.h: in place, into free space, unlogged), so their transaction
- * logs only what points at them, whatever their size; the other trees are still logged.
+ * not is refused up front (-ENOSPC, both sizes named).  The free-space trees and the
+ * reverse map are written as ordered new blocks (trans.h: in place, into free space,
+ * unlogged), so their transaction logs only what points at them, whatever their size (the
+ * reverse map falls back to its old, logged way when free space cannot hold it); the
+ * other trees are still logged.
  */
 
 /* Whether the engine can rebuild objects of this type. */

@@ -1,9 +1,10 @@
 /*
  * repair_ag.h — what the rebuilders of an AG's structures share (repair_agbtree.c: the
  * free-space and inode btrees and these helpers; repair_rmapbt.c: the reverse map;
- * repair_agfl.c: the free list): one AG being rebuilt — its lock and header held in the
- * one transaction of the rebuild — and the pieces every rebuild uses: extents in scratch,
- * the list of a new tree's blocks, the bulk load, the journal-size check and the commit.
+ * repair_agfl.c: the free list; repair_space.c: free-space edits): one AG being rebuilt —
+ * its lock and header held in the one transaction of the rebuild — and the pieces every
+ * rebuild uses: extents in scratch, the list of a new tree's blocks, the bulk load, the
+ * journal-size check and the commit.
  */
 #ifndef MFS_REPAIR_AG_H
 #define MFS_REPAIR_AG_H
@@ -78,6 +79,10 @@ int rep_blocks_add(struct agrep *ar, uint32_t s, uint32_t l, void *priv);
  * records otherwise) into the blocks of b, in the transaction. */
 int rep_load_tree(struct agrep *ar, enum mfs_ag_tree t, struct mfs_xfarray *a,
 		  struct blocks *b, struct mfs_btree_root *root);
+/* The same from a record source: get(priv, rec) gives the next on-disk record of nrecs. */
+typedef int (*rep_rec_fn)(void *priv, void *rec);
+int rep_load_tree_fn(struct agrep *ar, enum mfs_ag_tree t, uint64_t nrecs, rep_rec_fn get,
+		     void *priv, struct blocks *b, struct mfs_btree_root *root);
 void rep_set_root(struct mfs_agh *agh, enum mfs_ag_tree t, const struct mfs_fs *fs,
 		  const struct mfs_btree_root *root);
 
@@ -92,5 +97,12 @@ uint64_t rep_ext_blocks(struct mfs_xfarray *a, uint64_t *err_out);
 int rep_add_ext(struct agrep *ar, struct mfs_xfarray *a, uint32_t s, uint32_t l);
 /* Order of uint32_t records (tree block lists). */
 int rep_cmp_u32(const void *a, const void *b, void *priv);
+
+/* Free-space tree edits that leave the reverse map alone (repair_space.c): [s, s+l) leaves
+ * one free extent, or joins free space (busy until the commit is durable, merged with its
+ * neighbours); the longest free extent as the by-length tree now says. */
+int rep_space_take(struct agrep *ar, uint32_t s, uint32_t l);
+int rep_space_give(struct agrep *ar, uint32_t s, uint32_t l);
+int rep_space_longest(struct agrep *ar, uint32_t *longest);
 
 #endif

@@ -702,30 +702,21 @@ int rep_blocks_add(struct agrep *ar, uint32_t s, uint32_t l, void *priv)
 /* mfs_bload gives one priv to both callbacks. */
 struct loader {
 	struct agrep *ar;
-	struct mfs_xfarray *a;
-	uint64_t i;
-	int alloc_rec;               /* records are struct rext: convert to mfs_alloc_rec */
+	rep_rec_fn get;
+	void *gpriv;
+	size_t rs;                   /* bytes of one on-disk record */
 	struct blocks *b;
 };
 
 static int loader_recs(void *priv, void *recs, unsigned n)
 {
 	struct loader *l = priv;
-	size_t rs = l->alloc_rec ? sizeof(struct mfs_alloc_rec) : mfs_xfarray_recsize(l->a);
 
 	for (unsigned k = 0; k < n; k++) {
-		void *out = (char *)recs + (size_t)k * rs;
-		struct rext e;
-		int err = mfs_xfarray_get(l->a, l->i++, l->alloc_rec ? (void *)&e : out);
+		int err = l->get(l->gpriv, (char *)recs + (size_t)k * l->rs);
 
 		if (err)
-			return rep_scratch_err(l->ar->r, err, "loading the new tree");
-		if (l->alloc_rec) {
-			struct mfs_alloc_rec *ar = out;
-
-			mfs_put32(ar->startblock, e.start);
-			mfs_put32(ar->blockcount, e.len);
-		}
+			return err;
 	}
 	return 0;
 }
@@ -741,18 +732,18 @@ static int loader_claim(void *priv, uint64_t *fsb)
 	return 0;
 }
 
-int rep_load_tree(struct agrep *ar, enum mfs_ag_tree t, struct mfs_xfarray *a,
-		     struct blocks *b, struct mfs_btree_root *root)
+int rep_load_tree_fn(struct agrep *ar, enum mfs_ag_tree t, uint64_t nrecs, rep_rec_fn get,
+		     void *priv, struct blocks *b, struct mfs_btree_root *root)
 {
-	struct loader l = { ar, a, 0, t == MFS_BT_BNO || t == MFS_BT_CNT, b };
 	struct mfs_bload bl;
+	struct loader l = { ar, get, priv, mfs_ag_tree_ops(t)->rec_len, b };
 	int err;
 
 	memset(&bl, 0, sizeof(bl));
 	bl.ops = mfs_ag_tree_ops(t);
 	bl.owner = ar->agno;
 	bl.agno = ar->agno;
-	bl.nrecs = mfs_xfarray_count(a);
+	bl.nrecs = nrecs;
 	bl.get_recs = loader_recs;
 	bl.claim_block = loader_claim;
 	bl.priv = &l;
@@ -763,6 +754,40 @@ int rep_load_tree(struct agrep *ar, enum mfs_ag_tree t, struct mfs_xfarray *a,
 		return rep_fail(ar->r, err, "AG %u: bulk loading the new %s failed: %s", ar->agno,
 				bl.ops->name, strerror(-err));
 	return 0;
+}
+
+/* Records from a scratch array, in order (struct rext for the free-space trees, converted
+ * to on-disk records; on-disk records otherwise). */
+struct asrc {
+	struct agrep *ar;
+	struct mfs_xfarray *a;
+	uint64_t i;
+	int alloc_rec;
+};
+
+static int asrc_get(void *priv, void *out)
+{
+	struct asrc *s = priv;
+	struct rext e;
+	int err = mfs_xfarray_get(s->a, s->i++, s->alloc_rec ? (void *)&e : out);
+
+	if (err)
+		return rep_scratch_err(s->ar->r, err, "loading the new tree");
+	if (s->alloc_rec) {
+		struct mfs_alloc_rec *r = out;
+
+		mfs_put32(r->startblock, e.start);
+		mfs_put32(r->blockcount, e.len);
+	}
+	return 0;
+}
+
+int rep_load_tree(struct agrep *ar, enum mfs_ag_tree t, struct mfs_xfarray *a,
+		     struct blocks *b, struct mfs_btree_root *root)
+{
+	struct asrc s = { ar, a, 0, t == MFS_BT_BNO || t == MFS_BT_CNT };
+
+	return rep_load_tree_fn(ar, t, mfs_xfarray_count(a), asrc_get, &s, b, root);
 }
 
 static int count_blocks_fn(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, void *priv)

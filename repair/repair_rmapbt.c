@@ -9,11 +9,18 @@
  * as they are at the commit (repair_rmap_live.c explains how, and why it is sound; an
  * owner whose own map seems to be the damaged side makes the rebuild refuse rather than
  * free its data).  What is neither free (the by-block tree, trusted and verified) nor
- * owned is the old reverse map's blocks (and any leaked block): it becomes MFS_OWN_AG, the
- * new tree is written into its first blocks, and the rest goes onto the AGFL (as far as it
- * has room) or back to free space once the new tree is in place.  The record count does not
- * depend on which of those blocks the tree takes (all of them are MFS_OWN_AG), so the
- * geometry needs no iteration.  Two owners of one block (cross-linked), or a block both
+ * owned is the old reverse map's blocks (and any leaked block).  The new tree is written
+ * as ordered new blocks (trans.h) into free space that nothing on disk points at until the
+ * commit swaps the root, the free-space trees giving those blocks up and taking the old
+ * tree's blocks back in the same transaction (see "ordered" below): the transaction logs
+ * only the header, the free list and the free-space leaves that change, whatever the
+ * size of the tree, so a small journal rebuilds a large reverse map.  When free space
+ * cannot hold the tree with a margin, the old way: the old blocks become MFS_OWN_AG, the
+ * new tree is written into their first blocks (joined and logged: a commit that must fit
+ * the journal), and the rest goes onto the AGFL (as far as it has room) or back to free
+ * space once the new tree is in place; the record count does not depend on which of
+ * those blocks the tree takes (all of them are MFS_OWN_AG), so that geometry needs no
+ * iteration.  Two owners of one block (cross-linked), or a block both
  * free and owned, cannot be rebuilt: -EFSCORRUPTED naming it.
  */
 #include "repair_ag.h"
@@ -36,9 +43,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Free extents counted by length (the ordered rebuild takes the longest ones). */
+#define LH_SMALL 4096u
+
+struct lenhist {
+	uint64_t *small;             /* extents of each length below LH_SMALL */
+	uint32_t *big;               /* the lengths of the others, one per extent */
+	uint64_t nbig, capbig;
+	uint64_t blocks;             /* free blocks in all */
+};
+
 struct rgather {
 	struct agrep *ar;
 	struct mfs_xfarray *R, *F;
+	struct lenhist *h;
 	int err;
 };
 
@@ -100,9 +118,27 @@ static int rfree_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
 	const struct mfs_alloc_rec *a = rec;
 	struct rgather *g = priv;
 	struct rext e = { mfs_get32(a->startblock), mfs_get32(a->blockcount) };
+	struct lenhist *h = g->h;
 	int err = mfs_xfarray_append(g->F, &e, NULL);
 
-	return err ? rep_scratch_err(g->ar->r, err, "gathering free extents") : 0;
+	if (err)
+		return rep_scratch_err(g->ar->r, err, "gathering free extents");
+	h->blocks += e.len;
+	if (e.len < LH_SMALL) {
+		h->small[e.len]++;
+		return 0;
+	}
+	if (h->nbig == h->capbig) {
+		uint64_t nc = h->capbig ? 2 * h->capbig : 64;
+		uint32_t *nv = mfs_realloc(h->big, nc * sizeof(*nv));
+
+		if (!nv)
+			return rep_fail(g->ar->r, -ENOMEM, "no memory for the free extents' lengths");
+		h->big = nv;
+		h->capbig = nc;
+	}
+	h->big[h->nbig++] = e.len;
+	return 0;
 }
 
 static int rchunk_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
@@ -157,6 +193,7 @@ struct rmerge {
 	int have;
 	struct rext *gaps;
 	uint64_t ngaps, gapcap, gapblocks;
+	int drop_gaps;               /* ordered: the gaps become free, no record for them */
 };
 
 static int rm_emit(struct rmerge *m, const struct mfs_rmap_rec *rec)
@@ -196,6 +233,8 @@ static int rm_gap(struct rmerge *m, uint32_t s, uint32_t e)
 	m->gaps[m->ngaps].len = e - s;
 	m->ngaps++;
 	m->gapblocks += e - s;
+	if (m->drop_gaps)
+		return 0;
 	memset(&rec, 0, sizeof(rec));
 	mfs_put32(rec.startblock, s);
 	mfs_put32(rec.blockcount, e - s);
@@ -285,6 +324,632 @@ static int rfree_left(struct agrep *ar, uint32_t s, uint32_t l)
 			      ar->agno, s, l, strerror(-err)) : 0;
 }
 
+/* ---- ordered: the new tree written into free space ----------------------------------------
+ *
+ * The new tree N goes into blocks nothing on disk points at until the commit swaps the
+ * root: free space, the longest free extents first (fewest pieces; never the free list's
+ * stock, whose blocks may still have images in the log that a checkpoint would write over
+ * them: freed blocks were revoked when they were freed).  The old tree's blocks and any leaked block
+ * (the gaps G: neither free nor anybody's) are not touched before the commit; they go back
+ * to free space in the same transaction, except those that keep the free list stocked
+ * for the splits of the free-space trees while G and N change hands (taken from the end
+ * of G, MFS_OWN_AG like the rest of the list).  The list holds only MFS_AGFL_SIZE_MAX
+ * blocks, and the trees' edits give blocks back to it as they empty tree blocks: when it
+ * would overflow, blocks off its head go back to free space too (D: AG-owned blocks that
+ * leave the records; one of G's kept for the list is simply given back).  So the new
+ * records are the merged owners' records R2 (no gap in them) with the ranges added to
+ * MFS_OWN_AG (A: G's blocks kept for the list, N's pieces taken from free space) and
+ * without D, merged where they touch an AG-owned neighbour.  The tree's size depends on
+ * that count, which depends on how many pieces N takes: planned from the free extents'
+ * lengths, then with A and N counted by binary search in R2 (one more record per added
+ * range, one less per merge), with a margin for D; once the edits are made the records
+ * are counted exactly (one pass) and what the tree does not need of N goes onto the free
+ * list.  The free-space trees are changed with rep_space_take/give (repair_space.c),
+ * logged; the tree is written in place
+ * (MFS_BLOAD_ORDERED) with its blocks' old bytes kept in scratch for a cancel.
+ */
+struct addset {
+	struct rext *v;
+	uint64_t n, cap;
+};
+
+static int addset_push(struct agrep *ar, struct addset *a, uint32_t s, uint32_t l)
+{
+	if (a->n == a->cap) {
+		uint64_t nc = a->cap ? 2 * a->cap : 64;
+		struct rext *nv = mfs_realloc(a->v, nc * sizeof(*nv));
+
+		if (!nv)
+			return rep_fail(ar->r, -ENOMEM, "no memory for the new tree's block list");
+		a->v = nv;
+		a->cap = nc;
+	}
+	a->v[a->n++] = (struct rext){ s, l };
+	return 0;
+}
+
+static int cmp_rext_start(const void *a, const void *b)
+{
+	const struct rext *x = a, *y = b;
+
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* dst = the ranges of x and y, sorted, touching ones joined. */
+static int addset_union(struct agrep *ar, const struct addset *x, const struct addset *y,
+			struct addset *dst)
+{
+	uint64_t k = 0;
+	int err = 0;
+
+	dst->n = 0;
+	for (uint64_t i = 0; i < x->n && !err; i++)
+		err = addset_push(ar, dst, x->v[i].start, x->v[i].len);
+	for (uint64_t i = 0; i < y->n && !err; i++)
+		err = addset_push(ar, dst, y->v[i].start, y->v[i].len);
+	if (err || !dst->n)
+		return err;
+	qsort(dst->v, dst->n, sizeof(*dst->v), cmp_rext_start);
+	for (uint64_t i = 1; i < dst->n; i++) {
+		if (dst->v[k].start + dst->v[k].len == dst->v[i].start)
+			dst->v[k].len += dst->v[i].len;
+		else
+			dst->v[++k] = dst->v[i];
+	}
+	dst->n = k + 1;
+	return 0;
+}
+
+static struct mfs_rmap_rec ag_rec(uint32_t s, uint32_t l)
+{
+	struct mfs_rmap_rec r;
+
+	memset(&r, 0, sizeof(r));
+	mfs_put32(r.startblock, s);
+	mfs_put32(r.blockcount, l);
+	mfs_put64(r.owner, MFS_OWN_AG);
+	return r;
+}
+
+/* The record count of R2 with the ranges of a added to MFS_OWN_AG: *n. */
+static int added_count(struct agrep *ar, struct mfs_xfarray *R2, const struct addset *a,
+		       uint64_t *n)
+{
+	uint64_t nr = mfs_xfarray_count(R2), idx;
+	struct mfs_rmap_rec key, l, rr;
+	int err;
+
+	*n = nr;
+	for (uint64_t i = 0; i < a->n; i++) {
+		struct mfs_rmap_rec rec = ag_rec(a->v[i].start, a->v[i].len);
+
+		key = rec;
+		err = mfs_xfarray_bsearch(R2, &key, cmp_rmap, NULL, &idx, NULL);
+		if (!err)
+			return rep_fail(ar->r, -EFSCORRUPTED, "internal: blocks %u+%u for the new "
+					"reverse map are somebody's", a->v[i].start, a->v[i].len);
+		if (err != -ENOENT)
+			return rep_scratch_err(ar->r, err, "counting the new records");
+		++*n;
+		if (idx) {
+			err = mfs_xfarray_get(R2, idx - 1, &l);
+			if (err)
+				return rep_scratch_err(ar->r, err, "counting the new records");
+			*n -= (uint64_t)rep_rmap_follows(&l, &rec);
+		}
+		if (idx < nr) {
+			err = mfs_xfarray_get(R2, idx, &rr);
+			if (err)
+				return rep_scratch_err(ar->r, err, "counting the new records");
+			*n -= (uint64_t)rep_rmap_follows(&rec, &rr);
+		}
+	}
+	return 0;
+}
+
+/* The records R2 with the added ranges (a) and without the removed blocks (d, AG-owned
+ * blocks of R2 that went back to free space), merged, in order: the loader's source, and
+ * (counting only) the exact record count. */
+struct ostream {
+	struct agrep *ar;
+	struct mfs_xfarray *R2;
+	const struct addset *a, *d;
+	uint64_t ri, nr, ai, di, out;
+	struct mfs_rmap_rec cur;     /* the rest of the R2 record being cut by d */
+	int have_cur;
+	struct mfs_rmap_rec next;    /* the next R2 piece, not yet taken */
+	int have_next, r_end;
+	struct mfs_rmap_rec pend;
+	int have;
+};
+
+/* The next R2 record, or what d leaves of it: 1, 0 at the end, or an error. */
+static int ostream_r2(struct ostream *o, struct mfs_rmap_rec *in)
+{
+	for (;;) {
+		uint32_t s, e;
+
+		if (!o->have_cur) {
+			int err;
+
+			if (o->ri >= o->nr)
+				return 0;
+			err = mfs_xfarray_get(o->R2, o->ri++, &o->cur);
+			if (err)
+				return rep_scratch_err(o->ar->r, err, "loading the new reverse map");
+			o->have_cur = 1;
+		}
+		s = mfs_get32(o->cur.startblock);
+		e = s + mfs_get32(o->cur.blockcount);
+		while (o->di < o->d->n && o->d->v[o->di].start + o->d->v[o->di].len <= s)
+			o->di++;
+		if (o->di >= o->d->n || o->d->v[o->di].start >= e ||
+		    mfs_get64(o->cur.owner) != MFS_OWN_AG) {
+			*in = o->cur;
+			o->have_cur = 0;
+			return 1;
+		}
+		/* a removed range cuts this AG-owned record */
+		{
+			const struct rext *dr = &o->d->v[o->di];
+			uint32_t de = dr->start + dr->len < e ? dr->start + dr->len : e;
+
+			if (dr->start > s) {
+				*in = ag_rec(s, dr->start - s);
+				if (de < e)
+					o->cur = ag_rec(de, e - de);
+				else
+					o->have_cur = 0;
+				return 1;
+			}
+			if (de >= e)
+				o->have_cur = 0;
+			else
+				o->cur = ag_rec(de, e - de);
+		}
+	}
+}
+
+static int ostream_in(struct ostream *o, struct mfs_rmap_rec *in)
+{
+	if (!o->have_next && !o->r_end) {
+		int more = ostream_r2(o, &o->next);
+
+		if (more < 0)
+			return more;
+		o->have_next = more;
+		o->r_end = !more;
+	}
+	if (o->have_next && (o->ai >= o->a->n ||
+			     mfs_get32(o->next.startblock) < o->a->v[o->ai].start)) {
+		*in = o->next;
+		o->have_next = 0;
+		return 1;
+	}
+	if (o->ai < o->a->n) {
+		*in = ag_rec(o->a->v[o->ai].start, o->a->v[o->ai].len);
+		o->ai++;
+		return 1;
+	}
+	return 0;
+}
+
+static int ostream_get(void *priv, void *out)
+{
+	struct ostream *o = priv;
+	struct mfs_rmap_rec in;
+	int more;
+
+	for (;;) {
+		more = ostream_in(o, &in);
+		if (more < 0)
+			return more;
+		if (!more)
+			break;
+		if (o->have && rep_rmap_follows(&o->pend, &in)) {
+			mfs_put32(o->pend.blockcount, mfs_get32(o->pend.blockcount) +
+				  mfs_get32(in.blockcount));
+			continue;
+		}
+		if (o->have) {
+			if (out)
+				memcpy(out, &o->pend, sizeof(o->pend));
+			o->pend = in;
+			o->out++;
+			return 0;
+		}
+		o->pend = in;
+		o->have = 1;
+	}
+	if (!o->have)
+		return 1;                   /* the end */
+	if (out)
+		memcpy(out, &o->pend, sizeof(o->pend));
+	o->have = 0;
+	o->out++;
+	return 0;
+}
+
+static void ostream_init(struct ostream *o, struct agrep *ar, struct mfs_xfarray *R2,
+			 const struct addset *a, const struct addset *d)
+{
+	memset(o, 0, sizeof(*o));
+	o->ar = ar;
+	o->R2 = R2;
+	o->a = a;
+	o->d = d;
+	o->nr = mfs_xfarray_count(R2);
+}
+
+/* The loader's source: the end of the stream before nrecs records is an internal error. */
+static int ostream_load(void *priv, void *out)
+{
+	struct ostream *o = priv;
+	int err = ostream_get(priv, out);
+
+	return err > 0 ? rep_fail(o->ar->r, -EFSCORRUPTED, "internal: the new reverse map has "
+				  "fewer records than counted") : err;
+}
+
+/* Exact count of the stream's records. */
+static int ostream_count(struct agrep *ar, struct mfs_xfarray *R2, const struct addset *a,
+			 const struct addset *d, uint64_t *n)
+{
+	struct ostream o;
+	int err;
+
+	ostream_init(&o, ar, R2, a, d);
+	while (!(err = ostream_get(&o, NULL)))
+		if (o.out % 65536 == 0 && (err = rep_poll(ar->r)))
+			return err;
+	*n = o.out;
+	return err > 0 ? 0 : err;
+}
+
+/* The length L such that the free extents longer than L, and enough of those of length L,
+ * hold want blocks: *above = blocks in the longer ones, *pieces = extents taken. */
+static int lh_pick(struct lenhist *h, uint64_t want, uint32_t *L, uint64_t *above,
+		   uint64_t *pieces)
+{
+	uint64_t sum = 0, n = 0;
+
+	*L = 0;
+	*above = *pieces = 0;
+	if (!want)
+		return 0;
+	for (uint64_t i = 0; i < h->nbig; i++) {          /* sorted longest first */
+		if (sum + h->big[i] >= want) {
+			*L = h->big[i];
+			*above = sum;
+			*pieces = n + 1;
+			/* ties: the others of this length are taken only as needed */
+			for (uint64_t j = i; j > 0 && h->big[j - 1] == *L; j--) {
+				*above -= *L;
+				(*pieces)--;
+			}
+			*pieces += (want - *above + *L - 1) / *L - 1;
+			return 0;
+		}
+		sum += h->big[i];
+		n++;
+	}
+	for (uint32_t len = LH_SMALL - 1; len > 0; len--) {
+		uint64_t c = h->small[len];
+
+		if (sum + c * len >= want) {
+			*L = len;
+			*above = sum;
+			*pieces = n + (want - sum + len - 1) / len;
+			return 0;
+		}
+		sum += c * len;
+		n += c;
+	}
+	return -ENOSPC;
+}
+
+static int cmp_u32_desc(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x > y ? -1 : x < y;
+}
+
+/* N's pieces from free space: want blocks, the longest extents first (block order among
+ * equals; a last partial piece is the end of its extent). */
+static int pick_free(struct agrep *ar, struct mfs_xfarray *F, struct lenhist *h,
+		     uint64_t want, struct addset *N)
+{
+	uint64_t nf = mfs_xfarray_count(F), above, pieces, atL;
+	uint32_t L;
+	int err = lh_pick(h, want, &L, &above, &pieces);
+
+	N->n = 0;
+	if (err)
+		return rep_fail(ar->r, -ENOSPC, "AG %u: %llu free blocks are too few for the new "
+				"reverse map's %llu", ar->agno, (unsigned long long)h->blocks,
+				(unsigned long long)want);
+	atL = want - above;
+	for (uint64_t i = 0; i < nf && want; i++) {
+		struct rext e;
+
+		err = mfs_xfarray_get(F, i, &e);
+		if (err)
+			return rep_scratch_err(ar->r, err, "choosing the new tree's blocks");
+		if (e.len > L) {
+			err = addset_push(ar, N, e.start, e.len);
+			want -= e.len;
+		} else if (e.len == L && atL) {
+			uint32_t l = atL < L ? (uint32_t)atL : L;
+
+			err = addset_push(ar, N, e.start + e.len - l, l);
+			atL -= l;
+			want -= l;
+		}
+		if (err)
+			return err;
+	}
+	return want ? rep_fail(ar->r, -EFSCORRUPTED, "internal: the free extents' lengths and "
+			       "the free extents disagree") : 0;
+}
+
+/* Free-list bounds around the edits: enough for one edit's splits of both free-space
+ * trees, and room left for the blocks an edit can give back. */
+static uint32_t fl_count(const struct agrep *ar)
+{
+	return mfs_get32(rep_agh(ar)->fl_count);
+}
+
+struct ordered {
+	struct agrep *ar;
+	struct rmerge *m;
+	struct mfs_xfarray *R2, *F;
+	struct lenhist *h;
+	uint64_t nbno, ncnt;
+	struct addset A, N, D, all;  /* G kept for the free list; taken from free space;
+				      * AG-owned blocks of R2 freed; A and N */
+	uint64_t freed, taken;       /* blocks given back to free space; taken from it */
+	uint64_t puts, gets;         /* free-list blocks put and got by the plan */
+	uint32_t need;               /* free-list stock one edit may use, or give back */
+};
+
+#define PLAN_SLACK_RECS 64u      /* records the free list's drains may add (see fl_drain) */
+
+static int forget_blocks(struct agrep *ar, uint32_t s, uint32_t l)
+{
+	int err = 0;
+
+	for (uint32_t k = 0; k < l && !err; k++)
+		err = mfs_trans_forget(ar->tp, mfs_agbno_to_fsb(&ar->fs->geo, ar->agno, s + k));
+	return err ? rep_fail(ar->r, err, "no memory to drop the buffers of blocks %u+%u", s,
+			      l) : 0;
+}
+
+/*
+ * Room on the free list for `more` blocks: the free-space trees give blocks back to it as
+ * their edits empty tree blocks, and it holds MFS_AGFL_SIZE_MAX.  Blocks off its head go
+ * back to free space (busy, their buffers dropped): one of G's kept for the list is given
+ * back like the rest of G; any other is AG-owned in R2 and leaves the new records (D).
+ */
+static int fl_drain(struct ordered *o, uint32_t more)
+{
+	struct agrep *ar = o->ar;
+	int err = 0;
+
+	while (!err && fl_count(ar) + more > MFS_AGFL_SIZE_MAX) {
+		uint32_t b;
+		uint64_t i;
+
+		err = mfs_agfl_get(ar->tp, ar->agno, ar->agh_bp, &b);
+		if (err)
+			break;
+		o->gets++;
+		for (i = 0; i < o->A.n && o->A.v[i].start != b; i++)
+			;
+		if (i < o->A.n)
+			o->A.v[i] = o->A.v[--o->A.n];
+		else
+			err = addset_push(ar, &o->D, b, 1);
+		if (!err)
+			err = rep_space_give(ar, b, 1);
+		if (!err)
+			err = forget_blocks(ar, b, 1);
+		o->freed++;
+	}
+	return err;
+}
+
+/* G (the gaps, in block order) back to free space, the free list stocked from its end. */
+static int give_gaps(struct ordered *o)
+{
+	struct agrep *ar = o->ar;
+	const struct rext *g = o->m->gaps;
+	uint64_t front = 0, back = o->m->ngaps;
+	uint32_t backlen = back ? g[back - 1].len : 0;
+	int err = 0;
+
+	while (!err && front < back) {
+		uint32_t s, l;
+
+		/* stock the free list from the last gap block not yet given */
+		while (!err && fl_count(ar) < o->need && front < back) {
+			uint32_t b = g[back - 1].start + backlen - 1;
+
+			err = mfs_agfl_put(ar->tp, ar->agno, ar->agh_bp, b);
+			if (!err)
+				err = addset_push(ar, &o->A, b, 1);
+			if (!err)
+				err = forget_blocks(ar, b, 1);
+			o->puts++;
+			if (--backlen == 0 && --back > 0)
+				backlen = g[back - 1].len;
+		}
+		if (err || front >= back)
+			break;
+		s = g[front].start;
+		l = front + 1 == back ? backlen : g[front].len;
+		front++;
+		err = fl_drain(o, o->need);
+		if (!err)
+			err = rep_space_give(ar, s, l);
+		if (!err)
+			err = forget_blocks(ar, s, l);
+		o->freed += l;
+	}
+	return err;
+}
+
+/* How many blocks to take from free space for the new tree, and which (o->N): enough for
+ * its records counted with N itself and a margin for the free list's drains. */
+static int plan_new(struct ordered *o, uint64_t *take)
+{
+	struct agrep *ar = o->ar;
+	uint32_t bs = ar->fs->geo.blocksize;
+	uint64_t c0 = mfs_xfarray_count(o->R2) + PLAN_SLACK_RECS, t, above, pieces, m = 0, n;
+	uint32_t L;
+	int err;
+
+	if (o->h->nbig)
+		qsort(o->h->big, o->h->nbig, sizeof(*o->h->big), cmp_u32_desc);
+	/* from the lengths alone, as if nothing merged */
+	t = rep_geo_blocks(&mfs_rmapbt_ops, bs, c0 + o->A.n + 1, NULL);
+	for (unsigned round = 0; round < 16 && t != UINT64_MAX; round++) {
+		uint64_t t2;
+
+		if (lh_pick(o->h, t, &L, &above, &pieces))
+			break;                   /* pick_free says so */
+		t2 = rep_geo_blocks(&mfs_rmapbt_ops, bs, c0 + o->A.n + pieces, NULL);
+		if (t2 <= t)
+			break;
+		t = t2;
+	}
+	/* then exactly, until it settles (a last overshoot is spare blocks) */
+	for (unsigned round = 0; round < 16 && t != UINT64_MAX; round++) {
+		err = pick_free(ar, o->F, o->h, t, &o->N);
+		if (!err)
+			err = addset_union(ar, &o->A, &o->N, &o->all);
+		if (!err)
+			err = added_count(ar, o->R2, &o->all, &n);
+		if (err)
+			return err;
+		m = rep_geo_blocks(&mfs_rmapbt_ops, bs, n + PLAN_SLACK_RECS, NULL);
+		if (m == t || (m < t && (round >= 4 || t - m <= 8)))
+			break;
+		t = round < 8 || m > t ? m : t;
+	}
+	if (m > t || t == UINT64_MAX)
+		return rep_fail(ar->r, -EAGAIN, "AG %u: the size of the new reverse map did not "
+				"settle; nothing was changed, try again", ar->agno);
+	*take = t;
+	return 0;
+}
+
+static int rmap_ordered(struct ordered *o, struct mfs_xfarray *U)
+{
+	struct agrep *ar = o->ar;
+	struct mfs_agh *agh = rep_agh(ar);
+	struct blocks b = { NULL, 0, 0, 0 };
+	struct addset none = { NULL, 0, 0 }, dn = { NULL, 0, 0 };
+	struct ostream os;
+	struct mfs_btree_root root;
+	uint64_t take = 0, mblk = 0, extra = 0, nrecs = 0, nimg, nrev;
+	uint32_t fl0 = fl_count(ar), longest;
+	int err = 0;
+
+	o->need = mfs_agfl_need(ar->fs, agh);
+	err = give_gaps(o);
+	if (!err)
+		err = plan_new(o, &take);
+	/* N's pieces out of free space (the free list feeds their splits) */
+	for (uint64_t i = 0; !err && i < o->N.n; i++) {
+		err = fl_drain(o, o->need);
+		if (!err && fl_count(ar) < o->need)
+			err = rep_fail(ar->r, -EAGAIN, "AG %u: the free list ran short while "
+				       "taking free space for the new reverse map; nothing was "
+				       "changed, try again", ar->agno);
+		if (!err)
+			err = rep_space_take(ar, o->N.v[i].start, o->N.v[i].len);
+		o->taken += o->N.v[i].len;
+	}
+	/* The exact count now that the edits are made; what the tree does not need of N
+	 * goes onto the free list (drained first: a drain may add a record). */
+	for (unsigned round = 0; !err; round++) {
+		err = addset_union(ar, &o->A, &o->N, &o->all);
+		if (!err)
+			err = addset_union(ar, &o->D, &none, &dn);
+		if (!err)
+			err = ostream_count(ar, o->R2, &o->all, &dn, &nrecs);
+		if (err)
+			break;
+		mblk = rep_geo_blocks(&mfs_rmapbt_ops, ar->fs->geo.blocksize, nrecs, NULL);
+		if (mblk > take || round > 4) {
+			err = rep_fail(ar->r, -EAGAIN, "AG %u: the new reverse map needs %llu "
+				       "blocks, %llu were taken for it; nothing was changed, try "
+				       "again", ar->agno, (unsigned long long)mblk,
+				       (unsigned long long)take);
+			break;
+		}
+		extra = take - mblk;
+		if (fl_count(ar) + extra <= MFS_AGFL_SIZE_MAX)
+			break;
+		err = fl_drain(o, (uint32_t)extra);
+	}
+	if (err)
+		goto out;
+	/* The blocks: N's pieces in block order; the last `extra` onto the list. */
+	b.cap = o->taken;
+	b.v = mfs_malloc((b.cap ? b.cap : 1) * sizeof(*b.v));
+	if (!b.v) {
+		err = rep_fail(ar->r, -ENOMEM, "no memory for the new tree's block list");
+		goto out;
+	}
+	for (uint64_t i = 0; !err && i < o->N.n; i++)
+		err = rep_blocks_add(ar, o->N.v[i].start, o->N.v[i].len, &b);
+	for (uint64_t i = mblk; !err && i < b.n; i++) {
+		err = mfs_agfl_put(ar->tp, ar->agno, ar->agh_bp, b.v[i]);
+		o->puts++;
+	}
+	if (!err) {
+		mfs_trans_log_size(ar->tp, &nimg, &nrev);
+		err = rep_log_fits(ar, nimg, nrev, "reverse map btree");
+	}
+	if (err)
+		goto out;
+	/* The tree, in place. */
+	ar->ordered = 1;
+	mfs_trans_ordered_undo(ar->tp, U);
+	b.n = mblk;
+	ostream_init(&os, ar, o->R2, &o->all, &dn);
+	err = rep_load_tree_fn(ar, MFS_BT_RMAP, nrecs, ostream_load, &os, &b, &root);
+	if (!err && (ostream_get(&os, NULL) <= 0 || b.next != b.n))
+		err = rep_fail(ar->r, -EFSCORRUPTED, "internal: the new reverse map has more "
+			       "records or blocks than counted");
+	if (!err)
+		err = rep_space_longest(ar, &longest);
+	if (!err)
+		err = mfs_trans_modify(ar->tp, ar->agh_bp);
+	if (err)
+		goto out;
+	rep_set_root(agh, MFS_BT_RMAP, ar->fs, &root);
+	/* the free-space trees' blocks: as before, and those the free list fed them */
+	mfs_put32(agh->btreeblks, (uint32_t)(o->nbno + o->ncnt + (fl0 + o->puts - o->gets) -
+					     fl_count(ar) - 2 + mblk - 1));
+	mfs_put32(agh->freeblks, (uint32_t)(o->h->blocks + o->freed - o->taken));
+	mfs_put32(agh->longest, longest);
+out:
+	free(dn.v);
+	free(b.v);
+	return err;
+}
+
+static void ordered_free(struct ordered *o)
+{
+	free(o->A.v);
+	free(o->N.v);
+	free(o->D.v);
+	free(o->all.v);
+}
+
 /* Free blocks of the AG, from its header (read under its lock): sizes the scratch. */
 static int ag_free_blocks(struct rep *r, uint64_t *nfree)
 {
@@ -313,10 +978,12 @@ int rep_rmapbt(struct rep *r)
 	struct rgather g;
 	struct rmerge m;
 	struct blocks b = { NULL, 0, 0, 0 };
-	struct mfs_xfarray *R, *R2, *F;
+	struct mfs_xfarray *R, *R2, *F, *U;
 	struct mfs_btree_root root;
 	struct mfs_agh *agh;
-	uint64_t nbno = 0, ncnt = 0, used, nfree = 0, mblk, room, k, short_by, total;
+	struct lenhist h;
+	struct ordered o;
+	uint64_t nbno = 0, ncnt = 0, used, nfree = 0, mblk, room, k, short_by, total, est;
 	const struct mfs_geom *geo = &r->fs->geo;
 	uint32_t aglen = mfs_ag_length(geo, r->rc->agno);
 	int err;
@@ -324,6 +991,13 @@ int rep_rmapbt(struct rep *r)
 	memset(&m, 0, sizeof(m));
 	memset(&ar, 0, sizeof(ar));
 	memset(&lv, 0, sizeof(lv));
+	memset(&h, 0, sizeof(h));
+	memset(&o, 0, sizeof(o));
+	h.small = mfs_calloc(LH_SMALL, sizeof(*h.small));
+	if (!h.small) {
+		err = rep_fail(r, -ENOMEM, "no memory for the free extents' lengths");
+		goto out;
+	}
 	/* Records: at most one per owned block (more may be owned by the time the AG is
 	 * locked again: a margin); with the gaps between them, twice that.  Free extents: at
 	 * most one per two blocks.  The owners' scans: every record once, and again for those
@@ -334,15 +1008,20 @@ int rep_rmapbt(struct rep *r)
 	used = aglen - nfree;
 	used += used / 4 + 64;
 	{
-		const struct rep_array_plan plan[5] = {
+		/* and the old bytes of the blocks an ordered tree is written into */
+		uint64_t mmax = rep_geo_blocks(&mfs_rmapbt_ops, geo->blocksize, 2 * used + 32,
+					       NULL);
+		const struct rep_array_plan plan[6] = {
 			{ sizeof(struct mfs_rmap_rec), used + 16 },
 			{ sizeof(struct mfs_rmap_rec), 2 * used + 32 },
 			{ sizeof(struct rext), aglen / 2 + 2 },
 			{ sizeof(struct rep_srec), 2 * used + 1024 },
 			{ sizeof(struct mfs_rmap_rec), used + 16 },
+			{ MFS_TRANS_UNDO_RECSIZE(geo->blocksize),
+			  (mmax == UINT64_MAX ? 0 : mmax) + 16 },
 		};
 
-		err = rep_reserve(r, plan, 5);
+		err = rep_reserve(r, plan, 6);
 		if (!err)
 			err = rep_hook(r, MFS_REPAIR_AT_RESERVED);
 		if (!err)
@@ -355,6 +1034,8 @@ int rep_rmapbt(struct rep *r)
 			err = rep_array(r, plan[3].recsize, plan[3].max_nr, &lv.S);
 		if (!err)
 			err = rep_array(r, plan[4].recsize, plan[4].max_nr, &lv.C);
+		if (!err)
+			err = rep_array(r, plan[5].recsize, plan[5].max_nr, &U);
 		if (err)
 			goto out;
 	}
@@ -381,6 +1062,7 @@ int rep_rmapbt(struct rep *r)
 	g.ar = &ar;
 	g.R = R;
 	g.F = F;
+	g.h = &h;
 	err = radd(&g, 0, MFS_AG_FIXED_BLOCKS, MFS_OWN_FS, 0);
 	if (!err && geo->logblocks && mfs_fsb_to_agno(geo, geo->logstart) == ar.agno)
 		err = radd(&g, mfs_fsb_to_agbno(geo, geo->logstart), geo->logblocks, MFS_OWN_LOG, 0);
@@ -405,16 +1087,16 @@ int rep_rmapbt(struct rep *r)
 	if (!err) {
 		/* the AGFL stock */
 		struct mfs_buf *bp;
-		const struct mfs_agh *h = rep_agh(&ar);
+		const struct mfs_agh *ah = rep_agh(&ar);
 
 		err = mfs_read_agfl(ar.fs, ar.agno, &bp);
 		if (err)
 			rep_fail(r, err, "AG %u free list unreadable (%s): repair it first", ar.agno,
 				 strerror(-err));
-		for (uint32_t i = 0; !err && i < mfs_get32(h->fl_count); i++) {
+		for (uint32_t i = 0; !err && i < mfs_get32(ah->fl_count); i++) {
 			const struct mfs_agfl *fl = bp->data;
 
-			err = radd(&g, mfs_get32(fl->bno[(mfs_get32(h->fl_first) + i) %
+			err = radd(&g, mfs_get32(fl->bno[(mfs_get32(ah->fl_first) + i) %
 							 MFS_AGFL_SIZE_MAX]), 1, MFS_OWN_AG, 0);
 		}
 		if (bp)
@@ -428,6 +1110,11 @@ int rep_rmapbt(struct rep *r)
 		err = rep_sort(r, R, cmp_rmap, "sorting the reverse mappings");
 	if (err)
 		goto out;
+	/* Ordered (the new tree into free space, in place) when free space holds it with a
+	 * good margin: the records are at most R's, plus one per piece taken. */
+	est = rep_geo_blocks(&mfs_rmapbt_ops, geo->blocksize, mfs_xfarray_count(R) +
+			     mfs_xfarray_count(R) / 32 + 256, NULL);
+	m.drop_gaps = est != UINT64_MAX && h.blocks >= est + est / 8 + 64;
 	m.ar = &ar;
 	m.out = R2;
 	err = rmerge_all(&m, R, F);
@@ -435,6 +1122,25 @@ int rep_rmapbt(struct rep *r)
 		err = rep_live_check_gaps(&lv, m.gaps, m.ngaps);
 	if (err)
 		goto out;
+	if (m.drop_gaps) {
+		o.ar = &ar;
+		o.m = &m;
+		o.R2 = R2;
+		o.F = F;
+		o.h = &h;
+		o.nbno = nbno;
+		o.ncnt = ncnt;
+		err = rmap_ordered(&o, U);
+		if (!err)
+			err = rep_ag_finish(&ar);
+		if (!err)
+			mfs_log(MFS_LOG_INFO, "AG %u: reverse map rebuilt in free space, %llu "
+				"records; settled in %u round(s), %llu owner(s) scanned again under "
+				"the AG lock, %llu after waiting for them", ar.agno,
+				(unsigned long long)r->rc->records, lv.rounds,
+				(unsigned long long)lv.rescanned, (unsigned long long)lv.waited);
+		goto out;
+	}
 	mblk = rep_geo_blocks(&mfs_rmapbt_ops, geo->blocksize, mfs_xfarray_count(R2), NULL);
 	/* The new tree goes into the old one's blocks; when it needs more (the bulk loader
 	 * fills blocks less than the old tree had them, or the AG gained records while the
@@ -506,6 +1212,9 @@ int rep_rmapbt(struct rep *r)
 out:
 	rep_ag_cancel(&ar);
 	rep_live_release(&lv);
+	ordered_free(&o);
+	free(h.small);
+	free(h.big);
 	free(b.v);
 	free(m.gaps);
 	return err;

@@ -13,7 +13,9 @@
  *   - its reverse map (from every owner: the inodes scanned, then settled under the lock).
  * For each: wall and CPU time (the rebuilding thread's), scratch used against the estimate,
  * the process's RSS growth (peak during the rebuild over the RSS before it: the engine's
- * data lives in the scratch file), and the p99 latency of 4 KiB writes in another AG —
+ * data lives in the scratch file) and the heap's (mallinfo2, sampled), each also up to the
+ * commit (the test hook at MFS_REPAIR_AT_BUILT: without the commit and the check the
+ * engine runs afterwards), and the p99 latency of 4 KiB writes in another AG —
  * one-block allocations in AG 0 committed (asynchronously, as the daemon's writes are)
  * and freed by a second thread — during the rebuild against the same with no rebuild.
  *
@@ -27,7 +29,14 @@
  * The machine may be shared and loaded: CPU time and RSS are steadier than wall time.
  *
  *   bench_repair [N]          BENCH_QUICK=1: N = 100,000; BENCH_DIR: where the images go;
- *                             BENCH_REPAIR_MALLOC_STATS=1: malloc_stats() after each rebuild
+ *                             BENCH_REPAIR_MALLOC_STATS=1: malloc_stats() after each rebuild;
+ *                             BENCH_REPAIR_LOG_MB: the journal's size (default 16 MiB; 0: the
+ *                             format's default), so that a rebuild must not need a journal
+ *                             as large as its tree;
+ *                             BENCH_REPAIR_IMAGE=FILE: the image before the rebuilds is
+ *                             copied from FILE when it exists (N and the journal size must
+ *                             match: no bmap column then), else saved there (to profile the
+ *                             rebuilds alone)
  */
 #include <dirent.h>
 #include <errno.h>
@@ -104,6 +113,57 @@ static int reset_hwm(void)
 	if (fd >= 0)
 		close(fd);
 	return ok ? 0 : -1;
+}
+
+/* The heap in use (malloc'd and mmapped by malloc) now, in bytes. */
+static double heap_in_use(void)
+{
+	struct mallinfo2 mi = mallinfo2();
+
+	return (double)mi.uordblks + (double)mi.hblkhd;
+}
+
+/* Samples the heap in use every few milliseconds while `on`: its peak. */
+struct heapmon {
+	atomic_int on, stop;
+	_Atomic double peak;
+	pthread_t th;
+};
+
+static void *heapmon_main(void *arg)
+{
+	struct heapmon *h = arg;
+
+	while (!atomic_load(&h->stop)) {
+		if (atomic_load(&h->on)) {
+			double v = heap_in_use();
+
+			if (v > h->peak)
+				h->peak = v;
+		}
+		usleep(10000);
+	}
+	return NULL;
+}
+
+/* What the rebuild had taken when its transaction was built, before the commit and the
+ * check afterwards (the test hook at MFS_REPAIR_AT_BUILT). */
+struct built {
+	struct heapmon *hm;
+	double cpu, heap;
+	long hwm;
+};
+
+static int built_hook(void *arg, enum mfs_repair_point at)
+{
+	struct built *b = arg;
+
+	if (at == MFS_REPAIR_AT_BUILT) {
+		b->cpu = thread_cpu();
+		b->hwm = status_kb("VmHWM:");
+		b->heap = b->hm->peak;
+	}
+	return 0;
 }
 
 static char path[4096];        /* the mendfs image, removed however the bench ends */
@@ -204,6 +264,8 @@ struct col {
 	double nrec;                   /* records, for the table */
 	double wall, cpu, rss_mb;      /* rss_mb < 0: not measured */
 	double cache_mb;               /* the buffer cache's growth, part of rss_mb */
+	double heap_mb;                /* peak of the heap in use over its level before */
+	double cpu_b, rss_b, heap_b;   /* the same up to the commit (without the check after) */
 	double used_mb, est_mb;        /* < 0: not applicable */
 	double p99_idle, p99_busy;     /* us; < 0: not applicable */
 };
@@ -214,7 +276,9 @@ static void rebuild(struct mfs_fs *fs, struct lat *l, uint32_t type, struct col 
 	struct mfs_repair_ctx *rc = calloc(1, sizeof(*rc));
 	int fd = memfd_create("bench_repair", MFD_CLOEXEC);
 	struct mfs_bcache_stats st0, st1;
-	double t0, c0, deadline;
+	struct heapmon hm;
+	struct built bt = { &hm, 0, 0, 0 };
+	double t0, c0, deadline, heap0;
 	long rss0, hwm;
 	int err;
 
@@ -234,11 +298,18 @@ static void rebuild(struct mfs_fs *fs, struct lat *l, uint32_t type, struct col 
 	rc->agno = 1;
 	rc->fds[0] = fd;
 	rc->nfds = 1;
+	rc->test_hook = built_hook;
+	rc->hook_arg = &bt;
 	if (reset_hwm())
 		fprintf(stderr, "bench_repair: /proc/self/clear_refs: the peak RSS is the "
 			"process's since its start\n");
 	mfs_bcache_get_stats(fs->bc, &st0);
 	rss0 = status_kb("VmRSS:");
+	memset(&hm, 0, sizeof(hm));
+	heap0 = hm.peak = heap_in_use();
+	atomic_store(&hm.on, 1);
+	if (pthread_create(&hm.th, NULL, heapmon_main, &hm))
+		die("thread", EAGAIN);
 	atomic_store(&l->phase, 1);
 	t0 = now();
 	c0 = thread_cpu();
@@ -246,6 +317,11 @@ static void rebuild(struct mfs_fs *fs, struct lat *l, uint32_t type, struct col 
 	c->cpu = thread_cpu() - c0;
 	c->wall = now() - t0;
 	atomic_store(&l->phase, 2);
+	atomic_store(&hm.stop, 1);
+	pthread_join(hm.th, NULL);
+	c->heap_mb = (hm.peak - heap0) / 1048576.0;
+	c->cpu_b = bt.hwm ? bt.cpu - c0 : -1;
+	c->heap_b = bt.hwm ? (bt.heap - heap0) / 1048576.0 : -1;
 	hwm = status_kb("VmHWM:");
 	mfs_bcache_get_stats(fs->bc, &st1);
 	if (getenv("BENCH_REPAIR_MALLOC_STATS")) {
@@ -255,6 +331,7 @@ static void rebuild(struct mfs_fs *fs, struct lat *l, uint32_t type, struct col 
 		malloc_stats();
 	}
 	c->rss_mb = (double)(hwm - rss0) / 1024.0;
+	c->rss_b = bt.hwm ? (double)(bt.hwm - rss0) / 1024.0 : -1;
 	c->cache_mb = ((double)st1.bytes - (double)st0.bytes) / 1048576.0;
 	c->records = rc->records;
 	c->used_mb = rc->scratch_used / 1048576.0;
@@ -316,7 +393,8 @@ static void close_fs(struct mfs_fs *fs)
 }
 
 /* Format the image, give a file n extents in AG 1, rebuild its extent map from them. */
-static void make_mendfs(uint64_t n, uint64_t bytes, uint32_t agblocks, struct col *bmap)
+static void make_mendfs(uint64_t n, uint64_t bytes, uint32_t agblocks, uint64_t logmb,
+			struct col *bmap)
 {
 	struct mfs_format_opts o;
 	struct mfs_format_layout L;
@@ -332,6 +410,7 @@ static void make_mendfs(uint64_t n, uint64_t bytes, uint32_t agblocks, struct co
 	memset(&o, 0, sizeof(o));
 	o.blocksize = 4096;
 	o.agcount = 2;
+	o.logbytes = logmb << 20;
 	err = mfs_format_layout(&o, bytes, NULL, &L);
 	if (!err)
 		err = mfs_dev_open(path, MFS_DEV_CREATE | MFS_DEV_EXCL, &dev);
@@ -378,7 +457,8 @@ static void make_mendfs(uint64_t n, uint64_t bytes, uint32_t agblocks, struct co
 	rc->fds[0] = fd;
 	rc->nfds = 1;
 	bmap->ran = 1;
-	bmap->rss_mb = bmap->cache_mb = bmap->p99_idle = bmap->p99_busy = -1;
+	bmap->rss_mb = bmap->cache_mb = bmap->heap_mb = bmap->p99_idle = bmap->p99_busy = -1;
+	bmap->cpu_b = bmap->rss_b = bmap->heap_b = -1;
 	t0 = now();
 	c0 = thread_cpu();
 	err = mfs_repair(rc);
@@ -393,6 +473,15 @@ static void make_mendfs(uint64_t n, uint64_t bytes, uint32_t agblocks, struct co
 	free(rc);
 	close(fd);
 	close_fs(fs);
+}
+
+/* Copy an image (sparse): 0 or -1. */
+static int copy_file(const char *from, const char *to)
+{
+	char cmd[9000];
+
+	snprintf(cmd, sizeof(cmd), "cp --sparse=always '%s' '%s'", from, to);
+	return system(cmd) == 0 ? 0 : -1;
 }
 
 /* ---- XFS ------------------------------------------------------------------------------------- */
@@ -446,7 +535,8 @@ static void xfs_cols(uint64_t n, uint64_t agblocks, const char *dir, struct col 
 	int fd, st = 0, mounted = 0;
 
 	xn->rss_mb = xr->rss_mb = 0;
-	xn->cache_mb = xr->cache_mb = -1;
+	xn->cache_mb = xr->cache_mb = xn->heap_mb = xr->heap_mb = -1;
+	xn->cpu_b = xr->cpu_b = xn->rss_b = xr->rss_b = xn->heap_b = xr->heap_b = -1;
 	xn->used_mb = xn->est_mb = xr->used_mb = xr->est_mb = -1;
 	xn->p99_idle = xn->p99_busy = xr->p99_idle = xr->p99_busy = -1;
 	if (getenv("BENCH_REPAIR_XFS") && !strcmp(getenv("BENCH_REPAIR_XFS"), "0")) {
@@ -586,8 +676,12 @@ static void table(struct col *c, unsigned nc)
 	row(c, nc, "records / extents", offsetof(struct col, nrec), 0);
 	row(c, nc, "wall s", offsetof(struct col, wall), 2);
 	row(c, nc, "CPU s", offsetof(struct col, cpu), 2);
+	row(c, nc, "  of it up to the commit", offsetof(struct col, cpu_b), 2);
 	row(c, nc, "RSS growth / peak MiB", offsetof(struct col, rss_mb), 1);
 	row(c, nc, "  of it buffer cache MiB", offsetof(struct col, cache_mb), 1);
+	row(c, nc, "  up to the commit MiB", offsetof(struct col, rss_b), 1);
+	row(c, nc, "heap in use growth MiB", offsetof(struct col, heap_mb), 1);
+	row(c, nc, "  up to the commit MiB", offsetof(struct col, heap_b), 1);
 	row(c, nc, "scratch used MiB", offsetof(struct col, used_mb), 1);
 	row(c, nc, "scratch estimate MiB", offsetof(struct col, est_mb), 1);
 	row(c, nc, "p99 4K write AG 0 idle us", offsetof(struct col, p99_idle), 0);
@@ -609,6 +703,9 @@ int main(int argc, char **argv)
 	unsigned cache_mb = getenv("BENCH_REPAIR_CACHE_MB") ?
 			    (unsigned)atoi(getenv("BENCH_REPAIR_CACHE_MB")) : 32;
 	int journal = !getenv("BENCH_REPAIR_JOURNAL") || atoi(getenv("BENCH_REPAIR_JOURNAL"));
+	uint64_t logmb = getenv("BENCH_REPAIR_LOG_MB") ?
+			 strtoull(getenv("BENCH_REPAIR_LOG_MB"), NULL, 10) : 16;
+	const char *keep = getenv("BENCH_REPAIR_IMAGE");
 	struct col c[5] = {
 		{ .name = "mendfs bno+cnt" }, { .name = "mendfs rmap" },
 		{ .name = "mendfs bmap" }, { .name = "xfs_repair -n" }, { .name = "xfs_repair" },
@@ -629,7 +726,16 @@ int main(int argc, char **argv)
 	/* Two AGs of 2n + a margin blocks, 4 KiB blocks. */
 	agblocks = (uint32_t)(2 * n + 4096);
 	bytes = 2ull * agblocks * 4096;
-	make_mendfs(n, bytes, agblocks, &c[2]);
+	if (keep && !access(keep, R_OK)) {
+		/* the image of an earlier run, as it was before its rebuilds */
+		snprintf(c[2].why, sizeof(c[2].why), "image copied from %s", keep);
+		if (copy_file(keep, path))
+			die("copying BENCH_REPAIR_IMAGE", EIO);
+	} else {
+		make_mendfs(n, bytes, agblocks, logmb, &c[2]);
+		if (keep && copy_file(path, keep))
+			die("saving BENCH_REPAIR_IMAGE", EIO);
+	}
 
 	err = mfs_fs_open(path, MFS_OPEN_EXCL | (journal ? MFS_OPEN_JOURNAL : 0),
 			  (size_t)cache_mb << 20, &fs);
@@ -637,8 +743,9 @@ int main(int argc, char **argv)
 		err = mfs_icache_init(fs, 0);
 	if (err)
 		die("reopen", err);
-	printf("rebuilds of AG 1 with the journal %s, buffer cache bounded at %u MiB\n",
-	       journal ? "attached (as the daemon)" : "detached", cache_mb);
+	printf("rebuilds of AG 1 with the journal (%u blocks) %s, buffer cache bounded at %u "
+	       "MiB\n", fs->geo.logblocks, journal ? "attached (as the daemon)" : "detached",
+	       cache_mb);
 	memset(&l, 0, sizeof(l));
 	l.fs = fs;
 	l.owner = fs->geo.rootino;
