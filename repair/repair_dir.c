@@ -496,6 +496,64 @@ cancel:
 	return err;
 }
 
+/* ---- step 0: subdirectories whose mode is the damage ----------------------------------------- */
+#define MAX_RETYPE 8u
+
+struct retype {
+	struct mfs_fs *fs;
+	uint64_t ino[MAX_RETYPE];
+	unsigned n;
+};
+
+static int retype_fn(void *priv, const char *name, unsigned len, uint64_t ino, uint8_t ftype,
+		     uint64_t next_cookie)
+{
+	struct retype *t = priv;
+	uint16_t mode = 0;
+
+	(void)name;
+	(void)len;
+	if (next_cookie <= MFS_DIR_COOKIE_DOTDOT || ftype != DT_DIR || t->n == MAX_RETYPE)
+		return 0;
+	if (rep_inode_peek(t->fs, ino, &mode, NULL) == 0 && S_ISREG(mode))
+		t->ino[t->n++] = ino;
+	return 0;
+}
+
+/*
+ * An entry naming a directory whose mode says regular file: the entry is dropped in step 2
+ * (a file type that does not match) unless the mode is the damage — the inode record's
+ * repair tells that from the child's data fork and the entries naming it
+ * (repair_inode.c), so it is run first on each such child (a few), before this directory
+ * is locked for the rebuild (that repair searches every directory, this one too).
+ */
+static void retype_children(struct rep *r)
+{
+	struct retype t;
+	struct mfs_inode *dp;
+	int err;
+
+	memset(&t, 0, sizeof(t));
+	t.fs = r->fs;
+	if (mfs_iget_locked(r->fs, r->rc->ino, MFS_IGET_UNTRUSTED, 0, &dp))
+		return;                     /* rep_inode_take says why */
+	err = S_ISDIR(dp->mode) && dp->nlink ? mfs_dir_iterate(dp, 0, retype_fn, &t) : 0;
+	pthread_rwlock_unlock(&dp->lock);
+	mfs_iput(dp);
+	for (unsigned i = 0; i < t.n && (!err || mfs_is_corruption(err)); i++) {
+		struct mfs_repair_ctx sub = *r->rc;
+
+		sub.type = MFS_SCRUB_INODE;
+		sub.ino = t.ino[i];
+		sub.quiesce = NULL;
+		sub.test_hook = NULL;
+		if (mfs_repair(&sub))
+			mfs_log(MFS_LOG_INFO, "directory %llu: its entry naming inode %llu (a "
+				"directory, whose mode says a file) stays in doubt: %s",
+				ULL(r->rc->ino), ULL(sub.ino), sub.reason);
+	}
+}
+
 /* ---- the rebuilder ------------------------------------------------------------------------ */
 static uint64_t stored_parent(const struct mfs_inode *dp)
 {
@@ -522,6 +580,7 @@ int rep_dir(struct rep *r)
 	if (!d)
 		return rep_fail(r, -ENOMEM, "no memory for the directory rebuild");
 	d->r = r;
+	retype_children(r);
 	err = rep_inode_take(r, S_IFDIR, "directory", &d->dp);
 	if (err || !d->dp)
 		goto out;

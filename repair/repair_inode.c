@@ -707,9 +707,37 @@ static int inode_raw(struct rep *r)
 }
 
 /*
+ * Whether a loaded regular file's data fork holds a directory's names: inline bytes (a
+ * file's data is never inline) or a btree whose root is a name-btree block of this inode.
+ */
+static int holds_names(struct rep *r, const struct mfs_inode *ip)
+{
+	const struct mfs_btree_block *h;
+	struct mfs_buf *bp;
+	uint64_t root;
+	int yes;
+
+	if (!S_ISREG(ip->mode))
+		return 0;
+	if (ip->dformat == MFS_FMT_LOCAL)
+		return 1;
+	if (ip->dformat != MFS_FMT_BTREE)
+		return 0;
+	memcpy(&root, ip->lit, 8);
+	root = mfs_get64(root);
+	if (!root || root >= r->fs->geo.dblocks || mfs_buf_read(r->fs->bc, root, NULL, &bp))
+		return 0;
+	h = bp->data;
+	yes = mfs_get32(h->hdr.magic) == MFS_DIRBT_MAGIC && mfs_get64(h->hdr.owner) == ip->ino;
+	mfs_buf_put(bp);
+	return yes;
+}
+
+/*
  * An inode that loads with a type its data fork does not hold: a mode that says directory
  * on a file, a symlink (their type fits the formats a directory may have, so the loader
- * takes them; the checker sees a directory with one link).  Told as for an inode that does
+ * takes them; the checker sees a directory with one link), or a regular file's on a
+ * directory (holds_names).  Told as for an inode that does
  * not load (decide_type), with the inode's lock dropped meanwhile (the walk of every
  * directory takes their locks; an unlink holding one may wait for this inode's); then, the
  * lock taken again and the mode unchanged, the new type set in the in-core inode.  0 (and
@@ -737,9 +765,9 @@ static int incore_type(struct rep *r, struct mfs_inode *ip)
 	if (!err && x->newtype && ip->mode == mode && mfs_get16(rd(x)->mode) == mode &&
 	    ip->nlink) {
 		ip->mode = (uint16_t)(x->newtype | (mode & 07777 & ~(S_ISUID | S_ISGID)));
-		mfs_log(MFS_LOG_WARN, "repair: inode %llu: mode 0%o says a directory: 0%o from its "
-			"data fork and the entries naming it", (unsigned long long)ip->ino, mode,
-			ip->mode);
+		mfs_log(MFS_LOG_WARN, "repair: inode %llu: mode 0%o does not fit its data fork: "
+			"0%o from the fork and the entries naming it", (unsigned long long)ip->ino,
+			mode, ip->mode);
 	}
 	rep_fmap_free(x->m);
 	free(x);
@@ -769,8 +797,8 @@ int rep_inode(struct rep *r)
 		return rep_fail(r, err, "inode %llu: %s", (unsigned long long)r->rc->ino,
 				err == -ENOENT ? "it is free" : strerror(-err));
 	err = 0;
-	if (S_ISDIR(ip->mode) && ip->nlink == 1)
-		err = incore_type(r, ip);       /* a directory has two links at least */
+	if ((S_ISDIR(ip->mode) && ip->nlink == 1) || holds_names(r, ip))
+		err = incore_type(r, ip);       /* (a directory has two links at least) */
 	if (!err)
 		err = inode_incore(r, ip);
 	pthread_rwlock_unlock(&ip->lock);

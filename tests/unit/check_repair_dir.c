@@ -493,6 +493,36 @@ START_TEST(test_inode_type)
 }
 END_TEST
 
+/* An inline directory whose mode says regular file: its parent's entry is kept (the child's
+ * mode repaired first, from its names and the entry), nothing moves. */
+START_TEST(test_dir_child_mode)
+{
+	struct dimg m;
+	char reason[1024];
+	uint16_t bad = S_IFREG | 0755;
+	uint64_t root, got;
+	struct mfs_inode *ip;
+
+	img_make(&m);
+	root = m.t.fs->geo.rootino;
+	raw_dinode(&m, m.sub, put_mode, &bad);
+	CK_TRUE(findings(m.t.fs, MFS_SCRUB_DIR, root) > 0);
+	ck_assert_msg(repair(m.t.fs, MFS_SCRUB_DIR, root, 0, reason, sizeof(reason)) == 0, "%s",
+		      reason);
+	CK_OK(mfs_iget(m.t.fs, m.sub, 0, &ip));
+	CK_EQ(ip->mode, S_IFDIR | 0755);
+	mfs_iput(ip);
+	CK_OK(lookup(m.t.fs, root, "sub", &got));
+	CK_EQ(got, m.sub);
+	CK_OK(lookup(m.t.fs, m.sub, "kid", &got));
+	CK_EQ(got, m.kid);
+	CK_EQ(findings(m.t.fs, MFS_SCRUB_DIR, m.sub), 0);
+	CK_EQ(findings(m.t.fs, MFS_SCRUB_NLINKS, 0), 0);
+	tu_img_db_check(&m.t);
+	tu_img_destroy(&m.t);
+}
+END_TEST
+
 static void no_type_dev(struct mfs_dinode *d, void *priv)
 {
 	(void)priv;
@@ -603,6 +633,7 @@ static Suite *repair_dir_suite(void)
 	tcase_add_test(tc, test_dir_inline_nblocks);
 	tcase_add_loop_test(tc, test_inode_type, 0, 8);
 	tcase_add_test(tc, test_inode_type_refused);
+	tcase_add_test(tc, test_dir_child_mode);
 	tcase_add_test(tc, test_inode_forkoff_size);
 	suite_add_tcase(s, tc);
 	return s;
