@@ -13,6 +13,9 @@
 #            subdirectory is left with no name): both land in /lost+found as "#<ino>" (made
 #            by the repair, mode 0700, owner root), the directory with ".." = /lost+found,
 #            their contents unchanged, every count as counted;
+#   named twice: an inline directory's entry for its subdirectory pointed at another
+#            directory's subdirectory: the false entry dropped (the directory rebuilt), the
+#            orphaned subdirectory joined again under its name, nothing in /lost+found;
 #   orphans: AG 0's list head pointing at a live inode, then at a named inode with no links
 #            (its link count is set back, and it leaves the list in the same transaction),
 #            and an allocated inode with no link and no name that is on no list: the list
@@ -48,7 +51,7 @@ for f in L/a L/b M/p M/q N/r N/s N/t/x; do head -c 5000 /dev/urandom >"$mnt/$f" 
 ln "$mnt/L/a" "$mnt/L/h" || fail "ln"
 (cd "$mnt" && find d? L M/p N/r N/s -type f -print0 | sort -z | xargs -0 md5sum) >"$dir/sums" ||
 	fail "md5sum"
-for v in ROOT:. L:L A:L/a B:L/b M:M P:M/p Q:M/q N:N R:N/r T:N/t; do
+for v in ROOT:. L:L A:L/a B:L/b M:M P:M/p Q:M/q N:N R:N/r T:N/t S1:L/s1; do
 	eval "${v%%:*}=\$(stat -c %i \"\$mnt/${v#*:}\")"
 done
 md5q=$(md5sum <"$mnt/M/q")
@@ -113,6 +116,19 @@ done
 [ "$(stat -c %h "$mnt/L/b")" = 1 ] || fail "L/b: still $(stat -c %h "$mnt/L/b") links seen after the repair"
 umount_fs
 ok "the kernel's cached link count follows the online repair"
+
+# A directory named twice: N's entry "t" pointed at L/s1 (whose ".." is L).  The entry in L
+# is s1's own; the link-count repair has N rebuilt, which drops "t" -> s1 and joins the
+# orphaned t again under its name: every name where it was.
+round "a directory named twice" "link counts" "write inode $N dirent[$it].ino $S1"
+want_links "named twice" "$ROOT" 8 "$L" 4 "$N" 3 "$T" 2
+mount_fs -o ro
+[ "$(stat -c %i "$mnt/N/t")" = "$T" ] && [ "$(stat -c %i "$mnt/L/s1")" = "$S1" ] ||
+	fail "named twice: N/t is $(stat -c %i "$mnt/N/t"), L/s1 $(stat -c %i "$mnt/L/s1")"
+[ "$(md5sum <"$mnt/N/t/x")" = "$md5x" ] || fail "named twice: N/t/x changed"
+[ ! -e "$mnt/lost+found" ] || fail "named twice: /lost+found holds $(ls "$mnt/lost+found")"
+umount_fs
+ok "a directory named twice: the false entry dropped, the orphan joined again under its name"
 
 # ---- orphan lists -------------------------------------------------------------------------------
 # Q without a name and without links: an orphan that no list holds.  The list: the live A
