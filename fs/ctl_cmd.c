@@ -231,6 +231,7 @@ static int run_one(struct mfsd_client *c, const struct mfs_ctl_scrub_req *q, int
 		ctx.quiesce = on_quiesce;
 		ctx.cancelled = on_cancelled;
 		ctx.hook_arg = c;
+		ctx.memo = c->memo;     /* NULL when there was no memory for it: no sharing */
 		err = mfs_scrub(&ctx);
 		mfsd_ctl_quiesce(c, 0);
 	}
@@ -240,6 +241,14 @@ static int run_one(struct mfsd_client *c, const struct mfs_ctl_scrub_req *q, int
 	r.ndropped = f->dropped;
 	memcpy(f->buf + at, &r, sizeof(r));
 	return err;
+}
+
+/* A new request: nothing its checks copied may come from an earlier one. */
+static void memo_begin(struct mfsd_client *c)
+{
+	if (!c->memo && mfs_scrub_memo_new(&c->memo) != 0)
+		c->memo = NULL;
+	mfs_scrub_memo_reset(c->memo);
 }
 
 /* Send the reply built in c->findings, and forget it. */
@@ -265,6 +274,7 @@ int mfsd_ctl_scrub(struct mfsd_client *c)
 	if (scrub_req_valid(c, &q, &sent))
 		return sent;
 	memset(f, 0, sizeof(*f));
+	memo_begin(c);
 	err = run_one(c, &q, 0);
 	if (err == -EINVAL || err == -ENOMEM) {
 		free(f->buf);
@@ -295,6 +305,7 @@ int mfsd_ctl_scrub_batch(struct mfsd_client *c)
 			return sent;
 	}
 	memset(f, 0, sizeof(*f));
+	memo_begin(c);
 	for (uint32_t i = 0; i < n; i++) {
 		memcpy(&q, c->msg.payload + i * sizeof(q), sizeof(q));
 		if (run_one(c, &q, mfsd_ctl_cancelled(c)) == -ENOMEM && f->len == 0) {
@@ -315,10 +326,12 @@ struct enum_state {
 	struct mfs_ctl_inode *out;
 	uint32_t n, max;
 	uint64_t next;
+	uint8_t *chunk;                 /* chunkblocks blocks: one chunk's copy */
 };
 
-/* Mode of every in-use inode of one chunk at or after the cursor, from the cluster blocks
- * (the AG lock is held: no transaction is changing them). */
+/* Mode of every in-use inode of one chunk at or after the cursor, from its cluster blocks,
+ * copied in one read (the AG lock is held: no transaction is changing them; the copy does
+ * not fill the buffer cache with the inode tables). */
 static int enum_chunk(struct mfs_btree_cur *cur, const void *rec, void *priv)
 {
 	const struct mfs_inobt_rec *ir = rec;
@@ -326,9 +339,8 @@ static int enum_chunk(struct mfs_btree_cur *cur, const void *rec, void *priv)
 	const struct mfs_geom *g = &es->fs->geo;
 	uint32_t start = mfs_get32(ir->startino);
 	uint64_t freemask = mfs_get64(ir->freemask);
-	struct mfs_buf *bp = NULL;
-	uint64_t bp_fsb = 0;
-	int err = 0;
+	uint64_t first_fsb = 0;
+	int copied = 0, err = 0;
 
 	for (uint32_t i = 0; i < MFS_INODES_PER_CHUNK; i++) {
 		uint64_t ino = mfs_agino_to_ino(g, es->agno, start + i);
@@ -340,25 +352,37 @@ static int enum_chunk(struct mfs_btree_cur *cur, const void *rec, void *priv)
 		if (es->n == es->max)
 			return 1;                  /* full: this inode starts the next batch */
 		fsb = mfs_ino_to_fsb(g, ino);
-		if (!bp || bp_fsb != fsb) {
-			if (bp)
-				mfs_buf_put(bp);
-			bp = NULL;
+		if (mfs_ino_check(es->fs, ino)) {
+			/* A damaged record (the inobt checker's finding): its block alone, as
+			 * the cache reads it. */
+			struct mfs_buf *bp;
+
 			err = mfs_buf_read(es->fs->bc, fsb, NULL, &bp);
 			if (err)
 				break;
-			bp_fsb = fsb;
+			memcpy(&mode, (const uint8_t *)bp->data + mfs_ino_to_offset(g, ino) +
+			       offsetof(struct mfs_dinode, mode), sizeof(mode));
+			mfs_buf_put(bp);
+			copied = 0;
+		} else if (!copied || fsb < first_fsb || fsb - first_fsb >= g->chunkblocks) {
+			uint32_t agbno = mfs_agino_to_agbno(g, start + i);
+
+			first_fsb = mfs_agbno_to_fsb(g, es->agno, agbno - agbno % g->chunkblocks);
+			err = mfs_bcache_read_range(es->fs->bc, first_fsb, g->chunkblocks, es->chunk);
+			if (err)
+				break;
+			copied = 1;
 		}
-		memcpy(&mode, (const uint8_t *)bp->data + mfs_ino_to_offset(g, ino) +
-		       offsetof(struct mfs_dinode, mode), sizeof(mode));
+		if (copied)
+			memcpy(&mode, es->chunk + (size_t)(fsb - first_fsb) * g->blocksize +
+			       mfs_ino_to_offset(g, ino) + offsetof(struct mfs_dinode, mode),
+			       sizeof(mode));
 		es->out[es->n].ino = ino;
 		es->out[es->n].mode = mfs_get16(mode);
 		es->out[es->n].pad = 0;
 		es->n++;
 		es->next = ino + 1;
 	}
-	if (bp)
-		mfs_buf_put(bp);
 	return err;
 }
 
@@ -394,8 +418,12 @@ int mfsd_ctl_inodes(struct mfsd_client *c)
 	es.max = q.max;
 	es.next = es.cursor;
 	es.out = mfs_calloc(q.max, sizeof(*es.out));
-	if (!es.out)
+	es.chunk = mfs_malloc((size_t)g->chunkblocks * g->blocksize);
+	if (!es.out || !es.chunk) {
+		free(es.out);
+		free(es.chunk);
 		return mfsd_ctl_error(c->fd, c->msg.hdr.reqid, ENOMEM, "out of memory");
+	}
 	memset(&r, 0, sizeof(r));
 	err = 0;
 	if (es.cursor < ag_first + (1ull << bits)) {
@@ -414,6 +442,7 @@ int mfsd_ctl_inodes(struct mfsd_client *c)
 		}
 		pthread_mutex_unlock(&fs->ag[q.agno].lock);
 	}
+	free(es.chunk);
 	if (err < 0) {
 		free(es.out);
 		return mfsd_ctl_error(c->fd, c->msg.hdr.reqid, -err, "listing the inodes of AG "

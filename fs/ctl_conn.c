@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "mem.h"
+#include "scrub.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -340,6 +341,7 @@ void *mfsd_ctl_client_main(void *arg)
 	pthread_cond_broadcast(&ctl->gone_cond);
 	pthread_mutex_unlock(&ctl->lock);
 	close(c->fd);
+	mfs_scrub_memo_free(c->memo);
 	free(c);
 	return NULL;
 }

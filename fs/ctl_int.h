@@ -79,6 +79,7 @@ struct mfsd_client {
 	int peer_gone;                /* hang-up seen while it ran */
 	uint64_t last_poll_ns;
 	struct mfsd_findings findings;
+	struct mfs_scrub_memo *memo;  /* committed inodes shared by one request's checks */
 	struct mfsd_msg msg;
 };
 

@@ -664,6 +664,49 @@ int mfs_buf_read(struct mfs_bcache *bc, uint64_t blkno, const struct mfs_blk_exp
 	return 0;
 }
 
+/* The cached contents of `blkno` into dst: 1 if the cache holds it, else 0 (a block being
+ * read in is waited for: its contents are the device's, but it may be a new block being
+ * filled, whose buffer is what counts). */
+static int copy_cached(struct mfs_bcache *bc, uint64_t blkno, void *dst)
+{
+	struct bc_shard *sh = shard_of(bc, blk_hash(blkno));
+	struct bc_buf *b;
+	int found = 0;
+
+	pthread_mutex_lock(&sh->lock);
+	while ((b = hash_find(sh, blkno)) && (b->flags & BUF_LOADING))
+		pthread_cond_wait(&sh->done, &sh->lock);
+	if (b) {
+		memcpy(dst, b->pub.data, bc->blocksize);
+		found = 1;
+	}
+	pthread_mutex_unlock(&sh->lock);
+	return found;
+}
+
+int mfs_bcache_read_range(struct mfs_bcache *bc, uint64_t blkno, unsigned n, void *dst)
+{
+	uint32_t bs = bc->blocksize;
+	unsigned run = 0;       /* uncached blocks just before block i, to read together */
+	int err = 0;
+
+	for (unsigned i = 0; i <= n && !err; i++) {
+		if (i < n && !copy_cached(bc, blkno + i, (char *)dst + (size_t)i * bs)) {
+			run++;
+			continue;
+		}
+		if (!run)
+			continue;
+		err = mfs_dev_pread(bc->dev, (char *)dst + (size_t)(i - run) * bs, (size_t)run * bs,
+				    (blkno + i - run) * (uint64_t)bs);
+		if (err)
+			mfs_log(MFS_LOG_ERR, "blocks %llu+%u: read failed: %s",
+				(unsigned long long)(blkno + i - run), run, strerror(-err));
+		run = 0;
+	}
+	return err;
+}
+
 int mfs_buf_get_new(struct mfs_bcache *bc, uint64_t blkno, int meta, struct mfs_buf **out)
 {
 	struct bc_shard *sh = shard_of(bc, blk_hash(blkno));

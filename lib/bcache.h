@@ -54,6 +54,17 @@ void mfs_bcache_get_stats(struct mfs_bcache *bc, struct mfs_bcache_stats *st);
 int mfs_buf_read(struct mfs_bcache *bc, uint64_t blkno, const struct mfs_blk_expect *exp,
 		 struct mfs_buf **out);
 
+/*
+ * Copy blocks [blkno, blkno + n) into dst (n * blocksize bytes) as mfs_buf_read would show
+ * them — a cached buffer's contents where the cache holds the block (dirty or not), the
+ * device's elsewhere — without adding anything to the cache: a sweep of more metadata than
+ * the cache holds (the inode tables, by a scrub) would otherwise evict everything else one
+ * block at a time.  Uncached blocks that lie together are read with one pread.  Nothing is
+ * verified.  The caller holds whatever lock keeps these blocks from changing (a block
+ * another thread is reading in is waited for).  Returns 0 or an I/O errno.
+ */
+int mfs_bcache_read_range(struct mfs_bcache *bc, uint64_t blkno, unsigned n, void *dst);
+
 /* A buffer for a block about to be written whole: zero-filled, nothing read.  `meta`: seal
  * the CRC at write-back. */
 int mfs_buf_get_new(struct mfs_bcache *bc, uint64_t blkno, int meta, struct mfs_buf **out);

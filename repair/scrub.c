@@ -10,6 +10,7 @@
 #include "byteorder.h"
 #include "fs.h"
 #include "geom.h"
+#include "ialloc.h"
 #include "inode.h"
 #include "log.h"
 #include "mem.h"
@@ -349,35 +350,75 @@ long scrub_nonzero(const void *blk, size_t from, size_t to)
 
 /* ---- inode chunks -------------------------------------------------------------------------- */
 
+/*
+ * Point *d at inode `ino` in the copy cl, first copying (with the AG lock taken here unless
+ * the caller holds it: `locked`) the whole inode chunk that would hold it — its
+ * chunkblocks-aligned blocks, which mfs_ino_check keeps inside the AG — with one
+ * mfs_bcache_read_range: cached blocks as cached, the others from the device in one read,
+ * nothing added to the cache (the inode tables of a large filesystem are many times the
+ * cache; a sweep through it would only evict).  0, -ENOMEM, -EINVAL (an invalid inode
+ * number) or a read error.
+ */
+static int cluster_get(struct mfs_scrub_ctx *ctx, struct scrub_cluster *cl, uint64_t ino,
+		       int locked, const struct mfs_dinode **d)
+{
+	const struct mfs_geom *g = &ctx->fs->geo;
+	uint32_t agno = mfs_ino_to_agno(g, ino);
+	uint32_t agbno = mfs_agino_to_agbno(g, mfs_ino_to_agino(g, ino));
+	uint64_t fsb = mfs_ino_to_fsb(g, ino);
+	int err;
+
+	*d = NULL;
+	if (!cl->blk || fsb < cl->fsb || fsb - cl->fsb >= cl->nblk) {
+		uint64_t first = mfs_agbno_to_fsb(g, agno, agbno - agbno % g->chunkblocks);
+
+		if (mfs_ino_check(ctx->fs, ino))
+			return -EINVAL;
+		if (!cl->blk) {
+			cl->blk = mfs_malloc((size_t)g->chunkblocks * g->blocksize);
+			if (!cl->blk)
+				return -ENOMEM;
+		}
+		cl->nblk = 0;
+		if (!locked)
+			scrub_ag_lock(ctx->fs, agno);
+		err = mfs_bcache_read_range(ctx->fs->bc, first, g->chunkblocks, cl->blk);
+		if (!locked)
+			scrub_ag_unlock(ctx->fs, agno);
+		if (err)
+			return err;
+		cl->fsb = first;
+		cl->nblk = g->chunkblocks;
+	}
+	*d = (const void *)(cl->blk + (size_t)(fsb - cl->fsb) * g->blocksize +
+			    mfs_ino_to_offset(g, ino));
+	return 0;
+}
+
 int scrub_chunk_walk(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct mfs_inobt_rec *c,
 		     scrub_dinode_fn fn, void *priv, uint64_t *bad_fsb)
 {
 	const struct mfs_geom *g = &ctx->fs->geo;
 	uint64_t mask = mfs_get64(c->freemask);
-	struct mfs_buf *bp = NULL;
+	struct scrub_cluster cl = { 0, 0, NULL };
 	int err = 0;
 
 	for (uint32_t k = 0; k < MFS_INODES_PER_CHUNK && !err; k++) {
 		uint64_t ino = mfs_agino_to_ino(g, agno, mfs_get32(c->startino) + k);
-		uint64_t fsb = mfs_ino_to_fsb(g, ino);
+		const struct mfs_dinode *d;
 
 		if (mfs_ino_check(ctx->fs, ino))
 			continue;
-		if (!bp || bp->blkno != fsb) {
-			if (bp)
-				mfs_buf_put(bp);
-			bp = NULL;
-			err = mfs_buf_read(ctx->fs->bc, fsb, NULL, &bp);
-			if (err) {
-				*bad_fsb = fsb;
-				break;
-			}
+		/* The caller holds the AG lock: the whole chunk in one read, not one cache
+		 * lookup and read per block. */
+		err = cluster_get(ctx, &cl, ino, 1, &d);
+		if (err) {
+			*bad_fsb = mfs_ino_to_fsb(g, ino);
+			break;
 		}
-		err = fn(priv, ino, (const void *)((const char *)bp->data +
-						   mfs_ino_to_offset(g, ino)), (int)(mask >> k & 1));
+		err = fn(priv, ino, d, (int)(mask >> k & 1));
 	}
-	if (bp)
-		mfs_buf_put(bp);
+	scrub_cluster_release(&cl);
 	return err;
 }
 
@@ -644,39 +685,112 @@ int scrub_dinode_read(struct mfs_scrub_ctx *ctx, uint64_t ino, void *buf)
 int scrub_cluster_dinode(struct mfs_scrub_ctx *ctx, struct scrub_cluster *cl, uint64_t ino,
 			 const struct mfs_dinode **d)
 {
-	const struct mfs_geom *g = &ctx->fs->geo;
-	uint64_t fsb = mfs_ino_to_fsb(g, ino);
-	uint32_t agno = mfs_ino_to_agno(g, ino);
-	struct mfs_buf *bp;
-	int err;
-
-	*d = NULL;
-	if (!cl->blk || cl->fsb != fsb) {
-		if (!cl->blk) {
-			cl->blk = mfs_malloc(g->blocksize);
-			if (!cl->blk)
-				return -ENOMEM;
-		}
-		cl->fsb = UINT64_MAX;
-		scrub_ag_lock(ctx->fs, agno);
-		err = mfs_buf_read(ctx->fs->bc, fsb, NULL, &bp);
-		if (!err) {
-			memcpy(cl->blk, bp->data, g->blocksize);
-			mfs_buf_put(bp);
-			cl->fsb = fsb;
-		}
-		scrub_ag_unlock(ctx->fs, agno);
-		if (err)
-			return err;
-	}
-	*d = (const void *)(cl->blk + mfs_ino_to_offset(g, ino));
-	return 0;
+	return cluster_get(ctx, cl, ino, 0, d);
 }
 
 void scrub_cluster_release(struct scrub_cluster *cl)
 {
 	free(cl->blk);
 	cl->blk = NULL;
+	cl->nblk = 0;
+}
+
+/* ---- the memo: one request's committed copies ------------------------------------------------ */
+
+struct mfs_scrub_memo {
+	struct scrub_cluster cl;        /* the chunk last copied */
+	uint64_t first, freemask;       /* its inode btree record when copied */
+	int have;                       /* cl, first and freemask hold a chunk */
+	uint64_t ino;                   /* the inode whose scrub_dinode_usable answer... */
+	int usable;                     /* ...this is (-1: none kept) */
+};
+
+int mfs_scrub_memo_new(struct mfs_scrub_memo **out)
+{
+	*out = mfs_calloc(1, sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	(*out)->usable = -1;
+	return 0;
+}
+
+void mfs_scrub_memo_reset(struct mfs_scrub_memo *m)
+{
+	if (!m)
+		return;
+	m->have = 0;
+	m->cl.nblk = 0;         /* the buffer stays, for the next copy */
+	m->usable = -1;
+}
+
+void mfs_scrub_memo_free(struct mfs_scrub_memo *m)
+{
+	if (!m)
+		return;
+	scrub_cluster_release(&m->cl);
+	free(m);
+}
+
+/*
+ * Copy the chunk of `ino` into the memo together with its inode btree record, under one
+ * hold of the AG lock: the copy is then a committed state of the chunk, and the record
+ * says which of its inodes were allocated in it.  1 when ino is allocated in the copy; 0
+ * when the memo cannot answer (no chunk holds it, it is free, a record out of line, or an
+ * error: the caller reads the inode itself, as without a memo).
+ */
+static int memo_take(struct mfs_scrub_ctx *ctx, struct mfs_scrub_memo *m, uint64_t ino)
+{
+	struct mfs_fs *fs = ctx->fs;
+	uint32_t agno = mfs_ino_to_agno(&fs->geo, ino);
+	const struct mfs_dinode *d;
+	int err;
+
+	if (!m->have || ino < m->first || ino - m->first >= MFS_INODES_PER_CHUNK) {
+		m->have = 0;
+		m->usable = -1;
+		if (mfs_ino_check(fs, ino))
+			return 0;
+		scrub_ag_lock(fs, agno);
+		err = mfs_inobt_chunk_locked(fs, ino, &m->first, &m->freemask);
+		m->cl.nblk = 0;
+		if (!err && m->first == (ino & ~(uint64_t)(MFS_INODES_PER_CHUNK - 1)))
+			err = cluster_get(ctx, &m->cl, ino, 1, &d);
+		else if (!err)
+			err = -EINVAL;          /* a record not on its alignment: no shortcut */
+		scrub_ag_unlock(fs, agno);
+		if (err)
+			return 0;
+		m->have = 1;
+	}
+	return !((m->freemask >> (ino - m->first)) & 1);
+}
+
+int scrub_dinode_quick(struct mfs_scrub_ctx *ctx, uint64_t ino, void *buf,
+		       const struct mfs_dinode **d, int *usable)
+{
+	struct mfs_scrub_memo *m = ctx->memo;
+	int err;
+
+	if (m && memo_take(ctx, m, ino)) {
+		err = cluster_get(ctx, &m->cl, ino, 0, d);      /* in the copy: no read */
+		if (err)
+			return err;
+		if (usable) {
+			if (m->usable < 0 || m->ino != ino) {
+				m->ino = ino;
+				m->usable = scrub_dinode_usable(ctx, ino, *d);
+			}
+			*usable = m->usable;
+		}
+		return 0;
+	}
+	err = scrub_dinode_read(ctx, ino, buf);
+	if (err)
+		return err;
+	*d = buf;
+	if (usable)
+		*usable = scrub_dinode_usable(ctx, ino, *d);
+	return 0;
 }
 
 int scrub_dinode_usable(struct mfs_scrub_ctx *ctx, uint64_t ino, const struct mfs_dinode *d)

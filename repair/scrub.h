@@ -33,9 +33,22 @@ struct mfs_scrub_ctx {
 	/* Polled during long checks: nonzero = stop now with -ECANCELED (client gone). */
 	int (*cancelled)(void *arg);
 	void *hook_arg;
+	/* Optional, the caller's (NULL: none): committed inodes copied by one check and looked
+	 * at again by the next checks of the same request — the inode core, extent map and
+	 * attribute checks of one inode, the inodes of one chunk — instead of each reading
+	 * its own.  Only the checks' quick looks use it (a copy that shows anything to report
+	 * is read again); still, reset it before each request so that no copy outlives it. */
+	struct mfs_scrub_memo *memo;
 
 	uint32_t oflags;        /* out: OR of the flags reported */
 };
+
+struct mfs_scrub_memo;
+/* 0 or -ENOMEM. */
+int mfs_scrub_memo_new(struct mfs_scrub_memo **out);
+/* Forget every copy (the next check reads afresh). */
+void mfs_scrub_memo_reset(struct mfs_scrub_memo *m);
+void mfs_scrub_memo_free(struct mfs_scrub_memo *m);
 
 /* Run one check.  0 when it ran (the findings are in oflags, maybe none); a negative errno
  * when it could not (-EINVAL unknown type or AG/inode out of range, -ENOENT a free inode,

@@ -46,18 +46,25 @@ static uint8_t ftype_of(uint16_t mode)
 }
 
 /*
- * The inode chunk record (inobt) last looked up for this directory's entries: its first
+ * The inode chunk records (inobt) last looked up for this directory's entries: their first
  * inode and free mask as they were under the AG lock.  With the directory locked, an inode
- * an entry names cannot be freed (the entry would have to go first), so an inode the record
+ * an entry names cannot be freed (the entry would have to go first), so an inode a record
  * showed allocated is still allocated while the walk lasts: entries naming inodes of the
- * same chunk (the usual case, children are allocated near their parent) need no lookup.
- * A free bit is never trusted from the cache: such an entry is looked up again.
+ * same chunks (the usual case, children are allocated near their parent) need no lookup.
+ * A free bit is never trusted from the cache: such an entry is looked up again.  Entries
+ * come in hash order, alternating between the few chunks that hold the children, so a
+ * few records (and chunk copies, see mode_of) are kept, replaced in turn.
  */
-struct chunk_cache {
+#define DIR_CHUNK_SLOTS 4
+struct chunk_rec {
 	uint64_t first;         /* inode number of the chunk's first inode */
 	uint64_t freemask;
 	int valid;
-	struct scrub_cluster *cl;   /* NULL, or the cluster block last read (see mode_of) */
+};
+struct chunk_cache {
+	struct chunk_rec rec[DIR_CHUNK_SLOTS];
+	unsigned next_rec, next_cl;
+	struct scrub_cluster *cl;   /* NULL, or DIR_CHUNK_SLOTS copies (see mode_of) */
 };
 
 struct dir_walk {
@@ -73,21 +80,38 @@ static int ino_allocated(struct mfs_scrub_ctx *ctx, struct chunk_cache *cc, uint
 {
 	struct mfs_fs *fs = ctx->fs;
 	uint32_t agno = mfs_ino_to_agno(&fs->geo, ino);
+	struct chunk_rec *r;
 	uint64_t first, freemask;
 	int err;
 
-	if (cc->valid && ino >= cc->first && ino - cc->first < MFS_INODES_PER_CHUNK &&
-	    !((cc->freemask >> (ino - cc->first)) & 1))
-		return 0;
+	for (unsigned i = 0; i < DIR_CHUNK_SLOTS; i++) {
+		r = &cc->rec[i];
+		if (r->valid && ino >= r->first && ino - r->first < MFS_INODES_PER_CHUNK &&
+		    !((r->freemask >> (ino - r->first)) & 1))
+			return 0;
+	}
 	scrub_ag_lock(fs, agno);
 	err = mfs_inobt_chunk_locked(fs, ino, &first, &freemask);
 	scrub_ag_unlock(fs, agno);
 	if (err)
 		return err;
-	cc->first = first;
-	cc->freemask = freemask;
-	cc->valid = 1;
-	return (cc->freemask >> (ino - cc->first)) & 1 ? -ENOENT : 0;
+	r = &cc->rec[cc->next_rec++ % DIR_CHUNK_SLOTS];
+	r->first = first;
+	r->freemask = freemask;
+	r->valid = 1;
+	return (freemask >> (ino - first)) & 1 ? -ENOENT : 0;
+}
+
+/* The copy among cc's that holds `ino`, else the next one to replace. */
+static struct scrub_cluster *cluster_for(struct mfs_scrub_ctx *ctx, struct chunk_cache *cc,
+					 uint64_t ino)
+{
+	uint64_t fsb = mfs_ino_to_fsb(&ctx->fs->geo, ino);
+
+	for (unsigned i = 0; i < DIR_CHUNK_SLOTS; i++)
+		if (cc->cl[i].nblk && fsb >= cc->cl[i].fsb && fsb - cc->cl[i].fsb < cc->cl[i].nblk)
+			return &cc->cl[i];
+	return &cc->cl[cc->next_cl++ % DIR_CHUNK_SLOTS];
 }
 
 /*
@@ -119,10 +143,10 @@ static int mode_of(struct mfs_scrub_ctx *ctx, struct mfs_inode *dp, struct chunk
 	if (err)
 		return err;
 	if (cc->cl) {
-		/* The copy of the cluster block serves the directory's other children in it:
+		/* The copy of the inode chunk serves the directory's other children in it:
 		 * each is kept allocated, its mode unchanged, by its entry (the directory is
 		 * locked) since before the copy was taken. */
-		err = scrub_cluster_dinode(ctx, cc->cl, ino, &d);
+		err = scrub_cluster_dinode(ctx, cluster_for(ctx, cc, ino), ino, &d);
 		if (!err)
 			err = mfs_dinode_verify(d, g->inodesize, ino, g->uuid);
 		if (!err)
@@ -255,7 +279,7 @@ int scrub_dir(struct mfs_scrub_ctx *ctx)
 {
 	struct mfs_inode *dp;
 	struct dir_walk w;
-	struct scrub_cluster cl = { 0, NULL };
+	struct scrub_cluster cl[DIR_CHUNK_SLOTS];
 	uint64_t count;
 	int err;
 
@@ -293,11 +317,13 @@ int scrub_dir(struct mfs_scrub_ctx *ctx)
 	if (err)
 		goto out;
 	memset(&w, 0, sizeof(w));
+	memset(cl, 0, sizeof(cl));
 	w.ctx = ctx;
 	w.dp = dp;
-	w.cc.cl = &cl;
+	w.cc.cl = cl;
 	err = mfs_dir_iterate(dp, 0, entry_fn, &w);
-	scrub_cluster_release(&cl);
+	for (unsigned i = 0; i < DIR_CHUNK_SLOTS; i++)
+		scrub_cluster_release(&cl[i]);
 	if (!err && !mfs_dir_count(dp, &count) && count != w.n)
 		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "directory %llu: %llu entries counted, "
 			     "%llu iterated", (unsigned long long)dp->ino,

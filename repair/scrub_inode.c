@@ -73,8 +73,10 @@ static int read_dinode(struct mfs_scrub_ctx *ctx, uint8_t *buf, int *listed)
 	return err;
 }
 
+/* `verified`: the copy is known to pass mfs_dinode_verify and mfs_dinode_check and the
+ * loader's checks (scrub_dinode_usable), which are then not made again. */
 static void check_dinode(struct mfs_scrub_ctx *ctx, const struct mfs_dinode *d, int loaded,
-			 int listed)
+			 int listed, int verified)
 {
 	const struct mfs_geom *g = &ctx->fs->geo;
 	const uint32_t C = MFS_SCRUB_OFLAG_CORRUPT;
@@ -83,6 +85,8 @@ static void check_dinode(struct mfs_scrub_ctx *ctx, const struct mfs_dinode *d, 
 	const struct mfs_timestamp *ts[4] = { &d->atime, &d->mtime, &d->ctime, &d->btime };
 	int err;
 
+	if (verified)
+		goto fields;
 	err = mfs_dinode_verify(d, g->inodesize, ctx->ino, g->uuid);
 	if (err) {
 		scrub_report(ctx, C, "inode %llu: header (magic 0x%08x, self %llu): %s", ino,
@@ -102,6 +106,7 @@ static void check_dinode(struct mfs_scrub_ctx *ctx, const struct mfs_dinode *d, 
 		scrub_report(ctx, C, "inode %llu: the inode loader refuses it", ino);
 		return;
 	}
+fields:
 	for (int i = 0; i < 4; i++)
 		if (ts[i]->pad) {
 			scrub_report(ctx, C, "inode %llu: timestamp padding is not zero", ino);
@@ -131,6 +136,27 @@ static void check_dinode(struct mfs_scrub_ctx *ctx, const struct mfs_dinode *d, 
  * into the cache).  An inode freed since it was listed reads as free (-ENOENT).  The inode
  * btree's free mask against the modes is the inode btree checker's.
  */
+/*
+ * The quick look (scrub_priv.h) through the request's memo: 1 when the copy of the
+ * inode's chunk shows it in use, with links (no orphan list to ask), usable and without
+ * a finding; else 0 and the inode is read and checked afresh.  Nothing is reported here.
+ */
+static int inode_quick(struct mfs_scrub_ctx *ctx)
+{
+	uint64_t buf[MFS_MAX_INODESIZE / 8];
+	struct mfs_scrub_ctx quiet = *ctx;
+	const struct mfs_dinode *d;
+	int usable;
+
+	if (scrub_dinode_quick(ctx, ctx->ino, buf, &d, &usable) || !usable ||
+	    mfs_get32(d->nlink) == 0)
+		return 0;
+	quiet.report = NULL;
+	quiet.oflags = 0;
+	check_dinode(&quiet, d, 1, 1, 1);
+	return quiet.oflags == 0;
+}
+
 int scrub_inode(struct mfs_scrub_ctx *ctx)
 {
 	uint64_t buf[MFS_MAX_INODESIZE / 8];
@@ -138,6 +164,8 @@ int scrub_inode(struct mfs_scrub_ctx *ctx)
 	uint64_t nu;
 	int err, listed;
 
+	if (ctx->memo && inode_quick(ctx))
+		return 0;
 	err = read_dinode(ctx, (uint8_t *)buf, &listed);
 	if (err == -ENOENT)
 		return err;             /* its chunk freed since it was listed */
@@ -151,7 +179,7 @@ int scrub_inode(struct mfs_scrub_ctx *ctx)
 	if (!mfs_get16(d->mode))
 		return -ENOENT;         /* freed since it was listed */
 	nu = mfs_get64(d->next_unlinked);
-	check_dinode(ctx, d, !(nu && mfs_ino_check(ctx->fs, nu)), listed);
+	check_dinode(ctx, d, !(nu && mfs_ino_check(ctx->fs, nu)), listed, 0);
 	return 0;
 }
 
@@ -210,19 +238,19 @@ static int bmbt_blk_fn(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, 
 static int bmap_quick(struct mfs_scrub_ctx *ctx)
 {
 	uint64_t buf[MFS_MAX_INODESIZE / 8];
-	const struct mfs_dinode *d = (const void *)buf;
+	const struct mfs_dinode *d;
 	struct mfs_scrub_ctx quiet = *ctx;
 	uint64_t blocks = 0, next = 0;
 	const uint8_t *recs;
 	long n;
-	int err;
+	int err, usable;
 
-	err = scrub_dinode_read(ctx, ctx->ino, buf);
+	err = scrub_dinode_quick(ctx, ctx->ino, buf, &d, &usable);
 	if (err)
 		return mfs_is_corruption(err) ? 0 : err;
 	if (!mfs_get16(d->mode))
 		return -ENOENT;
-	if (!scrub_dinode_usable(ctx, ctx->ino, d) || d->aformat != MFS_FMT_NONE)
+	if (!usable || d->aformat != MFS_FMT_NONE)
 		return 0;
 	if (S_ISDIR(mfs_get16(d->mode)))
 		return 1;

@@ -209,20 +209,34 @@ long scrub_dinode_extents(struct mfs_scrub_ctx *ctx, const struct mfs_dinode *d,
 			  const uint8_t **recs);
 
 /*
- * A copy of the inode cluster block last read: walks that look at many inodes in number
- * order (a directory's children, the reverse map's owners) take each block once under its
- * AG lock instead of once per inode.  The copy is a committed state of every inode in it
- * as of when it was taken; the caller says why that is recent enough.  scrub_cluster_dinode
- * points *d at inode ino in the copy (taken anew when ino lies in another block): 0, -ENOMEM
- * or a read error.  Zero-initialise; release with scrub_cluster_release.
+ * A copy of the inode chunk last read (its chunkblocks blocks, one mfs_bcache_read_range):
+ * walks that look at many inodes in number order (a directory's children, the reverse
+ * map's owners, the inodes of phase 3) take each chunk once under its AG lock instead of
+ * each inode, and without filling the buffer cache with the inode tables.  The copy is a
+ * committed state of every inode in it as of when it was taken; the caller says why that
+ * is recent enough.  scrub_cluster_dinode points *d at inode ino in the copy (taken anew
+ * when ino lies in another chunk): 0, -ENOMEM, -EINVAL (invalid number) or a read error.
+ * Zero-initialise; release with scrub_cluster_release.
  */
 struct scrub_cluster {
-	uint64_t fsb;
-	uint8_t *blk;               /* NULL: nothing copied yet */
+	uint64_t fsb;               /* first block of the copy */
+	uint32_t nblk;              /* blocks copied (0: nothing yet) */
+	uint8_t *blk;               /* chunkblocks * blocksize bytes, or NULL */
 };
 int scrub_cluster_dinode(struct mfs_scrub_ctx *ctx, struct scrub_cluster *cl, uint64_t ino,
 			 const struct mfs_dinode **d);
 void scrub_cluster_release(struct scrub_cluster *cl);
+
+/*
+ * The quick looks' committed copy of inode `ino` (scrub_priv.h, "Committed on-disk
+ * inodes"): from ctx->memo's copy of its chunk when there is a memo (the chunk is copied
+ * once, with its inode btree record, for all the checks of its inodes in one request),
+ * else read now into buf (inodesize bytes).  0 with *d set; -ENOENT when the memo's copy
+ * shows the inode free (freed since it was listed); or a read error.  *usable (may be NULL)
+ * is scrub_dinode_usable's answer, computed once per inode while the memo holds it.
+ */
+int scrub_dinode_quick(struct mfs_scrub_ctx *ctx, uint64_t ino, void *buf,
+		       const struct mfs_dinode **d, int *usable);
 
 /* Is `ino` on its AG's orphan list (the caller holds that AG's lock)?  0 or an error (a
  * damaged list). */

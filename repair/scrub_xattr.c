@@ -47,14 +47,15 @@ int scrub_xattr(struct mfs_scrub_ctx *ctx)
 	 * nothing to check here. */
 	{
 		uint64_t buf[MFS_MAX_INODESIZE / 8];
-		const struct mfs_dinode *d = (const void *)buf;
+		const struct mfs_dinode *d;
+		int usable;
 
-		err = scrub_dinode_read(ctx, ctx->ino, buf);
+		err = scrub_dinode_quick(ctx, ctx->ino, buf, &d, &usable);
 		if (err && !mfs_is_corruption(err))
 			return err;
 		if (!err && !mfs_get16(d->mode))
 			return -ENOENT;
-		if (!err && d->aformat == MFS_FMT_NONE && scrub_dinode_usable(ctx, ctx->ino, d))
+		if (!err && d->aformat == MFS_FMT_NONE && usable)
 			return 0;
 	}
 	err = scrub_iget(ctx, &ip);

@@ -64,13 +64,20 @@ static void collect(void *arg, uint32_t flag, const char *msg)
 		fprintf(stderr, "finding 0x%x: %s\n", flag, msg);
 }
 
-/* Run one check; returns its errno, the findings in *f. */
+/* The memo run() shares between checks (as the daemon does within one request), or NULL:
+ * each check gets a fresh one (as a request of its own). */
+static struct mfs_scrub_memo *shared_memo;
+
+/* Run one check with a memo, as the daemon does; returns its errno, the findings in *f. */
 static int run(struct mfs_fs *fs, uint32_t type, uint32_t agno, uint64_t ino,
 	       struct findings *f)
 {
+	struct mfs_scrub_memo *memo = shared_memo;
 	struct mfs_scrub_ctx ctx;
 	int err;
 
+	if (!memo && mfs_scrub_memo_new(&memo) != 0)
+		memo = NULL;            /* (allocation faults injected) checked without one */
 	memset(&ctx, 0, sizeof(ctx));
 	memset(f, 0, sizeof(*f));
 	ctx.fs = fs;
@@ -79,8 +86,11 @@ static int run(struct mfs_fs *fs, uint32_t type, uint32_t agno, uint64_t ino,
 	ctx.ino = ino;
 	ctx.report = collect;
 	ctx.hook_arg = f;
+	ctx.memo = memo;
 	err = mfs_scrub(&ctx);
 	ck_assert_uint_eq(ctx.oflags, f->flags);
+	if (memo != shared_memo)
+		mfs_scrub_memo_free(memo);
 	return err;
 }
 
@@ -1132,8 +1142,10 @@ static void *cw_main(void *arg)
 	return NULL;
 }
 
-/* Every checker on every object once; returns the number of findings (printed). */
-static unsigned scrub_everything(struct mfs_fs *fs)
+/* Every checker on every object once; returns the number of findings (printed).
+ * `batched`: the inodes' checks share a memo 16 inodes at a time, as in the daemon's
+ * batches (the memo's copies are then older than the checks that use them). */
+static unsigned scrub_everything(struct mfs_fs *fs, int batched)
 {
 	struct findings f;
 	struct ino_list l;
@@ -1162,7 +1174,11 @@ static unsigned scrub_everything(struct mfs_fs *fs)
 		mfs_buf_put(hbp);
 		pthread_mutex_unlock(&fs->ag[agno].lock);
 	}
-	for (size_t j = 0; j < l.n; j++)
+	if (batched)
+		CK_OK(mfs_scrub_memo_new(&shared_memo));
+	for (size_t j = 0; j < l.n; j++) {
+		if (j % 16 == 0)
+			mfs_scrub_memo_reset(shared_memo);
 		for (size_t i = 0; i < sizeof(ino_types) / sizeof(ino_types[0]); i++) {
 			err = run(fs, ino_types[i], 0, l.v[j], &f);
 			CK_TRUE(err == 0 || err == -ENOENT);
@@ -1170,6 +1186,9 @@ static unsigned scrub_everything(struct mfs_fs *fs)
 				fprintf(stderr, "under load: %s\n", f.first);
 			n += f.n;
 		}
+	}
+	mfs_scrub_memo_free(shared_memo);
+	shared_memo = NULL;
 	free(l.v);
 	for (size_t i = 0; i < sizeof(fs_types) / sizeof(fs_types[0]); i++) {
 		memset(&ctx, 0, sizeof(ctx));
@@ -1211,7 +1230,7 @@ START_TEST(test_concurrent)
 		ck_assert_int_eq(pthread_create(&th[i], NULL, cw_main, &w[i]), 0);
 	t0 = tu_now();
 	while (tu_now() - t0 < (UNDER_ASAN ? 6.0 : 3.0) || rounds < 3) {
-		findings += scrub_everything(m.t.fs);
+		findings += scrub_everything(m.t.fs, rounds % 2);
 		rounds++;
 	}
 	cw_stop = 1;
