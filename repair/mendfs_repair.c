@@ -25,8 +25,8 @@
  * A rebuild may be refused because what it is rebuilt from is damaged too (a reverse map
  * whose disagreement is an owner's damaged extent map, set right in step 3): so when the
  * first pass found anything, a second pass checks everything again and rebuilds what is
- * still damaged; when that second pass rebuilt anything, a last check-only pass says what
- * is left.  The engine's hooks for a daemon (quiesce, changed, cancelled) stay NULL: nobody
+ * still damaged (when the first rebuilt anything: else it only checks); when that second
+ * pass rebuilt anything, a last check-only pass says what is left.  The engine's hooks for a daemon (quiesce, changed, cancelled) stay NULL: nobody
  * else uses the filesystem (the device is locked) and no kernel caches its inodes.  Memory
  * pressure stops a rebuild before its commit (nothing changed): it is tried again, a few
  * times, once the pressure is gone.
@@ -576,14 +576,16 @@ int main(int argc, char **argv)
 		t.pressure = NULL;
 	/* -n: one pass, what it finds is left.  Else a first pass repairs; a second one checks
 	 * everything again and rebuilds what is still damaged (a rebuild the first refused
-	 * because what it is rebuilt from was damaged too); when it rebuilt anything, a last
-	 * pass only checks.  The last pass that rebuilt nothing says what is left. */
+	 * because what it is rebuilt from was damaged too) — only checks when the first
+	 * rebuilt nothing; when the second rebuilt anything, a last pass only checks.  The
+	 * last pass that rebuilt nothing says what is left. */
 	found += pass(&t, !t.dry_run, "");
 	passes = 1;
 	if (t.dry_run) {
 		left += t.damaged;
 	} else if (found > left) {
-		unsigned rebuilt = t.rebuilt, n = pass(&t, 1, "still ");
+		/* Without a rebuild in the first pass, another would meet what they met. */
+		unsigned rebuilt = t.rebuilt, n = pass(&t, t.rebuilt > 0, "still ");
 
 		passes++;
 		if (n && t.rebuilt != rebuilt) {
