@@ -428,8 +428,8 @@ static void do_inodes(struct tool *t, int dirs)
 	for (uint32_t agno = 0; agno < g->agcount; agno++) {
 		b->cursor = mfs_agino_to_ino(g, agno, 0);
 		while (next_batch(t, agno, b) == 0 && b->n) {
-			/* The mode again for each (a rebuild of the inode record before may
-			 * have set it right; the batch holds what the record held). */
+			/* The mode each record held when listed: an inode record's rebuild
+			 * keeps the file type (or frees the inode: its checks then pass). */
 			for (unsigned i = 0; i < b->n; i++)
 				do_inode(t, b->ino[i], b->mode[i], dirs);
 			b->cursor = b->ino[b->n - 1] + 1;
