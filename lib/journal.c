@@ -19,6 +19,12 @@
  * Locks: `lock` guards all of the above; the cache lock nests inside it (marking buffers
  * dirty, mfs_bcache_checkpointed).  `ckpt_lock` serialises checkpoints and is taken
  * without `lock`.  No I/O is done under `lock`.
+ *
+ * The log thread (one a journal, from open to close) takes only these locks, in the same
+ * order, and never a lock of the caller's (AG, inode): a committer that waits for it while
+ * holding its own locks (for log room) cannot deadlock with it.  It sleeps on `logd_cv`
+ * while idle; a commit that takes the queue past `write_thresh` or the log past
+ * `ckpt_thresh` wakes it (see logd_main).
  */
 #include "mem.h"
 #include "journal.h"
@@ -38,6 +44,14 @@
 
 #define RESERVE_TRIES 16     /* checkpoints tried for room before -ENOSPC */
 #define WBUF_BLOCKS   256    /* the writer's stream buffer (at most the log's size) */
+/* The log thread writes the queue once 1/WRITE_FRAC of the log is queued (so a batch is a
+ * few MiB with a default-size log: two flushes carry hundreds of transactions), and
+ * checkpoints once 1/CKPT_FRAC of the log is in use, leaving the other half for the
+ * commits that arrive during the checkpoint.  A committer forces the queue itself only
+ * beyond 1/THROTTLE_FRAC of the log (the thread is far behind). */
+#define WRITE_FRAC    8
+#define CKPT_FRAC     2
+#define THROTTLE_FRAC 4      /* of the log: the queue may reach 3/4 before a committer waits */
 
 /* ---- images and the block map -------------------------------------------------------- */
 
@@ -335,6 +349,26 @@ int mfs_journal_format(struct mfs_fs *fs)
 
 /* ---- commit -------------------------------------------------------------------------- */
 
+/* Whether the log thread has work: enough queued to write, or a log to checkpoint.  Lock
+ * held. */
+static int logd_has_work(const struct mfs_journal *j)
+{
+	if (j->err)
+		return 0;
+	if (!j->writing && j->pending_blocks >= j->write_thresh)
+		return 1;
+	return !j->ckpt_running && j->head_lpos - j->tail_lpos > j->ckpt_thresh;
+}
+
+/* Wake the log thread if it sleeps and has work (lock held).  Cheap when it is awake. */
+static void logd_kick(struct mfs_journal *j)
+{
+	if (j->logd_idle && logd_has_work(j)) {
+		j->logd_idle = 0;
+		pthread_cond_signal(&j->logd_cv);
+	}
+}
+
 int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, unsigned n,
 		       uint64_t *lsn)
 {
@@ -397,6 +431,13 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 		}
 		if (j->head_lpos + len - j->tail_lpos <= j->usable)
 			break;
+		if (j->ckpt_running) {
+			/* The log thread (or another caller) is checkpointing: its end moves the
+			 * tail; wait for it rather than queue up a second one behind it. */
+			j->st.room_waits++;
+			jwait(j, "a checkpoint to free log space");
+			continue;
+		}
 		if (tries == RESERVE_TRIES) {
 			mfs_log(MFS_LOG_ERR, "journal: no room for a %u-block transaction after %d "
 				"checkpoints", len, RESERVE_TRIES);
@@ -459,6 +500,7 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 	j->st.commits++;
 	j->pending_blocks += len;
 	pthread_cond_broadcast(&j->cv);
+	logd_kick(j);
 	pthread_mutex_unlock(&j->lock);
 	/* Queued: from here on the change is committed in memory and this returns 0.  Any
 	 * wait for the log is the caller's, after it has released its locks. */
@@ -617,6 +659,48 @@ static int batch_write(struct mfs_journal *j, struct jrec *first, struct jrec *l
 	return err;
 }
 
+/*
+ * Become the writer and write the ready prefix of the queue as one batch.  Lock held on
+ * entry and exit, dropped for the I/O.  Returns 0 when there was nothing to take (another
+ * writer at work, a dead log, or the next record still being filled), 1 when a batch was
+ * written or failed (the failure is then the sticky error).  Allocates nothing.
+ */
+static int batch_take(struct mfs_journal *j)
+{
+	struct jrec *first = j->unwritten, *last = NULL, *r;
+	int err;
+
+	if (j->writing || j->err)
+		return 0;
+	for (r = first; r && r->ready; r = r->next)
+		last = r;
+	if (!last)
+		return 0;
+	j->writing = 1;
+	j->unwritten = last->next;
+	pthread_mutex_unlock(&j->lock);
+
+	err = batch_write(j, first, last);
+
+	pthread_mutex_lock(&j->lock);
+	j->writing = 0;
+	if (err) {
+		j->err = err;
+	} else {
+		j->durable_seq = last->seq;
+		mfs_busy_durable(j->busy, last->seq);
+		for (r = first;; r = r->next) {
+			j->pending_blocks -= r->len;
+			rec_free_images(r);
+			if (r == last)
+				break;
+		}
+	}
+	pthread_cond_broadcast(&j->cv);
+	logd_kick(j);           /* queued meanwhile past the mark, or the log past half */
+	return 1;
+}
+
 int mfs_journal_force_lsn(struct mfs_journal *j, uint64_t lsn)
 {
 	int err;
@@ -632,41 +716,13 @@ int mfs_journal_force_lsn(struct mfs_journal *j, uint64_t lsn)
 			"one given is %llu", (unsigned long long)lsn, (unsigned long long)next - 1);
 		return -EINVAL;
 	}
+	/* Group commit: the log thread's batch, or another caller's, may carry `lsn`; if
+	 * nobody is writing, this thread writes whatever is ready itself. */
 	while (j->durable_seq < lsn && !j->err) {
-		struct jrec *first = j->unwritten, *last = NULL, *r;
-
-		if (j->writing) {
+		if (j->writing)
 			jwait(j, "the log writer");
-			continue;
-		}
-		for (r = first; r && r->ready; r = r->next)
-			last = r;
-		if (!last) {
-			/* The next record is being filled by its committer (a memcpy). */
-			jwait(j, "a transaction being filled");
-			continue;
-		}
-		j->writing = 1;
-		j->unwritten = last->next;
-		pthread_mutex_unlock(&j->lock);
-
-		err = batch_write(j, first, last);
-
-		pthread_mutex_lock(&j->lock);
-		j->writing = 0;
-		if (err) {
-			j->err = err;
-		} else {
-			j->durable_seq = last->seq;
-			mfs_busy_durable(j->busy, last->seq);
-			for (r = first;; r = r->next) {
-				j->pending_blocks -= r->len;
-				rec_free_images(r);
-				if (r == last)
-					break;
-			}
-		}
-		pthread_cond_broadcast(&j->cv);
+		else if (!batch_take(j))
+			jwait(j, "a transaction being filled");   /* (a memcpy) */
 	}
 	err = j->durable_seq >= lsn ? 0 : j->err;
 	pthread_mutex_unlock(&j->lock);
@@ -676,11 +732,19 @@ int mfs_journal_force_lsn(struct mfs_journal *j, uint64_t lsn)
 int mfs_journal_throttle(struct mfs_journal *j, uint64_t lsn)
 {
 	uint64_t pending;
+	int err;
 
 	pthread_mutex_lock(&j->lock);
 	pending = j->pending_blocks;
+	err = j->err;
+	if (!err && pending > j->usable - j->usable / THROTTLE_FRAC)
+		j->st.throttle_forces++;
 	pthread_mutex_unlock(&j->lock);
-	return pending > j->usable / 4 ? mfs_journal_force_lsn(j, lsn) : 0;
+	if (err)
+		return err;
+	/* The log thread writes the queue long before this; a queue this long means it is
+	 * far behind the committers: wait with it (and write, if it is between batches). */
+	return pending > j->usable - j->usable / THROTTLE_FRAC ? mfs_journal_force_lsn(j, lsn) : 0;
 }
 
 int mfs_journal_force(struct mfs_journal *j)
@@ -734,6 +798,9 @@ int mfs_journal_checkpoint(struct mfs_journal *j)
 	int err;
 
 	pthread_mutex_lock(&j->ckpt_lock);
+	pthread_mutex_lock(&j->lock);
+	j->ckpt_running = 1;
+	pthread_mutex_unlock(&j->lock);
 	err = mfs_journal_force(j);
 	if (err)
 		goto out_unlock;
@@ -857,6 +924,11 @@ int mfs_journal_checkpoint(struct mfs_journal *j)
 		pthread_mutex_unlock(&j->lock);
 	}
 out_unlock:
+	pthread_mutex_lock(&j->lock);
+	j->ckpt_running = 0;
+	pthread_cond_broadcast(&j->cv);         /* committers waiting for room re-check */
+	logd_kick(j);                           /* the log may be past the mark again */
+	pthread_mutex_unlock(&j->lock);
 	pthread_mutex_unlock(&j->ckpt_lock);
 	free(own);
 	return err;
@@ -885,6 +957,163 @@ int mfs_journal_rewrite_header(struct mfs_journal *j)
 	}
 	pthread_mutex_unlock(&j->ckpt_lock);
 	return err;
+}
+
+/* ---- the log thread ------------------------------------------------------------------- */
+
+/*
+ * The log thread takes the log's own I/O off the committers: it writes the queue as a
+ * batch once WRITE_FRAC of the log is queued, and checkpoints once more than CKPT_FRAC of
+ * the log is in use, so that a committer finds room without waiting unless the
+ * committers outrun the device.  A force (fsync) still writes the queue itself when the
+ * thread is not writing: it need not wait for a wake-up.  After a failed checkpoint that
+ * left the log alive (no memory for an oversized map, which is a bug), it waits a second
+ * before the next try rather than spin.  It exits when asked, after the work in hand.
+ */
+static void *logd_main(void *arg)
+{
+	struct mfs_journal *j = arg;
+
+	pthread_setname_np(pthread_self(), "mfs-journal");      /* for ps, perf, gdb */
+	pthread_mutex_lock(&j->lock);
+	while (!j->logd_stop) {
+		if (!logd_has_work(j)) {
+			j->logd_idle = 1;
+			pthread_cond_wait(&j->logd_cv, &j->lock);
+			j->logd_idle = 0;
+			continue;
+		}
+		if (!j->writing && j->pending_blocks >= j->write_thresh) {
+			if (batch_take(j))
+				j->st.bg_writes++;
+			else
+				jwait(j, "a transaction being filled");   /* (a memcpy) */
+			continue;
+		}
+		pthread_mutex_unlock(&j->lock);
+		if (mfs_journal_checkpoint(j)) {
+			struct timespec ts;
+
+			pthread_mutex_lock(&j->lock);
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += 1;
+			if (!j->logd_stop)
+				pthread_cond_timedwait(&j->logd_cv, &j->lock, &ts);
+			continue;
+		}
+		pthread_mutex_lock(&j->lock);
+		j->st.bg_checkpoints++;
+	}
+	pthread_mutex_unlock(&j->lock);
+	return NULL;
+}
+
+/*
+ * fork().  A daemon opens its filesystem (and journal) before it daemonizes, and only the
+ * forking thread survives a fork: the child would have no log thread, maybe a lock held
+ * by the vanished one, and a join that never returns.  So every journal with a thread is
+ * registered, and around a fork (pthread_atfork) each is quiesced: its checkpoint lock
+ * and lock taken, after any batch in flight ended, so that nothing is half done.  The
+ * parent just lets go; the child gets fresh condition variables (the vanished thread's
+ * wait is no longer theirs) and a new log thread.  If that cannot start, the child runs
+ * without one: committers then write and checkpoint themselves (throttle, log full).
+ */
+static pthread_mutex_t logd_reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct mfs_journal *logd_reg;        /* journals with a log thread */
+static pthread_once_t logd_atfork_once = PTHREAD_ONCE_INIT;
+
+static void logd_fork_prepare(void)
+{
+	pthread_mutex_lock(&logd_reg_lock);
+	for (struct mfs_journal *j = logd_reg; j; j = j->logd_reg_next) {
+		pthread_mutex_lock(&j->ckpt_lock);
+		pthread_mutex_lock(&j->lock);
+		while (j->writing)
+			jwait(j, "the log writer before a fork");
+	}
+}
+
+static void logd_fork_parent(void)
+{
+	for (struct mfs_journal *j = logd_reg; j; j = j->logd_reg_next) {
+		pthread_mutex_unlock(&j->lock);
+		pthread_mutex_unlock(&j->ckpt_lock);
+	}
+	pthread_mutex_unlock(&logd_reg_lock);
+}
+
+static void logd_fork_child(void)
+{
+	struct mfs_journal **pp = &logd_reg;
+
+	while (*pp) {
+		struct mfs_journal *j = *pp;
+		int err;
+
+		pthread_cond_init(&j->cv, NULL);
+		pthread_cond_init(&j->logd_cv, NULL);
+		j->logd_idle = 0;
+		j->logd_stop = 0;
+		pthread_mutex_unlock(&j->lock);
+		pthread_mutex_unlock(&j->ckpt_lock);
+		err = pthread_create(&j->logd, NULL, logd_main, j);
+		if (err) {
+			mfs_log(MFS_LOG_ERR, "journal: cannot restart the log thread after fork: "
+				"%s; committers will write the log themselves", strerror(err));
+			j->logd_running = 0;
+			*pp = j->logd_reg_next;
+			continue;
+		}
+		pp = &j->logd_reg_next;
+	}
+	pthread_mutex_unlock(&logd_reg_lock);
+}
+
+static void logd_atfork_init(void)
+{
+	pthread_atfork(logd_fork_prepare, logd_fork_parent, logd_fork_child);
+}
+
+int mfs_jlogd_start(struct mfs_journal *j)
+{
+	int err;
+
+	pthread_once(&logd_atfork_once, logd_atfork_init);
+	pthread_mutex_lock(&logd_reg_lock);
+	err = pthread_create(&j->logd, NULL, logd_main, j);
+	if (!err) {
+		j->logd_running = 1;
+		j->logd_reg_next = logd_reg;
+		logd_reg = j;
+	}
+	pthread_mutex_unlock(&logd_reg_lock);
+	if (err) {
+		mfs_log(MFS_LOG_ERR, "journal: cannot start the log thread: %s", strerror(err));
+		return -err;
+	}
+	return 0;
+}
+
+void mfs_jlogd_stop(struct mfs_journal *j)
+{
+	int running;
+
+	pthread_mutex_lock(&logd_reg_lock);
+	running = j->logd_running;
+	for (struct mfs_journal **pp = &logd_reg; *pp; pp = &(*pp)->logd_reg_next)
+		if (*pp == j) {
+			*pp = j->logd_reg_next;
+			break;
+		}
+	j->logd_running = 0;
+	pthread_mutex_unlock(&logd_reg_lock);
+	if (!running)
+		return;
+	pthread_mutex_lock(&j->lock);
+	j->logd_stop = 1;
+	pthread_cond_signal(&j->logd_cv);
+	pthread_mutex_unlock(&j->lock);
+	pthread_join(j->logd, NULL);
 }
 
 /* The cache's flush hook. */
@@ -943,9 +1172,12 @@ int mfs_journal_alloc(struct mfs_fs *fs, struct mfs_journal **out)
 	j->logstart = g->logstart;
 	j->logblocks = g->logblocks;
 	j->usable = g->logblocks - MFS_JHDR_COPIES;
+	j->write_thresh = j->usable / WRITE_FRAC ? j->usable / WRITE_FRAC : 1;
+	j->ckpt_thresh = j->usable / CKPT_FRAC;
 	pthread_mutex_init(&j->lock, NULL);
 	pthread_mutex_init(&j->ckpt_lock, NULL);
 	pthread_cond_init(&j->cv, NULL);
+	pthread_cond_init(&j->logd_cv, NULL);
 	*out = j;
 	return 0;
 }
@@ -954,6 +1186,7 @@ void mfs_journal_free(struct mfs_journal *j)
 {
 	struct jrec *r, *next;
 
+	mfs_jlogd_stop(j);
 	for (r = j->rec_first; r; r = next) {
 		next = r->next;
 		rec_free(r);
@@ -975,6 +1208,7 @@ void mfs_journal_free(struct mfs_journal *j)
 	pthread_mutex_destroy(&j->lock);
 	pthread_mutex_destroy(&j->ckpt_lock);
 	pthread_cond_destroy(&j->cv);
+	pthread_cond_destroy(&j->logd_cv);
 	free(j);
 }
 
@@ -998,6 +1232,7 @@ int mfs_journal_close(struct mfs_journal *j)
 
 	if (!j)
 		return 0;
+	mfs_jlogd_stop(j);      /* its batch or checkpoint in hand ends first */
 	err = mfs_journal_checkpoint(j);
 	if (!err) {
 		pthread_mutex_lock(&j->lock);
@@ -1017,6 +1252,7 @@ void mfs_journal_discard(struct mfs_journal *j)
 {
 	if (!j)
 		return;
+	mfs_jlogd_stop(j);
 	journal_detach(j);
 	mfs_journal_free(j);
 }

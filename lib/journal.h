@@ -13,21 +13,32 @@
  *      number `lsn`, stamps the lsn into each metadata block's header, and queues the
  *      record.  The buffers become dirty with that lsn (bcache.h): the cache will neither
  *      write nor evict them.  It is called while the caller still holds the locks that
- *      protect the buffers, and returns without I/O (unless the log is full: then it
- *      checkpoints to make room before queueing anything).
- *   2. mfs_journal_force_lsn() makes the record durable.  Group commit: the first thread
- *      to ask becomes the writer, takes every queued record, and issues: a device flush
- *      (the data blocks the records map, written by their committers before commit, are
- *      durable from here), pwrite()s of the records with their commit blocks (laid out
- *      in a buffer allocated at open, up to 256 blocks a write: a force never allocates,
- *      so it cannot fail for want of memory), and a second flush (the records are
- *      durable).  Threads arriving meanwhile queue up
- *      and wait on a condition variable, and the next writer takes them all.  Many small
- *      transactions from many threads thus share one pair of flushes.
+ *      protect the buffers, and returns without I/O.  Only when the log has no room left
+ *      does it wait: for the checkpoint in progress to move the tail, or, with none in
+ *      progress, by checkpointing itself (the log thread normally keeps the log half
+ *      empty, so this means the committers outrun the device).
+ *   2. The record is written by the journal's log thread, which wakes when an eighth of
+ *      the log is queued, or by the first thread that asks for it to be durable
+ *      (mfs_journal_force_lsn: fsync, a synchronous commit) while no batch is being
+ *      written.  Group commit: the writer takes every ready queued record and issues a
+ *      device flush (the data blocks the records map, written by their committers
+ *      before commit, are durable from here), pwrite()s of the records with their commit
+ *      blocks (laid out in a buffer allocated at open, up to 256 blocks a write: a write
+ *      never allocates, so it cannot fail for want of memory), and a second flush (the
+ *      records are durable).  Threads that ask meanwhile wait on a condition variable,
+ *      and the next batch takes them all.  Many small transactions from many threads
+ *      thus share one pair of flushes.  An asynchronous commit (mfs_journal_throttle)
+ *      waits for the log only when three quarters of the log is queued unwritten.
  *   3. mfs_journal_checkpoint() writes the latest committed image of every logged block in
  *      place (only images whose record is durable: write-ahead), flushes the device, then
  *      moves the log tail in the header (and flushes again before the freed log space is
- *      reused).  It runs when the log is full, at close, and from mfs_bcache_flush().
+ *      reused).  The log thread starts one once half the log is in use; it also runs
+ *      when the log is full (step 1), at close, and from mfs_bcache_flush().
+ *
+ * The log thread lives from mfs_journal_open() to close (or discard), which stop it and
+ * wait for the batch or checkpoint it has in hand.  It takes only the journal's locks
+ * and the cache's (never a caller's AG or inode lock), so a committer may wait for it
+ * while holding its own.
  *
  * Write-ahead, by construction: a block's new contents reach its home location only from
  * the journal's own copy, only after the record holding them is durable.  Ordered data is
@@ -49,8 +60,9 @@
  *
  * Errors: an I/O error writing the log is sticky — every later commit and force returns
  * it, since transactions after a lost one cannot be made durable in order; the daemon must
- * stop writing.  Waits (for the writer, for a record being filled) are bounded by I/O and
- * a wait longer than MFS_JOURNAL_WAIT_WARN seconds is reported, not silent.
+ * stop writing (the log thread's own failures are seen by the next commit, throttle or
+ * force).  Waits (for the writer, a record being filled, a checkpoint freeing room) are
+ * bounded by I/O and a wait longer than MFS_JOURNAL_WAIT_WARN seconds is reported.
  *
  * Checkpoint against free: the checkpoint chooses its blocks under the lock but writes them
  * without it.  Just before each write it re-checks, under the lock, that the block is still
@@ -121,11 +133,13 @@ int mfs_journal_commit(struct mfs_journal *log, const struct mfs_jitem *items, u
 		       uint64_t *lsn);
 
 /*
- * Bound what asynchronous commits leave queued: when more than a quarter of the log is
- * queued but unwritten, force up to `lsn` (the caller's last commit).  Call it after an
- * asynchronous commit, without locks held.  An error is one of durability: the commit
- * stays done in memory (never cancel it), the log is dead (the error is sticky) and the
- * caller must report the error (EIO to the application) and stop writing.
+ * Bound what asynchronous commits leave queued: when more than three quarters of the log
+ * is queued but unwritten (the log thread writes it from an eighth on, so it is far
+ * behind), force up to `lsn` (the caller's last commit).  Call it after an asynchronous
+ * commit, without locks held.  Returns the journal's sticky error if the log died (the
+ * log thread's write may have failed): an error of durability: the commit stays done in
+ * memory (never cancel it), the log is dead and the caller must report the error (EIO to
+ * the application) and stop writing.
  */
 int mfs_journal_throttle(struct mfs_journal *log, uint64_t lsn);
 
@@ -147,10 +161,12 @@ int mfs_journal_checkpoint(struct mfs_journal *log);
  * no longer live), then write BOTH header copies from the state in memory. */
 int mfs_journal_rewrite_header(struct mfs_journal *log);
 
-/* Checkpoint, mark the header clean, detach from the fs and free.  Returns the first
- * error; the journal is freed in any case. */
+/* Stop the log thread, checkpoint (every queued record written first), mark the header
+ * clean, detach from the fs and free.  Returns the first error; the journal is freed in
+ * any case. */
 int mfs_journal_close(struct mfs_journal *log);
-/* Detach and free without writing anything (after an error, or to simulate a crash). */
+/* Detach and free without writing anything more (after an error, or to simulate a crash):
+ * the log thread is stopped, after the batch or checkpoint it may have in hand. */
 void mfs_journal_discard(struct mfs_journal *log);
 
 /* The busy extents (busy.h) of the filesystem: entries are cleared as sequences become
@@ -166,6 +182,10 @@ struct mfs_journal_stats {
 	uint64_t checkpoints;
 	uint64_t blocks_checkpointed;
 	uint64_t revoke_waits;     /* frees that waited for a checkpoint write of the block */
+	uint64_t bg_writes;        /* batches (of `writes`) the log thread wrote */
+	uint64_t bg_checkpoints;   /* checkpoints (of `checkpoints`) the log thread ran */
+	uint64_t room_waits;       /* commits that waited for a checkpoint to free log room */
+	uint64_t throttle_forces;  /* asynchronous commits whose throttle forced the log */
 	uint64_t replayed_records; /* at open */
 	uint64_t replayed_blocks;
 	uint64_t durable_lsn;      /* every sequence up to this one is durable */
@@ -188,7 +208,8 @@ void mfs_journal_set_ckpt_hook(struct mfs_journal *log, mfs_journal_ckpt_hook fn
  * the order they complete (from the thread that issued them): MFS_JIO_LOG_WRITE for `n`
  * log blocks from log block `blkno` (records and headers), MFS_JIO_HOME_WRITE for a block
  * written in place by a checkpoint, MFS_JIO_FLUSH for a device flush.  Set it while no
- * other thread uses the journal; NULL removes it.
+ * other thread uses the journal (the log thread idle: nothing queued past its mark); NULL
+ * removes it.
  */
 enum mfs_jio { MFS_JIO_LOG_WRITE, MFS_JIO_HOME_WRITE, MFS_JIO_FLUSH };
 typedef void (*mfs_journal_io_hook)(void *arg, enum mfs_jio what, uint64_t blkno, uint32_t n);

@@ -52,8 +52,22 @@ struct mfs_journal {
 	uint64_t logstart;
 
 	pthread_mutex_t lock;
-	pthread_cond_t cv;          /* a batch became durable, a record ready, tail moved */
+	pthread_cond_t cv;          /* a batch became durable, a record ready, tail moved,
+	                               a checkpoint ended */
 	pthread_mutex_t ckpt_lock;
+	int ckpt_running;           /* a checkpoint holds ckpt_lock (set and read under lock) */
+
+	/* The log thread (journal.c, "the log thread"): writes queued batches once
+	 * `write_thresh` blocks are queued and starts a checkpoint once more than
+	 * `ckpt_thresh` log blocks are in use.  Under `lock`. */
+	pthread_t logd;
+	pthread_cond_t logd_cv;     /* wakes the log thread */
+	int logd_running;           /* started and not yet joined (under journal.c's registry
+	                               lock, which fork handlers take) */
+	struct mfs_journal *logd_reg_next;  /* the registry of journals with a thread */
+	int logd_stop;              /* asked to exit */
+	int logd_idle;              /* waiting on logd_cv: a commit past a threshold wakes it */
+	uint32_t write_thresh, ckpt_thresh;
 
 	uint64_t next_seq;          /* the next sequence to give */
 	uint64_t durable_seq;       /* every record up to this one is durable */
@@ -106,7 +120,12 @@ uint32_t mfs_jlpos_blk(const struct mfs_journal *j, uint64_t lpos);
 int mfs_jhdr_write(struct mfs_journal *j, uint64_t tail_lpos, uint64_t tail_seq,
 		   uint32_t flags);
 int mfs_journal_alloc(struct mfs_fs *fs, struct mfs_journal **out);
+/* Stops the log thread first if it runs. */
 void mfs_journal_free(struct mfs_journal *j);
 void mfs_journal_attach(struct mfs_journal *j);
+/* Start the log thread (open, once the journal is ready for commits); stop it and wait for
+ * it (close, discard, free): work it has begun (a batch, a checkpoint) ends first. */
+int mfs_jlogd_start(struct mfs_journal *j);
+void mfs_jlogd_stop(struct mfs_journal *j);
 
 #endif

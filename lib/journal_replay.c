@@ -510,6 +510,8 @@ int mfs_journal_open(struct mfs_fs *fs, unsigned flags, struct mfs_journal **out
 	j->hdr_gen = s.hi.gen;
 	scan_free(&s);
 	err = mfs_jhdr_write(j, j->tail_lpos, j->tail_seq, 0);
+	if (!err)
+		err = mfs_jlogd_start(j);
 	if (err) {
 		mfs_journal_free(j);
 		return err;
