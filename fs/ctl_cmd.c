@@ -293,12 +293,13 @@ int mfsd_ctl_scrub_batch(struct mfsd_client *c)
 	struct mfsd_findings *f = &c->findings;
 	struct mfs_ctl_scrub_req q;
 	uint32_t n = c->msg.hdr.len / (uint32_t)sizeof(q);
+	uint32_t max = c->msg.hdr.version == 1 ? MFS_CTL_MAX_BATCH_V1 : MFS_CTL_MAX_BATCH;
 	int sent;
 
-	if (c->msg.hdr.len % sizeof(q) || n == 0 || n > MFS_CTL_MAX_BATCH)
+	if (c->msg.hdr.len % sizeof(q) || n == 0 || n > max)
 		return mfsd_ctl_error(c->fd, c->msg.hdr.reqid, EINVAL, "a batch is 1 to %u "
-				      "checks of %zu bytes, not %u bytes", MFS_CTL_MAX_BATCH,
-				      sizeof(q), c->msg.hdr.len);
+				      "checks of %zu bytes, not %u bytes", max, sizeof(q),
+				      c->msg.hdr.len);
 	for (uint32_t i = 0; i < n; i++) {
 		memcpy(&q, c->msg.payload + i * sizeof(q), sizeof(q));
 		if (scrub_req_valid(c, &q, &sent))

@@ -27,6 +27,14 @@
 
 /* ---- sending ------------------------------------------------------------------------------- */
 
+/*
+ * The protocol version replies go out with: the version of the request being answered
+ * (lib/mendfs_ctl.h, "Versions"), set by read_msg once a header is accepted; before that
+ * (an error about the header itself, the acceptor's refusals) the oldest.  Per thread: a
+ * connection is served by one thread, and a thread serves one connection.
+ */
+static __thread uint16_t reply_version = MFS_CTL_VERSION_MIN;
+
 static int send_all(int fd, struct iovec *iov, int n)
 {
 	while (n > 0) {
@@ -55,7 +63,7 @@ static int send_msg(int fd, uint16_t cmd, uint64_t reqid, const void *p1, size_t
 		    const void *p2, size_t n2)
 {
 	struct mfs_ctl_hdr h = {
-		.magic = MFS_CTL_MAGIC, .version = MFS_CTL_VERSION, .command = cmd,
+		.magic = MFS_CTL_MAGIC, .version = reply_version, .command = cmd,
 		.len = (uint32_t)(n1 + n2), .reqid = reqid,
 	};
 	struct iovec iov[3] = {
@@ -176,8 +184,10 @@ static int read_msg(struct mfsd_client *c)
 {
 	struct mfsd_msg *m = &c->msg;
 	struct mfs_ctl_hdr *h = &m->hdr;
+	uint32_t limit;
 	ssize_t n;
 
+	reply_version = MFS_CTL_VERSION_MIN;
 	n = recv_exact(c, h, sizeof(*h), 1);
 	if (n == 0)
 		return 1;
@@ -195,14 +205,17 @@ static int read_msg(struct mfsd_client *c)
 			       "mendfs control message", h->magic, MFS_CTL_MAGIC);
 		return -EPROTO;
 	}
-	if (h->version != MFS_CTL_VERSION) {
+	if (h->version < MFS_CTL_VERSION_MIN || h->version > MFS_CTL_VERSION) {
 		mfsd_ctl_error(c->fd, h->reqid, EPROTONOSUPPORT, "protocol version %u is not "
-			       "supported (this daemon speaks %u)", h->version, MFS_CTL_VERSION);
+			       "supported (this daemon speaks %u to %u)", h->version,
+			       MFS_CTL_VERSION_MIN, MFS_CTL_VERSION);
 		return -EPROTONOSUPPORT;
 	}
-	if (h->len > MFS_CTL_MAX_REQUEST) {
+	reply_version = h->version;
+	limit = h->version == 1 ? MFS_CTL_MAX_REQUEST_V1 : MFS_CTL_MAX_REQUEST;
+	if (h->len > limit) {
 		mfsd_ctl_error(c->fd, h->reqid, EMSGSIZE, "payload of %u bytes is over the limit "
-			       "of %u", h->len, MFS_CTL_MAX_REQUEST);
+			       "of %u (protocol version %u)", h->len, limit, h->version);
 		return -EMSGSIZE;
 	}
 	if (h->len) {

@@ -61,6 +61,16 @@ enum mfs_scrub_type {
  * the client trusts it only after HELLO: the mount point in the reply must be the path it
  * asked for, and the st_dev in the reply the st_dev of stat(2) on that path.
  *
+ * Versions
+ * --------
+ * Version 2 (this header) differs from version 1 only in its limits: a request payload of
+ * up to MFS_CTL_MAX_REQUEST bytes (version 1: MFS_CTL_MAX_REQUEST_V1) and up to
+ * MFS_CTL_MAX_BATCH checks in a SCRUB_BATCH (version 1: MFS_CTL_MAX_BATCH_V1).  The daemon
+ * serves both: each request is held to the limits of the version in its header and
+ * answered with that version; what it cannot place (a bad magic or version, a header cut
+ * short) is answered as version 1.  A client sends HELLO, the same in both, as version 1,
+ * and then speaks the lower of its version and the one the HELLO reply names.
+ *
  * Framing
  * -------
  * Every message, both ways, is a struct mfs_ctl_hdr followed by `len` payload bytes.
@@ -70,8 +80,8 @@ enum mfs_scrub_type {
  * Requests on one connection are answered in order, one at a time: a client that wants
  * parallel checks opens several connections.
  *
- * Bad input: a header with the wrong magic or version, or a length over
- * MFS_CTL_MAX_REQUEST, is answered with an error and the connection closed (its framing
+ * Bad input: a header with the wrong magic or version, or a length over its version's
+ * request limit, is answered with an error and the connection closed (its framing
  * cannot be trusted); an unknown command, a payload of the wrong size, bad values or
  * descriptors where none belong are answered with an error and the connection goes on.
  *
@@ -87,18 +97,20 @@ enum mfs_scrub_type {
  * A client that disconnects cancels what its connection was doing; so does CANCEL.
  */
 #define MFS_CTL_MAGIC      0x4c54434du      /* "MCTL" read as little-endian */
-#define MFS_CTL_VERSION    1u
+#define MFS_CTL_VERSION    2u               /* the newest */
+#define MFS_CTL_VERSION_MIN 1u              /* the oldest the daemon still serves */
 #define MFS_CTL_RUNDIR     "/run/mendfs"
 #define MFS_CTL_RUNDIR_ENV "MENDFS_RUNDIR"
 
-#define MFS_CTL_MAX_REQUEST  4096u          /* request payload bytes */
+#define MFS_CTL_MAX_REQUEST  65536u         /* request payload bytes */
+#define MFS_CTL_MAX_REQUEST_V1 4096u        /* ... in version 1 */
 #define MFS_CTL_MAX_REPLY    (1u << 20)     /* reply payload bytes */
 #define MFS_CTL_MAX_FDS      2u             /* descriptors with one REPAIR request */
 #define MFS_CTL_MAX_INODES   4096u          /* inodes in one INODES reply */
 
 struct mfs_ctl_hdr {
 	uint32_t magic;             /* MFS_CTL_MAGIC */
-	uint16_t version;           /* MFS_CTL_VERSION */
+	uint16_t version;           /* MFS_CTL_VERSION (or 1, see "Versions") */
 	uint16_t command;           /* enum mfs_ctl_cmd, | MFS_CTL_REPLY in replies */
 	uint32_t flags;             /* none defined: 0 */
 	uint32_t len;               /* payload bytes that follow */
@@ -112,8 +124,9 @@ enum mfs_ctl_cmd {
 	MFS_CTL_CANCEL  = 4,        /* mfs_ctl_cancel_req -> mfs_ctl_cancel_reply */
 	MFS_CTL_REPAIR  = 5,        /* mfs_ctl_scrub_req + descriptors (repair issue; for now
 	                               every REPAIR gets an EOPNOTSUPP error) */
-	MFS_CTL_SCRUB_BATCH = 6,    /* 1..MFS_CTL_MAX_BATCH mfs_ctl_scrub_req -> for each, in
-	                               order, mfs_ctl_scrub_reply + its findings */
+	MFS_CTL_SCRUB_BATCH = 6,    /* 1..MFS_CTL_MAX_BATCH mfs_ctl_scrub_req (version 1:
+	                               MFS_CTL_MAX_BATCH_V1) -> for each, in order,
+	                               mfs_ctl_scrub_reply + its findings */
 	MFS_CTL_REPLY   = 0x8000,   /* bit set in the command of every successful reply */
 	MFS_CTL_ERROR   = 0xffff,   /* error reply: mfs_ctl_error + message text */
 };
@@ -132,7 +145,7 @@ struct mfs_ctl_hello_req {
 };
 #define MFS_CTL_FS_RDONLY 0x1u
 struct mfs_ctl_hello_reply {
-	uint32_t version;           /* protocol version the daemon speaks */
+	uint32_t version;           /* the newest protocol version the daemon speaks */
 	uint32_t pid;               /* the daemon's */
 	uint64_t dev;               /* st_dev of the mount's root as the daemon sees it (0:
 	                               could not tell) */
@@ -168,11 +181,14 @@ struct mfs_ctl_finding {
 	uint32_t len;               /* text bytes that follow (no NUL) */
 };
 
-/* SCRUB_BATCH: several checks in one round trip (the inodes of phase 3).  An invalid
+/* SCRUB_BATCH: several checks in one round trip (the inodes of phase 3, the directories of
+ * phase 4; version 2 allows 16 times as many as version 1: a round trip costs the daemon
+ * and the client more than most checks).  An invalid
  * object anywhere refuses the whole batch (error reply); otherwise each check's result is
  * as SCRUB's, its error field holding what the single request's error reply would have
  * said (-EINVAL).  A cancelled batch answers -ECANCELED for every check not run. */
-#define MFS_CTL_MAX_BATCH 128u
+#define MFS_CTL_MAX_BATCH 2048u
+#define MFS_CTL_MAX_BATCH_V1 128u
 
 /* INODES: allocated inodes of AG `agno` with numbers >= `cursor` (0: from the start),
  * at most `max` (1..MFS_CTL_MAX_INODES), in increasing order. */

@@ -135,7 +135,8 @@ int scrub_rpc(struct scrub_conn *c, uint16_t cmd, const void *req, size_t len,
 int scrub_rpc_fds(struct scrub_conn *c, uint16_t cmd, const void *req, size_t len,
 		  const int *fds, unsigned nfds, struct scrub_reply *r)
 {
-	struct mfs_ctl_hdr h = { .magic = MFS_CTL_MAGIC, .version = MFS_CTL_VERSION,
+	struct mfs_ctl_hdr h = { .magic = MFS_CTL_MAGIC,
+				 .version = c->version ? c->version : MFS_CTL_VERSION_MIN,
 				 .command = cmd, .len = (uint32_t)len,
 				 .reqid = ++c->next_reqid };
 	struct mfs_ctl_hdr rh;
@@ -154,7 +155,7 @@ int scrub_rpc_fds(struct scrub_conn *c, uint16_t cmd, const void *req, size_t le
 		err = send_all(c->fd, req, len);
 	if (!err)
 		err = recv_all(c->fd, &rh, sizeof(rh));
-	if (!err && (rh.magic != MFS_CTL_MAGIC || rh.version != MFS_CTL_VERSION ||
+	if (!err && (rh.magic != MFS_CTL_MAGIC || rh.version != h.version ||
 		     rh.len > MFS_CTL_MAX_REPLY || rh.reqid != h.reqid ||
 		     (rh.command != (cmd | MFS_CTL_REPLY) && rh.command != MFS_CTL_ERROR)))
 		err = -EPROTO;
@@ -245,6 +246,11 @@ static int try_socket(const char *path, const char *mnt, dev_t dev, unsigned fla
 		return err;
 	}
 	snprintf(info->sockpath, sizeof(info->sockpath), "%s", path);
+	/* HELLO went as version 1, which every daemon serves; now the newest both speak. */
+	c->version = info->h.version >= MFS_CTL_VERSION ? MFS_CTL_VERSION :
+		     info->h.version > MFS_CTL_VERSION_MIN ? (uint16_t)info->h.version :
+		     MFS_CTL_VERSION_MIN;
+	c->max_batch = c->version == 1 ? MFS_CTL_MAX_BATCH_V1 : MFS_CTL_MAX_BATCH;
 	return 0;
 }
 

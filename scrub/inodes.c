@@ -100,7 +100,7 @@ static void add_dir(struct scrub_run *run, uint64_t ino)
 	pthread_mutex_unlock(&run->enum_lock);
 }
 
-/* Check inodes batch[0..n): their checks go to the daemon MFS_CTL_MAX_BATCH at a time. */
+/* Check inodes batch[0..n): their checks go to the daemon run->max_batch at a time. */
 static void check_inodes(struct scrub_run *run, struct scrub_conn *c,
 			 const struct mfs_ctl_inode *batch, uint32_t n)
 {
@@ -112,7 +112,7 @@ static void check_inodes(struct scrub_run *run, struct scrub_conn *c,
 		unsigned nq = 0, first = i;
 
 		/* Whole inodes only: at most 4 checks each. */
-		for (; i < n && nq + 4 <= MFS_CTL_MAX_BATCH; i++) {
+		for (; i < n && nq + 4 <= run->max_batch; i++) {
 			mode_t mode = batch[i].mode;
 			uint64_t ino = batch[i].ino;
 
@@ -169,10 +169,10 @@ static void dir_job(struct scrub_run *run, struct scrub_conn *c, size_t job)
 {
 	struct mfs_ctl_scrub_req q[MFS_CTL_MAX_BATCH];
 	int errs[MFS_CTL_MAX_BATCH];
-	size_t first = job * MFS_CTL_MAX_BATCH;
+	size_t first = job * run->max_batch;
 	unsigned n = 0;
 
-	for (; n < MFS_CTL_MAX_BATCH && first + n < run->ndirs; n++)
+	for (; n < run->max_batch && first + n < run->ndirs; n++)
 		q[n] = (struct mfs_ctl_scrub_req){ .type = MFS_SCRUB_DIR, .ino = run->dirs[first + n] };
 	if (scrub_check_batch(run, c, q, n, errs) == 0)
 		scrub_progress_add(run, n);
@@ -181,6 +181,6 @@ static void dir_job(struct scrub_run *run, struct scrub_conn *c, size_t job)
 void scrub_phase_dirs(struct scrub_run *run)
 {
 	scrub_progress_phase(run, 4, run->ndirs, "directories");
-	scrub_run_jobs(run, (run->ndirs + MFS_CTL_MAX_BATCH - 1) / MFS_CTL_MAX_BATCH, dir_job);
+	scrub_run_jobs(run, (run->ndirs + run->max_batch - 1) / run->max_batch, dir_job);
 	scrub_progress_done(run);
 }

@@ -174,10 +174,13 @@ static int open_conns(struct scrub_run *run)
 		return err;
 	}
 	run->nthreads = 1;
+	run->max_batch = run->conns[0].max_batch;
 	for (unsigned i = 1; i < want; i++) {
 		if (scrub_reconnect(&run->info, flags, &run->conns[i], msg, sizeof(msg)) != 0)
 			break;
 		run->nthreads++;
+		if (run->conns[i].max_batch < run->max_batch)
+			run->max_batch = run->conns[i].max_batch;
 	}
 	return 0;
 }

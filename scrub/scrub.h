@@ -42,6 +42,8 @@ struct scrub_conn {
 	int fd;
 	uint64_t next_reqid;
 	int broken;                 /* a transport error: no more requests on it */
+	uint16_t version;           /* protocol version spoken (0 until HELLO: version 1) */
+	unsigned max_batch;         /* checks in one SCRUB_BATCH at that version */
 };
 
 /* A reply: buf/len (malloc'd) on success; on failure err (positive errno) and msg. */
@@ -100,6 +102,7 @@ struct scrub_run {
 	struct scrub_fsinfo info;
 	unsigned nthreads;
 	struct scrub_conn *conns;   /* nthreads connections */
+	unsigned max_batch;         /* the smallest of the connections' */
 
 	pthread_mutex_t lock;       /* counts, output, unsupported */
 	struct scrub_counts n;
@@ -131,7 +134,7 @@ int scrub_check(struct scrub_run *run, struct scrub_conn *c, uint32_t type, uint
 /* The same, and *nbad = its corrupt and xref findings. */
 int scrub_check_n(struct scrub_run *run, struct scrub_conn *c, uint32_t type, uint32_t agno,
 		  uint64_t ino, unsigned *nbad);
-/* Several checks in one round trip (SCRUB_BATCH, at most MFS_CTL_MAX_BATCH): each result
+/* Several checks in one round trip (SCRUB_BATCH, at most c->max_batch): each result
  * reported and counted as scrub_check's, its error in errs[i], its corrupt and xref
  * findings in nbad[i].  0, or the request's error (nothing in errs).  Then, unless -n, each
  * object found damaged (every one with --force-rebuild) goes through scrub_fix. */

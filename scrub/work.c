@@ -224,7 +224,7 @@ int scrub_check_batch(struct scrub_run *run, struct scrub_conn *c,
 	size_t off = 0;
 	int err;
 
-	if (n > MFS_CTL_MAX_BATCH)
+	if (n > c->max_batch || n > MFS_CTL_MAX_BATCH)
 		return -EINVAL;
 	err = scrub_rpc(c, MFS_CTL_SCRUB_BATCH, q, n * sizeof(*q), &r);
 	if (err == -EBADRQC && !c->broken) {

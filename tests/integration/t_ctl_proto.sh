@@ -4,8 +4,9 @@
 # bad values, descriptors that are not regular files, read-only, on the mendfs itself,
 # sealed, too many, none, or sent with the wrong command, and a peer that is neither root
 # nor the mounting user: each gets an error reply naming the problem (the connection is
-# closed where its framing cannot be trusted).  A running link count check stops
-# (ECANCELED) on a CANCEL queued behind it; one whose client shuts its side is answered.
+# closed where its framing cannot be trusted), at both protocol versions' limits, each
+# answered in its version.  A running link count check stops (ECANCELED) on a CANCEL queued
+# behind it; one whose client shuts its side is answered.
 # Afterwards the daemon is alive, a normal mendfs_scrub finds nothing, and an unmount with
 # clients connected closes them, exits 0 and removes the socket file.
 set -u
@@ -36,10 +37,10 @@ expect() {
 	ok "$case: $out"
 }
 
-expect hello '^reply 1 '
+expect hello '^reply 1 [0-9]+ speaks 2 v2 '
 expect truncated-header '^error EPROTO: truncated header.*closed'
 expect bad-magic '^error EPROTO: bad magic'
-expect bad-version '^error EPROTONOSUPPORT: protocol version 99'
+expect bad-version '^error EPROTONOSUPPORT: protocol version 99 is not supported \(this daemon speaks 1 to 2\)'
 expect huge-length '^error EMSGSIZE: payload of 4294967280 bytes'
 expect garbage '^error EPROTO'
 expect unknown-command '^error EBADRQC: unknown command 77'
@@ -58,13 +59,22 @@ expect fd-too-many '^error E2BIG: too many descriptors'
 expect fd-none '^error EINVAL: REPAIR needs 1 to 2 scratch descriptors'
 expect fd-with-hello '^error EINVAL: descriptors come only with REPAIR'
 expect fd-good '^error EOPNOTSUPP: repair is not available yet'
-expect bad-batch '^error EINVAL: a batch is 1 to 128 checks of 24 bytes, not 25 bytes'
-expect batch '^reply 6 32 '
+expect bad-batch '^error EINVAL: a batch is 1 to 2048 checks of 24 bytes, not 25 bytes'
+expect batch '^reply 6 32 v2'
+# Protocol versions: version 1 is still served, with its own limits, answered as version 1;
+# version 2's limits are 16 times larger (lib/mendfs_ctl.h, "Versions").
+expect hello-v1 '^reply 1 [0-9]+ speaks 2 v1 '
+expect batch-v1-max '^reply 6 2048 v1 '
+expect batch-v1-over '^error EINVAL: a batch is 1 to 128 checks of 24 bytes, not 3096 bytes'
+expect batch-max '^reply 6 32768 v2 '
+expect batch-over '^error EINVAL: a batch is 1 to 2048 checks of 24 bytes, not 49176 bytes'
+expect huge-v1 '^error EMSGSIZE: payload of 4097 bytes is over the limit of 4096 \(protocol version 1\) closed'
+expect huge-v2 '^error EMSGSIZE: payload of 65537 bytes is over the limit of 65536 \(protocol version 2\) closed'
 expect inodes '^reply 3 '
 expect cancel '^reply 4 8 cancelled 0'
 expect scrub '^reply 2 16 oflags 0x0 error 0 findings 0' 1:0:0
 # Cancelling a running check: by CANCEL, and by the client going away.
-expect cancel-running '^reply 2 16 oflags 0x0 error -125 findings 0 reply 4 8 cancelled 1'
+expect cancel-running '^reply 2 16 oflags 0x0 error -125 findings 0 v2 reply 4 8 cancelled 1 v2'
 # (The hang-up races with the check's first look at the socket on so small a filesystem:
 # the check may have finished first.  CANCEL above is queued before the check starts.)
 expect hangup-running '^reply 2 16 oflags 0x0 error (-125|0) findings 0'

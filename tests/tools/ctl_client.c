@@ -16,7 +16,11 @@
  * fd-pipe, fd-readonly,
  * fd-self FILE (a file on the mendfs itself), fd-sealed, fd-too-many, fd-none, fd-with-hello,
  * fd-good (a type without a rebuilder), scrub TYPE:AGNO:INO, repair TYPE:AGNO:INO (one
- * memfd as scratch).
+ * memfd as scratch).  Requests go as protocol version MFS_CTL_VERSION, except in the
+ * version cases: hello-v1, batch-v1-max / batch-v1-over (128 / 129 probes as version 1),
+ * batch-max / batch-over (MFS_CTL_MAX_BATCH probes, and one more), huge-v1 / huge-v2 (a
+ * length one over each version's request limit).  A reply line ends with the version of
+ * its header ("v2"); a HELLO reply's also says the version the daemon speaks.
  */
 #include "mendfs_ctl.h"
 
@@ -152,6 +156,13 @@ static int show_reply(void)
 		printf("error %s: %s\n", nm ? nm : "?", (char *)buf + sizeof(e));
 	} else {
 		printf("reply %u %u", h.command & ~MFS_CTL_REPLY, h.len);
+		if (h.command == (MFS_CTL_HELLO | MFS_CTL_REPLY) &&
+		    h.len >= sizeof(struct mfs_ctl_hello_reply)) {
+			struct mfs_ctl_hello_reply r;
+
+			memcpy(&r, buf, sizeof(r));
+			printf(" speaks %u", r.version);
+		}
 		if ((h.command == (MFS_CTL_SCRUB | MFS_CTL_REPLY) ||
 		     h.command == (MFS_CTL_REPAIR | MFS_CTL_REPLY)) &&
 		    h.len >= sizeof(struct mfs_ctl_scrub_reply)) {
@@ -167,7 +178,7 @@ static int show_reply(void)
 			memcpy(&r, buf, sizeof(r));
 			printf(" cancelled %u", r.cancelled);
 		}
-		printf("\n");
+		printf(" v%u\n", h.version);
 	}
 	free(buf);
 	return 1;
@@ -185,6 +196,32 @@ static void show_closed(void)
 	if (poll(&pfd, 1, 5000) > 0 &&
 	    ((n = recv(sock, &c, 1, 0)) == 0 || (n < 0 && errno == ECONNRESET)))
 		printf("closed\n");
+}
+
+/* A SCRUB_BATCH of n probes as protocol `version`, whole (the payload can be large). */
+static void send_probes(uint16_t version, unsigned n)
+{
+	struct mfs_ctl_hdr h = { .magic = MFS_CTL_MAGIC, .version = version,
+				 .command = MFS_CTL_SCRUB_BATCH,
+				 .len = n * (uint32_t)sizeof(struct mfs_ctl_scrub_req), .reqid = 42 };
+	size_t len = sizeof(h) + h.len, off = 0;
+	uint8_t *buf = calloc(1, len);        /* zeroes: n PROBE requests */
+
+	if (!buf) {
+		perror("calloc");
+		return;
+	}
+	memcpy(buf, &h, sizeof(h));
+	while (off < len) {
+		ssize_t w = send(sock, buf + off, len - off, MSG_NOSIGNAL);
+
+		if (w <= 0) {
+			perror("send");
+			break;
+		}
+		off += (size_t)w;
+	}
+	free(buf);
 }
 
 static int memfd(unsigned seals)
@@ -223,6 +260,18 @@ int main(int argc, char **argv)
 		send_msg(MFS_CTL_MAGIC, 99, MFS_CTL_HELLO, sizeof(hq), &hq, sizeof(hq), NULL, 0);
 	} else if (!strcmp(c, "huge-length")) {
 		send_msg(MFS_CTL_MAGIC, MFS_CTL_VERSION, MFS_CTL_SCRUB, 0xfffffff0u, NULL, 0,
+			 NULL, 0);
+	} else if (!strcmp(c, "hello-v1")) {
+		send_msg(MFS_CTL_MAGIC, 1, MFS_CTL_HELLO, sizeof(hq), &hq, sizeof(hq), NULL, 0);
+	} else if (!strcmp(c, "batch-v1-max") || !strcmp(c, "batch-v1-over")) {
+		send_probes(1, MFS_CTL_MAX_BATCH_V1 + !strcmp(c, "batch-v1-over"));
+	} else if (!strcmp(c, "batch-max") || !strcmp(c, "batch-over")) {
+		send_probes(MFS_CTL_VERSION, MFS_CTL_MAX_BATCH + !strcmp(c, "batch-over"));
+	} else if (!strcmp(c, "huge-v1")) {
+		send_msg(MFS_CTL_MAGIC, 1, MFS_CTL_SCRUB_BATCH, MFS_CTL_MAX_REQUEST_V1 + 1, NULL, 0,
+			 NULL, 0);
+	} else if (!strcmp(c, "huge-v2")) {
+		send_msg(MFS_CTL_MAGIC, 2, MFS_CTL_SCRUB_BATCH, MFS_CTL_MAX_REQUEST + 1, NULL, 0,
 			 NULL, 0);
 	} else if (!strcmp(c, "unknown-command")) {
 		send_req(77, NULL, 0, NULL, 0);
@@ -388,6 +437,7 @@ int main(int argc, char **argv)
 	got = show_reply();
 	if (got && (!strcmp(c, "bad-magic") || !strcmp(c, "bad-version") ||
 		    !strcmp(c, "huge-length") || !strcmp(c, "garbage") ||
+		    !strncmp(c, "huge-v", 6) ||
 		    !strncmp(c, "truncated-", 10)))
 		show_closed();
 	return got ? 0 : 1;
