@@ -83,6 +83,48 @@ static int log_inode(struct mfsd *d, struct mfs_inode *ip)
 }
 
 /*
+ * The modification and change time of a write.  Like the kernel's for its own
+ * filesystems, it comes from the coarse clock (one tick, a few milliseconds): the writes
+ * to a file within one tick find its times already set to it and need no transaction for
+ * them, so that an overwrite inside the mapped blocks costs no journal work at all.  A
+ * time of the inode set earlier in this same tick by the fine clock (attr.c's mfsd_now:
+ * create, chmod, truncate, or a read's access time) lies between the coarse clock and
+ * the fine one: the write takes the latest such time instead, so that no time moves back
+ * and a write is never older than a read before it (relatime compares them, atime.c).
+ */
+static int ts_after(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec > b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec > b->tv_nsec);
+}
+
+static void write_time(const struct mfs_inode *ip, struct timespec *w)
+{
+	const struct timespec *t[3] = { &ip->ctime, &ip->mtime, &ip->atime };
+	struct timespec fine;
+
+	clock_gettime(CLOCK_REALTIME_COARSE, w);
+	clock_gettime(CLOCK_REALTIME, &fine);
+	for (int i = 0; i < 3; i++)
+		if (ts_after(t[i], w) && !ts_after(t[i], &fine))
+			*w = *t[i];
+}
+
+static int ts_same(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
+}
+
+/* Set the write's times (0 when they were set already: nothing to log for them). */
+static int set_write_time(struct mfs_inode *ip, const struct timespec *w)
+{
+	if (ts_same(&ip->mtime, w) && ts_same(&ip->ctime, w))
+		return 0;
+	ip->mtime = *w;
+	ip->ctime = *w;
+	return 1;
+}
+
+/*
  * Write the part of [pos, end) (bytes; user data `buf` starts at file byte `bufpos`) that
  * falls in file blocks [b, b + n), mapped from disk block `fsb`.  `fresh`: the blocks hold
  * nothing yet (new or unwritten): partial blocks are padded with zeroes; otherwise they are
@@ -159,10 +201,8 @@ again:
 			piece_end = end;
 		if (piece_end > ip->size)
 			ip->size = piece_end;
-		if (times) {
-			ip->mtime = *times;
-			ip->ctime = *times;
-		}
+		if (times)
+			set_write_time(ip, times);
 		err = mfs_inode_log(tp, ip);
 	}
 	if (err) {
@@ -241,7 +281,8 @@ static int zero_mapped(struct mfs_inode *ip, uint64_t from, uint64_t to, char *t
  * the bytes written (all, or a prefix when an error stopped the write).  `cached`: the
  * kernel's writeback of its page cache (FUSE_WRITE_CACHE): the kernel keeps the times of
  * such writes itself and sends them with a SETATTR, so an overwrite inside the logged
- * size that changes no privilege needs no transaction at all. */
+ * size that changes no privilege needs no transaction at all.  Other writes log their
+ * times only when they moved (write_time: once a clock tick per file). */
 static int do_write(struct mfsd *d, struct mfs_inode *ip, const char *buf, size_t size,
 		    uint64_t off, int killpriv, int cached, size_t *written)
 {
@@ -259,7 +300,7 @@ static int do_write(struct mfsd *d, struct mfs_inode *ip, const char *buf, size_
 		return 0;
 	if (end < off || end > max_bytes(fs))
 		return -EFBIG;
-	mfsd_now(&now);
+	write_time(ip, &now);
 	tmp = mfs_malloc(bs);
 	if (!tmp)
 		return -ENOMEM;
@@ -303,11 +344,8 @@ static int do_write(struct mfsd *d, struct mfs_inode *ip, const char *buf, size_
 		if (pos > ip->size)
 			ip->size = pos;
 		dirty = ip->size != logged;
-		if (!cached && !times_logged) {
-			ip->mtime = now;
-			ip->ctime = now;
+		if (!cached && !times_logged && set_write_time(ip, &now))
 			dirty = 1;
-		}
 		if (killpriv && mfsd_kill_suid(ip))
 			dirty = 1;
 		if (!dirty)
