@@ -280,6 +280,45 @@ static int cmp_start(const void *a, const void *b, void *priv)
 	return sx < sy ? -1 : sx > sy;
 }
 
+/*
+ * Sort a (records of at most sizeof(struct rep_srec) bytes) by cmp, unless one pass finds
+ * it in order already: the owners are scanned in inode order and the old tree is read in
+ * block order, so an AG whose files lie in order (or that one file fills) needs no sort,
+ * and one that does is found out of order within a few records.
+ */
+static int sort_unless_sorted(struct rep_live *lv, struct mfs_xfarray *a,
+			      mfs_xfarray_cmp_fn cmp, const char *what)
+{
+	uint64_t n = mfs_xfarray_count(a);
+	_Alignas(8) uint8_t b[2][sizeof(struct rep_srec)];
+	int err = 0;
+
+	for (uint64_t i = 0; i < n; i++) {
+		err = mfs_xfarray_get(a, i, b[i & 1]);
+		if (err == -ENOENT)
+			break;                     /* an unset slot: the sort drops it */
+		if (err)
+			return rep_scratch_err(lv->r, err, what);
+		if (i && cmp(b[(i - 1) & 1], b[i & 1], NULL) > 0)
+			break;
+		if (i + 1 == n)
+			return rep_poll(lv->r);    /* in order */
+	}
+	return rep_sort(lv->r, a, cmp, what);
+}
+
+/* S in cmp_s order; not again when nothing was appended since. */
+static int sort_s(struct rep_live *lv)
+{
+	int err;
+
+	if (lv->s_sorted && lv->s_sorted == mfs_xfarray_count(lv->S))
+		return 0;
+	err = sort_unless_sorted(lv, lv->S, cmp_s, "sorting the owners' records");
+	lv->s_sorted = err ? 0 : mfs_xfarray_count(lv->S);
+	return err;
+}
+
 /* One owner's records from S (its latest scan) or C, merged as the tree would hold them;
  * blocks_only: its data blocks alone, merged whatever their file offsets. */
 struct rstream {
@@ -526,9 +565,9 @@ int rep_live_settle(struct rep_live *lv, struct agrep *ar, int *settled)
 	lv->c_ok = !err;
 	if (err && !mfs_is_corruption(err))
 		return err;
-	err = rep_sort(lv->r, lv->S, cmp_s, "sorting the owners' records");
+	err = sort_s(lv);
 	if (!err)
-		err = rep_sort(lv->r, lv->C, cmp_c, "sorting the old records");
+		err = sort_unless_sorted(lv, lv->C, cmp_c, "sorting the old records");
 	if (!err)
 		err = compare(lv, 0);
 	for (size_t k = 0; k < lv->ntodo && !err; k++) {
@@ -540,7 +579,7 @@ int rep_live_settle(struct rep_live *lv, struct agrep *ar, int *settled)
 	if (err || lv->nbusy)
 		return err;
 	if (lv->c_ok) {
-		err = rep_sort(lv->r, lv->S, cmp_s, "sorting the owners' records");
+		err = sort_s(lv);
 		if (!err)
 			err = compare(lv, 1);
 	}
@@ -562,7 +601,7 @@ int rep_live_emit(struct rep_live *lv, int (*fn)(void *priv, const struct mfs_rm
 		  void *priv)
 {
 	uint64_t ns = mfs_xfarray_count(lv->S), si = 0;
-	int err = rep_sort(lv->r, lv->S, cmp_s, "sorting the owners' records");
+	int err = sort_s(lv);
 
 	while (!err && si < ns) {
 		struct rstream s;
@@ -585,11 +624,66 @@ int rep_live_emit(struct rep_live *lv, int (*fn)(void *priv, const struct mfs_rm
 	return err;
 }
 
-int rep_live_check_gaps(struct rep_live *lv, const struct rext *gaps, uint64_t ngaps)
+/* An old record of an inode over a gap: its map lost those blocks. */
+static int gap_lost(struct rep_live *lv, const struct mfs_rmap_rec *c)
+{
+	return rep_fail(lv->r, -EFSCORRUPTED, "AG %u: blocks %u+%u, inode %llu's in the reverse "
+			"map, are no longer in its map, nor free, nor anyone's: its map seems "
+			"damaged; repair inode %llu's extent map first (it is rebuilt from this "
+			"reverse map)", lv->agno, mfs_get32(c->startblock),
+			mfs_get32(c->blockcount), (unsigned long long)mfs_get64(c->owner),
+			(unsigned long long)mfs_get64(c->owner));
+}
+
+static int gap_rec(struct mfs_btree_cur *cur, const void *rec, void *priv)
+{
+	const struct mfs_rmap_rec *c = rec;
+
+	(void)cur;
+	return mfs_get64(c->owner) < MFS_OWN_MIN ? gap_lost(priv, c) : 0;
+}
+
+/* The old tree (read whole, unchanged since: the AG is locked) over each gap. */
+static int gaps_in_tree(struct rep_live *lv, struct agrep *ar, const struct rext *gaps,
+			uint64_t ngaps)
+{
+	struct mfs_btree_cur cur;
+	int err = 0;
+
+	mfs_ag_cur_init(&cur, lv->fs, NULL, lv->agno, MFS_BT_RMAP, ar->agh_bp);
+	for (uint64_t i = 0; i < ngaps && !err; i++) {
+		struct mfs_rmap_key lo, hi;
+		struct mfs_rmap_rec c;
+		int stat = 0;
+
+		/* the record before the gap may reach into it; the others start in it */
+		mfs_put32(lo.startblock, gaps[i].start);
+		mfs_put32(hi.startblock, gaps[i].start + gaps[i].len - 1);
+		err = mfs_btree_lookup_get(&cur, &lo, MFS_LOOKUP_LE, &c, &stat);
+		if (!err && stat && mfs_get32(c.startblock) + mfs_get32(c.blockcount) >
+		    gaps[i].start)
+			err = gap_rec(&cur, &c, lv);
+		if (!err)
+			err = mfs_btree_query_range(&cur, &lo, &hi, gap_rec, lv);
+		if (err && !lv->r->rc->reason[0])
+			err = rep_fail(lv->r, err, "AG %u: reading the old reverse map: %s",
+				       lv->agno, strerror(-err));
+		if (i % 256 == 255 && !err)
+			err = rep_poll(lv->r);
+	}
+	mfs_btree_cur_release(&cur);
+	return err;
+}
+
+int rep_live_check_gaps(struct rep_live *lv, struct agrep *ar, const struct rext *gaps,
+			uint64_t ngaps)
 {
 	uint64_t nc = mfs_xfarray_count(lv->C), gi = 0;
-	int err = rep_sort(lv->r, lv->C, cmp_start, "sorting the old records");
+	int err;
 
+	if (lv->c_ok)
+		return gaps_in_tree(lv, ar, gaps, ngaps);
+	err = rep_sort(lv->r, lv->C, cmp_start, "sorting the old records");
 	for (uint64_t i = 0; i < nc && gi < ngaps && !err; i++) {
 		struct mfs_rmap_rec c;
 		uint32_t s, e;
@@ -602,13 +696,7 @@ int rep_live_check_gaps(struct rep_live *lv, const struct rext *gaps, uint64_t n
 		while (gi < ngaps && gaps[gi].start + gaps[gi].len <= s)
 			gi++;
 		if (gi < ngaps && gaps[gi].start < e)
-			return rep_fail(lv->r, -EFSCORRUPTED, "AG %u: blocks %u+%u, inode %llu's in "
-					"the reverse map, are no longer in its map, nor free, nor "
-					"anyone's: its map seems damaged; repair inode %llu's extent "
-					"map first (it is rebuilt from this reverse map)", lv->agno,
-					s, mfs_get32(c.blockcount),
-					(unsigned long long)mfs_get64(c.owner),
-					(unsigned long long)mfs_get64(c.owner));
+			return gap_lost(lv, &c);
 	}
 	return err;
 }

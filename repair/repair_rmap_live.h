@@ -27,6 +27,8 @@ struct rep_live {
 	struct mfs_xfarray *S;       /* struct rep_srec: what the owners said, every scan */
 	struct mfs_xfarray *C;       /* struct mfs_rmap_rec: the old tree's inode records */
 	uint32_t epoch;              /* of the last scan */
+	uint64_t s_sorted;           /* S's count when it was last sorted (only appends
+				      * change it: the same count, still sorted) */
 	int c_ok;                    /* the old tree read whole this round */
 	uint64_t *todo, *busy;       /* owners to scan again: under the lock; without it */
 	size_t ntodo, nbusy, captodo, capbusy;
@@ -60,9 +62,12 @@ int rep_live_emit(struct rep_live *lv, int (*fn)(void *priv, const struct mfs_rm
 /*
  * The blocks the new map gives to nobody and leaves out of free space (gaps, sorted by
  * block): none of them may be an inode's in the old tree — that inode's map lost them
- * (damaged), and the rebuild would free its data.  -EFSCORRUPTED naming the inode.
+ * (damaged), and the rebuild would free its data.  -EFSCORRUPTED naming the inode.  The
+ * old tree is asked about the gaps alone (ar: the AG, locked since the settle) when it
+ * was read whole; otherwise what was read of it is.
  */
-int rep_live_check_gaps(struct rep_live *lv, const struct rext *gaps, uint64_t ngaps);
+int rep_live_check_gaps(struct rep_live *lv, struct agrep *ar, const struct rext *gaps,
+			uint64_t ngaps);
 
 void rep_live_release(struct rep_live *lv);
 

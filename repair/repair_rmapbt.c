@@ -711,6 +711,7 @@ struct ordered {
 	uint64_t freed, taken;       /* blocks given back to free space; taken from it */
 	uint64_t puts, gets;         /* free-list blocks put and got by the plan */
 	uint32_t need;               /* free-list stock one edit may use, or give back */
+	uint64_t ucap;               /* blocks whose old bytes the undo array can hold */
 };
 
 #define PLAN_SLACK_RECS 64u      /* records the free list's drains may add (see fl_drain) */
@@ -882,7 +883,7 @@ static int rmap_ordered(struct ordered *o, struct mfs_xfarray *U)
 		if (err)
 			break;
 		mblk = rep_geo_blocks(&mfs_rmapbt_ops, ar->fs->geo.blocksize, nrecs, NULL);
-		if (mblk > take || round > 4) {
+		if (mblk > take || mblk > o->ucap || round > 4) {
 			err = rep_fail(ar->r, -EAGAIN, "AG %u: the new reverse map needs %llu "
 				       "blocks, %llu were taken for it; nothing was changed, try "
 				       "again", ar->agno, (unsigned long long)mblk,
@@ -1008,9 +1009,10 @@ int rep_rmapbt(struct rep *r)
 	used = aglen - nfree;
 	used += used / 4 + 64;
 	{
-		/* and the old bytes of the blocks an ordered tree is written into */
-		uint64_t mmax = rep_geo_blocks(&mfs_rmapbt_ops, geo->blocksize, 2 * used + 32,
-					       NULL);
+		/* and the old bytes of the blocks an ordered tree is written into: a tree of
+		 * R's records, one per piece of free space it takes and a margin (see below) */
+		uint64_t mmax = rep_geo_blocks(&mfs_rmapbt_ops, geo->blocksize, used + 16 +
+					       (used + 16) / 32 + 1024, NULL);
 		const struct rep_array_plan plan[6] = {
 			{ sizeof(struct mfs_rmap_rec), used + 16 },
 			{ sizeof(struct mfs_rmap_rec), 2 * used + 32 },
@@ -1020,6 +1022,8 @@ int rep_rmapbt(struct rep *r)
 			{ MFS_TRANS_UNDO_RECSIZE(geo->blocksize),
 			  (mmax == UINT64_MAX ? 0 : mmax) + 16 },
 		};
+
+		o.ucap = mmax == UINT64_MAX ? 0 : mmax + 16;
 
 		err = rep_reserve(r, plan, 6);
 		if (!err)
@@ -1114,12 +1118,12 @@ int rep_rmapbt(struct rep *r)
 	 * good margin: the records are at most R's, plus one per piece taken. */
 	est = rep_geo_blocks(&mfs_rmapbt_ops, geo->blocksize, mfs_xfarray_count(R) +
 			     mfs_xfarray_count(R) / 32 + 256, NULL);
-	m.drop_gaps = est != UINT64_MAX && h.blocks >= est + est / 8 + 64;
+	m.drop_gaps = est != UINT64_MAX && h.blocks >= est + est / 8 + 64 && est <= o.ucap;
 	m.ar = &ar;
 	m.out = R2;
 	err = rmerge_all(&m, R, F);
 	if (!err)
-		err = rep_live_check_gaps(&lv, m.gaps, m.ngaps);
+		err = rep_live_check_gaps(&lv, &ar, m.gaps, m.ngaps);
 	if (err)
 		goto out;
 	if (m.drop_gaps) {
