@@ -963,13 +963,63 @@ static int abt_plan(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray 
 	return abt_plan_mode(ar, F, O, p);
 }
 
+/*
+ * C = the extents of B (block order) by length, then block: the short ones — nearly all of
+ * them when there are many, since they share the AG — are placed by counting, one write
+ * stream per length, in block order within each; the long ones (fewer than the AG's
+ * blocks / BYLEN_SHORT) are sorted apart in X and follow.  No sort of the whole array.
+ */
+#define BYLEN_SHORT 12u
+
+static int sort_by_len(struct agrep *ar, struct mfs_xfarray *B, struct mfs_xfarray *C,
+		       struct mfs_xfarray *X)
+{
+	uint64_t n = mfs_xfarray_count(B), pos[BYLEN_SHORT + 1], nx, at = 0;
+	struct rext e;
+	int err = 0;
+
+	memset(pos, 0, sizeof(pos));
+	for (uint64_t i = 0; i < n && !err; i++) {
+		err = mfs_xfarray_get(B, i, &e);
+		if (!err && e.len <= BYLEN_SHORT)
+			pos[e.len]++;
+		else if (!err)
+			err = mfs_xfarray_append(X, &e, NULL);
+		if (!err && i % 65536 == 65535)
+			err = rep_poll(ar->r);
+	}
+	for (unsigned l = 1; l <= BYLEN_SHORT; l++) {
+		uint64_t c = pos[l];
+
+		pos[l] = at;
+		at += c;
+	}
+	for (uint64_t i = 0; i < n && !err; i++) {
+		err = mfs_xfarray_get(B, i, &e);
+		if (!err && e.len <= BYLEN_SHORT)
+			err = mfs_xfarray_set(C, pos[e.len]++, &e);
+		if (!err && i % 65536 == 65535)
+			err = rep_poll(ar->r);
+	}
+	if (!err)
+		err = rep_sort(ar->r, X, cmp_by_len, "sorting the free extents by length");
+	nx = mfs_xfarray_count(X);
+	for (uint64_t i = 0; i < nx && !err; i++) {
+		err = mfs_xfarray_get(X, i, &e);
+		if (!err)
+			err = mfs_xfarray_set(C, at++, &e);
+	}
+	return err && !ar->r->rc->reason[0] ?
+	       rep_scratch_err(ar->r, err, "sorting the free extents by length") : err;
+}
+
 int rep_allocbt(struct rep *r)
 {
 	struct agrep ar;
 	struct gather g;
 	struct abt_plan p;
 	struct blocks b = { NULL, 0, 0, 0 };
-	struct mfs_xfarray *S, *F, *O, *B, *C, *U;
+	struct mfs_xfarray *S, *F, *O, *B, *C, *U, *X;
 	struct mfs_btree_root broot, croot;
 	struct mfs_agh *agh;
 	uint64_t rmapblks;
@@ -984,15 +1034,17 @@ int rep_allocbt(struct rep *r)
 		 * settle takes a few more */
 		uint64_t nf = ar.nrmap + 1, no = ar.own_blocks[OWN_I_AG] + 1;
 		uint64_t mmax = abt_blocks(ar.fs->geo.blocksize, nf + no);
-		const struct rep_array_plan plan[6] = {
+		const struct rep_array_plan plan[7] = {
 			{ sizeof(uint32_t), ar.rmap_blocks + MFS_AGFL_SIZE_MAX },
 			{ sizeof(struct rext), nf }, { sizeof(struct rext), no },
 			{ sizeof(struct rext), nf + no }, { sizeof(struct rext), nf + no },
 			{ MFS_TRANS_UNDO_RECSIZE(ar.fs->geo.blocksize),
 			  (mmax == UINT64_MAX ? 0 : mmax) + 16 },
+			/* the long free extents, sorted apart (sort_by_len) */
+			{ sizeof(struct rext), ar.aglen / (BYLEN_SHORT + 1) + 1 },
 		};
 
-		err = rep_reserve(r, plan, 6);
+		err = rep_reserve(r, plan, 7);
 		if (!err)
 			err = rep_hook(r, MFS_REPAIR_AT_RESERVED);
 		if (!err)
@@ -1007,6 +1059,8 @@ int rep_allocbt(struct rep *r)
 			err = rep_array(r, plan[4].recsize, plan[4].max_nr, &C);
 		if (!err)
 			err = rep_array(r, plan[5].recsize, plan[5].max_nr, &U);
+		if (!err)
+			err = rep_array(r, plan[6].recsize, plan[6].max_nr, &X);
 		if (err)
 			goto out;
 	}
@@ -1032,17 +1086,8 @@ int rep_allocbt(struct rep *r)
 		goto out;
 	/* The new records, by block, then a copy sorted by length. */
 	err = free_walk(&ar, F, O, p.take_o, p.take_f, p.ordered ? p.nf : 0, B, &p.sum);
-	for (uint64_t i = 0; !err && i < mfs_xfarray_count(B); i++) {
-		struct rext e;
-
-		err = mfs_xfarray_get(B, i, &e);
-		if (!err)
-			err = mfs_xfarray_append(C, &e, NULL);
-		if (err)
-			err = rep_scratch_err(r, err, "copying the free extents");
-	}
 	if (!err)
-		err = rep_sort(r, C, cmp_by_len, "sorting the free extents by length");
+		err = sort_by_len(&ar, B, C, X);
 	if (!err)
 		err = rep_poll(r);
 	if (err)
