@@ -214,6 +214,45 @@ int mfsd_node_open(struct mfsd *d, struct mfs_inode *ip)
 	return node_ref(d, ip, 1);
 }
 
+/*
+ * Batches.  The worker frees unlinked inodes a batch at a time: it starts BATCH_WAIT_NS
+ * after the first inode of an empty queue was queued (at once when BATCH_MAX are queued,
+ * or someone drains or stops it) and takes the whole queue.  Each inode's data and
+ * attribute blocks are freed on their own, in bounded transactions as before; then the
+ * inodes of one AG, up to BATCH_MAX, leave their orphan list and are freed in one
+ * transaction (free_batch): the AG header, the inode btree leaf and the inode clusters they
+ * share are logged once for the batch instead of once per inode, and one wake-up of the
+ * worker serves them all (it is woken when the queue becomes non-empty and when it holds
+ * BATCH_MAX, not for every inode).  An inode that a batch cannot take (changed meanwhile,
+ * or any error) goes through the one-at-a-time path (inactivate), which reports and
+ * retries as before.
+ *
+ * The queue's length and age, and the drainers waiting, are under work_lock (one daemon
+ * per process, like the spare nodes).
+ */
+#define BATCH_MAX 64u
+#define BATCH_WAIT_NS 2000000L
+static unsigned wq_len;
+static struct timespec wq_since;
+static unsigned wq_hurry;
+
+/* Queue `w` at the tail (work_lock held). */
+static void work_append(struct mfsd *d, struct mfsd_work *w)
+{
+	w->next = NULL;
+	if (d->work_tail)
+		d->work_tail->next = w;
+	else
+		d->work_head = w;
+	d->work_tail = w;
+	if (++wq_len == 1) {
+		clock_gettime(CLOCK_MONOTONIC, &wq_since);
+		pthread_cond_signal(&d->work_cond);
+	} else if (wq_len == BATCH_MAX) {
+		pthread_cond_signal(&d->work_cond);
+	}
+}
+
 static void queue_inactive(struct mfsd *d, struct mfs_inode *ip, uint32_t gen)
 {
 	struct mfsd_work *w = mfs_malloc(sizeof(*w));
@@ -230,14 +269,8 @@ static void queue_inactive(struct mfsd *d, struct mfs_inode *ip, uint32_t gen)
 	w->ip = ip;
 	w->generation = gen;
 	w->attempts = 0;
-	w->next = NULL;
 	pthread_mutex_lock(&d->work_lock);
-	if (d->work_tail)
-		d->work_tail->next = w;
-	else
-		d->work_head = w;
-	d->work_tail = w;
-	pthread_cond_signal(&d->work_cond);
+	work_append(d, w);
 	pthread_mutex_unlock(&d->work_lock);
 }
 
@@ -467,25 +500,47 @@ static int free_inode(struct mfsd *d, struct mfs_inode *ip)
 	return err;
 }
 
+/* Does ip have data blocks to free?  (An empty file's extent list needs no transaction.) */
+static int has_blocks(const struct mfs_inode *ip)
+{
+	return (ip->dformat == MFS_FMT_EXTENTS && ip->dnext != 0) ||
+	       ip->dformat == MFS_FMT_BTREE;
+}
+
 /*
- * Free an unlinked inode: its data blocks in bounded transactions, then the inode.  The
- * in-core copy is read again first: the decision to free was taken on a copy that may have
- * been stale (an inode already freed, whose number may even be in use again), and only the
- * same inode (generation), still unlinked, is freed.
+ * With ip->lock held exclusive: read the in-core copy again, check that it is still the
+ * unlinked inode of generation `gen`, and free its data and attribute blocks in bounded
+ * transactions.  The decision to free was taken on a copy that may have been stale (an
+ * inode already freed, whose number may even be in use again): 1 when it is not that
+ * inode any more (nothing to do), else 0 or the error.
  */
+static int free_contents(struct mfsd *d, struct mfs_inode *ip, uint32_t gen)
+{
+	int err = mfs_inode_reload(ip);
+
+	if (err)
+		return err;
+	if (ip->nlink != 0 || ip->mode == 0 || ip->generation != gen)
+		return 1;
+	if (has_blocks(ip)) {
+		err = mfsd_free_all_blocks(d, ip);
+		if (err)
+			return err;
+	}
+	return mfsd_xattr_free_all(d, ip);
+}
+
+/* Free an unlinked inode, alone: its blocks (free_contents), then the inode. */
 static int inactivate(struct mfsd *d, struct mfs_inode *ip, uint32_t gen)
 {
 	int err;
 
 	pthread_rwlock_wrlock(&ip->lock);
-	err = mfs_inode_reload(ip);
-	if (err || ip->nlink != 0 || ip->mode == 0 || ip->generation != gen) {
+	err = free_contents(d, ip, gen);
+	if (err == 1) {
 		pthread_rwlock_unlock(&ip->lock);
-		return err;
+		return 0;
 	}
-	err = mfsd_free_all_blocks(d, ip);
-	if (!err)
-		err = mfsd_xattr_free_all(d, ip);
 	if (!err)
 		err = free_inode(d, ip);
 	/* Freed: the in-core copy says so (mode 0) before the lock goes.  Whoever took a
@@ -638,10 +693,215 @@ static void worker_wait(struct mfsd *d)
 		pthread_cond_timedwait(&d->work_cond, &d->work_lock, &d->force_due);
 }
 
+/* ---- freeing a batch ------------------------------------------------------------------ */
+
+static int cmp_ino(const void *a, const void *b)
+{
+	uint64_t x = (*(struct mfs_inode *const *)a)->ino, y = (*(struct mfs_inode *const *)b)->ino;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Lock every inode of v[0..n) exclusive, in increasing inode number (sorts v). */
+static void lock_sorted(struct mfs_inode **v, unsigned n)
+{
+	qsort(v, n, sizeof(*v), cmp_ino);
+	for (unsigned i = 0; i < n; i++)
+		pthread_rwlock_wrlock(&v[i]->lock);
+}
+
+static void unlock_all(struct mfs_inode **v, unsigned n)
+{
+	for (unsigned i = n; i-- > 0;)
+		pthread_rwlock_unlock(&v[i]->lock);
+}
+
+/* Is every member still an unlinked inode of its generation with no blocks left?  (Under
+ * the locks; anything else is left to the one-at-a-time path.) */
+static int batch_still_ready(struct mfsd_work **ws, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		const struct mfs_inode *ip = ws[i]->ip;
+
+		if (ip->mode == 0 || ip->nlink != 0 || ip->generation != ws[i]->generation ||
+		    has_blocks(ip) || ip->aformat != MFS_FMT_NONE)
+			return 0;
+	}
+	return 1;
+}
+
+#define BATCH_NEED 8u   /* predecessors asked for per try */
+
+/*
+ * Take ws[0..n) — unlinked inodes of one AG whose blocks are gone — off their orphan list
+ * and free them, in one transaction.  The inodes before their runs on the list
+ * (mfs_orphan_remove_set) are locked with them, in inode-number order.  0, or an error
+ * after which nothing of the batch changed (the caller frees its inodes one at a time).
+ */
+static int free_batch(struct mfsd *d, struct mfsd_work **ws, unsigned n)
+{
+	struct mfs_inode **set, **preds, **locked;
+	uint64_t need[BATCH_NEED];
+	unsigned npreds = 0, nneed = 0, tries = 0;
+	int err;
+
+	set = mfs_malloc(4 * n * sizeof(*set));
+	if (!set)
+		return -ENOMEM;
+	preds = set + n;            /* at most one per run: n */
+	locked = preds + n;         /* the set and preds, sorted: 2n */
+	for (unsigned i = 0; i < n; i++)
+		set[i] = locked[i] = ws[i]->ip;
+	lock_sorted(locked, n);
+	err = batch_still_ready(ws, n) ? 0 : -ESTALE;
+	while (!err) {
+		struct mfs_trans *tp;
+
+		err = mfs_trans_alloc(d->fs, &tp);
+		if (err)
+			break;
+		err = mfs_orphan_remove_set(tp, d->orphans, set, n, preds, npreds, need,
+					    BATCH_NEED, &nneed);
+		for (unsigned i = 0; !err && i < n; i++)
+			err = mfs_ifree(tp, set[i]->ino);
+		err = mfsd_trans_end(tp, err);
+		if (!err)
+			break;
+		for (unsigned i = 0; i < n + npreds; i++)
+			mfs_inode_reload(locked[i]);
+		if (err == -EAGAIN && nneed && npreds + nneed <= n &&
+		    ++tries < MFSD_LOCK_RETRIES) {
+			/* Lock the inodes before the runs too: let everything go, take them,
+			 * lock it all again in order. */
+			unlock_all(locked, n + npreds);
+			err = 0;
+			for (unsigned i = 0; !err && i < nneed; i++) {
+				err = mfs_iget(d->fs, need[i], 0, &preds[npreds]);
+				if (!err) {
+					locked[n + npreds] = preds[npreds];
+					npreds++;
+				}
+			}
+			lock_sorted(locked, n + npreds);
+			if (!err && !batch_still_ready(ws, n))
+				err = -ESTALE;
+			if (err)
+				break;
+			continue;
+		}
+		if (!mfsd_should_retry(err, &tries))
+			break;
+	}
+	/* Freed: in core mode 0 before the locks go (see inactivate). */
+	for (unsigned i = 0; !err && i < n; i++)
+		set[i]->mode = 0;
+	unlock_all(locked, n + npreds);
+	for (unsigned i = 0; i < npreds; i++)
+		mfs_iput(preds[i]);
+	free(set);
+	return err;
+}
+
+/* An inode the worker is done with (err: what went wrong).  A transient error puts it on
+ * *retry (tried again later), up to INACTIVE_ATTEMPTS tries. */
+static void work_done(struct mfsd *d, struct mfsd_work *w, int err, struct mfsd_work **retry)
+{
+	if (err && transient(err) && ++w->attempts < INACTIVE_ATTEMPTS) {
+		/* Again after the rest of the queue (its blocks freed so far stay so). */
+		w->next = *retry;
+		*retry = w;
+		return;
+	}
+	if (err)
+		mfs_log(MFS_LOG_ERR, "inode %llu: freeing the unlinked inode failed: %s; it "
+			"stays on its orphan list until the next mount",
+			(unsigned long long)w->ip->ino, strerror(mfsd_errno(err)));
+	node_dead(d, w->ip->ino);
+	mfs_iput(w->ip);
+	free(w);
+}
+
+static int cmp_work(const void *a, const void *b)
+{
+	uint64_t x = (*(struct mfsd_work *const *)a)->ip->ino;
+	uint64_t y = (*(struct mfsd_work *const *)b)->ip->ino;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Free the `n` inodes of the list `w`: each one's blocks, then the inodes in batches of
+ * one AG.  Inodes to try again later go to *retry.
+ */
+static void work_batch(struct mfsd *d, struct mfsd_work *w, unsigned n,
+			   struct mfsd_work **retry)
+{
+	const struct mfs_geom *g = &d->fs->geo;
+	struct mfsd_work **ready = n > 1 ? mfs_malloc(n * sizeof(*ready)) : NULL;
+	unsigned nready = 0;
+
+	while (w) {
+		struct mfsd_work *next = w->next;
+		int err;
+
+		if (!ready) {
+			/* Alone (or no memory for a batch): the one-at-a-time path. */
+			work_done(d, w, inactivate(d, w->ip, w->generation), retry);
+			w = next;
+			continue;
+		}
+		pthread_rwlock_wrlock(&w->ip->lock);
+		err = free_contents(d, w->ip, w->generation);
+		if (err < 0)
+			mfs_inode_invalidate(d->fs, w->ip->ino);
+		pthread_rwlock_unlock(&w->ip->lock);
+		if (err == 0) {
+			ready[nready++] = w;
+		} else {
+			work_done(d, w, err < 0 ? err : 0, retry);
+		}
+		w = next;
+	}
+	if (!ready)
+		return;
+	qsort(ready, nready, sizeof(*ready), cmp_work);
+	for (unsigned i = 0, j; i < nready; i = j) {
+		uint32_t agno = mfs_ino_to_agno(g, ready[i]->ip->ino);
+		int err;
+
+		for (j = i + 1; j < nready && j - i < BATCH_MAX &&
+		     mfs_ino_to_agno(g, ready[j]->ip->ino) == agno; j++)
+			;
+		err = free_batch(d, ready + i, j - i);
+		for (unsigned k = i; k < j; k++)
+			work_done(d, ready[k], err ? inactivate(d, ready[k]->ip,
+								 ready[k]->generation) : 0,
+				  retry);
+	}
+	free(ready);
+}
+
+/* Is the queue's batch due (work_lock held)?  Else *due is when it will be. */
+static int batch_due(struct mfsd *d, struct timespec *due)
+{
+	struct timespec now;
+
+	if (d->work_stop || wq_hurry || wq_len >= BATCH_MAX)
+		return 1;
+	*due = wq_since;
+	due->tv_nsec += BATCH_WAIT_NS;
+	if (due->tv_nsec >= 1000000000L) {
+		due->tv_nsec -= 1000000000L;
+		due->tv_sec++;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return now.tv_sec > due->tv_sec ||
+	       (now.tv_sec == due->tv_sec && now.tv_nsec >= due->tv_nsec);
+}
+
 static void *worker_main(void *arg)
 {
 	struct mfsd *d = arg;
-	int err;
 
 	pthread_mutex_lock(&d->work_lock);
 	clock_gettime(CLOCK_MONOTONIC, &d->force_due);
@@ -666,36 +926,39 @@ static void *worker_main(void *arg)
 			worker_wait(d);
 			continue;
 		}
-		d->work_head = w->next;
-		if (!d->work_head)
-			d->work_tail = NULL;
-		d->work_busy = 1;
-		pthread_mutex_unlock(&d->work_lock);
+		{
+			struct timespec due;
+			struct mfsd_work *retry = NULL;
+			unsigned n = wq_len;
 
-		err = inactivate(d, w->ip, w->generation);
-		if (err && transient(err) && ++w->attempts < INACTIVE_ATTEMPTS) {
-			/* Again after the rest of the queue (its blocks freed so far stay so). */
+			if (!batch_due(d, &due)) {
+				/* Gather more, but never past a periodic force. */
+				if (d->commit_secs && !d->ro &&
+				    (d->force_due.tv_sec < due.tv_sec ||
+				     (d->force_due.tv_sec == due.tv_sec &&
+				      d->force_due.tv_nsec < due.tv_nsec)))
+					due = d->force_due;
+				pthread_cond_timedwait(&d->work_cond, &d->work_lock, &due);
+				continue;
+			}
+			d->work_head = d->work_tail = NULL;
+			wq_len = 0;
+			d->work_busy = 1;
+			pthread_mutex_unlock(&d->work_lock);
+
+			work_batch(d, w, n, &retry);
+
 			pthread_mutex_lock(&d->work_lock);
-			w->next = NULL;
-			if (d->work_tail)
-				d->work_tail->next = w;
-			else
-				d->work_head = w;
-			d->work_tail = w;
-			d->work_busy = 0;
-			continue;
-		}
-		if (err)
-			mfs_log(MFS_LOG_ERR, "inode %llu: freeing the unlinked inode failed: %s; it "
-				"stays on its orphan list until the next mount",
-				(unsigned long long)w->ip->ino, strerror(mfsd_errno(err)));
-		node_dead(d, w->ip->ino);
-		mfs_iput(w->ip);
-		free(w);
+			while (retry) {
+				struct mfsd_work *r = retry;
 
-		pthread_mutex_lock(&d->work_lock);
-		d->work_busy = 0;
-		d->inactivated++;
+				retry = r->next;
+				work_append(d, r);
+				n--;
+			}
+			d->work_busy = 0;
+			d->inactivated += n;
+		}
 	}
 	pthread_mutex_unlock(&d->work_lock);
 	return NULL;
@@ -714,8 +977,11 @@ int mfsd_worker_start(struct mfsd *d)
 void mfsd_worker_drain(struct mfsd *d)
 {
 	pthread_mutex_lock(&d->work_lock);
+	wq_hurry++;             /* no batching delay while someone waits */
+	pthread_cond_signal(&d->work_cond);
 	while (d->work_head || d->work_busy || d->errors_pending)
 		pthread_cond_wait(&d->idle_cond, &d->work_lock);
+	wq_hurry--;
 	pthread_mutex_unlock(&d->work_lock);
 }
 

@@ -291,55 +291,182 @@ static int find_pred(struct mfs_fs *fs, struct mfs_orphans *o, uint32_t agno, ui
 	return -ENOENT;
 }
 
+/* Is `ino` one of set[0..n)?  (Sets are small: a batch of the worker's.) */
+static struct mfs_inode *member(struct mfs_inode **set, unsigned n, uint64_t ino)
+{
+	for (unsigned i = 0; ino && i < n; i++)
+		if (set[i]->ino == ino)
+			return set[i];
+	return NULL;
+}
+
+/* The first inode after `ip` on the list that is not in the set (0: the end).  A chain of
+ * members longer than the set is a loop among them. */
+static int run_end(struct mfs_inode **set, unsigned n, struct mfs_inode *ip, uint32_t agno,
+		   uint64_t *end)
+{
+	uint64_t next = ip->next_unlinked;
+	struct mfs_inode *m;
+	unsigned steps = 0;
+
+	while ((m = member(set, n, next)) != NULL) {
+		if (++steps > n)
+			return MFS_CORRUPT("AG %u orphan list: inodes %llu... link in a loop", agno,
+					   (unsigned long long)ip->ino);
+		next = m->next_unlinked;
+	}
+	*end = next;
+	return 0;
+}
+
+/*
+ * Where the set's inodes lie on the list: pred[i] gets the inode before set[i] (0: set[i]
+ * is the head).  The on-disk links are the committed ones (AG locked in tp, nothing of the
+ * list changed yet).
+ */
+static int find_preds(struct mfs_trans *tp, struct mfs_orphans *o, uint32_t agno,
+		      uint64_t head, uint64_t bound, struct mfs_inode **set, unsigned n,
+		      uint64_t *pred)
+{
+	struct mfs_fs *fs = mfs_trans_fs(tp);
+
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t ino = set[i]->ino, next = set[i]->next_unlinked;
+		int err;
+
+		if (next && !in_ag(fs, next, agno))
+			return MFS_CORRUPT("inode %llu: next unlinked inode %llu is not an inode of "
+					   "AG %u", (unsigned long long)ino,
+					   (unsigned long long)next, agno);
+		if (mfs_ino_to_agno(&fs->geo, ino) != agno)
+			return -EINVAL;
+		pred[i] = 0;
+		if (head == ino)
+			continue;
+		/* Another member's link (held, so in core is on disk) saves a read. */
+		for (unsigned j = 0; j < n && !pred[i]; j++)
+			if (set[j]->next_unlinked == ino)
+				pred[i] = set[j]->ino;
+		if (pred[i])
+			continue;
+		err = find_pred(fs, o, agno, head, bound, ino, &pred[i]);
+		if (err)
+			return err;
+		if (pred[i] == ino)
+			return MFS_CORRUPT("AG %u orphan list: inode %llu links to itself", agno,
+					   (unsigned long long)ino);
+	}
+	return 0;
+}
+
+int mfs_orphan_remove_set(struct mfs_trans *tp, struct mfs_orphans *o,
+			  struct mfs_inode **set, unsigned n, struct mfs_inode **preds,
+			  unsigned npreds, uint64_t *need, unsigned needmax, unsigned *nneed)
+{
+	struct mfs_fs *fs;
+	uint32_t agno;
+	uint64_t head, newhead, *pred, covered = 0;
+	struct mfs_buf *bp;
+	int err, head_changes = 0;
+
+	*nneed = 0;
+	if (n == 0)
+		return 0;
+	fs = set[0]->fs;
+	agno = mfs_ino_to_agno(&fs->geo, set[0]->ino);
+	pred = mfs_malloc(n * sizeof(*pred));
+	if (!pred)
+		return -ENOMEM;
+	err = head_for_change(tp, agno, &bp, &head);
+	if (err)
+		goto out_free;
+	newhead = head;
+	err = find_preds(tp, o, agno, head, list_bound(bp), set, n, pred);
+
+	/* Each run of members is unlinked at the inode before it, which must be held. */
+	for (unsigned i = 0; !err && i < n; i++) {
+		uint64_t end = 0;
+		struct mfs_inode *p = NULL;
+
+		if (member(set, n, pred[i]))
+			continue;               /* inside a run */
+		err = run_end(set, n, set[i], agno, &end);
+		if (err)
+			break;
+		for (uint64_t c = set[i]->ino; member(set, n, c); c = member(set, n, c)->next_unlinked)
+			covered++;
+		if (!pred[i]) {
+			newhead = end;
+			head_changes = 1;
+			continue;
+		}
+		for (unsigned j = 0; j < npreds; j++)
+			if (preds[j]->ino == pred[i])
+				p = preds[j];
+		if (!p) {
+			if (*nneed < needmax)
+				need[(*nneed)++] = pred[i];
+			continue;
+		}
+		if (p->next_unlinked != set[i]->ino)
+			mfs_inode_reload(p);    /* an in-core copy marked stale meanwhile */
+		if (p->next_unlinked != set[i]->ino)
+			err = MFS_CORRUPT("inode %llu: in core it links to %llu, on disk to %llu",
+					  (unsigned long long)p->ino,
+					  (unsigned long long)p->next_unlinked,
+					  (unsigned long long)set[i]->ino);
+	}
+	if (!err && !*nneed && covered != n)
+		err = MFS_CORRUPT("AG %u orphan list: %u inodes taken off, but the list reaches "
+				  "%llu of them from its head (a loop?)", agno, n,
+				  (unsigned long long)covered);
+	if (!err && *nneed)
+		err = -EAGAIN;
+	if (err) {
+		mfs_buf_put(bp);
+		goto out_free;
+	}
+
+	/* Nothing changed so far: now unlink every run. */
+	if (head_changes)
+		err = set_head(tp, bp, newhead);
+	else
+		mfs_buf_put(bp);
+	for (unsigned i = 0; !err && i < n; i++) {
+		uint64_t end = 0;
+
+		if (member(set, n, pred[i]))
+			continue;
+		err = run_end(set, n, set[i], agno, &end);
+		if (!err && pred[i]) {
+			struct mfs_inode *p = NULL;
+
+			for (unsigned j = 0; j < npreds; j++)
+				if (preds[j]->ino == pred[i])
+					p = preds[j];
+			p->next_unlinked = end;
+			err = mfs_inode_log(tp, p);
+		}
+		if (!err)
+			hint_set(o, end, pred[i]);
+	}
+	if (!err)
+		for (unsigned i = 0; i < n; i++) {
+			hint_set(o, set[i]->ino, 0);
+			set[i]->next_unlinked = 0;
+		}
+out_free:
+	free(pred);
+	return err;
+}
+
 int mfs_orphan_remove(struct mfs_trans *tp, struct mfs_orphans *o, struct mfs_inode *ip,
 		      struct mfs_inode *pred, uint64_t *need)
 {
-	struct mfs_fs *fs = ip->fs;
-	uint32_t agno = mfs_ino_to_agno(&fs->geo, ip->ino);
-	uint64_t head, next = ip->next_unlinked, p = 0;
-	struct mfs_buf *bp;
-	int err;
+	unsigned nneed;
 
 	*need = 0;
-	if (next && !in_ag(fs, next, agno))
-		return MFS_CORRUPT("inode %llu: next unlinked inode %llu is not an inode of AG %u",
-				   (unsigned long long)ip->ino, (unsigned long long)next, agno);
-	err = head_for_change(tp, agno, &bp, &head);
-	if (err)
-		return err;
-	if (head == ip->ino) {
-		err = set_head(tp, bp, next);
-		if (err)
-			return err;
-		goto done;
-	}
-	err = find_pred(fs, o, agno, head, list_bound(bp), ip->ino, &p);
-	mfs_buf_put(bp);
-	if (err)
-		return err;
-	if (p == ip->ino)
-		return MFS_CORRUPT("AG %u orphan list: inode %llu links to itself", agno,
-				   (unsigned long long)p);
-	if (!pred || pred->ino != p) {
-		*need = p;
-		return -EAGAIN;
-	}
-	if (pred->next_unlinked != ip->ino)
-		mfs_inode_reload(pred);     /* an in-core copy marked stale meanwhile */
-	if (pred->next_unlinked != ip->ino)
-		return MFS_CORRUPT("inode %llu: in core it links to %llu, on disk to %llu",
-				   (unsigned long long)p,
-				   (unsigned long long)pred->next_unlinked,
-				   (unsigned long long)ip->ino);
-	pred->next_unlinked = next;
-	err = mfs_inode_log(tp, pred);
-	if (err)
-		return err;
-done:
-	hint_set(o, next, p);
-	hint_set(o, ip->ino, 0);
-	ip->next_unlinked = 0;
-	return 0;
+	return mfs_orphan_remove_set(tp, o, &ip, 1, &pred, pred ? 1 : 0, need, 1, &nneed);
 }
 
 int mfs_orphan_lock_pred(struct mfs_inode *ip, uint64_t need, struct mfs_inode **pred)

@@ -71,6 +71,21 @@ int mfs_orphan_remove(struct mfs_trans *tp, struct mfs_orphans *o, struct mfs_in
 		      struct mfs_inode *pred, uint64_t *need);
 
 /*
+ * The same for a set: take set[0..n) — distinct inodes of one AG, each held exclusive — off
+ * the list inside `tp`, wherever they lie on it (next to each other or not).  Each run of
+ * members is unlinked at the inode before it: the head, or an inode that must be in
+ * preds[0..npreds) (held exclusive), else -EAGAIN with the missing ones in
+ * need[0..*nneed) (at most `needmax`): nothing is changed then (cancel, lock the set and
+ * them in inode-number order, try again).  So freeing a batch costs one change per run
+ * instead of one per inode.  Sets every member's next_unlinked to 0 and logs nothing of
+ * them; -ENOENT with a message when one is not on the list; -EFSCORRUPTED for a damaged
+ * list (or a loop among members), -EINVAL for a member of another AG.
+ */
+int mfs_orphan_remove_set(struct mfs_trans *tp, struct mfs_orphans *o,
+			  struct mfs_inode **set, unsigned n, struct mfs_inode **preds,
+			  unsigned npreds, uint64_t *need, unsigned needmax, unsigned *nneed);
+
+/*
  * After mfs_orphan_remove's -EAGAIN: take the inode `need` before `ip` on its list, and
  * lock it and `ip` exclusive in increasing inode number (`ip` is held exclusive on entry and
  * on return: it is let go and taken again, harmless for an unlinked inode nobody else can

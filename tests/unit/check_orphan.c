@@ -4,7 +4,8 @@
  * agreeing after every step; a removal without its predecessor (or with another inode)
  * names it with -EAGAIN and a cancel restores every byte; a cancelled removal leaves a stale hint that is caught; an unlinked inode not on
  * the list is -ENOENT; damaged lists (a loop, a head outside the AG, a member with links)
- * are -EFSCORRUPTED.
+ * are -EFSCORRUPTED; sets taken off together (runs of neighbours and scattered ones) leave
+ * exactly the others, and a loop among a set's members is -EFSCORRUPTED.
  */
 #include "bcache.h"
 #include "byteorder.h"
@@ -19,6 +20,7 @@
 #include "tu.h"
 
 #include <pthread.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #define NINO 24
@@ -142,19 +144,40 @@ static void poke_next(uint64_t ino, uint64_t next)
 	mfs_inode_invalidate(t.fs, ino);
 }
 
-/* Added in order, removed in a random order; `hints`: with the table or without. */
-static void add_remove(int hints)
+/* A new image with NINO files (inos), the random seed of `what`, and a hint table when
+ * `hints` (else NULL). */
+static struct mfs_orphans *files_make(int hints, const char *what, uint64_t *inos)
 {
 	struct mfs_orphans *o = NULL;
-	uint64_t inos[NINO], head;
-	unsigned n = NINO;
 
 	img_make();
 	if (hints)
 		CK_OK(mfs_orphans_create(&o));
-	tu_srand(tu_seed("SEED", "orphan add/remove"));
+	tu_srand(tu_seed("SEED", what));
 	for (unsigned i = 0; i < NINO; i++)
 		inos[i] = new_file();
+	return o;
+}
+
+/* Every file freed: the list is empty, the image checks clean; drop it all. */
+static void files_done(struct mfs_orphans *o)
+{
+	uint64_t head;
+
+	CK_OK(mfs_orphan_head(t.fs, 0, &head));
+	CK_EQ(head, 0);
+	mfs_orphans_free(o);
+	tu_img_db_check(&t);
+	tu_img_destroy(&t);
+}
+
+/* Added in order, removed in a random order; `hints`: with the table or without. */
+static void add_remove(int hints)
+{
+	uint64_t inos[NINO], head;
+	struct mfs_orphans *o = files_make(hints, "orphan add/remove", inos);
+	unsigned n = NINO;
+
 	for (unsigned i = 0; i < NINO; i++) {
 		unlink_ino(o, inos[i]);
 		CK_OK(mfs_orphan_head(t.fs, 0, &head));
@@ -172,11 +195,7 @@ static void add_remove(int hints)
 		if (n % 8 == 0)
 			tu_img_db_check(&t);
 	}
-	CK_OK(mfs_orphan_head(t.fs, 0, &head));
-	CK_EQ(head, 0);
-	mfs_orphans_free(o);
-	tu_img_db_check(&t);
-	tu_img_destroy(&t);
+	files_done(o);
 }
 
 START_TEST(test_hints)
@@ -377,6 +396,140 @@ START_TEST(test_damaged)
 }
 END_TEST
 
+/*
+ * Take the inodes inos[0..n) off the list together (mfs_orphan_remove_set) and free them,
+ * in one transaction: the tries before tell which predecessors to hold; they are never
+ * members, never asked for twice, and the last try goes.
+ */
+static void free_set(struct mfs_orphans *o, const uint64_t *inos, unsigned n)
+{
+	struct mfs_inode *set[NINO], *preds[NINO];
+	unsigned npreds = 0, nneed;
+	uint64_t need[3];
+	struct mfs_trans *tp;
+	int err;
+
+	for (unsigned i = 0; i < n; i++) {
+		CK_OK(mfs_iget(t.fs, inos[i], 0, &set[i]));
+		pthread_rwlock_wrlock(&set[i]->lock);
+	}
+	for (;;) {
+		CK_OK(mfs_trans_alloc(t.fs, &tp));
+		err = mfs_orphan_remove_set(tp, o, set, n, preds, npreds, need, 3, &nneed);
+		if (err != -EAGAIN)
+			break;
+		mfs_trans_cancel(tp);
+		T_TRUE(nneed > 0 && nneed <= 3);
+		for (unsigned k = 0; k < nneed; k++) {
+			for (unsigned i = 0; i < n; i++)
+				T_TRUE(need[k] != inos[i]);
+			for (unsigned i = 0; i < npreds; i++)
+				T_TRUE(need[k] != preds[i]->ino);
+			T_TRUE(npreds < NINO);
+			CK_OK(mfs_iget(t.fs, need[k], 0, &preds[npreds]));
+			pthread_rwlock_wrlock(&preds[npreds++]->lock);
+		}
+	}
+	CK_OK(err);
+	for (unsigned i = 0; i < n; i++) {
+		CK_EQ(set[i]->next_unlinked, 0);
+		CK_OK(mfs_ifree(tp, inos[i]));
+	}
+	CK_OK(mfs_trans_commit(tp));
+	for (unsigned i = 0; i < npreds; i++) {
+		pthread_rwlock_unlock(&preds[i]->lock);
+		mfs_iput(preds[i]);
+	}
+	for (unsigned i = 0; i < n; i++) {
+		pthread_rwlock_unlock(&set[i]->lock);
+		mfs_iput(set[i]);
+		mfs_inode_invalidate(t.fs, inos[i]);
+	}
+}
+
+/* Sets of 1-8 taken off at once, half the time a run of neighbours on the list, else
+ * anywhere; the list holds exactly the others after each (count and mendfs_db). */
+static void set_remove(int hints)
+{
+	uint64_t inos[NINO];
+	struct mfs_orphans *o = files_make(hints, "orphan sets", inos);
+	unsigned n = NINO;
+
+	for (unsigned i = 0; i < NINO; i++)
+		unlink_ino(o, inos[i]);     /* list order: inos[NINO - 1] first */
+	while (n) {
+		unsigned k = 1 + tu_rand_below(n < 8 ? n : 8), at = tu_rand_below(n - k + 1);
+		uint64_t pick[8];
+
+		for (unsigned j = 0; j < k; j++) {
+			unsigned idx = tu_rand_below(2) ? at : tu_rand_below(n);
+
+			pick[j] = inos[idx];
+			memmove(&inos[idx], &inos[idx + 1], (n - idx - 1) * sizeof(*inos));
+			n--;
+		}
+		free_set(o, pick, k);
+		CK_EQ(list_count(0), n);
+		for (unsigned i = 0; i + 1 < n; i++)
+			CK_EQ(disk_next(inos[i + 1]), inos[i]);
+		if (n % 8 == 0)
+			tu_img_db_check(&t);
+	}
+	files_done(o);
+}
+
+START_TEST(test_set_hints)
+{
+	set_remove(1);
+}
+END_TEST
+
+START_TEST(test_set_walk)
+{
+	set_remove(0);
+}
+END_TEST
+
+/* Members that link to each other in a loop are corruption, with nothing changed. */
+START_TEST(test_set_loop)
+{
+	struct mfs_inode *set[2];
+	struct mfs_trans *tp;
+	uint64_t i1, i2, i3, need;
+	unsigned nneed;
+	int q;
+
+	img_make();
+	i1 = new_file();
+	i2 = new_file();
+	i3 = new_file();
+	unlink_ino(NULL, i1);
+	unlink_ino(NULL, i2);
+	unlink_ino(NULL, i3);              /* i3 -> i2 -> i1 */
+	q = mfs_log_quiet();
+	poke_next(i1, i2);                 /* i3 -> i2 -> i1 -> i2 ... */
+	CK_OK(mfs_iget(t.fs, i1, 0, &set[0]));
+	CK_OK(mfs_iget(t.fs, i2, 0, &set[1]));
+	pthread_rwlock_wrlock(&set[0]->lock);
+	pthread_rwlock_wrlock(&set[1]->lock);
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_EQ(mfs_orphan_remove_set(tp, NULL, set, 2, NULL, 0, &need, 1, &nneed),
+	      -EFSCORRUPTED);
+	mfs_trans_cancel(tp);
+	mfs_log_set_level(q);
+	pthread_rwlock_unlock(&set[1]->lock);
+	pthread_rwlock_unlock(&set[0]->lock);
+	mfs_iput(set[0]);
+	mfs_iput(set[1]);
+	poke_next(i1, 0);
+	free_ino(NULL, i1);
+	free_ino(NULL, i2);
+	free_ino(NULL, i3);
+	CK_EQ(list_count(0), 0);
+	tu_img_destroy(&t);
+}
+END_TEST
+
 static Suite *orphan_suite(void)
 {
 	Suite *s = suite_create("orphan");
@@ -389,6 +542,9 @@ static Suite *orphan_suite(void)
 	tcase_add_test(tc, test_stale_hint);
 	tcase_add_test(tc, test_not_listed);
 	tcase_add_test(tc, test_damaged);
+	tcase_add_test(tc, test_set_hints);
+	tcase_add_test(tc, test_set_walk);
+	tcase_add_test(tc, test_set_loop);
 	suite_add_tcase(s, tc);
 	return s;
 }
