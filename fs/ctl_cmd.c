@@ -251,6 +251,33 @@ static void memo_begin(struct mfsd_client *c)
 	mfs_scrub_memo_reset(c->memo);
 }
 
+/* The batch's extent-map checks looked at together first (mfs_scrub_memo_prepare_bmap);
+ * without memory for it, or after an error, each looks for itself. */
+static void prepare_bmap(struct mfsd_client *c, uint32_t n)
+{
+	struct mfs_scrub_ctx ctx;
+	uint64_t *inos;
+	size_t k = 0;
+
+	if (!c->memo || !(inos = mfs_malloc(n * sizeof(*inos))))
+		return;
+	for (uint32_t i = 0; i < n; i++) {
+		struct mfs_ctl_scrub_req q;
+
+		memcpy(&q, c->msg.payload + i * sizeof(q), sizeof(q));
+		if (q.type == MFS_SCRUB_BMAP)
+			inos[k++] = q.ino;
+	}
+	memset(&ctx, 0, sizeof(ctx));
+	ctx.fs = c->ctl->d->fs;
+	ctx.cancelled = on_cancelled;
+	ctx.hook_arg = c;
+	ctx.memo = c->memo;
+	if (k > 1)
+		(void)mfs_scrub_memo_prepare_bmap(&ctx, inos, k);
+	free(inos);
+}
+
 /* Send the reply built in c->findings, and forget it. */
 static int send_built(struct mfsd_client *c)
 {
@@ -307,6 +334,7 @@ int mfsd_ctl_scrub_batch(struct mfsd_client *c)
 	}
 	memset(f, 0, sizeof(*f));
 	memo_begin(c);
+	prepare_bmap(c, n);
 	for (uint32_t i = 0; i < n; i++) {
 		memcpy(&q, c->msg.payload + i * sizeof(q), sizeof(q));
 		if (run_one(c, &q, mfsd_ctl_cancelled(c)) == -ENOMEM && f->len == 0) {

@@ -697,14 +697,6 @@ void scrub_cluster_release(struct scrub_cluster *cl)
 
 /* ---- the memo: one request's committed copies ------------------------------------------------ */
 
-struct mfs_scrub_memo {
-	struct scrub_cluster cl;        /* the chunk last copied */
-	uint64_t first, freemask;       /* its inode btree record when copied */
-	int have;                       /* cl, first and freemask hold a chunk */
-	uint64_t ino;                   /* the inode whose scrub_dinode_usable answer... */
-	int usable;                     /* ...this is (-1: none kept) */
-};
-
 int mfs_scrub_memo_new(struct mfs_scrub_memo **out)
 {
 	*out = mfs_calloc(1, sizeof(**out));
@@ -721,6 +713,7 @@ void mfs_scrub_memo_reset(struct mfs_scrub_memo *m)
 	m->have = 0;
 	m->cl.nblk = 0;         /* the buffer stays, for the next copy */
 	m->usable = -1;
+	m->nverdicts = 0;
 }
 
 void mfs_scrub_memo_free(struct mfs_scrub_memo *m)
@@ -728,6 +721,7 @@ void mfs_scrub_memo_free(struct mfs_scrub_memo *m)
 	if (!m)
 		return;
 	scrub_cluster_release(&m->cl);
+	free(m->verdicts);
 	free(m);
 }
 

@@ -49,6 +49,16 @@ int mfs_scrub_memo_new(struct mfs_scrub_memo **out);
 /* Forget every copy (the next check reads afresh). */
 void mfs_scrub_memo_reset(struct mfs_scrub_memo *m);
 void mfs_scrub_memo_free(struct mfs_scrub_memo *m);
+/*
+ * Before a request's checks: the extent-map checks (MFS_SCRUB_BMAP) of inodes inos[0..n)
+ * will follow.  Their quick looks are made now, together, into ctx->memo: the inline
+ * extents of all of them cross-referenced AG by AG in block order, one walk of each AG's
+ * reverse map and free space under one hold of its lock, instead of two tree lookups per
+ * extent; each check then takes its inode's verdict (one that is not clean still takes the
+ * full look, which alone reports).  ctx: fs, memo, cancelled and hook_arg are used.
+ * Optional; 0, or an error after which the checks look one by one as without it.
+ */
+int mfs_scrub_memo_prepare_bmap(struct mfs_scrub_ctx *ctx, const uint64_t *inos, size_t n);
 
 /* Run one check.  0 when it ran (the findings are in oflags, maybe none); a negative errno
  * when it could not (-EINVAL unknown type or AG/inode out of range, -ENOENT a free inode,

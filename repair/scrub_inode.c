@@ -227,59 +227,82 @@ static int bmbt_blk_fn(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, 
 	return 0;
 }
 
-/*
- * The quick look (scrub_priv.h): 1 when the committed inode has no attribute fork and its
- * extent map needs no walk of a tree — a directory (its name tree is the DIR checker's),
- * a file without extents and without blocks, or an inline extent list whose records are
- * sane, sorted, cross-referenced without a finding and add up to nblocks; 0 when the full
- * look must decide (and report); -ENOENT for a free inode; or an operational error.  The
- * cross-references run on a copy of the context that reports nothing.
- */
-static int bmap_quick(struct mfs_scrub_ctx *ctx)
+int scrub_bmap_quick_dinode(struct mfs_scrub_ctx *ctx, uint64_t ino, const struct mfs_dinode *d,
+			    int usable, const uint8_t **recs, long *nrecs)
 {
-	uint64_t buf[MFS_MAX_INODESIZE / 8];
-	const struct mfs_dinode *d;
-	struct mfs_scrub_ctx quiet = *ctx;
 	uint64_t blocks = 0, next = 0;
-	const uint8_t *recs;
 	long n;
-	int err, usable;
 
-	err = scrub_dinode_quick(ctx, ctx->ino, buf, &d, &usable);
-	if (err)
-		return mfs_is_corruption(err) ? 0 : err;
 	if (!mfs_get16(d->mode))
 		return -ENOENT;
 	if (!usable || d->aformat != MFS_FMT_NONE)
 		return 0;
 	if (S_ISDIR(mfs_get16(d->mode)))
 		return 1;
-	n = scrub_dinode_extents(ctx, d, &recs);
+	n = scrub_dinode_extents(ctx, d, recs);
 	if (n < 0)      /* no extent map in the data fork (an inline list that does not fit
 			 * is the full look's to report) */
 		return d->dformat != MFS_FMT_EXTENTS && d->dformat != MFS_FMT_BTREE &&
 		       mfs_get64(d->nblocks) == 0;
-	quiet.report = NULL;
-	quiet.oflags = 0;
 	for (long i = 0; i < n; i++) {
 		struct mfs_bmbt_rec e;
 		uint64_t so, len;
 
-		memcpy(&e, recs + (size_t)i * sizeof(e), sizeof(e));
+		memcpy(&e, *recs + (size_t)i * sizeof(e), sizeof(e));
 		so = mfs_get64(e.startoff);
 		len = mfs_get32(e.blockcount);
-		if (mfs_bmbt_check_rec(ctx->fs, ctx->ino, &e) || so < next)
+		if (mfs_bmbt_check_rec(ctx->fs, ino, &e) || so < next)
 			return 0;
 		next = so + len;
 		blocks += len;
-		err = scrub_xref_extent(&quiet, mfs_get64(e.startblock), (uint32_t)len, ctx->ino, so,
-					1, "quick look");
+	}
+	if (blocks != mfs_get64(d->nblocks))
+		return 0;
+	*nrecs = n;
+	return 2;
+}
+
+/*
+ * The quick look (scrub_priv.h): 1 when the committed inode has no attribute fork and its
+ * extent map needs no walk of a tree — a directory (its name tree is the DIR checker's),
+ * a file without extents and without blocks, or an inline extent list whose records are
+ * sane, sorted, add up to nblocks and are cross-referenced without a finding; 0 when the
+ * full look must decide (and report); -ENOENT for a free inode; or an operational error.
+ * The request's batch may have looked already (scrub_bmap_batch.c).  The cross-references
+ * run on a copy of the context that reports nothing.
+ */
+static int bmap_quick(struct mfs_scrub_ctx *ctx)
+{
+	uint64_t buf[MFS_MAX_INODESIZE / 8];
+	const struct mfs_dinode *d;
+	struct mfs_scrub_ctx quiet = *ctx;
+	const uint8_t *recs = NULL;
+	long n = 0;
+	int err, usable;
+
+	err = scrub_bmap_batch_verdict(ctx->memo, ctx->ino);
+	if (err != 2)
+		return err;
+	err = scrub_dinode_quick(ctx, ctx->ino, buf, &d, &usable);
+	if (err)
+		return mfs_is_corruption(err) ? 0 : err;
+	err = scrub_bmap_quick_dinode(ctx, ctx->ino, d, usable, &recs, &n);
+	if (err != 2)
+		return err;
+	quiet.report = NULL;
+	quiet.oflags = 0;
+	for (long i = 0; i < n; i++) {
+		struct mfs_bmbt_rec e;
+
+		memcpy(&e, recs + (size_t)i * sizeof(e), sizeof(e));
+		err = scrub_xref_extent(&quiet, mfs_get64(e.startblock), mfs_get32(e.blockcount),
+					ctx->ino, mfs_get64(e.startoff), 1, "quick look");
 		if (err)
 			return err;
 		if (quiet.oflags)
 			return 0;
 	}
-	return blocks == mfs_get64(d->nblocks);
+	return 1;
 }
 
 int scrub_bmap(struct mfs_scrub_ctx *ctx)

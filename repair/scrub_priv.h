@@ -238,6 +238,35 @@ void scrub_cluster_release(struct scrub_cluster *cl);
 int scrub_dinode_quick(struct mfs_scrub_ctx *ctx, uint64_t ino, void *buf,
 		       const struct mfs_dinode **d, int *usable);
 
+/* What the memo (scrub.h) holds: the chunk copy of scrub_dinode_quick, and the verdicts of
+ * a batch's extent-map quick looks (scrub_bmap_batch.c). */
+struct scrub_bmap_verdict {
+	uint64_t ino;
+	int verdict;                    /* as bmap_quick's: 1, 0 or -ENOENT */
+};
+struct mfs_scrub_memo {
+	struct scrub_cluster cl;        /* the chunk last copied */
+	uint64_t first, freemask;       /* its inode btree record when copied */
+	int have;                       /* cl, first and freemask hold a chunk */
+	uint64_t ino;                   /* the inode whose scrub_dinode_usable answer... */
+	int usable;                     /* ...this is (-1: none kept) */
+	struct scrub_bmap_verdict *verdicts;    /* sorted by ino */
+	size_t nverdicts, verdicts_cap;
+};
+
+/*
+ * BMAP's quick look at the committed copy d of inode ino (usable: scrub_dinode_usable's
+ * answer), up to its cross-references: 1 clean without any (a directory, no extent map and
+ * no blocks), 0 the full look must decide, -ENOENT free; 2 when its inline extents
+ * *recs[0..*nrecs) — sane, sorted, adding up to nblocks — must still be cross-referenced
+ * (each mapped by one reverse-map record of ino at its offset, none of it free).
+ */
+int scrub_bmap_quick_dinode(struct mfs_scrub_ctx *ctx, uint64_t ino, const struct mfs_dinode *d,
+			    int usable, const uint8_t **recs, long *nrecs);
+/* The verdict a batch's look (mfs_scrub_memo_prepare_bmap) left for ino in memo m (may be
+ * NULL): 1, 0 or -ENOENT as bmap_quick's; 2 when there is none. */
+int scrub_bmap_batch_verdict(const struct mfs_scrub_memo *m, uint64_t ino);
+
 /* Is `ino` on its AG's orphan list (the caller holds that AG's lock)?  0 or an error (a
  * damaged list). */
 int scrub_orphan_listed(struct mfs_scrub_ctx *ctx, uint64_t ino, int *listed);

@@ -87,6 +87,9 @@ static int run(struct mfs_fs *fs, uint32_t type, uint32_t agno, uint64_t ino,
 	ctx.report = collect;
 	ctx.hook_arg = f;
 	ctx.memo = memo;
+	if (type == MFS_SCRUB_BMAP && memo != shared_memo)
+		/* the batch's look (mfs_scrub_memo_prepare_bmap) first, as the daemon does */
+		(void)mfs_scrub_memo_prepare_bmap(&ctx, &ino, 1);
 	err = mfs_scrub(&ctx);
 	ck_assert_uint_eq(ctx.oflags, f->flags);
 	if (memo != shared_memo)
@@ -1177,8 +1180,15 @@ static unsigned scrub_everything(struct mfs_fs *fs, int batched)
 	if (batched)
 		CK_OK(mfs_scrub_memo_new(&shared_memo));
 	for (size_t j = 0; j < l.n; j++) {
-		if (j % 16 == 0)
+		if (j % 16 == 0 && batched) {
+			struct mfs_scrub_ctx pc;
+
 			mfs_scrub_memo_reset(shared_memo);
+			memset(&pc, 0, sizeof(pc));
+			pc.fs = fs;
+			pc.memo = shared_memo;
+			(void)mfs_scrub_memo_prepare_bmap(&pc, &l.v[j], l.n - j < 16 ? l.n - j : 16);
+		}
 		for (size_t i = 0; i < sizeof(ino_types) / sizeof(ino_types[0]); i++) {
 			err = run(fs, ino_types[i], 0, l.v[j], &f);
 			CK_TRUE(err == 0 || err == -ENOENT);

@@ -1,0 +1,324 @@
+/*
+ * scrub_bmap_batch.c — the extent-map checks of a whole request, looked at together: the
+ * quick looks (scrub_inode.c, "BMAP") of every inode the request will check, with their
+ * inline extents cross-referenced against each AG's reverse map and free space in block
+ * order — one pass along each tree, a cursor moved forward and looked up afresh only
+ * after a long gap, under one hold of the AG's lock — instead of two lookups from the root
+ * per extent.  The verdicts wait in the memo (scrub_priv.h) for the checks; a verdict
+ * other than clean sends its check to the full look, which alone reports.
+ *
+ * The cross-reference of extent [agbno, agbno + len) of inode ino at file block off is
+ * scrub_xref_extent's: the last reverse-map record starting at or before agbno covers the
+ * whole extent, is ino's, and maps agbno to file block off (its offset is that of its own
+ * first block); the last free extent starting at or before agbno + len - 1 ends at or
+ * before agbno.  Every extent of an inode must pass for its verdict to be clean; a damaged
+ * tree, or an extent outside the AGs, leaves the verdict to the full look.
+ */
+#include "ag.h"
+#include "bcache.h"
+#include "btree.h"
+#include "byteorder.h"
+#include "fs.h"
+#include "geom.h"
+#include "inode.h"
+#include "log.h"
+#include "mem.h"
+#include "scrub_priv.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A cursor this many records behind a wanted block is looked up afresh instead. */
+#define FINGER_STEPS 32
+
+/* One inline extent of an inode of the batch. */
+struct bx_ext {
+	uint64_t fsb;
+	uint64_t off;               /* file block of its first block */
+	uint32_t len;
+	uint32_t v;                 /* index of its inode's verdict */
+};
+
+/*
+ * A cursor walked forward along a tree whose records start with le32 startblock and le32
+ * blockcount (the reverse map, the free space by block): `rec` is the last record that
+ * starts at or before the last block sought; when have_next, `next` is the record after
+ * it and the cursor stands on `next`; when have_rec and not have_next, rec is the tree's
+ * last record.
+ */
+struct finger {
+	struct mfs_btree_cur cur;
+	int rmap;                   /* the reverse map (else the free space by block) */
+	int have_rec, have_next;
+	uint8_t rec[sizeof(struct mfs_rmap_rec)], next[sizeof(struct mfs_rmap_rec)];
+	size_t reclen;
+};
+
+static uint32_t rec_start(const uint8_t *rec)
+{
+	uint32_t v;
+
+	memcpy(&v, rec, 4);
+	return mfs_get32(v);
+}
+
+static uint32_t rec_len(const uint8_t *rec)
+{
+	uint32_t v;
+
+	memcpy(&v, rec + 4, 4);
+	return mfs_get32(v);
+}
+
+/* The record after the cursor's into f->next. */
+static int finger_next(struct finger *f)
+{
+	int stat, err;
+
+	f->have_next = 0;
+	err = mfs_btree_next(&f->cur, &stat);
+	if (!err && stat)
+		err = mfs_btree_get(&f->cur, f->next, &stat);
+	if (!err)
+		f->have_next = stat;
+	return err;
+}
+
+/* Make f->rec the last record starting at or before agbno (have_rec = 0: none). */
+static int finger_seek(struct finger *f, uint32_t agbno)
+{
+	unsigned steps = 0;
+	int stat, err;
+
+	if (f->have_rec && rec_start(f->rec) <= agbno) {
+		while (f->have_next && rec_start(f->next) <= agbno) {
+			if (++steps > FINGER_STEPS)
+				goto lookup;
+			memcpy(f->rec, f->next, f->reclen);
+			err = finger_next(f);
+			if (err)
+				return err;
+		}
+		return 0;
+	}
+lookup:
+	f->have_rec = f->have_next = 0;
+	if (f->rmap) {
+		struct mfs_rmap_key k;
+
+		mfs_put32(k.startblock, agbno);
+		err = mfs_btree_lookup_get(&f->cur, &k, MFS_LOOKUP_LE, f->rec, &stat);
+	} else {
+		struct mfs_alloc_rec k;
+
+		mfs_put32(k.startblock, agbno);
+		mfs_put32(k.blockcount, 0);
+		err = mfs_btree_lookup_get(&f->cur, &k, MFS_LOOKUP_LE, f->rec, &stat);
+	}
+	if (err || !stat)
+		return err;
+	f->have_rec = 1;
+	return finger_next(f);
+}
+
+/* Is extent e (AG-relative start agbno) of inode ino what the fingers show? */
+static int ext_ok(const struct finger *rf, const struct finger *bf, const struct bx_ext *e,
+		  uint32_t agbno, uint64_t ino)
+{
+	const struct mfs_rmap_rec *r = (const void *)rf->rec;
+	uint32_t d;
+
+	if (!rf->have_rec || (uint64_t)rec_start(rf->rec) + rec_len(rf->rec) <
+			     (uint64_t)agbno + e->len)
+		return 0;               /* not covered by one record */
+	d = agbno - rec_start(rf->rec);
+	if (mfs_get64(r->owner) != ino || e->off < d || mfs_get64(r->offset) != e->off - d)
+		return 0;               /* another owner or offset */
+	if (bf->have_rec && (uint64_t)rec_start(bf->rec) + rec_len(bf->rec) > agbno)
+		return 0;               /* some of it is free */
+	return 1;
+}
+
+/*
+ * Cross-reference the extents e[0..n) of AG agno (sorted by block) with its trees under
+ * its lock; a failing extent makes its inode's verdict 0.  Damaged trees make every
+ * verdict of them 0 (the full looks say so); other errors are returned.
+ */
+static int xref_ag(struct mfs_scrub_ctx *ctx, struct mfs_scrub_memo *m, uint32_t agno,
+		   const struct bx_ext *e, size_t n)
+{
+	struct mfs_fs *fs = ctx->fs;
+	const struct mfs_geom *g = &fs->geo;
+	uint32_t aglen = mfs_ag_length(g, agno);
+	struct finger rf, bf;
+	struct mfs_buf *hbp;
+	size_t i = 0;
+	int err;
+
+	memset(&rf, 0, sizeof(rf));
+	memset(&bf, 0, sizeof(bf));
+	rf.rmap = 1;
+	rf.reclen = sizeof(struct mfs_rmap_rec);
+	bf.reclen = sizeof(struct mfs_alloc_rec);
+	scrub_ag_lock(fs, agno);
+	err = mfs_read_agh(fs, agno, &hbp);
+	if (!err) {
+		mfs_ag_cur_init(&rf.cur, fs, NULL, agno, MFS_BT_RMAP, hbp);
+		mfs_ag_cur_init(&bf.cur, fs, NULL, agno, MFS_BT_BNO, hbp);
+		for (; i < n && !err; i++) {
+			uint32_t agbno = mfs_fsb_to_agbno(g, e[i].fsb);
+			struct scrub_bmap_verdict *v = &m->verdicts[e[i].v];
+
+			if (v->verdict != 1)
+				continue;
+			if ((uint64_t)agbno + e[i].len > aglen || e[i].len == 0) {
+				v->verdict = 0;
+				continue;
+			}
+			err = finger_seek(&rf, agbno);
+			if (!err)
+				err = finger_seek(&bf, agbno + e[i].len - 1);
+			if (!err && !ext_ok(&rf, &bf, &e[i], agbno, v->ino))
+				v->verdict = 0;
+		}
+		mfs_btree_cur_release(&rf.cur);
+		mfs_btree_cur_release(&bf.cur);
+		mfs_buf_put(hbp);
+	}
+	scrub_ag_unlock(fs, agno);
+	if (mfs_is_corruption(err)) {
+		for (i = 0; i < n; i++)
+			m->verdicts[e[i].v].verdict = 0;
+		err = 0;
+	}
+	return err;
+}
+
+static int cmp_u64v(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int cmp_ext(const void *a, const void *b)
+{
+	const struct bx_ext *x = a, *y = b;
+
+	return x->fsb < y->fsb ? -1 : x->fsb > y->fsb;
+}
+
+/* The quick look at each inode: its verdict, and its extents appended to *ext. */
+static int look_all(struct mfs_scrub_ctx *ctx, struct mfs_scrub_memo *m, const uint64_t *inos,
+		    size_t n, struct scrub_recs *ext)
+{
+	uint64_t buf[MFS_MAX_INODESIZE / 8];
+	int err = 0;
+
+	for (size_t i = 0; i < n && !err; i++) {
+		struct scrub_bmap_verdict *v;
+		const struct mfs_dinode *d;
+		const uint8_t *recs = NULL;
+		long nr = 0;
+		int usable, r;
+
+		if ((i && inos[i] == inos[i - 1]) || mfs_ino_check(ctx->fs, inos[i]))
+			continue;       /* a repeat, or refused by the check itself */
+		err = scrub_dinode_quick(ctx, inos[i], buf, &d, &usable);
+		if (err) {
+			if (!mfs_is_corruption(err))
+				return err;
+			err = 0;
+			continue;       /* no verdict: its check reads again */
+		}
+		r = scrub_bmap_quick_dinode(ctx, inos[i], d, usable, &recs, &nr);
+		v = &m->verdicts[m->nverdicts++];
+		v->ino = inos[i];
+		v->verdict = r == 2 ? 1 : r;
+		for (long k = 0; r == 2 && k < nr && !err; k++) {
+			struct mfs_bmbt_rec br;
+			struct bx_ext x;
+
+			memcpy(&br, recs + (size_t)k * sizeof(br), sizeof(br));
+			x.fsb = mfs_get64(br.startblock);
+			x.off = mfs_get64(br.startoff);
+			x.len = mfs_get32(br.blockcount);
+			x.v = (uint32_t)(m->nverdicts - 1);
+			err = scrub_recs_add(ext, &x);
+		}
+	}
+	return err;
+}
+
+int mfs_scrub_memo_prepare_bmap(struct mfs_scrub_ctx *ctx, const uint64_t *inos, size_t n)
+{
+	struct mfs_scrub_memo *m = ctx->memo;
+	const struct mfs_geom *g = &ctx->fs->geo;
+	struct scrub_recs ext;
+	uint64_t *sorted;
+	int err;
+
+	if (!m || !n)
+		return 0;
+	m->nverdicts = 0;
+	if (n > m->verdicts_cap) {
+		struct scrub_bmap_verdict *nv = mfs_realloc(m->verdicts, n * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		m->verdicts = nv;
+		m->verdicts_cap = n;
+	}
+	sorted = mfs_malloc(n * sizeof(*sorted));
+	if (!sorted)
+		return -ENOMEM;
+	memcpy(sorted, inos, n * sizeof(*sorted));
+	qsort(sorted, n, sizeof(*sorted), cmp_u64v);
+	scrub_recs_init(&ext, sizeof(struct bx_ext));
+	err = look_all(ctx, m, sorted, n, &ext);
+	free(sorted);
+	if (!err && ext.n > 1)
+		qsort(ext.v, ext.n, ext.len, cmp_ext);
+	/* AG by AG: the extents of one AG lie together once sorted. */
+	for (size_t i = 0, j; !err && i < ext.n; i = j) {
+		const struct bx_ext *e = scrub_rec(&ext, i);
+		uint32_t agno = mfs_fsb_to_agno(g, e->fsb);
+
+		for (j = i + 1; j < ext.n; j++)
+			if (mfs_fsb_to_agno(g, ((const struct bx_ext *)scrub_rec(&ext, j))->fsb) !=
+			    agno)
+				break;
+		err = scrub_cancelled(ctx);
+		if (err)
+			break;
+		if (agno >= g->agcount) {
+			for (size_t k = i; k < j; k++)
+				m->verdicts[((const struct bx_ext *)scrub_rec(&ext, k))->v].verdict = 0;
+			continue;
+		}
+		err = xref_ag(ctx, m, agno, e, j - i);
+	}
+	scrub_recs_free(&ext);
+	if (err)
+		m->nverdicts = 0;       /* each check looks for itself */
+	return err;
+}
+
+static int cmp_verdict(const void *key, const void *elt)
+{
+	uint64_t ino = *(const uint64_t *)key;
+	const struct scrub_bmap_verdict *v = elt;
+
+	return ino < v->ino ? -1 : ino > v->ino;
+}
+
+int scrub_bmap_batch_verdict(const struct mfs_scrub_memo *m, uint64_t ino)
+{
+	const struct scrub_bmap_verdict *v;
+
+	if (!m || !m->nverdicts)
+		return 2;
+	v = bsearch(&ino, m->verdicts, m->nverdicts, sizeof(*v), cmp_verdict);
+	return v ? v->verdict : 2;
+}
