@@ -58,6 +58,8 @@ struct rgather {
 	struct mfs_xfarray *R, *F;
 	struct lenhist *h;
 	int err;
+	uint32_t own_last;           /* start of the last owner's record gathered */
+	int own_unsorted;            /* the owners' records did not come in block order */
 };
 
 static int radd(struct rgather *g, uint32_t s, uint32_t l, uint64_t owner, uint64_t offset)
@@ -153,8 +155,14 @@ static int rchunk_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
 
 static int remit_fn(void *priv, const struct mfs_rmap_rec *rec)
 {
-	return radd(priv, mfs_get32(rec->startblock), mfs_get32(rec->blockcount),
-		    mfs_get64(rec->owner), mfs_get64(rec->offset));
+	struct rgather *g = priv;
+	uint32_t start = mfs_get32(rec->startblock);
+
+	if (mfs_xfarray_count(g->R) && start < g->own_last)
+		g->own_unsorted = 1;
+	g->own_last = start;
+	return radd(priv, start, mfs_get32(rec->blockcount), mfs_get64(rec->owner),
+		    mfs_get64(rec->offset));
 }
 
 static int cmp_rmap(const void *a, const void *b, void *priv)
@@ -244,27 +252,101 @@ static int rm_gap(struct rmerge *m, uint32_t s, uint32_t e)
 
 /* Walk the sorted records and the free extents together: records must not overlap each
  * other or free space; the holes left are gaps. */
-static int rmerge_all(struct rmerge *m, struct mfs_xfarray *R, struct mfs_xfarray *F)
+/*
+ * The gathered records in block order: R sorted whole, or (the fast way) R's first nown
+ * records — the owners', found in block order as they came — merged with the special
+ * owners' records that follow them, sorted in memory (few: the AG's own trees, chunks and
+ * free list).
+ */
+struct rsrc {
+	struct mfs_xfarray *R;
+	uint64_t i, n;
+	struct mfs_rmap_rec *spec;
+	size_t si, ns;
+	struct mfs_rmap_rec next;    /* R's next record, read ahead */
+	int have;
+};
+
+static int rsrc_next(struct rsrc *q, struct mfs_rmap_rec *rec)
+{
+	if (!q->have && q->i < q->n) {
+		int err = mfs_xfarray_get(q->R, q->i++, &q->next);
+
+		if (err)
+			return err;
+		q->have = 1;
+	}
+	if (q->have && (q->si >= q->ns || mfs_get32(q->spec[q->si].startblock) >
+			mfs_get32(q->next.startblock))) {
+		*rec = q->next;
+		q->have = 0;
+		return 1;
+	}
+	if (q->si < q->ns) {
+		*rec = q->spec[q->si++];
+		return 1;
+	}
+	return 0;
+}
+
+static int cmp_rmap_q(const void *a, const void *b)
+{
+	return cmp_rmap(a, b, NULL);
+}
+
+#define SPEC_MEM_MAX 262144u     /* special owners' records sorted in memory, at most */
+
+/* The gathered records in block order (see struct rsrc); nown: R's first records, the
+ * owners'. */
+static int rsrc_init(struct rep *r, struct rgather *g, uint64_t nown, struct rsrc *q)
+{
+	uint64_t n = mfs_xfarray_count(g->R);
+	int err = 0;
+
+	memset(q, 0, sizeof(*q));
+	q->R = g->R;
+	q->n = n;
+	if (g->own_unsorted || n - nown > SPEC_MEM_MAX)
+		return rep_sort(r, g->R, cmp_rmap, "sorting the reverse mappings");
+	q->ns = (size_t)(n - nown);
+	q->spec = mfs_malloc((q->ns ? q->ns : 1) * sizeof(*q->spec));
+	if (!q->spec)
+		return rep_fail(r, -ENOMEM, "no memory to sort the AG's own records");
+	for (size_t k = 0; k < q->ns && !err; k++)
+		err = mfs_xfarray_get(g->R, nown + k, &q->spec[k]);
+	if (err)
+		return rep_scratch_err(r, err, "reading the AG's own records");
+	if (!r->sort_hooked) {
+		r->sort_hooked = 1;
+		err = rep_hook(r, MFS_REPAIR_AT_SORTING);
+	}
+	if (!err)
+		qsort(q->spec, q->ns, sizeof(*q->spec), cmp_rmap_q);
+	q->n = nown;
+	return err ? err : rep_poll(r);
+}
+
+static int rmerge_all(struct rmerge *m, struct rsrc *q, struct mfs_xfarray *F)
 {
 	struct agrep *ar = m->ar;
-	uint64_t nr = mfs_xfarray_count(R), nf = mfs_xfarray_count(F), fi = 0;
+	uint64_t nf = mfs_xfarray_count(F), fi = 0;
 	struct rext fe = { UINT32_MAX, 0 };
 	uint32_t pos = 0;
-	int err = 0;
+	int err = 0, more = 1;
 
 	if (nf) {
 		err = mfs_xfarray_get(F, fi++, &fe);
 		if (err)
 			return rep_scratch_err(ar->r, err, "reading free extents");
 	}
-	for (uint64_t i = 0; i <= nr && !err; i++) {
+	while (more && !err) {
 		struct mfs_rmap_rec rec;
 		uint32_t s = ar->aglen, l = 0;
 
-		if (i < nr) {
-			err = mfs_xfarray_get(R, i, &rec);
-			if (err)
-				return rep_scratch_err(ar->r, err, "reading reverse mappings");
+		more = rsrc_next(q, &rec);
+		if (more < 0)
+			return rep_scratch_err(ar->r, more, "reading reverse mappings");
+		if (more) {
 			s = mfs_get32(rec.startblock);
 			l = mfs_get32(rec.blockcount);
 		}
@@ -297,11 +379,11 @@ static int rmerge_all(struct rmerge *m, struct mfs_xfarray *R, struct mfs_xfarra
 					err = rep_scratch_err(ar->r, err, "reading free extents");
 			}
 		}
-		if (fe.start < s + l && fe.start != UINT32_MAX && i < nr)
+		if (fe.start < s + l && fe.start != UINT32_MAX && more)
 			return rep_fail(ar->r, -EFSCORRUPTED, "AG %u: free extent %u+%u overlaps "
 					"blocks %u+%u owned by %llu", ar->agno, fe.start, fe.len,
 					s, l, (unsigned long long)mfs_get64(rec.owner));
-		if (!err && i < nr) {
+		if (!err && more) {
 			err = rm_emit(m, &rec);
 			pos = s + l;
 		}
@@ -984,7 +1066,9 @@ int rep_rmapbt(struct rep *r)
 	struct mfs_agh *agh;
 	struct lenhist h;
 	struct ordered o;
+	struct rsrc q;
 	uint64_t nbno = 0, ncnt = 0, used, nfree = 0, mblk, room, k, short_by, total, est;
+	uint64_t nown = 0;
 	const struct mfs_geom *geo = &r->fs->geo;
 	uint32_t aglen = mfs_ag_length(geo, r->rc->agno);
 	int err;
@@ -994,6 +1078,7 @@ int rep_rmapbt(struct rep *r)
 	memset(&lv, 0, sizeof(lv));
 	memset(&h, 0, sizeof(h));
 	memset(&o, 0, sizeof(o));
+	memset(&q, 0, sizeof(q));
 	h.small = mfs_calloc(LH_SMALL, sizeof(*h.small));
 	if (!h.small) {
 		err = rep_fail(r, -ENOMEM, "no memory for the free extents' lengths");
@@ -1067,7 +1152,12 @@ int rep_rmapbt(struct rep *r)
 	g.R = R;
 	g.F = F;
 	g.h = &h;
-	err = radd(&g, 0, MFS_AG_FIXED_BLOCKS, MFS_OWN_FS, 0);
+	/* the owners' records first: when they come in block order, only the special
+	 * owners' records, gathered after them, need sorting (struct rsrc) */
+	err = rep_live_emit(&lv, remit_fn, &g);
+	nown = mfs_xfarray_count(R);
+	if (!err)
+		err = radd(&g, 0, MFS_AG_FIXED_BLOCKS, MFS_OWN_FS, 0);
 	if (!err && geo->logblocks && mfs_fsb_to_agno(geo, geo->logstart) == ar.agno)
 		err = radd(&g, mfs_fsb_to_agbno(geo, geo->logstart), geo->logblocks, MFS_OWN_LOG, 0);
 	if (!err)
@@ -1107,11 +1197,9 @@ int rep_rmapbt(struct rep *r)
 			mfs_buf_put(bp);
 	}
 	if (!err)
-		err = rep_live_emit(&lv, remit_fn, &g);
-	if (!err)
 		err = rep_hook(r, MFS_REPAIR_AT_GATHERED);
 	if (!err)
-		err = rep_sort(r, R, cmp_rmap, "sorting the reverse mappings");
+		err = rsrc_init(r, &g, nown, &q);
 	if (err)
 		goto out;
 	/* Ordered (the new tree into free space, in place) when free space holds it with a
@@ -1121,7 +1209,7 @@ int rep_rmapbt(struct rep *r)
 	m.drop_gaps = est != UINT64_MAX && h.blocks >= est + est / 8 + 64 && est <= o.ucap;
 	m.ar = &ar;
 	m.out = R2;
-	err = rmerge_all(&m, R, F);
+	err = rmerge_all(&m, &q, F);
 	if (!err)
 		err = rep_live_check_gaps(&lv, &ar, m.gaps, m.ngaps);
 	if (err)
@@ -1217,6 +1305,7 @@ out:
 	rep_ag_cancel(&ar);
 	rep_live_release(&lv);
 	ordered_free(&o);
+	free(q.spec);
 	free(h.small);
 	free(h.big);
 	free(b.v);
