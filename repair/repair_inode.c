@@ -171,10 +171,38 @@ static long local_attrs(struct raw *x, uint32_t at)
 	return n;
 }
 
+/* An inline attribute fork whose offset is the damage: the one offset, past the room the
+ * data fork needs, at which the entries parse to exactly the count; 0 when none or several
+ * do. */
+static uint32_t find_local_attrs(struct raw *x)
+{
+	struct mfs_dinode *d = rd(x);
+	long want = (long)mfs_get32(d->anext);
+	uint64_t need = 0;
+	uint32_t found = 0;
+
+	if (want <= 0)
+		return 0;
+	if (d->dformat == MFS_FMT_LOCAL)
+		need = mfs_get64(d->size);
+	else if (d->dformat == MFS_FMT_EXTENTS)
+		need = (uint64_t)mfs_get32(d->dnext) * sizeof(struct mfs_bmbt_rec);
+	else if (d->dformat == MFS_FMT_BTREE)
+		need = sizeof(struct mfs_dir_root);
+	for (uint64_t fo = need ? (need + 7) / 8 : 1; fo * 8 < x->litsize; fo++) {
+		if (local_attrs(x, (uint32_t)fo * 8) != want)
+			continue;
+		if (found)
+			return 0;
+		found = (uint32_t)fo;
+	}
+	return found;
+}
+
 static void fix_attr(struct raw *x)
 {
 	struct mfs_dinode *d = rd(x);
-	uint32_t fo = mfs_get16(d->forkoff);
+	uint32_t fo = mfs_get16(d->forkoff), nfo;
 	struct mfs_fork_root fr;
 
 	if (x->s->attr_recs) {
@@ -190,6 +218,11 @@ static void fix_attr(struct raw *x)
 		}
 	} else if (fo && (uint64_t)fo * 8 < x->litsize && d->aformat == MFS_FMT_LOCAL &&
 		   local_attrs(x, fo * 8) == (long)mfs_get32(d->anext)) {
+		return;
+	} else if (d->aformat == MFS_FMT_LOCAL && (nfo = find_local_attrs(x)) != 0) {
+		mfs_log(MFS_LOG_WARN, "repair: inode %llu: its inline attributes found at offset "
+			"%u (the fork offset said %u)", (unsigned long long)x->ino, nfo, fo);
+		mfs_put16(d->forkoff, (uint16_t)nfo);
 		return;
 	} else if (d->aformat == MFS_FMT_NONE && !mfs_get32(d->anext)) {
 		/* No attribute fork and no attribute block: a fork offset is the damage.  The

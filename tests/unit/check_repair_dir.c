@@ -561,15 +561,18 @@ static void put_size(struct mfs_dinode *d, void *priv)
 }
 
 /* A fork offset on inodes without attributes (a name btree's root and inline names behind
- * it: they stay), and a fifo's size past 2^63 (0 again). */
+ * it: they stay), a fork offset out of the inode on inline attributes (found again where
+ * they parse), and a fifo's size past 2^63 (0 again). */
 START_TEST(test_inode_forkoff_size)
 {
 	struct dimg m;
-	char reason[1024], name[32];
+	char reason[1024], name[32], val[32];
 	uint16_t fo = 1;
-	uint64_t got, size = ~0ull, fifo;
+	uint64_t got, size = ~0ull, fifo, xf;
 	uint64_t inos[2];
 	struct mfs_inode *ip;
+	struct mfs_trans *tp;
+	size_t vlen;
 
 	img_make(&m);
 	inos[0] = m.big;
@@ -598,6 +601,35 @@ START_TEST(test_inode_forkoff_size)
 	CK_EQ(ip->mode, S_IFIFO | 0644);
 	mfs_iput(ip);
 	CK_EQ(findings(m.t.fs, MFS_SCRUB_INODE, fifo), 0);
+
+	xf = mk(m.t.fs, m.sub, "xf", S_IFREG | 0644, NULL);
+	CK_OK(mfs_iget(m.t.fs, xf, 0, &ip));
+	pthread_rwlock_wrlock(&ip->lock);
+	for (unsigned i = 0; i < 2; i++) {
+		snprintf(name, sizeof(name), "x%u", i);
+		CK_OK(mfs_trans_alloc(m.t.fs, &tp));
+		CK_OK(mfs_xattr_set(tp, ip, MFS_XATTR_NS_USER, name, 2, name, 2, 0));
+		CK_OK(mfs_trans_commit(tp));
+	}
+	CK_EQ(ip->aformat, MFS_FMT_LOCAL);
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+	CK_OK(mfs_bcache_flush(m.t.fs->bc));
+	fo = 0xffff;
+	raw_dinode(&m, xf, put_forkoff, &fo);
+	ck_assert_msg(repair(m.t.fs, MFS_SCRUB_INODE, xf, 0, reason, sizeof(reason)) == 0, "%s",
+		      reason);
+	CK_EQ(findings(m.t.fs, MFS_SCRUB_INODE, xf), 0);
+	CK_EQ(findings(m.t.fs, MFS_SCRUB_XATTR, xf), 0);
+	CK_OK(mfs_iget(m.t.fs, xf, 0, &ip));
+	pthread_rwlock_rdlock(&ip->lock);
+	for (unsigned i = 0; i < 2; i++) {
+		snprintf(name, sizeof(name), "x%u", i);
+		CK_OK(mfs_xattr_get(ip, MFS_XATTR_NS_USER, name, 2, val, sizeof(val), &vlen));
+		CK_TRUE(vlen == 2 && !memcmp(val, name, 2));
+	}
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
 	tu_img_db_check(&m.t);
 	tu_img_destroy(&m.t);
 }
