@@ -700,19 +700,15 @@ void scrub_cluster_release(struct scrub_cluster *cl)
 int mfs_scrub_memo_new(struct mfs_scrub_memo **out)
 {
 	*out = mfs_calloc(1, sizeof(**out));
-	if (!*out)
-		return -ENOMEM;
-	(*out)->usable = -1;
-	return 0;
+	return *out ? 0 : -ENOMEM;
 }
 
 void mfs_scrub_memo_reset(struct mfs_scrub_memo *m)
 {
 	if (!m)
 		return;
-	m->have = 0;
-	m->cl.nblk = 0;         /* the buffer stays, for the next copy */
-	m->usable = -1;
+	m->nch = 0;             /* the copies' buffers stay, for the next ones */
+	m->last = m->next = 0;
 	m->nverdicts = 0;
 }
 
@@ -720,61 +716,95 @@ void mfs_scrub_memo_free(struct mfs_scrub_memo *m)
 {
 	if (!m)
 		return;
-	scrub_cluster_release(&m->cl);
+	for (unsigned i = 0; i < SCRUB_MEMO_CHUNKS; i++)
+		scrub_cluster_release(&m->ch[i].cl);
 	free(m->verdicts);
 	free(m);
 }
 
+static int memo_holds(const struct scrub_memo_chunk *c, uint64_t ino)
+{
+	return ino >= c->first && ino - c->first < MFS_INODES_PER_CHUNK;
+}
+
 /*
- * Copy the chunk of `ino` into the memo together with its inode btree record, under one
- * hold of the AG lock: the copy is then a committed state of the chunk, and the record
- * says which of its inodes were allocated in it.  1 when ino is allocated in the copy; 0
- * when the memo cannot answer (no chunk holds it, it is free, a record out of line, or an
- * error: the caller reads the inode itself, as without a memo).
+ * The memo's copy of the chunk of `ino`, taken now if it holds none: the chunk's blocks
+ * and its inode btree record under one hold of the AG lock, so that the copy is a
+ * committed state of the chunk and the record says which of its inodes were allocated in
+ * it.  NULL when the memo cannot answer — no chunk holds it, it is free there, a record
+ * out of line, an error — and the caller reads the inode itself, as without a memo.
  */
-static int memo_take(struct mfs_scrub_ctx *ctx, struct mfs_scrub_memo *m, uint64_t ino)
+static struct scrub_memo_chunk *memo_take(struct mfs_scrub_ctx *ctx, struct mfs_scrub_memo *m,
+					  uint64_t ino)
 {
 	struct mfs_fs *fs = ctx->fs;
 	uint32_t agno = mfs_ino_to_agno(&fs->geo, ino);
+	struct scrub_memo_chunk *c = NULL;
 	const struct mfs_dinode *d;
 	int err;
 
-	if (!m->have || ino < m->first || ino - m->first >= MFS_INODES_PER_CHUNK) {
-		m->have = 0;
-		m->usable = -1;
+	if (m->nch && memo_holds(&m->ch[m->last], ino))
+		c = &m->ch[m->last];
+	for (unsigned i = 0; i < m->nch && !c; i++)
+		if (memo_holds(&m->ch[i], ino)) {
+			c = &m->ch[i];
+			m->last = i;
+		}
+	if (!c) {
+		unsigned i;
+
 		if (mfs_ino_check(fs, ino))
-			return 0;
+			return NULL;
+		if (m->nch < SCRUB_MEMO_CHUNKS) {
+			i = m->nch;
+		} else {
+			struct scrub_memo_chunk t;
+
+			/* The copy replaced moves to the last slot (its buffer with it) and is
+			 * taken anew there; the last one takes its place. */
+			i = m->next++ % SCRUB_MEMO_CHUNKS;
+			t = m->ch[i];
+			m->ch[i] = m->ch[m->nch - 1];
+			m->ch[m->nch - 1] = t;
+			i = --m->nch;
+		}
+		c = &m->ch[i];
+		c->known = c->usable = 0;
+		c->cl.nblk = 0;
 		scrub_ag_lock(fs, agno);
-		err = mfs_inobt_chunk_locked(fs, ino, &m->first, &m->freemask);
-		m->cl.nblk = 0;
-		if (!err && m->first == (ino & ~(uint64_t)(MFS_INODES_PER_CHUNK - 1)))
-			err = cluster_get(ctx, &m->cl, ino, 1, &d);
+		err = mfs_inobt_chunk_locked(fs, ino, &c->first, &c->freemask);
+		if (!err && c->first == (ino & ~(uint64_t)(MFS_INODES_PER_CHUNK - 1)))
+			err = cluster_get(ctx, &c->cl, ino, 1, &d);
 		else if (!err)
 			err = -EINVAL;          /* a record not on its alignment: no shortcut */
 		scrub_ag_unlock(fs, agno);
 		if (err)
-			return 0;
-		m->have = 1;
+			return NULL;
+		m->nch++;
+		m->last = i;
 	}
-	return !((m->freemask >> (ino - m->first)) & 1);
+	return (c->freemask >> (ino - c->first)) & 1 ? NULL : c;
 }
 
 int scrub_dinode_quick(struct mfs_scrub_ctx *ctx, uint64_t ino, void *buf,
 		       const struct mfs_dinode **d, int *usable)
 {
-	struct mfs_scrub_memo *m = ctx->memo;
+	struct scrub_memo_chunk *c = ctx->memo ? memo_take(ctx, ctx->memo, ino) : NULL;
 	int err;
 
-	if (m && memo_take(ctx, m, ino)) {
-		err = cluster_get(ctx, &m->cl, ino, 0, d);      /* in the copy: no read */
+	if (c) {
+		uint64_t bit = 1ull << (ino - c->first);
+
+		err = cluster_get(ctx, &c->cl, ino, 0, d);      /* in the copy: no read */
 		if (err)
 			return err;
 		if (usable) {
-			if (m->usable < 0 || m->ino != ino) {
-				m->ino = ino;
-				m->usable = scrub_dinode_usable(ctx, ino, *d);
+			if (!(c->known & bit)) {
+				c->known |= bit;
+				if (scrub_dinode_usable(ctx, ino, *d))
+					c->usable |= bit;
 			}
-			*usable = m->usable;
+			*usable = !!(c->usable & bit);
 		}
 		return 0;
 	}

@@ -126,14 +126,15 @@ lookup:
 static int ext_ok(const struct finger *rf, const struct finger *bf, const struct bx_ext *e,
 		  uint32_t agbno, uint64_t ino)
 {
-	const struct mfs_rmap_rec *r = (const void *)rf->rec;
+	struct mfs_rmap_rec r;
 	uint32_t d;
 
 	if (!rf->have_rec || (uint64_t)rec_start(rf->rec) + rec_len(rf->rec) <
 			     (uint64_t)agbno + e->len)
 		return 0;               /* not covered by one record */
+	memcpy(&r, rf->rec, sizeof(r));
 	d = agbno - rec_start(rf->rec);
-	if (mfs_get64(r->owner) != ino || e->off < d || mfs_get64(r->offset) != e->off - d)
+	if (mfs_get64(r.owner) != ino || e->off < d || mfs_get64(r.offset) != e->off - d)
 		return 0;               /* another owner or offset */
 	if (bf->have_rec && (uint64_t)rec_start(bf->rec) + rec_len(bf->rec) > agbno)
 		return 0;               /* some of it is free */

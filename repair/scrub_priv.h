@@ -244,12 +244,20 @@ struct scrub_bmap_verdict {
 	uint64_t ino;
 	int verdict;                    /* as bmap_quick's: 1, 0 or -ENOENT */
 };
-struct mfs_scrub_memo {
-	struct scrub_cluster cl;        /* the chunk last copied */
+/* A batch of 2048 checks spans some 11 chunks; a request keeps up to this many copies (the
+ * quick looks of the batch's extent maps go first, the other checks reuse their copies;
+ * 32 KiB each with 512-byte inodes, kept by the memo from one request to the next). */
+#define SCRUB_MEMO_CHUNKS 32u
+struct scrub_memo_chunk {
+	struct scrub_cluster cl;        /* a chunk's copy */
 	uint64_t first, freemask;       /* its inode btree record when copied */
-	int have;                       /* cl, first and freemask hold a chunk */
-	uint64_t ino;                   /* the inode whose scrub_dinode_usable answer... */
-	int usable;                     /* ...this is (-1: none kept) */
+	uint64_t known, usable;         /* bit k: scrub_dinode_usable's answer for inode
+					   first + k is known, and is yes */
+};
+struct mfs_scrub_memo {
+	struct scrub_memo_chunk ch[SCRUB_MEMO_CHUNKS];
+	unsigned nch;                   /* slots holding a chunk (ch[0..nch)) */
+	unsigned last, next;            /* the slot last used; the one to replace next */
 	struct scrub_bmap_verdict *verdicts;    /* sorted by ino */
 	size_t nverdicts, verdicts_cap;
 };

@@ -2,8 +2,10 @@
  * scrub_symlink.c — the symlink checker: the target is 1..4095 bytes, exactly `size`,
  * without a NUL byte; inline (it fits the data fork's part of the literal area) or in data
  * blocks every one of which is mapped (unless unlinked: blocks of an orphan may be gone).
+ * An inline target is first looked at in the committed inode (symlink_quick).
  */
 #include "bmap.h"
+#include "byteorder.h"
 #include "dev.h"
 #include "fs.h"
 #include "geom.h"
@@ -52,6 +54,29 @@ static int read_target(struct mfs_scrub_ctx *ctx, struct mfs_inode *ip, uint8_t 
 	return err;
 }
 
+/*
+ * The quick look (scrub_priv.h, "Committed on-disk inodes"): 1 when the committed copy
+ * shows a usable symlink whose target is inline, of a size in range that fits its data
+ * fork, without a NUL byte; else 0 and the inode is taken and looked at (and only that
+ * look reports).  No inode is loaded into the cache for the common, inline symlink.
+ */
+static int symlink_quick(struct mfs_scrub_ctx *ctx)
+{
+	uint64_t buf[MFS_MAX_INODESIZE / 8];
+	uint32_t litsize = ctx->fs->geo.inodesize - (uint32_t)sizeof(struct mfs_dinode), dsize;
+	const struct mfs_dinode *d;
+	uint64_t size;
+	int usable;
+
+	if (scrub_dinode_quick(ctx, ctx->ino, buf, &d, &usable) || !usable ||
+	    !S_ISLNK(mfs_get16(d->mode)) || d->dformat != MFS_FMT_LOCAL)
+		return 0;
+	size = mfs_get64(d->size);
+	dsize = mfs_get16(d->forkoff) ? mfs_get16(d->forkoff) * 8u : litsize;
+	return size > 0 && size <= SYMLINK_MAX && size <= dsize && dsize <= litsize &&
+	       !memchr((const uint8_t *)d + sizeof(*d), 0, (size_t)size);
+}
+
 int scrub_symlink(struct mfs_scrub_ctx *ctx)
 {
 	unsigned long long ino = (unsigned long long)ctx->ino;
@@ -60,6 +85,8 @@ int scrub_symlink(struct mfs_scrub_ctx *ctx)
 	uint32_t dsize;
 	int err;
 
+	if (symlink_quick(ctx))
+		return 0;
 	err = scrub_iget(ctx, &ip);
 	if (err || !ip)
 		return err;
