@@ -9,7 +9,9 @@
  *             sequence and its place in the log (lpos) together, under the lock, so the
  *             list is ordered by both.  `unwritten` points at the first not yet written.
  *             A reserved record is "filled" (images stamped and sealed) outside the lock
- *             and then marked ready; the writer takes only the ready prefix.
+ *             and then marked ready; the writer takes only the ready prefix.  While the
+ *             last record is ready and not yet taken ("open"), later transactions join it
+ *             (rec_join) instead of reserving records of their own.
  *   map       fsblock -> the latest committed image of that block, its lsn, and first_lsn,
  *             the oldest sequence whose change to it is not yet in place.  The log tail may
  *             not pass min(first_lsn): those records are still needed by a replay.
@@ -121,7 +123,8 @@ static int map_update(struct mfs_journal *j, struct jent *spare, uint64_t blkno,
 
 	img->refs++;
 	if (e) {
-		if (lsn > e->lsn) {
+		/* (Equal: a later transaction joined the same record: its image is newer.) */
+		if (lsn >= e->lsn) {
 			jimg_put(e->img);
 			e->img = img;
 			e->lsn = lsn;
@@ -135,6 +138,7 @@ static int map_update(struct mfs_journal *j, struct jent *spare, uint64_t blkno,
 	e->img = img;
 	e->lsn = e->first_lsn = lsn;
 	e->busy = 0;
+	e->ridx = UINT32_MAX;
 	e->next = j->map[map_slot(j, blkno)];
 	j->map[map_slot(j, blkno)] = e;
 	j->map_count++;
@@ -349,6 +353,185 @@ int mfs_journal_format(struct mfs_fs *fs)
 
 /* ---- commit -------------------------------------------------------------------------- */
 
+/*
+ * Joining the open record.  Transactions committed while the last record is still queued
+ * (not taken by a writer) join it instead of making records of their own: the record's
+ * image of a block they change is replaced by theirs, the blocks new to it are added,
+ * their revokes added.  A record then carries many transactions under one sequence (each
+ * is given that sequence as its lsn), all replayed or none; the log holds each block once
+ * per record instead of once per transaction, so a directory block, an inode cluster or
+ * an AG header changed by hundreds of transactions between two batches is written once.
+ * Replay needs nothing new: within a record the last image of a block is the state after
+ * every transaction of the record, and a block both freed and logged by the record keeps
+ * only its last fate — an image (the revoke dropped: the image is written over whatever
+ * older records left) or a revoke (the image dropped).
+ *
+ * The whole join runs under the lock (a transaction's copies are a few blocks): the
+ * record may be taken by a writer the moment the lock is released, so it must be complete
+ * by then.  A record grows by joins only while it is the last one, up to JOIN_MAX_FRAC of
+ * the log, and only if the log has room for it; otherwise the commit makes a new record.
+ */
+#define JOIN_MAX_FRAC 8
+
+static uint32_t rec_find(const uint64_t *v, uint32_t from, uint32_t to, uint64_t blkno)
+{
+	for (uint32_t k = from; k < to; k++)
+		if (v[k] == blkno)
+			return k;
+	return UINT32_MAX;
+}
+
+/* Room in r's arrays for `nimg` more images and `nblk` more entries (lock held; r not
+ * being read by a writer).  0, or -ENOMEM with r unchanged. */
+static int rec_reserve(struct jrec *r, uint32_t nimg, uint32_t nblk)
+{
+	uint32_t want_img = r->nimg + nimg, want_blk = r->nimg + r->nrev + nblk;
+
+	if (want_img > r->cap_img) {
+		uint32_t cap = want_img * 2;
+		struct jimg **imgs = mfs_realloc(r->imgs, cap * sizeof(*imgs));
+		struct mfs_buf **bps;
+
+		if (!imgs)
+			return -ENOMEM;
+		r->imgs = imgs;
+		bps = mfs_realloc(r->bps, cap * sizeof(*bps));
+		if (!bps)
+			return -ENOMEM;
+		r->bps = bps;
+		r->cap_img = cap;
+	}
+	if (want_blk > r->cap_blk) {
+		uint32_t cap = want_blk * 2;
+		uint64_t *b = mfs_realloc(r->blknos, cap * sizeof(*b));
+
+		if (!b)
+			return -ENOMEM;
+		r->blknos = b;
+		r->cap_blk = cap;
+	}
+	return 0;
+}
+
+/* The index of block `blkno`'s image in record `r`, or UINT32_MAX: through the map's hint
+ * (an entry of r's sequence is r's image), checked; a scan if the hint is stale. */
+static uint32_t rec_find_img(struct mfs_journal *j, const struct jrec *r, uint64_t blkno)
+{
+	struct jent *e = map_find(j, blkno);
+
+	if (!e || e->lsn != r->seq)
+		return UINT32_MAX;
+	if (e->ridx < r->nimg && r->blknos[e->ridx] == blkno)
+		return e->ridx;
+	return rec_find(r->blknos, 0, r->nimg, blkno);
+}
+
+/* Record in the map that block `blkno`'s image is r's entry `k` (lock held). */
+static void rec_set_hint(struct mfs_journal *j, uint64_t blkno, uint32_t k)
+{
+	struct jent *e = map_find(j, blkno);
+
+	if (e)
+		e->ridx = k;
+}
+
+/* Stamp `seq` into the buffer (metadata) and copy it into its image. */
+static void img_fill(struct mfs_journal *j, struct jimg *im, struct mfs_buf *bp,
+		     uint64_t seq)
+{
+	int meta = mfs_buf_is_meta(bp);
+
+	if (meta)
+		mfs_put64(((struct mfs_blkhdr *)bp->data)->lsn, seq);
+	memcpy(im->data, bp->data, j->bs);
+	if (meta)
+		mfs_blk_seal(im->data, j->bs);
+}
+
+/*
+ * Join transaction `t` (images allocated, not filled; `spares` for the map) to the last
+ * record if it can: returns 1 with everything done (t's images now the record's or
+ * dropped, used spares NULLed) and the record's sequence in *seq, 0 with nothing changed.
+ * Lock held throughout.
+ */
+static int rec_join(struct mfs_journal *j, struct jrec *t, struct jent **spares,
+		    uint64_t *seq)
+{
+	struct jrec *r = j->rec_last;
+	uint32_t worst, len;
+
+	if (!r || !r->open || !r->ready || j->err)
+		return 0;
+	worst = mfs_jrec_blocks(j->bs, r->nimg + t->nimg, r->nrev + t->nrev);
+	if (worst > j->usable / JOIN_MAX_FRAC ||
+	    j->head_lpos - r->len + worst - j->tail_lpos > j->usable)
+		return 0;
+	/* A block being written in place by a checkpoint cannot be freed yet (see commit):
+	 * leave the wait to the ordinary path. */
+	for (uint32_t i = 0; i < t->nrev; i++) {
+		struct jent *e = map_find(j, t->blknos[t->nimg + i]);
+
+		if (e && e->busy)
+			return 0;
+	}
+	if (rec_reserve(r, t->nimg, t->nimg + t->nrev))
+		return 0;
+
+	for (uint32_t i = 0; i < t->nimg; i++) {
+		uint64_t blkno = t->blknos[i];
+		uint32_t k = rec_find_img(j, r, blkno);
+
+		img_fill(j, t->imgs[i], t->bps[i], r->seq);
+		if (k != UINT32_MAX) {
+			jimg_put(r->imgs[k]);
+		} else {
+			uint64_t *rev = r->blknos + r->nimg;
+			uint32_t kr = rec_find(rev, 0, r->nrev, blkno);
+
+			if (kr != UINT32_MAX) {         /* freed, now logged again: an image */
+				memmove(rev + kr, rev + kr + 1, (r->nrev - kr - 1) * sizeof(*rev));
+				r->nrev--;
+			}
+			memmove(rev + 1, rev, r->nrev * sizeof(*rev));
+			k = r->nimg++;
+			r->blknos[k] = blkno;
+		}
+		r->imgs[k] = t->imgs[i];
+		r->bps[k] = t->bps[i];
+		t->imgs[i] = NULL;
+		if (map_update(j, spares[i], blkno, r->imgs[k], r->seq))
+			spares[i] = NULL;
+		rec_set_hint(j, blkno, k);
+		mfs_buf_mark_dirty_lsn(r->bps[k], r->seq);
+	}
+	for (uint32_t i = 0; i < t->nrev; i++) {
+		uint64_t blkno = t->blknos[t->nimg + i];
+		uint32_t k = rec_find_img(j, r, blkno);
+
+		if (k != UINT32_MAX) {                  /* logged, now freed: a revoke */
+			jimg_put(r->imgs[k]);
+			memmove(r->imgs + k, r->imgs + k + 1, (r->nimg - k - 1) * sizeof(*r->imgs));
+			memmove(r->bps + k, r->bps + k + 1, (r->nimg - k - 1) * sizeof(*r->bps));
+			memmove(r->blknos + k, r->blknos + k + 1,
+				(r->nimg + r->nrev - k - 1) * sizeof(*r->blknos));
+			r->nimg--;
+			for (uint32_t m = k; m < r->nimg; m++)
+				rec_set_hint(j, r->blknos[m], m);
+		}
+		if (rec_find(r->blknos, r->nimg, r->nimg + r->nrev, blkno) == UINT32_MAX)
+			r->blknos[r->nimg + r->nrev++] = blkno;
+		map_remove(j, blkno);
+	}
+	len = mfs_jrec_blocks(j->bs, r->nimg, r->nrev);
+	j->head_lpos = j->head_lpos - r->len + len;
+	j->pending_blocks = j->pending_blocks - r->len + len;
+	r->len = len;
+	j->st.commits++;
+	j->st.joins++;
+	*seq = r->seq;
+	return 1;
+}
+
 /* Whether the log thread has work: enough queued to write, or a log to checkpoint.  Lock
  * held. */
 static int logd_has_work(const struct mfs_journal *j)
@@ -397,9 +580,12 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 	if (!r)
 		return -ENOMEM;
 	r->len = len;
-	r->imgs = mfs_calloc(nimg ? nimg : 1, sizeof(*r->imgs));
-	r->bps = mfs_calloc(nimg ? nimg : 1, sizeof(*r->bps));
-	r->blknos = mfs_calloc(n ? n : 1, sizeof(*r->blknos));
+	r->open = 1;
+	r->cap_img = nimg ? nimg : 1;
+	r->cap_blk = n ? n : 1;
+	r->imgs = mfs_calloc(r->cap_img, sizeof(*r->imgs));
+	r->bps = mfs_calloc(r->cap_img, sizeof(*r->bps));
+	r->blknos = mfs_calloc(r->cap_blk, sizeof(*r->blknos));
 	spares = mfs_calloc(nimg ? nimg : 1, sizeof(*spares));
 	if (!r->imgs || !r->bps || !r->blknos || !spares)
 		goto nomem;
@@ -422,8 +608,13 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 		r->nimg++;
 	}
 
-	/* Reserve the sequence and the log space together. */
+	/* Join the open record, or reserve a sequence and the log space together. */
 	pthread_mutex_lock(&j->lock);
+	if (rec_join(j, r, spares, lsn)) {
+		logd_kick(j);
+		pthread_mutex_unlock(&j->lock);
+		goto out;               /* r: the emptied shell, freed below */
+	}
 	for (int tries = 0;; tries++) {
 		if (j->err) {
 			err = j->err;
@@ -467,21 +658,14 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 	pthread_mutex_unlock(&j->lock);
 
 	/* Fill: stamp the sequence into each metadata block, copy and seal. */
-	for (unsigned i = 0; i < r->nimg; i++) {
-		struct mfs_buf *bp = r->bps[i];
-		int meta = mfs_buf_is_meta(bp);
-
-		if (meta)
-			mfs_put64(((struct mfs_blkhdr *)bp->data)->lsn, r->seq);
-		memcpy(r->imgs[i]->data, bp->data, j->bs);
-		if (meta)
-			mfs_blk_seal(r->imgs[i]->data, j->bs);
-	}
+	for (unsigned i = 0; i < r->nimg; i++)
+		img_fill(j, r->imgs[i], r->bps[i], r->seq);
 
 	pthread_mutex_lock(&j->lock);
 	for (unsigned i = 0; i < r->nimg; i++) {
 		if (map_update(j, spares[i], r->blknos[i], r->imgs[i], r->seq))
 			spares[i] = NULL;
+		rec_set_hint(j, r->blknos[i], i);
 		mfs_buf_mark_dirty_lsn(r->bps[i], r->seq);
 	}
 	for (unsigned i = 0; i < r->nrev; i++) {
@@ -678,6 +862,11 @@ static int batch_take(struct mfs_journal *j)
 		return 0;
 	j->writing = 1;
 	j->unwritten = last->next;
+	for (r = first;; r = r->next) {
+		r->open = 0;            /* taken: nothing joins it any more */
+		if (r == last)
+			break;
+	}
 	pthread_mutex_unlock(&j->lock);
 
 	err = batch_write(j, first, last);

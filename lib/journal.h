@@ -4,15 +4,22 @@
  *
  * On disk (mendfs_format.h, "The metadata journal"): the superblock's log region holds
  * two alternating header copies and a circular area of records; a record is one
- * transaction (descriptors naming the blocks, their full images, a commit block whose
- * CRC32C covers them).  Every log block carries magic, CRC32C, sequence and UUID.
+ * transaction or several joined (descriptors naming the blocks, their full images, a
+ * commit block whose CRC32C covers them).  Every log block carries magic, CRC32C,
+ * sequence and UUID.
  *
  * Life of a transaction (trans.c drives this when fs->log is set):
  *
  *   1. mfs_journal_commit() copies every joined buffer, reserves log space and a sequence
  *      number `lsn`, stamps the lsn into each metadata block's header, and queues the
- *      record.  The buffers become dirty with that lsn (bcache.h): the cache will neither
- *      write nor evict them.  It is called while the caller still holds the locks that
+ *      record.  Or, while the last queued record is still open (no writer has taken it),
+ *      the transaction joins that record and shares its lsn: its images replace the
+ *      record's images of the same blocks, so a block changed by many transactions
+ *      between two log writes is logged once (a block freed and logged again within a
+ *      record keeps only its last fate: image or revoke).  Those transactions are then
+ *      replayed together or not at all, which a crash could do to them anyway (none of
+ *      them was durable).  The buffers become dirty with that lsn (bcache.h): the cache
+ *      will neither write nor evict them.  It is called while the caller still holds the locks that
  *      protect the buffers, and returns without I/O.  Only when the log has no room left
  *      does it wait: for the checkpoint in progress to move the tail, or, with none in
  *      progress, by checkpointing itself (the log thread normally keeps the log half
@@ -186,6 +193,7 @@ struct mfs_journal_stats {
 	uint64_t bg_checkpoints;   /* checkpoints (of `checkpoints`) the log thread ran */
 	uint64_t room_waits;       /* commits that waited for a checkpoint to free log room */
 	uint64_t throttle_forces;  /* asynchronous commits whose throttle forced the log */
+	uint64_t joins;            /* commits that joined the open record (of `commits`) */
 	uint64_t replayed_records; /* at open */
 	uint64_t replayed_blocks;
 	uint64_t durable_lsn;      /* every sequence up to this one is durable */

@@ -29,6 +29,9 @@ struct jrec {
 	uint32_t len;               /* log blocks */
 	uint32_t nimg, nrev;
 	int ready;                  /* filled: the writer may take it */
+	int open;                   /* not taken by a writer: later transactions may join it
+	                               while it is the last record (journal.c, rec_join) */
+	uint32_t cap_img, cap_blk;  /* allocated entries of imgs/bps and of blknos */
 	struct jimg **imgs;         /* nimg images, freed once written */
 	struct mfs_buf **bps;
 	uint64_t *blknos;           /* nimg image blocks, then nrev revoked blocks */
@@ -42,6 +45,8 @@ struct jent {
 	uint64_t first_lsn;         /* oldest sequence whose change is not in place */
 	struct jimg *img;
 	int busy;                   /* the checkpoint is writing it in place right now */
+	uint32_t ridx;              /* index of `img` in the record of sequence `lsn` (a hint
+	                               for joins, checked before use) */
 };
 
 struct mfs_journal {

@@ -338,7 +338,10 @@ struct mfs_fork_root {
  * alternately: the valid copy with the higher `gen` is current, so a torn header write
  * leaves the previous one.  Blocks 2 .. logblocks-1 are a circular area of records.
  *
- * One record is one committed transaction, `seq` numbers strictly increasing:
+ * One record is one committed transaction, or several committed one after the other and
+ * joined into one record before it was written (each block then appears once, with its
+ * contents after the last of them, or as a revoke if that one freed it); `seq` numbers
+ * strictly increasing:
  *
  *     descriptor block(s)  tags naming the fsblock of every image that follows, and the
  *                          blocks the transaction freed ("revokes": no image follows)

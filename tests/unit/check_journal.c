@@ -644,18 +644,20 @@ START_TEST(force_error_after_queue)
 	ck_assert_int_eq(tx(fs, &b, 1, 1, 1), 0);
 	dev_break(fs);
 	q = mfs_log_quiet();
-	/* Asynchronous commits queue without I/O; the log thread writes the queue once an
-	 * eighth of the log is queued (or a committer does, when the log is full), which
-	 * fails.  The commit that learns of it either was queued before (its throttle
-	 * returns the error, it got its sequence) or is refused whole (no sequence). */
+	/* Asynchronous commits (each also making a new block, so that the queue grows)
+	 * queue without I/O; the log thread writes the queue once an eighth of the log is
+	 * queued (or a committer does, when three quarters are), which fails.  The commit
+	 * that learns of it either was queued before (its throttle returns the error, it
+	 * got its sequence) or is refused whole (no sequence). */
 	for (uint64_t v = 2; v < 200 && !err; v++) {
 		struct mfs_trans *tp;
 
 		ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
 		put_block(tp, b, v, 0);
+		put_block(tp, b + v, v, 1);
 		err = mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, &lsn);
 		if (lsn) {
-			ck_assert_uint_gt(lsn, last_lsn);
+			ck_assert_uint_ge(lsn, last_lsn);
 			last_lsn = lsn;
 			last = v;
 		}
@@ -778,9 +780,11 @@ struct race {
 	int th_err;
 };
 
-static int free_block(struct mfs_fs *fs, uint64_t blkno)
+/* Free (revoke) a block in a transaction of its own, synchronous or not. */
+static int free_block_flags(struct mfs_fs *fs, uint64_t blkno, unsigned flags)
 {
 	struct mfs_trans *tp;
+	uint64_t lsn;
 	int err = mfs_trans_alloc(fs, &tp);
 
 	if (err)
@@ -790,7 +794,12 @@ static int free_block(struct mfs_fs *fs, uint64_t blkno)
 		mfs_trans_cancel(tp);
 		return err;
 	}
-	return mfs_trans_commit(tp);
+	return mfs_trans_commit_lsn(tp, flags, &lsn);
+}
+
+static int free_block(struct mfs_fs *fs, uint64_t blkno)
+{
+	return free_block_flags(fs, blkno, 0);
 }
 
 static void *free_main(void *arg)
@@ -960,9 +969,9 @@ START_TEST(ordered_flushes)
 	ck_assert_int_eq(mfs_journal_force_lsn(fs->log, lsn), 0);
 	ck_assert_uint_eq(nev, 5);
 	ck_assert_int_eq(evs[2].what, MFS_JIO_FLUSH);          /* the data first */
-	ck_assert_int_eq(evs[3].what, MFS_JIO_LOG_WRITE);      /* both records, one write */
+	ck_assert_int_eq(evs[3].what, MFS_JIO_LOG_WRITE);      /* one record holds both */
 	ck_assert_uint_eq(evs[3].blkno, 2);
-	ck_assert_uint_eq(evs[3].n, 2 * 3);
+	ck_assert_uint_eq(evs[3].n, 4);                        /* desc, 2 images, commit */
 	ck_assert_int_eq(evs[4].what, MFS_JIO_FLUSH);          /* then they are durable */
 	ck_assert_int_eq(mfs_journal_force_lsn(fs->log, lsn), 0);
 	ck_assert_uint_eq(nev, 5);                   /* already durable: no I/O */
@@ -978,7 +987,7 @@ START_TEST(ordered_flushes)
 	ck_assert_uint_eq(nev, 4);
 	ck_assert_int_eq(evs[1].what, MFS_JIO_FLUSH);
 	ck_assert_int_eq(evs[2].what, MFS_JIO_LOG_WRITE);
-	ck_assert_uint_eq(evs[2].blkno, 8);
+	ck_assert_uint_eq(evs[2].blkno, 6);
 	ck_assert_int_eq(evs[3].what, MFS_JIO_FLUSH);
 
 	/* Checkpoint: blocks in place, flush, header, flush. */
@@ -1172,7 +1181,8 @@ static void wait_logd(struct mfs_fs *fs, uint64_t writes, uint64_t ckpts)
 }
 
 /*
- * 60 asynchronous commits of one new block (3 log blocks each: 180 of the 254 usable, so
+ * 150 asynchronous commits of one new block (joined into records: a block each, plus a
+ * descriptor and a commit a record of at most 31 blocks, so about 165 of the 254 usable:
  * the log never runs out of room and the queue never reaches the throttle's bound): the
  * committing thread issues no I/O at all; the log thread writes batches and checkpoints
  * once half the log is in use.  A force then makes the last one durable, and a crash
@@ -1186,10 +1196,10 @@ START_TEST(logd_async_no_committer_io)
 	uint64_t lsn = 0;
 
 	mfs_journal_set_io_hook(fs->log, count_hook, &c);
-	for (uint64_t i = 0; i < 60; i++) {
+	for (uint64_t i = 0; i < 150; i++) {
 		uint64_t l = async_tx(fs, 800 + i, i + 1);
 
-		ck_assert_uint_gt(l, lsn);
+		ck_assert_uint_ge(l, lsn);
 		lsn = l;
 	}
 	pthread_mutex_lock(&c.lock);
@@ -1212,8 +1222,69 @@ START_TEST(logd_async_no_committer_io)
 	mfs_journal_set_io_hook(fs->log, NULL, NULL);
 	crash(fs);
 	fs = fs_up(256, 0, NULL);
-	for (uint64_t i = 0; i < 60; i++)
+	for (uint64_t i = 0; i < 150; i++)
 		ck_assert_uint_eq(block_val(fs, 800 + i), i + 1);
+	ck_assert_int_eq(mfs_fs_close(fs), 0);
+}
+END_TEST
+
+/*
+ * Transactions joined into one record: many changes of one block are logged as one image;
+ * a block logged and then freed in the same record keeps only the revoke (its later use as
+ * file data survives replay), one freed and then logged again keeps only the image.
+ */
+START_TEST(join_open_record)
+{
+	struct mfs_fs *fs = fs_up(256, 1, NULL);
+	struct mfs_journal_stats st0, st;
+	struct mfs_trans *tp;
+	uint64_t lsn, lsn0, x = 1800, y = 1801, z = 1802, old = 1803;
+	char data[BS], back[BS];
+
+	/* `old` and `y` durable in an earlier record. */
+	{
+		uint64_t b[2] = { old, y };
+
+		ck_assert_int_eq(tx(fs, b, 2, 1, 1), 0);
+	}
+	mfs_journal_get_stats(fs->log, &st0);
+	lsn0 = async_tx(fs, x, 1);
+	for (uint64_t v = 2; v <= 50; v++) {
+		ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
+		put_block(tp, x, v, 0);
+		ck_assert_int_eq(mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, &lsn), 0);
+		ck_assert_uint_eq(lsn, lsn0);                   /* joined */
+	}
+	/* y: freed (revoke), then logged again; z: logged, then freed; old: freed. */
+	ck_assert_int_eq(free_block_flags(fs, y, MFS_TRANS_ASYNC), 0);
+	ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
+	put_block(tp, y, 7, 1);
+	ck_assert_int_eq(mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, &lsn), 0);
+	lsn = async_tx(fs, z, 8);
+	ck_assert_int_eq(free_block_flags(fs, z, MFS_TRANS_ASYNC), 0);
+	ck_assert_int_eq(free_block_flags(fs, old, MFS_TRANS_ASYNC), 0);
+	ck_assert_int_eq(mfs_journal_force_lsn(fs->log, lsn), 0);
+	mfs_journal_get_stats(fs->log, &st);
+	ck_assert_uint_eq(st.commits - st0.commits, 55);
+	ck_assert_uint_eq(st.joins - st0.joins, 54);
+	ck_assert_uint_eq(st.writes - st0.writes, 1);
+	/* one record: a descriptor, the images of x and y, a commit */
+	ck_assert_uint_eq(st.blocks_logged - st0.blocks_logged, 4);
+	/* z and old are file data now */
+	memset(data, 0xd9, BS);
+	raw_write(z, data);
+	raw_write(old, data);
+	crash(fs);
+
+	fs = fs_up(256, 0, NULL);
+	mfs_journal_get_stats(fs->log, &st);
+	ck_assert_uint_eq(st.replayed_records, 2);
+	ck_assert_uint_eq(block_val(fs, x), 50);
+	ck_assert_uint_eq(block_val(fs, y), 7);
+	raw_read(z, back);
+	ck_assert(!memcmp(data, back, BS));
+	raw_read(old, back);
+	ck_assert(!memcmp(data, back, BS));
 	ck_assert_int_eq(mfs_fs_close(fs), 0);
 }
 END_TEST
@@ -1230,7 +1301,7 @@ START_TEST(logd_close_writes_queue)
 	for (uint64_t i = 0; i < 5; i++)
 		lsn = async_tx(fs, 850 + i, 40 + i);
 	mfs_journal_get_stats(fs->log, &st);
-	ck_assert_uint_lt(st.durable_lsn, lsn);      /* 15 blocks: below the mark, queued */
+	ck_assert_uint_lt(st.durable_lsn, lsn);      /* 7 blocks: below the mark, queued */
 	ck_assert_int_eq(mfs_fs_close(fs), 0);
 	for (uint64_t i = 0; i < 5; i++)
 		ck_assert(!raw_zero(850 + i));
@@ -1283,18 +1354,21 @@ START_TEST(logd_error_sticky)
 	ck_assert_int_eq(tx(fs, &b, 1, 1, 1), 0);
 	dev_break(fs);
 	q = mfs_log_quiet();
-	/* 31 blocks queued wake the thread: the 11th three-block commit crosses the mark
-	 * (its throttle may already see the thread's failure). */
-	for (uint64_t i = 0; i < 10; i++)
+	/* 31 blocks queued wake the thread: the commit of the 29th new block (one record:
+	 * a descriptor, the images, a commit) crosses the mark; its throttle, or a later
+	 * commit (refused: no sequence), may already see the thread's failure. */
+	for (uint64_t i = 0; i < 28; i++)
 		lsn = async_tx(fs, 1610 + i, i + 1);
-	{
+	for (uint64_t i = 28; i < 40 && !err; i++) {
 		struct mfs_trans *tp;
+		uint64_t l;
 
 		ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
-		put_block(tp, 1620, 11, 1);
-		err = mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, &lsn);
+		put_block(tp, 1610 + i, i + 1, 1);
+		err = mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, &l);
 		ck_assert(err == 0 || err == -EBADF);
-		ck_assert_uint_gt(lsn, 0);
+		ck_assert(i == 28 ? l > 0 : 1);
+		lsn = l ? l : lsn;
 	}
 	{
 		double t0 = tu_now();
@@ -1317,7 +1391,7 @@ START_TEST(logd_error_sticky)
 		struct mfs_trans *tp;
 
 		ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
-		put_block(tp, 1630, 9, 1);
+		put_block(tp, 1660, 9, 1);
 		err = mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, &lsn);
 		ck_assert_int_eq(err, -EBADF);
 		ck_assert_uint_eq(lsn, 0);
@@ -1360,6 +1434,7 @@ static Suite *journal_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, logd_async_no_committer_io);
 	tcase_add_test(tc, logd_close_writes_queue);
+	tcase_add_test(tc, join_open_record);
 	tcase_add_test(tc, logd_small_log_many_threads);
 	tcase_add_test(tc, logd_error_sticky);
 	suite_add_tcase(s, tc);
