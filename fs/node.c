@@ -27,6 +27,7 @@
 #include "mendfs_int.h"
 
 #include "bcache.h"
+#include "bmap.h"
 #include "byteorder.h"
 #include "ialloc.h"
 #include "journal.h"
@@ -508,20 +509,25 @@ static int has_blocks(const struct mfs_inode *ip)
 }
 
 /*
- * With ip->lock held exclusive: read the in-core copy again, check that it is still the
- * unlinked inode of generation `gen`, and free its data and attribute blocks in bounded
- * transactions.  The decision to free was taken on a copy that may have been stale (an
- * inode already freed, whose number may even be in use again): 1 when it is not that
- * inode any more (nothing to do), else 0 or the error.
+ * With ip->lock held exclusive: read the in-core copy again and check that it is still the
+ * unlinked inode of generation `gen`.  The decision to free was taken on a copy that may
+ * have been stale (an inode already freed, whose number may even be in use again): 1 when
+ * it is not that inode any more (nothing to do), else 0 or the error.
  */
-static int free_contents(struct mfsd *d, struct mfs_inode *ip, uint32_t gen)
+static int still_unlinked(struct mfs_inode *ip, uint32_t gen)
 {
 	int err = mfs_inode_reload(ip);
 
 	if (err)
 		return err;
-	if (ip->nlink != 0 || ip->mode == 0 || ip->generation != gen)
-		return 1;
+	return ip->nlink != 0 || ip->mode == 0 || ip->generation != gen;
+}
+
+/* Free ip's data and attribute blocks in bounded transactions (ip->lock exclusive). */
+static int free_blocks(struct mfsd *d, struct mfs_inode *ip)
+{
+	int err;
+
 	if (has_blocks(ip)) {
 		err = mfsd_free_all_blocks(d, ip);
 		if (err)
@@ -530,13 +536,15 @@ static int free_contents(struct mfsd *d, struct mfs_inode *ip, uint32_t gen)
 	return mfsd_xattr_free_all(d, ip);
 }
 
-/* Free an unlinked inode, alone: its blocks (free_contents), then the inode. */
+/* Free an unlinked inode, alone: its blocks, then the inode. */
 static int inactivate(struct mfsd *d, struct mfs_inode *ip, uint32_t gen)
 {
 	int err;
 
 	pthread_rwlock_wrlock(&ip->lock);
-	err = free_contents(d, ip, gen);
+	err = still_unlinked(ip, gen);
+	if (!err)
+		err = free_blocks(d, ip);
 	if (err == 1) {
 		pthread_rwlock_unlock(&ip->lock);
 		return 0;
@@ -716,7 +724,26 @@ static void unlock_all(struct mfs_inode **v, unsigned n)
 		pthread_rwlock_unlock(&v[i]->lock);
 }
 
-/* Is every member still an unlinked inode of its generation with no blocks left?  (Under
+/*
+ * A small file's blocks are freed in the batch's transaction too (no transaction of its
+ * own): an inline list of at most SMALL_EXTENTS extents and no attribute fork.  Larger
+ * maps, and attributes, are freed first in bounded transactions of their own.
+ */
+#define SMALL_EXTENTS 4u
+
+static int batchable(const struct mfs_inode *ip)
+{
+	return ip->aformat == MFS_FMT_NONE &&
+	       (!has_blocks(ip) || (ip->dformat == MFS_FMT_EXTENTS && ip->dnext <= SMALL_EXTENTS));
+}
+
+/* How much of a batch transaction an inode takes: its extents and itself. */
+static unsigned batch_weight(const struct mfs_inode *ip)
+{
+	return 1 + (has_blocks(ip) ? ip->dnext : 0);
+}
+
+/* Is every member still an unlinked inode of its generation that a batch can take?  (Under
  * the locks; anything else is left to the one-at-a-time path.) */
 static int batch_still_ready(struct mfsd_work **ws, unsigned n)
 {
@@ -724,17 +751,84 @@ static int batch_still_ready(struct mfsd_work **ws, unsigned n)
 		const struct mfs_inode *ip = ws[i]->ip;
 
 		if (ip->mode == 0 || ip->nlink != 0 || ip->generation != ws[i]->generation ||
-		    has_blocks(ip) || ip->aformat != MFS_FMT_NONE)
+		    !batchable(ip))
 			return 0;
 	}
 	return 1;
 }
 
+/* Add `agno` to the set ags[0..*n) (at most BATCH_AGS). */
+#define BATCH_AGS 64u
+static int ag_set_add(uint32_t *ags, unsigned *n, uint32_t agno)
+{
+	for (unsigned k = 0; k < *n; k++)
+		if (ags[k] == agno)
+			return 0;
+	if (*n == BATCH_AGS)
+		return -E2BIG;              /* too spread out for a batch */
+	ags[(*n)++] = agno;
+	return 0;
+}
+
+/*
+ * In tp, lock every AG the batch changes, in increasing order: the members' (inode btree,
+ * orphan list) and those of their data blocks (free space, reverse map), found from their
+ * maps.  Taken up front, a punch never meets a lower AG after a higher one (-EDEADLK).
+ */
+static int batch_lock_ags(struct mfs_trans *tp, struct mfs_inode **set, unsigned n)
+{
+	const struct mfs_geom *g = &set[0]->fs->geo;
+	uint64_t max = mfs_bmap_max_blocks(set[0]->fs);
+	uint32_t ags[BATCH_AGS];
+	unsigned nags = 0;
+	int err = 0;
+
+	for (unsigned i = 0; !err && i < n; i++) {
+		err = ag_set_add(ags, &nags, mfs_ino_to_agno(g, set[i]->ino));
+		for (uint64_t off = 0; !err && has_blocks(set[i]) && off < max;) {
+			struct mfs_bmap_ext ext;
+
+			err = mfs_bmap_lookup(set[i], off, &ext);
+			if (!err && ext.startblock != MFS_BMAP_HOLE)
+				err = ag_set_add(ags, &nags, mfs_fsb_to_agno(g, ext.startblock));
+			off = ext.startoff + ext.len;
+		}
+	}
+	for (unsigned i = 1; i < nags; i++)
+		for (unsigned j = i; j > 0 && ags[j - 1] > ags[j]; j--) {
+			uint32_t t = ags[j];
+
+			ags[j] = ags[j - 1];
+			ags[j - 1] = t;
+		}
+	for (unsigned i = 0; !err && i < nags; i++)
+		err = mfs_trans_lock_ag(tp, ags[i], 0);
+	return err;
+}
+
+/* In tp: unmap and free every data block of the members that have some (small maps). */
+static int batch_punch(struct mfs_trans *tp, struct mfs_inode **set, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t max = mfs_bmap_max_blocks(set[i]->fs), done;
+		int err;
+
+		if (!has_blocks(set[i]))
+			continue;
+		err = mfs_bmap_punch(tp, set[i], 0, max, &done);
+		if (err)
+			return err;
+		if (done != max)
+			return -E2BIG;              /* more than one call: not a small map */
+	}
+	return 0;
+}
+
 #define BATCH_NEED 8u   /* predecessors asked for per try */
 
 /*
- * Take ws[0..n) — unlinked inodes of one AG whose blocks are gone — off their orphan list
- * and free them, in one transaction.  The inodes before their runs on the list
+ * Take ws[0..n) — unlinked inodes of one AG, batchable — off their orphan list and free
+ * them and their blocks, in one transaction.  The inodes before their runs on the list
  * (mfs_orphan_remove_set) are locked with them, in inode-number order.  0, or an error
  * after which nothing of the batch changed (the caller frees its inodes one at a time).
  */
@@ -760,8 +854,12 @@ static int free_batch(struct mfsd *d, struct mfsd_work **ws, unsigned n)
 		err = mfs_trans_alloc(d->fs, &tp);
 		if (err)
 			break;
-		err = mfs_orphan_remove_set(tp, d->orphans, set, n, preds, npreds, need,
-					    BATCH_NEED, &nneed);
+		err = batch_lock_ags(tp, set, n);
+		if (!err)
+			err = batch_punch(tp, set, n);
+		if (!err)
+			err = mfs_orphan_remove_set(tp, d->orphans, set, n, preds, npreds, need,
+						    BATCH_NEED, &nneed);
 		for (unsigned i = 0; !err && i < n; i++)
 			err = mfs_ifree(tp, set[i]->ino);
 		err = mfsd_trans_end(tp, err);
@@ -838,7 +936,8 @@ static void work_batch(struct mfsd *d, struct mfsd_work *w, unsigned n,
 {
 	const struct mfs_geom *g = &d->fs->geo;
 	struct mfsd_work **ready = n > 1 ? mfs_malloc(n * sizeof(*ready)) : NULL;
-	unsigned nready = 0;
+	/* A batch's weight (inodes and extents) stays a small part of the log. */
+	unsigned nready = 0, budget = g->logblocks / 16 < BATCH_MAX ? g->logblocks / 16 : BATCH_MAX;
 
 	while (w) {
 		struct mfsd_work *next = w->next;
@@ -851,7 +950,9 @@ static void work_batch(struct mfsd *d, struct mfsd_work *w, unsigned n,
 			continue;
 		}
 		pthread_rwlock_wrlock(&w->ip->lock);
-		err = free_contents(d, w->ip, w->generation);
+		err = still_unlinked(w->ip, w->generation);
+		if (err == 0 && !batchable(w->ip))
+			err = free_blocks(d, w->ip);
 		if (err < 0)
 			mfs_inode_invalidate(d->fs, w->ip->ino);
 		pthread_rwlock_unlock(&w->ip->lock);
@@ -867,11 +968,14 @@ static void work_batch(struct mfsd *d, struct mfsd_work *w, unsigned n,
 	qsort(ready, nready, sizeof(*ready), cmp_work);
 	for (unsigned i = 0, j; i < nready; i = j) {
 		uint32_t agno = mfs_ino_to_agno(g, ready[i]->ip->ino);
+		unsigned weight = batch_weight(ready[i]->ip);
 		int err;
 
-		for (j = i + 1; j < nready && j - i < BATCH_MAX &&
-		     mfs_ino_to_agno(g, ready[j]->ip->ino) == agno; j++)
-			;
+		for (j = i + 1; j < nready && mfs_ino_to_agno(g, ready[j]->ip->ino) == agno; j++) {
+			weight += batch_weight(ready[j]->ip);
+			if (weight > budget)
+				break;
+		}
 		err = free_batch(d, ready + i, j - i);
 		for (unsigned k = i; k < j; k++)
 			work_done(d, ready[k], err ? inactivate(d, ready[k]->ip,
