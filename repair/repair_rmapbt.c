@@ -943,10 +943,14 @@ static int rmap_ordered(struct ordered *o, struct mfs_xfarray *U)
 	err = give_gaps(o);
 	if (!err)
 		err = plan_new(o, &take);
-	/* N's pieces out of free space (the free list feeds their splits) */
+	/* N's pieces out of free space (the free list feeds their splits: one take inserts
+	 * at most one record into the by-block tree and two into the by-length tree) */
 	for (uint64_t i = 0; !err && i < o->N.n; i++) {
+		uint32_t take_need = mfs_get32(agh->levels[MFS_BT_BNO]) + 1 +
+				     2 * (mfs_get32(agh->levels[MFS_BT_CNT]) + 1);
+
 		err = fl_drain(o, o->need);
-		if (!err && fl_count(ar) < o->need)
+		if (!err && fl_count(ar) < take_need)
 			err = rep_fail(ar->r, -EAGAIN, "AG %u: the free list ran short while "
 				       "taking free space for the new reverse map; nothing was "
 				       "changed, try again", ar->agno);

@@ -33,6 +33,8 @@
  *                             BENCH_REPAIR_LOG_MB: the journal's size (default 16 MiB; 0: the
  *                             format's default), so that a rebuild must not need a journal
  *                             as large as its tree;
+ *                             BENCH_REPAIR_CANCEL=1: each rebuild is first stopped just
+ *                             before its commit, AG 1's bytes compared (must not change);
  *                             BENCH_REPAIR_IMAGE=FILE: the image before the rebuilds is
  *                             copied from FILE when it exists (N and the journal size must
  *                             match: no bmap column then), else saved there (to profile the
@@ -61,12 +63,14 @@
 #include "ag.h"
 #include "alloc.h"
 #include "bcache.h"
+#include "crc32c.h"
 #include "dev.h"
 #include "dir.h"
 #include "format.h"
 #include "fs.h"
 #include "geom.h"
 #include "ialloc.h"
+#include "journal.h"
 #include "inode.h"
 #include "log.h"
 #include "repair.h"
@@ -343,6 +347,73 @@ static void rebuild(struct mfs_fs *fs, struct lat *l, uint32_t type, struct col 
 		snprintf(c->why, sizeof(c->why), "%s", rc->reason);
 	free(rc);
 	close(fd);
+}
+
+/* ---- a cancelled rebuild leaves the image as it was ------------------------------------- */
+static int cancel_hook(void *arg, enum mfs_repair_point at)
+{
+	(void)arg;
+	return at == MFS_REPAIR_AT_BUILT ? -ECANCELED : 0;
+}
+
+/* CRC of AG 1's bytes on the device. */
+static uint32_t ag1_crc(struct mfs_fs *fs)
+{
+	const struct mfs_geom *g = &fs->geo;
+	uint64_t off = (uint64_t)g->agblocks * g->blocksize;
+	uint64_t end = off + (uint64_t)mfs_ag_length(g, 1) * g->blocksize;
+	size_t len = 1u << 20;
+	char *buf = malloc(len);
+	uint32_t crc = 0;
+	int fd = open(path, O_RDONLY);
+
+	if (!buf || fd < 0)
+		die("reading the image", errno);
+	for (; off < end; off += len) {
+		size_t n = end - off < len ? (size_t)(end - off) : len;
+
+		if (pread(fd, buf, n, (off_t)off) != (ssize_t)n)
+			die("reading the image", EIO);
+		crc = mfs_crc32c(crc, buf, n);
+	}
+	close(fd);
+	free(buf);
+	return crc;
+}
+
+/* BENCH_REPAIR_CANCEL=1: a rebuild of `type` stopped at its last point before the commit
+ * (the test hook), with everything of AG 1 written first: its bytes must be as before —
+ * the ordered new blocks' old bytes put back, nothing else written. */
+static void cancelled_rebuild(struct mfs_fs *fs, uint32_t type)
+{
+	struct mfs_repair_ctx *rc = calloc(1, sizeof(*rc));
+	int fd = memfd_create("bench_repair", MFD_CLOEXEC);
+	uint32_t c0, c1;
+	int err;
+
+	if (!rc || fd < 0)
+		die("memfd", errno);
+	err = fs->log ? mfs_journal_checkpoint(fs->log) : 0;
+	if (!err)
+		err = mfs_bcache_flush(fs->bc);
+	if (err)
+		die("flushing before the cancelled rebuild", err);
+	c0 = ag1_crc(fs);
+	rc->fs = fs;
+	rc->type = type;
+	rc->agno = 1;
+	rc->fds[0] = fd;
+	rc->nfds = 1;
+	rc->test_hook = cancel_hook;
+	err = mfs_repair(rc);
+	c1 = ag1_crc(fs);
+	printf("rebuild of type %u stopped before its commit: %s (%s); AG 1 %s\n", type,
+	       err == -ECANCELED ? "cancelled" : "NOT cancelled", rc->reason,
+	       c0 == c1 ? "unchanged" : "CHANGED");
+	free(rc);
+	close(fd);
+	if (err != -ECANCELED || c0 != c1)
+		die("cancelled rebuild", EIO);
 }
 
 /* ---- the mendfs image ------------------------------------------------------------------------ */
@@ -756,7 +827,11 @@ int main(int argc, char **argv)
 	atomic_store(&l.phase, 2);
 	if (pthread_create(&th, NULL, lat_main, &l))
 		die("thread", EAGAIN);
+	if (getenv("BENCH_REPAIR_CANCEL"))
+		cancelled_rebuild(fs, MFS_SCRUB_BNOBT);
 	rebuild(fs, &l, MFS_SCRUB_BNOBT, &c[0]);
+	if (getenv("BENCH_REPAIR_CANCEL"))
+		cancelled_rebuild(fs, MFS_SCRUB_RMAPBT);
 	if (!l.err)
 		rebuild(fs, &l, MFS_SCRUB_RMAPBT, &c[1]);
 	atomic_store(&l.stop, 1);
