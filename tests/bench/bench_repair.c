@@ -274,6 +274,19 @@ struct col {
 	double p99_idle, p99_busy;     /* us; < 0: not applicable */
 };
 
+/* A repair of AG 1's object `type`, scratch in fd, with a test hook. */
+static void ag1_ctx(struct mfs_repair_ctx *rc, struct mfs_fs *fs, uint32_t type, int fd,
+		    int (*hook)(void *, enum mfs_repair_point), void *arg)
+{
+	rc->fs = fs;
+	rc->type = type;
+	rc->agno = 1;
+	rc->fds[0] = fd;
+	rc->nfds = 1;
+	rc->test_hook = hook;
+	rc->hook_arg = arg;
+}
+
 /* A rebuild of AG 1 (type), timed, beside the allocations of l. */
 static void rebuild(struct mfs_fs *fs, struct lat *l, uint32_t type, struct col *c)
 {
@@ -297,13 +310,7 @@ static void rebuild(struct mfs_fs *fs, struct lat *l, uint32_t type, struct col 
 	deadline = now() + 20;
 	while (atomic_load(&l->n[0]) < 5000 && !l->err && now() < deadline)
 		usleep(10000);
-	rc->fs = fs;
-	rc->type = type;
-	rc->agno = 1;
-	rc->fds[0] = fd;
-	rc->nfds = 1;
-	rc->test_hook = built_hook;
-	rc->hook_arg = &bt;
+	ag1_ctx(rc, fs, type, fd, built_hook, &bt);
 	if (reset_hwm())
 		fprintf(stderr, "bench_repair: /proc/self/clear_refs: the peak RSS is the "
 			"process's since its start\n");
@@ -399,12 +406,7 @@ static void cancelled_rebuild(struct mfs_fs *fs, uint32_t type)
 	if (err)
 		die("flushing before the cancelled rebuild", err);
 	c0 = ag1_crc(fs);
-	rc->fs = fs;
-	rc->type = type;
-	rc->agno = 1;
-	rc->fds[0] = fd;
-	rc->nfds = 1;
-	rc->test_hook = cancel_hook;
+	ag1_ctx(rc, fs, type, fd, cancel_hook, NULL);
 	err = mfs_repair(rc);
 	c1 = ag1_crc(fs);
 	printf("rebuild of type %u stopped before its commit: %s (%s); AG 1 %s\n", type,
