@@ -683,12 +683,12 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 	r->ready = 1;
 	j->st.commits++;
 	j->pending_blocks += len;
+	*lsn = r->seq;          /* now: once unlocked, r may be written, checkpointed, freed */
 	pthread_cond_broadcast(&j->cv);
 	logd_kick(j);
 	pthread_mutex_unlock(&j->lock);
 	/* Queued: from here on the change is committed in memory and this returns 0.  Any
 	 * wait for the log is the caller's, after it has released its locks. */
-	*lsn = r->seq;
 	r = NULL;
 	goto out;
 
