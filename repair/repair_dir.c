@@ -2,9 +2,13 @@
  * repair_dir.c — the directory rebuilder (MFS_SCRUB_DIR): a directory's names rebuilt
  * online from what survives of them, in one transaction.
  *
+ *   0. entries naming a directory whose mode says regular file: that child's inode record
+ *      repaired first (repair_inode.c tells its type from its data fork and its entries),
+ *      so that step 2 keeps the entry when the mode was the damage;
  *   1. take the directory (its lock exclusive until the end: lookups in it wait, the rest of
  *      the filesystem keeps serving); count, then gather from the reverse map, the blocks
- *      of its name btree — every block, also those a damaged node no longer reaches;
+ *      of its name btree — every block, also those a damaged node no longer reaches — and
+ *      of its attribute fork (never from nblocks, which may be the damage);
  *   2. salvage: the inline entries up to the first that does not decode, and every record
  *      of every name-btree block that still verifies as a leaf of this directory (raw
  *      records into a scratch array, sorted by key, heads joined with their continuations);

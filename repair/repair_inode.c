@@ -7,24 +7,31 @@
  * find is what the in-core inode does not carry or carries wrongly — padding and reserved
  * words not zero (logging the inode writes them as zeroes), an orphan list pointer on an
  * inode with links (cleared: the orphan lists are rebuilt from the inodes without links),
- * a symlink whose size is not its target's length (measured from the target).  Changed
+ * a symlink whose size is not its target's length (measured from the target), a device's
+ * size, a directory's mode on a file or symlink or a file's on a directory (the type told
+ * from the evidence, as below: incore_type).  Changed
  * under the inode's exclusive lock and logged: the daemon's cached inode is the one fixed.
  *
  * It does not load (corrupt fields, bad checksum): no in-core copy can exist (a failed
  * load is never cached), so nobody can read or change it while it is fixed from the
  * committed cluster buffer, in ONE transaction under its AG lock:
  *   - the header's magic, self number and UUID set right when two of them are (a damaged
- *     field); fewer, or a mode with no file type: beyond repair, below;
+ *     field); fewer: beyond repair, below;
+ *   - a mode whose file type is lost or does not fit the data fork: the type told from the
+ *     data fork and the entries naming the inode (decide_type: they must agree, else the
+ *     repair is refused and nothing changes; nothing to tell it by: beyond repair);
  *   - unknown flags cleared, impossible nanoseconds zeroed, a link count over the maximum
  *     set to 1 (2 for a directory: the link count rebuild counts the real one), an orphan
  *     pointer outside the filesystem or on a linked inode cleared, padding zeroed;
  *   - the attribute fork: a btree when the reverse map gives the inode attribute blocks and
  *     the root in its place is sane; inline when the entries there parse to exactly the
- *     count; otherwise dropped (its blocks freed), with a warning in the log;
+ *     count, or at the one other offset where they do; a fork offset without an attribute
+ *     fork cleared (the data fork's bytes behind it kept); otherwise dropped (its blocks
+ *     freed), with a warning in the log;
  *   - the data fork from the file type and the reverse map: a regular file's extent map, a
  *     symlink's target extent, rebuilt from the reverse map (repair_bmap.h); a directory's
  *     name btree root kept when its levels are sane, else inline with the entries that
- *     parse (size recomputed); device files DEV;
+ *     parse (size recomputed); device files DEV, size 0;
  *   - size: a regular file's past 2^63 from its last extent, an inline symlink's from its
  *     target; the block count from the reverse map.
  * The result must pass the loader's checks, else nothing is written.

@@ -7,8 +7,10 @@
  * pass it: a file's links are the entries naming it; a directory's the one entry naming it,
  * its "." and one for each entry in it that names a directory (refs + 1 + subdirs; the root,
  * named by none: 2 + subdirs).  A directory named by several entries, or a root named by
- * one, is the directory repair's to settle: left alone here.  An inode without links that
- * nothing names is the orphan list's (repair_orphans.c).
+ * one, is settled first when its own entry can be told (twice_settle: the one in the
+ * directory its ".." names; the directories holding the others are rebuilt, then all is
+ * counted again), else left alone with the reason.  An inode without links that nothing
+ * names is the orphan list's (repair_orphans.c).
  *
  * Everything proportional to the inode or entry count lives in scratch arrays in the
  * client's descriptor (lib/xfarray.h), never in the daemon's heap:
