@@ -370,7 +370,9 @@ static int cluster_get(struct mfs_scrub_ctx *ctx, struct scrub_cluster *cl, uint
 
 	*d = NULL;
 	if (!cl->blk || fsb < cl->fsb || fsb - cl->fsb >= cl->nblk) {
-		uint64_t first = mfs_agbno_to_fsb(g, agno, agbno - agbno % g->chunkblocks);
+		uint32_t n = cl->one_block ? 1 : g->chunkblocks;
+		uint64_t first = cl->one_block ? fsb :
+				 mfs_agbno_to_fsb(g, agno, agbno - agbno % g->chunkblocks);
 
 		if (mfs_ino_check(ctx->fs, ino))
 			return -EINVAL;
@@ -382,13 +384,13 @@ static int cluster_get(struct mfs_scrub_ctx *ctx, struct scrub_cluster *cl, uint
 		cl->nblk = 0;
 		if (!locked)
 			scrub_ag_lock(ctx->fs, agno);
-		err = mfs_bcache_read_range(ctx->fs->bc, first, g->chunkblocks, cl->blk);
+		err = mfs_bcache_read_range(ctx->fs->bc, first, n, cl->blk);
 		if (!locked)
 			scrub_ag_unlock(ctx->fs, agno);
 		if (err)
 			return err;
 		cl->fsb = first;
-		cl->nblk = g->chunkblocks;
+		cl->nblk = n;
 	}
 	*d = (const void *)(cl->blk + (size_t)(fsb - cl->fsb) * g->blocksize +
 			    mfs_ino_to_offset(g, ino));
@@ -400,7 +402,7 @@ int scrub_chunk_walk(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct mfs_
 {
 	const struct mfs_geom *g = &ctx->fs->geo;
 	uint64_t mask = mfs_get64(c->freemask);
-	struct scrub_cluster cl = { 0, 0, NULL };
+	struct scrub_cluster cl = { 0, 0, NULL, 0 };
 	int err = 0;
 
 	for (uint32_t k = 0; k < MFS_INODES_PER_CHUNK && !err; k++) {

@@ -61,10 +61,11 @@ struct chunk_rec {
 	uint64_t freemask;
 	int valid;
 };
+#define DIR_BLOCK_SLOTS 8           /* 40 children of 512 bytes lie in 5 or 6 blocks */
 struct chunk_cache {
 	struct chunk_rec rec[DIR_CHUNK_SLOTS];
 	unsigned next_rec, next_cl;
-	struct scrub_cluster *cl;   /* NULL, or DIR_CHUNK_SLOTS copies (see mode_of) */
+	struct scrub_cluster *cl;   /* NULL, or DIR_BLOCK_SLOTS one-block copies (mode_of) */
 };
 
 struct dir_walk {
@@ -108,10 +109,10 @@ static struct scrub_cluster *cluster_for(struct mfs_scrub_ctx *ctx, struct chunk
 {
 	uint64_t fsb = mfs_ino_to_fsb(&ctx->fs->geo, ino);
 
-	for (unsigned i = 0; i < DIR_CHUNK_SLOTS; i++)
+	for (unsigned i = 0; i < DIR_BLOCK_SLOTS; i++)
 		if (cc->cl[i].nblk && fsb >= cc->cl[i].fsb && fsb - cc->cl[i].fsb < cc->cl[i].nblk)
 			return &cc->cl[i];
-	return &cc->cl[cc->next_cl++ % DIR_CHUNK_SLOTS];
+	return &cc->cl[cc->next_cl++ % DIR_BLOCK_SLOTS];
 }
 
 /*
@@ -279,7 +280,7 @@ int scrub_dir(struct mfs_scrub_ctx *ctx)
 {
 	struct mfs_inode *dp;
 	struct dir_walk w;
-	struct scrub_cluster cl[DIR_CHUNK_SLOTS];
+	struct scrub_cluster cl[DIR_BLOCK_SLOTS];
 	uint64_t count;
 	int err;
 
@@ -318,11 +319,13 @@ int scrub_dir(struct mfs_scrub_ctx *ctx)
 		goto out;
 	memset(&w, 0, sizeof(w));
 	memset(cl, 0, sizeof(cl));
+	for (unsigned i = 0; i < DIR_BLOCK_SLOTS; i++)
+		cl[i].one_block = 1;    /* a directory's children: a few blocks of a chunk */
 	w.ctx = ctx;
 	w.dp = dp;
 	w.cc.cl = cl;
 	err = mfs_dir_iterate(dp, 0, entry_fn, &w);
-	for (unsigned i = 0; i < DIR_CHUNK_SLOTS; i++)
+	for (unsigned i = 0; i < DIR_BLOCK_SLOTS; i++)
 		scrub_cluster_release(&cl[i]);
 	if (!err && !mfs_dir_count(dp, &count) && count != w.n)
 		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "directory %llu: %llu entries counted, "

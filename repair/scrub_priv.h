@@ -222,6 +222,8 @@ struct scrub_cluster {
 	uint64_t fsb;               /* first block of the copy */
 	uint32_t nblk;              /* blocks copied (0: nothing yet) */
 	uint8_t *blk;               /* chunkblocks * blocksize bytes, or NULL */
+	int one_block;              /* set by the caller: copy only the block of the inode
+				       (a few inodes wanted from each chunk, not all) */
 };
 int scrub_cluster_dinode(struct mfs_scrub_ctx *ctx, struct scrub_cluster *cl, uint64_t ino,
 			 const struct mfs_dinode **d);

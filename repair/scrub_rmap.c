@@ -565,7 +565,7 @@ static int owner_quick(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct sc
 static int check_owners(struct mfs_scrub_ctx *ctx, struct scrub_recs *recs)
 {
 	uint32_t agno = ctx->agno;
-	struct scrub_cluster cl = { 0, 0, NULL };
+	struct scrub_cluster cl = { 0, 0, NULL, 0 };
 	struct owner o;
 	int err = 0, there;
 
