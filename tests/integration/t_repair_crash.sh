@@ -1,7 +1,8 @@
 #!/bin/bash
 # t_repair_crash.sh — crashes around online rebuilds: 20 times, REPAIR of AG 0's free-space
-# trees or inode btree (alternately) is sent through the control socket and the daemon is
-# killed with SIGKILL after a random delay (before, during or after the rebuild); each
+# trees, inode btree or reverse map (in turn; the space trees and the reverse map are written
+# as ordered new blocks in free space, swapped in by the commit) is sent through the control
+# socket and the daemon is killed with SIGKILL after a random delay (before, during or after the rebuild); each
 # remount (journal replay) must show a consistent filesystem — the old trees or the new,
 # never a mix: mendfs_scrub -n is clean — and the files read back the same.  At the end,
 # mendfs_repair -n after unmount is clean.
@@ -36,8 +37,9 @@ for i in $(seq 1 2 300); do rm "$mnt/d/f$i" || fail "rm f$i"; done
 (cd "$mnt" && find d -type f -print0 | sort -z | xargs -0 md5sum) >"$dir/sums" || fail "md5sum"
 sync
 replied=0
+types=(4 6 7)
 for round in $(seq 20); do
-	type=$((round % 2 ? 4 : 6))
+	type=${types[round % 3]}
 	python3 "$dir/client.py" $type 0 >"$dir/reply" 2>&1 &
 	client=$!
 	for _ in $(seq 500); do grep -q sent "$dir/reply" 2>/dev/null && break; sleep 0.01; done
