@@ -2,10 +2,10 @@
 # t_repair_crash.sh — crashes around online rebuilds: 20 times, REPAIR of AG 0's free-space
 # trees, inode btree or reverse map (in turn; the space trees and the reverse map are written
 # as ordered new blocks in free space, swapped in by the commit) is sent through the control
-# socket and the daemon is killed with SIGKILL after a random delay (before, during or after the rebuild); each
-# remount (journal replay) must show a consistent filesystem — the old trees or the new,
-# never a mix: mendfs_scrub -n is clean — and the files read back the same.  At the end,
-# mendfs_repair -n after unmount is clean.
+# socket and the daemon is killed with SIGKILL after a random delay (before, during or after
+# the rebuild); each remount (journal replay) must show a consistent filesystem — the old
+# trees or the new, never a mix: mendfs_scrub -n is clean — and the files read back the
+# same.  At the end, mendfs_repair -n after unmount is clean.
 set -u
 . "$(dirname "$0")/mountlib.sh"
 ml_setup t_repair_crash
