@@ -31,7 +31,9 @@
  *
  * Directories (whose data fork is a name btree), special files and inline symlinks have no
  * extent map: for them only the block count is set right (every block the reverse map
- * gives the inode).  The attribute fork is not an extent map either (a keyed btree and value
+ * gives the inode).  A "regular file" whose btree root is a name-btree block of its own is
+ * a directory with a damaged mode: refused (repair_ilit.h), its names kept for the inode
+ * record rebuild, which gives the type back from the fork.  The attribute fork is not an extent map either (a keyed btree and value
  * blocks): its blocks are only counted.
  *
  * The daemon's in-core inode is the one changed (under its lock) and logged, so the cache
@@ -40,6 +42,7 @@
  */
 #include "repair_bmap.h"
 #include "repair_ag.h"
+#include "repair_ilit.h"
 
 #include "alloc.h"
 #include "bcache.h"
@@ -808,7 +811,16 @@ int rep_bmap(struct rep *r)
 	if (err)
 		return rep_fail(r, err, "inode %llu cannot be loaded (%s): repair the inode record "
 				"first", (unsigned long long)r->rc->ino, strerror(-err));
-	err = rep_fmap_gather(r, ip->ino, ip, &m);
+	/* A "regular file" whose btree root is a name-btree block of its own is a directory
+	 * whose mode is the damage: an extent map rebuilt from the reverse map (no data
+	 * extents) would free its names.  The inode record repair tells the type from the fork
+	 * and gives it back; until then nothing is touched here. */
+	if (S_ISREG(ip->mode) && rep_fork_is_names_btree(r->fs, ip))
+		err = rep_fail(r, -EFSCORRUPTED, "inode %llu: its mode says regular file, but its "
+			       "data fork is a directory's name btree: repair the inode record "
+			       "first; nothing was changed", (unsigned long long)ip->ino);
+	if (!err)
+		err = rep_fmap_gather(r, ip->ino, ip, &m);
 	if (!err)
 		err = bmap_commit(r, m, ip);
 	rep_fmap_free(m);

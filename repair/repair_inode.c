@@ -42,6 +42,7 @@
  */
 #include "repair_bmap.h"
 #include "repair_dirwalk.h"
+#include "repair_ilit.h"
 #include "repair_ag.h"
 #include "scrub_priv.h"
 
@@ -156,54 +157,14 @@ static uint8_t *rlit(struct raw *x)
 	return x->buf + sizeof(struct mfs_dinode);
 }
 
-/* Inline attribute entries from byte `at` of the literal area: how many parse, or -1. */
-static long local_attrs(struct raw *x, uint32_t at)
-{
-	const uint8_t *p = rlit(x);
-	uint32_t pos = at;
-	long n = 0;
-
-	while (pos + sizeof(struct mfs_xattr_lent) <= x->litsize) {
-		const struct mfs_xattr_lent *e = (const void *)(p + pos);
-		uint32_t vlen = (uint32_t)e->valuelen[0] | (uint32_t)e->valuelen[1] << 8;
-
-		if (e->ns == 0 && e->namelen == 0)
-			break;                  /* the zeroes after the last entry */
-		if (e->ns < 1 || e->ns > MFS_XATTR_NS_MAX || e->namelen == 0 ||
-		    pos + sizeof(*e) + e->namelen + vlen > x->litsize)
-			return -1;
-		pos += (uint32_t)sizeof(*e) + e->namelen + vlen;
-		n++;
-	}
-	return n;
-}
-
-/* An inline attribute fork whose offset is the damage: the one offset, past the room the
- * data fork needs, at which the entries parse to exactly the count; 0 when none or several
- * do. */
+/* An inline attribute fork whose offset is the damage: where its entries parse
+ * (repair_ilit.h), 0 when nowhere or in several places. */
 static uint32_t find_local_attrs(struct raw *x)
 {
 	struct mfs_dinode *d = rd(x);
-	long want = (long)mfs_get32(d->anext);
-	uint64_t need = 0;
-	uint32_t found = 0;
 
-	if (want <= 0)
-		return 0;
-	if (d->dformat == MFS_FMT_LOCAL)
-		need = mfs_get64(d->size);
-	else if (d->dformat == MFS_FMT_EXTENTS)
-		need = (uint64_t)mfs_get32(d->dnext) * sizeof(struct mfs_bmbt_rec);
-	else if (d->dformat == MFS_FMT_BTREE)
-		need = sizeof(struct mfs_dir_root);
-	for (uint64_t fo = need ? (need + 7) / 8 : 1; fo * 8 < x->litsize; fo++) {
-		if (local_attrs(x, (uint32_t)fo * 8) != want)
-			continue;
-		if (found)
-			return 0;
-		found = (uint32_t)fo;
-	}
-	return found;
+	return rep_local_attrs_find(rlit(x), x->litsize, d->dformat, mfs_get32(d->dnext),
+				    mfs_get64(d->size), mfs_get32(d->anext));
 }
 
 static void fix_attr(struct raw *x)
@@ -224,7 +185,8 @@ static void fix_attr(struct raw *x)
 			return;
 		}
 	} else if (fo && (uint64_t)fo * 8 < x->litsize && d->aformat == MFS_FMT_LOCAL &&
-		   local_attrs(x, fo * 8) == (long)mfs_get32(d->anext)) {
+		   rep_local_attrs_count(rlit(x), x->litsize, fo * 8) ==
+		   (long)mfs_get32(d->anext)) {
 		return;
 	} else if (d->aformat == MFS_FMT_LOCAL && (nfo = find_local_attrs(x)) != 0) {
 		mfs_log(MFS_LOG_WARN, "repair: inode %llu: its inline attributes found at offset "
@@ -747,37 +709,10 @@ static int inode_raw(struct rep *r)
 }
 
 /*
- * Whether a loaded regular file's data fork holds a directory's names: inline bytes (a
- * file's data is never inline) or a btree whose root is a name-btree block of this inode.
- */
-static int holds_names(struct rep *r, const struct mfs_inode *ip)
-{
-	const struct mfs_btree_block *h;
-	struct mfs_buf *bp;
-	uint64_t root;
-	int yes;
-
-	if (!S_ISREG(ip->mode))
-		return 0;
-	if (ip->dformat == MFS_FMT_LOCAL)
-		return 1;
-	if (ip->dformat != MFS_FMT_BTREE)
-		return 0;
-	memcpy(&root, ip->lit, 8);
-	root = mfs_get64(root);
-	if (!root || root >= r->fs->geo.dblocks || mfs_buf_read(r->fs->bc, root, NULL, &bp))
-		return 0;
-	h = bp->data;
-	yes = mfs_get32(h->hdr.magic) == MFS_DIRBT_MAGIC && mfs_get64(h->hdr.owner) == ip->ino;
-	mfs_buf_put(bp);
-	return yes;
-}
-
-/*
  * An inode that loads with a type its data fork does not hold: a mode that says directory
  * on a file, a symlink (their type fits the formats a directory may have, so the loader
  * takes them; the checker sees a directory with one link), or a regular file's on a
- * directory (holds_names).  Told as for an inode that does
+ * directory (rep_file_holds_names, repair_ilit.h).  Told as for an inode that does
  * not load (decide_type), with the inode's lock dropped meanwhile (the walk of every
  * directory takes their locks; an unlink holding one may wait for this inode's); then, the
  * lock taken again and the mode unchanged, the new type set in the in-core inode.  0 (and
@@ -837,7 +772,7 @@ int rep_inode(struct rep *r)
 		return rep_fail(r, err, "inode %llu: %s", (unsigned long long)r->rc->ino,
 				err == -ENOENT ? "it is free" : strerror(-err));
 	err = 0;
-	if ((S_ISDIR(ip->mode) && ip->nlink == 1) || holds_names(r, ip))
+	if ((S_ISDIR(ip->mode) && ip->nlink == 1) || rep_file_holds_names(r->fs, ip))
 		err = incore_type(r, ip);       /* (a directory has two links at least) */
 	if (!err)
 		err = inode_incore(r, ip);

@@ -5,7 +5,8 @@
  * both fork formats; a reverse map that puts the very blocks at another file offset makes
  * the rebuild refuse with the image unchanged; an inode whose data fork format no longer
  * loads gets its map back from the reverse map; a damaged header field is set right, a
- * garbage inode cleared.
+ * garbage inode cleared; a btree directory whose mode says regular file is refused by the
+ * extent map rebuild (its names would go) and given its type back by the inode rebuild.
  */
 #include "tu.h"
 
@@ -340,6 +341,75 @@ START_TEST(test_inode_cleared)
 }
 END_TEST
 
+#define NNAMES 150u        /* entries of the btree directory: a two-level name btree */
+
+static void mode_file(struct mfs_dinode *d)
+{
+	mfs_put16(d->mode, S_IFREG | 0755);
+}
+
+static int has_name(struct mfs_fs *fs, uint64_t dir, const char *name)
+{
+	struct mfs_inode *dp;
+	uint64_t ino;
+	int err;
+
+	CK_OK(mfs_iget(fs, dir, 0, &dp));
+	pthread_rwlock_rdlock(&dp->lock);
+	err = mfs_dir_lookup(dp, name, (unsigned)strlen(name), &ino, NULL);
+	pthread_rwlock_unlock(&dp->lock);
+	mfs_iput(dp);
+	return err == 0;
+}
+
+/* A btree directory whose mode says regular file (it loads: a file may have a btree data
+ * fork): the extent map rebuild would find no data extents in the reverse map and free the
+ * name btree.  It refuses, naming the inode, with the image unchanged; the inode record
+ * rebuild tells the type from the fork and the entry naming it, and every name stays. */
+START_TEST(test_names_btree_as_file)
+{
+	struct tu_img t;
+	struct mfs_inode *ip;
+	char reason[1024], name[32];
+	uint64_t dir;
+	uint32_t crc;
+
+	img(&t);
+	dir = tu_mknode(t.fs, t.fs->geo.rootino, "d", S_IFDIR | 0755, 0, NULL);
+	for (unsigned i = 0; i < NNAMES; i++) {
+		snprintf(name, sizeof(name), "n-%03u", i);
+		tu_mknode(t.fs, dir, name, S_IFREG | 0644, 0, NULL);
+	}
+	CK_OK(mfs_iget(t.fs, dir, 0, &ip));
+	CK_EQ(ip->dformat, MFS_FMT_BTREE);
+	mfs_iput(ip);
+	poke_inode(t.fs, dir, mode_file);
+	CK_OK(mfs_bcache_flush(t.fs->bc));
+	CK_OK(mfs_iget(t.fs, dir, 0, &ip));     /* it loads, as a regular file */
+	CK_EQ(ip->mode, S_IFREG | 0755);
+	mfs_iput(ip);
+	crc = tu_image_crc(t.fs, t.path);
+	CK_EQ(repair(t.fs, MFS_SCRUB_BMAP, dir, reason, sizeof(reason)), -EFSCORRUPTED);
+	snprintf(name, sizeof(name), "inode %llu", (unsigned long long)dir);
+	ck_assert_msg(strstr(reason, name) && strstr(reason, "name btree"), "%s", reason);
+	CK_EQ(tu_image_crc(t.fs, t.path), crc);
+	ck_assert_msg(repair(t.fs, MFS_SCRUB_INODE, dir, reason, sizeof(reason)) == 0, "%s",
+		      reason);
+	CK_OK(mfs_iget(t.fs, dir, 0, &ip));
+	CK_EQ(ip->mode, S_IFDIR | 0755);
+	mfs_iput(ip);
+	for (unsigned i = 0; i < NNAMES; i++) {
+		snprintf(name, sizeof(name), "n-%03u", i);
+		ck_assert_msg(has_name(t.fs, dir, name), "%s lost", name);
+	}
+	CK_EQ(check(t.fs, MFS_SCRUB_INODE, dir), 0);
+	CK_EQ(check(t.fs, MFS_SCRUB_BMAP, dir), 0);
+	CK_EQ(check(t.fs, MFS_SCRUB_DIR, dir), 0);
+	tu_img_db_check(&t);
+	tu_img_destroy(&t);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("repair_bmap");
@@ -351,6 +421,7 @@ int main(void)
 	tcase_add_test(tc, test_offset_disagreement_refused);
 	tcase_add_loop_test(tc, test_inode_unloadable, 0, 4);
 	tcase_add_test(tc, test_inode_cleared);
+	tcase_add_test(tc, test_names_btree_as_file);
 	suite_add_tcase(s, tc);
 	return tu_run_suite_needing("mendfs_db", s);
 }
