@@ -5,14 +5,15 @@
  *
  *   1. count, then gather from the reverse map, every block of the attribute fork (btree
  *      blocks and value blocks: also those a damaged node no longer reaches);
- *   2. salvage: the inline entries up to the first that does not decode; the records of
- *      every attribute-btree block that still verifies as a leaf of this inode (raw into a
- *      scratch array, sorted by key, heads joined with their continuations), a remote value
- *      read from its value blocks and kept only when they verify and its CRC matches.  An
- *      attribute is kept when its namespace is known, its name 1..255 bytes without NUL
- *      and its value at most 64 KiB.  Keys (namespace, hash, value length, blob cookie) go
- *      to a scratch array, each name and value to one xblob entry, both in the client's
- *      descriptor;
+ *   2. salvage: the inline entries up to the first that does not decode (from the one
+ *      offset where they parse to the count, when the fork offset frames them wrongly:
+ *      repair_ilit.h); the records of every attribute-btree block that still verifies as
+ *      a leaf of this inode (raw into a scratch array, sorted by key, heads joined with
+ *      their continuations), a remote value read from its value blocks and kept only when
+ *      they verify and its CRC matches.  An attribute is kept when its namespace is
+ *      known, its name 1..255 bytes without NUL and its value at most 64 KiB.  Keys
+ *      (namespace, hash, value length, blob cookie) go to a scratch array, each name and
+ *      value to one xblob entry, both in the client's descriptor;
  *   3. sort by (namespace, hash); one transaction frees every old block of the fork, drops
  *      the fork (the data fork gets the literal area back), sets each kept attribute again
  *      through lib/xattr.c (inline while they fit next to the data fork, else a new
@@ -21,6 +22,7 @@
  * An attribute whose record or value block is lost is gone; the file's data and names are
  * not touched.
  */
+#include "repair_ilit.h"
 #include "repair_priv.h"
 
 #include "bcache.h"
@@ -58,6 +60,7 @@ struct xrep {
 	struct mfs_inode *ip;
 	struct rep_iscratch s;      /* old extents, raw records, kept keys, names+values */
 	uint8_t *buf;               /* ENTRY_MAX bytes: the entry being kept */
+	uint32_t afrom;             /* first byte of the literal area the old fork used */
 	uint64_t kept, lost, unreadable;
 };
 
@@ -105,15 +108,30 @@ static int keep(struct xrep *x, unsigned ns, const uint8_t *name, unsigned len, 
 }
 
 /* ---- inline entries ----------------------------------------------------------------------- */
+/*
+ * A fork offset one unit off still loads (the data fork fits either way) but frames the
+ * entries wrongly.  When they do not parse to the count where the offset says, the one
+ * offset where they do (repair_ilit.h, as the inode record rebuild searches) is where
+ * they are salvaged from; the old fork is taken to begin at the lower of the two.
+ */
 static int salvage_local(struct xrep *x)
 {
 	struct mfs_inode *ip = x->ip;
-	uint32_t base = (uint32_t)ip->forkoff * 8u, cap, off = 0;
+	uint32_t base = (uint32_t)ip->forkoff * 8u, cap, off = 0, nfo;
 	int err = 0;
 
 	if (!ip->forkoff || base >= ip->litsize) {
 		x->lost += ip->anext;
 		return 0;
+	}
+	if (rep_local_attrs_count(ip->lit, ip->litsize, base) != (long)ip->anext &&
+	    (nfo = rep_local_attrs_find(ip->lit, ip->litsize, ip->dformat, ip->dnext, ip->size,
+					ip->anext)) != 0 && nfo != ip->forkoff) {
+		mfs_log(MFS_LOG_WARN, "repair: inode %llu: its inline attributes found at offset "
+			"%u (the fork offset said %u)", ULL(ip->ino), nfo, ip->forkoff);
+		base = nfo * 8u;
+		if (base < x->afrom)
+			x->afrom = base;
 	}
 	cap = ip->litsize - base;
 	for (uint32_t i = 0; i < ip->anext && !err; i++) {
@@ -305,10 +323,10 @@ static int build(struct xrep *x, const struct rep_iblocks *nb)
 	err = rep_inode_free(r, tp, ip, x->s.old);
 	if (err)
 		goto cancel;
-	/* No attribute fork: the data fork gets the literal area back. */
-	if (ip->forkoff && (uint32_t)ip->forkoff * 8u < ip->litsize)
-		memset(ip->lit + (uint32_t)ip->forkoff * 8u, 0,
-		       ip->litsize - (uint32_t)ip->forkoff * 8u);
+	/* No attribute fork: the data fork gets the literal area back (from where the old
+	 * fork's bytes began: salvage_local may have found them before the offset). */
+	if (x->afrom < ip->litsize)
+		memset(ip->lit + x->afrom, 0, ip->litsize - x->afrom);
 	ip->forkoff = 0;
 	ip->aformat = MFS_FMT_NONE;
 	ip->anext = 0;
@@ -365,6 +383,7 @@ int rep_xattr(struct rep *r)
 	err = rep_inode_take(r, 0, "inode", &x->ip);
 	if (err || !x->ip)
 		goto out;
+	x->afrom = x->ip->forkoff ? (uint32_t)x->ip->forkoff * 8u : x->ip->litsize;
 	/* No attribute fork, or an inline one, owns no block: the inode's are the data fork's. */
 	inline_fork = x->ip->aformat == MFS_FMT_NONE || x->ip->aformat == MFS_FMT_LOCAL;
 	memset(&nb, 0, sizeof(nb));
