@@ -2,11 +2,12 @@
  * check_repair_dir.c — the rebuilders of one inode's forks (repair_dir.c, repair_xattr.c,
  * repair_symlink.c) on an image in process.  Each object is damaged (a name-btree node
  * trashed on disk and a record's key moved out of hash order; an inline entry's inode
- * number; ".."; an attribute-btree leaf trashed; a NUL in a symlink target), its checker
- * must see it, a repair stopped by the test hook at each point of the engine must leave
- * the image bit for bit as it was, and the repair after that must leave the checker clean
- * with what survived in place: every name, the subdirectory joined again under its name,
- * the parent found again, the attributes of the surviving leaves, the target's prefix.
+ * number; ".."; an attribute-btree leaf trashed; inline attributes a fork offset one unit
+ * off frames wrongly; a NUL in a symlink target), its checker must see it, a repair
+ * stopped by the test hook at each point of the engine must leave the image bit for bit as
+ * it was, and the repair after that must leave the checker clean with what survived in
+ * place: every name, the subdirectory joined again under its name, the parent found again,
+ * the attributes of the surviving leaves (every inline one), the target's prefix.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -635,6 +636,68 @@ START_TEST(test_inode_forkoff_size)
 }
 END_TEST
 
+static void shift_forkoff(struct mfs_dinode *d, void *priv)
+{
+	mfs_put16(d->forkoff, (uint16_t)(mfs_get16(d->forkoff) + *(int *)priv));
+}
+
+/* Attribute i of test_xattr_forkoff: "user.xa<i>" = i + 3 bytes of 'a' + i. */
+static void xa(unsigned i, char *name, char *val, size_t *vlen)
+{
+	snprintf(name, 16, "xa%u", i);
+	*vlen = i + 3;
+	memset(val, 'a' + (int)i, *vlen);
+}
+
+/* Inline attributes framed wrongly by a fork offset one unit off (_i 0: past the entries,
+ * 1: before them), which still loads: the attribute rebuild salvages them from where they
+ * parse to the count (repair_ilit.h) instead of losing them; values intact. */
+START_TEST(test_xattr_forkoff)
+{
+	struct dimg m;
+	struct mfs_inode *ip;
+	struct mfs_trans *tp;
+	char name[16], want[16], got[16];
+	size_t wlen, glen;
+	int delta = _i ? -1 : 1;
+	uint64_t xf;
+
+	img_make(&m);
+	xf = mk(m.t.fs, m.sub, "xf", S_IFREG | 0644, NULL);
+	CK_OK(mfs_iget(m.t.fs, xf, 0, &ip));
+	pthread_rwlock_wrlock(&ip->lock);
+	for (unsigned i = 0; i < 3; i++) {
+		xa(i, name, want, &wlen);
+		CK_OK(mfs_trans_alloc(m.t.fs, &tp));
+		CK_OK(mfs_xattr_set(tp, ip, MFS_XATTR_NS_USER, name, (unsigned)strlen(name), want,
+				    wlen, 0));
+		CK_OK(mfs_trans_commit(tp));
+	}
+	CK_EQ(ip->aformat, MFS_FMT_LOCAL);
+	ck_assert_uint_gt(ip->forkoff, 1);
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+	CK_OK(mfs_bcache_flush(m.t.fs->bc));
+	raw_dinode(&m, xf, shift_forkoff, &delta);
+	CK_OK(mfs_iget(m.t.fs, xf, 0, &ip));    /* it still loads */
+	mfs_iput(ip);
+	abort_then_repair(&m, MFS_SCRUB_XATTR, xf);
+	CK_EQ(findings(m.t.fs, MFS_SCRUB_INODE, xf), 0);
+	CK_OK(mfs_iget(m.t.fs, xf, 0, &ip));
+	pthread_rwlock_rdlock(&ip->lock);
+	for (unsigned i = 0; i < 3; i++) {
+		xa(i, name, want, &wlen);
+		ck_assert_msg(mfs_xattr_get(ip, MFS_XATTR_NS_USER, name, (unsigned)strlen(name), got,
+					    sizeof(got), &glen) == 0, "%s lost", name);
+		ck_assert_msg(glen == wlen && !memcmp(got, want, wlen), "%s: wrong value", name);
+	}
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+	tu_img_db_check(&m.t);
+	tu_img_destroy(&m.t);
+}
+END_TEST
+
 /* Asked for an inode of another type, a rebuilder has nothing to do, like its checker. */
 START_TEST(test_other_types)
 {
@@ -667,6 +730,7 @@ static Suite *repair_dir_suite(void)
 	tcase_add_test(tc, test_inode_type_refused);
 	tcase_add_test(tc, test_dir_child_mode);
 	tcase_add_test(tc, test_inode_forkoff_size);
+	tcase_add_loop_test(tc, test_xattr_forkoff, 0, 2);
 	suite_add_tcase(s, tc);
 	return s;
 }
