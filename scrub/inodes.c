@@ -106,6 +106,7 @@ static void check_inodes(struct scrub_run *run, struct scrub_conn *c,
 {
 	struct mfs_ctl_scrub_req q[MFS_CTL_MAX_BATCH];
 	int errs[MFS_CTL_MAX_BATCH];
+	unsigned at[MFS_CTL_MAX_BATCH];     /* batch[first + k]'s INODE check is q[at[k]] */
 	uint32_t i = 0;
 
 	while (i < n && !atomic_load(&run->stop)) {
@@ -116,6 +117,7 @@ static void check_inodes(struct scrub_run *run, struct scrub_conn *c,
 			mode_t mode = batch[i].mode;
 			uint64_t ino = batch[i].ino;
 
+			at[i - first] = nq;
 			q[nq++] = (struct mfs_ctl_scrub_req){ .type = MFS_SCRUB_INODE, .ino = ino };
 			if (!mode)      /* damaged: its record check says how */
 				continue;
@@ -129,11 +131,9 @@ static void check_inodes(struct scrub_run *run, struct scrub_conn *c,
 		if (scrub_check_batch(run, c, q, nq, errs) != 0)
 			return;
 		/* Directories go to phase 4 unless freed meanwhile. */
-		for (unsigned k = 0; k < nq; k++)
-			if (q[k].type == MFS_SCRUB_INODE && errs[k] != -ENOENT)
-				for (uint32_t b = first; b < i; b++)
-					if (batch[b].ino == q[k].ino && S_ISDIR(batch[b].mode))
-						add_dir(run, q[k].ino);
+		for (uint32_t b = first; b < i; b++)
+			if (S_ISDIR(batch[b].mode) && errs[at[b - first]] != -ENOENT)
+				add_dir(run, batch[b].ino);
 		scrub_progress_add(run, i - first);
 	}
 }

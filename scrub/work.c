@@ -115,18 +115,28 @@ static uint32_t report_findings(struct scrub_run *run, const struct mfs_ctl_scru
 	return seen;
 }
 
-static void count(struct scrub_run *run, uint64_t *what)
+/* Checks counted by outcome, added to the run's counts under its lock once per reply
+ * rather than once per check (a batch holds up to 2048). */
+struct tally {
+	uint64_t objects, skipped, incomplete;
+};
+
+static void tally_flush(struct scrub_run *run, struct tally *t)
 {
 	pthread_mutex_lock(&run->lock);
-	(*what)++;
+	run->n.objects += t->objects;
+	run->n.skipped += t->skipped;
+	run->n.incomplete += t->incomplete;
 	pthread_mutex_unlock(&run->lock);
+	memset(t, 0, sizeof(*t));
 }
 
-/* One check's result at buf[*off...): reported and counted; *off moves past it, *nbad =
- * its corrupt and xref findings.  Returns the check's error (0 or negative), -EPROTO for a
- * short reply. */
+/* One check's result at buf[*off...): reported and counted into *t; *off moves past it,
+ * *nbad = its corrupt and xref findings.  Returns the check's error (0 or negative),
+ * -EPROTO for a short reply. */
 static int take_result(struct scrub_run *run, const struct mfs_ctl_scrub_req *q,
-		       const uint8_t *buf, size_t len, size_t *off, unsigned *nbad)
+		       const uint8_t *buf, size_t len, size_t *off, unsigned *nbad,
+		       struct tally *t)
 {
 	static const char unexplained[] = "flagged by the daemon without a message";
 	struct mfs_ctl_scrub_reply sr;
@@ -149,10 +159,10 @@ static int take_result(struct scrub_run *run, const struct mfs_ctl_scrub_req *q,
 		}
 	switch (sr.error) {
 	case 0:
-		count(run, &run->n.objects);
+		t->objects++;
 		break;
 	case -ENOENT:                   /* an inode freed since it was listed */
-		count(run, &run->n.skipped);
+		t->skipped++;
 		break;
 	case -EOPNOTSUPP: {
 		int first;
@@ -168,7 +178,7 @@ static int take_result(struct scrub_run *run, const struct mfs_ctl_scrub_req *q,
 		break;
 	}
 	case -ECANCELED:
-		count(run, &run->n.incomplete);
+		t->incomplete++;
 		break;
 	default:
 		scrub_error(run, q->type, q->agno, q->ino, "the check could not run: %s",
@@ -193,6 +203,7 @@ int scrub_check_n(struct scrub_run *run, struct scrub_conn *c, uint32_t type, ui
 		  uint64_t ino, unsigned *nbad)
 {
 	struct mfs_ctl_scrub_req q = { .type = type, .agno = agno, .ino = ino };
+	struct tally t = { 0, 0, 0 };
 	struct scrub_reply r;
 	size_t off = 0;
 	int err;
@@ -203,7 +214,8 @@ int scrub_check_n(struct scrub_run *run, struct scrub_conn *c, uint32_t type, ui
 		rpc_failed(run, c, &q, &r);
 		return err;
 	}
-	err = take_result(run, &q, r.buf, r.len, &off, nbad);
+	err = take_result(run, &q, r.buf, r.len, &off, nbad, &t);
+	tally_flush(run, &t);
 	free(r.buf);
 	return err;
 }
@@ -236,14 +248,17 @@ int scrub_check_batch(struct scrub_run *run, struct scrub_conn *c,
 		rpc_failed(run, c, &q[0], &r);
 		return err;
 	} else {
+		struct tally t = { 0, 0, 0 };
+
 		for (unsigned i = 0; i < n; i++) {
-			errs[i] = take_result(run, &q[i], r.buf, r.len, &off, &nbad[i]);
+			errs[i] = take_result(run, &q[i], r.buf, r.len, &off, &nbad[i], &t);
 			if (errs[i] == -EPROTO) {
 				while (++i < n)
 					errs[i] = -EPROTO;
 				err = -EPROTO;
 			}
 		}
+		tally_flush(run, &t);
 		free(r.buf);
 	}
 	for (unsigned i = 0; i < n && !atomic_load(&run->stop); i++)
