@@ -52,6 +52,7 @@
  * commits that arrive during the checkpoint.  A committer forces the queue itself only
  * beyond 1/THROTTLE_FRAC of the log (the thread is far behind). */
 #define WRITE_FRAC    8
+#define RAW_MAX       128    /* blocks of changes queued (unjoined) before a write, at most */
 #define CKPT_FRAC     2
 #define THROTTLE_FRAC 4      /* of the log: the queue may reach 3/4 before a committer waits */
 
@@ -526,10 +527,25 @@ static int rec_join(struct mfs_journal *j, struct jrec *t, struct jent **spares,
 	j->head_lpos = j->head_lpos - r->len + len;
 	j->pending_blocks = j->pending_blocks - r->len + len;
 	r->len = len;
+	r->raw += t->len;
+	j->pending_raw += t->len;
 	j->st.commits++;
 	j->st.joins++;
 	*seq = r->seq;
 	return 1;
+}
+
+/*
+ * Whether the queue is due to be written (lock held): when it fills an eighth of the log,
+ * or when its transactions would, had they not joined records.  The second keeps how far
+ * durability trails asynchronous changes where it was before joins (an eighth of the log
+ * of changes, not of the much smaller records they make), at the cost of writing joined
+ * records sooner than the log's room needs.
+ */
+static int queue_due(const struct mfs_journal *j)
+{
+	return !j->writing && (j->pending_blocks >= j->write_thresh ||
+			       j->pending_raw >= j->raw_thresh);
 }
 
 /* Whether the log thread has work: enough queued to write, or a log to checkpoint.  Lock
@@ -538,7 +554,7 @@ static int logd_has_work(const struct mfs_journal *j)
 {
 	if (j->err)
 		return 0;
-	if (!j->writing && j->pending_blocks >= j->write_thresh)
+	if (queue_due(j))
 		return 1;
 	return !j->ckpt_running && j->head_lpos - j->tail_lpos > j->ckpt_thresh;
 }
@@ -681,8 +697,10 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 		map_remove(j, blkno);
 	}
 	r->ready = 1;
+	r->raw = len;
 	j->st.commits++;
 	j->pending_blocks += len;
+	j->pending_raw += len;
 	*lsn = r->seq;          /* now: once unlocked, r may be written, checkpointed, freed */
 	pthread_cond_broadcast(&j->cv);
 	logd_kick(j);
@@ -880,6 +898,7 @@ static int batch_take(struct mfs_journal *j)
 		mfs_busy_durable(j->busy, last->seq);
 		for (r = first;; r = r->next) {
 			j->pending_blocks -= r->len;
+			j->pending_raw -= r->raw;
 			rec_free_images(r);
 			if (r == last)
 				break;
@@ -1172,7 +1191,7 @@ static void *logd_main(void *arg)
 			j->logd_idle = 0;
 			continue;
 		}
-		if (!j->writing && j->pending_blocks >= j->write_thresh) {
+		if (queue_due(j)) {
 			if (batch_take(j))
 				j->st.bg_writes++;
 			else
@@ -1363,6 +1382,7 @@ int mfs_journal_alloc(struct mfs_fs *fs, struct mfs_journal **out)
 	j->usable = g->logblocks - MFS_JHDR_COPIES;
 	j->write_thresh = j->usable / WRITE_FRAC ? j->usable / WRITE_FRAC : 1;
 	j->ckpt_thresh = j->usable / CKPT_FRAC;
+	j->raw_thresh = j->write_thresh < RAW_MAX ? j->write_thresh : RAW_MAX;
 	pthread_mutex_init(&j->lock, NULL);
 	pthread_mutex_init(&j->ckpt_lock, NULL);
 	pthread_cond_init(&j->cv, NULL);

@@ -27,6 +27,7 @@ struct jrec {
 	struct jrec *next;
 	uint64_t seq, lpos;
 	uint32_t len;               /* log blocks */
+	uint32_t raw;               /* log blocks its transactions would take unjoined */
 	uint32_t nimg, nrev;
 	int ready;                  /* filled: the writer may take it */
 	int open;                   /* not taken by a writer: later transactions may join it
@@ -73,6 +74,7 @@ struct mfs_journal {
 	int logd_stop;              /* asked to exit */
 	int logd_idle;              /* waiting on logd_cv: a commit past a threshold wakes it */
 	uint32_t write_thresh, ckpt_thresh;
+	uint32_t raw_thresh;        /* pending_raw that makes the queue due (queue_due) */
 
 	uint64_t next_seq;          /* the next sequence to give */
 	uint64_t durable_seq;       /* every record up to this one is durable */
@@ -80,6 +82,7 @@ struct mfs_journal {
 	uint64_t tail_lpos, tail_seq;   /* as in the durable header */
 	uint64_t hdr_gen;           /* gen of the last header written */
 	uint64_t pending_blocks;    /* reserved, not yet written */
+	uint64_t pending_raw;       /* the same, as if no transaction had joined a record */
 	int writing;                /* a writer is doing a batch */
 	uint64_t flush_started;     /* device flushes begun (mfs_jflush numbers them) */
 	uint64_t flush_covered;     /* the highest number of a flush that completed */
