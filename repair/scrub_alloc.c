@@ -7,7 +7,25 @@
  * its fixed blocks, not overlapping another; in the by-block tree two records never touch
  * (a free extent is always merged with its free neighbours).  Cross-references: every
  * extent of one tree is in the other, and no free block has an owner in the reverse map.
+ *
+ * Memory.  The full check (below) holds every record of the three trees and where it lies
+ * (some 70 MiB at a million free extents).  So each checker first tries the quick proof,
+ * which holds no record: under the same lock, the three trees pass the same structural
+ * walk; the by-block records are streamed in order and checked on their own (sane, in
+ * order, not touching) and against the reverse map streamed alongside by a second cursor
+ * (the two are sorted by start block); the by-length records are streamed and checked on
+ * their own.  That the two trees hold the same extents is then shown by a fingerprint of
+ * each tree's multiset of extents: a sum of keyed hashes (two 64-bit lanes, keys drawn at
+ * random for each proof, so no image can be made to collide), equal with the counts.  Given
+ * equal multisets and a clean by-block tree, everything the full check of either tree
+ * would report is absent: each by-length extent is a by-block one (so in that tree, sane,
+ * owned by nobody, overlapping no other).  The proof only ever concludes "clean"; anything
+ * else (damage, a finding, an error) sends the checker to the full check, which alone
+ * reports, so the findings are the same as without the proof.
  */
+#include "ag.h"
+#include "bcache.h"
+#include "btree.h"
 #include "byteorder.h"
 #include "fs.h"
 #include "geom.h"
@@ -17,6 +35,8 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 static void report_tree(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, int t)
 {
@@ -25,10 +45,190 @@ static void report_tree(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, in
 		     mfs_get32(sa->agh->levels[t]), scrub_errstr(sa->tree_err[t]));
 }
 
+/* ---- the quick proof (see the top of the file) ---------------------------------------------- */
+
+struct quick {
+	uint32_t len;                   /* blocks in the AG */
+	uint64_t key[2];                /* the fingerprint's keys */
+	uint64_t sum[2][2];             /* [tree: 0 bno, 1 cnt][lane] */
+	uint64_t nrecs[2];
+	uint64_t prev_end;              /* end of the previous by-block extent */
+	struct mfs_btree_cur *rm;       /* the reverse map, positioned on `next` */
+	struct mfs_rmap_rec cur, next;  /* last rmap record starting at or before the
+					   by-block extent's last block, and the one after */
+	int have_cur, have_next;
+	int err;                        /* an rmap cursor error */
+};
+
+static uint64_t qmix(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+static void qadd(struct quick *q, int tree, uint32_t start, uint32_t n)
+{
+	uint64_t v = (uint64_t)start << 32 | n;
+
+	for (int l = 0; l < 2; l++)
+		q->sum[tree][l] += qmix(qmix(v ^ q->key[l]) + q->key[l]);
+	q->nrecs[tree]++;
+}
+
+/* Sane on its own: as rec_sane, without reporting. */
+static int qsane(const struct quick *q, uint32_t start, uint32_t n)
+{
+	return n && start >= MFS_AG_FIXED_BLOCKS && (uint64_t)start + n <= q->len;
+}
+
+/* Move the rmap stream up to the last record starting at or before agbno.  0 or an error. */
+static int qrmap_upto(struct quick *q, uint32_t agbno)
+{
+	while (q->have_next && mfs_get32(q->next.startblock) <= agbno) {
+		int stat = 0, err;
+
+		q->cur = q->next;
+		q->have_cur = 1;
+		err = mfs_btree_next(q->rm, &stat);
+		if (!err && stat)
+			err = mfs_btree_get(q->rm, &q->next, &stat);
+		if (err)
+			return err;
+		q->have_next = stat;
+	}
+	return 0;
+}
+
+/* By-block records: 0 to go on, 1 to stop (the full check must look), or an error. */
+static int qbno_rec(struct mfs_btree_cur *cur, const void *rec, void *priv)
+{
+	const struct mfs_alloc_rec *a = rec;
+	struct quick *q = priv;
+	uint32_t start = mfs_get32(a->startblock), n = mfs_get32(a->blockcount);
+	int err;
+
+	(void)cur;
+	if (!qsane(q, start, n) || (q->nrecs[0] && start <= q->prev_end))
+		return 1;
+	q->prev_end = (uint64_t)start + n;
+	qadd(q, 0, start, n);
+	/* xref_rmap: the last rmap record starting in or before the extent ends before it. */
+	err = qrmap_upto(q, start + n - 1);
+	if (err) {
+		q->err = err;
+		return 1;
+	}
+	if (q->have_cur && (uint64_t)mfs_get32(q->cur.startblock) +
+			   mfs_get32(q->cur.blockcount) > start)
+		return 1;
+	return 0;
+}
+
+static int qcnt_rec(struct mfs_btree_cur *cur, const void *rec, void *priv)
+{
+	const struct mfs_alloc_rec *a = rec;
+	struct quick *q = priv;
+	uint32_t start = mfs_get32(a->startblock), n = mfs_get32(a->blockcount);
+
+	(void)cur;
+	if (!qsane(q, start, n))
+		return 1;
+	qadd(q, 1, start, n);
+	return 0;
+}
+
+static int qblk(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, void *priv)
+{
+	(void)cur, (void)fsb, (void)level, (void)priv;
+	return 0;
+}
+
+/* The structural walk of scrub_ag_scan (verify, every block), then fn on every record.
+ * 0 when all of it passed, 1 when the full check must look, or an operational error. */
+static int qtree(struct mfs_scrub_ctx *ctx, struct mfs_buf *agh_bp, int t, mfs_btree_rec_fn fn,
+		 struct quick *q)
+{
+	struct mfs_btree_cur cur;
+	int err = scrub_cancelled(ctx);
+
+	if (err)
+		return err;
+	mfs_ag_cur_init(&cur, ctx->fs, NULL, ctx->agno, (enum mfs_ag_tree)t, agh_bp);
+	err = mfs_btree_verify(&cur, NULL, NULL);
+	if (!err)
+		err = mfs_btree_visit_blocks(&cur, qblk, NULL);
+	if (!err && fn)
+		err = mfs_btree_query_range(&cur, NULL, NULL, fn, q);
+	mfs_btree_cur_release(&cur);
+	if (err == -ENOMEM || err == -ECANCELED)
+		return err;
+	return err ? 1 : 0;
+}
+
+/*
+ * With the AG locked: 1 when both free-space trees are proven clean (neither checker would
+ * report anything), 0 when the full check must decide, or an operational error.
+ */
+static int alloc_quick(struct mfs_scrub_ctx *ctx)
+{
+	struct mfs_btree_cur rm;
+	struct mfs_buf *agh_bp;
+	struct quick q;
+	struct mfs_rmap_key k0;
+	int err, stat = 0, ret = 0;
+
+	memset(&q, 0, sizeof(q));
+	if (getrandom(q.key, sizeof(q.key), GRND_NONBLOCK) != (ssize_t)sizeof(q.key)) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		q.key[0] = qmix((uint64_t)ts.tv_nsec ^ (uint64_t)(uintptr_t)&q);
+		q.key[1] = qmix(q.key[0] ^ (uint64_t)ts.tv_sec);
+	}
+	q.len = mfs_ag_length(&ctx->fs->geo, ctx->agno);
+	err = mfs_read_agh(ctx->fs, ctx->agno, &agh_bp);
+	if (err)
+		return mfs_is_corruption(err) ? 0 : err;
+	/* The reverse map first: its structure, then a cursor on its first record. */
+	err = qtree(ctx, agh_bp, MFS_BT_RMAP, NULL, &q);
+	if (err)
+		goto out_agh;
+	mfs_ag_cur_init(&rm, ctx->fs, NULL, ctx->agno, MFS_BT_RMAP, agh_bp);
+	q.rm = &rm;
+	mfs_put32(k0.startblock, 0);
+	err = mfs_btree_lookup_get(&rm, &k0, MFS_LOOKUP_GE, &q.next, &stat);
+	q.have_next = !err && stat;
+	if (!err)
+		err = qtree(ctx, agh_bp, MFS_BT_BNO, qbno_rec, &q);
+	if (!err && q.err)
+		err = q.err == -ENOMEM ? -ENOMEM : 1;
+	mfs_btree_cur_release(&rm);
+	if (err < 0 && err != -ENOMEM && err != -ECANCELED)
+		err = 1;                /* an rmap read error: the full check says */
+	if (!err)
+		err = qtree(ctx, agh_bp, MFS_BT_CNT, qcnt_rec, &q);
+	if (!err)
+		ret = q.nrecs[0] == q.nrecs[1] && q.sum[0][0] == q.sum[1][0] &&
+		      q.sum[0][1] == q.sum[1][1];
+out_agh:
+	mfs_buf_put(agh_bp);
+	return err < 0 ? err : ret;
+}
+
 /* Common start: lock, walk, header and tree errors.  1: go on with the records. */
 static int alloc_begin(struct mfs_scrub_ctx *ctx, int t, struct scrub_ag *sa, int *err)
 {
 	scrub_ag_lock(ctx->fs, ctx->agno);
+	memset(sa, 0, sizeof(*sa));
+	*err = alloc_quick(ctx);
+	if (*err) {                     /* proven clean, or an operational error */
+		if (*err > 0)
+			*err = 0;
+		return 0;
+	}
 	*err = scrub_ag_scan(ctx, ctx->agno, SCRUB_WANT_BNO | SCRUB_WANT_CNT | SCRUB_WANT_RMAP,
 			     sa);
 	if (*err)
