@@ -25,7 +25,9 @@
  *      progress, by checkpointing itself (the log thread normally keeps the log half
  *      empty, so this means the committers outrun the device).
  *   2. The record is written by the journal's log thread, which wakes when an eighth of
- *      the log is queued, or by the first thread that asks for it to be durable
+ *      the log is queued or when the queued transactions would take min(an eighth of the
+ *      log, 128 blocks) without joins (so that durability trails asynchronous changes by
+ *      that much at most), or by the first thread that asks for it to be durable
  *      (mfs_journal_force_lsn: fsync, a synchronous commit) while no batch is being
  *      written.  Group commit: the writer takes every ready queued record and issues a
  *      device flush (the data blocks the records map, written by their committers
