@@ -5,7 +5,8 @@
  * them under the exclusive lock in one transaction (a size change first runs the truncate
  * of fileio.c, in its own bounded transactions).  Times follow POSIX: every attribute change
  * sets ctime; UTIME_NOW and explicit nanosecond times come from the kernel as separate
- * flags; chown of a non-directory clears setuid, and setgid when group-executable.
+ * flags; chown of a non-directory clears setuid, and setgid when group-executable, and
+ * removes its file capability (security.capability).
  */
 #include "mendfs_int.h"
 
@@ -138,10 +139,17 @@ static int setattr_meta(struct mfsd *d, fuse_req_t req, struct mfs_inode *ip,
 			changed = 1;
 		}
 		/* As notify_change() does: setuid always, setgid when group-executable; an
-		 * explicit mode in the same request wins. */
+		 * explicit mode in the same request wins.  The file capability goes too
+		 * (below, in this transaction). */
 		(void)changed;
 		if (!(to_set & FUSE_SET_ATTR_MODE))
 			mfsd_kill_suid(ip);
+		err = mfsd_kill_caps_in(tp, ip);
+		if (err) {
+			mfs_trans_cancel(tp);
+			mfs_inode_reload(ip);
+			return err;
+		}
 	}
 	if (to_set & FUSE_SET_ATTR_ATIME_NOW)
 		ip->atime = now;

@@ -277,6 +277,19 @@ int mfsd_write_new(struct mfs_trans *tp, struct mfs_inode *ip, const char *data,
 
 static int zero_mapped(struct mfs_inode *ip, uint64_t from, uint64_t to, char *tmp);
 
+/*
+ * A write or an O_TRUNC open cleared setuid or setgid (`changed`: the mode bits that
+ * moved): the kernel's copy of the mode must go, before the reply.  Neither reply carries
+ * attributes, and after them the kernel drops only its size and times; with
+ * FUSE_HANDLE_KILLPRIV_V2 (fuse_io.c) the kernel no longer sends the new mode itself, so
+ * `stat -c %a` (a statx for the mode alone) went on showing 6777 (t_mount).
+ */
+static void notify_mode(struct mfsd *d, fuse_ino_t ino, uint16_t changed)
+{
+	if (changed && d->se)
+		(void)fuse_lowlevel_notify_inval_inode(d->se, ino, -1, 0);
+}
+
 /* Write [off, off + size) of a file whose lock the caller holds exclusive.  *written gets
  * the bytes written (all, or a prefix when an error stopped the write).  `cached`: the
  * kernel's writeback of its page cache (FUSE_WRITE_CACHE): the kernel keeps the times of
@@ -300,6 +313,15 @@ static int do_write(struct mfsd *d, struct mfs_inode *ip, const char *buf, size_
 		return 0;
 	if (end < off || end > max_bytes(fs))
 		return -EFBIG;
+	/* A file capability goes before the data changes, whoever writes (with
+	 * FUSE_HANDLE_KILLPRIV_V2, fuse_io.c, that is ours to do).  Not for the kernel's
+	 * writeback: it removed the capability at write(2) time itself (and a local
+	 * filesystem keeps it across writes through a shared mapping). */
+	if (!cached) {
+		err = mfsd_kill_caps(d, ip);
+		if (err)
+			return err;
+	}
 	write_time(ip, &now);
 	tmp = mfs_malloc(bs);
 	if (!tmp)
@@ -394,6 +416,7 @@ void mfsd_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, of
 	struct mfsd *d = mfsd_of(req);
 	struct mfs_inode *ip;
 	size_t written = 0;
+	uint16_t mode;
 	int err;
 
 	if (d->ro) {
@@ -410,10 +433,13 @@ void mfsd_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, of
 		return;
 	}
 	pthread_rwlock_wrlock(&ip->lock);
+	mode = ip->mode;
 	err = do_write(d, ip, buf, size, (uint64_t)off, fuse_req_ctx(req)->uid != 0,
 		       fi->writepage, &written);
+	mode ^= ip->mode;
 	pthread_rwlock_unlock(&ip->lock);
 	mfsd_iput(d, ip);
+	notify_mode(d, ino, mode);
 	if (err)
 		mfsd_reply_err(req, err);
 	else
@@ -709,6 +735,9 @@ int mfsd_truncate(struct mfsd *d, struct mfs_inode *ip, uint64_t size, int killp
 		return -EFBIG;
 	if (!has_extents(ip))
 		return -EINVAL;
+	err = mfsd_kill_caps(d, ip);        /* first: on failure it reloads the inode */
+	if (err)
+		return err;
 	mfsd_now(&now);
 	ip->mtime = now;
 	ip->ctime = now;
@@ -763,10 +792,15 @@ void mfsd_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
+		uint16_t mode;
+
 		pthread_rwlock_wrlock(&ip->lock);
+		mode = ip->mode;
 		if (S_ISREG(ip->mode))
 			err = mfsd_truncate(d, ip, 0, fuse_req_ctx(req)->uid != 0);
+		mode ^= ip->mode;
 		pthread_rwlock_unlock(&ip->lock);
+		notify_mode(d, ino, mode);
 	}
 	if (!err)
 		err = mfsd_node_open(d, ip);

@@ -22,9 +22,10 @@
  *      that, so scripts wait for the daemon's exit before touching the image.
  *
  * Options: besides FUSE's own, those of mendfs(8) (ro/rw, norecovery, relatime, noatime,
- * strictatime, commit=, timeout=, cache_size=); what mount(8) and fstab lines carry for
- * mount itself (noauto, _netdev, nofail, x-*, ...) is accepted and dropped, so that
- * `mount -t fuse.mendfs` and fstab lines work through mount.fuse3.
+ * strictatime, commit=, timeout=, cache_size=, writeback_cache, nokillpriv_v2); what
+ * mount(8) and fstab lines carry for mount itself (noauto, _netdev, nofail, x-*, ...) is
+ * accepted and dropped, so that `mount -t fuse.mendfs` and fstab lines work through
+ * mount.fuse3.
  */
 #include "mendfs_int.h"
 
@@ -135,7 +136,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	struct mfsd *d = userdata;
 
 	/* We clear setuid/setgid ourselves on write, truncate and chown (HANDLE_KILLPRIV,
-	 * libfuse's default when the kernel offers it).
+	 * libfuse's default when the kernel offers it), and file capabilities too:
+	 * HANDLE_KILLPRIV_V2, which libfuse 3.14 cannot ask for, is set in the INIT reply by
+	 * fuse_io.c (unless -o nokillpriv_v2).
 	 *
 	 * Writeback cache: write() fills the kernel's page cache, which the kernel writes back
 	 * in large requests (and before fsync and close return).  The kernel then owns the
@@ -226,6 +229,7 @@ struct cmdline {
 	unsigned commit_secs;
 	double timeout;
 	int writeback;
+	int nokillpriv_v2;
 	unsigned long cache_mb;
 	int help, version;
 };
@@ -236,6 +240,7 @@ enum { KEY_RO, KEY_RW, KEY_NORECOVERY, KEY_NOATIME, KEY_RELATIME, KEY_STRICTATIM
 static const struct fuse_opt mfsd_opts[] = {
 	{ "timeout=%lf", offsetof(struct cmdline, timeout), 0 },
 	{ "writeback_cache", offsetof(struct cmdline, writeback), 1 },
+	{ "nokillpriv_v2", offsetof(struct cmdline, nokillpriv_v2), 1 },
 	{ "cache_size=%lu", offsetof(struct cmdline, cache_mb), 0 },
 	{ "commit=%u", offsetof(struct cmdline, commit_secs), 0 },
 	FUSE_OPT_KEY("ro", KEY_RO),
@@ -330,6 +335,9 @@ static void usage(FILE *f)
 		"                     show at fsync or close; cached reads keep access times)\n"
 		"  -o commit=SECS     make committed changes durable at least this often "
 		"(default 5; 0: only on fsync)\n"
+		"  -o nokillpriv_v2   let the kernel check file capabilities before every "
+		"write\n"
+		"                     (do not ask for FUSE_HANDLE_KILLPRIV_V2)\n"
 		"  -o allow_other, default_permissions, fsname=, ... as for every FUSE "
 		"filesystem\n"
 		"See mendfs(8).\n", progname);
@@ -565,6 +573,10 @@ int main(int argc, char **argv)
 	if (fuse_session_mount(se, fo.mountpoint) != 0)
 		goto out_close;
 	mounted = 1;
+	/* Before anything reads the device: the kernel's INIT waits there (a failure is
+	 * logged; the mount works without it). */
+	if (!c.nokillpriv_v2)
+		(void)mfsd_fuse_io_install(&d, se);
 	if (!fo.foreground) {
 		openlog(progname, LOG_PID, LOG_DAEMON);
 		mfs_log_set_sink(mfsd_log_once_sink, (void *)1);

@@ -84,6 +84,10 @@ struct mfsd {
 
 	/* The control socket (ctl.c), NULL when there is none. */
 	struct mfsd_ctl *ctl;
+
+	/* fuse_io.c: FUSE_HANDLE_KILLPRIV_V2 asked for in the INIT reply */
+	int io_state;                   /* where the INIT exchange is (atomic) */
+	uint64_t io_init_unique;        /* the INIT request's unique id */
 };
 
 /* ---- mendfs.c --------------------------------------------------------------------------- */
@@ -156,6 +160,12 @@ void mfsd_note_corruption(void);
 void mfsd_health_init(struct mfsd *d);
 void mfsd_log_once_sink(int level, const char *msg, void *priv);
 void mfsd_mark_errors(struct mfsd *d);
+
+/* fuse_io.c: after fuse_session_mount, read and write the FUSE device through callbacks
+ * that ask for FUSE_HANDLE_KILLPRIV_V2 in the INIT reply when the kernel offers it (the
+ * daemon kills privileges on write, truncate and chown itself).  0 or -errno (logged;
+ * the session then keeps libfuse's own I/O). */
+int mfsd_fuse_io_install(struct mfsd *d, struct fuse_session *se);
 
 /* oom.c: lower this process's oom_score_adj (the scrub client is the one to kill); a
  * refusal is logged, 0 or -errno. */
@@ -298,6 +308,13 @@ int mfsd_acl_inherit(struct mfs_trans *tp, struct mfs_inode *dp, struct mfs_inod
 /* After ip->mode changed by chmod (exclusive lock, inside tp): the access ACL, if any,
  * takes the new owner, group-class and other bits. */
 int mfsd_acl_chmod(struct mfs_trans *tp, struct mfs_inode *ip);
+/* Remove the file capability (security.capability) of a non-directory, as the kernel
+ * does on write, truncate and chown whoever the caller (exclusive lock held): in a
+ * transaction of its own (on failure the inode is reloaded: call it before changing the
+ * in-core inode), or inside `tp` (the caller cancels on error).  Free when the inode
+ * has no attribute fork. */
+int mfsd_kill_caps(struct mfsd *d, struct mfs_inode *ip);
+int mfsd_kill_caps_in(struct mfs_trans *tp, struct mfs_inode *ip);
 /* Free an unlinked inode's attribute fork in bounded transactions (exclusive lock). */
 int mfsd_xattr_free_all(struct mfsd *d, struct mfs_inode *ip);
 

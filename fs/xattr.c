@@ -22,10 +22,16 @@
  *     passes the list through);
  *   - unknown namespaces, and system.* names other than the two ACLs: EOPNOTSUPP.
  *
- * Cost: once getxattr is served, the kernel asks for security.capability before every
- * write to a regular file (file_remove_privs; only FUSE_HANDLE_KILLPRIV_V2 makes the
- * superblock SB_NOSEC, and libfuse 3.14 cannot ask for it), one more request per write
- * (measured: 4 KiB writes 12-35% slower, 128 KiB ones within noise).
+ * File capabilities (security.capability) go on write, truncate and chown
+ * (mfsd_kill_caps, mfsd_kill_caps_in), whoever the caller, as the kernel's
+ * file_remove_privs does for its own filesystems: FUSE_HANDLE_KILLPRIV_V2, which
+ * fuse_io.c asks for, leaves that to the filesystem.  (Linux 6.18 still removes a
+ * capability itself before a write or a truncate reaches us; the daemon's removal is for
+ * the paths and kernels that do not.)  The check is free for an inode without an
+ * attribute fork.  Once getxattr is served, a kernel without HANDLE_KILLPRIV_V2 asks for
+ * security.capability before every write (measured: 2,000 GETXATTR for 2,000 4 KiB
+ * writes, 4 KiB writes 12-35% slower); with it the superblock is SB_NOSEC and the kernel
+ * asks once per inode, until the inode's mode or security attributes change (1 for 2,000).
  *
  * POSIX ACLs
  * ----------
@@ -277,6 +283,47 @@ static int acl_prepare(fuse_req_t req, struct mfs_inode *ip, struct xchange *c,
 	}
 	free(a);
 	return 0;
+}
+
+/* ---- file capabilities ------------------------------------------------------------- */
+
+static const char CAP_NAME[] = "capability";
+
+/* Does ip (lock held) carry security.capability?  0, 1 or a negative errno. */
+static int has_caps(struct mfs_inode *ip)
+{
+	int err;
+
+	if (ip->forkoff == 0 || S_ISDIR(ip->mode))
+		return 0;
+	err = mfs_xattr_get(ip, MFS_XATTR_NS_SECURITY, CAP_NAME, sizeof(CAP_NAME) - 1, NULL,
+			    0, NULL);
+	if (err == -ENODATA)
+		return 0;
+	return err ? err : 1;
+}
+
+int mfsd_kill_caps_in(struct mfs_trans *tp, struct mfs_inode *ip)
+{
+	int err = has_caps(ip);
+
+	if (err <= 0)
+		return err;
+	err = mfs_xattr_remove(tp, ip, MFS_XATTR_NS_SECURITY, CAP_NAME, sizeof(CAP_NAME) - 1);
+	return err == -ENODATA ? 0 : err;
+}
+
+int mfsd_kill_caps(struct mfsd *d, struct mfs_inode *ip)
+{
+	struct xchange c = {
+		.ns = MFS_XATTR_NS_SECURITY, .name = CAP_NAME, .len = sizeof(CAP_NAME) - 1,
+		.missing_ok = 1,
+	};
+	int err = has_caps(ip);
+
+	if (err <= 0)
+		return err;
+	return xchange_commit(d, ip, &c);
 }
 
 /* ---- requests ---------------------------------------------------------------------- */

@@ -36,6 +36,7 @@
 #include <sys/types.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1392,6 +1393,93 @@ static void t_suid_clear(void)
 	EQ(st_of("sd").st_mode & 07777, 02755);
 }
 
+/* cap_net_bind_service=ep as setcap(8) writes it: struct vfs_cap_data, revision 2
+ * with the effective flag, little-endian. */
+static const unsigned char cap_v2[20] = { 0x01, 0x00, 0x00, 0x02, 0x00, 0x04 };
+static const char CAPX[] = "security.capability";
+
+/* Does `path` carry a file capability?  1, 0 (ENODATA), -1 on another error. */
+static int has_cap(const char *path)
+{
+	unsigned char v[64];
+	ssize_t n = getxattr(path, CAPX, v, sizeof(v));
+
+	if (n >= 0)
+		return 1;
+	return errno == ENODATA ? 0 : -1;
+}
+
+static void cap_nobody(void *arg)
+{
+	struct statx sx;
+	int fd;
+
+	(void)arg;
+	fd = OK(open("cn", O_WRONLY));
+	EQ(write(fd, "x", 1), 1);
+	close(fd);
+	/* The mode alone, as stat -c %a asks for it: the kernel must not keep its copy from
+	 * before the write (it drops only size and times after one). */
+	OK(statx(AT_FDCWD, "cn", 0, STATX_MODE, &sx));
+	EQ(sx.stx_mode & 07777, 0777);
+	EQ(has_cap("cn"), 0);
+	EQ(st_of("cn").st_mode & 07777, 0777);
+	fd = OK(open("cnt", O_WRONLY));
+	OK(ftruncate(fd, 5));
+	close(fd);
+	EQ(has_cap("cnt"), 0);
+	EQ(st_of("cnt").st_mode & 07777, 0777);
+}
+
+/*
+ * File capabilities (security.capability) go on write, truncate and chown, whoever the
+ * caller, as on a local filesystem (the kernel's file_remove_privs; on mendfs the daemon
+ * removes them itself when it negotiated FUSE_HANDLE_KILLPRIV_V2); other attributes stay.
+ */
+static void t_cap_clear(void)
+{
+	const char *files[] = { "cr", "cn", "cnt", "ct", "cc", "co" };
+	char v[8];
+	int fd;
+
+	for (unsigned i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		EQ(mkfile(files[i], 0644, 1, 1), 0);
+		OK(chmod(files[i], strcmp(files[i], "cr") == 0 ? 0666 : 06777));
+		OK(setxattr(files[i], CAPX, cap_v2, sizeof(cap_v2), 0));
+		EQ(has_cap(files[i]), 1);
+	}
+	OK(setxattr("cr", "user.keep", "k", 1, 0));
+	/* Written by root: the capability goes, the other attribute stays. */
+	fd = OK(open("cr", O_WRONLY));
+	EQ(pwrite(fd, "yz", 2, 4096), 2);
+	close(fd);
+	EQ(has_cap("cr"), 0);
+	EQ(getxattr("cr", "user.keep", v, sizeof(v)), 1);
+	EQ(st_of("cr").st_size, 4098);
+	/* Written and truncated by nobody: capability, setuid and setgid go. */
+	as_nobody(cap_nobody, NULL);
+	/* Truncated by root: the capability goes, setuid and setgid stay (CAP_FSETID). */
+	OK(truncate("ct", 0));
+	EQ(has_cap("ct"), 0);
+	EQ(st_of("ct").st_mode & 07777, 06777);
+	/* chown, even to the same owner, and chgrp: all go. */
+	OK(chown("cc", 0, 0));
+	EQ(has_cap("cc"), 0);
+	EQ(st_of("cc").st_mode & 07777, 0777);
+	OK(chown("co", (uid_t)-1, 7));
+	EQ(has_cap("co"), 0);
+	EQ(st_of("co").st_mode & 07777, 0777);
+	/* A capability set again after all that is kept until the next write. */
+	OK(setxattr("cr", CAPX, cap_v2, sizeof(cap_v2), 0));
+	EQ(has_cap("cr"), 1);
+	fd = OK(open("cr", O_RDWR));
+	EQ(pread(fd, v, 1, 0), 1);
+	EQ(has_cap("cr"), 1);
+	EQ(write(fd, "w", 1), 1);
+	close(fd);
+	EQ(has_cap("cr"), 0);
+}
+
 static void t_name_max(void)
 {
 	char n255[256], n256[257];
@@ -2436,6 +2524,7 @@ static const struct test tests[] = {
 	{ "utimensat_ns", t_utimens },
 	{ "ctime_mtime_updates", t_times },
 	{ "suid_sgid_clearing", t_suid_clear },
+	{ "capability_clearing", t_cap_clear },
 	{ "name_max", t_name_max },
 	{ "statfs_counts", t_statfs },
 	{ "unlinked_open", t_unlinked_open },
