@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1345,6 +1346,63 @@ START_TEST(logd_small_log_many_threads)
 }
 END_TEST
 
+/*
+ * A fork (a daemon opens its filesystem, then daemonizes) leaves the child a log thread of
+ * its own: commits past the thread's mark are written by it, and the close that joins it
+ * returns.  The parent's thread works on.  (The child reports through its exit status:
+ * 0 ok, 2 a commit failed, 3 no write by the thread, 4 the close failed.)
+ */
+static int commits_wake_logd(struct mfs_fs *fs, uint64_t first)
+{
+	struct mfs_journal_stats st;
+	double t0 = tu_now();
+
+	/* 11 three-block transactions: past the 31 blocks that wake the thread */
+	for (uint64_t i = 0; i < 11; i++) {
+		struct mfs_trans *tp;
+		uint64_t lsn;
+
+		if (mfs_trans_alloc(fs, &tp))
+			return 2;
+		put_block(tp, first + i, i + 1, 1);
+		if (mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, &lsn))
+			return 2;
+	}
+	do {
+		mfs_journal_get_stats(fs->log, &st);
+		if (st.bg_writes)
+			return 0;
+		usleep(1000);
+	} while (tu_now() - t0 < 30);
+	return 3;
+}
+
+START_TEST(logd_survives_fork)
+{
+	struct mfs_fs *fs = fs_up(256, 1, NULL);
+	int status;
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int rc = commits_wake_logd(fs, 1900);
+
+		if (!rc && mfs_fs_close(fs))
+			rc = 4;
+		_exit(rc);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status));
+	ck_assert_int_eq(WEXITSTATUS(status), 0);
+	/* The parent's own thread (the image now holds the child's records too: the
+	 * parent's log is only looked at in memory, then dropped). */
+	ck_assert_int_eq(commits_wake_logd(fs, 1950), 0);
+	crash(fs);
+}
+END_TEST
+
 /* A write error met by the log thread is sticky: the committers learn it (a throttle of a
  * queued commit, or a refused commit), and every later commit and force returns it. */
 START_TEST(logd_error_sticky)
@@ -1436,6 +1494,7 @@ static Suite *journal_suite(void)
 	tcase_add_test(tc, logd_async_no_committer_io);
 	tcase_add_test(tc, logd_close_writes_queue);
 	tcase_add_test(tc, join_open_record);
+	tcase_add_test(tc, logd_survives_fork);
 	tcase_add_test(tc, logd_small_log_many_threads);
 	tcase_add_test(tc, logd_error_sticky);
 	suite_add_tcase(s, tc);
