@@ -211,14 +211,19 @@ static int collect_rec(struct mfs_btree_cur *cur, const void *rec, void *priv)
 {
 	struct collect *c = priv;
 	struct scrub_recloc loc = { 0, 0 };
-	int err = scrub_recs_add(c->recs, rec);
+	int err;
 
+	if (!c->recs)
+		return 0;               /* SCRUB_NO_RECS */
+	err = scrub_recs_add(c->recs, rec);
+	if (err || !c->where)
+		return err;             /* or SCRUB_NO_WHERE */
 	/* The leaf under the cursor during a range query is the record's block. */
 	if (cur->path[0].bp) {
 		loc.agbno = mfs_fsb_to_agbno(&cur->fs->geo, cur->path[0].bp->blkno);
 		loc.idx = (uint32_t)cur->path[0].idx;
 	}
-	return err ? err : scrub_recs_add(c->where, &loc);
+	return scrub_recs_add(c->where, &loc);
 }
 
 const char *scrub_rec_where(const struct scrub_ag *sa, int t, size_t i, char *buf, size_t len)
@@ -270,7 +275,10 @@ int scrub_ag_scan(struct mfs_scrub_ctx *ctx, uint32_t agno, unsigned want, struc
 	}
 	sa->agh = sa->agh_bp->data;
 	for (int t = 0; t < MFS_AG_NTREES; t++) {
-		struct collect c = { &sa->recs[t], &sa->where[t] };
+		struct collect c = {
+			want & SCRUB_NO_RECS(t) ? NULL : &sa->recs[t],
+			want & (SCRUB_NO_RECS(t) | SCRUB_NO_WHERE(t)) ? NULL : &sa->where[t],
+		};
 		struct mfs_btree_cur cur;
 
 		if (!(want & (1u << t)))

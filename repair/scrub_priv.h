@@ -58,6 +58,12 @@ void scrub_sort_u64(struct scrub_recs *r);
 #define SCRUB_WANT_RMAP   (1u << MFS_BT_RMAP)
 #define SCRUB_WANT_TREES  0xfu
 #define SCRUB_WANT_AGFL   0x10u
+/* With a wanted tree t: walk it all the same (same tree_err, same blocks) but keep none of
+ * its records (recs[t] and where[t] stay empty), or keep its records but not where each
+ * lies (findings then name records by index).  Memory: a million records are 8 MiB of
+ * locations, 8–24 MiB of records. */
+#define SCRUB_NO_RECS(t)  (1u << (8 + (t)))
+#define SCRUB_NO_WHERE(t) (1u << (12 + (t)))
 
 struct scrub_ag {
 	uint32_t agno;

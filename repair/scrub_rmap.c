@@ -33,6 +33,7 @@
 #include "geom.h"
 #include "inode.h"
 #include "log.h"
+#include "mem.h"
 #include "scrub_priv.h"
 
 #include <stdarg.h>
@@ -195,14 +196,13 @@ static void check_coverage(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa)
 
 /* Where record i lies, formatted only for a finding. */
 #define WHERE scrub_rec_where(sa, MFS_BT_RMAP, i, wb, sizeof(wb))
-/* Records on their own and against the previous one; inode-owned ones are collected. */
-static int check_records(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa,
-			 struct scrub_recs *inode_recs)
+/* Records on their own and against the previous one; inode-owned ones are marked in
+ * `inode` (bit i: record i). */
+static void check_records(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, uint8_t *inode)
 {
 	const struct scrub_recs *rm = &sa->recs[MFS_BT_RMAP];
 	const uint32_t C = MFS_SCRUB_OFLAG_CORRUPT;
 	uint64_t prev_end = 0;
-	int err;
 
 	for (size_t i = 0; i < rm->n; i++) {
 		const struct mfs_rmap_rec *r = scrub_rec(rm, i);
@@ -242,13 +242,30 @@ static int check_records(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa,
 				     "flags", sa->agno, WHERE, (unsigned long long)off);
 			continue;
 		}
-		err = scrub_recs_add(inode_recs, r);
-		if (err)
-			return err;
+		inode[i / 8] |= (uint8_t)(1u << (i % 8));
 	}
-	return 0;
 }
 #undef WHERE
+
+/* The records marked in `keep`, moved out of the collected reverse map into `out` (the
+ * array itself, compacted in place: no second copy of a million records). */
+static void take_marked(struct scrub_ag *sa, const uint8_t *keep, struct scrub_recs *out)
+{
+	struct scrub_recs *rm = &sa->recs[MFS_BT_RMAP];
+	size_t k = 0;
+
+	for (size_t i = 0; i < rm->n; i++)
+		if (keep[i / 8] & (1u << (i % 8))) {
+			if (k != i)
+				memcpy(rm->v + k * rm->len, rm->v + i * rm->len, rm->len);
+			k++;
+		}
+	scrub_recs_free(out);
+	*out = *rm;
+	out->n = k;
+	rm->v = NULL;
+	rm->n = rm->cap = 0;
+}
 
 /* With the AG locked: is exactly this record still in the reverse map? */
 static int rmap_still_there(struct mfs_fs *fs, uint32_t agno, const struct mfs_rmap_rec *rec,
@@ -626,11 +643,15 @@ int scrub_rmapbt(struct mfs_scrub_ctx *ctx)
 {
 	struct scrub_recs inode_recs;
 	struct scrub_ag sa;
+	uint8_t *inode = NULL;
 	int err;
 
 	scrub_recs_init(&inode_recs, sizeof(struct mfs_rmap_rec));
 	scrub_ag_lock(ctx->fs, ctx->agno);
-	err = scrub_ag_scan(ctx, ctx->agno, SCRUB_WANT_TREES | SCRUB_WANT_AGFL, &sa);
+	/* Only the blocks of the by-length tree are needed (owner ag), and no finding names
+	 * where a by-block record lies. */
+	err = scrub_ag_scan(ctx, ctx->agno, SCRUB_WANT_TREES | SCRUB_WANT_AGFL |
+			    SCRUB_NO_RECS(MFS_BT_CNT) | SCRUB_NO_WHERE(MFS_BT_BNO), &sa);
 	if (err)
 		goto unlock;
 	if (!sa.agh) {
@@ -645,12 +666,19 @@ int scrub_rmapbt(struct mfs_scrub_ctx *ctx)
 			     scrub_errstr(sa.tree_err[MFS_BT_RMAP]));
 		goto unlock;
 	}
-	err = check_records(ctx, &sa, &inode_recs);
-	if (!err)
-		err = check_special(ctx, &sa);
+	inode = mfs_calloc(sa.recs[MFS_BT_RMAP].n / 8 + 1, 1);
+	if (!inode) {
+		err = -ENOMEM;
+		goto unlock;
+	}
+	check_records(ctx, &sa, inode);
+	err = check_special(ctx, &sa);
 	if (!err && (sa.have & SCRUB_WANT_BNO))
 		check_coverage(ctx, &sa);
+	if (!err)
+		take_marked(&sa, inode, &inode_recs);
 unlock:
+	free(inode);
 	scrub_ag_release(&sa);
 	scrub_ag_unlock(ctx->fs, ctx->agno);
 	if (!err && ctx->fs->icache)
