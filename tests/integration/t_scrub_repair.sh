@@ -67,7 +67,11 @@ if mkdir "$tmpfs" && mount -t tmpfs -o size=32k tmpfs "$tmpfs" 2>/dev/null; then
 	dump_meta >"$dir/meta.before"
 	mount_fs
 	"$SCRUB" -T "$tmpfs" "$mnt" >"$dir/out" 2>&1; rc=$?
-	[ $rc -eq 1 ] || { cat "$dir/out"; fail "tiny scratch: exit $rc, expected 1"; }
+	# 1: damage left.  16 may join it: with AG 0's free-space trees still damaged, the
+	# later checks that cross-reference against them may be reported incomplete (seen in
+	# 1 run of 4 under load: ~390 directory checks), which is right, not a failure.
+	[ $rc -eq 1 ] || [ $rc -eq 17 ] ||
+		{ cat "$dir/out"; fail "tiny scratch: exit $rc, expected 1 (or 1|16)"; }
 	grep -Eq "^Not repaired: AG 0 $fs: could not repair: .*(scratch|reserve)" \
 		"$dir/out" || { cat "$dir/out"; fail "tiny scratch: no reason given"; }
 	checksums "tiny scratch"               # the daemon serves
