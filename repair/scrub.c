@@ -229,12 +229,33 @@ static int collect_rec(struct mfs_btree_cur *cur, const void *rec, void *priv)
 const char *scrub_rec_where(const struct scrub_ag *sa, int t, size_t i, char *buf, size_t len)
 {
 	const struct scrub_recloc *loc;
+	struct scrub_recloc found;
 
-	if (i >= sa->where[t].n) {
+	if (i < sa->where[t].n) {
+		loc = scrub_rec(&sa->where[t], i);
+	} else if (i < sa->recs[t].n && sa->fs && sa->agh_bp) {
+		/* Not kept (SCRUB_NO_WHERE): the record looked up again.  Every key is a prefix
+		 * of its record, and the walked tree's keys are strictly increasing, so the
+		 * lookup lands on this record (the AG is still locked). */
+		struct mfs_btree_cur cur;
+		int stat = 0, err;
+
+		mfs_ag_cur_init(&cur, sa->fs, NULL, sa->agno, (enum mfs_ag_tree)t, sa->agh_bp);
+		err = mfs_btree_lookup(&cur, scrub_rec(&sa->recs[t], i), MFS_LOOKUP_EQ, &stat);
+		if (!err && stat && cur.path[0].bp) {
+			found.agbno = mfs_fsb_to_agbno(&sa->fs->geo, cur.path[0].bp->blkno);
+			found.idx = (uint32_t)cur.path[0].idx;
+		}
+		mfs_btree_cur_release(&cur);
+		if (err || !stat) {
+			snprintf(buf, len, "record %zu", i);
+			return buf;
+		}
+		loc = &found;
+	} else {
 		snprintf(buf, len, "record %zu", i);
 		return buf;
 	}
-	loc = scrub_rec(&sa->where[t], i);
 	snprintf(buf, len, "block %u record %u", loc->agbno, loc->idx);
 	return buf;
 }
@@ -258,6 +279,7 @@ int scrub_ag_scan(struct mfs_scrub_ctx *ctx, uint32_t agno, unsigned want, struc
 	int err;
 
 	memset(sa, 0, sizeof(*sa));
+	sa->fs = fs;
 	sa->agno = agno;
 	sa->len = mfs_ag_length(&fs->geo, agno);
 	for (int t = 0; t < MFS_AG_NTREES; t++) {

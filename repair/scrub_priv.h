@@ -66,6 +66,7 @@ void scrub_sort_u64(struct scrub_recs *r);
 #define SCRUB_NO_WHERE(t) (1u << (12 + (t)))
 
 struct scrub_ag {
+	struct mfs_fs *fs;
 	uint32_t agno;
 	uint32_t len;                       /* blocks in the AG (geometry) */
 	struct mfs_buf *agh_bp;             /* NULL when the header is unreadable */
@@ -85,7 +86,8 @@ struct scrub_recloc {
 	uint32_t agbno;
 	uint32_t idx;
 };
-/* "block 1234 record 7" for record i of tree t, into buf. */
+/* "block 1234 record 7" for record i of tree t, into buf (with the AG still locked: a
+ * location not kept is looked up). */
 const char *scrub_rec_where(const struct scrub_ag *sa, int t, size_t i, char *buf, size_t len);
 
 void scrub_ag_lock(struct mfs_fs *fs, uint32_t agno);

@@ -648,10 +648,11 @@ int scrub_rmapbt(struct mfs_scrub_ctx *ctx)
 
 	scrub_recs_init(&inode_recs, sizeof(struct mfs_rmap_rec));
 	scrub_ag_lock(ctx->fs, ctx->agno);
-	/* Only the blocks of the by-length tree are needed (owner ag), and no finding names
-	 * where a by-block record lies. */
+	/* Only the blocks of the by-length tree are needed (owner ag); where a record lies is
+	 * looked up for a finding, not kept for each. */
 	err = scrub_ag_scan(ctx, ctx->agno, SCRUB_WANT_TREES | SCRUB_WANT_AGFL |
-			    SCRUB_NO_RECS(MFS_BT_CNT) | SCRUB_NO_WHERE(MFS_BT_BNO), &sa);
+			    SCRUB_NO_RECS(MFS_BT_CNT) | SCRUB_NO_WHERE(MFS_BT_BNO) |
+			    SCRUB_NO_WHERE(MFS_BT_RMAP), &sa);
 	if (err)
 		goto unlock;
 	if (!sa.agh) {
