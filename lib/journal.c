@@ -559,9 +559,14 @@ static int logd_has_work(const struct mfs_journal *j)
 	return !j->ckpt_running && j->head_lpos - j->tail_lpos > j->ckpt_thresh;
 }
 
-/* Wake the log thread if it sleeps and has work (lock held).  Cheap when it is awake. */
+static void logd_respawn(struct mfs_journal *j);
+
+/* Wake the log thread if it sleeps and has work (lock held).  Cheap when it is awake.
+ * In a forked child, start its log thread first (see "fork()" below). */
 static void logd_kick(struct mfs_journal *j)
 {
+	if (j->logd_respawn)
+		logd_respawn(j);
 	if (j->logd_idle && logd_has_work(j)) {
 		j->logd_idle = 0;
 		pthread_cond_signal(&j->logd_cv);
@@ -1223,8 +1228,9 @@ static void *logd_main(void *arg)
  * registered, and around a fork (pthread_atfork) each is quiesced: its checkpoint lock
  * and lock taken, after any batch in flight ended, so that nothing is half done.  The
  * parent just lets go; the child gets fresh condition variables (the vanished thread's
- * wait is no longer theirs) and a new log thread.  If that cannot start, the child runs
- * without one: committers then write and checkpoint themselves (throttle, log full).
+ * wait is no longer theirs), and a new log thread at its first commit (logd_kick: not in
+ * the fork handler, where creating a thread is not safe).  If that cannot start, the child
+ * runs without one: committers then write and checkpoint themselves (throttle, log full).
  */
 static pthread_mutex_t logd_reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct mfs_journal *logd_reg;        /* journals with a log thread */
@@ -1254,25 +1260,17 @@ static void logd_fork_child(void)
 {
 	struct mfs_journal **pp = &logd_reg;
 
-	while (*pp) {
+	for (; *pp; pp = &(*pp)->logd_reg_next) {
 		struct mfs_journal *j = *pp;
-		int err;
 
 		pthread_cond_init(&j->cv, NULL);
 		pthread_cond_init(&j->logd_cv, NULL);
 		j->logd_idle = 0;
 		j->logd_stop = 0;
+		j->logd_respawn = j->logd_running;
+		j->logd_running = 0;
 		pthread_mutex_unlock(&j->lock);
 		pthread_mutex_unlock(&j->ckpt_lock);
-		err = pthread_create(&j->logd, NULL, logd_main, j);
-		if (err) {
-			mfs_log(MFS_LOG_ERR, "journal: cannot restart the log thread after fork: "
-				"%s; committers will write the log themselves", strerror(err));
-			j->logd_running = 0;
-			*pp = j->logd_reg_next;
-			continue;
-		}
-		pp = &j->logd_reg_next;
 	}
 	pthread_mutex_unlock(&logd_reg_lock);
 }
@@ -1282,23 +1280,35 @@ static void logd_atfork_init(void)
 	pthread_atfork(logd_fork_prepare, logd_fork_parent, logd_fork_child);
 }
 
+/* The child's log thread, at its first commit after a fork (lock held: the new thread
+ * waits for it).  A failure is reported once; the journal then works without it. */
+static void logd_respawn(struct mfs_journal *j)
+{
+	int err = pthread_create(&j->logd, NULL, logd_main, j);
+
+	j->logd_respawn = 0;
+	if (err)
+		mfs_log(MFS_LOG_ERR, "journal: cannot restart the log thread after fork: %s; "
+			"committers will write the log themselves", strerror(err));
+	else
+		j->logd_running = 1;
+}
+
 int mfs_jlogd_start(struct mfs_journal *j)
 {
 	int err;
 
 	pthread_once(&logd_atfork_once, logd_atfork_init);
-	pthread_mutex_lock(&logd_reg_lock);
 	err = pthread_create(&j->logd, NULL, logd_main, j);
-	if (!err) {
-		j->logd_running = 1;
-		j->logd_reg_next = logd_reg;
-		logd_reg = j;
-	}
-	pthread_mutex_unlock(&logd_reg_lock);
 	if (err) {
 		mfs_log(MFS_LOG_ERR, "journal: cannot start the log thread: %s", strerror(err));
 		return -err;
 	}
+	j->logd_running = 1;            /* not shared yet: no lock needed */
+	pthread_mutex_lock(&logd_reg_lock);
+	j->logd_reg_next = logd_reg;
+	logd_reg = j;
+	pthread_mutex_unlock(&logd_reg_lock);
 	return 0;
 }
 
@@ -1307,21 +1317,21 @@ void mfs_jlogd_stop(struct mfs_journal *j)
 	int running;
 
 	pthread_mutex_lock(&logd_reg_lock);
-	running = j->logd_running;
 	for (struct mfs_journal **pp = &logd_reg; *pp; pp = &(*pp)->logd_reg_next)
 		if (*pp == j) {
 			*pp = j->logd_reg_next;
 			break;
 		}
-	j->logd_running = 0;
 	pthread_mutex_unlock(&logd_reg_lock);
-	if (!running)
-		return;
 	pthread_mutex_lock(&j->lock);
+	running = j->logd_running;
+	j->logd_running = 0;
+	j->logd_respawn = 0;
 	j->logd_stop = 1;
 	pthread_cond_signal(&j->logd_cv);
 	pthread_mutex_unlock(&j->lock);
-	pthread_join(j->logd, NULL);
+	if (running)
+		pthread_join(j->logd, NULL);
 }
 
 /* The cache's flush hook. */

@@ -68,8 +68,8 @@ struct mfs_journal {
 	 * `ckpt_thresh` log blocks are in use.  Under `lock`. */
 	pthread_t logd;
 	pthread_cond_t logd_cv;     /* wakes the log thread */
-	int logd_running;           /* started and not yet joined (under journal.c's registry
-	                               lock, which fork handlers take) */
+	int logd_running;           /* started and not yet joined */
+	int logd_respawn;           /* a forked child: start one at the next commit */
 	struct mfs_journal *logd_reg_next;  /* the registry of journals with a thread */
 	int logd_stop;              /* asked to exit */
 	int logd_idle;              /* waiting on logd_cv: a commit past a threshold wakes it */
