@@ -583,6 +583,60 @@ static int cmp_owner(const void *a, const void *b)
 	return sx < sy ? -1 : sx > sy;
 }
 
+static int cmp_owner_idx(const void *a, const void *b, void *arg)
+{
+	const struct scrub_recs *r = arg;
+
+	return cmp_owner(scrub_rec(r, *(const uint32_t *)a), scrub_rec(r, *(const uint32_t *)b));
+}
+
+/*
+ * Sort the records by (owner, start block) without a second copy of them (qsort's merge
+ * buffer would be one: 24 MiB at a million records): nothing to do when they already are
+ * (one owner); else sort 4-byte indices, then move the records into place cycle by cycle
+ * (ix[k] names the record that goes to position k; a position done is marked ix[k] = k).
+ */
+static int sort_by_owner(struct scrub_recs *recs)
+{
+	uint8_t tmp[sizeof(struct mfs_rmap_rec)];
+	size_t i, n = recs->n;
+	uint32_t *ix;
+
+	for (i = 1; i < n; i++)
+		if (cmp_owner(scrub_rec(recs, i - 1), scrub_rec(recs, i)) > 0)
+			break;
+	if (i >= n)
+		return 0;
+	if (n > UINT32_MAX || recs->len != sizeof(tmp)) {
+		qsort(recs->v, n, recs->len, cmp_owner);
+		return 0;
+	}
+	ix = mfs_malloc(n * sizeof(*ix));
+	if (!ix)
+		return -ENOMEM;
+	for (i = 0; i < n; i++)
+		ix[i] = (uint32_t)i;
+	qsort_r(ix, n, sizeof(*ix), cmp_owner_idx, recs);
+	for (size_t k = 0; k < n; k++) {
+		size_t cur = k;
+
+		if (ix[k] == k)
+			continue;
+		memcpy(tmp, scrub_rec(recs, k), sizeof(tmp));
+		while (ix[cur] != k) {
+			size_t src = ix[cur];
+
+			memcpy(recs->v + cur * recs->len, scrub_rec(recs, src), sizeof(tmp));
+			ix[cur] = (uint32_t)cur;
+			cur = src;
+		}
+		memcpy(recs->v + cur * recs->len, tmp, sizeof(tmp));
+		ix[cur] = (uint32_t)cur;
+	}
+	free(ix);
+	return 0;
+}
+
 /* Is [fsb, fsb + len) mapped at file block off, block for block, by the inline extent list
  * recs[0..n) (sorted by file offset)? */
 static int inline_maps(const uint8_t *recs, long n, uint64_t fsb, uint64_t off, uint32_t len)
@@ -660,8 +714,9 @@ static int check_owners(struct mfs_scrub_ctx *ctx, struct scrub_recs *recs)
 	struct owner o;
 	int err = 0, there;
 
-	if (recs->n > 1)
-		qsort(recs->v, recs->n, recs->len, cmp_owner);
+	err = sort_by_owner(recs);
+	if (err)
+		return err;
 	memset(&o, 0, sizeof(o));
 	for (size_t i = 0, j; i < recs->n && !err; i = j) {
 		uint64_t owner = mfs_get64(((const struct mfs_rmap_rec *)scrub_rec(recs, i))->owner);
