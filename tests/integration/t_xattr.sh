@@ -406,7 +406,9 @@ fd = os.open("durable", os.O_CREAT | os.O_WRONLY)
 for i in range(100):
     os.setxattr("durable", "user.d%03d" % i, b"%03d" % i * (1 + 7 * i))
 os.fsync(fd); os.close(fd)
-open("churn", "w").close()
+fd = os.open("churn", os.O_CREAT | os.O_WRONLY)     # durable too: the check lists it
+os.fsync(fd); os.close(fd)
+fd = os.open(".", os.O_RDONLY); os.fsync(fd); os.close(fd)
 ' "attributes before the crash"
 (cd "$mnt" && exec python3 -c '
 import os, random
