@@ -944,20 +944,19 @@ int mfs_journal_force_lsn(struct mfs_journal *j, uint64_t lsn)
 
 int mfs_journal_throttle(struct mfs_journal *j, uint64_t lsn)
 {
-	uint64_t pending;
-	int err;
+	int err, behind;
 
 	pthread_mutex_lock(&j->lock);
-	pending = j->pending_blocks;
 	err = j->err;
-	if (!err && pending > j->usable - j->usable / THROTTLE_FRAC)
+	behind = j->pending_blocks > j->usable - j->usable / THROTTLE_FRAC;
+	if (!err && behind)
 		j->st.throttle_forces++;
 	pthread_mutex_unlock(&j->lock);
 	if (err)
 		return err;
 	/* The log thread writes the queue long before this; a queue this long means it is
 	 * far behind the committers: wait with it (and write, if it is between batches). */
-	return pending > j->usable - j->usable / THROTTLE_FRAC ? mfs_journal_force_lsn(j, lsn) : 0;
+	return behind ? mfs_journal_force_lsn(j, lsn) : 0;
 }
 
 int mfs_journal_force(struct mfs_journal *j)
