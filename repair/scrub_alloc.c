@@ -140,14 +140,10 @@ static int qcnt_rec(struct mfs_btree_cur *cur, const void *rec, void *priv)
 	return 0;
 }
 
-static int qblk(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, void *priv)
-{
-	(void)cur, (void)fsb, (void)level, (void)priv;
-	return 0;
-}
-
-/* The structural walk of scrub_ag_scan (verify, every block), then fn on every record.
- * 0 when all of it passed, 1 when the full check must look, or an operational error. */
+/* The structural walk of scrub_ag_scan (mfs_btree_verify reads and checks every block: its
+ * second walk, mfs_btree_visit_blocks, only collects their numbers, which the proof does not
+ * need), then fn on every record.  0 when all of it passed, 1 when the full check must look,
+ * or an operational error. */
 static int qtree(struct mfs_scrub_ctx *ctx, struct mfs_buf *agh_bp, int t, mfs_btree_rec_fn fn,
 		 struct quick *q)
 {
@@ -158,8 +154,6 @@ static int qtree(struct mfs_scrub_ctx *ctx, struct mfs_buf *agh_bp, int t, mfs_b
 		return err;
 	mfs_ag_cur_init(&cur, ctx->fs, NULL, ctx->agno, (enum mfs_ag_tree)t, agh_bp);
 	err = mfs_btree_verify(&cur, NULL, NULL);
-	if (!err)
-		err = mfs_btree_visit_blocks(&cur, qblk, NULL);
 	if (!err && fn)
 		err = mfs_btree_query_range(&cur, NULL, NULL, fn, q);
 	mfs_btree_cur_release(&cur);
