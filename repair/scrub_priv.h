@@ -241,9 +241,10 @@ void scrub_cluster_release(struct scrub_cluster *cl);
  * The quick looks' committed copy of inode `ino` (scrub_priv.h, "Committed on-disk
  * inodes"): from ctx->memo's copy of its chunk when there is a memo (the chunk is copied
  * once, with its inode btree record, for all the checks of its inodes in one request),
- * else read now into buf (inodesize bytes).  0 with *d set; -ENOENT when the memo's copy
- * shows the inode free (freed since it was listed); or a read error.  *usable (may be NULL)
- * is scrub_dinode_usable's answer, computed once per inode while the memo holds it.
+ * else read now into buf (inodesize bytes), as also when the memo cannot answer for it (the
+ * memo's copy shows it free: freed since it was listed).  0 with *d set, or a read error.
+ * *usable (may be NULL) is scrub_dinode_usable's answer, computed once per inode while the
+ * memo holds it.
  */
 int scrub_dinode_quick(struct mfs_scrub_ctx *ctx, uint64_t ino, void *buf,
 		       const struct mfs_dinode **d, int *usable);
