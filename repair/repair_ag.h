@@ -95,6 +95,10 @@ int rep_ext_pieces(struct agrep *ar, struct mfs_xfarray *a, uint64_t skip, uint6
 uint64_t rep_ext_blocks(struct mfs_xfarray *a, uint64_t *err_out);
 /* Append the extent [s, s+l) to a. */
 int rep_add_ext(struct agrep *ar, struct mfs_xfarray *a, uint32_t s, uint32_t l);
+/* Blocks [s, s+l) leave their tree in the transaction (freed, or put on the free list):
+ * at the commit their buffers are dropped unwritten (mfs_trans_forget). */
+int rep_forget_blocks(struct agrep *ar, uint32_t s, uint32_t l);
+
 /* Order of uint32_t records (tree block lists). */
 int rep_cmp_u32(const void *a, const void *b, void *priv);
 

@@ -674,14 +674,25 @@ out:
 	return err;
 }
 
+int rep_forget_blocks(struct agrep *ar, uint32_t s, uint32_t l)
+{
+	int err = 0;
+
+	for (uint32_t b = 0; b < l && !err; b++)
+		err = mfs_trans_forget(ar->tp, mfs_agbno_to_fsb(&ar->fs->geo, ar->agno, s + b));
+	return err ? rep_fail(ar->r, err, "AG %u: no memory to drop the buffers of blocks "
+			      "%u+%u", ar->agno, s, l) : 0;
+}
+
 /* Old tree blocks that become free: busy until the commit is durable, buffers dropped. */
 static int release_old(struct agrep *ar, uint32_t s, uint32_t l, void *priv)
 {
 	int err = mfs_trans_busy(ar->tp, ar->agno, s, l);
 
-	for (uint32_t b = 0; b < l && !err; b++)
-		err = mfs_trans_forget(ar->tp, mfs_agbno_to_fsb(&ar->fs->geo, ar->agno, s + b));
-	return err;
+	if (err)
+		return rep_fail(ar->r, err, "AG %u: no memory to keep blocks %u+%u busy",
+				ar->agno, s, l);
+	return rep_forget_blocks(ar, s, l);
 }
 
 /* ---- feeding the bulk loader ----------------------------------------------------------------- */
@@ -1259,9 +1270,7 @@ static int free_old_inobt(struct agrep *ar, uint32_t s, uint32_t l, void *priv)
 	if (err)
 		return rep_fail(ar->r, err, "AG %u: freeing old inode btree blocks %u+%u: %s",
 				ar->agno, s, l, strerror(-err));
-	for (uint32_t b = 0; b < l && !err; b++)
-		err = mfs_trans_forget(ar->tp, mfs_agbno_to_fsb(g, ar->agno, s + b));
-	return err;
+	return rep_forget_blocks(ar, s, l);
 }
 
 /* More blocks for the new inode btree than the old one had: from the allocator. */

@@ -798,16 +798,6 @@ struct ordered {
 
 #define PLAN_SLACK_RECS 64u      /* records the free list's drains may add (see fl_drain) */
 
-static int forget_blocks(struct agrep *ar, uint32_t s, uint32_t l)
-{
-	int err = 0;
-
-	for (uint32_t k = 0; k < l && !err; k++)
-		err = mfs_trans_forget(ar->tp, mfs_agbno_to_fsb(&ar->fs->geo, ar->agno, s + k));
-	return err ? rep_fail(ar->r, err, "no memory to drop the buffers of blocks %u+%u", s,
-			      l) : 0;
-}
-
 /*
  * Room on the free list for `more` blocks: the free-space trees give blocks back to it as
  * their edits empty tree blocks, and it holds MFS_AGFL_SIZE_MAX.  Blocks off its head go
@@ -825,7 +815,8 @@ static int fl_drain(struct ordered *o, uint32_t more)
 
 		err = mfs_agfl_get(ar->tp, ar->agno, ar->agh_bp, &b);
 		if (err)
-			break;
+			return rep_fail(ar->r, err, "AG %u: taking a block off the free list: %s",
+					ar->agno, strerror(-err));
 		o->gets++;
 		for (i = 0; i < o->A.n && o->A.v[i].start != b; i++)
 			;
@@ -836,7 +827,7 @@ static int fl_drain(struct ordered *o, uint32_t more)
 		if (!err)
 			err = rep_space_give(ar, b, 1);
 		if (!err)
-			err = forget_blocks(ar, b, 1);
+			err = rep_forget_blocks(ar, b, 1);
 		o->freed++;
 	}
 	return err;
@@ -859,10 +850,13 @@ static int give_gaps(struct ordered *o)
 			uint32_t b = g[back - 1].start + backlen - 1;
 
 			err = mfs_agfl_put(ar->tp, ar->agno, ar->agh_bp, b);
+			if (err)
+				err = rep_fail(ar->r, err, "AG %u: putting block %u on the free "
+					       "list: %s", ar->agno, b, strerror(-err));
 			if (!err)
 				err = addset_push(ar, &o->A, b, 1);
 			if (!err)
-				err = forget_blocks(ar, b, 1);
+				err = rep_forget_blocks(ar, b, 1);
 			o->puts++;
 			if (--backlen == 0 && --back > 0)
 				backlen = g[back - 1].len;
@@ -876,7 +870,7 @@ static int give_gaps(struct ordered *o)
 		if (!err)
 			err = rep_space_give(ar, s, l);
 		if (!err)
-			err = forget_blocks(ar, s, l);
+			err = rep_forget_blocks(ar, s, l);
 		o->freed += l;
 	}
 	return err;
@@ -994,6 +988,9 @@ static int rmap_ordered(struct ordered *o, struct mfs_xfarray *U)
 		err = rep_blocks_add(ar, o->N.v[i].start, o->N.v[i].len, &b);
 	for (uint64_t i = mblk; !err && i < b.n; i++) {
 		err = mfs_agfl_put(ar->tp, ar->agno, ar->agh_bp, b.v[i]);
+		if (err)
+			err = rep_fail(ar->r, err, "AG %u: putting block %u on the free list: %s",
+				       ar->agno, b.v[i], strerror(-err));
 		o->puts++;
 	}
 	if (!err) {

@@ -131,7 +131,8 @@ int rep_space_give(struct agrep *ar, uint32_t s, uint32_t l)
 	}
 	err = mfs_trans_busy(ar->tp, ar->agno, s, l);
 	if (err)
-		return rep_fail(ar->r, err, "no memory to keep blocks %u+%u busy", s, l);
+		return rep_fail(ar->r, err, "AG %u: no memory to keep blocks %u+%u busy",
+				ar->agno, s, l);
 	return space_swap(ar, nb, n, &m, 1);
 }
 
