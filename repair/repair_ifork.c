@@ -415,23 +415,13 @@ void rep_inode_cancel(struct mfs_trans *tp, struct mfs_inode *ip)
 int rep_inode_commit(struct rep *r, struct mfs_trans *tp, struct mfs_inode *ip,
 		     const char *what)
 {
-	int err = rep_hook(r, MFS_REPAIR_AT_BUILT);
+	int err = mfs_inode_log(tp, ip);
 
-	if (!err)
-		err = rep_poll(r);
-	if (!err)
-		err = mfs_inode_log(tp, ip);
-	if (err) {
-		rep_inode_cancel(tp, ip);
-		return rep_fail(r, err, "inode %llu: the rebuilt %s was not committed: %s",
-				ULL(ip->ino), what, strerror(-err));
-	}
-	err = mfs_trans_commit(tp);
-	if (err) {
-		mfs_inode_reload(ip);
-		return rep_fail(r, err, "inode %llu: committing the rebuilt %s failed: %s "
-				"(nothing changed unless the journal reported an I/O error)",
-				ULL(ip->ino), what, strerror(-err));
-	}
-	return 0;
+	if (err)
+		rep_fail(r, err, "inode %llu: logging the rebuilt %s failed: %s", ULL(ip->ino),
+			 what, strerror(-err));
+	err = rep_commit(r, tp, err, "inode %llu's rebuilt %s", ULL(ip->ino), what);
+	if (err)
+		mfs_inode_reload(ip);       /* the in-core fields back to what the disk holds */
+	return err;
 }

@@ -218,8 +218,8 @@ int rep_inode_free(struct rep *r, struct mfs_trans *tp, struct mfs_inode *ip,
 /* Refuse a rebuild whose transaction would not fit in the journal (see rep_log_fits). */
 int rep_inode_log_fits(struct rep *r, struct mfs_inode *ip, uint64_t nimg, uint64_t nrev,
 		       const char *what);
-/* The test hook and abort checks, the inode logged, the commit; on any error the
- * transaction is cancelled and the in-core inode read again. */
+/* The inode logged, then rep_commit; on any error the transaction is cancelled and the
+ * in-core inode read again. */
 int rep_inode_commit(struct rep *r, struct mfs_trans *tp, struct mfs_inode *ip,
 		     const char *what);
 void rep_inode_cancel(struct mfs_trans *tp, struct mfs_inode *ip);
