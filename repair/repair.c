@@ -116,6 +116,17 @@ int rep_commit(struct rep *r, struct mfs_trans *tp, int err, const char *fmt, ..
 			"reported an I/O error)", what, strerror(-err));
 }
 
+int rep_nested(struct rep *r, struct mfs_repair_ctx *sub, uint32_t type, uint64_t ino)
+{
+	*sub = *r->rc;
+	sub->type = type;
+	sub->agno = 0;
+	sub->ino = ino;
+	sub->quiesce = NULL;                /* held already, by this repair */
+	sub->test_hook = NULL;
+	return mfs_repair(sub);
+}
+
 void rep_changed(struct rep *r, uint64_t ino)
 {
 	if (r->rc->changed)

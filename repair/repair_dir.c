@@ -545,13 +545,9 @@ static void retype_children(struct rep *r)
 	pthread_rwlock_unlock(&dp->lock);
 	mfs_iput(dp);
 	for (unsigned i = 0; i < t.n && (!err || mfs_is_corruption(err)); i++) {
-		struct mfs_repair_ctx sub = *r->rc;
+		struct mfs_repair_ctx sub;
 
-		sub.type = MFS_SCRUB_INODE;
-		sub.ino = t.ino[i];
-		sub.quiesce = NULL;
-		sub.test_hook = NULL;
-		if (mfs_repair(&sub))
+		if (rep_nested(r, &sub, MFS_SCRUB_INODE, t.ino[i]))
 			mfs_log(MFS_LOG_INFO, "directory %llu: its entry naming inode %llu (a "
 				"directory, whose mode says a file) stays in doubt: %s",
 				ULL(r->rc->ino), ULL(sub.ino), sub.reason);

@@ -577,15 +577,9 @@ static int twice_drop(struct nl *st)
 	struct rep *r = st->r;
 
 	for (unsigned k = 0; k < st->nfalse; k++) {
-		struct mfs_repair_ctx sub = *r->rc;
-		int err;
+		struct mfs_repair_ctx sub;
+		int err = rep_nested(r, &sub, MFS_SCRUB_DIR, st->false_dirs[k]);
 
-		sub.type = MFS_SCRUB_DIR;
-		sub.agno = 0;
-		sub.ino = st->false_dirs[k];
-		sub.quiesce = NULL;         /* held already, by this repair */
-		sub.test_hook = NULL;
-		err = mfs_repair(&sub);
 		if (err)
 			return rep_fail(r, err, "directory %llu, holding an entry that names another's "
 					"subdirectory, could not be rebuilt: %s",

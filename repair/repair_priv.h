@@ -61,6 +61,10 @@ int rep_hook(struct rep *r, enum mfs_repair_point at);
  * error, with the reason set. */
 int rep_commit(struct rep *r, struct mfs_trans *tp, int err, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* Another inode object's rebuild (type, ino), run whole by the engine from inside this one:
+ * r's context (scratch, abort sources, changed) but no quiesce (held already, by this
+ * repair) and no test hook.  0 or its error, its reason in sub->reason. */
+int rep_nested(struct rep *r, struct mfs_repair_ctx *sub, uint32_t type, uint64_t ino);
 /* Tell the caller (rc->changed) that inode ino's attributes changed in a committed rebuild. */
 void rep_changed(struct rep *r, uint64_t ino);
 
