@@ -889,6 +889,7 @@ static int free_batch(struct mfsd *d, struct mfsd_work **ws, unsigned n)
 		}
 		if (!mfsd_should_retry(err, &tries))
 			break;
+		err = batch_still_ready(ws, n) ? 0 : -ESTALE;	/* reloaded: again */
 	}
 	/* Freed: in core mode 0 before the locks go (see inactivate). */
 	for (unsigned i = 0; !err && i < n; i++)
