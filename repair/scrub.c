@@ -180,6 +180,51 @@ int scrub_any_free(const struct scrub_recs *bno, uint32_t agbno, uint32_t len)
 	return (size_t)(i + 1) < bno->n && rec_start(bno, (size_t)(i + 1)) < end;
 }
 
+int scrub_stream_open(struct scrub_stream *s, struct mfs_fs *fs, uint32_t agno, int t,
+		      struct mfs_buf *agh_bp)
+{
+	union {
+		struct mfs_rmap_key r;
+		struct mfs_alloc_rec a;
+	} k0;
+	int stat = 0, err;
+
+	memset(s, 0, sizeof(*s));
+	memset(&k0, 0, sizeof(k0));             /* the least key of either tree */
+	mfs_ag_cur_init(&s->cur, fs, NULL, agno, (enum mfs_ag_tree)t, agh_bp);
+	err = mfs_btree_lookup_get(&s->cur, &k0, MFS_LOOKUP_GE, &s->next, &stat);
+	s->have_next = !err && stat;
+	return err;
+}
+
+int scrub_stream_step(struct scrub_stream *s)
+{
+	int stat = 0, err;
+
+	s->at = s->next;
+	s->have_at = 1;
+	err = mfs_btree_next(&s->cur, &stat);
+	if (!err && stat)
+		err = mfs_btree_get(&s->cur, &s->next, &stat);
+	s->have_next = !err && stat;
+	return err;
+}
+
+int scrub_stream_upto(struct scrub_stream *s, uint32_t agbno)
+{
+	int err = 0;
+
+	/* startblock leads both record types */
+	while (!err && s->have_next && mfs_get32(s->next.a.startblock) <= agbno)
+		err = scrub_stream_step(s);
+	return err;
+}
+
+void scrub_stream_close(struct scrub_stream *s)
+{
+	mfs_btree_cur_release(&s->cur);
+}
+
 const struct mfs_rmap_rec *scrub_rmap_covering(const struct scrub_recs *rmap, uint32_t agbno,
 					       uint32_t len)
 {

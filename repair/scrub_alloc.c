@@ -53,10 +53,8 @@ struct quick {
 	uint64_t sum[2][2];             /* [tree: 0 bno, 1 cnt][lane] */
 	uint64_t nrecs[2];
 	uint64_t prev_end;              /* end of the previous by-block extent */
-	struct mfs_btree_cur *rm;       /* the reverse map, positioned on `next` */
-	struct mfs_rmap_rec cur, next;  /* last rmap record starting at or before the
-					   by-block extent's last block, and the one after */
-	int have_cur, have_next;
+	struct scrub_stream rm;         /* the reverse map, up to the by-block extent's last
+					   block */
 	int err;                        /* an rmap cursor error */
 };
 
@@ -84,24 +82,6 @@ static int qsane(const struct quick *q, uint32_t start, uint32_t n)
 	return n && start >= MFS_AG_FIXED_BLOCKS && (uint64_t)start + n <= q->len;
 }
 
-/* Move the rmap stream up to the last record starting at or before agbno.  0 or an error. */
-static int qrmap_upto(struct quick *q, uint32_t agbno)
-{
-	while (q->have_next && mfs_get32(q->next.startblock) <= agbno) {
-		int stat = 0, err;
-
-		q->cur = q->next;
-		q->have_cur = 1;
-		err = mfs_btree_next(q->rm, &stat);
-		if (!err && stat)
-			err = mfs_btree_get(q->rm, &q->next, &stat);
-		if (err)
-			return err;
-		q->have_next = stat;
-	}
-	return 0;
-}
-
 /* By-block records: 0 to go on, 1 to stop (the full check must look), or an error. */
 static int qbno_rec(struct mfs_btree_cur *cur, const void *rec, void *priv)
 {
@@ -116,13 +96,13 @@ static int qbno_rec(struct mfs_btree_cur *cur, const void *rec, void *priv)
 	q->prev_end = (uint64_t)start + n;
 	qadd(q, 0, start, n);
 	/* xref_rmap: the last rmap record starting in or before the extent ends before it. */
-	err = qrmap_upto(q, start + n - 1);
+	err = scrub_stream_upto(&q->rm, start + n - 1);
 	if (err) {
 		q->err = err;
 		return 1;
 	}
-	if (q->have_cur && (uint64_t)mfs_get32(q->cur.startblock) +
-			   mfs_get32(q->cur.blockcount) > start)
+	if (q->rm.have_at && (uint64_t)mfs_get32(q->rm.at.r.startblock) +
+			     mfs_get32(q->rm.at.r.blockcount) > start)
 		return 1;
 	return 0;
 }
@@ -168,11 +148,9 @@ static int qtree(struct mfs_scrub_ctx *ctx, struct mfs_buf *agh_bp, int t, mfs_b
  */
 static int alloc_quick(struct mfs_scrub_ctx *ctx)
 {
-	struct mfs_btree_cur rm;
 	struct mfs_buf *agh_bp;
 	struct quick q;
-	struct mfs_rmap_key k0;
-	int err, stat = 0, ret = 0;
+	int err, ret = 0;
 
 	memset(&q, 0, sizeof(q));
 	if (getrandom(q.key, sizeof(q.key), GRND_NONBLOCK) != (ssize_t)sizeof(q.key)) {
@@ -190,16 +168,12 @@ static int alloc_quick(struct mfs_scrub_ctx *ctx)
 	err = qtree(ctx, agh_bp, MFS_BT_RMAP, NULL, &q);
 	if (err)
 		goto out_agh;
-	mfs_ag_cur_init(&rm, ctx->fs, NULL, ctx->agno, MFS_BT_RMAP, agh_bp);
-	q.rm = &rm;
-	mfs_put32(k0.startblock, 0);
-	err = mfs_btree_lookup_get(&rm, &k0, MFS_LOOKUP_GE, &q.next, &stat);
-	q.have_next = !err && stat;
+	err = scrub_stream_open(&q.rm, ctx->fs, ctx->agno, MFS_BT_RMAP, agh_bp);
 	if (!err)
 		err = qtree(ctx, agh_bp, MFS_BT_BNO, qbno_rec, &q);
 	if (!err && q.err)
 		err = q.err == -ENOMEM ? -ENOMEM : 1;
-	mfs_btree_cur_release(&rm);
+	scrub_stream_close(&q.rm);
 	if (err < 0 && err != -ENOMEM && err != -ECANCELED)
 		err = 1;                /* an rmap read error: the full check says */
 	if (!err)

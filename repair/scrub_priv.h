@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "btree.h"
 #include "mendfs_format.h"
 #include "scrub.h"
 
@@ -108,6 +109,28 @@ extern const char *const scrub_tree_names[MFS_AG_NTREES];
 long scrub_find_le(const struct scrub_recs *r, uint32_t agbno);
 /* Is any block of [agbno, agbno + len) free in the collected bno records? */
 int scrub_any_free(const struct scrub_recs *bno, uint32_t agbno, uint32_t len);
+/*
+ * A tree read forward by a cursor instead of collected (the reverse map or the free space by
+ * block: records that start with le32 startblock and blockcount, in start order), with the
+ * AG locked: `at` is the last record starting at or before the point reached (have_at),
+ * `next` the one after it (have_next).  open: on the first record (t: MFS_BT_RMAP or
+ * MFS_BT_BNO); step: `next` becomes `at`; upto: to the last record starting at or before
+ * agbno (which never decreases).  0 or an error; close releases the cursor.
+ */
+struct scrub_stream {
+	struct mfs_btree_cur cur;
+	union {
+		struct mfs_rmap_rec r;
+		struct mfs_alloc_rec a;
+	} at, next;
+	int have_at, have_next;
+};
+int scrub_stream_open(struct scrub_stream *s, struct mfs_fs *fs, uint32_t agno, int t,
+		      struct mfs_buf *agh_bp);
+int scrub_stream_step(struct scrub_stream *s);
+int scrub_stream_upto(struct scrub_stream *s, uint32_t agbno);
+void scrub_stream_close(struct scrub_stream *s);
+
 /* The collected rmap record that covers all of [agbno, agbno + len), or NULL. */
 const struct mfs_rmap_rec *scrub_rmap_covering(const struct scrub_recs *rmap, uint32_t agbno,
 					       uint32_t len);

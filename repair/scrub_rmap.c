@@ -156,63 +156,19 @@ static int check_special(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa)
 
 /*
  * The by-block records are not collected (a million are 8 MiB): they are read in order by
- * a cursor alongside the collected reverse map, which is in the same (start block) order.
- * With the AG locked and the tree walked clean (SCRUB_WANT_BNO in sa->have): a read error
- * now is an operational one.  `at` is the last record starting at or before the point
- * reached (have_at), `next` the one after it (have_next).
+ * a stream (scrub_priv.h) alongside the collected reverse map, which is in the same (start
+ * block) order.  With the AG locked and the tree walked clean (SCRUB_WANT_BNO in sa->have):
+ * a read error now is an operational one.
  */
-struct bno_stream {
-	struct mfs_btree_cur cur;
-	struct mfs_alloc_rec at, next;
-	int have_at, have_next;
-};
-
-static int bno_open(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, struct bno_stream *bs)
-{
-	struct mfs_alloc_rec k0;
-	int stat = 0, err;
-
-	memset(bs, 0, sizeof(*bs));
-	mfs_put32(k0.startblock, 0);
-	mfs_put32(k0.blockcount, 0);
-	mfs_ag_cur_init(&bs->cur, ctx->fs, NULL, sa->agno, MFS_BT_BNO, sa->agh_bp);
-	err = mfs_btree_lookup_get(&bs->cur, &k0, MFS_LOOKUP_GE, &bs->next, &stat);
-	bs->have_next = !err && stat;
-	return err;
-}
-
-/* Step: `next` becomes `at`, the record after it `next`. */
-static int bno_step(struct bno_stream *bs)
-{
-	int stat = 0, err;
-
-	bs->at = bs->next;
-	bs->have_at = 1;
-	err = mfs_btree_next(&bs->cur, &stat);
-	if (!err && stat)
-		err = mfs_btree_get(&bs->cur, &bs->next, &stat);
-	bs->have_next = !err && stat;
-	return err;
-}
-
-/* Advance to the last record starting at or before agbno (agbno never decreases). */
-static int bno_upto(struct bno_stream *bs, uint32_t agbno)
-{
-	int err = 0;
-
-	while (!err && bs->have_next && mfs_get32(bs->next.startblock) <= agbno)
-		err = bno_step(bs);
-	return err;
-}
 
 /* scrub_any_free on the stream: the record at or before agbno, and the next one. */
-static int bno_any_free(struct bno_stream *bs, uint32_t agbno, uint32_t len, int *isfree)
+static int bno_any_free(struct scrub_stream *bs, uint32_t agbno, uint32_t len, int *isfree)
 {
-	int err = bno_upto(bs, agbno);
+	int err = scrub_stream_upto(bs, agbno);
 
-	*isfree = (bs->have_at && (uint64_t)mfs_get32(bs->at.startblock) +
-		   mfs_get32(bs->at.blockcount) > agbno) ||
-		  (bs->have_next && mfs_get32(bs->next.startblock) < (uint64_t)agbno + len);
+	*isfree = (bs->have_at && (uint64_t)mfs_get32(bs->at.a.startblock) +
+		   mfs_get32(bs->at.a.blockcount) > agbno) ||
+		  (bs->have_next && mfs_get32(bs->next.a.startblock) < (uint64_t)agbno + len);
 	return err;
 }
 
@@ -224,13 +180,13 @@ static int bno_any_free(struct bno_stream *bs, uint32_t agbno, uint32_t len, int
 static int check_coverage(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa)
 {
 	const struct scrub_recs *rm = &sa->recs[MFS_BT_RMAP];
-	struct bno_stream bs;
+	struct scrub_stream bs;
 	size_t j = 0;
 	uint64_t pos = 0;
-	int err = bno_open(ctx, sa, &bs);
+	int err = scrub_stream_open(&bs, ctx->fs, sa->agno, MFS_BT_BNO, sa->agh_bp);
 
 	while (!err && (bs.have_next || j < rm->n)) {
-		const struct mfs_alloc_rec *f = bs.have_next ? &bs.next : NULL;
+		const struct mfs_alloc_rec *f = bs.have_next ? &bs.next.a : NULL;
 		const struct mfs_rmap_rec *r = j < rm->n ? scrub_rec(rm, j) : NULL;
 		uint64_t fstart = f ? mfs_get32(f->startblock) : UINT64_MAX;
 		uint64_t rstart = r ? mfs_get32(r->startblock) : UINT64_MAX;
@@ -239,7 +195,7 @@ static int check_coverage(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa)
 		if (fstart <= rstart) {
 			start = fstart;
 			n = mfs_get32(f->blockcount);
-			err = bno_step(&bs);
+			err = scrub_stream_step(&bs);
 		} else {
 			start = rstart;
 			n = mfs_get32(r->blockcount);
@@ -252,7 +208,7 @@ static int check_coverage(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa)
 		if (start + n > pos)
 			pos = start + n;
 	}
-	mfs_btree_cur_release(&bs.cur);
+	scrub_stream_close(&bs);
 	if (!err && pos < sa->len)
 		scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: blocks %llu..%u are "
 			     "neither free nor owned (leaked)", sa->agno, (unsigned long long)pos,
@@ -268,12 +224,12 @@ static int check_records(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, u
 {
 	const struct scrub_recs *rm = &sa->recs[MFS_BT_RMAP];
 	const uint32_t C = MFS_SCRUB_OFLAG_CORRUPT;
-	struct bno_stream bs;
+	struct scrub_stream bs;
 	uint64_t prev_end = 0;
 	int err = 0, isfree;
 
 	if (sa->have & SCRUB_WANT_BNO)
-		err = bno_open(ctx, sa, &bs);
+		err = scrub_stream_open(&bs, ctx->fs, sa->agno, MFS_BT_BNO, sa->agh_bp);
 	for (size_t i = 0; i < rm->n && !err; i++) {
 		const struct mfs_rmap_rec *r = scrub_rec(rm, i);
 		uint32_t start = mfs_get32(r->startblock), n = mfs_get32(r->blockcount);
@@ -316,7 +272,7 @@ static int check_records(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, u
 		inode[i / 8] |= (uint8_t)(1u << (i % 8));
 	}
 	if (sa->have & SCRUB_WANT_BNO)
-		mfs_btree_cur_release(&bs.cur);
+		scrub_stream_close(&bs);
 	return err;
 }
 #undef WHERE
@@ -778,7 +734,7 @@ int scrub_rmapbt(struct mfs_scrub_ctx *ctx)
 	scrub_recs_init(&inode_recs, sizeof(struct mfs_rmap_rec));
 	scrub_ag_lock(ctx->fs, ctx->agno);
 	/* Only the blocks of the free-space trees are kept (owner ag; the by-block records are
-	 * streamed, see bno_stream); where a record lies is looked up for a finding, not kept
+	 * streamed, see scrub_stream); where a record lies is looked up for a finding, not kept
 	 * for each. */
 	err = scrub_ag_scan(ctx, ctx->agno, SCRUB_WANT_TREES | SCRUB_WANT_AGFL |
 			    SCRUB_NO_RECS(MFS_BT_CNT) | SCRUB_NO_RECS(MFS_BT_BNO) |
