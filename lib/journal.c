@@ -1311,7 +1311,9 @@ int mfs_jlogd_start(struct mfs_journal *j)
 	return 0;
 }
 
-void mfs_jlogd_stop(struct mfs_journal *j)
+/* Stop the log thread and wait for it: work it has begun (a batch, a checkpoint) ends
+ * first.  Idempotent (close and discard call it before free does). */
+static void jlogd_stop(struct mfs_journal *j)
 {
 	int running;
 
@@ -1404,7 +1406,7 @@ void mfs_journal_free(struct mfs_journal *j)
 {
 	struct jrec *r, *next;
 
-	mfs_jlogd_stop(j);
+	jlogd_stop(j);
 	for (r = j->rec_first; r; r = next) {
 		next = r->next;
 		rec_free(r);
@@ -1450,7 +1452,7 @@ int mfs_journal_close(struct mfs_journal *j)
 
 	if (!j)
 		return 0;
-	mfs_jlogd_stop(j);      /* its batch or checkpoint in hand ends first */
+	jlogd_stop(j);      /* its batch or checkpoint in hand ends first */
 	err = mfs_journal_checkpoint(j);
 	if (!err) {
 		pthread_mutex_lock(&j->lock);
@@ -1470,7 +1472,7 @@ void mfs_journal_discard(struct mfs_journal *j)
 {
 	if (!j)
 		return;
-	mfs_jlogd_stop(j);
+	jlogd_stop(j);
 	journal_detach(j);
 	mfs_journal_free(j);
 }

@@ -131,9 +131,8 @@ int mfs_journal_alloc(struct mfs_fs *fs, struct mfs_journal **out);
 /* Stops the log thread first if it runs. */
 void mfs_journal_free(struct mfs_journal *j);
 void mfs_journal_attach(struct mfs_journal *j);
-/* Start the log thread (open, once the journal is ready for commits); stop it and wait for
- * it (close, discard, free): work it has begun (a batch, a checkpoint) ends first. */
+/* Start the log thread (open, once the journal is ready for commits; close, discard and
+ * free stop it, after the batch or checkpoint it has in hand). */
 int mfs_jlogd_start(struct mfs_journal *j);
-void mfs_jlogd_stop(struct mfs_journal *j);
 
 #endif
