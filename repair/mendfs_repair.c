@@ -44,6 +44,7 @@
 #include "inode.h"
 #include "journal.h"
 #include "log.h"
+#include "mem.h"
 #include "mendfs_format.h"
 #include "pressure.h"
 #include "repair.h"
@@ -222,7 +223,7 @@ static int rebuild(struct tool *t, uint32_t type, uint32_t agno, uint64_t ino)
 	int err = -ENOMEM;
 
 	obj_name(name, sizeof(name), type, agno, ino);
-	rc = scratch_fd(t) < 0 ? NULL : calloc(1, sizeof(*rc));
+	rc = scratch_fd(t) < 0 ? NULL : mfs_calloc(1, sizeof(*rc));
 	if (!rc) {
 		printf("%s: could not rebuild: %s\n", name, t->scratch < 0 ? "no scratch file" :
 		       "out of memory");
@@ -417,7 +418,7 @@ static void do_inode(struct tool *t, uint64_t ino, uint16_t mode, int dirs)
 
 static void do_inodes(struct tool *t, int dirs)
 {
-	struct ibatch *b = malloc(sizeof(*b));
+	struct ibatch *b = mfs_malloc(sizeof(*b));
 	const struct mfs_geom *g = &t->fs->geo;
 
 	if (!b) {
