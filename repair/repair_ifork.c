@@ -93,8 +93,8 @@ void rep_inode_done(struct rep *r, struct mfs_inode *ip, int rebuilt)
 
 	rep_inode_drop(ip);
 	/* The kernel's cached attributes (size, blocks) are stale now: tell it, no lock held. */
-	if (rebuilt && ino && r->rc->changed)
-		r->rc->changed(r->rc->hook_arg, ino);
+	if (rebuilt && ino)
+		rep_changed(r, ino);
 }
 
 /* ---- the inode's blocks, from the reverse map ------------------------------------------- */
