@@ -71,6 +71,9 @@ int rep_walk_dirs(struct rep *r, rep_dir_fn fn, void *priv)
 		if (mfs_is_corruption(err))
 			return rep_fail(r, err, "AG %u's inode btree is damaged: the rebuild searches "
 					"every directory; rebuild it first", agno);
+		if (err < 0)                /* (fn's or rep_poll's reason, set first, stays) */
+			return rep_fail(r, err, "listing AG %u's directories: %s", agno,
+					strerror(-err));
 	}
 	return err > 0 ? 0 : err;
 }
