@@ -197,17 +197,41 @@ int scrub_stream_open(struct scrub_stream *s, struct mfs_fs *fs, uint32_t agno, 
 	return err;
 }
 
-int scrub_stream_step(struct scrub_stream *s)
+/* The record after the cursor's into s->next. */
+static int stream_fetch_next(struct scrub_stream *s)
 {
 	int stat = 0, err;
 
-	s->at = s->next;
-	s->have_at = 1;
 	err = mfs_btree_next(&s->cur, &stat);
 	if (!err && stat)
 		err = mfs_btree_get(&s->cur, &s->next, &stat);
 	s->have_next = !err && stat;
 	return err;
+}
+
+int scrub_stream_step(struct scrub_stream *s)
+{
+	s->at = s->next;
+	s->have_at = 1;
+	return stream_fetch_next(s);
+}
+
+int scrub_stream_seek(struct scrub_stream *s, uint32_t agbno)
+{
+	union {
+		struct mfs_rmap_key r;
+		struct mfs_alloc_rec a;
+	} k;
+	int stat = 0, err;
+
+	s->have_at = s->have_next = 0;
+	memset(&k, 0, sizeof(k));
+	mfs_put32(k.a.startblock, agbno);       /* startblock leads both keys */
+	err = mfs_btree_lookup_get(&s->cur, &k, MFS_LOOKUP_LE, &s->at, &stat);
+	if (err || !stat)
+		return err;
+	s->have_at = 1;
+	return stream_fetch_next(s);
 }
 
 int scrub_stream_upto(struct scrub_stream *s, uint32_t agbno)

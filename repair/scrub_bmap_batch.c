@@ -41,102 +41,43 @@ struct bx_ext {
 };
 
 /*
- * A cursor walked forward along a tree whose records start with le32 startblock and le32
- * blockcount (the reverse map, the free space by block): `rec` is the last record that
- * starts at or before the last block sought; when have_next, `next` is the record after
- * it and the cursor stands on `next`; when have_rec and not have_next, rec is the tree's
- * last record.
+ * Make s->at the last record starting at or before agbno (have_at = 0: none): stepped
+ * forward (scrub_stream_upto) when that is at most FINGER_STEPS records ahead, else looked
+ * up afresh.
  */
-struct finger {
-	struct mfs_btree_cur cur;
-	int rmap;                   /* the reverse map (else the free space by block) */
-	int have_rec, have_next;
-	uint8_t rec[sizeof(struct mfs_rmap_rec)], next[sizeof(struct mfs_rmap_rec)];
-	size_t reclen;
-};
-
-static uint32_t rec_start(const uint8_t *rec)
-{
-	uint32_t v;
-
-	memcpy(&v, rec, 4);
-	return mfs_get32(v);
-}
-
-static uint32_t rec_len(const uint8_t *rec)
-{
-	uint32_t v;
-
-	memcpy(&v, rec + 4, 4);
-	return mfs_get32(v);
-}
-
-/* The record after the cursor's into f->next. */
-static int finger_next(struct finger *f)
-{
-	int stat, err;
-
-	f->have_next = 0;
-	err = mfs_btree_next(&f->cur, &stat);
-	if (!err && stat)
-		err = mfs_btree_get(&f->cur, f->next, &stat);
-	if (!err)
-		f->have_next = stat;
-	return err;
-}
-
-/* Make f->rec the last record starting at or before agbno (have_rec = 0: none). */
-static int finger_seek(struct finger *f, uint32_t agbno)
+static int finger_seek(struct scrub_stream *s, uint32_t agbno)
 {
 	unsigned steps = 0;
-	int stat, err;
+	int err;
 
-	if (f->have_rec && rec_start(f->rec) <= agbno) {
-		while (f->have_next && rec_start(f->next) <= agbno) {
+	if (s->have_at && mfs_get32(s->at.a.startblock) <= agbno) {
+		while (s->have_next && mfs_get32(s->next.a.startblock) <= agbno) {
 			if (++steps > FINGER_STEPS)
-				goto lookup;
-			memcpy(f->rec, f->next, f->reclen);
-			err = finger_next(f);
+				return scrub_stream_seek(s, agbno);
+			err = scrub_stream_step(s);
 			if (err)
 				return err;
 		}
 		return 0;
 	}
-lookup:
-	f->have_rec = f->have_next = 0;
-	if (f->rmap) {
-		struct mfs_rmap_key k;
-
-		mfs_put32(k.startblock, agbno);
-		err = mfs_btree_lookup_get(&f->cur, &k, MFS_LOOKUP_LE, f->rec, &stat);
-	} else {
-		struct mfs_alloc_rec k;
-
-		mfs_put32(k.startblock, agbno);
-		mfs_put32(k.blockcount, 0);
-		err = mfs_btree_lookup_get(&f->cur, &k, MFS_LOOKUP_LE, f->rec, &stat);
-	}
-	if (err || !stat)
-		return err;
-	f->have_rec = 1;
-	return finger_next(f);
+	return scrub_stream_seek(s, agbno);
 }
 
 /* Is extent e (AG-relative start agbno) of inode ino what the fingers show? */
-static int ext_ok(const struct finger *rf, const struct finger *bf, const struct bx_ext *e,
-		  uint32_t agbno, uint64_t ino)
+static int ext_ok(const struct scrub_stream *rf, const struct scrub_stream *bf,
+		  const struct bx_ext *e, uint32_t agbno, uint64_t ino)
 {
-	struct mfs_rmap_rec r;
+	const struct mfs_rmap_rec *r = &rf->at.r;
+	const struct mfs_alloc_rec *f = &bf->at.a;
 	uint32_t d;
 
-	if (!rf->have_rec || (uint64_t)rec_start(rf->rec) + rec_len(rf->rec) <
-			     (uint64_t)agbno + e->len)
+	if (!rf->have_at || (uint64_t)mfs_get32(r->startblock) + mfs_get32(r->blockcount) <
+			    (uint64_t)agbno + e->len)
 		return 0;               /* not covered by one record */
-	memcpy(&r, rf->rec, sizeof(r));
-	d = agbno - rec_start(rf->rec);
-	if (mfs_get64(r.owner) != ino || e->off < d || mfs_get64(r.offset) != e->off - d)
+	d = agbno - mfs_get32(r->startblock);
+	if (mfs_get64(r->owner) != ino || e->off < d || mfs_get64(r->offset) != e->off - d)
 		return 0;               /* another owner or offset */
-	if (bf->have_rec && (uint64_t)rec_start(bf->rec) + rec_len(bf->rec) > agbno)
+	if (bf->have_at && (uint64_t)mfs_get32(f->startblock) + mfs_get32(f->blockcount) > agbno)
 		return 0;               /* some of it is free */
 	return 1;
 }
@@ -152,16 +93,13 @@ static int xref_ag(struct mfs_scrub_ctx *ctx, struct mfs_scrub_memo *m, uint32_t
 	struct mfs_fs *fs = ctx->fs;
 	const struct mfs_geom *g = &fs->geo;
 	uint32_t aglen = mfs_ag_length(g, agno);
-	struct finger rf, bf;
+	struct scrub_stream rf, bf;
 	struct mfs_buf *hbp;
 	size_t i = 0;
 	int err;
 
 	memset(&rf, 0, sizeof(rf));
 	memset(&bf, 0, sizeof(bf));
-	rf.rmap = 1;
-	rf.reclen = sizeof(struct mfs_rmap_rec);
-	bf.reclen = sizeof(struct mfs_alloc_rec);
 	scrub_ag_lock(fs, agno);
 	err = mfs_read_agh(fs, agno, &hbp);
 	if (!err) {
@@ -183,8 +121,8 @@ static int xref_ag(struct mfs_scrub_ctx *ctx, struct mfs_scrub_memo *m, uint32_t
 			if (!err && !ext_ok(&rf, &bf, &e[i], agbno, v->ino))
 				v->verdict = 0;
 		}
-		mfs_btree_cur_release(&rf.cur);
-		mfs_btree_cur_release(&bf.cur);
+		scrub_stream_close(&rf);
+		scrub_stream_close(&bf);
 		mfs_buf_put(hbp);
 	}
 	scrub_ag_unlock(fs, agno);

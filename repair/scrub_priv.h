@@ -115,7 +115,9 @@ int scrub_any_free(const struct scrub_recs *bno, uint32_t agbno, uint32_t len);
  * AG locked: `at` is the last record starting at or before the point reached (have_at),
  * `next` the one after it (have_next).  open: on the first record (t: MFS_BT_RMAP or
  * MFS_BT_BNO); step: `next` becomes `at`; upto: to the last record starting at or before
- * agbno (which never decreases).  0 or an error; close releases the cursor.
+ * agbno (which never decreases); seek: there by a lookup from the root, whatever the
+ * position (have_at = 0: no record starts at or before agbno).  0 or an error; close
+ * releases the cursor.
  */
 struct scrub_stream {
 	struct mfs_btree_cur cur;
@@ -129,6 +131,7 @@ int scrub_stream_open(struct scrub_stream *s, struct mfs_fs *fs, uint32_t agno, 
 		      struct mfs_buf *agh_bp);
 int scrub_stream_step(struct scrub_stream *s);
 int scrub_stream_upto(struct scrub_stream *s, uint32_t agbno);
+int scrub_stream_seek(struct scrub_stream *s, uint32_t agbno);
 void scrub_stream_close(struct scrub_stream *s);
 
 /* The collected rmap record that covers all of [agbno, agbno + len), or NULL. */
