@@ -5,7 +5,7 @@
  *
  *   - one inode btree record per allocated chunk; freecount == popcount(freemask);
  *   - bit i of a chunk's freemask is set exactly when inode startino + i is written as a
- *     free inode (mode 0, valid header and CRC);
+ *     free inode (mode 0, valid header and CRC, nothing else: not mfs_dinode_in_use);
  *   - AG header icount == 64 * records, ifree == sum of the records' freecounts;
  *   - a chunk's blocks are owned by MFS_OWN_INODES in the reverse map.
  *
@@ -394,10 +394,13 @@ static int init_new_inode(struct mfs_trans *tp, uint64_t ino, uint16_t mode)
 		return err;
 	slot = (char *)bp->data + mfs_ino_to_offset(g, ino);
 	err = mfs_dinode_verify(slot, g->inodesize, ino, g->uuid);
-	if (!err && mfs_get16(((struct mfs_dinode *)(void *)slot)->mode) != 0)
-		err = MFS_CORRUPT("inode %llu: the inode btree says free, but the inode has mode "
-				  "0%o", (unsigned long long)ino,
-				  mfs_get16(((struct mfs_dinode *)(void *)slot)->mode));
+	if (!err && mfs_dinode_in_use(slot))
+		err = MFS_CORRUPT("inode %llu: the inode btree says free, but the inode is in use "
+				  "(mode 0%o, %u links, data fork format %u)",
+				  (unsigned long long)ino,
+				  mfs_get16(((struct mfs_dinode *)(void *)slot)->mode),
+				  mfs_get32(((struct mfs_dinode *)(void *)slot)->nlink),
+				  ((struct mfs_dinode *)(void *)slot)->dformat);
 	if (!err)
 		err = mfs_trans_modify(tp, bp);
 	if (!err) {

@@ -328,6 +328,16 @@ static int fork_check(uint64_t ino, const char *which, unsigned fmt, uint32_t ne
 	return 0;
 }
 
+int mfs_dinode_in_use(const void *dinode)
+{
+	const struct mfs_dinode *d = dinode;
+
+	return mfs_get16(d->mode) != 0 || mfs_get32(d->nlink) != 0 ||
+	       d->dformat != MFS_FMT_NONE || d->aformat != MFS_FMT_NONE ||
+	       mfs_get16(d->forkoff) != 0 || mfs_get32(d->dnext) != 0 ||
+	       mfs_get32(d->anext) != 0 || mfs_get64(d->nblocks) != 0;
+}
+
 int mfs_dinode_check(const void *dinode, uint32_t inodesize, uint64_t ino)
 {
 	const struct mfs_dinode *d = dinode;
@@ -341,10 +351,13 @@ int mfs_dinode_check(const void *dinode, uint32_t inodesize, uint64_t ino)
 	int err;
 
 	if (mode == 0) {
-		if (d->dformat || d->aformat || nlink || forkoff)
-			return MFS_CORRUPT("inode %llu: free (mode 0) but has fork formats %u/%u, "
-					   "link count %u, fork offset %u", (unsigned long long)ino,
-					   d->dformat, d->aformat, nlink, forkoff);
+		if (mfs_dinode_in_use(d))
+			return MFS_CORRUPT("inode %llu: in use with mode 0 (its type lost): fork "
+					   "formats %u/%u, link count %u, fork offset %u, %u/%u "
+					   "extents, %llu blocks", (unsigned long long)ino,
+					   d->dformat, d->aformat, nlink, forkoff,
+					   mfs_get32(d->dnext), mfs_get32(d->anext),
+					   (unsigned long long)mfs_get64(d->nblocks));
 		return 0;
 	}
 	if (type != S_IFREG && type != S_IFDIR && type != S_IFLNK && type != S_IFCHR &&

@@ -169,6 +169,19 @@ int mfs_inode_reload(struct mfs_inode *ip);
 void mfs_inode_invalidate(struct mfs_fs *fs, uint64_t ino);
 
 /*
+ * Whether an on-disk inode (past mfs_dinode_verify) is in use: THE rule for every judge of
+ * free or used (the inode btree's checker and rebuild, allocation, the inode checker and
+ * rebuild).  A free inode is written by mfs_dinode_init() with mode 0 and every field past
+ * the header zero; an inode in use always has a mode and a data fork format (never
+ * MFS_FMT_NONE, from mfs_ialloc on).  So an inode is in use when its mode is not 0, or when
+ * it has links or any fork content (a fork format, fork offset, extent count or block
+ * count): a mode zeroed by damage leaves an inode in use whose type is lost (repaired from
+ * its fork and the entries naming it), not a free inode whose blocks would leak and whose
+ * slot would be handed out again.  mfs_dinode_check() refuses mode 0 with any of those.
+ */
+int mfs_dinode_in_use(const void *dinode);
+
+/*
  * Check the fields of an on-disk inode (already past mfs_dinode_verify) for sanity.  0 or
  * -EFSCORRUPTED after a message naming the inode and the field.  `inodesize` bytes.
  */

@@ -1176,7 +1176,8 @@ struct igather {
 	uint64_t icount, ifree;
 };
 
-/* The free mask of the chunk at agbno: inodes whose mode is 0. */
+/* The free mask of the chunk at agbno: inodes not in use by mfs_dinode_in_use (inode.h: a
+ * zeroed mode on an inode with links or forks is an inode in use whose type is lost). */
 static int chunk_mask(struct agrep *ar, uint32_t agbno, struct mfs_inobt_rec *rec)
 {
 	const struct mfs_geom *g = &ar->fs->geo;
@@ -1207,7 +1208,7 @@ static int chunk_mask(struct agrep *ar, uint32_t agbno, struct mfs_inobt_rec *re
 			}
 		}
 		d = (const void *)((const char *)bp->data + mfs_ino_to_offset(g, ino));
-		if (mfs_get16(d->mode) == 0)
+		if (!mfs_dinode_in_use(d))
 			mask |= 1ull << k;
 	}
 	if (bp)

@@ -5,8 +5,8 @@
  * inode is 64-aligned, whose blocks are aligned to the chunk size and lie inside the AG past
  * its fixed blocks, and whose free count is the population of its free mask.
  * Cross-references: the chunk's blocks are owned by "inodes" in the reverse map and are not
- * free; every inode of the chunk verifies, and is free (mode 0) exactly when its bit in the
- * free mask says so (the inode cluster buffers are read under the AG lock, which every
+ * free; every inode of the chunk verifies, and is free (not mfs_dinode_in_use: mode 0 and no
+ * links or fork content) exactly when its bit in the free mask says so (the inode cluster buffers are read under the AG lock, which every
  * transaction logging an inode holds: committed state); the tree's own blocks are owned by
  * "inobt" in the reverse map.
  */
@@ -14,6 +14,7 @@
 #include "byteorder.h"
 #include "fs.h"
 #include "geom.h"
+#include "inode.h"
 #include "log.h"
 #include "scrub_priv.h"
 #include "verify.h"
@@ -32,10 +33,12 @@ static int chunk_inode_fn(void *priv, uint64_t ino, const struct mfs_dinode *d, 
 	if (mfs_dinode_verify(d, g->inodesize, ino, g->uuid))
 		scrub_report(cc->ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u inobt %s: inode %llu fails "
 			     "its verifier", cc->sa->agno, cc->wb, (unsigned long long)ino);
-	else if (isfree != (mfs_get16(d->mode) == 0))
+	else if (isfree == mfs_dinode_in_use(d))
 		scrub_report(cc->ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u inobt %s: inode %llu is %s "
-			     "in the free mask, its mode is 0%o", cc->sa->agno, cc->wb,
-			     (unsigned long long)ino, isfree ? "free" : "in use", mfs_get16(d->mode));
+			     "in the free mask, but %s (mode 0%o, %u links, data fork format %u)",
+			     cc->sa->agno, cc->wb, (unsigned long long)ino,
+			     isfree ? "free" : "in use", isfree ? "in use" : "free",
+			     mfs_get16(d->mode), mfs_get32(d->nlink), d->dformat);
 	return 0;
 }
 
