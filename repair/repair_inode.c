@@ -19,7 +19,9 @@
  *     field); fewer: beyond repair, below;
  *   - a mode whose file type is lost or does not fit the data fork: the type told from the
  *     data fork and the entries naming the inode (decide_type: they must agree, else the
- *     repair is refused and nothing changes; nothing to tell it by: beyond repair);
+ *     repair is refused and nothing changes; nothing to tell it by: beyond repair); a
+ *     mode zeroed whole is such a mode on an inode still in use (mfs_dinode_in_use: links
+ *     or fork content), which gets the owner's permissions alone;
  *   - unknown flags cleared, impossible nanoseconds zeroed, a link count over the maximum
  *     set to 1 (2 for a directory: the link count rebuild counts the real one), an orphan
  *     pointer outside the filesystem or on a linked inode cleared, padding zeroed;
@@ -545,7 +547,7 @@ static int decide_type(struct raw *x, int loaded)
 	if (err)
 		return err;
 	mode = mfs_get16(d->mode);
-	if (!header_fix(x) || !mode ||
+	if (!header_fix(x) || !mfs_dinode_in_use(d) ||
 	    (!loaded && type_known(mode) && type_fits(mode, d->dformat)))
 		return 0;
 	cur = type_known(mode) ? TBIT(mode & S_IFMT) : 0;
@@ -575,11 +577,17 @@ static int decide_type(struct raw *x, int loaded)
 	return 0;
 }
 
-/* The decided type into the mode: permission bits kept, set-ID bits dropped. */
+/* The decided type into the mode: permission bits kept, set-ID bits dropped.  A mode
+ * zeroed whole lost its permissions too: the owner's alone are given back (read and write,
+ * and search for a directory; a symlink's are never looked at), nobody else's. */
 static void set_type(struct raw *x)
 {
 	struct mfs_dinode *d = rd(x);
-	uint16_t mode = (uint16_t)(x->newtype | (x->oldmode & 07777 & ~(S_ISUID | S_ISGID)));
+	uint16_t perm = x->oldmode & 07777 & ~(S_ISUID | S_ISGID), mode;
+
+	if (x->oldmode == 0)
+		perm = x->newtype == S_IFDIR ? 0700 : x->newtype == S_IFLNK ? 0777 : 0600;
+	mode = (uint16_t)(x->newtype | perm);
 
 	mfs_put16(d->mode, mode);
 	mfs_log(MFS_LOG_WARN, "repair: inode %llu: mode 0%o lost its file type: 0%o from its "
@@ -608,7 +616,7 @@ static int raw_fix(struct raw *x, struct mfs_trans *tp)
 	}
 	if (!header_fix(x))
 		x->beyond = "its header is not an inode's of this filesystem";
-	else if (!mfs_get16(d->mode))
+	else if (!mfs_dinode_in_use(d))
 		err = rep_fail(x->r, -ENOENT, "inode %llu is free", (unsigned long long)x->ino);
 	else if (x->newtype && mfs_get16(d->mode) == x->oldmode)
 		set_type(x);

@@ -176,8 +176,9 @@ int scrub_inode(struct mfs_scrub_ctx *ctx)
 			     scrub_errstr(err));
 		return mfs_is_corruption(err) ? 0 : err;
 	}
-	if (!mfs_get16(d->mode))
-		return -ENOENT;         /* freed since it was listed */
+	if (!mfs_dinode_in_use(d))
+		return -ENOENT;         /* freed since it was listed (a zeroed mode on an inode
+					 * with links or forks is not free: checked) */
 	nu = mfs_get64(d->next_unlinked);
 	check_dinode(ctx, d, !(nu && mfs_ino_check(ctx->fs, nu)), listed, 0);
 	return 0;

@@ -16,7 +16,8 @@
 #   - file types: modes whose type bits are lost or say another type (a symlink whose target
 #     is in a block, a file, an inline directory, a fifo with a size too), told again from
 #     the data fork and the entries naming them; a fork offset on a directory without
-#     attributes, an inline directory's block count;
+#     attributes, an inline directory's block count; modes zeroed whole (a file with
+#     extents, a directory, a symlink: still in use, not free inodes);
 #   - reverse-map records: an owner, a start and a length fuzzed, a record lost.
 # The extent map damage also makes the reverse map's check report its owners' mismatches in
 # phase 2, before the inodes are looked at: the reverse map's rebuild then refuses (the
@@ -119,6 +120,19 @@ round "fork offset, block count" "inode $i_e2 $ir;inode $i_e2sub directory" \
 	"write inode $i_e2 forkoff 1" "write inode $i_e2sub nblocks 3"
 same_tree "fork offset, block count"
 ok "file types, fork offset, block count: the tree as it was"
+# modes zeroed whole: inodes still in use (links, forks: mfs_dinode_in_use), not free ones
+# for the inode btree's check and rebuild; the type told again from the fork and the
+# entries, the permissions the owner's alone (a symlink's 777)
+round "zeroed modes" "inode $i_big $ir;inode $i_esub $ir;inode $i_sym $ir" \
+	"fuzz inode $i_big mode zeroes" "fuzz inode $i_esub mode zeroes" "fuzz inode $i_sym mode zeroes"
+awk '$1 == "./d/big" { $3 = 600 } $1 == "./e/sub" { $3 = 700 } { print }' "$dir/tree" >"$dir/tree.z"
+mount_fs
+(cd "$mnt" && find . -path ./stress -prune -o -printf '%p %y %m %n %s\n' | sort) >"$dir/tree2"
+[ "$(readlink "$mnt/d/sym")" = "$target" ] || fail "zeroed modes: the symlink's target changed"
+[ "$(cat "$mnt/e/sub/x")" = "" ] || fail "zeroed modes: e/sub/x changed"
+umount_fs
+diff "$dir/tree.z" "$dir/tree2" || fail "zeroed modes: the tree changed"
+ok "zeroed modes: a file with extents, a directory, a symlink: types back, the tree as it was"
 unset ROUND_LEFT
 round "reverse map records" "AG 0 reverse map btree" \
 	"fuzz block $rl0 rec[5].owner add 1" "fuzz block $rl0 rec[9].startblock add 1" \

@@ -6,7 +6,8 @@
 # attributes, a hard link) is damaged with mendfs_db -w, one structure per case:
 #   inode records   the data fork format of a file, every flag set (the record no longer
 #                   loads); magic, number and UUID all wrong: beyond repair, the inode is
-#                   freed and its name dropped;
+#                   freed and its name dropped; modes zeroed whole (a file with extents, a
+#                   directory, a symlink in a block: in use still, their types told again);
 #   extent maps     an inline extent's start, a trashed extent-btree leaf, the block count;
 #   directories     the root of a name btree trashed, a subdirectory entry's inode number
 #                   (joined again under its name, its ".." names the directory);
@@ -141,6 +142,15 @@ case_ "inode record beyond repair: magic, number and UUID" "inode $SMALL" \
 [ -e "$mnt/d/small" ] && fail "d/small is still named"
 umount_fs
 cp "$dir/sums.all" "$dir/sums"
+case_ "inode record: zeroed modes (a file with extents, a directory, a symlink)" \
+	"inode $LARGE;inode $P;inode $LONG" "fuzz inode $LARGE mode zeroes" \
+	"fuzz inode $P mode zeroes" "fuzz inode $LONG mode zeroes"
+[ "$(stat -c '%F %a' "$mnt/d/large" "$mnt/p" "$mnt/p2/long" | tr '\n' ,)" = \
+	"regular file 600,directory 700,symbolic link 777," ] ||
+	fail "zeroed modes: $(stat -c '%n %F %a' "$mnt/d/large" "$mnt/p" "$mnt/p2/long" | tr '\n' ,)"
+[ "$(readlink "$mnt/p2/long")" = "$long" ] && [ "$(cat "$mnt/p/q/qf")" = qf ] ||
+	fail "zeroed modes: p2/long or p/q/qf changed"
+umount_fs
 case_ "extent map: an inline extent's start" "inode $SMALL" "fuzz inode $SMALL ext[0].startblock add 1"
 umount_fs
 case_ "extent map: a trashed extent btree leaf" "inode $FRAG2" "trash $leaf2 1 random"
