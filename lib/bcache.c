@@ -75,6 +75,8 @@
 #define BUF_HASHED   0x10u   /* in the hash table and on the clock ring */
 #define BUF_REF      0x20u   /* used since the hand last passed */
 #define BUF_WRITING  0x40u   /* a snapshot of it is being written to the device */
+#define BUF_ONCE     0x80u   /* read in by a sweep (mfs_buf_read_once): dropped at its last
+			      * put unless somebody else looked it up or changed it */
 
 #define BC_MAXSHARDS     64u
 #define BC_SHARD_MINBUFS 64u   /* fewer buffers a shard than this: fewer shards */
@@ -554,8 +556,8 @@ static struct bc_buf *buf_alloc(struct bc_shard *sh, uint64_t blkno)
 /* Find or create the buffer for `blkno`, referenced.  *created says whether the caller
  * must fill it: it is then hashed with BUF_LOADING, which the caller clears (waking the
  * shard's waiters).  Lock held. */
-static int buf_lookup_locked(struct bc_shard *sh, uint64_t blkno, struct bc_buf **out,
-			     int *created)
+static int buf_lookup_locked(struct bc_shard *sh, uint64_t blkno, int once,
+			     struct bc_buf **out, int *created)
 {
 	struct bc_buf *b;
 
@@ -564,7 +566,10 @@ static int buf_lookup_locked(struct bc_shard *sh, uint64_t blkno, struct bc_buf 
 		if (!b)
 			break;
 		__atomic_add_fetch(&b->refs, 1, __ATOMIC_RELAXED);
-		b->flags |= BUF_REF;
+		/* a sweep neither promotes a buffer nor makes a kept one droppable; anybody
+		 * else's lookup keeps a sweep's buffer cached */
+		if (!once)
+			b->flags = (b->flags | BUF_REF) & ~BUF_ONCE;
 		while (b->flags & BUF_LOADING)
 			pthread_cond_wait(&sh->done, &sh->lock);
 		if (b->flags & BUF_HASHED) {
@@ -583,7 +588,7 @@ static int buf_lookup_locked(struct bc_shard *sh, uint64_t blkno, struct bc_buf 
 	if (!b)
 		return -ENOMEM;
 	b->refs = 1;
-	b->flags = BUF_LOADING;
+	b->flags = BUF_LOADING | (once ? BUF_ONCE : 0);
 	hash_add(sh, b);
 	sh->st.misses++;
 	*created = 1;
@@ -601,8 +606,8 @@ static int buf_check(struct mfs_bcache *bc, struct bc_buf *b, unsigned flags,
 	return mfs_blk_verify(b->pub.data, bc->blocksize, b->pub.blkno, bc->uuid, exp, vflags);
 }
 
-int mfs_buf_read(struct mfs_bcache *bc, uint64_t blkno, const struct mfs_blk_expect *exp,
-		 struct mfs_buf **out)
+static int buf_read(struct mfs_bcache *bc, uint64_t blkno, const struct mfs_blk_expect *exp,
+		    int once, struct mfs_buf **out)
 {
 	struct bc_shard *sh = shard_of(bc, blk_hash(blkno));
 	struct bc_buf *b;
@@ -610,7 +615,7 @@ int mfs_buf_read(struct mfs_bcache *bc, uint64_t blkno, const struct mfs_blk_exp
 
 	*out = NULL;
 	pthread_mutex_lock(&sh->lock);
-	err = buf_lookup_locked(sh, blkno, &b, &created);
+	err = buf_lookup_locked(sh, blkno, once, &b, &created);
 	if (err) {
 		pthread_mutex_unlock(&sh->lock);
 		return err;
@@ -664,6 +669,29 @@ int mfs_buf_read(struct mfs_bcache *bc, uint64_t blkno, const struct mfs_blk_exp
 	return 0;
 }
 
+/* This thread's reads are a sweep (mfs_bcache_sweep). */
+static __thread int bc_sweeping;
+
+int mfs_bcache_sweep(int on)
+{
+	int was = bc_sweeping;
+
+	bc_sweeping = on;
+	return was;
+}
+
+int mfs_buf_read(struct mfs_bcache *bc, uint64_t blkno, const struct mfs_blk_expect *exp,
+		 struct mfs_buf **out)
+{
+	return buf_read(bc, blkno, exp, bc_sweeping, out);
+}
+
+int mfs_buf_read_once(struct mfs_bcache *bc, uint64_t blkno, const struct mfs_blk_expect *exp,
+		      struct mfs_buf **out)
+{
+	return buf_read(bc, blkno, exp, 1, out);
+}
+
 /* The cached contents of `blkno` into dst: 1 if the cache holds it, else 0 (a block being
  * read in is waited for: its contents are the device's, but it may be a new block being
  * filled, whose buffer is what counts). */
@@ -715,7 +743,7 @@ int mfs_buf_get_new(struct mfs_bcache *bc, uint64_t blkno, int meta, struct mfs_
 
 	*out = NULL;
 	pthread_mutex_lock(&sh->lock);
-	err = buf_lookup_locked(sh, blkno, &b, &created);
+	err = buf_lookup_locked(sh, blkno, 0, &b, &created);
 	if (!err) {
 		memset(b->pub.data, 0, bc->blocksize);
 		b->flags &= ~(BUF_VERIFIED | BUF_LOADING);
@@ -759,6 +787,8 @@ void mfs_buf_put(struct mfs_buf *bp)
 	if (__atomic_sub_fetch(&b->refs, 1, __ATOMIC_RELAXED) == 0) {
 		if (!(b->flags & BUF_HASHED))
 			buf_free(sh, b);
+		else if ((b->flags & BUF_ONCE) && buf_evictable(b) && !(b->flags & BUF_DIRTY))
+			buf_evict(sh, b);
 		else if (sh->nbufs > sh->max_bufs)
 			shard_shrink(sh);
 	}
@@ -783,6 +813,7 @@ void mfs_buf_mark_dirty_lsn(struct mfs_buf *bp, uint64_t lsn)
 	while (lsn && (b->flags & BUF_WRITING))
 		pthread_cond_wait(&sh->done, &sh->lock);
 	if (b->flags & BUF_HASHED) {
+		b->flags &= ~BUF_ONCE;       /* changed: cached as any other */
 		buf_set_dirty(sh, b);
 		if (lsn > b->lsn)
 			b->lsn = lsn;

@@ -55,6 +55,22 @@ int mfs_buf_read(struct mfs_bcache *bc, uint64_t blkno, const struct mfs_blk_exp
 		 struct mfs_buf **out);
 
 /*
+ * mfs_buf_read for a sweep of more blocks than the cache should hold (a whole tree, walked
+ * once): a block the cache did not hold is dropped again at its last mfs_buf_put, unless
+ * another reader looked it up meanwhile or it was changed (then it stays, as read by
+ * mfs_buf_read); a block the cache held is used as it is, without counting as a use for
+ * the eviction.  The sweep then takes a few buffers instead of growing the cache to its
+ * bound and evicting everything else.
+ */
+int mfs_buf_read_once(struct mfs_bcache *bc, uint64_t blkno, const struct mfs_blk_expect *exp,
+		      struct mfs_buf **out);
+/* From now on this thread's mfs_buf_read()s are mfs_buf_read_once()s (on), or not (0):
+ * for a phase of work that sweeps whole structures through code that reads them the
+ * ordinary way (a repair's scan of every owner).  Returns the previous state, to restore:
+ *     int was = mfs_bcache_sweep(1); ...; mfs_bcache_sweep(was); */
+int mfs_bcache_sweep(int on);
+
+/*
  * Copy blocks [blkno, blkno + n) into dst (n * blocksize bytes) as mfs_buf_read would show
  * them — a cached buffer's contents where the cache holds the block (dirty or not), the
  * device's elsewhere — without adding anything to the cache: a sweep of more metadata than

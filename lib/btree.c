@@ -254,7 +254,9 @@ static int bt_read(struct mfs_btree_cur *cur, uint64_t fsb, unsigned lev, int is
 	unsigned n;
 	int err;
 
-	err = mfs_buf_read(cur->fs->bc, fsb, &exp, &bp);
+	err = (cur->flags & MFS_BTREE_CUR_ONCE) && !cur->tp ?
+	      mfs_buf_read_once(cur->fs->bc, fsb, &exp, &bp) :
+	      mfs_buf_read(cur->fs->bc, fsb, &exp, &bp);
 	if (err)
 		return err;
 	n = bt_numrecs(bp);

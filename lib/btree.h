@@ -68,11 +68,17 @@ struct mfs_btree_cur {
 	uint32_t agno;              /* AG of 4-byte pointers */
 	struct mfs_btree_root root;
 	void *priv;                 /* for the ops */
+	unsigned flags;             /* MFS_BTREE_CUR_*, set after mfs_btree_cur_init */
 	/* private to btree.c */
 	struct mfs_btree_level path[MFS_BTREE_MAXLEVELS];   /* [0] is the leaf */
 	int valid;                  /* positioned on a record */
 	unsigned maxrecs[2];        /* [0] leaf, [1] node capacity (set by mfs_btree_cur_init) */
 };
+
+/* A read-only cursor (tp NULL) that sweeps a tree once: blocks it brings into the buffer
+ * cache leave it again when the cursor lets go of them (mfs_buf_read_once), so a walk of a
+ * tree larger than the cache neither grows the cache nor evicts everything else. */
+#define MFS_BTREE_CUR_ONCE  0x1u
 
 void mfs_btree_cur_init(struct mfs_btree_cur *cur, struct mfs_fs *fs, struct mfs_trans *tp,
 			const struct mfs_btree_ops *ops, uint64_t owner, uint32_t agno,

@@ -148,6 +148,7 @@ int rep_ag_begin(struct rep *r, struct agrep *ar, int counters_only)
 	if (counters_only < 0)
 		return 0;                    /* the reverse map is what will be rebuilt */
 	mfs_ag_cur_init(&cur, ar->fs, NULL, ar->agno, MFS_BT_RMAP, ar->agh_bp);
+	cur.flags = MFS_BTREE_CUR_ONCE;
 	err = mfs_btree_verify(&cur, &ar->nrmap, &ar->rmap_blocks);
 	if (!err)
 		err = mfs_btree_query_range(&cur, NULL, NULL, survey_fn, ar);
@@ -446,6 +447,7 @@ static int gather_s(struct gather *g)
 	int err;
 
 	mfs_ag_cur_init(&cur, ar->fs, NULL, ar->agno, MFS_BT_RMAP, ar->agh_bp);
+	cur.flags = MFS_BTREE_CUR_ONCE;
 	err = mfs_btree_visit_blocks(&cur, s_block_fn, g);
 	mfs_btree_cur_release(&cur);
 	if (err)
@@ -543,6 +545,7 @@ static int gather_free(struct gather *g)
 	g->next = 0;
 	ar->seen = 0;
 	mfs_ag_cur_init(&cur, ar->fs, NULL, ar->agno, MFS_BT_RMAP, ar->agh_bp);
+	cur.flags = MFS_BTREE_CUR_ONCE;
 	err = mfs_btree_query_range(&cur, NULL, NULL, gather_fn, g);
 	mfs_btree_cur_release(&cur);
 	if (err)
@@ -815,6 +818,7 @@ static int tree_blocks(struct agrep *ar, enum mfs_ag_tree t, uint64_t *n)
 
 	*n = 0;
 	mfs_ag_cur_init(&cur, ar->fs, NULL, ar->agno, t, ar->agh_bp);
+	cur.flags = MFS_BTREE_CUR_ONCE;
 	err = mfs_btree_visit_blocks(&cur, count_blocks_fn, n);
 	mfs_btree_cur_release(&cur);
 	return err ? rep_fail(ar->r, err, "AG %u: counting the blocks of the %s: %s", ar->agno,
@@ -978,7 +982,8 @@ static int abt_plan(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray 
  * C = the extents of B (block order) by length, then block: the short ones — nearly all of
  * them when there are many, since they share the AG — are placed by counting, one write
  * stream per length, in block order within each; the long ones (fewer than the AG's
- * blocks / BYLEN_SHORT) are sorted apart in X and follow.  No sort of the whole array.
+ * blocks / BYLEN_SHORT) are sorted apart in X and follow.  No sort of the whole array.  An
+ * empty extent (free_walk never makes one) is refused as corruption.
  */
 #define BYLEN_SHORT 12u
 
@@ -992,6 +997,12 @@ static int sort_by_len(struct agrep *ar, struct mfs_xfarray *B, struct mfs_xfarr
 	memset(pos, 0, sizeof(pos));
 	for (uint64_t i = 0; i < n && !err; i++) {
 		err = mfs_xfarray_get(B, i, &e);
+		if (!err && !e.len)
+			/* pos[0] is no slot: an empty record would overwrite another */
+			return rep_fail(ar->r, -EFSCORRUPTED, "AG %u: free extent %llu of %llu, at "
+					"block %u, has length 0: not loaded into the by-length tree",
+					ar->agno, (unsigned long long)i, (unsigned long long)n,
+					e.start);
 		if (!err && e.len <= BYLEN_SHORT)
 			pos[e.len]++;
 		else if (!err)
@@ -1336,6 +1347,7 @@ int rep_inobt(struct rep *r)
 	ig.ar = &ar;
 	ar.seen = 0;
 	mfs_ag_cur_init(&cur, ar.fs, NULL, ar.agno, MFS_BT_RMAP, ar.agh_bp);
+	cur.flags = MFS_BTREE_CUR_ONCE;
 	err = mfs_btree_query_range(&cur, NULL, NULL, igather_fn, &ig);
 	mfs_btree_cur_release(&cur);
 	if (err && !r->rc->reason[0])

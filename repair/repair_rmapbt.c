@@ -102,6 +102,7 @@ static int rtree_blocks(struct rgather *g, enum mfs_ag_tree t, uint64_t owner, u
 	int err;
 
 	mfs_ag_cur_init(&cur, ar->fs, NULL, ar->agno, t, ar->agh_bp);
+	cur.flags = MFS_BTREE_CUR_ONCE;
 	err = mfs_btree_verify(&cur, &nrecs, &nblocks);
 	if (err) {
 		mfs_btree_cur_release(&cur);
@@ -1072,7 +1073,7 @@ int rep_rmapbt(struct rep *r)
 	uint64_t nown = 0;
 	const struct mfs_geom *geo = &r->fs->geo;
 	uint32_t aglen = mfs_ag_length(geo, r->rc->agno);
-	int err;
+	int err, sweep = -1;       /* the sweep state to restore (mfs_bcache_sweep) */
 
 	memset(&m, 0, sizeof(m));
 	memset(&ar, 0, sizeof(ar));
@@ -1134,6 +1135,9 @@ int rep_rmapbt(struct rep *r)
 	lv.fs = r->fs;
 	lv.agno = r->rc->agno;
 	lv.aglen = aglen;
+	/* The owners' maps and the old tree are swept whole: kept out of the buffer cache
+	 * until the new tree is built (mfs_bcache_sweep) */
+	sweep = mfs_bcache_sweep(1);
 	err = rep_live_scan(&lv);
 	while (!err) {
 		int settled = 0;
@@ -1171,10 +1175,12 @@ int rep_rmapbt(struct rep *r)
 		struct mfs_btree_cur cur;
 
 		mfs_ag_cur_init(&cur, ar.fs, NULL, ar.agno, MFS_BT_INO, ar.agh_bp);
+		cur.flags = MFS_BTREE_CUR_ONCE;
 		err = mfs_btree_query_range(&cur, NULL, NULL, rchunk_fn, &g);
 		if (!err) {
 			mfs_btree_cur_release(&cur);
 			mfs_ag_cur_init(&cur, ar.fs, NULL, ar.agno, MFS_BT_BNO, ar.agh_bp);
+			cur.flags = MFS_BTREE_CUR_ONCE;
 			err = mfs_btree_query_range(&cur, NULL, NULL, rfree_fn, &g);
 		}
 		mfs_btree_cur_release(&cur);
@@ -1213,6 +1219,8 @@ int rep_rmapbt(struct rep *r)
 	err = rmerge_all(&m, &q, F);
 	if (!err)
 		err = rep_live_check_gaps(&lv, &ar, m.gaps, m.ngaps);
+	mfs_bcache_sweep(sweep);
+	sweep = -1;
 	if (err)
 		goto out;
 	if (m.drop_gaps) {
@@ -1303,6 +1311,8 @@ int rep_rmapbt(struct rep *r)
 			"for them", ar.agno, (unsigned long long)mfs_xfarray_count(R2), lv.rounds,
 			(unsigned long long)lv.rescanned, (unsigned long long)lv.waited);
 out:
+	if (sweep >= 0)
+		mfs_bcache_sweep(sweep);
 	rep_ag_cancel(&ar);
 	rep_live_release(&lv);
 	ordered_free(&o);

@@ -133,6 +133,7 @@ static int qtree(struct mfs_scrub_ctx *ctx, struct mfs_buf *agh_bp, int t, mfs_b
 	if (err)
 		return err;
 	mfs_ag_cur_init(&cur, ctx->fs, NULL, ctx->agno, (enum mfs_ag_tree)t, agh_bp);
+	cur.flags = MFS_BTREE_CUR_ONCE;       /* a sweep: kept out of the buffer cache */
 	err = mfs_btree_verify(&cur, NULL, NULL);
 	if (!err && fn)
 		err = mfs_btree_query_range(&cur, NULL, NULL, fn, q);
@@ -169,6 +170,7 @@ static int alloc_quick(struct mfs_scrub_ctx *ctx)
 	if (err)
 		goto out_agh;
 	err = scrub_stream_open(&q.rm, ctx->fs, ctx->agno, MFS_BT_RMAP, agh_bp);
+	q.rm.cur.flags = MFS_BTREE_CUR_ONCE;  /* from its second leaf on */
 	if (!err)
 		err = qtree(ctx, agh_bp, MFS_BT_BNO, qbno_rec, &q);
 	if (!err && q.err)

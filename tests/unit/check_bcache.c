@@ -1,7 +1,7 @@
 /*
  * check_bcache.c — the buffer cache stays within its budget, writes dirty blocks back
  * sealed before evicting them, serves concurrent readers, and transactions over it commit
- * all their blocks or restore them exactly.
+ * all their blocks or restore them exactly; a sweep's reads leave it as it was.
  */
 #include <check.h>
 #include <fcntl.h>
@@ -89,6 +89,85 @@ START_TEST(budget_and_writeback)
 	}
 	mfs_bcache_get_stats(bc, &st);
 	ck_assert_uint_le(st.nbufs, 64);
+	ck_assert_int_eq(mfs_bcache_destroy(bc), 0);
+}
+END_TEST
+
+/* Reads of a sweep (mfs_buf_read_once, or any read while mfs_bcache_sweep is on) leave the
+ * cache as it was, but for what another reader wanted meanwhile or what was changed. */
+static size_t nbufs_of(struct mfs_bcache *bc)
+{
+	struct mfs_bcache_stats st;
+
+	mfs_bcache_get_stats(bc, &st);
+	return st.nbufs;
+}
+
+static struct mfs_buf *read_once_checked(struct mfs_bcache *bc, unsigned b)
+{
+	struct mfs_blk_expect e = expect_for(b);
+	struct mfs_buf *bp;
+	unsigned v;
+
+	ck_assert_int_eq(mfs_buf_read_once(bc, b, &e, &bp), 0);
+	memcpy(&v, (char *)bp->data + 100, sizeof(v));
+	ck_assert_uint_eq(v, b);
+	return bp;
+}
+
+START_TEST(sweep_reads_leave_the_cache)
+{
+	struct mfs_blk_expect e = expect_for(50);
+	struct mfs_bcache *bc;
+	struct mfs_buf *bp, *bp2;
+
+	ck_assert_int_eq(mfs_bcache_create(dev, BS, 1024 * BS, &bc), 0);
+	mfs_bcache_set_uuid(bc, uuid);
+	write_blocks(bc, 200);
+	ck_assert_int_eq(mfs_bcache_destroy(bc), 0);
+	ck_assert_int_eq(mfs_bcache_create(dev, BS, 1024 * BS, &bc), 0);
+	mfs_bcache_set_uuid(bc, uuid);
+	for (unsigned b = 0; b < 10; b++) {
+		struct mfs_blk_expect eb = expect_for(b);
+
+		ck_assert_int_eq(mfs_buf_read(bc, b, &eb, &bp), 0);
+		mfs_buf_put(bp);
+	}
+	ck_assert_uint_eq(nbufs_of(bc), 10);
+	/* a sweep of everything: the ten cached stay, nothing else */
+	for (unsigned b = 0; b < 200; b++)
+		mfs_buf_put(read_once_checked(bc, b));
+	ck_assert_uint_eq(nbufs_of(bc), 10);
+	/* wanted by an ordinary reader meanwhile: kept */
+	bp = read_once_checked(bc, 50);
+	ck_assert_int_eq(mfs_buf_read(bc, 50, &e, &bp2), 0);
+	mfs_buf_put(bp);
+	mfs_buf_put(bp2);
+	ck_assert_uint_eq(nbufs_of(bc), 11);
+	/* changed: kept, dirty */
+	bp = read_once_checked(bc, 60);
+	mfs_buf_mark_dirty(bp);
+	mfs_buf_put(bp);
+	ck_assert_uint_eq(nbufs_of(bc), 12);
+	/* held twice by the sweep: dropped at the last put only */
+	bp = read_once_checked(bc, 70);
+	bp2 = read_once_checked(bc, 70);
+	ck_assert_ptr_eq(bp, bp2);
+	mfs_buf_put(bp);
+	ck_assert_uint_eq(nbufs_of(bc), 13);
+	mfs_buf_put(bp2);
+	ck_assert_uint_eq(nbufs_of(bc), 12);
+	/* this thread in a sweep: its ordinary reads are sweep reads */
+	ck_assert_int_eq(mfs_bcache_sweep(1), 0);
+	e = expect_for(80);
+	ck_assert_int_eq(mfs_buf_read(bc, 80, &e, &bp), 0);
+	mfs_buf_put(bp);
+	ck_assert_uint_eq(nbufs_of(bc), 12);
+	ck_assert_int_eq(mfs_bcache_sweep(0), 1);
+	ck_assert_int_eq(mfs_buf_read(bc, 80, &e, &bp), 0);
+	mfs_buf_put(bp);
+	ck_assert_uint_eq(nbufs_of(bc), 13);
+	/* the dirty one is written back by the flush as any other */
 	ck_assert_int_eq(mfs_bcache_destroy(bc), 0);
 }
 END_TEST
@@ -619,6 +698,7 @@ int main(void)
 	tcase_add_test(tc, trans_cancel_after_forget_and_reuse);
 	tcase_add_test(tc, hash_churn);
 	tcase_add_test(tc, stress_threads);
+	tcase_add_test(tc, sweep_reads_leave_the_cache);
 	suite_add_tcase(s, tc);
 	return tu_run_suite(s);
 }
