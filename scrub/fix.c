@@ -38,6 +38,7 @@ struct fixobj {
 	uint64_t ino;
 	unsigned bad;           /* corrupt + xref findings counted for it */
 	int outcome;            /* enum fix_outcome */
+	int err;                /* the failed repair's error (negative), 0 */
 	char why[700];          /* the daemon's message (done: what was rebuilt) */
 };
 
@@ -135,8 +136,10 @@ static void try_repair(struct scrub_run *run, struct scrub_conn *c, struct fixob
 	err = scrub_rpc_fds(c, MFS_CTL_REPAIR, &q, sizeof(q), fds, MFS_CTL_MAX_FDS, &r);
 	for (unsigned i = 0; i < MFS_CTL_MAX_FDS; i++)
 		close(fds[i]);
+	o->err = 0;
 	if (err) {
 		snprintf(o->why, sizeof(o->why), "%s", r.msg);
+		o->err = -r.err;
 		if (c->broken) {
 			o->outcome = FIX_STOPPED;
 			if (!atomic_exchange(&run->stop, 1))
@@ -161,6 +164,7 @@ static void try_repair(struct scrub_run *run, struct scrub_conn *c, struct fixob
 	free(r.buf);
 	if (!o->why[0])
 		snprintf(o->why, sizeof(o->why), "%s", sr.error ? strerror(-sr.error) : "rebuilt");
+	o->err = sr.error;
 	if (sr.error == 0 && (sr.oflags & MFS_SCRUB_OFLAG_REPAIRED)) {
 		o->outcome = FIX_DONE;
 	} else if (sr.error == -EOPNOTSUPP) {
@@ -227,11 +231,96 @@ static int recheck(struct scrub_run *run, struct scrub_conn *c, const struct fix
 	return n;
 }
 
+/* o found clean when checked again: counted and reported repaired, `text` saying how. */
+static void report_fixed(struct scrub_run *run, const struct fixobj *o, const char *text)
+{
+	pthread_mutex_lock(&run->lock);
+	run->n.repaired++;
+	run->n.cleared += o->bad;
+	pthread_mutex_unlock(&run->lock);
+	scrub_repair_report(run, o->type, o->agno, o->ino, "repaired", text, "clean");
+}
+
+/* o could not be checked again (err < 0, the reason in first): an operational error. */
+static void report_unchecked(struct scrub_run *run, const struct fixobj *o, const char *first)
+{
+	char text[1400];
+
+	snprintf(text, sizeof(text), "%s%.650s; it could not be checked again: %.550s",
+		 o->outcome == FIX_DONE ? "" : "not repaired: ", o->why, first);
+	pthread_mutex_lock(&run->lock);
+	run->n.errors++;
+	if (o->bad)
+		run->n.unfixed++;
+	pthread_mutex_unlock(&run->lock);
+	scrub_repair_report(run, o->type, o->agno, o->ino, "unfixed", text, "");
+}
+
+/* o still has n findings when checked again (the first in `first`): counted and reported
+ * not repaired, with why.  `by` names what else was rebuilt. */
+static void report_left(struct scrub_run *run, const struct fixobj *o, int n, const char *first,
+			const char *by)
+{
+	char text[1400];
+
+	switch (o->outcome) {
+	case FIX_UNSUPPORTED:
+		snprintf(text, sizeof(text), "not rebuildable online yet: %.700s", o->why);
+		break;
+	case FIX_FAILED:
+		snprintf(text, sizeof(text), "could not repair: %.700s", o->why);
+		break;
+	case FIX_DONE:
+		snprintf(text, sizeof(text), "rebuilt (%.650s), but checking it again still "
+			 "finds: %.550s", o->why, first);
+		break;
+	default:
+		snprintf(text, sizeof(text), "still damaged after the rebuild of %.100s: %.550s",
+			 by, first);
+		break;
+	}
+	pthread_mutex_lock(&run->lock);
+	if (o->bad)
+		run->n.unfixed++;
+	else
+		run->n.corrupt += (unsigned)n;  /* clean before, damaged by the rebuild */
+	pthread_mutex_unlock(&run->lock);
+	scrub_repair_report(run, o->type, o->agno, o->ino,
+			    o->outcome == FIX_UNSUPPORTED ? "unsupported" : "unfixed", text,
+			    "corrupt");
+}
+
+/* Keep damaged o for scrub_fix_pending: 1, or 0 when that is over or full (report now). */
+static int defer(struct scrub_run *run, const struct fixobj *o)
+{
+	int kept = 0;
+
+	pthread_mutex_lock(&run->lock);
+	if (!run->pend_closed && run->npend < SCRUB_MAX_PENDING) {
+		if (run->npend == run->pendcap) {
+			size_t nc = run->pendcap ? 2 * run->pendcap : 16;
+			struct fixobj *np = realloc(run->pend, nc * sizeof(*np));
+
+			if (np) {
+				run->pend = np;
+				run->pendcap = nc;
+			}
+		}
+		if (run->npend < run->pendcap) {
+			run->pend[run->npend++] = *o;
+			kept = 1;
+		}
+	}
+	pthread_mutex_unlock(&run->lock);
+	return kept;
+}
+
 /*
  * What became of o: checked again (once more after a second repair when `retry` and the
  * first could not be done — another object it depends on may have been rebuilt since),
  * reported and counted.  `by` names what else was rebuilt, for an object set right by
- * another's rebuild.
+ * another's rebuild.  Still damaged, it waits for the end of phase 4 (defer), where it is
+ * checked again after every repair that may set it right.
  */
 static void verdict(struct scrub_run *run, struct scrub_conn *c, struct fixobj *o, int retry,
 		    const char *by)
@@ -251,14 +340,7 @@ static void verdict(struct scrub_run *run, struct scrub_conn *c, struct fixobj *
 	if (n == -ENOENT || atomic_load(&run->stop))
 		return;                 /* an inode freed meanwhile; or the run stops */
 	if (n < 0) {
-		snprintf(text, sizeof(text), "%s%.650s; it could not be checked again: %.550s",
-			 o->outcome == FIX_DONE ? "" : "not repaired: ", o->why, first);
-		pthread_mutex_lock(&run->lock);
-		run->n.errors++;
-		if (o->bad)
-			run->n.unfixed++;
-		pthread_mutex_unlock(&run->lock);
-		scrub_repair_report(run, o->type, o->agno, o->ino, "unfixed", text, "");
+		report_unchecked(run, o, first);
 		return;
 	}
 	if (n == 0) {
@@ -278,38 +360,12 @@ static void verdict(struct scrub_run *run, struct scrub_conn *c, struct fixobj *
 			snprintf(text, sizeof(text), "%s", o->why);
 		else
 			snprintf(text, sizeof(text), "set right by the rebuild of %.100s", by);
-		pthread_mutex_lock(&run->lock);
-		run->n.repaired++;
-		run->n.cleared += o->bad;
-		pthread_mutex_unlock(&run->lock);
-		scrub_repair_report(run, o->type, o->agno, o->ino, "repaired", text, "clean");
+		report_fixed(run, o, text);
 		return;
 	}
-	switch (o->outcome) {
-	case FIX_UNSUPPORTED:
-		snprintf(text, sizeof(text), "not rebuildable online yet: %.700s", o->why);
-		break;
-	case FIX_FAILED:
-		snprintf(text, sizeof(text), "could not repair: %.700s", o->why);
-		break;
-	case FIX_DONE:
-		snprintf(text, sizeof(text), "rebuilt (%.650s), but checking it again still "
-			 "finds: %.550s", o->why, first);
-		break;
-	default:
-		snprintf(text, sizeof(text), "still damaged after the rebuild of %.100s: %.550s", by,
-			 first);
-		break;
-	}
-	pthread_mutex_lock(&run->lock);
-	if (o->bad)
-		run->n.unfixed++;
-	else
-		run->n.corrupt += (unsigned)n;  /* clean before, damaged by the rebuild */
-	pthread_mutex_unlock(&run->lock);
-	scrub_repair_report(run, o->type, o->agno, o->ino,
-			    o->outcome == FIX_UNSUPPORTED ? "unsupported" : "unfixed", text,
-			    "corrupt");
+	if (o->bad && defer(run, o))
+		return;
+	report_left(run, o, n, first, by);
 }
 
 static void obj_init(struct fixobj *o, uint32_t type, uint32_t agno, uint64_t ino,
@@ -344,24 +400,61 @@ void scrub_fix(struct scrub_run *run, struct scrub_conn *c, uint32_t type, uint3
 	free(o);
 }
 
-/* The AG objects in the order their verdicts are given: the rebuildable ones first, then
- * those another rebuild may have set right (the reverse map's cross-references to the free
- * space, the header's counters). */
+/* The AG objects in the order their verdicts are given: the rebuildable ones first, in the
+ * order they are rebuilt from one another, then those another rebuild may have set right
+ * (the header's counters). */
 static const uint32_t ag_order[] = {
-	MFS_SCRUB_AGFL, MFS_SCRUB_BNOBT, MFS_SCRUB_CNTBT, MFS_SCRUB_INOBT, MFS_SCRUB_RMAPBT,
+	MFS_SCRUB_AGFL, MFS_SCRUB_RMAPBT, MFS_SCRUB_BNOBT, MFS_SCRUB_CNTBT, MFS_SCRUB_INOBT,
 	MFS_SCRUB_AGH, MFS_SCRUB_SB,
 };
 #define N_AG_ORDER (sizeof(ag_order) / sizeof(ag_order[0]))
 
+/* Both free-space trees in one rebuild, asked for the damaged one. */
+static void repair_space(struct scrub_run *run, struct scrub_conn *c, struct fixobj *o,
+			 const struct scrub_agfound *f)
+{
+	uint32_t t = f[MFS_SCRUB_CNTBT].bad && !f[MFS_SCRUB_BNOBT].bad ? MFS_SCRUB_CNTBT :
+		     MFS_SCRUB_BNOBT;
+	uint32_t other = t == MFS_SCRUB_BNOBT ? MFS_SCRUB_CNTBT : MFS_SCRUB_BNOBT;
+
+	try_repair(run, c, &o[t]);
+	o[other].outcome = o[t].outcome;
+	o[other].err = o[t].err;
+	memcpy(o[other].why, o[t].why, sizeof(o[other].why));
+	if (o[t].outcome == FIX_DONE)
+		snprintf(o[other].why, sizeof(o[other].why), "rebuilt with the %s",
+			 scrub_type_name(t));
+}
+
+/*
+ * The order of an AG's rebuilds follows what each is rebuilt from:
+ *   - the header first: every other object of the AG is read through it (its rebuild finds
+ *     lost roots, recounts, and rebuilds a tree whose root it lost); then the free list
+ *     (the trees' rebuilds take blocks from it);
+ *   - the reverse map before the trees rebuilt from it: the free space is its gaps, the
+ *     inode chunks its "inodes" records.  It is rebuilt from the owners themselves (every
+ *     inode's forks, the AG's trees), and refuses rather than guess when an owner or the
+ *     free space disagrees with it, whereas a free-space tree rebuilt from a damaged reverse
+ *     map would hand out blocks that hold data.  Rebuilt after them, as before, a reverse
+ *     map that lost a record had the free-space rebuild give that record's blocks away;
+ *   - but a free-space tree or inode btree whose own structure is broken (corrupt, not only
+ *     disagreeing) comes before the reverse map: its rebuild reads them (what is free, which
+ *     inodes to scan), and would refuse;
+ *   - the inode btree after the free-space trees (its rebuild may allocate);
+ * with a damaged header also the trees whose counters it holds, when its own rebuild could
+ * not be done.  Then every object that was damaged or rebuilt is checked again (and one whose
+ * rebuild could not be done is tried once more: what it waited for may be rebuilt now).
+ */
 void scrub_fix_ag(struct scrub_run *run, struct scrub_conn *c, size_t job)
 {
-	const unsigned *bad = run->agbad + job * MFS_SCRUB_NTYPES;
+	const struct scrub_agfound *f = run->agbad + job * MFS_SCRUB_NTYPES;
 	uint32_t agno = (uint32_t)job;
-	int force = run->o.force_rebuild, any = force, agh_left = bad[MFS_SCRUB_AGH] != 0;
+	int force = run->o.force_rebuild, any = force, agh_left = f[MFS_SCRUB_AGH].bad != 0;
+	int space, inobt, space_first, inobt_first;
 	struct fixobj *o;
 
 	for (size_t i = 0; i < N_AG_ORDER; i++)
-		any |= bad[ag_order[i]] != 0;
+		any |= f[ag_order[i]].bad != 0;
 	if (!any || run->o.dry_run || atomic_load(&run->stop))
 		return;
 	o = calloc(MFS_SCRUB_NTYPES, sizeof(*o));
@@ -370,36 +463,28 @@ void scrub_fix_ag(struct scrub_run *run, struct scrub_conn *c, size_t job)
 		return;
 	}
 	for (size_t i = 0; i < N_AG_ORDER; i++)
-		obj_init(&o[ag_order[i]], ag_order[i], agno, 0, bad[ag_order[i]]);
+		obj_init(&o[ag_order[i]], ag_order[i], agno, 0, f[ag_order[i]].bad);
 
-	/* The header first: every other object of the AG is read through it (its rebuild
-	 * finds lost roots, recounts, and rebuilds a tree whose root it lost).  Then the free
-	 * list (the trees' rebuilds take blocks from it); then both free-space trees in one
-	 * rebuild (asked for the damaged one), which rewrites the header's free counters; then
-	 * the inode btree (its counters too) — for a damaged header also when its own rebuild
-	 * could not be done. */
-	if (bad[MFS_SCRUB_AGH]) {
+	if (f[MFS_SCRUB_AGH].bad) {
 		try_repair(run, c, &o[MFS_SCRUB_AGH]);
 		agh_left = o[MFS_SCRUB_AGH].outcome != FIX_DONE;
 	}
-	if (bad[MFS_SCRUB_AGFL] || force)
+	if (f[MFS_SCRUB_AGFL].bad || force)
 		try_repair(run, c, &o[MFS_SCRUB_AGFL]);
-	if (bad[MFS_SCRUB_BNOBT] || bad[MFS_SCRUB_CNTBT] || agh_left || force) {
-		uint32_t t = bad[MFS_SCRUB_CNTBT] && !bad[MFS_SCRUB_BNOBT] ? MFS_SCRUB_CNTBT :
-			     MFS_SCRUB_BNOBT;
-		uint32_t other = t == MFS_SCRUB_BNOBT ? MFS_SCRUB_CNTBT : MFS_SCRUB_BNOBT;
-
-		try_repair(run, c, &o[t]);
-		o[other].outcome = o[t].outcome;
-		memcpy(o[other].why, o[t].why, sizeof(o[other].why));
-		if (o[t].outcome == FIX_DONE)
-			snprintf(o[other].why, sizeof(o[other].why), "rebuilt with the %s",
-				 scrub_type_name(t));
-	}
-	if (bad[MFS_SCRUB_INOBT] || agh_left || force)
+	space = f[MFS_SCRUB_BNOBT].bad || f[MFS_SCRUB_CNTBT].bad || agh_left || force;
+	inobt = f[MFS_SCRUB_INOBT].bad || agh_left || force;
+	space_first = f[MFS_SCRUB_BNOBT].corrupt || f[MFS_SCRUB_CNTBT].corrupt;
+	inobt_first = f[MFS_SCRUB_INOBT].corrupt != 0;
+	if (space && space_first)
+		repair_space(run, c, o, f);
+	if (inobt && inobt_first)
 		try_repair(run, c, &o[MFS_SCRUB_INOBT]);
-	if (force && !is_norepair(run, MFS_SCRUB_RMAPBT, NULL, 0))
+	if (f[MFS_SCRUB_RMAPBT].bad || (force && !is_norepair(run, MFS_SCRUB_RMAPBT, NULL, 0)))
 		try_repair(run, c, &o[MFS_SCRUB_RMAPBT]);
+	if (space && !space_first)
+		repair_space(run, c, o, f);
+	if (inobt && !inobt_first)
+		try_repair(run, c, &o[MFS_SCRUB_INOBT]);
 
 	for (size_t i = 0; i < N_AG_ORDER && !atomic_load(&run->stop); i++) {
 		struct fixobj *x = &o[ag_order[i]];
@@ -408,4 +493,167 @@ void scrub_fix_ag(struct scrub_run *run, struct scrub_conn *c, size_t job)
 			verdict(run, c, x, 1, "this AG's other structures");
 	}
 	free(o);
+}
+
+/* ---- after phase 4: what was left damaged ---------------------------------------------------- */
+
+/* The order objects are settled in: what others are rebuilt from first (as in an AG's
+ * rebuilds), the inodes before the directories that name them. */
+static int pend_rank(uint32_t type)
+{
+	static const uint32_t order[] = {
+		MFS_SCRUB_SB, MFS_SCRUB_JOURNAL, MFS_SCRUB_AGH, MFS_SCRUB_AGFL, MFS_SCRUB_RMAPBT,
+		MFS_SCRUB_BNOBT, MFS_SCRUB_CNTBT, MFS_SCRUB_INOBT, MFS_SCRUB_INODE, MFS_SCRUB_BMAP,
+		MFS_SCRUB_XATTR, MFS_SCRUB_SYMLINK, MFS_SCRUB_DIR,
+	};
+
+	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
+		if (order[i] == type)
+			return (int)i;
+	return (int)(sizeof(order) / sizeof(order[0]));
+}
+
+static int cmp_pend(const void *a, const void *b)
+{
+	const struct fixobj *x = a, *y = b;
+	int rx = pend_rank(x->type), ry = pend_rank(y->type);
+
+	if (rx != ry)
+		return rx < ry ? -1 : 1;
+	if (x->agno != y->agno)
+		return x->agno < y->agno ? -1 : 1;
+	return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+/* A refusal worth asking again once other objects are rebuilt: one that named damage
+ * elsewhere, or a busy filesystem — not a lack of memory or scratch, nor a type the daemon
+ * cannot rebuild (asked again right away, they would answer the same). */
+static int worth_retrying(const struct fixobj *o)
+{
+	if (o->outcome == FIX_NONE)
+		return 1;
+	if (o->outcome != FIX_FAILED && o->outcome != FIX_DONE)
+		return 0;
+	switch (-o->err) {
+	case ENOMEM: case ENOSPC: case EFBIG: case ECANCELED: case EOPNOTSUPP: case ENOENT:
+		return 0;
+	}
+	return 1;
+}
+
+#define PEND_PASSES 3
+
+void scrub_fix_pending(struct scrub_run *run, int last)
+{
+	struct scrub_conn *c = &run->conns[0];
+	struct fixobj *p;
+	char (*first)[600] = NULL;
+	int *left = NULL, *tried = NULL;
+	size_t np, nleft;
+	int progress = 1;
+
+	pthread_mutex_lock(&run->lock);
+	run->pend_closed = 1;
+	p = run->pend;
+	np = run->npend;
+	run->pend = NULL;
+	run->npend = run->pendcap = 0;
+	pthread_mutex_unlock(&run->lock);
+	if (!np) {
+		free(p);
+		pthread_mutex_lock(&run->lock);
+		run->pend_closed = !!last;
+		pthread_mutex_unlock(&run->lock);
+		return;
+	}
+	first = calloc(np, sizeof(*first));
+	left = calloc(np, sizeof(*left));
+	tried = calloc(np, sizeof(*tried));
+	if (!first || !left || !tried) {
+		/* no room to settle them: reported as they were left */
+		for (size_t i = 0; i < np; i++)
+			report_left(run, &p[i], 1, "(not checked again: out of memory)", "");
+		goto out;       /* (and nothing is kept for later) */
+	}
+	qsort(p, np, sizeof(*p), cmp_pend);
+	if (run->o.verbose)
+		scrub_say(run, "%zu damaged object%s left: checked again now that the repairs after "
+			  "%s are done%s", np, np == 1 ? "" : "s", np == 1 ? "it" : "them",
+			  last ? " (last look)" : "");
+	for (size_t i = 0; i < np; i++)
+		left[i] = 1;
+	nleft = np;
+	/* Passes while one sets something right: a rebuild refused for another object's damage
+	 * may go through once that one is rebuilt, in this pass or the next. */
+	for (int pass = 0; pass < PEND_PASSES && progress && nleft; pass++) {
+		progress = 0;
+		for (size_t i = 0; i < np && !atomic_load(&run->stop); i++) {
+			struct fixobj *o = &p[i];
+			char text[1400];
+			int n;
+
+			if (!left[i])
+				continue;
+			n = recheck(run, c, o, first[i], sizeof(first[i]));
+			if (n > 0 && !tried[i] && worth_retrying(o)) {
+				int before = o->outcome;
+				char why[sizeof(o->why)];
+
+				memcpy(why, o->why, sizeof(why));
+				tried[i] = 1;
+				try_repair(run, c, o);
+				if (o->outcome == FIX_STOPPED)
+					break;
+				n = recheck(run, c, o, first[i], sizeof(first[i]));
+				if (n == 0 && o->outcome == FIX_DONE)
+					snprintf(text, sizeof(text), "%.500s (its first rebuild: %.650s)",
+						 o->why, before == FIX_DONE ? "done, not enough" : why);
+				else if (n == 0)
+					snprintf(text, sizeof(text), "set right by the repairs after it "
+						 "(its own rebuild could not be done: %.650s)", o->why);
+			} else if (n == 0) {
+				snprintf(text, sizeof(text), "set right by the repairs after it%s%.650s%s",
+					 o->outcome == FIX_DONE ? " (rebuilt: " :
+					 o->outcome == FIX_NONE ? "" : " (its own rebuild could not be "
+					 "done: ", o->outcome == FIX_NONE ? "" : o->why,
+					 o->outcome == FIX_NONE ? "" : ")");
+			}
+			if (n == -ENOENT) {             /* an inode freed meanwhile */
+				left[i] = 0;
+				nleft--;
+			} else if (n < 0) {
+				report_unchecked(run, o, first[i]);
+				left[i] = 0;
+				nleft--;
+			} else if (n == 0) {
+				report_fixed(run, o, text);
+				left[i] = 0;
+				nleft--;
+				progress = 1;
+			}
+		}
+	}
+	if (!last) {
+		/* kept for the last look, after the link counts and summaries */
+		size_t k = 0;
+
+		for (size_t i = 0; i < np; i++)
+			if (left[i])
+				p[k++] = p[i];
+		pthread_mutex_lock(&run->lock);
+		run->pend = p;
+		run->npend = run->pendcap = k;
+		run->pend_closed = 0;
+		pthread_mutex_unlock(&run->lock);
+		p = NULL;
+		goto out;
+	}
+	for (size_t i = 0; i < np && !atomic_load(&run->stop); i++)
+		if (left[i])
+			report_left(run, &p[i], 1, first[i], "the objects repaired after it");
+out:
+	free(first);
+	free(left);
+	free(tried);
+	free(p);
 }

@@ -17,7 +17,10 @@
  * checks already vouched for), which is why the order is fixed.  Unless -n, what a check
  * finds damaged is repaired online (fix.c) before the next phase: phase 2's objects once
  * the whole phase is checked, AG by AG in dependency order; the others right after their
- * check.
+ * check.  What is still damaged then (a rebuild refused until another object is repaired:
+ * a reverse map whose owner cannot be loaded) is checked again, and rebuilt again, after
+ * phase 4, once every repair it may wait for is done (as xfs_scrub's phase 4 does), and
+ * only then reported repaired or not.
  */
 #include "scrub.h"
 
@@ -86,7 +89,7 @@ static void check_fix(struct scrub_run *run, struct scrub_conn *c, uint32_t type
 {
 	unsigned nbad;
 
-	if (scrub_check_n(run, c, type, agno, 0, &nbad) == 0)
+	if (scrub_check_n(run, c, type, agno, 0, &nbad, NULL) == 0)
 		scrub_fix(run, c, type, agno, 0, nbad);
 }
 
@@ -110,10 +113,11 @@ static const uint32_t ag_types[] = {
 static void ag_job(struct scrub_run *run, struct scrub_conn *c, size_t job)
 {
 	uint32_t type = ag_types[job % N_AG_TYPES], agno = (uint32_t)(job / N_AG_TYPES);
-	unsigned nbad = 0;
+	unsigned nbad = 0, ncor = 0;
 
-	if (scrub_check_n(run, c, type, agno, 0, &nbad) == 0 && run->agbad)
-		run->agbad[(size_t)agno * MFS_SCRUB_NTYPES + type] = nbad;
+	if (scrub_check_n(run, c, type, agno, 0, &nbad, &ncor) == 0 && run->agbad)
+		run->agbad[(size_t)agno * MFS_SCRUB_NTYPES + type] =
+			(struct scrub_agfound){ nbad, ncor };
 	scrub_progress_add(run, 1);
 }
 
@@ -370,12 +374,18 @@ int main(int argc, char **argv)
 			break;
 		case 4:
 			scrub_phase_dirs(&run);
+			/* what was left damaged, once the repairs after it are done (before the
+			 * link counts and summaries, which count what those repairs left) */
+			if (!run.o.dry_run && !atomic_load(&run.stop))
+				scrub_fix_pending(&run, 0);
 			break;
 		case 5:
 			/* One at a time: the link count check holds namespace changes back. */
 			scrub_progress_phase(&run, 5, 3, phases[i].label);
 			for (size_t j = 0; j < 3 && !atomic_load(&run.stop); j++)
 				summary_job(&run, &run.conns[0], j);
+			if (!run.o.dry_run && !atomic_load(&run.stop))
+				scrub_fix_pending(&run, 1);
 			scrub_progress_done(&run);
 			break;
 		case 6:
@@ -395,5 +405,6 @@ out_conns:
 	free(run.conns);
 	free(run.dirs);
 	free(run.agbad);
+	free(run.pend);
 	return code;
 }

@@ -96,6 +96,18 @@ struct scrub_counts {
 	uint64_t cleared;           /* corrupt + xref findings of the repaired objects */
 };
 
+/* What phase 2 found in one object of an AG: its corrupt and xref findings, and how many of
+ * them are about its own structure (corrupt) rather than disagreements with others. */
+struct scrub_agfound {
+	unsigned bad, corrupt;
+};
+
+struct fixobj;
+
+/* Damaged objects whose verdict waits for the end of phase 4 (fix.c), at most this many
+ * (the others are reported at once, as they are checked again). */
+#define SCRUB_MAX_PENDING 4096u
+
 struct scrub_run {
 	struct scrub_opts o;
 	char mnt[PATH_MAX];         /* canonical mount point */
@@ -109,8 +121,12 @@ struct scrub_run {
 	uint32_t unsupported;       /* bit per enum mfs_scrub_type the daemon lacks */
 	uint32_t norepair;          /* bit per type the daemon cannot rebuild online */
 	char norepair_why[MFS_SCRUB_NTYPES][300];
-	unsigned *agbad;            /* phase 2: [agno * MFS_SCRUB_NTYPES + type] = corrupt and
-	                               xref findings of that object (repairs after the phase) */
+	struct scrub_agfound *agbad; /* phase 2: [agno * MFS_SCRUB_NTYPES + type], what that
+	                               object's check found (repairs after the phase) */
+	struct fixobj *pend;        /* objects left damaged in phases 1-4, to be checked again
+	                               (and rebuilt again) once the repairs after them are done */
+	size_t npend, pendcap;
+	int pend_closed;            /* the pending objects are being settled: no more */
 	atomic_int stop;            /* interrupted or the daemon went away */
 	int phase;
 
@@ -131,9 +147,10 @@ void scrub_run_jobs(struct scrub_run *run, size_t njobs, scrub_job_fn fn);
  * negative errno; the caller decides nothing: this counts and reports). */
 int scrub_check(struct scrub_run *run, struct scrub_conn *c, uint32_t type, uint32_t agno,
 		uint64_t ino);
-/* The same, and *nbad = its corrupt and xref findings. */
+/* The same, and *nbad = its corrupt and xref findings (*ncorrupt: the corrupt ones alone;
+ * may be NULL). */
 int scrub_check_n(struct scrub_run *run, struct scrub_conn *c, uint32_t type, uint32_t agno,
-		  uint64_t ino, unsigned *nbad);
+		  uint64_t ino, unsigned *nbad, unsigned *ncorrupt);
 /* Several checks in one round trip (SCRUB_BATCH, at most c->max_batch): each result
  * reported and counted as scrub_check's, its error in errs[i], its corrupt and xref
  * findings in nbad[i].  0, or the request's error (nothing in errs).  Then, unless -n, each
@@ -148,10 +165,19 @@ const char *scrub_type_name(uint32_t type);
  * check it again and count the outcome. */
 void scrub_fix(struct scrub_run *run, struct scrub_conn *c, uint32_t type, uint32_t agno,
 	       uint64_t ino, unsigned nbad);
-/* After phase 2: the objects of AG `job` (run->agbad), rebuilt in dependency order (free
- * list, free-space trees, inode btree; the header's counters come with the trees), then
- * every object that was damaged or rebuilt checked again. */
+/* After phase 2: the objects of AG `job` (run->agbad), rebuilt in dependency order (header,
+ * free list, the trees whose own structure is broken, the reverse map, then the trees
+ * rebuilt from it; the header's counters come with the trees), then every object that was
+ * damaged or rebuilt checked again. */
 void scrub_fix_ag(struct scrub_run *run, struct scrub_conn *c, size_t job);
+/* After phase 4, and again (`last`) after phase 5: every object left damaged so far
+ * (run->pend) checked again, and rebuilt again when what stopped its rebuild may be gone
+ * (the repairs of later phases often set an earlier finding right: a reverse map whose
+ * owner could not be loaded until the inode was repaired, an inode's orphan pointer the
+ * orphan lists' rebuild clears), in dependency order, while that makes progress.  Those
+ * set right are reported repaired (by their rebuild, or by the others'); the rest are kept
+ * for the last look, which reports them not repaired with the last reason. */
+void scrub_fix_pending(struct scrub_run *run, int last);
 
 /* ---- inodes.c ----------------------------------------------------------------------------- */
 void scrub_phase_inodes(struct scrub_run *run);

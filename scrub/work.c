@@ -85,7 +85,8 @@ void scrub_run_jobs(struct scrub_run *run, size_t njobs, scrub_job_fn fn)
  * them.  Returns the OR of their flags. */
 static uint32_t report_findings(struct scrub_run *run, const struct mfs_ctl_scrub_req *q,
 				const uint8_t *buf, size_t len, size_t *off,
-				const struct mfs_ctl_scrub_reply *sr, unsigned *nbad)
+				const struct mfs_ctl_scrub_reply *sr, unsigned *nbad,
+				unsigned *ncor)
 {
 	uint32_t seen = 0;
 
@@ -102,6 +103,7 @@ static uint32_t report_findings(struct scrub_run *run, const struct mfs_ctl_scru
 			      f.len);
 		seen |= f.flag;
 		*nbad += (f.flag & (MFS_SCRUB_OFLAG_CORRUPT | MFS_SCRUB_OFLAG_XCORRUPT)) != 0;
+		*ncor += (f.flag & MFS_SCRUB_OFLAG_CORRUPT) != 0;
 		*off += f.len;
 	}
 	if (sr->ndropped) {
@@ -132,30 +134,31 @@ static void tally_flush(struct scrub_run *run, struct tally *t)
 }
 
 /* One check's result at buf[*off...): reported and counted into *t; *off moves past it,
- * *nbad = its corrupt and xref findings.  Returns the check's error (0 or negative),
- * -EPROTO for a short reply. */
+ * *nbad = its corrupt and xref findings, *ncor its corrupt ones.  Returns the check's error
+ * (0 or negative), -EPROTO for a short reply. */
 static int take_result(struct scrub_run *run, const struct mfs_ctl_scrub_req *q,
 		       const uint8_t *buf, size_t len, size_t *off, unsigned *nbad,
-		       struct tally *t)
+		       unsigned *ncor, struct tally *t)
 {
 	static const char unexplained[] = "flagged by the daemon without a message";
 	struct mfs_ctl_scrub_reply sr;
 	uint32_t seen;
 
-	*nbad = 0;
+	*nbad = *ncor = 0;
 	if (len - *off < sizeof(sr)) {
 		scrub_error(run, q->type, q->agno, q->ino, "short reply from the daemon");
 		return -EPROTO;
 	}
 	memcpy(&sr, buf + *off, sizeof(sr));
 	*off += sizeof(sr);
-	seen = report_findings(run, q, buf, len, off, &sr, nbad);
+	seen = report_findings(run, q, buf, len, off, &sr, nbad, ncor);
 	/* Flags without a finding that explains them (should not happen) still count. */
 	for (uint32_t bit = 1; bit <= MFS_SCRUB_OFLAG_UNFIXED; bit <<= 1)
 		if ((sr.oflags & bit) && !(seen & bit)) {
 			scrub_finding(run, q->type, q->agno, q->ino, bit, unexplained,
 				      sizeof(unexplained) - 1);
 			*nbad += (bit & (MFS_SCRUB_OFLAG_CORRUPT | MFS_SCRUB_OFLAG_XCORRUPT)) != 0;
+			*ncor += bit == MFS_SCRUB_OFLAG_CORRUPT;
 		}
 	switch (sr.error) {
 	case 0:
@@ -200,23 +203,28 @@ static void rpc_failed(struct scrub_run *run, struct scrub_conn *c,
 }
 
 int scrub_check_n(struct scrub_run *run, struct scrub_conn *c, uint32_t type, uint32_t agno,
-		  uint64_t ino, unsigned *nbad)
+		  uint64_t ino, unsigned *nbad, unsigned *ncorrupt)
 {
 	struct mfs_ctl_scrub_req q = { .type = type, .agno = agno, .ino = ino };
 	struct tally t = { 0, 0, 0 };
 	struct scrub_reply r;
+	unsigned ncor = 0;
 	size_t off = 0;
 	int err;
 
 	*nbad = 0;
+	if (ncorrupt)
+		*ncorrupt = 0;
 	err = scrub_rpc(c, MFS_CTL_SCRUB, &q, sizeof(q), &r);
 	if (err) {
 		rpc_failed(run, c, &q, &r);
 		return err;
 	}
-	err = take_result(run, &q, r.buf, r.len, &off, nbad, &t);
+	err = take_result(run, &q, r.buf, r.len, &off, nbad, &ncor, &t);
 	tally_flush(run, &t);
 	free(r.buf);
+	if (ncorrupt)
+		*ncorrupt = ncor;
 	return err;
 }
 
@@ -225,7 +233,7 @@ int scrub_check(struct scrub_run *run, struct scrub_conn *c, uint32_t type, uint
 {
 	unsigned nbad;
 
-	return scrub_check_n(run, c, type, agno, ino, &nbad);
+	return scrub_check_n(run, c, type, agno, ino, &nbad, NULL);
 }
 
 int scrub_check_batch(struct scrub_run *run, struct scrub_conn *c,
@@ -242,16 +250,18 @@ int scrub_check_batch(struct scrub_run *run, struct scrub_conn *c,
 	if (err == -EBADRQC && !c->broken) {
 		/* A daemon from before SCRUB_BATCH: one check at a time. */
 		for (unsigned i = 0; i < n; i++)
-			errs[i] = scrub_check_n(run, c, q[i].type, q[i].agno, q[i].ino, &nbad[i]);
+			errs[i] = scrub_check_n(run, c, q[i].type, q[i].agno, q[i].ino, &nbad[i],
+						NULL);
 		err = 0;
 	} else if (err) {
 		rpc_failed(run, c, &q[0], &r);
 		return err;
 	} else {
 		struct tally t = { 0, 0, 0 };
+		unsigned ncor;
 
 		for (unsigned i = 0; i < n; i++) {
-			errs[i] = take_result(run, &q[i], r.buf, r.len, &off, &nbad[i], &t);
+			errs[i] = take_result(run, &q[i], r.buf, r.len, &off, &nbad[i], &ncor, &t);
 			if (errs[i] == -EPROTO) {
 				while (++i < n)
 					errs[i] = -EPROTO;
