@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define RESERVE_TRIES 16     /* checkpoints tried for room before -ENOSPC */
 #define WBUF_BLOCKS   256    /* the writer's stream buffer (at most the log's size) */
@@ -827,6 +828,79 @@ static void rec_stream(struct jstream *st, const struct jrec *r)
 }
 
 /*
+ * The log's first lap on an image file.  mkfs leaves the log region sparse (holes cost
+ * nothing), so each batch of the first lap writes into holes: the host filesystem
+ * allocates blocks for it, and the batch's flush (fdatasync) then writes the host's own
+ * metadata too, synchronously — for a small forced batch (an fsync) that costs as much as
+ * the batch.  So a batch whose end reaches the holes (fill_blk) also writes zeroes over the
+ * FILL_BLOCKS log blocks after it, in the same flush: the host allocates once per
+ * FILL_BLOCKS, and the batches that follow overwrite allocated blocks.  The zeroes go
+ * only into free log space (from this batch's end, short of the tail): they read as the
+ * holes did, and replay stops at them as at any block that is not the next record.  A
+ * failure only stops the filling (the host may be short of space where the records still
+ * fit): the log is the same without it.  The writer's alone (j->writing).
+ */
+#define FILL_BLOCKS 256
+
+void mfs_jfill_init(struct mfs_journal *j)
+{
+	uint64_t start = mfs_jlog_offset(j, MFS_JHDR_COPIES);
+	off_t hole;
+
+	j->fill_blk = j->logblocks;
+	if (mfs_dev_is_blockdev(j->dev))
+		return;
+	hole = lseek(mfs_dev_fd(j->dev), (off_t)start, SEEK_HOLE);
+	if (hole < 0 || (uint64_t)hole >= mfs_jlog_offset(j, j->logblocks))
+		return;
+	j->zbuf = mfs_jbuf_alloc(j->bs, FILL_BLOCKS);
+	if (!j->zbuf)
+		return;
+	memset(j->zbuf, 0, (size_t)FILL_BLOCKS * j->bs);
+	j->fill_blk = (uint32_t)(((uint64_t)hole - mfs_jlog_offset(j, 0)) / j->bs);
+}
+
+static void fill_stop(struct mfs_journal *j)
+{
+	free(j->zbuf);
+	j->zbuf = NULL;
+	j->fill_blk = j->logblocks;
+}
+
+/* After a batch that ends at `end_lpos`, with the tail at `tail_lpos`. */
+static void fill_ahead(struct mfs_journal *j, uint64_t end_lpos, uint64_t tail_lpos)
+{
+	uint32_t nb = mfs_jlpos_blk(j, end_lpos), to;
+	uint64_t room = tail_lpos + j->usable - end_lpos;     /* free blocks from the end */
+	int err;
+
+	if (!j->zbuf || nb < j->fill_blk)
+		return;
+	to = j->logblocks - nb < FILL_BLOCKS ? j->logblocks : nb + FILL_BLOCKS;
+	if (to - nb > room)
+		to = nb + (uint32_t)room;
+	if (to > nb) {
+		err = mfs_dev_pwrite(j->dev, j->zbuf, (size_t)(to - nb) * j->bs,
+				     mfs_jlog_offset(j, nb));
+		if (err) {
+			mfs_log(MFS_LOG_INFO, "journal: writing zeroes over log blocks %u..%u "
+				"failed (%s): the rest of the log is left sparse", nb, to - 1,
+				strerror(-err));
+			fill_stop(j);
+			return;
+		}
+		if (j->io_hook)
+			j->io_hook(j->io_hook_arg, MFS_JIO_LOG_FILL, nb, to - nb);
+		pthread_mutex_lock(&j->lock);
+		j->st.blocks_filled += to - nb;
+		pthread_mutex_unlock(&j->lock);
+	}
+	j->fill_blk = to;
+	if (to == j->logblocks)
+		fill_stop(j);
+}
+
+/*
  * Write records first..last (contiguous in the log) between two device flushes.  No lock
  * held: the records are ready and nobody changes or frees them until durable_seq passes
  * them; only the one writer (j->writing) uses the stream buffer.
@@ -838,7 +912,8 @@ static void rec_stream(struct jstream *st, const struct jrec *r)
  * records themselves durable before anyone is told so.  Group commit keeps this at two
  * flushes per batch, however many transactions it carries.
  */
-static int batch_write(struct mfs_journal *j, struct jrec *first, struct jrec *last)
+static int batch_write(struct mfs_journal *j, struct jrec *first, struct jrec *last,
+		       uint64_t tail_lpos)
 {
 	uint64_t nblocks = last->lpos + last->len - first->lpos;
 	struct jstream st = { j, first->lpos, 0, 0 };
@@ -853,6 +928,8 @@ static int batch_write(struct mfs_journal *j, struct jrec *first, struct jrec *l
 		}
 		err = js_flush(&st);
 	}
+	if (!err)
+		fill_ahead(j, last->lpos + last->len, tail_lpos);
 	if (!err)
 		err = mfs_jflush(j);
 	if (err)
@@ -875,6 +952,7 @@ static int batch_write(struct mfs_journal *j, struct jrec *first, struct jrec *l
 static int batch_take(struct mfs_journal *j)
 {
 	struct jrec *first = j->unwritten, *last = NULL, *r;
+	uint64_t tail_lpos = j->tail_lpos;
 	int err;
 
 	if (j->writing || j->err)
@@ -892,7 +970,7 @@ static int batch_take(struct mfs_journal *j)
 	}
 	pthread_mutex_unlock(&j->lock);
 
-	err = batch_write(j, first, last);
+	err = batch_write(j, first, last, tail_lpos);
 
 	pthread_mutex_lock(&j->lock);
 	j->writing = 0;
@@ -1423,6 +1501,7 @@ void mfs_journal_free(struct mfs_journal *j)
 	free(j->map);
 	free(j->wbuf);
 	free(j->hbuf);
+	free(j->zbuf);
 	free(j->ckpt_items);
 	mfs_busy_destroy(j->busy);
 	pthread_mutex_destroy(&j->lock);

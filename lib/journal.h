@@ -37,7 +37,10 @@
  *      records are durable).  Threads that ask meanwhile wait on a condition variable,
  *      and the next batch takes them all.  Many small transactions from many threads
  *      thus share one pair of flushes.  An asynchronous commit (mfs_journal_throttle)
- *      waits for the log only when three quarters of the log is queued unwritten.
+ *      waits for the log only when three quarters of the log is queued unwritten.  On an
+ *      image file whose log is still sparse (mkfs writes none of it), a batch also writes
+ *      zeroes over the free log after it, a megabyte at a time, so that the host
+ *      filesystem allocates the log once per megabyte instead of in every batch's flush.
  *   3. mfs_journal_checkpoint() writes the latest committed image of every logged block in
  *      place (only images whose record is durable: write-ahead), flushes the device, then
  *      moves the log tail in the header (and flushes again before the freed log space is
@@ -196,6 +199,7 @@ struct mfs_journal_stats {
 	uint64_t room_waits;       /* commits that waited for a checkpoint to free log room */
 	uint64_t throttle_forces;  /* asynchronous commits whose throttle forced the log */
 	uint64_t joins;            /* commits that joined the open record (of `commits`) */
+	uint64_t blocks_filled;    /* zeroes written ahead of the head into a sparse log */
 	uint64_t replayed_records; /* at open */
 	uint64_t replayed_blocks;
 	uint64_t durable_lsn;      /* every sequence up to this one is durable */
@@ -217,11 +221,12 @@ void mfs_journal_set_ckpt_hook(struct mfs_journal *log, mfs_journal_ckpt_hook fn
  * For tests: a function called after each successful write or flush the journal issues, in
  * the order they complete (from the thread that issued them): MFS_JIO_LOG_WRITE for `n`
  * log blocks from log block `blkno` (records and headers), MFS_JIO_HOME_WRITE for a block
- * written in place by a checkpoint, MFS_JIO_FLUSH for a device flush.  Set it while no
+ * written in place by a checkpoint, MFS_JIO_FLUSH for a device flush, MFS_JIO_LOG_FILL for
+ * `n` blocks of zeroes written ahead of the head into a sparse log (see batch_write).  Set it while no
  * other thread uses the journal (the log thread idle: nothing queued past its mark); NULL
  * removes it.
  */
-enum mfs_jio { MFS_JIO_LOG_WRITE, MFS_JIO_HOME_WRITE, MFS_JIO_FLUSH };
+enum mfs_jio { MFS_JIO_LOG_WRITE, MFS_JIO_HOME_WRITE, MFS_JIO_FLUSH, MFS_JIO_LOG_FILL };
 typedef void (*mfs_journal_io_hook)(void *arg, enum mfs_jio what, uint64_t blkno, uint32_t n);
 void mfs_journal_set_io_hook(struct mfs_journal *log, mfs_journal_io_hook fn, void *arg);
 

@@ -96,6 +96,13 @@ struct mfs_journal {
 	void *wbuf;                 /* the writer's stream buffer (only the writer uses it) */
 	uint32_t wbuf_blocks;
 	void *hbuf;                 /* one block for header writes (checkpoint, open, close) */
+	/* Allocating a sparse log on its image file (journal.c, "the log's first lap"): log
+	 * blocks from fill_blk to the end may still be holes of the image file; the writer
+	 * writes zeroes ahead of the head from there, FILL_BLOCKS at a time, out of zbuf
+	 * (allocated at open only when there are holes, freed once none are left).  Only the
+	 * writer uses them. */
+	uint32_t fill_blk;
+	void *zbuf;
 	struct ckpt_item *ckpt_items;   /* the checkpoint's list: usable entries (ckpt_lock) */
 
 	struct mfs_journal_stats st;
@@ -134,5 +141,9 @@ void mfs_journal_attach(struct mfs_journal *j);
 /* Start the log thread (open, once the journal is ready for commits; close, discard and
  * free stop it, after the batch or checkpoint it has in hand). */
 int mfs_jlogd_start(struct mfs_journal *j);
+/* At open, once the head is set: find where the log's holes in an image file begin (a
+ * block device has none) and get ready to fill them (see fill_blk).  Never fails: without
+ * memory for the buffer the holes are left (the log works as well, only slower). */
+void mfs_jfill_init(struct mfs_journal *j);
 
 #endif

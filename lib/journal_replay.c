@@ -509,6 +509,7 @@ int mfs_journal_open(struct mfs_fs *fs, unsigned flags, struct mfs_journal **out
 	j->tail_seq = j->next_seq;
 	j->hdr_gen = s.hi.gen;
 	scan_free(&s);
+	mfs_jfill_init(j);
 	err = mfs_jhdr_write(j, j->tail_lpos, j->tail_seq, 0);
 	if (!err)
 		err = mfs_jlogd_start(j);
