@@ -5,7 +5,9 @@
 # trashed there, several AGs per round; mounted with mendfs_stress loading a subdirectory,
 # `mendfs_scrub MNT` reports every damaged object repaired and exits 0, `mendfs_scrub -n` is
 # then clean, every file written before the damage reads back the same, and after unmount
-# `mendfs_repair -n` is clean.  Abort triggers: scratch (-T) on a tmpfs too small for the
+# `mendfs_repair -n` is clean.  A reverse-map record moved onto the free space after it: the
+# reverse map is rebuilt before the free-space trees, which are rebuilt from it (the other
+# order gave a file's block to free space).  Abort triggers: scratch (-T) on a tmpfs too small for the
 # repair is refused with the reason, exit 1, and the AG metadata is the same before and
 # after (mendfs_db dumps), the daemon serving all along; the repair after it (memfd
 # scratch) succeeds.  A client killed with SIGKILL at random points of forced rebuilds
@@ -52,6 +54,40 @@ round "trashed blocks" "AG 0 inode btree;AG 1 $fs;AG 2 $fs;AG 3 AG free list" \
 round "more fields" "AG 0 inode btree;AG 3 AG free list;AG 1 $fs;AG 0 $fs" \
 	"fuzz block $ino0 rec[1].freemask bitflip 3" "fuzz agfl 3 bno[$flf3] ones" \
 	"fuzz block $bno1 rec[0].startblock add 1" "trash $cnt0 1 ones"
+
+# ---- the order of an AG's rebuilds: the reverse map before the trees rebuilt from it --------
+# A reverse-map record of a file's extent moved one block on, onto the free extent after it:
+# the file's first block reads as leaked, the free block as owned, and the free-space trees
+# disagree with the reverse map too.  Rebuilt first from the damaged reverse map, the free
+# space would take the file's first block (and the reverse map's rebuild then refuse: "free
+# extent overlaps blocks owned"); the reverse map rebuilt first from the owners sets all
+# three right.
+# rmap_before_free A: "FSB I", a leaf of AG A's reverse map and the index there of a record
+# of a file's extent that a free extent follows
+rmap_before_free() {
+	local a=$1 root lev starts leaves=()
+	root=$(agfield "$a" 'rmap root')
+	lev=$("$DB" -c "agh $a" "$pop" | sed -n 's/^rmap root = [0-9]*, levels = \([0-9]*\).*/\1/p')
+	if [ "$lev" = 1 ]; then leaves=("$root"); else
+		mapfile -t leaves < <("$DB" -c "fields block $((a * agblocks + root))" "$pop" |
+			awk '$1 ~ /^ptr\[/ { print $3 }')
+	fi
+	starts=" $("$DB" -c "btree $a bno" "$pop" | awk '$2 == "startblock" { printf "%s ", $3 }')"
+	for l in "${leaves[@]}"; do
+		"$DB" -c "fields block $((a * agblocks + l))" "$pop" | awk -v starts="$starts" \
+			-v fsb=$((a * agblocks + l)) '
+			$1 ~ /^rec\[[0-9]+\]\.startblock$/ { split($1, p, /[][]/); s[p[2]] = $3 }
+			$1 ~ /^rec\[[0-9]+\]\.blockcount$/ { split($1, p, /[][]/); c[p[2]] = $3 }
+			$1 ~ /^rec\[[0-9]+\]\.owner$/ { split($1, p, /[][]/); i = p[2]
+				if ($3 < 1e18 && index(starts, " " (s[i] + c[i]) " ")) { print fsb, i; exit } }'
+	done | head -1
+}
+read -r rleaf ri <<<"$(rmap_before_free 0)"
+[ -n "${ri:-}" ] || fail "no record of a file's extent before free space in AG 0"
+round "a reverse-map record moved onto free space" "AG 0 reverse map btree;AG 0 $fs" \
+	"fuzz block $rleaf rec[$ri].startblock add 1"
+grep -Eq "^Repaired: AG 0 reverse map btree: rebuilt" "$dir/out" ||
+	{ cat "$dir/out"; fail "the reverse map was not rebuilt first"; }
 
 # ---- abort: scratch on a tmpfs too small ------------------------------------------------------
 dump_meta() {
