@@ -88,40 +88,49 @@ static size_t map_slot(const struct mfs_journal *j, uint64_t blkno)
 	return (size_t)((blkno * 0x9e3779b97f4a7c15ull) >> 24) & j->map_mask;
 }
 
+/* The link that points at block `blkno`'s entry, or at the NULL ending its chain: one
+ * walk serves a lookup and then an insertion or removal there (nothing else changes the
+ * chain in between: the lock is held). */
+static struct jent **map_link(struct mfs_journal *j, uint64_t blkno)
+{
+	struct jent **pp = &j->map[map_slot(j, blkno)];
+
+	while (*pp && (*pp)->blkno != blkno)
+		pp = &(*pp)->next;
+	return pp;
+}
+
 static struct jent *map_find(struct mfs_journal *j, uint64_t blkno)
 {
-	struct jent *e;
+	return *map_link(j, blkno);
+}
 
-	for (e = j->map[map_slot(j, blkno)]; e; e = e->next)
-		if (e->blkno == blkno)
-			return e;
-	return NULL;
+/* Remove the entry at `pp` (from map_link; not NULL). */
+static void map_unlink(struct mfs_journal *j, struct jent **pp)
+{
+	struct jent *e = *pp;
+
+	*pp = e->next;
+	jimg_put(e->img);
+	free(e);
+	j->map_count--;
 }
 
 static void map_remove(struct mfs_journal *j, uint64_t blkno)
 {
-	struct jent **pp = &j->map[map_slot(j, blkno)];
+	struct jent **pp = map_link(j, blkno);
 
-	for (; *pp; pp = &(*pp)->next) {
-		struct jent *e = *pp;
-
-		if (e->blkno == blkno) {
-			*pp = e->next;
-			jimg_put(e->img);
-			free(e);
-			j->map_count--;
-			return;
-		}
-	}
+	if (*pp)
+		map_unlink(j, pp);
 }
 
-/* Record that `img` is the block's latest committed contents, as of `lsn`.  Lock held.
- * The entry is allocated before the lock by the caller (`spare`), so this cannot fail;
- * returns whether the spare was used. */
-static int map_update(struct mfs_journal *j, struct jent *spare, uint64_t blkno,
-		      struct jimg *img, uint64_t lsn)
+/* Record at `pp` (from map_link) that `img` is the block's latest committed contents, as
+ * of `lsn`, and return its entry.  Lock held.  A new entry is the caller's *spare,
+ * allocated before the lock (then *spare is NULLed), so this cannot fail. */
+static struct jent *map_set(struct mfs_journal *j, struct jent **pp, struct jent **spare,
+			    uint64_t blkno, struct jimg *img, uint64_t lsn)
 {
-	struct jent *e = map_find(j, blkno);
+	struct jent *e = *pp;
 
 	img->refs++;
 	if (e) {
@@ -133,18 +142,19 @@ static int map_update(struct mfs_journal *j, struct jent *spare, uint64_t blkno,
 		} else {
 			jimg_put(img);
 		}
-		return 0;
+		return e;
 	}
-	e = spare;
+	e = *spare;
+	*spare = NULL;
 	e->blkno = blkno;
 	e->img = img;
 	e->lsn = e->first_lsn = lsn;
 	e->busy = 0;
 	e->ridx = UINT32_MAX;
-	e->next = j->map[map_slot(j, blkno)];
-	j->map[map_slot(j, blkno)] = e;
+	e->next = NULL;
+	*pp = e;
 	j->map_count++;
-	return 1;
+	return e;
 }
 
 /* ---- records ------------------------------------------------------------------------- */
@@ -415,12 +425,11 @@ static int rec_reserve(struct jrec *r, uint32_t nimg, uint32_t nblk)
 	return 0;
 }
 
-/* The index of block `blkno`'s image in record `r`, or UINT32_MAX: through the map's hint
- * (an entry of r's sequence is r's image), checked; a scan if the hint is stale. */
-static uint32_t rec_find_img(struct mfs_journal *j, const struct jrec *r, uint64_t blkno)
+/* The index of block `blkno`'s image in record `r`, or UINT32_MAX, given the block's map
+ * entry `e` (NULL: none): an entry of r's sequence is r's image, at the entry's hint
+ * (checked; a scan if stale). */
+static uint32_t rec_img_index(const struct jrec *r, const struct jent *e, uint64_t blkno)
 {
-	struct jent *e = map_find(j, blkno);
-
 	if (!e || e->lsn != r->seq)
 		return UINT32_MAX;
 	if (e->ridx < r->nimg && r->blknos[e->ridx] == blkno)
@@ -428,13 +437,29 @@ static uint32_t rec_find_img(struct mfs_journal *j, const struct jrec *r, uint64
 	return rec_find(r->blknos, 0, r->nimg, blkno);
 }
 
-/* Record in the map that block `blkno`'s image is r's entry `k` (lock held). */
-static void rec_set_hint(struct mfs_journal *j, uint64_t blkno, uint32_t k)
+/*
+ * Drop image `k` from record `r` (its block was freed by a joining transaction).  Images
+ * and revokes within a record are sets (each block once), so the last image takes its
+ * place and the last revoke the freed slot: no shift, one hint to fix.
+ */
+static void rec_drop_img(struct mfs_journal *j, struct jrec *r, uint32_t k)
 {
-	struct jent *e = map_find(j, blkno);
+	uint32_t last = r->nimg - 1;
 
-	if (e)
-		e->ridx = k;
+	jimg_put(r->imgs[k]);
+	if (k != last) {
+		struct jent *e;
+
+		r->imgs[k] = r->imgs[last];
+		r->bps[k] = r->bps[last];
+		r->blknos[k] = r->blknos[last];
+		e = map_find(j, r->blknos[k]);
+		if (e)
+			e->ridx = k;
+	}
+	if (r->nrev)
+		r->blknos[last] = r->blknos[last + r->nrev];
+	r->nimg--;
 }
 
 /* Stamp `seq` into the buffer (metadata) and copy it into its image. */
@@ -479,9 +504,12 @@ static int rec_join(struct mfs_journal *j, struct jrec *t, struct jent **spares,
 	if (rec_reserve(r, t->nimg, t->nimg + t->nrev))
 		return 0;
 
+	/* One map walk a block (map_link): it finds the entry, its image in r by the hint,
+	 * and where a new entry goes. */
 	for (uint32_t i = 0; i < t->nimg; i++) {
 		uint64_t blkno = t->blknos[i];
-		uint32_t k = rec_find_img(j, r, blkno);
+		struct jent **pp = map_link(j, blkno);
+		uint32_t k = rec_img_index(r, *pp, blkno);
 
 		img_fill(j, t->imgs[i], t->bps[i], r->seq);
 		if (k != UINT32_MAX) {
@@ -490,39 +518,31 @@ static int rec_join(struct mfs_journal *j, struct jrec *t, struct jent **spares,
 			uint64_t *rev = r->blknos + r->nimg;
 			uint32_t kr = rec_find(rev, 0, r->nrev, blkno);
 
-			if (kr != UINT32_MAX) {         /* freed, now logged again: an image */
-				memmove(rev + kr, rev + kr + 1, (r->nrev - kr - 1) * sizeof(*rev));
-				r->nrev--;
-			}
-			memmove(rev + 1, rev, r->nrev * sizeof(*rev));
+			if (kr != UINT32_MAX)           /* freed, now logged again: an image */
+				rev[kr] = rev[--r->nrev];
+			/* The first revoke moves to the end, making room for the new image. */
+			if (r->nrev)
+				rev[r->nrev] = rev[0];
 			k = r->nimg++;
 			r->blknos[k] = blkno;
 		}
 		r->imgs[k] = t->imgs[i];
 		r->bps[k] = t->bps[i];
 		t->imgs[i] = NULL;
-		if (map_update(j, spares[i], blkno, r->imgs[k], r->seq))
-			spares[i] = NULL;
-		rec_set_hint(j, blkno, k);
+		map_set(j, pp, &spares[i], blkno, r->imgs[k], r->seq)->ridx = k;
 		mfs_buf_mark_dirty_lsn(r->bps[k], r->seq);
 	}
 	for (uint32_t i = 0; i < t->nrev; i++) {
 		uint64_t blkno = t->blknos[t->nimg + i];
-		uint32_t k = rec_find_img(j, r, blkno);
+		struct jent **pp = map_link(j, blkno);
+		uint32_t k = rec_img_index(r, *pp, blkno);
 
-		if (k != UINT32_MAX) {                  /* logged, now freed: a revoke */
-			jimg_put(r->imgs[k]);
-			memmove(r->imgs + k, r->imgs + k + 1, (r->nimg - k - 1) * sizeof(*r->imgs));
-			memmove(r->bps + k, r->bps + k + 1, (r->nimg - k - 1) * sizeof(*r->bps));
-			memmove(r->blknos + k, r->blknos + k + 1,
-				(r->nimg + r->nrev - k - 1) * sizeof(*r->blknos));
-			r->nimg--;
-			for (uint32_t m = k; m < r->nimg; m++)
-				rec_set_hint(j, r->blknos[m], m);
-		}
+		if (k != UINT32_MAX)                    /* logged, now freed: a revoke */
+			rec_drop_img(j, r, k);
 		if (rec_find(r->blknos, r->nimg, r->nimg + r->nrev, blkno) == UINT32_MAX)
 			r->blknos[r->nimg + r->nrev++] = blkno;
-		map_remove(j, blkno);
+		if (*pp)
+			map_unlink(j, pp);
 	}
 	len = mfs_jrec_blocks(j->bs, r->nimg, r->nrev);
 	j->head_lpos = j->head_lpos - r->len + len;
@@ -685,9 +705,9 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 
 	pthread_mutex_lock(&j->lock);
 	for (unsigned i = 0; i < r->nimg; i++) {
-		if (map_update(j, spares[i], r->blknos[i], r->imgs[i], r->seq))
-			spares[i] = NULL;
-		rec_set_hint(j, r->blknos[i], i);
+		struct jent **pp = map_link(j, r->blknos[i]);
+
+		map_set(j, pp, &spares[i], r->blknos[i], r->imgs[i], r->seq)->ridx = i;
 		mfs_buf_mark_dirty_lsn(r->bps[i], r->seq);
 	}
 	for (unsigned i = 0; i < r->nrev; i++) {
