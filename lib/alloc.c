@@ -123,25 +123,35 @@ static int agh_modify(struct agx *x)
 	return mfs_trans_modify(x->tp, x->agh_bp);
 }
 
-/* freeblks += delta; longest from the last record of the by-length tree. */
-static int agh_update_free(struct agx *x, int64_t delta)
+/* The longest free extent: the last record of the by-length tree (0: none). */
+static int cnt_longest(struct agx *x, uint32_t *longest)
 {
-	struct mfs_agh *agh = agx_agh(x);
 	struct mfs_btree_cur cur;
 	struct mfs_alloc_rec key, r;
-	int64_t nfree = (int64_t)mfs_get32(agh->freeblks) + delta;
-	uint32_t longest = 0;
-	int stat, err;
+	int stat = 0, err;
 
-	if (nfree < 0 || nfree > x->aglen)
-		return MFS_CORRUPT("AG %u header: free block count would become %lld",
-				   x->agno, (long long)nfree);
+	*longest = 0;
 	agx_cur(x, &cur, MFS_BT_CNT, 1);
 	arec_set(&key, UINT32_MAX, UINT32_MAX);
 	err = mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_LE, &r, &stat);
 	if (!err && stat)
-		longest = mfs_get32(r.blockcount);
+		*longest = mfs_get32(r.blockcount);
 	mfs_btree_cur_release(&cur);
+	return err;
+}
+
+/* freeblks += delta; longest from the last record of the by-length tree. */
+static int agh_update_free(struct agx *x, int64_t delta)
+{
+	struct mfs_agh *agh = agx_agh(x);
+	int64_t nfree = (int64_t)mfs_get32(agh->freeblks) + delta;
+	uint32_t longest = 0;
+	int err;
+
+	if (nfree < 0 || nfree > x->aglen)
+		return MFS_CORRUPT("AG %u header: free block count would become %lld",
+				   x->agno, (long long)nfree);
+	err = cnt_longest(x, &longest);
 	if (err)
 		return err;
 	err = agh_modify(x);
@@ -187,8 +197,9 @@ static int cnt_insert(struct agx *x, uint32_t start, uint32_t len)
 	return err;
 }
 
-/* Remove [start, start+len) from free space; it must lie inside one free extent. */
-static int fs_take(struct agx *x, uint32_t start, uint32_t len)
+/* Remove [start, start+len) from free space; it must lie inside one free extent.  flags
+ * MFS_FREESP_NOCOUNT: the header's counters are left alone. */
+static int fs_take(struct agx *x, uint32_t start, uint32_t len, unsigned flags)
 {
 	struct mfs_btree_cur cur;
 	struct mfs_alloc_rec key, r;
@@ -200,8 +211,8 @@ static int fs_take(struct agx *x, uint32_t start, uint32_t len)
 	err = mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_LE, &r, &stat);
 	if (err)
 		goto out;
-	fs = mfs_get32(r.startblock);
-	fl = mfs_get32(r.blockcount);
+	fs = stat ? mfs_get32(r.startblock) : 0;
+	fl = stat ? mfs_get32(r.blockcount) : 0;
 	if (!stat || (uint64_t)fs + fl < end) {
 		err = MFS_CORRUPT("AG %u %s: extent %u+%u to allocate is not free", x->agno,
 				  cur.ops->name, start, len);
@@ -229,7 +240,7 @@ static int fs_take(struct agx *x, uint32_t start, uint32_t len)
 		err = cnt_insert(x, fs, left);
 	if (!err && right)
 		err = cnt_insert(x, end, right);
-	if (!err)
+	if (!err && !(flags & MFS_FREESP_NOCOUNT))
 		err = agh_update_free(x, -(int64_t)len);
 	return err;
 out:
@@ -237,8 +248,9 @@ out:
 	return err;
 }
 
-/* Add [start, start+len) to free space, merging with free neighbours on both sides. */
-static int fs_give(struct agx *x, uint32_t start, uint32_t len)
+/* Add [start, start+len) to free space, merging with free neighbours on both sides (flags:
+ * as fs_take's). */
+static int fs_give(struct agx *x, uint32_t start, uint32_t len, unsigned flags)
 {
 	struct mfs_btree_cur cur;
 	struct mfs_alloc_rec key, r;
@@ -311,12 +323,42 @@ cnt:
 		err = cnt_delete(x, rs, rl);
 	if (!err)
 		err = cnt_insert(x, mfs_get32(r.startblock), mfs_get32(r.blockcount));
-	if (!err)
+	if (!err && !(flags & MFS_FREESP_NOCOUNT))
 		err = agh_update_free(x, len);
 	return err;
 out:
 	mfs_btree_cur_release(&cur);
 	return err;
+}
+
+int mfs_freesp_take(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh_bp,
+		    uint32_t agbno, uint32_t len, unsigned flags)
+{
+	struct agx x;
+
+	agx_init(&x, tp, agno, agh_bp);
+	if (len == 0 || (uint64_t)agbno + len > x.aglen)
+		return MFS_CORRUPT("AG %u: taking extent %u+%u from free space, past the AG end "
+				   "%u", agno, agbno, len, x.aglen);
+	return fs_take(&x, agbno, len, flags);
+}
+
+int mfs_freesp_give(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh_bp,
+		    uint32_t agbno, uint32_t len, unsigned flags)
+{
+	struct agx x;
+
+	agx_init(&x, tp, agno, agh_bp);
+	return fs_give(&x, agbno, len, flags);
+}
+
+int mfs_freesp_longest(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh_bp,
+		       uint32_t *longest)
+{
+	struct agx x;
+
+	agx_init(&x, tp, agno, agh_bp);
+	return cnt_longest(&x, longest);
 }
 
 /* ---- reverse map ------------------------------------------------------------------------ */
@@ -726,7 +768,7 @@ static int agfl_make(struct agx *x, const struct plan *p)
 		for (uint32_t b = 0; b < p->len[i] && !err; b++)
 			err = mfs_agfl_put(x->tp, x->agno, x->agh_bp, p->start[i] + b);
 		if (!err)
-			err = fs_take(x, p->start[i], p->len[i]);
+			err = fs_take(x, p->start[i], p->len[i], 0);
 		if (!err)
 			err = rmap_add(x, p->start[i], p->len[i], MFS_OWN_AG, 0);
 	}
@@ -745,7 +787,7 @@ static int agfl_trim_one(struct agx *x)
 	if (!err)
 		err = rmap_del(x, bno, 1, MFS_OWN_AG, 0);
 	if (!err)
-		err = fs_give(x, bno, 1);
+		err = fs_give(x, bno, 1, 0);
 	return err;
 }
 
@@ -1057,7 +1099,7 @@ static int ag_alloc(struct agx *x, const struct req *q, struct mfs_alloc_args *a
 	}
 	err = agfl_make(x, p);
 	if (!err)
-		err = fs_take(x, c.bno, c.len);
+		err = fs_take(x, c.bno, c.len, 0);
 	if (!err)
 		err = rmap_add(x, c.bno, c.len, args->owner, args->offset);
 	if (!err)
@@ -1375,7 +1417,7 @@ int mfs_free_extent(struct mfs_trans *tp, uint64_t fsb, uint32_t len, uint64_t o
 	if (!err)
 		err = rmap_del(&x, agbno, len, owner, offset);
 	if (!err)
-		err = fs_give(&x, agbno, len);
+		err = fs_give(&x, agbno, len, 0);
 	if (!err)
 		err = agfl_trim(&x);
 	mfs_buf_put(agh_bp);

@@ -49,6 +49,26 @@ int mfs_alloc_extent_ag(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh
 int mfs_free_extent(struct mfs_trans *tp, uint64_t fsb, uint32_t len, uint64_t owner,
 		    uint64_t offset);
 
+/*
+ * The free-space trees alone, for a rebuild that changes them itself (online repair: its
+ * new tree takes free space, an old tree's blocks go back): remove [agbno, agbno+len) of AG
+ * `agno` from free space (it must lie inside one free extent), or add it (busy until tp is
+ * durable, merged with its free neighbours; a double free is -EFSCORRUPTED), in both the
+ * by-block and the by-length tree, in tp (which holds the AG's lock; the caller holds its
+ * header buffer).  Nothing else: no reverse-map record and no free-list fix-up (the list
+ * must already hold what the trees' splits take, and have room for what their merges give
+ * back).  flags MFS_FREESP_NOCOUNT: the header's free block count and longest extent are
+ * left alone too (a rebuild that sets them once all its edits are made); without it they
+ * follow.  mfs_freesp_longest: the longest free extent by the by-length tree (0: none).
+ */
+#define MFS_FREESP_NOCOUNT 1u
+int mfs_freesp_take(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh_bp,
+		    uint32_t agbno, uint32_t len, unsigned flags);
+int mfs_freesp_give(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh_bp,
+		    uint32_t agbno, uint32_t len, unsigned flags);
+int mfs_freesp_longest(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh_bp,
+		       uint32_t *longest);
+
 /* Free blocks in AG `agno` (from its header), and in the whole filesystem. */
 int mfs_ag_freeblks(struct mfs_trans *tp, uint32_t agno, uint32_t *freeblks);
 

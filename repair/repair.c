@@ -248,11 +248,53 @@ static int rep_cmp_fn(const void *a, const void *b, void *priv)
 	return c->cmp(a, b, NULL);
 }
 
+/*
+ * 1 when a is in cmp order already, found by one pass that stops at the first pair out of
+ * order (or at an unset slot, which only the sort drops); 0 otherwise, or the error.  The
+ * records are often gathered in order (owners scanned in inode order, an old tree read in
+ * key order, a file that fills an AG), and then the pass costs one read of the array
+ * instead of a sort; an array that is not is usually found out within a few records.  The
+ * comparisons go through rep_cmp_fn: they poll and call the AT_SORTING hook as a sort's do.
+ */
+static int rep_in_order(struct rep *r, struct mfs_xfarray *a, struct rep_cmp *c)
+{
+	uint64_t n = mfs_xfarray_count(a);
+	size_t st = (mfs_xfarray_recsize(a) + 7) & ~(size_t)7;     /* aligned slots */
+	uint8_t *b;
+	int err = 0, sorted = 0;
+
+	if (n < 2 || mfs_xfarray_unset_count(a))
+		return n < 2 && !mfs_xfarray_unset_count(a);
+	b = mfs_malloc(2 * st);
+	if (!b)
+		return 0;               /* the sort alone */
+	for (uint64_t i = 0; i < n && !err; i++) {
+		err = mfs_xfarray_get(a, i, b + (i & 1) * st);
+		if (err == -ENOENT) {
+			err = 0;
+			break;
+		}
+		if (!err && i && rep_cmp_fn(b + ((i - 1) & 1) * st, b + (i & 1) * st, c) > 0)
+			break;
+		if (!err && r->stop_err)
+			err = r->stop_err;      /* rep_cmp_fn polls */
+		sorted = !err && i + 1 == n;
+	}
+	free(b);
+	return err ? err : sorted;
+}
+
 int rep_sort(struct rep *r, struct mfs_xfarray *a, mfs_xfarray_cmp_fn cmp, const char *what)
 {
 	struct rep_cmp c = { r, cmp };
-	int err = mfs_xfarray_sort(a, rep_cmp_fn, &c);
+	int err = rep_in_order(r, a, &c);
 
+	if (err < 0)
+		return rep_scratch_err(r, err, what);
+	if (!err)
+		err = mfs_xfarray_sort(a, rep_cmp_fn, &c);
+	else
+		err = 0;
 	/* A sort small enough to run in memory may finish without looking at the flag. */
 	if (!err)
 		err = rep_poll(r);

@@ -77,7 +77,8 @@ void rep_changed(struct rep *r, uint64_t ino);
 int rep_reserve(struct rep *r, const struct rep_array_plan *plan, unsigned n);
 int rep_array(struct rep *r, size_t recsize, uint64_t max_nr, struct mfs_xfarray **out);
 
-/* Sort with cmp, polling the abort sources and calling the AT_SORTING hook. */
+/* Sort with cmp, polling the abort sources and calling the AT_SORTING hook; an array found
+ * in order by one pass (stopped at the first pair out of order) is not sorted again. */
 int rep_sort(struct rep *r, struct mfs_xfarray *a, mfs_xfarray_cmp_fn cmp, const char *what);
 
 /* Rebuilders (repair_agbtree.c). */

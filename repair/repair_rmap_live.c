@@ -280,33 +280,6 @@ static int cmp_start(const void *a, const void *b, void *priv)
 	return sx < sy ? -1 : sx > sy;
 }
 
-/*
- * Sort a (records of at most sizeof(struct rep_srec) bytes) by cmp, unless one pass finds
- * it in order already: the owners are scanned in inode order and the old tree is read in
- * block order, so an AG whose files lie in order (or that one file fills) needs no sort,
- * and one that does is found out of order within a few records.
- */
-static int sort_unless_sorted(struct rep_live *lv, struct mfs_xfarray *a,
-			      mfs_xfarray_cmp_fn cmp, const char *what)
-{
-	uint64_t n = mfs_xfarray_count(a);
-	_Alignas(8) uint8_t b[2][sizeof(struct rep_srec)];
-	int err = 0;
-
-	for (uint64_t i = 0; i < n; i++) {
-		err = mfs_xfarray_get(a, i, b[i & 1]);
-		if (err == -ENOENT)
-			break;                     /* an unset slot: the sort drops it */
-		if (err)
-			return rep_scratch_err(lv->r, err, what);
-		if (i && cmp(b[(i - 1) & 1], b[i & 1], NULL) > 0)
-			break;
-		if (i + 1 == n)
-			return rep_poll(lv->r);    /* in order */
-	}
-	return rep_sort(lv->r, a, cmp, what);
-}
-
 /* S in cmp_s order; not again when nothing was appended since. */
 static int sort_s(struct rep_live *lv)
 {
@@ -314,7 +287,7 @@ static int sort_s(struct rep_live *lv)
 
 	if (lv->s_sorted && lv->s_sorted == mfs_xfarray_count(lv->S))
 		return 0;
-	err = sort_unless_sorted(lv, lv->S, cmp_s, "sorting the owners' records");
+	err = rep_sort(lv->r, lv->S, cmp_s, "sorting the owners' records");
 	lv->s_sorted = err ? 0 : mfs_xfarray_count(lv->S);
 	return err;
 }
@@ -567,7 +540,7 @@ int rep_live_settle(struct rep_live *lv, struct agrep *ar, int *settled)
 		return err;
 	err = sort_s(lv);
 	if (!err)
-		err = sort_unless_sorted(lv, lv->C, cmp_c, "sorting the old records");
+		err = rep_sort(lv->r, lv->C, cmp_c, "sorting the old records");
 	if (!err)
 		err = compare(lv, 0);
 	for (size_t k = 0; k < lv->ntodo && !err; k++) {
