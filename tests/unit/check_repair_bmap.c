@@ -410,6 +410,117 @@ START_TEST(test_names_btree_as_file)
 }
 END_TEST
 
+static void zero_mode(struct mfs_dinode *d)
+{
+	mfs_put16(d->mode, 0);
+}
+
+static int dinode_in_use(struct mfs_fs *fs, uint64_t ino)
+{
+	struct mfs_buf *bp;
+	int in_use;
+
+	CK_OK(mfs_buf_read(fs->bc, mfs_ino_to_fsb(&fs->geo, ino), NULL, &bp));
+	in_use = mfs_dinode_in_use((char *)bp->data + mfs_ino_to_offset(&fs->geo, ino));
+	mfs_buf_put(bp);
+	return in_use;
+}
+
+/*
+ * A mode zeroed whole (_i: 0 a file with an extent btree, 1 an inline directory with
+ * entries, 2 an inline symlink; t_repair_inodes has one whose target is in a block): the inode is still in use (mfs_dinode_in_use) — the
+ * inode btree's checker agrees with its free mask, and a rebuild of the inode btree keeps it
+ * allocated (taken for free, its chunk record would drop it and its blocks would leak); the
+ * reverse map's rebuild refuses (its owner cannot be loaded) changing nothing; the inode's
+ * checker reports it, and its rebuild gives the type back from the fork and the entry
+ * naming it, with the owner's permissions alone, the map and contents as they were.
+ */
+START_TEST(test_zeroed_mode)
+{
+	static const char target[] = "an/inline/target";
+	const uint32_t bad = MFS_SCRUB_OFLAG_CORRUPT | MFS_SCRUB_OFLAG_XCORRUPT;
+	struct tu_img t;
+	struct tu_findings f;
+	struct mfs_inode *ip;
+	struct map before, after;
+	char reason[1024], name[32];
+	uint64_t ino;
+	uint32_t agno, crc;
+	uint16_t want;
+
+	img(&t);
+	if (_i == 0) {
+		ino = make_file(t.fs, "f", 1);
+		want = S_IFREG | 0600;
+	} else if (_i == 1) {
+		ino = tu_mknode(t.fs, t.fs->geo.rootino, "d", S_IFDIR | 0755, 0, NULL);
+		for (unsigned i = 0; i < 5; i++) {
+			snprintf(name, sizeof(name), "n-%u", i);
+			tu_mknode(t.fs, ino, name, S_IFREG | 0644, 0, NULL);
+		}
+		want = S_IFDIR | 0700;
+	} else {
+		ino = tu_mknode(t.fs, t.fs->geo.rootino, "l", S_IFLNK | 0777, 0, target);
+		want = S_IFLNK | 0777;
+	}
+	memset(&before, 0, sizeof(before));
+	if (_i == 0) {
+		snapshot(t.fs, ino, &before);
+		CK_EQ(before.dformat, MFS_FMT_BTREE);
+	}
+	agno = mfs_ino_to_agno(&t.fs->geo, ino);
+	poke_inode(t.fs, ino, zero_mode);
+	CK_OK(mfs_bcache_flush(t.fs->bc));
+	CK_TRUE(dinode_in_use(t.fs, ino));
+	ck_assert_int_lt(mfs_iget(t.fs, ino, 0, &ip), 0);
+
+	CK_OK(tu_scrub_one(t.fs, MFS_SCRUB_INOBT, agno, 0, bad, &f));
+	ck_assert_msg(f.n == 0, "inode btree: %s", f.first);
+	ck_assert_msg(tu_repair_one(t.fs, MFS_SCRUB_INOBT, agno, 0, NULL, NULL, NULL) == 0,
+		      "forced inode btree rebuild");
+	CK_EQ(mfs_ino_in_use_locked(t.fs, ino), 0);
+	CK_OK(tu_scrub_one(t.fs, MFS_SCRUB_INOBT, agno, 0, bad, &f));
+	ck_assert_msg(f.n == 0, "inode btree after its rebuild: %s", f.first);
+
+	if (before.n) {
+		uint32_t dagno = mfs_fsb_to_agno(&t.fs->geo, before.e[0].startblock);
+		struct mfs_repair_ctx rc;
+
+		CK_OK(mfs_bcache_flush(t.fs->bc));
+		crc = tu_image_crc(t.fs, t.path);
+		CK_EQ(tu_repair_one(t.fs, MFS_SCRUB_RMAPBT, dagno, 0, NULL, NULL, &rc),
+		      -EFSCORRUPTED);
+		ck_assert_msg(strstr(rc.reason, "cannot be loaded"), "%s", rc.reason);
+		CK_EQ(tu_image_crc(t.fs, t.path), crc);
+	}
+
+	ck_assert_uint_ne(check(t.fs, MFS_SCRUB_INODE, ino), 0);
+	ck_assert_msg(repair(t.fs, MFS_SCRUB_INODE, ino, reason, sizeof(reason)) == 0, "%s",
+		      reason);
+	CK_OK(mfs_iget(t.fs, ino, 0, &ip));
+	CK_EQ(ip->mode, want);
+	if (_i == 2)
+		CK_EQ(ip->size, sizeof(target) - 1);
+	mfs_iput(ip);
+	if (_i == 0) {
+		snapshot(t.fs, ino, &after);
+		all_written(&before);           /* from the reverse map, as for any inode that
+						 * does not load */
+		same_map(&before, &after);
+	}
+	for (unsigned i = 0; _i == 1 && i < 5; i++) {
+		snprintf(name, sizeof(name), "n-%u", i);
+		ck_assert_msg(has_name(t.fs, ino, name), "%s lost", name);
+	}
+	CK_EQ(check(t.fs, MFS_SCRUB_INODE, ino), 0);
+	CK_EQ(check(t.fs, MFS_SCRUB_BMAP, ino), 0);
+	CK_EQ(check(t.fs, _i == 1 ? MFS_SCRUB_DIR : _i == 2 ? MFS_SCRUB_SYMLINK : MFS_SCRUB_BMAP,
+		    ino), 0);
+	tu_img_db_check(&t);
+	tu_img_destroy(&t);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("repair_bmap");
@@ -422,6 +533,7 @@ int main(void)
 	tcase_add_loop_test(tc, test_inode_unloadable, 0, 4);
 	tcase_add_test(tc, test_inode_cleared);
 	tcase_add_test(tc, test_names_btree_as_file);
+	tcase_add_loop_test(tc, test_zeroed_mode, 0, 3);
 	suite_add_tcase(s, tc);
 	return tu_run_suite_needing("mendfs_db", s);
 }
