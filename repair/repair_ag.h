@@ -99,6 +99,38 @@ int rep_add_ext(struct agrep *ar, struct mfs_xfarray *a, uint32_t s, uint32_t l)
  * at the commit their buffers are dropped unwritten (mfs_trans_forget). */
 int rep_forget_blocks(struct agrep *ar, uint32_t s, uint32_t l);
 
+/* Extents in memory, few (the pieces a rebuild takes from free space). */
+struct rep_addset {
+	struct rext *v;
+	uint64_t n, cap;
+};
+int rep_addset_push(struct agrep *ar, struct rep_addset *a, uint32_t s, uint32_t l);
+
+/* Free extents counted by length, to take the longest ones for a new tree: lengths below
+ * REP_LH_SMALL counted, the others listed (at most the AG's blocks / REP_LH_SMALL). */
+#define REP_LH_SMALL 4096u
+struct rep_lenhist {
+	uint64_t *small;             /* extents of each length below REP_LH_SMALL */
+	uint32_t *big;               /* the lengths of the others, one per extent */
+	uint64_t nbig, capbig;
+	uint64_t blocks;             /* free blocks in all */
+};
+int rep_lh_init(struct rep *r, struct rep_lenhist *h);
+int rep_lh_add(struct agrep *ar, struct rep_lenhist *h, uint32_t len);
+/* The long lengths longest first: before rep_lh_pick / rep_pick_free. */
+void rep_lh_sort(struct rep_lenhist *h);
+/* The length L such that the extents longer than L, and enough of those of length L, hold
+ * want blocks: *above = blocks in the longer ones, *pieces = extents taken; -ENOSPC when
+ * all of them are too few. */
+int rep_lh_pick(const struct rep_lenhist *h, uint64_t want, uint32_t *L, uint64_t *above,
+		uint64_t *pieces);
+/* N = want blocks of the free extents F (block order, counted in h), the longest extents
+ * first, in block order among equals; each piece is a whole extent or, for the last one,
+ * its end.  `what` names the new tree in the refusal when F is too small. */
+int rep_pick_free(struct agrep *ar, struct mfs_xfarray *F, const struct rep_lenhist *h,
+		  uint64_t want, struct rep_addset *N, const char *what);
+void rep_lh_free(struct rep_lenhist *h);
+
 /* Order of uint32_t records (tree block lists). */
 int rep_cmp_u32(const void *a, const void *b, void *priv);
 

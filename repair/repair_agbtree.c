@@ -22,8 +22,8 @@
  *
  *         free' = F + O - N
  *
- * where N are the blocks of the new trees.  N is taken from the end of F, where an AG's
- * long free extents usually are (those get an MFS_OWN_AG record, one per piece), so that
+ * where N are the blocks of the new trees.  N is taken from F's longest extents (whole, the
+ * last one's end; those get an MFS_OWN_AG record, one per piece: the fewest pieces), so that
  * the new trees are written in place, unlogged, while the old ones are still what the disk
  * points at (ordered new blocks, trans.h): the transaction logs only the header, the free
  * list and the reverse-map leaves that change, whatever the size of the trees, and holds
@@ -298,13 +298,16 @@ uint64_t rep_ext_blocks(struct mfs_xfarray *a, uint64_t *err_out)
 	return t;
 }
 
-/* One extent stream of a merge: the array's extents after the first `skip` blocks. */
+/* One extent stream of a merge: the array's extents after the first `skip` blocks, or
+ * without the pieces of `cut` (each the end of one extent, in block order). */
 struct stream {
 	struct mfs_xfarray *a;
 	uint64_t i, n, skip;
 	struct rext cur;
 	int have;
 	uint64_t left;               /* blocks still to give (UINT64_MAX: all) */
+	const struct rep_addset *cut;
+	uint64_t ci;                 /* the next piece of cut */
 };
 
 static int stream_next(struct stream *s)
@@ -322,6 +325,12 @@ static int stream_next(struct stream *s)
 		s->cur.start += (uint32_t)s->skip;
 		s->cur.len -= (uint32_t)s->skip;
 		s->skip = 0;
+		if (s->cut && s->ci < s->cut->n && s->cut->v[s->ci].start >= s->cur.start &&
+		    s->cut->v[s->ci].start - s->cur.start < s->cur.len) {
+			s->cur.len = s->cut->v[s->ci++].start - s->cur.start;
+			if (!s->cur.len)
+				continue;
+		}
 		if (s->cur.len > s->left)
 			s->cur.len = (uint32_t)s->left;
 		s->left -= s->cur.len;
@@ -336,16 +345,17 @@ struct free_sum {
 	uint32_t longest;
 };
 
-/* The free extents F + O - N (N: the first take_o blocks of O, the first take_f of F, or
- * with f_tail its last take_f of nf), merged, counted and (out not NULL) appended to out in
- * block order. */
+/* The free extents F + O - N (N: the first take_o blocks of O, and the first take_f of F
+ * or, cut not NULL, the pieces of cut), merged, counted and (out not NULL) appended to out
+ * in block order. */
 static int free_walk(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray *O,
-		     uint64_t take_o, uint64_t take_f, uint64_t f_tail_of,
+		     uint64_t take_o, uint64_t take_f, const struct rep_addset *cut,
 		     struct mfs_xfarray *out, struct free_sum *fsum)
 {
-	struct stream sf = { F, 0, mfs_xfarray_count(F), f_tail_of ? 0 : take_f, { 0, 0 }, 0,
-			     f_tail_of ? f_tail_of - take_f : UINT64_MAX };
-	struct stream so = { O, 0, mfs_xfarray_count(O), take_o, { 0, 0 }, 0, UINT64_MAX };
+	struct stream sf = { F, 0, mfs_xfarray_count(F), cut ? 0 : take_f, { 0, 0 }, 0,
+			     UINT64_MAX, cut, 0 };
+	struct stream so = { O, 0, mfs_xfarray_count(O), take_o, { 0, 0 }, 0, UINT64_MAX,
+			     NULL, 0 };
 	struct rext pend = { 0, 0 };
 	int err = stream_next(&sf);
 
@@ -383,10 +393,151 @@ static int free_walk(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray
 	return err ? rep_scratch_err(ar->r, err, "merging free extents") : 0;
 }
 
+/* ---- taking the longest free extents ------------------------------------------------------ */
+
+int rep_addset_push(struct agrep *ar, struct rep_addset *a, uint32_t s, uint32_t l)
+{
+	if (a->n == a->cap) {
+		uint64_t nc = a->cap ? 2 * a->cap : 64;
+		struct rext *nv = mfs_realloc(a->v, nc * sizeof(*nv));
+
+		if (!nv)
+			return rep_fail(ar->r, -ENOMEM, "no memory for the new tree's block list");
+		a->v = nv;
+		a->cap = nc;
+	}
+	a->v[a->n++] = (struct rext){ s, l };
+	return 0;
+}
+
+int rep_lh_init(struct rep *r, struct rep_lenhist *h)
+{
+	memset(h, 0, sizeof(*h));
+	h->small = mfs_calloc(REP_LH_SMALL, sizeof(*h->small));
+	return h->small ? 0 : rep_fail(r, -ENOMEM, "no memory for the free extents' lengths");
+}
+
+int rep_lh_add(struct agrep *ar, struct rep_lenhist *h, uint32_t len)
+{
+	h->blocks += len;
+	if (len < REP_LH_SMALL) {
+		h->small[len]++;
+		return 0;
+	}
+	if (h->nbig == h->capbig) {
+		uint64_t nc = h->capbig ? 2 * h->capbig : 64;
+		uint32_t *nv = mfs_realloc(h->big, nc * sizeof(*nv));
+
+		if (!nv)
+			return rep_fail(ar->r, -ENOMEM, "no memory for the free extents' lengths");
+		h->big = nv;
+		h->capbig = nc;
+	}
+	h->big[h->nbig++] = len;
+	return 0;
+}
+
+static int cmp_u32_desc(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x > y ? -1 : x < y;
+}
+
+void rep_lh_sort(struct rep_lenhist *h)
+{
+	if (h->nbig)
+		qsort(h->big, h->nbig, sizeof(*h->big), cmp_u32_desc);
+}
+
+void rep_lh_free(struct rep_lenhist *h)
+{
+	free(h->small);
+	free(h->big);
+	memset(h, 0, sizeof(*h));
+}
+
+int rep_lh_pick(const struct rep_lenhist *h, uint64_t want, uint32_t *L, uint64_t *above,
+		uint64_t *pieces)
+{
+	uint64_t sum = 0, n = 0;
+
+	*L = 0;
+	*above = *pieces = 0;
+	if (!want)
+		return 0;
+	for (uint64_t i = 0; i < h->nbig; i++) {          /* sorted longest first */
+		if (sum + h->big[i] >= want) {
+			*L = h->big[i];
+			*above = sum;
+			*pieces = n + 1;
+			/* ties: the others of this length are taken only as needed */
+			for (uint64_t j = i; j > 0 && h->big[j - 1] == *L; j--) {
+				*above -= *L;
+				(*pieces)--;
+			}
+			*pieces += (want - *above + *L - 1) / *L - 1;
+			return 0;
+		}
+		sum += h->big[i];
+		n++;
+	}
+	for (uint32_t len = REP_LH_SMALL - 1; len > 0; len--) {
+		uint64_t c = h->small[len];
+
+		if (sum + c * len >= want) {
+			*L = len;
+			*above = sum;
+			*pieces = n + (want - sum + len - 1) / len;
+			return 0;
+		}
+		sum += c * len;
+		n += c;
+	}
+	return -ENOSPC;
+}
+
+int rep_pick_free(struct agrep *ar, struct mfs_xfarray *F, const struct rep_lenhist *h,
+		  uint64_t want, struct rep_addset *N, const char *what)
+{
+	uint64_t nf = mfs_xfarray_count(F), above, pieces, atL;
+	uint32_t L;
+	int err = rep_lh_pick(h, want, &L, &above, &pieces);
+
+	N->n = 0;
+	if (err)
+		return rep_fail(ar->r, -ENOSPC, "AG %u: %llu free blocks are too few for the %s's "
+				"%llu", ar->agno, (unsigned long long)h->blocks, what,
+				(unsigned long long)want);
+	atL = want - above;
+	for (uint64_t i = 0; i < nf && want; i++) {
+		struct rext e;
+
+		err = mfs_xfarray_get(F, i, &e);
+		if (err)
+			return rep_scratch_err(ar->r, err, "choosing the new tree's blocks");
+		if (e.len > L) {
+			err = rep_addset_push(ar, N, e.start, e.len);
+			want -= e.len;
+		} else if (e.len == L && atL) {
+			uint32_t l = atL < L ? (uint32_t)atL : L;
+
+			err = rep_addset_push(ar, N, e.start + e.len - l, l);
+			atL -= l;
+			want -= l;
+		}
+		if (err)
+			return err;
+	}
+	return want ? rep_fail(ar->r, -EFSCORRUPTED, "internal: the free extents' lengths and "
+			       "the free extents disagree") : 0;
+}
+
 /* ---- gathering from the reverse map ---------------------------------------------------------- */
 struct gather {
 	struct agrep *ar;
 	struct mfs_xfarray *S, *F, *O;     /* rmapbt+AGFL blocks (sorted), free, old trees */
+	struct rep_lenhist *h;             /* F's lengths */
 	uint64_t sidx, ns;
 	uint32_t scur;                     /* S[sidx], UINT32_MAX past the end */
 	uint32_t next;                     /* first block after the last record */
@@ -510,6 +661,8 @@ static int gather_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
 			return rep_fail(ar->r, -EFSCORRUPTED, "AG %u reverse map: the AG headers "
 					"are not owned", ar->agno);
 		err = rep_add_ext(ar, g->F, g->next, s - g->next);
+		if (!err)
+			err = rep_lh_add(ar, g->h, s - g->next);
 		if (err)
 			return err;
 	}
@@ -557,6 +710,8 @@ static int gather_free(struct gather *g)
 			return rep_fail(ar->r, -EFSCORRUPTED, "AG %u reverse map: the AG headers "
 					"are not owned", ar->agno);
 		err = rep_add_ext(ar, g->F, g->next, ar->aglen - g->next);
+		if (!err)
+			err = rep_lh_add(ar, g->h, ar->aglen - g->next);
 		if (err)
 			return err;
 	}
@@ -836,8 +991,8 @@ void rep_set_root(struct mfs_agh *agh, enum mfs_ag_tree t, const struct mfs_fs *
 struct abt_plan {
 	uint64_t nf, no;             /* blocks in F and O */
 	uint64_t m;                  /* blocks of the two new trees */
-	uint64_t take_o, take_f;     /* blocks taken from the front of O and of F (ordered: from
-				      * the end of F, where an AG's long free extents are) */
+	uint64_t take_o, take_f;     /* blocks taken from the front of O and of F (ordered: F's
+				      * longest extents, the pieces of N) */
 	uint64_t extra;              /* of those, put on the AGFL (the last ones) */
 	int ordered;                 /* the trees from F (written in place), extras from O */
 	uint64_t agfl_room;          /* ordered: extras wanted on the AGFL (reverse-map splits) */
@@ -882,8 +1037,9 @@ static int abt_take(struct agrep *ar, struct abt_plan *p, uint64_t m, uint64_t r
 	return 0;
 }
 
+/* The plan in p's mode; ordered, N are the pieces of F taken (h: F's lengths). */
 static int abt_plan_mode(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray *O,
-			 struct abt_plan *p)
+			 const struct rep_lenhist *h, struct rep_addset *N, struct abt_plan *p)
 {
 	uint32_t bs = ar->fs->geo.blocksize, cnt = mfs_get32(rep_agh(ar)->fl_count);
 	uint64_t room = cnt < REP_AGFL_EXTRA_CAP ? REP_AGFL_EXTRA_CAP - cnt : 0, m, e = 0;
@@ -902,9 +1058,11 @@ static int abt_plan_mode(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfa
 		uint64_t m2;
 
 		err = abt_take(ar, p, m, room);
+		if (!err && p->ordered)
+			err = rep_pick_free(ar, F, h, p->take_f, N, "new free-space trees");
 		if (!err)
-			err = free_walk(ar, F, O, p->take_o, p->take_f, p->ordered ? p->nf : 0, NULL,
-				&p->sum);
+			err = free_walk(ar, F, O, p->take_o, p->take_f, p->ordered ? N : NULL, NULL,
+					&p->sum);
 		if (err)
 			break;
 		m2 = abt_blocks(bs, p->sum.nrecs);
@@ -924,33 +1082,22 @@ static int abt_plan_mode(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfa
 				    "did not settle; try again", ar->agno);
 }
 
-static int count_piece(struct agrep *ar, uint32_t s, uint32_t l, void *priv)
-{
-	(void)ar; (void)s; (void)l;
-	++*(uint64_t *)priv;
-	return 0;
-}
-
 /*
  * Blocks the free list must hold for the reverse-map records the ordered plan adds (one
  * per piece of F taken): a leaf split per half leaf of them, and a split of every level
  * above.  The free list is filled from O before those records go in.
  */
-static int abt_agfl_need(struct agrep *ar, struct mfs_xfarray *F, const struct abt_plan *p,
-			 uint64_t *need)
+static uint64_t abt_agfl_need(struct agrep *ar, const struct rep_addset *N)
 {
-	uint64_t pieces = 0, half = mfs_btree_maxrecs(&mfs_rmapbt_ops,
-						     ar->fs->geo.blocksize, 1) / 2;
-	int err = rep_ext_pieces(ar, F, p->nf - p->take_f, p->take_f, count_piece, &pieces);
+	uint64_t half = mfs_btree_maxrecs(&mfs_rmapbt_ops, ar->fs->geo.blocksize, 1) / 2;
 
-	*need = 2 * ((pieces + half - 1) / (half ? half : 1)) + MFS_BTREE_MAXLEVELS + 2;
-	return err;
+	return 2 * ((N->n + half - 1) / (half ? half : 1)) + MFS_BTREE_MAXLEVELS + 2;
 }
 
 /* Ordered new blocks when F holds the trees and the free list can feed the reverse-map
  * changes that takes, else the trees in O's blocks, logged. */
 static int abt_plan(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray *O,
-		    struct abt_plan *p)
+		    const struct rep_lenhist *h, struct rep_addset *N, struct abt_plan *p)
 {
 	uint32_t cnt = mfs_get32(rep_agh(ar)->fl_count);
 	uint64_t cap = cnt + 8 < MFS_AGFL_SIZE_MAX ? MFS_AGFL_SIZE_MAX - 8 - cnt : 0, need = 0;
@@ -958,24 +1105,25 @@ static int abt_plan(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray 
 
 	memset(p, 0, sizeof(*p));
 	p->ordered = 1;
-	err = abt_plan_mode(ar, F, O, p);
+	err = abt_plan_mode(ar, F, O, h, N, p);
 	if (!err)
-		err = abt_agfl_need(ar, F, p, &need);
+		need = abt_agfl_need(ar, N);
 	if (!err && need > cnt + p->extra && need - cnt <= cap && need - cnt <= p->no) {
 		/* again, with that many of O's blocks kept for the free list */
 		memset(p, 0, sizeof(*p));
 		p->ordered = 1;
 		p->agfl_room = need - cnt;
-		err = abt_plan_mode(ar, F, O, p);
+		err = abt_plan_mode(ar, F, O, h, N, p);
 		if (!err)
-			err = abt_agfl_need(ar, F, p, &need);
+			need = abt_agfl_need(ar, N);
 	}
 	if (err && (err != -ENOSPC || !p->ordered))
 		return err;
 	if (!err && need <= cnt + p->extra)
 		return 0;
 	memset(p, 0, sizeof(*p));
-	return abt_plan_mode(ar, F, O, p);
+	N->n = 0;
+	return abt_plan_mode(ar, F, O, h, N, p);
 }
 
 /*
@@ -1044,9 +1192,12 @@ int rep_allocbt(struct rep *r)
 	struct mfs_xfarray *S, *F, *O, *B, *C, *U, *X;
 	struct mfs_btree_root broot, croot;
 	struct mfs_agh *agh;
+	struct rep_lenhist h;
+	struct rep_addset N = { NULL, 0, 0 };   /* ordered: the pieces of F taken */
 	uint64_t rmapblks;
 	int err;
 
+	memset(&h, 0, sizeof(h));
 	err = rep_ag_begin(r, &ar, 1);
 	if (err)
 		goto out;
@@ -1091,13 +1242,18 @@ int rep_allocbt(struct rep *r)
 	g.S = S;
 	g.F = F;
 	g.O = O;
-	err = gather_s(&g);
+	g.h = &h;
+	err = rep_lh_init(r, &h);
+	if (!err)
+		err = gather_s(&g);
 	if (!err)
 		err = gather_free(&g);
 	if (!err)
 		err = rep_hook(r, MFS_REPAIR_AT_GATHERED);
-	if (!err)
-		err = abt_plan(&ar, F, O, &p);
+	if (!err) {
+		rep_lh_sort(&h);
+		err = abt_plan(&ar, F, O, &h, &N, &p);
+	}
 	/* Logged, the new trees are most of the transaction: refuse now if it cannot fit.
 	 * Ordered, it logs the header, the free list and the reverse-map leaves that change:
 	 * counted exactly once those changes are made, before the trees are built. */
@@ -1107,7 +1263,7 @@ int rep_allocbt(struct rep *r)
 	if (err)
 		goto out;
 	/* The new records, by block, then a copy sorted by length. */
-	err = free_walk(&ar, F, O, p.take_o, p.take_f, p.ordered ? p.nf : 0, B, &p.sum);
+	err = free_walk(&ar, F, O, p.take_o, p.take_f, p.ordered ? &N : NULL, B, &p.sum);
 	if (!err)
 		err = sort_by_len(&ar, B, C, X);
 	if (!err)
@@ -1129,18 +1285,20 @@ int rep_allocbt(struct rep *r)
 	}
 	if (!p.ordered)
 		err = rep_ext_pieces(&ar, O, 0, p.take_o, rep_blocks_add, &b);
-	if (!err)
-		err = rep_ext_pieces(&ar, F, p.ordered ? p.nf - p.take_f : 0, p.take_f,
-				     rep_blocks_add, &b);
+	if (!err && !p.ordered)
+		err = rep_ext_pieces(&ar, F, 0, p.take_f, rep_blocks_add, &b);
+	for (uint64_t i = 0; !err && p.ordered && i < N.n; i++)
+		err = rep_blocks_add(&ar, N.v[i].start, N.v[i].len, &b);
 	if (!err && p.ordered)
 		err = rep_ext_pieces(&ar, O, 0, p.take_o, rep_blocks_add, &b);
 	for (uint64_t i = 0; !err && !p.ordered && i < p.m; i++)
 		err = rep_join_block(&ar, b.v[i]);
 	for (uint64_t i = p.m; !err && i < b.n; i++)
 		err = mfs_agfl_put(ar.tp, ar.agno, ar.agh_bp, b.v[i]);
-	if (!err)
-		err = rep_ext_pieces(&ar, F, p.ordered ? p.nf - p.take_f : 0, p.take_f,
-				     rmap_join, NULL);
+	if (!err && !p.ordered)
+		err = rep_ext_pieces(&ar, F, 0, p.take_f, rmap_join, NULL);
+	for (uint64_t i = 0; !err && p.ordered && i < N.n; i++)
+		err = rmap_join(&ar, N.v[i].start, N.v[i].len, NULL);
 	if (!err)
 		err = rep_ext_pieces(&ar, O, p.take_o, UINT64_MAX, rmap_cut, NULL);
 	if (!err)
@@ -1176,6 +1334,8 @@ int rep_allocbt(struct rep *r)
 	err = rep_ag_finish(&ar);
 out:
 	rep_ag_cancel(&ar);
+	rep_lh_free(&h);
+	free(N.v);
 	free(b.v);
 	return err;
 }

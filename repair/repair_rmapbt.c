@@ -43,20 +43,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Free extents counted by length (the ordered rebuild takes the longest ones). */
-#define LH_SMALL 4096u
-
-struct lenhist {
-	uint64_t *small;             /* extents of each length below LH_SMALL */
-	uint32_t *big;               /* the lengths of the others, one per extent */
-	uint64_t nbig, capbig;
-	uint64_t blocks;             /* free blocks in all */
-};
-
 struct rgather {
 	struct agrep *ar;
 	struct mfs_xfarray *R, *F;
-	struct lenhist *h;
+	struct rep_lenhist *h;
 	int err;
 	uint32_t own_last;           /* start of the last owner's record gathered */
 	int own_unsorted;            /* the owners' records did not come in block order */
@@ -121,27 +111,12 @@ static int rfree_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
 	const struct mfs_alloc_rec *a = rec;
 	struct rgather *g = priv;
 	struct rext e = { mfs_get32(a->startblock), mfs_get32(a->blockcount) };
-	struct lenhist *h = g->h;
+	struct rep_lenhist *h = g->h;
 	int err = mfs_xfarray_append(g->F, &e, NULL);
 
 	if (err)
 		return rep_scratch_err(g->ar->r, err, "gathering free extents");
-	h->blocks += e.len;
-	if (e.len < LH_SMALL) {
-		h->small[e.len]++;
-		return 0;
-	}
-	if (h->nbig == h->capbig) {
-		uint64_t nc = h->capbig ? 2 * h->capbig : 64;
-		uint32_t *nv = mfs_realloc(h->big, nc * sizeof(*nv));
-
-		if (!nv)
-			return rep_fail(g->ar->r, -ENOMEM, "no memory for the free extents' lengths");
-		h->big = nv;
-		h->capbig = nc;
-	}
-	h->big[h->nbig++] = e.len;
-	return 0;
+	return rep_lh_add(g->ar, h, e.len);
 }
 
 static int rchunk_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
@@ -431,26 +406,6 @@ static int rfree_left(struct agrep *ar, uint32_t s, uint32_t l)
  * logged; the tree is written in place
  * (MFS_BLOAD_ORDERED) with its blocks' old bytes kept in scratch for a cancel.
  */
-struct addset {
-	struct rext *v;
-	uint64_t n, cap;
-};
-
-static int addset_push(struct agrep *ar, struct addset *a, uint32_t s, uint32_t l)
-{
-	if (a->n == a->cap) {
-		uint64_t nc = a->cap ? 2 * a->cap : 64;
-		struct rext *nv = mfs_realloc(a->v, nc * sizeof(*nv));
-
-		if (!nv)
-			return rep_fail(ar->r, -ENOMEM, "no memory for the new tree's block list");
-		a->v = nv;
-		a->cap = nc;
-	}
-	a->v[a->n++] = (struct rext){ s, l };
-	return 0;
-}
-
 static int cmp_rext_start(const void *a, const void *b)
 {
 	const struct rext *x = a, *y = b;
@@ -459,17 +414,17 @@ static int cmp_rext_start(const void *a, const void *b)
 }
 
 /* dst = the ranges of x and y, sorted, touching ones joined. */
-static int addset_union(struct agrep *ar, const struct addset *x, const struct addset *y,
-			struct addset *dst)
+static int addset_union(struct agrep *ar, const struct rep_addset *x, const struct rep_addset *y,
+			struct rep_addset *dst)
 {
 	uint64_t k = 0;
 	int err = 0;
 
 	dst->n = 0;
 	for (uint64_t i = 0; i < x->n && !err; i++)
-		err = addset_push(ar, dst, x->v[i].start, x->v[i].len);
+		err = rep_addset_push(ar, dst, x->v[i].start, x->v[i].len);
 	for (uint64_t i = 0; i < y->n && !err; i++)
-		err = addset_push(ar, dst, y->v[i].start, y->v[i].len);
+		err = rep_addset_push(ar, dst, y->v[i].start, y->v[i].len);
 	if (err || !dst->n)
 		return err;
 	qsort(dst->v, dst->n, sizeof(*dst->v), cmp_rext_start);
@@ -495,7 +450,7 @@ static struct mfs_rmap_rec ag_rec(uint32_t s, uint32_t l)
 }
 
 /* The record count of R2 with the ranges of a added to MFS_OWN_AG: *n. */
-static int added_count(struct agrep *ar, struct mfs_xfarray *R2, const struct addset *a,
+static int added_count(struct agrep *ar, struct mfs_xfarray *R2, const struct rep_addset *a,
 		       uint64_t *n)
 {
 	uint64_t nr = mfs_xfarray_count(R2), idx;
@@ -536,7 +491,7 @@ static int added_count(struct agrep *ar, struct mfs_xfarray *R2, const struct ad
 struct ostream {
 	struct agrep *ar;
 	struct mfs_xfarray *R2;
-	const struct addset *a, *d;
+	const struct rep_addset *a, *d;
 	uint64_t ri, nr, ai, di, out;
 	struct mfs_rmap_rec cur;     /* the rest of the R2 record being cut by d */
 	int have_cur;
@@ -654,7 +609,7 @@ static int ostream_get(void *priv, void *out)
 }
 
 static void ostream_init(struct ostream *o, struct agrep *ar, struct mfs_xfarray *R2,
-			 const struct addset *a, const struct addset *d)
+			 const struct rep_addset *a, const struct rep_addset *d)
 {
 	memset(o, 0, sizeof(*o));
 	o->ar = ar;
@@ -675,8 +630,8 @@ static int ostream_load(void *priv, void *out)
 }
 
 /* Exact count of the stream's records. */
-static int ostream_count(struct agrep *ar, struct mfs_xfarray *R2, const struct addset *a,
-			 const struct addset *d, uint64_t *n)
+static int ostream_count(struct agrep *ar, struct mfs_xfarray *R2, const struct rep_addset *a,
+			 const struct rep_addset *d, uint64_t *n)
 {
 	struct ostream o;
 	int err;
@@ -687,93 +642,6 @@ static int ostream_count(struct agrep *ar, struct mfs_xfarray *R2, const struct 
 			return err;
 	*n = o.out;
 	return err > 0 ? 0 : err;
-}
-
-/* The length L such that the free extents longer than L, and enough of those of length L,
- * hold want blocks: *above = blocks in the longer ones, *pieces = extents taken. */
-static int lh_pick(struct lenhist *h, uint64_t want, uint32_t *L, uint64_t *above,
-		   uint64_t *pieces)
-{
-	uint64_t sum = 0, n = 0;
-
-	*L = 0;
-	*above = *pieces = 0;
-	if (!want)
-		return 0;
-	for (uint64_t i = 0; i < h->nbig; i++) {          /* sorted longest first */
-		if (sum + h->big[i] >= want) {
-			*L = h->big[i];
-			*above = sum;
-			*pieces = n + 1;
-			/* ties: the others of this length are taken only as needed */
-			for (uint64_t j = i; j > 0 && h->big[j - 1] == *L; j--) {
-				*above -= *L;
-				(*pieces)--;
-			}
-			*pieces += (want - *above + *L - 1) / *L - 1;
-			return 0;
-		}
-		sum += h->big[i];
-		n++;
-	}
-	for (uint32_t len = LH_SMALL - 1; len > 0; len--) {
-		uint64_t c = h->small[len];
-
-		if (sum + c * len >= want) {
-			*L = len;
-			*above = sum;
-			*pieces = n + (want - sum + len - 1) / len;
-			return 0;
-		}
-		sum += c * len;
-		n += c;
-	}
-	return -ENOSPC;
-}
-
-static int cmp_u32_desc(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-	return x > y ? -1 : x < y;
-}
-
-/* N's pieces from free space: want blocks, the longest extents first (block order among
- * equals; a last partial piece is the end of its extent). */
-static int pick_free(struct agrep *ar, struct mfs_xfarray *F, struct lenhist *h,
-		     uint64_t want, struct addset *N)
-{
-	uint64_t nf = mfs_xfarray_count(F), above, pieces, atL;
-	uint32_t L;
-	int err = lh_pick(h, want, &L, &above, &pieces);
-
-	N->n = 0;
-	if (err)
-		return rep_fail(ar->r, -ENOSPC, "AG %u: %llu free blocks are too few for the new "
-				"reverse map's %llu", ar->agno, (unsigned long long)h->blocks,
-				(unsigned long long)want);
-	atL = want - above;
-	for (uint64_t i = 0; i < nf && want; i++) {
-		struct rext e;
-
-		err = mfs_xfarray_get(F, i, &e);
-		if (err)
-			return rep_scratch_err(ar->r, err, "choosing the new tree's blocks");
-		if (e.len > L) {
-			err = addset_push(ar, N, e.start, e.len);
-			want -= e.len;
-		} else if (e.len == L && atL) {
-			uint32_t l = atL < L ? (uint32_t)atL : L;
-
-			err = addset_push(ar, N, e.start + e.len - l, l);
-			atL -= l;
-			want -= l;
-		}
-		if (err)
-			return err;
-	}
-	return want ? rep_fail(ar->r, -EFSCORRUPTED, "internal: the free extents' lengths and "
-			       "the free extents disagree") : 0;
 }
 
 /* Free-list bounds around the edits: enough for one edit's splits of both free-space
@@ -787,9 +655,9 @@ struct ordered {
 	struct agrep *ar;
 	struct rmerge *m;
 	struct mfs_xfarray *R2, *F;
-	struct lenhist *h;
+	struct rep_lenhist *h;
 	uint64_t nbno, ncnt;
-	struct addset A, N, D, all;  /* G kept for the free list; taken from free space;
+	struct rep_addset A, N, D, all;  /* G kept for the free list; taken from free space;
 				      * AG-owned blocks of R2 freed; A and N */
 	uint64_t freed, taken;       /* blocks given back to free space; taken from it */
 	uint64_t puts, gets;         /* free-list blocks put and got by the plan */
@@ -824,7 +692,7 @@ static int fl_drain(struct ordered *o, uint32_t more)
 		if (i < o->A.n)
 			o->A.v[i] = o->A.v[--o->A.n];
 		else
-			err = addset_push(ar, &o->D, b, 1);
+			err = rep_addset_push(ar, &o->D, b, 1);
 		if (!err)
 			err = rep_space_give(ar, b, 1);
 		if (!err)
@@ -855,7 +723,7 @@ static int give_gaps(struct ordered *o)
 				err = rep_fail(ar->r, err, "AG %u: putting block %u on the free "
 					       "list: %s", ar->agno, b, strerror(-err));
 			if (!err)
-				err = addset_push(ar, &o->A, b, 1);
+				err = rep_addset_push(ar, &o->A, b, 1);
 			if (!err)
 				err = rep_forget_blocks(ar, b, 1);
 			o->puts++;
@@ -887,15 +755,14 @@ static int plan_new(struct ordered *o, uint64_t *take)
 	uint32_t L;
 	int err;
 
-	if (o->h->nbig)
-		qsort(o->h->big, o->h->nbig, sizeof(*o->h->big), cmp_u32_desc);
+	rep_lh_sort(o->h);
 	/* from the lengths alone, as if nothing merged */
 	t = rep_geo_blocks(&mfs_rmapbt_ops, bs, c0 + o->A.n + 1, NULL);
 	for (unsigned round = 0; round < 16 && t != UINT64_MAX; round++) {
 		uint64_t t2;
 
-		if (lh_pick(o->h, t, &L, &above, &pieces))
-			break;                   /* pick_free says so */
+		if (rep_lh_pick(o->h, t, &L, &above, &pieces))
+			break;                   /* rep_pick_free says so */
 		t2 = rep_geo_blocks(&mfs_rmapbt_ops, bs, c0 + o->A.n + pieces, NULL);
 		if (t2 <= t)
 			break;
@@ -903,7 +770,7 @@ static int plan_new(struct ordered *o, uint64_t *take)
 	}
 	/* then exactly, until it settles (a last overshoot is spare blocks) */
 	for (unsigned round = 0; round < 16 && t != UINT64_MAX; round++) {
-		err = pick_free(ar, o->F, o->h, t, &o->N);
+		err = rep_pick_free(ar, o->F, o->h, t, &o->N, "new reverse map");
 		if (!err)
 			err = addset_union(ar, &o->A, &o->N, &o->all);
 		if (!err)
@@ -927,7 +794,7 @@ static int rmap_ordered(struct ordered *o, struct mfs_xfarray *U)
 	struct agrep *ar = o->ar;
 	struct mfs_agh *agh = rep_agh(ar);
 	struct blocks b = { NULL, 0, 0, 0 };
-	struct addset none = { NULL, 0, 0 }, dn = { NULL, 0, 0 };
+	struct rep_addset none = { NULL, 0, 0 }, dn = { NULL, 0, 0 };
 	struct ostream os;
 	struct mfs_btree_root root;
 	uint64_t take = 0, mblk = 0, extra = 0, nrecs = 0, nimg, nrev;
@@ -1066,7 +933,7 @@ int rep_rmapbt(struct rep *r)
 	struct mfs_xfarray *R, *R2, *F, *U;
 	struct mfs_btree_root root;
 	struct mfs_agh *agh;
-	struct lenhist h;
+	struct rep_lenhist h;
 	struct ordered o;
 	struct rsrc q;
 	uint64_t nbno = 0, ncnt = 0, used, nfree = 0, mblk, room, k, short_by, total, est;
@@ -1081,11 +948,9 @@ int rep_rmapbt(struct rep *r)
 	memset(&h, 0, sizeof(h));
 	memset(&o, 0, sizeof(o));
 	memset(&q, 0, sizeof(q));
-	h.small = mfs_calloc(LH_SMALL, sizeof(*h.small));
-	if (!h.small) {
-		err = rep_fail(r, -ENOMEM, "no memory for the free extents' lengths");
+	err = rep_lh_init(r, &h);
+	if (err)
 		goto out;
-	}
 	/* Records: at most one per owned block (more may be owned by the time the AG is
 	 * locked again: a margin); with the gaps between them, twice that.  Free extents: at
 	 * most one per two blocks.  The owners' scans: every record once, and again for those
@@ -1317,8 +1182,7 @@ out:
 	rep_live_release(&lv);
 	ordered_free(&o);
 	free(q.spec);
-	free(h.small);
-	free(h.big);
+	rep_lh_free(&h);
 	free(b.v);
 	free(m.gaps);
 	return err;
