@@ -21,7 +21,9 @@
  *     data fork and the entries naming the inode (decide_type: they must agree, else the
  *     repair is refused and nothing changes; nothing to tell it by: beyond repair); a
  *     mode zeroed whole is such a mode on an inode still in use (mfs_dinode_in_use: links
- *     or fork content), which gets the owner's permissions alone;
+ *     or fork content), which gets the owner's permissions alone.  When the type was all
+ *     that was wrong (the core fields then pass the loader's checks, the block count is
+ *     the reverse map's), the forks are kept as they are and the rest below is skipped;
  *   - unknown flags cleared, impossible nanoseconds zeroed, a link count over the maximum
  *     set to 1 (2 for a directory: the link count rebuild counts the real one), an orphan
  *     pointer outside the filesystem or on a linked inode cleared, padding zeroed;
@@ -577,22 +579,36 @@ static int decide_type(struct raw *x, int loaded)
 	return 0;
 }
 
-/* The decided type into the mode: permission bits kept, set-ID bits dropped.  A mode
+/*
+ * The decided type into the mode: permission bits kept, set-ID bits dropped.  A mode
  * zeroed whole lost its permissions too: the owner's alone are given back (read and write,
- * and search for a directory; a symlink's are never looked at), nobody else's. */
-static void set_type(struct raw *x)
+ * and search for a directory; a symlink's are never looked at), nobody else's.
+ * Returns 1 when the type was all that was wrong: with it (and the core fields set right:
+ * fix_core) the inode passes the loader's checks and its block count is what the reverse
+ * map gives it.  Its forks are then kept as they are, not rebuilt: the data fork's map
+ * would come back from the reverse map, which does not know which extents are unwritten
+ * (they would read as the old contents of their blocks, not as zeroes).
+ */
+static int set_type(struct raw *x)
 {
+	const struct mfs_geom *g = &x->fs->geo;
 	struct mfs_dinode *d = rd(x);
 	uint16_t perm = x->oldmode & 07777 & ~(S_ISUID | S_ISGID), mode;
+	int only;
 
 	if (x->oldmode == 0)
 		perm = x->newtype == S_IFDIR ? 0700 : x->newtype == S_IFLNK ? 0777 : 0600;
 	mode = (uint16_t)(x->newtype | perm);
 
 	mfs_put16(d->mode, mode);
+	fix_core(x);
+	only = mfs_get64(d->nblocks) == x->s->data_blocks + x->s->tree_blocks +
+				       x->s->attr_blocks &&
+	       mfs_dinode_check(d, g->inodesize, x->ino) == 0;
 	mfs_log(MFS_LOG_WARN, "repair: inode %llu: mode 0%o lost its file type: 0%o from its "
-		"data fork and the entries naming it", (unsigned long long)x->ino, x->oldmode,
-		mode);
+		"data fork and the entries naming it%s", (unsigned long long)x->ino, x->oldmode,
+		mode, only ? " (its forks kept: nothing else was wrong)" : "");
+	return only;
 }
 
 static int raw_fix(struct raw *x, struct mfs_trans *tp)
@@ -601,7 +617,7 @@ static int raw_fix(struct raw *x, struct mfs_trans *tp)
 	struct mfs_dinode *d = rd(x);
 	struct mfs_buf *bp = NULL;
 	uint64_t tree = 0;
-	int err;
+	int err, type_only = 0;
 
 	err = raw_read(x, &bp);
 	if (err)
@@ -619,10 +635,10 @@ static int raw_fix(struct raw *x, struct mfs_trans *tp)
 	else if (!mfs_dinode_in_use(d))
 		err = rep_fail(x->r, -ENOENT, "inode %llu is free", (unsigned long long)x->ino);
 	else if (x->newtype && mfs_get16(d->mode) == x->oldmode)
-		set_type(x);
+		type_only = set_type(x);
 	else if (!type_known(mfs_get16(d->mode)))
 		x->beyond = "its mode has no file type";
-	if (!err && !x->beyond) {
+	if (!err && !x->beyond && !type_only) {
 		fix_core(x);
 		fix_attr(x);
 		err = fix_data(x, tp, &tree);
@@ -632,8 +648,9 @@ static int raw_fix(struct raw *x, struct mfs_trans *tp)
 		return 1;
 	}
 	if (!err) {
-		mfs_put64(d->nblocks, x->s->data_blocks + tree +
-			  (x->drop_attr ? 0 : x->s->attr_blocks));
+		if (!type_only)
+			mfs_put64(d->nblocks, x->s->data_blocks + tree +
+				  (x->drop_attr ? 0 : x->s->attr_blocks));
 		err = mfs_dinode_check(d, g->inodesize, x->ino);
 		if (err)
 			rep_fail(x->r, err, "inode %llu: its fields cannot be made valid: nothing "
