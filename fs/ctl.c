@@ -18,6 +18,7 @@
 
 #include "log.h"
 #include "mem.h"
+#include "scrub.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -112,6 +113,7 @@ static void ctl_free(struct mfsd_ctl *ctl)
 	pthread_mutex_destroy(&ctl->lock);
 	pthread_mutex_destroy(&ctl->dev_lock);
 	pthread_cond_destroy(&ctl->gone_cond);
+	mfs_scrub_census_free(ctl->census);
 	free(ctl->mountpoint);
 	free(ctl->sockpath);
 	free(ctl);
@@ -139,6 +141,8 @@ int mfsd_ctl_open(struct mfsd *d, const char *mountpoint)
 	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 	pthread_rwlock_init(&ctl->ns_lock, &ra);
 	pthread_rwlockattr_destroy(&ra);
+	if (mfs_scrub_census_new(d->fs, &ctl->census) != 0)
+		ctl->census = NULL;     /* checks then read everything themselves */
 
 	/* Before mounting: realpath() of a mounted point would ask ourselves. */
 	canon = realpath(mountpoint, NULL);

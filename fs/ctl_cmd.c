@@ -232,6 +232,7 @@ static int run_one(struct mfsd_client *c, const struct mfs_ctl_scrub_req *q, int
 		ctx.cancelled = on_cancelled;
 		ctx.hook_arg = c;
 		ctx.memo = c->memo;     /* NULL when there was no memory for it: no sharing */
+		ctx.census = c->ctl->census;
 		err = mfs_scrub(&ctx);
 		mfsd_ctl_quiesce(c, 0);
 	}
@@ -427,7 +428,7 @@ int mfsd_ctl_inodes(struct mfsd_client *c)
 	struct mfs_buf *agh_bp;
 	unsigned bits = g->agblklog + g->inopblog;
 	uint64_t ag_first;
-	int err;
+	int err, listed = 1;
 
 	if (c->msg.hdr.len != sizeof(q))
 		return BAD_SIZE(c, sizeof(q));
@@ -454,8 +455,29 @@ int mfsd_ctl_inodes(struct mfsd_client *c)
 		return mfsd_ctl_error(c->fd, c->msg.hdr.reqid, ENOMEM, "out of memory");
 	}
 	memset(&r, 0, sizeof(r));
-	err = 0;
-	if (es.cursor < ag_first + (1ull << bits)) {
+	err = -EAGAIN;          /* not listed yet */
+	if (c->ctl->census && es.cursor < ag_first + (1ull << bits)) {
+		/* The census's list (taken at the AG's first batch), else the chunks read. */
+		struct mfs_scrub_ctx ctx;
+		int end = 0;
+
+		memset(&ctx, 0, sizeof(ctx));
+		ctx.fs = fs;
+		ctx.census = c->ctl->census;
+		ctx.cancelled = on_cancelled;
+		ctx.hook_arg = c;
+		err = mfs_scrub_census_list(&ctx, q.agno, es.cursor, es.out, es.max, &es.n,
+					    &es.next, &end, es.cursor == ag_first);
+		if (!err && !end)
+			err = 1;        /* full: as enum_chunk says it */
+	}
+	if (err == -EAGAIN) {
+		err = 0;
+		es.n = 0;
+		es.next = es.cursor;
+		listed = 0;
+	}
+	if (!listed && es.cursor < ag_first + (1ull << bits)) {
 		/* The chunk holding the cursor starts at most 63 inodes before it. */
 		uint32_t agino = mfs_ino_to_agino(g, es.cursor);
 

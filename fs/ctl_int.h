@@ -43,6 +43,10 @@ struct mfsd_ctl {
 	/* Namespace changes take it shared (mfsd_ns_begin); a link-count check exclusive. */
 	pthread_rwlock_t ns_lock;
 
+	/* The inode census every client's checks share (repair/scrub.h; NULL without memory
+	 * for it): dropped when the last client goes, freed with the socket. */
+	struct mfs_scrub_census *census;
+
 	pthread_mutex_t dev_lock;     /* st_dev of the mount, found at the first need */
 	dev_t mnt_dev;
 	int mnt_dev_known;

@@ -40,7 +40,18 @@ struct mfs_fs {
 	                             transaction commit only dirties the cache */
 	struct mfs_icache *icache; /* in-core inode cache (inode.h), or NULL: attached with
 	                              mfs_icache_init, destroyed before mfs_fs_close */
+	/* Commits so far that changed metadata: mfs_trans_commit adds 1 (atomically, while it
+	 * still holds its AG locks) for every transaction with blocks.  Equal readings at two
+	 * times mean no committed metadata changed between them: the online checkers keep
+	 * what they collected (an inode census, a directory's entries) as long as it stays
+	 * the same (mfs_fs_changes). */
+	uint64_t changes;
 };
+
+static inline uint64_t mfs_fs_changes(const struct mfs_fs *fs)
+{
+	return __atomic_load_n(&fs->changes, __ATOMIC_ACQUIRE);
+}
 
 #define MFS_OPEN_RDONLY   0x1u
 #define MFS_OPEN_EXCL     0x2u    /* lock the device against other mendfs processes */

@@ -474,6 +474,8 @@ int mfs_trans_commit_lsn(struct mfs_trans *tp, unsigned flags, uint64_t *lsnp)
 			mfs_bcache_forget(tp->fs->bc, it->blkno);
 		free(it->old);
 	}
+	if (tp->nitems)         /* before the AG locks go: see mfs_fs.changes */
+		__atomic_add_fetch(&tp->fs->changes, 1, __ATOMIC_RELEASE);
 	trans_free(tp);
 	if (lsnp)
 		*lsnp = lsn;

@@ -39,9 +39,33 @@ struct mfs_scrub_ctx {
 	 * its own.  Only the checks' quick looks use it (a copy that shows anything to report
 	 * is read again); still, reset it before each request so that no copy outlives it. */
 	struct mfs_scrub_memo *memo;
+	/* Optional, the caller's (NULL: none): the inode census (repair/scrub_census.c), kept
+	 * from one request to the next and shared by every client of the filesystem — each
+	 * inode's mode, links and verdicts, and each directory's entries, as of a change count
+	 * (mfs_fs_changes); used only while the count is the same, so never stale. */
+	struct mfs_scrub_census *census;
 
 	uint32_t oflags;        /* out: OR of the flags reported */
 };
+
+struct mfs_scrub_census;
+/* 0 or -ENOMEM. */
+int mfs_scrub_census_new(struct mfs_fs *fs, struct mfs_scrub_census **out);
+/* Forget what it holds (the memory goes back; the next users take it again). */
+void mfs_scrub_census_drop(struct mfs_scrub_census *c);
+void mfs_scrub_census_free(struct mfs_scrub_census *c);
+/*
+ * The allocated inodes of AG agno from inode `cursor` on (inode number and mode, as the
+ * INODES command lists them), up to max into out[], from ctx->census — with `take`, taken
+ * now (with the AG locked) when it holds none current (a listing's first batch: the sweep
+ * of the AG's inode chunks that lists them also takes what the later checks want).  0 with
+ * *n listed, *next the inode after the last, *end set when the AG has no more; -EAGAIN
+ * when the census cannot answer (none current, a damaged inode btree or chunk: list the
+ * slow way); -ENOMEM.
+ */
+int mfs_scrub_census_list(struct mfs_scrub_ctx *ctx, uint32_t agno, uint64_t cursor,
+			  struct mfs_ctl_inode *out, uint32_t max, uint32_t *n, uint64_t *next,
+			  int *end, int take);
 
 struct mfs_scrub_memo;
 /* 0 or -ENOMEM. */

@@ -73,6 +73,7 @@ struct dir_walk {
 	struct mfs_inode *dp;
 	uint64_t n;
 	struct chunk_cache cc;
+	struct scrub_recs *kids;    /* NULL, or every entry's inode number (for the census) */
 };
 
 /* 0 when the inobt says `ino` is allocated, -ENOENT when it lies in no chunk or is free,
@@ -132,6 +133,7 @@ static int mode_of(struct mfs_scrub_ctx *ctx, struct mfs_inode *dp, struct chunk
 	const struct mfs_geom *g = &fs->geo;
 	uint32_t agno = mfs_ino_to_agno(g, ino);
 	const struct mfs_dinode *d;
+	struct scrub_census_ino ci;
 	struct mfs_buf *bp;
 	int err;
 
@@ -139,6 +141,15 @@ static int mode_of(struct mfs_scrub_ctx *ctx, struct mfs_inode *dp, struct chunk
 	if (ino == dp->ino) {
 		*mode = dp->mode;
 		return 0;
+	}
+	if (scrub_census_get(ctx, ino, &ci)) {
+		/* Current: the committed state now, as a locked read would see it. */
+		if (ci.flags & SCRUB_CI_FREE)
+			return -ENOENT;
+		if (ci.flags & SCRUB_CI_USABLE) {
+			*mode = ci.mode;
+			return 0;
+		}
 	}
 	err = ino_allocated(ctx, cc, ino);
 	if (err)
@@ -197,6 +208,10 @@ static int entry_fn(void *priv, const char *name, unsigned len, uint64_t ino, ui
 	err = scrub_cancelled(ctx);
 	if (err)
 		return err;
+	if (w->kids && scrub_recs_add(w->kids, &ino) != 0) {
+		scrub_recs_free(w->kids);
+		w->kids = NULL;         /* no memory: the census goes without them */
+	}
 	w->n++;
 	for (unsigned i = 0; i < len; i++)
 		if (name[i] == '/' || name[i] == '\0') {
@@ -235,7 +250,8 @@ static int entry_fn(void *priv, const char *name, unsigned len, uint64_t ino, ui
 }
 #undef SHOWN
 
-static int check_parent(struct mfs_scrub_ctx *ctx, struct mfs_inode *dp)
+/* ".." names an allocated directory (*parent: what it names). */
+static int check_parent(struct mfs_scrub_ctx *ctx, struct mfs_inode *dp, uint64_t *parentp)
 {
 	unsigned long long d = (unsigned long long)dp->ino;
 	struct chunk_cache cc = { 0 };
@@ -246,6 +262,7 @@ static int check_parent(struct mfs_scrub_ctx *ctx, struct mfs_inode *dp)
 	err = mfs_dir_get_parent(dp, &parent);
 	if (err)
 		return err;
+	*parentp = parent;
 	if (dp->ino == ctx->fs->geo.rootino || parent == dp->ino) {
 		if (dp->ino != ctx->fs->geo.rootino || parent != dp->ino)
 			scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "directory %llu: parent (\"..\") "
@@ -281,12 +298,14 @@ int scrub_dir(struct mfs_scrub_ctx *ctx)
 	struct mfs_inode *dp;
 	struct dir_walk w;
 	struct scrub_cluster cl[DIR_BLOCK_SLOTS];
-	uint64_t count;
-	int err;
+	struct scrub_recs kids;
+	uint64_t count, parent = 0, seq;
+	int err, have_parent = 1;
 
 	err = scrub_iget(ctx, &dp);
 	if (err || !dp)
 		return err;
+	seq = mfs_fs_changes(ctx->fs);     /* with the directory locked */
 	if (!S_ISDIR(dp->mode))
 		goto out;
 	err = mfs_dir_check(dp);
@@ -309,7 +328,9 @@ int scrub_dir(struct mfs_scrub_ctx *ctx)
 		if (err)
 			goto out;
 	}
-	err = check_parent(ctx, dp);
+	err = check_parent(ctx, dp, &parent);
+	if (err)
+		have_parent = 0;
 	if (mfs_is_corruption(err)) {
 		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "directory %llu: parent unreadable: %s",
 			     (unsigned long long)dp->ino, scrub_errstr(err));
@@ -324,9 +345,17 @@ int scrub_dir(struct mfs_scrub_ctx *ctx)
 	w.ctx = ctx;
 	w.dp = dp;
 	w.cc.cl = cl;
+	scrub_recs_init(&kids, sizeof(uint64_t));
+	if (ctx->census && have_parent)
+		w.kids = &kids;
 	err = mfs_dir_iterate(dp, 0, entry_fn, &w);
 	for (unsigned i = 0; i < DIR_BLOCK_SLOTS; i++)
 		scrub_cluster_release(&cl[i]);
+	/* The entries as committed at change count seq, when nothing committed meanwhile:
+	 * the link-count check takes them from the census instead of reading them again. */
+	if (!err && w.kids)
+		scrub_census_put_dir(ctx, dp->ino, parent, w.kids, seq);
+	scrub_recs_free(&kids);
 	if (!err && !mfs_dir_count(dp, &count) && count != w.n)
 		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "directory %llu: %llu entries counted, "
 			     "%llu iterated", (unsigned long long)dp->ino,

@@ -141,29 +141,41 @@ fields:
  * inode's chunk shows it in use, with links (no orphan list to ask), usable and without
  * a finding; else 0 and the inode is read and checked afresh.  Nothing is reported here.
  */
-static int inode_quick(struct mfs_scrub_ctx *ctx)
+int scrub_dinode_core_clean(struct mfs_scrub_ctx *ctx, uint64_t ino, const struct mfs_dinode *d)
 {
-	uint64_t buf[MFS_MAX_INODESIZE / 8];
 	struct mfs_scrub_ctx quiet = *ctx;
-	const struct mfs_dinode *d;
-	int usable;
 
-	if (scrub_dinode_quick(ctx, ctx->ino, buf, &d, &usable) || !usable ||
-	    mfs_get32(d->nlink) == 0)
+	if (mfs_get32(d->nlink) == 0)
 		return 0;
+	quiet.ino = ino;
 	quiet.report = NULL;
 	quiet.oflags = 0;
 	check_dinode(&quiet, d, 1, 1, 1);
 	return quiet.oflags == 0;
 }
 
+static int inode_quick(struct mfs_scrub_ctx *ctx)
+{
+	uint64_t buf[MFS_MAX_INODESIZE / 8];
+	const struct mfs_dinode *d;
+	int usable;
+
+	if (scrub_dinode_quick(ctx, ctx->ino, buf, &d, &usable) || !usable)
+		return 0;
+	return scrub_dinode_core_clean(ctx, ctx->ino, d);
+}
+
 int scrub_inode(struct mfs_scrub_ctx *ctx)
 {
 	uint64_t buf[MFS_MAX_INODESIZE / 8];
 	const struct mfs_dinode *d = (const void *)buf;
+	struct scrub_census_ino ci;
 	uint64_t nu;
 	int err, listed;
 
+	/* The census's verdict, when current, is that of the committed inode now. */
+	if (scrub_census_get(ctx, ctx->ino, &ci) && (ci.flags & SCRUB_CI_CLEAN))
+		return 0;
 	if (ctx->memo && inode_quick(ctx))
 		return 0;
 	err = read_dinode(ctx, (uint8_t *)buf, &listed);

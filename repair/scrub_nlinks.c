@@ -79,6 +79,20 @@ static int inode_fn(void *priv, uint64_t ino, const struct mfs_dinode *d, int is
 	return scrub_recs_add(&st->inodes, &ni);
 }
 
+static int census_inode_fn(void *priv, uint64_t ino, const struct scrub_census_ino *ci)
+{
+	struct nl_state *st = priv;
+	struct nl_inode ni;
+
+	if ((ci->flags & SCRUB_CI_FREE) || !ci->mode)
+		return 0;
+	memset(&ni, 0, sizeof(ni));
+	ni.ino = ino;
+	ni.mode = ci->mode;
+	ni.nlink = ci->nlink;
+	return scrub_recs_add(&st->inodes, &ni);
+}
+
 /* 1: the inodes in use of AG agno (AG locked by the caller). */
 static int collect_ag(struct nl_state *st, uint32_t agno)
 {
@@ -86,6 +100,11 @@ static int collect_ag(struct nl_state *st, uint32_t agno)
 	struct scrub_ag sa;
 	uint64_t fsb = 0;
 	int err;
+
+	/* The census's records, when current, are the inodes' committed state now. */
+	err = scrub_census_walk(ctx, agno, 0, census_inode_fn, st, NULL);
+	if (err != -EAGAIN)
+		return err;
 
 	err = scrub_ag_scan(ctx, agno, SCRUB_WANT_INO, &sa);
 	if (!err && !(sa.have & SCRUB_WANT_INO))
@@ -104,15 +123,20 @@ static int collect_ag(struct nl_state *st, uint32_t agno)
 	return err;
 }
 
-static int edge_fn(void *priv, const char *name, unsigned len, uint64_t ino, uint8_t ftype,
-		   uint64_t next_cookie)
+static int kid_fn(void *priv, uint64_t ino)
 {
 	struct nl_state *st = priv;
 	struct nl_edge e = { st->cur_dir, ino, ~0ull };
 
+	return scrub_recs_add(&st->edges, &e);
+}
+
+static int edge_fn(void *priv, const char *name, unsigned len, uint64_t ino, uint8_t ftype,
+		   uint64_t next_cookie)
+{
 	if (next_cookie <= 2)
 		return 0;               /* "." and ".." */
-	return scrub_recs_add(&st->edges, &e);
+	return kid_fn(priv, ino);
 }
 
 /* 2: the entries of every directory. */
@@ -130,6 +154,14 @@ static int collect_edges(struct nl_state *st)
 		err = scrub_cancelled(ctx);
 		if (err)
 			break;
+		/* As the directory checker read them, when nothing changed since. */
+		st->cur_dir = ni->ino;
+		err = scrub_census_dir(ctx, ni->ino, &ni->dotdot, kid_fn, st);
+		if (err != -EAGAIN) {
+			if (err)
+				break;
+			continue;
+		}
 		err = mfs_iget_locked(ctx->fs, ni->ino, 0, 0, &dp);
 		if (err == -ENOENT && ni->nlink == 0) {
 			err = 0;        /* removed, and freed since by the daemon's worker (not a
@@ -275,9 +307,31 @@ static int count_and_walk(struct nl_state *st)
 	return 0;
 }
 
+/* 1 and 2 for every AG and directory, then 3 and 4. */
+static int nlinks_pass(struct nl_state *st)
+{
+	struct mfs_scrub_ctx *ctx = st->ctx;
+	int err = 0;
+
+	for (uint32_t agno = 0; agno < ctx->fs->geo.agcount && !err; agno++) {
+		err = scrub_cancelled(ctx);
+		if (err)
+			break;
+		scrub_ag_lock(ctx->fs, agno);
+		err = collect_ag(st, agno);
+		scrub_ag_unlock(ctx->fs, agno);
+	}
+	/* Chunks come in AG then inode order: already sorted by inode number. */
+	if (!err)
+		err = collect_edges(st);
+	return err;
+}
+
 int scrub_nlinks(struct mfs_scrub_ctx *ctx)
 {
+	struct mfs_scrub_ctx exact = *ctx;
 	struct nl_state st;
+	uint64_t seq;
 	int err = 0, quiesced = 0;
 
 	if (!ctx->fs->icache)
@@ -292,22 +346,24 @@ int scrub_nlinks(struct mfs_scrub_ctx *ctx)
 			return err;
 		quiesced = 1;
 	}
-	for (uint32_t agno = 0; agno < ctx->fs->geo.agcount && !err; agno++) {
-		err = scrub_cancelled(ctx);
-		if (err)
-			break;
-		scrub_ag_lock(ctx->fs, agno);
-		err = collect_ag(&st, agno);
-		scrub_ag_unlock(ctx->fs, agno);
+	seq = mfs_fs_changes(ctx->fs);
+	err = nlinks_pass(&st);
+	/* Whatever came from the census was the committed state at its reading; with the
+	 * count unchanged since before the first, all of it is one state (the one the locked
+	 * reads saw too).  Otherwise everything is read again without it. */
+	if (!err && ctx->census && !scrub_census_current(ctx, seq)) {
+		exact.census = NULL;
+		st.ctx = &exact;
+		st.inodes.n = st.edges.n = 0;
+		err = nlinks_pass(&st);
 	}
-	/* Chunks come in AG then inode order: already sorted by inode number. */
-	if (!err)
-		err = collect_edges(&st);
 	if (!err)
 		err = count_and_walk(&st);
 	if (quiesced)
 		ctx->quiesce(ctx->hook_arg, 0);
 	scrub_recs_free(&st.inodes);
 	scrub_recs_free(&st.edges);
+	if (exact.oflags)
+		ctx->oflags |= exact.oflags;
 	return err;
 }

@@ -21,6 +21,13 @@ static int nolinks_fn(void *priv, uint64_t ino, const struct mfs_dinode *d, int 
 	return 0;
 }
 
+static int census_nolinks_fn(void *priv, uint64_t ino, const struct scrub_census_ino *ci)
+{
+	if (!(ci->flags & SCRUB_CI_FREE) && ci->mode && ci->nlink == 0)
+		(*(uint64_t *)priv)++;
+	return 0;
+}
+
 /* In-use inodes without links in the collected inode chunks of one AG (AG locked). */
 static int count_nolinks(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, uint64_t *n)
 {
@@ -41,12 +48,16 @@ int scrub_orphans(struct mfs_scrub_ctx *ctx)
 	for (uint32_t agno = 0; agno < ctx->fs->geo.agcount && !err; agno++) {
 		struct scrub_ag sa;
 		uint64_t listed = 0, nolinks = 0;
+		int counted;
 
 		err = scrub_cancelled(ctx);
 		if (err)
 			break;
 		scrub_ag_lock(ctx->fs, agno);
-		err = scrub_ag_scan(ctx, agno, SCRUB_WANT_INO, &sa);
+		/* The census's count, when current, is that of the chunks now (AG locked). */
+		counted = scrub_census_walk(ctx, agno, 0, census_nolinks_fn, &nolinks, NULL) == 0;
+		err = scrub_ag_scan(ctx, agno, counted ? SCRUB_NO_RECS(MFS_BT_INO) : SCRUB_WANT_INO,
+				    &sa);
 		if (err || !sa.agh)
 			goto next;      /* an unreadable header is the AGH checker's finding */
 		err = mfs_orphan_check(ctx->fs, agno, &listed);
@@ -57,9 +68,10 @@ int scrub_orphans(struct mfs_scrub_ctx *ctx)
 			err = 0;
 			goto next;
 		}
-		if (err || !(sa.have & SCRUB_WANT_INO))
+		if (err || (!counted && !(sa.have & SCRUB_WANT_INO)))
 			goto next;
-		err = count_nolinks(ctx, &sa, &nolinks);
+		if (!counted)
+			err = count_nolinks(ctx, &sa, &nolinks);
 		if (mfs_is_corruption(err)) {
 			err = 0;        /* unreadable inode blocks: the INOBT checker's */
 			goto next;

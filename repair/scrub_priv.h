@@ -312,6 +312,46 @@ int scrub_bmap_quick_dinode(struct mfs_scrub_ctx *ctx, uint64_t ino, const struc
  * NULL): 1, 0 or -ENOENT as bmap_quick's; 2 when there is none. */
 int scrub_bmap_batch_verdict(const struct mfs_scrub_memo *m, uint64_t ino);
 
+/*
+ * The inode census (scrub_census.c, and scrub.h): each inode's record, current while the
+ * filesystem's change count is the one it was taken at.
+ */
+struct scrub_census_ino {
+	uint32_t nlink;
+	uint16_t mode;
+	uint8_t flags;                  /* SCRUB_CI_* */
+	uint8_t pad;
+};
+#define SCRUB_CI_FREE    0x1u       /* free in the inode btree's mask */
+#define SCRUB_CI_USABLE  0x2u       /* scrub_dinode_usable */
+#define SCRUB_CI_CLEAN   0x4u       /* in use, linked, and the INODE check finds nothing */
+#define SCRUB_CI_NOCHUNK 0x8u       /* in no chunk of the inode btree */
+/* Take AG agno's part (ctx->census), the AG locked by the caller: 0 (also when it is
+ * current already), -EAGAIN when the AG's inode btree or chunks will not do, -ENOMEM. */
+int scrub_census_take(struct mfs_scrub_ctx *ctx, uint32_t agno);
+/* 1 with *out = the current record of ino; 0 when the census has none current. */
+int scrub_census_get(struct mfs_scrub_ctx *ctx, uint64_t ino, struct scrub_census_ino *out);
+/* fn for each inode of AG agno's chunks from inode `from` on, in number order, from a
+ * current census (its change count into *seq, may be NULL): fn's first nonzero return, 0,
+ * or -EAGAIN when none is current (then fn was never called). */
+typedef int (*scrub_census_fn)(void *priv, uint64_t ino, const struct scrub_census_ino *ci);
+int scrub_census_walk(struct mfs_scrub_ctx *ctx, uint32_t agno, uint64_t from,
+		      scrub_census_fn fn, void *priv, uint64_t *seq);
+/* Is the change count still seq? */
+int scrub_census_current(struct mfs_scrub_ctx *ctx, uint64_t seq);
+/* A directory's entries (kids: uint64_t inode numbers, "." and ".." left out) and its ".."
+ * as read with it locked shared, all at change count seq (read before and after). */
+void scrub_census_put_dir(struct mfs_scrub_ctx *ctx, uint64_t dir, uint64_t dotdot,
+			  const struct scrub_recs *kids, uint64_t seq);
+/* fn for each entry of directory dir recorded at the current change count, *dotdot set:
+ * fn's first nonzero return or 0; -EAGAIN when there is no such record. */
+typedef int (*scrub_census_kid_fn)(void *priv, uint64_t ino);
+int scrub_census_dir(struct mfs_scrub_ctx *ctx, uint64_t dir, uint64_t *dotdot,
+		     scrub_census_kid_fn fn, void *priv);
+/* The INODE check's quick verdict on a usable committed copy d of inode ino: 1 when it
+ * would find nothing (and needs no orphan list: linked), else 0.  Reports nothing. */
+int scrub_dinode_core_clean(struct mfs_scrub_ctx *ctx, uint64_t ino, const struct mfs_dinode *d);
+
 /* Is `ino` on its AG's orphan list (the caller holds that AG's lock)?  0 or an error (a
  * damaged list). */
 int scrub_orphan_listed(struct mfs_scrub_ctx *ctx, uint64_t ino, int *listed);

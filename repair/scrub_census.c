@@ -1,0 +1,477 @@
+/*
+ * scrub_census.c — the inode census: what the checkers of one scrub want to know of every
+ * inode (its mode, link count, whether it is free in the inode btree, whether its committed
+ * copy is usable and passes the inode check), gathered by one sweep of each AG's inode
+ * chunks, and every directory's entries as the directory checker saw them.  The later
+ * phases of a scrub (the inode listing, the directory checks' look at each child, the link
+ * counts, the orphan count, the inode checks) take them from here instead of sweeping the
+ * inode tables and the directories again.
+ *
+ * Invariant: what the census holds is the committed state of the filesystem as of the
+ * change count (mfs_fs_changes) it was taken at.  An AG's part is taken with the AG locked
+ * (every transaction that logs an inode holds its AG's lock until it commits, and counts
+ * its commit before letting go), a directory's entries with the directory locked shared and
+ * the count the same before and after.  So while the count still reads the same, the
+ * census IS the committed state: a checker that finds it current uses it exactly as it
+ * would a fresh locked read, and one that does not (anything committed since, anywhere)
+ * reads the slow way, as without a census.  Under concurrent writes the census is thus
+ * rarely current and never wrong.
+ *
+ * Locking: each AG's part and the directory store have a lock of their own, taken after
+ * the AG lock when both are held (the builder), never the other way.
+ */
+#include "ag.h"
+#include "bcache.h"
+#include "btree.h"
+#include "byteorder.h"
+#include "fs.h"
+#include "geom.h"
+#include "inode.h"
+#include "mem.h"
+#include "scrub_priv.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct census_ag {
+	pthread_rwlock_t lock;
+	int have;                       /* a census was taken ... */
+	uint64_t seq;                   /* ... at this change count */
+	uint32_t nchunks;
+	uint32_t *startino;             /* sorted agino of each chunk */
+	uint64_t *freemask;
+	struct scrub_census_ino *ino;   /* 64 per chunk */
+};
+
+/* One directory's entries (their inode numbers, "." and ".." left out) and its "..". */
+struct census_dir {
+	uint64_t dir, dotdot, seq;
+	size_t at, n;                   /* children kids[at..at + n) */
+};
+
+struct mfs_scrub_census {
+	struct mfs_fs *fs;
+	uint32_t agcount;
+	struct census_ag *ag;
+	pthread_mutex_t dir_lock;
+	struct scrub_recs dirs;         /* struct census_dir, in the order recorded */
+	struct scrub_recs kids;         /* uint64_t */
+	int dirs_sorted;
+};
+
+int mfs_scrub_census_new(struct mfs_fs *fs, struct mfs_scrub_census **out)
+{
+	struct mfs_scrub_census *c = mfs_calloc(1, sizeof(*c));
+
+	*out = NULL;
+	if (!c)
+		return -ENOMEM;
+	c->ag = mfs_calloc(fs->geo.agcount, sizeof(*c->ag));
+	if (!c->ag) {
+		free(c);
+		return -ENOMEM;
+	}
+	c->fs = fs;
+	c->agcount = fs->geo.agcount;
+	for (uint32_t a = 0; a < c->agcount; a++)
+		pthread_rwlock_init(&c->ag[a].lock, NULL);
+	pthread_mutex_init(&c->dir_lock, NULL);
+	scrub_recs_init(&c->dirs, sizeof(struct census_dir));
+	scrub_recs_init(&c->kids, sizeof(uint64_t));
+	*out = c;
+	return 0;
+}
+
+static void ag_forget(struct census_ag *ca)
+{
+	free(ca->startino);
+	free(ca->freemask);
+	free(ca->ino);
+	ca->startino = NULL;
+	ca->freemask = NULL;
+	ca->ino = NULL;
+	ca->nchunks = 0;
+	ca->have = 0;
+}
+
+void mfs_scrub_census_drop(struct mfs_scrub_census *c)
+{
+	if (!c)
+		return;
+	for (uint32_t a = 0; a < c->agcount; a++) {
+		pthread_rwlock_wrlock(&c->ag[a].lock);
+		ag_forget(&c->ag[a]);
+		pthread_rwlock_unlock(&c->ag[a].lock);
+	}
+	pthread_mutex_lock(&c->dir_lock);
+	scrub_recs_free(&c->dirs);
+	scrub_recs_free(&c->kids);
+	pthread_mutex_unlock(&c->dir_lock);
+}
+
+void mfs_scrub_census_free(struct mfs_scrub_census *c)
+{
+	if (!c)
+		return;
+	mfs_scrub_census_drop(c);
+	for (uint32_t a = 0; a < c->agcount; a++)
+		pthread_rwlock_destroy(&c->ag[a].lock);
+	pthread_mutex_destroy(&c->dir_lock);
+	free(c->ag);
+	free(c);
+}
+
+/* ---- an AG's inodes ---------------------------------------------------------------------- */
+
+struct build {
+	struct mfs_scrub_ctx *ctx;
+	uint32_t agno;
+	uint32_t n, cap;
+	uint32_t *startino;
+	uint64_t *freemask;
+	struct scrub_census_ino *ino;
+	int odd;                        /* a record the census will not stand for */
+};
+
+static int census_dinode_fn(void *priv, uint64_t ino, const struct mfs_dinode *d, int isfree)
+{
+	struct build *b = priv;
+	struct scrub_census_ino *ci = &b->ino[(size_t)(b->n - 1) * MFS_INODES_PER_CHUNK +
+					      (ino & (MFS_INODES_PER_CHUNK - 1))];
+
+	ci->mode = mfs_get16(d->mode);
+	ci->nlink = mfs_get32(d->nlink);
+	ci->flags = isfree ? SCRUB_CI_FREE : 0;
+	if (scrub_dinode_usable(b->ctx, ino, d)) {
+		ci->flags |= SCRUB_CI_USABLE;
+		if (!isfree && ci->nlink && scrub_dinode_core_clean(b->ctx, ino, d))
+			ci->flags |= SCRUB_CI_CLEAN;
+	}
+	return 0;
+}
+
+static int census_chunk_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
+{
+	const struct mfs_inobt_rec *r = rec;
+	struct build *b = priv;
+	const struct mfs_geom *g = &b->ctx->fs->geo;
+	uint32_t startino = mfs_get32(r->startino);
+	uint32_t agbno = mfs_agino_to_agbno(g, startino);
+	uint64_t fsb = 0;
+	int err;
+
+	/* Only well-formed chunks in order: anything else is the INOBT checker's to report,
+	 * and this AG gets no census (its readers take the slow way). */
+	if (startino % MFS_INODES_PER_CHUNK || agbno % g->chunkblocks ||
+	    agbno < MFS_AG_FIXED_BLOCKS || (uint64_t)agbno + g->chunkblocks >
+	    mfs_ag_length(g, b->agno) || (uint64_t)startino + MFS_INODES_PER_CHUNK >
+	    (1ull << (g->agblklog + g->inopblog)) || (b->n && startino <= b->startino[b->n - 1])) {
+		b->odd = 1;
+		return 1;
+	}
+	if (b->n == b->cap) {
+		uint32_t nc = b->cap ? b->cap * 2 : 256;
+		uint32_t *s = mfs_realloc(b->startino, nc * sizeof(*s));
+		uint64_t *f;
+		struct scrub_census_ino *ci;
+
+		if (!s)
+			return -ENOMEM;
+		b->startino = s;
+		f = mfs_realloc(b->freemask, nc * sizeof(*f));
+		if (!f)
+			return -ENOMEM;
+		b->freemask = f;
+		ci = mfs_realloc(b->ino, (size_t)nc * MFS_INODES_PER_CHUNK * sizeof(*ci));
+		if (!ci)
+			return -ENOMEM;
+		b->ino = ci;
+		b->cap = nc;
+	}
+	b->startino[b->n] = startino;
+	b->freemask[b->n] = mfs_get64(r->freemask);
+	memset(&b->ino[(size_t)b->n * MFS_INODES_PER_CHUNK], 0,
+	       MFS_INODES_PER_CHUNK * sizeof(*b->ino));
+	b->n++;
+	err = scrub_chunk_walk(b->ctx, b->agno, r, census_dinode_fn, b, &fsb);
+	if (err && err != -ENOMEM) {
+		b->odd = 1;             /* an unreadable block: the slow way reports it */
+		return 1;
+	}
+	return err;
+}
+
+int scrub_census_take(struct mfs_scrub_ctx *ctx, uint32_t agno)
+{
+	struct mfs_scrub_census *c = ctx->census;
+	struct mfs_fs *fs = ctx->fs;
+	struct census_ag *ca;
+	struct build b;
+	struct mfs_btree_cur cur;
+	struct mfs_buf *agh_bp;
+	struct mfs_scrub_ctx quiet = *ctx;
+	uint64_t seq = mfs_fs_changes(fs);
+	int err;
+
+	if (!c || agno >= c->agcount)
+		return -EINVAL;
+	ca = &c->ag[agno];
+	pthread_rwlock_rdlock(&ca->lock);
+	err = ca->have && ca->seq == seq ? 0 : -EAGAIN;
+	pthread_rwlock_unlock(&ca->lock);
+	if (!err)
+		return 0;               /* still current: nothing to take again */
+	memset(&b, 0, sizeof(b));
+	quiet.report = NULL;
+	quiet.memo = NULL;
+	b.ctx = &quiet;
+	b.agno = agno;
+	err = mfs_read_agh(fs, agno, &agh_bp);
+	if (!err) {
+		mfs_ag_cur_init(&cur, fs, NULL, agno, MFS_BT_INO, agh_bp);
+		err = mfs_btree_query_range(&cur, NULL, NULL, census_chunk_fn, &b);
+		mfs_btree_cur_release(&cur);
+		mfs_buf_put(agh_bp);
+	}
+	if (err >= 0 && !b.odd) {
+		pthread_rwlock_wrlock(&ca->lock);
+		ag_forget(ca);
+		ca->startino = b.startino;
+		ca->freemask = b.freemask;
+		ca->ino = b.ino;
+		ca->nchunks = b.n;
+		ca->seq = seq;
+		ca->have = 1;
+		pthread_rwlock_unlock(&ca->lock);
+		return 0;
+	}
+	free(b.startino);
+	free(b.freemask);
+	free(b.ino);
+	if (err == -ENOMEM)
+		return err;
+	return -EAGAIN;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Index of the chunk of census ca holding agino, or -1. */
+static long chunk_of(const struct census_ag *ca, uint32_t agino)
+{
+	uint32_t first = agino & ~(MFS_INODES_PER_CHUNK - 1);
+	const uint32_t *p = ca->nchunks ? bsearch(&first, ca->startino, ca->nchunks,
+						  sizeof(first), cmp_u32) : NULL;
+
+	return p ? (long)(p - ca->startino) : -1;
+}
+
+int scrub_census_get(struct mfs_scrub_ctx *ctx, uint64_t ino, struct scrub_census_ino *out)
+{
+	struct mfs_scrub_census *c = ctx->census;
+	const struct mfs_geom *g = &ctx->fs->geo;
+	uint32_t agno = mfs_ino_to_agno(g, ino);
+	struct census_ag *ca;
+	int found = 0;
+
+	if (!c || agno >= c->agcount)
+		return 0;
+	ca = &c->ag[agno];
+	pthread_rwlock_rdlock(&ca->lock);
+	if (ca->have && ca->seq == mfs_fs_changes(ctx->fs)) {
+		uint32_t agino = mfs_ino_to_agino(g, ino);
+		long i = chunk_of(ca, agino);
+
+		if (i >= 0) {
+			*out = ca->ino[(size_t)i * MFS_INODES_PER_CHUNK +
+				       (agino & (MFS_INODES_PER_CHUNK - 1))];
+			found = 1;
+		} else {
+			/* In no chunk: as free as can be. */
+			memset(out, 0, sizeof(*out));
+			out->flags = SCRUB_CI_FREE | SCRUB_CI_NOCHUNK;
+			found = 1;
+		}
+	}
+	pthread_rwlock_unlock(&ca->lock);
+	return found;
+}
+
+int scrub_census_walk(struct mfs_scrub_ctx *ctx, uint32_t agno, uint64_t from,
+		      scrub_census_fn fn, void *priv, uint64_t *seq)
+{
+	struct mfs_scrub_census *c = ctx->census;
+	const struct mfs_geom *g = &ctx->fs->geo;
+	struct census_ag *ca;
+	int err = 0;
+
+	if (!c || agno >= c->agcount)
+		return -EAGAIN;
+	ca = &c->ag[agno];
+	pthread_rwlock_rdlock(&ca->lock);
+	if (!ca->have || ca->seq != mfs_fs_changes(ctx->fs)) {
+		pthread_rwlock_unlock(&ca->lock);
+		return -EAGAIN;
+	}
+	if (seq)
+		*seq = ca->seq;
+	for (uint32_t i = 0; i < ca->nchunks && !err; i++) {
+		uint64_t first = mfs_agino_to_ino(g, agno, ca->startino[i]);
+
+		if (first + MFS_INODES_PER_CHUNK <= from)
+			continue;
+		for (uint32_t k = 0; k < MFS_INODES_PER_CHUNK && !err; k++)
+			if (first + k >= from)
+				err = fn(priv, first + k,
+					 &ca->ino[(size_t)i * MFS_INODES_PER_CHUNK + k]);
+	}
+	pthread_rwlock_unlock(&ca->lock);
+	return err;
+}
+
+int scrub_census_current(struct mfs_scrub_ctx *ctx, uint64_t seq)
+{
+	return seq == mfs_fs_changes(ctx->fs);
+}
+
+/* ---- directories' entries ------------------------------------------------------------------ */
+
+static int cmp_dir(const void *a, const void *b)
+{
+	const struct census_dir *x = a, *y = b;
+
+	return x->dir < y->dir ? -1 : x->dir > y->dir;
+}
+
+
+void scrub_census_put_dir(struct mfs_scrub_ctx *ctx, uint64_t dir, uint64_t dotdot,
+			  const struct scrub_recs *kids, uint64_t seq)
+{
+	struct mfs_scrub_census *c = ctx->census;
+	struct census_dir cd = { dir, dotdot, seq, 0, kids->n };
+	size_t old_n;
+
+	if (!c || seq != mfs_fs_changes(ctx->fs))
+		return;
+	pthread_mutex_lock(&c->dir_lock);
+	/* A store of another change count is stale through and through: start afresh. */
+	if (c->dirs.n && ((const struct census_dir *)scrub_rec(&c->dirs, 0))->seq != seq) {
+		c->dirs.n = 0;
+		c->kids.n = 0;
+	}
+	/* Checked again at the same count (another scrub): kept once. */
+	if (c->dirs_sorted && bsearch(&cd, c->dirs.v, c->dirs.n, sizeof(cd), cmp_dir))
+		goto out;
+	old_n = c->kids.n;
+	cd.at = old_n;
+	if (kids->n && c->kids.cap < c->kids.n + kids->n) {
+		size_t nc = c->kids.cap ? c->kids.cap : 1024;
+		uint8_t *nv;
+
+		while (nc < c->kids.n + kids->n)
+			nc *= 2;
+		nv = mfs_realloc(c->kids.v, nc * sizeof(uint64_t));
+		if (!nv)
+			goto out;       /* no memory: link counts will read it themselves */
+		c->kids.v = nv;
+		c->kids.cap = nc;
+	}
+	if (kids->n)
+		memcpy(c->kids.v + old_n * sizeof(uint64_t), kids->v, kids->n * sizeof(uint64_t));
+	c->kids.n += kids->n;
+	if (scrub_recs_add(&c->dirs, &cd) != 0)
+		c->kids.n = old_n;
+	c->dirs_sorted = 0;
+out:
+	pthread_mutex_unlock(&c->dir_lock);
+}
+
+int scrub_census_dir(struct mfs_scrub_ctx *ctx, uint64_t dir, uint64_t *dotdot,
+		     scrub_census_kid_fn fn, void *priv)
+{
+	struct mfs_scrub_census *c = ctx->census;
+	const struct census_dir *cd = NULL;
+	uint64_t seq = mfs_fs_changes(ctx->fs);
+	int err = -EAGAIN;
+
+	if (!c)
+		return err;
+	pthread_mutex_lock(&c->dir_lock);
+	if (c->dirs.n && ((const struct census_dir *)scrub_rec(&c->dirs, 0))->seq == seq) {
+		struct census_dir key = { dir, 0, 0, 0, 0 };
+
+		if (!c->dirs_sorted) {
+			qsort(c->dirs.v, c->dirs.n, sizeof(struct census_dir), cmp_dir);
+			c->dirs_sorted = 1;
+		}
+		cd = bsearch(&key, c->dirs.v, c->dirs.n, sizeof(struct census_dir), cmp_dir);
+	}
+	if (cd) {
+		const uint64_t *k = (const uint64_t *)(const void *)c->kids.v + cd->at;
+
+		*dotdot = cd->dotdot;
+		err = 0;
+		for (size_t i = 0; i < cd->n && !err; i++)
+			err = fn(priv, k[i]);
+	}
+	pthread_mutex_unlock(&c->dir_lock);
+	return err;
+}
+
+/* ---- the inode listing ----------------------------------------------------------------------- */
+
+struct list_state {
+	struct mfs_ctl_inode *out;
+	uint32_t n, max;
+	uint64_t next;
+};
+
+static int list_fn(void *priv, uint64_t ino, const struct scrub_census_ino *ci)
+{
+	struct list_state *ls = priv;
+
+	if (ci->flags & SCRUB_CI_FREE)
+		return 0;
+	if (ls->n == ls->max)
+		return 1;               /* full: this inode starts the next batch */
+	ls->out[ls->n].ino = ino;
+	ls->out[ls->n].mode = ci->mode;
+	ls->out[ls->n].pad = 0;
+	ls->n++;
+	ls->next = ino + 1;
+	return 0;
+}
+
+int mfs_scrub_census_list(struct mfs_scrub_ctx *ctx, uint32_t agno, uint64_t cursor,
+			  struct mfs_ctl_inode *out, uint32_t max, uint32_t *n, uint64_t *next,
+			  int *end, int take)
+{
+	struct list_state ls = { out, 0, max, cursor };
+	int err;
+
+	*n = 0;
+	*next = cursor;
+	*end = 0;
+	if (!ctx->census || agno >= ctx->fs->geo.agcount)
+		return -EAGAIN;
+	if (take) {
+		scrub_ag_lock(ctx->fs, agno);
+		err = scrub_census_take(ctx, agno);
+		scrub_ag_unlock(ctx->fs, agno);
+		if (err)
+			return err;
+	}
+	err = scrub_census_walk(ctx, agno, cursor, list_fn, &ls, NULL);
+	if (err < 0)
+		return err;
+	*n = ls.n;
+	*next = ls.next;
+	*end = err == 0;
+	return 0;
+}
