@@ -12,12 +12,19 @@
  *   - its free-space trees (by block and by length, from the reverse map);
  *   - its reverse map (from every owner: the inodes scanned, then settled under the lock).
  * For each: wall and CPU time (the rebuilding thread's), scratch used against the estimate,
- * the process's RSS growth (peak during the rebuild over the RSS before it: the engine's
- * data lives in the scratch file) and the heap's (mallinfo2, sampled), each also up to the
- * commit (the test hook at MFS_REPAIR_AT_BUILT: without the commit and the check the
- * engine runs afterwards), and the p99 latency of 4 KiB writes in another AG —
+ * the process's RSS growth (peak during the rebuild over the RSS before it, freed heap
+ * given back first with malloc_trim so that it cannot hide what the rebuild touches: the
+ * engine's data lives in the scratch file) and the heap's (mallinfo2, sampled), each also
+ * up to the commit (the test hook at MFS_REPAIR_AT_BUILT: without the commit and the check
+ * the engine runs afterwards), and the p99 latency of 4 KiB writes in another AG —
  * one-block allocations in AG 0 committed (asynchronously, as the daemon's writes are)
  * and freed by a second thread — during the rebuild against the same with no rebuild.
+ * BENCH_REPAIR_ROUNDS (default 3) rounds, each from the same image (a copy taken before
+ * the first): before each rebuild an idle window of the writes as long as the same
+ * rebuild took in the round before (1 s at least), so that idle and during windows
+ * alternate under the same machine load.  The table has the median CPU and wall time with
+ * the range, the highest RSS, heap and scratch, and per window the p99 (the medians, their
+ * ranges, and the verdict on the aim: median during <= 2x median idle).
  *
  * XFS: a sparse image of two AGs as large as the mendfs one (mkfs.xfs -m rmapbt=1), loop
  * mounted, one file fallocated and every other block punched out (N extents, N free
@@ -38,7 +45,10 @@
  *                             BENCH_REPAIR_IMAGE=FILE: the image before the rebuilds is
  *                             copied from FILE when it exists (N and the journal size must
  *                             match: no bmap column then), else saved there (to profile the
- *                             rebuilds alone)
+ *                             rebuilds alone);
+ *                             BENCH_REPAIR_ROUNDS=k: rounds (1..16, default 3);
+ *                             BENCH_REPAIR_SLOW=k: the k slowest writes of each rebuild,
+ *                             when and in which phase, and whether they blocked
  */
 #include <dirent.h>
 #include <errno.h>
@@ -156,12 +166,15 @@ struct built {
 	struct heapmon *hm;
 	double cpu, heap;
 	long hwm;
+	double at[MFS_REPAIR_AT_BUILT + 1];    /* when each test-hook point was reached */
 };
 
 static int built_hook(void *arg, enum mfs_repair_point at)
 {
 	struct built *b = arg;
 
+	if (at <= MFS_REPAIR_AT_BUILT && !b->at[at])
+		b->at[at] = now();
 	if (at == MFS_REPAIR_AT_BUILT) {
 		b->cpu = thread_cpu();
 		b->hwm = status_kb("VmHWM:");
@@ -171,12 +184,15 @@ static int built_hook(void *arg, enum mfs_repair_point at)
 }
 
 static char path[4096];        /* the mendfs image, removed however the bench ends */
+static char pristine[4200];    /* its copy before the rebuilds, the same */
 
 static int die(const char *what, int err)
 {
 	fprintf(stderr, "bench_repair: %s: %s\n", what, strerror(err < 0 ? -err : err));
 	if (path[0])
 		unlink(path);
+	if (pristine[0])
+		unlink(pristine);
 	exit(1);
 }
 
@@ -187,10 +203,18 @@ struct lat {
 	struct mfs_fs *fs;
 	atomic_int stop;
 	atomic_int phase;              /* 0 idle, 1 rebuild running, 2 not recording */
-	double *v[2];
+	double *v[2], *t[2];           /* each write's latency and start */
+	long *sw[2];                   /* its voluntary (blocked: a lock, I/O) context switches
+					* * 1000 + involuntary (preempted: the CPU) ones, */
+	unsigned char *step[2];        /* and its slowest step (enum lat_step) */
 	atomic_size_t n[2];
 	uint64_t owner, off;
 	int err;
+};
+
+enum lat_step { LS_TRANS, LS_ALLOC, LS_COMMIT, LS_FREE, LS_FREE_COMMIT, LS_N };
+static const char *const lat_step_names[LS_N] = {
+	"mfs_trans_alloc", "mfs_alloc_extent", "its commit", "mfs_free_extent", "its commit"
 };
 
 static void *lat_main(void *arg)
@@ -199,11 +223,17 @@ static void *lat_main(void *arg)
 
 	while (!atomic_load(&l->stop)) {
 		struct mfs_alloc_args a;
-		struct mfs_trans *tp;
+		struct mfs_trans *tp = NULL;
 		int ph = atomic_load(&l->phase);
-		double t0 = now();
-		int err = mfs_trans_alloc(l->fs, &tp);
+		struct rusage r0, r1;
+		double ts[LS_N + 1];
+		unsigned slow = 0;
+		int err;
 
+		getrusage(RUSAGE_THREAD, &r0);
+		ts[LS_TRANS] = now();
+		err = mfs_trans_alloc(l->fs, &tp);
+		ts[LS_ALLOC] = now();
 		memset(&a, 0, sizeof(a));
 		a.type = MFS_ALLOC_NEAR;
 		a.target = 100;
@@ -212,30 +242,42 @@ static void *lat_main(void *arg)
 		a.offset = l->off;
 		if (!err)
 			err = mfs_alloc_extent(tp, &a);
+		ts[LS_COMMIT] = now();
 		if (!err)
 			err = mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, NULL);
 		else if (tp)
 			mfs_trans_cancel(tp);
+		ts[LS_FREE] = now();
 		if (!err) {
 			/* give it back at once so that AG 0 never fills */
 			err = mfs_trans_alloc(l->fs, &tp);
 			if (!err)
 				err = mfs_free_extent(tp, a.fsb, 1, l->owner, l->off);
+			ts[LS_FREE_COMMIT] = now();
 			if (!err)
 				err = mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, NULL);
 			else if (tp)
 				mfs_trans_cancel(tp);
 		}
+		ts[LS_N] = now();
 		if (err) {
 			l->err = err;
 			break;
 		}
 		l->off += 2;
+		for (unsigned k = 1; k < LS_N; k++)
+			if (ts[k + 1] - ts[k] > ts[slow + 1] - ts[slow])
+				slow = k;
 		if (ph < 2) {
 			size_t i = atomic_load(&l->n[ph]);
 
 			if (i < LAT_MAX) {
-				l->v[ph][i] = now() - t0;
+				l->v[ph][i] = ts[LS_N] - ts[0];
+				l->t[ph][i] = ts[0];
+				getrusage(RUSAGE_THREAD, &r1);
+				l->sw[ph][i] = (r1.ru_nvcsw - r0.ru_nvcsw) * 1000 +
+					       (r1.ru_nivcsw - r0.ru_nivcsw);
+				l->step[ph][i] = (unsigned char)slow;
 				atomic_store(&l->n[ph], i + 1);
 			}
 		}
@@ -260,6 +302,7 @@ static double p99(double *v, size_t n)
 }
 
 /* ---- one measured column ------------------------------------------------------------------- */
+#define BENCH_ROUNDS_MAX 16
 struct col {
 	const char *name;
 	int ran, ok;
@@ -271,7 +314,15 @@ struct col {
 	double heap_mb;                /* peak of the heap in use over its level before */
 	double cpu_b, rss_b, heap_b;   /* the same up to the commit (without the check after) */
 	double used_mb, est_mb;        /* < 0: not applicable */
-	double p99_idle, p99_busy;     /* us; < 0: not applicable */
+	/* rounds (an idle window, then the rebuild): CPU is their median, RSS and heap their
+	 * highest; p99 of the 4 KiB writes in AG 0 per window, us (< 0: not applicable) */
+	unsigned rounds;
+	double cpu_lo, cpu_hi;
+	double p99_idle, p99_busy;     /* medians over the windows */
+	double p99_idle_lo, p99_idle_hi, p99_busy_lo, p99_busy_hi;
+	double p99_ratio;              /* p99_busy / p99_idle */
+	double blk_idle, blk_busy;     /* medians of the % of writes that blocked */
+	double p99_win[2][BENCH_ROUNDS_MAX];   /* [idle, during][round] */
 };
 
 /* A repair of AG 1's object `type`, scratch in fd, with a test hook. */
@@ -287,30 +338,110 @@ static void ag1_ctx(struct mfs_repair_ctx *rc, struct mfs_fs *fs, uint32_t type,
 	rc->hook_arg = arg;
 }
 
-/* A rebuild of AG 1 (type), timed, beside the allocations of l. */
-static void rebuild(struct mfs_fs *fs, struct lat *l, uint32_t type, struct col *c)
+/* What one round measured. */
+struct round {
+	int err;
+	char why[1024];
+	uint64_t records;
+	double wall, cpu, rss_mb, cache_mb, heap_mb, cpu_b, rss_b, heap_b, used_mb, est_mb;
+	double p99_idle, p99_busy;
+	size_t n_idle, n_busy;
+	double blk_idle, blk_busy;     /* % of the writes that blocked (lock, I/O) */
+};
+
+/* The writes in AG 0 with no rebuild, for `secs` and at least 1,000 of them (20 s at most). */
+static void idle_window(struct lat *l, double secs)
+{
+	double t0 = now(), deadline = t0 + 20;
+
+	atomic_store(&l->n[0], 0);
+	atomic_store(&l->n[1], 0);
+	atomic_store(&l->phase, 0);
+	while (!l->err && now() < deadline &&
+	       (now() - t0 < secs || atomic_load(&l->n[0]) < 1000))
+		usleep(10000);
+}
+
+/* Of the n writes of window ph, the share that blocked at least once (%). */
+static double blocked_pct(const struct lat *l, int ph, size_t n)
+{
+	size_t b = 0;
+
+	for (size_t i = 0; i < n; i++)
+		b += l->sw[ph][i] >= 1000;
+	return n ? 100.0 * (double)b / (double)n : 0;
+}
+
+/* BENCH_REPAIR_SLOW=k: the k slowest writes during a rebuild, when they started (ms after
+ * the rebuild's start) and in which of its phases (the test hook's points). */
+static void slowest(const struct lat *l, size_t n, double t0, const struct built *bt, int k)
+{
+	static const char *const phase[] = { "reserving", "gathering", "sorting, building",
+					     "sorting, building", "building" };
+	char *used = calloc(n ? n : 1, 1);
+
+	if (!used)
+		return;
+	for (int j = 0; j < k; j++) {
+		size_t w = n;
+		const char *ph = "commit+check";
+
+		for (size_t i = 0; i < n; i++)
+			if (!used[i] && (w == n || l->v[1][i] > l->v[1][w]))
+				w = i;
+		if (w == n)
+			break;
+		used[w] = 1;
+		for (int a = 0; a <= MFS_REPAIR_AT_BUILT; a++)
+			if (a == MFS_REPAIR_AT_BUILT || (bt->at[a + 1] && l->t[1][w] < bt->at[a + 1]) ||
+			    !bt->at[a + 1]) {
+				if (a < MFS_REPAIR_AT_BUILT || l->t[1][w] < bt->at[a])
+					ph = phase[a];
+				break;
+			}
+		printf("    slow write: %.0f us at +%.0f ms (%s), blocked %ld, preempted %ld "
+		       "times, mostly in %s\n", l->v[1][w] * 1e6, (l->t[1][w] - t0) * 1e3, ph,
+		       l->sw[1][w] / 1000, l->sw[1][w] % 1000, lat_step_names[l->step[1][w]]);
+	}
+	{
+		size_t by[LS_N] = { 0 };
+
+		for (size_t i = 0; i < n; i++)
+			if (l->sw[1][i] >= 1000)
+				by[l->step[1][i]]++;
+		printf("    writes that blocked, by their slowest step:");
+		for (int st = 0; st < LS_N; st++)
+			printf(" %s%s %zu", lat_step_names[st], st == LS_COMMIT ? " (alloc)" :
+			       st == LS_FREE_COMMIT ? " (free)" : "", by[st]);
+		printf("\n");
+	}
+	printf("    points: reserved +%.0f, gathered +%.0f, built +%.0f ms\n",
+	       bt->at[1] ? (bt->at[1] - t0) * 1e3 : -1, bt->at[2] ? (bt->at[2] - t0) * 1e3 : -1,
+	       bt->at[4] ? (bt->at[4] - t0) * 1e3 : -1);
+	free(used);
+}
+
+/* One rebuild of AG 1 (type), timed, beside the allocations of l, after an idle window of
+ * idle_s seconds of them. */
+static void rebuild_round(struct mfs_fs *fs, struct lat *l, uint32_t type, double idle_s,
+			  struct round *o)
 {
 	struct mfs_repair_ctx *rc = calloc(1, sizeof(*rc));
 	int fd = memfd_create("bench_repair", MFD_CLOEXEC);
 	struct mfs_bcache_stats st0, st1;
 	struct heapmon hm;
-	struct built bt = { &hm, 0, 0, 0 };
-	double t0, c0, deadline, heap0;
+	struct built bt = { .hm = &hm };
+	double t0, c0, heap0;
 	long rss0, hwm;
-	int err;
 
-	c->ran = 1;
-	c->p99_idle = c->p99_busy = -1;
+	memset(o, 0, sizeof(*o));
 	if (fd < 0 || !rc)
 		die("memfd", errno);
-	/* idle figures first, with the same thread */
-	atomic_store(&l->n[0], 0);
-	atomic_store(&l->n[1], 0);
-	atomic_store(&l->phase, 0);
-	deadline = now() + 20;
-	while (atomic_load(&l->n[0]) < 5000 && !l->err && now() < deadline)
-		usleep(10000);
+	idle_window(l, idle_s);
 	ag1_ctx(rc, fs, type, fd, built_hook, &bt);
+	/* freed heap still resident (the image's making, an earlier round) must not hide
+	 * what this rebuild touches: give it back before the RSS is taken */
+	malloc_trim(0);
 	if (reset_hwm())
 		fprintf(stderr, "bench_repair: /proc/self/clear_refs: the peak RSS is the "
 			"process's since its start\n");
@@ -324,15 +455,15 @@ static void rebuild(struct mfs_fs *fs, struct lat *l, uint32_t type, struct col 
 	atomic_store(&l->phase, 1);
 	t0 = now();
 	c0 = thread_cpu();
-	err = mfs_repair(rc);
-	c->cpu = thread_cpu() - c0;
-	c->wall = now() - t0;
+	o->err = mfs_repair(rc);
+	o->cpu = thread_cpu() - c0;
+	o->wall = now() - t0;
 	atomic_store(&l->phase, 2);
 	atomic_store(&hm.stop, 1);
 	pthread_join(hm.th, NULL);
-	c->heap_mb = (hm.peak - heap0) / 1048576.0;
-	c->cpu_b = bt.hwm ? bt.cpu - c0 : -1;
-	c->heap_b = bt.hwm ? (bt.heap - heap0) / 1048576.0 : -1;
+	o->heap_mb = (hm.peak - heap0) / 1048576.0;
+	o->cpu_b = bt.hwm ? bt.cpu - c0 : -1;
+	o->heap_b = bt.hwm ? (bt.heap - heap0) / 1048576.0 : -1;
 	hwm = status_kb("VmHWM:");
 	mfs_bcache_get_stats(fs->bc, &st1);
 	if (getenv("BENCH_REPAIR_MALLOC_STATS")) {
@@ -341,19 +472,98 @@ static void rebuild(struct mfs_fs *fs, struct lat *l, uint32_t type, struct col 
 			type, st1.nbufs, st1.ndirty);
 		malloc_stats();
 	}
-	c->rss_mb = (double)(hwm - rss0) / 1024.0;
-	c->rss_b = bt.hwm ? (double)(bt.hwm - rss0) / 1024.0 : -1;
-	c->cache_mb = ((double)st1.bytes - (double)st0.bytes) / 1048576.0;
-	c->records = rc->records;
-	c->used_mb = rc->scratch_used / 1048576.0;
-	c->est_mb = rc->estimate / 1048576.0;
-	c->p99_idle = p99(l->v[0], atomic_load(&l->n[0])) * 1e6;
-	c->p99_busy = p99(l->v[1], atomic_load(&l->n[1])) * 1e6;
-	c->ok = !err;
-	if (err)
-		snprintf(c->why, sizeof(c->why), "%s", rc->reason);
+	o->rss_mb = (double)(hwm - rss0) / 1024.0;
+	o->rss_b = bt.hwm ? (double)(bt.hwm - rss0) / 1024.0 : -1;
+	o->cache_mb = ((double)st1.bytes - (double)st0.bytes) / 1048576.0;
+	o->records = rc->records;
+	o->used_mb = rc->scratch_used / 1048576.0;
+	o->est_mb = rc->estimate / 1048576.0;
+	o->n_idle = atomic_load(&l->n[0]);
+	o->n_busy = atomic_load(&l->n[1]);
+	if (getenv("BENCH_REPAIR_SLOW"))
+		slowest(l, o->n_busy, t0, &bt, atoi(getenv("BENCH_REPAIR_SLOW")));
+	o->blk_idle = blocked_pct(l, 0, o->n_idle);
+	o->blk_busy = blocked_pct(l, 1, o->n_busy);
+	o->p99_idle = p99(l->v[0], o->n_idle) * 1e6;
+	o->p99_busy = p99(l->v[1], o->n_busy) * 1e6;
+	if (o->err)
+		snprintf(o->why, sizeof(o->why), "%s", rc->reason);
+	else
+		printf("rebuild of type %u: %.2f s wall, %.2f s CPU, RSS growth %.1f MiB; p99 of "
+		       "4 KiB writes in AG 0: idle %.0f us (%zu writes, %.1f%% blocked), during "
+		       "%.0f us (%zu writes, %.1f%% blocked)\n", type, o->wall, o->cpu, o->rss_mb,
+		       o->p99_idle, o->n_idle, o->blk_idle, o->p99_busy, o->n_busy, o->blk_busy);
+	fflush(stdout);
 	free(rc);
 	close(fd);
+}
+
+static double median(double *v, unsigned n)
+{
+	qsort(v, n, sizeof(*v), cmp_d);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static double maxd(double a, double b)
+{
+	return a > b ? a : b;
+}
+
+/* The column of a rebuild from its k rounds: CPU and wall time the medians, RSS, heap and
+ * scratch the highest; the p99 of each window, their medians and ranges.  A failed round
+ * fails the column (its reason shown). */
+static void summarize(struct col *c, struct round *rs, unsigned k)
+{
+	double cpu[BENCH_ROUNDS_MAX], cpub[BENCH_ROUNDS_MAX], wall[BENCH_ROUNDS_MAX],
+	       pi[BENCH_ROUNDS_MAX], pb[BENCH_ROUNDS_MAX], bi[BENCH_ROUNDS_MAX],
+	       bb[BENCH_ROUNDS_MAX];
+
+	c->ran = 1;
+	c->ok = k > 0;
+	c->rounds = k;
+	c->p99_idle = c->p99_busy = c->p99_ratio = c->blk_idle = c->blk_busy = -1;
+	c->rss_mb = c->cache_mb = c->heap_mb = c->rss_b = c->heap_b = c->used_mb = -1e9;
+	for (unsigned i = 0; i < k; i++) {
+		const struct round *o = &rs[i];
+
+		if (o->err) {
+			c->ok = 0;
+			if (!c->why[0])
+				snprintf(c->why, sizeof(c->why), "round %u: %s", i + 1, o->why);
+			continue;
+		}
+		cpu[i] = o->cpu;
+		cpub[i] = o->cpu_b;
+		wall[i] = o->wall;
+		pi[i] = c->p99_win[0][i] = o->p99_idle;
+		pb[i] = c->p99_win[1][i] = o->p99_busy;
+		bi[i] = o->blk_idle;
+		bb[i] = o->blk_busy;
+		c->records = o->records;
+		c->rss_mb = maxd(c->rss_mb, o->rss_mb);
+		c->cache_mb = maxd(c->cache_mb, o->cache_mb);
+		c->heap_mb = maxd(c->heap_mb, o->heap_mb);
+		c->rss_b = maxd(c->rss_b, o->rss_b);
+		c->heap_b = maxd(c->heap_b, o->heap_b);
+		c->used_mb = maxd(c->used_mb, o->used_mb);
+		c->est_mb = o->est_mb;
+	}
+	if (!c->ok)
+		return;
+	c->cpu = median(cpu, k);
+	c->cpu_b = median(cpub, k);
+	c->cpu_lo = cpu[0];
+	c->cpu_hi = cpu[k - 1];
+	c->wall = median(wall, k);
+	c->p99_idle = median(pi, k);
+	c->p99_idle_lo = pi[0];
+	c->p99_idle_hi = pi[k - 1];
+	c->p99_busy = median(pb, k);
+	c->p99_busy_lo = pb[0];
+	c->p99_busy_hi = pb[k - 1];
+	c->p99_ratio = c->p99_idle > 0 ? c->p99_busy / c->p99_idle : -1;
+	c->blk_idle = median(bi, k);
+	c->blk_busy = median(bb, k);
 }
 
 /* ---- a cancelled rebuild leaves the image as it was ------------------------------------- */
@@ -531,6 +741,7 @@ static void make_mendfs(uint64_t n, uint64_t bytes, uint32_t agblocks, uint64_t 
 	rc->nfds = 1;
 	bmap->ran = 1;
 	bmap->rss_mb = bmap->cache_mb = bmap->heap_mb = bmap->p99_idle = bmap->p99_busy = -1;
+	bmap->p99_ratio = bmap->blk_idle = bmap->blk_busy = -1;
 	bmap->cpu_b = bmap->rss_b = bmap->heap_b = -1;
 	t0 = now();
 	c0 = thread_cpu();
@@ -612,6 +823,8 @@ static void xfs_cols(uint64_t n, uint64_t agblocks, const char *dir, struct col 
 	xn->cpu_b = xr->cpu_b = xn->rss_b = xr->rss_b = xn->heap_b = xr->heap_b = -1;
 	xn->used_mb = xn->est_mb = xr->used_mb = xr->est_mb = -1;
 	xn->p99_idle = xn->p99_busy = xr->p99_idle = xr->p99_busy = -1;
+	xn->p99_ratio = xr->p99_ratio = -1;
+	xn->blk_idle = xn->blk_busy = xr->blk_idle = xr->blk_busy = -1;
 	if (getenv("BENCH_REPAIR_XFS") && !strcmp(getenv("BENCH_REPAIR_XFS"), "0")) {
 		snprintf(xn->why, sizeof(xn->why), "BENCH_REPAIR_XFS=0");
 		return;
@@ -739,6 +952,26 @@ static void row(const struct col *c, unsigned nc, const char *label, size_t off,
 		cell(&c[i], *(const double *)((const char *)&c[i] + off), prec);
 }
 
+/* One row of ranges "lo-hi" (n/a without rounds). */
+static void range_row(const struct col *c, unsigned nc, const char *label, size_t lo,
+		      size_t hi, int prec)
+{
+	printf("\n%-28s", label);
+	for (unsigned i = 0; i < nc; i++) {
+		char s[64];
+
+		if (!c[i].ran || !c[i].ok)
+			snprintf(s, sizeof(s), "%s", c[i].ran ? "failed" : "-");
+		else if (!c[i].rounds)
+			snprintf(s, sizeof(s), "n/a");
+		else
+			snprintf(s, sizeof(s), "%.*f-%.*f", prec,
+				 *(const double *)((const char *)&c[i] + lo), prec,
+				 *(const double *)((const char *)&c[i] + hi));
+		printf(" %16s", s);
+	}
+}
+
 static void table(struct col *c, unsigned nc)
 {
 	printf("\n%-28s", "");
@@ -748,7 +981,9 @@ static void table(struct col *c, unsigned nc)
 	}
 	row(c, nc, "records / extents", offsetof(struct col, nrec), 0);
 	row(c, nc, "wall s", offsetof(struct col, wall), 2);
-	row(c, nc, "CPU s", offsetof(struct col, cpu), 2);
+	row(c, nc, "CPU s (median of rounds)", offsetof(struct col, cpu), 2);
+	range_row(c, nc, "  range", offsetof(struct col, cpu_lo), offsetof(struct col, cpu_hi),
+		  2);
 	row(c, nc, "  of it up to the commit", offsetof(struct col, cpu_b), 2);
 	row(c, nc, "RSS growth / peak MiB", offsetof(struct col, rss_mb), 1);
 	row(c, nc, "  of it buffer cache MiB", offsetof(struct col, cache_mb), 1);
@@ -758,8 +993,29 @@ static void table(struct col *c, unsigned nc)
 	row(c, nc, "scratch used MiB", offsetof(struct col, used_mb), 1);
 	row(c, nc, "scratch estimate MiB", offsetof(struct col, est_mb), 1);
 	row(c, nc, "p99 4K write AG 0 idle us", offsetof(struct col, p99_idle), 0);
+	range_row(c, nc, "  range of the windows", offsetof(struct col, p99_idle_lo),
+		  offsetof(struct col, p99_idle_hi), 0);
 	row(c, nc, "p99 ... during rebuild us", offsetof(struct col, p99_busy), 0);
+	range_row(c, nc, "  range of the windows", offsetof(struct col, p99_busy_lo),
+		  offsetof(struct col, p99_busy_hi), 0);
+	row(c, nc, "p99 during / idle", offsetof(struct col, p99_ratio), 2);
+	row(c, nc, "writes that blocked, idle %", offsetof(struct col, blk_idle), 1);
+	row(c, nc, "  during the rebuild %", offsetof(struct col, blk_busy), 1);
 	printf("\n");
+	for (unsigned i = 0; i < nc; i++) {
+		unsigned over = 0;
+
+		if (!c[i].rounds)
+			continue;
+		printf("  %s: p99 idle/during per round, us:", c[i].name);
+		for (unsigned k = 0; k < c[i].rounds; k++) {
+			printf(" %.0f/%.0f", c[i].p99_win[0][k], c[i].p99_win[1][k]);
+			over += c[i].p99_win[1][k] > 2 * c[i].p99_win[0][k];
+		}
+		printf("; aim p99 during <= 2x idle: %s (medians %.2fx; %u of %u rounds over "
+		       "2x their own idle window)\n", c[i].p99_ratio >= 0 && c[i].p99_ratio <= 2 ?
+		       "met" : "NOT met", c[i].p99_ratio, over, c[i].rounds);
+	}
 	for (unsigned i = 0; i < nc; i++)
 		if (c[i].why[0])
 			printf("  %s: %s\n", c[i].name, c[i].why);
@@ -779,10 +1035,13 @@ int main(int argc, char **argv)
 	uint64_t logmb = getenv("BENCH_REPAIR_LOG_MB") ?
 			 strtoull(getenv("BENCH_REPAIR_LOG_MB"), NULL, 10) : 16;
 	const char *keep = getenv("BENCH_REPAIR_IMAGE");
+	unsigned rounds = getenv("BENCH_REPAIR_ROUNDS") ?
+			  (unsigned)atoi(getenv("BENCH_REPAIR_ROUNDS")) : 3;
 	struct col c[5] = {
 		{ .name = "mendfs bno+cnt" }, { .name = "mendfs rmap" },
 		{ .name = "mendfs bmap" }, { .name = "xfs_repair -n" }, { .name = "xfs_repair" },
 	};
+	static struct round rs[2][BENCH_ROUNDS_MAX];
 	struct mfs_fs *fs;
 	struct lat l;
 	pthread_t th;
@@ -794,6 +1053,8 @@ int main(int argc, char **argv)
 		n = strtoull(argv[1], NULL, 10);
 	if (n < 1000)
 		n = 1000;
+	if (rounds < 1 || rounds > BENCH_ROUNDS_MAX)
+		rounds = rounds < 1 ? 1 : BENCH_ROUNDS_MAX;
 	mfs_log_set_level(MFS_LOG_WARN);
 	snprintf(path, sizeof(path), "%s/bench_repair.%d.img", dir, (int)getpid());
 	/* Two AGs of 2n + a margin blocks, 4 KiB blocks. */
@@ -810,41 +1071,75 @@ int main(int argc, char **argv)
 			die("saving BENCH_REPAIR_IMAGE", EIO);
 	}
 
-	err = mfs_fs_open(path, MFS_OPEN_EXCL | (journal ? MFS_OPEN_JOURNAL : 0),
-			  (size_t)cache_mb << 20, &fs);
-	if (!err)
-		err = mfs_icache_init(fs, 0);
-	if (err)
-		die("reopen", err);
-	printf("rebuilds of AG 1 with the journal (%u blocks) %s, buffer cache bounded at %u "
-	       "MiB\n", fs->geo.logblocks, journal ? "attached (as the daemon)" : "detached",
-	       cache_mb);
+	/* every round starts from the same image: the pristine copy */
+	snprintf(pristine, sizeof(pristine), "%s.orig", path);
+	if (copy_file(path, pristine))
+		die("copying the image", EIO);
 	memset(&l, 0, sizeof(l));
-	l.fs = fs;
-	l.owner = fs->geo.rootino;
 	l.v[0] = malloc(LAT_MAX * sizeof(double));
 	l.v[1] = malloc(LAT_MAX * sizeof(double));
-	if (!l.v[0] || !l.v[1])
+	l.t[0] = malloc(LAT_MAX * sizeof(double));
+	l.t[1] = malloc(LAT_MAX * sizeof(double));
+	l.sw[0] = calloc(LAT_MAX, sizeof(long));
+	l.sw[1] = calloc(LAT_MAX, sizeof(long));
+	l.step[0] = calloc(LAT_MAX, 1);
+	l.step[1] = calloc(LAT_MAX, 1);
+	if (!l.v[0] || !l.v[1] || !l.t[0] || !l.t[1] || !l.sw[0] || !l.sw[1] || !l.step[0] ||
+	    !l.step[1])
 		die("malloc", ENOMEM);
-	atomic_store(&l.phase, 2);
-	if (pthread_create(&th, NULL, lat_main, &l))
-		die("thread", EAGAIN);
-	if (getenv("BENCH_REPAIR_CANCEL"))
-		cancelled_rebuild(fs, MFS_SCRUB_BNOBT);
-	rebuild(fs, &l, MFS_SCRUB_BNOBT, &c[0]);
-	if (getenv("BENCH_REPAIR_CANCEL"))
-		cancelled_rebuild(fs, MFS_SCRUB_RMAPBT);
-	if (!l.err)
-		rebuild(fs, &l, MFS_SCRUB_RMAPBT, &c[1]);
-	atomic_store(&l.stop, 1);
-	pthread_join(th, NULL);
-	if (l.err)
-		die("allocations in AG 0", l.err);
+	for (unsigned k = 0; k < rounds; k++) {
+		double idle_s[2] = { 1, 1 };
+
+		if (k && copy_file(pristine, path))
+			die("copying the image back", EIO);
+		err = mfs_fs_open(path, MFS_OPEN_EXCL | (journal ? MFS_OPEN_JOURNAL : 0),
+				  (size_t)cache_mb << 20, &fs);
+		if (!err)
+			err = mfs_icache_init(fs, 0);
+		if (err)
+			die("reopen", err);
+		if (!k)
+			printf("rebuilds of AG 1 with the journal (%u blocks) %s, buffer cache "
+			       "bounded at %u MiB, %u rounds from the same image\n",
+			       fs->geo.logblocks, journal ? "attached (as the daemon)" : "detached",
+			       cache_mb, rounds);
+		printf("round %u:\n", k + 1);
+		l.fs = fs;
+		l.owner = fs->geo.rootino;
+		atomic_store(&l.stop, 0);
+		atomic_store(&l.phase, 2);
+		if (pthread_create(&th, NULL, lat_main, &l))
+			die("thread", EAGAIN);
+		if (!k && getenv("BENCH_REPAIR_CANCEL"))
+			cancelled_rebuild(fs, MFS_SCRUB_BNOBT);
+		if (k) {
+			idle_s[0] = rs[0][k - 1].wall > 1 ? rs[0][k - 1].wall : 1;
+			idle_s[1] = rs[1][k - 1].wall > 1 ? rs[1][k - 1].wall : 1;
+		}
+		rebuild_round(fs, &l, MFS_SCRUB_BNOBT, idle_s[0], &rs[0][k]);
+		if (!k && getenv("BENCH_REPAIR_CANCEL"))
+			cancelled_rebuild(fs, MFS_SCRUB_RMAPBT);
+		if (!l.err)
+			rebuild_round(fs, &l, MFS_SCRUB_RMAPBT, idle_s[1], &rs[1][k]);
+		atomic_store(&l.stop, 1);
+		pthread_join(th, NULL);
+		if (l.err)
+			die("allocations in AG 0", l.err);
+		close_fs(fs);
+	}
 	free(l.v[0]);
 	free(l.v[1]);
-	close_fs(fs);
+	free(l.t[0]);
+	free(l.t[1]);
+	free(l.sw[0]);
+	free(l.sw[1]);
+	free(l.step[0]);
+	free(l.step[1]);
+	summarize(&c[0], rs[0], rounds);
+	summarize(&c[1], rs[1], rounds);
+	unlink(pristine);
 	unlink(path);
-	path[0] = 0;
+	path[0] = pristine[0] = 0;
 	xfs_cols(n, agblocks, dir, &c[3], &c[4]);
 	table(c, 5);
 	return c[0].ok && c[1].ok && c[2].ok ? 0 : 1;
