@@ -59,28 +59,76 @@
 
 /* ---- images and the block map -------------------------------------------------------- */
 
-static struct jimg *jimg_alloc(uint32_t bs)
-{
-	struct jimg *im = mfs_malloc(sizeof(*im));
+/*
+ * Images are recycled.  A commit allocates an image for every block of its transaction
+ * before it takes the lock, and when it joins the open record most of them replace the
+ * record's images of the same blocks, which are dropped at once; an image is also dropped
+ * each time its record is written or checkpointed.  A free list of up to POOL_MAX images
+ * turns that churn of aligned 4 KiB allocations into a pop and a push.  `pool_lock` is a
+ * leaf: jimg_put takes it under the journal lock, jimg_alloc without.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define POOL_MAX 0           /* ASan sees every image's use after free */
+#else
+#define POOL_MAX 256
+#endif
 
-	if (!im)
-		return NULL;
-	im->data = mfs_jbuf_alloc(bs, 1);
-	if (!im->data) {
-		free(im);
-		return NULL;
+static struct jimg *jimg_alloc(struct mfs_journal *j)
+{
+	struct jimg *im;
+
+	pthread_mutex_lock(&j->pool_lock);
+	im = j->pool;
+	if (im) {
+		j->pool = im->next_free;
+		j->npool--;
+	}
+	pthread_mutex_unlock(&j->pool_lock);
+	if (!im) {
+		im = mfs_malloc(sizeof(*im));
+		if (!im)
+			return NULL;
+		im->data = mfs_jbuf_alloc(j->bs, 1);
+		if (!im->data) {
+			free(im);
+			return NULL;
+		}
 	}
 	im->refs = 1;
 	return im;
 }
 
 /* Lock held (or the image not yet shared). */
-static void jimg_put(struct jimg *im)
+static void jimg_put(struct mfs_journal *j, struct jimg *im)
 {
-	if (im && --im->refs == 0) {
+	if (!im || --im->refs != 0)
+		return;
+#if POOL_MAX
+	pthread_mutex_lock(&j->pool_lock);
+	if (j->npool < POOL_MAX) {
+		im->next_free = j->pool;
+		j->pool = im;
+		j->npool++;
+		im = NULL;
+	}
+	pthread_mutex_unlock(&j->pool_lock);
+	if (!im)
+		return;
+#endif
+	free(im->data);
+	free(im);
+}
+
+static void pool_free(struct mfs_journal *j)
+{
+	while (j->pool) {
+		struct jimg *im = j->pool;
+
+		j->pool = im->next_free;
 		free(im->data);
 		free(im);
 	}
+	j->npool = 0;
 }
 
 static size_t map_slot(const struct mfs_journal *j, uint64_t blkno)
@@ -111,7 +159,7 @@ static void map_unlink(struct mfs_journal *j, struct jent **pp)
 	struct jent *e = *pp;
 
 	*pp = e->next;
-	jimg_put(e->img);
+	jimg_put(j, e->img);
 	free(e);
 	j->map_count--;
 }
@@ -136,11 +184,11 @@ static struct jent *map_set(struct mfs_journal *j, struct jent **pp, struct jent
 	if (e) {
 		/* (Equal: a later transaction joined the same record: its image is newer.) */
 		if (lsn >= e->lsn) {
-			jimg_put(e->img);
+			jimg_put(j, e->img);
 			e->img = img;
 			e->lsn = lsn;
 		} else {
-			jimg_put(img);
+			jimg_put(j, img);
 		}
 		return e;
 	}
@@ -159,11 +207,11 @@ static struct jent *map_set(struct mfs_journal *j, struct jent **pp, struct jent
 
 /* ---- records ------------------------------------------------------------------------- */
 
-static void rec_free_images(struct jrec *r)
+static void rec_free_images(struct mfs_journal *j, struct jrec *r)
 {
 	if (r->imgs)
 		for (unsigned i = 0; i < r->nimg; i++)
-			jimg_put(r->imgs[i]);
+			jimg_put(j, r->imgs[i]);
 	free(r->imgs);
 	free(r->blknos);
 	free(r->bps);
@@ -172,9 +220,9 @@ static void rec_free_images(struct jrec *r)
 	r->bps = NULL;
 }
 
-static void rec_free(struct jrec *r)
+static void rec_free(struct mfs_journal *j, struct jrec *r)
 {
-	rec_free_images(r);
+	rec_free_images(j, r);
 	free(r);
 }
 
@@ -446,7 +494,7 @@ static void rec_drop_img(struct mfs_journal *j, struct jrec *r, uint32_t k)
 {
 	uint32_t last = r->nimg - 1;
 
-	jimg_put(r->imgs[k]);
+	jimg_put(j, r->imgs[k]);
 	if (k != last) {
 		struct jent *e;
 
@@ -513,7 +561,7 @@ static int rec_join(struct mfs_journal *j, struct jrec *t, struct jent **spares,
 
 		img_fill(j, t->imgs[i], t->bps[i], r->seq);
 		if (k != UINT32_MAX) {
-			jimg_put(r->imgs[k]);
+			jimg_put(j, r->imgs[k]);
 		} else {
 			uint64_t *rev = r->blknos + r->nimg;
 			uint32_t kr = rec_find(rev, 0, r->nrev, blkno);
@@ -636,12 +684,12 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 			r->blknos[nimg + r->nrev++] = items[i].blkno;
 			continue;
 		}
-		r->imgs[r->nimg] = jimg_alloc(j->bs);
+		r->imgs[r->nimg] = jimg_alloc(j);
 		spares[r->nimg] = mfs_malloc(sizeof(**spares));
 		if (!r->imgs[r->nimg] || !spares[r->nimg]) {
 			free(spares[r->nimg]);
 			spares[r->nimg] = NULL;
-			jimg_put(r->imgs[r->nimg]);
+			jimg_put(j, r->imgs[r->nimg]);
 			r->imgs[r->nimg] = NULL;
 			goto nomem;
 		}
@@ -744,7 +792,7 @@ out:
 			free(spares[i]);
 	free(spares);
 	if (r)
-		rec_free(r);
+		rec_free(j, r);
 	return err;
 }
 
@@ -1002,7 +1050,7 @@ static int batch_take(struct mfs_journal *j)
 		for (r = first;; r = r->next) {
 			j->pending_blocks -= r->len;
 			j->pending_raw -= r->raw;
-			rec_free_images(r);
+			rec_free_images(j, r);
 			if (r == last)
 				break;
 		}
@@ -1184,7 +1232,7 @@ int mfs_journal_checkpoint(struct mfs_journal *j)
 		} else if (e && e->first_lsn <= items[i].lsn) {
 			e->first_lsn = items[i].lsn + 1;
 		}
-		jimg_put(items[i].img);
+		jimg_put(j, items[i].img);
 	}
 	if (err) {
 		j->err = err;
@@ -1209,7 +1257,7 @@ int mfs_journal_checkpoint(struct mfs_journal *j)
 		j->rec_first = r->next;
 		if (!j->rec_first)
 			j->rec_last = NULL;
-		rec_free(r);
+		rec_free(j, r);
 	}
 	new_tail_lpos = j->rec_first ? j->rec_first->lpos : j->head_lpos;
 	if (j->rec_first && j->rec_first->seq != new_tail_seq)
@@ -1322,8 +1370,9 @@ static void *logd_main(void *arg)
  * fork().  A daemon opens its filesystem (and journal) before it daemonizes, and only the
  * forking thread survives a fork: the child would have no log thread, maybe a lock held
  * by the vanished one, and a join that never returns.  So every journal with a thread is
- * registered, and around a fork (pthread_atfork) each is quiesced: its checkpoint lock
- * and lock taken, after any batch in flight ended, so that nothing is half done.  The
+ * registered, and around a fork (pthread_atfork) each is quiesced: its checkpoint lock,
+ * lock and image pool's lock taken, after any batch in flight ended, so that nothing is
+ * half done.  The
  * parent just lets go; the child gets fresh condition variables (the vanished thread's
  * wait is no longer theirs), and a new log thread at its first commit (logd_kick: not in
  * the fork handler, where creating a thread is not safe).  If that cannot start, the child
@@ -1341,12 +1390,14 @@ static void logd_fork_prepare(void)
 		pthread_mutex_lock(&j->lock);
 		while (j->writing)
 			jwait(j, "the log writer before a fork");
+		pthread_mutex_lock(&j->pool_lock);
 	}
 }
 
 static void logd_fork_parent(void)
 {
 	for (struct mfs_journal *j = logd_reg; j; j = j->logd_reg_next) {
+		pthread_mutex_unlock(&j->pool_lock);
 		pthread_mutex_unlock(&j->lock);
 		pthread_mutex_unlock(&j->ckpt_lock);
 	}
@@ -1366,6 +1417,7 @@ static void logd_fork_child(void)
 		j->logd_stop = 0;
 		j->logd_respawn = j->logd_running;
 		j->logd_running = 0;
+		pthread_mutex_unlock(&j->pool_lock);
 		pthread_mutex_unlock(&j->lock);
 		pthread_mutex_unlock(&j->ckpt_lock);
 	}
@@ -1494,6 +1546,7 @@ int mfs_journal_alloc(struct mfs_fs *fs, struct mfs_journal **out)
 	j->raw_thresh = j->write_thresh < RAW_MAX ? j->write_thresh : RAW_MAX;
 	pthread_mutex_init(&j->lock, NULL);
 	pthread_mutex_init(&j->ckpt_lock, NULL);
+	pthread_mutex_init(&j->pool_lock, NULL);
 	pthread_cond_init(&j->cv, NULL);
 	pthread_cond_init(&j->logd_cv, NULL);
 	*out = j;
@@ -1507,14 +1560,14 @@ void mfs_journal_free(struct mfs_journal *j)
 	jlogd_stop(j);
 	for (r = j->rec_first; r; r = next) {
 		next = r->next;
-		rec_free(r);
+		rec_free(j, r);
 	}
 	for (size_t s = 0; s <= j->map_mask; s++) {
 		struct jent *e, *en;
 
 		for (e = j->map[s]; e; e = en) {
 			en = e->next;
-			jimg_put(e->img);
+			jimg_put(j, e->img);
 			free(e);
 		}
 	}
@@ -1523,9 +1576,11 @@ void mfs_journal_free(struct mfs_journal *j)
 	free(j->hbuf);
 	free(j->zbuf);
 	free(j->ckpt_items);
+	pool_free(j);
 	mfs_busy_destroy(j->busy);
 	pthread_mutex_destroy(&j->lock);
 	pthread_mutex_destroy(&j->ckpt_lock);
+	pthread_mutex_destroy(&j->pool_lock);
 	pthread_cond_destroy(&j->cv);
 	pthread_cond_destroy(&j->logd_cv);
 	free(j);

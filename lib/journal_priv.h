@@ -20,6 +20,7 @@ struct mfs_geom;
 struct jimg {
 	unsigned refs;              /* under the journal lock */
 	void *data;
+	struct jimg *next_free;     /* in the journal's pool (journal.c, jimg_alloc) */
 };
 
 /* A transaction's record, from reservation until the tail passes it. */
@@ -104,6 +105,10 @@ struct mfs_journal {
 	uint32_t fill_blk;
 	void *zbuf;
 	struct ckpt_item *ckpt_items;   /* the checkpoint's list: usable entries (ckpt_lock) */
+
+	pthread_mutex_t pool_lock;  /* a leaf: the free images (journal.c, jimg_alloc) */
+	struct jimg *pool;
+	unsigned npool;
 
 	struct mfs_journal_stats st;
 	mfs_journal_ckpt_hook ckpt_hook;    /* tests only */
