@@ -483,6 +483,7 @@ static int cluster_get(struct mfs_scrub_ctx *ctx, struct scrub_cluster *cl, uint
 		cl->nblk = 0;
 		if (!locked)
 			scrub_ag_lock(ctx->fs, agno);
+		cl->seq = mfs_fs_changes(ctx->fs);
 		err = mfs_bcache_read_range(ctx->fs->bc, first, n, cl->blk);
 		if (!locked)
 			scrub_ag_unlock(ctx->fs, agno);
@@ -501,7 +502,7 @@ int scrub_chunk_walk(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct mfs_
 {
 	const struct mfs_geom *g = &ctx->fs->geo;
 	uint64_t mask = mfs_get64(c->freemask);
-	struct scrub_cluster cl = { 0, 0, NULL, 0 };
+	struct scrub_cluster cl = { .blk = NULL };
 	int err = 0;
 
 	for (uint32_t k = 0; k < MFS_INODES_PER_CHUNK && !err; k++) {
@@ -901,8 +902,12 @@ int scrub_dinode_quick(struct mfs_scrub_ctx *ctx, uint64_t ino, void *buf,
 			return err;
 		if (usable) {
 			if (!(c->known & bit)) {
+				struct scrub_census_ino ci;
+
 				c->known |= bit;
-				if (scrub_dinode_usable(ctx, ino, *d))
+				/* The census's verdict when it is of the same state as the copy. */
+				if (scrub_census_get_at(ctx, ino, c->cl.seq, &ci) ?
+				    !!(ci.flags & SCRUB_CI_USABLE) : scrub_dinode_usable(ctx, ino, *d))
 					c->usable |= bit;
 			}
 			*usable = !!(c->usable & bit);

@@ -274,6 +274,12 @@ static long chunk_of(const struct census_ag *ca, uint32_t agino)
 
 int scrub_census_get(struct mfs_scrub_ctx *ctx, uint64_t ino, struct scrub_census_ino *out)
 {
+	return scrub_census_get_at(ctx, ino, mfs_fs_changes(ctx->fs), out);
+}
+
+int scrub_census_get_at(struct mfs_scrub_ctx *ctx, uint64_t ino, uint64_t seq,
+			struct scrub_census_ino *out)
+{
 	struct mfs_scrub_census *c = ctx->census;
 	const struct mfs_geom *g = &ctx->fs->geo;
 	uint32_t agno = mfs_ino_to_agno(g, ino);
@@ -284,7 +290,7 @@ int scrub_census_get(struct mfs_scrub_ctx *ctx, uint64_t ino, struct scrub_censu
 		return 0;
 	ca = &c->ag[agno];
 	pthread_rwlock_rdlock(&ca->lock);
-	if (ca->have && ca->seq == mfs_fs_changes(ctx->fs)) {
+	if (ca->have && ca->seq == seq) {
 		uint32_t agino = mfs_ino_to_agino(g, ino);
 		long i = chunk_of(ca, agino);
 

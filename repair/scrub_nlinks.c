@@ -228,8 +228,14 @@ static int count_and_walk(struct nl_state *st)
 		if (S_ISDIR(c->mode))
 			p->subdirs++;
 	}
-	if (st->edges.n > 1)
-		qsort(st->edges.v, st->edges.n, sizeof(struct nl_edge), cmp_edge);
+	/* The walk below wants each parent's edges together, parents in order: as collected
+	 * (directories in inode order), unless something else is found. */
+	for (size_t i = 1; i < st->edges.n; i++)
+		if (((const struct nl_edge *)scrub_rec(&st->edges, i - 1))->parent >
+		    ((const struct nl_edge *)scrub_rec(&st->edges, i))->parent) {
+			qsort(st->edges.v, st->edges.n, sizeof(struct nl_edge), cmp_edge);
+			break;
+		}
 	/* Breadth first from the root, over directories. */
 	scrub_recs_init(&queue, sizeof(uint64_t));
 	ni = nl_find(st, root);
@@ -242,13 +248,12 @@ static int count_and_walk(struct nl_state *st)
 	}
 	for (size_t q = 0; q < queue.n && !err; q++) {
 		uint64_t dir = *(const uint64_t *)scrub_rec(&queue, q);
-		struct nl_edge key = { dir, 0, 0 };
 		size_t lo = 0, hi = st->edges.n;
 
-		while (lo < hi) {       /* first edge of this parent */
+		while (lo < hi) {       /* first edge of this parent (sorted by parent) */
 			size_t mid = lo + (hi - lo) / 2;
 
-			if (cmp_edge(scrub_rec(&st->edges, mid), &key) < 0)
+			if (((const struct nl_edge *)scrub_rec(&st->edges, mid))->parent < dir)
 				lo = mid + 1;
 			else
 				hi = mid;

@@ -253,6 +253,7 @@ long scrub_dinode_extents(struct mfs_scrub_ctx *ctx, const struct mfs_dinode *d,
  * Zero-initialise; release with scrub_cluster_release.
  */
 struct scrub_cluster {
+	uint64_t seq;               /* the change count (mfs_fs_changes) the copy is of */
 	uint64_t fsb;               /* first block of the copy */
 	uint32_t nblk;              /* blocks copied (0: nothing yet) */
 	uint8_t *blk;               /* chunkblocks * blocksize bytes, or NULL */
@@ -329,8 +330,13 @@ struct scrub_census_ino {
 /* Take AG agno's part (ctx->census), the AG locked by the caller: 0 (also when it is
  * current already), -EAGAIN when the AG's inode btree or chunks will not do, -ENOMEM. */
 int scrub_census_take(struct mfs_scrub_ctx *ctx, uint32_t agno);
-/* 1 with *out = the current record of ino; 0 when the census has none current. */
+/* 1 with *out = the current record of ino; 0 when the census has none current.
+ * scrub_census_get_at: the record as of change count seq (the census's part of the AG of
+ * ino was taken at seq, whatever the count is now), else 0: a copy of the inode also taken
+ * at seq is the same inode, and the census's verdicts on it stand. */
 int scrub_census_get(struct mfs_scrub_ctx *ctx, uint64_t ino, struct scrub_census_ino *out);
+int scrub_census_get_at(struct mfs_scrub_ctx *ctx, uint64_t ino, uint64_t seq,
+			struct scrub_census_ino *out);
 /* fn for each inode of AG agno's chunks from inode `from` on, in number order, from a
  * current census (its change count into *seq, may be NULL): fn's first nonzero return, 0,
  * or -EAGAIN when none is current (then fn was never called). */

@@ -623,6 +623,29 @@ static int inline_maps(const uint8_t *recs, long n, uint64_t fsb, uint64_t off, 
 }
 
 /*
+ * A directory's records, for the quick look below: a name btree of one level (a directory
+ * of up to a block of names, the common one) has its root for only block, named in the
+ * inode: its one record must be that block, as a btree block of the data fork.  Deeper
+ * trees, or anything else, take the full look (which lists the tree's blocks).
+ */
+static int dir_quick(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct scrub_recs *recs,
+		     size_t i, size_t j, const struct mfs_dinode *d)
+{
+	const struct mfs_geom *g = &ctx->fs->geo;
+	const struct mfs_rmap_rec *r = scrub_rec(recs, i);
+	struct mfs_dir_root root;
+
+	if (d->dformat != MFS_FMT_BTREE || j != i + 1 ||
+	    g->inodesize - sizeof(*d) < sizeof(root))
+		return 0;
+	memcpy(&root, (const uint8_t *)d + sizeof(*d), sizeof(root));
+	return mfs_get32(root.levels) == 1 &&
+	       (mfs_get64(r->offset) & ~MFS_RMAP_OFF_MASK) == MFS_RMAP_BMBT_BLOCK &&
+	       mfs_get32(r->blockcount) == 1 &&
+	       mfs_get64(root.rootblock) == mfs_agbno_to_fsb(g, agno, mfs_get32(r->startblock));
+}
+
+/*
  * The quick look at one owner's records recs[i..j) (scrub_priv.h, "Committed on-disk
  * inodes"): 1 when they are all data extents of a file whose committed inode, its extent
  * list inline, maps each of them block for block; 0 when they need the full look.  The
@@ -638,9 +661,10 @@ static int owner_quick(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct sc
 	const uint8_t *ext;
 	long n;
 
-	if (scrub_cluster_dinode(ctx, cl, owner, &d) || !scrub_dinode_usable(ctx, owner, d) ||
-	    S_ISDIR(mfs_get16(d->mode)))
+	if (scrub_cluster_dinode(ctx, cl, owner, &d) || !scrub_dinode_usable(ctx, owner, d))
 		return 0;
+	if (S_ISDIR(mfs_get16(d->mode)))
+		return dir_quick(ctx, agno, recs, i, j, d);
 	n = scrub_dinode_extents(ctx, d, &ext);
 	if (n < 0)
 		return 0;
@@ -666,7 +690,7 @@ static int owner_quick(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct sc
 static int check_owners(struct mfs_scrub_ctx *ctx, struct scrub_recs *recs)
 {
 	uint32_t agno = ctx->agno;
-	struct scrub_cluster cl = { 0, 0, NULL, 0 };
+	struct scrub_cluster cl = { .blk = NULL };
 	struct owner o;
 	int err = 0, there;
 
