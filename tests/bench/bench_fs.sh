@@ -24,8 +24,11 @@
 # moved or per 1,000 operations; for the kernel column, the client's CPU (its system time
 # is the filesystem's).  Cold reads, stats, readdirs, unlinks and the tree deletion run
 # after `sync` and dropping the page, dentry and inode caches (as root).  Random 4 KiB
-# reads are O_DIRECT (for FUSE: the request goes to the daemon; the image itself may be in
-# the host's page cache, as for every FUSE column); everything else is buffered.
+# reads are O_DIRECT (for FUSE: every request goes to the daemon) on a file read once
+# before, so that the image, or the ceiling's file underneath (opened without O_DIRECT,
+# passthrough_ll.c), is in the host's page cache for every FUSE column; everything else is
+# buffered.  Read rates are over fio's own run time (fio_secs), other rates over the time
+# the command took.
 set -u
 BIN=${BIN:?BIN must name the directory of the built programs}
 BENCH_BIN=${BENCH_BIN:?BENCH_BIN must name the directory of passthrough_ll and metaops}
@@ -180,11 +183,14 @@ mkdir -p "$work/res"
 t0="" c0="" t1="" c1=""
 begin() { c0=$(cpu_ticks); t0=$(now); }
 stop() { t1=$(now); c1=$(cpu_ticks); }
-# record COL WORKLOAD AMOUNT UNIT (after begin and stop): AMOUNT is MiB (rate MiB/s, CPU
-# s/GiB) or operations (rate ops/s, CPU s per 1000 ops)
+# record COL WORKLOAD AMOUNT UNIT [SECONDS] (after begin and stop): AMOUNT is MiB (rate
+# MiB/s, CPU s/GiB) or operations (rate ops/s, CPU s per 1000 ops); the rate is over
+# SECONDS when given (fio's own run time), else over the time between begin and stop.
+# The CPU is always the daemon's between begin and stop.
 record() {
 	awk -v a="$3" -v u="$4" -v t0="$t0" -v t1="$t1" -v c0="$c0" -v c1="$c1" -v hz="$TICK" \
-		'BEGIN { s = t1 - t0; c = (c1 - c0) / hz; if (s <= 0) s = 1e-9;
+		-v secs="${5:-}" \
+		'BEGIN { s = secs != "" ? secs : t1 - t0; c = (c1 - c0) / hz; if (s <= 0) s = 1e-9;
 			 if (u == "MiB") printf "%.1f %.3f\n", a / s, (a > 0 ? c * 1024 / a : 0);
 			 else printf "%.0f %.3f\n", a / s, (a > 0 ? c * 1000 / a : 0) }' \
 		>>"$work/res/$1.$2"
@@ -203,6 +209,15 @@ fio_ios() {
 	python3 -c 'import json,sys; d=json.load(open(sys.argv[1]));
 print(sum(j[sys.argv[2]]["total_ios"] for j in d["jobs"]))' "$1" "$2"
 }
+# fio_secs FILE read|write: the run time of the I/O (seconds; the longest of the jobs, which
+# run in parallel) as fio measured it, without fio's own start.  Reads are timed so: after
+# the caches are dropped fio starts by reading itself and its 60-odd libraries from the
+# disk (0.2-0.5 s on the loaded machine, as long as a quick run's 256 MiB), which would
+# squeeze every column's rate towards the same figure.
+fio_secs() {
+	python3 -c 'import json,sys; d=json.load(open(sys.argv[1]));
+print(max(j[sys.argv[2]]["runtime"] for j in d["jobs"]) / 1000.0)' "$1" "$2"
+}
 
 run_seq() {
 	local col=$1 j=$2 f=$work/fio.json
@@ -215,7 +230,7 @@ run_seq() {
 	begin
 	fio_run "$f" --name=seq$j --directory="$root/seq$j" --rw=read --bs=1M --numjobs=$j \
 		--size=$((SEQ_MB / j))M || return 1
-	end $col seqread$j $SEQ_MB MiB
+	end $col seqread$j $SEQ_MB MiB "$(fio_secs "$f" read)"
 }
 
 run_rand() {
@@ -225,12 +240,16 @@ run_rand() {
 		fio_run "$f" --name=seq1 --directory="$root/seq1" --rw=write --bs=1M \
 			--size=${SEQ_MB}M --end_fsync=1 || return 1
 	fi
-	drop_caches
+	# The file is read once through the mount first: the image (or, for the ceiling, the
+	# file underneath) is then in the host's page cache for every FUSE column alike, and
+	# the O_DIRECT reads measure the request path, not how fast each column's cold
+	# backing store happens to warm up during the run.
+	cat "$file" >/dev/null || return 1
 	begin
 	fio_run "$f" --name=rr --filename="$file" --rw=randread --bs=4k --direct=1 \
 		--size=${SEQ_MB}M --time_based --runtime=$RT || return 1
 	stop
-	record $col randread "$(fio_ios "$f" read)" ops
+	record $col randread "$(fio_ios "$f" read)" ops "$(fio_secs "$f" read)"
 	begin
 	fio_run "$f" --name=rw --filename="$file" --rw=randwrite --bs=4k --size=${SEQ_MB}M \
 		--time_based --runtime=$RT --end_fsync=1 || return 1

@@ -290,10 +290,13 @@ static void pt_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 }
 
 /* The open flags for the file underneath: with the writeback cache the kernel reads pages
- * of files opened write-only, and does O_APPEND itself. */
+ * of files opened write-only, and does O_APPEND itself.  O_DIRECT stays on the FUSE side
+ * (the kernel sends every read and write of such a file to us) and is not passed on: the
+ * file underneath is buffered, like the images of mendfs and fuse2fs, so that O_DIRECT
+ * workloads compare the transport and not a disk read against a page cache hit. */
 static int open_flags(struct pt *p, int flags)
 {
-	flags &= ~O_NOFOLLOW;
+	flags &= ~(O_NOFOLLOW | O_DIRECT);
 	if (p->writeback) {
 		if ((flags & O_ACCMODE) == O_WRONLY)
 			flags = (flags & ~O_ACCMODE) | O_RDWR;
