@@ -493,7 +493,8 @@ static const char read_zeroes[READ_ZEROES];
 
 /* Returns 0 when the reply was sent, 1 when the caller must copy instead, or a negative
  * errno (nothing sent). */
-static int reply_read_fd(fuse_req_t req, struct mfs_inode *ip, uint64_t off, uint64_t len)
+static int reply_read_fd(fuse_req_t req, struct mfsd *d, struct mfs_inode *ip, uint64_t off,
+			 uint64_t len)
 {
 	struct mfs_fs *fs = ip->fs;
 	uint32_t blog = fs->geo.blocklog;
@@ -528,7 +529,7 @@ static int reply_read_fd(fuse_req_t req, struct mfs_inode *ip, uint64_t off, uin
 			fb->mem = (void *)read_zeroes;
 		} else {
 			fb->flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY;
-			fb->fd = mfs_dev_fd(fs->dev);
+			fb->fd = mfsd_data_fd(d);
 			fb->pos = (off_t)(((ext.startblock + (b - ext.startoff)) << blog) +
 					  (pos & (fs->geo.blocksize - 1)));
 		}
@@ -546,6 +547,7 @@ void mfsd_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	       struct fuse_file_info *fi)
 {
 	struct mfsd *d = mfsd_of(req);
+	struct mfsd_ra_plan plan = { 0 };
 	struct mfs_inode *ip;
 	char *buf = NULL;
 	uint64_t len = 0;
@@ -565,12 +567,14 @@ void mfsd_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		len = ip->size - (uint64_t)off;
 		if (len > size)
 			len = size;
-		err = reply_read_fd(req, ip, (uint64_t)off, len);
+		err = reply_read_fd(req, d, ip, (uint64_t)off, len);
 		replied = err == 0;
 		if (err == 1) {
 			buf = mfs_malloc(len);
 			err = buf ? mfsd_read_data(ip, buf, (uint64_t)off, len) : -ENOMEM;
 		}
+		if (!err && S_ISREG(ip->mode))
+			mfsd_ra_plan(d, ip, (uint64_t)off, len, &plan);
 	}
 	pthread_rwlock_unlock(&ip->lock);
 	mfsd_iput(d, ip);
@@ -579,6 +583,9 @@ void mfsd_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	else if (!replied)
 		fuse_reply_buf(req, buf, len);
 	free(buf);
+	/* After the reply and with no lock held (readahead.c). */
+	if (!err)
+		mfsd_ra_issue(d, &plan);
 }
 
 /* ---- freeing blocks --------------------------------------------------------------------- */

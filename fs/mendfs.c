@@ -22,10 +22,10 @@
  *      that, so scripts wait for the daemon's exit before touching the image.
  *
  * Options: besides FUSE's own, those of mendfs(8) (ro/rw, norecovery, relatime, noatime,
- * strictatime, commit=, timeout=, cache_size=, writeback_cache, nokillpriv_v2); what
- * mount(8) and fstab lines carry for mount itself (noauto, _netdev, nofail, x-*, ...) is
- * accepted and dropped, so that `mount -t fuse.mendfs` and fstab lines work through
- * mount.fuse3.
+ * strictatime, commit=, timeout=, cache_size=, readahead=, writeback_cache,
+ * nokillpriv_v2); what mount(8) and fstab lines carry for mount itself (noauto, _netdev,
+ * nofail, x-*, ...) is accepted and dropped, so that `mount -t fuse.mendfs` and fstab
+ * lines work through mount.fuse3.
  */
 #include "mendfs_int.h"
 
@@ -231,6 +231,7 @@ struct cmdline {
 	int writeback;
 	int nokillpriv_v2;
 	unsigned long cache_mb;
+	unsigned long readahead_kb;
 	int help, version;
 };
 
@@ -242,6 +243,7 @@ static const struct fuse_opt mfsd_opts[] = {
 	{ "writeback_cache", offsetof(struct cmdline, writeback), 1 },
 	{ "nokillpriv_v2", offsetof(struct cmdline, nokillpriv_v2), 1 },
 	{ "cache_size=%lu", offsetof(struct cmdline, cache_mb), 0 },
+	{ "readahead=%lu", offsetof(struct cmdline, readahead_kb), 0 },
 	{ "commit=%u", offsetof(struct cmdline, commit_secs), 0 },
 	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_KEY("rw", KEY_RW),
@@ -331,6 +333,8 @@ static void usage(FILE *f)
 		"  -o strictatime     update the access time on every read and readdir\n"
 		"  -o timeout=SECS    entry and attribute cache timeout (default 86400)\n"
 		"  -o cache_size=MiB  metadata buffer cache size (default 64)\n"
+		"  -o readahead=KiB   how far ahead of a sequential reader the image is read "
+		"(default %u; 0: off)\n"
 		"  -o writeback_cache the kernel caches writes (faster small writes; errors\n"
 		"                     show at fsync or close; cached reads keep access times)\n"
 		"  -o commit=SECS     make committed changes durable at least this often "
@@ -340,7 +344,7 @@ static void usage(FILE *f)
 		"                     (do not ask for FUSE_HANDLE_KILLPRIV_V2)\n"
 		"  -o allow_other, default_permissions, fsname=, ... as for every FUSE "
 		"filesystem\n"
-		"See mendfs(8).\n", progname);
+		"See mendfs(8).\n", progname, MFSD_READAHEAD_KB);
 }
 
 /* ---- opening the image ------------------------------------------------------------------- */
@@ -480,7 +484,8 @@ int main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct fuse_cmdline_opts fo;
-	struct cmdline c = { .timeout = 86400.0, .commit_secs = 5 };
+	struct cmdline c = { .timeout = 86400.0, .commit_secs = 5,
+			     .readahead_kb = MFSD_READAHEAD_KB };
 	struct fuse_session *se = NULL;
 	struct mfsd d;
 	char *fsopts = NULL;
@@ -511,6 +516,11 @@ int main(int argc, char **argv)
 	}
 	if (c.timeout < 0) {
 		fprintf(stderr, "%s: timeout must not be negative\n", progname);
+		goto out_args;
+	}
+	if (c.readahead_kb > MFSD_READAHEAD_MAX_KB) {
+		fprintf(stderr, "%s: readahead=%lu: at most %u KiB\n", progname, c.readahead_kb,
+			MFSD_READAHEAD_MAX_KB);
 		goto out_args;
 	}
 	if (c.norecovery && !c.ro) {
@@ -544,6 +554,8 @@ int main(int argc, char **argv)
 	err = mfs_icache_init(d.fs, 0);
 	if (!err)
 		err = mfsd_nodes_init(&d);
+	if (!err)
+		err = mfsd_ra_init(&d, (uint64_t)c.readahead_kb << 10);
 	if (!err)
 		err = mfs_orphans_create(&d.orphans);
 	if (!err && !d.ro)
@@ -631,6 +643,7 @@ out_close:
 		mfsd_nodes_free(&d);
 	}
 	mfsd_health_init(NULL);
+	mfsd_ra_fini(&d);
 	mfs_orphans_free(d.orphans);
 	if (d.fs) {
 		if (!d.ro && d.fs->log) {

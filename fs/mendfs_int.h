@@ -85,6 +85,9 @@ struct mfsd {
 	/* The control socket (ctl.c), NULL when there is none. */
 	struct mfsd_ctl *ctl;
 
+	/* readahead.c: the descriptor file data is read from, the streams read ahead */
+	struct mfsd_ra *ra;
+
 	/* fuse_io.c: FUSE_HANDLE_KILLPRIV_V2 asked for in the INIT reply */
 	int io_state;                   /* where the INIT exchange is (atomic) */
 	uint64_t io_init_unique;        /* the INIT request's unique id */
@@ -292,6 +295,33 @@ int mfsd_force(struct mfsd *d);
 /* Clear setuid (and setgid when group-executable) of a regular file, as the kernel does on
  * write or truncate by an unprivileged caller.  Returns 1 if the mode changed. */
 int mfsd_kill_suid(struct mfs_inode *ip);
+
+/* ---- readahead.c: the image read ahead for sequential readers ------------------------------ */
+struct mfsd_ra;
+/* -o readahead=KiB: the default, and the largest accepted. */
+#define MFSD_READAHEAD_KB 8192u
+#define MFSD_READAHEAD_MAX_KB (1u << 20)
+/* The image ranges one read asks to be read ahead. */
+#define MFSD_RA_RANGES 8u
+struct mfsd_ra_range {
+	uint64_t pos, len;              /* bytes of the image */
+};
+struct mfsd_ra_plan {
+	unsigned n;
+	struct mfsd_ra_range r[MFSD_RA_RANGES];
+};
+/* Open the data descriptor and set the largest window (bytes; 0: no readahead).  Returns 0
+ * or -ENOMEM; without a descriptor of its own, data is read with the device's. */
+int mfsd_ra_init(struct mfsd *d, uint64_t max_bytes);
+void mfsd_ra_fini(struct mfsd *d);
+/* The descriptor that file data is spliced from. */
+int mfsd_data_fd(const struct mfsd *d);
+/* Note a read of [off, off + len) of regular file ip (its lock held shared, off + len <=
+ * size) and find the image ranges to read ahead for it. */
+void mfsd_ra_plan(struct mfsd *d, struct mfs_inode *ip, uint64_t off, uint64_t len,
+		  struct mfsd_ra_plan *plan);
+/* Read them ahead: called with no lock held (readahead(2) may wait for the device queue). */
+void mfsd_ra_issue(struct mfsd *d, const struct mfsd_ra_plan *plan);
 
 /* ---- xattr.c: extended attributes and POSIX ACLs ------------------------------------------ */
 void mfsd_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
