@@ -274,6 +274,7 @@ static void prepare_bmap(struct mfsd_client *c, uint32_t n)
 	ctx.cancelled = on_cancelled;
 	ctx.hook_arg = c;
 	ctx.memo = c->memo;
+	ctx.census = c->ctl->census;
 	if (k > 1)
 		(void)mfs_scrub_memo_prepare_bmap(&ctx, inos, k);
 	free(inos);

@@ -157,6 +157,7 @@ static int look_all(struct mfs_scrub_ctx *ctx, struct mfs_scrub_memo *m, const u
 
 	for (size_t i = 0; i < n && !err; i++) {
 		struct scrub_bmap_verdict *v;
+		struct scrub_census_ino ci;
 		const struct mfs_dinode *d;
 		const uint8_t *recs = NULL;
 		long nr = 0;
@@ -164,6 +165,19 @@ static int look_all(struct mfs_scrub_ctx *ctx, struct mfs_scrub_memo *m, const u
 
 		if ((i && inos[i] == inos[i - 1]) || mfs_ino_check(ctx->fs, inos[i]))
 			continue;       /* a repeat, or refused by the check itself */
+		/* The census, when current, has the quick look's answer for the inode now. */
+		if (scrub_census_get(ctx, inos[i], &ci) && !(ci.flags & SCRUB_CI_FREE) &&
+		    (ci.flags & (SCRUB_CI_NOMAP | SCRUB_CI_EXT1))) {
+			v = &m->verdicts[m->nverdicts++];
+			v->ino = inos[i];
+			v->verdict = 1;
+			if (ci.flags & SCRUB_CI_EXT1) {
+				struct bx_ext x = { ci.fsb, 0, ci.len, (uint32_t)(m->nverdicts - 1) };
+
+				err = scrub_recs_add(ext, &x);
+			}
+			continue;
+		}
 		err = scrub_dinode_quick(ctx, inos[i], buf, &d, &usable);
 		if (err) {
 			if (!mfs_is_corruption(err))

@@ -34,6 +34,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 struct census_ag {
 	pthread_rwlock_t lock;
@@ -135,6 +136,41 @@ struct build {
 	int odd;                        /* a record the census will not stand for */
 };
 
+/* What the extent-map, attribute and reverse-map checks want of a usable inode's forks. */
+static void census_forks(struct mfs_scrub_ctx *ctx, uint64_t ino, const struct mfs_dinode *d,
+			 struct scrub_census_ino *ci)
+{
+	const uint8_t *recs = NULL;
+	long n = 0;
+	int r;
+
+	if (d->aformat == MFS_FMT_NONE)
+		ci->flags |= SCRUB_CI_NOATTR;
+	if (S_ISDIR(ci->mode) && d->dformat == MFS_FMT_BTREE &&
+	    ctx->fs->geo.inodesize - sizeof(*d) >= sizeof(struct mfs_dir_root)) {
+		struct mfs_dir_root root;
+
+		memcpy(&root, (const uint8_t *)d + sizeof(*d), sizeof(root));
+		if (mfs_get32(root.levels) == 1) {
+			ci->flags |= SCRUB_CI_DIRROOT;
+			ci->fsb = mfs_get64(root.rootblock);
+		}
+	}
+	r = scrub_bmap_quick_dinode(ctx, ino, d, 1, &recs, &n);
+	if (r == 1 || (r == 2 && n == 0)) {
+		ci->flags |= SCRUB_CI_NOMAP;
+	} else if (r == 2 && n == 1) {
+		struct mfs_bmbt_rec e;
+
+		memcpy(&e, recs, sizeof(e));
+		if (mfs_get64(e.startoff) == 0) {
+			ci->flags |= SCRUB_CI_EXT1;
+			ci->fsb = mfs_get64(e.startblock);
+			ci->len = mfs_get32(e.blockcount);
+		}
+	}
+}
+
 static int census_dinode_fn(void *priv, uint64_t ino, const struct mfs_dinode *d, int isfree)
 {
 	struct build *b = priv;
@@ -148,6 +184,7 @@ static int census_dinode_fn(void *priv, uint64_t ino, const struct mfs_dinode *d
 		ci->flags |= SCRUB_CI_USABLE;
 		if (!isfree && ci->nlink && scrub_dinode_core_clean(b->ctx, ino, d))
 			ci->flags |= SCRUB_CI_CLEAN;
+		census_forks(b->ctx, ino, d, ci);
 	}
 	return 0;
 }

@@ -318,15 +318,23 @@ int scrub_bmap_batch_verdict(const struct mfs_scrub_memo *m, uint64_t ino);
  * filesystem's change count is the one it was taken at.
  */
 struct scrub_census_ino {
+	uint64_t fsb;                   /* SCRUB_CI_EXT1: the extent's first block;
+					   SCRUB_CI_DIRROOT: the name btree's one block */
+	uint32_t len;                   /* SCRUB_CI_EXT1: its length */
 	uint32_t nlink;
 	uint16_t mode;
-	uint8_t flags;                  /* SCRUB_CI_* */
-	uint8_t pad;
+	uint16_t flags;                 /* SCRUB_CI_* */
+	uint32_t pad;
 };
 #define SCRUB_CI_FREE    0x1u       /* free in the inode btree's mask */
-#define SCRUB_CI_USABLE  0x2u       /* scrub_dinode_usable */
+#define SCRUB_CI_USABLE  0x2u       /* scrub_dinode_usable (the flags below need it) */
 #define SCRUB_CI_CLEAN   0x4u       /* in use, linked, and the INODE check finds nothing */
 #define SCRUB_CI_NOCHUNK 0x8u       /* in no chunk of the inode btree */
+#define SCRUB_CI_NOATTR  0x10u      /* no attribute fork */
+#define SCRUB_CI_NOMAP   0x20u      /* the BMAP quick look needs no cross-reference: clean */
+#define SCRUB_CI_EXT1    0x40u      /* the BMAP quick look's one inline extent, at file
+				       block 0, is [fsb, fsb + len): to cross-reference */
+#define SCRUB_CI_DIRROOT 0x80u      /* a directory whose name btree is one block, fsb */
 /* Take AG agno's part (ctx->census), the AG locked by the caller: 0 (also when it is
  * current already), -EAGAIN when the AG's inode btree or chunks will not do, -ENOMEM. */
 int scrub_census_take(struct mfs_scrub_ctx *ctx, uint32_t agno);

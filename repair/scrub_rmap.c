@@ -629,45 +629,22 @@ static int inline_maps(const uint8_t *recs, long n, uint64_t fsb, uint64_t off, 
  * trees, or anything else, take the full look (which lists the tree's blocks).
  */
 static int dir_quick(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct scrub_recs *recs,
-		     size_t i, size_t j, const struct mfs_dinode *d)
+		     size_t i, size_t j, uint64_t rootblock)
 {
 	const struct mfs_geom *g = &ctx->fs->geo;
 	const struct mfs_rmap_rec *r = scrub_rec(recs, i);
-	struct mfs_dir_root root;
 
-	if (d->dformat != MFS_FMT_BTREE || j != i + 1 ||
-	    g->inodesize - sizeof(*d) < sizeof(root))
-		return 0;
-	memcpy(&root, (const uint8_t *)d + sizeof(*d), sizeof(root));
-	return mfs_get32(root.levels) == 1 &&
-	       (mfs_get64(r->offset) & ~MFS_RMAP_OFF_MASK) == MFS_RMAP_BMBT_BLOCK &&
+	return j == i + 1 && (mfs_get64(r->offset) & ~MFS_RMAP_OFF_MASK) == MFS_RMAP_BMBT_BLOCK &&
 	       mfs_get32(r->blockcount) == 1 &&
-	       mfs_get64(root.rootblock) == mfs_agbno_to_fsb(g, agno, mfs_get32(r->startblock));
+	       rootblock == mfs_agbno_to_fsb(g, agno, mfs_get32(r->startblock));
 }
 
-/*
- * The quick look at one owner's records recs[i..j) (scrub_priv.h, "Committed on-disk
- * inodes"): 1 when they are all data extents of a file whose committed inode, its extent
- * list inline, maps each of them block for block; 0 when they need the full look.  The
- * inode is read through the cluster copy cl: any committed state after the records were
- * collected will do (a record that no longer matches goes to the full look).
- */
-static int owner_quick(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct scrub_recs *recs,
-		       size_t i, size_t j, struct scrub_cluster *cl)
+/* Are recs[i..j) all data extents that the inline extent list ext[0..n) maps? */
+static int recs_mapped(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct scrub_recs *recs,
+		       size_t i, size_t j, const uint8_t *ext, long n)
 {
 	const struct mfs_geom *g = &ctx->fs->geo;
-	const struct mfs_dinode *d;
-	uint64_t owner = mfs_get64(((const struct mfs_rmap_rec *)scrub_rec(recs, i))->owner);
-	const uint8_t *ext;
-	long n;
 
-	if (scrub_cluster_dinode(ctx, cl, owner, &d) || !scrub_dinode_usable(ctx, owner, d))
-		return 0;
-	if (S_ISDIR(mfs_get16(d->mode)))
-		return dir_quick(ctx, agno, recs, i, j, d);
-	n = scrub_dinode_extents(ctx, d, &ext);
-	if (n < 0)
-		return 0;
 	for (size_t k = i; k < j; k++) {
 		const struct mfs_rmap_rec *r = scrub_rec(recs, k);
 		uint64_t off = mfs_get64(r->offset);
@@ -681,13 +658,60 @@ static int owner_quick(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct sc
 }
 
 /*
+ * The quick look at one owner's records recs[i..j) (scrub_priv.h, "Committed on-disk
+ * inodes"): 1 when they are all data extents of a file whose committed inode, its extent
+ * list inline, maps each of them block for block; 0 when they need the full look.  The
+ * inode is read through the cluster copy cl: any committed state after the records were
+ * collected will do (a record that no longer matches goes to the full look).
+ */
+static int owner_quick(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct scrub_recs *recs,
+		       size_t i, size_t j, struct scrub_cluster *cl, uint64_t seq)
+{
+	const struct mfs_geom *g = &ctx->fs->geo;
+	const struct mfs_dinode *d;
+	uint64_t owner = mfs_get64(((const struct mfs_rmap_rec *)scrub_rec(recs, i))->owner);
+	struct scrub_census_ino ci;
+	const uint8_t *ext;
+	long n;
+
+	/* The census taken with the records (the same change count) has the owner as it
+	 * was then: its one-block name tree or its one inline extent, if that is all. */
+	if (scrub_census_get_at(ctx, owner, seq, &ci) && !(ci.flags & SCRUB_CI_FREE) &&
+	    (ci.flags & (SCRUB_CI_DIRROOT | SCRUB_CI_EXT1)) && (ci.flags & SCRUB_CI_NOATTR)) {
+		struct mfs_bmbt_rec one;
+
+		if (ci.flags & SCRUB_CI_DIRROOT)
+			return dir_quick(ctx, agno, recs, i, j, ci.fsb);
+		mfs_put64(one.startoff, 0);
+		mfs_put64(one.startblock, ci.fsb);
+		mfs_put32(one.blockcount, ci.len);
+		return recs_mapped(ctx, agno, recs, i, j, (const uint8_t *)&one, 1);
+	}
+	if (scrub_cluster_dinode(ctx, cl, owner, &d) || !scrub_dinode_usable(ctx, owner, d))
+		return 0;
+	if (S_ISDIR(mfs_get16(d->mode))) {
+		struct mfs_dir_root root;
+
+		if (d->dformat != MFS_FMT_BTREE || g->inodesize - sizeof(*d) < sizeof(root))
+			return 0;
+		memcpy(&root, (const uint8_t *)d + sizeof(*d), sizeof(root));
+		return mfs_get32(root.levels) == 1 &&
+		       dir_quick(ctx, agno, recs, i, j, mfs_get64(root.rootblock));
+	}
+	n = scrub_dinode_extents(ctx, d, &ext);
+	if (n < 0)
+		return 0;
+	return recs_mapped(ctx, agno, recs, i, j, ext, n);
+}
+
+/*
  * Phase two, AG unlocked on entry and exit: each inode owner against its inode.  The
  * records are taken owner by owner (sorted by owner), so each owner is read once per AG
  * and its btree block lists built once: the cost is linear in the records (plus the sort),
  * however the owners' extents interleave on disk.  An owner's records that its committed
  * inode accounts for need nothing more; the others go through the full look below.
  */
-static int check_owners(struct mfs_scrub_ctx *ctx, struct scrub_recs *recs)
+static int check_owners(struct mfs_scrub_ctx *ctx, struct scrub_recs *recs, uint64_t seq)
 {
 	uint32_t agno = ctx->agno;
 	struct scrub_cluster cl = { .blk = NULL };
@@ -706,7 +730,7 @@ static int check_owners(struct mfs_scrub_ctx *ctx, struct scrub_recs *recs)
 			    owner)
 				break;
 		err = scrub_cancelled(ctx);
-		if (err || owner_quick(ctx, agno, recs, i, j, &cl))
+		if (err || owner_quick(ctx, agno, recs, i, j, &cl, seq))
 			continue;
 		for (size_t k = i; k < j && !err; k++) {
 			const struct mfs_rmap_rec *r = scrub_rec(recs, k);
@@ -753,10 +777,12 @@ int scrub_rmapbt(struct mfs_scrub_ctx *ctx)
 	struct scrub_recs inode_recs;
 	struct scrub_ag sa;
 	uint8_t *inode = NULL;
+	uint64_t seq;
 	int err;
 
 	scrub_recs_init(&inode_recs, sizeof(struct mfs_rmap_rec));
 	scrub_ag_lock(ctx->fs, ctx->agno);
+	seq = mfs_fs_changes(ctx->fs);
 	/* Only the blocks of the free-space trees are kept (owner ag; the by-block records are
 	 * streamed, see scrub_stream); where a record lies is looked up for a finding, not kept
 	 * for each. */
@@ -789,12 +815,17 @@ int scrub_rmapbt(struct mfs_scrub_ctx *ctx)
 		err = check_coverage(ctx, &sa);
 	if (!err)
 		take_marked(&sa, inode, &inode_recs);
+	/* The AG's inode census, taken with the records (the listing of phase 3 and the
+	 * checks after it use it too): the owners in it need no inode read below.  Without
+	 * one (no memory, odd chunks) they are read. */
+	if (!err && ctx->census && ctx->fs->icache)
+		(void)scrub_census_take(ctx, ctx->agno);
 unlock:
 	free(inode);
 	scrub_ag_release(&sa);
 	scrub_ag_unlock(ctx->fs, ctx->agno);
 	if (!err && ctx->fs->icache)
-		err = check_owners(ctx, &inode_recs);
+		err = check_owners(ctx, &inode_recs, seq);
 	scrub_recs_free(&inode_recs);
 	return err;
 }

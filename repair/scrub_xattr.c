@@ -44,12 +44,16 @@ int scrub_xattr(struct mfs_scrub_ctx *ctx)
 	int err;
 
 	/* The quick look (scrub_priv.h): a committed inode without an attribute fork has
-	 * nothing to check here. */
+	 * nothing to check here — as the census, when current, says it is now. */
 	{
 		uint64_t buf[MFS_MAX_INODESIZE / 8];
 		const struct mfs_dinode *d;
+		struct scrub_census_ino ci;
 		int usable;
 
+		if (scrub_census_get(ctx, ctx->ino, &ci) && !(ci.flags & SCRUB_CI_FREE) &&
+		    (ci.flags & SCRUB_CI_NOATTR))
+			return 0;
 		err = scrub_dinode_quick(ctx, ctx->ino, buf, &d, &usable);
 		if (err && !mfs_is_corruption(err))
 			return err;
