@@ -600,6 +600,7 @@ static int rec_join(struct mfs_journal *j, struct jrec *t, struct jent **spares,
 	j->pending_raw += t->len;
 	j->st.commits++;
 	j->st.joins++;
+	r->fseq = j->flush_started;
 	*seq = r->seq;
 	return 1;
 }
@@ -771,6 +772,7 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 		map_remove(j, blkno);
 	}
 	r->ready = 1;
+	r->fseq = j->flush_started;
 	r->raw = len;
 	j->st.commits++;
 	j->pending_blocks += len;
@@ -979,15 +981,21 @@ static void fill_ahead(struct mfs_journal *j, uint64_t end_lpos, uint64_t tail_l
  * blocks durable before any commit block that maps them can be; the flush AFTER makes the
  * records themselves durable before anyone is told so.  Group commit keeps this at two
  * flushes per batch, however many transactions it carries.
+ *
+ * The first flush is left out when one that began after the batch's last commit has
+ * already completed (`preflush` 0, decided by batch_take from the records' fseq): it
+ * covered every write issued before those commits, which is all the ordering needs.  A
+ * batch whose transactions committed while the previous batch waited for its second
+ * flush, or a force right after another thread's fsync, thus costs one flush.
  */
 static int batch_write(struct mfs_journal *j, struct jrec *first, struct jrec *last,
-		       uint64_t tail_lpos)
+		       uint64_t tail_lpos, int preflush)
 {
 	uint64_t nblocks = last->lpos + last->len - first->lpos;
 	struct jstream st = { j, first->lpos, 0, 0 };
 	int err;
 
-	err = mfs_jflush(j);
+	err = preflush ? mfs_jflush(j) : 0;
 	if (!err) {
 		for (struct jrec *r = first;; r = r->next) {
 			rec_stream(&st, r);
@@ -1021,7 +1029,7 @@ static int batch_take(struct mfs_journal *j)
 {
 	struct jrec *first = j->unwritten, *last = NULL, *r;
 	uint64_t tail_lpos = j->tail_lpos;
-	int err;
+	int err, preflush = 0;
 
 	if (j->writing || j->err)
 		return 0;
@@ -1033,12 +1041,16 @@ static int batch_take(struct mfs_journal *j)
 	j->unwritten = last->next;
 	for (r = first;; r = r->next) {
 		r->open = 0;            /* taken: nothing joins it any more */
+		if (r->fseq >= j->flush_covered)
+			preflush = 1;   /* no flush begun since its commit has completed */
 		if (r == last)
 			break;
 	}
+	if (!preflush)
+		j->st.preflushes_saved++;
 	pthread_mutex_unlock(&j->lock);
 
-	err = batch_write(j, first, last, tail_lpos);
+	err = batch_write(j, first, last, tail_lpos, preflush);
 
 	pthread_mutex_lock(&j->lock);
 	j->writing = 0;

@@ -200,6 +200,8 @@ struct mfs_journal_stats {
 	uint64_t throttle_forces;  /* asynchronous commits whose throttle forced the log */
 	uint64_t joins;            /* commits that joined the open record (of `commits`) */
 	uint64_t blocks_filled;    /* zeroes written ahead of the head into a sparse log */
+	uint64_t preflushes_saved; /* batches (of `writes`) that needed no flush before their
+	                              records: a flush begun after their commits had ended */
 	uint64_t replayed_records; /* at open */
 	uint64_t replayed_blocks;
 	uint64_t durable_lsn;      /* every sequence up to this one is durable */

@@ -31,6 +31,9 @@ struct jrec {
 	uint32_t raw;               /* log blocks its transactions would take unjoined */
 	uint32_t nimg, nrev;
 	int ready;                  /* filled: the writer may take it */
+	uint64_t fseq;              /* flush_started at its last commit: once a flush numbered
+	                               above it completed, every write issued before its
+	                               commits is durable (batch_write needs no first flush) */
 	int open;                   /* not taken by a writer: later transactions may join it
 	                               while it is the last record (journal.c, rec_join) */
 	uint32_t cap_img, cap_blk;  /* allocated entries of imgs/bps and of blknos */

@@ -1032,6 +1032,74 @@ START_TEST(ordered_flushes)
 }
 END_TEST
 
+/*
+ * The first flush of a batch is left out only when a flush that began after the batch's
+ * last commit has completed.  Transaction B (with its data write) commits while batch A
+ * is between its record write and its second flush (from the io hook, in the writer's
+ * thread): A's second flush covers B's data, so B's batch is the record and one flush.
+ * Transaction C commits after every flush has ended: its batch flushes first again.
+ */
+static int hook_armed;
+
+static void io_hook_commit(void *arg, enum mfs_jio what, uint64_t blkno, uint32_t n)
+{
+	struct mfs_fs *fs = arg;
+
+	io_hook(&nev, what, blkno, n);
+	if (what == MFS_JIO_LOG_WRITE && hook_armed) {
+		hook_armed = 0;
+		data_write(fs, 411);
+		async_tx(fs, 611, 2);
+	}
+}
+
+START_TEST(preflush_covered)
+{
+	struct mfs_fs *fs = fs_up(256, 1, NULL);
+	struct mfs_journal_stats st;
+	uint64_t lsn;
+
+	mfs_journal_set_io_hook(fs->log, io_hook_commit, fs);
+	nev = 0;
+	hook_armed = 1;
+	data_write(fs, 410);
+	ck_assert_int_eq(mfs_journal_force_lsn(fs->log, async_tx(fs, 610, 1)), 0);
+	ck_assert_uint_eq(nev, 5);
+	ck_assert_int_eq(evs[0].what, EV_DATA);
+	ck_assert_int_eq(evs[1].what, MFS_JIO_FLUSH);
+	ck_assert_int_eq(evs[2].what, MFS_JIO_LOG_WRITE);      /* A's record, then B commits */
+	ck_assert_int_eq(evs[3].what, EV_DATA);
+	ck_assert_int_eq(evs[4].what, MFS_JIO_FLUSH);          /* A durable, B's data too */
+
+	/* B: its record and one flush. */
+	nev = 0;
+	ck_assert_int_eq(mfs_journal_force(fs->log), 0);
+	ck_assert_uint_eq(nev, 2);
+	ck_assert_int_eq(evs[0].what, MFS_JIO_LOG_WRITE);
+	ck_assert_int_eq(evs[1].what, MFS_JIO_FLUSH);
+	mfs_journal_get_stats(fs->log, &st);
+	ck_assert_uint_eq(st.preflushes_saved, 1);
+
+	/* C: committed after the last flush ended: data, flush, record, flush. */
+	nev = 0;
+	data_write(fs, 412);
+	lsn = async_tx(fs, 612, 3);
+	ck_assert_int_eq(mfs_journal_force_lsn(fs->log, lsn), 0);
+	ck_assert_uint_eq(nev, 4);
+	ck_assert_int_eq(evs[1].what, MFS_JIO_FLUSH);
+	ck_assert_int_eq(evs[2].what, MFS_JIO_LOG_WRITE);
+	ck_assert_int_eq(evs[3].what, MFS_JIO_FLUSH);
+	mfs_journal_get_stats(fs->log, &st);
+	ck_assert_uint_eq(st.preflushes_saved, 1);
+	mfs_journal_set_io_hook(fs->log, NULL, NULL);
+	crash(fs);
+	fs = fs_up(256, 0, NULL);
+	for (unsigned i = 0; i < 3; i++)
+		ck_assert_uint_eq(block_val(fs, 610 + i), i + 1);
+	ck_assert_int_eq(mfs_fs_close(fs), 0);
+}
+END_TEST
+
 /* ---- the log's first lap on a sparse image ---------------------------------------------- */
 /*
  * The test image is sparse and mfs_journal_format writes only the headers and the first
@@ -1554,6 +1622,7 @@ static Suite *journal_suite(void)
 	tcase_add_test(tc, replay_fixed_blocks);
 	tcase_add_test(tc, ordered_flushes);
 	tcase_add_test(tc, log_fill);
+	tcase_add_test(tc, preflush_covered);
 	tcase_add_test(tc, nomem_not_sticky);
 	tcase_add_test(tc, replay_forged_fuzz);
 	suite_add_tcase(s, tc);
