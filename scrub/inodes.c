@@ -6,7 +6,8 @@
  *
  * The listing is shared: a worker takes the enumeration lock, fetches the next batch over
  * its own connection, and checks that batch after letting go, so listing one batch
- * overlaps checking others.
+ * overlaps checking others.  An inode listed with a damaged mode gets its record check
+ * alone; once that record is repaired, it is listed again and gets its other checks.
  */
 #include "scrub.h"
 
@@ -100,6 +101,60 @@ static void add_dir(struct scrub_run *run, uint64_t ino)
 	pthread_mutex_unlock(&run->enum_lock);
 }
 
+/* The mode inode `ino` has now (listed again, alone): 0 when it is still damaged, free, or
+ * the listing fails (nothing is reported: its record check has said what there is). */
+static uint32_t mode_now(struct scrub_run *run, struct scrub_conn *c, uint64_t ino)
+{
+	uint32_t bits = run->info.h.agino_bits;
+	struct mfs_ctl_inodes_req q = { .agno = bits < 64 ? (uint32_t)(ino >> bits) : 0,
+					.max = 1, .cursor = ino };
+	struct mfs_ctl_inodes_reply r;
+	struct mfs_ctl_inode in;
+	struct scrub_reply rep;
+	uint32_t mode = 0;
+
+	if (scrub_rpc(c, MFS_CTL_INODES, &q, sizeof(q), &rep) != 0) {
+		if (c->broken)
+			atomic_store(&run->stop, 1);
+		return 0;
+	}
+	if (rep.len == sizeof(r) + sizeof(in)) {
+		memcpy(&r, rep.buf, sizeof(r));
+		memcpy(&in, rep.buf + sizeof(r), sizeof(in));
+		if (r.count == 1 && in.ino == ino)
+			mode = in.mode;
+	}
+	free(rep.buf);
+	return mode;
+}
+
+/*
+ * An inode listed with a damaged mode (0) had its record checked alone, and repaired unless
+ * -n.  When it has a mode now (its type told again from its forks and names), the checks it
+ * missed are made, and a directory goes to phase 4: so that this run, not the next, looks at
+ * what the repaired inode holds.
+ */
+static void recheck_retyped(struct scrub_run *run, struct scrub_conn *c, uint64_t ino)
+{
+	struct mfs_ctl_scrub_req q[3];
+	int errs[3];
+	unsigned n = 0;
+	uint32_t mode;
+
+	if (run->o.dry_run || atomic_load(&run->stop))
+		return;
+	mode = mode_now(run, c, ino);
+	if (!mode)
+		return;
+	q[n++] = (struct mfs_ctl_scrub_req){ .type = MFS_SCRUB_BMAP, .ino = ino };
+	q[n++] = (struct mfs_ctl_scrub_req){ .type = MFS_SCRUB_XATTR, .ino = ino };
+	if (S_ISLNK(mode))
+		q[n++] = (struct mfs_ctl_scrub_req){ .type = MFS_SCRUB_SYMLINK, .ino = ino };
+	if (n <= c->max_batch && scrub_check_batch(run, c, q, n, errs) == 0 && S_ISDIR(mode) &&
+	    errs[0] != -ENOENT)
+		add_dir(run, ino);
+}
+
 /* Check inodes batch[0..n): their checks go to the daemon run->max_batch at a time. */
 static void check_inodes(struct scrub_run *run, struct scrub_conn *c,
 			 const struct mfs_ctl_inode *batch, uint32_t n)
@@ -134,6 +189,8 @@ static void check_inodes(struct scrub_run *run, struct scrub_conn *c,
 		for (uint32_t b = first; b < i; b++)
 			if (S_ISDIR(batch[b].mode) && errs[at[b - first]] != -ENOENT)
 				add_dir(run, batch[b].ino);
+			else if (!batch[b].mode && errs[at[b - first]] == 0)
+				recheck_retyped(run, c, batch[b].ino);
 		scrub_progress_add(run, i - first);
 	}
 }
