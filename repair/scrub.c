@@ -341,7 +341,9 @@ static const size_t tree_reclen[MFS_AG_NTREES] = {
 	sizeof(struct mfs_inobt_rec), sizeof(struct mfs_rmap_rec),
 };
 
-int scrub_ag_scan(struct mfs_scrub_ctx *ctx, uint32_t agno, unsigned want, struct scrub_ag *sa)
+/* scrub_ag_scan's walk itself, made now. */
+static int ag_scan_fresh(struct mfs_scrub_ctx *ctx, uint32_t agno, unsigned want,
+			 struct scrub_ag *sa)
 {
 	struct mfs_fs *fs = ctx->fs;
 	struct mfs_buf *bp;
@@ -423,8 +425,37 @@ int scrub_ag_scan(struct mfs_scrub_ctx *ctx, uint32_t agno, unsigned want, struc
 	return 0;
 }
 
+int scrub_ag_scan(struct mfs_scrub_ctx *ctx, uint32_t agno, unsigned want, struct scrub_ag *sa)
+{
+	uint64_t seq;
+	int err;
+
+	if (!ctx->census)
+		return ag_scan_fresh(ctx, agno, want, sa);
+	/* The AG locked: a walk kept at the current change count is the trees as they are. */
+	if (scrub_census_scan_get(ctx, agno, sa) == 0)
+		return 0;
+	if (!(want & SCRUB_SHARE))
+		return ag_scan_fresh(ctx, agno, want, sa);
+	seq = mfs_fs_changes(ctx->fs);
+	err = ag_scan_fresh(ctx, agno, SCRUB_WANT_TREES | SCRUB_WANT_AGFL, sa);
+	if (!err && sa->agh)
+		(void)scrub_census_scan_put(ctx, agno, sa, seq);       /* else kept by sa */
+	return err;
+}
+
+int scrub_ag_own(struct mfs_scrub_ctx *ctx, struct scrub_ag *sa)
+{
+	/* The AG has stayed locked since the walk was borrowed: the census still keeps it. */
+	return sa->borrowed ? scrub_census_scan_take_back(ctx, sa->agno, sa) : 0;
+}
+
 void scrub_ag_release(struct scrub_ag *sa)
 {
+	if (sa->borrowed) {
+		memset(sa, 0, sizeof(*sa));     /* the census's */
+		return;
+	}
 	for (int t = 0; t < MFS_AG_NTREES; t++) {
 		scrub_recs_free(&sa->recs[t]);
 		scrub_recs_free(&sa->where[t]);

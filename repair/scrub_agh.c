@@ -118,7 +118,7 @@ int scrub_agh(struct mfs_scrub_ctx *ctx)
 	int err;
 
 	scrub_ag_lock(ctx->fs, ctx->agno);
-	err = scrub_ag_scan(ctx, ctx->agno, SCRUB_WANT_TREES, &sa);
+	err = scrub_ag_scan(ctx, ctx->agno, SCRUB_WANT_TREES | SCRUB_SHARE, &sa);
 	if (err)
 		goto out;
 	if (!sa.agh) {
@@ -165,7 +165,7 @@ int scrub_agfl(struct mfs_scrub_ctx *ctx)
 	int err;
 
 	scrub_ag_lock(ctx->fs, agno);
-	err = scrub_ag_scan(ctx, agno, SCRUB_WANT_TREES | SCRUB_WANT_AGFL, &sa);
+	err = scrub_ag_scan(ctx, agno, SCRUB_WANT_TREES | SCRUB_WANT_AGFL | SCRUB_SHARE, &sa);
 	if (err)
 		goto out;
 	if (!sa.agh) {

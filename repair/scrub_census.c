@@ -37,7 +37,12 @@
 #include <sys/stat.h>
 
 struct census_ag {
-	pthread_rwlock_t lock;
+	/* The AG's walk kept for its checkers (SCRUB_SHARE), under the AG's own lock. */
+	struct scrub_ag *scan;
+	uint64_t scan_seq;
+	size_t scan_bytes;
+
+	pthread_rwlock_t lock;          /* the rest */
 	int have;                       /* a census was taken ... */
 	uint64_t seq;                   /* ... at this change count */
 	uint32_t nchunks;
@@ -52,9 +57,14 @@ struct census_dir {
 	size_t at, n;                   /* children kids[at..at + n) */
 };
 
+/* Bytes of AG walks the census keeps at most (the checkers of an AG share its walk while
+ * it is checked; a walk that does not fit is not kept, each checker walking on its own). */
+#define CENSUS_SCAN_MAX (64u << 20)
+
 struct mfs_scrub_census {
 	struct mfs_fs *fs;
 	uint32_t agcount;
+	size_t scan_bytes;              /* kept walks' bytes, all AGs (atomic) */
 	struct census_ag *ag;
 	pthread_mutex_t dir_lock;
 	struct scrub_recs dirs;         /* struct census_dir, in the order recorded */
@@ -97,10 +107,30 @@ static void ag_forget(struct census_ag *ca)
 	ca->have = 0;
 }
 
+/* Forget AG agno's kept walk (the AG locked). */
+static void scan_forget(struct mfs_scrub_census *c, uint32_t agno)
+{
+	struct census_ag *ca = &c->ag[agno];
+
+	if (!ca->scan)
+		return;
+	ca->scan->borrowed = 0;
+	scrub_ag_release(ca->scan);
+	free(ca->scan);
+	ca->scan = NULL;
+	__atomic_sub_fetch(&c->scan_bytes, ca->scan_bytes, __ATOMIC_RELAXED);
+	ca->scan_bytes = 0;
+}
+
 void mfs_scrub_census_drop(struct mfs_scrub_census *c)
 {
 	if (!c)
 		return;
+	for (uint32_t a = 0; a < c->agcount; a++) {
+		scrub_ag_lock(c->fs, a);
+		scan_forget(c, a);
+		scrub_ag_unlock(c->fs, a);
+	}
 	for (uint32_t a = 0; a < c->agcount; a++) {
 		pthread_rwlock_wrlock(&c->ag[a].lock);
 		ag_forget(&c->ag[a]);
@@ -516,5 +546,77 @@ int mfs_scrub_census_list(struct mfs_scrub_ctx *ctx, uint32_t agno, uint64_t cur
 	*n = ls.n;
 	*next = ls.next;
 	*end = err == 0;
+	return 0;
+}
+
+/* ---- AG walks shared by an AG's checkers ----------------------------------------------------- */
+
+int scrub_census_scan_get(struct mfs_scrub_ctx *ctx, uint32_t agno, struct scrub_ag *sa)
+{
+	struct mfs_scrub_census *c = ctx->census;
+	struct census_ag *ca;
+
+	if (!c || agno >= c->agcount)
+		return -EAGAIN;
+	ca = &c->ag[agno];
+	if (!ca->scan)
+		return -EAGAIN;
+	if (ca->scan_seq != mfs_fs_changes(ctx->fs)) {
+		scan_forget(c, agno);           /* stale for good */
+		return -EAGAIN;
+	}
+	*sa = *ca->scan;
+	sa->borrowed = 1;
+	return 0;
+}
+
+static size_t recs_bytes(const struct scrub_recs *r)
+{
+	return r->cap * r->len;
+}
+
+int scrub_census_scan_put(struct mfs_scrub_ctx *ctx, uint32_t agno, struct scrub_ag *sa,
+			  uint64_t seq)
+{
+	struct mfs_scrub_census *c = ctx->census;
+	struct census_ag *ca;
+	size_t bytes = recs_bytes(&sa->agfl);
+
+	if (!c || agno >= c->agcount || sa->borrowed)
+		return -EINVAL;
+	ca = &c->ag[agno];
+	for (int t = 0; t < MFS_AG_NTREES; t++)
+		bytes += recs_bytes(&sa->recs[t]) + recs_bytes(&sa->where[t]) +
+			 recs_bytes(&sa->blocks[t]);
+	scan_forget(c, agno);
+	if (__atomic_add_fetch(&c->scan_bytes, bytes, __ATOMIC_RELAXED) > CENSUS_SCAN_MAX) {
+		__atomic_sub_fetch(&c->scan_bytes, bytes, __ATOMIC_RELAXED);
+		return -ENOSPC;
+	}
+	ca->scan = mfs_malloc(sizeof(*ca->scan));
+	if (!ca->scan) {
+		__atomic_sub_fetch(&c->scan_bytes, bytes, __ATOMIC_RELAXED);
+		return -ENOSPC;
+	}
+	*ca->scan = *sa;
+	ca->scan_seq = seq;
+	ca->scan_bytes = bytes;
+	sa->borrowed = 1;
+	return 0;
+}
+
+int scrub_census_scan_take_back(struct mfs_scrub_ctx *ctx, uint32_t agno, struct scrub_ag *sa)
+{
+	struct mfs_scrub_census *c = ctx->census;
+	struct census_ag *ca;
+
+	if (!c || agno >= c->agcount || !c->ag[agno].scan || !sa->borrowed)
+		return -EAGAIN;
+	ca = &c->ag[agno];
+	free(ca->scan);                 /* the struct only: its arrays are sa's now */
+	ca->scan = NULL;
+	__atomic_sub_fetch(&c->scan_bytes, ca->scan_bytes, __ATOMIC_RELAXED);
+	ca->scan_bytes = 0;
+	sa->borrowed = 0;
 	return 0;
 }

@@ -65,6 +65,12 @@ void scrub_sort_u64(struct scrub_recs *r);
  * locations, 8–24 MiB of records. */
 #define SCRUB_NO_RECS(t)  (1u << (8 + (t)))
 #define SCRUB_NO_WHERE(t) (1u << (12 + (t)))
+/* With ctx->census: the AG's whole walk (every tree and the free list, every record and
+ * where it lies) is made once and kept in the census for the AG's other checkers, which
+ * borrow it (scrub_ag_scan with any want borrows a walk kept at the current change count,
+ * whether or not it asks for this).  The phase-2 checkers of one AG (header, free list,
+ * inode btree, reverse map) then walk its trees once instead of each on its own. */
+#define SCRUB_SHARE       (1u << 16)
 
 struct scrub_ag {
 	struct mfs_fs *fs;
@@ -80,6 +86,8 @@ struct scrub_ag {
 	struct scrub_recs blocks[MFS_AG_NTREES];   /* uint32_t agbno of each tree block, sorted */
 	struct scrub_recs agfl;             /* uint32_t agbno of each valid free-list slot */
 	int agfl_err;
+	int borrowed;                       /* the census's walk (SCRUB_SHARE): read only, and
+					       scrub_ag_release leaves it to the census */
 };
 
 /* Where a collected record lies: its leaf block (agbno) and index in that leaf. */
@@ -101,6 +109,9 @@ void scrub_ag_unlock(struct mfs_fs *fs, uint32_t agno);
  */
 int scrub_ag_scan(struct mfs_scrub_ctx *ctx, uint32_t agno, unsigned want, struct scrub_ag *sa);
 void scrub_ag_release(struct scrub_ag *sa);
+/* With the AG locked since the walk: make a borrowed walk the caller's own (the census
+ * forgets it), so that it may change it; 0, or -EAGAIN if the census does not keep it. */
+int scrub_ag_own(struct mfs_scrub_ctx *ctx, struct scrub_ag *sa);
 /* The tree names used in findings: "bnobt", "cntbt", "inobt", "rmapbt". */
 extern const char *const scrub_tree_names[MFS_AG_NTREES];
 
@@ -351,6 +362,15 @@ int scrub_census_get_at(struct mfs_scrub_ctx *ctx, uint64_t ino, uint64_t seq,
 typedef int (*scrub_census_fn)(void *priv, uint64_t ino, const struct scrub_census_ino *ci);
 int scrub_census_walk(struct mfs_scrub_ctx *ctx, uint32_t agno, uint64_t from,
 		      scrub_census_fn fn, void *priv, uint64_t *seq);
+/* The AG walks kept for SCRUB_SHARE, with the AG locked: get (a copy of the kept struct,
+ * borrowed: 0, or -EAGAIN when none is kept at the current count), put (the census takes
+ * sa, a full walk made at count seq, which the caller then borrows: 0, or -ENOSPC when
+ * the census keeps no more, and sa stays the caller's), take back (the census forgets
+ * the walk sa borrows, which becomes the caller's: 0, or -EAGAIN). */
+int scrub_census_scan_get(struct mfs_scrub_ctx *ctx, uint32_t agno, struct scrub_ag *sa);
+int scrub_census_scan_put(struct mfs_scrub_ctx *ctx, uint32_t agno, struct scrub_ag *sa,
+			  uint64_t seq);
+int scrub_census_scan_take_back(struct mfs_scrub_ctx *ctx, uint32_t agno, struct scrub_ag *sa);
 /* Is the change count still seq? */
 int scrub_census_current(struct mfs_scrub_ctx *ctx, uint64_t seq);
 /* A directory's entries (kids: uint64_t inode numbers, "." and ".." left out) and its ".."

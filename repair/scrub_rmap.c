@@ -785,10 +785,15 @@ int scrub_rmapbt(struct mfs_scrub_ctx *ctx)
 	seq = mfs_fs_changes(ctx->fs);
 	/* Only the blocks of the free-space trees are kept (owner ag; the by-block records are
 	 * streamed, see scrub_stream); where a record lies is looked up for a finding, not kept
-	 * for each. */
+	 * for each — unless the AG's walk shared by its checkers (SCRUB_SHARE) is at hand,
+	 * which has it all. */
 	err = scrub_ag_scan(ctx, ctx->agno, SCRUB_WANT_TREES | SCRUB_WANT_AGFL |
 			    SCRUB_NO_RECS(MFS_BT_CNT) | SCRUB_NO_RECS(MFS_BT_BNO) |
 			    SCRUB_NO_WHERE(MFS_BT_RMAP), &sa);
+	/* The walk the AG's other checkers shared, when there is one, becomes this one's:
+	 * the records are moved out of it below, and the AG's checks end here. */
+	if (!err)
+		err = scrub_ag_own(ctx, &sa);
 	if (err)
 		goto unlock;
 	if (!sa.agh) {

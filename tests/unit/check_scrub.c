@@ -1276,6 +1276,10 @@ static unsigned scrub_everything(struct mfs_fs *fs, int batched)
 	unsigned n = 0;
 	int err;
 
+	/* Batched rounds with a census too, as the daemon's checks share one (the writers
+	 * make it stale, mostly: then the checks read the slow way). */
+	if (batched)
+		shared_census = census_now(fs);
 	for (uint32_t agno = 0; agno < fs->geo.agcount; agno++)
 		for (size_t i = 0; i < sizeof(ag_types) / sizeof(ag_types[0]); i++) {
 			CK_OK(run(fs, ag_types[i], agno, 0, &f));
@@ -1297,12 +1301,8 @@ static unsigned scrub_everything(struct mfs_fs *fs, int batched)
 		mfs_buf_put(hbp);
 		pthread_mutex_unlock(&fs->ag[agno].lock);
 	}
-	if (batched) {
+	if (batched)
 		CK_OK(mfs_scrub_memo_new(&shared_memo));
-		/* and a census, as the daemon's listing takes it (the writers make it stale,
-		 * mostly: then the checks read the slow way) */
-		shared_census = census_now(fs);
-	}
 	for (size_t j = 0; j < l.n; j++) {
 		if (j % 16 == 0 && batched) {
 			struct mfs_scrub_ctx pc;
