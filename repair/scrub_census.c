@@ -176,6 +176,8 @@ static void census_forks(struct mfs_scrub_ctx *ctx, uint64_t ino, const struct m
 
 	if (d->aformat == MFS_FMT_NONE)
 		ci->flags |= SCRUB_CI_NOATTR;
+	if (scrub_symlink_inline_ok(ctx, d))
+		ci->flags |= SCRUB_CI_LNKOK;
 	if (S_ISDIR(ci->mode) && d->dformat == MFS_FMT_BTREE &&
 	    ctx->fs->geo.inodesize - sizeof(*d) >= sizeof(struct mfs_dir_root)) {
 		struct mfs_dir_root root;

@@ -49,7 +49,21 @@ struct nl_state {
 	struct mfs_scrub_ctx *ctx;
 	struct scrub_recs inodes;   /* struct nl_inode, sorted by ino */
 	struct scrub_recs edges;    /* struct nl_edge, sorted by parent */
+	struct scrub_recs groups;   /* struct nl_group: the index of inodes (nl_find) */
 	uint64_t cur_dir;
+};
+
+/*
+ * Finding an inode's record: inodes[] is sorted by number; each run of it within one
+ * 64-inode group (ino / 64) is a struct nl_group — the group, where its run starts, and
+ * which of its 64 inodes are there — so a lookup is a binary search of the groups (some
+ * 16k at a million inodes: they stay in the cache) and a population count, instead of a
+ * binary search of the million records.
+ */
+struct nl_group {
+	uint64_t key;               /* ino / 64 */
+	uint64_t present;           /* bit k: inode key * 64 + k has a record */
+	size_t first;               /* its first record */
 };
 
 static int cmp_ino(const void *a, const void *b)
@@ -59,38 +73,79 @@ static int cmp_ino(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+static int nl_index(struct nl_state *st)
+{
+	struct nl_group g = { 0, 0, 0 };
+
+	scrub_recs_free(&st->groups);
+	scrub_recs_init(&st->groups, sizeof(struct nl_group));
+	/* In order as collected (chunks in AG and inode order); anything else is sorted. */
+	for (size_t i = 1; i < st->inodes.n; i++)
+		if (((const struct nl_inode *)scrub_rec(&st->inodes, i - 1))->ino >=
+		    ((const struct nl_inode *)scrub_rec(&st->inodes, i))->ino) {
+			qsort(st->inodes.v, st->inodes.n, st->inodes.len, cmp_ino);
+			break;
+		}
+	for (size_t i = 0; i < st->inodes.n; i++) {
+		uint64_t ino = ((const struct nl_inode *)scrub_rec(&st->inodes, i))->ino;
+
+		if (!i || ino / 64 != g.key) {
+			if (i && scrub_recs_add(&st->groups, &g))
+				return -ENOMEM;
+			g.key = ino / 64;
+			g.present = 0;
+			g.first = i;
+		}
+		g.present |= 1ull << (ino % 64);
+	}
+	return st->inodes.n ? scrub_recs_add(&st->groups, &g) : 0;
+}
+
 static struct nl_inode *nl_find(struct nl_state *st, uint64_t ino)
 {
-	return st->inodes.n ? bsearch(&ino, st->inodes.v, st->inodes.n, sizeof(struct nl_inode),
-				      cmp_ino) : NULL;
+	const struct nl_group *g = (const struct nl_group *)(const void *)st->groups.v;
+	size_t lo = 0, hi = st->groups.n;
+	uint64_t key = ino / 64, bit = 1ull << (ino % 64);
+	struct nl_inode *n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (g[mid].key < key)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == st->groups.n || g[lo].key != key || !(g[lo].present & bit))
+		return NULL;
+	n = (struct nl_inode *)(void *)st->inodes.v +
+	    g[lo].first + (size_t)__builtin_popcountll(g[lo].present & (bit - 1));
+	return n->ino == ino ? n : NULL;        /* (a number listed twice) */
+}
+
+static int nl_add(struct nl_state *st, uint64_t ino, uint16_t mode, uint32_t nlink)
+{
+	struct nl_inode ni;
+
+	memset(&ni, 0, sizeof(ni));
+	ni.ino = ino;
+	ni.mode = mode;
+	ni.nlink = nlink;
+	return scrub_recs_add(&st->inodes, &ni);
 }
 
 static int inode_fn(void *priv, uint64_t ino, const struct mfs_dinode *d, int isfree)
 {
-	struct nl_state *st = priv;
-	struct nl_inode ni;
-
 	if (isfree || !mfs_get16(d->mode))
 		return 0;       /* a mismatch with the mask is the INOBT checker's */
-	memset(&ni, 0, sizeof(ni));
-	ni.ino = ino;
-	ni.mode = mfs_get16(d->mode);
-	ni.nlink = mfs_get32(d->nlink);
-	return scrub_recs_add(&st->inodes, &ni);
+	return nl_add(priv, ino, mfs_get16(d->mode), mfs_get32(d->nlink));
 }
 
 static int census_inode_fn(void *priv, uint64_t ino, const struct scrub_census_ino *ci)
 {
-	struct nl_state *st = priv;
-	struct nl_inode ni;
-
 	if ((ci->flags & SCRUB_CI_FREE) || !ci->mode)
 		return 0;
-	memset(&ni, 0, sizeof(ni));
-	ni.ino = ino;
-	ni.mode = ci->mode;
-	ni.nlink = ci->nlink;
-	return scrub_recs_add(&st->inodes, &ni);
+	return nl_add(priv, ino, ci->mode, ci->nlink);
 }
 
 /* 1: the inodes in use of AG agno (AG locked by the caller). */
@@ -208,10 +263,12 @@ static int count_and_walk(struct nl_state *st)
 	struct mfs_scrub_ctx *ctx = st->ctx;
 	uint64_t root = ctx->fs->geo.rootino;
 	struct scrub_recs queue;
-	struct nl_inode *ni;
-	int err = 0;
+	struct nl_inode *ni, *p = NULL;
+	int err;
 
-	struct nl_inode *p = NULL;
+	err = nl_index(st);
+	if (err)
+		return err;
 
 	for (size_t i = 0; i < st->edges.n; i++) {
 		struct nl_edge *e = (struct nl_edge *)(st->edges.v + i * st->edges.len);
@@ -345,6 +402,7 @@ int scrub_nlinks(struct mfs_scrub_ctx *ctx)
 	st.ctx = ctx;
 	scrub_recs_init(&st.inodes, sizeof(struct nl_inode));
 	scrub_recs_init(&st.edges, sizeof(struct nl_edge));
+	scrub_recs_init(&st.groups, sizeof(struct nl_group));
 	if (ctx->quiesce) {
 		err = ctx->quiesce(ctx->hook_arg, 1);
 		if (err)
@@ -368,6 +426,7 @@ int scrub_nlinks(struct mfs_scrub_ctx *ctx)
 		ctx->quiesce(ctx->hook_arg, 0);
 	scrub_recs_free(&st.inodes);
 	scrub_recs_free(&st.edges);
+	scrub_recs_free(&st.groups);
 	if (exact.oflags)
 		ctx->oflags |= exact.oflags;
 	return err;

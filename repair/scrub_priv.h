@@ -346,6 +346,7 @@ struct scrub_census_ino {
 #define SCRUB_CI_EXT1    0x40u      /* the BMAP quick look's one inline extent, at file
 				       block 0, is [fsb, fsb + len): to cross-reference */
 #define SCRUB_CI_DIRROOT 0x80u      /* a directory whose name btree is one block, fsb */
+#define SCRUB_CI_LNKOK   0x100u     /* a symlink whose inline target passes its check */
 /* Take AG agno's part (ctx->census), the AG locked by the caller: 0 (also when it is
  * current already), -EAGAIN when the AG's inode btree or chunks will not do, -ENOMEM. */
 int scrub_census_take(struct mfs_scrub_ctx *ctx, uint32_t agno);
@@ -385,6 +386,10 @@ int scrub_census_dir(struct mfs_scrub_ctx *ctx, uint64_t dir, uint64_t *dotdot,
 /* The INODE check's quick verdict on a usable committed copy d of inode ino: 1 when it
  * would find nothing (and needs no orphan list: linked), else 0.  Reports nothing. */
 int scrub_dinode_core_clean(struct mfs_scrub_ctx *ctx, uint64_t ino, const struct mfs_dinode *d);
+
+/* The SYMLINK check's quick verdict on a usable committed copy d: 1 when it is a symlink
+ * whose inline target is sane (nothing to report), else 0. */
+int scrub_symlink_inline_ok(struct mfs_scrub_ctx *ctx, const struct mfs_dinode *d);
 
 /* Is `ino` on its AG's orphan list (the caller holds that AG's lock)?  0 or an error (a
  * damaged list). */

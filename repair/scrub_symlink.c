@@ -60,21 +60,32 @@ static int read_target(struct mfs_scrub_ctx *ctx, struct mfs_inode *ip, uint8_t 
  * fork, without a NUL byte; else 0 and the inode is taken and looked at (and only that
  * look reports).  No inode is loaded into the cache for the common, inline symlink.
  */
-static int symlink_quick(struct mfs_scrub_ctx *ctx)
+int scrub_symlink_inline_ok(struct mfs_scrub_ctx *ctx, const struct mfs_dinode *d)
 {
-	uint64_t buf[MFS_MAX_INODESIZE / 8];
 	uint32_t litsize = ctx->fs->geo.inodesize - (uint32_t)sizeof(struct mfs_dinode), dsize;
-	const struct mfs_dinode *d;
 	uint64_t size;
-	int usable;
 
-	if (scrub_dinode_quick(ctx, ctx->ino, buf, &d, &usable) || !usable ||
-	    !S_ISLNK(mfs_get16(d->mode)) || d->dformat != MFS_FMT_LOCAL)
+	if (!S_ISLNK(mfs_get16(d->mode)) || d->dformat != MFS_FMT_LOCAL)
 		return 0;
 	size = mfs_get64(d->size);
 	dsize = mfs_get16(d->forkoff) ? mfs_get16(d->forkoff) * 8u : litsize;
 	return size > 0 && size <= SYMLINK_MAX && size <= dsize && dsize <= litsize &&
 	       !memchr((const uint8_t *)d + sizeof(*d), 0, (size_t)size);
+}
+
+static int symlink_quick(struct mfs_scrub_ctx *ctx)
+{
+	uint64_t buf[MFS_MAX_INODESIZE / 8];
+	const struct mfs_dinode *d;
+	struct scrub_census_ino ci;
+	int usable;
+
+	/* The census's verdict, when current, is that of the committed inode now. */
+	if (scrub_census_get(ctx, ctx->ino, &ci) && !(ci.flags & SCRUB_CI_FREE) &&
+	    (ci.flags & SCRUB_CI_LNKOK))
+		return 1;
+	return !scrub_dinode_quick(ctx, ctx->ino, buf, &d, &usable) && usable &&
+	       scrub_symlink_inline_ok(ctx, d);
 }
 
 int scrub_symlink(struct mfs_scrub_ctx *ctx)
