@@ -1130,7 +1130,7 @@ int mfs_journal_force(struct mfs_journal *j)
 int mfs_journal_sync(struct mfs_journal *j)
 {
 	uint64_t started;
-	int err, covered;
+	int err;
 
 	pthread_mutex_lock(&j->lock);
 	started = j->flush_started;
@@ -1138,12 +1138,28 @@ int mfs_journal_sync(struct mfs_journal *j)
 	err = mfs_journal_force(j);
 	if (err)
 		return err;
-	/* A flush that began after this call did (the log's own, when the force wrote a
-	 * batch) covers every write issued before it; otherwise flush now. */
+	/*
+	 * A flush that began after this call did (the log's own, when the force wrote a
+	 * batch, or another fsync's) covers every write issued before it.  Otherwise flush,
+	 * one fsync at a time: those that arrive while one flushes wait for it, and the next
+	 * flush (begun after their calls) covers them all, so concurrent fsyncs of data
+	 * overwritten in place share flushes as commits share batches.
+	 */
 	pthread_mutex_lock(&j->lock);
-	covered = j->flush_covered > started;
+	while (j->flush_covered <= started && j->sync_flushing)
+		jwait(j, "another fsync's flush");
+	if (j->flush_covered > started) {
+		pthread_mutex_unlock(&j->lock);
+		return 0;
+	}
+	j->sync_flushing = 1;
 	pthread_mutex_unlock(&j->lock);
-	return covered ? 0 : mfs_jflush(j);
+	err = mfs_jflush(j);
+	pthread_mutex_lock(&j->lock);
+	j->sync_flushing = 0;
+	pthread_cond_broadcast(&j->cv);
+	pthread_mutex_unlock(&j->lock);
+	return err;
 }
 
 /* ---- checkpoint ---------------------------------------------------------------------- */
@@ -1400,7 +1416,7 @@ static void logd_fork_prepare(void)
 	for (struct mfs_journal *j = logd_reg; j; j = j->logd_reg_next) {
 		pthread_mutex_lock(&j->ckpt_lock);
 		pthread_mutex_lock(&j->lock);
-		while (j->writing)
+		while (j->writing || j->sync_flushing)
 			jwait(j, "the log writer before a fork");
 		pthread_mutex_lock(&j->pool_lock);
 	}

@@ -163,7 +163,8 @@ int mfs_journal_force_lsn(struct mfs_journal *log, uint64_t lsn);
 int mfs_journal_force(struct mfs_journal *log);
 /* The same, and every write to the device issued before the call (file data overwritten
  * in place) is on stable storage: fsync.  The device is flushed once, or not at all when
- * the force wrote a batch (whose flushes began after the call, so they cover it). */
+ * the force wrote a batch (whose flushes began after the call, so they cover it); fsyncs
+ * that arrive while another's flush is in flight share the next one. */
 int mfs_journal_sync(struct mfs_journal *log);
 /* Force, write every logged block in place, flush, advance the tail. */
 int mfs_journal_checkpoint(struct mfs_journal *log);

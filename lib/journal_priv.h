@@ -90,6 +90,7 @@ struct mfs_journal {
 	int writing;                /* a writer is doing a batch */
 	uint64_t flush_started;     /* device flushes begun (mfs_jflush numbers them) */
 	uint64_t flush_covered;     /* the highest number of a flush that completed */
+	int sync_flushing;          /* an fsync's own flush is in flight (mfs_journal_sync) */
 	int err;                    /* sticky log I/O error */
 
 	struct jrec *rec_first, *rec_last, *unwritten;
