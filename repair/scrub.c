@@ -18,6 +18,7 @@
 #include "verify.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -528,13 +529,69 @@ static int cluster_get(struct mfs_scrub_ctx *ctx, struct scrub_cluster *cl, uint
 	return 0;
 }
 
+/*
+ * Each thread's chunk buffer for scrub_chunk_walk, kept from one chunk to the next (freed
+ * when the thread ends): a sweep of a million inodes walks some 16k chunks, and a buffer
+ * allocated and freed for each came back from the kernel as fresh pages to fault in.
+ */
+static pthread_key_t chunk_buf_key;
+static pthread_once_t chunk_buf_once = PTHREAD_ONCE_INIT;
+static int chunk_buf_ok;
+
+static void chunk_buf_init(void)
+{
+	chunk_buf_ok = pthread_key_create(&chunk_buf_key, free) == 0;
+}
+
+struct chunk_buf {
+	size_t size;
+	uint8_t data[];
+};
+
+/* A cluster whose buffer is this thread's (NULL blk: none, cluster_get allocates one);
+ * chunk_buf_done gives the buffer back to the thread, or frees it. */
+static void chunk_buf_take(size_t size, struct scrub_cluster *cl)
+{
+	struct chunk_buf *b;
+
+	memset(cl, 0, sizeof(*cl));
+	pthread_once(&chunk_buf_once, chunk_buf_init);
+	if (!chunk_buf_ok)
+		return;
+	b = pthread_getspecific(chunk_buf_key);
+	if (!b || b->size < size) {
+		free(b);
+		(void)pthread_setspecific(chunk_buf_key, NULL);
+		b = mfs_malloc(sizeof(*b) + size);
+		if (!b)
+			return;
+		b->size = size;
+		if (pthread_setspecific(chunk_buf_key, b) != 0) {
+			free(b);
+			return;
+		}
+	}
+	cl->blk = b->data;
+}
+
+static void chunk_buf_done(struct scrub_cluster *cl)
+{
+	struct chunk_buf *b = chunk_buf_ok ? pthread_getspecific(chunk_buf_key) : NULL;
+
+	if (!b || cl->blk != b->data)
+		scrub_cluster_release(cl);      /* cluster_get's own */
+	cl->blk = NULL;
+}
+
 int scrub_chunk_walk(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct mfs_inobt_rec *c,
 		     scrub_dinode_fn fn, void *priv, uint64_t *bad_fsb)
 {
 	const struct mfs_geom *g = &ctx->fs->geo;
 	uint64_t mask = mfs_get64(c->freemask);
-	struct scrub_cluster cl = { .blk = NULL };
+	struct scrub_cluster cl;
 	int err = 0;
+
+	chunk_buf_take((size_t)g->chunkblocks * g->blocksize, &cl);
 
 	for (uint32_t k = 0; k < MFS_INODES_PER_CHUNK && !err; k++) {
 		uint64_t ino = mfs_agino_to_ino(g, agno, mfs_get32(c->startino) + k);
@@ -551,7 +608,7 @@ int scrub_chunk_walk(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct mfs_
 		}
 		err = fn(priv, ino, d, (int)(mask >> k & 1));
 	}
-	scrub_cluster_release(&cl);
+	chunk_buf_done(&cl);
 	return err;
 }
 

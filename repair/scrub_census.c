@@ -221,6 +221,28 @@ static int census_dinode_fn(void *priv, uint64_t ino, const struct mfs_dinode *d
 	return 0;
 }
 
+/* Room for nc chunks; 0 or -ENOMEM. */
+static int build_grow(struct build *b, uint32_t nc)
+{
+	uint32_t *s = mfs_realloc(b->startino, nc * sizeof(*s));
+	uint64_t *f;
+	struct scrub_census_ino *ci;
+
+	if (!s)
+		return -ENOMEM;
+	b->startino = s;
+	f = mfs_realloc(b->freemask, nc * sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	b->freemask = f;
+	ci = mfs_realloc(b->ino, (size_t)nc * MFS_INODES_PER_CHUNK * sizeof(*ci));
+	if (!ci)
+		return -ENOMEM;
+	b->ino = ci;
+	b->cap = nc;
+	return 0;
+}
+
 static int census_chunk_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
 {
 	const struct mfs_inobt_rec *r = rec;
@@ -240,25 +262,8 @@ static int census_chunk_fn(struct mfs_btree_cur *cur, const void *rec, void *pri
 		b->odd = 1;
 		return 1;
 	}
-	if (b->n == b->cap) {
-		uint32_t nc = b->cap ? b->cap * 2 : 256;
-		uint32_t *s = mfs_realloc(b->startino, nc * sizeof(*s));
-		uint64_t *f;
-		struct scrub_census_ino *ci;
-
-		if (!s)
-			return -ENOMEM;
-		b->startino = s;
-		f = mfs_realloc(b->freemask, nc * sizeof(*f));
-		if (!f)
-			return -ENOMEM;
-		b->freemask = f;
-		ci = mfs_realloc(b->ino, (size_t)nc * MFS_INODES_PER_CHUNK * sizeof(*ci));
-		if (!ci)
-			return -ENOMEM;
-		b->ino = ci;
-		b->cap = nc;
-	}
+	if (b->n == b->cap && build_grow(b, b->cap ? b->cap * 2 : 256))
+		return -ENOMEM;
 	b->startino[b->n] = startino;
 	b->freemask[b->n] = mfs_get64(r->freemask);
 	memset(&b->ino[(size_t)b->n * MFS_INODES_PER_CHUNK], 0,
@@ -299,9 +304,17 @@ int scrub_census_take(struct mfs_scrub_ctx *ctx, uint32_t agno)
 	b.agno = agno;
 	err = mfs_read_agh(fs, agno, &agh_bp);
 	if (!err) {
-		mfs_ag_cur_init(&cur, fs, NULL, agno, MFS_BT_INO, agh_bp);
-		err = mfs_btree_query_range(&cur, NULL, NULL, census_chunk_fn, &b);
-		mfs_btree_cur_release(&cur);
+		/* Sized by the header's inode count (a wrong one only costs a regrowth). */
+		uint64_t want = mfs_get32(((const struct mfs_agh *)agh_bp->data)->icount) /
+				MFS_INODES_PER_CHUNK + 1;
+
+		if (want <= (1ull << (fs->geo.agblklog + fs->geo.inopblog)) / MFS_INODES_PER_CHUNK)
+			err = build_grow(&b, (uint32_t)want);
+		if (!err) {
+			mfs_ag_cur_init(&cur, fs, NULL, agno, MFS_BT_INO, agh_bp);
+			err = mfs_btree_query_range(&cur, NULL, NULL, census_chunk_fn, &b);
+			mfs_btree_cur_release(&cur);
+		}
 		mfs_buf_put(agh_bp);
 	}
 	if (err >= 0 && !b.odd) {
@@ -371,6 +384,33 @@ int scrub_census_get_at(struct mfs_scrub_ctx *ctx, uint64_t ino, uint64_t seq,
 			/* In no chunk: as free as can be. */
 			memset(out, 0, sizeof(*out));
 			out->flags = SCRUB_CI_FREE | SCRUB_CI_NOCHUNK;
+			found = 1;
+		}
+	}
+	pthread_rwlock_unlock(&ca->lock);
+	return found;
+}
+
+int scrub_census_chunk(struct mfs_scrub_ctx *ctx, uint64_t ino, struct scrub_census_chunk *out)
+{
+	struct mfs_scrub_census *c = ctx->census;
+	const struct mfs_geom *g = &ctx->fs->geo;
+	uint32_t agno = mfs_ino_to_agno(g, ino);
+	struct census_ag *ca;
+	int found = 0;
+
+	if (!c || agno >= c->agcount)
+		return 0;
+	ca = &c->ag[agno];
+	pthread_rwlock_rdlock(&ca->lock);
+	if (ca->have && ca->seq == mfs_fs_changes(ctx->fs)) {
+		uint32_t agino = mfs_ino_to_agino(g, ino);
+		long i = chunk_of(ca, agino);
+
+		if (i >= 0) {
+			out->first = ino & ~(uint64_t)(MFS_INODES_PER_CHUNK - 1);
+			out->seq = ca->seq;
+			memcpy(out->ino, &ca->ino[(size_t)i * MFS_INODES_PER_CHUNK], sizeof(out->ino));
 			found = 1;
 		}
 	}

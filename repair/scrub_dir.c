@@ -66,6 +66,8 @@ struct chunk_cache {
 	struct chunk_rec rec[DIR_CHUNK_SLOTS];
 	unsigned next_rec, next_cl;
 	struct scrub_cluster *cl;   /* NULL, or DIR_BLOCK_SLOTS one-block copies (mode_of) */
+	struct scrub_census_chunk *census;  /* NULL, or the census's records of a chunk */
+	int have_census;
 };
 
 struct dir_walk {
@@ -133,6 +135,7 @@ static int mode_of(struct mfs_scrub_ctx *ctx, struct mfs_inode *dp, struct chunk
 	const struct mfs_geom *g = &fs->geo;
 	uint32_t agno = mfs_ino_to_agno(g, ino);
 	const struct mfs_dinode *d;
+	const struct scrub_census_ino *cr = NULL;
 	struct scrub_census_ino ci;
 	struct mfs_buf *bp;
 	int err;
@@ -142,14 +145,20 @@ static int mode_of(struct mfs_scrub_ctx *ctx, struct mfs_inode *dp, struct chunk
 		*mode = dp->mode;
 		return 0;
 	}
-	if (scrub_census_get(ctx, ino, &ci)) {
-		/* Current: the committed state now, as a locked read would see it. */
-		if (ci.flags & SCRUB_CI_FREE)
-			return -ENOENT;
-		if (ci.flags & SCRUB_CI_USABLE) {
-			*mode = ci.mode;
-			return 0;
-		}
+	/* The census's record, current: the committed state now, as a locked read would see
+	 * it (a copy of its chunk's records serves the directory's other children in it). */
+	if (cc->census && (!cc->have_census || ino - cc->census->first >= MFS_INODES_PER_CHUNK ||
+			   !scrub_census_current(ctx, cc->census->seq)))
+		cc->have_census = scrub_census_chunk(ctx, ino, cc->census);
+	if (cc->census && cc->have_census)
+		cr = &cc->census->ino[ino - cc->census->first];
+	else if (scrub_census_get(ctx, ino, &ci))
+		cr = &ci;
+	if (cr && (cr->flags & SCRUB_CI_FREE))
+		return -ENOENT;
+	if (cr && (cr->flags & SCRUB_CI_USABLE)) {
+		*mode = cr->mode;
+		return 0;
 	}
 	err = ino_allocated(ctx, cc, ino);
 	if (err)
@@ -298,6 +307,7 @@ int scrub_dir(struct mfs_scrub_ctx *ctx)
 	struct mfs_inode *dp;
 	struct dir_walk w;
 	struct scrub_cluster cl[DIR_BLOCK_SLOTS];
+	struct scrub_census_chunk census;
 	struct scrub_recs kids;
 	uint64_t count, parent = 0, seq;
 	int err, have_parent = 1;
@@ -345,6 +355,7 @@ int scrub_dir(struct mfs_scrub_ctx *ctx)
 	w.ctx = ctx;
 	w.dp = dp;
 	w.cc.cl = cl;
+	w.cc.census = ctx->census ? &census : NULL;
 	scrub_recs_init(&kids, sizeof(uint64_t));
 	if (ctx->census && have_parent)
 		w.kids = &kids;

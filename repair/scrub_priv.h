@@ -357,6 +357,14 @@ int scrub_census_take(struct mfs_scrub_ctx *ctx, uint32_t agno);
 int scrub_census_get(struct mfs_scrub_ctx *ctx, uint64_t ino, struct scrub_census_ino *out);
 int scrub_census_get_at(struct mfs_scrub_ctx *ctx, uint64_t ino, uint64_t seq,
 			struct scrub_census_ino *out);
+/* A copy of the current records of the chunk holding ino (for walks that ask about many
+ * inodes of a few chunks: a directory's children): 1, or 0 when the census has none
+ * current.  The copy stands while the change count is still out->seq. */
+struct scrub_census_chunk {
+	uint64_t first, seq;
+	struct scrub_census_ino ino[MFS_INODES_PER_CHUNK];
+};
+int scrub_census_chunk(struct mfs_scrub_ctx *ctx, uint64_t ino, struct scrub_census_chunk *out);
 /* fn for each inode of AG agno's chunks from inode `from` on, in number order, from a
  * current census (its change count into *seq, may be NULL): fn's first nonzero return, 0,
  * or -EAGAIN when none is current (then fn was never called). */
