@@ -359,63 +359,60 @@ int scrub_census_get(struct mfs_scrub_ctx *ctx, uint64_t ino, struct scrub_censu
 	return scrub_census_get_at(ctx, ino, mfs_fs_changes(ctx->fs), out);
 }
 
-int scrub_census_get_at(struct mfs_scrub_ctx *ctx, uint64_t ino, uint64_t seq,
-			struct scrub_census_ino *out)
+/*
+ * With the census part of ino's AG read-locked (*cap, unlock it after): the index of the
+ * chunk holding ino in a part taken at count seq; -1 when ino lies in no chunk of it; -2
+ * when there is no such part.
+ */
+static long census_find(struct mfs_scrub_ctx *ctx, uint64_t ino, uint64_t seq,
+			struct census_ag **cap)
 {
 	struct mfs_scrub_census *c = ctx->census;
 	const struct mfs_geom *g = &ctx->fs->geo;
 	uint32_t agno = mfs_ino_to_agno(g, ino);
-	struct census_ag *ca;
-	int found = 0;
 
+	*cap = NULL;
 	if (!c || agno >= c->agcount)
-		return 0;
-	ca = &c->ag[agno];
-	pthread_rwlock_rdlock(&ca->lock);
-	if (ca->have && ca->seq == seq) {
-		uint32_t agino = mfs_ino_to_agino(g, ino);
-		long i = chunk_of(ca, agino);
+		return -2;
+	*cap = &c->ag[agno];
+	pthread_rwlock_rdlock(&(*cap)->lock);
+	if (!(*cap)->have || (*cap)->seq != seq)
+		return -2;
+	return chunk_of(*cap, mfs_ino_to_agino(g, ino));
+}
 
-		if (i >= 0) {
-			*out = ca->ino[(size_t)i * MFS_INODES_PER_CHUNK +
-				       (agino & (MFS_INODES_PER_CHUNK - 1))];
-			found = 1;
-		} else {
-			/* In no chunk: as free as can be. */
-			memset(out, 0, sizeof(*out));
-			out->flags = SCRUB_CI_FREE | SCRUB_CI_NOCHUNK;
-			found = 1;
-		}
+int scrub_census_get_at(struct mfs_scrub_ctx *ctx, uint64_t ino, uint64_t seq,
+			struct scrub_census_ino *out)
+{
+	struct census_ag *ca;
+	long i = census_find(ctx, ino, seq, &ca);
+
+	if (i >= 0) {
+		*out = ca->ino[(size_t)i * MFS_INODES_PER_CHUNK + (ino & (MFS_INODES_PER_CHUNK - 1))];
+	} else if (i == -1) {
+		/* In no chunk: as free as can be. */
+		memset(out, 0, sizeof(*out));
+		out->flags = SCRUB_CI_FREE | SCRUB_CI_NOCHUNK;
 	}
-	pthread_rwlock_unlock(&ca->lock);
-	return found;
+	if (ca)
+		pthread_rwlock_unlock(&ca->lock);
+	return i != -2;
 }
 
 int scrub_census_chunk(struct mfs_scrub_ctx *ctx, uint64_t ino, struct scrub_census_chunk *out)
 {
-	struct mfs_scrub_census *c = ctx->census;
-	const struct mfs_geom *g = &ctx->fs->geo;
-	uint32_t agno = mfs_ino_to_agno(g, ino);
+	uint64_t seq = mfs_fs_changes(ctx->fs);
 	struct census_ag *ca;
-	int found = 0;
+	long i = census_find(ctx, ino, seq, &ca);
 
-	if (!c || agno >= c->agcount)
-		return 0;
-	ca = &c->ag[agno];
-	pthread_rwlock_rdlock(&ca->lock);
-	if (ca->have && ca->seq == mfs_fs_changes(ctx->fs)) {
-		uint32_t agino = mfs_ino_to_agino(g, ino);
-		long i = chunk_of(ca, agino);
-
-		if (i >= 0) {
-			out->first = ino & ~(uint64_t)(MFS_INODES_PER_CHUNK - 1);
-			out->seq = ca->seq;
-			memcpy(out->ino, &ca->ino[(size_t)i * MFS_INODES_PER_CHUNK], sizeof(out->ino));
-			found = 1;
-		}
+	if (i >= 0) {
+		out->first = ino & ~(uint64_t)(MFS_INODES_PER_CHUNK - 1);
+		out->seq = seq;
+		memcpy(out->ino, &ca->ino[(size_t)i * MFS_INODES_PER_CHUNK], sizeof(out->ino));
 	}
-	pthread_rwlock_unlock(&ca->lock);
-	return found;
+	if (ca)
+		pthread_rwlock_unlock(&ca->lock);
+	return i >= 0;
 }
 
 int scrub_census_walk(struct mfs_scrub_ctx *ctx, uint32_t agno, uint64_t from,
