@@ -1,7 +1,7 @@
 /*
  * ctl_cmd.c — what each control command does in the daemon: HELLO (who we are, the
  * geometry), SCRUB (run one checker, repair/scrub.h, and send its findings), INODES (list
- * allocated inodes of an AG after a cursor, from the inode btree under the AG's lock) and
+ * allocated inodes of an AG after a cursor: mfs_scrub_list_inodes) and
  * REPAIR (its descriptors checked as DESIGN.md says, then the object rebuilt by the repair
  * engine, repair/repair.h, with them as scratch).
  *
@@ -350,86 +350,18 @@ int mfsd_ctl_scrub_batch(struct mfsd_client *c)
 
 /* ---- INODES --------------------------------------------------------------------------------------- */
 
-struct enum_state {
-	struct mfs_fs *fs;
-	uint32_t agno;
-	uint64_t cursor;                /* first inode number wanted */
-	struct mfs_ctl_inode *out;
-	uint32_t n, max;
-	uint64_t next;
-	uint8_t *chunk;                 /* chunkblocks blocks: one chunk's copy */
-};
-
-/* Mode of every in-use inode of one chunk at or after the cursor, from its cluster blocks,
- * copied in one read (the AG lock is held: no transaction is changing them; the copy does
- * not fill the buffer cache with the inode tables). */
-static int enum_chunk(struct mfs_btree_cur *cur, const void *rec, void *priv)
-{
-	const struct mfs_inobt_rec *ir = rec;
-	struct enum_state *es = priv;
-	const struct mfs_geom *g = &es->fs->geo;
-	uint32_t start = mfs_get32(ir->startino);
-	uint64_t freemask = mfs_get64(ir->freemask);
-	uint64_t first_fsb = 0;
-	int copied = 0, err = 0;
-
-	for (uint32_t i = 0; i < MFS_INODES_PER_CHUNK; i++) {
-		uint64_t ino = mfs_agino_to_ino(g, es->agno, start + i);
-		uint64_t fsb;
-		uint16_t mode;
-
-		if (ino < es->cursor || ((freemask >> i) & 1))
-			continue;
-		if (es->n == es->max)
-			return 1;                  /* full: this inode starts the next batch */
-		fsb = mfs_ino_to_fsb(g, ino);
-		if (mfs_ino_check(es->fs, ino)) {
-			/* A damaged record (the inobt checker's finding): its block alone, as
-			 * the cache reads it. */
-			struct mfs_buf *bp;
-
-			err = mfs_buf_read(es->fs->bc, fsb, NULL, &bp);
-			if (err)
-				break;
-			memcpy(&mode, (const uint8_t *)bp->data + mfs_ino_to_offset(g, ino) +
-			       offsetof(struct mfs_dinode, mode), sizeof(mode));
-			mfs_buf_put(bp);
-			copied = 0;
-		} else if (!copied || fsb < first_fsb || fsb - first_fsb >= g->chunkblocks) {
-			uint32_t agbno = mfs_agino_to_agbno(g, start + i);
-
-			first_fsb = mfs_agbno_to_fsb(g, es->agno, agbno - agbno % g->chunkblocks);
-			err = mfs_bcache_read_range(es->fs->bc, first_fsb, g->chunkblocks, es->chunk);
-			if (err)
-				break;
-			copied = 1;
-		}
-		if (copied)
-			memcpy(&mode, es->chunk + (size_t)(fsb - first_fsb) * g->blocksize +
-			       mfs_ino_to_offset(g, ino) + offsetof(struct mfs_dinode, mode),
-			       sizeof(mode));
-		es->out[es->n].ino = ino;
-		es->out[es->n].mode = mfs_get16(mode);
-		es->out[es->n].pad = 0;
-		es->n++;
-		es->next = ino + 1;
-	}
-	return err;
-}
-
 int mfsd_ctl_inodes(struct mfsd_client *c)
 {
 	struct mfs_fs *fs = c->ctl->d->fs;
 	const struct mfs_geom *g = &fs->geo;
 	struct mfs_ctl_inodes_reply r;
 	struct mfs_ctl_inodes_req q;
-	struct enum_state es;
-	struct mfs_btree_cur cur;
-	struct mfs_inobt_key lo;
-	struct mfs_buf *agh_bp;
+	struct mfs_ctl_inode *out;
+	struct mfs_scrub_ctx ctx;
 	unsigned bits = g->agblklog + g->inopblog;
-	uint64_t ag_first;
-	int err, listed = 1;
+	uint64_t ag_first, next;
+	uint32_t n;
+	int err, end;
 
 	if (c->msg.hdr.len != sizeof(q))
 		return BAD_SIZE(c, sizeof(q));
@@ -442,71 +374,29 @@ int mfsd_ctl_inodes(struct mfsd_client *c)
 	if (q.cursor != 0 && (q.cursor < ag_first || q.cursor > ag_first + (1ull << bits)))
 		return mfsd_ctl_error(c->fd, c->msg.hdr.reqid, EINVAL, "cursor %llu is not in "
 				      "AG %u", (unsigned long long)q.cursor, q.agno);
-	memset(&es, 0, sizeof(es));
-	es.fs = fs;
-	es.agno = q.agno;
-	es.cursor = q.cursor ? q.cursor : ag_first;
-	es.max = q.max;
-	es.next = es.cursor;
-	es.out = mfs_calloc(q.max, sizeof(*es.out));
-	es.chunk = mfs_malloc((size_t)g->chunkblocks * g->blocksize);
-	if (!es.out || !es.chunk) {
-		free(es.out);
-		free(es.chunk);
+	out = mfs_calloc(q.max, sizeof(*out));
+	if (!out)
 		return mfsd_ctl_error(c->fd, c->msg.hdr.reqid, ENOMEM, "out of memory");
-	}
-	memset(&r, 0, sizeof(r));
-	err = -EAGAIN;          /* not listed yet */
-	if (c->ctl->census && es.cursor < ag_first + (1ull << bits)) {
-		/* The census's list (taken at the AG's first batch), else the chunks read. */
-		struct mfs_scrub_ctx ctx;
-		int end = 0;
-
-		memset(&ctx, 0, sizeof(ctx));
-		ctx.fs = fs;
-		ctx.census = c->ctl->census;
-		ctx.cancelled = on_cancelled;
-		ctx.hook_arg = c;
-		err = mfs_scrub_census_list(&ctx, q.agno, es.cursor, es.out, es.max, &es.n,
-					    &es.next, &end, es.cursor == ag_first);
-		if (!err && !end)
-			err = 1;        /* full: as enum_chunk says it */
-	}
-	if (err == -EAGAIN) {
-		err = 0;
-		es.n = 0;
-		es.next = es.cursor;
-		listed = 0;
-	}
-	if (!listed && es.cursor < ag_first + (1ull << bits)) {
-		/* The chunk holding the cursor starts at most 63 inodes before it. */
-		uint32_t agino = mfs_ino_to_agino(g, es.cursor);
-
-		mfs_put32(lo.startino, agino >= MFS_INODES_PER_CHUNK ?
-			  agino - (MFS_INODES_PER_CHUNK - 1) : 0);
-		pthread_mutex_lock(&fs->ag[q.agno].lock);
-		err = mfs_read_agh(fs, q.agno, &agh_bp);
-		if (!err) {
-			mfs_ag_cur_init(&cur, fs, NULL, q.agno, MFS_BT_INO, agh_bp);
-			err = mfs_btree_query_range(&cur, &lo, NULL, enum_chunk, &es);
-			mfs_btree_cur_release(&cur);
-			mfs_buf_put(agh_bp);
-		}
-		pthread_mutex_unlock(&fs->ag[q.agno].lock);
-	}
-	free(es.chunk);
-	if (err < 0) {
-		free(es.out);
+	/* The census's list, or the inode btree's and chunks' (repair/scrub.h). */
+	memset(&ctx, 0, sizeof(ctx));
+	ctx.fs = fs;
+	ctx.census = c->ctl->census;
+	ctx.cancelled = on_cancelled;
+	ctx.hook_arg = c;
+	err = mfs_scrub_list_inodes(&ctx, q.agno, q.cursor ? q.cursor : ag_first, out, q.max, &n,
+				    &next, &end);
+	if (err) {
+		free(out);
 		return mfsd_ctl_error(c->fd, c->msg.hdr.reqid, -err, "listing the inodes of AG "
 				      "%u: %s", q.agno, mfs_is_corruption(err) ?
 				      "its header or inode btree is damaged" : strerror(-err));
 	}
-	r.next = es.next;
-	r.count = es.n;
-	r.flags = err == 1 ? 0 : MFS_CTL_INODES_END;
-	err = mfsd_ctl_reply(c, &c->msg.hdr, &r, sizeof(r), es.out,
-			     (size_t)es.n * sizeof(*es.out));
-	free(es.out);
+	memset(&r, 0, sizeof(r));
+	r.next = next;
+	r.count = n;
+	r.flags = end ? MFS_CTL_INODES_END : 0;
+	err = mfsd_ctl_reply(c, &c->msg.hdr, &r, sizeof(r), out, (size_t)n * sizeof(*out));
+	free(out);
 	return err;
 }
 

@@ -878,6 +878,12 @@ int scrub_cluster_dinode(struct mfs_scrub_ctx *ctx, struct scrub_cluster *cl, ui
 	return cluster_get(ctx, cl, ino, 0, d);
 }
 
+int scrub_cluster_dinode_locked(struct mfs_scrub_ctx *ctx, struct scrub_cluster *cl,
+				uint64_t ino, const struct mfs_dinode **d)
+{
+	return cluster_get(ctx, cl, ino, 1, d);
+}
+
 void scrub_cluster_release(struct scrub_cluster *cl)
 {
 	free(cl->blk);

@@ -55,17 +55,17 @@ int mfs_scrub_census_new(struct mfs_fs *fs, struct mfs_scrub_census **out);
 void mfs_scrub_census_drop(struct mfs_scrub_census *c);
 void mfs_scrub_census_free(struct mfs_scrub_census *c);
 /*
- * The allocated inodes of AG agno from inode `cursor` on (inode number and mode, as the
- * INODES command lists them), up to max into out[], from ctx->census — with `take`, taken
- * now (with the AG locked) when it holds none current (a listing's first batch: the sweep
- * of the AG's inode chunks that lists them also takes what the later checks want).  0 with
- * *n listed, *next the inode after the last, *end set when the AG has no more; -EAGAIN
- * when the census cannot answer (none current, a damaged inode btree or chunk: list the
- * slow way); -ENOMEM.
+ * The allocated inodes of AG agno from inode `cursor` (in the AG) on, as the INODES command
+ * lists them (number and mode), up to max into out[]: from ctx->census when it has them —
+ * taken at the AG's first inode (the sweep of the AG's chunks that lists them also takes
+ * what the later checks want) — else from the inode btree and the committed chunks, the
+ * AG locked.  0 with *n listed, *next the inode after the last, *end set when the AG has
+ * no more; -EINVAL (no such AG), -ENOMEM, or a read or corruption error (the AG's header or
+ * inode btree is damaged: its inodes cannot be listed).
  */
-int mfs_scrub_census_list(struct mfs_scrub_ctx *ctx, uint32_t agno, uint64_t cursor,
+int mfs_scrub_list_inodes(struct mfs_scrub_ctx *ctx, uint32_t agno, uint64_t cursor,
 			  struct mfs_ctl_inode *out, uint32_t max, uint32_t *n, uint64_t *next,
-			  int *end, int take);
+			  int *end);
 
 struct mfs_scrub_memo;
 /* 0 or -ENOMEM. */

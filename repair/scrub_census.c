@@ -539,47 +539,134 @@ int scrub_census_dir(struct mfs_scrub_ctx *ctx, uint64_t dir, uint64_t *dotdot,
 /* ---- the inode listing ----------------------------------------------------------------------- */
 
 struct list_state {
+	struct mfs_scrub_ctx *ctx;
+	uint32_t agno;
+	uint64_t cursor;
 	struct mfs_ctl_inode *out;
 	uint32_t n, max;
 	uint64_t next;
+	struct scrub_cluster cl;        /* the slow way's chunk copy */
 };
 
-static int list_fn(void *priv, uint64_t ino, const struct scrub_census_ino *ci)
+/* One more inode for the list; 1 when the list is full (ino starts the next one). */
+static int list_add(struct list_state *ls, uint64_t ino, uint16_t mode)
 {
-	struct list_state *ls = priv;
-
-	if (ci->flags & SCRUB_CI_FREE)
-		return 0;
 	if (ls->n == ls->max)
-		return 1;               /* full: this inode starts the next batch */
+		return 1;
 	ls->out[ls->n].ino = ino;
-	ls->out[ls->n].mode = ci->mode;
+	ls->out[ls->n].mode = mode;
 	ls->out[ls->n].pad = 0;
 	ls->n++;
 	ls->next = ino + 1;
 	return 0;
 }
 
-int mfs_scrub_census_list(struct mfs_scrub_ctx *ctx, uint32_t agno, uint64_t cursor,
-			  struct mfs_ctl_inode *out, uint32_t max, uint32_t *n, uint64_t *next,
-			  int *end, int take)
+static int list_fn(void *priv, uint64_t ino, const struct scrub_census_ino *ci)
 {
-	struct list_state ls = { out, 0, max, cursor };
-	int err;
+	return ci->flags & SCRUB_CI_FREE ? 0 : list_add(priv, ino, ci->mode);
+}
 
+/*
+ * The slow way, one inode btree record at a time (the AG locked): the mode of every inode
+ * its free mask says is in use, from the committed chunk copied whole (scrub_cluster, not
+ * through the buffer cache); an inode number a damaged record makes invalid is read from
+ * its block alone, as the cache has it (its damage is the INOBT checker's to report).
+ */
+static int list_chunk_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
+{
+	const struct mfs_inobt_rec *ir = rec;
+	struct list_state *ls = priv;
+	const struct mfs_geom *g = &ls->ctx->fs->geo;
+	uint32_t start = mfs_get32(ir->startino);
+	uint64_t freemask = mfs_get64(ir->freemask);
+	int err = 0;
+
+	for (uint32_t i = 0; i < MFS_INODES_PER_CHUNK && !err; i++) {
+		uint64_t ino = mfs_agino_to_ino(g, ls->agno, start + i);
+		const struct mfs_dinode *d;
+		uint16_t mode;
+
+		if (ino < ls->cursor || ((freemask >> i) & 1))
+			continue;
+		if (ls->n == ls->max)
+			return 1;
+		if (mfs_ino_check(ls->ctx->fs, ino)) {
+			struct mfs_buf *bp;
+
+			err = mfs_buf_read(ls->ctx->fs->bc, mfs_ino_to_fsb(g, ino), NULL, &bp);
+			if (err)
+				break;
+			d = (const void *)((const uint8_t *)bp->data + mfs_ino_to_offset(g, ino));
+			mode = mfs_get16(d->mode);
+			mfs_buf_put(bp);
+		} else {
+			err = scrub_cluster_dinode_locked(ls->ctx, &ls->cl, ino, &d);
+			if (err)
+				break;
+			mode = mfs_get16(d->mode);
+		}
+		err = list_add(ls, ino, mode);
+	}
+	return err;
+}
+
+int mfs_scrub_list_inodes(struct mfs_scrub_ctx *ctx, uint32_t agno, uint64_t cursor,
+			  struct mfs_ctl_inode *out, uint32_t max, uint32_t *n, uint64_t *next,
+			  int *end)
+{
+	const struct mfs_geom *g = &ctx->fs->geo;
+	uint64_t ag_first = mfs_agino_to_ino(g, agno, 0);
+	struct list_state ls;
+	int err = -EAGAIN;
+
+	if (agno >= g->agcount)
+		return -EINVAL;
+	memset(&ls, 0, sizeof(ls));
+	ls.ctx = ctx;
+	ls.agno = agno;
+	ls.cursor = cursor;
+	ls.out = out;
+	ls.max = max;
+	ls.next = cursor;
 	*n = 0;
 	*next = cursor;
-	*end = 0;
-	if (!ctx->census || agno >= ctx->fs->geo.agcount)
-		return -EAGAIN;
-	if (take) {
-		scrub_ag_lock(ctx->fs, agno);
-		err = scrub_census_take(ctx, agno);
-		scrub_ag_unlock(ctx->fs, agno);
-		if (err)
-			return err;
+	*end = 1;
+	if (cursor < ag_first || cursor - ag_first >= (1ull << (g->agblklog + g->inopblog)))
+		return 0;
+	/* From the census, taken at the AG's first batch (the sweep that lists the inodes
+	 * takes what the later checks want too). */
+	if (ctx->census) {
+		if (cursor == ag_first) {
+			scrub_ag_lock(ctx->fs, agno);
+			err = scrub_census_take(ctx, agno);
+			scrub_ag_unlock(ctx->fs, agno);
+			if (err == -ENOMEM)
+				return err;
+		}
+		err = scrub_census_walk(ctx, agno, cursor, list_fn, &ls, NULL);
 	}
-	err = scrub_census_walk(ctx, agno, cursor, list_fn, &ls, NULL);
+	if (err == -EAGAIN) {
+		struct mfs_inobt_key lo;
+		struct mfs_btree_cur cur;
+		struct mfs_buf *agh_bp;
+		/* The chunk holding the cursor starts at most 63 inodes before it. */
+		uint32_t agino = mfs_ino_to_agino(g, cursor);
+
+		ls.n = 0;
+		ls.next = cursor;
+		mfs_put32(lo.startino, agino >= MFS_INODES_PER_CHUNK ?
+			  agino - (MFS_INODES_PER_CHUNK - 1) : 0);
+		scrub_ag_lock(ctx->fs, agno);
+		err = mfs_read_agh(ctx->fs, agno, &agh_bp);
+		if (!err) {
+			mfs_ag_cur_init(&cur, ctx->fs, NULL, agno, MFS_BT_INO, agh_bp);
+			err = mfs_btree_query_range(&cur, &lo, NULL, list_chunk_fn, &ls);
+			mfs_btree_cur_release(&cur);
+			mfs_buf_put(agh_bp);
+		}
+		scrub_ag_unlock(ctx->fs, agno);
+		scrub_cluster_release(&ls.cl);
+	}
 	if (err < 0)
 		return err;
 	*n = ls.n;

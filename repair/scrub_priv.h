@@ -273,6 +273,9 @@ struct scrub_cluster {
 };
 int scrub_cluster_dinode(struct mfs_scrub_ctx *ctx, struct scrub_cluster *cl, uint64_t ino,
 			 const struct mfs_dinode **d);
+/* The same, the AG of ino locked by the caller. */
+int scrub_cluster_dinode_locked(struct mfs_scrub_ctx *ctx, struct scrub_cluster *cl,
+				uint64_t ino, const struct mfs_dinode **d);
 void scrub_cluster_release(struct scrub_cluster *cl);
 
 /*
