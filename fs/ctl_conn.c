@@ -328,7 +328,6 @@ void *mfsd_ctl_client_main(void *arg)
 {
 	struct mfsd_client *c = arg;
 	struct mfsd_ctl *ctl = c->ctl;
-	int last;
 
 	for (;;) {
 		int err = read_msg(c);
@@ -352,13 +351,12 @@ void *mfsd_ctl_client_main(void *arg)
 	if (c->next)
 		c->next->pprev = c->pprev;
 	ctl->nclients--;
-	last = ctl->nclients == 0;
+	/* Nobody scrubs: the census's memory goes back — before the count is seen at zero
+	 * (mfsd_ctl_close frees the census then) and before another client is admitted. */
+	if (ctl->nclients == 0)
+		mfs_scrub_census_drop(ctl->census);
 	pthread_cond_broadcast(&ctl->gone_cond);
 	pthread_mutex_unlock(&ctl->lock);
-	/* Nobody scrubs: the census's memory goes back (a client arriving meanwhile only
-	 * takes it again). */
-	if (last)
-		mfs_scrub_census_drop(ctl->census);
 	close(c->fd);
 	mfs_scrub_memo_free(c->memo);
 	free(c);

@@ -44,7 +44,8 @@ struct mfsd_ctl {
 	pthread_rwlock_t ns_lock;
 
 	/* The inode census every client's checks share (repair/scrub.h; NULL without memory
-	 * for it): dropped when the last client goes, freed with the socket. */
+	 * for it): dropped when the last client goes (under `lock`, before the count reads
+	 * zero), freed with the socket. */
 	struct mfs_scrub_census *census;
 
 	pthread_mutex_t dev_lock;     /* st_dev of the mount, found at the first need */
