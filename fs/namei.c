@@ -291,6 +291,10 @@ again:
 			dp->mtime = dp->ctime = now;
 			err = mfs_inode_log(tp, dp);
 		}
+		/* A name and an inode: nothing written on the device before the commit becomes
+		 * reachable, unless a symlink target too long for the inode was (file data). */
+		if (!err && (!target || tlen <= ip->litsize))
+			mfs_trans_nodata(tp);
 		if (!err) {
 			err = mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, NULL);
 			if (err) {
@@ -488,6 +492,7 @@ static void do_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 		err = mfs_trans_alloc(d->fs, &tp);
 		if (err)
 			break;
+		mfs_trans_nodata(tp);           /* a name */
 		err = ls_lock_ags(&ls, tp);
 		if (!err)
 			err = mfs_dir_add(tp, dp, newname, len, ip->ino, ftype_of(ip->mode));
@@ -592,6 +597,7 @@ static int do_remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, i
 			err = mfs_trans_alloc(d->fs, &tp);
 			if (err)
 				break;
+			mfs_trans_nodata(tp);   /* a name gone, an orphan */
 			err = ls_lock_ags(&ls, tp);
 			if (!err)
 				err = mfs_dir_remove(tp, dp, name, len, NULL);
@@ -900,6 +906,7 @@ static void do_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 			err = mfs_trans_alloc(d->fs, &tp);
 			if (err)
 				break;
+			mfs_trans_nodata(tp);   /* names */
 			err = ls_lock_ags(&ls, tp);
 			if (!err)
 				err = rename_trans(d, &a, tp);

@@ -475,6 +475,7 @@ static int free_inode(struct mfsd *d, struct mfs_inode *ip)
 		err = mfs_trans_alloc(d->fs, &tp);
 		if (err)
 			break;
+		mfs_trans_nodata(tp);           /* frees: nothing becomes reachable */
 		err = mfs_orphan_remove(tp, d->orphans, ip, pred, &need);
 		if (err == -ENOENT)
 			err = 0;        /* not on a list (reported): free it all the same */
@@ -854,6 +855,7 @@ static int free_batch(struct mfsd *d, struct mfsd_work **ws, unsigned n)
 		err = mfs_trans_alloc(d->fs, &tp);
 		if (err)
 			break;
+		mfs_trans_nodata(tp);           /* frees: nothing becomes reachable */
 		err = batch_lock_ags(tp, set, n);
 		if (!err)
 			err = batch_punch(tp, set, n);

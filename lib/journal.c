@@ -530,7 +530,7 @@ static void img_fill(struct mfs_journal *j, struct jimg *im, struct mfs_buf *bp,
  * Lock held throughout.
  */
 static int rec_join(struct mfs_journal *j, struct jrec *t, struct jent **spares,
-		    uint64_t *seq)
+		    int nodata, uint64_t *seq)
 {
 	struct jrec *r = j->rec_last;
 	uint32_t worst, len;
@@ -600,7 +600,8 @@ static int rec_join(struct mfs_journal *j, struct jrec *t, struct jent **spares,
 	j->pending_raw += t->len;
 	j->st.commits++;
 	j->st.joins++;
-	r->fseq = j->flush_started;
+	if (!nodata)
+		r->fseq = j->flush_started;
 	*seq = r->seq;
 	return 1;
 }
@@ -644,7 +645,7 @@ static void logd_kick(struct mfs_journal *j)
 }
 
 int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, unsigned n,
-		       uint64_t *lsn)
+		       unsigned flags, uint64_t *lsn)
 {
 	struct jrec *r;
 	struct jent **spares = NULL;
@@ -701,7 +702,7 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 
 	/* Join the open record, or reserve a sequence and the log space together. */
 	pthread_mutex_lock(&j->lock);
-	if (rec_join(j, r, spares, lsn)) {
+	if (rec_join(j, r, spares, !!(flags & MFS_JCOMMIT_NODATA), lsn)) {
 		logd_kick(j);
 		pthread_mutex_unlock(&j->lock);
 		goto out;               /* r: the emptied shell, freed below */
@@ -772,7 +773,7 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 		map_remove(j, blkno);
 	}
 	r->ready = 1;
-	r->fseq = j->flush_started;
+	r->fseq = flags & MFS_JCOMMIT_NODATA ? 0 : j->flush_started;
 	r->raw = len;
 	j->st.commits++;
 	j->pending_blocks += len;

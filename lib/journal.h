@@ -55,7 +55,9 @@
  * Write-ahead, by construction: a block's new contents reach its home location only from
  * the journal's own copy, only after the record holding them is durable.  Ordered data is
  * shared: the caller writes (pwrite) the data blocks before committing the metadata that
- * points at them, and the journal flushes the device before it writes any commit block.
+ * points at them, and the journal flushes the device before it writes any commit block —
+ * unless a flush begun after the batch's last such commit has already completed, or none
+ * of its transactions orders data (MFS_JCOMMIT_NODATA: names, attributes, frees).
  * A freed block is "revoked" in its transaction's record so that replay never writes an
  * older image over whatever the block holds later.  A freed extent stays "busy" (busy.h)
  * until the freeing transaction is durable: the journal owns the busy list and clears
@@ -140,9 +142,14 @@ struct mfs_jitem {
  * error.  On error nothing was queued and the buffers were not touched (the caller may
  * restore them); once the record is queued it returns 0 — the change is committed in
  * memory and must not be undone — and it never waits for the log's own I/O after that.
+ * `flags`: MFS_JCOMMIT_NODATA when the transaction makes no block reachable whose contents
+ * were written on the device before the commit (no new data mapping, no unwritten extent
+ * made written, no size grown over written data, no ordered tree blocks): its record then
+ * needs no flush before it (see batch_write), whatever was written before it.
  */
+#define MFS_JCOMMIT_NODATA 0x1u
 int mfs_journal_commit(struct mfs_journal *log, const struct mfs_jitem *items, unsigned n,
-		       uint64_t *lsn);
+		       unsigned flags, uint64_t *lsn);
 
 /*
  * Bound what asynchronous commits leave queued: when more than three quarters of the log

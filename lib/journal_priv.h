@@ -31,8 +31,9 @@ struct jrec {
 	uint32_t raw;               /* log blocks its transactions would take unjoined */
 	uint32_t nimg, nrev;
 	int ready;                  /* filled: the writer may take it */
-	uint64_t fseq;              /* flush_started at its last commit: once a flush numbered
-	                               above it completed, every write issued before its
+	uint64_t fseq;              /* flush_started at its last commit that orders data (0:
+	                               none, all MFS_JCOMMIT_NODATA): once a flush numbered
+	                               above it completed, every write issued before those
 	                               commits is durable (batch_write needs no first flush) */
 	int open;                   /* not taken by a writer: later transactions may join it
 	                               while it is the last record (journal.c, rec_join) */

@@ -68,6 +68,7 @@ struct mfs_trans {
 	uint32_t *ags;          /* AGs locked, in locking order */
 	unsigned nags, agcap;
 	int busy;               /* space given back: busy entries tagged with tp (busy.h) */
+	int nodata;             /* mfs_trans_nodata: the record orders no data */
 	uint64_t nordered;      /* blocks written by mfs_trans_ordered_write */
 	struct mfs_xfarray *undo; /* their old bytes (block number, then the block), or NULL */
 	uint8_t *ubuf;          /* one undo record */
@@ -86,6 +87,7 @@ int mfs_trans_alloc(struct mfs_fs *fs, struct mfs_trans **out)
 }
 
 struct mfs_fs *mfs_trans_fs(const struct mfs_trans *tp) { return tp->fs; }
+void mfs_trans_nodata(struct mfs_trans *tp) { tp->nodata = 1; }
 unsigned mfs_trans_nbufs(const struct mfs_trans *tp) { return tp->nitems; }
 
 static unsigned slot_of(const struct mfs_trans *tp, uint64_t blkno)
@@ -436,7 +438,9 @@ static int trans_log(struct mfs_trans *tp, uint64_t *lsn)
 		else if (it->bp)
 			items[n++] = (struct mfs_jitem){ it->bp, it->blkno };
 	}
-	err = n ? mfs_journal_commit(tp->fs->log, items, n, lsn) : 0;
+	/* Ordered tree blocks were written before the commit: the record orders them. */
+	err = n ? mfs_journal_commit(tp->fs->log, items, n, tp->nodata && !tp->nordered ?
+				     MFS_JCOMMIT_NODATA : 0, lsn) : 0;
 	free(items);
 	return err;
 }

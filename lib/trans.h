@@ -79,6 +79,13 @@ void mfs_trans_ordered_undo(struct mfs_trans *tp, struct mfs_xfarray *undo);
 /* Blocks written by mfs_trans_ordered_write() in this transaction. */
 uint64_t mfs_trans_nordered(const struct mfs_trans *tp);
 
+/* The transaction makes no block reachable whose contents were written on the device
+ * before its commit (a name, an inode's attributes, a free; not a new or converted data
+ * mapping, nor a size grown over written data): the journal then need not flush the
+ * device before its record (MFS_JCOMMIT_NODATA).  Ordered tree blocks
+ * (mfs_trans_ordered_write) are ordered regardless. */
+void mfs_trans_nodata(struct mfs_trans *tp);
+
 /* Number of buffers joined so far (callers bound the size of their transactions). */
 unsigned mfs_trans_nbufs(const struct mfs_trans *tp);
 /* What a commit now would log: block images (*nimg) and revokes (*nrev). */

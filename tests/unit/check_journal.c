@@ -962,15 +962,33 @@ static void data_write(struct mfs_fs *fs, uint64_t blkno)
 	evs[nev++] = (struct ev){ EV_DATA, blkno, 1 };
 }
 
-static uint64_t async_tx(struct mfs_fs *fs, uint64_t blkno, uint64_t val)
+/* An asynchronous commit of one new block; `nodata`: one that orders no data
+ * (mfs_trans_nodata). */
+static uint64_t async_tx_of(struct mfs_fs *fs, uint64_t blkno, uint64_t val, int nodata)
 {
 	struct mfs_trans *tp;
 	uint64_t lsn;
 
 	ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
+	if (nodata)
+		mfs_trans_nodata(tp);
 	put_block(tp, blkno, val, 1);
 	ck_assert_int_eq(mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, &lsn), 0);
 	return lsn;
+}
+
+static uint64_t async_tx(struct mfs_fs *fs, uint64_t blkno, uint64_t val)
+{
+	return async_tx_of(fs, blkno, val, 0);
+}
+
+/* Events evs[at..at+2] are a batch with its first flush: flush, record, flush. */
+static void expect_flushed_batch(unsigned at)
+{
+	ck_assert_uint_eq(nev, at + 3);
+	ck_assert_int_eq(evs[at].what, MFS_JIO_FLUSH);
+	ck_assert_int_eq(evs[at + 1].what, MFS_JIO_LOG_WRITE);
+	ck_assert_int_eq(evs[at + 2].what, MFS_JIO_FLUSH);
 }
 
 START_TEST(ordered_flushes)
@@ -1064,6 +1082,39 @@ static void io_hook_commit(void *arg, enum mfs_jio what, uint64_t blkno, uint32_
 	}
 }
 
+/*
+ * A batch of transactions that order no data (a name, an inode's attributes, a free) is
+ * written without the first flush, even right after a data write: the one flush after the
+ * record still covers that write for an fsync.  One such transaction joined to a record
+ * with one that does order data leaves the record needing the first flush.
+ */
+START_TEST(nodata_no_preflush)
+{
+	struct mfs_fs *fs = fs_up(256, 1, NULL);
+	struct mfs_journal_stats st;
+
+	mfs_journal_set_io_hook(fs->log, io_hook, &nev);
+	nev = 0;
+	data_write(fs, 430);
+	async_tx_of(fs, 630, 1, 1);
+	ck_assert_int_eq(mfs_journal_sync(fs->log), 0);
+	ck_assert_uint_eq(nev, 3);
+	ck_assert_int_eq(evs[1].what, MFS_JIO_LOG_WRITE);
+	ck_assert_int_eq(evs[2].what, MFS_JIO_FLUSH);          /* covers the data write too */
+
+	nev = 0;
+	data_write(fs, 431);
+	async_tx(fs, 631, 2);
+	ck_assert_int_eq(mfs_journal_force_lsn(fs->log, async_tx_of(fs, 632, 3, 1)), 0);
+	expect_flushed_batch(1);
+	ck_assert_uint_eq(evs[2].n, 4);                        /* one record: both joined */
+	mfs_journal_get_stats(fs->log, &st);
+	ck_assert_uint_eq(st.preflushes_saved, 1);
+	mfs_journal_set_io_hook(fs->log, NULL, NULL);
+	crash_expect_seq(fs, 630, 3);
+}
+END_TEST
+
 START_TEST(preflush_covered)
 {
 	struct mfs_fs *fs = fs_up(256, 1, NULL);
@@ -1096,10 +1147,7 @@ START_TEST(preflush_covered)
 	data_write(fs, 412);
 	lsn = async_tx(fs, 612, 3);
 	ck_assert_int_eq(mfs_journal_force_lsn(fs->log, lsn), 0);
-	ck_assert_uint_eq(nev, 4);
-	ck_assert_int_eq(evs[1].what, MFS_JIO_FLUSH);
-	ck_assert_int_eq(evs[2].what, MFS_JIO_LOG_WRITE);
-	ck_assert_int_eq(evs[3].what, MFS_JIO_FLUSH);
+	expect_flushed_batch(1);
 	mfs_journal_get_stats(fs->log, &st);
 	ck_assert_uint_eq(st.preflushes_saved, 1);
 	mfs_journal_set_io_hook(fs->log, NULL, NULL);
@@ -1679,6 +1727,7 @@ static Suite *journal_suite(void)
 	tcase_add_test(tc, ordered_flushes);
 	tcase_add_test(tc, log_fill);
 	tcase_add_test(tc, preflush_covered);
+	tcase_add_test(tc, nodata_no_preflush);
 	tcase_add_test(tc, sync_shared_flush);
 	tcase_add_test(tc, nomem_not_sticky);
 	tcase_add_test(tc, replay_forged_fuzz);
