@@ -415,6 +415,33 @@ int scrub_census_chunk(struct mfs_scrub_ctx *ctx, uint64_t ino, struct scrub_cen
 	return i >= 0;
 }
 
+void scrub_census_mark(struct mfs_scrub_ctx *ctx, const uint64_t *inos, size_t n, uint64_t seq,
+		       uint16_t flag)
+{
+	struct mfs_scrub_census *c = ctx->census;
+	const struct mfs_geom *g = &ctx->fs->geo;
+
+	for (size_t i = 0, j; c && i < n; i = j) {
+		uint32_t agno = mfs_ino_to_agno(g, inos[i]);
+		struct census_ag *ca;
+
+		for (j = i + 1; j < n && mfs_ino_to_agno(g, inos[j]) == agno; j++)
+			;
+		if (agno >= c->agcount)
+			continue;
+		ca = &c->ag[agno];
+		pthread_rwlock_wrlock(&ca->lock);
+		for (size_t k = i; ca->have && ca->seq == seq && k < j; k++) {
+			long ch = chunk_of(ca, mfs_ino_to_agino(g, inos[k]));
+
+			if (ch >= 0)
+				ca->ino[(size_t)ch * MFS_INODES_PER_CHUNK +
+					(inos[k] & (MFS_INODES_PER_CHUNK - 1))].flags |= flag;
+		}
+		pthread_rwlock_unlock(&ca->lock);
+	}
+}
+
 int scrub_census_walk(struct mfs_scrub_ctx *ctx, uint32_t agno, uint64_t from,
 		      scrub_census_fn fn, void *priv, uint64_t *seq)
 {

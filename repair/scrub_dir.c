@@ -302,6 +302,22 @@ static int check_parent(struct mfs_scrub_ctx *ctx, struct mfs_inode *dp, uint64_
 	return 0;
 }
 
+/* Has the reverse-map check of phase 2 done the cross-reference of dp's one-block name
+ * tree (SCRUB_CI_ROOTMAP in the census, current: nothing committed since)? */
+static int root_xrefed(struct mfs_scrub_ctx *ctx, struct mfs_inode *dp)
+{
+	struct scrub_census_ino ci;
+	struct mfs_dir_root dr;
+
+	if (dp->litsize < sizeof(dr))
+		return 0;
+	memcpy(&dr, dp->lit, sizeof(dr));
+	return scrub_census_get(ctx, dp->ino, &ci) &&
+	       (ci.flags & (SCRUB_CI_FREE | SCRUB_CI_DIRROOT | SCRUB_CI_ROOTMAP)) ==
+	       (SCRUB_CI_DIRROOT | SCRUB_CI_ROOTMAP) &&
+	       mfs_get32(dr.levels) == 1 && ci.fsb == mfs_get64(dr.rootblock);
+}
+
 int scrub_dir(struct mfs_scrub_ctx *ctx)
 {
 	struct mfs_inode *dp;
@@ -329,7 +345,7 @@ int scrub_dir(struct mfs_scrub_ctx *ctx)
 	}
 	if (err)
 		goto out;
-	if (dp->dformat == MFS_FMT_BTREE) {
+	if (dp->dformat == MFS_FMT_BTREE && !root_xrefed(ctx, dp)) {
 		char what[64];
 
 		snprintf(what, sizeof(what), "directory %llu name btree",

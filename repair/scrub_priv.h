@@ -350,6 +350,10 @@ struct scrub_census_ino {
 				       block 0, is [fsb, fsb + len): to cross-reference */
 #define SCRUB_CI_DIRROOT 0x80u      /* a directory whose name btree is one block, fsb */
 #define SCRUB_CI_LNKOK   0x100u     /* a symlink whose inline target passes its check */
+#define SCRUB_CI_ROOTMAP 0x200u     /* SCRUB_CI_DIRROOT, and the reverse-map check of the
+				       block's AG found nothing, the block among its records
+				       as exactly the directory's one btree block: the
+				       directory's own cross-reference of it is done */
 /* Take AG agno's part (ctx->census), the AG locked by the caller: 0 (also when it is
  * current already), -EAGAIN when the AG's inode btree or chunks will not do, -ENOMEM. */
 int scrub_census_take(struct mfs_scrub_ctx *ctx, uint32_t agno);
@@ -383,6 +387,10 @@ int scrub_census_scan_get(struct mfs_scrub_ctx *ctx, uint32_t agno, struct scrub
 int scrub_census_scan_put(struct mfs_scrub_ctx *ctx, uint32_t agno, struct scrub_ag *sa,
 			  uint64_t seq);
 int scrub_census_scan_take_back(struct mfs_scrub_ctx *ctx, uint32_t agno, struct scrub_ag *sa);
+/* Add flag to the records of inodes inos[0..n) (sorted) in the census parts taken at
+ * count seq (others are left alone). */
+void scrub_census_mark(struct mfs_scrub_ctx *ctx, const uint64_t *inos, size_t n, uint64_t seq,
+		       uint16_t flag);
 /* Is the change count still seq? */
 int scrub_census_current(struct mfs_scrub_ctx *ctx, uint64_t seq);
 /* A directory's entries (kids: uint64_t inode numbers, "." and ".." left out) and its ".."

@@ -665,7 +665,8 @@ static int recs_mapped(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct sc
  * collected will do (a record that no longer matches goes to the full look).
  */
 static int owner_quick(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct scrub_recs *recs,
-		       size_t i, size_t j, struct scrub_cluster *cl, uint64_t seq)
+		       size_t i, size_t j, struct scrub_cluster *cl, uint64_t seq,
+		       struct scrub_recs *rooted)
 {
 	const struct mfs_geom *g = &ctx->fs->geo;
 	const struct mfs_dinode *d;
@@ -680,8 +681,17 @@ static int owner_quick(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct sc
 	    (ci.flags & (SCRUB_CI_DIRROOT | SCRUB_CI_EXT1)) && (ci.flags & SCRUB_CI_NOATTR)) {
 		struct mfs_bmbt_rec one;
 
-		if (ci.flags & SCRUB_CI_DIRROOT)
-			return dir_quick(ctx, agno, recs, i, j, ci.fsb);
+		if (ci.flags & SCRUB_CI_DIRROOT) {
+			const struct mfs_rmap_rec *r = scrub_rec(recs, i);
+
+			if (!dir_quick(ctx, agno, recs, i, j, ci.fsb))
+				return 0;
+			/* Exactly what the directory's own cross-reference wants to see. */
+			if (mfs_get64(r->offset) == MFS_RMAP_BMBT_BLOCK &&
+			    scrub_recs_add(rooted, &owner) != 0)
+				rooted->n = 0;  /* no memory: the directories look themselves */
+			return 1;
+		}
 		mfs_put64(one.startoff, 0);
 		mfs_put64(one.startblock, ci.fsb);
 		mfs_put32(one.blockcount, ci.len);
@@ -711,7 +721,8 @@ static int owner_quick(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct sc
  * however the owners' extents interleave on disk.  An owner's records that its committed
  * inode accounts for need nothing more; the others go through the full look below.
  */
-static int check_owners(struct mfs_scrub_ctx *ctx, struct scrub_recs *recs, uint64_t seq)
+static int check_owners(struct mfs_scrub_ctx *ctx, struct scrub_recs *recs, uint64_t seq,
+			struct scrub_recs *rooted)
 {
 	uint32_t agno = ctx->agno;
 	struct scrub_cluster cl = { .blk = NULL };
@@ -730,7 +741,7 @@ static int check_owners(struct mfs_scrub_ctx *ctx, struct scrub_recs *recs, uint
 			    owner)
 				break;
 		err = scrub_cancelled(ctx);
-		if (err || owner_quick(ctx, agno, recs, i, j, &cl, seq))
+		if (err || owner_quick(ctx, agno, recs, i, j, &cl, seq, rooted))
 			continue;
 		for (size_t k = i; k < j && !err; k++) {
 			const struct mfs_rmap_rec *r = scrub_rec(recs, k);
@@ -774,11 +785,11 @@ static int check_owners(struct mfs_scrub_ctx *ctx, struct scrub_recs *recs, uint
 
 int scrub_rmapbt(struct mfs_scrub_ctx *ctx)
 {
-	struct scrub_recs inode_recs;
+	struct scrub_recs inode_recs, rooted;
 	struct scrub_ag sa;
 	uint8_t *inode = NULL;
 	uint64_t seq;
-	int err;
+	int err, covered = 0;
 
 	scrub_recs_init(&inode_recs, sizeof(struct mfs_rmap_rec));
 	scrub_ag_lock(ctx->fs, ctx->agno);
@@ -816,8 +827,10 @@ int scrub_rmapbt(struct mfs_scrub_ctx *ctx)
 	err = check_records(ctx, &sa, inode);
 	if (!err)
 		err = check_special(ctx, &sa);
-	if (!err && (sa.have & SCRUB_WANT_BNO))
+	if (!err && (sa.have & SCRUB_WANT_BNO)) {
 		err = check_coverage(ctx, &sa);
+		covered = !err;
+	}
 	if (!err)
 		take_marked(&sa, inode, &inode_recs);
 	/* The AG's inode census, taken with the records (the listing of phase 3 and the
@@ -829,8 +842,16 @@ unlock:
 	free(inode);
 	scrub_ag_release(&sa);
 	scrub_ag_unlock(ctx->fs, ctx->agno);
+	scrub_recs_init(&rooted, sizeof(uint64_t));
 	if (!err && ctx->fs->icache)
-		err = check_owners(ctx, &inode_recs, seq);
+		err = check_owners(ctx, &inode_recs, seq, &rooted);
+	/* Nothing found in the whole AG (every block owned or free, never both; no records
+	 * overlapping): each directory whose one-block name tree is here exactly as its own
+	 * record says needs no cross-reference of that block by the directory check. */
+	if (!err && covered && !ctx->oflags && rooted.n)
+		scrub_census_mark(ctx, (const uint64_t *)(const void *)rooted.v, rooted.n, seq,
+				  SCRUB_CI_ROOTMAP);
+	scrub_recs_free(&rooted);
 	scrub_recs_free(&inode_recs);
 	return err;
 }
