@@ -51,7 +51,8 @@ struct mfs_scrub_ctx {
 struct mfs_scrub_census;
 /* 0 or -ENOMEM. */
 int mfs_scrub_census_new(struct mfs_fs *fs, struct mfs_scrub_census **out);
-/* Forget what it holds (the memory goes back; the next users take it again). */
+/* Forget what it holds (the memory goes back; the next users take it again).  No check
+ * may be running with it meanwhile: the daemon drops it when its last client has gone. */
 void mfs_scrub_census_drop(struct mfs_scrub_census *c);
 void mfs_scrub_census_free(struct mfs_scrub_census *c);
 /*

@@ -17,8 +17,10 @@
  * reads the slow way, as without a census.  Under concurrent writes the census is thus
  * rarely current and never wrong.
  *
- * Locking: each AG's part and the directory store have a lock of their own, taken after
- * the AG lock when both are held (the builder), never the other way.
+ * Locking: the AG parts are read without a lock (struct census_part: published whole,
+ * never freed before the census is dropped); their writers take part_lock, after the AG
+ * lock when both are held (the builder), never the other way.  The directory store has a
+ * lock of its own; each AG's kept walk is under that AG's lock.
  */
 #include "ag.h"
 #include "bcache.h"
@@ -36,19 +38,29 @@
 #include <string.h>
 #include <sys/stat.h>
 
+/*
+ * One AG's census as taken.  Published whole (an atomic pointer) and read without a lock:
+ * once published it never changes but for flags scrub_census_mark adds (one atomic OR
+ * each), and a part replaced by a newer one is only put on the census's retired list,
+ * freed with the rest when the census is dropped — when no check can be using it.
+ */
+struct census_part {
+	uint64_t seq;                   /* the change count it was taken at */
+	uint32_t nchunks;
+	uint32_t *startino;             /* sorted agino of each chunk */
+	uint64_t *freemask;
+	struct scrub_census_ino *ino;   /* 64 per chunk */
+	size_t bytes;
+	struct census_part *retired;    /* next on the retired list */
+};
+
 struct census_ag {
 	/* The AG's walk kept for its checkers (SCRUB_SHARE), under the AG's own lock. */
 	struct scrub_ag *scan;
 	uint64_t scan_seq;
 	size_t scan_bytes;
 
-	pthread_rwlock_t lock;          /* the rest */
-	int have;                       /* a census was taken ... */
-	uint64_t seq;                   /* ... at this change count */
-	uint32_t nchunks;
-	uint32_t *startino;             /* sorted agino of each chunk */
-	uint64_t *freemask;
-	struct scrub_census_ino *ino;   /* 64 per chunk */
+	struct census_part *part;       /* the current part (atomic), or NULL */
 };
 
 /* One directory's entries (their inode numbers, "." and ".." left out) and its "..". */
@@ -60,12 +72,18 @@ struct census_dir {
 /* Bytes of AG walks the census keeps at most (the checkers of an AG share its walk while
  * it is checked; a walk that does not fit is not kept, each checker walking on its own). */
 #define CENSUS_SCAN_MAX (64u << 20)
+/* Bytes of replaced parts kept until the census is dropped, at most (beyond it an AG whose
+ * part went stale gets no new one: its checks read the slow way). */
+#define CENSUS_RETIRED_MAX (256u << 20)
 
 struct mfs_scrub_census {
 	struct mfs_fs *fs;
 	uint32_t agcount;
 	size_t scan_bytes;              /* kept walks' bytes, all AGs (atomic) */
 	struct census_ag *ag;
+	pthread_mutex_t part_lock;      /* writers of the parts: publish, mark, drop */
+	struct census_part *retired;
+	size_t retired_bytes;
 	pthread_mutex_t dir_lock;
 	struct scrub_recs dirs;         /* struct census_dir, in the order recorded */
 	struct scrub_recs kids;         /* uint64_t */
@@ -86,8 +104,7 @@ int mfs_scrub_census_new(struct mfs_fs *fs, struct mfs_scrub_census **out)
 	}
 	c->fs = fs;
 	c->agcount = fs->geo.agcount;
-	for (uint32_t a = 0; a < c->agcount; a++)
-		pthread_rwlock_init(&c->ag[a].lock, NULL);
+	pthread_mutex_init(&c->part_lock, NULL);
 	pthread_mutex_init(&c->dir_lock, NULL);
 	scrub_recs_init(&c->dirs, sizeof(struct census_dir));
 	scrub_recs_init(&c->kids, sizeof(uint64_t));
@@ -95,16 +112,20 @@ int mfs_scrub_census_new(struct mfs_fs *fs, struct mfs_scrub_census **out)
 	return 0;
 }
 
-static void ag_forget(struct census_ag *ca)
+static void part_free(struct census_part *p)
 {
-	free(ca->startino);
-	free(ca->freemask);
-	free(ca->ino);
-	ca->startino = NULL;
-	ca->freemask = NULL;
-	ca->ino = NULL;
-	ca->nchunks = 0;
-	ca->have = 0;
+	if (!p)
+		return;
+	free(p->startino);
+	free(p->freemask);
+	free(p->ino);
+	free(p);
+}
+
+/* The current part of AG agno, without a lock (see struct census_part). */
+static const struct census_part *part_of(const struct mfs_scrub_census *c, uint32_t agno)
+{
+	return __atomic_load_n(&c->ag[agno].part, __ATOMIC_ACQUIRE);
 }
 
 /* Forget AG agno's kept walk (the AG locked). */
@@ -131,11 +152,19 @@ void mfs_scrub_census_drop(struct mfs_scrub_census *c)
 		scan_forget(c, a);
 		scrub_ag_unlock(c->fs, a);
 	}
+	pthread_mutex_lock(&c->part_lock);
 	for (uint32_t a = 0; a < c->agcount; a++) {
-		pthread_rwlock_wrlock(&c->ag[a].lock);
-		ag_forget(&c->ag[a]);
-		pthread_rwlock_unlock(&c->ag[a].lock);
+		part_free(c->ag[a].part);
+		__atomic_store_n(&c->ag[a].part, NULL, __ATOMIC_RELEASE);
 	}
+	while (c->retired) {
+		struct census_part *p = c->retired;
+
+		c->retired = p->retired;
+		part_free(p);
+	}
+	c->retired_bytes = 0;
+	pthread_mutex_unlock(&c->part_lock);
 	pthread_mutex_lock(&c->dir_lock);
 	scrub_recs_free(&c->dirs);
 	scrub_recs_free(&c->kids);
@@ -147,8 +176,7 @@ void mfs_scrub_census_free(struct mfs_scrub_census *c)
 	if (!c)
 		return;
 	mfs_scrub_census_drop(c);
-	for (uint32_t a = 0; a < c->agcount; a++)
-		pthread_rwlock_destroy(&c->ag[a].lock);
+	pthread_mutex_destroy(&c->part_lock);
 	pthread_mutex_destroy(&c->dir_lock);
 	free(c->ag);
 	free(c);
@@ -281,7 +309,8 @@ int scrub_census_take(struct mfs_scrub_ctx *ctx, uint32_t agno)
 {
 	struct mfs_scrub_census *c = ctx->census;
 	struct mfs_fs *fs = ctx->fs;
-	struct census_ag *ca;
+	const struct census_part *now;
+	struct census_part *np;
 	struct build b;
 	struct mfs_btree_cur cur;
 	struct mfs_buf *agh_bp;
@@ -291,12 +320,11 @@ int scrub_census_take(struct mfs_scrub_ctx *ctx, uint32_t agno)
 
 	if (!c || agno >= c->agcount)
 		return -EINVAL;
-	ca = &c->ag[agno];
-	pthread_rwlock_rdlock(&ca->lock);
-	err = ca->have && ca->seq == seq ? 0 : -EAGAIN;
-	pthread_rwlock_unlock(&ca->lock);
-	if (!err)
+	now = part_of(c, agno);
+	if (now && now->seq == seq)
 		return 0;               /* still current: nothing to take again */
+	if (__atomic_load_n(&c->retired_bytes, __ATOMIC_RELAXED) > CENSUS_RETIRED_MAX)
+		return -EAGAIN;
 	memset(&b, 0, sizeof(b));
 	quiet.report = NULL;
 	quiet.memo = NULL;
@@ -317,18 +345,30 @@ int scrub_census_take(struct mfs_scrub_ctx *ctx, uint32_t agno)
 		}
 		mfs_buf_put(agh_bp);
 	}
-	if (err >= 0 && !b.odd) {
-		pthread_rwlock_wrlock(&ca->lock);
-		ag_forget(ca);
-		ca->startino = b.startino;
-		ca->freemask = b.freemask;
-		ca->ino = b.ino;
-		ca->nchunks = b.n;
-		ca->seq = seq;
-		ca->have = 1;
-		pthread_rwlock_unlock(&ca->lock);
+	np = err >= 0 && !b.odd ? mfs_calloc(1, sizeof(*np)) : NULL;
+	if (np) {
+		struct census_part *old;
+
+		np->seq = seq;
+		np->nchunks = b.n;
+		np->startino = b.startino;
+		np->freemask = b.freemask;
+		np->ino = b.ino;
+		np->bytes = (size_t)b.cap * (sizeof(uint32_t) + sizeof(uint64_t) +
+					     MFS_INODES_PER_CHUNK * sizeof(struct scrub_census_ino));
+		pthread_mutex_lock(&c->part_lock);
+		old = c->ag[agno].part;
+		__atomic_store_n(&c->ag[agno].part, np, __ATOMIC_RELEASE);
+		if (old) {              /* readers may still hold it: kept until the drop */
+			old->retired = c->retired;
+			c->retired = old;
+			__atomic_add_fetch(&c->retired_bytes, old->bytes, __ATOMIC_RELAXED);
+		}
+		pthread_mutex_unlock(&c->part_lock);
 		return 0;
 	}
+	if (err >= 0 && !b.odd)
+		err = -ENOMEM;
 	free(b.startino);
 	free(b.freemask);
 	free(b.ino);
@@ -344,14 +384,14 @@ static int cmp_u32(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Index of the chunk of census ca holding agino, or -1. */
-static long chunk_of(const struct census_ag *ca, uint32_t agino)
+/* Index of the chunk of part cp holding agino, or -1. */
+static long chunk_of(const struct census_part *cp, uint32_t agino)
 {
 	uint32_t first = agino & ~(MFS_INODES_PER_CHUNK - 1);
-	const uint32_t *p = ca->nchunks ? bsearch(&first, ca->startino, ca->nchunks,
+	const uint32_t *p = cp->nchunks ? bsearch(&first, cp->startino, cp->nchunks,
 						  sizeof(first), cmp_u32) : NULL;
 
-	return p ? (long)(p - ca->startino) : -1;
+	return p ? (long)(p - cp->startino) : -1;
 }
 
 int scrub_census_get(struct mfs_scrub_ctx *ctx, uint64_t ino, struct scrub_census_ino *out)
@@ -360,59 +400,53 @@ int scrub_census_get(struct mfs_scrub_ctx *ctx, uint64_t ino, struct scrub_censu
 }
 
 /*
- * With the census part of ino's AG read-locked (*cap, unlock it after): the index of the
- * chunk holding ino in a part taken at count seq; -1 when ino lies in no chunk of it; -2
- * when there is no such part.
+ * The part of ino's AG taken at count seq (*cpp; NULL when there is none): the index of the
+ * chunk holding ino in it, -1 when ino lies in no chunk of it, -2 when there is no such part.
  */
 static long census_find(struct mfs_scrub_ctx *ctx, uint64_t ino, uint64_t seq,
-			struct census_ag **cap)
+			const struct census_part **cpp)
 {
 	struct mfs_scrub_census *c = ctx->census;
 	const struct mfs_geom *g = &ctx->fs->geo;
 	uint32_t agno = mfs_ino_to_agno(g, ino);
 
-	*cap = NULL;
+	*cpp = NULL;
 	if (!c || agno >= c->agcount)
 		return -2;
-	*cap = &c->ag[agno];
-	pthread_rwlock_rdlock(&(*cap)->lock);
-	if (!(*cap)->have || (*cap)->seq != seq)
+	*cpp = part_of(c, agno);
+	if (!*cpp || (*cpp)->seq != seq)
 		return -2;
-	return chunk_of(*cap, mfs_ino_to_agino(g, ino));
+	return chunk_of(*cpp, mfs_ino_to_agino(g, ino));
 }
 
 int scrub_census_get_at(struct mfs_scrub_ctx *ctx, uint64_t ino, uint64_t seq,
 			struct scrub_census_ino *out)
 {
-	struct census_ag *ca;
-	long i = census_find(ctx, ino, seq, &ca);
+	const struct census_part *cp;
+	long i = census_find(ctx, ino, seq, &cp);
 
 	if (i >= 0) {
-		*out = ca->ino[(size_t)i * MFS_INODES_PER_CHUNK + (ino & (MFS_INODES_PER_CHUNK - 1))];
+		*out = cp->ino[(size_t)i * MFS_INODES_PER_CHUNK + (ino & (MFS_INODES_PER_CHUNK - 1))];
 	} else if (i == -1) {
 		/* In no chunk: as free as can be. */
 		memset(out, 0, sizeof(*out));
 		out->flags = SCRUB_CI_FREE | SCRUB_CI_NOCHUNK;
 	}
-	if (ca)
-		pthread_rwlock_unlock(&ca->lock);
 	return i != -2;
 }
 
 int scrub_census_chunk(struct mfs_scrub_ctx *ctx, uint64_t ino, struct scrub_census_chunk *out)
 {
 	uint64_t seq = mfs_fs_changes(ctx->fs);
-	struct census_ag *ca;
-	long i = census_find(ctx, ino, seq, &ca);
+	const struct census_part *cp;
+	long i = census_find(ctx, ino, seq, &cp);
 
-	if (i >= 0) {
-		out->first = ino & ~(uint64_t)(MFS_INODES_PER_CHUNK - 1);
-		out->seq = seq;
-		memcpy(out->ino, &ca->ino[(size_t)i * MFS_INODES_PER_CHUNK], sizeof(out->ino));
-	}
-	if (ca)
-		pthread_rwlock_unlock(&ca->lock);
-	return i >= 0;
+	if (i < 0)
+		return 0;
+	out->first = ino & ~(uint64_t)(MFS_INODES_PER_CHUNK - 1);
+	out->seq = seq;
+	memcpy(out->ino, &cp->ino[(size_t)i * MFS_INODES_PER_CHUNK], sizeof(out->ino));
+	return 1;
 }
 
 void scrub_census_mark(struct mfs_scrub_ctx *ctx, const uint64_t *inos, size_t n, uint64_t seq,
@@ -421,25 +455,20 @@ void scrub_census_mark(struct mfs_scrub_ctx *ctx, const uint64_t *inos, size_t n
 	struct mfs_scrub_census *c = ctx->census;
 	const struct mfs_geom *g = &ctx->fs->geo;
 
-	for (size_t i = 0, j; c && i < n; i = j) {
-		uint32_t agno = mfs_ino_to_agno(g, inos[i]);
-		struct census_ag *ca;
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->part_lock);
+	for (size_t k = 0; k < n; k++) {
+		uint32_t agno = mfs_ino_to_agno(g, inos[k]);
+		struct census_part *cp = agno < c->agcount ? c->ag[agno].part : NULL;
+		long ch = cp && cp->seq == seq ? chunk_of(cp, mfs_ino_to_agino(g, inos[k])) : -1;
 
-		for (j = i + 1; j < n && mfs_ino_to_agno(g, inos[j]) == agno; j++)
-			;
-		if (agno >= c->agcount)
-			continue;
-		ca = &c->ag[agno];
-		pthread_rwlock_wrlock(&ca->lock);
-		for (size_t k = i; ca->have && ca->seq == seq && k < j; k++) {
-			long ch = chunk_of(ca, mfs_ino_to_agino(g, inos[k]));
-
-			if (ch >= 0)
-				ca->ino[(size_t)ch * MFS_INODES_PER_CHUNK +
-					(inos[k] & (MFS_INODES_PER_CHUNK - 1))].flags |= flag;
-		}
-		pthread_rwlock_unlock(&ca->lock);
+		if (ch >= 0)
+			__atomic_or_fetch(&cp->ino[(size_t)ch * MFS_INODES_PER_CHUNK +
+						   (inos[k] & (MFS_INODES_PER_CHUNK - 1))].flags,
+					  flag, __ATOMIC_RELAXED);
 	}
+	pthread_mutex_unlock(&c->part_lock);
 }
 
 int scrub_census_walk(struct mfs_scrub_ctx *ctx, uint32_t agno, uint64_t from,
@@ -447,30 +476,26 @@ int scrub_census_walk(struct mfs_scrub_ctx *ctx, uint32_t agno, uint64_t from,
 {
 	struct mfs_scrub_census *c = ctx->census;
 	const struct mfs_geom *g = &ctx->fs->geo;
-	struct census_ag *ca;
+	const struct census_part *cp;
 	int err = 0;
 
 	if (!c || agno >= c->agcount)
 		return -EAGAIN;
-	ca = &c->ag[agno];
-	pthread_rwlock_rdlock(&ca->lock);
-	if (!ca->have || ca->seq != mfs_fs_changes(ctx->fs)) {
-		pthread_rwlock_unlock(&ca->lock);
+	cp = part_of(c, agno);
+	if (!cp || cp->seq != mfs_fs_changes(ctx->fs))
 		return -EAGAIN;
-	}
 	if (seq)
-		*seq = ca->seq;
-	for (uint32_t i = 0; i < ca->nchunks && !err; i++) {
-		uint64_t first = mfs_agino_to_ino(g, agno, ca->startino[i]);
+		*seq = cp->seq;
+	for (uint32_t i = 0; i < cp->nchunks && !err; i++) {
+		uint64_t first = mfs_agino_to_ino(g, agno, cp->startino[i]);
 
 		if (first + MFS_INODES_PER_CHUNK <= from)
 			continue;
 		for (uint32_t k = 0; k < MFS_INODES_PER_CHUNK && !err; k++)
 			if (first + k >= from)
 				err = fn(priv, first + k,
-					 &ca->ino[(size_t)i * MFS_INODES_PER_CHUNK + k]);
+					 &cp->ino[(size_t)i * MFS_INODES_PER_CHUNK + k]);
 	}
-	pthread_rwlock_unlock(&ca->lock);
 	return err;
 }
 
