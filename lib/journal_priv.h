@@ -83,6 +83,7 @@ struct mfs_journal {
 
 	uint64_t next_seq;          /* the next sequence to give */
 	uint64_t durable_seq;       /* every record up to this one is durable */
+	uint64_t pin_first, pin_seq; /* revoked entries' oldest first_lsn; newest revoking seq */
 	uint64_t head_lpos;         /* where the next record goes */
 	uint64_t tail_lpos, tail_seq;   /* as in the durable header */
 	uint64_t hdr_gen;           /* gen of the last header written */

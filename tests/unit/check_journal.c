@@ -898,6 +898,40 @@ START_TEST(checkpoint_vs_free)
 }
 END_TEST
 
+/* ---- a block freed during a checkpoint keeps its record in the log until the free is
+ * durable (its home was never written: the tail must not pass the record) ------------ */
+static void *tail_hook_fs;
+static int tail_hook_fired;
+
+static void tail_hook(void *arg, uint64_t blkno, int writing)
+{
+	(void)arg;
+	if (blkno != 1701 || writing || tail_hook_fired++)
+		return;
+	/* Freed during the checkpoint (committed, not yet durable). */
+	ck_assert_int_eq(free_block_flags(tail_hook_fs, blkno, MFS_TRANS_ASYNC), 0);
+}
+
+START_TEST(checkpoint_tail_vs_pending_free)
+{
+	struct mfs_fs *fs = fs_up(256, 1, NULL);
+	uint64_t b[2] = { 1700, 1701 };
+
+	ck_assert_int_eq(tx(fs, b, 2, 4, 1), 0);
+	tail_hook_fs = fs;
+	mfs_journal_set_ckpt_hook(fs->log, tail_hook, NULL);
+	ck_assert_int_eq(mfs_journal_checkpoint(fs->log), 0);
+	mfs_journal_set_ckpt_hook(fs->log, NULL, NULL);
+	ck_assert_int_eq(tail_hook_fired, 1);
+	/* Crash before the free is durable: 1701 is still the committed block of value 4. */
+	crash(fs);
+	fs = fs_up(256, 0, NULL);
+	ck_assert_uint_eq(block_val(fs, 1700), 4);
+	ck_assert_uint_eq(block_val(fs, 1701), 4);
+	ck_assert_int_eq(mfs_fs_close(fs), 0);
+}
+END_TEST
+
 /* ---- forcing a sequence never handed out is refused, not waited for ------------------- */
 START_TEST(force_future_lsn)
 {
@@ -1722,6 +1756,7 @@ static Suite *journal_suite(void)
 	tcase_add_test(tc, too_big);
 	tcase_add_test(tc, force_error_after_queue);
 	tcase_add_test(tc, checkpoint_vs_free);
+	tcase_add_test(tc, checkpoint_tail_vs_pending_free);
 	tcase_add_test(tc, replay_refuses_bad_tags);
 	tcase_add_test(tc, replay_fixed_blocks);
 	tcase_add_test(tc, ordered_flushes);
