@@ -298,8 +298,8 @@ int mfsd_kill_suid(struct mfs_inode *ip);
 
 /* ---- readahead.c: the image read ahead for sequential readers ------------------------------ */
 struct mfsd_ra;
-/* -o readahead=KiB: the default, and the largest accepted. */
-#define MFSD_READAHEAD_KB 8192u
+/* -o readahead=KiB: the default (off), and the largest accepted. */
+#define MFSD_READAHEAD_KB 0u
 #define MFSD_READAHEAD_MAX_KB (1u << 20)
 /* The image ranges one read asks to be read ahead. */
 #define MFSD_RA_RANGES 8u
@@ -310,8 +310,9 @@ struct mfsd_ra_plan {
 	unsigned n;
 	struct mfsd_ra_range r[MFSD_RA_RANGES];
 };
-/* Open the data descriptor and set the largest window (bytes; 0: no readahead).  Returns 0
- * or -ENOMEM; without a descriptor of its own, data is read with the device's. */
+/* Set the largest window (bytes; 0: no readahead, data read with the device's descriptor)
+ * and open the data descriptor.  Returns 0 or -ENOMEM; without a descriptor of its own,
+ * data is read with the device's and nothing is read ahead. */
 int mfsd_ra_init(struct mfsd *d, uint64_t max_bytes);
 void mfsd_ra_fini(struct mfsd *d);
 /* The descriptor that file data is spliced from. */

@@ -1,6 +1,10 @@
 /*
  * readahead.c — the daemon's own readahead of the image for files read sequentially, and
- * the descriptor that file data is spliced from.
+ * the descriptor that file data is spliced from.  Off unless -o readahead=KiB (mendfs(8));
+ * without it file data is spliced from the device's descriptor with the host's readahead,
+ * as before.  Measured with tests/bench/bench_fs.sh: it keeps a cold sequential read's
+ * daemon CPU steady at 0.5-0.6 s/GiB where the host's readahead gives 0.3-1.8 s/GiB from
+ * one run to the next, but it was not faster on the benchmark machine: not the default.
  *
  * Why: the kernel sends a sequential reader's data as FUSE READ requests of a few hundred
  * KiB, which fileio.c answers by splicing pieces of the image.  Left to itself, the image's
@@ -11,15 +15,17 @@
  * that every byte is copied once more into the kernel's page of the file.  Here:
  *
  *   - data is spliced from a descriptor of its own (the image opened once more, read-only,
- *     POSIX_FADV_RANDOM: the kernel reads no more than a splice asks for; with readahead=0
- *     the kernel's own readahead is left on, on this descriptor alone);
+ *     POSIX_FADV_RANDOM: the kernel reads no more than a splice asks for);
  *   - each read of a regular file is noted in a small table of streams (by inode); a read
- *     that continues its stream (it starts within SEQ_SLACK of where the stream's furthest
- *     read ended, in either direction: the kernel's requests for one file may be served
- *     out of order by our threads), once SEQ_HITS did in a row or the stream began at
- *     the start of the file, widens the stream's window (doubling from WIN_START up to the
- *     mount's readahead= size) and, once less than half a window is read ahead, asks
- *     readahead(2) for the image blocks that map the next part of the file;
+ *     that continues its stream (it starts at most SEQ_SLACK past where the stream's
+ *     furthest read ended), once SEQ_HITS did in a row or the stream began at the start of
+ *     the file, widens the stream's window (doubling from WIN_START up to the mount's
+ *     readahead= size) and, once less than half a window is read ahead, asks readahead(2)
+ *     for the image blocks that map the next part of the file.  A read behind the
+ *     furthest one, by less than the window and SEQ_SLACK, changes nothing: the kernel
+ *     sends a reader's requests several at a time and our threads serve them in any
+ *     order (with four files read at once, a request came more than 1 MiB late now and
+ *     then, and reset its stream);
  *   - those are read into pages of the base size, which a splice with SPLICE_F_MOVE lets
  *     the FUSE device move into the file's page cache instead of copying them.
  *
@@ -48,7 +54,7 @@
 
 #define RA_SLOTS 64u                    /* streams followed at once (a power of two) */
 #define WIN_START (512u << 10)          /* the first window of a stream */
-#define SEQ_SLACK (1ull << 20)          /* how far out of order a stream's reads may come */
+#define SEQ_SLACK (4ull << 20)          /* how far out of order a stream's reads may come */
 #define SEQ_HITS 2u                     /* reads continuing a stream before it is read ahead */
 
 struct ra_slot {
@@ -77,22 +83,21 @@ int mfsd_ra_init(struct mfsd *d, uint64_t max_bytes)
 	ra->max_win = max_bytes;
 	ra->fd = -1;
 	pthread_mutex_init(&ra->lock, NULL);
+	d->ra = ra;
+	if (max_bytes == 0)
+		return 0;               /* the shared descriptor and the host's readahead */
 	/* The same file (not the same path: it may have been renamed since), a descriptor of
-	 * its own.  Without /proc the shared descriptor serves, with the kernel's readahead. */
+	 * its own.  Without /proc the shared descriptor serves, with the host's readahead. */
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", mfs_dev_fd(d->fs->dev));
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		mfs_log(MFS_LOG_DEBUG, "cannot open the image again (%s): file data is read with "
-			"the shared descriptor", strerror(errno));
-	} else {
-		/* With readahead=0 the host's own readahead serves, on this descriptor alone. */
-		int err = max_bytes ? posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM) : 0;
-
-		if (err)
-			mfs_log(MFS_LOG_DEBUG, "POSIX_FADV_RANDOM on the image: %s", strerror(err));
-		ra->fd = fd;
+		mfs_log(MFS_LOG_WARN, "cannot open the image again (%s): readahead= is off, file "
+			"data is read with the shared descriptor", strerror(errno));
+		return 0;
 	}
-	d->ra = ra;
+	if (posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM) != 0)
+		mfs_log(MFS_LOG_DEBUG, "POSIX_FADV_RANDOM on the image's data descriptor failed");
+	ra->fd = fd;
 	return 0;
 }
 
@@ -128,18 +133,23 @@ static void follow(struct mfsd_ra *ra, uint64_t ino, uint64_t off, uint64_t len,
 	int seq;
 
 	*from = *to = 0;
-	if (s->ino != ino) {
-		/* A new stream: taken as sequential at once when it starts the file. */
+	if (s->ino != ino || off == 0) {
+		/* A new stream, or the file read again from its start: taken as sequential at
+		 * once when it starts the file. */
 		s->ino = ino;
 		s->next = end;
 		s->ra_end = end;
 		s->win = 0;
 		s->hits = off == 0 ? SEQ_HITS : 0;
 		seq = off == 0;
+	} else if (off < s->next && s->next - off <= s->win + SEQ_SLACK) {
+		/* Behind the furthest read, within the window: one of the stream's requests
+		 * served late (they come several at a time, and our threads take them in any
+		 * order).  Nothing changes. */
+		return;
 	} else {
-		seq = off + SEQ_SLACK >= s->next && off <= s->next + SEQ_SLACK;
-		if (end > s->next || !seq)
-			s->next = end;
+		seq = off >= s->next && off - s->next <= SEQ_SLACK;
+		s->next = end;
 		if (!seq)
 			s->hits = 0;
 		else if (s->hits < SEQ_HITS)

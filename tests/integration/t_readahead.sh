@@ -1,6 +1,6 @@
 #!/bin/bash
 # t_readahead.sh — the daemon's readahead of the image for sequential readers
-# (fs/readahead.c), mounted for real, with tests/tools/ra_check:
+# (fs/readahead.c, -o readahead=8192), mounted for real, with tests/tools/ra_check:
 #   1. a sequential O_DIRECT read of a file makes the daemon read more of the image than
 #      was asked (the host's cache of the image dropped first; polled, bounded);
 #   2. a file of data, holes, unwritten blocks and a partial last block reads back as
@@ -8,8 +8,8 @@
 #   3. readers streaming through files while they are overwritten, truncated short and
 #      grown back, and while another file takes the freed blocks, see only each file's own
 #      bytes or zeroes;
-#   4. the same two with -o readahead=0 (no readahead: the reads alone), and readahead=
-#      beyond its limit refused;
+#   4. the same two without readahead= (the default: the host's readahead of the image),
+#      and readahead= beyond its limit refused;
 # then a clean unmount and `mendfs_db check`.
 set -u
 # shellcheck source=mountlib.sh
@@ -22,7 +22,7 @@ ml_setup t_readahead
 
 "$MKFS" -q "$img" 1G >"$dir/mkfs.out" 2>&1 || { cat "$dir/mkfs.out"; fail "mkfs"; }
 
-mount_fs
+mount_fs -o readahead=8192
 for i in 1 2 3; do
 	dd if=/dev/urandom of="$mnt/big$i" bs=1M count=8 status=none conv=fsync || fail "writing big$i"
 done
@@ -34,11 +34,11 @@ umount_fs
 grep -Ei "corrupt|failed|error" "$log" && fail "the daemon reported errors"
 ok "readahead: data read ahead, sparse file and racing truncates read right, check clean"
 
-mount_fs -o readahead=0
-bounded 120 "$RA" sparse "$mnt" || fail "sparse file read back wrong, readahead=0"
-bounded 120 "$RA" race "$mnt" 3 || fail "reads racing writes and truncates, readahead=0"
+mount_fs
+bounded 120 "$RA" sparse "$mnt" || fail "sparse file read back wrong, no readahead="
+bounded 120 "$RA" race "$mnt" 3 || fail "reads racing writes and truncates, no readahead="
 umount_fs
-ok "readahead=0: the same reads right"
+ok "without readahead=: the same reads right"
 
 mount_refused -o readahead=2000000
 grep -q "readahead" "$dir/out" || fail "readahead=2000000: no word about it: $(cat "$dir/out")"
