@@ -240,11 +240,13 @@ run_rand() {
 		fio_run "$f" --name=seq1 --directory="$root/seq1" --rw=write --bs=1M \
 			--size=${SEQ_MB}M --end_fsync=1 || return 1
 	fi
-	# The file is read once through the mount first: the image (or, for the ceiling, the
-	# file underneath) is then in the host's page cache for every FUSE column alike, and
-	# the O_DIRECT reads measure the request path, not how fast each column's cold
-	# backing store happens to warm up during the run.
-	cat "$file" >/dev/null || return 1
+	# The file is read once through the mount first, with O_DIRECT: the image (or, for the
+	# ceiling, the file underneath) is then in the host's page cache for every FUSE column
+	# alike, and the O_DIRECT reads measure the request path, not how fast each column's
+	# cold backing store happens to warm up during the run.  Not a buffered read: the
+	# FUSE device may move (not copy) the backing pages it is handed into the mount's
+	# page cache, leaving the backing store cold again.
+	dd if="$file" of=/dev/null bs=1M iflag=direct status=none || return 1
 	begin
 	fio_run "$f" --name=rr --filename="$file" --rw=randread --bs=4k --direct=1 \
 		--size=${SEQ_MB}M --time_based --runtime=$RT || return 1
