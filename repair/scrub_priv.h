@@ -387,7 +387,7 @@ int scrub_census_scan_get(struct mfs_scrub_ctx *ctx, uint32_t agno, struct scrub
 int scrub_census_scan_put(struct mfs_scrub_ctx *ctx, uint32_t agno, struct scrub_ag *sa,
 			  uint64_t seq);
 int scrub_census_scan_take_back(struct mfs_scrub_ctx *ctx, uint32_t agno, struct scrub_ag *sa);
-/* Add flag to the records of inodes inos[0..n) (sorted) in the census parts taken at
+/* Add flag to the records of inodes inos[0..n) in the census parts taken at
  * count seq (others are left alone). */
 void scrub_census_mark(struct mfs_scrub_ctx *ctx, const uint64_t *inos, size_t n, uint64_t seq,
 		       uint16_t flag);

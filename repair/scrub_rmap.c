@@ -664,39 +664,46 @@ static int recs_mapped(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct sc
  * inode is read through the cluster copy cl: any committed state after the records were
  * collected will do (a record that no longer matches goes to the full look).
  */
+/*
+ * The census taken with the records (the same change count) has record i's owner as it
+ * was then: 1 when it accounts for the record — its one-block name tree or its one inline
+ * extent, when that is all the owner has — else 0.  One record at a time (no grouping by
+ * owner needed): every record an owner has must pass, the rest go to the look by owner.
+ */
+static int census_quick(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct scrub_recs *recs,
+			size_t i, uint64_t seq, struct scrub_recs *rooted)
+{
+	const struct mfs_rmap_rec *r = scrub_rec(recs, i);
+	uint64_t owner = mfs_get64(r->owner);
+	struct scrub_census_ino ci;
+	struct mfs_bmbt_rec one;
+
+	if (!scrub_census_get_at(ctx, owner, seq, &ci) || (ci.flags & SCRUB_CI_FREE) ||
+	    !(ci.flags & (SCRUB_CI_DIRROOT | SCRUB_CI_EXT1)) || !(ci.flags & SCRUB_CI_NOATTR))
+		return 0;
+	if (ci.flags & SCRUB_CI_DIRROOT) {
+		if (!dir_quick(ctx, agno, recs, i, i + 1, ci.fsb))
+			return 0;
+		/* Exactly what the directory's own cross-reference wants to see. */
+		if (mfs_get64(r->offset) == MFS_RMAP_BMBT_BLOCK && scrub_recs_add(rooted, &owner))
+			rooted->n = 0;  /* no memory: the directories look themselves */
+		return 1;
+	}
+	mfs_put64(one.startoff, 0);
+	mfs_put64(one.startblock, ci.fsb);
+	mfs_put32(one.blockcount, ci.len);
+	return recs_mapped(ctx, agno, recs, i, i + 1, (const uint8_t *)&one, 1);
+}
+
 static int owner_quick(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct scrub_recs *recs,
-		       size_t i, size_t j, struct scrub_cluster *cl, uint64_t seq,
-		       struct scrub_recs *rooted)
+		       size_t i, size_t j, struct scrub_cluster *cl)
 {
 	const struct mfs_geom *g = &ctx->fs->geo;
 	const struct mfs_dinode *d;
 	uint64_t owner = mfs_get64(((const struct mfs_rmap_rec *)scrub_rec(recs, i))->owner);
-	struct scrub_census_ino ci;
 	const uint8_t *ext;
 	long n;
 
-	/* The census taken with the records (the same change count) has the owner as it
-	 * was then: its one-block name tree or its one inline extent, if that is all. */
-	if (scrub_census_get_at(ctx, owner, seq, &ci) && !(ci.flags & SCRUB_CI_FREE) &&
-	    (ci.flags & (SCRUB_CI_DIRROOT | SCRUB_CI_EXT1)) && (ci.flags & SCRUB_CI_NOATTR)) {
-		struct mfs_bmbt_rec one;
-
-		if (ci.flags & SCRUB_CI_DIRROOT) {
-			const struct mfs_rmap_rec *r = scrub_rec(recs, i);
-
-			if (!dir_quick(ctx, agno, recs, i, j, ci.fsb))
-				return 0;
-			/* Exactly what the directory's own cross-reference wants to see. */
-			if (mfs_get64(r->offset) == MFS_RMAP_BMBT_BLOCK &&
-			    scrub_recs_add(rooted, &owner) != 0)
-				rooted->n = 0;  /* no memory: the directories look themselves */
-			return 1;
-		}
-		mfs_put64(one.startoff, 0);
-		mfs_put64(one.startblock, ci.fsb);
-		mfs_put32(one.blockcount, ci.len);
-		return recs_mapped(ctx, agno, recs, i, j, (const uint8_t *)&one, 1);
-	}
 	if (scrub_cluster_dinode(ctx, cl, owner, &d) || !scrub_dinode_usable(ctx, owner, d))
 		return 0;
 	if (S_ISDIR(mfs_get16(d->mode))) {
@@ -727,8 +734,19 @@ static int check_owners(struct mfs_scrub_ctx *ctx, struct scrub_recs *recs, uint
 	uint32_t agno = ctx->agno;
 	struct scrub_cluster cl = { .blk = NULL };
 	struct owner o;
+	size_t kept = 0;
 	int err = 0, there;
 
+	/* The records the census accounts for, taken one by one in disk order; only the rest
+	 * are sorted by owner and looked at below. */
+	for (size_t i = 0; i < recs->n; i++) {
+		if (census_quick(ctx, agno, recs, i, seq, rooted))
+			continue;
+		if (kept != i)
+			memcpy(recs->v + kept * recs->len, scrub_rec(recs, i), recs->len);
+		kept++;
+	}
+	recs->n = kept;
 	err = sort_by_owner(recs);
 	if (err)
 		return err;
@@ -741,7 +759,7 @@ static int check_owners(struct mfs_scrub_ctx *ctx, struct scrub_recs *recs, uint
 			    owner)
 				break;
 		err = scrub_cancelled(ctx);
-		if (err || owner_quick(ctx, agno, recs, i, j, &cl, seq, rooted))
+		if (err || owner_quick(ctx, agno, recs, i, j, &cl))
 			continue;
 		for (size_t k = i; k < j && !err; k++) {
 			const struct mfs_rmap_rec *r = scrub_rec(recs, k);
