@@ -28,6 +28,9 @@
  * BENCH_SCRUB_ALT=bindir (another build's bin directory) with BENCH_SCRUB_REPEAT=n mounts
  * and scrubs n times with each build, alternately (A B A B ...), each on a fresh mount
  * (cold daemon caches), and prints a line per scrub and the median CPU of each build.
+ * With BENCH_SCRUB_NO_EXT4=1 the images directory may be on tmpfs (copy mendfs.<files>.img
+ * there with cp --sparse=always): a host that reclaims cold page cache (DAMON) otherwise
+ * evicts the image between runs, and a 1M-file scrub's CPU swings 2-4x with the disk reads.
  */
 #include <dirent.h>
 #include <errno.h>
