@@ -530,7 +530,7 @@ void scrub_census_put_dir(struct mfs_scrub_ctx *ctx, uint64_t dir, uint64_t dotd
 		c->kids.n = 0;
 	}
 	/* Checked again at the same count (another scrub): kept once. */
-	if (c->dirs_sorted && bsearch(&cd, c->dirs.v, c->dirs.n, sizeof(cd), cmp_dir))
+	if (c->dirs_sorted && c->dirs.n && bsearch(&cd, c->dirs.v, c->dirs.n, sizeof(cd), cmp_dir))
 		goto out;
 	old_n = c->kids.n;
 	cd.at = old_n;
