@@ -122,6 +122,13 @@ static void ls_reload(struct lockset *ls)
 		mfs_inode_reload(ls->ip[i]);
 }
 
+/* A directory this mount removed (rmdir, rename over it): its names are gone.  One read
+ * with a link count of 0 that was not removed here is damaged, and still read as it is. */
+static int dir_removed(const struct mfs_inode *dp)
+{
+	return dp->nlink == 0 && dp->unlinked_here;
+}
+
 /* Look `name` up in dp under its shared lock. */
 static int lookup_shared(struct mfs_inode *dp, const char *name, unsigned len, uint64_t *ino)
 {
@@ -130,12 +137,42 @@ static int lookup_shared(struct mfs_inode *dp, const char *name, unsigned len, u
 	pthread_rwlock_rdlock(&dp->lock);
 	if (!S_ISDIR(dp->mode))
 		err = -ENOTDIR;
-	else if (dp->nlink == 0)
+	else if (dir_removed(dp))
 		err = -ENOENT;
 	else
 		err = mfs_dir_lookup(dp, name, len, ino, NULL);
 	pthread_rwlock_unlock(&dp->lock);
 	return err;
+}
+
+/*
+ * ip was found through `name` in dp: a link count of 0 that this mount did not set
+ * (ip->unlinked_here, fs/node.c) is damage — the daemon will not free such an inode, and a
+ * scrub must count its links.  Reported (marking the filesystem as needing a scrub) only
+ * when, under dp's lock, the name still leads to ip, and ip is still so afterwards: an
+ * unlink racing with the caller either removed the name first or set the flag.  The
+ * inode is served all the same, so its data can be read.
+ */
+static void check_named_nlink(struct mfs_inode *dp, const char *name, unsigned len,
+			      struct mfs_inode *ip)
+{
+	uint64_t ino;
+	int bad;
+
+	pthread_rwlock_rdlock(&ip->lock);
+	bad = ip->nlink == 0 && ip->mode != 0 && !ip->unlinked_here;
+	pthread_rwlock_unlock(&ip->lock);
+	if (!bad || lookup_shared(dp, name, len, &ino) != 0 || ino != ip->ino)
+		return;
+	pthread_rwlock_rdlock(&ip->lock);
+	bad = ip->nlink == 0 && ip->mode != 0 && !ip->unlinked_here;
+	pthread_rwlock_unlock(&ip->lock);
+	if (!bad)
+		return;
+	MFS_CORRUPT("inode %llu: link count 0, but directory %llu names it '%.*s'; it is not "
+		    "freed (a scrub must count its links)", (unsigned long long)ip->ino,
+		    (unsigned long long)dp->ino, (int)len, name);
+	mfsd_note_corruption();
 }
 
 static uint8_t ftype_of(uint16_t mode)
@@ -163,11 +200,11 @@ void mfsd_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	err = lookup_shared(dp, name, len, &ino);
-	mfsd_iput(d, dp);
 	if (err == -ENOENT) {
 		/* A negative entry: only this daemon changes the image, so it may be cached. */
 		struct fuse_entry_param e;
 
+		mfsd_iput(d, dp);
 		memset(&e, 0, sizeof(e));
 		e.entry_timeout = d->timeout;
 		fuse_reply_entry(req, &e);
@@ -175,6 +212,9 @@ void mfsd_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	if (!err)
 		err = mfs_iget(d->fs, ino, 0, &ip);
+	if (!err)
+		check_named_nlink(dp, name, len, ip);
+	mfsd_iput(d, dp);
 	if (err) {
 		mfsd_reply_err(req, err);
 		return;
@@ -585,6 +625,11 @@ static int do_remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, i
 				err = -ENOTDIR;
 			else if (!isdir && S_ISDIR(ip->mode))
 				err = -EISDIR;
+			else if (!isdir && ip->nlink == 0)
+				err = MFS_CORRUPT("inode %llu: named '%s' in directory %llu "
+						  "with link count 0; not unlinked (a scrub must "
+						  "count its links)", (unsigned long long)ip->ino,
+						  name, (unsigned long long)dp->ino);
 			else if (isdir) {
 				err = mfs_dir_is_empty(ip);
 				err = err < 0 ? err : err ? 0 : -ENOTEMPTY;
@@ -724,6 +769,10 @@ static int rename_checks(struct mfsd *d, struct rename_args *a, const struct loc
 			return -ENOTDIR;
 		if (!S_ISDIR(a->sip->mode) && S_ISDIR(a->tip->mode))
 			return -EISDIR;
+		if (!S_ISDIR(a->tip->mode) && a->tip->nlink == 0)
+			return MFS_CORRUPT("inode %llu: named '%.*s' with link count 0; not "
+					   "replaced (a scrub must count its links)",
+					   (unsigned long long)a->tip->ino, (int)a->tlen, a->tname);
 		if (S_ISDIR(a->tip->mode)) {
 			err = mfs_dir_is_empty(a->tip);
 			if (err <= 0)
@@ -1055,7 +1104,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, i
 	pthread_rwlock_rdlock(&dp->lock);
 	if (!S_ISDIR(dp->mode))
 		err = -ENOTDIR;
-	else if (dp->nlink == 0)
+	else if (dir_removed(dp))
 		err = 0;                /* removed: empty */
 	else
 		err = mfs_dir_iterate(dp, (uint64_t)off, rd_collect, &c);
@@ -1097,6 +1146,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, i
 				break;
 			if (mfs_iget(d->fs, e->ino, 0, &ip) != 0)
 				continue;      /* removed meanwhile */
+			check_named_nlink(dp, e->name, (unsigned)strlen(e->name), ip);
 			pthread_rwlock_rdlock(&ip->lock);
 			mfsd_fill_entry(d, ip, &ep);
 			pthread_rwlock_unlock(&ip->lock);

@@ -16,6 +16,14 @@
  * the kernel holds the victim (it looked the name up), so forget and the last unlink do not
  * race; and a link count of 0 never rises again (link refuses such an inode).
  *
+ * Only a link count this mount dropped to 0 is leave to free (ip->unlinked_here, set with
+ * the orphan list entry by mfsd_orphan_add, and by the mount's orphan recovery for the
+ * inodes on the lists).  An inode read from disk with link count 0 but no orphan entry is
+ * damaged, not unlinked: when a directory still names it (lookup reports it) freeing it
+ * at forget would lose its data, and a directory's whole subtree, before a scrub could
+ * count its links again.  put_last, the worker (still_unlinked) and the batches
+ * (batch_still_ready) all leave such an inode alone.
+ *
  * Crash safety (lib/orphan.h): the transaction that drops a link count to 0 also puts the
  * inode on its AG's orphan list (mfsd_orphan_add), and the transaction that frees it takes
  * it off, so an inode that was unlinked while open when the filesystem went down is still
@@ -286,13 +294,15 @@ static void put_last(struct mfsd *d, struct mfs_inode *ip)
 	struct mfsd_node **pp, *n;
 	uint32_t nlink, gen;
 	uint16_t mode;
+	int here;
 
 	pthread_rwlock_rdlock(&ip->lock);
 	nlink = ip->nlink;
 	mode = ip->mode;
 	gen = ip->generation;
+	here = ip->unlinked_here;
 	pthread_rwlock_unlock(&ip->lock);
-	if (nlink != 0 || mode == 0 || d->ro) {
+	if (nlink != 0 || mode == 0 || !here || d->ro) {
 		mfs_iput(ip);
 		return;
 	}
@@ -454,6 +464,10 @@ void mfsd_nodes_free(struct mfsd *d)
 
 int mfsd_orphan_add(struct mfsd *d, struct mfs_trans *tp, struct mfs_inode *ip)
 {
+	/* Under ip->lock exclusive, with the link count just dropped to 0.  A transaction
+	 * cancelled after this leaves the flag set on an inode whose reloaded count is not
+	 * 0 again, which is harmless: a count only reaches 0 again through here. */
+	ip->unlinked_here = 1;
 	return mfs_orphan_add(tp, d->orphans, ip);
 }
 
@@ -521,7 +535,7 @@ static int still_unlinked(struct mfs_inode *ip, uint32_t gen)
 
 	if (err)
 		return err;
-	return ip->nlink != 0 || ip->mode == 0 || ip->generation != gen;
+	return ip->nlink != 0 || ip->mode == 0 || ip->generation != gen || !ip->unlinked_here;
 }
 
 /* Free ip's data and attribute blocks in bounded transactions (ip->lock exclusive). */
@@ -558,10 +572,12 @@ static int inactivate(struct mfsd *d, struct mfs_inode *ip, uint32_t gen)
 	 * (torture: "the inode btree says free, but the inode has mode 0100640", nlink 0).
 	 * Not a reload: the AG is no longer locked, and an allocation may be writing the slot
 	 * now; mfs_ifree left the copy stale, so the next mfs_iget reads the disk. */
-	if (!err)
+	if (!err) {
 		ip->mode = 0;
-	else
+		ip->unlinked_here = 0;
+	} else {
 		mfs_inode_invalidate(d->fs, ip->ino);
+	}
 	pthread_rwlock_unlock(&ip->lock);
 	return err;
 }
@@ -602,10 +618,13 @@ static int recover_ag(struct mfsd *d, uint32_t agno, uint64_t *freed)
 					   (unsigned long long)ino);
 		if (err)
 			return err;
-		pthread_rwlock_rdlock(&ip->lock);
+		pthread_rwlock_wrlock(&ip->lock);
 		nlink = ip->nlink;
 		mode = ip->mode;
 		gen = ip->generation;
+		/* On an orphan list: unlinked before the filesystem went down; this mount
+		 * finishes the job (inactivate frees only what is flagged so). */
+		ip->unlinked_here = nlink == 0 && mode != 0;
 		pthread_rwlock_unlock(&ip->lock);
 		if (nlink != 0 || mode == 0) {
 			mfs_iput(ip);
@@ -752,7 +771,7 @@ static int batch_still_ready(struct mfsd_work **ws, unsigned n)
 		const struct mfs_inode *ip = ws[i]->ip;
 
 		if (ip->mode == 0 || ip->nlink != 0 || ip->generation != ws[i]->generation ||
-		    !batchable(ip))
+		    !ip->unlinked_here || !batchable(ip))
 			return 0;
 	}
 	return 1;
@@ -894,8 +913,10 @@ static int free_batch(struct mfsd *d, struct mfsd_work **ws, unsigned n)
 		err = batch_still_ready(ws, n) ? 0 : -ESTALE;	/* reloaded: again */
 	}
 	/* Freed: in core mode 0 before the locks go (see inactivate). */
-	for (unsigned i = 0; !err && i < n; i++)
+	for (unsigned i = 0; !err && i < n; i++) {
 		set[i]->mode = 0;
+		set[i]->unlinked_here = 0;
+	}
 	unlock_all(locked, n + npreds);
 	for (unsigned i = 0; i < npreds; i++)
 		mfs_iput(preds[i]);

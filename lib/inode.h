@@ -67,6 +67,13 @@ struct mfs_inode {
 	uint32_t rdev;
 	uint64_t next_unlinked;
 
+	/* In core only, never read from or written to disk (a reload keeps it): set by the
+	 * caller that drops the link count to 0 (the daemon's unlink, rmdir, rename over a
+	 * target), cleared by whoever frees the inode.  An inode whose link count is 0 without
+	 * it was loaded so: an orphan for the mount's recovery, or a damaged link count that
+	 * must not be taken as leave to free it. */
+	int unlinked_here;
+
 	/* private to inode.c */
 	struct mfs_inode *hnext;            /* hash chain */
 	struct mfs_inode *lru_prev, *lru_next;
