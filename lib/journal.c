@@ -324,8 +324,16 @@ int mfs_jhome_write(struct mfs_journal *j, uint64_t blkno, const void *img)
 	return err;
 }
 
-/* Flushes are numbered as they start; flush_covered is the highest number of one that
- * completed, so every write completed before that flush began is durable. */
+/*
+ * Flushes are numbered as they start; flush_covered is the highest number of one that
+ * completed, so every write completed before that flush began is durable.
+ *
+ * A failed flush is sticky (j->err), as a failed log write: the host may have dropped the
+ * writes it did not get to stable storage and report the next flush as a success
+ * (fdatasync after EIO), so nothing written before it may ever be taken as durable again
+ * — not by a later flush raising flush_covered past it, not by a later fsync.  Only a
+ * successful flush raises flush_covered, and none after the journal died.
+ */
 int mfs_jflush(struct mfs_journal *j)
 {
 	uint64_t my;
@@ -334,11 +342,18 @@ int mfs_jflush(struct mfs_journal *j)
 	pthread_mutex_lock(&j->lock);
 	my = ++j->flush_started;
 	pthread_mutex_unlock(&j->lock);
-	err = mfs_dev_flush(j->dev);
+	err = j->flush_hook ? j->flush_hook(j->flush_hook_arg) : 0;
+	if (!err)
+		err = mfs_dev_flush(j->dev);
 	pthread_mutex_lock(&j->lock);
 	j->st.flushes++;
-	if (!err && my > j->flush_covered)
+	if (err) {
+		if (!j->err)
+			j->err = err;
+		pthread_cond_broadcast(&j->cv);     /* forces waiting for a batch: it is over */
+	} else if (!j->err && my > j->flush_covered) {
 		j->flush_covered = my;
+	}
 	pthread_mutex_unlock(&j->lock);
 	if (err)
 		mfs_log(MFS_LOG_ERR, "journal: flushing the device failed: %s", strerror(-err));
@@ -1151,8 +1166,10 @@ int mfs_journal_sync(struct mfs_journal *j)
 
 	pthread_mutex_lock(&j->lock);
 	started = j->flush_started;
+	err = j->err;           /* a failed flush: earlier writes may never reach the disk */
 	pthread_mutex_unlock(&j->lock);
-	err = mfs_journal_force(j);
+	if (!err)
+		err = mfs_journal_force(j);
 	if (err)
 		return err;
 	/*
@@ -1163,11 +1180,12 @@ int mfs_journal_sync(struct mfs_journal *j)
 	 * overwritten in place share flushes as commits share batches.
 	 */
 	pthread_mutex_lock(&j->lock);
-	while (j->flush_covered <= started && j->sync_flushing)
+	while (j->flush_covered <= started && j->sync_flushing && !j->err)
 		jwait(j, "another fsync's flush");
-	if (j->flush_covered > started) {
+	if (j->err || j->flush_covered > started) {
+		err = j->err;
 		pthread_mutex_unlock(&j->lock);
-		return 0;
+		return err;
 	}
 	j->sync_flushing = 1;
 	pthread_mutex_unlock(&j->lock);
@@ -1690,6 +1708,14 @@ void mfs_journal_set_ckpt_hook(struct mfs_journal *j, mfs_journal_ckpt_hook fn, 
 struct mfs_busy *mfs_journal_busy(struct mfs_journal *j)
 {
 	return j->busy;
+}
+
+void mfs_journal_set_flush_hook(struct mfs_journal *j, mfs_journal_flush_hook fn, void *arg)
+{
+	pthread_mutex_lock(&j->lock);
+	j->flush_hook = fn;
+	j->flush_hook_arg = arg;
+	pthread_mutex_unlock(&j->lock);
 }
 
 void mfs_journal_set_io_hook(struct mfs_journal *j, mfs_journal_io_hook fn, void *arg)

@@ -171,7 +171,8 @@ int mfs_journal_force(struct mfs_journal *log);
 /* The same, and every write to the device issued before the call (file data overwritten
  * in place) is on stable storage: fsync.  The device is flushed once, or not at all when
  * the force wrote a batch (whose flushes began after the call, so they cover it); fsyncs
- * that arrive while another's flush is in flight share the next one. */
+ * that arrive while another's flush is in flight share the next one.  After any failed
+ * flush (the journal's sticky error) it returns that error, never 0 again. */
 int mfs_journal_sync(struct mfs_journal *log);
 /* Force, write every logged block in place, flush, advance the tail. */
 int mfs_journal_checkpoint(struct mfs_journal *log);
@@ -239,5 +240,14 @@ void mfs_journal_set_ckpt_hook(struct mfs_journal *log, mfs_journal_ckpt_hook fn
 enum mfs_jio { MFS_JIO_LOG_WRITE, MFS_JIO_HOME_WRITE, MFS_JIO_FLUSH, MFS_JIO_LOG_FILL };
 typedef void (*mfs_journal_io_hook)(void *arg, enum mfs_jio what, uint64_t blkno, uint32_t n);
 void mfs_journal_set_io_hook(struct mfs_journal *log, mfs_journal_io_hook fn, void *arg);
+
+/*
+ * For tests: a function called before each device flush the journal issues; a negative
+ * errno it returns is taken as that flush's result (the device is not flushed), 0 lets the
+ * flush happen.  A failed flush is sticky like a failed log write: every later commit,
+ * force and sync gets the error.  Set it while the journal is idle; NULL removes it.
+ */
+typedef int (*mfs_journal_flush_hook)(void *arg);
+void mfs_journal_set_flush_hook(struct mfs_journal *log, mfs_journal_flush_hook fn, void *arg);
 
 #endif

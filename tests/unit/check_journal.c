@@ -1242,6 +1242,101 @@ START_TEST(sync_shared_flush)
 }
 END_TEST
 
+/* ---- a failed device flush is sticky ---------------------------------------------------- */
+/*
+ * A flush that fails (fdatasync EIO) may have lost writes the host will not report again:
+ * a later flush can succeed.  After one failed fsync's flush, every later fsync, force and
+ * commit fails; no later successful flush makes the earlier writes count as durable.
+ */
+static int flush_fails;         /* flushes left to fail */
+static unsigned flush_calls;
+
+static int failing_flush(void *arg)
+{
+	(void)arg;
+	flush_calls++;
+	if (flush_fails) {
+		flush_fails--;
+		return -EIO;
+	}
+	return 0;
+}
+
+START_TEST(flush_error_sticky)
+{
+	struct mfs_fs *fs = fs_up(256, 1, NULL);
+	struct mfs_journal_stats st0, st;
+	static char buf[BS];
+	uint64_t b = 1700;
+	int q;
+
+	ck_assert_int_eq(tx(fs, &b, 1, 1, 1), 0);           /* durable, flushed */
+	mfs_journal_get_stats(fs->log, &st0);
+	memset(buf, 0x77, BS);
+	ck_assert_int_eq(mfs_dev_pwrite(fs->dev, buf, BS, 430 * (uint64_t)BS), 0);
+	flush_fails = 1;
+	flush_calls = 0;
+	mfs_journal_set_flush_hook(fs->log, failing_flush, NULL);
+	q = mfs_log_quiet();
+	/* Nothing queued: the fsync flushes the device itself, which fails. */
+	ck_assert_int_eq(mfs_journal_sync(fs->log), -EIO);
+	ck_assert_uint_eq(flush_calls, 1);
+	ck_assert_int_eq(flush_fails, 0);                   /* the next flush would succeed */
+	/* A later fsync of the same (or newer) data must not take a successful flush as
+	 * making the earlier write durable: the error again, every time. */
+	ck_assert_int_eq(mfs_dev_pwrite(fs->dev, buf, BS, 431 * (uint64_t)BS), 0);
+	ck_assert_int_eq(mfs_journal_sync(fs->log), -EIO);
+	ck_assert_int_eq(mfs_journal_sync(fs->log), -EIO);
+	/* The journal stopped: commits are refused, a force of a new sequence fails. */
+	ck_assert_int_eq(tx(fs, &b, 1, 2, 0), -EIO);
+	{
+		struct mfs_trans *tp;
+		uint64_t lsn = 0;
+
+		ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
+		put_block(tp, 1701, 3, 1);
+		ck_assert_int_eq(mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, &lsn), -EIO);
+		ck_assert_uint_eq(lsn, 0);
+	}
+	ck_assert_int_eq(mfs_journal_sync(fs->log), -EIO);
+	mfs_log_set_level(q);
+	mfs_journal_get_stats(fs->log, &st);
+	ck_assert_uint_eq(st.durable_lsn, st0.durable_lsn);
+	mfs_journal_set_flush_hook(fs->log, NULL, NULL);
+	crash(fs);
+	fs = fs_up(256, 0, NULL);
+	ck_assert_uint_eq(block_val(fs, b), 1);             /* only the durable commit */
+	ck_assert_int_eq(mfs_fs_close(fs), 0);
+}
+END_TEST
+
+/* A batch's flush failing (the force's, not an fsync's own): the same. */
+START_TEST(batch_flush_error_sticky)
+{
+	struct mfs_fs *fs = fs_up(256, 1, NULL);
+	uint64_t b = 1710, lsn;
+	int q;
+
+	ck_assert_int_eq(tx(fs, &b, 1, 1, 1), 0);
+	lsn = async_tx(fs, 1711, 2);
+	flush_fails = 1;
+	flush_calls = 0;
+	mfs_journal_set_flush_hook(fs->log, failing_flush, NULL);
+	q = mfs_log_quiet();
+	ck_assert_int_eq(mfs_journal_force_lsn(fs->log, lsn), -EIO);
+	ck_assert_uint_ge(flush_calls, 1);
+	ck_assert_int_eq(mfs_journal_sync(fs->log), -EIO);
+	ck_assert_int_eq(mfs_journal_force(fs->log), -EIO);
+	ck_assert_int_eq(tx(fs, &b, 1, 3, 0), -EIO);
+	mfs_log_set_level(q);
+	mfs_journal_set_flush_hook(fs->log, NULL, NULL);
+	crash(fs);
+	fs = fs_up(256, 0, NULL);
+	ck_assert_uint_eq(block_val(fs, b), 1);
+	ck_assert_int_eq(mfs_fs_close(fs), 0);
+}
+END_TEST
+
 /* ---- the log's first lap on a sparse image ---------------------------------------------- */
 /*
  * The test image is sparse and mfs_journal_format writes only the headers and the first
@@ -1764,6 +1859,8 @@ static Suite *journal_suite(void)
 	tcase_add_test(tc, preflush_covered);
 	tcase_add_test(tc, nodata_no_preflush);
 	tcase_add_test(tc, sync_shared_flush);
+	tcase_add_test(tc, flush_error_sticky);
+	tcase_add_test(tc, batch_flush_error_sticky);
 	tcase_add_test(tc, nomem_not_sticky);
 	tcase_add_test(tc, replay_forged_fuzz);
 	suite_add_tcase(s, tc);
