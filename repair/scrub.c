@@ -1022,6 +1022,11 @@ int scrub_dinode_usable(struct mfs_scrub_ctx *ctx, uint64_t ino, const struct mf
 	const struct mfs_geom *g = &ctx->fs->geo;
 	uint64_t nu = mfs_get64(d->next_unlinked);
 
+	/* A slot that is not this inode at all says nothing here: the copy may be of a chunk
+	 * freed and reused (file data) since the inode was listed, and the verifier would log
+	 * it as corruption; the slow path decides, under the AG lock. */
+	if (mfs_get32(d->magic) != MFS_DINODE_MAGIC || mfs_get64(d->ino) != ino)
+		return 0;
 	return mfs_get16(d->mode) && !mfs_dinode_verify(d, g->inodesize, ino, g->uuid) &&
 	       !mfs_dinode_check(d, g->inodesize, ino) && !(nu && mfs_ino_check(ctx->fs, nu));
 }
