@@ -205,14 +205,12 @@ static struct jent *map_set(struct mfs_journal *j, struct jent **pp, struct jent
 	return e;
 }
 
-/* A revoke in record `seq` forgets entry e: until that record is durable, the records
- * from e->first_lsn on must stay in the log (the block's home was never written). */
-static void revoke_pin(struct mfs_journal *j, const struct jent *e, uint64_t seq)
+/* A revoke in record r forgets entry e: until r is durable, the records from e->first_lsn
+ * on must stay in the log (the block's home was never written). */
+static void revoke_pin(struct jrec *r, const struct jent *e)
 {
-	if (e->first_lsn < j->pin_first)
-		j->pin_first = e->first_lsn;
-	if (seq > j->pin_seq)
-		j->pin_seq = seq;
+	if (!r->pin_first || e->first_lsn < r->pin_first)
+		r->pin_first = e->first_lsn;
 }
 
 /* ---- records ------------------------------------------------------------------------- */
@@ -615,7 +613,7 @@ static int rec_join(struct mfs_journal *j, struct jrec *t, struct jent **spares,
 		if (rec_find(r->blknos, r->nimg, r->nimg + r->nrev, blkno) == UINT32_MAX)
 			r->blknos[r->nimg + r->nrev++] = blkno;
 		if (*pp) {
-			revoke_pin(j, *pp, r->seq);
+			revoke_pin(r, *pp);
 			map_unlink(j, pp);
 		}
 	}
@@ -798,7 +796,7 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 			jwait(j, "a checkpoint write of a freed block");
 		}
 		if (e)
-			revoke_pin(j, e, r->seq);
+			revoke_pin(r, e);
 		map_remove(j, blkno);
 	}
 	r->ready = 1;
@@ -1088,8 +1086,6 @@ static int batch_take(struct mfs_journal *j)
 		j->err = err;
 	} else {
 		j->durable_seq = last->seq;
-		if (j->durable_seq >= j->pin_seq)
-			j->pin_first = UINT64_MAX;
 		mfs_busy_durable(j->busy, last->seq);
 		for (r = first;; r = r->next) {
 			j->pending_blocks -= r->len;
@@ -1309,8 +1305,9 @@ int mfs_journal_checkpoint(struct mfs_journal *j)
 
 	/* The new tail: the oldest change not in place, or every durable record. */
 	min_first = j->durable_seq + 1;
-	if (j->pin_seq > j->durable_seq && j->pin_first < min_first)
-		min_first = j->pin_first;
+	for (const struct jrec *r = j->rec_first; r; r = r->next)
+		if (r->seq > j->durable_seq && r->pin_first && r->pin_first < min_first)
+			min_first = r->pin_first;
 	for (size_t s = 0; s <= j->map_mask; s++)
 		for (struct jent *e = j->map[s]; e; e = e->next)
 			if (e->first_lsn < min_first)
@@ -1599,7 +1596,6 @@ int mfs_journal_alloc(struct mfs_fs *fs, struct mfs_journal **out)
 		return -ENOMEM;
 	}
 	j->map_mask = nslots - 1;
-	j->pin_first = UINT64_MAX;
 	j->fs = fs;
 	j->dev = fs->dev;
 	j->bc = fs->bc;

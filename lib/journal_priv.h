@@ -37,6 +37,10 @@ struct jrec {
 	                               commits is durable (batch_write needs no first flush) */
 	int open;                   /* not taken by a writer: later transactions may join it
 	                               while it is the last record (journal.c, rec_join) */
+	uint64_t pin_first;         /* oldest first_lsn of the map entries its revokes forgot
+	                               (0: none): until this record is durable a checkpoint
+	                               keeps the tail at or below it (those blocks' homes were
+	                               never written; a crash must still replay their images) */
 	uint32_t cap_img, cap_blk;  /* allocated entries of imgs/bps and of blknos */
 	struct jimg **imgs;         /* nimg images, freed once written */
 	struct mfs_buf **bps;
@@ -83,7 +87,6 @@ struct mfs_journal {
 
 	uint64_t next_seq;          /* the next sequence to give */
 	uint64_t durable_seq;       /* every record up to this one is durable */
-	uint64_t pin_first, pin_seq; /* revoked entries' oldest first_lsn; newest revoking seq */
 	uint64_t head_lpos;         /* where the next record goes */
 	uint64_t tail_lpos, tail_seq;   /* as in the durable header */
 	uint64_t hdr_gen;           /* gen of the last header written */
