@@ -40,6 +40,8 @@ Use it like any directory:
   ls -la $mnt; cp -r SOMETHING $mnt/; df -h $mnt
 Unmount it (the daemon flushes everything, marks the image clean and exits):
   fusermount3 -u $mnt            (or: umount $mnt)
+Check it online while it is mounted (-n: report only; without -n it repairs what it finds):
+  $bin/mendfs_scrub -n $mnt
 Then check it offline, or mount it again (make run, or by hand):
   $bin/mendfs_db -c check $img
   $bin/mendfs $img $mnt
@@ -86,5 +88,8 @@ set +o pipefail
 [ "$got" = "$want" ] || die "reading the file back through the daemon gave other bytes"
 ls -la "$mnt/demo" || die "listing failed"
 df -h "$mnt"
-echo "make run: mounted, written, flushed and read back: it works."
+# And check its metadata online, while it stays mounted (exit 0: nothing found).
+echo "== mendfs_scrub -n $mnt"
+"$bin/mendfs_scrub" -n "$mnt" || die "the online scrub found problems or could not run (exit $?)"
+echo "make run: mounted, written, flushed, read back and scrubbed online: it works."
 how_to
