@@ -75,6 +75,7 @@ struct census_dir {
 /* Bytes of replaced parts kept until the census is dropped, at most (beyond it an AG whose
  * part went stale gets no new one: its checks read the slow way). */
 #define CENSUS_RETIRED_MAX (256u << 20)
+#define CENSUS_FIRST_CHUNKS 65536u  /* chunks a census first makes room for (it grows) */
 
 struct mfs_scrub_census {
 	struct mfs_fs *fs;
@@ -332,12 +333,13 @@ int scrub_census_take(struct mfs_scrub_ctx *ctx, uint32_t agno)
 	b.agno = agno;
 	err = mfs_read_agh(fs, agno, &agh_bp);
 	if (!err) {
-		/* Sized by the header's inode count (a wrong one only costs a regrowth). */
+		/* Sized by the header's inode count (a wrong one only costs a regrowth), at most
+		 * CENSUS_FIRST_CHUNKS: a damaged count must not ask for gigabytes up front. */
 		uint64_t want = mfs_get32(((const struct mfs_agh *)agh_bp->data)->icount) /
 				MFS_INODES_PER_CHUNK + 1;
 
-		if (want <= (1ull << (fs->geo.agblklog + fs->geo.inopblog)) / MFS_INODES_PER_CHUNK)
-			err = build_grow(&b, (uint32_t)want);
+		err = build_grow(&b, (uint32_t)(want < CENSUS_FIRST_CHUNKS ? want :
+						CENSUS_FIRST_CHUNKS));
 		if (!err) {
 			mfs_ag_cur_init(&cur, fs, NULL, agno, MFS_BT_INO, agh_bp);
 			err = mfs_btree_query_range(&cur, NULL, NULL, census_chunk_fn, &b);
@@ -692,8 +694,7 @@ int mfs_scrub_list_inodes(struct mfs_scrub_ctx *ctx, uint32_t agno, uint64_t cur
 			scrub_ag_lock(ctx->fs, agno);
 			err = scrub_census_take(ctx, agno);
 			scrub_ag_unlock(ctx->fs, agno);
-			if (err == -ENOMEM)
-				return err;
+			/* The census is a shortcut: without memory for it, list the slow way. */
 		}
 		err = scrub_census_walk(ctx, agno, cursor, list_fn, &ls, NULL);
 	}
