@@ -38,6 +38,9 @@ struct mfs_dev {
 	int blockdev;
 	uint64_t size;
 	char *path;
+	int flush_err;               /* sticky: the first failed flush's errno (atomic) */
+	int (*flush_hook)(void *);   /* tests only (mfs_dev_set_flush_hook) */
+	void *flush_hook_arg;
 	int wlog_fd;                 /* -1: no write log */
 	uint64_t wlog_seq;           /* next record's sequence number; under wlog_lock */
 	pthread_mutex_t wlog_lock;
@@ -231,13 +234,25 @@ int mfs_dev_pwrite(struct mfs_dev *dev, const void *buf, size_t len, uint64_t of
 	return err;
 }
 
+/*
+ * A failed flush is sticky, for every user of the device.  The host may drop the writes it
+ * could not bring to stable storage and report the next fdatasync() as a success (it
+ * reports a writeback error once), so after one failed flush nothing written before it may
+ * ever be taken as durable: every later flush fails with the first one's error, and so
+ * does a flush that overlapped it (it may have returned before the failure was seen).
+ * The journal, the buffer cache and the daemon's fsync without a journal all flush here,
+ * so whichever of them saw the failure, the others' next flush reports it.
+ */
 int mfs_dev_flush(struct mfs_dev *dev)
 {
 	uint64_t issued = 0;
-	int err = 0;
+	int err = 0, first = 0;
 
 	if (dev->flags & MFS_DEV_RDONLY)
 		return 0;
+	err = __atomic_load_n(&dev->flush_err, __ATOMIC_ACQUIRE);
+	if (err)
+		return err;
 	if (dev->wlog_fd >= 0) {
 		pthread_mutex_lock(&dev->wlog_lock);
 		issued = dev->wlog_seq;
@@ -246,14 +261,32 @@ int mfs_dev_flush(struct mfs_dev *dev)
 		if (err)
 			return err;
 	}
-	if (fdatasync(dev->fd) < 0)
-		return -errno;
+	err = dev->flush_hook ? dev->flush_hook(dev->flush_hook_arg) : 0;
+	if (!err && fdatasync(dev->fd) < 0)
+		err = -errno;
+	if (err) {
+		if (__atomic_compare_exchange_n(&dev->flush_err, &first, err, 0,
+						__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+			mfs_log(MFS_LOG_ERR, "%s: flushing to stable storage failed: %s; writes "
+				"before it may be lost, every later flush fails", dev->path,
+				strerror(-err));
+		return __atomic_load_n(&dev->flush_err, __ATOMIC_ACQUIRE);
+	}
+	err = __atomic_load_n(&dev->flush_err, __ATOMIC_ACQUIRE);
+	if (err)
+		return err;             /* another flush failed meanwhile */
 	if (dev->wlog_fd >= 0) {
 		pthread_mutex_lock(&dev->wlog_lock);
 		err = wlog_append(dev, MFS_DEV_WLOG_FLUSHED, issued, 0, NULL);
 		pthread_mutex_unlock(&dev->wlog_lock);
 	}
 	return err;
+}
+
+void mfs_dev_set_flush_hook(struct mfs_dev *dev, int (*fn)(void *arg), void *arg)
+{
+	dev->flush_hook = fn;
+	dev->flush_hook_arg = arg;
 }
 
 uint64_t mfs_dev_size(const struct mfs_dev *dev) { return dev->size; }

@@ -32,7 +32,14 @@ int mfs_dev_close(struct mfs_dev *dev);            /* returns the first error of
 
 int mfs_dev_pread(struct mfs_dev *dev, void *buf, size_t len, uint64_t off);
 int mfs_dev_pwrite(struct mfs_dev *dev, const void *buf, size_t len, uint64_t off);
-int mfs_dev_flush(struct mfs_dev *dev);            /* data durable on stable storage */
+/* Make every write done before the call durable on stable storage.  A failure is sticky:
+ * every later flush of the device returns the first failure's error (dev.c). */
+int mfs_dev_flush(struct mfs_dev *dev);
+
+/* For tests: a function called before each flush's fdatasync(); a negative errno it
+ * returns is taken as that flush's result (the device is not flushed), 0 lets the flush
+ * happen.  Set it while nobody flushes; NULL removes it. */
+void mfs_dev_set_flush_hook(struct mfs_dev *dev, int (*fn)(void *arg), void *arg);
 
 uint64_t mfs_dev_size(const struct mfs_dev *dev);  /* bytes */
 int mfs_dev_is_blockdev(const struct mfs_dev *dev);

@@ -326,11 +326,12 @@ int mfs_jhome_write(struct mfs_journal *j, uint64_t blkno, const void *img)
  * Flushes are numbered as they start; flush_covered is the highest number of one that
  * completed, so every write completed before that flush began is durable.
  *
- * A failed flush is sticky (j->err), as a failed log write: the host may have dropped the
- * writes it did not get to stable storage and report the next flush as a success
- * (fdatasync after EIO), so nothing written before it may ever be taken as durable again
- * — not by a later flush raising flush_covered past it, not by a later fsync.  Only a
- * successful flush raises flush_covered, and none after the journal died.
+ * A failed flush is sticky at the device (mfs_dev_flush: every later flush fails, whoever
+ * issued the failed one — the journal, the buffer cache, an fsync without a journal), and
+ * it kills the journal (j->err), as a failed log write: nothing written before it may
+ * ever be taken as durable again — not by a later flush raising flush_covered past it,
+ * not by a later fsync.  Only a successful flush raises flush_covered, and none after the
+ * journal died.
  */
 int mfs_jflush(struct mfs_journal *j)
 {
@@ -340,9 +341,7 @@ int mfs_jflush(struct mfs_journal *j)
 	pthread_mutex_lock(&j->lock);
 	my = ++j->flush_started;
 	pthread_mutex_unlock(&j->lock);
-	err = j->flush_hook ? j->flush_hook(j->flush_hook_arg) : 0;
-	if (!err)
-		err = mfs_dev_flush(j->dev);
+	err = mfs_dev_flush(j->dev);
 	pthread_mutex_lock(&j->lock);
 	j->st.flushes++;
 	if (err) {
@@ -1704,14 +1703,6 @@ void mfs_journal_set_ckpt_hook(struct mfs_journal *j, mfs_journal_ckpt_hook fn, 
 struct mfs_busy *mfs_journal_busy(struct mfs_journal *j)
 {
 	return j->busy;
-}
-
-void mfs_journal_set_flush_hook(struct mfs_journal *j, mfs_journal_flush_hook fn, void *arg)
-{
-	pthread_mutex_lock(&j->lock);
-	j->flush_hook = fn;
-	j->flush_hook_arg = arg;
-	pthread_mutex_unlock(&j->lock);
 }
 
 void mfs_journal_set_io_hook(struct mfs_journal *j, mfs_journal_io_hook fn, void *arg)

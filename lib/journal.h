@@ -241,13 +241,4 @@ enum mfs_jio { MFS_JIO_LOG_WRITE, MFS_JIO_HOME_WRITE, MFS_JIO_FLUSH, MFS_JIO_LOG
 typedef void (*mfs_journal_io_hook)(void *arg, enum mfs_jio what, uint64_t blkno, uint32_t n);
 void mfs_journal_set_io_hook(struct mfs_journal *log, mfs_journal_io_hook fn, void *arg);
 
-/*
- * For tests: a function called before each device flush the journal issues; a negative
- * errno it returns is taken as that flush's result (the device is not flushed), 0 lets the
- * flush happen.  A failed flush is sticky like a failed log write: every later commit,
- * force and sync gets the error.  Set it while the journal is idle; NULL removes it.
- */
-typedef int (*mfs_journal_flush_hook)(void *arg);
-void mfs_journal_set_flush_hook(struct mfs_journal *log, mfs_journal_flush_hook fn, void *arg);
-
 #endif

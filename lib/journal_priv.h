@@ -124,8 +124,6 @@ struct mfs_journal {
 	void *ckpt_hook_arg;
 	mfs_journal_io_hook io_hook;        /* tests only; set while the journal is idle */
 	void *io_hook_arg;
-	mfs_journal_flush_hook flush_hook;  /* tests only; set while the journal is idle */
-	void *flush_hook_arg;
 };
 
 /*

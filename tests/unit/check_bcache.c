@@ -4,6 +4,7 @@
  * all their blocks or restore them exactly; a sweep's reads leave it as it was.
  */
 #include <check.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -375,6 +376,46 @@ START_TEST(forgotten_buffer_never_written)
 }
 END_TEST
 
+/*
+ * A failed device flush under the cache is sticky: the host may drop the writes it could
+ * not make durable and report the next flush as a success, so every later cache flush
+ * (and anybody's device flush) fails too: nothing written before the failure is ever
+ * taken as durable.
+ */
+static int flush_fails;
+
+static int failing_flush(void *arg)
+{
+	(void)arg;
+	if (flush_fails) {
+		flush_fails--;
+		return -EIO;
+	}
+	return 0;
+}
+
+START_TEST(flush_error_sticky)
+{
+	struct mfs_bcache *bc;
+	int q = mfs_log_quiet();
+
+	ck_assert_int_eq(mfs_bcache_create(dev, BS, 64 * BS, &bc), 0);
+	mfs_bcache_set_uuid(bc, uuid);
+	write_blocks(bc, 8);
+	flush_fails = 1;
+	mfs_dev_set_flush_hook(dev, failing_flush, NULL);
+	ck_assert_int_eq(mfs_bcache_flush(bc), -EIO);
+	ck_assert_int_eq(flush_fails, 0);               /* the next fdatasync would succeed */
+	write_blocks(bc, 4);
+	ck_assert_int_eq(mfs_bcache_flush(bc), -EIO);
+	ck_assert_int_eq(mfs_bcache_flush(bc), -EIO);
+	ck_assert_int_eq(mfs_dev_flush(dev), -EIO);
+	ck_assert_int_eq(mfs_bcache_destroy(bc), -EIO);
+	mfs_dev_set_flush_hook(dev, NULL, NULL);
+	mfs_log_set_level(q);
+}
+END_TEST
+
 /* Review item: a block freed and then reused inside one transaction comes back exactly
  * (bytes and "is metadata") when the transaction is cancelled. */
 START_TEST(trans_cancel_after_forget_and_reuse)
@@ -699,6 +740,7 @@ int main(void)
 	tcase_add_test(tc, hash_churn);
 	tcase_add_test(tc, stress_threads);
 	tcase_add_test(tc, sweep_reads_leave_the_cache);
+	tcase_add_test(tc, flush_error_sticky);
 	suite_add_tcase(s, tc);
 	return tu_run_suite(s);
 }

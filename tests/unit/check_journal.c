@@ -1276,7 +1276,7 @@ START_TEST(flush_error_sticky)
 	ck_assert_int_eq(mfs_dev_pwrite(fs->dev, buf, BS, 430 * (uint64_t)BS), 0);
 	flush_fails = 1;
 	flush_calls = 0;
-	mfs_journal_set_flush_hook(fs->log, failing_flush, NULL);
+	mfs_dev_set_flush_hook(fs->dev, failing_flush, NULL);
 	q = mfs_log_quiet();
 	/* Nothing queued: the fsync flushes the device itself, which fails. */
 	ck_assert_int_eq(mfs_journal_sync(fs->log), -EIO);
@@ -1302,7 +1302,7 @@ START_TEST(flush_error_sticky)
 	mfs_log_set_level(q);
 	mfs_journal_get_stats(fs->log, &st);
 	ck_assert_uint_eq(st.durable_lsn, st0.durable_lsn);
-	mfs_journal_set_flush_hook(fs->log, NULL, NULL);
+	mfs_dev_set_flush_hook(fs->dev, NULL, NULL);
 	crash(fs);
 	fs = fs_up(256, 0, NULL);
 	ck_assert_uint_eq(block_val(fs, b), 1);             /* only the durable commit */
@@ -1310,7 +1310,12 @@ START_TEST(flush_error_sticky)
 }
 END_TEST
 
-/* A batch's flush failing (the force's, not an fsync's own): the same. */
+/*
+ * _i 0: a batch's flush failing (the force's, not an fsync's own): the same.
+ * _i 1: a flush that failed outside the journal (the buffer cache's, an fsync's without a
+ * journal: a device flush of its own) is the journal's too: the device's failed flush is
+ * sticky (dev.c), so the journal's next flush fails and the journal stops.
+ */
 START_TEST(batch_flush_error_sticky)
 {
 	struct mfs_fs *fs = fs_up(256, 1, NULL);
@@ -1321,15 +1326,20 @@ START_TEST(batch_flush_error_sticky)
 	lsn = async_tx(fs, 1711, 2);
 	flush_fails = 1;
 	flush_calls = 0;
-	mfs_journal_set_flush_hook(fs->log, failing_flush, NULL);
+	mfs_dev_set_flush_hook(fs->dev, failing_flush, NULL);
 	q = mfs_log_quiet();
+	if (_i == 1) {
+		ck_assert_int_eq(mfs_dev_flush(fs->dev), -EIO);
+		ck_assert_int_eq(flush_fails, 0);           /* the next flush would succeed */
+	}
 	ck_assert_int_eq(mfs_journal_force_lsn(fs->log, lsn), -EIO);
 	ck_assert_uint_ge(flush_calls, 1);
 	ck_assert_int_eq(mfs_journal_sync(fs->log), -EIO);
 	ck_assert_int_eq(mfs_journal_force(fs->log), -EIO);
 	ck_assert_int_eq(tx(fs, &b, 1, 3, 0), -EIO);
+	ck_assert_int_eq(mfs_bcache_flush(fs->bc), -EIO);
 	mfs_log_set_level(q);
-	mfs_journal_set_flush_hook(fs->log, NULL, NULL);
+	mfs_dev_set_flush_hook(fs->dev, NULL, NULL);
 	crash(fs);
 	fs = fs_up(256, 0, NULL);
 	ck_assert_uint_eq(block_val(fs, b), 1);
@@ -1860,7 +1870,7 @@ static Suite *journal_suite(void)
 	tcase_add_test(tc, nodata_no_preflush);
 	tcase_add_test(tc, sync_shared_flush);
 	tcase_add_test(tc, flush_error_sticky);
-	tcase_add_test(tc, batch_flush_error_sticky);
+	tcase_add_loop_test(tc, batch_flush_error_sticky, 0, 2);
 	tcase_add_test(tc, nomem_not_sticky);
 	tcase_add_test(tc, replay_forged_fuzz);
 	suite_add_tcase(s, tc);
