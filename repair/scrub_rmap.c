@@ -320,16 +320,117 @@ static int rmap_still_there(struct mfs_fs *fs, uint32_t agno, const struct mfs_r
 	return err;
 }
 
-/* The record's data blocks are mapped by ip at its file offset, block for block. */
-static int data_mapped(struct mfs_inode *ip, uint64_t fsb, uint64_t off, uint32_t len,
+/* The owner being checked, with the block lists of its btrees, read when first needed. */
+struct owner {
+	struct mfs_inode *ip;
+	struct scrub_recs trees[2];         /* [0] data-fork tree, [1] attribute btree */
+	int loaded[2], err[2];
+	int current;                        /* checked against the committed on-disk inode */
+	int dry;                            /* first look: note a mismatch, report nothing */
+	int mismatch;                       /* the first look found one */
+	/* Its extent btree read forward (a data fork in btree format): the records come by
+	 * file offset, so each leaf is read once, by a sweep (MFS_BTREE_CUR_ONCE) that keeps
+	 * a tree larger than the buffer cache out of it, instead of a lookup from the root
+	 * through the cache for each record. */
+	struct mfs_btree_cur bm;
+	int bm_open, bm_have;
+	struct mfs_bmbt_rec bm_rec;         /* the record under bm (bm_have) */
+};
+
+static void bm_close(struct owner *o)
+{
+	if (o->bm_open)
+		mfs_btree_cur_release(&o->bm);
+	o->bm_open = o->bm_have = 0;
+}
+
+/* The record under the cursor into bm_rec (checked on its own), or bm_have = 0. */
+static int bm_get(struct owner *o)
+{
+	int err = mfs_btree_get(&o->bm, &o->bm_rec, &o->bm_have);
+
+	if (!err && o->bm_have)
+		err = mfs_bmbt_check_rec(o->ip->fs, o->ip->ino, &o->bm_rec);
+	if (err)
+		o->bm_have = 0;
+	return err;
+}
+
+/* mfs_bmap_lookup for a data fork in btree format, through o->bm: a few steps forward from
+ * the record under it when `off` lies ahead (the next record, most often), else a lookup. */
+static int bm_lookup(struct owner *o, uint64_t off, struct mfs_bmap_ext *ext)
+{
+	uint64_t so = 0, end = 0;
+	int err = 0, stat = 0, stepped = 0;
+
+	memset(ext, 0, sizeof(*ext));
+	if (!o->bm_open) {
+		err = mfs_bmbt_cur_init(&o->bm, NULL, o->ip);
+		if (err)
+			return err;
+		o->bm.flags |= MFS_BTREE_CUR_ONCE;
+		o->bm_open = 1;
+	}
+	for (int steps = 0; o->bm_have && steps < 8; steps++) {
+		so = mfs_get64(o->bm_rec.startoff);
+		end = so + mfs_get32(o->bm_rec.blockcount);
+		if (so > off || off < end)
+			break;
+		err = mfs_btree_next(&o->bm, &stat);
+		if (!err && stat)
+			err = bm_get(o);
+		else
+			o->bm_have = 0;
+		if (err)
+			return err;
+		stepped = 1;
+	}
+	if (o->bm_have) {
+		so = mfs_get64(o->bm_rec.startoff);
+		end = so + mfs_get32(o->bm_rec.blockcount);
+	}
+	/* Reached by steps from a record ending at or before off: off is in the hole before
+	 * the record now under the cursor (or after the last). */
+	if (!(o->bm_have && so <= off && off < end) && !(stepped && (!o->bm_have || so > off))) {
+		struct mfs_bmbt_key key;
+
+		mfs_put64(key.startoff, off);
+		err = mfs_btree_lookup(&o->bm, &key, MFS_LOOKUP_LE, &stat);
+		o->bm_have = 0;
+		if (!err && stat)
+			err = bm_get(o);
+		if (err)
+			return err;
+		if (o->bm_have) {
+			so = mfs_get64(o->bm_rec.startoff);
+			end = so + mfs_get32(o->bm_rec.blockcount);
+		}
+	}
+	if (o->bm_have && so <= off && off < end) {
+		ext->startoff = so;
+		ext->len = end - so;
+		ext->startblock = mfs_get64(o->bm_rec.startblock);
+		ext->unwritten = !!(mfs_get32(o->bm_rec.flags) & MFS_EXT_UNWRITTEN);
+	} else {
+		ext->startoff = off;
+		ext->len = 1;
+		ext->startblock = MFS_BMAP_HOLE;
+	}
+	return 0;
+}
+
+/* The record's data blocks are mapped by o's inode at its file offset, block for block. */
+static int data_mapped(struct owner *o, uint64_t fsb, uint64_t off, uint32_t len,
 		       uint64_t *bad)
 {
+	struct mfs_inode *ip = o->ip;
 	uint64_t pos = 0;
 
 	while (pos < len) {
 		struct mfs_bmap_ext ext;
 		uint64_t delta, run;
-		int err = mfs_bmap_lookup(ip, off + pos, &ext);
+		int err = ip->dformat == MFS_FMT_BTREE ? bm_lookup(o, off + pos, &ext)
+						       : mfs_bmap_lookup(ip, off + pos, &ext);
 
 		if (err)
 			return err;
@@ -343,16 +444,6 @@ static int data_mapped(struct mfs_inode *ip, uint64_t fsb, uint64_t off, uint32_
 	}
 	return 0;
 }
-
-/* The owner being checked, with the block lists of its btrees, read when first needed. */
-struct owner {
-	struct mfs_inode *ip;
-	struct scrub_recs trees[2];         /* [0] data-fork tree, [1] attribute btree */
-	int loaded[2], err[2];
-	int current;                        /* checked against the committed on-disk inode */
-	int dry;                            /* first look: note a mismatch, report nothing */
-	int mismatch;                       /* the first look found one */
-};
 
 /* A finding about a record against its owner: reported, or only noted on the first look. */
 static void owner_finding(struct mfs_scrub_ctx *ctx, struct owner *o, const char *fmt, ...)
@@ -379,6 +470,7 @@ static void owner_drop(struct owner *o)
 			scrub_recs_free(&o->trees[a]);
 		o->loaded[a] = 0;
 	}
+	bm_close(o);
 	if (o->ip)
 		scrub_irele(o->ip);
 	o->ip = NULL;
@@ -455,7 +547,7 @@ static void check_against_inode(struct mfs_scrub_ctx *ctx, uint32_t agno,
 			     agno, start, n, (unsigned long long)ip->ino);
 		return;
 	}
-	err = data_mapped(ip, mfs_agbno_to_fsb(g, agno, start), off, n, &bad);
+	err = data_mapped(o, mfs_agbno_to_fsb(g, agno, start), off, n, &bad);
 	if (err > 0)
 		owner_finding(ctx, o, "AG %u rmapbt extent %u+%u owned by inode %llu at file "
 			     "block %llu: the inode maps file block %llu elsewhere", agno, start, n, (unsigned long long)ip->ino, (unsigned long long)off,
@@ -527,15 +619,20 @@ static int owner_current(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct 
 	return err ? err : 1;
 }
 
-/* Inode-owned records by owner, then start: each owner's records in one run. */
+/* Inode-owned records by owner, then offset (data extents by file offset, then the
+ * attribute fork's and the btree blocks: the flags are the offset's high bits), then start:
+ * each owner's records in one run, its extent map read forward (struct owner's bm). */
 static int cmp_owner(const void *a, const void *b)
 {
 	const struct mfs_rmap_rec *x = a, *y = b;
 	uint64_t ox = mfs_get64(x->owner), oy = mfs_get64(y->owner);
+	uint64_t fx = mfs_get64(x->offset), fy = mfs_get64(y->offset);
 	uint32_t sx = mfs_get32(x->startblock), sy = mfs_get32(y->startblock);
 
 	if (ox != oy)
 		return ox < oy ? -1 : 1;
+	if (fx != fy)
+		return fx < fy ? -1 : 1;
 	return sx < sy ? -1 : sx > sy;
 }
 
@@ -801,7 +898,7 @@ static int check_owners(struct mfs_scrub_ctx *ctx, struct scrub_recs *recs, uint
 	return err;
 }
 
-int scrub_rmapbt(struct mfs_scrub_ctx *ctx)
+static int rmapbt_check(struct mfs_scrub_ctx *ctx)
 {
 	struct scrub_recs inode_recs, rooted;
 	struct scrub_ag sa;
@@ -871,5 +968,21 @@ unlock:
 				  SCRUB_CI_ROOTMAP);
 	scrub_recs_free(&rooted);
 	scrub_recs_free(&inode_recs);
+	return err;
+}
+
+/*
+ * The check reads the AG's reverse map whole and each owner's extent map, inode and tree
+ * blocks — at a million extents some 50 MiB of metadata read once: as a sweep
+ * (mfs_bcache_sweep), the blocks the cache did not hold leave it again when let go, so the
+ * check neither grows the cache to its bound nor evicts what the filesystem's users keep
+ * there (after a reverse-map rebuild, nothing of the new tree is cached).
+ */
+int scrub_rmapbt(struct mfs_scrub_ctx *ctx)
+{
+	int was = mfs_bcache_sweep(1);
+	int err = rmapbt_check(ctx);
+
+	mfs_bcache_sweep(was);
 	return err;
 }
