@@ -18,11 +18,16 @@
 #                                 means the filesystem hangs: print the daemon's threads
 #                                 (gdb, if installed), crash it (its pending requests fail)
 #                                 and fail; else CMD's exit status
-# At exit every mount is undone, the daemon killed and $dir removed.
+# and $REPAIR_CLIENT, the one-REPAIR control-socket client (repair_client.py: its reply
+# wait is bounded and fails at once if the daemon dies).
+# At exit every mount is undone, the daemon killed, the test's own cleanup run
+# ($ml_extra_cleanup), every background job the test left killed (a loop that waits for a
+# file a failed test never wrote would keep the exit waiting forever) and $dir removed.
 BIN=${BIN:?BIN must name the directory of the built programs}
 MKFS=$BIN/mkfs.mendfs
 DB=$BIN/mendfs_db
 MENDFS=$BIN/mendfs
+REPAIR_CLIENT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/repair_client.py
 
 [ -c /dev/fuse ] || { echo "skip: /dev/fuse is missing"; exit 77; }
 command -v fusermount3 >/dev/null || { echo "skip: fusermount3 is missing"; exit 77; }
@@ -32,9 +37,11 @@ ml_cleanup() {
 	cd /
 	grep -q " $mnt fuse" /proc/self/mounts &&
 		{ fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -uz "$mnt"; }
-	[ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
-	wait 2>/dev/null
+	[ -n "$pid" ] && { kill -9 "$pid"; wait "$pid"; } 2>/dev/null
 	[ -n "${ml_extra_cleanup:-}" ] && $ml_extra_cleanup
+	local j
+	for j in $(jobs -p); do kill -9 "$j" 2>/dev/null; done
+	wait 2>/dev/null
 	rm -rf "$dir"
 }
 

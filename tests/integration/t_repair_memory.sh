@@ -104,60 +104,6 @@ fi
 [ "$cgver" = 2 ] && echo 0 >"$cg/memory.swap.max" 2>/dev/null
 [ "$cgver" = 1 ] && echo 0 >"$cg/memory.swappiness" 2>/dev/null
 
-# ---- a small protocol client: one REPAIR with a memfd, optionally CANCEL when a file appears ------
-# (one request, unlike mendfs_scrub's parallel workers: held, it is the only repair running).
-# With OOM_ADJ in its environment it makes itself the OOM killer's choice as mendfs_scrub does.
-cat >"$dir/client.py" <<'PY'
-import glob, os, socket, struct, sys, time
-typ, agno = int(sys.argv[1]), int(sys.argv[2])
-cancel_when = sys.argv[3] if len(sys.argv) > 3 else None
-scratch = os.environ.get("SCRATCH_DIR")
-if os.environ.get("OOM_ADJ"):
-    with open("/proc/self/oom_score_adj", "w") as f:
-        f.write(os.environ["OOM_ADJ"])
-sock = glob.glob(os.path.join(os.environ["MENDFS_RUNDIR"], "*.sock"))[0]
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.connect(sock)
-def hdr(cmd, n, reqid):
-    return struct.pack("<IHHIIQ", 0x4c54434d, 1, cmd, 0, n, reqid)
-if scratch:
-    fd = os.open(scratch, os.O_TMPFILE | os.O_RDWR, 0o600)
-else:
-    fd = os.memfd_create("scratch", os.MFD_CLOEXEC)
-req = struct.pack("<IIQII", typ, agno, 0, 0, 0)
-socket.send_fds(s, [hdr(5, len(req), 7) + req], [fd])
-if cancel_when:
-    for _ in range(3000):
-        if os.path.exists(cancel_when):
-            break
-        time.sleep(0.01)
-    else:
-        sys.exit("the repair was never held")
-    s.sendall(hdr(4, 8, 8) + struct.pack("<Q", 7))
-def recvn(n):
-    b = b""
-    while len(b) < n:
-        c = s.recv(n - len(b))
-        if not c:
-            sys.exit("connection closed")
-        b += c
-    return b
-while True:
-    magic, ver, cmd, flags, ln, reqid = struct.unpack("<IHHIIQ", recvn(24))
-    body = recvn(ln)
-    if reqid != 7:
-        continue                      # the CANCEL's own reply
-    if cmd == 0xffff:
-        print("error %d: %s" % struct.unpack("<iI", body[:8])[:1] + (body[8:].decode(),))
-        break
-    oflags, error, nfindings = struct.unpack("<IiI", body[:12])
-    first = ""                        # a REPAIR reply has one finding: what was done, or why not
-    if nfindings:
-        first = body[24:24 + struct.unpack("<I", body[20:24])[0]].decode()
-    print("oflags 0x%x error %d: %s" % (oflags, error, first))
-    break
-PY
-
 # ---- the filesystem ------------------------------------------------------------------------------
 # The daemon starts with oom_score_adj 300 (as if its starter had raised it): it must come down.
 cat >"$dir/mendfs" <<EOF
@@ -249,7 +195,7 @@ umount_fs
 # ---- one AG rebuilding does not block allocations that can go elsewhere --------------------------------
 mount_fs -o noatime
 echo hold >"$hk/built"
-python3 "$dir/client.py" 4 "$x" >"$dir/r" 2>&1 &
+python3 "$REPAIR_CLIENT" 4 "$x" >"$dir/r" 2>&1 &
 rpid=$!
 held built
 head -c 1000000 /dev/urandom >"$dir/tail"
@@ -281,7 +227,7 @@ ok "appending to a file in AG $x (new extent in AG $newx) and reading completed 
 # from the primary, AG headers), which may change blocks for good reasons.
 abort_begin
 mkdir "$tmpfs" && mount -t tmpfs -o size=32k tmpfs "$tmpfs" || fail "tmpfs"
-SCRATCH_DIR=$tmpfs python3 "$dir/client.py" 4 0 >"$dir/out" 2>&1 || { cat "$dir/out"; fail "tmpfs: client"; }
+SCRATCH_DIR=$tmpfs python3 "$REPAIR_CLIENT" 4 0 >"$dir/out" 2>&1 || { cat "$dir/out"; fail "tmpfs: client"; }
 umount "$tmpfs"
 grep -Eq "^oflags 0x40 error -(28|12): .*(scratch|reserve)" "$dir/out" ||
 	{ cat "$dir/out"; fail "tmpfs: not refused"; }
@@ -289,7 +235,7 @@ abort_done "scratch on a 32 KiB tmpfs"
 
 # ---- abort: the client in a child memory cgroup too small: refused up front -----------------------------
 abort_begin
-cg_run python3 "$dir/client.py" 4 0 >"$dir/out" 2>&1
+cg_run python3 "$REPAIR_CLIENT" 4 0 >"$dir/out" 2>&1
 cpid=$!
 wait "$cpid" || { cat "$dir/out"; fail "32 MiB cgroup: client"; }
 grep -q "^oflags 0x40 error -12: refused.*memory cgroup $cg.* of the client" "$dir/out" ||
@@ -312,7 +258,7 @@ abort_begin
 cg_limit $((256 << 20)) || fail "raising the cgroup's limit"
 kills0=$(cg_oom_kills)
 echo hold >"$hk/built"
-OOM_ADJ=1000 cg_run python3 "$dir/client.py" 4 0 >"$dir/out" 2>&1
+OOM_ADJ=1000 cg_run python3 "$REPAIR_CLIENT" 4 0 >"$dir/out" 2>&1
 cpid=$!
 held built
 # a hog in the same cgroup goes past its limit; the client (oom_score_adj 1000) goes first
@@ -330,7 +276,7 @@ abort_done "client OOM-killed in its 256 MiB cgroup mid-rebuild ($(( $(cg_oom_ki
 abort_begin
 echo pressure >"$hk/sorting"
 for t in 4 6; do       # AG 0's free-space trees and inode btree: both sort records
-	python3 "$dir/client.py" $t 0 >"$dir/out" 2>&1 || { cat "$dir/out"; fail "pressure: client"; }
+	python3 "$REPAIR_CLIENT" $t 0 >"$dir/out" 2>&1 || { cat "$dir/out"; fail "pressure: client"; }
 	grep -q "^oflags 0x40 error -125: memory pressure" "$dir/out" ||
 		{ cat "$dir/out"; fail "pressure: type $t not stopped by it"; }
 done
@@ -340,7 +286,7 @@ abort_done "memory pressure mid-sort"
 # ---- abort: the client killed with SIGKILL mid-rebuild -------------------------------------------------
 abort_begin
 echo hold >"$hk/built"
-python3 "$dir/client.py" 4 0 >"$dir/out" 2>&1 &
+python3 "$REPAIR_CLIENT" 4 0 >"$dir/out" 2>&1 &
 cpid=$!
 held built
 { kill -9 "$cpid"; wait "$cpid"; } 2>/dev/null
@@ -351,7 +297,7 @@ abort_done "client killed (SIGKILL) mid-rebuild"
 # ---- abort: CANCEL mid-rebuild ------------------------------------------------------------------------
 abort_begin
 echo hold >"$hk/built"
-python3 "$dir/client.py" 4 0 "$hk/held-built" >"$dir/out" 2>&1 || { cat "$dir/out"; fail "cancel: client"; }
+python3 "$REPAIR_CLIENT" 4 0 "$hk/held-built" >"$dir/out" 2>&1 || { cat "$dir/out"; fail "cancel: client"; }
 rm "$hk/built"
 grep -q "^oflags 0x40 error -125: cancelled" "$dir/out" || { cat "$dir/out"; fail "cancel: reply"; }
 abort_done "CANCEL mid-rebuild"
@@ -359,7 +305,7 @@ abort_done "CANCEL mid-rebuild"
 # ---- a later repair with enough memory ------------------------------------------------------------------
 mount_fs -o noatime
 cg_limit $((512 << 20)) || fail "raising the cgroup's limit"
-cg_run python3 "$dir/client.py" 4 0 >"$dir/out" 2>&1
+cg_run python3 "$REPAIR_CLIENT" 4 0 >"$dir/out" 2>&1
 cpid=$!
 wait "$cpid" || { cat "$dir/out"; fail "512 MiB cgroup: client"; }
 grep -q '^oflags 0x20 error 0: rebuilt' "$dir/out" || { cat "$dir/out"; fail "512 MiB cgroup: not rebuilt"; }

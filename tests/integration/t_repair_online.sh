@@ -2,8 +2,7 @@
 # t_repair_online.sh — the REPAIR command of the control socket on a mounted, busy
 # filesystem: an image whose AG 0 free-space trees (fragmented, two levels) and inode btree
 # were damaged offline (mendfs_db) is mounted; while a writer keeps creating and removing
-# files, REPAIR (a small protocol client in Python, scratch in a memfd passed with
-# SCM_RIGHTS) rebuilds them: the reply says repaired, mendfs_scrub -n is then clean, the
+# files, REPAIR (repair_client.py, scratch in a memfd passed with SCM_RIGHTS) rebuilds them: the reply says repaired, mendfs_scrub -n is then clean, the
 # writer never failed, and after unmount mendfs_repair -n is clean and every file reads back
 # the same.  A repair whose scratch is a file on a full tmpfs (root only) is refused with the
 # reason and changes nothing (the damage is still reported), and the one after it succeeds.
@@ -16,45 +15,6 @@ pop=$dir/pop.img
 tmpfs=$dir/tmpfs
 ml_extra_cleanup=cleanup_tmpfs
 cleanup_tmpfs() { mountpoint -q "$tmpfs" 2>/dev/null && umount -l "$tmpfs"; }
-
-# repair TYPE AGNO [SCRATCHDIR]: prints "oflags 0x.. error N: message" (or "error E: msg").
-cat >"$dir/client.py" <<'PY'
-import os, socket, struct, sys, glob
-typ, agno = int(sys.argv[1]), int(sys.argv[2])
-scratch = sys.argv[3] if len(sys.argv) > 3 else None
-socks = glob.glob(os.path.join(os.environ["MENDFS_RUNDIR"], "*.sock"))
-assert len(socks) == 1, socks
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.connect(socks[0])
-if scratch:
-    fd = os.open(scratch, os.O_TMPFILE | os.O_RDWR, 0o600)
-else:
-    fd = os.memfd_create("scratch", os.MFD_CLOEXEC)
-payload = struct.pack("<IIQII", typ, agno, 0, 0, 0)
-hdr = struct.pack("<IHHIIQ", 0x4c54434d, 1, 5, 0, len(payload), 7)
-socket.send_fds(s, [hdr + payload], [fd])
-def recvn(n):
-    b = b""
-    while len(b) < n:
-        c = s.recv(n - len(b))
-        if not c:
-            raise SystemExit("connection closed")
-        b += c
-    return b
-magic, ver, cmd, flags, ln, reqid = struct.unpack("<IHHIIQ", recvn(24))
-body = recvn(ln)
-if cmd == 0xffff:
-    err, _ = struct.unpack("<iI", body[:8])
-    print("error %d: %s" % (err, body[8:].decode()))
-    sys.exit(0)
-oflags, error, nf, nd = struct.unpack("<IiII", body[:16])
-msg, off = [], 16
-for _ in range(nf):
-    fl, l = struct.unpack("<II", body[off:off + 8])
-    msg.append(body[off + 8:off + 8 + l].decode())
-    off += 8 + l
-print("oflags 0x%x error %d: %s" % (oflags, error, " | ".join(msg)))
-PY
 
 "$MKFS" -q -a 4 -b 1024 "$img" 64M || fail "mkfs"
 mount_fs
@@ -92,7 +52,7 @@ mount_fs
 writer=$!
 
 if [ "$(id -u)" = 0 ] && mkdir "$tmpfs" && mount -t tmpfs -o size=8k tmpfs "$tmpfs"; then
-	python3 "$dir/client.py" 6 0 "$tmpfs" >"$dir/r" 2>&1 || { cat "$dir/r"; fail "client"; }
+	SCRATCH_DIR=$tmpfs python3 "$REPAIR_CLIENT" 6 0 >"$dir/r" 2>&1 || { cat "$dir/r"; fail "client"; }
 	grep -Eq '^oflags 0x40 error -(28|12): .*(scratch|reserve)' "$dir/r" ||
 		{ cat "$dir/r"; fail "a full tmpfs scratch: not refused as expected"; }
 	ok "scratch on a full tmpfs refused: $(cut -c1-150 "$dir/r")"
@@ -103,14 +63,14 @@ else
 	echo "note: not root or no tmpfs: the full-scratch case is not run"
 fi
 for t in 4 6; do
-	python3 "$dir/client.py" $t 0 >"$dir/r" 2>&1 || { cat "$dir/r"; fail "client"; }
+	python3 "$REPAIR_CLIENT" $t 0 >"$dir/r" 2>&1 || { cat "$dir/r"; fail "client"; }
 	grep -q '^oflags 0x20 error 0: rebuilt' "$dir/r" || { cat "$dir/r"; fail "REPAIR type $t"; }
 	ok "online REPAIR type $t: $(cat "$dir/r")"
 done
 touch "$dir/repaired"
 lines() { [ -e "$1" ] && wc -l <"$1" || echo 0; }
 for _ in $(seq 400); do [ "$(lines "$dir/after")" -ge 100 ] && break; sleep 0.05; done
-python3 "$dir/client.py" 0 0 >"$dir/r" 2>&1     # the probe: nothing to rebuild
+python3 "$REPAIR_CLIENT" 0 0 >"$dir/r" 2>&1     # the probe: nothing to rebuild
 grep -q '^error 95: repair is not available yet' "$dir/r" || { cat "$dir/r"; fail "unsupported type"; }
 touch "$dir/stop"
 wait "$writer"
