@@ -42,22 +42,30 @@
 #define PAYLOAD   64u      /* offset of the test value in a block */
 
 static const uint8_t uuid[16] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16 };
+/*
+ * The image: a temporary file unlinked as soon as it is created and reached through its
+ * descriptor (/proc/self/fd/N: every open of `path` opens the same file), so nothing is
+ * left in /tmp whatever happens to a test — a failed assertion skips a checked fixture's
+ * teardown, a timeout kills the test's process.  Forked children inherit the descriptor.
+ */
 static char path[64];
+static int img_fd = -1;
 
 static void setup(void)
 {
-	int fd;
+	char tmpl[] = "/tmp/mfs-journal-XXXXXX";
 
-	strcpy(path, "/tmp/mfs-journal-XXXXXX");
-	fd = mkstemp(path);
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(ftruncate(fd, DBLOCKS * (off_t)BS), 0);
-	close(fd);
+	img_fd = mkstemp(tmpl);
+	ck_assert_int_ge(img_fd, 0);
+	unlink(tmpl);
+	ck_assert_int_eq(ftruncate(img_fd, DBLOCKS * (off_t)BS), 0);
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", img_fd);
 }
 
 static void teardown(void)
 {
-	unlink(path);
+	close(img_fd);
+	img_fd = -1;
 }
 
 static struct mfs_geom geom(uint32_t logblocks)
