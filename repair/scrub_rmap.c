@@ -50,115 +50,252 @@ static int special_owner(uint64_t owner)
 	       owner == MFS_OWN_INOBT || owner == MFS_OWN_INODES;
 }
 
-/* Blocks the rmap gives to `owner`. */
-static uint64_t owned_blocks(const struct scrub_recs *rm, uint64_t owner)
+/* ---- the AG's records in start order ------------------------------------------------------ */
+/*
+ * With the AG locked: the collected records (a walk borrowed from the census keeps them:
+ * sa->recs) or, when the check's own walk kept none (a million are 24 MiB), the tree read
+ * forward by a cursor from start block `from` on (a sweep: MFS_BTREE_CUR_ONCE).  next:
+ * *r the next record (valid until the next call), NULL at the end.
+ */
+struct rsrc {
+	const struct scrub_ag *sa;
+	struct mfs_fs *fs;
+	uint32_t agno, from;
+	struct mfs_buf *agh_bp;
+	int streamed, open;
+	size_t i;                           /* index of the record at hand */
+	struct mfs_btree_cur cur;
+	struct mfs_rmap_rec rec;
+};
+
+static void rsrc_init(struct rsrc *s, const struct scrub_ag *sa, struct mfs_fs *fs,
+		      uint32_t agno, struct mfs_buf *agh_bp, uint32_t from)
 {
-	uint64_t sum = 0;
-
-	for (size_t i = 0; i < rm->n; i++) {
-		const struct mfs_rmap_rec *r = scrub_rec(rm, i);
-
-		if (mfs_get64(r->owner) == owner)
-			sum += mfs_get32(r->blockcount);
-	}
-	return sum;
+	memset(s, 0, sizeof(*s));
+	s->sa = sa;
+	s->fs = fs;
+	s->agno = agno;
+	s->agh_bp = agh_bp;
+	s->from = from;
+	s->streamed = !sa || !sa->recs[MFS_BT_RMAP].n;
+	s->i = (size_t)-1;
 }
 
-/* Each block of a sorted list must be owned by `owner`; their number is what it owns. */
-static void expect_owner(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa,
-			 const uint32_t *blk, size_t n, uint64_t owner, const char *what)
+static int rsrc_next(struct rsrc *s, const struct mfs_rmap_rec **r)
 {
-	const struct scrub_recs *rm = &sa->recs[MFS_BT_RMAP];
-	uint64_t distinct = 0;
-	char ob[32];
+	struct mfs_rmap_key key;
+	int stat = 0, err;
 
-	for (size_t i = 0; i < n; i++) {
-		const struct mfs_rmap_rec *r;
+	*r = NULL;
+	s->i++;
+	if (!s->streamed) {
+		if (s->i < s->sa->recs[MFS_BT_RMAP].n)
+			*r = scrub_rec(&s->sa->recs[MFS_BT_RMAP], s->i);
+		return 0;
+	}
+	if (!s->open) {
+		mfs_ag_cur_init(&s->cur, s->fs, NULL, s->agno, MFS_BT_RMAP, s->agh_bp);
+		s->cur.flags |= MFS_BTREE_CUR_ONCE;
+		s->open = 1;
+		mfs_put32(key.startblock, s->from);
+		err = mfs_btree_lookup(&s->cur, &key, MFS_LOOKUP_GE, &stat);
+	} else {
+		err = mfs_btree_next(&s->cur, &stat);
+	}
+	if (!err && stat)
+		err = mfs_btree_get(&s->cur, &s->rec, &stat);
+	if (!err && stat)
+		*r = &s->rec;
+	return err;
+}
 
-		if (i && blk[i] == blk[i - 1])
+static void rsrc_close(struct rsrc *s)
+{
+	if (s->open)
+		mfs_btree_cur_release(&s->cur);
+	s->open = 0;
+}
+
+/* Where the record at hand lies, for a finding. */
+static const char *rsrc_where(struct rsrc *s, char *buf, size_t len)
+{
+	if (!s->streamed)
+		return scrub_rec_where(s->sa, MFS_BT_RMAP, s->i, buf, len);
+	if (s->open && s->cur.path[0].bp)
+		snprintf(buf, len, "block %u record %d",
+			 mfs_fsb_to_agbno(&s->fs->geo, s->cur.path[0].bp->blkno),
+			 s->cur.path[0].idx);
+	else
+		snprintf(buf, len, "record %zu", s->i);
+	return buf;
+}
+
+/* ---- phase one: the records, the special owners, the coverage (the AG locked) ------------ */
+/*
+ * A sorted list of blocks that must each be owned by one special owner: as the records go
+ * by in start order, each block is judged against the last record starting at or before it
+ * (the one that covers it, if any): found[k] is that record's owner, or MFS_OWN_NULL.
+ */
+struct expect {
+	const uint32_t *blk;
+	size_t n, k;
+	uint64_t *found;
+};
+
+static void expect_upto(struct expect *e, uint64_t below, const struct mfs_rmap_rec *prev)
+{
+	for (; e->k < e->n && e->blk[e->k] < below; e->k++) {
+		uint32_t b = e->blk[e->k];
+
+		e->found[e->k] = prev && (uint64_t)mfs_get32(prev->startblock) +
+				 mfs_get32(prev->blockcount) > b ? mfs_get64(prev->owner) : MFS_OWN_NULL;
+	}
+}
+
+/* The special owners' blocks, summed over the records: [MFS_OWN_FS - owner]. */
+#define NSPECIAL 5
+static int special_idx(uint64_t owner)
+{
+	return (int)(MFS_OWN_FS - owner);
+}
+
+struct pass {
+	struct expect fixed, ag, inobt;
+	uint64_t owned[NSPECIAL];
+	int have_log;                       /* the last record starting at or before the log */
+	struct mfs_rmap_rec log;
+};
+
+/* Each block of the list must be owned by `owner`; their number is what it owns. */
+static void expect_report(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct pass *p,
+			  const struct expect *e, uint64_t owner, const char *what)
+{
+	uint64_t distinct = 0, owned = p->owned[special_idx(owner)];
+	char ob[32], ob2[32];
+
+	for (size_t i = 0; i < e->n; i++) {
+		if (i && e->blk[i] == e->blk[i - 1])
 			continue;
 		distinct++;
-		r = scrub_rmap_covering(rm, blk[i], 1);
-		if (!r || mfs_get64(r->owner) != owner)
+		if (e->found[i] != owner)
 			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: %s block %u is "
-				     "owned by %s, expected %s", sa->agno, what, blk[i],
-				     r ? scrub_owner_name(mfs_get64(r->owner), ob, sizeof(ob))
-				       : "nobody", scrub_owner_name(owner, ob, sizeof(ob)));
+				     "owned by %s, expected %s", agno, what, e->blk[i],
+				     e->found[i] != MFS_OWN_NULL ?
+				     scrub_owner_name(e->found[i], ob2, sizeof(ob2)) : "nobody",
+				     scrub_owner_name(owner, ob, sizeof(ob)));
 	}
-	if (owned_blocks(rm, owner) != distinct)
+	if (owned != distinct)
 		scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: owner %s holds %llu "
-			     "blocks, the AG has %llu %s blocks", sa->agno,
-			     scrub_owner_name(owner, ob, sizeof(ob)),
-			     (unsigned long long)owned_blocks(rm, owner),
+			     "blocks, the AG has %llu %s blocks", agno,
+			     scrub_owner_name(owner, ob, sizeof(ob)), (unsigned long long)owned,
 			     (unsigned long long)distinct, what);
 }
 
-
-static int check_special(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa)
+/*
+ * The lists of blocks the special owners must hold, from the walk (AG locked): the fixed
+ * headers, the AG's own trees and free list (when walked clean), the inobt's blocks.
+ */
+static int pass_lists(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, struct pass *p,
+		      uint32_t *fixed, struct scrub_recs *ag)
 {
-	const struct mfs_geom *g = &ctx->fs->geo;
-	const struct scrub_recs *rm = &sa->recs[MFS_BT_RMAP];
-	const struct mfs_rmap_rec *r;
-	struct scrub_recs ag;
-	uint32_t fixed[MFS_AG_FIXED_BLOCKS];
 	int err = 0;
 
+	memset(p, 0, sizeof(*p));
 	for (uint32_t b = 0; b < MFS_AG_FIXED_BLOCKS; b++)
 		fixed[b] = b;
-	expect_owner(ctx, sa, fixed, MFS_AG_FIXED_BLOCKS, MFS_OWN_FS, "fixed header");
+	p->fixed.blk = fixed;
+	p->fixed.n = MFS_AG_FIXED_BLOCKS;
+	if ((sa->have & (SCRUB_WANT_BNO | SCRUB_WANT_CNT | SCRUB_WANT_AGFL)) ==
+	    (SCRUB_WANT_BNO | SCRUB_WANT_CNT | SCRUB_WANT_AGFL)) {
+		for (int t = 0; t < MFS_AG_NTREES && !err; t++)
+			for (size_t i = 0; t != MFS_BT_INO && i < sa->blocks[t].n && !err; i++)
+				err = scrub_recs_add(ag, scrub_rec(&sa->blocks[t], i));
+		for (size_t i = 0; i < sa->agfl.n && !err; i++)
+			err = scrub_recs_add(ag, scrub_rec(&sa->agfl, i));
+		if (err)
+			return err;
+		scrub_sort_u32(ag);
+		p->ag.blk = (const uint32_t *)(const void *)ag->v;
+		p->ag.n = ag->n;
+	}
+	if (sa->have & SCRUB_WANT_INO) {
+		p->inobt.blk = (const uint32_t *)(const void *)sa->blocks[MFS_BT_INO].v;
+		p->inobt.n = sa->blocks[MFS_BT_INO].n;
+	}
+	(void)ctx;
+	p->fixed.found = mfs_malloc(sizeof(uint64_t) * (p->fixed.n + p->ag.n + p->inobt.n));
+	if (!p->fixed.found)
+		return -ENOMEM;
+	p->ag.found = p->fixed.found + p->fixed.n;
+	p->inobt.found = p->ag.found + p->ag.n;
+	return 0;
+}
+
+/* Record r (in start order) for the special owners' accounts. */
+static void pass_special(const struct mfs_geom *g, uint32_t agno, struct pass *p,
+			 const struct mfs_rmap_rec *r, const struct mfs_rmap_rec *prev)
+{
+	uint32_t start = mfs_get32(r->startblock);
+	uint64_t owner = mfs_get64(r->owner);
+
+	expect_upto(&p->fixed, start, prev);
+	expect_upto(&p->ag, start, prev);
+	expect_upto(&p->inobt, start, prev);
+	if (special_owner(owner))
+		p->owned[special_idx(owner)] += mfs_get32(r->blockcount);
+	if (g->logblocks && mfs_fsb_to_agno(g, g->logstart) == agno &&
+	    start <= mfs_fsb_to_agbno(g, g->logstart)) {
+		p->log = *r;
+		p->have_log = 1;
+	}
+}
+
+/* After the last record: the special owners' findings. */
+static void special_report(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, struct pass *p,
+			   const struct mfs_rmap_rec *last)
+{
+	const struct mfs_geom *g = &ctx->fs->geo;
+	uint64_t logowned = p->owned[special_idx(MFS_OWN_LOG)];
+
+	expect_upto(&p->fixed, UINT64_MAX, last);
+	expect_upto(&p->ag, UINT64_MAX, last);
+	expect_upto(&p->inobt, UINT64_MAX, last);
+	expect_report(ctx, sa->agno, p, &p->fixed, MFS_OWN_FS, "fixed header");
 	if (g->logblocks && mfs_fsb_to_agno(g, g->logstart) == sa->agno) {
 		uint32_t start = mfs_fsb_to_agbno(g, g->logstart);
 
-		r = scrub_rmap_covering(rm, start, g->logblocks);
-		if (!r || mfs_get64(r->owner) != MFS_OWN_LOG ||
-		    owned_blocks(rm, MFS_OWN_LOG) != g->logblocks)
+		if (!p->have_log || (uint64_t)mfs_get32(p->log.startblock) +
+		    mfs_get32(p->log.blockcount) < (uint64_t)start + g->logblocks ||
+		    mfs_get64(p->log.owner) != MFS_OWN_LOG || logowned != g->logblocks)
 			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: the journal "
 				     "(blocks %u+%u) is not exactly what owner log holds (%llu "
 				     "blocks)", sa->agno, start, g->logblocks,
-				     (unsigned long long)owned_blocks(rm, MFS_OWN_LOG));
-	} else if (owned_blocks(rm, MFS_OWN_LOG)) {
+				     (unsigned long long)logowned);
+	} else if (logowned) {
 		scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: owner log holds %llu "
 			     "blocks, the journal is not in this AG", sa->agno,
-			     (unsigned long long)owned_blocks(rm, MFS_OWN_LOG));
+			     (unsigned long long)logowned);
 	}
-	/* The AG's own trees and free list. */
-	if ((sa->have & (SCRUB_WANT_BNO | SCRUB_WANT_CNT | SCRUB_WANT_AGFL)) ==
-	    (SCRUB_WANT_BNO | SCRUB_WANT_CNT | SCRUB_WANT_AGFL)) {
-		scrub_recs_init(&ag, sizeof(uint32_t));
-		for (int t = 0; t < MFS_AG_NTREES && !err; t++)
-			for (size_t i = 0; t != MFS_BT_INO && i < sa->blocks[t].n && !err; i++)
-				err = scrub_recs_add(&ag, scrub_rec(&sa->blocks[t], i));
-		for (size_t i = 0; i < sa->agfl.n && !err; i++)
-			err = scrub_recs_add(&ag, scrub_rec(&sa->agfl, i));
-		if (!err) {
-			scrub_sort_u32(&ag);
-			expect_owner(ctx, sa, (const uint32_t *)ag.v, ag.n, MFS_OWN_AG,
-				     "bnobt/cntbt/rmapbt/free list");
-		}
-		scrub_recs_free(&ag);
-		if (err)
-			return err;
-	}
+	if (p->ag.blk)
+		expect_report(ctx, sa->agno, p, &p->ag, MFS_OWN_AG, "bnobt/cntbt/rmapbt/free list");
 	if (sa->have & SCRUB_WANT_INO) {
 		const struct scrub_recs *ir = &sa->recs[MFS_BT_INO];
 		uint64_t want = (uint64_t)ir->n * g->chunkblocks;
+		uint64_t inodes = p->owned[special_idx(MFS_OWN_INODES)];
 
-		expect_owner(ctx, sa, (const uint32_t *)sa->blocks[MFS_BT_INO].v,
-			     sa->blocks[MFS_BT_INO].n, MFS_OWN_INOBT, "inobt");
-		if (owned_blocks(rm, MFS_OWN_INODES) != want)
+		expect_report(ctx, sa->agno, p, &p->inobt, MFS_OWN_INOBT, "inobt");
+		if (inodes != want)
 			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: owner inodes "
 				     "holds %llu blocks, the inobt's %zu chunks take %llu", sa->agno,
-				     (unsigned long long)owned_blocks(rm, MFS_OWN_INODES), ir->n,
-				     (unsigned long long)want);
+				     (unsigned long long)inodes, ir->n, (unsigned long long)want);
 	}
-	return 0;
 }
 
 /*
  * The by-block records are not collected (a million are 8 MiB): they are read in order by
- * a stream (scrub_priv.h) alongside the collected reverse map, which is in the same (start
- * block) order.  With the AG locked and the tree walked clean (SCRUB_WANT_BNO in sa->have):
- * a read error now is an operational one.
+ * a stream (scrub_priv.h) alongside the reverse map, which is in the same (start block)
+ * order.  With the AG locked and the tree walked clean (SCRUB_WANT_BNO in sa->have): a
+ * read error now is an operational one.
  */
 
 /* scrub_any_free on the stream: the record at or before agbno, and the next one. */
@@ -173,82 +310,99 @@ static int bno_any_free(struct scrub_stream *bs, uint32_t agbno, uint32_t len, i
 }
 
 /*
- * Every block is free or owned: walk the free extents and the rmap records in start order
- * together; a gap between them is leaked space.  (Free space that is also owned is
- * reported record by record.)
+ * Every block is free or owned: the free extents and the rmap records walked in start
+ * order together (the free extents by a stream of their own); a gap between them is
+ * leaked space.  (Free space that is also owned is reported record by record.)  cover
+ * takes the free extents that start at or before `upto`, then (rec) the record.
  */
-static int check_coverage(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa)
+struct cover {
+	struct scrub_stream fs;
+	uint64_t pos;
+};
+
+static void cover_at(struct mfs_scrub_ctx *ctx, uint32_t agno, struct cover *c, uint64_t start,
+		     uint64_t n)
 {
-	const struct scrub_recs *rm = &sa->recs[MFS_BT_RMAP];
-	struct scrub_stream bs;
-	size_t j = 0;
-	uint64_t pos = 0;
-	int err = scrub_stream_open(&bs, ctx->fs, sa->agno, MFS_BT_BNO, sa->agh_bp);
+	if (start > c->pos)
+		scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: blocks %llu..%llu "
+			     "are neither free nor owned (leaked)", agno,
+			     (unsigned long long)c->pos, (unsigned long long)start - 1);
+	if (start + n > c->pos)
+		c->pos = start + n;
+}
 
-	while (!err && (bs.have_next || j < rm->n)) {
-		const struct mfs_alloc_rec *f = bs.have_next ? &bs.next.a : NULL;
-		const struct mfs_rmap_rec *r = j < rm->n ? scrub_rec(rm, j) : NULL;
-		uint64_t fstart = f ? mfs_get32(f->startblock) : UINT64_MAX;
-		uint64_t rstart = r ? mfs_get32(r->startblock) : UINT64_MAX;
-		uint64_t start, n;
+static int cover_upto(struct mfs_scrub_ctx *ctx, uint32_t agno, struct cover *c, uint64_t upto)
+{
+	int err = 0;
 
-		if (fstart <= rstart) {
-			start = fstart;
-			n = mfs_get32(f->blockcount);
-			err = scrub_stream_step(&bs);
-		} else {
-			start = rstart;
-			n = mfs_get32(r->blockcount);
-			j++;
-		}
-		if (start > pos)
-			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: blocks %llu..%llu "
-				     "are neither free nor owned (leaked)", sa->agno,
-				     (unsigned long long)pos, (unsigned long long)start - 1);
-		if (start + n > pos)
-			pos = start + n;
+	while (!err && c->fs.have_next && mfs_get32(c->fs.next.a.startblock) <= upto) {
+		cover_at(ctx, agno, c, mfs_get32(c->fs.next.a.startblock),
+			 mfs_get32(c->fs.next.a.blockcount));
+		err = scrub_stream_step(&c->fs);
 	}
-	scrub_stream_close(&bs);
-	if (!err && pos < sa->len)
-		scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: blocks %llu..%u are "
-			     "neither free nor owned (leaked)", sa->agno, (unsigned long long)pos,
-			     sa->len - 1);
 	return err;
 }
 
-/* Where record i lies, formatted only for a finding. */
-#define WHERE scrub_rec_where(sa, MFS_BT_RMAP, i, wb, sizeof(wb))
-/* Records on their own and against the previous one; inode-owned ones are marked in
- * `inode` (bit i: record i). */
-static int check_records(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, uint8_t *inode)
+/* Where the record at hand lies (rsrc_where), formatted only for a finding. */
+#define WHERE rsrc_where(src, wb, sizeof(wb))
+/*
+ * One pass over the records: each on its own and against the previous one (inode-owned
+ * ones marked in `inode`, bit i: record i, when given), the special owners' accounts, and
+ * with the free space walked clean the coverage; then the special owners' findings.
+ */
+static int check_pass(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, struct rsrc *src,
+		      uint8_t *inode, int *covered)
 {
-	const struct scrub_recs *rm = &sa->recs[MFS_BT_RMAP];
+	const struct mfs_geom *g = &ctx->fs->geo;
 	const uint32_t C = MFS_SCRUB_OFLAG_CORRUPT;
+	const int bno = !!(sa->have & SCRUB_WANT_BNO);
+	const struct mfs_rmap_rec *r;
+	struct mfs_rmap_rec prev;
 	struct scrub_stream bs;
+	struct scrub_recs ag;
+	struct cover cv;
+	struct pass p;
+	uint32_t fixed[MFS_AG_FIXED_BLOCKS];
 	uint64_t prev_end = 0;
-	int err = 0, isfree;
+	int err, isfree, have_prev = 0;
 
-	if (sa->have & SCRUB_WANT_BNO)
+	scrub_recs_init(&ag, sizeof(uint32_t));
+	err = pass_lists(ctx, sa, &p, fixed, &ag);
+	if (err) {
+		scrub_recs_free(&ag);
+		return err;
+	}
+	memset(&cv, 0, sizeof(cv));
+	if (bno) {
 		err = scrub_stream_open(&bs, ctx->fs, sa->agno, MFS_BT_BNO, sa->agh_bp);
-	for (size_t i = 0; i < rm->n && !err; i++) {
-		const struct mfs_rmap_rec *r = scrub_rec(rm, i);
+		if (!err)
+			err = scrub_stream_open(&cv.fs, ctx->fs, sa->agno, MFS_BT_BNO, sa->agh_bp);
+	}
+	while (!err && !(err = rsrc_next(src, &r)) && r) {
 		uint32_t start = mfs_get32(r->startblock), n = mfs_get32(r->blockcount);
 		uint64_t owner = mfs_get64(r->owner), off = mfs_get64(r->offset);
 		char wb[48];
 
-
+		pass_special(g, sa->agno, &p, r, have_prev ? &prev : NULL);
+		prev = *r;
+		have_prev = 1;
+		if (bno) {
+			err = cover_upto(ctx, sa->agno, &cv, start);
+			cover_at(ctx, sa->agno, &cv, start, n);
+		}
+		if (err)
+			break;
 		if (n == 0 || (uint64_t)start + n > sa->len) {
 			scrub_report(ctx, C, "AG %u rmapbt %s: extent %u+%u is empty or "
 				     "outside the AG (%u blocks)", sa->agno, WHERE, start, n, sa->len);
 			continue;
 		}
-		if (i && start < prev_end)
+		if (src->i && start < prev_end)
 			scrub_report(ctx, C, "AG %u rmapbt %s: startblock %u overlaps the "
 				     "previous record ending at %llu", sa->agno, WHERE, start,
 				     (unsigned long long)prev_end);
 		prev_end = (uint64_t)start + n;
-		if ((sa->have & SCRUB_WANT_BNO) && !(err = bno_any_free(&bs, start, n, &isfree)) &&
-		    isfree)
+		if (bno && !(err = bno_any_free(&bs, start, n, &isfree)) && isfree)
 			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt %s: "
 				     "extent %u+%u is also free in the bnobt", sa->agno, WHERE, start, n);
 		if (special_owner(owner)) {
@@ -269,13 +423,41 @@ static int check_records(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, u
 				     "flags", sa->agno, WHERE, (unsigned long long)off);
 			continue;
 		}
-		inode[i / 8] |= (uint8_t)(1u << (i % 8));
+		if (inode)
+			inode[src->i / 8] |= (uint8_t)(1u << (src->i % 8));
 	}
-	if (sa->have & SCRUB_WANT_BNO)
+	rsrc_close(src);
+	if (!err && bno) {
+		err = cover_upto(ctx, sa->agno, &cv, UINT32_MAX);
+		if (!err && cv.pos < sa->len)
+			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: blocks %llu..%u "
+				     "are neither free nor owned (leaked)", sa->agno,
+				     (unsigned long long)cv.pos, sa->len - 1);
+		*covered = !err;
+	}
+	if (bno) {
 		scrub_stream_close(&bs);
+		scrub_stream_close(&cv.fs);
+	}
+	if (!err)
+		special_report(ctx, sa, &p, have_prev ? &prev : NULL);
+	free(p.fixed.found);
+	scrub_recs_free(&ag);
 	return err;
 }
 #undef WHERE
+
+/* An inode-owned record that phase one passes (and does not report): the windows of phase
+ * two read the tree again and take only these. */
+static int inode_rec_ok(struct mfs_fs *fs, uint32_t aglen, const struct mfs_rmap_rec *r)
+{
+	uint32_t start = mfs_get32(r->startblock), n = mfs_get32(r->blockcount);
+	uint64_t owner = mfs_get64(r->owner), off = mfs_get64(r->offset);
+
+	return n && (uint64_t)start + n <= aglen && !special_owner(owner) &&
+	       owner < MFS_OWN_MIN && !mfs_ino_check(fs, owner) &&
+	       !(off & ~MFS_RMAP_OFF_MASK & ~RMAP_KNOWN_FLAGS);
+}
 
 /* The records marked in `keep`, moved out of the collected reverse map into `out` (the
  * array itself, compacted in place: no second copy of a million records). */
@@ -826,11 +1008,9 @@ static int owner_quick(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct sc
  * inode accounts for need nothing more; the others go through the full look below.
  */
 static int check_owners(struct mfs_scrub_ctx *ctx, struct scrub_recs *recs, uint64_t seq,
-			struct scrub_recs *rooted)
+			struct scrub_recs *rooted, struct owner *o, struct scrub_cluster *cl)
 {
 	uint32_t agno = ctx->agno;
-	struct scrub_cluster cl = { .blk = NULL };
-	struct owner o;
 	size_t kept = 0;
 	int err = 0, there;
 
@@ -847,7 +1027,6 @@ static int check_owners(struct mfs_scrub_ctx *ctx, struct scrub_recs *recs, uint
 	err = sort_by_owner(recs);
 	if (err)
 		return err;
-	memset(&o, 0, sizeof(o));
 	for (size_t i = 0, j; i < recs->n && !err; i = j) {
 		uint64_t owner = mfs_get64(((const struct mfs_rmap_rec *)scrub_rec(recs, i))->owner);
 
@@ -855,16 +1034,19 @@ static int check_owners(struct mfs_scrub_ctx *ctx, struct scrub_recs *recs, uint
 			if (mfs_get64(((const struct mfs_rmap_rec *)scrub_rec(recs, j))->owner) !=
 			    owner)
 				break;
+		/* The owner kept from the window before is this one's only if the same. */
+		if (o->ip && o->ip->ino != owner)
+			owner_drop(o);
 		err = scrub_cancelled(ctx);
-		if (err || owner_quick(ctx, agno, recs, i, j, &cl))
+		if (err || owner_quick(ctx, agno, recs, i, j, cl))
 			continue;
 		for (size_t k = i; k < j && !err; k++) {
 			const struct mfs_rmap_rec *r = scrub_rec(recs, k);
 
-			if (!o.ip) {
+			if (!o->ip) {
 				/* Once per owner (again only after a record found it gone). */
-				err = owner_get(ctx, agno, r, &o.ip);
-				if (err || !o.ip)
+				err = owner_get(ctx, agno, r, &o->ip);
+				if (err || !o->ip)
 					continue;
 			}
 			/* First look, with the inode locked and the AG not: a record that matches
@@ -872,13 +1054,13 @@ static int check_owners(struct mfs_scrub_ctx *ctx, struct scrub_recs *recs, uint
 			 * and the record was in the tree when collected).  Only a mismatch is
 			 * looked at again with the AG locked, and reported if the record is still
 			 * there. */
-			o.dry = 1;
-			o.mismatch = 0;
-			check_against_inode(ctx, agno, r, &o);
-			o.dry = 0;
-			if (!o.mismatch)
+			o->dry = 1;
+			o->mismatch = 0;
+			check_against_inode(ctx, agno, r, o);
+			o->dry = 0;
+			if (!o->mismatch)
 				continue;
-			err = owner_current(ctx, agno, r, &o);
+			err = owner_current(ctx, agno, r, o);
 			if (err) {
 				err = err > 0 ? 0 : err;
 				continue;
@@ -886,15 +1068,79 @@ static int check_owners(struct mfs_scrub_ctx *ctx, struct scrub_recs *recs, uint
 			scrub_ag_lock(ctx->fs, agno);
 			err = rmap_still_there(ctx->fs, agno, r, &there);
 			if (!err && there)
-				check_against_inode(ctx, agno, r, &o);
+				check_against_inode(ctx, agno, r, o);
 			scrub_ag_unlock(ctx->fs, agno);
 			if (mfs_is_corruption(err))
 				err = 0;        /* the tree itself is reported by the first phase */
 		}
-		owner_drop(&o);
+		/* The last owner of a window may have more records in the next: kept (its lock
+		 * shared; the AG's is taken after it, the order transactions use). */
+		if (j < recs->n)
+			owner_drop(o);
+	}
+	return err;
+}
+
+/*
+ * Phase two when phase one streamed the records (the check's own walk keeps none): the
+ * tree read again in windows of at most scrub_rmap_window inode-owned records, each taken
+ * with the AG locked (as of that moment: a record is checked against its owner as the tree
+ * held it then, as in one window of all) and checked against the owners with the AG
+ * unlocked.  Memory: a window's records (1.5 MiB) whatever the AG holds.  *same: every
+ * window was read at change count seq0 (phase one's: nothing committed since).
+ */
+extern unsigned scrub_rmap_window;
+unsigned scrub_rmap_window = 65536;    /* tests make it small (check_repair_bmap) */
+static int check_owners_windows(struct mfs_scrub_ctx *ctx, uint32_t aglen, uint64_t seq0,
+				struct scrub_recs *rooted, int *same)
+{
+	struct scrub_cluster cl = { .blk = NULL };
+	struct scrub_recs win;
+	struct owner o;
+	uint32_t from = 0;
+	int err = 0, more = 1;
+
+	memset(&o, 0, sizeof(o));
+	scrub_recs_init(&win, sizeof(struct mfs_rmap_rec));
+	while (!err && more) {
+		const struct mfs_rmap_rec *r;
+		struct mfs_buf *hbp;
+		struct rsrc src;
+		uint64_t seq;
+
+		win.n = 0;
+		scrub_ag_lock(ctx->fs, ctx->agno);
+		seq = mfs_fs_changes(ctx->fs);
+		err = mfs_read_agh(ctx->fs, ctx->agno, &hbp);
+		if (!err) {
+			rsrc_init(&src, NULL, ctx->fs, ctx->agno, hbp, from);
+			while (!(err = rsrc_next(&src, &r)) && r) {
+				if (win.n >= scrub_rmap_window) {
+					from = mfs_get32(r->startblock);
+					break;
+				}
+				if (inode_rec_ok(ctx->fs, aglen, r))
+					err = scrub_recs_add(&win, r);
+				if (err)
+					break;
+			}
+			more = !err && r;
+			rsrc_close(&src);
+			mfs_buf_put(hbp);
+		}
+		scrub_ag_unlock(ctx->fs, ctx->agno);
+		if (mfs_is_corruption(err)) {
+			more = 0;
+			err = 0;        /* changed since phase one: the next check's finding */
+		}
+		if (seq != seq0)
+			*same = 0;
+		if (!err)
+			err = check_owners(ctx, &win, seq, rooted, &o, &cl);
 	}
 	owner_drop(&o);
 	scrub_cluster_release(&cl);
+	scrub_recs_free(&win);
 	return err;
 }
 
@@ -902,20 +1148,22 @@ static int rmapbt_check(struct mfs_scrub_ctx *ctx)
 {
 	struct scrub_recs inode_recs, rooted;
 	struct scrub_ag sa;
+	struct rsrc src;
 	uint8_t *inode = NULL;
 	uint64_t seq;
-	int err, covered = 0;
+	uint32_t aglen = 0;
+	int err, covered = 0, streamed = 0, same = 1;
 
 	scrub_recs_init(&inode_recs, sizeof(struct mfs_rmap_rec));
 	scrub_ag_lock(ctx->fs, ctx->agno);
 	seq = mfs_fs_changes(ctx->fs);
-	/* Only the blocks of the free-space trees are kept (owner ag; the by-block records are
-	 * streamed, see scrub_stream); where a record lies is looked up for a finding, not kept
-	 * for each — unless the AG's walk shared by its checkers (SCRUB_SHARE) is at hand,
+	/* No record is kept by the walk (the free-space trees' and the reverse map's are
+	 * streamed, see rsrc and scrub_stream); where a record lies is looked up for a
+	 * finding — unless the AG's walk shared by its checkers (SCRUB_SHARE) is at hand,
 	 * which has it all. */
 	err = scrub_ag_scan(ctx, ctx->agno, SCRUB_WANT_TREES | SCRUB_WANT_AGFL |
 			    SCRUB_NO_RECS(MFS_BT_CNT) | SCRUB_NO_RECS(MFS_BT_BNO) |
-			    SCRUB_NO_WHERE(MFS_BT_RMAP), &sa);
+			    SCRUB_NO_RECS(MFS_BT_RMAP) | SCRUB_NO_WHERE(MFS_BT_RMAP), &sa);
 	/* The walk the AG's other checkers shared, when there is one, becomes this one's:
 	 * the records are moved out of it below, and the AG's checks end here. */
 	if (!err)
@@ -934,19 +1182,18 @@ static int rmapbt_check(struct mfs_scrub_ctx *ctx)
 			     scrub_errstr(sa.tree_err[MFS_BT_RMAP]));
 		goto unlock;
 	}
-	inode = mfs_calloc(sa.recs[MFS_BT_RMAP].n / 8 + 1, 1);
-	if (!inode) {
-		err = -ENOMEM;
-		goto unlock;
+	rsrc_init(&src, &sa, ctx->fs, ctx->agno, sa.agh_bp, 0);
+	streamed = src.streamed;
+	aglen = sa.len;
+	if (!streamed) {
+		inode = mfs_calloc(sa.recs[MFS_BT_RMAP].n / 8 + 1, 1);
+		if (!inode) {
+			err = -ENOMEM;
+			goto unlock;
+		}
 	}
-	err = check_records(ctx, &sa, inode);
-	if (!err)
-		err = check_special(ctx, &sa);
-	if (!err && (sa.have & SCRUB_WANT_BNO)) {
-		err = check_coverage(ctx, &sa);
-		covered = !err;
-	}
-	if (!err)
+	err = check_pass(ctx, &sa, &src, inode, &covered);
+	if (!err && !streamed)
 		take_marked(&sa, inode, &inode_recs);
 	/* The AG's inode census, taken with the records (the listing of phase 3 and the
 	 * checks after it use it too): the owners in it need no inode read below.  Without
@@ -958,8 +1205,19 @@ unlock:
 	scrub_ag_release(&sa);
 	scrub_ag_unlock(ctx->fs, ctx->agno);
 	scrub_recs_init(&rooted, sizeof(uint64_t));
-	if (!err && ctx->fs->icache)
-		err = check_owners(ctx, &inode_recs, seq, &rooted);
+	if (!err && ctx->fs->icache && aglen && streamed) {
+		err = check_owners_windows(ctx, aglen, seq, &rooted, &same);
+		if (!same)
+			rooted.n = 0;   /* the census marks below are phase one's (seq) */
+	} else if (!err && ctx->fs->icache && aglen) {
+		struct scrub_cluster cl = { .blk = NULL };
+		struct owner o;
+
+		memset(&o, 0, sizeof(o));
+		err = check_owners(ctx, &inode_recs, seq, &rooted, &o, &cl);
+		owner_drop(&o);
+		scrub_cluster_release(&cl);
+	}
 	/* Nothing found in the whole AG (every block owned or free, never both; no records
 	 * overlapping): each directory whose one-block name tree is here exactly as its own
 	 * record says needs no cross-reference of that block by the directory check. */

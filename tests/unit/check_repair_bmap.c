@@ -548,13 +548,17 @@ static void rmap_shift(struct mfs_fs *fs, uint64_t fsb, uint64_t owner, int64_t 
 
 /*
  * The reverse-map check against an owner whose extent map is a btree of several leaves,
- * read forward by file offset (scrub_rmap.c's struct owner bm): clean as built; a record
+ * read forward by file offset (scrub_rmap.c's struct owner bm), its records taken in one
+ * window or in windows of 7 or 1 (the owner kept from one to the next): clean as built; a record
  * moved to a file offset in a hole, to the next extent's, far ahead, back to the start,
  * or past the last extent — at the first, a leaf-boundary, a middle and the last extent —
  * is reported each time, and the map is clean again once the record is set back.
  */
+extern unsigned scrub_rmap_window;     /* repair/scrub_rmap.c: records per window */
+
 START_TEST(test_rmap_check_btree_owner)
 {
+	static const unsigned window[] = { 65536, 7, 1 };
 	static const unsigned at[] = { 0, 39, 40, 150, 299 };
 	static const int64_t shift[] = { 1, 2, 150, -1000000, 1000 };
 	const uint32_t bad = MFS_SCRUB_OFLAG_CORRUPT | MFS_SCRUB_OFLAG_XCORRUPT;
@@ -564,6 +568,7 @@ START_TEST(test_rmap_check_btree_owner)
 	uint64_t ino;
 	uint32_t agno;
 
+	scrub_rmap_window = window[_i];
 	img(&t);
 	ino = tu_mknode(t.fs, t.fs->geo.rootino, "many", S_IFREG | 0644, 0, NULL);
 	CK_OK(mfs_iget(t.fs, ino, 0, &ip));
@@ -614,6 +619,7 @@ START_TEST(test_rmap_check_btree_owner)
 	}
 	tu_img_db_check(&t);
 	tu_img_destroy(&t);
+	scrub_rmap_window = window[0];
 }
 END_TEST
 
@@ -630,7 +636,7 @@ int main(void)
 	tcase_add_test(tc, test_inode_cleared);
 	tcase_add_test(tc, test_names_btree_as_file);
 	tcase_add_loop_test(tc, test_zeroed_mode, 0, 3);
-	tcase_add_test(tc, test_rmap_check_btree_owner);
+	tcase_add_loop_test(tc, test_rmap_check_btree_owner, 0, 3);
 	suite_add_tcase(s, tc);
 	return tu_run_suite_needing("mendfs_db", s);
 }
