@@ -2,6 +2,7 @@
 #
 #   make                 build libmendfs and every program into $(O)/bin
 #   make check           install missing build packages, build, run every test
+#                        (TESTS="check_journal t_scrub%": only the tests named, make patterns)
 #   make asan            the same tests under AddressSanitizer + UBSan (in build-asan/)
 #   make bench           benchmarks (printed figures, never pass/fail)
 #   make run             deps, build, format a default image and show it
@@ -12,7 +13,8 @@
 #   make install PREFIX=/usr/local DESTDIR=
 #
 # DEVELOPER=1 (or CI=true) turns warnings into errors; packagers get plain -Wall -Wextra.
-# V=1 shows the commands.  O=dir puts every output under dir (default: build).
+# V=1 shows the commands.  O=dir puts every output under dir (default: build), a relative
+# or an absolute path; the tests get absolute ones (BIN, O, TOOLS).
 
 # `make` alone builds everything (the first rule below is a program's, not `all`).
 .DEFAULT_GOAL := all
@@ -193,9 +195,21 @@ deps:
 check: deps
 	@$(MAKE) --no-print-directory check-run
 
-check-run: $(PROG_BINS) $(UNIT_BINS) $(TOOL_BINS)
-	@BIN=$(abspath $(BIN)) O=$(abspath $(O)) TOOLS=$(abspath $(O)/tools) sh tests/run-tests.sh $(UNIT_BINS:%=$(abspath %)) \
-		$(abspath $(wildcard tests/integration/t_*.sh))
+# TESTS: the unit tests (check_x) and integration scripts (t_x) to run, by name or make
+# pattern; unset, all.  (abspath of a list, never `$(X:%=$(abspath %))`: that takes the
+# absolute path of a literal "%" first, and prefixes the current directory to an
+# absolute O's paths.)
+RUN_UNIT  := $(UNIT_BINS)
+RUN_INTEG := $(wildcard tests/integration/t_*.sh)
+ifneq ($(strip $(TESTS)),)
+RUN_UNIT  := $(foreach t,$(RUN_UNIT),$(if $(filter $(TESTS),$(notdir $(t))),$(t)))
+RUN_INTEG := $(foreach t,$(RUN_INTEG),$(if $(filter $(TESTS),$(basename $(notdir $(t)))),$(t)))
+endif
+
+check-run: $(PROG_BINS) $(RUN_UNIT) $(TOOL_BINS)
+	$(if $(strip $(RUN_UNIT) $(RUN_INTEG)),,$(error TESTS="$(TESTS)" names no test))
+	@BIN=$(abspath $(BIN)) O=$(abspath $(O)) TOOLS=$(abspath $(O)/tools) sh tests/run-tests.sh \
+		$(abspath $(RUN_UNIT) $(RUN_INTEG))
 
 # Under the sanitizers t_scale's directory has 200,000 entries, not a million (3x slower:
 # the million would pass the per-test bound; ASan is there for memory errors, not scale).
@@ -211,7 +225,7 @@ fuzz: deps
 fuzz-build: $(FUZZ_BINS)
 
 fuzz-run: fuzz-build
-	@FUZZ_TIME=$(FUZZ_TIME) bash tests/fuzz/run.sh $(abspath $(O)) $(FUZZ_BINS:%=$(abspath %))
+	@FUZZ_TIME=$(FUZZ_TIME) bash tests/fuzz/run.sh $(abspath $(O)) $(abspath $(FUZZ_BINS))
 
 # BENCH_QUICK=1: smaller sizes; BENCH_RUNS=n: runs per figure; BENCH_TMPFS=1: images on
 # tmpfs instead of the disk; BENCH_ONLY="mendfs fuse2fs ...": some columns.
@@ -226,7 +240,7 @@ RUN_IMAGE ?= $(O)/mendfs.img
 RUN_SIZE  ?= 1G
 run: deps
 	@$(MAKE) --no-print-directory all
-	@bash tests/demo.sh $(BIN) $(RUN_IMAGE) $(RUN_SIZE)
+	@bash tests/demo.sh $(abspath $(BIN)) $(abspath $(RUN_IMAGE)) $(RUN_SIZE)
 
 # tests/torture.sh: PROCS stress processes for DURATION s beside a checking-scrub loop and a
 # forced-rebuild loop, offline checks, every surviving file verified after a remount
@@ -234,7 +248,7 @@ DURATION ?= 600
 PROCS    ?= 4
 torture: deps
 	@$(MAKE) --no-print-directory all
-	@O=$(abspath $(O)) bash tests/torture.sh $(BIN) $(O)/tools $(DURATION) $(PROCS)
+	@O=$(abspath $(O)) bash tests/torture.sh $(abspath $(BIN)) $(abspath $(O)/tools) $(DURATION) $(PROCS)
 
 # The whole metadata field fuzzing walk (every field of every structure × every fuzz verb;
 # t_fieldfuzz in make check runs a sample): tables per field and per structure, $(O)/fieldfuzz.tsv,
