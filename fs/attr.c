@@ -125,6 +125,10 @@ static int setattr_meta(struct mfsd *d, fuse_req_t req, struct mfs_inode *ip,
 	err = mfs_trans_alloc(d->fs, &tp);
 	if (err)
 		return err;
+	/* Mode, owner, times, ACLs, a capability removed: logged metadata only, nothing the
+	 * device was written with before (no size: a truncate commits its own transactions,
+	 * which stay ordered), so no device flush needs to precede the record. */
+	mfs_trans_nodata(tp);
 	if (to_set & FUSE_SET_ATTR_MODE)
 		ip->mode = (uint16_t)((ip->mode & S_IFMT) | (attr->st_mode & 07777));
 	if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {

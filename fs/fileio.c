@@ -60,8 +60,13 @@ static int has_extents(const struct mfs_inode *ip)
 }
 
 /* Log ip's in-core fields in a transaction of their own.  On failure the in-core inode is
- * reloaded from its buffer: the caller's changes are undone, as the reply says. */
-static int log_inode(struct mfsd *d, struct mfs_inode *ip)
+ * reloaded from its buffer: the caller's changes are undone, as the reply says.
+ * `nodata`: the caller changed no size (only times, or a mode bit): the record makes
+ * nothing reachable that was written on the device before it, so the journal need not
+ * flush the device first (mfs_trans_nodata).  A size grown over blocks holding data
+ * (a truncate up over a tail zeroed earlier, a write into blocks mapped past the end of
+ * file) does make such bytes part of the file: never `nodata`. */
+static int log_inode(struct mfsd *d, struct mfs_inode *ip, int nodata)
 {
 	struct mfs_trans *tp;
 	int err = mfs_trans_alloc(d->fs, &tp);
@@ -70,6 +75,8 @@ static int log_inode(struct mfsd *d, struct mfs_inode *ip)
 		mfs_inode_reload(ip);
 		return err;
 	}
+	if (nodata)
+		mfs_trans_nodata(tp);
 	err = mfs_inode_log(tp, ip);
 	if (err) {
 		mfs_trans_cancel(tp);
@@ -372,7 +379,9 @@ static int do_write(struct mfsd *d, struct mfs_inode *ip, const char *buf, size_
 			dirty = 1;
 		if (!dirty)
 			break;
-		err2 = log_inode(d, ip);
+		/* Times and mode only (the data went in place, or was mapped and logged with
+		 * its size by write_alloc): no device flush needs to precede this record. */
+		err2 = log_inode(d, ip, ip->size == logged);
 		if (!err2)
 			break;
 		if (!err)
@@ -752,7 +761,7 @@ int mfsd_truncate(struct mfsd *d, struct mfs_inode *ip, uint64_t size, int killp
 		mfsd_kill_suid(ip);
 	if (size >= ip->size) {
 		ip->size = size;
-		return log_inode(d, ip);
+		return log_inode(d, ip, 0);
 	}
 	/* The tail of the new last block is zeroed once the new size is logged (the first
 	 * punch transaction), never before: a truncate that fails (no memory) changes
@@ -928,7 +937,7 @@ static int do_fallocate(struct mfsd *d, struct mfs_inode *ip, int mode, uint64_t
 	if (!(mode & FALLOC_FL_KEEP_SIZE) && end > ip->size)
 		ip->size = end;
 	ip->ctime = now;
-	return log_inode(d, ip);
+	return log_inode(d, ip, 0);
 }
 
 void mfsd_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
