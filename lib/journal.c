@@ -45,7 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RESERVE_TRIES 16     /* checkpoints tried for room before -ENOSPC */
+#define RESERVE_TRIES 16     /* checkpoints in a row that free nothing before -ENOSPC */
 #define WBUF_BLOCKS   256    /* the writer's stream buffer (at most the log's size) */
 /* The log thread writes the queue once 1/WRITE_FRAC of the log is queued (so a batch is a
  * few MiB with a default-size log: two flushes carry hundreds of transactions), and
@@ -731,13 +731,26 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 		pthread_mutex_unlock(&j->lock);
 		goto out;               /* r: the emptied shell, freed below */
 	}
-	for (int tries = 0;; tries++) {
+	/*
+	 * Room for the record: wait for a running checkpoint, or run one.  Other committers
+	 * may take the space a checkpoint frees before this one gets the lock back (there is
+	 * no queue), and it tries again; it gives up (-ENOSPC) only when its own checkpoints
+	 * free nothing RESERVE_TRIES times in a row (the log cannot drain: it never happens
+	 * to a live journal, whose checkpoint forces and writes back every record).  A count
+	 * of tries or of wake-ups instead failed commits on a small, busy log whose tail kept
+	 * moving, whenever the count happened to run out at a moment without room.
+	 */
+	for (uint64_t tail = j->tail_lpos, stuck = 0;;) {
 		if (j->err) {
 			err = j->err;
 			break;
 		}
 		if (j->head_lpos + len - j->tail_lpos <= j->usable)
 			break;
+		if (j->tail_lpos != tail) {
+			tail = j->tail_lpos;    /* the log drains, if not for this commit yet */
+			stuck = 0;
+		}
 		if (j->ckpt_running) {
 			/* The log thread (or another caller) is checkpointing: its end moves the
 			 * tail; wait for it rather than queue up a second one behind it. */
@@ -745,9 +758,9 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 			jwait(j, "a checkpoint to free log space");
 			continue;
 		}
-		if (tries == RESERVE_TRIES) {
-			mfs_log(MFS_LOG_ERR, "journal: no room for a %u-block transaction after %d "
-				"checkpoints", len, RESERVE_TRIES);
+		if (stuck == RESERVE_TRIES) {
+			mfs_log(MFS_LOG_ERR, "journal: no room for a %u-block transaction: %d "
+				"checkpoints in a row freed no log space", len, RESERVE_TRIES);
 			err = -ENOSPC;
 			break;
 		}
@@ -756,6 +769,7 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 		pthread_mutex_lock(&j->lock);
 		if (err)
 			break;
+		stuck++;
 	}
 	if (err) {
 		pthread_mutex_unlock(&j->lock);

@@ -1737,6 +1737,74 @@ START_TEST(logd_small_log_many_threads)
 END_TEST
 
 /*
+ * A big commit on a small log that small ones keep filling: every checkpoint frees room
+ * that the small committers may take before the big one gets the lock back, over and over.
+ * The log drains each time, so the big commit must wait and go in, never fail with
+ * ENOSPC (it did when a count of its tries or wake-ups ran out at a moment without room).
+ */
+#define CROWD 6
+static int crowd_stop;
+
+struct crowd {
+	struct mfs_fs *fs;
+	uint64_t blk;
+	unsigned done;
+	int err;
+};
+
+static void *crowd_run(void *arg)
+{
+	struct crowd *c = arg;
+
+	for (uint64_t v = 1; !__atomic_load_n(&crowd_stop, __ATOMIC_ACQUIRE); v++) {
+		struct mfs_trans *tp;
+		uint64_t lsn;
+
+		c->err = mfs_trans_alloc(c->fs, &tp);
+		if (c->err)
+			break;
+		put_block(tp, c->blk, v, v == 1);
+		c->err = mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, &lsn);
+		if (c->err)
+			break;
+		__atomic_add_fetch(&c->done, 1, __ATOMIC_RELEASE);
+	}
+	return NULL;
+}
+
+START_TEST(big_commit_beside_small_ones)
+{
+	struct mfs_fs *fs = fs_up(64, 1, NULL);
+	struct crowd c[CROWD];
+	pthread_t th[CROWD];
+	uint64_t big[56];
+	double t0;
+
+	for (unsigned i = 0; i < 56; i++)
+		big[i] = 1200 + i;
+	crowd_stop = 0;
+	for (unsigned t = 0; t < CROWD; t++) {
+		c[t] = (struct crowd){ .fs = fs, .blk = 1300 + t };
+		ck_assert_int_eq(pthread_create(&th[t], NULL, crowd_run, &c[t]), 0);
+	}
+	t0 = tu_now();
+	for (unsigned t = 0; t < CROWD; t++)
+		while (__atomic_load_n(&c[t].done, __ATOMIC_ACQUIRE) < 20 && !c[t].err &&
+		       tu_now() - t0 < 30)
+			usleep(1000);
+	for (uint64_t round = 1; round <= 20; round++)
+		ck_assert_int_eq(tx(fs, big, 56, round, round == 1), 0);
+	__atomic_store_n(&crowd_stop, 1, __ATOMIC_RELEASE);
+	for (unsigned t = 0; t < CROWD; t++) {
+		ck_assert_int_eq(pthread_join(th[t], NULL), 0);
+		ck_assert_int_eq(c[t].err, 0);
+	}
+	ck_assert_uint_eq(block_val(fs, big[55]), 20);
+	ck_assert_int_eq(mfs_fs_close(fs), 0);
+}
+END_TEST
+
+/*
  * A fork (a daemon opens its filesystem, then daemonizes) leaves the child a log thread of
  * its own: commits past the thread's mark are written by it, and the close that joins it
  * returns.  The parent's thread works on.  (The child reports through its exit status:
@@ -1890,6 +1958,7 @@ static Suite *journal_suite(void)
 	tcase_add_test(tc, join_open_record);
 	tcase_add_test(tc, logd_survives_fork);
 	tcase_add_test(tc, logd_small_log_many_threads);
+	tcase_add_test(tc, big_commit_beside_small_ones);
 	tcase_add_test(tc, logd_error_sticky);
 	suite_add_tcase(s, tc);
 	/* Short timeout: the bug this guards against is an endless wait. */
