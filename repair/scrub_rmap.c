@@ -13,14 +13,21 @@
  *     inobt   every inobt block
  *     inodes  every inode chunk of the inobt
  *
+ * All of that is one pass over the records in start order (check_pass).  The records are
+ * not kept when the walk is the check's own: the tree is read forward by a sweep cursor
+ * (struct rsrc), and read again for the second phase in windows of a bounded number of
+ * records, so that the check's memory does not grow with the AG (a million records are
+ * 24 MiB); a walk borrowed from the census has them all, and they are used as they are.
+ *
  * Then, with the AG unlocked, the inode-owned records are taken owner by owner (sorted by
- * owner: each owner is read once, whatever the interleaving of the owners' extents on
- * disk).  When the owner's committed on-disk inode maps all of them (data extents of an
- * inline extent list, scrub_priv.h) nothing more is needed; otherwise the owner is taken
- * (its lock shared) and each record compared with it; for a record that does not match,
- * the inode is checked to be the committed one (not freed meanwhile) and the record looked
- * up again with the AG locked (inode lock, then AG lock: the order transactions use), and
- * reported if still there.  It must match the inode — allocated, and for a data extent, mapped by the inode's extent
+ * owner, then file offset: each owner is read once per window, its extent btree forward,
+ * whatever the interleaving of the owners' extents on disk).  When the owner's committed
+ * on-disk inode maps all of them (data extents of an inline extent list, scrub_priv.h)
+ * nothing more is needed; otherwise the owner is taken (its lock shared) and each record
+ * compared with it; for a record that does not match, the inode is checked to be the
+ * committed one (not freed meanwhile) and the record looked up again with the AG locked
+ * (inode lock, then AG lock: the order transactions use), and reported if still there.  It
+ * must match the inode — allocated, and for a data extent, mapped by the inode's extent
  * map at that file offset; for btree blocks, a block of that fork's tree (extent btree,
  * directory name btree, attribute btree); for attribute value blocks, an attribute btree.
  */
@@ -732,7 +739,8 @@ static void check_against_inode(struct mfs_scrub_ctx *ctx, uint32_t agno,
 	err = data_mapped(o, mfs_agbno_to_fsb(g, agno, start), off, n, &bad);
 	if (err > 0)
 		owner_finding(ctx, o, "AG %u rmapbt extent %u+%u owned by inode %llu at file "
-			     "block %llu: the inode maps file block %llu elsewhere", agno, start, n, (unsigned long long)ip->ino, (unsigned long long)off,
+			     "block %llu: the inode maps file block %llu elsewhere", agno, start, n,
+			     (unsigned long long)ip->ino, (unsigned long long)off,
 			     (unsigned long long)bad);
 	else if (err < 0)
 		owner_finding(ctx, o, "AG %u rmapbt extent %u+%u owned by inode %llu: its extent "
@@ -1115,7 +1123,7 @@ static int check_owners_windows(struct mfs_scrub_ctx *ctx, uint32_t aglen, uint6
 		if (!err) {
 			rsrc_init(&src, NULL, ctx->fs, ctx->agno, hbp, from);
 			while (!(err = rsrc_next(&src, &r)) && r) {
-				if (win.n >= scrub_rmap_window) {
+				if (win.n && win.n >= scrub_rmap_window) {
 					from = mfs_get32(r->startblock);
 					break;
 				}
