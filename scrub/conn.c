@@ -205,6 +205,7 @@ static int try_socket(const char *path, const char *mnt, dev_t dev, unsigned fla
 {
 	struct mfs_ctl_hello_req hq = { .flags = flags };
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	const char *env;
 	struct scrub_reply r;
 	int err;
 
@@ -251,6 +252,11 @@ static int try_socket(const char *path, const char *mnt, dev_t dev, unsigned fla
 		     info->h.version > MFS_CTL_VERSION_MIN ? (uint16_t)info->h.version :
 		     MFS_CTL_VERSION_MIN;
 	c->max_batch = c->version == 1 ? MFS_CTL_MAX_BATCH_V1 : MFS_CTL_MAX_BATCH;
+	/* For tests: MENDFS_SCRUB_MAX_BATCH=N (1 or more) sends at most N checks a round
+	 * trip, as to a daemon that took no more. */
+	env = getenv("MENDFS_SCRUB_MAX_BATCH");
+	if (env && strtoul(env, NULL, 10) >= 1 && strtoul(env, NULL, 10) < c->max_batch)
+		c->max_batch = (unsigned)strtoul(env, NULL, 10);
 	return 0;
 }
 

@@ -129,6 +129,29 @@ static uint32_t mode_now(struct scrub_run *run, struct scrub_conn *c, uint64_t i
 }
 
 /*
+ * Checks q[0..n) in round trips of at most c->max_batch checks each: the most the daemon
+ * takes at the protocol version this connection speaks (conn.c), whatever it is, so an
+ * inode's checks may go in more than one.  errs[] holds every result when it returns 0;
+ * the first round trip that fails ends it (scrub_check_batch has reported it) and its
+ * error is returned.
+ */
+static int check_split(struct scrub_run *run, struct scrub_conn *c,
+		       const struct mfs_ctl_scrub_req *q, unsigned n, int *errs)
+{
+	unsigned per = c->max_batch < MFS_CTL_MAX_BATCH ? c->max_batch : MFS_CTL_MAX_BATCH;
+
+	if (!per)
+		per = 1;
+	for (unsigned at = 0; at < n; at += per) {
+		int err = scrub_check_batch(run, c, q + at, n - at < per ? n - at : per, errs + at);
+
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/*
  * An inode listed with a damaged mode (0) had its record checked alone, and repaired unless
  * -n.  When it has a mode now (its type told again from its forks and names), the checks it
  * missed are made, and a directory goes to phase 4: so that this run, not the next, looks at
@@ -150,25 +173,26 @@ static void recheck_retyped(struct scrub_run *run, struct scrub_conn *c, uint64_
 	q[n++] = (struct mfs_ctl_scrub_req){ .type = MFS_SCRUB_XATTR, .ino = ino };
 	if (S_ISLNK(mode))
 		q[n++] = (struct mfs_ctl_scrub_req){ .type = MFS_SCRUB_SYMLINK, .ino = ino };
-	if (n <= c->max_batch && scrub_check_batch(run, c, q, n, errs) == 0 && S_ISDIR(mode) &&
-	    errs[0] != -ENOENT)
+	if (check_split(run, c, q, n, errs) == 0 && S_ISDIR(mode) && errs[0] != -ENOENT)
 		add_dir(run, ino);
 }
 
-/* Check inodes batch[0..n): their checks go to the daemon run->max_batch at a time. */
+/* Check inodes batch[0..n): their checks go to the daemon run->max_batch at a time, whole
+ * inodes (at most 4 checks each) in one round trip unless the batch is smaller than that. */
 static void check_inodes(struct scrub_run *run, struct scrub_conn *c,
 			 const struct mfs_ctl_inode *batch, uint32_t n)
 {
 	struct mfs_ctl_scrub_req q[MFS_CTL_MAX_BATCH];
 	int errs[MFS_CTL_MAX_BATCH];
 	unsigned at[MFS_CTL_MAX_BATCH];     /* batch[first + k]'s INODE check is q[at[k]] */
+	unsigned cap = run->max_batch < MFS_CTL_MAX_BATCH ? run->max_batch : MFS_CTL_MAX_BATCH;
 	uint32_t i = 0;
 
 	while (i < n && !atomic_load(&run->stop)) {
 		unsigned nq = 0, first = i;
 
-		/* Whole inodes only: at most 4 checks each. */
-		for (; i < n && nq + 4 <= run->max_batch; i++) {
+		/* Whole inodes only, at least one (check_split splits it if it must). */
+		for (; i < n && (nq + 4 <= cap || i == first); i++) {
 			mode_t mode = batch[i].mode;
 			uint64_t ino = batch[i].ino;
 
@@ -183,7 +207,7 @@ static void check_inodes(struct scrub_run *run, struct scrub_conn *c,
 				q[nq++] = (struct mfs_ctl_scrub_req){ .type = MFS_SCRUB_SYMLINK,
 								      .ino = ino };
 		}
-		if (scrub_check_batch(run, c, q, nq, errs) != 0)
+		if (check_split(run, c, q, nq, errs) != 0)
 			return;
 		/* Directories go to phase 4 unless freed meanwhile. */
 		for (uint32_t b = first; b < i; b++)
