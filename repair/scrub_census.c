@@ -50,6 +50,10 @@ struct census_part {
 	uint32_t *startino;             /* sorted agino of each chunk */
 	uint64_t *freemask;
 	struct scrub_census_ino *ino;   /* 64 per chunk */
+	/* Where each chunk is, by agino / 64 - slot_base: its index + 1, 0 for none; NULL when
+	 * the chunks lie too sparsely for it (then a binary search of startino). */
+	uint32_t *slot;
+	uint32_t slot_base, nslots;
 	size_t bytes;
 	struct census_part *retired;    /* next on the retired list */
 };
@@ -120,6 +124,7 @@ static void part_free(struct census_part *p)
 	free(p->startino);
 	free(p->freemask);
 	free(p->ino);
+	free(p->slot);
 	free(p);
 }
 
@@ -238,15 +243,26 @@ static int census_dinode_fn(void *priv, uint64_t ino, const struct mfs_dinode *d
 	struct scrub_census_ino *ci = &b->ino[(size_t)(b->n - 1) * MFS_INODES_PER_CHUNK +
 					      (ino & (MFS_INODES_PER_CHUNK - 1))];
 
+	const struct mfs_geom *g = &b->ctx->fs->geo;
+	int verifies;
+
 	ci->mode = mfs_get16(d->mode);
 	ci->nlink = mfs_get32(d->nlink);
-	ci->flags = isfree ? SCRUB_CI_FREE : 0;
+	ci->flags = SCRUB_CI_SEEN | (isfree ? SCRUB_CI_FREE : 0);
 	if (scrub_dinode_usable(b->ctx, ino, d)) {
+		verifies = 1;
 		ci->flags |= SCRUB_CI_USABLE;
 		if (!isfree && ci->nlink && scrub_dinode_core_clean(b->ctx, ino, d))
 			ci->flags |= SCRUB_CI_CLEAN;
 		census_forks(b->ctx, ino, d, ci);
+	} else {
+		/* The AG is locked: the slot is this inode's committed copy, so a failure is
+		 * damage, which the INOBT checker reports (it looks again at such a chunk). */
+		verifies = !mfs_dinode_verify(d, g->inodesize, ino, g->uuid);
 	}
+	/* The INOBT checker's verdict: verifies, and in use exactly when not free. */
+	if (verifies && isfree != mfs_dinode_in_use(d))
+		ci->flags |= SCRUB_CI_IOK;
 	return 0;
 }
 
@@ -306,7 +322,31 @@ static int census_chunk_fn(struct mfs_btree_cur *cur, const void *rec, void *pri
 	return err;
 }
 
-int scrub_census_take(struct mfs_scrub_ctx *ctx, uint32_t agno)
+/* Part p's slot index, when its chunks lie densely enough (a shortcut: without memory for
+ * it, lookups search). */
+static void part_index(struct census_part *p)
+{
+	uint32_t base, span;
+
+	if (!p->nchunks)
+		return;
+	base = p->startino[0] / MFS_INODES_PER_CHUNK;
+	span = p->startino[p->nchunks - 1] / MFS_INODES_PER_CHUNK - base + 1;
+	if (span > 2 * p->nchunks + 1024)
+		return;
+	p->slot = mfs_calloc(span, sizeof(*p->slot));
+	if (!p->slot)
+		return;
+	p->slot_base = base;
+	p->nslots = span;
+	for (uint32_t i = 0; i < p->nchunks; i++)
+		p->slot[p->startino[i] / MFS_INODES_PER_CHUNK - base] = i + 1;
+	p->bytes += (size_t)span * sizeof(*p->slot);
+}
+
+/* scrub_census_take, and the change count the AG's part is of into *seq (with the AG still
+ * locked, it is the AG's committed state now, whatever the count has become). */
+int scrub_census_take_at(struct mfs_scrub_ctx *ctx, uint32_t agno, uint64_t *seqp)
 {
 	struct mfs_scrub_census *c = ctx->census;
 	struct mfs_fs *fs = ctx->fs;
@@ -322,6 +362,7 @@ int scrub_census_take(struct mfs_scrub_ctx *ctx, uint32_t agno)
 	if (!c || agno >= c->agcount)
 		return -EINVAL;
 	now = part_of(c, agno);
+	*seqp = seq;
 	if (now && now->seq == seq)
 		return 0;               /* still current: nothing to take again */
 	if (__atomic_load_n(&c->retired_bytes, __ATOMIC_RELAXED) > CENSUS_RETIRED_MAX)
@@ -358,6 +399,7 @@ int scrub_census_take(struct mfs_scrub_ctx *ctx, uint32_t agno)
 		np->ino = b.ino;
 		np->bytes = (size_t)b.cap * (sizeof(uint32_t) + sizeof(uint64_t) +
 					     MFS_INODES_PER_CHUNK * sizeof(struct scrub_census_ino));
+		part_index(np);
 		pthread_mutex_lock(&c->part_lock);
 		old = c->ag[agno].part;
 		__atomic_store_n(&c->ag[agno].part, np, __ATOMIC_RELEASE);
@@ -379,21 +421,35 @@ int scrub_census_take(struct mfs_scrub_ctx *ctx, uint32_t agno)
 	return -EAGAIN;
 }
 
-static int cmp_u32(const void *a, const void *b)
+int scrub_census_take(struct mfs_scrub_ctx *ctx, uint32_t agno)
 {
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	uint64_t seq;
 
-	return x < y ? -1 : x > y;
+	return scrub_census_take_at(ctx, agno, &seq);
 }
 
 /* Index of the chunk of part cp holding agino, or -1. */
 static long chunk_of(const struct census_part *cp, uint32_t agino)
 {
 	uint32_t first = agino & ~(MFS_INODES_PER_CHUNK - 1);
-	const uint32_t *p = cp->nchunks ? bsearch(&first, cp->startino, cp->nchunks,
-						  sizeof(first), cmp_u32) : NULL;
+	size_t lo = 0, hi = cp->nchunks;
 
-	return p ? (long)(p - cp->startino) : -1;
+	if (cp->slot) {
+		uint32_t k = agino / MFS_INODES_PER_CHUNK;
+
+		if (k < cp->slot_base || k - cp->slot_base >= cp->nslots)
+			return -1;
+		return (long)cp->slot[k - cp->slot_base] - 1;
+	}
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (cp->startino[mid] < first)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < cp->nchunks && cp->startino[lo] == first ? (long)lo : -1;
 }
 
 int scrub_census_get(struct mfs_scrub_ctx *ctx, uint64_t ino, struct scrub_census_ino *out)
@@ -447,8 +503,28 @@ int scrub_census_chunk(struct mfs_scrub_ctx *ctx, uint64_t ino, struct scrub_cen
 		return 0;
 	out->first = ino & ~(uint64_t)(MFS_INODES_PER_CHUNK - 1);
 	out->seq = seq;
-	memcpy(out->ino, &cp->ino[(size_t)i * MFS_INODES_PER_CHUNK], sizeof(out->ino));
+	out->ino = &cp->ino[(size_t)i * MFS_INODES_PER_CHUNK];
 	return 1;
+}
+
+const struct scrub_census_ino *scrub_census_chunk_at(struct mfs_scrub_ctx *ctx, uint32_t agno,
+						     uint32_t startino, uint64_t seq,
+						     uint64_t *freemask)
+{
+	struct mfs_scrub_census *c = ctx->census;
+	const struct census_part *cp;
+	long i;
+
+	if (!c || agno >= c->agcount || startino % MFS_INODES_PER_CHUNK)
+		return NULL;
+	cp = part_of(c, agno);
+	if (!cp || cp->seq != seq)
+		return NULL;
+	i = chunk_of(cp, startino);
+	if (i < 0)
+		return NULL;
+	*freemask = cp->freemask[i];
+	return &cp->ino[(size_t)i * MFS_INODES_PER_CHUNK];
 }
 
 void scrub_census_mark(struct mfs_scrub_ctx *ctx, const uint64_t *inos, size_t n, uint64_t seq,

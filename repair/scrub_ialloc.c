@@ -9,6 +9,10 @@
  * links or fork content) exactly when its bit in the free mask says so (the inode cluster buffers are read under the AG lock, which every
  * transaction logging an inode holds: committed state); the tree's own blocks are owned by
  * "inobt" in the reverse map.
+ *
+ * The inodes are read by the census's sweep of the AG's chunks (scrub_census.c), taken here
+ * with the AG locked, whose verdicts stand for this look; a chunk where the census saw
+ * anything wrong is walked again here, which words the findings.
  */
 #include "bcache.h"
 #include "byteorder.h"
@@ -42,13 +46,43 @@ static int chunk_inode_fn(void *priv, uint64_t ino, const struct mfs_dinode *d, 
 	return 0;
 }
 
-/* Every inode of the chunk verifies and is free exactly when the mask says so. */
-static void check_chunk_inodes(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa,
-			       const char *wb, const struct mfs_inobt_rec *c)
+/*
+ * The census's verdicts on chunk c, when its part of the AG is of change count seq (taken
+ * with the AG locked since: the committed state the walk below would read) and saw the
+ * chunk with the same free mask: 1 when every inode the walk would look at passes there
+ * (SCRUB_CI_IOK), else 0 and the walk decides (and words the findings).
+ */
+static int census_chunk_clean(struct mfs_scrub_ctx *ctx, uint32_t agno, uint64_t seq,
+			      const struct mfs_inobt_rec *c)
 {
-	struct chunk_check cc = { ctx, sa, wb };
+	uint64_t mask;
+	const struct scrub_census_ino *ci = scrub_census_chunk_at(ctx, agno,
+								  mfs_get32(c->startino), seq,
+								  &mask);
+
+	if (!ci || mask != mfs_get64(c->freemask))
+		return 0;
+	for (unsigned k = 0; k < MFS_INODES_PER_CHUNK; k++)
+		if ((ci[k].flags & (SCRUB_CI_SEEN | SCRUB_CI_IOK)) == SCRUB_CI_SEEN)
+			return 0;
+	return 1;
+}
+
+/* Every inode of the chunk verifies and is free exactly when the mask says so (have_seq:
+ * the census's part of this AG is of count seq, see census_chunk_clean). */
+static void check_chunk_inodes(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa,
+			       size_t i, const struct mfs_inobt_rec *c, int have_seq,
+			       uint64_t seq)
+{
+	struct chunk_check cc = { ctx, sa, NULL };
 	uint64_t fsb = 0;
-	int err = scrub_chunk_walk(ctx, sa->agno, c, chunk_inode_fn, &cc, &fsb);
+	char wb[48];
+	int err;
+
+	if (have_seq && census_chunk_clean(ctx, sa->agno, seq, c))
+		return;
+	cc.wb = scrub_rec_where(sa, MFS_BT_INO, i, wb, sizeof(wb));
+	err = scrub_chunk_walk(ctx, sa->agno, c, chunk_inode_fn, &cc, &fsb);
 
 	if (err)
 		scrub_report(ctx, MFS_SCRUB_OFLAG_INCOMPLETE, "AG %u inobt %s: inode block %llu "
@@ -64,8 +98,9 @@ int scrub_inobt(struct mfs_scrub_ctx *ctx)
 	const uint32_t C = MFS_SCRUB_OFLAG_CORRUPT, X = MFS_SCRUB_OFLAG_XCORRUPT;
 	struct scrub_ag sa;
 	const struct scrub_recs *ir;
+	uint64_t seq = 0;
 	char ob[32];
-	int err;
+	int err, have_seq = 0;
 
 	scrub_ag_lock(ctx->fs, ctx->agno);
 	err = scrub_ag_scan(ctx, ctx->agno, SCRUB_WANT_INO | SCRUB_WANT_BNO | SCRUB_WANT_RMAP,
@@ -84,6 +119,10 @@ int scrub_inobt(struct mfs_scrub_ctx *ctx)
 			     scrub_errstr(sa.tree_err[MFS_BT_INO]));
 		goto out;
 	}
+	/* One sweep of the chunks serves this check and the later ones (the census, which the
+	 * reverse-map check then finds current unless something committed meanwhile). */
+	if (ctx->census && scrub_census_take_at(ctx, ctx->agno, &seq) == 0)
+		have_seq = 1;
 	ir = &sa.recs[MFS_BT_INO];
 	for (size_t i = 0; i < ir->n; i++) {
 		const struct mfs_inobt_rec *c = scrub_rec(ir, i);
@@ -122,7 +161,7 @@ int scrub_inobt(struct mfs_scrub_ctx *ctx)
 					     r ? scrub_owner_name(mfs_get64(r->owner), ob, sizeof(ob))
 					       : "nobody");
 		}
-		check_chunk_inodes(ctx, &sa, WHERE, c);
+		check_chunk_inodes(ctx, &sa, i, c, have_seq, seq);
 	}
 	/* The tree's own blocks. */
 	for (size_t i = 0; (sa.have & SCRUB_WANT_RMAP) && i < sa.blocks[MFS_BT_INO].n; i++) {

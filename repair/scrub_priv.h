@@ -354,9 +354,23 @@ struct scrub_census_ino {
 				       block's AG found nothing, the block among its records
 				       as exactly the directory's one btree block: the
 				       directory's own cross-reference of it is done */
+#define SCRUB_CI_SEEN    0x400u     /* the sweep looked at it (a number mfs_ino_check
+				       refuses is left out, by the INOBT checker too) */
+#define SCRUB_CI_IOK     0x800u     /* the INOBT checker's look finds nothing: the copy
+				       verifies, and is in use (mfs_dinode_in_use) exactly
+				       when the free mask says it is not free */
 /* Take AG agno's part (ctx->census), the AG locked by the caller: 0 (also when it is
- * current already), -EAGAIN when the AG's inode btree or chunks will not do, -ENOMEM. */
+ * current already), -EAGAIN when the AG's inode btree or chunks will not do, -ENOMEM.
+ * scrub_census_take_at also gives the change count the part is of (*seq): while the AG
+ * stays locked, the part is the AG's committed state, whatever the count becomes. */
 int scrub_census_take(struct mfs_scrub_ctx *ctx, uint32_t agno);
+int scrub_census_take_at(struct mfs_scrub_ctx *ctx, uint32_t agno, uint64_t *seq);
+/* The 64 records of the chunk starting at agino startino of AG agno in the part taken at
+ * count seq, with the free mask the part saw for it; NULL when there is none.  The records
+ * stay readable until the census is dropped. */
+const struct scrub_census_ino *scrub_census_chunk_at(struct mfs_scrub_ctx *ctx, uint32_t agno,
+						     uint32_t startino, uint64_t seq,
+						     uint64_t *freemask);
 /* 1 with *out = the current record of ino; 0 when the census has none current.
  * scrub_census_get_at: the record as of change count seq (the census's part of the AG of
  * ino was taken at seq, whatever the count is now), else 0: a copy of the inode also taken
@@ -364,12 +378,13 @@ int scrub_census_take(struct mfs_scrub_ctx *ctx, uint32_t agno);
 int scrub_census_get(struct mfs_scrub_ctx *ctx, uint64_t ino, struct scrub_census_ino *out);
 int scrub_census_get_at(struct mfs_scrub_ctx *ctx, uint64_t ino, uint64_t seq,
 			struct scrub_census_ino *out);
-/* A copy of the current records of the chunk holding ino (for walks that ask about many
- * inodes of a few chunks: a directory's children): 1, or 0 when the census has none
- * current.  The copy stands while the change count is still out->seq. */
+/* The current records of the chunk holding ino (for walks that ask about many inodes of a
+ * few chunks: a directory's children): 1, or 0 when the census has none current.  They
+ * stand while the change count is still out->seq (out->ino points into the census, which
+ * keeps every part it took until it is dropped). */
 struct scrub_census_chunk {
 	uint64_t first, seq;
-	struct scrub_census_ino ino[MFS_INODES_PER_CHUNK];
+	const struct scrub_census_ino *ino;     /* MFS_INODES_PER_CHUNK records */
 };
 int scrub_census_chunk(struct mfs_scrub_ctx *ctx, uint64_t ino, struct scrub_census_chunk *out);
 /* fn for each inode of AG agno's chunks from inode `from` on, in number order, from a

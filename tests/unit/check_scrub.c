@@ -738,6 +738,51 @@ START_TEST(test_inode)
 }
 END_TEST
 
+/*
+ * The INOBT check's look at each inode of a chunk (taken from the census's sweep when there
+ * is one): a free slot that fails its verifier, and one the free mask calls free that is
+ * in use.
+ */
+START_TEST(test_inobt_inodes)
+{
+	struct img m;
+	struct mfs_fs *fs;
+	struct mfs_buf *bp;
+	struct mfs_dinode *d;
+	const struct mfs_inobt_rec *r;
+	uint64_t mask, ino, ino2;
+	uint32_t start;
+	char what[96];
+
+	img_make(&m);
+	fs = m.t.fs;
+	r = leaf_rec(blk_get(fs, first_leaf(fs, 0, MFS_BT_INO), &bp), sizeof(*r), 0);
+	mask = mfs_get64(r->freemask);
+	start = mfs_get32(r->startino);
+	mfs_buf_put(bp);
+	CK_TRUE(__builtin_popcountll(mask) >= 2);
+	ino = mfs_agino_to_ino(&fs->geo, 0, start + (uint32_t)__builtin_ctzll(mask));
+	mask &= mask - 1;
+	ino2 = mfs_agino_to_ino(&fs->geo, 0, start + (uint32_t)__builtin_ctzll(mask));
+	/* A free slot whose checksum no longer matches (not resealed). */
+	d = dino_get(fs, ino, &bp);
+	mfs_put32(d->generation, mfs_get32(d->generation) ^ 0x5a5a);
+	mfs_buf_mark_dirty(bp);
+	mfs_buf_put(bp);
+	mfs_inode_invalidate(fs, ino);
+	snprintf(what, sizeof(what), "inode %llu fails its verifier", (unsigned long long)ino);
+	assert_found(fs, MFS_SCRUB_INOBT, 0, 0, what);
+	/* A slot free in the mask with a link count. */
+	d = dino_get(fs, ino2, &bp);
+	mfs_put32(d->nlink, 1);
+	dino_put(fs, bp, d);
+	snprintf(what, sizeof(what), "inode %llu is free in the free mask, but in use",
+		 (unsigned long long)ino2);
+	assert_found(fs, MFS_SCRUB_INOBT, 0, 0, what);
+	img_destroy(&m);
+}
+END_TEST
+
 START_TEST(test_bmap)
 {
 	struct img m;
@@ -1751,6 +1796,7 @@ static Suite *scrub_suite(void)
 	tcase_add_test(tc, test_bnobt);
 	tcase_add_test(tc, test_cntbt);
 	tcase_add_test(tc, test_inobt);
+	tcase_add_test(tc, test_inobt_inodes);
 	tcase_add_test(tc, test_rmapbt);
 	tcase_add_test(tc, test_inode);
 	tcase_add_test(tc, test_bmap);
