@@ -94,6 +94,24 @@ int scrub_recs_add(struct scrub_recs *r, const void *rec)
 	return 0;
 }
 
+/* Room for n more records; 0 or -ENOMEM. */
+static int recs_room(struct scrub_recs *r, size_t n)
+{
+	size_t nc = r->cap ? r->cap : 64;
+	uint8_t *nv;
+
+	if (r->n + n <= r->cap)
+		return 0;
+	while (nc < r->n + n)
+		nc *= 2;
+	nv = mfs_realloc(r->v, nc * r->len);
+	if (!nv)
+		return -ENOMEM;
+	r->v = nv;
+	r->cap = nc;
+	return 0;
+}
+
 void scrub_recs_free(struct scrub_recs *r)
 {
 	free(r->v);
@@ -273,27 +291,50 @@ void scrub_ag_unlock(struct mfs_fs *fs, uint32_t agno)
 	pthread_mutex_unlock(&fs->ag[agno].lock);
 }
 
+/* What one walk of a tree collects: its blocks, and (unless NULL) its records and where
+ * each lies. */
 struct collect {
-	struct scrub_recs *recs, *where;
+	struct scrub_recs *blocks, *recs, *where;
 };
 
-static int collect_rec(struct mfs_btree_cur *cur, const void *rec, void *priv)
+/*
+ * The walk's visit of one block (the cursor holds it at `level`): its number, and for a
+ * leaf its records, in order (the walk goes depth first, children in order: leaves left to
+ * right).  The tree passed mfs_btree_verify under the same hold of the AG lock; the record
+ * count is checked against the block all the same.
+ */
+static int collect_blk(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, void *priv)
 {
 	struct collect *c = priv;
-	struct scrub_recloc loc = { 0, 0 };
+	uint32_t agbno = mfs_fsb_to_agbno(&cur->fs->geo, fsb);
+	const struct mfs_btree_block *bb;
+	const uint8_t *rec;
+	size_t reclen = cur->ops->rec_len;
+	unsigned n;
 	int err;
 
-	if (!c->recs)
-		return 0;               /* SCRUB_NO_RECS */
-	err = scrub_recs_add(c->recs, rec);
-	if (err || !c->where)
-		return err;             /* or SCRUB_NO_WHERE */
-	/* The leaf under the cursor during a range query is the record's block. */
-	if (cur->path[0].bp) {
-		loc.agbno = mfs_fsb_to_agbno(&cur->fs->geo, cur->path[0].bp->blkno);
-		loc.idx = (uint32_t)cur->path[0].idx;
+	err = scrub_recs_add(c->blocks, &agbno);
+	if (err || level || !c->recs)
+		return err;             /* or SCRUB_NO_RECS */
+	bb = cur->path[0].bp->data;
+	n = mfs_get16(bb->numrecs);
+	if (sizeof(*bb) + (size_t)n * reclen > cur->fs->geo.blocksize)
+		return MFS_CORRUPT("AG %u %s block %u: %u records do not fit", cur->agno,
+				   cur->ops->name, agbno, n);
+	rec = (const uint8_t *)bb + sizeof(*bb);
+	if (recs_room(c->recs, n) || (c->where && recs_room(c->where, n)))
+		return -ENOMEM;
+	memcpy(c->recs->v + c->recs->n * reclen, rec, (size_t)n * reclen);
+	c->recs->n += n;
+	if (c->where) {                 /* else SCRUB_NO_WHERE */
+		struct scrub_recloc *loc = (struct scrub_recloc *)(void *)c->where->v +
+					   c->where->n;
+
+		for (unsigned i = 0; i < n; i++)
+			loc[i] = (struct scrub_recloc){ agbno, i };
+		c->where->n += n;
 	}
-	return scrub_recs_add(c->where, &loc);
+	return 0;
 }
 
 const char *scrub_rec_where(const struct scrub_ag *sa, int t, size_t i, char *buf, size_t len)
@@ -330,13 +371,6 @@ const char *scrub_rec_where(const struct scrub_ag *sa, int t, size_t i, char *bu
 	return buf;
 }
 
-static int collect_blk(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, void *priv)
-{
-	uint32_t agbno = mfs_fsb_to_agbno(&cur->fs->geo, fsb);
-
-	return scrub_recs_add(priv, &agbno);
-}
-
 static const size_t tree_reclen[MFS_AG_NTREES] = {
 	sizeof(struct mfs_alloc_rec), sizeof(struct mfs_alloc_rec),
 	sizeof(struct mfs_inobt_rec), sizeof(struct mfs_rmap_rec),
@@ -370,6 +404,7 @@ static int ag_scan_fresh(struct mfs_scrub_ctx *ctx, uint32_t agno, unsigned want
 	sa->agh = sa->agh_bp->data;
 	for (int t = 0; t < MFS_AG_NTREES; t++) {
 		struct collect c = {
+			&sa->blocks[t],
 			want & SCRUB_NO_RECS(t) ? NULL : &sa->recs[t],
 			want & (SCRUB_NO_RECS(t) | SCRUB_NO_WHERE(t)) ? NULL : &sa->where[t],
 		};
@@ -381,11 +416,11 @@ static int ag_scan_fresh(struct mfs_scrub_ctx *ctx, uint32_t agno, unsigned want
 		if (err)
 			return err;
 		mfs_ag_cur_init(&cur, fs, NULL, agno, (enum mfs_ag_tree)t, sa->agh_bp);
+		/* The structure first; then one walk of its (now cached) blocks collects them
+		 * and the leaves' records. */
 		err = mfs_btree_verify(&cur, NULL, NULL);
 		if (!err)
-			err = mfs_btree_visit_blocks(&cur, collect_blk, &sa->blocks[t]);
-		if (!err)
-			err = mfs_btree_query_range(&cur, NULL, NULL, collect_rec, &c);
+			err = mfs_btree_visit_blocks(&cur, collect_blk, &c);
 		mfs_btree_cur_release(&cur);
 		if (err == -ENOMEM)
 			return err;

@@ -21,7 +21,9 @@
  * would report is absent: each by-length extent is a by-block one (so in that tree, sane,
  * owned by nobody, overlapping no other).  The proof only ever concludes "clean"; anything
  * else (damage, a finding, an error) sends the checker to the full check, which alone
- * reports, so the findings are the same as without the proof.
+ * reports, so the findings are the same as without the proof.  When the census keeps the
+ * AG's walk at the current change count (its first checker made it, scrub_ag_scan's
+ * SCRUB_SHARE), the records are held already: the full check runs on them, with no walk.
  */
 #include "ag.h"
 #include "bcache.h"
@@ -193,16 +195,22 @@ static int alloc_begin(struct mfs_scrub_ctx *ctx, int t, struct scrub_ag *sa, in
 {
 	scrub_ag_lock(ctx->fs, ctx->agno);
 	memset(sa, 0, sizeof(*sa));
-	*err = alloc_quick(ctx);
-	if (*err) {                     /* proven clean, or an operational error */
-		if (*err > 0)
-			*err = 0;
-		return 0;
+	*err = 0;
+	/* The AG's walk kept by the census at the current change count (the AG's first
+	 * checker made it) is the trees as they are, already walked and collected: the full
+	 * check on it reads nothing, where the proof would walk the three trees again. */
+	if (!ctx->census || scrub_census_scan_get(ctx, ctx->agno, sa) != 0) {
+		*err = alloc_quick(ctx);
+		if (*err) {             /* proven clean, or an operational error */
+			if (*err > 0)
+				*err = 0;
+			return 0;
+		}
+		*err = scrub_ag_scan(ctx, ctx->agno, SCRUB_WANT_BNO | SCRUB_WANT_CNT |
+				     SCRUB_WANT_RMAP, sa);
+		if (*err)
+			return 0;
 	}
-	*err = scrub_ag_scan(ctx, ctx->agno, SCRUB_WANT_BNO | SCRUB_WANT_CNT | SCRUB_WANT_RMAP,
-			     sa);
-	if (*err)
-		return 0;
 	if (!sa->agh) {
 		scrub_report(ctx, MFS_SCRUB_OFLAG_INCOMPLETE, "AG %u %s: not checked, the AG "
 			     "header is unreadable", ctx->agno, scrub_tree_names[t]);

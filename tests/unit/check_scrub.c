@@ -106,10 +106,11 @@ static void ignore(void *arg, uint32_t flag, const char *msg)
 }
 
 /*
- * A census of the filesystem as it is now, as phases 3 and 4 of a scrub leave it in the
- * daemon: every AG taken by its inode listing (which then comes from it), and each
- * directory's entries put in it by a DIR check (findings ignored); NULL when there is no
- * memory for it (allocation faults).
+ * A census of the filesystem as it is now, as phases 2 to 4 of a scrub leave it in the
+ * daemon: each AG's trees walked once and kept (an AGH check, SCRUB_SHARE), every AG taken
+ * by its inode listing (which then comes from it), and each directory's entries put in it
+ * by a DIR check (findings ignored); NULL when there is no memory for it (allocation
+ * faults).
  */
 static struct mfs_scrub_census *census_now(struct mfs_fs *fs)
 {
@@ -128,6 +129,9 @@ static struct mfs_scrub_census *census_now(struct mfs_fs *fs)
 		uint32_t n;
 		int end = 0;
 
+		ctx.type = MFS_SCRUB_AGH;
+		ctx.agno = agno;
+		(void)mfs_scrub(&ctx);
 		while (!end && mfs_scrub_list_inodes(&ctx, agno, cursor, out, 64, &n, &next,
 						     &end) == 0) {
 			for (uint32_t i = 0; i < n; i++) {
