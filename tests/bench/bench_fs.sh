@@ -372,10 +372,23 @@ echo "bench_fs: images on $where; $RUNS run(s) per figure; quick=$QUICK; columns
 echo "bench_fs: files ${SEQ_MB} MiB, $NFILES files (many dirs: $NDIRS), tree $TREE_FILES files" \
 	"in $TREE_DIRS dirs, ${RT} s timed runs; $(nproc) CPUs"
 skipped tree || { make_tree >"$work/tree.info" || exit 1; trap 'rm -f "$tarball"; cleanup' EXIT; }
-for col in $cols; do
-	for r in $(seq $RUNS); do
+# The columns take turns within each run, in an order rotated from run to run: the
+# machine's load and the host's state drift over minutes (cold reads swing by +-50%), so
+# running one column's runs back to back and then the next's skewed the ratios by whatever
+# the machine did in between.  A column that fails is left out of the later runs.
+# rotate K WORDS...: the words, starting from the K-th (0-based), wrapping around
+rotate() {
+	local k=$1 i
+	shift
+	local w=("$@")
+	for ((i = 0; i < ${#w[@]}; i++)); do printf '%s ' "${w[(i + k) % ${#w[@]}]}"; done
+}
+failed=""
+for r in $(seq $RUNS); do
+	for col in $(rotate $((r - 1)) $cols); do
+		case " $failed " in *" $col "*) continue ;; esac
 		printf '  %-8s run %d/%d:' "$col" "$r" "$RUNS"
-		mount_col $col || { echo " mount failed"; umount_col; continue 2; }
+		mount_col $col || { echo " mount failed"; umount_col; failed="$failed $col"; continue; }
 		ok=1
 		skipped seq || { printf ' seq'; { run_seq $col 1 && run_seq $col 4; } || ok=0; }
 		skipped rand || [ $ok = 0 ] || { printf ' rand'; run_rand $col || ok=0; }
@@ -383,10 +396,10 @@ for col in $cols; do
 		skipped tree || [ $ok = 0 ] || { printf ' tree'; run_tree $col || ok=0; }
 		umount_col
 		echo
-		[ $ok = 1 ] || { echo "  $col: a workload failed; column incomplete"; break; }
+		[ $ok = 1 ] || { echo "  $col: a workload failed; column incomplete"; failed="$failed $col"; }
 	done
-	skipped mount || run_mount_time $col
 done
+skipped mount || for col in $cols; do run_mount_time $col; done
 
 # ---- the table ---------------------------------------------------------------------------
 # median FILE FIELD: the median of a column of the result file ("-" if none)
