@@ -428,12 +428,28 @@ int scrub_census_take(struct mfs_scrub_ctx *ctx, uint32_t agno)
 	return scrub_census_take_at(ctx, agno, &seq);
 }
 
+/* The chunk this thread found last, and in which part: lookups mostly come in inode order
+ * (the next inode lies in the same chunk or the next one).  Parts are never freed while a
+ * check can use them, and the finger is only compared against, so a stale one costs a
+ * search, nothing else. */
+static __thread struct {
+	const struct census_part *cp;
+	size_t idx;
+} finger;
+
 /* Index of the chunk of part cp holding agino, or -1. */
 static long chunk_of(const struct census_part *cp, uint32_t agino)
 {
 	uint32_t first = agino & ~(MFS_INODES_PER_CHUNK - 1);
 	size_t lo = 0, hi = cp->nchunks;
 
+	if (finger.cp == cp) {
+		for (size_t i = finger.idx; i < finger.idx + 2 && i < cp->nchunks; i++)
+			if (cp->startino[i] == first) {
+				finger.idx = i;
+				return (long)i;
+			}
+	}
 	if (cp->slot) {
 		uint32_t k = agino / MFS_INODES_PER_CHUNK;
 
@@ -449,7 +465,11 @@ static long chunk_of(const struct census_part *cp, uint32_t agino)
 		else
 			hi = mid;
 	}
-	return lo < cp->nchunks && cp->startino[lo] == first ? (long)lo : -1;
+	if (lo == cp->nchunks || cp->startino[lo] != first)
+		return -1;
+	finger.cp = cp;
+	finger.idx = lo;
+	return (long)lo;
 }
 
 int scrub_census_get(struct mfs_scrub_ctx *ctx, uint64_t ino, struct scrub_census_ino *out)

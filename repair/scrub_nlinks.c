@@ -45,11 +45,19 @@ struct nl_edge {
 	uint64_t cidx;              /* the child's index in inodes (counting sets it; ~0: free) */
 };
 
+/* A parent's edges: edges[first] on, while their parent is this one. */
+struct nl_run {
+	uint64_t parent;
+	size_t first;
+};
+
 struct nl_state {
 	struct mfs_scrub_ctx *ctx;
 	struct scrub_recs inodes;   /* struct nl_inode, sorted by ino */
 	struct scrub_recs edges;    /* struct nl_edge, sorted by parent */
 	struct scrub_recs groups;   /* struct nl_group: the index of inodes (nl_find) */
+	size_t finger[2];           /* groups nl_find found last (a directory's children lie
+				       in one or two groups: they are looked up in turn) */
 	uint64_t cur_dir;
 };
 
@@ -108,15 +116,27 @@ static struct nl_inode *nl_find(struct nl_state *st, uint64_t ino)
 	uint64_t key = ino / 64, bit = 1ull << (ino % 64);
 	struct nl_inode *n;
 
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
+	if (st->finger[0] < hi && g[st->finger[0]].key == key) {
+		lo = st->finger[0];
+	} else if (st->finger[1] < hi && g[st->finger[1]].key == key) {
+		lo = st->finger[1];
+	} else {
+		while (lo < hi) {
+			size_t mid = lo + (hi - lo) / 2;
 
-		if (g[mid].key < key)
-			lo = mid + 1;
-		else
-			hi = mid;
+			if (g[mid].key < key)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo == st->groups.n || g[lo].key != key)
+			return NULL;
 	}
-	if (lo == st->groups.n || g[lo].key != key || !(g[lo].present & bit))
+	if (st->finger[0] != lo) {
+		st->finger[1] = st->finger[0];
+		st->finger[0] = lo;
+	}
+	if (!(g[lo].present & bit))
 		return NULL;
 	n = (struct nl_inode *)(void *)st->inodes.v +
 	    g[lo].first + (size_t)__builtin_popcountll(g[lo].present & (bit - 1));
@@ -262,10 +282,11 @@ static int count_and_walk(struct nl_state *st)
 {
 	struct mfs_scrub_ctx *ctx = st->ctx;
 	uint64_t root = ctx->fs->geo.rootino;
-	struct scrub_recs queue;
+	struct scrub_recs queue, runs;
 	struct nl_inode *ni, *p = NULL;
 	int err;
 
+	scrub_recs_init(&runs, sizeof(struct nl_run));
 	err = nl_index(st);
 	if (err)
 		return err;
@@ -293,6 +314,19 @@ static int count_and_walk(struct nl_state *st)
 			qsort(st->edges.v, st->edges.n, sizeof(struct nl_edge), cmp_edge);
 			break;
 		}
+	/* Where each parent's edges start (a binary search of these few instead of every
+	 * edge, for each directory the walk takes). */
+	for (size_t i = 0; i < st->edges.n && !err; i++) {
+		const struct nl_edge *e = scrub_rec(&st->edges, i);
+		struct nl_run run = { e->parent, i };
+
+		if (!i || ((const struct nl_edge *)scrub_rec(&st->edges, i - 1))->parent != e->parent)
+			err = scrub_recs_add(&runs, &run);
+	}
+	if (err) {
+		scrub_recs_free(&runs);
+		return err;
+	}
 	/* Breadth first from the root, over directories. */
 	scrub_recs_init(&queue, sizeof(uint64_t));
 	ni = nl_find(st, root);
@@ -305,17 +339,20 @@ static int count_and_walk(struct nl_state *st)
 	}
 	for (size_t q = 0; q < queue.n && !err; q++) {
 		uint64_t dir = *(const uint64_t *)scrub_rec(&queue, q);
-		size_t lo = 0, hi = st->edges.n;
+		size_t lo = 0, hi = runs.n;
 
-		while (lo < hi) {       /* first edge of this parent (sorted by parent) */
+		while (lo < hi) {       /* this parent's run of edges (sorted by parent) */
 			size_t mid = lo + (hi - lo) / 2;
 
-			if (((const struct nl_edge *)scrub_rec(&st->edges, mid))->parent < dir)
+			if (((const struct nl_run *)scrub_rec(&runs, mid))->parent < dir)
 				lo = mid + 1;
 			else
 				hi = mid;
 		}
-		for (; lo < st->edges.n && !err; lo++) {
+		if (lo == runs.n || ((const struct nl_run *)scrub_rec(&runs, lo))->parent != dir)
+			continue;       /* no entries */
+		for (lo = ((const struct nl_run *)scrub_rec(&runs, lo))->first;
+		     lo < st->edges.n && !err; lo++) {
 			const struct nl_edge *e = scrub_rec(&st->edges, lo);
 			struct nl_inode *c;
 
@@ -332,6 +369,7 @@ static int count_and_walk(struct nl_state *st)
 		}
 	}
 	scrub_recs_free(&queue);
+	scrub_recs_free(&runs);
 	if (err)
 		return err;
 	for (size_t i = 0; i < st->inodes.n; i++) {
