@@ -20,14 +20,16 @@
  * (the daemon's -o cache_size, default its own), BENCH_DIR (the images, default /var/tmp),
  * BENCH_TREE_DIR (the ext4 side's tree, default /dev/shm), BENCH_SCRUB_PERF (a file name
  * prefix: `perf record -g -a` runs during each scrub, writing PREFIX.<files>.data; the
- * daemon's pid is printed for `perf report --pid`), BENCH_SCRUB_NO_EXT4=1 (the mendfs side only).  The programs are found in ../bin beside this one
- * (build/bench -> build/bin).
+ * daemon's pid is printed for `perf report --pid`), BENCH_SCRUB_NO_EXT4=1 (the mendfs side
+ * only).  The programs are found in ../bin beside this one (build/bench -> build/bin).
  *
  * Comparing two builds on a loaded machine: BENCH_SCRUB_IMAGES=dir keeps the populated
  * images there (mendfs.<files>.img, ext4.<files>.img) and reuses them on the next run;
  * BENCH_SCRUB_ALT=bindir (another build's bin directory) with BENCH_SCRUB_REPEAT=n mounts
  * and scrubs n times with each build, alternately (A B A B ...), each on a fresh mount
- * (cold daemon caches), and prints a line per scrub and the median CPU of each build.
+ * (cold daemon caches), and prints a line per scrub and the median CPU of each build;
+ * BENCH_SCRUB_REPEAT alone repeats build A.  e2fsck takes its turn in every round (A B
+ * e2fsck), so that its figure is of the same load.
  * With BENCH_SCRUB_NO_EXT4=1 the images directory may be on tmpfs (copy mendfs.<files>.img
  * there with cp --sparse=always): a host that reclaims cold page cache (DAMON) otherwise
  * evicts the image between runs, and a 1M-file scrub's CPU swings 2-4x with the disk reads.
@@ -636,8 +638,9 @@ static void bench_one(uint64_t nfiles)
 	const char *bins[2] = { bindir, alt_bindir[0] ? alt_bindir : NULL };
 	double cpu[2][MAX_REPEAT], wall[2][MAX_REPEAT];
 	struct scrub_result res = { 0 }, res_a = { 0 };
-	double t0, t_pop = 0, t_fsck, cpu_fsck, cpu_a, wall_a;
-	int rc_fsck = -1, err, nrun[2] = { 0, 0 }, reused = 0;
+	double t0, t_pop = 0, t_fsck, cpu_fsck, cpu_a, wall_a, fc[MAX_REPEAT], fw[MAX_REPEAT];
+	char *fsck_argv[] = { "e2fsck", "-fn", ext4, NULL };
+	int rc_fsck = -1, err, nrun[2] = { 0, 0 }, reused = 0, do_ext4 = !no_ext4;
 
 	fmt(mkfs, sizeof(mkfs), "%s/mkfs.mendfs", bindir);
 	if (images[0]) {
@@ -669,8 +672,37 @@ static void bench_one(uint64_t nfiles)
 			return;
 		}
 	}
-	/* A B A B ...: the same load for both builds, as far as can be had. */
+	/* The same tree into ext4 (not timed), first: e2fsck takes its turn in the rounds. */
+	if (do_ext4 && (!images[0] || access(ext4, R_OK) != 0)) {
+		err = populate_dir(nfiles, tree);
+		if (!err) {
+			char *argv[] = { "mkfs.ext4", "-q", "-F", "-N", inodes, "-d", tree, ext4,
+					 size, NULL };
+
+			err = run(NULL, argv) != 0 ? -EIO : 0;
+		}
+		rm_tree(tree);
+		if (err) {
+			fprintf(stderr, "bench_scrub: the ext4 image (tree in %s, mkfs.ext4 -d): %s\n",
+				tree, strerror(-err));
+			unlink(ext4);
+			do_ext4 = 0;    /* this size: the mendfs side only */
+		}
+	}
+	if (do_ext4)
+		run(NULL, fsck_argv);   /* untimed: the metadata it reads into the page cache */
+	/* A B e2fsck, A B e2fsck ...: the same load for both builds and e2fsck, as far as can
+	 * be had. */
 	for (int r = 0; r < repeat; r++) {
+		if (do_ext4) {
+			t0 = now();
+			rc_fsck = run(NULL, fsck_argv);
+			fw[r] = now() - t0;
+			fc[r] = last_cpu;
+			if (repeat > 1)
+				printf("%9llu files  e2fsck -fn %6.2f s, CPU %.2f (exit %d)\n",
+				       (unsigned long long)nfiles, fw[r], fc[r], rc_fsck);
+		}
 		for (int b = 0; b < 2; b++) {
 			if (!bins[b] || scrub_once(bins[b], nfiles, &res) != 0)
 				continue;
@@ -698,7 +730,7 @@ static void bench_one(uint64_t nfiles)
 		       "%.2f s | B/A CPU %.2f\n", (unsigned long long)nfiles, nrun[0], cpu_a, wall_a,
 		       median(cpu[1], nrun[1]), median(wall[1], nrun[1]),
 		       cpu_a > 0 ? median(cpu[1], nrun[1]) / cpu_a : 0.0);
-	if (no_ext4) {
+	if (!do_ext4) {
 		printf("%9llu files  populate %6.1f s%s | mendfs_scrub %6.2f s, CPU %.2f daemon + "
 		       "%.2f client (%s checks, exit %d, %.0f files/s; phase seconds %s)\n",
 		       (unsigned long long)nfiles, t_pop, reused ? " (reused)" : "", wall_a,
@@ -707,37 +739,8 @@ static void bench_one(uint64_t nfiles)
 		fflush(stdout);
 		return;
 	}
-	/* The same tree into ext4 (not timed). */
-	if (!images[0] || access(ext4, R_OK) != 0) {
-		err = populate_dir(nfiles, tree);
-		if (!err) {
-			char *argv[] = { "mkfs.ext4", "-q", "-F", "-N", inodes, "-d", tree, ext4,
-					 size, NULL };
-
-			err = run(NULL, argv) != 0 ? -EIO : 0;
-		}
-		rm_tree(tree);
-		if (err) {
-			fprintf(stderr, "bench_scrub: the ext4 image (tree in %s, mkfs.ext4 -d): %s\n",
-				tree, strerror(-err));
-			unlink(ext4);
-			return;
-		}
-	}
-	{
-		char *argv[] = { "e2fsck", "-fn", ext4, NULL };
-		double fc[MAX_REPEAT], fw[MAX_REPEAT];
-
-		run(NULL, argv);        /* untimed: the metadata it reads into the page cache */
-		for (int r = 0; r < repeat; r++) {
-			t0 = now();
-			rc_fsck = run(NULL, argv);
-			fw[r] = now() - t0;
-			fc[r] = last_cpu;
-		}
-		t_fsck = median(fw, repeat);
-		cpu_fsck = median(fc, repeat);
-	}
+	t_fsck = median(fw, repeat);
+	cpu_fsck = median(fc, repeat);
 	if (!images[0])
 		unlink(ext4);
 	/* Wall time swings with the machine's load; CPU seconds (the daemon's and the
