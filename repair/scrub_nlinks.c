@@ -37,7 +37,6 @@ struct nl_inode {
 	uint32_t refs;              /* entries naming it */
 	uint32_t subdirs;           /* directories: entries naming a directory */
 	uint16_t mode;
-	uint8_t reached;
 };
 
 struct nl_edge {
@@ -284,12 +283,21 @@ static int count_and_walk(struct nl_state *st)
 	uint64_t root = ctx->fs->geo.rootino;
 	struct scrub_recs queue, runs;
 	struct nl_inode *ni, *p = NULL;
+	/* Two bitmaps by index in inodes: reached from the root, and is a directory named by
+	 * an entry (the walk below tests these, not the records: a million records are 40 MiB,
+	 * the bitmaps 256 KiB). */
+	size_t words = st->inodes.n / 64 + 1;
+	uint64_t *reached, *isdir;
 	int err;
 
 	scrub_recs_init(&runs, sizeof(struct nl_run));
 	err = nl_index(st);
 	if (err)
 		return err;
+	reached = mfs_calloc(2 * words, sizeof(*reached));
+	if (!reached)
+		return -ENOMEM;
+	isdir = reached + words;
 
 	for (size_t i = 0; i < st->edges.n; i++) {
 		struct nl_edge *e = (struct nl_edge *)(st->edges.v + i * st->edges.len);
@@ -303,8 +311,10 @@ static int count_and_walk(struct nl_state *st)
 		e->cidx = (uint64_t)(c - (struct nl_inode *)st->inodes.v);
 		c->refs++;
 		c->holder = e->parent;
-		if (S_ISDIR(c->mode))
+		if (S_ISDIR(c->mode)) {
 			p->subdirs++;
+			isdir[e->cidx / 64] |= 1ull << (e->cidx % 64);
+		}
 	}
 	/* The walk below wants each parent's edges together, parents in order: as collected
 	 * (directories in inode order), unless something else is found. */
@@ -325,6 +335,7 @@ static int count_and_walk(struct nl_state *st)
 	}
 	if (err) {
 		scrub_recs_free(&runs);
+		free(reached);
 		return err;
 	}
 	/* Breadth first from the root, over directories. */
@@ -334,7 +345,9 @@ static int count_and_walk(struct nl_state *st)
 		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "link counts: the root directory %llu "
 			     "is not an allocated directory", (unsigned long long)root);
 	} else {
-		ni->reached = 1;
+		size_t k = (size_t)(ni - (struct nl_inode *)(void *)st->inodes.v);
+
+		reached[k / 64] |= 1ull << (k % 64);
 		err = scrub_recs_add(&queue, &root);
 	}
 	for (size_t q = 0; q < queue.n && !err; q++) {
@@ -354,24 +367,23 @@ static int count_and_walk(struct nl_state *st)
 		for (lo = ((const struct nl_run *)scrub_rec(&runs, lo))->first;
 		     lo < st->edges.n && !err; lo++) {
 			const struct nl_edge *e = scrub_rec(&st->edges, lo);
-			struct nl_inode *c;
+			uint64_t bit = 1ull << (e->cidx % 64);
 
 			if (e->parent != dir)
 				break;
-			if (e->cidx == ~0ull)
+			if (e->cidx == ~0ull || (reached[e->cidx / 64] & bit))
 				continue;
-			c = (struct nl_inode *)(st->inodes.v + e->cidx * st->inodes.len);
-			if (c->reached)
-				continue;
-			c->reached = 1;
-			if (S_ISDIR(c->mode))
-				err = scrub_recs_add(&queue, &c->ino);
+			reached[e->cidx / 64] |= bit;
+			if (isdir[e->cidx / 64] & bit)
+				err = scrub_recs_add(&queue, &e->child);
 		}
 	}
 	scrub_recs_free(&queue);
 	scrub_recs_free(&runs);
-	if (err)
+	if (err) {
+		free(reached);
 		return err;
+	}
 	for (size_t i = 0; i < st->inodes.n; i++) {
 		const struct nl_inode *n = scrub_rec(&st->inodes, i);
 		unsigned long long ino = (unsigned long long)n->ino;
@@ -400,10 +412,11 @@ static int count_and_walk(struct nl_state *st)
 		else if (!n->nlink && n->refs)
 			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "inode %llu: link count 0, but "
 				     "%u entries name it", ino, n->refs);
-		if (n->nlink && !n->reached)
+		if (n->nlink && !(reached[i / 64] >> (i % 64) & 1))
 			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "inode %llu: %u links but not "
 				     "reachable from the root directory", ino, n->nlink);
 	}
+	free(reached);
 	return 0;
 }
 
