@@ -27,8 +27,12 @@
  * the new trees are written in place, unlogged, while the old ones are still what the disk
  * points at (ordered new blocks, trans.h): the transaction logs only the header, the free
  * list and the reverse-map leaves that change, whatever the size of the trees, and holds
- * no copy of them in memory.  Only when F is too small for that, or the records for N's
- * pieces would need more split blocks than the free list can be given from O, is N taken
+ * no copy of them in memory.  N's pieces are many in a fragmented AG (one record each):
+ * their splits take more blocks than the free list holds at once, so the list is fed as
+ * the records go in, from a pool of O's last blocks (AG-owned already), and the old trees'
+ * records are cut out between the joins to give merged blocks back (abt_edit_ordered);
+ * the free space is counted after those changes, the trees sized for the pool's worst case.
+ * Only when F is too small for that, or O cannot feed the splits, is N taken
  * from O first (those blocks stay MFS_OWN_AG: no reverse-map change; they are then joined
  * and logged, since the old trees' blocks must not be overwritten before the commit).
  * What is left of O becomes free: first up to a few blocks onto the AGFL (they are
@@ -345,16 +349,16 @@ struct free_sum {
 	uint32_t longest;
 };
 
-/* The free extents F + O - N (N: the first take_o blocks of O, and the first take_f of F
- * or, cut not NULL, the pieces of cut), merged, counted and (out not NULL) appended to out
- * in block order. */
+/* The free extents F + O - N (N: the first take_o blocks of O and all after the o_keep
+ * that follow them (UINT64_MAX: none), and the first take_f of F or, cut not NULL, the
+ * pieces of cut), merged, counted and (out not NULL) appended to out in block order. */
 static int free_walk(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray *O,
-		     uint64_t take_o, uint64_t take_f, const struct rep_addset *cut,
-		     struct mfs_xfarray *out, struct free_sum *fsum)
+		     uint64_t take_o, uint64_t o_keep, uint64_t take_f,
+		     const struct rep_addset *cut, struct mfs_xfarray *out, struct free_sum *fsum)
 {
 	struct stream sf = { F, 0, mfs_xfarray_count(F), cut ? 0 : take_f, { 0, 0 }, 0,
 			     UINT64_MAX, cut, 0 };
-	struct stream so = { O, 0, mfs_xfarray_count(O), take_o, { 0, 0 }, 0, UINT64_MAX,
+	struct stream so = { O, 0, mfs_xfarray_count(O), take_o, { 0, 0 }, 0, o_keep,
 			     NULL, 0 };
 	struct rext pend = { 0, 0 };
 	int err = stream_next(&sf);
@@ -995,7 +999,8 @@ struct abt_plan {
 				      * longest extents, the pieces of N) */
 	uint64_t extra;              /* of those, put on the AGFL (the last ones) */
 	int ordered;                 /* the trees from F (written in place), extras from O */
-	uint64_t agfl_room;          /* ordered: extras wanted on the AGFL (reverse-map splits) */
+	uint64_t pool;               /* ordered: O's last blocks that feed the AGFL as the
+				      * reverse-map changes need them (abt_edit_ordered) */
 	struct free_sum sum;         /* the free space that results */
 };
 
@@ -1007,6 +1012,19 @@ static uint64_t abt_blocks(uint32_t bs, uint64_t nrecs)
 	return b == UINT64_MAX || c == UINT64_MAX ? UINT64_MAX : b + c;
 }
 
+/*
+ * Blocks the free list must be given for n new reverse-map records (one per piece of F the
+ * ordered plan takes): a leaf split per half leaf of them, and a split of every level
+ * above.  Pessimistic: the records go in in block order, so a split leaf takes the next
+ * half leaf of them.
+ */
+static uint64_t abt_agfl_need(struct agrep *ar, uint64_t n)
+{
+	uint64_t half = mfs_btree_maxrecs(&mfs_rmapbt_ops, ar->fs->geo.blocksize, 1) / 2;
+
+	return 2 * ((n + half - 1) / (half ? half : 1)) + MFS_BTREE_MAXLEVELS + 2;
+}
+
 /* Take m tree blocks (and what the AGFL can hold of O's remainder); -ENOSPC if F + O is too
  * small. */
 static int abt_take(struct agrep *ar, struct abt_plan *p, uint64_t m, uint64_t room)
@@ -1014,6 +1032,8 @@ static int abt_take(struct agrep *ar, struct abt_plan *p, uint64_t m, uint64_t r
 	uint64_t t = m;
 
 	if (p->ordered) {
+		uint64_t need = abt_agfl_need(ar, m);
+
 		/* the trees from F only; -ENOSPC without a message: the caller plans again
 		 * the logged way */
 		if (m > p->nf)
@@ -1022,6 +1042,7 @@ static int abt_take(struct agrep *ar, struct abt_plan *p, uint64_t m, uint64_t r
 		p->take_f = m;
 		p->take_o = p->no < room ? p->no : room;
 		p->extra = p->take_o;
+		p->pool = p->no - p->take_o < need ? p->no - p->take_o : need;
 		return 0;
 	}
 	if (p->no > m)
@@ -1037,22 +1058,25 @@ static int abt_take(struct agrep *ar, struct abt_plan *p, uint64_t m, uint64_t r
 	return 0;
 }
 
-/* The plan in p's mode; ordered, N are the pieces of F taken (h: F's lengths). */
+/*
+ * The plan in p's mode; ordered, N are the pieces of F taken (h: F's lengths).  Ordered,
+ * the records are counted with the whole pool free, and the trees sized for pool records
+ * more: a pool block kept back (fed to the AGFL) splits at most one free extent in two, so
+ * whatever part of the pool the reverse-map changes take, the trees fit in the m blocks
+ * (a few may be left over: rep_allocbt puts them on the AGFL).
+ */
 static int abt_plan_mode(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray *O,
 			 const struct rep_lenhist *h, struct rep_addset *N, struct abt_plan *p)
 {
 	uint32_t bs = ar->fs->geo.blocksize, cnt = mfs_get32(rep_agh(ar)->fl_count);
 	uint64_t room = cnt < REP_AGFL_EXTRA_CAP ? REP_AGFL_EXTRA_CAP - cnt : 0, m, e = 0;
-
-	if (p->agfl_room > room)
-		room = p->agfl_room;
 	int err;
 
 	p->nf = rep_ext_blocks(F, &e);
 	p->no = rep_ext_blocks(O, &e);
 	if (e)
 		return rep_scratch_err(ar->r, -(int)e, "counting extents");
-	err = free_walk(ar, F, O, 0, 0, 0, NULL, &p->sum);
+	err = free_walk(ar, F, O, 0, UINT64_MAX, 0, NULL, NULL, &p->sum);
 	m = err ? 0 : abt_blocks(bs, p->sum.nrecs);
 	for (unsigned round = 0; !err && round <= 2 * PLAN_ROUNDS; round++) {
 		uint64_t m2;
@@ -1061,11 +1085,11 @@ static int abt_plan_mode(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfa
 		if (!err && p->ordered)
 			err = rep_pick_free(ar, F, h, p->take_f, N, "new free-space trees");
 		if (!err)
-			err = free_walk(ar, F, O, p->take_o, p->take_f, p->ordered ? N : NULL, NULL,
-					&p->sum);
+			err = free_walk(ar, F, O, p->take_o, UINT64_MAX, p->take_f,
+					p->ordered ? N : NULL, NULL, &p->sum);
 		if (err)
 			break;
-		m2 = abt_blocks(bs, p->sum.nrecs);
+		m2 = abt_blocks(bs, p->sum.nrecs + p->pool);
 		if (m2 == m)
 			return 0;
 		if (m2 < m && round >= PLAN_ROUNDS &&
@@ -1082,48 +1106,139 @@ static int abt_plan_mode(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfa
 				    "did not settle; try again", ar->agno);
 }
 
-/*
- * Blocks the free list must hold for the reverse-map records the ordered plan adds (one
- * per piece of F taken): a leaf split per half leaf of them, and a split of every level
- * above.  The free list is filled from O before those records go in.
- */
-static uint64_t abt_agfl_need(struct agrep *ar, const struct rep_addset *N)
-{
-	uint64_t half = mfs_btree_maxrecs(&mfs_rmapbt_ops, ar->fs->geo.blocksize, 1) / 2;
-
-	return 2 * ((N->n + half - 1) / (half ? half : 1)) + MFS_BTREE_MAXLEVELS + 2;
-}
-
-/* Ordered new blocks when F holds the trees and the free list can feed the reverse-map
- * changes that takes, else the trees in O's blocks, logged. */
+/* Ordered new blocks when F holds the trees and the free list can be fed, from the AGFL
+ * stock, the extras and the pool, what the reverse-map changes that takes need; else the
+ * trees in O's blocks, logged. */
 static int abt_plan(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray *O,
 		    const struct rep_lenhist *h, struct rep_addset *N, struct abt_plan *p)
 {
 	uint32_t cnt = mfs_get32(rep_agh(ar)->fl_count);
-	uint64_t cap = cnt + 8 < MFS_AGFL_SIZE_MAX ? MFS_AGFL_SIZE_MAX - 8 - cnt : 0, need = 0;
 	int err;
 
 	memset(p, 0, sizeof(*p));
 	p->ordered = 1;
 	err = abt_plan_mode(ar, F, O, h, N, p);
-	if (!err)
-		need = abt_agfl_need(ar, N);
-	if (!err && need > cnt + p->extra && need - cnt <= cap && need - cnt <= p->no) {
-		/* again, with that many of O's blocks kept for the free list */
-		memset(p, 0, sizeof(*p));
-		p->ordered = 1;
-		p->agfl_room = need - cnt;
-		err = abt_plan_mode(ar, F, O, h, N, p);
-		if (!err)
-			need = abt_agfl_need(ar, N);
-	}
-	if (err && (err != -ENOSPC || !p->ordered))
+	if (err && err != -ENOSPC)
 		return err;
-	if (!err && need <= cnt + p->extra)
+	if (!err && abt_agfl_need(ar, N->n) <= cnt + p->extra + p->pool)
 		return 0;
 	memset(p, 0, sizeof(*p));
 	N->n = 0;
 	return abt_plan_mode(ar, F, O, h, N, p);
+}
+
+/*
+ * Ordered: the reverse-map changes — a record for each piece of N (joins), the AG-owned
+ * records of O's blocks that become free cut out (cuts) — with the AGFL kept between what
+ * one change may take (a split of every level and a new root) and what one may give back
+ * (a merge at every level).  A join may split, a cut may merge: cuts go first while the
+ * list is below half full, joins while it is above; when it runs low, blocks of the pool
+ * (O's last p->pool blocks, AG-owned already: no reverse-map change) go onto it, last
+ * first.  The pool blocks never fed are cut and freed with the rest of O at the end.
+ * *used: the pool blocks fed, which stay AG-owned on the list or in the reverse map;
+ * the free space that results is F + O - N without O's last *used blocks.
+ */
+#define FEED_HIGH (MFS_AGFL_SIZE_MAX / 2)
+
+struct ocur {
+	uint64_t i, skip, left;      /* next extent of O; blocks to skip, then to give */
+};
+
+static int ocur_next(struct agrep *ar, struct mfs_xfarray *O, struct ocur *c, uint32_t *s,
+		     uint32_t *l)
+{
+	uint64_t n = mfs_xfarray_count(O);
+	struct rext e;
+
+	*s = *l = 0;
+	while (c->i < n && c->left) {
+		int err = mfs_xfarray_get(O, c->i++, &e);
+
+		if (err)
+			return rep_scratch_err(ar->r, err, "reading the old tree blocks");
+		if (c->skip >= e.len) {
+			c->skip -= e.len;
+			continue;
+		}
+		e.start += (uint32_t)c->skip;
+		e.len -= (uint32_t)c->skip;
+		c->skip = 0;
+		if (e.len > c->left)
+			e.len = (uint32_t)c->left;
+		c->left -= e.len;
+		*s = e.start;
+		*l = e.len;
+		break;
+	}
+	return 0;
+}
+
+/* The AGFL's count, and the most one reverse-map change may take from it or give to it. */
+static uint32_t fl_state(struct agrep *ar, uint32_t *want)
+{
+	const struct mfs_agh *agh = rep_agh(ar);
+	uint32_t lv = mfs_get32(agh->levels[MFS_BT_RMAP]);
+
+	*want = (lv < MFS_BTREE_MAXLEVELS ? lv : MFS_BTREE_MAXLEVELS) + 2;
+	return mfs_get32(agh->fl_count);
+}
+
+static int abt_edit_ordered(struct agrep *ar, struct mfs_xfarray *O,
+			    const struct rep_addset *N, const struct abt_plan *p, uint64_t *used)
+{
+	struct blocks pool = { NULL, 0, p->pool, 0 };
+	struct ocur c = { 0, p->take_o, p->no - p->take_o - p->pool };
+	uint64_t ji = 0, u = 0, k = 0;
+	uint32_t cs, cl, want, cnt;
+	int err = 0;
+
+	pool.v = mfs_malloc((p->pool ? p->pool : 1) * sizeof(*pool.v));
+	if (!pool.v)
+		return rep_fail(ar->r, -ENOMEM, "no memory for the list of %llu blocks for the "
+				"free list", (unsigned long long)p->pool);
+	err = rep_ext_pieces(ar, O, p->no - p->pool, p->pool, rep_blocks_add, &pool);
+	if (!err)
+		err = ocur_next(ar, O, &c, &cs, &cl);
+	/* joins and cuts; then the pool blocks not fed are cut one by one (k) */
+	while (!err && (ji < N->n || cl || k + u < pool.n)) {
+		cnt = fl_state(ar, &want);
+		if (++ar->seen % POLL_RECS == 0 && (err = rep_poll(ar->r)))
+			break;
+		if (cnt < want) {
+			if (k + u == pool.n) {
+				err = rep_fail(ar->r, -ENOSPC, "AG %u: the free list ran dry "
+					       "feeding the reverse map's splits for the new "
+					       "free-space trees (%llu blocks fed): nothing was "
+					       "changed", ar->agno, (unsigned long long)u);
+				break;
+			}
+			err = mfs_agfl_put(ar->tp, ar->agno, ar->agh_bp, pool.v[pool.n - 1 - u]);
+			u++;
+			continue;
+		}
+		if (cnt + want > MFS_AGFL_SIZE_MAX) {
+			err = rep_fail(ar->r, -ENOSPC, "AG %u: the free list is too full (%u "
+				       "blocks) for the reverse map's merges while the new "
+				       "free-space trees' records go in: nothing was changed",
+				       ar->agno, cnt);
+			break;
+		}
+		if (cl && (cnt < FEED_HIGH || ji == N->n)) {
+			err = rmap_cut(ar, cs, cl, NULL);
+			if (!err)
+				err = ocur_next(ar, O, &c, &cs, &cl);
+		} else if (ji < N->n) {
+			err = rmap_join(ar, N->v[ji].start, N->v[ji].len, NULL);
+			ji++;
+		} else {
+			err = rmap_cut(ar, pool.v[k++], 1, NULL);
+		}
+	}
+	if (!err)
+		err = rep_ext_pieces(ar, O, p->take_o, p->no - p->take_o - u, release_old, NULL);
+	free(pool.v);
+	*used = u;
+	return err;
 }
 
 /*
@@ -1194,7 +1309,7 @@ int rep_allocbt(struct rep *r)
 	struct mfs_agh *agh;
 	struct rep_lenhist h;
 	struct rep_addset N = { NULL, 0, 0 };   /* ordered: the pieces of F taken */
-	uint64_t rmapblks;
+	uint64_t rmapblks, fed = 0;
 	int err;
 
 	memset(&h, 0, sizeof(h));
@@ -1262,15 +1377,6 @@ int rep_allocbt(struct rep *r)
 				   "free-space btrees");
 	if (err)
 		goto out;
-	/* The new records, by block, then a copy sorted by length. */
-	err = free_walk(&ar, F, O, p.take_o, p.take_f, p.ordered ? &N : NULL, B, &p.sum);
-	if (!err)
-		err = sort_by_len(&ar, B, C, X);
-	if (!err)
-		err = rep_poll(r);
-	if (err)
-		goto out;
-
 	/* The blocks: the trees' first (ordered: from F; else from O, then F), the AGFL
 	 * extras last.  Ordered blocks are not joined: nothing is logged or saved for them. */
 	b.cap = p.m + p.extra;
@@ -1297,12 +1403,42 @@ int rep_allocbt(struct rep *r)
 		err = mfs_agfl_put(ar.tp, ar.agno, ar.agh_bp, b.v[i]);
 	if (!err && !p.ordered)
 		err = rep_ext_pieces(&ar, F, 0, p.take_f, rmap_join, NULL);
-	for (uint64_t i = 0; !err && p.ordered && i < N.n; i++)
-		err = rmap_join(&ar, N.v[i].start, N.v[i].len, NULL);
-	if (!err)
+	if (!err && !p.ordered)
 		err = rep_ext_pieces(&ar, O, p.take_o, UINT64_MAX, rmap_cut, NULL);
-	if (!err)
+	if (!err && !p.ordered)
 		err = rep_ext_pieces(&ar, O, p.take_o, UINT64_MAX, release_old, NULL);
+	if (!err && p.ordered)
+		err = abt_edit_ordered(&ar, O, &N, &p, &fed);
+	if (err)
+		goto out;
+	/* The new records, by block (ordered: without the pool blocks fed to the AGFL), then a
+	 * copy sorted by length. */
+	err = free_walk(&ar, F, O, p.take_o, p.no - p.take_o - fed, p.take_f,
+			p.ordered ? &N : NULL, B, &p.sum);
+	if (!err)
+		err = sort_by_len(&ar, B, C, X);
+	if (!err)
+		err = rep_poll(r);
+	if (!err && p.ordered) {
+		/* sized for the pool's records: blocks the trees do not need go on the AGFL
+		 * (AG-owned already) */
+		uint64_t m = abt_blocks(ar.fs->geo.blocksize, p.sum.nrecs);
+		uint32_t cnt = mfs_get32(rep_agh(&ar)->fl_count);
+
+		if (m > p.m)
+			err = rep_fail(r, -EFSCORRUPTED, "internal: the new free-space trees "
+				       "need %llu blocks, %llu were planned",
+				       (unsigned long long)m, (unsigned long long)p.m);
+		else if (cnt + (p.m - m) > MFS_AGFL_SIZE_MAX)
+			err = rep_fail(r, -ENOSPC, "AG %u: %llu blocks left over from the new "
+				       "free-space trees do not fit on the free list (%u of %u "
+				       "slots used): nothing was changed", ar.agno,
+				       (unsigned long long)(p.m - m), cnt, MFS_AGFL_SIZE_MAX);
+		for (uint64_t i = m; !err && i < p.m; i++)
+			err = mfs_agfl_put(ar.tp, ar.agno, ar.agh_bp, b.v[i]);
+		if (!err)
+			p.m = m;
+	}
 	if (!err && p.ordered) {
 		uint64_t nimg, nrev;
 

@@ -1,0 +1,177 @@
+/*
+ * check_repair_frag.c — free-space rebuilds of a fully fragmented AG, again and again.
+ *
+ * AG 1 of a two-AG image (1 KiB blocks, a small journal) is written with mfs_ag_format():
+ * a file owns every other block of the whole AG, so its free space is nothing but one-block
+ * extents and its free-space trees span hundreds of blocks.  The file's extent map is
+ * rebuilt from the reverse map.  Then the free-space trees of AG 1 are rebuilt several
+ * times in a row (each a forced rebuild of clean trees): from the second on, the only free
+ * space is one-block extents, so the new trees' blocks are hundreds of one-block pieces,
+ * each a new reverse-map record, whose splits need far more blocks than the AG free list
+ * holds at once, and the journal is too small to log the trees themselves.  Each rebuild
+ * must succeed in its one transaction, and the AG's checkers (and the extent map's) must be
+ * clean after each, and after a reopen that replays the journal.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ag.h"
+#include "bcache.h"
+#include "byteorder.h"
+#include "fs.h"
+#include "geom.h"
+#include "inode.h"
+#include "log.h"
+#include "mem.h"
+#include "mendfs_format.h"
+#include "trans.h"
+
+#include "format.h"
+#include "repair.h"
+#include "scrub.h"
+#include "tu.h"
+
+#define AG_BYTES   (48ull << 20)     /* AG 1: 49,152 one-KiB blocks, about 24,500 extents */
+#define LOG_BYTES  (256u << 10)      /* 256 journal blocks: fewer than the new trees' */
+#define REBUILDS   3
+
+static void clean(struct mfs_fs *fs, uint64_t ino)
+{
+	static const uint32_t types[] = { MFS_SCRUB_AGH, MFS_SCRUB_AGFL, MFS_SCRUB_BNOBT,
+					  MFS_SCRUB_CNTBT, MFS_SCRUB_RMAPBT };
+	struct tu_findings f;
+
+	for (unsigned t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
+		int err = tu_scrub_one(fs, types[t], 1, 0, 0, &f);
+
+		ck_assert_msg(err == 0 && f.n == 0, "type %u AG 1: err %d, %u findings: %s",
+			      types[t], err, f.n, f.first);
+	}
+	CK_OK(tu_scrub_one(fs, MFS_SCRUB_BMAP, 0, ino, 0, &f));
+	ck_assert_msg(f.n == 0, "extent map of inode %llu: %s", (unsigned long long)ino,
+		      f.first);
+}
+
+static void rebuild(struct mfs_fs *fs, uint32_t type, uint32_t agno, uint64_t ino)
+{
+	struct mfs_repair_ctx rc;
+	int fd = tu_scratch_fd(0), err;
+
+	memset(&rc, 0, sizeof(rc));
+	rc.fs = fs;
+	rc.type = type;
+	rc.agno = agno;
+	rc.ino = ino;
+	rc.fds[0] = fd;
+	rc.nfds = 1;
+	rc.margin = 1;
+	err = mfs_repair(&rc);
+	ck_assert_msg(err == 0, "rebuild of type %u AG %u: %d: %s", type, agno, err, rc.reason);
+	close(fd);
+}
+
+static uint32_t free_blocks(struct mfs_fs *fs, uint32_t *longest)
+{
+	struct mfs_buf *bp;
+	uint32_t n;
+
+	CK_OK(mfs_read_agh(fs, 1, &bp));
+	n = mfs_get32(((struct mfs_agh *)bp->data)->freeblks);
+	*longest = mfs_get32(((struct mfs_agh *)bp->data)->longest);
+	mfs_buf_put(bp);
+	return n;
+}
+
+START_TEST(test_fragmented_rebuilds)
+{
+	struct mfs_format_opts o = { .blocksize = 1024, .agcount = 2, .logbytes = LOG_BYTES };
+	struct mfs_ag_extent *used;
+	struct tu_img t;
+	struct mfs_fs *fs;
+	uint32_t aglen, first, n, longest;
+	uint64_t ino;
+
+	tu_img_make(&t, "mendfs_repair_frag", 2 * AG_BYTES, &o, 0);
+	fs = t.fs;
+	tu_sb_mark_dirty(fs);
+	ino = tu_mknode(fs, fs->geo.rootino, "frag", S_IFREG | 0644, 0, NULL);
+	aglen = mfs_ag_length(&fs->geo, 1);
+	first = MFS_AG_FIXED_BLOCKS + mfs_ag_format_blocks(&fs->geo) + 2;
+	n = (aglen - first) / 2;
+	used = mfs_malloc(n * sizeof(*used));
+	CK_TRUE(used);
+	for (uint32_t i = 0; i < n; i++) {
+		used[i].agbno = first + 2 * i;
+		used[i].len = 1;
+		used[i].owner = ino;
+		used[i].offset = 2 * (uint64_t)i;
+	}
+	CK_OK(mfs_ag_format(fs, 1, used, n, NULL, 0));
+	free(used);
+	CK_OK(mfs_bcache_flush(fs->bc));
+	{
+		struct mfs_inode *ip;
+		struct mfs_trans *tp;
+
+		CK_OK(mfs_iget(fs, ino, 0, &ip));
+		pthread_rwlock_wrlock(&ip->lock);
+		ip->size = 2ull * n * fs->geo.blocksize;
+		CK_OK(mfs_trans_alloc(fs, &tp));
+		CK_OK(mfs_inode_log(tp, ip));
+		CK_OK(mfs_trans_commit(tp));
+		pthread_rwlock_unlock(&ip->lock);
+		mfs_iput(ip);
+	}
+	/* the extent map's rebuild logs its tree: without the journal */
+	rebuild(fs, MFS_SCRUB_BMAP, 0, ino);
+	tu_img_close(&t);
+	t.flags = MFS_OPEN_JOURNAL;
+	tu_img_open(&t);
+	fs = t.fs;
+	clean(fs, ino);
+	for (int round = 0; round < REBUILDS; round++) {
+		rebuild(fs, MFS_SCRUB_BNOBT, 1, 0);
+		clean(fs, ino);
+		n = free_blocks(fs, &longest);
+		ck_assert_uint_gt(n, aglen / 3);
+		ck_assert_uint_le(longest, 2);   /* nothing but crumbs, every round */
+	}
+	{
+		/* the image as a crash right after the commits leaves it: the journal replayed */
+		struct tu_img c = t;
+
+		tu_image_create(c.path, "mendfs_repair_frag_crash", 0);
+		CK_EQ(tu_run("cp --sparse=always %s %s", t.path, c.path), 0);
+		tu_img_destroy(&t);
+		c.fs = NULL;
+		tu_img_open(&c);
+		clean(c.fs, ino);
+		tu_img_destroy(&c);
+	}
+}
+END_TEST
+
+static Suite *frag_suite(void)
+{
+	Suite *s = suite_create("repair_frag");
+	TCase *tc = tcase_create("core");
+
+	tcase_set_timeout(tc, UNDER_ASAN ? 300 : 120);   /* a hang bound */
+	tcase_add_test(tc, test_fragmented_rebuilds);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	mfs_log_quiet();
+	return tu_run_suite(frag_suite());
+}
