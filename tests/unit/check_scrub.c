@@ -787,6 +787,34 @@ START_TEST(test_inobt_inodes)
 }
 END_TEST
 
+/* The INOBT check's cross-reference of each chunk with the reverse map: the root chunk's
+ * blocks said to belong to the inode btree. */
+START_TEST(test_inobt_rmap)
+{
+	struct img m;
+	struct mfs_fs *fs;
+	struct mfs_buf *bp;
+	const struct mfs_inobt_rec *ir;
+	struct mfs_rmap_rec *r;
+	uint64_t leaf;
+	uint32_t agbno;
+	unsigned idx = 0;
+
+	img_make(&m);
+	fs = m.t.fs;
+	ir = leaf_rec(blk_get(fs, first_leaf(fs, 0, MFS_BT_INO), &bp), sizeof(*ir), 0);
+	agbno = mfs_agino_to_agbno(&fs->geo, mfs_get32(ir->startino));
+	mfs_buf_put(bp);
+	leaf = rmap_rec_at(fs, mfs_agbno_to_fsb(&fs->geo, 0, agbno), &idx);
+	r = leaf_rec(blk_get(fs, leaf, &bp), sizeof(*r), idx);
+	CK_EQ(mfs_get64(r->owner), MFS_OWN_INODES);
+	mfs_put64(r->owner, MFS_OWN_INOBT);
+	blk_put(fs, bp);
+	assert_found(fs, MFS_SCRUB_INOBT, 0, 0, "is owned by inobt in the rmapbt, expected inodes");
+	img_destroy(&m);
+}
+END_TEST
+
 START_TEST(test_bmap)
 {
 	struct img m;
@@ -1801,6 +1829,7 @@ static Suite *scrub_suite(void)
 	tcase_add_test(tc, test_cntbt);
 	tcase_add_test(tc, test_inobt);
 	tcase_add_test(tc, test_inobt_inodes);
+	tcase_add_test(tc, test_inobt_rmap);
 	tcase_add_test(tc, test_rmapbt);
 	tcase_add_test(tc, test_inode);
 	tcase_add_test(tc, test_bmap);
