@@ -941,6 +941,7 @@ void mfs_scrub_memo_reset(struct mfs_scrub_memo *m)
 	m->nch = 0;             /* the copies' buffers stay, for the next ones */
 	m->last = m->next = 0;
 	m->nverdicts = 0;
+	m->vnext = 0;
 }
 
 void mfs_scrub_memo_free(struct mfs_scrub_memo *m)

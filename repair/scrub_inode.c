@@ -284,6 +284,19 @@ int scrub_bmap_quick_dinode(struct mfs_scrub_ctx *ctx, uint64_t ino, const struc
  * The request's batch may have looked already (scrub_bmap_batch.c).  The cross-references
  * run on a copy of the context that reports nothing.
  */
+/* The batch's verdict for ino (scrub_bmap_batch_verdict), the one after the last taken
+ * tried first: no search when the checks come in the batch's order. */
+static int batch_verdict(struct mfs_scrub_memo *m, uint64_t ino)
+{
+	if (m && m->vnext < m->nverdicts && m->verdicts[m->vnext].ino == ino)
+		return m->verdicts[m->vnext++].verdict;
+	if (m && m->vnext + 1 < m->nverdicts && m->verdicts[m->vnext + 1].ino == ino) {
+		m->vnext += 2;          /* (an inode the batch looked at without a check) */
+		return m->verdicts[m->vnext - 1].verdict;
+	}
+	return scrub_bmap_batch_verdict(m, ino);
+}
+
 static int bmap_quick(struct mfs_scrub_ctx *ctx)
 {
 	uint64_t buf[MFS_MAX_INODESIZE / 8];
@@ -293,7 +306,7 @@ static int bmap_quick(struct mfs_scrub_ctx *ctx)
 	long n = 0;
 	int err, usable;
 
-	err = scrub_bmap_batch_verdict(ctx->memo, ctx->ino);
+	err = batch_verdict(ctx->memo, ctx->ino);
 	if (err != 2)
 		return err;
 	err = scrub_dinode_quick(ctx, ctx->ino, buf, &d, &usable);

@@ -312,6 +312,8 @@ struct mfs_scrub_memo {
 	unsigned last, next;            /* the slot last used; the one to replace next */
 	struct scrub_bmap_verdict *verdicts;    /* sorted by ino */
 	size_t nverdicts, verdicts_cap;
+	size_t vnext;                   /* the verdict after the one last taken (a batch's
+					   extent-map checks come in inode order) */
 };
 
 /*
