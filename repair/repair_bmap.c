@@ -84,6 +84,12 @@ struct rep_fmap {
 	struct mfs_xfarray *O;       /* struct orec: every record */
 	struct mfs_xfarray *E;       /* struct mfs_bmbt_rec: the data extents */
 	struct mfs_xfarray *M;       /* struct mfs_bmbt_rec: the old map (when it walks) */
+	int settle;                  /* old_map_agrees may settle offset disputes (once) */
+	struct ofix *fix;            /* the disputes the old map wins (settle_offsets) */
+	size_t nfix, capfix;
+	struct orec *rfix;           /* reverse-map records to correct: their new offsets */
+	uint64_t *rfix_old;          /* and their offsets as found */
+	size_t nrfix;
 	uint64_t next_new;           /* bulk loader: next record of E */
 	uint64_t *newblk;            /* the new btree's blocks */
 	uint64_t nnew, claimed;
@@ -98,6 +104,9 @@ void rep_fmap_free(struct rep_fmap *m)
 {
 	if (!m)
 		return;
+	free(m->fix);
+	free(m->rfix);
+	free(m->rfix_old);
 	free(m->newblk);
 	free(m);
 }
@@ -299,8 +308,9 @@ static int keep_old_fn(struct mfs_inode *ip, const struct mfs_bmap_ext *ext, voi
  * or the reverse map gives to another owner (a fuzzed start or length), or file blocks it
  * lost (the reverse map maps them, the old map not).  Not where the reverse map may be the
  * damaged one: blocks the old map holds that the reverse map gives to nobody (a lost
- * record), or the same blocks at other file offsets (which offset is right cannot be told).
- * Then nothing is rebuilt (-EFSCORRUPTED): the reverse map is to be rebuilt first.
+ * record): then nothing is rebuilt (-EFSCORRUPTED): the reverse map is to be rebuilt
+ * first.  The same blocks at other file offsets are settled by the file's size
+ * (offsets_dispute below).
  */
 struct claim {
 	uint32_t agbno, end;
@@ -391,20 +401,96 @@ static int owned_data(struct rep_fmap *m, uint64_t fsb, uint32_t len, uint64_t *
 	return 0;
 }
 
-/* A piece the old map has and the new one not: may the rebuild drop it?  Only when the old
- * map is shown wrong there: some of its blocks are not the inode's in the reverse map, and
- * each of them is free or another owner's. */
-static int drop_ok(struct rep_fmap *m, uint64_t off, uint64_t fsb, uint32_t len)
-{
-	uint64_t nown;
-	int yes, err = owned_data(m, fsb, len, &nown);
+/*
+ * The same blocks at other file offsets: the old map puts blocks fsb+len at file block
+ * off, the reverse map (records of this inode, all of them its data) at another.  Both are
+ * checksummed and each reads as a sane map on its own, so the evidence is the file's size:
+ * written data lies inside it (an unwritten extent may lie past it: fallocate with
+ * KEEP_SIZE); the side whose placement the size rules out is the damaged one.  When the
+ * size tells them apart in the old map's favour, the reverse map's records are corrected
+ * from the map (settle_offsets, then rep_fmap_lock in the rebuild's transaction); otherwise
+ * the reverse map's word stands and the map is rebuilt from it, as xfs_scrub does (its
+ * extent-map check blames the map for a reverse-mapping at another offset, and its
+ * rebuild takes the reverse map).  The reverse map's own rebuild refuses such an owner
+ * (repair_rmap_live.c): this rebuild settles it.
+ */
+struct ofix {
+	uint64_t fsb, len;
+	int64_t delta;               /* the old map's file block minus the reverse map's */
+};
 
-	if (!err && nown == len)
+/* The reverse map's file block for fsb, from the data record of the inode holding it (1:
+ * none holds it). */
+static int rmap_offset(struct rep_fmap *m, uint64_t fsb, uint64_t *roff)
+{
+	uint64_t n = mfs_xfarray_count(m->O);
+
+	for (uint64_t i = 0; i < n; i++) {
+		struct orec o;
+		int err = mfs_xfarray_get(m->O, i, &o);
+
+		if (err)
+			return rep_scratch_err(m->r, err, "reading the reverse mappings");
+		if (!(o.offset & (MFS_RMAP_ATTR_FORK | MFS_RMAP_BMBT_BLOCK)) && fsb >= o.fsb &&
+		    fsb < o.fsb + o.len) {
+			*roff = o.offset + (fsb - o.fsb);
+			return 0;
+		}
+	}
+	return 1;
+}
+
+static int offsets_dispute(struct rep_fmap *m, uint64_t off, uint64_t fsb, uint32_t len,
+			   int unw)
+{
+	uint64_t bs = m->fs->geo.blocksize, eof = (m->old->size + bs - 1) / bs, roff = 0;
+	int err = m->settle ? rmap_offset(m, fsb, &roff) : 1, map_ok, rmap_ok;
+	struct ofix *f;
+
+	if (err < 0)
+		return err;
+	if (err > 0)
 		return rep_fail(m->r, -EFSCORRUPTED, "inode %llu: its extent map and the reverse "
 				"map put blocks %llu+%u at different file offsets (the map at %llu): "
 				"which is right cannot be told; nothing was changed",
 				(unsigned long long)m->ino, (unsigned long long)fsb, len,
 				(unsigned long long)off);
+	map_ok = off + len <= eof || unw;
+	rmap_ok = roff + len <= eof;
+	if (!map_ok || rmap_ok)
+		return 0;                   /* the reverse map's word: the map is rebuilt */
+	if (m->nfix) {
+		f = &m->fix[m->nfix - 1];
+		if (f->fsb + f->len == fsb && f->delta == (int64_t)(off - roff)) {
+			f->len += len;
+			return 0;
+		}
+	}
+	if (m->nfix == m->capfix) {
+		size_t nc = m->capfix ? 2 * m->capfix : 8;
+		struct ofix *nv = mfs_realloc(m->fix, nc * sizeof(*nv));
+
+		if (!nv)
+			return rep_fail(m->r, -ENOMEM, "no memory to settle inode %llu's offsets",
+					(unsigned long long)m->ino);
+		m->fix = nv;
+		m->capfix = nc;
+	}
+	m->fix[m->nfix++] = (struct ofix){ fsb, len, (int64_t)(off - roff) };
+	return 0;
+}
+
+/* A piece the old map has and the new one not: may the rebuild drop it?  Only when the old
+ * map is shown wrong there: some of its blocks are not the inode's in the reverse map, and
+ * each of them is free or another owner's; or the same blocks are the inode's at another
+ * offset and the dispute goes the reverse map's way (offsets_dispute). */
+static int drop_ok(struct rep_fmap *m, uint64_t off, uint64_t fsb, uint32_t len, int unw)
+{
+	uint64_t nown;
+	int yes, err = owned_data(m, fsb, len, &nown);
+
+	if (!err && nown == len)
+		return offsets_dispute(m, off, fsb, len, unw);
 	if (!err)
 		err = all_claimed(m, fsb, len, &yes);
 	if (!err && !yes)
@@ -421,7 +507,7 @@ static int old_map_agrees(struct rep_fmap *m)
 {
 	uint64_t nm = mfs_xfarray_count(m->M), ne = mfs_xfarray_count(m->E), j = 0;
 	struct mfs_bmbt_rec a, b;
-	int err = 0, haveb = 0;
+	int err = 0, haveb = 0, unw;
 
 	memset(&b, 0, sizeof(b));
 	for (uint64_t i = 0; i < nm && !err; i++) {
@@ -430,6 +516,7 @@ static int old_map_agrees(struct rep_fmap *m)
 		err = mfs_xfarray_get(m->M, i, &a);
 		if (err)
 			return rep_scratch_err(m->r, err, "reading the old extent map");
+		unw = !!(mfs_get32(a.flags) & MFS_EXT_UNWRITTEN);
 		off = mfs_get64(a.startoff);
 		fsb = mfs_get64(a.startblock);
 		end = off + mfs_get32(a.blockcount);
@@ -451,17 +538,94 @@ static int old_map_agrees(struct rep_fmap *m)
 			be = haveb ? bs + mfs_get32(b.blockcount) : UINT64_MAX;
 			if (bs > off) {                 /* a hole in the new map */
 				n = (bs < end ? bs : end) - off;
-				err = drop_ok(m, off, fsb, (uint32_t)n);
+				err = drop_ok(m, off, fsb, (uint32_t)n, unw);
 			} else {
 				n = (be < end ? be : end) - off;
 				if (mfs_get64(b.startblock) + (off - bs) != fsb)
-					err = drop_ok(m, off, fsb, (uint32_t)n);
+					err = drop_ok(m, off, fsb, (uint32_t)n, unw);
 			}
 			off += n;
 			fsb += n;
 		}
 	}
 	return err;
+}
+
+/* The fix holding block fsb, or NULL. */
+static const struct ofix *fix_at(const struct rep_fmap *m, uint64_t fsb)
+{
+	for (size_t k = 0; k < m->nfix; k++)
+		if (fsb >= m->fix[k].fsb && fsb < m->fix[k].fsb + m->fix[k].len)
+			return &m->fix[k];
+	return NULL;
+}
+
+/* The disputes the old map won: the records of O that hold those blocks take the old
+ * map's offsets, and are noted for the transaction to correct in the reverse maps
+ * (rep_fmap_lock); E is made again from O, sorted and checked against the old map again,
+ * which must now agree. */
+static int settle_offsets(struct rep_fmap *m)
+{
+	uint64_t no = mfs_xfarray_count(m->O), ne;
+	int err = 0;
+
+	m->rfix = mfs_calloc(no ? no : 1, sizeof(*m->rfix));
+	m->rfix_old = mfs_calloc(no ? no : 1, sizeof(*m->rfix_old));
+	if (!m->rfix || !m->rfix_old)
+		return rep_fail(m->r, -ENOMEM, "no memory to settle inode %llu's offsets",
+				(unsigned long long)m->ino);
+	for (uint64_t i = 0; i < no && !err; i++) {
+		const struct ofix *f;
+		struct orec o;
+
+		err = mfs_xfarray_get(m->O, i, &o);
+		if (err)
+			return rep_scratch_err(m->r, err, "reading the reverse mappings");
+		if ((o.offset & (MFS_RMAP_ATTR_FORK | MFS_RMAP_BMBT_BLOCK)) ||
+		    !(f = fix_at(m, o.fsb)))
+			continue;
+		if (o.fsb + o.len > f->fsb + f->len || (int64_t)o.offset + f->delta < 0 ||
+		    (uint64_t)((int64_t)o.offset + f->delta) > MFS_RMAP_OFF_MASK)
+			return rep_fail(m->r, -EFSCORRUPTED, "inode %llu: its extent map and the "
+					"reverse map put blocks %llu+%u at different file offsets, and "
+					"not as whole records: which is right cannot be told; nothing "
+					"was changed", (unsigned long long)m->ino,
+					(unsigned long long)o.fsb, o.len);
+		m->rfix_old[m->nrfix] = o.offset;
+		o.offset = (uint64_t)((int64_t)o.offset + f->delta);
+		m->rfix[m->nrfix++] = o;
+		err = mfs_xfarray_set(m->O, i, &o);
+		if (err)
+			return rep_scratch_err(m->r, err, "correcting the reverse mappings");
+	}
+	/* E again from the records as corrected (the unwritten flags from the old map at
+	 * the offsets now given): emptied from the end, then refilled */
+	while (!err && (ne = mfs_xfarray_count(m->E))) {
+		err = mfs_xfarray_unset(m->E, ne - 1);
+		if (err == -ENODATA)
+			break;
+	}
+	if (err && err != -ENODATA)
+		return rep_scratch_err(m->r, err, "emptying the extents");
+	err = 0;
+	m->old_ok = 1;
+	m->npieces = 0;
+	for (uint64_t i = 0; i < no && !err; i++) {
+		struct orec o;
+
+		err = mfs_xfarray_get(m->O, i, &o);
+		if (err)
+			return rep_scratch_err(m->r, err, "reading the reverse mappings");
+		if (!(o.offset & (MFS_RMAP_ATTR_FORK | MFS_RMAP_BMBT_BLOCK)))
+			err = add_data(m, o.offset, o.fsb, o.len);
+	}
+	if (err)
+		return err;
+	m->settle = 0;
+	err = rep_sort(m->r, m->E, cmp_startoff, "sorting the extents");
+	if (!err)
+		err = fmap_check(m);
+	return err ? err : old_map_agrees(m);
 }
 
 int rep_fmap_gather(struct rep *r, uint64_t ino, struct mfs_inode *old, struct rep_fmap **out)
@@ -495,7 +659,9 @@ int rep_fmap_gather(struct rep *r, uint64_t ino, struct mfs_inode *old, struct r
 		const struct rep_array_plan plan[3] = {
 			{ sizeof(struct orec), m->sum.data_recs + m->sum.tree_recs +
 			  m->sum.attr_recs + 1 },
-			{ sizeof(struct mfs_bmbt_rec), m->npieces + 1 },
+			/* settle_offsets may split the extents anew: as many more as the
+			 * old map has */
+			{ sizeof(struct mfs_bmbt_rec), m->npieces + nold + 1 },
 			{ sizeof(struct mfs_bmbt_rec), nold + 1 },
 		};
 
@@ -528,8 +694,12 @@ int rep_fmap_gather(struct rep *r, uint64_t ino, struct mfs_inode *old, struct r
 		err = rep_sort(r, m->E, cmp_startoff, "sorting the extents");
 	if (!err)
 		err = fmap_check(m);
-	if (!err && m->old)
+	if (!err && m->old) {
+		m->settle = 1;
 		err = old_map_agrees(m);
+	}
+	if (!err && m->nfix)
+		err = settle_offsets(m);
 	if (err) {
 		rep_fmap_free(m);
 		return err;
@@ -539,6 +709,42 @@ int rep_fmap_gather(struct rep *r, uint64_t ino, struct mfs_inode *old, struct r
 }
 
 /* ---- the transaction ------------------------------------------------------------------- */
+
+/* In tp, with its AG locked: the reverse-map record rfix[k] (as found, rfix_old[k]) takes
+ * its settled offset. */
+static int rmap_set_offset(struct rep_fmap *m, struct mfs_trans *tp, size_t k)
+{
+	const struct mfs_geom *g = &m->fs->geo;
+	const struct orec *o = &m->rfix[k];
+	uint32_t a = mfs_fsb_to_agno(g, o->fsb), agbno = mfs_fsb_to_agbno(g, o->fsb);
+	struct mfs_btree_cur cur;
+	struct mfs_rmap_key key;
+	struct mfs_rmap_rec rec;
+	struct mfs_buf *hbp;
+	int stat = 0, err = mfs_read_agh(m->fs, a, &hbp);
+
+	if (err)
+		return rep_fail(m->r, err, "AG %u header unreadable: %s", a, strerror(-err));
+	mfs_ag_cur_init(&cur, m->fs, tp, a, MFS_BT_RMAP, hbp);
+	mfs_put32(key.startblock, agbno);
+	err = mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_EQ, &rec, &stat);
+	if (!err && (!stat || mfs_get64(rec.owner) != m->ino ||
+		     mfs_get32(rec.blockcount) != o->len ||
+		     mfs_get64(rec.offset) != m->rfix_old[k]))
+		err = -EAGAIN;
+	if (!err) {
+		mfs_put64(rec.offset, o->offset);
+		err = mfs_btree_update(&cur, &rec);
+	}
+	mfs_btree_cur_release(&cur);
+	mfs_buf_put(hbp);
+	if (err == -EAGAIN)
+		return rep_fail(m->r, err, "AG %u: inode %llu's reverse-map record %u+%u changed "
+				"during the rebuild", a, (unsigned long long)m->ino, agbno, o->len);
+	return err ? rep_fail(m->r, err, "AG %u: correcting the file offset of inode %llu's "
+			      "reverse-map record %u+%u: %s", a, (unsigned long long)m->ino,
+			      agbno, o->len, strerror(-err)) : 0;
+}
 
 int rep_fmap_lock(struct rep_fmap *m, struct mfs_trans *tp, int all)
 {
@@ -561,6 +767,8 @@ int rep_fmap_lock(struct rep_fmap *m, struct mfs_trans *tp, int all)
 				 (o.offset & MFS_RMAP_BMBT_BLOCK)))
 			want[mfs_fsb_to_agno(g, o.fsb)] = 1;
 	}
+	for (size_t k = 0; k < m->nrfix; k++)
+		want[mfs_fsb_to_agno(g, m->rfix[k].fsb)] = 1;
 	for (uint32_t a = 0; a < g->agcount && !err; a++)
 		if (want[a]) {
 			err = mfs_trans_lock_ag(tp, a, 0);
@@ -569,6 +777,8 @@ int rep_fmap_lock(struct rep_fmap *m, struct mfs_trans *tp, int all)
 					       strerror(-err));
 		}
 	free(want);
+	for (size_t k = 0; k < m->nrfix && !err; k++)
+		err = rmap_set_offset(m, tp, k);
 	return err;
 }
 
