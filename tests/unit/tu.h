@@ -94,7 +94,8 @@ double tu_now(void);
 
 /* ---- temporary images and programs ---------------------------------------------------------- */
 #define TU_PATH_MAX 64
-/* A new sparse file /tmp/<tag>.XXXXXX of `bytes` bytes; its name in path[TU_PATH_MAX]. */
+/* A new sparse file of `bytes` bytes, unlinked at once: its name in path[TU_PATH_MAX] is
+ * /proc/self/fd/N (valid here and in programs this process runs) until tu_image_remove. */
 void tu_image_create(char *path, const char *tag, uint64_t bytes);
 void tu_image_remove(const char *path);
 /* Flush `fs` (when not NULL) and return the CRC32C of the whole file. */

@@ -77,21 +77,41 @@ double tu_now(void)
 }
 
 /* ---- temporary images and programs ---------------------------------------------------------- */
+/*
+ * The image is unlinked as soon as it is made and reached through its descriptor:
+ * /proc/self/fd/N names the same file in this process and in the programs it runs (the
+ * descriptor is inherited: not close-on-exec), so nothing is left in /tmp whatever happens
+ * to a test — a failed assertion skips its teardown, a timeout kills its process.
+ * tu_image_remove closes the descriptor.
+ */
+#define TU_FD_PATH "/proc/self/fd/"
+
 void tu_image_create(char *path, const char *tag, uint64_t bytes)
 {
+	char tmpl[TU_PATH_MAX];
 	int fd;
 
-	ck_assert_int_lt(snprintf(path, TU_PATH_MAX, "/tmp/%s.XXXXXX", tag), TU_PATH_MAX);
-	fd = mkstemp(path);
-	ck_assert_msg(fd >= 0, "mkstemp %s: %s", path, strerror(errno));
-	ck_assert_msg(ftruncate(fd, (off_t)bytes) == 0, "truncating %s to %" PRIu64 ": %s", path,
+	ck_assert_int_lt(snprintf(tmpl, TU_PATH_MAX, "/tmp/%s.XXXXXX", tag), TU_PATH_MAX);
+	fd = mkstemp(tmpl);
+	ck_assert_msg(fd >= 0, "mkstemp %s: %s", tmpl, strerror(errno));
+	unlink(tmpl);
+	ck_assert_msg(ftruncate(fd, (off_t)bytes) == 0, "truncating %s to %" PRIu64 ": %s", tmpl,
 		      bytes, strerror(errno));
-	close(fd);
+	snprintf(path, TU_PATH_MAX, TU_FD_PATH "%d", fd);
 }
 
 void tu_image_remove(const char *path)
 {
-	unlink(path);
+	char *end;
+	long fd;
+
+	if (strncmp(path, TU_FD_PATH, strlen(TU_FD_PATH))) {
+		unlink(path);
+		return;
+	}
+	fd = strtol(path + strlen(TU_FD_PATH), &end, 10);
+	if (end != path + strlen(TU_FD_PATH) && !*end && fd > 2)
+		close((int)fd);
 }
 
 uint32_t tu_image_crc(struct mfs_fs *fs, const char *path)
