@@ -1318,10 +1318,10 @@ int rep_allocbt(struct rep *r)
 		goto out;
 	{
 		/* U: the old bytes of the free blocks the new trees are written into (a cancel
-		 * puts them back); at most the trees of nf + no records, and a plan that does not
-		 * settle takes a few more */
+		 * puts them back); at most the trees of nf + no records and the pool's (at most
+		 * no: abt_plan_mode), and a plan that does not settle takes a few more */
 		uint64_t nf = ar.nrmap + 1, no = ar.own_blocks[OWN_I_AG] + 1;
-		uint64_t mmax = abt_blocks(ar.fs->geo.blocksize, nf + no);
+		uint64_t mmax = abt_blocks(ar.fs->geo.blocksize, nf + 2 * no);
 		const struct rep_array_plan plan[7] = {
 			{ sizeof(uint32_t), ar.rmap_blocks + MFS_AGFL_SIZE_MAX },
 			{ sizeof(struct rext), nf }, { sizeof(struct rext), no },
