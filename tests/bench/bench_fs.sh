@@ -19,6 +19,8 @@
 #               (default all; mendfs_wb is mendfs -o writeback_cache)
 #   BENCH_SKIP  workloads to leave out, of: seq rand meta tree mount
 #   BENCH_MENDFS_OPTS  extra -o options for mendfs (e.g. to compare a setting)
+#   BENCH_PERRUN 1: after the table, every run's figures (rate CPU, in run order), to see
+#               how far they spread before trusting a median
 #
 # CPU: seconds of the daemon (utime + stime from /proc/PID/stat, all its threads) per GiB
 # moved or per 1,000 operations; for the kernel column, the client's CPU (its system time
@@ -38,6 +40,7 @@ TMPFS=${BENCH_TMPFS:-0}
 ONLY=${BENCH_ONLY:-mendfs mendfs_wb fuse2fs ceiling bindfs kernel}
 SKIP=${BENCH_SKIP:-}
 MOPTS=${BENCH_MENDFS_OPTS:-}
+PERRUN=${BENCH_PERRUN:-0}
 
 if [ "$QUICK" = 1 ]; then
 	SEQ_MB=256 NFILES=10000 NDIRS=100 RT=3 TREE_FILES=2000 TREE_DIRS=150 SYNC_MB=16
@@ -461,5 +464,11 @@ done
 if [ -s "$work/daemon.log" ] && grep -qiE 'error|corrupt' "$work/daemon.log"; then
 	echo "daemon messages:"
 	grep -iE 'error|corrupt' "$work/daemon.log" | head -10
+fi
+if [ "$PERRUN" = 1 ]; then
+	echo "Every run (rate CPU, in run order):"
+	for f in "$work"/res/*; do
+		[ -s "$f" ] && printf '  %-22s %s\n' "$(basename "$f")" "$(paste -sd'|' "$f" | sed 's/|/ | /g')"
+	done
 fi
 exit 0
