@@ -242,7 +242,6 @@ static int census_dinode_fn(void *priv, uint64_t ino, const struct mfs_dinode *d
 	struct build *b = priv;
 	struct scrub_census_ino *ci = &b->ino[(size_t)(b->n - 1) * MFS_INODES_PER_CHUNK +
 					      (ino & (MFS_INODES_PER_CHUNK - 1))];
-
 	const struct mfs_geom *g = &b->ctx->fs->geo;
 	int verifies;
 
