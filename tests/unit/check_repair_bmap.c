@@ -671,6 +671,89 @@ START_TEST(test_rmap_check_btree_owner)
 }
 END_TEST
 
+/*
+ * The same in windows with several owners whose extents interleave on disk (files written
+ * in turn, one block each): each window's records are sorted by owner, so the owner kept
+ * from one window is dropped for the next window's first owner and taken again later.
+ * Windows of 1, 2, 7 and all: clean as built; a record of each file, at the first, middle
+ * and last of its extents, moved to a hole is reported once, and clean once set back.
+ */
+#define NOWN 3u
+#define OWN_EXT 40u
+
+START_TEST(test_rmap_check_owners_interleaved)
+{
+	static const unsigned window[] = { 1, 2, 7, 65536 };
+	static const unsigned at[] = { 0, OWN_EXT / 2, OWN_EXT - 1 };
+	const uint32_t bad = MFS_SCRUB_OFLAG_CORRUPT | MFS_SCRUB_OFLAG_XCORRUPT;
+	static struct mfs_bmap_ext e[NOWN][OWN_EXT];
+	struct mfs_inode *ip[NOWN];
+	uint64_t ino[NOWN];
+	struct tu_findings f;
+	struct tu_img t;
+	uint32_t agno;
+
+	img(&t);
+	for (unsigned k = 0; k < NOWN; k++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "own%u", k);
+		ino[k] = tu_mknode(t.fs, t.fs->geo.rootino, name, S_IFREG | 0644, 0, NULL);
+		CK_OK(mfs_iget(t.fs, ino[k], 0, &ip[k]));
+	}
+	/* every other file block, in turn: the extents of the files interleave on disk */
+	for (unsigned x = 0; x < OWN_EXT; x++)
+		for (unsigned k = 0; k < NOWN; k++) {
+			pthread_rwlock_wrlock(&ip[k]->lock);
+			map_range(ip[k], 2 * x, 1, 0);
+			pthread_rwlock_unlock(&ip[k]->lock);
+		}
+	for (unsigned k = 0; k < NOWN; k++) {
+		pthread_rwlock_rdlock(&ip[k]->lock);
+		for (unsigned x = 0; x < OWN_EXT; x++) {
+			CK_OK(mfs_bmap_lookup(ip[k], 2 * x, &e[k][x]));
+			CK_EQ(e[k][x].startoff, 2 * x);
+			CK_EQ(e[k][x].len, 1);
+		}
+		pthread_rwlock_unlock(&ip[k]->lock);
+		mfs_iput(ip[k]);
+	}
+	agno = mfs_fsb_to_agno(&t.fs->geo, e[0][0].startblock);
+	for (unsigned k = 0; k < NOWN; k++)
+		for (unsigned x = 0; x < OWN_EXT; x++)
+			CK_EQ(mfs_fsb_to_agno(&t.fs->geo, e[k][x].startblock), agno);
+	/* interleaved: a block of owner 1 lies between two of owner 0's */
+	{
+		uint64_t lo = UINT64_MAX, hi = 0;
+
+		for (unsigned x = 0; x < OWN_EXT; x++) {
+			lo = e[0][x].startblock < lo ? e[0][x].startblock : lo;
+			hi = e[0][x].startblock > hi ? e[0][x].startblock : hi;
+		}
+		ck_assert(e[1][OWN_EXT / 2].startblock > lo && e[1][OWN_EXT / 2].startblock < hi);
+	}
+	for (unsigned w = 0; w < sizeof(window) / sizeof(window[0]); w++) {
+		scrub_rmap_window = window[w];
+		CK_OK(tu_scrub_one(t.fs, MFS_SCRUB_RMAPBT, agno, 0, bad, &f));
+		ck_assert_msg(f.n == 0, "window %u, clean: %s", window[w], f.first);
+		for (unsigned k = 0; k < NOWN; k++)
+			for (unsigned a = 0; a < sizeof(at) / sizeof(at[0]); a++) {
+				rmap_shift(t.fs, e[k][at[a]].startblock, ino[k], 1);
+				CK_OK(tu_scrub_one(t.fs, MFS_SCRUB_RMAPBT, agno, 0, bad, &f));
+				ck_assert_msg(f.n == 1 && strstr(f.first, "elsewhere"),
+					      "window %u, file %u extent %u moved: %u findings: %s",
+					      window[w], k, at[a], f.n, f.first);
+				rmap_shift(t.fs, e[k][at[a]].startblock, ino[k], -1);
+				CK_OK(tu_scrub_one(t.fs, MFS_SCRUB_RMAPBT, agno, 0, bad, &f));
+				ck_assert_msg(f.n == 0, "window %u, set back: %s", window[w], f.first);
+			}
+	}
+	scrub_rmap_window = 65536;
+	tu_img_db_check(&t);
+	tu_img_destroy(&t);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("repair_bmap");
@@ -685,6 +768,7 @@ int main(void)
 	tcase_add_test(tc, test_names_btree_as_file);
 	tcase_add_loop_test(tc, test_zeroed_mode, 0, 3);
 	tcase_add_loop_test(tc, test_rmap_check_btree_owner, 0, 3);
+	tcase_add_test(tc, test_rmap_check_owners_interleaved);
 	suite_add_tcase(s, tc);
 	return tu_run_suite_needing("mendfs_db", s);
 }
