@@ -90,6 +90,7 @@ struct rep_fmap {
 	struct orec *rfix;           /* reverse-map records to correct: their new offsets */
 	uint64_t *rfix_old;          /* and their offsets as found */
 	size_t nrfix;
+	uint64_t rec_end;            /* fmap_pass: the end (fsb) of the inode's record before */
 	uint64_t next_new;           /* bulk loader: next record of E */
 	uint64_t *newblk;            /* the new btree's blocks */
 	uint64_t nnew, claimed;
@@ -190,6 +191,14 @@ static int fwalk_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
 		return rep_fail(m->r, -EFSCORRUPTED, "AG %u reverse map: inode %llu's record %u+%u "
 				"lies outside the AG: rebuild the reverse map first", w->agno,
 				(unsigned long long)m->ino, s, l);
+	/* The walk goes by block (AG by AG, each in start order): a record that starts before
+	 * the end of the inode's one before gives it blocks twice (at two file offsets, or as
+	 * data and tree blocks): taking both would cross-link the file with itself. */
+	if (mfs_agbno_to_fsb(g, w->agno, s) < m->rec_end)
+		return rep_fail(m->r, -EFSCORRUPTED, "AG %u reverse map: inode %llu's record %u+%u "
+				"overlaps its record before: rebuild the reverse map first",
+				w->agno, (unsigned long long)m->ino, s, l);
+	m->rec_end = mfs_agbno_to_fsb(g, w->agno, s) + l;
 	if (off & MFS_RMAP_ATTR_FORK) {
 		m->sum.attr_recs++;
 		m->sum.attr_blocks += l;
@@ -221,6 +230,7 @@ static int fmap_pass(struct rep_fmap *m)
 
 	memset(&m->sum, 0, sizeof(m->sum));
 	m->npieces = 0;
+	m->rec_end = 0;
 	m->old_ok = m->old != NULL;
 	for (uint32_t a = 0; a < fs->geo.agcount && !err; a++) {
 		struct fwalk w = { m, a };

@@ -568,6 +568,51 @@ START_TEST(test_zeroed_mode)
 }
 END_TEST
 
+/*
+ * A second reverse-map record of the file over a block that its first record already gives
+ * it, at a file offset past its extents: the reverse map maps that block twice.  The
+ * extent map's rebuild must not take both (the file would be cross-linked with itself): it
+ * refuses, nothing changes, the reverse map is to be rebuilt first.
+ */
+START_TEST(test_rmap_overlap_refused)
+{
+	struct tu_img t;
+	struct map before, after;
+	struct mfs_btree_cur cur;
+	struct mfs_rmap_rec rec;
+	struct mfs_trans *tp;
+	struct mfs_buf *hbp;
+	char reason[1024];
+	uint64_t ino, fsb;
+	uint32_t agno;
+
+	img(&t);
+	ino = make_file(t.fs, "f", 0);
+	snapshot(t.fs, ino, &before);
+	ck_assert_uint_ge(before.e[0].len, 3);
+	fsb = before.e[0].startblock + 1;
+	agno = mfs_fsb_to_agno(&t.fs->geo, fsb);
+	memset(&rec, 0, sizeof(rec));
+	mfs_put32(rec.startblock, mfs_fsb_to_agbno(&t.fs->geo, fsb));
+	mfs_put32(rec.blockcount, 1);
+	mfs_put64(rec.owner, ino);
+	mfs_put64(rec.offset, 1000);
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	CK_OK(mfs_trans_lock_ag(tp, agno, 0));
+	CK_OK(mfs_read_agh(t.fs, agno, &hbp));
+	mfs_ag_cur_init(&cur, t.fs, tp, agno, MFS_BT_RMAP, hbp);
+	CK_OK(mfs_btree_insert(&cur, &rec));
+	mfs_btree_cur_release(&cur);
+	mfs_buf_put(hbp);
+	CK_OK(mfs_trans_commit(tp));
+	CK_EQ(repair(t.fs, MFS_SCRUB_BMAP, ino, reason, sizeof(reason)), -EFSCORRUPTED);
+	ck_assert_msg(strstr(reason, "rebuild the reverse map first"), "%s", reason);
+	snapshot(t.fs, ino, &after);
+	same_map(&before, &after);
+	tu_img_destroy(&t);
+}
+END_TEST
+
 /* Add delta to the file offset of the reverse-map record at fsb (its owner's). */
 static void rmap_shift(struct mfs_fs *fs, uint64_t fsb, uint64_t owner, int64_t delta)
 {
@@ -769,6 +814,7 @@ int main(void)
 	tcase_add_loop_test(tc, test_zeroed_mode, 0, 3);
 	tcase_add_loop_test(tc, test_rmap_check_btree_owner, 0, 3);
 	tcase_add_test(tc, test_rmap_check_owners_interleaved);
+	tcase_add_test(tc, test_rmap_overlap_refused);
 	suite_add_tcase(s, tc);
 	return tu_run_suite_needing("mendfs_db", s);
 }
