@@ -732,23 +732,32 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 		goto out;               /* r: the emptied shell, freed below */
 	}
 	/*
-	 * Room for the record: wait for a running checkpoint, or run one.  Other committers
-	 * may take the space a checkpoint frees before this one gets the lock back (there is
-	 * no queue), and it tries again; it gives up (-ENOSPC) only when its own checkpoints
-	 * free nothing RESERVE_TRIES times in a row (the log cannot drain: it never happens
-	 * to a live journal, whose checkpoint forces and writes back every record).  A count
-	 * of tries or of wake-ups instead failed commits on a small, busy log whose tail kept
-	 * moving, whenever the count happened to run out at a moment without room.
+	 * Room for the record: wait for a running checkpoint, or run one.  There is one queue
+	 * for room, of one: the first commit that finds none claims the room to come
+	 * (room_claim), and until it has it, every other commit that needs log space waits
+	 * behind it, even where there is room (joins of the open record stay: bounded, and
+	 * no record is open once a checkpoint forced the log).  So the room its own
+	 * checkpoint frees is its own, and it goes in after one, whatever the load: without
+	 * the claim, small commits took it each time and a big one waited for ever.  It gives
+	 * up (-ENOSPC) only when its own checkpoints free nothing RESERVE_TRIES times in a row
+	 * (the log cannot drain: it never happens to a live journal, whose checkpoint forces
+	 * and writes back every record).
 	 */
 	for (uint64_t tail = j->tail_lpos, stuck = 0;;) {
 		if (j->err) {
 			err = j->err;
 			break;
 		}
+		if (j->room_claim && j->room_claim != r) {
+			j->st.room_waits++;
+			jwait(j, "an earlier commit to get log room");
+			continue;
+		}
 		if (j->head_lpos + len - j->tail_lpos <= j->usable)
 			break;
+		j->room_claim = r;
 		if (j->tail_lpos != tail) {
-			tail = j->tail_lpos;    /* the log drains, if not for this commit yet */
+			tail = j->tail_lpos;    /* the log drains, if not enough yet */
 			stuck = 0;
 		}
 		if (j->ckpt_running) {
@@ -770,6 +779,10 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 		if (err)
 			break;
 		stuck++;
+	}
+	if (j->room_claim == r) {
+		j->room_claim = NULL;
+		pthread_cond_broadcast(&j->cv);         /* the commits behind it */
 	}
 	if (err) {
 		pthread_mutex_unlock(&j->lock);
@@ -1355,6 +1368,8 @@ int mfs_journal_checkpoint(struct mfs_journal *j)
 		}
 		pthread_cond_broadcast(&j->cv);
 		pthread_mutex_unlock(&j->lock);
+		if (!err && j->ckpt_hook)
+			j->ckpt_hook(j->ckpt_hook_arg, 0, 2);
 	}
 out_unlock:
 	pthread_mutex_lock(&j->lock);
@@ -1488,6 +1503,7 @@ static void logd_fork_child(void)
 
 		pthread_cond_init(&j->cv, NULL);
 		pthread_cond_init(&j->logd_cv, NULL);
+		j->room_claim = NULL;           /* its committer did not come along */
 		j->logd_idle = 0;
 		j->logd_stop = 0;
 		j->logd_respawn = j->logd_running;

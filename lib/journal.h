@@ -223,7 +223,8 @@ void mfs_journal_get_stats(struct mfs_journal *log, struct mfs_journal_stats *st
  * For tests: a function the checkpoint calls, without locks held, for each block it
  * writes in place: with `writing` 0 after choosing the block and before checking it is
  * still logged, with `writing` 1 while its write is in progress (a revoke of the block
- * then waits).  NULL removes it.
+ * then waits); and once with `writing` 2 (blkno 0) after it moved the tail, before it
+ * ends.  NULL removes it.
  */
 typedef void (*mfs_journal_ckpt_hook)(void *arg, uint64_t blkno, int writing);
 void mfs_journal_set_ckpt_hook(struct mfs_journal *log, mfs_journal_ckpt_hook fn, void *arg);

@@ -97,6 +97,7 @@ struct mfs_journal {
 	uint64_t flush_covered;     /* the highest number of a flush that completed */
 	int sync_flushing;          /* an fsync's own flush is in flight (mfs_journal_sync) */
 	int err;                    /* sticky log I/O error */
+	const struct jrec *room_claim;  /* the commit first in line for log room (commit) */
 
 	struct jrec *rec_first, *rec_last, *unwritten;
 	struct jent **map;

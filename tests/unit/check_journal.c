@@ -1772,7 +1772,44 @@ static void *crowd_run(void *arg)
 	return NULL;
 }
 
-START_TEST(big_commit_beside_small_ones)
+/*
+ * The same, made certain: each time the big commit's own checkpoint has moved the tail,
+ * its hook gives the small committers (woken by the move) time to fill the log again
+ * before the big one looks for room.  They must not: a commit that found no room claims
+ * the room its checkpoint frees, and later ones wait behind it — else it may wait for
+ * ever (the checkpoint's room taken each time).  The hook fails when they took it.
+ */
+struct starve {
+	struct mfs_fs *fs;
+	pthread_t big;
+	uint32_t need;          /* the big record's blocks, at least (56 images, a header) */
+	unsigned ckpts;         /* the big commits' checkpoints */
+};
+
+static void starve_hook(void *arg, uint64_t blkno, int writing)
+{
+	struct starve *s = arg;
+	struct mfs_journal_stats st;
+	double t0 = tu_now();
+
+	(void)blkno;
+	if (writing != 2 || !pthread_equal(pthread_self(), s->big))
+		return;
+	s->ckpts++;
+	do {
+		mfs_journal_get_stats(s->fs->log, &st);
+		ck_assert_msg(st.log_size - st.log_used >= s->need, "the room the checkpoint of "
+			      "a waiting %u-block commit freed was taken by later commits "
+			      "(%u of %u log blocks used)", s->need, st.log_used, st.log_size);
+		usleep(1000);
+	} while (tu_now() - t0 < 0.1);
+}
+
+/*
+ * Six small committers on a 64-block log, then `rounds` commits of 56 blocks beside them;
+ * with a starve struct, its hook watches the big commits' checkpoints.
+ */
+static void big_beside_crowd(unsigned rounds, struct starve *s)
 {
 	struct mfs_fs *fs = fs_up(64, 1, NULL);
 	struct crowd c[CROWD];
@@ -1792,15 +1829,35 @@ START_TEST(big_commit_beside_small_ones)
 		while (__atomic_load_n(&c[t].done, __ATOMIC_ACQUIRE) < 20 && !c[t].err &&
 		       tu_now() - t0 < 30)
 			usleep(1000);
-	for (uint64_t round = 1; round <= 20; round++)
+	if (s) {
+		s->fs = fs;
+		s->big = pthread_self();
+		mfs_journal_set_ckpt_hook(fs->log, starve_hook, s);
+	}
+	for (uint64_t round = 1; round <= rounds; round++)
 		ck_assert_int_eq(tx(fs, big, 56, round, round == 1), 0);
 	__atomic_store_n(&crowd_stop, 1, __ATOMIC_RELEASE);
 	for (unsigned t = 0; t < CROWD; t++) {
 		ck_assert_int_eq(pthread_join(th[t], NULL), 0);
 		ck_assert_int_eq(c[t].err, 0);
 	}
-	ck_assert_uint_eq(block_val(fs, big[55]), 20);
+	mfs_journal_set_ckpt_hook(fs->log, NULL, NULL);
+	ck_assert_uint_eq(block_val(fs, big[55]), rounds);
 	ck_assert_int_eq(mfs_fs_close(fs), 0);
+}
+
+START_TEST(big_commit_beside_small_ones)
+{
+	big_beside_crowd(20, NULL);
+}
+END_TEST
+
+START_TEST(big_commit_not_starved)
+{
+	struct starve s = { .need = 57 };
+
+	big_beside_crowd(8, &s);
+	ck_assert_uint_gt(s.ckpts, 0);          /* the hook had something to check */
 }
 END_TEST
 
@@ -1959,6 +2016,7 @@ static Suite *journal_suite(void)
 	tcase_add_test(tc, logd_survives_fork);
 	tcase_add_test(tc, logd_small_log_many_threads);
 	tcase_add_test(tc, big_commit_beside_small_ones);
+	tcase_add_test(tc, big_commit_not_starved);
 	tcase_add_test(tc, logd_error_sticky);
 	suite_add_tcase(s, tc);
 	/* Short timeout: the bug this guards against is an endless wait. */
