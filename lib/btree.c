@@ -1358,19 +1358,27 @@ int mfs_btree_visit_blocks(struct mfs_btree_cur *cur, mfs_btree_blk_fn fn, void 
 	return bt_walk(cur, &w);
 }
 
-int mfs_btree_verify(struct mfs_btree_cur *cur, uint64_t *nrecs, uint64_t *nblocks)
+int mfs_btree_verify_visit(struct mfs_btree_cur *cur, mfs_btree_blk_fn fn, void *priv,
+			   uint64_t *nrecs, uint64_t *nblocks)
 {
 	struct bt_walk w;
 	int err;
 
 	memset(&w, 0, sizeof(w));
 	w.verify = 1;
+	w.fn = fn;
+	w.priv = priv;
 	err = bt_walk(cur, &w);
 	if (nrecs)
 		*nrecs = w.nrecs;
 	if (nblocks)
 		*nblocks = w.nblocks;
 	return err;
+}
+
+int mfs_btree_verify(struct mfs_btree_cur *cur, uint64_t *nrecs, uint64_t *nblocks)
+{
+	return mfs_btree_verify_visit(cur, NULL, NULL, nrecs, nblocks);
 }
 
 int mfs_btree_lookup_get(struct mfs_btree_cur *cur, const void *key, enum mfs_btree_lookup how,

@@ -135,6 +135,12 @@ int mfs_btree_visit_blocks(struct mfs_btree_cur *cur, mfs_btree_blk_fn fn, void 
  * -EFSCORRUPTED / -EFSBADCRC with a message naming the tree, block and problem.
  * Optionally counts records and blocks. */
 int mfs_btree_verify(struct mfs_btree_cur *cur, uint64_t *nrecs, uint64_t *nblocks);
+/* mfs_btree_verify and mfs_btree_visit_blocks in one walk: fn is called on each block
+ * after the block passed its checks (a leaf's records are then in order after every record
+ * fn saw before).  A tree that fails the check part way has had fn called on the blocks
+ * before the damage. */
+int mfs_btree_verify_visit(struct mfs_btree_cur *cur, mfs_btree_blk_fn fn, void *priv,
+			   uint64_t *nrecs, uint64_t *nblocks);
 
 /* ---- bulk loader ------------------------------------------------------------------------ */
 /*

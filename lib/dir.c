@@ -335,7 +335,8 @@ static void dirbt_rec_key(const void *rec, void *key)
 	memcpy(key, rec, 8);
 }
 
-static int dirbt_check_rec(struct mfs_btree_cur *cur, const void *rec)
+/* A record on its own; a short head's name hashed to its key when `hash`. */
+static int dirbt_rec_sane(struct mfs_btree_cur *cur, const void *rec, int hash)
 {
 	struct mfs_inode *dp = cur->priv;
 	const uint8_t *r = rec;
@@ -366,13 +367,25 @@ static int dirbt_check_rec(struct mfs_btree_cur *cur, const void *rec)
 			return MFS_CORRUPT("directory %llu name btree: entry 0x%llx names inode "
 					   "%llu of type %u", ULL(dp->ino), ULL(key),
 					   ULL(mfs_get64(h.ino)), h.ftype);
-		if (h.namelen <= MFS_DIR_HEAD_NAME &&
+		if (hash && h.namelen <= MFS_DIR_HEAD_NAME &&
 		    dp_hash(dp, h.name, h.namelen) != KEY_HASH(key))
 			return MFS_CORRUPT("directory %llu name btree: entry 0x%llx: the name hashes "
 					   "to 0x%x, not 0x%x", ULL(dp->ino), ULL(key),
 					   dp_hash(dp, h.name, h.namelen), KEY_HASH(key));
 	}
 	return 0;
+}
+
+static int dirbt_check_rec(struct mfs_btree_cur *cur, const void *rec)
+{
+	return dirbt_rec_sane(cur, rec, 1);
+}
+
+/* mfs_dir_check's: each head is hashed once, with its whole name, when the one-pass walk
+ * assembles its entry (chk_entry); a head whose entry never completes fails the walk. */
+static int dirbt_check_rec_nohash(struct mfs_btree_cur *cur, const void *rec)
+{
+	return dirbt_rec_sane(cur, rec, 0);
 }
 
 static int dirbt_alloc_block(struct mfs_btree_cur *cur, uint64_t *fsb)
@@ -408,18 +421,28 @@ static int dirbt_set_root(struct mfs_btree_cur *cur)
 	return 0;
 }
 
+/* The name btree's shape, for both cursors below. */
+#define DIRBT_SHAPE							\
+	.name = "directory name btree",					\
+	.magic = MFS_DIRBT_MAGIC,					\
+	.rec_len = MFS_DIR_REC_SIZE,					\
+	.key_len = sizeof(struct mfs_dir_key),				\
+	.ptr_len = 8,							\
+	.cmp_keys = dirbt_cmp,						\
+	.rec_key = dirbt_rec_key
+
 static const struct mfs_btree_ops dirbt_ops = {
-	.name = "directory name btree",
-	.magic = MFS_DIRBT_MAGIC,
-	.rec_len = MFS_DIR_REC_SIZE,
-	.key_len = sizeof(struct mfs_dir_key),
-	.ptr_len = 8,
-	.cmp_keys = dirbt_cmp,
-	.rec_key = dirbt_rec_key,
+	DIRBT_SHAPE,
 	.check_rec = dirbt_check_rec,
 	.alloc_block = dirbt_alloc_block,
 	.free_block = dirbt_free_block,
 	.set_root = dirbt_set_root,
+};
+
+/* The read-only cursor of mfs_dir_check's walk: the names hashed as entries, not records. */
+static const struct mfs_btree_ops dirbt_check_ops = {
+	DIRBT_SHAPE,
+	.check_rec = dirbt_check_rec_nohash,
 };
 
 /* A cursor on dp's name btree, after checking the fork root. */
@@ -1357,6 +1380,8 @@ int mfs_dir_iterate(struct mfs_inode *dp, uint64_t cookie, mfs_dir_iter_fn fn, v
 /* ---- full check ----------------------------------------------------------------------------- */
 struct chk {
 	struct mfs_inode *dp;
+	mfs_dir_iter_fn fn;         /* NULL, or given each entry once it passed its checks */
+	void *priv;
 	uint64_t count, bytes;
 	uint32_t chain_hash;
 	int have_chain;
@@ -1391,33 +1416,66 @@ static int chk_dup(struct chk *k, uint32_t hash, uint64_t id, const uint8_t *nam
 	return 0;
 }
 
+/* One entry; `hashed`: its id was made from the name's hash (the inline format), which
+ * need not be taken again. */
 static int chk_entry(struct chk *k, uint64_t id, const uint8_t *name, unsigned len,
-		     uint64_t ino, uint8_t ftype)
+		     uint64_t ino, uint8_t ftype, int hashed)
 {
-	uint32_t h = (uint32_t)(id >> 24);
+	uint32_t h = (uint32_t)(id >> 24), nh;
+	int err;
 
 	if (!name_bytes_ok(name, len) || (len == 1 && name[0] == '.') ||
 	    (len == 2 && name[0] == '.' && name[1] == '.'))
 		return MFS_CORRUPT("directory %llu: entry 0x%llx has an invalid name",
 				   ULL(k->dp->ino), ULL(id));
-	if (dp_hash(k->dp, name, len) != h)
+	if (!hashed && (nh = dp_hash(k->dp, name, len)) != h)
 		return MFS_CORRUPT("directory %llu: entry 0x%llx: its name hashes to 0x%x, not "
-				   "0x%x", ULL(k->dp->ino), ULL(id), dp_hash(k->dp, name, len), h);
+				   "0x%x", ULL(k->dp->ino), ULL(id), nh, h);
 	if (ino == 0 || ino >= (1ull << 56) || !ftype_ok(ftype))
 		return MFS_CORRUPT("directory %llu: entry 0x%llx names inode %llu of type %u",
 				   ULL(k->dp->ino), ULL(id), ULL(ino), ftype);
 	k->count++;
 	k->bytes += LENT_SIZE(len);
-	return chk_dup(k, h, id, name, len);
+	err = chk_dup(k, h, id, name, len);
+	if (!err && k->fn)
+		err = k->fn(k->priv, (const char *)name, len, ino, ftype,
+			    id + 1 + MFS_DIR_COOKIE_FIRST);
+	return err;
 }
 
 static int chk_emit(struct asm_state *s, uint64_t key0, const uint8_t *name, unsigned len,
 		    uint64_t ino, uint8_t ftype)
 {
-	return chk_entry(s->priv, key0 >> 8, name, len, ino, ftype);
+	return chk_entry(s->priv, key0 >> 8, name, len, ino, ftype, 0);
+}
+
+/* The check walk's visit of a block, after mfs_btree_verify's checks of it: a leaf's
+ * records, in key order (depth first, leaves left to right), assembled into entries. */
+static int chk_leaf(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, void *priv)
+{
+	const struct mfs_btree_block *bb;
+	unsigned n;
+	int err = 0;
+
+	if (level)
+		return 0;
+	bb = cur->path[0].bp->data;
+	n = mfs_get16(bb->numrecs);
+	if (sizeof(*bb) + (size_t)n * MFS_DIR_REC_SIZE > cur->fs->geo.blocksize)
+		return MFS_CORRUPT("directory %llu name btree block %llu: %u records do not fit",
+				   ULL(cur->owner), ULL(fsb), n);
+	for (unsigned i = 0; i < n && !err; i++)
+		err = asm_rec(cur, (const uint8_t *)bb + sizeof(*bb) + (size_t)i * MFS_DIR_REC_SIZE,
+			      priv);
+	return err;
 }
 
 int mfs_dir_check(struct mfs_inode *dp)
+{
+	return mfs_dir_check_iterate(dp, NULL, NULL);
+}
+
+int mfs_dir_check_iterate(struct mfs_inode *dp, mfs_dir_iter_fn fn, void *priv)
 {
 	struct chk k;
 	uint64_t parent;
@@ -1431,6 +1489,8 @@ int mfs_dir_check(struct mfs_inode *dp)
 		return err;
 	memset(&k, 0, sizeof(k));
 	k.dp = dp;
+	k.fn = fn;
+	k.priv = priv;
 	k.bytes = MFS_DIR_LOCAL_HDR;
 	if (dp->dformat == MFS_FMT_LOCAL) {
 		uint32_t off = MFS_DIR_LOCAL_HDR;
@@ -1452,7 +1512,7 @@ int mfs_dir_check(struct mfs_inode *dp)
 						  "is not above the previous (0x%llx)", ULL(dp->ino),
 						  off, ULL(id), ULL(prev));
 			if (!err)
-				err = chk_entry(&k, id, e.name, e.namelen, e.ino, e.ftype);
+				err = chk_entry(&k, id, e.name, e.namelen, e.ino, e.ftype, 1);
 			prev = id;
 			first = 0;
 			off += LENT_SIZE(e.namelen);
@@ -1470,14 +1530,16 @@ int mfs_dir_check(struct mfs_inode *dp)
 		err = bt_cur(dp, NULL, &cur);
 		if (err)
 			return err;
-		err = mfs_btree_verify(&cur, NULL, &nblocks);
-		if (!err) {
-			memset(&s, 0, sizeof(s));
-			s.dp = dp;
-			s.emit = chk_emit;
-			s.priv = &k;
-			err = bt_walk(&cur, &s, 0);
-		}
+		/* One walk: each block verified, then a leaf's records made into entries. */
+		cur.ops = &dirbt_check_ops;
+		memset(&s, 0, sizeof(s));
+		s.dp = dp;
+		s.emit = chk_emit;
+		s.priv = &k;
+		err = mfs_btree_verify_visit(&cur, chk_leaf, &s, NULL, &nblocks);
+		if (err == 0 && s.pending)
+			err = MFS_CORRUPT("directory %llu name btree: entry 0x%llx has %u of %u parts",
+					  ULL(dp->ino), ULL(s.key0), s.next, s.parts);
 		mfs_btree_cur_release(&cur);
 		root_get(dp, &r);
 		if (!err && mfs_get64(r.count) != k.count)

@@ -103,6 +103,16 @@ int mfs_dir_iterate(struct mfs_inode *dp, uint64_t cookie, mfs_dir_iter_fn fn, v
 int mfs_dir_check(struct mfs_inode *dp);
 
 /*
+ * mfs_dir_check in the same single walk as a listing: fn (as mfs_dir_iterate's, but never
+ * given "." or "..") is called on each entry once the entry itself passed its checks, in
+ * cookie order.  The checks of what comes after (later entries, the stored count and size)
+ * are made after fn saw the earlier entries: when the directory is damaged, fn has seen
+ * the entries before the damage.  fn returns 0 to go on, < 0 for an error or > 0 to stop:
+ * either ends the walk unfinished and is returned.  Else as mfs_dir_check.
+ */
+int mfs_dir_check_iterate(struct mfs_inode *dp, mfs_dir_iter_fn fn, void *priv);
+
+/*
  * Convert a local-format directory to the name-btree format (nothing to do for one already
  * in it), so that its data fork holds only the 32-byte root: for the attribute fork
  * (xattr.c), which needs literal-area bytes the inline entries use.  Same transaction rules

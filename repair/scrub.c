@@ -300,8 +300,8 @@ struct collect {
 /*
  * The walk's visit of one block (the cursor holds it at `level`): its number, and for a
  * leaf its records, in order (the walk goes depth first, children in order: leaves left to
- * right).  The tree passed mfs_btree_verify under the same hold of the AG lock; the record
- * count is checked against the block all the same.
+ * right).  The block passed mfs_btree_verify's checks just before, in the same walk under
+ * the same hold of the AG lock; the record count is checked against the block all the same.
  */
 static int collect_blk(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, void *priv)
 {
@@ -416,11 +416,9 @@ static int ag_scan_fresh(struct mfs_scrub_ctx *ctx, uint32_t agno, unsigned want
 		if (err)
 			return err;
 		mfs_ag_cur_init(&cur, fs, NULL, agno, (enum mfs_ag_tree)t, sa->agh_bp);
-		/* The structure first; then one walk of its (now cached) blocks collects them
-		 * and the leaves' records. */
-		err = mfs_btree_verify(&cur, NULL, NULL);
-		if (!err)
-			err = mfs_btree_visit_blocks(&cur, collect_blk, &c);
+		/* One walk: each block checked, then its number and a leaf's records
+		 * collected (a damaged tree's partial collection is dropped below). */
+		err = mfs_btree_verify_visit(&cur, collect_blk, &c, NULL, NULL);
 		mfs_btree_cur_release(&cur);
 		if (err == -ENOMEM)
 			return err;

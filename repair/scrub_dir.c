@@ -4,8 +4,8 @@
  *
  * The storage (inline entries or name btree) must pass mfs_dir_check: entries in bounds
  * and sorted by hash, names hashing to their keys, continuations complete, the stored count
- * and size matching the entries.  Then every entry, walked in hash order with the
- * directory's lock shared: a valid name (1..255 bytes, no '/' or NUL, neither "." nor
+ * and size matching the entries.  In the same walk (mfs_dir_check_iterate), every entry in
+ * hash order with the directory's lock shared: a valid name (1..255 bytes, no '/' or NUL, neither "." nor
  * ".."), a valid inode number that is allocated, whose file type matches the entry's, and
  * never the directory itself.  ".." must name an allocated directory (the root's is the
  * root).  Whether the parent really holds this directory is counted by the NLINKS checker.
@@ -340,17 +340,32 @@ int scrub_dir(struct mfs_scrub_ctx *ctx)
 	seq = mfs_fs_changes(ctx->fs);     /* with the directory locked */
 	if (!S_ISDIR(dp->mode))
 		goto out;
-	err = mfs_dir_check(dp);
+	memset(&w, 0, sizeof(w));
+	memset(cl, 0, sizeof(cl));
+	for (unsigned i = 0; i < DIR_BLOCK_SLOTS; i++)
+		cl[i].one_block = 1;    /* a directory's children: a few blocks of a chunk */
+	w.ctx = ctx;
+	w.dp = dp;
+	w.cc.cl = cl;
+	w.cc.census = ctx->census ? &census : NULL;
+	scrub_recs_init(&kids, sizeof(uint64_t));
+	if (ctx->census)
+		w.kids = &kids;
+	/* The storage checked and each entry against its inode in one walk of the names:
+	 * a damaged directory's entries before the damage have been looked at too. */
+	err = mfs_dir_check_iterate(dp, entry_fn, &w);
+	for (unsigned i = 0; i < DIR_BLOCK_SLOTS; i++)
+		scrub_cluster_release(&cl[i]);
 	if (mfs_is_corruption(err)) {
 		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "directory %llu: names (%s format, size "
 			     "%llu): %s", (unsigned long long)dp->ino,
 			     dp->dformat == MFS_FMT_LOCAL ? "inline" : "btree",
 			     (unsigned long long)dp->size, scrub_errstr(err));
 		err = 0;
-		goto out;
+		goto out_kids;
 	}
 	if (err)
-		goto out;
+		goto out_kids;
 	if (dp->dformat == MFS_FMT_BTREE && !root_xrefed(ctx, dp)) {
 		char what[64];
 
@@ -358,7 +373,7 @@ int scrub_dir(struct mfs_scrub_ctx *ctx)
 			 (unsigned long long)dp->ino);
 		err = scrub_xref_tree_blocks(ctx, dp, 0, what);
 		if (err)
-			goto out;
+			goto out_kids;
 	}
 	err = check_parent(ctx, dp, &parent);
 	if (err)
@@ -369,35 +384,17 @@ int scrub_dir(struct mfs_scrub_ctx *ctx)
 		err = 0;
 	}
 	if (err)
-		goto out;
-	memset(&w, 0, sizeof(w));
-	memset(cl, 0, sizeof(cl));
-	for (unsigned i = 0; i < DIR_BLOCK_SLOTS; i++)
-		cl[i].one_block = 1;    /* a directory's children: a few blocks of a chunk */
-	w.ctx = ctx;
-	w.dp = dp;
-	w.cc.cl = cl;
-	w.cc.census = ctx->census ? &census : NULL;
-	scrub_recs_init(&kids, sizeof(uint64_t));
-	if (ctx->census && have_parent)
-		w.kids = &kids;
-	err = mfs_dir_iterate(dp, 0, entry_fn, &w);
-	for (unsigned i = 0; i < DIR_BLOCK_SLOTS; i++)
-		scrub_cluster_release(&cl[i]);
+		goto out_kids;
 	/* The entries as committed at change count seq, when nothing committed meanwhile:
 	 * the link-count check takes them from the census instead of reading them again. */
-	if (!err && w.kids)
+	if (w.kids && have_parent)
 		scrub_census_put_dir(ctx, dp->ino, parent, w.kids, seq);
-	scrub_recs_free(&kids);
-	if (!err && !mfs_dir_count(dp, &count) && count != w.n)
+	if (!mfs_dir_count(dp, &count) && count != w.n)
 		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "directory %llu: %llu entries counted, "
-			     "%llu iterated", (unsigned long long)dp->ino,
+			     "%llu checked", (unsigned long long)dp->ino,
 			     (unsigned long long)count, (unsigned long long)w.n);
-	if (mfs_is_corruption(err)) {
-		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "directory %llu: entries unreadable: %s",
-			     (unsigned long long)dp->ino, scrub_errstr(err));
-		err = 0;
-	}
+out_kids:
+	scrub_recs_free(&kids);
 out:
 	scrub_irele(dp);
 	return err;

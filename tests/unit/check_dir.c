@@ -900,6 +900,121 @@ START_TEST(test_corrupt)
 }
 END_TEST
 
+/* What a listing hands over, folded in order (names, inodes, types, cookies). */
+struct fold {
+	uint64_t n, sum;
+	uint64_t stop_at;           /* 0, or the entry whose call returns stop_rc */
+	int stop_rc;
+};
+
+static int fold_fn(void *priv, const char *name, unsigned len, uint64_t ino, uint8_t ftype,
+		   uint64_t next)
+{
+	struct fold *f = priv;
+
+	if (len <= 2 && name[0] == '.' && (len == 1 || name[1] == '.'))
+		return 0;               /* mfs_dir_iterate's "." and ".." */
+	f->n++;
+	f->sum = (f->sum ^ ino ^ (uint64_t)ftype << 56 ^ next << 8 ^ len) * 1000003u;
+	for (unsigned i = 0; i < len; i++)
+		f->sum = (f->sum ^ (uint8_t)name[i]) * 1099511628211ull;
+	return f->n == f->stop_at ? f->stop_rc : 0;
+}
+
+static void expect_same_listing(struct mfs_inode *dp, uint64_t want_n)
+{
+	struct fold a = { 0 }, b = { 0 };
+
+	CK_OK(mfs_dir_iterate(dp, 0, fold_fn, &a));
+	CK_OK(mfs_dir_check_iterate(dp, fold_fn, &b));
+	CK_EQ(a.n, want_n);
+	CK_EQ(b.n, want_n);
+	CK_EQ(a.sum, b.sum);
+}
+
+/* mfs_dir_check_iterate: the check and the listing in one walk give the listing of
+ * mfs_dir_iterate (inline, one-leaf and deeper trees, long names), stop and fail when fn
+ * says so, and fail on damage after handing over only the entries before it. */
+START_TEST(test_check_iterate)
+{
+	struct tu_img t;
+	struct mfs_inode *dp;
+	struct mfs_trans *tp;
+	struct mfs_dir_root r;
+	struct mfs_buf *bp;
+	struct fold f = { 0 };
+	char name[300];
+	uint8_t *blk;
+	unsigned nrecs, last = 0;
+
+	mfs_dir_test_set_hash_mask(0xffffffffu);
+	timg_make(&t, 4096, 64ull << 20);
+	dp = make_dir(&t);
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	for (unsigned i = 0; i < 3; i++) {
+		static const uint8_t types[3] = { DT_REG, DT_LNK, DT_DIR };
+
+		snprintf(name, sizeof(name), "in%u", i);
+		CK_OK(mfs_dir_add(tp, dp, name, 3, 100 + i, types[i]));
+	}
+	CK_OK(mfs_trans_commit(tp));
+	CK_EQ(dp->dformat, MFS_FMT_LOCAL);
+	expect_same_listing(dp, 3);
+	/* fn's error and stop end the walk and are returned */
+	f.stop_at = 2;
+	f.stop_rc = -EIO;
+	CK_EQ(mfs_dir_check_iterate(dp, fold_fn, &f), -EIO);
+	CK_EQ(f.n, 2);
+	/* one leaf of short names: the last head's name no longer at its hash */
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	for (unsigned i = 0; i < 20; i++) {
+		snprintf(name, sizeof(name), "short%02u", i);
+		CK_OK(mfs_dir_add(tp, dp, name, 7, 200 + i, DT_REG));
+	}
+	CK_OK(mfs_trans_commit(tp));
+	CK_EQ(dp->dformat, MFS_FMT_BTREE);
+	CK_EQ(dp->dnext, 1);
+	expect_same_listing(dp, 23);
+	memset(&f, 0, sizeof(f));
+	f.stop_at = 7;
+	f.stop_rc = 1;
+	CK_EQ(mfs_dir_check_iterate(dp, fold_fn, &f), 1);
+	CK_EQ(f.n, 7);
+	memcpy(&r, dp->lit, sizeof(r));
+	CK_OK(mfs_buf_read(t.fs->bc, mfs_get64(r.rootblock), NULL, &bp));
+	blk = bp->data;
+	nrecs = mfs_get16(((struct mfs_btree_block *)blk)->numrecs);
+	CK_EQ(nrecs, 23);
+	for (unsigned i = 0; i < nrecs; i++)
+		if (((struct mfs_dir_rec *)(blk + 64 + i * MFS_DIR_REC_SIZE))->name[0] == 's')
+			last = i;
+	CK_TRUE(last > 0);
+	((struct mfs_dir_rec *)(blk + 64 + last * MFS_DIR_REC_SIZE))->name[6] ^= 1;
+	memset(&f, 0, sizeof(f));
+	CK_EQ(mfs_dir_check_iterate(dp, fold_fn, &f), -EFSCORRUPTED);
+	CK_EQ(f.n, last);
+	((struct mfs_dir_rec *)(blk + 64 + last * MFS_DIR_REC_SIZE))->name[6] ^= 1;
+	mfs_buf_put(bp);
+	/* a deeper tree with names of every length class (continuations) */
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	for (unsigned i = 0; i < 600; i++) {
+		int len = snprintf(name, sizeof(name), "%0*u", (int)(1 + (i * 37) % 250), i);
+
+		CK_OK(mfs_dir_add(tp, dp, name, (unsigned)len, 1000 + i, DT_REG));
+		if (i % 100 == 99) {
+			CK_OK(mfs_trans_commit(tp));
+			CK_OK(mfs_trans_alloc(t.fs, &tp));
+		}
+	}
+	CK_OK(mfs_trans_commit(tp));
+	CK_TRUE(dp->dnext >= 2);
+	expect_same_listing(dp, 623);
+	CK_OK(mfs_dir_check(dp));
+	put_dir(dp);
+	tu_img_destroy(&t);
+}
+END_TEST
+
 /* Lookups and readdir from several threads under the shared lock of one btree directory. */
 #define PAR_THREADS 4
 #if UNDER_ASAN
@@ -996,6 +1111,7 @@ static Suite *dir_suite(void)
 	tcase_add_test(tc, test_names);
 	tcase_add_test(tc, test_cancel_exact);
 	tcase_add_test(tc, test_corrupt);
+	tcase_add_test(tc, test_check_iterate);
 	tcase_add_test(tc, test_parallel_readers);
 	tcase_add_loop_test(tc, test_readdir_stable, 0, 2);
 	tcase_add_test(tc, test_one_chain);
