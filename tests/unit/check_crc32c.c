@@ -38,6 +38,23 @@ START_TEST(hw_matches_table_and_chains)
 }
 END_TEST
 
+/* Every length from 0 to past three 1024-byte streams and a tail, at every alignment: each
+ * way of cutting a buffer into the interleaved streams of 1024, 128 and 32 bytes and the
+ * serial rest (a wrong join or shift table differs from the table CRC). */
+START_TEST(streams_every_length)
+{
+	static unsigned char buf[3 * 1024 + 300 + 8];
+
+	srandom(7);
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (unsigned char)random();
+	for (size_t off = 0; off < 8; off++)
+		for (size_t len = 0; len + off + 8 <= sizeof(buf); len++)
+			ck_assert_uint_eq(mfs_crc32c(0x12345678u, buf + off, len),
+					  mfs_crc32c_sw(0x12345678u, buf + off, len));
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("crc32c");
@@ -47,6 +64,7 @@ int main(void)
 
 	tcase_add_test(tc, known_answers);
 	tcase_add_test(tc, hw_matches_table_and_chains);
+	tcase_add_test(tc, streams_every_length);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
