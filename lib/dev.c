@@ -38,7 +38,13 @@ struct mfs_dev {
 	int blockdev;
 	uint64_t size;
 	char *path;
-	int flush_err;               /* sticky: the first failed flush's errno (atomic) */
+	/* Flushes (mfs_dev_flush): those in flight, and the first failure's errno (sticky;
+	 * read without the lock too, atomically). */
+	pthread_mutex_t flush_lock;
+	pthread_cond_t flush_cv;     /* a flush in flight ended */
+	struct dev_flusher *flushing;
+	uint64_t flush_seq;          /* flushes begun */
+	int flush_err;
 	int (*flush_hook)(void *);   /* tests only (mfs_dev_set_flush_hook) */
 	void *flush_hook_arg;
 	int wlog_fd;                 /* -1: no write log */
@@ -153,6 +159,8 @@ int mfs_dev_open(const char *path, unsigned flags, struct mfs_dev **out)
 	}
 	dev->flags = flags;
 	dev->wlog_fd = -1;
+	pthread_mutex_init(&dev->flush_lock, NULL);
+	pthread_cond_init(&dev->flush_cv, NULL);
 	dev->fd = open(path, oflags | O_CLOEXEC, 0644);
 	if (dev->fd < 0) {
 		err = -errno;
@@ -182,6 +190,8 @@ int mfs_dev_open(const char *path, unsigned flags, struct mfs_dev **out)
 fail:
 	if (dev->fd >= 0)
 		close(dev->fd);
+	pthread_cond_destroy(&dev->flush_cv);
+	pthread_mutex_destroy(&dev->flush_lock);
 	free(dev->path);
 	free(dev);
 	return err;
@@ -200,6 +210,8 @@ int mfs_dev_close(struct mfs_dev *dev)
 			err = -errno;
 		pthread_mutex_destroy(&dev->wlog_lock);
 	}
+	pthread_cond_destroy(&dev->flush_cv);
+	pthread_mutex_destroy(&dev->flush_lock);
 	free(dev->path);
 	free(dev);
 	return err;
@@ -239,14 +251,35 @@ int mfs_dev_pwrite(struct mfs_dev *dev, const void *buf, size_t len, uint64_t of
  * could not bring to stable storage and report the next fdatasync() as a success (it
  * reports a writeback error once), so after one failed flush nothing written before it may
  * ever be taken as durable: every later flush fails with the first one's error, and so
- * does a flush that overlapped it (it may have returned before the failure was seen).
+ * does a flush that overlapped it — its fdatasync() may have returned 0 because the other
+ * one was told of the error, so before it reports a success it waits for the flushes that
+ * were in flight when it ended (dev->flushing: each on its caller's stack, numbered as
+ * they begin; later ones are not waited for, so the wait is as bounded as they are).
  * The journal, the buffer cache and the daemon's fsync without a journal all flush here,
  * so whichever of them saw the failure, the others' next flush reports it.
  */
+struct dev_flusher {
+	uint64_t seq;
+	pid_t pid;                   /* a fork's child does not wait for its parent's */
+	struct dev_flusher *next;
+};
+
+/* Whether a flush begun by flush number `upto` is still in flight (flush_lock held). */
+static int flush_overlapped(const struct mfs_dev *dev, uint64_t upto)
+{
+	pid_t pid = getpid();
+
+	for (const struct dev_flusher *f = dev->flushing; f; f = f->next)
+		if (f->seq <= upto && f->pid == pid)
+			return 1;
+	return 0;
+}
+
 int mfs_dev_flush(struct mfs_dev *dev)
 {
+	struct dev_flusher me, **pp;
 	uint64_t issued = 0;
-	int err = 0, first = 0;
+	int err, first;
 
 	if (dev->flags & MFS_DEV_RDONLY)
 		return 0;
@@ -261,21 +294,43 @@ int mfs_dev_flush(struct mfs_dev *dev)
 		if (err)
 			return err;
 	}
+	pthread_mutex_lock(&dev->flush_lock);
+	me = (struct dev_flusher){ ++dev->flush_seq, getpid(), dev->flushing };
+	dev->flushing = &me;
+	pthread_mutex_unlock(&dev->flush_lock);
+
 	err = dev->flush_hook ? dev->flush_hook(dev->flush_hook_arg) : 0;
 	if (!err && fdatasync(dev->fd) < 0)
 		err = -errno;
-	if (err) {
-		if (__atomic_compare_exchange_n(&dev->flush_err, &first, err, 0,
-						__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-			mfs_log(MFS_LOG_ERR, "%s: flushing to stable storage failed: %s; writes "
-				"before it may be lost, every later flush fails", dev->path,
-				strerror(-err));
-		return __atomic_load_n(&dev->flush_err, __ATOMIC_ACQUIRE);
+
+	pthread_mutex_lock(&dev->flush_lock);
+	for (pp = &dev->flushing; *pp != &me; pp = &(*pp)->next)
+		;
+	*pp = me.next;
+	first = err && !dev->flush_err;
+	if (first)
+		__atomic_store_n(&dev->flush_err, err, __ATOMIC_RELEASE);
+	pthread_cond_broadcast(&dev->flush_cv);
+	if (!err) {
+		uint64_t upto = dev->flush_seq;
+		struct timespec ts;
+
+		while (!dev->flush_err && flush_overlapped(dev, upto)) {
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += 10;
+			if (pthread_cond_timedwait(&dev->flush_cv, &dev->flush_lock, &ts) ==
+			    ETIMEDOUT)
+				mfs_log(MFS_LOG_WARN, "%s: a flush still waits after 10 s for the "
+					"flushes that overlapped it", dev->path);
+		}
 	}
-	err = __atomic_load_n(&dev->flush_err, __ATOMIC_ACQUIRE);
-	if (err)
-		return err;             /* another flush failed meanwhile */
-	if (dev->wlog_fd >= 0) {
+	err = dev->flush_err ? dev->flush_err : err;
+	pthread_mutex_unlock(&dev->flush_lock);
+	if (first)
+		mfs_log(MFS_LOG_ERR, "%s: flushing to stable storage failed: %s; writes "
+			"before it may be lost, every later flush fails", dev->path,
+			strerror(-err));
+	if (!err && dev->wlog_fd >= 0) {
 		pthread_mutex_lock(&dev->wlog_lock);
 		err = wlog_append(dev, MFS_DEV_WLOG_FLUSHED, issued, 0, NULL);
 		pthread_mutex_unlock(&dev->wlog_lock);

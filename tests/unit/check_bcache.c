@@ -416,6 +416,56 @@ START_TEST(flush_error_sticky)
 }
 END_TEST
 
+/*
+ * A flush that overlapped a failed one fails too, even when it ends first: the host
+ * reports a writeback error to one fdatasync() only, so the other may see a success for
+ * writes that were lost.  Flush A fails, and is slow to tell (its hook holds the failure
+ * until flush B has returned, or for a bounded while); B, issued while A was in flight,
+ * must not return 0.
+ */
+static pthread_t slow_thread;
+static int slow_in, b_done;
+
+static int slow_failing_flush(void *arg)
+{
+	double t0 = tu_now();
+
+	(void)arg;
+	if (!pthread_equal(pthread_self(), slow_thread))
+		return 0;
+	__atomic_store_n(&slow_in, 1, __ATOMIC_RELEASE);
+	while (!__atomic_load_n(&b_done, __ATOMIC_ACQUIRE) && tu_now() - t0 < 0.5)
+		usleep(1000);
+	return -EIO;
+}
+
+static void *slow_flush_main(void *arg)
+{
+	(void)arg;
+	return (void *)(intptr_t)mfs_dev_flush(dev);
+}
+
+START_TEST(flush_overlapping_failure)
+{
+	int q = mfs_log_quiet(), b;
+	void *a;
+
+	slow_in = b_done = 0;
+	mfs_dev_set_flush_hook(dev, slow_failing_flush, NULL);
+	ck_assert_int_eq(pthread_create(&slow_thread, NULL, slow_flush_main, NULL), 0);
+	while (!__atomic_load_n(&slow_in, __ATOMIC_ACQUIRE))
+		usleep(1000);
+	b = mfs_dev_flush(dev);
+	__atomic_store_n(&b_done, 1, __ATOMIC_RELEASE);
+	ck_assert_int_eq(pthread_join(slow_thread, &a), 0);
+	ck_assert_int_eq((int)(intptr_t)a, -EIO);
+	ck_assert_int_eq(b, -EIO);
+	ck_assert_int_eq(mfs_dev_flush(dev), -EIO);
+	mfs_dev_set_flush_hook(dev, NULL, NULL);
+	mfs_log_set_level(q);
+}
+END_TEST
+
 /* Review item: a block freed and then reused inside one transaction comes back exactly
  * (bytes and "is metadata") when the transaction is cancelled. */
 START_TEST(trans_cancel_after_forget_and_reuse)
@@ -741,6 +791,7 @@ int main(void)
 	tcase_add_test(tc, stress_threads);
 	tcase_add_test(tc, sweep_reads_leave_the_cache);
 	tcase_add_test(tc, flush_error_sticky);
+	tcase_add_test(tc, flush_overlapping_failure);
 	suite_add_tcase(s, tc);
 	return tu_run_suite(s);
 }
