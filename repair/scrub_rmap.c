@@ -61,7 +61,8 @@ static int special_owner(uint64_t owner)
 /*
  * With the AG locked: the collected records (a walk borrowed from the census keeps them:
  * sa->recs) or, when the check's own walk kept none (a million are 24 MiB), the tree read
- * forward by a cursor from start block `from` on (a sweep: MFS_BTREE_CUR_ONCE).  next:
+ * forward by a cursor from the record that covers or follows block `from` (a sweep:
+ * MFS_BTREE_CUR_ONCE).  next:
  * *r the next record (valid until the next call), NULL at the end.
  */
 struct rsrc {
@@ -105,7 +106,18 @@ static int rsrc_next(struct rsrc *s, const struct mfs_rmap_rec **r)
 		s->cur.flags |= MFS_BTREE_CUR_ONCE;
 		s->open = 1;
 		mfs_put32(key.startblock, s->from);
-		err = mfs_btree_lookup(&s->cur, &key, MFS_LOOKUP_GE, &stat);
+		/* From block `from` on: a record that starts before it and covers it too (the
+		 * next window's first record, grown at its front since the window before) */
+		err = mfs_btree_lookup(&s->cur, &key, s->from ? MFS_LOOKUP_LE : MFS_LOOKUP_GE,
+				       &stat);
+		if (!err && stat && s->from) {
+			err = mfs_btree_get(&s->cur, &s->rec, &stat);
+			if (!err && stat && (uint64_t)mfs_get32(s->rec.startblock) +
+			    mfs_get32(s->rec.blockcount) <= s->from)
+				err = mfs_btree_next(&s->cur, &stat);
+		} else if (!err && s->from) {
+			err = mfs_btree_lookup(&s->cur, &key, MFS_LOOKUP_GE, &stat);
+		}
 	} else {
 		err = mfs_btree_next(&s->cur, &stat);
 	}
@@ -1099,6 +1111,9 @@ static int check_owners(struct mfs_scrub_ctx *ctx, struct scrub_recs *recs, uint
  */
 extern unsigned scrub_rmap_window;
 unsigned scrub_rmap_window = 65536;    /* tests make it small (check_repair_bmap) */
+/* Tests change the tree between two windows (the next one's from block given); NULL. */
+extern void (*scrub_rmap_between)(struct mfs_fs *fs, uint32_t agno, uint32_t from);
+void (*scrub_rmap_between)(struct mfs_fs *fs, uint32_t agno, uint32_t from);
 static int check_owners_windows(struct mfs_scrub_ctx *ctx, uint32_t aglen, uint64_t seq0,
 				struct scrub_recs *rooted, int *same)
 {
@@ -1145,6 +1160,8 @@ static int check_owners_windows(struct mfs_scrub_ctx *ctx, uint32_t aglen, uint6
 			*same = 0;
 		if (!err)
 			err = check_owners(ctx, &win, seq, rooted, &o, &cl);
+		if (!err && more && scrub_rmap_between)
+			scrub_rmap_between(ctx->fs, ctx->agno, from);
 	}
 	owner_drop(&o);
 	scrub_cluster_release(&cl);

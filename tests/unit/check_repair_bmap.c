@@ -799,6 +799,88 @@ START_TEST(test_rmap_check_owners_interleaved)
 }
 END_TEST
 
+/*
+ * A record across the boundary of two windows: between them, the record the next window
+ * starts at comes to begin a block earlier (as when its owner's extent grows at its front
+ * and the record with it).  The next window must take it all the same (it covers the
+ * window's first block): here the record so grown does not match its owner's map, and is
+ * reported.  The record is changed by hand (scrub_rmap_between), so the AG is left damaged.
+ */
+extern void (*scrub_rmap_between)(struct mfs_fs *fs, uint32_t agno, uint32_t from);
+static uint64_t grow_fsb;              /* the record to grow at its front (once) */
+
+static void grow_front(struct mfs_fs *fs, uint32_t agno, uint32_t from)
+{
+	struct mfs_btree_cur cur;
+	struct mfs_rmap_rec rec;
+	struct mfs_rmap_key key;
+	struct mfs_trans *tp;
+	struct mfs_buf *hbp;
+	int stat = 0;
+
+	if (!grow_fsb || mfs_fsb_to_agno(&fs->geo, grow_fsb) != agno ||
+	    mfs_fsb_to_agbno(&fs->geo, grow_fsb) != from)
+		return;
+	grow_fsb = 0;
+	CK_OK(mfs_trans_alloc(fs, &tp));
+	CK_OK(mfs_trans_lock_ag(tp, agno, 0));
+	CK_OK(mfs_read_agh(fs, agno, &hbp));
+	mfs_ag_cur_init(&cur, fs, tp, agno, MFS_BT_RMAP, hbp);
+	mfs_put32(key.startblock, from);
+	CK_OK(mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_EQ, &rec, &stat));
+	CK_EQ(stat, 1);
+	mfs_put32(rec.startblock, from - 1);
+	mfs_put32(rec.blockcount, mfs_get32(rec.blockcount) + 1);
+	CK_OK(mfs_btree_update(&cur, &rec));
+	mfs_btree_cur_release(&cur);
+	mfs_buf_put(hbp);
+	CK_OK(mfs_trans_commit(tp));
+}
+
+START_TEST(test_rmap_window_boundary_moves)
+{
+	const uint32_t bad = MFS_SCRUB_OFLAG_CORRUPT | MFS_SCRUB_OFLAG_XCORRUPT;
+	struct mfs_bmap_ext e[3];
+	struct mfs_inode *ip[3];
+	struct tu_findings f;
+	struct tu_img t;
+	uint64_t ino[3];
+
+	img(&t);
+	/* three one-block files in a row, the middle one removed: a free block before the
+	 * last one's record */
+	for (unsigned k = 0; k < 3; k++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "g%u", k);
+		ino[k] = tu_mknode(t.fs, t.fs->geo.rootino, name, S_IFREG | 0644, 0, NULL);
+		CK_OK(mfs_iget(t.fs, ino[k], 0, &ip[k]));
+		pthread_rwlock_wrlock(&ip[k]->lock);
+		map_range(ip[k], 0, 1, 0);
+		CK_OK(mfs_bmap_lookup(ip[k], 0, &e[k]));
+		pthread_rwlock_unlock(&ip[k]->lock);
+	}
+	/* in a row, up or down the AG */
+	ck_assert(e[0].startblock + e[2].startblock == 2 * e[1].startblock &&
+		  (e[1].startblock == e[0].startblock + 1 || e[1].startblock + 1 == e[0].startblock));
+	pthread_rwlock_wrlock(&ip[1]->lock);
+	punch(ip[1], 0);
+	pthread_rwlock_unlock(&ip[1]->lock);
+	for (unsigned k = 0; k < 3; k++)
+		mfs_iput(ip[k]);
+	scrub_rmap_window = 1;
+	grow_fsb = e[1].startblock + 1;       /* the record after the free block */
+	scrub_rmap_between = grow_front;
+	CK_OK(tu_scrub_one(t.fs, MFS_SCRUB_RMAPBT, mfs_fsb_to_agno(&t.fs->geo, grow_fsb), 0, bad,
+			   &f));
+	scrub_rmap_between = NULL;
+	scrub_rmap_window = 65536;
+	CK_EQ(grow_fsb, 0);             /* grown, between two windows */
+	ck_assert_msg(f.n == 1 && strstr(f.first, "elsewhere"), "%u findings: %s", f.n, f.first);
+	tu_img_destroy(&t);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("repair_bmap");
@@ -815,6 +897,7 @@ int main(void)
 	tcase_add_loop_test(tc, test_rmap_check_btree_owner, 0, 3);
 	tcase_add_test(tc, test_rmap_check_owners_interleaved);
 	tcase_add_test(tc, test_rmap_overlap_refused);
+	tcase_add_test(tc, test_rmap_window_boundary_moves);
 	suite_add_tcase(s, tc);
 	return tu_run_suite_needing("mendfs_db", s);
 }
