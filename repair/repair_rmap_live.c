@@ -617,9 +617,9 @@ static int gap_rec(struct mfs_btree_cur *cur, const void *rec, void *priv)
 }
 
 /* The old tree (read whole, unchanged since: the AG is locked) over each gap. */
-static int gaps_in_tree(struct rep_live *lv, struct agrep *ar, const struct rext *gaps,
-			uint64_t ngaps)
+static int gaps_in_tree(struct rep_live *lv, struct agrep *ar, struct mfs_xfarray *G)
 {
+	uint64_t ngaps = mfs_xfarray_count(G);
 	struct mfs_btree_cur cur;
 	int err = 0;
 
@@ -627,14 +627,20 @@ static int gaps_in_tree(struct rep_live *lv, struct agrep *ar, const struct rext
 	for (uint64_t i = 0; i < ngaps && !err; i++) {
 		struct mfs_rmap_key lo, hi;
 		struct mfs_rmap_rec c;
+		struct rext gap;
 		int stat = 0;
 
+		err = mfs_xfarray_get(G, i, &gap);
+		if (err) {
+			err = rep_scratch_err(lv->r, err, "reading the old reverse map's blocks");
+			break;
+		}
 		/* the record before the gap may reach into it; the others start in it */
-		mfs_put32(lo.startblock, gaps[i].start);
-		mfs_put32(hi.startblock, gaps[i].start + gaps[i].len - 1);
+		mfs_put32(lo.startblock, gap.start);
+		mfs_put32(hi.startblock, gap.start + gap.len - 1);
 		err = mfs_btree_lookup_get(&cur, &lo, MFS_LOOKUP_LE, &c, &stat);
 		if (!err && stat && mfs_get32(c.startblock) + mfs_get32(c.blockcount) >
-		    gaps[i].start)
+		    gap.start)
 			err = gap_rec(&cur, &c, lv);
 		if (!err)
 			err = mfs_btree_query_range(&cur, &lo, &hi, gap_rec, lv);
@@ -648,15 +654,19 @@ static int gaps_in_tree(struct rep_live *lv, struct agrep *ar, const struct rext
 	return err;
 }
 
-int rep_live_check_gaps(struct rep_live *lv, struct agrep *ar, const struct rext *gaps,
-			uint64_t ngaps)
+int rep_live_check_gaps(struct rep_live *lv, struct agrep *ar, struct mfs_xfarray *G)
 {
-	uint64_t nc = mfs_xfarray_count(lv->C), gi = 0;
+	uint64_t nc = mfs_xfarray_count(lv->C), ngaps = mfs_xfarray_count(G), gi = 0;
+	struct rext gap = { 0, 0 };
 	int err;
 
 	if (lv->c_ok)
-		return gaps_in_tree(lv, ar, gaps, ngaps);
+		return gaps_in_tree(lv, ar, G);
 	err = rep_sort(lv->r, lv->C, cmp_start, "sorting the old records");
+	if (err)
+		return err;
+	if (ngaps)
+		err = mfs_xfarray_get(G, 0, &gap);
 	for (uint64_t i = 0; i < nc && gi < ngaps && !err; i++) {
 		struct mfs_rmap_rec c;
 		uint32_t s, e;
@@ -666,12 +676,13 @@ int rep_live_check_gaps(struct rep_live *lv, struct agrep *ar, const struct rext
 			return rep_scratch_err(lv->r, err, "reading the old records");
 		s = mfs_get32(c.startblock);
 		e = s + mfs_get32(c.blockcount);
-		while (gi < ngaps && gaps[gi].start + gaps[gi].len <= s)
-			gi++;
-		if (gi < ngaps && gaps[gi].start < e)
+		while (!err && gi < ngaps && gap.start + gap.len <= s)
+			if (++gi < ngaps)
+				err = mfs_xfarray_get(G, gi, &gap);
+		if (!err && gi < ngaps && gap.start < e)
 			return gap_lost(lv, &c);
 	}
-	return err;
+	return err ? rep_scratch_err(lv->r, err, "reading the old reverse map's blocks") : 0;
 }
 
 void rep_live_release(struct rep_live *lv)

@@ -60,14 +60,13 @@ int rep_live_emit(struct rep_live *lv, int (*fn)(void *priv, const struct mfs_rm
 		  void *priv);
 
 /*
- * The blocks the new map gives to nobody and leaves out of free space (gaps, sorted by
- * block): none of them may be an inode's in the old tree — that inode's map lost them
+ * The blocks the new map gives to nobody and leaves out of free space (G: struct rext
+ * in scratch, sorted by block): none of them may be an inode's in the old tree — that inode's map lost them
  * (damaged), and the rebuild would free its data.  -EFSCORRUPTED naming the inode.  The
  * old tree is asked about the gaps alone (ar: the AG, locked since the settle) when it
  * was read whole; otherwise what was read of it is.
  */
-int rep_live_check_gaps(struct rep_live *lv, struct agrep *ar, const struct rext *gaps,
-			uint64_t ngaps);
+int rep_live_check_gaps(struct rep_live *lv, struct agrep *ar, struct mfs_xfarray *G);
 
 void rep_live_release(struct rep_live *lv);
 

@@ -169,14 +169,15 @@ int rep_rmap_follows(const struct mfs_rmap_rec *a, const struct mfs_rmap_rec *b)
 	       (boff & MFS_RMAP_OFF_MASK);
 }
 
-/* The merged, gap-filled records, and the old reverse-map blocks (the gaps). */
+/* The merged, gap-filled records, and the old reverse-map blocks (the gaps, in scratch:
+ * one per old tree block in a fragmented AG, so as many as the records / 100 or so). */
 struct rmerge {
 	struct agrep *ar;
 	struct mfs_xfarray *out;
 	struct mfs_rmap_rec pend;
 	int have;
-	struct rext *gaps;
-	uint64_t ngaps, gapcap, gapblocks;
+	struct mfs_xfarray *G;       /* the gaps (struct rext), in block order */
+	uint64_t ngaps, gapblocks;
 	int drop_gaps;               /* ordered: the gaps become free, no record for them */
 };
 
@@ -199,22 +200,15 @@ static int rm_emit(struct rmerge *m, const struct mfs_rmap_rec *rec)
 /* [s, e) is neither owned nor free: an old reverse-map (or leaked) block range. */
 static int rm_gap(struct rmerge *m, uint32_t s, uint32_t e)
 {
+	struct rext gap = { s, e - s };
 	struct mfs_rmap_rec rec;
+	int err;
 
 	if (s >= e)
 		return 0;
-	if (m->ngaps == m->gapcap) {
-		uint64_t nc = m->gapcap ? 2 * m->gapcap : 64;
-		struct rext *ng = mfs_realloc(m->gaps, nc * sizeof(*ng));
-
-		if (!ng)
-			return rep_fail(m->ar->r, -ENOMEM, "no memory for the old reverse map's "
-					"block list");
-		m->gaps = ng;
-		m->gapcap = nc;
-	}
-	m->gaps[m->ngaps].start = s;
-	m->gaps[m->ngaps].len = e - s;
+	err = mfs_xfarray_append(m->G, &gap, NULL);
+	if (err)
+		return rep_scratch_err(m->ar->r, err, "listing the old reverse map's blocks");
 	m->ngaps++;
 	m->gapblocks += e - s;
 	if (m->drop_gaps)
@@ -702,21 +696,30 @@ static int fl_drain(struct ordered *o, uint32_t more)
 	return err;
 }
 
+/* Gap i (of G, in scratch): 0 or an error, reported. */
+static int gap_get(struct ordered *o, uint64_t i, struct rext *e)
+{
+	int err = mfs_xfarray_get(o->m->G, i, e);
+
+	return err ? rep_scratch_err(o->ar->r, err, "reading the old reverse map's blocks") : 0;
+}
+
 /* G (the gaps, in block order) back to free space, the free list stocked from its end. */
 static int give_gaps(struct ordered *o)
 {
 	struct agrep *ar = o->ar;
-	const struct rext *g = o->m->gaps;
 	uint64_t front = 0, back = o->m->ngaps;
-	uint32_t backlen = back ? g[back - 1].len : 0;
-	int err = 0;
+	struct rext last = { 0, 0 }, first;     /* G[back - 1], G[front] */
+	uint32_t backlen;
+	int err = back ? gap_get(o, back - 1, &last) : 0;
 
+	backlen = last.len;
 	while (!err && front < back) {
 		uint32_t s, l;
 
 		/* stock the free list from the last gap block not yet given */
 		while (!err && fl_count(ar) < o->need && front < back) {
-			uint32_t b = g[back - 1].start + backlen - 1;
+			uint32_t b = last.start + backlen - 1;
 
 			err = mfs_agfl_put(ar->tp, ar->agno, ar->agh_bp, b);
 			if (err)
@@ -727,13 +730,18 @@ static int give_gaps(struct ordered *o)
 			if (!err)
 				err = rep_forget_blocks(ar, b, 1);
 			o->puts++;
-			if (--backlen == 0 && --back > 0)
-				backlen = g[back - 1].len;
+			if (!err && --backlen == 0 && --back > 0) {
+				err = gap_get(o, back - 1, &last);
+				backlen = last.len;
+			}
 		}
 		if (err || front >= back)
 			break;
-		s = g[front].start;
-		l = front + 1 == back ? backlen : g[front].len;
+		err = gap_get(o, front, &first);
+		if (err)
+			break;
+		s = first.start;
+		l = front + 1 == back ? backlen : first.len;
 		front++;
 		err = fl_drain(o, o->need);
 		if (!err)
@@ -965,7 +973,7 @@ int rep_rmapbt(struct rep *r)
 		 * R's records, one per piece of free space it takes and a margin (see below) */
 		uint64_t mmax = rep_geo_blocks(&mfs_rmapbt_ops, geo->blocksize, used + 16 +
 					       (used + 16) / 32 + 1024, NULL);
-		const struct rep_array_plan plan[6] = {
+		const struct rep_array_plan plan[7] = {
 			{ sizeof(struct mfs_rmap_rec), used + 16 },
 			{ sizeof(struct mfs_rmap_rec), 2 * used + 32 },
 			{ sizeof(struct rext), aglen / 2 + 2 },
@@ -973,11 +981,13 @@ int rep_rmapbt(struct rep *r)
 			{ sizeof(struct mfs_rmap_rec), used + 16 },
 			{ MFS_TRANS_UNDO_RECSIZE(geo->blocksize),
 			  (mmax == UINT64_MAX ? 0 : mmax) + 16 },
+			/* the gaps: each is followed by a block that is no gap */
+			{ sizeof(struct rext), aglen / 2 + 2 },
 		};
 
 		o.ucap = mmax == UINT64_MAX ? 0 : mmax + 16;
 
-		err = rep_reserve(r, plan, 6);
+		err = rep_reserve(r, plan, 7);
 		if (!err)
 			err = rep_hook(r, MFS_REPAIR_AT_RESERVED);
 		if (!err)
@@ -992,6 +1002,8 @@ int rep_rmapbt(struct rep *r)
 			err = rep_array(r, plan[4].recsize, plan[4].max_nr, &lv.C);
 		if (!err)
 			err = rep_array(r, plan[5].recsize, plan[5].max_nr, &U);
+		if (!err)
+			err = rep_array(r, plan[6].recsize, plan[6].max_nr, &m.G);
 		if (err)
 			goto out;
 	}
@@ -1083,7 +1095,7 @@ int rep_rmapbt(struct rep *r)
 	m.out = R2;
 	err = rmerge_all(&m, &q, F);
 	if (!err)
-		err = rep_live_check_gaps(&lv, &ar, m.gaps, m.ngaps);
+		err = rep_live_check_gaps(&lv, &ar, m.G);
 	mfs_bcache_sweep(sweep);
 	sweep = -1;
 	if (err)
@@ -1129,8 +1141,15 @@ int rep_rmapbt(struct rep *r)
 		err = rep_fail(r, -ENOMEM, "no memory for the new reverse map's block list");
 		goto out;
 	}
-	for (uint64_t i = 0; !err && i < m.ngaps; i++)
-		err = rep_blocks_add(&ar, m.gaps[i].start, m.gaps[i].len, &b);
+	for (uint64_t i = 0; !err && i < m.ngaps; i++) {
+		struct rext e;
+
+		err = mfs_xfarray_get(m.G, i, &e);
+		if (err)
+			err = rep_scratch_err(r, err, "reading the old reverse map's blocks");
+		else
+			err = rep_blocks_add(&ar, e.start, e.len, &b);
+	}
 	for (uint64_t i = 0; !err && i < short_by; i++) {
 		uint32_t bno;
 
@@ -1184,6 +1203,5 @@ out:
 	free(q.spec);
 	rep_lh_free(&h);
 	free(b.v);
-	free(m.gaps);
 	return err;
 }
