@@ -31,12 +31,19 @@
 
 struct nl_inode {
 	uint64_t ino;
-	uint64_t dotdot;            /* directories: the stored parent */
-	uint64_t holder;            /* the (last) directory seen naming it */
 	uint32_t nlink;
 	uint32_t refs;              /* entries naming it */
-	uint32_t subdirs;           /* directories: entries naming a directory */
+	uint32_t dir;               /* directories: its struct nl_dir in dirs; else NL_NODIR */
 	uint16_t mode;
+};
+
+/* What only a directory has, kept aside: a million files' records are 24 bytes each, not
+ * 40 (every page of them is a first touch, each a fault). */
+#define NL_NODIR UINT32_MAX
+struct nl_dir {
+	uint64_t dotdot;            /* the stored parent */
+	uint64_t holder;            /* the (last) directory seen naming it */
+	uint32_t subdirs;           /* entries naming a directory */
 };
 
 struct nl_edge {
@@ -53,6 +60,7 @@ struct nl_run {
 struct nl_state {
 	struct mfs_scrub_ctx *ctx;
 	struct scrub_recs inodes;   /* struct nl_inode, sorted by ino */
+	struct scrub_recs dirs;     /* struct nl_dir, of the directories among them */
 	struct scrub_recs edges;    /* struct nl_edge, sorted by parent */
 	struct scrub_recs groups;   /* struct nl_group: the index of inodes (nl_find) */
 	size_t finger[2];           /* groups nl_find found last (a directory's children lie
@@ -142,14 +150,36 @@ static struct nl_inode *nl_find(struct nl_state *st, uint64_t ino)
 	return n->ino == ino ? n : NULL;        /* (a number listed twice) */
 }
 
+/* ni's directory record; NULL for an inode that is no directory (nl_add gives every
+ * directory one). */
+static struct nl_dir *nl_dir_of(struct nl_state *st, const struct nl_inode *ni)
+{
+	if (ni->dir == NL_NODIR || ni->dir >= st->dirs.n)
+		return NULL;
+	return (struct nl_dir *)(void *)st->dirs.v + ni->dir;
+}
+
 static int nl_add(struct nl_state *st, uint64_t ino, uint16_t mode, uint32_t nlink)
 {
 	struct nl_inode ni;
+	int err;
 
 	memset(&ni, 0, sizeof(ni));
 	ni.ino = ino;
 	ni.mode = mode;
 	ni.nlink = nlink;
+	ni.dir = NL_NODIR;
+	if (S_ISDIR(mode)) {
+		struct nl_dir nd;
+
+		if (st->dirs.n >= NL_NODIR)
+			return -ENOMEM;
+		memset(&nd, 0, sizeof(nd));
+		ni.dir = (uint32_t)st->dirs.n;
+		err = scrub_recs_add(&st->dirs, &nd);
+		if (err)
+			return err;
+	}
 	return scrub_recs_add(&st->inodes, &ni);
 }
 
@@ -221,16 +251,17 @@ static int collect_edges(struct nl_state *st)
 
 	for (size_t i = 0; i < st->inodes.n && !err; i++) {
 		struct nl_inode *ni = (struct nl_inode *)(st->inodes.v + i * st->inodes.len);
+		struct nl_dir *nd = nl_dir_of(st, ni);
 		struct mfs_inode *dp;
 
-		if (!S_ISDIR(ni->mode))
+		if (!S_ISDIR(ni->mode) || !nd)
 			continue;
 		err = scrub_cancelled(ctx);
 		if (err)
 			break;
 		/* As the directory checker read them, when nothing changed since. */
 		st->cur_dir = ni->ino;
-		err = scrub_census_dir(ctx, ni->ino, &ni->dotdot, kid_fn, st);
+		err = scrub_census_dir(ctx, ni->ino, &nd->dotdot, kid_fn, st);
 		if (err != -EAGAIN) {
 			if (err)
 				break;
@@ -252,7 +283,7 @@ static int collect_edges(struct nl_state *st)
 		if (err)
 			break;
 		st->cur_dir = dp->ino;
-		err = mfs_dir_get_parent(dp, &ni->dotdot);
+		err = mfs_dir_get_parent(dp, &nd->dotdot);
 		if (!err)
 			err = mfs_dir_iterate(dp, 0, edge_fn, st);
 		pthread_rwlock_unlock(&dp->lock);
@@ -284,7 +315,7 @@ static int count_and_walk(struct nl_state *st)
 	struct scrub_recs queue, runs;
 	struct nl_inode *ni, *p = NULL;
 	/* Two bitmaps by index in inodes: reached from the root, and is a directory named by
-	 * an entry (the walk below tests these, not the records: a million records are 40 MiB,
+	 * an entry (the walk below tests these, not the records: a million records are 24 MiB,
 	 * the bitmaps 256 KiB). */
 	size_t words = st->inodes.n / 64 + 1;
 	uint64_t *reached, *isdir;
@@ -310,9 +341,13 @@ static int count_and_walk(struct nl_state *st)
 			continue;       /* an entry naming a free inode: the DIR checker's */
 		e->cidx = (uint64_t)(c - (struct nl_inode *)st->inodes.v);
 		c->refs++;
-		c->holder = e->parent;
 		if (S_ISDIR(c->mode)) {
-			p->subdirs++;
+			struct nl_dir *cd = nl_dir_of(st, c), *pd = nl_dir_of(st, p);
+
+			if (cd)
+				cd->holder = e->parent;
+			if (pd)
+				pd->subdirs++;
 			isdir[e->cidx / 64] |= 1ull << (e->cidx % 64);
 		}
 	}
@@ -390,19 +425,22 @@ static int count_and_walk(struct nl_state *st)
 		uint64_t want;
 
 		if (S_ISDIR(n->mode)) {
+			static const struct nl_dir none;
+			const struct nl_dir *nd = nl_dir_of(st, n) ? nl_dir_of(st, n) : &none;
+
 			if (n->ino == root)
-				want = n->refs ? 0 : 2ull + n->subdirs;
+				want = n->refs ? 0 : 2ull + nd->subdirs;
 			else
-				want = n->refs ? (uint64_t)n->refs + 1 + n->subdirs : 0;
+				want = n->refs ? (uint64_t)n->refs + 1 + nd->subdirs : 0;
 			if (n->refs > 1 || (n->ino == root && n->refs))
 				scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "directory %llu: named by "
 					     "%u entries, a directory has one (the root none)", ino,
 					     n->refs);
-			else if (n->refs == 1 && n->dotdot != n->holder)
+			else if (n->refs == 1 && nd->dotdot != nd->holder)
 				scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "directory %llu: parent "
 					     "(\"..\") is %llu, it is held by directory %llu", ino,
-					     (unsigned long long)n->dotdot,
-					     (unsigned long long)n->holder);
+					     (unsigned long long)nd->dotdot,
+					     (unsigned long long)nd->holder);
 		} else {
 			want = n->refs;
 		}
@@ -452,6 +490,7 @@ int scrub_nlinks(struct mfs_scrub_ctx *ctx)
 	memset(&st, 0, sizeof(st));
 	st.ctx = ctx;
 	scrub_recs_init(&st.inodes, sizeof(struct nl_inode));
+	scrub_recs_init(&st.dirs, sizeof(struct nl_dir));
 	scrub_recs_init(&st.edges, sizeof(struct nl_edge));
 	scrub_recs_init(&st.groups, sizeof(struct nl_group));
 	if (ctx->quiesce) {
@@ -468,7 +507,7 @@ int scrub_nlinks(struct mfs_scrub_ctx *ctx)
 	if (!err && ctx->census && !scrub_census_current(ctx, seq)) {
 		exact.census = NULL;
 		st.ctx = &exact;
-		st.inodes.n = st.edges.n = 0;
+		st.inodes.n = st.edges.n = st.dirs.n = 0;
 		err = nlinks_pass(&st);
 	}
 	if (!err)
@@ -476,6 +515,7 @@ int scrub_nlinks(struct mfs_scrub_ctx *ctx)
 	if (quiesced)
 		ctx->quiesce(ctx->hook_arg, 0);
 	scrub_recs_free(&st.inodes);
+	scrub_recs_free(&st.dirs);
 	scrub_recs_free(&st.edges);
 	scrub_recs_free(&st.groups);
 	if (exact.oflags)
