@@ -1158,6 +1158,10 @@ static int check_owners_windows(struct mfs_scrub_ctx *ctx, uint32_t aglen, uint6
 		}
 		if (seq != seq0)
 			*same = 0;
+		/* The chunk copy kept from the window before may be older than this window's
+		 * records: owner_quick may only trust a state committed after them. */
+		if (cl.nblk && cl.seq < seq)
+			cl.nblk = 0;
 		if (!err)
 			err = check_owners(ctx, &win, seq, rooted, &o, &cl);
 		if (!err && more && scrub_rmap_between)
