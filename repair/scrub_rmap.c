@@ -991,7 +991,15 @@ static int census_quick(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct s
 	mfs_put64(one.startoff, 0);
 	mfs_put64(one.startblock, ci.fsb);
 	mfs_put32(one.blockcount, ci.len);
-	return recs_mapped(ctx, agno, recs, i, i + 1, (const uint8_t *)&one, 1);
+	if (!recs_mapped(ctx, agno, recs, i, i + 1, (const uint8_t *)&one, 1))
+		return 0;
+	/* The record is the whole extent at file block 0: what the extent map's batch
+	 * cross-reference looks for (scrub_bmap_batch.c, SCRUB_CI_ROOTMAP). */
+	if (mfs_agbno_to_fsb(&ctx->fs->geo, agno, mfs_get32(r->startblock)) == ci.fsb &&
+	    mfs_get32(r->blockcount) == ci.len && mfs_get64(r->offset) == 0 &&
+	    scrub_recs_add(rooted, &owner))
+		rooted->n = 0;
+	return 1;
 }
 
 static int owner_quick(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct scrub_recs *recs,
