@@ -36,6 +36,7 @@
 #include "inode.h"
 #include "journal.h"
 #include "log.h"
+#include "mem.h"
 #include "mendfs_format.h"
 #include "orphan.h"
 #include "trans.h"
@@ -491,6 +492,7 @@ int main(int argc, char **argv)
 	char *fsopts = NULL;
 	int err, ret = 1, mounted = 0;
 
+	mfs_mem_tune();                      /* before any thread: see mem.h */
 	memset(&d, 0, sizeof(d));
 	memset(&fo, 0, sizeof(fo));
 	if (fuse_opt_parse(&args, &c, mfsd_opts, opt_proc) == -1)

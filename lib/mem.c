@@ -3,6 +3,10 @@
  */
 #include "mem.h"
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 atomic_int mfs_mem_fault_armed;
 
 static atomic_uint_fast64_t fault_skip;     /* allocations still allowed before failing */
@@ -76,4 +80,19 @@ void mfs_mem_fault_disarm(void)
 uint64_t mfs_mem_fault_injected(void)
 {
 	return atomic_load(&fault_count);
+}
+
+/* Blocks of at least this size are mmapped, each on its own (fixed: never raised). */
+#define MEM_MMAP_THRESHOLD (256u << 10)
+/* Free memory at the heap's top beyond this is given back (fixed likewise). */
+#define MEM_TRIM_THRESHOLD (512u << 10)
+
+void mfs_mem_tune(void)
+{
+#if defined(__GLIBC__)
+	/* Setting either turns glibc's dynamic adjustment off; a failure leaves the
+	 * defaults, which are correct, only larger. */
+	(void)mallopt(M_MMAP_THRESHOLD, MEM_MMAP_THRESHOLD);
+	(void)mallopt(M_TRIM_THRESHOLD, MEM_TRIM_THRESHOLD);
+#endif
 }

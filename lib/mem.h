@@ -28,6 +28,17 @@ void mfs_mem_fault_disarm(void);
 /* Allocations failed on purpose since the program started. */
 uint64_t mfs_mem_fault_injected(void);
 
+/*
+ * Called once at the start of a long-running program (the daemon, mendfs_repair), before
+ * its threads: fixes the C library's thresholds so that memory freed after a large,
+ * short-lived array (a transaction's records, a rebuild's lists, which double as they
+ * grow) goes back to the system instead of staying resident.  glibc raises its mmap
+ * threshold each time an mmapped block is freed, so later large arrays come from the
+ * heap, whose freed middle is never returned; a fixed threshold keeps them mmapped (and
+ * realloc moves their pages with mremap).  A no-op elsewhere.
+ */
+void mfs_mem_tune(void);
+
 static inline int mfs_mem_should_fail(void)
 {
 	return __builtin_expect(atomic_load_explicit(&mfs_mem_fault_armed,

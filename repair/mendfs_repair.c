@@ -504,6 +504,7 @@ int main(int argc, char **argv)
 	unsigned flags = MFS_OPEN_EXCL | MFS_OPEN_SB_COPY, found = 0, left = 0, passes = 0;
 	int c, err, ex;
 
+	mfs_mem_tune();                      /* before any thread: see mem.h */
 	/* Lines whole, in order with the library's messages on stderr (2>&1 logs, tests). */
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	memset(&t, 0, sizeof(t));

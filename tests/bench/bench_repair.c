@@ -49,6 +49,8 @@
  *                             BENCH_REPAIR_ROUNDS=k: rounds (1..16, default 3);
  *                             BENCH_REPAIR_ONLY=rmap: the reverse map's rebuild alone;
  *                             BENCH_REPAIR_MEMTRACE=1: where the memory is at each point;
+ *                             BENCH_REPAIR_NOTUNE=1: without mfs_mem_tune() (which the
+ *                             daemon and mendfs_repair call), to compare;
  *                             BENCH_REPAIR_SLOW=k: the k slowest writes of each rebuild,
  *                             when and in which phase, and whether they blocked
  */
@@ -85,6 +87,7 @@
 #include "journal.h"
 #include "inode.h"
 #include "log.h"
+#include "mem.h"
 #include "repair.h"
 #include "trans.h"
 
@@ -1081,6 +1084,8 @@ int main(int argc, char **argv)
 	uint64_t bytes;
 	int err;
 
+	if (!getenv("BENCH_REPAIR_NOTUNE"))
+		mfs_mem_tune();              /* as the daemon and mendfs_repair do */
 	if (argc > 1)
 		n = strtoull(argv[1], NULL, 10);
 	if (n < 1000)

@@ -7,6 +7,9 @@
  * with several threads allocating at once, and the injected count adds up.
  */
 #include <check.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -160,6 +163,31 @@ static unsigned run_threads(void)
 	return total;
 }
 
+/* mfs_mem_tune: a large block freed does not raise the mmap threshold, so the next large
+ * array is mmapped on its own (given back whole when freed), not carved from the heap. */
+START_TEST(test_tune_fixed_threshold)
+{
+#if defined(__GLIBC__)
+	void *big, *mid;
+	size_t before;
+
+	if (!getenv("TU_MEM_NOTUNE"))
+		mfs_mem_tune();
+	big = malloc(8u << 20);         /* mmapped: over any threshold's start */
+	ck_assert_ptr_nonnull(big);
+	memset(big, 1, 4096);
+	free(big);                      /* untuned glibc: the threshold rises to 8 MiB */
+	before = mallinfo2().hblkhd;
+	mid = malloc(1u << 20);
+	ck_assert_ptr_nonnull(mid);
+	memset(mid, 1, 4096);
+	ck_assert_uint_ge(mallinfo2().hblkhd, before + (1u << 20));
+	free(mid);
+	ck_assert_uint_eq(mallinfo2().hblkhd, before);
+#endif
+}
+END_TEST
+
 START_TEST(test_threads_exact)
 {
 	uint64_t before = mfs_mem_fault_injected();
@@ -186,6 +214,7 @@ static Suite *mem_suite(void)
 	tcase_add_test(tc, test_every);
 	tcase_add_test(tc, test_realloc_keeps_block);
 	tcase_add_test(tc, test_threads_exact);
+	tcase_add_test(tc, test_tune_fixed_threshold);
 	suite_add_tcase(s, tc);
 	return s;
 }
