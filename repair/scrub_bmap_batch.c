@@ -12,7 +12,10 @@
  * whole extent, is ino's, and maps agbno to file block off (its offset is that of its own
  * first block); the last free extent starting at or before agbno + len - 1 ends at or
  * before agbno.  Every extent of an inode must pass for its verdict to be clean; a damaged
- * tree, or an extent outside the AGs, leaves the verdict to the full look.
+ * tree, or an extent outside the AGs, leaves the verdict to the full look.  An inode
+ * whose one extent the reverse-map check of its AG matched to its record, that AG found
+ * clean (SCRUB_CI_ROOTMAP, the census current), needs none: the record covers the extent
+ * exactly, and no block of a clean AG is both owned and free.
  */
 #include "ag.h"
 #include "bcache.h"
@@ -171,7 +174,10 @@ static int look_all(struct mfs_scrub_ctx *ctx, struct mfs_scrub_memo *m, const u
 			v = &m->verdicts[m->nverdicts++];
 			v->ino = inos[i];
 			v->verdict = 1;
-			if (ci.flags & SCRUB_CI_EXT1) {
+			/* ROOTMAP: the reverse-map check of the extent's AG, finding nothing
+			 * there, matched its record to this very extent: with nothing
+			 * committed since, the cross-reference below would pass. */
+			if ((ci.flags & (SCRUB_CI_EXT1 | SCRUB_CI_ROOTMAP)) == SCRUB_CI_EXT1) {
 				struct bx_ext x = { ci.fsb, 0, ci.len, (uint32_t)(m->nverdicts - 1) };
 
 				err = scrub_recs_add(ext, &x);

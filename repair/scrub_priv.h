@@ -355,7 +355,10 @@ struct scrub_census_ino {
 #define SCRUB_CI_ROOTMAP 0x200u     /* SCRUB_CI_DIRROOT, and the reverse-map check of the
 				       block's AG found nothing, the block among its records
 				       as exactly the directory's one btree block: the
-				       directory's own cross-reference of it is done */
+				       directory's own cross-reference of it is done; or
+				       SCRUB_CI_EXT1, and that check found the extent's AG
+				       clean and a record of exactly the extent (file block
+				       0): the extent map's cross-reference of it is done */
 #define SCRUB_CI_SEEN    0x400u     /* the sweep looked at it (a number mfs_ino_check
 				       refuses is left out, by the INOBT checker too) */
 #define SCRUB_CI_IOK     0x800u     /* the INOBT checker's look finds nothing: the copy
