@@ -1,14 +1,17 @@
 /*
  * check_geom.c — superblock geometry: a sane superblock decodes, and every field that is
  * out of range or inconsistent with the others is refused (never trusted, never a crash);
- * inode-number arithmetic round-trips.
+ * inode-number arithmetic round-trips; mfs_ino_check (masks, not divisions) gives the
+ * verdict of the plain arithmetic for every number, hostile ones included.
  */
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "byteorder.h"
+#include "fs.h"
 #include "geom.h"
+#include "inode.h"
 #include "log.h"
 
 static struct mfs_sb sb;
@@ -106,6 +109,95 @@ START_TEST(truncated_device)
 }
 END_TEST
 
+/* The rule of mfs_ino_check spelled out with plain division and modulo: a number names an
+ * inode that could exist when it is nonzero, below 2^56, in an existing AG (the whole AG
+ * part, not its low 32 bits), its chunk starts after the AG headers and ends inside the AG,
+ * and in blocks of more than 64 inodes it is among the first 64. */
+static int ino_ok_plain(const struct mfs_geom *g, uint64_t ino)
+{
+	uint64_t per_ag = 1ull << (g->agblklog + g->inopblog), ipb = 1ull << g->inopblog;
+	uint64_t agno, agino, agbno, first, aglen;
+
+	if (ino == 0 || ino >= (1ull << 56))
+		return 0;
+	agno = ino / per_ag;
+	if (agno >= g->agcount)
+		return 0;
+	agino = ino % per_ag;
+	agbno = agino / ipb;
+	first = agbno / g->chunkblocks * g->chunkblocks;
+	aglen = agno + 1 < g->agcount ? g->agblocks : g->dblocks - agno * g->agblocks;
+	if (first < MFS_AG_FIXED_BLOCKS || first + g->chunkblocks > aglen)
+		return 0;
+	return ipb <= MFS_INODES_PER_CHUNK || agino % ipb < MFS_INODES_PER_CHUNK;
+}
+
+static uint64_t xorshift(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+/* Geometries: inode-per-block logs 0 (64-block chunks) to 8 (256 inodes a block, one-block
+ * chunks), a short and a full last AG, and a chunk size that is not a power of two (no
+ * superblock makes one, but the check must not depend on that). */
+START_TEST(ino_check_matches_plain)
+{
+	static const struct { uint32_t inopblog, agblocks, agcount, lastlen, chunkblocks; } geo[] = {
+		{ 4, 1000, 3, 500, 0 },   { 4, 1000, 3, 1000, 0 }, { 0, 300, 2, 131, 0 },
+		{ 6, 4096, 4, 4096, 0 },  { 8, 777, 3, 5, 0 },     { 7, 1024, 1, 1024, 0 },
+		{ 2, 1000, 3, 999, 3 },   { 3, 100, 2, 67, 6 },
+	};
+	struct mfs_fs *fs = calloc(1, sizeof(*fs));
+	struct mfs_geom *g;
+	uint64_t seed = 0x9e3779b97f4a7c15ull;
+
+	ck_assert_ptr_nonnull(fs);
+	g = &fs->geo;
+	for (size_t k = 0; k < sizeof(geo) / sizeof(geo[0]); k++) {
+		uint32_t s;
+		uint64_t end;
+		uint64_t special[] = { 0, 1, 2, (1ull << 56) - 1, 1ull << 56, UINT64_MAX,
+				       UINT64_MAX >> 1, 1ull << 32, (1ull << 32) - 1, 0, 0, 0, 0 };
+
+		memset(g, 0, sizeof(*g));
+		g->inopblog = geo[k].inopblog;
+		g->agblocks = geo[k].agblocks;
+		g->agblklog = mfs_log2_ceil(g->agblocks);
+		g->agcount = geo[k].agcount;
+		g->dblocks = (uint64_t)(g->agcount - 1) * g->agblocks + geo[k].lastlen;
+		g->chunkblocks = geo[k].chunkblocks ? geo[k].chunkblocks
+			: (MFS_INODES_PER_CHUNK >> g->inopblog ? MFS_INODES_PER_CHUNK >> g->inopblog : 1);
+		s = g->agblklog + g->inopblog;
+		/* AG numbers whose low 32 bits name a real AG */
+		special[9] = (1ull << 32) << s | 1ull << g->inopblog << 4;
+		special[10] = ((1ull << 32) + g->agcount - 1) << s | 1ull << g->inopblog << 4;
+		special[11] = (uint64_t)g->agcount << s;
+		special[12] = ((uint64_t)g->agcount << s) - 1;
+		/* every number up to two AGs past the end */
+		end = (uint64_t)(g->agcount + 2) << s;
+		for (uint64_t ino = 0; ino < end; ino++)
+			if ((mfs_ino_check(fs, ino) == 0) != ino_ok_plain(g, ino))
+				ck_abort_msg("geometry %zu: inode %llu: check says %d", k,
+					     (unsigned long long)ino, mfs_ino_check(fs, ino));
+		for (size_t i = 0; i < sizeof(special) / sizeof(special[0]); i++)
+			ck_assert_msg((mfs_ino_check(fs, special[i]) == 0) ==
+				      ino_ok_plain(g, special[i]), "geometry %zu: inode %llu", k,
+				      (unsigned long long)special[i]);
+		/* random numbers of every width */
+		for (int i = 0; i < 200000; i++) {
+			uint64_t ino = xorshift(&seed) >> (i % 64);
+
+			ck_assert_msg((mfs_ino_check(fs, ino) == 0) == ino_ok_plain(g, ino),
+				      "geometry %zu: inode %llu", k, (unsigned long long)ino);
+		}
+	}
+	free(fs);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("geom");
@@ -116,6 +208,7 @@ int main(void)
 	tcase_add_test(tc, good_geometry);
 	tcase_add_loop_test(tc, bad_field, 0, 23);
 	tcase_add_test(tc, truncated_device);
+	tcase_add_test(tc, ino_check_matches_plain);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
