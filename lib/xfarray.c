@@ -7,11 +7,12 @@
  *
  * WINDOW CACHE.  The file is cut into windows of rpw records (rpw is a power of two, so a
  * record never straddles two windows and index arithmetic is shifts and masks).  The array
- * caches MFS_XFARRAY_CACHE_WINDOWS of them, fully associative, evicting the least recently
- * used one and writing it back if dirty.  A pointer into a cached window stays valid until
- * the next lookup of another window evicts it; since the victim is the least recently used,
- * the window touched by the previous lookup is never the victim, so code may hold two
- * record pointers at once (a swap) as long as it looks them up one after the other.
+ * caches MFS_XFARRAY_CACHE_WINDOWS of them, fully associative, evicting the window a
+ * stream left two steps behind, else the least recently used one (win_victim), and writing
+ * it back if dirty.  A pointer into a cached window stays valid until the next lookup of
+ * another window evicts it; the window touched by the previous lookup is never the victim,
+ * so code may hold two record pointers at once (a swap) as long as it looks them up one
+ * after the other.
  *
  * WRITTEN_END.  The array remembers the highest file offset it knows to hold data (the
  * file size at creation, then every write).  Reading past EOF below that mark means that
@@ -152,6 +153,32 @@ static struct xf_window *win_cached(struct mfs_xfarray *a, uint64_t widx)
 	return NULL;
 }
 
+/*
+ * The window to give up for `widx`.  A stream walking the array one way (an append, a
+ * scan, a partition's cursor) leaves behind it the window two steps back, which it will
+ * not come back to: that one goes first, so that a stream turns over two or three cached
+ * windows instead of cycling through all of them — the cache's other windows keep what
+ * the array's random accesses brought in, and the buffers of windows never needed are
+ * never touched (resident memory: the engine's data lives in the scratch file).  Else the
+ * least recently used window (empty ones first).  Never the window of the previous lookup
+ * (a->last; see WINDOW CACHE at the top).
+ */
+static struct xf_window *win_victim(struct mfs_xfarray *a, uint64_t widx)
+{
+	struct xf_window *victim = &a->win[0];
+
+	for (unsigned i = 0; i < MFS_XFARRAY_CACHE_WINDOWS; i++) {
+		struct xf_window *w = &a->win[i];
+
+		if (w != a->last && w->widx != NO_WINDOW &&
+		    ((widx >= 2 && w->widx == widx - 2) || w->widx == widx + 2))
+			return w;
+		if (w->lru < victim->lru)
+			victim = w;
+	}
+	return victim;
+}
+
 /* Point *pp at record idx in the cache, loading its window; marks it dirty if asked. */
 static int rec_ptr(struct mfs_xfarray *a, uint64_t idx, bool dirty, unsigned char **pp)
 {
@@ -162,11 +189,8 @@ static int rec_ptr(struct mfs_xfarray *a, uint64_t idx, bool dirty, unsigned cha
 	if (!w || w->widx != widx) {
 		w = win_cached(a, widx);
 		if (!w) {
-			struct xf_window *victim = &a->win[0];
+			struct xf_window *victim = win_victim(a, widx);
 
-			for (unsigned i = 1; i < MFS_XFARRAY_CACHE_WINDOWS; i++)
-				if (a->win[i].lru < victim->lru)
-					victim = &a->win[i];
 			rc = win_writeback(a, victim);
 			if (rc)
 				return rc;
