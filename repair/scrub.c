@@ -321,6 +321,8 @@ static int collect_blk(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, 
 	if (sizeof(*bb) + (size_t)n * reclen > cur->fs->geo.blocksize)
 		return MFS_CORRUPT("AG %u %s block %u: %u records do not fit", cur->agno,
 				   cur->ops->name, agbno, n);
+	if (!n)
+		return 0;               /* an empty root leaf: nothing to copy (v may be NULL) */
 	rec = (const uint8_t *)bb + sizeof(*bb);
 	if (recs_room(c->recs, n) || (c->where && recs_room(c->where, n)))
 		return -ENOMEM;
