@@ -247,6 +247,55 @@ static void set_size(struct mfs_fs *fs, uint64_t ino, uint64_t blocks)
 }
 
 /*
+ * Change the reverse-map record found at (MFS_LOOKUP_EQ) or before (MFS_LOOKUP_LE) block
+ * fsb by hand, in a transaction of its own: edit() sees the record (and may check it) and
+ * changes it in place.
+ */
+static void rmap_edit(struct mfs_fs *fs, uint64_t fsb, int mode,
+		      void (*edit)(struct mfs_rmap_rec *rec, void *arg), void *arg)
+{
+	uint32_t agno = mfs_fsb_to_agno(&fs->geo, fsb);
+	struct mfs_btree_cur cur;
+	struct mfs_rmap_rec rec;
+	struct mfs_rmap_key key;
+	struct mfs_trans *tp;
+	struct mfs_buf *hbp;
+	int stat = 0;
+
+	CK_OK(mfs_trans_alloc(fs, &tp));
+	CK_OK(mfs_trans_lock_ag(tp, agno, 0));
+	CK_OK(mfs_read_agh(fs, agno, &hbp));
+	mfs_ag_cur_init(&cur, fs, tp, agno, MFS_BT_RMAP, hbp);
+	mfs_put32(key.startblock, mfs_fsb_to_agbno(&fs->geo, fsb));
+	CK_OK(mfs_btree_lookup_get(&cur, &key, mode, &rec, &stat));
+	CK_EQ(stat, 1);
+	edit(&rec, arg);
+	CK_OK(mfs_btree_update(&cur, &rec));
+	mfs_btree_cur_release(&cur);
+	mfs_buf_put(hbp);
+	CK_OK(mfs_trans_commit(tp));
+}
+
+/* test_offset_disagreement's edit: the record of the moved extent, 100 blocks further on. */
+struct moved_rec {
+	struct mfs_fs *fs;
+	uint64_t ino, fsb;
+	uint32_t len;           /* 0: the record may cover more than the extent */
+};
+
+static void move_offset(struct mfs_rmap_rec *rec, void *arg)
+{
+	const struct moved_rec *m = arg;
+	uint64_t rs = mfs_agbno_to_fsb(&m->fs->geo, mfs_fsb_to_agno(&m->fs->geo, m->fsb),
+				       mfs_get32(rec->startblock));
+
+	CK_EQ(mfs_get64(rec->owner), m->ino);
+	if (m->len)          /* the record is that extent's alone */
+		CK_TRUE(rs == m->fsb && mfs_get32(rec->blockcount) == m->len);
+	mfs_put64(rec->offset, mfs_get64(rec->offset) + 100);
+}
+
+/*
  * The reverse map moves data 100 blocks further into the file; the extent map's rebuild
  * settles the dispute by the file's size (repair_bmap.c offsets_dispute):
  *   0: the record of the last extent (the file without holes: one record for its written
@@ -264,16 +313,10 @@ START_TEST(test_offset_disagreement)
 {
 	struct tu_img t;
 	struct map before, after;
-	struct mfs_btree_cur cur;
-	struct mfs_rmap_rec rec;
-	struct mfs_rmap_key key;
-	struct mfs_trans *tp;
-	struct mfs_buf *hbp;
+	struct moved_rec m;
 	char reason[1024];
-	uint64_t ino, fsb, rs;
-	uint32_t agno;
+	uint64_t ino, fsb;
 	unsigned moved = 0;
-	int stat = 0;
 
 	img(&t);
 	ino = make_file(t.fs, "f", _i != 0);
@@ -285,23 +328,8 @@ START_TEST(test_offset_disagreement)
 	if (_i == 1)
 		ck_assert_uint_gt(before.n, 6);
 	fsb = before.e[moved].startblock;
-	agno = mfs_fsb_to_agno(&t.fs->geo, fsb);
-	CK_OK(mfs_trans_alloc(t.fs, &tp));
-	CK_OK(mfs_trans_lock_ag(tp, agno, 0));
-	CK_OK(mfs_read_agh(t.fs, agno, &hbp));
-	mfs_ag_cur_init(&cur, t.fs, tp, agno, MFS_BT_RMAP, hbp);
-	mfs_put32(key.startblock, mfs_fsb_to_agbno(&t.fs->geo, fsb));
-	CK_OK(mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_LE, &rec, &stat));
-	CK_EQ(stat, 1);
-	CK_EQ(mfs_get64(rec.owner), ino);
-	rs = mfs_agbno_to_fsb(&t.fs->geo, agno, mfs_get32(rec.startblock));
-	if (_i)              /* the record is that extent's alone */
-		CK_TRUE(rs == fsb && mfs_get32(rec.blockcount) == before.e[moved].len);
-	mfs_put64(rec.offset, mfs_get64(rec.offset) + 100);
-	CK_OK(mfs_btree_update(&cur, &rec));
-	mfs_btree_cur_release(&cur);
-	mfs_buf_put(hbp);
-	CK_OK(mfs_trans_commit(tp));
+	m = (struct moved_rec){ t.fs, ino, fsb, _i ? before.e[moved].len : 0 };
+	rmap_edit(t.fs, fsb, MFS_LOOKUP_LE, move_offset, &m);
 	CK_OK(mfs_bcache_flush(t.fs->bc));
 	ck_assert_uint_ne(check(t.fs, MFS_SCRUB_BMAP, ino), 0);
 	ck_assert_msg(repair(t.fs, MFS_SCRUB_BMAP, ino, reason, sizeof(reason)) == 0, "%s",
@@ -614,29 +642,21 @@ START_TEST(test_rmap_overlap_refused)
 END_TEST
 
 /* Add delta to the file offset of the reverse-map record at fsb (its owner's). */
+struct shift { uint64_t owner; int64_t delta; };
+
+static void shift_offset(struct mfs_rmap_rec *rec, void *arg)
+{
+	const struct shift *sh = arg;
+
+	CK_EQ(mfs_get64(rec->owner), sh->owner);
+	mfs_put64(rec->offset, mfs_get64(rec->offset) + (uint64_t)sh->delta);
+}
+
 static void rmap_shift(struct mfs_fs *fs, uint64_t fsb, uint64_t owner, int64_t delta)
 {
-	uint32_t agno = mfs_fsb_to_agno(&fs->geo, fsb);
-	struct mfs_btree_cur cur;
-	struct mfs_rmap_rec rec;
-	struct mfs_rmap_key key;
-	struct mfs_trans *tp;
-	struct mfs_buf *hbp;
-	int stat = 0;
+	struct shift sh = { owner, delta };
 
-	CK_OK(mfs_trans_alloc(fs, &tp));
-	CK_OK(mfs_trans_lock_ag(tp, agno, 0));
-	CK_OK(mfs_read_agh(fs, agno, &hbp));
-	mfs_ag_cur_init(&cur, fs, tp, agno, MFS_BT_RMAP, hbp);
-	mfs_put32(key.startblock, mfs_fsb_to_agbno(&fs->geo, fsb));
-	CK_OK(mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_EQ, &rec, &stat));
-	CK_EQ(stat, 1);
-	CK_EQ(mfs_get64(rec.owner), owner);
-	mfs_put64(rec.offset, mfs_get64(rec.offset) + (uint64_t)delta);
-	CK_OK(mfs_btree_update(&cur, &rec));
-	mfs_btree_cur_release(&cur);
-	mfs_buf_put(hbp);
-	CK_OK(mfs_trans_commit(tp));
+	rmap_edit(fs, fsb, MFS_LOOKUP_EQ, shift_offset, &sh);
 }
 
 /*
@@ -809,32 +829,20 @@ END_TEST
 extern void (*scrub_rmap_between)(struct mfs_fs *fs, uint32_t agno, uint32_t from);
 static uint64_t grow_fsb;              /* the record to grow at its front (once) */
 
+static void grow_rec(struct mfs_rmap_rec *rec, void *arg)
+{
+	(void)arg;
+	mfs_put32(rec->startblock, mfs_get32(rec->startblock) - 1);
+	mfs_put32(rec->blockcount, mfs_get32(rec->blockcount) + 1);
+}
+
 static void grow_front(struct mfs_fs *fs, uint32_t agno, uint32_t from)
 {
-	struct mfs_btree_cur cur;
-	struct mfs_rmap_rec rec;
-	struct mfs_rmap_key key;
-	struct mfs_trans *tp;
-	struct mfs_buf *hbp;
-	int stat = 0;
-
 	if (!grow_fsb || mfs_fsb_to_agno(&fs->geo, grow_fsb) != agno ||
 	    mfs_fsb_to_agbno(&fs->geo, grow_fsb) != from)
 		return;
 	grow_fsb = 0;
-	CK_OK(mfs_trans_alloc(fs, &tp));
-	CK_OK(mfs_trans_lock_ag(tp, agno, 0));
-	CK_OK(mfs_read_agh(fs, agno, &hbp));
-	mfs_ag_cur_init(&cur, fs, tp, agno, MFS_BT_RMAP, hbp);
-	mfs_put32(key.startblock, from);
-	CK_OK(mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_EQ, &rec, &stat));
-	CK_EQ(stat, 1);
-	mfs_put32(rec.startblock, from - 1);
-	mfs_put32(rec.blockcount, mfs_get32(rec.blockcount) + 1);
-	CK_OK(mfs_btree_update(&cur, &rec));
-	mfs_btree_cur_release(&cur);
-	mfs_buf_put(hbp);
-	CK_OK(mfs_trans_commit(tp));
+	rmap_edit(fs, mfs_agbno_to_fsb(&fs->geo, agno, from), MFS_LOOKUP_EQ, grow_rec, NULL);
 }
 
 START_TEST(test_rmap_window_boundary_moves)
