@@ -1358,6 +1358,14 @@ int mfs_btree_visit_blocks(struct mfs_btree_cur *cur, mfs_btree_blk_fn fn, void 
 	return bt_walk(cur, &w);
 }
 
+const void *mfs_btree_leaf_recs(const struct mfs_btree_cur *cur, unsigned *n)
+{
+	const struct mfs_buf *bp = cur->path[0].bp;
+
+	*n = bt_numrecs(bp);
+	return bt_rec(cur, bp, 0);
+}
+
 int mfs_btree_verify_visit(struct mfs_btree_cur *cur, mfs_btree_blk_fn fn, void *priv,
 			   uint64_t *nrecs, uint64_t *nblocks)
 {

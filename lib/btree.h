@@ -127,6 +127,9 @@ int mfs_btree_query_range(struct mfs_btree_cur *cur, const void *lo, const void 
 typedef int (*mfs_btree_blk_fn)(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level,
 				void *priv);
 int mfs_btree_visit_blocks(struct mfs_btree_cur *cur, mfs_btree_blk_fn fn, void *priv);
+/* Inside such an fn at level 0: the leaf's records and their count (the count was bounded
+ * by the block's capacity when the block was read, so all n records lie in the block). */
+const void *mfs_btree_leaf_recs(const struct mfs_btree_cur *cur, unsigned *n);
 
 /* Full structural check: every block passes its verifier (magic, CRC, UUID, self, owner,
  * level), all leaves at the same depth, numrecs within [minrecs, maxrecs] except the root,

@@ -1453,20 +1453,16 @@ static int chk_emit(struct asm_state *s, uint64_t key0, const uint8_t *name, uns
  * records, in key order (depth first, leaves left to right), assembled into entries. */
 static int chk_leaf(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, void *priv)
 {
-	const struct mfs_btree_block *bb;
+	const uint8_t *rec;
 	unsigned n;
 	int err = 0;
 
+	(void)fsb;
 	if (level)
 		return 0;
-	bb = cur->path[0].bp->data;
-	n = mfs_get16(bb->numrecs);
-	if (sizeof(*bb) + (size_t)n * MFS_DIR_REC_SIZE > cur->fs->geo.blocksize)
-		return MFS_CORRUPT("directory %llu name btree block %llu: %u records do not fit",
-				   ULL(cur->owner), ULL(fsb), n);
+	rec = mfs_btree_leaf_recs(cur, &n);
 	for (unsigned i = 0; i < n && !err; i++)
-		err = asm_rec(cur, (const uint8_t *)bb + sizeof(*bb) + (size_t)i * MFS_DIR_REC_SIZE,
-			      priv);
+		err = asm_rec(cur, rec + (size_t)i * MFS_DIR_REC_SIZE, priv);
 	return err;
 }
 

@@ -301,13 +301,12 @@ struct collect {
  * The walk's visit of one block (the cursor holds it at `level`): its number, and for a
  * leaf its records, in order (the walk goes depth first, children in order: leaves left to
  * right).  The block passed mfs_btree_verify's checks just before, in the same walk under
- * the same hold of the AG lock; the record count is checked against the block all the same.
+ * the same hold of the AG lock (its record count within the block's capacity).
  */
 static int collect_blk(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, void *priv)
 {
 	struct collect *c = priv;
 	uint32_t agbno = mfs_fsb_to_agbno(&cur->fs->geo, fsb);
-	const struct mfs_btree_block *bb;
 	const uint8_t *rec;
 	size_t reclen = cur->ops->rec_len;
 	unsigned n;
@@ -316,14 +315,9 @@ static int collect_blk(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, 
 	err = scrub_recs_add(c->blocks, &agbno);
 	if (err || level || !c->recs)
 		return err;             /* or SCRUB_NO_RECS */
-	bb = cur->path[0].bp->data;
-	n = mfs_get16(bb->numrecs);
-	if (sizeof(*bb) + (size_t)n * reclen > cur->fs->geo.blocksize)
-		return MFS_CORRUPT("AG %u %s block %u: %u records do not fit", cur->agno,
-				   cur->ops->name, agbno, n);
+	rec = mfs_btree_leaf_recs(cur, &n);
 	if (!n)
 		return 0;               /* an empty root leaf: nothing to copy (v may be NULL) */
-	rec = (const uint8_t *)bb + sizeof(*bb);
 	if (recs_room(c->recs, n) || (c->where && recs_room(c->where, n)))
 		return -ENOMEM;
 	memcpy(c->recs->v + c->recs->n * reclen, rec, (size_t)n * reclen);
