@@ -21,8 +21,10 @@
 # and $REPAIR_CLIENT, the one-REPAIR control-socket client (repair_client.py: its reply
 # wait is bounded and fails at once if the daemon dies).
 # At exit every mount is undone, the daemon killed, the test's own cleanup run
-# ($ml_extra_cleanup), every background job the test left killed (a loop that waits for a
-# file a failed test never wrote would keep the exit waiting forever) and $dir removed.
+# ($ml_extra_cleanup), every process the test started and left running killed with all its
+# descendants (ml_kill_children: a loop that waits for a file a failed test never wrote
+# would keep the exit waiting forever; a killed loop's mendfs_stress would keep writing)
+# and $dir removed.
 BIN=${BIN:?BIN must name the directory of the built programs}
 MKFS=$BIN/mkfs.mendfs
 DB=$BIN/mendfs_db
@@ -39,10 +41,84 @@ ml_cleanup() {
 		{ fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -uz "$mnt"; }
 	[ -n "$pid" ] && { kill -9 "$pid"; wait "$pid"; } 2>/dev/null
 	[ -n "${ml_extra_cleanup:-}" ] && $ml_extra_cleanup
-	local j
-	for j in $(jobs -p); do kill -9 "$j" 2>/dev/null; done
-	wait 2>/dev/null
+	ml_kill_children 2>/dev/null
 	rm -rf "$dir"
+}
+
+# ml_stat PID: $ml_st (state letter, empty when PID is gone) and $ml_pp (parent PID) of
+# PID, read from /proc/PID/stat (builtins only: no command substitution, whose own
+# process would be a child of the shell).  The name field may hold spaces and ')'.
+ml_stat() {
+	local line
+	ml_st="" ml_pp=""
+	{ read -r line <"/proc/$1/stat"; } 2>/dev/null || return 0
+	line=${line##*) }
+	ml_st=${line%% *}
+	line=${line#* }
+	ml_pp=${line%% *}
+}
+
+# ml_kill_children: SIGKILL every process the test started that still runs — each child
+# of this shell (background jobs, the processes of a background pipeline) and all their
+# descendants (a stress loop's mendfs_stress and its workers, a python client...), which
+# killing a job's subshell alone leaves running, busy in the mount or writing into $dir.
+# The tree is frozen a layer at a time before it is listed: each process is sent SIGSTOP
+# and, once it has stopped, can neither fork nor reap a child, so its listed children are
+# all it has (a fork in progress when the stop came has returned before it stopped) and
+# their PIDs cannot be reused by another process before the SIGKILL.  Only descendants of
+# this shell are named, never a process found by name.  Bounded: a process that does not
+# stop within ~2 s (blocked in the kernel, unable to fork meanwhile) is listed as it is;
+# the wait for the killed ones to be gone is bounded too, and only children already
+# gone are waited for, so a process that does not die cannot hang the exit.
+ml_kill_children() {
+	local layer=() all=() roots next p f i busy
+	local -A in_layer
+	for f in /proc/[0-9]*/stat; do
+		p=${f#/proc/}; p=${p%/stat}
+		ml_stat "$p"
+		[ "$ml_pp" = "$BASHPID" ] && layer+=("$p")
+	done
+	roots=("${layer[@]}")
+	while [ ${#layer[@]} -gt 0 ]; do
+		kill -STOP "${layer[@]}" 2>/dev/null
+		for ((i = 0; i < 200; i++)); do
+			busy=0
+			for p in "${layer[@]}"; do
+				ml_stat "$p"
+				case $ml_st in ""|T|t|Z|X) ;; *) busy=1; break ;; esac
+			done
+			[ $busy -eq 0 ] && break
+			sleep 0.01
+		done
+		all+=("${layer[@]}")
+		in_layer=()
+		for p in "${layer[@]}"; do in_layer[$p]=1; done
+		next=()
+		for f in /proc/[0-9]*/stat; do
+			p=${f#/proc/}; p=${p%/stat}
+			ml_stat "$p"
+			[ -n "$ml_pp" ] && [ -n "${in_layer[$ml_pp]:-}" ] && next+=("$p")
+		done
+		layer=("${next[@]}")
+	done
+	[ ${#all[@]} -gt 0 ] || return 0
+	kill -KILL "${all[@]}" 2>/dev/null
+	for ((i = 0; i < 500; i++)); do
+		busy=0
+		for p in "${all[@]}"; do
+			ml_stat "$p"
+			case $ml_st in ""|Z|X) ;; *) busy=1; break ;; esac
+		done
+		[ $busy -eq 0 ] && break
+		sleep 0.01
+	done
+	# reap this shell's own (a job reaped already is waited for too: its end is not
+	# reported later)
+	for p in "${roots[@]}"; do
+		ml_stat "$p"
+		case $ml_st in ""|Z|X) wait "$p" 2>/dev/null ;; esac
+	done
+	return 0
 }
 
 ml_setup() {

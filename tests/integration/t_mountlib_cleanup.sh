@@ -1,0 +1,62 @@
+#!/bin/bash
+# t_mountlib_cleanup: mountlib's exit cleanup kills every process the test started and left
+# running, with all its descendants (killing a job's subshell alone left its children
+# running), and no process the test did not start; it returns within seconds.
+# A test (this script run again as "inner") leaves a subshell with a child, a background
+# pipeline, a tree three deep and a loop forking a long-lived child every 10 ms, lists its
+# descendants (PID and start time) and fails.  Then none of them may run, and a process
+# this script started beside it must still run.  (Every process of the inner test ends by
+# itself within a minute and those found running are killed here: a failure leaks none.)
+BIN=${BIN:?BIN must name the directory of the built programs}
+. "$(dirname "$0")/mountlib.sh"
+
+# alive LIST: the processes of LIST ("PID STARTTIME" lines) still running, one a line
+alive() {
+	local p st line
+	while read -r p st; do
+		{ read -r line <"/proc/$p/stat"; } 2>/dev/null || continue
+		set -- ${line##*) }
+		[ "${20}" = "$st" ] && [ "$1" != Z ] && echo "$p"
+	done <"$1"
+}
+
+if [ "${1:-}" != inner ]; then
+	ml_setup t_mountlib_cleanup
+	sleep 120 &
+	by=$!
+	cleanup_extra() { [ -s "$dir/list" ] && kill -9 $(alive "$dir/list") 2>/dev/null; }
+	ml_extra_cleanup=cleanup_extra
+	start=$SECONDS
+	ML_CHILD_LIST=$dir/list bash "$0" inner >"$dir/inner.out" 2>&1
+	rc=$?
+	[ $rc -eq 1 ] || { cat "$dir/inner.out"; fail "the inner test exited $rc, expected 1"; }
+	[ $((SECONDS - start)) -lt 30 ] || fail "the inner test's exit took $((SECONDS - start)) s"
+	n=$(wc -l <"$dir/list")
+	[ "$n" -ge 10 ] || { cat "$dir/list"; fail "only $n descendants listed"; }
+	left=$(alive "$dir/list" | wc -l)
+	[ "$left" -eq 0 ] || fail "$left of $n descendants of the test still run after its exit"
+	ok "all $n descendants of the failed test are gone ($((SECONDS - start)) s)"
+	kill -0 "$by" 2>/dev/null || fail "a process the test did not start was killed"
+	ok "a process beside it still runs"
+	exit 0
+fi
+
+ml_setup t_mountlib_cleanup_inner
+( sleep 60; : ) &
+sleep 61 | sleep 62 &
+( bash -c 'sleep 63 & (sleep 64; :) & wait'; : ) &
+( for ((i = 0; i < 3000; i++)); do sleep 65 & sleep 0.01; done ) &
+( for ((i = 0; i < 3000; i++)); do /bin/true; done ) &
+# list the descendants once the forking loop has forked a few
+sleep 0.5
+for f in /proc/[0-9]*/stat; do
+	{ read -r line <"$f"; } 2>/dev/null || continue
+	p=${f#/proc/}; p=${p%/stat}
+	set -- ${line##*) }
+	echo "$p $2 ${20}"
+done >"$dir/all"
+# the closure of this shell's children (the listing's own processes are gone by now)
+awk -v root=$$ '{ pp[$1] = $2; st[$1] = $3 }
+	END { for (p in pp) { q = p; while ((q in pp) && q != root) q = pp[q]
+		if (q == root && p != root) print p, st[p] } }' "$dir/all" >"$ML_CHILD_LIST"
+fail "left running on purpose"
