@@ -1,6 +1,13 @@
 /*
  * dev.c — block I/O on an image file or a block device (see dev.h), and the write log of
  * crash-point tests (MENDFS_WRITELOG, see dev.h and tests/tools/replaylog.c).
+ *
+ * fork().  The daemon opens its image and then daemonizes (fork), and a fork leaves the
+ * child only the forking thread: a lock of this file held by another thread at that moment
+ * would never be let go in the child, a flush in flight never end, a condition variable
+ * keep a waiter that does not exist.  So every open device is registered, and around a fork
+ * (pthread_atfork, see "fork()" below) each one's locks are taken: the child gets them
+ * free, an empty list of flushes in flight and a fresh condition variable.
  */
 #include "mem.h"
 #include "dev.h"
@@ -50,7 +57,90 @@ struct mfs_dev {
 	int wlog_fd;                 /* -1: no write log */
 	uint64_t wlog_seq;           /* next record's sequence number; under wlog_lock */
 	pthread_mutex_t wlog_lock;
+	struct mfs_dev *reg_next;    /* the open devices (dev_reg), for fork */
 };
+
+/*
+ * fork().  The open devices are listed in dev_reg (under dev_reg_lock).  Before a fork the
+ * prepare handler takes, for each, flush_lock and then wlog_lock (the order nothing else
+ * nests them in: a flush takes them one after the other), so no thread is inside a
+ * section they guard when the process is copied: a write record is whole in the log, the
+ * flush list consistent.  The parent just lets go.  The child lets go too, after it has
+ * emptied the list of flushes in flight (their threads were not copied: nobody will end
+ * them, and a flush of the child must not wait for them — they are the parent's to
+ * report) and given flush_cv a fresh state (a waiter of the parent's may still be counted
+ * in it, and glibc's broadcast waits for such a waiter to leave: the child's next flushes
+ * would hang).
+ *
+ * Order with the journal's fork handlers (journal.c): its prepare waits for its log
+ * thread's batch to end, and that batch may be flushing here, so it must run before this
+ * file's takes flush_lock.  Prepare handlers run in the reverse order of registration, and
+ * this file registers its handlers at the first device open, before any journal (which
+ * lives on an open device) registers its own.  This file's prepare waits for no other
+ * work than the sections of its locks (a write, a log append, a few pointer updates):
+ * never for a flush (fdatasync runs outside the locks).
+ */
+static pthread_mutex_t dev_reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct mfs_dev *dev_reg;
+static pthread_once_t dev_atfork_once = PTHREAD_ONCE_INIT;
+
+static void dev_fork_prepare(void)
+{
+	pthread_mutex_lock(&dev_reg_lock);
+	for (struct mfs_dev *dev = dev_reg; dev; dev = dev->reg_next) {
+		pthread_mutex_lock(&dev->flush_lock);
+		if (dev->wlog_fd >= 0)
+			pthread_mutex_lock(&dev->wlog_lock);
+	}
+}
+
+static void dev_fork_parent(void)
+{
+	for (struct mfs_dev *dev = dev_reg; dev; dev = dev->reg_next) {
+		if (dev->wlog_fd >= 0)
+			pthread_mutex_unlock(&dev->wlog_lock);
+		pthread_mutex_unlock(&dev->flush_lock);
+	}
+	pthread_mutex_unlock(&dev_reg_lock);
+}
+
+static void dev_fork_child(void)
+{
+	for (struct mfs_dev *dev = dev_reg; dev; dev = dev->reg_next) {
+		dev->flushing = NULL;
+		pthread_cond_init(&dev->flush_cv, NULL);
+		if (dev->wlog_fd >= 0)
+			pthread_mutex_unlock(&dev->wlog_lock);
+		pthread_mutex_unlock(&dev->flush_lock);
+	}
+	pthread_mutex_unlock(&dev_reg_lock);
+}
+
+static void dev_atfork_init(void)
+{
+	pthread_atfork(dev_fork_prepare, dev_fork_parent, dev_fork_child);
+}
+
+static void dev_register(struct mfs_dev *dev)
+{
+	pthread_once(&dev_atfork_once, dev_atfork_init);
+	pthread_mutex_lock(&dev_reg_lock);
+	dev->reg_next = dev_reg;
+	dev_reg = dev;
+	pthread_mutex_unlock(&dev_reg_lock);
+}
+
+static void dev_unregister(struct mfs_dev *dev)
+{
+	struct mfs_dev **pp;
+
+	pthread_mutex_lock(&dev_reg_lock);
+	for (pp = &dev_reg; *pp && *pp != dev; pp = &(*pp)->reg_next)
+		;
+	if (*pp)
+		*pp = dev->reg_next;
+	pthread_mutex_unlock(&dev_reg_lock);
+}
 
 static uint64_t wlog_now(void)
 {
@@ -185,6 +275,7 @@ int mfs_dev_open(const char *path, unsigned flags, struct mfs_dev **out)
 	err = wlog_open(dev);
 	if (err)
 		goto fail;
+	dev_register(dev);
 	*out = dev;
 	return 0;
 fail:
@@ -203,6 +294,7 @@ int mfs_dev_close(struct mfs_dev *dev)
 
 	if (!dev)
 		return 0;
+	dev_unregister(dev);
 	if (close(dev->fd) < 0)
 		err = -errno;
 	if (dev->wlog_fd >= 0) {
@@ -254,23 +346,21 @@ int mfs_dev_pwrite(struct mfs_dev *dev, const void *buf, size_t len, uint64_t of
  * does a flush that overlapped it — its fdatasync() may have returned 0 because the other
  * one was told of the error, so before it reports a success it waits for the flushes that
  * were in flight when it ended (dev->flushing: each on its caller's stack, numbered as
- * they begin; later ones are not waited for, so the wait is as bounded as they are).
+ * they begin; later ones are not waited for, so the wait is as bounded as they are; a
+ * fork's child starts with none, see "fork()" above).
  * The journal, the buffer cache and the daemon's fsync without a journal all flush here,
  * so whichever of them saw the failure, the others' next flush reports it.
  */
 struct dev_flusher {
 	uint64_t seq;
-	pid_t pid;                   /* a fork's child does not wait for its parent's */
 	struct dev_flusher *next;
 };
 
 /* Whether a flush begun by flush number `upto` is still in flight (flush_lock held). */
 static int flush_overlapped(const struct mfs_dev *dev, uint64_t upto)
 {
-	pid_t pid = getpid();
-
 	for (const struct dev_flusher *f = dev->flushing; f; f = f->next)
-		if (f->seq <= upto && f->pid == pid)
+		if (f->seq <= upto)
 			return 1;
 	return 0;
 }
@@ -295,7 +385,7 @@ int mfs_dev_flush(struct mfs_dev *dev)
 			return err;
 	}
 	pthread_mutex_lock(&dev->flush_lock);
-	me = (struct dev_flusher){ ++dev->flush_seq, getpid(), dev->flushing };
+	me = (struct dev_flusher){ ++dev->flush_seq, dev->flushing };
 	dev->flushing = &me;
 	pthread_mutex_unlock(&dev->flush_lock);
 
