@@ -866,6 +866,13 @@ int mfs_buf_is_dirty(const struct mfs_buf *bp)
 	return !!(buf_flags(bp) & BUF_DIRTY);
 }
 
+int mfs_buf_is_clean(const struct mfs_buf *bp)
+{
+	unsigned f = buf_flags(bp);
+
+	return (f & BUF_HASHED) && !(f & (BUF_DIRTY | BUF_WRITING | BUF_LOADING));
+}
+
 void mfs_buf_set_meta(struct mfs_buf *bp)
 {
 	mfs_buf_set_meta_state(bp, 1);

@@ -89,6 +89,9 @@ void mfs_buf_hold(struct mfs_buf *bp);
 void mfs_buf_put(struct mfs_buf *bp);
 void mfs_buf_mark_dirty(struct mfs_buf *bp);
 int mfs_buf_is_dirty(const struct mfs_buf *bp);
+/* The cached copy of its block, neither dirty nor being written nor loaded: the device
+ * holds its bytes (but for a metadata block's CRC, sealed only in what is written). */
+int mfs_buf_is_clean(const struct mfs_buf *bp);
 /* Seal the CRC at write-back (a block that now holds metadata). */
 void mfs_buf_set_meta(struct mfs_buf *bp);
 /* Set (1) or clear (0) "holds metadata": whether a CRC is sealed into it at write-back. */

@@ -9,6 +9,9 @@
  * Commit marks every joined buffer dirty and drops every forgotten block; cancel copies
  * the saved bytes back (new blocks are simply dropped) so the cache holds exactly what it
  * held before the transaction began.  Both release the AG locks the transaction took.
+ * A transaction marked with mfs_trans_reread (a rebuild's, which joins a block per
+ * changed leaf of a large tree) saves nothing for a block that is clean when joined: its
+ * old bytes are the device's until the commit, and a cancel reads them back.
  *
  * Busy extents (busy.h): space the transaction gives back is entered in the busy list
  * tagged with the transaction (mfs_trans_busy, from the allocator); commit stamps the
@@ -50,11 +53,13 @@
 
 #define TI_NEW     0x1u     /* block allocated by this transaction: nothing to restore */
 #define TI_FORGET  0x2u     /* block freed by this transaction: drop at commit */
+#define TI_REREAD  0x4u     /* joined clean (mfs_trans_reread): no saved bytes, a cancel
+			     * reads the old ones back from the device */
 
 struct trans_item {
 	struct mfs_buf *bp;     /* NULL for a forget-only item */
 	uint64_t blkno;
-	void *old;              /* saved bytes (not for TI_NEW) */
+	void *old;              /* saved bytes (not for TI_NEW, TI_REREAD) */
 	int was_meta;           /* whether the saved block was sealed as metadata */
 	unsigned flags;
 };
@@ -69,6 +74,7 @@ struct mfs_trans {
 	unsigned nags, agcap;
 	int busy;               /* space given back: busy entries tagged with tp (busy.h) */
 	int nodata;             /* mfs_trans_nodata: the record orders no data */
+	int reread;             /* mfs_trans_reread: clean blocks joined without a copy */
 	uint64_t nordered;      /* blocks written by mfs_trans_ordered_write */
 	struct mfs_xfarray *undo; /* their old bytes (block number, then the block), or NULL */
 	uint8_t *ubuf;          /* one undo record */
@@ -88,6 +94,7 @@ int mfs_trans_alloc(struct mfs_fs *fs, struct mfs_trans **out)
 
 struct mfs_fs *mfs_trans_fs(const struct mfs_trans *tp) { return tp->fs; }
 void mfs_trans_nodata(struct mfs_trans *tp) { tp->nodata = 1; }
+void mfs_trans_reread(struct mfs_trans *tp) { tp->reread = 1; }
 unsigned mfs_trans_nbufs(const struct mfs_trans *tp) { return tp->nitems; }
 
 static unsigned slot_of(const struct mfs_trans *tp, uint64_t blkno)
@@ -163,14 +170,23 @@ int mfs_trans_modify(struct mfs_trans *tp, struct mfs_buf *bp)
 	uint32_t bs = tp->fs->geo.blocksize;
 	struct trans_item *it = item_find(tp, bp->blkno);
 	void *old;
-	int err;
+	int reread, err;
 
 	if (it && it->bp)
 		return 0;
-	old = mfs_malloc(bs);
-	if (!old)
-		return -ENOMEM;
-	memcpy(old, bp->data, bs);
+	/*
+	 * A clean block's bytes are the device's (no change since it was read or written
+	 * back, no write in flight), and stay so until this transaction commits: nothing
+	 * writes a held, undirtied buffer, and its next change needs the AG lock tp holds.
+	 */
+	reread = tp->reread && mfs_buf_is_clean(bp);
+	old = NULL;
+	if (!reread) {
+		old = mfs_malloc(bs);
+		if (!old)
+			return -ENOMEM;
+		memcpy(old, bp->data, bs);
+	}
 	if (!it) {
 		it = item_add(tp, bp->blkno, &err);
 		if (!it) {
@@ -182,6 +198,8 @@ int mfs_trans_modify(struct mfs_trans *tp, struct mfs_buf *bp)
 	it->was_meta = mfs_buf_is_meta(bp);
 	it->bp = bp;
 	it->flags &= ~TI_FORGET;
+	if (reread)
+		it->flags |= TI_REREAD;
 	mfs_buf_hold(bp);
 	return 0;
 }
@@ -492,6 +510,25 @@ int mfs_trans_commit_lsn(struct mfs_trans *tp, unsigned flags, uint64_t *lsnp)
 	return mfs_journal_force_lsn(log, lsn);
 }
 
+/* Cancel: a block joined clean gets its bytes back from the device (the same, but for a
+ * CRC that the live buffer may carry stale and every write seals anew).  On a read error
+ * the buffer leaves the cache instead: a later read sees the device's bytes, the old
+ * ones, or the same error — never this transaction's change. */
+static void trans_reread(struct mfs_trans *tp, struct trans_item *it)
+{
+	uint32_t bs = tp->fs->geo.blocksize;
+	int err = mfs_dev_pread(mfs_bcache_dev(tp->fs->bc), it->bp->data, bs,
+				it->blkno * bs);
+
+	mfs_buf_set_meta_state(it->bp, it->was_meta);
+	if (err) {
+		mfs_log(MFS_LOG_WARN, "cancelled transaction: re-reading block %llu failed (%s): "
+			"its buffer is dropped", (unsigned long long)it->blkno, strerror(-err));
+		mfs_bcache_forget(tp->fs->bc, it->blkno);
+	}
+	mfs_buf_put(it->bp);
+}
+
 void mfs_trans_cancel(struct mfs_trans *tp)
 {
 	uint32_t bs;
@@ -509,6 +546,8 @@ void mfs_trans_cancel(struct mfs_trans *tp)
 		if (it->flags & TI_NEW) {
 			mfs_buf_put(it->bp);
 			mfs_bcache_forget(tp->fs->bc, it->blkno);
+		} else if (it->flags & TI_REREAD) {
+			trans_reread(tp, it);
 		} else {
 			memcpy(it->bp->data, it->old, bs);
 			mfs_buf_set_meta_state(it->bp, it->was_meta);

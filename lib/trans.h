@@ -86,6 +86,13 @@ uint64_t mfs_trans_nordered(const struct mfs_trans *tp);
  * (mfs_trans_ordered_write) are ordered regardless. */
 void mfs_trans_nodata(struct mfs_trans *tp);
 
+/* Blocks clean in the buffer cache when joined from now on (mfs_buf_is_clean: the device
+ * holds their bytes) are not copied by mfs_trans_modify(): mfs_trans_cancel() reads their
+ * old bytes back from the device (a read error drops the buffer from the cache instead).
+ * For transactions that join many blocks (an AG rebuild's): their memory is then the
+ * buffers alone.  Blocks dirty when joined are copied as always. */
+void mfs_trans_reread(struct mfs_trans *tp);
+
 /* Number of buffers joined so far (callers bound the size of their transactions). */
 unsigned mfs_trans_nbufs(const struct mfs_trans *tp);
 /* What a commit now would log: block images (*nimg) and revokes (*nrev). */

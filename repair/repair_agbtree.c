@@ -134,6 +134,8 @@ int rep_ag_begin(struct rep *r, struct agrep *ar, int counters_only)
 	err = mfs_trans_alloc(ar->fs, &ar->tp);
 	if (err)
 		return rep_fail(r, err, "no memory for the repair's transaction");
+	/* the leaves it changes are not copied (a cancel re-reads them): trans.h */
+	mfs_trans_reread(ar->tp);
 	err = mfs_trans_lock_ag(ar->tp, ar->agno, 0);
 	if (err)
 		return rep_fail(r, err, "could not lock AG %u: %s", ar->agno, strerror(-err));

@@ -17,6 +17,7 @@
 #include "dev.h"
 #include "fs.h"
 #include "log.h"
+#include "mem.h"
 #include "trans.h"
 #include "verify.h"
 
@@ -513,6 +514,93 @@ START_TEST(trans_cancel_after_forget_and_reuse)
 }
 END_TEST
 
+/* mfs_trans_reread: a clean block is joined without a copy and a cancel reads it back from
+ * the device; a dirty one (a committed change not yet written) is copied as always, or its
+ * cancel would bring back the device's older bytes; a read error at the cancel drops the
+ * buffer rather than leave the transaction's change in the cache. */
+START_TEST(trans_reread_cancel)
+{
+	struct mfs_fs *fs = make_fs();
+	struct mfs_trans *tp;
+	struct mfs_buf *bp, *bp5, *bp7, *bp8;
+	struct mfs_blk_expect e5 = expect_for(5), e7 = expect_for(7), e8 = expect_for(8);
+	unsigned char raw5[BS], dirty7[BS];
+	int fd, q;
+
+	write_blocks(fs->bc, 10);
+	ck_assert_int_eq(mfs_bcache_flush(fs->bc), 0);
+	/* block 7 changed by a committed transaction: dirty, the device holds the old bytes */
+	ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
+	ck_assert_int_eq(mfs_buf_read(fs->bc, 7, &e7, &bp), 0);
+	ck_assert_int_eq(mfs_trans_modify(tp, bp), 0);
+	memset((char *)bp->data + 64, 0xab, 64);
+	mfs_buf_put(bp);
+	ck_assert_int_eq(mfs_trans_commit(tp), 0);
+
+	ck_assert_int_eq(mfs_buf_read(fs->bc, 5, &e5, &bp5), 0);
+	ck_assert_int_eq(mfs_buf_read(fs->bc, 7, &e7, &bp7), 0);
+	ck_assert(mfs_buf_is_clean(bp5));
+	ck_assert(!mfs_buf_is_clean(bp7));
+	memcpy(dirty7, bp7->data, BS);
+	fd = open(path, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, raw5, BS, 5 * (off_t)BS), BS);
+	close(fd);
+
+	ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
+	mfs_trans_reread(tp);
+	ck_assert_int_eq(mfs_trans_modify(tp, bp7), 0);       /* dirty: copied */
+	/* the clean block needs no memory beyond the item the dirty one made room for */
+	mfs_mem_fault_arm(0, 0);
+	ck_assert_int_eq(mfs_trans_modify(tp, bp5), 0);
+	mfs_mem_fault_disarm();
+	memset((char *)bp5->data + 64, 0x5a, 1000);
+	memset((char *)bp7->data + 64, 0x5a, 1000);
+	mfs_trans_cancel(tp);
+	ck_assert_mem_eq(bp5->data, raw5, BS);
+	ck_assert_mem_eq(bp7->data, dirty7, BS);
+	ck_assert(mfs_buf_is_dirty(bp7));
+	ck_assert(mfs_buf_is_meta(bp5));
+	mfs_buf_put(bp5);
+	mfs_buf_put(bp7);
+	/* without mfs_trans_reread a clean block is copied: the same join fails without
+	 * memory (what the check above would not tell apart) */
+	ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
+	ck_assert_int_eq(mfs_buf_read(fs->bc, 7, &e7, &bp7), 0);
+	ck_assert_int_eq(mfs_buf_read(fs->bc, 5, &e5, &bp5), 0);
+	ck_assert_int_eq(mfs_trans_modify(tp, bp7), 0);
+	mfs_mem_fault_arm(0, 0);
+	ck_assert_int_eq(mfs_trans_modify(tp, bp5), -ENOMEM);
+	mfs_mem_fault_disarm();
+	mfs_trans_cancel(tp);
+	mfs_buf_put(bp5);
+	mfs_buf_put(bp7);
+
+	/* the device cannot give block 8 back at the cancel: its buffer leaves the cache */
+	q = mfs_log_quiet();
+	ck_assert_int_eq(mfs_buf_read(fs->bc, 8, &e8, &bp8), 0);
+	ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
+	mfs_trans_reread(tp);
+	ck_assert_int_eq(mfs_trans_modify(tp, bp8), 0);
+	memset((char *)bp8->data + 64, 0x5a, 1000);
+	mfs_buf_put(bp8);
+	ck_assert_int_eq(truncate(path, 8 * (off_t)BS), 0);
+	mfs_trans_cancel(tp);
+	mfs_log_set_level(q);
+	ck_assert_int_eq(truncate(path, 4096 * (off_t)BS), 0);
+	/* read from the device again (what is there now), not kept from the failed read */
+	memset(raw5, 0x33, BS);
+	fd = open(path, O_WRONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, raw5, BS, 8 * (off_t)BS), BS);
+	close(fd);
+	ck_assert_int_eq(mfs_buf_read(fs->bc, 8, NULL, &bp8), 0);
+	ck_assert_mem_eq(bp8->data, raw5, BS);
+	mfs_buf_put(bp8);
+	drop_fs(fs);
+}
+END_TEST
+
 /* ---- the hash table and the write-back outside the lock ---------------------------------- */
 
 /* A block's body for version `v`: its number, the version, and a pattern over the rest,
@@ -787,6 +875,7 @@ int main(void)
 	tcase_add_test(tc, trans_ag_lock_order);
 	tcase_add_test(tc, forgotten_buffer_never_written);
 	tcase_add_test(tc, trans_cancel_after_forget_and_reuse);
+	tcase_add_test(tc, trans_reread_cancel);
 	tcase_add_test(tc, hash_churn);
 	tcase_add_test(tc, stress_threads);
 	tcase_add_test(tc, sweep_reads_leave_the_cache);
