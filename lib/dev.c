@@ -234,7 +234,8 @@ int mfs_dev_open(const char *path, unsigned flags, struct mfs_dev **out)
 {
 	struct mfs_dev *dev;
 	int oflags = (flags & MFS_DEV_RDONLY) ? O_RDONLY : O_RDWR;
-	int err;
+	struct stat st;
+	int err, fl;
 
 	*out = NULL;
 	if (flags & MFS_DEV_CREATE)
@@ -251,7 +252,19 @@ int mfs_dev_open(const char *path, unsigned flags, struct mfs_dev **out)
 	dev->wlog_fd = -1;
 	pthread_mutex_init(&dev->flush_lock, NULL);
 	pthread_cond_init(&dev->flush_cv, NULL);
-	dev->fd = open(path, oflags | O_CLOEXEC, 0644);
+	/*
+	 * Only a regular file or a block device: anything else is refused before it is
+	 * opened (open(2) of a FIFO waits for a peer, forever if none comes; a character
+	 * device may act on being opened).  Should the name change meanwhile, the open does
+	 * not wait either (O_NONBLOCK, taken off once dev_probe_size has accepted what was
+	 * opened).
+	 */
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		mfs_log(MFS_LOG_ERR, "%s: not a regular file or block device", path);
+		err = -ENODEV;
+		goto fail;
+	}
+	dev->fd = open(path, oflags | O_CLOEXEC | O_NONBLOCK, 0644);
 	if (dev->fd < 0) {
 		err = -errno;
 		mfs_log(MFS_LOG_ERR, "%s: cannot open: %s", path, strerror(-err));
@@ -260,6 +273,11 @@ int mfs_dev_open(const char *path, unsigned flags, struct mfs_dev **out)
 	err = dev_probe_size(dev);
 	if (err)
 		goto fail;
+	fl = fcntl(dev->fd, F_GETFL);
+	if (fl < 0 || fcntl(dev->fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+		err = -errno;
+		goto fail;
+	}
 	if (flags & MFS_DEV_EXCL) {
 		if (flock(dev->fd, LOCK_EX | LOCK_NB) < 0) {
 			err = -errno;

@@ -1,8 +1,9 @@
 /*
  * check_dev.c — the device survives a fork (a daemon opens its image, then daemonizes):
  * whatever its other threads were doing with it at that moment, the child's flushes and
- * writes go through.  (The device's other behaviour — sticky flush failures — is tested with
- * the buffer cache, check_bcache.c.)
+ * writes go through; and only a regular file or a block device is opened, without waiting.
+ * (The device's other behaviour — sticky flush failures — is tested with the buffer cache,
+ * check_bcache.c.)
  */
 #include <check.h>
 #include <errno.h>
@@ -325,6 +326,64 @@ START_TEST(fork_while_write_logs)
 }
 END_TEST
 
+/* ---- what may be opened as a device -------------------------------------------------------- */
+
+/*
+ * A FIFO named as the image is refused (-ENODEV), at once: open(2) of a FIFO waits for a
+ * peer (read-only: for a writer), so mendfs_db, mendfs_repair -n or a read-only mount
+ * given one waited forever.  Each open runs in a child that must exit within 10 s.
+ */
+START_TEST(fifo_refused)
+{
+	static const unsigned flags[] = { MFS_DEV_RDONLY, 0, MFS_DEV_RDONLY | MFS_DEV_EXCL };
+	char dir[] = "/tmp/mfs-devfifo.XXXXXX", fifo[64];
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(fifo, sizeof(fifo), "%s/img", dir);
+	ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+	for (unsigned i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+		double t0 = tu_now();
+		int status;
+		pid_t pid;
+
+		fflush(NULL);
+		pid = fork();
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0) {
+			struct mfs_dev *d = NULL;
+			int err;
+
+			mfs_log_quiet();
+			err = mfs_dev_open(fifo, flags[i], &d);
+			_exit(err == -ENODEV && !d ? 0 : 2);
+		}
+		while (waitpid(pid, &status, WNOHANG) == 0) {
+			if (tu_now() - t0 > 10) {
+				kill(pid, SIGKILL);
+				waitpid(pid, &status, 0);
+				unlink(fifo);
+				rmdir(dir);
+				ck_abort_msg("opening a FIFO (flags 0x%x) still waits after 10 s",
+					     flags[i]);
+			}
+			usleep(2000);
+		}
+		ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+			      "opening a FIFO (flags 0x%x) did not fail with ENODEV", flags[i]);
+	}
+	unlink(fifo);
+	rmdir(dir);
+	/* A character device is refused the same way (it was before too). */
+	{
+		int q = mfs_log_quiet();
+
+		ck_assert_int_eq(mfs_dev_open("/dev/null", MFS_DEV_RDONLY, &dev), -ENODEV);
+		mfs_log_set_level(q);
+		ck_assert_ptr_null(dev);
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("dev");
@@ -334,6 +393,7 @@ int main(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, fork_while_flush_waits);
 	tcase_add_test(tc, fork_while_write_logs);
+	tcase_add_test(tc, fifo_refused);
 	suite_add_tcase(s, tc);
 	return tu_run_suite(s);
 }
