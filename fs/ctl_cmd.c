@@ -421,6 +421,13 @@ static int check_scratch_fd(struct mfsd_client *c, unsigned idx, int fd, int *se
 	else if ((fl = fcntl(fd, F_GETFL)) < 0 || (fl & O_PATH) || (fl & O_ACCMODE) != O_RDWR)
 		*sent = mfsd_ctl_error(c->fd, reqid, EBADF, "descriptor %u is not open "
 				       "read-write", idx);
+	else if (fl & O_APPEND)
+		/* pwrite(2) would write at the end, not where the scratch arrays ask: their
+		 * records would read back as zeros (the repair fails late, with a misleading
+		 * error) and the file would grow past the reservation */
+		*sent = mfsd_ctl_error(c->fd, reqid, EINVAL, "descriptor %u is open for "
+				       "appending (O_APPEND): scratch is written at offsets",
+				       idx);
 	else if (((mdev = mfsd_ctl_mount_dev(c->ctl)) != 0 && st.st_dev == mdev) ||
 		 (mdev == 0 && fstatfs(fd, &sfs) == 0 && sfs.f_type == FUSE_SUPER_MAGIC))
 		*sent = mfsd_ctl_error(c->fd, reqid, EDEADLK, "descriptor %u lies on the "

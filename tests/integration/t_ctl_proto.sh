@@ -2,7 +2,7 @@
 # t_ctl_proto.sh — bad input on the mendfs control socket: a truncated header, a wrong magic
 # or version, absurd lengths, garbage, unknown commands, payloads of the wrong size or with
 # bad values, descriptors that are not regular files, read-only, on the mendfs itself,
-# sealed, too many, none, or sent with the wrong command, and a peer that is neither root
+# sealed, open for appending, too many, none, or sent with the wrong command, and a peer that is neither root
 # nor the mounting user: each gets an error reply naming the problem (the connection is
 # closed where its framing cannot be trusted), at both protocol versions' limits, each
 # answered in its version.  A running link count check stops (ECANCELED) on a CANCEL queued
@@ -55,6 +55,7 @@ expect fd-pipe '^error EINVAL: descriptor 0 is not a regular file'
 expect fd-readonly '^error EBADF: descriptor 0 is not open read-write'
 expect fd-self '^error EDEADLK: descriptor 0 lies on the filesystem being repaired' "$mnt/scratch"
 expect fd-sealed '^error EPERM: descriptor 0 is sealed'
+expect fd-append '^error EINVAL: descriptor 0 is open for appending'
 expect fd-too-many '^error E2BIG: too many descriptors'
 expect fd-none '^error EINVAL: REPAIR needs 1 to 2 scratch descriptors'
 expect fd-with-hello '^error EINVAL: descriptors come only with REPAIR'

@@ -14,7 +14,8 @@
  * up to 60 s for the daemon to close the connection), inodes, cancel, cancel-running (a link
  * count check with a CANCEL behind it), hangup-running (the same, write side shut instead),
  * fd-pipe, fd-readonly,
- * fd-self FILE (a file on the mendfs itself), fd-sealed, fd-too-many, fd-none, fd-with-hello,
+ * fd-self FILE (a file on the mendfs itself), fd-sealed, fd-append (open O_APPEND),
+ * fd-too-many, fd-none, fd-with-hello,
  * fd-good (a type without a rebuilder), scrub TYPE:AGNO:INO, repair TYPE:AGNO:INO (one
  * memfd as scratch).  Requests go as protocol version MFS_CTL_VERSION, except in the
  * version cases: hello-v1, batch-v1-max / batch-v1-over (128 / 129 probes as version 1),
@@ -394,6 +395,12 @@ int main(int argc, char **argv)
 			fds[0] = open(argv[3], O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 		} else if (!strcmp(c, "fd-sealed")) {
 			fds[0] = memfd(F_SEAL_GROW);
+		} else if (!strcmp(c, "fd-append")) {
+			/* read-write, but every write lands at the end whatever its offset */
+			sq.type = MFS_SCRUB_PROBE;
+			fds[0] = memfd(0);
+			if (fds[0] >= 0 && fcntl(fds[0], F_SETFL, O_APPEND) != 0)
+				return 1;
 		} else if (!strcmp(c, "fd-too-many")) {
 			n = 3;
 			for (unsigned i = 0; i < n; i++)
