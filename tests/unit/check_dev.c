@@ -140,6 +140,24 @@ static int overlap_end(struct flusher *a, struct flusher *b)
 	return ra || rb ? -1 : 0;
 }
 
+/* Wait at most `secs` for child `pid`: its wait status, or -1 when it still ran (it is
+ * killed then). */
+static int child_wait(pid_t pid, double secs)
+{
+	double t0 = tu_now();
+	int status;
+
+	while (waitpid(pid, &status, WNOHANG) == 0) {
+		if (tu_now() - t0 > secs) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			return -1;
+		}
+		usleep(2000);
+	}
+	return status;
+}
+
 enum { CHILD_FLUSH, CHILD_WRITE_FLUSH, CHILD_OVERLAP };
 
 /*
@@ -150,7 +168,6 @@ enum { CHILD_FLUSH, CHILD_WRITE_FLUSH, CHILD_OVERLAP };
  */
 static void child_flushes(int what)
 {
-	double t0;
 	int status;
 	pid_t pid;
 
@@ -173,13 +190,8 @@ static void child_flushes(int what)
 			err = overlap_start(&c, &d) || overlap_end(&c, &d);
 		_exit(err ? 2 : 0);
 	}
-	for (t0 = tu_now(); waitpid(pid, &status, WNOHANG) == 0; usleep(2000)) {
-		if (tu_now() - t0 > 20) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &status, 0);
-			ck_abort_msg("the forked child hangs in its flush");
-		}
-	}
+	status = child_wait(pid, 20);
+	ck_assert_msg(status != -1, "the forked child hangs in its flush");
 	ck_assert_msg(!WIFSIGNALED(status), "the forked child hung in its flush (killed by "
 		      "signal %d)", WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
@@ -342,7 +354,6 @@ START_TEST(fifo_refused)
 	snprintf(fifo, sizeof(fifo), "%s/img", dir);
 	ck_assert_int_eq(mkfifo(fifo, 0600), 0);
 	for (unsigned i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
-		double t0 = tu_now();
 		int status;
 		pid_t pid;
 
@@ -357,16 +368,11 @@ START_TEST(fifo_refused)
 			err = mfs_dev_open(fifo, flags[i], &d);
 			_exit(err == -ENODEV && !d ? 0 : 2);
 		}
-		while (waitpid(pid, &status, WNOHANG) == 0) {
-			if (tu_now() - t0 > 10) {
-				kill(pid, SIGKILL);
-				waitpid(pid, &status, 0);
-				unlink(fifo);
-				rmdir(dir);
-				ck_abort_msg("opening a FIFO (flags 0x%x) still waits after 10 s",
-					     flags[i]);
-			}
-			usleep(2000);
+		status = child_wait(pid, 10);
+		if (status == -1) {
+			unlink(fifo);
+			rmdir(dir);
+			ck_abort_msg("opening a FIFO (flags 0x%x) still waits after 10 s", flags[i]);
 		}
 		ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 			      "opening a FIFO (flags 0x%x) did not fail with ENODEV", flags[i]);
