@@ -35,8 +35,8 @@
 # reads are O_DIRECT (for FUSE: every request goes to the daemon) on a file read once
 # before, so that the image, or the ceiling's file underneath (opened without O_DIRECT,
 # passthrough_ll.c), is in the host's page cache for every FUSE column; everything else is
-# buffered.  Read rates are over fio's own run time (fio_secs), other rates over the time
-# the command took.
+# buffered.  The rates of fio's workloads are over fio's own run time (fio_secs: for
+# writes it includes the end_fsync), other rates over the time the command took.
 set -u
 RUNS=${BENCH_RUNS:-3}
 QUICK=${BENCH_QUICK:-0}
@@ -362,7 +362,10 @@ print(sum(j[sys.argv[2]]["total_ios"] for j in d["jobs"]))' "$1" "$2"
 # run in parallel) as fio measured it, without fio's own start.  Reads are timed so: after
 # the caches are dropped fio starts by reading itself and its 60-odd libraries from the
 # disk (0.2-0.5 s on the loaded machine, as long as a quick run's 256 MiB), which would
-# squeeze every column's rate towards the same figure.
+# squeeze every column's rate towards the same figure.  Writes too: even with fio in the
+# page cache, its start and exit take ~0.3 s (measured on the disk's own filesystem: 512
+# MiB with end_fsync, wall 0.65 s, fio's run time 0.37 s including the fsync), a third or
+# more of a quick 1-job write on the faster columns and a fraction of it on the slow ones.
 fio_secs() {
 	python3 -c 'import json,sys; d=json.load(open(sys.argv[1]));
 print(max(j[sys.argv[2]]["runtime"] for j in d["jobs"]) / 1000.0)' "$1" "$2"
@@ -374,7 +377,7 @@ run_seq() {
 	begin
 	fio_run "$f" --name=seq$j --directory="$root/seq$j" --rw=write --bs=1M --numjobs=$j \
 		--size=$((SEQ_MB / j))M --end_fsync=1 || return 1
-	end $col seqwrite$j $SEQ_MB MiB
+	end $col seqwrite$j $SEQ_MB MiB "$(fio_secs "$f" write)"
 	drop_caches
 	begin
 	fio_run "$f" --name=seq$j --directory="$root/seq$j" --rw=read --bs=1M --numjobs=$j \
@@ -405,12 +408,12 @@ run_rand() {
 	fio_run "$f" --name=rw --filename="$file" --rw=randwrite --bs=4k --size=${SEQ_MB}M \
 		--time_based --runtime=$RT --end_fsync=1 || return 1
 	stop
-	record $col randwrite "$(fio_ios "$f" write)" ops
+	record $col randwrite "$(fio_ios "$f" write)" ops "$(fio_secs "$f" write)"
 	begin
 	fio_run "$f" --name=sync --filename="$root/syncw" --rw=write --bs=4k --fsync=1 \
 		--size=${SYNC_MB}M --time_based --runtime=$RT || return 1
 	stop
-	record $col fsyncwrite "$(fio_ios "$f" write)" ops
+	record $col fsyncwrite "$(fio_ios "$f" write)" ops "$(fio_secs "$f" write)"
 	rm -rf "$root/seq1" "$root/seq4" "$root/syncw"
 }
 
