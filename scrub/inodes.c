@@ -133,15 +133,15 @@ static uint32_t mode_now(struct scrub_run *run, struct scrub_conn *c, uint64_t i
  * takes at the protocol version this connection speaks (conn.c), whatever it is, so an
  * inode's checks may go in more than one.  errs[] holds every result when it returns 0;
  * the first round trip that fails ends it (scrub_check_batch has reported it) and its
- * error is returned.
+ * error is returned.  c->max_batch is at least 1 on a connected connection (conn.c sets
+ * it to the version's limit, or to MENDFS_SCRUB_MAX_BATCH only when that is 1 or more),
+ * so the loop advances.
  */
 static int check_split(struct scrub_run *run, struct scrub_conn *c,
 		       const struct mfs_ctl_scrub_req *q, unsigned n, int *errs)
 {
 	unsigned per = c->max_batch < MFS_CTL_MAX_BATCH ? c->max_batch : MFS_CTL_MAX_BATCH;
 
-	if (!per)
-		per = 1;
 	for (unsigned at = 0; at < n; at += per) {
 		int err = scrub_check_batch(run, c, q + at, n - at < per ? n - at : per, errs + at);
 
