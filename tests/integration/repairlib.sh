@@ -1,6 +1,7 @@
 # repairlib.sh — helpers sourced, after mountlib.sh and stresslib.sh, by the tests of online
 # repair (not a test itself: `make check` runs only t_*.sh).
 #
+#   repair_setup NAME         ml_setup NAME, MENDFS_RUNDIR=$dir/run made, $pop named
 #   SCRUB                     the mendfs_scrub program
 #   checksums WHEN            every file listed in $dir/sums (md5sum format, paths relative
 #                             to the mount) still reads back the same
@@ -29,6 +30,17 @@
 # The caller provides $pop (a populated, unmounted image) and $dir/sums, and creates
 # $mnt/stress in $pop (populate_ags does all three).
 SCRUB=${SCRUB:-$BIN/mendfs_scrub}
+
+# repair_setup NAME: ml_setup NAME, a control-socket directory of the test's own for its
+# daemons and their clients (MENDFS_RUNDIR=$dir/run), and the name of the populated image,
+# $pop ($dir/pop.img).  A load left running (stress_start's loop, its mendfs_stress) needs
+# no cleanup of the test's: mountlib kills every process the test left at exit.
+repair_setup() {
+	ml_setup "$1"
+	mkdir "$dir/run" || fail "mkdir $dir/run"
+	export MENDFS_RUNDIR=$dir/run
+	pop=$dir/pop.img
+}
 
 checksums() { (cd "$mnt" && md5sum --quiet -c "$dir/sums") >"$dir/md5" 2>&1 ||
 	{ cat "$dir/md5"; fail "$1: file contents changed"; }; }

@@ -20,12 +20,7 @@ set -u
 . "$(dirname "$0")/mountlib.sh"
 . "$(dirname "$0")/stresslib.sh"
 . "$(dirname "$0")/repairlib.sh"
-ml_setup t_repair_dir
-mkdir "$dir/run"
-export MENDFS_RUNDIR=$dir/run
-pop=$dir/pop.img
-ml_extra_cleanup=cleanup_extra
-cleanup_extra() { [ -n "${spid:-}" ] && kill -9 "$spid" 2>/dev/null; }
+repair_setup t_repair_dir
 command -v getfattr >/dev/null && command -v setfattr >/dev/null ||
 	{ echo "skip: getfattr/setfattr (attr) are missing"; exit 77; }
 

@@ -24,14 +24,9 @@ set -u
 . "$(dirname "$0")/mountlib.sh"
 . "$(dirname "$0")/stresslib.sh"
 . "$(dirname "$0")/repairlib.sh"
-ml_setup t_repair_headers
-mkdir "$dir/run"
-export MENDFS_RUNDIR=$dir/run
+repair_setup t_repair_headers
 [ -x "$STRESS" ] || { echo "skip: no mendfs_stress"; exit 77; }
 CLIENT=$TOOLS/ctl_client
-pop=$dir/pop.img
-ml_extra_cleanup=cleanup_extra
-cleanup_extra() { [ -n "${spid:-}" ] && kill -9 "$spid" 2>/dev/null; }
 
 # ---- a populated image ----------------------------------------------------------------------
 populate_ags 100000 80 -J 8M

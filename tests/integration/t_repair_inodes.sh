@@ -35,12 +35,7 @@ set -u
 . "$(dirname "$0")/repairlib.sh"
 O=${O:-$(dirname "$BIN")}
 CLIENT=${TOOLS:-$O/tools}/ctl_client
-ml_setup t_repair_inodes
-mkdir "$dir/run"
-export MENDFS_RUNDIR=$dir/run
-pop=$dir/pop.img
-ml_extra_cleanup=cleanup_extra
-cleanup_extra() { [ -n "${spid:-}" ] && kill -9 "$spid" 2>/dev/null; }
+repair_setup t_repair_inodes
 command -v setfattr >/dev/null && command -v getfattr >/dev/null && have_xattr=1 || have_xattr=0
 
 # ---- the population --------------------------------------------------------------------------

@@ -30,12 +30,7 @@ set -u
 . "$(dirname "$0")/mountlib.sh"
 . "$(dirname "$0")/stresslib.sh"
 . "$(dirname "$0")/repairlib.sh"
-ml_setup t_repair_links
-mkdir "$dir/run"
-export MENDFS_RUNDIR=$dir/run
-pop=$dir/pop.img
-ml_extra_cleanup=cleanup_extra
-cleanup_extra() { [ -n "${spid:-}" ] && kill -9 "$spid" 2>/dev/null; }
+repair_setup t_repair_links
 
 # ---- a populated image ----------------------------------------------------------------------
 "$MKFS" -q -a 4 -b 1024 "$img" 64M || fail "mkfs"

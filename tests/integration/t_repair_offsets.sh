@@ -19,12 +19,7 @@ set -u
 . "$(dirname "$0")/mountlib.sh"
 . "$(dirname "$0")/stresslib.sh"
 . "$(dirname "$0")/repairlib.sh"
-ml_setup t_repair_offsets
-mkdir "$dir/run"
-export MENDFS_RUNDIR=$dir/run
-pop=$dir/pop.img
-ml_extra_cleanup=cleanup_extra
-cleanup_extra() { [ -n "${spid:-}" ] && kill -9 "$spid" 2>/dev/null; }
+repair_setup t_repair_offsets
 
 # ---- the population: files appended in turn, one extent per append (1 KiB blocks) -------------
 "$MKFS" -q -a 4 -b 1024 "$img" 64M || fail "mkfs"

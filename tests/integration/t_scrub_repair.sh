@@ -16,17 +16,10 @@ set -u
 . "$(dirname "$0")/mountlib.sh"
 . "$(dirname "$0")/stresslib.sh"
 . "$(dirname "$0")/repairlib.sh"
-ml_setup t_scrub_repair
-mkdir "$dir/run"
-export MENDFS_RUNDIR=$dir/run
-
-pop=$dir/pop.img
+repair_setup t_scrub_repair
 tmpfs=$dir/tmpfs
-ml_extra_cleanup=cleanup_extra
-cleanup_extra() {
-	[ -n "${spid:-}" ] && kill -9 "$spid" 2>/dev/null
-	mountpoint -q "$tmpfs" 2>/dev/null && umount -l "$tmpfs"
-}
+ml_extra_cleanup=cleanup_tmpfs
+cleanup_tmpfs() { mountpoint -q "$tmpfs" 2>/dev/null && umount -l "$tmpfs"; }
 
 # A populated image with fragmented free space (AG btrees of two levels) in every AG.
 populate_ags 200000 150
