@@ -17,6 +17,9 @@
  * tagged with the transaction (mfs_trans_busy, from the allocator); commit stamps the
  * entries with its journal sequence and cancel drops them, both while the AG locks are
  * still held, so no other transaction ever sees an entry of a transaction that is gone.
+ * A transaction marked with mfs_trans_busy_hull keeps, instead of an entry per piece, the
+ * span from its first freed block to its last in each AG, entered at the commit: a
+ * rebuild frees a piece per block of an old tree, scattered over the AG.
  *
  * With a journal attached (fs->log), commit first hands the joined buffers and the
  * forgotten blocks to mfs_journal_commit(), while the AG locks still keep the buffers
@@ -64,6 +67,11 @@ struct trans_item {
 	unsigned flags;
 };
 
+struct busy_hull {
+	uint32_t agno;
+	uint64_t lo, hi;        /* [lo, hi): from the first block freed to the last */
+};
+
 struct mfs_trans {
 	struct mfs_fs *fs;
 	struct trans_item *items;
@@ -73,6 +81,9 @@ struct mfs_trans {
 	uint32_t *ags;          /* AGs locked, in locking order */
 	unsigned nags, agcap;
 	int busy;               /* space given back: busy entries tagged with tp (busy.h) */
+	int hull;               /* mfs_trans_busy_hull: busy space kept as one span an AG */
+	struct busy_hull *hulls;        /* the spans so far, entered at the commit */
+	unsigned nhulls, hullcap;
 	int nodata;             /* mfs_trans_nodata: the record orders no data */
 	int reread;             /* mfs_trans_reread: clean blocks joined without a copy */
 	uint64_t nordered;      /* blocks written by mfs_trans_ordered_write */
@@ -95,6 +106,7 @@ int mfs_trans_alloc(struct mfs_fs *fs, struct mfs_trans **out)
 struct mfs_fs *mfs_trans_fs(const struct mfs_trans *tp) { return tp->fs; }
 void mfs_trans_nodata(struct mfs_trans *tp) { tp->nodata = 1; }
 void mfs_trans_reread(struct mfs_trans *tp) { tp->reread = 1; }
+void mfs_trans_busy_hull(struct mfs_trans *tp) { tp->hull = 1; }
 unsigned mfs_trans_nbufs(const struct mfs_trans *tp) { return tp->nitems; }
 
 static unsigned slot_of(const struct mfs_trans *tp, uint64_t blkno)
@@ -392,6 +404,35 @@ int mfs_trans_holds_ag(const struct mfs_trans *tp, uint32_t agno)
 	return 0;
 }
 
+/* mfs_trans_busy_hull: [agbno, agbno + len) joins AG agno's span. */
+static int hull_add(struct mfs_trans *tp, uint32_t agno, uint32_t agbno, uint32_t len)
+{
+	uint64_t lo = agbno, hi = (uint64_t)agbno + len;
+	struct busy_hull *h = NULL;
+
+	for (unsigned i = 0; i < tp->nhulls && !h; i++)
+		if (tp->hulls[i].agno == agno)
+			h = &tp->hulls[i];
+	if (!h) {
+		if (tp->nhulls == tp->hullcap) {
+			unsigned ncap = tp->hullcap ? tp->hullcap * 2 : 2;
+			struct busy_hull *v = mfs_realloc(tp->hulls, ncap * sizeof(*v));
+
+			if (!v)
+				return -ENOMEM;
+			tp->hulls = v;
+			tp->hullcap = ncap;
+		}
+		h = &tp->hulls[tp->nhulls++];
+		*h = (struct busy_hull){ agno, lo, hi };
+	}
+	if (lo < h->lo)
+		h->lo = lo;
+	if (hi > h->hi)
+		h->hi = hi;
+	return 0;
+}
+
 int mfs_trans_busy(struct mfs_trans *tp, uint32_t agno, uint32_t agbno, uint32_t len)
 {
 	int err;
@@ -400,10 +441,33 @@ int mfs_trans_busy(struct mfs_trans *tp, uint32_t agno, uint32_t agbno, uint32_t
 		return 0;
 	if (!mfs_trans_holds_ag(tp, agno))
 		return -EINVAL;
+	if (!len)
+		return -EINVAL;
+	if (tp->hull)
+		return hull_add(tp, agno, agbno, len);
 	err = mfs_busy_insert(mfs_journal_busy(tp->fs->log), agno, agbno, len, tp);
 	if (!err)
 		tp->busy = 1;
 	return err;
+}
+
+/* Commit, before the journal: the spans become busy entries of tp like any other (stamped
+ * or dropped by trans_busy_done).  An error: the caller cancels, which drops those entered. */
+static int trans_hulls_enter(struct mfs_trans *tp)
+{
+	struct mfs_busy *b = mfs_journal_busy(tp->fs->log);
+
+	for (unsigned i = 0; i < tp->nhulls; i++) {
+		const struct busy_hull *h = &tp->hulls[i];
+		int err = mfs_busy_insert(b, h->agno, (uint32_t)h->lo, (uint32_t)(h->hi - h->lo),
+					  tp);
+
+		if (err)
+			return err;
+		tp->busy = 1;
+	}
+	tp->nhulls = 0;
+	return 0;
 }
 
 /* Stamp (lsn) or drop (cancel) tp's busy entries; the AG locks are still held. */
@@ -431,6 +495,7 @@ static void trans_free(struct mfs_trans *tp)
 	free(tp->items);
 	free(tp->slots);
 	free(tp->ubuf);
+	free(tp->hulls);
 	free(tp);
 }
 
@@ -477,7 +542,9 @@ int mfs_trans_commit_lsn(struct mfs_trans *tp, unsigned flags, uint64_t *lsnp)
 	if (lsnp)
 		*lsnp = 0;
 	if (log) {
-		err = trans_log(tp, &lsn);
+		err = trans_hulls_enter(tp);
+		if (!err)
+			err = trans_log(tp, &lsn);
 		if (err) {
 			mfs_trans_cancel(tp);
 			return err;

@@ -42,6 +42,15 @@ int mfs_trans_forget(struct mfs_trans *tp, uint64_t blkno);
  * journal.  -ENOMEM; the caller then cancels. */
 int mfs_trans_busy(struct mfs_trans *tp, uint32_t agno, uint32_t agbno, uint32_t len);
 
+/* From now on, the space this transaction gives back is kept busy as one span per AG,
+ * from the first block given back to the last, entered in the busy list at the commit
+ * (mfs_trans_commit fails with -ENOMEM, cancelled, when it cannot be): what a rebuild
+ * frees, a piece per block of an old tree, costs no memory per piece.  The span may cover
+ * space that was not freed, which is safe (busy space is only kept from file data, and
+ * only until the commit is durable), but until the commit the transaction's own frees are
+ * not busy: not for a transaction that allocates file data after freeing. */
+void mfs_trans_busy_hull(struct mfs_trans *tp);
+
 /* Lock AG `agno` for the rest of the transaction (released at commit or cancel).
  * Idempotent.  AGs must be locked in increasing order; -EDEADLK (without waiting) when
  * asked for an AG below one already held and `trylock` is set, or whenever that AG is busy

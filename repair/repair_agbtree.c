@@ -134,8 +134,10 @@ int rep_ag_begin(struct rep *r, struct agrep *ar, int counters_only)
 	err = mfs_trans_alloc(ar->fs, &ar->tp);
 	if (err)
 		return rep_fail(r, err, "no memory for the repair's transaction");
-	/* the leaves it changes are not copied (a cancel re-reads them): trans.h */
+	/* the leaves it changes are not copied (a cancel re-reads them), and the old trees'
+	 * blocks it frees are kept busy as one span (it allocates no file data): trans.h */
 	mfs_trans_reread(ar->tp);
+	mfs_trans_busy_hull(ar->tp);
 	err = mfs_trans_lock_ag(ar->tp, ar->agno, 0);
 	if (err)
 		return rep_fail(r, err, "could not lock AG %u: %s", ar->agno, strerror(-err));

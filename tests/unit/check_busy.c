@@ -384,6 +384,59 @@ START_TEST(test_alloc_skips_busy)
 }
 END_TEST
 
+/* mfs_trans_busy_hull: two separate frees of one transaction are one busy entry, entered
+ * at the commit, covering the space between them too, and gone once durable; a cancel
+ * enters nothing. */
+START_TEST(test_busy_hull)
+{
+	char path[TU_PATH_MAX];
+	struct mfs_fs *fs;
+	struct mfs_busy *b;
+	struct mfs_trans *tp;
+	uint64_t a, c, lsn;
+	uint32_t agno, abno, cbno;
+
+	tu_format_new(path, "mendfs_busy", 64 << 20, NULL);
+	fs = tu_fs_open(path, MFS_OPEN_JOURNAL);
+	ck_assert_ptr_nonnull(fs->log);
+	b = mfs_journal_busy(fs->log);
+	a = alloc_tx(fs, MFS_ALLOC_NEAR, 1000, 4, 0, &lsn);
+	c = alloc_tx(fs, MFS_ALLOC_NEAR, a + 100, 4, 100, &lsn);
+	CK_OK(mfs_journal_force_lsn(fs->log, lsn));
+	CK_EQ(nentries(b), 0);
+	agno = mfs_fsb_to_agno(&fs->geo, a);
+	CK_EQ(mfs_fsb_to_agno(&fs->geo, c), agno);
+	abno = mfs_fsb_to_agbno(&fs->geo, a);
+	cbno = mfs_fsb_to_agbno(&fs->geo, c);
+	CK_TRUE(abno + 4 < cbno);
+
+	/* cancelled: nothing was ever busy */
+	CK_OK(mfs_trans_alloc(fs, &tp));
+	mfs_trans_busy_hull(tp);
+	CK_OK(mfs_free_extent(tp, a, 4, OWNER, 0));
+	CK_OK(mfs_free_extent(tp, c, 4, OWNER, 100));
+	CK_EQ(nentries(b), 0);
+	mfs_trans_cancel(tp);
+	CK_EQ(nentries(b), 0);
+
+	/* committed: one entry from a to the end of c, until durable */
+	CK_OK(mfs_trans_alloc(fs, &tp));
+	mfs_trans_busy_hull(tp);
+	CK_OK(mfs_free_extent(tp, a, 4, OWNER, 0));
+	CK_OK(mfs_free_extent(tp, c, 4, OWNER, 100));
+	CK_OK(mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, &lsn));
+	CK_TRUE(durable(fs) < lsn);       /* as test_alloc_skips_busy: not forced yet */
+	CK_EQ(nentries(b), 1);
+	CK_TRUE(mfs_busy_overlaps(b, agno, abno + 4, abno + 5));
+	CK_TRUE(!mfs_busy_overlaps(b, agno, cbno + 4, cbno + 5));
+	CK_TRUE(!mfs_busy_overlaps(b, agno, abno - 1, abno));
+	CK_OK(mfs_journal_force_lsn(fs->log, lsn));
+	CK_EQ(nentries(b), 0);
+	tu_fs_close(fs);
+	tu_image_remove(path);
+}
+END_TEST
+
 static Suite *busy_suite(void)
 {
 	Suite *s = suite_create("busy");
@@ -397,6 +450,7 @@ static Suite *busy_suite(void)
 	tc = tcase_create("alloc");
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_alloc_skips_busy);
+	tcase_add_test(tc, test_busy_hull);
 	suite_add_tcase(s, tc);
 	return s;
 }
