@@ -3,7 +3,7 @@
 # running, with all its descendants (killing a job's subshell alone left its children
 # running), and no process the test did not start; it returns within seconds.
 # A test (this script run again as "inner") leaves a subshell with a child, a background
-# pipeline, a tree three deep and a loop forking a long-lived child every 10 ms, lists its
+# pipeline, a tree four deep and a loop forking a long-lived child every 10 ms, lists its
 # descendants (PID and start time) and fails.  Then none of them may run, and a process
 # this script started beside it must still run.  (Every process of the inner test ends by
 # itself within a minute and those found running are killed here: a failure leaks none.)
@@ -32,7 +32,7 @@ if [ "${1:-}" != inner ]; then
 	[ $rc -eq 1 ] || { cat "$dir/inner.out"; fail "the inner test exited $rc, expected 1"; }
 	[ $((SECONDS - start)) -lt 30 ] || fail "the inner test's exit took $((SECONDS - start)) s"
 	n=$(wc -l <"$dir/list")
-	[ "$n" -ge 10 ] || { cat "$dir/list"; fail "only $n descendants listed"; }
+	[ "$n" -ge 13 ] || { cat "$dir/list"; fail "only $n descendants listed"; }
 	left=$(alive "$dir/list" | wc -l)
 	[ "$left" -eq 0 ] || fail "$left of $n descendants of the test still run after its exit"
 	ok "all $n descendants of the failed test are gone ($((SECONDS - start)) s)"
@@ -47,16 +47,21 @@ sleep 61 | sleep 62 &
 ( bash -c 'sleep 63 & (sleep 64; :) & wait'; : ) &
 ( for ((i = 0; i < 3000; i++)); do sleep 65 & sleep 0.01; done ) &
 ( for ((i = 0; i < 3000; i++)); do /bin/true; done ) &
-# list the descendants once the forking loop has forked a few
-sleep 0.5
-for f in /proc/[0-9]*/stat; do
-	{ read -r line <"$f"; } 2>/dev/null || continue
-	p=${f#/proc/}; p=${p%/stat}
-	set -- ${line##*) }
-	echo "$p $2 ${20}"
-done >"$dir/all"
-# the closure of this shell's children (the listing's own processes are gone by now)
-awk -v root=$$ '{ pp[$1] = $2; st[$1] = $3 }
-	END { for (p in pp) { q = p; while ((q in pp) && q != root) q = pp[q]
-		if (q == root && p != root) print p, st[p] } }' "$dir/all" >"$ML_CHILD_LIST"
+# List the descendants (PID and start time) once every one of the tree's is there (four
+# deep) and the forking loop has forked two: at least 13 (bounded wait: 30 s).
+listed() {
+	local f p line
+	for f in /proc/[0-9]*/stat; do
+		{ read -r line <"$f"; } 2>/dev/null || continue
+		p=${f#/proc/}; p=${p%/stat}
+		set -- ${line##*) }
+		echo "$p $2 ${20}"
+	done >"$dir/all"
+	# the closure of this shell's children (the listing's own processes are gone now)
+	awk -v root=$$ '{ pp[$1] = $2; st[$1] = $3 }
+		END { for (p in pp) { q = p; d = 0; while ((q in pp) && q != root) { q = pp[q]; d++ }
+			if (q == root && p != root) { print p, st[p]; n++; if (d > deep) deep = d } }
+			exit !(n >= 13 && deep >= 4) }' "$dir/all" >"$ML_CHILD_LIST"
+}
+for _ in $(seq 300); do listed && break; sleep 0.1; done
 fail "left running on purpose"
