@@ -4,7 +4,10 @@
  * A transaction keeps one item per joined buffer: its own reference to the buffer and,
  * for blocks that existed before, a copy of their bytes as they were when first joined.
  * Items are found by block number through a small open-addressing table that grows with
- * the transaction (bulk loads join thousands of new blocks).
+ * the transaction (bulk loads join thousands of new blocks).  A block freed without being
+ * joined (mfs_trans_forget: a rebuild frees every block of an old tree) is only a block
+ * number in a set of its own (fset): 8-16 bytes, not an item and its slots.  A block is
+ * in at most one of the two: joining a block of the set moves it to the items.
  *
  * Commit marks every joined buffer dirty and drops every forgotten block; cancel copies
  * the saved bytes back (new blocks are simply dropped) so the cache holds exactly what it
@@ -78,6 +81,8 @@ struct mfs_trans {
 	unsigned nitems, cap;
 	unsigned *slots;        /* open addressing: index+1 into items, 0 = empty */
 	unsigned nslots;        /* power of two, >= 2 * cap */
+	uint64_t *fset;         /* blocks freed and never joined: blkno + 1, 0 = empty slot */
+	uint64_t nfset, fslots; /* entries; slots (a power of two >= 2 * entries, or 0) */
 	uint32_t *ags;          /* AGs locked, in locking order */
 	unsigned nags, agcap;
 	int busy;               /* space given back: busy entries tagged with tp (busy.h) */
@@ -107,7 +112,10 @@ struct mfs_fs *mfs_trans_fs(const struct mfs_trans *tp) { return tp->fs; }
 void mfs_trans_nodata(struct mfs_trans *tp) { tp->nodata = 1; }
 void mfs_trans_reread(struct mfs_trans *tp) { tp->reread = 1; }
 void mfs_trans_busy_hull(struct mfs_trans *tp) { tp->hull = 1; }
-unsigned mfs_trans_nbufs(const struct mfs_trans *tp) { return tp->nitems; }
+unsigned mfs_trans_nbufs(const struct mfs_trans *tp)
+{
+	return tp->nitems + (unsigned)tp->nfset;
+}
 
 static unsigned slot_of(const struct mfs_trans *tp, uint64_t blkno)
 {
@@ -162,6 +170,79 @@ static int items_grow(struct mfs_trans *tp)
 	return 0;
 }
 
+/* ---- the set of blocks freed without being joined ---- */
+static uint64_t fset_slot(uint64_t nslots, uint64_t blkno)
+{
+	return ((blkno * 0x9e3779b97f4a7c15ull) >> 29) & (nslots - 1);
+}
+
+static int fset_has(const struct mfs_trans *tp, uint64_t blkno)
+{
+	if (!tp->fslots)
+		return 0;
+	for (uint64_t s = fset_slot(tp->fslots, blkno);; s = (s + 1) & (tp->fslots - 1)) {
+		if (!tp->fset[s])
+			return 0;
+		if (tp->fset[s] == blkno + 1)
+			return 1;
+	}
+}
+
+static void fset_put(uint64_t *v, uint64_t nslots, uint64_t key)
+{
+	uint64_t s = fset_slot(nslots, key - 1);
+
+	while (v[s])
+		s = (s + 1) & (nslots - 1);
+	v[s] = key;
+}
+
+/* Add blkno (not in the set); the table doubles before it would be over half full. */
+static int fset_add(struct mfs_trans *tp, uint64_t blkno)
+{
+	if (2 * (tp->nfset + 1) > tp->fslots) {
+		uint64_t n = tp->fslots ? 2 * tp->fslots : 64;
+		uint64_t *v = mfs_calloc(n, sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		for (uint64_t i = 0; i < tp->fslots; i++)
+			if (tp->fset[i])
+				fset_put(v, n, tp->fset[i]);
+		free(tp->fset);
+		tp->fset = v;
+		tp->fslots = n;
+	}
+	fset_put(tp->fset, tp->fslots, blkno + 1);
+	tp->nfset++;
+	return 0;
+}
+
+/* Take blkno out of the set if it is there (backward-shift deletion: no tombstones);
+ * whether it was. */
+static int fset_take(struct mfs_trans *tp, uint64_t blkno)
+{
+	uint64_t m = tp->fslots - 1, i, j;
+
+	if (!tp->fslots)
+		return 0;
+	for (i = fset_slot(tp->fslots, blkno); tp->fset[i] != blkno + 1; i = (i + 1) & m)
+		if (!tp->fset[i])
+			return 0;
+	for (j = (i + 1) & m; tp->fset[j]; j = (j + 1) & m) {
+		uint64_t h = fset_slot(tp->fslots, tp->fset[j] - 1);
+
+		/* the entry at j may fill the hole at i when its home is not in (i, j] */
+		if (i <= j ? (h <= i || h > j) : (h <= i && h > j)) {
+			tp->fset[i] = tp->fset[j];
+			i = j;
+		}
+	}
+	tp->fset[i] = 0;
+	tp->nfset--;
+	return 1;
+}
+
 static struct trans_item *item_add(struct mfs_trans *tp, uint64_t blkno, int *err)
 {
 	struct trans_item *it;
@@ -213,6 +294,7 @@ int mfs_trans_modify(struct mfs_trans *tp, struct mfs_buf *bp)
 	if (reread)
 		it->flags |= TI_REREAD;
 	mfs_buf_hold(bp);
+	fset_take(tp, bp->blkno);      /* freed earlier, changed now: an item from here on */
 	return 0;
 }
 
@@ -223,6 +305,22 @@ int mfs_trans_get_new(struct mfs_trans *tp, uint64_t blkno, int meta, struct mfs
 	int err;
 
 	*out = NULL;
+	if (it ? !it->bp : fset_has(tp, blkno)) {
+		/*
+		 * Freed earlier in this transaction without being changed, and now reused: the
+		 * block was live when the transaction began, so a cancel must bring its bytes
+		 * back.  Join it as a modification first (which takes it out of the freed set).
+		 * (An item without a buffer is one a failed get_new left: joined the same way.)
+		 */
+		err = mfs_buf_read(tp->fs->bc, blkno, NULL, &bp);
+		if (err)
+			return err;
+		err = mfs_trans_modify(tp, bp);
+		mfs_buf_put(bp);       /* the transaction holds its own reference */
+		if (err)
+			return err;
+		it = item_find(tp, blkno);
+	}
 	if (!it) {
 		/* A block this transaction has not seen: free when it began, nothing to keep. */
 		it = item_add(tp, blkno, &err);
@@ -236,20 +334,6 @@ int mfs_trans_get_new(struct mfs_trans *tp, uint64_t blkno, int meta, struct mfs
 		*out = bp;
 		return 0;
 	}
-	if (!it->bp) {
-		/*
-		 * Freed earlier in this transaction without being changed, and now reused: the
-		 * block was live when the transaction began, so a cancel must bring its bytes
-		 * back.  Join it as a modification first.
-		 */
-		err = mfs_buf_read(tp->fs->bc, blkno, NULL, &bp);
-		if (err)
-			return err;
-		err = mfs_trans_modify(tp, bp);
-		mfs_buf_put(bp);       /* the transaction holds its own reference */
-		if (err)
-			return err;
-	}
 	/* Reused inside the transaction: start from zeroes; the saved bytes stay. */
 	memset(it->bp->data, 0, tp->fs->geo.blocksize);
 	mfs_buf_set_meta_state(it->bp, meta);
@@ -261,13 +345,9 @@ int mfs_trans_get_new(struct mfs_trans *tp, uint64_t blkno, int meta, struct mfs
 int mfs_trans_forget(struct mfs_trans *tp, uint64_t blkno)
 {
 	struct trans_item *it = item_find(tp, blkno);
-	int err;
 
-	if (!it) {
-		it = item_add(tp, blkno, &err);
-		if (!it)
-			return err;
-	}
+	if (!it)
+		return fset_has(tp, blkno) ? 0 : fset_add(tp, blkno);
 	it->flags |= TI_FORGET;
 	return 0;
 }
@@ -277,7 +357,7 @@ int mfs_trans_ordered_write(struct mfs_trans *tp, uint64_t blkno, void *data, in
 	const struct mfs_geom *g = &tp->fs->geo;
 	int err;
 
-	if (blkno >= g->dblocks || item_find(tp, blkno)) {
+	if (blkno >= g->dblocks || item_find(tp, blkno) || fset_has(tp, blkno)) {
 		mfs_log(MFS_LOG_ERR, "ordered write of block %llu: %s",
 			(unsigned long long)blkno, blkno >= g->dblocks ? "outside the filesystem" :
 			"the transaction has joined it");
@@ -322,7 +402,8 @@ uint64_t mfs_trans_nordered(const struct mfs_trans *tp) { return tp->nordered; }
 
 void mfs_trans_log_size(const struct mfs_trans *tp, uint64_t *nimg, uint64_t *nrev)
 {
-	*nimg = *nrev = 0;
+	*nimg = 0;
+	*nrev = tp->nfset;
 	for (unsigned i = 0; i < tp->nitems; i++) {
 		if (tp->items[i].flags & TI_FORGET)
 			(*nrev)++;
@@ -496,6 +577,7 @@ static void trans_free(struct mfs_trans *tp)
 	free(tp->slots);
 	free(tp->ubuf);
 	free(tp->hulls);
+	free(tp->fset);
 	free(tp);
 }
 
@@ -508,9 +590,9 @@ static int trans_log(struct mfs_trans *tp, uint64_t *lsn)
 	int err;
 
 	*lsn = 0;
-	if (!tp->nitems)
+	if (!tp->nitems && !tp->nfset)
 		return 0;
-	items = mfs_malloc(tp->nitems * sizeof(*items));
+	items = mfs_malloc((tp->nitems + tp->nfset) * sizeof(*items));
 	if (!items)
 		return -ENOMEM;
 	for (unsigned i = 0; i < tp->nitems; i++) {
@@ -521,6 +603,9 @@ static int trans_log(struct mfs_trans *tp, uint64_t *lsn)
 		else if (it->bp)
 			items[n++] = (struct mfs_jitem){ it->bp, it->blkno };
 	}
+	for (uint64_t s = 0; s < tp->fslots; s++)
+		if (tp->fset[s])
+			items[n++] = (struct mfs_jitem){ NULL, tp->fset[s] - 1 };
 	/* Ordered tree blocks were written before the commit: the record orders them. */
 	err = n ? mfs_journal_commit(tp->fs->log, items, n, tp->nodata && !tp->nordered ?
 				     MFS_JCOMMIT_NODATA : 0, lsn) : 0;
@@ -563,7 +648,10 @@ int mfs_trans_commit_lsn(struct mfs_trans *tp, unsigned flags, uint64_t *lsnp)
 			mfs_bcache_forget(tp->fs->bc, it->blkno);
 		free(it->old);
 	}
-	if (tp->nitems)         /* before the AG locks go: see mfs_fs.changes */
+	for (uint64_t s = 0; s < tp->fslots; s++)
+		if (tp->fset[s])
+			mfs_bcache_forget(tp->fs->bc, tp->fset[s] - 1);
+	if (tp->nitems || tp->nfset)    /* before the AG locks go: see mfs_fs.changes */
 		__atomic_add_fetch(&tp->fs->changes, 1, __ATOMIC_RELEASE);
 	trans_free(tp);
 	if (lsnp)
