@@ -249,6 +249,7 @@ int mfs_dev_open(const char *path, unsigned flags, struct mfs_dev **out)
 		return -ENOMEM;
 	}
 	dev->flags = flags;
+	dev->fd = -1;
 	dev->wlog_fd = -1;
 	pthread_mutex_init(&dev->flush_lock, NULL);
 	pthread_cond_init(&dev->flush_cv, NULL);

@@ -379,13 +379,17 @@ START_TEST(fifo_refused)
 	}
 	unlink(fifo);
 	rmdir(dir);
-	/* A character device is refused the same way (it was before too). */
+	/* A character device is refused the same way (it was before too), and the refusal
+	 * closes no descriptor of the caller's (the device's number was 0 until opened). */
 	{
 		int q = mfs_log_quiet();
 
+		if (fcntl(0, F_GETFD) < 0)
+			ck_assert_int_eq(open("/dev/null", O_RDONLY), 0);
 		ck_assert_int_eq(mfs_dev_open("/dev/null", MFS_DEV_RDONLY, &dev), -ENODEV);
 		mfs_log_set_level(q);
 		ck_assert_ptr_null(dev);
+		ck_assert_msg(fcntl(0, F_GETFD) >= 0, "a refused open closed descriptor 0");
 	}
 }
 END_TEST
