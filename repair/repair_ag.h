@@ -44,6 +44,9 @@ struct agrep {
 	int ordered;                 /* the new trees' blocks are free space nothing points
 				      * at: rep_load_tree writes them in place, unlogged
 				      * (MFS_BLOAD_ORDERED, trans.h) */
+	int fl_short;                /* the ordered free-space plan met a free list too short
+				      * or too full for its reverse-map changes at run time: the
+				      * logged plan may still do (rep_allocbt) */
 };
 
 /* The new trees' blocks, in the order the loaders claim them. */

@@ -1111,17 +1111,19 @@ static int abt_plan_mode(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfa
 }
 
 /* Ordered new blocks when F holds the trees and the free list can be fed, from the AGFL
- * stock, the extras and the pool, what the reverse-map changes that takes need; else the
- * trees in O's blocks, logged. */
+ * stock, the extras and the pool, what the reverse-map changes that takes need; else (or
+ * when `logged`) the trees in O's blocks, logged. */
 static int abt_plan(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray *O,
-		    const struct rep_lenhist *h, struct rep_addset *N, struct abt_plan *p)
+		    const struct rep_lenhist *h, struct rep_addset *N, struct abt_plan *p,
+		    int logged)
 {
 	uint32_t cnt = mfs_get32(rep_agh(ar)->fl_count);
-	int err;
+	int err = -ENOSPC;
 
 	memset(p, 0, sizeof(*p));
 	p->ordered = 1;
-	err = abt_plan_mode(ar, F, O, h, N, p);
+	if (!logged)
+		err = abt_plan_mode(ar, F, O, h, N, p);
 	if (err && err != -ENOSPC)
 		return err;
 	if (!err && abt_agfl_need(ar, N->n) <= cnt + p->extra + p->pool)
@@ -1143,6 +1145,13 @@ static int abt_plan(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray 
  * the free space that results is F + O - N without O's last *used blocks.
  */
 #define FEED_HIGH (MFS_AGFL_SIZE_MAX / 2)
+
+/* Tests (check_repair_frag): after this many reverse-map changes abt_edit_ordered finds
+ * the free list run dry with nothing left to feed it (the planned feeding is pessimistic:
+ * a real case is hard to build); the rebuilds that then fell back to the logged plan. */
+extern uint64_t rep_abt_dry_after, rep_abt_fallbacks;
+uint64_t rep_abt_dry_after = UINT64_MAX;
+uint64_t rep_abt_fallbacks;
 
 struct ocur {
 	uint64_t i, skip, left;      /* next extent of O; blocks to skip, then to give */
@@ -1192,7 +1201,7 @@ static int abt_edit_ordered(struct agrep *ar, struct mfs_xfarray *O,
 {
 	struct blocks pool = { NULL, 0, p->pool, 0 };
 	struct ocur c = { 0, p->take_o, p->no - p->take_o - p->pool };
-	uint64_t ji = 0, u = 0, k = 0;
+	uint64_t ji = 0, u = 0, k = 0, nch = 0;
 	uint32_t cs, cl, want, cnt;
 	int err = 0;
 
@@ -1208,8 +1217,9 @@ static int abt_edit_ordered(struct agrep *ar, struct mfs_xfarray *O,
 		cnt = fl_state(ar, &want);
 		if (++ar->seen % POLL_RECS == 0 && (err = rep_poll(ar->r)))
 			break;
-		if (cnt < want) {
-			if (k + u == pool.n) {
+		if (cnt < want || nch >= rep_abt_dry_after) {
+			if (k + u == pool.n || nch >= rep_abt_dry_after) {
+				ar->fl_short = 1;
 				err = rep_fail(ar->r, -ENOSPC, "AG %u: the free list ran dry "
 					       "feeding the reverse map's splits for the new "
 					       "free-space trees (%llu blocks fed): nothing was "
@@ -1221,12 +1231,14 @@ static int abt_edit_ordered(struct agrep *ar, struct mfs_xfarray *O,
 			continue;
 		}
 		if (cnt + want > MFS_AGFL_SIZE_MAX) {
+			ar->fl_short = 1;
 			err = rep_fail(ar->r, -ENOSPC, "AG %u: the free list is too full (%u "
 				       "blocks) for the reverse map's merges while the new "
 				       "free-space trees' records go in: nothing was changed",
 				       ar->agno, cnt);
 			break;
 		}
+		nch++;
 		if (cl && (cnt < FEED_HIGH || ji == N->n)) {
 			err = rmap_cut(ar, cs, cl, NULL);
 			if (!err)
@@ -1302,7 +1314,9 @@ static int sort_by_len(struct agrep *ar, struct mfs_xfarray *B, struct mfs_xfarr
 	       rep_scratch_err(ar->r, err, "sorting the free extents by length") : err;
 }
 
-int rep_allocbt(struct rep *r)
+/* One free-space rebuild: the ordered plan when it fits, unless `logged`; *fl_short when
+ * the ordered plan's free list ran short at run time (everything cancelled). */
+static int allocbt_try(struct rep *r, int logged, int *fl_short)
 {
 	struct agrep ar;
 	struct gather g;
@@ -1371,7 +1385,7 @@ int rep_allocbt(struct rep *r)
 		err = rep_hook(r, MFS_REPAIR_AT_GATHERED);
 	if (!err) {
 		rep_lh_sort(&h);
-		err = abt_plan(&ar, F, O, &h, &N, &p);
+		err = abt_plan(&ar, F, O, &h, &N, &p, logged);
 	}
 	/* Logged, the new trees are most of the transaction: refuse now if it cannot fit.
 	 * Ordered, it logs the header, the free list and the reverse-map leaves that change:
@@ -1474,9 +1488,32 @@ int rep_allocbt(struct rep *r)
 	err = rep_ag_finish(&ar);
 out:
 	rep_ag_cancel(&ar);
+	*fl_short = err && ar.fl_short;
 	rep_lh_free(&h);
 	free(N.v);
 	free(b.v);
+	return err;
+}
+
+/*
+ * The ordered plan sizes the free list's feeding for its reverse-map changes beforehand,
+ * on the high side; should the list still run short (or over) while they go in, those
+ * changes are cancelled with the rest (nothing is committed; the old bytes of the free
+ * blocks written are put back) and the rebuild starts again from the gathering, under the
+ * AG lock taken anew, with the logged plan, which does not feed the list from a pool.
+ */
+int rep_allocbt(struct rep *r)
+{
+	int fl_short = 0, err = allocbt_try(r, 0, &fl_short);
+
+	if (err && fl_short) {
+		mfs_log(MFS_LOG_INFO, "AG %u: %s; rebuilding the free-space trees the logged way",
+			r->rc->agno, r->rc->reason);
+		rep_release(r);
+		r->rc->reason[0] = 0;
+		__atomic_add_fetch(&rep_abt_fallbacks, 1, __ATOMIC_RELAXED);
+		err = allocbt_try(r, 1, &fl_short);
+	}
 	return err;
 }
 
