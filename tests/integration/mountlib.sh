@@ -102,6 +102,23 @@ ml_kill_children() {
 		layer=("${next[@]}")
 	done
 	[ ${#all[@]} -gt 0 ] || return 0
+	# Each listed process's parent must still be this shell or another listed process
+	# (stopped: it cannot have changed): a child of the shell that ended and was reaped
+	# between the first scan and its stop would have left its PID free for another
+	# process (it would need the PID space to wrap, but then that one is let go).
+	in_layer=([$BASHPID]=1)
+	for p in "${all[@]}"; do in_layer[$p]=1; done
+	next=()
+	for p in "${all[@]}"; do
+		ml_stat "$p"
+		if [ -n "$ml_pp" ] && [ -n "${in_layer[$ml_pp]:-}" ]; then
+			next+=("$p")
+		elif [ -n "$ml_pp" ]; then
+			kill -CONT "$p" 2>/dev/null
+		fi
+	done
+	all=("${next[@]}")
+	[ ${#all[@]} -gt 0 ] || return 0
 	kill -KILL "${all[@]}" 2>/dev/null
 	for ((i = 0; i < 500; i++)); do
 		busy=0
