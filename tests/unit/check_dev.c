@@ -140,6 +140,17 @@ static int overlap_end(struct flusher *a, struct flusher *b)
 	return ra || rb ? -1 : 0;
 }
 
+/* fork(), with stdio flushed first (the child must not write the parent's buffers). */
+static pid_t fork_child(void)
+{
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	return pid;
+}
+
 /* Wait at most `secs` for child `pid`: its wait status, or -1 when it still ran (it is
  * killed then). */
 static int child_wait(pid_t pid, double secs)
@@ -169,11 +180,8 @@ enum { CHILD_FLUSH, CHILD_WRITE_FLUSH, CHILD_OVERLAP };
 static void child_flushes(int what)
 {
 	int status;
-	pid_t pid;
+	pid_t pid = fork_child();
 
-	fflush(NULL);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
 		static char blk[4096];
 		struct flusher c, d;
@@ -355,11 +363,8 @@ START_TEST(fifo_refused)
 	ck_assert_int_eq(mkfifo(fifo, 0600), 0);
 	for (unsigned i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
 		int status;
-		pid_t pid;
+		pid_t pid = fork_child();
 
-		fflush(NULL);
-		pid = fork();
-		ck_assert_int_ge(pid, 0);
 		if (pid == 0) {
 			struct mfs_dev *d = NULL;
 			int err;
