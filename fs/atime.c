@@ -11,7 +11,8 @@
  *   noatime             never (nor for inodes flagged MFS_DIFLAG_NOATIME, nor read-only).
  *
  * The update is its own asynchronous transaction (durable with the next force, like every
- * metadata change short of fsync), taken after the read released the inode's shared lock:
+ * metadata change short of fsync; it orders no data: mfs_trans_nodata), taken after the
+ * read released the inode's shared lock:
  * readers never wait for the journal, and an update that fails only costs the time stamp.
  * The kernel forgets its cached access time after each read or readdir (unless the mount is
  * noatime) and asks again, so stat(2) sees the new value.
@@ -81,6 +82,9 @@ void mfsd_touch_atime(struct mfsd *d, struct mfs_inode *ip)
 	ip->atime = now;
 	err = mfs_trans_alloc(d->fs, &tp);
 	if (!err) {
+		/* A time only: the record makes nothing reachable that was written on the device
+		 * before it, so a batch of such records needs no device flush ahead of it. */
+		mfs_trans_nodata(tp);
 		err = mfs_inode_log(tp, ip);
 		err = mfsd_trans_end(tp, err);
 	}
