@@ -602,9 +602,23 @@ int mfs_bmap_lookup(struct mfs_inode *ip, uint64_t off, struct mfs_bmap_ext *ext
 }
 
 /* ---- alloc ------------------------------------------------------------------------------------ */
-/* Where the allocation at file block `off` should go: right after the previous extent's
- * blocks (as if the gap were mapped), else just before the next's, else near the inode. */
-static uint64_t alloc_target(struct mfs_inode *ip, uint64_t off, int have_prev,
+/*
+ * Where the allocation of `want` blocks at file block `off` should go: right after the
+ * previous extent's blocks (as if the gap were mapped), else just before the next's, else
+ * near the inode — but a file's first extent of SPREAD_MIN bytes or more (a file written
+ * in large pieces) starts at one of SPREAD_SLOTS evenly spaced points of the inode's AG,
+ * picked by the inode number.  Files written at the same time are mostly neighbours
+ * (consecutive inodes of one directory): all starting near their inodes, each append
+ * found its target taken by another file's last piece, and four files written with 1 MiB
+ * requests ended up in 1 MiB extents taking turns — read back at half the rate of the
+ * same files laid out one after the other.  From points of their own, each grows in a
+ * stretch of its own.  Small files stay near their inode (and their directory).
+ */
+#define SPREAD_MIN (256u << 10)
+#define SPREAD_SLOTS 16u
+#define SPREAD_MIN_STRIDE (8u << 20)    /* bytes between points; an AG too small: none */
+
+static uint64_t alloc_target(struct mfs_inode *ip, uint64_t off, uint64_t want, int have_prev,
 			     const struct xrec *prev, int have_next, const struct xrec *next)
 {
 	const struct mfs_geom *g = &ip->fs->geo;
@@ -621,6 +635,14 @@ static uint64_t alloc_target(struct mfs_inode *ip, uint64_t off, int have_prev,
 	}
 	if (have_next && next->off - off <= next->fsb)
 		return next->fsb - (next->off - off);
+	if (!have_prev && !have_next && want >= (SPREAD_MIN >> g->blocklog)) {
+		uint32_t agno = mfs_ino_to_agno(g, ip->ino);
+		uint32_t stride = mfs_ag_length(g, agno) / SPREAD_SLOTS;
+
+		if ((uint64_t)stride << g->blocklog >= SPREAD_MIN_STRIDE)
+			return mfs_agbno_to_fsb(g, agno, mfs_ino_to_agino(g, ip->ino) %
+						SPREAD_SLOTS * stride);
+	}
 	return mfs_ino_to_fsb(g, ip->ino);
 }
 
@@ -667,7 +689,7 @@ int mfs_bmap_alloc(struct mfs_trans *tp, struct mfs_inode *ip, uint64_t off, uin
 
 	memset(&args, 0, sizeof(args));
 	args.type = MFS_ALLOC_NEAR;
-	args.target = alloc_target(ip, off, have_prev, &prev, have_next, &next);
+	args.target = alloc_target(ip, off, want, have_prev, &prev, have_next, &next);
 	args.minlen = 1;
 	args.maxlen = (uint32_t)want;
 	args.owner = ip->ino;

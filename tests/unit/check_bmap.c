@@ -1063,6 +1063,80 @@ START_TEST(test_corrupt_inline)
 }
 END_TEST
 
+/* Allocate [off, off + len) of file `ino` in a transaction of its own; *e: what was mapped. */
+static void alloc_in(struct tu_img *t, uint64_t ino, uint64_t off, uint64_t len,
+		     struct mfs_bmap_ext *e)
+{
+	struct mfs_trans *tp;
+	struct mfs_inode *ip;
+
+	CK_OK(mfs_iget(t->fs, ino, 0, &ip));
+	pthread_rwlock_wrlock(&ip->lock);
+	CK_OK(mfs_trans_alloc(t->fs, &tp));
+	CK_OK(mfs_bmap_alloc(tp, ip, off, len, 0, e));
+	CK_OK(mfs_trans_commit(tp));
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+}
+
+static unsigned nexts_of(struct tu_img *t, uint64_t ino)
+{
+	struct mfs_inode *ip;
+	unsigned n;
+
+	CK_OK(mfs_iget(t->fs, ino, 0, &ip));
+	n = nexts(ip);
+	mfs_iput(ip);
+	return n;
+}
+
+/* Files written at the same time in large pieces (first extent of 256 KiB or more) start at
+ * points of their own in the AG (one of 16, by inode number) and each grows in one extent,
+ * pieces taking turns; a small file stays near its inode.  With every file starting near
+ * its inode, the second file's first piece took the blocks after the first's, and each
+ * append had to go elsewhere: both ended in 4 extents (one per piece). */
+START_TEST(test_spread)
+{
+	struct tu_img t;
+	struct mfs_bmap_ext e[2], x, small;
+	uint64_t ino[2], sino;
+	uint32_t stride, agno;
+
+	bimg_make(&t, 4096, 256, 1ull << 30);           /* 4 AGs of 64k blocks */
+	ino[0] = new_file(&t);
+	ino[1] = new_file(&t);
+	agno = mfs_ino_to_agno(&t.fs->geo, ino[0]);
+	CK_EQ(mfs_ino_to_agno(&t.fs->geo, ino[1]), agno);
+	stride = mfs_ag_length(&t.fs->geo, agno) / 16;
+	for (int f = 0; f < 2; f++) {
+		alloc_in(&t, ino[f], 0, 256, &e[f]);
+		CK_EQ(e[f].len, 256);
+		CK_EQ(mfs_fsb_to_agno(&t.fs->geo, e[f].startblock), agno);
+	}
+	/* each at its own point (the point itself, unless the AG's headers hold it) */
+	CK_TRUE(mfs_fsb_to_agbno(&t.fs->geo, e[0].startblock) / stride !=
+		mfs_fsb_to_agbno(&t.fs->geo, e[1].startblock) / stride);
+	for (uint64_t off = 256; off < 1024; off += 256)
+		for (int f = 0; f < 2; f++) {
+			alloc_in(&t, ino[f], off, 256, &x);
+			CK_EQ(x.startblock, e[f].startblock + off);
+		}
+	CK_EQ(nexts_of(&t, ino[0]), 1);
+	CK_EQ(nexts_of(&t, ino[1]), 1);
+	/* a small first piece: near its inode (before the second file's point), not at its
+	 * own point (free: nothing was put there) */
+	sino = new_file(&t);
+	alloc_in(&t, sino, 0, 8, &small);
+	CK_EQ(mfs_fsb_to_agno(&t.fs->geo, small.startblock), mfs_ino_to_agno(&t.fs->geo, sino));
+	CK_TRUE(mfs_fsb_to_agbno(&t.fs->geo, small.startblock) !=
+		mfs_ino_to_agino(&t.fs->geo, sino) % 16 * stride);
+	CK_TRUE(mfs_fsb_to_agbno(&t.fs->geo, small.startblock) <
+		mfs_fsb_to_agbno(&t.fs->geo, e[1].startblock));
+	db_check(&t);
+	tu_img_destroy(&t);
+}
+END_TEST
+
 static Suite *bmap_suite(void)
 {
 	Suite *s = suite_create("bmap");
@@ -1075,6 +1149,7 @@ static Suite *bmap_suite(void)
 	tcase_add_test(tc, test_merge);
 	tcase_add_test(tc, test_bounded);
 	tcase_add_test(tc, test_corrupt_inline);
+	tcase_add_test(tc, test_spread);
 	suite_add_tcase(s, tc);
 	return s;
 }
