@@ -103,15 +103,17 @@ ml_kill_children() {
 	done
 	[ ${#all[@]} -gt 0 ] || return 0
 	# Each listed process's parent must still be this shell or another listed process
-	# (stopped: it cannot have changed): a child of the shell that ended and was reaped
-	# between the first scan and its stop would have left its PID free for another
-	# process (it would need the PID space to wrap, but then that one is let go).
+	# kept (stopped: it cannot have changed): a child of the shell that ended and was
+	# reaped between the first scan and its stop would have left its PID free for another
+	# process (it would need the PID space to wrap, but then that one is let go, and so
+	# are its children).  `all` lists a layer after the one above it: a parent is judged
+	# before its children.
 	in_layer=([$BASHPID]=1)
-	for p in "${all[@]}"; do in_layer[$p]=1; done
 	next=()
 	for p in "${all[@]}"; do
 		ml_stat "$p"
 		if [ -n "$ml_pp" ] && [ -n "${in_layer[$ml_pp]:-}" ]; then
+			in_layer[$p]=1
 			next+=("$p")
 		elif [ -n "$ml_pp" ]; then
 			kill -CONT "$p" 2>/dev/null

@@ -24,7 +24,10 @@ if [ "${1:-}" != inner ]; then
 	ml_setup t_mountlib_cleanup
 	sleep 120 &
 	by=$!
-	cleanup_extra() { [ -s "$dir/list" ] && kill -9 $(alive "$dir/list") 2>/dev/null; }
+	cleanup_extra() {
+		[ -s "$dir/list" ] && kill -9 $(alive "$dir/list") 2>/dev/null
+		[ -n "${fp:-}" ] && kill -9 "$fp" "$fc" 2>/dev/null
+	}
 	ml_extra_cleanup=cleanup_extra
 	start=$SECONDS
 	ML_CHILD_LIST=$dir/list bash "$0" inner >"$dir/inner.out" 2>&1
@@ -38,6 +41,37 @@ if [ "${1:-}" != inner ]; then
 	ok "all $n descendants of the failed test are gone ($((SECONDS - start)) s)"
 	kill -0 "$by" 2>/dev/null || fail "a process the test did not start was killed"
 	ok "a process beside it still runs"
+
+	# A child of the shell that ends and is reaped between the cleanup's first scan and
+	# its stop leaves its PID free: a process the test did not start may take it (the PID
+	# space wraps).  That process is let go, and so are its children.  Simulated: ml_stat
+	# reports a process started outside the test's tree (setsid -f: its parent is not
+	# this shell) as this shell's child at the first scan only.
+	setsid -f bash -c 'sleep 120 & echo "$$ $!" >"$1/foreign.tmp"
+		mv "$1/foreign.tmp" "$1/foreign"; wait' _ "$dir"
+	for _ in $(seq 300); do [ -s "$dir/foreign" ] && break; sleep 0.1; done
+	read -r fp fc <"$dir/foreign" || fail "the foreign process tree did not start"
+	eval "$(declare -f ml_stat | sed '1s/^ml_stat /ml_stat_real /')"
+	(
+		fake=1
+		ml_stat() {
+			ml_stat_real "$1"
+			if [ "$1" = "$fp" ] && [ $fake = 1 ]; then fake=0; ml_pp=$BASHPID; fi
+		}
+		ml_kill_children
+	)
+	for p in "$fp" "$fc"; do
+		for _ in $(seq 100); do
+			ml_stat "$p"
+			[ -n "$ml_st" ] && [ "$ml_st" != T ] && [ "$ml_st" != t ] && break
+			sleep 0.1
+		done
+		case $ml_st in
+		""|Z|X) fail "process $p of a tree the test did not start was killed" ;;
+		T|t) fail "process $p of a tree the test did not start was left stopped" ;;
+		esac
+	done
+	ok "a process that took a listed PID is let go with its children"
 	exit 0
 fi
 
