@@ -675,6 +675,8 @@ static void trans_reread(struct mfs_trans *tp, struct trans_item *it)
 	int err = mfs_dev_pread(mfs_bcache_dev(tp->fs->bc), it->bp->data, bs,
 				it->blkno * bs);
 
+	if (!err && it->was_meta && !mfs_blk_crc_ok(it->bp->data, bs))
+		err = -EFSBADCRC;
 	mfs_buf_set_meta_state(it->bp, it->was_meta);
 	if (err) {
 		mfs_log(MFS_LOG_WARN, "cancelled transaction: re-reading block %llu failed (%s): "

@@ -601,6 +601,51 @@ START_TEST(trans_reread_cancel)
 }
 END_TEST
 
+
+/* After a cancel, a block joined clean holds the device's bytes again (trans_reread); if the
+ * device's copy no longer passes the verifier (changed underneath the cache: a
+ * cross-linked file write, a medium error, a bit flip), the cache must not hand those bytes
+ * out as verified: a verified read either returns the bytes that were verified or fails. */
+START_TEST(trans_reread_unverified)
+{
+	struct mfs_fs *fs = make_fs();
+	struct mfs_trans *tp;
+	struct mfs_buf *bp;
+	struct mfs_blk_expect e5 = expect_for(5);
+	unsigned char good[BS], bad[BS];
+	int fd, err;
+
+	write_blocks(fs->bc, 10);
+	ck_assert_int_eq(mfs_bcache_flush(fs->bc), 0);
+	ck_assert_int_eq(mfs_buf_read(fs->bc, 5, &e5, &bp), 0);    /* verified, clean */
+	memcpy(good, bp->data, BS);
+	/* the device's copy changes underneath: one payload byte (its CRC now fails) */
+	memcpy(bad, good, BS);
+	bad[200] ^= 0x40;
+	fd = open(path, O_WRONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, bad, BS, 5 * (off_t)BS), BS);
+	close(fd);
+
+	ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
+	mfs_trans_reread(tp);
+	ck_assert_int_eq(mfs_trans_modify(tp, bp), 0);
+	memset((char *)bp->data + 64, 0x5a, 100);
+	mfs_buf_put(bp);
+	mfs_trans_cancel(tp);
+
+	err = mfs_buf_read(fs->bc, 5, &e5, &bp);
+	if (!err) {
+		ck_assert_msg(!memcmp(bp->data, good, BS), "block 5: bytes that fail their CRC "
+			      "handed out as verified after the cancel");
+		mfs_buf_put(bp);
+	} else {
+		ck_assert(err == -EFSCORRUPTED || err == -EFSBADCRC);
+	}
+	drop_fs(fs);
+}
+END_TEST
+
 /* Blocks freed without being joined are a set of their own (trans.c, fset): 200 blocks
  * changed by a committed transaction (dirty), then freed by a second one that joins every
  * third again, and frees some twice.  At its commit the freed ones are dropped unwritten
@@ -939,6 +984,7 @@ int main(void)
 	tcase_add_test(tc, forgotten_buffer_never_written);
 	tcase_add_test(tc, trans_cancel_after_forget_and_reuse);
 	tcase_add_test(tc, trans_reread_cancel);
+	tcase_add_test(tc, trans_reread_unverified);
 	tcase_add_test(tc, trans_forget_set);
 	tcase_add_test(tc, hash_churn);
 	tcase_add_test(tc, stress_threads);
