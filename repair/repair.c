@@ -19,6 +19,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+#define REP_TRIM_RECORDS 65536u   /* records rebuilt from which the heap is trimmed after */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -479,5 +484,14 @@ out:
 		mfs_log(MFS_LOG_WARN, "repair of object type %u AG %u: %s", rc->type, rc->agno,
 			rc->reason);
 	free(r);
+#if defined(__GLIBC__)
+	/* What a large rebuild freed (its scratch arrays' window caches, the journal's images
+	 * of its commit once checkpointed, the check's records: ~10 MiB at 8M extents) lies
+	 * in the middle of the heap, which glibc gives back only from its top: give it back
+	 * now, the daemon lives on.  Not after small repairs (a scrub may make thousands):
+	 * the trim walks the whole heap. */
+	if (rc->records >= REP_TRIM_RECORDS)
+		malloc_trim(0);
+#endif
 	return err;
 }
