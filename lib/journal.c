@@ -42,6 +42,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -63,37 +64,157 @@
  * Images are recycled.  A commit allocates an image for every block of its transaction
  * before it takes the lock, and when it joins the open record most of them replace the
  * record's images of the same blocks, which are dropped at once; an image is also dropped
- * each time its record is written or checkpointed.  A free list of up to POOL_MAX images
- * turns that churn of aligned 4 KiB allocations into a pop and a push.  `pool_lock` is a
- * leaf: jimg_put takes it under the journal lock, jimg_alloc without.
+ * each time its record is written or checkpointed.  A free list turns that churn into a
+ * pop and a push.  `pool_lock` is a leaf: jimg_put takes it under the journal lock,
+ * jimg_alloc without.
+ *
+ * Images come from slabs: one anonymous mapping of SLAB_BYTES (page-aligned: an image of
+ * a block of 4 KiB or more is page-aligned too) carved into slab_images() blocks, with the
+ * images' headers in the slab's own array.  An image costs its block in resident memory;
+ * one posix_memalign(4096, 4096) each cost about twice that in the heap, and the heap
+ * freed after a large commit (a repair's: a thousand images and more) was not given back.
+ *
+ * Invariants (under pool_lock):
+ *   - an image belongs to one slab for its life (im->slab): free, it is on that slab's
+ *     free list; in use, on none.  npool counts the free images of every slab.
+ *   - `slabs` lists, doubly linked, exactly the slabs with a free image.  jimg_alloc takes
+ *     from the first; a new slab goes first, a full one that gets an image back goes last,
+ *     so that images allocated together (which the journal drops together, as their
+ *     records are written and checkpointed) share slabs.
+ *   - a slab goes back to the system when its last image comes back and POOL_KEEP free
+ *     images or more remain in the others; so once every image is free, at most
+ *     POOL_KEEP / slab_images() slabs are left (each was kept while fewer than POOL_KEEP
+ *     others were free), and a burst of commits beyond that is returned as it drains.
  */
 #if defined(__SANITIZE_ADDRESS__)
-#define POOL_MAX 0           /* ASan sees every image's use after free */
+/* One image a slab, from the heap, none kept: ASan sees every image's use after free. */
+#define POOL_KEEP  0
 #else
-#define POOL_MAX 256
+#define POOL_KEEP  256
+#define SLAB_BYTES (256u << 10)
 #endif
+
+struct jslab {
+	struct jslab *next, *prev;  /* in j->slabs while it has a free image */
+	struct jimg *free;          /* its free images */
+	unsigned nfree, n;
+	void *data;                 /* n blocks: image i's is the i-th */
+	struct jimg img[];
+};
+
+static unsigned slab_images(const struct mfs_journal *j)
+{
+#ifdef SLAB_BYTES
+	return SLAB_BYTES > j->bs ? SLAB_BYTES / j->bs : 1;
+#else
+	(void)j;
+	return 1;
+#endif
+}
+
+/* A new slab, every image free; NULL on ENOMEM (injected faults reach both parts). */
+static struct jslab *slab_new(struct mfs_journal *j)
+{
+	unsigned n = slab_images(j);
+	struct jslab *s = mfs_calloc(1, sizeof(*s) + n * sizeof(s->img[0]));
+
+	if (!s)
+		return NULL;
+#ifdef SLAB_BYTES
+	s->data = mfs_mem_should_fail() ? MAP_FAILED :
+		  mmap(NULL, (size_t)n * j->bs, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (s->data == MAP_FAILED) {
+		free(s);
+		return NULL;
+	}
+#else
+	s->data = mfs_jbuf_alloc(j->bs, n);
+	if (!s->data) {
+		free(s);
+		return NULL;
+	}
+#endif
+	s->n = s->nfree = n;
+	for (unsigned i = n; i-- > 0;) {
+		struct jimg *im = &s->img[i];
+
+		im->slab = s;
+		im->data = (char *)s->data + (size_t)i * j->bs;
+		im->next_free = s->free;
+		s->free = im;
+	}
+	return s;
+}
+
+static void slab_release(struct mfs_journal *j, struct jslab *s)
+{
+#ifdef SLAB_BYTES
+	munmap(s->data, (size_t)s->n * j->bs);
+#else
+	(void)j;
+	free(s->data);
+#endif
+	free(s);
+}
+
+/* Pool lock held.  first: at the front of the list, else at its end. */
+static void slab_link(struct mfs_journal *j, struct jslab *s, int first)
+{
+	if (first || !j->slabs) {
+		s->prev = NULL;
+		s->next = j->slabs;
+		if (j->slabs)
+			j->slabs->prev = s;
+		else
+			j->slabs_last = s;
+		j->slabs = s;
+	} else {
+		s->next = NULL;
+		s->prev = j->slabs_last;
+		j->slabs_last->next = s;
+		j->slabs_last = s;
+	}
+}
+
+static void slab_unlink(struct mfs_journal *j, struct jslab *s)
+{
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		j->slabs = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	else
+		j->slabs_last = s->prev;
+	s->next = s->prev = NULL;
+}
 
 static struct jimg *jimg_alloc(struct mfs_journal *j)
 {
+	struct jslab *s;
 	struct jimg *im;
 
 	pthread_mutex_lock(&j->pool_lock);
-	im = j->pool;
-	if (im) {
-		j->pool = im->next_free;
-		j->npool--;
+	if (!j->slabs) {
+		/* (Two committers may both add one: the spare stays listed, free.) */
+		pthread_mutex_unlock(&j->pool_lock);
+		s = slab_new(j);
+		if (!s)
+			return NULL;
+		pthread_mutex_lock(&j->pool_lock);
+		slab_link(j, s, 1);
+		j->nslabs++;
+		j->slab_allocs++;
+		j->npool += s->n;
 	}
+	s = j->slabs;
+	im = s->free;
+	s->free = im->next_free;
+	j->npool--;
+	if (--s->nfree == 0)
+		slab_unlink(j, s);
 	pthread_mutex_unlock(&j->pool_lock);
-	if (!im) {
-		im = mfs_malloc(sizeof(*im));
-		if (!im)
-			return NULL;
-		im->data = mfs_jbuf_alloc(j->bs, 1);
-		if (!im->data) {
-			free(im);
-			return NULL;
-		}
-	}
 	im->refs = 1;
 	return im;
 }
@@ -101,32 +222,40 @@ static struct jimg *jimg_alloc(struct mfs_journal *j)
 /* Lock held (or the image not yet shared). */
 static void jimg_put(struct mfs_journal *j, struct jimg *im)
 {
+	struct jslab *s, *gone = NULL;
+
 	if (!im || --im->refs != 0)
 		return;
-#if POOL_MAX
+	s = im->slab;
 	pthread_mutex_lock(&j->pool_lock);
-	if (j->npool < POOL_MAX) {
-		im->next_free = j->pool;
-		j->pool = im;
-		j->npool++;
-		im = NULL;
+	im->next_free = s->free;
+	s->free = im;
+	j->npool++;
+	if (s->nfree++ == 0)
+		slab_link(j, s, 0);
+	if (s->nfree == s->n && j->npool >= POOL_KEEP + s->n) {
+		slab_unlink(j, s);
+		j->nslabs--;
+		j->npool -= s->n;
+		gone = s;
 	}
 	pthread_mutex_unlock(&j->pool_lock);
-	if (!im)
-		return;
-#endif
-	free(im->data);
-	free(im);
+	if (gone)
+		slab_release(j, gone);
 }
 
+/* At free: every image is back by then (each record's and map entry's put). */
 static void pool_free(struct mfs_journal *j)
 {
-	while (j->pool) {
-		struct jimg *im = j->pool;
+	while (j->slabs) {
+		struct jslab *s = j->slabs;
 
-		j->pool = im->next_free;
-		free(im->data);
-		free(im);
+		slab_unlink(j, s);
+		if (s->nfree != s->n)
+			mfs_log(MFS_LOG_WARN, "journal: %u images of a slab still in use at close",
+				s->n - s->nfree);
+		slab_release(j, s);
+		j->nslabs--;
 	}
 	j->npool = 0;
 }
@@ -1748,5 +1877,11 @@ void mfs_journal_get_stats(struct mfs_journal *j, struct mfs_journal_stats *st)
 	st->durable_lsn = j->durable_seq;
 	st->log_used = (uint32_t)(j->head_lpos - j->tail_lpos);
 	st->log_size = j->usable;
+	pthread_mutex_lock(&j->pool_lock);
+	st->img_slabs = j->nslabs;
+	st->img_per_slab = slab_images(j);
+	st->img_free = j->npool;
+	st->img_slab_allocs = j->slab_allocs;
+	pthread_mutex_unlock(&j->pool_lock);
 	pthread_mutex_unlock(&j->lock);
 }

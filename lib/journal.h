@@ -216,6 +216,11 @@ struct mfs_journal_stats {
 	uint64_t durable_lsn;      /* every sequence up to this one is durable */
 	uint32_t log_used;         /* log blocks between the tail and the head */
 	uint32_t log_size;         /* usable log blocks (the region minus the headers) */
+	/* Commit images (journal.c, "images and the block map"): */
+	uint32_t img_slabs;        /* slabs allocated now */
+	uint32_t img_per_slab;     /* images a slab holds */
+	uint32_t img_free;         /* images free now, in those slabs */
+	uint64_t img_slab_allocs;  /* slabs ever allocated */
 };
 void mfs_journal_get_stats(struct mfs_journal *log, struct mfs_journal_stats *st);
 

@@ -14,13 +14,15 @@ struct mfs_dev;
 struct mfs_bcache;
 struct mfs_busy;
 struct ckpt_item;
+struct jslab;
 struct mfs_geom;
 
 /* A committed block image, shared by its record (until written) and the block map. */
 struct jimg {
 	unsigned refs;              /* under the journal lock */
-	void *data;
-	struct jimg *next_free;     /* in the journal's pool (journal.c, jimg_alloc) */
+	void *data;                 /* a block of its slab's mapping */
+	struct jimg *next_free;     /* on its slab's free list (journal.c, jimg_alloc) */
+	struct jslab *slab;         /* the slab it belongs to, for its life */
 };
 
 /* A transaction's record, from reservation until the tail passes it. */
@@ -116,9 +118,11 @@ struct mfs_journal {
 	void *zbuf;
 	struct ckpt_item *ckpt_items;   /* the checkpoint's list: usable entries (ckpt_lock) */
 
-	pthread_mutex_t pool_lock;  /* a leaf: the free images (journal.c, jimg_alloc) */
-	struct jimg *pool;
-	unsigned npool;
+	pthread_mutex_t pool_lock;  /* a leaf: the image slabs (journal.c, jimg_alloc) */
+	struct jslab *slabs, *slabs_last;   /* the slabs with a free image */
+	unsigned npool;             /* free images, in all slabs */
+	unsigned nslabs;            /* slabs allocated */
+	uint64_t slab_allocs;       /* slabs ever allocated */
 
 	struct mfs_journal_stats st;
 	mfs_journal_ckpt_hook ckpt_hook;    /* tests only */

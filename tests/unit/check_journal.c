@@ -1450,6 +1450,77 @@ START_TEST(nomem_not_sticky)
 }
 END_TEST
 
+/* ---- commit images: slabs reused, and released down to the pool's keep size --------- */
+
+/* Every image free (nothing committed since the last checkpoint): all are in the slabs
+ * left, and those hold at most the 256 the pool keeps. */
+static void expect_images_back(struct mfs_fs *fs, struct mfs_journal_stats *st)
+{
+	mfs_journal_get_stats(fs->log, st);
+	ck_assert_uint_ge(st->img_per_slab, 1);
+	ck_assert_uint_eq(st->img_free, st->img_slabs * st->img_per_slab);
+	ck_assert_uint_le(st->img_free, 256);
+}
+
+/*
+ * Commits of 600 blocks, more than the pool keeps: each allocates new slabs only for the
+ * images the free ones kept do not cover, and after its checkpoint (every image free
+ * again) the slabs beyond the keep size are gone.  Then a commit of 300 blocks whose
+ * allocations fail one after another (the 1st, the 2nd, ...: among them a slab's, past
+ * the images kept) fails with -ENOMEM each time, every image back, until one succeeds.
+ */
+START_TEST(image_slabs)
+{
+	struct mfs_fs *fs = fs_up(1024, 1, NULL);
+	struct mfs_journal_stats st0, st;
+	struct mfs_trans *tp;
+	uint64_t blks[600], injected = 0;
+	unsigned skip;
+	int err;
+
+	for (unsigned i = 0; i < 600; i++)
+		blks[i] = 1000 + i;
+	for (unsigned round = 0; round < 4; round++) {
+		mfs_journal_get_stats(fs->log, &st0);
+		ck_assert_int_eq(tx(fs, blks, 600, round + 1, round == 0), 0);
+		ck_assert_int_eq(mfs_journal_checkpoint(fs->log), 0);
+		mfs_journal_get_stats(fs->log, &st);
+		ck_assert_uint_eq(st.img_slab_allocs - st0.img_slab_allocs,
+				  (600 - st0.img_free + st.img_per_slab - 1) / st.img_per_slab);
+		expect_images_back(fs, &st);
+	}
+	for (skip = 0, err = -ENOMEM; err; skip++) {
+		ck_assert_uint_lt(skip, 2000);
+		ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
+		for (unsigned i = 0; i < 300; i++)
+			put_block(tp, blks[i], 100 + skip, 0);
+		injected = mfs_mem_fault_injected();
+		mfs_mem_fault_arm(skip, 1);
+		err = mfs_trans_commit(tp);
+		mfs_mem_fault_disarm();
+		if (err) {
+			ck_assert_int_eq(err, -ENOMEM);
+			ck_assert_uint_eq(mfs_mem_fault_injected(), injected + 1);
+			expect_images_back(fs, &st);
+		}
+	}
+	ck_assert_uint_eq(mfs_mem_fault_injected(), injected);
+	/* 300 images, more than were kept: the commit that went through took a new slab */
+	mfs_journal_get_stats(fs->log, &st0);
+	ck_assert_uint_gt(st0.img_slab_allocs, st.img_slab_allocs);
+	ck_assert_int_eq(mfs_journal_checkpoint(fs->log), 0);
+	expect_images_back(fs, &st);
+	crash(fs);
+
+	fs = fs_up(1024, 0, NULL);
+	ck_assert_uint_eq(block_val(fs, blks[0]), 100 + skip - 1);
+	ck_assert_uint_eq(block_val(fs, blks[299]), 100 + skip - 1);
+	ck_assert_uint_eq(block_val(fs, blks[300]), 4);
+	ck_assert_uint_eq(block_val(fs, blks[599]), 4);
+	ck_assert_int_eq(mfs_fs_close(fs), 0);
+}
+END_TEST
+
 /* ---- forged records: anything that passes the checksums is either replayed or refused ---- */
 /*
  * Random bytes written into a record's descriptor or image (header fields, counts, tags,
@@ -2005,6 +2076,7 @@ static Suite *journal_suite(void)
 	tcase_add_test(tc, flush_error_sticky);
 	tcase_add_loop_test(tc, batch_flush_error_sticky, 0, 2);
 	tcase_add_test(tc, nomem_not_sticky);
+	tcase_add_test(tc, image_slabs);
 	tcase_add_test(tc, replay_forged_fuzz);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("logd");
