@@ -96,7 +96,8 @@ median() {
 # marked transport-bound: an empty FUSE daemon cannot meet it on this machine, so no FUSE
 # daemon can.  Where mendfs runs well above the ceiling (creates: the ceiling creates each
 # file in the filesystem underneath, on the disk), the ceiling bounds nothing and the row
-# is only short.
+# is only short.  A 4-job row that does not scale says when mendfs's 1-job rate is already
+# at or above the ceiling's 4-job rate (nothing left to scale into on this machine).
 print_table() {
 	local dir=$1 c key f
 	. "$dir/info"
@@ -177,7 +178,14 @@ print_table() {
 			s = ratio(m, rate[base, "mendfs"]); sc = ratio(ce, rate[base, "ceiling"])
 			if (s == "") { v = add(v, "no 1-job figure"); unk = 1 }
 			else if (s > 1) v = add(v, sprintf("scales %.2fx (ceiling %sx)", s, fmt(sc)))
-			else { v = add(v, sprintf("DOES NOT SCALE %.2fx (ceiling %sx)", s, fmt(sc))); miss = 1 }
+			else {
+				# A 1-job rate already at or above the 4-job rate of the ceiling leaves
+				# nothing to scale into on this machine: say so.
+				x = ratio(rate[base, "mendfs"], ce)
+				v = add(v, sprintf("DOES NOT SCALE %.2fx (ceiling %sx%s)", s, fmt(sc),
+					x != "" && x >= 1 ? sprintf("; 1 job already %.2fx 4 jobs on the ceiling", x) : ""))
+				miss = 1
+			}
 		}
 		printf " %9s %6s %9s %8s  %-31s %s%s\n", fmt(mf), fmt(mc), fmt(cf), fmt(cm), aim,
 			miss ? "" : unk ? "met where measured: " : "met: ", v
