@@ -1507,8 +1507,9 @@ int rep_allocbt(struct rep *r)
 	int fl_short = 0, err = allocbt_try(r, 0, &fl_short);
 
 	if (err && fl_short) {
-		mfs_log(MFS_LOG_INFO, "AG %u: %s; rebuilding the free-space trees the logged way",
-			r->rc->agno, r->rc->reason);
+		/* (the reason names the AG) */
+		mfs_log(MFS_LOG_INFO, "%s; rebuilding the free-space trees the logged way",
+			r->rc->reason);
 		rep_release(r);
 		r->rc->reason[0] = 0;
 		__atomic_add_fetch(&rep_abt_fallbacks, 1, __ATOMIC_RELAXED);
