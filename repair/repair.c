@@ -22,8 +22,6 @@
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
-
-#define REP_TRIM_RECORDS 65536u   /* records rebuilt from which the heap is trimmed after */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +30,7 @@
 #include <unistd.h>
 
 #define REP_ALIGN        (64u * 1024)
+#define REP_TRIM_RECORDS 65536u      /* records rebuilt from which the heap is trimmed after */
 #define REP_POLL_EVERY   256u        /* comparisons between two polls in a sort */
 
 int rep_fail(struct rep *r, int err, const char *fmt, ...)
