@@ -35,7 +35,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -522,7 +521,6 @@ static unsigned own_fds;                /* open now (atomic) */
 
 static void own_fd_open(struct mfsd *d, struct mfs_inode *ip, struct fuse_file_info *fi)
 {
-	char path[64];
 	int fd;
 
 	fi->fh = 0;
@@ -533,8 +531,7 @@ static void own_fd_open(struct mfsd *d, struct mfs_inode *ip, struct fuse_file_i
 		__atomic_sub_fetch(&own_fds, 1, __ATOMIC_RELAXED);
 		return;
 	}
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", mfs_dev_fd(d->fs->dev));
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = mfs_dev_reopen_rdonly(d->fs->dev);
 	if (fd < 0) {
 		__atomic_sub_fetch(&own_fds, 1, __ATOMIC_RELAXED);
 		return;

@@ -75,7 +75,6 @@ struct mfsd_ra {
 int mfsd_ra_init(struct mfsd *d, uint64_t max_bytes)
 {
 	struct mfsd_ra *ra = mfs_calloc(1, sizeof(*ra));
-	char path[64];
 	int fd;
 
 	if (!ra)
@@ -86,13 +85,12 @@ int mfsd_ra_init(struct mfsd *d, uint64_t max_bytes)
 	d->ra = ra;
 	if (max_bytes == 0)
 		return 0;               /* the shared descriptor and the host's readahead */
-	/* The same file (not the same path: it may have been renamed since), a descriptor of
-	 * its own.  Without /proc the shared descriptor serves, with the host's readahead. */
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", mfs_dev_fd(d->fs->dev));
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* A descriptor of its own (mfs_dev_reopen_rdonly).  Without /proc the shared
+	 * descriptor serves, with the host's readahead. */
+	fd = mfs_dev_reopen_rdonly(d->fs->dev);
 	if (fd < 0) {
 		mfs_log(MFS_LOG_WARN, "cannot open the image again (%s): readahead= is off, file "
-			"data is read with the shared descriptor", strerror(errno));
+			"data is read with the shared descriptor", strerror(-fd));
 		return 0;
 	}
 	if (posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM) != 0)

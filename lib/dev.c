@@ -20,9 +20,11 @@
 #include <linux/fs.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -458,6 +460,24 @@ int mfs_dev_is_blockdev(const struct mfs_dev *dev) { return dev->blockdev; }
 int mfs_dev_fd(const struct mfs_dev *dev) { return dev->fd; }
 const char *mfs_dev_path(const struct mfs_dev *dev) { return dev->path; }
 int mfs_dev_readonly(const struct mfs_dev *dev) { return !!(dev->flags & MFS_DEV_RDONLY); }
+
+int mfs_dev_reopen_rdonly(const struct mfs_dev *dev)
+{
+	char path[64];
+	struct rlimit rl;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", dev->fd);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    (rlim_t)fd >= rl.rlim_cur / 2) {
+		close(fd);
+		return -EMFILE;
+	}
+	return fd;
+}
 
 int mfs_dev_set_size(struct mfs_dev *dev, uint64_t bytes)
 {
