@@ -268,6 +268,7 @@ out_close:
 static void *ctl_acceptor(void *arg)
 {
 	struct mfsd_ctl *ctl = arg;
+	unsigned refused = 0;   /* accept failures in a row (out of descriptors) */
 
 	while (!atomic_load(&ctl->stopping)) {
 		struct pollfd p[2] = { { .fd = ctl->lfd, .events = POLLIN },
@@ -289,12 +290,19 @@ static void *ctl_acceptor(void *arg)
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
 			    errno == ENOMEM) {
 				/* Out of descriptors: the connection stays queued; look again in
-				 * a moment, or at once if we are stopping. */
-				mfs_log(MFS_LOG_WARN, "control socket: accept: %s", strerror(errno));
+				 * a moment, or at once if we are stopping.  Said once, then every
+				 * 100th try (10 s), not ten times a second into the log. */
+				if (refused++ % 100 == 0)
+					mfs_log(MFS_LOG_WARN, "control socket: accept: %s (%u tries; "
+						"clients wait queued)", strerror(errno), refused);
 				poll(&p[1], 1, 100);
 			}
 			continue;
 		}
+		if (refused)
+			mfs_log(MFS_LOG_INFO, "control socket: accepting again after %u refused "
+				"tries", refused);
+		refused = 0;
 		ctl_admit(ctl, fd);
 	}
 	return NULL;
