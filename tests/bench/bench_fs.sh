@@ -145,11 +145,11 @@ print_table() {
 		}
 		mf = ratio(m, fu); mc = ratio(m, ce); cf = ratio(ce, fu)
 		cm = ratio(cpu[k, "mendfs"], cpu[k, "ceiling"])
-		aim = ""; v = ""; miss = 0; unk = 0
+		aim = ""; v = ""; miss = 0; unk = 0; ok = 0
 		if (fa != "") {
 			aim = addaim(aim, ">=" fa "xf")
 			if (mf == "") { v = add(v, "no fuse2fs figure"); unk = 1 }
-			else if (mf + 0 >= fa) v = add(v, sprintf("%.2fx fuse2fs", mf))
+			else if (mf + 0 >= fa) { v = add(v, sprintf("%.2fx fuse2fs", mf)); ok = 1 }
 			else if (cf != "" && cf < fa + 0 && mc <= 1.5) {
 				v = add(v, sprintf("transport-bound: the ceiling itself is %.2fx fuse2fs < %sx (the aim needs %.2fx the ceiling)", cf, fa, fa / cf))
 				miss = 1
@@ -164,20 +164,20 @@ print_table() {
 		if (ca != "") {
 			aim = addaim(aim, ">=" ca "xc")
 			if (mc == "") { v = add(v, "no ceiling figure"); unk = 1 }
-			else if (mc + 0 >= ca) v = add(v, sprintf("%.2fx ceiling", mc))
+			else if (mc + 0 >= ca) { v = add(v, sprintf("%.2fx ceiling", mc)); ok = 1 }
 			else { v = add(v, sprintf("SHORT %.2fx < %sx ceiling", mc, ca)); miss = 1 }
 		}
 		if (cpua != "") {
 			aim = addaim(aim, "cpu<=" cpua "xc")
 			if (cm == "") { v = add(v, "no CPU figure"); unk = 1 }
-			else if (cm + 0 <= cpua) v = add(v, sprintf("cpu %.2fx", cm))
+			else if (cm + 0 <= cpua) { v = add(v, sprintf("cpu %.2fx", cm)); ok = 1 }
 			else { v = add(v, sprintf("CPU %.2fx > %sx the ceiling", cm, cpua)); miss = 1 }
 		}
 		if (base != "") {
 			aim = addaim(aim, "x4>x1")
 			s = ratio(m, rate[base, "mendfs"]); sc = ratio(ce, rate[base, "ceiling"])
 			if (s == "") { v = add(v, "no 1-job figure"); unk = 1 }
-			else if (s > 1) v = add(v, sprintf("scales %.2fx (ceiling %sx)", s, fmt(sc)))
+			else if (s > 1) { v = add(v, sprintf("scales %.2fx (ceiling %sx)", s, fmt(sc))); ok = 1 }
 			else {
 				# A 1-job rate already at or above the 4-job rate of the ceiling leaves
 				# nothing to scale into on this machine: say so.
@@ -187,8 +187,12 @@ print_table() {
 				miss = 1
 			}
 		}
+		# No mendfs figure (its runs failed, or a rate of 0): the aims are missed, not
+		# unknown (the empty ratios read as missing fuse2fs or ceiling figures).  And a
+		# row whose every aim lacks a figure met nothing.
+		if (m == "" || m <= 0) { v = "NO MENDFS FIGURE"; miss = 1 }
 		printf " %9s %6s %9s %8s  %-31s %s%s\n", fmt(mf), fmt(mc), fmt(cf), fmt(cm), aim,
-			miss ? "" : unk ? "met where measured: " : "met: ", v
+			miss || !ok ? "" : unk ? "met where measured: " : "met: ", v
 	}'
 }
 
