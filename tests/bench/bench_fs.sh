@@ -92,9 +92,9 @@ median() {
 # the run described by DIR/info.  Beside mendfs's ratios to fuse2fs and to the ceiling it
 # prints the ceiling's own ratio to fuse2fs, and a verdict per row against the aims, all
 # from this run's medians: a row whose fuse2fs aim even the ceiling misses, while mendfs
-# runs at most 1.5 times the ceiling's rate (the rates of one run swing that much), is
-# marked transport-bound: an empty FUSE daemon cannot meet it on this machine, so no FUSE
-# daemon can.  Where mendfs runs well above the ceiling (creates: the ceiling creates each
+# runs at the ceiling's rate (0.8 to 1.5 times it: the rates of one run swing that much),
+# is marked transport-bound: an empty FUSE daemon cannot meet it on this machine, so no
+# FUSE daemon can.  Below 0.8 times the ceiling the row is short of the transport too.  Where mendfs runs well above the ceiling (creates: the ceiling creates each
 # file in the filesystem underneath, on the disk), the ceiling bounds nothing and the row
 # is only short.  A 4-job row that does not scale says when mendfs's 1-job rate is already
 # at or above the ceiling's 4-job rate (nothing left to scale into on this machine).
@@ -150,8 +150,11 @@ print_table() {
 			aim = addaim(aim, ">=" fa "xf")
 			if (mf == "") { v = add(v, "no fuse2fs figure"); unk = 1 }
 			else if (mf + 0 >= fa) { v = add(v, sprintf("%.2fx fuse2fs", mf)); ok = 1 }
-			else if (cf != "" && cf < fa + 0 && mc <= 1.5) {
+			else if (cf != "" && cf < fa + 0 && mc >= 0.8 && mc <= 1.5) {
 				v = add(v, sprintf("transport-bound: the ceiling itself is %.2fx fuse2fs < %sx (the aim needs %.2fx the ceiling)", cf, fa, fa / cf))
+				miss = 1
+			} else if (cf != "" && cf < fa + 0 && mc < 0.8) {
+				v = add(v, sprintf("SHORT %.2fx < %sx fuse2fs, and %.2fx < 0.8x the ceiling (itself %.2fx fuse2fs: the transport bounds the aim, but mendfs is below the transport)", mf, fa, mc, cf))
 				miss = 1
 			} else if (cf != "" && cf < fa + 0) {
 				v = add(v, sprintf("SHORT %.2fx < %sx fuse2fs (the ceiling, %.2fx fuse2fs, bounds nothing here: mendfs is %.2fx it)", mf, fa, cf, mc))
