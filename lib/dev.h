@@ -47,9 +47,9 @@ int mfs_dev_fd(const struct mfs_dev *dev);
 const char *mfs_dev_path(const struct mfs_dev *dev);
 /* A second, read-only descriptor of the device's file (the same file, not the same path:
  * it may have been renamed since), close-on-exec, with a read-ahead state of its own; only
- * while it would leave at least half of RLIMIT_NOFILE's descriptors free (the control
- * socket and a repair's scratch files need them).  Returns it, or a negative errno (-EMFILE
- * when it would take from that half). */
+ * when its number falls in the lower half of RLIMIT_NOFILE, so that such descriptors never
+ * take the upper half (the control socket and a repair's scratch files need some).  Returns
+ * it, or a negative errno (-EMFILE when it would be in the upper half). */
 int mfs_dev_reopen_rdonly(const struct mfs_dev *dev);
 int mfs_dev_readonly(const struct mfs_dev *dev);
 
