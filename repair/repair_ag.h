@@ -144,4 +144,10 @@ int rep_space_take(struct agrep *ar, uint32_t s, uint32_t l);
 int rep_space_give(struct agrep *ar, uint32_t s, uint32_t l);
 int rep_space_longest(struct agrep *ar, uint32_t *longest);
 
+/* Tests only (check_repair_frag; no option or message sets them): after rep_abt_dry_after
+ * reverse-map changes the free-space rebuild's ordered plan finds the AG free list run
+ * dry, as a real, hard-to-build case would; rep_abt_fallbacks counts the rebuilds that
+ * then fell back to the logged plan (repair_agbtree.c). */
+extern uint64_t rep_abt_dry_after, rep_abt_fallbacks;
+
 #endif

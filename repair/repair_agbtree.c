@@ -1146,10 +1146,8 @@ static int abt_plan(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray 
  */
 #define FEED_HIGH (MFS_AGFL_SIZE_MAX / 2)
 
-/* Tests (check_repair_frag): after this many reverse-map changes abt_edit_ordered finds
- * the free list run dry with nothing left to feed it (the planned feeding is pessimistic:
- * a real case is hard to build); the rebuilds that then fell back to the logged plan. */
-extern uint64_t rep_abt_dry_after, rep_abt_fallbacks;
+/* The test hook of repair_ag.h: abt_edit_ordered finds the free list run dry after this
+ * many changes (the planned feeding is pessimistic: a real case is hard to build). */
 uint64_t rep_abt_dry_after = UINT64_MAX;
 uint64_t rep_abt_fallbacks;
 

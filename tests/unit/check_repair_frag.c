@@ -214,7 +214,7 @@ END_TEST
  * attempt is cancelled and the rebuild done the logged way (a journal large enough for it
  * here).  Before, the rebuild failed with ENOSPC.
  */
-extern uint64_t rep_abt_dry_after, rep_abt_fallbacks;   /* repair/repair_agbtree.c */
+extern uint64_t rep_abt_dry_after, rep_abt_fallbacks;   /* repair/repair_ag.h (private) */
 
 START_TEST(test_free_list_dry_falls_back)
 {
