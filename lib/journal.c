@@ -257,6 +257,10 @@ static void pool_free(struct mfs_journal *j)
 		slab_release(j, s);
 		j->nslabs--;
 	}
+	/* A slab whose every image is in use is on no list: only the count knows of it. */
+	if (j->nslabs)
+		mfs_log(MFS_LOG_WARN, "journal: %u image slabs wholly in use at close (left "
+			"mapped)", j->nslabs);
 	j->npool = 0;
 }
 
