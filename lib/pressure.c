@@ -279,8 +279,18 @@ int mfs_pressure_start(const struct mfs_pressure_opts *opts, struct mfs_pressure
 			(void)arm_v2_events(&p->src[4], dir);
 	}
 	if (mfs_headroom_cgroup_dir(1, dir, sizeof(dir)) == 0) {
-		if (want & MFS_PRESSURE_V1_LEVEL)
-			(void)arm_v1(&p->src[2], dir, "memory.pressure_level", level);
+		if (want & MFS_PRESSURE_V1_LEVEL) {
+			/* "local": only reclaim aimed at this cgroup's own limit.  By default
+			 * the kernel hands a listener the pressure of any descendant cgroup that
+			 * has no listener of its own, and a child cgroup at its own limit (a
+			 * container, a test's memory hog) says nothing of the memory this
+			 * process can have.  Kernels before 4.16 know no mode: plain level. */
+			char local[64];
+
+			snprintf(local, sizeof(local), "%s,local", level);
+			if (arm_v1(&p->src[2], dir, "memory.pressure_level", local) == -EINVAL)
+				(void)arm_v1(&p->src[2], dir, "memory.pressure_level", level);
+		}
 		if (want & MFS_PRESSURE_V1_OOM)
 			(void)arm_v1(&p->src[3], dir, "memory.oom_control", NULL);
 	}

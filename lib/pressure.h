@@ -7,7 +7,8 @@
  *   PSI_SYSTEM  a PSI trigger on /proc/pressure/memory (window >= 2 s: the kernel refuses
  *               smaller windows from us; the trigger is written with a trailing newline)
  *   PSI_CGROUP  the same trigger on the cgroup v2 memory.pressure file of this process
- *   V1_LEVEL    cgroup v1 memory.pressure_level, through an eventfd and cgroup.event_control
+ *   V1_LEVEL    cgroup v1 memory.pressure_level, through an eventfd and cgroup.event_control,
+ *               in "local" mode: reclaim at this cgroup's own limit, not a child cgroup's
  *   V1_OOM      cgroup v1 memory.oom_control (an OOM in our cgroup), the same way
  *   V2_EVENTS   cgroup v2 memory.events: POLLPRI, then the oom / oom_kill counters compared
  *   TEST        mfs_pressure_fire_for_test(), always armed

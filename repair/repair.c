@@ -14,6 +14,7 @@
 #include "fs.h"
 #include "log.h"
 #include "mem.h"
+#include "pressure.h"
 #include "scrub.h"
 #include "trans.h"
 
@@ -70,8 +71,13 @@ int rep_poll(struct rep *r)
 	if (r->stop_err)
 		return r->stop_err;
 	if (rc->abort && atomic_load(rc->abort)) {
-		rep_raise(r, rep_fail(r, -ECANCELED, "memory pressure: the repair stopped before "
-				      "changing anything; retry later or with more memory"));
+		/* the flag holds the MFS_PRESSURE_* bit of the source that fired: named, so
+		 * that a user (or a test) can tell the kernel's PSI from a cgroup event */
+		unsigned src = (unsigned)atomic_load(rc->abort);
+
+		rep_raise(r, rep_fail(r, -ECANCELED, "memory pressure (%s): the repair stopped "
+				      "before changing anything; retry later or with more memory",
+				      mfs_pressure_source_name(src)));
 		return r->stop_err;
 	}
 	if (rc->cancelled && rc->cancelled(rc->hook_arg)) {

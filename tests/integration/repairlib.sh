@@ -90,7 +90,7 @@ round() {
 	cp "$dir/out1" "$dir/out"
 	# A repair stopped by memory pressure (a loaded machine) changed nothing: scrub again
 	# ($dir/out1: the last try, $dir/out: all of them)
-	while [ $rc -ne 0 ] && [ $try -lt 5 ] && grep -q "memory pressure: the repair stopped" "$dir/out1"; do
+	while [ $rc -ne 0 ] && [ $try -lt 5 ] && grep -Eq "memory pressure( \([a-z0-9-]*\))?: the repair stopped" "$dir/out1"; do
 		try=$((try + 1))
 		bounded 60 "$SCRUB" "$mnt" >"$dir/out1" 2>&1
 		rc=$?

@@ -1,19 +1,27 @@
 /*
  * check_pressure.c — the memory-pressure watcher: sources armed (a real PSI trigger on
  * /proc/pressure/memory), the test hook raising the flag, prompt stop, and a pressure
- * notification stopping a running sort of 100M records within 100 ms.
+ * notification stopping a running sort of 100M records within 100 ms, and the cgroup v1
+ * pressure level heard for this cgroup's own limit but not for a child cgroup's.
  */
 #include <check.h>
 #include <errno.h>
 #include <pthread.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "headroom.h"
 #include "pressure.h"
 #include "xfarray.h"
 
@@ -99,6 +107,148 @@ START_TEST(test_fire_reset_stop)
 		mfs_pressure_stop(p);
 	}
 	ck_assert_int_eq(tu_count_fds(), fds0);
+}
+END_TEST
+
+/* ---- cgroup v1: a child cgroup's pressure is not ours --------------------------------- */
+
+/* Write s to the file at path; 0 or -errno. */
+static int put(const char *path, const char *s)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC), rc = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (write(fd, s, strlen(s)) != (ssize_t)strlen(s))
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+/* In a forked child: join the cgroup dir, then fill a memfd far past its 32 MiB limit (the
+ * cgroup's OOM killer ends it: oom_score_adj 1000). */
+static pid_t hog(const char *cg)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		char path[700], me[32];
+		int fd;
+
+		snprintf(path, sizeof(path), "%s/cgroup.procs", cg);
+		snprintf(me, sizeof(me), "%d", (int)getpid());
+		(void)put("/proc/self/oom_score_adj", "1000");
+		if (put(path, me))
+			_exit(2);
+		fd = memfd_create("check_pressure-hog", 0);
+		if (fd < 0 || posix_fallocate(fd, 0, 256 << 20))
+			_exit(3);
+		_exit(4);        /* not killed: the limit did not hold */
+	}
+	return pid;
+}
+
+/* A raw cgroup v1 listener in the default mode (what the watcher did before "local"): an
+ * eventfd, -1 if it cannot be registered. */
+static int listen_default(const char *dir, const char *level)
+{
+	char path[700], line[64];
+	int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), fd;
+
+	snprintf(path, sizeof(path), "%s/memory.pressure_level", dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (efd < 0 || fd < 0)
+		goto fail;
+	snprintf(line, sizeof(line), "%d %d %s", efd, fd, level);
+	snprintf(path, sizeof(path), "%s/cgroup.event_control", dir);
+	if (put(path, line))
+		goto fail;
+	close(fd);      /* the registration holds its own reference */
+	return efd;
+fail:
+	if (efd >= 0)
+		close(efd);
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+/*
+ * A memory hog in a child cgroup (no listener of its own) at its 32 MiB limit: the kernel
+ * reports that pressure to a default-mode listener of this cgroup (the control: it must
+ * hear it, or the test shows nothing), but the watcher's v1 sources stay quiet — the hog
+ * says nothing of the memory this process can have.  Then a watcher started inside the
+ * child cgroup (in a forked process) does hear a hog beside it: its own limit.
+ */
+START_TEST(test_v1_child_cgroup_not_ours)
+{
+	const struct mfs_pressure_opts v1 = { .v1_level = "low",
+					      .sources = MFS_PRESSURE_V1_LEVEL | MFS_PRESSURE_V1_OOM };
+	char dir[512], cg[600], path[700];
+	struct mfs_pressure *p;
+	int status, ctl;
+	pid_t pid;
+
+	if (geteuid() != 0 || mfs_headroom_cgroup_dir(1, dir, sizeof(dir)) != 0) {
+		printf("SKIP: v1 child cgroup test: needs root and a cgroup v1 memory hierarchy\n");
+		return;
+	}
+	snprintf(cg, sizeof(cg), "%s/check_pressure-%d", dir, (int)getpid());
+	snprintf(path, sizeof(path), "%s/memory.limit_in_bytes", cg);
+	if (mkdir(cg, 0755) != 0 || put(path, "33554432") != 0) {
+		printf("SKIP: v1 child cgroup test: cannot make a limited child of %s (%s)\n", dir,
+		       strerror(errno));
+		rmdir(cg);
+		return;
+	}
+	snprintf(path, sizeof(path), "%s/memory.swappiness", cg);
+	(void)put(path, "0");
+
+	/* 1. the hog in the child; this process (the parent cgroup) listens */
+	ctl = listen_default(dir, "low");
+	ck_assert_int_ge(ctl, 0);
+	ck_assert_int_eq(mfs_pressure_start(&v1, &p), 0);
+	ck_assert(mfs_pressure_armed(p) & MFS_PRESSURE_V1_LEVEL);
+	pid = hog(cg);
+	ck_assert_int_gt(pid, 0);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+		      "the hog was not OOM-killed in its 32 MiB cgroup (status 0x%x)", status);
+	struct pollfd pf = { .fd = ctl, .events = POLLIN };
+	ck_assert_msg(poll(&pf, 1, 5000) == 1,
+		      "the control listener never heard the child cgroup's pressure");
+	/* the kernel signals every listener of this cgroup in the same pass; the watcher
+	 * thread has had time to see its eventfd when this poll ends */
+	ck_assert(!wait_flag(p, 0.3));
+	ck_assert_uint_eq(mfs_pressure_reason(p), 0);
+	mfs_pressure_stop(p);
+	close(ctl);
+
+	/* 2. a watcher inside the child cgroup hears a hog beside it */
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		char me[32];
+		int st;
+		pid_t h;
+
+		snprintf(path, sizeof(path), "%s/cgroup.procs", cg);
+		snprintf(me, sizeof(me), "%d", (int)getpid());
+		if (put(path, me))      /* the hog, at oom_score_adj 1000, is the one killed */
+			_exit(10);
+		if (mfs_pressure_start(&v1, &p) || !(mfs_pressure_armed(p) & MFS_PRESSURE_V1_LEVEL))
+			_exit(11);
+		h = hog(cg);
+		if (h < 0 || waitpid(h, &st, 0) != h)
+			_exit(12);
+		_exit(wait_flag(p, 5.0) ? 0 : 13);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		      "a watcher inside the child cgroup: status 0x%x (13: it heard nothing)", status);
+	for (int k = 0; k < 100 && rmdir(cg) != 0; k++)
+		usleep(20000);
+	ck_assert_msg(access(cg, F_OK) != 0, "could not remove %s", cg);
 }
 END_TEST
 
@@ -211,6 +361,7 @@ static Suite *pressure_suite(void)
 	tcase_add_test(tc, test_psi_armed);
 	tcase_add_test(tc, test_psi_bad_trigger_skipped);
 	tcase_add_test(tc, test_fire_reset_stop);
+	tcase_add_test(tc, test_v1_child_cgroup_not_ours);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("sort");
