@@ -268,19 +268,14 @@ ok "appending to a file in AG $x (new extent in AG $newx) and reading completed 
 # from the primary, AG headers), which may change blocks for good reasons.
 abort_begin
 mkdir "$tmpfs" && mount -t tmpfs -o size=32k tmpfs "$tmpfs" || fail "tmpfs"
-SCRATCH_DIR=$tmpfs python3 "$REPAIR_CLIENT" 4 0 >"$dir/out" 2>&1 || { cat "$dir/out"; fail "tmpfs: client"; }
+SCRATCH_DIR=$tmpfs client "^oflags 0x40 error -(28|12): .*(scratch|reserve)" python3 "$REPAIR_CLIENT" 4 0
 umount "$tmpfs"
-grep -Eq "^oflags 0x40 error -(28|12): .*(scratch|reserve)" "$dir/out" ||
-	{ cat "$dir/out"; fail "tmpfs: not refused"; }
 abort_done "scratch on a 32 KiB tmpfs"
 
 # ---- abort: the client in a child memory cgroup too small: refused up front -----------------------------
 abort_begin
-cg_run python3 "$REPAIR_CLIENT" 4 0 >"$dir/out" 2>&1
-cpid=$!
-wait "$cpid" || { cat "$dir/out"; fail "32 MiB cgroup: client"; }
-grep -q "^oflags 0x40 error -12: refused.*memory cgroup $cg.* of the client" "$dir/out" ||
-	{ cat "$dir/out"; fail "32 MiB cgroup: not refused by the client's cgroup"; }
+client "^oflags 0x40 error -12: refused.*memory cgroup $cg.* of the client" \
+	"${cg_exec[@]}" "$cg" python3 "$REPAIR_CLIENT" 4 0
 abort_done "client in a 32 MiB memory cgroup: refused, $(grep -m1 -o 'only [0-9.]* MiB of memory is available' "$dir/out")"
 # mendfs_scrub itself in that cgroup: every rebuild that needs scratch refused, naming the
 # cgroup; the AG trees and free lists unchanged (what needs no scratch may be rebuilt)
