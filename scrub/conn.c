@@ -2,10 +2,17 @@
  * conn.c — the client's side of the control socket: finding it from the mount point
  * alone (lib/mendfs_ctl.h says where the daemon puts it), checking with HELLO that the
  * daemon behind it serves this mount, and one framed request/reply.
+ *
+ * The reply to each request is waited for a bounded time (MENDFS_SCRUB_REPLY_TIMEOUT
+ * seconds, default SCRUB_REPLY_TIMEOUT; 0: no bound), counted from the moment the request
+ * starts to go out until the last byte of its reply: the daemon answers every request once,
+ * with nothing in between, so a daemon that says nothing for that long is taken as stuck
+ * and the connection as broken (a cron job must end).
  */
 #include "scrub.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +21,26 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
+
+/* Seconds a reply may take (0: no bound); set once, before the first connection. */
+static unsigned reply_timeout = SCRUB_REPLY_TIMEOUT;
+
+int scrub_set_reply_timeout(const char *s)
+{
+	unsigned long v;
+	char *end;
+
+	if (!s || !*s)
+		return 0;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || end == s || *s == '-' || v > SCRUB_REPLY_TIMEOUT_MAX)
+		return -EINVAL;
+	reply_timeout = (unsigned)v;
+	return 0;
+}
 
 static void setmsg(char *msg, size_t len, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -58,17 +84,52 @@ static int mount_owner(const char *mnt, long *uid, dev_t *dev)
 	return err;
 }
 
-static int send_all(int fd, const void *buf, size_t len)
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wait until `fd` is ready for `events` or the deadline (ms of now_ms(); -1: none) has
+ * passed: 0 or -ETIMEDOUT.  A hang-up or error counts as ready: the call that follows
+ * says what it is. */
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = events };
+		int64_t left = deadline < 0 ? -1 : deadline - now_ms();
+		int r;
+
+		if (deadline >= 0 && left <= 0)
+			return -ETIMEDOUT;
+		r = poll(&p, 1, left < 0 ? -1 : left > 60000 ? 60000 : (int)left);
+		if (r > 0)
+			return 0;
+		if (r < 0 && errno != EINTR)
+			return -errno;
+	}
+}
+
+static int send_all(int fd, const void *buf, size_t len, int64_t deadline)
 {
 	const char *p = buf;
 
 	while (len) {
-		ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
+		ssize_t w = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 
 		if (w < 0) {
-			if (errno == EINTR)
+			int err = -errno;
+
+			if (err == -EINTR)
 				continue;
-			return -errno;
+			if (err == -EAGAIN) {
+				err = wait_fd(fd, POLLOUT, deadline);
+				if (!err)
+					continue;
+			}
+			return err;
 		}
 		p += w;
 		len -= (size_t)w;
@@ -76,17 +137,24 @@ static int send_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
-static int recv_all(int fd, void *buf, size_t len)
+static int recv_all(int fd, void *buf, size_t len, int64_t deadline)
 {
 	char *p = buf;
 
 	while (len) {
-		ssize_t r = recv(fd, p, len, 0);
+		ssize_t r = recv(fd, p, len, MSG_DONTWAIT);
 
 		if (r < 0) {
-			if (errno == EINTR)
+			int err = -errno;
+
+			if (err == -EINTR)
 				continue;
-			return -errno;
+			if (err == -EAGAIN) {
+				err = wait_fd(fd, POLLIN, deadline);
+				if (!err)
+					continue;
+			}
+			return err;
 		}
 		if (r == 0)
 			return -ECONNRESET;
@@ -97,7 +165,8 @@ static int recv_all(int fd, void *buf, size_t len)
 }
 
 /* The header with descriptors attached to its first byte (SCM_RIGHTS), the rest plainly. */
-static int send_hdr_fds(int fd, const void *hdr, size_t len, const int *fds, unsigned nfds)
+static int send_hdr_fds(int fd, const void *hdr, size_t len, const int *fds, unsigned nfds,
+			int64_t deadline)
 {
 	union {
 		char buf[CMSG_SPACE(sizeof(int) * MFS_CTL_MAX_FDS)];
@@ -118,18 +187,59 @@ static int send_hdr_fds(int fd, const void *hdr, size_t len, const int *fds, uns
 	cm->cmsg_type = SCM_RIGHTS;
 	cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
 	memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
-	do
-		w = sendmsg(fd, &mh, MSG_NOSIGNAL);
-	while (w < 0 && errno == EINTR);
-	if (w < 0)
-		return -errno;
-	return send_all(fd, (const char *)hdr + 1, len - 1);
+	for (;;) {
+		int err;
+
+		w = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w >= 0)
+			break;
+		err = -errno;
+		if (err == -EAGAIN)
+			err = wait_fd(fd, POLLOUT, deadline);
+		if (err && err != -EINTR)
+			return err;
+	}
+	return send_all(fd, (const char *)hdr + 1, len - 1, deadline);
 }
 
 int scrub_rpc(struct scrub_conn *c, uint16_t cmd, const void *req, size_t len,
 	      struct scrub_reply *r)
 {
 	return scrub_rpc_fds(c, cmd, req, len, NULL, 0, r);
+}
+
+/* "SCRUB of AG 2 inode btree", "REPAIR of inode 133 extent map", "INODES of AG 1"... */
+static void request_name(char *buf, size_t len, uint16_t cmd, const void *req, size_t rlen)
+{
+	static const char *const names[] = {
+		[MFS_CTL_HELLO] = "HELLO", [MFS_CTL_SCRUB] = "SCRUB", [MFS_CTL_INODES] = "INODES",
+		[MFS_CTL_CANCEL] = "CANCEL", [MFS_CTL_REPAIR] = "REPAIR",
+		[MFS_CTL_SCRUB_BATCH] = "SCRUB_BATCH",
+	};
+	const char *name = cmd < sizeof(names) / sizeof(names[0]) && names[cmd] ? names[cmd] :
+			   "request";
+	struct mfs_ctl_scrub_req q;
+	struct mfs_ctl_inodes_req iq;
+
+	if ((cmd == MFS_CTL_SCRUB || cmd == MFS_CTL_REPAIR || cmd == MFS_CTL_SCRUB_BATCH) &&
+	    rlen >= sizeof(q)) {
+		memcpy(&q, req, sizeof(q));
+		if (cmd == MFS_CTL_SCRUB_BATCH)
+			setmsg(buf, len, "%s of %zu checks from inode %llu", name,
+			       rlen / sizeof(q), (unsigned long long)q.ino);
+		else if (q.type >= MFS_SCRUB_SB && q.type <= MFS_SCRUB_RMAPBT)
+			setmsg(buf, len, "%s of AG %u %s", name, q.agno, scrub_type_name(q.type));
+		else if (q.type >= MFS_SCRUB_INODE && q.type <= MFS_SCRUB_SYMLINK)
+			setmsg(buf, len, "%s of inode %llu %s", name, (unsigned long long)q.ino,
+			       scrub_type_name(q.type));
+		else
+			setmsg(buf, len, "%s of the %s", name, scrub_type_name(q.type));
+	} else if (cmd == MFS_CTL_INODES && rlen >= sizeof(iq)) {
+		memcpy(&iq, req, sizeof(iq));
+		setmsg(buf, len, "%s of AG %u", name, iq.agno);
+	} else {
+		setmsg(buf, len, "%s", name);
+	}
 }
 
 int scrub_rpc_fds(struct scrub_conn *c, uint16_t cmd, const void *req, size_t len,
@@ -139,6 +249,8 @@ int scrub_rpc_fds(struct scrub_conn *c, uint16_t cmd, const void *req, size_t le
 				 .version = c->version ? c->version : MFS_CTL_VERSION_MIN,
 				 .command = cmd, .len = (uint32_t)len,
 				 .reqid = ++c->next_reqid };
+	int64_t start = now_ms();
+	int64_t deadline = reply_timeout ? start + (int64_t)reply_timeout * 1000 : -1;
 	struct mfs_ctl_hdr rh;
 	uint8_t *buf = NULL;
 	int err;
@@ -149,19 +261,32 @@ int scrub_rpc_fds(struct scrub_conn *c, uint16_t cmd, const void *req, size_t le
 		setmsg(r->msg, sizeof(r->msg), "the connection to the daemon is lost");
 		return -EPIPE;
 	}
-	err = nfds ? send_hdr_fds(c->fd, &h, sizeof(h), fds, nfds) :
-		     send_all(c->fd, &h, sizeof(h));
+	err = nfds ? send_hdr_fds(c->fd, &h, sizeof(h), fds, nfds, deadline) :
+		     send_all(c->fd, &h, sizeof(h), deadline);
 	if (!err && len)
-		err = send_all(c->fd, req, len);
+		err = send_all(c->fd, req, len, deadline);
 	if (!err)
-		err = recv_all(c->fd, &rh, sizeof(rh));
+		err = recv_all(c->fd, &rh, sizeof(rh), deadline);
 	if (!err && (rh.magic != MFS_CTL_MAGIC || rh.version != h.version ||
 		     rh.len > MFS_CTL_MAX_REPLY || rh.reqid != h.reqid ||
 		     (rh.command != (cmd | MFS_CTL_REPLY) && rh.command != MFS_CTL_ERROR)))
 		err = -EPROTO;
 	if (!err && rh.len) {
 		buf = malloc(rh.len + 1);
-		err = buf ? recv_all(c->fd, buf, rh.len) : -ENOMEM;
+		err = buf ? recv_all(c->fd, buf, rh.len, deadline) : -ENOMEM;
+	}
+	if (err == -ETIMEDOUT) {
+		char what[200];
+
+		request_name(what, sizeof(what), cmd, req, len);
+		free(buf);
+		c->broken = 1;
+		r->err = ETIMEDOUT;
+		setmsg(r->msg, sizeof(r->msg), "the daemon of %s sent no reply to %s within %.1f s "
+		       "(MENDFS_SCRUB_REPLY_TIMEOUT=%u): it looks stuck; giving up",
+		       c->mnt ? c->mnt : "this mount", what, (double)(now_ms() - start) / 1000.0,
+		       reply_timeout);
+		return err;
 	}
 	if (err) {
 		free(buf);
@@ -200,8 +325,9 @@ void scrub_disconnect(struct scrub_conn *c)
 
 /* Connect to `path` and HELLO; the reply must name `mnt` (when given) and come with a
  * device equal to `dev`. */
-static int try_socket(const char *path, const char *mnt, dev_t dev, unsigned flags,
-		      struct scrub_conn *c, struct scrub_fsinfo *info, char *msg, size_t msglen)
+static int try_socket(const char *path, const char *mnt, const char *name, dev_t dev,
+		      unsigned flags, struct scrub_conn *c, struct scrub_fsinfo *info, char *msg,
+		      size_t msglen)
 {
 	struct mfs_ctl_hello_req hq = { .flags = flags };
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -213,6 +339,7 @@ static int try_socket(const char *path, const char *mnt, dev_t dev, unsigned fla
 		return -ENAMETOOLONG;
 	strcpy(sa.sun_path, path);
 	memset(c, 0, sizeof(*c));
+	c->mnt = name;
 	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (c->fd < 0)
 		return -errno;
@@ -306,7 +433,8 @@ int scrub_connect(const char *mnt, unsigned hello_flags, struct scrub_conn *c,
 
 		if (n < 0 || (size_t)n >= sizeof(path) || access(path, F_OK) != 0)
 			continue;
-		err = try_socket(path, mnt, st.st_dev, hello_flags, c, info, why, sizeof(why));
+		err = try_socket(path, mnt, mnt, st.st_dev, hello_flags, c, info, why,
+				 sizeof(why));
 		if (!err)
 			return 0;
 		setmsg(msg, msglen, "%s", why);
@@ -314,11 +442,11 @@ int scrub_connect(const char *mnt, unsigned hello_flags, struct scrub_conn *c,
 	return err;
 }
 
-int scrub_reconnect(const struct scrub_fsinfo *info, unsigned hello_flags,
+int scrub_reconnect(const struct scrub_fsinfo *info, const char *mnt, unsigned hello_flags,
 		    struct scrub_conn *c, char *msg, size_t msglen)
 {
 	struct scrub_fsinfo again;
 
-	return try_socket(info->sockpath, NULL, (dev_t)info->h.dev, hello_flags, c, &again,
-			  msg, msglen);
+	return try_socket(info->sockpath, NULL, mnt, (dev_t)info->h.dev, hello_flags, c,
+			  &again, msg, msglen);
 }

@@ -180,7 +180,8 @@ static int open_conns(struct scrub_run *run)
 	run->nthreads = 1;
 	run->max_batch = run->conns[0].max_batch;
 	for (unsigned i = 1; i < want; i++) {
-		if (scrub_reconnect(&run->info, flags, &run->conns[i], msg, sizeof(msg)) != 0)
+		if (scrub_reconnect(&run->info, run->mnt, flags, &run->conns[i], msg,
+				    sizeof(msg)) != 0)
 			break;
 		run->nthreads++;
 		if (run->conns[i].max_batch < run->max_batch)
@@ -293,6 +294,12 @@ int main(int argc, char **argv)
 	}
 	strcpy(run.mnt, canon);
 	free(canon);
+	if (scrub_set_reply_timeout(getenv("MENDFS_SCRUB_REPLY_TIMEOUT")) != 0) {
+		fprintf(stderr, "%s: MENDFS_SCRUB_REPLY_TIMEOUT=%s: not a number of seconds "
+			"(0 to %u; 0: no bound)\n", progname, getenv("MENDFS_SCRUB_REPLY_TIMEOUT"),
+			SCRUB_REPLY_TIMEOUT_MAX);
+		return SCRUB_EXIT_USAGE;
+	}
 	if (run.o.background)
 		go_background();
 	prefer_oom_kill();

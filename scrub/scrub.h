@@ -40,6 +40,7 @@
 /* ---- conn.c ----------------------------------------------------------------------------- */
 struct scrub_conn {
 	int fd;
+	const char *mnt;            /* the mount point it serves (messages), or NULL */
 	uint64_t next_reqid;
 	int broken;                 /* a transport error: no more requests on it */
 	uint16_t version;           /* protocol version spoken (0 until HELLO: version 1) */
@@ -60,15 +61,25 @@ struct scrub_fsinfo {
 	char sockpath[108];
 };
 
+/* How long one request may wait for its reply: MENDFS_SCRUB_REPLY_TIMEOUT seconds, by
+ * default 30 min (the longest single request measured, a reverse-map rebuild of 16M extents
+ * in one AG, took ~17 s of CPU; a daemon that is this slow is stuck or starved), 0 for no
+ * bound.  The value of the variable (NULL or empty: the default); 0 or -EINVAL. */
+#define SCRUB_REPLY_TIMEOUT     1800u
+#define SCRUB_REPLY_TIMEOUT_MAX (30u * 24 * 3600)
+int scrub_set_reply_timeout(const char *s);
+
 /* Find the socket of the mendfs mounted at `mnt` (canonical), connect, HELLO and check it
  * is ours (mount point and device).  0, or -errno with the reason in msg. */
 int scrub_connect(const char *mnt, unsigned hello_flags, struct scrub_conn *c,
 		  struct scrub_fsinfo *info, char *msg, size_t msglen);
-/* Connect again to a socket found by scrub_connect (one connection per worker). */
-int scrub_reconnect(const struct scrub_fsinfo *info, unsigned hello_flags,
+/* Connect again to a socket found by scrub_connect (one connection per worker); `mnt` as
+ * given to scrub_connect (kept for messages). */
+int scrub_reconnect(const struct scrub_fsinfo *info, const char *mnt, unsigned hello_flags,
 		    struct scrub_conn *c, char *msg, size_t msglen);
 /* One request and its reply.  0; -errno for an error reply (r->err, r->msg) or a transport
- * failure (c->broken set, r->msg says what).  Free r->buf after success. */
+ * failure (c->broken set, r->msg says what; -ETIMEDOUT when the whole exchange took longer
+ * than the reply timeout).  Free r->buf after success. */
 int scrub_rpc(struct scrub_conn *c, uint16_t cmd, const void *req, size_t len,
 	      struct scrub_reply *r);
 /* The same with descriptors (at most MFS_CTL_MAX_FDS) passed along the request (REPAIR);
