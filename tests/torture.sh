@@ -107,7 +107,8 @@ scrub_loop() {
 		t=$(date +%s%N)
 		"$BIN/mendfs_scrub" "$@" --json "$mnt" >"$dir/$name.cur" 2>"$dir/$name.err"
 		rc=$?
-		sed -i 's/"result":"unfixed","message":"memory pressure: \(.*"recheck":"clean"\)/"result":"pressure","message":"memory pressure: \1/' \
+		# (the message names the source since e978888: "memory pressure (psi-system): ...")
+		sed -i 's/"result":"unfixed","message":"memory pressure\(\( ([a-z0-9-]*)\)\{0,1\}: .*"recheck":"clean"\)/"result":"pressure","message":"memory pressure\1/' \
 			"$dir/$name.cur"
 		nf=$(grep -c '"kind":"finding"' "$dir/$name.cur")
 		# a rebuild line: its type and result (the mountpoint holds no quote)
