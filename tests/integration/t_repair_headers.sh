@@ -60,11 +60,11 @@ dd if=/dev/urandom of="$img" bs="$bs" seek="$logstart" count=2 conv=notrunc stat
 # A bounded load (it cannot fill the 8 MiB log: no checkpoint rewrites the header meanwhile)
 "$STRESS" -p 2 -n 100 -e 20 -z 32K -S "$mnt/stress" >"$dir/stress.out" 2>&1 &
 spid=$!
-bounded 60 "$SCRUB" "$mnt" >"$dir/out" 2>&1; rc=$?
+scrub_repairing "$dir/out"; rc=$?
 wait "$spid"; src=$?; spid=""
 [ $src -eq 0 ] || { tail "$dir/stress.out"; fail "journal: the load failed"; }
-[ $rc -eq 0 ] && grep -q "^Repaired: journal: " "$dir/out" ||
-	{ cat "$dir/out"; fail "journal: scrub exit $rc, not repaired"; }
+[ $rc -eq 0 ] && grep -q "^Repaired: journal: " "$dir/out.all" ||
+	{ cat "$dir/out.all"; fail "journal: scrub exit $rc, not repaired"; }
 "$SCRUB" -n "$mnt" >"$dir/out2" 2>&1 || { cat "$dir/out2"; fail "journal: second scrub -n"; }
 checksums "journal"
 umount_fs
@@ -81,10 +81,10 @@ grep -q "^Cross-reference mismatch: summary counters: .*AG 2 header says" "$dir/
 	{ cat "$dir/out"; fail "summary: the AG 2 counters not reported"; }
 "$STRESS" -p 2 -n 100 -e 20 -z 32K -S "$mnt/stress" >"$dir/stress.out" 2>&1 &
 spid=$!
-"$CLIENT" "$mnt" repair 16:0:0 >"$dir/r" 2>&1
+repair_reply "oflags 0x20 error 0 " "$dir/r" "$CLIENT" "$mnt" repair 16:0:0; rrc=$?
 wait "$spid"; src=$?; spid=""
 [ $src -eq 0 ] || { tail "$dir/stress.out"; fail "summary: the load failed"; }
-grep -q "oflags 0x20 error 0" "$dir/r" || { cat "$dir/r"; fail "summary: the REPAIR failed"; }
+[ $rrc -eq 0 ] || { cat "$dir/r"; fail "summary: the REPAIR failed"; }
 "$SCRUB" -n "$mnt" >"$dir/out2" 2>&1 || { cat "$dir/out2"; fail "summary: scrub -n after"; }
 checksums "summary"
 umount_fs
@@ -101,8 +101,8 @@ spid=$!
 n=0
 for _ in 1 2 3; do
 	for spec in 1:0:0 1:2:0 2:0:0 2:1:0 2:2:0 2:3:0 8:0:0 16:0:0; do
-		"$CLIENT" "$mnt" repair $spec >"$dir/r" 2>&1
-		grep -q "oflags 0x20 error 0" "$dir/r" || { cat "$dir/r"; fail "forced rebuild $spec"; }
+		repair_reply "oflags 0x20 error 0 " "$dir/r" "$CLIENT" "$mnt" repair $spec ||
+			{ cat "$dir/r"; fail "forced rebuild $spec"; }
 		n=$((n + 1))
 	done
 done

@@ -95,7 +95,13 @@ if mkdir "$tmpfs" && mount -t tmpfs -o size=32k tmpfs "$tmpfs" 2>/dev/null; then
 	"$DB" -w -c "fuzz block $bno0 numrecs sub 1" "$img" >/dev/null 2>&1 || fail "damage"
 	dump_meta >"$dir/meta.before"
 	mount_fs
-	"$SCRUB" -T "$tmpfs" "$mnt" >"$dir/out" 2>&1; rc=$?
+	# (again when real memory pressure stopped the repair before the reserve refused it)
+	for try in 1 2 3 4 5; do
+		"$SCRUB" -T "$tmpfs" "$mnt" >"$dir/out" 2>&1; rc=$?
+		grep -Eq "^Not repaired: AG 0 $fs: could not repair: .*(scratch|reserve)" "$dir/out" ||
+			! pressure_stopped "$dir/out" || [ $try = 5 ] || { pressure_note $try "tiny scratch" "$dir/out"; continue; }
+		break
+	done
 	# 1: damage left.  16 may join it: with AG 0's free-space trees still damaged, the
 	# later checks that cross-reference against them may be reported incomplete (seen in
 	# 1 run of 4 under load: ~390 directory checks), which is right, not a failure.
@@ -112,7 +118,7 @@ if mkdir "$tmpfs" && mount -t tmpfs -o size=32k tmpfs "$tmpfs" 2>/dev/null; then
 	ok "scratch on a 32 KiB tmpfs refused, metadata unchanged: $(grep -m1 '^Not repaired' "$dir/out" | cut -c1-160)"
 	umount "$tmpfs"
 	mount_fs
-	"$SCRUB" "$mnt" >"$dir/out" 2>&1 || { cat "$dir/out"; fail "the repair after the refused one"; }
+	scrub_repairing "$dir/out" || { cat "$dir/out.all"; fail "the repair after the refused one"; }
 	"$SCRUB" -n "$mnt" >"$dir/out2" 2>&1 || { cat "$dir/out2"; fail "scrub -n after the repair"; }
 	umount_fs
 	ok "the repair with memfd scratch after it succeeds"
