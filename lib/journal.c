@@ -140,7 +140,7 @@ static struct jslab *slab_new(struct mfs_journal *j)
 		struct jimg *im = &s->img[i];
 
 		im->slab = s;
-		im->data = (char *)s->data + (size_t)i * j->bs;
+		im->own = im->data = (char *)s->data + (size_t)i * j->bs;
 		im->next_free = s->free;
 		s->free = im;
 	}
@@ -216,7 +216,21 @@ static struct jimg *jimg_alloc(struct mfs_journal *j)
 		slab_unlink(j, s);
 	pthread_mutex_unlock(&j->pool_lock);
 	im->refs = 1;
+	im->readers = 0;
 	return im;
+}
+
+/* Image `im` no longer borrows its buffer (lock held, or the image not shared): it holds
+ * its own bytes, or none if it is being freed.  Returns the buffer, whose reference the
+ * caller drops (mfs_buf_put: the cache lock nests inside the journal's). */
+static struct mfs_buf *img_unborrow(struct mfs_journal *j, struct jimg *im)
+{
+	struct mfs_buf *bp = im->bp;
+
+	im->bp = NULL;
+	im->data = im->own;
+	__atomic_sub_fetch(&j->nborrowed, 1, __ATOMIC_RELEASE);
+	return bp;
 }
 
 /* Lock held (or the image not yet shared). */
@@ -226,6 +240,8 @@ static void jimg_put(struct mfs_journal *j, struct jimg *im)
 
 	if (!im || --im->refs != 0)
 		return;
+	if (im->bp)
+		mfs_buf_put(img_unborrow(j, im));
 	s = im->slab;
 	pthread_mutex_lock(&j->pool_lock);
 	im->next_free = s->free;
@@ -665,14 +681,25 @@ static void rec_drop_img(struct mfs_journal *j, struct jrec *r, uint32_t k)
 	r->nimg--;
 }
 
-/* Stamp `seq` into the buffer (metadata) and copy it into its image. */
+/* Stamp `seq` into the buffer (metadata) and copy it into its image, or (borrow) seal the
+ * buffer itself and make it the image's bytes (see "borrowed images"). */
 static void img_fill(struct mfs_journal *j, struct jimg *im, struct mfs_buf *bp,
-		     uint64_t seq)
+		     uint64_t seq, int borrow)
 {
 	int meta = mfs_buf_is_meta(bp);
 
 	if (meta)
 		mfs_put64(((struct mfs_blkhdr *)bp->data)->lsn, seq);
+	if (borrow) {
+		if (meta)
+			mfs_blk_seal(bp->data, j->bs);
+		mfs_buf_hold(bp);       /* the committer holds one: no cache lock */
+		im->bp = bp;
+		im->data = bp->data;
+		__atomic_add_fetch(&j->nborrowed, 1, __ATOMIC_RELEASE);
+		__atomic_add_fetch(&j->borrows, 1, __ATOMIC_RELAXED);
+		return;
+	}
 	memcpy(im->data, bp->data, j->bs);
 	if (meta)
 		mfs_blk_seal(im->data, j->bs);
@@ -685,7 +712,7 @@ static void img_fill(struct mfs_journal *j, struct jimg *im, struct mfs_buf *bp,
  * Lock held throughout.
  */
 static int rec_join(struct mfs_journal *j, struct jrec *t, struct jent **spares,
-		    int nodata, uint64_t *seq)
+		    unsigned flags, uint64_t *seq)
 {
 	struct jrec *r = j->rec_last;
 	uint32_t worst, len;
@@ -714,7 +741,7 @@ static int rec_join(struct mfs_journal *j, struct jrec *t, struct jent **spares,
 		struct jent **pp = map_link(j, blkno);
 		uint32_t k = rec_img_index(r, *pp, blkno);
 
-		img_fill(j, t->imgs[i], t->bps[i], r->seq);
+		img_fill(j, t->imgs[i], t->bps[i], r->seq, !!(flags & MFS_JCOMMIT_BORROW));
 		if (k != UINT32_MAX) {
 			jimg_put(j, r->imgs[k]);
 		} else {
@@ -754,10 +781,12 @@ static int rec_join(struct mfs_journal *j, struct jrec *t, struct jent **spares,
 	j->pending_blocks = j->pending_blocks - r->len + len;
 	r->len = len;
 	r->raw += t->len;
+	if (flags & MFS_JCOMMIT_BORROW)
+		r->nborrow += t->nimg;
 	j->pending_raw += t->len;
 	j->st.commits++;
 	j->st.joins++;
-	if (!nodata)
+	if (!(flags & MFS_JCOMMIT_NODATA))
 		r->fseq = j->flush_started;
 	*seq = r->seq;
 	return 1;
@@ -859,7 +888,7 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 
 	/* Join the open record, or reserve a sequence and the log space together. */
 	pthread_mutex_lock(&j->lock);
-	if (rec_join(j, r, spares, !!(flags & MFS_JCOMMIT_NODATA), lsn)) {
+	if (rec_join(j, r, spares, flags, lsn)) {
 		logd_kick(j);
 		pthread_mutex_unlock(&j->lock);
 		goto out;               /* r: the emptied shell, freed below */
@@ -935,7 +964,9 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 
 	/* Fill: stamp the sequence into each metadata block, copy and seal. */
 	for (unsigned i = 0; i < r->nimg; i++)
-		img_fill(j, r->imgs[i], r->bps[i], r->seq);
+		img_fill(j, r->imgs[i], r->bps[i], r->seq, !!(flags & MFS_JCOMMIT_BORROW));
+	if (flags & MFS_JCOMMIT_BORROW)
+		r->nborrow = r->nimg;
 
 	pthread_mutex_lock(&j->lock);
 	for (unsigned i = 0; i < r->nimg; i++) {
@@ -983,6 +1014,56 @@ out:
 	if (r)
 		rec_free(j, r);
 	return err;
+}
+
+/* ---- borrowed images ------------------------------------------------------------------ */
+
+/*
+ * A commit with MFS_JCOMMIT_BORROW (a rebuild's: thousands of changed leaves, each already
+ * a pinned buffer of the cache) does not copy its buffers: each image's `data` is the
+ * buffer's own bytes (sealed in place), and the image holds a reference to the buffer
+ * until it is freed.  The image's own block of its slab is still reserved, never touched
+ * (an untouched page of an anonymous mapping costs no memory), so that giving the image
+ * its copy later cannot fail.
+ *
+ * Invariants (under the lock):
+ *   - a borrowed image whose buffer is still in the cache's hash is its block's map entry
+ *     (e->img).  A newer image of the block needs a transaction that joined the buffer,
+ *     which froze it first (mfs_journal_freeze, from mfs_trans_modify/get_new); a revoke
+ *     removes the entry, but its transaction then forgets the block (the buffer leaves the
+ *     hash, unwritten and unchanged; the image's reference keeps its bytes until the
+ *     record holding them is written); a checkpoint removes the entry only once the image
+ *     is in place, and puts it.
+ *   - the bytes are read, outside the lock, by the writer of the record holding the image
+ *     (im->readers > 0, from batch_take to the end of its batch) and by a checkpoint
+ *     writing the block in place (its entry's `busy`).  A freeze waits for both, so a
+ *     buffer changes only once nothing reads it as an image.
+ *   - nborrowed counts the borrowed images; while it is 0, a freeze is one atomic load.
+ */
+void mfs_journal_freeze(struct mfs_journal *j, uint64_t blkno)
+{
+	struct mfs_buf *bp = NULL;
+	struct jent *e;
+
+	if (!j || !__atomic_load_n(&j->nborrowed, __ATOMIC_ACQUIRE))
+		return;
+	pthread_mutex_lock(&j->lock);
+	while ((e = map_find(j, blkno)) && e->img->bp) {
+		struct jimg *im = e->img;
+
+		if (im->readers || e->busy) {
+			jwait(j, "a log write of a buffer about to change");
+			continue;
+		}
+		memcpy(im->own, im->data, j->bs);
+		bp = img_unborrow(j, im);
+		j->freezes++;
+		break;
+	}
+	pthread_mutex_unlock(&j->lock);
+	/* The caller holds the buffer or its block is being allocated anew (get_new): either
+	 * way this is not a write, at most the cache freeing an unhashed buffer. */
+	mfs_buf_put(bp);
 }
 
 /* ---- writing a batch of records ------------------------------------------------------- */
@@ -1206,6 +1287,16 @@ static int batch_write(struct mfs_journal *j, struct jrec *first, struct jrec *l
 	return err;
 }
 
+/* The writer streams record r's borrowed images (+1) or is done with them (-1): a
+ * freeze waits for it meanwhile (lock held). */
+static void rec_readers(struct jrec *r, int d)
+{
+	if (r->nborrow)
+		for (uint32_t i = 0; i < r->nimg; i++)
+			if (r->imgs[i]->bp)
+				r->imgs[i]->readers += d;
+}
+
 /*
  * Become the writer and write the ready prefix of the queue as one batch.  Lock held on
  * entry and exit, dropped for the I/O.  Returns 0 when there was nothing to take (another
@@ -1230,6 +1321,7 @@ static int batch_take(struct mfs_journal *j)
 		r->open = 0;            /* taken: nothing joins it any more */
 		if (r->fseq >= j->flush_covered)
 			preflush = 1;   /* no flush begun since its commit has completed */
+		rec_readers(r, 1);
 		if (r == last)
 			break;
 	}
@@ -1241,6 +1333,11 @@ static int batch_take(struct mfs_journal *j)
 
 	pthread_mutex_lock(&j->lock);
 	j->writing = 0;
+	for (r = first;; r = r->next) {
+		rec_readers(r, -1);
+		if (r == last)
+			break;
+	}
 	if (err) {
 		j->err = err;
 	} else {
@@ -1886,6 +1983,9 @@ void mfs_journal_get_stats(struct mfs_journal *j, struct mfs_journal_stats *st)
 	st->img_per_slab = slab_images(j);
 	st->img_free = j->npool;
 	st->img_slab_allocs = j->slab_allocs;
+	st->img_borrowed = __atomic_load_n(&j->nborrowed, __ATOMIC_RELAXED);
+	st->img_borrows = __atomic_load_n(&j->borrows, __ATOMIC_RELAXED);
+	st->img_freezes = j->freezes;
 	pthread_mutex_unlock(&j->pool_lock);
 	pthread_mutex_unlock(&j->lock);
 }

@@ -10,7 +10,8 @@
  *
  * Life of a transaction (trans.c drives this when fs->log is set):
  *
- *   1. mfs_journal_commit() copies every joined buffer, reserves log space and a sequence
+ *   1. mfs_journal_commit() copies every joined buffer (or borrows it: MFS_JCOMMIT_BORROW
+ *      below), reserves log space and a sequence
  *      number `lsn`, stamps the lsn into each metadata block's header, and queues the
  *      record.  Or, while the last queued record is still open (no writer has taken it),
  *      the transaction joins that record and shares its lsn: its images replace the
@@ -148,8 +149,25 @@ struct mfs_jitem {
  * needs no flush before it (see batch_write), whatever was written before it.
  */
 #define MFS_JCOMMIT_NODATA 0x1u
+/* MFS_JCOMMIT_BORROW: the images of this commit are its buffers' own bytes, not copies
+ * (a rebuild's transaction, which changes a leaf per few thousand records: a copy each
+ * doubled its memory).  The journal holds a reference to each buffer until its image is
+ * written in place, and the buffer's bytes must not change until then except through
+ * mfs_journal_freeze(), which mfs_trans_modify() and mfs_trans_get_new() call first: it
+ * gives the image a copy of its own (as jbd2 "freezes" a buffer joined again before its
+ * log write), after waiting for a log write or checkpoint write reading the buffer. */
+#define MFS_JCOMMIT_BORROW 0x2u
 int mfs_journal_commit(struct mfs_journal *log, const struct mfs_jitem *items, unsigned n,
 		       unsigned flags, uint64_t *lsn);
+
+/*
+ * Block `blkno`'s buffer `bp` is about to change: if a committed image borrows its bytes
+ * (MFS_JCOMMIT_BORROW), copy them into the image first, once no log write or checkpoint
+ * write is reading them (it may wait for one: call it with no journal lock held; AG and
+ * inode locks are fine, the log thread takes none).  Cheap when no image is borrowed (one
+ * atomic load).  Never fails: every image has a block of its own reserved for this.
+ */
+void mfs_journal_freeze(struct mfs_journal *log, uint64_t blkno);
 
 /*
  * Bound what asynchronous commits leave queued: when more than three quarters of the log
@@ -221,6 +239,9 @@ struct mfs_journal_stats {
 	uint32_t img_per_slab;     /* images a slab holds */
 	uint32_t img_free;         /* images free now, in those slabs */
 	uint64_t img_slab_allocs;  /* slabs ever allocated */
+	uint32_t img_borrowed;     /* images borrowing their buffer's bytes now */
+	uint64_t img_borrows;      /* images ever borrowed (MFS_JCOMMIT_BORROW) */
+	uint64_t img_freezes;      /* borrowed images given a copy before their buffer changed */
 };
 void mfs_journal_get_stats(struct mfs_journal *log, struct mfs_journal_stats *st);
 

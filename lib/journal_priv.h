@@ -17,10 +17,14 @@ struct ckpt_item;
 struct jslab;
 struct mfs_geom;
 
-/* A committed block image, shared by its record (until written) and the block map. */
+/* A committed block image, shared by its record (until written) and the block map.  A
+ * borrowed image (journal.c, "borrowed images") is the committed buffer's own bytes. */
 struct jimg {
 	unsigned refs;              /* under the journal lock */
-	void *data;                 /* a block of its slab's mapping */
+	unsigned readers;           /* writers streaming a borrowed image now (lock) */
+	void *data;                 /* `own`, or a borrowed buffer's bytes (lock) */
+	void *own;                  /* a block of its slab's mapping, for its life */
+	struct mfs_buf *bp;         /* borrowed: the buffer, held (lock); else NULL */
 	struct jimg *next_free;     /* on its slab's free list (journal.c, jimg_alloc) */
 	struct jslab *slab;         /* the slab it belongs to, for its life */
 };
@@ -32,6 +36,8 @@ struct jrec {
 	uint32_t len;               /* log blocks */
 	uint32_t raw;               /* log blocks its transactions would take unjoined */
 	uint32_t nimg, nrev;
+	uint32_t nborrow;           /* borrowed images it got (an upper bound: some may have
+	                               been frozen or dropped since) */
 	int ready;                  /* filled: the writer may take it */
 	uint64_t fseq;              /* flush_started at its last commit that orders data (0:
 	                               none, all MFS_JCOMMIT_NODATA): once a flush numbered
@@ -122,6 +128,8 @@ struct mfs_journal {
 	struct jslab *slabs, *slabs_last;   /* the slabs with a free image */
 	unsigned npool;             /* free images, in all slabs */
 	unsigned nslabs;            /* slabs allocated */
+	unsigned nborrowed;         /* borrowed images alive (atomic; changed under lock) */
+	uint64_t borrows, freezes;  /* images ever borrowed, borrowed images frozen (lock) */
 	uint64_t slab_allocs;       /* slabs ever allocated */
 
 	struct mfs_journal_stats st;

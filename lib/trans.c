@@ -267,6 +267,9 @@ int mfs_trans_modify(struct mfs_trans *tp, struct mfs_buf *bp)
 
 	if (it && it->bp)
 		return 0;
+	/* A committed image may borrow these bytes (a rebuild's commit): it gets its own
+	 * copy before they change. */
+	mfs_journal_freeze(tp->fs->log, bp->blkno);
 	/*
 	 * A clean block's bytes are the device's (no change since it was read or written
 	 * back, no write in flight), and stay so until this transaction commits: nothing
@@ -326,6 +329,7 @@ int mfs_trans_get_new(struct mfs_trans *tp, uint64_t blkno, int meta, struct mfs
 		it = item_add(tp, blkno, &err);
 		if (!it)
 			return err;
+		mfs_journal_freeze(tp->fs->log, blkno);    /* (cannot borrow a free block) */
 		err = mfs_buf_get_new(tp->fs->bc, blkno, meta, &bp);
 		if (err)
 			return err;    /* the item stays empty: harmless */
@@ -606,9 +610,12 @@ static int trans_log(struct mfs_trans *tp, uint64_t *lsn)
 	for (uint64_t s = 0; s < tp->fslots; s++)
 		if (tp->fset[s])
 			items[n++] = (struct mfs_jitem){ NULL, tp->fset[s] - 1 };
-	/* Ordered tree blocks were written before the commit: the record orders them. */
-	err = n ? mfs_journal_commit(tp->fs->log, items, n, tp->nodata && !tp->nordered ?
-				     MFS_JCOMMIT_NODATA : 0, lsn) : 0;
+	/* Ordered tree blocks were written before the commit: the record orders them.  A
+	 * rebuild's transaction (reread) lends its buffers to the log instead of copying
+	 * them: every later change of those buffers freezes them first (mfs_trans_modify). */
+	err = n ? mfs_journal_commit(tp->fs->log, items, n,
+				     (tp->nodata && !tp->nordered ? MFS_JCOMMIT_NODATA : 0) |
+				     (tp->reread ? MFS_JCOMMIT_BORROW : 0), lsn) : 0;
 	free(items);
 	return err;
 }

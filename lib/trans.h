@@ -99,7 +99,10 @@ void mfs_trans_nodata(struct mfs_trans *tp);
  * holds their bytes) are not copied by mfs_trans_modify(): mfs_trans_cancel() reads their
  * old bytes back from the device (a read error drops the buffer from the cache instead).
  * For transactions that join many blocks (an AG rebuild's): their memory is then the
- * buffers alone.  Blocks dirty when joined are copied as always. */
+ * buffers alone.  Blocks dirty when joined are copied as always.  And at commit the
+ * journal's images of its blocks are the buffers themselves, not copies
+ * (MFS_JCOMMIT_BORROW, journal.h): a later mfs_trans_modify() of such a buffer, by any
+ * transaction, first gives the image its own copy. */
 void mfs_trans_reread(struct mfs_trans *tp);
 
 /* Number of buffers joined so far (callers bound the size of their transactions). */

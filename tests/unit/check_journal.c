@@ -1469,6 +1469,90 @@ static void expect_images_back(struct mfs_fs *fs, struct mfs_journal_stats *st)
  * allocations fail one after another (the 1st, the 2nd, ...: among them a slab's, past
  * the images kept) fails with -ENOMEM each time, every image back, until one succeeds.
  */
+/* ---- a borrowed image (MFS_JCOMMIT_BORROW) is frozen before its buffer changes -------- */
+static uint64_t raw_val(uint64_t blkno)
+{
+	static char buf[BS];
+	uint64_t v;
+
+	raw_read(blkno, buf);
+	memcpy(&v, buf + PAYLOAD, sizeof(v));
+	return v;
+}
+
+/* A rebuild-like (reread) transaction setting block `b` to `val`, committed without waiting. */
+static void borrow_tx(struct mfs_fs *fs, uint64_t b, uint64_t val)
+{
+	struct mfs_trans *tp;
+	uint64_t lsn;
+
+	ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
+	mfs_trans_reread(tp);
+	put_block(tp, b, val, 0);
+	ck_assert_int_eq(mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, &lsn), 0);
+}
+
+START_TEST(borrow_frozen)
+{
+	struct mfs_fs *fs = fs_up(256, 1, NULL);
+	uint64_t b[3] = { 100, 101, 102 };
+	struct mfs_journal_stats st;
+	struct mfs_trans *tp;
+
+	ck_assert_int_eq(tx(fs, b, 3, 1, 1), 0);
+	ck_assert_int_eq(mfs_journal_checkpoint(fs->log), 0);      /* in place, clean */
+	ck_assert_uint_eq(raw_val(100), 1);
+
+	/* The log write: a borrowed image changed before its record is written must be
+	 * logged as committed (2), not as the buffer is now (3). */
+	borrow_tx(fs, 100, 2);
+	mfs_journal_get_stats(fs->log, &st);
+	ck_assert_uint_eq(st.img_borrows, 1);
+	ck_assert_uint_eq(st.img_borrowed, 1);
+	ck_assert_uint_eq(st.img_freezes, 0);
+	ck_assert_uint_eq(st.img_free, st.img_slabs * st.img_per_slab - 1);
+	ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
+	put_block(tp, 100, 3, 0);
+	mfs_journal_get_stats(fs->log, &st);
+	ck_assert_uint_eq(st.img_borrowed, 0);
+	ck_assert_uint_eq(st.img_freezes, 1);
+	ck_assert_int_eq(mfs_journal_force(fs->log), 0);
+	mfs_trans_cancel(tp);
+	ck_assert_uint_eq(block_val(fs, 100), 2);
+
+	/* The checkpoint: a borrowed image written in place after its buffer changed (the
+	 * record already durable) must be written as committed (4), not as 5. */
+	borrow_tx(fs, 101, 4);
+	ck_assert_int_eq(mfs_journal_force(fs->log), 0);
+	ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
+	put_block(tp, 101, 5, 0);
+	ck_assert_int_eq(mfs_journal_checkpoint(fs->log), 0);
+	ck_assert_uint_eq(raw_val(101), 4);
+	mfs_trans_cancel(tp);
+
+	/* Freed while its borrowed image waits for its log write: the buffer leaves the
+	 * cache, the image keeps its bytes (ASan: no use after free) until written. */
+	borrow_tx(fs, 102, 6);
+	ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
+	ck_assert_int_eq(mfs_trans_forget(tp, 102), 0);
+	ck_assert_int_eq(mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, NULL), 0);
+	/* and one left borrowed at the crash: its buffer is put back before the cache goes */
+	borrow_tx(fs, 100, 7);
+	ck_assert_int_eq(mfs_journal_force(fs->log), 0);
+	mfs_journal_get_stats(fs->log, &st);
+	ck_assert_uint_eq(st.img_borrows, 4);
+	ck_assert_uint_eq(st.img_borrowed, 1);
+	crash(fs);
+
+	fs = fs_up(256, 0, NULL);
+	ck_assert_uint_eq(block_val(fs, 100), 7);
+	ck_assert_uint_eq(block_val(fs, 101), 4);
+	ck_assert_int_eq(mfs_fs_close(fs), 0);
+	ck_assert_uint_eq(raw_val(101), 4);
+	ck_assert_uint_eq(raw_val(100), 7);
+}
+END_TEST
+
 START_TEST(image_slabs)
 {
 	struct mfs_fs *fs = fs_up(1024, 1, NULL);
@@ -2077,6 +2161,7 @@ static Suite *journal_suite(void)
 	tcase_add_loop_test(tc, batch_flush_error_sticky, 0, 2);
 	tcase_add_test(tc, nomem_not_sticky);
 	tcase_add_test(tc, image_slabs);
+	tcase_add_test(tc, borrow_frozen);
 	tcase_add_test(tc, replay_forged_fuzz);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("logd");
