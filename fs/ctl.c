@@ -103,6 +103,25 @@ static int ctl_bind(int fd, const struct sockaddr_un *sa)
 	return -errno;
 }
 
+/* MFSD_CTL_FIRST_TIMEOUT in ms, or MENDFS_TEST_CTL_FIRST_TIMEOUT seconds (1 to 3600). */
+static unsigned first_timeout_ms(void)
+{
+	const char *env = getenv("MENDFS_TEST_CTL_FIRST_TIMEOUT");
+	unsigned long v;
+	char *end;
+
+	if (!env || !*env)
+		return MFSD_CTL_FIRST_TIMEOUT * 1000u;
+	errno = 0;
+	v = strtoul(env, &end, 10);
+	if (errno || *end || v < 1 || v > 3600) {
+		mfs_log(MFS_LOG_WARN, "MENDFS_TEST_CTL_FIRST_TIMEOUT=%s is not 1 to 3600 seconds: "
+			"%u s it is", env, MFSD_CTL_FIRST_TIMEOUT);
+		return MFSD_CTL_FIRST_TIMEOUT * 1000u;
+	}
+	return (unsigned)v * 1000u;
+}
+
 static void ctl_free(struct mfsd_ctl *ctl)
 {
 	if (ctl->lfd >= 0)
@@ -134,6 +153,7 @@ int mfsd_ctl_open(struct mfsd *d, const char *mountpoint)
 	ctl->d = d;
 	ctl->lfd = ctl->stopfd = -1;
 	ctl->owner = getuid();
+	ctl->first_ms = first_timeout_ms();
 	pthread_mutex_init(&ctl->lock, NULL);
 	pthread_mutex_init(&ctl->dev_lock, NULL);
 	pthread_cond_init(&ctl->gone_cond, NULL);
@@ -231,6 +251,7 @@ static void ctl_admit(struct mfsd_ctl *ctl, int fd)
 	c->fd = fd;
 	c->pid = cred.pid;
 	c->uid = cred.uid;
+	c->accepted_ns = mfsd_ctl_now_ns();
 	pthread_mutex_lock(&ctl->lock);
 	if (ctl->nclients >= MFSD_CTL_MAX_CLIENTS) {
 		pthread_mutex_unlock(&ctl->lock);

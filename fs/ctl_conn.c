@@ -132,13 +132,48 @@ static void take_fds(struct mfsd_msg *m, struct msghdr *mh)
 	}
 }
 
+uint64_t mfsd_ctl_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 /*
- * Read exactly `len` bytes into buf.  The first byte may be waited for without end (an
- * idle client) when `idle` is set, but not past a shutdown; the rest must come within
- * MFSD_CTL_MSG_TIMEOUT.  Returns the bytes read (less than len: end of file), or -errno
+ * When the message being read must be whole: `first_by` the connection's bound on its first
+ * request (0: none, or met), `rest_by` MFSD_CTL_MSG_TIMEOUT after the message's first byte
+ * (0: no byte of it yet).  Absolute times of mfsd_ctl_now_ns(): a client that trickles a
+ * byte at a time cannot stretch either.
+ */
+struct msg_clock {
+	uint64_t first_by, rest_by;
+};
+
+/* The poll timeout (ms) the clock leaves: -1 for none, 0 when a bound has passed. */
+static int clock_left_ms(const struct msg_clock *k)
+{
+	uint64_t by = k->first_by, now;
+
+	if (k->rest_by && (!by || k->rest_by < by))
+		by = k->rest_by;
+	if (!by)
+		return -1;
+	now = mfsd_ctl_now_ns();
+	if (now >= by)
+		return 0;
+	/* rounded up: a poll that ends early would be taken for a timeout */
+	return (int)((by - now + 999999u) / 1000000u);
+}
+
+/*
+ * Read exactly `len` bytes into buf.  The first byte of a message may be waited for without
+ * end (an idle client between requests) but not past the connection's first-request bound
+ * or a shutdown; the rest must come within the bounds of `k` (its first byte starts
+ * k->rest_by).  Returns the bytes read (less than len: end of file), or -errno
  * (-ETIMEDOUT, -ESHUTDOWN).
  */
-static ssize_t recv_exact(struct mfsd_client *c, void *buf, size_t len, int idle)
+static ssize_t recv_exact(struct mfsd_client *c, void *buf, size_t len, struct msg_clock *k)
 {
 	union {
 		char buf[CMSG_SPACE(sizeof(int) * 16)];
@@ -152,7 +187,7 @@ static ssize_t recv_exact(struct mfsd_client *c, void *buf, size_t len, int idle
 		struct iovec iov = { (char *)buf + got, len - got };
 		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
 				     .msg_control = cbuf.buf, .msg_controllen = sizeof(cbuf.buf) };
-		int r = poll(p, 2, idle && got == 0 ? -1 : MFSD_CTL_MSG_TIMEOUT);
+		int left = clock_left_ms(k), r = left == 0 ? 0 : poll(p, 2, left);
 		ssize_t n;
 
 		if (r < 0) {
@@ -162,8 +197,11 @@ static ssize_t recv_exact(struct mfsd_client *c, void *buf, size_t len, int idle
 		}
 		if (atomic_load(&c->ctl->stopping))
 			return -ESHUTDOWN;
-		if (r == 0)
+		if (r == 0) {
+			if (clock_left_ms(k) != 0)
+				continue;       /* woken early (the coarse clock) */
 			return -ETIMEDOUT;
+		}
 		n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 		if (n < 0) {
 			if (errno == EINTR || errno == EAGAIN)
@@ -173,9 +211,25 @@ static ssize_t recv_exact(struct mfsd_client *c, void *buf, size_t len, int idle
 		take_fds(&c->msg, &mh);
 		if (n == 0)
 			break;
+		if (!k->rest_by)
+			k->rest_by = mfsd_ctl_now_ns() + MFSD_CTL_MSG_TIMEOUT * 1000000ull;
 		got += (size_t)n;
 	}
 	return (ssize_t)got;
+}
+
+/* A connection that sent no whole request within ctl->first_ms of connecting: told why; the
+ * first such one is logged, the others not (a client looping on it must not fill the log). */
+static void first_timeout(struct mfsd_client *c, int partial)
+{
+	unsigned secs = (c->ctl->first_ms + 999u) / 1000u;
+
+	mfsd_ctl_error(c->fd, 0, ETIMEDOUT, "no whole request within %u s of connecting (%s): "
+		       "closed", secs, partial ? "part of a message came" : "nothing came");
+	if (!atomic_exchange(&c->ctl->first_said, 1))
+		mfs_log(MFS_LOG_WARN, "control socket: closing connections that send no whole "
+			"request within %u s of connecting (said once; the first is pid %d's)",
+			secs, (int)c->pid);
 }
 
 /* Read one message into c->msg.  0: one is there; 1: the client closed between messages;
@@ -184,15 +238,22 @@ static int read_msg(struct mfsd_client *c)
 {
 	struct mfsd_msg *m = &c->msg;
 	struct mfs_ctl_hdr *h = &m->hdr;
+	struct msg_clock k = { 0, 0 };
 	uint32_t limit;
 	ssize_t n;
 
+	if (!c->served && c->ctl->first_ms)
+		k.first_by = c->accepted_ns + c->ctl->first_ms * 1000000ull;
 	reply_version = MFS_CTL_VERSION_MIN;
-	n = recv_exact(c, h, sizeof(*h), 1);
+	n = recv_exact(c, h, sizeof(*h), &k);
 	if (n == 0)
 		return 1;
 	if (n == -ESHUTDOWN)
 		return (int)n;
+	if (n == -ETIMEDOUT && k.first_by && mfsd_ctl_now_ns() >= k.first_by) {
+		first_timeout(c, k.rest_by != 0);
+		return (int)n;
+	}
 	if (n < 0 || (size_t)n < sizeof(*h)) {
 		if (n == -ETIMEDOUT || n >= 0)
 			mfsd_ctl_error(c->fd, 0, EPROTO, "truncated header: %zd of %zu bytes%s",
@@ -219,27 +280,24 @@ static int read_msg(struct mfsd_client *c)
 		return -EMSGSIZE;
 	}
 	if (h->len) {
-		n = recv_exact(c, m->payload, h->len, 0);
+		n = recv_exact(c, m->payload, h->len, &k);
 		if (n == -ESHUTDOWN)
 			return (int)n;
+		if (n == -ETIMEDOUT && k.first_by && mfsd_ctl_now_ns() >= k.first_by) {
+			first_timeout(c, 1);
+			return (int)n;
+		}
 		if (n < 0 || (size_t)n < h->len) {
 			mfsd_ctl_error(c->fd, h->reqid, EPROTO, "truncated message: %zd of %u "
 				       "payload bytes", n < 0 ? (ssize_t)0 : n, h->len);
 			return -EPROTO;
 		}
 	}
+	c->served = 1;
 	return 0;
 }
 
 /* ---- cancellation ---------------------------------------------------------------------------- */
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /*
  * Called often by a running check: looks at the socket at most every 20 ms.  A hang-up or
@@ -255,7 +313,7 @@ int mfsd_ctl_cancelled(struct mfsd_client *c)
 
 	if (atomic_load(&c->ctl->stopping) || c->peer_gone || c->cancel_seen)
 		return 1;
-	t = now_ns();
+	t = mfsd_ctl_now_ns();
 	if (t - c->last_poll_ns < 20000000u)
 		return 0;
 	c->last_poll_ns = t;

@@ -19,6 +19,10 @@
 
 #define MFSD_CTL_MAX_CLIENTS  64u
 #define MFSD_CTL_MSG_TIMEOUT  10000   /* ms: the rest of a message once its first byte came */
+#define MFSD_CTL_FIRST_TIMEOUT 30     /* s: a new connection's first whole request (a client
+                                         that sends nothing must not hold one of the
+                                         MFSD_CTL_MAX_CLIENTS slots until unmount); tests
+                                         lower it with MENDFS_TEST_CTL_FIRST_TIMEOUT */
 #define MFSD_CTL_SEND_TIMEOUT 30      /* s: a client that does not read its replies */
 #define MFSD_CTL_QUIESCE_WAIT 30      /* s: a link-count check waiting for namespace ops */
 
@@ -31,6 +35,8 @@ struct mfsd_ctl {
 	int lfd;                      /* listening socket */
 	int stopfd;                   /* eventfd: readable once the daemon is stopping */
 	uid_t owner;                  /* the user that mounted: the daemon's real uid */
+	unsigned first_ms;            /* MFSD_CTL_FIRST_TIMEOUT in ms (0: no bound) */
+	atomic_int first_said;        /* a connection was closed for it (logged once) */
 	pthread_t acceptor;
 	int started;
 	atomic_int stopping;
@@ -76,6 +82,8 @@ struct mfsd_client {
 	int fd;
 	pid_t pid;
 	uid_t uid;
+	uint64_t accepted_ns;         /* CLOCK_MONOTONIC_COARSE at accept */
+	int served;                   /* a whole request has come: ctl->first_ms is met */
 	int background;
 	int quiesced;                 /* holds ns_lock exclusive (a check asked) */
 	/* cancellation of the request that runs */
@@ -95,6 +103,8 @@ int mfsd_ctl_reply(struct mfsd_client *c, const struct mfs_ctl_hdr *req, const v
 		   size_t n1, const void *p2, size_t n2);
 int mfsd_ctl_error(int fd, uint64_t reqid, int err, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* CLOCK_MONOTONIC_COARSE in ns. */
+uint64_t mfsd_ctl_now_ns(void);
 /* Nonzero when the running request should stop (peer gone, CANCEL waiting, shutdown). */
 int mfsd_ctl_cancelled(struct mfsd_client *c);
 

@@ -94,6 +94,11 @@ enum mfs_scrub_type {
  * Who may connect: root, or the user the daemon runs as (the user that mounted), checked
  * with SO_PEERCRED; others get an EACCES error and the connection is closed.
  *
+ * Time limits: the first whole request must come within 30 s of connecting (ETIMEDOUT
+ * error, then closed: an idle connection must not hold one of the daemon's client slots),
+ * and the rest of every message within 10 s of its first byte (EPROTO, then closed); a
+ * connection that has been served may be idle between requests without limit.
+ *
  * A client that disconnects cancels what its connection was doing; so does CANCEL.
  */
 #define MFS_CTL_MAGIC      0x4c54434du      /* "MCTL" read as little-endian */
