@@ -53,6 +53,7 @@
 #include "mem.h"
 #include "bcache.h"
 #include "dev.h"
+#include "list.h"
 #include "log.h"
 
 #include <pthread.h>
@@ -91,11 +92,7 @@ struct bc_buf {
 	uint64_t lsn;            /* journaled: sequence of the last commit (0: not journaled) */
 	struct bc_shard *sh;
 	struct bc_buf *ring_prev, *ring_next;     /* the clock ring, iff BUF_HASHED */
-	struct bc_buf *dirty_prev, *dirty_next;   /* on the dirty list iff BUF_DIRTY */
-};
-
-struct bc_list {
-	struct bc_buf *head, *tail;
+	struct mfs_list dirty;                    /* on the dirty list iff BUF_DIRTY */
 };
 
 struct bc_slot {
@@ -120,7 +117,7 @@ struct bc_shard {
 	struct bc_slot *slots;
 	size_t mask;             /* slots - 1 */
 	struct bc_buf *hand;     /* the clock hand: next eviction candidate (NULL: ring empty) */
-	struct bc_list dirty;
+	struct mfs_list dirty;   /* dirty buffers, oldest first */
 	size_t nbufs, ndirty, max_bufs, nwriting;
 	struct bc_buf *free_bufs;  /* unused buffers of the chunks, linked by ring_next */
 	struct bc_chunk *chunks;
@@ -141,36 +138,11 @@ struct mfs_bcache {
 
 #define BUF(p) ((struct bc_buf *)(p))
 
-/* ---- intrusive list ---- */
-static void dirtyl_add_tail(struct bc_list *l, struct bc_buf *b)
-{
-	b->dirty_prev = l->tail;
-	b->dirty_next = NULL;
-	if (l->tail)
-		l->tail->dirty_next = b;
-	else
-		l->head = b;
-	l->tail = b;
-}
-
-static void dirtyl_del(struct bc_list *l, struct bc_buf *b)
-{
-	if (b->dirty_prev)
-		b->dirty_prev->dirty_next = b->dirty_next;
-	else
-		l->head = b->dirty_next;
-	if (b->dirty_next)
-		b->dirty_next->dirty_prev = b->dirty_prev;
-	else
-		l->tail = b->dirty_prev;
-	b->dirty_prev = b->dirty_next = NULL;
-}
-
 static void buf_set_dirty(struct bc_shard *sh, struct bc_buf *b)
 {
 	if (!(b->flags & BUF_DIRTY)) {
 		b->flags |= BUF_DIRTY;
-		dirtyl_add_tail(&sh->dirty, b);
+		mfs_list_add_tail(&sh->dirty, &b->dirty);
 		sh->ndirty++;
 	}
 }
@@ -179,7 +151,7 @@ static void buf_clear_dirty(struct bc_shard *sh, struct bc_buf *b)
 {
 	if (b->flags & BUF_DIRTY) {
 		b->flags &= ~BUF_DIRTY;
-		dirtyl_del(&sh->dirty, b);
+		mfs_list_del(&b->dirty);
 		sh->ndirty--;
 	}
 }
@@ -362,6 +334,7 @@ int mfs_bcache_create(struct mfs_dev *dev, uint32_t blocksize, size_t max_bytes,
 			free(bc);
 			return -ENOMEM;
 		}
+		mfs_list_init(&sh->dirty);
 		pthread_mutex_init(&sh->lock, NULL);
 		pthread_cond_init(&sh->done, NULL);
 	}
@@ -918,13 +891,19 @@ static int shard_flush(struct bc_shard *sh, void *snap)
 
 	pthread_mutex_lock(&sh->lock);
 	for (;;) {
-		struct bc_buf *b;
+		struct bc_buf *b = NULL;
+		struct mfs_list *n;
 
 		/* Journaled ones are the journal's (committed after the checkpoint); a buffer
 		 * still being written is written again once that write is done. */
-		for (b = sh->dirty.head; b; b = b->dirty_next)
-			if (!b->lsn && !(b->flags & BUF_WRITING))
+		mfs_list_foreach(n, &sh->dirty) {
+			struct bc_buf *d = mfs_list_entry(n, struct bc_buf, dirty);
+
+			if (!d->lsn && !(d->flags & BUF_WRITING)) {
+				b = d;
 				break;
+			}
+		}
 		if (b) {
 			err = buf_writeback(sh, b, snap);
 			if (err)

@@ -51,7 +51,8 @@ struct icache_shard {
 	pthread_cond_t loaded;            /* broadcast when a LOADING inode settles */
 	struct mfs_inode **buckets;       /* nbuckets, a power of 2 */
 	uint64_t nbuckets;
-	struct mfs_inode *lru_head, *lru_tail;   /* head: most recently released */
+	struct mfs_list lru;              /* unreferenced READY inodes, most recently
+					   released first */
 	uint64_t cached, unused, max_unused;
 	uint64_t hits, misses, evictions, reloads;
 };
@@ -128,6 +129,7 @@ int mfs_icache_init(struct mfs_fs *fs, unsigned max_unused)
 	for (unsigned s = 0; s < ICACHE_SHARDS; s++) {
 		struct icache_shard *sh = &ic->shards[s];
 
+		mfs_list_init(&sh->lru);
 		pthread_mutex_init(&sh->lock, NULL);
 		pthread_cond_init(&sh->loaded, NULL);
 		/* the shards share the limit; each keeps at least one */
@@ -157,28 +159,22 @@ static void hash_remove(struct icache_shard *sh, struct mfs_inode *ip)
 
 static void lru_remove(struct icache_shard *sh, struct mfs_inode *ip)
 {
-	if (ip->lru_prev)
-		ip->lru_prev->lru_next = ip->lru_next;
-	else
-		sh->lru_head = ip->lru_next;
-	if (ip->lru_next)
-		ip->lru_next->lru_prev = ip->lru_prev;
-	else
-		sh->lru_tail = ip->lru_prev;
-	ip->lru_prev = ip->lru_next = NULL;
+	mfs_list_del(&ip->lru);
 	sh->unused--;
 }
 
 static void lru_push(struct icache_shard *sh, struct mfs_inode *ip)
 {
-	ip->lru_prev = NULL;
-	ip->lru_next = sh->lru_head;
-	if (sh->lru_head)
-		sh->lru_head->lru_prev = ip;
-	else
-		sh->lru_tail = ip;
-	sh->lru_head = ip;
+	mfs_list_add(&sh->lru, &ip->lru);
 	sh->unused++;
+}
+
+/* The least recently released unreferenced inode, NULL when there is none. */
+static struct mfs_inode *lru_oldest(struct icache_shard *sh)
+{
+	struct mfs_list *n = mfs_list_last(&sh->lru);
+
+	return n ? mfs_list_entry(n, struct mfs_inode, lru) : NULL;
 }
 
 int mfs_icache_destroy(struct mfs_fs *fs)
@@ -201,10 +197,9 @@ int mfs_icache_destroy(struct mfs_fs *fs)
 	}
 	for (unsigned s = 0; s < ICACHE_SHARDS; s++) {
 		struct icache_shard *sh = &ic->shards[s];
+		struct mfs_inode *ip;
 
-		while (sh->lru_tail) {
-			struct mfs_inode *ip = sh->lru_tail;
-
+		while ((ip = lru_oldest(sh))) {
 			lru_remove(sh, ip);
 			hash_remove(sh, ip);
 			inode_free(ip);
@@ -555,7 +550,7 @@ static void put_locked(struct icache_shard *sh, struct mfs_inode *ip)
 	}
 	lru_push(sh, ip);
 	while (sh->unused > sh->max_unused) {
-		struct mfs_inode *victim = sh->lru_tail;
+		struct mfs_inode *victim = lru_oldest(sh);
 
 		lru_remove(sh, victim);
 		hash_remove(sh, victim);

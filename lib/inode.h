@@ -37,6 +37,8 @@
 #ifndef MFS_INODE_H
 #define MFS_INODE_H
 
+#include "list.h"
+
 #include <pthread.h>
 #include <stdint.h>
 #include <time.h>
@@ -76,7 +78,7 @@ struct mfs_inode {
 
 	/* private to inode.c */
 	struct mfs_inode *hnext;            /* hash chain */
-	struct mfs_inode *lru_prev, *lru_next;
+	struct mfs_list lru;                /* on its shard's LRU iff READY and unreferenced */
 	unsigned refs;
 	int state;
 	int load_err;
