@@ -1462,13 +1462,6 @@ static void expect_images_back(struct mfs_fs *fs, struct mfs_journal_stats *st)
 	ck_assert_uint_le(st->img_free, 256);
 }
 
-/*
- * Commits of 600 blocks, more than the pool keeps: each allocates new slabs only for the
- * images the free ones kept do not cover, and after its checkpoint (every image free
- * again) the slabs beyond the keep size are gone.  Then a commit of 300 blocks whose
- * allocations fail one after another (the 1st, the 2nd, ...: among them a slab's, past
- * the images kept) fails with -ENOMEM each time, every image back, until one succeeds.
- */
 /* ---- a borrowed image (MFS_JCOMMIT_BORROW) is frozen before its buffer changes -------- */
 static uint64_t raw_val(uint64_t blkno)
 {
@@ -1490,6 +1483,22 @@ static void borrow_tx(struct mfs_fs *fs, uint64_t b, uint64_t val)
 	mfs_trans_reread(tp);
 	put_block(tp, b, val, 0);
 	ck_assert_int_eq(mfs_trans_commit_lsn(tp, MFS_TRANS_ASYNC, &lsn), 0);
+}
+
+/* Block b's borrowed image (val, its record durable) written in place by a checkpoint
+ * while an open transaction has changed the buffer (mfs_trans_modify, or `fresh`:
+ * mfs_trans_get_new zeroed it): the block gets val, not the change's val + 1. */
+static void borrow_ckpt(struct mfs_fs *fs, uint64_t b, uint64_t val, int fresh)
+{
+	struct mfs_trans *tp;
+
+	borrow_tx(fs, b, val);
+	ck_assert_int_eq(mfs_journal_force(fs->log), 0);
+	ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
+	put_block(tp, b, val + 1, fresh);
+	ck_assert_int_eq(mfs_journal_checkpoint(fs->log), 0);
+	ck_assert_uint_eq(raw_val(b), val);
+	mfs_trans_cancel(tp);
 }
 
 START_TEST(borrow_frozen)
@@ -1522,13 +1531,7 @@ START_TEST(borrow_frozen)
 
 	/* The checkpoint: a borrowed image written in place after its buffer changed (the
 	 * record already durable) must be written as committed (4), not as 5. */
-	borrow_tx(fs, 101, 4);
-	ck_assert_int_eq(mfs_journal_force(fs->log), 0);
-	ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
-	put_block(tp, 101, 5, 0);
-	ck_assert_int_eq(mfs_journal_checkpoint(fs->log), 0);
-	ck_assert_uint_eq(raw_val(101), 4);
-	mfs_trans_cancel(tp);
+	borrow_ckpt(fs, 101, 4, 0);
 
 	/* Freed while its borrowed image waits for its log write: the buffer leaves the
 	 * cache, the image keeps its bytes (ASan: no use after free) until written. */
@@ -1553,6 +1556,170 @@ START_TEST(borrow_frozen)
 }
 END_TEST
 
+/*
+ * A freeze waits for whatever reads the borrowed bytes: the log write of the record that
+ * holds them (the image's readers) and a checkpoint writing them in place (its entry
+ * busy).  A thread changes the buffer while each is under way, the hook holding it there
+ * for a while: its mfs_trans_modify must return only once the write is over, and the log
+ * and the home block get the committed bytes.  (Without the wait the change gets through
+ * during the hook and the log holds it.)  Then mfs_trans_get_new of a block whose buffer
+ * a committed image borrows freezes it before zeroing it.
+ */
+struct fwait {
+	struct mfs_fs *fs;
+	uint64_t blkno, val;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int go, done, in_write, fired, saw_in_write, err;
+	struct mfs_trans *tp;
+	pthread_t th;
+};
+
+static void *fwait_main(void *arg)
+{
+	struct mfs_blk_expect e = { TMAGIC, 0, MFS_LEVEL_ANY, "test block" };
+	struct fwait *w = arg;
+	struct mfs_buf *bp = NULL;
+	int err;
+
+	pthread_mutex_lock(&w->mu);
+	while (!w->go)
+		pthread_cond_wait(&w->cv, &w->mu);
+	pthread_mutex_unlock(&w->mu);
+	err = mfs_trans_alloc(w->fs, &w->tp);
+	if (!err)
+		err = mfs_buf_read(w->fs->bc, w->blkno, &e, &bp);
+	if (!err)
+		err = mfs_trans_modify(w->tp, bp);      /* the freeze: after the write */
+	pthread_mutex_lock(&w->mu);
+	w->saw_in_write = w->in_write;
+	pthread_mutex_unlock(&w->mu);
+	if (!err)
+		memcpy((char *)bp->data + PAYLOAD, &w->val, sizeof(w->val));
+	mfs_buf_put(bp);
+	pthread_mutex_lock(&w->mu);
+	w->err = err;
+	w->done = 1;
+	pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
+
+/* From the hooks, a write under way (the first time only): let the thread go and give its
+ * change up to 300 ms to get through (it must not: the time only bounds how long the test
+ * looks for the bug). */
+static void fwait_hold(struct fwait *w)
+{
+	struct timespec ts;
+
+	pthread_mutex_lock(&w->mu);
+	if (!w->fired++) {
+		w->in_write = 1;
+		w->go = 1;
+		pthread_cond_broadcast(&w->cv);
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 300000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		while (!w->done && pthread_cond_timedwait(&w->cv, &w->mu, &ts) == 0)
+			;
+		w->in_write = 0;
+	}
+	pthread_mutex_unlock(&w->mu);
+}
+
+static void fwait_io_hook(void *arg, enum mfs_jio what, uint64_t blkno, uint32_t n)
+{
+	(void)blkno;
+	(void)n;
+	if (what == MFS_JIO_FLUSH)      /* the batch's first flush: its images being read */
+		fwait_hold(arg);
+}
+
+static void fwait_ckpt_hook(void *arg, uint64_t blkno, int writing)
+{
+	struct fwait *w = arg;
+
+	if (blkno == w->blkno && writing == 1)
+		fwait_hold(w);
+}
+
+static void fwait_start(struct fwait *w, struct mfs_fs *fs, uint64_t blkno, uint64_t val)
+{
+	memset(w, 0, sizeof(*w));
+	w->fs = fs;
+	w->blkno = blkno;
+	w->val = val;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
+	ck_assert_int_eq(pthread_create(&w->th, NULL, fwait_main, w), 0);
+}
+
+/* The thread's change went through only after the write; it is then cancelled. */
+static void fwait_end(struct fwait *w)
+{
+	ck_assert_int_ge(w->fired, 1);       /* (the io hook: each flush of the batch) */
+	pthread_join(w->th, NULL);
+	ck_assert_int_eq(w->err, 0);
+	ck_assert_int_eq(w->saw_in_write, 0);
+	mfs_trans_cancel(w->tp);
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->cv);
+}
+
+START_TEST(borrow_freeze_waits)
+{
+	struct mfs_fs *fs = fs_up(256, 1, NULL);
+	uint64_t b[3] = { 110, 111, 112 };
+	struct mfs_journal_stats st;
+	struct fwait w;
+
+	ck_assert_int_eq(tx(fs, b, 3, 1, 1), 0);
+	ck_assert_int_eq(mfs_journal_checkpoint(fs->log), 0);
+
+	/* The log write of the record: the change waits for it; the log holds 2. */
+	borrow_tx(fs, 110, 2);
+	fwait_start(&w, fs, 110, 3);
+	mfs_journal_set_io_hook(fs->log, fwait_io_hook, &w);
+	ck_assert_int_eq(mfs_journal_force(fs->log), 0);
+	mfs_journal_set_io_hook(fs->log, NULL, NULL);
+	fwait_end(&w);
+
+	/* The checkpoint's write in place: the change waits for it; the block holds 4. */
+	borrow_tx(fs, 111, 4);
+	ck_assert_int_eq(mfs_journal_force(fs->log), 0);
+	fwait_start(&w, fs, 111, 5);
+	mfs_journal_set_ckpt_hook(fs->log, fwait_ckpt_hook, &w);
+	ck_assert_int_eq(mfs_journal_checkpoint(fs->log), 0);
+	mfs_journal_set_ckpt_hook(fs->log, NULL, NULL);
+	fwait_end(&w);
+	ck_assert_uint_eq(raw_val(111), 4);
+
+	/* A borrowed buffer zeroed by mfs_trans_get_new: frozen first, 6 goes in place. */
+	borrow_ckpt(fs, 112, 6, 1);
+	mfs_journal_get_stats(fs->log, &st);
+	ck_assert_uint_eq(st.img_borrows, 3);
+	ck_assert_uint_eq(st.img_borrowed, 0);
+	ck_assert_uint_ge(st.img_freezes, 2);   /* 110, 112; 111 unless its checkpoint ended first */
+
+	crash(fs);
+	fs = fs_up(256, 0, NULL);
+	ck_assert_uint_eq(block_val(fs, 110), 2);
+	ck_assert_uint_eq(block_val(fs, 111), 4);
+	ck_assert_uint_eq(block_val(fs, 112), 6);
+	ck_assert_int_eq(mfs_fs_close(fs), 0);
+}
+END_TEST
+
+/*
+ * Commits of 600 blocks, more than the pool keeps: each allocates new slabs only for the
+ * images the free ones kept do not cover, and after its checkpoint (every image free
+ * again) the slabs beyond the keep size are gone.  Then a commit of 300 blocks whose
+ * allocations fail one after another (the 1st, the 2nd, ...: among them a slab's, past
+ * the images kept) fails with -ENOMEM each time, every image back, until one succeeds.
+ */
 START_TEST(image_slabs)
 {
 	struct mfs_fs *fs = fs_up(1024, 1, NULL);
@@ -2162,6 +2329,7 @@ static Suite *journal_suite(void)
 	tcase_add_test(tc, nomem_not_sticky);
 	tcase_add_test(tc, image_slabs);
 	tcase_add_test(tc, borrow_frozen);
+	tcase_add_test(tc, borrow_freeze_waits);
 	tcase_add_test(tc, replay_forged_fuzz);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("logd");
