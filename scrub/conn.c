@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -343,9 +344,23 @@ static int try_socket(const char *path, const char *mnt, const char *name, dev_t
 	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (c->fd < 0)
 		return -errno;
+	/* A daemon that accepts nothing (stopped) leaves a connect waiting once its backlog is
+	 * full: bounded by the reply timeout (SO_SNDTIMEO: a connect then fails with EAGAIN;
+	 * the requests send without waiting, so it bounds nothing else). */
+	if (reply_timeout) {
+		struct timeval tv = { .tv_sec = (time_t)reply_timeout };
+
+		setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	}
 	if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
 		err = -errno;
-		setmsg(msg, msglen, "cannot connect to %s: %s", path, strerror(-err));
+		if (err == -EAGAIN)
+			setmsg(msg, msglen, "%s: the daemon of %s accepted no connection within "
+			       "%u s (MENDFS_SCRUB_REPLY_TIMEOUT=%u): it looks stuck; giving up",
+			       path, name ? name : "this mount", reply_timeout, reply_timeout);
+		else
+			setmsg(msg, msglen, "cannot connect to %s: %s%s", path, strerror(-err),
+			       err == -ECONNREFUSED ? ": is the daemon of this mount running?" : "");
 		scrub_disconnect(c);
 		return err;
 	}
@@ -392,28 +407,21 @@ int scrub_connect(const char *mnt, unsigned hello_flags, struct scrub_conn *c,
 {
 	char name[MFS_CTL_SOCK_NAME_LEN], dirs[2][PATH_MAX], path[2 * PATH_MAX + 32];
 	const char *env = getenv(MFS_CTL_RUNDIR_ENV);
-	struct stat st;
 	dev_t mdev = 0;
 	long uid = -1;
 	int ndirs = 0, err;
 
+	/*
+	 * The mount's device number from mountinfo, never stat(mnt): that is a request to the
+	 * daemon, waited for without bound (a stopped daemon), and one it may fail (a root
+	 * directory it cannot load must not keep the scrub from reaching it and saying why).
+	 * It is the st_dev a stat would give, and what the daemon's HELLO reply holds.
+	 */
 	err = mount_owner(mnt, &uid, &mdev);
 	if (err) {
 		setmsg(msg, msglen, "%s is not %s", mnt, err == -EMEDIUMTYPE ?
 		       "a mendfs filesystem" : "a mount point of a mendfs filesystem");
 		return err;
-	}
-	/*
-	 * A root directory the daemon cannot load (EUCLEAN) must not keep the scrub from
-	 * reaching it and saying why: the mount's device number is in mountinfo too.
-	 */
-	if (stat(mnt, &st) != 0) {
-		err = -errno;
-		if (err != -EUCLEAN && err != -EIO) {
-			setmsg(msg, msglen, "cannot stat %s: %s", mnt, strerror(-err));
-			return err;
-		}
-		st.st_dev = mdev;
 	}
 	if (env && *env) {
 		snprintf(dirs[ndirs++], PATH_MAX, "%s", env);
@@ -433,8 +441,7 @@ int scrub_connect(const char *mnt, unsigned hello_flags, struct scrub_conn *c,
 
 		if (n < 0 || (size_t)n >= sizeof(path) || access(path, F_OK) != 0)
 			continue;
-		err = try_socket(path, mnt, mnt, st.st_dev, hello_flags, c, info, why,
-				 sizeof(why));
+		err = try_socket(path, mnt, mnt, mdev, hello_flags, c, info, why, sizeof(why));
 		if (!err)
 			return 0;
 		setmsg(msg, msglen, "%s", why);

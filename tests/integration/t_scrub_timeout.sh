@@ -8,6 +8,9 @@
 #   - the real daemon holding a repair (the repair test hook, fs/ctl_testhook.c) for longer
 #     than the bound: the REPAIR times out, exit 20; the daemon sees the hang-up, lets the
 #     repair go, and a scrub afterwards is clean; the unmount is clean;
+#   - a stopped daemon (SIGSTOP: no thread of it answers, FUSE requests included): the
+#     scrub asks the filesystem nothing before its HELLO, which times out, exit 4; and once
+#     the socket's backlog is full, the connection itself is bounded the same way;
 #   - a bad value of the variable is a usage error (8).
 set -u
 . "$(dirname "$0")/mountlib.sh"
@@ -17,7 +20,8 @@ hk=$dir/hooks
 mkdir "$dir/run" "$dir/fake" "$hk"
 export MENDFS_RUNDIR=$dir/run MENDFS_TEST_REPAIR_DIR=$hk
 "$MKFS" -q -a 4 "$img" 64M || fail "mkfs"
-mount_fs -o noatime
+# timeout=0: nothing of the mount is cached, as a day after mounting (the stopped daemon)
+mount_fs -o noatime,timeout=0
 # scrub ARGS...: mendfs_scrub ARGS... $mnt, output in $dir/out (under `bounded`, whose own
 # verdict must reach the terminal)
 scrub() { "$SCRUB" "$@" "$mnt" >"$dir/out" 2>&1; }
@@ -92,6 +96,47 @@ rm "$hk/reserved"
 kill -0 "$pid" 2>/dev/null || fail "the daemon died"
 bounded 120 scrub -n || { cat "$dir/out"; fail "scrub -n afterwards"; }
 ok "the held repair let go when the client left; scrub -n clean: $(tail -1 "$dir/out")"
+
+# ---- a stopped daemon -----------------------------------------------------------------------------
+# The daemon continued at once, whatever happens (a stopped daemon would hang the cleanup).
+kill -STOP "$pid"
+MENDFS_SCRUB_REPLY_TIMEOUT=2 timeout -s KILL 60 "$SCRUB" -n "$mnt" >"$dir/out" 2>&1
+rc=$?
+kill -CONT "$pid"
+[ $rc -eq 4 ] && grep -q "the daemon of $mnt sent no reply to HELLO within" "$dir/out" ||
+	{ cat "$dir/out"; fail "stopped daemon: exit $rc (137: still waiting after 60 s), expected 4"; }
+ok "stopped daemon: exit 4: $(head -1 "$dir/out")"
+# Its listening socket's backlog filled (by connections a python helper holds), a connect
+# would wait for the daemon to accept.
+kill -STOP "$pid"
+python3 - "$sock" "$dir/backlog.ready" <<'PY' &
+import socket, sys, time
+held = []
+while True:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.setblocking(False)
+    try:
+        s.connect(sys.argv[1])
+    except BlockingIOError:
+        break
+    held.append(s)
+    if len(held) > 4096:
+        sys.exit("the backlog never filled")
+open(sys.argv[2], "w").close()
+time.sleep(120)
+PY
+fillpid=$!
+for _ in $(seq 1500); do [ -e "$dir/backlog.ready" ] && break; kill -0 $fillpid 2>/dev/null || break; sleep 0.02; done
+rc=99
+[ -e "$dir/backlog.ready" ] && { MENDFS_SCRUB_REPLY_TIMEOUT=2 timeout -s KILL 60 "$SCRUB" -n "$mnt" >"$dir/out" 2>&1; rc=$?; }
+kill "$fillpid" 2>/dev/null; wait "$fillpid" 2>/dev/null
+kill -CONT "$pid"
+[ $rc -eq 99 ] && fail "the backlog was not filled"
+[ $rc -eq 4 ] && grep -q "the daemon of $mnt accepted no connection within 2 s" "$dir/out" ||
+	{ cat "$dir/out"; fail "full backlog: exit $rc (137: still waiting after 60 s), expected 4"; }
+ok "full backlog: exit 4: $(head -1 "$dir/out")"
+bounded 120 scrub -n || { cat "$dir/out"; fail "scrub -n after the daemon continued"; }
+ok "the daemon continued: scrub -n clean"
 
 MENDFS_SCRUB_REPLY_TIMEOUT=soon scrub -n
 rc=$?
