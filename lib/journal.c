@@ -831,7 +831,7 @@ static void logd_kick(struct mfs_journal *j)
 }
 
 int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, unsigned n,
-		       unsigned flags, uint64_t *lsn)
+		       const uint64_t *revs, uint64_t nrevs, unsigned flags, uint64_t *lsn)
 {
 	struct jrec *r;
 	struct jent **spares = NULL;
@@ -845,6 +845,14 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 		else
 			nrev++;
 	}
+	/* (refused before the sums below: more tags than the whole log holds descriptors
+	 * for cannot fit, and could overflow them) */
+	if (nrevs > (uint64_t)j->usable * mfs_jtags_per_desc(j->bs)) {
+		mfs_log(MFS_LOG_ERR, "journal: a transaction freeing %llu blocks does not fit the "
+			"%u-block log", (unsigned long long)nrevs, j->usable);
+		return -ENOSPC;
+	}
+	nrev += (uint32_t)nrevs;
 	len = mfs_jrec_blocks(j->bs, nimg, nrev);
 	if (len > j->usable) {
 		mfs_log(MFS_LOG_ERR, "journal: a transaction of %u blocks (%u changed, %u freed) "
@@ -860,7 +868,7 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 	r->len = len;
 	r->open = 1;
 	r->cap_img = nimg ? nimg : 1;
-	r->cap_blk = n ? n : 1;
+	r->cap_blk = nimg + nrev ? nimg + nrev : 1;
 	r->imgs = mfs_calloc(r->cap_img, sizeof(*r->imgs));
 	r->bps = mfs_calloc(r->cap_img, sizeof(*r->bps));
 	r->blknos = mfs_calloc(r->cap_blk, sizeof(*r->blknos));
@@ -885,6 +893,8 @@ int mfs_journal_commit(struct mfs_journal *j, const struct mfs_jitem *items, uns
 		r->blknos[r->nimg] = items[i].bp->blkno;
 		r->nimg++;
 	}
+	for (uint64_t i = 0; i < nrevs; i++)
+		r->blknos[nimg + r->nrev++] = revs[i];
 
 	/* Join the open record, or reserve a sequence and the log space together. */
 	pthread_mutex_lock(&j->lock);

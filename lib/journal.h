@@ -157,8 +157,10 @@ struct mfs_jitem {
  * gives the image a copy of its own (as jbd2 "freezes" a buffer joined again before its
  * log write), after waiting for a log write or checkpoint write reading the buffer. */
 #define MFS_JCOMMIT_BORROW 0x2u
+/* `revs`, `nrevs`: more freed blocks (revokes), as plain block numbers (NULL, 0: none):
+ * a rebuild frees tens of thousands, which cost 8 bytes each here, not an mfs_jitem. */
 int mfs_journal_commit(struct mfs_journal *log, const struct mfs_jitem *items, unsigned n,
-		       unsigned flags, uint64_t *lsn);
+		       const uint64_t *revs, uint64_t nrevs, unsigned flags, uint64_t *lsn);
 
 /*
  * Block `blkno`'s buffer `bp` is about to change: if a committed image borrows its bytes

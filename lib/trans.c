@@ -83,6 +83,7 @@ struct mfs_trans {
 	unsigned nslots;        /* power of two, >= 2 * cap */
 	uint64_t *fset;         /* blocks freed and never joined: blkno + 1, 0 = empty slot */
 	uint64_t nfset, fslots; /* entries; slots (a power of two >= 2 * entries, or 0) */
+	int fdense;             /* compacted for the commit (fset_compact): no lookups */
 	uint32_t *ags;          /* AGs locked, in locking order */
 	unsigned nags, agcap;
 	int busy;               /* space given back: busy entries tagged with tp (busy.h) */
@@ -241,6 +242,21 @@ static int fset_take(struct mfs_trans *tp, uint64_t blkno)
 	tp->fset[i] = 0;
 	tp->nfset--;
 	return 1;
+}
+
+/* At commit, once nothing looks a block up any more: the set becomes the array of its
+ * block numbers (fset[0..nfset), no longer +1), in place, so that the journal takes it
+ * as it is (revokes) and the commit walks it; `fdense` says so.  Idempotent. */
+static void fset_compact(struct mfs_trans *tp)
+{
+	uint64_t k = 0;
+
+	if (tp->fdense)
+		return;
+	for (uint64_t s = 0; s < tp->fslots; s++)
+		if (tp->fset[s])
+			tp->fset[k++] = tp->fset[s] - 1;
+	tp->fdense = 1;
 }
 
 static struct trans_item *item_add(struct mfs_trans *tp, uint64_t blkno, int *err)
@@ -596,7 +612,7 @@ static int trans_log(struct mfs_trans *tp, uint64_t *lsn)
 	*lsn = 0;
 	if (!tp->nitems && !tp->nfset)
 		return 0;
-	items = mfs_malloc((tp->nitems + tp->nfset) * sizeof(*items));
+	items = mfs_malloc((tp->nitems ? tp->nitems : 1) * sizeof(*items));
 	if (!items)
 		return -ENOMEM;
 	for (unsigned i = 0; i < tp->nitems; i++) {
@@ -607,15 +623,14 @@ static int trans_log(struct mfs_trans *tp, uint64_t *lsn)
 		else if (it->bp)
 			items[n++] = (struct mfs_jitem){ it->bp, it->blkno };
 	}
-	for (uint64_t s = 0; s < tp->fslots; s++)
-		if (tp->fset[s])
-			items[n++] = (struct mfs_jitem){ NULL, tp->fset[s] - 1 };
+	fset_compact(tp);
 	/* Ordered tree blocks were written before the commit: the record orders them.  A
 	 * rebuild's transaction (reread) lends its buffers to the log instead of copying
 	 * them: every later change of those buffers freezes them first (mfs_trans_modify). */
-	err = n ? mfs_journal_commit(tp->fs->log, items, n,
-				     (tp->nodata && !tp->nordered ? MFS_JCOMMIT_NODATA : 0) |
-				     (tp->reread ? MFS_JCOMMIT_BORROW : 0), lsn) : 0;
+	err = n || tp->nfset ?
+	      mfs_journal_commit(tp->fs->log, items, n, tp->fset, tp->nfset,
+				 (tp->nodata && !tp->nordered ? MFS_JCOMMIT_NODATA : 0) |
+				 (tp->reread ? MFS_JCOMMIT_BORROW : 0), lsn) : 0;
 	free(items);
 	return err;
 }
@@ -655,9 +670,9 @@ int mfs_trans_commit_lsn(struct mfs_trans *tp, unsigned flags, uint64_t *lsnp)
 			mfs_bcache_forget(tp->fs->bc, it->blkno);
 		free(it->old);
 	}
-	for (uint64_t s = 0; s < tp->fslots; s++)
-		if (tp->fset[s])
-			mfs_bcache_forget(tp->fs->bc, tp->fset[s] - 1);
+	fset_compact(tp);
+	for (uint64_t i = 0; i < tp->nfset; i++)
+		mfs_bcache_forget(tp->fs->bc, tp->fset[i]);
 	if (tp->nitems || tp->nfset)    /* before the AG locks go: see mfs_fs.changes */
 		__atomic_add_fetch(&tp->fs->changes, 1, __ATOMIC_RELEASE);
 	trans_free(tp);
