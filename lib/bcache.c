@@ -520,6 +520,7 @@ static struct bc_buf *buf_alloc(struct bc_shard *sh, uint64_t blkno)
 	data = b->pub.data;
 	BC_UNPOISON(data, bs);
 	memset(b, 0, sizeof(*b));
+	mfs_list_init(&b->dirty);
 	b->pub.data = data;
 	b->pub.blkno = blkno;
 	b->sh = sh;

@@ -606,6 +606,7 @@ int mfs_iget(struct mfs_fs *fs, uint64_t ino, unsigned flags, struct mfs_inode *
 		}
 		ip->fs = fs;
 		ip->ino = ino;
+		mfs_list_init(&ip->lru);
 		ip->litsize = fs->geo.inodesize - (uint32_t)sizeof(struct mfs_dinode);
 		if (pthread_rwlock_init(&ip->lock, NULL)) {
 			free(ip);

@@ -5,8 +5,10 @@
  *
  * Invariants: the list is a ring through the head; an empty list is a head pointing at
  * itself (mfs_list_init); a node on no list points at itself too once initialised or
- * removed (mfs_list_del), so mfs_list_linked() tells whether it is on one.  Nothing
- * allocates or locks: the owner's lock guards the list and every node on it.
+ * removed (mfs_list_del), so mfs_list_linked() tells whether it is on one, and removing it
+ * again changes nothing.  A node must be initialised when its element is made (a zeroed
+ * node is neither: it would read as linked and crash mfs_list_del).  Nothing allocates or
+ * locks: the owner's lock guards the list and every node on it.
  */
 #ifndef MFS_LIST_H
 #define MFS_LIST_H

@@ -1,8 +1,9 @@
 /*
  * check_list.c — lib/list.h, the intrusive list of the buffer cache's dirty lists and the
  * inode cache's LRU: order of add and add_tail, first and last, removal from the head, the
- * middle and the tail, a removed node knowing it is on no list, foreach, and a list checked
- * against an array model through many random steps.
+ * middle and the tail, a removed node knowing it is on no list (and removing it again, or
+ * one never added, changing nothing), foreach, and a list checked against an array model
+ * through many random steps.
  */
 #include <check.h>
 #include <stdlib.h>
@@ -99,6 +100,37 @@ START_TEST(order_and_removal)
 }
 END_TEST
 
+/* Removing a node that is on no list (never added, or removed already) changes nothing:
+ * not the list, not the node. */
+START_TEST(del_of_non_member)
+{
+	struct item it[3];
+	struct mfs_list h;
+	int ids[4], k;
+
+	mfs_list_init(&h);
+	for (int i = 0; i < 3; i++) {
+		it[i].id = i;
+		mfs_list_init(&it[i].node);
+	}
+	mfs_list_add_tail(&h, &it[0].node);
+	mfs_list_add_tail(&h, &it[1].node);
+	mfs_list_del(&it[2].node);               /* never added */
+	T_TRUE(!mfs_list_linked(&it[2].node));
+	mfs_list_del(&it[1].node);
+	mfs_list_del(&it[1].node);               /* removed twice */
+	T_TRUE(!mfs_list_linked(&it[1].node));
+	k = collect(&h, ids, 4);
+	T_IEQ(k, 1);
+	T_IEQ(ids[0], 0);
+	T_IEQ(id_of(mfs_list_last(&h)), 0);
+	mfs_list_del(&it[0].node);
+	mfs_list_del(&it[0].node);
+	T_TRUE(mfs_list_empty(&h));
+	T_TRUE(mfs_list_last(&h) == NULL);
+}
+END_TEST
+
 /* Random adds at either end and removals anywhere, against an array holding the order. */
 START_TEST(random_against_model)
 {
@@ -159,6 +191,7 @@ int main(void)
 
 	tcase_add_test(tc, empty_list);
 	tcase_add_test(tc, order_and_removal);
+	tcase_add_test(tc, del_of_non_member);
 	tcase_add_test(tc, random_against_model);
 	suite_add_tcase(s, tc);
 	return tu_run_suite(s);
