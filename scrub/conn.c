@@ -7,7 +7,8 @@
  * seconds, default SCRUB_REPLY_TIMEOUT; 0: no bound), counted from the moment the request
  * starts to go out until the last byte of its reply: the daemon answers every request once,
  * with nothing in between, so a daemon that says nothing for that long is taken as stuck
- * and the connection as broken (a cron job must end).
+ * and the connection as broken (a cron job must end): it is shut down at once, so that the
+ * daemon sees the hang-up and cancels the request rather than finish it for nobody.
  */
 #include "scrub.h"
 
@@ -243,6 +244,15 @@ static void request_name(char *buf, size_t len, uint16_t cmd, const void *req, s
 	}
 }
 
+/* The connection is given up (a reply not waited for any longer, or a stream out of step):
+ * shut down at once, not at the close when the scrub ends, so that the daemon sees the
+ * hang-up now and cancels what it still runs for us (a request nobody waits for). */
+static void conn_break(struct scrub_conn *c)
+{
+	c->broken = 1;
+	shutdown(c->fd, SHUT_RDWR);
+}
+
 int scrub_rpc_fds(struct scrub_conn *c, uint16_t cmd, const void *req, size_t len,
 		  const int *fds, unsigned nfds, struct scrub_reply *r)
 {
@@ -281,7 +291,7 @@ int scrub_rpc_fds(struct scrub_conn *c, uint16_t cmd, const void *req, size_t le
 
 		request_name(what, sizeof(what), cmd, req, len);
 		free(buf);
-		c->broken = 1;
+		conn_break(c);
 		r->err = ETIMEDOUT;
 		setmsg(r->msg, sizeof(r->msg), "the daemon of %s sent no reply to %s within %.1f s "
 		       "(MENDFS_SCRUB_REPLY_TIMEOUT=%u): it looks stuck; giving up",
@@ -291,7 +301,7 @@ int scrub_rpc_fds(struct scrub_conn *c, uint16_t cmd, const void *req, size_t le
 	}
 	if (err) {
 		free(buf);
-		c->broken = 1;
+		conn_break(c);
 		r->err = -err;
 		setmsg(r->msg, sizeof(r->msg), "talking to the daemon: %s", err == -EPROTO ?
 		       "malformed reply" : err == -ECONNRESET ? "the daemon closed the connection"

@@ -5,6 +5,8 @@
 # time waited, and exit status 4 (operational error; | 16 when checks were left undone).
 #   - a socket that accepts and never answers (python, in the place of the control socket):
 #     HELLO times out, exit 4;
+#   - a relay in its place that withholds the replies of one worker's connection: that
+#     connection is shut down at its timeout (the daemon sees the hang-up at once), exit 20;
 #   - the real daemon holding a repair (the repair test hook, fs/ctl_testhook.c) for longer
 #     than the bound: the REPAIR times out, exit 20; the daemon sees the hang-up, lets the
 #     repair go, and a scrub afterwards is clean; the unmount is clean;
@@ -17,7 +19,7 @@ set -u
 ml_setup t_scrub_timeout
 SCRUB=$BIN/mendfs_scrub
 hk=$dir/hooks
-mkdir "$dir/run" "$dir/fake" "$hk"
+mkdir "$dir/run" "$dir/fake" "$dir/proxy" "$hk"
 export MENDFS_RUNDIR=$dir/run MENDFS_TEST_REPAIR_DIR=$hk
 "$MKFS" -q -a 4 "$img" 64M || fail "mkfs"
 # timeout=0: nothing of the mount is cached, as a day after mounting (the stopped daemon)
@@ -64,6 +66,77 @@ kill "$fakepid" 2>/dev/null; wait "$fakepid" 2>/dev/null
 grep -q "the daemon of $mnt sent no reply to HELLO within [0-9.]* s (MENDFS_SCRUB_REPLY_TIMEOUT=2)" "$dir/out" ||
 	{ cat "$dir/out"; fail "silent socket: no timeout message"; }
 ok "silent socket: exit 4 after $((t1 - t0)) s: $(head -1 "$dir/out")"
+
+# ---- one connection stuck, another answered slowly, then stuck too -------------------------------
+# A relay in the place of the control socket (python: each connection passed on to the
+# daemon, each reply held 0.3 s so that the workers stay busy) withholds the replies of the
+# first connection from its first check of phase 2 on (t0), and those of the second from
+# t0 + 4.5 s on.  At its timeout (t0 + 6 s) the first connection is shut down, while the
+# scrub still runs: the daemon sees the hang-up then and cancels what it runs for nobody.
+python3 - "$dir/proxy/$(basename "$sock")" "$sock" "$dir/proxy.ready" <<'PY' &
+import select, socket, struct, sys, time
+lpath, upath, ready = sys.argv[1:4]
+ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+ls.bind(lpath)
+ls.listen(8)
+log = open(ready + ".log", "w", buffering=1)
+open(ready, "w").close()
+conns = []                      # [client, daemon, bytes from the client, withheld]
+t0, end = None, time.monotonic() + 60
+while time.monotonic() < end and not (conns and all(k[0] is None for k in conns)):
+    now = time.monotonic()
+    if t0 is not None and len(conns) > 1 and not conns[1][3] and now >= t0 + 4.5:
+        conns[1][3] = True
+        log.write("second withheld %.3f\n" % (now - t0))
+    socks = [ls] + [s for k in conns if k[0] for s in k[:2]]
+    for s in select.select(socks, [], [], 0.05)[0]:
+        if s is ls:
+            c = ls.accept()[0]
+            d = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            d.connect(upath)
+            conns.append([c, d, b"", False])
+            continue
+        i, k = next((i, k) for i, k in enumerate(conns) if s in k[:2])
+        data = s.recv(65536)
+        if not data:
+            log.write("gone %d %.3f\n" % (i, now - t0 if t0 else -1))
+            k[0].close(); k[1].close(); k[0] = None
+        elif s is k[1]:
+            if not k[3]:
+                time.sleep(0.3)
+                k[0].sendall(data)
+        else:
+            k[1].sendall(data)
+            k[2] += data
+            while len(k[2]) >= 24 and len(k[2]) >= 24 + struct.unpack_from("<I", k[2], 12)[0]:
+                cmd, n = struct.unpack_from("<H", k[2], 6)[0], struct.unpack_from("<I", k[2], 12)[0]
+                kind = struct.unpack_from("<I", k[2], 24)[0] if n >= 4 else 0
+                if i == 0 and t0 is None and cmd == 2 and 2 <= kind <= 7:   # SCRUB, AG object
+                    k[3], t0 = True, now
+                    log.write("first withheld\n")
+                k[2] = k[2][24 + n:]
+log.write("connections %d\n" % len(conns))
+PY
+proxypid=$!
+for _ in $(seq 500); do [ -e "$dir/proxy.ready" ] && break; sleep 0.02; done
+[ -e "$dir/proxy.ready" ] || fail "the relay did not start"
+MENDFS_RUNDIR=$dir/proxy MENDFS_SCRUB_REPLY_TIMEOUT=6 bounded 60 scrub -n
+rc=$?
+for _ in $(seq 1500); do kill -0 "$proxypid" 2>/dev/null || break; sleep 0.02; done
+kill "$proxypid" 2>/dev/null; wait "$proxypid" 2>/dev/null
+echo "relay: $(tr '\n' ';' <"$dir/proxy.ready.log")"
+gone0=$(sed -n 's/^gone 0 //p' "$dir/proxy.ready.log")
+[ $rc -eq 20 ] && grep -q "sent no reply to SCRUB of AG .* within [0-9.]* s (MENDFS_SCRUB_REPLY_TIMEOUT=6)" "$dir/out" ||
+	{ cat "$dir/out"; fail "one connection stuck: exit $rc, expected 20 (4 | 16) and its timeout"; }
+[ -n "$gone0" ] && awk -v g="$gone0" 'BEGIN { exit !(g < 8.5) }' ||
+	fail "the stuck connection was hung up $gone0 s after it was stuck (bound 6 s): not at its timeout"
+if grep -q "^connections 1$" "$dir/proxy.ready.log"; then
+	echo "note: one worker only (one CPU): its connection is the only one"
+else
+	grep -q "^second withheld" "$dir/proxy.ready.log" ||
+		fail "the second worker was idle before the first's timeout"
+fi
+ok "one connection stuck: hung up at its timeout ($gone0 s), exit 20"
 
 # ---- the daemon holding a repair ------------------------------------------------------------------
 # A request held past the bound; on this small filesystem every other request is answered in
