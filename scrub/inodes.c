@@ -32,7 +32,7 @@ static uint32_t next_batch(struct scrub_run *run, struct scrub_conn *c,
 
 		if (scrub_rpc(c, MFS_CTL_INODES, &q, sizeof(q), &rep) != 0) {
 			if (c->broken)
-				atomic_store(&run->stop, 1);
+				scrub_stop(run);
 			if (rep.err == EUCLEAN || rep.err == EBADMSG) {
 				/* Damage phase 2 reported: these inodes go unchecked. */
 				char text[700];
@@ -115,7 +115,7 @@ static uint32_t mode_now(struct scrub_run *run, struct scrub_conn *c, uint64_t i
 
 	if (scrub_rpc(c, MFS_CTL_INODES, &q, sizeof(q), &rep) != 0) {
 		if (c->broken)
-			atomic_store(&run->stop, 1);
+			scrub_stop(run);
 		return 0;
 	}
 	if (rep.len == sizeof(r) + sizeof(in)) {

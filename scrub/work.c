@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 static const char *const type_names[MFS_SCRUB_NTYPES] = {
 	[MFS_SCRUB_PROBE] = "probe",
@@ -34,6 +35,18 @@ static const char *const type_names[MFS_SCRUB_NTYPES] = {
 const char *scrub_type_name(uint32_t type)
 {
 	return type < MFS_SCRUB_NTYPES ? type_names[type] : "filesystem";
+}
+
+int scrub_stop(struct scrub_run *run)
+{
+	if (atomic_exchange(&run->stop, 1))
+		return 0;
+	/* Every request in flight ends at once: its worker sees the hang-up (and leaves,
+	 * the run being stopped), the daemon too, and cancels it. */
+	for (unsigned i = 0; i < run->nthreads; i++)
+		if (run->conns[i].fd >= 0)
+			shutdown(run->conns[i].fd, SHUT_RDWR);
+	return 1;
 }
 
 struct worker {
@@ -198,7 +211,7 @@ static void rpc_failed(struct scrub_run *run, struct scrub_conn *c,
 	if (!c->broken)
 		scrub_error(run, q->type, q->agno, q->ino, "the daemon refused the check: %s",
 			    r->msg);
-	else if (!atomic_exchange(&run->stop, 1))
+	else if (scrub_stop(run))
 		scrub_error(run, q->type, q->agno, q->ino, "%s", r->msg);
 }
 

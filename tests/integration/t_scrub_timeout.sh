@@ -5,8 +5,9 @@
 # time waited, and exit status 4 (operational error; | 16 when checks were left undone).
 #   - a socket that accepts and never answers (python, in the place of the control socket):
 #     HELLO times out, exit 4;
-#   - a relay in its place that withholds the replies of one worker's connection: that
-#     connection is shut down at its timeout (the daemon sees the hang-up at once), exit 20;
+#   - a relay in its place that withholds the replies of one worker's connection, and later
+#     those of another: at the first one's timeout both are shut down (the daemon sees the
+#     hang-ups at once), the scrub does not wait for the second one's bound, exit 20;
 #   - the real daemon holding a repair (the repair test hook, fs/ctl_testhook.c) for longer
 #     than the bound: the REPAIR times out, exit 20; the daemon sees the hang-up, lets the
 #     repair go, and a scrub afterwards is clean; the unmount is clean;
@@ -71,8 +72,10 @@ ok "silent socket: exit 4 after $((t1 - t0)) s: $(head -1 "$dir/out")"
 # A relay in the place of the control socket (python: each connection passed on to the
 # daemon, each reply held 0.3 s so that the workers stay busy) withholds the replies of the
 # first connection from its first check of phase 2 on (t0), and those of the second from
-# t0 + 4.5 s on.  At its timeout (t0 + 6 s) the first connection is shut down, while the
-# scrub still runs: the daemon sees the hang-up then and cancels what it runs for nobody.
+# t0 + 4.5 s on.  The first connection's timeout (t0 + 6 s) ends the whole run then: every
+# connection is shut down (the daemon sees the hang-ups and cancels what it runs for
+# nobody), the second is not left waiting for its own bound (t0 + 10.5 s: with N workers a
+# stuck daemon could hold a scrub for N bounds).
 python3 - "$dir/proxy/$(basename "$sock")" "$sock" "$dir/proxy.ready" <<'PY' &
 import select, socket, struct, sys, time
 lpath, upath, ready = sys.argv[1:4]
@@ -126,6 +129,7 @@ for _ in $(seq 1500); do kill -0 "$proxypid" 2>/dev/null || break; sleep 0.02; d
 kill "$proxypid" 2>/dev/null; wait "$proxypid" 2>/dev/null
 echo "relay: $(tr '\n' ';' <"$dir/proxy.ready.log")"
 gone0=$(sed -n 's/^gone 0 //p' "$dir/proxy.ready.log")
+gone1=$(sed -n 's/^gone 1 //p' "$dir/proxy.ready.log")
 [ $rc -eq 20 ] && grep -q "sent no reply to SCRUB of AG .* within [0-9.]* s (MENDFS_SCRUB_REPLY_TIMEOUT=6)" "$dir/out" ||
 	{ cat "$dir/out"; fail "one connection stuck: exit $rc, expected 20 (4 | 16) and its timeout"; }
 [ -n "$gone0" ] && awk -v g="$gone0" 'BEGIN { exit !(g < 8.5) }' ||
@@ -135,8 +139,10 @@ if grep -q "^connections 1$" "$dir/proxy.ready.log"; then
 else
 	grep -q "^second withheld" "$dir/proxy.ready.log" ||
 		fail "the second worker was idle before the first's timeout"
+	[ -n "$gone1" ] && awk -v g="$gone1" 'BEGIN { exit !(g < 8.5) }' ||
+		fail "the second connection was hung up $gone1 s after the first was stuck: at its own bound, not at the first's timeout (6 s)"
 fi
-ok "one connection stuck: hung up at its timeout ($gone0 s), exit 20"
+ok "one connection stuck: the run ended at its timeout (hang-ups at $gone0 and ${gone1:-(none)} s), exit 20"
 
 # ---- the daemon holding a repair ------------------------------------------------------------------
 # A request held past the bound; on this small filesystem every other request is answered in
