@@ -31,6 +31,7 @@ enum fix_outcome {
 	FIX_UNSUPPORTED,        /* the daemon cannot rebuild this type online */
 	FIX_STOPPED,            /* the run stops (signal, the daemon is gone) */
 	FIX_GONE,               /* the inode was freed since it was listed: nothing to do */
+	FIX_HELD,               /* not asked: what it is rebuilt from is damaged (why says) */
 };
 
 struct fixobj {
@@ -112,8 +113,65 @@ static void first_finding(const uint8_t *buf, size_t len, const struct mfs_ctl_s
 	}
 }
 
+/*
+ * The reverse map is what the free-space trees, the inode btree and every fork's blocks
+ * (extent maps, directories, symlinks, xattrs) are rebuilt from.  Once an AG's reverse map
+ * was found damaged and its own rebuild could not run (memory pressure, no scratch: see
+ * stopped_unseen; a rebuild that looked and refused to guess leaves the disagreement to
+ * the rebuilds after it, which settle it with their own checks),
+ * rebuilding those from it would write its damage into them: a record moved onto free
+ * space gives the file's real block to the free-space trees and the moved block to the
+ * file.  So they wait (FIX_HELD) until that reverse map is rebuilt or checks clean;
+ * run->rmapleft says which AGs, and why.  An AG's trees wait for that AG's map, a
+ * fork for any AG's (its blocks may be in any).
+ */
+static void rmap_left_set(struct scrub_run *run, uint32_t agno, int left, const char *why)
+{
+	if (!run->rmapleft || agno >= run->info.h.agcount)
+		return;
+	pthread_mutex_lock(&run->lock);
+	run->rmapleft[agno].left = left;
+	snprintf(run->rmapleft[agno].why, sizeof(run->rmapleft[agno].why), "%.399s", left ? why : "");
+	pthread_mutex_unlock(&run->lock);
+}
+
+/* 1 (o->why saying so) when o is rebuilt from a reverse map left damaged. */
+static int held_by_rmap(struct scrub_run *run, struct fixobj *o)
+{
+	uint32_t lo = 0, hi = 0, held = UINT32_MAX;
+	char why[sizeof(run->rmapleft->why)];
+
+	if (!run->rmapleft)
+		return 0;
+	switch (o->type) {
+	case MFS_SCRUB_BNOBT: case MFS_SCRUB_CNTBT: case MFS_SCRUB_INOBT:
+		if (o->agno >= run->info.h.agcount)
+			return 0;
+		lo = o->agno;
+		hi = o->agno + 1;
+		break;
+	case MFS_SCRUB_BMAP: case MFS_SCRUB_DIR: case MFS_SCRUB_SYMLINK: case MFS_SCRUB_XATTR:
+		hi = run->info.h.agcount;
+		break;
+	default:
+		return 0;
+	}
+	pthread_mutex_lock(&run->lock);
+	for (uint32_t a = lo; a < hi && held == UINT32_MAX; a++)
+		if (run->rmapleft[a].left) {
+			held = a;
+			memcpy(why, run->rmapleft[a].why, sizeof(why));
+		}
+	pthread_mutex_unlock(&run->lock);
+	if (held == UINT32_MAX)
+		return 0;
+	snprintf(o->why, sizeof(o->why), "it is rebuilt from the reverse map of AG %u, found "
+		 "damaged, whose own rebuild could not run: %.400s", held, why);
+	return 1;
+}
+
 /* Ask the daemon to rebuild o; o->outcome and o->why say how it went. */
-static void try_repair(struct scrub_run *run, struct scrub_conn *c, struct fixobj *o)
+static void ask_repair(struct scrub_run *run, struct scrub_conn *c, struct fixobj *o)
 {
 	struct mfs_ctl_scrub_req q = { .type = o->type, .agno = o->agno, .ino = o->ino };
 	struct mfs_ctl_scrub_reply sr;
@@ -129,6 +187,10 @@ static void try_repair(struct scrub_run *run, struct scrub_conn *c, struct fixob
 		o->outcome = FIX_STOPPED;
 		return;
 	}
+	if (held_by_rmap(run, o)) {
+		o->outcome = FIX_HELD;
+		return;
+	}
 	if (make_scratch(run, fds, MFS_CTL_MAX_FDS, o->why, sizeof(o->why)) != 0) {
 		o->outcome = FIX_FAILED;
 		return;
@@ -142,7 +204,7 @@ static void try_repair(struct scrub_run *run, struct scrub_conn *c, struct fixob
 		o->err = -r.err;
 		if (c->broken) {
 			o->outcome = FIX_STOPPED;
-			if (scrub_stop(run))
+			if (!atomic_exchange(&run->stop, 1))
 				scrub_error(run, o->type, o->agno, o->ino, "%s", r.msg);
 		} else if (r.err == EOPNOTSUPP) {
 			o->outcome = FIX_UNSUPPORTED;
@@ -179,6 +241,30 @@ static void try_repair(struct scrub_run *run, struct scrub_conn *c, struct fixob
 	}
 }
 
+/* A rebuild that failed before it could look at what it rebuilds from (memory pressure, a
+ * cancel, no memory or scratch, a busy filesystem) — not one that looked and refused to
+ * guess (EFSCORRUPTED: then the rebuilds after it settle the disagreement themselves). */
+static int stopped_unseen(const struct fixobj *o)
+{
+	if (o->outcome != FIX_FAILED)
+		return 0;
+	switch (-o->err) {
+	case ECANCELED: case ENOMEM: case ENOSPC: case EFBIG: case EBUSY: case EAGAIN:
+	case ETIMEDOUT: case EINTR:
+		return 1;
+	}
+	return 0;
+}
+
+/* ask_repair, and a damaged reverse map whose rebuild could not run holds what is rebuilt
+ * from it */
+static void try_repair(struct scrub_run *run, struct scrub_conn *c, struct fixobj *o)
+{
+	ask_repair(run, c, o);
+	if (o->type == MFS_SCRUB_RMAPBT && o->outcome != FIX_STOPPED)
+		rmap_left_set(run, o->agno, o->bad && stopped_unseen(o), o->why);
+}
+
 /* Check o again without reporting: its corrupt and xref findings (>= 0), the first one's
  * text in text; or a negative errno when the check could not run. */
 static int recheck(struct scrub_run *run, struct scrub_conn *c, const struct fixobj *o,
@@ -196,7 +282,7 @@ static int recheck(struct scrub_run *run, struct scrub_conn *c, const struct fix
 	if (err) {
 		snprintf(text, tlen, "%s", r.msg);
 		if (c->broken)
-			scrub_stop(run);
+			atomic_store(&run->stop, 1);
 		return err;
 	}
 	if (r.len < sizeof(sr)) {
@@ -228,6 +314,8 @@ static int recheck(struct scrub_run *run, struct scrub_conn *c, const struct fix
 	if (n && !text[0])
 		snprintf(text, tlen, "flagged by the daemon without a message");
 	free(r.buf);
+	if (o->type == MFS_SCRUB_RMAPBT && n == 0)
+		rmap_left_set(run, o->agno, 0, "");     /* clean: what it held goes on */
 	return n;
 }
 
@@ -268,6 +356,9 @@ static void report_left(struct scrub_run *run, const struct fixobj *o, int n, co
 		snprintf(text, sizeof(text), "not rebuildable online yet: %.700s", o->why);
 		break;
 	case FIX_FAILED:
+		snprintf(text, sizeof(text), "could not repair: %.700s", o->why);
+		break;
+	case FIX_HELD:
 		snprintf(text, sizeof(text), "could not repair: %.700s", o->why);
 		break;
 	case FIX_DONE:
@@ -331,7 +422,8 @@ static void verdict(struct scrub_run *run, struct scrub_conn *c, struct fixobj *
 	if (o->outcome == FIX_STOPPED || o->outcome == FIX_GONE || atomic_load(&run->stop))
 		return;
 	n = recheck(run, c, o, first, sizeof(first));
-	if (n > 0 && retry && (o->outcome == FIX_NONE || o->outcome == FIX_FAILED)) {
+	if (n > 0 && retry && (o->outcome == FIX_NONE || o->outcome == FIX_FAILED ||
+				o->outcome == FIX_HELD)) {
 		try_repair(run, c, o);
 		if (o->outcome == FIX_STOPPED)
 			return;
@@ -530,8 +622,8 @@ static int cmp_pend(const void *a, const void *b)
  * cannot rebuild (asked again right away, they would answer the same). */
 static int worth_retrying(const struct fixobj *o)
 {
-	if (o->outcome == FIX_NONE)
-		return 1;
+	if (o->outcome == FIX_NONE || o->outcome == FIX_HELD)
+		return 1;               /* (held: asked again if what held it is rebuilt) */
 	if (o->outcome != FIX_FAILED && o->outcome != FIX_DONE)
 		return 0;
 	switch (-o->err) {

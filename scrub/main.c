@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -63,8 +64,13 @@ static void on_signal(int sig)
 {
 	struct scrub_run *run = the_run;
 
-	if (run)
-		scrub_stop(run);
+	if (!run)
+		return;
+	atomic_store(&run->stop, 1);
+	/* A request in flight ends at once; the daemon sees the hang-up and cancels it. */
+	for (unsigned i = 0; i < run->nthreads; i++)
+		if (run->conns[i].fd >= 0)
+			shutdown(run->conns[i].fd, SHUT_RDWR);
 }
 
 static double now(void)
@@ -314,7 +320,8 @@ int main(int argc, char **argv)
 	if (!run.o.dry_run) {
 		run.agbad = calloc((size_t)run.info.h.agcount * MFS_SCRUB_NTYPES,
 				   sizeof(*run.agbad));
-		if (!run.agbad) {
+		run.rmapleft = calloc(run.info.h.agcount, sizeof(*run.rmapleft));
+		if (!run.agbad || !run.rmapleft) {
 			fprintf(stderr, "%s: out of memory\n", progname);
 			code = SCRUB_EXIT_OPERROR;
 			goto out_conns;
@@ -406,6 +413,7 @@ out_conns:
 	free(run.conns);
 	free(run.dirs);
 	free(run.agbad);
+	free(run.rmapleft);
 	free(run.pend);
 	return code;
 }
