@@ -204,7 +204,7 @@ static void ask_repair(struct scrub_run *run, struct scrub_conn *c, struct fixob
 		o->err = -r.err;
 		if (c->broken) {
 			o->outcome = FIX_STOPPED;
-			if (!atomic_exchange(&run->stop, 1))
+			if (scrub_stop(run))
 				scrub_error(run, o->type, o->agno, o->ino, "%s", r.msg);
 		} else if (r.err == EOPNOTSUPP) {
 			o->outcome = FIX_UNSUPPORTED;
@@ -282,7 +282,7 @@ static int recheck(struct scrub_run *run, struct scrub_conn *c, const struct fix
 	if (err) {
 		snprintf(text, tlen, "%s", r.msg);
 		if (c->broken)
-			atomic_store(&run->stop, 1);
+			scrub_stop(run);
 		return err;
 	}
 	if (r.len < sizeof(sr)) {

@@ -33,7 +33,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -64,13 +63,8 @@ static void on_signal(int sig)
 {
 	struct scrub_run *run = the_run;
 
-	if (!run)
-		return;
-	atomic_store(&run->stop, 1);
-	/* A request in flight ends at once; the daemon sees the hang-up and cancels it. */
-	for (unsigned i = 0; i < run->nthreads; i++)
-		if (run->conns[i].fd >= 0)
-			shutdown(run->conns[i].fd, SHUT_RDWR);
+	if (run)
+		scrub_stop(run);
 }
 
 static double now(void)

@@ -78,8 +78,9 @@ int scrub_connect(const char *mnt, unsigned hello_flags, struct scrub_conn *c,
 int scrub_reconnect(const struct scrub_fsinfo *info, const char *mnt, unsigned hello_flags,
 		    struct scrub_conn *c, char *msg, size_t msglen);
 /* One request and its reply.  0; -errno for an error reply (r->err, r->msg) or a transport
- * failure (c->broken set, r->msg says what; -ETIMEDOUT when the whole exchange took longer
- * than the reply timeout).  Free r->buf after success. */
+ * failure (c->broken set and the socket shut down, so the daemon drops what it runs for it;
+ * r->msg says what; -ETIMEDOUT when the whole exchange took longer than the reply timeout).
+ * Free r->buf after success. */
 int scrub_rpc(struct scrub_conn *c, uint16_t cmd, const void *req, size_t len,
 	      struct scrub_reply *r);
 /* The same with descriptors (at most MFS_CTL_MAX_FDS) passed along the request (REPAIR);
@@ -146,7 +147,7 @@ struct scrub_run {
 	                               (and rebuilt again) once the repairs after them are done */
 	size_t npend, pendcap;
 	int pend_closed;            /* the pending objects are being settled: no more */
-	atomic_int stop;            /* interrupted or the daemon went away */
+	atomic_int stop;            /* interrupted or the daemon went away (scrub_stop) */
 	int phase;
 
 	/* phases 3-4 */
@@ -159,6 +160,13 @@ struct scrub_run {
 };
 
 /* ---- work.c ----------------------------------------------------------------------------- */
+/* Stop the run for good (a signal; a connection lost or timed out: the daemon cannot be
+ * relied on any more): run->stop set, and every connection shut down, so that no worker
+ * goes on waiting for its own request (a stuck daemon would hold each for its own timeout,
+ * one after another).  1 for the call that stopped it (which says why), 0 when it was
+ * stopped already.  Async-signal-safe: the signal handler calls it.  Every fatal stop goes
+ * through here; plain checks of run->stop read it. */
+int scrub_stop(struct scrub_run *run);
 typedef void (*scrub_job_fn)(struct scrub_run *run, struct scrub_conn *c, size_t job);
 /* Run jobs 0..njobs-1 on the workers, each job on one worker. */
 void scrub_run_jobs(struct scrub_run *run, size_t njobs, scrub_job_fn fn);
