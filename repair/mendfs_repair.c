@@ -84,6 +84,8 @@ struct tool {
 	unsigned damaged;            /* objects it found damaged */
 	unsigned rebuilt;            /* rebuilds that succeeded, in every pass */
 	unsigned operr;              /* checks or rebuilds that could not run */
+	uint8_t *rmap_left;          /* [agno]: a damaged reverse map whose rebuild could not
+	                                run (see rmap_holds); NULL until one is */
 };
 
 struct run {
@@ -212,6 +214,54 @@ static void pressure_pause(unsigned try)
 }
 
 /*
+ * The free-space trees and the inode btree of an AG are rebuilt from its reverse map, every
+ * fork's blocks (extent maps, directories, symlinks, xattrs) from the reverse maps of all
+ * AGs.  A reverse map found damaged whose own rebuild could not run (memory pressure, no
+ * memory or scratch: not a refusal after looking, which leaves the disagreement to the
+ * rebuilds after it) would write its damage into them — a record moved onto free space
+ * gives a file's block away — so they wait for it: 1 (and the AG in *held) when type in
+ * agno waits for a reverse map so left.  The second pass tries that reverse map again.
+ */
+static int rmap_holds(const struct tool *t, uint32_t type, uint32_t agno, uint32_t *held)
+{
+	uint32_t lo = 0, hi = t->fs->geo.agcount;
+
+	if (!t->rmap_left)
+		return 0;
+	switch (type) {
+	case MFS_SCRUB_BNOBT: case MFS_SCRUB_CNTBT: case MFS_SCRUB_INOBT:
+		lo = agno;
+		hi = agno + 1 < hi ? agno + 1 : hi;
+		break;
+	case MFS_SCRUB_BMAP: case MFS_SCRUB_DIR: case MFS_SCRUB_SYMLINK: case MFS_SCRUB_XATTR:
+		break;
+	default:
+		return 0;
+	}
+	for (uint32_t a = lo; a < hi; a++)
+		if (t->rmap_left[a]) {
+			*held = a;
+			return 1;
+		}
+	return 0;
+}
+
+/* After a reverse map's rebuild: err 0 lets what it held go on; an error that stopped it
+ * before it could look holds them (rmap_holds). */
+static void rmap_settle(struct tool *t, uint32_t agno, int err)
+{
+	int unseen = err == -ECANCELED || err == -ENOMEM || err == -ENOSPC || err == -EFBIG ||
+		     err == -EIO || err == -EBUSY || err == -EAGAIN;
+
+	if (agno >= t->fs->geo.agcount)
+		return;
+	if (!t->rmap_left && unseen)
+		t->rmap_left = mfs_calloc(t->fs->geo.agcount, 1);
+	if (t->rmap_left)
+		t->rmap_left[agno] = (uint8_t)unseen;
+}
+
+/*
  * Rebuild one object with the engine: 0 when rebuilt (and checked clean by the engine), or
  * its error.  Offline, the hooks a daemon gives (quiesce, changed, cancelled) are NULL —
  * nothing else runs, no kernel caches the inodes — and MFS_REPAIR_OFFLINE says so.
@@ -222,13 +272,23 @@ static int rebuild(struct tool *t, uint32_t type, uint32_t agno, uint64_t ino)
 	char name[64];
 	int err = -ENOMEM;
 
+	uint32_t held;
+
 	obj_name(name, sizeof(name), type, agno, ino);
+	if (rmap_holds(t, type, agno, &held)) {
+		printf("%s: not rebuilt: it is rebuilt from the reverse map of AG %u, found damaged, "
+		       "whose own rebuild could not run\n", name, held);
+		return -EAGAIN;
+	}
 	rc = scratch_fd(t) < 0 ? NULL : mfs_calloc(1, sizeof(*rc));
 	if (!rc) {
 		printf("%s: could not rebuild: %s\n", name, t->scratch < 0 ? "no scratch file" :
 		       "out of memory");
 		t->operr++;
-		return t->scratch < 0 ? -EIO : -ENOMEM;
+		err = t->scratch < 0 ? -EIO : -ENOMEM;
+		if (type == MFS_SCRUB_RMAPBT)
+			rmap_settle(t, agno, err);
+		return err;
 	}
 	for (unsigned try = 0; try < PRESSURE_TRIES; try++) {
 		memset(rc, 0, sizeof(*rc));
@@ -260,6 +320,8 @@ static int rebuild(struct tool *t, uint32_t type, uint32_t agno, uint64_t ino)
 		t->rebuilt++;
 	}
 	free(rc);
+	if (type == MFS_SCRUB_RMAPBT)
+		rmap_settle(t, agno, err);
 	return err;
 }
 
@@ -597,6 +659,7 @@ int main(int argc, char **argv)
 		left += n;
 	}
 	mfs_pressure_stop(t.pressure);
+	free(t.rmap_left);
 	if (t.scratch >= 0)
 		close(t.scratch);
 	err = mfs_icache_destroy(t.fs);
