@@ -138,7 +138,7 @@ if grep -q "^connections 1$" "$dir/proxy.ready.log"; then
 	echo "note: one worker only (one CPU): its connection is the only one"
 else
 	grep -q "^second withheld" "$dir/proxy.ready.log" ||
-		fail "the second worker was idle before the first's timeout"
+		fail "the relay did not withhold the second connection's replies before the first's timeout"
 	[ -n "$gone1" ] && awk -v g="$gone1" 'BEGIN { exit !(g < 8.5) }' ||
 		fail "the second connection was hung up $gone1 s after the first was stuck: at its own bound, not at the first's timeout (6 s)"
 fi
