@@ -1248,6 +1248,16 @@ static void fill_ahead(struct mfs_journal *j, uint64_t end_lpos, uint64_t tail_l
 		fill_stop(j);
 }
 
+/* The writer streams record r's borrowed images (+1) or is done with them (-1): a
+ * freeze waits for it meanwhile (lock held). */
+static void rec_readers(struct jrec *r, int d)
+{
+	if (r->nborrow)
+		for (uint32_t i = 0; i < r->nimg; i++)
+			if (r->imgs[i]->bp)
+				r->imgs[i]->readers += d;
+}
+
 /*
  * Write records first..last (contiguous in the log) between two device flushes.  No lock
  * held: the records are ready and nobody changes or frees them until durable_seq passes
@@ -1280,8 +1290,19 @@ static int batch_write(struct mfs_journal *j, struct jrec *first, struct jrec *l
 			if (r == last || st.err)
 				break;
 		}
-		err = js_flush(&st);
 	}
+	/* The borrowed bytes are in the stream buffer (or never will be): a freeze need not
+	 * wait for the writes and the flush. */
+	pthread_mutex_lock(&j->lock);
+	for (struct jrec *r = first;; r = r->next) {
+		rec_readers(r, -1);
+		if (r == last)
+			break;
+	}
+	pthread_cond_broadcast(&j->cv);
+	pthread_mutex_unlock(&j->lock);
+	if (!err)
+		err = js_flush(&st);
 	if (!err)
 		fill_ahead(j, last->lpos + last->len, tail_lpos);
 	if (!err)
@@ -1295,16 +1316,6 @@ static int batch_write(struct mfs_journal *j, struct jrec *first, struct jrec *l
 	j->st.writes++;
 	pthread_mutex_unlock(&j->lock);
 	return err;
-}
-
-/* The writer streams record r's borrowed images (+1) or is done with them (-1): a
- * freeze waits for it meanwhile (lock held). */
-static void rec_readers(struct jrec *r, int d)
-{
-	if (r->nborrow)
-		for (uint32_t i = 0; i < r->nimg; i++)
-			if (r->imgs[i]->bp)
-				r->imgs[i]->readers += d;
 }
 
 /*
@@ -1343,11 +1354,6 @@ static int batch_take(struct mfs_journal *j)
 
 	pthread_mutex_lock(&j->lock);
 	j->writing = 0;
-	for (r = first;; r = r->next) {
-		rec_readers(r, -1);
-		if (r == last)
-			break;
-	}
 	if (err) {
 		j->err = err;
 	} else {
