@@ -95,7 +95,7 @@
 #endif
 
 struct jslab {
-	struct jslab *next, *prev;  /* in j->slabs while it has a free image */
+	struct mfs_list link;       /* in j->slabs while it has a free image */
 	struct jimg *free;          /* its free images */
 	unsigned nfree, n;
 	void *data;                 /* n blocks: image i's is the i-th */
@@ -135,6 +135,7 @@ static struct jslab *slab_new(struct mfs_journal *j)
 		return NULL;
 	}
 #endif
+	mfs_list_init(&s->link);
 	s->n = s->nfree = n;
 	for (unsigned i = n; i-- > 0;) {
 		struct jimg *im = &s->img[i];
@@ -158,62 +159,30 @@ static void slab_release(struct mfs_journal *j, struct jslab *s)
 	free(s);
 }
 
-/* Pool lock held.  first: at the front of the list, else at its end. */
-static void slab_link(struct mfs_journal *j, struct jslab *s, int first)
-{
-	if (first || !j->slabs) {
-		s->prev = NULL;
-		s->next = j->slabs;
-		if (j->slabs)
-			j->slabs->prev = s;
-		else
-			j->slabs_last = s;
-		j->slabs = s;
-	} else {
-		s->next = NULL;
-		s->prev = j->slabs_last;
-		j->slabs_last->next = s;
-		j->slabs_last = s;
-	}
-}
-
-static void slab_unlink(struct mfs_journal *j, struct jslab *s)
-{
-	if (s->prev)
-		s->prev->next = s->next;
-	else
-		j->slabs = s->next;
-	if (s->next)
-		s->next->prev = s->prev;
-	else
-		j->slabs_last = s->prev;
-	s->next = s->prev = NULL;
-}
-
 static struct jimg *jimg_alloc(struct mfs_journal *j)
 {
 	struct jslab *s;
 	struct jimg *im;
 
 	pthread_mutex_lock(&j->pool_lock);
-	if (!j->slabs) {
+	if (mfs_list_empty(&j->slabs)) {
 		/* (Two committers may both add one: the spare stays listed, free.) */
 		pthread_mutex_unlock(&j->pool_lock);
 		s = slab_new(j);
 		if (!s)
 			return NULL;
 		pthread_mutex_lock(&j->pool_lock);
-		slab_link(j, s, 1);
+		mfs_list_add(&j->slabs, &s->link);
 		j->nslabs++;
 		j->slab_allocs++;
 		j->npool += s->n;
 	}
-	s = j->slabs;
+	s = mfs_list_entry(mfs_list_first(&j->slabs), struct jslab, link);
 	im = s->free;
 	s->free = im->next_free;
 	j->npool--;
 	if (--s->nfree == 0)
-		slab_unlink(j, s);
+		mfs_list_del(&s->link);
 	pthread_mutex_unlock(&j->pool_lock);
 	im->refs = 1;
 	im->readers = 0;
@@ -248,9 +217,9 @@ static void jimg_put(struct mfs_journal *j, struct jimg *im)
 	s->free = im;
 	j->npool++;
 	if (s->nfree++ == 0)
-		slab_link(j, s, 0);
+		mfs_list_add_tail(&j->slabs, &s->link);
 	if (s->nfree == s->n && j->npool >= POOL_KEEP + s->n) {
-		slab_unlink(j, s);
+		mfs_list_del(&s->link);
 		j->nslabs--;
 		j->npool -= s->n;
 		gone = s;
@@ -263,10 +232,12 @@ static void jimg_put(struct mfs_journal *j, struct jimg *im)
 /* At free: every image is back by then (each record's and map entry's put). */
 static void pool_free(struct mfs_journal *j)
 {
-	while (j->slabs) {
-		struct jslab *s = j->slabs;
+	struct mfs_list *n;
 
-		slab_unlink(j, s);
+	while ((n = mfs_list_first(&j->slabs))) {
+		struct jslab *s = mfs_list_entry(n, struct jslab, link);
+
+		mfs_list_del(n);
 		if (s->nfree != s->n)
 			mfs_log(MFS_LOG_WARN, "journal: %u images of a slab still in use at close",
 				s->n - s->nfree);
@@ -1848,6 +1819,7 @@ int mfs_journal_alloc(struct mfs_fs *fs, struct mfs_journal **out)
 	j = mfs_calloc(1, sizeof(*j));
 	if (!j)
 		return -ENOMEM;
+	mfs_list_init(&j->slabs);
 	while (nslots < g->logblocks && nslots < (1u << 20))
 		nslots <<= 1;
 	j->map = mfs_calloc(nslots, sizeof(*j->map));

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include "journal.h"
+#include "list.h"
 
 struct mfs_dev;
 struct mfs_bcache;
@@ -125,7 +126,7 @@ struct mfs_journal {
 	struct ckpt_item *ckpt_items;   /* the checkpoint's list: usable entries (ckpt_lock) */
 
 	pthread_mutex_t pool_lock;  /* a leaf: the image slabs (journal.c, jimg_alloc) */
-	struct jslab *slabs, *slabs_last;   /* the slabs with a free image */
+	struct mfs_list slabs;      /* the slabs with a free image (jslab.link) */
 	unsigned npool;             /* free images, in all slabs */
 	unsigned nslabs;            /* slabs allocated */
 	unsigned nborrowed;         /* borrowed images alive (atomic; changed under lock) */
