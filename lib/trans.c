@@ -81,9 +81,9 @@ struct mfs_trans {
 	unsigned nitems, cap;
 	unsigned *slots;        /* open addressing: index+1 into items, 0 = empty */
 	unsigned nslots;        /* power of two, >= 2 * cap */
-	uint64_t *fset;         /* blocks freed and never joined: blkno + 1, 0 = empty slot */
+	uint64_t *fset;         /* blocks freed and never joined: blkno + 1, 0 = empty slot;
+	                           at commit, fset_compact: the block numbers, fset[0..nfset) */
 	uint64_t nfset, fslots; /* entries; slots (a power of two >= 2 * entries, or 0) */
-	int fdense;             /* compacted for the commit (fset_compact): no lookups */
 	uint32_t *ags;          /* AGs locked, in locking order */
 	unsigned nags, agcap;
 	int busy;               /* space given back: busy entries tagged with tp (busy.h) */
@@ -244,19 +244,16 @@ static int fset_take(struct mfs_trans *tp, uint64_t blkno)
 	return 1;
 }
 
-/* At commit, once nothing looks a block up any more: the set becomes the array of its
- * block numbers (fset[0..nfset), no longer +1), in place, so that the journal takes it
- * as it is (revokes) and the commit walks it; `fdense` says so.  Idempotent. */
+/* At commit (once: nothing looks a block up any more, and cancel only frees the set): the
+ * set becomes the array of its block numbers (fset[0..nfset), no longer +1), in place, so
+ * that the journal takes it as it is (revokes) and the commit walks it. */
 static void fset_compact(struct mfs_trans *tp)
 {
 	uint64_t k = 0;
 
-	if (tp->fdense)
-		return;
 	for (uint64_t s = 0; s < tp->fslots; s++)
 		if (tp->fset[s])
 			tp->fset[k++] = tp->fset[s] - 1;
-	tp->fdense = 1;
 }
 
 static struct trans_item *item_add(struct mfs_trans *tp, uint64_t blkno, int *err)
@@ -602,7 +599,7 @@ static void trans_free(struct mfs_trans *tp)
 }
 
 /* Hand the transaction to the journal: images of the joined buffers, revokes of the
- * forgotten blocks. */
+ * forgotten blocks (the freed-block set already compacted). */
 static int trans_log(struct mfs_trans *tp, uint64_t *lsn)
 {
 	struct mfs_jitem *items;
@@ -623,7 +620,6 @@ static int trans_log(struct mfs_trans *tp, uint64_t *lsn)
 		else if (it->bp)
 			items[n++] = (struct mfs_jitem){ it->bp, it->blkno };
 	}
-	fset_compact(tp);
 	/* Ordered tree blocks were written before the commit: the record orders them.  A
 	 * rebuild's transaction (reread) lends its buffers to the log instead of copying
 	 * them: every later change of those buffers freezes them first (mfs_trans_modify). */
@@ -648,6 +644,7 @@ int mfs_trans_commit_lsn(struct mfs_trans *tp, unsigned flags, uint64_t *lsnp)
 
 	if (lsnp)
 		*lsnp = 0;
+	fset_compact(tp);
 	if (log) {
 		err = trans_hulls_enter(tp);
 		if (!err)
@@ -670,7 +667,6 @@ int mfs_trans_commit_lsn(struct mfs_trans *tp, unsigned flags, uint64_t *lsnp)
 			mfs_bcache_forget(tp->fs->bc, it->blkno);
 		free(it->old);
 	}
-	fset_compact(tp);
 	for (uint64_t i = 0; i < tp->nfset; i++)
 		mfs_bcache_forget(tp->fs->bc, tp->fset[i]);
 	if (tp->nitems || tp->nfset)    /* before the AG locks go: see mfs_fs.changes */
