@@ -1229,6 +1229,8 @@ static int seen_add(struct bt_seen *s, uint64_t fsb)
 
 struct bt_walk {
 	int verify;
+	int trusted;                /* count only: nodes read, no seen-set (count_trusted) */
+	uint64_t max;               /* trusted: more blocks than this is corruption */
 	mfs_btree_blk_fn fn;
 	void *priv;
 	uint64_t nrecs, nblocks;
@@ -1291,7 +1293,7 @@ static int bt_walk_enter(struct mfs_btree_cur *cur, struct bt_walk *w, uint64_t 
 	struct mfs_buf *bp;
 	int err;
 
-	err = seen_add(&w->seen, fsb);
+	err = w->trusted ? 0 : seen_add(&w->seen, fsb);
 	if (err < 0)
 		return err;
 	if (err > 0)
@@ -1306,6 +1308,13 @@ static int bt_walk_enter(struct mfs_btree_cur *cur, struct bt_walk *w, uint64_t 
 	cur->path[lev].bp = bp;
 	cur->path[lev].idx = 0;
 	w->nblocks++;
+	if (w->trusted && lev == 1)
+		w->nblocks += bt_numrecs(bp);   /* its leaves, not read */
+	if (w->trusted && w->nblocks > w->max)
+		return MFS_CORRUPT("%s %llu %s: more than %llu blocks (block %llu at level %u: "
+				   "a block reached twice?)", bt_ownerkind(cur), bt_ownerid(cur),
+				   cur->ops->name, (unsigned long long)w->max,
+				   (unsigned long long)fsb, lev);
 	if (w->verify) {
 		err = bt_check_block(cur, w, bp, lev, isroot, pkey);
 		if (err)
@@ -1330,7 +1339,8 @@ static int bt_walk(struct mfs_btree_cur *cur, struct bt_walk *w)
 		struct mfs_buf *bp = cur->path[lev].bp;
 		uint64_t fsb;
 
-		if (lev == 0 || (unsigned)cur->path[lev].idx >= bt_numrecs(bp)) {
+		if (lev == 0 || (w->trusted && lev == 1) ||
+		    (unsigned)cur->path[lev].idx >= bt_numrecs(bp)) {
 			if (++lev == cur->root.levels)
 				break;
 			cur->path[lev].idx++;
@@ -1356,6 +1366,26 @@ int mfs_btree_visit_blocks(struct mfs_btree_cur *cur, mfs_btree_blk_fn fn, void 
 	w.fn = fn;
 	w.priv = priv;
 	return bt_walk(cur, &w);
+}
+
+/*
+ * The count of a tree checked before: 1 + the entries of every node, since in a tree
+ * (verified: no block reached twice) each block but the root is one node entry's child.
+ * Reads the nodes only and keeps no set of blocks seen.  Damage since the check is not
+ * looked for beyond each node's own verifier and bounds (bt_read), but nothing loops: the
+ * level falls at each step down, and a count past max stops the walk.
+ */
+int mfs_btree_count_trusted(struct mfs_btree_cur *cur, uint64_t max, uint64_t *nblocks)
+{
+	struct bt_walk w;
+	int err;
+
+	memset(&w, 0, sizeof(w));
+	w.trusted = 1;
+	w.max = max;
+	err = bt_walk(cur, &w);
+	*nblocks = err ? 0 : w.nblocks;
+	return err;
 }
 
 const void *mfs_btree_leaf_recs(const struct mfs_btree_cur *cur, unsigned *n)

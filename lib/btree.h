@@ -138,6 +138,12 @@ const void *mfs_btree_leaf_recs(const struct mfs_btree_cur *cur, unsigned *n);
  * -EFSCORRUPTED / -EFSBADCRC with a message naming the tree, block and problem.
  * Optionally counts records and blocks. */
 int mfs_btree_verify(struct mfs_btree_cur *cur, uint64_t *nrecs, uint64_t *nblocks);
+/* The number of blocks of a tree that passed mfs_btree_verify under a lock still held and
+ * was changed since only through this engine: 1 + the entries of every node (leaves are not
+ * read; no set of blocks seen is kept, so no memory grows with the tree).  Shared children
+ * in a tree changed behind the engine's back would be counted twice, never looped on: a
+ * count past max (e.g. the AG's size) is -EFSCORRUPTED. */
+int mfs_btree_count_trusted(struct mfs_btree_cur *cur, uint64_t max, uint64_t *nblocks);
 /* mfs_btree_verify and mfs_btree_visit_blocks in one walk: fn is called on each block
  * after the block passed its checks (a leaf's records are then in order after every record
  * fn saw before).  A tree that fails the check part way has had fn called on the blocks

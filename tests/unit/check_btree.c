@@ -349,6 +349,15 @@ static void tt_verify(struct ttree *tt, const struct mfs_btree_ops *ops, const s
 	T_IEQ(err, 0);
 	T_UEQ(tt->check_calls, nrecs);
 	T_UEQ(nblocks, tt->used);
+	/* the nodes' count agrees; a bound one short of it is corruption */
+	T_IEQ(mfs_btree_count_trusted(&cur, nblocks, &nblocks), 0);
+	T_UEQ(nblocks, tt->used);
+	if (nblocks > 1) {
+		int quiet = mfs_log_quiet();
+
+		T_IEQ(mfs_btree_count_trusted(&cur, nblocks - 1, &nblocks), -EFSCORRUPTED);
+		mfs_log_set_level(quiet);
+	}
 	if (m) {
 		struct collect c = { .m = m, .next = m_next(m, 0) };
 
@@ -1105,6 +1114,8 @@ static void corrupt_expect(struct corrupt_env *ce, int want)
 	}
 	err = mfs_btree_visit_blocks(&cur, NULL, NULL);
 	T_TRUE(err == 0 || mfs_is_corruption(err));
+	err = mfs_btree_count_trusted(&cur, ce->t.geo.agblocks, &cnt);
+	T_TRUE(err == 0 || mfs_is_corruption(err));
 	mfs_btree_cur_release(&cur);
 	T_IEQ(mfs_trans_alloc(ce->t.fs, &tp), 0);
 	cur_init(&cur, &ce->tt, tp, &ops_ag);
@@ -1274,6 +1285,53 @@ CORRUPT_TEST(test_node_key_mismatch, node, d_nodekey, 1, -EFSCORRUPTED)
 CORRUPT_TEST(test_check_rec, leaf, d_poison, 1, -EFSCORRUPTED)
 CORRUPT_TEST(test_underfull, leaf, d_underfull, 1, -EFSCORRUPTED)
 
+static void d_ptr_all_first(struct corrupt_env *ce, uint8_t *b)
+{
+	unsigned n = mfs_get16(((struct mfs_btree_block *)(void *)b)->numrecs);
+
+	(void)ce;
+	for (unsigned i = 1; i < n; i++)
+		memcpy(b + NODE_PTR_OFF + 4 * i, b + NODE_PTR_OFF, 4);
+}
+
+/* A shared child, which only the check finds, makes the trusted count too high: the bound
+ * stops it (a root whose n entries all name its first child, a node of m entries, is
+ * counted 1 + n * (1 + m): leaves are not read). */
+START_TEST(test_count_trusted_shared)
+{
+	struct corrupt_env ce;
+	struct mfs_btree_cur cur;
+	uint64_t exact, n;
+	uint8_t buf[1024];
+	unsigned nroot, nnode;
+	int quiet;
+
+	corrupt_setup(&ce);
+	cur_init(&cur, &ce.tt, NULL, &ops_ag);
+	T_IEQ(mfs_btree_count_trusted(&cur, ce.t.geo.agblocks, &exact), 0);
+	T_UEQ(exact, ce.tt.used);
+	mfs_btree_cur_release(&cur);
+	raw_rw(&ce, ce.root, buf, 0);
+	nroot = mfs_get16(((struct mfs_btree_block *)(void *)buf)->numrecs);
+	raw_rw(&ce, ce.node, buf, 0);      /* the root's first child (a pre-order walk's) */
+	nnode = mfs_get16(((struct mfs_btree_block *)(void *)buf)->numrecs);
+	damage(&ce, ce.root, d_ptr_all_first, 1);
+	tu_scratch_remount(&ce.t);
+	quiet = mfs_log_quiet();
+	cur_init(&cur, &ce.tt, NULL, &ops_ag);
+	T_IEQ(mfs_btree_verify(&cur, NULL, NULL), -EFSCORRUPTED);
+	T_IEQ(mfs_btree_count_trusted(&cur, ce.t.geo.agblocks, &n), 0);
+	T_UEQ(n, 1 + nroot * (1 + (uint64_t)nnode));
+	T_IEQ(mfs_btree_count_trusted(&cur, n - 1, &n), -EFSCORRUPTED);
+	T_UEQ(n, 0);
+	mfs_btree_cur_release(&cur);
+	mfs_log_set_level(quiet);
+	m_free(ce.m);
+	tt_destroy(&ce.tt);
+	tu_scratch_close(&ce.t);
+}
+END_TEST
+
 /* A bad root pointer in the caller's root (e.g. a damaged AG header). */
 START_TEST(test_bad_root)
 {
@@ -1345,6 +1403,7 @@ static Suite *btree_suite(void)
 	tcase_add_test(tc, test_check_rec);
 	tcase_add_test(tc, test_underfull);
 	tcase_add_test(tc, test_bad_root);
+	tcase_add_test(tc, test_count_trusted_shared);
 	suite_add_tcase(s, tc);
 	return s;
 }
