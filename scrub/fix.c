@@ -241,16 +241,18 @@ static void ask_repair(struct scrub_run *run, struct scrub_conn *c, struct fixob
 	}
 }
 
-/* A rebuild that failed before it could look at what it rebuilds from (memory pressure, a
- * cancel, no memory or scratch, a busy filesystem) — not one that looked and refused to
- * guess (EFSCORRUPTED: then the rebuilds after it settle the disagreement themselves). */
+/* A rebuild that failed before it could look at what it rebuilds from, or could not read
+ * it (memory pressure, a cancel, no memory or scratch, a busy filesystem, an I/O error of
+ * the device or the scratch, as mendfs_repair's rmap_settle) — not one that looked and
+ * refused to guess (EFSCORRUPTED: then the rebuilds after it settle the disagreement
+ * themselves). */
 static int stopped_unseen(const struct fixobj *o)
 {
 	if (o->outcome != FIX_FAILED)
 		return 0;
 	switch (-o->err) {
 	case ECANCELED: case ENOMEM: case ENOSPC: case EFBIG: case EBUSY: case EAGAIN:
-	case ETIMEDOUT: case EINTR:
+	case ETIMEDOUT: case EINTR: case EIO:
 		return 1;
 	}
 	return 0;
@@ -355,10 +357,7 @@ static void report_left(struct scrub_run *run, const struct fixobj *o, int n, co
 	case FIX_UNSUPPORTED:
 		snprintf(text, sizeof(text), "not rebuildable online yet: %.700s", o->why);
 		break;
-	case FIX_FAILED:
-		snprintf(text, sizeof(text), "could not repair: %.700s", o->why);
-		break;
-	case FIX_HELD:
+	case FIX_FAILED: case FIX_HELD:
 		snprintf(text, sizeof(text), "could not repair: %.700s", o->why);
 		break;
 	case FIX_DONE:
