@@ -270,9 +270,8 @@ static int rebuild(struct tool *t, uint32_t type, uint32_t agno, uint64_t ino)
 {
 	struct mfs_repair_ctx *rc;
 	char name[64];
-	int err = -ENOMEM;
-
 	uint32_t held;
+	int err = -ENOMEM;
 
 	obj_name(name, sizeof(name), type, agno, ino);
 	if (rmap_holds(t, type, agno, &held)) {
@@ -355,6 +354,8 @@ static void do_ag(struct tool *t, uint32_t agno)
 		if (n > 0) {
 			bad[ag_types[i]] = (unsigned)n;
 			t->damaged++;
+		} else if (n == 0 && ag_types[i] == MFS_SCRUB_RMAPBT) {
+			rmap_settle(t, agno, 0);     /* set right since: what it held goes on */
 		}
 	}
 	if (!t->repairing)
