@@ -101,8 +101,10 @@ static int find_mount(int version, char *mnt, size_t mntlen, char *root, size_t 
 			continue;
 		if (version == 1) {
 			bool memory = false;
+			char *save = NULL;
 
-			for (char *t = strtok(super, ","); t; t = strtok(NULL, ","))
+			/* strtok_r: every client thread of the daemon looks this up */
+			for (char *t = strtok_r(super, ",", &save); t; t = strtok_r(NULL, ",", &save))
 				memory |= strcmp(t, "memory") == 0;
 			if (!memory)
 				continue;
@@ -149,7 +151,10 @@ static int cgroup_dir_of(pid_t pid, int version, char *buf, size_t len)
 		if (version == 2) {
 			found = strcmp(line, "0") == 0 && c1[1] == '\0';
 		} else {
-			for (char *t = strtok(c1 + 1, ","); t && !found; t = strtok(NULL, ","))
+			char *save = NULL;
+
+			for (char *t = strtok_r(c1 + 1, ",", &save); t && !found;
+			     t = strtok_r(NULL, ",", &save))
 				found = strcmp(t, "memory") == 0;
 		}
 		if (found)

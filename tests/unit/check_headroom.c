@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -338,6 +339,56 @@ END_TEST
 
 /* ---- ENOSPC on a small tmpfs ------------------------------------------------------------ */
 
+/* ---- the cgroup lookup from many threads at once ------------------------------------------ */
+
+/* The daemon looks its memory cgroup up from every client thread that starts a repair (the
+ * pressure watcher, the headroom check): the lookup must be thread-safe.  Each thread asks
+ * many times and must always get the answer one thread got alone (with strtok's shared
+ * state, a thread parsed another's mount line: ASan saw a read of another thread's stack
+ * in t_repair_headers). */
+struct cg_ask {
+	const char *want;
+	int version, bad;
+};
+
+static void *cg_ask_fn(void *arg)
+{
+	struct cg_ask *a = arg;
+	char dir[512];
+
+	for (int i = 0; i < 1500; i++)
+		if (mfs_headroom_cgroup_dir(a->version, dir, sizeof(dir)) != 0 ||
+		    strcmp(dir, a->want) != 0)
+			a->bad++;
+	return NULL;
+}
+
+START_TEST(test_cgroup_dir_threads)
+{
+	char want[512];
+	pthread_t th[8];
+	struct cg_ask a[8];
+	int version = 1;
+
+	if (mfs_headroom_cgroup_dir(1, want, sizeof(want)) != 0) {
+		version = 2;
+		if (mfs_headroom_cgroup_dir(2, want, sizeof(want)) != 0) {
+			printf("SKIP: no memory cgroup to look up\n");
+			return;
+		}
+	}
+	for (int k = 0; k < 8; k++) {
+		a[k] = (struct cg_ask){ want, version, 0 };
+		ck_assert_int_eq(pthread_create(&th[k], NULL, cg_ask_fn, &a[k]), 0);
+	}
+	for (int k = 0; k < 8; k++) {
+		pthread_join(th[k], NULL);
+		ck_assert_msg(a[k].bad == 0, "thread %d: %d of 1500 lookups wrong (want %s)", k,
+			      a[k].bad, want);
+	}
+}
+END_TEST
+
 START_TEST(test_reserve_enospc_tmpfs)
 {
 	char dir[] = "/tmp/mendfs-tmpfs-XXXXXX";
@@ -395,6 +446,7 @@ static Suite *headroom_suite(void)
 
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_probe);
+	tcase_add_test(tc, test_cgroup_dir_threads);
 	tcase_add_test(tc, test_estimate);
 	tcase_add_test(tc, test_reserve_memfd);
 	tcase_add_test(tc, test_reserve_cancel);
