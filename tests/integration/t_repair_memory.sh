@@ -32,9 +32,9 @@
 # without a memory cgroup hierarchy in which a child can be made and limited.
 set -u
 . "$(dirname "$0")/mountlib.sh"
+. "$(dirname "$0")/repairlib.sh"     # checksums, pressure_stopped/_note, repair_reply
 [ "$(id -u)" = 0 ] || { echo "skip: needs root (memory cgroups, tmpfs, oom_score_adj)"; exit 77; }
 ml_setup t_repair_memory
-SCRUB=$BIN/mendfs_scrub
 hk=$dir/hooks
 mkdir "$dir/run" "$hk"
 export MENDFS_RUNDIR=$dir/run MENDFS_TEST_REPAIR_DIR=$hk
@@ -139,22 +139,18 @@ x=$(last_ag)
 [ -n "$x" ] || fail "cannot find the big file's last extent"
 [ "$x" -gt 0 ] || fail "the big file's last extent is in AG 0 (expected a later AG)"
 
-checksums() { (cd "$mnt" && md5sum --quiet -c "$dir/sums") >"$dir/md5" 2>&1 ||
-	{ cat "$dir/md5"; fail "$1: files do not read back the same"; }; }
 serving() {       # the small files only: the big one is read back at the end
 	kill -0 "$pid" 2>/dev/null || fail "$1: the daemon is gone"
 	ls "$mnt/d" >/dev/null || fail "$1: ls"
 	(cd "$mnt" && grep ' d/' "$dir/sums" | md5sum --quiet -c) >"$dir/md5" 2>&1 ||
 		{ cat "$dir/md5"; fail "$1: files do not read back the same"; }
 }
-# real_pressure FILE: a reply in FILE says that a real memory-pressure source (not the
-# test hook, "test") stopped the repair
-real_pressure() { grep -Eq "memory pressure \((psi|v1|v2)-[a-z-]*\)" "$1"; }
-# pressure_pause TRY WHAT: after a real pressure stop, a note and PSI's window; fails at 5
+# pressure_pause TRY WHAT: after a real pressure stop (repairlib's pressure_stopped), its
+# note and PSI's window; fails at the last try
 pressure_pause() {
-	[ "$1" -lt 5 ] || { cat "$dir/out"; fail "$2: stopped by real memory pressure 5 times"; }
-	echo "note: $2: try $1 stopped by real memory pressure ($(grep -Eo 'memory pressure \([a-z0-9-]*\)' "$dir/out" | head -1)); again"
-	sleep 2
+	[ "$1" -lt "$PRESSURE_TRIES" ] ||
+		{ cat "$dir/out"; fail "$2: stopped by real memory pressure $1 times"; }
+	pressure_note "$1" "$2" "$dir/out"
 }
 alive() { local s; s=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) && [ "$s" != Z ]; }
 # held POINT CMD...: start CMD in the background (output in $dir/out, pid in $cpid) and
@@ -163,7 +159,7 @@ alive() { local s; s=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) && [ "$s" != Z
 held() {
 	local point=$1 try
 	shift
-	for try in 1 2 3 4 5; do
+	for ((try = 1; try <= PRESSURE_TRIES; try++)); do
 		"$@" >"$dir/out" 2>&1 &
 		cpid=$!
 		for _ in $(seq 3000); do
@@ -173,22 +169,13 @@ held() {
 		done
 		[ -e "$hk/held-$point" ] && return 0
 		{ wait "$cpid"; } 2>/dev/null
-		real_pressure "$dir/out" || { cat "$dir/out"; fail "no repair was held at $point"; }
+		pressure_stopped "$dir/out" || { cat "$dir/out"; fail "no repair was held at $point"; }
 		pressure_pause $try "held at $point"
 	done
 }
-# client WANT CMD...: run the REPAIR client CMD in the foreground (output in $dir/out)
-# until its reply matches WANT (an extended regexp); again when real memory pressure
-# stopped it; fails on another reply
+# client WANT CMD...: repairlib's repair_reply into $dir/out, failing on another reply
 client() {
-	local want=$1 try
-	shift
-	for try in 1 2 3 4 5; do
-		"$@" >"$dir/out" 2>&1 || { cat "$dir/out"; fail "client $*"; }
-		grep -Eq "$want" "$dir/out" && return 0
-		real_pressure "$dir/out" || { cat "$dir/out"; fail "client $*: expected $want"; }
-		pressure_pause $try "$*"
-	done
+	repair_reply "$1" "$dir/out" "${@:2}" || { cat "$dir/out"; fail "client ${*:2}: expected $1"; }
 }
 # abort_done NAME [REGEXP]: after the trigger ran on the mount: daemon serving, unmount,
 # metadata unchanged (the metasum lines matching REGEXP only, when given)
@@ -255,7 +242,7 @@ wait "$rpid"
 # Real memory pressure while it was held stops it at the commit (nothing changed): held
 # and released again
 try=1
-while ! grep -q '^oflags 0x20 error 0: rebuilt' "$dir/out" && real_pressure "$dir/out"; do
+while ! grep -q '^oflags 0x20 error 0: rebuilt' "$dir/out" && pressure_stopped "$dir/out"; do
 	pressure_pause $try "the held rebuild of AG $x, released"
 	try=$((try + 1))
 	echo hold >"$hk/built"
@@ -299,7 +286,7 @@ for try in 1 2 3 4 5; do
 		{ cat "$dir/out"; fail "mendfs_scrub in a 32 MiB cgroup: an AG tree was rebuilt"; }
 	grep -Eq "^Not repaired: AG 0 free space by (block|length) btree: .*refused.*memory cgroup $cg.* of the client" \
 		"$dir/out" && break
-	real_pressure "$dir/out" || { cat "$dir/out"; fail "mendfs_scrub in a 32 MiB cgroup: not refused"; }
+	pressure_stopped "$dir/out" || { cat "$dir/out"; fail "mendfs_scrub in a 32 MiB cgroup: not refused"; }
 	pressure_pause $try "mendfs_scrub --force-rebuild in a 32 MiB cgroup"
 done
 abort_done "mendfs_scrub --force-rebuild in a 32 MiB memory cgroup: refused" '^(bno|cnt|ino|rmap|agfl) '
