@@ -1571,6 +1571,7 @@ struct fwait {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	int go, done, in_write, fired, saw_in_write, err, logged;
+	long hold_ms;           /* how long a hook holds the write for the change */
 	struct mfs_trans *tp;
 	pthread_t th;
 };
@@ -1606,8 +1607,8 @@ static void *fwait_main(void *arg)
 }
 
 /* From the hooks, a write under way (the first time only): let the thread go and give its
- * change up to 300 ms to get through (it must not: the time only bounds how long the test
- * looks for the bug). */
+ * change up to hold_ms to get through (a change that must wait must not: the time only
+ * bounds how long the test looks for the bug; one that must not wait ends the hold). */
 static void fwait_hold(struct fwait *w)
 {
 	struct timespec ts;
@@ -1618,7 +1619,8 @@ static void fwait_hold(struct fwait *w)
 		w->go = 1;
 		pthread_cond_broadcast(&w->cv);
 		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 300000000L;
+		ts.tv_sec += w->hold_ms / 1000;
+		ts.tv_nsec += (w->hold_ms % 1000) * 1000000L;
 		if (ts.tv_nsec >= 1000000000L) {
 			ts.tv_sec++;
 			ts.tv_nsec -= 1000000000L;
@@ -1652,9 +1654,11 @@ static void fwait_ckpt_hook(void *arg, uint64_t blkno, int writing)
 		fwait_hold(w);
 }
 
-static void fwait_start(struct fwait *w, struct mfs_fs *fs, uint64_t blkno, uint64_t val)
+static void fwait_start(struct fwait *w, struct mfs_fs *fs, uint64_t blkno, uint64_t val,
+			long hold_ms)
 {
 	memset(w, 0, sizeof(*w));
+	w->hold_ms = hold_ms;
 	w->fs = fs;
 	w->blkno = blkno;
 	w->val = val;
@@ -1663,13 +1667,14 @@ static void fwait_start(struct fwait *w, struct mfs_fs *fs, uint64_t blkno, uint
 	ck_assert_int_eq(pthread_create(&w->th, NULL, fwait_main, w), 0);
 }
 
-/* The thread's change went through only after the write; it is then cancelled. */
-static void fwait_end(struct fwait *w)
+/* The thread's change went through during the held write (during 1) or only after it
+ * (during 0); it is then cancelled. */
+static void fwait_end(struct fwait *w, int during)
 {
 	ck_assert_int_eq(w->fired, 1);
 	pthread_join(w->th, NULL);
 	ck_assert_int_eq(w->err, 0);
-	ck_assert_int_eq(w->saw_in_write, 0);
+	ck_assert_int_eq(w->saw_in_write, during);
 	mfs_trans_cancel(w->tp);
 	pthread_mutex_destroy(&w->mu);
 	pthread_cond_destroy(&w->cv);
@@ -1687,20 +1692,20 @@ START_TEST(borrow_freeze_waits)
 
 	/* The log write of the record: the change waits for it; the log holds 2. */
 	borrow_tx(fs, 110, 2);
-	fwait_start(&w, fs, 110, 3);
+	fwait_start(&w, fs, 110, 3, 300);
 	mfs_journal_set_io_hook(fs->log, fwait_io_hook, &w);
 	ck_assert_int_eq(mfs_journal_force(fs->log), 0);
 	mfs_journal_set_io_hook(fs->log, NULL, NULL);
-	fwait_end(&w);
+	fwait_end(&w, 0);
 
 	/* The checkpoint's write in place: the change waits for it; the block holds 4. */
 	borrow_tx(fs, 111, 4);
 	ck_assert_int_eq(mfs_journal_force(fs->log), 0);
-	fwait_start(&w, fs, 111, 5);
+	fwait_start(&w, fs, 111, 5, 300);
 	mfs_journal_set_ckpt_hook(fs->log, fwait_ckpt_hook, &w);
 	ck_assert_int_eq(mfs_journal_checkpoint(fs->log), 0);
 	mfs_journal_set_ckpt_hook(fs->log, NULL, NULL);
-	fwait_end(&w);
+	fwait_end(&w, 0);
 	ck_assert_uint_eq(raw_val(111), 4);
 
 	/* A borrowed buffer zeroed by mfs_trans_get_new: frozen first, 6 goes in place. */
@@ -1730,26 +1735,13 @@ END_TEST
 static void nfw_io_hook(void *arg, enum mfs_jio what, uint64_t blkno, uint32_t n)
 {
 	struct fwait *w = arg;
-	struct timespec ts;
 
 	(void)blkno;
 	(void)n;
 	if (what == MFS_JIO_LOG_WRITE)
 		w->logged = 1;
-	if (what != MFS_JIO_FLUSH || !w->logged)
-		return;
-	pthread_mutex_lock(&w->mu);
-	if (!w->fired++) {
-		w->in_write = 1;
-		w->go = 1;
-		pthread_cond_broadcast(&w->cv);
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += 5;
-		while (!w->done && pthread_cond_timedwait(&w->cv, &w->mu, &ts) == 0)
-			;
-		w->in_write = 0;
-	}
-	pthread_mutex_unlock(&w->mu);
+	else if (what == MFS_JIO_FLUSH && w->logged)
+		fwait_hold(w);
 }
 
 START_TEST(borrow_freeze_no_flush_wait)
@@ -1761,17 +1753,11 @@ START_TEST(borrow_freeze_no_flush_wait)
 	ck_assert_int_eq(tx(fs, &b, 1, 1, 1), 0);
 	ck_assert_int_eq(mfs_journal_checkpoint(fs->log), 0);
 	borrow_tx(fs, 120, 2);
-	fwait_start(&w, fs, 120, 3);
+	fwait_start(&w, fs, 120, 3, 5000);
 	mfs_journal_set_io_hook(fs->log, nfw_io_hook, &w);
 	ck_assert_int_eq(mfs_journal_force(fs->log), 0);
 	mfs_journal_set_io_hook(fs->log, NULL, NULL);
-	ck_assert_int_eq(w.fired, 1);
-	pthread_join(w.th, NULL);
-	ck_assert_int_eq(w.err, 0);
-	ck_assert_int_eq(w.saw_in_write, 1);    /* through while the flush was held */
-	mfs_trans_cancel(w.tp);
-	pthread_mutex_destroy(&w.mu);
-	pthread_cond_destroy(&w.cv);
+	fwait_end(&w, 1);                       /* through while the flush was held */
 	crash(fs);
 	fs = fs_up(256, 0, NULL);
 	ck_assert_uint_eq(block_val(fs, 120), 2);       /* the log holds the committed bytes */
