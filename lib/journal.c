@@ -1033,7 +1033,7 @@ void mfs_journal_freeze(struct mfs_journal *j, uint64_t blkno)
 		struct jimg *im = e->img;
 
 		if (im->readers || e->busy) {
-			jwait(j, "a log write of a buffer about to change");
+			jwait(j, "a log or checkpoint write reading a buffer about to change");
 			continue;
 		}
 		memcpy(im->own, im->data, j->bs);

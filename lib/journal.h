@@ -163,7 +163,7 @@ int mfs_journal_commit(struct mfs_journal *log, const struct mfs_jitem *items, u
 		       const uint64_t *revs, uint64_t nrevs, unsigned flags, uint64_t *lsn);
 
 /*
- * Block `blkno`'s buffer `bp` is about to change: if a committed image borrows its bytes
+ * The buffer of block `blkno` is about to change: if a committed image borrows its bytes
  * (MFS_JCOMMIT_BORROW), copy them into the image first, once no log write or checkpoint
  * write is reading them (it may wait for one: call it with no journal lock held; AG and
  * inode locks are fine, the log thread takes none).  Cheap when no image is borrowed (one

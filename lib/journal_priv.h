@@ -129,8 +129,8 @@ struct mfs_journal {
 	struct mfs_list slabs;      /* the slabs with a free image (jslab.link) */
 	unsigned npool;             /* free images, in all slabs */
 	unsigned nslabs;            /* slabs allocated */
-	unsigned nborrowed;         /* borrowed images alive (atomic; changed under lock) */
-	uint64_t borrows, freezes;  /* images ever borrowed, borrowed images frozen (lock) */
+	unsigned nborrowed;         /* borrowed images alive (atomic) */
+	uint64_t borrows, freezes;  /* images ever borrowed (atomic), borrowed images frozen (lock) */
 	uint64_t slab_allocs;       /* slabs ever allocated */
 
 	struct mfs_journal_stats st;
