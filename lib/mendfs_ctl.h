@@ -9,6 +9,7 @@
 #ifndef MFS_CTL_H
 #define MFS_CTL_H
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,36 @@ enum mfs_scrub_type {
 	MFS_SCRUB_SUMMARY   = 16,  /* fs: summary counters vs the AG trees */
 	MFS_SCRUB_NTYPES
 };
+
+/*
+ * What a rebuild of `type` reads the reverse map for (so that a client holds it while a
+ * damaged reverse map could not be rebuilt: mendfs_scrub's scrub/fix.c, mendfs_repair):
+ * 1 for an AG's free-space trees and inode btree (that AG's map), 2 for a fork's blocks
+ * (extent map, directory, symlink, xattrs: every AG's map), 0 for the others.
+ */
+static inline int mfs_scrub_from_rmap(uint32_t type)
+{
+	switch (type) {
+	case MFS_SCRUB_BNOBT: case MFS_SCRUB_CNTBT: case MFS_SCRUB_INOBT:
+		return 1;
+	case MFS_SCRUB_BMAP: case MFS_SCRUB_DIR: case MFS_SCRUB_SYMLINK: case MFS_SCRUB_XATTR:
+		return 2;
+	}
+	return 0;
+}
+
+/* A rebuild's error (negative) that stopped it before it could look at, or read, what it
+ * rebuilds from — memory pressure, a cancel, no memory or scratch, a busy filesystem, an
+ * I/O error — as opposed to one that looked and refused to guess (-EFSCORRUPTED). */
+static inline int mfs_repair_err_unseen(int err)
+{
+	switch (-err) {
+	case ECANCELED: case ENOMEM: case ENOSPC: case EFBIG: case EBUSY: case EAGAIN:
+	case ETIMEDOUT: case EINTR: case EIO:
+		return 1;
+	}
+	return 0;
+}
 
 /* Result flags of one check (several may be set; none = clean). */
 #define MFS_SCRUB_OFLAG_CORRUPT     0x01u  /* the object is wrong */

@@ -228,12 +228,12 @@ static int rmap_holds(const struct tool *t, uint32_t type, uint32_t agno, uint32
 
 	if (!t->rmap_left)
 		return 0;
-	switch (type) {
-	case MFS_SCRUB_BNOBT: case MFS_SCRUB_CNTBT: case MFS_SCRUB_INOBT:
+	switch (mfs_scrub_from_rmap(type)) {
+	case 1:                 /* that AG's map */
 		lo = agno;
 		hi = agno + 1 < hi ? agno + 1 : hi;
 		break;
-	case MFS_SCRUB_BMAP: case MFS_SCRUB_DIR: case MFS_SCRUB_SYMLINK: case MFS_SCRUB_XATTR:
+	case 2:                 /* every AG's */
 		break;
 	default:
 		return 0;
@@ -250,8 +250,7 @@ static int rmap_holds(const struct tool *t, uint32_t type, uint32_t agno, uint32
  * before it could look holds them (rmap_holds). */
 static void rmap_settle(struct tool *t, uint32_t agno, int err)
 {
-	int unseen = err == -ECANCELED || err == -ENOMEM || err == -ENOSPC || err == -EFBIG ||
-		     err == -EIO || err == -EBUSY || err == -EAGAIN;
+	int unseen = mfs_repair_err_unseen(err);
 
 	if (agno >= t->fs->geo.agcount)
 		return;

@@ -116,9 +116,9 @@ static void first_finding(const uint8_t *buf, size_t len, const struct mfs_ctl_s
 /*
  * The reverse map is what the free-space trees, the inode btree and every fork's blocks
  * (extent maps, directories, symlinks, xattrs) are rebuilt from.  Once an AG's reverse map
- * was found damaged and its own rebuild could not run (memory pressure, no scratch: see
- * stopped_unseen; a rebuild that looked and refused to guess leaves the disagreement to
- * the rebuilds after it, which settle it with their own checks),
+ * was found damaged and its own rebuild could not run (memory pressure, no scratch:
+ * mfs_repair_err_unseen; a rebuild that looked and refused to guess leaves the
+ * disagreement to the rebuilds after it, which settle it with their own checks),
  * rebuilding those from it would write its damage into them: a record moved onto free
  * space gives the file's real block to the free-space trees and the moved block to the
  * file.  So they wait (FIX_HELD) until that reverse map is rebuilt or checks clean;
@@ -143,14 +143,14 @@ static int held_by_rmap(struct scrub_run *run, struct fixobj *o)
 
 	if (!run->rmapleft)
 		return 0;
-	switch (o->type) {
-	case MFS_SCRUB_BNOBT: case MFS_SCRUB_CNTBT: case MFS_SCRUB_INOBT:
+	switch (mfs_scrub_from_rmap(o->type)) {
+	case 1:                 /* that AG's map */
 		if (o->agno >= run->info.h.agcount)
 			return 0;
 		lo = o->agno;
 		hi = o->agno + 1;
 		break;
-	case MFS_SCRUB_BMAP: case MFS_SCRUB_DIR: case MFS_SCRUB_SYMLINK: case MFS_SCRUB_XATTR:
+	case 2:                 /* every AG's */
 		hi = run->info.h.agcount;
 		break;
 	default:
@@ -241,30 +241,14 @@ static void ask_repair(struct scrub_run *run, struct scrub_conn *c, struct fixob
 	}
 }
 
-/* A rebuild that failed before it could look at what it rebuilds from, or could not read
- * it (memory pressure, a cancel, no memory or scratch, a busy filesystem, an I/O error of
- * the device or the scratch, as mendfs_repair's rmap_settle) — not one that looked and
- * refused to guess (EFSCORRUPTED: then the rebuilds after it settle the disagreement
- * themselves). */
-static int stopped_unseen(const struct fixobj *o)
-{
-	if (o->outcome != FIX_FAILED)
-		return 0;
-	switch (-o->err) {
-	case ECANCELED: case ENOMEM: case ENOSPC: case EFBIG: case EBUSY: case EAGAIN:
-	case ETIMEDOUT: case EINTR: case EIO:
-		return 1;
-	}
-	return 0;
-}
-
 /* ask_repair, and a damaged reverse map whose rebuild could not run holds what is rebuilt
  * from it */
 static void try_repair(struct scrub_run *run, struct scrub_conn *c, struct fixobj *o)
 {
 	ask_repair(run, c, o);
 	if (o->type == MFS_SCRUB_RMAPBT && o->outcome != FIX_STOPPED)
-		rmap_left_set(run, o->agno, o->bad && stopped_unseen(o), o->why);
+		rmap_left_set(run, o->agno, o->bad && o->outcome == FIX_FAILED &&
+			      mfs_repair_err_unseen(o->err), o->why);
 }
 
 /* Check o again without reporting: its corrupt and xref findings (>= 0), the first one's
