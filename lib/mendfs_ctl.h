@@ -40,13 +40,14 @@ enum mfs_scrub_type {
 /*
  * What a rebuild of `type` reads the reverse map for (so that a client holds it while a
  * damaged reverse map could not be rebuilt: mendfs_scrub's scrub/fix.c, mendfs_repair):
- * 1 for an AG's free-space trees and inode btree (that AG's map), 2 for a fork's blocks
- * (extent map, directory, symlink, xattrs: every AG's map), 0 for the others.
+ * 1 for an AG's free list (its stock is the map's "ag" blocks that are no tree's),
+ * free-space trees and inode btree (that AG's map), 2 for a fork's blocks (extent map,
+ * directory, symlink, xattrs: every AG's map), 0 for the others.
  */
 static inline int mfs_scrub_from_rmap(uint32_t type)
 {
 	switch (type) {
-	case MFS_SCRUB_BNOBT: case MFS_SCRUB_CNTBT: case MFS_SCRUB_INOBT:
+	case MFS_SCRUB_AGFL: case MFS_SCRUB_BNOBT: case MFS_SCRUB_CNTBT: case MFS_SCRUB_INOBT:
 		return 1;
 	case MFS_SCRUB_BMAP: case MFS_SCRUB_DIR: case MFS_SCRUB_SYMLINK: case MFS_SCRUB_XATTR:
 		return 2;

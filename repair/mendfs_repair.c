@@ -10,9 +10,10 @@
  *
  * A pass checks every object, and (unless -n) rebuilds each damaged one as soon as what it
  * is rebuilt from has had its turn, in this order — later steps trust the earlier ones:
- *   1. per AG: superblock copy, AG header, free list, reverse map, free-space trees, inode
- *      btree (the header first, then the free list, the reverse map, both free-space trees,
- *      the inode btree; the trees also when the header's counters disagree with them);
+ *   1. per AG: superblock copy, AG header, reverse map, free list, free-space trees, inode
+ *      btree (the header first, then the reverse map, the free list, the reverse map again
+ *      when it refused for the list's sake, both free-space trees, the inode btree; the
+ *      trees also when the header's counters disagree with them);
  *   2. the orphan lists (the check of an inode without links looks it up on its list);
  *   3. every inode in use, listed from the inode btrees chunk by chunk (the listing starts
  *      again after each chunk, so that rebuilds that free or allocate inodes meanwhile do not
@@ -214,13 +215,15 @@ static void pressure_pause(unsigned try)
 }
 
 /*
- * The free-space trees and the inode btree of an AG are rebuilt from its reverse map, every
- * fork's blocks (extent maps, directories, symlinks, xattrs) from the reverse maps of all
- * AGs.  A reverse map found damaged whose own rebuild could not run (memory pressure, no
- * memory or scratch: not a refusal after looking, which leaves the disagreement to the
- * rebuilds after it) would write its damage into them — a record moved onto free space
- * gives a file's block away — so they wait for it: 1 (and the AG in *held) when type in
- * agno waits for a reverse map so left.  The second pass tries that reverse map again.
+ * The free list, the free-space trees and the inode btree of an AG are rebuilt from its
+ * reverse map, every fork's blocks (extent maps, directories, symlinks, xattrs) from the
+ * reverse maps of all AGs (mfs_scrub_from_rmap).  A reverse map found damaged whose own
+ * rebuild could not run (memory pressure, no memory or scratch: not a refusal after
+ * looking, which leaves the disagreement to the rebuilds after it) would write its damage
+ * into them — a record moved onto free space gives a file's block away, an "ag" record
+ * moved onto a file's block puts that block on the free list — so they wait for it: 1
+ * (and the AG in *held) when type in agno waits for a reverse map so left.  The second
+ * pass tries that reverse map again.
  */
 static int rmap_holds(const struct tool *t, uint32_t type, uint32_t agno, uint32_t *held)
 {
@@ -345,7 +348,7 @@ static const uint32_t ag_types[] = { MFS_SCRUB_SB, MFS_SCRUB_AGH, MFS_SCRUB_AGFL
 static void do_ag(struct tool *t, uint32_t agno)
 {
 	unsigned bad[MFS_SCRUB_NTYPES] = { 0 };
-	int agfl_ok = 0;
+	int rmap_ok = 0, agfl_ok = 0;
 
 	for (size_t i = 0; i < NELEM(ag_types); i++) {
 		int n = check(t, ag_types[i], agno, 0);
@@ -361,19 +364,22 @@ static void do_ag(struct tool *t, uint32_t agno)
 		return;
 	/* The superblock (from the geometry in use) and the AG header (its roots found, its
 	 * counters recomputed) first: every other rebuild reads the header.  Then the reverse
-	 * map: the other rebuilds trust it (the free list first tries without it).  The
-	 * header's counters are rewritten by the tree rebuilds too: a header that disagrees is
-	 * worth a rebuild of both kinds of tree. */
+	 * map: the other rebuilds trust it — the free list too (its stock is the map's "ag"
+	 * blocks: held with the others when the map's rebuild could not run).  The map's
+	 * rebuild reads the free list as it is and refuses when the list is what is wrong: it
+	 * is tried again once the list is rebuilt.  The header's counters are rewritten by the
+	 * tree rebuilds too: a header that disagrees is worth a rebuild of both kinds of
+	 * tree. */
 	if (bad[MFS_SCRUB_SB])
 		rebuild(t, MFS_SCRUB_SB, agno, 0);
 	if (bad[MFS_SCRUB_AGH])
 		rebuild(t, MFS_SCRUB_AGH, agno, 0);
+	if (bad[MFS_SCRUB_RMAPBT])
+		rmap_ok = rebuild(t, MFS_SCRUB_RMAPBT, agno, 0) == 0;
 	if (bad[MFS_SCRUB_AGFL])
 		agfl_ok = rebuild(t, MFS_SCRUB_AGFL, agno, 0) == 0;
-	if (bad[MFS_SCRUB_RMAPBT])
+	if (bad[MFS_SCRUB_RMAPBT] && !rmap_ok && agfl_ok)   /* it needed the free list */
 		rebuild(t, MFS_SCRUB_RMAPBT, agno, 0);
-	if (bad[MFS_SCRUB_AGFL] && !agfl_ok)            /* it needed the reverse map */
-		rebuild(t, MFS_SCRUB_AGFL, agno, 0);
 	if (bad[MFS_SCRUB_BNOBT] || bad[MFS_SCRUB_CNTBT] || bad[MFS_SCRUB_AGH])
 		rebuild(t, MFS_SCRUB_BNOBT, agno, 0);
 	if (bad[MFS_SCRUB_INOBT] || bad[MFS_SCRUB_AGH])

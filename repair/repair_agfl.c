@@ -3,8 +3,17 @@
  *
  * The free list's stock is what the reverse map says the AG owns (MFS_OWN_AG) minus the
  * blocks of the by-block, by-length and reverse-map trees (all verified first).  The list
- * block is rewritten with up to MFS_AGFL_SIZE_MAX - 8 of them (room kept for give-backs);
- * the rest goes back to free space, in the same transaction.
+ * block is rewritten with up to MFS_AGFL_SIZE_MAX - 8 of them, in block order (room kept
+ * for give-backs); the rest goes back to free space, in the same transaction.
+ *
+ * The reverse map is all it has for the stock: the "ag" records' extents, each block taken
+ * unless a tree's.  Nothing else vouches for them (not the free space, the inode btree and
+ * chunks, nor the files), so a damaged map gives blocks away — an "ag" record moved onto a
+ * file's block puts that block on the list (a tree's next split writes over it) or frees
+ * it, and the list's own block the record no longer covers is lost — and the reverse map's
+ * rebuild, which counts the list as the AG's, can then never agree again.  Its clients
+ * therefore rebuild the list after a damaged reverse map, and not at all while that map's
+ * own rebuild could not run (mfs_scrub_from_rmap in mendfs_ctl.h).
  */
 #include "repair_ag.h"
 

@@ -114,14 +114,16 @@ static void first_finding(const uint8_t *buf, size_t len, const struct mfs_ctl_s
 }
 
 /*
- * The reverse map is what the free-space trees, the inode btree and every fork's blocks
- * (extent maps, directories, symlinks, xattrs) are rebuilt from.  Once an AG's reverse map
+ * The reverse map is what the free list (its "ag" blocks that are no tree's), the
+ * free-space trees, the inode btree and every fork's blocks (extent maps, directories,
+ * symlinks, xattrs) are rebuilt from (mfs_scrub_from_rmap).  Once an AG's reverse map
  * was found damaged and its own rebuild could not run (memory pressure, no scratch:
  * mfs_repair_err_unseen; a rebuild that looked and refused to guess leaves the
  * disagreement to the rebuilds after it, which settle it with their own checks),
  * rebuilding those from it would write its damage into them: a record moved onto free
  * space gives the file's real block to the free-space trees and the moved block to the
- * file.  So they wait (FIX_HELD) until that reverse map is rebuilt or checks clean;
+ * file; an "ag" record moved onto a file's block puts that block on the free list.  So
+ * they wait (FIX_HELD) until that reverse map is rebuilt or checks clean;
  * run->rmapleft says which AGs, and why.  An AG's trees wait for that AG's map, a
  * fork for any AG's (its blocks may be in any).
  */
@@ -364,13 +366,16 @@ static void report_left(struct scrub_run *run, const struct fixobj *o, int n, co
 			    "corrupt");
 }
 
-/* Keep damaged o for scrub_fix_pending: 1, or 0 when that is over or full (report now). */
+/* Keep damaged o for scrub_fix_pending: 1, or 0 when that is over or full (report now).
+ * A reverse map is kept past SCRUB_MAX_PENDING (one per AG at most): reported now, it
+ * would not be tried again, and what it holds (held_by_rmap) would wait to the end. */
 static int defer(struct scrub_run *run, const struct fixobj *o)
 {
 	int kept = 0;
 
 	pthread_mutex_lock(&run->lock);
-	if (!run->pend_closed && run->npend < SCRUB_MAX_PENDING) {
+	if (!run->pend_closed &&
+	    (run->npend < SCRUB_MAX_PENDING || o->type == MFS_SCRUB_RMAPBT)) {
 		if (run->npend == run->pendcap) {
 			size_t nc = run->pendcap ? 2 * run->pendcap : 16;
 			struct fixobj *np = realloc(run->pend, nc * sizeof(*np));
@@ -479,7 +484,7 @@ void scrub_fix(struct scrub_run *run, struct scrub_conn *c, uint32_t type, uint3
  * order they are rebuilt from one another, then those another rebuild may have set right
  * (the header's counters). */
 static const uint32_t ag_order[] = {
-	MFS_SCRUB_AGFL, MFS_SCRUB_RMAPBT, MFS_SCRUB_BNOBT, MFS_SCRUB_CNTBT, MFS_SCRUB_INOBT,
+	MFS_SCRUB_RMAPBT, MFS_SCRUB_AGFL, MFS_SCRUB_BNOBT, MFS_SCRUB_CNTBT, MFS_SCRUB_INOBT,
 	MFS_SCRUB_AGH, MFS_SCRUB_SB,
 };
 #define N_AG_ORDER (sizeof(ag_order) / sizeof(ag_order[0]))
@@ -505,7 +510,11 @@ static void repair_space(struct scrub_run *run, struct scrub_conn *c, struct fix
  * The order of an AG's rebuilds follows what each is rebuilt from:
  *   - the header first: every other object of the AG is read through it (its rebuild finds
  *     lost roots, recounts, and rebuilds a tree whose root it lost); then the free list
- *     (the trees' rebuilds take blocks from it);
+ *     (the trees' rebuilds take blocks from it) — but after the reverse map when that map
+ *     is damaged: the list's stock is the map's "ag" blocks (an "ag" record moved onto a
+ *     file's block would put that block on the list), while the map's rebuild reads the
+ *     list as it is and refuses when the list is what is wrong (a block on it also free,
+ *     or another's; the list is then rebuilt, and the map tried again with the verdicts);
  *   - the reverse map before the trees rebuilt from it: the free space is its gaps, the
  *     inode chunks its "inodes" records.  It is rebuilt from the owners themselves (every
  *     inode's forks, the AG's trees), and refuses rather than guess when an owner or the
@@ -525,7 +534,7 @@ void scrub_fix_ag(struct scrub_run *run, struct scrub_conn *c, size_t job)
 	const struct scrub_agfound *f = run->agbad + job * MFS_SCRUB_NTYPES;
 	uint32_t agno = (uint32_t)job;
 	int force = run->o.force_rebuild, any = force, agh_left = f[MFS_SCRUB_AGH].bad != 0;
-	int space, inobt, space_first, inobt_first;
+	int agfl, agfl_after, space, inobt, space_first, inobt_first;
 	struct fixobj *o;
 
 	for (size_t i = 0; i < N_AG_ORDER; i++)
@@ -544,7 +553,9 @@ void scrub_fix_ag(struct scrub_run *run, struct scrub_conn *c, size_t job)
 		try_repair(run, c, &o[MFS_SCRUB_AGH]);
 		agh_left = o[MFS_SCRUB_AGH].outcome != FIX_DONE;
 	}
-	if (f[MFS_SCRUB_AGFL].bad || force)
+	agfl = f[MFS_SCRUB_AGFL].bad || force;
+	agfl_after = f[MFS_SCRUB_RMAPBT].bad != 0;
+	if (agfl && !agfl_after)
 		try_repair(run, c, &o[MFS_SCRUB_AGFL]);
 	space = f[MFS_SCRUB_BNOBT].bad || f[MFS_SCRUB_CNTBT].bad || agh_left || force;
 	inobt = f[MFS_SCRUB_INOBT].bad || agh_left || force;
@@ -556,6 +567,8 @@ void scrub_fix_ag(struct scrub_run *run, struct scrub_conn *c, size_t job)
 		try_repair(run, c, &o[MFS_SCRUB_INOBT]);
 	if (f[MFS_SCRUB_RMAPBT].bad || (force && !is_norepair(run, MFS_SCRUB_RMAPBT, NULL, 0)))
 		try_repair(run, c, &o[MFS_SCRUB_RMAPBT]);
+	if (agfl && agfl_after)
+		try_repair(run, c, &o[MFS_SCRUB_AGFL]);    /* held if the map's could not run */
 	if (space && !space_first)
 		repair_space(run, c, o, f);
 	if (inobt && !inobt_first)
@@ -577,7 +590,7 @@ void scrub_fix_ag(struct scrub_run *run, struct scrub_conn *c, size_t job)
 static int pend_rank(uint32_t type)
 {
 	static const uint32_t order[] = {
-		MFS_SCRUB_SB, MFS_SCRUB_JOURNAL, MFS_SCRUB_AGH, MFS_SCRUB_AGFL, MFS_SCRUB_RMAPBT,
+		MFS_SCRUB_SB, MFS_SCRUB_JOURNAL, MFS_SCRUB_AGH, MFS_SCRUB_RMAPBT, MFS_SCRUB_AGFL,
 		MFS_SCRUB_BNOBT, MFS_SCRUB_CNTBT, MFS_SCRUB_INOBT, MFS_SCRUB_INODE, MFS_SCRUB_BMAP,
 		MFS_SCRUB_XATTR, MFS_SCRUB_SYMLINK, MFS_SCRUB_DIR,
 	};
@@ -602,13 +615,18 @@ static int cmp_pend(const void *a, const void *b)
 
 /* A refusal worth asking again once other objects are rebuilt: one that named damage
  * elsewhere, or a busy filesystem — not a lack of memory or scratch, nor a type the daemon
- * cannot rebuild (asked again right away, they would answer the same). */
+ * cannot rebuild (asked again right away, they would answer the same).  But a reverse map
+ * stopped by memory pressure (ECANCELED: a cancel of ours stops the run instead) is asked
+ * again: pressure passes, and until that map is rebuilt it holds its AG's free list and
+ * trees and every fork (held_by_rmap). */
 static int worth_retrying(const struct fixobj *o)
 {
 	if (o->outcome == FIX_NONE || o->outcome == FIX_HELD)
 		return 1;               /* (held: asked again if what held it is rebuilt) */
 	if (o->outcome != FIX_FAILED && o->outcome != FIX_DONE)
 		return 0;
+	if (o->type == MFS_SCRUB_RMAPBT && o->err == -ECANCELED)
+		return 1;
 	switch (-o->err) {
 	case ENOMEM: case ENOSPC: case EFBIG: case ECANCELED: case EOPNOTSUPP: case ENOENT:
 		return 0;
@@ -675,10 +693,12 @@ void scrub_fix_pending(struct scrub_run *run, int last)
 				char why[sizeof(o->why)];
 
 				memcpy(why, o->why, sizeof(why));
-				tried[i] = 1;
 				try_repair(run, c, o);
 				if (o->outcome == FIX_STOPPED)
 					break;
+				/* held again: not asked, so its one try is kept for a later pass
+				 * (the reverse map that holds it may be rebuilt in this one) */
+				tried[i] = o->outcome != FIX_HELD;
 				n = recheck(run, c, o, first[i], sizeof(first[i]));
 				if (n == 0 && o->outcome == FIX_DONE)
 					snprintf(text, sizeof(text), "%.500s (its first rebuild: %.650s)",
