@@ -1058,6 +1058,7 @@ static int noop_rec(struct mfs_btree_cur *cur, const void *rec, void *priv)
 struct msgs {
 	unsigned n, bad;
 	char first_bad[300];
+	char first[300];
 };
 
 static void msg_sink(int level, const char *msg, void *priv)
@@ -1066,9 +1067,28 @@ static void msg_sink(int level, const char *msg, void *priv)
 
 	if (level > MFS_LOG_ERR)
 		return;
-	m->n++;
+	if (!m->n++)
+		snprintf(m->first, sizeof(m->first), "%s", msg);
 	if (!strstr(msg, "AG 0 ") && !m->bad++)
 		snprintf(m->first_bad, sizeof(m->first_bad), "%s", msg);
+}
+
+/* Verify the tree as it is on the image (the cache dropped), with its messages. */
+static int verify_logged(struct corrupt_env *ce, struct msgs *msgs)
+{
+	struct mfs_btree_cur cur;
+	int err, quiet = mfs_log_quiet();
+
+	memset(msgs, 0, sizeof(*msgs));
+	tu_scratch_remount(&ce->t);
+	mfs_log_set_sink(msg_sink, msgs);
+	mfs_log_set_level(MFS_LOG_ERR);
+	cur_init(&cur, &ce->tt, NULL, &ops_ag);
+	err = mfs_btree_verify(&cur, NULL, NULL);
+	mfs_btree_cur_release(&cur);
+	mfs_log_set_sink(NULL, NULL);
+	mfs_log_set_level(quiet);
+	return err;
 }
 
 /* After damage: verify fails with `want`, saying which AG; lookups, walks and changes
@@ -1079,18 +1099,10 @@ static void corrupt_expect(struct corrupt_env *ce, int want)
 	struct mfs_trans *tp;
 	uint8_t key[8], rec[16];
 	uint64_t cnt = 0;
-	struct msgs msgs = { 0, 0, "" };
+	struct msgs msgs;
 	int stat, err, quiet, any_err = 0;
 
-	quiet = mfs_log_quiet();
-	tu_scratch_remount(&ce->t);
-	mfs_log_set_sink(msg_sink, &msgs);
-	mfs_log_set_level(MFS_LOG_ERR);
-	cur_init(&cur, &ce->tt, NULL, &ops_ag);
-	err = mfs_btree_verify(&cur, NULL, NULL);
-	mfs_btree_cur_release(&cur);
-	mfs_log_set_sink(NULL, NULL);
-	mfs_log_set_level(quiet);
+	err = verify_logged(ce, &msgs);
 	ck_assert_msg(err == want, "verify returned %d, expected %d", err, want);
 	ck_assert_msg(msgs.n > 0, "verify failed without a message");
 	ck_assert_msg(!msgs.bad, "%u of %u messages do not name the AG, e.g. \"%s\"", msgs.bad,
@@ -1332,6 +1344,292 @@ START_TEST(test_count_trusted_shared)
 }
 END_TEST
 
+/* ---- blocks reached twice: shared children and cycles, with every key made consistent ---- */
+/*
+ * The damage of the tests below passes every check of a block on its own and against the
+ * key its parent holds for it: node keys stay strictly increasing and equal to the first
+ * key of the child they name.  Only the walk noticing that a block is reached a second
+ * time (a set of the blocks seen, or the order of the records across the whole walk)
+ * finds it; a verifier that lost that check would pass these trees.
+ */
+static unsigned nd_n(const uint8_t *b)
+{
+	return mfs_get16(((const struct mfs_btree_block *)(const void *)b)->numrecs);
+}
+
+static uint64_t nd_key(const uint8_t *b, unsigned i)
+{
+	uint64_t k;
+
+	memcpy(&k, b + 64 + 8 * i, 8);
+	return mfs_get64(k);
+}
+
+static void nd_set_key(uint8_t *b, unsigned i, uint64_t key)
+{
+	uint64_t k;
+
+	mfs_put64(k, key);
+	memcpy(b + 64 + 8 * i, &k, 8);
+}
+
+static uint32_t nd_ptr(const uint8_t *b, unsigned i)
+{
+	uint32_t v;
+
+	memcpy(&v, b + NODE_PTR_OFF + 4 * i, 4);
+	return mfs_get32(v);
+}
+
+static void nd_set_ptr(uint8_t *b, unsigned i, uint32_t p)
+{
+	uint32_t v;
+
+	mfs_put32(v, p);
+	memcpy(b + NODE_PTR_OFF + 4 * i, &v, 4);
+}
+
+/* Point entry i of node `fsb` at block `to` with key `key`, resealed on disk. */
+static void relink(struct corrupt_env *ce, uint64_t fsb, unsigned i, uint32_t to, uint64_t key)
+{
+	uint8_t buf[1024];
+
+	raw_rw(ce, fsb, buf, 0);
+	T_ULT(i, nd_n(buf));
+	nd_set_ptr(buf, i, to);
+	nd_set_key(buf, i, key);
+	mfs_blk_seal(buf, 1024);
+	raw_rw(ce, fsb, buf, 1);
+}
+
+/* Entry i of node `fsb` as it is on disk. */
+static void entry(struct corrupt_env *ce, uint64_t fsb, int i, uint32_t *ptr, uint64_t *key,
+		  unsigned *n)
+{
+	uint8_t buf[1024];
+
+	raw_rw(ce, fsb, buf, 0);
+	*n = nd_n(buf);
+	if (i < 0)
+		i += (int)*n;
+	*ptr = nd_ptr(buf, (unsigned)i);
+	*key = nd_key(buf, (unsigned)i);
+}
+
+struct bl4 {
+	struct ttree *tt;
+	uint32_t next;
+};
+
+static int bl4_get(void *priv, void *recs, unsigned n)
+{
+	struct bl4 *s = priv;
+
+	for (unsigned i = 0; i < n; i++, s->next++)
+		mkrec((uint8_t *)recs + 16 * i, dkey(s->next * 3), s->next);
+	return 0;
+}
+
+static int bl4_claim(void *priv, uint64_t *fsb)
+{
+	struct bl4 *s = priv;
+	struct mfs_btree_cur cur;
+
+	cur.priv = s->tt;
+	return t_alloc(&cur, fsb);
+}
+
+/* corrupt_setup's environment with a 4-level tree (bulk loaded half full, 1 KiB blocks):
+ * at least two nodes at level 2 under the root, so that a level-1 node can have two
+ * parents. */
+static void corrupt_setup4(struct corrupt_env *ce)
+{
+	uint32_t nrec = 120000;
+	struct bl4 src = { &ce->tt, 0 };
+	struct mfs_bload bl = {
+		.ops = &ops_ag, .owner = 0, .agno = 0, .nrecs = nrec, .fill_pct = 50,
+		.get_recs = bl4_get, .claim_block = bl4_claim, .priv = &src,
+	};
+	struct mfs_btree_cur cur;
+
+	memset(ce, 0, sizeof(*ce));
+	tu_srand(btree_seed + 23);
+	ce->m = m_new();
+	tu_scratch_open(&ce->t, "check_btree", 1024, 1u << 16);
+	memset(&ce->tt, 0, sizeof(ce->tt));
+	ce->tt.t = &ce->t;
+	ce->tt.nbits = ce->t.geo.agblocks;
+	ce->tt.bitmap = calloc((ce->tt.nbits + 7) / 8, 1);
+	ck_assert_ptr_nonnull(ce->tt.bitmap);
+	ce->tt.hint = 16;
+	T_IEQ(mfs_bload_build(ce->t.fs, NULL, &bl, &ce->tt.root), 0);
+	T_UEQ(src.next, nrec);
+	T_UEQ(ce->tt.root.levels, 4);
+	for (uint32_t i = 0; i < nrec; i++)
+		m_set(ce->m, i * 3, i);
+	cur_init(&cur, &ce->tt, NULL, &ops_ag);
+	T_IEQ(mfs_btree_visit_blocks(&cur, find_fn, ce), 0);
+	mfs_btree_cur_release(&cur);
+	ce->root = ce->tt.root.fsb;
+	tu_scratch_remount(&ce->t);
+	tt_verify(&ce->tt, &ops_ag, ce->m);
+	tu_scratch_remount(&ce->t);
+}
+
+/* The verifier's first message names block `a` (or `b`, if not 0). */
+static void expect_named(struct corrupt_env *ce, uint64_t a, uint64_t b)
+{
+	struct msgs m;
+	const char *msg = m.first;
+	char wa[48], wb[48];
+
+	T_IEQ(verify_logged(ce, &m), -EFSCORRUPTED);
+	snprintf(wa, sizeof(wa), "block %llu:", (unsigned long long)a);
+	snprintf(wb, sizeof(wb), "block %llu:", (unsigned long long)b);
+	ck_assert_msg(strstr(msg, wa) || (b && strstr(msg, wb)),
+		      "the verifier's message does not name block %llu%s%s: \"%s\"",
+		      (unsigned long long)a, b ? " or " : "", b ? wb : "", msg);
+}
+
+/* Visits of one block at level 0 by mfs_btree_verify_visit's fn. */
+struct leaf_visits {
+	uint64_t fsb, n;
+};
+
+static int count_leaf_fn(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, void *priv)
+{
+	struct leaf_visits *v = priv;
+
+	(void)cur;
+	if (level == 0 && fsb == v->fsb)
+		v->n++;
+	return 0;
+}
+
+/* verify_visit's fn is never called on a leaf a second time (its checks fail first). */
+static void expect_leaf_once(struct corrupt_env *ce, uint64_t leaf)
+{
+	struct mfs_btree_cur cur;
+	struct leaf_visits v = { leaf, 0 };
+	int quiet = mfs_log_quiet();
+
+	cur_init(&cur, &ce->tt, NULL, &ops_ag);
+	T_IEQ(mfs_btree_verify_visit(&cur, count_leaf_fn, &v, NULL, NULL), -EFSCORRUPTED);
+	mfs_btree_cur_release(&cur);
+	mfs_log_set_level(quiet);
+	T_UEQ(v.n, 1);
+}
+
+/* The last child of the root's first child becomes the first child of its second too (its
+ * key and the root's key for it made the child's).  Returns that child. */
+static uint32_t share_later(struct corrupt_env *ce)
+{
+	uint32_t p1, p2, x;
+	uint64_t k, kx;
+	unsigned n, n1;
+
+	entry(ce, ce->root, 0, &p1, &k, &n);
+	entry(ce, ce->root, 1, &p2, &k, &n);
+	entry(ce, p1, -1, &x, &kx, &n1);
+	T_UGE(n1, 2);
+	relink(ce, p2, 0, x, kx);
+	relink(ce, ce->root, 1, p2, kx);
+	return x;
+}
+
+/* After the damage: verify names block a (or b), verify_visit's fn sees `leaf` once, and
+ * every other operation fails cleanly. */
+static void expect_shared(struct corrupt_env *ce, uint64_t a, uint64_t b, uint64_t leaf)
+{
+	expect_named(ce, a, b);
+	expect_leaf_once(ce, leaf);
+	corrupt_expect(ce, -EFSCORRUPTED);
+}
+
+/* A leaf with two parents: the last leaf of the root's first child is also the first child
+ * of the root's second child. */
+START_TEST(test_shared_leaf_later_parent)
+{
+	struct corrupt_env ce;
+	uint32_t lz;
+
+	corrupt_setup(&ce);
+	lz = share_later(&ce);
+	expect_shared(&ce, lz, 0, lz);
+}
+END_TEST
+
+/* The other way round: the first leaf of the root's second child is also the last child
+ * of its first (the leaf it replaces is lost). */
+START_TEST(test_shared_leaf_earlier_parent)
+{
+	struct corrupt_env ce;
+	uint32_t p1, p2, l2, lz;
+	uint64_t k, kz;
+	unsigned n, n1;
+
+	corrupt_setup(&ce);
+	entry(&ce, ce.root, 0, &p1, &k, &n);
+	entry(&ce, ce.root, 1, &p2, &k, &n);
+	entry(&ce, p2, 0, &l2, &k, &n);
+	entry(&ce, p1, -1, &lz, &kz, &n1);
+	relink(&ce, p1, n1 - 1, l2, k);
+	expect_shared(&ce, l2, 0, l2);
+}
+END_TEST
+
+/* A level-1 node with two parents (4 levels), as in test_shared_leaf_later_parent one
+ * level up.  Named: the node, or its first leaf (reached again under it). */
+START_TEST(test_shared_node)
+{
+	struct corrupt_env ce;
+	uint32_t x, xl;
+	uint64_t k;
+	unsigned n;
+
+	corrupt_setup4(&ce);
+	x = share_later(&ce);
+	entry(&ce, x, 0, &xl, &k, &n);
+	expect_shared(&ce, x, xl, xl);
+}
+END_TEST
+
+/* A cycle whose keys agree: the first level-1 node's first child becomes its own parent (the
+ * root in 3 levels, a level-2 node in 4).  Every key involved is the tree's first key. */
+static void cycle_first(struct corrupt_env *ce)
+{
+	uint32_t parent = (uint32_t)ce->root, node;
+	uint64_t k;
+	unsigned n;
+
+	entry(ce, parent, 0, &node, &k, &n);
+	for (unsigned lev = ce->tt.root.levels - 2; lev > 1; lev--) {
+		parent = node;
+		entry(ce, parent, 0, &node, &k, &n);
+	}
+	relink(ce, node, 0, parent, k);
+}
+
+START_TEST(test_cycle_to_root)
+{
+	struct corrupt_env ce;
+
+	corrupt_setup(&ce);
+	cycle_first(&ce);
+	corrupt_expect(&ce, -EFSCORRUPTED);
+}
+END_TEST
+
+START_TEST(test_cycle_to_parent)
+{
+	struct corrupt_env ce;
+
+	corrupt_setup4(&ce);
+	cycle_first(&ce);
+	corrupt_expect(&ce, -EFSCORRUPTED);
+}
+END_TEST
+
 /* A bad root pointer in the caller's root (e.g. a damaged AG header). */
 START_TEST(test_bad_root)
 {
@@ -1404,6 +1702,11 @@ static Suite *btree_suite(void)
 	tcase_add_test(tc, test_underfull);
 	tcase_add_test(tc, test_bad_root);
 	tcase_add_test(tc, test_count_trusted_shared);
+	tcase_add_test(tc, test_shared_leaf_later_parent);
+	tcase_add_test(tc, test_shared_leaf_earlier_parent);
+	tcase_add_test(tc, test_shared_node);
+	tcase_add_test(tc, test_cycle_to_root);
+	tcase_add_test(tc, test_cycle_to_parent);
 	suite_add_tcase(s, tc);
 	return s;
 }
