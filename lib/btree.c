@@ -1187,8 +1187,47 @@ int mfs_btree_query_range(struct mfs_btree_cur *cur, const void *lo, const void 
 }
 
 /* ---- walking every block: visit and verify ------------------------------------------- */
+/*
+ * Three walks share one walker (bt_walk), depth first, children in order:
+ *
+ *   visit (mfs_btree_visit_blocks): no check beyond each block's own (bt_read), so it keeps
+ *     a set of the blocks seen to stop at a block reached twice (a shared child or a loop);
+ *
+ *   verify (mfs_btree_verify*): every check of bt_check_block, and NO set of the blocks
+ *     seen, whose memory would grow with the tree (2-4 MiB for a reverse map of 24M-32M
+ *     records).  The checks find a block reached twice on their own:
+ *
+ *     - a block is read at the level its parent implies (the parent's minus one) and its
+ *       header must say that level (bt_read); a block has one level, so it is reached
+ *       every time at the same level, and never below itself: an entry naming an ancestor
+ *       or the block itself (a cycle) fails this check at once.  For the same reason the
+ *       root, at the top level, is nobody's child.
+ *     - Every block but the root has an entry (bt_read refuses a node with none,
+ *       bt_check_block a leaf with none).  So when a block B is reached a second time,
+ *       the walk goes down B's first entries to a leaf L (B itself if it is a leaf), whose
+ *       first record r it checks against the last record seen.  The first time it went
+ *       the same way (the same blocks: the caller's lock keeps the tree still) and
+ *       checked r and the rest of L; every record checked since is above them.  So the
+ *       last record seen is >= r and the order check fails at L: the walk never goes
+ *       past a second arrival by more than the levels - 1 nodes down to L, never calls fn
+ *       on a leaf twice, and reads each block once plus that path.
+ *
+ *     Nothing of the keys is used but a strict order across the whole walk: equal keys are
+ *     refused (records never share a key in any mendfs tree: the by-length tree's key is
+ *     (length, start)), and a child whose records lie outside its parent's interval is out
+ *     of order with its neighbours the same way.  (A tree that allowed equal keys would
+ *     break the argument — a shared leaf of equal records would pass — and need the set.)
+ *     Against a device that changes under the walk, more blocks than the pointers can
+ *     address (the AG, the filesystem) is corruption too.
+ *
+ *   trusted (mfs_btree_visit_trusted, mfs_btree_count_trusted): a tree verified under the
+ *     lock the caller still holds: nodes are read, leaves only named by their parents
+ *     (not read), no set kept.  Damage since the check is not looked for beyond each
+ *     node's own verifier and bounds (bt_read), but nothing loops: the level falls at each
+ *     step down, and more than the caller's bound of blocks stops the walk.
+ */
 
-/* A set of block numbers, to notice a block reached twice. */
+/* A set of block numbers, to notice a block reached twice (visit only). */
 struct bt_seen {
 	uint64_t *slot;           /* open addressing; 0 is free, values stored + 1 */
 	size_t mask, count;
@@ -1229,8 +1268,9 @@ static int seen_add(struct bt_seen *s, uint64_t fsb)
 
 struct bt_walk {
 	int verify;
-	int trusted;                /* count only: nodes read, no seen-set (count_trusted) */
-	uint64_t max;               /* trusted: more blocks than this is corruption */
+	int trusted;                /* leaves named, not read; no seen-set (visit_trusted) */
+	uint64_t max;               /* more blocks than this is corruption (bt_walk sets it but
+				     * for a trusted walk, which has the caller's) */
 	mfs_btree_blk_fn fn;
 	void *priv;
 	uint64_t nrecs, nblocks;
@@ -1271,8 +1311,10 @@ static int bt_check_block(struct mfs_btree_cur *cur, struct bt_walk *w, struct m
 		ops->rec_key(rec, kbuf);
 		if (w->have_last && ops->cmp_keys(w->last, kbuf) >= 0)
 			return MFS_CORRUPT("%s %llu %s block %llu: record %u out of order (its key "
-					   "is not above the previous record's)", bt_ownerkind(cur),
-					   bt_ownerid(cur), ops->name, blk, i);
+					   "is not above the previous record's%s)", bt_ownerkind(cur),
+					   bt_ownerid(cur), ops->name, blk, i, i ? "" :
+					   ", the last of the leaf before: leaves overlap, or this "
+					   "one is reached twice");
 		memcpy(w->last, kbuf, ops->key_len);
 		w->have_last = 1;
 		if (ops->check_rec) {
@@ -1285,6 +1327,35 @@ static int bt_check_block(struct mfs_btree_cur *cur, struct bt_walk *w, struct m
 	return 0;
 }
 
+/* One more block in the walk: past the bound, corruption. */
+static int bt_walk_count(struct mfs_btree_cur *cur, struct bt_walk *w, uint64_t fsb,
+			 unsigned lev)
+{
+	if (++w->nblocks <= w->max)
+		return 0;
+	return MFS_CORRUPT("%s %llu %s: more than %llu blocks (block %llu at level %u: a "
+			   "block reached twice?)", bt_ownerkind(cur), bt_ownerid(cur),
+			   cur->ops->name, (unsigned long long)w->max, (unsigned long long)fsb,
+			   lev);
+}
+
+/* Trusted walk: the leaves under the level-1 node held at path[1], named, not read. */
+static int bt_walk_leaves(struct mfs_btree_cur *cur, struct bt_walk *w)
+{
+	unsigned n = bt_numrecs(cur->path[1].bp);
+	uint64_t fsb;
+	int err = 0;
+
+	for (unsigned i = 0; i < n && !err; i++) {
+		err = bt_child(cur, 1, i, &fsb);
+		if (!err)
+			err = bt_walk_count(cur, w, fsb, 0);
+		if (!err && w->fn)
+			err = w->fn(cur, fsb, 0, w->priv);
+	}
+	return err;
+}
+
 /* Take block `fsb` at level `lev` into the walk: seen-set, read, checks, callback. */
 static int bt_walk_enter(struct mfs_btree_cur *cur, struct bt_walk *w, uint64_t fsb,
 			 unsigned lev, const void *pkey)
@@ -1293,7 +1364,7 @@ static int bt_walk_enter(struct mfs_btree_cur *cur, struct bt_walk *w, uint64_t 
 	struct mfs_buf *bp;
 	int err;
 
-	err = w->trusted ? 0 : seen_add(&w->seen, fsb);
+	err = w->trusted || w->verify ? 0 : seen_add(&w->seen, fsb);
 	if (err < 0)
 		return err;
 	if (err > 0)
@@ -1307,20 +1378,14 @@ static int bt_walk_enter(struct mfs_btree_cur *cur, struct bt_walk *w, uint64_t 
 		mfs_buf_put(cur->path[lev].bp);
 	cur->path[lev].bp = bp;
 	cur->path[lev].idx = 0;
-	w->nblocks++;
-	if (w->trusted && lev == 1)
-		w->nblocks += bt_numrecs(bp);   /* its leaves, not read */
-	if (w->trusted && w->nblocks > w->max)
-		return MFS_CORRUPT("%s %llu %s: more than %llu blocks (block %llu at level %u: "
-				   "a block reached twice?)", bt_ownerkind(cur), bt_ownerid(cur),
-				   cur->ops->name, (unsigned long long)w->max,
-				   (unsigned long long)fsb, lev);
-	if (w->verify) {
+	err = bt_walk_count(cur, w, fsb, lev);
+	if (!err && w->verify)
 		err = bt_check_block(cur, w, bp, lev, isroot, pkey);
-		if (err)
-			return err;
-	}
-	return w->fn ? w->fn(cur, fsb, lev, w->priv) : 0;
+	if (!err && w->fn)
+		err = w->fn(cur, fsb, lev, w->priv);
+	if (!err && w->trusted && lev == 1)
+		err = bt_walk_leaves(cur, w);
+	return err;
 }
 
 /* Depth-first, pre-order walk of every block, using the cursor's path as the stack. */
@@ -1333,6 +1398,9 @@ static int bt_walk(struct mfs_btree_cur *cur, struct bt_walk *w)
 	err = bt_check_cur(cur);
 	if (err)
 		return err;
+	if (!w->trusted)        /* trusted: the caller's bound; else what pointers address */
+		w->max = cur->ops->ptr_len == 4 ? mfs_ag_length(&cur->fs->geo, cur->agno) :
+						  cur->fs->geo.dblocks;
 	lev = cur->root.levels - 1;
 	err = bt_walk_enter(cur, w, cur->root.fsb, lev, NULL);
 	while (!err) {
@@ -1369,13 +1437,12 @@ int mfs_btree_visit_blocks(struct mfs_btree_cur *cur, mfs_btree_blk_fn fn, void 
 }
 
 /*
- * The count of a tree checked before: 1 + the entries of every node, since in a tree
- * (verified: no block reached twice) each block but the root is one node entry's child.
- * Reads the nodes only and keeps no set of blocks seen.  Damage since the check is not
- * looked for beyond each node's own verifier and bounds (bt_read), but nothing loops: the
- * level falls at each step down, and a count past max stops the walk.
+ * A tree checked before: in a tree (verified: no block reached twice) each block but the
+ * root is one node entry's child, so naming every node entry's child lists every block
+ * once without reading the leaves or keeping a set of the blocks seen.
  */
-int mfs_btree_count_trusted(struct mfs_btree_cur *cur, uint64_t max, uint64_t *nblocks)
+int mfs_btree_visit_trusted(struct mfs_btree_cur *cur, uint64_t max, mfs_btree_blk_fn fn,
+			    void *priv, uint64_t *nblocks)
 {
 	struct bt_walk w;
 	int err;
@@ -1383,9 +1450,17 @@ int mfs_btree_count_trusted(struct mfs_btree_cur *cur, uint64_t max, uint64_t *n
 	memset(&w, 0, sizeof(w));
 	w.trusted = 1;
 	w.max = max;
+	w.fn = fn;
+	w.priv = priv;
 	err = bt_walk(cur, &w);
-	*nblocks = err ? 0 : w.nblocks;
+	if (nblocks)
+		*nblocks = err ? 0 : w.nblocks;
 	return err;
+}
+
+int mfs_btree_count_trusted(struct mfs_btree_cur *cur, uint64_t max, uint64_t *nblocks)
+{
+	return mfs_btree_visit_trusted(cur, max, NULL, NULL, nblocks);
 }
 
 const void *mfs_btree_leaf_recs(const struct mfs_btree_cur *cur, unsigned *n)

@@ -123,7 +123,9 @@ typedef int (*mfs_btree_rec_fn)(struct mfs_btree_cur *cur, const void *rec, void
 int mfs_btree_query_range(struct mfs_btree_cur *cur, const void *lo, const void *hi,
 			  mfs_btree_rec_fn fn, void *priv);
 
-/* Call fn on every block of the tree (root first, then level by level or depth first). */
+/* Call fn on every block of the tree (root first, then depth first).  Only each block's own
+ * checks are made, and a set of the blocks seen (memory that grows with the tree) stops
+ * the walk at a block reached twice. */
 typedef int (*mfs_btree_blk_fn)(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level,
 				void *priv);
 int mfs_btree_visit_blocks(struct mfs_btree_cur *cur, mfs_btree_blk_fn fn, void *priv);
@@ -134,20 +136,28 @@ const void *mfs_btree_leaf_recs(const struct mfs_btree_cur *cur, unsigned *n);
 /* Full structural check: every block passes its verifier (magic, CRC, UUID, self, owner,
  * level), all leaves at the same depth, numrecs within [minrecs, maxrecs] except the root,
  * keys strictly increasing across the whole tree, each node key equal to the first key of
- * its child, ops->check_rec on every record, and no block visited twice.  Returns 0 or
- * -EFSCORRUPTED / -EFSBADCRC with a message naming the tree, block and problem.
- * Optionally counts records and blocks. */
+ * its child, ops->check_rec on every record, and no block reached twice (a shared child or
+ * a loop: found by the checks above, with no set of the blocks seen, so the walk's memory
+ * does not grow with the tree; btree.c says why).  Returns 0 or -EFSCORRUPTED /
+ * -EFSBADCRC with a message naming the tree, block and problem.  Optionally counts records
+ * and blocks. */
 int mfs_btree_verify(struct mfs_btree_cur *cur, uint64_t *nrecs, uint64_t *nblocks);
-/* The number of blocks of a tree that passed mfs_btree_verify under a lock still held and
- * was changed since only through this engine: 1 + the entries of every node (leaves are not
- * read; no set of blocks seen is kept, so no memory grows with the tree).  Shared children
- * in a tree changed behind the engine's back would be counted twice, never looped on: a
- * count past max (e.g. the AG's size) is -EFSCORRUPTED. */
+/* For a tree that passed mfs_btree_verify under a lock still held and was changed since
+ * only through this engine: fn on every block, depth first, without reading the leaves
+ * (fn at level 0 gets a leaf's number only: no mfs_btree_leaf_recs there) and with no set
+ * of the blocks seen, so no memory grows with the tree.  Shared children in a tree changed
+ * behind the engine's back would be visited twice, never looped on: more than max blocks
+ * (e.g. the count verify gave, or the AG's size) is -EFSCORRUPTED.  nblocks (may be NULL):
+ * the blocks visited, 0 after an error. */
+int mfs_btree_visit_trusted(struct mfs_btree_cur *cur, uint64_t max, mfs_btree_blk_fn fn,
+			    void *priv, uint64_t *nblocks);
+/* mfs_btree_visit_trusted's count alone: 1 + the entries of every node. */
 int mfs_btree_count_trusted(struct mfs_btree_cur *cur, uint64_t max, uint64_t *nblocks);
 /* mfs_btree_verify and mfs_btree_visit_blocks in one walk: fn is called on each block
  * after the block passed its checks (a leaf's records are then in order after every record
  * fn saw before).  A tree that fails the check part way has had fn called on the blocks
- * before the damage. */
+ * before the damage; a node reached a second time through a damaged pointer may be among
+ * them (with the nodes down to its first leaf), a leaf never. */
 int mfs_btree_verify_visit(struct mfs_btree_cur *cur, mfs_btree_blk_fn fn, void *priv,
 			   uint64_t *nrecs, uint64_t *nblocks);
 
