@@ -595,7 +595,11 @@ static int cmp_by_len(const void *a, const void *b, void *priv)
 	return x->start < y->start ? -1 : x->start > y->start;
 }
 
-/* S = the reverse map's own blocks and the AGFL stock, sorted, each once. */
+/* S = the reverse map's own blocks and the AGFL stock, sorted, each once.  The reverse map
+ * was verified whole under this AG lock (rep_ag_begin) and has not changed since: its
+ * blocks are named from its nodes (mfs_btree_visit_trusted: leaves not read, no set of the
+ * blocks seen), no more than verify counted; a block named twice is found in the sorted S
+ * below, as a block on the free list and in the tree is. */
 static int gather_s(struct gather *g)
 {
 	struct agrep *ar = g->ar;
@@ -607,8 +611,11 @@ static int gather_s(struct gather *g)
 
 	mfs_ag_cur_init(&cur, ar->fs, NULL, ar->agno, MFS_BT_RMAP, ar->agh_bp);
 	cur.flags = MFS_BTREE_CUR_ONCE;
-	err = mfs_btree_visit_blocks(&cur, s_block_fn, g);
+	err = mfs_btree_visit_trusted(&cur, ar->rmap_blocks, s_block_fn, g, NULL);
 	mfs_btree_cur_release(&cur);
+	if (mfs_is_corruption(err))
+		return rep_fail(ar->r, err, "AG %u reverse map changed since it was checked (%s)",
+				ar->agno, strerror(-err));
 	if (err)
 		return err;
 	err = mfs_read_agfl(ar->fs, ar->agno, &bp);
