@@ -636,7 +636,9 @@ int mfs_trans_commit(struct mfs_trans *tp)
 	return mfs_trans_commit_lsn(tp, 0, NULL);
 }
 
-int mfs_trans_commit_lsn(struct mfs_trans *tp, unsigned flags, uint64_t *lsnp)
+/* Commit tp; with an heir, the heir takes over tp's AG locks instead of their release. */
+static int trans_commit(struct mfs_trans *tp, unsigned flags, uint64_t *lsnp,
+			struct mfs_trans *heir)
 {
 	struct mfs_journal *log = tp->fs->log;
 	uint64_t lsn = 0;
@@ -671,6 +673,13 @@ int mfs_trans_commit_lsn(struct mfs_trans *tp, unsigned flags, uint64_t *lsnp)
 		mfs_bcache_forget(tp->fs->bc, tp->fset[i]);
 	if (tp->nitems || tp->nfset)    /* before the AG locks go: see mfs_fs.changes */
 		__atomic_add_fetch(&tp->fs->changes, 1, __ATOMIC_RELEASE);
+	if (heir) {
+		heir->ags = tp->ags;
+		heir->nags = tp->nags;
+		heir->agcap = tp->agcap;
+		tp->ags = NULL;
+		tp->nags = tp->agcap = 0;
+	}
 	trans_free(tp);
 	if (lsnp)
 		*lsnp = lsn;
@@ -702,6 +711,34 @@ static void trans_reread(struct mfs_trans *tp, struct trans_item *it)
 		mfs_bcache_forget(tp->fs->bc, it->blkno);
 	}
 	mfs_buf_put(it->bp);
+}
+
+int mfs_trans_commit_lsn(struct mfs_trans *tp, unsigned flags, uint64_t *lsnp)
+{
+	return trans_commit(tp, flags, lsnp, NULL);
+}
+
+int mfs_trans_roll(struct mfs_trans **tpp, unsigned flags)
+{
+	struct mfs_trans *tp = *tpp, *heir;
+	int err = mfs_trans_alloc(tp->fs, &heir);
+
+	*tpp = NULL;
+	if (err) {
+		mfs_trans_cancel(tp);
+		return err;
+	}
+	heir->reread = tp->reread;
+	heir->hull = tp->hull;
+	heir->nodata = tp->nodata;
+	err = trans_commit(tp, flags, NULL, heir);
+	if (err && !heir->nags) {
+		/* not committed (cancelled with its locks): the heir holds nothing */
+		mfs_trans_cancel(heir);
+		return err;
+	}
+	*tpp = heir;
+	return err;
 }
 
 void mfs_trans_cancel(struct mfs_trans *tp)

@@ -122,4 +122,17 @@ int mfs_trans_commit(struct mfs_trans *tp);
 int mfs_trans_commit_lsn(struct mfs_trans *tp, unsigned flags, uint64_t *lsn);
 void mfs_trans_cancel(struct mfs_trans *tp);
 
+/*
+ * Commit *tpp (as mfs_trans_commit_lsn with flags) and go on in a new transaction that
+ * holds the same AG locks, never released in between (XFS's transaction roll): a change
+ * too large for one bounded transaction is made as a chain of them, nobody else seeing the
+ * AG between two links.  The new one, in *tpp, inherits the modes set on the old one
+ * (mfs_trans_reread, _busy_hull, _nodata).  On an error before the commit, the old one is
+ * cancelled, its locks released, and *tpp is NULL; on an error waiting for the log after
+ * the commit (durability: see mfs_trans_commit) *tpp is the new transaction, which the
+ * caller cancels.  Waiting for the log (without MFS_TRANS_ASYNC, or throttled with it)
+ * happens with the locks held.
+ */
+int mfs_trans_roll(struct mfs_trans **tpp, unsigned flags);
+
 #endif

@@ -344,6 +344,36 @@ START_TEST(trans_ag_lock_order)
 }
 END_TEST
 
+/* A roll commits and hands the AG locks to the next transaction: nobody else gets the AG in
+ * between, and the last commit releases it. */
+START_TEST(trans_roll_keeps_locks)
+{
+	struct mfs_fs *fs = make_fs();
+	struct mfs_trans *tp, *tp2;
+	struct mfs_buf *bp;
+
+	ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
+	ck_assert_int_eq(mfs_trans_lock_ag(tp, 2, 0), 0);
+	ck_assert_int_eq(mfs_buf_read(fs->bc, 40, NULL, &bp), 0);
+	ck_assert_int_eq(mfs_trans_modify(tp, bp), 0);
+	memset(bp->data, 0x5a, BS);
+	mfs_buf_put(bp);
+	ck_assert_int_eq(mfs_trans_roll(&tp, 0), 0);
+	ck_assert_ptr_nonnull(tp);
+	ck_assert(mfs_trans_holds_ag(tp, 2));
+	ck_assert_uint_eq(mfs_trans_nbufs(tp), 0);
+	ck_assert_int_eq(mfs_trans_alloc(fs, &tp2), 0);
+	ck_assert_int_eq(mfs_trans_lock_ag(tp2, 2, 1), -EDEADLK);  /* still held */
+	/* the first link is committed: a cancel of the second leaves it */
+	mfs_trans_cancel(tp);
+	ck_assert_int_eq(mfs_buf_read(fs->bc, 40, NULL, &bp), 0);
+	ck_assert_uint_eq(((unsigned char *)bp->data)[7], 0x5a);
+	mfs_buf_put(bp);
+	ck_assert_int_eq(mfs_trans_lock_ag(tp2, 2, 1), 0);
+	mfs_trans_cancel(tp2);
+	drop_fs(fs);
+}
+END_TEST
 
 /* Review item: a held buffer whose block is forgotten must never be written, even if its
  * holder marks it dirty afterwards, and its last put must not leave it on the dirty list
@@ -981,6 +1011,7 @@ int main(void)
 	tcase_add_test(tc, trans_cancel_restores_exactly);
 	tcase_add_test(tc, trans_commit_dirties_and_forgets);
 	tcase_add_test(tc, trans_ag_lock_order);
+	tcase_add_test(tc, trans_roll_keeps_locks);
 	tcase_add_test(tc, forgotten_buffer_never_written);
 	tcase_add_test(tc, trans_cancel_after_forget_and_reuse);
 	tcase_add_test(tc, trans_reread_cancel);
