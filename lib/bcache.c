@@ -416,6 +416,9 @@ static int buf_writeback(struct bc_shard *sh, struct bc_buf *b, void *snap)
 	return err;
 }
 
+/* This thread's reads are a sweep (mfs_bcache_sweep). */
+static __thread int bc_sweeping;
+
 /* The reference count, read under the shard lock: stable as to "is it 0" there. */
 static inline unsigned buf_refs(const struct bc_buf *b)
 {
@@ -643,8 +646,6 @@ static int buf_read(struct mfs_bcache *bc, uint64_t blkno, const struct mfs_blk_
 	return 0;
 }
 
-/* This thread's reads are a sweep (mfs_bcache_sweep). */
-static __thread int bc_sweeping;
 
 int mfs_bcache_sweep(int on)
 {
@@ -787,7 +788,10 @@ void mfs_buf_mark_dirty_lsn(struct mfs_buf *bp, uint64_t lsn)
 	while (lsn && (b->flags & BUF_WRITING))
 		pthread_cond_wait(&sh->done, &sh->lock);
 	if (b->flags & BUF_HASHED) {
-		b->flags &= ~BUF_ONCE;       /* changed: cached as any other */
+		/* changed: cached as any other, unless by the sweep that read it in (dropped
+		 * once written home: mfs_bcache_checkpointed) */
+		if (!bc_sweeping)
+			b->flags &= ~BUF_ONCE;
 		buf_set_dirty(sh, b);
 		if (lsn > b->lsn)
 			b->lsn = lsn;
@@ -805,7 +809,9 @@ void mfs_bcache_checkpointed(struct mfs_bcache *bc, uint64_t blkno, uint64_t lsn
 	if (b && b->lsn && b->lsn <= lsn) {
 		b->lsn = 0;
 		buf_clear_dirty(sh, b);
-		if (!buf_refs(b) && sh->nbufs > sh->max_bufs)
+		if ((b->flags & BUF_ONCE) && buf_evictable(b))
+			buf_evict(sh, b);
+		else if (!buf_refs(b) && sh->nbufs > sh->max_bufs)
 			shard_shrink(sh);
 	}
 	pthread_mutex_unlock(&sh->lock);

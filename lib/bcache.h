@@ -57,9 +57,11 @@ int mfs_buf_read(struct mfs_bcache *bc, uint64_t blkno, const struct mfs_blk_exp
 /*
  * mfs_buf_read for a sweep of more blocks than the cache should hold (a whole tree, walked
  * once): a block the cache did not hold is dropped again at its last mfs_buf_put, unless
- * another reader looked it up meanwhile or it was changed (then it stays, as read by
- * mfs_buf_read); a block the cache held is used as it is, without counting as a use for
- * the eviction.  The sweep then takes a few buffers instead of growing the cache to its
+ * another reader looked it up meanwhile or another thread changed it (then it stays, as
+ * read by mfs_buf_read); changed by the sweep's own thread (mfs_bcache_sweep on while its
+ * transaction commits: a rebuild's reap), it is dropped once the journal has written it
+ * home (mfs_bcache_checkpointed).  A block the cache held is used as it is, without
+ * counting as a use for the eviction.  The sweep then takes a few buffers instead of growing the cache to its
  * bound and evicting everything else.
  */
 int mfs_buf_read_once(struct mfs_bcache *bc, uint64_t blkno, const struct mfs_blk_expect *exp,

@@ -1501,6 +1501,38 @@ static void borrow_ckpt(struct mfs_fs *fs, uint64_t b, uint64_t val, int fresh)
 	mfs_trans_cancel(tp);
 }
 
+/* A block a sweep read in and changed itself (a rebuild's reap: mfs_bcache_sweep on while
+ * its transaction commits) leaves the cache once the checkpoint has written it home; one
+ * another thread changed, or a sweep changed when it was already cached, stays. */
+START_TEST(sweep_changed_leaves_at_checkpoint)
+{
+	struct mfs_fs *fs = fs_up(256, 1, NULL);
+	uint64_t b[3] = { 100, 101, 102 };
+	struct mfs_bcache_stats bst;
+	int was;
+
+	ck_assert_int_eq(tx(fs, b, 3, 1, 1), 0);
+	ck_assert_int_eq(mfs_journal_checkpoint(fs->log), 0);
+	mfs_bcache_forget(fs->bc, 100);    /* clean, written home: no longer cached */
+	mfs_bcache_forget(fs->bc, 101);
+	mfs_bcache_get_stats(fs->bc, &bst);
+	ck_assert_uint_eq(bst.nbufs, 1);              /* 102: cached before the sweep */
+	was = mfs_bcache_sweep(1);
+	ck_assert_int_eq(tx(fs, b, 1, 2, 0), 0);      /* 100: read and changed by the sweep */
+	ck_assert_int_eq(tx(fs, b + 2, 1, 2, 0), 0);  /* 102: changed by it, cached before */
+	mfs_bcache_sweep(was);
+	ck_assert_int_eq(tx(fs, b + 1, 1, 2, 0), 0);  /* 101: an ordinary change */
+	mfs_bcache_get_stats(fs->bc, &bst);
+	ck_assert_uint_eq(bst.nbufs, 3);              /* dirty, journaled: all held */
+	ck_assert_int_eq(mfs_journal_checkpoint(fs->log), 0);
+	mfs_bcache_get_stats(fs->bc, &bst);
+	ck_assert_uint_eq(bst.nbufs, 2);
+	ck_assert_uint_eq(raw_val(100), 2);
+	ck_assert_uint_eq(block_val(fs, 100), 2);
+	ck_assert_int_eq(mfs_fs_close(fs), 0);
+}
+END_TEST
+
 START_TEST(borrow_frozen)
 {
 	struct mfs_fs *fs = fs_up(256, 1, NULL);
@@ -2380,6 +2412,7 @@ static Suite *journal_suite(void)
 	tcase_add_loop_test(tc, batch_flush_error_sticky, 0, 2);
 	tcase_add_test(tc, nomem_not_sticky);
 	tcase_add_test(tc, image_slabs);
+	tcase_add_test(tc, sweep_changed_leaves_at_checkpoint);
 	tcase_add_test(tc, borrow_frozen);
 	tcase_add_test(tc, borrow_freeze_waits);
 	tcase_add_test(tc, borrow_freeze_no_flush_wait);
