@@ -5,7 +5,7 @@
  *
  * Inert unless MENDFS_TEST_REPAIR_DIR names a directory in the daemon's environment at
  * start.  Then at each point of each repair the daemon reads the file DIR/<point>
- * (reserved, gathered, sorting, built); when it is missing nothing happens, else by its
+ * (reserved, gathered, sorting, built, reaped); when it is missing nothing happens, else by its
  * first word:
  *   hold      DIR/held-<point> is created (holding "type agno"), and the repair waits
  *             there, polling every 10 ms, until DIR/<point> is removed, the client goes
@@ -41,6 +41,7 @@ static const char *const point_names[] = {
 	[MFS_REPAIR_AT_GATHERED] = "gathered",
 	[MFS_REPAIR_AT_SORTING] = "sorting",
 	[MFS_REPAIR_AT_BUILT] = "built",
+	[MFS_REPAIR_AT_REAPED] = "reaped",
 };
 
 /* The repair this thread runs (the hook is only given the client). */

@@ -929,7 +929,7 @@ static const struct field agh_fields[] = {
 	FLD(struct mfs_agh, seqno), FLD(struct mfs_agh, length), ARR(struct mfs_agh, roots),
 	ARR(struct mfs_agh, levels), FLD(struct mfs_agh, freeblks), FLD(struct mfs_agh, longest),
 	FLD(struct mfs_agh, btreeblks), FLD(struct mfs_agh, icount), FLD(struct mfs_agh, ifree),
-	FLD(struct mfs_agh, fl_first), FLD(struct mfs_agh, fl_count), FLD(struct mfs_agh, pad),
+	FLD(struct mfs_agh, fl_first), FLD(struct mfs_agh, fl_count), FLD(struct mfs_agh, flags),
 	FLD(struct mfs_agh, unlinked), ARR(struct mfs_agh, reserved), FEND
 };
 static const struct field agfl_fields[] = { ARR(struct mfs_agfl, bno), FEND };

@@ -39,6 +39,7 @@
 #include "mem.h"
 #include "mendfs_format.h"
 #include "orphan.h"
+#include "repair.h"
 #include "trans.h"
 
 #include <errno.h>
@@ -574,6 +575,13 @@ int main(int argc, char **argv)
 	 * damaged list is reported (and marks the filesystem) but does not stop the mount. */
 	if (!d.ro)
 		mfsd_orphans_recover(&d);
+	/* A rebuild's reap cut short: its AGs' old tree blocks are freed before serving
+	 * (nothing else runs yet; a failure is logged and leaves them unused). */
+	if (!d.ro) {
+		uint32_t nreaped;
+
+		(void)mfs_repair_reap_pending(d.fs, MFS_REPAIR_OFFLINE, &nreaped);
+	}
 
 	se = fuse_session_new(&args, &mfsd_ops, sizeof(mfsd_ops), &d);
 	if (!se)

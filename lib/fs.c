@@ -353,5 +353,8 @@ int mfs_agh_check(const struct mfs_fs *fs, uint32_t agno, const struct mfs_agh *
 	if (mfs_get32(agh->ifree) > mfs_get32(agh->icount))
 		return MFS_CORRUPT("AG %u header: %u free inodes of %u", agno,
 				   mfs_get32(agh->ifree), mfs_get32(agh->icount));
+	if (mfs_get32(agh->flags) & ~MFS_AGH_FLAGS_KNOWN)
+		return MFS_CORRUPT("AG %u header: unknown flags 0x%x", agno,
+				   mfs_get32(agh->flags) & ~MFS_AGH_FLAGS_KNOWN);
 	return 0;
 }

@@ -173,12 +173,21 @@ struct mfs_agh {
 	mfs_le32 ifree;             /* free inodes in allocated chunks */
 	mfs_le32 fl_first;          /* AGFL: index of the first valid slot */
 	mfs_le32 fl_count;          /* AGFL: number of valid slots (circular from fl_first) */
-	mfs_le32 pad;
+	mfs_le32 flags;             /* MFS_AGH_* */
 	mfs_le64 unlinked;          /* head of the AG's orphan list: the inode number of an
 	                               unlinked inode still in use, 0: empty (lib/orphan.h) */
 	mfs_le64 reserved[7];       /* zero */
 };
 static_assert(sizeof(struct mfs_agh) == 184, "mfs_agh");
+/*
+ * MFS_AGH_REAP: a rebuild of the AG's free-space trees or reverse map has committed its new
+ * trees and is freeing the old trees' blocks in transactions of its own (repair_reap.c).
+ * Until it clears the flag, MFS_OWN_AG records may cover blocks in no tree and not on the
+ * free list: those are the old blocks still to free.  After a crash the next read-write
+ * mount (or mendfs_repair) frees them, by rebuilding the free-space trees.
+ */
+#define MFS_AGH_REAP        0x1u
+#define MFS_AGH_FLAGS_KNOWN MFS_AGH_REAP
 
 /* ---- AG free list: agbno 2 of every AG ------------------------------------------------ */
 struct mfs_agfl {

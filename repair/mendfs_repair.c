@@ -649,6 +649,17 @@ int main(int argc, char **argv)
 	 * because what it is rebuilt from was damaged too) — only checks when the first
 	 * rebuilt nothing; when the second rebuilt anything, a last pass only checks.  The
 	 * last pass that rebuilt nothing says what is left. */
+	/* A rebuild's reap cut short by a crash: finished first, as a mount would. */
+	if (!t.dry_run) {
+		uint32_t nreaped = 0;
+
+		if (mfs_repair_reap_pending(t.fs, MFS_REPAIR_OFFLINE, &nreaped))
+			t.operr++;
+		if (nreaped)
+			printf("freed the old tree blocks of %u interrupted rebuild%s\n", nreaped,
+			       nreaped == 1 ? "" : "s");
+		found += nreaped;
+	}
 	found += pass(&t, !t.dry_run, "");
 	passes = 1;
 	if (t.dry_run) {

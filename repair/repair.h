@@ -54,6 +54,9 @@ enum mfs_repair_point {
 	MFS_REPAIR_AT_GATHERED = 2,   /* records gathered into scratch, before the sort */
 	MFS_REPAIR_AT_SORTING = 3,    /* inside the sort (its first comparison) */
 	MFS_REPAIR_AT_BUILT = 4,      /* new structure built in the transaction, not committed */
+	MFS_REPAIR_AT_REAPED = 5,     /* committed; a batch of the old blocks freed (repair_ag.h,
+				       * the reap): a failure here leaves the rest marked in the
+				       * AG header, as a crash would */
 };
 
 struct mfs_repair_ctx {
@@ -117,12 +120,23 @@ struct mfs_repair_ctx {
  *   MFS_SCRUB_SUMMARY                 the superblock's summary counters, from the AG headers
  *                                     (MFS_REPAIR_OFFLINE)
  * Each commits in one journal transaction, which must fit in the log: a rebuild that would
- * not is refused up front (-ENOSPC, both sizes named).  The free-space trees and the
+ * not is refused up front (-ENOSPC, both sizes named).  The free-space trees written as
+ * ordered new blocks then free their old trees' blocks in bounded transactions of their own
+ * under the same AG lock (the reap: MFS_AGH_REAP marks the AG until it is done).  The free-space trees and the
  * reverse map are written as ordered new blocks (trans.h: in place, into free space,
  * unlogged), so their transaction logs only what points at them, whatever their size (the
  * reverse map falls back to its old, logged way when free space cannot hold it); the
  * other trees are still logged.
  */
+
+/*
+ * After a crash during the reap of a free-space or reverse-map rebuild (MFS_AGH_REAP in an
+ * AG header: old tree blocks still to free), before anything else uses the filesystem:
+ * rebuild those AGs' free-space trees, which frees them (scratch: a memfd of its own;
+ * flags: MFS_REPAIR_*).  *nrebuilt: AGs so mended.  0, or the first error (each is logged,
+ * the AG named; the filesystem stays usable, the blocks stay unused until a repair).
+ */
+int mfs_repair_reap_pending(struct mfs_fs *fs, unsigned flags, uint32_t *nrebuilt);
 
 /* Whether the engine can rebuild objects of this type. */
 int mfs_repair_supported(uint32_t type);

@@ -47,6 +47,9 @@ struct agrep {
 	int fl_short;                /* the ordered free-space plan met a free list too short
 				      * or too full for its reverse-map changes at run time: the
 				      * logged plan may still do (rep_allocbt) */
+	int reap;                    /* rep_reap_mark: the commit rolls into the reap */
+	uint64_t reaped;             /* old blocks the reap has freed */
+	uint64_t reap_logged;        /* blocks its batches logged since its last checkpoint */
 };
 
 /* The new trees' blocks, in the order the loaders claim them. */
@@ -143,6 +146,23 @@ int rep_cmp_u32(const void *a, const void *b, void *priv);
 int rep_space_take(struct agrep *ar, uint32_t s, uint32_t l);
 int rep_space_give(struct agrep *ar, uint32_t s, uint32_t l);
 int rep_space_longest(struct agrep *ar, uint32_t *longest);
+
+/*
+ * The reap (repair_reap.c): a rebuild whose old tree blocks are too many to free in its one
+ * transaction leaves them AG-owned (MFS_OWN_AG in the reverse map, in no tree, off the free
+ * list) and marks the AG header (MFS_AGH_REAP) in that transaction: rep_reap_mark, before
+ * rep_ag_finish.  Its commit then keeps the AG lock (mfs_trans_roll) and the rebuild frees
+ * those blocks in bounded transactions under the same lock: rep_reap_piece on each (a
+ * rep_piece_fn), then rep_reap_end, which clears the mark in the last one.  Nobody sees
+ * the AG in between; after a crash the mark tells a read-write mount (or mendfs_repair) to
+ * finish the job by rebuilding the free-space trees, whose old blocks include those.
+ */
+int rep_reap_mark(struct agrep *ar);
+int rep_reap_piece(struct agrep *ar, uint32_t s, uint32_t l, void *priv);
+int rep_reap_end(struct agrep *ar);
+
+/* Tests only (check_repair_frag): blocks logged by one batch of the reap (256). */
+extern uint64_t rep_reap_batch;
 
 /* Tests only (check_repair_frag; no option or message sets them): after rep_abt_dry_after
  * reverse-map changes the free-space rebuild's ordered plan finds the AG free list run

@@ -10,7 +10,11 @@
  * ordered new blocks where they go into free space), the AG header's roots, levels and
  * counters, the reverse-map changes for the blocks that change
  * hands and the freeing of the old blocks are committed together, or — on any error,
- * pressure, cancel — the transaction is cancelled and every block is as it was.
+ * pressure, cancel — the transaction is cancelled and every block is as it was.  But for
+ * one part: the free-space rebuild written as ordered new blocks leaves its old trees'
+ * blocks AG-owned through that commit and frees them after it, under the same lock, in
+ * bounded transactions (the reap, repair_reap.c): what it pins then no longer grows with
+ * the AG.
  *
  * Free-space trees: where the new blocks come from
  * -------------------------------------------------
@@ -37,7 +41,8 @@
  * and logged, since the old trees' blocks must not be overwritten before the commit).
  * What is left of O becomes free: first up to a few blocks onto the AGFL (they are
  * MFS_OWN_AG already), the rest has its MFS_OWN_AG record cut out and
- * joins free'.  The size of N depends on the record count of free', which
+ * joins free' — in the same transaction when N comes from O, else (ordered) after the
+ * commit, by the reap: free' is then F - N, and O's blocks join it batch by batch.  The size of N depends on the record count of free', which
  * depends on N: the plan is iterated until the geometry stops changing (in practice once
  * or twice; blocks of a last overshoot go onto the AGFL too).  Reverse-map changes take
  * their split blocks from the AGFL like any change of that tree.
@@ -179,11 +184,17 @@ void rep_ag_cancel(struct agrep *ar)
 	ar->tp = NULL;
 }
 
+/* The commit; marked for a reap (rep_reap_mark), the AG stays locked in ar->tp anew. */
 static int ag_commit(struct agrep *ar)
 {
-	int err = mfs_trans_commit(ar->tp);
+	int err;
 
-	ar->tp = NULL;
+	if (ar->reap) {
+		err = mfs_trans_roll(&ar->tp, MFS_TRANS_ASYNC);
+	} else {
+		err = mfs_trans_commit(ar->tp);
+		ar->tp = NULL;
+	}
 	mfs_buf_put(ar->agh_bp);
 	ar->agh_bp = NULL;
 	if (err)
@@ -1068,23 +1079,24 @@ static int abt_take(struct agrep *ar, struct abt_plan *p, uint64_t m, uint64_t r
 
 /*
  * The plan in p's mode; ordered, N are the pieces of F taken (h: F's lengths).  Ordered,
- * the records are counted with the whole pool free, and the trees sized for pool records
- * more: a pool block kept back (fed to the AGFL) splits at most one free extent in two, so
- * whatever part of the pool the reverse-map changes take, the trees fit in the m blocks
- * (a few may be left over: rep_allocbt puts them on the AGFL).
+ * the new trees hold F - N alone: O's blocks stay AG-owned through the commit (those the
+ * reverse-map changes do not take for the AGFL are reaped after it, repair_reap.c), so
+ * the trees' size does not depend on how much of the pool is fed.
  */
 static int abt_plan_mode(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray *O,
 			 const struct rep_lenhist *h, struct rep_addset *N, struct abt_plan *p)
 {
 	uint32_t bs = ar->fs->geo.blocksize, cnt = mfs_get32(rep_agh(ar)->fl_count);
-	uint64_t room = cnt < REP_AGFL_EXTRA_CAP ? REP_AGFL_EXTRA_CAP - cnt : 0, m, e = 0;
+	uint64_t room = cnt < REP_AGFL_EXTRA_CAP ? REP_AGFL_EXTRA_CAP - cnt : 0, m, e = 0, o_keep;
 	int err;
 
 	p->nf = rep_ext_blocks(F, &e);
 	p->no = rep_ext_blocks(O, &e);
 	if (e)
 		return rep_scratch_err(ar->r, -(int)e, "counting extents");
-	err = free_walk(ar, F, O, 0, UINT64_MAX, 0, NULL, NULL, &p->sum);
+	/* ordered, no block of O is free in the new trees: those are reaped after the commit */
+	o_keep = p->ordered ? 0 : UINT64_MAX;
+	err = free_walk(ar, F, O, 0, o_keep, 0, NULL, NULL, &p->sum);
 	m = err ? 0 : abt_blocks(bs, p->sum.nrecs);
 	for (unsigned round = 0; !err && round <= 2 * PLAN_ROUNDS; round++) {
 		uint64_t m2;
@@ -1093,11 +1105,11 @@ static int abt_plan_mode(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfa
 		if (!err && p->ordered)
 			err = rep_pick_free(ar, F, h, p->take_f, N, "new free-space trees");
 		if (!err)
-			err = free_walk(ar, F, O, p->take_o, UINT64_MAX, p->take_f,
+			err = free_walk(ar, F, O, p->take_o, o_keep, p->take_f,
 					p->ordered ? N : NULL, NULL, &p->sum);
 		if (err)
 			break;
-		m2 = abt_blocks(bs, p->sum.nrecs + p->pool);
+		m2 = abt_blocks(bs, p->sum.nrecs);
 		if (m2 == m)
 			return 0;
 		if (m2 < m && round >= PLAN_ROUNDS &&
@@ -1138,55 +1150,18 @@ static int abt_plan(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray 
 }
 
 /*
- * Ordered: the reverse-map changes — a record for each piece of N (joins), the AG-owned
- * records of O's blocks that become free cut out (cuts) — with the AGFL kept between what
- * one change may take (a split of every level and a new root) and what one may give back
- * (a merge at every level).  A join may split, a cut may merge: cuts go first while the
- * list is below half full, joins while it is above; when it runs low, blocks of the pool
- * (O's last p->pool blocks, AG-owned already: no reverse-map change) go onto it, last
- * first.  The pool blocks never fed are cut and freed with the rest of O at the end.
- * *used: the pool blocks fed, which stay AG-owned on the list or in the reverse map;
- * the free space that results is F + O - N without O's last *used blocks.
+ * Ordered: the reverse-map changes — a record for each piece of N — with the AGFL kept
+ * between what one change may take (a split of every level and a new root) and what one may
+ * give back (a merge at every level).  When it runs low, blocks of the pool (O's last
+ * p->pool blocks, AG-owned already: no reverse-map change) go onto it, last first.  *used:
+ * the pool blocks fed; O's other blocks stay AG-owned, in no tree, until the reap after
+ * the commit frees them.
  */
-#define FEED_HIGH (MFS_AGFL_SIZE_MAX / 2)
 
 /* The test hook of repair_ag.h: abt_edit_ordered finds the free list run dry after this
  * many changes (the planned feeding is pessimistic: a real case is hard to build). */
 uint64_t rep_abt_dry_after = UINT64_MAX;
 uint64_t rep_abt_fallbacks;
-
-struct ocur {
-	uint64_t i, skip, left;      /* next extent of O; blocks to skip, then to give */
-};
-
-static int ocur_next(struct agrep *ar, struct mfs_xfarray *O, struct ocur *c, uint32_t *s,
-		     uint32_t *l)
-{
-	uint64_t n = mfs_xfarray_count(O);
-	struct rext e;
-
-	*s = *l = 0;
-	while (c->i < n && c->left) {
-		int err = mfs_xfarray_get(O, c->i++, &e);
-
-		if (err)
-			return rep_scratch_err(ar->r, err, "reading the old tree blocks");
-		if (c->skip >= e.len) {
-			c->skip -= e.len;
-			continue;
-		}
-		e.start += (uint32_t)c->skip;
-		e.len -= (uint32_t)c->skip;
-		c->skip = 0;
-		if (e.len > c->left)
-			e.len = (uint32_t)c->left;
-		c->left -= e.len;
-		*s = e.start;
-		*l = e.len;
-		break;
-	}
-	return 0;
-}
 
 /* The AGFL's count, and the most one reverse-map change may take from it or give to it. */
 static uint32_t fl_state(struct agrep *ar, uint32_t *want)
@@ -1202,9 +1177,8 @@ static int abt_edit_ordered(struct agrep *ar, struct mfs_xfarray *O,
 			    const struct rep_addset *N, const struct abt_plan *p, uint64_t *used)
 {
 	struct blocks pool = { NULL, 0, p->pool, 0 };
-	struct ocur c = { 0, p->take_o, p->no - p->take_o - p->pool };
-	uint64_t ji = 0, u = 0, k = 0, nch = 0;
-	uint32_t cs, cl, want, cnt;
+	uint64_t ji = 0, u = 0, nch = 0;
+	uint32_t want, cnt;
 	int err = 0;
 
 	pool.v = mfs_malloc((p->pool ? p->pool : 1) * sizeof(*pool.v));
@@ -1212,15 +1186,12 @@ static int abt_edit_ordered(struct agrep *ar, struct mfs_xfarray *O,
 		return rep_fail(ar->r, -ENOMEM, "no memory for the list of %llu blocks for the "
 				"free list", (unsigned long long)p->pool);
 	err = rep_ext_pieces(ar, O, p->no - p->pool, p->pool, rep_blocks_add, &pool);
-	if (!err)
-		err = ocur_next(ar, O, &c, &cs, &cl);
-	/* joins and cuts; then the pool blocks not fed are cut one by one (k) */
-	while (!err && (ji < N->n || cl || k + u < pool.n)) {
+	while (!err && ji < N->n) {
 		cnt = fl_state(ar, &want);
 		if (++ar->seen % POLL_RECS == 0 && (err = rep_poll(ar->r)))
 			break;
 		if (cnt < want || nch >= rep_abt_dry_after) {
-			if (k + u == pool.n || nch >= rep_abt_dry_after) {
+			if (u == pool.n || nch >= rep_abt_dry_after) {
 				ar->fl_short = 1;
 				err = rep_fail(ar->r, -ENOSPC, "AG %u: the free list ran dry "
 					       "feeding the reverse map's splits for the new "
@@ -1241,19 +1212,9 @@ static int abt_edit_ordered(struct agrep *ar, struct mfs_xfarray *O,
 			break;
 		}
 		nch++;
-		if (cl && (cnt < FEED_HIGH || ji == N->n)) {
-			err = rmap_cut(ar, cs, cl, NULL);
-			if (!err)
-				err = ocur_next(ar, O, &c, &cs, &cl);
-		} else if (ji < N->n) {
-			err = rmap_join(ar, N->v[ji].start, N->v[ji].len, NULL);
-			ji++;
-		} else {
-			err = rmap_cut(ar, pool.v[k++], 1, NULL);
-		}
+		err = rmap_join(ar, N->v[ji].start, N->v[ji].len, NULL);
+		ji++;
 	}
-	if (!err)
-		err = rep_ext_pieces(ar, O, p->take_o, p->no - p->take_o - u, release_old, NULL);
 	free(pool.v);
 	*used = u;
 	return err;
@@ -1329,7 +1290,7 @@ static int allocbt_try(struct rep *r, int logged, int *fl_short)
 	struct mfs_agh *agh;
 	struct rep_lenhist h;
 	struct rep_addset N = { NULL, 0, 0 };   /* ordered: the pieces of F taken */
-	uint64_t rmapblks, fed = 0;
+	uint64_t rmapblks, fed = 0, spare = 0;
 	int err;
 
 	memset(&h, 0, sizeof(h));
@@ -1433,31 +1394,22 @@ static int allocbt_try(struct rep *r, int logged, int *fl_short)
 		goto out;
 	/* The new records, by block (ordered: without the pool blocks fed to the AGFL), then a
 	 * copy sorted by length. */
-	err = free_walk(&ar, F, O, p.take_o, p.no - p.take_o - fed, p.take_f,
+	err = free_walk(&ar, F, O, p.take_o, p.ordered ? 0 : p.no - p.take_o, p.take_f,
 			p.ordered ? &N : NULL, B, &p.sum);
 	if (!err)
 		err = sort_by_len(&ar, B, C, X);
 	if (!err)
 		err = rep_poll(r);
 	if (!err && p.ordered) {
-		/* sized for the pool's records: blocks the trees do not need go on the AGFL
-		 * (AG-owned already) */
+		/* blocks the trees turn out not to need (AG-owned already) are reaped with O */
 		uint64_t m = abt_blocks(ar.fs->geo.blocksize, p.sum.nrecs);
-		uint32_t cnt = mfs_get32(rep_agh(&ar)->fl_count);
 
 		if (m > p.m)
 			err = rep_fail(r, -EFSCORRUPTED, "internal: the new free-space trees "
 				       "need %llu blocks, %llu were planned",
 				       (unsigned long long)m, (unsigned long long)p.m);
-		else if (cnt + (p.m - m) > MFS_AGFL_SIZE_MAX)
-			err = rep_fail(r, -ENOSPC, "AG %u: %llu blocks left over from the new "
-				       "free-space trees do not fit on the free list (%u of %u "
-				       "slots used): nothing was changed", ar.agno,
-				       (unsigned long long)(p.m - m), cnt, MFS_AGFL_SIZE_MAX);
-		for (uint64_t i = m; !err && i < p.m; i++)
-			err = mfs_agfl_put(ar.tp, ar.agno, ar.agh_bp, b.v[i]);
-		if (!err)
-			p.m = m;
+		spare = p.m;
+		p.m = m;
 	}
 	if (!err && p.ordered) {
 		uint64_t nimg, nrev;
@@ -1487,7 +1439,18 @@ static int allocbt_try(struct rep *r, int logged, int *fl_short)
 	mfs_put32(agh->freeblks, (uint32_t)p.sum.blocks);
 	mfs_put32(agh->longest, p.sum.longest);
 	mfs_put32(agh->btreeblks, (uint32_t)(p.m - 2 + rmapblks - 1));
-	err = rep_ag_finish(&ar);
+	if (p.ordered)
+		err = rep_reap_mark(&ar);
+	if (!err)
+		err = rep_ag_finish(&ar);
+	/* ordered: O's blocks but those on the AGFL, and the trees' spare ones, are freed */
+	if (!err && ar.reap)
+		err = rep_ext_pieces(&ar, O, p.take_o, p.no - p.take_o - fed, rep_reap_piece,
+				     NULL);
+	for (uint64_t i = p.m; !err && ar.reap && i < spare; i++)
+		err = rep_reap_piece(&ar, b.v[i], 1, NULL);
+	if (!err && ar.reap)
+		err = rep_reap_end(&ar);
 out:
 	rep_ag_cancel(&ar);
 	*fl_short = err && ar.fl_short;

@@ -127,7 +127,7 @@ int scrub_agh(struct mfs_scrub_ctx *ctx)
 	}
 	agh = sa.agh;
 	for (size_t i = 0; i < sizeof(agh->reserved) / sizeof(agh->reserved[0]); i++)
-		if (agh->reserved[i] || (i == 0 && agh->pad)) {
+		if (agh->reserved[i]) {
 			scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "AG %u header: reserved fields "
 				     "are not zero", ctx->agno);
 			break;

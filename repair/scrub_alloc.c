@@ -191,11 +191,31 @@ out_agh:
 }
 
 /* Common start: lock, walk, header and tree errors.  1: go on with the records. */
+/*
+ * An AG header marked MFS_AGH_REAP (a rebuild's old tree blocks still to free: a crash cut
+ * its reap short) is reported by the by-block tree's check, whose repair (the free-space
+ * rebuild) frees them; the reverse map's check leaves those blocks to this finding.
+ */
+static void report_reap(struct mfs_scrub_ctx *ctx)
+{
+	struct mfs_buf *bp;
+
+	if (mfs_read_agh(ctx->fs, ctx->agno, &bp))
+		return;              /* the header's own check reports it */
+	if (mfs_get32(((const struct mfs_agh *)bp->data)->flags) & MFS_AGH_REAP)
+		scrub_report(ctx, MFS_SCRUB_OFLAG_CORRUPT, "AG %u: old tree blocks of an "
+			     "interrupted rebuild are still to be freed (the AG header's reap "
+			     "flag)", ctx->agno);
+	mfs_buf_put(bp);
+}
+
 static int alloc_begin(struct mfs_scrub_ctx *ctx, int t, struct scrub_ag *sa, int *err)
 {
 	scrub_ag_lock(ctx->fs, ctx->agno);
 	memset(sa, 0, sizeof(*sa));
 	*err = 0;
+	if (t == MFS_BT_BNO)
+		report_reap(ctx);
 	/* The AG's walk kept by the census at the current change count (the AG's first
 	 * checker made it) is the trees as they are, already walked and collected: the full
 	 * check on it reads nothing, where the proof would walk the three trees again. */

@@ -1,0 +1,204 @@
+/*
+ * repair_reap.c — freeing the old blocks of a rebuilt AG tree after the rebuild's commit.
+ *
+ * A free-space rebuild of an AG of N one-block extents replaces trees of ~N/250 blocks
+ * each, scattered over the AG: freeing them inside the rebuild's one transaction changes
+ * reverse-map and free-space leaves in proportion to N, every one pinned in memory until
+ * that commit and logged by it (the journal must hold it whole).  Instead the rebuild
+ * commits its new trees with the old blocks still AG-owned — in the reverse map as
+ * MFS_OWN_AG, in no tree and off the free list — and the AG header marked MFS_AGH_REAP,
+ * then frees them here, a bounded batch per transaction, the AG lock held from the
+ * rebuild's first read to the last batch's commit (mfs_trans_roll): nobody else sees the
+ * AG in between, and what each batch pins is bounded whatever the AG's size.
+ *
+ * Each block goes back the way any freed block does (mfs_free_extent: reverse map, both
+ * free-space trees, the free list's fix-up, busy until durable), its buffer forgotten (the
+ * journal revokes its logged images).  The last transaction clears the mark.  A crash in
+ * between leaves a consistent AG whose mark says that AG-owned blocks outside its trees
+ * and free list are garbage to free: the next read-write mount, or mendfs_repair, rebuilds
+ * the free-space trees, whose old blocks (all AG-owned blocks but the reverse map's and the
+ * free list's) are exactly those and the trees' own.
+ */
+#include "repair_ag.h"
+
+#include "alloc.h"
+#include "bcache.h"
+#include "byteorder.h"
+#include "fs.h"
+#include "geom.h"
+#include "journal.h"
+#include "log.h"
+#include "mem.h"
+#include "mendfs_format.h"
+#include "repair.h"
+#include "trans.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* A batch: about this many blocks logged (images, plus revokes by 64) per transaction
+ * (tests make batches smaller: repair_ag.h). */
+uint64_t rep_reap_batch = 256;
+/* Blocks freed by one call of mfs_free_extent (their revokes are a set in the transaction). */
+#define REAP_CHUNK      1024u
+/* The journal is checkpointed after about this many blocks logged by the reap: the leaves it
+ * changed, read in by its sweep, then leave the cache (mfs_bcache_sweep), so that what it
+ * holds stays bounded, whatever the number of old blocks and the size of the log. */
+#define REAP_CKPT_LOG   2048u
+
+int rep_reap_mark(struct agrep *ar)
+{
+	struct mfs_agh *agh;
+	int err = mfs_trans_modify(ar->tp, ar->agh_bp);
+
+	if (err)
+		return rep_fail(ar->r, err, "no memory to join AG %u's header", ar->agno);
+	agh = rep_agh(ar);
+	mfs_put32(agh->flags, mfs_get32(agh->flags) | MFS_AGH_REAP);
+	ar->reap = 1;
+	ar->reaped = 0;
+	return 0;
+}
+
+static int reap_fail(struct agrep *ar, int err, const char *what)
+{
+	return rep_fail(ar->r, err, "AG %u: the new trees are committed, but %s failed after "
+			"%llu of the old trees' blocks were freed: %s; the rest is freed by the "
+			"next read-write mount or mendfs_repair", ar->agno, what,
+			(unsigned long long)ar->reaped, strerror(-err));
+}
+
+/* One chunk of old blocks freed; the transaction rolled (and the log checkpointed) when
+ * the batch is full. */
+static int reap_chunk(struct agrep *ar, uint32_t s, uint32_t n)
+{
+	uint64_t nimg, nrev;
+	int err = mfs_free_extent(ar->tp, mfs_agbno_to_fsb(&ar->fs->geo, ar->agno, s), n,
+				  MFS_OWN_AG, 0);
+
+	if (!err)
+		err = rep_forget_blocks(ar, s, n);
+	if (err)
+		return reap_fail(ar, err, "freeing an old block");
+	ar->reaped += n;
+	mfs_trans_log_size(ar->tp, &nimg, &nrev);
+	if (nimg + nrev / 64 < rep_reap_batch)
+		return 0;
+	err = mfs_trans_roll(&ar->tp, MFS_TRANS_ASYNC);
+	if (err)
+		return reap_fail(ar, err, "committing a batch of freed blocks");
+	err = rep_hook(ar->r, MFS_REPAIR_AT_REAPED);
+	if (err)
+		return reap_fail(ar, err, "the test hook");
+	ar->reap_logged += nimg + nrev / 64;
+	if (ar->fs->log && ar->reap_logged >= REAP_CKPT_LOG) {
+		ar->reap_logged = 0;
+		err = mfs_journal_checkpoint(ar->fs->log);
+		if (err)
+			return reap_fail(ar, err, "a checkpoint of the journal");
+	}
+	return 0;
+}
+
+/* The reap reads and changes the leaves as a sweep: those it brought into the cache leave
+ * it once written home. */
+int rep_reap_piece(struct agrep *ar, uint32_t s, uint32_t l, void *priv)
+{
+	int was = mfs_bcache_sweep(1), err = 0;
+
+	(void)priv;
+	while (l && !err) {
+		uint32_t n = l < REAP_CHUNK ? l : REAP_CHUNK;
+
+		err = reap_chunk(ar, s, n);
+		s += n;
+		l -= n;
+	}
+	mfs_bcache_sweep(was);
+	return err;
+}
+
+int rep_reap_end(struct agrep *ar)
+{
+	struct mfs_buf *bp;
+	struct mfs_agh *agh;
+	int err = mfs_read_agh(ar->fs, ar->agno, &bp);
+
+	if (err)
+		return reap_fail(ar, err, "reading the AG header to clear its reap mark");
+	err = mfs_trans_modify(ar->tp, bp);
+	if (!err) {
+		agh = bp->data;
+		mfs_put32(agh->flags, mfs_get32(agh->flags) & ~MFS_AGH_REAP);
+	}
+	mfs_buf_put(bp);
+	if (!err) {
+		err = mfs_trans_commit(ar->tp);
+		ar->tp = NULL;
+	}
+	ar->reap = 0;
+	return err ? reap_fail(ar, err, "the last commit") : 0;
+}
+
+/*
+ * After a crash: the AGs whose header still carries MFS_AGH_REAP get their free-space trees
+ * rebuilt (the old blocks of a rebuild include what the interrupted reap left, and that
+ * rebuild reaps them), scratch in a memfd of our own.  Run before anything else uses the
+ * filesystem (a mount, before serving; mendfs_repair).
+ */
+int mfs_repair_reap_pending(struct mfs_fs *fs, unsigned flags, uint32_t *nrebuilt)
+{
+	struct mfs_repair_ctx *rc = NULL;
+	int fd = -1, ret = 0;
+
+	*nrebuilt = 0;
+	for (uint32_t agno = 0; agno < fs->geo.agcount; agno++) {
+		struct mfs_buf *bp;
+		uint32_t aflags;
+		int err = mfs_read_agh(fs, agno, &bp);
+
+		if (err)
+			continue;            /* a damaged header is the scrub's to report */
+		aflags = mfs_get32(((const struct mfs_agh *)bp->data)->flags);
+		mfs_buf_put(bp);
+		if (!(aflags & MFS_AGH_REAP))
+			continue;
+		if (fd < 0)
+			fd = memfd_create("mendfs_reap", MFD_CLOEXEC);
+		if (!rc)
+			rc = mfs_calloc(1, sizeof(*rc));
+		if (fd < 0 || !rc) {
+			err = fd < 0 ? -errno : -ENOMEM;
+			mfs_log(MFS_LOG_ERR, "AG %u: old tree blocks of an interrupted rebuild are "
+				"still to be freed, and no %s for it: %s", agno,
+				fd < 0 ? "scratch file" : "memory", strerror(-err));
+			ret = ret ? ret : err;
+			continue;
+		}
+		memset(rc, 0, sizeof(*rc));
+		rc->fs = fs;
+		rc->type = MFS_SCRUB_BNOBT;
+		rc->agno = agno;
+		rc->fds[0] = fd;
+		rc->nfds = 1;
+		rc->flags = flags;
+		err = mfs_repair(rc);
+		if (err) {
+			mfs_log(MFS_LOG_ERR, "AG %u: freeing the old tree blocks of an interrupted "
+				"rebuild failed: %s", agno, rc->reason[0] ? rc->reason :
+				strerror(-err));
+			ret = ret ? ret : err;
+		} else {
+			mfs_log(MFS_LOG_INFO, "AG %u: freed the old tree blocks of an interrupted "
+				"rebuild (free-space trees rebuilt)", agno);
+			++*nrebuilt;
+		}
+	}
+	if (fd >= 0)
+		close(fd);
+	free(rc);
+	return ret;
+}
