@@ -54,9 +54,9 @@ enum mfs_repair_point {
 	MFS_REPAIR_AT_GATHERED = 2,   /* records gathered into scratch, before the sort */
 	MFS_REPAIR_AT_SORTING = 3,    /* inside the sort (its first comparison) */
 	MFS_REPAIR_AT_BUILT = 4,      /* new structure built in the transaction, not committed */
-	MFS_REPAIR_AT_REAPED = 5,     /* committed; a batch of the old blocks freed (repair_ag.h,
-				       * the reap): a failure here leaves the rest marked in the
-				       * AG header, as a crash would */
+	MFS_REPAIR_AT_REAPED = 5,     /* committed, and again after each batch of the old blocks
+				       * freed (repair_ag.h, the reap): a failure here leaves the
+				       * rest marked in the AG header, as a crash would */
 };
 
 struct mfs_repair_ctx {

@@ -159,6 +159,8 @@ int rep_space_longest(struct agrep *ar, uint32_t *longest);
  */
 int rep_reap_mark(struct agrep *ar);
 int rep_reap_piece(struct agrep *ar, uint32_t s, uint32_t l, void *priv);
+/* The test point MFS_REPAIR_AT_REAPED: right after the commit and after each batch. */
+int rep_reap_hook(struct agrep *ar);
 int rep_reap_end(struct agrep *ar);
 
 /* Tests only (check_repair_frag): blocks logged by one batch of the reap (256). */

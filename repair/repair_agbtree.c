@@ -1445,6 +1445,8 @@ static int allocbt_try(struct rep *r, int logged, int *fl_short)
 		err = rep_ag_finish(&ar);
 	/* ordered: O's blocks but those on the AGFL, and the trees' spare ones, are freed */
 	if (!err && ar.reap)
+		err = rep_reap_hook(&ar);
+	if (!err && ar.reap)
 		err = rep_ext_pieces(&ar, O, p.take_o, p.no - p.take_o - fed, rep_reap_piece,
 				     NULL);
 	for (uint64_t i = p.m; !err && ar.reap && i < spare; i++)

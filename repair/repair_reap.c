@@ -34,6 +34,7 @@
 #include "trans.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -63,12 +64,28 @@ int rep_reap_mark(struct agrep *ar)
 	return 0;
 }
 
+/* The reason says what happened (a reason already given, as by the test hook, is kept in
+ * it). */
 static int reap_fail(struct agrep *ar, int err, const char *what)
 {
+	char why[sizeof(ar->r->rc->reason)];
+
+	snprintf(why, sizeof(why), "%s", ar->r->rc->reason[0] ? ar->r->rc->reason :
+		 strerror(-err));
+	ar->r->rc->reason[0] = 0;
 	return rep_fail(ar->r, err, "AG %u: the new trees are committed, but %s failed after "
 			"%llu of the old trees' blocks were freed: %s; the rest is freed by the "
 			"next read-write mount or mendfs_repair", ar->agno, what,
-			(unsigned long long)ar->reaped, strerror(-err));
+			(unsigned long long)ar->reaped, why);
+}
+
+/* The test point after the commit and after each batch (repair.h: a failure leaves the
+ * rest of the old blocks to the recovery, as a crash would). */
+int rep_reap_hook(struct agrep *ar)
+{
+	int err = rep_hook(ar->r, MFS_REPAIR_AT_REAPED);
+
+	return err ? reap_fail(ar, err, "the test hook") : 0;
 }
 
 /* One chunk of old blocks freed; the transaction rolled (and the log checkpointed) when
@@ -90,9 +107,9 @@ static int reap_chunk(struct agrep *ar, uint32_t s, uint32_t n)
 	err = mfs_trans_roll(&ar->tp, MFS_TRANS_ASYNC);
 	if (err)
 		return reap_fail(ar, err, "committing a batch of freed blocks");
-	err = rep_hook(ar->r, MFS_REPAIR_AT_REAPED);
+	err = rep_reap_hook(ar);
 	if (err)
-		return reap_fail(ar, err, "the test hook");
+		return err;
 	ar->reap_logged += nimg + nrev / 64;
 	if (ar->fs->log && ar->reap_logged >= REAP_CKPT_LOG) {
 		ar->reap_logged = 0;

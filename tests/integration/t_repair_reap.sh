@@ -1,0 +1,64 @@
+#!/bin/bash
+# t_repair_reap.sh — a free-space rebuild whose reap (its old trees' blocks freed after its
+# commit, in transactions of their own: repair/repair_reap.c) is cut short, as a crash
+# would cut it: the daemon's repair test hook fails it at its first "reaped" point, right
+# after the commit.  The AG header then says old tree blocks are still to be freed:
+# mendfs_repair -n names that, and nothing else in AG 0 (exit 4).  Then, once
+# the next read-write mount frees them before serving (mendfs_scrub -n clean, the files
+# unchanged, mendfs_repair -n clean after unmount), and once mendfs_repair does (exit 1,
+# then -n clean).
+set -u
+. "$(dirname "$0")/mountlib.sh"
+. "$(dirname "$0")/stresslib.sh"
+. "$(dirname "$0")/repairlib.sh"
+repair_setup t_repair_reap
+hk=$dir/hooks
+mkdir "$hk"
+export MENDFS_TEST_REPAIR_DIR=$hk
+
+"$MKFS" -q -a 4 -b 1024 "$img" 64M || fail "mkfs"
+mount_fs
+mkdir "$mnt/d" || fail "mkdir"
+for i in $(seq 300); do head -c 1000 /dev/urandom >"$mnt/d/f$i" || fail "f$i"; done
+for i in $(seq 1 2 300); do rm "$mnt/d/f$i" || fail "rm f$i"; done
+(cd "$mnt" && find d -type f -print0 | sort -z | xargs -0 md5sum) >"$dir/sums" || fail "md5sum"
+umount_fs
+
+for way in mount mendfs_repair; do
+	mount_fs
+	echo fail >"$hk/reaped"
+	# the free-space trees of AG 0 (type 4): the rebuild commits, its reap is stopped
+	repair_reply '^oflags .* error -4:' "$dir/reply" python3 "$REPAIR_CLIENT" 4 0 ||
+		{ cat "$dir/reply"; fail "$way: the reap was not stopped by the test hook"; }
+	grep -q "the new trees are committed" "$dir/reply" ||
+		{ cat "$dir/reply"; fail "$way: the reply does not say the new trees are in place"; }
+	rm "$hk/reaped"
+	umount_fs
+	"$BIN/mendfs_repair" -n "$img" >"$dir/out" 2>&1; rc=$?
+	[ $rc -eq 4 ] && grep -q "AG 0: old tree blocks of an interrupted rebuild are still to be freed" "$dir/out" ||
+		{ cat "$dir/out"; fail "$way: mendfs_repair -n after the stopped reap: exit $rc"; }
+	[ "$(grep -c 'AG 0' "$dir/out")" -eq 1 ] ||
+		{ cat "$dir/out"; fail "$way: mendfs_repair -n reports more than the mark in AG 0"; }
+	ok "$way: the stopped reap leaves AG 0 marked, named by mendfs_repair -n (exit 4)"
+	if [ $way = mount ]; then
+		: >"$log"
+		mount_fs
+		grep -q "AG 0: freed the old tree blocks of an interrupted rebuild" "$log" ||
+			fail "the mount did not free the old tree blocks"
+		"$SCRUB" -n "$mnt" >"$dir/out" 2>&1; rc=$?
+		[ $rc -eq 0 ] || { cat "$dir/out"; fail "mendfs_scrub -n after the mount: exit $rc"; }
+		checksums "after the mount"
+		umount_fs
+	else
+		"$BIN/mendfs_repair" "$img" >"$dir/out" 2>&1; rc=$?
+		[ $rc -eq 1 ] && grep -q "freed the old tree blocks of 1 interrupted rebuild" "$dir/out" ||
+			{ cat "$dir/out"; fail "mendfs_repair: exit $rc"; }
+	fi
+	"$BIN/mendfs_repair" -n "$img" >"$dir/out" 2>&1; rc=$?
+	[ $rc -eq 0 ] || { cat "$dir/out"; fail "$way: mendfs_repair -n after the recovery: exit $rc"; }
+	ok "$way: the old tree blocks freed, mendfs_repair -n clean"
+done
+mount_fs
+checksums "at the end"
+umount_fs
+exit 0
