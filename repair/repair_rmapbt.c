@@ -11,10 +11,12 @@
  * free its data).  What is neither free (the by-block tree, trusted and verified) nor
  * owned is the old reverse map's blocks (and any leaked block).  The new tree is written
  * as ordered new blocks (trans.h) into free space that nothing on disk points at until the
- * commit swaps the root, the free-space trees giving those blocks up and taking the old
- * tree's blocks back in the same transaction (see "ordered" below): the transaction logs
- * only the header, the free list and the free-space leaves that change, whatever the
- * size of the tree, so a small journal rebuilds a large reverse map.  When free space
+ * commit swaps the root, the free-space trees giving those blocks up in the same
+ * transaction, and the new tree giving the old tree's blocks to MFS_OWN_AG: they are freed
+ * after the commit, under the same AG lock, in bounded transactions (the reap,
+ * repair_reap.c; see "ordered" below).  The transaction logs only the header, the free
+ * list and the free-space leaves that change, whatever the size of the tree, so a small
+ * journal rebuilds a large reverse map.  When free space
  * cannot hold the tree with a margin, the old way: the old blocks become MFS_OWN_AG, the
  * new tree is written into their first blocks (joined and logged: a commit that must fit
  * the journal), and the rest goes onto the AGFL (as far as it has room) or back to free
@@ -91,16 +93,14 @@ static int rtree_blocks(struct rgather *g, enum mfs_ag_tree t, uint64_t owner, u
 	uint64_t nrecs, nblocks;
 	int err;
 
+	/* one walk: checked, and its blocks listed (no set of the blocks seen) */
 	mfs_ag_cur_init(&cur, ar->fs, NULL, ar->agno, t, ar->agh_bp);
 	cur.flags = MFS_BTREE_CUR_ONCE;
-	err = mfs_btree_verify(&cur, &nrecs, &nblocks);
-	if (err) {
-		mfs_btree_cur_release(&cur);
+	err = mfs_btree_verify_visit(&cur, rvisit_fn, &v, &nrecs, &nblocks);
+	mfs_btree_cur_release(&cur);
+	if (err && err != -ECANCELED && !ar->r->rc->reason[0])
 		return rep_fail(ar->r, err, "AG %u %s is damaged (%s): the reverse map is rebuilt "
 				"from it; repair it first", ar->agno, cur.ops->name, strerror(-err));
-	}
-	err = mfs_btree_visit_blocks(&cur, rvisit_fn, &v);
-	mfs_btree_cur_release(&cur);
 	if (n)
 		*n = v.blocks;
 	return err;
@@ -178,7 +178,6 @@ struct rmerge {
 	int have;
 	struct mfs_xfarray *G;       /* the gaps (struct rext), in block order */
 	uint64_t ngaps, gapblocks;
-	int drop_gaps;               /* ordered: the gaps become free, no record for them */
 };
 
 static int rm_emit(struct rmerge *m, const struct mfs_rmap_rec *rec)
@@ -211,8 +210,6 @@ static int rm_gap(struct rmerge *m, uint32_t s, uint32_t e)
 		return rep_scratch_err(m->ar->r, err, "listing the old reverse map's blocks");
 	m->ngaps++;
 	m->gapblocks += e - s;
-	if (m->drop_gaps)
-		return 0;
 	memset(&rec, 0, sizeof(rec));
 	mfs_put32(rec.startblock, s);
 	mfs_put32(rec.blockcount, e - s);
@@ -382,18 +379,19 @@ static int rfree_left(struct agrep *ar, uint32_t s, uint32_t l)
  * root: free space, the longest free extents first (fewest pieces; never the free list's
  * stock, whose blocks may still have images in the log that a checkpoint would write over
  * them: freed blocks were revoked when they were freed).  The old tree's blocks and any leaked block
- * (the gaps G: neither free nor anybody's) are not touched before the commit; they go back
- * to free space in the same transaction, except those that keep the free list stocked
- * for the splits of the free-space trees while G and N change hands (taken from the end
- * of G, MFS_OWN_AG like the rest of the list).  The list holds only MFS_AGFL_SIZE_MAX
+ * (the gaps G: neither free nor anybody's) are not touched before the commit; the new
+ * tree gives them to MFS_OWN_AG (R2 holds a record for each gap) and the reap frees them
+ * after it, except those that keep the free list stocked for the splits of the
+ * free-space trees while N changes hands (taken from the end of G, MFS_OWN_AG like the
+ * rest of the list).  The list holds only MFS_AGFL_SIZE_MAX
  * blocks, and the trees' edits give blocks back to it as they empty tree blocks: when it
- * would overflow, blocks off its head go back to free space too (D: AG-owned blocks that
- * leave the records; one of G's kept for the list is simply given back).  So the new
- * records are the merged owners' records R2 (no gap in them) with the ranges added to
- * MFS_OWN_AG (A: G's blocks kept for the list, N's pieces taken from free space) and
- * without D, merged where they touch an AG-owned neighbour.  The tree's size depends on
+ * would overflow, blocks off its head go back to free space (D: AG-owned blocks that
+ * leave the records).  So the new
+ * records are the merged owners' records R2 with N's pieces taken from free space added
+ * to MFS_OWN_AG and without D, merged where they touch an AG-owned neighbour.  The tree's
+ * size depends on
  * that count, which depends on how many pieces N takes: planned from the free extents'
- * lengths, then with A and N counted by binary search in R2 (one more record per added
+ * lengths, then with N counted by binary search in R2 (one more record per added
  * range, one less per merge), with a margin for D; once the edits are made the records
  * are counted exactly (one pass) and what the tree does not need of N goes onto the free
  * list.  The free-space trees are changed with rep_space_take/give (repair_space.c),
@@ -651,8 +649,9 @@ struct ordered {
 	struct mfs_xfarray *R2, *F;
 	struct rep_lenhist *h;
 	uint64_t nbno, ncnt;
-	struct rep_addset A, N, D, all;  /* G kept for the free list; taken from free space;
-				      * AG-owned blocks of R2 freed; A and N */
+	struct rep_addset N, D, all;  /* taken from free space; AG-owned blocks of R2 freed;
+				      * N sorted, touching pieces joined */
+	uint64_t gtaken;             /* blocks of G's end stocked onto the free list */
 	uint64_t freed, taken;       /* blocks given back to free space; taken from it */
 	uint64_t puts, gets;         /* free-list blocks put and got by the plan */
 	uint32_t need;               /* free-list stock one edit may use, or give back */
@@ -674,19 +673,13 @@ static int fl_drain(struct ordered *o, uint32_t more)
 
 	while (!err && fl_count(ar) + more > MFS_AGFL_SIZE_MAX) {
 		uint32_t b;
-		uint64_t i;
 
 		err = mfs_agfl_get(ar->tp, ar->agno, ar->agh_bp, &b);
 		if (err)
 			return rep_fail(ar->r, err, "AG %u: taking a block off the free list: %s",
 					ar->agno, strerror(-err));
 		o->gets++;
-		for (i = 0; i < o->A.n && o->A.v[i].start != b; i++)
-			;
-		if (i < o->A.n)
-			o->A.v[i] = o->A.v[--o->A.n];
-		else
-			err = rep_addset_push(ar, &o->D, b, 1);
+		err = rep_addset_push(ar, &o->D, b, 1);
 		if (!err)
 			err = rep_space_give(ar, b, 1);
 		if (!err)
@@ -704,51 +697,35 @@ static int gap_get(struct ordered *o, uint64_t i, struct rext *e)
 	return err ? rep_scratch_err(o->ar->r, err, "reading the old reverse map's blocks") : 0;
 }
 
-/* G (the gaps, in block order) back to free space, the free list stocked from its end. */
-static int give_gaps(struct ordered *o)
+/*
+ * The free list stocked from the end of G (the gaps, in block order: AG-owned in R2, so the
+ * list's blocks stay so); the rest of G is left to the reap after the commit.  o->gtaken:
+ * the blocks taken from G's end.
+ */
+static int stock_from_gaps(struct ordered *o)
 {
 	struct agrep *ar = o->ar;
-	uint64_t front = 0, back = o->m->ngaps;
-	struct rext last = { 0, 0 }, first;     /* G[back - 1], G[front] */
+	uint64_t back = o->m->ngaps;
+	struct rext last = { 0, 0 };     /* G[back - 1] */
 	uint32_t backlen;
 	int err = back ? gap_get(o, back - 1, &last) : 0;
 
 	backlen = last.len;
-	while (!err && front < back) {
-		uint32_t s, l;
+	while (!err && fl_count(ar) < o->need && back > 0) {
+		uint32_t b = last.start + backlen - 1;
 
-		/* stock the free list from the last gap block not yet given */
-		while (!err && fl_count(ar) < o->need && front < back) {
-			uint32_t b = last.start + backlen - 1;
-
-			err = mfs_agfl_put(ar->tp, ar->agno, ar->agh_bp, b);
-			if (err)
-				err = rep_fail(ar->r, err, "AG %u: putting block %u on the free "
-					       "list: %s", ar->agno, b, strerror(-err));
-			if (!err)
-				err = rep_addset_push(ar, &o->A, b, 1);
-			if (!err)
-				err = rep_forget_blocks(ar, b, 1);
-			o->puts++;
-			if (!err && --backlen == 0 && --back > 0) {
-				err = gap_get(o, back - 1, &last);
-				backlen = last.len;
-			}
-		}
-		if (err || front >= back)
-			break;
-		err = gap_get(o, front, &first);
+		err = mfs_agfl_put(ar->tp, ar->agno, ar->agh_bp, b);
 		if (err)
-			break;
-		s = first.start;
-		l = front + 1 == back ? backlen : first.len;
-		front++;
-		err = fl_drain(o, o->need);
+			err = rep_fail(ar->r, err, "AG %u: putting block %u on the free list: %s",
+				       ar->agno, b, strerror(-err));
 		if (!err)
-			err = rep_space_give(ar, s, l);
-		if (!err)
-			err = rep_forget_blocks(ar, s, l);
-		o->freed += l;
+			err = rep_forget_blocks(ar, b, 1);
+		o->puts++;
+		o->gtaken++;
+		if (!err && --backlen == 0 && --back > 0) {
+			err = gap_get(o, back - 1, &last);
+			backlen = last.len;
+		}
 	}
 	return err;
 }
@@ -761,17 +738,18 @@ static int plan_new(struct ordered *o, uint64_t *take)
 	uint32_t bs = ar->fs->geo.blocksize;
 	uint64_t c0 = mfs_xfarray_count(o->R2) + PLAN_SLACK_RECS, t, above, pieces, m = 0, n;
 	uint32_t L;
+	struct rep_addset none = { NULL, 0, 0 };
 	int err;
 
 	rep_lh_sort(o->h);
 	/* from the lengths alone, as if nothing merged */
-	t = rep_geo_blocks(&mfs_rmapbt_ops, bs, c0 + o->A.n + 1, NULL);
+	t = rep_geo_blocks(&mfs_rmapbt_ops, bs, c0 + 1, NULL);
 	for (unsigned round = 0; round < 16 && t != UINT64_MAX; round++) {
 		uint64_t t2;
 
 		if (rep_lh_pick(o->h, t, &L, &above, &pieces))
 			break;                   /* rep_pick_free says so */
-		t2 = rep_geo_blocks(&mfs_rmapbt_ops, bs, c0 + o->A.n + pieces, NULL);
+		t2 = rep_geo_blocks(&mfs_rmapbt_ops, bs, c0 + pieces, NULL);
 		if (t2 <= t)
 			break;
 		t = t2;
@@ -780,7 +758,7 @@ static int plan_new(struct ordered *o, uint64_t *take)
 	for (unsigned round = 0; round < 16 && t != UINT64_MAX; round++) {
 		err = rep_pick_free(ar, o->F, o->h, t, &o->N, "new reverse map");
 		if (!err)
-			err = addset_union(ar, &o->A, &o->N, &o->all);
+			err = addset_union(ar, &o->N, &none, &o->all);
 		if (!err)
 			err = added_count(ar, o->R2, &o->all, &n);
 		if (err)
@@ -810,7 +788,7 @@ static int rmap_ordered(struct ordered *o, struct mfs_xfarray *U)
 	int err = 0;
 
 	o->need = mfs_agfl_need(ar->fs, agh);
-	err = give_gaps(o);
+	err = stock_from_gaps(o);
 	if (!err)
 		err = plan_new(o, &take);
 	/* N's pieces out of free space (the free list feeds their splits: one take inserts
@@ -831,7 +809,7 @@ static int rmap_ordered(struct ordered *o, struct mfs_xfarray *U)
 	/* The exact count now that the edits are made; what the tree does not need of N
 	 * goes onto the free list (drained first: a drain may add a record). */
 	for (unsigned round = 0; !err; round++) {
-		err = addset_union(ar, &o->A, &o->N, &o->all);
+		err = addset_union(ar, &o->N, &none, &o->all);
 		if (!err)
 			err = addset_union(ar, &o->D, &none, &dn);
 		if (!err)
@@ -904,7 +882,6 @@ out:
 
 static void ordered_free(struct ordered *o)
 {
-	free(o->A.v);
 	free(o->N.v);
 	free(o->D.v);
 	free(o->all.v);
@@ -948,7 +925,7 @@ int rep_rmapbt(struct rep *r)
 	uint64_t nown = 0;
 	const struct mfs_geom *geo = &r->fs->geo;
 	uint32_t aglen = mfs_ag_length(geo, r->rc->agno);
-	int err, sweep = -1;       /* the sweep state to restore (mfs_bcache_sweep) */
+	int err, ordered, sweep = -1;      /* the sweep state to restore (mfs_bcache_sweep) */
 
 	memset(&m, 0, sizeof(m));
 	memset(&ar, 0, sizeof(ar));
@@ -1090,7 +1067,7 @@ int rep_rmapbt(struct rep *r)
 	 * good margin: the records are at most R's, plus one per piece taken. */
 	est = rep_geo_blocks(&mfs_rmapbt_ops, geo->blocksize, mfs_xfarray_count(R) +
 			     mfs_xfarray_count(R) / 32 + 256, NULL);
-	m.drop_gaps = est != UINT64_MAX && h.blocks >= est + est / 8 + 64 && est <= o.ucap;
+	ordered = est != UINT64_MAX && h.blocks >= est + est / 8 + 64 && est <= o.ucap;
 	m.ar = &ar;
 	m.out = R2;
 	err = rmerge_all(&m, &q, F);
@@ -1100,7 +1077,7 @@ int rep_rmapbt(struct rep *r)
 	sweep = -1;
 	if (err)
 		goto out;
-	if (m.drop_gaps) {
+	if (ordered) {
 		o.ar = &ar;
 		o.m = &m;
 		o.R2 = R2;
@@ -1110,7 +1087,18 @@ int rep_rmapbt(struct rep *r)
 		o.ncnt = ncnt;
 		err = rmap_ordered(&o, U);
 		if (!err)
+			err = rep_reap_mark(&ar);
+		if (!err)
 			err = rep_ag_finish(&ar);
+		/* the old tree's blocks (and any leaked one), AG-owned in the new tree: freed,
+		 * but those stocked onto the free list */
+		if (!err)
+			err = rep_reap_hook(&ar);
+		if (!err)
+			err = rep_ext_pieces(&ar, m.G, 0, m.gapblocks - o.gtaken, rep_reap_piece,
+					     NULL);
+		if (!err)
+			err = rep_reap_end(&ar);
 		if (!err)
 			mfs_log(MFS_LOG_INFO, "AG %u: reverse map rebuilt in free space, %llu "
 				"records; settled in %u round(s), %llu owner(s) scanned again under "

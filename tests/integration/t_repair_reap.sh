@@ -1,12 +1,12 @@
 #!/bin/bash
-# t_repair_reap.sh — a free-space rebuild whose reap (its old trees' blocks freed after its
-# commit, in transactions of their own: repair/repair_reap.c) is cut short, as a crash
-# would cut it: the daemon's repair test hook fails it at its first "reaped" point, right
-# after the commit.  The AG header then says old tree blocks are still to be freed:
-# mendfs_repair -n names that, and nothing else in AG 0 (exit 4).  Then, once
-# the next read-write mount frees them before serving (mendfs_scrub -n clean, the files
-# unchanged, mendfs_repair -n clean after unmount), and once mendfs_repair does (exit 1,
-# then -n clean).
+# t_repair_reap.sh — a rebuild of AG 0's free-space trees (type 4) or reverse map (type 7)
+# whose reap (the old tree's blocks freed after its commit, in transactions of their own:
+# repair/repair_reap.c) is cut short, as a crash would cut it: the daemon's repair test
+# hook fails it at its first "reaped" point, right after the commit.  The AG header then
+# says old tree blocks are still to be freed: mendfs_repair -n names that, and nothing
+# else in AG 0 (exit 4).  Then the next read-write mount frees them before serving
+# (mendfs_scrub -n clean, the files unchanged, mendfs_repair -n clean after unmount), or
+# mendfs_repair does (exit 1, then -n clean).
 set -u
 . "$(dirname "$0")/mountlib.sh"
 . "$(dirname "$0")/stresslib.sh"
@@ -24,27 +24,28 @@ for i in $(seq 1 2 300); do rm "$mnt/d/f$i" || fail "rm f$i"; done
 (cd "$mnt" && find d -type f -print0 | sort -z | xargs -0 md5sum) >"$dir/sums" || fail "md5sum"
 umount_fs
 
-for way in mount mendfs_repair; do
+for run in "4 mount" "7 mount" "7 mendfs_repair"; do
+	read -r type way <<<"$run"
 	mount_fs
 	echo fail >"$hk/reaped"
-	# the free-space trees of AG 0 (type 4): the rebuild commits, its reap is stopped
-	repair_reply '^oflags .* error -4:' "$dir/reply" python3 "$REPAIR_CLIENT" 4 0 ||
-		{ cat "$dir/reply"; fail "$way: the reap was not stopped by the test hook"; }
+	# the rebuild commits, its reap is stopped
+	repair_reply '^oflags .* error -4:' "$dir/reply" python3 "$REPAIR_CLIENT" "$type" 0 ||
+		{ cat "$dir/reply"; fail "type $type, $way: the reap was not stopped by the test hook"; }
 	grep -q "the new trees are committed" "$dir/reply" ||
-		{ cat "$dir/reply"; fail "$way: the reply does not say the new trees are in place"; }
+		{ cat "$dir/reply"; fail "type $type, $way: the reply does not say the new trees are in place"; }
 	rm "$hk/reaped"
 	umount_fs
 	"$BIN/mendfs_repair" -n "$img" >"$dir/out" 2>&1; rc=$?
 	[ $rc -eq 4 ] && grep -q "AG 0: old tree blocks of an interrupted rebuild are still to be freed" "$dir/out" ||
-		{ cat "$dir/out"; fail "$way: mendfs_repair -n after the stopped reap: exit $rc"; }
+		{ cat "$dir/out"; fail "type $type, $way: mendfs_repair -n after the stopped reap: exit $rc"; }
 	[ "$(grep -c 'AG 0' "$dir/out")" -eq 1 ] ||
-		{ cat "$dir/out"; fail "$way: mendfs_repair -n reports more than the mark in AG 0"; }
-	ok "$way: the stopped reap leaves AG 0 marked, named by mendfs_repair -n (exit 4)"
+		{ cat "$dir/out"; fail "type $type, $way: mendfs_repair -n reports more than the mark in AG 0"; }
+	ok "type $type, $way: the stopped reap leaves AG 0 marked, named by mendfs_repair -n (exit 4)"
 	if [ $way = mount ]; then
 		: >"$log"
 		mount_fs
 		grep -q "AG 0: freed the old tree blocks of an interrupted rebuild" "$log" ||
-			fail "the mount did not free the old tree blocks"
+			fail "type $type: the mount did not free the old tree blocks"
 		"$SCRUB" -n "$mnt" >"$dir/out" 2>&1; rc=$?
 		[ $rc -eq 0 ] || { cat "$dir/out"; fail "mendfs_scrub -n after the mount: exit $rc"; }
 		checksums "after the mount"
@@ -55,8 +56,8 @@ for way in mount mendfs_repair; do
 			{ cat "$dir/out"; fail "mendfs_repair: exit $rc"; }
 	fi
 	"$BIN/mendfs_repair" -n "$img" >"$dir/out" 2>&1; rc=$?
-	[ $rc -eq 0 ] || { cat "$dir/out"; fail "$way: mendfs_repair -n after the recovery: exit $rc"; }
-	ok "$way: the old tree blocks freed, mendfs_repair -n clean"
+	[ $rc -eq 0 ] || { cat "$dir/out"; fail "type $type, $way: mendfs_repair -n after the recovery: exit $rc"; }
+	ok "type $type, $way: the old tree blocks freed, mendfs_repair -n clean"
 done
 mount_fs
 checksums "at the end"
