@@ -162,6 +162,9 @@ int rep_reap_piece(struct agrep *ar, uint32_t s, uint32_t l, void *priv);
 /* The test point MFS_REPAIR_AT_REAPED: right after the commit and after each batch. */
 int rep_reap_hook(struct agrep *ar);
 int rep_reap_end(struct agrep *ar);
+/* A rebuild that frees all the old blocks in its one transaction (the logged ways), the AG
+ * header joined: an AG marked by a reap cut short has nothing left to free after it. */
+void rep_reap_unmark(struct agrep *ar);
 
 /* Tests only (check_repair_frag): blocks logged by one batch of the reap (256). */
 extern uint64_t rep_reap_batch;

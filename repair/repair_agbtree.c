@@ -1291,7 +1291,9 @@ static int allocbt_try(struct rep *r, int logged, int *fl_short)
 	struct rep_lenhist h;
 	struct rep_addset N = { NULL, 0, 0 };   /* ordered: the pieces of F taken */
 	uint64_t rmapblks, fed = 0, spare = 0;
-	int err;
+	/* a sweep: the blocks it reads in leave the cache when let go, or (changed by its
+	 * commit or its reap) once written home (mfs_bcache_sweep) */
+	int err, sweep = mfs_bcache_sweep(1);
 
 	memset(&h, 0, sizeof(h));
 	err = rep_ag_begin(r, &ar, 1);
@@ -1441,6 +1443,8 @@ static int allocbt_try(struct rep *r, int logged, int *fl_short)
 	mfs_put32(agh->btreeblks, (uint32_t)(p.m - 2 + rmapblks - 1));
 	if (p.ordered)
 		err = rep_reap_mark(&ar);
+	else
+		rep_reap_unmark(&ar);        /* every old block freed in this transaction */
 	if (!err)
 		err = rep_ag_finish(&ar);
 	/* ordered: O's blocks but those on the AGFL, and the trees' spare ones, are freed */
@@ -1455,6 +1459,7 @@ static int allocbt_try(struct rep *r, int logged, int *fl_short)
 		err = rep_reap_end(&ar);
 out:
 	rep_ag_cancel(&ar);
+	mfs_bcache_sweep(sweep);
 	*fl_short = err && ar.fl_short;
 	rep_lh_free(&h);
 	free(N.v);

@@ -64,6 +64,13 @@ int rep_reap_mark(struct agrep *ar)
 	return 0;
 }
 
+void rep_reap_unmark(struct agrep *ar)
+{
+	struct mfs_agh *agh = rep_agh(ar);
+
+	mfs_put32(agh->flags, mfs_get32(agh->flags) & ~MFS_AGH_REAP);
+}
+
 /* The reason says what happened (a reason already given, as by the test hook, is kept in
  * it). */
 static int reap_fail(struct agrep *ar, int err, const char *what)

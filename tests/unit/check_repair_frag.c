@@ -278,21 +278,18 @@ static void reap_recovered(struct mfs_fs *fs, uint64_t ino)
 	CK_EQ(n, 0);
 }
 
-START_TEST(test_reap_interrupted)
+/* A free-space rebuild of AG 1 whose reap stops after its second batch (of many: the
+ * old trees are hundreds of one-block pieces, a rebuild's), as a crash would. */
+static void reap_cut(struct mfs_fs *fs)
 {
-	struct tu_img t, c;
-	struct tu_findings f;
 	struct mfs_repair_ctx rc;
-	uint64_t ino = make_frag(&t, 4u << 20);
 	unsigned seen = 0;
 	int fd, err;
 
-	/* the second rebuild's old trees are hundreds of one-block pieces: a reap of many
-	 * batches */
-	rebuild(t.fs, MFS_SCRUB_BNOBT, 1, 0);
+	rebuild(fs, MFS_SCRUB_BNOBT, 1, 0);
 	fd = tu_scratch_fd(0);
 	memset(&rc, 0, sizeof(rc));
-	rc.fs = t.fs;
+	rc.fs = fs;
 	rc.type = MFS_SCRUB_BNOBT;
 	rc.agno = 1;
 	rc.fds[0] = fd;
@@ -306,7 +303,16 @@ START_TEST(test_reap_interrupted)
 	close(fd);
 	ck_assert_msg(err == -EINTR && seen == 3, "reap stopped after its second batch: %d "
 		      "(hook seen %u): %s", err, seen, rc.reason);
-	CK_EQ(reap_marked(t.fs), 1);
+	CK_EQ(reap_marked(fs), 1);
+}
+
+START_TEST(test_reap_interrupted)
+{
+	struct tu_img t, c;
+	struct tu_findings f;
+	uint64_t ino = make_frag(&t, 4u << 20);
+
+	reap_cut(t.fs);
 	CK_OK(tu_scrub_one(t.fs, MFS_SCRUB_BNOBT, 1, 0, 0, &f));
 	ck_assert_msg(f.n == 1 && strstr(f.first, "still to be freed"), "bnobt: %u findings: "
 		      "%s", f.n, f.first);
@@ -327,6 +333,27 @@ START_TEST(test_reap_interrupted)
 }
 END_TEST
 
+/*
+ * A marked AG whose free-space trees are rebuilt the logged way (the ordered plan's free
+ * list made to run dry: rep_abt_dry_after), which frees every old block in its one
+ * transaction: the mark goes with them.  Before, it stayed: the check afterwards found it,
+ * so the rebuild failed, and every mount tried again.
+ */
+START_TEST(test_reap_pending_logged)
+{
+	struct tu_img t;
+	uint64_t ino = make_frag(&t, 4u << 20), fb;
+
+	reap_cut(t.fs);
+	fb = rep_abt_fallbacks;
+	rep_abt_dry_after = 0;
+	reap_recovered(t.fs, ino);
+	rep_abt_dry_after = UINT64_MAX;
+	CK_EQ(rep_abt_fallbacks, fb + 1);
+	tu_img_destroy(&t);
+}
+END_TEST
+
 static Suite *frag_suite(void)
 {
 	Suite *s = suite_create("repair_frag");
@@ -336,6 +363,7 @@ static Suite *frag_suite(void)
 	tcase_add_test(tc, test_fragmented_rebuilds);
 	tcase_add_test(tc, test_free_list_dry_falls_back);
 	tcase_add_test(tc, test_reap_interrupted);
+	tcase_add_test(tc, test_reap_pending_logged);
 	suite_add_tcase(s, tc);
 	return s;
 }
