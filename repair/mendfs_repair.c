@@ -649,12 +649,13 @@ int main(int argc, char **argv)
 	 * because what it is rebuilt from was damaged too) — only checks when the first
 	 * rebuilt nothing; when the second rebuilt anything, a last pass only checks.  The
 	 * last pass that rebuilt nothing says what is left. */
-	/* A rebuild's reap cut short by a crash: finished first, as a mount would. */
+	/* A rebuild's reap cut short by a crash: finished first, as a mount would.  One that
+	 * cannot run yet (what it is rebuilt from is damaged too: logged) is no operational
+	 * error: the pass finds the mark (the by-block tree's check) and rebuilds in order. */
 	if (!t.dry_run) {
 		uint32_t nreaped = 0;
 
-		if (mfs_repair_reap_pending(t.fs, MFS_REPAIR_OFFLINE, &nreaped))
-			t.operr++;
+		(void)mfs_repair_reap_pending(t.fs, MFS_REPAIR_OFFLINE, &nreaped);
 		if (nreaped)
 			printf("freed the old tree blocks of %u interrupted rebuild%s\n", nreaped,
 			       nreaped == 1 ? "" : "s");
