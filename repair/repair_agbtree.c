@@ -868,6 +868,16 @@ int rep_forget_blocks(struct agrep *ar, uint32_t s, uint32_t l)
 			      "%u+%u", ar->agno, s, l) : 0;
 }
 
+int rep_agfl_put_old(struct agrep *ar, uint32_t agbno)
+{
+	int err = mfs_agfl_put(ar->tp, ar->agno, ar->agh_bp, agbno);
+
+	if (err)
+		return rep_fail(ar->r, err, "AG %u: putting block %u on the free list: %s",
+				ar->agno, agbno, strerror(-err));
+	return rep_forget_blocks(ar, agbno, 1);
+}
+
 /* Old tree blocks that become free: busy until the commit is durable, buffers dropped. */
 static int release_old(struct agrep *ar, uint32_t s, uint32_t l, void *priv)
 {
@@ -1199,7 +1209,7 @@ static int abt_edit_ordered(struct agrep *ar, struct mfs_xfarray *O,
 					       "changed", ar->agno, (unsigned long long)u);
 				break;
 			}
-			err = mfs_agfl_put(ar->tp, ar->agno, ar->agh_bp, pool.v[pool.n - 1 - u]);
+			err = rep_agfl_put_old(ar, pool.v[pool.n - 1 - u]);
 			u++;
 			continue;
 		}
@@ -1383,7 +1393,7 @@ static int allocbt_try(struct rep *r, int logged, int *fl_short)
 	for (uint64_t i = 0; !err && !p.ordered && i < p.m; i++)
 		err = rep_join_block(&ar, b.v[i]);
 	for (uint64_t i = p.m; !err && i < b.n; i++)
-		err = mfs_agfl_put(ar.tp, ar.agno, ar.agh_bp, b.v[i]);
+		err = rep_agfl_put_old(&ar, b.v[i]);
 	if (!err && !p.ordered)
 		err = rep_ext_pieces(&ar, F, 0, p.take_f, rmap_join, NULL);
 	if (!err && !p.ordered)

@@ -1073,11 +1073,15 @@ int rep_rmapbt(struct rep *r)
 	err = rmerge_all(&m, &q, F);
 	if (!err)
 		err = rep_live_check_gaps(&lv, &ar, m.G);
-	mfs_bcache_sweep(sweep);
-	sweep = -1;
+	if (err || !ordered) {
+		mfs_bcache_sweep(sweep);
+		sweep = -1;
+	}
 	if (err)
 		goto out;
 	if (ordered) {
+		/* still a sweep: the leaves its commit and its reap change, read in for them,
+		 * leave the cache once written home (mfs_bcache_sweep) */
 		o.ar = &ar;
 		o.m = &m;
 		o.R2 = R2;
