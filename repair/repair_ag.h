@@ -104,6 +104,10 @@ int rep_add_ext(struct agrep *ar, struct mfs_xfarray *a, uint32_t s, uint32_t l)
 /* Blocks [s, s+l) leave their tree in the transaction (freed, or put on the free list):
  * at the commit their buffers are dropped unwritten (mfs_trans_forget). */
 int rep_forget_blocks(struct agrep *ar, uint32_t s, uint32_t l);
+/* An old tree block (MFS_OWN_AG) onto the free list, forgotten: the list gives blocks back
+ * to free space without a revoke (lib/alloc.c), so its logged images must go now, as a
+ * tree's block freed onto the list has them go (the btree engine's free). */
+int rep_agfl_put_old(struct agrep *ar, uint32_t agbno);
 
 /* Extents in memory, few (the pieces a rebuild takes from free space). */
 struct rep_addset {
