@@ -247,6 +247,8 @@ static void print_agh(const struct mfs_agh *agh, uint64_t blkno)
 	printf("ifree = %u\n", mfs_get32(agh->ifree));
 	printf("fl_first = %u\n", mfs_get32(agh->fl_first));
 	printf("fl_count = %u\n", mfs_get32(agh->fl_count));
+	printf("flags = 0x%x%s\n", mfs_get32(agh->flags),
+	       (mfs_get32(agh->flags) & MFS_AGH_REAP) ? " (reap: old tree blocks still to free)" : "");
 	printf("unlinked = %" PRIu64 "\n", mfs_get64(agh->unlinked));
 }
 

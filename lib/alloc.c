@@ -779,6 +779,10 @@ static int agfl_make(struct agx *x, const struct plan *p)
 	return err;
 }
 
+/* A block off the list back to free space.  It is forgotten (its logged images revoked):
+ * whatever put it on the list (a tree's free does the same, a rebuild's leftovers should),
+ * a block that next holds file data, written in place, must never get an old tree block's
+ * image written over it by a checkpoint or a replay. */
 static int agfl_trim_one(struct agx *x)
 {
 	uint32_t bno;
@@ -788,6 +792,8 @@ static int agfl_trim_one(struct agx *x)
 		err = rmap_del(x, bno, 1, MFS_OWN_AG, 0);
 	if (!err)
 		err = fs_give(x, bno, 1, 0);
+	if (!err)
+		err = mfs_trans_forget(x->tp, mfs_agbno_to_fsb(&x->fs->geo, x->agno, bno));
 	return err;
 }
 

@@ -87,8 +87,11 @@ static int free_stock(struct agrep *ar, uint32_t s, uint32_t l, void *priv)
 	int err = mfs_free_extent(ar->tp, mfs_agbno_to_fsb(&ar->fs->geo, ar->agno, s), l,
 				  MFS_OWN_AG, 0);
 
-	return err ? rep_fail(ar->r, err, "AG %u: freeing surplus free-list block %u: %s",
-			      ar->agno, s, strerror(-err)) : 0;
+	if (err)
+		return rep_fail(ar->r, err, "AG %u: freeing surplus free-list block %u: %s",
+				ar->agno, s, strerror(-err));
+	/* an AG-owned block may have been a tree's, its images still in the log */
+	return rep_forget_blocks(ar, s, l);
 }
 
 struct fill {

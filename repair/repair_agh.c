@@ -406,6 +406,8 @@ static int agh_build(struct aghrep *h)
 		memcpy(agh->roots, old->roots, sizeof(agh->roots));
 		memcpy(agh->levels, old->levels, sizeof(agh->levels));
 		agh->unlinked = old->unlinked;
+		/* a reap still to finish stays marked (known flags only) */
+		mfs_put32(agh->flags, mfs_get32(old->flags) & MFS_AGH_FLAGS_KNOWN);
 		agh->freeblks = old->freeblks;
 		agh->longest = old->longest;
 		agh->btreeblks = old->btreeblks;

@@ -714,12 +714,7 @@ static int stock_from_gaps(struct ordered *o)
 	while (!err && fl_count(ar) < o->need && back > 0) {
 		uint32_t b = last.start + backlen - 1;
 
-		err = mfs_agfl_put(ar->tp, ar->agno, ar->agh_bp, b);
-		if (err)
-			err = rep_fail(ar->r, err, "AG %u: putting block %u on the free list: %s",
-				       ar->agno, b, strerror(-err));
-		if (!err)
-			err = rep_forget_blocks(ar, b, 1);
+		err = rep_agfl_put_old(ar, b);
 		o->puts++;
 		o->gtaken++;
 		if (!err && --backlen == 0 && --back > 0) {
@@ -1170,7 +1165,7 @@ int rep_rmapbt(struct rep *r)
 	room = mfs_get32(agh->fl_count) < REP_AGFL_EXTRA_CAP ? REP_AGFL_EXTRA_CAP -
 	       mfs_get32(agh->fl_count) : 0;
 	for (k = mblk; !err && k < total && k - mblk < room; k++)
-		err = mfs_agfl_put(ar.tp, ar.agno, ar.agh_bp, b.v[k]);
+		err = rep_agfl_put_old(&ar, b.v[k]);
 	while (!err && k < total) {
 		uint32_t s = b.v[k], l = 1;
 
