@@ -779,7 +779,7 @@ static int rmap_ordered(struct ordered *o, struct mfs_xfarray *U)
 	struct ostream os;
 	struct mfs_btree_root root;
 	uint64_t take = 0, mblk = 0, extra = 0, nrecs = 0, nimg, nrev;
-	uint32_t fl0 = fl_count(ar), longest;
+	uint32_t fl0 = fl_count(ar), longest, freeblks;
 	int err = 0;
 
 	o->need = mfs_agfl_need(ar->fs, agh);
@@ -867,8 +867,13 @@ static int rmap_ordered(struct ordered *o, struct mfs_xfarray *U)
 	/* the free-space trees' blocks: as before, and those the free list fed them */
 	mfs_put32(agh->btreeblks, (uint32_t)(o->nbno + o->ncnt + (fl0 + o->puts - o->gets) -
 					     fl_count(ar) - 2 + mblk - 1));
-	mfs_put32(agh->freeblks, (uint32_t)(o->h->blocks + o->freed - o->taken));
-	mfs_put32(agh->longest, longest);
+	/* The free count is the by-block tree's (trusted, verified), the longest extent the
+	 * by-length tree's: should the two trees disagree (the by-block tree short of records
+	 * the other holds), the header must still verify — the reap reads it, and so does
+	 * every allocation — and the free-space checks report the disagreement. */
+	freeblks = (uint32_t)(o->h->blocks + o->freed - o->taken);
+	mfs_put32(agh->freeblks, freeblks);
+	mfs_put32(agh->longest, longest < freeblks ? longest : freeblks);
 out:
 	free(dn.v);
 	free(b.v);
