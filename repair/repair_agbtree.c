@@ -33,9 +33,7 @@
  * list and the reverse-map leaves that change, whatever the size of the trees, and holds
  * no copy of them in memory.  N's pieces are many in a fragmented AG (one record each):
  * their splits take more blocks than the free list holds at once, so the list is fed as
- * the records go in, from a pool of O's last blocks (AG-owned already), and the old trees'
- * records are cut out between the joins to give merged blocks back (abt_edit_ordered);
- * the free space is counted after those changes, the trees sized for the pool's worst case.
+ * the records go in, from a pool of O's last blocks (AG-owned already: abt_edit_ordered).
  * Only when F is too small for that, or O cannot feed the splits, is N taken
  * from O first (those blocks stay MFS_OWN_AG: no reverse-map change; they are then joined
  * and logged, since the old trees' blocks must not be overwritten before the commit).
@@ -1404,8 +1402,8 @@ static int allocbt_try(struct rep *r, int logged, int *fl_short)
 		err = abt_edit_ordered(&ar, O, &N, &p, &fed);
 	if (err)
 		goto out;
-	/* The new records, by block (ordered: without the pool blocks fed to the AGFL), then a
-	 * copy sorted by length. */
+	/* The new records, by block (ordered: F - N, O's blocks being reaped after the commit),
+	 * then a copy sorted by length. */
 	err = free_walk(&ar, F, O, p.take_o, p.ordered ? 0 : p.no - p.take_o, p.take_f,
 			p.ordered ? &N : NULL, B, &p.sum);
 	if (!err)
