@@ -48,7 +48,7 @@ uint64_t rep_reap_batch = 256;
 /* The journal is checkpointed after about this many blocks logged by the reap: the leaves it
  * changed, read in by its sweep, then leave the cache (mfs_bcache_sweep), so that what it
  * holds stays bounded, whatever the number of old blocks and the size of the log. */
-#define REAP_CKPT_LOG   2048u
+#define REAP_CKPT_LOG   1024u
 
 int rep_reap_mark(struct agrep *ar)
 {
