@@ -29,6 +29,11 @@
 #                             -b 1024 MKFS-ARGS $img 64M`, each AG's directory d0..d3 holding a
 #                             DATA-byte file and NFILES 1500-byte files of which the odd ones
 #                             are removed (fragmented free space), $mnt/stress made; $dir/sums
+#   hook_setup                $hk, a directory of repair test hooks (fs/ctl_testhook.c),
+#                             exported as MENDFS_TEST_REPAIR_DIR for the daemons mounted next
+#   half_deleted [CMD ARGS..] $img: `mkfs.mendfs -q -a 4 -b 1024 $img 64M`, mounted, CMD run
+#                             (if given), then d/f1..f300 of 1000 random bytes, the odd ones
+#                             removed (fragmented free space), $dir/sums; unmounted
 #   db_fields IMAGE OBJ FIELD the value `mendfs_db -c "fields OBJ"` lists for FIELD (OBJ:
 #                             "block FSB", "inode INO"...)
 #   fork_root IMAGE INO data|attr  the root block of that fork's btree (empty: not a btree)
@@ -46,6 +51,25 @@ repair_setup() {
 	mkdir "$dir/run" || fail "mkdir $dir/run"
 	export MENDFS_RUNDIR=$dir/run
 	pop=$dir/pop.img
+}
+
+hook_setup() {
+	hk=$dir/hooks
+	mkdir "$hk" || fail "mkdir $hk"
+	export MENDFS_TEST_REPAIR_DIR=$hk
+}
+
+half_deleted() {
+	local i
+	"$MKFS" -q -a 4 -b 1024 "$img" 64M || fail "mkfs"
+	mount_fs
+	[ $# -eq 0 ] || "$@" || fail "$*"
+	mkdir "$mnt/d" || fail "mkdir"
+	for i in $(seq 300); do head -c 1000 /dev/urandom >"$mnt/d/f$i" || fail "f$i"; done
+	for i in $(seq 1 2 300); do rm "$mnt/d/f$i" || fail "rm f$i"; done
+	(cd "$mnt" && find d -type f -print0 | sort -z | xargs -0 md5sum) >"$dir/sums" ||
+		fail "md5sum"
+	umount_fs
 }
 
 checksums() { (cd "$mnt" && md5sum --quiet -c "$dir/sums") >"$dir/md5" 2>&1 ||

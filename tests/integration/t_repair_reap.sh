@@ -13,17 +13,8 @@ set -u
 . "$(dirname "$0")/stresslib.sh"
 . "$(dirname "$0")/repairlib.sh"
 repair_setup t_repair_reap
-hk=$dir/hooks
-mkdir "$hk"
-export MENDFS_TEST_REPAIR_DIR=$hk
-
-"$MKFS" -q -a 4 -b 1024 "$img" 64M || fail "mkfs"
-mount_fs
-mkdir "$mnt/d" || fail "mkdir"
-for i in $(seq 300); do head -c 1000 /dev/urandom >"$mnt/d/f$i" || fail "f$i"; done
-for i in $(seq 1 2 300); do rm "$mnt/d/f$i" || fail "rm f$i"; done
-(cd "$mnt" && find d -type f -print0 | sort -z | xargs -0 md5sum) >"$dir/sums" || fail "md5sum"
-umount_fs
+hook_setup
+half_deleted
 
 for run in "4 mount" "7 mount" "7 mendfs_repair" "4 damaged"; do
 	read -r type way <<<"$run"

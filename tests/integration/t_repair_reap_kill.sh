@@ -13,23 +13,15 @@ set -u
 . "$(dirname "$0")/stresslib.sh"
 . "$(dirname "$0")/repairlib.sh"
 repair_setup t_repair_reap_kill
-hk=$dir/hooks
-mkdir "$hk"
-export MENDFS_TEST_REPAIR_DIR=$hk
-
-"$MKFS" -q -a 4 -b 1024 "$img" 64M || fail "mkfs"
-mount_fs
-mkdir "$mnt/d" || fail "mkdir"
+hook_setup
 # AG 0 filled first (so the small files' blocks, and the fragmented free space, are in
 # REAP_AG); g: a file to fsync while the reap holds REAP_AG's lock (its inode, data in AG 0)
 REAP_AG=${REAP_AG:-1}
-[ "$REAP_AG" -eq 0 ] || head -c 15M /dev/zero >"$mnt/big" || fail "big"
-echo x >"$mnt/g" || fail "g"
-
-for i in $(seq 300); do head -c 1000 /dev/urandom >"$mnt/d/f$i" || fail "f$i"; done
-for i in $(seq 1 2 300); do rm "$mnt/d/f$i" || fail "rm f$i"; done
-(cd "$mnt" && find d -type f -print0 | sort -z | xargs -0 md5sum) >"$dir/sums" || fail "md5sum"
-umount_fs
+prefill() {
+	[ "$REAP_AG" -eq 0 ] || head -c 15M /dev/zero >"$mnt/big" || return 1
+	echo x >"$mnt/g"
+}
+half_deleted prefill
 recovered=0
 for round in 1 2 3 4 5 6; do
 	type=$([ $((round % 2)) -eq 1 ] && echo 4 || echo 7)
