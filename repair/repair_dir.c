@@ -64,7 +64,7 @@
 #define SEQ_UNKNOWN     (MFS_DIR_SEQ_MAX + 1u)  /* the key did not match the name */
 #define MAX_ORPHANS     1024u                   /* subdirectories tracked for step 4 */
 #define MAX_DROPPED     64u                     /* dropped subdirectory names tracked */
-#define LOCK_TRIES      200u                    /* tries for a lower-numbered inode's lock */
+#define LOCK_TRIES      200u                    /* tries for another directory's lock */
 #define NAME_SLOT_BYTES 128u                    /* xblob bytes per name record, at most */
 
 /* One kept entry (scratch record, never all zero: the name cookie is not 0). */
@@ -88,6 +88,7 @@ struct dirrep {
 	struct rep_iscratch s;      /* old extents, raw records, kept entries, names */
 	uint64_t kept, lost, unreadable;
 	uint64_t parent;            /* the ".." chosen */
+	int busy_skipped;           /* a candidate parent's lock could not be had */
 	uint64_t orph[MAX_ORPHANS]; /* subdirectories whose ".." is this directory */
 	unsigned norph;
 	int orph_overflow;
@@ -280,8 +281,11 @@ static int salvage_btree(struct dirrep *d)
 /* ---- step 3: ".." ----------------------------------------------------------------------- */
 /*
  * Does directory pino hold an entry naming this directory?  1 yes, 0 no, -EAGAIN when its
- * lock could not be had (a lower-numbered inode is only tried: the lock order forbids
- * waiting for it while ours is held), or an error.
+ * lock could not be had, or an error.  Its lock is only tried, whatever its number, never
+ * waited for while ours is held: a lower-numbered one by the lock order, a higher-numbered
+ * one because a rename holding it may be walking ".." up through ours (fs/namei.c
+ * is_under takes those shared locks as it goes, under the rename lock: seen deadlocked in
+ * t_torture, this waiting for the parent and the rename for this directory).
  */
 static int parent_holds(struct dirrep *d, uint64_t pino)
 {
@@ -295,16 +299,12 @@ static int parent_holds(struct dirrep *d, uint64_t pino)
 		return 0;
 	if (err)
 		return err;
-	if (pino > d->dp->ino) {
-		pthread_rwlock_rdlock(&pp->lock);
-	} else {
-		while (pthread_rwlock_tryrdlock(&pp->lock)) {
-			if (++tries >= LOCK_TRIES) {
-				mfs_iput(pp);
-				return -EAGAIN;
-			}
-			sched_yield();
+	while (pthread_rwlock_tryrdlock(&pp->lock)) {
+		if (++tries >= LOCK_TRIES) {
+			mfs_iput(pp);
+			return -EAGAIN;
 		}
+		sched_yield();
 	}
 	memset(&h, 0, sizeof(h));
 	err = rep_dir_names(pp, d->dp->ino, &h);
@@ -328,6 +328,8 @@ static int find_parent_fn(void *priv, uint64_t ino, uint64_t parent)
 		d->parent = ino;
 		return 1;               /* found: stop */
 	}
+	if (err == -EAGAIN)
+		d->busy_skipped = 1;
 	return err == -EAGAIN ? 0 : err;
 }
 
@@ -371,6 +373,9 @@ static int choose_parent(struct dirrep *d, uint64_t stored)
 	err = rep_walk_dirs(d->r, find_parent_fn, d);
 	if (err)
 		return err;
+	if (!d->parent && d->busy_skipped)
+		return rep_fail(d->r, -EAGAIN, "directory %llu: a directory that may hold its entry "
+				"was busy: nothing changed, try again", ULL(dp->ino));
 	if (!d->parent) {
 		mfs_log(MFS_LOG_WARN, "directory %llu: no directory holds an entry for it; its "
 			".. is now the root", ULL(dp->ino));
