@@ -1604,6 +1604,8 @@ struct fwait {
 	pthread_cond_t cv;
 	int go, done, in_write, fired, saw_in_write, err, logged;
 	long hold_ms;           /* how long a hook holds the write for the change */
+	int after_log;          /* fwait_io_hook holds the flush after the record's write (1)
+				 * or the one before it (0) */
 	struct mfs_trans *tp;
 	pthread_t th;
 };
@@ -1664,8 +1666,9 @@ static void fwait_hold(struct fwait *w)
 	pthread_mutex_unlock(&w->mu);
 }
 
-/* The batch's flush before its records are written (the record's commit came after the
- * checkpoint's flush: the batch needs one): its images are read next. */
+/* Holds a batch's flush: the one before its records are written (the record's commit came
+ * after the checkpoint's flush: the batch needs one; its images are read next), or with
+ * w->after_log the one after them. */
 static void fwait_io_hook(void *arg, enum mfs_jio what, uint64_t blkno, uint32_t n)
 {
 	struct fwait *w = arg;
@@ -1674,7 +1677,7 @@ static void fwait_io_hook(void *arg, enum mfs_jio what, uint64_t blkno, uint32_t
 	(void)n;
 	if (what == MFS_JIO_LOG_WRITE)
 		w->logged = 1;
-	else if (what == MFS_JIO_FLUSH && !w->logged)
+	else if (what == MFS_JIO_FLUSH && w->logged == w->after_log)
 		fwait_hold(w);
 }
 
@@ -1764,17 +1767,6 @@ END_TEST
  * that whole write and flush).  The io hook holds that flush until the thread's
  * mfs_trans_modify has returned, for at most 5 s.
  */
-static void nfw_io_hook(void *arg, enum mfs_jio what, uint64_t blkno, uint32_t n)
-{
-	struct fwait *w = arg;
-
-	(void)blkno;
-	(void)n;
-	if (what == MFS_JIO_LOG_WRITE)
-		w->logged = 1;
-	else if (what == MFS_JIO_FLUSH && w->logged)
-		fwait_hold(w);
-}
 
 START_TEST(borrow_freeze_no_flush_wait)
 {
@@ -1786,7 +1778,8 @@ START_TEST(borrow_freeze_no_flush_wait)
 	ck_assert_int_eq(mfs_journal_checkpoint(fs->log), 0);
 	borrow_tx(fs, 120, 2);
 	fwait_start(&w, fs, 120, 3, 5000);
-	mfs_journal_set_io_hook(fs->log, nfw_io_hook, &w);
+	w.after_log = 1;
+	mfs_journal_set_io_hook(fs->log, fwait_io_hook, &w);
 	ck_assert_int_eq(mfs_journal_force(fs->log), 0);
 	mfs_journal_set_io_hook(fs->log, NULL, NULL);
 	fwait_end(&w, 1);                       /* through while the flush was held */
