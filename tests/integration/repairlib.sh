@@ -34,6 +34,8 @@
 #   half_deleted [CMD ARGS..] $img: `mkfs.mendfs -q -a 4 -b 1024 $img 64M`, mounted, CMD run
 #                             (if given), then d/f1..f300 of 1000 random bytes, the odd ones
 #                             removed (fragmented free space), $dir/sums; unmounted
+#   clean_unmount WHEN        on the mounted $img: `mendfs_scrub -n` clean, checksums, unmount,
+#                             `mendfs_repair -n` clean (WHEN names the step in a failure)
 #   db_fields IMAGE OBJ FIELD the value `mendfs_db -c "fields OBJ"` lists for FIELD (OBJ:
 #                             "block FSB", "inode INO"...)
 #   fork_root IMAGE INO data|attr  the root block of that fork's btree (empty: not a btree)
@@ -70,6 +72,16 @@ half_deleted() {
 	(cd "$mnt" && find d -type f -print0 | sort -z | xargs -0 md5sum) >"$dir/sums" ||
 		fail "md5sum"
 	umount_fs
+}
+
+clean_unmount() {
+	local rc
+	"$SCRUB" -n "$mnt" >"$dir/out" 2>&1; rc=$?
+	[ $rc -eq 0 ] || { cat "$dir/out"; fail "$1: mendfs_scrub -n: exit $rc"; }
+	checksums "$1"
+	umount_fs
+	"$BIN/mendfs_repair" -n "$img" >"$dir/out" 2>&1; rc=$?
+	[ $rc -eq 0 ] || { cat "$dir/out"; fail "$1: mendfs_repair -n: exit $rc"; }
 }
 
 checksums() { (cd "$mnt" && md5sum --quiet -c "$dir/sums") >"$dir/md5" 2>&1 ||

@@ -62,12 +62,7 @@ for round in 1 2 3 4 5 6; do
 	mount_fs
 	grep -q "AG $ag: freed the old tree blocks of an interrupted rebuild" "$log" && recovered=$((recovered + 1))
 	grep -i "interrupted rebuild" "$log"
-	"$SCRUB" -n "$mnt" >"$dir/out" 2>&1; rc=$?
-	[ $rc -eq 0 ] || { cat "$dir/out" "$log"; fail "round $round (type $type, AG $ag): scrub -n after the crash: exit $rc"; }
-	checksums "round $round"
-	umount_fs
-	"$BIN/mendfs_repair" -n "$img" >"$dir/out" 2>&1; rc=$?
-	[ $rc -eq 0 ] || { cat "$dir/out"; fail "round $round (type $type, AG $ag): mendfs_repair -n: exit $rc"; }
+	clean_unmount "round $round (type $type, AG $ag), after the crash"
 	ok "round $round: type $type AG $ag killed in its reap: consistent after the remount"
 done
 [ $recovered -ge 1 ] || fail "no round recovered a marked AG (the mark never became durable)"
