@@ -190,12 +190,12 @@ int mfs_repair_reap_pending(struct mfs_fs *fs, unsigned flags, uint32_t *nrebuil
 		mfs_buf_put(bp);
 		if (!(aflags & MFS_AGH_REAP))
 			continue;
-		if (fd < 0)
-			fd = memfd_create("mendfs_reap", MFD_CLOEXEC);
-		if (!rc)
-			rc = mfs_calloc(1, sizeof(*rc));
-		if (fd < 0 || !rc) {
-			err = fd < 0 ? -errno : -ENOMEM;
+		/* the errno of memfd_create, before the allocation can change it */
+		if (fd < 0 && (fd = memfd_create("mendfs_reap", MFD_CLOEXEC)) < 0)
+			err = -errno;
+		if (!err && !rc && !(rc = mfs_calloc(1, sizeof(*rc))))
+			err = -ENOMEM;
+		if (err) {
 			mfs_log(MFS_LOG_ERR, "AG %u: old tree blocks of an interrupted rebuild are "
 				"still to be freed, and no %s for it: %s", agno,
 				fd < 0 ? "scratch file" : "memory", strerror(-err));
