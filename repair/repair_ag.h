@@ -44,11 +44,10 @@ struct agrep {
 	int ordered;                 /* the new trees' blocks are free space nothing points
 				      * at: rep_load_tree writes them in place, unlogged
 				      * (MFS_BLOAD_ORDERED, trans.h) */
-	int fl_short;                /* the ordered free-space plan met a free list too short
-				      * or too full for its reverse-map changes at run time: the
-				      * logged plan may still do (rep_allocbt) */
 	int reap;                    /* rep_reap_mark: the commit rolls into the reap */
 	uint64_t reaped;             /* old blocks the reap has freed */
+	uint64_t recorded;           /* new blocks recorded in the reverse map after the
+				      * commit (the free-space rebuild) */
 	uint64_t reap_logged;        /* blocks its batches logged since its last checkpoint */
 };
 
@@ -165,18 +164,28 @@ int rep_reap_mark(struct agrep *ar);
 int rep_reap_piece(struct agrep *ar, uint32_t s, uint32_t l, void *priv);
 /* The test point MFS_REPAIR_AT_REAPED: right after the commit and after each batch. */
 int rep_reap_hook(struct agrep *ar);
+/* After each change made after the commit (recording new blocks, freeing old ones): the
+ * transaction rolled when it has logged a batch; what: the step named if that fails. */
+int rep_reap_step(struct agrep *ar, const char *what);
+/* A failure after the commit: the reason says the new trees are in place and that the
+ * next read-write mount or mendfs_repair finishes the job (the mark stays). */
+int rep_reap_fail(struct agrep *ar, int err, const char *what);
 int rep_reap_end(struct agrep *ar);
 /* A rebuild that frees all the old blocks in its one transaction (the logged ways), the AG
  * header joined: an AG marked by a reap cut short has nothing left to free after it. */
 void rep_reap_unmark(struct agrep *ar);
 
-/* Tests only (check_repair_frag): blocks logged by one batch of the reap (256). */
-extern uint64_t rep_reap_batch;
+/* Tests only (check_repair_frag): blocks logged by one batch of the reap (256); old blocks
+ * freed by every reap so far. */
+extern uint64_t rep_reap_batch, rep_reap_freed;
 
 /* Tests only (check_repair_frag; no option or message sets them): after rep_abt_dry_after
- * reverse-map changes the free-space rebuild's ordered plan finds the AG free list run
- * dry, as a real, hard-to-build case would; rep_abt_fallbacks counts the rebuilds that
- * then fell back to the logged plan (repair_agbtree.c). */
-extern uint64_t rep_abt_dry_after, rep_abt_fallbacks;
+ * reverse-map changes the free-space rebuild's recording of its new blocks finds the old
+ * blocks that feed the AG free list used up, as a real, hard-to-build case would, and
+ * feeds it from the allocator: rep_abt_alloc_feeds counts those blocks;
+ * rep_abt_force_logged makes every free-space rebuild take the logged plan
+ * (repair_agbtree.c). */
+extern uint64_t rep_abt_dry_after, rep_abt_alloc_feeds;
+extern int rep_abt_force_logged;
 
 #endif

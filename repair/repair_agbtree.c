@@ -11,10 +11,10 @@
  * counters, the reverse-map changes for the blocks that change
  * hands and the freeing of the old blocks are committed together, or — on any error,
  * pressure, cancel — the transaction is cancelled and every block is as it was.  But for
- * one part: the free-space rebuild written as ordered new blocks leaves its old trees'
- * blocks AG-owned through that commit and frees them after it, under the same lock, in
- * bounded transactions (the reap, repair_reap.c): what it pins then no longer grows with
- * the AG.
+ * one part: the free-space rebuild written as ordered new blocks records its new trees'
+ * blocks in the reverse map and frees its old trees' blocks (AG-owned through the commit)
+ * after it, under the same lock, in bounded transactions (repair_reap.c): what it pins
+ * then does not grow with the AG.
  *
  * Free-space trees: where the new blocks come from
  * -------------------------------------------------
@@ -29,21 +29,24 @@
  * where N are the blocks of the new trees.  N is taken from F's longest extents (whole, the
  * last one's end; those get an MFS_OWN_AG record, one per piece: the fewest pieces), so that
  * the new trees are written in place, unlogged, while the old ones are still what the disk
- * points at (ordered new blocks, trans.h): the transaction logs only the header, the free
- * list and the reverse-map leaves that change, whatever the size of the trees, and holds
- * no copy of them in memory.  N's pieces are many in a fragmented AG (one record each):
- * their splits take more blocks than the free list holds at once, so the list is fed as
- * the records go in, from a pool of O's last blocks (AG-owned already: abt_edit_ordered).
- * Only when F is too small for that, or O cannot feed the splits, is N taken
+ * points at (ordered new blocks, trans.h): the commit logs only the header and the free
+ * list, whatever the size of the trees, and holds no copy of them in memory.  N's pieces
+ * are many in a fragmented AG (one record each, each changing a reverse-map leaf): their
+ * records go in after the commit, with the AG marked and still locked, in bounded
+ * transactions (abt_record, repair_reap.c), and their splits, more than the free list
+ * holds at once, are fed from O's last blocks (AG-owned already, garbage once the new trees
+ * are committed).  Then the reap frees the rest of O: free' is F - N at the commit, and O's
+ * blocks join it batch by batch.  So what the rebuild pins in memory does not grow with
+ * the AG, and an abort (before the commit) still leaves every block as it was.
+ * Only when F is too small for the trees, or O for the splits' feeding, is N taken
  * from O first (those blocks stay MFS_OWN_AG: no reverse-map change; they are then joined
- * and logged, since the old trees' blocks must not be overwritten before the commit).
- * What is left of O becomes free: first up to a few blocks onto the AGFL (they are
- * MFS_OWN_AG already), the rest has its MFS_OWN_AG record cut out and
- * joins free' — in the same transaction when N comes from O, else (ordered) after the
- * commit, by the reap: free' is then F - N, and O's blocks join it batch by batch.  The size of N depends on the record count of free', which
- * depends on N: the plan is iterated until the geometry stops changing (in practice once
- * or twice; blocks of a last overshoot go onto the AGFL too).  Reverse-map changes take
- * their split blocks from the AGFL like any change of that tree.
+ * and logged, since the old trees' blocks must not be overwritten before the commit), and
+ * the rest of O has its MFS_OWN_AG record cut out and joins free' in the same transaction
+ * (but up to a few blocks, which go onto the AGFL: MFS_OWN_AG already).  The size of N
+ * depends on the record count of free', which depends on N: the plan is iterated until
+ * the geometry stops changing (in practice once or twice; blocks of a last overshoot go
+ * onto the AGFL too, or are reaped).  Reverse-map changes take their split blocks from the
+ * AGFL like any change of that tree.
  *
  * Inode btree
  * -----------
@@ -1027,7 +1030,7 @@ struct abt_plan {
 	uint64_t extra;              /* of those, put on the AGFL (the last ones) */
 	int ordered;                 /* the trees from F (written in place), extras from O */
 	uint64_t pool;               /* ordered: O's last blocks that feed the AGFL as the
-				      * reverse-map changes need them (abt_edit_ordered) */
+				      * reverse-map changes need them (abt_record) */
 	struct free_sum sum;         /* the free space that results */
 };
 
@@ -1158,18 +1161,24 @@ static int abt_plan(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray 
 }
 
 /*
- * Ordered: the reverse-map changes — a record for each piece of N — with the AGFL kept
- * between what one change may take (a split of every level and a new root) and what one may
- * give back (a merge at every level).  When it runs low, blocks of the pool (O's last
- * p->pool blocks, AG-owned already: no reverse-map change) go onto it, last first.  *used:
- * the pool blocks fed; O's other blocks stay AG-owned, in no tree, until the reap after
- * the commit frees them.
+ * Ordered, after the commit (the AG marked and still locked, repair_reap.c): the reverse-map
+ * records of the new trees' blocks — one for each piece of N — a batch per transaction
+ * (rep_reap_step), with the AGFL kept between what one change may take (a split of every
+ * level and a new root) and what one may give back (a merge at every level).  When it runs
+ * low, old tree blocks go onto it (AG-owned already: no reverse-map change), O's last
+ * first, never the first o_lo (the extras, on the list already): *fed of them, which the
+ * reap then leaves.  Should O have none left (the plan sized the feeding on the high side:
+ * only the test hook gets here), a block comes from the ordinary allocator — the new trees
+ * are valid from the commit on.  Too full, a block goes back to free space the ordinary
+ * way.  Nothing here can stop: pressure and cancel are no longer looked at.
  */
 
-/* The test hook of repair_ag.h: abt_edit_ordered finds the free list run dry after this
- * many changes (the planned feeding is pessimistic: a real case is hard to build). */
+/* The test hooks of repair_ag.h: after rep_abt_dry_after changes O is taken as used up
+ * and the list fed before each change (the planned feeding is pessimistic: a real case is
+ * hard to build), so that the allocator's feeding and the trim are both exercised. */
 uint64_t rep_abt_dry_after = UINT64_MAX;
-uint64_t rep_abt_fallbacks;
+uint64_t rep_abt_alloc_feeds;
+int rep_abt_force_logged;
 
 /* The AGFL's count, and the most one reverse-map change may take from it or give to it. */
 static uint32_t fl_state(struct agrep *ar, uint32_t *want)
@@ -1181,50 +1190,113 @@ static uint32_t fl_state(struct agrep *ar, uint32_t *want)
 	return mfs_get32(agh->fl_count);
 }
 
-static int abt_edit_ordered(struct agrep *ar, struct mfs_xfarray *O,
-			    const struct rep_addset *N, const struct abt_plan *p, uint64_t *used)
-{
-	struct blocks pool = { NULL, 0, p->pool, 0 };
-	uint64_t ji = 0, u = 0, nch = 0;
-	uint32_t want, cnt;
-	int err = 0;
+/* O's blocks from its end: avail of them may be taken. */
+struct otail {
+	struct mfs_xfarray *O;
+	uint64_t idx, avail;
+	struct rext e;
+	uint32_t left;
+};
 
-	pool.v = mfs_malloc((p->pool ? p->pool : 1) * sizeof(*pool.v));
-	if (!pool.v)
-		return rep_fail(ar->r, -ENOMEM, "no memory for the list of %llu blocks for the "
-				"free list", (unsigned long long)p->pool);
-	err = rep_ext_pieces(ar, O, p->no - p->pool, p->pool, rep_blocks_add, &pool);
-	while (!err && ji < N->n) {
-		cnt = fl_state(ar, &want);
-		if (++ar->seen % POLL_RECS == 0 && (err = rep_poll(ar->r)))
-			break;
-		if (cnt < want || nch >= rep_abt_dry_after) {
-			if (u == pool.n || nch >= rep_abt_dry_after) {
-				ar->fl_short = 1;
-				err = rep_fail(ar->r, -ENOSPC, "AG %u: the free list ran dry "
-					       "feeding the reverse map's splits for the new "
-					       "free-space trees (%llu blocks fed): nothing was "
-					       "changed", ar->agno, (unsigned long long)u);
-				break;
-			}
-			err = rep_agfl_put_old(ar, pool.v[pool.n - 1 - u]);
-			u++;
-			continue;
-		}
-		if (cnt + want > MFS_AGFL_SIZE_MAX) {
-			ar->fl_short = 1;
-			err = rep_fail(ar->r, -ENOSPC, "AG %u: the free list is too full (%u "
-				       "blocks) for the reverse map's merges while the new "
-				       "free-space trees' records go in: nothing was changed",
-				       ar->agno, cnt);
-			break;
-		}
-		nch++;
-		err = rmap_join(ar, N->v[ji].start, N->v[ji].len, NULL);
-		ji++;
+static int otail_next(struct agrep *ar, struct otail *t, uint32_t *b)
+{
+	while (!t->left) {
+		int err;
+
+		if (!t->idx)
+			return rep_fail(ar->r, -EFSCORRUPTED, "internal: old tree blocks counted "
+					"wrong");
+		err = mfs_xfarray_get(t->O, --t->idx, &t->e);
+		if (err)
+			return rep_scratch_err(ar->r, err, "reading the old tree blocks");
+		t->left = t->e.len;
 	}
-	free(pool.v);
-	*used = u;
+	*b = t->e.start + --t->left;
+	t->avail--;
+	return 0;
+}
+
+/* One block from the new trees onto the AGFL (the ordinary allocator: its record, its own
+ * refill of the list). */
+static int feed_alloc(struct agrep *ar)
+{
+	struct mfs_alloc_args a;
+	int err;
+
+	memset(&a, 0, sizeof(a));
+	a.type = MFS_ALLOC_ANY;
+	a.target = mfs_agbno_to_fsb(&ar->fs->geo, ar->agno, 0);
+	a.minlen = a.maxlen = 1;
+	a.owner = MFS_OWN_AG;
+	err = mfs_alloc_extent_ag(ar->tp, ar->agno, ar->agh_bp, &a);
+	if (err)
+		return rep_fail(ar->r, err, "AG %u: no block to feed the free list once the old "
+				"trees' were used up: %s", ar->agno, strerror(-err));
+	__atomic_add_fetch(&rep_abt_alloc_feeds, 1, __ATOMIC_RELAXED);
+	return rep_agfl_put_old(ar, mfs_fsb_to_agbno(&ar->fs->geo, a.fsb));
+}
+
+/* One block off the AGFL back to free space, the ordinary way. */
+static int trim_one(struct agrep *ar)
+{
+	uint32_t b;
+	int err = mfs_agfl_get(ar->tp, ar->agno, ar->agh_bp, &b);
+
+	if (!err)
+		err = mfs_free_extent(ar->tp, mfs_agbno_to_fsb(&ar->fs->geo, ar->agno, b), 1,
+				      MFS_OWN_AG, 0);
+	if (!err)
+		err = rep_forget_blocks(ar, b, 1);
+	return err;
+}
+
+static int abt_record(struct agrep *ar, struct mfs_xfarray *O, uint64_t o_lo, uint64_t no,
+		      const struct rep_addset *N, uint64_t *fed)
+{
+	static const char what[] = "recording the new trees' blocks in the reverse map";
+	struct otail t = { O, mfs_xfarray_count(O), no - o_lo, { 0, 0 }, 0 };
+	uint64_t ji = 0, nch = 0;
+	uint32_t want, cnt;
+	int fed_now = 0, err = mfs_read_agh(ar->fs, ar->agno, &ar->agh_bp);
+
+	*fed = 0;
+	if (err) {
+		ar->agh_bp = NULL;
+		return rep_reap_fail(ar, err, "reading the AG header");
+	}
+	while (!err && ji < N->n) {
+		/* the test hook: past rep_abt_dry_after changes, a feed before each */
+		int dry = nch >= rep_abt_dry_after, force = dry && !fed_now;
+		uint32_t b = 0;
+
+		cnt = fl_state(ar, &want);
+		if ((cnt < want || force) && t.avail && !dry) {
+			err = otail_next(ar, &t, &b);
+			if (!err)
+				err = rep_agfl_put_old(ar, b);
+			if (!err)
+				++*fed;
+			fed_now = 1;
+		} else if (cnt < want || force) {
+			err = feed_alloc(ar);
+			fed_now = 1;
+		} else if (cnt + want > MFS_AGFL_SIZE_MAX) {
+			err = trim_one(ar);
+		} else {
+			nch++;
+			err = rmap_join(ar, N->v[ji].start, N->v[ji].len, NULL);
+			if (!err)
+				ar->recorded += N->v[ji].len;
+			ji++;
+			fed_now = 0;
+		}
+		if (err)
+			err = rep_reap_fail(ar, err, what);
+		else
+			err = rep_reap_step(ar, what);
+	}
+	mfs_buf_put(ar->agh_bp);
+	ar->agh_bp = NULL;
 	return err;
 }
 
@@ -1285,10 +1357,11 @@ static int sort_by_len(struct agrep *ar, struct mfs_xfarray *B, struct mfs_xfarr
 	       rep_scratch_err(ar->r, err, "sorting the free extents by length") : err;
 }
 
-/* One free-space rebuild: the ordered plan when it fits, unless `logged`; *fl_short when
- * the ordered plan's free list ran short at run time (everything cancelled). */
-static int allocbt_try(struct rep *r, int logged, int *fl_short)
+/* The free-space rebuild: the ordered plan when it fits (unless a test forces the logged
+ * one). */
+int rep_allocbt(struct rep *r)
 {
+	const int logged = rep_abt_force_logged;
 	struct agrep ar;
 	struct gather g;
 	struct abt_plan p;
@@ -1398,8 +1471,6 @@ static int allocbt_try(struct rep *r, int logged, int *fl_short)
 		err = rep_ext_pieces(&ar, O, p.take_o, UINT64_MAX, rmap_cut, NULL);
 	if (!err && !p.ordered)
 		err = rep_ext_pieces(&ar, O, p.take_o, UINT64_MAX, release_old, NULL);
-	if (!err && p.ordered)
-		err = abt_edit_ordered(&ar, O, &N, &p, &fed);
 	if (err)
 		goto out;
 	/* The new records, by block (ordered: F - N, O's blocks being reaped after the commit),
@@ -1455,9 +1526,12 @@ static int allocbt_try(struct rep *r, int logged, int *fl_short)
 		rep_reap_unmark(&ar);        /* every old block freed in this transaction */
 	if (!err)
 		err = rep_ag_finish(&ar);
-	/* ordered: O's blocks but those on the AGFL, and the trees' spare ones, are freed */
+	/* ordered: the new trees' blocks recorded in the reverse map, then O's blocks but
+	 * those on the AGFL, and the trees' spare ones, freed */
 	if (!err && ar.reap)
 		err = rep_reap_hook(&ar);
+	if (!err && ar.reap)
+		err = abt_record(&ar, O, p.take_o, p.no, &N, &fed);
 	if (!err && ar.reap)
 		err = rep_ext_pieces(&ar, O, p.take_o, p.no - p.take_o - fed, rep_reap_piece,
 				     NULL);
@@ -1468,33 +1542,9 @@ static int allocbt_try(struct rep *r, int logged, int *fl_short)
 out:
 	rep_ag_cancel(&ar);
 	mfs_bcache_sweep(sweep);
-	*fl_short = err && ar.fl_short;
 	rep_lh_free(&h);
 	free(N.v);
 	free(b.v);
-	return err;
-}
-
-/*
- * The ordered plan sizes the free list's feeding for its reverse-map changes beforehand,
- * on the high side; should the list still run short (or over) while they go in, those
- * changes are cancelled with the rest (nothing is committed; the old bytes of the free
- * blocks written are put back) and the rebuild starts again from the gathering, under the
- * AG lock taken anew, with the logged plan, which does not feed the list from a pool.
- */
-int rep_allocbt(struct rep *r)
-{
-	int fl_short = 0, err = allocbt_try(r, 0, &fl_short);
-
-	if (err && fl_short) {
-		/* (the reason names the AG) */
-		mfs_log(MFS_LOG_INFO, "%s; rebuilding the free-space trees the logged way",
-			r->rc->reason);
-		rep_release(r);
-		r->rc->reason[0] = 0;
-		__atomic_add_fetch(&rep_abt_fallbacks, 1, __ATOMIC_RELAXED);
-		err = allocbt_try(r, 1, &fl_short);
-	}
 	return err;
 }
 

@@ -13,11 +13,23 @@
  *
  * Each block goes back the way any freed block does (mfs_free_extent: reverse map, both
  * free-space trees, the free list's fix-up, busy until durable), its buffer forgotten (the
- * journal revokes its logged images).  The last transaction clears the mark.  A crash in
- * between leaves a consistent AG whose mark says that AG-owned blocks outside its trees
- * and free list are garbage to free: the next read-write mount, or mendfs_repair, rebuilds
- * the free-space trees, whose old blocks (all AG-owned blocks but the reverse map's and the
- * free list's) are exactly those and the trees' own.
+ * journal revokes its logged images).  The last transaction clears the mark.
+ *
+ * The free-space rebuild does one more thing after its commit, before the reap: its new
+ * trees are written into blocks that were free space, and their reverse-map records (one
+ * per piece: hundreds of thousands in a fragmented AG, each changing a leaf) go in then,
+ * batch by batch the same way (rep_reap_step), rather than in the commit, which would
+ * pin every leaf they change.  So while the mark is set, the reverse map may also lack
+ * the records of the free-space trees' blocks.
+ *
+ * A crash in between leaves an AG whose free-space trees are consistent with themselves
+ * and whose reverse map is right but for AG-owned blocks: garbage ones (the old trees'),
+ * missing ones (the new trees').  The mark says so: the next read-write mount, or
+ * mendfs_repair, rebuilds the free-space trees, which reads only the reverse map, the free
+ * list and the reverse map's own blocks: every AG-owned block outside those becomes free,
+ * as do the blocks of the trees being replaced, and the rebuild does its own recording and
+ * reaping.  Until then the by-block tree's check reports the mark, and the reverse map's
+ * leaves the free-space trees' blocks to it.
  */
 #include "repair_ag.h"
 
@@ -43,6 +55,8 @@
 /* A batch: about this many blocks logged (images, plus revokes by 64) per transaction
  * (tests make batches smaller: repair_ag.h). */
 uint64_t rep_reap_batch = 256;
+/* Old blocks freed by every reap so far (tests: where a reap is). */
+uint64_t rep_reap_freed;
 /* Blocks freed by one call of mfs_free_extent (their revokes are a set in the transaction). */
 #define REAP_CHUNK      1024u
 /* The journal is checkpointed after about this many blocks logged by the reap: the leaves it
@@ -61,6 +75,7 @@ int rep_reap_mark(struct agrep *ar)
 	mfs_put32(agh->flags, mfs_get32(agh->flags) | MFS_AGH_REAP);
 	ar->reap = 1;
 	ar->reaped = 0;
+	ar->recorded = 0;
 	return 0;
 }
 
@@ -73,7 +88,7 @@ void rep_reap_unmark(struct agrep *ar)
 
 /* The reason says what happened (a reason already given, as by the test hook, is kept in
  * it). */
-static int reap_fail(struct agrep *ar, int err, const char *what)
+int rep_reap_fail(struct agrep *ar, int err, const char *what)
 {
 	char why[sizeof(ar->r->rc->reason)];
 
@@ -81,8 +96,9 @@ static int reap_fail(struct agrep *ar, int err, const char *what)
 		 strerror(-err));
 	ar->r->rc->reason[0] = 0;
 	return rep_fail(ar->r, err, "AG %u: the new trees are committed, but %s failed after "
-			"%llu of the old trees' blocks were freed: %s; the rest is freed by the "
-			"next read-write mount or mendfs_repair", ar->agno, what,
+			"%llu of the new trees' blocks were recorded and %llu of the old trees' "
+			"blocks were freed: %s; the next read-write mount or mendfs_repair "
+			"finishes the job", ar->agno, what, (unsigned long long)ar->recorded,
 			(unsigned long long)ar->reaped, why);
 }
 
@@ -92,28 +108,23 @@ int rep_reap_hook(struct agrep *ar)
 {
 	int err = rep_hook(ar->r, MFS_REPAIR_AT_REAPED);
 
-	return err ? reap_fail(ar, err, "the test hook") : 0;
+	return err ? rep_reap_fail(ar, err, "the test hook") : 0;
 }
 
-/* One chunk of old blocks freed; the transaction rolled (and the log checkpointed) when
- * the batch is full. */
-static int reap_chunk(struct agrep *ar, uint32_t s, uint32_t n)
+/* After a change of the work that follows the commit: when the batch is full, its commit
+ * (the journal checkpointed after every REAP_CKPT_LOG blocks so logged) and the test
+ * point. */
+int rep_reap_step(struct agrep *ar, const char *what)
 {
 	uint64_t nimg, nrev;
-	int err = mfs_free_extent(ar->tp, mfs_agbno_to_fsb(&ar->fs->geo, ar->agno, s), n,
-				  MFS_OWN_AG, 0);
+	int err;
 
-	if (!err)
-		err = rep_forget_blocks(ar, s, n);
-	if (err)
-		return reap_fail(ar, err, "freeing an old block");
-	ar->reaped += n;
 	mfs_trans_log_size(ar->tp, &nimg, &nrev);
 	if (nimg + nrev / 64 < rep_reap_batch)
 		return 0;
 	err = mfs_trans_roll(&ar->tp, MFS_TRANS_ASYNC);
 	if (err)
-		return reap_fail(ar, err, "committing a batch of freed blocks");
+		return rep_reap_fail(ar, err, what);
 	err = rep_reap_hook(ar);
 	if (err)
 		return err;
@@ -122,9 +133,24 @@ static int reap_chunk(struct agrep *ar, uint32_t s, uint32_t n)
 		ar->reap_logged = 0;
 		err = mfs_journal_checkpoint(ar->fs->log);
 		if (err)
-			return reap_fail(ar, err, "a checkpoint of the journal");
+			return rep_reap_fail(ar, err, "a checkpoint of the journal");
 	}
 	return 0;
+}
+
+/* One chunk of old blocks freed; the transaction rolled when the batch is full. */
+static int reap_chunk(struct agrep *ar, uint32_t s, uint32_t n)
+{
+	int err = mfs_free_extent(ar->tp, mfs_agbno_to_fsb(&ar->fs->geo, ar->agno, s), n,
+				  MFS_OWN_AG, 0);
+
+	if (!err)
+		err = rep_forget_blocks(ar, s, n);
+	if (err)
+		return rep_reap_fail(ar, err, "freeing an old block");
+	ar->reaped += n;
+	__atomic_add_fetch(&rep_reap_freed, n, __ATOMIC_RELAXED);
+	return rep_reap_step(ar, "committing a batch of freed blocks");
 }
 
 /* The reap reads and changes the leaves as a sweep: those it brought into the cache leave
@@ -152,7 +178,7 @@ int rep_reap_end(struct agrep *ar)
 	int err = mfs_read_agh(ar->fs, ar->agno, &bp);
 
 	if (err)
-		return reap_fail(ar, err, "reading the AG header to clear its reap mark");
+		return rep_reap_fail(ar, err, "reading the AG header to clear its reap mark");
 	err = mfs_trans_modify(ar->tp, bp);
 	if (!err) {
 		agh = bp->data;
@@ -164,7 +190,7 @@ int rep_reap_end(struct agrep *ar)
 		ar->tp = NULL;
 	}
 	ar->reap = 0;
-	return err ? reap_fail(ar, err, "the last commit") : 0;
+	return err ? rep_reap_fail(ar, err, "the last commit") : 0;
 }
 
 /*

@@ -223,26 +223,29 @@ START_TEST(test_fragmented_rebuilds)
 END_TEST
 
 /*
- * The ordered plan's free list running dry while the new trees' reverse-map records go in
- * (made to, after 100 of its ~1,000 changes: rep_abt_dry_after) is not a failure: that
- * attempt is cancelled and the rebuild done the logged way (a journal large enough for it
- * here).  Before, the rebuild failed with ENOSPC.
+ * The new trees' records go in after the commit, their splits fed from the old trees'
+ * blocks; should those be used up (made to, after 100 of its ~1,000 changes:
+ * rep_abt_dry_after), the free list is fed from the ordinary allocator (the new trees are
+ * valid then): the rebuild succeeds, the AG clean, also after a crash.  (Before the
+ * records went in after the commit, a dry list cancelled the attempt and the rebuild was
+ * done again the logged way.)
  */
-extern uint64_t rep_abt_dry_after, rep_abt_fallbacks;   /* repair/repair_ag.h (private) */
+extern uint64_t rep_abt_dry_after, rep_abt_alloc_feeds;   /* repair/repair_ag.h (private) */
+extern int rep_abt_force_logged;
 
-START_TEST(test_free_list_dry_falls_back)
+START_TEST(test_free_list_dry_feeds_from_allocator)
 {
 	struct tu_img t;
-	uint64_t ino = make_frag(&t, 4u << 20), fb;
+	uint64_t ino = make_frag(&t, 4u << 20), fed;
 	uint32_t longest;
 
 	rebuild(t.fs, MFS_SCRUB_BNOBT, 1, 0);
 	clean(t.fs, ino);
-	fb = rep_abt_fallbacks;
+	fed = rep_abt_alloc_feeds;
 	rep_abt_dry_after = 100;
 	rebuild(t.fs, MFS_SCRUB_BNOBT, 1, 0);
 	rep_abt_dry_after = UINT64_MAX;
-	CK_EQ(rep_abt_fallbacks, fb + 1);
+	ck_assert_uint_gt(rep_abt_alloc_feeds, fed);
 	clean(t.fs, ino);
 	ck_assert_uint_gt(free_blocks(t.fs, &longest), mfs_ag_length(&t.fs->geo, 1) / 3);
 	replayed_clean(&t, ino);
@@ -250,22 +253,34 @@ START_TEST(test_free_list_dry_falls_back)
 END_TEST
 
 /*
- * The reap cut short (as by a crash after its second batch: the test hook fails there):
- * the new trees are in place, the AG header says old blocks are still to free, and the
- * by-block tree's check reports just that — the reverse map's, whose AG-owned blocks are
- * more than the trees and the free list hold, leaves it to that finding.  Then, on the
- * image reopened after a crash (journal replayed) and on the live one, the recovery a
- * mount runs (mfs_repair_reap_pending) frees them: every checker clean, the mark gone.
+ * The work after the commit cut short (as by a crash; the test hook fails there): once
+ * while the new trees' blocks are being recorded in the reverse map (the hook's third
+ * point: after the commit, then after each batch), once while the old trees' blocks are
+ * being freed (its first point after a batch of those).  The new trees are in place, the
+ * AG header says the job is unfinished, and the by-block tree's check reports just that —
+ * the reverse map's, which misses the new trees' blocks or has more AG-owned blocks than
+ * the trees and the free list hold, leaves it to that finding.  Then, on the image
+ * reopened after a crash (journal replayed) and on the live one, the recovery a mount runs
+ * (mfs_repair_reap_pending) finishes it: every checker clean, the mark gone.
  */
-extern uint64_t rep_reap_batch;                          /* repair/repair_ag.h (private) */
+extern uint64_t rep_reap_batch, rep_reap_freed;          /* repair/repair_ag.h (private) */
+
+struct cut {
+	unsigned seen, at;           /* hook points seen; the one failed (0: the first after
+				      * the reap freed blocks) */
+	uint64_t freed;              /* rep_reap_freed before the rebuild */
+};
 
 static int fail_at_reaped(void *arg, enum mfs_repair_point at)
 {
-	unsigned *seen = arg;
+	struct cut *c = arg;
 
 	if (at != MFS_REPAIR_AT_REAPED)
 		return 0;
-	return ++*seen == 3 ? -EINTR : 0;    /* after the commit, then after each batch */
+	++c->seen;
+	if (!c->at)
+		return __atomic_load_n(&rep_reap_freed, __ATOMIC_RELAXED) > c->freed ? -EINTR : 0;
+	return c->seen == c->at ? -EINTR : 0;
 }
 
 static int reap_marked(struct mfs_fs *fs)
@@ -291,30 +306,40 @@ static void reap_recovered(struct mfs_fs *fs, uint64_t ino)
 	CK_EQ(n, 0);
 }
 
-/* A free-space rebuild of AG 1 whose reap stops after its second batch (of many: the
- * old trees are hundreds of one-block pieces, a rebuild's), as a crash would. */
-static void reap_cut(struct mfs_fs *fs)
+/* A free-space rebuild of AG 1 (in batches of 8 logged blocks) stopped at its hook point
+ * `at` after the commit (0: the first after the reap freed blocks); the reason. */
+static void reap_cut(struct mfs_fs *fs, unsigned at, char *why, size_t len)
 {
 	struct mfs_repair_ctx rc;
-	unsigned seen = 0;
+	struct cut c = { 0, at, rep_reap_freed };
 	int err;
 
 	rebuild(fs, MFS_SCRUB_BNOBT, 1, 0);
 	rep_reap_batch = 8;
-	err = run_repair(fs, MFS_SCRUB_BNOBT, 1, 0, 0, fail_at_reaped, &seen, &rc);
+	c.freed = __atomic_load_n(&rep_reap_freed, __ATOMIC_RELAXED);
+	err = run_repair(fs, MFS_SCRUB_BNOBT, 1, 0, 0, fail_at_reaped, &c, &rc);
 	rep_reap_batch = 256;
-	ck_assert_msg(err == -EINTR && seen == 3, "reap stopped after its second batch: %d "
-		      "(hook seen %u): %s", err, seen, rc.reason);
+	ck_assert_msg(err == -EINTR && (!at || c.seen == at), "stopped at hook point %u: %d "
+		      "(seen %u): %s", at, err, c.seen, rc.reason);
 	CK_EQ(reap_marked(fs), 1);
+	snprintf(why, len, "%s", rc.reason);
 }
 
 START_TEST(test_reap_interrupted)
 {
+	/* _i 0: in the recording (none of the old blocks freed yet), 1: in the reap */
+	static const unsigned at[2] = { 3, 0 };
 	struct tu_img t, c;
 	struct tu_findings f;
+	char why[sizeof(((struct mfs_repair_ctx *)0)->reason)];
 	uint64_t ino = make_frag(&t, 4u << 20);
 
-	reap_cut(t.fs);
+	reap_cut(t.fs, at[_i], why, sizeof(why));
+	ck_assert_msg(strstr(why, "the next read-write mount or mendfs_repair finishes the "
+			     "job"), "%s", why);
+	ck_assert_msg(!strstr(why, " 0 of the new trees' blocks were recorded"), "%s", why);
+	ck_assert_msg(!!strstr(why, " 0 of the old trees' blocks were freed") == !_i, "%s",
+		      why);
 	CK_OK(tu_scrub_one(t.fs, MFS_SCRUB_BNOBT, 1, 0, 0, &f));
 	ck_assert_msg(f.n == 1 && strstr(f.first, "still to be freed"), "bnobt: %u findings: "
 		      "%s", f.n, f.first);
@@ -336,22 +361,21 @@ START_TEST(test_reap_interrupted)
 END_TEST
 
 /*
- * A marked AG whose free-space trees are rebuilt the logged way (the ordered plan's free
- * list made to run dry: rep_abt_dry_after), which frees every old block in its one
- * transaction: the mark goes with them.  Before, it stayed: the check afterwards found it,
- * so the rebuild failed, and every mount tried again.
+ * A marked AG whose free-space trees are rebuilt the logged way (forced here:
+ * rep_abt_force_logged), which frees every old block in its one transaction: the mark
+ * goes with them.  Before, it stayed: the check afterwards found it, so the rebuild
+ * failed, and every mount tried again.
  */
 START_TEST(test_reap_pending_logged)
 {
 	struct tu_img t;
-	uint64_t ino = make_frag(&t, 4u << 20), fb;
+	char why[sizeof(((struct mfs_repair_ctx *)0)->reason)];
+	uint64_t ino = make_frag(&t, 4u << 20);
 
-	reap_cut(t.fs);
-	fb = rep_abt_fallbacks;
-	rep_abt_dry_after = 0;
+	reap_cut(t.fs, 3, why, sizeof(why));
+	rep_abt_force_logged = 1;
 	reap_recovered(t.fs, ino);
-	rep_abt_dry_after = UINT64_MAX;
-	CK_EQ(rep_abt_fallbacks, fb + 1);
+	rep_abt_force_logged = 0;
 	tu_img_destroy(&t);
 }
 END_TEST
@@ -503,8 +527,8 @@ static Suite *frag_suite(void)
 
 	tcase_set_timeout(tc, UNDER_ASAN ? 300 : 120);   /* a hang bound */
 	tcase_add_test(tc, test_fragmented_rebuilds);
-	tcase_add_test(tc, test_free_list_dry_falls_back);
-	tcase_add_test(tc, test_reap_interrupted);
+	tcase_add_test(tc, test_free_list_dry_feeds_from_allocator);
+	tcase_add_loop_test(tc, test_reap_interrupted, 0, 2);
 	tcase_add_test(tc, test_rmap_rebuild_over_short_bnobt);
 	tcase_add_test(tc, test_reap_pending_logged);
 	tcase_add_test(tc, test_agfl_no_logged_image);
