@@ -282,10 +282,13 @@ static int salvage_btree(struct dirrep *d)
 /*
  * Does directory pino hold an entry naming this directory?  1 yes, 0 no, -EAGAIN when its
  * lock could not be had, or an error.  Its lock is only tried, whatever its number, never
- * waited for while ours is held: a lower-numbered one by the lock order, a higher-numbered
- * one because a rename holding it may be walking ".." up through ours (fs/namei.c
- * is_under takes those shared locks as it goes, under the rename lock: seen deadlocked in
- * t_torture, this waiting for the parent and the rename for this directory).
+ * waited for while ours is held: a lower-numbered one by the lock order (an rmdir of this
+ * directory holds its parent and waits for ours), a higher-numbered one because a rename
+ * holding it may be walking ".." up through ours (fs/namei.c is_under takes those shared
+ * locks as it goes, under the rename lock: seen deadlocked in t_torture, this waiting for
+ * the parent and the rename for this directory).  That goes for mfs_iget too, which reads
+ * the mode under the shared lock (and reloads a stale copy under the exclusive one):
+ * MFS_IGET_NOWAIT, its -EDEADLK a busy lock like the other.
  */
 static int parent_holds(struct dirrep *d, uint64_t pino)
 {
@@ -294,16 +297,18 @@ static int parent_holds(struct dirrep *d, uint64_t pino)
 	int err;
 	unsigned tries = 0;
 
-	err = mfs_iget(d->dp->fs, pino, MFS_IGET_UNTRUSTED, &pp);
-	if (err == -ENOENT || err == -EINVAL || mfs_is_corruption(err))
-		return 0;
-	if (err)
-		return err;
-	while (pthread_rwlock_tryrdlock(&pp->lock)) {
-		if (++tries >= LOCK_TRIES) {
+	for (;;) {
+		err = mfs_iget(d->dp->fs, pino, MFS_IGET_UNTRUSTED | MFS_IGET_NOWAIT, &pp);
+		if (err == -ENOENT || err == -EINVAL || mfs_is_corruption(err))
+			return 0;
+		if (!err && !pthread_rwlock_tryrdlock(&pp->lock))
+			break;
+		if (!err)
 			mfs_iput(pp);
+		else if (err != -EDEADLK)
+			return err;
+		if (++tries >= LOCK_TRIES)
 			return -EAGAIN;
-		}
 		sched_yield();
 	}
 	memset(&h, 0, sizeof(h));

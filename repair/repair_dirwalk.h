@@ -3,8 +3,8 @@
  * count rebuilds) ask of the whole namespace: every allocated directory in turn, and the
  * entries that name one inode (repair_dirwalk.c).  Both read committed on-disk inodes and
  * directories only, under their own locks, one at a time: the caller holds no inode lock
- * the walk could wait for (or only its own, higher in the lock order than nothing it
- * takes: the directory rebuild's callbacks try lower-numbered locks, never wait for them).
+ * the walk could wait for (or only its own: the directory rebuild's callbacks only try
+ * other directories' locks, mfs_iget's included, and never wait for them).
  */
 #ifndef MFS_REPAIR_DIRWALK_H
 #define MFS_REPAIR_DIRWALK_H

@@ -7,13 +7,18 @@
  * stopped by the test hook at each point of the engine must leave the image bit for bit as
  * it was, and the repair after that must leave the checker clean with what survived in
  * place: every name, the subdirectory joined again under its name, the parent found again,
- * the attributes of the surviving leaves (every inline one), the target's prefix.
+ * the attributes of the surviving leaves (every inline one), the target's prefix.  A
+ * directory's rebuild while another thread holds its parent (as an rmdir of it does) never
+ * waits for the parent's lock.
  */
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bcache.h"
@@ -414,6 +419,137 @@ START_TEST(test_dir_inline_nblocks)
 }
 END_TEST
 
+/* ---- a parent held by another thread ------------------------------------------------------------ */
+/* What an rmdir of a directory holds while it waits for that directory's lock (its parent's,
+ * exclusive: fs/namei.c takes both in increasing inode number), or a rename holding the
+ * parent while it walks ".." up through the directory: taken and let go by one thread, held
+ * until hold_stop(). */
+struct holder {
+	struct mfs_inode *ip;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int held, release;
+	pthread_t th;
+};
+
+static void *hold_fn(void *arg)
+{
+	struct holder *h = arg;
+
+	pthread_rwlock_wrlock(&h->ip->lock);
+	pthread_mutex_lock(&h->mu);
+	h->held = 1;
+	pthread_cond_broadcast(&h->cv);
+	while (!h->release)
+		pthread_cond_wait(&h->cv, &h->mu);
+	pthread_mutex_unlock(&h->mu);
+	pthread_rwlock_unlock(&h->ip->lock);
+	return NULL;
+}
+
+static void hold_start(struct holder *h, struct mfs_fs *fs, uint64_t ino)
+{
+	memset(h, 0, sizeof(*h));
+	pthread_mutex_init(&h->mu, NULL);
+	pthread_cond_init(&h->cv, NULL);
+	CK_OK(mfs_iget(fs, ino, 0, &h->ip));
+	CK_EQ(pthread_create(&h->th, NULL, hold_fn, h), 0);
+	pthread_mutex_lock(&h->mu);
+	while (!h->held)
+		pthread_cond_wait(&h->cv, &h->mu);
+	pthread_mutex_unlock(&h->mu);
+}
+
+static void hold_stop(struct holder *h)
+{
+	pthread_mutex_lock(&h->mu);
+	h->release = 1;
+	pthread_cond_broadcast(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+	CK_EQ(pthread_join(h->th, NULL), 0);
+	mfs_iput(h->ip);
+	pthread_cond_destroy(&h->cv);
+	pthread_mutex_destroy(&h->mu);
+}
+
+struct rjob {
+	struct mfs_fs *fs;
+	uint64_t ino;
+	int err;
+	char reason[1024];
+};
+
+static void *rjob_fn(void *arg)
+{
+	struct rjob *j = arg;
+
+	j->err = repair(j->fs, MFS_SCRUB_DIR, j->ino, 0, j->reason, sizeof(j->reason));
+	return NULL;
+}
+
+/* Rebuild directory ino in another thread; it must answer within a bound (a rebuild that
+ * waits for a lock the holder keeps never does: the test fails instead of hanging). */
+static int repair_bounded(struct mfs_fs *fs, uint64_t ino, char *reason, size_t len)
+{
+	struct rjob j = { .fs = fs, .ino = ino };
+	struct timespec ts;
+	pthread_t th;
+	int secs = UNDER_ASAN ? 60 : 10, err;
+
+	CK_EQ(pthread_create(&th, NULL, rjob_fn, &j), 0);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += secs;
+	err = pthread_timedjoin_np(th, NULL, &ts);
+	ck_assert_msg(err == 0, "the rebuild of directory %llu has not answered in %d s while "
+		      "another thread holds its parent's lock: it waits for it (%s)",
+		      (unsigned long long)ino, secs, strerror(err));
+	snprintf(reason, len, "%s", j.reason);
+	return j.err;
+}
+
+/* A directory's rebuild while another thread holds its parent exclusive (an rmdir of the
+ * directory holds it and waits for the directory's lock, which the rebuild holds): the
+ * rebuild never waits for the parent.  Its stored ".." right: trusted, the rebuild goes
+ * through; its stored ".." the damage: the search passes over the busy parent and fails
+ * with EAGAIN, nothing changed; once let go, the parent is found again. */
+START_TEST(test_dir_parent_busy)
+{
+	struct dimg m;
+	struct holder h;
+	char reason[1024];
+	uint64_t ino, n = 5, notdir;
+	uint32_t crc;
+	int err;
+
+	img_make(&m);
+	edit_inode(m.t.fs, m.kid, set_nblocks, &n);
+	CK_TRUE(findings(m.t.fs, MFS_SCRUB_DIR, m.kid) > 0);
+	hold_start(&h, m.t.fs, m.sub);
+	err = repair_bounded(m.t.fs, m.kid, reason, sizeof(reason));
+	hold_stop(&h);
+	ck_assert_msg(err == 0, "stored parent busy: %d: %s", err, reason);
+	CK_EQ(findings(m.t.fs, MFS_SCRUB_DIR, m.kid), 0);
+	CK_OK(lookup(m.t.fs, m.kid, "..", &ino));
+	CK_EQ(ino, m.sub);
+
+	notdir = m.file;
+	edit_inode(m.t.fs, m.kid, bad_parent, &notdir);
+	CK_TRUE(findings(m.t.fs, MFS_SCRUB_DIR, m.kid) > 0);
+	crc = tu_image_crc(m.t.fs, m.t.path);
+	hold_start(&h, m.t.fs, m.sub);
+	err = repair_bounded(m.t.fs, m.kid, reason, sizeof(reason));
+	hold_stop(&h);
+	ck_assert_msg(err == -EAGAIN, "parent searched, busy: %d: %s", err, reason);
+	CK_EQ(tu_image_crc(m.t.fs, m.t.path), crc);
+	err = repair(m.t.fs, MFS_SCRUB_DIR, m.kid, 0, reason, sizeof(reason));
+	ck_assert_msg(err == 0, "parent searched, let go: %d: %s", err, reason);
+	CK_EQ(findings(m.t.fs, MFS_SCRUB_DIR, m.kid), 0);
+	CK_OK(lookup(m.t.fs, m.kid, "..", &ino));
+	CK_EQ(ino, m.sub);
+	tu_img_destroy(&m.t);
+}
+END_TEST
+
 /* Change inode ino's committed copy with fn, straight on the image (resealed). */
 static void raw_dinode(struct dimg *m, uint64_t ino, void (*fn)(struct mfs_dinode *d, void *priv),
 		       void *priv)
@@ -726,6 +862,7 @@ static Suite *repair_dir_suite(void)
 	tcase_add_test(tc, test_symlink);
 	tcase_add_test(tc, test_other_types);
 	tcase_add_test(tc, test_dir_inline_nblocks);
+	tcase_add_test(tc, test_dir_parent_busy);
 	tcase_add_loop_test(tc, test_inode_type, 0, 8);
 	tcase_add_test(tc, test_inode_type_refused);
 	tcase_add_test(tc, test_dir_child_mode);
