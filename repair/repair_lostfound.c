@@ -11,6 +11,10 @@
  * meanwhile).  Inode locks are taken in increasing inode number, each transaction locks
  * the AGs it changes in increasing order before changing anything, and a lock-order
  * conflict (-EDEADLK, from the allocator or an AG) is cancelled and retried a few times.
+ * Waiting for the second inode's lock with the first held is safe because of the quiesce:
+ * the one daemon path that waits for inode locks out of that order, a rename's walk up
+ * ".." (fs/namei.c is_under), is a namespace change, held back; the rebuilds only try such
+ * locks (repair_dir.c parent_holds).
  */
 #include "repair_priv.h"
 
