@@ -352,6 +352,35 @@ int mfs_freesp_give(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh_bp,
 	return fs_give(&x, agbno, len, flags);
 }
 
+int mfs_freesp_check(struct mfs_fs *fs, uint32_t agno, struct mfs_buf *agh_bp, uint32_t agbno,
+		     uint32_t len)
+{
+	struct mfs_btree_cur cur;
+	struct mfs_alloc_rec key, r;
+	uint32_t fs_, fl;
+	int stat = 0, err;
+
+	mfs_ag_cur_init(&cur, fs, NULL, agno, MFS_BT_BNO, agh_bp);
+	arec_set(&key, agbno, 0);
+	err = mfs_btree_lookup_get(&cur, &key, MFS_LOOKUP_LE, &r, &stat);
+	mfs_btree_cur_release(&cur);
+	if (err)
+		return err;
+	fs_ = stat ? mfs_get32(r.startblock) : 0;
+	fl = stat ? mfs_get32(r.blockcount) : 0;
+	if (!stat || (uint64_t)fs_ + fl < (uint64_t)agbno + len)
+		return MFS_CORRUPT("AG %u free-space-by-block btree: extent %u+%u is not free",
+				   agno, agbno, len);
+	mfs_ag_cur_init(&cur, fs, NULL, agno, MFS_BT_CNT, agh_bp);
+	arec_set(&key, fs_, fl);
+	err = mfs_btree_lookup(&cur, &key, MFS_LOOKUP_EQ, &stat);
+	mfs_btree_cur_release(&cur);
+	if (!err && !stat)
+		err = MFS_CORRUPT("AG %u free-space-by-length btree: no record for free extent "
+				  "%u+%u of the by-block tree", agno, fs_, fl);
+	return err;
+}
+
 int mfs_freesp_longest(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh_bp,
 		       uint32_t *longest)
 {

@@ -40,6 +40,7 @@ int mfs_alloc_extent(struct mfs_trans *tp, struct mfs_alloc_args *args);
  * holds): for the inode btree's own blocks, which need 4-byte pointers in their AG.  NEAR and
  * ANY stay in that AG; ENOSPC if it cannot satisfy the request. */
 struct mfs_buf;
+struct mfs_fs;
 int mfs_alloc_extent_ag(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh_bp,
 			struct mfs_alloc_args *args);
 
@@ -66,6 +67,11 @@ int mfs_freesp_take(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh_bp,
 		    uint32_t agbno, uint32_t len, unsigned flags);
 int mfs_freesp_give(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh_bp,
 		    uint32_t agbno, uint32_t len, unsigned flags);
+/* Would mfs_freesp_take of [agbno, agbno+len) find what it needs (the by-block extent
+ * holding it and that extent's by-length record)?  Read only: 0, or -EFSCORRUPTED with a
+ * message naming what is missing. */
+int mfs_freesp_check(struct mfs_fs *fs, uint32_t agno, struct mfs_buf *agh_bp, uint32_t agbno,
+		     uint32_t len);
 int mfs_freesp_longest(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh_bp,
 		       uint32_t *longest);
 

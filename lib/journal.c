@@ -1931,6 +1931,16 @@ int mfs_journal_close(struct mfs_journal *j)
 	return err;
 }
 
+void mfs_journal_kill(struct mfs_journal *j, int err)
+{
+	(void)mfs_journal_force(j);     /* a failure here is the sticky error already */
+	pthread_mutex_lock(&j->lock);
+	if (!j->err)
+		j->err = err < 0 ? err : -EIO;
+	pthread_cond_broadcast(&j->cv);
+	pthread_mutex_unlock(&j->lock);
+}
+
 void mfs_journal_discard(struct mfs_journal *j)
 {
 	if (!j)

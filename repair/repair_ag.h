@@ -46,8 +46,11 @@ struct agrep {
 				      * (MFS_BLOAD_ORDERED, trans.h) */
 	int reap;                    /* rep_reap_mark: the commit rolls into the reap */
 	uint64_t reaped;             /* old blocks the reap has freed */
-	uint64_t recorded;           /* new blocks recorded in the reverse map after the
-				      * commit (the free-space rebuild) */
+	uint64_t recorded;           /* new blocks accounted for after the commit (the
+				      * free-space rebuild: recorded in the reverse map; the
+				      * reverse map's: taken out of free space) */
+	int unsafe;                  /* after the commit, the AG not yet fit to be seen (the
+				      * free-space trees list blocks in use): no test hook */
 	uint64_t reap_logged;        /* blocks its batches logged since its last checkpoint */
 };
 
@@ -100,6 +103,9 @@ int rep_ext_pieces(struct agrep *ar, struct mfs_xfarray *a, uint64_t skip, uint6
 uint64_t rep_ext_blocks(struct mfs_xfarray *a, uint64_t *err_out);
 /* Append the extent [s, s+l) to a. */
 int rep_add_ext(struct agrep *ar, struct mfs_xfarray *a, uint32_t s, uint32_t l);
+/* [s, s+l) stops being MFS_OWN_AG: cut out of the one reverse-map record that covers it (a
+ * rep_piece_fn). */
+int rep_rmap_cut(struct agrep *ar, uint32_t s, uint32_t l, void *priv);
 /* Blocks [s, s+l) leave their tree in the transaction (freed, or put on the free list):
  * at the commit their buffers are dropped unwritten (mfs_trans_forget). */
 int rep_forget_blocks(struct agrep *ar, uint32_t s, uint32_t l);
@@ -187,5 +193,8 @@ extern uint64_t rep_reap_batch, rep_reap_freed;
  * (repair_agbtree.c). */
 extern uint64_t rep_abt_dry_after, rep_abt_alloc_feeds;
 extern int rep_abt_force_logged;
+/* Tests only (check_repair_frag): the reverse map's rebuild fails (-EIO) its take of
+ * free space after the commit after this many (repair_rmapbt.c). */
+extern uint64_t rep_rmap_late_fail_after;
 
 #endif

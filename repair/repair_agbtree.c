@@ -758,8 +758,7 @@ static void rrec_fill(struct mfs_rmap_rec *r, uint32_t s, uint32_t l)
 	mfs_put64(r->owner, MFS_OWN_AG);
 }
 
-/* [s, s+l) stops being MFS_OWN_AG: cut it out of the one record that covers it. */
-static int rmap_cut(struct agrep *ar, uint32_t s, uint32_t l, void *priv)
+int rep_rmap_cut(struct agrep *ar, uint32_t s, uint32_t l, void *priv)
 {
 	struct mfs_btree_cur cur;
 	struct mfs_rmap_key key;
@@ -1468,7 +1467,7 @@ int rep_allocbt(struct rep *r)
 	if (!err && !p.ordered)
 		err = rep_ext_pieces(&ar, F, 0, p.take_f, rmap_join, NULL);
 	if (!err && !p.ordered)
-		err = rep_ext_pieces(&ar, O, p.take_o, UINT64_MAX, rmap_cut, NULL);
+		err = rep_ext_pieces(&ar, O, p.take_o, UINT64_MAX, rep_rmap_cut, NULL);
 	if (!err && !p.ordered)
 		err = rep_ext_pieces(&ar, O, p.take_o, UINT64_MAX, release_old, NULL);
 	if (err)

@@ -11,12 +11,13 @@
  * free its data).  What is neither free (the by-block tree, trusted and verified) nor
  * owned is the old reverse map's blocks (and any leaked block).  The new tree is written
  * as ordered new blocks (trans.h) into free space that nothing on disk points at until the
- * commit swaps the root, the free-space trees giving those blocks up in the same
- * transaction, and the new tree giving the old tree's blocks to MFS_OWN_AG: they are freed
- * after the commit, under the same AG lock, in bounded transactions (the reap,
- * repair_reap.c; see "ordered" below).  The transaction logs only the header, the free
- * list and the free-space leaves that change, whatever the size of the tree, so a small
- * journal rebuilds a large reverse map.  When free space
+ * commit swaps the root, and the new tree gives the old tree's blocks to MFS_OWN_AG.  With
+ * a journal, the free-space trees give up the new tree's blocks after the commit, and the
+ * old tree's blocks are freed then too, under the same AG lock, in bounded transactions
+ * (repair_reap.c; take_late); without one, the free-space trees give them up in the same
+ * transaction (see "ordered" below).  The commit logs only the header and the free list,
+ * whatever the size of the tree, so a small journal rebuilds a large reverse map, and
+ * what the rebuild pins does not grow with it.  When free space
  * cannot hold the tree with a margin, the old way: the old blocks become MFS_OWN_AG, the
  * new tree is written into their first blocks (joined and logged: a commit that must fit
  * the journal), and the rest goes onto the AGFL (as far as it has room) or back to free
@@ -36,12 +37,14 @@
 #include "fs.h"
 #include "geom.h"
 #include "inode.h"
+#include "journal.h"
 #include "log.h"
 #include "mem.h"
 #include "trans.h"
 #include "verify.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -397,6 +400,16 @@ static int rfree_left(struct agrep *ar, uint32_t s, uint32_t l)
  * list.  The free-space trees are changed with rep_space_take/give (repair_space.c),
  * logged; the tree is written in place
  * (MFS_BLOAD_ORDERED) with its blocks' old bytes kept in scratch for a cancel.
+ *
+ * Late (a journal attached): N's pieces leave free space only after the commit (one change
+ * of a free-space leaf each, hundreds of thousands in a fragmented AG, which the commit
+ * would pin), in rolled transactions under the AG's reap mark (take_late); before the
+ * commit they are only checked to be there in both trees.  Until the last take the trees
+ * list blocks of the new tree as free, so the AG is not fit to be seen — the lock is held
+ * throughout — and a take that fails stops the journal: nothing may be allocated from
+ * those trees; the next mount rebuilds them from the new reverse map (the mark).  Drains
+ * of the free list then cut their block out of the new records (rep_rmap_cut), and the
+ * extras go onto the list after the takes, or are reaped.
  */
 static int cmp_rext_start(const void *a, const void *b)
 {
@@ -652,6 +665,13 @@ struct ordered {
 	struct rep_addset N, D, all;  /* taken from free space; AG-owned blocks of R2 freed;
 				      * N sorted, touching pieces joined */
 	uint64_t gtaken;             /* blocks of G's end stocked onto the free list */
+	uint64_t gback;              /* G's extents not yet (wholly) stocked... */
+	uint32_t gbacklen;           /* ...and blocks left in the last of them, */
+	uint32_t gbacklen_start;     /* which starts here */
+	int late;                    /* N's pieces leave free space after the commit (a
+				      * journal attached: take_late) */
+	struct blocks b;             /* N's blocks; the tree's first, the extras after */
+	uint64_t mblk;               /* blocks of the new tree */
 	uint64_t freed, taken;       /* blocks given back to free space; taken from it */
 	uint64_t puts, gets;         /* free-list blocks put and got by the plan */
 	uint32_t need;               /* free-list stock one edit may use, or give back */
@@ -697,6 +717,29 @@ static int gap_get(struct ordered *o, uint64_t i, struct rext *e)
 	return err ? rep_scratch_err(o->ar->r, err, "reading the old reverse map's blocks") : 0;
 }
 
+/* The next block of G from its end (AG-owned in R2: a free-list block stays so) onto the
+ * free list; 1 when G has none left. */
+static int gap_stock_one(struct ordered *o)
+{
+	struct rext e;
+	int err;
+
+	while (!o->gbacklen) {
+		if (!o->gback)
+			return 1;
+		err = gap_get(o, --o->gback, &e);
+		if (err)
+			return err;
+		o->gbacklen = e.len;
+		o->gbacklen_start = e.start;
+	}
+	o->gbacklen--;
+	err = rep_agfl_put_old(o->ar, o->gbacklen_start + o->gbacklen);
+	o->puts++;
+	o->gtaken++;
+	return err;
+}
+
 /*
  * The free list stocked from the end of G (the gaps, in block order: AG-owned in R2, so the
  * list's blocks stay so); the rest of G is left to the reap after the commit.  o->gtaken:
@@ -704,25 +747,13 @@ static int gap_get(struct ordered *o, uint64_t i, struct rext *e)
  */
 static int stock_from_gaps(struct ordered *o)
 {
-	struct agrep *ar = o->ar;
-	uint64_t back = o->m->ngaps;
-	struct rext last = { 0, 0 };     /* G[back - 1] */
-	uint32_t backlen;
-	int err = back ? gap_get(o, back - 1, &last) : 0;
+	int err = 0;
 
-	backlen = last.len;
-	while (!err && fl_count(ar) < o->need && back > 0) {
-		uint32_t b = last.start + backlen - 1;
-
-		err = rep_agfl_put_old(ar, b);
-		o->puts++;
-		o->gtaken++;
-		if (!err && --backlen == 0 && --back > 0) {
-			err = gap_get(o, back - 1, &last);
-			backlen = last.len;
-		}
-	}
-	return err;
+	o->gback = o->m->ngaps;
+	o->gbacklen = 0;
+	while (!err && fl_count(o->ar) < o->need)
+		err = gap_stock_one(o);
+	return err < 0 ? err : 0;
 }
 
 /* How many blocks to take from free space for the new tree, and which (o->N): enough for
@@ -770,11 +801,20 @@ static int plan_new(struct ordered *o, uint64_t *take)
 	return 0;
 }
 
+/* Blocks the free list must hold before N's next piece leaves free space: one take
+ * inserts at most one record into the by-block tree and two into the by-length tree. */
+static uint32_t take_need(const struct agrep *ar)
+{
+	const struct mfs_agh *agh = rep_agh(ar);
+
+	return mfs_get32(agh->levels[MFS_BT_BNO]) + 1 + 2 * (mfs_get32(agh->levels[MFS_BT_CNT]) + 1);
+}
+
 static int rmap_ordered(struct ordered *o, struct mfs_xfarray *U)
 {
 	struct agrep *ar = o->ar;
 	struct mfs_agh *agh = rep_agh(ar);
-	struct blocks b = { NULL, 0, 0, 0 };
+	struct blocks *b = &o->b;
 	struct rep_addset none = { NULL, 0, 0 }, dn = { NULL, 0, 0 };
 	struct ostream os;
 	struct mfs_btree_root root;
@@ -786,14 +826,24 @@ static int rmap_ordered(struct ordered *o, struct mfs_xfarray *U)
 	err = stock_from_gaps(o);
 	if (!err)
 		err = plan_new(o, &take);
-	/* N's pieces out of free space (the free list feeds their splits: one take inserts
-	 * at most one record into the by-block tree and two into the by-length tree) */
+	/* N's pieces out of free space (the free list feeds their splits); late, only checked
+	 * now (read only: a take after the commit must not find the trees disagree) */
 	for (uint64_t i = 0; !err && i < o->N.n; i++) {
-		uint32_t take_need = mfs_get32(agh->levels[MFS_BT_BNO]) + 1 +
-				     2 * (mfs_get32(agh->levels[MFS_BT_CNT]) + 1);
-
+		if (o->late) {
+			err = mfs_freesp_check(ar->fs, ar->agno, ar->agh_bp, o->N.v[i].start,
+					       o->N.v[i].len);
+			if (err)
+				err = rep_fail(ar->r, err, "AG %u: the free-space trees disagree "
+					       "about blocks %u+%u for the new reverse map (%s): "
+					       "nothing was changed; repair the free-space trees "
+					       "first", ar->agno, o->N.v[i].start, o->N.v[i].len,
+					       strerror(-err));
+			else if (++ar->seen % 4096 == 0)
+				err = rep_poll(ar->r);
+			continue;
+		}
 		err = fl_drain(o, o->need);
-		if (!err && fl_count(ar) < take_need)
+		if (!err && fl_count(ar) < take_need(ar))
 			err = rep_fail(ar->r, -EAGAIN, "AG %u: the free list ran short while "
 				       "taking free space for the new reverse map; nothing was "
 				       "changed, try again", ar->agno);
@@ -802,7 +852,8 @@ static int rmap_ordered(struct ordered *o, struct mfs_xfarray *U)
 		o->taken += o->N.v[i].len;
 	}
 	/* The exact count now that the edits are made; what the tree does not need of N
-	 * goes onto the free list (drained first: a drain may add a record). */
+	 * goes onto the free list (drained first: a drain may add a record) — late, after
+	 * the commit. */
 	for (unsigned round = 0; !err; round++) {
 		err = addset_union(ar, &o->N, &none, &o->all);
 		if (!err)
@@ -820,26 +871,27 @@ static int rmap_ordered(struct ordered *o, struct mfs_xfarray *U)
 			break;
 		}
 		extra = take - mblk;
-		if (fl_count(ar) + extra <= MFS_AGFL_SIZE_MAX)
+		if (o->late || fl_count(ar) + extra <= MFS_AGFL_SIZE_MAX)
 			break;
 		err = fl_drain(o, (uint32_t)extra);
 	}
 	if (err)
 		goto out;
-	/* The blocks: N's pieces in block order; the last `extra` onto the list. */
-	b.cap = o->taken;
-	b.v = mfs_malloc((b.cap ? b.cap : 1) * sizeof(*b.v));
-	if (!b.v) {
+	/* The blocks: N's pieces in block order; the last `extra` onto the list (late: after
+	 * the commit, take_late). */
+	b->cap = take;
+	b->v = mfs_malloc((b->cap ? b->cap : 1) * sizeof(*b->v));
+	if (!b->v) {
 		err = rep_fail(ar->r, -ENOMEM, "no memory for the new tree's block list");
 		goto out;
 	}
 	for (uint64_t i = 0; !err && i < o->N.n; i++)
-		err = rep_blocks_add(ar, o->N.v[i].start, o->N.v[i].len, &b);
-	for (uint64_t i = mblk; !err && i < b.n; i++) {
-		err = mfs_agfl_put(ar->tp, ar->agno, ar->agh_bp, b.v[i]);
+		err = rep_blocks_add(ar, o->N.v[i].start, o->N.v[i].len, b);
+	for (uint64_t i = mblk; !err && !o->late && i < b->n; i++) {
+		err = mfs_agfl_put(ar->tp, ar->agno, ar->agh_bp, b->v[i]);
 		if (err)
 			err = rep_fail(ar->r, err, "AG %u: putting block %u on the free list: %s",
-				       ar->agno, b.v[i], strerror(-err));
+				       ar->agno, b->v[i], strerror(-err));
 		o->puts++;
 	}
 	if (!err) {
@@ -851,10 +903,12 @@ static int rmap_ordered(struct ordered *o, struct mfs_xfarray *U)
 	/* The tree, in place. */
 	ar->ordered = 1;
 	mfs_trans_ordered_undo(ar->tp, U);
-	b.n = mblk;
+	o->mblk = mblk;
+	b->n = mblk;
 	ostream_init(&os, ar, o->R2, &o->all, &dn);
-	err = rep_load_tree_fn(ar, MFS_BT_RMAP, nrecs, ostream_load, &os, &b, &root);
-	if (!err && (ostream_get(&os, NULL) <= 0 || b.next != b.n))
+	err = rep_load_tree_fn(ar, MFS_BT_RMAP, nrecs, ostream_load, &os, b, &root);
+	b->n = b->cap;
+	if (!err && (ostream_get(&os, NULL) <= 0 || b->next != mblk))
 		err = rep_fail(ar->r, -EFSCORRUPTED, "internal: the new reverse map has more "
 			       "records or blocks than counted");
 	if (!err)
@@ -870,18 +924,151 @@ static int rmap_ordered(struct ordered *o, struct mfs_xfarray *U)
 	/* The free count is the by-block tree's (trusted, verified), the longest extent the
 	 * by-length tree's: should the two trees disagree (the by-block tree short of records
 	 * the other holds), the header must still verify — the reap reads it, and so does
-	 * every allocation — and the free-space checks report the disagreement. */
+	 * every allocation — and the free-space checks report the disagreement.  Late, N is
+	 * still free space in the trees: the counts follow its takes (late_count). */
 	freeblks = (uint32_t)(o->h->blocks + o->freed - o->taken);
 	mfs_put32(agh->freeblks, freeblks);
 	mfs_put32(agh->longest, longest < freeblks ? longest : freeblks);
 out:
 	free(dn.v);
-	free(b.v);
+	return err;
+}
+
+/* The header's free count after a late take (delta < 0) or give, its longest extent kept
+ * no larger (take_late sets it from the by-length tree at the end). */
+static int late_count(struct agrep *ar, int64_t delta)
+{
+	struct mfs_agh *agh = rep_agh(ar);
+	int err = mfs_trans_modify(ar->tp, ar->agh_bp);
+	uint32_t nfree;
+
+	if (err)
+		return rep_fail(ar->r, err, "no memory to join AG %u's header", ar->agno);
+	nfree = (uint32_t)((int64_t)mfs_get32(agh->freeblks) + delta);
+	mfs_put32(agh->freeblks, nfree);
+	if (mfs_get32(agh->longest) > nfree)
+		mfs_put32(agh->longest, nfree);
+	return 0;
+}
+
+/* Late: a block off the full free list back to free space; AG-owned in the new records,
+ * which it leaves. */
+static int drain_late(struct ordered *o)
+{
+	struct agrep *ar = o->ar;
+	uint32_t b;
+	int err = mfs_agfl_get(ar->tp, ar->agno, ar->agh_bp, &b);
+
+	if (err)
+		return rep_fail(ar->r, err, "AG %u: taking a block off the free list: %s",
+				ar->agno, strerror(-err));
+	err = rep_space_give(ar, b, 1);
+	if (!err)
+		err = late_count(ar, 1);
+	if (!err)
+		err = rep_rmap_cut(ar, b, 1, NULL);
+	if (!err)
+		err = rep_forget_blocks(ar, b, 1);
+	o->freed++;
+	return err;
+}
+
+/*
+ * Late (a journal attached): after the commit, with the AG marked and still locked, N's
+ * pieces leave the free-space trees, a bounded batch per transaction (rep_reap_step), the
+ * free list fed from G's end and drained back to free space as in the early edits.  Until
+ * the last take the trees still list blocks of the new tree as free: nothing may look
+ * (the test hook is not called: ar->unsafe), and should a take fail (an I/O error, no
+ * memory) the journal is stopped — an allocation must not give those blocks away — and
+ * the next mount finishes the job from the mark (the free-space trees rebuilt from the
+ * new reverse map).  Then the extras go onto the free list, as far as it has room.
+ * *rest: the first extra block not put there (the caller reaps from it).
+ */
+/* The test hook of repair_ag.h: the late take after this many fails with -EIO. */
+uint64_t rep_rmap_late_fail_after = UINT64_MAX;
+
+static int take_late(struct ordered *o, uint64_t *rest)
+{
+	static const char what[] = "taking the new reverse map's blocks out of free space";
+	struct agrep *ar = o->ar;
+	uint64_t i = 0, k = o->mblk;
+	uint32_t longest;
+	int err = mfs_read_agh(ar->fs, ar->agno, &ar->agh_bp);
+
+	*rest = k;
+	if (err) {
+		ar->agh_bp = NULL;
+		err = rep_reap_fail(ar, err, "reading the AG header");
+		goto dead;
+	}
+	ar->unsafe = 1;
+	while (!err && i < o->N.n) {
+		if (fl_count(ar) < take_need(ar)) {
+			err = gap_stock_one(o);
+			if (err > 0)
+				err = rep_fail(ar->r, -ENOSPC, "AG %u: no old block left to feed "
+					       "the free list", ar->agno);
+		} else if (fl_count(ar) + o->need > MFS_AGFL_SIZE_MAX) {
+			err = drain_late(o);
+		} else {
+			err = i >= rep_rmap_late_fail_after ? -EIO :
+			      rep_space_take(ar, o->N.v[i].start, o->N.v[i].len);
+			if (!err)
+				err = late_count(ar, -(int64_t)o->N.v[i].len);
+			o->taken += o->N.v[i].len;
+			ar->recorded += o->N.v[i].len;
+			i++;
+		}
+		err = err ? rep_reap_fail(ar, err, what) : rep_reap_step(ar, what);
+	}
+	/* the longest extent as the by-length tree now says; then the last takes committed:
+	 * the AG is fit to be seen again */
+	if (!err)
+		err = rep_space_longest(ar, &longest);
+	if (!err)
+		err = late_count(ar, 0);
+	if (!err) {
+		struct mfs_agh *agh = rep_agh(ar);
+
+		mfs_put32(agh->longest, longest < mfs_get32(agh->freeblks) ? longest :
+			  mfs_get32(agh->freeblks));
+		err = mfs_trans_roll(&ar->tp, MFS_TRANS_ASYNC);
+		if (err)
+			err = rep_reap_fail(ar, err, what);
+	}
+	if (err)
+		goto dead;
+	ar->unsafe = 0;
+	for (; !err && k < o->b.n && fl_count(ar) < REP_AGFL_EXTRA_CAP; k++) {
+		err = rep_agfl_put_old(ar, o->b.v[k]);
+		if (!err)
+			err = rep_reap_step(ar, "putting spare blocks on the free list");
+	}
+	*rest = k;
+	mfs_buf_put(ar->agh_bp);
+	ar->agh_bp = NULL;
+	return err;
+dead:
+	{
+		char why[sizeof(ar->r->rc->reason)];
+
+		snprintf(why, sizeof(why), "%s", ar->r->rc->reason);
+		ar->r->rc->reason[0] = 0;
+		if (ar->fs->log)
+			mfs_journal_kill(ar->fs->log, err);
+		err = rep_fail(ar->r, err, "%s; the journal is stopped meanwhile: the free-space "
+			       "trees still list blocks of the new reverse map as free, nothing "
+			       "may be allocated there", why);
+	}
+	if (ar->agh_bp)
+		mfs_buf_put(ar->agh_bp);
+	ar->agh_bp = NULL;
 	return err;
 }
 
 static void ordered_free(struct ordered *o)
 {
+	free(o->b.v);
 	free(o->N.v);
 	free(o->D.v);
 	free(o->all.v);
@@ -922,7 +1109,7 @@ int rep_rmapbt(struct rep *r)
 	struct ordered o;
 	struct rsrc q;
 	uint64_t nbno = 0, ncnt = 0, used, nfree = 0, mblk, room, k, short_by, total, est;
-	uint64_t nown = 0;
+	uint64_t nown = 0, rest;
 	const struct mfs_geom *geo = &r->fs->geo;
 	uint32_t aglen = mfs_ag_length(geo, r->rc->agno);
 	int err, ordered, sweep = -1;      /* the sweep state to restore (mfs_bcache_sweep) */
@@ -1089,15 +1276,22 @@ int rep_rmapbt(struct rep *r)
 		o.h = &h;
 		o.nbno = nbno;
 		o.ncnt = ncnt;
+		o.late = ar.fs->log != NULL;
 		err = rmap_ordered(&o, U);
 		if (!err)
 			err = rep_reap_mark(&ar);
 		if (!err)
 			err = rep_ag_finish(&ar);
-		/* the old tree's blocks (and any leaked one), AG-owned in the new tree: freed,
-		 * but those stocked onto the free list */
+		/* late: N's pieces out of free space, the spare ones onto the free list (the
+		 * rest reaped); then the old tree's blocks (and any leaked one), AG-owned in
+		 * the new tree: freed, but those stocked onto the free list */
+		rest = o.b.n;
+		if (!err && o.late)
+			err = take_late(&o, &rest);
 		if (!err)
 			err = rep_reap_hook(&ar);
+		for (uint64_t i = rest; !err && i < o.b.n; i++)
+			err = rep_reap_piece(&ar, o.b.v[i], 1, NULL);
 		if (!err)
 			err = rep_ext_pieces(&ar, m.G, 0, m.gapblocks - o.gtaken, rep_reap_piece,
 					     NULL);

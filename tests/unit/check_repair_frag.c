@@ -306,6 +306,22 @@ static void reap_recovered(struct mfs_fs *fs, uint64_t ino)
 	CK_EQ(n, 0);
 }
 
+/* A crash now: a copy of the image (the log forced first), reopened (the journal
+ * replayed), is marked, and the recovery a mount runs leaves it clean; the copy goes. */
+static void crash_recovered(const struct tu_img *t, const char *tag, uint64_t ino)
+{
+	struct tu_img c = *t;
+
+	tu_image_create(c.path, tag, 0);
+	CK_OK(mfs_journal_force(t->fs->log));
+	CK_EQ(tu_run("cp --sparse=always %s %s", t->path, c.path), 0);
+	c.fs = NULL;
+	tu_img_open(&c);
+	CK_EQ(reap_marked(c.fs), 1);
+	reap_recovered(c.fs, ino);
+	tu_img_destroy(&c);
+}
+
 /* A free-space rebuild of AG 1 (in batches of 8 logged blocks) stopped at its hook point
  * `at` after the commit (0: the first after the reap freed blocks); the reason. */
 static void reap_cut(struct mfs_fs *fs, unsigned at, char *why, size_t len)
@@ -329,7 +345,7 @@ START_TEST(test_reap_interrupted)
 {
 	/* _i 0: in the recording (none of the old blocks freed yet), 1: in the reap */
 	static const unsigned at[2] = { 3, 0 };
-	struct tu_img t, c;
+	struct tu_img t;
 	struct tu_findings f;
 	char why[sizeof(((struct mfs_repair_ctx *)0)->reason)];
 	uint64_t ino = make_frag(&t, 4u << 20);
@@ -337,7 +353,7 @@ START_TEST(test_reap_interrupted)
 	reap_cut(t.fs, at[_i], why, sizeof(why));
 	ck_assert_msg(strstr(why, "the next read-write mount or mendfs_repair finishes the "
 			     "job"), "%s", why);
-	ck_assert_msg(!strstr(why, " 0 of the new trees' blocks were recorded"), "%s", why);
+	ck_assert_msg(!strstr(why, " 0 of the new trees' blocks were accounted for"), "%s", why);
 	ck_assert_msg(!!strstr(why, " 0 of the old trees' blocks were freed") == !_i, "%s",
 		      why);
 	CK_OK(tu_scrub_one(t.fs, MFS_SCRUB_BNOBT, 1, 0, 0, &f));
@@ -345,16 +361,7 @@ START_TEST(test_reap_interrupted)
 		      "%s", f.n, f.first);
 	CK_OK(tu_scrub_one(t.fs, MFS_SCRUB_RMAPBT, 1, 0, 0, &f));
 	ck_assert_msg(f.n == 0, "rmapbt: %s", f.first);
-	/* the crash: a copy of the image, reopened (the journal replayed) */
-	c = t;
-	tu_image_create(c.path, "mendfs_repair_frag_reap", 0);
-	CK_OK(mfs_journal_force(t.fs->log));
-	CK_EQ(tu_run("cp --sparse=always %s %s", t.path, c.path), 0);
-	c.fs = NULL;
-	tu_img_open(&c);
-	CK_EQ(reap_marked(c.fs), 1);
-	reap_recovered(c.fs, ino);
-	tu_img_destroy(&c);
+	crash_recovered(&t, "mendfs_repair_frag_reap", ino);
 	reap_recovered(t.fs, ino);
 	tu_img_destroy(&t);
 }
@@ -520,6 +527,51 @@ START_TEST(test_rmap_rebuild_over_short_bnobt)
 }
 END_TEST
 
+/*
+ * The reverse map's rebuild in a fragmented AG takes its new tree's blocks (hundreds of
+ * one-block pieces) out of free space after its commit.  One of those takes failing (made
+ * to: rep_rmap_late_fail_after, as an I/O error would) leaves free-space trees that still
+ * list blocks of the new tree as free: the journal is stopped (no later commit: nothing
+ * can be allocated there), the reason says so, and the image as the crash leaves it is
+ * marked; the recovery a mount runs then leaves every checker clean.
+ */
+extern uint64_t rep_rmap_late_fail_after;               /* repair/repair_ag.h (private) */
+
+START_TEST(test_rmap_late_take_fails)
+{
+	struct tu_img t;
+	struct mfs_repair_ctx rc;
+	uint64_t ino = make_frag(&t, 4u << 20);
+	int err;
+
+	rep_rmap_late_fail_after = 50;
+	err = run_repair(t.fs, MFS_SCRUB_RMAPBT, 1, 0, 0, NULL, NULL, &rc);
+	rep_rmap_late_fail_after = UINT64_MAX;
+	ck_assert_msg(err == -EIO && strstr(rc.reason, "the journal is stopped") &&
+		      !strstr(rc.reason, " 0 of the new trees' blocks were accounted for"),
+		      "%d: %s", err, rc.reason);
+	crash_recovered(&t, "mendfs_repair_frag_late", ino);
+	{
+		/* no later change commits */
+		struct mfs_trans *tp;
+		struct mfs_buf *bp;
+
+		CK_OK(mfs_trans_alloc(t.fs, &tp));
+		CK_OK(mfs_read_sb(t.fs, 0, &bp));
+		CK_OK(mfs_trans_modify(tp, bp));
+		mfs_buf_put(bp);
+		CK_EQ(mfs_trans_commit(tp), -EIO);
+	}
+	CK_OK(mfs_icache_destroy(t.fs));
+	mfs_journal_discard(t.fs->log);
+	mfs_bcache_discard(t.fs->bc);
+	t.fs->bc = NULL;
+	CK_OK(mfs_fs_close(t.fs));
+	t.fs = NULL;
+	tu_img_destroy(&t);
+}
+END_TEST
+
 static Suite *frag_suite(void)
 {
 	Suite *s = suite_create("repair_frag");
@@ -532,6 +584,7 @@ static Suite *frag_suite(void)
 	tcase_add_test(tc, test_rmap_rebuild_over_short_bnobt);
 	tcase_add_test(tc, test_reap_pending_logged);
 	tcase_add_test(tc, test_agfl_no_logged_image);
+	tcase_add_test(tc, test_rmap_late_take_fails);
 	suite_add_tcase(s, tc);
 	return s;
 }
