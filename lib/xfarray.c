@@ -285,6 +285,17 @@ void mfs_xfarray_destroy(struct mfs_xfarray *a)
 	free(a);
 }
 
+void mfs_xfarray_clear(struct mfs_xfarray *a)
+{
+	for (unsigned i = 0; i < MFS_XFARRAY_CACHE_WINDOWS; i++) {
+		a->win[i].widx = NO_WINDOW;
+		a->win[i].dirty = false;
+	}
+	a->last = NULL;
+	a->nr = 0;
+	a->unset = 0;
+}
+
 void mfs_xfarray_set_abort(struct mfs_xfarray *a, const atomic_int *flag)
 {
 	a->abort = flag;

@@ -76,6 +76,10 @@ int mfs_xfarray_set(struct mfs_xfarray *a, uint64_t idx, const void *rec);
 /* Read record idx into rec: 0, -ENOENT if the slot is unset (rec is zeroed), -ENODATA if
  * idx >= count. */
 int mfs_xfarray_get(struct mfs_xfarray *a, uint64_t idx, void *rec);
+/* Empty the array (count 0), its cached records dropped unwritten, the file left as it
+ * is: for an array refilled by appends only — a set past count would find the old
+ * bytes in the slots it skips, not unset ones. */
+void mfs_xfarray_clear(struct mfs_xfarray *a);
 /* Make slot idx unset.  Unsetting the last slot shrinks count; -ENODATA past count. */
 int mfs_xfarray_unset(struct mfs_xfarray *a, uint64_t idx);
 

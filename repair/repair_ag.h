@@ -54,11 +54,15 @@ struct agrep {
 	uint64_t reap_logged;        /* blocks its batches logged since its last checkpoint */
 };
 
-/* The new trees' blocks, in the order the loaders claim them. */
+/* The new trees' blocks, in the order the loaders claim them: in memory, or (x not NULL)
+ * in a scratch array the rebuild reserved — a fragmented AG's trees take hundreds of
+ * thousands of blocks.  rep_blocks_get: block i (0 or a scratch error, negative). */
 struct blocks {
 	uint32_t *v;
 	uint64_t n, cap, next;
+	struct mfs_xfarray *x;
 };
+int rep_blocks_get(const struct blocks *b, uint64_t i, uint32_t *blk);
 
 struct mfs_agh *rep_agh(const struct agrep *ar);
 
@@ -114,12 +118,18 @@ int rep_forget_blocks(struct agrep *ar, uint32_t s, uint32_t l);
  * tree's block freed onto the list has them go (the btree engine's free). */
 int rep_agfl_put_old(struct agrep *ar, uint32_t agbno);
 
-/* Extents in memory, few (the pieces a rebuild takes from free space). */
+/* Extents a rebuild adds (the pieces it takes from free space), in the order pushed: in
+ * memory while few, or (x not NULL) in a scratch array the rebuild reserved — a
+ * fragmented AG's are hundreds of thousands.  rep_addset_get: piece i (0 or a scratch
+ * error, negative); rep_addset_clear: none (a scratch array is refilled by appends). */
 struct rep_addset {
 	struct rext *v;
 	uint64_t n, cap;
+	struct mfs_xfarray *x;
 };
 int rep_addset_push(struct agrep *ar, struct rep_addset *a, uint32_t s, uint32_t l);
+int rep_addset_get(const struct rep_addset *a, uint64_t i, struct rext *e);
+void rep_addset_clear(struct rep_addset *a);
 
 /* Free extents counted by length, to take the longest ones for a new tree: lengths below
  * REP_LH_SMALL counted, the others listed (at most the AG's blocks / REP_LH_SMALL). */

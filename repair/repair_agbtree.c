@@ -327,7 +327,9 @@ struct stream {
 	int have;
 	uint64_t left;               /* blocks still to give (UINT64_MAX: all) */
 	const struct rep_addset *cut;
-	uint64_t ci;                 /* the next piece of cut */
+	uint64_t ci;                 /* the next piece of cut, */
+	struct rext cutcur;          /* read when have_cut */
+	int have_cut;
 };
 
 static int stream_next(struct stream *s)
@@ -345,9 +347,17 @@ static int stream_next(struct stream *s)
 		s->cur.start += (uint32_t)s->skip;
 		s->cur.len -= (uint32_t)s->skip;
 		s->skip = 0;
-		if (s->cut && s->ci < s->cut->n && s->cut->v[s->ci].start >= s->cur.start &&
-		    s->cut->v[s->ci].start - s->cur.start < s->cur.len) {
-			s->cur.len = s->cut->v[s->ci++].start - s->cur.start;
+		if (s->cut && s->ci < s->cut->n && !s->have_cut) {
+			err = rep_addset_get(s->cut, s->ci, &s->cutcur);
+			if (err)
+				return err;
+			s->have_cut = 1;
+		}
+		if (s->have_cut && s->cutcur.start >= s->cur.start &&
+		    s->cutcur.start - s->cur.start < s->cur.len) {
+			s->cur.len = s->cutcur.start - s->cur.start;
+			s->ci++;
+			s->have_cut = 0;
 			if (!s->cur.len)
 				continue;
 		}
@@ -373,9 +383,9 @@ static int free_walk(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray
 		     const struct rep_addset *cut, struct mfs_xfarray *out, struct free_sum *fsum)
 {
 	struct stream sf = { F, 0, mfs_xfarray_count(F), cut ? 0 : take_f, { 0, 0 }, 0,
-			     UINT64_MAX, cut, 0 };
+			     UINT64_MAX, cut, 0, { 0, 0 }, 0 };
 	struct stream so = { O, 0, mfs_xfarray_count(O), take_o, { 0, 0 }, 0, o_keep,
-			     NULL, 0 };
+			     NULL, 0, { 0, 0 }, 0 };
 	struct rext pend = { 0, 0 };
 	int err = stream_next(&sf);
 
@@ -417,6 +427,15 @@ static int free_walk(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray
 
 int rep_addset_push(struct agrep *ar, struct rep_addset *a, uint32_t s, uint32_t l)
 {
+	if (a->x) {
+		struct rext e = { s, l };
+		int err = mfs_xfarray_append(a->x, &e, NULL);
+
+		if (err)
+			return rep_scratch_err(ar->r, err, "listing the new tree's pieces");
+		a->n++;
+		return 0;
+	}
 	if (a->n == a->cap) {
 		uint64_t nc = a->cap ? 2 * a->cap : 64;
 		struct rext *nv = mfs_realloc(a->v, nc * sizeof(*nv));
@@ -428,6 +447,21 @@ int rep_addset_push(struct agrep *ar, struct rep_addset *a, uint32_t s, uint32_t
 	}
 	a->v[a->n++] = (struct rext){ s, l };
 	return 0;
+}
+
+int rep_addset_get(const struct rep_addset *a, uint64_t i, struct rext *e)
+{
+	if (a->x)
+		return mfs_xfarray_get(a->x, i, e);
+	*e = a->v[i];
+	return 0;
+}
+
+void rep_addset_clear(struct rep_addset *a)
+{
+	if (a->x)
+		mfs_xfarray_clear(a->x);
+	a->n = 0;
 }
 
 int rep_lh_init(struct rep *r, struct rep_lenhist *h)
@@ -524,7 +558,7 @@ int rep_pick_free(struct agrep *ar, struct mfs_xfarray *F, const struct rep_lenh
 	uint32_t L;
 	int err = rep_lh_pick(h, want, &L, &above, &pieces);
 
-	N->n = 0;
+	rep_addset_clear(N);
 	if (err)
 		return rep_fail(ar->r, -ENOSPC, "AG %u: %llu free blocks are too few for the %s's "
 				"%llu", ar->agno, (unsigned long long)h->blocks, what,
@@ -896,11 +930,29 @@ int rep_blocks_add(struct agrep *ar, uint32_t s, uint32_t l, void *priv)
 	struct blocks *b = priv;
 
 	for (uint32_t i = 0; i < l; i++) {
+		uint32_t blk = s + i;
+
 		if (b->n == b->cap)
 			return rep_fail(ar->r, -EFSCORRUPTED, "internal: more new-tree blocks than "
 					"planned");
-		b->v[b->n++] = s + i;
+		if (b->x) {
+			int err = mfs_xfarray_append(b->x, &blk, NULL);
+
+			if (err)
+				return rep_scratch_err(ar->r, err, "listing the new tree's blocks");
+		} else {
+			b->v[b->n] = blk;
+		}
+		b->n++;
 	}
+	return 0;
+}
+
+int rep_blocks_get(const struct blocks *b, uint64_t i, uint32_t *blk)
+{
+	if (b->x)
+		return mfs_xfarray_get(b->x, i, blk);
+	*blk = b->v[i];
 	return 0;
 }
 
@@ -929,11 +981,16 @@ static int loader_recs(void *priv, void *recs, unsigned n)
 static int loader_claim(void *priv, uint64_t *fsb)
 {
 	struct loader *l = priv;
+	uint32_t blk;
+	int err;
 
 	if (l->b->next >= l->b->n)
 		return rep_fail(l->ar->r, -EFSCORRUPTED, "internal: the bulk loader wants more "
 				"blocks than planned");
-	*fsb = mfs_agbno_to_fsb(&l->ar->fs->geo, l->ar->agno, l->b->v[l->b->next++]);
+	err = rep_blocks_get(l->b, l->b->next++, &blk);
+	if (err)
+		return rep_scratch_err(l->ar->r, err, "reading the new tree's blocks");
+	*fsb = mfs_agbno_to_fsb(&l->ar->fs->geo, l->ar->agno, blk);
 	return 0;
 }
 
@@ -1282,11 +1339,16 @@ static int abt_record(struct agrep *ar, struct mfs_xfarray *O, uint64_t o_lo, ui
 		} else if (cnt + want > MFS_AGFL_SIZE_MAX) {
 			err = trim_one(ar);
 		} else {
+			struct rext e;
+
 			nch++;
-			err = rmap_join(ar, N->v[ji].start, N->v[ji].len, NULL);
+			err = rep_addset_get(N, ji++, &e);
+			if (err)
+				err = rep_scratch_err(ar->r, err, "reading the new trees' pieces");
+			else
+				err = rmap_join(ar, e.start, e.len, NULL);
 			if (!err)
-				ar->recorded += N->v[ji].len;
-			ji++;
+				ar->recorded += e.len;
 			fed_now = 0;
 		}
 		if (err)
@@ -1364,12 +1426,12 @@ int rep_allocbt(struct rep *r)
 	struct agrep ar;
 	struct gather g;
 	struct abt_plan p;
-	struct blocks b = { NULL, 0, 0, 0 };
+	struct blocks b = { NULL, 0, 0, 0, NULL };
 	struct mfs_xfarray *S, *F, *O, *B, *C, *U, *X;
 	struct mfs_btree_root broot, croot;
 	struct mfs_agh *agh;
 	struct rep_lenhist h;
-	struct rep_addset N = { NULL, 0, 0 };   /* ordered: the pieces of F taken */
+	struct rep_addset N = { NULL, 0, 0, NULL };   /* ordered: the pieces of F taken */
 	uint64_t rmapblks, fed = 0, spare = 0;
 	/* a sweep: the blocks it reads in leave the cache when let go, or (changed by its
 	 * commit or its reap) once written home (mfs_bcache_sweep) */
@@ -1385,7 +1447,7 @@ int rep_allocbt(struct rep *r)
 		 * no: abt_plan_mode), and a plan that does not settle takes a few more */
 		uint64_t nf = ar.nrmap + 1, no = ar.own_blocks[OWN_I_AG] + 1;
 		uint64_t mmax = abt_blocks(ar.fs->geo.blocksize, nf + 2 * no);
-		const struct rep_array_plan plan[7] = {
+		const struct rep_array_plan plan[9] = {
 			{ sizeof(uint32_t), ar.rmap_blocks + MFS_AGFL_SIZE_MAX },
 			{ sizeof(struct rext), nf }, { sizeof(struct rext), no },
 			{ sizeof(struct rext), nf + no }, { sizeof(struct rext), nf + no },
@@ -1393,9 +1455,13 @@ int rep_allocbt(struct rep *r)
 			  (mmax == UINT64_MAX ? 0 : mmax) + 16 },
 			/* the long free extents, sorted apart (sort_by_len) */
 			{ sizeof(struct rext), ar.aglen / (BYLEN_SHORT + 1) + 1 },
+			/* N, the pieces of F taken (at most one per block of the trees), and the
+			 * new trees' blocks with the AGFL's extras */
+			{ sizeof(struct rext), (mmax == UINT64_MAX ? 0 : mmax) + 16 },
+			{ sizeof(uint32_t), (mmax == UINT64_MAX ? 0 : mmax) + MFS_AGFL_SIZE_MAX + 16 },
 		};
 
-		err = rep_reserve(r, plan, 7);
+		err = rep_reserve(r, plan, 9);
 		if (!err)
 			err = rep_hook(r, MFS_REPAIR_AT_RESERVED);
 		if (!err)
@@ -1412,6 +1478,10 @@ int rep_allocbt(struct rep *r)
 			err = rep_array(r, plan[5].recsize, plan[5].max_nr, &U);
 		if (!err)
 			err = rep_array(r, plan[6].recsize, plan[6].max_nr, &X);
+		if (!err)
+			err = rep_array(r, plan[7].recsize, plan[7].max_nr, &N.x);
+		if (!err)
+			err = rep_array(r, plan[8].recsize, plan[8].max_nr, &b.x);
 		if (err)
 			goto out;
 	}
@@ -1446,24 +1516,32 @@ int rep_allocbt(struct rep *r)
 	ar.ordered = p.ordered;
 	if (p.ordered)
 		mfs_trans_ordered_undo(ar.tp, U);
-	b.v = mfs_malloc((b.cap ? b.cap : 1) * sizeof(*b.v));
-	if (!b.v) {
-		err = rep_fail(r, -ENOMEM, "no memory for the list of %llu new tree blocks",
-			       (unsigned long long)b.cap);
-		goto out;
-	}
 	if (!p.ordered)
 		err = rep_ext_pieces(&ar, O, 0, p.take_o, rep_blocks_add, &b);
 	if (!err && !p.ordered)
 		err = rep_ext_pieces(&ar, F, 0, p.take_f, rep_blocks_add, &b);
-	for (uint64_t i = 0; !err && p.ordered && i < N.n; i++)
-		err = rep_blocks_add(&ar, N.v[i].start, N.v[i].len, &b);
+	for (uint64_t i = 0; !err && p.ordered && i < N.n; i++) {
+		struct rext e;
+
+		err = rep_addset_get(&N, i, &e);
+		err = err ? rep_scratch_err(r, err, "reading the new trees' pieces") :
+		      rep_blocks_add(&ar, e.start, e.len, &b);
+	}
 	if (!err && p.ordered)
 		err = rep_ext_pieces(&ar, O, 0, p.take_o, rep_blocks_add, &b);
-	for (uint64_t i = 0; !err && !p.ordered && i < p.m; i++)
-		err = rep_join_block(&ar, b.v[i]);
-	for (uint64_t i = p.m; !err && i < b.n; i++)
-		err = rep_agfl_put_old(&ar, b.v[i]);
+	for (uint64_t i = 0; !err && i < b.n; i++) {
+		uint32_t blk;
+
+		if (p.ordered && i < p.m)
+			continue;
+		err = rep_blocks_get(&b, i, &blk);
+		if (err)
+			err = rep_scratch_err(r, err, "reading the new trees' blocks");
+		else if (i < p.m)
+			err = rep_join_block(&ar, blk);
+		else
+			err = rep_agfl_put_old(&ar, blk);
+	}
 	if (!err && !p.ordered)
 		err = rep_ext_pieces(&ar, F, 0, p.take_f, rmap_join, NULL);
 	if (!err && !p.ordered)
@@ -1534,8 +1612,13 @@ int rep_allocbt(struct rep *r)
 	if (!err && ar.reap)
 		err = rep_ext_pieces(&ar, O, p.take_o, p.no - p.take_o - fed, rep_reap_piece,
 				     NULL);
-	for (uint64_t i = p.m; !err && ar.reap && i < spare; i++)
-		err = rep_reap_piece(&ar, b.v[i], 1, NULL);
+	for (uint64_t i = p.m; !err && ar.reap && i < spare; i++) {
+		uint32_t blk;
+
+		err = rep_blocks_get(&b, i, &blk);
+		err = err ? rep_scratch_err(r, err, "reading the new trees' blocks") :
+		      rep_reap_piece(&ar, blk, 1, NULL);
+	}
 	if (!err && ar.reap)
 		err = rep_reap_end(&ar);
 out:
@@ -1683,7 +1766,7 @@ int rep_inobt(struct rep *r)
 {
 	struct agrep ar;
 	struct igather ig;
-	struct blocks b = { NULL, 0, 0, 0 };
+	struct blocks b = { NULL, 0, 0, 0, NULL };
 	struct mfs_btree_root root;
 	struct mfs_btree_cur cur;
 	struct mfs_agh *agh;

@@ -19,7 +19,7 @@
 #include "repair.h"
 #include "xfarray.h"
 
-#define REP_MAX_ARRAYS 8u
+#define REP_MAX_ARRAYS 12u
 
 struct rep_array_plan {
 	size_t recsize;

@@ -464,13 +464,18 @@ static int added_count(struct agrep *ar, struct mfs_xfarray *R2, const struct re
 
 	*n = nr;
 	for (uint64_t i = 0; i < a->n; i++) {
-		struct mfs_rmap_rec rec = ag_rec(a->v[i].start, a->v[i].len);
+		struct mfs_rmap_rec rec;
+		struct rext e;
 
+		err = rep_addset_get(a, i, &e);
+		if (err)
+			return rep_scratch_err(ar->r, err, "counting the new records");
+		rec = ag_rec(e.start, e.len);
 		key = rec;
 		err = mfs_xfarray_bsearch(R2, &key, cmp_rmap, NULL, &idx, NULL);
 		if (!err)
 			return rep_fail(ar->r, -EFSCORRUPTED, "internal: blocks %u+%u for the new "
-					"reverse map are somebody's", a->v[i].start, a->v[i].len);
+					"reverse map are somebody's", e.start, e.len);
 		if (err != -ENOENT)
 			return rep_scratch_err(ar->r, err, "counting the new records");
 		++*n;
@@ -504,6 +509,8 @@ struct ostream {
 	int have_next, r_end;
 	struct mfs_rmap_rec pend;
 	int have;
+	struct rext acur;            /* a's piece ai, read when have_a */
+	int have_a;
 };
 
 /* The next R2 record, or what d leaves of it: 1, 0 at the end, or an error. */
@@ -563,15 +570,22 @@ static int ostream_in(struct ostream *o, struct mfs_rmap_rec *in)
 		o->have_next = more;
 		o->r_end = !more;
 	}
-	if (o->have_next && (o->ai >= o->a->n ||
-			     mfs_get32(o->next.startblock) < o->a->v[o->ai].start)) {
+	if (!o->have_a && o->ai < o->a->n) {
+		int err = rep_addset_get(o->a, o->ai, &o->acur);
+
+		if (err)
+			return rep_scratch_err(o->ar->r, err, "loading the new reverse map");
+		o->have_a = 1;
+	}
+	if (o->have_next && (!o->have_a || mfs_get32(o->next.startblock) < o->acur.start)) {
 		*in = o->next;
 		o->have_next = 0;
 		return 1;
 	}
-	if (o->ai < o->a->n) {
-		*in = ag_rec(o->a->v[o->ai].start, o->a->v[o->ai].len);
+	if (o->have_a) {
+		*in = ag_rec(o->acur.start, o->acur.len);
 		o->ai++;
+		o->have_a = 0;
 		return 1;
 	}
 	return 0;
@@ -662,8 +676,9 @@ struct ordered {
 	struct mfs_xfarray *R2, *F;
 	struct rep_lenhist *h;
 	uint64_t nbno, ncnt;
-	struct rep_addset N, D, all;  /* taken from free space; AG-owned blocks of R2 freed;
-				      * N sorted, touching pieces joined */
+	struct rep_addset N, D;      /* taken from free space (in scratch: in block order,
+				      * never touching — each is a free extent or its end);
+				      * AG-owned blocks of R2 freed */
 	uint64_t gtaken;             /* blocks of G's end stocked onto the free list */
 	uint64_t gback;              /* G's extents not yet (wholly) stocked... */
 	uint32_t gbacklen;           /* ...and blocks left in the last of them, */
@@ -764,7 +779,6 @@ static int plan_new(struct ordered *o, uint64_t *take)
 	uint32_t bs = ar->fs->geo.blocksize;
 	uint64_t c0 = mfs_xfarray_count(o->R2) + PLAN_SLACK_RECS, t, above, pieces, m = 0, n;
 	uint32_t L;
-	struct rep_addset none = { NULL, 0, 0 };
 	int err;
 
 	rep_lh_sort(o->h);
@@ -784,9 +798,7 @@ static int plan_new(struct ordered *o, uint64_t *take)
 	for (unsigned round = 0; round < 16 && t != UINT64_MAX; round++) {
 		err = rep_pick_free(ar, o->F, o->h, t, &o->N, "new reverse map");
 		if (!err)
-			err = addset_union(ar, &o->N, &none, &o->all);
-		if (!err)
-			err = added_count(ar, o->R2, &o->all, &n);
+			err = added_count(ar, o->R2, &o->N, &n);
 		if (err)
 			return err;
 		m = rep_geo_blocks(&mfs_rmapbt_ops, bs, n + PLAN_SLACK_RECS, NULL);
@@ -815,7 +827,7 @@ static int rmap_ordered(struct ordered *o, struct mfs_xfarray *U)
 	struct agrep *ar = o->ar;
 	struct mfs_agh *agh = rep_agh(ar);
 	struct blocks *b = &o->b;
-	struct rep_addset none = { NULL, 0, 0 }, dn = { NULL, 0, 0 };
+	struct rep_addset none = { NULL, 0, 0, NULL }, dn = { NULL, 0, 0, NULL };
 	struct ostream os;
 	struct mfs_btree_root root;
 	uint64_t take = 0, mblk = 0, extra = 0, nrecs = 0, nimg, nrev;
@@ -829,15 +841,20 @@ static int rmap_ordered(struct ordered *o, struct mfs_xfarray *U)
 	/* N's pieces out of free space (the free list feeds their splits); late, only checked
 	 * now (read only: a take after the commit must not find the trees disagree) */
 	for (uint64_t i = 0; !err && i < o->N.n; i++) {
+		struct rext e;
+
+		err = rep_addset_get(&o->N, i, &e);
+		if (err) {
+			err = rep_scratch_err(ar->r, err, "reading the new reverse map's pieces");
+			break;
+		}
 		if (o->late) {
-			err = mfs_freesp_check(ar->fs, ar->agno, ar->agh_bp, o->N.v[i].start,
-					       o->N.v[i].len);
+			err = mfs_freesp_check(ar->fs, ar->agno, ar->agh_bp, e.start, e.len);
 			if (err)
 				err = rep_fail(ar->r, err, "AG %u: the free-space trees disagree "
 					       "about blocks %u+%u for the new reverse map (%s): "
 					       "nothing was changed; repair the free-space trees "
-					       "first", ar->agno, o->N.v[i].start, o->N.v[i].len,
-					       strerror(-err));
+					       "first", ar->agno, e.start, e.len, strerror(-err));
 			else if (++ar->seen % 4096 == 0)
 				err = rep_poll(ar->r);
 			continue;
@@ -848,18 +865,16 @@ static int rmap_ordered(struct ordered *o, struct mfs_xfarray *U)
 				       "taking free space for the new reverse map; nothing was "
 				       "changed, try again", ar->agno);
 		if (!err)
-			err = rep_space_take(ar, o->N.v[i].start, o->N.v[i].len);
-		o->taken += o->N.v[i].len;
+			err = rep_space_take(ar, e.start, e.len);
+		o->taken += e.len;
 	}
 	/* The exact count now that the edits are made; what the tree does not need of N
 	 * goes onto the free list (drained first: a drain may add a record) — late, after
 	 * the commit. */
 	for (unsigned round = 0; !err; round++) {
-		err = addset_union(ar, &o->N, &none, &o->all);
+		err = addset_union(ar, &o->D, &none, &dn);
 		if (!err)
-			err = addset_union(ar, &o->D, &none, &dn);
-		if (!err)
-			err = ostream_count(ar, o->R2, &o->all, &dn, &nrecs);
+			err = ostream_count(ar, o->R2, &o->N, &dn, &nrecs);
 		if (err)
 			break;
 		mblk = rep_geo_blocks(&mfs_rmapbt_ops, ar->fs->geo.blocksize, nrecs, NULL);
@@ -880,18 +895,25 @@ static int rmap_ordered(struct ordered *o, struct mfs_xfarray *U)
 	/* The blocks: N's pieces in block order; the last `extra` onto the list (late: after
 	 * the commit, take_late). */
 	b->cap = take;
-	b->v = mfs_malloc((b->cap ? b->cap : 1) * sizeof(*b->v));
-	if (!b->v) {
-		err = rep_fail(ar->r, -ENOMEM, "no memory for the new tree's block list");
-		goto out;
+	for (uint64_t i = 0; !err && i < o->N.n; i++) {
+		struct rext e;
+
+		err = rep_addset_get(&o->N, i, &e);
+		err = err ? rep_scratch_err(ar->r, err, "reading the new reverse map's pieces") :
+		      rep_blocks_add(ar, e.start, e.len, b);
 	}
-	for (uint64_t i = 0; !err && i < o->N.n; i++)
-		err = rep_blocks_add(ar, o->N.v[i].start, o->N.v[i].len, b);
 	for (uint64_t i = mblk; !err && !o->late && i < b->n; i++) {
-		err = mfs_agfl_put(ar->tp, ar->agno, ar->agh_bp, b->v[i]);
+		uint32_t blk;
+
+		err = rep_blocks_get(b, i, &blk);
+		if (err) {
+			err = rep_scratch_err(ar->r, err, "reading the new reverse map's blocks");
+			break;
+		}
+		err = mfs_agfl_put(ar->tp, ar->agno, ar->agh_bp, blk);
 		if (err)
 			err = rep_fail(ar->r, err, "AG %u: putting block %u on the free list: %s",
-				       ar->agno, b->v[i], strerror(-err));
+				       ar->agno, blk, strerror(-err));
 		o->puts++;
 	}
 	if (!err) {
@@ -905,7 +927,7 @@ static int rmap_ordered(struct ordered *o, struct mfs_xfarray *U)
 	mfs_trans_ordered_undo(ar->tp, U);
 	o->mblk = mblk;
 	b->n = mblk;
-	ostream_init(&os, ar, o->R2, &o->all, &dn);
+	ostream_init(&os, ar, o->R2, &o->N, &dn);
 	err = rep_load_tree_fn(ar, MFS_BT_RMAP, nrecs, ostream_load, &os, b, &root);
 	b->n = b->cap;
 	if (!err && (ostream_get(&os, NULL) <= 0 || b->next != mblk))
@@ -1011,13 +1033,20 @@ static int take_late(struct ordered *o, uint64_t *rest)
 		} else if (fl_count(ar) + o->need > MFS_AGFL_SIZE_MAX) {
 			err = drain_late(o);
 		} else {
-			err = i >= rep_rmap_late_fail_after ? -EIO :
-			      rep_space_take(ar, o->N.v[i].start, o->N.v[i].len);
+			struct rext e;
+
+			err = rep_addset_get(&o->N, i++, &e);
+			if (err)
+				err = rep_scratch_err(ar->r, err, "reading the new reverse map's "
+						      "pieces");
+			else if (i > rep_rmap_late_fail_after)
+				err = -EIO;
+			else
+				err = rep_space_take(ar, e.start, e.len);
 			if (!err)
-				err = late_count(ar, -(int64_t)o->N.v[i].len);
-			o->taken += o->N.v[i].len;
-			ar->recorded += o->N.v[i].len;
-			i++;
+				err = late_count(ar, -(int64_t)e.len);
+			o->taken += e.len;
+			ar->recorded += e.len;
 		}
 		err = err ? rep_reap_fail(ar, err, what) : rep_reap_step(ar, what);
 	}
@@ -1040,7 +1069,14 @@ static int take_late(struct ordered *o, uint64_t *rest)
 		goto dead;
 	ar->unsafe = 0;
 	for (; !err && k < o->b.n && fl_count(ar) < REP_AGFL_EXTRA_CAP; k++) {
-		err = rep_agfl_put_old(ar, o->b.v[k]);
+		uint32_t blk;
+
+		err = rep_blocks_get(&o->b, k, &blk);
+		if (err)
+			err = rep_reap_fail(ar, rep_scratch_err(ar->r, err, "reading the new "
+								"reverse map's blocks"), what);
+		else
+			err = rep_agfl_put_old(ar, blk);
 		if (!err)
 			err = rep_reap_step(ar, "putting spare blocks on the free list");
 	}
@@ -1071,7 +1107,6 @@ static void ordered_free(struct ordered *o)
 	free(o->b.v);
 	free(o->N.v);
 	free(o->D.v);
-	free(o->all.v);
 }
 
 /* Free blocks of the AG, from its header (read under its lock): sizes the scratch. */
@@ -1101,7 +1136,7 @@ int rep_rmapbt(struct rep *r)
 	struct rep_live lv;
 	struct rgather g;
 	struct rmerge m;
-	struct blocks b = { NULL, 0, 0, 0 };
+	struct blocks b = { NULL, 0, 0, 0, NULL };
 	struct mfs_xfarray *R, *R2, *F, *U;
 	struct mfs_btree_root root;
 	struct mfs_agh *agh;
@@ -1137,7 +1172,7 @@ int rep_rmapbt(struct rep *r)
 		 * R's records, one per piece of free space it takes and a margin (see below) */
 		uint64_t mmax = rep_geo_blocks(&mfs_rmapbt_ops, geo->blocksize, used + 16 +
 					       (used + 16) / 32 + 1024, NULL);
-		const struct rep_array_plan plan[7] = {
+		const struct rep_array_plan plan[9] = {
 			{ sizeof(struct mfs_rmap_rec), used + 16 },
 			{ sizeof(struct mfs_rmap_rec), 2 * used + 32 },
 			{ sizeof(struct rext), aglen / 2 + 2 },
@@ -1147,11 +1182,15 @@ int rep_rmapbt(struct rep *r)
 			  (mmax == UINT64_MAX ? 0 : mmax) + 16 },
 			/* the gaps: each is followed by a block that is no gap */
 			{ sizeof(struct rext), aglen / 2 + 2 },
+			/* ordered: the pieces of free space taken (at most one per block), and
+			 * their blocks */
+			{ sizeof(struct rext), (mmax == UINT64_MAX ? 0 : mmax) + 16 },
+			{ sizeof(uint32_t), (mmax == UINT64_MAX ? 0 : mmax) + 16 },
 		};
 
 		o.ucap = mmax == UINT64_MAX ? 0 : mmax + 16;
 
-		err = rep_reserve(r, plan, 7);
+		err = rep_reserve(r, plan, 9);
 		if (!err)
 			err = rep_hook(r, MFS_REPAIR_AT_RESERVED);
 		if (!err)
@@ -1168,6 +1207,10 @@ int rep_rmapbt(struct rep *r)
 			err = rep_array(r, plan[5].recsize, plan[5].max_nr, &U);
 		if (!err)
 			err = rep_array(r, plan[6].recsize, plan[6].max_nr, &m.G);
+		if (!err)
+			err = rep_array(r, plan[7].recsize, plan[7].max_nr, &o.N.x);
+		if (!err)
+			err = rep_array(r, plan[8].recsize, plan[8].max_nr, &o.b.x);
 		if (err)
 			goto out;
 	}
@@ -1290,8 +1333,15 @@ int rep_rmapbt(struct rep *r)
 			err = take_late(&o, &rest);
 		if (!err)
 			err = rep_reap_hook(&ar);
-		for (uint64_t i = rest; !err && i < o.b.n; i++)
-			err = rep_reap_piece(&ar, o.b.v[i], 1, NULL);
+		for (uint64_t i = rest; !err && i < o.b.n; i++) {
+			uint32_t blk;
+
+			err = rep_blocks_get(&o.b, i, &blk);
+			err = err ? rep_reap_fail(&ar, rep_scratch_err(r, err, "reading the new "
+								       "reverse map's blocks"),
+						  "freeing its spare blocks") :
+			      rep_reap_piece(&ar, blk, 1, NULL);
+		}
 		if (!err)
 			err = rep_ext_pieces(&ar, m.G, 0, m.gapblocks - o.gtaken, rep_reap_piece,
 					     NULL);

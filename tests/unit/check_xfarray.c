@@ -89,6 +89,42 @@ START_TEST(test_basic)
 }
 END_TEST
 
+/*
+ * A clear empties the array: nothing to read, and refilled by appends (fewer than before,
+ * over several windows), every record reads as appended after the clear, nothing past the
+ * new count.
+ */
+START_TEST(test_clear_refill)
+{
+	int fd = tu_scratch_fd(SCRATCH_MEMFD);
+	struct mfs_xfarray *a;
+	const uint64_t n = 100000;
+	uint64_t v;
+
+	ck_assert_int_eq(mfs_xfarray_create(fd, 4096, sizeof(v), 2 * n, &a), 0);
+	for (uint64_t i = 0; i < n; i++) {
+		v = 1000000 + i;
+		ck_assert_int_eq(mfs_xfarray_append(a, &v, NULL), 0);
+	}
+	mfs_xfarray_clear(a);
+	ck_assert_uint_eq(mfs_xfarray_count(a), 0);
+	ck_assert_int_eq(mfs_xfarray_get(a, 0, &v), -ENODATA);
+	for (uint64_t i = 0; i < n / 3; i++) {
+		v = 7 + 3 * i;
+		ck_assert_int_eq(mfs_xfarray_append(a, &v, NULL), 0);
+	}
+	ck_assert_uint_eq(mfs_xfarray_count(a), n / 3);
+	ck_assert_int_eq(mfs_xfarray_flush(a), 0);
+	for (uint64_t i = 0; i < n / 3; i++) {
+		ck_assert_int_eq(mfs_xfarray_get(a, i, &v), 0);
+		ck_assert_uint_eq(v, 7 + 3 * i);
+	}
+	ck_assert_int_eq(mfs_xfarray_get(a, n / 3, &v), -ENODATA);
+	mfs_xfarray_destroy(a);
+	ck_assert_int_eq(close(fd), 0);
+}
+END_TEST
+
 /* Random operations against a model; then iterate, sort and search, compare each time. */
 static void model_run(int kind, size_t rs, uint64_t seed, unsigned nops, unsigned span)
 {
@@ -418,6 +454,7 @@ static Suite *xfarray_suite(void)
 
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_basic);
+	tcase_add_test(tc, test_clear_refill);
 	tcase_add_loop_test(tc, test_model_memfd, 0, 2);
 	tcase_add_loop_test(tc, test_model_tmpfile, 0, 2);
 	tcase_add_test(tc, test_sort_patterns);
