@@ -206,5 +206,8 @@ extern int rep_abt_force_logged;
 /* Tests only (check_repair_frag): the reverse map's rebuild fails (-EIO) its take of
  * free space after the commit after this many (repair_rmapbt.c). */
 extern uint64_t rep_rmap_late_fail_after;
+/* Tests only (check_repair_frag): the reverse map's rebuild plans at most this many
+ * special owners' records apart (the rest go with the owners', sorted whole). */
+extern uint64_t rep_rmap_special_max;
 
 #endif

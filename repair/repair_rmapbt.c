@@ -51,6 +51,9 @@
 struct rgather {
 	struct agrep *ar;
 	struct mfs_xfarray *R, *F;
+	struct mfs_xfarray *Q;       /* the special owners' records, when not NULL (radd);
+				      * full, they go on in R (spec_in_r) */
+	int spec_in_r;
 	struct rep_lenhist *h;
 	int err;
 	uint32_t own_last;           /* start of the last owner's record gathered */
@@ -70,6 +73,12 @@ static int radd(struct rgather *g, uint32_t s, uint32_t l, uint64_t owner, uint6
 	mfs_put32(rec.blockcount, l);
 	mfs_put64(rec.owner, owner);
 	mfs_put64(rec.offset, offset);
+	if (g->Q && !g->spec_in_r) {
+		err = mfs_xfarray_append(g->Q, &rec, NULL);
+		if (err != -EFBIG)
+			return err ? rep_scratch_err(g->ar->r, err, "gathering reverse mappings") : 0;
+		g->spec_in_r = 1;           /* more than planned: rsrc_init sorts R whole */
+	}
 	err = mfs_xfarray_append(g->R, &rec, NULL);
 	return err ? rep_scratch_err(g->ar->r, err, "gathering reverse mappings") : 0;
 }
@@ -223,77 +232,77 @@ static int rm_gap(struct rmerge *m, uint32_t s, uint32_t e)
 /* Walk the sorted records and the free extents together: records must not overlap each
  * other or free space; the holes left are gaps. */
 /*
- * The gathered records in block order: R sorted whole, or (the fast way) R's first nown
- * records — the owners', found in block order as they came — merged with the special
- * owners' records that follow them, sorted in memory (few: the AG's own trees, chunks and
- * free list).
+ * The gathered records in block order: R sorted whole, or (the fast way) R — the owners'
+ * records, found in block order as they came — merged with Q, the special owners' records
+ * (the AG's own trees, chunks and free list), sorted apart.  Q is planned from the AG
+ * header's counts; should it overflow, the rest went on in R (radd), and R is sorted
+ * whole, Q's records added.  Both live in scratch: a fragmented AG's free-space trees
+ * alone are a special record per block, hundreds of thousands.
  */
 struct rsrc {
-	struct mfs_xfarray *R;
-	uint64_t i, n;
-	struct mfs_rmap_rec *spec;
-	size_t si, ns;
-	struct mfs_rmap_rec next;    /* R's next record, read ahead */
-	int have;
+	struct mfs_xfarray *R, *Q;
+	uint64_t i, n, qi, qn;
+	struct mfs_rmap_rec next, qnext;  /* R's and Q's next records, read ahead */
+	int have, qhave;
 };
 
 static int rsrc_next(struct rsrc *q, struct mfs_rmap_rec *rec)
 {
-	if (!q->have && q->i < q->n) {
-		int err = mfs_xfarray_get(q->R, q->i++, &q->next);
+	int err;
 
+	if (!q->have && q->i < q->n) {
+		err = mfs_xfarray_get(q->R, q->i++, &q->next);
 		if (err)
 			return err;
 		q->have = 1;
 	}
-	if (q->have && (q->si >= q->ns || mfs_get32(q->spec[q->si].startblock) >
+	if (!q->qhave && q->qi < q->qn) {
+		err = mfs_xfarray_get(q->Q, q->qi++, &q->qnext);
+		if (err)
+			return err;
+		q->qhave = 1;
+	}
+	if (q->have && (!q->qhave || mfs_get32(q->qnext.startblock) >
 			mfs_get32(q->next.startblock))) {
 		*rec = q->next;
 		q->have = 0;
 		return 1;
 	}
-	if (q->si < q->ns) {
-		*rec = q->spec[q->si++];
+	if (q->qhave) {
+		*rec = q->qnext;
+		q->qhave = 0;
 		return 1;
 	}
 	return 0;
 }
 
-static int cmp_rmap_q(const void *a, const void *b)
+/* The gathered records in block order (see struct rsrc). */
+static int rsrc_init(struct rep *r, struct rgather *g, struct rsrc *q)
 {
-	return cmp_rmap(a, b, NULL);
-}
-
-#define SPEC_MEM_MAX 262144u     /* special owners' records sorted in memory, at most */
-
-/* The gathered records in block order (see struct rsrc); nown: R's first records, the
- * owners'. */
-static int rsrc_init(struct rep *r, struct rgather *g, uint64_t nown, struct rsrc *q)
-{
-	uint64_t n = mfs_xfarray_count(g->R);
+	uint64_t nq = g->Q ? mfs_xfarray_count(g->Q) : 0;
 	int err = 0;
 
 	memset(q, 0, sizeof(*q));
 	q->R = g->R;
-	q->n = n;
-	if (g->own_unsorted || n - nown > SPEC_MEM_MAX)
-		return rep_sort(r, g->R, cmp_rmap, "sorting the reverse mappings");
-	q->ns = (size_t)(n - nown);
-	q->spec = mfs_malloc((q->ns ? q->ns : 1) * sizeof(*q->spec));
-	if (!q->spec)
-		return rep_fail(r, -ENOMEM, "no memory to sort the AG's own records");
-	for (size_t k = 0; k < q->ns && !err; k++)
-		err = mfs_xfarray_get(g->R, nown + k, &q->spec[k]);
-	if (err)
-		return rep_scratch_err(r, err, "reading the AG's own records");
-	if (!r->sort_hooked) {
-		r->sort_hooked = 1;
-		err = rep_hook(r, MFS_REPAIR_AT_SORTING);
+	q->Q = g->Q;
+	if (g->own_unsorted || g->spec_in_r) {
+		for (uint64_t k = 0; k < nq && !err; k++) {
+			struct mfs_rmap_rec rec;
+
+			err = mfs_xfarray_get(g->Q, k, &rec);
+			if (!err)
+				err = mfs_xfarray_append(g->R, &rec, NULL);
+		}
+		if (err)
+			return rep_scratch_err(r, err, "gathering reverse mappings");
+		nq = 0;
+		err = rep_sort(r, g->R, cmp_rmap, "sorting the reverse mappings");
+	} else if (nq) {
+		err = rep_sort(r, g->Q, cmp_rmap, "sorting the AG's own records");
 	}
-	if (!err)
-		qsort(q->spec, q->ns, sizeof(*q->spec), cmp_rmap_q);
-	q->n = nown;
-	return err ? err : rep_poll(r);
+	q->n = mfs_xfarray_count(g->R);
+	q->qn = nq;
+	return err;
 }
 
 static int rmerge_all(struct rmerge *m, struct rsrc *q, struct mfs_xfarray *F)
@@ -1110,7 +1119,13 @@ static void ordered_free(struct ordered *o)
 }
 
 /* Free blocks of the AG, from its header (read under its lock): sizes the scratch. */
-static int ag_free_blocks(struct rep *r, uint64_t *nfree)
+/* The test hook of repair_ag.h: the special owners' records planned, at most. */
+uint64_t rep_rmap_special_max = UINT64_MAX;
+
+/* Free blocks of the AG and the special owners' records it may hold (its trees' blocks,
+ * its chunks, its free list: from the counts of its header, with a margin), read under
+ * its lock: sizes the scratch. */
+static int ag_free_blocks(struct rep *r, uint64_t *nfree, uint64_t *nspecial)
 {
 	struct mfs_fs *fs = r->fs;
 	uint32_t agno = r->rc->agno, aglen = mfs_ag_length(&fs->geo, agno);
@@ -1120,9 +1135,13 @@ static int ag_free_blocks(struct rep *r, uint64_t *nfree)
 	pthread_mutex_lock(&fs->ag[agno].lock);
 	err = mfs_read_agh(fs, agno, &hbp);
 	if (!err) {
-		uint32_t f = mfs_get32(((const struct mfs_agh *)hbp->data)->freeblks);
+		const struct mfs_agh *agh = hbp->data;
+		uint32_t f = mfs_get32(agh->freeblks);
+		uint64_t chunks = mfs_get32(agh->icount) / MFS_INODES_PER_CHUNK;
 
 		*nfree = f < aglen ? f : aglen;
+		*nspecial = mfs_get32(agh->btreeblks) + 2 * chunks + MFS_AGFL_SIZE_MAX + 1024;
+		*nspecial += *nspecial / 4;
 		mfs_buf_put(hbp);
 	}
 	pthread_mutex_unlock(&fs->ag[agno].lock);
@@ -1137,14 +1156,14 @@ int rep_rmapbt(struct rep *r)
 	struct rgather g;
 	struct rmerge m;
 	struct blocks b = { NULL, 0, 0, 0, NULL };
-	struct mfs_xfarray *R, *R2, *F, *U;
+	struct mfs_xfarray *R, *R2, *F, *U, *Q;
 	struct mfs_btree_root root;
 	struct mfs_agh *agh;
 	struct rep_lenhist h;
 	struct ordered o;
 	struct rsrc q;
 	uint64_t nbno = 0, ncnt = 0, used, nfree = 0, mblk, room, k, short_by, total, est;
-	uint64_t nown = 0, rest;
+	uint64_t nspecial = 0, rest;
 	const struct mfs_geom *geo = &r->fs->geo;
 	uint32_t aglen = mfs_ag_length(geo, r->rc->agno);
 	int err, ordered, sweep = -1;      /* the sweep state to restore (mfs_bcache_sweep) */
@@ -1162,17 +1181,21 @@ int rep_rmapbt(struct rep *r)
 	 * locked again: a margin); with the gaps between them, twice that.  Free extents: at
 	 * most one per two blocks.  The owners' scans: every record once, and again for those
 	 * scanned again; the old tree's inode records: one per owned block. */
-	err = ag_free_blocks(r, &nfree);
+	err = ag_free_blocks(r, &nfree, &nspecial);
 	if (err)
 		goto out;
 	used = aglen - nfree;
 	used += used / 4 + 64;
+	if (nspecial > used + 16)
+		nspecial = used + 16;
+	if (nspecial > rep_rmap_special_max)
+		nspecial = rep_rmap_special_max;
 	{
 		/* and the old bytes of the blocks an ordered tree is written into: a tree of
 		 * R's records, one per piece of free space it takes and a margin (see below) */
 		uint64_t mmax = rep_geo_blocks(&mfs_rmapbt_ops, geo->blocksize, used + 16 +
 					       (used + 16) / 32 + 1024, NULL);
-		const struct rep_array_plan plan[9] = {
+		const struct rep_array_plan plan[10] = {
 			{ sizeof(struct mfs_rmap_rec), used + 16 },
 			{ sizeof(struct mfs_rmap_rec), 2 * used + 32 },
 			{ sizeof(struct rext), aglen / 2 + 2 },
@@ -1186,11 +1209,13 @@ int rep_rmapbt(struct rep *r)
 			 * their blocks */
 			{ sizeof(struct rext), (mmax == UINT64_MAX ? 0 : mmax) + 16 },
 			{ sizeof(uint32_t), (mmax == UINT64_MAX ? 0 : mmax) + 16 },
+			/* the special owners' records (struct rsrc) */
+			{ sizeof(struct mfs_rmap_rec), nspecial },
 		};
 
 		o.ucap = mmax == UINT64_MAX ? 0 : mmax + 16;
 
-		err = rep_reserve(r, plan, 9);
+		err = rep_reserve(r, plan, 10);
 		if (!err)
 			err = rep_hook(r, MFS_REPAIR_AT_RESERVED);
 		if (!err)
@@ -1211,6 +1236,8 @@ int rep_rmapbt(struct rep *r)
 			err = rep_array(r, plan[7].recsize, plan[7].max_nr, &o.N.x);
 		if (!err)
 			err = rep_array(r, plan[8].recsize, plan[8].max_nr, &o.b.x);
+		if (!err)
+			err = rep_array(r, plan[9].recsize, plan[9].max_nr, &Q);
 		if (err)
 			goto out;
 	}
@@ -1244,7 +1271,7 @@ int rep_rmapbt(struct rep *r)
 	/* the owners' records first: when they come in block order, only the special
 	 * owners' records, gathered after them, need sorting (struct rsrc) */
 	err = rep_live_emit(&lv, remit_fn, &g);
-	nown = mfs_xfarray_count(R);
+	g.Q = Q;                     /* the special owners' records from here on */
 	if (!err)
 		err = radd(&g, 0, MFS_AG_FIXED_BLOCKS, MFS_OWN_FS, 0);
 	if (!err && geo->logblocks && mfs_fsb_to_agno(geo, geo->logstart) == ar.agno)
@@ -1290,7 +1317,7 @@ int rep_rmapbt(struct rep *r)
 	if (!err)
 		err = rep_hook(r, MFS_REPAIR_AT_GATHERED);
 	if (!err)
-		err = rsrc_init(r, &g, nown, &q);
+		err = rsrc_init(r, &g, &q);
 	if (err)
 		goto out;
 	/* Ordered (the new tree into free space, in place) when free space holds it with a
@@ -1436,7 +1463,6 @@ out:
 	rep_ag_cancel(&ar);
 	rep_live_release(&lv);
 	ordered_free(&o);
-	free(q.spec);
 	rep_lh_free(&h);
 	free(b.v);
 	return err;

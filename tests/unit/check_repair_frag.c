@@ -572,6 +572,29 @@ START_TEST(test_rmap_late_take_fails)
 }
 END_TEST
 
+/*
+ * The reverse map's rebuild gathers the AG's own records (hundreds of tree blocks here)
+ * apart from the owners' and sorts them in scratch, as many as the AG header's counts
+ * plan; more (made to: rep_rmap_special_max) go on with the owners' records, which are
+ * then sorted whole.  Either way the same AG comes out, every checker clean.
+ */
+extern uint64_t rep_rmap_special_max;                   /* repair/repair_ag.h (private) */
+
+START_TEST(test_rmap_special_overflow)
+{
+	struct tu_img t;
+	uint64_t ino = make_frag(&t, 4u << 20);
+
+	rebuild(t.fs, MFS_SCRUB_RMAPBT, 1, 0);
+	clean(t.fs, ino);
+	rep_rmap_special_max = 5;
+	rebuild(t.fs, MFS_SCRUB_RMAPBT, 1, 0);
+	rep_rmap_special_max = UINT64_MAX;
+	clean(t.fs, ino);
+	replayed_clean(&t, ino);
+}
+END_TEST
+
 static Suite *frag_suite(void)
 {
 	Suite *s = suite_create("repair_frag");
@@ -585,6 +608,7 @@ static Suite *frag_suite(void)
 	tcase_add_test(tc, test_reap_pending_logged);
 	tcase_add_test(tc, test_agfl_no_logged_image);
 	tcase_add_test(tc, test_rmap_late_take_fails);
+	tcase_add_test(tc, test_rmap_special_overflow);
 	suite_add_tcase(s, tc);
 	return s;
 }
