@@ -1223,6 +1223,13 @@ static void req_init(struct req *q, const struct mfs_fs *fs, uint32_t agno,
 	q->agno = agno;
 }
 
+/* A stopped journal (mfs_journal_kill): no change can commit, and the trees of the AG that
+ * stopped it may disagree with its reverse map — allocate nothing, say why. */
+static int log_dead(const struct mfs_fs *fs)
+{
+	return fs->log ? mfs_journal_error(fs->log) : 0;
+}
+
 int mfs_alloc_extent_ag(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh_bp,
 			struct mfs_alloc_args *args)
 {
@@ -1234,7 +1241,9 @@ int mfs_alloc_extent_ag(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh
 
 	args->fsb = 0;
 	args->len = 0;
-	err = args_check(fs, args);
+	err = log_dead(fs);
+	if (!err)
+		err = args_check(fs, args);
 	if (err)
 		return err;
 	if (agno >= fs->geo.agcount || !mfs_trans_holds_ag(tp, agno))
@@ -1383,7 +1392,9 @@ static int alloc_extent(struct mfs_trans *tp, struct mfs_alloc_args *args)
 
 	args->fsb = 0;
 	args->len = 0;
-	err = args_check(fs, args);
+	err = log_dead(fs);
+	if (!err)
+		err = args_check(fs, args);
 	if (err)
 		return err;
 	tagno = mfs_fsb_to_agno(&fs->geo, args->target);
@@ -1437,6 +1448,9 @@ int mfs_free_extent(struct mfs_trans *tp, uint64_t fsb, uint32_t len, uint64_t o
 
 	if (fsb >= fs->geo.dblocks || len == 0 || !owner_offset_ok(&fs->geo, owner, offset))
 		return -EINVAL;
+	err = log_dead(fs);
+	if (err)
+		return err;
 	agno = mfs_fsb_to_agno(&fs->geo, fsb);
 	agbno = mfs_fsb_to_agbno(&fs->geo, fsb);
 	if ((uint64_t)agbno + len > mfs_ag_length(&fs->geo, agno) || agbno < MFS_AG_FIXED_BLOCKS)

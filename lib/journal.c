@@ -1937,8 +1937,21 @@ void mfs_journal_kill(struct mfs_journal *j, int err)
 	pthread_mutex_lock(&j->lock);
 	if (!j->err)
 		j->err = err < 0 ? err : -EIO;
+	err = j->err;
 	pthread_cond_broadcast(&j->cv);
 	pthread_mutex_unlock(&j->lock);
+	mfs_log(MFS_LOG_ERR, "journal stopped (%s): every change fails until the filesystem is "
+		"mounted again, whose recovery finishes what was cut short", strerror(-err));
+}
+
+int mfs_journal_error(struct mfs_journal *j)
+{
+	int err;
+
+	pthread_mutex_lock(&j->lock);
+	err = j->err;
+	pthread_mutex_unlock(&j->lock);
+	return err;
 }
 
 void mfs_journal_discard(struct mfs_journal *j)

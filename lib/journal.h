@@ -189,11 +189,13 @@ int mfs_journal_force_lsn(struct mfs_journal *log, uint64_t lsn);
 /* Every transaction committed so far is durable (syncfs). */
 int mfs_journal_force(struct mfs_journal *log);
 /* Stop the journal on purpose, as a failed log write would (err is the sticky error every
- * later commit, force and checkpoint returns): for a chain of rolled transactions that
- * cannot go on and has left committed state that only the recovery at the next mount may
- * use (a rebuild's, repair_reap.c).  What was committed before is made durable first, as
- * far as the log can. */
+ * later commit returns, and a force that has something left to write): for a chain of
+ * rolled transactions that cannot go on and has left committed state that only the
+ * recovery at the next mount may use (a rebuild's, repair_reap.c).  What was committed
+ * before is made durable first, as far as the log can.  Logged as an error. */
 void mfs_journal_kill(struct mfs_journal *log, int err);
+/* The sticky error of a dead journal (0: alive). */
+int mfs_journal_error(struct mfs_journal *log);
 /* The same, and every write to the device issued before the call (file data overwritten
  * in place) is on stable storage: fsync.  The device is flushed once, or not at all when
  * the force wrote a batch (whose flushes began after the call, so they cover it); fsyncs

@@ -186,6 +186,8 @@ int rep_reap_step(struct agrep *ar, const char *what);
 /* A failure after the commit: the reason says the new trees are in place and that the
  * next read-write mount or mendfs_repair finishes the job (the mark stays). */
 int rep_reap_fail(struct agrep *ar, int err, const char *what);
+/* Such a failure while ar->unsafe: the journal stopped too (state: what the AG holds). */
+int rep_reap_kill(struct agrep *ar, int err, const char *state);
 int rep_reap_end(struct agrep *ar);
 /* A rebuild that frees all the old blocks in its one transaction (the logged ways), the AG
  * header joined: an AG marked by a reap cut short has nothing left to free after it. */
@@ -203,9 +205,10 @@ extern uint64_t rep_reap_batch, rep_reap_freed;
  * (repair_agbtree.c). */
 extern uint64_t rep_abt_dry_after, rep_abt_alloc_feeds;
 extern int rep_abt_force_logged;
-/* Tests only (check_repair_frag): the reverse map's rebuild fails (-EIO) its take of
- * free space after the commit after this many (repair_rmapbt.c). */
-extern uint64_t rep_rmap_late_fail_after;
+/* Tests only (check_repair_frag): after the commit, the free-space rebuild's recording of
+ * its new trees' pieces, or the reverse map's taking of its new tree's pieces out of free
+ * space, fails (-EIO) after this many (repair_agbtree.c). */
+extern uint64_t rep_late_fail_after;
 /* Tests only (check_repair_frag): the reverse map's rebuild plans at most this many
  * special owners' records apart (the rest go with the owners', sorted whole). */
 extern uint64_t rep_rmap_special_max;

@@ -1226,7 +1226,11 @@ static int abt_plan(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray 
  * reap then leaves.  Should O have none left (the plan sized the feeding on the high side:
  * only the test hook gets here), a block comes from the ordinary allocator — the new trees
  * are valid from the commit on.  Too full, a block goes back to free space the ordinary
- * way.  Nothing here can stop: pressure and cancel are no longer looked at.
+ * way.  Nothing here can stop: pressure and cancel are no longer looked at.  Until the last
+ * record is committed the reverse map does not own all of the live trees' blocks: no test
+ * hook, and a failure stops the journal (rep_reap_kill) — an allocator's free-list
+ * fix-up, or a later rebuild writing into what the reverse map calls free, must not meet
+ * that AG; the next mount finishes the job from the mark.
  */
 
 /* The test hooks of repair_ag.h: after rep_abt_dry_after changes O is taken as used up
@@ -1235,6 +1239,7 @@ static int abt_plan(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray 
 uint64_t rep_abt_dry_after = UINT64_MAX;
 uint64_t rep_abt_alloc_feeds;
 int rep_abt_force_logged;
+uint64_t rep_late_fail_after = UINT64_MAX;
 
 /* The AGFL's count, and the most one reverse-map change may take from it or give to it. */
 static uint32_t fl_state(struct agrep *ar, uint32_t *want)
@@ -1310,15 +1315,18 @@ static int abt_record(struct agrep *ar, struct mfs_xfarray *O, uint64_t o_lo, ui
 		      const struct rep_addset *N, uint64_t *fed)
 {
 	static const char what[] = "recording the new trees' blocks in the reverse map";
+	static const char state[] = "the reverse map does not own all the blocks of the new "
+				    "free-space trees";
 	struct otail t = { O, mfs_xfarray_count(O), no - o_lo, { 0, 0 }, 0 };
 	uint64_t ji = 0, nch = 0;
 	uint32_t want, cnt;
 	int fed_now = 0, err = mfs_read_agh(ar->fs, ar->agno, &ar->agh_bp);
 
 	*fed = 0;
+	ar->unsafe = 1;
 	if (err) {
 		ar->agh_bp = NULL;
-		return rep_reap_fail(ar, err, "reading the AG header");
+		return rep_reap_kill(ar, rep_reap_fail(ar, err, "reading the AG header"), state);
 	}
 	while (!err && ji < N->n) {
 		/* the test hook: past rep_abt_dry_after changes, a feed before each */
@@ -1345,20 +1353,28 @@ static int abt_record(struct agrep *ar, struct mfs_xfarray *O, uint64_t o_lo, ui
 			err = rep_addset_get(N, ji++, &e);
 			if (err)
 				err = rep_scratch_err(ar->r, err, "reading the new trees' pieces");
+			else if (ji > rep_late_fail_after)
+				err = -EIO;
 			else
 				err = rmap_join(ar, e.start, e.len, NULL);
 			if (!err)
 				ar->recorded += e.len;
 			fed_now = 0;
 		}
+		err = err ? rep_reap_fail(ar, err, what) : rep_reap_step(ar, what);
+	}
+	/* the last records committed: the AG is fit to be seen again */
+	if (!err) {
+		err = mfs_trans_roll(&ar->tp, MFS_TRANS_ASYNC);
 		if (err)
 			err = rep_reap_fail(ar, err, what);
-		else
-			err = rep_reap_step(ar, what);
 	}
+	if (err)
+		return rep_reap_kill(ar, err, state);
+	ar->unsafe = 0;
 	mfs_buf_put(ar->agh_bp);
 	ar->agh_bp = NULL;
-	return err;
+	return 0;
 }
 
 /*
@@ -1606,9 +1622,9 @@ int rep_allocbt(struct rep *r)
 	/* ordered: the new trees' blocks recorded in the reverse map, then O's blocks but
 	 * those on the AGFL, and the trees' spare ones, freed */
 	if (!err && ar.reap)
-		err = rep_reap_hook(&ar);
-	if (!err && ar.reap)
 		err = abt_record(&ar, O, p.take_o, p.no, &N, &fed);
+	if (!err && ar.reap)
+		err = rep_reap_hook(&ar);
 	if (!err && ar.reap)
 		err = rep_ext_pieces(&ar, O, p.take_o, p.no - p.take_o - fed, rep_reap_piece,
 				     NULL);

@@ -15,21 +15,22 @@
  * free-space trees, the free list's fix-up, busy until durable), its buffer forgotten (the
  * journal revokes its logged images).  The last transaction clears the mark.
  *
- * The free-space rebuild does one more thing after its commit, before the reap: its new
- * trees are written into blocks that were free space, and their reverse-map records (one
- * per piece: hundreds of thousands in a fragmented AG, each changing a leaf) go in then,
- * batch by batch the same way (rep_reap_step), rather than in the commit, which would
- * pin every leaf they change.  So while the mark is set, the reverse map may also lack
- * the records of the free-space trees' blocks.
+ * Before the reap, the rebuild accounts for its new trees' blocks, which were free space
+ * until the commit, in transactions of their own too (rep_reap_step): the free-space
+ * rebuild records them in the reverse map (one record per piece: hundreds of thousands in
+ * a fragmented AG, each changing a leaf), the reverse map's rebuild takes them out of the
+ * free-space trees — rather than in the commit, which would pin every leaf they change.
+ * Until that is done the AG is not fit to be seen (ar->unsafe): the test hook is not
+ * called, and a failure stops the journal (rep_reap_kill), since the trees and the
+ * reverse map disagree about those blocks.
  *
- * A crash in between leaves an AG whose free-space trees are consistent with themselves
- * and whose reverse map is right but for AG-owned blocks: garbage ones (the old trees'),
- * missing ones (the new trees').  The mark says so: the next read-write mount, or
- * mendfs_repair, rebuilds the free-space trees, which reads only the reverse map, the free
- * list and the reverse map's own blocks: every AG-owned block outside those becomes free,
- * as do the blocks of the trees being replaced, and the rebuild does its own recording and
- * reaping.  Until then the by-block tree's check reports the mark, and the reverse map's
- * leaves the free-space trees' blocks to it.
+ * A crash in between leaves an AG whose reverse map is right but for AG-owned blocks:
+ * garbage ones (the old trees'), missing ones or ones still free in the trees (the new
+ * trees').  The mark says so: the next read-write mount, or mendfs_repair, rebuilds the
+ * free-space trees, which reads only the reverse map, the free list and the reverse map's
+ * own blocks: every AG-owned block outside those becomes free, as do the blocks of the
+ * trees being replaced, and the rebuild does its own accounting and reaping.  Until then
+ * the by-block tree's check reports the mark.
  */
 #include "repair_ag.h"
 
@@ -100,6 +101,30 @@ int rep_reap_fail(struct agrep *ar, int err, const char *what)
 			"trees' blocks were freed: %s; the next read-write mount or mendfs_repair "
 			"finishes the job", ar->agno, what, (unsigned long long)ar->recorded,
 			(unsigned long long)ar->reaped, why);
+}
+
+/*
+ * A failure while the AG is not fit to be seen (ar->unsafe: the new trees' blocks not yet
+ * all accounted for — missing from the reverse map, or still listed as free): the AG must
+ * not be used as it stands, and undoing the batches committed is no more possible than
+ * going on.  The journal is stopped (every later change fails: nothing is allocated from
+ * trees that disagree with the reverse map), and the next mount, which finds the mark,
+ * finishes the job from the reverse map.  `state` says what the AG holds; the header
+ * buffer is let go.
+ */
+int rep_reap_kill(struct agrep *ar, int err, const char *state)
+{
+	char why[sizeof(ar->r->rc->reason)];
+
+	snprintf(why, sizeof(why), "%s", ar->r->rc->reason);
+	ar->r->rc->reason[0] = 0;
+	if (ar->fs->log)
+		mfs_journal_kill(ar->fs->log, err);
+	if (ar->agh_bp)
+		mfs_buf_put(ar->agh_bp);
+	ar->agh_bp = NULL;
+	return rep_fail(ar->r, err, "%s; the journal is stopped until the next mount: %s, "
+			"nothing may be allocated there", why, state);
 }
 
 /* The test point after the commit and after each batch (repair.h: a failure leaves the

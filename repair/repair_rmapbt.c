@@ -37,7 +37,6 @@
 #include "fs.h"
 #include "geom.h"
 #include "inode.h"
-#include "journal.h"
 #include "log.h"
 #include "mem.h"
 #include "trans.h"
@@ -1015,9 +1014,6 @@ static int drain_late(struct ordered *o)
  * new reverse map).  Then the extras go onto the free list, as far as it has room.
  * *rest: the first extra block not put there (the caller reaps from it).
  */
-/* The test hook of repair_ag.h: the late take after this many fails with -EIO. */
-uint64_t rep_rmap_late_fail_after = UINT64_MAX;
-
 static int take_late(struct ordered *o, uint64_t *rest)
 {
 	static const char what[] = "taking the new reverse map's blocks out of free space";
@@ -1048,7 +1044,7 @@ static int take_late(struct ordered *o, uint64_t *rest)
 			if (err)
 				err = rep_scratch_err(ar->r, err, "reading the new reverse map's "
 						      "pieces");
-			else if (i > rep_rmap_late_fail_after)
+			else if (i > rep_late_fail_after)
 				err = -EIO;
 			else
 				err = rep_space_take(ar, e.start, e.len);
@@ -1094,21 +1090,8 @@ static int take_late(struct ordered *o, uint64_t *rest)
 	ar->agh_bp = NULL;
 	return err;
 dead:
-	{
-		char why[sizeof(ar->r->rc->reason)];
-
-		snprintf(why, sizeof(why), "%s", ar->r->rc->reason);
-		ar->r->rc->reason[0] = 0;
-		if (ar->fs->log)
-			mfs_journal_kill(ar->fs->log, err);
-		err = rep_fail(ar->r, err, "%s; the journal is stopped meanwhile: the free-space "
-			       "trees still list blocks of the new reverse map as free, nothing "
-			       "may be allocated there", why);
-	}
-	if (ar->agh_bp)
-		mfs_buf_put(ar->agh_bp);
-	ar->agh_bp = NULL;
-	return err;
+	return rep_reap_kill(ar, err, "the free-space trees still list blocks of the new "
+			     "reverse map as free");
 }
 
 static void ordered_free(struct ordered *o)

@@ -213,22 +213,8 @@ static void expect_report(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct
 }
 
 /*
- * An AG header marked MFS_AGH_REAP: a rebuild of its free-space trees (or of the reverse
- * map) has committed and not yet finished its work after the commit (repair_reap.c):
- * AG-owned blocks of the old trees still to free, the new free-space trees' blocks
- * perhaps still to record.  The by-block tree's check reports the mark, and its repair
- * (which reads only the reverse map) finishes the job: until then the reverse map is not
- * held to the free-space trees (their blocks, the free space it must not cover).
- */
-static int reap_marked(const struct scrub_ag *sa)
-{
-	return sa->agh && (mfs_get32(sa->agh->flags) & MFS_AGH_REAP);
-}
-
-/*
  * The lists of blocks the special owners must hold, from the walk (AG locked): the fixed
- * headers, the AG's own trees and free list (when walked clean; but for the free-space
- * trees' blocks while the AG is marked for a reap), the inobt's blocks.
+ * headers, the AG's own trees and free list (when walked clean), the inobt's blocks.
  */
 static int pass_lists(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, struct pass *p,
 		      uint32_t *fixed, struct scrub_recs *ag)
@@ -243,8 +229,7 @@ static int pass_lists(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, stru
 	if ((sa->have & (SCRUB_WANT_BNO | SCRUB_WANT_CNT | SCRUB_WANT_AGFL)) ==
 	    (SCRUB_WANT_BNO | SCRUB_WANT_CNT | SCRUB_WANT_AGFL)) {
 		for (int t = 0; t < MFS_AG_NTREES && !err; t++)
-			for (size_t i = 0; t != MFS_BT_INO && !(reap_marked(sa) && t != MFS_BT_RMAP) &&
-			     i < sa->blocks[t].n && !err; i++)
+			for (size_t i = 0; t != MFS_BT_INO && i < sa->blocks[t].n && !err; i++)
 				err = scrub_recs_add(ag, scrub_rec(&sa->blocks[t], i));
 		for (size_t i = 0; i < sa->agfl.n && !err; i++)
 			err = scrub_recs_add(ag, scrub_rec(&sa->agfl, i));
@@ -313,8 +298,8 @@ static void special_report(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa,
 			     (unsigned long long)logowned);
 	}
 	if (p->ag.blk)
-		expect_report(ctx, sa->agno, p, &p->ag, MFS_OWN_AG, reap_marked(sa) ?
-			      "rmapbt/free list" : "bnobt/cntbt/rmapbt/free list", reap_marked(sa));
+		expect_report(ctx, sa->agno, p, &p->ag, MFS_OWN_AG, "bnobt/cntbt/rmapbt/free list",
+			      sa->agh && (mfs_get32(sa->agh->flags) & MFS_AGH_REAP));
 	if (sa->have & SCRUB_WANT_INO) {
 		const struct scrub_recs *ir = &sa->recs[MFS_BT_INO];
 		uint64_t want = (uint64_t)ir->n * g->chunkblocks;
@@ -392,7 +377,7 @@ static int check_pass(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, stru
 {
 	const struct mfs_geom *g = &ctx->fs->geo;
 	const uint32_t C = MFS_SCRUB_OFLAG_CORRUPT;
-	const int bno = (sa->have & SCRUB_WANT_BNO) && !reap_marked(sa);
+	const int bno = !!(sa->have & SCRUB_WANT_BNO);
 	const struct mfs_rmap_rec *r;
 	struct mfs_rmap_rec prev;
 	struct scrub_stream bs;

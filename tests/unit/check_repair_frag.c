@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "ag.h"
+#include "alloc.h"
 #include "bcache.h"
 #include "byteorder.h"
 #include "fs.h"
@@ -254,13 +255,13 @@ END_TEST
 
 /*
  * The work after the commit cut short (as by a crash; the test hook fails there): once
- * while the new trees' blocks are being recorded in the reverse map (the hook's third
- * point: after the commit, then after each batch), once while the old trees' blocks are
- * being freed (its first point after a batch of those).  The new trees are in place, the
- * AG header says the job is unfinished, and the by-block tree's check reports just that —
- * the reverse map's, which misses the new trees' blocks or has more AG-owned blocks than
- * the trees and the free list hold, leaves it to that finding.  Then, on the image
- * reopened after a crash (journal replayed) and on the live one, the recovery a mount runs
+ * right after the new trees' blocks are recorded in the reverse map (the hook's first
+ * point; it is not called before: the AG is not fit to be seen until then), once while
+ * the old trees' blocks are being freed (its first point after a batch of those).  The new
+ * trees are in place, the AG header says the job is unfinished, and the by-block tree's
+ * check reports just that — the reverse map's, which has more AG-owned blocks than the
+ * trees and the free list hold, leaves it to that finding.  Then, on the image reopened
+ * after a crash (journal replayed) and on the live one, the recovery a mount runs
  * (mfs_repair_reap_pending) finishes it: every checker clean, the mark gone.
  */
 extern uint64_t rep_reap_batch, rep_reap_freed;          /* repair/repair_ag.h (private) */
@@ -343,8 +344,8 @@ static void reap_cut(struct mfs_fs *fs, unsigned at, char *why, size_t len)
 
 START_TEST(test_reap_interrupted)
 {
-	/* _i 0: in the recording (none of the old blocks freed yet), 1: in the reap */
-	static const unsigned at[2] = { 3, 0 };
+	/* _i 0: right after the recording (none of the old blocks freed yet), 1: in the reap */
+	static const unsigned at[2] = { 1, 0 };
 	struct tu_img t;
 	struct tu_findings f;
 	char why[sizeof(((struct mfs_repair_ctx *)0)->reason)];
@@ -528,34 +529,47 @@ START_TEST(test_rmap_rebuild_over_short_bnobt)
 END_TEST
 
 /*
- * The reverse map's rebuild in a fragmented AG takes its new tree's blocks (hundreds of
- * one-block pieces) out of free space after its commit.  One of those takes failing (made
- * to: rep_rmap_late_fail_after, as an I/O error would) leaves free-space trees that still
- * list blocks of the new tree as free: the journal is stopped (no later commit: nothing
- * can be allocated there), the reason says so, and the image as the crash leaves it is
- * marked; the recovery a mount runs then leaves every checker clean.
+ * After its commit, the free-space rebuild of a fragmented AG records its new trees' blocks
+ * in the reverse map, and the reverse map's rebuild takes its new tree's blocks out of free
+ * space (hundreds of one-block pieces each).  One of those changes failing (made to:
+ * rep_late_fail_after, as an I/O error would) leaves an AG whose trees and reverse map
+ * disagree: the journal is stopped (no later commit: nothing can be allocated there), the
+ * reason says so, and the image as the crash leaves it is marked; the recovery a mount
+ * runs then leaves every checker clean.
  */
-extern uint64_t rep_rmap_late_fail_after;               /* repair/repair_ag.h (private) */
+extern uint64_t rep_late_fail_after;                    /* repair/repair_ag.h (private) */
 
-START_TEST(test_rmap_late_take_fails)
+START_TEST(test_late_failure_stops_journal)
 {
+	static const uint32_t type[2] = { MFS_SCRUB_BNOBT, MFS_SCRUB_RMAPBT };
 	struct tu_img t;
 	struct mfs_repair_ctx rc;
 	uint64_t ino = make_frag(&t, 4u << 20);
 	int err;
 
-	rep_rmap_late_fail_after = 50;
-	err = run_repair(t.fs, MFS_SCRUB_RMAPBT, 1, 0, 0, NULL, NULL, &rc);
-	rep_rmap_late_fail_after = UINT64_MAX;
+	rep_late_fail_after = 50;
+	err = run_repair(t.fs, type[_i], 1, 0, 0, NULL, NULL, &rc);
+	rep_late_fail_after = UINT64_MAX;
 	ck_assert_msg(err == -EIO && strstr(rc.reason, "the journal is stopped") &&
 		      !strstr(rc.reason, " 0 of the new trees' blocks were accounted for"),
 		      "%d: %s", err, rc.reason);
 	crash_recovered(&t, "mendfs_repair_frag_late", ino);
 	{
-		/* no later change commits */
+		/* nothing is allocated (before, the reverse map refused, "corruption"), and no
+		 * later change commits */
+		struct mfs_alloc_args a;
 		struct mfs_trans *tp;
 		struct mfs_buf *bp;
 
+		memset(&a, 0, sizeof(a));
+		a.type = MFS_ALLOC_NEAR;
+		a.target = mfs_agbno_to_fsb(&t.fs->geo, 1, 100);
+		a.minlen = a.maxlen = 1;
+		a.owner = ino;
+		a.offset = 1u << 20;
+		CK_OK(mfs_trans_alloc(t.fs, &tp));
+		CK_EQ(mfs_alloc_extent(tp, &a), -EIO);
+		mfs_trans_cancel(tp);
 		CK_OK(mfs_trans_alloc(t.fs, &tp));
 		CK_OK(mfs_read_sb(t.fs, 0, &bp));
 		CK_OK(mfs_trans_modify(tp, bp));
@@ -607,7 +621,7 @@ static Suite *frag_suite(void)
 	tcase_add_test(tc, test_rmap_rebuild_over_short_bnobt);
 	tcase_add_test(tc, test_reap_pending_logged);
 	tcase_add_test(tc, test_agfl_no_logged_image);
-	tcase_add_test(tc, test_rmap_late_take_fails);
+	tcase_add_loop_test(tc, test_late_failure_stops_journal, 0, 2);
 	tcase_add_test(tc, test_rmap_special_overflow);
 	suite_add_tcase(s, tc);
 	return s;
