@@ -67,6 +67,7 @@
 #include "fs.h"
 #include "geom.h"
 #include "inode.h"
+#include "journal.h"
 #include "log.h"
 #include "mem.h"
 #include "trans.h"
@@ -132,6 +133,11 @@ int rep_ag_begin(struct rep *r, struct agrep *ar, int counters_only)
 	int err;
 
 	memset(ar, 0, sizeof(*ar));
+	/* a stopped journal (rep_reap_kill): the AG may be one whose trees and reverse map
+	 * disagree, and nothing could commit anyway */
+	if (r->fs->log && (err = mfs_journal_error(r->fs->log)))
+		return rep_fail(r, err, "the journal is stopped (%s): nothing can be repaired "
+				"until the filesystem is mounted again", strerror(-err));
 	ar->fl_rewritten = counters_only == 2;
 	ar->r = r;
 	ar->fs = r->fs;

@@ -570,6 +570,9 @@ START_TEST(test_late_failure_stops_journal)
 		CK_OK(mfs_trans_alloc(t.fs, &tp));
 		CK_EQ(mfs_alloc_extent(tp, &a), -EIO);
 		mfs_trans_cancel(tp);
+		/* nor rebuilt */
+		CK_EQ(run_repair(t.fs, MFS_SCRUB_BNOBT, 1, 0, 0, NULL, NULL, &rc), -EIO);
+		ck_assert_msg(strstr(rc.reason, "the journal is stopped"), "%s", rc.reason);
 		CK_OK(mfs_trans_alloc(t.fs, &tp));
 		CK_OK(mfs_read_sb(t.fs, 0, &bp));
 		CK_OK(mfs_trans_modify(tp, bp));
