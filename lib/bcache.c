@@ -122,6 +122,7 @@ struct bc_shard {
 	struct bc_buf *free_bufs;  /* unused buffers of the chunks, linked by ring_next */
 	struct bc_chunk *chunks;
 	unsigned chunk_bufs;       /* buffers a chunk */
+	size_t peak_bufs;          /* the most buffers it has held at once */
 	struct mfs_bcache_stats st;
 } __attribute__((aligned(64)));
 
@@ -266,7 +267,8 @@ static void hash_add(struct bc_shard *sh, struct bc_buf *b)
 	slot_put(sh->slots, sh->mask, slot_home(sh, b->pub.blkno), b->pub.blkno, b);
 	b->flags |= BUF_HASHED;
 	ring_add(sh, b);
-	sh->nbufs++;
+	if (++sh->nbufs > sh->peak_bufs)
+		sh->peak_bufs = sh->nbufs;
 }
 
 /* Take a buffer out of the hash and off the ring; it is freed by whoever drops the last
@@ -364,6 +366,7 @@ void mfs_bcache_get_stats(struct mfs_bcache *bc, struct mfs_bcache_stats *st)
 		st->evictions += sh->st.evictions;
 		st->over_budget += sh->st.over_budget;
 		st->nbufs += sh->nbufs;
+		st->peak_bytes += sh->peak_bufs * bc->blocksize;
 		st->ndirty += sh->ndirty;
 		st->max_bytes += sh->max_bufs * bc->blocksize;
 		pthread_mutex_unlock(&sh->lock);
