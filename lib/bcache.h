@@ -30,8 +30,9 @@ struct mfs_bcache_stats {
 	uint64_t over_budget;    /* times every buffer was held and the budget was exceeded */
 	size_t nbufs, ndirty;
 	size_t bytes, max_bytes;
-	size_t peak_bytes;       /* the sum of each shard's most at once (the memory its block
-				  * chunks have taken, never given back before the cache goes) */
+	size_t peak_bytes;       /* the sum of each shard's most buffers at once: a lower bound
+				  * of the memory its block chunks have taken, which is never
+				  * given back before the cache goes */
 };
 
 int mfs_bcache_create(struct mfs_dev *dev, uint32_t blocksize, size_t max_bytes,

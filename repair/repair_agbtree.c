@@ -1218,7 +1218,7 @@ static int abt_plan(struct agrep *ar, struct mfs_xfarray *F, struct mfs_xfarray 
 	if (!err && abt_agfl_need(ar, N->n) <= cnt + p->extra + p->pool)
 		return 0;
 	memset(p, 0, sizeof(*p));
-	N->n = 0;
+	rep_addset_clear(N);
 	return abt_plan_mode(ar, F, O, h, N, p);
 }
 
@@ -1638,7 +1638,8 @@ int rep_allocbt(struct rep *r)
 		uint32_t blk;
 
 		err = rep_blocks_get(&b, i, &blk);
-		err = err ? rep_scratch_err(r, err, "reading the new trees' blocks") :
+		err = err ? rep_reap_fail(&ar, rep_scratch_err(r, err, "reading the new trees' "
+							       "blocks"), "freeing the trees' spare blocks") :
 		      rep_reap_piece(&ar, blk, 1, NULL);
 	}
 	if (!err && ar.reap)

@@ -1304,9 +1304,14 @@ int rep_rmapbt(struct rep *r)
 	if (err)
 		goto out;
 	/* Ordered (the new tree into free space, in place) when free space holds it with a
-	 * good margin: the records are at most R's, plus one per piece taken. */
-	est = rep_geo_blocks(&mfs_rmapbt_ops, geo->blocksize, mfs_xfarray_count(R) +
-			     mfs_xfarray_count(R) / 32 + 256, NULL);
+	 * good margin: the records are at most the owners' and the AG's own (R's and Q's:
+	 * rsrc_init), plus one per piece taken. */
+	{
+		uint64_t nrec = mfs_xfarray_count(R) + q.qn;
+
+		est = rep_geo_blocks(&mfs_rmapbt_ops, geo->blocksize, nrec + nrec / 32 + 256,
+				     NULL);
+	}
 	ordered = est != UINT64_MAX && h.blocks >= est + est / 8 + 64 && est <= o.ucap;
 	m.ar = &ar;
 	m.out = R2;
