@@ -54,8 +54,10 @@
 #include "verify.h"
 #include "xfarray.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define TI_NEW     0x1u     /* block allocated by this transaction: nothing to restore */
 #define TI_FORGET  0x2u     /* block freed by this transaction: drop at commit */
@@ -636,6 +638,17 @@ int mfs_trans_commit(struct mfs_trans *tp)
 	return mfs_trans_commit_lsn(tp, 0, NULL);
 }
 
+/* A commit short of memory tries again after 10, 20, ... 320 ms (0.63 s in all). */
+#define COMMIT_NOMEM_TRIES 6u
+
+static void nomem_pause(unsigned t)
+{
+	struct timespec ts = { 0, (10L * 1000 * 1000) << t };
+
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
 /* Commit tp; with an heir, the heir takes over tp's AG locks instead of their release. */
 static int trans_commit(struct mfs_trans *tp, unsigned flags, uint64_t *lsnp,
 			struct mfs_trans *heir)
@@ -649,8 +662,17 @@ static int trans_commit(struct mfs_trans *tp, unsigned flags, uint64_t *lsnp,
 	fset_compact(tp);
 	if (log) {
 		err = trans_hulls_enter(tp);
-		if (!err)
+		/* Memory short: the journal took nothing (journal.h).  A rebuild's transaction
+		 * (reread) waits a little and tries again, a bounded number of times, before
+		 * it is undone: its work after its commit cannot be undone but by stopping the
+		 * journal (repair_reap.c).  Others fail at once, as their callers expect. */
+		for (unsigned t = 0; !err; t++) {
 			err = trans_log(tp, &lsn);
+			if (err != -ENOMEM || !tp->reread || t == COMMIT_NOMEM_TRIES)
+				break;
+			nomem_pause(t);
+			err = 0;
+		}
 		if (err) {
 			mfs_trans_cancel(tp);
 			return err;

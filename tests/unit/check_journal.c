@@ -1439,12 +1439,26 @@ START_TEST(nomem_not_sticky)
 	ck_assert_int_eq(mfs_trans_commit(tp), -ENOMEM);
 	mfs_mem_fault_disarm();
 	ck_assert_int_eq(tx(fs, &b, 1, 7, 1), 0);
+	/* Memory short for a moment: a rebuild's commit (reread) waits and tries again (two
+	 * failed tries here) instead of undoing the transaction. */
+	{
+		uint64_t inj = mfs_mem_fault_injected();
+
+		ck_assert_int_eq(mfs_trans_alloc(fs, &tp), 0);
+		mfs_trans_reread(tp);
+		put_block(tp, 702, 8, 1);
+		mfs_mem_fault_arm(0, 2);
+		ck_assert_int_eq(mfs_trans_commit(tp), 0);
+		mfs_mem_fault_disarm();
+		ck_assert_uint_eq(mfs_mem_fault_injected() - inj, 2);
+	}
 	ck_assert_int_eq(mfs_journal_checkpoint(fs->log), 0);
 	crash(fs);
 
 	fs = fs_up(256, 0, NULL);
 	ck_assert_uint_eq(block_val(fs, 700), 5);
 	ck_assert_uint_eq(block_val(fs, 610), 7);
+	ck_assert_uint_eq(block_val(fs, 702), 8);
 	ck_assert(raw_zero(701));
 	ck_assert_int_eq(mfs_fs_close(fs), 0);
 }
