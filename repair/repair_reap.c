@@ -118,11 +118,13 @@ int rep_reap_kill(struct agrep *ar, int err, const char *state)
 
 	snprintf(why, sizeof(why), "%s", ar->r->rc->reason);
 	ar->r->rc->reason[0] = 0;
-	if (ar->fs->log)
-		mfs_journal_kill(ar->fs->log, err);
 	if (ar->agh_bp)
 		mfs_buf_put(ar->agh_bp);
 	ar->agh_bp = NULL;
+	if (!ar->fs->log)
+		return rep_fail(ar->r, err, "%s; %s: the filesystem must not be written until "
+				"mendfs_repair has run (no journal to stop)", why, state);
+	mfs_journal_kill(ar->fs->log, err);
 	return rep_fail(ar->r, err, "%s; the journal is stopped until the next mount: %s, "
 			"nothing may be allocated there", why, state);
 }
