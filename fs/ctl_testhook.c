@@ -42,6 +42,7 @@ static const char *const point_names[] = {
 	[MFS_REPAIR_AT_SORTING] = "sorting",
 	[MFS_REPAIR_AT_BUILT] = "built",
 	[MFS_REPAIR_AT_REAPED] = "reaped",
+	[MFS_REPAIR_AT_ACCOUNTING] = "accounting",
 };
 
 /* The repair this thread runs (the hook is only given the client). */

@@ -1935,13 +1935,15 @@ void mfs_journal_kill(struct mfs_journal *j, int err)
 {
 	(void)mfs_journal_force(j);     /* a failure here is the sticky error already */
 	pthread_mutex_lock(&j->lock);
+	/* EIO whatever the cause (named in the log): callers take EINTR, EAGAIN or ENOMEM for
+	 * something to wait out and try again, which a dead journal never is */
 	if (!j->err)
-		j->err = err < 0 ? err : -EIO;
-	err = j->err;
+		j->err = -EIO;
 	pthread_cond_broadcast(&j->cv);
 	pthread_mutex_unlock(&j->lock);
-	mfs_log(MFS_LOG_ERR, "journal stopped (%s): every change fails until the filesystem is "
-		"mounted again, whose recovery finishes what was cut short", strerror(-err));
+	mfs_log(MFS_LOG_ERR, "journal stopped (%s): every change fails with EIO until the "
+		"filesystem is mounted again, whose recovery finishes what was cut short",
+		strerror(err < 0 ? -err : EIO));
 }
 
 int mfs_journal_error(struct mfs_journal *j)

@@ -188,8 +188,9 @@ int mfs_journal_throttle(struct mfs_journal *log, uint64_t lsn);
 int mfs_journal_force_lsn(struct mfs_journal *log, uint64_t lsn);
 /* Every transaction committed so far is durable (syncfs). */
 int mfs_journal_force(struct mfs_journal *log);
-/* Stop the journal on purpose, as a failed log write would (err is the sticky error every
- * later commit returns, and a force that has something left to write): for a chain of
+/* Stop the journal on purpose, as a failed log write would (EIO is the sticky error every
+ * later commit returns, and a force that has something left to write; err, the cause, is
+ * logged): for a chain of
  * rolled transactions that cannot go on and has left committed state that only the
  * recovery at the next mount may use (a rebuild's, repair_reap.c).  What was committed
  * before is made durable first, as far as the log can.  Logged as an error. */

@@ -57,6 +57,10 @@ enum mfs_repair_point {
 	MFS_REPAIR_AT_REAPED = 5,     /* committed, and again after each batch of the old blocks
 				       * freed (repair_ag.h, the reap): a failure here leaves the
 				       * rest marked in the AG header, as a crash would */
+	MFS_REPAIR_AT_ACCOUNTING = 6, /* committed, the new blocks not yet all accounted for
+				       * (repair_reap.c): at its start and after each batch; a
+				       * failure here stops the journal, as any failure there
+				       * does (a hold: a crash there) */
 };
 
 struct mfs_repair_ctx {

@@ -180,6 +180,9 @@ int rep_reap_mark(struct agrep *ar);
 int rep_reap_piece(struct agrep *ar, uint32_t s, uint32_t l, void *priv);
 /* The test point MFS_REPAIR_AT_REAPED: right after the commit and after each batch. */
 int rep_reap_hook(struct agrep *ar);
+/* The test point MFS_REPAIR_AT_ACCOUNTING (ar->unsafe): at the start of the accounting
+ * and after each of its batches. */
+int rep_account_hook(struct agrep *ar);
 /* After each change made after the commit (recording new blocks, freeing old ones): the
  * transaction rolled when it has logged a batch; what: the step named if that fails. */
 int rep_reap_step(struct agrep *ar, const char *what);

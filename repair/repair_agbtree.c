@@ -1334,6 +1334,7 @@ static int abt_record(struct agrep *ar, struct mfs_xfarray *O, uint64_t o_lo, ui
 		ar->agh_bp = NULL;
 		return rep_reap_kill(ar, rep_reap_fail(ar, err, "reading the AG header"), state);
 	}
+	err = rep_account_hook(ar);
 	while (!err && ji < N->n) {
 		/* the test hook: past rep_abt_dry_after changes, a feed before each */
 		int dry = nch >= rep_abt_dry_after, force = dry && !fed_now;

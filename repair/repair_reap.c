@@ -129,6 +129,15 @@ int rep_reap_kill(struct agrep *ar, int err, const char *state)
 			"nothing may be allocated there", why, state);
 }
 
+/* The test point while the new blocks are being accounted for (repair.h): its failure is
+ * the caller's to turn into a stopped journal. */
+int rep_account_hook(struct agrep *ar)
+{
+	int err = rep_hook(ar->r, MFS_REPAIR_AT_ACCOUNTING);
+
+	return err ? rep_reap_fail(ar, err, "the test hook") : 0;
+}
+
 /* The test point after the commit and after each batch (repair.h: a failure leaves the
  * rest of the old blocks to the recovery, as a crash would). */
 int rep_reap_hook(struct agrep *ar)
@@ -152,7 +161,7 @@ int rep_reap_step(struct agrep *ar, const char *what)
 	err = mfs_trans_roll(&ar->tp, MFS_TRANS_ASYNC);
 	if (err)
 		return rep_reap_fail(ar, err, what);
-	err = ar->unsafe ? 0 : rep_reap_hook(ar);
+	err = ar->unsafe ? rep_account_hook(ar) : rep_reap_hook(ar);
 	if (err)
 		return err;
 	ar->reap_logged += nimg + nrev / 64;

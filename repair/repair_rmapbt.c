@@ -1029,6 +1029,7 @@ static int take_late(struct ordered *o, uint64_t *rest)
 		goto dead;
 	}
 	ar->unsafe = 1;
+	err = rep_account_hook(ar);
 	while (!err && i < o->N.n) {
 		if (fl_count(ar) < take_need(ar)) {
 			err = gap_stock_one(o);
