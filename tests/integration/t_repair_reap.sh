@@ -17,16 +17,21 @@ repair_setup t_repair_reap
 hook_setup
 half_deleted
 
+# cut POINT TYPE WHEN TEXT: on the mounted image, a rebuild of TYPE in AG 0 stopped by the
+# repair test hook failing at POINT (after its commit); the reply must say TEXT
+cut() {
+	echo fail >"$hk/$1"
+	repair_reply '^oflags .* error -4:' "$dir/reply" python3 "$REPAIR_CLIENT" "$2" 0 ||
+		{ cat "$dir/reply"; fail "$3: the rebuild was not stopped by the test hook"; }
+	grep -q "$4" "$dir/reply" || { cat "$dir/reply"; fail "$3: the reply does not say '$4'"; }
+	rm "$hk/$1"
+}
+
 for run in "4 mount" "7 mount" "7 mendfs_repair" "4 damaged"; do
 	read -r type way <<<"$run"
 	mount_fs
-	echo fail >"$hk/reaped"
 	# the rebuild commits, its reap is stopped
-	repair_reply '^oflags .* error -4:' "$dir/reply" python3 "$REPAIR_CLIENT" "$type" 0 ||
-		{ cat "$dir/reply"; fail "type $type, $way: the reap was not stopped by the test hook"; }
-	grep -q "the new trees are committed" "$dir/reply" ||
-		{ cat "$dir/reply"; fail "type $type, $way: the reply does not say the new trees are in place"; }
-	rm "$hk/reaped"
+	cut reaped "$type" "type $type, $way" "the new trees are committed"
 	umount_fs
 	"$BIN/mendfs_repair" -n "$img" >"$dir/out" 2>&1; rc=$?
 	[ $rc -eq 4 ] && grep -q "AG 0: old tree blocks of an interrupted rebuild are still to be freed" "$dir/out" ||
@@ -67,12 +72,7 @@ done
 # hang — and the next mount finishes the job from the mark.
 for type in 4 7; do
 	mount_fs
-	echo fail >"$hk/accounting"
-	repair_reply '^oflags .* error -4:' "$dir/reply" python3 "$REPAIR_CLIENT" "$type" 0 ||
-		{ cat "$dir/reply"; fail "type $type, accounting: the rebuild was not stopped by the test hook"; }
-	grep -q "the journal is stopped until the next mount" "$dir/reply" ||
-		{ cat "$dir/reply"; fail "type $type, accounting: the reply does not say the journal is stopped"; }
-	rm "$hk/accounting"
+	cut accounting "$type" "type $type, accounting" "the journal is stopped until the next mount"
 	# (bounded: the daemon once spun on the stopped journal's error, EINTR then)
 	if bounded 30 sh -c 'echo x >"$1"' sh "$mnt/after_stop" 2>/dev/null; then
 		fail "type $type, accounting: a file was created after the journal stopped"
