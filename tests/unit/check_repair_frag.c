@@ -70,36 +70,12 @@ static int stop_at_built(void *arg, enum mfs_repair_point at)
 	return at == MFS_REPAIR_AT_BUILT ? -ECANCELED : 0;
 }
 
-/* One repair (scratch: a fresh descriptor), with a test hook or none; its error, the
- * reason in rc. */
-static int run_repair(struct mfs_fs *fs, uint32_t type, uint32_t agno, uint64_t ino,
-		      unsigned flags, int (*hook)(void *, enum mfs_repair_point), void *arg,
-		      struct mfs_repair_ctx *rc)
-{
-	int fd = tu_scratch_fd(0), err;
-
-	memset(rc, 0, sizeof(*rc));
-	rc->fs = fs;
-	rc->type = type;
-	rc->agno = agno;
-	rc->ino = ino;
-	rc->fds[0] = fd;
-	rc->nfds = 1;
-	rc->margin = 1;
-	rc->flags = flags;
-	rc->test_hook = hook;
-	rc->hook_arg = arg;
-	err = mfs_repair(rc);
-	close(fd);
-	return err;
-}
-
 /* A rebuild; stopped: cancelled before its commit, which must leave nothing changed. */
 static void rebuild_as(struct mfs_fs *fs, uint32_t type, uint32_t agno, uint64_t ino,
 		       int stopped)
 {
 	struct mfs_repair_ctx rc;
-	int err = run_repair(fs, type, agno, ino, 0, stopped ? stop_at_built : NULL, NULL, &rc);
+	int err = tu_repair_one(fs, type, agno, ino, stopped ? stop_at_built : NULL, NULL, &rc);
 
 	if (stopped)
 		ck_assert_msg(err == -ECANCELED, "stopped rebuild of type %u AG %u: %d: %s", type,
@@ -334,7 +310,7 @@ static void reap_cut(struct mfs_fs *fs, unsigned at, char *why, size_t len)
 	rebuild(fs, MFS_SCRUB_BNOBT, 1, 0);
 	rep_reap_batch = 8;
 	c.freed = __atomic_load_n(&rep_reap_freed, __ATOMIC_RELAXED);
-	err = run_repair(fs, MFS_SCRUB_BNOBT, 1, 0, 0, fail_at_reaped, &c, &rc);
+	err = tu_repair_one(fs, MFS_SCRUB_BNOBT, 1, 0, fail_at_reaped, &c, &rc);
 	rep_reap_batch = 256;
 	ck_assert_msg(err == -EINTR && (!at || c.seen == at), "stopped at hook point %u: %d "
 		      "(seen %u): %s", at, err, c.seen, rc.reason);
@@ -518,7 +494,7 @@ START_TEST(test_rmap_rebuild_over_short_bnobt)
 
 	/* the reap may meet the damage (the mark then stays): any outcome but a header
 	 * that does not verify */
-	(void)run_repair(t.fs, MFS_SCRUB_RMAPBT, 1, 0, MFS_REPAIR_OFFLINE, NULL, NULL, &rc);
+	(void)tu_repair_flags(t.fs, MFS_SCRUB_RMAPBT, 1, 0, MFS_REPAIR_OFFLINE, NULL, NULL, &rc);
 	CK_OK(mfs_read_agh(t.fs, 1, &agh_bp));       /* the header verifies */
 	mfs_buf_put(agh_bp);
 	rebuild(t.fs, MFS_SCRUB_BNOBT, 1, 0);
@@ -548,7 +524,7 @@ START_TEST(test_late_failure_stops_journal)
 	int err;
 
 	rep_late_fail_after = 50;
-	err = run_repair(t.fs, type[_i], 1, 0, 0, NULL, NULL, &rc);
+	err = tu_repair_one(t.fs, type[_i], 1, 0, NULL, NULL, &rc);
 	rep_late_fail_after = UINT64_MAX;
 	ck_assert_msg(err == -EIO && strstr(rc.reason, "the journal is stopped") &&
 		      !strstr(rc.reason, " 0 of the new trees' blocks were accounted for"),
@@ -571,7 +547,7 @@ START_TEST(test_late_failure_stops_journal)
 		CK_EQ(mfs_alloc_extent(tp, &a), -EIO);
 		mfs_trans_cancel(tp);
 		/* nor rebuilt */
-		CK_EQ(run_repair(t.fs, MFS_SCRUB_BNOBT, 1, 0, 0, NULL, NULL, &rc), -EIO);
+		CK_EQ(tu_repair_one(t.fs, MFS_SCRUB_BNOBT, 1, 0, NULL, NULL, &rc), -EIO);
 		ck_assert_msg(strstr(rc.reason, "the journal is stopped"), "%s", rc.reason);
 		CK_OK(mfs_trans_alloc(t.fs, &tp));
 		CK_OK(mfs_read_sb(t.fs, 0, &bp));

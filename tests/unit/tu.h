@@ -176,6 +176,10 @@ int tu_scrub_one(struct mfs_fs *fs, uint32_t type, uint32_t agno, uint64_t ino,
 int tu_repair_one(struct mfs_fs *fs, uint32_t type, uint32_t agno, uint64_t ino,
 		  int (*hook)(void *arg, enum mfs_repair_point at), void *hook_arg,
 		  struct mfs_repair_ctx *out);
+/* The same with the repair's flags (MFS_REPAIR_OFFLINE...). */
+int tu_repair_flags(struct mfs_fs *fs, uint32_t type, uint32_t agno, uint64_t ino,
+		    unsigned flags, int (*hook)(void *arg, enum mfs_repair_point at),
+		    void *hook_arg, struct mfs_repair_ctx *out);
 
 /* A valid geometry of `agcount` AGs of `agblocks` blocks (`dblocks` in all) with 256-byte
  * inodes, no journal, the root chunk where format puts it; `uuid` NULL: a fixed one.  Checked

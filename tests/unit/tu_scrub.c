@@ -93,6 +93,13 @@ int tu_repair_one(struct mfs_fs *fs, uint32_t type, uint32_t agno, uint64_t ino,
 		  int (*hook)(void *arg, enum mfs_repair_point at), void *hook_arg,
 		  struct mfs_repair_ctx *out)
 {
+	return tu_repair_flags(fs, type, agno, ino, 0, hook, hook_arg, out);
+}
+
+int tu_repair_flags(struct mfs_fs *fs, uint32_t type, uint32_t agno, uint64_t ino,
+		    unsigned flags, int (*hook)(void *arg, enum mfs_repair_point at),
+		    void *hook_arg, struct mfs_repair_ctx *out)
+{
 	struct mfs_repair_ctx rc;
 	struct stat st;
 	int err;
@@ -105,6 +112,7 @@ int tu_repair_one(struct mfs_fs *fs, uint32_t type, uint32_t agno, uint64_t ino,
 	rc.fds[0] = tu_scratch_fd(0);
 	rc.nfds = 1;
 	rc.margin = 1;
+	rc.flags = flags;
 	rc.test_hook = hook;
 	rc.hook_arg = hook_arg;
 	err = mfs_repair(&rc);
