@@ -466,7 +466,7 @@ int mfs_jflush(struct mfs_journal *j)
 	j->st.flushes++;
 	if (err) {
 		if (!j->err)
-			j->err = err;
+			__atomic_store_n(&j->err, err, __ATOMIC_RELEASE);
 		pthread_cond_broadcast(&j->cv);     /* forces waiting for a batch: it is over */
 	} else if (!j->err && my > j->flush_covered) {
 		j->flush_covered = my;
@@ -1326,7 +1326,7 @@ static int batch_take(struct mfs_journal *j)
 	pthread_mutex_lock(&j->lock);
 	j->writing = 0;
 	if (err) {
-		j->err = err;
+		__atomic_store_n(&j->err, err, __ATOMIC_RELEASE);
 	} else {
 		j->durable_seq = last->seq;
 		mfs_busy_durable(j->busy, last->seq);
@@ -1537,7 +1537,7 @@ int mfs_journal_checkpoint(struct mfs_journal *j)
 		jimg_put(j, items[i].img);
 	}
 	if (err) {
-		j->err = err;
+		__atomic_store_n(&j->err, err, __ATOMIC_RELEASE);
 		pthread_mutex_unlock(&j->lock);
 		mfs_log(MFS_LOG_ERR, "journal: checkpoint write failed: %s; the filesystem must "
 			"stop writing", strerror(-err));
@@ -1578,7 +1578,7 @@ int mfs_journal_checkpoint(struct mfs_journal *j)
 		err = mfs_jhdr_write(j, new_tail_lpos, new_tail_seq, 0);
 		pthread_mutex_lock(&j->lock);
 		if (err) {
-			j->err = err;
+			__atomic_store_n(&j->err, err, __ATOMIC_RELEASE);
 		} else {
 			j->tail_lpos = new_tail_lpos;
 			j->tail_seq = new_tail_seq;
@@ -1617,7 +1617,8 @@ int mfs_journal_rewrite_header(struct mfs_journal *j)
 	if (err) {
 		pthread_mutex_lock(&j->lock);
 		if (!j->err)
-			j->err = err;           /* as a failed checkpoint header write */
+			/* as a failed checkpoint header write */
+			__atomic_store_n(&j->err, err, __ATOMIC_RELEASE);
 		pthread_mutex_unlock(&j->lock);
 	}
 	pthread_mutex_unlock(&j->ckpt_lock);
@@ -1938,7 +1939,7 @@ void mfs_journal_kill(struct mfs_journal *j, int err)
 	/* EIO whatever the cause (named in the log): callers take EINTR, EAGAIN or ENOMEM for
 	 * something to wait out and try again, which a dead journal never is */
 	if (!j->err)
-		j->err = -EIO;
+		__atomic_store_n(&j->err, -EIO, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&j->cv);
 	pthread_mutex_unlock(&j->lock);
 	mfs_log(MFS_LOG_ERR, "journal stopped (%s): every change fails with EIO until the "
@@ -1948,12 +1949,9 @@ void mfs_journal_kill(struct mfs_journal *j, int err)
 
 int mfs_journal_error(struct mfs_journal *j)
 {
-	int err;
-
-	pthread_mutex_lock(&j->lock);
-	err = j->err;
-	pthread_mutex_unlock(&j->lock);
-	return err;
+	/* no lock: every allocation and free asks (lib/alloc.c); the error is stored
+	 * atomically, under the lock, and never cleared */
+	return __atomic_load_n(&j->err, __ATOMIC_ACQUIRE);
 }
 
 void mfs_journal_discard(struct mfs_journal *j)

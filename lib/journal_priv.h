@@ -105,7 +105,8 @@ struct mfs_journal {
 	uint64_t flush_started;     /* device flushes begun (mfs_jflush numbers them) */
 	uint64_t flush_covered;     /* the highest number of a flush that completed */
 	int sync_flushing;          /* an fsync's own flush is in flight (mfs_journal_sync) */
-	int err;                    /* sticky log I/O error */
+	int err;                    /* sticky log I/O error (stored atomically: read without the
+				     * lock by mfs_journal_error) */
 	const struct jrec *room_claim;  /* the commit first in line for log room (commit) */
 
 	struct jrec *rec_first, *rec_last, *unwritten;
