@@ -183,6 +183,13 @@ int rep_reap_hook(struct agrep *ar);
 /* The test point MFS_REPAIR_AT_ACCOUNTING (ar->unsafe): at the start of the accounting
  * and after each of its batches. */
 int rep_account_hook(struct agrep *ar);
+/* The accounting of a rebuild's new blocks after its commit (ar->unsafe from begin to a
+ * successful end; the AG header held in ar->agh_bp, the caller's to put after end): begin
+ * reads the header and calls the test point, end commits the last batch; a failure of
+ * either, or err given to end, stops the journal (rep_reap_kill; state: what the AG holds
+ * meanwhile). */
+int rep_account_begin(struct agrep *ar, const char *state);
+int rep_account_end(struct agrep *ar, int err, const char *what, const char *state);
 /* After each change made after the commit (recording new blocks, freeing old ones): the
  * transaction rolled when it has logged a batch; what: the step named if that fails. */
 int rep_reap_step(struct agrep *ar, const char *what);

@@ -1326,15 +1326,12 @@ static int abt_record(struct agrep *ar, struct mfs_xfarray *O, uint64_t o_lo, ui
 	struct otail t = { O, mfs_xfarray_count(O), no - o_lo, { 0, 0 }, 0 };
 	uint64_t ji = 0, nch = 0;
 	uint32_t want, cnt;
-	int fed_now = 0, err = mfs_read_agh(ar->fs, ar->agno, &ar->agh_bp);
+	int fed_now = 0, err;
 
 	*fed = 0;
-	ar->unsafe = 1;
-	if (err) {
-		ar->agh_bp = NULL;
-		return rep_reap_kill(ar, rep_reap_fail(ar, err, "reading the AG header"), state);
-	}
-	err = rep_account_hook(ar);
+	err = rep_account_begin(ar, state);
+	if (err)
+		return err;
 	while (!err && ji < N->n) {
 		/* the test hook: past rep_abt_dry_after changes, a feed before each */
 		int dry = nch >= rep_abt_dry_after, force = dry && !fed_now;
@@ -1371,14 +1368,9 @@ static int abt_record(struct agrep *ar, struct mfs_xfarray *O, uint64_t o_lo, ui
 		err = err ? rep_reap_fail(ar, err, what) : rep_reap_step(ar, what);
 	}
 	/* the last records committed: the AG is fit to be seen again */
-	if (!err) {
-		err = mfs_trans_roll(&ar->tp, MFS_TRANS_ASYNC);
-		if (err)
-			err = rep_reap_fail(ar, err, what);
-	}
+	err = rep_account_end(ar, err, what, state);
 	if (err)
-		return rep_reap_kill(ar, err, state);
-	ar->unsafe = 0;
+		return err;
 	mfs_buf_put(ar->agh_bp);
 	ar->agh_bp = NULL;
 	return 0;

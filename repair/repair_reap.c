@@ -129,6 +129,37 @@ int rep_reap_kill(struct agrep *ar, int err, const char *state)
 			"nothing may be allocated there", why, state);
 }
 
+/* The accounting of the new blocks after the commit begins: the AG header read and held
+ * (ar->agh_bp), the AG unsafe, the test point; a failure stops the journal (state: what
+ * the AG holds meanwhile). */
+int rep_account_begin(struct agrep *ar, const char *state)
+{
+	int err = mfs_read_agh(ar->fs, ar->agno, &ar->agh_bp);
+
+	ar->unsafe = 1;
+	if (err) {
+		ar->agh_bp = NULL;
+		return rep_reap_kill(ar, rep_reap_fail(ar, err, "reading the AG header"), state);
+	}
+	err = rep_account_hook(ar);
+	return err ? rep_reap_kill(ar, err, state) : 0;
+}
+
+/* ... and ends (err: how its changes went, their failure given its reason): the last batch
+ * committed, the AG fit to be seen again, the header still held; or the journal stopped. */
+int rep_account_end(struct agrep *ar, int err, const char *what, const char *state)
+{
+	if (!err) {
+		err = mfs_trans_roll(&ar->tp, MFS_TRANS_ASYNC);
+		if (err)
+			err = rep_reap_fail(ar, err, what);
+	}
+	if (err)
+		return rep_reap_kill(ar, err, state);
+	ar->unsafe = 0;
+	return 0;
+}
+
 /* The test point while the new blocks are being accounted for (repair.h): its failure is
  * the caller's to turn into a stopped journal. */
 int rep_account_hook(struct agrep *ar)

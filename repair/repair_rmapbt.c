@@ -1017,19 +1017,17 @@ static int drain_late(struct ordered *o)
 static int take_late(struct ordered *o, uint64_t *rest)
 {
 	static const char what[] = "taking the new reverse map's blocks out of free space";
+	static const char state[] = "the free-space trees still list blocks of the new "
+				    "reverse map as free";
 	struct agrep *ar = o->ar;
 	uint64_t i = 0, k = o->mblk;
 	uint32_t longest;
-	int err = mfs_read_agh(ar->fs, ar->agno, &ar->agh_bp);
+	int err;
 
 	*rest = k;
-	if (err) {
-		ar->agh_bp = NULL;
-		err = rep_reap_fail(ar, err, "reading the AG header");
-		goto dead;
-	}
-	ar->unsafe = 1;
-	err = rep_account_hook(ar);
+	err = rep_account_begin(ar, state);
+	if (err)
+		return err;
 	while (!err && i < o->N.n) {
 		if (fl_count(ar) < take_need(ar)) {
 			err = gap_stock_one(o);
@@ -1058,22 +1056,23 @@ static int take_late(struct ordered *o, uint64_t *rest)
 	}
 	/* the longest extent as the by-length tree now says; then the last takes committed:
 	 * the AG is fit to be seen again */
-	if (!err)
-		err = rep_space_longest(ar, &longest);
-	if (!err)
-		err = late_count(ar, 0);
 	if (!err) {
-		struct mfs_agh *agh = rep_agh(ar);
+		int e = rep_space_longest(ar, &longest);
 
-		mfs_put32(agh->longest, longest < mfs_get32(agh->freeblks) ? longest :
-			  mfs_get32(agh->freeblks));
-		err = mfs_trans_roll(&ar->tp, MFS_TRANS_ASYNC);
-		if (err)
-			err = rep_reap_fail(ar, err, what);
+		if (!e)
+			e = late_count(ar, 0);
+		if (e) {
+			err = rep_reap_fail(ar, e, what);
+		} else {
+			struct mfs_agh *agh = rep_agh(ar);
+
+			mfs_put32(agh->longest, longest < mfs_get32(agh->freeblks) ? longest :
+				  mfs_get32(agh->freeblks));
+		}
 	}
+	err = rep_account_end(ar, err, what, state);
 	if (err)
-		goto dead;
-	ar->unsafe = 0;
+		return err;
 	for (; !err && k < o->b.n && fl_count(ar) < REP_AGFL_EXTRA_CAP; k++) {
 		uint32_t blk;
 
@@ -1090,9 +1089,6 @@ static int take_late(struct ordered *o, uint64_t *rest)
 	mfs_buf_put(ar->agh_bp);
 	ar->agh_bp = NULL;
 	return err;
-dead:
-	return rep_reap_kill(ar, err, "the free-space trees still list blocks of the new "
-			     "reverse map as free");
 }
 
 static void ordered_free(struct ordered *o)
