@@ -80,11 +80,14 @@ int rep_reap_mark(struct agrep *ar)
 	return 0;
 }
 
+static void agh_unmark(struct mfs_agh *agh)
+{
+	mfs_put32(agh->flags, mfs_get32(agh->flags) & ~MFS_AGH_REAP);
+}
+
 void rep_reap_unmark(struct agrep *ar)
 {
-	struct mfs_agh *agh = rep_agh(ar);
-
-	mfs_put32(agh->flags, mfs_get32(agh->flags) & ~MFS_AGH_REAP);
+	agh_unmark(rep_agh(ar));
 }
 
 /* The reason says what happened (a reason already given, as by the test hook, is kept in
@@ -241,16 +244,13 @@ int rep_reap_piece(struct agrep *ar, uint32_t s, uint32_t l, void *priv)
 int rep_reap_end(struct agrep *ar)
 {
 	struct mfs_buf *bp;
-	struct mfs_agh *agh;
 	int err = mfs_read_agh(ar->fs, ar->agno, &bp);
 
 	if (err)
 		return rep_reap_fail(ar, err, "reading the AG header to clear its reap mark");
 	err = mfs_trans_modify(ar->tp, bp);
-	if (!err) {
-		agh = bp->data;
-		mfs_put32(agh->flags, mfs_get32(agh->flags) & ~MFS_AGH_REAP);
-	}
+	if (!err)
+		agh_unmark(bp->data);
 	mfs_buf_put(bp);
 	if (!err) {
 		err = mfs_trans_commit(ar->tp);
