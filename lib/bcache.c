@@ -721,7 +721,9 @@ int mfs_buf_get_new(struct mfs_bcache *bc, uint64_t blkno, int meta, struct mfs_
 
 	*out = NULL;
 	pthread_mutex_lock(&sh->lock);
-	err = buf_lookup_locked(sh, blkno, 0, &b, &created);
+	/* a sweep's new block (a split of a tree the sweep changes) leaves the cache once
+	 * written home, as the blocks it reads do */
+	err = buf_lookup_locked(sh, blkno, bc_sweeping, &b, &created);
 	if (!err) {
 		memset(b->pub.data, 0, bc->blocksize);
 		b->flags &= ~(BUF_VERIFIED | BUF_LOADING);

@@ -87,7 +87,8 @@ int mfs_bcache_sweep(int on);
 int mfs_bcache_read_range(struct mfs_bcache *bc, uint64_t blkno, unsigned n, void *dst);
 
 /* A buffer for a block about to be written whole: zero-filled, nothing read.  `meta`: seal
- * the CRC at write-back. */
+ * the CRC at write-back.  Got by a sweep (mfs_bcache_sweep on), a block the cache did not
+ * hold is kept only until written home, as mfs_buf_read_once's. */
 int mfs_buf_get_new(struct mfs_bcache *bc, uint64_t blkno, int meta, struct mfs_buf **out);
 
 void mfs_buf_hold(struct mfs_buf *bp);

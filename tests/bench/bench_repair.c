@@ -49,7 +49,12 @@
  *                             BENCH_REPAIR_ROUNDS=k: rounds (1..16, default 3);
  *                             BENCH_REPAIR_ONLY=rmap (bno): the reverse map's (the
  *                             free-space trees') rebuild alone;
- *                             BENCH_REPAIR_MEMTRACE=1: where the memory is at each point;
+ *                             BENCH_REPAIR_MEMTRACE=1: where the memory is at each point
+ *                             (after the commit too: at the start of the accounting and
+ *                             after each batch of the reap);
+ *                             BENCH_REPAIR_SCRATCH_DIR=DIR: the scratch in an O_TMPFILE
+ *                             file in DIR instead of a memfd (mendfs_scrub -T), for sizes
+ *                             whose scratch does not fit in memory;
  *                             BENCH_REPAIR_NOTUNE=1: without mfs_mem_tune() (which the
  *                             daemon and mendfs_repair call), to compare;
  *                             BENCH_REPAIR_SLOW=k: the k slowest writes of each rebuild,
@@ -173,7 +178,19 @@ struct built {
 	double cpu, heap;
 	long hwm;
 	double at[MFS_REPAIR_AT_BUILT + 1];    /* when each test-hook point was reached */
+	unsigned reaps;                        /* MFS_REPAIR_AT_REAPED points seen */
 };
+
+/* The scratch file a rebuild is given: a memfd, or with BENCH_REPAIR_SCRATCH_DIR an
+ * unnamed file in that directory (as mendfs_scrub -T gives). */
+static int scratch_fd(void)
+{
+	const char *dir = getenv("BENCH_REPAIR_SCRATCH_DIR");
+
+	if (dir && *dir)
+		return open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	return memfd_create("bench_repair", MFD_CLOEXEC);
+}
 
 /* BENCH_REPAIR_MEMTRACE=1: at each test-hook point, where the resident memory is (anonymous,
  * file, shared: /proc/self/status), the heap (mallinfo2: arena, in use, mmapped) and the
@@ -235,6 +252,15 @@ static int built_hook(void *arg, enum mfs_repair_point at)
 	if (at <= MFS_REPAIR_AT_BUILT && !b->at[at]) {
 		memtrace(names[at]);
 		b->at[at] = now();
+	}
+	if (at == MFS_REPAIR_AT_ACCOUNTING)
+		memtrace("account");
+	if (at == MFS_REPAIR_AT_REAPED) {
+		char what[32];
+
+		/* the first call is right after the commit (or after the accounting) */
+		snprintf(what, sizeof(what), "reap %u", b->reaps++);
+		memtrace(what);
 	}
 	if (at == MFS_REPAIR_AT_BUILT) {
 		b->cpu = thread_cpu();
@@ -488,7 +514,7 @@ static void rebuild_round(struct mfs_fs *fs, struct lat *l, uint32_t type, doubl
 			  struct round *o)
 {
 	struct mfs_repair_ctx *rc = calloc(1, sizeof(*rc));
-	int fd = memfd_create("bench_repair", MFD_CLOEXEC);
+	int fd = scratch_fd();
 	struct mfs_bcache_stats st0, st1;
 	struct heapmon hm;
 	struct built bt = { .hm = &hm };
@@ -670,7 +696,7 @@ static uint32_t ag1_crc(struct mfs_fs *fs)
 static void cancelled_rebuild(struct mfs_fs *fs, uint32_t type)
 {
 	struct mfs_repair_ctx *rc = calloc(1, sizeof(*rc));
-	int fd = memfd_create("bench_repair", MFD_CLOEXEC);
+	int fd = scratch_fd();
 	uint32_t c0, c1;
 	int err;
 
@@ -796,7 +822,7 @@ static void make_mendfs(uint64_t n, uint64_t bytes, uint32_t agblocks, uint64_t 
 	printf("AG 1 of %u blocks with %" PRIu64 " extents of inode %" PRIu64 " written in "
 	       "%.1f s\n", agblocks, n, ino, now() - t0);
 	/* the file's extent map, from the reverse map */
-	fd = memfd_create("bench_repair", MFD_CLOEXEC);
+	fd = scratch_fd();
 	rc = calloc(1, sizeof(*rc));
 	if (fd < 0 || !rc)
 		die("memfd", errno);

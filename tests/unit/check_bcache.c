@@ -174,6 +174,35 @@ START_TEST(sweep_reads_leave_the_cache)
 }
 END_TEST
 
+/* A block a sweep gets new (a split of a tree its transaction changes) leaves the cache once
+ * the journal has written it home, as the blocks the sweep reads do; gotten outside a
+ * sweep, it stays cached (a rebuild's reap would otherwise leave every split it made). */
+START_TEST(sweep_new_blocks_leave_once_written_home)
+{
+	struct mfs_bcache *bc;
+	struct mfs_buf *bp;
+
+	ck_assert_int_eq(mfs_bcache_create(dev, BS, 1024 * BS, &bc), 0);
+	mfs_bcache_set_uuid(bc, uuid);
+	ck_assert_int_eq(mfs_bcache_sweep(1), 0);
+	ck_assert_int_eq(mfs_buf_get_new(bc, 300, 1, &bp), 0);
+	mfs_blk_init(bp->data, BS, MFS_RMAPBT_MAGIC, 300, 1, uuid);
+	mfs_buf_mark_dirty_lsn(bp, 5);
+	mfs_buf_put(bp);
+	ck_assert_uint_eq(nbufs_of(bc), 1);          /* dirty: kept until written home */
+	mfs_bcache_checkpointed(bc, 300, 5);
+	ck_assert_uint_eq(nbufs_of(bc), 0);
+	ck_assert_int_eq(mfs_bcache_sweep(0), 1);
+	ck_assert_int_eq(mfs_buf_get_new(bc, 301, 1, &bp), 0);
+	mfs_blk_init(bp->data, BS, MFS_RMAPBT_MAGIC, 301, 1, uuid);
+	mfs_buf_mark_dirty_lsn(bp, 6);
+	mfs_buf_put(bp);
+	mfs_bcache_checkpointed(bc, 301, 6);
+	ck_assert_uint_eq(nbufs_of(bc), 1);
+	ck_assert_int_eq(mfs_bcache_destroy(bc), 0);
+}
+END_TEST
+
 struct reader_arg {
 	struct mfs_bcache *bc;
 	unsigned seed;
@@ -1020,6 +1049,7 @@ int main(void)
 	tcase_add_test(tc, hash_churn);
 	tcase_add_test(tc, stress_threads);
 	tcase_add_test(tc, sweep_reads_leave_the_cache);
+	tcase_add_test(tc, sweep_new_blocks_leave_once_written_home);
 	tcase_add_test(tc, flush_error_sticky);
 	tcase_add_test(tc, flush_overlapping_failure);
 	suite_add_tcase(s, tc);
