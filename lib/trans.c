@@ -431,6 +431,11 @@ void mfs_trans_log_size(const struct mfs_trans *tp, uint64_t *nimg, uint64_t *nr
 	}
 }
 
+unsigned mfs_trans_nheld(const struct mfs_trans *tp)
+{
+	return tp->nitems;
+}
+
 void mfs_trans_ordered_undo(struct mfs_trans *tp, struct mfs_xfarray *undo)
 {
 	tp->undo = undo;

@@ -109,6 +109,10 @@ void mfs_trans_reread(struct mfs_trans *tp);
 unsigned mfs_trans_nbufs(const struct mfs_trans *tp);
 /* What a commit now would log: block images (*nimg) and revokes (*nrev). */
 void mfs_trans_log_size(const struct mfs_trans *tp, uint64_t *nimg, uint64_t *nrev);
+/* Buffers the transaction holds until it ends, each with its saved copy: those it changed
+ * and those it changed and then freed (whose revokes cost the log little, but which stay
+ * in memory as much as the others until the commit). */
+unsigned mfs_trans_nheld(const struct mfs_trans *tp);
 
 /* Commit; on a journal error the transaction is cancelled (exactly) and the error
  * returned.  An error from waiting for durability (log I/O) leaves the change committed

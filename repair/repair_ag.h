@@ -193,6 +193,8 @@ int rep_account_end(struct agrep *ar, int err, const char *what, const char *sta
 /* After each change made after the commit (recording new blocks, freeing old ones): the
  * transaction rolled when it has logged a batch; what: the step named if that fails. */
 int rep_reap_step(struct agrep *ar, const char *what);
+/* Is tp's batch full (what it would log: *nimg, *nrev)?  rep_reap_step's test. */
+int rep_reap_batch_full(const struct mfs_trans *tp, uint64_t *nimg, uint64_t *nrev);
 /* A failure after the commit: the reason says the new trees are in place and that the
  * next read-write mount or mendfs_repair finishes the job (the mark stays). */
 int rep_reap_fail(struct agrep *ar, int err, const char *what);

@@ -181,6 +181,18 @@ int rep_reap_hook(struct agrep *ar)
 	return err ? rep_reap_fail(ar, err, "the test hook") : 0;
 }
 
+/* A batch is full when its commit would log rep_reap_batch blocks (images, and revokes by
+ * 64: they cost the log little) or when it holds that many buffers: a btree change that
+ * empties a leaf frees it, and the transaction keeps that buffer until it ends (a reverse
+ * map's late takes, one block at a time out of one-block free extents, empty a free-space
+ * leaf every ~250 takes and log almost nothing else: counted by the log alone, one batch
+ * held every emptied leaf of the AG, ~8 MiB at 48M extents). */
+int rep_reap_batch_full(const struct mfs_trans *tp, uint64_t *nimg, uint64_t *nrev)
+{
+	mfs_trans_log_size(tp, nimg, nrev);
+	return *nimg + *nrev / 64 >= rep_reap_batch || mfs_trans_nheld(tp) >= rep_reap_batch;
+}
+
 /* After a change of the work that follows the commit: when the batch is full, its commit
  * (the journal checkpointed after every REAP_CKPT_LOG blocks so logged) and the test
  * point. */
@@ -189,8 +201,7 @@ int rep_reap_step(struct agrep *ar, const char *what)
 	uint64_t nimg, nrev;
 	int err;
 
-	mfs_trans_log_size(ar->tp, &nimg, &nrev);
-	if (nimg + nrev / 64 < rep_reap_batch)
+	if (!rep_reap_batch_full(ar->tp, &nimg, &nrev))
 		return 0;
 	err = mfs_trans_roll(&ar->tp, MFS_TRANS_ASYNC);
 	if (err)

@@ -588,6 +588,41 @@ START_TEST(test_rmap_special_overflow)
 }
 END_TEST
 
+/* The work after a commit rolls its transaction when it holds a batch of buffers, not only
+ * when it would log one: blocks a change frees (emptied leaves) are revokes, cheap in the
+ * log, but each stays held with its saved copy until the transaction ends (a reverse map's
+ * late takes from one-block free extents emptied a free-space leaf every ~250 takes and
+ * logged almost nothing else: one batch held them all, ~8 MiB at 48M extents). */
+int rep_reap_batch_full(const struct mfs_trans *tp, uint64_t *nimg,
+			uint64_t *nrev);                          /* repair/repair_ag.h (private) */
+
+START_TEST(test_batch_counts_held_buffers)
+{
+	struct mfs_format_opts o = { .blocksize = 1024, .agcount = 2, .logbytes = LOG_BYTES };
+	struct tu_img t;
+	struct mfs_trans *tp;
+	struct mfs_buf *bp;
+	uint64_t nimg, nrev, base;
+	unsigned n = (unsigned)rep_reap_batch + 10;
+
+	tu_img_make(&t, "mendfs_repair_batch", 2 * AG_BYTES, &o, 0);
+	/* blocks at the end of AG 1, free on a fresh image */
+	base = mfs_agbno_to_fsb(&t.fs->geo, 1, mfs_ag_length(&t.fs->geo, 1) - n - 1);
+	CK_OK(mfs_trans_alloc(t.fs, &tp));
+	for (unsigned i = 0; i < n; i++) {
+		CK_OK(mfs_trans_get_new(tp, base + i, 1, &bp));
+		CK_OK(mfs_trans_forget(tp, base + i));
+		if (i + 1 < rep_reap_batch)
+			CK_TRUE(!rep_reap_batch_full(tp, &nimg, &nrev));
+	}
+	CK_TRUE(rep_reap_batch_full(tp, &nimg, &nrev));
+	CK_EQ(nimg, 0);
+	CK_EQ(nrev, n);
+	mfs_trans_cancel(tp);
+	tu_img_destroy(&t);
+}
+END_TEST
+
 static Suite *frag_suite(void)
 {
 	Suite *s = suite_create("repair_frag");
@@ -602,6 +637,7 @@ static Suite *frag_suite(void)
 	tcase_add_test(tc, test_agfl_no_logged_image);
 	tcase_add_loop_test(tc, test_late_failure_stops_journal, 0, 2);
 	tcase_add_test(tc, test_rmap_special_overflow);
+	tcase_add_test(tc, test_batch_counts_held_buffers);
 	suite_add_tcase(s, tc);
 	return s;
 }
