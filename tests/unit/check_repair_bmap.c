@@ -20,6 +20,7 @@
 #include "ialloc.h"
 #include "inode.h"
 #include "log.h"
+#include "mem.h"
 #include "repair.h"
 #include "scrub.h"
 #include "alloc.h"
@@ -204,6 +205,50 @@ static void img(struct tu_img *t)
 	tu_img_make(t, "mendfs_repair_bmap", 64ull << 20, &o, 0);
 	tu_sb_mark_dirty(t->fs);
 }
+
+/* repair/repair_priv.h (private): the space an inode owns in one AG. */
+int rep_inode_owned(struct mfs_inode *ip, uint32_t agno,
+		    int (*fn)(void *priv, uint64_t ino, uint32_t agbno, uint32_t len,
+			      uint64_t offset), void *priv);
+
+static int count_owned(void *priv, uint64_t ino, uint32_t agbno, uint32_t len, uint64_t off)
+{
+	(void)ino;
+	(void)agbno;
+	(void)off;
+	*(uint64_t *)priv += len;
+	return 0;
+}
+
+/* The reverse map's scan of a file's extent btree keeps no set of the tree's blocks, whose
+ * memory would grow with the file (4-6 MiB at 48M extents): with its blocks cached, the
+ * scan allocates nothing at all, and finds every block the file owns. */
+START_TEST(test_owner_scan_allocates_nothing)
+{
+	struct mfs_inode *ip;
+	struct tu_img t;
+	uint64_t ino, warm = 0, n = 0;
+	int err = 0;
+
+	img(&t);
+	ino = make_file(t.fs, "f", 1);
+	CK_OK(mfs_iget(t.fs, ino, 0, &ip));
+	pthread_rwlock_rdlock(&ip->lock);
+	CK_EQ(ip->dformat, MFS_FMT_BTREE);
+	for (uint32_t a = 0; a < t.fs->geo.agcount; a++)
+		CK_OK(rep_inode_owned(ip, a, count_owned, &warm));
+	mfs_mem_fault_arm(0, 0);
+	for (uint32_t a = 0; a < t.fs->geo.agcount && !err; a++)
+		err = rep_inode_owned(ip, a, count_owned, &n);
+	mfs_mem_fault_disarm();
+	CK_OK(err);
+	CK_EQ(n, warm);
+	CK_EQ(n, ip->nblocks);
+	pthread_rwlock_unlock(&ip->lock);
+	mfs_iput(ip);
+	tu_img_destroy(&t);
+}
+END_TEST
 
 /* A wrong block count: rebuilt, the very same extents (unwritten kept), in both formats. */
 START_TEST(test_rebuild_keeps_map)
@@ -897,6 +942,7 @@ int main(void)
 	mfs_log_quiet();
 	tcase_set_timeout(tc, 60);
 	tcase_add_loop_test(tc, test_rebuild_keeps_map, 0, 2);
+	tcase_add_test(tc, test_owner_scan_allocates_nothing);
 	tcase_add_loop_test(tc, test_offset_disagreement, 0, 3);
 	tcase_add_loop_test(tc, test_inode_unloadable, 0, 4);
 	tcase_add_test(tc, test_inode_cleared);
