@@ -13,7 +13,14 @@
  *
  * Invariant: the bytes of the last block past the end of file are zero (writes pad new
  * blocks with zeroes, truncate zeroes the tail of the new last block), so growing a file
- * never needs to zero anything.
+ * never needs to zero anything in it.
+ *
+ * Blocks past the end of file: a truncate has happened once its new size is committed
+ * (its first transaction), and so it succeeds even when it cannot unmap every block past
+ * that size afterwards (no memory, after its retries): failing then would report a
+ * truncate that did change the file.  So written blocks may stay mapped past the end of
+ * file; they are unmapped (clear_past_eof) before a write, truncate or fallocate makes the
+ * file grow over them, which fails, with nothing visible changed, if that cannot be done.
  *
  * Freed blocks: a data block freed by truncate or punch must not be reused for another
  * file's data before the transaction that freed it is durable.  The allocator sees to it
@@ -283,6 +290,7 @@ int mfsd_write_new(struct mfs_trans *tp, struct mfs_inode *ip, const char *data,
 }
 
 static int zero_mapped(struct mfs_inode *ip, uint64_t from, uint64_t to, char *tmp);
+static int clear_past_eof(struct mfsd *d, struct mfs_inode *ip, uint64_t from, uint64_t to);
 
 /*
  * A write or an O_TRUNC open cleared setuid or setgid (`changed`: the mode bits that
@@ -326,6 +334,11 @@ static int do_write(struct mfsd *d, struct mfs_inode *ip, const char *buf, size_
 	 * filesystem keeps it across writes through a shared mapping). */
 	if (!cached) {
 		err = mfsd_kill_caps(d, ip);
+		if (err)
+			return err;
+	}
+	if (end > ip->size) {
+		err = clear_past_eof(d, ip, (ip->size + bs - 1) >> blog, (end + bs - 1) >> blog);
 		if (err)
 			return err;
 	}
@@ -655,9 +668,10 @@ void mfsd_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
  * can fail too: only this flag says what was logged.)
  */
 /*
- * Once a truncate's new size is logged, the rest of its punch must happen: blocks left
- * mapped past the end of file would show again if the file grew.  A transient lack of
- * memory there is retried, a bounded number of times (yielding in between).
+ * Once a truncate's new size is logged, the rest of its punch should happen: blocks left
+ * mapped past the end of file cost a punch when the file grows over them (clear_past_eof)
+ * and hold space until then.  A transient lack of memory there is retried, a bounded
+ * number of times (yielding in between); after that the truncate succeeds all the same.
  */
 #define PUNCH_NOMEM_RETRIES 1000u
 static int punch_must_go_on(int err, const int *logged, unsigned *nomem)
@@ -742,6 +756,35 @@ int mfsd_free_all_blocks(struct mfsd *d, struct mfs_inode *ip)
 	return punch_blocks(d, ip, 0, mfs_bmap_max_blocks(d->fs), 0, NULL);
 }
 
+/*
+ * Unmap the written extents of blocks [from, to), which lie past the end of file, before
+ * the file grows over them (see "Blocks past the end of file" at the top).  Unwritten
+ * extents (fallocate's, kept past the end) read as zeroes and stay.  Nothing visible
+ * changes, so a caller that gets an error gives up with nothing to undo.  For a file
+ * without such blocks this is one lookup.
+ */
+static int clear_past_eof(struct mfsd *d, struct mfs_inode *ip, uint64_t from, uint64_t to)
+{
+	while (from < to) {
+		struct mfs_bmap_ext ext;
+		uint64_t stop;
+		int err = mfs_bmap_lookup(ip, from, &ext);
+
+		if (err)
+			return err;
+		stop = ext.startoff + ext.len;
+		if (stop > to || stop <= from)
+			stop = to;
+		if (ext.startblock != MFS_BMAP_HOLE && !ext.unwritten) {
+			err = punch_blocks(d, ip, from, stop, 0, NULL);
+			if (err)
+				return err;
+		}
+		from = stop;
+	}
+	return 0;
+}
+
 /* Zero bytes [from, to) where they lie in mapped, written blocks (`tmp`: one block). */
 static int zero_mapped(struct mfs_inode *ip, uint64_t from, uint64_t to, char *tmp)
 {
@@ -794,6 +837,7 @@ int mfsd_truncate(struct mfsd *d, struct mfs_inode *ip, uint64_t size, int killp
 	uint32_t bs = fs->geo.blocksize, blog = fs->geo.blocklog;
 	struct timespec now;
 	char *tmp = NULL;
+	uint64_t tail = 0;          /* the new last block's device offset, if written */
 	int err, logged = 0;
 
 	if (size > max_bytes(fs))
@@ -803,6 +847,12 @@ int mfsd_truncate(struct mfsd *d, struct mfs_inode *ip, uint64_t size, int killp
 	err = mfsd_kill_caps(d, ip);        /* first: on failure it reloads the inode */
 	if (err)
 		return err;
+	if (size > ip->size) {
+		/* before any in-core change: its punches log the inode */
+		err = clear_past_eof(d, ip, (ip->size + bs - 1) >> blog, (size + bs - 1) >> blog);
+		if (err)
+			return err;
+	}
 	mfsd_now(&now);
 	ip->mtime = now;
 	ip->ctime = now;
@@ -814,26 +864,47 @@ int mfsd_truncate(struct mfsd *d, struct mfs_inode *ip, uint64_t size, int killp
 	}
 	/* The tail of the new last block is zeroed once the new size is logged (the first
 	 * punch transaction), never before: a truncate that fails (no memory) changes
-	 * nothing.  Its buffer is taken first so that the zeroing itself needs none. */
+	 * nothing.  Its buffer is taken and the block looked up first, so that after the
+	 * commit only a device error can fail it. */
 	if (size & (bs - 1)) {
+		struct mfs_bmap_ext ext;
+		uint64_t b = size >> blog;
+
 		tmp = mfs_malloc(bs);
-		if (!tmp) {
+		err = tmp ? mfs_bmap_lookup(ip, b, &ext) : -ENOMEM;
+		if (err) {
+			free(tmp);
 			mfs_inode_reload(ip);
-			return -ENOMEM;
+			return err;
 		}
+		if (ext.startblock != MFS_BMAP_HOLE && !ext.unwritten)
+			tail = (ext.startblock + (b - ext.startoff)) << blog;
 	}
 	ip->size = size;
 	err = punch_blocks(d, ip, (size + bs - 1) >> blog, mfs_bmap_max_blocks(fs), 1, &logged);
-	if (tmp && logged) {
-		int err2 = zero_mapped(ip, size, (size | (bs - 1)) + 1, tmp);
+	if (!logged) {
+		free(tmp);
+		return err;
+	}
+	/* The new size is committed: the truncate has happened.  Blocks it could not unmap
+	 * stay past the end of file until the file grows over them (clear_past_eof). */
+	if (err)
+		mfs_log(MFS_LOG_WARN, "inode %llu: truncated to %llu, but unmapping the blocks "
+			"past it stopped (%s); they go before the file grows over them",
+			(unsigned long long)ip->ino, (unsigned long long)size, strerror(-err));
+	err = 0;
+	if (tail) {
+		uint32_t boff = (uint32_t)(size & (bs - 1));
 
-		if (err2) {
+		err = mfs_dev_pread(fs->dev, tmp, bs, tail);
+		if (!err) {
+			memset(tmp + boff, 0, bs - boff);
+			err = mfs_dev_pwrite(fs->dev, tmp, bs, tail);
+		}
+		if (err)
 			mfs_log(MFS_LOG_ERR, "inode %llu: zeroing the tail of the last block after "
 				"truncating to %llu failed: %s", (unsigned long long)ip->ino,
-				(unsigned long long)size, strerror(-err2));
-			if (!err)
-				err = err2;
-		}
+				(unsigned long long)size, strerror(-err));
 	}
 	free(tmp);
 	return err;
@@ -966,6 +1037,11 @@ static int do_fallocate(struct mfsd *d, struct mfs_inode *ip, int mode, uint64_t
 		return S_ISDIR(ip->mode) ? -EISDIR : -ENODEV;
 	if (end < off || end > max_bytes(fs))
 		return -EFBIG;
+	if (!(mode & FALLOC_FL_KEEP_SIZE) && end > ip->size) {
+		err = clear_past_eof(d, ip, (ip->size + bs - 1) >> blog, (end + bs - 1) >> blog);
+		if (err)
+			return err;
+	}
 	mfsd_now(&now);
 	if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
 		uint64_t fb = (off + bs - 1) >> blog, lb = end >> blog;

@@ -18,8 +18,10 @@
  * start, the daemon fails one allocation in N (lib/mem.h; N is the variable's value when
  * it is a number >= 2, else 7) after SIGUSR1, and stops after SIGUSR2, logging "mendfs:
  * test faults: <count> injected"; with "N,start" failures begin at once (opening the
- * image, journal replay, mount).  Without the variable the signals keep their default
- * action.  tests/integration/t_nomem.sh uses it.
+ * image, journal replay, mount); with MENDFS_TEST_FAULTS_ARM=FILE holding a number S,
+ * SIGUSR1 lets S allocations succeed and fails every later one.  Without the variable the
+ * signals keep their default action.  tests/integration/t_nomem.sh and t_nomem_sweep.sh
+ * use it.
  */
 #ifndef MENDFS_INT_H
 #define MENDFS_INT_H

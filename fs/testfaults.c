@@ -8,12 +8,18 @@
  * number of failures injected so far to stderr as "mendfs: test faults: N injected".
  * "N,start" fails one in N from the start (opening the image, replay, mount), as if
  * SIGUSR1 had come first.
- * Both handlers only store atomics and write(2): async-signal-safe.  The setup runs as a
- * constructor, before main, so the daemon's own code needs no hook.
+ * With MENDFS_TEST_FAULTS_ARM naming a file, a SIGUSR1 that finds a number S in it arms
+ * "S allocations succeed, then every one fails until SIGUSR2" instead (lib/mem.h,
+ * mfs_mem_fault_arm(S, 0)): a test sweeps S to fail an operation at each of its
+ * allocations in turn, and after every later one (no file, or no number: one in N); it
+ * writes "mendfs: test faults armed" when it did, so the test knows when to go on.
+ * Both handlers only store atomics and open, read, close or write(2): async-signal-safe.
+ * The setup runs as a constructor, before main, so the daemon's own code needs no hook.
  */
 #include "mem.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -22,11 +28,46 @@
 #include <unistd.h>
 
 static uint64_t fault_every = 7;
+static const char *arm_path;           /* MENDFS_TEST_FAULTS_ARM, or NULL */
+
+/* The number at the start of arm_path into *skip: 1, or 0 (no file, no digits).  Only
+ * open, read and close: async-signal-safe. */
+static int read_skip(uint64_t *skip)
+{
+	char buf[32];
+	ssize_t n;
+	int fd, digits = 0;
+
+	if (!arm_path)
+		return 0;
+	fd = open(arm_path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf));
+	close(fd);
+	*skip = 0;
+	for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; i++, digits++)
+		*skip = *skip * 10 + (uint64_t)(buf[i] - '0');
+	return digits > 0;
+}
 
 static void on_arm(int sig)
 {
+	uint64_t skip;
+	int saved = errno;
+
 	(void)sig;
-	mfs_mem_fault_every(fault_every);
+	if (read_skip(&skip)) {
+		static const char armed[] = "mendfs: test faults armed\n";
+
+		mfs_mem_fault_arm(skip, 0);
+		if (write(STDERR_FILENO, armed, sizeof(armed) - 1) < 0) {
+			/* the test waiting for the line says what is missing */
+		}
+	} else {
+		mfs_mem_fault_every(fault_every);
+	}
+	errno = saved;
 }
 
 static void on_disarm(int sig)
@@ -65,6 +106,9 @@ __attribute__((constructor)) static void mfsd_test_faults_setup(void)
 	n = strtoull(v, &end, 10);
 	if ((!*end || !strcmp(end, ",start")) && n >= 2)
 		fault_every = n;
+	arm_path = getenv("MENDFS_TEST_FAULTS_ARM");
+	if (arm_path && !*arm_path)
+		arm_path = NULL;
 	memset(&sa, 0, sizeof(sa));
 	sigemptyset(&sa.sa_mask);
 	sa.sa_flags = SA_RESTART;
