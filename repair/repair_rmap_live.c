@@ -162,46 +162,51 @@ static int scan_owner(struct rep_live *lv, uint64_t ino, uint32_t epoch, int now
 	return err;
 }
 
+/* The allocated chunks of an AG are listed LIVE_CHUNK_BATCH at a time (64 KiB), its lock
+ * held for each listing only: a list of them all would grow with the AG's inodes (16 bytes
+ * a chunk: 25 MiB for 100M inodes).  Tests make batches smaller (rep_live_chunk_batch). */
+#define LIVE_CHUNK_BATCH 4096u
+unsigned rep_live_chunk_batch = LIVE_CHUNK_BATCH;
+
 struct chunks {
 	struct mfs_inobt_rec *v;
-	size_t n, cap;
+	size_t n;
 };
 
 static int chunk_fn(struct mfs_btree_cur *cur, const void *rec, void *priv)
 {
 	struct chunks *c = priv;
 
-	if (c->n == c->cap) {
-		size_t nc = c->cap ? 2 * c->cap : 64;
-		struct mfs_inobt_rec *nv = mfs_realloc(c->v, nc * sizeof(*nv));
-
-		if (!nv)
-			return -ENOMEM;
-		c->v = nv;
-		c->cap = nc;
-	}
+	(void)cur;
 	c->v[c->n++] = *(const struct mfs_inobt_rec *)rec;
-	return 0;
+	/* full: stop, the rest next time */
+	return c->n >= LIVE_CHUNK_BATCH || c->n >= rep_live_chunk_batch;
 }
 
-/* The allocated chunks of AG b, its lock held for the listing only. */
-static int list_chunks(struct rep_live *lv, uint32_t b, struct chunks *c)
+/* The next allocated chunks of AG b from agino `from` on; *more: the batch was filled, so
+ * more may follow. */
+static int list_chunks(struct rep_live *lv, uint32_t b, uint32_t from, struct chunks *c,
+		       int *more)
 {
 	struct mfs_btree_cur cur;
+	struct mfs_inobt_key lo;
 	struct mfs_buf *hbp;
 	int err;
 
 	c->n = 0;
+	memset(&lo, 0, sizeof(lo));
+	mfs_put32(lo.startino, from);
 	pthread_mutex_lock(&lv->fs->ag[b].lock);
 	err = mfs_read_agh(lv->fs, b, &hbp);
 	if (!err) {
 		mfs_ag_cur_init(&cur, lv->fs, NULL, b, MFS_BT_INO, hbp);
-		err = mfs_btree_query_range(&cur, NULL, NULL, chunk_fn, c);
+		err = mfs_btree_query_range(&cur, &lo, NULL, chunk_fn, c);
 		mfs_btree_cur_release(&cur);
 		mfs_buf_put(hbp);
 	}
 	pthread_mutex_unlock(&lv->fs->ag[b].lock);
-	if (err)
+	*more = err > 0;
+	if (err < 0)
 		return rep_fail(lv->r, err, "AG %u: its inodes cannot be listed (%s): repair its "
 				"header and inode btree first", b, strerror(-err));
 	return 0;
@@ -210,23 +215,35 @@ static int list_chunks(struct rep_live *lv, uint32_t b, struct chunks *c)
 int rep_live_scan(struct rep_live *lv)
 {
 	const struct mfs_geom *g = &lv->fs->geo;
-	struct chunks c = { NULL, 0, 0 };
-	int err = 0;
+	struct chunks c = { mfs_malloc(LIVE_CHUNK_BATCH * sizeof(*c.v)), 0 };
+	int err = c.v ? 0 : rep_fail(lv->r, -ENOMEM, "no memory to list the inode chunks");
 
 	for (uint32_t b = 0; b < g->agcount && !err; b++) {
-		err = list_chunks(lv, b, &c);
-		for (size_t k = 0; k < c.n && !err; k++) {
-			uint64_t mask = mfs_get64(c.v[k].freemask);
+		uint32_t from = 0;
+		int more = 1;
 
-			for (unsigned i = 0; i < MFS_INODES_PER_CHUNK && !err; i++) {
-				uint64_t ino = mfs_agino_to_ino(g, b, mfs_get32(c.v[k].startino) + i);
+		while (more && !err) {
+			err = list_chunks(lv, b, from, &c, &more);
+			for (size_t k = 0; k < c.n && !err; k++) {
+				uint32_t start = mfs_get32(c.v[k].startino);
+				uint64_t mask = mfs_get64(c.v[k].freemask);
 
-				if (mask >> i & 1 || mfs_ino_check(lv->fs, ino))
-					continue;
-				err = scan_owner(lv, ino, 0, 0, 1);
-				if (!err && ++lv->seen % LIVE_POLL_EVERY == 0)
-					err = rep_poll(lv->r);
+				for (unsigned i = 0; i < MFS_INODES_PER_CHUNK && !err; i++) {
+					uint64_t ino = mfs_agino_to_ino(g, b, start + i);
+
+					if (mask >> i & 1 || mfs_ino_check(lv->fs, ino))
+						continue;
+					err = scan_owner(lv, ino, 0, 0, 1);
+					if (!err && ++lv->seen % LIVE_POLL_EVERY == 0)
+						err = rep_poll(lv->r);
+				}
 			}
+			/* the next batch starts past the last chunk listed: chunks are aligned
+			 * and never overlap, so none is listed twice */
+			if (c.n)
+				from = mfs_get32(c.v[c.n - 1].startino) + MFS_INODES_PER_CHUNK;
+			if (c.n && from < MFS_INODES_PER_CHUNK)
+				more = 0;            /* the last agino: nothing can follow */
 		}
 	}
 	free(c.v);

@@ -70,6 +70,10 @@ int rep_live_check_gaps(struct rep_live *lv, struct agrep *ar, struct mfs_xfarra
 
 void rep_live_release(struct rep_live *lv);
 
+/* Tests only (check_repair): inode chunks listed at a time by the scan (4096; fewer in
+ * tests, so that an AG's listing takes several batches). */
+extern unsigned rep_live_chunk_batch;
+
 /* Can b follow a (adjacent on disk) in one record? (repair_rmapbt.c) */
 int rep_rmap_follows(const struct mfs_rmap_rec *a, const struct mfs_rmap_rec *b);
 

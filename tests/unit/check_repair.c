@@ -642,6 +642,8 @@ START_TEST(test_bad_requests)
 }
 END_TEST
 
+extern unsigned rep_live_chunk_batch;        /* repair/repair_rmap_live.h (private) */
+
 /* The reverse map, damaged in each way: rebuilt online (the owners scanned, then settled
  * under the AG lock: repair_rmap_live.c), then clean ones offline in every AG. */
 START_TEST(test_repair_rmap)
@@ -659,6 +661,73 @@ START_TEST(test_repair_rmap)
 	repair_flags = MFS_REPAIR_OFFLINE;
 	for (uint32_t agno = 0; agno < m.t.fs->geo.agcount; agno++)
 		repair_ok(&m, MFS_SCRUB_RMAPBT, agno);
+	assert_repaired(&m);
+	tu_img_destroy(&m.t);
+}
+END_TEST
+
+static char rmap_info[512];
+
+static void rmap_sink(int level, const char *msg, void *priv)
+{
+	(void)priv;
+	if (level == MFS_LOG_INFO && strstr(msg, "reverse map rebuilt"))
+		snprintf(rmap_info, sizeof(rmap_info), "%s", msg);
+}
+
+/* The owners' scan lists each AG's inode chunks a batch at a time (the list of them all
+ * grew with the AG's inodes): listed one chunk at a time, a rebuild of a clean reverse map
+ * still finds every owner in that first scan — none is left for the settle under the AG
+ * lock to scan again (which would hide a chunk skipped). */
+START_TEST(test_rmap_owners_batched)
+{
+	uint64_t chunks = 0;
+	struct rimg m;
+
+	img_make(&m);
+	for (unsigned i = 0; i < 200; i++) {
+		/* files that own a block each: an owner the scan skipped would be missed */
+		uint64_t ino;
+		struct mfs_inode *ip;
+		struct mfs_trans *tp;
+		struct mfs_bmap_ext ext;
+		char name[32];
+
+		snprintf(name, sizeof(name), "more%u", i);
+		ino = new_inode(m.t.fs, m.t.fs->geo.rootino, name, S_IFREG | 0644);
+		CK_OK(mfs_iget(m.t.fs, ino, 0, &ip));
+		pthread_rwlock_wrlock(&ip->lock);
+		CK_OK(mfs_trans_alloc(m.t.fs, &tp));
+		CK_OK(mfs_bmap_alloc(tp, ip, 0, 1, 0, &ext));
+		ip->size = m.t.fs->geo.blocksize;
+		CK_OK(mfs_inode_log(tp, ip));
+		CK_OK(mfs_trans_commit(tp));
+		pthread_rwlock_unlock(&ip->lock);
+		mfs_iput(ip);
+	}
+	for (uint32_t agno = 0; agno < m.t.fs->geo.agcount; agno++) {
+		struct mfs_buf *bp;
+		uint64_t n;
+
+		CK_OK(mfs_read_agh(m.t.fs, agno, &bp));
+		n = mfs_get32(((struct mfs_agh *)bp->data)->icount) / 64;
+		chunks = n > chunks ? n : chunks;
+		mfs_buf_put(bp);
+	}
+	ck_assert_uint_ge(chunks, 3);       /* an AG lists several */
+	repair_flags = 0;
+	rep_live_chunk_batch = 1;
+	rmap_info[0] = 0;
+	mfs_log_set_sink(rmap_sink, NULL);
+	mfs_log_set_level(MFS_LOG_INFO);
+	for (uint32_t agno = 0; agno < m.t.fs->geo.agcount; agno++) {
+		repair_ok(&m, MFS_SCRUB_RMAPBT, agno);
+		ck_assert_msg(strstr(rmap_info, ", 0 owner(s) scanned again"), "AG %u: %s", agno,
+			      rmap_info);
+	}
+	mfs_log_set_sink(NULL, NULL);
+	mfs_log_quiet();
+	rep_live_chunk_batch = 4096;
 	assert_repaired(&m);
 	tu_img_destroy(&m.t);
 }
@@ -760,6 +829,7 @@ static Suite *repair_suite(void)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("rmap");
 	tcase_set_timeout(tc, UNDER_ASAN ? 300 : 120);   /* a hang bound: the ENOMEM runs took 15-29 s on a loaded machine */
+	tcase_add_test(tc, test_rmap_owners_batched);
 	tcase_add_loop_test(tc, test_repair_rmap, 0, 3);
 	tcase_add_loop_test(tc, test_repair_agfl, 0, 3);
 	suite_add_tcase(s, tc);
