@@ -349,12 +349,15 @@ int scrub_bmap(struct mfs_scrub_ctx *ctx)
 		goto attr;      /* no extent map in the data fork */
 	if (ip->dformat == MFS_FMT_BTREE) {
 		struct mfs_btree_cur cur;
+		uint64_t nblk = 0;
 
+		/* verified, its inode still locked: its blocks named from its nodes, with no
+		 * set of the blocks seen (which grows with the tree) */
 		err = mfs_bmbt_cur_init(&cur, NULL, ip);
 		if (!err)
-			err = mfs_btree_verify(&cur, NULL, NULL);
+			err = mfs_btree_verify(&cur, NULL, &nblk);
 		if (!err)
-			err = mfs_btree_visit_blocks(&cur, bmbt_blk_fn, &tree);
+			err = mfs_btree_visit_trusted(&cur, nblk, bmbt_blk_fn, &tree, NULL);
 		mfs_btree_cur_release(&cur);
 		if (!err)
 			err = tree.err;

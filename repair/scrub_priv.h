@@ -193,7 +193,8 @@ int scrub_fork_cur(struct mfs_inode *ip, int attr, struct mfs_btree_ops *ops,
  * cannot be read ends the walk quietly. */
 int scrub_xref_tree_blocks(struct mfs_scrub_ctx *ctx, struct mfs_inode *ip, int attr,
 			   const char *what);
-/* The sorted fsblocks (uint64_t) of that tree; 0, -EINVAL (not a btree) or a read error. */
+/* The sorted fsblocks (uint64_t) of that tree, checked as it is walked; 0, -EINVAL (not a
+ * btree), the tree's damage (-EFSCORRUPTED, -EFSBADCRC) or a read error. */
 int scrub_tree_block_list(struct mfs_inode *ip, int attr, struct scrub_recs *out);
 
 /* "fs", "log", "ag", "inobt", "inodes", or "inode N" into buf. */
