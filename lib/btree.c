@@ -463,6 +463,65 @@ static int bt_descend(struct mfs_btree_cur *cur, const void *key, int *eq)
 	}
 }
 
+/*
+ * Is block fsb one of the tree's?  Without a list of its blocks: fsb, read as a block of
+ * this tree at the level its header gives, is the tree's when the descent from the root by
+ * its own first key reaches it at that level — the way to the lowest key a block holds
+ * leads to that block in a tree whose keys are in order.  A block that is not of this
+ * tree's kind and owner, or that the descent does not reach (leaked, or of another tree of
+ * the same owner), is not (*found 0).  Damage on the way down is returned as an error.
+ */
+int mfs_btree_has_block(struct mfs_btree_cur *cur, uint64_t fsb, int *found)
+{
+	_Alignas(8) uint8_t key[BT_KEYBUF];
+	const struct mfs_btree_block *hdr;
+	struct mfs_buf *bp;
+	uint64_t at = cur->root.fsb;
+	unsigned lev, level, n;
+	int err;
+
+	*found = 0;
+	cur->valid = 0;
+	err = bt_check_cur(cur);
+	if (err)
+		return err;
+	if (fsb == cur->root.fsb) {
+		*found = 1;
+		return 0;
+	}
+	/* its level, as it says; then read as the tree's block at that level */
+	err = mfs_buf_read(cur->fs->bc, fsb, NULL, &bp);
+	if (err)
+		return err;
+	hdr = bp->data;
+	level = mfs_get16(hdr->level);
+	mfs_buf_put(bp);
+	if (level + 1 >= cur->root.levels)
+		return 0;                    /* not below the root: not a block of this tree */
+	err = bt_read(cur, fsb, level, 0, &bp);
+	if (err)
+		return mfs_is_corruption(err) ? 0 : err;
+	n = bt_numrecs(bp);
+	if (n && level == 0)
+		cur->ops->rec_key(bt_rec(cur, bp, 0), key);
+	else if (n)
+		memcpy(key, bt_key(cur, bp, 0), cur->ops->key_len);
+	mfs_buf_put(bp);
+	if (!n)
+		return 0;                    /* an empty block below the root is nobody's */
+	for (lev = cur->root.levels - 1; lev > level; lev--) {
+		err = bt_path_load(cur, lev, at);
+		if (!err)
+			err = bt_child(cur, lev, bt_node_search(cur, cur->path[lev].bp,
+								bt_numrecs(cur->path[lev].bp), key),
+				       &at);
+		if (err)
+			return err;
+	}
+	*found = at == fsb;
+	return 0;
+}
+
 /* Load the path below level `lev` along its current index, taking the first (leftmost)
  * or last (rightmost) entry of each block below it. */
 static int bt_descend_edge(struct mfs_btree_cur *cur, unsigned lev, int rightmost)

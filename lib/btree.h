@@ -142,6 +142,11 @@ const void *mfs_btree_leaf_recs(const struct mfs_btree_cur *cur, unsigned *n);
  * -EFSBADCRC with a message naming the tree, block and problem.  Optionally counts records
  * and blocks. */
 int mfs_btree_verify(struct mfs_btree_cur *cur, uint64_t *nrecs, uint64_t *nblocks);
+/* Is block fsb a block of the tree (*found)?  Found by the descent from the root by the
+ * block's own first key, so without a list of the tree's blocks whatever its size (the
+ * reverse map's check of an owner's tree blocks).  A block of another kind, owner or tree,
+ * or one no pointer leads to, is not; 0 or an error met on the way down. */
+int mfs_btree_has_block(struct mfs_btree_cur *cur, uint64_t fsb, int *found);
 /* For a tree that passed mfs_btree_verify under a lock still held and was changed since
  * only through this engine: fn on every block, depth first, without reading the leaves
  * (fn at level 0 gets a leaf's number only: no mfs_btree_leaf_recs there) and with no set

@@ -126,33 +126,16 @@ static int cmp_u32(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 void scrub_sort_u32(struct scrub_recs *r)
 {
 	if (r->n > 1)
 		qsort(r->v, r->n, sizeof(uint32_t), cmp_u32);
 }
 
-void scrub_sort_u64(struct scrub_recs *r)
-{
-	if (r->n > 1)
-		qsort(r->v, r->n, sizeof(uint64_t), cmp_u64);
-}
 
 int scrub_u32_has(const struct scrub_recs *r, uint32_t v)
 {
 	return r->n && bsearch(&v, r->v, r->n, sizeof(uint32_t), cmp_u32) != NULL;
-}
-
-int scrub_u64_has(const struct scrub_recs *r, uint64_t v)
-{
-	return r->n && bsearch(&v, r->v, r->n, sizeof(uint64_t), cmp_u64) != NULL;
 }
 
 /* Both the bno and the rmap records start with an le32 startblock and an le32 blockcount. */
@@ -761,7 +744,8 @@ int scrub_fork_cur(struct mfs_inode *ip, int attr, struct mfs_btree_ops *ops,
 	} else {
 		return -EINVAL;
 	}
-	/* Only what walking the blocks needs: the layout, and keys to find nothing with. */
+	/* What walking the blocks needs, the layout, and the keys (the trees' own order: le64,
+	 * for mfs_btree_has_block's descent). */
 	memset(ops, 0, sizeof(*ops));
 	ops->name = attr ? "attribute btree" : "directory name btree";
 	ops->magic = magic;
@@ -809,32 +793,6 @@ int scrub_xref_tree_blocks(struct mfs_scrub_ctx *ctx, struct mfs_inode *ip, int 
 	if (tx.err)
 		return tx.err;
 	return mfs_is_corruption(err) || err == -EINVAL ? 0 : err;
-}
-
-static int collect_fsb(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, void *priv)
-{
-	return scrub_recs_add(priv, &fsb);
-}
-
-int scrub_tree_block_list(struct mfs_inode *ip, int attr, struct scrub_recs *out)
-{
-	struct mfs_btree_ops ops;
-	struct mfs_btree_cur cur;
-	int err;
-
-	scrub_recs_init(out, sizeof(uint64_t));
-	err = scrub_fork_cur(ip, attr, &ops, &cur);
-	/* with the tree's checks, which find a block reached twice without a set of the
-	 * blocks seen (16-32 bytes a block, 4-6 MiB for a file of 48M extents): a damaged tree
-	 * is its owner's checker's finding */
-	if (!err)
-		err = mfs_btree_verify_visit(&cur, collect_fsb, out, NULL, NULL);
-	mfs_btree_cur_release(&cur);
-	if (err)
-		scrub_recs_free(out);
-	else
-		scrub_sort_u64(out);
-	return err;
 }
 
 /* ---- inode objects ----------------------------------------------------------------------------- */

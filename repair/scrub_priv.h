@@ -48,9 +48,8 @@ static inline const void *scrub_rec(const struct scrub_recs *r, size_t i)
 {
 	return r->v + i * r->len;
 }
-/* Sort an array of host-order uint32_t / uint64_t values. */
+/* Sort an array of host-order uint32_t values. */
 void scrub_sort_u32(struct scrub_recs *r);
-void scrub_sort_u64(struct scrub_recs *r);
 
 /* ---- one AG, walked under its lock ----------------------------------------------------------- */
 #define SCRUB_WANT_BNO    (1u << MFS_BT_BNO)
@@ -148,9 +147,8 @@ void scrub_stream_close(struct scrub_stream *s);
 /* The collected rmap record that covers all of [agbno, agbno + len), or NULL. */
 const struct mfs_rmap_rec *scrub_rmap_covering(const struct scrub_recs *rmap, uint32_t agbno,
 					       uint32_t len);
-/* Is v in a sorted uint32_t / uint64_t array? */
+/* Is v in a sorted uint32_t array? */
 int scrub_u32_has(const struct scrub_recs *r, uint32_t v);
-int scrub_u64_has(const struct scrub_recs *r, uint64_t v);
 
 /*
  * Cross-reference one extent an inode uses ([fsb, fsb + len), e.g. "inode 131 data extent
@@ -193,9 +191,6 @@ int scrub_fork_cur(struct mfs_inode *ip, int attr, struct mfs_btree_ops *ops,
  * cannot be read ends the walk quietly. */
 int scrub_xref_tree_blocks(struct mfs_scrub_ctx *ctx, struct mfs_inode *ip, int attr,
 			   const char *what);
-/* The sorted fsblocks (uint64_t) of that tree, checked as it is walked; 0, -EINVAL (not a
- * btree), the tree's damage (-EFSCORRUPTED, -EFSBADCRC) or a read error. */
-int scrub_tree_block_list(struct mfs_inode *ip, int attr, struct scrub_recs *out);
 
 /* "fs", "log", "ag", "inobt", "inodes", or "inode N" into buf. */
 const char *scrub_owner_name(uint64_t owner, char *buf, size_t len);

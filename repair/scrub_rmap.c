@@ -524,11 +524,10 @@ static int rmap_still_there(struct mfs_fs *fs, uint32_t agno, const struct mfs_r
 	return err;
 }
 
-/* The owner being checked, with the block lists of its btrees, read when first needed. */
+/* The owner being checked. */
 struct owner {
 	struct mfs_inode *ip;
-	struct scrub_recs trees[2];         /* [0] data-fork tree, [1] attribute btree */
-	int loaded[2], err[2];
+	int err[2];                         /* [0] data-fork tree, [1] attribute btree: damaged */
 	int current;                        /* checked against the committed on-disk inode */
 	int dry;                            /* first look: note a mismatch, report nothing */
 	int mismatch;                       /* the first look found one */
@@ -669,11 +668,7 @@ static void owner_finding(struct mfs_scrub_ctx *ctx, struct owner *o, const char
 
 static void owner_drop(struct owner *o)
 {
-	for (int a = 0; a < 2; a++) {
-		if (o->loaded[a] && !o->err[a])
-			scrub_recs_free(&o->trees[a]);
-		o->loaded[a] = 0;
-	}
+	o->err[0] = o->err[1] = 0;
 	bm_close(o);
 	if (o->ip)
 		scrub_irele(o->ip);
@@ -681,7 +676,9 @@ static void owner_drop(struct owner *o)
 	o->current = 0;
 }
 
-/* Btree-block records: each block is a block of the owner's tree of that fork. */
+/* Btree-block records: each block is a block of the owner's tree of that fork — asked of
+ * the tree block by block (mfs_btree_has_block: the descent by the block's first key), not
+ * from a list of the tree's blocks, which would grow with the tree (8 bytes a block). */
 static void check_tree_blocks(struct mfs_scrub_ctx *ctx, uint32_t agno,
 			      const struct mfs_rmap_rec *r, struct owner *o, int attr)
 {
@@ -689,28 +686,31 @@ static void check_tree_blocks(struct mfs_scrub_ctx *ctx, uint32_t agno,
 	uint32_t start = mfs_get32(r->startblock), n = mfs_get32(r->blockcount);
 	struct mfs_inode *ip = o->ip;
 	const char *tree = attr ? "attribute" : S_ISDIR(ip->mode) ? "name" : "extent";
+	struct mfs_btree_ops ops;
+	struct mfs_btree_cur cur;
+	int found = 1, err = o->err[attr];
 
-	if (!o->loaded[attr]) {
-		o->err[attr] = scrub_tree_block_list(ip, attr, &o->trees[attr]);
-		o->loaded[attr] = 1;
+	if (!err) {
+		memset(&cur, 0, sizeof(cur));
+		err = scrub_fork_cur(ip, attr, &ops, &cur);
+		for (uint32_t b = 0; !err && found && b < n; b++) {
+			uint64_t fsb = mfs_agbno_to_fsb(g, agno, start + b);
+
+			err = mfs_btree_has_block(&cur, fsb, &found);
+			if (!err && !found)
+				owner_finding(ctx, o, "AG %u rmapbt extent %u+%u: block %llu is not "
+					      "a block of inode %llu's %s btree (leaked?)", agno,
+					      start, n, (unsigned long long)fsb,
+					      (unsigned long long)ip->ino, tree);
+		}
+		if (!err || err != -EINVAL)
+			mfs_btree_cur_release(&cur);
+		o->err[attr] = err;
 	}
-	if (o->err[attr]) {
+	if (err && o->dry)
 		/* A damaged tree is the owner's checker's finding; but on the first look the
 		 * inode may be one freed meanwhile: look again once it is known current. */
-		if (o->dry)
-			o->mismatch = 1;
-		return;
-	}
-	for (uint32_t b = 0; b < n; b++) {
-		uint64_t fsb = mfs_agbno_to_fsb(g, agno, start + b);
-
-		if (!scrub_u64_has(&o->trees[attr], fsb)) {
-			owner_finding(ctx, o, "AG %u rmapbt extent %u+%u: block %llu is not a "
-				      "block of inode %llu's %s btree (leaked?)", agno, start, n,
-				      (unsigned long long)fsb, (unsigned long long)ip->ino, tree);
-			return;
-		}
-	}
+		o->mismatch = 1;
 }
 
 static void check_against_inode(struct mfs_scrub_ctx *ctx, uint32_t agno,

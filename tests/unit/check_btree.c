@@ -1394,6 +1394,61 @@ START_TEST(test_count_trusted_shared)
 }
 END_TEST
 
+/* mfs_btree_has_block: every block of the tree is found (by the descent by its own first
+ * key); a copy of a leaf in a free block — the tree's kind and owner, sealed, its own
+ * address, but no pointer leads there: a leaked block — a copy of a node, and a block that
+ * is no btree block are not. */
+START_TEST(test_has_block)
+{
+	struct corrupt_env ce;
+	struct mfs_btree_cur cur;
+	struct blist all = { 0 };
+	uint8_t buf[1024];
+	uint64_t spare;
+	int found, quiet;
+
+	corrupt_setup(&ce);
+	cur_init(&cur, &ce.tt, NULL, &ops_ag);
+	T_IEQ(mfs_btree_visit_blocks(&cur, blist_fn, &all), 0);
+	T_TRUE(all.n > 3);
+	for (size_t i = 0; i < all.n; i++) {
+		T_IEQ(mfs_btree_has_block(&cur, all.fsb[i], &found), 0);
+		T_TRUE(found);
+	}
+	mfs_btree_cur_release(&cur);
+	/* the first free block past the tree's */
+	for (spare = ce.tt.hint; spare < ce.tt.nbits &&
+	     (ce.tt.bitmap[spare / 8] & (1u << (spare % 8))); spare++)
+		;
+	T_TRUE(spare < ce.tt.nbits);
+	quiet = mfs_log_quiet();
+	for (int k = 0; k < 3; k++) {
+		uint64_t from = k == 0 ? ce.leaf : ce.node;
+		struct mfs_blkhdr *h = (void *)buf;
+
+		raw_rw(&ce, from, buf, 0);
+		if (k == 2)
+			memset(buf, 0x5a, sizeof(buf));     /* file data */
+		mfs_put64(h->blkno, spare);
+		mfs_blk_seal(buf, 1024);
+		raw_rw(&ce, spare, buf, 1);
+		tu_scratch_remount(&ce.t);
+		cur_init(&cur, &ce.tt, NULL, &ops_ag);
+		T_IEQ(mfs_btree_has_block(&cur, spare, &found), 0);
+		ck_assert_msg(!found, "copy %d of block %llu at %llu found", k,
+			      (unsigned long long)from, (unsigned long long)spare);
+		T_IEQ(mfs_btree_has_block(&cur, from, &found), 0);
+		T_TRUE(found);
+		mfs_btree_cur_release(&cur);
+	}
+	mfs_log_set_level(quiet);
+	blist_free(&all);
+	m_free(ce.m);
+	tt_destroy(&ce.tt);
+	tu_scratch_close(&ce.t);
+}
+END_TEST
+
 /* ---- blocks reached twice: shared children and cycles, with every key made consistent ---- */
 /*
  * The damage of the tests below passes every check of a block on its own and against the
@@ -1768,6 +1823,7 @@ static Suite *btree_suite(void)
 	tcase_add_test(tc, test_underfull);
 	tcase_add_test(tc, test_bad_root);
 	tcase_add_test(tc, test_count_trusted_shared);
+	tcase_add_test(tc, test_has_block);
 	tcase_add_test(tc, test_shared_leaf_later_parent);
 	tcase_add_test(tc, test_shared_leaf_earlier_parent);
 	tcase_add_test(tc, test_shared_node);
