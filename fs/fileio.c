@@ -20,7 +20,8 @@
  * that size afterwards (no memory, after its retries): failing then would report a
  * truncate that did change the file.  So written blocks may stay mapped past the end of
  * file; they are unmapped (clear_past_eof) before a write, truncate or fallocate makes the
- * file grow over them, which fails, with nothing visible changed, if that cannot be done.
+ * file grow over them, or a fallocate preallocates over them, which fails, with nothing
+ * visible changed, if that cannot be done.
  *
  * Freed blocks: a data block freed by truncate or punch must not be reused for another
  * file's data before the transaction that freed it is durable.  The allocator sees to it
@@ -1037,8 +1038,19 @@ static int do_fallocate(struct mfsd *d, struct mfs_inode *ip, int mode, uint64_t
 		return S_ISDIR(ip->mode) ? -EISDIR : -ENODEV;
 	if (end < off || end > max_bytes(fs))
 		return -EFBIG;
-	if (!(mode & FALLOC_FL_KEEP_SIZE) && end > ip->size) {
-		err = clear_past_eof(d, ip, (ip->size + bs - 1) >> blog, (end + bs - 1) >> blog);
+	/* Written blocks past the end of file go before the file grows over them, and before
+	 * a preallocation past it too (KEEP_SIZE): alloc_unwritten keeps what is mapped, so
+	 * the range would keep them, and growing the file over them later punches them, the
+	 * space they held gone (a truncate up, then writes into the range failed with ENOSPC
+	 * on a full filesystem: t_nomem_prealloc).  A punch that keeps the size needs none. */
+	if (end > ip->size &&
+	    (mode & (FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)) !=
+	    (FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)) {
+		uint64_t from = (ip->size + bs - 1) >> blog;
+
+		if ((mode & FALLOC_FL_KEEP_SIZE) && (off >> blog) > from)
+			from = off >> blog;     /* the size stays: only the range matters */
+		err = clear_past_eof(d, ip, from, (end + bs - 1) >> blog);
 		if (err)
 			return err;
 	}

@@ -20,8 +20,8 @@
  * test faults: <count> injected"; with "N,start" failures begin at once (opening the
  * image, journal replay, mount); with MENDFS_TEST_FAULTS_ARM=FILE holding a number S,
  * SIGUSR1 lets S allocations succeed and fails every later one.  Without the variable the
- * signals keep their default action.  tests/integration/t_nomem.sh and t_nomem_sweep.sh
- * use it.
+ * signals keep their default action.  tests/integration/t_nomem.sh, t_nomem_sweep.sh and
+ * t_nomem_prealloc.sh use it (the last two through faultarm.py).
  */
 #ifndef MENDFS_INT_H
 #define MENDFS_INT_H

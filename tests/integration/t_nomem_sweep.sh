@@ -19,39 +19,13 @@ ml_setup t_nomem_sweep
 "$MKFS" -q "$img" 64M || fail "mkfs"
 MENDFS_TEST_FAULTS=7 MENDFS_TEST_FAULTS_ARM="$dir/arm" mount_fs
 
-timeout 600 python3 - "$mnt" "$pid" "$log" "$dir/arm" <<'PY' || fail "the sweep (above)"
-import errno, os, re, signal, sys, time
+timeout 600 python3 - "$mnt" "$pid" "$log" "$dir/arm" "$(dirname "$0")" <<'PY' || fail "the sweep (above)"
+import errno, os, sys
 mnt, pid, logpath, armpath = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-log = open(logpath, "rb")
-log.seek(0, os.SEEK_END)
+sys.path.insert(0, sys.argv[5])
+from faultarm import Faults, content       # arm(S), disarm(): faultarm.py
+faults = Faults(pid, logpath, armpath)
 BS = 4096
-
-def wait_line(word):
-    # the daemon's handler writes a line when it has (dis)armed the faults
-    buf = b""
-    for _ in range(4000):
-        buf += log.read()
-        if word in buf:
-            return buf
-        time.sleep(0.0025)
-    sys.exit("no '%s' line from the daemon" % word.decode())
-
-def arm(skip):
-    with open(armpath, "w") as f:
-        f.write("%d\n" % skip)
-    os.kill(pid, signal.SIGUSR1)
-    wait_line(b"test faults armed")
-
-def disarm():
-    # the number of failures injected so far
-    os.kill(pid, signal.SIGUSR2)
-    m = re.search(rb"test faults: (\d+) injected", wait_line(b" injected\n"))
-    return int(m.group(1))
-
-def content(p):
-    with open(p, "rb") as f:
-        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # the daemon's bytes
-        return f.read()
 
 def make(p, seed):
     # 80 one-byte extents (every other block) and a run of full blocks near the start
@@ -103,7 +77,7 @@ def first_diff(a, b):
 # S grows until the operation meets no failure 8 times in a row: every cut point is past.
 # The file is made again for each S (O_TRUNC: its blocks go in the foreground, so no
 # unlinked inode is being freed in the background while allocations fail).
-trial, injected = 0, disarm()
+trial, injected = 0, faults.disarm()[0]
 for idx in range(6):
     untouched, skip, cuts = 0, 0, 0
     p = os.path.join(mnt, "f%d" % idx)
@@ -113,13 +87,13 @@ for idx in range(6):
         trial += 1
         b = make(p, trial)
         name, op, want, full = cut_ops(b)[idx]
-        arm(skip)
+        faults.arm(skip)
         try:
             r = op(p)
             err = 0
         except OSError as e:
             r, err = 0, e.errno
-        before, injected = injected, disarm()
+        before, injected = injected, faults.disarm()[0]
         if err not in (0, errno.ENOMEM):
             sys.exit("%s, cut after %d allocations: %s" % (name, skip, os.strerror(err)))
         exp = b if err else want(r)
