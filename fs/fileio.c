@@ -1040,9 +1040,9 @@ static int do_fallocate(struct mfsd *d, struct mfs_inode *ip, int mode, uint64_t
 		return -EFBIG;
 	/* Written blocks past the end of file go before the file grows over them, and before
 	 * a preallocation past it too (KEEP_SIZE): alloc_unwritten keeps what is mapped, so
-	 * the range would keep them, and growing the file over them later punches them, the
-	 * space they held gone (a truncate up, then writes into the range failed with ENOSPC
-	 * on a full filesystem: t_nomem_prealloc).  A punch that keeps the size needs none. */
+	 * the range would keep them, and growing the file over them later punches them: the
+	 * preallocation loses their space, its writes allocate again (t_nomem_prealloc: a
+	 * truncate up freed 504 of its 1288 sectors).  A punch that keeps the size needs none. */
 	if (end > ip->size &&
 	    (mode & (FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)) !=
 	    (FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)) {
