@@ -151,23 +151,68 @@ static const char *rsrc_where(struct rsrc *s, char *buf, size_t len)
 
 /* ---- phase one: the records, the special owners, the coverage (the AG locked) ------------ */
 /*
- * A sorted list of blocks that must each be owned by one special owner: as the records go
- * by in start order, each block is judged against the last record starting at or before it
- * (the one that covers it, if any): found[k] is that record's owner, or MFS_OWN_NULL.
+ * Blocks that must each be owned by one special owner, in up to EXPECT_LISTS sorted lists
+ * read together as one (the AG's trees' blocks as the walk listed them, the free list's):
+ * as the records go by in start order, each block is judged at once against the last
+ * record starting at or before it (the one that covers it, if any), and reported when that
+ * record is not its owner's — no copy of the lists and nothing kept per block, which would
+ * grow with the AG's trees (12 bytes a block: +5.6 MiB at 48M extents after a rebuild).
  */
+#define EXPECT_LISTS 4
+
 struct expect {
-	const uint32_t *blk;
-	size_t n, k;
-	uint64_t *found;
+	const uint32_t *blk[EXPECT_LISTS];
+	size_t n[EXPECT_LISTS], k[EXPECT_LISTS];
+	unsigned nlists;
+	uint64_t owner;                     /* of every block */
+	const char *what;                   /* the blocks, in findings */
+	uint64_t distinct;                  /* blocks judged (one listed twice: once) */
+	int64_t last;                       /* the last block judged, -1: none */
 };
 
-static void expect_upto(struct expect *e, uint64_t below, const struct mfs_rmap_rec *prev)
+static void expect_add(struct expect *e, const uint32_t *blk, size_t n)
 {
-	for (; e->k < e->n && e->blk[e->k] < below; e->k++) {
-		uint32_t b = e->blk[e->k];
+	e->blk[e->nlists] = blk;
+	e->n[e->nlists] = n;
+	e->k[e->nlists++] = 0;
+}
 
-		e->found[e->k] = prev && (uint64_t)mfs_get32(prev->startblock) +
-				 mfs_get32(prev->blockcount) > b ? mfs_get64(prev->owner) : MFS_OWN_NULL;
+/* The smallest block left in e's lists (*list: which), or UINT64_MAX. */
+static uint64_t expect_next(const struct expect *e, unsigned *list)
+{
+	uint64_t best = UINT64_MAX;
+
+	for (unsigned l = 0; l < e->nlists; l++)
+		if (e->k[l] < e->n[l] && e->blk[l][e->k[l]] < best) {
+			best = e->blk[l][e->k[l]];
+			*list = l;
+		}
+	return best;
+}
+
+static void expect_upto(struct mfs_scrub_ctx *ctx, uint32_t agno, struct expect *e,
+			uint64_t below, const struct mfs_rmap_rec *prev)
+{
+	unsigned l = 0;
+	uint64_t b;
+	char ob[32], ob2[32];
+
+	while ((b = expect_next(e, &l)) < below) {
+		uint64_t found = prev && (uint64_t)mfs_get32(prev->startblock) +
+				 mfs_get32(prev->blockcount) > b ? mfs_get64(prev->owner) :
+				 MFS_OWN_NULL;
+
+		e->k[l]++;
+		if ((int64_t)b == e->last)
+			continue;
+		e->last = (int64_t)b;
+		e->distinct++;
+		if (found != e->owner)
+			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: %s block %u is "
+				     "owned by %s, expected %s", agno, e->what, (uint32_t)b,
+				     found != MFS_OWN_NULL ?
+				     scrub_owner_name(found, ob2, sizeof(ob2)) : "nobody",
+				     scrub_owner_name(e->owner, ob, sizeof(ob)));
 	}
 }
 
@@ -180,88 +225,81 @@ static int special_idx(uint64_t owner)
 
 struct pass {
 	struct expect fixed, ag, inobt;
+	int have_ag;                        /* the AG's trees and free list walked clean */
+	uint32_t agfl[MFS_AGFL_SIZE_MAX];   /* the free list's blocks, sorted */
 	uint64_t owned[NSPECIAL];
 	int have_log;                       /* the last record starting at or before the log */
 	struct mfs_rmap_rec log;
 };
 
-/* Each block of the list must be owned by `owner`; their number is what it owns, or (more:
- * the AG-owned blocks of a reap still to finish, MFS_AGH_REAP, reported by the by-block
- * tree's check) at least. */
+/* The number of e's blocks is what their owner holds, or (more: the AG-owned blocks of a
+ * reap still to finish, MFS_AGH_REAP, reported by the by-block tree's check) at least. */
 static void expect_report(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct pass *p,
-			  const struct expect *e, uint64_t owner, const char *what, int more)
+			  const struct expect *e, int more)
 {
-	uint64_t distinct = 0, owned = p->owned[special_idx(owner)];
-	char ob[32], ob2[32];
+	uint64_t owned = p->owned[special_idx(e->owner)];
+	char ob[32];
 
-	for (size_t i = 0; i < e->n; i++) {
-		if (i && e->blk[i] == e->blk[i - 1])
-			continue;
-		distinct++;
-		if (e->found[i] != owner)
-			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: %s block %u is "
-				     "owned by %s, expected %s", agno, what, e->blk[i],
-				     e->found[i] != MFS_OWN_NULL ?
-				     scrub_owner_name(e->found[i], ob2, sizeof(ob2)) : "nobody",
-				     scrub_owner_name(owner, ob, sizeof(ob)));
-	}
-	if (owned != distinct && !(more && owned > distinct))
+	if (owned != e->distinct && !(more && owned > e->distinct))
 		scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: owner %s holds %llu "
 			     "blocks, the AG has %llu %s blocks", agno,
-			     scrub_owner_name(owner, ob, sizeof(ob)), (unsigned long long)owned,
-			     (unsigned long long)distinct, what);
+			     scrub_owner_name(e->owner, ob, sizeof(ob)), (unsigned long long)owned,
+			     (unsigned long long)e->distinct, e->what);
 }
 
 /*
  * The lists of blocks the special owners must hold, from the walk (AG locked): the fixed
- * headers, the AG's own trees and free list (when walked clean), the inobt's blocks.
+ * headers, the AG's own trees and free list (when walked clean), the inobt's blocks.  The
+ * walk's lists are used as they are (sorted); only the free list's is copied, to sort it.
  */
-static int pass_lists(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, struct pass *p,
-		      uint32_t *fixed, struct scrub_recs *ag)
+static void pass_lists(const struct scrub_ag *sa, struct pass *p, uint32_t *fixed)
 {
-	int err = 0;
-
 	memset(p, 0, sizeof(*p));
+	p->fixed.owner = MFS_OWN_FS;
+	p->fixed.what = "fixed header";
+	p->ag.owner = MFS_OWN_AG;
+	p->ag.what = "bnobt/cntbt/rmapbt/free list";
+	p->inobt.owner = MFS_OWN_INOBT;
+	p->inobt.what = "inobt";
+	p->fixed.last = p->ag.last = p->inobt.last = -1;
 	for (uint32_t b = 0; b < MFS_AG_FIXED_BLOCKS; b++)
 		fixed[b] = b;
-	p->fixed.blk = fixed;
-	p->fixed.n = MFS_AG_FIXED_BLOCKS;
+	expect_add(&p->fixed, fixed, MFS_AG_FIXED_BLOCKS);
 	if ((sa->have & (SCRUB_WANT_BNO | SCRUB_WANT_CNT | SCRUB_WANT_AGFL)) ==
 	    (SCRUB_WANT_BNO | SCRUB_WANT_CNT | SCRUB_WANT_AGFL)) {
-		for (int t = 0; t < MFS_AG_NTREES && !err; t++)
-			for (size_t i = 0; t != MFS_BT_INO && i < sa->blocks[t].n && !err; i++)
-				err = scrub_recs_add(ag, scrub_rec(&sa->blocks[t], i));
-		for (size_t i = 0; i < sa->agfl.n && !err; i++)
-			err = scrub_recs_add(ag, scrub_rec(&sa->agfl, i));
-		if (err)
-			return err;
-		scrub_sort_u32(ag);
-		p->ag.blk = (const uint32_t *)(const void *)ag->v;
-		p->ag.n = ag->n;
+		size_t nfl = sa->agfl.n < MFS_AGFL_SIZE_MAX ? sa->agfl.n : MFS_AGFL_SIZE_MAX;
+
+		for (int t = 0; t < MFS_AG_NTREES; t++)
+			if (t != MFS_BT_INO)
+				expect_add(&p->ag, (const uint32_t *)(const void *)sa->blocks[t].v,
+					   sa->blocks[t].n);
+		memcpy(p->agfl, sa->agfl.v, nfl * sizeof(uint32_t));
+		for (size_t i = 1; i < nfl; i++)          /* at most 64: by insertion */
+			for (size_t j = i; j > 0 && p->agfl[j - 1] > p->agfl[j]; j--) {
+				uint32_t x = p->agfl[j];
+
+				p->agfl[j] = p->agfl[j - 1];
+				p->agfl[j - 1] = x;
+			}
+		expect_add(&p->ag, p->agfl, nfl);
+		p->have_ag = 1;
 	}
-	if (sa->have & SCRUB_WANT_INO) {
-		p->inobt.blk = (const uint32_t *)(const void *)sa->blocks[MFS_BT_INO].v;
-		p->inobt.n = sa->blocks[MFS_BT_INO].n;
-	}
-	(void)ctx;
-	p->fixed.found = mfs_malloc(sizeof(uint64_t) * (p->fixed.n + p->ag.n + p->inobt.n));
-	if (!p->fixed.found)
-		return -ENOMEM;
-	p->ag.found = p->fixed.found + p->fixed.n;
-	p->inobt.found = p->ag.found + p->ag.n;
-	return 0;
+	if (sa->have & SCRUB_WANT_INO)
+		expect_add(&p->inobt, (const uint32_t *)(const void *)sa->blocks[MFS_BT_INO].v,
+			   sa->blocks[MFS_BT_INO].n);
 }
 
 /* Record r (in start order) for the special owners' accounts. */
-static void pass_special(const struct mfs_geom *g, uint32_t agno, struct pass *p,
+static void pass_special(struct mfs_scrub_ctx *ctx, uint32_t agno, struct pass *p,
 			 const struct mfs_rmap_rec *r, const struct mfs_rmap_rec *prev)
 {
+	const struct mfs_geom *g = &ctx->fs->geo;
 	uint32_t start = mfs_get32(r->startblock);
 	uint64_t owner = mfs_get64(r->owner);
 
-	expect_upto(&p->fixed, start, prev);
-	expect_upto(&p->ag, start, prev);
-	expect_upto(&p->inobt, start, prev);
+	expect_upto(ctx, agno, &p->fixed, start, prev);
+	expect_upto(ctx, agno, &p->ag, start, prev);
+	expect_upto(ctx, agno, &p->inobt, start, prev);
 	if (special_owner(owner))
 		p->owned[special_idx(owner)] += mfs_get32(r->blockcount);
 	if (g->logblocks && mfs_fsb_to_agno(g, g->logstart) == agno &&
@@ -278,10 +316,10 @@ static void special_report(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa,
 	const struct mfs_geom *g = &ctx->fs->geo;
 	uint64_t logowned = p->owned[special_idx(MFS_OWN_LOG)];
 
-	expect_upto(&p->fixed, UINT64_MAX, last);
-	expect_upto(&p->ag, UINT64_MAX, last);
-	expect_upto(&p->inobt, UINT64_MAX, last);
-	expect_report(ctx, sa->agno, p, &p->fixed, MFS_OWN_FS, "fixed header", 0);
+	expect_upto(ctx, sa->agno, &p->fixed, UINT64_MAX, last);
+	expect_upto(ctx, sa->agno, &p->ag, UINT64_MAX, last);
+	expect_upto(ctx, sa->agno, &p->inobt, UINT64_MAX, last);
+	expect_report(ctx, sa->agno, p, &p->fixed, 0);
 	if (g->logblocks && mfs_fsb_to_agno(g, g->logstart) == sa->agno) {
 		uint32_t start = mfs_fsb_to_agbno(g, g->logstart);
 
@@ -297,15 +335,15 @@ static void special_report(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa,
 			     "blocks, the journal is not in this AG", sa->agno,
 			     (unsigned long long)logowned);
 	}
-	if (p->ag.blk)
-		expect_report(ctx, sa->agno, p, &p->ag, MFS_OWN_AG, "bnobt/cntbt/rmapbt/free list",
+	if (p->have_ag)
+		expect_report(ctx, sa->agno, p, &p->ag,
 			      sa->agh && (mfs_get32(sa->agh->flags) & MFS_AGH_REAP));
 	if (sa->have & SCRUB_WANT_INO) {
 		const struct scrub_recs *ir = &sa->recs[MFS_BT_INO];
 		uint64_t want = (uint64_t)ir->n * g->chunkblocks;
 		uint64_t inodes = p->owned[special_idx(MFS_OWN_INODES)];
 
-		expect_report(ctx, sa->agno, p, &p->inobt, MFS_OWN_INOBT, "inobt", 0);
+		expect_report(ctx, sa->agno, p, &p->inobt, 0);
 		if (inodes != want)
 			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: owner inodes "
 				     "holds %llu blocks, the inobt's %zu chunks take %llu", sa->agno,
@@ -375,25 +413,18 @@ static int cover_upto(struct mfs_scrub_ctx *ctx, uint32_t agno, struct cover *c,
 static int check_pass(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, struct rsrc *src,
 		      uint8_t *inode, int *covered)
 {
-	const struct mfs_geom *g = &ctx->fs->geo;
 	const uint32_t C = MFS_SCRUB_OFLAG_CORRUPT;
 	const int bno = !!(sa->have & SCRUB_WANT_BNO);
 	const struct mfs_rmap_rec *r;
 	struct mfs_rmap_rec prev;
 	struct scrub_stream bs;
-	struct scrub_recs ag;
 	struct cover cv;
 	struct pass p;
 	uint32_t fixed[MFS_AG_FIXED_BLOCKS];
 	uint64_t prev_end = 0;
-	int err, isfree, have_prev = 0;
+	int err = 0, isfree, have_prev = 0;
 
-	scrub_recs_init(&ag, sizeof(uint32_t));
-	err = pass_lists(ctx, sa, &p, fixed, &ag);
-	if (err) {
-		scrub_recs_free(&ag);
-		return err;
-	}
+	pass_lists(sa, &p, fixed);
 	memset(&cv, 0, sizeof(cv));
 	if (bno) {
 		err = scrub_stream_open(&bs, ctx->fs, sa->agno, MFS_BT_BNO, sa->agh_bp);
@@ -405,7 +436,7 @@ static int check_pass(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, stru
 		uint64_t owner = mfs_get64(r->owner), off = mfs_get64(r->offset);
 		char wb[48];
 
-		pass_special(g, sa->agno, &p, r, have_prev ? &prev : NULL);
+		pass_special(ctx, sa->agno, &p, r, have_prev ? &prev : NULL);
 		prev = *r;
 		have_prev = 1;
 		if (bno) {
@@ -463,8 +494,6 @@ static int check_pass(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, stru
 	}
 	if (!err)
 		special_report(ctx, sa, &p, have_prev ? &prev : NULL);
-	free(p.fixed.found);
-	scrub_recs_free(&ag);
 	return err;
 }
 #undef WHERE

@@ -690,6 +690,49 @@ START_TEST(test_rmapbt)
 END_TEST
 
 
+static int first_ag_owned(struct mfs_btree_cur *cur, const void *rec, void *priv)
+{
+	const struct mfs_rmap_rec *r = rec;
+
+	(void)cur;
+	if (mfs_get64(r->owner) != MFS_OWN_AG)
+		return 0;
+	*(uint32_t *)priv = mfs_get32(r->startblock);
+	return 1;
+}
+
+/* Blocks of the AG's own trees the reverse map gives to another special owner: each is
+ * named as the records go by, and the AG's count of them no longer adds up. */
+START_TEST(test_rmapbt_special_owner)
+{
+	struct img m;
+	struct mfs_fs *fs;
+	struct mfs_buf *bp, *hbp;
+	struct mfs_btree_cur cur;
+	struct mfs_rmap_rec *r;
+	uint32_t start = UINT32_MAX;
+	unsigned idx = 0;
+	uint64_t leaf;
+	char what[96];
+
+	img_make(&m);
+	fs = m.t.fs;
+	CK_OK(mfs_read_agh(fs, 0, &hbp));
+	mfs_ag_cur_init(&cur, fs, NULL, 0, MFS_BT_RMAP, hbp);
+	CK_EQ(mfs_btree_query_range(&cur, NULL, NULL, first_ag_owned, &start), 1);
+	mfs_btree_cur_release(&cur);
+	mfs_buf_put(hbp);
+	leaf = rmap_rec_at(fs, mfs_agbno_to_fsb(&fs->geo, 0, start), &idx);
+	r = leaf_rec(blk_get(fs, leaf, &bp), sizeof(*r), idx);
+	mfs_put64(r->owner, MFS_OWN_INOBT);
+	blk_put(fs, bp);
+	snprintf(what, sizeof(what), "bnobt/cntbt/rmapbt/free list block %u is owned by", start);
+	assert_found(fs, MFS_SCRUB_RMAPBT, 0, 0, what);
+	assert_found(fs, MFS_SCRUB_RMAPBT, 0, 0, "bnobt/cntbt/rmapbt/free list blocks");
+	img_destroy(&m);
+}
+END_TEST
+
 /* The on-disk inode `ino` in its cluster buffer, to damage; dino_put reseals its CRC and
  * makes the inode cache read it again. */
 static struct mfs_dinode *dino_get(struct mfs_fs *fs, uint64_t ino, struct mfs_buf **bp)
@@ -1913,6 +1956,7 @@ static Suite *scrub_suite(void)
 	tcase_add_test(tc, test_inobt_inodes);
 	tcase_add_test(tc, test_inobt_rmap);
 	tcase_add_test(tc, test_rmapbt);
+	tcase_add_test(tc, test_rmapbt_special_owner);
 	tcase_add_test(tc, test_inode);
 	tcase_add_test(tc, test_bmap);
 	tcase_add_test(tc, test_bmap_rmapped);
