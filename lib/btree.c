@@ -495,9 +495,11 @@ int mfs_btree_has_block(struct mfs_btree_cur *cur, uint64_t fsb, int *found)
 		return err;
 	hdr = bp->data;
 	level = mfs_get16(hdr->level);
+	n = mfs_get32(hdr->hdr.magic) == cur->ops->magic &&
+	    mfs_get64(hdr->hdr.owner) == cur->owner;
 	mfs_buf_put(bp);
-	if (level + 1 >= cur->root.levels)
-		return 0;                    /* not below the root: not a block of this tree */
+	if (!n || level + 1 >= cur->root.levels)
+		return 0;                    /* not of this kind and owner, or not below the root */
 	err = bt_read(cur, fsb, level, 0, &bp);
 	if (err)
 		return mfs_is_corruption(err) ? 0 : err;

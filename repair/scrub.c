@@ -295,7 +295,7 @@ static int collect_blk(struct mfs_btree_cur *cur, uint64_t fsb, unsigned level, 
 	unsigned n;
 	int err;
 
-	err = scrub_recs_add(c->blocks, &agbno);
+	err = c->blocks ? scrub_recs_add(c->blocks, &agbno) : 0;   /* or SCRUB_NO_BLOCKS */
 	if (err || level || !c->recs)
 		return err;             /* or SCRUB_NO_RECS */
 	rec = mfs_btree_leaf_recs(cur, &n);
@@ -383,7 +383,7 @@ static int ag_scan_fresh(struct mfs_scrub_ctx *ctx, uint32_t agno, unsigned want
 	sa->agh = sa->agh_bp->data;
 	for (int t = 0; t < MFS_AG_NTREES; t++) {
 		struct collect c = {
-			&sa->blocks[t],
+			want & SCRUB_NO_BLOCKS(t) ? NULL : &sa->blocks[t],
 			want & SCRUB_NO_RECS(t) ? NULL : &sa->recs[t],
 			want & (SCRUB_NO_RECS(t) | SCRUB_NO_WHERE(t)) ? NULL : &sa->where[t],
 		};
@@ -397,7 +397,7 @@ static int ag_scan_fresh(struct mfs_scrub_ctx *ctx, uint32_t agno, unsigned want
 		mfs_ag_cur_init(&cur, fs, NULL, agno, (enum mfs_ag_tree)t, sa->agh_bp);
 		/* One walk: each block checked, then its number and a leaf's records
 		 * collected (a damaged tree's partial collection is dropped below). */
-		err = mfs_btree_verify_visit(&cur, collect_blk, &c, NULL, NULL);
+		err = mfs_btree_verify_visit(&cur, collect_blk, &c, NULL, &sa->nblocks[t]);
 		mfs_btree_cur_release(&cur);
 		if (err == -ENOMEM)
 			return err;

@@ -64,6 +64,8 @@ void scrub_sort_u32(struct scrub_recs *r);
  * locations, 8–24 MiB of records. */
 #define SCRUB_NO_RECS(t)  (1u << (8 + (t)))
 #define SCRUB_NO_WHERE(t) (1u << (12 + (t)))
+/* ... nor the numbers of its blocks (blocks[t] stays empty; nblocks[t] counts them). */
+#define SCRUB_NO_BLOCKS(t) (1u << (20 + (t)))
 /* With ctx->census: the AG's whole walk (every tree and the free list, every record and
  * where it lies) is made once and kept in the census for the AG's other checkers, which
  * borrow it (scrub_ag_scan with any want borrows a walk kept at the current change count,
@@ -83,6 +85,7 @@ struct scrub_ag {
 	struct scrub_recs recs[MFS_AG_NTREES];     /* records, in key order */
 	struct scrub_recs where[MFS_AG_NTREES];    /* struct scrub_recloc of each record */
 	struct scrub_recs blocks[MFS_AG_NTREES];   /* uint32_t agbno of each tree block, sorted */
+	uint64_t nblocks[MFS_AG_NTREES];    /* blocks of each tree walked clean */
 	struct scrub_recs agfl;             /* uint32_t agbno of each valid free-list slot */
 	int agfl_err;
 	int borrowed;                       /* the census's walk (SCRUB_SHARE): read only, and

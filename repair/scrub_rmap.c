@@ -151,65 +151,38 @@ static const char *rsrc_where(struct rsrc *s, char *buf, size_t len)
 
 /* ---- phase one: the records, the special owners, the coverage (the AG locked) ------------ */
 /*
- * Blocks that must each be owned by one special owner, in up to EXPECT_LISTS sorted lists
- * read together as one (the AG's trees' blocks as the walk listed them, the free list's):
- * as the records go by in start order, each block is judged at once against the last
- * record starting at or before it (the one that covers it, if any), and reported when that
- * record is not its owner's — no copy of the lists and nothing kept per block, which would
- * grow with the AG's trees (12 bytes a block: +5.6 MiB at 48M extents after a rebuild).
+ * A sorted list of blocks that must each be owned by one special owner (the fixed headers):
+ * as the records go by in start order, each block is judged at once against the last record
+ * starting at or before it (the one that covers it, if any), and reported when that record
+ * is not its owner's.
  */
-#define EXPECT_LISTS 4
-
 struct expect {
-	const uint32_t *blk[EXPECT_LISTS];
-	size_t n[EXPECT_LISTS], k[EXPECT_LISTS];
-	unsigned nlists;
+	const uint32_t *blk;
+	size_t n, k;
 	uint64_t owner;                     /* of every block */
 	const char *what;                   /* the blocks, in findings */
 	uint64_t distinct;                  /* blocks judged (one listed twice: once) */
 	int64_t last;                       /* the last block judged, -1: none */
 };
 
-static void expect_add(struct expect *e, const uint32_t *blk, size_t n)
-{
-	e->blk[e->nlists] = blk;
-	e->n[e->nlists] = n;
-	e->k[e->nlists++] = 0;
-}
-
-/* The smallest block left in e's lists (*list: which), or UINT64_MAX. */
-static uint64_t expect_next(const struct expect *e, unsigned *list)
-{
-	uint64_t best = UINT64_MAX;
-
-	for (unsigned l = 0; l < e->nlists; l++)
-		if (e->k[l] < e->n[l] && e->blk[l][e->k[l]] < best) {
-			best = e->blk[l][e->k[l]];
-			*list = l;
-		}
-	return best;
-}
-
 static void expect_upto(struct mfs_scrub_ctx *ctx, uint32_t agno, struct expect *e,
 			uint64_t below, const struct mfs_rmap_rec *prev)
 {
-	unsigned l = 0;
-	uint64_t b;
 	char ob[32], ob2[32];
 
-	while ((b = expect_next(e, &l)) < below) {
+	for (; e->k < e->n && e->blk[e->k] < below; e->k++) {
+		uint32_t b = e->blk[e->k];
 		uint64_t found = prev && (uint64_t)mfs_get32(prev->startblock) +
 				 mfs_get32(prev->blockcount) > b ? mfs_get64(prev->owner) :
 				 MFS_OWN_NULL;
 
-		e->k[l]++;
 		if ((int64_t)b == e->last)
 			continue;
-		e->last = (int64_t)b;
+		e->last = b;
 		e->distinct++;
 		if (found != e->owner)
 			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: %s block %u is "
-				     "owned by %s, expected %s", agno, e->what, (uint32_t)b,
+				     "owned by %s, expected %s", agno, e->what, b,
 				     found != MFS_OWN_NULL ?
 				     scrub_owner_name(found, ob2, sizeof(ob2)) : "nobody",
 				     scrub_owner_name(e->owner, ob, sizeof(ob)));
@@ -224,69 +197,140 @@ static int special_idx(uint64_t owner)
 }
 
 struct pass {
-	struct expect fixed, ag, inobt;
+	struct expect fixed;
+	/* The AG's trees walked clean, to ask of each AG-owned and inobt-owned block whether
+	 * it is theirs (mfs_btree_has_block): no list of their blocks, which would grow with
+	 * them (16 bytes a block: +5.6 MiB at 48M extents in the check after a rebuild). */
+	struct mfs_btree_cur tree[MFS_AG_NTREES];
+	unsigned open;                      /* 1 << t: tree[t] set up */
 	int have_ag;                        /* the AG's trees and free list walked clean */
+	int reap;                           /* MFS_AGH_REAP: AG-owned blocks of no tree are a
+					       reap's still to free (the by-block tree's
+					       check reports the mark) */
 	uint32_t agfl[MFS_AGFL_SIZE_MAX];   /* the free list's blocks, sorted */
+	size_t nagfl;
 	uint64_t owned[NSPECIAL];
 	int have_log;                       /* the last record starting at or before the log */
 	struct mfs_rmap_rec log;
 };
 
-/* The number of e's blocks is what their owner holds, or (more: the AG-owned blocks of a
- * reap still to finish, MFS_AGH_REAP, reported by the by-block tree's check) at least. */
-static void expect_report(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct pass *p,
-			  const struct expect *e, int more)
+/* The number of blocks the owner holds is `have`, or (more: the AG-owned blocks of a reap
+ * still to finish, MFS_AGH_REAP, reported by the by-block tree's check) at least. */
+static void owned_report(struct mfs_scrub_ctx *ctx, uint32_t agno, const struct pass *p,
+			 uint64_t owner, uint64_t have, const char *what, int more)
 {
-	uint64_t owned = p->owned[special_idx(e->owner)];
+	uint64_t owned = p->owned[special_idx(owner)];
 	char ob[32];
 
-	if (owned != e->distinct && !(more && owned > e->distinct))
+	if (owned != have && !(more && owned > have))
 		scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: owner %s holds %llu "
 			     "blocks, the AG has %llu %s blocks", agno,
-			     scrub_owner_name(e->owner, ob, sizeof(ob)), (unsigned long long)owned,
-			     (unsigned long long)e->distinct, e->what);
+			     scrub_owner_name(owner, ob, sizeof(ob)), (unsigned long long)owned,
+			     (unsigned long long)have, what);
 }
 
 /*
- * The lists of blocks the special owners must hold, from the walk (AG locked): the fixed
- * headers, the AG's own trees and free list (when walked clean), the inobt's blocks.  The
- * walk's lists are used as they are (sorted); only the free list's is copied, to sort it.
+ * What the special owners must hold, from the walk (AG locked): the fixed headers (a list),
+ * the AG's own trees and free list (when walked clean) and the inobt (asked of).
  */
-static void pass_lists(const struct scrub_ag *sa, struct pass *p, uint32_t *fixed)
+static void pass_open(const struct scrub_ag *sa, struct pass *p, uint32_t *fixed)
 {
 	memset(p, 0, sizeof(*p));
 	p->fixed.owner = MFS_OWN_FS;
 	p->fixed.what = "fixed header";
-	p->ag.owner = MFS_OWN_AG;
-	p->ag.what = "bnobt/cntbt/rmapbt/free list";
-	p->inobt.owner = MFS_OWN_INOBT;
-	p->inobt.what = "inobt";
-	p->fixed.last = p->ag.last = p->inobt.last = -1;
+	p->fixed.last = -1;
 	for (uint32_t b = 0; b < MFS_AG_FIXED_BLOCKS; b++)
 		fixed[b] = b;
-	expect_add(&p->fixed, fixed, MFS_AG_FIXED_BLOCKS);
+	p->fixed.blk = fixed;
+	p->fixed.n = MFS_AG_FIXED_BLOCKS;
+	for (int t = 0; t < MFS_AG_NTREES; t++)
+		if (sa->have & (1u << t)) {
+			mfs_ag_cur_init(&p->tree[t], sa->fs, NULL, sa->agno, (enum mfs_ag_tree)t,
+					sa->agh_bp);
+			p->open |= 1u << t;
+		}
 	if ((sa->have & (SCRUB_WANT_BNO | SCRUB_WANT_CNT | SCRUB_WANT_AGFL)) ==
-	    (SCRUB_WANT_BNO | SCRUB_WANT_CNT | SCRUB_WANT_AGFL)) {
-		size_t nfl = sa->agfl.n < MFS_AGFL_SIZE_MAX ? sa->agfl.n : MFS_AGFL_SIZE_MAX;
+	    (SCRUB_WANT_BNO | SCRUB_WANT_CNT | SCRUB_WANT_AGFL) && (p->open & SCRUB_WANT_RMAP)) {
+		size_t n = sa->agfl.n < MFS_AGFL_SIZE_MAX ? sa->agfl.n : MFS_AGFL_SIZE_MAX;
 
-		for (int t = 0; t < MFS_AG_NTREES; t++)
-			if (t != MFS_BT_INO)
-				expect_add(&p->ag, (const uint32_t *)(const void *)sa->blocks[t].v,
-					   sa->blocks[t].n);
-		memcpy(p->agfl, sa->agfl.v, nfl * sizeof(uint32_t));
-		for (size_t i = 1; i < nfl; i++)          /* at most 64: by insertion */
+		memcpy(p->agfl, sa->agfl.v, n * sizeof(uint32_t));
+		for (size_t i = 1; i < n; i++)            /* at most 64: by insertion */
 			for (size_t j = i; j > 0 && p->agfl[j - 1] > p->agfl[j]; j--) {
 				uint32_t x = p->agfl[j];
 
 				p->agfl[j] = p->agfl[j - 1];
 				p->agfl[j - 1] = x;
 			}
-		expect_add(&p->ag, p->agfl, nfl);
+		p->nagfl = n;
 		p->have_ag = 1;
 	}
-	if (sa->have & SCRUB_WANT_INO)
-		expect_add(&p->inobt, (const uint32_t *)(const void *)sa->blocks[MFS_BT_INO].v,
-			   sa->blocks[MFS_BT_INO].n);
+	p->reap = sa->agh && (mfs_get32(sa->agh->flags) & MFS_AGH_REAP);
+}
+
+static void pass_close(struct pass *p)
+{
+	for (int t = 0; t < MFS_AG_NTREES; t++)
+		if (p->open & (1u << t))
+			mfs_btree_cur_release(&p->tree[t]);
+	p->open = 0;
+}
+
+static int agfl_has(const struct pass *p, uint32_t b)
+{
+	for (size_t lo = 0, hi = p->nagfl; lo < hi;) {
+		size_t mid = (lo + hi) / 2;
+
+		if (p->agfl[mid] == b)
+			return 1;
+		if (p->agfl[mid] < b)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
+/* A record of the AG's own (owner ag) or of the inobt: each of its blocks must be a block
+ * of those trees (of the free list), asked of the tree its header names. */
+static int special_blocks(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, struct pass *p,
+			  const struct mfs_rmap_rec *r)
+{
+	static const uint32_t magic[MFS_AG_NTREES] = {
+		[MFS_BT_BNO] = MFS_BNOBT_MAGIC, [MFS_BT_CNT] = MFS_CNTBT_MAGIC,
+		[MFS_BT_INO] = MFS_INOBT_MAGIC, [MFS_BT_RMAP] = MFS_RMAPBT_MAGIC,
+	};
+	const struct mfs_geom *g = &ctx->fs->geo;
+	uint32_t start = mfs_get32(r->startblock), n = mfs_get32(r->blockcount);
+	int ag = mfs_get64(r->owner) == MFS_OWN_AG;
+	int err = 0;
+
+	if (ag ? !p->have_ag || p->reap : !(p->open & SCRUB_WANT_INO))
+		return 0;
+	for (uint32_t b = start; b < start + n && !err; b++) {
+		uint64_t fsb = mfs_agbno_to_fsb(g, sa->agno, b);
+		int found = ag && agfl_has(p, b);
+		struct mfs_buf *bp;
+
+		for (int t = 0; t < MFS_AG_NTREES && !found && !err; t++) {
+			uint32_t m;
+
+			if ((t == MFS_BT_INO) == ag)
+				continue;
+			err = mfs_buf_read(ctx->fs->bc, fsb, NULL, &bp);
+			if (err)
+				break;
+			m = mfs_get32(((const struct mfs_blkhdr *)bp->data)->magic);
+			mfs_buf_put(bp);
+			if (m == magic[t])
+				err = mfs_btree_has_block(&p->tree[t], fsb, &found);
+		}
+		if (!err && !found)
+			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: block %u is owned "
+				     "by %s but is no block of the %s", sa->agno, b,
+				     ag ? "ag" : "inobt",
+				     ag ? "bnobt, cntbt, rmapbt or free list" : "inobt");
+	}
+	return err;
 }
 
 /* Record r (in start order) for the special owners' accounts. */
@@ -298,8 +342,6 @@ static void pass_special(struct mfs_scrub_ctx *ctx, uint32_t agno, struct pass *
 	uint64_t owner = mfs_get64(r->owner);
 
 	expect_upto(ctx, agno, &p->fixed, start, prev);
-	expect_upto(ctx, agno, &p->ag, start, prev);
-	expect_upto(ctx, agno, &p->inobt, start, prev);
 	if (special_owner(owner))
 		p->owned[special_idx(owner)] += mfs_get32(r->blockcount);
 	if (g->logblocks && mfs_fsb_to_agno(g, g->logstart) == agno &&
@@ -317,9 +359,7 @@ static void special_report(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa,
 	uint64_t logowned = p->owned[special_idx(MFS_OWN_LOG)];
 
 	expect_upto(ctx, sa->agno, &p->fixed, UINT64_MAX, last);
-	expect_upto(ctx, sa->agno, &p->ag, UINT64_MAX, last);
-	expect_upto(ctx, sa->agno, &p->inobt, UINT64_MAX, last);
-	expect_report(ctx, sa->agno, p, &p->fixed, 0);
+	owned_report(ctx, sa->agno, p, MFS_OWN_FS, p->fixed.distinct, p->fixed.what, 0);
 	if (g->logblocks && mfs_fsb_to_agno(g, g->logstart) == sa->agno) {
 		uint32_t start = mfs_fsb_to_agbno(g, g->logstart);
 
@@ -336,14 +376,15 @@ static void special_report(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa,
 			     (unsigned long long)logowned);
 	}
 	if (p->have_ag)
-		expect_report(ctx, sa->agno, p, &p->ag,
-			      sa->agh && (mfs_get32(sa->agh->flags) & MFS_AGH_REAP));
+		owned_report(ctx, sa->agno, p, MFS_OWN_AG, sa->nblocks[MFS_BT_BNO] +
+			     sa->nblocks[MFS_BT_CNT] + sa->nblocks[MFS_BT_RMAP] + p->nagfl,
+			     "bnobt/cntbt/rmapbt/free list", p->reap);
 	if (sa->have & SCRUB_WANT_INO) {
 		const struct scrub_recs *ir = &sa->recs[MFS_BT_INO];
 		uint64_t want = (uint64_t)ir->n * g->chunkblocks;
 		uint64_t inodes = p->owned[special_idx(MFS_OWN_INODES)];
 
-		expect_report(ctx, sa->agno, p, &p->inobt, 0);
+		owned_report(ctx, sa->agno, p, MFS_OWN_INOBT, sa->nblocks[MFS_BT_INO], "inobt", 0);
 		if (inodes != want)
 			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: owner inodes "
 				     "holds %llu blocks, the inobt's %zu chunks take %llu", sa->agno,
@@ -424,7 +465,7 @@ static int check_pass(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, stru
 	uint64_t prev_end = 0;
 	int err = 0, isfree, have_prev = 0;
 
-	pass_lists(sa, &p, fixed);
+	pass_open(sa, &p, fixed);
 	memset(&cv, 0, sizeof(cv));
 	if (bno) {
 		err = scrub_stream_open(&bs, ctx->fs, sa->agno, MFS_BT_BNO, sa->agh_bp);
@@ -463,6 +504,8 @@ static int check_pass(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, stru
 				scrub_report(ctx, C, "AG %u rmapbt %s: special owner with "
 					     "offset 0x%llx, expected 0", sa->agno, WHERE,
 					     (unsigned long long)off);
+			if (owner == MFS_OWN_AG || owner == MFS_OWN_INOBT)
+				err = special_blocks(ctx, sa, &p, r);
 			continue;
 		}
 		if (owner >= MFS_OWN_MIN || mfs_ino_check(ctx->fs, owner)) {
@@ -494,6 +537,7 @@ static int check_pass(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, stru
 	}
 	if (!err)
 		special_report(ctx, sa, &p, have_prev ? &prev : NULL);
+	pass_close(&p);
 	return err;
 }
 #undef WHERE
@@ -1226,13 +1270,16 @@ static int rmapbt_check(struct mfs_scrub_ctx *ctx)
 	scrub_recs_init(&inode_recs, sizeof(struct mfs_rmap_rec));
 	scrub_ag_lock(ctx->fs, ctx->agno);
 	seq = mfs_fs_changes(ctx->fs);
-	/* No record is kept by the walk (the free-space trees' and the reverse map's are
-	 * streamed, see rsrc and scrub_stream); where a record lies is looked up for a
+	/* No record and no block number is kept by the walk (the free-space trees' and the
+	 * reverse map's records are streamed, see rsrc and scrub_stream; their blocks asked
+	 * of, see special_blocks); where a record lies is looked up for a
 	 * finding — unless the AG's walk shared by its checkers (SCRUB_SHARE) is at hand,
 	 * which has it all. */
 	err = scrub_ag_scan(ctx, ctx->agno, SCRUB_WANT_TREES | SCRUB_WANT_AGFL |
 			    SCRUB_NO_RECS(MFS_BT_CNT) | SCRUB_NO_RECS(MFS_BT_BNO) |
-			    SCRUB_NO_RECS(MFS_BT_RMAP) | SCRUB_NO_WHERE(MFS_BT_RMAP), &sa);
+			    SCRUB_NO_RECS(MFS_BT_RMAP) | SCRUB_NO_WHERE(MFS_BT_RMAP) |
+			    SCRUB_NO_BLOCKS(MFS_BT_BNO) | SCRUB_NO_BLOCKS(MFS_BT_CNT) |
+			    SCRUB_NO_BLOCKS(MFS_BT_INO) | SCRUB_NO_BLOCKS(MFS_BT_RMAP), &sa);
 	/* The walk the AG's other checkers shared, when there is one, becomes this one's:
 	 * the records are moved out of it below, and the AG's checks end here. */
 	if (!err)

@@ -701,8 +701,9 @@ static int first_ag_owned(struct mfs_btree_cur *cur, const void *rec, void *priv
 	return 1;
 }
 
-/* Blocks of the AG's own trees the reverse map gives to another special owner: each is
- * named as the records go by, and the AG's count of them no longer adds up. */
+/* Blocks of the AG's own trees the reverse map gives to another special owner (the inobt):
+ * each is named as no block of that owner's tree (asked of the trees, with no list of their
+ * blocks), and the AG's count of its own no longer adds up. */
 START_TEST(test_rmapbt_special_owner)
 {
 	struct img m;
@@ -726,7 +727,8 @@ START_TEST(test_rmapbt_special_owner)
 	r = leaf_rec(blk_get(fs, leaf, &bp), sizeof(*r), idx);
 	mfs_put64(r->owner, MFS_OWN_INOBT);
 	blk_put(fs, bp);
-	snprintf(what, sizeof(what), "bnobt/cntbt/rmapbt/free list block %u is owned by", start);
+	snprintf(what, sizeof(what), "block %u is owned by inobt but is no block of the inobt",
+		 start);
 	assert_found(fs, MFS_SCRUB_RMAPBT, 0, 0, what);
 	assert_found(fs, MFS_SCRUB_RMAPBT, 0, 0, "bnobt/cntbt/rmapbt/free list blocks");
 	img_destroy(&m);
