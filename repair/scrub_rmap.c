@@ -207,8 +207,6 @@ struct pass {
 	int reap;                           /* MFS_AGH_REAP: AG-owned blocks of no tree are a
 					       reap's still to free (the by-block tree's
 					       check reports the mark) */
-	uint32_t agfl[MFS_AGFL_SIZE_MAX];   /* the free list's blocks, sorted */
-	size_t nagfl;
 	uint64_t owned[NSPECIAL];
 	int have_log;                       /* the last record starting at or before the log */
 	struct mfs_rmap_rec log;
@@ -249,21 +247,9 @@ static void pass_open(const struct scrub_ag *sa, struct pass *p, uint32_t *fixed
 					sa->agh_bp);
 			p->open |= 1u << t;
 		}
-	if ((sa->have & (SCRUB_WANT_BNO | SCRUB_WANT_CNT | SCRUB_WANT_AGFL)) ==
-	    (SCRUB_WANT_BNO | SCRUB_WANT_CNT | SCRUB_WANT_AGFL) && (p->open & SCRUB_WANT_RMAP)) {
-		size_t n = sa->agfl.n < MFS_AGFL_SIZE_MAX ? sa->agfl.n : MFS_AGFL_SIZE_MAX;
-
-		memcpy(p->agfl, sa->agfl.v, n * sizeof(uint32_t));
-		for (size_t i = 1; i < n; i++)            /* at most 64: by insertion */
-			for (size_t j = i; j > 0 && p->agfl[j - 1] > p->agfl[j]; j--) {
-				uint32_t x = p->agfl[j];
-
-				p->agfl[j] = p->agfl[j - 1];
-				p->agfl[j - 1] = x;
-			}
-		p->nagfl = n;
-		p->have_ag = 1;
-	}
+	p->have_ag = (sa->have & (SCRUB_WANT_BNO | SCRUB_WANT_CNT | SCRUB_WANT_AGFL)) ==
+		     (SCRUB_WANT_BNO | SCRUB_WANT_CNT | SCRUB_WANT_AGFL) &&
+		     (p->open & SCRUB_WANT_RMAP);
 	p->reap = sa->agh && (mfs_get32(sa->agh->flags) & MFS_AGH_REAP);
 }
 
@@ -275,18 +261,12 @@ static void pass_close(struct pass *p)
 	p->open = 0;
 }
 
-static int agfl_has(const struct pass *p, uint32_t b)
+/* The free list holds at most MFS_AGFL_SIZE_MAX blocks: looked through as it is. */
+static int agfl_has(const struct scrub_ag *sa, uint32_t b)
 {
-	for (size_t lo = 0, hi = p->nagfl; lo < hi;) {
-		size_t mid = (lo + hi) / 2;
-
-		if (p->agfl[mid] == b)
+	for (size_t i = 0; i < sa->agfl.n; i++)
+		if (*(const uint32_t *)scrub_rec(&sa->agfl, i) == b)
 			return 1;
-		if (p->agfl[mid] < b)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
 	return 0;
 }
 
@@ -308,22 +288,18 @@ static int special_blocks(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa, 
 		return 0;
 	for (uint32_t b = start; b < start + n && !err; b++) {
 		uint64_t fsb = mfs_agbno_to_fsb(g, sa->agno, b);
-		int found = ag && agfl_has(p, b);
+		int found = ag && agfl_has(sa, b);
 		struct mfs_buf *bp;
+		uint32_t m = 0;
 
-		for (int t = 0; t < MFS_AG_NTREES && !found && !err; t++) {
-			uint32_t m;
-
-			if ((t == MFS_BT_INO) == ag)
-				continue;
-			err = mfs_buf_read(ctx->fs->bc, fsb, NULL, &bp);
-			if (err)
-				break;
+		/* the one tree its header names is asked (the header read once here) */
+		if (!found && !(err = mfs_buf_read(ctx->fs->bc, fsb, NULL, &bp))) {
 			m = mfs_get32(((const struct mfs_blkhdr *)bp->data)->magic);
 			mfs_buf_put(bp);
-			if (m == magic[t])
-				err = mfs_btree_has_block(&p->tree[t], fsb, &found);
 		}
+		for (int t = 0; m && t < MFS_AG_NTREES && !err; t++)
+			if ((t == MFS_BT_INO) != ag && m == magic[t])
+				err = mfs_btree_has_block(&p->tree[t], fsb, &found);
 		if (!err && !found)
 			scrub_report(ctx, MFS_SCRUB_OFLAG_XCORRUPT, "AG %u rmapbt: block %u is owned "
 				     "by %s but is no block of the %s", sa->agno, b,
@@ -377,7 +353,7 @@ static void special_report(struct mfs_scrub_ctx *ctx, const struct scrub_ag *sa,
 	}
 	if (p->have_ag)
 		owned_report(ctx, sa->agno, p, MFS_OWN_AG, sa->nblocks[MFS_BT_BNO] +
-			     sa->nblocks[MFS_BT_CNT] + sa->nblocks[MFS_BT_RMAP] + p->nagfl,
+			     sa->nblocks[MFS_BT_CNT] + sa->nblocks[MFS_BT_RMAP] + sa->agfl.n,
 			     "bnobt/cntbt/rmapbt/free list", p->reap);
 	if (sa->have & SCRUB_WANT_INO) {
 		const struct scrub_recs *ir = &sa->recs[MFS_BT_INO];
