@@ -234,7 +234,11 @@ void mfsd_statfs(fuse_req_t req, fuse_ino_t ino)
 		struct mfs_buf *bp;
 		int err;
 
-		pthread_mutex_lock(&fs->ag[agno].lock);
+		/* The inode lock only: the counts of inodes change under both locks, and the
+		 * free space counts read without the space lock are a moment's view, which is
+		 * all statfs gives; a rebuild of the AG's space trees (holding the space lock
+		 * for long) must not stop it. */
+		mfs_ag_lock(fs, agno, MFS_AGL_INODES);
 		err = mfs_read_agh(fs, agno, &bp);
 		if (!err) {
 			uint32_t fl, need;
@@ -253,7 +257,7 @@ void mfsd_statfs(fuse_req_t req, fuse_ino_t ino)
 			ifree += mfs_get32(agh->ifree);
 			mfs_buf_put(bp);
 		}
-		pthread_mutex_unlock(&fs->ag[agno].lock);
+		mfs_ag_unlock(fs, agno, MFS_AGL_INODES);
 		if (err) {
 			mfsd_reply_err(req, err);
 			return;

@@ -87,7 +87,7 @@ int mfsd_ctl_hello(struct mfsd_client *c)
 	for (uint32_t agno = 0; agno < fs->geo.agcount; agno++) {
 		struct mfs_buf *bp;
 
-		pthread_mutex_lock(&fs->ag[agno].lock);
+		mfs_ag_lock(fs, agno, MFS_AGL_INODES);     /* icount, ifree: fs.h */
 		if (mfs_read_agh(fs, agno, &bp) == 0) {
 			const struct mfs_agh *agh = bp->data;
 
@@ -95,7 +95,7 @@ int mfsd_ctl_hello(struct mfsd_client *c)
 			r.ifree += mfs_get32(agh->ifree);
 			mfs_buf_put(bp);
 		}
-		pthread_mutex_unlock(&fs->ag[agno].lock);
+		mfs_ag_unlock(fs, agno, MFS_AGL_INODES);
 	}
 	r.mntlen = (uint32_t)mlen;
 	return mfsd_ctl_reply(c, &c->msg.hdr, &r, sizeof(r), ctl->mountpoint, mlen);

@@ -1257,29 +1257,21 @@ int mfs_alloc_extent_ag(struct mfs_trans *tp, uint32_t agno, struct mfs_buf *agh
 	return ag_alloc(&x, &q, args);
 }
 
-/* Does tp hold an AG above agno (so that locking agno must not wait)? */
-static int holds_above(struct mfs_trans *tp, uint32_t agno, uint32_t agcount)
-{
-	for (uint32_t a = agno + 1; a < agcount; a++)
-		if (mfs_trans_holds_ag(tp, a))
-			return 1;
-	return 0;
-}
-
-/* Lock AG agno in tp without risking deadlock: wait only when no higher AG is held. */
+/* Lock AG agno in tp for a change of its space without risking deadlock: wait only where
+ * the lock order allows.  The space lock is what the change needs; when tp does not hold it
+ * yet, the inode lock is taken with it, as a transaction that changes an AG's space may
+ * log an inode of it next (an order the inode lock alone could not be waited for in). */
 static int lock_ag(struct mfs_trans *tp, uint32_t agno)
 {
-	struct mfs_fs *fs = mfs_trans_fs(tp);
-
 	if (mfs_trans_holds_ag(tp, agno))
 		return 0;
-	return mfs_trans_lock_ag(tp, agno, holds_above(tp, agno, fs->geo.agcount));
+	return mfs_trans_lock_agl_ordered(tp, agno, MFS_AGL_ALL);
 }
 
 /*
  * Bounded wait for a busy AG.  An online repair rebuilding one AG's trees holds that AG's
- * lock from its first read to its commit (repair/repair_agbtree.c), which may take seconds
- * on a large AG.  An allocation that may go to another AG (NEAR or ANY, several AGs) waits
+ * space lock from its first read to its commit (repair/repair_agbtree.c), which may take
+ * seconds on a large AG.  An allocation that may go to another AG (NEAR or ANY, several AGs) waits
  * for a busy AG at most AG_WAIT_BOUND_NS and then moves on to the next AG (-EAGAIN here);
  * only when no other AG can satisfy it does alloc_extent come back and wait for the AGs it
  * skipped without a bound.  The AGs it tried meanwhile stay locked (until the transaction
@@ -1289,23 +1281,23 @@ static int lock_ag(struct mfs_trans *tp, uint32_t agno)
  * A lock held for the usual short time of a transaction is waited for as before, so
  * placement does not change on a quiet filesystem.
  *
- * trans.c only offers a blocking or a try lock; the bounded wait is made of the AG's mutex
- * itself: wait for it with a deadline, let it go at once and take it through the
- * transaction with a try lock (another thread may win it in between: then wait again, as
- * long as the deadline allows).
+ * trans.c only offers a blocking or a try lock; the bounded wait is made of the AG's
+ * mutexes themselves: wait for each one tp lacks with a deadline, let it go at once and
+ * take them through the transaction with a try lock (another thread may win them in
+ * between: then wait again, as long as the deadline allows).
  */
 #define AG_WAIT_BOUND_NS 20000000L   /* 20 ms */
 
 static int lock_ag_bounded(struct mfs_trans *tp, uint32_t agno)
 {
 	struct mfs_fs *fs = mfs_trans_fs(tp);
-	pthread_mutex_t *m = &fs->ag[agno].lock;
+	pthread_mutex_t *m[2] = { &fs->ag[agno].ilock, &fs->ag[agno].lock };
 	struct timespec deadline;
 	int err, rc;
 
-	if (mfs_trans_holds_ag(tp, agno) || holds_above(tp, agno, fs->geo.agcount))
+	if (mfs_trans_holds_ag(tp, agno) || !mfs_trans_ag_may_wait(tp, agno, MFS_AGL_ALL))
 		return lock_ag(tp, agno);    /* held already, or may not wait at all */
-	err = mfs_trans_lock_ag(tp, agno, 1);
+	err = mfs_trans_lock_agl(tp, agno, MFS_AGL_ALL, 1);
 	if (err != -EDEADLK)
 		return err;
 	clock_gettime(CLOCK_MONOTONIC, &deadline);
@@ -1315,13 +1307,15 @@ static int lock_ag_bounded(struct mfs_trans *tp, uint32_t agno)
 		deadline.tv_nsec -= 1000000000L;
 	}
 	for (;;) {
-		rc = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &deadline);
-		if (rc == ETIMEDOUT)
-			return -EAGAIN;
-		if (rc)
-			return -rc;
-		pthread_mutex_unlock(m);
-		err = mfs_trans_lock_ag(tp, agno, 1);
+		for (int k = mfs_trans_holds_agl(tp, agno, MFS_AGL_INODES); k < 2; k++) {
+			rc = pthread_mutex_clocklock(m[k], CLOCK_MONOTONIC, &deadline);
+			if (rc == ETIMEDOUT)
+				return -EAGAIN;
+			if (rc)
+				return -rc;
+			pthread_mutex_unlock(m[k]);
+		}
+		err = mfs_trans_lock_agl(tp, agno, MFS_AGL_ALL, 1);
 		if (err != -EDEADLK)
 			return err;
 	}

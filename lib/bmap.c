@@ -374,22 +374,6 @@ static int fk_iter(struct mfs_inode *ip, uint64_t from, fk_iter_fn fn, void *pri
 }
 
 /* ---- format changes --------------------------------------------------------------------------- */
-/* Lock the inode's AG in tp before anything else, in AG order when possible. */
-static int lock_inode_ag(struct mfs_trans *tp, struct mfs_inode *ip)
-{
-	const struct mfs_geom *g = &ip->fs->geo;
-	uint32_t agno = mfs_ino_to_agno(g, ip->ino);
-	int higher = 0;
-
-	if (mfs_trans_fs(tp) != ip->fs)
-		return -EINVAL;
-	if (mfs_trans_holds_ag(tp, agno))
-		return 0;
-	for (uint32_t a = agno + 1; a < g->agcount && !higher; a++)
-		higher = mfs_trans_holds_ag(tp, a);
-	return mfs_trans_lock_ag(tp, agno, higher);
-}
-
 /*
  * Inline → btree: a new root leaf near the inode holding the inline records (or, when the
  * literal area holds more records than a leaf, an empty leaf they are then inserted into).
@@ -661,7 +645,7 @@ int mfs_bmap_alloc(struct mfs_trans *tp, struct mfs_inode *ip, uint64_t off, uin
 		return -EINVAL;
 	err = fork_check(ip);
 	if (!err)
-		err = lock_inode_ag(tp, ip);
+		err = mfs_inode_lock_ag(tp, ip);
 	if (!err)
 		err = fk_get(&c, off, FK_LE, &prev, &have_prev);
 	if (err)
@@ -743,7 +727,7 @@ static int range_args(struct mfs_trans *tp, struct mfs_inode *ip, uint64_t off, 
 		return -EINVAL;
 	err = fork_check(ip);
 	if (!err)
-		err = lock_inode_ag(tp, ip);
+		err = mfs_inode_lock_ag(tp, ip);
 	return err;
 }
 

@@ -185,24 +185,6 @@ static unsigned long long ULL(uint64_t v)
 	return (unsigned long long)v;
 }
 
-/* Lock the directory's AG in tp before any allocation, so that blocks allocated near the
- * inode and the final mfs_inode_log keep the AG lock order (wait only when no higher AG is
- * held). */
-static int lock_dir_ag(struct mfs_trans *tp, struct mfs_inode *dp)
-{
-	struct mfs_fs *fs = dp->fs;
-	uint32_t agno = mfs_ino_to_agno(&fs->geo, dp->ino);
-	int higher = 0;
-
-	if (mfs_trans_fs(tp) != fs)
-		return -EINVAL;
-	if (mfs_trans_holds_ag(tp, agno))
-		return 0;
-	for (uint32_t a = agno + 1; a < fs->geo.agcount && !higher; a++)
-		higher = mfs_trans_holds_ag(tp, a);
-	return mfs_trans_lock_ag(tp, agno, higher);
-}
-
 /* ---- local format --------------------------------------------------------------------------- */
 struct lent {
 	uint32_t off;               /* of the entry in the fork */
@@ -1030,7 +1012,7 @@ static int change_check(struct mfs_trans *tp, struct mfs_inode *dp, const char *
 	if (!err)
 		err = fmt_known(dp);
 	if (!err)
-		err = lock_dir_ag(tp, dp);
+		err = mfs_inode_lock_ag(tp, dp);
 	return err;
 }
 
@@ -1277,7 +1259,7 @@ int mfs_dir_to_btree(struct mfs_trans *tp, struct mfs_inode *dp)
 		err = fmt_known(dp);
 	if (err || dp->dformat == MFS_FMT_BTREE)
 		return err;
-	err = lock_dir_ag(tp, dp);
+	err = mfs_inode_lock_ag(tp, dp);
 	if (!err)
 		err = convert_to_btree(tp, dp);
 	if (!err)

@@ -20,9 +20,43 @@ static int fs_alloc_ags(struct mfs_fs *fs)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < fs->geo.agcount; i++) {
 		fs->ag[i].agno = i;
+		pthread_mutex_init(&fs->ag[i].ilock, NULL);
 		pthread_mutex_init(&fs->ag[i].lock, NULL);
 	}
 	return 0;
+}
+
+void mfs_ag_lock(struct mfs_fs *fs, uint32_t agno, unsigned what)
+{
+	struct mfs_perag *pag = &fs->ag[agno];
+
+	if (what == MFS_AGL_INODES) {
+		pthread_mutex_lock(&pag->ilock);
+		return;
+	}
+	if (what == MFS_AGL_SPACE) {
+		pthread_mutex_lock(&pag->lock);
+		return;
+	}
+	for (;;) {
+		pthread_mutex_lock(&pag->ilock);
+		if (!pthread_mutex_trylock(&pag->lock))
+			return;
+		pthread_mutex_unlock(&pag->ilock);
+		/* the space lock is busy (for long, maybe): wait for it alone */
+		pthread_mutex_lock(&pag->lock);
+		if (!pthread_mutex_trylock(&pag->ilock))
+			return;
+		pthread_mutex_unlock(&pag->lock);
+	}
+}
+
+void mfs_ag_unlock(struct mfs_fs *fs, uint32_t agno, unsigned what)
+{
+	if (what & MFS_AGL_SPACE)
+		pthread_mutex_unlock(&fs->ag[agno].lock);
+	if (what & MFS_AGL_INODES)
+		pthread_mutex_unlock(&fs->ag[agno].ilock);
 }
 
 static void fs_free(struct mfs_fs *fs)
@@ -30,6 +64,7 @@ static void fs_free(struct mfs_fs *fs)
 	if (fs->ag) {
 		for (uint32_t i = 0; i < fs->geo.agcount; i++) {
 			pthread_mutex_destroy(&fs->ag[i].lock);
+			pthread_mutex_destroy(&fs->ag[i].ilock);
 			free(fs->ag[i].ichunks);
 		}
 		free(fs->ag);

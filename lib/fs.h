@@ -20,9 +20,23 @@ struct mfs_buf;
 struct mfs_journal;
 struct mfs_icache;
 
+/*
+ * The two locks of an AG.  `ilock` serialises changes to the AG's inode cluster buffers (an
+ * inode being logged); `lock` (its space lock) changes to its header, free-space trees,
+ * reverse map and free list.  The inode btree and the chunks themselves change only under
+ * both, so either one keeps them still for a reader.  Order: AG by AG in increasing order,
+ * and within an AG `ilock` before `lock` (trans.h's keys); a lock below one held is only
+ * tried, never waited for.  A rebuild of an AG's free-space trees or reverse map holds the
+ * space lock alone, for long: inode changes in that AG go on meanwhile.
+ */
+#define MFS_AGL_INODES 0x1u       /* ilock */
+#define MFS_AGL_SPACE  0x2u       /* lock */
+#define MFS_AGL_ALL    0x3u
+
 struct mfs_perag {
 	uint32_t agno;
-	pthread_mutex_t lock;     /* serialises changes to this AG's header and btrees */
+	pthread_mutex_t ilock;    /* this AG's inode cluster buffers (see above) */
+	pthread_mutex_t lock;     /* this AG's header, free space, reverse map, free list */
 	/* ialloc.c's hint, under `lock`: sorted start inodes of chunks that may have a free
 	 * inode (nichunks of them); see ialloc.c for what it promises. */
 	uint32_t *ichunks;
@@ -62,6 +76,13 @@ static inline uint64_t mfs_fs_changes(const struct mfs_fs *fs)
                                      device; mendfs_repair), and say so in a message */
 
 #define MFS_DEFAULT_CACHE_BYTES (64u << 20)
+
+/* Lock (outside any transaction) the locks `what` (MFS_AGL_*) of AG agno, in order.  Both:
+ * the inode lock is never held while waiting for the space lock (it is let go, the space
+ * lock waited for, and the inode lock tried under it), so that a long holder of the space
+ * lock (a rebuild) does not stop the AG's inode changes through us. */
+void mfs_ag_lock(struct mfs_fs *fs, uint32_t agno, unsigned what);
+void mfs_ag_unlock(struct mfs_fs *fs, uint32_t agno, unsigned what);
 
 /* Open a formatted device.  `cache_bytes` 0 means the default. */
 int mfs_fs_open(const char *path, unsigned flags, size_t cache_bytes, struct mfs_fs **out);

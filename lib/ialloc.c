@@ -37,14 +37,7 @@
  * waiting could deadlock. */
 static int lock_ag(struct mfs_trans *tp, uint32_t agno)
 {
-	struct mfs_fs *fs = mfs_trans_fs(tp);
-	int higher = 0;
-
-	if (mfs_trans_holds_ag(tp, agno))
-		return 0;
-	for (uint32_t a = agno + 1; a < fs->geo.agcount && !higher; a++)
-		higher = mfs_trans_holds_ag(tp, a);
-	return mfs_trans_lock_ag(tp, agno, higher);
+	return mfs_trans_lock_agl_ordered(tp, agno, MFS_AGL_ALL);
 }
 
 static int agh_add(struct mfs_trans *tp, struct mfs_buf *agh_bp, int32_t dicount,

@@ -42,10 +42,10 @@ int mfs_ialloc(struct mfs_trans *tp, uint64_t parent_hint, uint16_t mode, uint64
 int mfs_ifree(struct mfs_trans *tp, uint64_t ino);
 
 /*
- * The inode btree's record of the chunk holding `ino`, the caller holding its AG's lock
- * (or alone with the filesystem): 0 with the chunk's first inode number and free mask
- * (*first and *freemask may be NULL), -ENOENT when no chunk holds it, or a read or
- * corruption error.  mfs_ino_in_use_locked(): 0 when that chunk holds it allocated,
+ * The inode btree's record of the chunk holding `ino`, the caller holding one of its AG's
+ * locks (either keeps the inode btree still: fs.h), or alone with the filesystem: 0 with
+ * the chunk's first inode number and free mask (*first and *freemask may be NULL), -ENOENT
+ * when no chunk holds it, or a read or corruption error.  mfs_ino_in_use_locked(): 0 when that chunk holds it allocated,
  * -ENOENT when no chunk holds it or it is free, or the error.
  */
 int mfs_inobt_chunk_locked(struct mfs_fs *fs, uint64_t ino, uint64_t *first,

@@ -523,9 +523,9 @@ static int inobt_says_inuse(struct mfs_fs *fs, uint64_t ino)
 	uint32_t agno = mfs_ino_to_agno(&fs->geo, ino);
 	int err;
 
-	pthread_mutex_lock(&fs->ag[agno].lock);
+	mfs_ag_lock(fs, agno, MFS_AGL_INODES);     /* the inode btree holds still */
 	err = mfs_ino_in_use_locked(fs, ino);
-	pthread_mutex_unlock(&fs->ag[agno].lock);
+	mfs_ag_unlock(fs, agno, MFS_AGL_INODES);
 	return err;
 }
 
@@ -754,17 +754,12 @@ int mfs_inode_reload(struct mfs_inode *ip)
 }
 
 /* ---- logging ------------------------------------------------------------------------------ */
-/* Lock AG `agno` in tp: wait only when no higher AG is held (the lock order). */
-static int lock_inode_ag(struct mfs_trans *tp, uint32_t agno)
+int mfs_inode_lock_ag(struct mfs_trans *tp, struct mfs_inode *ip)
 {
-	struct mfs_fs *fs = mfs_trans_fs(tp);
-	int higher = 0;
-
-	if (mfs_trans_holds_ag(tp, agno))
-		return 0;
-	for (uint32_t a = agno + 1; a < fs->geo.agcount && !higher; a++)
-		higher = mfs_trans_holds_ag(tp, a);
-	return mfs_trans_lock_ag(tp, agno, higher);
+	if (mfs_trans_fs(tp) != ip->fs)
+		return -EINVAL;
+	return mfs_trans_lock_agl_ordered(tp, mfs_ino_to_agno(&ip->fs->geo, ip->ino),
+					  MFS_AGL_INODES);
 }
 
 int mfs_inode_log(struct mfs_trans *tp, struct mfs_inode *ip)
@@ -788,7 +783,7 @@ int mfs_inode_log(struct mfs_trans *tp, struct mfs_inode *ip)
 			(unsigned long long)ip->ino);
 		return -EINVAL;
 	}
-	err = lock_inode_ag(tp, mfs_ino_to_agno(g, ip->ino));
+	err = mfs_inode_lock_ag(tp, ip);
 	if (err)
 		return err;
 	err = mfs_buf_read(fs->bc, mfs_ino_to_fsb(g, ip->ino), NULL, &bp);

@@ -155,8 +155,15 @@ void mfs_iput(struct mfs_inode *ip);
 int mfs_inode_needs_inactive(struct mfs_inode *ip);
 
 /* Copy the in-core fields into the inode's cluster buffer inside `tp` and seal the inode's
- * CRC; locks the inode's AG in `tp` (see above).  Caller holds ip->lock exclusive. */
+ * CRC; takes the inode lock of the inode's AG in `tp` (mfs_inode_lock_ag).  Caller holds
+ * ip->lock exclusive. */
 int mfs_inode_log(struct mfs_trans *tp, struct mfs_inode *ip);
+/* The inode lock (fs.h: MFS_AGL_INODES) of ip's AG in tp, waited for where the lock order
+ * allows (else tried: -EDEADLK when busy).  The map, directory and attribute changes take
+ * it first, so that their allocations come after it in the order and their final
+ * mfs_inode_log finds it held.  Not the AG's space lock: an allocation takes that itself,
+ * and a long rebuild of the AG's space trees does not stop the inode's changes. */
+int mfs_inode_lock_ag(struct mfs_trans *tp, struct mfs_inode *ip);
 
 /*
  * Blocks of the btrees an inode owns (its extent map, directory names, attributes): one

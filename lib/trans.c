@@ -86,7 +86,7 @@ struct mfs_trans {
 	uint64_t *fset;         /* blocks freed and never joined: blkno + 1, 0 = empty slot;
 	                           at commit, fset_compact: the block numbers, fset[0..nfset) */
 	uint64_t nfset, fslots; /* entries; slots (a power of two >= 2 * entries, or 0) */
-	uint32_t *ags;          /* AGs locked, in locking order */
+	uint32_t *ags;          /* AG locks held, as keys (agl_key), in locking order */
 	unsigned nags, agcap;
 	int busy;               /* space given back: busy entries tagged with tp (busy.h) */
 	int hull;               /* mfs_trans_busy_hull: busy space kept as one span an AG */
@@ -466,16 +466,51 @@ static void trans_ordered_restore(struct mfs_trans *tp)
 			strerror(-err));
 }
 
-int mfs_trans_lock_ag(struct mfs_trans *tp, uint32_t agno, int trylock)
+/*
+ * The AG locks a transaction holds are keys: (agno << 1) | class, class 0 the AG's inode
+ * lock and 1 its space lock (fs.h), so that the keys' order is the lock order.
+ */
+static uint32_t agl_key(uint32_t agno, unsigned cls)
 {
-	struct mfs_perag *pag;
+	return agno << 1 | cls;
+}
 
-	if (agno >= tp->fs->geo.agcount)
-		return -EINVAL;
+static pthread_mutex_t *agl_mutex(struct mfs_fs *fs, uint32_t key)
+{
+	struct mfs_perag *pag = &fs->ag[key >> 1];
+
+	return key & 1 ? &pag->lock : &pag->ilock;
+}
+
+static int holds_key(const struct mfs_trans *tp, uint32_t key)
+{
 	for (unsigned i = 0; i < tp->nags; i++)
-		if (tp->ags[i] == agno)
-			return 0;
-	if (tp->nags == tp->agcap) {
+		if (tp->ags[i] == key)
+			return 1;
+	return 0;
+}
+
+/* The lowest key of `what` (of agno) tp does not hold yet; UINT32_MAX: all are held. */
+static uint32_t lowest_missing(const struct mfs_trans *tp, uint32_t agno, unsigned what)
+{
+	if ((what & MFS_AGL_INODES) && !holds_key(tp, agl_key(agno, 0)))
+		return agl_key(agno, 0);
+	if ((what & MFS_AGL_SPACE) && !holds_key(tp, agl_key(agno, 1)))
+		return agl_key(agno, 1);
+	return UINT32_MAX;
+}
+
+static int holds_above(const struct mfs_trans *tp, uint32_t key)
+{
+	for (unsigned i = 0; i < tp->nags; i++)
+		if (tp->ags[i] > key)
+			return 1;
+	return 0;
+}
+
+static int agl_room(struct mfs_trans *tp, unsigned n)
+{
+	if (tp->nags + n > tp->agcap) {
 		unsigned ncap = tp->agcap ? tp->agcap * 2 : 4;
 		uint32_t *ags = mfs_realloc(tp->ags, ncap * sizeof(*ags));
 
@@ -484,29 +519,76 @@ int mfs_trans_lock_ag(struct mfs_trans *tp, uint32_t agno, int trylock)
 		tp->ags = ags;
 		tp->agcap = ncap;
 	}
-	pag = &tp->fs->ag[agno];
-	if (trylock) {
-		if (pthread_mutex_trylock(&pag->lock))
-			return -EDEADLK;
-	} else {
-		for (unsigned i = 0; i < tp->nags; i++)
-			if (tp->ags[i] > agno) {
-				mfs_log(MFS_LOG_ERR, "AG %u locked after AG %u: lock order violated",
-					agno, tp->ags[i]);
-				return -EDEADLK;
-			}
-		pthread_mutex_lock(&pag->lock);
-	}
-	tp->ags[tp->nags++] = agno;
 	return 0;
+}
+
+int mfs_trans_lock_agl(struct mfs_trans *tp, uint32_t agno, unsigned what, int trylock)
+{
+	struct mfs_fs *fs = tp->fs;
+	uint32_t ik = agl_key(agno, 0), sk = agl_key(agno, 1);
+	int wi, ws, err;
+
+	if (agno >= fs->geo.agcount || !what || (what & ~MFS_AGL_ALL))
+		return -EINVAL;
+	wi = (what & MFS_AGL_INODES) && !holds_key(tp, ik);
+	ws = (what & MFS_AGL_SPACE) && !holds_key(tp, sk);
+	if (!wi && !ws)
+		return 0;
+	err = agl_room(tp, 2);
+	if (err)
+		return err;
+	if (trylock) {
+		if (wi && pthread_mutex_trylock(&fs->ag[agno].ilock))
+			return -EDEADLK;
+		if (ws && pthread_mutex_trylock(&fs->ag[agno].lock)) {
+			if (wi)
+				pthread_mutex_unlock(&fs->ag[agno].ilock);
+			return -EDEADLK;
+		}
+	} else {
+		uint32_t low = wi ? ik : sk;
+
+		if (holds_above(tp, low)) {
+			mfs_log(MFS_LOG_ERR, "AG %u %s lock wanted after a higher lock: lock order "
+				"violated", agno, wi ? "inode" : "space");
+			return -EDEADLK;
+		}
+		mfs_ag_lock(fs, agno, (wi ? MFS_AGL_INODES : 0) | (ws ? MFS_AGL_SPACE : 0));
+	}
+	if (wi)
+		tp->ags[tp->nags++] = ik;
+	if (ws)
+		tp->ags[tp->nags++] = sk;
+	return 0;
+}
+
+int mfs_trans_lock_ag(struct mfs_trans *tp, uint32_t agno, int trylock)
+{
+	return mfs_trans_lock_agl(tp, agno, MFS_AGL_ALL, trylock);
+}
+
+int mfs_trans_ag_may_wait(const struct mfs_trans *tp, uint32_t agno, unsigned what)
+{
+	uint32_t low = lowest_missing(tp, agno, what);
+
+	return low == UINT32_MAX || !holds_above(tp, low);
+}
+
+int mfs_trans_lock_agl_ordered(struct mfs_trans *tp, uint32_t agno, unsigned what)
+{
+	if (agno >= tp->fs->geo.agcount)
+		return -EINVAL;
+	return mfs_trans_lock_agl(tp, agno, what, !mfs_trans_ag_may_wait(tp, agno, what));
+}
+
+int mfs_trans_holds_agl(const struct mfs_trans *tp, uint32_t agno, unsigned what)
+{
+	return lowest_missing(tp, agno, what) == UINT32_MAX;
 }
 
 int mfs_trans_holds_ag(const struct mfs_trans *tp, uint32_t agno)
 {
-	for (unsigned i = 0; i < tp->nags; i++)
-		if (tp->ags[i] == agno)
-			return 1;
-	return 0;
+	return holds_key(tp, agl_key(agno, 1));
 }
 
 /* mfs_trans_busy_hull: [agbno, agbno + len) joins AG agno's span. */
@@ -584,10 +666,12 @@ static void trans_busy_done(struct mfs_trans *tp, uint64_t lsn, int cancel)
 		return;
 	b = mfs_journal_busy(tp->fs->log);
 	for (unsigned i = 0; i < tp->nags; i++) {
+		if (!(tp->ags[i] & 1))
+			continue;            /* an inode lock: no space of it */
 		if (cancel)
-			mfs_busy_cancel(b, tp->ags[i], tp);
+			mfs_busy_cancel(b, tp->ags[i] >> 1, tp);
 		else
-			mfs_busy_commit(b, tp->ags[i], tp, lsn);
+			mfs_busy_commit(b, tp->ags[i] >> 1, tp, lsn);
 	}
 	tp->busy = 0;
 }
@@ -595,7 +679,7 @@ static void trans_busy_done(struct mfs_trans *tp, uint64_t lsn, int cancel)
 static void trans_free(struct mfs_trans *tp)
 {
 	for (unsigned i = tp->nags; i-- > 0;)
-		pthread_mutex_unlock(&tp->fs->ag[tp->ags[i]].lock);
+		pthread_mutex_unlock(agl_mutex(tp->fs, tp->ags[i]));
 	free(tp->ags);
 	free(tp->items);
 	free(tp->slots);

@@ -51,11 +51,22 @@ int mfs_trans_busy(struct mfs_trans *tp, uint32_t agno, uint32_t agbno, uint32_t
  * not busy: not for a transaction that allocates file data after freeing. */
 void mfs_trans_busy_hull(struct mfs_trans *tp);
 
-/* Lock AG `agno` for the rest of the transaction (released at commit or cancel).
- * Idempotent.  AGs must be locked in increasing order; -EDEADLK (without waiting) when
- * asked for an AG below one already held and `trylock` is set, or whenever that AG is busy
- * and `trylock` is set. */
+/* Lock the locks `what` (MFS_AGL_*, fs.h) of AG `agno` for the rest of the transaction
+ * (released at commit or cancel; kept across mfs_trans_roll).  Idempotent.  Locks are
+ * taken in their order (fs.h: AG by AG, an AG's inode lock before its space lock): waiting
+ * for one below a lock already held is refused (-EDEADLK, logged as a bug); with `trylock`
+ * nothing is waited for, and -EDEADLK says one was busy (then none of `what` was taken
+ * here).  Both at once: see mfs_ag_lock (the inode lock is not held while waiting). */
+int mfs_trans_lock_agl(struct mfs_trans *tp, uint32_t agno, unsigned what, int trylock);
+/* Both locks of the AG: everything in it. */
 int mfs_trans_lock_ag(struct mfs_trans *tp, uint32_t agno, int trylock);
+/* May tp wait for the locks `what` of agno that it does not hold yet (none above them is
+ * held)?  And mfs_trans_lock_agl with a wait where the order allows, a try where not. */
+int mfs_trans_ag_may_wait(const struct mfs_trans *tp, uint32_t agno, unsigned what);
+int mfs_trans_lock_agl_ordered(struct mfs_trans *tp, uint32_t agno, unsigned what);
+/* Does tp hold all of `what` of agno?  mfs_trans_holds_ag: its space lock, which changing
+ * the AG's header and trees needs. */
+int mfs_trans_holds_agl(const struct mfs_trans *tp, uint32_t agno, unsigned what);
 int mfs_trans_holds_ag(const struct mfs_trans *tp, uint32_t agno);
 
 /*

@@ -208,23 +208,6 @@ static int fork_ok(const struct mfs_inode *ip)
 			   ULL(ip->ino), ip->aformat);
 }
 
-/* Lock the inode's AG in tp before any allocation (wait only when no higher AG is held), so
- * that the final mfs_inode_log keeps the AG lock order. */
-static int lock_inode_ag(struct mfs_trans *tp, struct mfs_inode *ip)
-{
-	struct mfs_fs *fs = ip->fs;
-	uint32_t agno = mfs_ino_to_agno(&fs->geo, ip->ino);
-	int higher = 0;
-
-	if (mfs_trans_fs(tp) != fs)
-		return -EINVAL;
-	if (mfs_trans_holds_ag(tp, agno))
-		return 0;
-	for (uint32_t a = agno + 1; a < fs->geo.agcount && !higher; a++)
-		higher = mfs_trans_holds_ag(tp, a);
-	return mfs_trans_lock_ag(tp, agno, higher);
-}
-
 /* ---- local format ------------------------------------------------------------------------- */
 struct lent {
 	uint32_t off, size;
@@ -1186,7 +1169,7 @@ int mfs_xattr_set(struct mfs_trans *tp, struct mfs_inode *ip, unsigned ns, const
 		return -EINVAL;
 	err = fork_ok(ip);
 	if (!err)
-		err = lock_inode_ag(tp, ip);
+		err = mfs_inode_lock_ag(tp, ip);
 	if (err)
 		return err;
 	if (ip->aformat != MFS_FMT_BTREE) {
@@ -1220,7 +1203,7 @@ int mfs_xattr_remove(struct mfs_trans *tp, struct mfs_inode *ip, unsigned ns,
 	if (!err)
 		err = fork_ok(ip);
 	if (!err)
-		err = lock_inode_ag(tp, ip);
+		err = mfs_inode_lock_ag(tp, ip);
 	if (err)
 		return err;
 	if (ip->aformat != MFS_FMT_BTREE) {
@@ -1331,7 +1314,7 @@ int mfs_xattr_free_all(struct mfs_trans *tp, struct mfs_inode *ip)
 	int err = fork_ok(ip);
 
 	if (!err)
-		err = lock_inode_ag(tp, ip);
+		err = mfs_inode_lock_ag(tp, ip);
 	if (err)
 		return err;
 	if (ip->aformat != MFS_FMT_BTREE) {

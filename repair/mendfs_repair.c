@@ -445,7 +445,7 @@ static int next_batch(struct tool *t, uint32_t agno, struct ibatch *b)
 	/* The chunk holding the cursor starts at most 63 inodes before it. */
 	mfs_put32(lo.startino, agino >= MFS_INODES_PER_CHUNK ?
 		  agino - (MFS_INODES_PER_CHUNK - 1) : 0);
-	pthread_mutex_lock(&fs->ag[agno].lock);
+	mfs_ag_lock(fs, agno, MFS_AGL_ALL);
 	err = mfs_read_agh(fs, agno, &hbp);
 	if (!err) {
 		mfs_ag_cur_init(&cur, fs, NULL, agno, MFS_BT_INO, hbp);
@@ -453,7 +453,7 @@ static int next_batch(struct tool *t, uint32_t agno, struct ibatch *b)
 		mfs_btree_cur_release(&cur);
 		mfs_buf_put(hbp);
 	}
-	pthread_mutex_unlock(&fs->ag[agno].lock);
+	mfs_ag_unlock(fs, agno, MFS_AGL_ALL);
 	if (err < 0) {
 		printf("%snot checked: the inodes of AG %u from inode %llu on (its header, inode "
 		       "btree or inode block %llu: %s)\n", t->prefix, agno,

@@ -70,6 +70,7 @@ struct mfs_agh *rep_agh(const struct agrep *ar);
  * Lock the AG in a new transaction, read its header, verify the reverse map and count what
  * it holds.  counters_only: a header whose only faults are what the rebuild rewrites is
  * accepted (2: the free list's indices too); negative: the reverse map is not looked at.
+ * Any but 0 (the inode btree's rebuild) takes the AG's space lock only (fs.h).
  * Every outcome ends with rep_ag_cancel() (after a commit it only releases).
  */
 int rep_ag_begin(struct rep *r, struct agrep *ar, int counters_only);

@@ -150,7 +150,10 @@ int rep_ag_begin(struct rep *r, struct agrep *ar, int counters_only)
 	 * blocks it frees are kept busy as one span (it allocates no file data): trans.h */
 	mfs_trans_reread(ar->tp);
 	mfs_trans_busy_hull(ar->tp);
-	err = mfs_trans_lock_ag(ar->tp, ar->agno, 0);
+	/* The free-space, reverse-map and free-list rebuilds change the AG's space only: its
+	 * space lock, so that its inodes' changes go on (fs.h); the inode btree's, both. */
+	err = mfs_trans_lock_agl(ar->tp, ar->agno, counters_only ? MFS_AGL_SPACE : MFS_AGL_ALL,
+				 0);
 	if (err)
 		return rep_fail(r, err, "could not lock AG %u: %s", ar->agno, strerror(-err));
 	/* mfs_read_agh() without its field check, which is made here */

@@ -237,10 +237,10 @@ static int fmap_pass(struct rep_fmap *m)
 		struct mfs_btree_cur cur;
 		struct mfs_buf *hbp;
 
-		pthread_mutex_lock(&fs->ag[a].lock);
+		mfs_ag_lock(fs, a, MFS_AGL_SPACE);
 		err = mfs_read_agh(fs, a, &hbp);
 		if (err) {
-			pthread_mutex_unlock(&fs->ag[a].lock);
+			mfs_ag_unlock(fs, a, MFS_AGL_SPACE);
 			return rep_fail(m->r, err, "AG %u header unreadable (%s): inode %llu's space "
 					"cannot be told; repair the AG first", a, strerror(-err),
 					(unsigned long long)m->ino);
@@ -249,7 +249,7 @@ static int fmap_pass(struct rep_fmap *m)
 		err = mfs_btree_query_range(&cur, NULL, NULL, fwalk_fn, &w);
 		mfs_btree_cur_release(&cur);
 		mfs_buf_put(hbp);
-		pthread_mutex_unlock(&fs->ag[a].lock);
+		mfs_ag_unlock(fs, a, MFS_AGL_SPACE);
 		if (err && !m->r->rc->reason[0])
 			rep_fail(m->r, err, "AG %u reverse map unreadable (%s): rebuild it first", a,
 				 strerror(-err));
@@ -352,10 +352,10 @@ static int all_claimed(struct rep_fmap *m, uint64_t fsb, uint32_t len, int *yes)
 	int err;
 
 	*yes = 0;
-	pthread_mutex_lock(&m->fs->ag[a].lock);
+	mfs_ag_lock(m->fs, a, MFS_AGL_SPACE);
 	err = mfs_read_agh(m->fs, a, &hbp);
 	if (err) {
-		pthread_mutex_unlock(&m->fs->ag[a].lock);
+		mfs_ag_unlock(m->fs, a, MFS_AGL_SPACE);
 		return rep_fail(m->r, err, "AG %u header unreadable: %s", a, strerror(-err));
 	}
 	while (!err && c.covered != before && c.agbno + c.covered < c.end) {
@@ -380,7 +380,7 @@ static int all_claimed(struct rep_fmap *m, uint64_t fsb, uint32_t len, int *yes)
 		}
 	}
 	mfs_buf_put(hbp);
-	pthread_mutex_unlock(&m->fs->ag[a].lock);
+	mfs_ag_unlock(m->fs, a, MFS_AGL_SPACE);
 	if (err)
 		return rep_fail(m->r, err, "AG %u: reading its free space and reverse map: %s", a,
 				strerror(-err));

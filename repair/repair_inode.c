@@ -783,9 +783,9 @@ int rep_inode(struct rep *r)
 	/* An inode whose chunk was freed (and maybe reused) since the client listed it is not
 	 * loaded: the loader's verifier would log the slot's new bytes as corruption. */
 	agno = mfs_ino_to_agno(&r->fs->geo, r->rc->ino);
-	scrub_ag_lock(r->fs, agno);
+	mfs_ag_lock(r->fs, agno, MFS_AGL_INODES);      /* the inode btree holds still */
 	err = mfs_ino_in_use_locked(r->fs, r->rc->ino);
-	scrub_ag_unlock(r->fs, agno);
+	mfs_ag_unlock(r->fs, agno, MFS_AGL_INODES);
 	if (err == -ENOENT)
 		return rep_fail(r, err, "inode %llu: it is free", (unsigned long long)r->rc->ino);
 	/* (not MFS_IGET_UNTRUSTED: a damaged inode btree must not read as a damaged inode;

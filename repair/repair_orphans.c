@@ -79,7 +79,7 @@ int rep_walk_inodes(struct rep *r, uint32_t agno, int locked, rep_dinode_fn fn, 
 	w.fn = fn;
 	w.priv = priv;
 	if (!locked)
-		pthread_mutex_lock(&fs->ag[agno].lock);
+		mfs_ag_lock(fs, agno, MFS_AGL_ALL);
 	err = mfs_read_agh(fs, agno, &hbp);
 	if (!err) {
 		mfs_ag_cur_init(&cur, fs, NULL, agno, MFS_BT_INO, hbp);
@@ -88,7 +88,7 @@ int rep_walk_inodes(struct rep *r, uint32_t agno, int locked, rep_dinode_fn fn, 
 		mfs_buf_put(hbp);
 	}
 	if (!locked)
-		pthread_mutex_unlock(&fs->ag[agno].lock);
+		mfs_ag_unlock(fs, agno, MFS_AGL_ALL);
 	if (mfs_is_corruption(err))
 		return rep_fail(r, err, "AG %u: the inodes cannot all be read (its header, inode "
 				"btree or inode block %llu: %s): repair those first", agno,
@@ -295,11 +295,11 @@ int rep_orphans_ag(struct rep *r, uint32_t agno, struct mfs_xfarray *C, uint64_t
 		if (err)
 			return err;
 		/* 1 */
-		pthread_mutex_lock(&r->fs->ag[agno].lock);
+		mfs_ag_lock(r->fs, agno, MFS_AGL_ALL);
 		err = rep_walk_inodes(r, agno, 1, orph_fn, &s);
 		clean = !err && !s.strays && mfs_orphan_check(r->fs, agno, &onlist) == 0 &&
 			onlist == s.members;
-		pthread_mutex_unlock(&r->fs->ag[agno].lock);
+		mfs_ag_unlock(r->fs, agno, MFS_AGL_ALL);
 		end = mfs_xfarray_count(C);
 		if (err || clean) {
 			orph_release(C, start, end);

@@ -196,7 +196,7 @@ static int list_chunks(struct rep_live *lv, uint32_t b, uint32_t from, struct ch
 	c->n = 0;
 	memset(&lo, 0, sizeof(lo));
 	mfs_put32(lo.startino, from);
-	pthread_mutex_lock(&lv->fs->ag[b].lock);
+	mfs_ag_lock(lv->fs, b, MFS_AGL_INODES);     /* the inode btree holds still: fs.h */
 	err = mfs_read_agh(lv->fs, b, &hbp);
 	if (!err) {
 		mfs_ag_cur_init(&cur, lv->fs, NULL, b, MFS_BT_INO, hbp);
@@ -204,7 +204,7 @@ static int list_chunks(struct rep_live *lv, uint32_t b, uint32_t from, struct ch
 		mfs_btree_cur_release(&cur);
 		mfs_buf_put(hbp);
 	}
-	pthread_mutex_unlock(&lv->fs->ag[b].lock);
+	mfs_ag_unlock(lv->fs, b, MFS_AGL_INODES);
 	*more = err > 0;
 	if (err < 0)
 		return rep_fail(lv->r, err, "AG %u: its inodes cannot be listed (%s): repair its "

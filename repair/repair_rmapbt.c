@@ -1112,7 +1112,7 @@ static int ag_free_blocks(struct rep *r, uint64_t *nfree, uint64_t *nspecial)
 	struct mfs_buf *hbp;
 	int err;
 
-	pthread_mutex_lock(&fs->ag[agno].lock);
+	mfs_ag_lock(fs, agno, MFS_AGL_SPACE);
 	err = mfs_read_agh(fs, agno, &hbp);
 	if (!err) {
 		const struct mfs_agh *agh = hbp->data;
@@ -1124,7 +1124,7 @@ static int ag_free_blocks(struct rep *r, uint64_t *nfree, uint64_t *nspecial)
 		*nspecial += *nspecial / 4;
 		mfs_buf_put(hbp);
 	}
-	pthread_mutex_unlock(&fs->ag[agno].lock);
+	mfs_ag_unlock(fs, agno, MFS_AGL_SPACE);
 	return err ? rep_fail(r, err, "AG %u header is damaged (%s): repair the AG header "
 			      "first", agno, strerror(-err)) : 0;
 }

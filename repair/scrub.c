@@ -266,12 +266,12 @@ const struct mfs_rmap_rec *scrub_rmap_covering(const struct scrub_recs *rmap, ui
 
 void scrub_ag_lock(struct mfs_fs *fs, uint32_t agno)
 {
-	pthread_mutex_lock(&fs->ag[agno].lock);
+	mfs_ag_lock(fs, agno, MFS_AGL_ALL);
 }
 
 void scrub_ag_unlock(struct mfs_fs *fs, uint32_t agno)
 {
-	pthread_mutex_unlock(&fs->ag[agno].lock);
+	mfs_ag_unlock(fs, agno, MFS_AGL_ALL);
 }
 
 /* What one walk of a tree collects: its blocks, and (unless NULL) its records and where

@@ -94,9 +94,9 @@ static int ino_allocated(struct mfs_scrub_ctx *ctx, struct chunk_cache *cc, uint
 		    !((r->freemask >> (ino - r->first)) & 1))
 			return 0;
 	}
-	scrub_ag_lock(fs, agno);
+	mfs_ag_lock(fs, agno, MFS_AGL_INODES);         /* the inode btree holds still */
 	err = mfs_inobt_chunk_locked(fs, ino, &first, &freemask);
-	scrub_ag_unlock(fs, agno);
+	mfs_ag_unlock(fs, agno, MFS_AGL_INODES);
 	if (err)
 		return err;
 	r = &cc->rec[cc->next_rec++ % DIR_CHUNK_SLOTS];

@@ -1540,13 +1540,13 @@ static unsigned scrub_everything(struct mfs_fs *fs, int batched)
 		struct mfs_buf *hbp;
 
 		/* the inode btree is read under the AG lock: writers are running */
-		pthread_mutex_lock(&fs->ag[agno].lock);
+		mfs_ag_lock(fs, agno, MFS_AGL_INODES);
 		CK_OK(mfs_read_agh(fs, agno, &hbp));
 		mfs_ag_cur_init(&cur, fs, NULL, agno, MFS_BT_INO, hbp);
 		CK_OK(mfs_btree_query_range(&cur, NULL, NULL, ino_collect, &l));
 		mfs_btree_cur_release(&cur);
 		mfs_buf_put(hbp);
-		pthread_mutex_unlock(&fs->ag[agno].lock);
+		mfs_ag_unlock(fs, agno, MFS_AGL_INODES);
 	}
 	if (batched)
 		CK_OK(mfs_scrub_memo_new(&shared_memo));
