@@ -9,6 +9,9 @@
 #     the rebuild of AG X held before its commit, appending to a file whose last extent is
 #     in AG X completes (the allocator's bounded wait sends it to another AG), and a reader
 #     is not blocked; released, the rebuild commits and the file reads back intact;
+#   - nor changes of the inodes living in the AG being rebuilt: with the rebuild of AG 0's
+#     free-space trees, then of its reverse map, held before the commit, a touch, a chmod
+#     and an append to files of AG 0, a statfs and a listing complete;
 #   - abort triggers, each a REPAIR of AG 0's free-space trees on an idle mount (noatime),
 #     with `mendfs_db metasum` (a CRC of every metadata block) of the unmounted image the
 #     same before and after, the daemon serving (files read back the same) all along:
@@ -221,6 +224,23 @@ rm "$hk/reserved"
 ok "mendfs_scrub repairs with oom_score_adj 1000"
 umount_fs
 
+# released_rebuilt TYPE AGNO: the REPAIR of TYPE in AGNO held at "built" and released (its
+# client $cpid) replied "rebuilt"; real memory pressure while it was held stops it at the
+# commit (nothing changed): then it is held and released again
+released_rebuilt() {
+	local try=1
+	while ! grep -q '^oflags 0x20 error 0: rebuilt' "$dir/out" && pressure_stopped "$dir/out"; do
+		pressure_pause $try "the held rebuild of type $1 in AG $2, released"
+		try=$((try + 1))
+		echo hold >"$hk/built"
+		held built python3 "$REPAIR_CLIENT" "$1" "$2"
+		rm "$hk/built"
+		wait "$cpid"
+	done
+	grep -q '^oflags 0x20 error 0: rebuilt' "$dir/out" ||
+		{ cat "$dir/out"; fail "the held rebuild of type $1 in AG $2"; }
+}
+
 # ---- one AG rebuilding does not block allocations that can go elsewhere --------------------------------
 mount_fs -o noatime
 echo hold >"$hk/built"
@@ -241,16 +261,7 @@ wait "$rpid"
 	fail "the append to a file in AG $x did not complete while AG $x was being rebuilt"
 # Real memory pressure while it was held stops it at the commit (nothing changed): held
 # and released again
-try=1
-while ! grep -q '^oflags 0x20 error 0: rebuilt' "$dir/out" && pressure_stopped "$dir/out"; do
-	pressure_pause $try "the held rebuild of AG $x, released"
-	try=$((try + 1))
-	echo hold >"$hk/built"
-	held built python3 "$REPAIR_CLIENT" 4 "$x"
-	rm "$hk/built"
-	wait "$cpid"
-done
-grep -q '^oflags 0x20 error 0: rebuilt' "$dir/out" || { cat "$dir/out"; fail "the held rebuild of AG $x"; }
+released_rebuilt 4 "$x"
 "$SCRUB" -n "$mnt" >"$dir/out" 2>&1 || { cat "$dir/out"; fail "scrub -n after the held rebuild"; }
 [ "$(head -c 20000000 "$mnt/big" | md5sum | cut -d' ' -f1)" = "$(sed -n 's/  big$//p' "$dir/sums")" ] &&
 	tail -c 1000000 "$mnt/big" | cmp -s - "$dir/tail" || fail "the big file does not read back"
@@ -260,6 +271,40 @@ newx=$(last_ag)
 [ -n "$newx" ] && [ "$newx" -ne "$x" ] || fail "the appended extent went to AG ${newx:-?}, expected another than $x"
 "$BIN/mendfs_repair" -n "$img" >"$dir/rep" 2>&1 || { cat "$dir/rep"; fail "mendfs_repair -n"; }
 ok "appending to a file in AG $x (new extent in AG $newx) and reading completed while AG $x's rebuild was held; mendfs_repair -n clean"
+# ---- one AG rebuilding does not stop the changes of the inodes living in it ------------------------------
+# AG 0 holds every inode here.  Its free-space trees (type 4), then its reverse map (7),
+# rebuilt and held before the commit (the AG's space lock held): a touch, a chmod and an
+# append (AG 0 is full: the new blocks go elsewhere) to files of AG 0, a statfs and a
+# listing complete while it is held (before the AG's two locks they waited for the commit).
+for typ in 4 7; do
+	mount_fs -o noatime
+	rm -f "$dir/changed"
+	echo hold >"$hk/built"
+	held built python3 "$REPAIR_CLIENT" $typ 0
+	rpid=$cpid
+	( touch -m -d @123456789$typ "$mnt/d/f2" && chmod 60$typ "$mnt/d/f4" &&
+	  head -c 5000 /dev/urandom >>"$mnt/d/f6" && sync "$mnt/d/f6" && df "$mnt" >/dev/null &&
+	  ls -l "$mnt/d" >/dev/null && touch "$dir/changed" ) &
+	wpid=$!
+	for _ in $(seq 1500); do [ -e "$dir/changed" ] && break; sleep 0.02; done
+	stillheld=0
+	[ -e "$dir/changed" ] && stillheld=$(ls "$hk" | grep -c held-built)
+	rm "$hk/built"
+	wait "$wpid" || fail "type $typ: the changes of files in AG 0 failed"
+	wait "$rpid"
+	[ -e "$dir/changed" ] && [ "$stillheld" = 1 ] ||
+		fail "type $typ: changes of inodes in AG 0 waited for the rebuild of AG 0's space"
+	released_rebuilt $typ 0
+	[ "$(stat -c %Y.%a "$mnt/d/f2")" = "123456789$typ.644" ] &&
+		[ "$(stat -c %a "$mnt/d/f4")" = 60$typ ] ||
+		fail "type $typ: the changes made during the rebuild are not there"
+	"$SCRUB" -n "$mnt" >"$dir/out" 2>&1 || { cat "$dir/out"; fail "type $typ: scrub -n after the held rebuild"; }
+	(cd "$mnt" && md5sum big d/*) >"$dir/sums" || fail "md5sum"
+	umount_fs
+	"$BIN/mendfs_repair" -n "$img" >"$dir/rep" 2>&1 || { cat "$dir/rep"; fail "type $typ: mendfs_repair -n"; }
+done
+ok "touch, chmod, append to files of AG 0, statfs and ls completed while AG 0's free-space trees, then its reverse map, were rebuilt and held; scrub -n and mendfs_repair -n clean"
+
 # ---- abort: scratch on a full tmpfs -----------------------------------------------------------------
 # Each abort is one REPAIR of AG 0's free-space trees from the small client: a mendfs_scrub
 # --force-rebuild also rebuilds objects that need no scratch (superblock copies refreshed
