@@ -222,6 +222,67 @@ void mfsd_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		fuse_reply_attr(req, &st, d->timeout);
 }
 
+/*
+ * One AG's share of statfs: free blocks (with the free list's surplus), inodes, free
+ * inodes, read under the AG's space lock.  An online rebuild holds that lock for long
+ * (fs.h): statfs then gives the AG as it last saw it instead of waiting — its counts do not
+ * change meanwhile (allocations and frees there wait for the rebuild), but for the
+ * rebuild's own trees' blocks.  Only when it has never seen the AG (mfsd_statfs_prime
+ * sees them all at mount) does it wait.
+ */
+static int ag_statfs(struct mfs_fs *fs, uint32_t agno, uint64_t *freeblks, uint64_t *icount,
+		     uint64_t *ifree)
+{
+	struct mfs_perag *pag = &fs->ag[agno];
+	const struct mfs_agh *agh;
+	struct mfs_buf *bp;
+	uint64_t f;
+	uint32_t fl, need;
+	int err;
+
+	if (pthread_mutex_trylock(&pag->lock)) {
+		if (__atomic_load_n(&pag->long_held[1], __ATOMIC_RELAXED) &&
+		    __atomic_load_n(&pag->sf_valid, __ATOMIC_ACQUIRE)) {
+			*freeblks += __atomic_load_n(&pag->sf_free, __ATOMIC_RELAXED);
+			*icount += __atomic_load_n(&pag->sf_icount, __ATOMIC_RELAXED);
+			*ifree += __atomic_load_n(&pag->sf_ifree, __ATOMIC_RELAXED);
+			return 0;
+		}
+		mfs_ag_lock(fs, agno, MFS_AGL_SPACE);
+	}
+	err = mfs_read_agh(fs, agno, &bp);
+	if (!err) {
+		agh = bp->data;
+		f = mfs_get32(agh->freeblks);
+		/* The free list's stock above what the AG's trees need is free space too: the
+		 * list grows in a busy spell and is trimmed only down to twice the need
+		 * (alloc.c), so without it statfs stayed below its baseline after everything
+		 * was deleted (found by t_enospc). */
+		fl = mfs_get32(agh->fl_count);
+		need = mfs_agfl_need(fs, agh);
+		if (fl > need)
+			f += fl - need;
+		__atomic_store_n(&pag->sf_free, f, __ATOMIC_RELAXED);
+		__atomic_store_n(&pag->sf_icount, (uint64_t)mfs_get32(agh->icount), __ATOMIC_RELAXED);
+		__atomic_store_n(&pag->sf_ifree, (uint64_t)mfs_get32(agh->ifree), __ATOMIC_RELAXED);
+		__atomic_store_n(&pag->sf_valid, 1, __ATOMIC_RELEASE);
+		*freeblks += f;
+		*icount += mfs_get32(agh->icount);
+		*ifree += mfs_get32(agh->ifree);
+		mfs_buf_put(bp);
+	}
+	mfs_ag_unlock(fs, agno, MFS_AGL_SPACE);
+	return err;
+}
+
+void mfsd_statfs_prime(struct mfs_fs *fs)
+{
+	uint64_t f = 0, ic = 0, ifr = 0;
+
+	for (uint32_t agno = 0; agno < fs->geo.agcount; agno++)
+		(void)ag_statfs(fs, agno, &f, &ic, &ifr);
+}
+
 void mfsd_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct mfsd *d = mfsd_of(req);
@@ -230,34 +291,8 @@ void mfsd_statfs(fuse_req_t req, fuse_ino_t ino)
 	struct statvfs sv;
 
 	for (uint32_t agno = 0; agno < fs->geo.agcount; agno++) {
-		const struct mfs_agh *agh;
-		struct mfs_buf *bp;
-		int err;
+		int err = ag_statfs(fs, agno, &freeblks, &icount, &ifree);
 
-		/* The inode lock only: the counts of inodes change under both locks, and the
-		 * free space counts read without the space lock are a moment's view, which is
-		 * all statfs gives; a rebuild of the AG's space trees (holding the space lock
-		 * for long) must not stop it. */
-		mfs_ag_lock(fs, agno, MFS_AGL_INODES);
-		err = mfs_read_agh(fs, agno, &bp);
-		if (!err) {
-			uint32_t fl, need;
-
-			agh = bp->data;
-			freeblks += mfs_get32(agh->freeblks);
-			/* The free list's stock above what the AG's trees need is free space
-			 * too: the list grows in a busy spell and is trimmed only down to twice
-			 * the need (alloc.c), so without it statfs stayed below its baseline
-			 * after everything was deleted (found by t_enospc). */
-			fl = mfs_get32(agh->fl_count);
-			need = mfs_agfl_need(fs, agh);
-			if (fl > need)
-				freeblks += fl - need;
-			icount += mfs_get32(agh->icount);
-			ifree += mfs_get32(agh->ifree);
-			mfs_buf_put(bp);
-		}
-		mfs_ag_unlock(fs, agno, MFS_AGL_INODES);
 		if (err) {
 			mfsd_reply_err(req, err);
 			return;

@@ -88,7 +88,7 @@ int mfsd_ctl_hello(struct mfsd_client *c)
 		struct mfs_buf *bp;
 
 		mfs_ag_lock(fs, agno, MFS_AGL_INODES);     /* icount, ifree: fs.h */
-		if (mfs_read_agh(fs, agno, &bp) == 0) {
+		if (mfs_read_agh_inodes(fs, agno, &bp) == 0) {
 			const struct mfs_agh *agh = bp->data;
 
 			r.icount += mfs_get32(agh->icount);

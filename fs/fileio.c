@@ -758,8 +758,8 @@ int mfsd_free_all_blocks(struct mfsd *d, struct mfs_inode *ip)
 }
 
 /*
- * Unmap the written extents of blocks [from, to), which lie past the end of file, before
- * the file grows over them (see "Blocks past the end of file" at the top).  Unwritten
+ * Unmap the written extents met in blocks [from, to), from `from` to their ends (all of
+ * it past the end of file), before the file grows over them (see "Blocks past the end of file" at the top).  Unwritten
  * extents (fallocate's, kept past the end) read as zeroes and stay.  Nothing visible
  * changes, so a caller that gets an error gives up with nothing to undo.  For a file
  * without such blocks this is one lookup.
@@ -774,12 +774,18 @@ static int clear_past_eof(struct mfsd *d, struct mfs_inode *ip, uint64_t from, u
 		if (err)
 			return err;
 		stop = ext.startoff + ext.len;
-		if (stop > to || stop <= from)
+		if (stop <= from)
 			stop = to;
 		if (ext.startblock != MFS_BMAP_HOLE && !ext.unwritten) {
+			/* to the extent's end, even past `to`: those blocks lie past the end of
+			 * file too, and unmapping the extent's whole tail splits no extent (a
+			 * split needs a new record, for which a full filesystem may have no
+			 * block) */
 			err = punch_blocks(d, ip, from, stop, 0, NULL);
 			if (err)
 				return err;
+		} else if (stop > to) {
+			stop = to;
 		}
 		from = stop;
 	}

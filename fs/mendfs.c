@@ -582,6 +582,7 @@ int main(int argc, char **argv)
 
 		(void)mfs_repair_reap_pending(d.fs, MFS_REPAIR_OFFLINE, &nreaped);
 	}
+	mfsd_statfs_prime(d.fs);         /* statfs's view of every AG, for rebuilds' time */
 
 	se = fuse_session_new(&args, &mfsd_ops, sizeof(mfsd_ops), &d);
 	if (!se)

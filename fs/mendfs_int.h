@@ -99,7 +99,9 @@ struct mfsd {
 /*
  * A transaction that met -EDEADLK (an AG below one it already held was busy, see
  * mfs_trans_lock_ag) has been cancelled and its inodes reloaded by the caller; it is tried
- * again, a bounded number of times, so a lock-order conflict never waits forever.
+ * again, a bounded number of times, so a lock-order conflict never waits forever.  Before
+ * each try the AG lock found busy is waited for holding no AG lock (mfs_trans_wait_busy):
+ * an online rebuild holding it for long is waited out there, not with other AGs held.
  * Returns 1 when the caller should try again.
  */
 #define MFSD_LOCK_RETRIES 2000u
@@ -133,6 +135,7 @@ static inline int mfsd_should_retry(int err, unsigned *tries)
 {
 	if (err != -EDEADLK || ++*tries >= MFSD_LOCK_RETRIES)
 		return 0;
+	mfs_trans_wait_busy();          /* the busy AG lock, holding none (a rebuild's) */
 	mfsd_retry_backoff(*tries);
 	return 1;
 }
@@ -243,6 +246,9 @@ void mfsd_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void mfsd_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		  struct fuse_file_info *fi);
 void mfsd_statfs(fuse_req_t req, fuse_ino_t ino);
+/* Before serving: statfs's view of every AG taken once, so that a statfs during a rebuild
+ * never waits for it (an AG that cannot be read is left to the first statfs). */
+void mfsd_statfs_prime(struct mfs_fs *fs);
 /* Read an inode from a request's nodeid (the kernel holds it: it exists). */
 int mfsd_iget(struct mfsd *d, fuse_ino_t nodeid, struct mfs_inode **ipp);
 

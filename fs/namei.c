@@ -96,7 +96,7 @@ static int ls_lock_ags(struct lockset *ls, struct mfs_trans *tp)
 		n++;
 	}
 	for (unsigned i = 0; i < n; i++) {
-		int err = mfs_trans_lock_ag(tp, ags[i], 0);
+		int err = mfs_trans_lock_agl_ordered(tp, ags[i], MFS_AGL_ALL);
 
 		if (err)
 			return err;

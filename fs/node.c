@@ -822,7 +822,7 @@ static int batch_lock_ags(struct mfs_trans *tp, struct mfs_inode **set, unsigned
 			ags[j - 1] = t;
 		}
 	for (unsigned i = 0; !err && i < nags; i++)
-		err = mfs_trans_lock_ag(tp, ags[i], 0);
+		err = mfs_trans_lock_agl_ordered(tp, ags[i], MFS_AGL_ALL);
 	return err;
 }
 

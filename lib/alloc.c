@@ -1300,6 +1300,8 @@ static int lock_ag_bounded(struct mfs_trans *tp, uint32_t agno)
 	err = mfs_trans_lock_agl(tp, agno, MFS_AGL_ALL, 1);
 	if (err != -EDEADLK)
 		return err;
+	if (mfs_trans_ag_held_long(tp, agno, MFS_AGL_ALL))
+		return -EAGAIN;              /* a rebuild's: no use waiting the bound */
 	clock_gettime(CLOCK_MONOTONIC, &deadline);
 	deadline.tv_nsec += AG_WAIT_BOUND_NS;
 	if (deadline.tv_nsec >= 1000000000L) {

@@ -353,7 +353,28 @@ int mfs_read_agfl(struct mfs_fs *fs, uint32_t agno, struct mfs_buf **out)
 	return read_ag_block(fs, agno, MFS_AGFL_AGBNO, mfs_expect_agfl, out);
 }
 
-int mfs_agh_check(const struct mfs_fs *fs, uint32_t agno, const struct mfs_agh *agh)
+static int agh_check_part(const struct mfs_fs *fs, uint32_t agno, const struct mfs_agh *agh,
+			  int inodes);
+
+int mfs_read_agh_inodes(struct mfs_fs *fs, uint32_t agno, struct mfs_buf **out)
+{
+	int err = read_ag_block(fs, agno, MFS_AGH_AGBNO, mfs_expect_agh, out);
+
+	if (!err) {
+		err = agh_check_part(fs, agno, (*out)->data, 1);
+		if (err) {
+			mfs_buf_put(*out);
+			*out = NULL;
+		}
+	}
+	return err;
+}
+
+/* The header's fields: with `inodes`, only those that change under both AG locks (fs.h),
+ * which a holder of the inode lock alone may read while the space lock's holder changes
+ * the rest; else all of them. */
+static int agh_check_part(const struct mfs_fs *fs, uint32_t agno, const struct mfs_agh *agh,
+			  int inodes)
 {
 	static const char *const names[MFS_AG_NTREES] = { "by-block", "by-length", "inode",
 							  "reverse-map" };
@@ -369,12 +390,20 @@ int mfs_agh_check(const struct mfs_fs *fs, uint32_t agno, const struct mfs_agh *
 		uint32_t root = mfs_get32(agh->roots[t]);
 		uint32_t levels = mfs_get32(agh->levels[t]);
 
+		if (inodes && t != MFS_BT_INO)
+			continue;
 		if (root < MFS_AG_FIXED_BLOCKS || root >= len)
 			return MFS_CORRUPT("AG %u header: %s btree root %u outside %u..%u", agno,
 					   names[t], root, MFS_AG_FIXED_BLOCKS, len - 1);
 		if (levels < 1 || levels > MFS_BTREE_MAXLEVELS)
 			return MFS_CORRUPT("AG %u header: %s btree height %u outside 1..%u", agno,
 					   names[t], levels, MFS_BTREE_MAXLEVELS);
+	}
+	if (inodes) {
+		if (mfs_get32(agh->ifree) > mfs_get32(agh->icount))
+			return MFS_CORRUPT("AG %u header: %u free inodes of %u", agno,
+					   mfs_get32(agh->ifree), mfs_get32(agh->icount));
+		return 0;
 	}
 	if (mfs_get32(agh->freeblks) > len || mfs_get32(agh->longest) > mfs_get32(agh->freeblks))
 		return MFS_CORRUPT("AG %u header: %u free blocks, longest extent %u, in an AG of "
@@ -392,4 +421,9 @@ int mfs_agh_check(const struct mfs_fs *fs, uint32_t agno, const struct mfs_agh *
 		return MFS_CORRUPT("AG %u header: unknown flags 0x%x", agno,
 				   mfs_get32(agh->flags) & ~MFS_AGH_FLAGS_KNOWN);
 	return 0;
+}
+
+int mfs_agh_check(const struct mfs_fs *fs, uint32_t agno, const struct mfs_agh *agh)
+{
+	return agh_check_part(fs, agno, agh, 0);
 }

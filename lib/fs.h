@@ -27,7 +27,12 @@ struct mfs_icache;
  * both, so either one keeps them still for a reader.  Order: AG by AG in increasing order,
  * and within an AG `ilock` before `lock` (trans.h's keys); a lock below one held is only
  * tried, never waited for.  A rebuild of an AG's free-space trees or reverse map holds the
- * space lock alone, for long: inode changes in that AG go on meanwhile.
+ * space lock alone, for long: inode changes in that AG go on meanwhile.  A rebuild marks
+ * the locks it holds as held long (long_held); a transaction that already holds AG locks
+ * does not queue behind such a lock (trans.h mfs_trans_lock_agl_ordered): it is cancelled
+ * and waits holding none, so a truncate or unlink that frees in the AG waits for the
+ * rebuild without stopping the AG's other inode changes.  Readers of the AG header under
+ * the inode lock alone read only what changes under both (mfs_read_agh_inodes).
  */
 #define MFS_AGL_INODES 0x1u       /* ilock */
 #define MFS_AGL_SPACE  0x2u       /* lock */
@@ -37,6 +42,13 @@ struct mfs_perag {
 	uint32_t agno;
 	pthread_mutex_t ilock;    /* this AG's inode cluster buffers (see above) */
 	pthread_mutex_t lock;     /* this AG's header, free space, reverse map, free list */
+	/* Holders of `ilock` / `lock` for long (a rebuild: mfs_trans_hold_long), counted;
+	 * a transaction that holds other AG locks does not wait for these (trans.h). */
+	unsigned long_held[2];
+	/* statfs's view of the AG (fs/attr.c), kept for the time a rebuild holds its space
+	 * lock: free blocks (the free list's surplus included), inodes, free inodes. */
+	uint64_t sf_free, sf_icount, sf_ifree;
+	int sf_valid;
 	/* ialloc.c's hint, under `lock`: sorted start inodes of chunks that may have a free
 	 * inode (nichunks of them); see ialloc.c for what it promises. */
 	uint32_t *ichunks;
@@ -102,6 +114,10 @@ void mfs_expect_agfl(const struct mfs_fs *fs, uint32_t agno, struct mfs_blk_expe
 int mfs_read_sb(struct mfs_fs *fs, uint32_t agno, struct mfs_buf **out);
 int mfs_read_agh(struct mfs_fs *fs, uint32_t agno, struct mfs_buf **out);
 int mfs_read_agfl(struct mfs_fs *fs, uint32_t agno, struct mfs_buf **out);
+/* The AG header for a holder of the AG's inode lock alone (fs.h's locks): checked only in
+ * what changes under both locks (identity, the inode btree's root and height, the inode
+ * counts), as the space lock's holder may be changing the rest; read nothing else. */
+int mfs_read_agh_inodes(struct mfs_fs *fs, uint32_t agno, struct mfs_buf **out);
 
 /* Sanity of an AG header's fields against the geometry (roots in range, levels, counters). */
 int mfs_agh_check(const struct mfs_fs *fs, uint32_t agno, const struct mfs_agh *agh);

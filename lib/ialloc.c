@@ -572,7 +572,7 @@ int mfs_inobt_chunk_locked(struct mfs_fs *fs, uint64_t ino, uint64_t *first,
 	struct mfs_buf *hbp;
 	int err, stat = 0;
 
-	err = mfs_read_agh(fs, agno, &hbp);
+	err = mfs_read_agh_inodes(fs, agno, &hbp);     /* maybe under the inode lock alone */
 	if (err)
 		return err;
 	mfs_ag_cur_init(&cur, fs, NULL, agno, MFS_BT_INO, hbp);

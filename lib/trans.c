@@ -88,6 +88,7 @@ struct mfs_trans {
 	uint64_t nfset, fslots; /* entries; slots (a power of two >= 2 * entries, or 0) */
 	uint32_t *ags;          /* AG locks held, as keys (agl_key), in locking order */
 	unsigned nags, agcap;
+	int long_hold;          /* mfs_trans_hold_long: its AG locks counted as held long */
 	int busy;               /* space given back: busy entries tagged with tp (busy.h) */
 	int hull;               /* mfs_trans_busy_hull: busy space kept as one span an AG */
 	struct busy_hull *hulls;        /* the spans so far, entered at the commit */
@@ -482,6 +483,48 @@ static pthread_mutex_t *agl_mutex(struct mfs_fs *fs, uint32_t key)
 	return key & 1 ? &pag->lock : &pag->ilock;
 }
 
+static void mark_long(struct mfs_fs *fs, uint32_t key, int by)
+{
+	__atomic_add_fetch(&fs->ag[key >> 1].long_held[key & 1], (unsigned)by, __ATOMIC_RELAXED);
+}
+
+static int held_long(struct mfs_fs *fs, uint32_t key)
+{
+	return __atomic_load_n(&fs->ag[key >> 1].long_held[key & 1], __ATOMIC_RELAXED) != 0;
+}
+
+/* The AG lock this thread last found busy (mfs_trans_wait_busy), or NULL. */
+static __thread pthread_mutex_t *busy_seen;
+
+static int try_note(pthread_mutex_t *m)
+{
+	if (pthread_mutex_trylock(m)) {
+		busy_seen = m;
+		return -EDEADLK;
+	}
+	return 0;
+}
+
+void mfs_trans_wait_busy(void)
+{
+	pthread_mutex_t *m = busy_seen;
+
+	busy_seen = NULL;
+	if (m) {
+		pthread_mutex_lock(m);
+		pthread_mutex_unlock(m);
+	}
+}
+
+void mfs_trans_hold_long(struct mfs_trans *tp)
+{
+	if (tp->long_hold)
+		return;
+	tp->long_hold = 1;
+	for (unsigned i = 0; i < tp->nags; i++)
+		mark_long(tp->fs, tp->ags[i], 1);
+}
+
 static int holds_key(const struct mfs_trans *tp, uint32_t key)
 {
 	for (unsigned i = 0; i < tp->nags; i++)
@@ -538,9 +581,9 @@ int mfs_trans_lock_agl(struct mfs_trans *tp, uint32_t agno, unsigned what, int t
 	if (err)
 		return err;
 	if (trylock) {
-		if (wi && pthread_mutex_trylock(&fs->ag[agno].ilock))
+		if (wi && try_note(&fs->ag[agno].ilock))
 			return -EDEADLK;
-		if (ws && pthread_mutex_trylock(&fs->ag[agno].lock)) {
+		if (ws && try_note(&fs->ag[agno].lock)) {
 			if (wi)
 				pthread_mutex_unlock(&fs->ag[agno].ilock);
 			return -EDEADLK;
@@ -559,6 +602,9 @@ int mfs_trans_lock_agl(struct mfs_trans *tp, uint32_t agno, unsigned what, int t
 		tp->ags[tp->nags++] = ik;
 	if (ws)
 		tp->ags[tp->nags++] = sk;
+	for (unsigned i = tp->long_hold ? tp->nags - (unsigned)wi - (unsigned)ws : tp->nags;
+	     i < tp->nags; i++)
+		mark_long(fs, tp->ags[i], 1);
 	return 0;
 }
 
@@ -574,11 +620,27 @@ int mfs_trans_ag_may_wait(const struct mfs_trans *tp, uint32_t agno, unsigned wh
 	return low == UINT32_MAX || !holds_above(tp, low);
 }
 
-int mfs_trans_lock_agl_ordered(struct mfs_trans *tp, uint32_t agno, unsigned what)
+int mfs_trans_ag_held_long(const struct mfs_trans *tp, uint32_t agno, unsigned what)
 {
 	if (agno >= tp->fs->geo.agcount)
+		return 0;
+	return ((what & MFS_AGL_INODES) && !holds_key(tp, agl_key(agno, 0)) &&
+		held_long(tp->fs, agl_key(agno, 0))) ||
+	       ((what & MFS_AGL_SPACE) && !holds_key(tp, agl_key(agno, 1)) &&
+		held_long(tp->fs, agl_key(agno, 1)));
+}
+
+int mfs_trans_lock_agl_ordered(struct mfs_trans *tp, uint32_t agno, unsigned what)
+{
+	int try;
+
+	if (agno >= tp->fs->geo.agcount)
 		return -EINVAL;
-	return mfs_trans_lock_agl(tp, agno, what, !mfs_trans_ag_may_wait(tp, agno, what));
+	/* holding locks already, never queue behind a long holder: the caller cancels and
+	 * waits for it holding nothing (mfs_trans_wait_busy) */
+	try = !mfs_trans_ag_may_wait(tp, agno, what) ||
+	      (tp->nags && mfs_trans_ag_held_long(tp, agno, what));
+	return mfs_trans_lock_agl(tp, agno, what, try);
 }
 
 int mfs_trans_holds_agl(const struct mfs_trans *tp, uint32_t agno, unsigned what)
@@ -678,8 +740,11 @@ static void trans_busy_done(struct mfs_trans *tp, uint64_t lsn, int cancel)
 
 static void trans_free(struct mfs_trans *tp)
 {
-	for (unsigned i = tp->nags; i-- > 0;)
+	for (unsigned i = tp->nags; i-- > 0;) {
+		if (tp->long_hold)
+			mark_long(tp->fs, tp->ags[i], -1);
 		pthread_mutex_unlock(agl_mutex(tp->fs, tp->ags[i]));
+	}
 	free(tp->ags);
 	free(tp->items);
 	free(tp->slots);
@@ -841,6 +906,7 @@ int mfs_trans_roll(struct mfs_trans **tpp, unsigned flags)
 	}
 	heir->reread = tp->reread;
 	heir->hull = tp->hull;
+	heir->long_hold = tp->long_hold;
 	heir->nodata = tp->nodata;
 	err = trans_commit(tp, flags, NULL, heir);
 	if (err && !heir->nags) {

@@ -63,7 +63,22 @@ int mfs_trans_lock_ag(struct mfs_trans *tp, uint32_t agno, int trylock);
 /* May tp wait for the locks `what` of agno that it does not hold yet (none above them is
  * held)?  And mfs_trans_lock_agl with a wait where the order allows, a try where not. */
 int mfs_trans_ag_may_wait(const struct mfs_trans *tp, uint32_t agno, unsigned what);
+/* mfs_trans_lock_agl_ordered also only tries, when tp holds some AG lock already and one of
+ * those it lacks is held long (below): a truncate holding its inode's AG must not hold it
+ * for a whole rebuild of another AG, or of the same AG's space.  -EDEADLK then: cancel,
+ * mfs_trans_wait_busy, try again. */
 int mfs_trans_lock_agl_ordered(struct mfs_trans *tp, uint32_t agno, unsigned what);
+/* Is one of the locks `what` of agno that tp lacks held long by another transaction? */
+int mfs_trans_ag_held_long(const struct mfs_trans *tp, uint32_t agno, unsigned what);
+/* tp will hold its AG locks for long (an online rebuild, from its first read to its last
+ * batch after the commit, rolls included): counted as held long in the AGs (fs.h), so
+ * that mfs_trans_lock_agl_ordered does not make others wait behind it holding theirs. */
+void mfs_trans_hold_long(struct mfs_trans *tp);
+/* After -EDEADLK from an AG lock that was busy (tried, or refused as held long) and the
+ * transaction's cancel: wait, holding no AG lock, until that lock is free once, so that
+ * the retry does not spin (or give up) while a rebuild holds it.  The lock is the last one
+ * this thread found busy; nothing when there is none. */
+void mfs_trans_wait_busy(void);
 /* Does tp hold all of `what` of agno?  mfs_trans_holds_ag: its space lock, which changing
  * the AG's header and trees needs. */
 int mfs_trans_holds_agl(const struct mfs_trans *tp, uint32_t agno, unsigned what);

@@ -156,6 +156,7 @@ int rep_ag_begin(struct rep *r, struct agrep *ar, int counters_only)
 				 0);
 	if (err)
 		return rep_fail(r, err, "could not lock AG %u: %s", ar->agno, strerror(-err));
+	mfs_trans_hold_long(ar->tp);     /* others do not queue behind it holding theirs */
 	/* mfs_read_agh() without its field check, which is made here */
 	mfs_expect_agh(ar->fs, ar->agno, &e);
 	err = mfs_buf_read(ar->fs->bc, mfs_agbno_to_fsb(&ar->fs->geo, ar->agno, MFS_AGH_AGBNO),

@@ -197,7 +197,7 @@ static int list_chunks(struct rep_live *lv, uint32_t b, uint32_t from, struct ch
 	memset(&lo, 0, sizeof(lo));
 	mfs_put32(lo.startino, from);
 	mfs_ag_lock(lv->fs, b, MFS_AGL_INODES);     /* the inode btree holds still: fs.h */
-	err = mfs_read_agh(lv->fs, b, &hbp);
+	err = mfs_read_agh_inodes(lv->fs, b, &hbp);
 	if (!err) {
 		mfs_ag_cur_init(&cur, lv->fs, NULL, b, MFS_BT_INO, hbp);
 		err = mfs_btree_query_range(&cur, &lo, NULL, chunk_fn, c);

@@ -11,7 +11,8 @@
 #     is not blocked; released, the rebuild commits and the file reads back intact;
 #   - nor changes of the inodes living in the AG being rebuilt: with the rebuild of AG 0's
 #     free-space trees, then of its reverse map, held before the commit, a touch, a chmod
-#     and an append to files of AG 0, a statfs and a listing complete;
+#     and an append to files of AG 0, a statfs and a listing complete, also while a
+#     truncate of a file of AG 0 (which frees there) waits for the rebuild;
 #   - abort triggers, each a REPAIR of AG 0's free-space trees on an idle mount (noatime),
 #     with `mendfs_db metasum` (a CRC of every metadata block) of the unmounted image the
 #     same before and after, the daemon serving (files read back the same) all along:
@@ -273,15 +274,22 @@ newx=$(last_ag)
 ok "appending to a file in AG $x (new extent in AG $newx) and reading completed while AG $x's rebuild was held; mendfs_repair -n clean"
 # ---- one AG rebuilding does not stop the changes of the inodes living in it ------------------------------
 # AG 0 holds every inode here.  Its free-space trees (type 4), then its reverse map (7),
-# rebuilt and held before the commit (the AG's space lock held): a touch, a chmod and an
+# rebuilt and held before the commit (the AG's space lock held), a truncate of a file of
+# AG 0 started first (it frees there: it waits, holding no AG lock): a touch, a chmod and an
 # append (AG 0 is full: the new blocks go elsewhere) to files of AG 0, a statfs and a
 # listing complete while it is held (before the AG's two locks they waited for the commit).
 for typ in 4 7; do
 	mount_fs -o noatime
-	rm -f "$dir/changed"
+	mv "$mnt/d/f$((typ == 4 ? 8 : 10))" "$mnt/tr$typ" || fail "mv"
+	rm -f "$dir/changed" "$dir/truncated"
 	echo hold >"$hk/built"
 	held built python3 "$REPAIR_CLIENT" $typ 0
 	rpid=$cpid
+	# a truncate first: it frees in AG 0, so it waits for the rebuild, holding no AG lock
+	# (but its file's lock: the file is moved out of the directory listed below)
+	tf=$mnt/tr$typ
+	( truncate -s 0 "$tf" && touch "$dir/truncated" ) &
+	tpid=$!
 	( touch -m -d @123456789$typ "$mnt/d/f2" && chmod 60$typ "$mnt/d/f4" &&
 	  head -c 5000 /dev/urandom >>"$mnt/d/f6" && sync "$mnt/d/f6" && df "$mnt" >/dev/null &&
 	  ls -l "$mnt/d" >/dev/null && touch "$dir/changed" ) &
@@ -289,12 +297,17 @@ for typ in 4 7; do
 	for _ in $(seq 1500); do [ -e "$dir/changed" ] && break; sleep 0.02; done
 	stillheld=0
 	[ -e "$dir/changed" ] && stillheld=$(ls "$hk" | grep -c held-built)
+	trwaited=0
+	[ -e "$dir/truncated" ] || trwaited=1
 	rm "$hk/built"
 	wait "$wpid" || fail "type $typ: the changes of files in AG 0 failed"
 	wait "$rpid"
 	[ -e "$dir/changed" ] && [ "$stillheld" = 1 ] ||
 		fail "type $typ: changes of inodes in AG 0 waited for the rebuild of AG 0's space"
 	released_rebuilt $typ 0
+	wait "$tpid" || fail "type $typ: the truncate during the rebuild failed"
+	[ "$(stat -c %s "$tf")" = 0 ] || fail "type $typ: $tf not truncated"
+	[ "$trwaited" = 1 ] || fail "type $typ: the truncate did not wait for AG 0 (its blocks elsewhere?)"
 	[ "$(stat -c %Y.%a "$mnt/d/f2")" = "123456789$typ.644" ] &&
 		[ "$(stat -c %a "$mnt/d/f4")" = 60$typ ] ||
 		fail "type $typ: the changes made during the rebuild are not there"
@@ -303,7 +316,7 @@ for typ in 4 7; do
 	umount_fs
 	"$BIN/mendfs_repair" -n "$img" >"$dir/rep" 2>&1 || { cat "$dir/rep"; fail "type $typ: mendfs_repair -n"; }
 done
-ok "touch, chmod, append to files of AG 0, statfs and ls completed while AG 0's free-space trees, then its reverse map, were rebuilt and held; scrub -n and mendfs_repair -n clean"
+ok "touch, chmod, append to files of AG 0, statfs and ls completed (a truncate there waiting) while AG 0's free-space trees, then its reverse map, were rebuilt and held; scrub -n and mendfs_repair -n clean"
 
 # ---- abort: scratch on a full tmpfs -----------------------------------------------------------------
 # Each abort is one REPAIR of AG 0's free-space trees from the small client: a mendfs_scrub
