@@ -224,55 +224,40 @@ void mfsd_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 
 /*
  * One AG's share of statfs: free blocks (with the free list's surplus), inodes, free
- * inodes, read under the AG's space lock.  An online rebuild holds that lock for long
- * (fs.h): statfs then gives the AG as it last saw it instead of waiting — its counts do not
- * change meanwhile (allocations and frees there wait for the rebuild), but for the
- * rebuild's own trees' blocks.  Only when it has never seen the AG (mfsd_statfs_prime
- * sees them all at mount) does it wait.
+ * inodes, read under the AG's space lock (mfs_ag_publish_counts).  An online rebuild holds
+ * that lock for long (fs.h): statfs then gives the counts the rebuild published when it
+ * took the lock instead of waiting — they do not change meanwhile (allocations and frees
+ * there wait for the rebuild), but for the rebuild's own trees' blocks.  Only when the AG
+ * was never seen (mfsd_statfs_prime sees them all at mount) does it wait.  The three counts
+ * are each read whole, not as one snapshot: a statfs racing the rebuild's start may mix
+ * two readings a moment apart.
  */
 static int ag_statfs(struct mfs_fs *fs, uint32_t agno, uint64_t *freeblks, uint64_t *icount,
 		     uint64_t *ifree)
 {
 	struct mfs_perag *pag = &fs->ag[agno];
-	const struct mfs_agh *agh;
 	struct mfs_buf *bp;
-	uint64_t f;
-	uint32_t fl, need;
-	int err;
+	int err = mfs_ag_lock_watch(fs, agno, MFS_AGL_SPACE);
 
-	if (pthread_mutex_trylock(&pag->lock)) {
-		if (__atomic_load_n(&pag->long_held[1], __ATOMIC_RELAXED) &&
-		    __atomic_load_n(&pag->sf_valid, __ATOMIC_ACQUIRE)) {
-			*freeblks += __atomic_load_n(&pag->sf_free, __ATOMIC_RELAXED);
-			*icount += __atomic_load_n(&pag->sf_icount, __ATOMIC_RELAXED);
-			*ifree += __atomic_load_n(&pag->sf_ifree, __ATOMIC_RELAXED);
-			return 0;
-		}
-		mfs_ag_lock(fs, agno, MFS_AGL_SPACE);
-	}
+	if (err == -EBUSY && __atomic_load_n(&pag->sf_valid, __ATOMIC_ACQUIRE))
+		goto view;
+	if (err == -EBUSY)
+		mfs_ag_lock(fs, agno, MFS_AGL_SPACE);     /* never seen: wait after all */
+	else if (err)
+		return err;
 	err = mfs_read_agh(fs, agno, &bp);
 	if (!err) {
-		agh = bp->data;
-		f = mfs_get32(agh->freeblks);
-		/* The free list's stock above what the AG's trees need is free space too: the
-		 * list grows in a busy spell and is trimmed only down to twice the need
-		 * (alloc.c), so without it statfs stayed below its baseline after everything
-		 * was deleted (found by t_enospc). */
-		fl = mfs_get32(agh->fl_count);
-		need = mfs_agfl_need(fs, agh);
-		if (fl > need)
-			f += fl - need;
-		__atomic_store_n(&pag->sf_free, f, __ATOMIC_RELAXED);
-		__atomic_store_n(&pag->sf_icount, (uint64_t)mfs_get32(agh->icount), __ATOMIC_RELAXED);
-		__atomic_store_n(&pag->sf_ifree, (uint64_t)mfs_get32(agh->ifree), __ATOMIC_RELAXED);
-		__atomic_store_n(&pag->sf_valid, 1, __ATOMIC_RELEASE);
-		*freeblks += f;
-		*icount += mfs_get32(agh->icount);
-		*ifree += mfs_get32(agh->ifree);
+		mfs_ag_publish_counts(fs, agno, bp->data);
 		mfs_buf_put(bp);
 	}
 	mfs_ag_unlock(fs, agno, MFS_AGL_SPACE);
-	return err;
+	if (err)
+		return err;
+view:
+	*freeblks += __atomic_load_n(&pag->sf_free, __ATOMIC_RELAXED);
+	*icount += __atomic_load_n(&pag->sf_icount, __ATOMIC_RELAXED);
+	*ifree += __atomic_load_n(&pag->sf_ifree, __ATOMIC_RELAXED);
+	return 0;
 }
 
 void mfsd_statfs_prime(struct mfs_fs *fs)

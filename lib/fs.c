@@ -3,6 +3,7 @@
  */
 #include "mem.h"
 #include "fs.h"
+#include "ag.h"
 #include "bcache.h"
 #include "byteorder.h"
 #include "dev.h"
@@ -10,6 +11,7 @@
 #include "log.h"
 
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,6 +51,52 @@ void mfs_ag_lock(struct mfs_fs *fs, uint32_t agno, unsigned what)
 			return;
 		pthread_mutex_unlock(&pag->lock);
 	}
+}
+
+#define WATCH_SLICE_NS 10000000L     /* 10 ms */
+
+int mfs_ag_lock_watch(struct mfs_fs *fs, uint32_t agno, unsigned one)
+{
+	unsigned cls = one == MFS_AGL_SPACE;
+	pthread_mutex_t *m = cls ? &fs->ag[agno].lock : &fs->ag[agno].ilock;
+	struct timespec t;
+	int rc;
+
+	for (;;) {
+		if (!pthread_mutex_trylock(m))
+			return 0;
+		if (__atomic_load_n(&fs->ag[agno].long_held[cls], __ATOMIC_RELAXED))
+			return -EBUSY;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		t.tv_nsec += WATCH_SLICE_NS;
+		if (t.tv_nsec >= 1000000000L) {
+			t.tv_sec++;
+			t.tv_nsec -= 1000000000L;
+		}
+		rc = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &t);
+		if (!rc)
+			return 0;
+		if (rc != ETIMEDOUT)
+			return -rc;
+	}
+}
+
+void mfs_ag_publish_counts(struct mfs_fs *fs, uint32_t agno, const struct mfs_agh *agh)
+{
+	struct mfs_perag *pag = &fs->ag[agno];
+	uint64_t f = mfs_get32(agh->freeblks);
+	uint32_t fl = mfs_get32(agh->fl_count), need = mfs_agfl_need(fs, agh);
+
+	/* The free list's stock above what the AG's trees need is free space too: the list
+	 * grows in a busy spell and is trimmed only down to twice the need (alloc.c), so
+	 * without it statfs stayed below its baseline after everything was deleted (found
+	 * by t_enospc). */
+	if (fl > need)
+		f += fl - need;
+	__atomic_store_n(&pag->sf_free, f, __ATOMIC_RELAXED);
+	__atomic_store_n(&pag->sf_icount, (uint64_t)mfs_get32(agh->icount), __ATOMIC_RELAXED);
+	__atomic_store_n(&pag->sf_ifree, (uint64_t)mfs_get32(agh->ifree), __ATOMIC_RELAXED);
+	__atomic_store_n(&pag->sf_valid, 1, __ATOMIC_RELEASE);
 }
 
 void mfs_ag_unlock(struct mfs_fs *fs, uint32_t agno, unsigned what)

@@ -95,6 +95,14 @@ static inline uint64_t mfs_fs_changes(const struct mfs_fs *fs)
  * lock (a rebuild) does not stop the AG's inode changes through us. */
 void mfs_ag_lock(struct mfs_fs *fs, uint32_t agno, unsigned what);
 void mfs_ag_unlock(struct mfs_fs *fs, uint32_t agno, unsigned what);
+/* Lock one lock (`one`: MFS_AGL_INODES or MFS_AGL_SPACE) of AG agno, waiting as long as
+ * it is not held long (long_held, looked at again every 10 ms of the wait): -EBUSY, not
+ * locked, once it is (a rebuild holds it, or is about to). */
+int mfs_ag_lock_watch(struct mfs_fs *fs, uint32_t agno, unsigned one);
+/* statfs's view of AG agno (sf_*) from its header, read under its space lock: by statfs,
+ * and by a rebuild when it takes the lock (what statfs gives meanwhile). */
+struct mfs_agh;
+void mfs_ag_publish_counts(struct mfs_fs *fs, uint32_t agno, const struct mfs_agh *agh);
 
 /* Open a formatted device.  `cache_bytes` 0 means the default. */
 int mfs_fs_open(const char *path, unsigned flags, size_t cache_bytes, struct mfs_fs **out);

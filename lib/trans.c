@@ -100,10 +100,15 @@ struct mfs_trans {
 	uint8_t *ubuf;          /* one undo record */
 };
 
+/* The AG lock this thread last found busy since its last mfs_trans_alloc
+ * (mfs_trans_wait_busy), or NULL. */
+static __thread pthread_mutex_t *busy_seen;
+
 int mfs_trans_alloc(struct mfs_fs *fs, struct mfs_trans **out)
 {
 	struct mfs_trans *tp = mfs_calloc(1, sizeof(*tp));
 
+	busy_seen = NULL;
 	*out = NULL;
 	if (!tp)
 		return -ENOMEM;
@@ -493,9 +498,6 @@ static int held_long(struct mfs_fs *fs, uint32_t key)
 	return __atomic_load_n(&fs->ag[key >> 1].long_held[key & 1], __ATOMIC_RELAXED) != 0;
 }
 
-/* The AG lock this thread last found busy (mfs_trans_wait_busy), or NULL. */
-static __thread pthread_mutex_t *busy_seen;
-
 static int try_note(pthread_mutex_t *m)
 {
 	if (pthread_mutex_trylock(m)) {
@@ -596,15 +598,22 @@ int mfs_trans_lock_agl(struct mfs_trans *tp, uint32_t agno, unsigned what, int t
 				"violated", agno, wi ? "inode" : "space");
 			return -EDEADLK;
 		}
+		/* a long holder is marked before it waits: whoever queues behind it meanwhile
+		 * sees it (mfs_ag_lock_watch) */
+		if (tp->long_hold && wi)
+			mark_long(fs, ik, 1);
+		if (tp->long_hold && ws)
+			mark_long(fs, sk, 1);
 		mfs_ag_lock(fs, agno, (wi ? MFS_AGL_INODES : 0) | (ws ? MFS_AGL_SPACE : 0));
 	}
 	if (wi)
 		tp->ags[tp->nags++] = ik;
 	if (ws)
 		tp->ags[tp->nags++] = sk;
-	for (unsigned i = tp->long_hold ? tp->nags - (unsigned)wi - (unsigned)ws : tp->nags;
-	     i < tp->nags; i++)
-		mark_long(fs, tp->ags[i], 1);
+	if (trylock && tp->long_hold && wi)
+		mark_long(fs, ik, 1);
+	if (trylock && tp->long_hold && ws)
+		mark_long(fs, sk, 1);
 	return 0;
 }
 
@@ -630,17 +639,45 @@ int mfs_trans_ag_held_long(const struct mfs_trans *tp, uint32_t agno, unsigned w
 		held_long(tp->fs, agl_key(agno, 1)));
 }
 
+/*
+ * Holding locks already, never stay queued behind a long holder (the caller cancels and
+ * waits for it holding nothing: mfs_trans_wait_busy), not even one that comes after we
+ * began to wait: each lock tp lacks is waited for while it is not held long
+ * (mfs_ag_lock_watch), let go, and then all are tried together, until that succeeds.
+ */
+static int lock_agl_watching(struct mfs_trans *tp, uint32_t agno, unsigned what)
+{
+	static const unsigned one[2] = { MFS_AGL_INODES, MFS_AGL_SPACE };
+	int err;
+
+	for (;;) {
+		err = mfs_trans_lock_agl(tp, agno, what, 1);
+		if (err != -EDEADLK)
+			return err;
+		for (unsigned c = 0; c < 2; c++) {
+			if (!(what & one[c]) || holds_key(tp, agl_key(agno, c)))
+				continue;
+			err = mfs_ag_lock_watch(tp->fs, agno, one[c]);
+			if (err == -EBUSY) {
+				busy_seen = agl_mutex(tp->fs, agl_key(agno, c));
+				return -EDEADLK;
+			}
+			if (err)
+				return err;
+			mfs_ag_unlock(tp->fs, agno, one[c]);
+		}
+	}
+}
+
 int mfs_trans_lock_agl_ordered(struct mfs_trans *tp, uint32_t agno, unsigned what)
 {
-	int try;
-
 	if (agno >= tp->fs->geo.agcount)
 		return -EINVAL;
-	/* holding locks already, never queue behind a long holder: the caller cancels and
-	 * waits for it holding nothing (mfs_trans_wait_busy) */
-	try = !mfs_trans_ag_may_wait(tp, agno, what) ||
-	      (tp->nags && mfs_trans_ag_held_long(tp, agno, what));
-	return mfs_trans_lock_agl(tp, agno, what, try);
+	if (!mfs_trans_ag_may_wait(tp, agno, what))
+		return mfs_trans_lock_agl(tp, agno, what, 1);
+	if (!tp->nags)
+		return mfs_trans_lock_agl(tp, agno, what, 0);   /* holding nothing: wait */
+	return lock_agl_watching(tp, agno, what);
 }
 
 int mfs_trans_holds_agl(const struct mfs_trans *tp, uint32_t agno, unsigned what)

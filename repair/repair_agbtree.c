@@ -152,20 +152,23 @@ int rep_ag_begin(struct rep *r, struct agrep *ar, int counters_only)
 	mfs_trans_busy_hull(ar->tp);
 	/* The free-space, reverse-map and free-list rebuilds change the AG's space only: its
 	 * space lock, so that its inodes' changes go on (fs.h); the inode btree's, both. */
+	mfs_trans_hold_long(ar->tp);     /* others do not queue behind it holding theirs */
 	err = mfs_trans_lock_agl(ar->tp, ar->agno, counters_only ? MFS_AGL_SPACE : MFS_AGL_ALL,
 				 0);
 	if (err)
 		return rep_fail(r, err, "could not lock AG %u: %s", ar->agno, strerror(-err));
-	mfs_trans_hold_long(ar->tp);     /* others do not queue behind it holding theirs */
 	/* mfs_read_agh() without its field check, which is made here */
 	mfs_expect_agh(ar->fs, ar->agno, &e);
 	err = mfs_buf_read(ar->fs->bc, mfs_agbno_to_fsb(&ar->fs->geo, ar->agno, MFS_AGH_AGBNO),
 			   &e, &ar->agh_bp);
 	if (err)
 		ar->agh_bp = NULL;
-	if (!err && mfs_agh_check(ar->fs, ar->agno, rep_agh(ar)) &&
-	    !(counters_only > 0 && agh_usable(ar)))
-		err = -EFSCORRUPTED;
+	if (!err && mfs_agh_check(ar->fs, ar->agno, rep_agh(ar))) {
+		if (!(counters_only > 0 && agh_usable(ar)))
+			err = -EFSCORRUPTED;
+	} else if (!err) {               /* what statfs gives while the rebuild runs */
+		mfs_ag_publish_counts(ar->fs, ar->agno, rep_agh(ar));
+	}
 	if (err)
 		return rep_fail(r, err, "AG %u header is damaged (%s): repair the AG header first",
 				ar->agno, strerror(-err));

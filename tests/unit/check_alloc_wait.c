@@ -7,7 +7,10 @@
  *     tried, and locked, AGs above it), the allocation fails with -EDEADLK (retry), never
  *     -ENOSPC, and succeeds there once the lock is released;
  *   - when the order allows it (the busy AG is above every AG tried), it waits for the lock
- *     and succeeds there.
+ *     and succeeds there;
+ *   - a transaction holding an AG's inode lock never stays queued for its space lock
+ *     behind a long holder (a rebuild: mfs_trans_hold_long), whether that one queued
+ *     first or became a long holder while it waited.
  * The holder is the test's main thread; the allocation runs in a second thread.  Nothing
  * asserts on time: a wait that should not happen is seen as a thread that never finishes
  * (bounded by 30 s, then a failure).
@@ -210,6 +213,149 @@ START_TEST(test_no_room_elsewhere_wait)
 }
 END_TEST
 
+/* ---- a long holder of an AG lock (an online rebuild: mfs_trans_hold_long) ------------------ */
+struct longhold {
+	struct mfs_fs *fs;
+	int err;
+	atomic_int asking;
+	atomic_int locked, release;
+};
+
+/* Takes AG 1's space lock as a rebuild does (marked as a long holder before it waits),
+ * holds it until told to let it go. */
+static void *long_holder(void *arg)
+{
+	struct longhold *h = arg;
+	struct mfs_trans *tp;
+
+	h->err = mfs_trans_alloc(h->fs, &tp);
+	if (h->err)
+		return NULL;
+	mfs_trans_hold_long(tp);
+	atomic_store(&h->asking, 1);
+	h->err = mfs_trans_lock_agl(tp, 1, MFS_AGL_SPACE, 0);
+	atomic_store(&h->locked, 1);
+	while (!atomic_load(&h->release))
+		usleep(1000);
+	mfs_trans_cancel(tp);
+	return NULL;
+}
+
+struct taker {
+	struct mfs_fs *fs;
+	int err;                    /* of its space-lock request */
+	atomic_int asking, done;
+};
+
+/* Holds AG 1's inode lock (as an inode change does), then asks for its space lock (as a
+ * free there does) through the ordered lock; cancels either way. */
+static void *taker(void *arg)
+{
+	struct taker *k = arg;
+	struct mfs_trans *tp;
+
+	k->err = mfs_trans_alloc(k->fs, &tp);
+	if (!k->err)
+		k->err = mfs_trans_lock_agl_ordered(tp, 1, MFS_AGL_INODES);
+	if (!k->err) {
+		atomic_store(&k->asking, 1);
+		k->err = mfs_trans_lock_agl_ordered(tp, 1, MFS_AGL_SPACE);
+		mfs_trans_cancel(tp);
+	}
+	atomic_store(&k->asking, 1);
+	atomic_store(&k->done, 1);
+	return NULL;
+}
+
+/*
+ * A transaction holding an AG's inode lock that asks for its space lock never stays queued
+ * behind a long holder of it (a rebuild), but gets -EDEADLK (and waits for it holding
+ * nothing: mfs_trans_wait_busy):
+ *   - queued_first: a short holder has the space lock; the long holder, marked before it
+ *     waits, queues for it; then the asker comes: it does not queue at all, or gets the
+ *     lock before the long holder does;
+ *   - marked_while_waited: the asker waits for a space lock whose holder becomes a long
+ *     holder meanwhile (as a rebuild that queued unmarked would): its wait, which looks
+ *     again every 10 ms, gives up.
+ * Nothing asserts on time: a taker stuck behind the long holder is seen not to finish
+ * within 10 s.  (queued_first orders its threads with a pause; either order must pass.)
+ */
+START_TEST(test_long_holder_queued_first)
+{
+	struct tu_agfs t;
+	struct mfs_trans *shorth;
+	struct longhold h;
+	struct taker k;
+	pthread_t hth, kth;
+	double end;
+
+	memset(&h, 0, sizeof(h));
+	memset(&k, 0, sizeof(k));
+	shorth = setup(&t, 1, 0);
+	mfs_trans_cancel(shorth);          /* the short holder: the space lock only */
+	CK_OK(mfs_trans_alloc(t.fs, &shorth));
+	CK_OK(mfs_trans_lock_agl(shorth, 1, MFS_AGL_SPACE, 0));
+	h.fs = k.fs = t.fs;
+	CK_EQ(pthread_create(&hth, NULL, long_holder, &h), 0);
+	end = tu_now() + 10;
+	while (!atomic_load(&h.asking) && tu_now() < end)
+		usleep(1000);
+	usleep(20000);                       /* let it reach its wait */
+	CK_EQ(pthread_create(&kth, NULL, taker, &k), 0);
+	while (!atomic_load(&k.asking) && tu_now() < end)
+		usleep(1000);
+	mfs_trans_cancel(shorth);            /* both may go now: one of them wins */
+	end = tu_now() + 10;
+	while (!atomic_load(&k.done) && tu_now() < end)
+		usleep(2000);
+	ck_assert_msg(atomic_load(&k.done) || !atomic_load(&h.locked),
+		      "a transaction holding AG 1's inode lock waited behind a long holder of "
+		      "its space lock");
+	atomic_store(&h.release, 1);
+	CK_EQ(pthread_join(hth, NULL), 0);
+	CK_EQ(pthread_join(kth, NULL), 0);
+	CK_OK(h.err);
+	ck_assert_msg(k.err == 0 || k.err == -EDEADLK, "taker: %d", k.err);
+	CK_EQ(t.fs->ag[1].long_held[1], 0);   /* let go with its lock */
+	tu_agfs_close(&t);
+}
+END_TEST
+
+START_TEST(test_long_holder_marked_while_waited)
+{
+	struct tu_agfs t;
+	struct mfs_trans *holder;
+	struct taker k;
+	pthread_t kth;
+	double end;
+
+	memset(&k, 0, sizeof(k));
+	holder = setup(&t, 1, 0);
+	mfs_trans_cancel(holder);
+	CK_OK(mfs_trans_alloc(t.fs, &holder));
+	CK_OK(mfs_trans_lock_agl(holder, 1, MFS_AGL_SPACE, 0));
+	k.fs = t.fs;
+	CK_EQ(pthread_create(&kth, NULL, taker, &k), 0);
+	end = tu_now() + 10;
+	while (!atomic_load(&k.asking) && tu_now() < end)
+		usleep(1000);
+	usleep(20000);                       /* let it reach its wait */
+	ck_assert_msg(!atomic_load(&k.done), "the taker got a held lock: %d", k.err);
+	mfs_trans_hold_long(holder);         /* now a long holder */
+	end = tu_now() + 10;
+	while (!atomic_load(&k.done) && tu_now() < end)
+		usleep(2000);
+	ck_assert_msg(atomic_load(&k.done), "a transaction holding AG 1's inode lock stayed "
+		      "queued for its space lock after the holder became a long holder");
+	CK_EQ(pthread_join(kth, NULL), 0);
+	CK_EQ(k.err, -EDEADLK);
+	CK_EQ(t.fs->ag[1].long_held[1], 1);
+	mfs_trans_cancel(holder);
+	CK_EQ(t.fs->ag[1].long_held[1], 0);
+	tu_agfs_close(&t);
+}
+END_TEST
+
 static Suite *alloc_wait_suite(void)
 {
 	Suite *s = suite_create("alloc_wait");
@@ -219,6 +365,8 @@ static Suite *alloc_wait_suite(void)
 	tcase_add_test(tc, test_moves_on);
 	tcase_add_test(tc, test_no_room_elsewhere_retry);
 	tcase_add_test(tc, test_no_room_elsewhere_wait);
+	tcase_add_test(tc, test_long_holder_queued_first);
+	tcase_add_test(tc, test_long_holder_marked_while_waited);
 	suite_add_tcase(s, tc);
 	return s;
 }
