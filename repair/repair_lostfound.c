@@ -10,7 +10,8 @@
  * Locks: the caller holds none (online it holds the namespace quiesce, so no name changes
  * meanwhile).  Inode locks are taken in increasing inode number, each transaction locks
  * the AGs it changes in increasing order before changing anything, and a lock-order
- * conflict (-EDEADLK, from the allocator or an AG) is cancelled and retried a few times.
+ * conflict (-EDEADLK, from the allocator or an AG) is cancelled and retried a few times,
+ * each after waiting, holding no AG lock, for the lock that was busy.
  * Waiting for the second inode's lock with the first held is safe because of the quiesce:
  * the one daemon path that waits for inode locks out of that order, a rename's walk up
  * ".." (fs/namei.c is_under), is a namespace change, held back; the rebuilds only try such
@@ -119,6 +120,7 @@ static int lf_make(struct rep *r, struct mfs_inode *root, uint64_t *lf_ino)
 		}
 		if (!retryable(err))
 			break;
+		mfs_trans_wait_busy();     /* the busy AG lock, holding none (trans.h) */
 	}
 	return rep_fail(r, err, "making /lost+found: %s", scrub_errstr(err));
 }
@@ -254,6 +256,7 @@ int rep_lostfound_link(struct rep *r, uint64_t ino, uint32_t nlink)
 		mfs_inode_reload(ip);
 		if (!retryable(err))
 			break;
+		mfs_trans_wait_busy();     /* the busy AG lock, holding none (trans.h) */
 	}
 	pthread_rwlock_unlock(&ip->lock);
 	pthread_rwlock_unlock(&lf->lock);
