@@ -278,7 +278,12 @@ again:
 		err = mfs_trans_alloc(fs, &tp);
 		if (err)
 			goto out_unlock;
-		err = mfs_trans_lock_ag(tp, mfs_ino_to_agno(&fs->geo, dp->ino), 0);
+		/* The directory's inode lock first (its entry and inode); the new inode's AG
+		 * is ialloc's to lock, both locks: the directory's AG when it can be had, else
+		 * another (a rebuild holding its space lock: lib/fs.h), so that a create does
+		 * not wait for a rebuild holding the directory locked. */
+		err = mfs_trans_lock_agl(tp, mfs_ino_to_agno(&fs->geo, dp->ino), MFS_AGL_INODES,
+					 0);
 		if (!err)
 			err = mfs_ialloc(tp, dp->ino, (uint16_t)mode, &ino);
 		/* The new inode is locked while its AG is: never wait for it (a reader that

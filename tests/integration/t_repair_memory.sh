@@ -10,8 +10,9 @@
 #     in AG X completes (the allocator's bounded wait sends it to another AG), and a reader
 #     is not blocked; released, the rebuild commits and the file reads back intact;
 #   - nor changes of the inodes living in the AG being rebuilt: with the rebuild of AG 0's
-#     free-space trees, then of its reverse map, held before the commit, a touch, a chmod
-#     and an append to files of AG 0, a statfs and a listing complete, also while a
+#     free-space trees, then of its reverse map, held before the commit, a touch, a chmod,
+#     an append and a create (its inode in another AG) in a directory of AG 0, a statfs
+#     and a listing complete, also while a
 #     truncate of a file of AG 0 (which frees there) waits for the rebuild;
 #   - abort triggers, each a REPAIR of AG 0's free-space trees on an idle mount (noatime),
 #     with `mendfs_db metasum` (a CRC of every metadata block) of the unmounted image the
@@ -275,7 +276,8 @@ ok "appending to a file in AG $x (new extent in AG $newx) and reading completed 
 # ---- one AG rebuilding does not stop the changes of the inodes living in it ------------------------------
 # AG 0 holds every inode here.  Its free-space trees (type 4), then its reverse map (7),
 # rebuilt and held before the commit (the AG's space lock held), a truncate of a file of
-# AG 0 started first (it frees there: it waits, holding no AG lock): a touch, a chmod and an
+# AG 0 started first (it frees there: it waits, holding no AG lock): a create (its inode
+# goes to another AG), a touch, a chmod and an
 # append (AG 0 is full: the new blocks go elsewhere) to files of AG 0, a statfs and a
 # listing complete while it is held (before the AG's two locks they waited for the commit).
 for typ in 4 7; do
@@ -291,6 +293,7 @@ for typ in 4 7; do
 	( truncate -s 0 "$tf" && touch "$dir/truncated" ) &
 	tpid=$!
 	( touch -m -d @123456789$typ "$mnt/d/f2" && chmod 60$typ "$mnt/d/f4" &&
+	  echo new >"$mnt/d/new$typ" &&
 	  head -c 5000 /dev/urandom >>"$mnt/d/f6" && sync "$mnt/d/f6" && df "$mnt" >/dev/null &&
 	  ls -l "$mnt/d" >/dev/null && touch "$dir/changed" ) &
 	wpid=$!
@@ -309,14 +312,14 @@ for typ in 4 7; do
 	[ "$(stat -c %s "$tf")" = 0 ] || fail "type $typ: $tf not truncated"
 	[ "$trwaited" = 1 ] || fail "type $typ: the truncate did not wait for AG 0 (its blocks elsewhere?)"
 	[ "$(stat -c %Y.%a "$mnt/d/f2")" = "123456789$typ.644" ] &&
-		[ "$(stat -c %a "$mnt/d/f4")" = 60$typ ] ||
+		[ "$(stat -c %a "$mnt/d/f4")" = 60$typ ] && [ "$(cat "$mnt/d/new$typ")" = new ] ||
 		fail "type $typ: the changes made during the rebuild are not there"
 	"$SCRUB" -n "$mnt" >"$dir/out" 2>&1 || { cat "$dir/out"; fail "type $typ: scrub -n after the held rebuild"; }
 	(cd "$mnt" && md5sum big d/*) >"$dir/sums" || fail "md5sum"
 	umount_fs
 	"$BIN/mendfs_repair" -n "$img" >"$dir/rep" 2>&1 || { cat "$dir/rep"; fail "type $typ: mendfs_repair -n"; }
 done
-ok "touch, chmod, append to files of AG 0, statfs and ls completed (a truncate there waiting) while AG 0's free-space trees, then its reverse map, were rebuilt and held; scrub -n and mendfs_repair -n clean"
+ok "create, touch, chmod, append in a directory of AG 0, statfs and ls completed (a truncate there waiting) while AG 0's free-space trees, then its reverse map, were rebuilt and held; scrub -n and mendfs_repair -n clean"
 
 # ---- abort: scratch on a full tmpfs -----------------------------------------------------------------
 # Each abort is one REPAIR of AG 0's free-space trees from the small client: a mendfs_scrub
